@@ -1,0 +1,1 @@
+"""The route-script grammar (routescript.lark), shipped as package data."""

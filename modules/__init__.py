@@ -1,0 +1,1 @@
+"""OpenSIPS-style modules, one package each; importable as routescript.modules.<name>."""

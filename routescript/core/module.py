@@ -1,0 +1,218 @@
+"""How a module declares what it exports - the Python side of OpenSIPS's `module_exports`.
+
+A module is a package under `modules/` (importable as `routescript.modules.<name>`, or from another
+distribution through the `routescript.modules` entry-point group) whose `MODULE` attribute is a subclass
+of `Module`. Everything it exports is declared on that class, in one place:
+
+    class SlModule(Module):
+        name = "sl"
+        params = (Param("enable_stats", int, 1),)
+
+        @script_function("sl_send_reply", Arg("int"), Arg("str"), routes=(REQUEST_ROUTE, ERROR_ROUTE))
+        def sl_send_reply(self, ctx, code, reason): ...
+
+        @mi_command("sl_stats")
+        async def mi_stats(self): ...
+
+The core makes one instance per loaded configuration: `Module(server, params)` after every modparam is
+applied and typed, then `check()` (load-time validation; raise ConfigError), compiles the script with the
+instance's functions, then awaits `start()` before the first message and `stop()` at shutdown.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, TransformSpec, function
+
+
+class ConfigError(Exception):
+    """A configuration problem found at load time. `pos` is (file, line, col) when known."""
+
+    def __init__(self, message: str, pos: tuple[str, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+
+    def __str__(self) -> str:
+        if self.pos:
+            return f"{self.pos[0]}:{self.pos[1]}:{self.pos[2]}: {self.message}"
+        return self.message
+
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A module parameter (modparam). `type` is int or str (OpenSIPS INT_PARAM / STR_PARAM).
+
+    multi: the parameter may be given several times (values collected in a list, e.g. OpenSIPS's
+    USE_FUNC_PARAM ones). check: extra validation of a value, raising ValueError("why").
+    later: the feature behind it is not built yet - the default is accepted, any other value is refused
+    at load time with this text (never silently ignored).
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    doc: str = ""
+    multi: bool = False
+    check: Callable[[Any], None] | None = None
+    later: str | None = None
+
+    def convert(self, value: Any) -> Any:
+        """Type a modparam value as OpenSIPS does: ints for INT params (a numeric string is accepted)."""
+        if self.type is int:
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, str):
+                try:
+                    value = int(value.strip(), 0)
+                except ValueError:
+                    raise ValueError(f"parameter '{self.name}' expects an integer, got \"{value}\"") from None
+            if not isinstance(value, int):
+                raise ValueError(f"parameter '{self.name}' expects an integer")
+        elif self.type is str:
+            if isinstance(value, int):
+                value = str(value)
+            if not isinstance(value, str):
+                raise ValueError(f"parameter '{self.name}' expects a string")
+        if self.check is not None:
+            self.check(value)
+        if self.later is not None and value != self.default:
+            raise ValueError(f"parameter '{self.name}' = {value!r} is not supported yet: {self.later}")
+        return value
+
+
+def Arg(kind: str = "str", name: str = "", *, optional: bool = False,
+        fixup: Callable[[Any], Any] | None = None) -> ArgSpec:
+    """Shorthand for an argument of a script function."""
+    return ArgSpec(kind=kind, optional=optional, name=name, fixup=fixup)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class MICommand:
+    """An MI command. `impl(**params)` returns a JSON-able result or raises MIError.
+
+    params: the parameter names in positional order; optional ones are listed in `optional`.
+    """
+
+    name: str
+    impl: Callable[..., Any]
+    params: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+    module: str = "core"
+
+
+class MIError(Exception):
+    """A command-level MI failure (JSON-RPC error -32000 unless `code` says otherwise)."""
+
+    def __init__(self, message: str, code: int = -32000) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- decorators: they only tag methods; Module collects the tags per instance --------------------------
+
+def script_function(name: str, *args: ArgSpec, routes: Iterable[str] | None = None) -> Callable[[Any], Any]:
+    def tag(method: Any) -> Any:
+        method.__dict__.setdefault("_rs_functions", []).append((name, args, routes))
+        return method
+    return tag
+
+
+def mi_command(name: str, *, aliases: Iterable[str] = (), optional: Iterable[str] = (),
+               doc: str = "") -> Callable[[Any], Any]:
+    def tag(method: Any) -> Any:
+        method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc))
+        return method
+    return tag
+
+
+def pseudo_variable(name: str, *, key: str = "none", setter: str | None = None) -> Callable[[Any], Any]:
+    """Tag a getter method (self, ctx, key, index); `setter` names the setter method, if writable."""
+    def tag(method: Any) -> Any:
+        method.__dict__.setdefault("_rs_pvars", []).append((name, key, setter))
+        return method
+    return tag
+
+
+class Module:
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    events: ClassVar[tuple[str, ...]] = ()      # event names it raises (E_...)
+    depends: ClassVar[tuple[str, ...]] = ()     # modules that must be loaded too
+    aliases: ClassVar[tuple[str, ...]] = ()     # other loadmodule names served by this class
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        self.server = server
+        self.modparams = params
+
+    # typed access to a parameter's value (default when not set in the script)
+    def param(self, name: str) -> Any:
+        return self.modparams[name]
+
+    def check(self) -> None:
+        """Load-time validation after modparams, before the script is compiled. Raise ConfigError."""
+
+    async def start(self) -> None:
+        """mod_init: open databases, load state, start timers. Called before the first message."""
+
+    async def stop(self) -> None:
+        """Flush and close. Called once at clean shutdown."""
+
+    # --- exports, collected from the tagged methods -------------------------------------------------
+    def functions(self) -> list[FunctionSpec]:
+        out = []
+        for method in self._tagged("_rs_functions"):
+            for name, args, routes in method.__func__.__dict__["_rs_functions"]:
+                out.append(function(name, method, *args, routes=routes, module=self.name))
+        return out
+
+    def mi_commands(self) -> list[MICommand]:
+        out = []
+        for method in self._tagged("_rs_mi"):
+            for name, aliases, optional, doc in method.__func__.__dict__["_rs_mi"]:
+                sig = inspect.signature(method)
+                names = tuple(p for p in sig.parameters)
+                out.append(MICommand(name, method, names, optional, aliases, doc or (method.__doc__ or ""),
+                                     self.name))
+        return out
+
+    def pvars(self) -> list[PVarSpec]:
+        out = []
+        for method in self._tagged("_rs_pvars"):
+            for name, key, setter in method.__func__.__dict__["_rs_pvars"]:
+                out.append(PVarSpec(name, method, getattr(self, setter) if setter else None, key,  # type: ignore[arg-type]
+                                    module=self.name))
+        return out
+
+    def transforms(self) -> list[TransformSpec]:
+        return []
+
+    def _tagged(self, attr: str) -> list[Any]:
+        found = []
+        for cls in type(self).__mro__:
+            for value in vars(cls).values():
+                if callable(value) and attr in getattr(value, "__dict__", {}):
+                    found.append(getattr(self, value.__name__))
+        return found
+
+
+@dataclass(slots=True)
+class ModuleSet:
+    """The modules a configuration loaded, by name, in load order."""
+
+    instances: dict[str, Module] = field(default_factory=dict)
+
+    def get(self, name: str) -> Module | None:
+        return self.instances.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.instances

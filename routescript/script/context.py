@@ -1,0 +1,55 @@
+"""The per-message state a compiled route runs with (OpenSIPS's `struct sip_msg` plus script state).
+
+One `MsgContext` is made for each message (or timer tick, or event) a route runs for. It is the
+first argument of every script function, pseudo-variable getter/setter and compiled route.
+
+Choice where OpenSIPS differs: OpenSIPS keeps `$var` values per worker process across messages; we
+run many messages concurrently on one event loop, so `$var` lives in the context and starts empty
+for every message. Scripts that initialise their variables (as the OpenSIPS docs advise) behave the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Route kinds, named as OpenSIPS names them.
+REQUEST_ROUTE = "request"
+ONREPLY_ROUTE = "onreply"
+FAILURE_ROUTE = "failure"
+BRANCH_ROUTE = "branch"
+LOCAL_ROUTE = "local"
+STARTUP_ROUTE = "startup"
+TIMER_ROUTE = "timer"
+EVENT_ROUTE = "event"
+ERROR_ROUTE = "error"
+ALL_ROUTES = frozenset(
+    {REQUEST_ROUTE, ONREPLY_ROUTE, FAILURE_ROUTE, BRANCH_ROUTE, LOCAL_ROUTE, STARTUP_ROUTE, TIMER_ROUTE,
+     EVENT_ROUTE, ERROR_ROUTE}
+)
+
+
+@dataclass(slots=True, eq=False)
+class MsgContext:
+    """State of one route run.
+
+    msg:        the SIP message (routescript.sip SIPRequest/SIPResponse), None for startup/timer/event routes.
+    source:     where it came from (routescript.transport Source), None when not from the network.
+    server:     the running core.Server; modules reach transports, transactions and other modules through it.
+    route_type: one of the *_ROUTE names above.
+    """
+
+    msg: Any = None
+    source: Any = None
+    server: Any = None
+    route_type: str = REQUEST_ROUTE
+    vars: dict[str, Any] = field(default_factory=dict)          # $var(name)
+    avps: dict[str, list[Any]] = field(default_factory=dict)    # $avp(name): newest value first
+    params: dict[str, Any] = field(default_factory=dict)        # $param(name) in event_route
+    retcode: int = 0                                            # $retcode / $rc / $?
+    transaction: Any = None        # the server transaction once t_newtran/t_check_trans found or made one
+    replied: bool = False          # a final reply was sent for this request (sl or tm)
+    dst_uri: str | None = None     # $du
+    error: Any = None              # the routescript.sip ParseError for error_route ($err.*)
+    reply_code: int | None = None  # $T_reply_code in failure/onreply routes
+    extra: dict[str, Any] = field(default_factory=dict)  # per-message scratch space for modules, keyed by module name
