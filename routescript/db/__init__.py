@@ -1,0 +1,56 @@
+"""routescript.db - the storage layer: OpenSIPS tables behind one small async interface, on SQLite or
+PostgreSQL. It knows rows and tables, never SIP messages or modules.
+
+    db = await open_database("sqlite:///var/lib/routescript/presence.sqlite")
+    await db.ensure_schema()
+    async with db.transaction():
+        await db.delete("presentity", {"expires": ("<", now)})
+        await db.insert("presentity", {...})
+    rows = await db.query("active_watchers", {"presentity_uri": uri}, order_by="id")
+    await db.close()
+
+URLs are read as OpenSIPS reads its db_url (see routescript.db.url). Every failure is a DatabaseError whose
+`transient` flag tells "retry later" (503) from "bad query/data" (500).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from routescript.db.base import Database, Row, Transaction
+from routescript.db.errors import DatabaseError, SchemaError
+from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
+from routescript.db.url import DbUrl, parse_url
+
+__all__ = ["open_database", "init_schema", "Database", "Transaction", "Row", "DatabaseError", "SchemaError",
+           "SCHEMA", "DEFAULT_TABLES", "Table", "Column", "create_table_sql", "parse_url", "DbUrl"]
+
+
+async def open_database(url: str, *, table_names: Mapping[str, str] | None = None,
+                        clock: Callable[[], float] = time.monotonic) -> Database:
+    """Connect to `url` (sqlite://..., postgres://..., postgresql://...).
+
+    SQLite: the file and its parent directory are created when missing. PostgreSQL: a pool of connections.
+    table_names: actual names for tables renamed in the script (e.g. modparam presentity_table), mapped
+    from the OpenSIPS name. clock: monotonic seconds, for the PostgreSQL reconnect back-off (tests inject it).
+    Raises DatabaseError (kind "config" for a bad URL, "connection" when the database cannot be reached).
+    """
+    target = parse_url(url)
+    if target.backend == "sqlite":
+        from routescript.db.sqlite import SqliteDatabase
+        return await SqliteDatabase.open(target.redacted, target.path, table_names)
+    from routescript.db.postgres import PostgresDatabase
+    return await PostgresDatabase.open(target.redacted, target.dsn, table_names, clock)
+
+
+async def init_schema(url: str, tables: Iterable[str] | None = None, *,
+                      table_names: Mapping[str, str] | None = None) -> list[str]:
+    """`routescript db init URL`: create the missing tables and upgrade older ones in place (columns added,
+    version rows set; no row and no table is ever dropped). Returns one line per table saying what was done.
+    Raises SchemaError when a table cannot be upgraded automatically (then nothing was changed)."""
+    db = await open_database(url, table_names=table_names)
+    try:
+        return await db.upgrade_schema(tables)
+    finally:
+        await db.close()

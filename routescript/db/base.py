@@ -1,0 +1,343 @@
+"""The storage interface both backends share (the OpenSIPS db API, in Python).
+
+Everything here is backend-neutral: checking names against the schema, building SQL, transactions (through a
+context variable, so every call made inside `async with db.transaction():` - by that task or the tasks it
+starts - joins it), schema creation and upgrade. A backend supplies the few primitives at the bottom.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from routescript.db import _sql
+from routescript.db.errors import DatabaseError, SchemaError
+from routescript.db.schema import (DEFAULT_TABLES, IDENTIFIER, SCHEMA, VERSION, Column, Dialect, Table,
+                                   add_column_sql, create_table_sql)
+
+log = logging.getLogger("routescript.db")
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+
+class Transaction:
+    """An open transaction: the connection it runs on and a lock so its statements go one at a time."""
+
+    __slots__ = ("db", "conn", "lock", "depth")
+
+    def __init__(self, db: Database, conn: Any) -> None:
+        self.db = db
+        self.conn = conn
+        self.lock = asyncio.Lock()
+        self.depth = 0
+
+
+# The transactions open in the current task context (innermost last), across every Database.
+_ACTIVE: ContextVar[tuple[Transaction, ...]] = ContextVar("routescript_db_transactions", default=())
+
+
+class Database(abc.ABC):
+    """A database holding OpenSIPS tables. Get one from `open_database(url)`; close it with `close()`.
+
+    Table and column names are the OpenSIPS ones (see `routescript.db.schema.SCHEMA`); any other name is a
+    DatabaseError, so no identifier from outside ever reaches SQL text. Values are always bound parameters.
+    Conditions (`where`) map a column to a value (equality; None means IS NULL) or to `(operator, value)`
+    with operator one of = != <> < <= > >= in, "not in" (in/not in take a list).
+    """
+
+    dialect: Dialect
+
+    def __init__(self, url: str, table_names: Mapping[str, str] | None = None) -> None:
+        self.url = url  # redacted: safe to log
+        self._names = {name: name for name in SCHEMA}
+        for logical, actual in (table_names or {}).items():
+            if logical not in SCHEMA:
+                raise DatabaseError(f"unknown table '{logical}'", "config")
+            if not isinstance(actual, str) or not IDENTIFIER.match(actual):
+                raise DatabaseError(f"bad table name {actual!r} for '{logical}'", "config")
+            self._names[logical] = actual
+        self._closed = False
+
+    # --- rows ---------------------------------------------------------------------------------------
+
+    async def insert(self, table: str, row: Mapping[str, Any]) -> int | None:
+        """Insert one row; returns its `id` when the table has one."""
+        t, name = self._table(table)
+        cols, vals = _sql.row_values(t, row)
+        sql = _sql.insert(t, name, self.dialect, cols)
+        return await self._run(lambda conn: self._insert(conn, sql, vals, t.has_id))
+
+    async def insert_many(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert rows (all with the same columns) atomically, in one transaction; returns how many."""
+        t, name = self._table(table)
+        rows = list(rows)
+        if not rows:
+            return 0
+        keys = list(rows[0]) if isinstance(rows[0], Mapping) else []
+        values = []
+        for row in rows:
+            if not isinstance(row, Mapping) or list(row) != keys:
+                raise DatabaseError(f"insert_many into '{t.name}': every row must have the columns {keys}")
+            values.append(_sql.row_values(t, row)[1])
+        cols = [_sql.column(t, k) for k in keys]
+        sql = _sql.insert(t, name, self.dialect, cols).removesuffix(' RETURNING "id"')
+        async with self.transaction():
+            await self._run(lambda conn: self._executemany(conn, sql, values))
+        return len(values)
+
+    async def update(self, table: str, where: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+        """Set `values` on the rows matching `where` ({} = every row); returns how many rows matched."""
+        t, name = self._table(table)
+        sql, params = _sql.update(t, name, self.dialect, where, values)
+        return await self._run(lambda conn: self._execute(conn, sql, params))
+
+    async def delete(self, table: str, where: Mapping[str, Any]) -> int:
+        """Delete the rows matching `where` ({} = every row); returns how many."""
+        t, name = self._table(table)
+        sql, params = _sql.delete(t, name, self.dialect, where)
+        return await self._run(lambda conn: self._execute(conn, sql, params))
+
+    async def upsert(self, table: str, row: Mapping[str, Any], keys: Sequence[str]) -> None:
+        """Insert `row`, or replace the columns it gives in the row with the same `keys` (a unique key)."""
+        t, name = self._table(table)
+        cols, vals = _sql.row_values(t, row)
+        sql = _sql.upsert(t, name, self.dialect, cols, keys)
+        await self._run(lambda conn: self._execute(conn, sql, vals))
+
+    async def query(self, table: str, where: Mapping[str, Any] | None = None,
+                    columns: Sequence[str] | None = None, order_by: str | Sequence[str] | None = None,
+                    limit: int | None = None) -> list[Row]:
+        """Rows matching `where` as dicts (all schema columns unless `columns`); `order_by` is a column or a
+        list of them, "-column" for descending. Blob columns are bytes, whatever wrote them."""
+        t, name = self._table(table)
+        sql, params, cols = _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+        raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
+        return [_row(cols, r) for r in raw]
+
+    async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
+        """How many rows match `where`."""
+        t, name = self._table(table)
+        sql, params = _sql.count(t, name, self.dialect, where)
+        raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
+        return int(raw[0][0])
+
+    # --- transactions -------------------------------------------------------------------------------
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """`async with db.transaction():` - every call on this database inside the block (from this task and
+        tasks it starts) commits together, or not at all when the block raises. Nested blocks are savepoints.
+        Other tasks' calls wait until the block ends (SQLite) or use other connections (PostgreSQL); do not
+        await, inside the block, a task that was started before it and uses this database."""
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Transaction]:
+        self._check_open()
+        outer = self._current_tx()
+        if outer is not None:
+            outer.depth += 1
+            savepoint = f"rs_sp_{outer.depth}"
+            await self._run(lambda conn: self._execute(conn, f"SAVEPOINT {savepoint}", []))
+            try:
+                yield outer
+            except BaseException:
+                try:
+                    await self._run(lambda conn: self._execute(conn, f"ROLLBACK TO SAVEPOINT {savepoint}", []))
+                    await self._run(lambda conn: self._execute(conn, f"RELEASE SAVEPOINT {savepoint}", []))
+                except DatabaseError as exc:  # the connection is gone: the outer transaction fails anyway
+                    log.warning("%s: rollback to savepoint failed: %s", self.url, exc)
+                raise
+            else:
+                await self._run(lambda conn: self._execute(conn, f"RELEASE SAVEPOINT {savepoint}", []))
+            finally:
+                outer.depth -= 1
+            return
+        async with self._begin() as conn:
+            tx = Transaction(self, conn)
+            token = _ACTIVE.set(_ACTIVE.get() + (tx,))
+            try:
+                yield tx
+            finally:
+                _ACTIVE.reset(token)
+
+    def _current_tx(self) -> Transaction | None:
+        for tx in reversed(_ACTIVE.get()):
+            if tx.db is self:
+                return tx
+        return None
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
+        self._check_open()
+        tx = self._current_tx()
+        if tx is None:
+            return await self._run_standalone(fn, idempotent)
+        async with tx.lock:
+            try:
+                return await fn(tx.conn)
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                err = self._translate(exc)
+                if err.transient:
+                    self._connection_failed()
+                raise err from exc
+
+    def _connection_failed(self) -> None:
+        """A statement inside a transaction lost the connection (a backend may start its back-off)."""
+
+    # --- schema -------------------------------------------------------------------------------------
+
+    def table(self, name: str) -> Table:
+        """The schema of an OpenSIPS table this database knows."""
+        return self._table(name)[0]
+
+    async def ensure_schema(self, tables: Iterable[str] | None = None) -> None:
+        """Create the missing tables (with their `version` rows); check the existing ones.
+
+        A table with another version (or missing columns) raises SchemaError naming the command that
+        upgrades it (`routescript db init URL`); nothing is changed then. Default: every presence table."""
+        await self._sync_schema(tables, upgrade=False)
+
+    async def upgrade_schema(self, tables: Iterable[str] | None = None) -> list[str]:
+        """Create missing tables and bring older ones up to date by adding their missing columns (rows are
+        kept, nothing is dropped). Returns what was done, one line per table."""
+        return await self._sync_schema(tables, upgrade=True)
+
+    async def _sync_schema(self, tables: Iterable[str] | None, upgrade: bool) -> list[str]:
+        logical = list(DEFAULT_TABLES if tables is None else tables)
+        for name in logical:
+            self._table(name)
+        actions: list[str] = []
+        problems: list[str] = []
+        async with self.transaction():
+            vname = self._names["version"]
+            if await self._run(lambda conn: self._table_columns(conn, vname)) is None:
+                await self._create(VERSION, vname)
+                actions.append(f"created table {vname}")
+            for lname in logical:
+                t, name = self._table(lname)
+                have_cols = await self._run(lambda conn: self._table_columns(conn, name))
+                if have_cols is None:
+                    await self._create(t, name)
+                    await self._set_version(name, t.version)
+                    actions.append(f"created table {name} (version {t.version})")
+                    continue
+                rows = await self.query("version", where={"table_name": name}, columns=["table_version"])
+                have = rows[0]["table_version"] if rows else None
+                missing = [c for c in t.columns if c.name not in have_cols]
+                if have == t.version and not missing:
+                    actions.append(f"table {name}: version {have}, up to date")
+                    continue
+                problem = self._version_problem(t, name, have, missing, upgrade)
+                if problem:
+                    problems.append(problem)
+                    continue
+                for col in missing:
+                    await self._run(lambda conn, c=col: self._execute(conn, add_column_sql(name, c, self.dialect), []))
+                await self._set_version(name, t.version)
+                added = f", added {', '.join(c.name for c in missing)}" if missing else ""
+                actions.append(f"upgraded table {name}: version {have if have is not None else 'none'} "
+                               f"-> {t.version}{added}")
+            if problems:
+                raise SchemaError(f"database {self.url}: " + "; ".join(problems))
+        for line in actions:
+            if not line.endswith("up to date"):
+                log.info("%s: %s", self.url, line)
+        return actions
+
+    def _version_problem(self, t: Table, name: str, have: int | None, missing: list[Column],
+                         upgrade: bool) -> str | None:
+        shown = "no version row" if have is None else f"version {have}"
+        lacking = f" (missing columns: {', '.join(c.name for c in missing)})" if missing else ""
+        if have is not None and have > t.version:
+            return (f"table '{name}' has version {have}, newer than the {t.version} routescript supports; "
+                    f"use a database made for OpenSIPS 3.4 / this routescript")
+        if not upgrade:
+            return (f"table '{name}' has {shown}, routescript needs version {t.version}{lacking}; "
+                    f"run `routescript db init {self.url}` to create/upgrade the tables (rows are kept)")
+        stuck = [c.name for c in missing if not c.nullable and c.default is None]
+        if stuck:
+            return (f"table '{name}' lacks NOT NULL columns {', '.join(stuck)} that cannot be added to "
+                    f"existing rows; migrate it by hand (e.g. with OpenSIPS's opensips-cli)")
+        return None
+
+    async def _create(self, t: Table, name: str) -> None:
+        for stmt in create_table_sql(t, self.dialect, name):
+            await self._run(lambda conn, s=stmt: self._execute(conn, s, []))
+
+    async def _set_version(self, name: str, version: int) -> None:
+        await self.delete("version", {"table_name": name})
+        await self.insert("version", {"table_name": name, "table_version": version})
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connections; later calls raise DatabaseError. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseError(f"database {self.url} is closed", "connection")
+
+    def _table(self, name: str) -> tuple[Table, str]:
+        t = SCHEMA.get(name) if isinstance(name, str) else None
+        if t is None:
+            raise DatabaseError(f"unknown table {name!r} (known: {', '.join(SCHEMA)})")
+        return t, self._names[name]
+
+    # --- what a backend provides --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
+        """Run fn(conn) outside any transaction (autocommit), translating driver errors."""
+
+    @abc.abstractmethod
+    def _begin(self) -> AbstractAsyncContextManager[Any]:
+        """Open a transaction and yield its connection; commit on exit, roll back when the block raises."""
+
+    @abc.abstractmethod
+    async def _fetch(self, conn: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]: ...
+
+    @abc.abstractmethod
+    async def _execute(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
+        """Run a statement; the number of rows it touched."""
+
+    @abc.abstractmethod
+    async def _insert(self, conn: Any, sql: str, params: Sequence[Any], has_id: bool) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abc.abstractmethod
+    async def _table_columns(self, conn: Any, name: str) -> set[str] | None:
+        """The column names of a table, None when it does not exist."""
+
+    @abc.abstractmethod
+    def _translate(self, exc: Exception) -> DatabaseError: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+
+def _row(cols: Sequence[Column], raw: Sequence[Any]) -> Row:
+    out: Row = {}
+    for col, value in zip(cols, raw):
+        if col.kind == "blob" and value is not None and not isinstance(value, bytes):
+            # OpenSIPS may have stored a body as TEXT in SQLite; blobs always come back as bytes.
+            value = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        out[col.name] = value
+    return out

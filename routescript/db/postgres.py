@@ -1,0 +1,192 @@
+"""PostgreSQL backend through asyncpg: a connection pool, prepared statements (asyncpg prepares each SQL text
+once per connection and keeps it in its statement cache), and a back-off when the server goes away.
+
+Lost connection: the failing call raises DatabaseError(kind="connection") (a 503 for the caller), the pool's
+connections are marked for replacement, and calls fail fast until the back-off delay (0.5 s doubling up to
+30 s) has passed; the next call after that reconnects. A read (query/count) that meets a dead pooled
+connection is tried once more at once on a fresh one - a read is safe to repeat, a write is not (it may
+have been committed before the connection dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+
+from routescript.db.base import Database, log
+from routescript.db.errors import DatabaseError, ErrorKind
+
+T = TypeVar("T")
+
+POOL_MAX_SIZE = 10
+ACQUIRE_TIMEOUT = 10.0   # seconds waiting for a free pooled connection
+COMMAND_TIMEOUT = 30.0   # seconds for one statement
+CONNECT_TIMEOUT = 5.0
+
+
+class Backoff:
+    """When to try the server again after a connection failure. `clock` is injected (monotonic seconds)."""
+
+    def __init__(self, clock: Callable[[], float], first: float = 0.5, cap: float = 30.0) -> None:
+        self.clock = clock
+        self.first = first
+        self.cap = cap
+        self.delay = 0.0
+        self.retry_at: float | None = None
+
+    def check(self, url: str) -> None:
+        if self.retry_at is not None:
+            wait = self.retry_at - self.clock()
+            if wait > 0:
+                raise DatabaseError(f"database {url} unreachable; next attempt in {wait:.1f} s", "connection")
+
+    def failed(self) -> None:
+        self.delay = self.first if self.delay == 0 else min(self.cap, self.delay * 2)
+        self.retry_at = self.clock() + self.delay
+
+    def succeeded(self) -> None:
+        self.delay = 0.0
+        self.retry_at = None
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool: asyncpg.Pool, table_names: Mapping[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(url, table_names)
+        self._pool = pool
+        self.backoff = Backoff(clock)
+
+    @classmethod
+    async def open(cls, url: str, dsn: str, table_names: Mapping[str, str] | None = None,
+                   clock: Callable[[], float] = time.monotonic, max_size: int = POOL_MAX_SIZE) -> PostgresDatabase:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT,
+                                             command_timeout=COMMAND_TIMEOUT)
+        except Exception as exc:
+            raise DatabaseError(f"cannot connect to {url}: {exc}", _kind(exc)) from exc
+        return cls(url, pool, table_names, clock)
+
+    async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
+        self.backoff.check(self.url)
+        attempts = 2 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                    result = await fn(conn)
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                err = self._translate(exc)
+                if not err.transient:
+                    raise err from exc
+                self._pool.expire_connections()
+                if attempt + 1 < attempts:
+                    log.info("%s: connection lost (%s); retrying the read once", self.url, exc)
+                    continue
+                self.backoff.failed()
+                log.warning("%s: %s; next attempt in %.1f s", self.url, err.message, self.backoff.delay)
+                raise err from exc
+            self.backoff.succeeded()
+            return result
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[Any]:
+        self.backoff.check(self.url)
+        try:
+            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
+        except Exception as exc:
+            raise self._lost(exc) from exc
+        try:
+            tr = conn.transaction()
+            try:
+                await tr.start()
+            except Exception as exc:
+                raise self._lost(exc) from exc
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    await tr.rollback()
+                except Exception as exc:  # the connection is gone: the server rolls back by itself
+                    log.warning("%s: rollback failed: %s", self.url, exc)
+                raise
+            try:
+                await tr.commit()
+            except Exception as exc:
+                raise self._lost(exc) from exc
+            self.backoff.succeeded()
+        finally:
+            await self._pool.release(conn)
+
+    def _lost(self, exc: Exception) -> DatabaseError:
+        err = self._translate(exc)
+        if err.transient:
+            self._connection_failed()
+        return err
+
+    def _connection_failed(self) -> None:
+        self._pool.expire_connections()
+        self.backoff.failed()
+
+    async def _fetch(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return [tuple(r) for r in await conn.fetch(sql, *params)]
+
+    async def _execute(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> int:
+        status = await conn.execute(sql, *params)
+        # "UPDATE 3", "DELETE 0", "INSERT 0 1"; DDL statuses carry no count.
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def _insert(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any],
+                      has_id: bool) -> int | None:
+        if has_id:
+            return int(await conn.fetchval(sql, *params))
+        await conn.execute(sql, *params)
+        return None
+
+    async def _executemany(self, conn: asyncpg.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await conn.executemany(sql, rows)
+
+    async def _table_columns(self, conn: asyncpg.Connection, name: str) -> set[str] | None:
+        rows = await conn.fetch("SELECT column_name FROM information_schema.columns "
+                                "WHERE table_schema = current_schema() AND table_name = $1", name)
+        return {r[0] for r in rows} or None
+
+    def _translate(self, exc: Exception) -> DatabaseError:
+        if isinstance(exc, DatabaseError):
+            return exc
+        return DatabaseError(f"PostgreSQL {self.url}: {exc}", _kind(exc))
+
+    async def _close(self) -> None:
+        try:
+            await self._pool.close()
+        except Exception as exc:  # a dead server must not stop shutdown
+            log.warning("%s: closing the pool: %s", self.url, exc)
+            self._pool.terminate()
+
+
+# SQLSTATE classes meaning "not now": connection exception, insufficient resources, operator intervention
+# (admin/crash shutdown, cannot connect now), and transaction rollback (serialization failure, deadlock).
+_TRANSIENT_STATES = ("08", "53", "57P", "40")
+
+
+def _kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return "connection"
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        if state.startswith("23"):
+            return "constraint"
+        if state.startswith(_TRANSIENT_STATES):
+            return "connection"
+        return "query"
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower():
+        return "connection"
+    return "query"

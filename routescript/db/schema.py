@@ -1,0 +1,187 @@
+"""The OpenSIPS 3.4 tables routescript uses, written once as data; DDL for both dialects is generated from it.
+
+Names, types, defaults, unique keys and table versions are those of OpenSIPS 3.4 (db/schema/*.xml, from
+which OpenSIPS generates scripts/{sqlite,postgres}/standard-create.sql and presence-create.sql), so a
+database created by OpenSIPS is used as it is, and one created here works with OpenSIPS.
+
+Column kinds and how each dialect spells them (as OpenSIPS's generated scripts do):
+    int     INTEGER          INTEGER
+    str(n)  CHAR(n)          VARCHAR(n)      (SQLite ignores the length; values are never truncated)
+    text    TEXT             TEXT
+    blob    BLOB             BYTEA           (always returned as bytes)
+    id      INTEGER PRIMARY KEY AUTOINCREMENT / SERIAL PRIMARY KEY (sequence capped at 2^31-1, CYCLE)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColumnKind = Literal["id", "int", "str", "text", "blob"]
+Dialect = Literal["sqlite", "postgres"]
+
+# An identifier we are willing to put in SQL text (table names given by the user through `table_names`).
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    kind: ColumnKind
+    size: int | None = None           # for "str"
+    nullable: bool = False
+    default: int | str | None = None  # SQL DEFAULT (None: no default, or DEFAULT NULL when nullable)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table: `version` is the row OpenSIPS keeps for it in the `version` table."""
+
+    name: str
+    version: int
+    columns: tuple[Column, ...]
+    unique: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (constraint suffix, columns)
+    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (index suffix, columns)
+    by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {c.name: c for c in self.columns})
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def has_id(self) -> bool:
+        return "id" in self.by_name and self.by_name["id"].kind == "id"
+
+    def unique_keys(self) -> list[frozenset[str]]:
+        """Column sets that identify a row (the primary key and each UNIQUE constraint)."""
+        keys = [frozenset(cols) for _, cols in self.unique]
+        if self.has_id:
+            keys.append(frozenset(("id",)))
+        return keys
+
+
+def _id() -> Column:
+    return Column("id", "id")
+
+
+def _s(name: str, size: int, nullable: bool = False, default: str | None = None) -> Column:
+    return Column(name, "str", size, nullable, default)
+
+
+def _i(name: str, nullable: bool = False, default: int | None = None) -> Column:
+    return Column(name, "int", None, nullable, default)
+
+
+VERSION = Table(
+    "version", 1,
+    (_s("table_name", 32), _i("table_version", default=0)),
+    unique=(("t_name_idx", ("table_name",)),),
+)
+
+PRESENTITY = Table(
+    "presentity", 5,
+    (_id(), _s("username", 64), _s("domain", 64), _s("event", 64), _s("etag", 64), _i("expires"),
+     _i("received_time"), Column("body", "blob", nullable=True), Column("extra_hdrs", "blob", nullable=True),
+     _s("sender", 255, nullable=True)),
+    unique=(("presentity_idx", ("username", "domain", "event", "etag")),),
+)
+
+ACTIVE_WATCHERS = Table(
+    "active_watchers", 12,
+    (_id(), _s("presentity_uri", 255), _s("watcher_username", 64), _s("watcher_domain", 64),
+     _s("to_user", 64), _s("to_domain", 64), _s("event", 64, default="presence"),
+     _s("event_id", 64, nullable=True), _s("to_tag", 64), _s("from_tag", 64), _s("callid", 64),
+     _i("local_cseq"), _i("remote_cseq"), _s("contact", 255), Column("record_route", "text", nullable=True),
+     _i("expires"), _i("status", default=2), _s("reason", 64, nullable=True), _i("version", default=0),
+     _s("socket_info", 64), _s("local_contact", 255), _s("sharing_tag", 32, nullable=True)),
+    unique=(("active_watchers_idx", ("presentity_uri", "callid", "to_tag", "from_tag")),),
+)
+
+WATCHERS = Table(
+    "watchers", 4,
+    (_id(), _s("presentity_uri", 255), _s("watcher_username", 64), _s("watcher_domain", 64),
+     _s("event", 64, default="presence"), _i("status"), _s("reason", 64, nullable=True), _i("inserted_time")),
+    unique=(("watcher_idx", ("presentity_uri", "watcher_username", "watcher_domain", "event")),),
+)
+
+XCAP = Table(
+    "xcap", 4,
+    (_id(), _s("username", 64), _s("domain", 64), Column("doc", "blob"), _i("doc_type"), _s("etag", 64),
+     _i("source"), _s("doc_uri", 255), _i("port")),
+    unique=(("account_doc_type_idx", ("username", "domain", "doc_type", "doc_uri")),),
+    indexes=(("source_idx", ("source",)),),
+)
+
+PUA = Table(
+    "pua", 8,
+    (_id(), _s("pres_uri", 255), _s("pres_id", 255), _i("event"), _i("expires"), _i("desired_expires"),
+     _i("flag"), _s("etag", 64, nullable=True), _s("tuple_id", 64, nullable=True),
+     _s("watcher_uri", 255, nullable=True), _s("to_uri", 255, nullable=True), _s("call_id", 64, nullable=True),
+     _s("to_tag", 64, nullable=True), _s("from_tag", 64, nullable=True), _i("cseq", nullable=True),
+     Column("record_route", "text", nullable=True), _s("contact", 255, nullable=True),
+     _s("remote_contact", 255, nullable=True), _i("version", nullable=True),
+     Column("extra_headers", "text", nullable=True)),
+    indexes=(("del1_idx", ("pres_uri", "event")), ("del2_idx", ("expires",)),
+             ("update_idx", ("pres_uri", "pres_id", "flag", "event"))),
+)
+
+# Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
+SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA)}
+
+# The tables ensure_schema()/init_schema() handle when not told otherwise.
+DEFAULT_TABLES: tuple[str, ...] = ("presentity", "active_watchers", "watchers", "xcap", "pua")
+
+
+def quote(name: str) -> str:
+    """Quote an identifier. Only names from SCHEMA or checked against IDENTIFIER ever get here."""
+    return f'"{name}"'
+
+
+def column_sql(col: Column, dialect: Dialect) -> str:
+    if col.kind == "id":
+        return (f"{quote(col.name)} INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL" if dialect == "sqlite"
+                else f"{quote(col.name)} SERIAL PRIMARY KEY NOT NULL")
+    if col.kind == "str":
+        sql_type = f"{'CHAR' if dialect == 'sqlite' else 'VARCHAR'}({col.size})"
+    elif col.kind == "int":
+        sql_type = "INTEGER"
+    elif col.kind == "text":
+        sql_type = "TEXT"
+    else:
+        sql_type = "BLOB" if dialect == "sqlite" else "BYTEA"
+    parts = [quote(col.name), sql_type]
+    if col.default is not None:
+        if isinstance(col.default, int):
+            parts.append(f"DEFAULT {col.default}")
+        else:
+            parts.append("DEFAULT '" + col.default.replace("'", "''") + "'")
+    elif col.nullable:
+        parts.append("DEFAULT NULL")
+    if not col.nullable:
+        parts.append("NOT NULL")
+    return " ".join(parts)
+
+
+def create_table_sql(table: Table, dialect: Dialect, name: str | None = None) -> list[str]:
+    """CREATE TABLE (+ sequence cap and indexes) for `table`, created under `name` (default table.name)."""
+    name = name or table.name
+    body = [column_sql(c, dialect) for c in table.columns]
+    for suffix, cols in table.unique:
+        body.append(f"CONSTRAINT {quote(name + '_' + suffix)} UNIQUE ({', '.join(map(quote, cols))})")
+    stmts = [f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(body) + "\n)"]
+    if dialect == "postgres" and table.has_id:
+        # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing.
+        stmts.append(f"ALTER SEQUENCE {quote(name + '_id_seq')} MAXVALUE 2147483647 CYCLE")
+    for suffix, cols in table.indexes:
+        stmts.append(f"CREATE INDEX {quote(name + '_' + suffix)} ON {quote(name)} "
+                     f"({', '.join(map(quote, cols))})")
+    return stmts
+
+
+def add_column_sql(table_name: str, col: Column, dialect: Dialect) -> str:
+    """ALTER TABLE ... ADD COLUMN, used to upgrade an older table in place (data kept)."""
+    return f"ALTER TABLE {quote(table_name)} ADD COLUMN {column_sql(col, dialect)}"

@@ -1,0 +1,137 @@
+"""SQLite backend (the embedded default), through aiosqlite so no query blocks the event loop.
+
+One connection per Database, used by one task at a time (an asyncio lock): concurrent callers queue here
+instead of meeting "database is locked". Settings and why:
+- journal_mode=WAL: readers (an OpenSIPS or sqlite3 shell looking at the same file) do not block the writer.
+- synchronous=FULL: in WAL mode NORMAL may lose the last commits on power loss or an OS crash; a PUBLISH is
+  answered 200 only after it is stored, so its commit must reach the disk. Batching many writes in one
+  `transaction()` (group commit) pays for one sync instead of many.
+- busy_timeout=5000 ms: another process holding the write lock makes us wait, not fail at once.
+- BEGIN IMMEDIATE: a transaction takes the write lock when it starts, so it cannot fail halfway on upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from routescript.db.base import Database, log
+from routescript.db.errors import DatabaseError
+from routescript.db.schema import quote
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+# sqlite3.OperationalError texts that mean "try again later", not "your SQL is wrong".
+_TRANSIENT = ("locked", "busy", "disk i/o", "unable to open", "database or disk is full",
+              "no active connection", "closed")
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, path: str, conn: aiosqlite.Connection,
+                 table_names: Mapping[str, str] | None = None) -> None:
+        super().__init__(url, table_names)
+        self.path = path
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, path: str, table_names: Mapping[str, str] | None = None) -> SqliteDatabase:
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN ourselves
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseError(f"cannot open SQLite database {path}: {exc}", "connection") from exc
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            if path != ":memory:" and (not mode or str(list(mode)[0][0]).lower() != "wal"):
+                log.warning("%s: WAL journal mode refused (%s); readers may block writers", url, mode)
+            await conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise DatabaseError(f"cannot open SQLite database {path}: {exc}", _kind(exc)) from exc
+        return cls(url, path, conn, table_names)
+
+    async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
+        async with self._lock:
+            try:
+                return await fn(self._conn)
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[Any]:
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+            except Exception as exc:
+                raise self._translate(exc) from exc
+            try:
+                yield self._conn
+            except BaseException:
+                await self._rollback()
+                raise
+            try:
+                await self._conn.execute("COMMIT")
+            except Exception as exc:
+                await self._rollback()
+                raise self._translate(exc) from exc
+
+    async def _rollback(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except Exception as exc:  # nothing more to undo; the error that got us here is what matters
+            log.warning("%s: rollback failed: %s", self.url, exc)
+
+    async def _fetch(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return list(await conn.execute_fetchall(sql, params))
+
+    async def _execute(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
+        cursor = await conn.execute(sql, params)
+        count = cursor.rowcount
+        await cursor.close()
+        return max(count, 0)
+
+    async def _insert(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any],
+                      has_id: bool) -> int | None:
+        cursor = await conn.execute(sql, params)
+        rowid = cursor.lastrowid
+        await cursor.close()
+        return rowid if has_id else None
+
+    async def _executemany(self, conn: aiosqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await conn.executemany(sql, rows)
+
+    async def _table_columns(self, conn: aiosqlite.Connection, name: str) -> set[str] | None:
+        rows = await conn.execute_fetchall(f"PRAGMA table_info({quote(name)})")
+        return {r[1] for r in rows} or None
+
+    def _translate(self, exc: Exception) -> DatabaseError:
+        if isinstance(exc, DatabaseError):
+            return exc
+        return DatabaseError(f"SQLite {self.path}: {exc}", _kind(exc))
+
+    async def _close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+
+def _kind(exc: BaseException) -> Any:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "constraint"
+    text = str(exc).lower()
+    if isinstance(exc, (sqlite3.OperationalError, ValueError, OSError)) and any(t in text for t in _TRANSIENT):
+        return "connection"
+    return "query"

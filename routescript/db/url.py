@@ -1,0 +1,57 @@
+"""Database URLs, read the way OpenSIPS reads its `db_url` so the same opensips.cfg line opens the same data.
+
+SQLite: OpenSIPS's db_sqlite drops the leading "sqlite:/" and hands the rest to sqlite3_open(), so
+    sqlite:///var/lib/opensips/opensips.db  ->  //var/lib/opensips/opensips.db  ==  /var/lib/opensips/opensips.db
+    sqlite://var/lib/opensips/opensips.db   ->  /var/lib/opensips/opensips.db   (also absolute!)
+Both forms are absolute paths; there is no relative form in OpenSIPS and we add none, so a URL never means a
+different file depending on the working directory. One addition of ours: `sqlite://:memory:` is a private
+in-memory database (OpenSIPS would create a file named "/:memory:"), handy for tests.
+
+PostgreSQL: `postgres://user:pass@host:port/db` (OpenSIPS's db_postgres form) or `postgresql://...`, handed
+to asyncpg as it is; query parameters pass through (e.g. `?options=-csearch_path%3Dmyschema`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from routescript.db.errors import DatabaseError
+
+
+@dataclass(frozen=True, slots=True)
+class DbUrl:
+    backend: Literal["sqlite", "postgres"]
+    path: str = ""      # sqlite: the file (or ":memory:")
+    dsn: str = ""       # postgres: the URL for asyncpg
+    redacted: str = ""  # safe to log: the password replaced by ***
+
+
+_PASSWORD = re.compile(r"^([a-z]+://[^:/@]*):([^@/]*)@")
+
+
+def parse_url(url: str) -> DbUrl:
+    """Split a db_url into backend and target. A malformed URL raises DatabaseError(kind="config")."""
+    if not isinstance(url, str) or not url.strip():
+        raise DatabaseError("empty database URL", "config")
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise DatabaseError(f"bad database URL '{url}': expected scheme://...", "config")
+    if scheme == "sqlite":
+        if rest == ":memory:":
+            return DbUrl("sqlite", path=":memory:", redacted=url)
+        path = "/" + rest.lstrip("/")
+        if path == "/" or path.endswith("/"):
+            raise DatabaseError(f"bad database URL '{url}': no database file named", "config")
+        if "\x00" in path:
+            raise DatabaseError("bad database URL: NUL byte in the path", "config")
+        return DbUrl("sqlite", path=posixpath.normpath(path), redacted=url)
+    if scheme in ("postgres", "postgresql"):
+        if not rest or rest.startswith("/") and len(rest) == 1:
+            raise DatabaseError(f"bad database URL '{url}': expected postgres://user:pass@host:port/db", "config")
+        return DbUrl("postgres", dsn=url, redacted=_PASSWORD.sub(r"\1:***@", url))
+    raise DatabaseError(f"unsupported database URL scheme '{scheme}' (use sqlite:// or postgres://)", "config")
