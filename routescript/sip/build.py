@@ -1,0 +1,217 @@
+"""Building messages: replies (RFC 3261 8.2.6), new requests (NOTIFY), replies to bytes that did not
+parse, and the random tokens (tags, branches) a UA needs."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+
+from .headers import Header, canonical_name, header_key
+from .message import (
+    MAX_HEADERS,
+    MAX_MESSAGE_SIZE,
+    SIPMessage,
+    SIPRequest,
+    SIPResponse,
+    _find_head_end,
+    _skip_leading_crlf,
+)
+from .uri import SipURI
+
+# RFC 3261 section 21, RFC 3265/6665 (489), RFC 3903 (412), RFC 3261 21.4.17 (423), RFC 4028 (422).
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    493: "Undecipherable", 500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+_CLASS_REASONS = {1: "Trying", 2: "OK", 3: "Redirect", 4: "Bad Request", 5: "Server Error", 6: "Decline"}
+
+
+def reason_phrase(status: int) -> str:
+    """The usual reason phrase of `status` (RFC 3261 21), or a generic one for its class."""
+    return REASON_PHRASES.get(status) or _CLASS_REASONS.get(status // 100, "Unknown")
+
+
+def generate_tag() -> str:
+    """A From/To tag: 64 random bits in hex (RFC 3261 19.3 asks for at least 32 random bits)."""
+    return secrets.token_hex(8)
+
+
+def generate_branch() -> str:
+    """A Via branch: the RFC 3261 magic cookie "z9hG4bK" then 80 random bits (RFC 3261 8.1.1.7)."""
+    return "z9hG4bK" + secrets.token_hex(10)
+
+
+# tag-param = "tag" EQUAL token, among the params after the URI (after ">" or the first ";" of an
+# addr-spec, RFC 3261 20.10).
+_TAG_PARAM = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def _has_tag(to_value: str) -> bool:
+    gt = to_value.rfind(">")
+    if gt >= 0:
+        return _TAG_PARAM.search(to_value, gt) is not None
+    return _TAG_PARAM.search(to_value) is not None
+
+
+def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list[Header]:
+    out = []
+    for name, value in headers:
+        value = str(value)
+        SIPMessage._check_header(name, value)
+        out.append(Header(name, value))
+    return out
+
+
+def build_reply(
+    request: SIPRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SIPResponse:
+    """A response to `request` per RFC 3261 8.2.6: every Via line, From, To, Call-ID and CSeq copied
+    (and Timestamp for a 100, 8.2.6.1); a To tag added when the request's To has none and status > 100
+    (`to_tag`, or a fresh one); then `headers`, Content-Type when given, and Content-Length."""
+    if not request.is_request:
+        raise ValueError("build_reply needs a request")
+    status = int(status)
+    if reason is None:
+        reason = reason_phrase(status)
+    out: list[Header] = []
+    src = request.headers
+    index = request._index
+    for i in index.get("via", ()):
+        out.append(Header("Via", src[i].value))
+    out.append(Header("From", request._required("from", "From")))
+    to = request._required("to", "To")
+    if status > 100 and not _has_tag(to):
+        to = f"{to};tag={to_tag or generate_tag()}"
+    out.append(Header("To", to))
+    out.append(Header("Call-ID", request._required("call-id", "Call-ID")))
+    out.append(Header("CSeq", request._required("cseq", "CSeq")))
+    if status == 100 and "timestamp" in index:
+        out.append(Header("Timestamp", src[index["timestamp"][0]].value))
+    if headers:
+        out.extend(_header_pairs(headers))
+    body = bytes(body)
+    if content_type:
+        out.append(Header("Content-Type", content_type))
+    out.append(Header("Content-Length", str(len(body))))
+    return SIPResponse(status, reason, out, body)
+
+
+def build_request(
+    method: str,
+    uri: str | SipURI,
+    headers: Iterable[tuple[str, str]] | Iterable[Header],
+    body: bytes = b"",
+    *,
+    content_type: str | None = None,
+) -> SIPRequest:
+    """A new request (a NOTIFY, say): start line, `headers` in the order given, Max-Forwards: 70 when
+    not given (RFC 3261 8.1.1.6), Content-Type when given, Content-Length always (computed).
+
+    The Via is not added here: the transaction layer that sends the request owns the branch.
+    """
+    out = _header_pairs(headers)
+    body = bytes(body)
+    keys = {header_key(h.name) for h in out}
+    if "max-forwards" not in keys:
+        out.append(Header("Max-Forwards", "70"))
+    if content_type and "content-type" not in keys:
+        out.append(Header("Content-Type", content_type))
+    out = [h for h in out if header_key(h.name) != "content-length"]
+    out.append(Header("Content-Length", str(len(body))))
+    return SIPRequest(method, str(uri), out, body)
+
+
+_WANTED = {"via", "from", "to", "call-id", "cseq"}
+_UNSAFE_REASON = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def reply_to_malformed(data: bytes, status: int = 400, reason: str = "Bad Request") -> bytes | None:
+    """A best-effort reply (bytes) to a request that did not parse: the Via, From, To, Call-ID and CSeq
+    lines are copied as written (RFC 3261 8.2.6), a To tag added, `status` and `reason` used as given
+    (e.g. ParseError's .status/.reason: "400 Bad CSeq header").
+
+    None when there is not enough to answer: a line among Via/From/To/Call-ID/CSeq is missing, the
+    bytes are a response or an ACK (neither is ever answered), or the head cannot be found.
+    """
+    status = int(status)
+    if not 100 <= status <= 699:
+        raise ValueError(f"not a status code: {status}")
+    reason = _UNSAFE_REASON.sub(" ", reason).strip() or reason_phrase(status)
+    data = bytes(data[: MAX_MESSAGE_SIZE * 2])
+    start = _skip_leading_crlf(data)
+    head_end, _ = _find_head_end(data, start)
+    head = data[start:head_end] if head_end >= 0 else data[start:]
+    lines = head.replace(b"\r\n", b"\n").split(b"\n", MAX_HEADERS * 2)[: MAX_HEADERS * 2]
+    first = lines[0].strip()
+    if not first or first[:4].upper() == b"SIP/":
+        return None
+    method = first.split(None, 1)[0]
+    if method == b"ACK":
+        return None
+    found: dict[str, list[bytes]] = {}
+    last: tuple[str, int] | None = None
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if last is not None:  # a continuation line of a header we keep
+                key, i = last
+                found[key][i] += b" " + line.strip()
+            continue
+        last = None
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        key = header_key(name.strip(b" \t").decode("latin-1"))
+        if key not in _WANTED:
+            continue
+        value = value.strip()
+        if key != "via" and key in found:
+            continue  # the first one counts
+        found.setdefault(key, []).append(value)
+        last = (key, len(found[key]) - 1)
+    if len(found) < len(_WANTED):
+        return None
+    out = [f"SIP/2.0 {status} {reason}".encode()]
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        for value in found[key]:
+            if b"\r" in value:  # a bare CR would split the line for the peer's parser
+                return None
+            if key == "to" and status > 100 and not _has_tag(value.decode("latin-1")):
+                value += b";tag=" + generate_tag().encode()
+            out.append(canonical_name(key).encode() + b": " + value)
+    out.append(b"Content-Length: 0")
+    out.append(b"")
+    out.append(b"")
+    return b"\r\n".join(out)
+
+
+__all__ = [
+    "REASON_PHRASES",
+    "build_reply",
+    "build_request",
+    "generate_branch",
+    "generate_tag",
+    "reason_phrase",
+    "reply_to_malformed",
+]

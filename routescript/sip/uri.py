@@ -1,0 +1,134 @@
+"""SIP, SIPS and tel URIs (RFC 3261 19.1, RFC 3966) as frozen value objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from . import _abnf
+from ._params import Params, format_params, with_param
+from .errors import ParseError
+
+_MAX_URI_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SipURI:
+    """A parsed URI.
+
+    scheme:   "sip", "sips", "tel" (also "pres"/"im", which share the sip form), lower-cased.
+    user:     the user part as written (still %-escaped), None when absent; for tel the number.
+    password: None when absent.
+    host:     as written; an IPv6 reference keeps its brackets ("[::1]"); "" for tel.
+    port:     int or None.
+    params:   `;name=value` pairs in order, value None for a flag (";lr").
+    headers:  `?name=value&...` pairs in order.
+    """
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None = None
+    params: Params = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        """Value of URI parameter `name` (case-insensitive); "" for a flag; None when absent."""
+        lname = name.lower()
+        for pname, pvalue in self.params:
+            if pname.lower() == lname:
+                return "" if pvalue is None else pvalue
+        return None
+
+    def has_param(self, name: str) -> bool:
+        lname = name.lower()
+        return any(pname.lower() == lname for pname, _ in self.params)
+
+    def with_param(self, name: str, value: str | None = None) -> SipURI:
+        """A copy with parameter `name` set (value None: a flag like ";lr")."""
+        return replace(self, params=with_param(self.params, name, value))
+
+    @property
+    def transport(self) -> str | None:
+        """The `transport` parameter lower-cased ("udp", "tcp"...), None when absent."""
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def hostport(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def aor(self) -> str:
+        """Address of record: `scheme:user@host` (port, parameters and headers dropped) - the form
+        OpenSIPS presence uses for presentity and watcher URIs."""
+        if self.scheme == "tel":
+            return f"tel:{self.user}"
+        if self.user is None:
+            return f"{self.scheme}:{self.host}"
+        return f"{self.scheme}:{self.user}@{self.host}"
+
+    def __str__(self) -> str:
+        if self.scheme == "tel":
+            return f"tel:{self.user}{format_params(self.params)}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":")
+                out.append(self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        if self.params:
+            out.append(format_params(self.params))
+        if self.headers:
+            out.append("?" + "&".join(f"{n}={v}" for n, v in self.headers))
+        return "".join(out)
+
+
+def _split_uri_params(text: str) -> Params:
+    # `text` already matched `*( ";" uri-parameter )`, so splitting on ";" and "=" is exact.
+    if not text:
+        return ()
+    out = []
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def parse_uri(text: str) -> SipURI:
+    """Parse a SIP/SIPS (also pres/im) or tel URI. Other schemes: ParseError 416; bad syntax: 400."""
+    if len(text) > _MAX_URI_LENGTH:
+        raise ParseError("URI too long")
+    m = _abnf.SIP_URI.fullmatch(text)
+    if m is not None:
+        port_text = m.group("port")
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise ParseError("Bad URI port")
+        headers: tuple[tuple[str, str], ...] = ()
+        if m.group("headers"):
+            headers = tuple(
+                (name, value) for name, _, value in (h.partition("=") for h in m.group("headers").split("&"))
+            )
+        return SipURI(
+            m.group("scheme").lower(),
+            m.group("user"),
+            m.group("password"),
+            m.group("host"),
+            port,
+            _split_uri_params(m.group("params")),
+            headers,
+        )
+    m = _abnf.TEL_URI.fullmatch(text)
+    if m is not None:
+        return SipURI("tel", m.group("user"), None, "", None, _split_uri_params(m.group("params")))
+    scheme = _abnf.URI_SCHEME.match(text)
+    if scheme is not None and scheme.group("scheme").lower() not in ("sip", "sips", "tel", "pres", "im"):
+        raise ParseError("Unsupported URI Scheme", 416)
+    raise ParseError("Bad URI")

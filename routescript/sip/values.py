@@ -1,0 +1,347 @@
+"""Parsed header values (RFC 3261 section 20/25, RFC 6665): frozen, slotted value objects and the
+parsers that make them. Each parser takes one header value (one element of a comma list) and raises
+ParseError("Bad <Header> header") on bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from . import _abnf
+from ._params import (
+    Params,
+    format_params,
+    has_param,
+    param_value,
+    parse_generic_params,
+    quote,
+    unquote,
+    with_param,
+)
+from .errors import ParseError
+from .uri import SipURI, parse_uri
+
+_MAX_EXPIRES = 2**32 - 1
+
+
+def parse_delta_seconds(value: str, what: str, *, cap: int = _MAX_EXPIRES) -> int:
+    """delta-seconds = 1*DIGIT. RFC 3261 20.19: a value above 2**32-1 is taken as 2**32-1 (we cap
+    before converting, so a 5000-digit value costs nothing)."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        raise ParseError(f"Bad {what}")
+    if len(value) > 10:
+        return cap
+    return min(int(value), cap)
+
+
+# --- name-addr / addr-spec -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """A From/To/Contact/Route-style value: display name (unquoted text, None when absent), the URI and
+    the header parameters after it (`;tag=...`)."""
+
+    display: str | None
+    uri: SipURI
+    params: Params = ()
+
+    @property
+    def tag(self) -> str | None:
+        return param_value(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        """Header parameter `name` (case-insensitive), unquoted; "" for a flag; None when absent."""
+        return param_value(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return has_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None) -> NameAddr:
+        return replace(self, params=with_param(self.params, name, value))
+
+    def with_tag(self, tag: str) -> NameAddr:
+        return self.with_param("tag", tag)
+
+    def __str__(self) -> str:
+        # Always the name-addr form: a URI with ';', ',' or '?' must be in <> (RFC 3261 20.10).
+        display = f"{quote(self.display)} " if self.display is not None else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(value: str, what: str = "From") -> NameAddr:
+    """Parse `( name-addr / addr-spec ) *( SEMI generic-param )` (RFC 3261 20.10, 25.1):
+
+        name-addr     =  [ display-name ] LAQUOT addr-spec RAQUOT
+        display-name  =  *(token LWS)/ quoted-string
+
+    In the addr-spec form, everything after the first ';' is a header parameter (RFC 3261 20.10).
+    Choice: an unquoted display name is accepted whatever its characters (UAs send non-token names).
+    """
+    s = value.strip()
+    display: str | None = None
+    if s.startswith('"'):
+        m = _abnf.QUOTED_STRING.match(s)
+        if m is None:
+            raise ParseError(f"Bad {what} header")
+        display = unquote(m.group())
+        s = s[m.end():].lstrip()
+        if not s.startswith("<"):
+            raise ParseError(f"Bad {what} header")
+    else:
+        lt = s.find("<")
+        if lt > 0:
+            display = s[:lt].strip() or None
+            if display is not None and '"' in display:
+                raise ParseError(f"Bad {what} header")
+            s = s[lt:]
+    if s.startswith("<"):
+        gt = s.find(">")
+        if gt < 0:
+            raise ParseError(f"Bad {what} header")
+        uri_text = s[1:gt].strip()
+        params_text = s[gt + 1:]
+    else:
+        semi = s.find(";")
+        if semi >= 0:
+            uri_text, params_text = s[:semi].rstrip(), s[semi:]
+        else:
+            uri_text, params_text = s, ""
+        if not uri_text or " " in uri_text or "," in uri_text or "?" in uri_text:
+            raise ParseError(f"Bad {what} header")
+    try:
+        uri = parse_uri(uri_text)
+    except ParseError:
+        raise ParseError(f"Bad {what} header") from None
+    return NameAddr(display, uri, parse_generic_params(params_text, what))
+
+
+# --- Via ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One via-parm: `protocol` ("SIP/2.0/UDP", whitespace removed), sent-by `host` (IPv6 keeps its
+    brackets) and `port`, and the via-params in order (branch, received, rport...)."""
+
+    protocol: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+
+    @property
+    def transport(self) -> str:
+        """The transport of sent-protocol, upper-cased: "UDP", "TCP", "TLS"..."""
+        return self.protocol.rpartition("/")[2].upper()
+
+    @property
+    def branch(self) -> str | None:
+        return param_value(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return param_value(self.params, "received")
+
+    @property
+    def rport(self) -> int | bool | None:
+        """RFC 3581: None when absent, True when present without a value, else the port."""
+        value = param_value(self.params, "rport")
+        if value is None:
+            return None
+        if value == "":
+            return True
+        return int(value)  # checked when parsed
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def param(self, name: str) -> str | None:
+        return param_value(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return has_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        """A copy with via-param `name` set (e.g. received / rport, RFC 3261 18.2.1, RFC 3581)."""
+        return replace(self, params=with_param(self.params, name, value))
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.sent_by}{format_params(self.params)}"
+
+
+def parse_via(value: str) -> Via:
+    """Parse one via-parm (RFC 3261 20.42):
+
+        via-parm  =  sent-protocol LWS sent-by *( SEMI via-params )
+        via-params  =  via-ttl / via-maddr / via-received / via-branch / via-extension
+        response-port  =  "rport" [EQUAL 1*DIGIT]      (RFC 3581)
+    """
+    m = _abnf.VIA_PARM.match(value)
+    if m is None:
+        raise ParseError("Bad Via header")
+    port = None
+    if m.group("port") is not None:
+        port = int(m.group("port"))
+        if port > 65535:
+            raise ParseError("Bad Via header")
+    params = parse_generic_params(value[m.end():], "Via")
+    for name, pvalue in params:
+        if name.lower() == "rport" and pvalue is not None and not (pvalue.isdigit() and len(pvalue) <= 5):
+            raise ParseError("Bad Via header")
+    protocol = m.group("protocol")
+    if " " in protocol or "\t" in protocol:
+        protocol = protocol.replace(" ", "").replace("\t", "")
+    return Via(protocol, m.group("host"), port, params)
+
+
+# --- CSeq ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    """CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method   (RFC 3261 20.16: the number is below 2**31)."""
+    m = _abnf.CSEQ.fullmatch(value.strip())
+    if m is None:
+        raise ParseError("Bad CSeq header")
+    number = int(m.group("number"))
+    if number >= 2**31:
+        raise ParseError("Bad CSeq header")
+    return CSeq(number, m.group("method"))
+
+
+# --- Event --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An Event header (RFC 6665 8.2.1): `package` ("presence"), `templates` (("winfo",)) and params.
+
+    `dialog;sla` is package "dialog" with the flag param "sla" (RFC 4235 / BLA), so `.name` is "dialog";
+    presence modules that know the sla flavour check `has_param("sla")`.
+    """
+
+    package: str
+    templates: tuple[str, ...] = ()
+    params: Params = ()
+
+    @property
+    def name(self) -> str:
+        """event-type: the package with its templates ("presence.winfo")."""
+        if not self.templates:
+            return self.package
+        return ".".join((self.package, *self.templates))
+
+    @property
+    def id(self) -> str | None:
+        return param_value(self.params, "id")
+
+    def param(self, name: str) -> str | None:
+        return param_value(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return has_param(self.params, name)
+
+    def __str__(self) -> str:
+        return f"{self.name}{format_params(self.params)}"
+
+
+def parse_event(value: str) -> Event:
+    """Event  =  ( "Event" / "o" ) HCOLON event-type *( SEMI event-param )      (RFC 6665 8.2.1)
+
+        event-type   =  event-package *( "." event-template )
+        event-param  =  generic-param / ( "id" EQUAL token )
+    """
+    s = value.strip()
+    m = _abnf.EVENT_TYPE.match(s)
+    if m is None:
+        raise ParseError("Bad Event header")
+    params = parse_generic_params(s[m.end():], "Event")
+    package, *templates = m.group().split(".")
+    return Event(package, tuple(templates), params)
+
+
+# --- Contact ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One Contact value: a NameAddr, or the `*` of a REGISTER removing all bindings (star=True)."""
+
+    name_addr: NameAddr | None = None
+    star: bool = False
+
+    @property
+    def uri(self) -> SipURI | None:
+        return None if self.name_addr is None else self.name_addr.uri
+
+    @property
+    def expires(self) -> int | None:
+        """The `expires` contact-param (RFC 3261 20.10), None when absent."""
+        if self.name_addr is None:
+            return None
+        value = self.name_addr.param("expires")
+        return None if value is None else parse_delta_seconds(value, "Contact header")
+
+    @property
+    def params(self) -> Params:
+        return () if self.name_addr is None else self.name_addr.params
+
+    def param(self, name: str) -> str | None:
+        return None if self.name_addr is None else self.name_addr.param(name)
+
+    def __str__(self) -> str:
+        return "*" if self.star else str(self.name_addr)
+
+
+def parse_contact(value: str) -> Contact:
+    """Contact  =  ("Contact" / "m" ) HCOLON ( STAR / (contact-param *(COMMA contact-param)))
+    contact-param  =  (name-addr / addr-spec) *(SEMI contact-params)          (RFC 3261 20.10)"""
+    if value.strip() == "*":
+        return Contact(None, True)
+    name_addr = parse_name_addr(value, "Contact")
+    contact = Contact(name_addr, False)
+    contact.expires  # noqa: B018 - a bad expires param is a bad Contact header, found now
+    return contact
+
+
+# --- Content-Type -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    """media-type: `type`/`subtype` as written, and the m-parameters (`;charset=...`)."""
+
+    type: str
+    subtype: str
+    params: Params = ()
+
+    @property
+    def mime(self) -> str:
+        """"type/subtype" lower-cased (media types are case-insensitive, RFC 2045)."""
+        return f"{self.type}/{self.subtype}".lower()
+
+    def param(self, name: str) -> str | None:
+        return param_value(self.params, name)
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.subtype}{format_params(self.params)}"
+
+
+def parse_content_type(value: str) -> ContentType:
+    """Content-Type  =  ( "Content-Type" / "c" ) HCOLON media-type
+    media-type  =  m-type SLASH m-subtype *(SEMI m-parameter)                   (RFC 3261 20.15)"""
+    s = value.strip()
+    m = _abnf.MEDIA_TYPE.match(s)
+    if m is None:
+        raise ParseError("Bad Content-Type header")
+    return ContentType(m.group("type"), m.group("subtype"), parse_generic_params(s[m.end():], "Content-Type"))
