@@ -1,0 +1,21 @@
+"""presence: the OpenSIPS presence server module (PUBLISH, SUBSCRIBE, NOTIFY).
+
+The logic lives in sans-IO files, one job each: events.py (event packages, add_event),
+presentity.py (publications, pres_htable), subscription.py (subscriptions, subs_htable, state
+table), notify.py (NOTIFY requests and bodies), etag.py. This package glues them to the core.
+"""
+
+from .etag import EtagGenerator
+from .events import PUBL_TYPE, WINFO_TYPE, BodyError, EventRegistry, PresenceEvent, parse_event_name
+from .notify import NotifyRequest, build_notify, local_contact, presentity_body, subscription_state, watcher_body
+from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
+from .subscription import (SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts, Subscription,
+                           SubState, SubsTable, transition)
+
+__all__ = [
+    "PUBL_TYPE", "WINFO_TYPE", "BodyError", "EtagGenerator", "EventRegistry", "NotifyRequest",
+    "PresenceEvent", "PresentityTable", "Publication", "PublishAction", "PublishDecision", "PublishFacts",
+    "SubEvent", "SubState", "SubsTable", "SubscribeAction", "SubscribeDecision", "SubscribeFacts",
+    "Subscription", "build_notify", "local_contact", "parse_event_name", "presentity_body",
+    "subscription_state", "transition", "watcher_body",
+]

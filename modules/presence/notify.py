@@ -1,0 +1,154 @@
+"""Building NOTIFY requests and their bodies (RFC 6665 section 4.2.2, RFC 3856 section 6.7).
+
+Everything here is pure: the caller takes the CSeq (`SubsTable.record_notify`), builds the request
+with `build_notify`, and hands it to the transaction layer. Header order follows what OpenSIPS 3.4
+sends (captures 02, 03, 19): To, From, CSeq, Call-ID, Max-Forwards, Route, Event, Contact,
+Subscription-State, Content-Type; Via and Content-Length are added by the layers below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .events import PresenceEvent
+from .presentity import Publication
+from .subscription import SubState, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRequest:
+    """A NOTIFY ready to send: Request-URI, header lines in order, body."""
+
+    ruri: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def to_sip(self) -> Any:
+        """As a routescript.sip SIPRequest (build_request adds Content-Length)."""
+        from routescript.sip import build_request
+
+        return build_request("NOTIFY", self.ruri, list(self.headers), self.body)
+
+
+def subscription_state(sub: Subscription, now: float) -> str:
+    """The Subscription-State value (RFC 6665 8.2.3):
+        Subscription-State = "Subscription-State" HCOLON substate-value *( SEMI subexp-params )
+        substate-value     = "active" / "pending" / "terminated" / extension-substate
+        subexp-params      = ("reason" EQUAL event-reason-value) / ("expires" EQUAL delta-seconds) / ...
+    `expires` counts down to the expiry granted to the watcher.
+    """
+    if sub.status is SubState.TERMINATED:
+        return f"terminated;reason={sub.reason or 'timeout'}"
+    # Choice: OpenSIPS's internal "waiting" state is not a substate on the wire; it is "pending".
+    state = "active" if sub.status is SubState.ACTIVE else "pending"
+    return f"{state};expires={sub.remaining(now)}"
+
+
+def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
+    """Our Contact URI: server_address, or the socket the SUBSCRIBE came in on; `;transport=` for
+    anything but UDP (OpenSIPS send_2XX_reply does the same, capture 19)."""
+    if server_address:
+        uri = server_address
+    else:
+        hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        uri = f"sip:{hostpart}:{port}"
+    proto = proto.lower()
+    if proto != "udp" and ";transport=" not in uri.lower():
+        uri += f";transport={proto}"
+    return uri
+
+
+def event_header(sub: Subscription) -> str:
+    return f"{sub.event};id={sub.event_id}" if sub.event_id else sub.event
+
+
+def _uri_of(route: str) -> str:
+    route = route.strip()
+    if "<" in route:
+        return route[route.index("<") + 1: route.index(">")] if ">" in route else route
+    return route.split(";", 1)[0]
+
+
+def _is_loose(route: str) -> bool:
+    uri = _uri_of(route)
+    return any(p.strip().lower() == "lr" or p.strip().lower().startswith("lr=") for p in uri.split(";")[1:])
+
+
+def route_set(sub: Subscription) -> tuple[str, list[str]]:
+    """(Request-URI, Route values) per RFC 3261 12.2.1.1: the remote target is the watcher's
+    Contact; the route set is the SUBSCRIBE's Record-Route in order. A strict first route (no ;lr)
+    becomes the Request-URI and the remote target goes last."""
+    routes = list(sub.record_route)
+    if not routes or _is_loose(routes[0]):
+        return sub.contact, routes
+    return _uri_of(routes[0]), routes[1:] + [f"<{sub.contact}>"]
+
+
+def build_notify(sub: Subscription, now: float, *, body: bytes | None = None,
+                 content_type: str | None = None, extra_headers: Sequence[tuple[str, str]] = (),
+                 max_forwards: int = 70) -> NotifyRequest:
+    """The NOTIFY for `sub` as it is now; `sub.local_cseq` is its CSeq (take it with
+    SubsTable.record_notify first). Content-Type and body only when there is a body."""
+    ruri, routes = route_set(sub)
+    headers: list[tuple[str, str]] = [
+        ("To", f"<{sub.watcher_uri}>;tag={sub.from_tag}"),
+        ("From", f"<{sub.pres_uri}>;tag={sub.to_tag}"),
+        ("CSeq", f"{sub.local_cseq} NOTIFY"),
+        ("Call-ID", sub.callid),
+        ("Max-Forwards", str(max_forwards)),
+    ]
+    headers += [("Route", r) for r in routes]
+    headers += [("Event", event_header(sub)), ("Contact", f"<{sub.local_contact}>"),
+                ("Subscription-State", subscription_state(sub, now))]
+    headers += list(extra_headers)
+    if body:
+        headers.append(("Content-Type", content_type or "text/plain"))
+    return NotifyRequest(ruri, tuple(headers), body or b"")
+
+
+def presentity_body(event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
+                    removed: Publication | None = None, notify_offline_body: bool = False) -> bytes | None:
+    """The body every watcher of a presentity shares after a change (built once per change).
+
+    Several publications are merged by the package's agg_nbody; without one the newest wins
+    (OpenSIPS). A publication being removed is passed to agg_nbody at `off_index` so it can be shown
+    closed in the same document. Nothing published: the package's empty document when it has one
+    and either needs a body (dialog) or notify_offline_body is set; else no body.
+    """
+    pubs = sorted(publications, key=lambda p: p.received_time)
+    if event.agg_nbody is not None:
+        bodies = [p.body for p in pubs]
+        off_index = None
+        if removed is not None:
+            bodies.append(removed.body)
+            off_index = len(bodies) - 1
+        if bodies:
+            return bytes(event.agg_nbody(pres_uri, bodies, off_index))
+    elif pubs:
+        return pubs[-1].body
+    if event.build_empty_pres_info is not None and (event.mandatory_body or notify_offline_body):
+        return bytes(event.build_empty_pres_info(pres_uri))
+    return None
+
+
+def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, rules_doc: Any = None,
+                 *, final_with_state: bool = False) -> bytes | None:
+    """The body one watcher gets: none unless active (pending and terminated watchers learn nothing,
+    RFC 3856 6.6) - except the final NOTIFY of an authorized fetch (`final_with_state`, capture 20) -
+    then the package's per-watcher authorization and rewriting hooks."""
+    if shared is None or (sub.status is not SubState.ACTIVE and not final_with_state):
+        return None
+    body: bytes | None = shared
+    if event.req_auth and event.apply_auth_nbody is not None:
+        body = event.apply_auth_nbody(body, sub, rules_doc)
+    if body is not None and event.aux_body_processing is not None:
+        body = event.aux_body_processing(sub, body)
+    return body

@@ -1,0 +1,235 @@
+"""Publications (RFC 3903) and the in-memory presentity table (OpenSIPS pres_htable).
+
+`PresentityTable.handle_publish` decides what a PUBLISH does without changing anything; the caller
+stores the decision's change in the database, then `commit`s it and replies (a publication is
+stored before its 200 OK). Time is always passed in as `now` (seconds, float).
+
+RFC 3903 section 6 (processing PUBLISH) in short:
+  no SIP-If-Match, body           -> new publication, 200 + SIP-ETag + Expires
+  SIP-If-Match, no body           -> refresh, 200 + new SIP-ETag (no NOTIFY)
+  SIP-If-Match, body              -> modify, 200 + new SIP-ETag, watchers notified
+  SIP-If-Match, Expires: 0        -> remove, 200 + Expires: 0, watchers notified
+  unknown SIP-If-Match            -> 412 Conditional Request Failed
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from .etag import EtagGenerator
+from .events import BodyError, PresenceEvent
+
+# Reason phrases as OpenSIPS 3.4 writes them on the wire (OPENSIPS-BEHAVIOUR.md, captures 07 and 15).
+REASON_OK = "OK"
+REASON_BAD_REQUEST = "Bad request"
+REASON_CONDITIONAL_FAILED = "Conditional request failed"
+REASON_TOO_MANY = "Too many publications"
+
+DEFAULT_MAX_PER_PRESENTITY = 256  # bound: publications (devices) kept for one presentity and event
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One published state (a row of OpenSIPS's presentity table)."""
+
+    pres_uri: str
+    event: str            # registered event name ("presence", "dialog;sla")
+    etag: str
+    expires_at: float     # absolute time the publisher was granted (without expires_offset)
+    body: bytes
+    content_type: str
+    received_time: float
+    sender: str | None = None
+    generation: int = 0   # how many etags this publication has had before the current one
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFacts:
+    """What handle_publish needs from a PUBLISH, already parsed by the caller."""
+
+    pres_uri: str                 # sip:user@domain from the Request-URI
+    event: PresenceEvent
+    if_match: str | None = None   # SIP-If-Match
+    expires: int | None = None    # Expires header, None when absent
+    body: bytes | None = None     # None or b"" when there is no body
+    content_type: str | None = None
+    sender: str | None = None     # handle_publish(sender_uri) value
+
+
+class PublishAction(enum.Enum):
+    NONE = "none"          # nothing stored (errors; Expires 0 on a new publication)
+    INSERT = "insert"
+    REFRESH = "refresh"    # new etag and expiry, same body
+    MODIFY = "modify"      # new etag, expiry and body
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishDecision:
+    """The reply to send and the change to make. `publication` is the row after the change (for
+    REMOVE: the removed row); `old_etag` is the etag of the row being changed (database key)."""
+
+    status: int
+    reason: str
+    action: PublishAction = PublishAction.NONE
+    etag: str | None = None          # SIP-ETag of the reply
+    expires: int | None = None       # Expires of the reply
+    publication: Publication | None = None
+    old_etag: str | None = None
+    notify: bool = False             # watchers must be told
+    removed_body: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def _error(status: int, reason: str) -> PublishDecision:
+    return PublishDecision(status, reason)
+
+
+class PresentityTable:
+    """Live publications by (presentity URI, event), then by etag, in arrival order.
+
+    expires_offset: extra seconds a publication is kept (and its etag still accepted) after the
+    expiry granted to the publisher, as OpenSIPS's expires_offset.
+    """
+
+    def __init__(self, etags: EtagGenerator, *, max_expires: int = 3600, expires_offset: int = 0,
+                 max_per_presentity: int = DEFAULT_MAX_PER_PRESENTITY) -> None:
+        self._etags = etags
+        self.max_expires = max_expires
+        self.expires_offset = expires_offset
+        self.max_per_presentity = max_per_presentity
+        self._table: dict[tuple[str, str], dict[str, Publication]] = {}
+
+    # --- the decision ---------------------------------------------------------------------------
+    def handle_publish(self, facts: PublishFacts, now: float) -> PublishDecision:
+        """Decide what a PUBLISH does. Pure: nothing changes until `commit(decision)`."""
+        event = facts.event
+        body = facts.body or None
+        if body is None and facts.if_match is None:
+            return _error(400, REASON_BAD_REQUEST)
+        expires = event.default_expires if facts.expires is None else facts.expires
+        # RFC 3903 allows 423 for too-brief intervals; OpenSIPS accepts small values as they are.
+        expires = max(0, min(expires, self.max_expires))
+
+        if facts.if_match is None:
+            assert body is not None
+            if expires == 0:
+                # Nothing to keep: answered like OpenSIPS (200, a fresh etag, Expires: 0).
+                return PublishDecision(200, REASON_OK, PublishAction.NONE, self._etags.new(), 0)
+            refused = self._check_body(event, body)
+            if refused is not None:
+                return refused
+            if len(self._table.get((facts.pres_uri, event.name), ())) >= self.max_per_presentity:
+                return _error(503, REASON_TOO_MANY)
+            etag = self._etags.new()
+            pub = Publication(facts.pres_uri, event.name, etag, now + expires, body,
+                              facts.content_type or event.content_type, now, facts.sender)
+            return PublishDecision(200, REASON_OK, PublishAction.INSERT, etag, expires, pub, None, True)
+
+        old = self.get(facts.pres_uri, event.name, facts.if_match, now)
+        if old is None:
+            return _error(412, REASON_CONDITIONAL_FAILED)
+        if expires == 0:
+            # The reply echoes the removed etag (capture 10a).
+            return PublishDecision(200, REASON_OK, PublishAction.REMOVE, old.etag, 0, old, old.etag,
+                                   True, old.body)
+        if body is not None:
+            refused = self._check_body(event, body)
+            if refused is not None:
+                return refused
+        etag, generation = old.etag, old.generation
+        if not event.etag_not_new:
+            generation += 1
+            etag = self._etags.new(generation)
+        if body is None:
+            pub = replace(old, etag=etag, expires_at=now + expires, generation=generation)
+            return PublishDecision(200, REASON_OK, PublishAction.REFRESH, etag, expires, pub, old.etag, False)
+        pub = replace(old, etag=etag, expires_at=now + expires, body=body, received_time=now,
+                      content_type=facts.content_type or old.content_type, sender=facts.sender,
+                      generation=generation)
+        return PublishDecision(200, REASON_OK, PublishAction.MODIFY, etag, expires, pub, old.etag, True)
+
+    @staticmethod
+    def _check_body(event: PresenceEvent, body: bytes) -> PublishDecision | None:
+        if event.evs_publ_handl is None:
+            return None
+        try:
+            event.evs_publ_handl(body)
+        except BodyError as exc:
+            return _error(exc.status, exc.reason)
+        return None
+
+    # --- changing the table ----------------------------------------------------------------------
+    def commit(self, decision: PublishDecision) -> None:
+        """Apply a decision once its change is stored."""
+        pub = decision.publication
+        if pub is None or decision.action is PublishAction.NONE:
+            return
+        key = (pub.pres_uri, pub.event)
+        if decision.action is PublishAction.INSERT:
+            self._table.setdefault(key, {})[pub.etag] = pub
+            return
+        rows = self._table.get(key)
+        if rows is None or decision.old_etag not in rows:
+            return  # expired meanwhile; the stored change is cleaned with it
+        del rows[decision.old_etag]
+        if decision.action is not PublishAction.REMOVE:
+            rows[pub.etag] = pub
+        if not rows:
+            del self._table[key]
+
+    def load(self, pub: Publication) -> None:
+        """Put back a publication read from the database at start."""
+        self._table.setdefault((pub.pres_uri, pub.event), {})[pub.etag] = pub
+
+    def expire(self, now: float) -> list[Publication]:
+        """Remove and return publications past expiry + expires_offset (the clean_period timer)."""
+        gone: list[Publication] = []
+        for key in list(self._table):
+            rows = self._table[key]
+            for etag, pub in list(rows.items()):
+                if pub.expires_at + self.expires_offset <= now:
+                    gone.append(pub)
+                    del rows[etag]
+            if not rows:
+                del self._table[key]
+        return gone
+
+    def next_deadline(self) -> float | None:
+        """When the next publication expires (for a timer), or None."""
+        times = [p.expires_at + self.expires_offset for rows in self._table.values() for p in rows.values()]
+        return min(times) if times else None
+
+    # --- lookups ---------------------------------------------------------------------------------
+    def get(self, pres_uri: str, event: str, etag: str, now: float | None = None) -> Publication | None:
+        """The live publication with that etag, or None (also when past its grace time)."""
+        pub = self._table.get((pres_uri, event), {}).get(etag)
+        if pub is not None and now is not None and pub.expires_at + self.expires_offset <= now:
+            return None
+        return pub
+
+    def publications(self, pres_uri: str, event: str) -> list[Publication]:
+        """Publications of a presentity for an event, oldest received first (aggregation order)."""
+        rows = self._table.get((pres_uri, event), {})
+        return sorted(rows.values(), key=lambda p: p.received_time)
+
+    def contains_presence(self, pres_uri: str, event: str = "presence") -> bool:
+        return bool(self._table.get((pres_uri, event)))
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._table)
+
+    def __iter__(self) -> Iterator[Publication]:
+        for rows in list(self._table.values()):
+            yield from list(rows.values())
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._table.values())

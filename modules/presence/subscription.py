@@ -1,0 +1,387 @@
+"""Subscriptions (RFC 6665 / RFC 3265) and the in-memory subscription table (OpenSIPS subs_htable).
+
+`SubsTable.handle_subscribe` decides what a SUBSCRIBE does without changing anything; the caller
+`commit`s the decision, replies, then sends the NOTIFY the decision asks for. The subscription
+states and what moves them are ONE table, `TRANSITIONS`, below. Time is passed in as `now`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .events import PUBL_TYPE, PresenceEvent
+
+REASON_OK = "OK"
+REASON_ACCEPTED = "Accepted"
+REASON_BAD_REQUEST = "Bad request"
+REASON_NO_SUBSCRIPTION = "Subscription does not exist"
+REASON_TOO_MANY = "Too many subscriptions"
+
+DEFAULT_MAX_WATCHERS = 1000  # bound: subscriptions to one presentity and event
+
+# db_flag values of OpenSIPS's subs_t (hash.h): what the next database sync must do with a record.
+NO_UPDATEDB_FLAG = 1
+UPDATEDB_FLAG = 2
+INSERTDB_FLAG = 4
+
+
+class SubState(enum.IntEnum):
+    """Subscription status, with the numbers OpenSIPS keeps in active_watchers.status."""
+
+    ACTIVE = 1
+    PENDING = 2
+    TERMINATED = 3
+    WAITING = 4
+
+
+class SubEvent(enum.Enum):
+    """What happens to a subscription."""
+
+    ALLOW = "allow"              # authorization says allow (or force_active)
+    CONFIRM = "confirm"          # authorization says ask the presentity (pending)
+    BLOCK = "block"              # authorization says block
+    DEACTIVATE = "deactivate"    # no rule matches any more (refreshWatchers)
+    REFRESH = "refresh"          # in-dialog SUBSCRIBE with Expires > 0
+    UNSUBSCRIBE = "unsubscribe"  # in-dialog SUBSCRIBE with Expires: 0
+    EXPIRE = "expire"            # the clean_period timer found it expired
+    NOTIFY_FAILED = "notify_failed"  # a NOTIFY got 481, or 408 with end_sub_on_timeout
+
+
+A, P, T, W = SubState.ACTIVE, SubState.PENDING, SubState.TERMINATED, SubState.WAITING
+E = SubEvent
+
+# (state, event) -> state. A pair missing here is a bug in the caller (SubscriptionStateError).
+TRANSITIONS: dict[tuple[SubState, SubEvent], SubState] = {
+    (P, E.ALLOW): A, (W, E.ALLOW): A, (A, E.ALLOW): A,
+    (P, E.CONFIRM): P, (W, E.CONFIRM): P, (A, E.CONFIRM): P,
+    (P, E.BLOCK): T, (W, E.BLOCK): T, (A, E.BLOCK): T,
+    (P, E.DEACTIVATE): T, (W, E.DEACTIVATE): T, (A, E.DEACTIVATE): T,
+    (A, E.REFRESH): A, (P, E.REFRESH): P, (W, E.REFRESH): W,
+    (A, E.UNSUBSCRIBE): T, (P, E.UNSUBSCRIBE): T, (W, E.UNSUBSCRIBE): T,
+    (A, E.EXPIRE): T, (P, E.EXPIRE): T, (W, E.EXPIRE): T, (T, E.EXPIRE): T,
+    (A, E.NOTIFY_FAILED): T, (P, E.NOTIFY_FAILED): T, (W, E.NOTIFY_FAILED): T, (T, E.NOTIFY_FAILED): T,
+}
+
+# The Subscription-State reason a move to terminated carries (RFC 6665 4.1.3; OpenSIPS's choices:
+# an unsubscribe is reported as "timeout", capture 11).
+TERMINATION_REASONS: dict[SubEvent, str] = {
+    E.BLOCK: "rejected", E.DEACTIVATE: "deactivated", E.UNSUBSCRIBE: "timeout", E.EXPIRE: "timeout",
+    E.NOTIFY_FAILED: "timeout",
+}
+
+del A, P, T, W, E
+
+
+class SubscriptionStateError(Exception):
+    """A transition the table does not allow: a bug in the caller, never the peer's fault."""
+
+
+def transition(state: SubState, event: SubEvent) -> SubState:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise SubscriptionStateError(f"no transition from {state.name} on {event.value}") from None
+
+
+DialogKey = tuple[str, str, str]  # (Call-ID, our To tag, watcher's From tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One subscription dialog (OpenSIPS subs_t; a row of active_watchers)."""
+
+    pres_uri: str
+    event: str                    # registered event name
+    to_user: str
+    to_domain: str
+    watcher_user: str             # From user
+    watcher_domain: str           # From host
+    callid: str
+    to_tag: str                   # ours
+    from_tag: str                 # the watcher's
+    contact: str                  # watcher Contact URI: the NOTIFY Request-URI
+    expires_at: float             # absolute time granted to the watcher (without expires_offset)
+    status: SubState = SubState.PENDING
+    reason: str | None = None
+    event_id: str | None = None
+    local_cseq: int = 0           # CSeq of the last NOTIFY sent (the next one is local_cseq + 1)
+    remote_cseq: int = 0
+    record_route: tuple[str, ...] = ()   # Record-Route entries of the SUBSCRIBE, in order (route set)
+    version: int = 0              # NOTIFYs sent so far (body "version" of watcherinfo/dialog-info)
+    socket_info: str = ""         # receiving socket, "udp:127.0.0.1:5060"
+    local_contact: str = ""       # our Contact (server_address or the receiving socket)
+    user_agent: str = ""
+    db_flag: int = INSERTDB_FLAG
+    # Where the SUBSCRIBE came from (transport Source), to reuse a TCP connection; not stored.
+    source: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> DialogKey:
+        return (self.callid, self.to_tag, self.from_tag)
+
+    @property
+    def watcher_uri(self) -> str:
+        return f"sip:{self.watcher_user}@{self.watcher_domain}" if self.watcher_user else \
+            f"sip:{self.watcher_domain}"
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
+
+    def next_notify(self) -> Subscription:
+        """The record after one more NOTIFY: CSeq and version grow by one (RFC 3261 12.2.1.1)."""
+        return replace(self, local_cseq=self.local_cseq + 1, version=self.version + 1)
+
+    def moved(self, event: SubEvent) -> Subscription:
+        """The record after `event` (see TRANSITIONS)."""
+        state = transition(self.status, event)
+        reason = TERMINATION_REASONS.get(event) if state is SubState.TERMINATED else None
+        if state is SubState.TERMINATED and self.status is SubState.TERMINATED:
+            reason = self.reason or reason
+        return replace(self, status=state, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeFacts:
+    """What handle_subscribe needs from a SUBSCRIBE, already parsed by the caller."""
+
+    event: PresenceEvent
+    pres_uri: str                 # initial: user@host of the Request-URI (or the BLA presentity)
+    to_user: str
+    to_domain: str
+    watcher_user: str
+    watcher_domain: str
+    callid: str
+    cseq: int
+    from_tag: str | None
+    to_tag: str | None = None     # None: initial SUBSCRIBE
+    contact: str | None = None    # Contact URI
+    expires: int | None = None
+    event_id: str | None = None
+    record_route: tuple[str, ...] = ()
+    socket_info: str = ""
+    local_contact: str = ""
+    user_agent: str = ""
+    source: Any = None
+
+    @property
+    def initial(self) -> bool:
+        return not self.to_tag
+
+
+class SubscribeAction(enum.Enum):
+    NONE = "none"          # an error reply only
+    INSERT = "insert"      # new subscription stored
+    FETCH = "fetch"        # initial with Expires 0 (or refused by rules): NOTIFY once, nothing stored
+    REFRESH = "refresh"
+    REMOVE = "remove"      # unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeDecision:
+    """The reply and what to do. `subscription` is the record after the change (for FETCH and
+    REMOVE the record the final NOTIFY is built from). `notify`: send it a NOTIFY now;
+    `winfo_changed`: watchers of the presence.winfo peer package should hear about it."""
+
+    status: int
+    reason: str
+    action: SubscribeAction = SubscribeAction.NONE
+    expires: int | None = None
+    to_tag: str | None = None
+    subscription: Subscription | None = None
+    notify: bool = False
+    winfo_changed: bool = False
+    with_body: bool = False          # the NOTIFY carries the state (active, or an authorized fetch)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def _error(status: int, reason: str) -> SubscribeDecision:
+    return SubscribeDecision(status, reason)
+
+
+def reply_code(event: PresenceEvent, status: SubState) -> tuple[int, str]:
+    """200 for an active (or watcher-info) subscription, 202 while pending (OpenSIPS update_subscription)."""
+    if event.type == PUBL_TYPE and status in (SubState.PENDING, SubState.WAITING):
+        return 202, REASON_ACCEPTED
+    return 200, REASON_OK
+
+
+class SubsTable:
+    """Live subscription dialogs, by dialog and by (presentity, event).
+
+    expires_offset: extra seconds a subscription is kept after the expiry granted to the watcher.
+    """
+
+    def __init__(self, *, max_expires: int = 3600, expires_offset: int = 0,
+                 max_watchers: int = DEFAULT_MAX_WATCHERS) -> None:
+        self.max_expires = max_expires
+        self.expires_offset = expires_offset
+        self.max_watchers = max_watchers
+        self._dialogs: dict[DialogKey, Subscription] = {}
+        self._by_presentity: dict[tuple[str, str], dict[DialogKey, None]] = {}
+        self._deleted: dict[DialogKey, Subscription] = {}   # removed since the last database sync
+
+    # --- the decision ---------------------------------------------------------------------------
+    def handle_subscribe(self, facts: SubscribeFacts, now: float, *, to_tag: str,
+                         initial_status: SubState = SubState.ACTIVE,
+                         initial_reason: str | None = None) -> SubscribeDecision:
+        """Decide what a SUBSCRIBE does. Pure: nothing changes until `commit(decision)`.
+
+        to_tag: the tag to give a new dialog. initial_status/initial_reason: the authorization
+        outcome for an initial SUBSCRIBE (ACTIVE with force_active or when the package needs no
+        authorization; TERMINATED with "rejected" for a blocked watcher).
+        """
+        event = facts.event
+        if not facts.from_tag or not facts.contact:
+            return _error(400, REASON_BAD_REQUEST)
+        expires = event.default_expires if facts.expires is None else facts.expires
+        expires = max(0, min(expires, self.max_expires))
+        if facts.initial:
+            return self._initial(facts, now, expires, to_tag, initial_status, initial_reason)
+        return self._in_dialog(facts, now, expires)
+
+    def _initial(self, facts: SubscribeFacts, now: float, expires: int, to_tag: str,
+                 status: SubState, reason: str | None) -> SubscribeDecision:
+        event = facts.event
+        assert facts.from_tag is not None and facts.contact is not None
+        sub = Subscription(
+            facts.pres_uri, event.name, facts.to_user, facts.to_domain, facts.watcher_user,
+            facts.watcher_domain, facts.callid, to_tag, facts.from_tag, facts.contact, now + expires,
+            status, reason if status is SubState.TERMINATED else None, facts.event_id, 0, facts.cseq,
+            facts.record_route, 0, facts.socket_info, facts.local_contact, facts.user_agent,
+            INSERTDB_FLAG, facts.source)
+        code, text = reply_code(event, status)
+        if expires == 0 or status is SubState.TERMINATED:
+            # A fetch (RFC 6665 4.4.3) or a refused watcher: one final NOTIFY, nothing kept.
+            if status is not SubState.TERMINATED:
+                sub = replace(sub, status=SubState.TERMINATED, reason="timeout")
+            return SubscribeDecision(code, text, SubscribeAction.FETCH, 0 if expires == 0 else expires,
+                                     to_tag, sub, True, False, status is SubState.ACTIVE)
+        if len(self._by_presentity.get((facts.pres_uri, event.name), ())) >= self.max_watchers:
+            return _error(503, REASON_TOO_MANY)
+        return SubscribeDecision(code, text, SubscribeAction.INSERT, expires, to_tag, sub, True, True,
+                                 status is SubState.ACTIVE)
+
+    def _in_dialog(self, facts: SubscribeFacts, now: float, expires: int) -> SubscribeDecision:
+        assert facts.to_tag is not None and facts.from_tag is not None and facts.contact is not None
+        old = self._dialogs.get((facts.callid, facts.to_tag, facts.from_tag))
+        if old is None or old.event != facts.event.name or old.status is SubState.TERMINATED \
+                or old.expires_at + self.expires_offset <= now:
+            return _error(481, REASON_NO_SUBSCRIPTION)
+        if facts.cseq <= old.remote_cseq:
+            return _error(400, REASON_BAD_REQUEST)  # RFC 3261 12.2.2: CSeq lower than the last one
+        code, text = reply_code(facts.event, old.status)
+        if expires == 0:
+            sub = replace(old.moved(SubEvent.UNSUBSCRIBE), remote_cseq=facts.cseq, expires_at=now)
+            return SubscribeDecision(code, text, SubscribeAction.REMOVE, 0, None, sub, True, True)
+        sub = replace(old.moved(SubEvent.REFRESH), remote_cseq=facts.cseq, expires_at=now + expires,
+                      contact=facts.contact, source=facts.source if facts.source is not None else old.source)
+        return SubscribeDecision(code, text, SubscribeAction.REFRESH, expires, None, sub, True, False,
+                                 sub.status is SubState.ACTIVE)
+
+    # --- changing the table ----------------------------------------------------------------------
+    def commit(self, decision: SubscribeDecision) -> None:
+        """Apply a decision (after its reply is decided; before the NOTIFY is built)."""
+        sub = decision.subscription
+        if sub is None:
+            return
+        if decision.action is SubscribeAction.INSERT:
+            self._put(replace(sub, db_flag=INSERTDB_FLAG))
+        elif decision.action is SubscribeAction.REFRESH:
+            self.update(sub)
+        elif decision.action is SubscribeAction.REMOVE:
+            self.delete(sub.key)
+
+    def update(self, sub: Subscription) -> Subscription:
+        """Replace a live record (status change, NOTIFY sent...). Returns the stored record."""
+        old = self._dialogs.get(sub.key)
+        if old is None:
+            return sub
+        flag = INSERTDB_FLAG if old.db_flag == INSERTDB_FLAG else UPDATEDB_FLAG
+        sub = replace(sub, db_flag=flag)
+        self._dialogs[sub.key] = sub
+        return sub
+
+    def record_notify(self, sub: Subscription) -> Subscription:
+        """Take the next CSeq for a NOTIFY to `sub`; returns the record to build it from.
+
+        NOTIFYs for one dialog are numbered here, in the order they are built, so the caller
+        sending them in that order keeps CSeq order. A record no longer in the table (fetch,
+        unsubscribe, expiry) is numbered from its own last CSeq.
+        """
+        live = self._dialogs.get(sub.key, sub)
+        after = replace(live.next_notify(), status=sub.status, reason=sub.reason)
+        if sub.key in self._dialogs:
+            after = self.update(after)
+        return after
+
+    def delete(self, key: DialogKey) -> Subscription | None:
+        sub = self._dialogs.pop(key, None)
+        if sub is None:
+            return None
+        index = self._by_presentity.get((sub.pres_uri, sub.event))
+        if index is not None:
+            index.pop(key, None)
+            if not index:
+                del self._by_presentity[(sub.pres_uri, sub.event)]
+        if sub.db_flag != INSERTDB_FLAG:
+            self._deleted[key] = sub   # it is in the database: the next sync deletes it
+        return sub
+
+    def load(self, sub: Subscription) -> None:
+        """Put back a subscription read from the database at start."""
+        self._put(replace(sub, db_flag=NO_UPDATEDB_FLAG))
+
+    def _put(self, sub: Subscription) -> None:
+        self._dialogs[sub.key] = sub
+        self._by_presentity.setdefault((sub.pres_uri, sub.event), {})[sub.key] = None
+        self._deleted.pop(sub.key, None)
+
+    def expire(self, now: float) -> list[Subscription]:
+        """Remove subscriptions past expiry + expires_offset; returns them terminated;reason=timeout
+        (the clean_period timer sends each a final NOTIFY)."""
+        gone = []
+        for key, sub in list(self._dialogs.items()):
+            if sub.expires_at + self.expires_offset <= now:
+                self.delete(key)
+                gone.append(sub.moved(SubEvent.EXPIRE))
+        return gone
+
+    def next_deadline(self) -> float | None:
+        times = [s.expires_at + self.expires_offset for s in self._dialogs.values()]
+        return min(times) if times else None
+
+    def take_db_changes(self) -> tuple[list[Subscription], list[Subscription], list[Subscription]]:
+        """(to insert, to update, to delete) since the last call; the live records are marked
+        synchronised (db_update_period timer, and at shutdown)."""
+        inserts, updates = [], []
+        for key, sub in self._dialogs.items():
+            if sub.db_flag == INSERTDB_FLAG:
+                inserts.append(sub)
+            elif sub.db_flag == UPDATEDB_FLAG:
+                updates.append(sub)
+            else:
+                continue
+            self._dialogs[key] = replace(sub, db_flag=NO_UPDATEDB_FLAG)
+        deletes = list(self._deleted.values())
+        self._deleted.clear()
+        return inserts, updates, deletes
+
+    # --- lookups ---------------------------------------------------------------------------------
+    def get(self, key: DialogKey) -> Subscription | None:
+        return self._dialogs.get(key)
+
+    def watchers(self, pres_uri: str, event: str) -> list[Subscription]:
+        """Subscriptions to a presentity for an event, oldest first."""
+        return [self._dialogs[k] for k in self._by_presentity.get((pres_uri, event), {})]
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(list(self._dialogs.values()))
+
+    def __len__(self) -> int:
+        return len(self._dialogs)

@@ -1,0 +1,211 @@
+"""SUBSCRIBE decisions and the subscription state table, with a fake clock."""
+
+import dataclasses
+
+import pytest
+
+from routescript.modules.presence.events import WINFO_TYPE, PresenceEvent
+from routescript.modules.presence.subscription import (
+    INSERTDB_FLAG, NO_UPDATEDB_FLAG, TRANSITIONS, UPDATEDB_FLAG, SubEvent, SubscribeAction, SubscribeFacts,
+    SubscriptionStateError, SubState, SubsTable, transition)
+
+PRESENCE = PresenceEvent("presence", "application/pidf+xml")
+WINFO = PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE)
+MWI = PresenceEvent("message-summary", "application/simple-message-summary")
+
+
+def facts(**kw) -> SubscribeFacts:
+    base = dict(event=PRESENCE, pres_uri="sip:carol@127.0.0.1", to_user="carol", to_domain="127.0.0.1",
+                watcher_user="dave", watcher_domain="127.0.0.1", callid="sub-1", cseq=1, from_tag="ye3j",
+                contact="sip:dave@127.0.0.1:48261", expires=600, local_contact="sip:presence@127.0.0.1:5070",
+                socket_info="udp:127.0.0.1:5070")
+    base.update(kw)
+    return SubscribeFacts(**base)
+
+
+def subscribe(table, now, status=SubState.ACTIVE, reason=None, **kw):
+    d = table.handle_subscribe(facts(**kw), now, to_tag="313b-x", initial_status=status, initial_reason=reason)
+    table.commit(d)
+    return d
+
+
+@pytest.fixture
+def table() -> SubsTable:
+    return SubsTable(max_expires=3600)
+
+
+def test_initial_active(table):
+    d = subscribe(table, 100)
+    assert (d.status, d.reason, d.action, d.expires, d.to_tag) == (200, "OK", SubscribeAction.INSERT, 600, "313b-x")
+    assert d.notify and d.winfo_changed and d.with_body
+    sub = table.get(("sub-1", "313b-x", "ye3j"))
+    assert sub.status is SubState.ACTIVE and sub.expires_at == 700 and sub.remote_cseq == 1
+    assert sub.local_cseq == 0 and sub.db_flag == INSERTDB_FLAG and sub.watcher_uri == "sip:dave@127.0.0.1"
+    assert table.watchers("sip:carol@127.0.0.1", "presence") == [sub]
+
+
+def test_initial_pending_is_202_without_body(table):
+    d = subscribe(table, 0, status=SubState.PENDING)
+    assert (d.status, d.reason, d.with_body) == (202, "Accepted", False)
+    assert table.get(d.subscription.key).status is SubState.PENDING
+
+
+def test_winfo_subscription_is_200_even_when_pending(table):
+    d = subscribe(table, 0, status=SubState.PENDING, event=WINFO)
+    assert d.status == 200
+
+
+def test_expires_capped_and_default(table):
+    assert subscribe(table, 0, expires=7200).expires == 3600   # capture 03
+    assert subscribe(table, 0, expires=None, callid="sub-2").expires == 3600
+
+
+def test_fetch(table):
+    d = subscribe(table, 0, expires=0)
+    assert (d.status, d.action, d.expires, d.notify, d.with_body) == (200, SubscribeAction.FETCH, 0, True, True)
+    assert d.subscription.status is SubState.TERMINATED and d.subscription.reason == "timeout"
+    assert len(table) == 0
+
+
+def test_fetch_by_pending_watcher_has_no_body(table):
+    d = subscribe(table, 0, status=SubState.PENDING, expires=0)
+    assert (d.status, d.with_body, d.subscription.status) == (202, False, SubState.TERMINATED)
+
+
+def test_blocked_watcher_gets_200_and_rejected(table):
+    d = subscribe(table, 0, status=SubState.TERMINATED, reason="rejected")
+    assert (d.status, d.action, d.with_body) == (200, SubscribeAction.FETCH, False)
+    assert d.subscription.reason == "rejected" and len(table) == 0
+
+
+def test_refresh_in_dialog(table):
+    subscribe(table, 0)
+    d = subscribe(table, 10, to_tag="313b-x", cseq=2, expires=120, contact="sip:dave@10.0.0.1:5060")
+    assert (d.status, d.action, d.expires, d.notify, d.winfo_changed) == (200, SubscribeAction.REFRESH, 120, True, False)
+    sub = table.get(d.subscription.key)
+    assert sub.expires_at == 130 and sub.remote_cseq == 2 and sub.contact == "sip:dave@10.0.0.1:5060"
+
+
+def test_unsubscribe(table):
+    subscribe(table, 0)
+    d = subscribe(table, 10, to_tag="313b-x", cseq=3, expires=0)
+    assert (d.status, d.action, d.expires, d.notify, d.winfo_changed, d.with_body) == \
+        (200, SubscribeAction.REMOVE, 0, True, True, False)
+    assert d.subscription.status is SubState.TERMINATED and d.subscription.reason == "timeout"
+    assert len(table) == 0
+    again = subscribe(table, 11, to_tag="313b-x", cseq=4, expires=60)
+    assert (again.status, again.reason) == (481, "Subscription does not exist")
+
+
+def test_unknown_dialog_and_other_event_are_481(table):
+    assert subscribe(table, 0, to_tag="nope", cseq=2).status == 481
+    subscribe(table, 0)
+    assert subscribe(table, 1, to_tag="313b-x", cseq=2, event=MWI).status == 481
+
+
+def test_old_cseq_is_400(table):
+    subscribe(table, 0, cseq=5)
+    d = subscribe(table, 1, to_tag="313b-x", cseq=5)
+    assert (d.status, d.reason) == (400, "Bad request")
+
+
+def test_missing_contact_or_from_tag_is_400(table):
+    assert subscribe(table, 0, contact=None).status == 400
+    assert subscribe(table, 0, from_tag=None).status == 400
+
+
+def test_expiry_terminates_with_timeout():
+    table = SubsTable(expires_offset=5)
+    subscribe(table, 0, expires=5)
+    assert table.next_deadline() == 10
+    assert table.expire(9.9) == []
+    (gone,) = table.expire(10)
+    assert gone.status is SubState.TERMINATED and gone.reason == "timeout" and len(table) == 0
+
+
+def test_expired_dialog_refresh_is_481(table):
+    subscribe(table, 0, expires=5)
+    assert subscribe(table, 5, to_tag="313b-x", cseq=2).status == 481
+
+
+def test_record_notify_numbers_cseq_and_version(table):
+    d = subscribe(table, 0)
+    first = table.record_notify(d.subscription)
+    second = table.record_notify(d.subscription)
+    assert (first.local_cseq, first.version) == (1, 1) and (second.local_cseq, second.version) == (2, 2)
+    assert table.get(d.subscription.key).local_cseq == 2
+    # after an unsubscribe the final NOTIFY continues the numbering
+    rm = subscribe(table, 1, to_tag="313b-x", cseq=2, expires=0)
+    assert table.record_notify(rm.subscription).local_cseq == 3
+
+
+def test_db_changes_and_flags(table):
+    d = subscribe(table, 0)
+    subscribe(table, 0, callid="sub-2", from_tag="t2")
+    inserts, updates, deletes = table.take_db_changes()
+    assert len(inserts) == 2 and updates == [] and deletes == []
+    assert all(s.db_flag == NO_UPDATEDB_FLAG for s in table)
+    table.record_notify(d.subscription)
+    inserts, updates, deletes = table.take_db_changes()
+    assert inserts == [] and [s.key for s in updates] == [d.subscription.key]
+    subscribe(table, 1, to_tag="313b-x", cseq=2, expires=0)
+    _, _, deletes = table.take_db_changes()
+    assert [s.key for s in deletes] == [d.subscription.key]
+    assert table.take_db_changes() == ([], [], [])
+
+
+def test_deleting_a_never_stored_subscription_needs_no_db_delete(table):
+    subscribe(table, 0)
+    subscribe(table, 1, to_tag="313b-x", cseq=2, expires=0)
+    assert table.take_db_changes() == ([], [], [])
+
+
+def test_update_after_sync_marks_updatedb(table):
+    d = subscribe(table, 0)
+    table.take_db_changes()
+    assert table.update(d.subscription.moved(SubEvent.CONFIRM)).db_flag == UPDATEDB_FLAG
+
+
+def test_load_from_database(table):
+    d = subscribe(table, 0)
+    fresh = SubsTable()
+    fresh.load(d.subscription)
+    assert fresh.get(d.subscription.key).db_flag == NO_UPDATEDB_FLAG
+    assert subscribe(fresh, 1, to_tag="313b-x", cseq=2).status == 200
+
+
+def test_bounded_watchers():
+    table = SubsTable(max_watchers=1)
+    subscribe(table, 0)
+    assert subscribe(table, 0, callid="sub-2").status == 503
+
+
+# --- the state table -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state,event,expected", [
+    (SubState.PENDING, SubEvent.ALLOW, SubState.ACTIVE),
+    (SubState.ACTIVE, SubEvent.BLOCK, SubState.TERMINATED),
+    (SubState.PENDING, SubEvent.DEACTIVATE, SubState.TERMINATED),
+    (SubState.WAITING, SubEvent.REFRESH, SubState.WAITING),
+    (SubState.ACTIVE, SubEvent.UNSUBSCRIBE, SubState.TERMINATED),
+    (SubState.ACTIVE, SubEvent.NOTIFY_FAILED, SubState.TERMINATED),
+])
+def test_transitions(state, event, expected):
+    assert transition(state, event) is expected
+
+
+def test_terminated_is_final():
+    for event in (SubEvent.ALLOW, SubEvent.REFRESH, SubEvent.UNSUBSCRIBE, SubEvent.CONFIRM):
+        with pytest.raises(SubscriptionStateError):
+            transition(SubState.TERMINATED, event)
+    assert all(to is SubState.TERMINATED for (frm, _), to in TRANSITIONS.items() if frm is SubState.TERMINATED)
+
+
+def test_moved_sets_reasons(table):
+    sub = subscribe(table, 0).subscription
+    assert sub.moved(SubEvent.BLOCK).reason == "rejected"
+    assert sub.moved(SubEvent.DEACTIVATE).reason == "deactivated"
+    assert sub.moved(SubEvent.EXPIRE).reason == "timeout"
+    assert sub.moved(SubEvent.CONFIRM).reason is None
+    assert sub.moved(SubEvent.BLOCK).moved(SubEvent.EXPIRE).reason == "rejected"
+    assert dataclasses.replace(sub, status=SubState.PENDING).moved(SubEvent.ALLOW).status is SubState.ACTIVE
