@@ -25,7 +25,6 @@ from .xml_util import (
     BAD_REQUEST,
     NS_DATA_MODEL,
     NS_PIDF,
-    NS_RPID,
     NS_XML,
     BodyError,
     local_name,
@@ -237,16 +236,16 @@ def sphere_of(body: bytes) -> str | None:
 
     `<rpid:sphere>work</rpid:sphere>` gives "work"; the element forms `<rpid:sphere><rpid:home/></rpid:sphere>`
     give the element's name ("home"). The first `<dm:person>` carrying a non-empty sphere wins; None when
-    there is none. Elements are matched by name in their RFC namespaces, and also without one (as
-    OpenSIPS matches by local name only), so a client that gets the namespace wrong still works.
+    there is none. `person` and `sphere` are matched by local name whatever their namespace, as OpenSIPS
+    does, so a client that gets the namespaces wrong still works; a sphere outside a person is ignored.
     Raises `BodyError` when `body` is not well-formed XML.
     """
     root = parse_xml(body)
     for person in root.iter():
-        if local_name(person) != "person" or namespace_of(person) not in (NS_DATA_MODEL, None, NS_PIDF):
+        if local_name(person) != "person":
             continue
         for sphere in person.iter():
-            if local_name(sphere) != "sphere" or namespace_of(sphere) not in (NS_RPID, None):
+            if local_name(sphere) != "sphere":
                 continue
             value = _sphere_value(sphere)
             if value:

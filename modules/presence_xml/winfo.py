@@ -45,6 +45,7 @@ _WATCHER_LIST = qname(NS_WATCHERINFO, "watcher-list")
 _WATCHER = qname(NS_WATCHERINFO, "watcher")
 
 _UNSIGNED_LONG_MAX = 2**64 - 1
+_XML_SPACE = " \t\r\n"  # XML white space (S production); other Unicode spaces are content
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ def _read_watcher(element: etree._Element) -> WatcherInfo:
     expiration = element.get("expiration")
     return WatcherInfo(
         id=watcher_id,
-        uri=(element.text or "").strip(),
+        uri=(element.text or "").strip(_XML_SPACE),
         status=cast(WatcherStatus, status),
         event=cast(WatcherEvent, event),
         display_name=element.get("display-name"),
