@@ -149,6 +149,10 @@ class Module:
     events: ClassVar[tuple[str, ...]] = ()      # event names it raises (E_...)
     depends: ClassVar[tuple[str, ...]] = ()     # modules that must be loaded too
     aliases: ClassVar[tuple[str, ...]] = ()     # other loadmodule names served by this class
+    # Script functions declared so scripts load, whose feature is not built yet: name -> why. The core
+    # warns at load time at every place the script calls one (file:line:col); the impl must still log
+    # an error and return -1 when called - never succeed silently.
+    unbuilt: ClassVar[dict[str, str]] = {}
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self.server = server

@@ -1,0 +1,76 @@
+"""maxfwd - Max-Forwards processing (OpenSIPS maxfwd module).
+
+mf_process_maxfwd_header(max_value), as documented by OpenSIPS:
+   2 - no Max-Forwards: one is added with max_value;   1 - found and decremented (non-zero);
+  -1 - found and 0 (cannot be decremented);            -2 - error (a value that is not a number).
+The module itself never replies - as in OpenSIPS, the script answers 483 Too Many Hops on -1.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from routescript.core.module import Arg, Module, Param, script_function
+from routescript.script.context import MsgContext
+
+log = logging.getLogger("routescript.maxfwd")
+
+MAXFWD_UPPER = 256  # RFC 3261 allows up to 255 hops; OpenSIPS caps the parameter at 256
+
+
+def _check_limit(v: Any) -> None:
+    if not 1 <= int(v) <= MAXFWD_UPPER:
+        raise ValueError(f"must be between 1 and {MAXFWD_UPPER}")
+
+
+def _check_max(v: Any) -> Any:
+    n = int(v)
+    if not 1 <= n <= MAXFWD_UPPER:
+        raise ValueError(f"max_value {n} must be between 1 and {MAXFWD_UPPER}")
+    return n
+
+
+class MaxfwdModule(Module):
+    name = "maxfwd"
+    params = (Param("max_limit", int, MAXFWD_UPPER, "upper bound of a decremented Max-Forwards",
+                    check=_check_limit),)
+
+    @script_function("mf_process_maxfwd_header", Arg("int", "max_value", fixup=_check_max))
+    def mf_process_maxfwd_header(self, ctx: MsgContext, max_value: int) -> int:
+        value = _read(ctx)
+        if value is None:
+            ctx.msg.add_header("Max-Forwards", str(max_value))
+            return 2
+        if value < 0:
+            return -2
+        if value == 0:
+            return -1
+        new = min(value - 1, int(self.param("max_limit")))
+        ctx.msg.set_header("Max-Forwards", str(new))
+        return 1
+
+    @script_function("is_maxfwd_lt", Arg("int", "max_value", fixup=_check_max))
+    def is_maxfwd_lt(self, ctx: MsgContext, max_value: int) -> int:
+        """1 when Max-Forwards is below max_value, -1 when not, -2 when absent or bad (OpenSIPS)."""
+        value = _read(ctx)
+        if value is None or value < 0:
+            return -2
+        return 1 if value < max_value else -1
+
+
+def _read(ctx: MsgContext) -> int | None:
+    """The Max-Forwards value; None when absent; -2 when it is not a number."""
+    from routescript.sip import ParseError
+
+    if not ctx.msg.has_header("Max-Forwards"):
+        return None
+    try:
+        value = ctx.msg.max_forwards
+    except ParseError as exc:
+        log.error("bad Max-Forwards header: %s", exc.reason)
+        return -2
+    return -2 if value is None else int(value)
+
+
+MODULE = MaxfwdModule

@@ -1,0 +1,7 @@
+"""`python -m routescript ...` is the `routescript` command."""
+
+import sys
+
+from routescript.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""The `routescript` command: run, check, db, --version.
+
+    routescript run CFG                  load CFG and serve in the foreground, logs to stderr
+    routescript check CFG [--syntax-only]
+                                         every error as `file:line:col: message` + the line + a caret
+                                         (exit 1), or `CFG: OK (N routes, M modules)` (exit 0)
+    routescript db init URL              create OpenSIPS's presence tables in URL (sqlite:// or postgres://)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+
+
+def _version_text() -> str:
+    try:
+        from importlib.metadata import version
+        return version("routescript")
+    except Exception:
+        return getattr(sys.modules.get("routescript"), "__version__", "0.1.0")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="routescript",
+                                description="SIP presence server programmed by an OpenSIPS-style route script")
+    p.add_argument("--version", action="version", version=f"routescript {_version_text()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="load a configuration and serve in the foreground")
+    run.add_argument("cfg", metavar="CFG")
+    chk = sub.add_parser("check", help="check a configuration and exit")
+    chk.add_argument("cfg", metavar="CFG")
+    chk.add_argument("--syntax-only", action="store_true",
+                     help="only parse; do not load modules or resolve names")
+    db = sub.add_parser("db", help="database tools")
+    dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    init = dbsub.add_parser("init", help="create the OpenSIPS presence tables")
+    init.add_argument("url", metavar="URL")
+    return p
+
+
+def cmd_check(cfg: str, syntax_only: bool) -> int:
+    from routescript.core.server import LoadError, Server
+
+    if syntax_only:
+        from routescript.script import ScriptError, parse_file
+        try:
+            ast = parse_file(cfg)
+        except ScriptError as exc:
+            for d in exc.diagnostics:
+                print(d, file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"{cfg}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        for w in getattr(ast, "warnings", ()) or ():
+            print(w, file=sys.stderr)
+        print(f"{cfg}: syntax OK ({len(ast.routes)} routes)")
+        return 0
+    server = Server()
+    try:
+        loaded = server.load(cfg)
+    except LoadError as exc:
+        for d in exc.diagnostics:
+            print(d, file=sys.stderr)
+        return 1
+    for w in loaded.warnings:
+        print(w, file=sys.stderr)
+    print(f"{cfg}: OK ({loaded.route_count} routes, {len(server.modules.instances)} modules)")
+    return 0
+
+
+def cmd_run(cfg: str) -> int:
+    from routescript.core.config import L_NOTICE
+    from routescript.core.log import setup_logging
+    from routescript.core.server import install_event_loop_policy, run_file
+
+    setup_logging(L_NOTICE)  # until the script's log_level is read
+    install_event_loop_policy()
+    try:
+        return asyncio.run(run_file(cfg))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_db_init(url: str) -> int:
+    from routescript.db import DatabaseError, init_schema
+
+    try:
+        lines = asyncio.run(init_schema(url))
+    except DatabaseError as exc:
+        print(f"routescript db init: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args.cfg)
+    if args.command == "check":
+        return cmd_check(args.cfg, args.syntax_only)
+    if args.command == "db":
+        if args.db_command == "init":
+            return cmd_db_init(args.url)
+        parser.parse_args(["db", "--help"])
+        return 2
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""OpenSIPS core global parameters (`log_level = 3`, `socket = udp:127.0.0.1:5060`, ...), typed.
+
+Each known parameter has a kind; `apply_globals` turns the script's global assignments into a `CoreConfig`
+and returns warnings (with `file:line:col`) for the ones we do not know, instead of refusing the script:
+OpenSIPS scripts carry many tuning knobs (`tcp_max_connections`, `dns`, ...) that change nothing here.
+
+Choice where OpenSIPS differs: `children`, `udp_workers`, `tcp_workers` are accepted and logged, but we run
+one asyncio event loop (see DESIGN: no blocking calls on the loop), so they do not fork anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .module import ConfigError
+
+Pos = tuple[str, int, int]
+
+# OpenSIPS log levels (dprint.h).
+L_ALERT, L_CRIT, L_ERR, L_WARN, L_NOTICE, L_INFO, L_DBG = -3, -2, -1, 1, 2, 3, 4
+LOG_LEVEL_NAMES = {"L_ALERT": L_ALERT, "L_CRIT": L_CRIT, "L_ERR": L_ERR, "L_WARN": L_WARN,
+                   "L_NOTICE": L_NOTICE, "L_INFO": L_INFO, "L_DBG": L_DBG}
+
+# When no socket= / listen= line is given OpenSIPS listens on every interface; we choose loopback
+# UDP port 5060 so that a bare script never exposes a server to the network by accident.
+DEFAULT_SOCKET = "udp:127.0.0.1:5060"
+
+SUPPORTED_PROTOS = ("udp", "tcp")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One `socket=` line: proto:host:port, plus the `as` advertised address if given."""
+
+    proto: str
+    host: str
+    port: int
+    advertised: str | None = None
+    pos: Pos | None = None
+
+    @property
+    def name(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+# socket = [proto:]host[:port] [as host[:port]]
+#   host = IPv4 | hostname | "[" IPv6 "]" | "*"
+_SOCKET_RE = re.compile(
+    r"^(?:(?P<proto>[a-zA-Z]+):)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(?P<port>\d+))?"
+    r"(?:\s+as\s+(?P<adv>\S+))?\s*$")
+
+
+def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
+    """Parse a socket/listen value; raises ConfigError at `pos`."""
+    m = _SOCKET_RE.match(value.strip())
+    if not m:
+        raise ConfigError(f"bad socket definition \"{value}\" (expected proto:host:port)", pos)
+    proto = (m.group("proto") or "udp").lower()
+    if proto not in SUPPORTED_PROTOS:
+        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp)", pos)
+    host = m.group("host")
+    if host.startswith("["):
+        host = host[1:-1]
+    if host == "*":
+        host = "0.0.0.0"  # OpenSIPS: every interface
+    port = int(m.group("port") or 5060)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"socket \"{value}\": port {port} out of range", pos)
+    return ListenSpec(proto, host, port, m.group("adv"), pos)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return v != 0
+    s = str(v).strip().lower()
+    if s in ("yes", "true", "on", "1", "enable"):
+        return True
+    if s in ("no", "false", "off", "0", "disable"):
+        return False
+    raise ValueError(f"expects yes/no, got \"{v}\"")
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    s = str(v).strip()
+    if s in LOG_LEVEL_NAMES:
+        return LOG_LEVEL_NAMES[s]
+    try:
+        return int(s, 0)
+    except ValueError:
+        raise ValueError(f"expects an integer, got \"{v}\"") from None
+
+
+def _str(v: Any) -> str:
+    return str(v)
+
+
+# name -> (kind, default, repeatable). kinds: "int", "bool", "str", "socket".
+# Names follow the OpenSIPS 3.x core parameter list; a few 2.x spellings are aliases.
+KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
+    "socket": ("socket", None, True),
+    "listen": ("socket", None, True),
+    "log_level": ("int", L_NOTICE, False),
+    "debug": ("int", L_NOTICE, False),           # OpenSIPS 1.x name of log_level
+    "xlog_level": ("int", L_NOTICE, False),      # threshold for xlog messages
+    "xlog_print_level": ("int", L_ERR, False),   # level of xlog() without an explicit level
+    "stderror_enabled": ("bool", True, False),
+    "log_stderror": ("bool", True, False),       # 2.x name
+    "syslog_enabled": ("bool", False, False),
+    "syslog_facility": ("str", "LOG_DAEMON", False),
+    "log_facility": ("str", "LOG_DAEMON", False),
+    "syslog_name": ("str", "routescript", False),
+    "log_name": ("str", "routescript", False),
+    "udp_workers": ("int", 1, False),
+    "tcp_workers": ("int", 1, False),
+    "children": ("int", 1, False),
+    "timer_workers": ("int", 1, False),
+    "mpath": ("str", "", False),
+    "server_header": ("str", "", False),
+    "user_agent_header": ("str", "", False),
+    "server_signature": ("bool", True, False),
+    "alias": ("str", None, True),
+    "advertised_address": ("str", "", False),
+    "advertised_port": ("int", 0, False),
+    "tcp_connection_lifetime": ("int", 120, False),
+    "tcp_max_connections": ("int", 2048, False),
+    "tcp_connect_timeout": ("int", 100, False),
+    "tcp_no_new_conn_bflag": ("str", "", False),
+    "open_files_limit": ("int", 0, False),
+    "maxbuffer": ("int", 262144, False),
+    "max_while_loops": ("int", 10000, False),
+    "debug_mode": ("bool", False, False),
+    "db_default_url": ("str", "", False),
+    "db_version_table": ("str", "version", False),
+    "dns": ("bool", False, False),
+    "rev_dns": ("bool", False, False),
+    "dns_try_ipv6": ("bool", False, False),
+    "disable_dns_blacklist": ("bool", True, False),
+    "dns_use_search_list": ("bool", False, False),
+    "auto_aliases": ("bool", False, False),
+    "check_via": ("bool", False, False),
+    "enable_asserts": ("bool", False, False),
+    "abort_on_assert": ("bool", False, False),
+    "shm_hash_split_percentage": ("int", 1, False),
+    "mem_warming": ("bool", False, False),
+    "mem_dump": ("int", 0, False),
+    "wdir": ("str", "", False),
+    "chroot": ("str", "", False),
+    "user": ("str", "", False),
+    "group": ("str", "", False),
+    "event_pkg_threshold": ("int", 0, False),
+    "event_shm_threshold": ("int", 0, False),
+    "exec_msg_threshold": ("int", 0, False),
+    "exec_dns_threshold": ("int", 0, False),
+    "tcp_threshold": ("int", 0, False),
+    "query_buffer_size": ("int", 0, False),
+    "query_flush_time": ("int", 0, False),
+    "sip_warning": ("bool", False, False),
+    "disable_503_translation": ("bool", False, False),
+    "mhomed": ("bool", False, False),
+    "xlog_buf_size": ("int", 4096, False),
+    "xlog_force_color": ("bool", False, False),
+    "tos": ("str", "", False),
+    "dont_fork": ("bool", False, False),
+    "fork": ("bool", True, False),
+    "restart_persistency_cache_file": ("str", "", False),
+    "restart_persistency_size": ("str", "", False),
+    "poll_method": ("str", "", False),
+}
+
+_WORKER_PARAMS = ("children", "udp_workers", "tcp_workers", "timer_workers")
+
+
+@dataclass(slots=True)
+class CoreConfig:
+    """The typed global parameters of one configuration."""
+
+    sockets: list[ListenSpec] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    positions: dict[str, Pos] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # informational lines logged at start
+
+    def get(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        spec = KNOWN_GLOBALS.get(name)
+        return spec[1] if spec else None
+
+    @property
+    def log_level(self) -> int:
+        return int(self.values.get("log_level", self.values.get("debug", L_NOTICE)))
+
+    @property
+    def xlog_level(self) -> int:
+        return int(self.get("xlog_level"))
+
+    @property
+    def stderror_enabled(self) -> bool:
+        return bool(self.values.get("stderror_enabled", self.values.get("log_stderror", True)))
+
+    @property
+    def server_header(self) -> str:
+        """The Server header value core replies carry, or '' (OpenSIPS: `server_header = "Server: x"`)."""
+        v = str(self.get("server_header") or "")
+        if v.lower().startswith("server:"):
+            v = v[len("server:"):].strip()
+        return v
+
+    @property
+    def user_agent_header(self) -> str:
+        v = str(self.get("user_agent_header") or "")
+        if v.lower().startswith("user-agent:"):
+            v = v[len("user-agent:"):].strip()
+        return v
+
+    @property
+    def mpath(self) -> str:
+        return str(self.get("mpath") or "")
+
+    def listen_specs(self) -> list[ListenSpec]:
+        """The sockets to open: the socket= lines, or DEFAULT_SOCKET when there are none."""
+        return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
+
+
+def apply_globals(items: list[tuple[str, Any, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+    """Type `name = value` assignments. Returns (config, warnings as (message, pos)).
+    Raises ConfigError on a bad value of a known parameter."""
+    cfg = CoreConfig()
+    warnings: list[tuple[str, Pos | None]] = []
+    for name, value, pos in items:
+        spec = KNOWN_GLOBALS.get(name)
+        if spec is None:
+            warnings.append((f"unknown core parameter '{name}' ignored", pos))
+            continue
+        kind, _default, repeatable = spec
+        if kind == "socket":
+            cfg.sockets.append(parse_socket(str(value), pos))
+            continue
+        try:
+            typed = {"int": _int, "bool": _bool, "str": _str}[kind](value)
+        except ValueError as exc:
+            raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
+        if name == "alias":
+            cfg.aliases.append(typed)
+        else:
+            cfg.values[name] = typed
+        if pos:
+            cfg.positions[name] = pos
+    for name in _WORKER_PARAMS:
+        if name in cfg.values and cfg.values[name] != 1:
+            cfg.notes.append(f"{name} = {cfg.values[name]} accepted: routescript runs a single event loop")
+    return cfg, warnings

@@ -1,0 +1,587 @@
+"""The running server: load a configuration, open the sockets, run the routes for every message.
+
+    server = Server()
+    server.load("examples/hello.cfg")      # parse, loadmodule, modparam, check(), compile
+    await server.start()                   # sockets, transactions, modules' start(), startup_route, timers
+    ...                                    # messages -> main route
+    await server.stop()
+
+What modules reach through `self.server` (their Module instance holds it):
+  server.transactions   the TransactionLayer (create/reply server transactions, `await request(...)`)
+  server.transport      the TransportLayer (sockets; send)
+  server.events         the EventBus (`await raise_event("E_...", {...})`, subscribe)
+  server.modules        the other module instances (`server.modules.get("presence")`)
+  server.config         the typed core parameters (CoreConfig)
+  await server.database(url)   a shared routescript.db handle per URL, closed at stop
+  server.send_reply(ctx, code, reason, ...)   a stateless reply carrying Server:, to-tag stable per request
+  server.is_myself(host, port)                 the listening sockets and alias= names
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from routescript.script.context import (
+    ERROR_ROUTE,
+    EVENT_ROUTE,
+    ONREPLY_ROUTE,
+    REQUEST_ROUTE,
+    STARTUP_ROUTE,
+    TIMER_ROUTE,
+    MsgContext,
+)
+
+from . import _script
+from .config import CoreConfig, apply_globals
+from .events import EventBus
+from .loader import apply_modparams, build_registry, instantiate, load_modules
+from .log import current_call_id, setup_logging
+from .module import ConfigError, ModuleSet
+
+log = logging.getLogger("routescript.core")
+
+
+class PlainDiagnostic:
+    """A diagnostic without a script position (e.g. the file cannot be read); prints like a Diagnostic."""
+
+    __slots__ = ("message", "severity")
+    pos = None
+
+    def __init__(self, message: str, severity: str = "error") -> None:
+        self.message = message
+        self.severity = severity
+
+    def __str__(self) -> str:
+        return ("warning: " if self.severity == "warning" else "") + self.message
+
+    def __repr__(self) -> str:
+        return f"PlainDiagnostic({str(self)!r})"
+
+
+def Diagnostic(message: str, pos: tuple[str, int, int] | None = None, severity: str = "error") -> Any:
+    """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
+    if pos is None:
+        return PlainDiagnostic(message, severity)
+    from routescript.script.ast import Pos
+    from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
+
+    return ScriptDiagnostic(Pos(*pos), message, _source_line(pos) or "", severity)
+
+
+class LoadError(Exception):
+    """The configuration cannot be loaded; `diagnostics` lists every problem found."""
+
+    def __init__(self, diagnostics: list[Any]) -> None:
+        super().__init__("\n".join(str(d) for d in diagnostics))
+        self.diagnostics = diagnostics
+
+
+def _source_line(pos: tuple[str, int, int] | None) -> str | None:
+    if not pos:
+        return None
+    try:
+        with open(pos[0], encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f, 1):
+                if i == pos[1]:
+                    return line.rstrip("\n")
+    except OSError:
+        return None
+    return None
+
+
+def config_diagnostic(exc: ConfigError, severity: str = "error") -> Any:
+    return Diagnostic(exc.message, exc.pos, severity)
+
+
+class Loaded:
+    """Everything one load of a configuration produced (the parts reload keeps or replaces)."""
+
+    def __init__(self, path: str, ast: Any, config: CoreConfig, compiled: Any, warnings: list[Any],
+                 loadmodules: list[Any], modparams: list[Any], globals_: list[Any]) -> None:
+        self.path = path
+        self.ast = ast
+        self.config = config
+        self.compiled = compiled
+        self.warnings = warnings
+        self.loadmodules = loadmodules
+        self.modparams = modparams
+        self.globals = globals_
+
+    @property
+    def route_count(self) -> int:
+        return len(_script.routes_of(self.ast))
+
+
+# Bounds (STYLE 7). Messages handled at once; beyond MAX_PENDING queued tasks a request gets 503.
+MAX_RUNNING = 256
+MAX_PENDING = 4096
+STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
+
+
+class Server:
+    """One configuration, running on one asyncio event loop."""
+
+    def __init__(self) -> None:
+        self.path: str = ""
+        self.config = CoreConfig()
+        self.modules = ModuleSet()
+        self.registry: Any = None
+        self.script: Any = None  # the compiled script messages run with; swapped whole by reload
+        self.loaded: Loaded | None = None
+        self.events = EventBus(self._run_event_route, self)
+        self.transport: Any = None
+        self.transactions: Any = None
+        self.sockets: list[Any] = []
+        self._databases: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running = asyncio.Semaphore(MAX_RUNNING)
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._reload_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ load
+    def load(self, path: str) -> Loaded:
+        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
+        from routescript.script import ScriptError, compile_script, parse_file
+
+        self.path = path
+        try:
+            ast = parse_file(path)
+        except ScriptError as exc:
+            raise LoadError(list(exc.diagnostics)) from None
+        except OSError as exc:
+            raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
+        warnings: list[Any] = list(getattr(ast, "warnings", ()) or ())
+        globals_ = _script.globals_of(ast, path)
+        lms = _script.loadmodules_of(ast, path)
+        mps = _script.modparams_of(ast, path)
+        try:
+            config, texts = apply_globals(globals_)
+            warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
+            classes = load_modules(lms)
+            values = apply_modparams(classes, mps)
+            self.config = config
+            modules = instantiate(classes, values, self)
+        except ConfigError as exc:
+            raise LoadError([config_diagnostic(exc)]) from None
+        for ev in {e for m in modules.instances.values() for e in m.events}:
+            self.events.declare(ev)
+        registry = build_registry(modules)
+        try:
+            compiled = compile_script(ast, registry)
+        except ScriptError as exc:
+            raise LoadError(list(exc.diagnostics)) from None
+        warnings += self._unbuilt_warnings(ast, modules)
+        self.modules, self.registry, self.script = modules, registry, compiled
+        self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
+        return self.loaded
+
+    def _unbuilt_warnings(self, ast: Any, modules: ModuleSet) -> list[Any]:
+        unbuilt = {}
+        for m in modules.instances.values():
+            unbuilt.update(getattr(m, "unbuilt", {}) or {})
+        out = []
+        for name, pos in _script.calls_of(ast, self.path):
+            if name in unbuilt:
+                out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
+        return out
+
+    # ------------------------------------------------------------------ reload
+    async def reload_routes(self) -> list[Any]:
+        """Compile the file again aside, with the same module instances, and swap it in when valid.
+
+        Returns the diagnostics: errors (nothing swapped, the old script keeps running) and warnings
+        (loadmodule/modparam/global changes are reported and ignored, as OpenSIPS's reload_routes does).
+        Module state, subscriptions and sockets are untouched.
+        """
+        from routescript.script import ScriptError, compile_script, parse_file
+
+        async with self._reload_lock:
+            assert self.loaded is not None, "reload_routes before load"
+            path = self.path
+            try:
+                ast = parse_file(path)
+                compiled = compile_script(ast, self.registry)
+            except ScriptError as exc:
+                diags = list(exc.diagnostics)
+                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                          "\n".join(str(d) for d in diags))
+                return diags
+            except OSError as exc:
+                d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
+                log.error("reload_routes: %s", d)
+                return [d]
+            warnings = self._reload_warnings(ast) + self._unbuilt_warnings(ast, self.modules)
+            for w in warnings:
+                log.warning("reload_routes: %s", w)
+            # The swap: one attribute assignment between messages; a message already running keeps
+            # the script it started with.
+            self.script = compiled
+            old = self.loaded
+            self.loaded = Loaded(path, ast, old.config, compiled, warnings, old.loadmodules, old.modparams,
+                                 old.globals)
+            log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
+            return warnings
+
+    def _reload_warnings(self, ast: Any) -> list[Any]:
+        assert self.loaded is not None
+        out = []
+        old_lm = [lm.name for lm in self.loaded.loadmodules]
+        for lm in _script.loadmodules_of(ast, self.path):
+            if lm.name not in old_lm:
+                out.append(Diagnostic(f"loadmodule \"{lm.path}\" ignored by reload_routes (restart to load it)",
+                                      lm.pos, "warning"))
+        old_mp = {(m.module, m.param, repr(m.value)) for m in self.loaded.modparams}
+        for mp in _script.modparams_of(ast, self.path):
+            if (mp.module, mp.param, repr(mp.value)) not in old_mp:
+                out.append(Diagnostic(f"modparam(\"{mp.module}\", \"{mp.param}\") change ignored by "
+                                      "reload_routes (restart to apply it)", mp.pos, "warning"))
+        old_g = {(n, repr(v)) for n, v, _p in self.loaded.globals}
+        for n, v, p in _script.globals_of(ast, self.path):
+            if (n, repr(v)) not in old_g:
+                out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p, "warning"))
+        return out
+
+    # ------------------------------------------------------------------ start / stop
+    async def start(self) -> None:
+        """Open the sockets, make the transaction layer, start the modules, run startup_route and timers."""
+        from routescript.transaction import TransactionLayer
+        from routescript.transport import TransportLayer
+
+        assert self.loaded is not None, "start before load"
+        cfg = self.config
+        setup_logging(cfg.log_level, stderr=cfg.stderror_enabled, syslog=bool(cfg.get("syslog_enabled")),
+                      facility=str(cfg.get("syslog_facility")))
+        for w in self.loaded.warnings:
+            log.warning("%s", w)
+        for note in cfg.notes:
+            log.info("%s", note)
+        self.transport = TransportLayer(self._on_message, max_message_size=max(int(cfg.get("maxbuffer")), 65536),
+                                        tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")))
+        for spec in cfg.listen_specs():
+            try:
+                info = await self.transport.listen(spec.proto, spec.host, spec.port)
+            except OSError as exc:
+                await self.transport.close()
+                raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}", spec.pos)]) \
+                    from None
+            self.sockets.append(info)
+            log.info("listening on %s", getattr(info, "name", info))
+        self.transactions = TransactionLayer(self.transport, **self._transaction_options())
+        for name, mod in self.modules.instances.items():
+            await mod.start()
+            log.debug("module %s started", name)
+        self._started = True
+        if self._has_route(STARTUP_ROUTE, None):
+            await self._run_route(STARTUP_ROUTE, None, MsgContext(server=self, route_type=STARTUP_ROUTE))
+        for name, interval in self._timer_routes():
+            self._spawn(self._timer_loop(name, interval))
+
+    def _transaction_options(self) -> dict[str, Any]:
+        """tm's fr_timeout (seconds) is Timer F of our client transactions (NOTIFY), as in OpenSIPS."""
+        tm = self.modules.get("tm")
+        opts: dict[str, Any] = {}
+        if tm is not None and hasattr(tm, "transaction_options"):
+            opts.update(tm.transaction_options())
+        return opts
+
+    async def stop(self) -> None:
+        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
+        if not self._started:
+            self._stopped.set()
+            return
+        self._started = False
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current]
+        timers = [t for t in pending if getattr(t, "_rs_timer", False)]
+        for t in timers:
+            t.cancel()
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=STOP_GRACE)
+            for t in still:
+                t.cancel()
+        for name, mod in reversed(list(self.modules.instances.items())):
+            try:
+                await mod.stop()
+            except Exception:
+                log.exception("module %s failed to stop cleanly", name)
+        await self.events.drain()
+        if self.transactions is not None and hasattr(self.transactions, "close"):
+            res = self.transactions.close()
+            if asyncio.iscoroutine(res):
+                await res
+        if self.transport is not None:
+            await self.transport.close()
+        for db in self._databases.values():
+            try:
+                await db.close()
+            except Exception:
+                log.exception("closing database failed")
+        self._databases.clear()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
+        loop = asyncio.get_running_loop()
+        stop_req = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_req.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload_routes()))
+        try:
+            waiter = asyncio.ensure_future(stop_req.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            await asyncio.wait([waiter, stopped], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopped.cancel()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def database(self, url: str) -> Any:
+        """A routescript.db handle for `url`, opened once and shared; closed at stop()."""
+        if url not in self._databases:
+            from routescript.db import open_database
+            self._databases[url] = await open_database(url)
+        return self._databases[url]
+
+    # ------------------------------------------------------------------ routes
+    def _has_route(self, kind: str, name: str | None) -> bool:
+        script = self.script
+        has = getattr(script, "has_route", None)
+        if has is not None:
+            return bool(has(kind, name))
+        return False
+
+    def _timer_routes(self) -> list[tuple[str, float]]:
+        script = self.script
+        timers = getattr(script, "timer_routes", None)
+        if callable(timers):
+            timers = timers()
+        if timers:
+            return [(str(n), float(i)) for n, i in (timers.items() if isinstance(timers, dict) else timers)]
+        out = []
+        for r in _script.routes_of(self.loaded.ast if self.loaded else None):
+            if getattr(r, "kind", None) == TIMER_ROUTE:
+                out.append((str(r.name), float(getattr(r, "interval", 0) or 0)))
+        return out
+
+    async def _run_route(self, kind: str, name: str | None, ctx: MsgContext, script: Any = None) -> int:
+        script = script or self.script
+        return int(await script.run(kind, name, ctx) or 0)
+
+    async def _run_event_route(self, name: str, ctx: MsgContext) -> bool:
+        if not self._has_route(EVENT_ROUTE, name):
+            return False
+        await self._run_route(EVENT_ROUTE, name, ctx)
+        return True
+
+    async def _timer_loop(self, name: str, interval: float) -> None:
+        asyncio.current_task()._rs_timer = True  # type: ignore[union-attr]
+        interval = max(interval, 0.001)
+        while self._started:
+            await asyncio.sleep(interval)
+            try:
+                await self._run_route(TIMER_ROUTE, name, MsgContext(server=self, route_type=TIMER_ROUTE))
+            except Exception:
+                log.exception("timer_route[%s] failed", name)
+
+    # ------------------------------------------------------------------ messages
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_message(self, msg: Any, source: Any) -> None:
+        """The transport's callback: one task per message, bounded."""
+        if not self._started:
+            return
+        if len(self._tasks) >= MAX_PENDING:
+            if getattr(msg, "is_request", False) and getattr(msg, "method", "") != "ACK":
+                log.warning("overloaded (%d messages pending): 503 to %s", len(self._tasks), msg.method)
+                self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
+            else:
+                log.warning("overloaded (%d messages pending): response dropped", len(self._tasks))
+            return
+        self._spawn(self.handle_message(msg, source))
+
+    async def handle_message(self, msg: Any, source: Any) -> None:
+        """Dispatch one parsed message (also the entry point tests use without sockets)."""
+        from routescript.sip import ParseError
+
+        try:
+            cid = msg.call_id
+        except ParseError:
+            cid = None
+        token = current_call_id.set(cid)
+        try:
+            async with self._running:
+                if msg.is_request:
+                    await self._handle_request(msg, source)
+                else:
+                    await self._handle_response(msg, source)
+        except Exception:
+            log.exception("unexpected failure handling a message")
+        finally:
+            current_call_id.reset(token)
+
+    async def _handle_response(self, msg: Any, source: Any) -> None:
+        if self.transactions is not None and self.transactions.on_response(msg, source):
+            return
+        if self._has_route(ONREPLY_ROUTE, None):
+            ctx = MsgContext(msg=msg, source=source, server=self, route_type=ONREPLY_ROUTE,
+                             reply_code=getattr(msg, "status", None))
+            try:
+                await self._run_route(ONREPLY_ROUTE, None, ctx)
+            except Exception as exc:
+                log.error("onreply_route failed%s", _where(exc), exc_info=not _has_pos(exc))
+        else:
+            log.debug("response %s matched no transaction; dropped", getattr(msg, "status", "?"))
+
+    async def _handle_request(self, msg: Any, source: Any) -> None:
+        from routescript.sip import ParseError
+
+        if self.transactions is not None and self.transactions.lookup(msg, source) is not None:
+            return  # a retransmission: the transaction layer has resent the last reply itself
+        script = self.script  # fixed for this message even if a reload swaps it meanwhile
+        ctx = MsgContext(msg=msg, source=source, server=self, route_type=REQUEST_ROUTE)
+        try:
+            await self._run_route(REQUEST_ROUTE, None, ctx, script)
+        except ParseError as exc:
+            await self._on_bad_message(ctx, exc, script)
+        except Exception as exc:
+            log.error("script failed%s: %s", _where(exc), exc, exc_info=not _has_pos(exc))
+            if not ctx.replied and msg.method != "ACK":
+                self.reply(ctx, 500, "Server Internal Error")
+
+    async def _on_bad_message(self, ctx: MsgContext, exc: Any, script: Any) -> None:
+        """The script touched a header the peer got wrong: error_route when the script has one, else
+        the error's own status and reason (400 by default), as OpenSIPS's core does."""
+        log.warning("bad message: %s", exc.reason)
+        has_error_route = getattr(script, "has_route", lambda k, n: False)(ERROR_ROUTE, None)
+        if has_error_route:
+            ctx.route_type = ERROR_ROUTE
+            ctx.error = exc
+            try:
+                await script.run(ERROR_ROUTE, None, ctx)
+            except Exception as exc2:
+                log.error("error_route failed%s: %s", _where(exc2), exc2, exc_info=not _has_pos(exc2))
+            return
+        if not ctx.replied and ctx.msg.method != "ACK":
+            self.reply(ctx, exc.status, exc.reason)
+
+    # ------------------------------------------------------------------ replies
+    def make_reply(self, msg: Any, code: int, reason: str | None = None, *,
+                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                   content_type: str | None = None) -> Any:
+        """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
+        same reply) and `Server:` when server_header is set."""
+        from routescript.sip import build_reply
+
+        hdrs = list(headers)
+        server_hdr = self.config.server_header
+        if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
+            hdrs.append(("Server", server_hdr))
+        return build_reply(msg, code, reason, to_tag=self.to_tag(msg), headers=tuple(hdrs), body=body,
+                           content_type=content_type)
+
+    @staticmethod
+    def to_tag(msg: Any) -> str:
+        """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
+        parts = []
+        for get in (lambda: msg.call_id, lambda: msg.from_.tag, lambda: msg.via.branch):
+            try:
+                parts.append(str(get() or ""))
+            except Exception:
+                parts.append("")
+        return "rs." + hashlib.md5("\x00".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+        """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless."""
+        resp = self.make_reply(ctx.msg, code, reason, **kw)
+        if ctx.transaction is not None:
+            self.transactions.reply(ctx.transaction, resp)
+        else:
+            self.transport.send_reply(resp, ctx.source)
+        if code >= 200:
+            ctx.replied = True
+        return resp
+
+    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+        """A stateless reply (sl_send_reply), even when a transaction exists."""
+        resp = self.make_reply(ctx.msg, code, reason, **kw)
+        self.transport.send_reply(resp, ctx.source)
+        if code >= 200:
+            ctx.replied = True
+        return resp
+
+    def _reply_stateless(self, msg: Any, source: Any, code: int, reason: str,
+                         headers: Iterable[tuple[str, str]] = ()) -> None:
+        try:
+            self.transport.send_reply(self.make_reply(msg, code, reason, headers=headers), source)
+        except Exception:
+            log.exception("could not send %d", code)
+
+    # ------------------------------------------------------------------ identity
+    def is_myself(self, host: str, port: int | None = None) -> bool:
+        """True when host[:port] names one of our sockets or an alias= (OpenSIPS's check_self)."""
+        from routescript.transport.address import normalize_host
+
+        h = normalize_host(host)
+        for info in self.sockets:
+            if normalize_host(info.host) == h and (port is None or port == info.port):
+                return True
+            if normalize_host(info.host) in ("0.0.0.0", "::") and port in (None, info.port) and h in (
+                    "127.0.0.1", "::1", "localhost"):
+                return True
+        for alias in self.config.aliases:
+            a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 else (alias, "", "")
+            if normalize_host(a_host or alias) == h and (port is None or not a_port or int(a_port) == port):
+                return True
+        if self.config.get("advertised_address") and normalize_host(self.config.get("advertised_address")) == h:
+            return True
+        return False
+
+
+def _has_pos(exc: BaseException) -> bool:
+    return getattr(exc, "pos", None) is not None
+
+
+def _where(exc: BaseException) -> str:
+    pos = getattr(exc, "pos", None)
+    if pos:
+        try:
+            return f" at {pos[0]}:{pos[1]}:{pos[2]}"
+        except (TypeError, IndexError):
+            return f" at {pos}"
+    return ""
+
+
+def install_event_loop_policy() -> None:
+    """uvloop when installed (DESIGN: one event loop, uvloop when available)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def run_file(path: str) -> int:
+    """`routescript run`: load, start, serve until a stop signal. Returns the exit status."""
+    server = Server()
+    try:
+        server.load(path)
+        await server.start()
+    except LoadError as exc:
+        for d in exc.diagnostics:
+            log.error("%s", d)
+        return 1
+    await server.serve_forever()
+    return 0
