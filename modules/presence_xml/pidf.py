@@ -36,10 +36,10 @@ from .xml_util import (
 
 __all__ = [
     "OFFLINE_TUPLE_ID",
-    "check_pidf",
     "aggregate_pidf",
-    "offline_pidf",
+    "check_pidf",
     "closed_tuple_pidf",
+    "offline_pidf",
     "sphere_of",
 ]
 
@@ -93,7 +93,7 @@ def _parse_pidf(body: bytes) -> etree._Element:
     return root
 
 
-def aggregate_pidf(pres_uri: str, bodies: Sequence[bytes], *, closed_index: int | None = None) -> bytes:
+def aggregate_pidf(pres_uri: str, bodies: Sequence[bytes], off_index: int | None = None) -> bytes:
     """The NOTIFY body for presentity `pres_uri` built from all its live publications.
 
     `bodies` are the publications in the order they were received, oldest first (the presentity table
@@ -112,9 +112,10 @@ def aggregate_pidf(pres_uri: str, bodies: Sequence[bytes], *, closed_index: int 
 
     A single publication is passed through as it is except for `entity` (set to `pres_uri`).
 
-    closed_index: index in `bodies` of the publication being removed (PUBLISH Expires: 0); it is replaced
+    off_index: index in `bodies` of the publication being removed (PUBLISH Expires: 0); it is replaced
     by `closed_tuple_pidf` of itself, so one NOTIFY shows the removed device closed next to the others
-    (OpenSIPS's off_index); its closed tuples come after every live one and lose any id clash with them.
+    (OpenSIPS's agg_nbody off_index, same position); its closed tuples come after every live one and
+    lose any id clash with them. The signature is the presence core's agg_nbody hook as it is.
 
     A body that does not parse as PIDF is left out with a warning (bodies are checked at PUBLISH, so
     this only happens with rows written by something else). `bodies` must not be empty (no publication
@@ -126,7 +127,7 @@ def aggregate_pidf(pres_uri: str, bodies: Sequence[bytes], *, closed_index: int 
     closed: list[etree._Element] = []
     for index, body in enumerate(bodies):
         try:
-            if index == closed_index:
+            if index == off_index:
                 closed.append(_parse_pidf(closed_tuple_pidf(pres_uri, body)))
             else:
                 live.append(_parse_pidf(body))

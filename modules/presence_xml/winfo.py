@@ -21,13 +21,13 @@ from lxml import etree
 from .xml_util import BAD_REQUEST, NS_WATCHERINFO, BodyError, local_name, parse_xml, qname, serialize
 
 __all__ = [
-    "WatcherInfo",
-    "WinfoDocument",
-    "WatcherStatus",
     "WatcherEvent",
+    "WatcherInfo",
+    "WatcherStatus",
+    "WinfoDocument",
     "WinfoState",
-    "winfo_document",
     "parse_winfo",
+    "winfo_document",
 ]
 
 WatcherStatus = Literal["active", "pending", "waiting", "terminated"]

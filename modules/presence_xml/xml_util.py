@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from lxml import etree
 
+# presence_xml serves event packages of the presence module (OpenSIPS: bind_presence); its body errors
+# are the presence core's, so a refused PUBLISH body is answered by the core whoever raised it.
+from ..presence.events import BodyError as PresenceBodyError
+
 # XML namespaces by the names the RFCs give them.
 NS_PIDF = "urn:ietf:params:xml:ns:pidf"  # RFC 3863
 NS_DATA_MODEL = "urn:ietf:params:xml:ns:pidf:data-model"  # RFC 4479 (person, device)
@@ -33,18 +37,22 @@ BAD_REQUEST = (400, "Bad request")
 TOO_LARGE = (413, "Request Entity Too Large")
 
 
-class BodyError(Exception):
+class BodyError(PresenceBodyError):
     """A message body the peer sent is unacceptable; answer the request with `status` `reason`.
 
     `detail` says why, for the log line (the parser's message, or which rule the body broke); it is never
-    put on the wire. Other event packages raise it with their own statuses.
+    put on the wire. Other event packages raise it with their own statuses. It is a presence
+    `BodyError`, so the presence core's `except BodyError` around evs_publ_handl answers it as it is.
     """
 
     def __init__(self, status: int, reason: str, detail: str = "") -> None:
-        super().__init__(f"{status} {reason}" + (f": {detail}" if detail else ""))
+        super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}" + (f": {self.detail}" if self.detail else "")
 
 
 def _new_parser() -> etree.XMLParser:

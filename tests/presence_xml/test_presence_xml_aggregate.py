@@ -265,7 +265,13 @@ def test_output_is_valid_input() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=3, unique=True), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=3, unique=True),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_aggregate_tuple_ids_unique_and_newest_wins(publications: list[list[str]]) -> None:
     bodies = []
     for n, tuple_ids in enumerate(publications):
@@ -327,7 +333,7 @@ def test_closed_tuple_body_of_garbage_raises_body_error() -> None:
 
 def test_removed_device_shown_closed_next_to_the_others() -> None:
     # the desk phone (oldest) sends PUBLISH Expires: 0; one NOTIFY shows it closed and the others live
-    root = parse(aggregate_pidf(CAROL, [DESK_PHONE, SOFTPHONE, MOBILE], closed_index=0))
+    root = parse(aggregate_pidf(CAROL, [DESK_PHONE, SOFTPHONE, MOBILE], off_index=0))
     assert ids(root, "p:tuple") == ["mobile", "soft", "desk"]
     assert root.xpath("string(p:tuple[@id='desk']/p:status/p:basic)", namespaces=NS) == "closed"
     assert root.xpath("string(p:tuple[@id='mobile']/p:status/p:basic)", namespaces=NS) == "open"
@@ -338,14 +344,14 @@ def test_removed_device_shown_closed_next_to_the_others() -> None:
 def test_removed_device_never_hides_a_live_tuple_with_the_same_id() -> None:
     live = CAPTURE_04A_BODY
     removed = CAPTURE_04A_BODY.replace(b"Online", b"Leaving")  # same tuple id t1, published later
-    root = parse(aggregate_pidf(CAROL, [live, removed], closed_index=1))
+    root = parse(aggregate_pidf(CAROL, [live, removed], off_index=1))
     assert ids(root, "p:tuple") == ["t1"]
     assert root.xpath("string(p:tuple/p:status/p:basic)", namespaces=NS) == "open"
     assert root.xpath("string(p:tuple/p:note)", namespaces=NS) == "Online"
 
 
 def test_only_publication_removed_gives_capture_10b() -> None:
-    out = aggregate_pidf(CAROL, [CAPTURE_04A_BODY], closed_index=0)
+    out = aggregate_pidf(CAROL, [CAPTURE_04A_BODY], off_index=0)
     assert etree.tostring(etree.fromstring(out), method="c14n") == etree.tostring(
         etree.fromstring(CAPTURE_10B_BODY), method="c14n"
     )
@@ -401,3 +407,21 @@ def test_sphere_outside_a_person_is_ignored() -> None:
 def test_sphere_of_garbage_raises_body_error() -> None:
     with pytest.raises(BodyError):
         sphere_of(b"<<<")
+
+
+def test_functions_fit_the_presence_event_hooks() -> None:
+    # agg_nbody(pres_uri, bodies, off_index), build_empty_pres_info(pres_uri), evs_publ_handl(body)
+    from routescript.modules.presence.events import PresenceEvent
+
+    event = PresenceEvent(
+        "presence",
+        "application/pidf+xml",
+        agg_nbody=aggregate_pidf,
+        build_empty_pres_info=offline_pidf,
+        evs_publ_handl=check_pidf,
+    )
+    assert event.agg_nbody is not None and event.build_empty_pres_info is not None
+    root = parse(event.agg_nbody(CAROL, [SOFTPHONE, CAPTURE_04A_BODY], 1))
+    assert ids(root, "p:tuple") == ["soft", "t1"]
+    assert root.xpath("string(p:tuple[@id='t1']/p:status/p:basic)", namespaces=NS) == "closed"
+    assert ids(parse(event.build_empty_pres_info(CAROL)), "p:tuple") == [OFFLINE_TUPLE_ID]

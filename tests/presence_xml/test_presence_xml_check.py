@@ -83,7 +83,10 @@ def test_not_well_formed_is_415(body: bytes) -> None:
     [
         (b'<presence xmlns="urn:example:other" entity="sip:a@b"/>', "presence"),
         (b'<presence entity="sip:a@b"><tuple id="t"/></presence>', "presence"),
-        (b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full"/>', "dialog-info"),
+        (
+            b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full"/>',
+            "dialog-info",
+        ),
         (b'<tuple xmlns="urn:ietf:params:xml:ns:pidf" id="t1"/>', "tuple"),
     ],
 )
@@ -111,9 +114,21 @@ def test_id_elements_without_id_are_400(child: bytes) -> None:
     assert "id" in info.value.detail
 
 
+def test_body_error_is_the_presence_core_body_error() -> None:
+    from routescript.modules.presence.events import BodyError as PresenceBodyError
+
+    with pytest.raises(PresenceBodyError) as info:
+        check_pidf(b"<presence")
+    assert (info.value.status, info.value.reason) == (415, "Unsupported media type")
+
+
 def test_body_error_is_general() -> None:
     error = BodyError(488, "Not Acceptable Here", "dialog-info without dialog")
-    assert (error.status, error.reason, error.detail) == (488, "Not Acceptable Here", "dialog-info without dialog")
+    assert (error.status, error.reason, error.detail) == (
+        488,
+        "Not Acceptable Here",
+        "dialog-info without dialog",
+    )
     assert "488 Not Acceptable Here" in str(error)
     assert isinstance(error, Exception)
 
@@ -193,8 +208,10 @@ def _xxe_bodies(secret: Path) -> list[bytes]:
         b'<!DOCTYPE presence [<!ENTITY % ext SYSTEM "' + uri + b'"> %ext;]>'
         b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>',
         # external DTD over the network (loopback, closed port): must not even be tried
-        b'<!DOCTYPE presence SYSTEM "http://127.0.0.1:9/evil.dtd">'
-        b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>',
+        (
+            b'<!DOCTYPE presence SYSTEM "http://127.0.0.1:9/evil.dtd">'
+            b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>'
+        ),
         # internal entity (harmless by itself, refused with every DOCTYPE)
         b'<!DOCTYPE presence [<!ENTITY n "hello">]><presence xmlns="urn:ietf:params:xml:ns:pidf">&n;</presence>',
     ]
@@ -218,7 +235,7 @@ def test_xxe_refused_by_every_entry_point(secret_file: Path) -> None:
 def test_billion_laughs_is_refused_quickly() -> None:
     lol = [b'<!ENTITY lol0 "lol">']
     for i in range(1, 10):
-        lol.append(b"<!ENTITY lol%d \"" % i + b"&lol%d;" % (i - 1) * 10 + b'">')
+        lol.append(b'<!ENTITY lol%d "' % i + b"&lol%d;" % (i - 1) * 10 + b'">')
     body = (
         b"<!DOCTYPE presence [" + b"".join(lol) + b"]>"
         b'<presence xmlns="urn:ietf:params:xml:ns:pidf"><note>&lol9;</note></presence>'
@@ -239,7 +256,9 @@ def test_undefined_entity_without_doctype_is_415() -> None:
 def test_xinclude_is_not_processed(secret_file: Path) -> None:
     body = (
         b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:xi="http://www.w3.org/2001/XInclude">'
-        b'<tuple id="t"><status/><note><xi:include href="' + secret_file.as_uri().encode() + b'" parse="text"/>'
+        b'<tuple id="t"><status/><note><xi:include href="'
+        + secret_file.as_uri().encode()
+        + b'" parse="text"/>'
         b"</note></tuple></presence>"
     )
     check_pidf(body)  # an unknown extension element, accepted as such

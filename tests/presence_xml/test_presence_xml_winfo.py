@@ -113,20 +113,26 @@ def test_winfo_document_rejects_bad_arguments(version: object, state: str) -> No
         (b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" state="full"/>', 400),
         (b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="half"/>', 400),
         (
-            b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
-            b'<watcher-list package="presence"/></watcherinfo>',
+            (
+                b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
+                b'<watcher-list package="presence"/></watcherinfo>'
+            ),
             400,
         ),
         (
-            b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
-            b'<watcher-list resource="sip:a@b" package="presence"><watcher id="1" status="gone" '
-            b'event="subscribe">sip:x@y</watcher></watcher-list></watcherinfo>',
+            (
+                b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
+                b'<watcher-list resource="sip:a@b" package="presence"><watcher id="1" status="gone" '
+                b'event="subscribe">sip:x@y</watcher></watcher-list></watcherinfo>'
+            ),
             400,
         ),
         (
-            b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
-            b'<watcher-list resource="sip:a@b" package="presence"><watcher id="1" status="active" '
-            b'event="subscribe" expiration="soon">sip:x@y</watcher></watcher-list></watcherinfo>',
+            (
+                b'<watcherinfo xmlns="urn:ietf:params:xml:ns:watcherinfo" version="0" state="full">'
+                b'<watcher-list resource="sip:a@b" package="presence"><watcher id="1" status="active" '
+                b'event="subscribe" expiration="soon">sip:x@y</watcher></watcher-list></watcherinfo>'
+            ),
             400,
         ),
     ],
