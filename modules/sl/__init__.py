@@ -2,8 +2,9 @@
 
 sl_send_reply(code, reason): a reply sent at once, no transaction kept; a retransmitted request runs the
 script again and gets the same reply (our to-tag is derived from the request, as OpenSIPS's sl does).
-sl_reply_error(): the reply for the last internal error (OpenSIPS err2reason): the message's parse error
-when there is one, else 500 Server Internal Error.
+sl_reply_error(): the reply for the last internal error (OpenSIPS err2reason): what a failed core step
+left in ctx.extra["sl_error"] (e.g. 503 from t_newtran over the transaction bound), else the message's
+parse error, else 500 Server Internal Error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class SlModule(Module):
 
     @script_function("sl_reply_error")
     def sl_reply_error(self, ctx: MsgContext) -> int:
+        if "sl_error" in ctx.extra:
+            code, reason = ctx.extra["sl_error"]
+            return send_stateless(ctx, int(code), str(reason))
         err: Any = ctx.error
         if err is not None and hasattr(err, "status"):
             return send_stateless(ctx, int(err.status), str(err.reason))

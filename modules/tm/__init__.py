@@ -97,7 +97,19 @@ def newtran(ctx: MsgContext) -> Any:
         # An ACK never makes a transaction (RFC 3261 17.2.1: it belongs to its INVITE's).
         log.debug("t_newtran: no transaction for ACK")
         return None
-    ctx.transaction = ctx.server.transactions.create(msg, ctx.source)
+    from routescript.sip import ParseError
+    from routescript.transaction.errors import TransactionLimitError
+
+    try:
+        ctx.transaction = ctx.server.transactions.create(msg, ctx.source)
+    except TransactionLimitError as exc:
+        log.warning("t_newtran: %s", exc)
+        ctx.extra["sl_error"] = (503, "Service Unavailable")  # what sl_reply_error() then sends
+        return None
+    except ParseError as exc:
+        log.error("t_newtran: %s", exc.reason)
+        ctx.extra["sl_error"] = (exc.status, exc.reason)
+        return None
     return ctx.transaction
 
 
@@ -108,9 +120,15 @@ def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
         return -1
     if ctx.msg is not None and getattr(ctx.msg, "method", "") == "ACK":
         return 1
+    from routescript.transaction.errors import TransactionError
+
     if newtran(ctx) is None:
         return -1
-    ctx.server.reply(ctx, code, reason or None)
+    try:
+        ctx.server.reply(ctx, code, reason or None)
+    except TransactionError as exc:
+        log.error("t_reply(%d): %s", code, exc)
+        return -1
     return 1
 
 

@@ -448,10 +448,14 @@ class Server:
     async def _handle_request(self, msg: Any, source: Any) -> None:
         from routescript.sip import ParseError
 
-        if self.transactions is not None and self.transactions.lookup(msg, source) is not None:
-            return  # a retransmission: the transaction layer has resent the last reply itself
         script = self.script  # fixed for this message even if a reload swaps it meanwhile
         ctx = MsgContext(msg=msg, source=source, server=self, route_type=REQUEST_ROUTE)
+        try:
+            if self.transactions is not None and self.transactions.lookup(msg, source) is not None:
+                return  # a retransmission: the transaction layer has resent the last reply itself
+        except ParseError as exc:  # a Via too broken to match transactions on
+            await self._on_bad_message(ctx, exc, script)
+            return
         try:
             await self._run_route(REQUEST_ROUTE, None, ctx, script)
         except ParseError as exc:
@@ -459,7 +463,10 @@ class Server:
         except Exception as exc:
             log.error("script failed%s: %s", _where(exc), exc, exc_info=not _has_pos(exc))
             if not ctx.replied and msg.method != "ACK":
-                self.reply(ctx, 500, "Server Internal Error")
+                try:
+                    self.reply(ctx, 500, "Server Internal Error")
+                except Exception:
+                    log.exception("could not send 500")
 
     async def _on_bad_message(self, ctx: MsgContext, exc: Any, script: Any) -> None:
         """The script touched a header the peer got wrong: error_route when the script has one, else
@@ -475,7 +482,10 @@ class Server:
                 log.error("error_route failed%s: %s", _where(exc2), exc2, exc_info=not _has_pos(exc2))
             return
         if not ctx.replied and ctx.msg.method != "ACK":
-            self.reply(ctx, exc.status, exc.reason)
+            try:
+                self.reply(ctx, exc.status, exc.reason)
+            except Exception as exc2:  # the headers a reply copies are broken too: nothing to answer
+                log.warning("cannot answer the bad message (%s): %s", exc.reason, exc2)
 
     # ------------------------------------------------------------------ replies
     def make_reply(self, msg: Any, code: int, reason: str | None = None, *,
