@@ -1,0 +1,57 @@
+"""Core global parameters: types, socket forms, unknown names as warnings with positions."""
+
+from __future__ import annotations
+
+import pytest
+
+from routescript.core.config import DEFAULT_SOCKET, L_DBG, L_ERR, apply_globals, parse_socket
+from routescript.core.module import ConfigError
+
+P = ("x.cfg", 3, 1)
+
+
+def test_sockets_repeatable_with_ipv6_and_default_port() -> None:
+    cfg, warnings = apply_globals([
+        ("socket", "udp:127.0.0.1:5070", P), ("listen", "tcp:[::1]:5071", P), ("socket", "udp:localhost", P),
+    ])
+    assert warnings == []
+    assert [(s.proto, s.host, s.port) for s in cfg.sockets] == [
+        ("udp", "127.0.0.1", 5070), ("tcp", "::1", 5071), ("udp", "localhost", 5060)]
+    assert cfg.sockets[1].name == "tcp:[::1]:5071"
+    assert parse_socket("udp:1.2.3.4:5060 as 5.6.7.8:5060").advertised == "5.6.7.8:5060"
+
+
+def test_default_socket_when_none() -> None:
+    cfg, _ = apply_globals([])
+    assert [s.name for s in cfg.listen_specs()] == [DEFAULT_SOCKET]
+
+
+@pytest.mark.parametrize("value", ["sctp:1.2.3.4:5060", "udp:1.2.3.4:99999", "udp::::"])
+def test_bad_socket_is_config_error_at_position(value: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        apply_globals([("socket", value, ("a.cfg", 7, 1))])
+    assert ei.value.pos == ("a.cfg", 7, 1)
+    assert str(ei.value).startswith("a.cfg:7:1: ")
+
+
+def test_types_and_log_level_names() -> None:
+    cfg, _ = apply_globals([("log_level", 4, P), ("xlog_level", "L_ERR", P), ("stderror_enabled", "no", P),
+                            ("server_header", "Server: rs", P), ("alias", "a.example.com", P),
+                            ("alias", "b.example.com:5080", P), ("udp_workers", 8, P)])
+    assert cfg.log_level == L_DBG and cfg.xlog_level == L_ERR
+    assert cfg.stderror_enabled is False
+    assert cfg.server_header == "rs"
+    assert cfg.aliases == ["a.example.com", "b.example.com:5080"]
+    assert any("single event loop" in n for n in cfg.notes)
+
+
+def test_unknown_parameter_is_a_warning_not_a_crash() -> None:
+    cfg, warnings = apply_globals([("frobnicate", 1, ("z.cfg", 2, 5)), ("log_level", 1, P)])
+    assert warnings == [("unknown core parameter 'frobnicate' ignored", ("z.cfg", 2, 5))]
+    assert cfg.log_level == 1
+
+
+def test_wrong_type_of_known_parameter() -> None:
+    with pytest.raises(ConfigError, match="log_level.*integer") as ei:
+        apply_globals([("log_level", "loud", ("c.cfg", 1, 1))])
+    assert ei.value.pos == ("c.cfg", 1, 1)

@@ -1,0 +1,99 @@
+"""loadmodule / modparam resolution: names, paths, regex module names, errors at exact positions."""
+
+from __future__ import annotations
+
+import pytest
+
+from routescript.core.loader import (
+    LoadModule,
+    ModParam,
+    apply_modparams,
+    find_module_class,
+    instantiate,
+    load_modules,
+    module_name,
+)
+from routescript.core.module import ConfigError, Module, Param
+
+
+@pytest.mark.parametrize("path", ["sl.so", "sl", "/usr/lib64/opensips/modules/sl.so", "modules/sl.so"])
+def test_module_name_forms(path: str) -> None:
+    assert module_name(path) == "sl"
+    assert find_module_class(module_name(path)).name == "sl"
+
+
+def test_unknown_module_at_its_position() -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_modules([LoadModule("sl", "sl.so", ("a.cfg", 1, 1)),
+                      LoadModule("nosuch", "nosuch.so", ("a.cfg", 2, 1))])
+    assert ei.value.pos == ("a.cfg", 2, 1)
+    assert "nosuch" in ei.value.message
+    assert find_module_class("../etc") is None
+
+
+def test_modparam_regex_and_list_forms() -> None:
+    classes = load_modules([LoadModule(n, n) for n in ("tm", "maxfwd", "proto_udp", "proto_tcp")])
+    values = apply_modparams(classes, [
+        ModParam("tm", "fr_timeout", "10"),
+        ModParam("proto_.*", "trace_on", 1),              # regex: both proto modules
+        ModParam("TM;maxfwd", "max_limit", 20),           # list; case-insensitive; only maxfwd has it
+    ])
+    assert values["tm"]["fr_timeout"] == 10
+    assert values["proto_udp"]["trace_on"] == 1 and values["proto_tcp"]["trace_on"] == 1
+    assert values["maxfwd"]["max_limit"] == 20
+    assert values["tm"]["fr_inv_timeout"] == 120           # defaults filled in
+
+
+@pytest.mark.parametrize("line,needle", [
+    (ModParam("presence_nope", "x", 1, ("m.cfg", 9, 1)), "not loaded"),
+    (ModParam("tm", "no_such_param", 1, ("m.cfg", 9, 1)), "'no_such_param' not found in module tm"),
+    (ModParam("tm", "fr_timeout", "soon", ("m.cfg", 9, 1)), "expects an integer"),
+    (ModParam("tm|(", "fr_timeout", 1, ("m.cfg", 9, 1)), "bad module name"),
+])
+def test_modparam_errors_at_position(line: ModParam, needle: str) -> None:
+    classes = load_modules([LoadModule("tm", "tm.so")])
+    with pytest.raises(ConfigError) as ei:
+        apply_modparams(classes, [line])
+    assert ei.value.pos == ("m.cfg", 9, 1)
+    assert needle in ei.value.message
+
+
+class _Needy(Module):
+    name = "needy"
+    depends = ("tm",)
+    params = (Param("hooks", str, None, multi=True), Param("level", int, 1))
+
+    def check(self) -> None:
+        if self.param("level") > 5:
+            raise ConfigError("level too high")
+
+
+def test_depends_checked_and_multi_params_and_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import routescript.core.loader as loader
+
+    real = loader.find_module_class
+    monkeypatch.setattr(loader, "find_module_class", lambda n: _Needy if n == "needy" else real(n))
+    with pytest.raises(ConfigError, match="depends on module 'tm'") as ei:
+        load_modules([LoadModule("needy", "needy.so", ("d.cfg", 4, 1))])
+    assert ei.value.pos == ("d.cfg", 4, 1)
+    classes = load_modules([LoadModule("tm", "tm.so"), LoadModule("needy", "needy.so", ("d.cfg", 5, 1))])
+    values = apply_modparams(classes, [ModParam("needy", "hooks", "a"), ModParam("needy", "hooks", "b"),
+                                       ModParam("needy", "level", 9)])
+    assert values["needy"]["hooks"] == ["a", "b"]
+    with pytest.raises(ConfigError, match="module 'needy': level too high") as ei2:
+        instantiate(classes, values, server=None)
+    assert ei2.value.pos == ("d.cfg", 5, 1)
+
+
+def test_entry_point_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import routescript.core.loader as loader
+
+    class EP:
+        name = "thirdparty"
+        group = loader.ENTRY_POINT_GROUP
+
+        def load(self) -> type[Module]:
+            return _Needy
+
+    monkeypatch.setattr(loader.metadata, "entry_points", lambda group: [EP()] if group == EP.group else [])
+    assert loader.find_module_class("thirdparty") is _Needy
