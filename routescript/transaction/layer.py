@@ -1,0 +1,306 @@
+"""TransactionLayer: the thin asyncio adapter around the sans-IO transaction machines.
+
+One timer for all transactions: a heap of (deadline, seq, transaction) and a single loop.call_at handle
+armed for the earliest deadline (no task per transaction). Entries made stale by a transaction changing
+its deadline are skipped when popped.
+
+The transport is reached only through the small interface below (routescript.transaction may not
+import routescript.transport); its errors are OSErrors (routescript.transport.TransportError is one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from routescript.sip import build_reply
+from routescript.transaction.client import NonInviteClientTransaction
+from routescript.transaction.errors import TransactionError, TransactionLimitError
+from routescript.transaction.keys import client_key_of_request, client_key_of_response, server_key
+from routescript.transaction.machine import Action, Deliver, Machine, Transmit
+from routescript.transaction.server import ServerTransaction, server_transaction
+from routescript.transaction.timers import TimerConfig
+
+log = logging.getLogger("routescript.transaction")
+
+# A timer handle may fire up to the loop's clock resolution early; deadlines that close count as due.
+_EARLY = 0.001
+
+
+class TransportLike(Protocol):
+    """What the transaction layer needs from routescript.transport.TransportLayer."""
+
+    def send_reply(self, response: Any, source: Any) -> None: ...
+
+    def send(self, data: bytes, dest: Any) -> None: ...
+
+    async def deliver(self, data: bytes, dest: Any) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class _ClientEntry:
+    transaction: NonInviteClientTransaction
+    future: asyncio.Future[Any]
+    data: bytes
+    on_provisional: Callable[[Any], None] | None
+
+
+class TransactionLayer:
+    """RFC 3261 section 17 transactions over a transport.
+
+    max_transactions bounds server + client transactions alive at once; over it `create` raises
+    TransactionLimitError (answer 503 with Retry-After) and `request` returns a locally made 503.
+    """
+
+    def __init__(self, transport: TransportLike, *, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
+                 timer_f: float | None = None, max_transactions: int = 10000,
+                 timers: TimerConfig | None = None) -> None:
+        self.transport = transport
+        self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f)
+        self.max_transactions = max_transactions
+        self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._client: dict[tuple[str, str], _ClientEntry] = {}
+        self._heap: list[tuple[float, int, Machine]] = []
+        self._scheduled: dict[Machine, float] = {}
+        self._seq = itertools.count()
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Transactions alive now (server + client)."""
+        return len(self._server) + len(self._client)
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _now(self) -> float:
+        return self._get_loop().time()
+
+    # --- server side ----------------------------------------------------------------------------
+
+    def lookup(self, request: Any, source: Any) -> ServerTransaction | None:
+        """The server transaction `request` belongs to, or None when it starts a new one.
+
+        A retransmission is handled here (the last response is resent, or it is absorbed) and an ACK
+        for a non-2xx final response is absorbed: when this returns a transaction the core must not run
+        the script again. An ACK for a 2xx (its own branch) matches nothing and returns None.
+        Raises routescript.sip.ParseError when the top Via is broken.
+        """
+        transaction = self._server.get(server_key(request))
+        if transaction is None:
+            return None
+        now = self._now()
+        if request.method == "ACK":
+            if not transaction.is_invite:
+                return None
+            actions = transaction.receive_ack(now)
+        else:
+            actions = transaction.receive_request(now)
+        self._run(transaction, actions, now)
+        return transaction
+
+    def create(self, request: Any, source: Any) -> ServerTransaction:
+        """Make the server transaction for `request` (OpenSIPS t_newtran). An existing one for the
+        same key is returned as it is. Raises TransactionLimitError over the bound, TransactionError
+        for an ACK (an ACK never creates a transaction)."""
+        if request.method == "ACK":
+            raise TransactionError("an ACK does not create a transaction")
+        key = server_key(request)
+        existing = self._server.get(key)
+        if existing is not None:
+            return existing
+        if self.pending >= self.max_transactions:
+            log.warning("transaction limit %d reached: refusing %s %s", self.max_transactions,
+                        request.method, request.call_id)
+            raise TransactionLimitError(self.max_transactions)
+        transaction = server_transaction(request, source, reliable=_reliable(source),
+                                         timers=self.timers, now=self._now(), key=key)
+        self._server[key] = transaction
+        self._schedule(transaction)
+        return transaction
+
+    def reply(self, transaction: ServerTransaction, response: Any) -> None:
+        """Send `response` within `transaction` (OpenSIPS t_reply). The transaction keeps it for
+        retransmissions. Raises TransactionError for a reply its state does not allow (a second final
+        reply); a transport failure is logged and ends the transaction."""
+        now = self._now()
+        actions = transaction.send_response(response, now)
+        self._run(transaction, actions, now)
+
+    # --- client side ----------------------------------------------------------------------------
+
+    async def request(self, req: Any, dest: Any, *,
+                      on_provisional: Callable[[Any], None] | None = None) -> Any:
+        """Send a non-INVITE request (NOTIFY) and return its final response, delivered once.
+
+        Timer F expiry returns a locally made `408 Request Timeout`, a transport error a locally made
+        `503 Service Unavailable` (also when over the transaction bound or after close()).
+        `on_provisional(resp)` is called for each 1xx. Responses reach the transaction through
+        `on_response`, which the core calls for every response it receives.
+        """
+        if self._closed or self.pending >= self.max_transactions:
+            if not self._closed:
+                log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
+                            req.method, req.call_id)
+            return build_reply(req, 503, "Service Unavailable")
+        key = client_key_of_request(req)
+        if key in self._client:
+            raise TransactionError(f"branch {key[0]!r} already used by a pending {key[1]}")
+        loop = self._get_loop()
+        transaction = NonInviteClientTransaction(req, dest, reliable=_reliable(dest), timers=self.timers,
+                                                 now=loop.time(), key=key)
+        entry = _ClientEntry(transaction, loop.create_future(), req.to_bytes(), on_provisional)
+        self._client[key] = entry
+        self._schedule(transaction)
+        try:
+            try:
+                await self.transport.deliver(entry.data, dest)
+            except OSError as exc:
+                log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, exc)
+                now = self._now()
+                self._run(transaction, transaction.transport_error(now), now)
+            return await entry.future
+        except asyncio.CancelledError:
+            self._forget(transaction)
+            raise
+
+    def on_response(self, resp: Any, source: Any) -> bool:
+        """Hand a received response to its client transaction. True when one matched (including a
+        retransmitted final response that was absorbed); False when it is stray."""
+        try:
+            key = client_key_of_response(resp)
+        except Exception:  # a broken Via/CSeq in a response: nothing can match it
+            return False
+        entry = self._client.get(key)
+        if entry is None:
+            return False
+        now = self._now()
+        self._run(entry.transaction, entry.transaction.receive_response(resp, now), now)
+        return True
+
+    # --- running actions and timers ---------------------------------------------------------------
+
+    def _run(self, transaction: Machine, actions: list[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, Transmit):
+                self._transmit(transaction, action, now)
+            elif isinstance(action, Deliver):
+                self._deliver(transaction, action)
+        self._schedule(transaction)
+
+    def _transmit(self, transaction: Machine, action: Transmit, now: float) -> None:
+        try:
+            if isinstance(transaction, ServerTransaction):
+                self.transport.send_reply(action.message, transaction.source)
+            else:
+                assert isinstance(transaction, NonInviteClientTransaction)
+                entry = self._client.get(transaction.key)  # type: ignore[arg-type]
+                data = entry.data if entry is not None else action.message.to_bytes()
+                self.transport.send(data, transaction.destination)
+        except OSError as exc:
+            log.info("transaction %s: transport error: %s", transaction.label, exc)
+            more = transaction.transport_error(now)  # type: ignore[attr-defined]
+            for follow in more:  # only Deliver actions can follow a transport error
+                if isinstance(follow, Deliver):
+                    self._deliver(transaction, follow)
+
+    def _deliver(self, transaction: Machine, action: Deliver) -> None:
+        entry = self._client.get(transaction.key)  # type: ignore[attr-defined]
+        if entry is None:
+            return
+        if action.final:
+            if not entry.future.done():
+                entry.future.set_result(action.response)
+        elif entry.on_provisional is not None:
+            try:
+                entry.on_provisional(action.response)
+            except Exception:
+                log.exception("transaction %s: on_provisional callback failed", transaction.label)
+
+    def _schedule(self, transaction: Machine) -> None:
+        if transaction.terminated:
+            self._forget(transaction)
+            return
+        deadline = transaction.next_deadline()
+        if deadline is None:
+            self._scheduled.pop(transaction, None)
+            return
+        if self._scheduled.get(transaction) == deadline:
+            return
+        self._scheduled[transaction] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), transaction))
+        self._arm_wakeup()
+
+    def _forget(self, transaction: Machine) -> None:
+        self._scheduled.pop(transaction, None)
+        key = getattr(transaction, "key", None)
+        if isinstance(transaction, ServerTransaction):
+            if self._server.get(key) is transaction:  # type: ignore[arg-type]
+                del self._server[key]  # type: ignore[arg-type]
+        else:
+            entry = self._client.get(key)  # type: ignore[arg-type]
+            if entry is not None and entry.transaction is transaction:
+                del self._client[key]  # type: ignore[arg-type]
+                if not entry.future.done():  # ended without a final: never leave the caller waiting
+                    entry.future.set_result(build_reply(transaction.request, 503, "Service Unavailable"))
+
+    def _arm_wakeup(self) -> None:
+        if self._closed:
+            return
+        while self._heap and self._scheduled.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # drop stale entries at the top
+        if not self._heap:
+            if self._wakeup is not None:
+                self._wakeup.cancel()
+                self._wakeup = None
+            return
+        when = self._heap[0][0]
+        if self._wakeup is not None:
+            if self._wakeup.when() == when:
+                return
+            self._wakeup.cancel()
+        self._wakeup = self._get_loop().call_at(when, self._on_wakeup)
+
+    def _on_wakeup(self) -> None:
+        self._wakeup = None
+        now = self._now() + _EARLY
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, transaction = heapq.heappop(self._heap)
+            if self._scheduled.get(transaction) != deadline:
+                continue
+            del self._scheduled[transaction]
+            try:
+                actions = transaction.handle_timer(now)
+                self._run(transaction, actions, now)
+            except Exception:  # one transaction's bug must not stop the timers of all the others
+                log.exception("transaction %s: timer handling failed", transaction.label)
+                self._forget(transaction)
+        self._arm_wakeup()
+
+    async def close(self) -> None:
+        """Stop the timers; callers still waiting on a client transaction get a local 503."""
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        for entry in list(self._client.values()):
+            self._forget(entry.transaction)
+        self._server.clear()
+        self._heap.clear()
+        self._scheduled.clear()
+
+
+def _reliable(where: Any) -> bool:
+    """Stream transports need no retransmissions (Source/Destination expose .proto)."""
+    return str(getattr(where, "proto", "udp")).lower() != "udp"

@@ -1,0 +1,121 @@
+"""Server transactions, RFC 3261 17.2 - sans-IO.
+
+They absorb retransmissions of the request (resending the last response) and retransmit the final
+response of an INVITE until the ACK comes. The TU (the script) decides every response; nothing is sent
+on its own (no automatic 100 Trying).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routescript.transaction.machine import Action, Machine, Transmit
+from routescript.transaction.states import INVITE_SERVER, NON_INVITE_SERVER, Effect, Event, State
+from routescript.transaction.timers import TimerConfig
+
+
+class ServerTransaction(Machine):
+    """A server transaction: `request` that created it, `source` it came from (opaque here: the
+    transport's Source), `key` it is matched by, `last_response` sent so far."""
+
+    def __init__(self, request: Any, source: Any = None, *, reliable: bool, timers: TimerConfig,
+                 now: float, key: tuple[Any, ...] | None = None) -> None:
+        super().__init__(request, reliable=reliable, timers=timers, now=now)
+        self.source = source
+        self.key = key
+        self.last_response: Any = None
+        self._arm(Event.TU_TIMEOUT, timers.tu_timeout(self.is_invite), now)
+
+    is_invite = False
+
+    @property
+    def method(self) -> str:
+        return str(self.request.method)
+
+    @property
+    def replied(self) -> bool:
+        """A final response was sent."""
+        return self.last_response is not None and self.last_response.status >= 200
+
+    def receive_request(self, now: float) -> list[Action]:
+        """A retransmission of the request arrived."""
+        return self._event(Event.REQUEST, now)
+
+    def receive_ack(self, now: float) -> list[Action]:
+        """An ACK matching this (INVITE) transaction arrived."""
+        return self._event(Event.ACK, now)
+
+    def send_response(self, response: Any, now: float) -> list[Action]:
+        """The TU answers. Raises TransactionError when the state does not allow it (a second final
+        response, a response after the transaction ended)."""
+        return self._event(self._classify(response.status), now, response)
+
+    def transport_error(self, now: float) -> list[Action]:
+        return self._event(Event.TRANSPORT_ERROR, now)
+
+    def _event(self, event: Event, now: float, response: Any = None) -> list[Action]:
+        out: list[Action] = []
+        self._step(event, now, response, out)
+        self._fire_due(now, out)
+        return out
+
+    def _classify(self, status: int) -> Event:
+        return Event.PROVISIONAL if status < 200 else Event.FINAL
+
+    def _do(self, effect: Effect, event: Event, response: Any, now: float, out: list[Action]) -> None:
+        if effect is Effect.SEND:
+            self.last_response = response
+            out.append(Transmit(response))
+        elif effect is Effect.RESEND and self.last_response is not None:
+            out.append(Transmit(self.last_response))
+        if event is Event.TIMER_G and self.state is State.COMPLETED:
+            interval = min(2 * self._intervals[Event.TIMER_G], self.timers.t2)
+            self._intervals[Event.TIMER_G] = interval
+            self._arm(Event.TIMER_G, interval, now)
+
+
+class NonInviteServerTransaction(ServerTransaction):
+    """RFC 3261 17.2.2 (figure 8)."""
+
+    TABLE = NON_INVITE_SERVER
+    INITIAL = State.TRYING
+
+    def _on_enter(self, state: State, now: float) -> None:
+        if state is State.COMPLETED:
+            self._cancel(Event.TU_TIMEOUT)
+            self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
+
+
+class InviteServerTransaction(ServerTransaction):
+    """RFC 3261 17.2.1 (figure 7) with RFC 6026's Accepted state (absorbs INVITE retransmissions after
+    a 2xx instead of handing them to the script again)."""
+
+    TABLE = INVITE_SERVER
+    INITIAL = State.PROCEEDING
+    is_invite = True
+
+    def _classify(self, status: int) -> Event:
+        if status < 200:
+            return Event.PROVISIONAL
+        return Event.SUCCESS if status < 300 else Event.FINAL
+
+    def _on_enter(self, state: State, now: float) -> None:
+        if state is State.COMPLETED:
+            self._cancel(Event.TU_TIMEOUT)
+            if not self.reliable:
+                self._intervals[Event.TIMER_G] = self.timers.t1
+                self._arm(Event.TIMER_G, self.timers.t1, now)
+            self._arm(Event.TIMER_H, self.timers.timer_h, now)
+        elif state is State.CONFIRMED:
+            self._cancel(Event.TIMER_G, Event.TIMER_H)
+            self._arm(Event.TIMER_I, self.timers.timer_i(self.reliable), now)
+        elif state is State.ACCEPTED:
+            self._cancel(Event.TU_TIMEOUT)
+            self._arm(Event.TIMER_L, self.timers.timer_l, now)
+
+
+def server_transaction(request: Any, source: Any = None, *, reliable: bool, timers: TimerConfig,
+                       now: float, key: tuple[Any, ...] | None = None) -> ServerTransaction:
+    """The right server transaction for `request` (INVITE or not)."""
+    cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
+    return cls(request, source, reliable=reliable, timers=timers, now=now, key=key)

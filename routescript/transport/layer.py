@@ -1,0 +1,376 @@
+"""TransportLayer: every socket of the server, one receive path and one send path.
+
+Receive: datagram or TCP frame -> routescript.sip.parse_message -> received/rport stamped on the top
+Via of a request -> on_message(msg, source). Bad input never reaches the callback and never stops a
+listener: a request that still names Via/From/To/Call-ID/CSeq is answered 400 (or 513) with the
+problem as the reason phrase; anything else is dropped and logged at most once per source and minute.
+
+Send: UDP from the listening socket (the one the request came in on, for replies), TCP on an open
+connection (the one the request came on, or any open one to the same remote address - this is how
+NOTIFYs reach a subscriber behind its own TCP connection), opening a new one on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket as _socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from routescript.sip import ParseError, parse_message, reply_to_malformed
+from routescript.transport._ratelimit import RateLimitedLog
+from routescript.transport.address import (
+    DEFAULT_SIP_PORT, TCP, UDP, Destination, SocketInfo, Source, bare_host, is_ip, is_ipv6,
+    normalize_host,
+)
+from routescript.transport.errors import TransportError
+from routescript.transport.routing import response_destination, stamp_via
+from routescript.transport.tcp import TcpConnection
+from routescript.transport.udp import UdpEndpoint
+
+log = logging.getLogger("routescript.transport")
+
+OnMessage = Callable[[Any, Source], None]
+
+
+class TransportLayer:
+    """All listening sockets and TCP connections.
+
+    on_message(msg, source): a plain callback for every message that parsed (requests with their top
+        Via stamped); exceptions it raises are logged, never propagated into the sockets.
+    max_message_size: bigger datagrams and TCP messages are answered 513 (default 64 KiB).
+    tcp_idle_timeout: a TCP connection with no traffic this long is closed (OpenSIPS
+        tcp_connection_lifetime, default 120 s).
+    max_tcp_connections: accepted + opened connections (OpenSIPS tcp_max_connections, default 2048);
+        a connection over the bound is refused (closed at once) and logged.
+    tcp_connect_timeout: how long opening an outgoing connection may take.
+    """
+
+    def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
+                 tcp_idle_timeout: float = 120.0, max_tcp_connections: int = 2048,
+                 tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
+                 drop_log_interval: float = 60.0) -> None:
+        self.on_message = on_message
+        self.max_message_size = max_message_size
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self.tcp_connect_timeout = tcp_connect_timeout
+        self.max_write_buffer = max_write_buffer
+        self._udp: dict[SocketInfo, UdpEndpoint] = {}
+        self._tcp_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
+        self._conns: dict[int, TcpConnection] = {}
+        self._by_remote: dict[tuple[str, int], TcpConnection] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
+        self._conn_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._drop_log = RateLimitedLog(log, interval=drop_log_interval)
+        self._closed = False
+
+    # --- listening ------------------------------------------------------------------------------
+
+    @property
+    def sockets(self) -> list[SocketInfo]:
+        """Every listening socket, in the order they were opened."""
+        return [*self._udp, *self._tcp_servers]
+
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._conns)
+
+    async def listen(self, proto: str, host: str, port: int) -> SocketInfo:
+        """Open a listening socket (`socket=udp:127.0.0.1:5060`); port 0 picks a free one. The
+        returned SocketInfo carries the real port. OSError when the address cannot be bound."""
+        proto = proto.lower()
+        host = bare_host(host)
+        loop = asyncio.get_running_loop()
+        if proto == UDP:
+            endpoint = UdpEndpoint(self)
+            transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
+            info = SocketInfo(UDP, host, transport.get_extra_info("sockname")[1])
+            endpoint.info = info
+            self._udp[info] = endpoint
+        elif proto == TCP:
+            holder: list[SocketInfo] = []
+            server = await loop.create_server(
+                lambda: TcpConnection(self, holder[0] if holder else None, outgoing=False),
+                host, port, reuse_address=True)
+            info = SocketInfo(TCP, host, server.sockets[0].getsockname()[1])
+            holder.append(info)
+            self._tcp_servers[info] = server
+        else:
+            raise ValueError(f"unsupported transport {proto!r} (udp and tcp are)")
+        log.info("listening on %s", info.name)
+        return info
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    def _on_datagram(self, endpoint: UdpEndpoint, data: bytes, host: str, port: int) -> None:
+        assert endpoint.info is not None
+        source = Source(UDP, endpoint.info, host, port)
+        if not data.strip(b"\r\n\x00 \t"):
+            return  # a keep-alive (CRLF, or the zero bytes some NAT helpers send)
+
+        def reply(out: bytes) -> None:
+            endpoint.sendto(out, host, port)
+
+        if len(data) > self.max_message_size:
+            self._answer_malformed(data, 513, "Message Too Large", source, reply)
+            return
+        self._receive(data, source, reply)
+
+    def _receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
+        """One complete message from `source`; `reply` sends raw bytes back the way it came."""
+        try:
+            msg = parse_message(data, max_size=self.max_message_size)
+            if msg.is_request:
+                stamped = stamp_via(msg.via, source.remote_host, source.remote_port)
+                if stamped is not None:
+                    msg.set_top_via(stamped)
+        except ParseError as exc:
+            self._answer_malformed(data, exc.status, exc.reason, source, reply)
+            return
+        try:
+            self.on_message(msg, source)
+        except Exception:  # the core's bug must not stop the listener
+            log.exception("on_message failed for a message from %s", source)
+
+    def _answer_malformed(self, data: bytes, status: int, reason: str, source: Source,
+                          reply: Callable[[bytes], None]) -> None:
+        """400/513 with `reason` when the bytes still say who to answer; else drop and log (limited).
+
+        Choice: the reply goes back to the packet's source address (the Via may be what is broken),
+        on UDP from the socket it arrived on, on TCP over the same connection.
+        """
+        out = None
+        try:
+            out = reply_to_malformed(data, status, reason)
+        except Exception:
+            log.exception("reply_to_malformed failed")
+        if out is None:
+            self._drop_log.log(source.remote_host, self._now(),
+                               "dropped malformed message from %s (%d bytes): %s", source, len(data), reason)
+            return
+        log.info("malformed message from %s answered %d %s", source, status, reason)
+        try:
+            reply(out)
+        except OSError as exc:
+            log.info("cannot answer %s: %s", source, exc)
+
+    # --- TCP connection table (called by TcpConnection) -------------------------------------------
+
+    def _next_conn_id(self) -> int:
+        return next(self._conn_ids)
+
+    def _admit(self, conn: TcpConnection) -> bool:
+        if self._closed:
+            return False
+        if len(self._conns) >= self.max_tcp_connections:
+            self._drop_log.log(("tcp-limit",), self._now(),
+                               "refusing TCP connection from %s: %d connections open (max_tcp_connections)",
+                               conn.source, len(self._conns))
+            return False
+        return True
+
+    def _register(self, conn: TcpConnection) -> None:
+        assert conn.source is not None
+        self._conns[conn.conn_id] = conn
+        self._by_remote[(normalize_host(conn.source.remote_host), conn.source.remote_port)] = conn
+        conn.log.debug("connection %s", "opened" if conn.outgoing else "accepted")
+
+    def _unregister(self, conn: TcpConnection) -> None:
+        if self._conns.get(conn.conn_id) is conn:
+            del self._conns[conn.conn_id]
+        if conn.source is not None:
+            key = (normalize_host(conn.source.remote_host), conn.source.remote_port)
+            if self._by_remote.get(key) is conn:
+                del self._by_remote[key]
+
+    def connection(self, conn_id: int) -> TcpConnection | None:
+        """The open TCP connection with this id, if any."""
+        conn = self._conns.get(conn_id)
+        return conn if conn is not None and conn.open else None
+
+    def _find_connection(self, dest: Destination) -> TcpConnection | None:
+        if dest.conn_id is not None:
+            conn = self.connection(dest.conn_id)
+            if conn is not None:
+                return conn
+        conn = self._by_remote.get((normalize_host(dest.host), dest.port))
+        return conn if conn is not None and conn.open else None
+
+    async def _open_connection(self, dest: Destination) -> TcpConnection:
+        key = (normalize_host(dest.host), dest.port)
+        pending = self._connecting.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if self._closed:
+            raise TransportError("transport layer closed")
+        if len(self._conns) + len(self._connecting) >= self.max_tcp_connections:
+            raise TransportError(f"cannot connect to {dest}: max_tcp_connections reached")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TcpConnection] = loop.create_future()
+        self._connecting[key] = future
+        info = self.socket_for(dest)
+        local_addr = None
+        if info is not None and info.host not in ("0.0.0.0", "::") and is_ipv6(info.host) == is_ipv6(dest.host):
+            local_addr = (info.host, 0)  # leave from the listening address, as OpenSIPS does
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: TcpConnection(self, info, outgoing=True),
+                                       bare_host(dest.host), dest.port, local_addr=local_addr),
+                self.tcp_connect_timeout)
+            future.set_result(conn)
+            return conn
+        except (OSError, asyncio.TimeoutError) as exc:
+            error = TransportError(f"cannot connect to {dest}: {exc or 'timeout'}")
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise error from None
+        finally:
+            del self._connecting[key]
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def socket_for(self, dest: Destination) -> SocketInfo | None:
+        """The listening socket a message to `dest` leaves from (its `socket` when given, else the
+        first one of the same transport and address family): what a Via sent-by should name."""
+        if dest.socket is not None and dest.socket.proto == dest.proto:
+            return dest.socket
+        want_v6 = is_ipv6(dest.host) if is_ip(dest.host) else None
+        listeners = self._udp if dest.proto == UDP else self._tcp_servers
+        for info in listeners:
+            if want_v6 is None or is_ipv6(info.host) == want_v6:
+                return info
+        return None
+
+    def _udp_endpoint(self, dest: Destination) -> UdpEndpoint:
+        info = self.socket_for(dest)
+        endpoint = self._udp.get(info) if info is not None else None
+        if endpoint is None or (is_ip(dest.host) and is_ipv6(endpoint.info.host) != is_ipv6(dest.host)):  # type: ignore[union-attr]
+            raise TransportError(f"no UDP socket to send to {dest}")
+        return endpoint
+
+    def send(self, data: bytes, dest: Destination) -> None:
+        """Send now when possible (UDP to an IP address, TCP on an open connection); otherwise (a
+        host name to resolve, a TCP connection to open) the send runs in the background and a failure
+        is logged. TransportError when it cannot be sent at all."""
+        if dest.proto == UDP:
+            if is_ip(dest.host):
+                self._udp_endpoint(dest).sendto(data, bare_host(dest.host), dest.port)
+                return
+        elif dest.proto == TCP:
+            conn = self._find_connection(dest)
+            if conn is not None:
+                conn.write(data)
+                return
+        else:
+            raise TransportError(f"unsupported transport {dest.proto!r}")
+        self._spawn(self.deliver(data, dest), f"send to {dest}")
+
+    async def deliver(self, data: bytes, dest: Destination) -> None:
+        """Send, resolving the host and opening a TCP connection when needed; TransportError when the
+        message could not be handed to the network."""
+        if self._closed:
+            raise TransportError("transport layer closed")
+        if dest.proto == UDP:
+            host = bare_host(dest.host)
+            if not is_ip(host):
+                host = await self._resolve(host, dest.port)
+                dest = Destination(UDP, host, dest.port, socket=dest.socket)
+            self._udp_endpoint(dest).sendto(data, host, dest.port)
+        elif dest.proto == TCP:
+            conn = self._find_connection(dest) or await self._open_connection(dest)
+            conn.write(data)
+        else:
+            raise TransportError(f"unsupported transport {dest.proto!r}")
+
+    async def _resolve(self, host: str, port: int) -> str:
+        """A-record lookup for a UDP destination (no NAPTR/SRV: see the report)."""
+        families = {is_ipv6(info.host) for info in self._udp}
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=_socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise TransportError(f"cannot resolve {host}: {exc}") from None
+        for family, _, _, _, addr in infos:
+            if (family == _socket.AF_INET6) in families:
+                return str(addr[0])
+        raise TransportError(f"cannot resolve {host} to an address we have a UDP socket for")
+
+    def send_reply(self, response: Any, source: Source) -> None:
+        """Send a response to the request that came from `source`, routed per RFC 3261 18.2.2 and
+        RFC 3581 from the response's top Via: the same TCP connection while it is open (else a new one
+        to received/sent-by), UDP to received:rport / received:sent-by-port / sent-by."""
+        try:
+            dest = response_destination(response.via, source)
+        except ParseError:
+            # Choice: a response whose Via we cannot read goes back where the request came from.
+            dest = Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
+                               source.socket)
+        data = response.to_bytes()
+        if dest.proto == TCP and dest.conn_id is not None:
+            conn = self.connection(dest.conn_id)
+            if conn is not None:
+                conn.write(data)
+                return
+            dest = Destination(TCP, dest.host, dest.port, None, dest.socket)
+        self.send(data, dest)
+
+    def destination_for(self, uri: Any, socket: SocketInfo | None = None) -> Destination:
+        """Where a request for `uri` (a routescript.sip SipURI: a Contact, a Route) goes.
+
+        Transport from ;transport= (UDP when absent: RFC 3263 4.1 for a numeric host and no NAPTR);
+        ;maddr= overrides the host; port defaults to 5060. No NAPTR/SRV lookups. `socket` is the
+        preferred local socket (used when it has the same transport). TransportError for sips:
+        (no TLS) or an unknown transport.
+        """
+        if getattr(uri, "scheme", "sip").lower() == "sips":
+            raise TransportError(f"cannot reach {uri}: sips (TLS) is not supported")
+        transport = (uri.param("transport") or UDP).lower()
+        if transport not in (UDP, TCP):
+            raise TransportError(f"cannot reach {uri}: transport {transport!r} is not supported")
+        host = uri.param("maddr") or uri.host
+        port = uri.port or DEFAULT_SIP_PORT
+        use = socket if socket is not None and socket.proto == transport else None
+        return Destination(transport, bare_host(host), port, socket=use)
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.info("%s failed: %s", what, t.exception())
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Close every listener and connection; pending background sends are cancelled."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._tcp_servers.values():
+            server.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        for endpoint in self._udp.values():
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        for server in self._tcp_servers.values():
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, OSError):
+                pass
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._udp.clear()
+        self._tcp_servers.clear()
+        self._conns.clear()
+        self._by_remote.clear()

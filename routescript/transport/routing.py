@@ -1,0 +1,66 @@
+"""Response routing and the received/rport stamp - sans-IO (RFC 3261 18.2.1, 18.2.2; RFC 3581).
+
+Both work on routescript.sip.Via values; the transport layer applies them to messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routescript.transport.address import (
+    DEFAULT_SIP_PORT, UDP, Destination, Source, bare_host, is_ip, normalize_host,
+)
+
+
+def stamp_via(via: Any, remote_host: str, remote_port: int) -> Any:
+    """The top Via of a received request with `received`/`rport` added, or None when it needs none.
+
+    RFC 3261 18.2.1: "If the host portion of the "sent-by" parameter contains a domain name, or if it
+    contains an IP address that differs from the packet source address, the server MUST add a
+    "received" parameter to that Via header field value."
+    RFC 3581 4: "If this Via header field value contains an "rport" parameter with no value, it MUST
+    set the value of the parameter to the source port of the request. [...] the server MUST insert a
+    "received" parameter containing the source IP address that the request came from, even if it is
+    identical to the value of the "sent-by" component."  (OpenSIPS does the same: see capture 19.)
+    """
+    source_ip = normalize_host(remote_host)
+    wants_rport = via.rport is True
+    differs = not is_ip(via.host) or normalize_host(via.host) != source_ip
+    if not (differs or wants_rport):
+        return None
+    stamped = via.with_param("received", bare_host(remote_host))
+    if wants_rport:
+        stamped = stamped.with_param("rport", str(remote_port))
+    return stamped
+
+
+def _maddr(via: Any) -> str | None:
+    return via.param("maddr") if hasattr(via, "param") else None
+
+
+def response_destination(via: Any, source: Source) -> Destination:
+    """Where a response goes, from the top Via it carries and the Source of its request.
+
+    RFC 3261 18.2.2: reliable transport - "the response MUST be sent using the existing connection to
+    the source of the original request [...] if that connection is still open" (conn_id), else a new
+    connection to `received` (or sent-by host) at the sent-by port. Unreliable - `maddr` first, then
+    `received` at the sent-by port, else the sent-by address; RFC 3581 4: with an rport value the
+    response goes to `received`:`rport`. Always from the socket the request came in on.
+
+    Choice: the transport the request really used (source.proto) decides, not the Via's sent-protocol;
+    they agree for every sane client and the socket is what we can answer on.
+    """
+    sent_by_port = via.port or DEFAULT_SIP_PORT
+    received = via.received
+    if source.proto != UDP:
+        host = received or via.host
+        return Destination(source.proto, bare_host(host), sent_by_port, conn_id=source.conn_id,
+                           socket=source.socket)
+    maddr = _maddr(via)
+    if maddr:
+        return Destination(UDP, bare_host(maddr), sent_by_port, socket=source.socket)
+    rport = via.rport
+    port = rport if isinstance(rport, int) and not isinstance(rport, bool) else sent_by_port
+    if received:
+        return Destination(UDP, bare_host(received), port, socket=source.socket)
+    return Destination(UDP, bare_host(via.host), port, socket=source.socket)

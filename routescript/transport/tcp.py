@@ -1,0 +1,148 @@
+"""One TCP connection (accepted or opened by us): framing, keep-alives, idle timeout, bounded writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from routescript.transport.address import TCP, SocketInfo, Source, host_for_uri
+from routescript.transport.errors import FramingError, TransportError
+from routescript.transport.framing import PONG, Ping, StreamFramer
+
+if TYPE_CHECKING:
+    from routescript.transport.layer import TransportLayer
+
+log = logging.getLogger("routescript.transport")
+
+
+class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with the connection (aioquic's QuicConnectionAdapter idea)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[tcp#{self.extra['conn_id']} {self.extra['peer']}] {msg}", kwargs  # type: ignore[index]
+
+
+class TcpConnection(asyncio.Protocol):
+    """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it."""
+
+    def __init__(self, layer: TransportLayer, info: SocketInfo | None, *, outgoing: bool) -> None:
+        self.layer = layer
+        self.info = info
+        self.outgoing = outgoing
+        self.conn_id = 0
+        self.source: Source | None = None
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer(layer.max_message_size)
+        self.last_activity = 0.0
+        self.closed = False
+        self._idle: asyncio.TimerHandle | None = None
+        self.log: logging.LoggerAdapter = _ConnLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.conn_id = self.layer._next_conn_id()
+        self.log = _ConnLog(log, {"conn_id": self.conn_id,
+                                  "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
+        info = self.info or SocketInfo(TCP, local[0], local[1])
+        self.source = Source(TCP, info, peer[0], peer[1], self.conn_id)
+        if not self.outgoing and not self.layer._admit(self):
+            self.closed = True
+            transport.abort()
+            return
+        self.layer._register(self)
+        self.touch()
+        self._arm_idle(self.layer.tcp_idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.source is None:
+            return
+        self.touch()
+        try:
+            try:
+                items = self.framer.feed(data)
+            except FramingError as exc:
+                # The stream is out of sync: answer if the broken message says enough, then close.
+                self.log.info("closing: %s", exc.reason)
+                self.layer._answer_malformed(exc.head, exc.status, exc.reason, self.source, self._write_raw)
+                self.close()
+                return
+            for item in items:
+                if self.closed:
+                    break
+                if isinstance(item, Ping):
+                    self._write_raw(PONG)  # RFC 5626 3.5.1
+                else:
+                    self.layer._receive(item, self.source, self._write_raw)
+        except Exception:  # nothing may stop the connection's reader
+            self.log.exception("error handling received data")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self.layer._unregister(self)
+        if exc is not None:
+            self.log.debug("connection lost: %s", exc)
+
+    # --- writing and closing --------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        """Send on this connection; TransportError when it is closed or the peer does not read."""
+        if not self.open:
+            raise TransportError(f"tcp connection #{self.conn_id} is closed")
+        assert self.transport is not None
+        # Bound what we buffer for a peer that does not read (STYLE 7).
+        if self.transport.get_write_buffer_size() + len(data) > self.layer.max_write_buffer:
+            self.log.warning("closing: peer does not read (write buffer full)")
+            self.close()
+            raise TransportError(f"tcp connection #{self.conn_id}: write buffer full")
+        self.transport.write(data)
+        self.touch()
+
+    def _write_raw(self, data: bytes) -> None:
+        try:
+            self.write(data)
+        except TransportError as exc:
+            self.log.debug("cannot answer: %s", exc)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- idle timeout ---------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        self.last_activity = asyncio.get_running_loop().time() if self.transport else 0.0
+
+    def _arm_idle(self, delay: float) -> None:
+        if delay > 0:
+            self._idle = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # Re-armed lazily: activity only moves last_activity, the handle is rescheduled here.
+        self._idle = None
+        if self.closed:
+            return
+        timeout = self.layer.tcp_idle_timeout
+        idle_for = asyncio.get_running_loop().time() - self.last_activity
+        if idle_for >= timeout:
+            self.log.debug("closing: idle for %.1f s", idle_for)
+            self.close()
+        else:
+            self._arm_idle(timeout - idle_for)

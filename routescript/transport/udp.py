@@ -1,0 +1,42 @@
+"""The asyncio protocol of one UDP listening socket: hands datagrams to the layer, never raises."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from routescript.transport.address import SocketInfo
+
+if TYPE_CHECKING:
+    from routescript.transport.layer import TransportLayer
+
+log = logging.getLogger("routescript.transport")
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+        self.info: SocketInfo | None = None      # set by the layer once the port is known
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.info is None or self.transport is None:
+            return
+        try:
+            self.layer._on_datagram(self, data, addr[0], addr[1])
+        except Exception:  # nothing may stop the listener
+            log.exception("%s: error handling a datagram from %s:%s", self.info.name, addr[0], addr[1])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like, from an earlier sendto: not fatal for the socket.
+        log.debug("%s: %s", self.info.name if self.info else "udp", exc)
+
+    def sendto(self, data: bytes, host: str, port: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            from routescript.transport.errors import TransportError
+            raise TransportError(f"{self.info}: socket closed")
+        self.transport.sendto(data, (host, port))
