@@ -266,7 +266,8 @@ def _uri_attr(uri: Any, attr: str) -> Any:
 def set_ruri_user(ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
     """`$rU = NULL` removes the user part, as OpenSIPS's SET_USER with "" does."""
     user = None if value in (None, "") else _text(_script_value(value))
-    if user is not None and any(c in user for c in "@:; \t<>\r\n"):
+    # user-unreserved allows ";" ("+4930;npdi"); the rebuilt URI is parsed again before it is used.
+    if user is not None and any(c in user for c in "@: \t<>\r\n"):
         raise ValueError(f"$rU: bad user part {user!r}")
     if user is None:
         _set_ruri_parts(ctx, "$rU", user=None, password=None)
@@ -280,6 +281,8 @@ def set_ruri_host(ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
     host = _text(_script_value(value))
     if any(c in host for c in "@;? \t<>\r\n/"):
         raise ValueError(f"$rd: bad host {host!r}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address becomes an IPv6 reference (RFC 3261 25.1)
     _set_ruri_parts(ctx, "$rd", host=host)
 
 

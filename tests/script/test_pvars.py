@@ -246,7 +246,7 @@ def test_avp_is_bounded():
         put(ctx, "avp", 1, "big")
 
 
-# --- Request-URI ---------------------------------------------------------------------------------------------
+# --- Request-URI ------------------------------------------------------------------------------------------
 
 def test_ruri_parts_on_request():
     ctx = ctx_for(SUBSCRIBE)
@@ -293,7 +293,19 @@ def test_ruri_setters_change_the_message_and_keep_the_original():
     assert ctx.msg.to_bytes().startswith(b"SUBSCRIBE sip:dave@example.org SIP/2.0\r\n")
     # $ou and friends still give the R-URI the request arrived with
     assert get(ctx, "ou") == "sip:bob@example.com:5070;transport=tcp"
-    assert (get(ctx, "oU"), get(ctx, "od"), get(ctx, "op"), get(ctx, "oP")) == ("bob", "example.com", 5070, "tcp")
+    original = (get(ctx, "oU"), get(ctx, "od"), get(ctx, "op"), get(ctx, "oP"))
+    assert original == ("bob", "example.com", 5070, "tcp")
+
+
+def test_ruri_user_with_parameters_and_ipv6_host():
+    ctx = fresh(PUBLISH_COMPACT)
+    put(ctx, "rU", "+4930;npdi")
+    assert get(ctx, "rU") == "+4930;npdi"
+    put(ctx, "rd", "2001:db8::1")
+    assert get(ctx, "ru") == "sip:+4930;npdi@[2001:db8::1]"
+    assert get(ctx, "rd") == "[2001:db8::1]"
+    put(ctx, "rU", 1234)
+    assert get(ctx, "rU") == "1234"
 
 
 @pytest.mark.parametrize("name,value", [
@@ -318,7 +330,7 @@ def test_bad_ruri_raises_parse_error():
     assert get(ctx, "ru") == "sip:bob@[bad"
 
 
-# --- $du -----------------------------------------------------------------------------------------------------
+# --- $du --------------------------------------------------------------------------------------------------
 
 def test_dst_uri():
     ctx = ctx_for(SUBSCRIBE)
@@ -334,7 +346,7 @@ def test_dst_uri():
     assert get(ctx, "dd") is None
 
 
-# --- From / To ------------------------------------------------------------------------------------------------
+# --- From / To --------------------------------------------------------------------------------------------
 
 def test_from_to_on_request():
     ctx = ctx_for(SUBSCRIBE)
