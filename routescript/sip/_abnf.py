@@ -42,6 +42,9 @@ gen_value = rf"(?:{quoted_string}|[A-Za-z0-9\-.!%*_+`'~:\[\]/@?&=$]+)"
 # generic-param  =  token [ EQUAL gen-value ]      EQUAL = SWS "=" SWS;  SEMI = SWS ";" SWS
 # (liberal: the value may also hold "/", "@", "?", "&", "=" and "$", seen in real Via/Contact params)
 generic_param = rf"{SWS};{SWS}(?P<name>{token})(?:{SWS}={SWS}(?P<value>{gen_value}))?{SWS}"
+# *( SEMI generic-param ) without quoted-strings, whole: written so that no two parts can match the same
+# whitespace (no backtracking blow-up on long runs of spaces).
+generic_params_unquoted = rf"{SWS}(?:;{SWS}{token}(?:{SWS}={SWS}[A-Za-z0-9\-.!%*_+`'~:\[\]/@?&=$]+)?{SWS})*"
 
 # --- URIs (RFC 3261 19.1.1, 25.1) ----------------------------------------------------------------------
 # unreserved  =  alphanum / mark        mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
@@ -118,6 +121,7 @@ display_name_tokens = rf"{token}(?:[ \t]+{token})*"
 TOKEN = re.compile(token)
 TOKEN_NODOT = re.compile(token_nodot)
 GENERIC_PARAM = re.compile(generic_param)
+GENERIC_PARAMS_UNQUOTED = re.compile(generic_params_unquoted)
 QUOTED_STRING = re.compile(quoted_string)
 SIP_URI = re.compile(sip_uri)
 TEL_URI = re.compile(tel_uri)

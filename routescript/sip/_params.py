@@ -16,6 +16,15 @@ def parse_generic_params(text: str, what: str) -> Params:
     """
     if not text or text.isspace():
         return ()
+    if '"' not in text:
+        # Fast path: validate the whole list with one regex, then split (no ';' or '=' in values).
+        if _abnf.GENERIC_PARAMS_UNQUOTED.fullmatch(text) is None:
+            raise ParseError(f"Bad {what} header")
+        params = []
+        for part in text.split(";")[1:]:
+            name, eq, value = part.partition("=")
+            params.append((name.strip(), value.strip() if eq else None))
+        return tuple(params)
     out: list[tuple[str, str | None]] = []
     pos = 0
     n = len(text)

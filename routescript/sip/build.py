@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import Iterable
 
-from .headers import Header, canonical_name, header_key
+from .headers import _KEY_CACHE, Header, canonical_name, header_key
 from .message import (
     MAX_HEADERS,
     MAX_MESSAGE_SIZE,
@@ -68,12 +68,12 @@ def _has_tag(to_value: str) -> bool:
     return _TAG_PARAM.search(to_value) is not None
 
 
-def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list[Header]:
+def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list[tuple[str, str]]:
     out = []
     for name, value in headers:
         value = str(value)
         SIPMessage._check_header(name, value)
-        out.append(Header(name, value))
+        out.append((name, value))
     return out
 
 
@@ -93,29 +93,60 @@ def build_reply(
     if not request.is_request:
         raise ValueError("build_reply needs a request")
     status = int(status)
+    if not 100 <= status <= 699:
+        raise ValueError(f"not a status code: {status}")
     if reason is None:
         reason = reason_phrase(status)
-    out: list[Header] = []
-    src = request.headers
+    elif "\r" in reason or "\n" in reason:
+        raise ValueError(f"reason phrase holds a line break: {reason!r}")
+    # Built straight into the response's storage (pairs + index): this runs for every request.
+    src = request._headers
     index = request._index
-    for i in index.get("via", ()):
-        out.append(Header("Via", src[i].value))
-    out.append(Header("From", request._required("from", "From")))
-    to = request._required("to", "To")
+    try:
+        vias = [("Via", src[i][1]) for i in index["via"]]
+        from_ = src[index["from"][0]][1]
+        to = src[index["to"][0]][1]
+        call_id = src[index["call-id"][0]][1]
+        cseq = src[index["cseq"][0]][1]
+    except KeyError as e:  # only a request we built ourselves can lack them
+        raise ValueError(f"request has no {e.args[0]} header") from None
     if status > 100 and not _has_tag(to):
         to = f"{to};tag={to_tag or generate_tag()}"
-    out.append(Header("To", to))
-    out.append(Header("Call-ID", request._required("call-id", "Call-ID")))
-    out.append(Header("CSeq", request._required("cseq", "CSeq")))
+    n = len(vias)
+    out: list[tuple[str, str]] = vias
+    out += (("From", from_), ("To", to), ("Call-ID", call_id), ("CSeq", cseq))
+    out_index: dict[str, list[int]] = {
+        "via": list(range(n)), "from": [n], "to": [n + 1], "call-id": [n + 2], "cseq": [n + 3],
+    }
+    extra: list[tuple[str, str]] = []
     if status == 100 and "timestamp" in index:
-        out.append(Header("Timestamp", src[index["timestamp"][0]].value))
+        extra.append(("Timestamp", src[index["timestamp"][0]][1]))
     if headers:
-        out.extend(_header_pairs(headers))
+        extra.extend(_header_pairs(headers))
     body = bytes(body)
     if content_type:
-        out.append(Header("Content-Type", content_type))
-    out.append(Header("Content-Length", str(len(body))))
-    return SIPResponse(status, reason, out, body)
+        SIPMessage._check_header("Content-Type", content_type)
+        extra.append(("Content-Type", content_type))
+    extra.append(("Content-Length", str(len(body))))
+    key_of = _KEY_CACHE.get
+    for name, value in extra:
+        key = key_of(name) or header_key(name) or name.lower()
+        if key in out_index:
+            out_index[key].append(len(out))
+        else:
+            out_index[key] = [len(out)]
+        out.append((name, value))
+    response = SIPResponse.__new__(SIPResponse)
+    response.status = status
+    response.reason = reason
+    response.version = "SIP/2.0"
+    response._body = body
+    response._headers = out
+    response._typed = False
+    response._raw = None
+    response._cache = {}
+    response._index = out_index
+    return response
 
 
 def build_request(
@@ -133,14 +164,15 @@ def build_request(
     """
     out = _header_pairs(headers)
     body = bytes(body)
-    keys = {header_key(h.name) for h in out}
+    keys = {header_key(h[0]) for h in out}
     if "max-forwards" not in keys:
-        out.append(Header("Max-Forwards", "70"))
+        out.append(("Max-Forwards", "70"))
     if content_type and "content-type" not in keys:
-        out.append(Header("Content-Type", content_type))
-    out = [h for h in out if header_key(h.name) != "content-length"]
-    out.append(Header("Content-Length", str(len(body))))
-    return SIPRequest(method, str(uri), out, body)
+        SIPMessage._check_header("Content-Type", content_type)
+        out.append(("Content-Type", content_type))
+    out = [h for h in out if header_key(h[0]) != "content-length"]
+    out.append(("Content-Length", str(len(body))))
+    return SIPRequest(method, str(uri), [Header(n, v) for n, v in out], body)
 
 
 _WANTED = {"via", "from", "to", "call-id", "cseq"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _abnf
 from .errors import ParseError
-from .headers import Header, canonical_name, header_key, split_values
+from .headers import _KEY_CACHE, Header, canonical_name, header_key, split_values
 from .uri import SipURI, parse_uri
 from .values import (
     Contact,
@@ -39,6 +39,7 @@ MAX_LINE_LENGTH = 8192     # one physical line of the head
 
 # The headers a transaction needs (RFC 3261 8.1.1: "the minimum required" set), checked eagerly.
 _REQUIRED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_REQUIRED_KEYS = frozenset(key for key, _ in _REQUIRED)
 # Headers that must appear once (RFC 3261 7.3.1 allows repetition only for comma-list headers).
 # Choice: a repetition with the very same value is tolerated, a different one is rejected - two
 # different Content-Lengths are how requests get smuggled.
@@ -58,9 +59,10 @@ def _find_head_end(data: bytes, start: int) -> tuple[int, int]:
     i = data.find(b"\n\r\n", start)
     j = data.find(b"\n\n", start, i + 1 if i >= 0 else len(data))
     if j >= 0:
-        return j, j + 2
+        return (j - 1 if data[j - 1] == 13 else j), j + 2
     if i >= 0:
-        return i, i + 3
+        # the head ends before the CRLF (or LF) of its last line
+        return (i - 1 if data[i - 1] == 13 else i), i + 3
     return -1, -1
 
 
@@ -72,6 +74,42 @@ def _skip_leading_crlf(data: bytes) -> int:
     return len(data) - len(data.lstrip(b"\r\n"))
 
 
+def _decode(head: bytes) -> str:
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        # Choice: RFC 3261 says UTF-8; a head that is not is read as Latin-1 (what such UAs send)
+        # rather than refused. A rebuilt message is written back in UTF-8.
+        return head.decode("latin-1")
+
+
+def _head_lines(data: bytes, start: int) -> tuple[str, list[str], int]:
+    """(head text, its lines, where the body starts) for a message starting at `start`."""
+    # Fast path, the usual message: CRLF everywhere, so the head ends at the first CRLFCRLF and
+    # splitting it on CRLF leaves no CR or LF behind.
+    pos = data.find(b"\r\n\r\n", start)
+    if pos >= 0:
+        text = _decode(data[start:pos])
+        lines = text.split("\r\n")
+        n = len(lines) - 1
+        if text.count("\n") == n and text.count("\r") == n:
+            return text, lines, pos + 4
+    # Bare LF somewhere (accepted, as many parsers do; RFC 3261 7 asks for CRLF).
+    head_end, body_start = _find_head_end(data, start)
+    if head_end < 0:
+        # Choice: a datagram whose head runs to its end (the final empty line missing) is accepted
+        # with an empty body, as lenient stacks do.
+        head_end = body_start = len(data)
+        if data.endswith(b"\n"):
+            head_end -= 2 if data.endswith(b"\r\n") else 1
+    text = _decode(data[start:head_end])
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            raise ParseError("Bad line end")  # a CR that ends no line
+    return text, text.split("\n"), body_start
+
+
 class SIPMessage:
     """A parsed (or built) SIP request or response. Not thread-safe; owned by one handler at a time.
 
@@ -80,9 +118,12 @@ class SIPMessage:
     parsed values and the serialised bytes right.
     """
 
-    __slots__ = ("headers", "version", "_body", "_index", "_raw", "_cache")
+    __slots__ = ("_headers", "_typed", "version", "_body", "_index", "_raw", "_cache")
 
-    headers: list[Header]
+    # (name, value) pairs; plain tuples straight from the parser, turned into Header on the first
+    # access to `.headers` (a Header is a tuple, so internal code reads both alike).
+    _headers: list[tuple[str, str]]
+    _typed: bool
     version: str
     _body: bytes
     _index: dict[str, list[int]]
@@ -92,7 +133,8 @@ class SIPMessage:
     is_request: bool = False
 
     def _init(self, headers: list[Header], body: bytes, version: str) -> None:
-        self.headers = headers
+        self._headers = headers  # type: ignore[assignment]
+        self._typed = True
         self.version = version
         self._body = body
         self._raw = None
@@ -101,8 +143,9 @@ class SIPMessage:
 
     def _reindex(self) -> None:
         index: dict[str, list[int]] = {}
-        for i, h in enumerate(self.headers):
-            key = header_key(h.name) or h.name.lower()
+        key_of = _KEY_CACHE.get
+        for i, h in enumerate(self._headers):
+            key = key_of(h[0]) or header_key(h[0]) or h[0].lower()
             if key in index:
                 index[key].append(i)
             else:
@@ -114,6 +157,14 @@ class SIPMessage:
         self._cache.clear()
 
     # --- raw access ----------------------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> list[Header]:
+        """The header lines as written, in order (read-only: edit through the methods below)."""
+        if not self._typed:
+            self._headers = [Header(name, value) for name, value in self._headers]
+            self._typed = True
+        return self._headers  # type: ignore[return-value]
 
     @property
     def start_line(self) -> str:
@@ -129,18 +180,18 @@ class SIPMessage:
 
     def header(self, name: str) -> str | None:
         """Value of the first `name` header line (case-insensitive, compact forms resolved), or None."""
-        idx = self._index.get(header_key(name) or name.lower())
+        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
         if idx is None:
             return None
-        return self.headers[idx[0]].value
+        return self._headers[idx[0]][1]
 
     def header_all(self, name: str) -> list[str]:
         """Value of every `name` header line, in order."""
-        idx = self._index.get(header_key(name) or name.lower())
+        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
         if idx is None:
             return []
-        headers = self.headers
-        return [headers[i].value for i in idx]
+        headers = self._headers
+        return [headers[i][1] for i in idx]
 
     def header_values(self, name: str) -> list[str]:
         """Every value of `name`: all its lines, each comma list split (outside quotes and <>).
@@ -148,15 +199,15 @@ class SIPMessage:
         Only meaningful for headers whose grammar is a comma list (Via, Contact, Route, Allow-Events,
         Supported...); a Date or WWW-Authenticate value would be cut at its commas.
         """
-        idx = self._index.get(header_key(name) or name.lower())
+        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
         if idx is None:
             return []
-        headers = self.headers
+        headers = self._headers
         if len(idx) == 1:
-            return split_values(headers[idx[0]].value)
+            return split_values(headers[idx[0]][1])
         out: list[str] = []
         for i in idx:
-            out.extend(split_values(headers[i].value))
+            out.extend(split_values(headers[i][1]))
         return out
 
     def has_header(self, name: str) -> bool:
@@ -193,7 +244,7 @@ class SIPMessage:
         if not idx:
             return 0
         drop = set(idx)
-        self.headers = [h for i, h in enumerate(self.headers) if i not in drop]
+        self._headers = [h for i, h in enumerate(self.headers) if i not in drop]
         self._reindex()
         self._changed()
         return len(drop)
@@ -212,7 +263,7 @@ class SIPMessage:
             headers[idx[0]] = Header(headers[idx[0]].name, value)
             if len(idx) > 1:
                 drop = set(idx[1:])
-                self.headers = [h for i, h in enumerate(headers) if i not in drop]
+                self._headers = [h for i, h in enumerate(headers) if i not in drop]
         self._reindex()
         self._changed()
 
@@ -250,7 +301,7 @@ class SIPMessage:
         raw = self._raw
         if raw is None:
             parts = [self.start_line]
-            parts.extend([f"{name}: {value}" for name, value in self.headers])
+            parts.extend([f"{name}: {value}" for name, value in self._headers])
             parts.append("")
             parts.append("")
             raw = "\r\n".join(parts).encode("utf-8") + self._body
@@ -486,108 +537,93 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
     if size > max_size:
         raise ParseError("Message Too Large", 513)
     start = _skip_leading_crlf(data)
-    head_end, body_start = _find_head_end(data, start)
-    if head_end < 0:
-        # Choice: a datagram whose head runs to its end (the final empty line missing) is accepted
-        # with an empty body, as lenient stacks do.
-        head_end = body_start = size
-        if data.endswith(b"\n"):
-            head_end -= 2 if data.endswith(b"\r\n") else 1
-    try:
-        text = data[start:head_end].decode("utf-8")
-    except UnicodeDecodeError:
-        # Choice: RFC 3261 says UTF-8; a head that is not is read as Latin-1 (what such UAs send)
-        # rather than refused. A rebuilt message is written back in UTF-8.
-        text = data[start:head_end].decode("latin-1")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        if text[-1:] == "\r":
-            text = text[:-1]
-        if "\r" in text:
-            raise ParseError("Bad line end")
-    lines = text.split("\n")
+    text, lines, body_start = _head_lines(data, start)
     if len(lines) > MAX_HEADERS + 1:
         raise ParseError("Too many headers")
     if len(text) > MAX_LINE_LENGTH and any(len(line) > MAX_LINE_LENGTH for line in lines):
         raise ParseError("Header line too long")
 
-    headers: list[Header] = []
+    # The one loop every message pays for: (name, value) pairs and name -> line indices.
+    headers: list[tuple[str, str]] = []
     index: dict[str, list[int]] = {}
+    key_of = _KEY_CACHE.get
+    folded = "\n " in text or "\n\t" in text
     lines_iter = iter(lines)
-    first = next(lines_iter)
+    first = next(lines_iter)  # the start line
     for line in lines_iter:
-        c = line[:1]
-        if c == " " or c == "\t":
+        if folded and line[:1] in (" ", "\t"):
             # LWS continuation line (RFC 3261 7.3.1): folded into the previous value with one SP.
             if not headers:
                 raise ParseError("Bad header folding")
             stripped = line.strip()
             if stripped:
                 name, value = headers[-1]
-                headers[-1] = Header(name, f"{value} {stripped}" if value else stripped)
+                headers[-1] = (name, f"{value} {stripped}" if value else stripped)
             continue
-        colon = line.find(":")
-        if colon <= 0:
-            if not line:
-                raise ParseError("Empty header line")
-            raise ParseError("Bad header line")
-        name = line[:colon]
-        key = header_key(name)
+        name, colon, value = line.partition(":")
+        key = key_of(name)
         if key is None:
+            if not colon:
+                raise ParseError("Bad header line" if line else "Empty header line")
             # header-name HCOLON, where HCOLON = *( SP / HTAB ) ":" SWS
             name = name.rstrip(" \t")
             key = header_key(name)
             if key is None:
                 raise ParseError("Bad header name")
-        idx = index.get(key)
-        if idx is None:
-            index[key] = [len(headers)]
+        elif not colon:
+            raise ParseError("Bad header line")
+        if key in index:
+            index[key].append(len(headers))
         else:
-            idx.append(len(headers))
-        headers.append(Header(name, line[colon + 1:].strip()))
+            index[key] = [len(headers)]
+        headers.append((name, value.strip()))
 
     msg: SIPRequest | SIPResponse
     if first[:4].upper() == "SIP/":
         m = _abnf.STATUS_LINE.fullmatch(first)
         if m is None:
             raise ParseError("Bad Status Line")
-        if m.group("version").upper() != _SIP_VERSION:
+        version, status, reason = m.groups()
+        if version != _SIP_VERSION and version.upper() != _SIP_VERSION:
             raise ParseError("Version Not Supported", 505)
         msg = SIPResponse.__new__(SIPResponse)
-        msg.status = int(m.group("status"))
-        msg.reason = m.group("reason") or ""
+        msg.status = int(status)
+        msg.reason = reason or ""
         method = None
     else:
         m = _abnf.REQUEST_LINE.fullmatch(first)
         if m is None:
             raise ParseError("Bad Request Line" if first else "Empty message")
-        if m.group("version").upper() != _SIP_VERSION:
+        method, ruri, version = m.groups()
+        if version != _SIP_VERSION and version.upper() != _SIP_VERSION:
             raise ParseError("Version Not Supported", 505)
         msg = SIPRequest.__new__(SIPRequest)
-        method = msg.method = m.group("method")
-        msg._ruri = m.group("uri")
-    msg.version = m.group("version")
+        msg.method = method
+        msg._ruri = ruri
+    msg.version = version
 
-    for key, name in _REQUIRED:
-        if key not in index:
-            raise ParseError(f"Missing {name} header")
-    for key in _SINGLE:
-        idx = index.get(key)
-        if idx is not None and len(idx) > 1:
-            values = {headers[i].value for i in idx}
-            if len(values) > 1:
-                raise ParseError(f"Conflicting {canonical_name(key)} headers")
-    call_id = headers[index["call-id"][0]].value
+    if not _REQUIRED_KEYS <= index.keys():
+        for key, name in _REQUIRED:
+            if key not in index:
+                raise ParseError(f"Missing {name} header")
+    if len(index) != len(headers):  # some header is repeated
+        for key in _SINGLE:
+            idx = index.get(key)
+            if idx is not None and len(idx) > 1:
+                values = {headers[i][1] for i in idx}
+                if len(values) > 1:
+                    raise ParseError(f"Conflicting {canonical_name(key)} headers")
+    call_id = headers[index["call-id"][0]][1]
     if not call_id or " " in call_id or "\t" in call_id:
         raise ParseError("Bad Call-ID header")
-    cseq = parse_cseq(headers[index["cseq"][0]].value)
+    cseq = parse_cseq(headers[index["cseq"][0]][1])
     if method is not None and cseq.method != method:
         raise ParseError("CSeq method does not match request method")
 
     end = size
     cl_idx = index.get("content-length")
     if cl_idx is not None:
-        value = headers[cl_idx[0]].value
+        value = headers[cl_idx[0]][1]
         if not _is_digits(value) or len(value) > 10:
             raise ParseError("Bad Content-Length header")
         end = body_start + int(value)
@@ -596,7 +632,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
     elif body_start > size:
         body_start = size
 
-    msg.headers = headers
+    msg._headers = headers
+    msg._typed = False
     msg._index = index
     msg._body = data[body_start:end]
     msg._raw = data if (start == 0 and end == size) else data[start:end]

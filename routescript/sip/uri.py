@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from . import _abnf
+from ._fast import fast_new
 from ._params import Params, format_params, with_param
 from .errors import ParseError
 
@@ -88,6 +89,9 @@ class SipURI:
         return "".join(out)
 
 
+_new_uri = fast_new(SipURI)
+
+
 def _split_uri_params(text: str) -> Params:
     # `text` already matched `*( ";" uri-parameter )`, so splitting on ";" and "=" is exact.
     if not text:
@@ -105,24 +109,21 @@ def parse_uri(text: str) -> SipURI:
         raise ParseError("URI too long")
     m = _abnf.SIP_URI.fullmatch(text)
     if m is not None:
-        port_text = m.group("port")
+        scheme, user, password, host, port_text, params, headers_text = m.groups()
         port = None
         if port_text is not None:
             port = int(port_text)
             if port > 65535:
                 raise ParseError("Bad URI port")
         headers: tuple[tuple[str, str], ...] = ()
-        if m.group("headers"):
+        if headers_text:
             headers = tuple(
-                (name, value) for name, _, value in (h.partition("=") for h in m.group("headers").split("&"))
+                (name, value) for name, _, value in (h.partition("=") for h in headers_text.split("&"))
             )
-        return SipURI(
-            m.group("scheme").lower(),
-            m.group("user"),
-            m.group("password"),
-            m.group("host"),
-            port,
-            _split_uri_params(m.group("params")),
+        return _new_uri(
+            scheme if scheme == "sip" else scheme.lower(),
+            user, password, host, port,
+            _split_uri_params(params) if params else (),
             headers,
         )
     m = _abnf.TEL_URI.fullmatch(text)

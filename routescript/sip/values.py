@@ -18,6 +18,7 @@ from ._params import (
     unquote,
     with_param,
 )
+from ._fast import fast_new
 from .errors import ParseError
 from .uri import SipURI, parse_uri
 
@@ -70,6 +71,9 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
+_new_name_addr = fast_new(NameAddr)
+
+
 def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     """Parse `( name-addr / addr-spec ) *( SEMI generic-param )` (RFC 3261 20.10, 25.1):
 
@@ -114,7 +118,7 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         uri = parse_uri(uri_text)
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
-    return NameAddr(display, uri, parse_generic_params(params_text, what))
+    return _new_name_addr(display, uri, parse_generic_params(params_text, what))
 
 
 # --- Via ----------------------------------------------------------------------------------------------------
@@ -171,6 +175,9 @@ class Via:
         return f"{self.protocol} {self.sent_by}{format_params(self.params)}"
 
 
+_new_via = fast_new(Via)
+
+
 def parse_via(value: str) -> Via:
     """Parse one via-parm (RFC 3261 20.42):
 
@@ -181,19 +188,21 @@ def parse_via(value: str) -> Via:
     m = _abnf.VIA_PARM.match(value)
     if m is None:
         raise ParseError("Bad Via header")
+    protocol, host, port_text = m.groups()
     port = None
-    if m.group("port") is not None:
-        port = int(m.group("port"))
+    if port_text is not None:
+        port = int(port_text)
         if port > 65535:
             raise ParseError("Bad Via header")
     params = parse_generic_params(value[m.end():], "Via")
     for name, pvalue in params:
-        if name.lower() == "rport" and pvalue is not None and not (pvalue.isdigit() and len(pvalue) <= 5):
+        if pvalue is not None and name.lower() == "rport" and not (
+            pvalue.isascii() and pvalue.isdigit() and len(pvalue) <= 5
+        ):
             raise ParseError("Bad Via header")
-    protocol = m.group("protocol")
     if " " in protocol or "\t" in protocol:
         protocol = protocol.replace(" ", "").replace("\t", "")
-    return Via(protocol, m.group("host"), port, params)
+    return _new_via(protocol, host, port, params)
 
 
 # --- CSeq ---------------------------------------------------------------------------------------------------
@@ -208,15 +217,19 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+_new_cseq = fast_new(CSeq)
+
+
 def parse_cseq(value: str) -> CSeq:
     """CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method   (RFC 3261 20.16: the number is below 2**31)."""
     m = _abnf.CSEQ.fullmatch(value.strip())
     if m is None:
         raise ParseError("Bad CSeq header")
-    number = int(m.group("number"))
+    number_text, method = m.groups()
+    number = int(number_text)
     if number >= 2**31:
         raise ParseError("Bad CSeq header")
-    return CSeq(number, m.group("method"))
+    return _new_cseq(number, method)
 
 
 # --- Event --------------------------------------------------------------------------------------------------
@@ -255,6 +268,9 @@ class Event:
         return f"{self.name}{format_params(self.params)}"
 
 
+_new_event = fast_new(Event)
+
+
 def parse_event(value: str) -> Event:
     """Event  =  ( "Event" / "o" ) HCOLON event-type *( SEMI event-param )      (RFC 6665 8.2.1)
 
@@ -267,7 +283,7 @@ def parse_event(value: str) -> Event:
         raise ParseError("Bad Event header")
     params = parse_generic_params(s[m.end():], "Event")
     package, *templates = m.group().split(".")
-    return Event(package, tuple(templates), params)
+    return _new_event(package, tuple(templates), params)
 
 
 # --- Contact ------------------------------------------------------------------------------------------------
