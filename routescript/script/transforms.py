@@ -83,11 +83,44 @@ def _int_param(p: Any, what: str) -> int:
 
 
 def _str_param(p: Any, what: str) -> str:
-    if isinstance(p, str) and p:
-        return p
+    """A string param as OpenSIPS reads one: surrounding whitespace skipped, and a quoted literal
+    ('x y' or "x y") unquoted so it may hold spaces; a param that is only whitespace is kept."""
     if isinstance(p, int) and not isinstance(p, bool):
         return str(p)
+    if isinstance(p, str) and p:
+        s = p.strip()
+        if not s:
+            return p
+        if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+            s = s[1:-1]
+        if s:
+            return s
     raise ValueError(f"{what}: expected a non-empty string, got {p!r}")
+
+
+def _name_param(p: Any, what: str) -> str:
+    """A name (of a parameter, a header...): never blank."""
+    s = _str_param(p, what)
+    if not s.strip():
+        raise ValueError(f"{what}: expected a name, got {p!r}")
+    return s
+
+
+def _char_param(p: Any, what: str) -> str:
+    """A one-character param (a separator): OpenSIPS takes the character right after the comma."""
+    if isinstance(p, str) and len(p) == 1:
+        return p
+    s = _str_param(p, what)
+    if len(s) != 1:
+        raise ValueError(f"{what}: expected one character, got {p!r}")
+    return s
+
+
+def _comma_separator(params: tuple[Any, ...], count: int) -> tuple[Any, ...]:
+    """`{s.select,1,,}`: a ',' separator reaches us as two empty params; fold them back into ","."""
+    if len(params) == count + 1 and params[-2:] == ("", ""):
+        return params[:-2] + (",",)
+    return params
 
 
 def _check_len(text: str) -> str:
@@ -114,7 +147,7 @@ def _fixup_strs(*names: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
         out = list(params)
         for i, name in enumerate(names):
             if i < len(out) and name:
-                out[i] = _str_param(out[i], name)
+                out[i] = _name_param(out[i], name)
         return tuple(out)
 
     return fixup
@@ -200,12 +233,13 @@ def s_substr(value: Any, offset: Any, length: Any) -> str:
     return text[i:i + j]
 
 
-def s_select(value: Any, index: Any, separator: Any) -> str | None:
+def s_select(value: Any, index: Any, separator: Any, *rest: Any) -> str | None:
     """{s.select,index,separator}: the index-th field split on a one-character separator (negative
     counts from the end); None when there are not that many fields."""
     text = _text(value)
     idx = _int_param(index, "s.select index")
-    sep = _str_param(separator, "s.select separator")[0]
+    _, sep = _comma_separator((index, separator, *rest), 2) if rest else (index, separator)
+    sep = _char_param(sep, "s.select separator")
     fields = text.split(sep)
     if idx < 0:
         idx += len(fields)
@@ -470,7 +504,7 @@ def s_striptail(value: Any, count: Any) -> str:
 def s_stripto(value: Any, char: Any) -> str:
     """Drop everything before the first `char` (kept); the value is unchanged when `char` is absent."""
     text = _text(value)
-    pos = text.find(_str_param(char, "s.stripto")[0])
+    pos = text.find(_char_param(char, "s.stripto"))
     return text[pos:] if pos >= 0 else text
 
 
@@ -525,7 +559,7 @@ def uri_params(value: Any) -> str | None:
 
 def uri_param(value: Any, name: Any) -> str | None:
     """{uri.param,name}: the value ("" for a flag parameter like lr), None when absent."""
-    return _uri_param(_parse_uri(value), _str_param(name, "uri.param"))
+    return _uri_param(_parse_uri(value), _name_param(name, "uri.param"))
 
 
 def uri_headers(value: Any) -> str | None:
@@ -599,14 +633,18 @@ def _parse_params(text: str, sep: str = ";") -> list[tuple[str, str]]:
     return out
 
 
-def _param_list(value: Any, sep: Any) -> list[tuple[str, str]]:
+def _param_list(value: Any, sep: tuple[Any, ...]) -> list[tuple[str, str]]:
+    """sep: the optional separator param(s) - (), (";",), or ("", "") for a ',' written as `,,`."""
     text = _nonempty_text(value, "param transformation")
-    return _parse_params(text, _str_param(sep, "separator")[0] if sep is not None else ";")
+    sep = _comma_separator(sep, 1)
+    if len(sep) > 1:
+        raise ValueError("param transformation: too many params")
+    return _parse_params(text, _char_param(sep[0], "separator") if sep else ";")
 
 
-def param_value(value: Any, name: Any, sep: Any = None) -> str | None:
+def param_value(value: Any, name: Any, *sep: Any) -> str | None:
     """{param.value,name[,sep]}: value of a parameter (names case-insensitive); None when absent."""
-    lname = _str_param(name, "param.value").lower()
+    lname = _name_param(name, "param.value").lower()
     for pname, pval in _param_list(value, sep):
         if pname.lower() == lname:
             return pval
@@ -620,22 +658,22 @@ def _at(items: list[Any], index: Any, what: str) -> Any:
     return items[i] if 0 <= i < len(items) else None
 
 
-def param_valueat(value: Any, index: Any, sep: Any = None) -> str | None:
+def param_valueat(value: Any, index: Any, *sep: Any) -> str | None:
     item = _at(_param_list(value, sep), index, "param.valueat")
     return item[1] if item else None
 
 
-def param_name(value: Any, index: Any, sep: Any = None) -> str | None:
+def param_name(value: Any, index: Any, *sep: Any) -> str | None:
     item = _at(_param_list(value, sep), index, "param.name")
     return item[0] if item else None
 
 
-def param_count(value: Any, sep: Any = None) -> int:
+def param_count(value: Any, *sep: Any) -> int:
     return len(_param_list(value, sep))
 
 
-def param_exist(value: Any, name: Any, sep: Any = None) -> int:
-    lname = _str_param(name, "param.exist").lower()
+def param_exist(value: Any, name: Any, *sep: Any) -> int:
+    lname = _name_param(name, "param.exist").lower()
     return int(any(p.lower() == lname for p, _ in _param_list(value, sep)))
 
 
@@ -715,7 +753,7 @@ def nameaddr_len(value: Any) -> int:
 def nameaddr_param(value: Any, name: Any) -> str | None:
     """{nameaddr.param,name}: a header parameter (";tag=..."); names compared exactly, as OpenSIPS
     does; a flag parameter or an absent one gives None."""
-    pname = _str_param(name, "nameaddr.param")
+    pname = _name_param(name, "nameaddr.param")
     for n, v in _parse_nameaddr(value).params:
         if n == pname:
             return v or None
@@ -980,13 +1018,16 @@ def _fill_fixup(params: tuple[Any, ...]) -> tuple[Any, ...]:
     return (pad, length)
 
 
-def _sep_fixup(first: str, first_is_int: bool) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+def _sep_fixup(first: str, first_is_int: bool, takes_first: bool = True
+               ) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """(first[, separator]) - `first` an int or a string; a ',' separator written as `,,` folded."""
+
     def fixup(params: tuple[Any, ...]) -> tuple[Any, ...]:
-        out = list(params)
-        if out:
-            out[0] = _int_param(out[0], first) if first_is_int else _str_param(out[0], first)
-        if len(out) > 1:
-            out[1] = _str_param(out[1], "separator")[0]
+        out = list(_comma_separator(params, 2 if takes_first else 1))
+        if takes_first:
+            out[0] = _int_param(out[0], first) if first_is_int else _name_param(out[0], first)
+        if len(out) > (1 if takes_first else 0):
+            out[-1] = _char_param(out[-1], "separator")
         return tuple(out)
 
     return fixup
@@ -1018,7 +1059,7 @@ def core_transforms() -> list[TransformSpec]:
         _spec("s.md5", s_md5),
         _spec("s.reverse", s_reverse),
         _spec("s.substr", s_substr, 2, fixup=_fixup_ints("s.substr offset", "s.substr length")),
-        _spec("s.select", s_select, 2, fixup=_sep_fixup("s.select index", True)),
+        _spec("s.select", s_select, 2, 3, fixup=_sep_fixup("s.select index", True)),
         _spec("s.encode.hexa", s_encode_hexa),
         _spec("s.decode.hexa", s_decode_hexa),
         _spec("s.hex2dec", s_hex2dec),
@@ -1043,7 +1084,7 @@ def core_transforms() -> list[TransformSpec]:
         _spec("s.b64decode", s_b64decode),
         _spec("s.strip", s_strip, 1, fixup=_fixup_ints("s.strip")),
         _spec("s.striptail", s_striptail, 1, fixup=_fixup_ints("s.striptail")),
-        _spec("s.stripto", s_stripto, 1, fixup=_fixup_strs("s.stripto")),
+        _spec("s.stripto", s_stripto, 1, fixup=lambda p: (_char_param(p[0], "s.stripto"),)),
         _spec("uri.user", uri_user),
         _spec("uri.host", uri_host),
         _spec("uri.domain", uri_host),
@@ -1054,11 +1095,11 @@ def core_transforms() -> list[TransformSpec]:
         _spec("uri.headers", uri_headers),
         _spec("uri.schema", uri_scheme),
         _spec("uri.scheme", uri_scheme),
-        _spec("param.value", param_value, 1, 2, fixup=_sep_fixup("param.value name", False)),
-        _spec("param.valueat", param_valueat, 1, 2, fixup=_sep_fixup("param.valueat index", True)),
-        _spec("param.name", param_name, 1, 2, fixup=_sep_fixup("param.name index", True)),
-        _spec("param.count", param_count, 0, 1, fixup=_fixup_strs("separator")),
-        _spec("param.exist", param_exist, 1, 2, fixup=_sep_fixup("param.exist name", False)),
+        _spec("param.value", param_value, 1, 3, fixup=_sep_fixup("param.value name", False)),
+        _spec("param.valueat", param_valueat, 1, 3, fixup=_sep_fixup("param.valueat index", True)),
+        _spec("param.name", param_name, 1, 3, fixup=_sep_fixup("param.name index", True)),
+        _spec("param.count", param_count, 0, 2, fixup=_sep_fixup("", False, takes_first=False)),
+        _spec("param.exist", param_exist, 1, 3, fixup=_sep_fixup("param.exist name", False)),
         _spec("nameaddr.name", nameaddr_name),
         _spec("nameaddr.uri", nameaddr_uri),
         _spec("nameaddr.len", nameaddr_len),

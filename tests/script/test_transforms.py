@@ -397,3 +397,25 @@ def test_chaining_like_a_script():
     for name, params in (("nameaddr.uri", ()), ("uri.param", ("transport",)), ("s.tolower", ())):
         value = tr(name, value, *params)
     assert value == "tcp"
+
+
+def test_params_as_the_script_writes_them():
+    # OpenSIPS skips the whitespace around a param and allows quoting one
+    assert tr("param.value", "a=1;b=2", " b ") == "2"
+    assert tr("uri.param", "sip:a@b;transport=tcp", " transport") == "tcp"
+    assert tr("s.fill.left", "7", " 0", " 3") == "007"
+    assert tr("s.fill.left", "7", "' '", 3) == "  7"
+    assert tr("s.fill.right", "7", " ", 3) == "7  "  # a whitespace-only pad is kept
+    # a ',' separator reaches the transformation as two empty params: {s.select,1,,}
+    assert tr("s.select", "a,b,c", 1, "", "") == "b"
+    assert tr("s.select", "a b c", 2, " ") == "c"
+    assert tr("param.value", "a=1,b=2", "b", "", "") == "2"
+    assert tr("param.count", "a=1,b=2,c", "", "") == 3
+    assert tr("param.count", "a=1|b=2", "|") == 2
+    # without the fixup (params computed at run time) the functions fold them the same way
+    assert SPECS["s.select"].fn("a,b,c", 2, "", "") == "c"
+    assert SPECS["param.value"].fn("a=1,b=2", "a", "", "") == "1"
+    with pytest.raises(ValueError):
+        SPECS["s.select"].fixup((1, ";;"))
+    with pytest.raises(ValueError):
+        SPECS["uri.param"].fixup(("  ",))
