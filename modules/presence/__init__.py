@@ -12,7 +12,12 @@ from .presentity import PresentityTable, Publication, PublishAction, PublishDeci
 from .subscription import (SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts, Subscription,
                            SubState, SubsTable, transition)
 
+from .module import PresenceModule, bind_presence
+
+MODULE = PresenceModule
+
 __all__ = [
+    "MODULE", "PresenceModule", "bind_presence",
     "PUBL_TYPE", "WINFO_TYPE", "BodyError", "EtagGenerator", "EventRegistry", "NotifyRequest",
     "PresenceEvent", "PresentityTable", "Publication", "PublishAction", "PublishDecision", "PublishFacts",
     "SubEvent", "SubState", "SubsTable", "SubscribeAction", "SubscribeDecision", "SubscribeFacts",

@@ -372,6 +372,18 @@ class SubsTable:
         self._deleted.clear()
         return inserts, updates, deletes
 
+    def restore_db_changes(self, inserts: list[Subscription], updates: list[Subscription],
+                           deletes: list[Subscription]) -> None:
+        """Give back changes a failed sync took, so the next sync tries them again."""
+        for flag, subs in ((INSERTDB_FLAG, inserts), (UPDATEDB_FLAG, updates)):
+            for sub in subs:
+                live = self._dialogs.get(sub.key)
+                if live is not None and live.db_flag == NO_UPDATEDB_FLAG:
+                    self._dialogs[sub.key] = replace(live, db_flag=flag)
+        for sub in deletes:
+            if sub.key not in self._dialogs:
+                self._deleted[sub.key] = sub
+
     # --- lookups ---------------------------------------------------------------------------------
     def get(self, key: DialogKey) -> Subscription | None:
         return self._dialogs.get(key)

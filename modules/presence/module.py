@@ -1,0 +1,160 @@
+"""PresenceModule: the presence module's exports (OpenSIPS module_exports) and its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from routescript.core.module import Arg, ConfigError, Module, Param, script_function
+from routescript.script.context import REQUEST_ROUTE
+
+from .events import EventRegistry, PresenceEvent
+from .service import PresenceService, PresenceSettings
+from .storage import PresenceStore
+
+log = logging.getLogger("routescript.presence")
+
+_BOUND: weakref.WeakKeyDictionary[Any, PresenceModule] = weakref.WeakKeyDictionary()
+LIBRARY_MODE = "presence runs as a library: modparam(\"presence\", \"db_url\", ...) is not set"
+
+
+def bind_presence(server: Any) -> PresenceModule | None:
+    """OpenSIPS's bind_presence: the presence module instance of a server (event packages call
+    `bind_presence(self.server).add_event(PresenceEvent(...))` from their check())."""
+    return _BOUND.get(server)
+
+
+def _non_negative(value: int) -> None:
+    if value < 0:
+        raise ValueError("must not be negative")
+
+
+def _truthy(value: Any) -> bool:
+    """handle_subscribe's force_active: "1" (the documented string) or 1 (OpenSIPS 3.x int)."""
+    return str(value).strip().startswith("1") if value is not None else False
+
+
+class PresenceModule(Module):
+    name = "presence"
+    events = ("E_PRESENCE_PUBLISH", "E_PRESENCE_EXPOSED")
+    params = (
+        Param("db_url", str, None, "database URL; unset = library mode"),
+        Param("presentity_table", str, "presentity"),
+        Param("active_watchers_table", str, "active_watchers"),
+        Param("watchers_table", str, "watchers"),
+        Param("clean_period", int, 100, "seconds between expiry runs; <= 0 disables"),
+        Param("db_update_period", int, 100, "seconds between subscription flushes; <= 0 disables"),
+        Param("expires_offset", int, 0, check=_non_negative),
+        Param("max_expires_subscribe", int, 3600, check=_non_negative),
+        Param("max_expires_publish", int, 3600, check=_non_negative),
+        Param("server_address", str, None),
+        Param("fallback2db", int, 0, later="the fallback-to-database mode is not built"),
+        Param("subs_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
+        Param("pres_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
+        Param("enable_sphere_check", int, 0, later="RPID sphere checks are not built"),
+        Param("waiting_subs_daysno", int, 3, later="cleaning old pending watchers is not built"),
+        Param("mix_dialog_presence", int, 0, later="presence from dialog state is not built"),
+        Param("bla_presentity_spec", str, None, later="BLA presentity from a pseudo-variable is not built"),
+        Param("bla_fix_remote_target", int, 1, later="BLA remote target fixing is not built"),
+        Param("notify_offline_body", int, 0),
+        Param("end_sub_on_timeout", int, 1),
+    )
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self.registry = EventRegistry()
+        self.service: PresenceService | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self._own_db: Any = None
+        if not self.param("db_url"):
+            # Script functions still resolve; the core warns at each call site (file:line:col) and a
+            # call logs an error and returns -1.
+            self.unbuilt = {"handle_publish": LIBRARY_MODE, "handle_subscribe": LIBRARY_MODE}
+        try:
+            _BOUND[server] = self
+        except TypeError:  # a server that cannot be weakly referenced (tests): no binding
+            pass
+
+    # --- bind_presence API ---------------------------------------------------------------------
+    def add_event(self, event: PresenceEvent) -> PresenceEvent:
+        return self.registry.add_event(event)
+
+    def contains_event(self, name: str) -> PresenceEvent | None:
+        return self.registry.contains_event(name)
+
+    def get_event_list(self) -> str:
+        return self.registry.get_event_list()
+
+    # --- lifetime ------------------------------------------------------------------------------
+    def check(self) -> None:
+        if self.param("max_expires_publish") == 0 or self.param("max_expires_subscribe") == 0:
+            raise ConfigError("max_expires_publish/max_expires_subscribe must be above 0")
+
+    def settings(self) -> PresenceSettings:
+        return PresenceSettings(
+            max_expires_publish=self.param("max_expires_publish"),
+            max_expires_subscribe=self.param("max_expires_subscribe"),
+            expires_offset=self.param("expires_offset"), server_address=self.param("server_address") or "",
+            notify_offline_body=bool(self.param("notify_offline_body")),
+            end_sub_on_timeout=bool(self.param("end_sub_on_timeout")))
+
+    async def start(self) -> None:
+        url = self.param("db_url")
+        if not url:
+            return
+        names = {"presentity": self.param("presentity_table"),
+                 "active_watchers": self.param("active_watchers_table"), "watchers": self.param("watchers_table")}
+        if any(k != v for k, v in names.items()):
+            from routescript.db import open_database
+            db = self._own_db = await open_database(url, table_names=names)
+        else:
+            db = await self.server.database(url)
+        await db.ensure_schema(["presentity", "active_watchers", "watchers"])
+        self.service = PresenceService(self.server, self.registry, self.settings(), store=PresenceStore(db))
+        npub, nsub = await self.service.load()
+        log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
+                 self.registry.get_event_list())
+        self._every(self.param("clean_period"), self.service.clean)
+        self._every(self.param("db_update_period"), self.service.sync_db)
+
+    def _every(self, period: int, job: Any) -> None:
+        if period <= 0:
+            return
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    await job()
+                except Exception:
+                    log.exception("presence timer job failed")
+        self._timers.append(asyncio.get_running_loop().create_task(loop()))
+
+    async def stop(self) -> None:
+        for task in self._timers:
+            task.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        self._timers.clear()
+        if self.service is not None:
+            await self.service.sender.drain(timeout=2.0)
+            await self.service.sync_db()
+            await self.service.sender.close()
+        if self._own_db is not None:
+            await self._own_db.close()
+
+    # --- script functions ----------------------------------------------------------------------
+    @script_function("handle_publish", Arg("str", "sender_uri", optional=True), routes=(REQUEST_ROUTE,))
+    async def handle_publish(self, ctx: Any, sender_uri: str | None = None) -> int:
+        if self.service is None:
+            log.error("handle_publish: %s", LIBRARY_MODE)
+            return -1
+        return await self.service.handle_publish(ctx, sender_uri)
+
+    @script_function("handle_subscribe", Arg("any", "force_active", optional=True), routes=(REQUEST_ROUTE,))
+    async def handle_subscribe(self, ctx: Any, force_active: Any = None) -> int:
+        if self.service is None:
+            log.error("handle_subscribe: %s", LIBRARY_MODE)
+            return -1
+        return await self.service.handle_subscribe(ctx, _truthy(force_active))

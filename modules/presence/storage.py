@@ -1,0 +1,130 @@
+"""Rows of OpenSIPS's presentity and active_watchers tables <-> Publication and Subscription.
+
+The mappers are pure; `PresenceStore` is the thin async layer over a routescript.db Database. Column
+meanings are OpenSIPS 3.4's, so a database OpenSIPS wrote is read as it is (and the other way round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .presentity import Publication
+from .subscription import Subscription, SubState
+
+PRESENTITY = "presentity"
+ACTIVE_WATCHERS = "active_watchers"
+
+
+def split_pres_uri(uri: str) -> tuple[str, str]:
+    """"sip:user@domain" -> ("user", "domain") (OpenSIPS keeps them apart in presentity)."""
+    rest = uri.split(":", 1)[1] if ":" in uri.split("@", 1)[0] else uri
+    user, at, domain = rest.partition("@")
+    return (user, domain) if at else ("", user)
+
+
+def join_pres_uri(user: str, domain: str) -> str:
+    """OpenSIPS's uandd_to_uri."""
+    return f"sip:{user}@{domain}" if user else f"sip:{domain}"
+
+
+def publication_row(pub: Publication) -> dict[str, Any]:
+    user, domain = split_pres_uri(pub.pres_uri)
+    return {"username": user, "domain": domain, "event": pub.event, "etag": pub.etag,
+            "expires": int(pub.expires_at), "received_time": int(pub.received_time), "body": pub.body,
+            "extra_hdrs": b"", "sender": pub.sender}
+
+
+def publication_from_row(row: dict[str, Any], content_type: str) -> Publication:
+    body = row.get("body") or b""
+    return Publication(join_pres_uri(row["username"], row["domain"]), row["event"], row["etag"],
+                       float(row["expires"]), bytes(body), content_type, float(row.get("received_time") or 0),
+                       row.get("sender") or None)
+
+
+def publication_key(pres_uri: str, event: str, etag: str) -> dict[str, Any]:
+    user, domain = split_pres_uri(pres_uri)
+    return {"username": user, "domain": domain, "event": event, "etag": etag}
+
+
+def subscription_row(sub: Subscription) -> dict[str, Any]:
+    return {
+        "presentity_uri": sub.pres_uri, "watcher_username": sub.watcher_user,
+        "watcher_domain": sub.watcher_domain, "to_user": sub.to_user, "to_domain": sub.to_domain,
+        "event": sub.event, "event_id": sub.event_id, "to_tag": sub.to_tag, "from_tag": sub.from_tag,
+        "callid": sub.callid, "local_cseq": sub.local_cseq, "remote_cseq": sub.remote_cseq,
+        "contact": sub.contact, "record_route": ", ".join(sub.record_route) or None,
+        "expires": int(sub.expires_at), "status": int(sub.status), "reason": sub.reason,
+        "version": sub.version, "socket_info": sub.socket_info, "local_contact": sub.local_contact,
+    }
+
+
+def subscription_key(sub: Subscription) -> dict[str, Any]:
+    return {"presentity_uri": sub.pres_uri, "callid": sub.callid, "to_tag": sub.to_tag,
+            "from_tag": sub.from_tag}
+
+
+def subscription_from_row(row: dict[str, Any]) -> Subscription:
+    from routescript.sip import split_values
+
+    status = int(row.get("status") or SubState.PENDING)
+    return Subscription(
+        row["presentity_uri"], row["event"], row.get("to_user") or "", row.get("to_domain") or "",
+        row.get("watcher_username") or "", row.get("watcher_domain") or "", row["callid"], row["to_tag"],
+        row["from_tag"], row["contact"], float(row["expires"]),
+        SubState(status) if status in SubState._value2member_map_ else SubState.PENDING,
+        row.get("reason") or None, row.get("event_id") or None, int(row.get("local_cseq") or 0),
+        int(row.get("remote_cseq") or 0), tuple(split_values(row.get("record_route") or "")),
+        int(row.get("version") or 0), row.get("socket_info") or "", row.get("local_contact") or "")
+
+
+class PresenceStore:
+    """The presence tables in one routescript.db Database."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    async def insert_publication(self, pub: Publication) -> None:
+        await self.db.insert(PRESENTITY, publication_row(pub))
+
+    async def replace_publication(self, old_etag: str, pub: Publication) -> None:
+        await self.db.update(PRESENTITY, publication_key(pub.pres_uri, pub.event, old_etag),
+                             {k: v for k, v in publication_row(pub).items()
+                              if k not in ("username", "domain", "event")})
+
+    async def delete_publication(self, pub: Publication) -> None:
+        await self.db.delete(PRESENTITY, publication_key(pub.pres_uri, pub.event, pub.etag))
+
+    async def delete_publications(self, pubs: Iterable[Publication]) -> None:
+        pubs = list(pubs)
+        if not pubs:
+            return
+        async with self.db.transaction():
+            for pub in pubs:
+                await self.delete_publication(pub)
+
+    async def live_publications(self, now: float) -> list[dict[str, Any]]:
+        return await self.db.query(PRESENTITY, {"expires": (">", int(now))}, order_by="received_time")
+
+    async def sync_subscriptions(self, inserts: list[Subscription], updates: list[Subscription],
+                                 deletes: list[Subscription]) -> None:
+        """One db_update_period flush, in one transaction."""
+        if not (inserts or updates or deletes):
+            return
+        async with self.db.transaction():
+            for sub in deletes:
+                await self.db.delete(ACTIVE_WATCHERS, subscription_key(sub))
+            for sub in inserts:
+                await self.db.upsert(ACTIVE_WATCHERS, subscription_row(sub),
+                                     ("presentity_uri", "callid", "to_tag", "from_tag"))
+            for sub in updates:
+                row = subscription_row(sub)
+                await self.db.update(ACTIVE_WATCHERS, subscription_key(sub),
+                                     {k: v for k, v in row.items() if k not in subscription_key(sub)})
+
+    async def live_subscriptions(self, now: float) -> list[dict[str, Any]]:
+        return await self.db.query(ACTIVE_WATCHERS, {"expires": (">", int(now))}, order_by="id")
+
+    async def delete_expired(self, now: float) -> None:
+        await self.db.delete(PRESENTITY, {"expires": ("<=", int(now))})
+        await self.db.delete(ACTIVE_WATCHERS, {"expires": ("<=", int(now))})

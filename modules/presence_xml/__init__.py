@@ -1,0 +1,116 @@
+"""presence_xml: the XML event packages of the presence server - presence (PIDF), presence.winfo
+(watcherinfo) and dialog;sla - registered with the presence module as OpenSIPS's presence_xml does
+(same order, so Allow-Events reads like OpenSIPS's). The document work is in pidf.py and winfo.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from routescript.core.module import ConfigError, Module, Param
+
+log = logging.getLogger("routescript.presence_xml")
+
+_RULES_NOT_BUILT = "pres-rules (XCAP) authorization is not built: watchers stay pending"
+
+
+def _check_xml(check: Any) -> Any:
+    """Wrap a pidf/xml check so its BodyError becomes the presence module's BodyError."""
+    from routescript.modules.presence.events import BodyError
+
+    def publ_handl(body: bytes) -> None:
+        try:
+            check(body)
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if status is None:
+                raise
+            raise BodyError(int(status), str(getattr(exc, "reason", "Bad request"))) from None
+    return publ_handl
+
+
+def _well_formed(body: bytes) -> None:
+    from .xml_util import parse_xml
+
+    parse_xml(body)
+
+
+def _winfo_status(sub: Any) -> str:
+    return {1: "active", 2: "pending", 3: "terminated", 4: "waiting"}.get(int(sub.status), "pending")
+
+
+class PresenceXmlModule(Module):
+    name = "presence_xml"
+    depends = ("presence",)
+    params = (
+        Param("db_url", str, None, "database of the xcap table (2.x scripts)"),
+        Param("xcap_table", str, "xcap"),
+        Param("force_active", int, 0, "1: every watcher is allowed without pres-rules"),
+        Param("integrated_xcap_server", int, 0, "rules read from the xcap table (2.x scripts)"),
+        Param("pidf_manipulation", int, 0, later="PIDF manipulation (RFC 4827) is not built"),
+        Param("xcap_server", str, None, multi=True, later="an external XCAP server is not supported"),
+        Param("pres_rules_auid", str, None, later="custom pres-rules AUID is not built"),
+        Param("pres_rules_filename", str, None, later="custom pres-rules filename is not built"),
+        Param("generate_offline_body", int, 1, "0: a removed publication is not shown closed"),
+    )
+
+    def check(self) -> None:
+        from routescript.modules.presence import bind_presence
+
+        presence = bind_presence(self.server)
+        if presence is None:
+            raise ConfigError("presence_xml needs the presence module loaded before it")
+        for event in self.make_events():
+            presence.add_event(event)
+
+    def make_events(self) -> list[Any]:
+        """presence, presence.winfo, dialog;sla - in OpenSIPS's order."""
+        from routescript.modules.presence.events import WINFO_TYPE, PresenceEvent
+
+        from . import pidf
+
+        closed = bool(self.param("generate_offline_body"))
+
+        def agg_nbody(pres_uri: str, bodies: Sequence[bytes], off_index: int | None) -> bytes:
+            bodies = list(bodies)
+            if off_index is not None:
+                removed = bodies.pop(off_index)
+                if closed:
+                    bodies.append(pidf.closed_tuple_pidf(pres_uri, removed))
+                if not bodies:
+                    return pidf.offline_pidf(pres_uri)
+            return pidf.aggregate_pidf(pres_uri, bodies)
+
+        force_active = bool(self.param("force_active"))
+
+        def get_rules_doc(user: str, domain: str) -> None:
+            return None
+
+        def get_auth_status(facts: Any, rules: Any) -> None:
+            # No rules document: pending (OpenSIPS: "none or confirm -> 202").
+            if rules is not None:
+                log.warning("%s", _RULES_NOT_BUILT)
+            return None
+
+        return [
+            PresenceEvent("presence", "application/pidf+xml", req_auth=not force_active,
+                          get_rules_doc=get_rules_doc, get_auth_status=get_auth_status, agg_nbody=agg_nbody,
+                          evs_publ_handl=_check_xml(pidf.check_pidf),
+                          build_empty_pres_info=lambda uri: pidf.offline_pidf(uri)),
+            PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE,
+                          winfo_body=self._winfo_body),
+            PresenceEvent("dialog;sla", "application/dialog-info+xml", etag_not_new=True,
+                          evs_publ_handl=_check_xml(_well_formed)),
+        ]
+
+    @staticmethod
+    def _winfo_body(pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes:
+        from .winfo import WatcherInfo, winfo_document
+
+        infos = [WatcherInfo(w.callid, w.watcher_uri, _winfo_status(w), "subscribe") for w in watchers]
+        return winfo_document(pres_uri, infos, version, state)  # type: ignore[arg-type]
+
+
+MODULE = PresenceXmlModule

@@ -1,0 +1,239 @@
+"""The presence service in memory: real SIP parsing, real SQLite storage, a fake server and clock."""
+
+import asyncio
+
+import pytest
+
+from routescript.db import open_database
+from routescript.modules.presence.events import EventRegistry
+from routescript.modules.presence.service import PresenceService, PresenceSettings
+from routescript.modules.presence.storage import PresenceStore
+from routescript.modules.presence_xml import PresenceXmlModule
+from routescript.sip import build_reply, parse_message
+from routescript.transport.address import SocketInfo, Source
+
+SOCK = SocketInfo("udp", "127.0.0.1", 5070)
+PIDF = (b'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:carol@127.0.0.1">'
+        b'<tuple id="t1"><status><basic>open</basic></status></tuple></presence>')
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ctx:
+    def __init__(self, msg, source) -> None:
+        self.msg, self.source, self.transaction, self.replied = msg, source, None, False
+
+
+class FakeTransactions:
+    def __init__(self, answer=200) -> None:
+        self.sent, self.answer = [], answer
+
+    async def request(self, req, dest):
+        self.sent.append((parse_message(req.to_bytes()), dest))
+        return build_reply(req, self.answer)
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.replies, self.sockets, self.transactions = [], [SOCK], FakeTransactions()
+        self.events = None
+
+    def to_tag(self, msg):
+        return "313b-" + msg.call_id
+
+    def reply(self, ctx, code, reason=None, headers=()):
+        resp = build_reply(ctx.msg, code, reason, to_tag=self.to_tag(ctx.msg), headers=headers)
+        self.replies.append(resp)
+        return resp
+
+
+def registry(force_active=1):
+    reg = EventRegistry()
+    xml = PresenceXmlModule(object(), {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": force_active})
+    for ev in xml.make_events():
+        reg.add_event(ev)
+    return reg
+
+
+def request(text: str, body: bytes = b"") -> bytes:
+    head = text.strip().replace("\n", "\r\n") + f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def publish(cseq=1, expires=600, etag=None, body=PIDF, branch="b1"):
+    extra = f"\nSIP-If-Match: {etag}" if etag else ""
+    ctype = "\nContent-Type: application/pidf+xml" if body else ""
+    return parse_message(request(f"""
+PUBLISH sip:carol@127.0.0.1:5070 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:45145;branch=z9hG4bK{branch}{cseq}
+From: <sip:carol@127.0.0.1>;tag=p1
+To: <sip:carol@127.0.0.1>
+Call-ID: pub-1
+CSeq: {cseq} PUBLISH
+Event: presence
+Expires: {expires}{extra}{ctype}""", body))
+
+
+def subscribe(cseq=1, expires=600, to_tag=None, event="presence", callid="sub-1", user="dave"):
+    tag = f";tag={to_tag}" if to_tag else ""
+    return parse_message(request(f"""
+SUBSCRIBE sip:carol@127.0.0.1:5070 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:48261;branch=z9hG4bKs{callid}{cseq}
+From: <sip:{user}@127.0.0.1>;tag=ye3j
+To: <sip:carol@127.0.0.1>{tag}
+Call-ID: {callid}
+CSeq: {cseq} SUBSCRIBE
+Contact: <sip:{user}@127.0.0.1:48261>
+Event: {event}
+Expires: {expires}"""))
+
+
+SRC = Source("udp", SOCK, "127.0.0.1", 48261)
+
+
+@pytest.fixture
+async def env(tmp_path):
+    db = await open_database(f"sqlite:///{tmp_path}/p.sqlite")
+    await db.ensure_schema(["presentity", "active_watchers", "watchers"])
+    server, clock = FakeServer(), Clock()
+    svc = PresenceService(server, registry(), PresenceSettings(server_address="sip:presence@127.0.0.1:5070"),
+                          store=PresenceStore(db), clock=clock)
+    yield svc, server, clock, db
+    await svc.sender.close()
+    await db.close()
+
+
+async def settle(svc):
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await svc.sender.drain(1)
+
+
+async def test_publish_stored_before_reply_then_subscribe_gets_notify(env):
+    svc, server, clock, db = env
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    ok = server.replies[-1]
+    assert ok.status == 200 and ok.header("Expires") == "600" and ok.header("SIP-ETag")
+    rows = await db.query("presentity")
+    assert [(r["username"], r["etag"]) for r in rows] == [("carol", ok.header("SIP-ETag"))]
+
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC)) == 1
+    sub_ok = server.replies[-1]
+    assert (sub_ok.status, sub_ok.header("Expires"), sub_ok.header("Contact")) == \
+        (200, "600", "<sip:presence@127.0.0.1:5070>")
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert notify.method == "NOTIFY" and notify.ruri == "sip:dave@127.0.0.1:48261"
+    assert notify.header("Subscription-State") == "active;expires=600"
+    assert notify.cseq.number == 1 and b"<basic>open</basic>" in notify.body
+    assert notify.from_.tag == "313b-sub-1" and notify.via.branch.startswith("z9hG4bK")
+    assert (dest.host, dest.port, dest.proto) == ("127.0.0.1", 48261, "udp")
+
+
+async def test_pending_without_force_active_then_refresh_and_unsubscribe(env):
+    svc, server, clock, db = env
+    svc.events = registry(force_active=0)
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    assert server.replies[-1].status == 202
+    await settle(svc)
+    first = server.transactions.sent[-1][0]
+    assert first.header("Subscription-State") == "pending;expires=600" and first.body == b""
+    clock.now += 10
+    await svc.handle_subscribe(Ctx(subscribe(cseq=2, expires=120, to_tag="313b-sub-1"), SRC))
+    assert server.replies[-1].status == 202
+    await svc.handle_subscribe(Ctx(subscribe(cseq=3, expires=0, to_tag="313b-sub-1"), SRC))
+    await settle(svc)
+    cseqs = [n.cseq.number for n, _ in server.transactions.sent]
+    assert cseqs == [1, 2, 3]
+    assert server.transactions.sent[-1][0].header("Subscription-State") == "terminated;reason=timeout"
+    await svc.handle_subscribe(Ctx(subscribe(cseq=4, to_tag="313b-sub-1"), SRC))
+    assert (server.replies[-1].status, server.replies[-1].reason) == (481, "Subscription does not exist")
+
+
+async def test_bad_event_and_no_body(env):
+    svc, server, _, _ = env
+    await svc.handle_subscribe(Ctx(subscribe(event="foo"), SRC))
+    r = server.replies[-1]
+    assert r.status == 489 and r.header("Allow-Events") == "dialog;sla, presence.winfo, presence"
+    await svc.handle_publish(Ctx(publish(body=b""), SRC))
+    assert (server.replies[-1].status, server.replies[-1].reason) == (400, "Bad request")
+    await svc.handle_publish(Ctx(publish(body=b"<not-xml"), SRC))
+    assert server.replies[-1].status == 415
+
+
+async def test_modify_notifies_refresh_does_not_remove_shows_closed(env):
+    svc, server, clock, db = env
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    await svc.handle_publish(Ctx(publish(), SRC))
+    etag = server.replies[-1].header("SIP-ETag")
+    await settle(svc)
+    n = len(server.transactions.sent)
+    await svc.handle_publish(Ctx(publish(cseq=2, etag=etag, body=b""), SRC))
+    etag2 = server.replies[-1].header("SIP-ETag")
+    await settle(svc)
+    assert etag2 != etag and len(server.transactions.sent) == n          # refresh: no NOTIFY
+    await svc.handle_publish(Ctx(publish(cseq=3, etag=etag, body=b""), SRC))
+    assert server.replies[-1].status == 412
+    await svc.handle_publish(Ctx(publish(cseq=4, etag=etag2, expires=0, body=b""), SRC))
+    assert (server.replies[-1].header("Expires"), server.replies[-1].header("SIP-ETag")) == ("0", etag2)
+    await settle(svc)
+    last = server.transactions.sent[-1][0]
+    assert b"closed" in last.body and await db.query("presentity") == []
+
+
+async def test_sender_uri_skips_that_watcher(env):
+    svc, server, _, _ = env
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    await svc.handle_subscribe(Ctx(subscribe(callid="sub-2", user="erin"), SRC))
+    await settle(svc)
+    n = len(server.transactions.sent)
+    await svc.handle_publish(Ctx(publish(), SRC), "sip:dave@127.0.0.1:48261")
+    await settle(svc)
+    assert [m.ruri for m, _ in server.transactions.sent[n:]] == ["sip:erin@127.0.0.1:48261"]
+    await svc.handle_publish(Ctx(publish(branch="x"), SRC), "<sip:dave@127.0.0.1>")
+    assert server.replies[-1].status == 400
+
+
+async def test_notify_481_ends_subscription_and_expiry_and_db_sync_and_reload(env):
+    svc, server, clock, db = env
+    await svc.handle_publish(Ctx(publish(), SRC))
+    await svc.handle_subscribe(Ctx(subscribe(expires=5), SRC))
+    await svc.handle_subscribe(Ctx(subscribe(callid="sub-2", user="erin"), SRC))
+    await settle(svc)
+    await svc.sync_db()
+    assert len(await db.query("active_watchers")) == 2
+    # a restart: a new service reloads publications and subscriptions
+    fresh = PresenceService(server, svc.events, svc.settings, store=svc.store, clock=clock)
+    assert await fresh.load() == (1, 2)
+    await fresh.sender.close()
+    clock.now += 6
+    await svc.clean()
+    await settle(svc)
+    assert server.transactions.sent[-1][0].header("Subscription-State") == "terminated;reason=timeout"
+    assert len(svc.subscriptions) == 1
+    server.transactions.answer = 481
+    await svc.handle_publish(Ctx(publish(branch="z"), SRC))
+    await settle(svc)
+    assert len(svc.subscriptions) == 0
+    await svc.sync_db()
+    assert await db.query("active_watchers") == []
+
+
+async def test_winfo_lists_watchers(env):
+    svc, server, _, _ = env
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    await svc.handle_subscribe(Ctx(subscribe(event="presence.winfo", callid="w-1", user="carol"), SRC))
+    await settle(svc)
+    winfo = server.transactions.sent[-1][0]
+    assert winfo.header("Content-Type") == "application/watcherinfo+xml"
+    assert b'state="full"' in winfo.body and b'id="sub-1"' in winfo.body and b'version="0"' in winfo.body
+    await svc.handle_subscribe(Ctx(subscribe(callid="sub-3", user="erin"), SRC))
+    await settle(svc)
+    partial = [m for m, _ in server.transactions.sent if m.call_id == "w-1"][-1]
+    assert b'state="partial"' in partial.body and b"erin" in partial.body and b'version="1"' in partial.body
