@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from routescript.transaction.errors import TransactionError
-from routescript.transaction.states import TU_EVENTS, Effect, Event, State, Table
+from routescript.transaction.states import Effect, Event, State, Table
 from routescript.transaction.timers import TimerConfig
 
 log = logging.getLogger("routescript.transaction")
@@ -42,6 +42,9 @@ class Machine:
 
     TABLE: ClassVar[Table]
     INITIAL: ClassVar[State]
+    # Events that come from our own code (a server's TU answering): a missing table entry for one of
+    # them is a TransactionError; any other missing entry is a late network event or timer, ignored.
+    TU_EVENTS: ClassVar[frozenset[Event]] = frozenset()
 
     def __init__(self, request: Any, *, reliable: bool, timers: TimerConfig, now: float) -> None:
         self.request = request
@@ -102,7 +105,7 @@ class Machine:
     def _step(self, event: Event, now: float, response: Any, out: list[Action]) -> None:
         entry = self.TABLE.get((self.state, event))
         if entry is None:
-            if event in TU_EVENTS:
+            if event in self.TU_EVENTS:
                 raise TransactionError(
                     f"transaction {self.label}: cannot send a {event.value} response in state "
                     f"{self.state.value}")

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from routescript.transaction.machine import Action, Machine, Transmit
-from routescript.transaction.states import INVITE_SERVER, NON_INVITE_SERVER, Effect, Event, State
+from routescript.transaction.states import INVITE_SERVER, NON_INVITE_SERVER, TU_EVENTS, Effect, Event, State
 from routescript.transaction.timers import TimerConfig
 
 
 class ServerTransaction(Machine):
     """A server transaction: `request` that created it, `source` it came from (opaque here: the
     transport's Source), `key` it is matched by, `last_response` sent so far."""
+
+    TU_EVENTS = TU_EVENTS
 
     def __init__(self, request: Any, source: Any = None, *, reliable: bool, timers: TimerConfig,
                  now: float, key: tuple[Any, ...] | None = None) -> None:

@@ -62,7 +62,8 @@ class Effect(Enum):
 S, E, X = State, Event, Effect
 Table = dict[tuple[State, Event], tuple[State, Effect]]
 
-# Events that come from our own code: a missing entry for one of these is a TransactionError.
+# Events a server transaction gets from our own code (the script answering): a missing entry for one
+# of these is a TransactionError.
 TU_EVENTS = frozenset({E.PROVISIONAL, E.SUCCESS, E.FINAL})
 
 # RFC 3261 17.2.2, figure 8: non-INVITE server transaction.

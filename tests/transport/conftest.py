@@ -1,0 +1,60 @@
+"""A TransportLayer on loopback with a stub core that records messages and answers requests 200."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from routescript.sip import build_reply
+from routescript.transport import TransportLayer
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class StubCore:
+    """Records (msg, source); answers requests 200 (or `status`) unless `answer` is False."""
+
+    layer: Any = None
+    received: list[tuple[Any, Any]] = field(default_factory=list)
+    answer: bool = True
+    status: int = 200
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_message(self, msg: Any, source: Any) -> None:
+        self.received.append((msg, source))
+        self.arrived.set()
+        if msg.is_request and self.answer and msg.method != "ACK":
+            self.layer.send_reply(build_reply(msg, self.status), source)
+
+    async def wait_for(self, count: int, timeout: float = 2.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.received) < count:
+            self.arrived.clear()
+            remaining = deadline - loop.time()
+            assert remaining > 0, f"expected {count} messages, got {len(self.received)}"
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+
+@pytest.fixture
+async def core() -> AsyncIterator[StubCore]:
+    stub = StubCore()
+    stub.layer = TransportLayer(stub.on_message, max_message_size=4096, tcp_idle_timeout=30.0)
+    yield stub
+    await stub.layer.close()

@@ -1,0 +1,72 @@
+"""received/rport stamping and response routing (RFC 3261 18.2.1/18.2.2, RFC 3581) - sans-IO."""
+
+from __future__ import annotations
+
+from routescript.sip import parse_via
+from routescript.transport import Destination, SocketInfo, Source, response_destination, stamp_via
+
+UDP_SOCK = SocketInfo("udp", "127.0.0.1", 5060)
+TCP_SOCK = SocketInfo("tcp", "127.0.0.1", 5060)
+
+
+def test_no_stamp_when_sent_by_is_the_source_and_no_rport():
+    assert stamp_via(parse_via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"), "127.0.0.1", 5070) is None
+
+
+def test_received_when_sent_by_differs():
+    via = stamp_via(parse_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1"), "127.0.0.1", 40000)
+    assert via.received == "127.0.0.1" and via.rport is None
+    assert via.branch == "z9hG4bK1"
+
+
+def test_received_when_sent_by_is_a_name():
+    via = stamp_via(parse_via("SIP/2.0/UDP pc33.example.com;branch=z9hG4bK1"), "192.0.2.4", 5060)
+    assert via.received == "192.0.2.4"
+
+
+def test_empty_rport_filled_and_received_added_even_when_equal():
+    via = stamp_via(parse_via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport"), "127.0.0.1", 41234)
+    assert via.rport == 41234 and via.received == "127.0.0.1"
+
+
+def test_ipv6_source_compared_canonically():
+    assert stamp_via(parse_via("SIP/2.0/UDP [::1]:5070;branch=z9hG4bK1"), "::1", 5070) is None
+    via = stamp_via(parse_via("SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1;rport"), "::1", 5071)
+    assert via.received == "::1" and via.rport == 5071
+    assert "received=::1" in str(via)
+
+
+def test_udp_response_goes_to_received_and_rport():
+    via = parse_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000;received=192.0.2.1")
+    dest = response_destination(via, Source("udp", UDP_SOCK, "192.0.2.1", 40000))
+    assert dest == Destination("udp", "192.0.2.1", 40000, socket=UDP_SOCK)
+
+
+def test_udp_response_to_received_at_sent_by_port_without_rport():
+    via = parse_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=192.0.2.1")
+    assert response_destination(via, Source("udp", UDP_SOCK, "192.0.2.1", 40000)).port == 5070
+
+
+def test_udp_response_to_sent_by_default_port():
+    via = parse_via("SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1")
+    dest = response_destination(via, Source("udp", UDP_SOCK, "192.0.2.7", 5060))
+    assert (dest.host, dest.port) == ("192.0.2.7", 5060)
+
+
+def test_udp_maddr_wins():
+    via = parse_via("SIP/2.0/UDP 192.0.2.7:5080;branch=z9hG4bK1;maddr=239.1.1.1;received=192.0.2.8")
+    dest = response_destination(via, Source("udp", UDP_SOCK, "192.0.2.8", 5080))
+    assert (dest.host, dest.port) == ("239.1.1.1", 5080)
+
+
+def test_tcp_response_on_the_connection_else_received_at_sent_by_port():
+    via = parse_via("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000;received=192.0.2.1")
+    dest = response_destination(via, Source("tcp", TCP_SOCK, "192.0.2.1", 40000, conn_id=7))
+    assert dest.conn_id == 7
+    assert (dest.proto, dest.host, dest.port) == ("tcp", "192.0.2.1", 5070)
+
+
+def test_ipv6_received_brackets_stripped():
+    via = parse_via("SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1;received=[::1];rport=5071")
+    dest = response_destination(via, Source("udp", UDP_SOCK, "::1", 5071))
+    assert (dest.host, dest.port) == ("::1", 5071)
