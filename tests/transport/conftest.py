@@ -58,3 +58,15 @@ async def core() -> AsyncIterator[StubCore]:
     stub.layer = TransportLayer(stub.on_message, max_message_size=4096, tcp_idle_timeout=30.0)
     yield stub
     await stub.layer.close()
+
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Every async transport test runs on asyncio's loop and on uvloop (the core's choice)."""
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows)
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

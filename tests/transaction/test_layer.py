@@ -1,0 +1,231 @@
+"""TransactionLayer over a real TransportLayer on loopback (small T1 so timers run in milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from routescript.sip import build_reply, build_request, generate_branch, parse_uri
+from routescript.testing import SipTestClient
+from routescript.transaction import State, TransactionError, TransactionLayer, TransactionLimitError
+from routescript.transport import Destination, TransportLayer
+
+T1 = 0.02  # 64*T1 = 1.28 s
+
+
+@dataclass
+class Core:
+    """What the real core does with the two layers: lookup, create, run the 'script', reply."""
+
+    transport: Any = None
+    transactions: Any = None
+    script_runs: list[Any] = field(default_factory=list)
+    status: int | None = 200       # None: the script does not answer
+    stray: list[Any] = field(default_factory=list)
+
+    def on_message(self, msg: Any, source: Any) -> None:
+        if not msg.is_request:
+            if not self.transactions.on_response(msg, source):
+                self.stray.append(msg)
+            return
+        if self.transactions.lookup(msg, source) is not None:
+            return                                   # retransmission: absorbed, script not run
+        if msg.method == "ACK":
+            return
+        txn = self.transactions.create(msg, source)
+        self.script_runs.append(msg)
+        if self.status is not None:
+            self.transactions.reply(txn, build_reply(msg, self.status, to_tag="srv"))
+
+
+@pytest.fixture
+async def core() -> AsyncIterator[Core]:
+    c = Core()
+    c.transport = TransportLayer(c.on_message)
+    c.transactions = TransactionLayer(c.transport, t1=T1, t2=0.08, t4=0.1, timer_f=0.5)
+    yield c
+    await c.transactions.close()
+    await c.transport.close()
+
+
+def notify(client: SipTestClient, via: str, cseq: int = 1) -> Any:
+    return build_request("NOTIFY", client.contact_uri, [
+        ("Via", f"SIP/2.0/{client.proto.upper()} {via};branch={generate_branch()}"),
+        ("From", "<sip:alice@127.0.0.1>;tag=srv"), ("To", f"<{client.aor}>;tag=cli"),
+        ("Call-ID", "sub-1"), ("CSeq", f"{cseq} NOTIFY"), ("Event", "presence"),
+        ("Subscription-State", "active;expires=600")])
+
+
+async def test_retransmitted_request_gets_the_same_reply_and_runs_the_script_once(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        pub = client.publish("sip:alice@127.0.0.1", b"<presence/>")
+        first = await client.send_request(pub)
+        client.send(pub)                                    # the UAC retransmits
+        client.send(pub)
+        for _ in range(100):
+            if len(client.responses_for(pub)) == 3:
+                break
+            await asyncio.sleep(0.01)
+        answers = client.responses_for(pub)
+        assert [r.status for r in answers] == [200, 200, 200]
+        assert {r.to.tag for r in answers} == {first.to.tag}
+        assert len(core.script_runs) == 1
+        assert core.transactions.pending == 1               # kept for Timer J (64*T1 over UDP)
+        await asyncio.sleep(64 * T1 + 0.1)
+        assert core.transactions.pending == 0
+
+
+async def test_retransmission_while_the_script_runs_is_absorbed(core):
+    core.status = None
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        sub = client.subscribe("sip:alice@127.0.0.1")
+        client.send(sub)
+        client.send(sub)
+        await asyncio.sleep(0.1)
+        assert len(core.script_runs) == 1 and client.responses == []
+        txn = core.transactions.lookup(core.script_runs[0], None)   # what t_check_trans sees
+        assert txn is not None and txn.state is State.TRYING
+        core.transactions.reply(txn, build_reply(core.script_runs[0], 202))
+        assert (await client.expect_response(sub, final=True)).status == 202
+        with pytest.raises(TransactionError):
+            core.transactions.reply(txn, build_reply(core.script_runs[0], 200))
+
+
+async def test_tcp_server_transaction_ends_after_the_reply(core):
+    info = await core.transport.listen("tcp", "127.0.0.1", 0)
+    async with await SipTestClient.start("tcp", ("127.0.0.1", info.port)) as client:
+        assert (await client.send_request(client.options())).status == 200
+        assert core.transactions.pending == 0               # Timer J = 0 on TCP
+
+
+async def test_notify_over_udp_answered(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        client.auto_reply["NOTIFY"] = 200
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        resp = await core.transactions.request(notify(client, f"127.0.0.1:{info.port}"), dest)
+        assert resp.status == 200 and resp.to.tag == "cli"
+        got = await client.expect_request("NOTIFY")
+        assert got.header("Subscription-State") == "active;expires=600"
+
+
+async def test_notify_unanswered_is_retransmitted_then_408(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        req = notify(client, f"127.0.0.1:{info.port}")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        resp = await core.transactions.request(req, dest)
+        elapsed = loop.time() - started
+        assert resp.status == 408 and resp.reason == "Request Timeout"
+        assert 0.45 <= elapsed < 1.0                         # timer_f = 0.5 (fr_timeout)
+        # E: 0.02, 0.06, 0.14, 0.22, 0.30, 0.38, 0.46 -> 7 retransmissions before F at 0.5
+        key = (req.via.branch, "NOTIFY")
+        assert 5 <= client.retransmissions.get(key, 0) <= 7
+        assert core.transactions.pending == 0
+
+
+async def test_notify_provisional_then_final_delivered_once(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        provisionals: list[Any] = []
+        task = asyncio.create_task(core.transactions.request(
+            notify(client, f"127.0.0.1:{info.port}"), dest, on_provisional=provisionals.append))
+        got = await client.expect_request("NOTIFY")
+        await client.reply(got, 100)
+        await asyncio.sleep(0.05)
+        await client.reply(got, 481)
+        client.send(build_reply(got, 481))                   # a duplicate final
+        resp = await asyncio.wait_for(task, 2)
+        assert resp.status == 481
+        assert [p.status for p in provisionals] == [100]
+        await asyncio.sleep(0.05)
+        assert core.stray == []                              # the duplicate matched (absorbed)
+
+
+async def test_notify_over_tcp_reuses_the_subscribers_connection(core):
+    info = await core.transport.listen("tcp", "127.0.0.1", 0)
+    async with await SipTestClient.start("tcp", ("127.0.0.1", info.port)) as client:
+        client.auto_reply["NOTIFY"] = 200
+        await client.send_request(client.subscribe("sip:alice@127.0.0.1"))
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        resp = await core.transactions.request(notify(client, f"127.0.0.1:{info.port}"), dest)
+        assert resp.status == 200
+        assert core.transport.tcp_connections == 1
+        assert client.retransmissions == {}                  # never retransmitted over TCP
+
+
+async def test_notify_to_an_unreachable_tcp_contact_gives_503(core):
+    await core.transport.listen("tcp", "127.0.0.1", 0)
+    probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    req = build_request("NOTIFY", f"sip:bob@127.0.0.1:{port};transport=tcp", [
+        ("Via", f"SIP/2.0/TCP 127.0.0.1:5060;branch={generate_branch()}"),
+        ("From", "<sip:a@b>;tag=1"), ("To", "<sip:bob@b>;tag=2"), ("Call-ID", "u1"), ("CSeq", "1 NOTIFY")])
+    resp = await core.transactions.request(req, Destination("tcp", "127.0.0.1", port))
+    assert resp.status == 503
+    assert core.transactions.pending == 0
+
+
+async def test_transaction_bound(core):
+    core.transactions.max_transactions = 1
+    core.status = None
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        client.send(client.options())
+        await asyncio.sleep(0.05)
+        assert core.transactions.pending == 1
+        second = client.options()
+        with pytest.raises(TransactionLimitError) as err:
+            core.transactions.create(second, None)
+        assert err.value.status == 503 and err.value.retry_after > 0
+        local = await core.transactions.request(notify(client, "127.0.0.1:5060"),
+                                                Destination("udp", "127.0.0.1", client.local_port))
+        assert local.status == 503
+
+
+async def test_close_answers_waiting_requests_with_503(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = Destination("udp", "127.0.0.1", client.local_port)
+        task = asyncio.create_task(core.transactions.request(notify(client, f"127.0.0.1:{info.port}"), dest))
+        await client.expect_request("NOTIFY")
+        await core.transactions.close()
+        assert (await asyncio.wait_for(task, 1)).status == 503
+
+
+async def test_cancelled_request_forgets_its_transaction(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = Destination("udp", "127.0.0.1", client.local_port)
+        task = asyncio.create_task(core.transactions.request(notify(client, f"127.0.0.1:{info.port}"), dest))
+        await client.expect_request("NOTIFY")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert core.transactions.pending == 0
+
+
+async def test_many_transactions_share_one_timer(core):
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        client.auto_reply["NOTIFY"] = 200
+        dest = Destination("udp", "127.0.0.1", client.local_port)
+        tasks = [asyncio.create_task(core.transactions.request(
+            notify(client, f"127.0.0.1:{info.port}", cseq=i), dest)) for i in range(1, 51)]
+        before = len(asyncio.all_tasks())
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 3)
+        assert [r.status for r in results] == [200] * 50
+        assert before <= 52                                  # the 50 callers, this test, no timer tasks
+        await asyncio.sleep(0.2)                              # Timer K = T4 = 0.1
+        assert core.transactions.pending == 0
