@@ -110,7 +110,7 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "listen": ("socket", None, True),
     "log_level": ("int", L_NOTICE, False),
     "debug": ("int", L_NOTICE, False),           # OpenSIPS 1.x name of log_level
-    "xlog_level": ("int", L_NOTICE, False),      # threshold for xlog messages
+    "xlog_level": ("int", None, False),          # threshold for xlog messages (default: log_level)
     "xlog_print_level": ("int", L_ERR, False),   # level of xlog() without an explicit level
     "stderror_enabled": ("bool", True, False),
     "log_stderror": ("bool", True, False),       # 2.x name
@@ -201,7 +201,11 @@ class CoreConfig:
 
     @property
     def xlog_level(self) -> int:
-        return int(self.get("xlog_level"))
+        """Threshold of xlog() lines. Choice: when the script does not set xlog_level it follows
+        log_level, so `log_level = 3` shows xlog("L_INFO", ...) lines as a script author expects."""
+        if "xlog_level" in self.values:
+            return int(self.values["xlog_level"])
+        return self.log_level
 
     @property
     def stderror_enabled(self) -> bool:

@@ -26,7 +26,7 @@ import signal
 from collections.abc import Iterable
 from typing import Any
 
-from routescript.script.context import (
+from routescript.script.context import (  # noqa: I001
     ERROR_ROUTE,
     EVENT_ROUTE,
     ONREPLY_ROUTE,
@@ -36,11 +36,13 @@ from routescript.script.context import (
     MsgContext,
 )
 
+from routescript.script.runtime import DROP_KEY
+
 from . import _script
 from .config import CoreConfig, apply_globals
 from .events import EventBus
-from .loader import apply_modparams, build_registry, instantiate, load_modules
-from .log import current_call_id, setup_logging
+from .loader import FAILURE_KEY, PARSE_ERROR_KEY, apply_modparams, build_registry, instantiate, load_modules
+from .log import NOTICE, current_call_id, setup_logging
 from .module import ConfigError, ModuleSet
 
 log = logging.getLogger("routescript.core")
@@ -255,14 +257,15 @@ class Server:
 
         assert self.loaded is not None, "start before load"
         cfg = self.config
-        setup_logging(cfg.log_level, stderr=cfg.stderror_enabled, syslog=bool(cfg.get("syslog_enabled")),
+        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled, syslog=bool(cfg.get("syslog_enabled")),
                       facility=str(cfg.get("syslog_facility")))
         for w in self.loaded.warnings:
             log.warning("%s", w)
         for note in cfg.notes:
             log.info("%s", note)
-        self.transport = TransportLayer(self._on_message, max_message_size=max(int(cfg.get("maxbuffer")), 65536),
-                                        tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")))
+        self.transport = TransportLayer(self._on_message,
+                                        tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
+                                        max_tcp_connections=int(cfg.get("tcp_max_connections")))
         for spec in cfg.listen_specs():
             try:
                 info = await self.transport.listen(spec.proto, spec.host, spec.port)
@@ -271,7 +274,6 @@ class Server:
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}", spec.pos)]) \
                     from None
             self.sockets.append(info)
-            log.info("listening on %s", getattr(info, "name", info))
         self.transactions = TransactionLayer(self.transport, **self._transaction_options())
         for name, mod in self.modules.instances.items():
             await mod.start()
@@ -281,6 +283,8 @@ class Server:
             await self._run_route(STARTUP_ROUTE, None, MsgContext(server=self, route_type=STARTUP_ROUTE))
         for name, interval in self._timer_routes():
             self._spawn(self._timer_loop(name, interval))
+        log.log(NOTICE, "routescript started: %s, listening on %s", self.path,
+                ", ".join(s.name for s in self.sockets))
 
     def _transaction_options(self) -> dict[str, Any]:
         """tm's fr_timeout (seconds) is Timer F of our client transactions (NOTIFY), as in OpenSIPS."""
@@ -324,7 +328,7 @@ class Server:
                 log.exception("closing database failed")
         self._databases.clear()
         self._stopped.set()
-        log.info("stopped")
+        log.log(NOTICE, "routescript stopped")
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
@@ -352,25 +356,11 @@ class Server:
         return self._databases[url]
 
     # ------------------------------------------------------------------ routes
-    def _has_route(self, kind: str, name: str | None) -> bool:
-        script = self.script
-        has = getattr(script, "has_route", None)
-        if has is not None:
-            return bool(has(kind, name))
-        return False
+    def _has_route(self, kind: str, name: str | None, script: Any = None) -> bool:
+        return bool((script or self.script).has(kind, name))
 
     def _timer_routes(self) -> list[tuple[str, float]]:
-        script = self.script
-        timers = getattr(script, "timer_routes", None)
-        if callable(timers):
-            timers = timers()
-        if timers:
-            return [(str(n), float(i)) for n, i in (timers.items() if isinstance(timers, dict) else timers)]
-        out = []
-        for r in _script.routes_of(self.loaded.ast if self.loaded else None):
-            if getattr(r, "kind", None) == TIMER_ROUTE:
-                out.append((str(r.name), float(getattr(r, "interval", 0) or 0)))
-        return out
+        return [(str(name), float(interval)) for name, interval, _fn in self.script.timer_routes]
 
     async def _run_route(self, kind: str, name: str | None, ctx: MsgContext, script: Any = None) -> int:
         script = script or self.script
@@ -456,23 +446,34 @@ class Server:
         except ParseError as exc:  # a Via too broken to match transactions on
             await self._on_bad_message(ctx, exc, script)
             return
+        # The compiled route logs an unexpected exception with its file:line:col and returns -1;
+        # what failed is noted in ctx.extra by the registry wrappers (loader.noting_errors).
+        failure: BaseException | None = None
         try:
             await self._run_route(REQUEST_ROUTE, None, ctx, script)
         except ParseError as exc:
-            await self._on_bad_message(ctx, exc, script)
+            ctx.extra.setdefault(PARSE_ERROR_KEY, exc)
         except Exception as exc:
             log.error("script failed%s: %s", _where(exc), exc, exc_info=not _has_pos(exc))
-            if not ctx.replied and msg.method != "ACK":
-                try:
-                    self.reply(ctx, 500, "Server Internal Error")
-                except Exception:
-                    log.exception("could not send 500")
+            failure = exc
+        if ctx.replied or msg.method == "ACK" or ctx.extra.get(DROP_KEY):
+            return
+        noted = ctx.extra.get(PARSE_ERROR_KEY)
+        if noted is not None:
+            # the script met a bad header and ended without replying: 400 + reason, or error_route
+            await self._on_bad_message(ctx, noted, script)
+            return
+        if failure is not None or ctx.extra.get(FAILURE_KEY) is not None:
+            try:
+                self.reply(ctx, 500, "Server Internal Error")
+            except Exception:
+                log.exception("could not send 500")
 
     async def _on_bad_message(self, ctx: MsgContext, exc: Any, script: Any) -> None:
         """The script touched a header the peer got wrong: error_route when the script has one, else
         the error's own status and reason (400 by default), as OpenSIPS's core does."""
         log.warning("bad message: %s", exc.reason)
-        has_error_route = getattr(script, "has_route", lambda k, n: False)(ERROR_ROUTE, None)
+        has_error_route = self._has_route(ERROR_ROUTE, None, script)
         if has_error_route:
             ctx.route_type = ERROR_ROUTE
             ctx.error = exc

@@ -1,0 +1,76 @@
+"""`routescript check` output and exit codes, `--version`, `db init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rs_e2e import ROOT, routescript
+
+
+def test_check_hello_ok() -> None:
+    res = routescript("check", "examples/hello.cfg")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "examples/hello.cfg: OK (2 routes, 5 modules)"
+
+
+def test_check_unknown_module_with_caret(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text('loadmodule "sl.so"\n  loadmodule "nosuch.so"\nroute { exit; }\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith(f"{cfg}:2:3: ") and "nosuch" in lines[0]
+    assert lines[1].strip() == 'loadmodule "nosuch.so"'
+    assert lines[2].strip() == "^" and lines[2].index("^") - lines[1].index("l") == 0
+
+
+def test_check_bad_modparam_and_unknown_global_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "mp.cfg"
+    cfg.write_text('frobnicate = 3\nloadmodule "tm.so"\nmodparam("tm", "fr_timeout", "soon")\nroute { exit; }\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1
+    assert f"{cfg}:3:1: " in res.stderr and "expects an integer" in res.stderr
+    cfg.write_text('frobnicate = 3\nloadmodule "tm.so"\nroute { exit; }\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 0
+    assert f"{cfg}:1:1: warning: unknown core parameter 'frobnicate'" in res.stderr
+
+
+def test_check_unknown_function_and_t_relay_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "fn.cfg"
+    cfg.write_text('loadmodule "tm.so"\nroute {\n    t_relay();\n    no_such_fn();\n}\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1
+    assert f"{cfg}:4:5: " in res.stderr and "no_such_fn" in res.stderr
+    cfg.write_text('loadmodule "tm.so"\nroute {\n    t_relay();\n}\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert f"{cfg}:3:5: warning: t_relay(): proxying" in res.stderr
+
+
+def test_check_syntax_only(tmp_path: Path) -> None:
+    cfg = tmp_path / "syn.cfg"
+    cfg.write_text('loadmodule "nosuch.so"\nroute {\n    exit\n}\n')
+    res = routescript("check", "--syntax-only", str(cfg))
+    assert res.returncode == 1 and f"{cfg}:" in res.stderr and "^" in res.stderr
+    cfg.write_text('loadmodule "nosuch.so"\nroute {\n    exit;\n}\n')
+    res = routescript("check", "--syntax-only", str(cfg))
+    assert res.returncode == 0 and "syntax OK" in res.stdout      # modules not resolved
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1 and "nosuch" in res.stderr
+
+
+def test_version_and_missing_file() -> None:
+    res = routescript("--version")
+    assert res.returncode == 0 and res.stdout.startswith("routescript ")
+    res = routescript("check", "does/not/exist.cfg")
+    assert res.returncode == 1 and "does/not/exist.cfg" in res.stderr
+
+
+def test_db_init_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/p.sqlite"
+    res = routescript("db", "init", url)
+    assert res.returncode == 0, res.stderr
+    assert "presentity" in res.stdout
+    assert (tmp_path / "p.sqlite").exists()
+    assert ROOT.exists()
