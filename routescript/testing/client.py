@@ -23,13 +23,20 @@ import socket as _socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from routescript.sip import (
-    ParseError, SIPRequest, SIPResponse, build_reply, build_request, generate_branch, generate_tag,
+    ParseError,
+    SIPRequest,
+    SIPResponse,
+    build_reply,
+    build_request,
+    generate_branch,
+    generate_tag,
     parse_message,
 )
 from routescript.transport.address import TCP, UDP, host_for_uri, is_ipv6
+from routescript.transport.errors import FramingError
 from routescript.transport.framing import PONG, Ping, StreamFramer
 
 log = logging.getLogger("routescript.testing")
@@ -81,7 +88,7 @@ class _TcpProto(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             items = self.framer.feed(data)
-        except Exception as exc:
+        except FramingError as exc:
             log.warning("test client: server stream out of sync: %s", exc)
             if self.transport is not None:
                 self.transport.close()
@@ -161,10 +168,10 @@ class SipTestClient:
             self._tcp.transport.close()
             try:
                 await asyncio.wait_for(asyncio.shield(self._tcp.lost), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
-    async def __aenter__(self) -> SipTestClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -181,7 +188,7 @@ class SipTestClient:
             return False
         try:
             await asyncio.wait_for(asyncio.shield(self._tcp.lost), timeout or self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -393,7 +400,7 @@ class SipTestClient:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _on_data(self, data: bytes, addr: tuple[str, int]) -> None:

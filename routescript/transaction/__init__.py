@@ -8,11 +8,19 @@ and `on_response` for client ones (NOTIFY). See docs/internals.md.
 
 from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.errors import TransactionError, TransactionLimitError
-from routescript.transaction.keys import MAGIC_COOKIE, client_key_of_request, client_key_of_response, server_key
+from routescript.transaction.keys import (
+    MAGIC_COOKIE,
+    client_key_of_request,
+    client_key_of_response,
+    server_key,
+)
 from routescript.transaction.layer import TransactionLayer, TransportLike
 from routescript.transaction.machine import Action, Deliver, Transmit
 from routescript.transaction.server import (
-    InviteServerTransaction, NonInviteServerTransaction, ServerTransaction, server_transaction,
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    server_transaction,
 )
 from routescript.transaction.states import Effect, Event, State
 from routescript.transaction.timers import TimerConfig

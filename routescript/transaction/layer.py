@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from routescript.sip import build_reply
+from routescript.sip import ParseError, build_reply
 from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.keys import client_key_of_request, client_key_of_response, server_key
@@ -180,7 +180,7 @@ class TransactionLayer:
         retransmitted final response that was absorbed); False when it is stray."""
         try:
             key = client_key_of_response(resp)
-        except Exception:  # a broken Via/CSeq in a response: nothing can match it
+        except ParseError:  # a broken Via/CSeq in a response: nothing can match it
             return False
         entry = self._client.get(key)
         if entry is None:

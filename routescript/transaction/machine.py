@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from routescript.sip import ParseError
 from routescript.transaction.errors import TransactionError
 from routescript.transaction.states import Effect, Event, State, Table
 from routescript.transaction.timers import TimerConfig
@@ -99,7 +100,7 @@ class Machine:
         """Call-ID and method, for log lines (STYLE 11)."""
         try:
             return f"{self.request.method} {self.request.call_id}"
-        except Exception:  # a log label must never fail
+        except (AttributeError, ParseError):  # a log label must never fail
             return "?"
 
     def _step(self, event: Event, now: float, response: Any, out: list[Action]) -> None:

@@ -6,7 +6,15 @@ The contract (docs/internals.md): TransportLayer(on_message, ...), `await listen
 """
 
 from routescript.transport.address import (
-    DEFAULT_SIP_PORT, TCP, UDP, Destination, SocketInfo, Source, bare_host, host_for_uri, normalize_host,
+    DEFAULT_SIP_PORT,
+    TCP,
+    UDP,
+    Destination,
+    SocketInfo,
+    Source,
+    bare_host,
+    host_for_uri,
+    normalize_host,
 )
 from routescript.transport.errors import FramingError, TransportError
 from routescript.transport.framing import PING, PONG, Ping, StreamFramer

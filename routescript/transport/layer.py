@@ -22,7 +22,15 @@ from typing import Any
 from routescript.sip import ParseError, parse_message, reply_to_malformed
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
-    DEFAULT_SIP_PORT, TCP, UDP, Destination, SocketInfo, Source, bare_host, is_ip, is_ipv6,
+    DEFAULT_SIP_PORT,
+    TCP,
+    UDP,
+    Destination,
+    SocketInfo,
+    Source,
+    bare_host,
+    is_ip,
+    is_ipv6,
     normalize_host,
 )
 from routescript.transport.errors import TransportError
@@ -223,7 +231,7 @@ class TransportLayer:
                 self.tcp_connect_timeout)
             future.set_result(conn)
             return conn
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             error = TransportError(f"cannot connect to {dest}: {exc or 'timeout'}")
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
@@ -366,7 +374,7 @@ class TransportLayer:
         for server in self._tcp_servers.values():
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pass
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from routescript.transport.address import (
-    DEFAULT_SIP_PORT, UDP, Destination, Source, bare_host, is_ip, normalize_host,
+    DEFAULT_SIP_PORT,
+    UDP,
+    Destination,
+    Source,
+    bare_host,
+    is_ip,
+    normalize_host,
 )
 
 

@@ -6,8 +6,15 @@ import pytest
 
 from routescript.sip import build_reply, build_request, parse_message
 from routescript.transaction import (
-    Deliver, InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, State,
-    TimerConfig, TransactionError, Transmit, server_transaction,
+    Deliver,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    State,
+    TimerConfig,
+    TransactionError,
+    Transmit,
+    server_transaction,
 )
 from routescript.transaction.states import INVITE_SERVER, NON_INVITE_CLIENT, NON_INVITE_SERVER, TU_EVENTS
 

@@ -48,7 +48,7 @@ class StubCore:
             assert remaining > 0, f"expected {count} messages, got {len(self.received)}"
             try:
                 await asyncio.wait_for(self.arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

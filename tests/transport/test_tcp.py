@@ -208,7 +208,7 @@ async def test_reply_after_the_connection_closed_opens_a_new_one_to_sent_by():
         data = (f"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{uac_info.port};"
                 f"branch={generate_branch()}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: re1\r\n"
                 "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
-        reader, writer = await open_raw(info.port)
+        _reader, writer = await open_raw(info.port)
         writer.write(data)
         for _ in range(100):
             if got:
