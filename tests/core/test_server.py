@@ -1,0 +1,207 @@
+"""The Server in-process, on loopback sockets: routes of every kind, error paths, module life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import routescript.core.loader as loader
+from routescript.core.module import Arg, Module, Param, script_function
+from routescript.core.server import LoadError, Server
+from routescript.testing import SipTestClient
+
+pytestmark = pytest.mark.asyncio
+
+
+class ProbeModule(Module):
+    name = "probe"
+    params = (Param("tag", str, "p"),)
+    events = ("E_PROBE",)
+    log: list[str] = []
+
+    async def start(self) -> None:
+        ProbeModule.log.append("start")
+
+    async def stop(self) -> None:
+        ProbeModule.log.append("stop")
+
+    @script_function("boom")
+    def boom(self, ctx: Any) -> int:
+        raise RuntimeError("module bug")
+
+    @script_function("probe_event", Arg("str", "who"))
+    async def probe_event(self, ctx: Any, who: str) -> int:
+        await self.server.events.raise_event("E_PROBE", {"who": who})
+        return 1
+
+    @script_function("note", Arg("str", "text"))
+    def note(self, ctx: Any, text: str) -> int:
+        ProbeModule.log.append(text)
+        return 1
+
+
+@pytest.fixture(autouse=True)
+def probe_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loader.find_module_class
+    monkeypatch.setattr(loader, "find_module_class", lambda n: ProbeModule if n == "probe" else real(n))
+    ProbeModule.log = []
+
+
+HEAD = """
+socket = udp:127.0.0.1:0
+socket = tcp:127.0.0.1:0
+server_header = "Server: probe"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "sipmsgops.so"
+loadmodule "probe.so"
+"""
+
+
+async def running(tmp_path: Path, body: str) -> Server:
+    cfg = tmp_path / "s.cfg"
+    cfg.write_text(HEAD + body)
+    server = Server()
+    server.load(str(cfg))
+    await server.start()
+    return server
+
+
+async def wait_for(cond: Any, timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_startup_event_timer_routes_and_module_life_cycle(tmp_path: Path) -> None:
+    server = await running(tmp_path, """
+startup_route { note("startup"); }
+timer_route[tick, 1] { note("tick"); }
+event_route[E_PROBE] { note("event $param(who)"); }
+route {
+    probe_event("$rm");
+    sl_send_reply(200, "OK");
+}
+""")
+    try:
+        assert ProbeModule.log[:2] == ["start", "startup"]
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            resp = await client.send_request(client.options())
+            assert resp.status == 200 and resp.header("Server") == "probe"
+        assert "event OPTIONS" in ProbeModule.log
+        seen: list[Any] = []
+        server.events.subscribe(lambda n, p: seen.append((n, p)))
+        await server.events.raise_event("E_PROBE", {"who": "mi"})
+        assert seen == [("E_PROBE", {"who": "mi"})] and "event mi" in ProbeModule.log
+        assert server._timer_routes() == [("tick", 1.0)]
+    finally:
+        await server.stop()
+    assert ProbeModule.log[-1] == "stop"
+
+
+async def test_timer_route_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = await running(tmp_path, 'timer_route[t, 1] { note("tick"); }\nroute { exit; }\n')
+    try:
+        assert server._timer_routes() == [("t", 1.0)]
+        await wait_for(lambda: "tick" in ProbeModule.log, timeout=3)
+    finally:
+        await server.stop()
+
+
+async def test_module_bug_gives_500_with_position(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = await running(tmp_path, 'route {\n    boom();\n}\n')
+    try:
+        port = server.sockets[1].port
+        async with await SipTestClient.start("tcp", ("127.0.0.1", port), timeout=3) as client:
+            with caplog.at_level(logging.ERROR):
+                resp = await client.send_request(client.options())
+        assert (resp.status, resp.reason) == (500, "Server Internal Error")
+        assert "s.cfg:10:5" in caplog.text and "module bug" in caplog.text
+    finally:
+        await server.stop()
+
+
+async def test_error_route_handles_bad_header(tmp_path: Path) -> None:
+    server = await running(tmp_path, """
+error_route { sl_send_reply(400, "From error_route"); }
+route {
+    if ($ct == "x") { exit; }
+    sl_send_reply(200, "OK");
+}
+""")
+    try:
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            req = client.request("REGISTER", headers=[("Contact", "<sip:broken")])
+            resp = await client.send_request(req)
+            assert (resp.status, resp.reason) == (400, "From error_route")
+            resp = await client.send_request(client.request("REGISTER"))
+            assert resp.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_unmatched_response_runs_onreply_route(tmp_path: Path) -> None:
+    server = await running(tmp_path, 'onreply_route { note("reply $rs"); }\nroute { exit; }\n')
+    try:
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            req = client.options()
+            from routescript.sip import build_reply
+            client.send(build_reply(req, 486, "Busy Here"))
+            await wait_for(lambda: "reply 486" in ProbeModule.log)
+    finally:
+        await server.stop()
+
+
+async def test_ack_never_answered_and_drop(tmp_path: Path) -> None:
+    server = await running(tmp_path, 'route { if (is_method("ACK|BYE")) { drop; } boom(); }\n')
+    try:
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            bye = client.request("BYE")
+            ack = client.request("ACK")
+            client.send(bye)
+            client.send(ack)
+            await asyncio.sleep(0.2)
+            assert client.responses_for(bye) == [] and client.responses_for(ack) == []
+            resp = await client.send_request(client.options())   # boom(): 500, the server lives on
+            assert resp.status == 500
+    finally:
+        await server.stop()
+
+
+async def test_load_errors_are_collected_with_positions(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text('loadmodule "sl.so"\nmodparam("sl", "nope", 1)\nroute { exit; }\n')
+    with pytest.raises(LoadError) as ei:
+        Server().load(str(cfg))
+    d = ei.value.diagnostics[0]
+    assert str(d).startswith(f"{cfg}:2:1: modparam: parameter 'nope' not found in module sl")
+    assert 'modparam("sl", "nope", 1)' in str(d)
+
+
+async def test_is_myself_uses_real_sockets_and_listen_failure(tmp_path: Path) -> None:
+    server = await running(tmp_path, 'alias = "pres.example.com"\nroute { exit; }\n')
+    try:
+        port = server.sockets[0].port
+        assert server.is_myself("127.0.0.1", port)
+        assert not server.is_myself("10.1.2.3", port)
+        assert not server.is_myself("pres.example.org", 5060)
+        assert server.is_myself("pres.example.com", 5060)
+        # a second server on the same TCP port cannot start: a LoadError naming the socket
+        cfg = tmp_path / "clash.cfg"
+        cfg.write_text(f"socket = tcp:127.0.0.1:{server.sockets[1].port}\nroute {{ exit; }}\n")
+        other = Server()
+        other.load(str(cfg))
+        with pytest.raises(LoadError, match="cannot listen on tcp:127.0.0.1"):
+            await other.start()
+    finally:
+        await server.stop()
