@@ -178,7 +178,7 @@ _PRETTY = {
     "SEMICOLON": "';'", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
     "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "NAME": "a name", "RNAME": "a route name",
     "STRING": "a string", "INT": "a number", "PVAR": "a pseudo-variable", "GWORD": "a value",
-    "$END": "end of file", "INCLUDE_KW": "include_file",
+    "$END": "end of file",
 }
 
 
@@ -270,6 +270,10 @@ class _Recovery:
     def _bad_token(self, exc: UnexpectedToken) -> bool:
         ip = exc.interactive_parser
         tok = exc.token
+        text = str(tok)
+        if text.startswith("/*") and tok.type != "STRING":
+            self.emit(*self._describe(exc))
+            return False
         if self._missing_semicolon(exc):
             pos, msg = self._describe(exc)
             self.emit(pos, msg)
@@ -377,6 +381,8 @@ class _Recovery:
         stack = ip.parser_state.value_stack
         prev = self._previous_token(ip)
         here = self.pos(tok.line, tok.column) if tok.type != "$END" else self._eof_pos(prev)
+        if str(tok).startswith("/*") and tok.type != "STRING":
+            return here, "unterminated comment: '/*' without '*/'"
         if tok.type == "$END" and "RBRACE" in expected:
             opener = next((v for v in reversed(stack) if isinstance(v, Token) and v.type == "LBRACE"), None)
             if opener is not None:
@@ -533,7 +539,7 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
         return self._expand(children, "stmt_list")
 
     @lark.v_args(meta=True)
-    def include(self, meta: Any, children: list[Token]) -> _Include:
+    def include(self, meta: Any, children: list[Any]) -> _Include:
         kw, path = children
         return _Include(str(kw), _unquote(path), self._pos(meta))
 
@@ -641,6 +647,9 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     # -- routes ------------------------------------------------------------------------------------
     def route_kw(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def include_kw(self, c: list[Token]) -> Token:
         return c[0]
 
     def rname(self, c: list[Token]) -> Token:
