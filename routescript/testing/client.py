@@ -287,6 +287,15 @@ class SipTestClient:
         extra += list(headers)
         return self.request("SUBSCRIBE", uri, headers=extra, dialog=dialog, **kw)
 
+    def ack(self, invite: SIPRequest, response: SIPResponse) -> SIPRequest:
+        """The ACK for a non-2xx final response to `invite` (RFC 3261 17.1.1.3): same branch, Call-ID,
+        From, Request-URI and CSeq number; the To of the response."""
+        hdrs = [("Via", invite.header_all("Via")[0]), ("Max-Forwards", "70"),
+                ("From", invite.header("From") or ""), ("To", response.header("To") or ""),
+                ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.number} ACK")]
+        hdrs += [("Route", value) for value in invite.header_all("Route")]
+        return build_request("ACK", invite.ruri, hdrs)
+
     def dialog(self, request: SIPRequest, response: SIPResponse | SIPRequest) -> Dialog:
         """The dialog a request (SUBSCRIBE) created, from its 2xx response or from a NOTIFY inside it
         (RFC 3261 12.1.2: remote tag, remote target = Contact, route set = Record-Route reversed for a

@@ -163,17 +163,29 @@ class TransactionLayer:
         entry = _ClientEntry(transaction, loop.create_future(), req.to_bytes(), on_provisional)
         self._client[key] = entry
         self._schedule(transaction)
+        # The first send may have to open a TCP connection; Timer F runs meanwhile, and whichever ends
+        # the transaction first (a response, Timer F, a transport error) gives the answer.
+        first_send = loop.create_task(self._first_send(transaction, entry.data, dest))
         try:
-            try:
-                await self.transport.deliver(entry.data, dest)
-            except OSError as exc:
-                log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, exc)
-                now = self._now()
-                self._run(transaction, transaction.transport_error(now), now)
             return await entry.future
         except asyncio.CancelledError:
             self._forget(transaction)
             raise
+        finally:
+            if not first_send.done():
+                first_send.cancel()
+
+    async def _first_send(self, transaction: NonInviteClientTransaction, data: bytes, dest: Any) -> None:
+        try:
+            await self.transport.deliver(data, dest)
+        except OSError as exc:
+            log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, exc)
+            now = self._now()
+            self._run(transaction, transaction.transport_error(now), now)
+        except Exception:  # a bug below us must still end the transaction (503), not hang the caller
+            log.exception("transaction %s: sending failed", transaction.label)
+            now = self._now()
+            self._run(transaction, transaction.transport_error(now), now)
 
     def on_response(self, resp: Any, source: Any) -> bool:
         """Hand a received response to its client transaction. True when one matched (including a

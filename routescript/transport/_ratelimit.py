@@ -18,7 +18,7 @@ class RateLimitedLog:
         self.level = level
         self._seen: OrderedDict[object, tuple[float, int]] = OrderedDict()
 
-    def log(self, key: object, now: float, msg: str, *args: object) -> bool:
+    def log(self, key: object, now: float, msg: str, *args: object, level: int | None = None) -> bool:
         """True when the line was written."""
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval:
@@ -32,5 +32,5 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d similar lines suppressed)"
             args = (*args, suppressed)
-        self.logger.log(self.level, msg, *args)
+        self.logger.log(self.level if level is None else level, msg, *args)
         return True

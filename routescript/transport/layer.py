@@ -160,7 +160,8 @@ class TransportLayer:
             self._drop_log.log(source.remote_host, self._now(),
                                "dropped malformed message from %s (%d bytes): %s", source, len(data), reason)
             return
-        log.info("malformed message from %s answered %d %s", source, status, reason)
+        self._drop_log.log(("answered", source.remote_host), self._now(),
+                           "malformed message from %s answered %d %s", source, status, reason, level=logging.INFO)
         try:
             reply(out)
         except OSError as exc:

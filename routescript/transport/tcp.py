@@ -67,7 +67,7 @@ class TcpConnection(asyncio.Protocol):
                 items = self.framer.feed(data)
             except FramingError as exc:
                 # The stream is out of sync: answer if the broken message says enough, then close.
-                self.log.info("closing: %s", exc.reason)
+                self.log.debug("closing: %s", exc.reason)
                 self.layer._answer_malformed(exc.head, exc.status, exc.reason, self.source, self._write_raw)
                 self.close()
                 return

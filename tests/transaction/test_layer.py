@@ -229,3 +229,25 @@ async def test_many_transactions_share_one_timer(core):
         assert before <= 52                                  # the 50 callers, this test, no timer tasks
         await asyncio.sleep(0.2)                              # Timer K = T4 = 0.1
         assert core.transactions.pending == 0
+
+
+async def test_invite_error_retransmitted_until_ack_which_is_absorbed(core):
+    core.status = 486
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        invite = client.request("INVITE", "sip:alice@127.0.0.1")
+        busy = await client.send_request(invite)
+        assert busy.status == 486
+        for _ in range(100):                                 # Timer G (T1 = 0.02) resends the 486
+            if len(client.responses_for(invite)) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(client.responses_for(invite)) >= 3
+        client.send(client.ack(invite, busy))
+        await asyncio.sleep(0.05)
+        settled = len(client.responses_for(invite))
+        await asyncio.sleep(0.15)
+        assert len(client.responses_for(invite)) == settled   # Confirmed: no more retransmissions
+        assert [m.method for m in core.script_runs] == ["INVITE"]  # the ACK never reached the script
+        await asyncio.sleep(0.1)                               # Timer I = T4 = 0.1
+        assert core.transactions.pending == 0
