@@ -114,6 +114,12 @@ class Loaded:
         self.modparams = modparams
         self.globals = globals_
 
+    def loadmodule_pos(self, name: str) -> tuple[str, int, int] | None:
+        for lm in self.loadmodules:
+            if lm.name == name:
+                return lm.pos
+        return None
+
     @property
     def route_count(self) -> int:
         return len(_script.routes_of(self.ast))
@@ -275,8 +281,22 @@ class Server:
                     from None
             self.sockets.append(info)
         self.transactions = TransactionLayer(self.transport, **self._transaction_options())
+        started: list[Any] = []
         for name, mod in self.modules.instances.items():
-            await mod.start()
+            try:
+                await mod.start()
+            except Exception as exc:
+                # mod_init failed (e.g. the database is unreachable): stop what started, refuse to run
+                for other in reversed(started):
+                    try:
+                        await other.stop()
+                    except Exception:
+                        log.exception("module %s failed to stop cleanly", other.name)
+                await self.transport.close()
+                pos = self.loaded.loadmodule_pos(name)
+                msg = exc.message if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+                raise LoadError([Diagnostic(f"module '{name}' failed to start: {msg}", pos)]) from exc
+            started.append(mod)
             log.debug("module %s started", name)
         self._started = True
         if self._has_route(STARTUP_ROUTE, None):
@@ -497,7 +517,7 @@ class Server:
         from routescript.sip import build_reply
 
         hdrs = list(headers)
-        server_hdr = self.config.server_header
+        server_hdr = self.config.server_header if self.config.get("server_signature") else ""
         if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
             hdrs.append(("Server", server_hdr))
         return build_reply(msg, code, reason, to_tag=self.to_tag(msg), headers=tuple(hdrs), body=body,

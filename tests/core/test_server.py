@@ -205,3 +205,40 @@ async def test_is_myself_uses_real_sockets_and_listen_failure(tmp_path: Path) ->
             await other.start()
     finally:
         await server.stop()
+
+
+class FailingStart(Module):
+    name = "failing"
+
+    async def start(self) -> None:
+        raise OSError("database unreachable")
+
+
+async def test_module_start_failure_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loader.find_module_class
+    monkeypatch.setattr(loader, "find_module_class",
+                        lambda n: FailingStart if n == "failing" else ProbeModule if n == "probe" else real(n))
+    cfg = tmp_path / "f.cfg"
+    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "probe.so"\nloadmodule "failing.so"\nroute { exit; }\n')
+    server = Server()
+    server.load(str(cfg))
+    with pytest.raises(LoadError) as ei:
+        await server.start()
+    assert str(ei.value).startswith(f"{cfg}:3:1: module 'failing' failed to start: OSError: database unreachable")
+    assert ProbeModule.log == ["start", "stop"]   # what had started was stopped again
+
+
+async def test_overload_gives_503_and_server_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import routescript.core.server as server_mod
+
+    server = await running(tmp_path, 'server_signature = no\nroute { sl_send_reply(200, "OK"); }\n')
+    try:
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            resp = await client.send_request(client.options())
+            assert resp.status == 200 and resp.header("Server") is None   # server_signature = no
+            monkeypatch.setattr(server_mod, "MAX_PENDING", 0)
+            resp = await client.send_request(client.options())
+            assert (resp.status, resp.header("Retry-After")) == (503, "5")
+    finally:
+        await server.stop()
