@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import socket as _socket
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -346,8 +347,10 @@ class TransportLayer:
 
     # --- housekeeping ---------------------------------------------------------------------------
 
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+    @staticmethod
+    def _now() -> float:
+        # Only the rate limit of log lines reads the clock here; monotonic works with or without a loop.
+        return time.monotonic()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -80,3 +80,37 @@ def test_head_without_end_over_the_bound_is_513():
         framer.feed(b"GARBAGE" * 100)
     assert err.value.status == 513
     assert framer.buffered <= 1000 + 700
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_any_bytes_give_messages_or_a_framing_error(chunks):
+    framer = StreamFramer(2000)
+    try:
+        for chunk in chunks:
+            for item in framer.feed(chunk):
+                assert isinstance(item, (bytes, Ping))
+    except FramingError as exc:
+        assert exc.status in (400, 513)
+    assert framer.buffered <= 2000 + 300
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=5), st.data())
+def test_messages_split_anywhere_come_back_whole(bodies, data):
+    messages = [msg(body) for body in bodies]
+    stream = b"".join(messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    framer = StreamFramer()
+    out = []
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        out += framer.feed(stream[last:cut])
+        last = cut
+    assert out == messages

@@ -226,3 +226,33 @@ async def test_closed_layer_refuses_to_send(core):
         await core.layer.deliver(b"x", Destination("udp", "127.0.0.1", 9))
     with pytest.raises(SipTimeout):
         raise SipTimeout("the exception type tests rely on")
+
+
+# --- property: no input reaches the callback unparsed, and none raises ----------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from routescript.transport import SocketInfo, Source, TransportLayer  # noqa: E402
+
+_VALID = raw_request("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfz;rport")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=600),
+    st.tuples(st.integers(0, len(_VALID)), st.binary(max_size=20)).map(
+        lambda t: _VALID[:t[0]] + t[1] + _VALID[t[0]:]),
+    st.integers(0, len(_VALID)).map(lambda n: _VALID[:n]),
+))
+def test_receive_never_raises_and_only_hands_up_parsed_messages(data):
+    got: list = []
+    replies: list[bytes] = []
+    layer = TransportLayer(lambda m, s: got.append(m))
+    source = Source("udp", SocketInfo("udp", "127.0.0.1", 5060), "192.0.2.1", 5060)
+    layer._receive(data, source, replies.append)
+    assert len(got) + len(replies) <= 1
+    for reply in replies:
+        assert reply.startswith(b"SIP/2.0 4") or reply.startswith(b"SIP/2.0 5")
+    for m in got:
+        assert m.is_request is False or m.via.received is not None or m.via.host == "192.0.2.1"
