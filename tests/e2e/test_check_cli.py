@@ -74,3 +74,13 @@ def test_db_init_sqlite(tmp_path: Path) -> None:
     assert "presentity" in res.stdout
     assert (tmp_path / "p.sqlite").exists()
     assert ROOT.exists()
+
+
+def test_typical_opensips_script_loads() -> None:
+    """The globals, modules and functions a typical OpenSIPS 3.4 presence script uses (without the
+    presence modules themselves) load as they are, with only the t_relay warning."""
+    res = routescript("check", "tests/e2e/typical_opensips.cfg")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "tests/e2e/typical_opensips.cfg: OK (1 routes, 11 modules)"
+    warnings = [line for line in res.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "t_relay()" in warnings[0]
