@@ -84,8 +84,8 @@ def test_head_without_end_over_the_bound_is_513():
 
 # --- properties ---------------------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=200, deadline=None)
