@@ -1,0 +1,271 @@
+"""The core MI commands, named and shaped as OpenSIPS 3.4's mi/mi_core.c and statistics.c export them.
+
+Kept: uptime, version, pwd, arg, which [command], ps, kill, log_level [level [pid]],
+xlog_level [level], get_statistics / list_statistics / reset_statistics, reload_routes,
+help [mi_cmd], list_tcp_conns, events_list.
+Left out (nothing behind them here): cache_store/cache_fetch/cache_remove (no cachedb), mem_*_dump
+and shm_check (no shared memory), event_subscribe/subscribers_list/raise_event (no external event
+transports yet), log_level_filter/log_mute_state (3.5+).
+
+One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours.
+`kill` stops the server cleanly, but only through a transport whose module allows it
+(modparam("mi_fifo" | "mi_http", "enable_kill", 1)): OpenSIPS always allows it; we choose to refuse
+it by default because an HTTP listener may be reachable by more people than the FIFO file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from routescript.core.module import MIError, Module, mi_command
+
+from .jsonrpc import INVALID_PARAMS, SERVER_ERROR, JSONRPCError
+
+log = logging.getLogger("routescript.mi")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("routescript")
+    except Exception:
+        return "0.1.0"
+
+
+def server_string() -> str:
+    """Like OpenSIPS's SERVER_HDR without "Server: ": `routescript (0.1.0 (x86_64/linux))`."""
+    return f"routescript ({_version()} ({platform.machine() or 'unknown'}/{sys.platform}))"
+
+
+class CoreMI(Module):
+    """Not a loadable module: the holder of the core commands (module name "core" in `help`)."""
+
+    name = "core"
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self.registry: Any = None  # the MIRegistry, set by build_registry
+        cfg = getattr(server, "config", None)
+        self._log_level = int(getattr(cfg, "log_level", 3) if cfg is not None else 3)
+        xlog = getattr(cfg, "xlog_level", None) if cfg is not None else None
+        self._xlog_level = int(xlog if xlog is not None else self._log_level)
+        self._stop_task: asyncio.Task[Any] | None = None
+
+    # ---------------------------------------------------------------- time, identity
+    @mi_command("uptime", doc="prints various time information about routescript - when it started to run, "
+                "for how long it runs")
+    def uptime(self) -> dict[str, Any]:
+        now = self.registry.clock() if self.registry else time.time()
+        since = self.registry.started_at if self.registry else now
+        return {"Now": time.ctime(now), "Up since": time.ctime(since),
+                "Up time": f"{int(max(0, now - since))} [sec]"}
+
+    @mi_command("version", doc="prints the version string of a running routescript")
+    def version(self) -> dict[str, Any]:
+        return {"Server": server_string()}
+
+    @mi_command("pwd", doc="prints the working directory of routescript")
+    def pwd(self) -> dict[str, Any]:
+        return {"WD": os.getcwd()}
+
+    @mi_command("arg", doc="returns the full list of arguments used at startup")
+    def arg(self) -> list[str]:
+        return list(sys.argv)
+
+    @mi_command("which", optional=("command",), doc="lists all available MI commands")
+    def which(self, command: str | None = None) -> list[Any]:
+        reg = self.registry
+        if command is None:
+            return reg.names()
+        recipes = reg.recipes(command)
+        if recipes is None:
+            raise MIError("unknown MI command", 404)
+        return [list(r) for r in recipes]
+
+    @mi_command("help", optional=("mi_cmd",), doc="prints information about MI commands usage")
+    def help(self, mi_cmd: str | None = None) -> Any:
+        if mi_cmd is None:
+            return "Usage: help mi_cmd - returns information about 'mi_cmd'"
+        cmd = self.registry.lookup(mi_cmd)
+        if cmd is None:
+            raise MIError("unknown MI command", 404)
+        doc = " ".join((cmd.doc or "").split()) or "not available for this command"
+        return {"Help": doc, "Exported by": cmd.module}
+
+    @mi_command("ps", doc="lists all processes used by routescript")
+    def ps(self) -> dict[str, Any]:
+        return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": "main (event loop)"}]}
+
+    # ---------------------------------------------------------------- control
+    @mi_command("kill", doc="terminates routescript (when the MI transport allows it)")
+    def kill(self) -> str:
+        if not self.registry.kill_allowed:
+            raise MIError("kill is disabled on this MI transport; enable it with "
+                          "modparam(\"mi_fifo\", \"enable_kill\", 1) or modparam(\"mi_http\", \"enable_kill\", 1)")
+        stop = getattr(self.server, "stop", None)
+        if stop is None:
+            raise MIError("this server cannot be stopped over MI")
+        log.warning("kill requested over MI: stopping")
+        loop = asyncio.get_running_loop()
+        # After this reply has gone out: stopping closes the MI listener that carries it.
+        loop.call_soon(self._spawn_stop, stop)
+        return "OK"
+
+    def _spawn_stop(self, stop: Any) -> None:
+        self._stop_task = asyncio.ensure_future(stop())
+
+    @mi_command("log_level", optional=("level", "pid"),
+                doc="gets/sets the per process or global log level in routescript")
+    def log_level(self, level: int | None = None, pid: int | None = None) -> dict[str, Any]:
+        if level is None:
+            return {"Processes": [{"PID": os.getpid(), "Log level": self._log_level, "Type": "main (event loop)"}]}
+        if pid is not None and pid != os.getpid():
+            raise JSONRPCError(INVALID_PARAMS, data="Bad PID")
+        from routescript.core.log import py_level
+
+        self._log_level = level
+        logging.getLogger("routescript").setLevel(py_level(level))
+        return {"Log level": level} if pid is not None else {"New global log level": level}
+
+    @mi_command("xlog_level", optional=("level",),
+                doc="gets/sets the per process or global xlog level in routescript")
+    def xlog_level(self, level: int | None = None) -> dict[str, Any]:
+        if level is None:
+            return {"xLog Level": self._xlog_level}
+        from routescript.core.log import py_level
+
+        self._xlog_level = level
+        logging.getLogger("routescript.xlog").setLevel(py_level(level))
+        return {"New xLog level": level}
+
+    @mi_command("reload_routes", doc="triggers the script (routes only) reload")
+    async def reload_routes(self) -> Any:
+        reload = getattr(self.server, "reload_routes", None)
+        if reload is None:
+            raise MIError("reload failed: this server cannot reload its routes")
+        diags = list(await reload())
+        errors = [str(d) for d in diags if getattr(d, "severity", "error") != "warning"]
+        warnings = [str(d) for d in diags if getattr(d, "severity", "error") == "warning"]
+        if errors:
+            # OpenSIPS answers 500 "reload failed" and logs why; we also hand the reasons back.
+            raise JSONRPCError(SERVER_ERROR, "reload failed", errors + warnings)
+        if warnings:
+            return {"Status": "OK", "Warnings": warnings}
+        return "OK"
+
+    # ---------------------------------------------------------------- statistics
+    @mi_command("get_statistics", doc="prints the statistics (all, group or one) realtime values.")
+    def get_statistics(self, statistics: list[str]) -> dict[str, int]:
+        stats = self.registry.statistics
+        out: dict[str, int] = {}
+        found = False
+        for item in _names(statistics, "statistics"):
+            if item == "all":
+                for s in stats.all():
+                    out[s.full_name] = s.value
+                found = True
+            elif len(item) > 1 and item.endswith(":"):
+                if not stats.has_module(item[:-1]):
+                    continue
+                for s in stats.module(item[:-1]):
+                    out[s.full_name] = s.value
+                found = True
+            else:
+                s = stats.get(item)
+                if s is None:
+                    continue
+                out[s.full_name] = s.value
+                found = True
+        if not found:
+            raise MIError("Statistics Not Found", 404)
+        return out
+
+    @mi_command("list_statistics", optional=("statistics",),
+                doc="lists all the registered statistics and their types")
+    def list_statistics(self, statistics: list[str] | None = None) -> dict[str, str]:
+        stats = self.registry.statistics
+
+        def kind(s: Any) -> str:
+            return "incremental" if s.incremental else "non-incremental"
+
+        if statistics is None:
+            return {s.full_name: kind(s) for s in stats.all()}
+        out: dict[str, str] = {}
+        found = False
+        for item in _names(statistics, "statistics"):
+            if len(item) > 1 and item.endswith(":"):
+                if not stats.has_module(item[:-1]):
+                    continue
+                out.update({s.full_name: kind(s) for s in stats.module(item[:-1])})
+                found = True
+            else:
+                s = stats.get(item)
+                if s is None:
+                    continue
+                out[s.name] = kind(s)  # OpenSIPS prints a single statistic without its group
+                found = True
+        if not found:
+            raise MIError("Statistics Not Found", 404)
+        return out
+
+    @mi_command("reset_statistics", doc="resets the value of a statistic variable")
+    def reset_statistics(self, statistics: list[str]) -> str:
+        found = False
+        for item in _names(statistics, "statistics"):
+            s = self.registry.statistics.get(item)
+            if s is None:
+                continue
+            s.reset()
+            found = True
+        if not found:
+            raise MIError("Statistics Not Found", 404)
+        return "OK"
+
+    # ---------------------------------------------------------------- connections, events
+    @mi_command("list_tcp_conns", doc="list all ongoing TCP based connections")
+    def list_tcp_conns(self) -> dict[str, Any]:
+        transport = getattr(self.server, "transport", None)
+        conns: Any = getattr(transport, "connections", None)
+        if callable(conns):
+            conns = conns()
+        if conns is None:
+            # The transport layer has no public listing yet; read its table without changing it.
+            conns = list(getattr(transport, "_conns", {}).values())
+        out = []
+        for c in conns:
+            src = getattr(c, "source", None)
+            info = getattr(c, "info", None)
+            out.append({
+                "ID": getattr(c, "conn_id", 0),
+                "Type": "tcp",
+                "State": "closed" if getattr(c, "closed", False) else "open",
+                "Remote": f"{getattr(src, 'remote_host', '?')}:{getattr(src, 'remote_port', '?')}",
+                "Local": f"{getattr(info, 'host', '?')}:{getattr(info, 'port', '?')}",
+                "Outgoing": bool(getattr(c, "outgoing", False)),
+            })
+        return {"Connections": out}
+
+    @mi_command("events_list", doc="lists all the events advertised through the Event Interface")
+    def events_list(self) -> dict[str, Any]:
+        events = getattr(self.server, "events", None)
+        declared = sorted(getattr(events, "declared", ()) or ())
+        return {"Events": [{"name": name, "id": i} for i, name in enumerate(declared)]}
+
+
+def _names(value: list[Any], param: str) -> list[str]:
+    """The string items of an array parameter (numbers printed, as OpenSIPS's get_mi_arr_param_string)."""
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(str(item))
+        else:
+            raise JSONRPCError(INVALID_PARAMS, data=f"Bad type for array item in parameter '{param}'")
+    return out
