@@ -11,7 +11,8 @@ Pure functions, bytes in, bytes out. RFC 4235 section 4 (schema), the part relie
     <xs:element name="state"> "trying" | "proceeding" | "early" | "confirmed" | "terminated"
     <xs:element name="remote"> identity?, target?, session-description?;  target: attribute uri required
 RFC 4235 section 4.1: version starts at 0 and grows by one with each NOTIFY of the subscription; the
-notifier keeps it per watcher, so the presence core calls `set_version` for every NOTIFY (aux_body_processing).
+notifier keeps it per watcher, so the presence core calls `set_version` for every NOTIFY
+(aux_body_processing).
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def aggregate_dialog_info(pres_uri: str, bodies: Sequence[bytes], off_index: int
         try:
             roots.append(_parse_dialog_info(body))
         except BodyError as exc:
-            log.warning("presentity %s: dialog publication %d left out of the NOTIFY body: %s", pres_uri, index, exc)
+            log.warning("presentity %s: dialog publication %d left out of the NOTIFY body: %s",
+                        pres_uri, index, exc)
     # Newest first, to keep the newest copy of a duplicated dialog id; then back to received order.
     seen: set[str] = set()
     chosen: list[etree._Element] = []

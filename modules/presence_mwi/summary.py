@@ -73,7 +73,8 @@ _ACCOUNT_LINE = re.compile(r"Message-Account" + _HCOLON + r"([A-Za-z][A-Za-z0-9+
                            re.IGNORECASE)
 _SUMMARY_LINE = re.compile(
     r"(" + _TOKEN + r")" + _HCOLON + r"(" + _COUNT + r")" + _SP + "/" + _SP + r"(" + _COUNT + r")"
-    + r"(?:" + _SP + r"\(" + _SP + r"(" + _COUNT + r")" + _SP + "/" + _SP + r"(" + _COUNT + r")" + _SP + r"\))?"
+    + r"(?:" + _SP + r"\(" + _SP + r"(" + _COUNT + r")" + _SP + "/" + _SP + r"(" + _COUNT + r")"
+    + _SP + r"\))?"
     + _SP)
 _EXTENSION_HEADER = re.compile(r"(" + _TOKEN + r")" + _HCOLON + r"([^\x00-\x08\x0a-\x1f\x7f]*)")
 

@@ -173,7 +173,8 @@ class Transformations:
 
     def union(self, other: Transformations) -> Transformations:
         return Transformations(_union(self.services, other.services), _union(self.persons, other.persons),
-                               _union(self.devices, other.devices), self.all_attributes or other.all_attributes,
+                               _union(self.devices, other.devices),
+                               self.all_attributes or other.all_attributes,
                                self.attributes | other.attributes,
                                self.unknown_attributes | other.unknown_attributes)
 
@@ -572,7 +573,7 @@ def apply_auth_nbody(body: bytes | None, subscription: Any, rules_doc: Any, *, s
                      now: float | None = None) -> bytes | None:
     """apply_auth_nbody hook body: the NOTIFY body `subscription`'s watcher may see.
     allow -> the body with the rules' transformations; polite-block and block -> None (no body: the
-    watcher looks offline-less, as measured); no rules, no matching rule, confirm -> unchanged (OpenSIPS:
+    watcher learns nothing, as measured); no rules, no matching rule, confirm -> unchanged (OpenSIPS:
     the core only sends a body to active watchers, and their state was decided already)."""
     if body is None:
         return None
@@ -591,13 +592,17 @@ def apply_auth_nbody(body: bytes | None, subscription: Any, rules_doc: Any, *, s
     try:
         return apply_transformations(body, decision.transformations)
     except BodyError as exc:
-        log.warning("NOTIFY body for %s not transformed (%s): sent without body", _watcher_uri(subscription), exc)
+        log.warning("NOTIFY body for %s not transformed (%s): sent without body",
+                    _watcher_uri(subscription), exc)
         return None
 
 
+AuthStatusHook = Callable[[Any, Any], "tuple[int, str | None]"]
+AuthNbodyHook = Callable[[Any, Any, Any], "bytes | None"]
+
+
 def auth_hooks(*, clock: Callable[[], float] = time.time,
-               sphere_of: Callable[[str], str | None] | None = None
-               ) -> tuple[Callable[[Any, Any], tuple[int, str | None]], Callable[[Any, Any, Any], bytes | None]]:
+               sphere_of: Callable[[str], str | None] | None = None) -> tuple[AuthStatusHook, AuthNbodyHook]:
     """(get_auth_status, apply_auth_nbody) with the PresenceEvent hook signatures, reading the time from
     `clock` and the presentity's current sphere from `sphere_of(pres_uri)` (enable_sphere_check)."""
 

@@ -7,6 +7,7 @@ import pytest
 from routescript.core.server import Server
 from routescript.db import open_database
 from routescript.modules.presence_xml.rules import SubHandling, evaluate, parse_rules
+from routescript.modules.xcap.store import MAX_DOC_SIZE
 from routescript.modules.xcap import PRES_RULES, RESOURCE_LISTS, XcapModule, bind_xcap, get_xcap_doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pres-rules.xml"
@@ -35,6 +36,11 @@ async def test_reads_the_pres_rules_of_a_user(db):
     assert await get_xcap_doc(db, "alice", "example.com", RESOURCE_LISTS) == b"<resource-lists/>"
     assert await get_xcap_doc(db, "alice", "example.org") is None
     assert await get_xcap_doc(db, "carol", "example.com") is None
+
+
+async def test_oversized_document_is_ignored(db):
+    await db.insert("xcap", row("alice", "example.com", b"<r>" + b" " * MAX_DOC_SIZE + b"</r>"))
+    assert await get_xcap_doc(db, "alice", "example.com") is None
 
 
 async def test_several_documents_oldest_wins(db):
