@@ -196,3 +196,18 @@ def test_dialog_event_as_opensips_registers_it():
     single = dialog_event(force_single_dialog=True)
     body = single.agg_nbody(PRES, [doc(("a", "confirmed"), ("b", "early"))], None)
     assert dialogs_of(body) == [("b", "early")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=2**31))
+def test_set_version_never_fails_on_any_body(data, version):
+    out = set_version(data, version)
+    assert isinstance(out, bytes)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=120), st.sampled_from([CAPTURE_18A, doc(("z", "early"))])),
+                max_size=4))
+def test_aggregation_of_any_stored_bodies_gives_a_dialog_info_document(bodies):
+    root = parse(aggregate_dialog_info(PRES, bodies))
+    assert root.tag == f"{{{NS_DIALOG_INFO}}}dialog-info" and root.get("entity") == PRES
