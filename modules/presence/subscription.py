@@ -128,7 +128,9 @@ class Subscription:
             f"sip:{self.watcher_domain}"
 
     def remaining(self, now: float) -> int:
-        return max(0, int(self.expires_at - now))
+        # Rounded, not truncated: the NOTIFY sent a few milliseconds after the 200 says the value the
+        # 200 granted (OpenSIPS counts whole seconds on both sides, capture 02: 600 then 600).
+        return max(0, round(self.expires_at - now))
 
     def next_notify(self) -> Subscription:
         """The record after one more NOTIFY: CSeq and version grow by one (RFC 3261 12.2.1.1)."""

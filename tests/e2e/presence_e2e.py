@@ -1,0 +1,44 @@
+"""Helpers for the presence end-to-end tests: examples/presence.cfg copied to a temp dir with a free
+port, a temp database and short timers, run with `routescript run`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rs_e2e import ROOT, RunningServer, free_port
+
+EXAMPLE = ROOT / "examples" / "presence.cfg"
+
+
+def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, presence: dict[str, object] | None = None,
+                 presence_xml: dict[str, object] | None = None, tm: dict[str, object] | None = None,
+                 name: str = "presence.cfg") -> Path:
+    """The example with our port, database file and modparam overrides (a param the example does not set
+    is added after the others of its module)."""
+    text = EXAMPLE.read_text().replace(":5060", f":{port}")
+    db = db or tmp_path / "presence.sqlite"
+    text = re.sub(r'modparam\("presence", "db_url", "[^"]*"\)',
+                  f'modparam("presence", "db_url", "sqlite://{db}")', text)
+    for module, values in (("presence", presence or {}), ("presence_xml", presence_xml or {}), ("tm", tm or {})):
+        for param, value in values.items():
+            lit = f'"{value}"' if isinstance(value, str) else str(value)
+            line = f'modparam("{module}", "{param}", {lit})'
+            pattern = re.compile(rf'modparam\("{module}", "{param}", [^)]*\)')
+            if pattern.search(text):
+                text = pattern.sub(line.replace("\\", "\\\\"), text)
+            else:
+                last = [m.end() for m in re.finditer(rf'modparam\("{module}", [^\n]*\n', text)][-1]
+                text = text[:last] + line + "\n" + text[last:]
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    return cfg
+
+
+def start(cfg: Path, tmp_path: Path) -> RunningServer:
+    server = RunningServer(cfg, tmp_path)
+    server.wait_for("routescript started")
+    return server
+
+
+__all__ = ["presence_cfg", "start", "free_port", "RunningServer", "ROOT"]

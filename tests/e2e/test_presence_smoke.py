@@ -1,0 +1,38 @@
+"""Smoke: examples/presence.cfg under `routescript run`, PUBLISH then SUBSCRIBE -> NOTIFY with the PIDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from presence_e2e import free_port, presence_cfg, start
+
+from routescript.testing import SipTestClient, pidf
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_publish_then_subscribe_gets_pidf(tmp_path: Path) -> None:
+    port = free_port()
+    server = start(presence_cfg(tmp_path, port), tmp_path)
+    try:
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), user="alice", timeout=5) as alice, \
+                await SipTestClient.start("udp", ("127.0.0.1", port), user="bob", timeout=5) as bob:
+            uri = f"sip:alice@127.0.0.1:{port}"
+            pub = alice.publish(uri, pidf(alice.aor, note="Available"), expires=600)
+            resp = await alice.send_request(pub)
+            assert resp.status == 200, resp.to_bytes()
+            assert resp.header("SIP-ETag")
+            assert resp.header("Expires") == "600"
+            sub = bob.subscribe(uri, expires=600)
+            resp = await bob.send_request(sub)
+            assert resp.status == 200, resp.to_bytes()
+            notify = await bob.expect_request("NOTIFY", call_id=sub.call_id)
+            await bob.reply(notify, 200)
+            assert notify.header("Subscription-State") == "active;expires=600"
+            assert notify.header("Content-Type") == "application/pidf+xml"
+            assert b"<note>Available</note>" in notify.body
+            assert b'entity="sip:alice@127.0.0.1"' in notify.body
+        server.wait_for("PUBLISH accepted: alice@127.0.0.1 event=presence expires=600")
+    finally:
+        server.stop()
