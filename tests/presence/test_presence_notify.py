@@ -54,7 +54,7 @@ def test_cseq_grows_and_expires_counts_down():
     table.record_notify(d.subscription)
     second = table.record_notify(d.subscription)
     n = build_notify(second, 1.4, body=b"x", content_type="text/plain")
-    assert n.header("CSeq") == "2 NOTIFY" and n.header("Subscription-State") == "active;expires=598"
+    assert n.header("CSeq") == "2 NOTIFY" and n.header("Subscription-State") == "active;expires=599"  # 598.6 rounded
 
 
 def test_states_on_the_wire():
