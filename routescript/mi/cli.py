@@ -1,0 +1,83 @@
+"""`routescript mi COMMAND [args | name=value ...]`: run one MI command on a running server.
+
+    routescript mi which                                  # http://127.0.0.1:8888/mi (httpd's default)
+    routescript mi --url http://127.0.0.1:8870/mi uptime
+    routescript mi --config /etc/routescript.cfg log_level 4
+    routescript mi --fifo /tmp/opensips_fifo subs_phtable_list from=sip:bob* to=sip:alice*
+    routescript mi get_statistics core: presence:           # array commands take their items positionally
+    routescript mi --yaml pres_phtable_list
+
+The result is printed as JSON (indented), or YAML with --yaml. A JSON-RPC error or a failure to reach
+the server prints the message on stderr and exits 1.
+
+routescript/cli.py wires it with:
+    from routescript.mi.cli import add_mi_subcommand, run_mi
+    add_mi_subcommand(sub)                       # sub = the subparsers object
+    if args.command == "mi": return run_mi(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8888/mi"
+
+
+def add_mi_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `mi` subcommand to an argparse subparsers object; returns its parser."""
+    p = subparsers.add_parser("mi", help="run an MI command on a running server",
+                              description="Run one MI command over JSON-RPC (HTTP or the MI FIFO).")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help=f"mi_http URL (default {DEFAULT_URL})")
+    where.add_argument("--config", "-c", metavar="CFG", help="take the URL from CFG's httpd/mi_http modparams")
+    where.add_argument("--fifo", metavar="PATH", help="use the MI FIFO at PATH (mi_fifo's fifo_name)")
+    p.add_argument("--reply-dir", default=None, help="where the reply FIFO is made (mi_fifo's reply_dir, "
+                   "default /tmp)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    p.add_argument("--yaml", action="store_true", help="print YAML instead of JSON")
+    p.add_argument("mi_command", metavar="COMMAND", help="the MI command (`which` lists them)")
+    p.add_argument("mi_args", metavar="ARG", nargs="*", help="positional values, or name=value pairs")
+    return p
+
+
+def format_result(result: Any, as_yaml: bool = False) -> str:
+    if as_yaml:
+        import yaml
+
+        return yaml.safe_dump(result, sort_keys=False, allow_unicode=True, default_flow_style=False).rstrip("\n")
+    return json.dumps(result, indent=4, ensure_ascii=False)
+
+
+def run_mi(args: argparse.Namespace) -> int:
+    """Run the command described by the parsed arguments; print the result; the exit status."""
+    from .client import (MIClientError, call_fifo, call_http, default_reply_dir, http_url_from_config,
+                         params_from_args)
+
+    try:
+        params = params_from_args(list(args.mi_args or []), args.mi_command)
+        if args.fifo:
+            result = call_fifo(args.fifo, args.mi_command, params,
+                               reply_dir=args.reply_dir or default_reply_dir(), timeout=args.timeout)
+        else:
+            url = args.url or (http_url_from_config(args.config) if args.config else DEFAULT_URL)
+            result = call_http(url, args.mi_command, params, timeout=args.timeout)
+    except MIClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_result(result, bool(args.yaml)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m routescript.mi.cli ...`) until routescript/cli.py wires `mi`."""
+    parser = argparse.ArgumentParser(prog="routescript")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_mi_subcommand(sub)
+    return run_mi(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""A small blocking MI client (what `routescript mi` uses): JSON-RPC over HTTP or over the MI FIFO.
+
+    call_http("http://127.0.0.1:8888/mi", "which")            -> the result
+    call_fifo("/tmp/opensips_fifo", "log_level", {"level": 4})
+    params_from_args(["level=4"]) -> {"level": 4}
+
+Errors: MIClientError (cannot reach the server, bad reply) and MIReplyError (the server answered
+with a JSON-RPC error: .code, .message, .data).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+# MI commands whose one parameter is an array: positional CLI arguments become that array
+# (`routescript mi get_statistics core: shmem:`), as opensips-cli does for them.
+ARRAY_PARAM_COMMANDS = {"get_statistics": "statistics", "list_statistics": "statistics",
+                        "reset_statistics": "statistics"}
+
+MAX_REPLY = 16 << 20  # bytes (STYLE 7)
+
+
+class MIClientError(Exception):
+    """The request could not be made or its reply could not be read."""
+
+
+class MIReplyError(MIClientError):
+    """The server answered with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        detail = f" ({data if isinstance(data, str) else json.dumps(data)})" if data not in (None, "") else ""
+        super().__init__(f"{code}: {message}{detail}")
+
+
+def _value(text: str) -> Any:
+    """A CLI value: JSON arrays/objects are decoded; everything else stays a string (OpenSIPS takes
+    numeric strings for integer parameters)."""
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def params_from_args(args: list[str], command: str = "") -> dict[str, Any] | list[Any] | None:
+    """`name=value ...` -> named params; plain values -> positional; none -> None. Mixing is an error."""
+    if not args:
+        return None
+    named = [a for a in args if "=" in a and a.split("=", 1)[0].isidentifier()]
+    if named and len(named) != len(args):
+        raise MIClientError("give either all parameters as name=value or none of them")
+    if named:
+        return {k: _value(v) for k, v in (a.split("=", 1) for a in args)}
+    if command in ARRAY_PARAM_COMMANDS:
+        return [[_value(a) for a in args]]
+    return [_value(a) for a in args]
+
+
+def request_text(method: str, params: dict[str, Any] | list[Any] | None, req_id: int = 1) -> str:
+    req: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
+    if params is not None:
+        req["params"] = params
+    return json.dumps(req)
+
+
+def parse_reply(text: str | bytes) -> Any:
+    """The reply's result, or MIReplyError / MIClientError."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise MIClientError(f"reply is not JSON: {text[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise MIClientError(f"unexpected reply: {str(obj)[:200]}")
+    err = obj.get("error")
+    if isinstance(err, dict):
+        raise MIReplyError(int(err.get("code", -32603)), str(err.get("message", "")), err.get("data"))
+    if "result" not in obj:
+        raise MIClientError("reply has neither result nor error")
+    return obj["result"]
+
+
+def call_http(url: str, method: str, params: dict[str, Any] | list[Any] | None = None, *,
+              timeout: float = 10.0) -> Any:
+    body = request_text(method, params).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            data = resp.read(MAX_REPLY + 1)
+    except urllib.error.HTTPError as exc:
+        raise MIClientError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MIClientError(f"cannot reach {url}: {reason} (is routescript running with httpd and mi_http?)") \
+            from None
+    if len(data) > MAX_REPLY:
+        raise MIClientError("reply too large")
+    return parse_reply(data)
+
+
+def call_fifo(fifo: str, method: str, params: dict[str, Any] | list[Any] | None = None, *,
+              reply_dir: str = "/tmp", timeout: float = 10.0) -> Any:
+    """Write `:<reply>:<request>` to `fifo`, read the reply from a FIFO made in reply_dir."""
+    name = f"routescript_reply_{os.getpid()}_{time.monotonic_ns()}"
+    reply_path = os.path.join(reply_dir, name)
+    try:
+        os.mkfifo(reply_path, 0o600)
+    except OSError as exc:
+        raise MIClientError(f"cannot create reply FIFO {reply_path}: {exc.strerror or exc}") from None
+    try:
+        # Open our end first, non-blocking, so the server's open for writing succeeds at once.
+        rfd = os.open(reply_path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            try:
+                wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                hint = " (is routescript running with mi_fifo?)" if exc.errno in (errno.ENXIO, errno.ENOENT) else ""
+                raise MIClientError(f"cannot write to {fifo}: {exc.strerror or exc}{hint}") from None
+            try:
+                os.set_blocking(wfd, True)
+                os.write(wfd, f":{name}:{request_text(method, params)}\n".encode())
+            finally:
+                os.close(wfd)
+            return parse_reply(_read_reply(rfd, timeout))
+        finally:
+            os.close(rfd)
+    finally:
+        try:
+            os.unlink(reply_path)
+        except OSError:
+            pass
+
+
+def _read_reply(fd: int, timeout: float) -> bytes:
+    """Read until the server closes its end (it writes one reply, then closes)."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    data = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise MIClientError(f"no reply within {timeout:g} s")
+        events = poller.poll(remaining * 1000)
+        if not events:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            if data:
+                return bytes(data)
+            # POLLHUP before any byte: a writer came and went without a reply.
+            raise MIClientError("the server closed the reply FIFO without a reply")
+        data += chunk
+        if len(data) > MAX_REPLY:
+            raise MIClientError("reply too large")
+
+
+def http_url_from_config(cfg: str) -> str:
+    """http://ip:port/root from a configuration's httpd and mi_http modparams."""
+    from routescript.core.server import LoadError, Server
+
+    server = Server()
+    try:
+        server.load(cfg)
+    except LoadError as exc:
+        raise MIClientError(f"{cfg}: cannot load:\n" + "\n".join(str(d) for d in exc.diagnostics)) from None
+    httpd = server.modules.get("httpd")
+    mi_http = server.modules.get("mi_http")
+    if httpd is None or mi_http is None:
+        fifo = server.modules.get("mi_fifo")
+        hint = f"; it loads mi_fifo: use --fifo {fifo.param('fifo_name')}" if fifo is not None else ""
+        raise MIClientError(f"{cfg} does not load httpd.so and mi_http.so{hint}")
+    ip = httpd.param("ip") or "127.0.0.1"
+    if ip in ("0.0.0.0", "::", "*"):
+        ip = "127.0.0.1"
+    if ":" in ip:
+        ip = f"[{ip}]"
+    return f"http://{ip}:{httpd.param('port')}/{mi_http.param('root').strip('/')}"
+
+
+def default_reply_dir() -> str:
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
