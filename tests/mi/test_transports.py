@@ -1,0 +1,287 @@
+"""MI against a real running Server: every core command over mi_http and over mi_fifo, the raw HTTP
+exchange of capture 09/23 field for field, the FIFO exchange of capture 24, the `opensips` PyPI
+package's client on both transports, and `routescript mi` (routescript.mi.cli)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from routescript.core.module import MICommand
+from routescript.core.server import Server
+from routescript.mi.cli import main as mi_main
+from routescript.mi.client import MIReplyError, call_fifo, call_http
+
+CFG = """
+log_level = 2
+socket = udp:127.0.0.1:0
+socket = tcp:127.0.0.1:0
+loadmodule "sl.so"
+loadmodule "httpd.so"
+loadmodule "mi_http.so"
+loadmodule "mi_fifo.so"
+modparam("httpd", "ip", "127.0.0.1")
+modparam("httpd", "port", 0)
+modparam("mi_http", "root", "mi")
+modparam("mi_http", "enable_kill", {kill})
+modparam("mi_fifo", "fifo_name", "{fifo}")
+modparam("mi_fifo", "fifo_mode", 0600)
+modparam("mi_fifo", "reply_dir", "{dir}/")
+route {{
+    sl_send_reply(200, "{reason}");
+}}
+"""
+
+TIMEOUT = 10.0
+
+
+class Running:
+    def __init__(self, server: Server, cfg: Path, fifo: str, reply_dir: str) -> None:
+        self.server = server
+        self.cfg = cfg
+        self.fifo = fifo
+        self.reply_dir = reply_dir
+        self.url = server.modules.get("httpd").url + "/mi"  # type: ignore[union-attr]
+
+    async def http(self, method: str, params: Any = None) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(call_http, self.url, method, params, timeout=TIMEOUT),
+                                      TIMEOUT)
+
+    async def fifo_call(self, method: str, params: Any = None) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(call_fifo, self.fifo, method, params,
+                                                        reply_dir=self.reply_dir, timeout=TIMEOUT), TIMEOUT)
+
+    async def call(self, transport: str, method: str, params: Any = None) -> Any:
+        return await (self.http(method, params) if transport == "http" else self.fifo_call(method, params))
+
+
+async def start(tmp_path: Path, kill: int = 0) -> Running:
+    fifo = str(tmp_path / "rs_fifo")
+    cfg = tmp_path / "mi.cfg"
+    cfg.write_text(CFG.format(fifo=fifo, dir=tmp_path, kill=kill, reason="A"))
+    server = Server()
+    server.load(str(cfg))
+    await server.start()
+    return Running(server, cfg, fifo, str(tmp_path))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> Any:
+    r = await start(tmp_path)
+    try:
+        yield r
+    finally:
+        await r.server.stop()
+    assert not os.path.exists(r.fifo)  # the FIFO is removed at stop
+
+
+TRANSPORTS = ["http", "fifo"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_core_commands(running: Running, transport: str) -> None:
+    names = await running.call(transport, "which")
+    assert names[:3] == ["uptime", "version", "pwd"] and "httpd_list_root_path" in names
+    assert await running.call(transport, "which", ["reset_statistics"]) == [["statistics"]]
+    up = await running.call(transport, "uptime")
+    assert up["Up time"].endswith(" [sec]")
+    assert (await running.call(transport, "version"))["Server"].startswith("routescript (")
+    assert await running.call(transport, "pwd") == {"WD": os.getcwd()}
+    assert isinstance(await running.call(transport, "arg"), list)
+    assert (await running.call(transport, "ps"))["Processes"][0]["PID"] == os.getpid()
+    assert (await running.call(transport, "help", ["uptime"]))["Exported by"] == "core"
+    assert await running.call(transport, "log_level", {"level": 2}) == {"New global log level": 2}
+    assert (await running.call(transport, "log_level"))["Processes"][0]["Log level"] == 2
+    assert await running.call(transport, "xlog_level", [2]) == {"New xLog level": 2}
+    assert await running.call(transport, "reload_routes") == "OK"
+    assert await running.call(transport, "list_tcp_conns") == {"Connections": []}
+    assert "Events" in await running.call(transport, "events_list")
+    assert await running.call(transport, "httpd_list_root_path") == {
+        "Roots": [{"http_root": "mi", "module": "mi_http"}]}
+    stat = running.server.mi.statistics.register("core", "rcv_requests")  # type: ignore[attr-defined]
+    stat.inc(3)
+    assert await running.call(transport, "get_statistics", [["core:"]]) == {"core:rcv_requests": 3}
+    assert await running.call(transport, "list_statistics") == {"core:rcv_requests": "incremental"}
+    assert await running.call(transport, "reset_statistics", {"statistics": ["rcv_requests"]}) == "OK"
+    assert stat.value == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_errors(running: Running, transport: str) -> None:
+    cases = [("no_such_command", None, -32601, "Method not found", None),
+             ("uptime", ["x"], -32602, "Invalid params", "Too few or too many parameters"),
+             ("log_level", [1, 2, 3], -32602, "Invalid params", "Too few or too many parameters"),
+             ("log_level", {"lvl": 1}, -32602, "Invalid params", "Named parameters do not match"),
+             ("log_level", ["loud"], -32602, "Invalid params", "Bad type for parameter 'level'"),
+             ("get_statistics", [["nothing"]], 404, "Statistics Not Found", None),
+             ("kill", None, -32000, None, None)]
+    for method, params, code, message, data in cases:
+        with pytest.raises(MIReplyError) as info:
+            await running.call(transport, method, params)
+        assert info.value.code == code
+        if message is not None:
+            assert info.value.message == message
+        assert info.value.data == data
+    assert running.server._started  # kill was refused: enable_kill is 0
+
+
+async def test_reload_routes_failure_keeps_old_script(running: Running) -> None:
+    running.cfg.write_text(running.cfg.read_text().replace('sl_send_reply(200, "A");', "no_such_function();"))
+    for transport in TRANSPORTS:
+        with pytest.raises(MIReplyError) as info:
+            await running.call(transport, "reload_routes")
+        assert info.value.code == -32000 and info.value.message == "reload failed"
+        assert any("no_such_function" in d for d in info.value.data)
+
+
+async def test_raw_http_exchange_as_capture_09(running: Running) -> None:
+    """Field for field what OpenSIPS 3.4 sent (09-mi-http.txt): HTTP 200, compact JSON, same members."""
+    async def subs_list(**kw: Any) -> list[Any]:
+        return []
+    subs_list._rs_mi_recipes = ((), ("from", "to"))  # type: ignore[attr-defined]
+    running.server.mi.add(MICommand("subs_phtable_list", subs_list, ("from", "to"),  # type: ignore[attr-defined]
+                                    ("from", "to"), module="presence"))
+    exchanges = [
+        ('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": ["sip:nobody*"]}',
+         '{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
+         '"data":"Too few or too many parameters"},"id":1}'),
+        ('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": {"from": "sip:dave*", '
+         '"to": "sip:carol*"}}', '{"jsonrpc":"2.0","result":[],"id":1}'),
+        ('{"jsonrpc": "2.0", "method": "no_such_command", "id": 1}',
+         '{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":1}'),
+    ]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http:
+        for request, expected in exchanges:
+            async with http.post(running.url, data=request, headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "application/json"
+                assert await r.text() == expected
+        async with http.post(running.url, data='{"jsonrpc": "2.0", "method": "uptime"}') as r:
+            assert r.status == 202 and await r.read() == b""  # a notification: no reply
+        async with http.get(running.url) as r:
+            assert r.status == 405
+        async with http.post(running.url, data=b"") as r:
+            assert r.status == 400
+        async with http.post(running.url.replace("/mi", "/other"), data="{}") as r:
+            assert r.status == 404
+        async with http.post(running.url, data="[{\"jsonrpc\":\"2.0\",\"method\":\"pwd\",\"id\":1}]") as r:
+            assert json.loads(await r.text())[0]["result"] == {"WD": os.getcwd()}
+
+
+async def test_raw_fifo_exchange_as_capture_24(running: Running) -> None:
+    """`:<reply>:<json>` written to the FIFO, the reply read from <reply_dir>/<reply> (24-mi-fifo.txt)."""
+    reply_path = os.path.join(running.reply_dir, "anchor_reply_3059_which")
+    os.mkfifo(reply_path, 0o600)
+
+    def exchange() -> str:
+        rfd = os.open(reply_path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with open(running.fifo, "w", encoding="utf-8") as f:
+                f.write(':anchor_reply_3059_which:{"jsonrpc":"2.0","method":"version","id":"1"}')
+            os.set_blocking(rfd, True)
+            chunks = []
+            while True:
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    return b"".join(chunks).decode()
+                chunks.append(chunk)
+        finally:
+            os.close(rfd)
+    text = await asyncio.wait_for(asyncio.to_thread(exchange), TIMEOUT)
+    reply = json.loads(text)
+    assert text.startswith('{"jsonrpc":"2.0","result":{"Server":') and text.endswith(',"id":"1"}\n')
+    assert reply["id"] == "1"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_opensips_package_client(running: Running, transport: str) -> None:
+    opensips_mi = pytest.importorskip("opensips.mi")
+    if transport == "http":
+        mi = opensips_mi.OpenSIPSMI("http", url=running.url)
+    else:
+        mi = opensips_mi.OpenSIPSMI("fifo", fifo_file=running.fifo, fifo_reply_dir=running.reply_dir)
+
+    async def run(cmd: str, params: Any = None) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(mi.execute, cmd, params), TIMEOUT)
+
+    assert "uptime" in await run("which")
+    assert dict(await run("log_level", {"level": 3})) == {"New global log level": 3}
+    assert dict(await run("log_level", [2])) == {"New global log level": 2}
+    with pytest.raises(opensips_mi.OpenSIPSMIException, match="-32601: Method not found"):
+        await run("no_such_command")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_cli(running: Running, transport: str) -> None:
+    where = ["--url", running.url] if transport == "http" else ["--fifo", running.fifo,
+                                                              "--reply-dir", running.reply_dir]
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+
+        def run() -> int:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                return mi_main(["mi", *where, *args])
+        rc = await asyncio.wait_for(asyncio.to_thread(run), TIMEOUT)
+        return rc, out.getvalue(), err.getvalue()
+
+    rc, out, _ = await cli("which")
+    assert rc == 0 and "uptime" in json.loads(out)
+    rc, out, _ = await cli("--yaml", "log_level", "level=2")
+    assert rc == 0 and out.strip() == "New global log level: 2"
+    rc, out, _ = await cli("log_level", "2")
+    assert rc == 0 and json.loads(out) == {"New global log level": 2}
+    running.server.mi.statistics.register("core", "x").inc()  # type: ignore[attr-defined]
+    rc, out, _ = await cli("get_statistics", "core:", "x")
+    assert rc == 0 and json.loads(out) == {"core:x": 1}
+    rc, out, err = await cli("no_such_command")
+    assert rc == 1 and out == "" and "-32601: Method not found" in err
+
+
+async def test_cli_url_from_config(running: Running) -> None:
+    """--config reads httpd's ip/port and mi_http's root (port 0 here, so only the URL is checked)."""
+    from routescript.mi.client import http_url_from_config
+
+    url = await asyncio.to_thread(http_url_from_config, str(running.cfg))
+    assert url == "http://127.0.0.1:0/mi"
+
+
+async def test_cli_cannot_reach(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = mi_main(["mi", "--fifo", str(tmp_path / "none"), "--reply-dir", str(tmp_path), "which"])
+    assert rc == 1 and "cannot write to" in err.getvalue()
+
+
+async def test_kill_when_enabled(tmp_path: Path) -> None:
+    r = await start(tmp_path, kill=1)
+    try:
+        assert await r.http("kill") == "OK"
+        for _ in range(200):
+            if not r.server._started:
+                break
+            await asyncio.sleep(0.01)
+        assert not r.server._started
+    finally:
+        await r.server.stop()
+    assert not os.path.exists(r.fifo)
+
+
+async def test_no_listener_without_the_modules(tmp_path: Path) -> None:
+    cfg = tmp_path / "plain.cfg"
+    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "sl.so"\nroute { exit; }\n')
+    server = Server()
+    server.load(str(cfg))
+    await server.start()
+    try:
+        assert getattr(server, "mi", None) is None and server.modules.get("httpd") is None
+    finally:
+        await server.stop()
