@@ -343,6 +343,11 @@ class PresenceService:
         if status == 481 or (status == 408 and self.settings.end_sub_on_timeout):
             if self.subscriptions.delete(sub.key) is not None:
                 log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
+                # a watcher went away: the presentity's watcher-info subscribers get the full list
+                event = self.events.contains_event(sub.event)
+                if event is not None and event.type == PUBL_TYPE:
+                    async with self._lock(sub.pres_uri):
+                        await self.notify_winfo(sub.pres_uri, event)
 
     # ------------------------------------------------------------------ timers
     async def clean(self) -> None:
