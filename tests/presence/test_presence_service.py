@@ -33,10 +33,11 @@ class Ctx:
 class FakeTransactions:
     def __init__(self, answer=200) -> None:
         self.sent, self.answer = [], answer
+        self.answer_for: dict[str, int] = {}   # Call-ID -> status, overrides `answer`
 
     async def request(self, req, dest):
         self.sent.append((parse_message(req.to_bytes()), dest))
-        return build_reply(req, self.answer)
+        return build_reply(req, self.answer_for.get(req.call_id, self.answer))
 
 
 class FakeServer:
@@ -237,3 +238,16 @@ async def test_winfo_lists_watchers(env):
     await settle(svc)
     partial = [m for m, _ in server.transactions.sent if m.call_id == "w-1"][-1]
     assert b'state="partial"' in partial.body and b"erin" in partial.body and b'version="1"' in partial.body
+
+
+async def test_watcher_ended_by_notify_481_updates_winfo(env):
+    svc, server, _, _ = env
+    await svc.handle_subscribe(Ctx(subscribe(event="presence.winfo", callid="w-1", user="carol"), SRC))
+    await settle(svc)
+    server.transactions.answer_for["sub-1"] = 481   # dave's first NOTIFY is refused: he is gone
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    await settle(svc)
+    winfo = [m for m, _ in server.transactions.sent if m.call_id == "w-1"]
+    assert len(svc.subscriptions.watchers("sip:carol@127.0.0.1", "presence")) == 0
+    assert b'state="full"' in winfo[-1].body and b'version="2"' in winfo[-1].body
+    assert b'id="sub-1"' not in winfo[-1].body
