@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("cfg", metavar="CFG")
     chk.add_argument("--syntax-only", action="store_true",
                      help="only parse; do not load modules or resolve names")
+    from routescript.mi.cli import add_mi_subcommand
+
+    add_mi_subcommand(sub)
     db = sub.add_parser("db", help="database tools")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
     init = dbsub.add_parser("init", help="create the OpenSIPS presence tables")
@@ -106,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.cfg)
     if args.command == "check":
         return cmd_check(args.cfg, args.syntax_only)
+    if args.command == "mi":
+        from routescript.mi.cli import run_mi
+
+        return run_mi(args)
     if args.command == "db":
         if args.db_command == "init":
             return cmd_db_init(args.url)
