@@ -4,7 +4,7 @@ sl_send_reply(code, reason): a reply sent at once, no transaction kept; a retran
 script again and gets the same reply (our to-tag is derived from the request, as OpenSIPS's sl does).
 sl_reply_error(): the reply for the last internal error (OpenSIPS err2reason): what a failed core step
 left in ctx.extra["sl_error"] (e.g. 503 from t_newtran over the transaction bound), else the message's
-parse error, else 500 Server Internal Error.
+parse error met by the script (ctx.failure, or ctx.error in error_route), else 500 Server Internal Error.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from routescript.core.module import Arg, Module, Param, script_function
+from routescript.sip import ParseError
 from routescript.script.context import MsgContext
 
 from ._reply import check_code
@@ -32,9 +33,11 @@ class SlModule(Module):
         if "sl_error" in ctx.extra:
             code, reason = ctx.extra["sl_error"]
             return send_stateless(ctx, int(code), str(reason))
-        err: Any = ctx.error
-        if err is not None and hasattr(err, "status"):
-            return send_stateless(ctx, int(err.status), str(err.reason))
+        # the peer's bad header met earlier in this run (recorded by the script runtime), or the one
+        # error_route runs for - OpenSIPS's prev_ser_error
+        for err in (ctx.failure, ctx.error):
+            if isinstance(err, ParseError):
+                return send_stateless(ctx, int(err.status), str(err.reason))
         return send_stateless(ctx, 500, "Server Internal Error")
 
 

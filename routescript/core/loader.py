@@ -182,16 +182,16 @@ def build_registry(modules: ModuleSet) -> Any:
 
     reg = Registry()
     for fspec in core_functions():
-        reg.add_function(noting_errors(fspec))
+        reg.add_function(fspec)
     for spec in _specs(core_pvars()):
-        reg.add_pvar(noting_pvar_errors(spec))
+        reg.add_pvar(spec)
     for tspec in _specs(core_transforms()):
         reg.add_transform(tspec)
     for inst in modules.instances.values():
         for fspec in inst.functions():
-            reg.add_function(noting_errors(fspec))
+            reg.add_function(fspec)
         for pspec in inst.pvars():
-            reg.add_pvar(noting_pvar_errors(pspec))
+            reg.add_pvar(pspec)
         for tspec in inst.transforms():
             reg.add_transform(tspec)
     return reg
@@ -202,77 +202,3 @@ def _specs(found: Any) -> list[Any]:
     if isinstance(found, dict):
         return list(found.values())
     return list(found)
-
-
-PARSE_ERROR_KEY = "routescript.parse_error"
-FAILURE_KEY = "routescript.failure"
-
-
-def _note(ctx: Any, exc: Exception) -> None:
-    """Remember, for the core, why a function or pseudo-variable failed (see noting_errors)."""
-    from routescript.sip import ParseError
-
-    extra = getattr(ctx, "extra", None)
-    if extra is None:
-        return
-    if isinstance(exc, ParseError):
-        extra.setdefault(PARSE_ERROR_KEY, exc)
-        extra.setdefault("sl_error", (exc.status, exc.reason))
-    elif not isinstance(exc, (ValueError, TypeError)):
-        extra.setdefault(FAILURE_KEY, exc)
-
-
-def noting_errors(spec: Any) -> Any:
-    """Wrap a function's impl so that what it raises is noted in ctx.extra before the compiled call site
-    turns it into -1 (and logs it with its position).
-
-    A routescript.sip ParseError (the peer's bad header) is noted as OpenSIPS notes prev_ser_error:
-    sl_reply_error() answers with it, and the core answers it (or runs error_route) when the script
-    ends without a reply. Any other exception but ValueError (a bad argument value, logged by the call
-    site) is our bug: the core answers 500 when nothing was sent."""
-    import dataclasses
-    import functools
-
-    impl = spec.impl
-    if spec.is_async:
-        @functools.wraps(impl)
-        async def wrapped_async(ctx: Any, *args: Any) -> Any:
-            try:
-                return await impl(ctx, *args)
-            except Exception as exc:
-                _note(ctx, exc)
-                raise
-        return dataclasses.replace(spec, impl=wrapped_async)
-
-    @functools.wraps(impl)
-    def wrapped(ctx: Any, *args: Any) -> Any:
-        try:
-            return impl(ctx, *args)
-        except Exception as exc:
-            _note(ctx, exc)
-            raise
-    return dataclasses.replace(spec, impl=wrapped)
-
-
-def noting_pvar_errors(spec: Any) -> Any:
-    """The same for a pseudo-variable's getter and setter ($ct on a bad Contact raises ParseError)."""
-    import dataclasses
-
-    getter, setter = spec.getter, spec.setter
-
-    def get(ctx: Any, key: Any, index: Any) -> Any:
-        try:
-            return getter(ctx, key, index)
-        except Exception as exc:
-            _note(ctx, exc)
-            raise
-
-    new_setter = None
-    if setter is not None:
-        def new_setter(ctx: Any, key: Any, index: Any, value: Any) -> None:
-            try:
-                setter(ctx, key, index, value)
-            except Exception as exc:
-                _note(ctx, exc)
-                raise
-    return dataclasses.replace(spec, getter=get, setter=new_setter)

@@ -41,7 +41,7 @@ from routescript.script.runtime import DROP_KEY
 from . import _script
 from .config import CoreConfig, apply_globals
 from .events import EventBus
-from .loader import FAILURE_KEY, PARSE_ERROR_KEY, apply_modparams, build_registry, instantiate, load_modules
+from .loader import apply_modparams, build_registry, instantiate, load_modules
 from .log import NOTICE, current_call_id, setup_logging
 from .module import ConfigError, ModuleSet
 
@@ -466,24 +466,18 @@ class Server:
         except ParseError as exc:  # a Via too broken to match transactions on
             await self._on_bad_message(ctx, exc, script)
             return
-        # The compiled route logs an unexpected exception with its file:line:col and returns -1;
-        # what failed is noted in ctx.extra by the registry wrappers (loader.noting_errors).
-        failure: BaseException | None = None
-        try:
-            await self._run_route(REQUEST_ROUTE, None, ctx, script)
-        except ParseError as exc:
-            ctx.extra.setdefault(PARSE_ERROR_KEY, exc)
-        except Exception as exc:
-            log.error("script failed%s: %s", _where(exc), exc, exc_info=not _has_pos(exc))
-            failure = exc
+        # The compiled route never raises: what a function call, pseudo-variable or statement raised is
+        # logged there with its file:line:col and recorded on the context (ctx.failure) for us.
+        await self._run_route(REQUEST_ROUTE, None, ctx, script)
         if ctx.replied or msg.method == "ACK" or ctx.extra.get(DROP_KEY):
             return
-        noted = ctx.extra.get(PARSE_ERROR_KEY)
-        if noted is not None:
-            # the script met a bad header and ended without replying: 400 + reason, or error_route
-            await self._on_bad_message(ctx, noted, script)
+        failure = ctx.failure
+        if failure is None:
             return
-        if failure is not None or ctx.extra.get(FAILURE_KEY) is not None:
+        if isinstance(failure, ParseError):
+            # the script met a bad header and ended without replying: its status + reason, or error_route
+            await self._on_bad_message(ctx, failure, script)
+        elif not isinstance(failure, (ValueError, TypeError)):  # a bad script value is only logged
             try:
                 self.reply(ctx, 500, "Server Internal Error")
             except Exception:

@@ -46,8 +46,10 @@ class CompiledScript:
 
     routes:       {(kind, name): async fn(ctx) -> int}; the main request route is (REQUEST_ROUTE, None).
                   These entry functions never raise for exit/drop: exit gives 0, drop gives 0 and sets
-                  ctx.extra[DROP_KEY] = True; an unexpected exception is logged with file:line:col and
-                  gives -1.
+                  ctx.extra[DROP_KEY] = True; an unexpected exception is logged with file:line:col,
+                  recorded in ctx.failure / ctx.failure_pos (runtime.note_failure) and gives -1.
+                  A function call that raises is recorded the same way, counts as -1, and the
+                  script goes on.
     timer_routes: [(name, interval_seconds, fn)]; event_routes: {E_NAME: fn};
     startup_route, error_route: fn or None.
     source:       the generated Python source (for debugging).
@@ -783,8 +785,12 @@ def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: 
             return 0
         except Exception as exc:
             pos = _script_pos(exc, filename, line_pos)
-            log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__, exc,
-                      exc_info=exc)
+            rt.note_failure(ctx, exc, pos)
+            if isinstance(exc, rt.SIPError):  # the peer's bad header, met by a pseudo-variable
+                log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
+            else:
+                log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,
+                          exc, exc_info=exc)
             return -1
 
     entry.__name__ = f"route {label}"

@@ -52,4 +52,11 @@ class MsgContext:
     dst_uri: str | None = None     # $du
     error: Any = None              # the routescript.sip ParseError for error_route ($err.*)
     reply_code: int | None = None  # $T_reply_code in failure/onreply routes
+    # What went wrong while the script ran, for the core to act on after the route returns: the
+    # exception a function call, pseudo-variable or statement raised, and the script position (Pos)
+    # where it happened. The script itself goes on (a failing function is false, as in OpenSIPS); the
+    # core answers a routescript.sip ParseError with its status (or runs error_route) and our own bug
+    # with 500 when the script sent no reply. See runtime.note_failure for which one is kept.
+    failure: BaseException | None = None
+    failure_pos: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # per-message scratch space for modules, keyed by module name

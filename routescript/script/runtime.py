@@ -23,6 +23,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from routescript.sip.errors import SIPError
+
 from .ast import Pos
 from .context import MsgContext
 
@@ -48,6 +50,28 @@ class DropScript(ScriptControl):
 
 def was_dropped(ctx: MsgContext) -> bool:
     return bool(ctx.extra.get(DROP_KEY))
+
+
+# ---- failures ------------------------------------------------------------------------------------------
+
+def _failure_rank(exc: BaseException) -> int:
+    """Which failure the core must act on when several happen in one run: the peer's bad message first
+    (it decides the reply: 400 + reason, or error_route), then our own bug (500), then a bad value the
+    script passed (ValueError/TypeError: already logged with its position, no reply of its own)."""
+    if isinstance(exc, SIPError):
+        return 3
+    if isinstance(exc, (ValueError, TypeError)):
+        return 1
+    return 2
+
+
+def note_failure(ctx: MsgContext, exc: BaseException, pos: Pos | None) -> None:
+    """Record on the context what a call or statement raised (ctx.failure, ctx.failure_pos); the first
+    of the highest rank is kept."""
+    old = ctx.failure
+    if old is None or _failure_rank(exc) > _failure_rank(old):
+        ctx.failure = exc
+        ctx.failure_pos = pos
 
 
 # ---- conversions -------------------------------------------------------------------------------------
@@ -285,8 +309,11 @@ class CallSite:
             return args
         return tuple(c(a) if c is not None and a is not None else a for c, a in zip(self.converters, args))
 
-    def _failed(self, exc: BaseException) -> int:
-        if isinstance(exc, ValueError):
+    def _failed(self, ctx: MsgContext, exc: BaseException) -> int:
+        note_failure(ctx, exc, self.pos)
+        if isinstance(exc, SIPError):
+            log.warning("%s: %s(): bad message: %s", self.pos, self.name, exc)
+        elif isinstance(exc, ValueError):
             log.error("%s: %s(): %s", self.pos, self.name, exc)
         else:
             log.error("%s: %s() failed: %s: %s", self.pos, self.name, type(exc).__name__, exc, exc_info=exc)
@@ -303,14 +330,14 @@ class CallSite:
         try:
             r = self.impl(ctx, *self._args(args))
         except Exception as exc:
-            r = self._failed(exc)
+            r = self._failed(ctx, exc)
         return self._result(ctx, r)
 
     async def acall(self, ctx: MsgContext, *args: Any) -> int:
         try:
             r = await self.impl(ctx, *self._args(args))
         except Exception as exc:
-            r = self._failed(exc)
+            r = self._failed(ctx, exc)
         return self._result(ctx, r)
 
 

@@ -33,6 +33,11 @@ class ProbeModule(Module):
     def boom(self, ctx: Any) -> int:
         raise RuntimeError("module bug")
 
+    @script_function("bad_header")
+    def bad_header(self, ctx: Any) -> int:
+        from routescript.sip import ParseError
+        raise ParseError("Bad Event header", 489)
+
     @script_function("probe_event", Arg("str", "who"))
     async def probe_event(self, ctx: Any, who: str) -> int:
         await self.server.events.raise_event("E_PROBE", {"who": who})
@@ -240,5 +245,28 @@ async def test_overload_gives_503_and_server_signature(tmp_path: Path, monkeypat
             monkeypatch.setattr(server_mod, "MAX_PENDING", 0)
             resp = await client.send_request(client.options())
             assert (resp.status, resp.header("Retry-After")) == (503, "5")
+    finally:
+        await server.stop()
+
+
+async def test_peer_error_from_a_function_becomes_its_reply_or_sl_reply_error(tmp_path: Path) -> None:
+    server = await running(tmp_path, """
+route {
+    if ($rm == "OPTIONS") {
+        bad_header();
+        exit;
+    }
+    if (!bad_header()) sl_reply_error();
+}
+""")
+    try:
+        # nothing is wrapped: the registry holds the module's own bound methods
+        assert server.registry.functions["bad_header"].impl.__func__ is ProbeModule.bad_header
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            resp = await client.send_request(client.options())
+            assert (resp.status, resp.reason) == (489, "Bad Event header")  # the core answered it
+            resp = await client.send_request(client.request("SUBSCRIBE"))
+            assert (resp.status, resp.reason) == (489, "Bad Event header")  # sl_reply_error() did
     finally:
         await server.stop()

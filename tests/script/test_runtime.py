@@ -308,3 +308,55 @@ async def test_nested_blocks_compile(registry: Registry, depth: int, calls) -> N
     src = "route { " + "if (ok()) { " * depth + 'log_it("deep");' + " }" * depth + " }"
     await run(src, registry)
     assert logged(calls) == ["deep"]
+
+
+# ---- failures are recorded on the context for the core (ctx.failure / ctx.failure_pos) ----------------
+
+def _failing_registry(registry: Registry) -> Registry:
+    from routescript.script.registry import PVarSpec, function
+    from routescript.sip import ParseError
+
+    def bad_header(ctx: MsgContext) -> int:
+        raise ParseError("Bad Event header")
+
+    def bad_value(ctx: MsgContext) -> int:
+        raise ValueError("not a number")
+
+    def broken_pv(ctx: MsgContext, key: object, index: object) -> object:
+        raise ParseError("Bad Contact header")
+
+    registry.add_function(function("bad_header", bad_header))
+    registry.add_function(function("bad_value", bad_value))
+    registry.add_pvar(PVarSpec("ct", broken_pv))
+    return registry
+
+
+async def test_failing_function_is_false_recorded_and_the_script_goes_on(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    from routescript.sip import ParseError
+
+    reg = _failing_registry(registry)
+    rc, ctx = await run('route {\n  if (!bad_value()) log_it("v $rc");\n  boom();\n  bad_header();\n'
+                        '  log_it("on");\n}', reg)
+    assert rc == 1 and logged(calls) == ["v -1", "on"]
+    # the peer's bad header outranks our bug, which outranks a bad value: the core acts on the first
+    assert isinstance(ctx.failure, ParseError) and ctx.failure.reason == "Bad Event header"
+    assert (ctx.failure_pos.file, ctx.failure_pos.line, ctx.failure_pos.col) == ("r.cfg", 4, 3)
+    rc, ctx = await run('route {\n  bad_value();\n  boom();\n}', reg)
+    assert isinstance(ctx.failure, RuntimeError) and ctx.failure_pos.line == 3
+    rc, ctx = await run('route {\n  bad_value();\n}', reg)
+    assert isinstance(ctx.failure, ValueError) and ctx.failure_pos.line == 2
+    _, ctx = await run('route { ok(); }', reg)
+    assert ctx.failure is None and ctx.failure_pos is None
+
+
+async def test_failing_pseudo_variable_stops_the_route_with_its_position(registry: Registry, calls,  # type: ignore[no-untyped-def]
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from routescript.sip import ParseError
+
+    reg = _failing_registry(registry)
+    with caplog.at_level(logging.WARNING):
+        rc, ctx = await run('route {\n  log_it("a");\n  route(x);\n  log_it("b");\n}\n'
+                            'route[x] {\n    if ($ct == "y") exit;\n}', reg)
+    assert rc == -1 and logged(calls) == ["a"]
+    assert isinstance(ctx.failure, ParseError) and ctx.failure_pos.line == 7
+    assert "r.cfg:7:" in caplog.text and "Bad Contact header" in caplog.text
