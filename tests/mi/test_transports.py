@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +187,22 @@ async def test_raw_fifo_exchange_as_capture_24(running: Running) -> None:
         try:
             with open(running.fifo, "w", encoding="utf-8") as f:
                 f.write(':anchor_reply_3059_which:{"jsonrpc":"2.0","method":"version","id":"1"}')
-            os.set_blocking(rfd, True)
-            chunks = []
+            # Until the server opens its end, a read sees "no writer" (EOF): wait for the first bytes.
+            chunks: list[bytes] = []
+            deadline = time.monotonic() + TIMEOUT
             while True:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
+                try:
+                    chunk = os.read(rfd, 65536)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    chunks.append(chunk)
+                elif chunks and chunk == b"":
                     return b"".join(chunks).decode()
-                chunks.append(chunk)
+                elif time.monotonic() > deadline:
+                    raise TimeoutError("no reply on the reply FIFO")
+                else:
+                    time.sleep(0.01)
         finally:
             os.close(rfd)
     text = await asyncio.wait_for(asyncio.to_thread(exchange), TIMEOUT)
