@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from routescript.db.base import Database, Row, Transaction
+from routescript.db.base import Database, Row, Transaction, resolve_table_names
 from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
 from routescript.db.url import DbUrl, parse_url
@@ -37,6 +37,7 @@ async def open_database(url: str, *, table_names: Mapping[str, str] | None = Non
     Raises DatabaseError (kind "config" for a bad URL, "connection" when the database cannot be reached).
     """
     target = parse_url(url)
+    resolve_table_names(table_names)  # refuse bad names before connecting
     if target.backend == "sqlite":
         from routescript.db.sqlite import SqliteDatabase
         return await SqliteDatabase.open(target.redacted, target.path, table_names)

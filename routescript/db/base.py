@@ -55,13 +55,7 @@ class Database(abc.ABC):
 
     def __init__(self, url: str, table_names: Mapping[str, str] | None = None) -> None:
         self.url = url  # redacted: safe to log
-        self._names = {name: name for name in SCHEMA}
-        for logical, actual in (table_names or {}).items():
-            if logical not in SCHEMA:
-                raise DatabaseError(f"unknown table '{logical}'", "config")
-            if not isinstance(actual, str) or not IDENTIFIER.match(actual):
-                raise DatabaseError(f"bad table name {actual!r} for '{logical}'", "config")
-            self._names[logical] = actual
+        self._names = resolve_table_names(table_names)
         self._closed = False
 
     # --- rows ---------------------------------------------------------------------------------------
@@ -185,10 +179,10 @@ class Database(abc.ABC):
             except Exception as exc:
                 err = self._translate(exc)
                 if err.transient:
-                    self._connection_failed()
+                    await self._connection_failed()
                 raise err from exc
 
-    def _connection_failed(self) -> None:
+    async def _connection_failed(self) -> None:
         """A statement inside a transaction lost the connection (a backend may start its back-off)."""
 
     # --- schema -------------------------------------------------------------------------------------
@@ -331,6 +325,18 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     async def _close(self) -> None: ...
+
+
+def resolve_table_names(table_names: Mapping[str, str] | None) -> dict[str, str]:
+    """OpenSIPS table name -> the name used in this database (tables renamed by modparam)."""
+    names = {name: name for name in SCHEMA}
+    for logical, actual in (table_names or {}).items():
+        if logical not in SCHEMA:
+            raise DatabaseError(f"unknown table '{logical}'", "config")
+        if not isinstance(actual, str) or not IDENTIFIER.match(actual):
+            raise DatabaseError(f"bad table name {actual!r} for '{logical}'", "config")
+        names[logical] = actual
+    return names
 
 
 def _row(cols: Sequence[Column], raw: Sequence[Any]) -> Row:

@@ -85,7 +85,7 @@ class PostgresDatabase(Database):
                 err = self._translate(exc)
                 if not err.transient:
                     raise err from exc
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
                 if attempt + 1 < attempts:
                     log.info("%s: connection lost (%s); retrying the read once", self.url, exc)
                     continue
@@ -102,13 +102,13 @@ class PostgresDatabase(Database):
         try:
             conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
         except Exception as exc:
-            raise self._lost(exc) from exc
+            raise await self._lost(exc) from exc
         try:
             tr = conn.transaction()
             try:
                 await tr.start()
             except Exception as exc:
-                raise self._lost(exc) from exc
+                raise await self._lost(exc) from exc
             try:
                 yield conn
             except BaseException:
@@ -120,19 +120,19 @@ class PostgresDatabase(Database):
             try:
                 await tr.commit()
             except Exception as exc:
-                raise self._lost(exc) from exc
+                raise await self._lost(exc) from exc
             self.backoff.succeeded()
         finally:
             await self._pool.release(conn)
 
-    def _lost(self, exc: Exception) -> DatabaseError:
+    async def _lost(self, exc: Exception) -> DatabaseError:
         err = self._translate(exc)
         if err.transient:
-            self._connection_failed()
+            await self._connection_failed()
         return err
 
-    def _connection_failed(self) -> None:
-        self._pool.expire_connections()
+    async def _connection_failed(self) -> None:
+        await self._pool.expire_connections()
         self.backoff.failed()
 
     async def _fetch(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
@@ -188,5 +188,9 @@ def _kind(exc: BaseException) -> ErrorKind:
             return "connection"
         return "query"
     if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower():
+        return "connection"
+    if isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation" in str(exc):
+        # Our statements never overlap on a connection (a lock per transaction, one user per pooled
+        # connection), so this means the server interrupted it (e.g. pg_terminate_backend): it is dead.
         return "connection"
     return "query"

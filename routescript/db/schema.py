@@ -31,7 +31,8 @@ class Column:
     kind: ColumnKind
     size: int | None = None           # for "str"
     nullable: bool = False
-    default: int | str | None = None  # SQL DEFAULT (None: no default, or DEFAULT NULL when nullable)
+    default: int | str | None = None  # SQL DEFAULT
+    null_default: bool = False        # written "DEFAULT NULL" (as OpenSIPS does for some nullable columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,13 @@ def _id() -> Column:
     return Column("id", "id")
 
 
-def _s(name: str, size: int, nullable: bool = False, default: str | None = None) -> Column:
-    return Column(name, "str", size, nullable, default)
+def _s(name: str, size: int, nullable: bool = False, default: str | None = None,
+       null_default: bool = False) -> Column:
+    return Column(name, "str", size, nullable or null_default, default, null_default)
+
+
+def _blob(name: str, nullable: bool = False) -> Column:
+    return Column(name, "blob", None, nullable, None, null_default=nullable)
 
 
 def _i(name: str, nullable: bool = False, default: int | None = None) -> Column:
@@ -85,8 +91,8 @@ VERSION = Table(
 PRESENTITY = Table(
     "presentity", 5,
     (_id(), _s("username", 64), _s("domain", 64), _s("event", 64), _s("etag", 64), _i("expires"),
-     _i("received_time"), Column("body", "blob", nullable=True), Column("extra_hdrs", "blob", nullable=True),
-     _s("sender", 255, nullable=True)),
+     _i("received_time"), _blob("body", nullable=True), _blob("extra_hdrs", nullable=True),
+     _s("sender", 255, null_default=True)),
     unique=(("presentity_idx", ("username", "domain", "event", "etag")),),
 )
 
@@ -97,7 +103,7 @@ ACTIVE_WATCHERS = Table(
      _s("event_id", 64, nullable=True), _s("to_tag", 64), _s("from_tag", 64), _s("callid", 64),
      _i("local_cseq"), _i("remote_cseq"), _s("contact", 255), Column("record_route", "text", nullable=True),
      _i("expires"), _i("status", default=2), _s("reason", 64, nullable=True), _i("version", default=0),
-     _s("socket_info", 64), _s("local_contact", 255), _s("sharing_tag", 32, nullable=True)),
+     _s("socket_info", 64), _s("local_contact", 255), _s("sharing_tag", 32, null_default=True)),
     unique=(("active_watchers_idx", ("presentity_uri", "callid", "to_tag", "from_tag")),),
 )
 
@@ -110,7 +116,7 @@ WATCHERS = Table(
 
 XCAP = Table(
     "xcap", 4,
-    (_id(), _s("username", 64), _s("domain", 64), Column("doc", "blob"), _i("doc_type"), _s("etag", 64),
+    (_id(), _s("username", 64), _s("domain", 64), _blob("doc"), _i("doc_type"), _s("etag", 64),
      _i("source"), _s("doc_uri", 255), _i("port")),
     unique=(("account_doc_type_idx", ("username", "domain", "doc_type", "doc_uri")),),
     indexes=(("source_idx", ("source",)),),
@@ -159,7 +165,7 @@ def column_sql(col: Column, dialect: Dialect) -> str:
             parts.append(f"DEFAULT {col.default}")
         else:
             parts.append("DEFAULT '" + col.default.replace("'", "''") + "'")
-    elif col.nullable:
+    elif col.null_default:
         parts.append("DEFAULT NULL")
     if not col.nullable:
         parts.append("NOT NULL")

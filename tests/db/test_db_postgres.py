@@ -1,0 +1,203 @@
+"""PostgreSQL specifics: an OpenSIPS-created schema, the generated DDL, lost connections and back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import asyncpg
+import pytest
+
+from routescript.db import DatabaseError, open_database
+from routescript.db.postgres import Backoff
+
+from .conftest import PG_URL, fresh_pg_schema, parse_url, raw_rows, raw_sql, with_search_path
+from .opensips_sql import POSTGRES as OPENSIPS_POSTGRES
+from .test_db_behaviour import presentity
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_doubles_up_to_a_cap_and_resets() -> None:
+    clock = FakeClock()
+    b = Backoff(clock, first=0.5, cap=4.0)
+    b.check("u")  # nothing failed yet
+    delays = []
+    for _ in range(6):
+        b.failed()
+        delays.append(b.delay)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    with pytest.raises(DatabaseError) as err:
+        b.check("u")
+    assert err.value.transient and "next attempt in 4.0 s" in str(err.value)
+    clock.now += 4.0
+    b.check("u")
+    b.succeeded()
+    b.failed()
+    assert b.delay == 0.5
+
+
+async def test_opens_a_schema_opensips_created(pg_url: str) -> None:
+    await raw_sql(pg_url, OPENSIPS_POSTGRES)
+    await raw_sql(pg_url, "INSERT INTO presentity (username, domain, event, etag, expires, received_time, body) "
+                          "VALUES ('alice', 'example.com', 'presence', 'a.1', 1700000000, 1, '\\x3c703e')")
+    async with await open_database(pg_url) as db:
+        actions = await db.upgrade_schema()  # pua was not there: only it is created
+        assert actions[-1] == "created table pua (version 8)"
+        assert all(a.endswith("up to date") for a in actions[:-1])
+        await db.ensure_schema()
+        assert (await db.query("presentity"))[0]["body"] == b"<p>"
+        new_id = await db.insert("presentity", presentity(1))
+        assert isinstance(new_id, int) and new_id >= 2
+
+
+async def test_generated_postgres_ddl_matches_opensips(pg_url: str) -> None:
+    async with fresh_pg_schema() as theirs_schema:
+        theirs = with_search_path(PG_URL, theirs_schema)
+        await raw_sql(theirs, OPENSIPS_POSTGRES)
+        async with await open_database(pg_url) as db:
+            await db.ensure_schema()
+        query = ("SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
+                 "column_default FROM information_schema.columns WHERE table_schema = current_schema() "
+                 "AND table_name <> 'pua' ORDER BY table_name, ordinal_position")
+        assert await raw_rows(pg_url, query) == await raw_rows(theirs, query)
+        seq = ("SELECT sequencename, max_value, cycle FROM pg_sequences WHERE schemaname = current_schema() "
+               "ORDER BY 1")
+        ours_seq = [r for r in await raw_rows(pg_url, seq) if not r[0].startswith("pua")]
+        assert ours_seq == await raw_rows(theirs, seq)
+        assert all(r[1] == 2147483647 and r[2] for r in ours_seq)
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_unreachable_server_is_a_transient_error() -> None:
+    with pytest.raises(DatabaseError) as err:
+        await open_database(f"postgres://postgres@127.0.0.1:{_closed_port()}/test")
+    assert err.value.transient and "***" not in str(err.value)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to the PostgreSQL server; stop() drops every connection like a server
+    restart or a network cut would."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.close()
+
+    async def drop_connections(self) -> None:
+        for w in list(self.writers):
+            w.close()
+        self.writers.clear()
+        for _ in range(5):  # let both ends see the close
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.drop_connections()
+        await self.server.wait_closed()
+        for t in list(self.tasks):
+            t.cancel()
+
+
+async def test_lost_connection_fails_fast_then_reconnects_after_backoff(pg_url: str) -> None:
+    target = parse_url(PG_URL)
+    host_port = target.dsn.split("@", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.partition(":")
+    proxy = TcpProxy((host, int(port or 5432)))
+    await proxy.start()
+    clock = FakeClock()
+    schema_url = pg_url.replace(host_port, f"127.0.0.1:{proxy.port}", 1)
+    db = await open_database(schema_url, clock=clock)
+    try:
+        await db.ensure_schema(["presentity"])
+        await db.insert("presentity", presentity(1))
+
+        # the server drops our connections but is back at once: a read is retried on a fresh connection
+        await proxy.drop_connections()
+        assert await db.count("presentity") == 1
+
+        # the server is gone: the call fails as "retry later", and so does every call until the back-off ends
+        await proxy.stop()
+        with pytest.raises(DatabaseError) as lost:
+            await db.insert("presentity", presentity(2))
+        assert lost.value.transient
+        await proxy.start()  # same port again
+        with pytest.raises(DatabaseError) as early:
+            await db.count("presentity")
+        assert early.value.transient and "next attempt" in str(early.value)
+        with pytest.raises(DatabaseError, match="next attempt"):
+            async with db.transaction():
+                pass
+
+        clock.now += 1.0  # past the first back-off delay: reconnects
+        await db.insert("presentity", presentity(3))
+        assert sorted(r["username"] for r in await db.query("presentity")) == ["user1", "user3"]
+    finally:
+        await db.close()
+        await proxy.stop()
+
+
+async def test_terminated_backend_inside_a_transaction_is_transient(pg_url: str) -> None:
+    async with await open_database(pg_url) as db:
+        await db.ensure_schema(["presentity"])
+        admin = await asyncpg.connect(PG_URL)
+        try:
+            with pytest.raises(DatabaseError) as err:
+                async with db.transaction():
+                    await db.insert("presentity", presentity(1))
+                    pid = (await raw_pid(db))
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                    await db.insert("presentity", presentity(2))
+            assert err.value.transient
+        finally:
+            await admin.close()
+        assert db.backoff.retry_at is not None  # type: ignore[attr-defined]
+
+
+async def raw_pid(db: object) -> int:
+    """The server process id of the connection the current transaction runs on."""
+    tx = db._current_tx()  # type: ignore[attr-defined]
+    return int(tx.conn.get_server_pid())
