@@ -97,7 +97,9 @@ request_line = rf"(?P<method>{token}) (?P<uri>[^ \t]+) (?P<version>[Ss][Ii][Pp]/
 # Status-Line    =  SIP-Version SP Status-Code SP Reason-Phrase CRLF
 # Status-Code    =  3DIGIT;   Reason-Phrase  =  *(reserved / unreserved / escaped / UTF8 / SP / HTAB)
 # (liberal: the SP before an empty Reason-Phrase may be missing)
-status_line = r"(?P<version>[Ss][Ii][Pp]/[0-9]+\.[0-9]+) (?P<status>[1-6][0-9][0-9])(?: (?P<reason>[^\r\n]*))?"
+status_line = (
+    r"(?P<version>[Ss][Ii][Pp]/[0-9]+\.[0-9]+) (?P<status>[1-6][0-9][0-9])(?: (?P<reason>[^\r\n]*))?"
+)
 
 # --- header values ---------------------------------------------------------------------------------------
 # via-parm       =  sent-protocol LWS sent-by *( SEMI via-params )

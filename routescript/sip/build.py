@@ -152,7 +152,7 @@ def build_reply(
 def build_request(
     method: str,
     uri: str | SipURI,
-    headers: Iterable[tuple[str, str]] | Iterable[Header],
+    headers: Iterable[tuple[str, str]],
     body: bytes = b"",
     *,
     content_type: str | None = None,
@@ -172,7 +172,7 @@ def build_request(
         out.append(("Content-Type", content_type))
     out = [h for h in out if header_key(h[0]) != "content-length"]
     out.append(("Content-Length", str(len(body))))
-    return SIPRequest(method, str(uri), [Header(n, v) for n, v in out], body)
+    return SIPRequest(method, str(uri), out, body)
 
 
 _WANTED = {"via", "from", "to", "call-id", "cseq"}
@@ -207,15 +207,14 @@ def reply_to_malformed(data: bytes, status: int = 400, reason: str = "Bad Reques
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
             if last is not None:  # a continuation line of a header we keep
-                key, i = last
-                found[key][i] += b" " + line.strip()
+                found[last[0]][last[1]] += b" " + line.strip()
             continue
         last = None
         name, colon, value = line.partition(b":")
         if not colon:
             continue
         key = header_key(name.strip(b" \t").decode("latin-1"))
-        if key not in _WANTED:
+        if key is None or key not in _WANTED:
             continue
         value = value.strip()
         if key != "via" and key in found:

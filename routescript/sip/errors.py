@@ -28,5 +28,8 @@ class ParseError(SIPError):
         self.reason = reason
         self.status = status
 
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, int]]:
+        return (type(self), (self.reason, self.status))
+
     def __repr__(self) -> str:
         return f"ParseError({self.reason!r}, {self.status})"

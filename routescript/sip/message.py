@@ -10,6 +10,7 @@ Every other header value is parsed on first access through the typed properties 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from . import _abnf
@@ -118,7 +119,7 @@ class SIPMessage:
     parsed values and the serialised bytes right.
     """
 
-    __slots__ = ("_headers", "_typed", "version", "_body", "_index", "_raw", "_cache")
+    __slots__ = ("_body", "_cache", "_headers", "_index", "_raw", "_typed", "version")
 
     # (name, value) pairs; plain tuples straight from the parser, turned into Header on the first
     # access to `.headers` (a Header is a tuple, so internal code reads both alike).
@@ -133,6 +134,8 @@ class SIPMessage:
     is_request: bool = False
 
     def _init(self, headers: list[Header], body: bytes, version: str) -> None:
+        for name, value in headers:
+            self._check_header(name, value)
         self._headers = headers  # type: ignore[assignment]
         self._typed = True
         self.version = version
@@ -156,7 +159,7 @@ class SIPMessage:
         self._raw = None
         self._cache.clear()
 
-    # --- raw access ----------------------------------------------------------------------------------------
+    # --- raw access -------------------------------------------------------------------------------------
 
     @property
     def headers(self) -> list[Header]:
@@ -213,7 +216,7 @@ class SIPMessage:
     def has_header(self, name: str) -> bool:
         return (header_key(name) or name.lower()) in self._index
 
-    # --- editing ---------------------------------------------------------------------------------------------
+    # --- editing ----------------------------------------------------------------------------------------
 
     @staticmethod
     def _check_header(name: str, value: str) -> None:
@@ -293,7 +296,7 @@ class SIPMessage:
             else:
                 self.remove_header("Content-Type")
 
-    # --- serialising -----------------------------------------------------------------------------------------
+    # --- serialising ------------------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
         """The message on the wire: byte for byte what was parsed while unmodified (leading CRLFs and
@@ -311,7 +314,7 @@ class SIPMessage:
     def __bytes__(self) -> bytes:
         return self.to_bytes()
 
-    # --- typed, lazily parsed header values ------------------------------------------------------------------
+    # --- typed, lazily parsed header values -------------------------------------------------------------
 
     def _required(self, key: str, name: str) -> str:
         value = self.header(key)
@@ -459,18 +462,18 @@ class SIPMessage:
 class SIPRequest(SIPMessage):
     """A request: `method`, `ruri` (the Request-URI text, writable), `uri` (it parsed), `version`."""
 
-    __slots__ = ("method", "_ruri")
+    __slots__ = ("_ruri", "method")
 
     is_request = True
 
-    def __init__(self, method: str, ruri: str, headers: list[Header] | None = None, body: bytes = b"",
+    def __init__(self, method: str, ruri: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                  version: str = _SIP_VERSION) -> None:
         if not _abnf.TOKEN.fullmatch(method):
             raise ValueError(f"not a method: {method!r}")
         self.method = method
         self._ruri = ""
         self.ruri = ruri
-        self._init(list(headers or ()), bytes(body), version)
+        self._init([Header(n, str(v)) for n, v in headers], bytes(body), version)
 
     @property
     def start_line(self) -> str:
@@ -494,7 +497,12 @@ class SIPRequest(SIPMessage):
         """The Request-URI parsed (ParseError 416 for a scheme other than sip/sips/tel)."""
         uri = self._cache.get("uri")
         if uri is None:
-            uri = parse_uri(self._ruri)
+            try:
+                uri = parse_uri(self._ruri)
+            except ParseError as err:
+                if err.status != 400:
+                    raise
+                raise ParseError("Bad Request-URI") from None
             self._cache["uri"] = uri
         return uri
 
@@ -502,9 +510,9 @@ class SIPRequest(SIPMessage):
 class SIPResponse(SIPMessage):
     """A response: `status` (int), `reason` (the reason phrase), `version`."""
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: list[Header] | None = None, body: bytes = b"",
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                  version: str = _SIP_VERSION) -> None:
         if not 100 <= int(status) <= 699:
             raise ValueError(f"not a status code: {status!r}")
@@ -512,7 +520,7 @@ class SIPResponse(SIPMessage):
             raise ValueError(f"reason phrase holds a line break: {reason!r}")
         self.status = int(status)
         self.reason = reason
-        self._init(list(headers or ()), bytes(body), version)
+        self._init([Header(n, str(v)) for n, v in headers], bytes(body), version)
 
     @property
     def start_line(self) -> str:
@@ -602,7 +610,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         msg._ruri = ruri
     msg.version = version
 
-    if not _REQUIRED_KEYS <= index.keys():
+    if not index.keys() >= _REQUIRED_KEYS:
         for key, name in _REQUIRED:
             if key not in index:
                 raise ParseError(f"Missing {name} header")

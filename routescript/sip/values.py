@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from . import _abnf
+from ._fast import fast_new
 from ._params import (
     Params,
     format_params,
@@ -18,7 +19,6 @@ from ._params import (
     unquote,
     with_param,
 )
-from ._fast import fast_new
 from .errors import ParseError
 from .uri import SipURI, parse_uri
 

@@ -368,3 +368,24 @@ def test_generate_tag_and_branch() -> None:
     assert all(re.fullmatch(r"[0-9a-f]+", t) for t in tags)
     via = parse_via(f"SIP/2.0/UDP h;branch={generate_branch()}")
     assert via.branch is not None and via.branch.startswith("z9hG4bK")
+
+
+def test_constructors_validate_and_serialise() -> None:
+    req = SIPRequest("OPTIONS", "sip:h", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "c")])
+    assert req.to_bytes() == b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: c\r\n\r\n"
+    assert req.headers == [Header("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), Header("Call-ID", "c")]
+    resp = SIPResponse(200, "OK")
+    assert resp.to_bytes() == b"SIP/2.0 200 OK\r\n\r\n"
+    with pytest.raises(ValueError):
+        SIPRequest("OPTIONS", "sip:h", [("Bad Name", "x")])
+    with pytest.raises(ValueError):
+        SIPResponse(200, "OK", [("X", "a\nb")])
+    with pytest.raises(ValueError):
+        SIPResponse(700, "Nope")
+
+
+def test_parse_error_pickles_with_its_status() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ParseError("Message Too Large", 513)))
+    assert (err.reason, err.status) == ("Message Too Large", 513)

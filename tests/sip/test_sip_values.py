@@ -424,3 +424,8 @@ def test_garbage_in_unused_header_does_not_stop_parsing() -> None:
     for prop in ("event", "contacts", "max_forwards"):
         with pytest.raises(ParseError):
             getattr(msg, prop)
+
+
+def test_bad_request_uri_reason() -> None:
+    msg = parse_message(SUBSCRIBE.replace(b"SUBSCRIBE sip:alice@example.com", b"SUBSCRIBE sip:alice@", 1))
+    assert bad(lambda: msg.uri) == "Bad Request-URI"
