@@ -187,10 +187,14 @@ def _kind(exc: BaseException) -> ErrorKind:
         if state.startswith(_TRANSIENT_STATES):
             return "connection"
         return "query"
-    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower():
-        return "connection"
-    if isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation" in str(exc):
-        # Our statements never overlap on a connection (a lock per transaction, one user per pooled
-        # connection), so this means the server interrupted it (e.g. pg_terminate_backend): it is dead.
+    # Our statements never overlap on a connection (a lock per transaction, one user per pooled connection)
+    # and never outlive its lease, so these client-side complaints mean the server cut the connection
+    # under us (e.g. pg_terminate_backend) and the pool already dropped it.
+    if (isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError))
+            and not isinstance(exc, asyncpg.DataError)
+            and any(t in str(exc) for t in _DEAD_CONNECTION)):
         return "connection"
     return "query"
+
+
+_DEAD_CONNECTION = ("closed", "released back to the pool", "another operation")

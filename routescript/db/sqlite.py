@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from routescript.db.base import Database, log
-from routescript.db.errors import DatabaseError
+from routescript.db.errors import DatabaseError, ErrorKind
 from routescript.db.schema import quote
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class SqliteDatabase(Database):
             await self._conn.close()
 
 
-def _kind(exc: BaseException) -> Any:
+def _kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, sqlite3.IntegrityError):
         return "constraint"
     text = str(exc).lower()
