@@ -1,10 +1,17 @@
-"""sipmsgops - SIP message operations (OpenSIPS 3.x sipmsgops): methods, To tag, headers.
-SDP/codec operations are not provided (a presence server does not touch SDP)."""
+"""sipmsgops - SIP message operations (OpenSIPS 3.x sipmsgops): methods, To tag, headers, R-URI
+parameters, headers for the reply. SDP/codec operations are not provided (a presence server does not
+touch SDP).
+
+remove_hf(hname[, flags]) takes the 2.x/3.x flags ("r": hname is a regular expression, "g": a glob);
+remove_hf_re(expr) and remove_hf_glob(pattern) are the newer spellings of the same."""
 
 from __future__ import annotations
 
+import fnmatch
+import re
+
 from routescript.core.module import Arg, Module, script_function
-from routescript.script.context import MsgContext
+from routescript.script.context import REQUEST_ROUTE, MsgContext
 
 from . import _ops
 
@@ -24,17 +31,53 @@ class SipmsgopsModule(Module):
     def is_present_hf(self, ctx: MsgContext, name: str) -> int:
         return _ops.is_present_hf(ctx, name)
 
-    @script_function("append_hf", Arg("str", "txt", fixup=_ops.header_line_fixup))
-    def append_hf(self, ctx: MsgContext, text: str) -> int:
+    @script_function("append_hf", Arg("str", "txt", fixup=_ops.header_line_fixup),
+                     Arg("str", "hdr", optional=True, fixup=_ops.header_name_fixup))
+    def append_hf(self, ctx: MsgContext, text: str, anchor: str | None = None) -> int:
+        if anchor is not None:
+            return _ops.append_hf_after(ctx, text, anchor)
         return _ops.append_hf(ctx, text)
 
-    @script_function("insert_hf", Arg("str", "txt", fixup=_ops.header_line_fixup))
-    def insert_hf(self, ctx: MsgContext, text: str) -> int:
+    @script_function("insert_hf", Arg("str", "txt", fixup=_ops.header_line_fixup),
+                     Arg("str", "hdr", optional=True, fixup=_ops.header_name_fixup))
+    def insert_hf(self, ctx: MsgContext, text: str, anchor: str | None = None) -> int:
+        if anchor is not None:
+            return _ops.insert_hf_before(ctx, text, anchor)
         return _ops.insert_hf(ctx, text)
 
     @script_function("remove_hf", Arg("str", "hname"), Arg("str", "flags", optional=True))
     def remove_hf(self, ctx: MsgContext, name: str, flags: str | None = None) -> int:
         return _ops.remove_hf(ctx, name, flags)
+
+    # script regexes are compiled case-insensitive, as header names compare
+    @script_function("remove_hf_re", Arg("regex", "hname_expr"))
+    def remove_hf_re(self, ctx: MsgContext, rx: re.Pattern[str]) -> int:
+        return _ops.remove_matching(ctx, lambda n: rx.fullmatch(n) is not None)
+
+    @script_function("remove_hf_glob", Arg("str", "hname_pattern"))
+    def remove_hf_glob(self, ctx: MsgContext, pattern: str) -> int:
+        low = pattern.lower()
+        return _ops.remove_matching(ctx, lambda n: fnmatch.fnmatchcase(n.lower(), low))
+
+    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE,))
+    def append_to_reply(self, ctx: MsgContext, text: str) -> int:
+        return _ops.append_to_reply(ctx, text)
+
+    @script_function("is_uri_user_e164", Arg("str", "uri"))
+    def is_uri_user_e164(self, ctx: MsgContext, uri: str) -> int:
+        return _ops.is_uri_user_e164(ctx, uri)
+
+    @script_function("ruri_has_param", Arg("str", "param"), Arg("str", "value", optional=True))
+    def ruri_has_param(self, ctx: MsgContext, param: str, value: str | None = None) -> int:
+        return _ops.ruri_has_param(ctx, param, value)
+
+    @script_function("ruri_add_param", Arg("str", "param"))
+    def ruri_add_param(self, ctx: MsgContext, param: str) -> int:
+        return _ops.ruri_add_param(ctx, param)
+
+    @script_function("ruri_del_param", Arg("str", "param"))
+    def ruri_del_param(self, ctx: MsgContext, param: str) -> int:
+        return _ops.ruri_del_param(ctx, param)
 
 
 MODULE = SipmsgopsModule

@@ -151,6 +151,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._started = False
         self._reload_lock = asyncio.Lock()
+        self._timer_names: set[str] = set()
 
     # ------------------------------------------------------------------ load
     def load(self, path: str) -> Loaded:
@@ -184,6 +185,9 @@ class Server:
             compiled = compile_script(ast, registry)
         except ScriptError as exc:
             raise LoadError(list(exc.diagnostics)) from None
+        refused = self._refused_errors(ast, modules)
+        if refused:
+            raise LoadError(refused)
         warnings += self._unbuilt_warnings(ast, modules)
         self.modules, self.registry, self.script = modules, registry, compiled
         self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
@@ -198,6 +202,14 @@ class Server:
             if name in unbuilt:
                 out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
         return out
+
+    def _refused_errors(self, ast: Any, modules: ModuleSet) -> list[Any]:
+        """An error at every call of a function a module refuses in its configuration (Module.refused)."""
+        refused = {}
+        for m in modules.instances.values():
+            refused.update(getattr(m, "refused", {}) or {})
+        return [Diagnostic(f"{name}(): {refused[name]}", pos)
+                for name, pos in _script.calls_of(ast, self.path) if name in refused]
 
     # ------------------------------------------------------------------ reload
     async def reload_routes(self) -> list[Any]:
@@ -224,6 +236,11 @@ class Server:
                 d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
                 log.error("reload_routes: %s", d)
                 return [d]
+            refused = self._refused_errors(ast, self.modules)
+            if refused:
+                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                          "\n".join(str(d) for d in refused))
+                return refused
             warnings = self._reload_warnings(ast) + self._unbuilt_warnings(ast, self.modules)
             for w in warnings:
                 log.warning("reload_routes: %s", w)
@@ -233,6 +250,8 @@ class Server:
             old = self.loaded
             self.loaded = Loaded(path, ast, old.config, compiled, warnings, old.loadmodules, old.modparams,
                                  old.globals)
+            if self._started:
+                self._start_timers()
             log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
             return warnings
 
@@ -301,8 +320,7 @@ class Server:
         self._started = True
         if self._has_route(STARTUP_ROUTE, None):
             await self._run_route(STARTUP_ROUTE, None, MsgContext(server=self, route_type=STARTUP_ROUTE))
-        for name, interval in self._timer_routes():
-            self._spawn(self._timer_loop(name, interval))
+        self._start_timers()
         log.log(NOTICE, "routescript started: %s, listening on %s", self.path,
                 ", ".join(s.name for s in self.sockets))
 
@@ -380,7 +398,16 @@ class Server:
         return bool((script or self.script).has(kind, name))
 
     def _timer_routes(self) -> list[tuple[str, float]]:
+        """(name, interval seconds) of the current script's timer_route[name, interval] blocks, read from
+        CompiledScript.timer_routes [(name, interval, fn)]."""
         return [(str(name), float(interval)) for name, interval, _fn in self.script.timer_routes]
+
+    def _start_timers(self) -> None:
+        """One loop per timer_route name not yet running (at start, and after a reload adds one)."""
+        for name, _interval in self._timer_routes():
+            if name not in self._timer_names:
+                self._timer_names.add(name)
+                self._spawn(self._timer_loop(name))
 
     async def _run_route(self, kind: str, name: str | None, ctx: MsgContext, script: Any = None) -> int:
         script = script or self.script
@@ -392,15 +419,23 @@ class Server:
         await self._run_route(EVENT_ROUTE, name, ctx)
         return True
 
-    async def _timer_loop(self, name: str, interval: float) -> None:
+    async def _timer_loop(self, name: str) -> None:
+        """Run timer_route[name] every interval seconds. The interval and the route are read from the
+        current script at each tick, so a reload that changes them applies at the next tick, and one
+        that removes the route ends the loop."""
         asyncio.current_task()._rs_timer = True  # type: ignore[union-attr]
-        interval = max(interval, 0.001)
-        while self._started:
-            await asyncio.sleep(interval)
-            try:
+        try:
+            while self._started:
+                interval = dict(self._timer_routes()).get(name)
+                if interval is None:
+                    log.info("timer_route[%s] is gone after reload_routes; its timer stops", name)
+                    return
+                await asyncio.sleep(max(interval, 0.001))
+                if not self._started:
+                    return
                 await self._run_route(TIMER_ROUTE, name, MsgContext(server=self, route_type=TIMER_ROUTE))
-            except Exception:
-                log.exception("timer_route[%s] failed", name)
+        finally:
+            self._timer_names.discard(name)
 
     # ------------------------------------------------------------------ messages
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -507,10 +542,13 @@ class Server:
                    headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                    content_type: str | None = None) -> Any:
         """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
-        same reply) and `Server:` when server_header is set."""
+        same reply) and `Server:` when server_header is set. A 18x/2xx reply carries the request's
+        Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request)."""
         from routescript.sip import build_reply
 
         hdrs = list(headers)
+        if 180 <= code < 300 and msg.has_header("Record-Route"):
+            hdrs[:0] = [("Record-Route", v) for v in msg.header_all("Record-Route")]
         server_hdr = self.config.server_header if self.config.get("server_signature") else ""
         if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
             hdrs.append(("Server", server_hdr))
@@ -529,8 +567,9 @@ class Server:
         return "rs." + hashlib.md5("\x00".join(parts).encode(), usedforsecurity=False).hexdigest()
 
     def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
-        """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless."""
-        resp = self.make_reply(ctx.msg, code, reason, **kw)
+        """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.
+        Headers the script added with append_to_reply() (ctx.reply_headers) go in every reply."""
+        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
         if ctx.transaction is not None:
             self.transactions.reply(ctx.transaction, resp)
         else:
@@ -541,7 +580,7 @@ class Server:
 
     def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
         """A stateless reply (sl_send_reply), even when a transaction exists."""
-        resp = self.make_reply(ctx.msg, code, reason, **kw)
+        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
         self.transport.send_reply(resp, ctx.source)
         if code >= 200:
             ctx.replied = True
@@ -573,6 +612,14 @@ class Server:
         if self.config.get("advertised_address") and normalize_host(self.config.get("advertised_address")) == h:
             return True
         return False
+
+
+def _with_reply_headers(ctx: MsgContext, kw: dict[str, Any]) -> dict[str, Any]:
+    if not ctx.reply_headers:
+        return kw
+    kw = dict(kw)
+    kw["headers"] = tuple(kw.get("headers", ())) + tuple(ctx.reply_headers)
+    return kw
 
 
 def _has_pos(exc: BaseException) -> bool:

@@ -59,4 +59,7 @@ class MsgContext:
     # with 500 when the script sent no reply. See runtime.note_failure for which one is kept.
     failure: BaseException | None = None
     failure_pos: Any = None
+    # Header lines for every reply the core builds to this request (sipmsgops append_to_reply):
+    # [(name, value)], None when there are none.
+    reply_headers: list[tuple[str, str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # per-message scratch space for modules, keyed by module name

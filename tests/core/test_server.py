@@ -270,3 +270,24 @@ route {
             assert (resp.status, resp.reason) == (489, "Bad Event header")  # sl_reply_error() did
     finally:
         await server.stop()
+
+
+async def test_reload_starts_new_timer_routes_and_stops_removed_ones(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    server = await running(tmp_path, 'timer_route[a, 1] { note("a"); }\nroute { exit; }\n')
+    try:
+        real = server._timer_routes
+        monkeypatch.setattr(server, "_timer_routes", lambda: [(n, 0.01) for n, _i in real()])
+        await wait_for(lambda: "a" in ProbeModule.log)
+        cfg = tmp_path / "s.cfg"
+        cfg.write_text(HEAD + 'timer_route[b, 2] { note("b"); }\nroute { exit; }\n')
+        assert await server.reload_routes() == []
+        assert real() == [("b", 2.0)]
+        await wait_for(lambda: "b" in ProbeModule.log)
+        await wait_for(lambda: server._timer_names == {"b"})
+        ProbeModule.log.clear()
+        await wait_for(lambda: ProbeModule.log.count("b") >= 3)
+        assert "a" not in ProbeModule.log
+    finally:
+        await server.stop()
+    assert server._timer_names == set()
