@@ -17,7 +17,8 @@ from .storage import PresenceStore
 log = logging.getLogger("routescript.presence")
 
 _BOUND: weakref.WeakKeyDictionary[Any, PresenceModule] = weakref.WeakKeyDictionary()
-LIBRARY_MODE = "presence runs as a library: modparam(\"presence\", \"db_url\", ...) is not set"
+LIBRARY_MODE = ("presence runs as a library (no message processing) because modparam(\"presence\", "
+                "\"db_url\", ...) is not set; set db_url to handle PUBLISH/SUBSCRIBE")
 
 
 def bind_presence(server: Any) -> PresenceModule | None:
@@ -50,7 +51,7 @@ class PresenceModule(Module):
         Param("max_expires_subscribe", int, 3600, check=_non_negative),
         Param("max_expires_publish", int, 3600, check=_non_negative),
         Param("server_address", str, None),
-        Param("fallback2db", int, 0, later="the fallback-to-database mode is not built"),
+        Param("fallback2db", int, 0, "1: lookups missing in memory continue in the database"),
         Param("subs_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
         Param("pres_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
         Param("enable_sphere_check", int, 0, later="RPID sphere checks are not built"),
@@ -69,9 +70,10 @@ class PresenceModule(Module):
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
         if not self.param("db_url"):
-            # Script functions still resolve; the core warns at each call site (file:line:col) and a
-            # call logs an error and returns -1.
-            self.unbuilt = {"handle_publish": LIBRARY_MODE, "handle_subscribe": LIBRARY_MODE}
+            # Library mode (OpenSIPS: no message processing without db_url): the module loads for
+            # the event packages' sake, and every call of its script functions is a load-time error
+            # at its file:line:col. The impls still refuse (-1) should one be reached anyway.
+            self.refused = {"handle_publish": LIBRARY_MODE, "handle_subscribe": LIBRARY_MODE}
         try:
             _BOUND[server] = self
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
@@ -98,7 +100,8 @@ class PresenceModule(Module):
             max_expires_subscribe=self.param("max_expires_subscribe"),
             expires_offset=self.param("expires_offset"), server_address=self.param("server_address") or "",
             notify_offline_body=bool(self.param("notify_offline_body")),
-            end_sub_on_timeout=bool(self.param("end_sub_on_timeout")))
+            end_sub_on_timeout=bool(self.param("end_sub_on_timeout")),
+            fallback2db=bool(self.param("fallback2db")))
 
     async def start(self) -> None:
         url = self.param("db_url")

@@ -190,6 +190,17 @@ class PresentityTable:
         """Put back a publication read from the database at start."""
         self._table.setdefault((pub.pres_uri, pub.event), {})[pub.etag] = pub
 
+    def replace_presentity(self, pres_uri: str, event: str, pubs: list[Publication]) -> None:
+        """Make `pubs` the publications of (pres_uri, event) - fallback2db, where the database shared
+        with other servers is the truth; a publication we hold with the same etag is kept as it is."""
+        key = (pres_uri, event)
+        old = self._table.get(key, {})
+        rows = {p.etag: old.get(p.etag, p) for p in pubs[: self.max_per_presentity]}
+        if rows:
+            self._table[key] = rows
+        else:
+            self._table.pop(key, None)
+
     def expire(self, now: float) -> list[Publication]:
         """Remove and return publications past expiry + expires_offset (the clean_period timer)."""
         gone: list[Publication] = []

@@ -42,6 +42,10 @@ class PresenceSettings:
     server_address: str = ""
     notify_offline_body: bool = False
     end_sub_on_timeout: bool = True
+    # OpenSIPS fallback2db: a lookup that misses in memory continues in the database (several servers
+    # sharing one database), and subscription changes are written through at once instead of waiting
+    # for db_update_period, so the other servers find them.
+    fallback2db: bool = False
 
 
 class _BadRequest(Exception):
@@ -89,6 +93,7 @@ class PresenceService:
             self._reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
         async with self._lock(facts.pres_uri):
+            await self._fallback_publications(facts.pres_uri, event)
             now = self.clock()
             decision = self.presentities.handle_publish(facts, now)
             if not decision.ok:
@@ -109,6 +114,8 @@ class PresenceService:
             if decision.notify:
                 removed = decision.publication if decision.action is PublishAction.REMOVE else None
                 await self.notify_presentity(facts.pres_uri, event, removed=removed, skip_contact=facts.sender)
+                if self.settings.fallback2db:
+                    await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
@@ -160,6 +167,7 @@ class PresenceService:
         msg = ctx.msg
         try:
             event = self._event_of(msg)
+            await self._fallback_dialog(msg)
             facts = self._subscribe_facts(ctx, event)
             if event.evs_subs_handl is not None:
                 await _maybe_await(event.evs_subs_handl(facts))
@@ -189,6 +197,8 @@ class PresenceService:
             if decision.winfo_changed and event.type == PUBL_TYPE:
                 full = decision.action is SubscribeAction.REMOVE
                 await self.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
+            if self.settings.fallback2db:
+                await self.sync_db()
         return 1
 
     def _subscribe_facts(self, ctx: Any, event: PresenceEvent) -> SubscribeFacts:
@@ -240,9 +250,11 @@ class PresenceService:
                                 skip_contact: str | None = None) -> int:
         """Tell every watcher of (pres_uri, event) the new state; the body is built once. Returns how
         many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left out)."""
+        await self._fallback_watchers(pres_uri, event)
         watchers = self.subscriptions.watchers(pres_uri, event.name)
         if not watchers:
             return 0
+        await self._fallback_publications(pres_uri, event)
         shared = presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
                                  removed=removed, notify_offline_body=self.settings.notify_offline_body)
         rules = None
@@ -273,6 +285,7 @@ class PresenceService:
                           final_with_state: bool = False, partial: Subscription | None = None) -> None:
         shared = None
         if with_body and event.type == PUBL_TYPE:
+            await self._fallback_publications(sub.pres_uri, event)
             shared = presentity_body(event, sub.pres_uri, self.presentities.publications(sub.pres_uri, event.name),
                                      notify_offline_body=self.settings.notify_offline_body)
         rules = None
@@ -348,6 +361,8 @@ class PresenceService:
                 if event is not None and event.type == PUBL_TYPE:
                     async with self._lock(sub.pres_uri):
                         await self.notify_winfo(sub.pres_uri, event)
+                if self.settings.fallback2db:
+                    await self.sync_db()
 
     # ------------------------------------------------------------------ timers
     async def clean(self) -> None:
@@ -405,6 +420,57 @@ class PresenceService:
             self.subscriptions.load(subscription_from_row(row))
             nsub += 1
         return npub, nsub
+
+    # ------------------------------------------------------------------ fallback2db
+    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent) -> None:
+        """fallback2db: publications another server stored for this presentity join the table
+        (an etag lookup and the NOTIFY body then see them)."""
+        if not (self.settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
+            return
+        try:
+            rows = await self.store.find_publications(pres_uri, event.name,
+                                                      self.clock() - self.settings.expires_offset)
+        except Exception as exc:
+            log.error("fallback2db: reading publications of %s failed: %s", pres_uri, exc)
+            return
+        self.presentities.replace_presentity(pres_uri, event.name,
+                                             [publication_from_row(r, event.content_type) for r in rows])
+
+    async def _fallback_dialog(self, msg: Any) -> None:
+        """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in
+        the database (another server created it) before it is answered 481."""
+        if not (self.settings.fallback2db and self.store is not None):
+            return
+        from routescript.sip import ParseError
+
+        try:
+            key = (msg.call_id, msg.to.tag or "", msg.from_.tag or "")
+        except ParseError:
+            return  # answered 400 by _subscribe_facts
+        if not key[1] or self.subscriptions.get(key) is not None or self.subscriptions.deleted_since_sync(key):
+            return
+        try:
+            row = await self.store.find_subscription(*key)
+        except Exception as exc:
+            log.error("fallback2db: reading subscription %s failed: %s", key[0], exc)
+            return
+        if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
+            self.subscriptions.load(subscription_from_row(row))
+
+    async def _fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
+        """fallback2db: subscriptions another server made to this presentity are notified too."""
+        if not (self.settings.fallback2db and self.store is not None):
+            return
+        try:
+            rows = await self.store.find_subscriptions(pres_uri, event.name,
+                                                       self.clock() - self.settings.expires_offset)
+        except Exception as exc:
+            log.error("fallback2db: reading watchers of %s failed: %s", pres_uri, exc)
+            return
+        for row in rows:
+            sub = subscription_from_row(row)
+            if self.subscriptions.get(sub.key) is None and not self.subscriptions.deleted_since_sync(sub.key):
+                self.subscriptions.load(sub)
 
     # ------------------------------------------------------------------ helpers
     def _event_of(self, msg: Any) -> PresenceEvent:

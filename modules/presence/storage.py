@@ -125,6 +125,24 @@ class PresenceStore:
     async def live_subscriptions(self, now: float) -> list[dict[str, Any]]:
         return await self.db.query(ACTIVE_WATCHERS, {"expires": (">", int(now))}, order_by="id")
 
+    # --- fallback2db lookups: what another server sharing the database stored ------------------
+    async def find_publications(self, pres_uri: str, event: str, now: float) -> list[dict[str, Any]]:
+        """The live publications of one presentity for one event."""
+        user, domain = split_pres_uri(pres_uri)
+        return await self.db.query(PRESENTITY, {"username": user, "domain": domain, "event": event,
+                                                "expires": (">", int(now))}, order_by="received_time")
+
+    async def find_subscription(self, callid: str, to_tag: str, from_tag: str) -> dict[str, Any] | None:
+        """One subscription dialog by its identifiers (RFC 3261 12: Call-ID and both tags)."""
+        rows = await self.db.query(ACTIVE_WATCHERS, {"callid": callid, "to_tag": to_tag, "from_tag": from_tag},
+                                   limit=1)
+        return rows[0] if rows else None
+
+    async def find_subscriptions(self, pres_uri: str, event: str, now: float) -> list[dict[str, Any]]:
+        """The live subscriptions to one presentity for one event."""
+        return await self.db.query(ACTIVE_WATCHERS, {"presentity_uri": pres_uri, "event": event,
+                                                     "expires": (">", int(now))}, order_by="id")
+
     async def delete_expired(self, now: float) -> None:
         await self.db.delete(PRESENTITY, {"expires": ("<=", int(now))})
         await self.db.delete(ACTIVE_WATCHERS, {"expires": ("<=", int(now))})

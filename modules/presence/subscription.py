@@ -390,6 +390,10 @@ class SubsTable:
     def get(self, key: DialogKey) -> Subscription | None:
         return self._dialogs.get(key)
 
+    def deleted_since_sync(self, key: DialogKey) -> bool:
+        """Removed here but still in the database until the next sync (fallback2db must not read it back)."""
+        return key in self._deleted
+
     def watchers(self, pres_uri: str, event: str) -> list[Subscription]:
         """Subscriptions to a presentity for an event, oldest first."""
         return [self._dialogs[k] for k in self._by_presentity.get((pres_uri, event), {})]

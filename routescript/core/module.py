@@ -153,6 +153,11 @@ class Module:
     # warns at load time at every place the script calls one (file:line:col); the impl must still log
     # an error and return -1 when called - never succeed silently.
     unbuilt: ClassVar[dict[str, str]] = {}
+    # Script functions this instance cannot serve as it is configured: name -> why (e.g. presence
+    # without db_url runs as a library). Unlike `unbuilt`, each call in the script is a load-time
+    # error at its file:line:col (also on reload_routes: the old script is kept). Set it in __init__
+    # or check(), before the script is compiled.
+    refused: ClassVar[dict[str, str]] = {}
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self.server = server

@@ -325,6 +325,22 @@ class SipTestClient:
         """Send a message without waiting for anything."""
         self.send_raw(message.to_bytes())
 
+    def _send_response(self, response: SIPResponse) -> None:
+        """A response goes where its top Via says (RFC 3261 18.2.2: received, rport, else sent-by), which
+        over UDP may be another server than ours (one that shares the dialog, e.g. fallback2db); over
+        TCP it goes back on our one connection."""
+        if self._udp is None:
+            self.send(response)
+            return
+        try:
+            via = response.via
+        except ParseError:
+            self.send(response)
+            return
+        host = via.received or via.host
+        port = via.rport if isinstance(via.rport, int) else (via.port or 5060)
+        self._udp.sendto(response.to_bytes(), (host.strip("[]"), port))
+
     async def send_request(self, request: SIPRequest, *, timeout: float | None = None) -> SIPResponse:
         """Send `request` and return its final response (SipTimeout when none comes in time)."""
         self.send(request)
@@ -391,7 +407,7 @@ class SipTestClient:
                                content_type=content_type)
         if status >= 200:
             self._answers[(request.via.branch or "", request.method)] = response
-        self.send(response)
+        self._send_response(response)
         return response
 
     # --- internals ------------------------------------------------------------------------------
@@ -443,7 +459,7 @@ class SipTestClient:
             self.retransmissions[key] = self.retransmissions.get(key, 0) + 1
             answer = self._answers.get(key)
             if answer is not None:
-                self.send(answer)
+                self._send_response(answer)
             return
         self.requests.append(req)
         self._pending.append(req)
@@ -451,4 +467,4 @@ class SipTestClient:
         if status is not None and req.method != "ACK":
             response = build_reply(req, status)
             self._answers[key] = response
-            self.send(response)
+            self._send_response(response)
