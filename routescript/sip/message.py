@@ -111,6 +111,22 @@ def _head_lines(data: bytes, start: int) -> tuple[str, list[str], int]:
     return text, text.split("\n"), body_start
 
 
+def _unfold(lines: list[str]) -> list[str]:
+    """Join LWS continuation lines (RFC 3261 7.3.1: a line starting with SP or HTAB continues the
+    header above) to their header line with one SP."""
+    out = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if len(out) == 1:
+                raise ParseError("Bad header folding")
+            stripped = line.strip()
+            if stripped:
+                out[-1] = out[-1].rstrip(" \t") + " " + stripped
+            continue
+        out.append(line)
+    return out
+
+
 class SIPMessage:
     """A parsed (or built) SIP request or response. Not thread-safe; owned by one handler at a time.
 
@@ -555,19 +571,12 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
     headers: list[tuple[str, str]] = []
     index: dict[str, list[int]] = {}
     key_of = _KEY_CACHE.get
-    folded = "\n " in text or "\n\t" in text
+    if "\n " in text or "\n\t" in text:
+        lines = _unfold(lines)
     lines_iter = iter(lines)
     first = next(lines_iter)  # the start line
+    n = 0
     for line in lines_iter:
-        if folded and line[:1] in (" ", "\t"):
-            # LWS continuation line (RFC 3261 7.3.1): folded into the previous value with one SP.
-            if not headers:
-                raise ParseError("Bad header folding")
-            stripped = line.strip()
-            if stripped:
-                name, value = headers[-1]
-                headers[-1] = (name, f"{value} {stripped}" if value else stripped)
-            continue
         name, colon, value = line.partition(":")
         key = key_of(name)
         if key is None:
@@ -581,10 +590,11 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         elif not colon:
             raise ParseError("Bad header line")
         if key in index:
-            index[key].append(len(headers))
+            index[key].append(n)
         else:
-            index[key] = [len(headers)]
+            index[key] = [n]
         headers.append((name, value.strip()))
+        n += 1
 
     msg: SIPRequest | SIPResponse
     if first[:4].upper() == "SIP/":
