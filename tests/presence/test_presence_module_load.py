@@ -1,0 +1,77 @@
+"""Loading the presence module: every documented parameter with its default, library mode (no db_url)
+refusing handle_publish/handle_subscribe at load time with the call's position, parameters whose feature
+is not built refused when set to anything but the default, examples/presence.cfg loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routescript.core.server import LoadError, Server
+from routescript.modules.presence import PresenceModule
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DOCUMENTED = {  # presence-module-doc.txt, 1.3: parameter -> documented default
+    "db_url": None, "presentity_table": "presentity", "active_watchers_table": "active_watchers",
+    "watchers_table": "watchers", "clean_period": 100, "db_update_period": 100, "expires_offset": 0,
+    "max_expires_subscribe": 3600, "max_expires_publish": 3600, "server_address": None, "fallback2db": 0,
+    "subs_htable_size": 9, "pres_htable_size": 9, "enable_sphere_check": 0, "waiting_subs_daysno": 3,
+    "mix_dialog_presence": 0, "bla_presentity_spec": None, "bla_fix_remote_target": 1,
+    "notify_offline_body": 0, "end_sub_on_timeout": 1,
+}
+
+
+def test_every_documented_parameter_with_its_default() -> None:
+    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED
+
+
+def cfg(tmp_path: Path, modparams: str, body: str) -> str:
+    path = tmp_path / "p.cfg"
+    path.write_text('socket = udp:127.0.0.1:0\nloadmodule "sl.so"\nloadmodule "presence.so"\n'
+                    f'loadmodule "presence_xml.so"\n{modparams}route {{\n{body}}}\n')
+    return str(path)
+
+
+def test_library_mode_refuses_the_functions_at_their_calls(tmp_path: Path) -> None:
+    path = cfg(tmp_path, "", "    if (is_method(\"PUBLISH\")) { handle_publish(); }\n    handle_subscribe(\"1\");\n"
+               .replace('is_method("PUBLISH")', "1"))
+    with pytest.raises(LoadError) as info:
+        Server().load(path)
+    texts = [str(d) for d in info.value.diagnostics]
+    assert texts[0].startswith(f"{path}:6:14: handle_publish(): presence runs as a library")
+    assert texts[1].startswith(f"{path}:7:5: handle_subscribe(): presence runs as a library")
+    assert all("db_url" in t for t in texts)
+
+
+def test_library_mode_loads_without_calls(tmp_path: Path) -> None:
+    server = Server()
+    server.load(cfg(tmp_path, "", "    exit;\n"))
+    presence = server.modules.get("presence")
+    assert presence is not None and set(presence.refused) == {"handle_publish", "handle_subscribe"}
+    assert presence.contains_event("presence") is not None     # event packages still register
+
+
+@pytest.mark.parametrize("param,value", [
+    ("enable_sphere_check", 1), ("waiting_subs_daysno", 5), ("mix_dialog_presence", 1),
+    ("bla_presentity_spec", '"$var(bla)"'), ("bla_fix_remote_target", 0),
+])
+def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: object) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    with pytest.raises(LoadError) as info:
+        Server().load(cfg(tmp_path, mp, "    exit;\n"))
+    text = str(info.value.diagnostics[0])
+    assert param in text and "not supported yet" in text
+
+
+@pytest.mark.parametrize("param,value", [("enable_sphere_check", 0), ("fallback2db", 1),
+                                         ("bla_fix_remote_target", 1)])
+def test_default_or_built_values_accepted(tmp_path: Path, param: str, value: object) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    Server().load(cfg(tmp_path, mp, "    handle_publish();\n"))
+
+
+def test_example_config_loads() -> None:
+    loaded = Server().load(str(ROOT / "examples" / "presence.cfg"))
+    assert not [w for w in loaded.warnings if "handle_" in str(w)]
