@@ -23,8 +23,22 @@ from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
 from routescript.db.url import DbUrl, parse_url
 
-__all__ = ["open_database", "init_schema", "Database", "Transaction", "Row", "DatabaseError", "SchemaError",
-           "SCHEMA", "DEFAULT_TABLES", "Table", "Column", "create_table_sql", "parse_url", "DbUrl"]
+__all__ = [
+    "DEFAULT_TABLES",
+    "SCHEMA",
+    "Column",
+    "Database",
+    "DatabaseError",
+    "DbUrl",
+    "Row",
+    "SchemaError",
+    "Table",
+    "Transaction",
+    "create_table_sql",
+    "init_schema",
+    "open_database",
+    "parse_url",
+]
 
 
 async def open_database(url: str, *, table_names: Mapping[str, str] | None = None,

@@ -146,7 +146,7 @@ def insert(table: Table, name: str, dialect: Dialect, cols: Sequence[Column]) ->
 
 
 def upsert(table: Table, name: str, dialect: Dialect, cols: Sequence[Column], keys: Sequence[str]) -> str:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE: replace the row that has the same key (OpenSIPS db replace)."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: replace the row with the same key (OpenSIPS db replace)."""
     key_cols = [column(table, k) for k in _names(keys)]
     key_set = frozenset(c.name for c in key_cols)
     if key_set not in table.unique_keys():
@@ -167,7 +167,7 @@ def update(table: Table, name: str, dialect: Dialect, where: Mapping[str, Any],
            values: Mapping[str, Any]) -> tuple[str, list[Any]]:
     cols, vals = row_values(table, values)
     params = Params(dialect)
-    sets = ", ".join(f"{quote(c.name)} = {params.add(v)}" for c, v in zip(cols, vals))
+    sets = ", ".join(f"{quote(c.name)} = {params.add(v)}" for c, v in zip(cols, vals, strict=True))
     sql = f"UPDATE {quote(name)} SET {sets}" + where_sql(table, _where(where), params)
     return sql, params.values
 
@@ -177,7 +177,8 @@ def delete(table: Table, name: str, dialect: Dialect, where: Mapping[str, Any]) 
     return f"DELETE FROM {quote(name)}" + where_sql(table, _where(where), params), params.values
 
 
-def count(table: Table, name: str, dialect: Dialect, where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+def count(table: Table, name: str, dialect: Dialect,
+          where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
     params = Params(dialect)
     return f"SELECT COUNT(*) FROM {quote(name)}" + where_sql(table, where, params), params.values
 

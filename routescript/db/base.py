@@ -13,12 +13,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from routescript.db import _sql
 from routescript.db.errors import DatabaseError, SchemaError
-from routescript.db.schema import (DEFAULT_TABLES, IDENTIFIER, SCHEMA, VERSION, Column, Dialect, Table,
-                                   add_column_sql, create_table_sql)
+from routescript.db.schema import (
+    DEFAULT_TABLES,
+    IDENTIFIER,
+    SCHEMA,
+    VERSION,
+    Column,
+    Dialect,
+    Table,
+    add_column_sql,
+    create_table_sql,
+)
 
 log = logging.getLogger("routescript.db")
 
@@ -29,7 +38,7 @@ Row = dict[str, Any]
 class Transaction:
     """An open transaction: the connection it runs on and a lock so its statements go one at a time."""
 
-    __slots__ = ("db", "conn", "lock", "depth")
+    __slots__ = ("conn", "db", "depth", "lock")
 
     def __init__(self, db: Database, conn: Any) -> None:
         self.db = db
@@ -137,18 +146,18 @@ class Database(abc.ABC):
         if outer is not None:
             outer.depth += 1
             savepoint = f"rs_sp_{outer.depth}"
-            await self._run(lambda conn: self._execute(conn, f"SAVEPOINT {savepoint}", []))
+            await self._statement(f"SAVEPOINT {savepoint}")
             try:
                 yield outer
             except BaseException:
                 try:
-                    await self._run(lambda conn: self._execute(conn, f"ROLLBACK TO SAVEPOINT {savepoint}", []))
-                    await self._run(lambda conn: self._execute(conn, f"RELEASE SAVEPOINT {savepoint}", []))
+                    await self._statement(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                    await self._statement(f"RELEASE SAVEPOINT {savepoint}")
                 except DatabaseError as exc:  # the connection is gone: the outer transaction fails anyway
                     log.warning("%s: rollback to savepoint failed: %s", self.url, exc)
                 raise
             else:
-                await self._run(lambda conn: self._execute(conn, f"RELEASE SAVEPOINT {savepoint}", []))
+                await self._statement(f"RELEASE SAVEPOINT {savepoint}")
             finally:
                 outer.depth -= 1
             return
@@ -211,19 +220,19 @@ class Database(abc.ABC):
         problems: list[str] = []
         async with self.transaction():
             vname = self._names["version"]
-            if await self._run(lambda conn: self._table_columns(conn, vname)) is None:
+            if await self._columns(vname) is None:
                 await self._create(VERSION, vname)
                 actions.append(f"created table {vname}")
             for lname in logical:
                 t, name = self._table(lname)
-                have_cols = await self._run(lambda conn: self._table_columns(conn, name))
+                have_cols = await self._columns(name)
                 if have_cols is None:
                     await self._create(t, name)
                     await self._set_version(name, t.version)
                     actions.append(f"created table {name} (version {t.version})")
                     continue
                 rows = await self.query("version", where={"table_name": name}, columns=["table_version"])
-                have = rows[0]["table_version"] if rows else None
+                have = _as_int(rows[0]["table_version"]) if rows else None
                 missing = [c for c in t.columns if c.name not in have_cols]
                 if have == t.version and not missing:
                     actions.append(f"table {name}: version {have}, up to date")
@@ -233,7 +242,7 @@ class Database(abc.ABC):
                     problems.append(problem)
                     continue
                 for col in missing:
-                    await self._run(lambda conn, c=col: self._execute(conn, add_column_sql(name, c, self.dialect), []))
+                    await self._statement(add_column_sql(name, col, self.dialect))
                 await self._set_version(name, t.version)
                 added = f", added {', '.join(c.name for c in missing)}" if missing else ""
                 actions.append(f"upgraded table {name}: version {have if have is not None else 'none'} "
@@ -263,7 +272,14 @@ class Database(abc.ABC):
 
     async def _create(self, t: Table, name: str) -> None:
         for stmt in create_table_sql(t, self.dialect, name):
-            await self._run(lambda conn, s=stmt: self._execute(conn, s, []))
+            await self._statement(stmt)
+
+    async def _statement(self, sql: str) -> None:
+        """A statement without parameters (DDL, savepoints); its SQL comes from this package only."""
+        await self._run(lambda conn: self._execute(conn, sql, []))
+
+    async def _columns(self, name: str) -> set[str] | None:
+        return await self._run(lambda conn: self._table_columns(conn, name))
 
     async def _set_version(self, name: str, version: int) -> None:
         await self.delete("version", {"table_name": name})
@@ -277,7 +293,7 @@ class Database(abc.ABC):
             self._closed = True
             await self._close()
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -339,9 +355,16 @@ def resolve_table_names(table_names: Mapping[str, str] | None) -> dict[str, str]
     return names
 
 
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):  # a hand-edited version row: treated as missing
+        return None
+
+
 def _row(cols: Sequence[Column], raw: Sequence[Any]) -> Row:
     out: Row = {}
-    for col, value in zip(cols, raw):
+    for col, value in zip(cols, raw, strict=True):
         if col.kind == "blob" and value is not None and not isinstance(value, bytes):
             # OpenSIPS may have stored a body as TEXT in SQLite; blobs always come back as bytes.
             value = value.encode("utf-8") if isinstance(value, str) else bytes(value)

@@ -64,7 +64,8 @@ class PostgresDatabase(Database):
 
     @classmethod
     async def open(cls, url: str, dsn: str, table_names: Mapping[str, str] | None = None,
-                   clock: Callable[[], float] = time.monotonic, max_size: int = POOL_MAX_SIZE) -> PostgresDatabase:
+                   clock: Callable[[], float] = time.monotonic,
+                   max_size: int = POOL_MAX_SIZE) -> PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT,
                                              command_timeout=COMMAND_TIMEOUT)
@@ -114,7 +115,7 @@ class PostgresDatabase(Database):
             except BaseException:
                 try:
                     await tr.rollback()
-                except Exception as exc:  # the connection is gone: the server rolls back by itself
+                except Exception as exc:  # noqa: BLE001 - the connection is gone: the server rolls back by itself
                     log.warning("%s: rollback failed: %s", self.url, exc)
                 raise
             try:
@@ -167,7 +168,7 @@ class PostgresDatabase(Database):
     async def _close(self) -> None:
         try:
             await self._pool.close()
-        except Exception as exc:  # a dead server must not stop shutdown
+        except Exception as exc:  # noqa: BLE001 - a dead server must not stop shutdown
             log.warning("%s: closing the pool: %s", self.url, exc)
             self._pool.terminate()
 

@@ -54,7 +54,7 @@ class SqliteDatabase(Database):
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-            if path != ":memory:" and (not mode or str(list(mode)[0][0]).lower() != "wal"):
+            if path != ":memory:" and (not mode or str(next(iter(mode))[0]).lower() != "wal"):
                 log.warning("%s: WAL journal mode refused (%s); readers may block writers", url, mode)
             await conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
@@ -92,10 +92,11 @@ class SqliteDatabase(Database):
     async def _rollback(self) -> None:
         try:
             await self._conn.execute("ROLLBACK")
-        except Exception as exc:  # nothing more to undo; the error that got us here is what matters
+        except Exception as exc:  # noqa: BLE001 - the error that got us here is the one that matters
             log.warning("%s: rollback failed: %s", self.url, exc)
 
-    async def _fetch(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    async def _fetch(self, conn: aiosqlite.Connection, sql: str,
+                     params: Sequence[Any]) -> list[Sequence[Any]]:
         return list(await conn.execute_fetchall(sql, params))
 
     async def _execute(self, conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
@@ -132,6 +133,7 @@ def _kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, sqlite3.IntegrityError):
         return "constraint"
     text = str(exc).lower()
-    if isinstance(exc, (sqlite3.OperationalError, ValueError, OSError)) and any(t in text for t in _TRANSIENT):
+    transient = any(t in text for t in _TRANSIENT)
+    if isinstance(exc, (sqlite3.OperationalError, ValueError, OSError)) and transient:
         return "connection"
     return "query"

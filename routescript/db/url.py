@@ -1,8 +1,8 @@
 """Database URLs, read the way OpenSIPS reads its `db_url` so the same opensips.cfg line opens the same data.
 
 SQLite: OpenSIPS's db_sqlite drops the leading "sqlite:/" and hands the rest to sqlite3_open(), so
-    sqlite:///var/lib/opensips/opensips.db  ->  //var/lib/opensips/opensips.db  ==  /var/lib/opensips/opensips.db
-    sqlite://var/lib/opensips/opensips.db   ->  /var/lib/opensips/opensips.db   (also absolute!)
+    sqlite:///var/lib/op.db  ->  sqlite3_open("//var/lib/op.db")  ==  /var/lib/op.db
+    sqlite://var/lib/op.db   ->  sqlite3_open("/var/lib/op.db")   (also absolute!)
 Both forms are absolute paths; there is no relative form in OpenSIPS and we add none, so a URL never means a
 different file depending on the working directory. One addition of ours: `sqlite://:memory:` is a private
 in-memory database (OpenSIPS would create a file named "/:memory:"), handy for tests.
@@ -51,7 +51,9 @@ def parse_url(url: str) -> DbUrl:
             raise DatabaseError("bad database URL: NUL byte in the path", "config")
         return DbUrl("sqlite", path=posixpath.normpath(path), redacted=url)
     if scheme in ("postgres", "postgresql"):
-        if not rest or rest.startswith("/") and len(rest) == 1:
-            raise DatabaseError(f"bad database URL '{url}': expected postgres://user:pass@host:port/db", "config")
+        if rest in ("", "/"):
+            raise DatabaseError(f"bad database URL '{url}': expected postgres://user:pass@host:port/db",
+                                "config")
         return DbUrl("postgres", dsn=url, redacted=_PASSWORD.sub(r"\1:***@", url))
-    raise DatabaseError(f"unsupported database URL scheme '{scheme}' (use sqlite:// or postgres://)", "config")
+    raise DatabaseError(f"unsupported database URL scheme '{scheme}' (use sqlite:// or postgres://)",
+                        "config")

@@ -25,7 +25,7 @@ PG_URL = os.environ.get("ROUTESCRIPT_TEST_PG", "postgres://postgres@127.0.0.1:54
 async def pg_admin() -> asyncpg.Connection:
     try:
         return await asyncpg.connect(PG_URL, timeout=5)
-    except Exception as exc:  # not a skip: CI has PostgreSQL, a missing server is a failure
+    except Exception as exc:  # noqa: BLE001 - not a skip: CI has PostgreSQL, a missing server is a failure
         pytest.fail(f"PostgreSQL not reachable at {PG_URL} ({exc}); start it or set ROUTESCRIPT_TEST_PG")
 
 

@@ -87,7 +87,8 @@ async def test_upgrade_adds_missing_column_and_keeps_rows(db_url: str) -> None:
     char = "CHAR" if db_url.startswith("sqlite") else "VARCHAR"
     await raw_sql(db_url, f"""
         CREATE TABLE active_watchers (id INTEGER PRIMARY KEY NOT NULL, presentity_uri {char}(255) NOT NULL,
-          watcher_username {char}(64) NOT NULL, watcher_domain {char}(64) NOT NULL, to_user {char}(64) NOT NULL,
+          watcher_username {char}(64) NOT NULL, watcher_domain {char}(64) NOT NULL,
+          to_user {char}(64) NOT NULL,
           to_domain {char}(64) NOT NULL, event {char}(64) DEFAULT 'presence' NOT NULL, event_id {char}(64),
           to_tag {char}(64) NOT NULL, from_tag {char}(64) NOT NULL, callid {char}(64) NOT NULL,
           local_cseq INTEGER NOT NULL, remote_cseq INTEGER NOT NULL, contact {char}(255) NOT NULL,
@@ -122,7 +123,8 @@ async def test_crud_with_operators(db: Database) -> None:
     assert await db.count("presentity", {"expires": (">=", 1700000002), "domain": "example.com"}) == 3
     picked = await db.query("presentity", {"username": ("in", ["user1", "user3", "nobody"])},
                             order_by="-expires", columns=["username", "expires"])
-    assert picked == [{"username": "user3", "expires": 1700000003}, {"username": "user1", "expires": 1700000001}]
+    assert picked == [{"username": "user3", "expires": 1700000003},
+                      {"username": "user1", "expires": 1700000001}]
     assert await db.query("presentity", {"username": ("in", [])}) == []
     assert await db.count("presentity", {"username": ("not in", ["user0"])}) == 4
     assert await db.count("presentity", {"sender": None}) == 5
@@ -134,7 +136,9 @@ async def test_crud_with_operators(db: Database) -> None:
     assert full["id"] == ids[0] and full["body"] == b"<presence/>" and full["extra_hdrs"] is None
     assert set(full) == set(db.table("presentity").column_names)
 
-    assert await db.update("presentity", {"expires": ("<=", 1700000001)}, {"expires": 5, "sender": "sip:x@y"}) == 2
+    changed = await db.update("presentity", {"expires": ("<=", 1700000001)},
+                              {"expires": 5, "sender": "sip:x@y"})
+    assert changed == 2
     assert await db.count("presentity", {"expires": 5, "sender": "sip:x@y"}) == 2
     assert await db.update("presentity", {"username": "nobody"}, {"expires": 1}) == 0
     assert await db.delete("presentity", {"expires": ("<", 10)}) == 2
@@ -188,7 +192,8 @@ async def test_other_tasks_do_not_join_a_transaction(db: Database) -> None:
         async with db.transaction():
             await db.insert("presentity", presentity(1))
             # a task from another context (e.g. a timer) writes on its own, not inside this transaction
-            outside = asyncio.create_task(db.insert("presentity", presentity(2)), context=contextvars.Context())
+            outside = asyncio.create_task(db.insert("presentity", presentity(2)),
+                                          context=contextvars.Context())
             await asyncio.sleep(0)
             raise RuntimeError
     assert outside is not None

@@ -45,8 +45,9 @@ def test_backoff_doubles_up_to_a_cap_and_resets() -> None:
 
 async def test_opens_a_schema_opensips_created(pg_url: str) -> None:
     await raw_sql(pg_url, OPENSIPS_POSTGRES)
-    await raw_sql(pg_url, "INSERT INTO presentity (username, domain, event, etag, expires, received_time, body) "
-                          "VALUES ('alice', 'example.com', 'presence', 'a.1', 1700000000, 1, '\\x3c703e')")
+    await raw_sql(pg_url, "INSERT INTO presentity (username, domain, event, etag, expires, received_time, "
+                          "body) VALUES ('alice', 'example.com', 'presence', 'a.1', 1700000000, 1, "
+                          "'\\x3c703e')")
     async with await open_database(pg_url) as db:
         actions = await db.upgrade_schema([*DEFAULT_TABLES, "pua"])  # pua was not there: only it is created
         assert actions[-1] == "created table pua (version 8)"

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from routescript.db import DEFAULT_TABLES, DatabaseError, SchemaError, create_table_sql, init_schema, open_database, parse_url
+from routescript.db import (
+    DEFAULT_TABLES,
+    DatabaseError,
+    SchemaError,
+    create_table_sql,
+    init_schema,
+    open_database,
+    parse_url,
+)
 from routescript.db.schema import SCHEMA
 
 from .opensips_sql import SQLITE as OPENSIPS_SQLITE
@@ -79,8 +87,8 @@ async def test_opens_a_database_opensips_created(tmp_path: Path) -> None:
     # rows as OpenSIPS (or an admin with the sqlite3 shell) wrote them: the body stored as TEXT
     conn.execute("INSERT INTO presentity (username, domain, event, etag, expires, received_time, body) "
                  "VALUES ('alice', 'example.com', 'presence', 'a.1', 1700000000, 1699999000, '<presence/>')")
-    conn.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, status, inserted_time)"
-                 " VALUES ('sip:alice@example.com', 'bob', 'example.com', 1, 5)")
+    conn.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, status, "
+                 "inserted_time) VALUES ('sip:alice@example.com', 'bob', 'example.com', 1, 5)")
     conn.commit()
     conn.close()
 
@@ -132,7 +140,7 @@ def test_generated_sqlite_ddl_matches_opensips_columns(tmp_path: Path) -> None:
         for table in SCHEMA.values():
             for stmt in create_table_sql(table, "sqlite"):
                 ours.execute(stmt)
-            info = "PRAGMA table_info({})".format(table.name)
+            info = f"PRAGMA table_info({table.name})"
             # name, declared type, not null, default, primary key - the same column for column
             assert [r[1:] for r in ours.execute(info)] == [r[1:] for r in theirs.execute(info)], table.name
     finally:
