@@ -38,13 +38,14 @@ Row = dict[str, Any]
 class Transaction:
     """An open transaction: the connection it runs on and a lock so its statements go one at a time."""
 
-    __slots__ = ("conn", "db", "depth", "lock")
+    __slots__ = ("active", "conn", "db", "depth", "lock")
 
     def __init__(self, db: Database, conn: Any) -> None:
         self.db = db
         self.conn = conn
         self.lock = asyncio.Lock()
         self.depth = 0
+        self.active = True  # False once it ended: a task it started that outlives it runs on its own
 
 
 # The transactions open in the current task context (innermost last), across every Database.
@@ -167,11 +168,12 @@ class Database(abc.ABC):
             try:
                 yield tx
             finally:
+                tx.active = False
                 _ACTIVE.reset(token)
 
     def _current_tx(self) -> Transaction | None:
         for tx in reversed(_ACTIVE.get()):
-            if tx.db is self:
+            if tx.db is self and tx.active:
                 return tx
         return None
 

@@ -211,6 +211,26 @@ async def test_tasks_started_inside_a_transaction_join_it(db: Database) -> None:
     assert await db.count("presentity") == 0
 
 
+async def test_a_task_outliving_its_transaction_runs_on_its_own(db: Database) -> None:
+    await db.ensure_schema(["presentity"])
+    go = asyncio.Event()
+
+    async def later() -> None:
+        await go.wait()
+        await db.insert("presentity", presentity(2))
+
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await db.insert("presentity", presentity(1))
+            task = asyncio.create_task(later())  # inherits the transaction's context
+            raise RuntimeError
+    go.set()
+    await task
+    async with db.transaction():  # and it did not disturb later transactions
+        await db.insert("presentity", presentity(3))
+    assert sorted(r["username"] for r in await db.query("presentity")) == ["user2", "user3"]
+
+
 async def test_upsert_replaces_by_unique_key(db: Database) -> None:
     await db.ensure_schema(["presentity", "watchers"])
     await db.upsert("presentity", presentity(1, expires=100), PRESENTITY_KEYS)
