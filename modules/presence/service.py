@@ -343,9 +343,12 @@ class PresenceService:
         routes = [v for n, v in request.headers if n == "Route"]
         target = routes[0].strip().lstrip("<").split(">")[0] if routes else request.ruri
         uri = parse_uri(target)
-        proto = (uri.param("transport") or ("tls" if uri.scheme == "sips" else "udp")).lower()
-        port = uri.port or (5061 if proto == "tls" else 5060)
         source = sub.source
+        # The transport the SUBSCRIBE came over, unless the target names one: a watcher that subscribed
+        # over TCP without ";transport=tcp" in its Contact (SIPp, many phones) listens on TCP only.
+        came_over = (getattr(source, "proto", "") or sub.socket_info.partition(":")[0] or "udp").lower()
+        proto = (uri.param("transport") or ("tls" if uri.scheme == "sips" else came_over)).lower()
+        port = uri.port or (5061 if proto == "tls" else 5060)
         conn_id = None
         if source is not None and getattr(source, "proto", "").lower() == proto and proto != "udp":
             conn_id = source.conn_id

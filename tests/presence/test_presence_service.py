@@ -251,3 +251,16 @@ async def test_watcher_ended_by_notify_481_updates_winfo(env):
     assert len(svc.subscriptions.watchers("sip:carol@127.0.0.1", "presence")) == 0
     assert b'state="full"' in winfo[-1].body and b'version="2"' in winfo[-1].body
     assert b'id="sub-1"' not in winfo[-1].body
+
+
+async def test_notify_over_the_subscribe_transport_when_contact_names_none(env):
+    """A watcher that subscribed over TCP with a Contact lacking ;transport= gets its NOTIFY over TCP, on
+    the connection it used (SIPp and many phones); UDP stays UDP."""
+    svc, server, _, _ = env
+    tcp_sock = SocketInfo("tcp", "127.0.0.1", 5070)
+    src = Source("tcp", tcp_sock, "127.0.0.1", 48261, 7)
+    await svc.handle_subscribe(Ctx(subscribe(), src))
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert (dest.proto, dest.conn_id, dest.port) == ("tcp", 7, 48261)
+    assert notify.via.transport == "TCP"
