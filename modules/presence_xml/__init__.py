@@ -13,9 +13,6 @@ from routescript.core.module import ConfigError, Module, Param
 
 log = logging.getLogger("routescript.presence_xml")
 
-_RULES_NOT_BUILT = "pres-rules (XCAP) authorization is not built: watchers stay pending"
-
-
 def _check_xml(check: Any) -> Any:
     """Wrap a pidf/xml check so its BodyError becomes the presence module's BodyError."""
     from routescript.modules.presence.events import BodyError
@@ -56,6 +53,8 @@ class PresenceXmlModule(Module):
         Param("generate_offline_body", int, 1, "0: a removed publication is not shown closed"),
     )
 
+    _db: Any = None  # the 2.x form's database of the xcap table, opened on first use
+
     def check(self) -> None:
         from routescript.modules.presence import bind_presence
 
@@ -84,19 +83,19 @@ class PresenceXmlModule(Module):
             return pidf.aggregate_pidf(pres_uri, bodies)
 
         force_active = bool(self.param("force_active"))
+        from .rules import auth_hooks
 
-        def get_rules_doc(user: str, domain: str) -> None:
-            return None
+        get_auth_status, apply_auth_nbody = auth_hooks()
 
-        def get_auth_status(facts: Any, rules: Any) -> None:
-            # No rules document: pending (OpenSIPS: "none or confirm -> 202").
-            if rules is not None:
-                log.warning("%s", _RULES_NOT_BUILT)
-            return None
+        async def get_rules_doc(user: str, domain: str) -> bytes | None:
+            # pres-rules from the xcap table: through the xcap module (OpenSIPS 3.x scripts) or this
+            # module's own db_url (2.x scripts); neither -> no rules -> the watcher stays pending.
+            return await self._rules_doc(user, domain)
 
         return [
             PresenceEvent("presence", "application/pidf+xml", req_auth=not force_active,
-                          get_rules_doc=get_rules_doc, get_auth_status=get_auth_status, agg_nbody=agg_nbody,
+                          get_rules_doc=get_rules_doc, get_auth_status=get_auth_status,
+                          apply_auth_nbody=apply_auth_nbody, agg_nbody=agg_nbody,
                           evs_publ_handl=_check_xml(pidf.check_pidf),
                           build_empty_pres_info=lambda uri: pidf.offline_pidf(uri)),
             PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE,
@@ -104,6 +103,26 @@ class PresenceXmlModule(Module):
             PresenceEvent("dialog;sla", "application/dialog-info+xml", etag_not_new=True,
                           evs_publ_handl=_check_xml(_well_formed)),
         ]
+
+    async def _rules_doc(self, user: str, domain: str) -> bytes | None:
+        try:
+            from routescript.modules.xcap import bind_xcap, get_xcap_doc
+        except ImportError:  # the xcap module is not installed
+            return None
+        xcap = bind_xcap(self.server)
+        if xcap is not None and xcap.param("db_url"):
+            return await xcap.get_rules_doc(user, domain)
+        url = self.param("db_url")
+        if not url or not self.param("integrated_xcap_server"):
+            return None
+        if self._db is None:
+            from routescript.db import open_database
+
+            names = {"xcap": self.param("xcap_table")}
+            self._db = await (open_database(url, table_names=names) if names["xcap"] != "xcap"
+                              else self.server.database(url))
+            await self._db.ensure_schema(["xcap"])
+        return await get_xcap_doc(self._db, user, domain)
 
     @staticmethod
     def _winfo_body(pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes:

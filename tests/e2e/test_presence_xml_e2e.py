@@ -145,3 +145,50 @@ async def test_winfo_full_partial_version(srv: Srv) -> None:
         version, state, watchers = winfo(n.body)
         assert (version, state) == ("3", "full")
         assert all(w[0] != s_gil.call_id or w[1] == "terminated" for w in watchers)
+
+
+RULES = b"""<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy">
+  <cr:rule id="friends"><cr:conditions><cr:identity><cr:one id="sip:pal@127.0.0.1"/></cr:identity></cr:conditions>
+    <cr:actions><sub-handling>allow</sub-handling></cr:actions></cr:rule>
+  <cr:rule id="foes"><cr:conditions><cr:identity><cr:one id="sip:foe@127.0.0.1"/></cr:identity></cr:conditions>
+    <cr:actions><sub-handling>block</sub-handling></cr:actions></cr:rule>
+</cr:ruleset>"""
+
+
+async def test_pres_rules_from_the_xcap_table(tmp_path) -> None:
+    """force_active 0 without handle_subscribe("1") (domain localhost): pres-rules in the xcap table
+    (OpenSIPS 3.x form: xcap.so with integrated_xcap_server) decide - allow 200 + body, block
+    terminated;reason=rejected, no rule pending 202."""
+    import sqlite3
+
+    port = free_port()
+    cfg = presence_cfg(tmp_path, port)
+    db = tmp_path / "presence.sqlite"
+    text = cfg.read_text().replace('loadmodule "presence.so"', 'loadmodule "xcap.so"\nloadmodule "presence.so"')
+    text = text.replace('modparam("presence_xml", "force_active", 0)',
+                        f'modparam("presence_xml", "force_active", 0)\nmodparam("xcap", "db_url", "sqlite://{db}")\n'
+                        'modparam("xcap", "integrated_xcap_server", 1)')
+    cfg.write_text(text)
+    server = start(cfg, tmp_path)
+    try:
+        with sqlite3.connect(db) as con:
+            con.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
+                        "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index', 0)",
+                        (RULES,))
+        srv = Srv(server, port)
+        uri = f"sip:ivy@localhost:{port}"
+        async with await srv.client("ivy") as ivy:
+            await ivy.send_request(ivy.publish(uri, pidf("sip:ivy@localhost", note="ruled")))
+            for user, status, state, body in (("pal", 200, "active;expires=600", True),
+                                              ("foe", 200, "terminated;reason=rejected", False),
+                                              ("nobody", 202, "pending;expires=600", False)):
+                async with await srv.client(user) as w:
+                    sub = w.subscribe(uri, expires=600)
+                    resp = await w.send_request(sub)
+                    n = await w.expect_request("NOTIFY", call_id=sub.call_id)
+                    await w.reply(n)
+                    assert (user, resp.status, n.header("Subscription-State")) == (user, status, state)
+                    assert (b"<note>ruled</note>" in n.body) is body
+    finally:
+        server.stop()
