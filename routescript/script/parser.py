@@ -177,8 +177,19 @@ class _Loader:
 _PRETTY = {
     "SEMICOLON": "';'", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
     "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "NAME": "a name", "RNAME": "a route name",
-    "STRING": "a string", "INT": "a number", "PVAR": "a pseudo-variable", "GWORD": "a value",
+    "STRING": "a string", "INT": "a number", "PVAR": "a pseudo-variable", "GWORD": "a value", "MBOOL": "yes/no",
     "$END": "end of file",
+}
+
+
+# The core keywords OpenSIPS 2.4 removed from the language (`if (uri == myself)`), with what 3.x
+# scripts write instead.
+_REMOVED_KEYWORDS = {
+    "uri": '$ru (and is_myself("$ru") for "== myself")', "method": "$rm (or is_method())",
+    "src_ip": "$si", "src_port": "$sp", "dst_ip": "$Ri", "dst_port": "$Rp",
+    "from_uri": '$fu (and is_myself("$fu") for "== myself")',
+    "to_uri": '$tu (and is_myself("$tu") for "== myself")', "proto": "$pr", "af": "$af",
+    "status": "$rs", "myself": 'is_myself("$ru")',
 }
 
 
@@ -208,6 +219,7 @@ class _Recovery:
         self.last_line = -1
         self.failed = False
         self.count = 0
+        self.err_tok_line = -1
 
     def pos(self, line: int | None, col: int | None) -> Pos:
         return Pos(self.filename, line or 1, col or 1)
@@ -271,6 +283,17 @@ class _Recovery:
         ip = exc.interactive_parser
         tok = exc.token
         text = str(tok)
+        if tok.type != "$END" and tok.line == self.err_tok_line:
+            # the rest of a statement already reported on this line: recover without a second message
+            # (its position would be some earlier token's, e.g. "expected ';' after '{'")
+            if tok.type in ("SEMICOLON", "RBRACE"):
+                self._unwind(ip)
+                return True
+            self._unwind(ip)
+            self._skip_to_statement_end(ip)
+            return True
+        if tok.type != "$END":
+            self.err_tok_line = tok.line
         if text.startswith("/*") and tok.type != "STRING":
             self.emit(*self._describe(exc))
             return False
@@ -293,8 +316,26 @@ class _Recovery:
                 self._skip_block(exc)
         if tok.type == "$END":
             return False
-        self._unwind(ip)
+        if self._unwind(ip):
+            # a broken top-level item (modparam("m", "p", foo)): its rest is skipped to the end of the
+            # line, as top-level items hold no ';' to resynchronise on
+            state = ip.lexer_thread.state
+            eol = self.text.find("\n", state.line_ctr.char_pos)
+            eol = len(self.text) if eol < 0 else eol
+            if eol > state.line_ctr.char_pos:
+                state.line_ctr.feed(self.text[state.line_ctr.char_pos:eol])
         return True
+
+    def _skip_to_statement_end(self, ip: Any) -> None:
+        """Skip the text up to the next ';' on the current line (or its end)."""
+        state = ip.lexer_thread.state
+        i = state.line_ctr.char_pos
+        eol = self.text.find("\n", i)
+        eol = len(self.text) if eol < 0 else eol
+        semi = self.text.find(";", i, eol)
+        end = semi + 1 if semi >= 0 else eol
+        if end > i:
+            state.line_ctr.feed(self.text[i:end])
 
     @staticmethod
     def _rewind(ip: Any, tok: Token) -> None:
@@ -402,6 +443,11 @@ class _Recovery:
         if tok.type in ("STRING", "LPAR") and "EQUAL" in expected and prev is not None and prev.type == "NAME":
             return (self.pos(prev.line, prev.column),
                     f"unknown keyword '{prev}': expected loadmodule, modparam, a route or 'name = value'")
+        if prev is not None and prev.type == "NAME" and str(prev) in _REMOVED_KEYWORDS and (
+                str(tok) in ("==", "!=", "=~", "!~", "<", ">", "<=", ">=", "=") or str(prev) == "myself"):
+            return (self.pos(prev.line, prev.column),
+                    f"'{prev}' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use "
+                    f"{_REMOVED_KEYWORDS[str(prev)]}")
         if tok.type == "RBRACE" and "LOADMODULE" in expected:
             return here, "unexpected '}': no block is open here"
         if tok.type == "ELSE":
@@ -420,16 +466,28 @@ class _Recovery:
         lines = self.text.splitlines() or [""]
         return self.pos(len(lines), len(lines[-1]) + 1)
 
-    def _unwind(self, ip: Any) -> None:
-        """Drop back to the innermost state that reads statements (a block) or top-level items."""
+    def _unwind(self, ip: Any) -> bool:
+        """Drop back to the innermost state that reads statements (a block) or top-level items.
+        True when that is the top level."""
         ps = ip.parser_state
         states = ps.parse_conf.parse_table.states
+        from lark.parsers.lalr_analysis import Shift
+
+        def shifts(actions: Any, term: str) -> bool:
+            # a state that *reads* the next item; a state that merely reduces on that lookahead (after
+            # `loadmodule "x"`, say) is still in the middle of the broken item
+            act = actions.get(term)
+            return act is not None and act[0] is Shift
+
         while len(ps.state_stack) > 1:
             actions = states[ps.state_stack[-1]]
-            if ("RBRACE" in actions and "IF" in actions) or "LOADMODULE" in actions:
-                return
+            if shifts(actions, "IF"):
+                return False
+            if shifts(actions, "LOADMODULE"):
+                return True
             ps.state_stack.pop()
             ps.value_stack.pop()
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -644,6 +702,9 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     def mv_neg_int(self, c: list[Token]) -> int:
         return self._int(c[0], negative=True)
+
+    def mv_bool(self, c: list[Token]) -> int:
+        return 1 if str(c[0]) in ("yes", "true", "on", "enable") else 0
 
     # -- routes ------------------------------------------------------------------------------------
     def route_kw(self, c: list[Token]) -> Token:

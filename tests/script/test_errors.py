@@ -167,3 +167,24 @@ def test_error_from_included_file_names_that_file(tmp_path, registry: Registry) 
     (d,) = info.value.diagnostics
     assert (d.pos.file, d.pos.line, d.pos.col) == (str(tmp_path / "inc.cfg"), 2, 3)
     assert d.source_line == "  nosuch();"
+
+
+def test_removed_core_keywords_get_their_replacement() -> None:
+    errs = syntax_errors('route {\n  if (uri == myself) exit;\n  if ($rd == myself) exit;\n'
+                         '  if (method == "INVITE") exit;\n  if ($rU == NULL) exit;\n}\n')
+    assert [(line, col) for line, col, _ in errs] == [(2, 7), (3, 14), (4, 7)]
+    assert errs[0][2].startswith("'uri' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use $ru")
+    assert 'is_myself("$ru")' in errs[1][2] and "$rm" in errs[2][2]
+
+
+def test_no_echo_errors_after_a_broken_top_level_item_or_statement() -> None:
+    # one error each: nothing reported at '{' or at the loadmodule before the broken modparam
+    errs = syntax_errors('#\nloadmodule "a.so"\nloadmodule "b.so"\nmodparam("a", "x", foo)\n'
+                         'modparam("a", "y", 1)\nroute {\n  if (a() == ) exit;\n  b();\n}\n')
+    assert [(line, col) for line, col, _ in errs] == [(4, 20), (7, 14)]
+    assert "expected one of: '-', a number, a string, yes/no" in errs[0][2]
+
+
+def test_modparam_boolean_words_are_numbers() -> None:
+    s = parse_text('modparam("a", "b", yes)\nmodparam("a", "c", off)\nmodparam("a", "d", "yes")\n', "m.cfg")
+    assert [m.value for m in s.modparams] == [1, 0, "yes"]
