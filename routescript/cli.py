@@ -61,7 +61,7 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
             return 1
         for w in getattr(ast, "warnings", ()) or ():
             print(w, file=sys.stderr)
-        print(f"{cfg}: syntax OK ({len(ast.routes)} routes)")
+        print(f"{cfg}: syntax OK ({_n(len(ast.routes), 'route')})")
         return 0
     server = Server()
     try:
@@ -72,7 +72,7 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
         return 1
     for w in loaded.warnings:
         print(w, file=sys.stderr)
-    print(f"{cfg}: OK ({loaded.route_count} routes, {len(server.modules.instances)} modules)")
+    print(f"{cfg}: OK ({_n(loaded.route_count, 'route')}, {_n(len(server.modules.instances), 'module')})")
     return 0
 
 
@@ -120,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser.print_help(sys.stderr)
     return 2
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 if __name__ == "__main__":

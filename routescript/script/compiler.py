@@ -345,9 +345,16 @@ class _Gen:
         if iterable.index != "*":
             self.error(iterable.pos, f"for (... in {iterable.text}): iterate over all values, e.g. $({iterable.name}"
                                      f"{'(' + iterable.key + ')' if iterable.key is not None else ''}[*])")
-        src = self.pvar_get(iterable)
+        spec = self.resolve(iterable)
+        if spec is not None and not iterable.transforms:
+            # value by value, index 0, 1, ... until NULL (as OpenSIPS walks an AVP or a header list):
+            # a getter joins the values of [*] into one string, which cannot be split back reliably
+            g = self.bind(spec.getter, "_g")
+            src = f"_rt.pv_values({g}, ctx, {iterable.key!r}, {self.max_loops})"
+        else:
+            src = f"_rt.as_list({self.pvar_get(iterable)})[:{self.max_loops}]"
         setter = self.pvar_set(s.var)
-        self.emit(ind, f"for {it} in _rt.as_list({src})[:{self.max_loops}]:", s.pos)
+        self.emit(ind, f"for {it} in {src}:", s.pos)
         self.emit(ind + 1, setter.format(value=it), s.pos)
         self._loop_depth += 1
         self.body(s.body, ind + 1)

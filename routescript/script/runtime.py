@@ -264,6 +264,17 @@ def as_list(v: Any) -> list[Any]:
     return [v]
 
 
+def pv_values(getter: Callable[[MsgContext, Any, Any], Any], ctx: MsgContext, key: Any, limit: int) -> list[Any]:
+    """The values a `for (... in $(x[*]))` walks: index 0, 1, ... until the getter gives NULL."""
+    out: list[Any] = []
+    for i in range(limit):
+        v = getter(ctx, key, i)
+        if v is None:
+            break
+        out.append(v)
+    return out
+
+
 def return_value(v: Any) -> int:
     """return(expr): the route's return code; 0 stops the script."""
     try:

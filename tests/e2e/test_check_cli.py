@@ -81,6 +81,6 @@ def test_typical_opensips_script_loads() -> None:
     presence modules themselves) load as they are, with only the t_relay warning."""
     res = routescript("check", "tests/e2e/typical_opensips.cfg")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "tests/e2e/typical_opensips.cfg: OK (1 routes, 11 modules)"
+    assert res.stdout.strip() == "tests/e2e/typical_opensips.cfg: OK (1 route, 11 modules)"
     warnings = [line for line in res.stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and "t_relay()" in warnings[0]

@@ -585,3 +585,45 @@ def test_time_pvars_read_the_injected_clock():
     clocked = {s.name: s for s in core_pvars(clock=lambda: next(moving))}
     assert clocked["Ts"].getter(ctx, None, None) == 10
     assert clocked["Ts"].getter(ctx, None, None) == 20
+
+
+# --- compiled scripts over the real message: loops and chains -------------------------------------------
+
+async def _run_script(src: str, message) -> MsgContext:  # type: ignore[no-untyped-def]
+    from routescript.core.loader import build_registry
+    from routescript.core.module import ModuleSet
+    from routescript.script import compile_script, parse_text
+
+    ctx = fresh(message)
+    await compile_script(parse_text(src, "p.cfg"), build_registry(ModuleSet())).run("request", None, ctx)
+    return ctx
+
+
+async def test_for_walks_every_value_of_headers_contacts_and_avps() -> None:
+    ctx = await _run_script(r'''route {
+        $var(h) = ""; $var(c) = ""; $var(a) = "";
+        for ($var(x) in $(hdr(X-Custom)[*])) { $var(h) = $var(h) + "[" + $var(x) + "]"; }
+        for ($var(x) in $(ct[*])) { $var(c) = $var(c) + "<" + $(var(x){nameaddr.uri}{uri.host}) + ">"; }
+        $avp(v) = "one, two"; $avp(v) = 3;
+        for ($var(x) in $(avp(v)[*])) { $var(a) = $var(a) + "(" + $var(x) + ")"; }
+        $var(joined) = "$(avp(v)[*])";
+    }''', SUBSCRIBE)
+    assert ctx.vars["h"] == "[one][two]"
+    assert ctx.vars["c"] == "<10.0.0.1><10.0.0.9>"
+    assert ctx.vars["a"] == "(3)(one, two)"        # a value holding ", " stays one value
+    assert ctx.vars["joined"] == "3, one, two"      # in a string, [*] joins with ", " as OpenSIPS does
+
+
+async def test_transformation_chains_on_the_real_message() -> None:
+    ctx = await _run_script(r'''route {
+        $var(a) = $(fu{uri.user}{s.toupper});
+        $var(b) = $(ct{nameaddr.uri}{uri.param,transport});
+        $var(c) = $(ct{nameaddr.param,q});
+        $var(d) = $(ci{s.select,0,@}{s.len});
+        $var(e) = $(ru{re.subst,/^sip:([a-z]+)@.*$/\1/});
+        $var(f) = $(fn{s.substr,1,5});
+        $var(g) = $(rU{s.int}) + 1;
+    }''', SUBSCRIBE)
+    assert ctx.vars["a"] == "ALICE" and ctx.vars["b"] == "udp" and ctx.vars["c"] == "0.5"
+    assert ctx.vars["d"] == len("a84b4c76e66710") and ctx.vars["e"] == "bob" and ctx.vars["f"] == "Alice"
+    assert ctx.vars["g"] == 1   # "bob"{s.int} is 0
