@@ -44,6 +44,7 @@ from .events import EventBus
 from .loader import apply_modparams, build_registry, instantiate, load_modules
 from .log import NOTICE, current_call_id, setup_logging
 from .module import ConfigError, ModuleSet
+from .stats import KNOWN_METHODS, CoreCounters, Statistics, register_core_statistics, register_module_statistics
 
 log = logging.getLogger("routescript.core")
 
@@ -142,6 +143,11 @@ class Server:
         self.script: Any = None  # the compiled script messages run with; swapped whole by reload
         self.loaded: Loaded | None = None
         self.events = EventBus(self._run_event_route, self)
+        # Statistics exist before any module is made, so modules register theirs in __init__/check/start;
+        # the core's per-message counters are plain int attributes of self.counters (stats.py).
+        self.statistics = Statistics()
+        self.counters = CoreCounters()
+        register_core_statistics(self.statistics, self.counters, self)
         self.transport: Any = None
         self.transactions: Any = None
         self.sockets: list[Any] = []
@@ -190,6 +196,7 @@ class Server:
             raise LoadError(refused)
         warnings += self._unbuilt_warnings(ast, modules)
         self.modules, self.registry, self.script = modules, registry, compiled
+        register_module_statistics(self.statistics, self.counters, self)  # sl:, tm: when loaded
         self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
         return self.loaded
 
@@ -277,8 +284,7 @@ class Server:
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
         """Open the sockets, make the transaction layer, start the modules, run startup_route and timers."""
-        from routescript.transaction import TransactionLayer
-        from routescript.transport import TransportLayer
+        from .counting import CountingTransactionLayer, CountingTransportLayer
 
         assert self.loaded is not None, "start before load"
         cfg = self.config
@@ -288,7 +294,7 @@ class Server:
             log.warning("%s", w)
         for note in cfg.notes:
             log.info("%s", note)
-        self.transport = TransportLayer(self._on_message,
+        self.transport = CountingTransportLayer(self.counters, self._on_message,
                                         tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
                                         max_tcp_connections=int(cfg.get("tcp_max_connections")))
         for spec in cfg.listen_specs():
@@ -299,7 +305,7 @@ class Server:
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}", spec.pos)]) \
                     from None
             self.sockets.append(info)
-        self.transactions = TransactionLayer(self.transport, **self._transaction_options())
+        self.transactions = CountingTransactionLayer(self.counters, self.transport, **self._transaction_options())
         started: list[Any] = []
         for name, mod in self.modules.instances.items():
             try:
@@ -448,8 +454,20 @@ class Server:
         """The transport's callback: one task per message, bounded."""
         if not self._started:
             return
+        counters = self.counters  # OpenSIPS core statistics (stats.py): plain int attributes
+        is_request = getattr(msg, "is_request", False)
+        if is_request:
+            counters.rcv_requests += 1
+            if msg.method not in KNOWN_METHODS:
+                counters.unsupported_methods += 1
+        else:
+            counters.rcv_replies += 1
         if len(self._tasks) >= MAX_PENDING:
-            if getattr(msg, "is_request", False) and getattr(msg, "method", "") != "ACK":
+            if is_request:
+                counters.drop_requests += 1  # dropped before the script, as OpenSIPS counts them
+            else:
+                counters.drop_replies += 1
+            if is_request and getattr(msg, "method", "") != "ACK":
                 log.warning("overloaded (%d messages pending): 503 to %s", len(self._tasks), msg.method)
                 self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
             else:
@@ -501,6 +519,8 @@ class Server:
         except ParseError as exc:  # a Via too broken to match transactions on
             await self._on_bad_message(ctx, exc, script)
             return
+        if msg.method == "ACK" and _acks_our_stateless_reply(msg):
+            self.counters.received_ACKs += 1  # sl's statistic; the script still sees the ACK
         # The compiled route never raises: what a function call, pseudo-variable or statement raised is
         # logged there with its file:line:col and recorded on the context (ctx.failure) for us.
         await self._run_route(REQUEST_ROUTE, None, ctx, script)
@@ -522,6 +542,10 @@ class Server:
         """The script touched a header the peer got wrong: error_route when the script has one, else
         the error's own status and reason (400 by default), as OpenSIPS's core does."""
         log.warning("bad message: %s", exc.reason)
+        if "URI" in str(getattr(exc, "reason", "")):
+            self.counters.bad_URIs_rcvd += 1
+        else:
+            self.counters.bad_msg_hdr += 1
         has_error_route = self._has_route(ERROR_ROUTE, None, script)
         if has_error_route:
             ctx.route_type = ERROR_ROUTE
@@ -574,6 +598,7 @@ class Server:
             self.transactions.reply(ctx.transaction, resp)
         else:
             self.transport.send_reply(resp, ctx.source)
+            self.counters.count_sl_reply(code, _is_error_reply(ctx))
         if code >= 200:
             ctx.replied = True
         return resp
@@ -582,6 +607,7 @@ class Server:
         """A stateless reply (sl_send_reply), even when a transaction exists."""
         resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
         self.transport.send_reply(resp, ctx.source)
+        self.counters.count_sl_reply(code, _is_error_reply(ctx))
         if code >= 200:
             ctx.replied = True
         return resp
@@ -612,6 +638,21 @@ class Server:
         if self.config.get("advertised_address") and normalize_host(self.config.get("advertised_address")) == h:
             return True
         return False
+
+
+def _is_error_reply(ctx: MsgContext) -> bool:
+    """sl's sent_err_replies: a reply sent for an error met while handling the message (what
+    sl_reply_error answers: a failed core step's ctx.extra["sl_error"], or the peer's bad header)."""
+    return "sl_error" in ctx.extra or ctx.failure is not None or ctx.error is not None
+
+
+def _acks_our_stateless_reply(msg: Any) -> bool:
+    """An ACK whose To tag is one our stateless replies carry (Server.to_tag's "rs." prefix)."""
+    try:
+        tag = msg.to.tag
+    except Exception:  # a broken To header: not ours to count
+        return False
+    return bool(tag) and str(tag).startswith("rs.")
 
 
 def _with_reply_headers(ctx: MsgContext, kw: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""The transaction and transport layers with OpenSIPS's tm and core counters kept as they work.
+
+The Server makes these instead of the plain layers, so the counting sits where the events happen
+without the transaction or transport layer knowing about statistics (they import nothing of the core).
+Each override only adds an `+= 1` on a `CoreCounters` attribute around the parent's behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from routescript.transaction import TransactionLayer
+from routescript.transport import TransportLayer
+
+from .stats import CoreCounters
+
+
+class CountingTransactionLayer(TransactionLayer):
+    """TransactionLayer counting tm's UAS_transactions, UAC_transactions, local_replies,
+    received_replies and Nxx_transactions.
+
+    Choice: Nxx_transactions counts transactions of both sides by their final reply (our replies to
+    requests, and the final responses - received or made locally, 408/503 - to our NOTIFYs), as
+    OpenSIPS counts every transaction completed by tm.
+    """
+
+    def __init__(self, counters: CoreCounters, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = counters
+
+    def create(self, request: Any, source: Any) -> Any:
+        before = self.pending
+        transaction = super().create(request, source)
+        if self.pending > before:  # a new one, not the existing transaction of this request
+            self.counters.UAS_transactions += 1
+        return transaction
+
+    def reply(self, transaction: Any, response: Any) -> None:
+        super().reply(transaction, response)
+        counters = self.counters
+        counters.local_replies += 1
+        status = int(getattr(response, "status", 0) or 0)
+        if status >= 200:
+            counters.count_tm_final(status)
+
+    async def request(self, req: Any, dest: Any, *, on_provisional: Callable[[Any], None] | None = None) -> Any:
+        self.counters.UAC_transactions += 1
+        response = await super().request(req, dest, on_provisional=on_provisional)
+        status = int(getattr(response, "status", 0) or 0)
+        if status >= 200:
+            self.counters.count_tm_final(status)
+        return response
+
+    def on_response(self, resp: Any, source: Any) -> bool:
+        matched = super().on_response(resp, source)
+        if matched:
+            self.counters.received_replies += 1
+        return matched
+
+
+class CountingTransportLayer(TransportLayer):
+    """TransportLayer counting core:err_requests / err_replies: messages that did not parse.
+
+    They never reach the core (the transport answers or drops them), so the count is taken at the
+    transport's one place for them, `_answer_malformed` (a private hook of routescript.transport;
+    if it is renamed, these two statistics stay at 0 and test_counting fails).
+    """
+
+    def __init__(self, counters: CoreCounters, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = counters
+
+    def _answer_malformed(self, data: bytes, status: int, reason: str, source: Any,
+                          reply: Callable[[bytes], None]) -> None:
+        if data.lstrip(b"\r\n").startswith(b"SIP/"):
+            self.counters.err_replies += 1
+        else:
+            self.counters.err_requests += 1
+        super()._answer_malformed(data, status, reason, source, reply)
