@@ -56,25 +56,46 @@ def xdbg(ctx: MsgContext, text: Any) -> int:
     return 1
 
 
-def is_myself(ctx: MsgContext, uri: Any) -> int:
-    """1 when the URI's host:port is one of our sockets or an alias= (OpenSIPS check_self; a URI
-    without a port means 5060, 5061 for sips)."""
+def is_myself(ctx: MsgContext, target: Any, port: Any = None) -> int:
+    """is_myself(uri | host[:port] [, port]): 1 when it names one of our sockets or an alias= (OpenSIPS
+    check_self). The shipped OpenSIPS scripts pass a bare domain (is_myself("$rd")); a URI is taken
+    too. Without a port only the host is compared; a URI without a port means 5060 (5061 for sips)."""
     from routescript.sip import ParseError, parse_uri
 
-    try:
-        u = parse_uri(str(uri))
-    except ParseError:
-        return -1
     server = ctx.server
-    if server is None:
+    text = str(target or "").strip()
+    if server is None or not text:
         return -1
-    port = u.port or (5061 if u.scheme == "sips" else 5060)
-    return 1 if server.is_myself(u.host, port) else -1
+    want_port: int | None = None
+    if ":" in text and text.split(":", 1)[0].lower() in ("sip", "sips", "tel"):
+        try:
+            u = parse_uri(text)
+        except ParseError:
+            return -1
+        host = u.host
+        want_port = u.port or (5061 if u.scheme == "sips" else 5060)
+    else:
+        host = text
+        if text.startswith("["):  # [v6]:port
+            end = text.find("]")
+            host, rest = text[:end + 1], text[end + 1:]
+            if rest.startswith(":") and rest[1:].isdigit():
+                want_port = int(rest[1:])
+        elif text.count(":") == 1:
+            h, _, p = text.partition(":")
+            if p.isdigit():
+                host, want_port = h, int(p)
+    if port not in (None, ""):
+        try:
+            want_port = int(port)
+        except (TypeError, ValueError):
+            return -1
+    return 1 if server.is_myself(host, want_port) else -1
 
 
 def core_functions() -> list[FunctionSpec]:
     return [
         function("xlog", xlog, ArgSpec("str", name="level_or_format"), ArgSpec("str", optional=True, name="format")),
         function("xdbg", xdbg, ArgSpec("str", name="format")),
-        function("is_myself", is_myself, ArgSpec("str", name="uri")),
+        function("is_myself", is_myself, ArgSpec("str", name="uri_or_host"), ArgSpec("int", optional=True, name="port")),
     ]

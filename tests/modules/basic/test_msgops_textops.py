@@ -109,3 +109,16 @@ async def test_replace_and_search_append() -> None:
     assert h.call(ctx, "search_append", "^Subject: b", "x") == 1 and ctx.msg.header("Subject") == "bx-c-c"
     ctx = h.ctx(request("PUBLISH", body="one two two"))
     assert h.call(ctx, "replace_body_all", "two", "three") == 1 and ctx.msg.body == b"one three three"
+
+
+async def test_is_myself_takes_a_bare_domain_as_the_shipped_scripts_pass() -> None:
+    from routescript.core.functions import is_myself
+
+    h = Harness([])
+    h.server.config.aliases.append("presence.example.com")
+    ctx = h.ctx(request())
+    assert is_myself(ctx, "127.0.0.1") == 1                     # is_myself("$rd")
+    assert is_myself(ctx, "presence.example.com") == 1          # is_myself("$fd") with an alias
+    assert is_myself(ctx, "127.0.0.1:5060") == 1 and is_myself(ctx, "127.0.0.1:5070") == -1
+    assert is_myself(ctx, "127.0.0.1", 5060) == 1 and is_myself(ctx, "127.0.0.1", 5070) == -1
+    assert is_myself(ctx, "192.0.2.1") == -1 and is_myself(ctx, "") == -1
