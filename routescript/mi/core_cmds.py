@@ -2,10 +2,10 @@
 
 Kept: uptime, version, pwd, arg, which [command], ps, kill, log_level [level [pid]],
 xlog_level [level], get_statistics / list_statistics / reset_statistics, reload_routes,
-help [mi_cmd], list_tcp_conns, events_list.
+help [mi_cmd], list_tcp_conns, events_list, event_subscribe event socket [expire],
+subscribers_list [event [socket]] (also as events_subscribers_list), raise_event event [params].
 Left out (nothing behind them here): cache_store/cache_fetch/cache_remove (no cachedb), mem_*_dump
-and shm_check (no shared memory), event_subscribe/subscribers_list/raise_event (no external event
-transports yet), log_level_filter/log_mute_state (3.5+).
+and shm_check (no shared memory), log_level_filter/log_mute_state (3.5+).
 
 One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours.
 `kill` stops the server cleanly, but only through a transport whose module allows it
@@ -253,9 +253,85 @@ class CoreMI(Module):
 
     @mi_command("events_list", doc="lists all the events advertised through the Event Interface")
     def events_list(self) -> dict[str, Any]:
+        return {"Events": [{"name": name, "id": i} for i, name in enumerate(self._declared_events())]}
+
+    def _declared_events(self) -> list[str]:
+        """Declared events in id order (ids are positions in this list, as events_list shows them)."""
         events = getattr(self.server, "events", None)
-        declared = sorted(getattr(events, "declared", ()) or ())
-        return {"Events": [{"name": name, "id": i} for i, name in enumerate(declared)]}
+        return sorted(getattr(events, "declared", ()) or ())
+
+    def _evi(self) -> Any:
+        from routescript.core.evi import event_interface
+
+        if getattr(self.server, "events", None) is None:
+            raise MIError("this server has no event bus")
+        return event_interface(self.server)
+
+    @mi_command("event_subscribe", optional=("expire",),
+                doc="subscribes an external application (socket) to an event; expire 0 unsubscribes")
+    async def event_subscribe(self, event: str, socket: str, expire: int | None = None) -> str:
+        from routescript.core.evi import DEFAULT_EXPIRE, SubscribeError
+
+        if expire is not None and expire < 0:
+            raise JSONRPCError(INVALID_PARAMS, data="Negative expire value")
+        if not event or not socket:
+            raise JSONRPCError(INVALID_PARAMS)
+        try:
+            await self._evi().subscribe(event, socket, DEFAULT_EXPIRE if expire is None else expire)
+        except SubscribeError as exc:
+            # OpenSIPS answers 400 "Bad parameter value" (and logs why); we hand the reason back too.
+            raise JSONRPCError(400, "Bad parameter value", str(exc)) from None
+        return "OK"
+
+    @mi_command("subscribers_list", aliases=("events_subscribers_list",), optional=("event", "socket"),
+                doc="lists all the Event Interface subscribers; Params: [ event [ subscriber ]]")
+    async def subscribers_list(self, event: str | None = None, socket: str | None = None) -> dict[str, Any]:
+        from routescript.core.evi import SubscribeError
+
+        evi = self._evi()
+        ids = {name: i for i, name in enumerate(self._declared_events())}
+        if event is None:
+            out = []
+            for name, i in ids.items():
+                subs = evi.subscribers(name)
+                if subs:  # OpenSIPS lists only events that have subscribers
+                    out.append({"name": name, "id": i, "Subscribers": [_subscriber(s) for s in subs]})
+            return {"Events": out}
+        if event not in ids:
+            raise MIError("Event not published", 404)
+        if socket is None:
+            return {"Event": {"name": event, "id": ids[event],
+                              "Subscribers": [_subscriber(s) for s in evi.subscribers(event)]}}
+        try:
+            sub = await evi.find(event, socket)
+        except SubscribeError:
+            sub = None
+        if sub is None:
+            raise MIError("Subscriber does not exist", 404)
+        return {"Event": {"name": event, "id": ids[event], "Subscriber": _subscriber(sub)}}
+
+    @mi_command("raise_event", optional=("params",),
+                doc="raises an event through the Event Interface; Params: event [ params ]")
+    async def raise_event(self, event: str, params: Any = None) -> str:
+        if event not in self._declared_events():
+            raise MIError("Event not registered", 400)
+        if params is None:
+            values: dict[str, Any] = {}
+        elif isinstance(params, dict):
+            values = dict(params)
+        elif isinstance(params, list):
+            # OpenSIPS sends unnamed values as they come; our events carry named ones: 1, 2, ... as
+            # $param(1), $param(2) name them in a route.
+            values = {str(i): v for i, v in enumerate(params, 1)}
+        else:
+            raise JSONRPCError(INVALID_PARAMS, data="Bad type for parameter 'params'")
+        await self.server.events.raise_event(event, values)
+        return "OK"
+
+
+def _subscriber(sub: Any) -> dict[str, Any]:
+    """One subscriber as OpenSIPS prints it: its socket and its expire (seconds, or "never")."""
+    return {"socket": sub.socket, "expire": sub.expire if sub.expire is not None else "never"}
 
 
 def _names(value: list[Any], param: str) -> list[str]:
