@@ -11,6 +11,7 @@ from routescript.core.module import Arg, ConfigError, Module, Param, script_func
 from routescript.script.context import REQUEST_ROUTE
 
 from .events import EventRegistry, PresenceEvent
+from .mi import PresenceMI
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
@@ -37,7 +38,7 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().startswith("1") if value is not None else False
 
 
-class PresenceModule(Module):
+class PresenceModule(PresenceMI, Module):
     name = "presence"
     events = ("E_PRESENCE_PUBLISH", "E_PRESENCE_EXPOSED")
     params = (

@@ -157,7 +157,7 @@ class PresenceService:
         try:
             bus.raise_event_nowait("E_PRESENCE_PUBLISH", {
                 "user": user, "domain": domain, "event": facts.event.name, "expires": d.expires,
-                "etag": d.etag, "body": body.decode("utf-8", "replace")})
+                "etag": d.etag, "old_etag": d.old_etag or "", "body": body.decode("utf-8", "replace")})
         except RuntimeError:  # no running loop (never in the server)
             pass
 

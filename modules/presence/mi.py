@@ -1,0 +1,327 @@
+"""The presence module's MI commands (OpenSIPS 3.4 presence.c mi_cmds, with the 4.x names as aliases).
+
+    refreshWatchers / refresh_watchers / presence:refresh_watchers  presentity_uri event refresh_type
+    cleanup / presence:cleanup
+    pres_phtable_list / presence:phtable_list
+    subs_phtable_list / presence:subs_phtable_list                   [from to]   (both or none)
+    pres_expose / presence:expose                                     event [filter]
+
+`PresenceMI` is mixed into PresenceModule, so the commands are collected with the module's other
+exports (routescript.core.module.mi_command). The record builders below are pure functions; the
+command methods are the thin async layer over the running PresenceService.
+
+Output fields, their order and their JSON types are OpenSIPS's (mi_print_phtable_record,
+mi_print_shtable_record; captures 09, 23 and 24). Error codes are OpenSIPS's where it returns one
+(init_mi_error(404, "unknown event") ...); where OpenSIPS returns no reply at all (a NULL response),
+we answer -32000 with a message saying what went wrong.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from routescript.core.module import MICommand, MIError, mi_command
+
+from .events import EVENT_CODES, WINFO_TYPE, PresenceEvent
+from .presentity import Publication
+from .storage import join_pres_uri, publication_from_row, split_pres_uri
+from .subscription import Subscription
+
+log = logging.getLogger("routescript.presence")
+
+E_PRESENCE_EXPOSED = "E_PRESENCE_EXPOSED"
+MAX_WILDCARD = 255          # OpenSIPS copies from/to wildcards into 256-byte buffers
+MAX_FILTER = 1024           # bound on a pres_expose regular expression
+MAX_EXPOSED = 100_000       # bound on the events one pres_expose raises
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"   # subs_phtable_list "expires", local time (strftime in OpenSIPS)
+
+
+def _recipes(*recipes: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Exact parameter sets of a command (OpenSIPS mi recipes; see routescript.mi.registry)."""
+    def tag(method: Any) -> Any:
+        method._rs_mi_recipes = recipes
+        return method
+    return tag
+
+
+# --------------------------------------------------------------------------- records (pure)
+
+def etag_count(pub: Publication) -> int:
+    """How many etags the publication has had, this one included (OpenSIPS pres_entry_t.etag_count).
+
+    Our etags end in the generation like OpenSIPS's (`a.<time>.<nonce>.<counter>.<generation>`); a
+    publication read back from the database knows its generation only from that text.
+    """
+    tail = pub.etag.rsplit(".", 1)[-1]
+    from_text = int(tail) if tail.isdigit() and len(tail) < 10 else 0
+    return max(pub.generation, from_text) + 1
+
+
+def phtable_record(pub: Publication) -> dict[str, Any]:
+    """One pres_phtable_list entry: pres_uri, event (OpenSIPS's numeric id), etag_count, etag.
+    ("sphere" follows etag_count in OpenSIPS when enable_sphere_check found one; not built here.)"""
+    return {"pres_uri": pub.pres_uri, "event": EVENT_CODES.get(pub.event, 0),
+            "etag_count": etag_count(pub), "etag": pub.etag}
+
+
+def next_hop(record_route: Iterable[str]) -> str | None:
+    """The URI of the first route-set entry (subs_phtable_list "next_hop"), None without a route set."""
+    from routescript.sip import ParseError, parse_name_addr
+
+    for entry in record_route:
+        try:
+            return str(parse_name_addr(entry, "Record-Route").uri)
+        except ParseError:
+            # Stored by someone else in a shape we cannot read: show the text between <> as it is.
+            text = entry.strip()
+            return text[text.find("<") + 1:text.find(">")] if "<" in text and ">" in text else text
+    return None
+
+
+def local_time(when: float) -> str:
+    return time.strftime(DATE_FORMAT, time.localtime(int(when)))
+
+
+def shtable_record(sub: Subscription) -> dict[str, Any]:
+    """One subs_phtable_list entry, fields in OpenSIPS's order (capture 09):
+    pres_uri, event, expires, db_flag, version, to_user, to_domain, to_tag, from_user, from_domain,
+    from_tag, contact, [next_hop], callid, local_cseq, remote_cseq."""
+    rec: dict[str, Any] = {
+        "pres_uri": sub.pres_uri, "event": sub.event, "expires": local_time(sub.expires_at),
+        "db_flag": sub.db_flag, "version": sub.version,
+        "to_user": sub.to_user, "to_domain": sub.to_domain, "to_tag": sub.to_tag,
+        "from_user": sub.watcher_user, "from_domain": sub.watcher_domain, "from_tag": sub.from_tag,
+        "contact": sub.contact,
+    }
+    hop = next_hop(sub.record_route)
+    if hop is not None:
+        rec["next_hop"] = hop
+    rec.update({"callid": sub.callid, "local_cseq": sub.local_cseq, "remote_cseq": sub.remote_cseq})
+    return rec
+
+
+def from_to_match(sub: Subscription, from_w: str, to_w: str) -> bool:
+    """OpenSIPS from_to_match_subs: fnmatch(3) (case-sensitive, `*` crosses `/`) of the wildcards
+    against sip:from_user@from_domain and sip:to_user@to_domain."""
+    return (fnmatch.fnmatchcase(join_pres_uri(sub.watcher_user, sub.watcher_domain), from_w)
+            and fnmatch.fnmatchcase(join_pres_uri(sub.to_user, sub.to_domain), to_w))
+
+
+def expose_matches(row: dict[str, Any], pattern: re.Pattern[str] | None) -> bool:
+    """pres_expose's filter. OpenSIPS puts `username REGEXP filter` in its query, while its docs show
+    a filter on the URI (`^sip:10\\.0\\.5\\.`); choice: a row matches when the pattern is found in
+    the username or in sip:user@domain, so filters written either way work."""
+    if pattern is None:
+        return True
+    user = str(row.get("username") or "")
+    return bool(pattern.search(user) or pattern.search(join_pres_uri(user, str(row.get("domain") or ""))))
+
+
+def exposed_params(row: dict[str, Any], event: PresenceEvent) -> dict[str, Any]:
+    """E_PRESENCE_EXPOSED parameters, the E_PRESENCE_PUBLISH set: user, domain, event, expires, etag,
+    old_etag, body. As OpenSIPS's pres_expose_evi, `expires` is the stored (absolute, Unix time)
+    expiry of the row and old_etag is empty."""
+    body = row.get("body") or b""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body).decode("utf-8", "replace")
+    return {"user": str(row.get("username") or ""), "domain": str(row.get("domain") or ""),
+            "event": event.name, "expires": int(row.get("expires") or 0), "etag": str(row.get("etag") or ""),
+            "old_etag": "", "body": body}
+
+
+def normalise_pres_uri(text: str) -> str:
+    """A presentity URI as the tables key it (sip:user@host; port and parameters dropped).
+    Raises MIError(400) for text that is not a SIP URI."""
+    from routescript.sip import ParseError, parse_uri
+
+    try:
+        uri = parse_uri(text.strip().strip("<>"))
+    except ParseError:
+        raise MIError("Bad presentity URI", 400) from None
+    return join_pres_uri(uri.user or "", uri.host)
+
+
+# --------------------------------------------------------------------------- the commands
+
+class PresenceMI:
+    """MI commands of the presence module (a mixin for PresenceModule: uses `self.service`,
+    `self.registry` (the EventRegistry), `self.server` and `self.param`)."""
+
+    service: Any
+    registry: Any
+    server: Any
+    param: Callable[[str], Any]
+
+    def mi_commands(self) -> list[MICommand]:
+        # OpenSIPS disables every presence MI command in library mode (no db_url).
+        if not self.param("db_url"):
+            return []
+        return super().mi_commands()  # type: ignore[misc, no-any-return]
+
+    def _running(self) -> Any:
+        if self.service is None:
+            raise MIError("presence is not running")
+        return self.service
+
+    def _event(self, name: str, *, empty: tuple[str, int], unknown: tuple[str, int]) -> PresenceEvent:
+        if not name or not name.strip():
+            raise MIError(*empty)
+        event = self.registry.contains_event(name.strip())
+        if event is None:
+            raise MIError(*unknown)
+        return event  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- refreshWatchers
+    @mi_command("refreshWatchers", aliases=("refresh_watchers", "presence:refresh_watchers"),
+                doc="sends NOTIFYs to the watchers of a presentity after a change of its authorization "
+                    "rules (refresh_type 0) or of its published state in the database (otherwise)")
+    async def mi_refresh_watchers(self, presentity_uri: str, event: str, refresh_type: int) -> None:
+        service = self._running()
+        if not presentity_uri or not presentity_uri.strip():
+            raise MIError("Empty presentity URI", 404)
+        ev = self._event(event, empty=("Empty event parameter", 400), unknown=("Wrong event parameter", -32000))
+        pres_uri = normalise_pres_uri(presentity_uri)
+        if refresh_type == 0:
+            await self._refresh_rules(pres_uri, ev)
+        else:
+            await self._refresh_published(service, pres_uri, ev)
+
+    async def _refresh_rules(self, pres_uri: str, ev: PresenceEvent) -> None:
+        if ev.get_rules_doc is None:
+            raise MIError(f"event {ev.name} does not require authorization")
+        refresh = getattr(self, "refresh_watchers_rules", None)
+        if refresh is None:
+            raise MIError("refreshing watchers after a rules change is not available in this build")
+        await refresh(pres_uri, ev)
+
+    async def _refresh_published(self, service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+        """OpenSIPS query_db_notify: the state is read again from the database and every watcher of
+        the presentity gets a NOTIFY with it. A presentity nobody watches: nothing sent, "OK"."""
+        if ev.type == WINFO_TYPE:
+            peer = self.registry.wipeer(ev)
+            if peer is not None:
+                async with service._lock(pres_uri):
+                    await service.notify_winfo(pres_uri, peer)
+            return
+        async with service._lock(pres_uri):
+            await self._reload_publications(service, pres_uri, ev)
+            sent = await service.notify_presentity(pres_uri, ev)
+        log.info("refresh_watchers %s %s: %d NOTIFYs", pres_uri, ev.name, sent)
+
+    @staticmethod
+    async def _reload_publications(service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+        if service.store is None:
+            return
+        try:
+            rows = await service.store.find_publications(pres_uri, ev.name,
+                                                         service.clock() - service.settings.expires_offset)
+        except Exception as exc:
+            raise MIError(f"reading the publications of {pres_uri} failed: {exc}") from None
+        table = service.presentities
+        held = {p.etag: p for p in table.publications(pres_uri, ev.name)}
+        fresh = []
+        for row in rows:
+            pub = publication_from_row(row, ev.content_type)
+            old = held.get(pub.etag)
+            if old is not None:  # keep what only memory knows (generation, content type)
+                pub = replace(old, body=pub.body, expires_at=pub.expires_at, received_time=pub.received_time,
+                              sender=pub.sender)
+            fresh.append(pub)
+        # replace_presentity keeps a held publication whose etag it is given; the database is the
+        # truth here (a body changed in place keeps its etag), so the held ones go first.
+        table.replace_presentity(pres_uri, ev.name, [])
+        table.replace_presentity(pres_uri, ev.name, fresh)
+
+    # ---------------------------------------------------------------- cleanup
+    @mi_command("cleanup", aliases=("presence:cleanup",),
+                doc="runs the expiry of publications and subscriptions now (the clean_period job)")
+    async def mi_cleanup(self) -> None:
+        service = self._running()
+        await service.clean()      # expired publications and subscriptions: NOTIFYs, rows deleted
+        await service.sync_db()    # the table in memory and active_watchers agree again
+        if service.store is not None:
+            # Rows nobody holds in memory (another server's, edited by hand), as OpenSIPS's
+            # msg_presentity_clean reads them from the database. One second of margin: the stored
+            # expires is the granted time truncated to an integer.
+            cutoff = service.clock() - service.settings.expires_offset - 1
+            try:
+                await service.store.delete_expired(cutoff)
+            except Exception as exc:
+                raise MIError(f"deleting expired rows failed: {exc}") from None
+
+    # ---------------------------------------------------------------- pres_phtable_list
+    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",), doc="lists all the presentity records")
+    def mi_pres_phtable_list(self) -> list[dict[str, Any]]:
+        service = self._running()
+        pubs = sorted(service.presentities, key=lambda p: (p.pres_uri, EVENT_CODES.get(p.event, 0), p.received_time))
+        return [phtable_record(p) for p in pubs]
+
+    # ---------------------------------------------------------------- subs_phtable_list
+    @mi_command("subs_phtable_list", aliases=("presence:subs_phtable_list",), optional=("from_", "to"),
+                doc="lists all the subscription records, or those whose From and To URIs match the "
+                    "given wildcards")
+    @_recipes((), ("from", "to"))
+    def mi_subs_phtable_list(self, from_: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
+        service = self._running()
+        if from_ is not None and (len(from_) > MAX_WILDCARD or len(to or "") > MAX_WILDCARD):
+            raise MIError("Wildcard too long", 400)
+        subs = sorted(service.subscriptions, key=lambda s: (s.pres_uri, s.event))   # stable: oldest first
+        if from_ is not None:
+            subs = [s for s in subs if from_to_match(s, from_, to or "")]
+        return [shtable_record(s) for s in subs]
+
+    # ---------------------------------------------------------------- pres_expose
+    @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",),
+                doc="raises E_PRESENCE_EXPOSED for every stored publication of an event (matching filter)")
+    async def mi_pres_expose(self, event: str, filter: str | None = None) -> None:  # noqa: A002 (MI name)
+        service = self._running()
+        ev = self._event(event, empty=("Invalid event", 404), unknown=("unknown event", 404))
+        pattern = None
+        if filter is not None:
+            if len(filter) > MAX_FILTER:
+                raise MIError("Filter too long", 400)
+            try:
+                # Case-insensitive as MySQL's REGEXP (OpenSIPS's usual back end) and script regexes.
+                pattern = re.compile(filter, re.IGNORECASE)
+            except re.error as exc:
+                raise MIError(f"Bad filter: {exc}", 400) from None
+        rows = await self._expose_rows(service, ev)
+        bus = getattr(self.server, "events", None)
+        raised = 0
+        for row in rows:
+            if not expose_matches(row, pattern):
+                continue
+            if raised >= MAX_EXPOSED:
+                log.warning("pres_expose %s: stopped after %d events", ev.name, MAX_EXPOSED)
+                break
+            raised += 1
+            if bus is not None:
+                # Awaited one by one: when the reply says OK, every event_route has run.
+                await bus.raise_event(E_PRESENCE_EXPOSED, exposed_params(row, ev))
+        log.info("pres_expose %s%s: %d presentities exposed", ev.name,
+                 f" (filter {filter!r})" if filter is not None else "", raised)
+
+    @staticmethod
+    async def _expose_rows(service: Any, ev: PresenceEvent) -> list[dict[str, Any]]:
+        """Live rows of the event, from the database as OpenSIPS reads them (other servers' too);
+        from memory when the service has no store."""
+        now = service.clock()
+        if service.store is None:
+            rows = []
+            for pub in service.presentities:
+                if pub.event == ev.name and pub.expires_at > now:
+                    user, domain = split_pres_uri(pub.pres_uri)
+                    rows.append({"username": user, "domain": domain, "etag": pub.etag,
+                                 "expires": int(pub.expires_at), "body": pub.body})
+            return rows
+        try:
+            rows = await service.store.live_publications(now)
+        except Exception as exc:
+            raise MIError(f"reading the presentity table failed: {exc}") from None
+        return [r for r in rows if r.get("event") == ev.name]
