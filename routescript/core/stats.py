@@ -90,6 +90,7 @@ class Statistics:
     def __init__(self) -> None:
         self._by_module: dict[str, list[StatVar]] = {}
         self._by_name: dict[str, StatVar] = {}
+        self._by_full: dict[tuple[str, str], StatVar] = {}
         self._count = 0
 
     def register(self, module: str, name: str, *, func: Callable[[], int] | None = None,
@@ -99,13 +100,15 @@ class Statistics:
         `reset` is given too). ValueError for a bad name or over MAX_STATISTICS."""
         if not module or not name or ":" in name or ":" in module:
             raise ValueError(f"bad statistic name {module!r}:{name!r}")
-        for stat in self._by_module.get(module, ()):
-            if stat.name.lower() == name.lower():
-                return stat
+        key = (module.lower(), name.lower())
+        existing = self._by_full.get(key)
+        if existing is not None:
+            return existing
         if self._count >= MAX_STATISTICS:
             raise ValueError(f"too many statistics (at most {MAX_STATISTICS})")
         stat = StatVar(module, name, func, no_reset, reset)
         self._by_module.setdefault(module, []).append(stat)
+        self._by_full[key] = stat
         self._count += 1
         # OpenSIPS looks statistics up by bare name; the first registered wins on a clash.
         self._by_name.setdefault(name.lower(), stat)
@@ -115,10 +118,7 @@ class Statistics:
         """A statistic by bare name (`rcv_requests`) or `group:name`."""
         if ":" in name:
             module, _, bare = name.partition(":")
-            for stat in self.module(module):
-                if stat.name.lower() == bare.lower():
-                    return stat
-            return None
+            return self._by_full.get((module.lower(), bare.lower()))
         return self._by_name.get(name.lower())
 
     def module(self, module: str) -> list[StatVar]:
