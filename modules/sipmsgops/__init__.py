@@ -11,7 +11,7 @@ import fnmatch
 import re
 
 from routescript.core.module import Arg, Module, script_function
-from routescript.script.context import REQUEST_ROUTE, MsgContext
+from routescript.script.context import ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 
 from . import _ops
 
@@ -59,7 +59,7 @@ class SipmsgopsModule(Module):
         low = pattern.lower()
         return _ops.remove_matching(ctx, lambda n: fnmatch.fnmatchcase(n.lower(), low))
 
-    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE,))
+    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE, FAILURE_ROUTE, ERROR_ROUTE))
     def append_to_reply(self, ctx: MsgContext, text: str) -> int:
         return _ops.append_to_reply(ctx, text)
 

@@ -9,7 +9,6 @@ parse error met by the script (ctx.failure, or ctx.error in error_route), else 5
 
 from __future__ import annotations
 
-from typing import Any
 
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.sip import ParseError

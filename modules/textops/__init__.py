@@ -24,7 +24,7 @@ from typing import Any
 
 from routescript.core.module import Arg, Module, script_function
 from routescript.modules.sipmsgops import _ops
-from routescript.script.context import REQUEST_ROUTE, MsgContext
+from routescript.script.context import ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.transforms import SubstExpr
 
 log = logging.getLogger("routescript.textops")
@@ -198,7 +198,7 @@ class TextopsModule(Module):
     def remove_hf(self, ctx: MsgContext, name: str, flags: str | None = None) -> int:
         return _ops.remove_hf(ctx, name, flags)
 
-    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE,))
+    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE, FAILURE_ROUTE, ERROR_ROUTE))
     def append_to_reply(self, ctx: MsgContext, text: str) -> int:
         return _ops.append_to_reply(ctx, text)
 
