@@ -1,0 +1,124 @@
+"""`python -m benchmarks [--quick] [--only a,b] [--out DIR]`: every benchmark, one table at the end.
+
+Scenarios (each on a fresh server: a temporary copy of the example config, a temporary SQLite file,
+a free port, loopback only):
+  options     examples/hello.cfg      OPTIONS -> 200                       (sipp/options.xml)
+  publish     examples/presence.cfg   initial + modify PUBLISH             (sipp/publish.xml)
+  subscribe   examples/presence.cfg   SUBSCRIBE/NOTIFY/unSUBSCRIBE         (sipp/subscribe.xml)
+  fanout      examples/presence.cfg   N watchers, PUBLISH changes -> NOTIFYs/s
+  memory      examples/presence.cfg   VmRSS with 10k / 100k publications + subscriptions
+  options and publish are also run against benchmarks/py_ceiling.py in the same run (the ratio column).
+QUICK=1 (or --quick) uses short steps to smoke-test the harness in about 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.fanout import find_max_fanout
+from benchmarks.memory import measure_memory
+from benchmarks.report import Row, memory_table, rate_table
+from benchmarks.servers import start_py_ceiling, start_routescript
+from benchmarks.settings import Settings
+from benchmarks.sipprun import SCENARIOS, SIPP, find_max_rate, log, run_sipp
+
+ALL = ("options", "publish", "subscribe", "fanout", "memory")
+# Reference figures (measured elsewhere with the same scenarios and rule; see docs/benchmarks.md)
+REFERENCE = {
+    "options": "py ~25,000",
+    "publish": "OpenSIPS ~1,300-1,600; Kamailio ~1,450; py ~15,000",
+    "subscribe": "OpenSIPS ~4,000; Kamailio ~1,070",
+    "fanout": "",
+}
+
+
+def _subscribe_extra(workdir: Path, settings: Settings, port: int) -> tuple[str, ...]:
+    """subscribe.xml reads presentities from an injection file; publish user1..userN first (as run.sh)."""
+    inf = workdir / "presentities.csv"
+    inf.write_text("SEQUENTIAL\n" + "".join(f"user{i};\n" for i in range(1, settings.presentities + 1)))
+    log(f"  prepublish user1..user{settings.presentities}")
+    pre = run_sipp(workdir / "prepublish", SCENARIOS / "publish.xml", port, 200, settings.presentities,
+                   settings=settings)
+    log(f"  prepublish rc={pre.rc}")
+    time.sleep(settings.settle)
+    return ("-inf", str(inf))
+
+
+def run(selected: tuple[str, ...], settings: Settings, out: Path) -> int:
+    rows: list[Row] = []
+    mem = None
+    t_start = time.monotonic()
+    ceilings: dict[str, int] = {}
+    for name in selected:
+        log(f"== {name}")
+        w = out / name
+        if name in ("options", "publish"):
+            scen = SCENARIOS / f"{name}.xml"
+            with start_py_ceiling(w / "py_ceiling") as ceil:
+                cres = find_max_rate(f"{name} py_ceiling", scen, ceil.port, ceil.pid, w / "py_ceiling", settings)
+            ceilings[name] = cres.max_rate
+            example = "hello.cfg" if name == "options" else "presence.cfg"
+            with start_routescript(example, w / "routescript") as srv:
+                res = find_max_rate(name, scen, srv.port, srv.pid, w / "routescript", settings)
+            rows.append(Row.from_rate(name, "calls/s", res, ceilings[name], REFERENCE[name]))
+        elif name == "subscribe":
+            with start_routescript("presence.cfg", w) as srv:
+                extra = _subscribe_extra(w, settings, srv.port)
+                res = find_max_rate(name, SCENARIOS / "subscribe.xml", srv.port, srv.pid, w, settings, extra)
+            rows.append(Row.from_rate(name, "calls/s", res, None, REFERENCE[name]))
+        elif name == "fanout":
+            with start_routescript("presence.cfg", w) as srv:
+                fres = find_max_fanout(srv.port, srv.pid, w, settings)
+            rows.append(Row.from_fanout(fres, settings.fanout_watchers))
+        elif name == "memory":
+            with start_routescript("presence.cfg", w) as srv:
+                mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,
+                                     settings.max_scenario_s * 2)
+    elapsed = time.monotonic() - t_start
+    text = [f"routescript benchmarks ({'QUICK' if settings.quick else 'full'} mode) - "
+            f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
+            f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}",
+            "max rate: highest step with failures < 0.5%, retrans < 1/100 calls, achieved >= 90% of target",
+            ""]
+    if rows:
+        text.append(rate_table(rows))
+    if mem is not None:
+        text += ["", memory_table(mem)]
+    report = "\n".join(text)
+    (out / "summary.txt").write_text(report + "\n")
+    print("\n" + report, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short steps (same as QUICK=1)")
+    p.add_argument("--only", default=",".join(ALL), help=f"comma list out of {','.join(ALL)}")
+    p.add_argument("--out", default=None, help="results directory (default: a new temporary one)")
+    a = p.parse_args(argv)
+    settings = Settings.from_env()
+    if a.quick and not settings.quick:
+        settings = replace(Settings.from_env({**os.environ, "QUICK": "1"}))
+    selected = tuple(s.strip() for s in a.only.split(",") if s.strip())
+    unknown = [s for s in selected if s not in ALL]
+    if unknown:
+        p.error(f"unknown scenario(s): {', '.join(unknown)}")
+    if shutil.which(SIPP) is None:
+        print("sipp not found: apt-get install sip-tester", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="routescript-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    return run(selected, settings, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
