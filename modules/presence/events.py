@@ -13,9 +13,9 @@ RFC 6665 section 8.4 / RFC 3265 section 7.2.1:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # pres_ev_t.type
 PUBL_TYPE = 1   # state comes from PUBLISH (presence, dialog, message-summary, ...)
@@ -71,21 +71,95 @@ def _matching_params(params: Iterable[tuple[str, str | None]]) -> frozenset[tupl
     return frozenset((n.lower(), v) for n, v in params if n.lower() != "id")
 
 
+# --- the hooks an event package may give (OpenSIPS pres_ev_t callbacks) -------------------------------
+# Each is a Protocol so a package's functions are type-checked against the signature the presence core
+# calls them with. A hook marked "may be async" may be a coroutine function; the others are called on the
+# event loop and must be quick (bounded XML work). OpenSIPS's free_body / aux_free_body have no
+# counterpart: Python frees bodies itself, so no package needs them.
+
+
+class GetRulesDoc(Protocol):
+    """get_rules_doc(user, domain) -> the presentity's authorization document, or None (may be async).
+    Called for packages with req_auth, before get_auth_status and apply_auth_nbody."""
+
+    def __call__(self, user: str, domain: str) -> Any: ...
+
+
+class GetAuthStatus(Protocol):
+    """get_auth_status(watcher, rules_doc) -> (status, reason) (may be async). `watcher` is a
+    SubscribeFacts (new SUBSCRIBE) or a Subscription (refreshWatchers), both with pres_uri,
+    watcher_user, watcher_domain; `status` is a SubState number (1 active, 2 pending, 3 terminated) and
+    `reason` the Subscription-State reason of a terminated one ("rejected"). Return None (or raise) for
+    "cannot decide": the watcher stays pending."""
+
+    def __call__(self, watcher: Any, rules_doc: Any) -> Any: ...
+
+
+class ApplyAuthNbody(Protocol):
+    """apply_auth_nbody(body, subscription, rules_doc) -> the body this active watcher may see, None for
+    no body (polite-block). Synchronous."""
+
+    def __call__(self, body: bytes, subscription: Any, rules_doc: Any) -> bytes | None: ...
+
+
+class AggNbody(Protocol):
+    """agg_nbody(pres_uri, bodies, off_index) -> one body from the presentity's publications (oldest
+    first). off_index: the index in `bodies` of a publication being removed, or None. Without agg_nbody
+    the newest publication is sent as it is. Synchronous."""
+
+    def __call__(self, pres_uri: str, bodies: Sequence[bytes], off_index: int | None) -> bytes: ...
+
+
+class EvsPublHandl(Protocol):
+    """evs_publ_handl(body) -> None; raise BodyError(status, reason) to refuse a PUBLISH body (the
+    reply). Called for every PUBLISH that carries a body, before anything is stored."""
+
+    def __call__(self, body: bytes) -> None: ...
+
+
+class EvsSubsHandl(Protocol):
+    """evs_subs_handl(facts) -> None (may be async); raise BodyError(status, reason) to refuse a
+    SUBSCRIBE. `facts` is the SubscribeFacts (its `msg` is the SIP request)."""
+
+    def __call__(self, facts: Any) -> Any: ...
+
+
+class AuxBodyProcessing(Protocol):
+    """aux_body_processing(subscription, body) -> the body rewritten for this one watcher (dialog-info
+    version). `subscription.version` counts the NOTIFYs sent before this one. Synchronous."""
+
+    def __call__(self, subscription: Any, body: bytes) -> bytes: ...
+
+
+class BuildEmptyPresInfo(Protocol):
+    """build_empty_pres_info(pres_uri) -> the body used when nothing is published (offline PIDF, empty
+    dialog-info): always with mandatory_body, else only with notify_offline_body."""
+
+    def __call__(self, pres_uri: str) -> bytes: ...
+
+
+class WinfoBody(Protocol):
+    """winfo_body(pres_uri, watchers, version, state) -> a watcherinfo document ("full"/"partial"),
+    for WINFO_TYPE packages. `watchers` are Subscription records."""
+
+    def __call__(self, pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PresenceEvent:
-    """One event package (OpenSIPS pres_ev_t). Hooks are plain callables; None = not provided.
+    """One event package (OpenSIPS pres_ev_t), given to `bind_presence(server).add_event(...)`.
 
-    get_rules_doc(user, domain) -> rules document or None (may be a coroutine function)
-    get_auth_status(subscription, rules_doc) -> (status, reason) (may be a coroutine function)
-    apply_auth_nbody(body, subscription, rules_doc) -> body for that watcher (polite-block etc.)
-    agg_nbody(pres_uri, bodies, off_index) -> one body from several publications; off_index is the
-        index in `bodies` of a publication being removed (shown closed), or None
-    evs_publ_handl(body) -> None, raises BodyError for a body the package refuses
-    evs_subs_handl(subscribe facts) -> None, raises BodyError to refuse a SUBSCRIBE
-    aux_body_processing(subscription, body) -> body rewritten per watcher (e.g. dialog-info version)
-    build_empty_pres_info(pres_uri) -> body used when nothing is published (offline PIDF, empty
-        dialog-info); used always when mandatory_body, else only with notify_offline_body
-    winfo_body(pres_uri, watchers, version, state) -> watcherinfo document (WINFO_TYPE packages)
+    name:            "presence", "dialog;sla", "x-example" - the Event header value it serves (package
+                     name and parameters; "id" takes no part in matching)
+    content_type:    the NOTIFY Content-Type (and the default of stored publications)
+    default_expires: Expires granted when a PUBLISH/SUBSCRIBE has none
+    type:            PUBL_TYPE (state from PUBLISH) or WINFO_TYPE (state = watchers of the peer package)
+    req_auth:        watchers need authorization (get_rules_doc + get_auth_status); without it every
+                     watcher is active at once
+    etag_not_new:    keep one ETag for the life of a publication (OpenSIPS etag_not_new = 1); False: a
+                     new ETag for every refresh/modify (RFC 3903)
+    mandatory_body:  NOTIFY always carries a body (build_empty_pres_info when nothing is published)
+    The hooks are described by the Protocol classes above; None = not provided.
     """
 
     name: str
@@ -95,15 +169,15 @@ class PresenceEvent:
     req_auth: bool = False
     etag_not_new: bool = False
     mandatory_body: bool = False
-    get_rules_doc: Callable[..., Any] | None = None
-    get_auth_status: Callable[..., Any] | None = None
-    apply_auth_nbody: Callable[..., Any] | None = None
-    agg_nbody: Callable[..., Any] | None = None
-    evs_publ_handl: Callable[..., Any] | None = None
-    evs_subs_handl: Callable[..., Any] | None = None
-    aux_body_processing: Callable[..., Any] | None = None
-    build_empty_pres_info: Callable[..., Any] | None = None
-    winfo_body: Callable[..., Any] | None = None
+    get_rules_doc: GetRulesDoc | None = None
+    get_auth_status: GetAuthStatus | None = None
+    apply_auth_nbody: ApplyAuthNbody | None = None
+    agg_nbody: AggNbody | None = None
+    evs_publ_handl: EvsPublHandl | None = None
+    evs_subs_handl: EvsSubsHandl | None = None
+    aux_body_processing: AuxBodyProcessing | None = None
+    build_empty_pres_info: BuildEmptyPresInfo | None = None
+    winfo_body: WinfoBody | None = None
     package: str = field(init=False, compare=False)
     params: EventParams = field(init=False, compare=False)
 

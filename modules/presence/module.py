@@ -7,9 +7,10 @@ import logging
 import weakref
 from typing import Any
 
-from routescript.core.module import Arg, ConfigError, Module, Param, script_function
+from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
 from routescript.script.context import REQUEST_ROUTE
 
+from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
 from .mi import PresenceMI
 from .service import PresenceService, PresenceSettings
@@ -28,9 +29,35 @@ def bind_presence(server: Any) -> PresenceModule | None:
     return _BOUND.get(server)
 
 
+def _pres_uri(text: str) -> str:
+    """A presentity as the tables key it: "sip:user@host" (port and parameters dropped); raises MIError."""
+    from routescript.sip import ParseError, parse_uri
+
+    from .storage import join_pres_uri
+
+    try:
+        uri = parse_uri(text.strip())
+    except ParseError:
+        raise MIError(f"bad presentity URI '{text}'") from None
+    return join_pres_uri(uri.user or "", uri.host)
+
+
+async def _maybe_await(value: Any) -> Any:
+    import inspect
+
+    return await value if inspect.isawaitable(value) else value
+
+
 def _non_negative(value: int) -> None:
     if value < 0:
         raise ValueError("must not be negative")
+
+
+def _pv_spec(value: str) -> None:
+    parse_pv_spec(value)
+
+
+MAX_WAITING_SUBS_DAYSNO = 30
 
 
 def _truthy(value: Any) -> bool:
@@ -55,11 +82,13 @@ class PresenceModule(PresenceMI, Module):
         Param("fallback2db", int, 0, "1: lookups missing in memory continue in the database"),
         Param("subs_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
         Param("pres_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
-        Param("enable_sphere_check", int, 0, later="RPID sphere checks are not built"),
-        Param("waiting_subs_daysno", int, 3, later="cleaning old pending watchers is not built"),
+        Param("enable_sphere_check", int, 0, "1: pres-rules sphere conditions see the RPID <sphere> published"),
+        Param("waiting_subs_daysno", int, 3, "days a pending/waiting watcher decision is kept (max 30)",
+              check=_non_negative),
         Param("mix_dialog_presence", int, 0, later="presence from dialog state is not built"),
-        Param("bla_presentity_spec", str, None, later="BLA presentity from a pseudo-variable is not built"),
-        Param("bla_fix_remote_target", int, 1, later="BLA remote target fixing is not built"),
+        Param("bla_presentity_spec", str, None, "pseudo-variable holding the BLA presentity URI",
+              check=_pv_spec),
+        Param("bla_fix_remote_target", int, 1, "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
     )
@@ -80,20 +109,68 @@ class PresenceModule(PresenceMI, Module):
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
             pass
 
-    # --- bind_presence API ---------------------------------------------------------------------
+    # --- bind_presence API (OpenSIPS presence_api_t; guide: docs/event-packages.md) ---------------
     def add_event(self, event: PresenceEvent) -> PresenceEvent:
+        """Register an event package (call it from your module's check()). Registering a name twice
+        keeps the first package and returns it."""
         return self.registry.add_event(event)
 
     def contains_event(self, name: str) -> PresenceEvent | None:
+        """The package registered for an event name ("dialog;sla"), or None."""
         return self.registry.contains_event(name)
 
+    def search_event(self, package: str, params: Any = ()) -> PresenceEvent | None:
+        """The package for a parsed Event header (package, params)."""
+        return self.registry.search_event(package, params)
+
     def get_event_list(self) -> str:
+        """The Allow-Events value: every registered package, newest first."""
         return self.registry.get_event_list()
+
+    async def update_watchers_status(self, pres_uri: str, event: PresenceEvent, rules_doc: Any = None) -> int:
+        """Announce a change of `pres_uri`'s authorization rules: every watcher is judged again and those
+        whose state changed are notified. `rules_doc` None: read with the package's get_rules_doc.
+        Returns how many subscriptions changed state (0 in library mode)."""
+        if self.service is None:
+            return 0
+        return await self.service.update_watchers_status(_pres_uri(pres_uri), event, rules_doc)
+
+    def get_sphere(self, pres_uri: str) -> str | None:
+        """The RPID sphere of `pres_uri`'s newest presence publication ("work", "home"...), or None."""
+        return self.service.get_sphere(_pres_uri(pres_uri)) if self.service is not None else None
+
+    def contains_presence(self, pres_uri: str) -> bool:
+        """True when `pres_uri` has published presence state that is still live."""
+        return self.service is not None and self.service.contains_presence(_pres_uri(pres_uri))
+
+    async def refresh_watchers_rules(self, pres_uri: str, event: str) -> None:
+        """MI refreshWatchers with refresh type 0: `pres_uri`'s rules changed. MIError when the event is
+        unknown, needs no authorization, or the user has no rules document (as OpenSIPS answers)."""
+        if self.service is None:
+            raise MIError(LIBRARY_MODE)
+        ev = self.registry.contains_event(event)
+        if ev is None:
+            raise MIError(f"unknown event '{event}'")
+        if not ev.req_auth or ev.get_rules_doc is None:
+            raise MIError(f"event '{event}' has no authorization rules")
+        uri = _pres_uri(pres_uri)
+        from .storage import split_pres_uri
+
+        user, domain = split_pres_uri(uri)
+        rules = await _maybe_await(ev.get_rules_doc(user, domain))
+        if rules is None:
+            raise MIError(f"no rules document for {uri}")
+        await self.service.update_watchers_status(uri, ev, rules)
 
     # --- lifetime ------------------------------------------------------------------------------
     def check(self) -> None:
         if self.param("max_expires_publish") == 0 or self.param("max_expires_subscribe") == 0:
             raise ConfigError("max_expires_publish/max_expires_subscribe must be above 0")
+        if self.param("waiting_subs_daysno") > MAX_WAITING_SUBS_DAYSNO:
+            # OpenSIPS takes the maximum instead, with a notice; scripts written for it must load.
+            log.warning("presence: waiting_subs_daysno %d is above the maximum, %d days used",
+                        self.param("waiting_subs_daysno"), MAX_WAITING_SUBS_DAYSNO)
+            self.modparams["waiting_subs_daysno"] = MAX_WAITING_SUBS_DAYSNO
 
     def settings(self) -> PresenceSettings:
         return PresenceSettings(
@@ -102,7 +179,10 @@ class PresenceModule(PresenceMI, Module):
             expires_offset=self.param("expires_offset"), server_address=self.param("server_address") or "",
             notify_offline_body=bool(self.param("notify_offline_body")),
             end_sub_on_timeout=bool(self.param("end_sub_on_timeout")),
-            fallback2db=bool(self.param("fallback2db")))
+            fallback2db=bool(self.param("fallback2db")),
+            enable_sphere_check=bool(self.param("enable_sphere_check")),
+            waiting_subs_daysno=self.param("waiting_subs_daysno"),
+            bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None)
 
     async def start(self) -> None:
         url = self.param("db_url")

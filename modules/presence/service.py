@@ -16,13 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .bla import bla_presentity, is_bla
 from .etag import EtagGenerator
 from .events import PUBL_TYPE, WINFO_TYPE, BodyError, EventRegistry, PresenceEvent
 from .notify import build_notify, local_contact, presentity_body, watcher_body
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .sender import NotifySender
 from .storage import PresenceStore, join_pres_uri, publication_from_row, split_pres_uri, subscription_from_row
-from .subscription import SubscribeAction, SubscribeFacts, Subscription, SubState, SubsTable
+from .sphere import extract_sphere
+from .subscription import (SubEvent, SubscribeAction, SubscribeFacts, Subscription, SubState, SubsTable,
+                           auth_change)
 
 log = logging.getLogger("routescript.presence")
 
@@ -46,6 +49,13 @@ class PresenceSettings:
     # sharing one database), and subscription changes are written through at once instead of waiting
     # for db_update_period, so the other servers find them.
     fallback2db: bool = False
+    # RPID <sphere> of the presentity's publication feeds the pres-rules sphere conditions; a PUBLISH
+    # that changes it re-evaluates the watchers (OpenSIPS does the same).
+    enable_sphere_check: bool = False
+    # Pending/waiting authorization decisions (watchers table) older than this many days are forgotten.
+    waiting_subs_daysno: int = 3
+    # bla_presentity_spec parsed: (pseudo-variable name, key), None when not set.
+    bla_presentity_spec: tuple[str, str | None] | None = None
 
 
 class _BadRequest(Exception):
@@ -94,6 +104,7 @@ class PresenceService:
             return -1
         async with self._lock(facts.pres_uri):
             await self._fallback_publications(facts.pres_uri, event)
+            sphere_before = self._sphere_if_checked(facts.pres_uri, event)
             now = self.clock()
             decision = self.presentities.handle_publish(facts, now)
             if not decision.ok:
@@ -111,6 +122,9 @@ class PresenceService:
                 headers.append(("SIP-ETag", decision.etag))
             self._reply(ctx, decision.status, decision.reason, headers)
             self._raise_publish_event(facts, decision)
+            if decision.notify and sphere_before != self._sphere_if_checked(facts.pres_uri, event):
+                # enable_sphere_check: the rules with sphere conditions may judge the watchers differently
+                await self._update_watchers(facts.pres_uri, event, None, quiet=True)
             if decision.notify:
                 removed = decision.publication if decision.action is PublishAction.REMOVE else None
                 await self.notify_presentity(facts.pres_uri, event, removed=removed, skip_contact=facts.sender)
@@ -221,6 +235,8 @@ class PresenceService:
         lcontact = local_contact(self.settings.server_address, proto, getattr(sock, "host", "127.0.0.1"),
                                  int(getattr(sock, "port", 5060)))
         pres_uri = join_pres_uri(uri.user or "", uri.host)
+        if is_bla(event) and not to.tag:
+            pres_uri = self._bla_presentity(ctx)
         if to.tag:
             # In-dialog: the presentity is the one the dialog was made for.
             live = self.subscriptions.get((msg.call_id, to.tag, frm.tag or ""))
@@ -229,21 +245,143 @@ class PresenceService:
         return SubscribeFacts(
             event, pres_uri, to.uri.user or "", to.uri.host, frm.uri.user or "", frm.uri.host, msg.call_id,
             cseq, frm.tag, to.tag, contact, expires, ev.id if ev is not None else None, rr,
-            getattr(sock, "name", ""), lcontact, msg.header("User-Agent") or "", source)
+            getattr(sock, "name", ""), lcontact, msg.header("User-Agent") or "", source, msg)
+
+    def _bla_presentity(self, ctx: Any) -> str:
+        """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI (BodyError 400)."""
+        spec = self.settings.bla_presentity_spec
+        value = None
+        if spec is not None:
+            registry = getattr(self.server, "registry", None)
+            pv = registry.pvars.get(spec[0]) if registry is not None else None
+            if pv is not None:
+                value = pv.getter(ctx, spec[1], None)
+            elif spec[0] == "var":
+                value = ctx.vars.get(spec[1])
+            else:
+                log.error("bla_presentity_spec: unknown pseudo-variable $%s", spec[0])
+        return bla_presentity(ctx.msg, value, use_spec=value is not None)
 
     async def _authorize(self, event: PresenceEvent, facts: SubscribeFacts) -> tuple[SubState, str | None]:
-        """The package's authorization for a new watcher (presence_xml: pres-rules)."""
-        user, domain = split_pres_uri(facts.pres_uri)
+        """The authorization of a new watcher: the decision kept in the watchers table for this watcher,
+        else the package's rules (presence_xml: pres-rules), which is then kept there (OpenSIPS
+        get_db_subs_auth / insert_db_subs_auth)."""
+        if self.store is not None:
+            try:
+                row = await self.store.find_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
+                                                         event.name)
+            except Exception as exc:
+                log.error("watchers table of %s not read: %s", facts.pres_uri, exc)
+                row = None
+            if row is not None and int(row.get("status") or 0) in SubState._value2member_map_:
+                status = SubState(int(row["status"]))
+                return status, (row.get("reason") or "rejected") if status is SubState.TERMINATED else None
+        status, reason = await self._auth_status(event, facts, None, use_doc=False)
+        if self.store is not None:
+            try:
+                await self.store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
+                                                   event.name, int(status), reason, self.clock())
+            except Exception as exc:
+                log.error("watchers table of %s not written: %s", facts.pres_uri, exc)
+        return status, reason
+
+    async def _auth_status(self, event: PresenceEvent, watcher: Any, rules: Any, *,
+                           use_doc: bool) -> tuple[SubState, str | None]:
+        """get_rules_doc (unless `use_doc`: `rules` given) then get_auth_status; any failure -> pending."""
+        user, domain = split_pres_uri(watcher.pres_uri)
         try:
-            rules = await _maybe_await(event.get_rules_doc(user, domain)) if event.get_rules_doc else None
-            outcome = await _maybe_await(event.get_auth_status(facts, rules)) if event.get_auth_status else None
+            if not use_doc:
+                rules = await _maybe_await(event.get_rules_doc(user, domain)) if event.get_rules_doc else None
+            outcome = await _maybe_await(event.get_auth_status(watcher, rules)) if event.get_auth_status else None
         except Exception:
-            log.exception("authorization of %s for %s failed; pending", facts.watcher_user, facts.pres_uri)
+            log.exception("authorization of %s for %s failed; pending", watcher.watcher_uri, watcher.pres_uri)
             return SubState.PENDING, None
         if outcome is None:
             return SubState.PENDING, None
-        status, reason = outcome
-        return SubState(status), reason
+        status, reason = outcome[0], outcome[1]
+        return SubState(int(status)), reason
+
+    # ------------------------------------------------------------------ authorization changes
+    async def update_watchers_status(self, pres_uri: str, event: PresenceEvent, rules_doc: Any = None) -> int:
+        """OpenSIPS update_watchers_status: the rules of `pres_uri` changed (refreshWatchers type 0, a new
+        xcap document, a sphere change). Re-judge every watcher - live subscriptions and the watchers
+        table - and tell those whose state changed. `rules_doc` None: read it with get_rules_doc.
+        Returns how many subscriptions changed state."""
+        async with self._lock(pres_uri):
+            return await self._update_watchers(pres_uri, event, rules_doc)
+
+    async def _update_watchers(self, pres_uri: str, event: PresenceEvent, rules_doc: Any, *,
+                               quiet: bool = False) -> int:
+        if not event.req_auth:
+            return 0
+        if rules_doc is None and event.get_rules_doc is not None:
+            user, domain = split_pres_uri(pres_uri)
+            try:
+                rules_doc = await _maybe_await(event.get_rules_doc(user, domain))
+            except Exception as exc:
+                log.error("rules of %s not read: %s", pres_uri, exc)
+                return 0
+        changed = 0
+        decided: dict[tuple[str, str], SubState] = {}
+        winfo_full = False
+        for sub in self.subscriptions.watchers(pres_uri, event.name):
+            status, _reason = await self._auth_status(event, sub, rules_doc, use_doc=True)
+            decided[(sub.watcher_user, sub.watcher_domain)] = sub.status
+            move = auth_change(sub.status, status)
+            if move is None:
+                continue
+            changed += 1
+            after = sub.moved(move)
+            log.info("watcher %s of %s: %s -> %s", sub.watcher_uri, pres_uri, sub.status.name, after.status.name)
+            if after.status is SubState.ACTIVE:
+                live = self.subscriptions.update(after)
+                await self._notify_one(live, event, with_body=True)
+                await self.notify_winfo(pres_uri, event, changed=live)
+            else:
+                self.subscriptions.delete(sub.key)
+                await self._notify_one(after, event, with_body=False)
+                winfo_full = True
+        if winfo_full:
+            await self.notify_winfo(pres_uri, event)
+        await self._update_watchers_table(pres_uri, event, rules_doc, decided)
+        if changed and self.settings.fallback2db:
+            await self.sync_db()
+        if not quiet:
+            log.info("refreshWatchers %s %s: %d subscription(s) changed", pres_uri, event.name, changed)
+        return changed
+
+    async def _update_watchers_table(self, pres_uri: str, event: PresenceEvent, rules_doc: Any,
+                                     live_before: dict[tuple[str, str], SubState]) -> None:
+        """The kept decisions follow the rules: a new outcome is stored; a watcher that was allowed or
+        blocked and that no rule decides any more loses its row (a new SUBSCRIBE is judged afresh)."""
+        if self.store is None:
+            return
+        try:
+            rows = await self.store.watchers_of(pres_uri, event.name)
+            for row in rows:
+                watcher = _WatcherRow(pres_uri, row.get("watcher_username") or "", row.get("watcher_domain") or "")
+                status, reason = await self._auth_status(event, watcher, rules_doc, use_doc=True)
+                old = int(row.get("status") or 0)
+                if status is SubState.PENDING and old != int(SubState.PENDING):
+                    await self.store.delete_watcher_auth(row["id"])
+                elif old != int(status) or (row.get("reason") or None) != reason:
+                    await self.store.update_watcher_auth(row["id"], int(status), reason)
+        except Exception as exc:
+            log.error("watchers table of %s not updated: %s", pres_uri, exc)
+
+    def get_sphere(self, pres_uri: str) -> str | None:
+        """OpenSIPS get_sphere: the RPID sphere of the newest presence publication, or None."""
+        pubs = self.presentities.publications(pres_uri, "presence")
+        return extract_sphere(pubs[-1].body) if pubs else None
+
+    def _sphere_if_checked(self, pres_uri: str, event: PresenceEvent) -> str | None:
+        if not (self.settings.enable_sphere_check and event.name == "presence" and event.req_auth):
+            return None
+        return self.get_sphere(pres_uri)
+
+    def contains_presence(self, pres_uri: str, event: str = "presence") -> bool:
+        """OpenSIPS contains_presence: has `pres_uri` a live publication for `event`?"""
+        return self.presentities.contains_presence(pres_uri, event)
 
     # ------------------------------------------------------------------ NOTIFY
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *, removed: Publication | None = None,
@@ -391,6 +529,12 @@ class PresenceService:
             await self._notify_one(sub, event, with_body=False)
             if event.type == PUBL_TYPE:
                 await self.notify_winfo(sub.pres_uri, event)
+        if self.store is not None and self.settings.waiting_subs_daysno >= 0:
+            try:
+                await self.store.delete_old_waiting(now - self.settings.waiting_subs_daysno * 86400,
+                                                    (int(SubState.PENDING), int(SubState.WAITING)))
+            except Exception as exc:
+                log.error("cleaning old pending watchers failed: %s", exc)
 
     async def sync_db(self) -> None:
         """db_update_period: flush subscription changes; on failure they are kept for the next time."""
@@ -493,6 +637,20 @@ class PresenceService:
 
     def _lock(self, pres_uri: str) -> _PresentityLock:
         return _PresentityLock(self._locks, pres_uri)
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherRow:
+    """A watchers-table row as get_auth_status sees a watcher."""
+
+    pres_uri: str
+    watcher_user: str
+    watcher_domain: str
+
+    @property
+    def watcher_uri(self) -> str:
+        return f"sip:{self.watcher_user}@{self.watcher_domain}" if self.watcher_user else \
+            f"sip:{self.watcher_domain}"
 
 
 class _PresentityLock:

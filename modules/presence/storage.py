@@ -14,6 +14,7 @@ from .subscription import Subscription, SubState
 
 PRESENTITY = "presentity"
 ACTIVE_WATCHERS = "active_watchers"
+WATCHERS = "watchers"
 
 
 def split_pres_uri(uri: str) -> tuple[str, str]:
@@ -142,6 +143,36 @@ class PresenceStore:
         """The live subscriptions to one presentity for one event."""
         return await self.db.query(ACTIVE_WATCHERS, {"presentity_uri": pres_uri, "event": event,
                                                      "expires": (">", int(now))}, order_by="id")
+
+    # --- the watchers table: the authorization decision per (presentity, watcher, event) -----------
+    # OpenSIPS keeps it apart from active_watchers so the decision outlives the subscription dialog:
+    # a new SUBSCRIBE of the same watcher reuses it (no rules evaluation), and a pending watcher stays
+    # visible to the presentity for waiting_subs_daysno days.
+    async def find_watcher_auth(self, pres_uri: str, watcher_user: str, watcher_domain: str,
+                                event: str) -> dict[str, Any] | None:
+        rows = await self.db.query(WATCHERS, {"presentity_uri": pres_uri, "watcher_username": watcher_user,
+                                              "watcher_domain": watcher_domain, "event": event}, limit=1)
+        return rows[0] if rows else None
+
+    async def save_watcher_auth(self, pres_uri: str, watcher_user: str, watcher_domain: str, event: str,
+                                status: int, reason: str | None, now: float) -> None:
+        await self.db.upsert(WATCHERS, {"presentity_uri": pres_uri, "watcher_username": watcher_user,
+                                        "watcher_domain": watcher_domain, "event": event, "status": status,
+                                        "reason": reason, "inserted_time": int(now)},
+                             ("presentity_uri", "watcher_username", "watcher_domain", "event"))
+
+    async def update_watcher_auth(self, row_id: int, status: int, reason: str | None) -> None:
+        await self.db.update(WATCHERS, {"id": row_id}, {"status": status, "reason": reason})
+
+    async def delete_watcher_auth(self, row_id: int) -> None:
+        await self.db.delete(WATCHERS, {"id": row_id})
+
+    async def watchers_of(self, pres_uri: str, event: str) -> list[dict[str, Any]]:
+        return await self.db.query(WATCHERS, {"presentity_uri": pres_uri, "event": event}, order_by="id")
+
+    async def delete_old_waiting(self, before: float, statuses: Iterable[int]) -> int:
+        """waiting_subs_daysno: pending/waiting decisions inserted before `before` are forgotten."""
+        return await self.db.delete(WATCHERS, {"status": ("in", list(statuses)), "inserted_time": ("<", int(before))})
 
     async def delete_expired(self, now: float) -> None:
         await self.db.delete(PRESENTITY, {"expires": ("<=", int(now))})

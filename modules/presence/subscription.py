@@ -75,6 +75,22 @@ TERMINATION_REASONS: dict[SubEvent, str] = {
 del A, P, T, W, E
 
 
+def auth_change(old: SubState, new: SubState) -> SubEvent | None:
+    """refreshWatchers / a rules change: what a new authorization outcome `new` does to a watcher in
+    state `old` (None: nothing to tell). OPENSIPS-BEHAVIOUR (measured): pending -> allowed is an active
+    NOTIFY; -> block is terminated;reason=rejected; an active watcher no rule allows any more is
+    terminated;reason=deactivated (RFC 6665: it may subscribe again, and is then pending)."""
+    if new is old or new is SubState.WAITING:
+        return None
+    if new is SubState.ACTIVE:
+        return SubEvent.ALLOW
+    if new is SubState.TERMINATED:
+        return SubEvent.BLOCK
+    if old is SubState.ACTIVE:
+        return SubEvent.DEACTIVATE
+    return None
+
+
 class SubscriptionStateError(Exception):
     """A transition the table does not allow: a bug in the caller, never the peer's fault."""
 
@@ -167,6 +183,12 @@ class SubscribeFacts:
     local_contact: str = ""
     user_agent: str = ""
     source: Any = None
+    msg: Any = field(default=None, compare=False, repr=False)   # the SIP request (evs_subs_handl)
+
+    @property
+    def watcher_uri(self) -> str:
+        return f"sip:{self.watcher_user}@{self.watcher_domain}" if self.watcher_user else \
+            f"sip:{self.watcher_domain}"
 
     @property
     def initial(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 from lxml import etree
 
+from routescript.modules.presence.bla import BLA_EVENT_NAME, bla_presentity, bla_presentity_from_value
 from routescript.modules.presence.events import BodyError, PresenceEvent
 from routescript.modules.presence_xml.xml_util import parse_xml, qname, serialize
 from routescript.sip import ParseError, parse_uri
@@ -41,7 +42,6 @@ __all__ = [
     "fix_remote_target_doc",
 ]
 
-BLA_EVENT_NAME = "dialog;sla"
 BAD_REQUEST = (400, "Bad request")
 
 _DIALOG_INFO = qname(NS_DIALOG_INFO, "dialog-info")
@@ -49,44 +49,6 @@ _DIALOG = qname(NS_DIALOG_INFO, "dialog")
 _REMOTE = qname(NS_DIALOG_INFO, "remote")
 _TARGET = qname(NS_DIALOG_INFO, "target")
 _IDENTITY = qname(NS_DIALOG_INFO, "identity")
-
-
-def _pres_uri(user: str, host: str) -> str:
-    # OpenSIPS builds the presentity as "sip:" user "@" host (uandd_to_uri), whatever the URI's scheme.
-    return f"sip:{user}@{host}" if user else f"sip:{host}"
-
-
-def bla_presentity_from_value(value: Any) -> str:
-    """The BLA presentity from the bla_presentity_spec pseudo-variable's value: "sip:user@host" of the URI
-    it holds (port and parameters dropped). Empty, unset or not a SIP URI: `BodyError` 400."""
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        raise BodyError(*BAD_REQUEST)
-    try:
-        uri = parse_uri(text)
-    except ParseError:
-        raise BodyError(*BAD_REQUEST) from None
-    if uri.scheme not in ("sip", "sips") or not uri.host:
-        raise BodyError(*BAD_REQUEST)
-    return _pres_uri(uri.user or "", uri.host.lower())
-
-
-def bla_presentity(msg: Any, spec_value: Any = None, *, use_spec: bool = False) -> str:
-    """The presentity of a BLA SUBSCRIBE `msg` (a routescript.sip SIPRequest): the Contact URI's user at
-    the From URI's host; with `use_spec` (bla_presentity_spec is set) the pseudo-variable's value
-    `spec_value` instead (see bla_presentity_from_value). A missing or malformed Contact/From, or a
-    Contact without a user: `BodyError` 400."""
-    if use_spec:
-        return bla_presentity_from_value(spec_value)
-    try:
-        contacts = msg.contacts
-        from_uri = msg.from_.uri
-    except ParseError:
-        raise BodyError(*BAD_REQUEST) from None
-    contact = next((c for c in contacts if not c.star and c.uri is not None), None)
-    if contact is None or not contact.uri.user or not from_uri.host:
-        raise BodyError(*BAD_REQUEST)
-    return _pres_uri(contact.uri.user, from_uri.host.lower())
 
 
 def _is_ip(host: str) -> bool:
@@ -157,5 +119,7 @@ def bla_event(*, fix_remote_target: bool = True) -> PresenceEvent:
     def agg_nbody(pres_uri: str, bodies: Sequence[bytes], off_index: int | None) -> bytes:
         return aggregate_dialog_info(pres_uri, bodies, off_index, fix=fix)
 
-    return PresenceEvent(BLA_EVENT_NAME, CONTENT_TYPE, default_expires=3600, agg_nbody=agg_nbody,
-                         evs_publ_handl=check_dialog_info, aux_body_processing=_aux_set_version)
+    # etag_not_new: OpenSIPS keeps one ETag per BLA publication (its presence_xml registration).
+    return PresenceEvent(BLA_EVENT_NAME, CONTENT_TYPE, default_expires=3600, etag_not_new=True,
+                         agg_nbody=agg_nbody, evs_publ_handl=check_dialog_info,
+                         aux_body_processing=_aux_set_version)

@@ -28,12 +28,6 @@ def _check_xml(check: Any) -> Any:
     return publ_handl
 
 
-def _well_formed(body: bytes) -> None:
-    from .xml_util import parse_xml
-
-    parse_xml(body)
-
-
 def _winfo_status(sub: Any) -> str:
     return {1: "active", 2: "pending", 3: "terminated", 4: "waiting"}.get(int(sub.status), "pending")
 
@@ -61,6 +55,7 @@ class PresenceXmlModule(Module):
         presence = bind_presence(self.server)
         if presence is None:
             raise ConfigError("presence_xml needs the presence module loaded before it")
+        self._presence = presence
         for event in self.make_events():
             presence.add_event(event)
 
@@ -85,7 +80,12 @@ class PresenceXmlModule(Module):
         force_active = bool(self.param("force_active"))
         from .rules import auth_hooks
 
-        get_auth_status, apply_auth_nbody = auth_hooks()
+        presence = getattr(self, "_presence", None)
+        sphere_check = presence is not None and bool(presence.param("enable_sphere_check"))
+        # enable_sphere_check: sphere conditions of pres-rules see the presentity's published RPID sphere.
+        get_auth_status, apply_auth_nbody = auth_hooks(sphere_of=presence.get_sphere if sphere_check else None)
+        fix_target = bool(presence.param("bla_fix_remote_target")) if presence is not None else True
+        from routescript.modules.presence_dialoginfo.bla import bla_event
 
         async def get_rules_doc(user: str, domain: str) -> bytes | None:
             # pres-rules from the xcap table: through the xcap module (OpenSIPS 3.x scripts) or this
@@ -100,8 +100,9 @@ class PresenceXmlModule(Module):
                           build_empty_pres_info=lambda uri: pidf.offline_pidf(uri)),
             PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE,
                           winfo_body=self._winfo_body),
-            PresenceEvent("dialog;sla", "application/dialog-info+xml", etag_not_new=True,
-                          evs_publ_handl=_check_xml(_well_formed)),
+            # dialog;sla (BLA): one package definition whichever module registers it (see
+            # presence_dialoginfo.bla); OpenSIPS registers it here, so Allow-Events keeps its order.
+            bla_event(fix_remote_target=fix_target),
         ]
 
     async def _rules_doc(self, user: str, domain: str) -> bytes | None:

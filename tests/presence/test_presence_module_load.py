@@ -53,10 +53,7 @@ def test_library_mode_loads_without_calls(tmp_path: Path) -> None:
     assert presence.contains_event("presence") is not None     # event packages still register
 
 
-@pytest.mark.parametrize("param,value", [
-    ("enable_sphere_check", 1), ("waiting_subs_daysno", 5), ("mix_dialog_presence", 1),
-    ("bla_presentity_spec", '"$var(bla)"'), ("bla_fix_remote_target", 0),
-])
+@pytest.mark.parametrize("param,value", [("mix_dialog_presence", 1)])
 def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: object) -> None:
     mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
     with pytest.raises(LoadError) as info:
@@ -65,11 +62,34 @@ def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: ob
     assert param in text and "not supported yet" in text
 
 
-@pytest.mark.parametrize("param,value", [("enable_sphere_check", 0), ("fallback2db", 1),
-                                         ("bla_fix_remote_target", 1)])
+@pytest.mark.parametrize("param,value", [("enable_sphere_check", 0), ("enable_sphere_check", 1),
+                                         ("fallback2db", 1), ("bla_fix_remote_target", 1),
+                                         ("bla_fix_remote_target", 0), ("waiting_subs_daysno", 5),
+                                         ("waiting_subs_daysno", 0), ("bla_presentity_spec", '"$var(bla)"'),
+                                         ("bla_presentity_spec", '"$avp(bla_pres)"')])
 def test_default_or_built_values_accepted(tmp_path: Path, param: str, value: object) -> None:
     mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
     Server().load(cfg(tmp_path, mp, "    handle_publish();\n"))
+
+
+@pytest.mark.parametrize("param,value,why", [
+    ("waiting_subs_daysno", -1, "must not be negative"),
+    ("bla_presentity_spec", '"var(bla)"', "not a pseudo-variable"),
+])
+def test_bad_values_refused(tmp_path: Path, param: str, value: object, why: str) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    with pytest.raises(LoadError) as info:
+        Server().load(cfg(tmp_path, mp, "    exit;\n"))
+    assert why in str(info.value.diagnostics[0])
+
+
+def test_waiting_subs_daysno_capped_at_30(tmp_path: Path) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "waiting_subs_daysno", 90)\n'
+    server = Server()
+    server.load(cfg(tmp_path, mp, "    exit;\n"))
+    presence = server.modules.get("presence")
+    assert presence is not None and presence.param("waiting_subs_daysno") == 30
+    assert presence.settings().waiting_subs_daysno == 30
 
 
 def test_example_config_loads() -> None:
