@@ -8,7 +8,8 @@
     routescript mi --yaml pres_phtable_list
 
 The result is printed as JSON (indented), or YAML with --yaml. A JSON-RPC error or a failure to reach
-the server prints the message on stderr and exits 1.
+the server prints the message on stderr and exits 1. --config CFG finds the server the way CFG serves
+MI: httpd's ip/port with mi_http's root, else (no mi_http) mi_fifo's fifo_name and reply_dir.
 
 routescript/cli.py wires it with:
     from routescript.mi.cli import add_mi_subcommand, run_mi
@@ -32,7 +33,8 @@ def add_mi_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                               description="Run one MI command over JSON-RPC (HTTP or the MI FIFO).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--url", help=f"mi_http URL (default {DEFAULT_URL})")
-    where.add_argument("--config", "-c", metavar="CFG", help="take the URL from CFG's httpd/mi_http modparams")
+    where.add_argument("--config", "-c", metavar="CFG",
+                       help="find the server from CFG: its httpd/mi_http URL, else its mi_fifo FIFO")
     where.add_argument("--fifo", metavar="PATH", help="use the MI FIFO at PATH (mi_fifo's fifo_name)")
     p.add_argument("--reply-dir", default=None, help="where the reply FIFO is made (mi_fifo's reply_dir, "
                    "default /tmp)")
@@ -53,17 +55,21 @@ def format_result(result: Any, as_yaml: bool = False) -> str:
 
 def run_mi(args: argparse.Namespace) -> int:
     """Run the command described by the parsed arguments; print the result; the exit status."""
-    from .client import (MIClientError, call_fifo, call_http, default_reply_dir, http_url_from_config,
-                         params_from_args)
+    from .client import MIClientError, call_fifo, call_http, default_reply_dir, endpoint_from_config, params_from_args
 
     try:
         params = params_from_args(list(args.mi_args or []), args.mi_command)
+        kind, where, reply_dir = "http", args.url or DEFAULT_URL, args.reply_dir
         if args.fifo:
-            result = call_fifo(args.fifo, args.mi_command, params,
-                               reply_dir=args.reply_dir or default_reply_dir(), timeout=args.timeout)
+            kind, where = "fifo", args.fifo
+        elif args.config:
+            kind, where, cfg_reply_dir = endpoint_from_config(args.config)
+            reply_dir = reply_dir or cfg_reply_dir or None
+        if kind == "fifo":
+            result = call_fifo(where, args.mi_command, params, reply_dir=reply_dir or default_reply_dir(),
+                               timeout=args.timeout)
         else:
-            url = args.url or (http_url_from_config(args.config) if args.config else DEFAULT_URL)
-            result = call_http(url, args.mi_command, params, timeout=args.timeout)
+            result = call_http(where, args.mi_command, params, timeout=args.timeout)
     except MIClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -169,8 +169,7 @@ def _read_reply(fd: int, timeout: float) -> bytes:
             raise MIClientError("reply too large")
 
 
-def http_url_from_config(cfg: str) -> str:
-    """http://ip:port/root from a configuration's httpd and mi_http modparams."""
+def _load_config(cfg: str) -> Any:
     from routescript.core.server import LoadError, Server
 
     server = Server()
@@ -178,12 +177,36 @@ def http_url_from_config(cfg: str) -> str:
         server.load(cfg)
     except LoadError as exc:
         raise MIClientError(f"{cfg}: cannot load:\n" + "\n".join(str(d) for d in exc.diagnostics)) from None
+    return server
+
+
+def endpoint_from_config(cfg: str) -> tuple[str, str, str]:
+    """Where a configuration serves MI: ("http", url, "") when it loads httpd + mi_http (preferred),
+    else ("fifo", fifo_name, reply_dir) when it loads mi_fifo. MIClientError when it serves neither."""
+    server = _load_config(cfg)
+    if server.modules.get("httpd") is not None and server.modules.get("mi_http") is not None:
+        return "http", _http_url(server), ""
+    fifo = server.modules.get("mi_fifo")
+    if fifo is not None:
+        return "fifo", str(fifo.param("fifo_name")), str(fifo.param("reply_dir") or "/tmp/")
+    raise MIClientError(f"{cfg} loads neither httpd.so + mi_http.so nor mi_fifo.so: it serves no MI")
+
+
+def http_url_from_config(cfg: str) -> str:
+    """http://ip:port/root from a configuration's httpd and mi_http modparams."""
+    server = _load_config(cfg)
     httpd = server.modules.get("httpd")
     mi_http = server.modules.get("mi_http")
     if httpd is None or mi_http is None:
         fifo = server.modules.get("mi_fifo")
         hint = f"; it loads mi_fifo: use --fifo {fifo.param('fifo_name')}" if fifo is not None else ""
         raise MIClientError(f"{cfg} does not load httpd.so and mi_http.so{hint}")
+    return _http_url(server)
+
+
+def _http_url(server: Any) -> str:
+    httpd = server.modules.get("httpd")
+    mi_http = server.modules.get("mi_http")
     ip = httpd.param("ip") or "127.0.0.1"
     if ip in ("0.0.0.0", "::", "*"):
         ip = "127.0.0.1"
