@@ -185,7 +185,8 @@ class PresenceMI:
         service = self._running()
         if not presentity_uri or not presentity_uri.strip():
             raise MIError("Empty presentity URI", 404)
-        ev = self._event(event, empty=("Empty event parameter", 400), unknown=("Wrong event parameter", -32000))
+        ev = self._event(event, empty=("Empty event parameter", 400),
+                         unknown=("Wrong event parameter", -32000))
         pres_uri = normalise_pres_uri(presentity_uri)
         if refresh_type == 0:
             await self._refresh_rules(pres_uri, ev)
@@ -256,10 +257,12 @@ class PresenceMI:
                 raise MIError(f"deleting expired rows failed: {exc}") from None
 
     # ---------------------------------------------------------------- pres_phtable_list
-    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",), doc="lists all the presentity records")
+    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",),
+                doc="lists all the presentity records")
     def mi_pres_phtable_list(self) -> list[dict[str, Any]]:
         service = self._running()
-        pubs = sorted(service.presentities, key=lambda p: (p.pres_uri, EVENT_CODES.get(p.event, 0), p.received_time))
+        pubs = sorted(service.presentities,
+                      key=lambda p: (p.pres_uri, EVENT_CODES.get(p.event, 0), p.received_time))
         return [phtable_record(p) for p in pubs]
 
     # ---------------------------------------------------------------- subs_phtable_list

@@ -32,8 +32,9 @@ NOW = 1_800_000_000.0
 
 
 def pidf(user: str, note: str) -> bytes:
-    return (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{user}@127.0.0.1">'
-            f'<tuple id="t1"><status><basic>open</basic></status><note>{note}</note></tuple></presence>').encode()
+    return (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+            f'entity="sip:{user}@127.0.0.1"><tuple id="t1"><status><basic>open</basic></status>'
+            f'<note>{note}</note></tuple></presence>').encode()
 
 
 class Clock:
@@ -149,13 +150,14 @@ async def env(tmp_path: Path) -> Any:
     await db.ensure_schema(["presentity", "active_watchers", "watchers"])
     server, clock = FakeServer(), Clock()
     module = PresenceModule(server, params(db_url=f"sqlite:///{tmp_path}/p.sqlite"))
-    xml = PresenceXmlModule(object(), {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": 1})
+    xml_params = {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": 1}
+    xml = PresenceXmlModule(object(), xml_params)
     for ev in xml.make_events():
         module.add_event(ev)
     module.add_event(PresenceEvent("message-summary", "application/simple-message-summary"))
     module.add_event(PresenceEvent("dialog", "application/dialog-info+xml"))
-    svc = PresenceService(server, module.registry, PresenceSettings(server_address="sip:presence@127.0.0.1:5070"),
-                          store=PresenceStore(db), clock=clock)
+    settings = PresenceSettings(server_address="sip:presence@127.0.0.1:5070")
+    svc = PresenceService(server, module.registry, settings, store=PresenceStore(db), clock=clock)
     module.service = svc
     mi = MIRegistry(server)
     mi.add_all(module.mi_commands())
@@ -168,9 +170,9 @@ async def env(tmp_path: Path) -> Any:
 
 def test_names_and_aliases(env: Env) -> None:
     names = env.mi.names()
-    for name in ("refreshWatchers", "refresh_watchers", "presence:refresh_watchers", "cleanup", "presence:cleanup",
-                 "pres_phtable_list", "presence:phtable_list", "subs_phtable_list", "presence:subs_phtable_list",
-                 "pres_expose", "presence:expose"):
+    for name in ("refreshWatchers", "refresh_watchers", "presence:refresh_watchers", "cleanup",
+                 "presence:cleanup", "pres_phtable_list", "presence:phtable_list", "subs_phtable_list",
+                 "presence:subs_phtable_list", "pres_expose", "presence:expose"):
         assert name in names
     assert env.mi.recipes("subs_phtable_list") == ((), ("from", "to"))
     assert env.mi.recipes("pres_expose") == (("event",), ("event", "filter"))
@@ -200,7 +202,8 @@ async def test_phtable_empty_then_records(env: Env) -> None:
     etag_c = await env.publish("carol", "c1")
     etag_c = await env.publish("carol", "", etag=etag_c, n=2)           # refresh: new etag, generation 1
     env.svc.presentities.load(Publication("sip:frank@127.0.0.1", "message-summary", "a.1.2.7.0", NOW + 60,
-                                          b"Messages-Waiting: yes\r\n", "application/simple-message-summary", NOW))
+                                          b"Messages-Waiting: yes\r\n", "application/simple-message-summary",
+                                          NOW))
     env.svc.presentities.load(Publication("sip:gina@127.0.0.1", "dialog", "a.1.2.9.0", NOW + 60, b"<x/>",
                                           "application/dialog-info+xml", NOW))
     out = await env.call("pres_phtable_list")
@@ -220,7 +223,8 @@ async def test_phtable_empty_then_records(env: Env) -> None:
 def test_etag_count_from_text_of_a_loaded_row() -> None:
     pub = Publication("sip:c@h", "presence", "a.1795671994.15324.3.2", NOW, b"", "x", NOW)
     assert etag_count(pub) == 3 and phtable_record(pub)["etag_count"] == 3
-    assert etag_count(Publication("sip:c@h", "presence", "opaque-etag", NOW, b"", "x", NOW, generation=4)) == 5
+    opaque = Publication("sip:c@h", "presence", "opaque-etag", NOW, b"", "x", NOW, generation=4)
+    assert etag_count(opaque) == 5
 
 
 # ------------------------------------------------------------------------- subs_phtable_list
@@ -233,8 +237,9 @@ def sub(pres: str, watcher: str, *, rr: tuple[str, ...] = ()) -> Subscription:
 
 def test_shtable_record_fields_order_and_types() -> None:
     rec = shtable_record(sub("alice", "bob"))
-    assert list(rec) == ["pres_uri", "event", "expires", "db_flag", "version", "to_user", "to_domain", "to_tag",
-                         "from_user", "from_domain", "from_tag", "contact", "callid", "local_cseq", "remote_cseq"]
+    assert list(rec) == ["pres_uri", "event", "expires", "db_flag", "version", "to_user", "to_domain",
+                         "to_tag", "from_user", "from_domain", "from_tag", "contact", "callid", "local_cseq",
+                         "remote_cseq"]
     assert rec["expires"] == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(NOW + 600)))
     assert isinstance(rec["db_flag"], int) and isinstance(rec["version"], int) and rec["event"] == "presence"
     routed = shtable_record(sub("alice", "bob", rr=("<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>")))
@@ -260,14 +265,14 @@ async def test_subs_phtable_list_and_filters(env: Env) -> None:
     assert [(r["pres_uri"], r["from_user"], r["callid"]) for r in out] == [
         ("sip:alice@127.0.0.1", "bob", "sub-1"), ("sip:carol@127.0.0.1", "dave", "sub-2")]
     first = out[0]
-    assert first["event"] == "presence" and first["to_tag"] == "313b-sub-1" and first["from_tag"] == "ft-sub-1"
+    assert (first["event"], first["to_tag"], first["from_tag"]) == ("presence", "313b-sub-1", "ft-sub-1")
     assert first["contact"] == "sip:bob@127.0.0.1:48261" and first["next_hop"] == "sip:proxy.example.com;lr"
     assert (first["local_cseq"], first["remote_cseq"], first["version"]) == (1, 1, 1)
     assert first["db_flag"] == 4                                  # INSERTDB_FLAG: not flushed yet
     await env.svc.sync_db()
     assert (await env.call("subs_phtable_list"))[0]["db_flag"] == 1
-    assert [r["callid"] for r in await env.call("subs_phtable_list", {"from": "sip:dave*", "to": "sip:carol*"})] \
-        == ["sub-2"]
+    filtered = await env.call("subs_phtable_list", {"from": "sip:dave*", "to": "sip:carol*"})
+    assert [r["callid"] for r in filtered] == ["sub-2"]
     assert await env.call("presence:subs_phtable_list", {"from": "sip:nobody*", "to": "*"}) == []
     assert len(await env.call("subs_phtable_list", ["*", "*"])) == 2
 
@@ -326,7 +331,8 @@ async def test_refresh_unknown_presentity_is_ok_and_sends_nothing(env: Env) -> N
     (["sip:carol@127.0.0.1", "", 1], 400, "Empty event parameter"),
     (["sip:carol@127.0.0.1", "no-such-event", 1], -32000, "Wrong event parameter"),
     (["not a uri", "presence", 1], 400, "Bad presentity URI"),
-    (["sip:carol@127.0.0.1", "message-summary", 0], -32000, "event message-summary does not require authorization"),
+    (["sip:carol@127.0.0.1", "message-summary", 0], -32000,
+     "event message-summary does not require authorization"),
 ])
 async def test_refresh_errors(env: Env, args: list[Any], code: int, message: str) -> None:
     with pytest.raises(JSONRPCError) as err:
@@ -372,8 +378,9 @@ async def test_cleanup_expires_now(env: Env) -> None:
     await env.svc.sync_db()
     # a row nobody holds in memory (another server's), long expired
     await env.db.insert("presentity", {"username": "ghost", "domain": "127.0.0.1", "event": "presence",
-                                       "etag": "g1", "expires": int(NOW) - 100, "received_time": int(NOW) - 200,
-                                       "body": b"", "extra_hdrs": b"", "sender": None})
+                                       "etag": "g1", "expires": int(NOW) - 100,
+                                       "received_time": int(NOW) - 200, "body": b"", "extra_hdrs": b"",
+                                       "sender": None})
     assert await env.call("cleanup") == "OK"
     assert len(await env.db.query("presentity")) == 1                 # carol's is still live
     assert len(env.svc.subscriptions) == 1
@@ -399,7 +406,8 @@ def test_expose_filter_matches_user_or_uri() -> None:
 
     row = {"username": "alice", "domain": "10.0.5.7"}
     assert expose_matches(row, None)
-    assert expose_matches(row, re.compile("^al", re.I)) and expose_matches(row, re.compile(r"^sip:al.*@10\.0\.5\."))
+    assert expose_matches(row, re.compile("^al", re.I))
+    assert expose_matches(row, re.compile(r"^sip:al.*@10\.0\.5\."))
     assert expose_matches(row, re.compile("ALICE", re.I)) and not expose_matches(row, re.compile("^bob"))
 
 
