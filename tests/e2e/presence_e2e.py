@@ -13,14 +13,18 @@ EXAMPLE = ROOT / "examples" / "presence.cfg"
 
 def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, presence: dict[str, object] | None = None,
                  presence_xml: dict[str, object] | None = None, tm: dict[str, object] | None = None,
-                 name: str = "presence.cfg") -> Path:
-    """The example with our port, database file and modparam overrides (a param the example does not set
-    is added after the others of its module)."""
-    text = EXAMPLE.read_text().replace(":5060", f":{port}")
+                 name: str = "presence.cfg", example: Path = EXAMPLE,
+                 modparams: dict[str, dict[str, object]] | None = None) -> Path:
+    """The example (examples/presence.cfg unless `example` names another) with our port, database file
+    and modparam overrides (a param the example does not set is added after the others of its module,
+    or after the last modparam). Every db_url of the example points at the test database."""
+    text = example.read_text().replace(":5060", f":{port}")
     db = db or tmp_path / "presence.sqlite"
-    text = re.sub(r'modparam\("presence", "db_url", "[^"]*"\)',
-                  f'modparam("presence", "db_url", "sqlite://{db}")', text)
-    for module, values in (("presence", presence or {}), ("presence_xml", presence_xml or {}), ("tm", tm or {})):
+    text = re.sub(r'modparam\("(\w+)", "db_url", "[^"]*"\)',
+                  lambda m: f'modparam("{m.group(1)}", "db_url", "sqlite://{db}")', text)
+    todo = [("presence", presence or {}), ("presence_xml", presence_xml or {}), ("tm", tm or {})]
+    todo += list((modparams or {}).items())
+    for module, values in todo:
         for param, value in values.items():
             lit = f'"{value}"' if isinstance(value, str) else str(value)
             line = f'modparam("{module}", "{param}", {lit})'
@@ -28,7 +32,9 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, presence:
             if pattern.search(text):
                 text = pattern.sub(line.replace("\\", "\\\\"), text)
             else:
-                last = [m.end() for m in re.finditer(rf'modparam\("{module}", [^\n]*\n', text)][-1]
+                ends = [m.end() for m in re.finditer(rf'modparam\("{module}", [^\n]*\n', text)] or \
+                    [m.end() for m in re.finditer(r'modparam\([^\n]*\n', text)]
+                last = ends[-1]
                 text = text[:last] + line + "\n" + text[last:]
     cfg = tmp_path / name
     cfg.write_text(text)
