@@ -199,7 +199,7 @@ class PresenceMI:
         refresh = getattr(self, "refresh_watchers_rules", None)
         if refresh is None:
             raise MIError("refreshing watchers after a rules change is not available in this build")
-        await refresh(pres_uri, ev)
+        await refresh(pres_uri, ev.name)   # PresenceModule.refresh_watchers_rules(pres_uri, event name)
 
     async def _refresh_published(self, service: Any, pres_uri: str, ev: PresenceEvent) -> None:
         """OpenSIPS query_db_notify: the state is read again from the database and every watcher of

@@ -22,7 +22,8 @@ from routescript.testing import SipTestClient, pidf
 pytestmark = pytest.mark.asyncio
 TIMEOUT = 5.0
 
-MI_MODULES = """loadmodule "httpd.so"
+MI_MODULES = """loadmodule "xcap.so"
+loadmodule "httpd.so"
 loadmodule "mi_http.so"
 loadmodule "mi_fifo.so"
 modparam("httpd", "ip", "127.0.0.1")
@@ -30,7 +31,16 @@ modparam("httpd", "port", {http_port})
 modparam("mi_http", "root", "mi")
 modparam("mi_fifo", "fifo_name", "{fifo}")
 modparam("mi_fifo", "reply_dir", "{reply_dir}/")
+modparam("xcap", "db_url", "sqlite://{db}")
+modparam("xcap", "integrated_xcap_server", 1)
 """
+
+# pres-rules (RFC 5025) for refresh type 0: pal allowed
+RULES = b"""<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy">
+  <cr:rule id="friends"><cr:conditions><cr:identity><cr:one id="sip:pal@127.0.0.1"/></cr:identity>
+    </cr:conditions><cr:actions><sub-handling>allow</sub-handling></cr:actions></cr:rule>
+</cr:ruleset>"""
 
 EXPOSED_LINE = ("EXPOSED user=$param(user) domain=$param(domain) event=$param(event) etag=$param(etag) "
                 "old_etag=[$param(old_etag)] expires=$param(expires) body=$(param(body){s.len})\\n")
@@ -82,7 +92,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
     port, http_port = free_port(), free_port()
     cfg = presence_cfg(tmp, port)
     text = cfg.read_text()
-    mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp)
+    mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp, db=tmp / "presence.sqlite")
     text = text.replace('loadmodule "presence_xml.so"\n', 'loadmodule "presence_xml.so"\n' + mods, 1)
     # E_PRESENCE_PUBLISH shows old_etag too; E_PRESENCE_EXPOSED is logged one line per event
     text = text.replace("etag=$param(etag)\\n", "etag=$param(etag) old_etag=[$param(old_etag)]\\n", 1)
@@ -268,3 +278,30 @@ async def test_publish_event_carries_old_etag(srv: Srv) -> None:
         second = await publish(srv, olga, "olga", "two", etag=first)
         srv.server.wait_for(f"etag={first} old_etag=[]", timeout=3)
         srv.server.wait_for(f"etag={second} old_etag=[{first}]", timeout=3)
+
+
+async def test_refresh_watchers_after_a_rules_change(srv: Srv) -> None:
+    """Refresh type 0: ivy@localhost (no handle_subscribe("1") for that domain) has no pres-rules, so pal
+    waits pending; ivy's rules appear in the xcap table; refreshWatchers makes pal active with the state."""
+    uri = f"sip:ivy@localhost:{srv.port}"
+    async with await srv.client("ivy") as ivy, await srv.client("pal") as pal:
+        resp = await ivy.send_request(ivy.publish(uri, pidf("sip:ivy@localhost", note="ruled"), expires=600))
+        assert resp.status == 200
+        sub = pal.subscribe(uri, expires=600)
+        assert (await pal.send_request(sub)).status == 202
+        pending = await pal.expect_request("NOTIFY", call_id=sub.call_id)
+        assert pending.header("Subscription-State").startswith("pending") and pending.body == b""
+
+        err = await srv.http_error("refreshWatchers", ["sip:ivy@localhost", "presence", 0])
+        assert err.code == -32000 and "no rules document" in err.message    # OpenSIPS: no rules doc -> error
+        srv.sql("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) VALUES "
+                "('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index', 0)", (RULES,))
+        assert await srv.http("refreshWatchers", ["sip:ivy@localhost", "presence", 0]) == "OK"
+        active = await pal.expect_request("NOTIFY", call_id=sub.call_id)
+        assert active.header("Subscription-State").startswith("active;expires=")
+        assert b"<note>ruled</note>" in active.body
+        assert [r["callid"] for r in await srv.http("subs_phtable_list", {"from": "sip:pal@*", "to": "*"})] \
+            == [sub.call_id]
+
+        err = await srv.http_error("refreshWatchers", ["sip:ivy@localhost", "presence.winfo", 0])
+        assert err.code == -32000 and "does not require authorization" in err.message

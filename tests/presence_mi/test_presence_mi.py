@@ -355,7 +355,7 @@ async def test_refresh_rules_delegates(env: Env) -> None:
     async def refresh_watchers_rules(pres_uri: str, event: Any) -> None:
         if pres_uri == "sip:norules@127.0.0.1":
             raise MIError("No rules document", 404)
-        calls.append((pres_uri, event.name if hasattr(event, "name") else event))
+        calls.append((pres_uri, event))
 
     env.module.refresh_watchers_rules = refresh_watchers_rules  # type: ignore[attr-defined]
     # presence needs authorization when presence_xml's force_active is 0
