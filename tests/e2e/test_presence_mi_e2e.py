@@ -92,7 +92,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
     port, http_port = free_port(), free_port()
     cfg = presence_cfg(tmp, port)
     text = cfg.read_text()
-    mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp, db=tmp / "presence.sqlite")
+    mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp,
+                             db=tmp / "presence.sqlite")
     text = text.replace('loadmodule "presence_xml.so"\n', 'loadmodule "presence_xml.so"\n' + mods, 1)
     # E_PRESENCE_PUBLISH shows old_etag too; E_PRESENCE_EXPOSED is logged one line per event
     text = text.replace("etag=$param(etag)\\n", "etag=$param(etag) old_etag=[$param(old_etag)]\\n", 1)
@@ -295,7 +296,8 @@ async def test_refresh_watchers_after_a_rules_change(srv: Srv) -> None:
         err = await srv.http_error("refreshWatchers", ["sip:ivy@localhost", "presence", 0])
         assert err.code == -32000 and "no rules document" in err.message    # OpenSIPS: no rules doc -> error
         srv.sql("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) VALUES "
-                "('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index', 0)", (RULES,))
+                "('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index', 0)",
+                (RULES,))
         assert await srv.http("refreshWatchers", ["sip:ivy@localhost", "presence", 0]) == "OK"
         active = await pal.expect_request("NOTIFY", call_id=sub.call_id)
         assert active.header("Subscription-State").startswith("active;expires=")
