@@ -10,7 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-CAPTURES = Path("/work/shared/reference/opensips-captures")
+CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opensips-captures"
 _BLOCK = "=" * 72 + "\n"
 _RULE = "-" * 72 + "\n"
 _START = re.compile(r"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3} )")
