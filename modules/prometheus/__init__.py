@@ -53,7 +53,8 @@ class PrometheusModule(Module):
         Param("group_prefix", str, "", "prefix of the group's name"),
         Param("delimiter", str, "_", "between prefix, group and name"),
         Param("group_label", str, "group", "the label holding the group when group_mode is 2"),
-        Param("group_mode", int, 0, "0: no group, 1: group in the name, 2: group as a label", check=_group_mode),
+        Param("group_mode", int, 0, "0: no group, 1: group in the name, 2: group as a label",
+              check=_group_mode),
         Param("statistics", str, None, "statistics and groups (group:) to export, or all", multi=True),
         Param("labels", str, None, "regex rules turning statistic names into labels", multi=True,
               later="the labels rules of OpenSIPS's prometheus module are not built"),
@@ -70,7 +71,8 @@ class PrometheusModule(Module):
         root = (self.param("root") or "").strip("/")
         if not root or "/" in root:
             raise ConfigError(f"modparam(\"prometheus\", \"root\"): bad root \"{self.param('root')}\"")
-        if self.param("group_mode") == 2 and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.param("group_label")):
+        label = self.param("group_label")
+        if self.param("group_mode") == 2 and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
             raise ConfigError(f"modparam(\"prometheus\", \"group_label\"): bad label name "
                               f"\"{self.param('group_label')}\"")
         for value in self.param("statistics") or []:

@@ -44,7 +44,8 @@ class CountingTransactionLayer(TransactionLayer):
         if status >= 200:
             counters.count_tm_final(status)
 
-    async def request(self, req: Any, dest: Any, *, on_provisional: Callable[[Any], None] | None = None) -> Any:
+    async def request(self, req: Any, dest: Any, *,
+                      on_provisional: Callable[[Any], None] | None = None) -> Any:
         self.counters.UAC_transactions += 1
         response = await super().request(req, dest, on_provisional=on_provisional)
         status = int(getattr(response, "status", 0) or 0)

@@ -97,7 +97,8 @@ class EventInterface:
         return list(self._transports)
 
     # ---------------------------------------------------------------- subscriptions
-    async def subscribe(self, event: str, socket: str, expire: int | None = DEFAULT_EXPIRE) -> Subscriber | None:
+    async def subscribe(self, event: str, socket: str,
+                        expire: int | None = DEFAULT_EXPIRE) -> Subscriber | None:
         """Add or refresh a subscription; `expire` 0 removes it (returns None then). SubscribeError
         when the event is not declared, no transport serves the socket, or the socket is bad."""
         if event not in self.bus.declared:
@@ -119,7 +120,8 @@ class EventInterface:
             raise SubscribeError(f"too many event subscribers (at most {MAX_SUBSCRIBERS})")
         sub = Subscriber(event, transport, sock, expire, now)
         self._subscribers.append(sub)
-        log.info("event %s: %s subscribed (expire %s)", event, sub.socket, expire if expire is not None else "never")
+        log.info("event %s: %s subscribed (expire %s)", event, sub.socket,
+                 expire if expire is not None else "never")
         return sub
 
     async def find(self, event: str, socket: str) -> Subscriber | None:

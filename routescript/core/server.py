@@ -44,7 +44,8 @@ from .events import EventBus
 from .loader import apply_modparams, build_registry, instantiate, load_modules
 from .log import NOTICE, current_call_id, setup_logging
 from .module import ConfigError, ModuleSet
-from .stats import KNOWN_METHODS, CoreCounters, Statistics, register_core_statistics, register_module_statistics
+from .stats import (KNOWN_METHODS, CoreCounters, Statistics, register_core_statistics,
+                    register_module_statistics)
 
 log = logging.getLogger("routescript.core")
 
@@ -305,7 +306,8 @@ class Server:
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}", spec.pos)]) \
                     from None
             self.sockets.append(info)
-        self.transactions = CountingTransactionLayer(self.counters, self.transport, **self._transaction_options())
+        self.transactions = CountingTransactionLayer(self.counters, self.transport,
+                                                     **self._transaction_options())
         started: list[Any] = []
         for name, mod in self.modules.instances.items():
             try:

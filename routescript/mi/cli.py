@@ -55,7 +55,8 @@ def format_result(result: Any, as_yaml: bool = False) -> str:
 
 def run_mi(args: argparse.Namespace) -> int:
     """Run the command described by the parsed arguments; print the result; the exit status."""
-    from .client import MIClientError, call_fifo, call_http, default_reply_dir, endpoint_from_config, params_from_args
+    from .client import (MIClientError, call_fifo, call_http, default_reply_dir, endpoint_from_config,
+                         params_from_args)
 
     try:
         params = params_from_args(list(args.mi_args or []), args.mi_command)
