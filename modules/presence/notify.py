@@ -147,7 +147,7 @@ def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, 
     if shared is None or (sub.status is not SubState.ACTIVE and not final_with_state):
         return None
     body: bytes | None = shared
-    if event.req_auth and event.apply_auth_nbody is not None:
+    if event.req_auth and event.apply_auth_nbody is not None and not sub.forced:
         body = event.apply_auth_nbody(body, sub, rules_doc)
     if body is not None and event.aux_body_processing is not None:
         body = event.aux_body_processing(sub, body)

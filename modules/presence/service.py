@@ -201,6 +201,8 @@ class PresenceService:
             if not decision.ok:
                 self._reply(ctx, decision.status, decision.reason)
                 return -1
+            if force_active and event.req_auth and facts.initial and decision.subscription is not None:
+                decision = replace(decision, subscription=replace(decision.subscription, forced=True))
             self.subscriptions.commit(decision)
             self._reply(ctx, decision.status, decision.reason,
                         [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
@@ -325,6 +327,8 @@ class PresenceService:
         decided: dict[tuple[str, str], SubState] = {}
         winfo_full = False
         for sub in self.subscriptions.watchers(pres_uri, event.name):
+            if sub.forced:
+                continue   # handle_subscribe("1"): the rules do not decide for it
             status, _reason = await self._auth_status(event, sub, rules_doc, use_doc=True)
             decided[(sub.watcher_user, sub.watcher_domain)] = sub.status
             move = auth_change(sub.status, status)

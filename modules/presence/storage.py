@@ -15,6 +15,7 @@ from .subscription import Subscription, SubState
 PRESENTITY = "presentity"
 ACTIVE_WATCHERS = "active_watchers"
 WATCHERS = "watchers"
+FORCED_REASON = "forced"   # active_watchers.reason of an active handle_subscribe("1") subscription
 
 
 def split_pres_uri(uri: str) -> tuple[str, str]:
@@ -55,7 +56,8 @@ def subscription_row(sub: Subscription) -> dict[str, Any]:
         "event": sub.event, "event_id": sub.event_id, "to_tag": sub.to_tag, "from_tag": sub.from_tag,
         "callid": sub.callid, "local_cseq": sub.local_cseq, "remote_cseq": sub.remote_cseq,
         "contact": sub.contact, "record_route": ", ".join(sub.record_route) or None,
-        "expires": int(sub.expires_at), "status": int(sub.status), "reason": sub.reason,
+        "expires": int(sub.expires_at), "status": int(sub.status),
+        "reason": FORCED_REASON if sub.forced and sub.status is SubState.ACTIVE else sub.reason,
         "version": sub.version, "socket_info": sub.socket_info, "local_contact": sub.local_contact,
     }
 
@@ -69,6 +71,7 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
     from routescript.sip import split_values
 
     status = int(row.get("status") or SubState.PENDING)
+    forced = status == SubState.ACTIVE and row.get("reason") == FORCED_REASON
     return Subscription(
         row["presentity_uri"], row["event"], row.get("to_user") or "", row.get("to_domain") or "",
         row.get("watcher_username") or "", row.get("watcher_domain") or "", row["callid"], row["to_tag"],
@@ -76,7 +79,8 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
         SubState(status) if status in SubState._value2member_map_ else SubState.PENDING,
         row.get("reason") or None, row.get("event_id") or None, int(row.get("local_cseq") or 0),
         int(row.get("remote_cseq") or 0), tuple(split_values(row.get("record_route") or "")),
-        int(row.get("version") or 0), row.get("socket_info") or "", row.get("local_contact") or "")
+        int(row.get("version") or 0), row.get("socket_info") or "", row.get("local_contact") or "",
+        forced=forced)
 
 
 class PresenceStore:

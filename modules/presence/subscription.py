@@ -133,6 +133,9 @@ class Subscription:
     db_flag: int = INSERTDB_FLAG
     # Where the SUBSCRIBE came from (transport Source), to reuse a TCP connection; not stored.
     source: Any = field(default=None, compare=False, repr=False)
+    # handle_subscribe("1"): active whatever the rules say, and the body is not filtered by them either
+    # (stored as reason "forced" on an active row; OpenSIPS keeps reason "polite-block" the same way).
+    forced: bool = False
 
     @property
     def key(self) -> DialogKey:

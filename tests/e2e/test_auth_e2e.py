@@ -1,0 +1,224 @@
+"""Presence authorization (presence_xml force_active 0, pres-rules in the xcap table) over `routescript run
+examples/presence.cfg` + xcap + mi_http: allow / block / polite-block / confirm / no rule as measured, the
+decision kept in the watchers table and reused, pending watchers in presence.winfo, MI refreshWatchers
+type 0 after a rules change (pending -> active with body + partial winfo, -> block rejected, no rule any
+more -> deactivated and the row deleted), handle_subscribe("1") over the rules, enable_sphere_check, and
+waiting_subs_daysno. Presentities at "localhost" go through the rules (the example forces active only
+for 127.0.0.1 users)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from presence_e2e import RunningServer, free_port, presence_cfg, start
+
+from routescript.mi.client import MIReplyError, call_http
+from routescript.testing import SipTestClient, pidf
+
+pytestmark = pytest.mark.asyncio
+NS = {"w": "urn:ietf:params:xml:ns:watcherinfo"}
+
+MI_MODULES = """loadmodule "xcap.so"
+loadmodule "httpd.so"
+loadmodule "mi_http.so"
+modparam("httpd", "ip", "127.0.0.1")
+modparam("httpd", "port", {http_port})
+modparam("mi_http", "root", "mi")
+modparam("xcap", "db_url", "sqlite://{db}")
+modparam("xcap", "integrated_xcap_server", 1)
+"""
+
+
+def rules(**who: str) -> bytes:
+    """A pres-rules document: one rule per watcher user (at 127.0.0.1) with its sub-handling; a value
+    "allow@work" adds a sphere condition."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" '
+           'xmlns:cr="urn:ietf:params:xml:ns:common-policy">']
+    for user, handling in who.items():
+        action, _, sphere = handling.partition("@")
+        cond = f'<cr:sphere value="{sphere}"/>' if sphere else ""
+        out.append(f'<cr:rule id="r-{user}"><cr:conditions><cr:identity><cr:one id="sip:{user}@127.0.0.1"/>'
+                   f"</cr:identity>{cond}</cr:conditions><cr:actions><sub-handling>{action}</sub-handling>"
+                   "</cr:actions></cr:rule>")
+    out.append("</cr:ruleset>")
+    return "".join(out).encode()
+
+
+def sphere_pidf(entity: str, sphere: str) -> bytes:
+    return (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+            f'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" '
+            f'entity="{entity}"><tuple id="t1"><status><basic>open</basic></status><note>at {sphere}</note></tuple>'
+            f'<dm:person id="p1"><rpid:sphere><rpid:{sphere}/></rpid:sphere></dm:person></presence>').encode()
+
+
+class Srv:
+    def __init__(self, server: RunningServer, port: int, http_port: int, db: Path) -> None:
+        self.server, self.port, self.db = server, port, db
+        self.url = f"http://127.0.0.1:{http_port}/mi"
+
+    def uri(self, user: str, domain: str = "localhost") -> str:
+        return f"sip:{user}@{domain}:{self.port}"
+
+    async def client(self, user: str) -> SipTestClient:
+        client = await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
+        client.auto_reply["NOTIFY"] = 200
+        return client
+
+    def set_rules(self, user: str, doc: bytes, domain: str = "localhost") -> None:
+        """What an XCAP server does: store the pres-rules document in the xcap table (doc_type 2)."""
+        with sqlite3.connect(self.db) as con:
+            con.execute("DELETE FROM xcap WHERE username = ? AND domain = ? AND doc_type = 2", (user, domain))
+            con.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
+                        "VALUES (?, ?, ?, 2, ?, 1, ?, 0)",
+                        (user, domain, doc, f"e{time.monotonic_ns()}",
+                         f"/pres-rules/users/sip:{user}@{domain}/index"))
+
+    def watchers(self, pres_uri: str) -> dict[str, tuple[int, str | None]]:
+        with sqlite3.connect(self.db) as con:
+            rows = con.execute("SELECT watcher_username, status, reason FROM watchers WHERE presentity_uri = ?",
+                               (pres_uri,)).fetchall()
+        return {u: (s, r) for u, s, r in rows}
+
+    async def mi(self, method: str, params: Any) -> Any:
+        return await asyncio.to_thread(call_http, self.url, method, params, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
+    tmp = tmp_path_factory.mktemp("auth")
+    port, http_port = free_port(), free_port()
+    db = tmp / "presence.sqlite"
+    cfg = presence_cfg(tmp, port, db=db, presence={"clean_period": 1, "enable_sphere_check": 1,
+                                                   "waiting_subs_daysno": 3})
+    text = cfg.read_text().replace('loadmodule "presence.so"',
+                                   MI_MODULES.format(http_port=http_port, db=db) + 'loadmodule "presence.so"')
+    cfg.write_text(text)
+    server = start(cfg, tmp)
+    try:
+        yield Srv(server, port, http_port, db)
+    finally:
+        server.stop()
+
+
+async def subscribe(w: SipTestClient, uri: str, event: str = "presence"):  # type: ignore[no-untyped-def]
+    accept = "application/watcherinfo+xml" if event == "presence.winfo" else None
+    sub = w.subscribe(uri, event=event, expires=600, accept=accept)
+    resp = await w.send_request(sub)
+    n = await w.expect_request("NOTIFY", call_id=sub.call_id)
+    return sub, resp, n
+
+
+async def test_outcomes_by_rule_and_the_kept_decision(srv: Srv) -> None:
+    srv.set_rules("ivy", rules(pal="allow", foe="block", shy="polite-block", ask="confirm"))
+    async with await srv.client("ivy") as ivy:
+        await ivy.send_request(ivy.publish(srv.uri("ivy"), pidf("sip:ivy@localhost", note="ruled")))
+        for user, status, state, body in (("pal", 200, "active;expires=600", True),
+                                          ("foe", 200, "terminated;reason=rejected", False),
+                                          ("shy", 200, "active;expires=600", False),
+                                          ("ask", 202, "pending;expires=600", False),
+                                          ("nobody", 202, "pending;expires=600", False)):
+            async with await srv.client(user) as w:
+                _sub, resp, n = await subscribe(w, srv.uri("ivy"))
+                assert (user, resp.status, n.header("Subscription-State")) == (user, status, state)
+                assert (user, b"<note>ruled</note>" in n.body) == (user, body)
+    assert srv.watchers("sip:ivy@localhost") == {"pal": (1, None), "foe": (3, "rejected"), "shy": (1, None),
+                                                 "ask": (2, None), "nobody": (2, None)}
+    # the rules change but nobody says so: the kept decision still holds for a new subscription
+    srv.set_rules("ivy", rules(foe="allow"))
+    async with await srv.client("foe") as foe:
+        _sub, resp, n = await subscribe(foe, srv.uri("ivy"))
+        assert n.header("Subscription-State") == "terminated;reason=rejected"
+
+
+async def test_handle_subscribe_1_forces_active_over_the_rules(srv: Srv) -> None:
+    srv.set_rules("jay", rules(foe="block"), domain="127.0.0.1")
+    async with await srv.client("jay") as jay, await srv.client("foe") as foe:
+        await jay.send_request(jay.publish(srv.uri("jay", "127.0.0.1"), pidf("sip:jay@127.0.0.1", note="forced")))
+        _sub, resp, n = await subscribe(foe, srv.uri("jay", "127.0.0.1"))
+        assert resp.status == 200 and n.header("Subscription-State") == "active;expires=600"
+        assert b"<note>forced</note>" in n.body
+
+
+async def test_refresh_watchers_after_a_rules_change(srv: Srv) -> None:
+    srv.set_rules("kim", rules(pal="allow", ex="allow"))
+    async with await srv.client("kim") as kim, await srv.client("pal") as pal, await srv.client("ex") as ex, \
+            await srv.client("foe") as foe:
+        await kim.send_request(kim.publish(srv.uri("kim"), pidf("sip:kim@localhost", note="kim here")))
+        s_pal, r_pal, n = await subscribe(pal, srv.uri("kim"))
+        assert n.header("Subscription-State").startswith("active")
+        s_ex, _r, n = await subscribe(ex, srv.uri("kim"))
+        assert n.header("Subscription-State").startswith("active")
+        s_foe, r_foe, n = await subscribe(foe, srv.uri("kim"))
+        assert r_foe.status == 202 and n.header("Subscription-State").startswith("pending") and n.body == b""
+        # the pending watcher is visible to the presentity through presence.winfo
+        s_w, _r, n = await subscribe(kim, srv.uri("kim"), "presence.winfo")
+        root = etree.fromstring(n.body)
+        listed = {w.text.strip(): w.get("status") for w in root.iterfind(".//w:watcher", NS)}
+        assert listed == {pal.aor: "active", ex.aor: "active", foe.aor: "pending"}
+        # new rules: foe allowed, pal blocked, ex no longer mentioned
+        srv.set_rules("kim", rules(foe="allow", pal="block"))
+        assert await srv.mi("refreshWatchers", ["sip:kim@localhost", "presence", 0]) in ("OK", None, {})
+        n = await foe.expect_request("NOTIFY", call_id=s_foe.call_id)
+        assert n.header("Subscription-State").startswith("active;expires=") and b"kim here" in n.body
+        n = await kim.expect_request("NOTIFY", call_id=s_w.call_id)
+        root = etree.fromstring(n.body)
+        assert root.get("state") == "partial"
+        assert [(w.text.strip(), w.get("status")) for w in root.iterfind(".//w:watcher", NS)] == [(foe.aor, "active")]
+        n = await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+        assert n.header("Subscription-State") == "terminated;reason=rejected" and n.body == b""
+        n = await ex.expect_request("NOTIFY", call_id=s_ex.call_id)
+        assert n.header("Subscription-State") == "terminated;reason=deactivated" and n.body == b""
+        # the subscriptions that ended are gone; the kept decisions follow the rules
+        resp = await pal.send_request(pal.subscribe(dialog=pal.dialog(s_pal, r_pal)))
+        assert resp.status == 481
+        assert srv.watchers("sip:kim@localhost") == {"pal": (3, "rejected"), "foe": (1, None)}
+        # foe's subscription is active now: a refresh gets 200 (not 202) and the body
+        resp = await foe.send_request(foe.subscribe(dialog=foe.dialog(s_foe, r_foe)))
+        assert resp.status == 200
+
+
+async def test_refresh_watchers_without_rules_document_is_an_error(srv: Srv) -> None:
+    with pytest.raises(MIReplyError):
+        await srv.mi("refreshWatchers", ["sip:norules@localhost", "presence", 0])
+
+
+async def test_sphere_conditions_follow_the_published_sphere(srv: Srv) -> None:
+    srv.set_rules("liz", rules(bob="allow@work"))
+    async with await srv.client("liz") as liz, await srv.client("bob") as bob:
+        r = await liz.send_request(liz.publish(srv.uri("liz"), sphere_pidf("sip:liz@localhost", "work")))
+        assert r.status == 200
+        sub, resp, n = await subscribe(bob, srv.uri("liz"))
+        assert resp.status == 200 and n.header("Subscription-State").startswith("active")
+        assert b"at work" in n.body
+        # liz goes home: the work-only rule no longer applies - bob is deactivated, no body leaks
+        await liz.send_request(liz.publish(srv.uri("liz"), sphere_pidf("sip:liz@localhost", "home"),
+                                           etag=r.header("SIP-ETag")))
+        n = await bob.expect_request("NOTIFY", call_id=sub.call_id)
+        assert n.header("Subscription-State") == "terminated;reason=deactivated" and b"at home" not in n.body
+        await bob.expect_no_request("NOTIFY", call_id=sub.call_id, within=0.3)
+
+
+async def test_waiting_subs_daysno_forgets_old_pending_watchers(srv: Srv) -> None:
+    async with await srv.client("zed") as zed:
+        _s, resp, _n = await subscribe(zed, srv.uri("max"))
+        assert resp.status == 202
+    old = int(time.time()) - 4 * 86400
+    with sqlite3.connect(srv.db) as con:
+        con.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
+                    "reason, inserted_time) VALUES ('sip:max@localhost', 'old', '127.0.0.1', 'presence', 2, NULL, ?)",
+                    (old,))
+        con.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
+                    "reason, inserted_time) VALUES ('sip:max@localhost', 'oldok', '127.0.0.1', 'presence', 1, NULL, ?)",
+                    (old,))
+    deadline = time.monotonic() + 5
+    while "old" in srv.watchers("sip:max@localhost") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    # a 4-day-old pending decision is gone (3 days kept); a fresh pending one and an allowed one stay
+    assert srv.watchers("sip:max@localhost") == {"zed": (2, None), "oldok": (1, None)}
