@@ -69,6 +69,7 @@ class TransactionLayer:
         self._scheduled: dict[Machine, float] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_when: float | None = None  # uvloop's TimerHandle has no when(): keep it ourselves
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -279,10 +280,11 @@ class TransactionLayer:
             return
         when = self._heap[0][0]
         if self._wakeup is not None:
-            if self._wakeup.when() == when:
+            if self._wakeup_when == when:
                 return
             self._wakeup.cancel()
         self._wakeup = self._get_loop().call_at(when, self._on_wakeup)
+        self._wakeup_when = when
 
     def _on_wakeup(self) -> None:
         self._wakeup = None
