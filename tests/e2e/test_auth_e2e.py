@@ -222,3 +222,32 @@ async def test_waiting_subs_daysno_forgets_old_pending_watchers(srv: Srv) -> Non
         await asyncio.sleep(0.1)
     # a 4-day-old pending decision is gone (3 days kept); a fresh pending one and an allowed one stay
     assert srv.watchers("sip:max@localhost") == {"zed": (2, None), "oldok": (1, None)}
+
+
+async def test_load_pres_rules_script_stores_and_refreshes(srv: Srv, tmp_path: Path) -> None:
+    """examples/load-pres-rules.py: the documented way to load rules into a running server."""
+    import subprocess
+    import sys
+
+    from presence_e2e import ROOT
+
+    script = ROOT / "examples" / "load-pres-rules.py"
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"<not-rules/>")
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), f"sqlite://{srv.db}",
+                                                    "sip:pat@localhost", str(bad)],
+                                   capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2 and "ruleset" in done.stderr
+    good = tmp_path / "rules.xml"
+    good.write_bytes(rules(pal="allow"))
+    async with await srv.client("pat") as pat, await srv.client("pal") as pal:
+        await pat.send_request(pat.publish(srv.uri("pat"), pidf("sip:pat@localhost", note="pat")))
+        sub, resp, n = await subscribe(pal, srv.uri("pat"))
+        assert resp.status == 202 and n.header("Subscription-State").startswith("pending")
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), f"sqlite://{srv.db}",
+                                                        "sip:pat@localhost", str(good), "--mi", srv.url],
+                                       capture_output=True, text=True, timeout=30, env=env)
+        assert done.returncode == 0, done.stderr
+        n = await pal.expect_request("NOTIFY", call_id=sub.call_id)
+        assert n.header("Subscription-State").startswith("active;") and b"<note>pat</note>" in n.body
