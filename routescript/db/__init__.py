@@ -9,6 +9,11 @@ PostgreSQL. It knows rows and tables, never SIP messages or modules.
     rows = await db.query("active_watchers", {"presentity_uri": uri}, order_by="id")
     await db.close()
 
+Change feed and row claiming, for several servers sharing one database (docs/cluster.md):
+    await db.listen("rs_presence_1", on_announce, on_reconnect=resync)   # on_announce(channel, payload)
+    await db.notify("rs_presence_1", "sip:alice@example.com presence")   # at commit inside a transaction
+    rows = await db.claim("active_watchers", {"sharing_tag": "dead"}, {"sharing_tag": "me"}, limit=500)
+
 URLs are read as OpenSIPS reads its db_url (see routescript.db.url). Every failure is a DatabaseError whose
 `transient` flag tells "retry later" (503) from "bad query/data" (500).
 """
@@ -20,11 +25,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 from routescript.db.base import Database, Row, Transaction, resolve_table_names
 from routescript.db.errors import DatabaseError, SchemaError
+from routescript.db.feed import MAX_PAYLOAD
 from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
 from routescript.db.url import DbUrl, parse_url
 
 __all__ = [
     "DEFAULT_TABLES",
+    "MAX_PAYLOAD",
     "SCHEMA",
     "Column",
     "Database",

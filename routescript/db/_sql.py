@@ -108,11 +108,12 @@ def row_values(table: Table, row: Mapping[str, Any]) -> tuple[list[Column], list
 
 def select(table: Table, name: str, dialect: Dialect, where: Mapping[str, Any] | None,
            columns: Sequence[str] | None, order_by: str | Sequence[str] | None,
-           limit: int | None) -> tuple[str, list[Any], list[Column]]:
+           limit: int | None, params: Params | None = None) -> tuple[str, list[Any], list[Column]]:
+    """SELECT text; `params` continues an outer statement's placeholders (a sub-select)."""
     cols = table.columns if columns is None else tuple(column(table, c) for c in _names(columns))
     if not cols:
         raise DatabaseError("columns must name at least one column")
-    params = Params(dialect)
+    params = params or Params(dialect)
     sql = f"SELECT {', '.join(quote(c.name) for c in cols)} FROM {quote(name)}"
     sql += where_sql(table, where, params)
     if order_by:
@@ -181,6 +182,30 @@ def count(table: Table, name: str, dialect: Dialect,
           where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
     params = Params(dialect)
     return f"SELECT COUNT(*) FROM {quote(name)}" + where_sql(table, where, params), params.values
+
+
+def claim(table: Table, name: str, dialect: Dialect, where: Mapping[str, Any],
+          values: Mapping[str, Any] | None, limit: int | None,
+          order_by: str | Sequence[str] | None) -> tuple[str, list[Any], list[Column]]:
+    """UPDATE (values given) or DELETE of the rows a locking sub-select picks, RETURNING every column.
+
+    PostgreSQL: `... WHERE key IN (SELECT key ... LIMIT n FOR UPDATE SKIP LOCKED)`: rows locked by a
+    concurrent claimer are skipped instead of waited for, and the ones we got stay locked until our
+    transaction ends. SQLite has one writer at a time, so the same statement without the locking
+    clause is already exclusive. The key is `id` when the table has one, else ctid / rowid."""
+    params = Params(dialect)
+    head = f"DELETE FROM {quote(name)}"
+    if values is not None:
+        cols, vals = row_values(table, values)
+        sets = ", ".join(f"{quote(c.name)} = {params.add(v)}" for c, v in zip(cols, vals, strict=True))
+        head = f"UPDATE {quote(name)} SET {sets}"
+    key = quote("id") if table.has_id else ("ctid" if dialect == "postgres" else "rowid")
+    inner, _, _ = select(table, name, dialect, _where(where), None, order_by, limit, params)
+    inner = f"SELECT {key} FROM" + inner.split(" FROM", 1)[1]  # the key instead of the column list
+    if dialect == "postgres":
+        inner += " FOR UPDATE SKIP LOCKED"
+    returning = ", ".join(quote(c.name) for c in table.columns)
+    return f"{head} WHERE {key} IN ({inner}) RETURNING {returning}", params.values, list(table.columns)
 
 
 def _where(where: Any) -> Mapping[str, Any]:

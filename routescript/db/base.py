@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 from routescript.db import _sql
 from routescript.db.errors import DatabaseError, SchemaError
+from routescript.db.feed import FeedCallback, Listeners, ReconnectCallback, check_channel, check_payload
 from routescript.db.schema import (
     DEFAULT_TABLES,
     IDENTIFIER,
@@ -38,7 +39,7 @@ Row = dict[str, Any]
 class Transaction:
     """An open transaction: the connection it runs on and a lock so its statements go one at a time."""
 
-    __slots__ = ("active", "conn", "db", "depth", "lock")
+    __slots__ = ("active", "after_commit", "conn", "db", "depth", "lock")
 
     def __init__(self, db: Database, conn: Any) -> None:
         self.db = db
@@ -46,6 +47,8 @@ class Transaction:
         self.lock = asyncio.Lock()
         self.depth = 0
         self.active = True  # False once it ended: a task it started that outlives it runs on its own
+        # Run once the transaction has committed (the SQLite change feed sends its announcements then).
+        self.after_commit: list[Callable[[], None]] = []
 
 
 # The transactions open in the current task context (innermost last), across every Database.
@@ -67,6 +70,7 @@ class Database(abc.ABC):
         self.url = url  # redacted: safe to log
         self._names = resolve_table_names(table_names)
         self._closed = False
+        self._listeners: Listeners | None = None
 
     # --- rows ---------------------------------------------------------------------------------------
 
@@ -131,6 +135,66 @@ class Database(abc.ABC):
         raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
         return int(raw[0][0])
 
+    async def claim(self, table: str, where: Mapping[str, Any], values: Mapping[str, Any], *,
+                    limit: int | None = None, order_by: str | Sequence[str] | None = None) -> list[Row]:
+        """Take rows for this caller: set `values` on at most `limit` rows matching `where` and return
+        them as they are after the change. Rows another caller is claiming at the same moment are skipped,
+        not waited for (PostgreSQL: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)), so two
+        nodes claiming at once never get the same row. SQLite: one statement under the write lock.
+        Inside `transaction()` the rows stay locked until it ends."""
+        t, name = self._table(table)
+        sql, params, cols = _sql.claim(t, name, self.dialect, where, values, limit, order_by)
+        raw = await self._run(lambda conn: self._fetch(conn, sql, params))
+        return [_row(cols, r) for r in raw]
+
+    async def claim_delete(self, table: str, where: Mapping[str, Any], *, limit: int | None = None,
+                           order_by: str | Sequence[str] | None = None) -> list[Row]:
+        """Delete at most `limit` rows matching `where` and return them; rows being claimed or deleted by
+        another caller at that moment are skipped (FOR UPDATE SKIP LOCKED), so each row is returned to
+        exactly one caller - the one that should announce its removal."""
+        t, name = self._table(table)
+        sql, params, cols = _sql.claim(t, name, self.dialect, where, None, limit, order_by)
+        raw = await self._run(lambda conn: self._fetch(conn, sql, params))
+        return [_row(cols, r) for r in raw]
+
+    # --- change feed (routescript.db.feed) ----------------------------------------------------------
+
+    async def listen(self, channel: str, callback: FeedCallback, *,
+                     on_reconnect: ReconnectCallback | None = None) -> None:
+        """Call `callback(channel, payload)` for every announcement on `channel` (the ones this database
+        sends included). `on_reconnect()` is called after the listening connection was lost and is back:
+        announcements sent in between were missed, re-read the tables. A callback may be a coroutine
+        function (it then runs as a task). Raises DatabaseError (transient) when the database cannot be
+        reached now; nothing stays registered then."""
+        self._check_open()
+        check_channel(channel)
+        if not self.listeners.add(channel, callback, on_reconnect):
+            return  # the channel is listened to already
+        try:
+            await self._listen(channel)
+        except BaseException:
+            self.listeners.remove(channel, callback, on_reconnect)
+            raise
+
+    async def unlisten(self, channel: str, callback: FeedCallback | None = None, *,
+                       on_reconnect: ReconnectCallback | None = None) -> None:
+        """Stop calling `callback` (None: every callback of the channel) and `on_reconnect`."""
+        check_channel(channel)
+        if self.listeners.remove(channel, callback, on_reconnect):
+            await self._unlisten(channel)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Announce `payload` (text, at most 8000 bytes) to every listener of `channel`. Inside
+        `transaction()` it is sent at commit, never when the transaction rolls back."""
+        self._check_open()
+        await self._notify(check_channel(channel), check_payload(payload))
+
+    @property
+    def listeners(self) -> Listeners:
+        if self._listeners is None:
+            self._listeners = Listeners(self.url)
+        return self._listeners
+
     # --- transactions -------------------------------------------------------------------------------
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
@@ -148,9 +212,11 @@ class Database(abc.ABC):
             outer.depth += 1
             savepoint = f"rs_sp_{outer.depth}"
             await self._statement(f"SAVEPOINT {savepoint}")
+            mark = len(outer.after_commit)
             try:
                 yield outer
             except BaseException:
+                del outer.after_commit[mark:]  # what the savepoint announced is rolled back with it
                 try:
                     await self._statement(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     await self._statement(f"RELEASE SAVEPOINT {savepoint}")
@@ -170,6 +236,11 @@ class Database(abc.ABC):
             finally:
                 tx.active = False
                 _ACTIVE.reset(token)
+        for action in tx.after_commit:  # reached only when the block and the COMMIT succeeded
+            try:
+                action()
+            except Exception:
+                log.exception("%s: after-commit action failed", self.url)
 
     def _current_tx(self) -> Transaction | None:
         for tx in reversed(_ACTIVE.get()):
@@ -293,7 +364,12 @@ class Database(abc.ABC):
         """Close the connections; later calls raise DatabaseError. Safe to call twice."""
         if not self._closed:
             self._closed = True
-            await self._close()
+            try:
+                await self._close_feed()
+            finally:
+                if self._listeners is not None:
+                    await self._listeners.close()
+                await self._close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -343,6 +419,19 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     async def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _listen(self, channel: str) -> None:
+        """Start receiving `channel` into self.listeners (raise DatabaseError when unreachable now)."""
+
+    @abc.abstractmethod
+    async def _unlisten(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _notify(self, channel: str, payload: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _close_feed(self) -> None: ...
 
 
 def resolve_table_names(table_names: Mapping[str, str] | None) -> dict[str, str]:

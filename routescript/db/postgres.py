@@ -6,6 +6,8 @@ connections are marked for replacement, and calls fail fast until the back-off d
 30 s) has passed; the next call after that reconnects. A read (query/count) that meets a dead pooled
 connection is tried once more at once on a fresh one - a read is safe to repeat, a write is not (it may
 have been committed before the connection dropped).
+
+The change feed (LISTEN/NOTIFY, routescript.db.feed) has a connection of its own: see routescript.db.pg_feed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncpg
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
+from routescript.db.pg_feed import PgListener
 
 T = TypeVar("T")
 
@@ -61,6 +64,8 @@ class PostgresDatabase(Database):
         super().__init__(url, table_names)
         self._pool = pool
         self.backoff = Backoff(clock)
+        self._dsn = ""
+        self._listener: PgListener | None = None
 
     @classmethod
     async def open(cls, url: str, dsn: str, table_names: Mapping[str, str] | None = None,
@@ -71,7 +76,9 @@ class PostgresDatabase(Database):
                                              command_timeout=COMMAND_TIMEOUT)
         except Exception as exc:
             raise DatabaseError(f"cannot connect to {url}: {exc}", _kind(exc)) from exc
-        return cls(url, pool, table_names, clock)
+        db = cls(url, pool, table_names, clock)
+        db._dsn = dsn
+        return db
 
     async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
         self.backoff.check(self.url)
@@ -164,6 +171,29 @@ class PostgresDatabase(Database):
         if isinstance(exc, DatabaseError):
             return exc
         return DatabaseError(f"PostgreSQL {self.url}: {exc}", _kind(exc))
+
+    # --- change feed: LISTEN on a connection of its own, NOTIFY through the pool ---------------------
+    @property
+    def listener(self) -> PgListener:
+        """The LISTEN connection's supervisor (its back-off and keep-alive are attributes)."""
+        if self._listener is None:
+            self._listener = PgListener(self.url, self._dsn, self.listeners)
+        return self._listener
+
+    async def _listen(self, channel: str) -> None:
+        await self.listener.listen(channel)
+
+    async def _unlisten(self, channel: str) -> None:
+        if self._listener is not None:
+            await self._listener.unlisten(channel)
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        # pg_notify joins the current transaction, if any: PostgreSQL sends it at commit.
+        await self._run(lambda conn: self._fetch(conn, "SELECT pg_notify($1, $2)", [channel, payload]))
+
+    async def _close_feed(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
 
     async def _close(self) -> None:
         try:

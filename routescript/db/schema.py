@@ -136,12 +136,26 @@ PUA = Table(
              ("update_idx", ("pres_uri", "pres_id", "flag", "event"))),
 )
 
+# Ours, not OpenSIPS's: one row per node of a presence cluster (modules/presence/cluster.py, docs/cluster.md).
+# Created only when clustering is configured. node_id is the node's sharing tag, the value its
+# subscriptions carry in active_watchers.sharing_tag (hence the same size). `beat` changes at every
+# heartbeat (observers time its changes on their own clocks, so clock skew between machines does not
+# matter); `last_seen` is the node's wall clock, for people reading the table. state: active | dead
+# (taken over by `adopted_by`).
+RS_NODES = Table(
+    "rs_nodes", 1,
+    (_id(), _i("cluster_id"), _s("node_id", 32), _s("state", 16, default="active"), _i("beat", default=0),
+     _i("last_seen", default=0), _i("started", default=0), _s("adopted_by", 32, null_default=True)),
+    unique=(("node_idx", ("cluster_id", "node_id")),),
+)
+
 # Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
-SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA)}
+SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA,
+                                                RS_NODES)}
 
 # The tables ensure_schema()/init_schema() handle when not told otherwise: those the presence server
 # uses. `pua` (client side, used by later features) is left out so an old pua table in an existing
-# OpenSIPS database never stops the start; ask for it by name.
+# OpenSIPS database never stops the start; ask for it by name. `rs_nodes` likewise (clustering only).
 DEFAULT_TABLES: tuple[str, ...] = ("presentity", "active_watchers", "watchers", "xcap")
 
 

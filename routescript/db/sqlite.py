@@ -8,6 +8,8 @@ instead of meeting "database is locked". Settings and why:
   `transaction()` (group commit) pays for one sync instead of many.
 - busy_timeout=5000 ms: another process holding the write lock makes us wait, not fail at once.
 - BEGIN IMMEDIATE: a transaction takes the write lock when it starts, so it cannot fail halfway on upgrade.
+
+The change feed (listen/notify) reaches the Databases of this process opened on the same file only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import aiosqlite
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
+from routescript.db.feed import LocalHub
 from routescript.db.schema import quote
 
 T = TypeVar("T")
@@ -123,6 +126,34 @@ class SqliteDatabase(Database):
         if isinstance(exc, DatabaseError):
             return exc
         return DatabaseError(f"SQLite {self.path}: {exc}", _kind(exc))
+
+    # --- change feed: in-process only (routescript.db.feed.LocalHub) ---------------------------------
+    @property
+    def _hub_key(self) -> str:
+        # Every Database on one file shares a hub; a private :memory: database has its own.
+        return self.path if self.path != ":memory:" else f":memory:{id(self)}"
+
+    async def _listen(self, channel: str) -> None:
+        LocalHub.join(self._hub_key, self.listeners)
+
+    async def _unlisten(self, channel: str) -> None:
+        if not self.listeners.channels:
+            self._leave_hub()
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        key = self._hub_key
+        tx = self._current_tx()
+        if tx is not None:
+            tx.after_commit.append(lambda: LocalHub.publish_to(key, channel, payload))
+        else:
+            LocalHub.publish_to(key, channel, payload)
+
+    def _leave_hub(self) -> None:
+        if self._listeners is not None:
+            LocalHub.leave_key(self._hub_key, self._listeners)
+
+    async def _close_feed(self) -> None:
+        self._leave_hub()
 
     async def _close(self) -> None:
         async with self._lock:

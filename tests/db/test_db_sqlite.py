@@ -138,6 +138,8 @@ def test_generated_sqlite_ddl_matches_opensips_columns(tmp_path: Path) -> None:
     try:
         theirs.executescript(OPENSIPS_SQLITE)
         for table in SCHEMA.values():
+            if table.name == "rs_nodes":  # ours, not OpenSIPS's (clustering)
+                continue
             for stmt in create_table_sql(table, "sqlite"):
                 ours.execute(stmt)
             info = f"PRAGMA table_info({table.name})"
