@@ -138,7 +138,8 @@ class Database(abc.ABC):
     async def claim(self, table: str, where: Mapping[str, Any], values: Mapping[str, Any], *,
                     limit: int | None = None, order_by: str | Sequence[str] | None = None) -> list[Row]:
         """Take rows for this caller: set `values` on at most `limit` rows matching `where` and return
-        them as they are after the change. Rows another caller is claiming at the same moment are skipped,
+        them as they are after the change (`order_by` picks which rows when there are more than `limit`;
+        they come back in no particular order). Rows another caller is claiming at the same moment are skipped,
         not waited for (PostgreSQL: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)), so two
         nodes claiming at once never get the same row. SQLite: one statement under the write lock.
         Inside `transaction()` the rows stay locked until it ends."""
@@ -184,7 +185,7 @@ class Database(abc.ABC):
             await self._unlisten(channel)
 
     async def notify(self, channel: str, payload: str) -> None:
-        """Announce `payload` (text, at most 8000 bytes) to every listener of `channel`. Inside
+        """Announce `payload` (text shorter than 8000 bytes) to every listener of `channel`. Inside
         `transaction()` it is sent at commit, never when the transaction rolls back."""
         self._check_open()
         await self._notify(check_channel(channel), check_payload(payload))

@@ -12,7 +12,7 @@ What both backends promise:
   at that moment; an announcement sent while a listener was cut off is lost for it. That is why
   `listen(..., on_reconnect=cb)` exists: cb is called once the listener is back, so its owner can
   re-read what it may have missed from the tables (resync).
-- Payloads are text of at most MAX_PAYLOAD bytes (UTF-8): announce keys, not bodies.
+- Payloads are text shorter than 8000 bytes (UTF-8; MAX_PAYLOAD): announce keys, not bodies.
   PostgreSQL collapses identical (channel, payload) pairs sent in one transaction; the SQLite hub does not.
 """
 
@@ -29,8 +29,8 @@ from routescript.db.errors import DatabaseError
 
 log = logging.getLogger("routescript.db")
 
-# PostgreSQL's limit is 8000 bytes per payload (with the default page size).
-MAX_PAYLOAD = 8000
+# PostgreSQL: "the payload string ... must be shorter than 8000 bytes" (default configuration).
+MAX_PAYLOAD = 7999
 # A channel is a lower-case identifier: PostgreSQL folds unquoted names, so mixed case invites mistakes.
 CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 MAX_PENDING_CALLBACKS = 10_000  # bound: async callbacks still running; beyond, announcements are dropped

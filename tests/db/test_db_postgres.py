@@ -11,8 +11,9 @@ import pytest
 from routescript.db import DEFAULT_TABLES, DatabaseError, open_database
 from routescript.db.postgres import Backoff
 
-from .conftest import PG_URL, fresh_pg_schema, parse_url, raw_rows, raw_sql, with_search_path
+from .conftest import PG_URL, fresh_pg_schema, raw_rows, raw_sql, with_search_path
 from .opensips_sql import POSTGRES as OPENSIPS_POSTGRES
+from .pg_proxy import TcpProxy, pg_host_port, proxied
 from .test_db_behaviour import presentity
 
 
@@ -89,68 +90,11 @@ async def test_unreachable_server_is_a_transient_error() -> None:
     assert err.value.transient and "***" not in str(err.value)
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the PostgreSQL server; stop() drops every connection like a server
-    restart or a network cut would."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            dst.close()
-
-    async def drop_connections(self) -> None:
-        for w in list(self.writers):
-            w.close()
-        self.writers.clear()
-        for _ in range(5):  # let both ends see the close
-            await asyncio.sleep(0)
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.drop_connections()
-        await self.server.wait_closed()
-        for t in list(self.tasks):
-            t.cancel()
-
-
 async def test_lost_connection_fails_fast_then_reconnects_after_backoff(pg_url: str) -> None:
-    target = parse_url(PG_URL)
-    host_port = target.dsn.split("@", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    proxy = TcpProxy((host, int(port or 5432)))
+    proxy = TcpProxy(pg_host_port())
     await proxy.start()
     clock = FakeClock()
-    schema_url = pg_url.replace(host_port, f"127.0.0.1:{proxy.port}", 1)
+    schema_url = proxied(pg_url, proxy)
     db = await open_database(schema_url, clock=clock)
     try:
         await db.ensure_schema(["presentity"])
