@@ -23,7 +23,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from routescript.db.errors import DatabaseError
 
@@ -146,7 +146,7 @@ class LocalHub:
     registers its Listeners here. Other processes using the same file are not reached (use PostgreSQL
     for several nodes)."""
 
-    _hubs: dict[str, LocalHub] = {}
+    _hubs: ClassVar[dict[str, LocalHub]] = {}
 
     def __init__(self, key: str) -> None:
         self.key = key

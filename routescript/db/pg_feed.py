@@ -111,7 +111,7 @@ class PgListener:
                 await self.sleep(delay)
                 continue
             ended = asyncio.Event()
-            conn.add_termination_listener(lambda _c: ended.set())
+            conn.add_termination_listener(lambda _c, ended=ended: ended.set())
             self.conn = conn
             delay = 0.0
             if self._first is not None and not self._first.done():

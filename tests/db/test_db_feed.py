@@ -209,7 +209,8 @@ async def test_racing_claims_split_the_rows(pg_url: str) -> None:
         async def drain(db: Database, me: str) -> list[int]:
             got: list[int] = []
             for _ in range(200):
-                rows = await db.claim("active_watchers", {"sharing_tag": "dead"}, {"sharing_tag": me}, limit=7)
+                rows = await db.claim("active_watchers", {"sharing_tag": "dead"}, {"sharing_tag": me},
+                                      limit=7)
                 if not rows:
                     return got
                 got += [r["id"] for r in rows]
