@@ -24,7 +24,7 @@ from .presentity import PresentityTable, Publication, PublishAction, PublishDeci
 from .sender import NotifySender
 from .storage import PresenceStore, join_pres_uri, publication_from_row, split_pres_uri, subscription_from_row
 from .sphere import extract_sphere
-from .subscription import (SubEvent, SubscribeAction, SubscribeFacts, Subscription, SubState, SubsTable,
+from .subscription import (SubscribeAction, SubscribeFacts, Subscription, SubState, SubsTable,
                            auth_change)
 
 log = logging.getLogger("routescript.presence")
