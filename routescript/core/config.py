@@ -245,12 +245,12 @@ def apply_globals(items: list[tuple[str, Any, Pos | None]]) -> tuple[CoreConfig,
         if spec is None:
             warnings.append((f"unknown core parameter '{name}' ignored", pos))
             continue
-        kind, _default, repeatable = spec
+        kind, _default, _repeatable = spec
         if kind == "socket":
             cfg.sockets.append(parse_socket(str(value), pos))
             continue
         try:
-            typed = {"int": _int, "bool": _bool, "str": _str}[kind](value)
+            typed: Any = {"int": _int, "bool": _bool, "str": _str}[kind](value)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
         if name == "alias":

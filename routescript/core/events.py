@@ -17,7 +17,7 @@ from routescript.script.context import EVENT_ROUTE, MsgContext
 
 log = logging.getLogger("routescript.core")
 
-Subscriber = Callable[[str, dict[str, Any]], "None | Awaitable[None]"]
+Subscriber = Callable[[str, dict[str, Any]], "Awaitable[None] | None"]
 
 
 class EventBus:

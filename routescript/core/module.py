@@ -198,7 +198,7 @@ class Module:
         out = []
         for method in self._tagged("_rs_pvars"):
             for name, key, setter in method.__func__.__dict__["_rs_pvars"]:
-                out.append(PVarSpec(name, method, getattr(self, setter) if setter else None, key,  # type: ignore[arg-type]
+                out.append(PVarSpec(name, method, getattr(self, setter) if setter else None, key,
                                     module=self.name))
         return out
 

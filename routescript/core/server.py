@@ -26,7 +26,7 @@ import signal
 from collections.abc import Iterable
 from typing import Any
 
-from routescript.script.context import (  # noqa: I001
+from routescript.script.context import (
     ERROR_ROUTE,
     EVENT_ROUTE,
     ONREPLY_ROUTE,

@@ -158,6 +158,37 @@ class CoreCounters:
         "received_replies", "relayed_replies", "local_replies", "UAS_transactions", "UAC_transactions",
         "tm_2xx", "tm_3xx", "tm_4xx", "tm_5xx", "tm_6xx",
     )
+    # Declared for the type checker; __init__ sets every slot to 0.
+    rcv_requests: int
+    rcv_replies: int
+    fwd_requests: int
+    fwd_replies: int
+    drop_requests: int
+    drop_replies: int
+    err_requests: int
+    err_replies: int
+    bad_URIs_rcvd: int
+    unsupported_methods: int
+    bad_msg_hdr: int
+    sl_1xx: int
+    sl_2xx: int
+    sl_3xx: int
+    sl_4xx: int
+    sl_5xx: int
+    sl_6xx: int
+    sent_replies: int
+    sent_err_replies: int
+    received_ACKs: int
+    received_replies: int
+    relayed_replies: int
+    local_replies: int
+    UAS_transactions: int
+    UAC_transactions: int
+    tm_2xx: int
+    tm_3xx: int
+    tm_4xx: int
+    tm_5xx: int
+    tm_6xx: int
 
     def __init__(self) -> None:
         for attr in self.__slots__:

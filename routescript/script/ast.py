@@ -88,7 +88,7 @@ class Transform:
     """{name,param,...}; params are str/int literals or pseudo-variables (evaluated per message)."""
 
     name: str
-    params: tuple["str | int | PVar", ...]
+    params: tuple[str | int | PVar, ...]
     pos: Pos
 
 
@@ -102,7 +102,7 @@ class PVar:
 
     name: str
     key: str | None
-    index: "int | str | PVar | None"
+    index: int | str | PVar | None
     transforms: tuple[Transform, ...]
     text: str
     pos: Pos
@@ -121,7 +121,7 @@ class StrLit:
     pseudo-variables ("$fu to $ru" -> (PVar fu, " to ", PVar ru)); a string without `$` has parts (value,)."""
 
     value: str
-    parts: tuple["str | PVar", ...]
+    parts: tuple[str | PVar, ...]
     pos: Pos
 
     @property
@@ -147,8 +147,8 @@ class BinOp:
     """op: "||" "&&" "==" "!=" "<" ">" "<=" ">=" "=~" "!~" "|" "^" "&" "<<" ">>" "+" "-" "*" "/" "%"."""
 
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     pos: Pos
 
 
@@ -157,7 +157,7 @@ class UnaryOp:
     """op: "!" (also `not`), "~", "-"."""
 
     op: str
-    operand: "Expr"
+    operand: Expr
     pos: Pos
 
 
@@ -166,7 +166,7 @@ class Call:
     """A script function call, as a statement or a condition. An omitted argument (f(a,,c)) is None."""
 
     name: str
-    args: tuple["Expr | Ident | None", ...]
+    args: tuple[Expr | Ident | None, ...]
     pos: Pos
 
 
@@ -175,7 +175,7 @@ class RouteCall:
     """route(name[, arg...]); the args are $param(1).. in the called route."""
 
     name: str
-    args: tuple["Expr | Ident | None", ...]
+    args: tuple[Expr | Ident | None, ...]
     pos: Pos
 
 
@@ -188,15 +188,15 @@ Expr = Union[PVar, IntLit, StrLit, NullLit, BinOp, UnaryOp, Call, RouteCall]
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    stmts: tuple["Stmt", ...]
+    stmts: tuple[Stmt, ...]
     pos: Pos
 
 
 @dataclass(frozen=True, slots=True)
 class If:
     cond: Expr
-    then: "Stmt"
-    orelse: "Stmt | None"
+    then: Stmt
+    orelse: Stmt | None
     pos: Pos
 
 
@@ -205,7 +205,7 @@ class Case:
     """`case value:` (value int or str) or `default:` (value None, is_default True)."""
 
     value: int | str | None
-    body: tuple["Stmt", ...]
+    body: tuple[Stmt, ...]
     pos: Pos
     is_default: bool = False
 
@@ -220,7 +220,7 @@ class Switch:
 @dataclass(frozen=True, slots=True)
 class While:
     cond: Expr
-    body: "Stmt"
+    body: Stmt
     pos: Pos
 
 
@@ -230,7 +230,7 @@ class ForEach:
 
     var: PVar
     iterable: PVar
-    body: "Stmt"
+    body: Stmt
     pos: Pos
 
 
@@ -327,6 +327,6 @@ class Script:
     loadmodules: list[LoadModule] = field(default_factory=list)
     modparams: list[ModParam] = field(default_factory=list)
     routes: list[RouteDef] = field(default_factory=list)
-    warnings: list["Diagnostic"] = field(default_factory=list)  # severity "warning"
+    warnings: list[Diagnostic] = field(default_factory=list)  # severity "warning"
     files: tuple[str, ...] = ()  # the main file, then every included one
     texts: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # file -> its text

@@ -22,6 +22,8 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from routescript.sip.errors import SIPError
+
 from . import ast
 from . import runtime as rt
 from .ast import Pos
@@ -178,7 +180,7 @@ class _Gen:
         """Route kinds each route runs in: a route[x] runs in the kinds of every route calling it."""
         calls: dict[tuple[str, str | None], set[str]] = {}
         for key, r in self.defs.items():
-            calls[key] = {n for n in _route_calls(r.body)}
+            calls[key] = set(_route_calls(r.body))
             if r.kind == REQUEST_ROUTE and r.name is not None:
                 self.kinds[key] = set()
             else:
@@ -556,7 +558,7 @@ class _Gen:
             for p in params:
                 if isinstance(p, ast.PVar):
                     code = self.pvar_get(p)
-                    values.append(eval(f"lambda ctx: {code}", self.ns))  # noqa: S307 - our generated code
+                    values.append(eval(f"lambda ctx: {code}", self.ns))
                 else:
                     values.append(p)
         else:
@@ -699,7 +701,7 @@ class _Gen:
             except ValueError as exc:
                 self.error(pos, f"{what}: {exc}")
                 raise _Failed from None
-        if isinstance(value, (int, str)) and not isinstance(value, bool) or value is None:
+        if (isinstance(value, (int, str)) and not isinstance(value, bool)) or value is None:
             return repr(value)
         return self.bind(value, "_a")
 
@@ -793,7 +795,7 @@ def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: 
         except Exception as exc:
             pos = _script_pos(exc, filename, line_pos)
             rt.note_failure(ctx, exc, pos)
-            if isinstance(exc, rt.SIPError):  # the peer's bad header, met by a pseudo-variable
+            if isinstance(exc, SIPError):  # the peer's bad header, met by a pseudo-variable
                 log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
             else:
                 log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,

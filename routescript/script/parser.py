@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import lark
 from lark import Token, Tree
@@ -144,7 +144,8 @@ class _Loader:
                 return None
             if recovery.failed:
                 return None
-            return _Builder(self, filename).transform(tree)
+            built: list[Any] = _Builder(self, filename).transform(tree)
+            return built
         finally:
             self.stack.pop()
 
@@ -256,25 +257,26 @@ class _Recovery:
 
     def _bad_characters(self, exc: UnexpectedCharacters, resume: bool = True) -> None:
         pos = self.pos(exc.line, exc.column)
-        ch = self.text[exc.pos_in_stream] if exc.pos_in_stream < len(self.text) else ""
-        eol = self.text.find("\n", exc.pos_in_stream)
+        at = cast(int, exc.pos_in_stream)  # always set when the lexer raises
+        ch = self.text[at] if at < len(self.text) else ""
+        eol = self.text.find("\n", at)
         eol = len(self.text) if eol < 0 else eol
-        skip_to = exc.pos_in_stream + 1
+        skip_to = at + 1
         if ch in "\"'":
             msg = "unterminated string (a string must end on the line it starts)"
             skip_to = eol
-        elif self.text.startswith("/*", exc.pos_in_stream):
+        elif self.text.startswith("/*", at):
             msg = "unterminated comment: '/*' without '*/'"
             skip_to = len(self.text)
         elif ch == "$":
             msg = "bad pseudo-variable: expected $name, $name(key) or $(name...)"
-            m = re.compile(r"\$\(?[^\s;,)]*\)?").match(self.text, exc.pos_in_stream)
+            m = re.compile(r"\$\(?[^\s;,)]*\)?").match(self.text, at)
             skip_to = m.end() if m else skip_to
         else:
             msg = f"unexpected character {ch!r}"
         self.emit(pos, msg)
         if resume:
-            state = exc.interactive_parser.lexer_thread.state  # type: ignore[union-attr]
+            state: Any = exc.interactive_parser.lexer_thread.state
             state.line_ctr.feed(self.text[state.line_ctr.char_pos:skip_to])
             if ch in "\"'":  # the statement is lost: carry on with the next one
                 self._unwind(exc.interactive_parser)
@@ -319,7 +321,7 @@ class _Recovery:
         if self._unwind(ip):
             # a broken top-level item (modparam("m", "p", foo)): its rest is skipped to the end of the
             # line, as top-level items hold no ';' to resynchronise on
-            state = ip.lexer_thread.state
+            state: Any = ip.lexer_thread.state
             eol = self.text.find("\n", state.line_ctr.char_pos)
             eol = len(self.text) if eol < 0 else eol
             if eol > state.line_ctr.char_pos:
@@ -338,7 +340,7 @@ class _Recovery:
             state.line_ctr.feed(self.text[i:end])
 
     @staticmethod
-    def _rewind(ip: Any, tok: Token) -> None:
+    def _rewind(ip: Any, tok: Any) -> None:
         ctr = ip.lexer_thread.state.line_ctr
         ctr.char_pos = tok.start_pos
         ctr.line = tok.line
@@ -354,7 +356,7 @@ class _Recovery:
 
     def _skip_block(self, exc: UnexpectedToken) -> None:
         """Skip the text from the bad token to the end of the `{ ... }` that follows it."""
-        state = exc.interactive_parser.lexer_thread.state
+        state: Any = exc.interactive_parser.lexer_thread.state
         i = state.line_ctr.char_pos
         start = self.text.find("{", exc.token.start_pos or 0)
         if start < 0:
@@ -388,7 +390,7 @@ class _Recovery:
             if isinstance(value, Token):
                 return value
             if isinstance(value, Tree):
-                toks = [t for t in value.scan_values(lambda v: isinstance(v, Token))]
+                toks: list[Token] = list(value.scan_values(lambda v: isinstance(v, Token)))
                 if toks:
                     return toks[-1]
         return None
@@ -875,7 +877,7 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     def _bin(op: str) -> Any:  # type: ignore[misc]
         @lark.v_args(meta=True)
-        def make(self: "_Builder", meta: Any, c: list[Any]) -> ast.BinOp:
+        def make(self: _Builder, meta: Any, c: list[Any]) -> ast.BinOp:
             return ast.BinOp(op, c[0], c[-1], self._pos(meta))
         return make
 

@@ -64,7 +64,8 @@ def _request(ctx: MsgContext) -> Any:
 
 def _index(index: Any) -> int | str | None:
     if index is None or index == "*" or isinstance(index, int):
-        return index
+        same: int | str | None = index
+        return same
     if isinstance(index, str):
         try:
             return int(index)
@@ -136,7 +137,7 @@ def _check_name(pattern: re.Pattern[str], what: str) -> Callable[[str], None]:
 # $var(name), $avp(name)
 
 def get_var(ctx: MsgContext, key: str | None, index: Any) -> Any:
-    return ctx.vars.get(key)
+    return ctx.vars.get(key) if key is not None else None
 
 
 def set_var(ctx: MsgContext, key: str | None, index: Any, value: Any) -> None:
@@ -204,7 +205,8 @@ def _remember_original(ctx: MsgContext, msg: Any) -> None:
 
 def _original_ruri(ctx: MsgContext, msg: Any) -> str:
     orig = ctx.extra.get(_ORIG_RURI)
-    return orig if orig is not None else msg.ruri
+    ruri: str = orig if orig is not None else msg.ruri
+    return ruri
 
 
 def _valid_uri(value: Any, what: str) -> str:
@@ -390,8 +392,10 @@ def get_hdr(ctx: MsgContext, key: str | None, index: Any) -> str | None:
     if msg is None:
         return None
     if index is None:
-        return msg.header(key)
-    return _pick(msg.header_all(key), index)
+        first: str | None = msg.header(key)
+        return first
+    picked: str | None = _pick(msg.header_all(key), index)
+    return picked
 
 
 def get_hdrcnt(ctx: MsgContext, key: str | None, index: Any) -> int | None:
@@ -416,7 +420,8 @@ def _contacts(ctx: MsgContext) -> tuple[list[Any], list[str]]:
 def get_ct(ctx: MsgContext, key: Any, index: Any) -> str | None:
     """$ct: a Contact value as written ("*" for a star Contact)."""
     _, raw = _contacts(ctx)
-    return _pick(raw, index)
+    picked: str | None = _pick(raw, index)
+    return picked
 
 
 CT_FIELDS = ("name", "uri", "q", "expires", "methods", "received", "params")
@@ -501,7 +506,8 @@ def get_method(ctx: MsgContext, key: Any, index: Any) -> str | None:
     msg = ctx.msg
     if msg is None:
         return None
-    return msg.method if msg.is_request else msg.cseq.method
+    method: str = msg.method if msg.is_request else msg.cseq.method
+    return method
 
 
 def get_status(ctx: MsgContext, key: Any, index: Any) -> int | None:
@@ -614,7 +620,7 @@ def _time_pvars(clock: Clock) -> list[PVarSpec]:
         return int(clock())
 
     def get_tsm(ctx: MsgContext, key: Any, index: Any) -> int:
-        return int(round((clock() % 1) * 1_000_000)) % 1_000_000
+        return round((clock() % 1) * 1_000_000) % 1_000_000
 
     def get_tf(ctx: MsgContext, key: Any, index: Any) -> str:
         return time.ctime(int(clock()))

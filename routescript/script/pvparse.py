@@ -58,6 +58,11 @@ def _balanced(text: str, i: int, open_: str, close: str) -> int:
     raise PVarSyntaxError(i, f"missing '{close}' to match '{open_}'")
 
 
+def _shifted(pos_at: PosAt, base: int) -> PosAt:
+    """pos_at for a text that starts at offset `base` of the outer one."""
+    return lambda off: pos_at(base + off)
+
+
 def parse_pvar(text: str, i: int, pos_at: PosAt, depth: int = 0) -> tuple[PVar, int]:
     """Parse the pseudo-variable starting at text[i] == '$'; return it and the index just past it."""
     if depth > MAX_DEPTH:
@@ -95,7 +100,7 @@ def parse_pvar(text: str, i: int, pos_at: PosAt, depth: int = 0) -> tuple[PVar, 
         if raw == "*":
             index = "*"
         elif raw.startswith("$"):
-            index, used = parse_pvar(raw, 0, lambda off, base=j + 1: pos_at(base + off), depth + 1)
+            index, used = parse_pvar(raw, 0, _shifted(pos_at, j + 1), depth + 1)
             if used != len(raw):
                 raise PVarSyntaxError(j + 1 + used, f"unexpected text in index [{raw}]")
         else:
@@ -146,7 +151,7 @@ def _parse_transform(text: str, i: int, end: int, pos_at: PosAt, depth: int) -> 
         if stripped.startswith("$"):
             lead = len(raw) - len(raw.lstrip())
             base = inner_start + off + lead
-            pv, used = parse_pvar(stripped, 0, lambda o, b=base: pos_at(b + o), depth + 1)
+            pv, used = parse_pvar(stripped, 0, _shifted(pos_at, base), depth + 1)
             if used == len(stripped):
                 params.append(pv)
                 continue

@@ -145,7 +145,7 @@ class Registry:
     def add_transform(self, spec: TransformSpec) -> None:
         self.transforms[spec.name] = spec
 
-    def merge(self, other: "Registry") -> None:
+    def merge(self, other: Registry) -> None:
         self.functions.update(other.functions)
         self.pvars.update(other.pvars)
         self.transforms.update(other.transforms)

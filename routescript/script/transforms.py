@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from routescript.sip import ParseError, parse_uri
+from routescript.sip import ParseError, SipURI, parse_uri
 
 from .registry import TransformSpec
 
@@ -511,7 +511,7 @@ def s_stripto(value: Any, char: Any) -> str:
 # ---------------------------------------------------------------------------------------------------
 # uri.
 
-def _parse_uri(value: Any) -> Any:
+def _parse_uri(value: Any) -> SipURI:
     text = _nonempty_text(value, "uri transformation")
     try:
         return parse_uri(text)
@@ -519,7 +519,7 @@ def _parse_uri(value: Any) -> Any:
         raise ValueError(f"not a valid URI: {text!r}") from None
 
 
-def _uri_param(uri: Any, name: str) -> str | None:
+def _uri_param(uri: SipURI, name: str) -> str | None:
     lname = name.lower()
     for pname, pvalue in uri.params:
         if pname.lower() == lname:
@@ -527,7 +527,7 @@ def _uri_param(uri: Any, name: str) -> str | None:
     return None
 
 
-def _none_if_empty(text: Any) -> Any:
+def _none_if_empty(text: str | None) -> str | None:
     return text if text not in (None, "") else None
 
 

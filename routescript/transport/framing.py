@@ -63,7 +63,7 @@ class StreamFramer:
         buf = self._buf
         if self._need is None:
             # Between messages: keep-alive pings and stray line ends.
-            while buf[:1] in (b"\r", b"\n"):
+            while buf and buf[0] in b"\r\n":
                 if buf[:4] == PING:
                     del buf[:4]
                     return Ping()

@@ -39,11 +39,10 @@ async def start(tmp_path: Path, params: str) -> Server:
 
 async def scrape(server: Server, path: str = "/metrics") -> dict[str, Any]:
     url = server.modules.get("httpd").url + path  # type: ignore[union-attr]
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-        async with http.get(url) as r:
-            assert r.status == 200
-            assert r.headers["Content-Type"].startswith("text/plain")
-            text = await r.text()
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http, http.get(url) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
@@ -105,9 +104,8 @@ modparam("prometheus", "statistics", "core:")
         assert families["opensips_rcv_requests"].samples[0].labels == {"grp": "core"}
         assert "opensips_2xx_replies" not in families  # sl: not selected
         url = srv.modules.get("httpd").url + "/metrics"  # type: ignore[union-attr]
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-            async with http.post(url, data="x") as r:
-                assert r.status == 405
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http, http.post(url, data="x") as r:
+            assert r.status == 405
     finally:
         await srv.stop()
 
