@@ -70,14 +70,17 @@ class ClusterConfig:
     adopt_batch: int = 500
 
     def __post_init__(self) -> None:
-        if isinstance(self.cluster_id, bool) or not isinstance(self.cluster_id, int) or self.cluster_id <= 0:
+        cid = self.cluster_id
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid <= 0:
             raise ClusterError(f"cluster_id must be a positive integer, not {self.cluster_id!r}")
         if not isinstance(self.node_id, str) or not self.node_id.strip() or len(self.node_id) > MAX_NODE_ID:
-            raise ClusterError(f"the sharing tag (node id) must be 1..{MAX_NODE_ID} characters: {self.node_id!r}")
+            raise ClusterError(f"the sharing tag (node id) must be 1..{MAX_NODE_ID} characters: "
+                               f"{self.node_id!r}")
         if self.ping_interval <= 0:
             raise ClusterError("cluster_ping_interval must be above 0")
         if self.node_timeout and self.node_timeout <= self.ping_interval * 2:
-            raise ClusterError("cluster_node_timeout must be 0 (no takeover) or above twice the ping interval")
+            raise ClusterError("cluster_node_timeout must be 0 (no takeover) or above twice the ping "
+                               "interval")
         if not 1 <= self.adopt_batch <= 10_000:
             raise ClusterError("adopt_batch must be within 1..10000")
 
@@ -218,7 +221,8 @@ class ClusterNode:
         (cluster_pres_events). DatabaseError when the database is unreachable."""
         if not self._shared(event):
             return False
-        await self.db.notify(self.config.channel, encode(PresentityChanged(self.node_id, pres_uri, event, etag)))
+        ann = PresentityChanged(self.node_id, pres_uri, event, etag)
+        await self.db.notify(self.config.channel, encode(ann))
         self.stats.announced += 1
         return True
 

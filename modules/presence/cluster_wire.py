@@ -79,8 +79,8 @@ def decode(payload: str) -> Announcement | None:
         return None
     op = obj.get("o")
     if op == "p":
-        return PresentityChanged(_text(obj, "n", MAX_TOKEN), _text(obj, "u", MAX_URI), _text(obj, "e", MAX_TOKEN),
-                                 _text(obj, "t", MAX_TOKEN, empty=True))
+        return PresentityChanged(_text(obj, "n", MAX_TOKEN), _text(obj, "u", MAX_URI),
+                                 _text(obj, "e", MAX_TOKEN), _text(obj, "t", MAX_TOKEN, empty=True))
     if op == "m":
         return SubscriptionMoved(_text(obj, "n", MAX_TOKEN), _text(obj, "f", MAX_TOKEN),
                                  _text(obj, "c", MAX_URI), _text(obj, "tt", MAX_TOKEN, empty=True),

@@ -16,10 +16,20 @@ from db.pg_proxy import TcpProxy, pg_host_port, proxied
 from db.test_db_behaviour import watcher
 
 from routescript.db import Database, open_database
-from routescript.modules.presence.cluster import (ClusterConfig, ClusterError, ClusterNode, config_from_params,
-                                                  parse_pres_events)
-from routescript.modules.presence.cluster_wire import (AnnouncementError, PresentityChanged, SubscriptionMoved,
-                                                       decode, encode)
+from routescript.modules.presence.cluster import (
+    ClusterConfig,
+    ClusterError,
+    ClusterNode,
+    config_from_params,
+    parse_pres_events,
+)
+from routescript.modules.presence.cluster_wire import (
+    AnnouncementError,
+    PresentityChanged,
+    SubscriptionMoved,
+    decode,
+    encode,
+)
 
 from .conftest import FakeClock
 
@@ -77,8 +87,8 @@ class Cluster:
         self.dbs.append(db)
         await db.ensure_schema(["active_watchers"])
         rec = Recorder()
-        node = ClusterNode(db, ClusterConfig(self.cluster_id, node_id, **{"ping_interval": 5, "node_timeout": 30,
-                                                                           **config}),
+        settings = {"ping_interval": 5, "node_timeout": 30, **config}
+        node = ClusterNode(db, ClusterConfig(self.cluster_id, node_id, **settings),
                            on_presentity_changed=rec.on_changed, on_subscriptions_adopted=rec.on_adopted,
                            on_resync=rec.on_resync, on_ownership_lost=rec.on_lost,
                            on_subscription_moved=rec.on_moved, clock=self.clock,
@@ -108,7 +118,7 @@ async def tick(nodes: list[ClusterNode], clock: FakeClock, seconds: float) -> No
     """Advance the clock in ping-interval steps, running the due timers of `nodes` (the others are silent)."""
     end = clock.now + seconds
     while clock.now < end:
-        clock.now = min(end, min(n.next_deadline() for n in nodes))
+        clock.now = min(end, *(n.next_deadline() for n in nodes))
         for n in nodes:
             await n.on_timer()
 
@@ -139,7 +149,7 @@ async def test_a_publish_on_one_node_reaches_the_other_within_100_ms(cluster: Cl
 
 async def test_announcements_of_one_presentity_are_coalesced_while_it_is_handled(cluster: Cluster) -> None:
     a, _ = await cluster.node("a")
-    b, rec = await cluster.node("b")
+    b, _rec = await cluster.node("b")
     release = asyncio.Event()
     calls: list[str] = []
 
@@ -233,7 +243,7 @@ async def test_a_node_back_after_its_takeover_drops_ownership_and_joins_again(cl
 
 
 async def test_takeover_by_mi_and_of_an_unknown_tag(cluster: Cluster) -> None:
-    a, rec_a = await cluster.node("a")
+    a, _rec_a = await cluster.node("a")
     b, rec_b = await cluster.node("b")
     await seed_rows(a.db, "b", 2)
     await seed_rows(a.db, "opensips-tag", 3)       # rows of a tag no rs_nodes row describes
@@ -247,7 +257,7 @@ async def test_takeover_by_mi_and_of_an_unknown_tag(cluster: Cluster) -> None:
     assert {r["node_id"]: r["state"] for r in await a.nodes()} == {"a": "active", "b": "active"}
 
 
-async def test_unfinished_takeover_of_a_node_that_died_is_finished_by_the_next_adopter(cluster: Cluster) -> None:
+async def test_unfinished_takeover_of_a_dead_adopter_is_finished_by_the_next(cluster: Cluster) -> None:
     a, rec_a = await cluster.node("a")
     b, rec_b = await cluster.node("b", adopt_batch=2)
     c, _ = await cluster.node("c")
@@ -267,9 +277,9 @@ async def test_untagged_rows_are_claimed_at_start(cluster: Cluster) -> None:
     cluster.dbs.append(db)
     await db.ensure_schema(["active_watchers"])
     await seed_rows(db, None, 3)
-    a, rec = await cluster.node("a")
+    _a, rec = await cluster.node("a")
     assert len(rec.adopted) == 3 and {r["sharing_tag"] for r in rec.adopted} == {"a"}
-    b, rec_b = await cluster.node("b")
+    _b, rec_b = await cluster.node("b")
     assert rec_b.adopted == []
 
 
@@ -335,7 +345,7 @@ async def test_nodes_on_one_sqlite_file_work_the_same(tmp_path: Path) -> None:
     c = Cluster(f"sqlite://{tmp_path}/presence.sqlite")
     try:
         a, rec_a = await c.node("a")
-        b, rec_b = await c.node("b")
+        _b, rec_b = await c.node("b")
         await seed_rows(a.db, "b", 2)
         await a.announce("sip:alice@example.com", "presence")
         await rec_b.wait(lambda: len(rec_b.changed) == 1)
