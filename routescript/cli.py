@@ -20,13 +20,14 @@ def _version_text() -> str:
     try:
         from importlib.metadata import version
         return version("routescript")
-    except Exception:
+    except Exception:  # noqa: BLE001 - not installed (a source checkout): the package's own version
         return getattr(sys.modules.get("routescript"), "__version__", "0.1.0")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="routescript",
-                                description="SIP presence server programmed by an OpenSIPS-style route script")
+                                description="SIP presence server programmed by an OpenSIPS-style route "
+                                            "script")
     p.add_argument("--version", action="version", version=f"routescript {_version_text()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="load a configuration and serve in the foreground")

@@ -64,7 +64,8 @@ class HttpdModule(Module):
         if not root or "/" in root:
             raise ConfigError(f"module {module}: bad http root \"{root}\"")
         if root in self._roots and self._roots[root][0] != module:
-            raise ConfigError(f"module {module}: http root \"/{root}\" already taken by {self._roots[root][0]}")
+            raise ConfigError(f"module {module}: http root \"/{root}\" already taken by "
+                              f"{self._roots[root][0]}")
         self._roots[root] = (module, handler)
 
     def unregister_httpdcb(self, root: str) -> None:
@@ -101,7 +102,7 @@ class HttpdModule(Module):
     def url(self) -> str:
         """http://host:port (the real port once started)."""
         host = self.host or self.param("ip") or "127.0.0.1"
-        if host in ("0.0.0.0", "::"):
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - bound to every interface: reach it on loopback
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"

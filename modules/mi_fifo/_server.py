@@ -52,7 +52,7 @@ class FifoServer:
     async def start(self) -> None:
         """Create the FIFO (an old file at that path is removed first, as OpenSIPS does) and listen."""
         loop = asyncio.get_running_loop()
-        if os.path.lexists(self.path):
+        if os.path.lexists(self.path):  # noqa: ASYNC240 - one stat at start-up, before serving
             os.unlink(self.path)
         os.mkfifo(self.path, self.mode)
         os.chmod(self.path, self.mode)  # mkfifo's mode is filtered by the umask
@@ -173,11 +173,17 @@ class FifoServer:
             if remaining <= 0:
                 raise TimeoutError("client stopped reading")
             ready = loop.create_future()
-            loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_writer(fd, _wake, ready)
             try:
                 await asyncio.wait_for(ready, remaining)
             finally:
                 loop.remove_writer(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    """The reader can take more: wake the writer waiting on `ready`."""
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _safe_fifo(fd: int, path: str) -> bool:

@@ -78,7 +78,8 @@ class MiHttpModule(Module):
         if reply is None:
             return web.Response(status=202)
         # OpenSIPS sends exactly "application/json" (no charset parameter); the body is UTF-8.
-        return web.Response(status=200, body=reply.encode("utf-8"), headers={"Content-Type": "application/json"})
+        return web.Response(status=200, body=reply.encode("utf-8"),
+                            headers={"Content-Type": "application/json"})
 
 
 MODULE = MiHttpModule

@@ -172,7 +172,7 @@ class StatisticsCollector:
                 family.add_metric(labels, stat.value)
             else:
                 family = Metric(name, doc, "unknown")
-                family.add_sample(name, dict(zip(label_names, labels)), stat.value)
+                family.add_sample(name, dict(zip(label_names, labels, strict=True)), stat.value)
             yield family
 
 

@@ -103,9 +103,9 @@ def remove_hf(ctx: MsgContext, name: str, flags: str | None = None) -> int:
         except re.error as exc:
             log.error("remove_hf: bad regex %r: %s", name, exc)
             return -1
-        match = lambda n: rx.fullmatch(n) is not None
+        match = lambda n: rx.fullmatch(n) is not None  # noqa: E731
     else:
-        match = lambda n: fnmatch.fnmatchcase(n.lower(), name.lower())
+        match = lambda n: fnmatch.fnmatchcase(n.lower(), name.lower())  # noqa: E731
     removed = 0
     for hname in {h.name for h in msg.headers}:
         if match(hname):

@@ -92,12 +92,13 @@ def _edit(ctx: MsgContext, expr: SubstExpr | None, rx: re.Pattern[str] | None, r
     first, headers, body = _split(msg)
     changed = False
     parts = []
-    for text, on in ((headers, headers_too), (body, body_too)):
-        if on and text:
-            new = expr.apply(text) if expr is not None else rx.sub(lambda m: repl, text, count=count)  # type: ignore[union-attr]
-            changed |= new != text
-            text = new
-        parts.append(text)
+    for part, on in ((headers, headers_too), (body, body_too)):
+        if on and part:
+            new = expr.apply(part) if expr is not None else rx.sub(lambda m: repl, part, count=count)  # type: ignore[union-attr]
+            changed |= new != part
+            parts.append(new)
+        else:
+            parts.append(part)
     if not changed:
         return -1  # OpenSIPS: nothing matched -> -1
     return _replace_message(ctx, first, parts[0], parts[1], what)
@@ -227,8 +228,8 @@ def _set_ruri(ctx: MsgContext, expr: SubstExpr, *, user_only: bool) -> int:
                 return -1
         parse_uri(new)
     except (ParseError, ValueError) as exc:
-        log.error("%s: result is not a valid URI (%s); R-URI unchanged", "subst_user" if user_only else "subst_uri",
-                  exc)
+        log.error("%s: result is not a valid URI (%s); R-URI unchanged",
+                  "subst_user" if user_only else "subst_uri", exc)
         return -1
     msg.ruri = new
     return 1

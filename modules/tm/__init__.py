@@ -10,7 +10,7 @@ that call it still load, with a warning at each call, and the call fails with an
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.modules.sl._reply import check_code
@@ -50,7 +50,7 @@ class TmModule(Module):
         Param("minor_branch_flag", str, "", "accepted; proxy side not built"),
         Param("cluster", str, "", "accepted; no clustering"),
     )
-    unbuilt = {"t_relay": _T_RELAY_LATER}
+    unbuilt: ClassVar[dict[str, str]] = {"t_relay": _T_RELAY_LATER}
 
     def transaction_options(self) -> dict[str, float]:
         """What the core passes to the TransactionLayer."""

@@ -22,7 +22,8 @@ def pos_of(node: Any, default_file: str = "") -> Pos | None:
         line = getattr(node, "line", None)
         if line is None:
             return None
-        return (getattr(node, "file", default_file) or default_file, int(line), int(getattr(node, "col", 0) or 0))
+        return (getattr(node, "file", default_file) or default_file, int(line),
+                int(getattr(node, "col", 0) or 0))
     if isinstance(p, tuple):
         if len(p) == 3:
             return (str(p[0]), int(p[1]), int(p[2]))
@@ -57,7 +58,8 @@ def loadmodules_of(script: Any, file: str) -> list[LoadModule]:
 
 
 def modparams_of(script: Any, file: str) -> list[ModParam]:
-    return [ModParam(mp.module, mp.param, _value(mp), pos_of(mp, file)) for mp in getattr(script, "modparams", ())]
+    return [ModParam(mp.module, mp.param, _value(mp), pos_of(mp, file))
+            for mp in getattr(script, "modparams", ())]
 
 
 def routes_of(script: Any) -> list[Any]:

@@ -65,7 +65,7 @@ def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
     if host.startswith("["):
         host = host[1:-1]
     if host == "*":
-        host = "0.0.0.0"  # OpenSIPS: every interface
+        host = "0.0.0.0"  # noqa: S104 - OpenSIPS: `*` is every interface
     port = int(m.group("port") or 5060)
     if not 0 <= port <= 65535:
         raise ConfigError(f"socket \"{value}\": port {port} out of range", pos)
@@ -235,7 +235,8 @@ class CoreConfig:
         return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
 
 
-def apply_globals(items: list[tuple[str, Any, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+def apply_globals(
+        items: list[tuple[str, Any, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
     """Type `name = value` assignments. Returns (config, warnings as (message, pos)).
     Raises ConfigError on a bad value of a known parameter."""
     cfg = CoreConfig()

@@ -170,7 +170,7 @@ class EventInterface:
                 result = sub.transport.raise_event(name, params, sub.sock)
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:  # one subscriber's failure never stops the others
+            except Exception as exc:  # noqa: BLE001 - one subscriber's failure never stops the others
                 log.error("event %s: cannot notify %s: %s", name, sub.socket, exc)
 
 

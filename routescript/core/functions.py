@@ -95,7 +95,9 @@ def is_myself(ctx: MsgContext, target: Any, port: Any = None) -> int:
 
 def core_functions() -> list[FunctionSpec]:
     return [
-        function("xlog", xlog, ArgSpec("str", name="level_or_format"), ArgSpec("str", optional=True, name="format")),
+        function("xlog", xlog, ArgSpec("str", name="level_or_format"),
+                 ArgSpec("str", optional=True, name="format")),
         function("xdbg", xdbg, ArgSpec("str", name="format")),
-        function("is_myself", is_myself, ArgSpec("str", name="uri_or_host"), ArgSpec("int", optional=True, name="port")),
+        function("is_myself", is_myself, ArgSpec("str", name="uri_or_host"),
+                 ArgSpec("int", optional=True, name="port")),
     ]

@@ -106,8 +106,8 @@ def load_modules(lines: Iterable[LoadModule]) -> dict[str, tuple[type[Module], P
 def _matching_modules(expr: str, loaded: Iterable[str], pos: Pos | None) -> list[str]:
     names = list(loaded)
     out: list[str] = []
-    for part in expr.split(";"):
-        part = part.strip()
+    for raw in expr.split(";"):
+        part = raw.strip()
         if not part:
             continue
         try:
@@ -128,7 +128,8 @@ def apply_modparams(classes: dict[str, tuple[type[Module], Pos | None]],
     for line in lines:
         targets = _matching_modules(line.module, classes, line.pos)
         if not targets:
-            raise ConfigError(f"modparam: module '{line.module}' is not loaded (loadmodule it first)", line.pos)
+            raise ConfigError(f"modparam: module '{line.module}' is not loaded (loadmodule it first)",
+                              line.pos)
         applied = False
         for name in targets:
             param = _find_param(classes[name][0].params, line.param)

@@ -88,7 +88,7 @@ class Param:
         return value
 
 
-def Arg(kind: str = "str", name: str = "", *, optional: bool = False,
+def Arg(kind: str = "str", name: str = "", *, optional: bool = False,  # noqa: N802 - reads like the ArgSpec it makes
         fixup: Callable[[Any], Any] | None = None) -> ArgSpec:
     """Shorthand for an argument of a script function."""
     return ArgSpec(kind=kind, optional=optional, name=name, fixup=fixup)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from routescript.script.context import (
@@ -67,7 +67,8 @@ class PlainDiagnostic:
         return f"PlainDiagnostic({str(self)!r})"
 
 
-def Diagnostic(message: str, pos: tuple[str, int, int] | None = None, severity: str = "error") -> Any:
+def Diagnostic(message: str, pos: tuple[str, int, int] | None = None,  # noqa: N802 - makes a Diagnostic
+               severity: str = "error") -> Any:
     """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
     if pos is None:
         return PlainDiagnostic(message, severity)
@@ -119,7 +120,8 @@ class Loaded:
     def loadmodule_pos(self, name: str) -> tuple[str, int, int] | None:
         for lm in self.loadmodules:
             if lm.name == name:
-                return lm.pos
+                pos: tuple[str, int, int] = lm.pos
+                return pos
         return None
 
     @property
@@ -202,7 +204,7 @@ class Server:
         return self.loaded
 
     def _unbuilt_warnings(self, ast: Any, modules: ModuleSet) -> list[Any]:
-        unbuilt = {}
+        unbuilt: dict[str, str] = {}
         for m in modules.instances.values():
             unbuilt.update(getattr(m, "unbuilt", {}) or {})
         out = []
@@ -213,7 +215,7 @@ class Server:
 
     def _refused_errors(self, ast: Any, modules: ModuleSet) -> list[Any]:
         """An error at every call of a function a module refuses in its configuration (Module.refused)."""
-        refused = {}
+        refused: dict[str, str] = {}
         for m in modules.instances.values():
             refused.update(getattr(m, "refused", {}) or {})
         return [Diagnostic(f"{name}(): {refused[name]}", pos)
@@ -269,8 +271,8 @@ class Server:
         old_lm = [lm.name for lm in self.loaded.loadmodules]
         for lm in _script.loadmodules_of(ast, self.path):
             if lm.name not in old_lm:
-                out.append(Diagnostic(f"loadmodule \"{lm.path}\" ignored by reload_routes (restart to load it)",
-                                      lm.pos, "warning"))
+                out.append(Diagnostic(f"loadmodule \"{lm.path}\" ignored by reload_routes "
+                                      "(restart to load it)", lm.pos, "warning"))
         old_mp = {(m.module, m.param, repr(m.value)) for m in self.loaded.modparams}
         for mp in _script.modparams_of(ast, self.path):
             if (mp.module, mp.param, repr(mp.value)) not in old_mp:
@@ -279,7 +281,8 @@ class Server:
         old_g = {(n, repr(v)) for n, v, _p in self.loaded.globals}
         for n, v, p in _script.globals_of(ast, self.path):
             if (n, repr(v)) not in old_g:
-                out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p, "warning"))
+                out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
+                                      "warning"))
         return out
 
     # ------------------------------------------------------------------ start / stop
@@ -289,8 +292,8 @@ class Server:
 
         assert self.loaded is not None, "start before load"
         cfg = self.config
-        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled, syslog=bool(cfg.get("syslog_enabled")),
-                      facility=str(cfg.get("syslog_facility")))
+        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
+                      syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
         for w in self.loaded.warnings:
             log.warning("%s", w)
         for note in cfg.notes:
@@ -303,8 +306,8 @@ class Server:
                 info = await self.transport.listen(spec.proto, spec.host, spec.port)
             except OSError as exc:
                 await self.transport.close()
-                raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}", spec.pos)]) \
-                    from None
+                raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}",
+                                            spec.pos)]) from None
             self.sockets.append(info)
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())
@@ -560,7 +563,7 @@ class Server:
         if not ctx.replied and ctx.msg.method != "ACK":
             try:
                 self.reply(ctx, exc.status, exc.reason)
-            except Exception as exc2:  # the headers a reply copies are broken too: nothing to answer
+            except Exception as exc2:  # noqa: BLE001 - the headers a reply copies are broken too
                 log.warning("cannot answer the bad message (%s): %s", exc.reason, exc2)
 
     # ------------------------------------------------------------------ replies
@@ -585,10 +588,12 @@ class Server:
     def to_tag(msg: Any) -> str:
         """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
         parts = []
-        for get in (lambda: msg.call_id, lambda: msg.from_.tag, lambda: msg.via.branch):
+        getters: tuple[Callable[[], Any], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
+                                                  lambda: msg.via.branch)
+        for get in getters:
             try:
                 parts.append(str(get() or ""))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
                 parts.append("")
         return "rs." + hashlib.md5("\x00".join(parts).encode(), usedforsecurity=False).hexdigest()
 
@@ -630,16 +635,15 @@ class Server:
         for info in self.sockets:
             if normalize_host(info.host) == h and (port is None or port == info.port):
                 return True
-            if normalize_host(info.host) in ("0.0.0.0", "::") and port in (None, info.port) and h in (
+            if normalize_host(info.host) in ("0.0.0.0", "::") and port in (None, info.port) and h in (  # noqa: S104
                     "127.0.0.1", "::1", "localhost"):
                 return True
         for alias in self.config.aliases:
             a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 else (alias, "", "")
             if normalize_host(a_host or alias) == h and (port is None or not a_port or int(a_port) == port):
                 return True
-        if self.config.get("advertised_address") and normalize_host(self.config.get("advertised_address")) == h:
-            return True
-        return False
+        advertised = self.config.get("advertised_address")
+        return bool(advertised) and normalize_host(advertised) == h
 
 
 def _is_error_reply(ctx: MsgContext) -> bool:
@@ -652,7 +656,7 @@ def _acks_our_stateless_reply(msg: Any) -> bool:
     """An ACK whose To tag is one our stateless replies carry (Server.to_tag's "rs." prefix)."""
     try:
         tag = msg.to.tag
-    except Exception:  # a broken To header: not ours to count
+    except Exception:  # noqa: BLE001 - a broken To header: not ours to count
         return False
     return bool(tag) and str(tag).startswith("rs.")
 

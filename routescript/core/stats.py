@@ -49,7 +49,7 @@ class StatVar:
         if self._func is not None:
             try:
                 return int(self._func())
-            except Exception:  # a broken getter must not break get_statistics for the others
+            except Exception:  # noqa: BLE001 - a broken getter must not break the other statistics
                 return 0
         return self._value
 
@@ -167,7 +167,7 @@ class CoreCounters:
     drop_replies: int
     err_requests: int
     err_replies: int
-    bad_URIs_rcvd: int
+    bad_URIs_rcvd: int  # noqa: N815 - OpenSIPS's statistic names
     unsupported_methods: int
     bad_msg_hdr: int
     sl_1xx: int
@@ -178,7 +178,7 @@ class CoreCounters:
     sl_6xx: int
     sent_replies: int
     sent_err_replies: int
-    received_ACKs: int
+    received_ACKs: int  # noqa: N815
     received_replies: int
     relayed_replies: int
     local_replies: int
@@ -307,7 +307,7 @@ def register_module_statistics(stats: Statistics, counters: CoreCounters, server
 def _stats_enabled(module: Any) -> bool:
     try:
         return bool(module.param("enable_stats"))
-    except Exception:  # a module without the parameter keeps statistics
+    except Exception:  # noqa: BLE001 - a module without the parameter keeps statistics
         return True
 
 

@@ -29,7 +29,7 @@ DEFAULT_URL = "http://127.0.0.1:8888/mi"
 
 def add_mi_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `mi` subcommand to an argparse subparsers object; returns its parser."""
-    p = subparsers.add_parser("mi", help="run an MI command on a running server",
+    p: argparse.ArgumentParser = subparsers.add_parser("mi", help="run an MI command on a running server",
                               description="Run one MI command over JSON-RPC (HTTP or the MI FIFO).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--url", help=f"mi_http URL (default {DEFAULT_URL})")
@@ -49,7 +49,8 @@ def format_result(result: Any, as_yaml: bool = False) -> str:
     if as_yaml:
         import yaml
 
-        return yaml.safe_dump(result, sort_keys=False, allow_unicode=True, default_flow_style=False).rstrip("\n")
+        dumped = yaml.safe_dump(result, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        return dumped.rstrip("\n")
     return json.dumps(result, indent=4, ensure_ascii=False)
 
 

@@ -34,7 +34,7 @@ def _version() -> str:
     try:
         from importlib.metadata import version
         return version("routescript")
-    except Exception:
+    except Exception:  # noqa: BLE001 - not installed (a source checkout)
         return "0.1.0"
 
 
@@ -82,7 +82,8 @@ class CoreMI(Module):
     def which(self, command: str | None = None) -> list[Any]:
         reg = self.registry
         if command is None:
-            return reg.names()
+            names: list[Any] = reg.names()
+            return names
         recipes = reg.recipes(command)
         if recipes is None:
             raise MIError("unknown MI command", 404)
@@ -107,7 +108,8 @@ class CoreMI(Module):
     def kill(self) -> str:
         if not self.registry.kill_allowed:
             raise MIError("kill is disabled on this MI transport; enable it with "
-                          "modparam(\"mi_fifo\", \"enable_kill\", 1) or modparam(\"mi_http\", \"enable_kill\", 1)")
+                          "modparam(\"mi_fifo\", \"enable_kill\", 1) or "
+                          "modparam(\"mi_http\", \"enable_kill\", 1)")
         stop = getattr(self.server, "stop", None)
         if stop is None:
             raise MIError("this server cannot be stopped over MI")
@@ -124,7 +126,8 @@ class CoreMI(Module):
                 doc="gets/sets the per process or global log level in routescript")
     def log_level(self, level: int | None = None, pid: int | None = None) -> dict[str, Any]:
         if level is None:
-            return {"Processes": [{"PID": os.getpid(), "Log level": self._log_level, "Type": "main (event loop)"}]}
+            return {"Processes": [{"PID": os.getpid(), "Log level": self._log_level,
+                                   "Type": "main (event loop)"}]}
         if pid is not None and pid != os.getpid():
             raise JSONRPCError(INVALID_PARAMS, data="Bad PID")
         from routescript.core.log import py_level

@@ -11,8 +11,8 @@ OpenSIPS gives every MI command a list of "recipes", each an exact set of parame
 Our MICommand lists `params` (positional order) and the `optional` ones. Its recipes are the
 required params followed by any prefix of the optional ones (log_level: {}, {level}, {level, pid}),
 for positional and named calls alike, so `{"pid": 1}` alone is refused as OpenSIPS refuses it.
-A command that needs other sets (presence's subs_phtable_list takes no params or both "from" and "to") tags its method
-with `_rs_mi_recipes = ((), ("from", "to"))`; the registry honours that tag.
+A command that needs other sets (presence's subs_phtable_list takes no params or both "from" and "to")
+tags its method with `_rs_mi_recipes = ((), ("from", "to"))`; the registry honours that tag.
 
 A Python parameter named like a keyword gets a trailing underscore (`from_`); its MI name drops it.
 Values are typed from the method's annotations as OpenSIPS's get_mi_*_param do: `int` takes a number
@@ -119,7 +119,7 @@ class BoundCommand:
                 raise JSONRPCError(INVALID_PARAMS, data=NO_PARAMS)
             if len(matches) > 1:
                 raise JSONRPCError(INVALID_PARAMS, data=AMBIGUOUS)
-            named = dict(zip(matches[0], params))
+            named = dict(zip(matches[0], params, strict=True))  # same length: matched on it
         else:
             named = dict(params)
             if not self._named_ok(named):

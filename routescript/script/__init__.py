@@ -35,7 +35,8 @@ def check_syntax(path: str | os.PathLike[str]) -> list[Diagnostic]:
 
 
 __all__ = [
-    "CompiledScript", "DEFAULT_MAX_WHILE_LOOPS", "DROP_KEY", "Diagnostic", "Pos", "ROUTE_KEYWORD", "ROUTE_KINDS",
-    "Script", "ScriptError", "ast", "check_script", "check_syntax", "compile_script", "parse_file", "parse_text",
+    "CompiledScript", "DEFAULT_MAX_WHILE_LOOPS", "DROP_KEY", "Diagnostic", "Pos", "ROUTE_KEYWORD",
+    "ROUTE_KINDS", "Script", "ScriptError", "ast", "check_script", "check_syntax", "compile_script",
+    "parse_file", "parse_text",
     "route_label", "was_dropped",
 ]

@@ -8,7 +8,7 @@ Every node is a frozen, slotted dataclass carrying `pos: Pos(file, line, col)` (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .diagnostics import Diagnostic
@@ -48,7 +48,7 @@ class SocketSpec:
         return self.text + (f" as {self.advertised}" if self.advertised else "")
 
 
-GlobalValue = Union[int, bool, str, SocketSpec]
+GlobalValue = int | bool | str | SocketSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,7 @@ class RouteCall:
     pos: Pos
 
 
-Expr = Union[PVar, IntLit, StrLit, NullLit, BinOp, UnaryOp, Call, RouteCall]
+Expr = PVar | IntLit | StrLit | NullLit | BinOp | UnaryOp | Call | RouteCall
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,8 +290,8 @@ class Assert:
     pos: Pos
 
 
-Stmt = Union[Block, If, Switch, While, ForEach, Assign, Call, RouteCall, Return, Exit, Drop, Break,
-             Async, Launch, Assert]
+Stmt = (Block | If | Switch | While | ForEach | Assign | Call | RouteCall | Return | Exit | Drop | Break
+        | Async | Launch | Assert)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -57,8 +57,8 @@ class CompiledScript:
     source:       the generated Python source (for debugging).
     """
 
-    def __init__(self, routes: dict[tuple[str, str | None], RouteFn], defs: dict[tuple[str, str | None], ast.RouteDef],
-                 source: str) -> None:
+    def __init__(self, routes: dict[tuple[str, str | None], RouteFn],
+                 defs: dict[tuple[str, str | None], ast.RouteDef], source: str) -> None:
         self.routes = routes
         self.defs = defs
         self.source = source
@@ -194,7 +194,7 @@ class _Gen:
                     if tk in self.kinds and not self.kinds[key] <= self.kinds[tk]:
                         self.kinds[tk] |= self.kinds[key]
                         changed = True
-        for key, ks in self.kinds.items():
+        for ks in self.kinds.values():
             if not ks:
                 ks.add(REQUEST_ROUTE)
 
@@ -204,7 +204,7 @@ class _Gen:
         code = compile(source, filename, "exec")
         module = types.ModuleType("routescript_compiled")
         module.__dict__.update(self.ns)
-        exec(code, module.__dict__)
+        exec(code, module.__dict__)  # noqa: S102 - the route script compiled by this class, checked at load
         routes: dict[tuple[str, str | None], RouteFn] = {}
         for key, fname in self.fn_names.items():
             routes[key] = _entry(module.__dict__[fname], route_label(*key), filename, self.line_pos)
@@ -270,7 +270,8 @@ class _Gen:
         elif isinstance(s, ast.Assert):
             cond = self.cond(s.cond)
             if self.asserts:
-                self.emit(ind, f"if not ({cond}): _rt.assert_failed({self.bind(s.pos, '_p')}, {s.message!r})", s.pos)
+                self.emit(ind, f"if not ({cond}): _rt.assert_failed({self.bind(s.pos, '_p')}, "
+                               f"{s.message!r})", s.pos)
         else:  # pragma: no cover - the parser makes no other node
             self.error(getattr(s, "pos", Pos("?", 1, 1)), f"unsupported statement {type(s).__name__}")
 
@@ -345,8 +346,9 @@ class _Gen:
         it = f"_it{n}"
         iterable = s.iterable
         if iterable.index != "*":
-            self.error(iterable.pos, f"for (... in {iterable.text}): iterate over all values, e.g. $({iterable.name}"
-                                     f"{'(' + iterable.key + ')' if iterable.key is not None else ''}[*])")
+            key = f"({iterable.key})" if iterable.key is not None else ""
+            self.error(iterable.pos, f"for (... in {iterable.text}): iterate over all values, "
+                                     f"e.g. $({iterable.name}{key}[*])")
         spec = self.resolve(iterable)
         if spec is not None and not iterable.transforms:
             # value by value, index 0, 1, ... until NULL (as OpenSIPS walks an AVP or a header list):
@@ -366,7 +368,8 @@ class _Gen:
         call = self.call(s.call)
         key = (REQUEST_ROUTE, s.resume_route)
         if key not in self.defs:
-            self.error(s.pos, f"async(): resume route '{s.resume_route}' is not defined (route[{s.resume_route}])")
+            self.error(s.pos, f"async(): resume route '{s.resume_route}' is not defined "
+                              f"(route[{s.resume_route}])")
             return
         # Everything is asyncio here: the function is awaited, then the resume route runs, then the
         # script ends (OpenSIPS does not come back to the statement after async()).
@@ -464,7 +467,8 @@ class _Gen:
         return "''.join((" + ", ".join(pieces) + ",))"
 
     def _embedded(self, pv: ast.PVar) -> list[str]:
-        """A pseudo-variable inside a string; "$rU.example" with no $rU.example class reads $rU + ".example"."""
+        """A pseudo-variable inside a string; "$rU.example" with no $rU.example class reads
+        $rU + ".example"."""
         if self.registry is not None and pv.name not in self.registry.pvars and "." in pv.name \
                 and pv.key is None and pv.index is None and not pv.transforms:
             head, _, tail = pv.name.partition(".")
@@ -558,7 +562,7 @@ class _Gen:
             for p in params:
                 if isinstance(p, ast.PVar):
                     code = self.pvar_get(p)
-                    values.append(eval(f"lambda ctx: {code}", self.ns))
+                    values.append(eval(f"lambda ctx: {code}", self.ns))  # noqa: S307 - our generated code
                 else:
                     values.append(p)
         else:
@@ -599,8 +603,9 @@ class _Gen:
         self._check_route_kind(c, spec)
         n = len(c.args)
         if n > spec.max_args:
-            self.error(c.pos, f"{c.name}() takes {'no' if spec.max_args == 0 else f'at most {spec.max_args}'} "
-                              f"argument{'s' if spec.max_args != 1 else ''} ({n} given)")
+            most = "no" if spec.max_args == 0 else f"at most {spec.max_args}"
+            self.error(c.pos, f"{c.name}() takes {most} argument{'s' if spec.max_args != 1 else ''} "
+                              f"({n} given)")
             raise _Failed
         if n < spec.min_args:
             self.error(c.pos, f"{c.name}() needs {'at least ' if spec.max_args > spec.min_args else ''}"
@@ -754,7 +759,8 @@ def _regex_conv(v: Any) -> Any:
     return rx
 
 
-def _chain(first: Callable[[Any], Any] | None, second: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+def _chain(first: Callable[[Any], Any] | None,
+           second: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
     if first is None:
         return second
     if second is None:

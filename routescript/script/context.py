@@ -62,4 +62,5 @@ class MsgContext:
     # Header lines for every reply the core builds to this request (sipmsgops append_to_reply):
     # [(name, value)], None when there are none.
     reply_headers: list[tuple[str, str]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # per-message scratch space for modules, keyed by module name
+    # per-message scratch space for modules, keyed by module name
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -13,6 +13,7 @@ docs are silent): import_file is include_file that tolerates a missing file (a w
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from importlib import resources
@@ -44,16 +45,12 @@ MAX_ERRORS = 50
 MAX_INCLUDE_DEPTH = 16
 MAX_FILE_SIZE = 8 * 1024 * 1024  # bound what we read: a configuration is a few hundred KB at most
 
-_parser: lark.Lark | None = None
-
-
+@functools.cache
 def _lark() -> lark.Lark:
-    global _parser
-    if _parser is None:
-        grammar = resources.files("routescript.grammar").joinpath("routescript.lark").read_text()
-        _parser = lark.Lark(grammar, parser="lalr", lexer="contextual", start=["start", "stmt_list"],
-                            propagate_positions=True, maybe_placeholders=True)
-    return _parser
+    """The LALR parser, built once (the grammar is compiled on first use)."""
+    grammar = resources.files("routescript.grammar").joinpath("routescript.lark").read_text()
+    return lark.Lark(grammar, parser="lalr", lexer="contextual", start=["start", "stmt_list"],
+                     propagate_positions=True, maybe_placeholders=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,7 +154,8 @@ class _Loader:
                                 f"{' -> '.join(os.path.basename(s) for s in self.stack)})")
             return []
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
-            self.error(inc.pos, f"{inc.keyword} \"{inc.path}\": includes nested more than {MAX_INCLUDE_DEPTH} deep")
+            self.error(inc.pos, f"{inc.keyword} \"{inc.path}\": includes nested more than "
+                                f"{MAX_INCLUDE_DEPTH} deep")
             return []
         try:
             text = _read(path)
@@ -177,9 +175,9 @@ class _Loader:
 
 _PRETTY = {
     "SEMICOLON": "';'", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
-    "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "NAME": "a name", "RNAME": "a route name",
-    "STRING": "a string", "INT": "a number", "PVAR": "a pseudo-variable", "GWORD": "a value", "MBOOL": "yes/no",
-    "$END": "end of file",
+    "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "NAME": "a name",
+    "RNAME": "a route name", "STRING": "a string", "INT": "a number", "PVAR": "a pseudo-variable",
+    "GWORD": "a value", "MBOOL": "yes/no", "$END": "end of file",
 }
 
 
@@ -412,7 +410,8 @@ class _Recovery:
                 depth -= 1
                 if depth == 0:
                     if i > 0 and isinstance(stack[i - 1], Token) and stack[i - 1].type in (
-                            "NAME", "ROUTE", "MODPARAM", "EXIT", "DROP", "RETURN", "ASYNC", "LAUNCH", "ASSERT"):
+                            "NAME", "ROUTE", "MODPARAM", "EXIT", "DROP", "RETURN", "ASYNC", "LAUNCH",
+                            "ASSERT"):
                         return str(stack[i - 1])
                     return None
         return None
@@ -442,14 +441,15 @@ class _Recovery:
         if str(tok)[:1] in ("[", "{") and "EQUAL" in expected and prev is not None and prev.type == "NAME":
             return (self.pos(prev.line, prev.column),
                     f"unknown route kind '{prev}' (expected one of: {', '.join(sorted(ROUTE_KINDS))})")
-        if tok.type in ("STRING", "LPAR") and "EQUAL" in expected and prev is not None and prev.type == "NAME":
+        if (tok.type in ("STRING", "LPAR") and "EQUAL" in expected and prev is not None
+                and prev.type == "NAME"):
             return (self.pos(prev.line, prev.column),
                     f"unknown keyword '{prev}': expected loadmodule, modparam, a route or 'name = value'")
         if prev is not None and prev.type == "NAME" and str(prev) in _REMOVED_KEYWORDS and (
                 str(tok) in ("==", "!=", "=~", "!~", "<", ">", "<=", ">=", "=") or str(prev) == "myself"):
             return (self.pos(prev.line, prev.column),
-                    f"'{prev}' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use "
-                    f"{_REMOVED_KEYWORDS[str(prev)]}")
+                    (f"'{prev}' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use "
+                     f"{_REMOVED_KEYWORDS[str(prev)]}"))
         if tok.type == "RBRACE" and "LOADMODULE" in expected:
             return here, "unexpected '}': no block is open here"
         if tok.type == "ELSE":
@@ -460,7 +460,8 @@ class _Recovery:
         what = f"unexpected {_show(tok)}"
         if prev is not None and tok.type != "$END":
             what += f" after {_show(prev)}"
-        return here, f"{what}; expected {' or '.join(names) if len(names) <= 2 else 'one of: ' + ', '.join(names)}"
+        choices = " or ".join(names) if len(names) <= 2 else "one of: " + ", ".join(names)
+        return here, f"{what}; expected {choices}"
 
     def _eof_pos(self, prev: Token | None) -> Pos:
         if prev is not None and prev.end_line is not None:
@@ -658,7 +659,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
                 tag = arg
             else:
                 flags.append(kind)
-        return ast.SocketSpec(m.group("proto"), host, port, advertised, workers, tag, tuple(flags), text.strip())
+        return ast.SocketSpec(m.group("proto"), host, port, advertised, workers, tag, tuple(flags),
+                              text.strip())
 
     def gv_string(self, children: list[Token]) -> tuple[str, Token]:
         return ("string", children[0])
@@ -736,7 +738,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
         if kind == ONREPLY_ROUTE and name == "0":
             name = None
         if kind in (FAILURE_ROUTE, BRANCH_ROUTE, EVENT_ROUTE, TIMER_ROUTE) and name is None:
-            self.loader.error(pos, f"{kw_s} needs a name: {kw_s}[name]{' with an interval: timer_route[name, 60]' if kind == TIMER_ROUTE else ''}")
+            interval = " with an interval: timer_route[name, 60]" if kind == TIMER_ROUTE else ""
+            self.loader.error(pos, f"{kw_s} needs a name: {kw_s}[name]{interval}")
             return None
         if kind in (STARTUP_ROUTE, LOCAL_ROUTE, ERROR_ROUTE) and name is not None:
             self.loader.error(self._pos(label[0]), f"{kw_s} takes no name")
@@ -744,13 +747,15 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
         rest = words[1:]
         if kind == TIMER_ROUTE:
             if len(rest) != 1 or not _INT_RE.match(rest[0][0]):
-                self.loader.error(pos, f"timer_route[{name}, ...] needs the interval in seconds: timer_route[{name}, 60]")
+                self.loader.error(pos, f"timer_route[{name}, ...] needs the interval in seconds: "
+                                       f"timer_route[{name}, 60]")
                 return None
             params.append(self._int(rest[0][1]))
         elif kind == EVENT_ROUTE:
             for word, tok in rest:
                 if word not in ("sync", "async"):
-                    self.loader.error(self._pos(tok), f"event_route[{name}, ...]: expected 'sync' or 'async', got '{word}'")
+                    self.loader.error(self._pos(tok), f"event_route[{name}, ...]: expected 'sync' or "
+                                                      f"'async', got '{word}'")
                 else:
                     params.append(word)
         elif rest:
@@ -875,7 +880,7 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def null(self, meta: Any, c: list[Any]) -> ast.NullLit:
         return ast.NullLit(self._pos(meta))
 
-    def _bin(op: str) -> Any:  # type: ignore[misc]
+    def _bin(op: str) -> Any:  # type: ignore[misc]  # noqa: N805 - runs in the class body: makes methods
         @lark.v_args(meta=True)
         def make(self: _Builder, meta: Any, c: list[Any]) -> ast.BinOp:
             return ast.BinOp(op, c[0], c[-1], self._pos(meta))

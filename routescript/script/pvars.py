@@ -448,7 +448,7 @@ def _ct_field(contact: Any, raw: str, field: str) -> Any:
 def get_ct_fields(ctx: MsgContext, key: str | None, index: Any) -> Any:
     """$ct.fields(name|uri|q|expires|methods|received|params) of the first (or indexed) Contact."""
     parsed, raw = _contacts(ctx)
-    values = [_ct_field(c, r, key) for c, r in zip(parsed, raw)]  # type: ignore[arg-type]
+    values = [_ct_field(c, r, key) for c, r in zip(parsed, raw, strict=True)]  # type: ignore[arg-type]
     return _pick(values, index)
 
 

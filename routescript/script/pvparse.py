@@ -107,7 +107,8 @@ def parse_pvar(text: str, i: int, pos_at: PosAt, depth: int = 0) -> tuple[PVar, 
             try:
                 index = int(raw)
             except ValueError:
-                raise PVarSyntaxError(j + 1, f"bad index [{raw}]: expected a number, '*' or a variable") from None
+                raise PVarSyntaxError(j + 1, f"bad index [{raw}]: expected a number, '*' or a variable") \
+                    from None
         j = end
     transforms: list[Transform] = []
     if full:

@@ -264,7 +264,8 @@ def as_list(v: Any) -> list[Any]:
     return [v]
 
 
-def pv_values(getter: Callable[[MsgContext, Any, Any], Any], ctx: MsgContext, key: Any, limit: int) -> list[Any]:
+def pv_values(getter: Callable[[MsgContext, Any, Any], Any], ctx: MsgContext, key: Any,
+              limit: int) -> list[Any]:
     """The values a `for (... in $(x[*]))` walks: index 0, 1, ... until the getter gives NULL."""
     out: list[Any] = []
     for i in range(limit):
@@ -309,7 +310,8 @@ class CallSite:
 
     __slots__ = ("name", "impl", "pos", "converters")
 
-    def __init__(self, name: str, impl: Callable[..., Any], pos: Pos, converters: tuple[Converter, ...]) -> None:
+    def __init__(self, name: str, impl: Callable[..., Any], pos: Pos,
+                 converters: tuple[Converter, ...]) -> None:
         self.name = name
         self.impl = impl
         self.pos = pos
@@ -318,7 +320,8 @@ class CallSite:
     def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if not any(self.converters):
             return args
-        return tuple(c(a) if c is not None and a is not None else a for c, a in zip(self.converters, args))
+        return tuple(c(a) if c is not None and a is not None else a
+                     for c, a in zip(self.converters, args, strict=False))
 
     def _failed(self, ctx: MsgContext, exc: BaseException) -> int:
         note_failure(ctx, exc, self.pos)
@@ -340,14 +343,14 @@ class CallSite:
     def __call__(self, ctx: MsgContext, *args: Any) -> int:
         try:
             r = self.impl(ctx, *self._args(args))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing function is false (-1), recorded and logged
             r = self._failed(ctx, exc)
         return self._result(ctx, r)
 
     async def acall(self, ctx: MsgContext, *args: Any) -> int:
         try:
             r = await self.impl(ctx, *self._args(args))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing function is false (-1), recorded and logged
             r = self._failed(ctx, exc)
         return self._result(ctx, r)
 
@@ -360,7 +363,8 @@ class TransformSite:
 
     def __init__(self, name: str, fn: Callable[..., Any], params: tuple[Any, ...], dynamic: bool,
                  fixup: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None, pos: Pos) -> None:
-        self.name, self.fn, self.params, self.dynamic, self.fixup, self.pos = name, fn, params, dynamic, fixup, pos
+        self.name, self.fn, self.params = name, fn, params
+        self.dynamic, self.fixup, self.pos = dynamic, fixup, pos
 
     def __call__(self, ctx: MsgContext, value: Any) -> Any:
         try:

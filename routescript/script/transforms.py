@@ -187,7 +187,7 @@ def s_int(value: Any) -> int:
 
 def s_md5(value: Any) -> str:
     """{s.md5}: lower-case hex MD5 of the UTF-8 bytes."""
-    return hashlib.md5(_to_bytes(_text(value))).hexdigest()
+    return hashlib.md5(_to_bytes(_text(value)), usedforsecurity=False).hexdigest()
 
 
 def _digest(algo: str) -> Callable[[Any], str]:

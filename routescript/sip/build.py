@@ -70,8 +70,8 @@ def _has_tag(to_value: str) -> bool:
 
 def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list[tuple[str, str]]:
     out = []
-    for name, value in headers:
-        value = str(value)
+    for name, raw in headers:
+        value = str(raw)
         SIPMessage._check_header(name, value)
         out.append((name, value))
     return out
@@ -225,9 +225,10 @@ def reply_to_malformed(data: bytes, status: int = 400, reason: str = "Bad Reques
         return None
     out = [f"SIP/2.0 {status} {reason}".encode()]
     for key in ("via", "from", "to", "call-id", "cseq"):
-        for value in found[key]:
-            if b"\r" in value:  # a bare CR would split the line for the peer's parser
+        for line_value in found[key]:
+            if b"\r" in line_value:  # a bare CR would split the line for the peer's parser
                 return None
+            value = line_value
             if key == "to" and status > 100 and not _has_tag(value.decode("latin-1")):
                 value += b";tag=" + generate_tag().encode()
             out.append(canonical_name(key).encode() + b": " + value)

@@ -575,8 +575,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         lines = _unfold(lines)
     lines_iter = iter(lines)
     first = next(lines_iter)  # the start line
-    n = 0
-    for line in lines_iter:
+    for n, line in enumerate(lines_iter):
         name, colon, value = line.partition(":")
         key = key_of(name)
         if key is None:
@@ -594,8 +593,6 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         else:
             index[key] = [n]
         headers.append((name, value.strip()))
-        n += 1
-
     msg: SIPRequest | SIPResponse
     if first[:4].upper() == "SIP/":
         m = _abnf.STATUS_LINE.fullmatch(first)

@@ -326,7 +326,7 @@ def parse_contact(value: str) -> Contact:
         return Contact(None, True)
     name_addr = parse_name_addr(value, "Contact")
     contact = Contact(name_addr, False)
-    contact.expires
+    contact.expires  # noqa: B018 - a bad expires param is a bad Contact header, found now
     return contact
 
 

@@ -2,10 +2,10 @@
 
     client = await SipTestClient.start("udp", ("127.0.0.1", port))
     sub = client.subscribe("sip:alice@127.0.0.1", event="presence", expires=600)
-    resp = await client.send_request(sub)                 # the final response (provisionals in .responses_for)
-    dialog = client.dialog(sub, resp)                     # for refreshes: client.subscribe(..., dialog=dialog)
+    resp = await client.send_request(sub)     # the final response (provisionals in .responses_for)
+    dialog = client.dialog(sub, resp)         # for refreshes: client.subscribe(..., dialog=dialog)
     notify = await client.expect_request("NOTIFY", call_id=sub.call_id)
-    await client.reply(notify, 200)                       # or client.auto_reply["NOTIFY"] = 200
+    await client.reply(notify, 200)           # or client.auto_reply["NOTIFY"] = 200
     await client.close()
 
 Choices, for tests to be deterministic on loopback: the client never retransmits its own requests

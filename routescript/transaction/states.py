@@ -35,7 +35,8 @@ class Event(Enum):
     ACK = "ACK"
     PROVISIONAL = "1xx"         # server: the TU sends one; client: one arrived
     SUCCESS = "2xx"             # INVITE server only: the TU sends a 2xx
-    FINAL = "final"             # server: the TU sends 2xx-6xx (non-INVITE) / 3xx-6xx (INVITE); client: arrived
+    # server: the TU sends 2xx-6xx (non-INVITE) / 3xx-6xx (INVITE); client: one arrived
+    FINAL = "final"
     TRANSPORT_ERROR = "transport error"
     # timers
     TIMER_E = "Timer E"

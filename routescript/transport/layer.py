@@ -162,7 +162,8 @@ class TransportLayer:
                                "dropped malformed message from %s (%d bytes): %s", source, len(data), reason)
             return
         self._drop_log.log(("answered", source.remote_host), self._now(),
-                           "malformed message from %s answered %d %s", source, status, reason, level=logging.INFO)
+                           "malformed message from %s answered %d %s", source, status, reason,
+                           level=logging.INFO)
         try:
             reply(out)
         except OSError as exc:
@@ -224,7 +225,8 @@ class TransportLayer:
         self._connecting[key] = future
         info = self.socket_for(dest)
         local_addr = None
-        if info is not None and info.host not in ("0.0.0.0", "::") and is_ipv6(info.host) == is_ipv6(dest.host):
+        wildcard = ("0.0.0.0", "::")  # noqa: S104 - the addresses a socket bound to "any" reports
+        if info is not None and info.host not in wildcard and is_ipv6(info.host) == is_ipv6(dest.host):
             local_addr = (info.host, 0)  # leave from the listening address, as OpenSIPS does
         try:
             _, conn = await asyncio.wait_for(

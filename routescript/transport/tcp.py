@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from routescript.transport.address import TCP, SocketInfo, Source, host_for_uri
 from routescript.transport.errors import FramingError, TransportError
@@ -42,7 +42,8 @@ class TcpConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        stream = cast(asyncio.Transport, transport)  # a stream protocol gets a full Transport
+        self.transport = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.conn_id = self.layer._next_conn_id()
@@ -52,7 +53,7 @@ class TcpConnection(asyncio.Protocol):
         self.source = Source(TCP, info, peer[0], peer[1], self.conn_id)
         if not self.outgoing and not self.layer._admit(self):
             self.closed = True
-            transport.abort()
+            stream.abort()
             return
         self.layer._register(self)
         self.touch()

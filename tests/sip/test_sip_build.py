@@ -176,7 +176,7 @@ def test_unmodified_message_is_byte_for_byte() -> None:
     data = SUBSCRIBE.replace(b"Expires: 3600", b"expires   :3600 ")
     msg = parse_message(data)
     msg.header("Expires")
-    msg.from_
+    msg.from_  # noqa: B018
     assert msg.to_bytes() is data or msg.to_bytes() == data
 
 
@@ -201,7 +201,7 @@ def test_remove_header() -> None:
     assert msg.remove_header("X-None") == 0
     assert msg.header("Via") is None and msg.vias == []
     with pytest.raises(ParseError):
-        msg.via
+        msg.via  # noqa: B018
     assert b"Via:" not in msg.to_bytes()
 
 
@@ -309,7 +309,7 @@ def test_reply_to_malformed_event_header_parses_back() -> None:
     data = SUBSCRIBE.replace(b"Event: presence", b"Event: ???")
     msg = parse_message(data)
     with pytest.raises(ParseError) as info:
-        msg.event
+        msg.event  # noqa: B018
     wire = reply_to_malformed(data, info.value.status, info.value.reason)
     assert wire is not None
     reply = parse_message(wire)

@@ -61,7 +61,7 @@ def touch_everything(msg: SIPMessage) -> None:
             pass
     if msg.is_request:
         try:
-            msg.uri  # type: ignore[attr-defined]
+            msg.uri  # type: ignore[attr-defined]  # noqa: B018
         except ParseError:
             pass
         reply = build_reply(msg, 400)  # type: ignore[arg-type]

@@ -132,7 +132,7 @@ def test_request_uri_lazy_and_writable() -> None:
 def test_request_uri_unsupported_scheme_on_access() -> None:
     msg = parse_message(SUBSCRIBE.replace(b"SUBSCRIBE sip:alice@example.com", b"SUBSCRIBE urn:service:sos", 1))
     with pytest.raises(ParseError) as info:
-        msg.uri
+        msg.uri  # noqa: B018
     assert info.value.status == 416
 
 
