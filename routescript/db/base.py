@@ -140,8 +140,8 @@ class Database(abc.ABC):
         """Take rows for this caller: set `values` on at most `limit` rows matching `where` and return
         them as they are after the change (`order_by` picks which rows when there are more than `limit`;
         they come back in no particular order). Rows another caller is claiming at the same moment are
-        skipped, not waited for (PostgreSQL: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)), so two
-        nodes claiming at once never get the same row. SQLite: one statement under the write lock.
+        skipped, not waited for (PostgreSQL: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)),
+        so two nodes claiming at once never get the same row. SQLite: one statement under the write lock.
         Inside `transaction()` the rows stay locked until it ends."""
         t, name = self._table(table)
         sql, params, cols = _sql.claim(t, name, self.dialect, where, values, limit, order_by)
