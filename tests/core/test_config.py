@@ -52,6 +52,6 @@ def test_unknown_parameter_is_a_warning_not_a_crash() -> None:
 
 
 def test_wrong_type_of_known_parameter() -> None:
-    with pytest.raises(ConfigError, match="log_level.*integer") as ei:
+    with pytest.raises(ConfigError, match=r"log_level.*integer") as ei:
         apply_globals([("log_level", "loud", ("c.cfg", 1, 1))])
     assert ei.value.pos == ("c.cfg", 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,7 +21,7 @@ class ProbeModule(Module):
     name = "probe"
     params = (Param("tag", str, "p"),)
     events = ("E_PROBE",)
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     async def start(self) -> None:
         ProbeModule.log.append("start")
@@ -206,7 +206,7 @@ async def test_is_myself_uses_real_sockets_and_listen_failure(tmp_path: Path) ->
         cfg.write_text(f"socket = tcp:127.0.0.1:{server.sockets[1].port}\nroute {{ exit; }}\n")
         other = Server()
         other.load(str(cfg))
-        with pytest.raises(LoadError, match="cannot listen on tcp:127.0.0.1"):
+        with pytest.raises(LoadError, match=r"cannot listen on tcp:127\.0\.0\.1"):
             await other.start()
     finally:
         await server.stop()
@@ -221,19 +221,22 @@ class FailingStart(Module):
 
 async def test_module_start_failure_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = loader.find_module_class
-    monkeypatch.setattr(loader, "find_module_class",
-                        lambda n: FailingStart if n == "failing" else ProbeModule if n == "probe" else real(n))
+    fakes = {"failing": FailingStart, "probe": ProbeModule}
+    monkeypatch.setattr(loader, "find_module_class", lambda n: fakes[n] if n in fakes else real(n))
     cfg = tmp_path / "f.cfg"
-    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "probe.so"\nloadmodule "failing.so"\nroute { exit; }\n')
+    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "probe.so"\nloadmodule "failing.so"\n'
+                   'route { exit; }\n')
     server = Server()
     server.load(str(cfg))
     with pytest.raises(LoadError) as ei:
         await server.start()
-    assert str(ei.value).startswith(f"{cfg}:3:1: module 'failing' failed to start: OSError: database unreachable")
+    assert str(ei.value).startswith(f"{cfg}:3:1: module 'failing' failed to start: "
+                                    "OSError: database unreachable")
     assert ProbeModule.log == ["start", "stop"]   # what had started was stopped again
 
 
-async def test_overload_gives_503_and_server_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_overload_gives_503_and_server_signature(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import routescript.core.server as server_mod
 
     server = await running(tmp_path, 'server_signature = no\nroute { sl_send_reply(200, "OK"); }\n')

@@ -26,7 +26,8 @@ def test_check_unknown_module_with_caret(tmp_path: Path) -> None:
 
 def test_check_bad_modparam_and_unknown_global_warning(tmp_path: Path) -> None:
     cfg = tmp_path / "mp.cfg"
-    cfg.write_text('frobnicate = 3\nloadmodule "tm.so"\nmodparam("tm", "fr_timeout", "soon")\nroute { exit; }\n')
+    cfg.write_text('frobnicate = 3\nloadmodule "tm.so"\nmodparam("tm", "fr_timeout", "soon")\n'
+                   'route { exit; }\n')
     res = routescript("check", str(cfg))
     assert res.returncode == 1
     assert f"{cfg}:3:1: " in res.stderr and "expects an integer" in res.stderr

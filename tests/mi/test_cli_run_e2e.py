@@ -50,7 +50,7 @@ def free_port(kind: int) -> int:
 
 def mi(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "routescript", "mi", "--timeout", "5", *args],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.fixture
@@ -65,7 +65,8 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + DEADLINE
         while True:  # bounded: until the MI answers or the deadline
             if proc.poll() is not None:
-                pytest.fail(f"routescript run exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+                err = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"routescript run exited {proc.returncode}: {err}")
             if mi("--config", str(cfg), "uptime").returncode == 0:
                 break
             if time.monotonic() > deadline:

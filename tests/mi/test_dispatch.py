@@ -110,8 +110,8 @@ async def test_positional_count_mismatch_exact_text(reg: MIRegistry) -> None:
 async def test_result_member_order_and_string_id(reg: MIRegistry) -> None:
     async def dispatch(name: str, params: Any) -> Any:
         return await reg.dispatch(name, params)
-    text = await handle_payload('{"jsonrpc":"2.0","method":"pres_expose","id":"1","params":{"event":"presence"}}',
-                                dispatch)
+    text = await handle_payload('{"jsonrpc":"2.0","method":"pres_expose","id":"1",'
+                                '"params":{"event":"presence"}}', dispatch)
     assert text == '{"jsonrpc":"2.0","result":"presence/None","id":"1"}'
 
 
@@ -183,7 +183,8 @@ async def test_typed_values_and_aliases(reg: MIRegistry, server: Any) -> None:
     mod = server.modules.instances["presence"]
     assert await reg.dispatch("refresh_watchers", ["sip:a@b", "presence", "1"]) == "OK"
     assert mod.last == ("sip:a@b", "presence", 1)
-    assert await reg.dispatch("refreshWatchers", {"presentity_uri": "u", "event": 5, "refresh_type": 0}) == "OK"
+    params = {"presentity_uri": "u", "event": 5, "refresh_type": 0}
+    assert await reg.dispatch("refreshWatchers", params) == "OK"
     assert mod.last == ("u", "5", 0)
 
 
@@ -249,7 +250,8 @@ async def test_log_levels(reg: MIRegistry) -> None:
 async def test_reload_routes_reports_diagnostics(reg: MIRegistry, server: FakeServer) -> None:
     assert await reg.dispatch("reload_routes") == "OK"
     server.reloads = [Diag("a.cfg:3:1: warning: change ignored", "warning")]
-    assert await reg.dispatch("reload_routes") == {"Status": "OK", "Warnings": ["a.cfg:3:1: warning: change ignored"]}
+    assert await reg.dispatch("reload_routes") == {"Status": "OK",
+                                                   "Warnings": ["a.cfg:3:1: warning: change ignored"]}
     server.reloads = [Diag("a.cfg:5:5: unknown function 'x'", "error")]
     with pytest.raises(JSONRPCError) as info:
         await reg.dispatch("reload_routes")

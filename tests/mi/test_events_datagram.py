@@ -108,7 +108,8 @@ async def test_unsubscribe_never_and_isolation(evi: tuple[EventInterface, FakeTr
 
 async def test_refused_subscriptions(evi: tuple[EventInterface, FakeTransport, Clock]) -> None:
     interface, _transport, _clock = evi
-    for event, sock, why in [("E_NOPE", "fake:x", "unknown event"), ("E_A", "udp:1.2.3.4:5", "no event transport"),
+    for event, sock, why in [("E_NOPE", "fake:x", "unknown event"),
+                             ("E_A", "udp:1.2.3.4:5", "no event transport"),
                              ("E_A", "fake:bad", "bad socket"), ("E_A", "nocolon", "no event transport")]:
         with pytest.raises(SubscribeError, match=why):
             await interface.subscribe(event, sock)
@@ -184,7 +185,8 @@ async def test_udp_subscriber_over_mi(running: Any, transport: str) -> None:
 
 
 @pytest.mark.parametrize("method, params, code, message, data", [
-    ("event_subscribe", ["E_NOPE", "udp:127.0.0.1:9", 10], 400, "Bad parameter value", "unknown event E_NOPE"),
+    ("event_subscribe", ["E_NOPE", "udp:127.0.0.1:9", 10], 400, "Bad parameter value",
+     "unknown event E_NOPE"),
     ("event_subscribe", ["E_TEST", "tcp:127.0.0.1:9", 10], 400, "Bad parameter value", None),
     ("event_subscribe", ["E_TEST", "udp:127.0.0.1:99999", 10], 400, "Bad parameter value", None),
     ("event_subscribe", ["E_TEST", "udp:127.0.0.1:9", -1], -32602, "Invalid params", "Negative expire value"),

@@ -81,7 +81,7 @@ async def running(tmp_path: Path) -> Any:
         yield r
     finally:
         await r.server.stop()
-    assert not os.path.exists(r.fifo)  # the FIFO is removed at stop
+    assert not os.path.exists(r.fifo)  # noqa: ASYNC240 - the FIFO is removed at stop
 
 
 TRANSPORTS = ["http", "fifo"]
@@ -156,16 +156,17 @@ async def test_raw_http_exchange_as_capture_09(running: Running) -> None:
                                     ("from", "to"), module="presence"))
     exchanges = [
         ('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": ["sip:nobody*"]}',
-         '{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
-         '"data":"Too few or too many parameters"},"id":1}'),
-        ('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": {"from": "sip:dave*", '
-         '"to": "sip:carol*"}}', '{"jsonrpc":"2.0","result":[],"id":1}'),
+         ('{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
+          '"data":"Too few or too many parameters"},"id":1}')),
+        (('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": {"from": "sip:dave*", '
+          '"to": "sip:carol*"}}'), '{"jsonrpc":"2.0","result":[],"id":1}'),
         ('{"jsonrpc": "2.0", "method": "no_such_command", "id": 1}',
          '{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":1}'),
     ]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http:
         for request, expected in exchanges:
-            async with http.post(running.url, data=request, headers={"Content-Type": "application/json"}) as r:
+            headers = {"Content-Type": "application/json"}
+            async with http.post(running.url, data=request, headers=headers) as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"] == "application/json"
                 assert await r.text() == expected
@@ -286,8 +287,7 @@ async def test_kill_when_enabled(tmp_path: Path) -> None:
         assert not r.server._started
     finally:
         await r.server.stop()
-    assert not os.path.exists(r.fifo)
-
+    assert not os.path.exists(r.fifo)  # noqa: ASYNC240 - one stat after the server stopped
 
 async def test_no_listener_without_the_modules(tmp_path: Path) -> None:
     cfg = tmp_path / "plain.cfg"

@@ -137,7 +137,8 @@ def test_every_load_time_error_with_its_position(registry: Registry) -> None:
 def test_sub_route_checked_for_the_kinds_calling_it(registry: Registry) -> None:
     errs = compile_errors("failure_route[f] { route(common); }\nroute { route(common); }\n"
                           "route[common] { req_only(); }\n", registry)
-    assert errs == ["c.cfg:3:17: req_only() cannot be used in failure_route (route[common] is called from one)"]
+    assert errs == [("c.cfg:3:17: req_only() cannot be used in failure_route "
+                     "(route[common] is called from one)")]
 
 
 def test_misspelt_function_gets_a_hint(registry: Registry) -> None:
@@ -146,13 +147,15 @@ def test_misspelt_function_gets_a_hint(registry: Registry) -> None:
 
 
 def test_transform_fixup_and_param_errors(registry: Registry) -> None:
-    errs = compile_errors('route { $var(a) = $(var(b){s.select,x,;}); $var(a) = $(var(b){s.len,1}); }', registry)
+    errs = compile_errors('route { $var(a) = $(var(b){s.select,x,;}); $var(a) = $(var(b){s.len,1}); }',
+                          registry)
     assert errs == ["c.cfg:1:27: {s.select}: the index must be a number",
                     "c.cfg:1:62: {s.len} takes 0 parameters, got 1"]
 
 
 def test_switch_duplicates_and_foreach_needs_star(registry: Registry) -> None:
-    errs = compile_errors('route {\n switch ($var(a)) { case 1: exit; case 1: exit; default: exit; default: exit; }\n'
+    errs = compile_errors('route {\n'
+                          ' switch ($var(a)) { case 1: exit; case 1: exit; default: exit; default: exit; }\n'
                           ' for ($var(i) in $avp(x)) exit;\n}\n', registry)
     assert [e.split(": ", 1)[0] for e in errs] == ["c.cfg:2:35", "c.cfg:2:64", "c.cfg:3:18"]
 
@@ -173,7 +176,8 @@ def test_removed_core_keywords_get_their_replacement() -> None:
     errs = syntax_errors('route {\n  if (uri == myself) exit;\n  if ($rd == myself) exit;\n'
                          '  if (method == "INVITE") exit;\n  if ($rU == NULL) exit;\n}\n')
     assert [(line, col) for line, col, _ in errs] == [(2, 7), (3, 14), (4, 7)]
-    assert errs[0][2].startswith("'uri' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use $ru")
+    assert errs[0][2].startswith("'uri' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: "
+                                 "use $ru")
     assert 'is_myself("$ru")' in errs[1][2] and "$rm" in errs[2][2]
 
 

@@ -54,7 +54,8 @@ def test_socket_str_is_what_the_core_parses() -> None:
 
 
 def test_loadmodule_and_modparam() -> None:
-    s = parse_text('loadmodule "sl.so"\nmodparam("tm", "fr_timeout", 5)\nmodparam("mi_fifo","fifo_mode",0666)\n'
+    s = parse_text('loadmodule "sl.so"\nmodparam("tm", "fr_timeout", 5)\n'
+                   'modparam("mi_fifo","fifo_mode",0666)\n'
                    'modparam("a;b", "p", "str");\nmodparam("x", "n", -2)\n', "g.cfg")
     assert s.loadmodules == [ast.LoadModule("sl.so", Pos("g.cfg", 1, 1))]
     assert [(m.module, m.param, m.value) for m in s.modparams] == [
@@ -113,13 +114,15 @@ def test_empty_blocks_and_stray_semicolons() -> None:
 def test_switch_cases() -> None:
     (s,) = body('switch ($rm) {\n case "INVITE": a(); break;\n case -1:\n case 0x2: b();\n default: c();\n}')
     assert isinstance(s, ast.Switch)
-    assert [(c.value, c.is_default) for c in s.cases] == [("INVITE", False), (-1, False), (2, False), (None, True)]
+    assert [(c.value, c.is_default) for c in s.cases] == [("INVITE", False), (-1, False), (2, False),
+                                                          (None, True)]
     assert isinstance(s.cases[0].body[1], ast.Break) and s.cases[1].body == ()
     assert s.cases[0].pos == Pos("g.cfg", 3, 2)
 
 
 def test_while_and_foreach() -> None:
-    w, f = body('while ($var(i) < 10) $var(i) = $var(i) + 1;\nfor ($var(v) in $(avp(list)[*])) { xlog("$var(v)"); }')
+    w, f = body('while ($var(i) < 10) $var(i) = $var(i) + 1;\n'
+                'for ($var(v) in $(avp(list)[*])) { xlog("$var(v)"); }')
     assert isinstance(w, ast.While) and isinstance(w.body, ast.Assign)
     assert isinstance(f, ast.ForEach) and f.var.name == "var" and f.iterable.index == "*"
     assert f.iterable.key == "list"
@@ -137,8 +140,8 @@ def test_assign_null() -> None:
 
 
 def test_route_calls_return_exit_drop_break() -> None:
-    stmts = body('route(relay);\nroute(r, 1, "a", $var(x));\nreturn(-1);\nreturn;\nreturn 2;\nexit;\nexit();\n'
-                 'drop;\nreturn();')
+    stmts = body('route(relay);\nroute(r, 1, "a", $var(x));\nreturn(-1);\nreturn;\nreturn 2;\nexit;\n'
+                 'exit();\ndrop;\nreturn();')
     assert stmts[0] == ast.RouteCall("relay", (), stmts[0].pos)
     assert [type(a).__name__ for a in stmts[1].args] == ["IntLit", "StrLit", "PVar"]
     assert stmts[2].value.value == -1 and stmts[3].value is None and stmts[4].value.value == 2
@@ -156,10 +159,10 @@ def test_function_call_arguments() -> None:
 
 
 def test_async_launch_assert() -> None:
-    a, l, t = body('async(db_query("select 1", $avp(r)), resume);\nlaunch(exec("x"), done);\n'
-                   'assert($var(a) == 1, "a must be one");')
+    a, la, t = body('async(db_query("select 1", $avp(r)), resume);\nlaunch(exec("x"), done);\n'
+                    'assert($var(a) == 1, "a must be one");')
     assert isinstance(a, ast.Async) and a.call.name == "db_query" and a.resume_route == "resume"
-    assert isinstance(l, ast.Launch) and l.routes == ("done",)
+    assert isinstance(la, ast.Launch) and la.routes == ("done",)
     assert isinstance(t, ast.Assert) and t.message == "a must be one"
 
 
@@ -196,8 +199,8 @@ def test_literals() -> None:
 
 
 def test_pseudo_variable_forms() -> None:
-    e = expr("$ru == $(hdr(From)[1]{nameaddr.uri}{uri.user}) && $(avp(x)[*]) && $avp(y)[-1] && $ct.fields(uri)"
-             " && $(avp(z)[$var(i)]) && $T_reply_code")
+    e = expr("$ru == $(hdr(From)[1]{nameaddr.uri}{uri.user}) && $(avp(x)[*]) && $avp(y)[-1]"
+             " && $ct.fields(uri) && $(avp(z)[$var(i)]) && $T_reply_code")
     pv = e.left.left.left.left.left.right
     assert (pv.name, pv.key, pv.index) == ("hdr", "From", 1)
     assert [t.name for t in pv.transforms] == ["nameaddr.uri", "uri.user"]

@@ -58,7 +58,7 @@ async def test_exit_return_and_retcode(registry: Registry, calls) -> None:  # ty
     route[sub] { return(-2); }
     route[positive] { return; }
     route[zero] { return(0); }'''
-    rc, ctx = await run(src, registry)
+    rc, _ctx = await run(src, registry)
     assert logged(calls) == ["rc=-2 retcode=-2", "rc=-3", "positive"]
     assert rc == 0
 
@@ -98,7 +98,8 @@ async def test_assignments_and_arithmetic(registry: Registry) -> None:
 
 
 async def test_colon_assign_replaces_avp_values(registry: Registry) -> None:
-    _, ctx = await run('route { $avp(x) = 1; $avp(x) = 2; $avp(y) = 1; $avp(y) = 2; $avp(y) := 3; }', registry)
+    _, ctx = await run('route { $avp(x) = 1; $avp(x) = 2; $avp(y) = 1; $avp(y) = 2; $avp(y) := 3; }',
+                       registry)
     assert ctx.avps["x"] == [2, 1] and ctx.avps["y"] == [3]
 
 
@@ -115,7 +116,8 @@ async def test_comparisons_null_and_mixed_types(registry: Registry, calls) -> No
       if ([ $var(s) - 5 ]) log_it("never");
     }'''
     await run(src, registry)
-    assert logged(calls) == ["str==int", "numeric <", "null", "null != empty", "str <", "truthy", "null falsy"]
+    assert logged(calls) == ["str==int", "numeric <", "null", "null != empty", "str <", "truthy",
+                             "null falsy"]
 
 
 async def test_regex_match_literal_and_dynamic(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +145,8 @@ async def test_switch_fallthrough_default_and_break(registry: Registry, calls) -
       }
       log_it("after");
     }'''
-    for k, want in [("a", ["a", "b"]), ("b", ["b"]), (3, ["three"]), ("3", ["three"]), ("z", ["default", "three"])]:
+    for k, want in [("a", ["a", "b"]), ("b", ["b"]), (3, ["three"]), ("3", ["three"]),
+                    ("z", ["default", "three"])]:
         calls.log.clear()
         ctx = MsgContext()
         ctx.vars["k"] = k
@@ -214,7 +217,8 @@ async def test_argument_kinds_and_fixups(registry: Registry, calls) -> None:  # 
 
 async def test_runtime_conversion_failure_makes_call_false(registry: Registry, calls, caplog) -> None:  # type: ignore[no-untyped-def]
     with caplog.at_level(logging.ERROR, logger="routescript.script"):
-        await run('route {\n $var(x) = "nan";\n if (!num($var(x))) log_it("failed"); num($var(x)); log_it("rc=$rc"); }', registry)
+        await run('route {\n $var(x) = "nan";\n'
+                  ' if (!num($var(x))) log_it("failed"); num($var(x)); log_it("rc=$rc"); }', registry)
     assert logged(calls) == ["failed", "rc=-1"]
     assert "r.cfg:3:7: num(): expected a number" in caplog.text
 
@@ -283,13 +287,14 @@ async def test_asserts_off_by_default_on_when_enabled(registry: Registry, calls,
 
 async def test_other_route_kinds_and_run_of_missing_route(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
     cs = build('startup_route { log_it("start"); } error_route { log_it("err"); }\n'
-               'event_route[E_TEST] { log_it("ev $param(x)"); } timer_route[tick, 5] { log_it("tick"); }', registry)
+               'event_route[E_TEST] { log_it("ev $param(x)"); } timer_route[tick, 5] { log_it("tick"); }',
+               registry)
     assert cs.startup_route is not None and cs.error_route is not None
     ctx = MsgContext(params={"x": "1"})
     assert await cs.run(EVENT_ROUTE, "E_TEST", ctx) == 1 and ctx.route_type == EVENT_ROUTE
     await cs.startup_route(MsgContext(route_type=STARTUP_ROUTE))
     await cs.event_routes["E_TEST"](MsgContext(params={"x": "2"}))
-    (name, interval, fn), = cs.timer_routes
+    (_name, _interval, fn), = cs.timer_routes
     await fn(MsgContext())
     await cs.run(ERROR_ROUTE, None, MsgContext())
     assert logged(calls) == ["ev 1", "start", "ev 2", "tick", "err"]
@@ -349,8 +354,8 @@ async def test_failing_function_is_false_recorded_and_the_script_goes_on(registr
     assert ctx.failure is None and ctx.failure_pos is None
 
 
-async def test_failing_pseudo_variable_stops_the_route_with_its_position(registry: Registry, calls,  # type: ignore[no-untyped-def]
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_pseudo_variable_stops_the_route_with_its_position(  # type: ignore[no-untyped-def]
+        registry: Registry, calls, caplog: pytest.LogCaptureFixture) -> None:
     from routescript.sip import ParseError
 
     reg = _failing_registry(registry)

@@ -62,7 +62,8 @@ def test_reply_generates_a_to_tag_when_none_given() -> None:
 
 
 def test_reply_keeps_an_existing_to_tag() -> None:
-    request = parse_message(SUBSCRIBE.replace(b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com>;tag=old"))
+    request = parse_message(SUBSCRIBE.replace(b"To: <sip:alice@example.com>",
+                                              b"To: <sip:alice@example.com>;tag=old"))
     reply = build_reply(request, 200, to_tag="new")
     assert reply.header("To") == "<sip:alice@example.com>;tag=old"
 
@@ -146,7 +147,8 @@ def test_build_notify() -> None:
     assert notify.header("Content-Length") == str(len(PIDF))
     assert notify.headers[-1] == Header("Content-Length", str(len(PIDF)))
     wire = notify.to_bytes()
-    assert wire.startswith(b"NOTIFY sip:bob@127.0.0.1:50944 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK")
+    assert wire.startswith(b"NOTIFY sip:bob@127.0.0.1:50944 SIP/2.0\r\n"
+                           b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK")
     again = parse_message(wire)
     assert again.body == PIDF
     assert again.event is not None and again.event.name == "presence"
@@ -190,7 +192,8 @@ def test_add_header_at_end_and_first() -> None:
     assert msg.headers[-1] == Header("X-Extra", "1")
     assert [v.host for v in msg.vias] == ["proxy.example.com", "192.0.2.10"]
     wire = msg.to_bytes()
-    assert wire.startswith(b"SUBSCRIBE sip:alice@example.com SIP/2.0\r\nRecord-Route: <sip:rr@h;lr>\r\nVia: SIP/2.0/UDP proxy")
+    assert wire.startswith(b"SUBSCRIBE sip:alice@example.com SIP/2.0\r\nRecord-Route: <sip:rr@h;lr>\r\n"
+                           b"Via: SIP/2.0/UDP proxy")
     assert wire.endswith(b"X-Extra: 1\r\n\r\n")
     assert parse_message(wire).header("x-extra") == "1"
 
@@ -243,7 +246,8 @@ def test_set_top_via_in_a_comma_list() -> None:
     assert [v.branch for v in msg.vias] == ["z9hG4bKpub1", "z9hG4bKm", "z9hG4bKpub0"]
     assert msg.via.received == "2001:db8::9" and msg.via.rport == 5061
     assert msg.header("Via") == (
-        "SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKpub1;rport=5061;received=2001:db8::9, SIP/2.0/UDP mid;branch=z9hG4bKm"
+        "SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKpub1;rport=5061;received=2001:db8::9, "
+        "SIP/2.0/UDP mid;branch=z9hG4bKm"
     )
 
 
@@ -301,8 +305,8 @@ def test_reply_to_malformed_cseq() -> None:
     assert lines[1] == b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport"
     assert lines[2] == b'From: "Bob Watcher" <sip:bob@example.com>;tag=1928301774'
     assert re.fullmatch(rb"To: <sip:alice@example.com>;tag=[0-9a-f]{16}", lines[3])
-    assert lines[4:] == [b"Call-ID: a84b4c76e66710@pc33.example.com", b"CSeq: abc SUBSCRIBE", b"Content-Length: 0",
-                         b"", b""]
+    assert lines[4:] == [b"Call-ID: a84b4c76e66710@pc33.example.com", b"CSeq: abc SUBSCRIBE",
+                         b"Content-Length: 0", b"", b""]
 
 
 def test_reply_to_malformed_event_header_parses_back() -> None:
@@ -372,7 +376,8 @@ def test_generate_tag_and_branch() -> None:
 
 def test_constructors_validate_and_serialise() -> None:
     req = SIPRequest("OPTIONS", "sip:h", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "c")])
-    assert req.to_bytes() == b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: c\r\n\r\n"
+    assert req.to_bytes() == (b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                              b"Call-ID: c\r\n\r\n")
     assert req.headers == [Header("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), Header("Call-ID", "c")]
     resp = SIPResponse(200, "OK")
     assert resp.to_bytes() == b"SIP/2.0 200 OK\r\n\r\n"
@@ -387,5 +392,5 @@ def test_constructors_validate_and_serialise() -> None:
 def test_parse_error_pickles_with_its_status() -> None:
     import pickle
 
-    err = pickle.loads(pickle.dumps(ParseError("Message Too Large", 513)))
+    err = pickle.loads(pickle.dumps(ParseError("Message Too Large", 513)))  # noqa: S301 - our own bytes
     assert (err.reason, err.status) == ("Message Too Large", 513)

@@ -100,7 +100,7 @@ def test_parse_error_is_a_sip_error_with_400_default() -> None:
     assert (err.reason, err.status, str(err)) == ("Bad CSeq header", 400, "Bad CSeq header")
 
 
-# --- header lines --------------------------------------------------------------------------------------------
+# --- header lines -------------------------------------------------------------------------------------------
 
 
 def test_headers_as_written_in_order() -> None:
@@ -113,7 +113,8 @@ def test_headers_as_written_in_order() -> None:
 
 def test_header_names_case_insensitive() -> None:
     msg = parse_message(SUBSCRIBE)
-    assert msg.header("call-id") == msg.header("CALL-ID") == msg.header("Call-Id") == "a84b4c76e66710@pc33.example.com"
+    assert (msg.header("call-id") == msg.header("CALL-ID") == msg.header("Call-Id")
+            == "a84b4c76e66710@pc33.example.com")
     assert msg.header("cseq") == "314159 SUBSCRIBE"
     assert msg.header("X-Absent") is None
     assert msg.has_header("EVENT") and not msg.has_header("Subscription-State")
@@ -145,7 +146,8 @@ def test_compact_forms(short: str, long: str, value: str) -> None:
     data = (
         "OPTIONS sip:b@h SIP/2.0\r\n"
         f"{short}: {value}\r\n"
-        "v: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\ni: c1\r\nCSeq: 1 OPTIONS\r\n"
+        "v: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\ni: c1\r\n"
+        "CSeq: 1 OPTIONS\r\n"
         "\r\n"
     ).encode()
     msg = parse_message(data)
@@ -300,7 +302,8 @@ def test_bad_call_id() -> None:
 
 def test_conflicting_single_headers() -> None:
     assert reason_of(minimal(extra="Call-ID: other\r\n")) == "Conflicting Call-ID headers"
-    assert reason_of(minimal(extra="Content-Length: 0\r\nl: 1\r\n") + b"x") == "Conflicting Content-Length headers"
+    assert (reason_of(minimal(extra="Content-Length: 0\r\nl: 1\r\n") + b"x")
+            == "Conflicting Content-Length headers")
     # the same value twice is tolerated
     assert parse_message(minimal(extra="i: c1\r\n")).call_id == "c1"
 

@@ -155,9 +155,10 @@ def test_frame_length_cuts_a_stream_in_any_chunks(messages: list[bytes], chunk: 
     assert out == messages and buffer == b""
 
 
-# --- round trip of generated valid messages ------------------------------------------------------------------
+# --- round trip of generated valid messages -----------------------------------------------------------------
 
-token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1, max_size=10)
+token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+                min_size=1, max_size=10)
 host = st.one_of(
     st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True),
     st.ip_addresses(v=4).map(str),
@@ -190,13 +191,14 @@ def messages(draw: Any) -> bytes:
     lines = [f"SIP/2.0 {draw(st.integers(100, 699))} {draw(token)}" if is_reply
              else f"{method} {draw(sip_uris())} SIP/2.0"]
     for _ in range(draw(st.integers(1, 3))):
-        lines.append(f"{draw(st.sampled_from(['Via', 'v', 'VIA']))}: SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP']))} "
+        via = draw(st.sampled_from(["Via", "v", "VIA"]))
+        lines.append(f"{via}: SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP']))} "
                      f"{draw(host)};branch=z9hG4bK{draw(token)}")
     display = draw(st.one_of(st.just(""), token.map(lambda t: f'"{t}" ')))
     lines.append(f"{draw(st.sampled_from(['From', 'f']))}: {display}<{draw(sip_uris())}>;tag={draw(token)}")
     lines.append(f"{draw(st.sampled_from(['To', 't']))}: <{draw(sip_uris())}>")
-    lines.append(f"{draw(st.sampled_from(['Call-ID', 'i', 'call-id']))}:{draw(st.sampled_from(['', ' ', '  ']))}"
-                 f"{draw(token)}@{draw(host)}")
+    call_id = draw(st.sampled_from(["Call-ID", "i", "call-id"]))
+    lines.append(f"{call_id}:{draw(st.sampled_from(['', ' ', '  ']))}{draw(token)}@{draw(host)}")
     lines.append(f"CSeq: {draw(st.integers(0, 2**31 - 1))} {method}")
     extra = draw(st.lists(st.tuples(token, st.text(
         "abcdefghijklmnopqrstuvwxyz0123456789 ;=,<>:@\"/.", max_size=30).map(str.strip)), max_size=5))

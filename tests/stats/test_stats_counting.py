@@ -60,7 +60,8 @@ def udp_addr(server: Server) -> tuple[str, int]:
 
 async def stats(server: Server, *names: str) -> dict[str, int]:
     url = server.modules.get("httpd").url + "/mi"  # type: ignore[union-attr]
-    result = await asyncio.wait_for(asyncio.to_thread(call_http, url, "get_statistics", [list(names)]), TIMEOUT)
+    result = await asyncio.wait_for(asyncio.to_thread(call_http, url, "get_statistics", [list(names)]),
+                                    TIMEOUT)
     assert isinstance(result, dict)
     return result
 
@@ -76,7 +77,8 @@ async def test_options_counted(server: Server) -> None:
     assert abs(got["core:timestamp"] - time.time()) < 5
     # reset_statistics zeroes a counter, leaves a function (timestamp) alone
     url = server.modules.get("httpd").url + "/mi"  # type: ignore[union-attr]
-    assert await asyncio.to_thread(call_http, url, "reset_statistics", [["rcv_requests", "timestamp"]]) == "OK"
+    names = [["rcv_requests", "timestamp"]]
+    assert await asyncio.to_thread(call_http, url, "reset_statistics", names) == "OK"
     again = await stats(server, "rcv_requests", "timestamp", "2xx_replies")
     assert again["core:rcv_requests"] == 0  # MI calls are not SIP traffic
     assert again["core:timestamp"] > 0 and again["sl:2xx_replies"] == N
@@ -108,7 +110,8 @@ async def test_tm_transactions(server: Server) -> None:
         # a client transaction of ours (NOTIFY) the test client answers: UAC + received_replies
         ua.auto_reply["NOTIFY"] = 200
         notify = build_request("NOTIFY", ua.contact_uri, [
-            ("Via", f"SIP/2.0/UDP {server.sockets[0].host}:{server.sockets[0].port};branch={generate_branch()}"),
+            ("Via", (f"SIP/2.0/UDP {server.sockets[0].host}:{server.sockets[0].port};"
+                     f"branch={generate_branch()}")),
             ("Max-Forwards", "70"), ("From", f"<sip:srv@127.0.0.1>;tag={generate_tag()}"),
             ("To", f"<{ua.aor}>;tag={generate_tag()}"), ("Call-ID", "stats-notify-1"), ("CSeq", "1 NOTIFY"),
             ("Event", "presence"), ("Subscription-State", "active;expires=60")])
@@ -125,7 +128,8 @@ async def test_tm_transactions(server: Server) -> None:
 
 async def test_malformed_and_bad_header(server: Server) -> None:
     async with await SipTestClient.start("udp", udp_addr(server), timeout=TIMEOUT) as ua:
-        ua.send_raw(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1\r\n\r\n")  # no From/To...
+        # no From/To...
+        ua.send_raw(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1\r\n\r\n")
         ua.send_raw(b"SIP/2.0 200 OK\r\nVia: nothing\r\n\r\n")
         info = ua.request("INFO", from_="this is not a uri")
         resp = await ua.send_request(info)
@@ -134,7 +138,8 @@ async def test_malformed_and_bad_header(server: Server) -> None:
             if server.counters.err_requests and server.counters.err_replies:
                 break
             await asyncio.sleep(0.005)
-    got = await stats(server, "err_requests", "err_replies", "bad_msg_hdr", "bad_URIs_rcvd", "sent_err_replies")
+    got = await stats(server, "err_requests", "err_replies", "bad_msg_hdr", "bad_URIs_rcvd",
+                      "sent_err_replies")
     assert got["core:err_requests"] == 1 and got["core:err_replies"] == 1
     assert got["core:bad_msg_hdr"] + got["core:bad_URIs_rcvd"] == 1
     assert got["sl:sent_err_replies"] == 1  # the 400 the core sent for the bad From

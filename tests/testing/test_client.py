@@ -42,7 +42,8 @@ class MiniServer:
 
     async def notify(self, client: SipTestClient, subscribe: Any, source: Any) -> Any:
         req = build_request("NOTIFY", client.contact_uri, [
-            ("Via", f"SIP/2.0/{source.proto.upper()} 127.0.0.1:{source.socket.port};branch={generate_branch()}"),
+            ("Via", (f"SIP/2.0/{source.proto.upper()} 127.0.0.1:{source.socket.port};"
+                     f"branch={generate_branch()}")),
             ("From", f"{subscribe.header('To')};tag=srvtag"), ("To", subscribe.header("From")),
             ("Call-ID", subscribe.call_id), ("CSeq", "1 NOTIFY"), ("Event", "presence"),
             ("Contact", f"<sip:pres@127.0.0.1:{source.socket.port}>"),
@@ -78,7 +79,8 @@ def test_requests_get_fresh_identifiers():
     assert doc.findtext(".//{urn:ietf:params:xml:ns:pidf}note") == "Away"
     refresh = client.publish("sip:alice@example.com", etag="e1")
     assert refresh.body == b"" and refresh.content_type is None
-    sub = client.subscribe("sip:alice@example.com", event="presence.winfo", accept="application/watcherinfo+xml")
+    sub = client.subscribe("sip:alice@example.com", event="presence.winfo",
+                           accept="application/watcherinfo+xml")
     assert sub.event.name == "presence.winfo" and sub.header("Accept") == "application/watcherinfo+xml"
     assert sub.contacts[0].uri.port == 40000
     assert client.subscribe("sip:a@b", event=None).event is None
@@ -117,7 +119,7 @@ async def test_auto_reply_and_unanswered_request(server):
         del client.auto_reply["NOTIFY"]
         resp = await server.notify(client, sub, source)                 # nobody answers
         assert resp.status == 408
-        assert sum(client.retransmissions.values()) >= 2                # server retransmitted, not queued twice
+        assert sum(client.retransmissions.values()) >= 2  # server retransmitted, not queued twice
         await client.expect_request("NOTIFY")
         await client.expect_no_request("NOTIFY", within=0.05)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routescript.transport import FramingError, Ping, StreamFramer
 
@@ -83,10 +85,6 @@ def test_head_without_end_over_the_bound_is_513():
 
 
 # --- properties ---------------------------------------------------------------------------------
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=20))

@@ -75,8 +75,10 @@ async def test_garbage_closes_only_that_connection(core):
 async def test_missing_content_length_answered_400_then_closed(core):
     info = await core.layer.listen("tcp", "127.0.0.1", 0)
     reader, writer = await open_raw(info.port)
-    writer.write(f"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch={generate_branch()}\r\n"
-                 "From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: nocl\r\nCSeq: 1 OPTIONS\r\n\r\n".encode())
+    writer.write("OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n"
+                 f"Via: SIP/2.0/TCP 127.0.0.1:1;branch={generate_branch()}\r\n"
+                 "From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: nocl\r\n"
+                 "CSeq: 1 OPTIONS\r\n\r\n".encode())
     data = await read_closed(reader)
     assert data.startswith(b"SIP/2.0 400 Missing Content-Length")
     assert core.received == []
@@ -101,7 +103,8 @@ async def test_unparsable_but_framed_message_answered_400_and_connection_kept(co
 async def test_oversize_message_answered_513_and_closed(core):
     info = await core.layer.listen("tcp", "127.0.0.1", 0)   # max_message_size=4096 in the fixture
     reader, writer = await open_raw(info.port)
-    writer.write(f"MESSAGE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch={generate_branch()}\r\n"
+    writer.write("MESSAGE sip:x@127.0.0.1 SIP/2.0\r\n"
+                 f"Via: SIP/2.0/TCP 127.0.0.1:1;branch={generate_branch()}\r\n"
                  "From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: big\r\nCSeq: 1 MESSAGE\r\n"
                  "Content-Length: 100000\r\n\r\n".encode())
     data = await read_closed(reader)
@@ -168,7 +171,8 @@ async def test_outgoing_connection_opened_on_demand_and_reused():
         dest = Destination("tcp", "127.0.0.1", peer_info.port)
         for i in range(3):
             data = (f"NOTIFY sip:p@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK{i}\r\n"
-                    f"From: <sip:a@b>;tag=1\r\nTo: <sip:p@b>;tag=2\r\nCall-ID: o{i}\r\nCSeq: {i + 1} NOTIFY\r\n"
+                    f"From: <sip:a@b>;tag=1\r\nTo: <sip:p@b>;tag=2\r\nCall-ID: o{i}\r\n"
+                    f"CSeq: {i + 1} NOTIFY\r\n"
                     "Content-Length: 0\r\n\r\n").encode()
             if i == 2:
                 server.send(data, dest)                     # sync send on the open connection

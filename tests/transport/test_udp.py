@@ -6,10 +6,12 @@ import asyncio
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routescript.sip import build_request, generate_branch, parse_uri
 from routescript.testing import SipTestClient, SipTimeout
-from routescript.transport import Destination, TransportError
+from routescript.transport import Destination, SocketInfo, Source, TransportError, TransportLayer
 
 from .conftest import has_ipv6_loopback
 
@@ -229,11 +231,6 @@ async def test_closed_layer_refuses_to_send(core):
 
 
 # --- property: no input reaches the callback unparsed, and none raises ----------------------------
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from routescript.transport import SocketInfo, Source, TransportLayer
 
 _VALID = raw_request("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfz;rport")
 

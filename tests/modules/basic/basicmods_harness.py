@@ -54,7 +54,7 @@ class Harness:
     def call(self, ctx: MsgContext, name: str, *args: Any) -> Any:
         spec = self.functions[name]
         fixed = []
-        for arg, aspec in zip(args, spec.args):
+        for arg, aspec in zip(args, spec.args, strict=False):
             fixed.append(aspec.fixup(arg) if aspec.fixup is not None and arg is not None else arg)
         return spec.impl(ctx, *fixed)
 

@@ -28,7 +28,7 @@ async def test_sl_send_reply_stateless_with_stable_to_tag() -> None:
 
 async def test_sl_send_reply_code_checked_at_load_time() -> None:
     h = Harness(["sl"])
-    with pytest.raises(ValueError, match="outside 100..699"):
+    with pytest.raises(ValueError, match=r"outside 100\.\.699"):
         h.call(h.ctx(request()), "sl_send_reply", 99, "x")
 
 
