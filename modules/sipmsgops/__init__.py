@@ -16,8 +16,9 @@ from routescript.script.context import ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE
 from . import _ops
 
 
-class SipmsgopsModule(Module):
-    name = "sipmsgops"
+class HeaderFunctions:
+    """The header functions sipmsgops shares with textops (OpenSIPS 1.x textops held them): one
+    implementation, mixed into both module classes (Module collects tagged methods over the MRO)."""
 
     @script_function("is_method", Arg("str", "methods", fixup=_ops.methods_fixup))
     def is_method(self, ctx: MsgContext, methods: object) -> int:
@@ -38,17 +39,24 @@ class SipmsgopsModule(Module):
             return _ops.append_hf_after(ctx, text, anchor)
         return _ops.append_hf(ctx, text)
 
+    @script_function("remove_hf", Arg("str", "hname"), Arg("str", "flags", optional=True))
+    def remove_hf(self, ctx: MsgContext, name: str, flags: str | None = None) -> int:
+        return _ops.remove_hf(ctx, name, flags)
+
+    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE, FAILURE_ROUTE, ERROR_ROUTE))
+    def append_to_reply(self, ctx: MsgContext, text: str) -> int:
+        return _ops.append_to_reply(ctx, text)
+
+
+class SipmsgopsModule(HeaderFunctions, Module):
+    name = "sipmsgops"
+
     @script_function("insert_hf", Arg("str", "txt", fixup=_ops.header_line_fixup),
                      Arg("str", "hdr", optional=True, fixup=_ops.header_name_fixup))
     def insert_hf(self, ctx: MsgContext, text: str, anchor: str | None = None) -> int:
         if anchor is not None:
             return _ops.insert_hf_before(ctx, text, anchor)
         return _ops.insert_hf(ctx, text)
-
-    @script_function("remove_hf", Arg("str", "hname"), Arg("str", "flags", optional=True))
-    def remove_hf(self, ctx: MsgContext, name: str, flags: str | None = None) -> int:
-        return _ops.remove_hf(ctx, name, flags)
-
     # script regexes are compiled case-insensitive, as header names compare
     @script_function("remove_hf_re", Arg("regex", "hname_expr"))
     def remove_hf_re(self, ctx: MsgContext, rx: re.Pattern[str]) -> int:
@@ -58,11 +66,6 @@ class SipmsgopsModule(Module):
     def remove_hf_glob(self, ctx: MsgContext, pattern: str) -> int:
         low = pattern.lower()
         return _ops.remove_matching(ctx, lambda n: fnmatch.fnmatchcase(n.lower(), low))
-
-    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE, FAILURE_ROUTE, ERROR_ROUTE))
-    def append_to_reply(self, ctx: MsgContext, text: str) -> int:
-        return _ops.append_to_reply(ctx, text)
-
     @script_function("is_uri_user_e164", Arg("str", "uri"))
     def is_uri_user_e164(self, ctx: MsgContext, uri: str) -> int:
         return _ops.is_uri_user_e164(ctx, uri)

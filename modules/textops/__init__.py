@@ -23,8 +23,8 @@ import re
 from typing import Any
 
 from routescript.core.module import Arg, Module, script_function
-from routescript.modules.sipmsgops import _ops
-from routescript.script.context import ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
+from routescript.modules.sipmsgops import HeaderFunctions
+from routescript.script.context import REQUEST_ROUTE, MsgContext
 from routescript.script.transforms import SubstExpr
 
 log = logging.getLogger("routescript.textops")
@@ -104,7 +104,7 @@ def _edit(ctx: MsgContext, expr: SubstExpr | None, rx: re.Pattern[str] | None, r
     return _replace_message(ctx, first, parts[0], parts[1], what)
 
 
-class TextopsModule(Module):
+class TextopsModule(HeaderFunctions, Module):
     name = "textops"
 
     @script_function("search", Arg("regex", "re", fixup=_regex_fixup))
@@ -175,33 +175,7 @@ class TextopsModule(Module):
         """The user part of the Request-URI through the expression (an absent user is "")."""
         return _set_ruri(ctx, _subst_fixup(expr), user_only=True)  # type: ignore[arg-type]
 
-    # --- the header functions of OpenSIPS 1.x textops --------------------------------------------------
-    @script_function("is_method", Arg("str", "methods", fixup=_ops.methods_fixup))
-    def is_method(self, ctx: MsgContext, methods: object) -> int:
-        return _ops.is_method(ctx, methods)
-
-    @script_function("has_totag")
-    def has_totag(self, ctx: MsgContext) -> int:
-        return _ops.has_totag(ctx)
-
-    @script_function("is_present_hf", Arg("str", "hname", fixup=_ops.header_name_fixup))
-    def is_present_hf(self, ctx: MsgContext, name: str) -> int:
-        return _ops.is_present_hf(ctx, name)
-
-    @script_function("append_hf", Arg("str", "txt", fixup=_ops.header_line_fixup),
-                     Arg("str", "hdr", optional=True, fixup=_ops.header_name_fixup))
-    def append_hf(self, ctx: MsgContext, text: str, anchor: str | None = None) -> int:
-        if anchor is not None:
-            return _ops.append_hf_after(ctx, text, anchor)
-        return _ops.append_hf(ctx, text)
-
-    @script_function("remove_hf", Arg("str", "hname"), Arg("str", "flags", optional=True))
-    def remove_hf(self, ctx: MsgContext, name: str, flags: str | None = None) -> int:
-        return _ops.remove_hf(ctx, name, flags)
-
-    @script_function("append_to_reply", Arg("str", "txt"), routes=(REQUEST_ROUTE, FAILURE_ROUTE, ERROR_ROUTE))
-    def append_to_reply(self, ctx: MsgContext, text: str) -> int:
-        return _ops.append_to_reply(ctx, text)
+    # The header functions of OpenSIPS 1.x textops come from HeaderFunctions (sipmsgops's own).
 
 
 def _set_ruri(ctx: MsgContext, expr: SubstExpr, *, user_only: bool) -> int:
