@@ -44,16 +44,6 @@ class NonInviteClientTransaction(Machine):
         event = Event.PROVISIONAL if response.status < 200 else Event.FINAL
         return self._event(event, now, response)
 
-    def transport_error(self, now: float) -> list[Action]:
-        """The transport could not send the request (or lost the connection)."""
-        return self._event(Event.TRANSPORT_ERROR, now)
-
-    def _event(self, event: Event, now: float, response: Any = None) -> list[Action]:
-        out: list[Action] = []
-        self._step(event, now, response, out)
-        self._fire_due(now, out)
-        return out
-
     def _do(self, effect: Effect, event: Event, response: Any, now: float, out: list[Action]) -> None:
         if effect is Effect.RESEND:
             self.retransmissions += 1

@@ -223,7 +223,7 @@ class TransactionLayer:
                 self.transport.send(data, transaction.destination)
         except OSError as exc:
             log.info("transaction %s: transport error: %s", transaction.label, exc)
-            more = transaction.transport_error(now)  # type: ignore[attr-defined]
+            more = transaction.transport_error(now)
             for follow in more:  # only Deliver actions can follow a transport error
                 if isinstance(follow, Deliver):
                     self._deliver(transaction, follow)

@@ -68,6 +68,17 @@ class Machine:
         self._fire_due(now, out)
         return out
 
+    def transport_error(self, now: float) -> list[Action]:
+        """The transport could not send (or lost the connection)."""
+        return self._event(Event.TRANSPORT_ERROR, now)
+
+    def _event(self, event: Event, now: float, response: Any = None) -> list[Action]:
+        """One event through the table, then every timer already due at `now`."""
+        out: list[Action] = []
+        self._step(event, now, response, out)
+        self._fire_due(now, out)
+        return out
+
     def _arm(self, event: Event, delay: float, now: float) -> None:
         self._deadlines[event] = now + delay
 

@@ -52,15 +52,6 @@ class ServerTransaction(Machine):
         response, a response after the transaction ended)."""
         return self._event(self._classify(response.status), now, response)
 
-    def transport_error(self, now: float) -> list[Action]:
-        return self._event(Event.TRANSPORT_ERROR, now)
-
-    def _event(self, event: Event, now: float, response: Any = None) -> list[Action]:
-        out: list[Action] = []
-        self._step(event, now, response, out)
-        self._fire_due(now, out)
-        return out
-
     def _classify(self, status: int) -> Event:
         return Event.PROVISIONAL if status < 200 else Event.FINAL
 
