@@ -28,7 +28,7 @@ from .ast import Pos
 from .context import (BRANCH_ROUTE, ERROR_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE,
                       REQUEST_ROUTE, STARTUP_ROUTE, TIMER_ROUTE)
 from .diagnostics import Diagnostic, ScriptError, SourceLines
-from .pvparse import PVarSyntaxError, parse_pvar, parse_string
+from .pvparse import PVarSyntaxError, parse_pvar, parse_string, unescape
 
 ROUTE_KINDS = {
     "route": REQUEST_ROUTE, "request_route": REQUEST_ROUTE, "onreply_route": ONREPLY_ROUTE,
@@ -522,19 +522,7 @@ def parse_int(text: str) -> int:
 
 
 def _unquote(tok: Token) -> str:
-    raw = str(tok)[1:-1]
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        c = raw[i]
-        if c == "\\" and i + 1 < len(raw):
-            nxt = raw[i + 1]
-            out.append({"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'"}.get(nxt, "\\" + nxt))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    return unescape(str(tok)[1:-1])
 
 
 class _Builder(lark.Transformer):  # type: ignore[type-arg]

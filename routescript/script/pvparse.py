@@ -58,6 +58,22 @@ def _balanced(text: str, i: int, open_: str, close: str) -> int:
     raise PVarSyntaxError(i, f"missing '{close}' to match '{open_}'")
 
 
+def unescape(body: str) -> str:
+    """A script string's text without its escapes (\\n \\r \\t \\\\ \\" \\'; any other `\\x` is kept as
+    written). `body` is the text between the quotes; pseudo-variables are not looked at."""
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            out.append(_ESCAPES.get(body[i + 1], "\\" + body[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def _shifted(pos_at: PosAt, base: int) -> PosAt:
     """pos_at for a text that starts at offset `base` of the outer one."""
     return lambda off: pos_at(base + off)
