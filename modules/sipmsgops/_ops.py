@@ -139,29 +139,24 @@ def _anchor_index(msg: Any, anchor: str) -> int | None:
 def append_hf_after(ctx: MsgContext, text: str, anchor: str) -> int:
     """append_hf(txt, hdr): the line goes after the first `hdr` header (at the end when absent,
     choice: OpenSIPS returns -1 then; we do the same and add nothing)."""
-    try:
-        name, value = split_header_line(text)
-    except ValueError as exc:
-        log.error("append_hf: %s", exc)
-        return -1
-    at = _anchor_index(ctx.msg, anchor)
-    if at is None:
-        return -1
-    _insert_line(ctx.msg, at + 1, name, value)
-    return 1
+    return _insert_at_anchor(ctx, text, anchor, "append_hf", after=True)
 
 
 def insert_hf_before(ctx: MsgContext, text: str, anchor: str) -> int:
     """insert_hf(txt, hdr): the line goes before the first `hdr` header; -1 when there is none."""
+    return _insert_at_anchor(ctx, text, anchor, "insert_hf", after=False)
+
+
+def _insert_at_anchor(ctx: MsgContext, text: str, anchor: str, what: str, *, after: bool) -> int:
     try:
         name, value = split_header_line(text)
     except ValueError as exc:
-        log.error("insert_hf: %s", exc)
+        log.error("%s: %s", what, exc)
         return -1
     at = _anchor_index(ctx.msg, anchor)
     if at is None:
         return -1
-    _insert_line(ctx.msg, at, name, value)
+    _insert_line(ctx.msg, at + 1 if after else at, name, value)
     return 1
 
 
