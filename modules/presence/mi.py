@@ -5,6 +5,8 @@
     pres_phtable_list / presence:phtable_list
     subs_phtable_list / presence:subs_phtable_list                   [from to]   (both or none)
     pres_expose / presence:expose                                     event [filter]
+    pres_cluster_takeover / presence:cluster_takeover                 node_id     (clustering, ours)
+    pres_cluster_nodes / presence:cluster_nodes                                   (clustering, ours)
 
 `PresenceMI` is mixed into PresenceModule, so the commands are collected with the module's other
 exports (routescript.core.module.mi_command). The record builders below are pure functions; the
@@ -278,6 +280,49 @@ class PresenceMI:
         if from_ is not None:
             subs = [s for s in subs if from_to_match(s, from_, to or "")]
         return [shtable_record(s) for s in subs]
+
+    # ---------------------------------------------------------------- clustering (docs/cluster.md)
+    def _cluster(self) -> Any:
+        self._running()
+        cluster = getattr(self, "cluster", None)
+        if cluster is None:
+            raise MIError("presence clustering is not enabled (modparam cluster_id)", 400)
+        return cluster
+
+    @mi_command("pres_cluster_takeover", aliases=("presence:cluster_takeover",),
+                doc="adopts now every subscription of the node with that sharing tag (a dead node, or one "
+                    "being retired); returns how many subscriptions were adopted")
+    async def mi_cluster_takeover(self, node_id: str) -> dict[str, Any]:
+        from routescript.db import DatabaseError
+
+        from .cluster import ClusterError
+
+        cluster = self._cluster()
+        try:
+            adopted = await cluster.take_over(str(node_id).strip())
+        except ClusterError as exc:
+            raise MIError(str(exc), 400) from None
+        except DatabaseError as exc:
+            raise MIError(f"takeover of {node_id} failed: {exc.message}", 500) from None
+        return {"node_id": str(node_id).strip(), "adopted": adopted}
+
+    @mi_command("pres_cluster_nodes", aliases=("presence:cluster_nodes",),
+                doc="lists the nodes of this presence cluster (the rs_nodes rows) and this node's counters")
+    async def mi_cluster_nodes(self) -> dict[str, Any]:
+        from routescript.db import DatabaseError
+
+        cluster = self._cluster()
+        try:
+            rows = await cluster.nodes()
+        except DatabaseError as exc:
+            raise MIError(f"reading rs_nodes failed: {exc.message}", 500) from None
+        nodes = [{"node_id": r["node_id"], "state": r["state"], "last_seen": int(r["last_seen"] or 0),
+                  "started": int(r["started"] or 0), "adopted_by": r["adopted_by"]} for r in rows]
+        st = cluster.stats
+        return {"cluster_id": cluster.config.cluster_id, "node_id": cluster.node_id,
+                "owns_subscriptions": cluster.owns_subscriptions(), "nodes": nodes,
+                "stats": {"announced": st.announced, "received": st.received, "adopted_rows": st.adopted_rows,
+                          "takeovers": st.takeovers, "resyncs": st.resyncs}}
 
     # ---------------------------------------------------------------- pres_expose
     @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",),

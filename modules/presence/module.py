@@ -91,6 +91,14 @@ class PresenceModule(PresenceMI, Module):
         Param("bla_fix_remote_target", int, 1, "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
+        # Several nodes on one PostgreSQL database (docs/cluster.md).
+        Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
+              check=_non_negative),
+        Param("cluster_sharing_tag", str, None, "this node's id, kept in active_watchers.sharing_tag"),
+        Param("cluster_pres_events", str, None, "events whose changes the nodes announce (default: all)"),
+        Param("cluster_ping_interval", int, 5, "seconds between heartbeats in rs_nodes"),
+        Param("cluster_node_timeout", int, 30, "a node silent this long is taken over; 0: only by MI",
+              check=_non_negative),
     )
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
@@ -99,6 +107,8 @@ class PresenceModule(PresenceMI, Module):
         self.service: PresenceService | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
+        self.cluster: Any = None                  # ClusterNode when cluster_id is set (started)
+        self.cluster_config: Any = None           # its ClusterConfig, checked at load time
         if not self.param("db_url"):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
             # the event packages' sake, and every call of its script functions is a load-time error
@@ -171,6 +181,26 @@ class PresenceModule(PresenceMI, Module):
             log.warning("presence: waiting_subs_daysno %d is above the maximum, %d days used",
                         self.param("waiting_subs_daysno"), MAX_WAITING_SUBS_DAYSNO)
             self.modparams["waiting_subs_daysno"] = MAX_WAITING_SUBS_DAYSNO
+        self._check_cluster()
+
+    def _check_cluster(self) -> None:
+        from .cluster import ClusterError, config_from_params
+
+        try:
+            self.cluster_config = config_from_params(self.modparams)
+        except ClusterError as exc:
+            raise ConfigError(f"presence clustering: {exc}") from None
+        if self.cluster_config is None:
+            return
+        url = self.param("db_url") or ""
+        if not url.lower().startswith(("postgres://", "postgresql://")):
+            # The nodes announce changes with PostgreSQL LISTEN/NOTIFY; SQLite has no way to tell
+            # another process, so a "cluster" on it would silently miss every change.
+            raise ConfigError("presence clustering (cluster_id) needs a PostgreSQL db_url "
+                              "(postgres://user:pass@host:port/db): the nodes talk through LISTEN/NOTIFY")
+        if not self.param("fallback2db"):
+            log.info("presence: cluster_id set, so fallback2db = 1")
+            self.modparams["fallback2db"] = 1
 
     def settings(self) -> PresenceSettings:
         return PresenceSettings(
@@ -196,10 +226,26 @@ class PresenceModule(PresenceMI, Module):
         else:
             db = await self.server.database(url)
         await db.ensure_schema(["presentity", "active_watchers", "watchers"])
-        self.service = PresenceService(self.server, self.registry, self.settings(), store=PresenceStore(db))
-        npub, nsub = await self.service.load()
+        cfg = self.cluster_config
+        store = PresenceStore(db, sharing_tag=cfg.node_id if cfg is not None else None)
+        self.service = service = PresenceService(self.server, self.registry, self.settings(), store=store)
+        if cfg is not None:
+            from .cluster import ClusterNode
+
+            self.cluster = service.cluster = ClusterNode(
+                db, cfg, on_presentity_changed=service.cluster_presentity_changed,
+                on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
+                on_ownership_lost=service.cluster_ownership_lost,
+                on_subscription_moved=service.cluster_subscription_moved)
+        npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
                  self.registry.get_event_list())
+        if self.cluster is not None:
+            await self.cluster.start()   # rs_nodes, join, LISTEN, claim untagged rows
+            self.cluster.run()           # heartbeat and dead-node timer
+            self._cluster_stats()
+            log.info("presence: cluster %d joined as node %s (ping %gs, node timeout %gs)", cfg.cluster_id,
+                     cfg.node_id, cfg.ping_interval, cfg.node_timeout)
         self._every(self.param("clean_period"), self.service.clean)
         self._every(self.param("db_update_period"), self.service.sync_db)
 
@@ -216,11 +262,22 @@ class PresenceModule(PresenceMI, Module):
                     log.exception("presence timer job failed")
         self._timers.append(asyncio.get_running_loop().create_task(loop()))
 
+    def _cluster_stats(self) -> None:
+        stats = getattr(self.server, "statistics", None)
+        if stats is None or self.cluster is None:
+            return
+        cs = self.cluster.stats
+        for name in ("announced", "received", "adopted_rows", "takeovers", "resyncs", "ownership_lost",
+                     "heartbeat_failures"):
+            stats.register("presence", f"cluster_{name}", func=lambda n=name: getattr(cs, n))
+
     async def stop(self) -> None:
         for task in self._timers:
             task.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers.clear()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.service is not None:
             await self.service.sender.drain(timeout=2.0)
             await self.service.sync_db()

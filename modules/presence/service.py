@@ -32,7 +32,12 @@ log = logging.getLogger("routescript.presence")
 REASON_BAD_REQUEST = "Bad request"
 REASON_BAD_EVENT = "Bad Event"
 REASON_SERVER_ERROR = "Server Internal Error"
+REASON_UNAVAILABLE = "Service Unavailable"
 MAX_PRESENTITY_LOCKS = 100_000  # bound: presentities with a PUBLISH/SUBSCRIBE being handled
+# Retry-After of a 503 while the database is unreachable: the PostgreSQL pool retries after 0.5 s,
+# doubling up to 30 s; a few seconds keeps phones from hammering a server that is reconnecting.
+DB_RETRY_AFTER = 5
+MAX_EXPIRED_CLAIM = 1000        # bound: expired presentity rows one clean run deletes (clustered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,14 @@ class _BadRequest(Exception):
         self.status, self.reason, self.headers = status, reason, headers
 
 
+def _db_failure(exc: BaseException) -> _BadRequest:
+    """The reply to a request the database could not serve: 503 + Retry-After while it is unreachable
+    (routescript.db DatabaseError.transient: the pool reconnects by itself), 500 for anything else."""
+    if getattr(exc, "transient", False):
+        return _BadRequest(503, REASON_UNAVAILABLE, (("Retry-After", str(DB_RETRY_AFTER)),))
+    return _BadRequest(500, REASON_SERVER_ERROR)
+
+
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -91,6 +104,12 @@ class PresenceService:
                                        expires_offset=settings.expires_offset)
         self.sender = NotifySender(self._send_notify, self._notify_result)
         self._locks: dict[str, asyncio.Lock] = {}
+        # Clustering (docs/cluster.md): the ClusterNode, set by the module when cluster_id is set.
+        self.cluster: Any = None
+        # (pres_uri, event) -> hash of the last state body sent to its watchers (clustered: a resync
+        # compares it with the database). Only presentities with watchers here.
+        self._notified: dict[tuple[str, str], int] = {}
+        self._missed_while_fenced = False
 
     # ------------------------------------------------------------------ PUBLISH
     async def handle_publish(self, ctx: Any, sender_uri: str | None = None) -> int:
@@ -103,7 +122,11 @@ class PresenceService:
             self._reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
         async with self._lock(facts.pres_uri):
-            await self._fallback_publications(facts.pres_uri, event)
+            try:
+                await self._fallback_publications(facts.pres_uri, event, strict=True)
+            except _BadRequest as exc:
+                self._reply(ctx, exc.status, exc.reason, exc.headers)
+                return -1
             sphere_before = self._sphere_if_checked(facts.pres_uri, event)
             now = self.clock()
             decision = self.presentities.handle_publish(facts, now)
@@ -114,7 +137,8 @@ class PresenceService:
                 await self._store_publication(decision)
             except Exception as exc:
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
-                self._reply(ctx, 500, REASON_SERVER_ERROR)
+                err = _db_failure(exc)
+                self._reply(ctx, err.status, err.reason, err.headers)
                 return -1
             self.presentities.commit(decision)
             headers = [("Expires", str(decision.expires))]
@@ -130,7 +154,19 @@ class PresenceService:
                 await self.notify_presentity(facts.pres_uri, event, removed=removed, skip_contact=facts.sender)
                 if self.settings.fallback2db:
                     await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
+        if decision.notify:
+            await self._announce(facts.pres_uri, event, decision.etag or "")
         return 1
+
+    async def _announce(self, pres_uri: str, event: PresenceEvent, etag: str) -> None:
+        """Clustered: tell the other nodes, whose watchers of pres_uri then hear from their owner. The
+        change is stored already; a failure here is logged (the other nodes catch up at their resync)."""
+        if self.cluster is None:
+            return
+        try:
+            await self.cluster.announce(pres_uri, event.name, etag)
+        except Exception as exc:
+            log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
         from routescript.sip import ParseError, parse_uri
@@ -192,6 +228,13 @@ class PresenceService:
             self._reply(ctx, exc.status, exc.reason)
             return -1
         async with self._lock(facts.pres_uri):
+            if self.settings.fallback2db and event.type == PUBL_TYPE:
+                # The shared database holds the state the NOTIFY carries: without it, 503/500.
+                try:
+                    await self._fallback_publications(facts.pres_uri, event, strict=True)
+                except _BadRequest as exc:
+                    self._reply(ctx, exc.status, exc.reason, exc.headers)
+                    return -1
             now = self.clock()
             status, reason = SubState.ACTIVE, None
             if facts.initial and event.req_auth and not force_active:
@@ -209,7 +252,7 @@ class PresenceService:
             sub = decision.subscription
             assert sub is not None
             await self._notify_one(sub, event, with_body=decision.with_body,
-                                   final_with_state=decision.action is SubscribeAction.FETCH)
+                                   final_with_state=decision.action is SubscribeAction.FETCH, reread=False)
             if decision.winfo_changed and event.type == PUBL_TYPE:
                 full = decision.action is SubscribeAction.REMOVE
                 await self.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
@@ -392,13 +435,22 @@ class PresenceService:
                                 skip_contact: str | None = None) -> int:
         """Tell every watcher of (pres_uri, event) the new state; the body is built once. Returns how
         many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left out)."""
-        await self._fallback_watchers(pres_uri, event)
+        if self.cluster is None:
+            # fallback2db without clustering: every server notifies every watcher in the database
+            # (OpenSIPS's way); clustered, each node notifies its own and the others are told.
+            await self._fallback_watchers(pres_uri, event)
         watchers = self.subscriptions.watchers(pres_uri, event.name)
         if not watchers:
+            self._notified.pop((pres_uri, event.name), None)
             return 0
         await self._fallback_publications(pres_uri, event)
         shared = presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
                                  removed=removed, notify_offline_body=self.settings.notify_offline_body)
+        if self.cluster is not None and self._fenced():
+            self._missed_while_fenced = True
+            return 0
+        if self.cluster is not None:
+            self._notified[(pres_uri, event.name)] = hash(shared)
         rules = None
         if event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None:
             user, domain = split_pres_uri(pres_uri)
@@ -424,10 +476,12 @@ class PresenceService:
         return sent
 
     async def _notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
-                          final_with_state: bool = False, partial: Subscription | None = None) -> None:
+                          final_with_state: bool = False, partial: Subscription | None = None,
+                          reread: bool = True) -> None:
         shared = None
         if with_body and event.type == PUBL_TYPE:
-            await self._fallback_publications(sub.pres_uri, event)
+            if reread:
+                await self._fallback_publications(sub.pres_uri, event)
             shared = presentity_body(event, sub.pres_uri, self.presentities.publications(sub.pres_uri, event.name),
                                      notify_offline_body=self.settings.notify_offline_body)
         rules = None
@@ -437,9 +491,19 @@ class PresenceService:
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
                            winfo=with_body and event.type == WINFO_TYPE, partial=partial)
 
+    def _fenced(self) -> bool:
+        """Clustered and cut off from the cluster for too long: another node may own our subscriptions
+        now, so we send no NOTIFY (ClusterNode.owns_subscriptions) until a heartbeat succeeds."""
+        return self.cluster is not None and not self.cluster.owns_subscriptions()
+
     def _queue_notify(self, sub: Subscription, event: PresenceEvent, shared: bytes | None, rules: Any, *,
                       final_with_state: bool = False, winfo: bool = False,
                       partial: Subscription | None = None) -> bool:
+        if self._fenced():
+            self._missed_while_fenced = True
+            log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
+                        sub.pres_uri)
+            return False
         now = self.clock()
         live = self.subscriptions.get(sub.key)
         current = replace(live, status=sub.status, reason=sub.reason) if live is not None else sub
@@ -514,7 +578,9 @@ class PresenceService:
         """clean_period: expired publications (watchers notified) and subscriptions (final NOTIFY)."""
         now = self.clock()
         gone_pubs = self.presentities.expire(now)
-        if self.store is not None and gone_pubs:
+        if self.cluster is not None and self.store is not None:
+            gone_pubs = await self._claim_expired(now, gone_pubs)
+        elif self.store is not None and gone_pubs:
             try:
                 await self.store.delete_publications(gone_pubs)
             except Exception as exc:
@@ -525,7 +591,14 @@ class PresenceService:
         for (pres_uri, name), pub in seen.items():
             event = self.events.contains_event(name)
             if event is not None:
-                await self.notify_presentity(pres_uri, event, removed=pub)
+                async with self._lock(pres_uri):
+                    await self.notify_presentity(pres_uri, event, removed=pub)
+                await self._announce(pres_uri, event, "")
+        if self._fenced():
+            return   # our subscriptions may be another node's now: it expires them
+        if self._missed_while_fenced and self.cluster is not None:
+            self._missed_while_fenced = False
+            await self.cluster_resync()
         for sub in self.subscriptions.expire(now):
             event = self.events.contains_event(sub.event)
             if event is None:
@@ -540,17 +613,46 @@ class PresenceService:
             except Exception as exc:
                 log.error("cleaning old pending watchers failed: %s", exc)
 
+    async def _claim_expired(self, now: float, in_memory: list[Publication]) -> list[Publication]:
+        """Clustered clean_period: the expired presentity rows are deleted by exactly one node (row
+        locks), which notifies its watchers and announces the change; the others hear it from the
+        announcement. Returns the publications this node deleted."""
+        assert self.store is not None
+        held = {(p.pres_uri, p.event, p.etag): p for p in in_memory}
+        try:
+            rows = await self.store.claim_expired_publications(now - self.settings.expires_offset,
+                                                               MAX_EXPIRED_CLAIM)
+        except Exception as exc:
+            log.error("deleting expired publications failed: %s", exc)
+            return []
+        gone = []
+        for row in rows:
+            event = self.events.contains_event(row["event"])
+            pub = publication_from_row(row, event.content_type if event is not None else "")
+            pub = held.get((pub.pres_uri, pub.event, pub.etag), pub)
+            self.presentities.replace_presentity(
+                pub.pres_uri, pub.event, [p for p in self.presentities.publications(pub.pres_uri, pub.event)
+                                          if p.etag != pub.etag])
+            gone.append(pub)
+        return gone
+
     async def sync_db(self) -> None:
         """db_update_period: flush subscription changes; on failure they are kept for the next time."""
         if self.store is None:
             return
         inserts, updates, deletes = self.subscriptions.take_db_changes()
         try:
-            await self.store.sync_subscriptions(inserts, updates, deletes)
+            lost = await self.store.sync_subscriptions(inserts, updates, deletes)
         except Exception as exc:
             log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
                       len(inserts) + len(updates) + len(deletes), exc)
             self.subscriptions.restore_db_changes(inserts, updates, deletes)
+            return
+        for sub in lost or ():
+            # Clustered: the row carries another node's tag now (taken over); it sends the NOTIFYs.
+            if self.subscriptions.forget(sub.key) is not None:
+                log.info("subscription %s to %s is no longer ours (taken over); forgotten", sub.callid,
+                         sub.pres_uri)
 
     async def load(self) -> tuple[int, int]:
         """At start: every live publication and subscription back from the database."""
@@ -573,9 +675,10 @@ class PresenceService:
         return npub, nsub
 
     # ------------------------------------------------------------------ fallback2db
-    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent) -> None:
+    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent, *, strict: bool = False) -> None:
         """fallback2db: publications another server stored for this presentity join the table
-        (an etag lookup and the NOTIFY body then see them)."""
+        (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
+        _BadRequest to answer (503/500) instead of going on with what memory holds."""
         if not (self.settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
             return
         try:
@@ -583,6 +686,8 @@ class PresenceService:
                                                       self.clock() - self.settings.expires_offset)
         except Exception as exc:
             log.error("fallback2db: reading publications of %s failed: %s", pres_uri, exc)
+            if strict:
+                raise _db_failure(exc) from exc
             return
         self.presentities.replace_presentity(pres_uri, event.name,
                                              [publication_from_row(r, event.content_type) for r in rows])
@@ -601,10 +706,14 @@ class PresenceService:
         if not key[1] or self.subscriptions.get(key) is not None or self.subscriptions.deleted_since_sync(key):
             return
         try:
-            row = await self.store.find_subscription(*key)
+            if self.cluster is not None:
+                # Another node owns the dialog: it becomes ours, and its former owner forgets it.
+                row = await self.cluster.claim_subscription(*key)
+            else:
+                row = await self.store.find_subscription(*key)
         except Exception as exc:
             log.error("fallback2db: reading subscription %s failed: %s", key[0], exc)
-            return
+            raise _db_failure(exc) from exc
         if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
             self.subscriptions.load(subscription_from_row(row))
 
@@ -622,6 +731,95 @@ class PresenceService:
             sub = subscription_from_row(row)
             if self.subscriptions.get(sub.key) is None and not self.subscriptions.deleted_since_sync(sub.key):
                 self.subscriptions.load(sub)
+
+    # ------------------------------------------------------------------ clustering (docs/cluster.md)
+    async def cluster_presentity_changed(self, pres_uri: str, event_name: str) -> None:
+        """Another node stored a change of (pres_uri, event): our watchers of it get the new state."""
+        event = self.events.contains_event(event_name)
+        if event is None or not self.subscriptions.watchers(pres_uri, event.name):
+            return   # nobody here to tell (the next lookup reads the database anyway: fallback2db)
+        async with self._lock(pres_uri):
+            await self.notify_presentity(pres_uri, event)
+        await self.sync_db()   # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions
+
+    async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
+        """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current
+        state at once - its watcher may have missed changes while its owner was dead - and CSeq goes on
+        from the row's local_cseq. Expired ones are ended by our next clean_period run."""
+        now = self.clock()
+        adopted: list[tuple[Subscription, PresenceEvent]] = []
+        for row in rows:
+            event = self.events.contains_event(row["event"])
+            if event is None:
+                log.warning("adopted subscription %s for unknown event %r ignored", row.get("callid"),
+                            row["event"])
+                continue
+            sub = subscription_from_row(row)
+            self.subscriptions.load(sub)
+            if sub.expires_at + self.settings.expires_offset > now and sub.status is not SubState.TERMINATED:
+                adopted.append((sub, event))
+        for sub, event in adopted:
+            async with self._lock(sub.pres_uri):
+                live = self.subscriptions.get(sub.key)
+                if live is not None:
+                    await self._notify_one(live, event, with_body=live.status is SubState.ACTIVE
+                                           or event.type == WINFO_TYPE)
+        log.info("cluster: %d subscriptions adopted (%d live, notified)", len(rows), len(adopted))
+        await self.sync_db()
+
+    async def cluster_resync(self) -> None:
+        """Announcements may have been lost (our LISTEN connection was down): every presentity our
+        watchers follow is read again, and its watchers hear about it when its state is not the one
+        they were last sent."""
+        pairs = self.subscriptions.presentities()
+        for key in [k for k in self._notified if k not in set(pairs)]:
+            del self._notified[key]
+        changed = 0
+        for pres_uri, name in pairs:
+            event = self.events.contains_event(name)
+            if event is None or event.type != PUBL_TYPE:
+                continue
+            async with self._lock(pres_uri):
+                before = self._notified.get((pres_uri, name))
+                if before is None:
+                    before = hash(self._state_body(pres_uri, event))
+                try:
+                    await self._fallback_publications(pres_uri, event, strict=True)
+                except _BadRequest:
+                    return   # the database is away again: the next reconnect resyncs
+                if hash(self._state_body(pres_uri, event)) != before:
+                    changed += 1
+                    await self.notify_presentity(pres_uri, event)
+        log.info("cluster: resync: %d of %d presentities changed", changed, len(pairs))
+        if changed:
+            await self.sync_db()
+
+    def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
+        return presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
+                               notify_offline_body=self.settings.notify_offline_body)
+
+    async def cluster_ownership_lost(self) -> None:
+        """We were cut off long enough for another node to adopt our subscriptions: forget them all
+        (no NOTIFY: their new owner has them) and load back only the rows still tagged with us."""
+        n = self.subscriptions.forget_all()
+        self._notified.clear()
+        kept = 0
+        if self.store is not None:
+            try:
+                rows = await self.store.own_subscription_rows()
+            except Exception as exc:
+                log.error("cluster: reloading our subscriptions failed: %s", exc)
+                rows = []
+            for row in rows:
+                if self.events.contains_event(row["event"]) is not None:
+                    self.subscriptions.load(subscription_from_row(row))
+                    kept += 1
+        log.warning("cluster: %d subscriptions were taken over by another node; %d kept", n, kept)
+
+    def cluster_subscription_moved(self, key: tuple[str, str, str]) -> None:
+        """Another node took this dialog over (an in-dialog request reached it): forget it, silently."""
+        if self.subscriptions.forget(key) is not None:
+            log.info("subscription %s moved to another node", key[0])
 
     # ------------------------------------------------------------------ helpers
     def _event_of(self, msg: Any) -> PresenceEvent:

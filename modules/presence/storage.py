@@ -84,10 +84,22 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
 
 
 class PresenceStore:
-    """The presence tables in one routescript.db Database."""
+    """The presence tables in one routescript.db Database.
 
-    def __init__(self, db: Any) -> None:
+    sharing_tag: this node's id when presence is clustered (docs/cluster.md): new active_watchers rows
+    carry it, and every read, update and delete of active_watchers is limited to the rows carrying it
+    (fencing: once another node adopted a row, this node can no longer change it). None: one server,
+    every row is ours."""
+
+    def __init__(self, db: Any, sharing_tag: str | None = None) -> None:
         self.db = db
+        self.sharing_tag = sharing_tag
+
+    def _own(self, where: dict[str, Any]) -> dict[str, Any]:
+        """`where` limited to this node's subscriptions when clustered."""
+        if self.sharing_tag is not None:
+            where["sharing_tag"] = self.sharing_tag
+        return where
 
     async def insert_publication(self, pub: Publication) -> None:
         await self.db.insert(PRESENTITY, publication_row(pub))
@@ -112,23 +124,43 @@ class PresenceStore:
         return await self.db.query(PRESENTITY, {"expires": (">", int(now))}, order_by="received_time")
 
     async def sync_subscriptions(self, inserts: list[Subscription], updates: list[Subscription],
-                                 deletes: list[Subscription]) -> None:
-        """One db_update_period flush, in one transaction."""
+                                 deletes: list[Subscription]) -> list[Subscription]:
+        """One db_update_period flush, in one transaction. Returns the updated subscriptions whose row
+        is no longer ours (clustered: another node took them over; or deleted by hand) - the caller
+        forgets them."""
         if not (inserts or updates or deletes):
-            return
+            return []
+        lost = []
         async with self.db.transaction():
             for sub in deletes:
-                await self.db.delete(ACTIVE_WATCHERS, subscription_key(sub))
+                await self.db.delete(ACTIVE_WATCHERS, self._own(subscription_key(sub)))
             for sub in inserts:
-                await self.db.upsert(ACTIVE_WATCHERS, subscription_row(sub),
-                                     ("presentity_uri", "callid", "to_tag", "from_tag"))
+                row = subscription_row(sub)
+                if self.sharing_tag is not None:
+                    row["sharing_tag"] = self.sharing_tag
+                await self.db.upsert(ACTIVE_WATCHERS, row, ("presentity_uri", "callid", "to_tag", "from_tag"))
             for sub in updates:
                 row = subscription_row(sub)
-                await self.db.update(ACTIVE_WATCHERS, subscription_key(sub),
-                                     {k: v for k, v in row.items() if k not in subscription_key(sub)})
+                key = subscription_key(sub)
+                n = await self.db.update(ACTIVE_WATCHERS, self._own(dict(key)),
+                                         {k: v for k, v in row.items() if k not in key})
+                if n == 0:
+                    lost.append(sub)
+        return lost
 
     async def live_subscriptions(self, now: float) -> list[dict[str, Any]]:
-        return await self.db.query(ACTIVE_WATCHERS, {"expires": (">", int(now))}, order_by="id")
+        """The live subscriptions to load at start (clustered: this node's only)."""
+        return await self.db.query(ACTIVE_WATCHERS, self._own({"expires": (">", int(now))}), order_by="id")
+
+    async def own_subscription_rows(self) -> list[dict[str, Any]]:
+        """Every row this node owns, live or not (to reload after the cluster took ours away)."""
+        return await self.db.query(ACTIVE_WATCHERS, self._own({}), order_by="id")
+
+    async def claim_expired_publications(self, now: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """Delete up to `limit` expired presentity rows and return them; with several servers on one
+        database each row goes to exactly one of them (FOR UPDATE SKIP LOCKED), which tells the others."""
+        return await self.db.claim_delete(PRESENTITY, {"expires": ("<=", int(now))}, limit=limit,
+                                          order_by="expires")
 
     # --- fallback2db lookups: what another server sharing the database stored ------------------
     async def find_publications(self, pres_uri: str, event: str, now: float) -> list[dict[str, Any]]:
@@ -180,4 +212,4 @@ class PresenceStore:
 
     async def delete_expired(self, now: float) -> None:
         await self.db.delete(PRESENTITY, {"expires": ("<=", int(now))})
-        await self.db.delete(ACTIVE_WATCHERS, {"expires": ("<=", int(now))})
+        await self.db.delete(ACTIVE_WATCHERS, self._own({"expires": ("<=", int(now))}))

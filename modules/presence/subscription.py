@@ -360,6 +360,25 @@ class SubsTable:
             self._deleted[key] = sub   # it is in the database: the next sync deletes it
         return sub
 
+    def forget(self, key: DialogKey) -> Subscription | None:
+        """Drop a subscription from memory only: its row now belongs to another node (clustering), so
+        neither a NOTIFY nor a database change follows."""
+        sub = self.delete(key)
+        self._deleted.pop(key, None)
+        return sub
+
+    def forget_all(self) -> int:
+        """forget() every subscription (this node was taken over); returns how many."""
+        n = len(self._dialogs)
+        self._dialogs.clear()
+        self._by_presentity.clear()
+        self._deleted.clear()
+        return n
+
+    def presentities(self) -> list[tuple[str, str]]:
+        """The (pres_uri, event) pairs that have at least one subscription here."""
+        return list(self._by_presentity)
+
     def load(self, sub: Subscription) -> None:
         """Put back a subscription read from the database at start."""
         self._put(replace(sub, db_flag=NO_UPDATEDB_FLAG))

@@ -23,8 +23,38 @@ DOCUMENTED = {  # presence-module-doc.txt, 1.3: parameter -> documented default
 }
 
 
+# Clustering (docs/cluster.md): cluster_id / cluster_pres_events are OpenSIPS 3.x names (not in the 2.x
+# document above); the sharing tag, ping interval and node timeout are ours.
+CLUSTER = {"cluster_id": 0, "cluster_sharing_tag": None, "cluster_pres_events": None,
+           "cluster_ping_interval": 5, "cluster_node_timeout": 30}
+
+
 def test_every_documented_parameter_with_its_default() -> None:
-    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED
+    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER
+
+
+@pytest.mark.parametrize(("modparams", "message"), [
+    ('modparam("presence", "cluster_id", 1)\n', "cluster_sharing_tag"),
+    ('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n',
+     "needs a PostgreSQL db_url"),
+    ('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n'
+     'modparam("presence", "cluster_node_timeout", 6)\n', "above twice the ping interval"),
+])
+def test_cluster_parameters_checked_at_load(tmp_path: Path, modparams: str, message: str) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\n{modparams}'
+    with pytest.raises(LoadError) as info:
+        Server().load(cfg(tmp_path, mp, "    exit;\n"))
+    assert message in str(info.value)
+
+
+def test_cluster_examples_load_and_imply_fallback2db() -> None:
+    for name in ("cluster-node1.cfg", "cluster-node2.cfg"):
+        server = Server()
+        server.load(str(ROOT / "examples" / name))
+        presence = server.modules.get("presence")
+        assert presence is not None and presence.cluster_config is not None
+        assert presence.cluster_config.node_id == name.split("-")[1].removesuffix(".cfg")
+        assert presence.param("fallback2db") == 1 and presence.cluster_config.node_timeout == 30
 
 
 def cfg(tmp_path: Path, modparams: str, body: str) -> str:
