@@ -298,8 +298,10 @@ def register_module_statistics(stats: Statistics, counters: CoreCounters, server
             _attr_stat(stats, counters, "tm", name, attr)
 
         def inuse() -> int:
+            # live transactions and the completed ones still waiting out Timer J, as OpenSIPS counts
             transactions = getattr(server, "transactions", None)
-            return int(getattr(transactions, "pending", 0) or 0)
+            live = int(getattr(transactions, "pending", 0) or 0)
+            return live + int(getattr(transactions, "completed", 0) or 0)
 
         stats.register("tm", "inuse_transactions", func=inuse)
 

@@ -1,8 +1,14 @@
 """TransactionLayer: the thin asyncio adapter around the sans-IO transaction machines.
 
-One timer for all transactions: a heap of (deadline, seq, transaction) and a single loop.call_at handle
-armed for the earliest deadline (no task per transaction). Entries made stale by a transaction changing
-its deadline are skipped when popped.
+One timer for all client (and INVITE server) transactions: a heap of (deadline, seq, transaction) and
+a single loop.call_at handle armed for the earliest deadline (no task per transaction). Entries made
+stale by a transaction changing its deadline are skipped when popped.
+
+Non-INVITE server transactions - every PUBLISH and SUBSCRIBE - cost no heap entry: while live (Trying,
+Proceeding) their only timer is the TU timeout, the same for all, so a periodic sweep walks them
+oldest first (dict insertion order) and stops at the first one not due. Once they have sent their
+final response over UDP they leave `_server` for the CompletedTable (key -> response bytes and
+destination, expiring in order after Timer J): no machine is kept for the 64*T1 they wait.
 
 The transport is reached only through the small interface below (routescript.transaction may not
 import routescript.transport); its errors are OSErrors (routescript.transport.TransportError is one).
@@ -20,10 +26,12 @@ from typing import Any, Protocol
 
 from routescript.sip import ParseError, build_reply
 from routescript.transaction.client import NonInviteClientTransaction
+from routescript.transaction.completed import CompletedTable, CompletedTransaction
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.keys import client_key_of_request, client_key_of_response, server_key
 from routescript.transaction.machine import Action, Deliver, Machine, Transmit
 from routescript.transaction.server import ServerTransaction, server_transaction
+from routescript.transaction.states import State
 from routescript.transaction.timers import TimerConfig
 
 log = logging.getLogger("routescript.transaction")
@@ -41,6 +49,8 @@ class TransportLike(Protocol):
 
     async def deliver(self, data: bytes, dest: Any) -> None: ...
 
+    def reply_destination(self, response: Any, source: Any) -> Any: ...
+
 
 @dataclass(slots=True, eq=False)
 class _ClientEntry:
@@ -53,17 +63,24 @@ class _ClientEntry:
 class TransactionLayer:
     """RFC 3261 section 17 transactions over a transport.
 
-    max_transactions bounds server + client transactions alive at once; over it `create` raises
-    TransactionLimitError (answer 503 with Retry-After) and `request` returns a locally made 503.
+    max_transactions bounds the live transactions (server ones still waiting for their final reply,
+    and client ones); over it `create` raises TransactionLimitError (answer 503 with Retry-After) and
+    `request` returns a locally made 503. Completed non-INVITE server transactions are not live: they
+    sit in a retransmission cache bounded by max_completed (the oldest evicted first, logged).
     """
 
     def __init__(self, transport: TransportLike, *, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
                  timer_f: float | None = None, max_transactions: int = 10000,
-                 timers: TimerConfig | None = None) -> None:
+                 max_completed: int = 50000, timers: TimerConfig | None = None) -> None:
         self.transport = transport
         self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f)
         self.max_transactions = max_transactions
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._completed = CompletedTable(self.timers.timer_j(False), max_completed)
+        # One sweep for the TU timeouts of live server transactions and the completed table's expiry.
+        self._sweep_interval = min(1.0, 2 * self.timers.t1)
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._evict_logged = -1.0e9
         self._client: dict[tuple[str, str], _ClientEntry] = {}
         self._heap: list[tuple[float, int, Machine]] = []
         self._scheduled: dict[Machine, float] = {}
@@ -77,8 +94,24 @@ class TransactionLayer:
 
     @property
     def pending(self) -> int:
-        """Transactions alive now (server + client)."""
+        """Live transactions (server ones without their final reply yet, INVITE ones until they end,
+        client ones): what max_transactions bounds."""
         return len(self._server) + len(self._client)
+
+    @property
+    def completed(self) -> int:
+        """Completed non-INVITE server transactions kept to answer retransmissions (Timer J)."""
+        return len(self._completed)
+
+    @property
+    def max_completed(self) -> int:
+        return self._completed.max_entries
+
+    @max_completed.setter
+    def max_completed(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("max_completed must be at least 1")
+        self._completed.max_entries = value
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -90,7 +123,7 @@ class TransactionLayer:
 
     # --- server side ----------------------------------------------------------------------------
 
-    def lookup(self, request: Any, source: Any) -> ServerTransaction | None:
+    def lookup(self, request: Any, source: Any) -> ServerTransaction | CompletedTransaction | None:
         """The server transaction `request` belongs to, or None when it starts a new one.
 
         A retransmission is handled here (the last response is resent, or it is absorbed) and an ACK
@@ -98,9 +131,19 @@ class TransactionLayer:
         the script again. An ACK for a 2xx (its own branch) matches nothing and returns None.
         Raises routescript.sip.ParseError when the top Via is broken.
         """
-        transaction = self._server.get(server_key(request))
+        key = server_key(request)
+        transaction = self._server.get(key)
         if transaction is None:
-            return None
+            if not self._completed or request.method == "ACK":
+                return None
+            done = self._completed.get(key, self._now())
+            if done is not None:  # RFC 3261 17.2.2: Completed + request -> resend the final response
+                try:
+                    self.transport.send(done.data, done.dest)
+                except OSError as exc:
+                    log.info("transaction %s %s: cannot resend the final response: %s", request.method,
+                             request.call_id, exc)
+            return done
         now = self._now()
         if request.method == "ACK":
             if not transaction.is_invite:
@@ -121,7 +164,7 @@ class TransactionLayer:
         existing = self._server.get(key)
         if existing is not None:
             return existing
-        if self.pending >= self.max_transactions:
+        if len(self._server) + len(self._client) >= self.max_transactions:
             log.warning("transaction limit %d reached: refusing %s %s", self.max_transactions,
                         request.method, request.call_id)
             raise TransactionLimitError(self.max_transactions)
@@ -129,6 +172,8 @@ class TransactionLayer:
                                          timers=self.timers, now=self._now(), key=key)
         self._server[key] = transaction
         self._schedule(transaction)
+        if self._sweep_handle is None:
+            self._arm_sweep()
         return transaction
 
     def reply(self, transaction: ServerTransaction, response: Any) -> None:
@@ -138,6 +183,57 @@ class TransactionLayer:
         now = self._now()
         actions = transaction.send_response(response, now)
         self._run(transaction, actions, now)
+        if (transaction.state is State.COMPLETED and not transaction.is_invite
+                and self._server.get(transaction.key) is transaction):  # type: ignore[arg-type]
+            self._retire(transaction, response, now)
+
+    def _retire(self, transaction: ServerTransaction, response: Any, now: float) -> None:
+        """A non-INVITE server transaction sent its final response over UDP: keep only what answers a
+        retransmission (the bytes, the destination) until Timer J, and drop the machine."""
+        key: Any = transaction.key
+        del self._server[key]
+        self._scheduled.pop(transaction, None)
+        try:
+            dest = self.transport.reply_destination(response, transaction.source)
+        except Exception:  # noqa: BLE001 - a reply the transport cannot route: nothing to resend
+            log.debug("transaction %s: no destination to keep for retransmissions", transaction.label)
+            return
+        evicted = self._completed.add(key, response.to_bytes(), dest, now)
+        if evicted and now - self._evict_logged >= 60.0:
+            self._evict_logged = now
+            log.warning("completed-transaction cache full (%d entries): the oldest are dropped before "
+                        "Timer J (%d so far); a late retransmission will run the script again",
+                        self._completed.max_entries, self._completed.evicted)
+        if self._sweep_handle is None:
+            self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        if self._closed:
+            return
+        self._sweep_handle = self._get_loop().call_later(self._sweep_interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """TU timeouts of live non-INVITE server transactions (created in order with one timeout, so
+        the oldest come first) and the expiry of the completed table."""
+        self._sweep_handle = None
+        now = self._now() + _EARLY
+        due: list[ServerTransaction] = []
+        for transaction in self._server.values():
+            if transaction.is_invite:
+                continue  # INVITE server transactions have their own timers on the heap
+            deadline = transaction.next_deadline()
+            if deadline is not None and deadline > now:
+                break
+            due.append(transaction)
+        for transaction in due:
+            try:
+                self._run(transaction, transaction.handle_timer(now), now)
+            except Exception:  # one transaction's bug must not stop the sweep
+                log.exception("transaction %s: timer handling failed", transaction.label)
+                self._forget(transaction)
+        self._completed.expire(now)
+        if self._server or self._completed:
+            self._arm_sweep()
 
     # --- client side ----------------------------------------------------------------------------
 
@@ -245,6 +341,8 @@ class TransactionLayer:
         if transaction.terminated:
             self._forget(transaction)
             return
+        if isinstance(transaction, ServerTransaction) and not transaction.is_invite:
+            return  # the sweep runs their timers (or they have left for the completed table)
         deadline = transaction.next_deadline()
         if deadline is None:
             self._scheduled.pop(transaction, None)
@@ -308,9 +406,13 @@ class TransactionLayer:
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup = None
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for entry in list(self._client.values()):
             self._forget(entry.transaction)
         self._server.clear()
+        self._completed.clear()
         self._heap.clear()
         self._scheduled.clear()
 

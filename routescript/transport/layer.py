@@ -314,12 +314,7 @@ class TransportLayer:
         """Send a response to the request that came from `source`, routed per RFC 3261 18.2.2 and
         RFC 3581 from the response's top Via: the same TCP connection while it is open (else a new one
         to received/sent-by), UDP to received:rport / received:sent-by-port / sent-by."""
-        try:
-            dest = response_destination(response.via, source)
-        except ParseError:
-            # Choice: a response whose Via we cannot read goes back where the request came from.
-            dest = Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
-                               source.socket)
+        dest = self.reply_destination(response, source)
         data = response.to_bytes()
         if dest.proto == TCP and dest.conn_id is not None:
             conn = self.connection(dest.conn_id)
@@ -328,6 +323,17 @@ class TransportLayer:
                 return
             dest = Destination(TCP, dest.host, dest.port, None, dest.socket)
         self.send(data, dest)
+
+    @staticmethod
+    def reply_destination(response: Any, source: Source) -> Destination:
+        """Where `send_reply` sends `response` (RFC 3261 18.2.2, RFC 3581): the transaction layer keeps
+        it with the response bytes to resend them for a retransmitted request with `send`."""
+        try:
+            return response_destination(response.via, source)
+        except ParseError:
+            # Choice: a response whose Via we cannot read goes back where the request came from.
+            return Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
+                               source.socket)
 
     def destination_for(self, uri: Any, socket: SocketInfo | None = None) -> Destination:
         """Where a request for `uri` (a routescript.sip SipURI: a Contact, a Route) goes.

@@ -75,9 +75,16 @@ async def test_retransmitted_request_gets_the_same_reply_and_runs_the_script_onc
         assert [r.status for r in answers] == [200, 200, 200]
         assert {r.to.tag for r in answers} == {first.to.tag}
         assert len(core.script_runs) == 1
-        assert core.transactions.pending == 1               # kept for Timer J (64*T1 over UDP)
+        assert core.transactions.pending == 0               # not live any more: the limit is free
+        assert core.transactions.completed == 1             # kept for Timer J (64*T1 over UDP)
         await asyncio.sleep(64 * T1 + 0.1)
-        assert core.transactions.pending == 0
+        assert core.transactions.completed == 0
+        client.send(pub)                                    # after Timer J: a new transaction
+        for _ in range(100):
+            if len(core.script_runs) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(core.script_runs) == 2
 
 
 async def test_retransmission_while_the_script_runs_is_absorbed(core):

@@ -27,6 +27,9 @@ class RecordingTransport:
     def send(self, data: bytes, dest: Any) -> None:
         self.sent.append((data, dest))
 
+    def reply_destination(self, response: Any, source: Any) -> Any:
+        return source
+
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.sent.append((data, dest))
 
