@@ -1,5 +1,6 @@
 """Helpers for the presence end-to-end tests: examples/presence.cfg copied to a temp dir with a free
-port, a temp database and short timers, run with `routescript run`."""
+port, a temp database and short timers, run with `routescript run`. The database is the back end the
+test runs on (fixtures `presence_db` / `module_presence_db` of tests/conftest.py: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from rs_e2e import ROOT, RunningServer, free_port
 EXAMPLE = ROOT / "examples" / "presence.cfg"
 
 
-def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, presence: dict[str, object] | None = None,
+def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: str | None = None,
+                 presence: dict[str, object] | None = None,
                  presence_xml: dict[str, object] | None = None, tm: dict[str, object] | None = None,
                  name: str = "presence.cfg", example: Path = EXAMPLE,
                  modparams: dict[str, dict[str, object]] | None = None) -> Path:
     """The example (examples/presence.cfg unless `example` names another) with our port, database file
     and modparam overrides (a param the example does not set is added after the others of its module,
-    or after the last modparam). Every db_url of the example points at the test database."""
+    or after the last modparam). Every db_url of the example points at the test database: `db_url` (a
+    TestDb's url, tests/conftest.py), else the SQLite file `db` (default tmp_path/presence.sqlite)."""
     text = example.read_text().replace(":5060", f":{port}")
-    db = db or tmp_path / "presence.sqlite"
+    url = db_url or f"sqlite://{db or tmp_path / 'presence.sqlite'}"
     text = re.sub(r'modparam\("(\w+)", "db_url", "[^"]*"\)',
-                  lambda m: f'modparam("{m.group(1)}", "db_url", "sqlite://{db}")', text)
+                  lambda m: f'modparam("{m.group(1)}", "db_url", "{url}")', text)
     todo = [("presence", presence or {}), ("presence_xml", presence_xml or {}), ("tm", tm or {})]
     todo += list((modparams or {}).items())
     for module, values in todo:

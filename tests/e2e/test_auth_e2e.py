@@ -9,11 +9,10 @@ for 127.0.0.1 users)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from lxml import etree
@@ -21,6 +20,9 @@ from presence_e2e import RunningServer, free_port, presence_cfg, start
 
 from routescript.mi.client import MIReplyError, call_http
 from routescript.testing import SipTestClient, pidf
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 NS = {"w": "urn:ietf:params:xml:ns:watcherinfo"}
@@ -31,7 +33,7 @@ loadmodule "mi_http.so"
 modparam("httpd", "ip", "127.0.0.1")
 modparam("httpd", "port", {http_port})
 modparam("mi_http", "root", "mi")
-modparam("xcap", "db_url", "sqlite://{db}")
+modparam("xcap", "db_url", "{db}")
 modparam("xcap", "integrated_xcap_server", 1)
 """
 
@@ -59,7 +61,7 @@ def sphere_pidf(entity: str, sphere: str) -> bytes:
 
 
 class Srv:
-    def __init__(self, server: RunningServer, port: int, http_port: int, db: Path) -> None:
+    def __init__(self, server: RunningServer, port: int, http_port: int, db: TestDb) -> None:
         self.server, self.port, self.db = server, port, db
         self.url = f"http://127.0.0.1:{http_port}/mi"
 
@@ -73,17 +75,14 @@ class Srv:
 
     def set_rules(self, user: str, doc: bytes, domain: str = "localhost") -> None:
         """What an XCAP server does: store the pres-rules document in the xcap table (doc_type 2)."""
-        with sqlite3.connect(self.db) as con:
-            con.execute("DELETE FROM xcap WHERE username = ? AND domain = ? AND doc_type = 2", (user, domain))
-            con.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
+        self.db.execute("DELETE FROM xcap WHERE username = ? AND domain = ? AND doc_type = 2", user, domain)
+        self.db.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
                         "VALUES (?, ?, ?, 2, ?, 1, ?, 0)",
-                        (user, domain, doc, f"e{time.monotonic_ns()}",
-                         f"/pres-rules/users/sip:{user}@{domain}/index"))
+                        user, domain, doc, f"e{time.monotonic_ns()}", f"/pres-rules/users/sip:{user}@{domain}/index")
 
     def watchers(self, pres_uri: str) -> dict[str, tuple[int, str | None]]:
-        with sqlite3.connect(self.db) as con:
-            rows = con.execute("SELECT watcher_username, status, reason FROM watchers WHERE presentity_uri = ?",
-                               (pres_uri,)).fetchall()
+        rows = self.db.rows("SELECT watcher_username, status, reason FROM watchers WHERE presentity_uri = ?",
+                            pres_uri)
         return {u: (s, r) for u, s, r in rows}
 
     async def mi(self, method: str, params: Any) -> Any:
@@ -91,14 +90,14 @@ class Srv:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
+def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("auth")
     port, http_port = free_port(), free_port()
-    db = tmp / "presence.sqlite"
-    cfg = presence_cfg(tmp, port, db=db, presence={"clean_period": 1, "enable_sphere_check": 1,
+    db = module_presence_db
+    cfg = presence_cfg(tmp, port, db_url=db.url, presence={"clean_period": 1, "enable_sphere_check": 1,
                                                    "waiting_subs_daysno": 3})
     text = cfg.read_text().replace('loadmodule "presence.so"',
-                                   MI_MODULES.format(http_port=http_port, db=db) + 'loadmodule "presence.so"')
+                                   MI_MODULES.format(http_port=http_port, db=db.url) + 'loadmodule "presence.so"')
     cfg.write_text(text)
     server = start(cfg, tmp)
     try:
@@ -210,13 +209,10 @@ async def test_waiting_subs_daysno_forgets_old_pending_watchers(srv: Srv) -> Non
         _s, resp, _n = await subscribe(zed, srv.uri("max"))
         assert resp.status == 202
     old = int(time.time()) - 4 * 86400
-    with sqlite3.connect(srv.db) as con:
-        con.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
-                    "reason, inserted_time) VALUES ('sip:max@localhost', 'old', '127.0.0.1', 'presence', 2, NULL, ?)",
-                    (old,))
-        con.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
-                    "reason, inserted_time) VALUES ('sip:max@localhost', 'oldok', '127.0.0.1', 'presence', 1, NULL, ?)",
-                    (old,))
+    for user, status in (("old", 2), ("oldok", 1)):
+        srv.db.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
+                       "reason, inserted_time) VALUES ('sip:max@localhost', ?, '127.0.0.1', 'presence', ?, NULL, ?)",
+                       user, status, old)
     deadline = time.monotonic() + 5
     while "old" in srv.watchers("sip:max@localhost") and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -235,7 +231,7 @@ async def test_load_pres_rules_script_stores_and_refreshes(srv: Srv, tmp_path: P
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     bad = tmp_path / "bad.xml"
     bad.write_bytes(b"<not-rules/>")
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), f"sqlite://{srv.db}",
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), srv.db.url,
                                                     "sip:pat@localhost", str(bad)],
                                    capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 2 and "ruleset" in done.stderr
@@ -245,7 +241,7 @@ async def test_load_pres_rules_script_stores_and_refreshes(srv: Srv, tmp_path: P
         await pat.send_request(pat.publish(srv.uri("pat"), pidf("sip:pat@localhost", note="pat")))
         sub, resp, n = await subscribe(pal, srv.uri("pat"))
         assert resp.status == 202 and n.header("Subscription-State").startswith("pending")
-        done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), f"sqlite://{srv.db}",
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), srv.db.url,
                                                         "sip:pat@localhost", str(good), "--mi", srv.url],
                                        capture_output=True, text=True, timeout=30, env=env)
         assert done.returncode == 0, done.stderr

@@ -5,13 +5,17 @@ publishing phone (Sender) left out, and bla_fix_remote_target."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from lxml import etree
 from presence_e2e import ROOT, RunningServer, free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,10 +52,11 @@ class Srv:
         return client
 
 
-def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: object) -> Iterator[Srv]:
+def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
-    server = start(presence_cfg(tmp, port, example=EXAMPLE, name="bla.cfg", presence=presence or None), tmp)
+    server = start(presence_cfg(tmp, port, db_url=db.url, example=EXAMPLE, name="bla.cfg",
+                                presence=presence or None), tmp)
     try:
         yield Srv(server, port)
     finally:
@@ -59,13 +64,13 @@ def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: object
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _srv(tmp_path_factory, "bla")
+def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _srv(tmp_path_factory, "bla", presence_dbs())
 
 
 @pytest.fixture(scope="module")
-def srv_nofix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _srv(tmp_path_factory, "bla-nofix", bla_fix_remote_target=0)
+def srv_nofix(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _srv(tmp_path_factory, "bla-nofix", presence_dbs(), bla_fix_remote_target=0)
 
 
 async def sla_subscribe(phone: SipTestClient, uri: str, headers: tuple[tuple[str, str], ...] = ()):  # type: ignore[no-untyped-def]

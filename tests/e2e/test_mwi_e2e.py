@@ -4,12 +4,16 @@ unchanged, a malformed summary is refused with 400, the last publication wins, t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import ROOT, RunningServer, free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,10 +35,10 @@ class Srv:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
+def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("mwi")
     port = free_port()
-    server = start(presence_cfg(tmp, port, example=EXAMPLE, name="mwi.cfg"), tmp)
+    server = start(presence_cfg(tmp, port, db_url=module_presence_db.url, example=EXAMPLE, name="mwi.cfg"), tmp)
     try:
         yield Srv(server, port)
     finally:

@@ -1,24 +1,29 @@
-"""fallback2db: two `routescript run` servers share one SQLite file; what one stored, the other finds
-when its own memory misses (in-dialog SUBSCRIBE, SIP-If-Match etag, NOTIFY body, watchers to notify)."""
+"""fallback2db: two `routescript run` servers share one database (SQLite file, PostgreSQL schema); what
+one stored, the other finds when its own memory misses (in-dialog SUBSCRIBE, SIP-If-Match etag, NOTIFY
+body, watchers to notify). Without clustering, as in OpenSIPS: every server notifies every watcher."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
 
+if TYPE_CHECKING:
+    from conftest import TestDb
+
 pytestmark = pytest.mark.asyncio
 
 
-async def test_two_servers_one_database(tmp_path: Path) -> None:
-    db = tmp_path / "shared.sqlite"
+async def test_two_servers_one_database(tmp_path: Path, presence_db: TestDb) -> None:
+    db = presence_db.url
     p1, p2 = free_port(), free_port()
     opts = {"fallback2db": 1, "db_update_period": 100}
-    s1 = start(presence_cfg(tmp_path, p1, db=db, presence=opts, name="one.cfg"), tmp_path)
-    s2 = start(presence_cfg(tmp_path, p2, db=db, presence=opts, name="two.cfg"), tmp_path)
+    s1 = start(presence_cfg(tmp_path, p1, db_url=db, presence=opts, name="one.cfg"), tmp_path)
+    s2 = start(presence_cfg(tmp_path, p2, db_url=db, presence=opts, name="two.cfg"), tmp_path)
     try:
         async with await SipTestClient.start("udp", ("127.0.0.1", p1), user="ava", timeout=4) as ava1, \
                 await SipTestClient.start("udp", ("127.0.0.1", p2), user="ava", timeout=4) as ava2, \

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from presence_e2e import RunningServer, free_port, presence_cfg, start
 
 from routescript.mi.client import MIReplyError, call_fifo, call_http
 from routescript.testing import SipTestClient, pidf
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 TIMEOUT = 5.0
@@ -31,7 +33,7 @@ modparam("httpd", "port", {http_port})
 modparam("mi_http", "root", "mi")
 modparam("mi_fifo", "fifo_name", "{fifo}")
 modparam("mi_fifo", "reply_dir", "{reply_dir}/")
-modparam("xcap", "db_url", "sqlite://{db}")
+modparam("xcap", "db_url", "{db}")
 modparam("xcap", "integrated_xcap_server", 1)
 """
 
@@ -52,7 +54,7 @@ event_route[E_PRESENCE_EXPOSED] {{
 
 
 class Srv:
-    def __init__(self, server: RunningServer, port: int, http_port: int, fifo: Path, db: Path) -> None:
+    def __init__(self, server: RunningServer, port: int, http_port: int, fifo: Path, db: TestDb) -> None:
         self.server, self.port, self.db, self.fifo = server, port, db, fifo
         self.url = f"http://127.0.0.1:{http_port}/mi"
 
@@ -79,28 +81,27 @@ class Srv:
         return err.value
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db, timeout=5) as con:
-            return con.execute(query, args).fetchall()
+        return self.db.rows(query, *args)
 
     def exposed(self, since: int) -> list[str]:
         return re.findall(r"EXPOSED (.*)", self.server.log()[since:])
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
+def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("presence_mi")
     port, http_port = free_port(), free_port()
-    cfg = presence_cfg(tmp, port)
+    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url)
     text = cfg.read_text()
     mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp,
-                             db=tmp / "presence.sqlite")
+                             db=module_presence_db.url)
     text = text.replace('loadmodule "presence_xml.so"\n', 'loadmodule "presence_xml.so"\n' + mods, 1)
     # E_PRESENCE_PUBLISH shows old_etag too; E_PRESENCE_EXPOSED is logged one line per event
     text = text.replace("etag=$param(etag)\\n", "etag=$param(etag) old_etag=[$param(old_etag)]\\n", 1)
     cfg.write_text(text + EXPOSED_ROUTE)
     server = start(cfg, tmp)
     try:
-        yield Srv(server, port, http_port, tmp / "rs_fifo", tmp / "presence.sqlite")
+        yield Srv(server, port, http_port, tmp / "rs_fifo", module_presence_db)
     finally:
         server.stop()
 
@@ -263,8 +264,8 @@ async def test_cleanup_removes_expired_rows(srv: Srv) -> None:
         await publish(srv, lena, "lena", "live")
         old = int(time.time()) - 100
         srv.sql("INSERT INTO presentity (username, domain, event, etag, expires, received_time, body, "
-                "extra_hdrs) VALUES ('ghost', '127.0.0.1', 'presence', 'ghost-etag', ?, ?, X'', X'')",
-                (old, old - 100))
+                "extra_hdrs) VALUES ('ghost', '127.0.0.1', 'presence', 'ghost-etag', ?, ?, ?, ?)",
+                (old, old - 100, b"", b""))
         assert await srv.http("cleanup") == "OK"
         assert srv.sql("SELECT etag FROM presentity WHERE username = 'ghost'") == []
         assert len(srv.sql("SELECT etag FROM presentity WHERE username = 'lena'")) == 1

@@ -5,21 +5,24 @@ Sender, E_PRESENCE_PUBLISH."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import RunningServer, free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
 
+if TYPE_CHECKING:
+    from conftest import TestDb
+
 pytestmark = pytest.mark.asyncio
 ALLOW_EVENTS = "dialog;sla, presence.winfo, presence"   # presence_xml registers all three (OpenSIPS add_events.c)
 
 
 class Srv:
-    def __init__(self, server: RunningServer, port: int, db: Path) -> None:
+    def __init__(self, server: RunningServer, port: int, db: TestDb) -> None:
         self.server, self.port, self.db = server, port, db
 
     def uri(self, user: str) -> str:
@@ -29,18 +32,17 @@ class Srv:
         return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
 
     def rows(self, user: str) -> list[tuple[str, int, bytes]]:
-        with sqlite3.connect(self.db) as con:
-            return con.execute("SELECT etag, expires, body FROM presentity WHERE username = ?", (user,)).fetchall()
+        return self.db.rows("SELECT etag, expires, body FROM presentity WHERE username = ? ORDER BY id", user)
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
+def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("publish")
     port = free_port()
-    cfg = presence_cfg(tmp, port, presence={"max_expires_publish": 900})
+    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, presence={"max_expires_publish": 900})
     server = start(cfg, tmp)
     try:
-        yield Srv(server, port, tmp / "presence.sqlite")
+        yield Srv(server, port, module_presence_db)
     finally:
         server.stop()
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
 
+if TYPE_CHECKING:
+    from conftest import TestDb
+
 pytestmark = pytest.mark.asyncio
 
 
-async def test_publish_then_subscribe_gets_pidf(tmp_path: Path) -> None:
+async def test_publish_then_subscribe_gets_pidf(tmp_path: Path, presence_db: TestDb) -> None:
     port = free_port()
-    server = start(presence_cfg(tmp_path, port), tmp_path)
+    server = start(presence_cfg(tmp_path, port, db_url=presence_db.url), tmp_path)
     try:
         async with await SipTestClient.start("udp", ("127.0.0.1", port), user="alice", timeout=5) as alice, \
                 await SipTestClient.start("udp", ("127.0.0.1", port), user="bob", timeout=5) as bob:
@@ -23,6 +27,7 @@ async def test_publish_then_subscribe_gets_pidf(tmp_path: Path) -> None:
             resp = await alice.send_request(pub)
             assert resp.status == 200, resp.to_bytes()
             assert resp.header("SIP-ETag")
+            assert presence_db.rows("SELECT username, event FROM presentity") == [("alice", "presence")]
             assert resp.header("Expires") == "600"
             sub = bob.subscribe(uri, expires=600)
             resp = await bob.send_request(sub)

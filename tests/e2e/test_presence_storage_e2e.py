@@ -1,4 +1,4 @@
-"""Storage and timers of `routescript run examples/presence.cfg`: the SQLite file with OpenSIPS's tables,
+"""Storage and timers of `routescript run examples/presence.cfg`, on SQLite and PostgreSQL: OpenSIPS's tables,
 clean_period expiry of publications (watchers told) and subscriptions (terminated;reason=timeout) with the
 expires_offset grace, restart recovery after a clean stop and after kill -9 following a db sync."""
 
@@ -6,35 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
 
+if TYPE_CHECKING:
+    from conftest import TestDb
+
 pytestmark = pytest.mark.asyncio
 
 
-def tables(db: Path) -> set[str]:
-    with sqlite3.connect(db) as con:
-        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def count(db: Path, table: str) -> int:
-    with sqlite3.connect(db) as con:
-        return int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
-async def test_expiry_with_clean_period_and_offset(tmp_path: Path) -> None:
+async def test_expiry_with_clean_period_and_offset(tmp_path: Path, presence_db: TestDb) -> None:
     port = free_port()
-    db = tmp_path / "presence.sqlite"
-    server = start(presence_cfg(tmp_path, port, presence={"clean_period": 1, "db_update_period": 1,
-                                                          "expires_offset": 1}), tmp_path)
+    db = presence_db
+    server = start(presence_cfg(tmp_path, port, db_url=db.url, presence={"clean_period": 1, "db_update_period": 1,
+                                                                         "expires_offset": 1}), tmp_path)
     try:
-        assert {"presentity", "active_watchers", "watchers", "version"} <= tables(db)
+        assert {"presentity", "active_watchers", "watchers", "version"} <= db.tables()
         uri = f"sip:ann@127.0.0.1:{port}"
         async with await SipTestClient.start("udp", ("127.0.0.1", port), user="ann", timeout=5) as ann, \
                 await SipTestClient.start("udp", ("127.0.0.1", port), user="bo", timeout=5) as bo, \
@@ -49,7 +42,7 @@ async def test_expiry_with_clean_period_and_offset(tmp_path: Path) -> None:
             await bo.expect_request("NOTIFY", call_id=short.call_id)
             await cy.expect_request("NOTIFY", call_id=long.call_id)
             resp = await ann.send_request(ann.publish(uri, pidf(ann.aor, note="brief"), expires=2))
-            assert resp.status == 200 and count(db, "presentity") == 1
+            assert resp.status == 200 and db.count("presentity") == 1
             await bo.expect_request("NOTIFY", call_id=short.call_id)
             await cy.expect_request("NOTIFY", call_id=long.call_id)
             # within the grace (expired 2 s ago? no: expires 2 + offset 1) the etag still refreshes
@@ -63,23 +56,22 @@ async def test_expiry_with_clean_period_and_offset(tmp_path: Path) -> None:
             # the refreshed publication expires (2 + 1 s later): the long watcher hears it closed
             gone = await cy.expect_request("NOTIFY", call_id=long.call_id, timeout=5)
             assert b"<basic>closed</basic>" in gone.body and b"brief" not in gone.body
-            assert count(db, "presentity") == 0
+            assert db.count("presentity") == 0
             await asyncio.sleep(1.2)   # one db_update_period: the ended subscription is gone from the table
-            with sqlite3.connect(db) as con:
-                callids = [r[0] for r in con.execute("SELECT callid FROM active_watchers")]
+            callids = [r[0] for r in db.rows("SELECT callid FROM active_watchers")]
             assert callids == [long.call_id]
     finally:
         server.stop()
 
 
 @pytest.mark.parametrize("how", ["sigterm", "kill9"])
-async def test_restart_keeps_watchers_notified(tmp_path: Path, how: str) -> None:
+async def test_restart_keeps_watchers_notified(tmp_path: Path, how: str, presence_db: TestDb) -> None:
     port = free_port()
-    db = tmp_path / "presence.sqlite"
+    db = presence_db
     # SIGTERM: no periodic sync at all, the subscriptions are written at the clean stop;
     # kill -9: nothing is flushed at the end, only the db_update_period sync before it counts.
     period = 100 if how == "sigterm" else 1
-    cfg = presence_cfg(tmp_path, port, presence={"db_update_period": period})
+    cfg = presence_cfg(tmp_path, port, db_url=db.url, presence={"db_update_period": period})
     server = start(cfg, tmp_path)
     uri = f"sip:dee@127.0.0.1:{port}"
     async with await SipTestClient.start("udp", ("127.0.0.1", port), user="dee", timeout=5) as dee, \
@@ -96,15 +88,14 @@ async def test_restart_keeps_watchers_notified(tmp_path: Path, how: str) -> None
                 assert server.stop() == 0
             else:
                 for _ in range(100):
-                    if count(db, "active_watchers") == 1:
+                    if db.count("active_watchers") == 1:
                         break
                     await asyncio.sleep(0.05)
-                with sqlite3.connect(db) as con:
-                    assert con.execute("SELECT local_cseq FROM active_watchers").fetchone()[0] == 2
+                assert db.rows("SELECT local_cseq FROM active_watchers") == [(2,)]
                 server.signal(signal.SIGKILL)
                 server.proc.wait(timeout=5)
                 server.stop()
-            server = start(presence_cfg(tmp_path, port, presence={"db_update_period": period},
+            server = start(presence_cfg(tmp_path, port, db_url=db.url, presence={"db_update_period": period},
                                         name="restarted.cfg"), tmp_path)
             server.wait_for("1 publications and 1 subscriptions loaded")
             # the publication came back: its etag still works, and the watcher is told

@@ -5,13 +5,17 @@ route set, CSeq, UDP retransmission, TCP connection reuse, 481/408 answers endin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from presence_e2e import RunningServer, free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,10 +31,11 @@ class Srv:
         return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
 
 
-def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: object) -> Iterator[Srv]:
+def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
-    cfg = presence_cfg(tmp, port, presence={"max_expires_subscribe": 900, **presence}, tm={"fr_timeout": 1})
+    cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_subscribe": 900, **presence},
+                       tm={"fr_timeout": 1})
     server = start(cfg, tmp)
     try:
         yield Srv(server, port)
@@ -39,13 +44,13 @@ def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: obj
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _server(tmp_path_factory, "subscribe")
+def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _server(tmp_path_factory, "subscribe", presence_dbs())
 
 
 @pytest.fixture(scope="module")
-def srv_keep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _server(tmp_path_factory, "keep", end_sub_on_timeout=0)
+def srv_keep(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _server(tmp_path_factory, "keep", presence_dbs(), end_sub_on_timeout=0)
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])

@@ -4,13 +4,18 @@ watcher lists with a growing version."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from lxml import etree
 from presence_e2e import RunningServer, free_port, presence_cfg, start
 
 from routescript.testing import SipTestClient, pidf
+
+if TYPE_CHECKING:
+    from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
 NS = {"p": "urn:ietf:params:xml:ns:pidf", "w": "urn:ietf:params:xml:ns:watcherinfo"}
@@ -27,10 +32,10 @@ class Srv:
         return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
 
 
-def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: object) -> Iterator[Srv]:
+def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
-    server = start(presence_cfg(tmp, port, presence=presence or None), tmp)
+    server = start(presence_cfg(tmp, port, db_url=db.url, presence=presence or None), tmp)
     try:
         yield Srv(server, port)
     finally:
@@ -38,13 +43,13 @@ def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, **presence: object
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _srv(tmp_path_factory, "xml")
+def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _srv(tmp_path_factory, "xml", presence_dbs())
 
 
 @pytest.fixture(scope="module")
-def srv_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
-    yield from _srv(tmp_path_factory, "offline", notify_offline_body=1)
+def srv_offline(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+    yield from _srv(tmp_path_factory, "offline", presence_dbs(), notify_offline_body=1)
 
 
 def tuples(body: bytes) -> dict[str, str]:
@@ -156,26 +161,22 @@ RULES = b"""<?xml version="1.0" encoding="UTF-8"?>
 </cr:ruleset>"""
 
 
-async def test_pres_rules_from_the_xcap_table(tmp_path) -> None:
+async def test_pres_rules_from_the_xcap_table(tmp_path: Path, presence_db: TestDb) -> None:
     """force_active 0 without handle_subscribe("1") (domain localhost): pres-rules in the xcap table
     (OpenSIPS 3.x form: xcap.so with integrated_xcap_server) decide - allow 200 + body, block
     terminated;reason=rejected, no rule pending 202."""
-    import sqlite3
-
     port = free_port()
-    cfg = presence_cfg(tmp_path, port)
-    db = tmp_path / "presence.sqlite"
+    cfg = presence_cfg(tmp_path, port, db_url=presence_db.url)
     text = cfg.read_text().replace('loadmodule "presence.so"', 'loadmodule "xcap.so"\nloadmodule "presence.so"')
     text = text.replace('modparam("presence_xml", "force_active", 0)',
-                        f'modparam("presence_xml", "force_active", 0)\nmodparam("xcap", "db_url", "sqlite://{db}")\n'
+                        f'modparam("presence_xml", "force_active", 0)\nmodparam("xcap", "db_url", "{presence_db.url}")\n'
                         'modparam("xcap", "integrated_xcap_server", 1)')
     cfg.write_text(text)
     server = start(cfg, tmp_path)
     try:
-        with sqlite3.connect(db) as con:
-            con.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
-                        "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index', 0)",
-                        (RULES,))
+        presence_db.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
+                            "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index',"
+                            " 0)", RULES)
         srv = Srv(server, port)
         uri = f"sip:ivy@localhost:{port}"
         async with await srv.client("ivy") as ivy:

@@ -99,8 +99,8 @@ SRC = Source("udp", SOCK, "127.0.0.1", 48261)
 
 
 @pytest.fixture
-async def env(tmp_path):
-    db = await open_database(f"sqlite:///{tmp_path}/p.sqlite")
+async def env(presence_db):
+    db = await open_database(presence_db.url)     # SQLite and PostgreSQL (tests/conftest.py)
     await db.ensure_schema(["presentity", "active_watchers", "watchers"])
     server, clock = FakeServer(), Clock()
     svc = PresenceService(server, registry(), PresenceSettings(server_address="sip:presence@127.0.0.1:5070"),

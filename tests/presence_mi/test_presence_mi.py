@@ -145,11 +145,11 @@ def params(**over: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> Any:
-    db = await open_database(f"sqlite:///{tmp_path}/p.sqlite")
+async def env(presence_db: Any) -> Any:
+    db = await open_database(presence_db.url)     # SQLite and PostgreSQL (tests/conftest.py)
     await db.ensure_schema(["presentity", "active_watchers", "watchers"])
     server, clock = FakeServer(), Clock()
-    module = PresenceModule(server, params(db_url=f"sqlite:///{tmp_path}/p.sqlite"))
+    module = PresenceModule(server, params(db_url=presence_db.url))
     xml_params = {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": 1}
     xml = PresenceXmlModule(object(), xml_params)
     for ev in xml.make_events():
