@@ -13,6 +13,7 @@ from typing import Any
 
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.script.context import MsgContext
+from routescript.sip import ParseError
 
 log = logging.getLogger("routescript.maxfwd")
 
@@ -61,8 +62,6 @@ class MaxfwdModule(Module):
 
 def _read(ctx: MsgContext) -> int | None:
     """The Max-Forwards value; None when absent; -2 when it is not a number."""
-    from routescript.sip import ParseError
-
     if not ctx.msg.has_header("Max-Forwards"):
         return None
     try:

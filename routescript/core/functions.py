@@ -51,6 +51,16 @@ def xlog(ctx: MsgContext, first: Any, second: Any = None) -> int:
     return 1
 
 
+def _xlog_guard(literals: tuple[Any, ...]) -> Any:
+    """xlog(level, format) with a literal level: skip the call (and the expansion of its format)
+    while the routescript.xlog logger would drop the line. The level is read at each call, so MI
+    log_level changes apply at once."""
+    if len(literals) < 2 or literals[0] is None:
+        return None
+    level = py_level(xlog_level_of(literals[0]))
+    return lambda: xlog_logger.isEnabledFor(level)
+
+
 def xdbg(ctx: MsgContext, text: Any) -> int:
     xlog_logger.log(py_level(L_DBG), "%s", str(text).rstrip("\r\n"))
     return 1
@@ -96,8 +106,9 @@ def is_myself(ctx: MsgContext, target: Any, port: Any = None) -> int:
 def core_functions() -> list[FunctionSpec]:
     return [
         function("xlog", xlog, ArgSpec("str", name="level_or_format"),
-                 ArgSpec("str", optional=True, name="format")),
-        function("xdbg", xdbg, ArgSpec("str", name="format")),
+                 ArgSpec("str", optional=True, name="format"), guard=_xlog_guard),
+        function("xdbg", xdbg, ArgSpec("str", name="format"),
+                 guard=lambda literals: lambda: xlog_logger.isEnabledFor(logging.DEBUG)),
         function("is_myself", is_myself, ArgSpec("str", name="uri_or_host"),
                  ArgSpec("int", optional=True, name="port")),
     ]

@@ -587,15 +587,19 @@ class Server:
     @staticmethod
     def to_tag(msg: Any) -> str:
         """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
-        parts = []
-        getters: tuple[Callable[[], Any], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
-                                                  lambda: msg.via.branch)
-        for get in getters:
-            try:
-                parts.append(str(get() or ""))
-            except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
-                parts.append("")
-        return "rs." + hashlib.md5("\x00".join(parts).encode(), usedforsecurity=False).hexdigest()
+        try:
+            text = f"{msg.call_id or ''}\x00{msg.from_.tag or ''}\x00{msg.via.branch or ''}"
+        except Exception:  # noqa: BLE001 - the slow way: a broken header gives an empty part
+            parts = []
+            getters: tuple[Callable[[], Any], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
+                                                      lambda: msg.via.branch)
+            for get in getters:
+                try:
+                    parts.append(str(get() or ""))
+                except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
+                    parts.append("")
+            text = "\x00".join(parts)
+        return "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
     def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
         """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.

@@ -628,9 +628,12 @@ class _Gen:
         site = rt.CallSite(c.name, spec.impl, c.pos, tuple(converters))
         name = self.bind(site, "_c")
         args = "".join(", " + a for a in codes)
-        if spec.is_async:
-            return f"(await {name}.acall(ctx{args}))"
-        return f"{name}(ctx{args})"
+        code = f"(await {name}.acall(ctx{args}))" if spec.is_async else f"{name}(ctx{args})"
+        if spec.guard is not None:
+            predicate = spec.guard(tuple(_literal(a) for a in c.args))
+            if predicate is not None:
+                return f"({code} if {self.bind(predicate, '_g')}() else _rt.skipped_call(ctx))"
+        return code
 
     def _hint(self, name: str) -> str:
         import difflib
@@ -827,4 +830,13 @@ def _script_pos(exc: BaseException, filename: str, line_pos: list[Pos | None]) -
         if line_pos[i] is not None:
             return line_pos[i]
         i -= 1
+    return None
+
+
+def _literal(arg: Any) -> Any:
+    """The value of a plain literal argument (a number, a string without pseudo-variables), else None."""
+    if isinstance(arg, ast.IntLit):
+        return arg.value
+    if isinstance(arg, ast.StrLit) and all(isinstance(p, str) for p in arg.parts):
+        return arg.value
     return None

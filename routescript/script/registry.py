@@ -48,6 +48,11 @@ class FunctionSpec:
     routes: frozenset[str] | None = None  # route kinds where it may be called; None = every kind
     module: str = "core"
     is_async: bool = False  # set by `function()` below from the impl; the compiler awaits only these
+    # Load-time, optional: given the call's literal argument values (None where an argument is not a
+    # plain literal), return a predicate the compiled code runs before each call, or None. When the
+    # predicate answers False the call is skipped - its arguments are not even evaluated - and counts
+    # as returning 1. xlog uses it: a line below the log level costs no pseudo-variable expansion.
+    guard: Callable[[tuple[Any, ...]], Callable[[], bool] | None] | None = None
 
     @property
     def min_args(self) -> int:
@@ -64,6 +69,7 @@ def function(
     *args: ArgSpec,
     routes: Iterable[str] | None = None,
     module: str = "core",
+    guard: Callable[[tuple[Any, ...]], Callable[[], bool] | None] | None = None,
 ) -> FunctionSpec:
     """Build a FunctionSpec, noting whether the impl is a coroutine function."""
     import inspect
@@ -75,6 +81,7 @@ def function(
         routes=frozenset(routes) if routes is not None else None,
         module=module,
         is_async=inspect.iscoroutinefunction(impl),
+        guard=guard,
     )
 
 

@@ -287,6 +287,12 @@ def return_value(v: Any) -> int:
     return n
 
 
+def skipped_call(ctx: MsgContext) -> int:
+    """A call its FunctionSpec.guard skipped: true (1), as the function would have answered."""
+    ctx.retcode = 1
+    return 1
+
+
 def normalise_rc(r: Any) -> int:
     if isinstance(r, bool):
         return 1 if r else -1

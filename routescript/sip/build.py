@@ -144,9 +144,16 @@ def build_reply(
     response._headers = out
     response._typed = False
     response._raw = None
-    response._cache = {}
+    # The copied lines parse to what the request already parsed (the transport routes the response
+    # by its top Via; the transaction layer matches by CSeq): share those values instead of parsing again.
+    req_cache = request._cache
+    response._cache = {k: req_cache[k] for k in _COPIED_VALUES if k in req_cache}
     response._index = out_index
     return response
+
+
+# Parsed values of the header lines build_reply copies unchanged (To may get a tag: not shared).
+_COPIED_VALUES = ("via", "vias", "from", "cseq")
 
 
 def build_request(

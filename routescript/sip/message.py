@@ -48,6 +48,9 @@ _SINGLE = ("from", "to", "call-id", "cseq", "content-length")
 
 _SIP_VERSION = "SIP/2.0"
 
+# Parsed values cached under another name than their header's key (see the typed properties).
+_CACHE_KEYS = {"via": ("via", "vias"), "contact": ("contacts",)}
+
 
 def _is_digits(text: str) -> bool:
     # str.isdigit() alone is True for "²" and "٣", which int() refuses or reads differently.
@@ -171,9 +174,16 @@ class SIPMessage:
                 index[key] = [i]
         self._index = index
 
-    def _changed(self) -> None:
+    def _changed(self, key: str | None = None) -> None:
+        """The head changed: drop the serialised bytes and the parsed values - only those of header
+        `key` when only its lines changed (the others stay valid, and re-parsing costs)."""
         self._raw = None
-        self._cache.clear()
+        if key is None:
+            self._cache.clear()
+            return
+        cache = self._cache
+        for cache_key in _CACHE_KEYS.get(key, (key,)):
+            cache.pop(cache_key, None)
 
     # --- raw access -------------------------------------------------------------------------------------
 
@@ -248,13 +258,16 @@ class SIPMessage:
         value = str(value)
         self._check_header(name, value)
         header = Header(name, value)
+        key = header_key(name) or ""
         if first:
-            idx = self._index.get(header_key(name) or "")
+            idx = self._index.get(key)
             self.headers.insert(idx[0] if idx else 0, header)
+            self._reindex()
         else:
-            self.headers.append(header)
-        self._reindex()
-        self._changed()
+            headers = self.headers
+            headers.append(header)
+            self._index.setdefault(key, []).append(len(headers) - 1)  # nothing else moved
+        self._changed(key)
 
     def remove_header(self, name: str) -> int:
         """Remove every `name` header line; returns how many were removed."""
@@ -265,7 +278,7 @@ class SIPMessage:
         drop = set(idx)
         self._headers = [h for i, h in enumerate(self.headers) if i not in drop]
         self._reindex()
-        self._changed()
+        self._changed(key)
         return len(drop)
 
     def set_header(self, name: str, value: str) -> None:
@@ -275,16 +288,23 @@ class SIPMessage:
         self._check_header(name, value)
         key = header_key(name) or ""
         idx = self._index.get(key)
+        if idx is not None and len(idx) == 1:
+            # The usual edit (Max-Forwards, Content-Length): one line replaced where it is; the
+            # line indices do not move, so the index stays as it is.
+            i = idx[0]
+            line_name = self._headers[i][0]
+            self._headers[i] = Header(line_name, value) if self._typed else (line_name, value)
+            self._changed(key)
+            return
         if not idx:
             self.headers.append(Header(name, value))
         else:
             headers = self.headers
             headers[idx[0]] = Header(headers[idx[0]].name, value)
-            if len(idx) > 1:
-                drop = set(idx[1:])
-                self._headers = [h for i, h in enumerate(headers) if i not in drop]
+            drop = set(idx[1:])
+            self._headers = [h for i, h in enumerate(headers) if i not in drop]
         self._reindex()
-        self._changed()
+        self._changed(key)
 
     def set_top_via(self, via: Via | str) -> None:
         """Replace the topmost Via value (the first element of the first Via line, which may hold a
@@ -294,10 +314,14 @@ class SIPMessage:
         idx = self._index.get("via")
         if not idx:
             raise ValueError("message has no Via header")
-        line = self.headers[idx[0]]
-        rest = split_values(line.value)[1:]
-        self.headers[idx[0]] = Header(line.name, ", ".join([value, *rest]))
-        self._changed()
+        i = idx[0]
+        line_name, line_value = self._headers[i]
+        if "," in line_value:
+            value = ", ".join([value, *split_values(line_value)[1:]])
+        self._headers[i] = Header(line_name, value) if self._typed else (line_name, value)
+        self._changed("via")
+        if isinstance(via, Via):
+            self._cache["via"] = via  # what `.via` would parse back from the new line
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body; Content-Length is set to its length. `content_type` (when given) sets the

@@ -6,6 +6,7 @@ Plain frozen value objects; no I/O. Hosts are kept without IPv6 brackets here (t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -23,28 +24,30 @@ def bare_host(host: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=4096)
+def _analyse(host: str) -> tuple[str, bool, bool]:
+    """(canonical text, is an IP literal, is IPv6) of a host. Every message asks this of the same few
+    addresses (its source, its Via, our sockets); ipaddress parsing is costly, so the answers are
+    cached (bounded, least recently used dropped)."""
+    bare = bare_host(host)
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return bare.lower(), False, False
+    return str(ip), True, ip.version == 6
+
+
 def normalize_host(host: str) -> str:
     """Canonical text of an IP literal (so "::0001" and "[::1]" compare equal); names are lower-cased."""
-    host = bare_host(host)
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host.lower()
+    return _analyse(host)[0]
 
 
 def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(bare_host(host))
-    except ValueError:
-        return False
-    return True
+    return _analyse(host)[1]
 
 
 def is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(bare_host(host)).version == 6
-    except ValueError:
-        return False
+    return _analyse(host)[2]
 
 
 def host_for_uri(host: str) -> str:

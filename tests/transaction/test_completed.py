@@ -1,0 +1,110 @@
+"""The completed-transaction table (sans-IO, injected time) and how the layer uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from routescript.sip import build_reply
+from routescript.testing import SipTestClient
+from routescript.transaction import State, TransactionError, TransactionLayer
+from routescript.transaction.completed import CompletedTable
+from routescript.transport import TransportLayer
+
+
+def test_entries_expire_in_insertion_order() -> None:
+    table = CompletedTable(hold=32.0, max_entries=10)
+    table.add(("a",), b"A", "dest-a", now=0.0)
+    table.add(("b",), b"B", "dest-b", now=1.0)
+    got = table.get(("a",), now=31.9)
+    assert got is not None and got.data == b"A" and got.dest == "dest-a" and got.state is State.COMPLETED
+    assert table.expire(32.0) == 1
+    assert table.get(("a",), now=32.0) is None and len(table) == 1
+    assert table.get(("b",), now=33.0) is None            # expired on lookup even before a sweep
+    assert table.expire(40.0) == 0 and len(table) == 0 and table.next_expiry() is None
+
+
+def test_overflow_evicts_the_oldest() -> None:
+    table = CompletedTable(hold=32.0, max_entries=2)
+    assert table.add(("a",), b"A", None, 0.0) == 0
+    assert table.add(("b",), b"B", None, 0.1) == 0
+    assert table.add(("c",), b"C", None, 0.2) == 1
+    assert table.get(("a",), 0.3) is None
+    assert table.get(("b",), 0.3) is not None and table.get(("c",), 0.3) is not None
+    assert table.evicted == 1
+
+
+def test_a_key_added_again_keeps_its_new_entry() -> None:
+    table = CompletedTable(hold=10.0, max_entries=5)
+    table.add(("a",), b"old", None, 0.0)
+    table.add(("a",), b"new", None, 5.0)
+    assert table.expire(10.0) == 0                        # the stale deque item does not drop the new one
+    entry = table.get(("a",), 12.0)
+    assert entry is not None and entry.data == b"new"
+
+
+class _Core:
+    def __init__(self) -> None:
+        self.runs = 0
+        self.transport = TransportLayer(self.on_message)
+        self.transactions = TransactionLayer(self.transport, t1=0.02, t2=0.08, t4=0.1, timer_f=0.5,
+                                             max_transactions=2, max_completed=3)
+        self.answer = True
+
+    def on_message(self, msg, source) -> None:  # type: ignore[no-untyped-def]
+        if not msg.is_request or self.transactions.lookup(msg, source) is not None:
+            return
+        txn = self.transactions.create(msg, source)
+        self.runs += 1
+        if self.answer:
+            self.transactions.reply(txn, build_reply(msg, 200, to_tag="srv"))
+
+
+async def test_completed_transactions_do_not_count_against_the_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    core = _Core()
+    try:
+        info = await core.transport.listen("udp", "127.0.0.1", 0)
+        async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+            requests = [client.options() for _ in range(6)]
+            with caplog.at_level(logging.WARNING, logger="routescript.transaction"):
+                for req in requests:                     # 6 > max_transactions = 2: all answered 200
+                    assert (await client.send_request(req)).status == 200
+            assert core.transactions.pending == 0 and core.transactions.completed == 3
+            assert "completed-transaction cache full" in caplog.text
+            client.send(requests[-1])                     # kept: resent without running the script
+            client.send(requests[0])                      # evicted: runs the script again
+            for _ in range(100):
+                if core.runs == 7 and len(client.responses_for(requests[-1])) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert core.runs == 7
+            assert [r.status for r in client.responses_for(requests[-1])] == [200, 200]
+    finally:
+        await core.transactions.close()
+        await core.transport.close()
+
+
+async def test_live_transaction_times_out_in_the_sweep_and_a_late_reply_is_refused() -> None:
+    core = _Core()
+    core.answer = False
+    try:
+        info = await core.transport.listen("udp", "127.0.0.1", 0)
+        async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+            req = client.options()
+            client.send(req)
+            for _ in range(100):
+                if core.transactions.pending == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert core.transactions.pending == 1
+            txn = next(iter(core.transactions._server.values()))
+            await asyncio.sleep(64 * 0.02 + 0.2)          # TU timeout = 64*T1, found by the sweep
+            assert core.transactions.pending == 0 and txn.state is State.TERMINATED
+            with pytest.raises(TransactionError):
+                core.transactions.reply(txn, build_reply(txn.request, 200))
+    finally:
+        await core.transactions.close()
+        await core.transport.close()
