@@ -456,7 +456,13 @@ class Server:
         return task
 
     def _on_message(self, msg: Any, source: Any) -> None:
-        """The transport's callback: one task per message, bounded."""
+        """The transport's callback. A response that matches one of our client transactions (the 200
+        to a NOTIFY) is handed over here at once - it must never queue behind requests waiting for the
+        database (nor cost a task). Anything else is one task, bounded by MAX_PENDING.
+
+        Choice: a request is not run eagerly up to its first wait (it would save the task for those
+        that never wait, ~5% of an OPTIONS): code below it, asyncpg's pool among others, needs
+        asyncio.current_task() (asyncio.timeout), which only a real task gives on Python 3.11."""
         if not self._started:
             return
         counters = self.counters  # OpenSIPS core statistics (stats.py): plain int attributes
@@ -467,6 +473,16 @@ class Server:
                 counters.unsupported_methods += 1
         else:
             counters.rcv_replies += 1
+            if self.transactions is not None:
+                try:
+                    if self.transactions.on_response(msg, source):
+                        return
+                except Exception:
+                    log.exception("unexpected failure handling a response")
+                    return
+                if not self._has_route(ONREPLY_ROUTE, None):
+                    log.debug("response %s matched no transaction; dropped", getattr(msg, "status", "?"))
+                    return
         if len(self._tasks) >= MAX_PENDING:
             if is_request:
                 counters.drop_requests += 1  # dropped before the script, as OpenSIPS counts them

@@ -31,7 +31,7 @@ route {
     if (is_method("OPTIONS")) { sl_send_reply(200, "OK"); exit; }
     if (is_method("MESSAGE")) { t_reply(202, "Accepted"); exit; }
     if (is_method("INVITE")) { sl_send_reply(486, "Busy Here"); exit; }
-    if (is_method("INFO")) { xlog("L_INFO", "from user $fU\\n"); sl_send_reply(200, "OK"); exit; }
+    if (is_method("INFO")) { $var(u) = $fU; sl_send_reply(200, "OK"); exit; }
     sl_send_reply(501, "Not Implemented");
 }
 """
