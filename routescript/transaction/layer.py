@@ -77,6 +77,9 @@ class TransactionLayer:
         self.max_transactions = max_transactions
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         self._completed = CompletedTable(self.timers.timer_j(False), max_completed)
+        # Client transactions that got their final response over UDP wait Timer K only to absorb
+        # retransmissions of it: their key is all that is kept (no machine, request or response).
+        self._client_done = CompletedTable(self.timers.timer_k(False), max_completed)
         # One sweep for the TU timeouts of live server transactions and the completed table's expiry.
         self._sweep_interval = min(1.0, 2 * self.timers.t1)
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -232,7 +235,8 @@ class TransactionLayer:
                 log.exception("transaction %s: timer handling failed", transaction.label)
                 self._forget(transaction)
         self._completed.expire(now)
-        if self._server or self._completed:
+        self._client_done.expire(now)
+        if self._server or self._completed or self._client_done:
             self._arm_sweep()
 
     # --- client side ----------------------------------------------------------------------------
@@ -292,11 +296,24 @@ class TransactionLayer:
         except ParseError:  # a broken Via/CSeq in a response: nothing can match it
             return False
         entry = self._client.get(key)
-        if entry is None:
-            return False
+        if entry is None:  # a retransmitted final response within Timer K is absorbed
+            return bool(self._client_done) and self._client_done.get(key, self._now()) is not None
         now = self._now()
-        self._run(entry.transaction, entry.transaction.receive_response(resp, now), now)
+        transaction = entry.transaction
+        self._run(transaction, transaction.receive_response(resp, now), now)
+        if transaction.state is State.COMPLETED and self._client.get(key) is entry:
+            self._retire_client(transaction, now)
         return True
+
+    def _retire_client(self, transaction: NonInviteClientTransaction, now: float) -> None:
+        """The final response is delivered (UDP: Timer K runs): keep the key only, to absorb its
+        retransmissions, and drop the machine with its request and response."""
+        key: Any = transaction.key
+        del self._client[key]
+        self._scheduled.pop(transaction, None)
+        self._client_done.add(key, b"", None, now)
+        if self._sweep_handle is None:
+            self._arm_sweep()
 
     # --- running actions and timers ---------------------------------------------------------------
 
@@ -413,6 +430,7 @@ class TransactionLayer:
             self._forget(entry.transaction)
         self._server.clear()
         self._completed.clear()
+        self._client_done.clear()
         self._heap.clear()
         self._scheduled.clear()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,39 @@ async def test_live_transaction_times_out_in_the_sweep_and_a_late_reply_is_refus
     finally:
         await core.transactions.close()
         await core.transport.close()
+
+
+async def test_answered_client_transaction_keeps_only_its_key_for_timer_k() -> None:
+    from routescript.sip import build_request, generate_branch
+    from routescript.transport import Destination
+
+    stray: list[Any] = []
+    transport = TransportLayer(lambda msg, src: stray.append(msg)
+                               if not layer.on_response(msg, src) else None)
+    layer = TransactionLayer(transport, t1=0.02, t2=0.08, t4=0.1, timer_f=0.5)
+    try:
+        info = await transport.listen("udp", "127.0.0.1", 0)
+        async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+            req = build_request("NOTIFY", client.contact_uri, [
+                ("Via", f"SIP/2.0/UDP 127.0.0.1:{info.port};branch={generate_branch()}"),
+                ("From", "<sip:a@127.0.0.1>;tag=s"), ("To", f"<{client.aor}>;tag=c"), ("Call-ID", "k-1"),
+                ("CSeq", "1 NOTIFY"), ("Event", "presence"), ("Subscription-State", "active")])
+            task = asyncio.create_task(layer.request(req, Destination("udp", "127.0.0.1", client.local_port)))
+            got = await client.expect_request("NOTIFY")
+            await client.reply(got, 200)
+            assert (await asyncio.wait_for(task, 2)).status == 200
+            assert layer.pending == 0 and not layer._client and len(layer._client_done) == 1
+            await client.reply(got, 200)                          # a retransmitted 200: absorbed
+            await asyncio.sleep(0.05)
+            assert stray == []
+            await asyncio.sleep(0.15 + 2 * 0.02)                  # Timer K (T4 = 0.1) and a sweep
+            assert len(layer._client_done) == 0
+            await client.reply(got, 200)                          # now nothing matches it
+            for _ in range(50):
+                if stray:
+                    break
+                await asyncio.sleep(0.01)
+            assert [m.status for m in stray] == [200]
+    finally:
+        await layer.close()
+        await transport.close()
