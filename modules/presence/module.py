@@ -243,6 +243,7 @@ class PresenceModule(PresenceMI, Module):
         if self.cluster is not None:
             await self.cluster.start()   # rs_nodes, join, LISTEN, claim untagged rows
             self.cluster.run()           # heartbeat and dead-node timer
+            await service.cluster_rejoin()   # changes announced while we were down: current state
             self._cluster_stats()
             log.info("presence: cluster %d joined as node %s (ping %gs, node timeout %gs)", cfg.cluster_id,
                      cfg.node_id, cfg.ping_interval, cfg.node_timeout)

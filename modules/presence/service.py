@@ -21,7 +21,7 @@ from .etag import EtagGenerator
 from .events import PUBL_TYPE, WINFO_TYPE, BodyError, EventRegistry, PresenceEvent
 from .notify import build_notify, local_contact, presentity_body, watcher_body
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
-from .sender import NotifySender
+from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
 from .storage import PresenceStore, join_pres_uri, publication_from_row, split_pres_uri, subscription_from_row
 from .sphere import extract_sphere
 from .subscription import (SubscribeAction, SubscribeFacts, Subscription, SubState, SubsTable,
@@ -38,6 +38,11 @@ MAX_PRESENTITY_LOCKS = 100_000  # bound: presentities with a PUBLISH/SUBSCRIBE b
 # doubling up to 30 s; a few seconds keeps phones from hammering a server that is reconnecting.
 DB_RETRY_AFTER = 5
 MAX_EXPIRED_CLAIM = 1000        # bound: expired presentity rows one clean run deletes (clustered)
+# A subscription taken over from another node continues its CSeq (and body version) this far above the
+# stored one: its former owner may have sent NOTIFYs whose numbers it had not written yet (at most the
+# ones queued for the dialog, NotifySender's bound). RFC 3261 12.2.1.1 asks CSeq to grow, not to be
+# consecutive; a NOTIFY with a CSeq the watcher saw already would be refused (500) or taken as old.
+TAKEOVER_CSEQ_GAP = MAX_QUEUED_PER_DIALOG
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,12 @@ class _BadRequest(Exception):
     def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(f"{status} {reason}")
         self.status, self.reason, self.headers = status, reason, headers
+
+
+def _taken_over(sub: Subscription) -> Subscription:
+    """A subscription this node takes over from another: CSeq and version go on above what its former
+    owner may have sent without storing it (TAKEOVER_CSEQ_GAP)."""
+    return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP, version=sub.version + TAKEOVER_CSEQ_GAP)
 
 
 def _db_failure(exc: BaseException) -> _BadRequest:
@@ -141,6 +152,9 @@ class PresenceService:
                 self._reply(ctx, err.status, err.reason, err.headers)
                 return -1
             self.presentities.commit(decision)
+            if decision.notify:
+                # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
+                await self._announce(facts.pres_uri, event, decision.etag or "")
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))
@@ -154,8 +168,6 @@ class PresenceService:
                 await self.notify_presentity(facts.pres_uri, event, removed=removed, skip_contact=facts.sender)
                 if self.settings.fallback2db:
                     await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
-        if decision.notify:
-            await self._announce(facts.pres_uri, event, decision.etag or "")
         return 1
 
     async def _announce(self, pres_uri: str, event: PresenceEvent, etag: str) -> None:
@@ -598,7 +610,7 @@ class PresenceService:
             return   # our subscriptions may be another node's now: it expires them
         if self._missed_while_fenced and self.cluster is not None:
             self._missed_while_fenced = False
-            await self.cluster_resync()
+            await self.cluster_resync(retries=1)
         for sub in self.subscriptions.expire(now):
             event = self.events.contains_event(sub.event)
             if event is None:
@@ -715,7 +727,8 @@ class PresenceService:
             log.error("fallback2db: reading subscription %s failed: %s", key[0], exc)
             raise _db_failure(exc) from exc
         if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
-            self.subscriptions.load(subscription_from_row(row))
+            sub = subscription_from_row(row)
+            self.subscriptions.load(_taken_over(sub) if self.cluster is not None else sub)
 
     async def _fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
         """fallback2db: subscriptions another server made to this presentity are notified too."""
@@ -754,7 +767,7 @@ class PresenceService:
                 log.warning("adopted subscription %s for unknown event %r ignored", row.get("callid"),
                             row["event"])
                 continue
-            sub = subscription_from_row(row)
+            sub = _taken_over(subscription_from_row(row))
             self.subscriptions.load(sub)
             if sub.expires_at + self.settings.expires_offset > now and sub.status is not SubState.TERMINATED:
                 adopted.append((sub, event))
@@ -767,10 +780,38 @@ class PresenceService:
         log.info("cluster: %d subscriptions adopted (%d live, notified)", len(rows), len(adopted))
         await self.sync_db()
 
-    async def cluster_resync(self) -> None:
+    async def cluster_rejoin(self) -> int:
+        """At start, clustered: while this node was down, changes were announced to nobody here. Its
+        subscriptions (just loaded) carry no trace of the state their watchers were last sent, so -
+        choice - each presentity they follow is notified once with the current state (RFC 6665 allows
+        a NOTIFY at any time). Returns how many NOTIFYs were queued."""
+        sent = 0
+        for pres_uri, name in self.subscriptions.presentities():
+            event = self.events.contains_event(name)
+            if event is None or event.type != PUBL_TYPE:
+                continue
+            async with self._lock(pres_uri):
+                sent += await self.notify_presentity(pres_uri, event)
+        if sent:
+            log.info("cluster: rejoined; %d watchers sent the current state", sent)
+            await self.sync_db()
+        return sent
+
+    async def cluster_resync(self, *, retries: int = 6, first_delay: float = 0.5) -> None:
         """Announcements may have been lost (our LISTEN connection was down): every presentity our
         watchers follow is read again, and its watchers hear about it when its state is not the one
-        they were last sent."""
+        they were last sent. The pool may still be waiting to reconnect when the LISTEN connection is
+        back: the reads are retried (`retries` times, the delay doubling), then left to clean_period."""
+        delay = first_delay
+        for _ in range(retries):
+            if await self._resync_once():
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
+        log.warning("cluster: resync postponed to the next clean_period run: the database is not back")
+        self._missed_while_fenced = True
+
+    async def _resync_once(self) -> bool:
         pairs = self.subscriptions.presentities()
         for key in [k for k in self._notified if k not in set(pairs)]:
             del self._notified[key]
@@ -786,13 +827,14 @@ class PresenceService:
                 try:
                     await self._fallback_publications(pres_uri, event, strict=True)
                 except _BadRequest:
-                    return   # the database is away again: the next reconnect resyncs
+                    return False
                 if hash(self._state_body(pres_uri, event)) != before:
                     changed += 1
                     await self.notify_presentity(pres_uri, event)
         log.info("cluster: resync: %d of %d presentities changed", changed, len(pairs))
         if changed:
             await self.sync_db()
+        return True
 
     def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
         return presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),

@@ -293,6 +293,7 @@ class Database(abc.ABC):
         actions: list[str] = []
         problems: list[str] = []
         async with self.transaction():
+            await self._lock_schema()
             vname = self._names["version"]
             if await self._columns(vname) is None:
                 await self._create(VERSION, vname)
@@ -343,6 +344,10 @@ class Database(abc.ABC):
             return (f"table '{name}' lacks NOT NULL columns {', '.join(stuck)} that cannot be added to "
                     f"existing rows; migrate it by hand (e.g. with OpenSIPS's opensips-cli)")
         return None
+
+    async def _lock_schema(self) -> None:
+        """Inside the schema transaction: keep other servers out until it ends (several nodes starting
+        at once on an empty database must not all create the tables). SQLite's BEGIN IMMEDIATE does it."""
 
     async def _create(self, t: Table, name: str) -> None:
         for stmt in create_table_sql(t, self.dialect, name):

@@ -12,8 +12,9 @@ The change feed (LISTEN/NOTIFY, routescript.db.feed) has a connection of its own
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -29,6 +30,17 @@ POOL_MAX_SIZE = 10
 ACQUIRE_TIMEOUT = 10.0   # seconds waiting for a free pooled connection
 COMMAND_TIMEOUT = 30.0   # seconds for one statement
 CONNECT_TIMEOUT = 5.0
+SCHEMA_LOCK_KEY = 0x7273_5343   # "rsSC": pg_advisory_xact_lock key serialising schema creation/upgrade
+
+
+async def _in_task(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` inside a task. asyncpg's timeouts (pool.acquire, command_timeout) are asyncio.timeout
+    scopes, which refuse to run outside a task; a caller driving a coroutine by hand before making it a
+    task (the core runs each message eagerly up to its first real wait) would get "Timeout should be
+    used inside a task". Awaiting a task from there is that first real wait, so the cost is one task, once."""
+    if asyncio.current_task() is not None:
+        return await coro
+    return await asyncio.ensure_future(coro)
 
 
 class Backoff:
@@ -80,6 +92,9 @@ class PostgresDatabase(Database):
         db._dsn = dsn
         return db
 
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
+        return await _in_task(super()._run(fn, idempotent=idempotent))
+
     async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
         self.backoff.check(self.url)
         attempts = 2 if idempotent else 1
@@ -108,30 +123,30 @@ class PostgresDatabase(Database):
     async def _begin(self) -> AsyncIterator[Any]:
         self.backoff.check(self.url)
         try:
-            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT)
+            conn = await _in_task(self._pool.acquire(timeout=ACQUIRE_TIMEOUT))
         except Exception as exc:
             raise await self._lost(exc) from exc
         try:
             tr = conn.transaction()
             try:
-                await tr.start()
+                await _in_task(tr.start())
             except Exception as exc:
                 raise await self._lost(exc) from exc
             try:
                 yield conn
             except BaseException:
                 try:
-                    await tr.rollback()
+                    await _in_task(tr.rollback())
                 except Exception as exc:  # noqa: BLE001 - the connection is gone: the server rolls back by itself
                     log.warning("%s: rollback failed: %s", self.url, exc)
                 raise
             try:
-                await tr.commit()
+                await _in_task(tr.commit())
             except Exception as exc:
                 raise await self._lost(exc) from exc
             self.backoff.succeeded()
         finally:
-            await self._pool.release(conn)
+            await _in_task(self._pool.release(conn))
 
     async def _lost(self, exc: Exception) -> DatabaseError:
         err = self._translate(exc)
@@ -166,6 +181,11 @@ class PostgresDatabase(Database):
         rows = await conn.fetch("SELECT column_name FROM information_schema.columns "
                                 "WHERE table_schema = current_schema() AND table_name = $1", name)
         return {r[0] for r in rows} or None
+
+    async def _lock_schema(self) -> None:
+        # A transaction-scoped advisory lock (per database): concurrent CREATE TABLEs would otherwise
+        # fail on each other ("duplicate key ... pg_type"). The key is any fixed number of ours.
+        await self._run(lambda conn: self._fetch(conn, "SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK_KEY]))
 
     def _translate(self, exc: Exception) -> DatabaseError:
         if isinstance(exc, DatabaseError):

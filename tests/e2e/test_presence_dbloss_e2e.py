@@ -68,7 +68,8 @@ async def test_database_lost_503_then_recovers(tmp_path: Path, presence_db: Test
             assert back.status == 200, back.to_bytes()
             n = await ben.expect_request("NOTIFY", call_id=sub.call_id)
             assert b"<note>back</note>" in n.body
-            bodies = [bytes(r[0]) for r in presence_db.rows("SELECT body FROM presentity WHERE username = 'ada'")]
+            rows = presence_db.rows("SELECT body FROM presentity WHERE username = 'ada'")
+            bodies = [bytes(r[0]) for r in rows]
             assert len(bodies) == 2 and not any(b"lost" in b for b in bodies)
             again = ben.subscribe(uri, expires=600)
             assert (await ben.send_request(again)).status == 200
