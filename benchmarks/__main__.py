@@ -9,6 +9,9 @@ a free port, loopback only):
   memory      examples/presence.cfg   VmRSS with 10k / 100k publications + subscriptions
   options and publish are also run against benchmarks/py_ceiling.py in the same run (the ratio column).
 QUICK=1 (or --quick) uses short steps to smoke-test the harness in about 2 minutes.
+--config FILE runs the presence scenarios on another config (e.g. examples/cluster-node1.cfg, with a
+second node started by hand on the same database), --db-url URL points every db_url of the config at
+URL (e.g. a PostgreSQL database) instead of a temporary SQLite file, --no-ceiling skips py_ceiling.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def _subscribe_extra(workdir: Path, settings: Settings, port: int) -> tuple[str,
     return ("-inf", str(inf))
 
 
-def run(selected: tuple[str, ...], settings: Settings, out: Path) -> int:
+def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str = "presence.cfg",
+        db_url: str | None = None, ceiling: bool = True) -> int:
     rows: list[Row] = []
     mem = None
     t_start = time.monotonic()
@@ -62,30 +66,33 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path) -> int:
         w = out / name
         if name in ("options", "publish"):
             scen = SCENARIOS / f"{name}.xml"
-            with start_py_ceiling(w / "py_ceiling") as ceil:
-                cres = find_max_rate(f"{name} py_ceiling", scen, ceil.port, ceil.pid, w / "py_ceiling", settings)
-            ceilings[name] = cres.max_rate
-            example = "hello.cfg" if name == "options" else "presence.cfg"
-            with start_routescript(example, w / "routescript") as srv:
+            if ceiling:
+                with start_py_ceiling(w / "py_ceiling") as ceil:
+                    cres = find_max_rate(f"{name} py_ceiling", scen, ceil.port, ceil.pid, w / "py_ceiling",
+                                         settings)
+                ceilings[name] = cres.max_rate
+            example = "hello.cfg" if name == "options" else config
+            with start_routescript(example, w / "routescript", db_url=db_url) as srv:
                 res = find_max_rate(name, scen, srv.port, srv.pid, w / "routescript", settings)
-            rows.append(Row.from_rate(name, "calls/s", res, ceilings[name], REFERENCE[name]))
+            rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
         elif name == "subscribe":
-            with start_routescript("presence.cfg", w) as srv:
+            with start_routescript(config, w, db_url=db_url) as srv:
                 extra = _subscribe_extra(w, settings, srv.port)
                 res = find_max_rate(name, SCENARIOS / "subscribe.xml", srv.port, srv.pid, w, settings, extra)
             rows.append(Row.from_rate(name, "calls/s", res, None, REFERENCE[name]))
         elif name == "fanout":
-            with start_routescript("presence.cfg", w) as srv:
+            with start_routescript(config, w, db_url=db_url) as srv:
                 fres = find_max_fanout(srv.port, srv.pid, w, settings)
             rows.append(Row.from_fanout(fres, settings.fanout_watchers))
         elif name == "memory":
-            with start_routescript("presence.cfg", w) as srv:
+            with start_routescript(config, w, db_url=db_url) as srv:
                 mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,
                                      settings.max_scenario_s * 2)
     elapsed = time.monotonic() - t_start
     text = [f"routescript benchmarks ({'QUICK' if settings.quick else 'full'} mode) - "
             f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
             f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}",
+            f"config {config}, database {db_url or 'a temporary SQLite file'}",
             "max rate: highest step with failures < 0.5%, retrans < 1/100 calls, achieved >= 90% of target",
             ""]
     if rows:
@@ -104,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short steps (same as QUICK=1)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma list out of {','.join(ALL)}")
     p.add_argument("--out", default=None, help="results directory (default: a new temporary one)")
+    p.add_argument("--config", default="presence.cfg",
+                   help="config of the presence scenarios: an examples/ name or a path (default presence.cfg)")
+    p.add_argument("--db-url", default=None, help="db_url for the server (default: a temporary SQLite file)")
+    p.add_argument("--no-ceiling", action="store_true", help="do not run py_ceiling for options/publish")
     a = p.parse_args(argv)
     settings = Settings.from_env()
     if a.quick and not settings.quick:
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="routescript-bench-"))
     out.mkdir(parents=True, exist_ok=True)
-    return run(selected, settings, out)
+    return run(selected, settings, out, config=a.config, db_url=a.db_url, ceiling=not a.no_ceiling)
 
 
 if __name__ == "__main__":

@@ -34,16 +34,23 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def bench_config(example: str, workdir: Path, port: int, *, log_level: int | None = 1) -> Path:
-    """A copy of examples/<example> listening on `port`, its SQLite db_url (if any) in `workdir`, and
-    log_level/xlog_level lowered to `log_level` (None keeps the example's): a benchmark measures SIP work,
-    not a log line per request written to a pipe."""
-    text = (EXAMPLES / example).read_text().replace(":5060", f":{port}")
-    db = workdir / "bench.sqlite"
-    text = re.sub(r'(modparam\("[a-z_]+",\s*"db_url",\s*)"sqlite:[^"]*"\)', rf'\1"sqlite://{db}")', text)
+def bench_config(example: str, workdir: Path, port: int, *, log_level: int | None = 1,
+                 db_url: str | None = None) -> Path:
+    """A copy of examples/<example> (or of the config file `example` names, when it is a path) listening on
+    `port`, its SQLite db_url (if any) in `workdir` - or every db_url set to `db_url` (e.g. a PostgreSQL
+    database) - and log_level/xlog_level lowered to `log_level` (None keeps the example's): a benchmark
+    measures SIP work, not a log line per request written to a pipe."""
+    source = Path(example) if "/" in example else EXAMPLES / example
+    text = source.read_text().replace(":5060", f":{port}")
+    if db_url is not None:
+        text = re.sub(r'(modparam\("[a-z_]+",\s*"db_url",\s*)"[^"]*"\)', lambda m: f'{m.group(1)}"{db_url}")',
+                      text)
+    else:
+        db = workdir / "bench.sqlite"
+        text = re.sub(r'(modparam\("[a-z_]+",\s*"db_url",\s*)"sqlite:[^"]*"\)', rf'\1"sqlite://{db}")', text)
     if log_level is not None:
         text = re.sub(r"^(x?log_level)\s*=\s*-?\d+", rf"\1 = {log_level}", text, flags=re.M)
-    cfg = workdir / example
+    cfg = workdir / source.name
     cfg.write_text(text)
     return cfg
 
@@ -122,11 +129,13 @@ def _wait_udp_ready(server: Server, timeout: float) -> None:
                        f"{server.log()[-3000:]}")
 
 
-def start_routescript(example: str, workdir: Path, *, log_level: int | None = 1) -> Server:
-    """`routescript run` on a temporary copy of examples/<example>; returns once it answers on UDP."""
+def start_routescript(example: str, workdir: Path, *, log_level: int | None = 1,
+                      db_url: str | None = None) -> Server:
+    """`routescript run` on a temporary copy of examples/<example> (or of a config file path); returns once
+    it answers on UDP. `db_url`: every db_url of the config points there instead of a temporary SQLite file."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cfg = bench_config(example, workdir, port, log_level=log_level)
+    cfg = bench_config(example, workdir, port, log_level=log_level, db_url=db_url)
     log_path = workdir / f"{cfg.stem}.stderr"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "routescript", "run", str(cfg)], cwd=ROOT, env=_env(),
