@@ -154,13 +154,15 @@ class PresenceStore:
 
     async def own_subscription_rows(self) -> list[dict[str, Any]]:
         """Every row this node owns, live or not (to reload after the cluster took ours away)."""
-        return await self.db.query(ACTIVE_WATCHERS, self._own({}), order_by="id")
+        rows: list[dict[str, Any]] = await self.db.query(ACTIVE_WATCHERS, self._own({}), order_by="id")
+        return rows
 
     async def claim_expired_publications(self, now: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Delete up to `limit` expired presentity rows and return them; with several servers on one
         database each row goes to exactly one of them (FOR UPDATE SKIP LOCKED), which tells the others."""
-        return await self.db.claim_delete(PRESENTITY, {"expires": ("<=", int(now))}, limit=limit,
-                                          order_by="expires")
+        rows: list[dict[str, Any]] = await self.db.claim_delete(PRESENTITY, {"expires": ("<=", int(now))},
+                                                                limit=limit, order_by="expires")
+        return rows
 
     # --- fallback2db lookups: what another server sharing the database stored ------------------
     async def find_publications(self, pres_uri: str, event: str, now: float) -> list[dict[str, Any]]:

@@ -466,3 +466,10 @@ def test_normalise_pres_uri() -> None:
     assert normalise_pres_uri("<sip:alice@example.com>") == "sip:alice@example.com"
     with pytest.raises(MIError):
         normalise_pres_uri("alice")
+
+
+async def test_cluster_commands_need_clustering(env: Env) -> None:
+    for method, params in (("pres_cluster_nodes", None), ("presence:cluster_takeover", ["node2"])):
+        with pytest.raises(JSONRPCError) as err:
+            await env.mi.dispatch(method, params)
+        assert err.value.code == 400 and "cluster_id" in err.value.message
