@@ -91,12 +91,14 @@ class Machine:
         # Bounded: a timer that fires is removed; one re-armed by its own effect is due later than now
         # unless its interval is 0, and only timers whose delay is 0 on reliable transports (I, J, K)
         # are armed with 0 - they end the transaction, which cancels every timer.
+        deadlines = self._deadlines
         for _ in range(64):
-            due = [(deadline, event) for event, deadline in self._deadlines.items() if deadline <= now]
-            if not due:
+            if not deadlines:
                 return
-            _, event = min(due, key=lambda item: item[0])
-            del self._deadlines[event]
+            event = min(deadlines, key=deadlines.__getitem__)  # earliest; ties in arming order
+            if deadlines[event] > now:
+                return
+            del deadlines[event]
             self._step(event, now, None, out)
         log.error("transaction %s: timers still due after 64 steps", self.label)
 
@@ -129,8 +131,9 @@ class Machine:
             self._cancel(*list(self._deadlines))
         self._do(effect, event, response, now, out)
         if new_state is not old_state:
-            log.debug("transaction %s: %s --%s--> %s", self.label, old_state.value, event.value,
-                      new_state.value)
+            if log.isEnabledFor(logging.DEBUG):  # the label is built only when it is printed
+                log.debug("transaction %s: %s --%s--> %s", self.label, old_state.value, event.value,
+                          new_state.value)
             if new_state is not State.TERMINATED:
                 self._on_enter(new_state, now)
 
