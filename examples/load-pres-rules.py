@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("db_url", help="the database of the xcap table (sqlite:///... or postgres://...)")
     parser.add_argument("presentity", help="sip:user@domain whose rules these are")
     parser.add_argument("rules", type=Path, help="the pres-rules XML file")
-    parser.add_argument("--mi", metavar="URL", help="mi_http URL of the running server: refreshWatchers after")
+    parser.add_argument("--mi", metavar="URL",
+                        help="mi_http URL of the running server: refreshWatchers after")
     parser.add_argument("--event", default="presence")
     args = parser.parse_args(argv)
 

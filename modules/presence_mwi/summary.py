@@ -64,8 +64,8 @@ TOO_LARGE = (413, "Request Entity Too Large")
 
 _SP = r"[ \t]*"
 _HCOLON = _SP + ":" + _SP
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_COUNT = r"[0-9]{1,%d}" % MAX_MSGCOUNT_DIGITS
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 - the RFC 3261 token rule, not a secret
+_COUNT = rf"[0-9]{{1,{MAX_MSGCOUNT_DIGITS}}}"
 
 _STATUS_LINE = re.compile(r"Messages-Waiting" + _HCOLON + r"(yes|no)" + _SP, re.IGNORECASE)
 # Account-URI: SIP-URI / SIPS-URI / absoluteURI - any "scheme:" followed by non-blank characters.

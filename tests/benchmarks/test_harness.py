@@ -27,7 +27,8 @@ def test_stat_last_row_and_rtt_percentiles() -> None:
     assert parse_stat_csv(STAT)["TotalCallCreated"] == "1000"
     assert parse_stat_csv("only a header\n") == {}
     s = summarize(STAT, [RTT], calls=1010)
-    assert (s.created, s.ok, s.failed, s.retrans, s.timeouts, s.dead_msgs, s.ooc_msgs) == (1000, 990, 20, 7, 5, 2, 3)
+    assert (s.created, s.ok, s.failed, s.retrans, s.timeouts, s.dead_msgs, s.ooc_msgs) == \
+        (1000, 990, 20, 7, 5, 2, 3)
     assert s.duration_s == 1.999
     assert round(s.achieved_cps) == 495
     assert round(s.fail_pct, 3) == round(100 * 20 / 1010, 3)

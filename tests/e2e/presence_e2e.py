@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rs_e2e import ROOT, RunningServer, free_port
+from rs_e2e import ROOT, RunningServer, free_port, run_server, start
+
+from routescript.testing import SipTestClient
 
 EXAMPLE = ROOT / "examples" / "presence.cfg"
 
@@ -44,10 +46,25 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: s
     return cfg
 
 
-def start(cfg: Path, tmp_path: Path) -> RunningServer:
-    server = RunningServer(cfg, tmp_path)
-    server.wait_for("routescript started")
-    return server
+class Srv:
+    """A `routescript run` under test on loopback `port`: request URIs on it and SIP test clients for it.
+    A test module subclasses it for its own helpers (database rows, MI calls)."""
+
+    domain = "127.0.0.1"  # host part of uri() when none is given
+    answer_notify = False  # clients answer every NOTIFY 200 on their own (tests that only read bodies)
+
+    def __init__(self, server: RunningServer, port: int) -> None:
+        self.server, self.port = server, port
+
+    def uri(self, user: str, host: str | None = None) -> str:
+        """sip:user@host:port - always the server's port, whatever host names the domain."""
+        return f"sip:{user}@{host or self.domain}:{self.port}"
+
+    async def client(self, user: str = "tester", proto: str = "udp") -> SipTestClient:
+        client = await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
+        if self.answer_notify:
+            client.auto_reply["NOTIFY"] = 200
+        return client
 
 
-__all__ = ["presence_cfg", "start", "free_port", "RunningServer", "ROOT"]
+__all__ = ["presence_cfg", "start", "run_server", "Srv", "free_port", "RunningServer", "ROOT"]

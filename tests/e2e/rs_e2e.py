@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 START_TIMEOUT = 15.0
@@ -33,7 +35,7 @@ def free_port() -> int:
 def routescript(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
     return subprocess.run([sys.executable, "-m", "routescript", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=_env())
+                          timeout=timeout, cwd=ROOT, env=_env(), check=False)  # callers check returncode
 
 
 def _env() -> dict[str, str]:
@@ -49,7 +51,8 @@ class RunningServer:
     def __init__(self, cfg: Path, workdir: Path) -> None:
         self.cfg = cfg
         self.log_path = workdir / f"{cfg.stem}.stderr"
-        self._log = open(self.log_path, "w")
+        # open for the child's whole life (not a `with`): closed in stop()
+        self._log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "routescript", "run", str(cfg)], cwd=ROOT,
                                      env=_env(), stdout=subprocess.DEVNULL, stderr=self._log)
 
@@ -80,3 +83,20 @@ class RunningServer:
                 self.proc.wait(timeout=5)
         self._log.close()
         return self.proc.returncode
+
+
+def start(cfg: Path, workdir: Path) -> RunningServer:
+    """`routescript run cfg` once it has logged that it started."""
+    server = RunningServer(cfg, workdir)
+    server.wait_for("routescript started")
+    return server
+
+
+@contextmanager
+def run_server(cfg: Path, workdir: Path) -> Iterator[RunningServer]:
+    """start(cfg, workdir), stopped when the block ends however it ends (a fixture's teardown)."""
+    server = start(cfg, workdir)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from lxml import etree
-from presence_e2e import RunningServer, free_port, presence_cfg, start
+from presence_e2e import RunningServer, free_port, presence_cfg, run_server
+from presence_e2e import Srv as PresenceSrv
 
 from routescript.mi.client import MIReplyError, call_http
 from routescript.testing import SipTestClient, pidf
@@ -41,8 +42,8 @@ modparam("xcap", "integrated_xcap_server", 1)
 def rules(**who: str) -> bytes:
     """A pres-rules document: one rule per watcher user (at 127.0.0.1) with its sub-handling; a value
     "allow@work" adds a sphere condition."""
-    out = ['<?xml version="1.0" encoding="UTF-8"?>\n<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" '
-           'xmlns:cr="urn:ietf:params:xml:ns:common-policy">']
+    out = [('<?xml version="1.0" encoding="UTF-8"?>\n<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" '
+            'xmlns:cr="urn:ietf:params:xml:ns:common-policy">')]
     for user, handling in who.items():
         action, _, sphere = handling.partition("@")
         cond = f'<cr:sphere value="{sphere}"/>' if sphere else ""
@@ -55,30 +56,29 @@ def rules(**who: str) -> bytes:
 
 def sphere_pidf(entity: str, sphere: str) -> bytes:
     return (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-            f'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" '
-            f'entity="{entity}"><tuple id="t1"><status><basic>open</basic></status><note>at {sphere}</note></tuple>'
+            'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" '
+            'xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" '
+            f'entity="{entity}"><tuple id="t1"><status><basic>open</basic></status>'
+            f'<note>at {sphere}</note></tuple>'
             f'<dm:person id="p1"><rpid:sphere><rpid:{sphere}/></rpid:sphere></dm:person></presence>').encode()
 
 
-class Srv:
+class Srv(PresenceSrv):
+    domain = "localhost"
+    answer_notify = True
+
     def __init__(self, server: RunningServer, port: int, http_port: int, db: TestDb) -> None:
-        self.server, self.port, self.db = server, port, db
+        super().__init__(server, port)
+        self.db = db
         self.url = f"http://127.0.0.1:{http_port}/mi"
-
-    def uri(self, user: str, domain: str = "localhost") -> str:
-        return f"sip:{user}@{domain}:{self.port}"
-
-    async def client(self, user: str) -> SipTestClient:
-        client = await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
-        client.auto_reply["NOTIFY"] = 200
-        return client
 
     def set_rules(self, user: str, doc: bytes, domain: str = "localhost") -> None:
         """What an XCAP server does: store the pres-rules document in the xcap table (doc_type 2)."""
         self.db.execute("DELETE FROM xcap WHERE username = ? AND domain = ? AND doc_type = 2", user, domain)
         self.db.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
                         "VALUES (?, ?, ?, 2, ?, 1, ?, 0)",
-                        user, domain, doc, f"e{time.monotonic_ns()}", f"/pres-rules/users/sip:{user}@{domain}/index")
+                        user, domain, doc, f"e{time.monotonic_ns()}",
+                        f"/pres-rules/users/sip:{user}@{domain}/index")
 
     def watchers(self, pres_uri: str) -> dict[str, tuple[int, str | None]]:
         rows = self.db.rows("SELECT watcher_username, status, reason FROM watchers WHERE presentity_uri = ?",
@@ -96,14 +96,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) ->
     db = module_presence_db
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"clean_period": 1, "enable_sphere_check": 1,
                                                    "waiting_subs_daysno": 3})
-    text = cfg.read_text().replace('loadmodule "presence.so"',
-                                   MI_MODULES.format(http_port=http_port, db=db.url) + 'loadmodule "presence.so"')
-    cfg.write_text(text)
-    server = start(cfg, tmp)
-    try:
+    mods = MI_MODULES.format(http_port=http_port, db=db.url)
+    cfg.write_text(cfg.read_text().replace('loadmodule "presence.so"', mods + 'loadmodule "presence.so"'))
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port, http_port, db)
-    finally:
-        server.stop()
 
 
 async def subscribe(w: SipTestClient, uri: str, event: str = "presence"):  # type: ignore[no-untyped-def]
@@ -139,7 +135,8 @@ async def test_outcomes_by_rule_and_the_kept_decision(srv: Srv) -> None:
 async def test_handle_subscribe_1_forces_active_over_the_rules(srv: Srv) -> None:
     srv.set_rules("jay", rules(foe="block"), domain="127.0.0.1")
     async with await srv.client("jay") as jay, await srv.client("foe") as foe:
-        await jay.send_request(jay.publish(srv.uri("jay", "127.0.0.1"), pidf("sip:jay@127.0.0.1", note="forced")))
+        await jay.send_request(jay.publish(srv.uri("jay", "127.0.0.1"),
+                                           pidf("sip:jay@127.0.0.1", note="forced")))
         _sub, resp, n = await subscribe(foe, srv.uri("jay", "127.0.0.1"))
         assert resp.status == 200 and n.header("Subscription-State") == "active;expires=600"
         assert b"<note>forced</note>" in n.body
@@ -169,7 +166,8 @@ async def test_refresh_watchers_after_a_rules_change(srv: Srv) -> None:
         n = await kim.expect_request("NOTIFY", call_id=s_w.call_id)
         root = etree.fromstring(n.body)
         assert root.get("state") == "partial"
-        assert [(w.text.strip(), w.get("status")) for w in root.iterfind(".//w:watcher", NS)] == [(foe.aor, "active")]
+        listed = [(w.text.strip(), w.get("status")) for w in root.iterfind(".//w:watcher", NS)]
+        assert listed == [(foe.aor, "active")]
         n = await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
         assert n.header("Subscription-State") == "terminated;reason=rejected" and n.body == b""
         n = await ex.expect_request("NOTIFY", call_id=s_ex.call_id)
@@ -210,11 +208,13 @@ async def test_waiting_subs_daysno_forgets_old_pending_watchers(srv: Srv) -> Non
         assert resp.status == 202
     old = int(time.time()) - 4 * 86400
     for user, status in (("old", 2), ("oldok", 1)):
-        srv.db.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, status, "
-                       "reason, inserted_time) VALUES ('sip:max@localhost', ?, '127.0.0.1', 'presence', ?, NULL, ?)",
+        srv.db.execute("INSERT INTO watchers (presentity_uri, watcher_username, watcher_domain, event, "
+                       "status, reason, inserted_time) "
+                       "VALUES ('sip:max@localhost', ?, '127.0.0.1', 'presence', ?, NULL, ?)",
                        user, status, old)
-    deadline = time.monotonic() + 5
-    while "old" in srv.watchers("sip:max@localhost") and time.monotonic() < deadline:
+    for _ in range(50):  # the server's clean-up timer runs in the child: poll the table, up to 5 s
+        if "old" not in srv.watchers("sip:max@localhost"):
+            break
         await asyncio.sleep(0.1)
     # a 4-day-old pending decision is gone (3 days kept); a fresh pending one and an allowed one stay
     assert srv.watchers("sip:max@localhost") == {"zed": (2, None), "oldok": (1, None)}

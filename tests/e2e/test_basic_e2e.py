@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rs_e2e import ROOT, RunningServer, free_port
+from rs_e2e import ROOT, RunningServer, free_port, run_server
 
 from routescript.testing import SipTestClient
 
@@ -21,12 +21,8 @@ def hello(tmp_path: Path) -> Iterator[tuple[RunningServer, int]]:
     text = (ROOT / "examples" / "hello.cfg").read_text().replace(":5060", f":{port}")
     cfg = tmp_path / "hello.cfg"
     cfg.write_text(text)
-    server = RunningServer(cfg, tmp_path)
-    try:
-        server.wait_for("routescript started")
+    with run_server(cfg, tmp_path) as server:
         yield server, port
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])

@@ -5,12 +5,12 @@ published, bodies checked at PUBLISH."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 from lxml import etree
-from presence_e2e import ROOT, RunningServer, free_port, presence_cfg, start
+from presence_e2e import ROOT, Srv, free_port, presence_cfg, run_server
 
 from routescript.testing import SipTestClient
 
@@ -33,7 +33,8 @@ GINA = b"""<?xml version="1.0"?>
 
 
 def doc(entity: str, dialog_id: str, state: str = "early") -> bytes:
-    return (f'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="3" state="full" entity="{entity}">'
+    return ('<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="3" state="full" '
+            f'entity="{entity}">'
             f'<dialog id="{dialog_id}"><state>{state}</state></dialog></dialog-info>').encode()
 
 
@@ -44,26 +45,13 @@ def parsed(body: bytes) -> tuple[str | None, str | None, str | None, list[tuple[
             [(d.get("id"), d.findtext("d:state", namespaces=NS)) for d in root.findall("d:dialog", NS)])
 
 
-class Srv:
-    def __init__(self, server: RunningServer, port: int) -> None:
-        self.server, self.port = server, port
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, user: str) -> SipTestClient:
-        return await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("dialog")
     port = free_port()
-    server = start(presence_cfg(tmp, port, db_url=module_presence_db.url, example=EXAMPLE, name="dialog.cfg"), tmp)
-    try:
+    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, example=EXAMPLE, name="dialog.cfg")
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port)
-    finally:
-        server.stop()
 
 
 def publish(c: SipTestClient, uri: str, body: bytes | None, expires: int = 600, **kw: object):  # type: ignore[no-untyped-def]
@@ -83,7 +71,8 @@ async def test_publish_then_subscribe_as_captured(srv: Srv) -> None:
         assert n.header("Subscription-State") == "active;expires=600"
         assert parsed(n.body) == ("0", "full", "sip:gina@127.0.0.1", [("d1", "confirmed")])
         d = etree.fromstring(n.body).find("d:dialog", NS)
-        assert d is not None and (d.get("call-id"), d.get("local-tag"), d.get("remote-tag"), d.get("direction")) == \
+        assert d is not None
+        assert (d.get("call-id"), d.get("local-tag"), d.get("remote-tag"), d.get("direction")) == \
             ("c1", "lt1", "rt1", "initiator")
 
 
@@ -106,7 +95,8 @@ async def test_aggregation_and_per_watcher_version(srv: Srv) -> None:
         n = await ben.expect_request("NOTIFY", call_id=s_ben.call_id)
         assert parsed(n.body)[0] == "0" and parsed(n.body)[3] == [("a", "early")]
         # a second device: one document with both publications' dialogs
-        r2 = await mobile.send_request(publish(mobile, srv.uri("hugo"), doc("sip:hugo@127.0.0.1", "b", "confirmed")))
+        r2 = await mobile.send_request(publish(mobile, srv.uri("hugo"),
+                                               doc("sip:hugo@127.0.0.1", "b", "confirmed")))
         assert r2.status == 200
         n_ann = await ann.expect_request("NOTIFY", call_id=s_ann.call_id)
         n_ben = await ben.expect_request("NOTIFY", call_id=s_ben.call_id)
@@ -125,8 +115,8 @@ async def test_aggregation_and_per_watcher_version(srv: Srv) -> None:
 @pytest.mark.parametrize("body,status", [
     (b"<dialog-info", 415),                                              # not XML
     (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:x@y"/>', 400),  # not dialog-info
-    (b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="sip:x@y">'
-     b"<dialog><state>early</state></dialog></dialog-info>", 400),      # a dialog without id
+    ((b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="sip:x@y">'
+      b"<dialog><state>early</state></dialog></dialog-info>"), 400),     # a dialog without id
 ])
 async def test_bad_bodies_refused(srv: Srv, body: bytes, status: int) -> None:
     async with await srv.client("ida") as ida:

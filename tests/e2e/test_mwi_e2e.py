@@ -4,11 +4,11 @@ unchanged, a malformed summary is refused with 400, the last publication wins, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import ROOT, RunningServer, free_port, presence_cfg, start
+from presence_e2e import ROOT, Srv, free_port, presence_cfg, run_server
 
 from routescript.testing import SipTestClient
 
@@ -23,26 +23,13 @@ SUMMARY = b"Messages-Waiting: yes\r\nMessage-Account: sip:frank@127.0.0.1\r\nVoi
 SUMMARY2 = b"Messages-Waiting: no\r\nMessage-Account: sip:frank@127.0.0.1\r\nVoice-Message: 0/10 (0/2)\r\n"
 
 
-class Srv:
-    def __init__(self, server: RunningServer, port: int) -> None:
-        self.server, self.port = server, port
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, user: str) -> SipTestClient:
-        return await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("mwi")
     port = free_port()
-    server = start(presence_cfg(tmp, port, db_url=module_presence_db.url, example=EXAMPLE, name="mwi.cfg"), tmp)
-    try:
+    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, example=EXAMPLE, name="mwi.cfg")
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port)
-    finally:
-        server.stop()
 
 
 def publish(vm: SipTestClient, srv: Srv, mailbox: str, body: bytes | None, **kw: object):  # type: ignore[no-untyped-def]
@@ -72,7 +59,8 @@ async def test_subscribe_then_publish_as_captured(srv: Srv) -> None:
 
 async def test_malformed_summary_refused_with_400(srv: Srv) -> None:
     async with await srv.client("vm") as vm:
-        for bad in (b"Messages-Waiting: maybe\r\n", b"<xml/>", b"Messages-Waiting: yes\r\nVoice-Message: two\r\n"):
+        for bad in (b"Messages-Waiting: maybe\r\n", b"<xml/>",
+                    b"Messages-Waiting: yes\r\nVoice-Message: two\r\n"):
             r = await vm.send_request(publish(vm, srv, "gwen", bad))
             assert (bad, r.status) == (bad, 400)
         # nothing was stored: a watcher gets no body

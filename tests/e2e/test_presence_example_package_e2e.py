@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from presence_e2e import ROOT, RunningServer, free_port, presence_cfg, start
+from presence_e2e import ROOT, Srv, free_port, presence_cfg, run_server
 
 from routescript.testing import SipTestClient
 
@@ -19,19 +19,9 @@ def install_entry_point(site: Path) -> None:
     """What `pip install` of a distribution declaring the entry point leaves behind."""
     dist = site / "routescript_presence_example-0.1.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: routescript-presence-example\nVersion: 0.1\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: routescript-presence-example\n"
+                                   "Version: 0.1\n")
     (dist / "entry_points.txt").write_text("[routescript.modules]\npresence_example = presence_example\n")
-
-
-class Srv:
-    def __init__(self, server: RunningServer, port: int) -> None:
-        self.server, self.port = server, port
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, user: str) -> SipTestClient:
-        return await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +34,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Srv]:
     cfg = presence_cfg(tmp, port, modparams={"presence_example": {"default_expires": 120}})
     cfg.write_text(cfg.read_text().replace('loadmodule "presence_xml.so"',
                                            'loadmodule "presence_xml.so"\nloadmodule "presence_example.so"'))
-    server = start(cfg, tmp)
     try:
-        yield Srv(server, port)
+        with run_server(cfg, tmp) as server:
+            yield Srv(server, port)
     finally:
-        server.stop()
         mp.undo()
 
 
@@ -80,7 +69,8 @@ async def test_package_checks_bodies_and_is_listed(srv: Srv) -> None:
     async with await srv.client("wes") as wes:
         r = await wes.send_request(publish(wes, srv.uri("wes"), b"two\nlines"))
         assert r.status == 400                                              # evs_publ_handl
-        r = await wes.send_request(wes.publish(srv.uri("wes"), b"x", event="x-unknown", content_type="text/plain"))
+        r = await wes.send_request(wes.publish(srv.uri("wes"), b"x", event="x-unknown",
+                                               content_type="text/plain"))
         assert r.status == 489 and "x-example" in (r.header("Allow-Events") or "")
         sub = wes.subscribe(srv.uri("nobody"), event="x-example")
         await wes.send_request(sub)

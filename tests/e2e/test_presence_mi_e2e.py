@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from presence_e2e import RunningServer, free_port, presence_cfg, start
+from presence_e2e import RunningServer, free_port, presence_cfg, run_server
+from presence_e2e import Srv as PresenceSrv
 
 from routescript.mi.client import MIReplyError, call_fifo, call_http
 from routescript.testing import SipTestClient, pidf
@@ -53,18 +54,13 @@ event_route[E_PRESENCE_EXPOSED] {{
 """
 
 
-class Srv:
+class Srv(PresenceSrv):
+    answer_notify = True
+
     def __init__(self, server: RunningServer, port: int, http_port: int, fifo: Path, db: TestDb) -> None:
-        self.server, self.port, self.db, self.fifo = server, port, db, fifo
+        super().__init__(server, port)
+        self.db, self.fifo = db, fifo
         self.url = f"http://127.0.0.1:{http_port}/mi"
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, user: str) -> SipTestClient:
-        client = await SipTestClient.start("udp", ("127.0.0.1", self.port), user=user, timeout=3)
-        client.auto_reply["NOTIFY"] = 200
-        return client
 
     async def http(self, method: str, params: Any = None) -> Any:
         return await asyncio.wait_for(asyncio.to_thread(call_http, self.url, method, params, timeout=TIMEOUT),
@@ -99,11 +95,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) ->
     # E_PRESENCE_PUBLISH shows old_etag too; E_PRESENCE_EXPOSED is logged one line per event
     text = text.replace("etag=$param(etag)\\n", "etag=$param(etag) old_etag=[$param(old_etag)]\\n", 1)
     cfg.write_text(text + EXPOSED_ROUTE)
-    server = start(cfg, tmp)
-    try:
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port, http_port, tmp / "rs_fifo", module_presence_db)
-    finally:
-        server.stop()
 
 
 async def publish(srv: Srv, client: SipTestClient, user: str, note: str, etag: str | None = None) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import RunningServer, free_port, presence_cfg, start
+from presence_e2e import RunningServer, free_port, presence_cfg, run_server
+from presence_e2e import Srv as PresenceSrv
 
 from routescript.testing import SipTestClient, pidf
 
@@ -18,18 +18,14 @@ if TYPE_CHECKING:
     from conftest import TestDb
 
 pytestmark = pytest.mark.asyncio
-ALLOW_EVENTS = "dialog;sla, presence.winfo, presence"   # presence_xml registers all three (OpenSIPS add_events.c)
+# presence_xml registers all three (OpenSIPS add_events.c)
+ALLOW_EVENTS = "dialog;sla, presence.winfo, presence"
 
 
-class Srv:
+class Srv(PresenceSrv):
     def __init__(self, server: RunningServer, port: int, db: TestDb) -> None:
-        self.server, self.port, self.db = server, port, db
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, proto: str = "udp", user: str = "tester") -> SipTestClient:
-        return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
+        super().__init__(server, port)
+        self.db = db
 
     def rows(self, user: str) -> list[tuple[str, int, bytes]]:
         return self.db.rows("SELECT etag, expires, body FROM presentity WHERE username = ? ORDER BY id", user)
@@ -40,11 +36,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) ->
     tmp = tmp_path_factory.mktemp("publish")
     port = free_port()
     cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, presence={"max_expires_publish": 900})
-    server = start(cfg, tmp)
-    try:
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port, module_presence_db)
-    finally:
-        server.stop()
 
 
 async def subscribe(srv: Srv, watcher: SipTestClient, user: str):
@@ -59,13 +52,14 @@ async def subscribe(srv: Srv, watcher: SipTestClient, user: str):
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 async def test_publish_life_cycle(srv: Srv, proto: str) -> None:
     user = f"carol{proto}"
-    async with await srv.client(proto, user) as carol, await srv.client(proto, "dave") as dave:
+    async with await srv.client(user, proto) as carol, await srv.client("dave", proto) as dave:
         dave.auto_reply["NOTIFY"] = 200
         sub, first = await subscribe(srv, dave, user)
         assert first.body == b""                        # nothing published yet: no body
 
         # initial: stored before the 200, which carries SIP-ETag and Expires
-        resp = await carol.send_request(carol.publish(srv.uri(user), pidf(carol.aor, note="Online"), expires=300))
+        resp = await carol.send_request(carol.publish(srv.uri(user), pidf(carol.aor, note="Online"),
+                                                      expires=300))
         assert (resp.status, resp.header("Expires")) == (200, "300")
         etag1 = resp.header("SIP-ETag")
         assert etag1 and [r[0] for r in srv.rows(user)] == [etag1]
@@ -100,7 +94,7 @@ async def test_publish_life_cycle(srv: Srv, proto: str) -> None:
 
 
 async def test_errors_400_412_489(srv: Srv) -> None:
-    async with await srv.client("udp", "erin") as erin:
+    async with await srv.client("erin") as erin:
         uri = srv.uri("erin")
         resp = await erin.send_request(erin.publish(uri, None, expires=600))
         assert (resp.status, resp.reason) == (400, "Bad request")
@@ -117,7 +111,7 @@ async def test_errors_400_412_489(srv: Srv) -> None:
 
 
 async def test_expires_default_and_capped(srv: Srv) -> None:
-    async with await srv.client("udp", "hank") as hank:
+    async with await srv.client("hank") as hank:
         resp = await hank.send_request(hank.publish(srv.uri("hank"), pidf(hank.aor), expires=None))
         assert (resp.status, resp.header("Expires")) == (200, "900")   # 3600 default, capped at 900
         resp = await hank.send_request(hank.publish(srv.uri("hank"), pidf(hank.aor), expires=7200))
@@ -135,7 +129,7 @@ async def test_expires_default_and_capped(srv: Srv) -> None:
     (b"<notpidf/>", "application/pidf+xml", 400),
 ])
 async def test_bad_body_refused_nothing_stored(srv: Srv, body: bytes, ctype: str, status: int) -> None:
-    async with await srv.client("udp", "ivan") as ivan, await srv.client("udp", "judy") as judy:
+    async with await srv.client("ivan") as ivan, await srv.client("judy") as judy:
         judy.auto_reply["NOTIFY"] = 200
         sub, _ = await subscribe(srv, judy, "ivan")
         resp = await ivan.send_request(ivan.publish(srv.uri("ivan"), body, content_type=ctype))
@@ -149,7 +143,7 @@ async def test_bad_body_refused_nothing_stored(srv: Srv, body: bytes, ctype: str
 @pytest.mark.parametrize("proto", ["udp"])
 async def test_retransmission_absorbed(srv: Srv, proto: str) -> None:
     user = f"kim{proto}"
-    async with await srv.client(proto, user) as kim, await srv.client("udp", "leo") as leo:
+    async with await srv.client(user, proto) as kim, await srv.client("leo") as leo:
         leo.auto_reply["NOTIFY"] = 200
         sub, _ = await subscribe(srv, leo, user)
         pub = kim.publish(srv.uri(user), pidf(kim.aor), expires=600)
@@ -169,13 +163,14 @@ async def test_retransmission_absorbed(srv: Srv, proto: str) -> None:
 
 async def test_concurrent_modifies_serialised(srv: Srv) -> None:
     """Eight modifies race on one etag: exactly one wins; the stored and notified state is the winner's."""
-    async with await srv.client("udp", "mia") as mia, await srv.client("udp", "ned") as ned:
+    async with await srv.client("mia") as mia, await srv.client("ned") as ned:
         ned.auto_reply["NOTIFY"] = 200
         sub, _ = await subscribe(srv, ned, "mia")
         resp = await mia.send_request(mia.publish(srv.uri("mia"), pidf(mia.aor, note="start"), expires=600))
         etag = resp.header("SIP-ETag")
         await ned.expect_request("NOTIFY", call_id=sub.call_id)
-        reqs = [mia.publish(srv.uri("mia"), pidf(mia.aor, note=f"n{i}"), expires=600, etag=etag) for i in range(8)]
+        reqs = [mia.publish(srv.uri("mia"), pidf(mia.aor, note=f"n{i}"), expires=600, etag=etag)
+                for i in range(8)]
         for r in reqs:
             mia.send(r)
         answers = [await mia.expect_response(r, final=True) for r in reqs]
@@ -188,7 +183,8 @@ async def test_concurrent_modifies_serialised(srv: Srv) -> None:
         assert note in n.body
         # and a burst of new publications from 6 devices all end up aggregated, NOTIFYs in CSeq order
         for i in range(6):
-            mia.send(mia.publish(srv.uri("mia"), pidf(mia.aor, note=f"dev{i}", tuple_id=f"d{i}"), expires=600))
+            mia.send(mia.publish(srv.uri("mia"), pidf(mia.aor, note=f"dev{i}", tuple_id=f"d{i}"),
+                                 expires=600))
         cseqs, last = [], b""
         for _ in range(6):
             n = await ned.expect_request("NOTIFY", call_id=sub.call_id)
@@ -200,23 +196,26 @@ async def test_concurrent_modifies_serialised(srv: Srv) -> None:
 
 
 async def test_sender_watcher_not_notified(srv: Srv) -> None:
-    async with await srv.client("udp", "olga") as olga, await srv.client("udp", "pam") as pam, \
-            await srv.client("udp", "quinn") as quinn:
+    async with await srv.client("olga") as olga, await srv.client("pam") as pam, \
+            await srv.client("quinn") as quinn:
         pam.auto_reply["NOTIFY"] = 200
         quinn.auto_reply["NOTIFY"] = 200
         sub_p, _ = await subscribe(srv, pam, "olga")
         sub_q, _ = await subscribe(srv, quinn, "olga")
-        pub = olga.publish(srv.uri("olga"), pidf(olga.aor), expires=600, headers=[("Sender", pam.contact_uri)])
+        pub = olga.publish(srv.uri("olga"), pidf(olga.aor), expires=600,
+                           headers=[("Sender", pam.contact_uri)])
         assert (await olga.send_request(pub)).status == 200
         await quinn.expect_request("NOTIFY", call_id=sub_q.call_id)
         await pam.expect_no_request("NOTIFY", call_id=sub_p.call_id, within=0.3)
         # a Sender that is not a bare SIP URI is refused (OPENSIPS-BEHAVIOUR)
-        pub = olga.publish(srv.uri("olga"), pidf(olga.aor), expires=600, headers=[("Sender", f"<{pam.contact_uri}>")])
+        pub = olga.publish(srv.uri("olga"), pidf(olga.aor), expires=600,
+                           headers=[("Sender", f"<{pam.contact_uri}>")])
         assert (await olga.send_request(pub)).status == 400
 
 
 async def test_publish_event_route_logs(srv: Srv) -> None:
-    async with await srv.client("udp", "rita") as rita:
+    async with await srv.client("rita") as rita:
         resp = await rita.send_request(rita.publish(srv.uri("rita"), pidf(rita.aor), expires=77))
         etag = resp.header("SIP-ETag")
-        srv.server.wait_for(f"PUBLISH accepted: rita@127.0.0.1 event=presence expires=77 etag={etag}", timeout=3)
+        srv.server.wait_for(f"PUBLISH accepted: rita@127.0.0.1 event=presence expires=77 etag={etag}",
+                            timeout=3)

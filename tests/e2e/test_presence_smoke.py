@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import free_port, presence_cfg, start
+from presence_e2e import free_port, presence_cfg, run_server
 
 from routescript.testing import SipTestClient, pidf
 
@@ -18,8 +18,7 @@ pytestmark = pytest.mark.asyncio
 
 async def test_publish_then_subscribe_gets_pidf(tmp_path: Path, presence_db: TestDb) -> None:
     port = free_port()
-    server = start(presence_cfg(tmp_path, port, db_url=presence_db.url), tmp_path)
-    try:
+    with run_server(presence_cfg(tmp_path, port, db_url=presence_db.url), tmp_path) as server:
         async with await SipTestClient.start("udp", ("127.0.0.1", port), user="alice", timeout=5) as alice, \
                 await SipTestClient.start("udp", ("127.0.0.1", port), user="bob", timeout=5) as bob:
             uri = f"sip:alice@127.0.0.1:{port}"
@@ -39,5 +38,3 @@ async def test_publish_then_subscribe_gets_pidf(tmp_path: Path, presence_db: Tes
             assert b"<note>Available</note>" in notify.body
             assert b'entity="sip:alice@127.0.0.1"' in notify.body
         server.wait_for("PUBLISH accepted: alice@127.0.0.1 event=presence expires=600")
-    finally:
-        server.stop()

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.asyncio
 async def test_expiry_with_clean_period_and_offset(tmp_path: Path, presence_db: TestDb) -> None:
     port = free_port()
     db = presence_db
-    server = start(presence_cfg(tmp_path, port, db_url=db.url, presence={"clean_period": 1, "db_update_period": 1,
-                                                                         "expires_offset": 1}), tmp_path)
+    timers = {"clean_period": 1, "db_update_period": 1, "expires_offset": 1}
+    server = start(presence_cfg(tmp_path, port, db_url=db.url, presence=timers), tmp_path)
     try:
         assert {"presentity", "active_watchers", "watchers", "version"} <= db.tables()
         uri = f"sip:ann@127.0.0.1:{port}"

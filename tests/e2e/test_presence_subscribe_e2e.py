@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import RunningServer, free_port, presence_cfg, start
+from presence_e2e import Srv, free_port, presence_cfg, run_server
 
-from routescript.testing import SipTestClient, pidf
+from routescript.testing import pidf
 
 if TYPE_CHECKING:
     from conftest import TestDb
@@ -20,27 +19,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.asyncio
 
 
-class Srv:
-    def __init__(self, server: RunningServer, port: int) -> None:
-        self.server, self.port = server, port
-
-    def uri(self, user: str, host: str = "127.0.0.1") -> str:
-        return f"sip:{user}@{host}:{self.port}"
-
-    async def client(self, proto: str = "udp", user: str = "tester") -> SipTestClient:
-        return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
-
-
-def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, **presence: object) -> Iterator[Srv]:
+def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb,
+            **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_subscribe": 900, **presence},
                        tm={"fr_timeout": 1})
-    server = start(cfg, tmp)
-    try:
+    with run_server(cfg, tmp) as server:
         yield Srv(server, port)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +42,9 @@ def srv_keep(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[]
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 async def test_subscribe_dialog_life_cycle(srv: Srv, proto: str) -> None:
     user = f"alice{proto}"
-    async with await srv.client(proto, user) as alice, await srv.client(proto, "bob") as bob:
-        assert (await alice.send_request(alice.publish(srv.uri(user), pidf(alice.aor, note="Here")))).status == 200
+    async with await srv.client(user, proto) as alice, await srv.client("bob", proto) as bob:
+        pub = alice.publish(srv.uri(user), pidf(alice.aor, note="Here"))
+        assert (await alice.send_request(pub)).status == 200
         sub = bob.subscribe(srv.uri(user), expires=600, accept="application/pidf+xml")
         resp = await bob.send_request(sub)
         suffix = ";transport=tcp" if proto == "tcp" else ""
@@ -94,7 +81,8 @@ async def test_subscribe_dialog_life_cycle(srv: Srv, proto: str) -> None:
         assert (resp.status, resp.header("Expires")) == (200, "0")
         n = await bob.expect_request("NOTIFY", call_id=sub.call_id)
         await bob.reply(n)
-        assert n.header("Subscription-State") == "terminated;reason=timeout" and n.header("CSeq") == "4 NOTIFY"
+        assert n.header("Subscription-State") == "terminated;reason=timeout"
+        assert n.header("CSeq") == "4 NOTIFY"
         assert n.body == b"" and n.header("Content-Type") is None
         resp = await bob.send_request(bob.subscribe(event="presence", expires=60, dialog=dialog))
         assert (resp.status, resp.reason) == (481, "Subscription does not exist")
@@ -103,7 +91,7 @@ async def test_subscribe_dialog_life_cycle(srv: Srv, proto: str) -> None:
 async def test_pending_202_without_force_active(srv: Srv) -> None:
     """The script calls handle_subscribe("1") only for @127.0.0.1; another domain goes through the rules
     (none: pending)."""
-    async with await srv.client("udp", "zed") as zed, await srv.client("udp", "yan") as yan:
+    async with await srv.client("zed") as zed, await srv.client("yan") as yan:
         await zed.send_request(zed.publish(srv.uri("zed", "localhost"), pidf("sip:zed@localhost")))
         sub = yan.subscribe(srv.uri("zed", "localhost"), expires=300)
         resp = await yan.send_request(sub)
@@ -114,7 +102,7 @@ async def test_pending_202_without_force_active(srv: Srv) -> None:
 
 
 async def test_fetch_one_terminated_notify_with_state(srv: Srv) -> None:
-    async with await srv.client("udp", "fred") as fred, await srv.client("udp", "gus") as gus:
+    async with await srv.client("fred") as fred, await srv.client("gus") as gus:
         await fred.send_request(fred.publish(srv.uri("fred"), pidf(fred.aor, note="fetched")))
         sub = gus.subscribe(srv.uri("fred"), expires=0)
         resp = await gus.send_request(sub)
@@ -124,12 +112,13 @@ async def test_fetch_one_terminated_notify_with_state(srv: Srv) -> None:
         assert n.header("Subscription-State") == "terminated;reason=timeout" and b"fetched" in n.body
         await fred.send_request(fred.publish(srv.uri("fred"), pidf(fred.aor, note="later")))
         await gus.expect_no_request("NOTIFY", within=0.3)
-        resp = await gus.send_request(gus.subscribe(event="presence", expires=60, dialog=gus.dialog(sub, resp)))
+        refresh = gus.subscribe(event="presence", expires=60, dialog=gus.dialog(sub, resp))
+        resp = await gus.send_request(refresh)
         assert resp.status == 481
 
 
 async def test_errors_481_489_and_capped_expires(srv: Srv) -> None:
-    async with await srv.client("udp", "hal") as hal:
+    async with await srv.client("hal") as hal:
         req = hal.subscribe(srv.uri("ida"), expires=60, to_tag="no-such-dialog")
         resp = await hal.send_request(req)
         assert (resp.status, resp.reason) == (481, "Subscription does not exist")
@@ -148,8 +137,8 @@ async def test_errors_481_489_and_capped_expires(srv: Srv) -> None:
 async def test_two_watchers_and_route_set(srv: Srv) -> None:
     """Two watchers of one presentity both hear a change; the second came through a (fake) proxy whose
     Record-Route becomes the NOTIFY's Route (the proxy is the watcher's own socket here)."""
-    async with await srv.client("udp", "kay") as kay, await srv.client("udp", "lou") as lou, \
-            await srv.client("udp", "max") as mx:
+    async with await srv.client("kay") as kay, await srv.client("lou") as lou, \
+            await srv.client("max") as mx:
         lou.auto_reply["NOTIFY"] = 200
         mx.auto_reply["NOTIFY"] = 200
         s1 = lou.subscribe(srv.uri("kay"))
@@ -167,7 +156,7 @@ async def test_two_watchers_and_route_set(srv: Srv) -> None:
 
 
 async def test_udp_notify_retransmitted_until_answered(srv: Srv) -> None:
-    async with await srv.client("udp", "ned") as ned:
+    async with await srv.client("ned") as ned:
         sub = ned.subscribe(srv.uri("oz"))
         assert (await ned.send_request(sub)).status == 200
         n = await ned.expect_request("NOTIFY", call_id=sub.call_id)
@@ -181,7 +170,7 @@ async def test_udp_notify_retransmitted_until_answered(srv: Srv) -> None:
 
 
 async def test_notify_answered_481_ends_subscription(srv: Srv) -> None:
-    async with await srv.client("udp", "pia") as pia, await srv.client("udp", "quo") as quo:
+    async with await srv.client("pia") as pia, await srv.client("quo") as quo:
         sub = quo.subscribe(srv.uri("pia"))
         resp = await quo.send_request(sub)
         n = await quo.expect_request("NOTIFY", call_id=sub.call_id)
@@ -189,30 +178,33 @@ async def test_notify_answered_481_ends_subscription(srv: Srv) -> None:
         await asyncio.sleep(0.2)
         await pia.send_request(pia.publish(srv.uri("pia"), pidf(pia.aor)))
         await quo.expect_no_request("NOTIFY", call_id=sub.call_id, within=0.3)
-        resp = await quo.send_request(quo.subscribe(event="presence", expires=60, dialog=quo.dialog(sub, resp)))
+        refresh = quo.subscribe(event="presence", expires=60, dialog=quo.dialog(sub, resp))
+        resp = await quo.send_request(refresh)
         assert resp.status == 481
 
 
 async def test_notify_timeout_ends_subscription(srv: Srv) -> None:
     """Nobody answers the NOTIFY: Timer F (tm fr_timeout = 1 s) gives 408, end_sub_on_timeout = 1 ends it."""
-    async with await srv.client("udp", "rex") as rex:
+    async with await srv.client("rex") as rex:
         sub = rex.subscribe(srv.uri("sam"))
         resp = await rex.send_request(sub)
         await rex.expect_request("NOTIFY", call_id=sub.call_id)
         await asyncio.sleep(1.4)
-        resp = await rex.send_request(rex.subscribe(event="presence", expires=60, dialog=rex.dialog(sub, resp)))
+        refresh = rex.subscribe(event="presence", expires=60, dialog=rex.dialog(sub, resp))
+        resp = await rex.send_request(refresh)
         assert resp.status == 481
 
 
 async def test_notify_timeout_keeps_subscription_when_disabled(srv_keep: Srv) -> None:
     srv = srv_keep
-    async with await srv.client("udp", "tom") as tom:
+    async with await srv.client("tom") as tom:
         sub = tom.subscribe(srv.uri("uma"))
         resp = await tom.send_request(sub)
         await tom.expect_request("NOTIFY", call_id=sub.call_id)
         await asyncio.sleep(1.4)
         tom.auto_reply["NOTIFY"] = 200
-        resp = await tom.send_request(tom.subscribe(event="presence", expires=60, dialog=tom.dialog(sub, resp)))
+        refresh = tom.subscribe(event="presence", expires=60, dialog=tom.dialog(sub, resp))
+        resp = await tom.send_request(refresh)
         assert resp.status == 200
         n = await tom.expect_request("NOTIFY", call_id=sub.call_id)
         assert n.header("CSeq") == "2 NOTIFY"

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from lxml import etree
-from presence_e2e import RunningServer, free_port, presence_cfg, start
+from presence_e2e import Srv, free_port, presence_cfg, run_server
 
-from routescript.testing import SipTestClient, pidf
+from routescript.testing import pidf
 
 if TYPE_CHECKING:
     from conftest import TestDb
@@ -21,25 +21,12 @@ pytestmark = pytest.mark.asyncio
 NS = {"p": "urn:ietf:params:xml:ns:pidf", "w": "urn:ietf:params:xml:ns:watcherinfo"}
 
 
-class Srv:
-    def __init__(self, server: RunningServer, port: int) -> None:
-        self.server, self.port = server, port
-
-    def uri(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
-
-    async def client(self, user: str, proto: str = "udp") -> SipTestClient:
-        return await SipTestClient.start(proto, ("127.0.0.1", self.port), user=user, timeout=3)
-
-
-def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, **presence: object) -> Iterator[Srv]:
+def _srv(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb,
+         **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
-    server = start(presence_cfg(tmp, port, db_url=db.url, presence=presence or None), tmp)
-    try:
+    with run_server(presence_cfg(tmp, port, db_url=db.url, presence=presence or None), tmp) as server:
         yield Srv(server, port)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], Tes
 
 
 @pytest.fixture(scope="module")
-def srv_offline(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
+def srv_offline(tmp_path_factory: pytest.TempPathFactory,
+                presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
     yield from _srv(tmp_path_factory, "offline", presence_dbs(), notify_offline_body=1)
 
 
@@ -63,7 +51,8 @@ async def test_two_devices_one_aggregated_pidf(srv: Srv) -> None:
         ben.auto_reply["NOTIFY"] = 200
         cat.auto_reply["NOTIFY"] = 200
         r1 = await desk.send_request(desk.publish(srv.uri("amy"), pidf(desk.aor, tuple_id="desk")))
-        r2 = await mobile.send_request(mobile.publish(srv.uri("amy"), pidf(mobile.aor, "closed", tuple_id="mob")))
+        r2 = await mobile.send_request(mobile.publish(srv.uri("amy"),
+                                                      pidf(mobile.aor, "closed", tuple_id="mob")))
         assert r1.status == r2.status == 200
         subs = []
         for w in (ben, cat):
@@ -129,7 +118,8 @@ async def test_winfo_full_partial_version(srv: Srv) -> None:
         resp = await fay.send_request(ws)
         assert resp.status == 200
         n = await fay.expect_request("NOTIFY", call_id=ws.call_id)
-        assert n.header("Content-Type") == "application/watcherinfo+xml" and n.header("Event") == "presence.winfo"
+        assert n.header("Content-Type") == "application/watcherinfo+xml"
+        assert n.header("Event") == "presence.winfo"
         assert winfo(n.body) == ("0", "full", [(s_gil.call_id, "active", gil.aor)])
         # a new watcher: partial, only him, version 1
         s_hub = hub.subscribe(srv.uri("fay"))
@@ -154,9 +144,11 @@ async def test_winfo_full_partial_version(srv: Srv) -> None:
 
 RULES = b"""<?xml version="1.0" encoding="UTF-8"?>
 <cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy">
-  <cr:rule id="friends"><cr:conditions><cr:identity><cr:one id="sip:pal@127.0.0.1"/></cr:identity></cr:conditions>
+  <cr:rule id="friends"><cr:conditions><cr:identity><cr:one id="sip:pal@127.0.0.1"/></cr:identity>
+    </cr:conditions>
     <cr:actions><sub-handling>allow</sub-handling></cr:actions></cr:rule>
-  <cr:rule id="foes"><cr:conditions><cr:identity><cr:one id="sip:foe@127.0.0.1"/></cr:identity></cr:conditions>
+  <cr:rule id="foes"><cr:conditions><cr:identity><cr:one id="sip:foe@127.0.0.1"/></cr:identity>
+    </cr:conditions>
     <cr:actions><sub-handling>block</sub-handling></cr:actions></cr:rule>
 </cr:ruleset>"""
 
@@ -167,16 +159,17 @@ async def test_pres_rules_from_the_xcap_table(tmp_path: Path, presence_db: TestD
     terminated;reason=rejected, no rule pending 202."""
     port = free_port()
     cfg = presence_cfg(tmp_path, port, db_url=presence_db.url)
-    text = cfg.read_text().replace('loadmodule "presence.so"', 'loadmodule "xcap.so"\nloadmodule "presence.so"')
+    text = cfg.read_text().replace('loadmodule "presence.so"',
+                                   'loadmodule "xcap.so"\nloadmodule "presence.so"')
     text = text.replace('modparam("presence_xml", "force_active", 0)',
-                        f'modparam("presence_xml", "force_active", 0)\nmodparam("xcap", "db_url", "{presence_db.url}")\n'
+                        'modparam("presence_xml", "force_active", 0)\n'
+                        f'modparam("xcap", "db_url", "{presence_db.url}")\n'
                         'modparam("xcap", "integrated_xcap_server", 1)')
     cfg.write_text(text)
-    server = start(cfg, tmp_path)
-    try:
+    with run_server(cfg, tmp_path) as server:
         presence_db.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
-                            "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, '/pres-rules/users/sip:ivy@localhost/index',"
-                            " 0)", RULES)
+                            "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, "
+                            "'/pres-rules/users/sip:ivy@localhost/index', 0)", RULES)
         srv = Srv(server, port)
         uri = f"sip:ivy@localhost:{port}"
         async with await srv.client("ivy") as ivy:
@@ -191,5 +184,3 @@ async def test_pres_rules_from_the_xcap_table(tmp_path: Path, presence_db: TestD
                     await w.reply(n)
                     assert (user, resp.status, n.header("Subscription-State")) == (user, status, state)
                     assert (b"<note>ruled</note>" in n.body) is body
-    finally:
-        server.stop()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rs_e2e import RunningServer, free_port
+from rs_e2e import RunningServer, free_port, run_server
 
 from routescript.testing import SipTestClient
 
@@ -77,12 +77,8 @@ def running(tmp_path: Path) -> Iterator[tuple[RunningServer, int]]:
     port = free_port()
     cfg = tmp_path / "lang.cfg"
     cfg.write_text(SCRIPT.replace("PORT", str(port)))
-    server = RunningServer(cfg, tmp_path)
-    try:
-        server.wait_for("routescript started")
+    with run_server(cfg, tmp_path) as server:
         yield server, port
-    finally:
-        server.stop()
 
 
 async def test_language_over_the_wire(running: tuple[RunningServer, int]) -> None:

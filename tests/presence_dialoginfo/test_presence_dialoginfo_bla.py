@@ -63,8 +63,9 @@ def bla_doc(identity, target, *, params=""):
     ident = f"<identity>{identity}</identity>" if identity else ""
     return (f'<dialog-info xmlns="{NS_DIALOG_INFO}" version="3" state="full" entity="sip:201@example.com">'
             f'<dialog id="x1" direction="recipient"><state>confirmed</state>'
-            f'<local><identity>sip:201@example.com</identity><target uri="sip:201@10.0.0.7:5062"/></local>'
-            f'<remote>{ident}<target uri="{target}">{params}</target></remote></dialog></dialog-info>').encode()
+            '<local><identity>sip:201@example.com</identity><target uri="sip:201@10.0.0.7:5062"/></local>'
+            f'<remote>{ident}<target uri="{target}">{params}</target></remote>'
+            '</dialog></dialog-info>').encode()
 
 
 def targets(body):
@@ -90,8 +91,8 @@ def test_fix_remote_target(identity, target, pres_uri, expected):
 
 
 def test_fix_keeps_target_params():
-    body = fix_remote_target(bla_doc(None, "sip:bob@192.0.2.9", params='<param pname="+sip.rendering" pval="no"/>'),
-                             "sip:201@example.com")
+    rendering = '<param pname="+sip.rendering" pval="no"/>'
+    body = fix_remote_target(bla_doc(None, "sip:bob@192.0.2.9", params=rendering), "sip:201@example.com")
     assert etree.fromstring(body).find("d:dialog/d:remote/d:target/d:param", NS).get("pval") == "no"
 
 
@@ -139,5 +140,6 @@ def test_module_registers_dialog_and_bla_when_presence_xml_is_absent(tmp_path):
 
 def test_force_single_dialog_must_be_a_flag(tmp_path):
     with pytest.raises(Exception) as info:
-        load(tmp_path, 'loadmodule "presence_dialoginfo.so"\nmodparam("presence_dialoginfo", "force_single_dialog", 5)')
+        load(tmp_path, 'loadmodule "presence_dialoginfo.so"\n'
+                       'modparam("presence_dialoginfo", "force_single_dialog", 5)')
     assert "force_single_dialog" in str(info.value)

@@ -55,8 +55,8 @@ def test_capture_body_accepted():
     (b'<!DOCTYPE x [<!ENTITY a "b">]><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"/>', 415),
     (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"/>', 400),     # wrong root
     (b"<dialog-info/>", 400),                                                       # no namespace
-    (b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"><dialog><state>early</state></dialog>'
-     b"</dialog-info>", 400),                                                       # dialog without id
+    ((b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"><dialog><state>early</state></dialog>'
+      b"</dialog-info>"), 400),                                                     # dialog without id
     (b"<a>" * 40 + b"</a>" * 40, 400),                                              # too deep
 ])
 def test_refused_bodies(body, status):
@@ -155,9 +155,11 @@ def test_set_version_rewrites_the_root_only():
     assert set_version(body, 0) == body
     assert parse(set_version(empty_dialog_info(PRES), 12)).get("version") == "12"
     # no version attribute at all: one is added
-    bare = b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" state="full"><dialog id="v"/></dialog-info>'
+    bare = (b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" state="full">'
+            b'<dialog id="v"/></dialog-info>')
     assert parse(set_version(bare, 3)).get("version") == "3"
-    assert parse(set_version(b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"/>', 4)).get("version") == "4"
+    empty = b'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"/>'
+    assert parse(set_version(empty, 4)).get("version") == "4"
     # the XML declaration's version="1.0" and a dialog's attributes are untouched
     assert set_version(body, 5).startswith(b'<?xml version="1.0"?>')
     assert set_version(b"<presence/>", 3) == b"<presence/>"

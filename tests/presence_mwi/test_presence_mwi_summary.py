@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from routescript.modules.presence.events import BodyError
 from routescript.modules.presence.notify import presentity_body
-from routescript.modules.presence_mwi import (MessageSummary, MsgSummaryLine, check_message_summary, mwi_event,
-                                              parse_message_summary)
+from routescript.modules.presence_mwi import (MessageSummary, MsgSummaryLine, check_message_summary,
+                                              mwi_event, parse_message_summary)
 from routescript.modules.presence_mwi.summary import MAX_SUMMARY_SIZE
 
 # The body of capture 17b (PUBLISH) and 17a (the NOTIFY that passed it through).
@@ -28,7 +28,8 @@ def test_capture_body_parses():
     (b"Messages-Waiting: no\r\n", MessageSummary(False)),
     (b"messages-waiting:YES\n", MessageSummary(True)),                          # ABNF literals: any case; LF
     (b"Messages-Waiting : yes\r\nVoice-Message: 1/0\r\nFax-Message: 0 / 3 ( 0 / 1 )\r\n",
-     MessageSummary(True, None, (MsgSummaryLine("Voice-Message", 1, 0), MsgSummaryLine("Fax-Message", 0, 3, 0, 1)))),
+     MessageSummary(True, None, (MsgSummaryLine("Voice-Message", 1, 0),
+                                 MsgSummaryLine("Fax-Message", 0, 3, 0, 1)))),
     (b"Messages-Waiting: yes\r\nMessage-Account: sips:vm@example.com;transport=tls\r\n",
      MessageSummary(True, "sips:vm@example.com;transport=tls")),
     (b"Messages-Waiting: yes\r\nVoice-Message: 4/0\r\n\r\nMessage-ID: <abc@x>\r\nSubject: caf\xc3\xa9\r\n",
@@ -106,7 +107,8 @@ def test_event_package_as_opensips_registers_it():
     assert (event.name, event.content_type, event.default_expires) == (
         "message-summary", "application/simple-message-summary", 3600)
     assert event.code == 6 and not event.req_auth
-    assert event.agg_nbody is None and event.build_empty_pres_info is None and event.aux_body_processing is None
+    assert event.agg_nbody is None and event.build_empty_pres_info is None
+    assert event.aux_body_processing is None
     with pytest.raises(BodyError):
         event.evs_publ_handl(b"garbage")
 

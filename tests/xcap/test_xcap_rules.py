@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from routescript.modules.presence_xml.rules import (AuthDecision, RulesError, RuleSet, SubHandling,
-                                                    apply_auth_nbody, apply_transformations, auth_hooks, evaluate,
-                                                    get_auth_status, parse_rules, subscription_status)
+                                                    apply_auth_nbody, apply_transformations, auth_hooks,
+                                                    evaluate, get_auth_status, parse_rules,
+                                                    subscription_status)
 
 CP = "urn:ietf:params:xml:ns:common-policy"
 PR = "urn:ietf:params:xml:ns:pres-rules"
@@ -47,7 +48,8 @@ ALICE = "sip:alice@example.com"
 CASES = [
     pytest.param([rule("r", one(ALICE), "allow")], ALICE, {}, SubHandling.ALLOW, id="allow-by-identity"),
     pytest.param([rule("r", one(ALICE), "allow")], "sip:mallory@example.com", {}, None, id="other-identity"),
-    pytest.param([rule("r", one("sip:Alice@EXAMPLE.com"), "allow")], ALICE, {}, None, id="user-is-case-sensitive"),
+    pytest.param([rule("r", one("sip:Alice@EXAMPLE.com"), "allow")], ALICE, {}, None,
+                 id="user-is-case-sensitive"),
     pytest.param([rule("r", one("sip:alice@EXAMPLE.COM:5060"), "allow")], ALICE, {}, SubHandling.ALLOW,
                  id="host-case-and-port-ignored"),
     pytest.param([rule("r", many("example.com"), "block")], "sip:bob@Example.com", {}, SubHandling.BLOCK,
@@ -60,15 +62,16 @@ CASES = [
                  id="any-identity-except-domain"),
     pytest.param([rule("r", many(None, 'domain="example.net"'), "allow")], "sip:x@example.org", {},
                  SubHandling.ALLOW, id="any-identity"),
-    pytest.param([rule("r", one(ALICE), "polite-block")], ALICE, {}, SubHandling.POLITE_BLOCK, id="polite-block"),
+    pytest.param([rule("r", one(ALICE), "polite-block")], ALICE, {}, SubHandling.POLITE_BLOCK,
+                 id="polite-block"),
     pytest.param([rule("r", one(ALICE), "confirm")], ALICE, {}, SubHandling.CONFIRM, id="confirm"),
     pytest.param([rule("r", "", "allow")], "sip:anyone@anywhere", {}, SubHandling.ALLOW, id="no-conditions"),
     pytest.param([], ALICE, {}, None, id="empty-ruleset"),
     pytest.param([rule("r", one(ALICE))], ALICE, {}, None, id="match-without-sub-handling"),
-    pytest.param([rule("r", one(ALICE) + '<cr:sphere value="work home"/>', "allow")], ALICE, {"sphere": "Home"},
-                 SubHandling.ALLOW, id="sphere-matches"),
-    pytest.param([rule("r", one(ALICE) + '<cr:sphere value="work"/>', "allow")], ALICE, {"sphere": "home"}, None,
-                 id="sphere-differs"),
+    pytest.param([rule("r", one(ALICE) + '<cr:sphere value="work home"/>', "allow")], ALICE,
+                 {"sphere": "Home"}, SubHandling.ALLOW, id="sphere-matches"),
+    pytest.param([rule("r", one(ALICE) + '<cr:sphere value="work"/>', "allow")], ALICE,
+                 {"sphere": "home"}, None, id="sphere-differs"),
     pytest.param([rule("r", one(ALICE) + '<cr:sphere value="work"/>', "allow")], ALICE, {}, None,
                  id="sphere-unknown"),
     pytest.param([rule("r", "<cr:validity><cr:from>2020-01-01T00:00:00Z</cr:from>"
@@ -85,8 +88,8 @@ CASES = [
                  ALICE, {}, None, id="validity-without-now"),
     pytest.param([rule("a", many("example.com"), "block"), rule("b", one(ALICE), "allow")], ALICE, {},
                  SubHandling.ALLOW, id="conflict-allow-beats-block"),
-    pytest.param([rule("a", one(ALICE), "polite-block"), rule("b", many("example.com"), "confirm")], ALICE, {},
-                 SubHandling.POLITE_BLOCK, id="conflict-polite-block-beats-confirm"),
+    pytest.param([rule("a", one(ALICE), "polite-block"), rule("b", many("example.com"), "confirm")],
+                 ALICE, {}, SubHandling.POLITE_BLOCK, id="conflict-polite-block-beats-confirm"),
     pytest.param([rule("a", one(ALICE), "confirm"), rule("b", "", "block")], ALICE, {}, SubHandling.CONFIRM,
                  id="conflict-confirm-beats-block"),
     pytest.param([rule("r", one(ALICE) + '<x:geo xmlns:x="urn:example:ext"/>', "allow")], ALICE, {}, None,
@@ -102,7 +105,8 @@ def test_rules_evaluation(rules, watcher, kwargs, expected):
 def test_matched_rules_are_reported_in_document_order():
     rs = parse_rules(ruleset(rule("a", many("example.com"), "block"), rule("b", one("sip:z@z")),
                              rule("c", one(ALICE), "allow")))
-    assert evaluate(rs, ALICE) == AuthDecision(SubHandling.ALLOW, evaluate(rs, ALICE).transformations, ("a", "c"))
+    decision = evaluate(rs, ALICE)
+    assert decision == AuthDecision(SubHandling.ALLOW, decision.transformations, ("a", "c"))
 
 
 @pytest.mark.parametrize("action, expected", [
@@ -158,10 +162,12 @@ def test_example_document():
 
 PIDF = b"""<?xml version="1.0"?>
 <presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"
-          xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:x="urn:example:ext" entity="sip:alice@example.com">
+          xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:x="urn:example:ext"
+          entity="sip:alice@example.com">
   <tuple id="sip-desk"><status><basic>open</basic></status><rpid:class>work</rpid:class>
     <contact>sip:alice@10.0.0.5</contact><note>desk phone</note></tuple>
-  <tuple id="sip-mobile"><status><basic>open</basic></status><contact>SIP:alice@mobile.example.com</contact></tuple>
+  <tuple id="sip-mobile"><status><basic>open</basic></status>
+    <contact>SIP:alice@mobile.example.com</contact></tuple>
   <tuple id="xmpp"><status><basic>closed</basic></status><contact>xmpp:alice@example.com</contact></tuple>
   <tuple id="mail"><status><basic>open</basic></status><contact>mailto:alice@example.com</contact></tuple>
   <dm:person id="p1"><rpid:activities><rpid:busy/></rpid:activities><rpid:mood><rpid:happy/></rpid:mood>
@@ -230,7 +236,8 @@ def test_provide_all_attributes_and_notes():
     assert person.find("rpid:mood", NSMAP) is not None and person.find("x:secret", NSMAP) is not None
     notes = transformed("<provide-services><occurrence-id>sip-desk</occurrence-id></provide-services>"
                         "<provide-note>true</provide-note>"
-                        '<provide-unknown-attribute ns="urn:example:ext" name="extra">true</provide-unknown-attribute>')
+                        '<provide-unknown-attribute ns="urn:example:ext" name="extra">true'
+                        "</provide-unknown-attribute>")
     assert notes.find("p:tuple/p:note", NSMAP).text == "desk phone"
     assert notes.find("p:note", NSMAP).text == "top-level note"
     assert notes.find("x:extra", NSMAP) is not None
@@ -240,10 +247,12 @@ def test_transformations_of_conflicting_rules_add_up():
     rs = parse_rules(ruleset(
         rule("a", many("example.com"), "confirm",
              "<provide-services><service-uri-scheme>xmpp</service-uri-scheme></provide-services>"),
-        rule("b", one(ALICE), "allow", "<provide-services><occurrence-id>mail</occurrence-id></provide-services>")))
+        rule("b", one(ALICE), "allow",
+             "<provide-services><occurrence-id>mail</occurrence-id></provide-services>")))
     decision = evaluate(rs, ALICE)
     assert decision.action is SubHandling.ALLOW
-    assert ids(etree.fromstring(apply_transformations(PIDF, decision.transformations)), "p:tuple") == ["xmpp", "mail"]
+    body = apply_transformations(PIDF, decision.transformations)
+    assert ids(etree.fromstring(body), "p:tuple") == ["xmpp", "mail"]
 
 
 def test_no_transformations_passes_the_body_unchanged():
@@ -265,8 +274,9 @@ RULES = ruleset(rule("a", one(ALICE), "allow",
 
 
 @pytest.mark.parametrize("user, domain, expected", [
-    ("alice", "example.com", (1, None)), ("spam", "example.net", (1, None)), ("x", "example.net", (3, "rejected")),
-    ("ask", "example.org", (2, None)), ("nobody", "example.org", (2, None)),
+    ("alice", "example.com", (1, None)), ("spam", "example.net", (1, None)),
+    ("x", "example.net", (3, "rejected")), ("ask", "example.org", (2, None)),
+    ("nobody", "example.org", (2, None)),
 ])
 def test_get_auth_status(user, domain, expected):
     assert get_auth_status(watcher(user, domain), RULES) == expected
@@ -281,12 +291,12 @@ def test_get_auth_status_without_or_with_broken_rules_is_pending():
 def test_apply_auth_nbody():
     body = apply_auth_nbody(PIDF, watcher(), RULES)
     assert ids(etree.fromstring(body), "p:tuple") == ["sip-desk"]
-    assert apply_auth_nbody(PIDF, watcher("spam", "example.net"), RULES) is None        # polite-block: no body
-    assert apply_auth_nbody(PIDF, watcher("x", "example.net"), RULES) is None           # block
-    assert apply_auth_nbody(PIDF, watcher("nobody", "example.org"), RULES) == PIDF      # no rule: unchanged
+    assert apply_auth_nbody(PIDF, watcher("spam", "example.net"), RULES) is None    # polite-block: no body
+    assert apply_auth_nbody(PIDF, watcher("x", "example.net"), RULES) is None       # block
+    assert apply_auth_nbody(PIDF, watcher("nobody", "example.org"), RULES) == PIDF  # no rule: unchanged
     assert apply_auth_nbody(PIDF, watcher(), None) == PIDF
     assert apply_auth_nbody(None, watcher(), RULES) is None
-    assert apply_auth_nbody(b"<not-pidf", watcher(), RULES) is None                      # cannot filter: no body
+    assert apply_auth_nbody(b"<not-pidf", watcher(), RULES) is None                  # cannot filter: no body
 
 
 def test_auth_hooks_inject_clock_and_sphere():
