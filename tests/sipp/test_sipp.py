@@ -16,7 +16,12 @@ from presence_e2e import free_port, presence_cfg, run_server
 
 HERE = Path(__file__).resolve().parent
 SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (package sip-tester) is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _sipp_installed() -> None:
+    # Not a skip: the test command installs SIPp (Debian package sip-tester); its absence is a failure.
+    assert SIPP is not None, "sipp is not installed: apt-get install sip-tester"
 
 
 def sipp(scenario: str, port: int, proto: str, tmp_path: Path,
