@@ -28,6 +28,7 @@ EVENT_CODES = {
 }
 
 MAX_EVENTS = 64  # bound: a configuration registers a handful
+MAX_EVENT_LOOKUPS = 1024  # bound: remembered event-name lookups
 
 
 class BodyError(Exception):
@@ -211,6 +212,10 @@ class EventRegistry:
 
     def __init__(self) -> None:
         self._events: list[PresenceEvent] = []
+        # Lookups by name / by (package, params) are made for every request and NOTIFY: remembered,
+        # forgotten when a package is added, bounded (names come from requests and database rows).
+        self._by_name: dict[str, PresenceEvent | None] = {}
+        self._by_header: dict[tuple[str, EventParams], PresenceEvent | None] = {}
 
     def add_event(self, event: PresenceEvent) -> PresenceEvent:
         """Register a package; registering a name again keeps the first one (OpenSIPS: "already
@@ -222,24 +227,40 @@ class EventRegistry:
             raise ValueError(f"too many event packages (max {MAX_EVENTS})")
         # OpenSIPS links a new event at the head of its list; Allow-Events shows that order.
         self._events.insert(0, event)
+        self._by_name.clear()
+        self._by_header.clear()
         return event
 
     def search_event(self, package: str, params: Iterable[tuple[str, str | None]] = ()) -> PresenceEvent | None:
         """Find the package an Event header names: `package` is the event-type ("presence.winfo"),
         `params` its parameters (both compared as OpenSIPS search_event does, "id" left out)."""
         params = tuple(params)
-        for event in self._events:
-            if event.matches(package, params):
-                return event
-        return None
+        key = (package, params)
+        try:
+            return self._by_header[key]
+        except KeyError:
+            pass
+        found = next((event for event in self._events if event.matches(package, params)), None)
+        if len(self._by_header) >= MAX_EVENT_LOOKUPS:
+            self._by_header.clear()
+        self._by_header[key] = found
+        return found
 
     def contains_event(self, name: str) -> PresenceEvent | None:
         """Find a package by its textual name ("dialog;sla"); None if unknown or malformed."""
         try:
+            return self._by_name[name]
+        except KeyError:
+            pass
+        try:
             package, params = parse_event_name(name)
         except ValueError:
             return None
-        return self.search_event(package, params)
+        found = self.search_event(package, params)
+        if len(self._by_name) >= MAX_EVENT_LOOKUPS:
+            self._by_name.clear()
+        self._by_name[name] = found
+        return found
 
     def get_event_list(self) -> str:
         """The Allow-Events value: "dialog, message-summary, dialog;sla, presence.winfo, presence"."""

@@ -283,6 +283,8 @@ class PresenceModule(PresenceMI, Module):
             await self.service.sender.drain(timeout=2.0)
             await self.service.sync_db()
             await self.service.sender.close()
+            if self.service.store is not None:
+                await self.service.store.committer.drain()   # PUBLISHes still committing
         if self._own_db is not None:
             await self._own_db.close()
 

@@ -31,11 +31,13 @@ class NotifyRequest:
                 return v
         return None
 
-    def to_sip(self) -> Any:
-        """As a routescript.sip SIPRequest (build_request adds Content-Length)."""
+    def to_sip(self, via: str | None = None) -> Any:
+        """As a routescript.sip SIPRequest (build_request adds Content-Length), with `via` as its
+        first header when given (the sender's Via, RFC 3261 8.1.1.7)."""
         from routescript.sip import build_request
 
-        return build_request("NOTIFY", self.ruri, list(self.headers), self.body)
+        headers = [("Via", via), *self.headers] if via is not None else list(self.headers)
+        return build_request("NOTIFY", self.ruri, headers, self.body)
 
 
 def subscription_state(sub: Subscription, now: float) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from .bla import bla_presentity, is_bla
 from .etag import EtagGenerator
 from .events import PUBL_TYPE, WINFO_TYPE, BodyError, EventRegistry, PresenceEvent
+from .locks import KeyedLocks
 from .notify import build_notify, local_contact, presentity_body, watcher_body
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
@@ -114,7 +115,7 @@ class PresenceService:
         self.subscriptions = SubsTable(max_expires=settings.max_expires_subscribe,
                                        expires_offset=settings.expires_offset)
         self.sender = NotifySender(self._send_notify, self._notify_result)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks(MAX_PRESENTITY_LOCKS)
         # Clustering (docs/cluster.md): the ClusterNode, set by the module when cluster_id is set.
         self.cluster: Any = None
         # (pres_uri, event) -> hash of the last state body sent to its watchers (clustered: a resync
@@ -518,7 +519,10 @@ class PresenceService:
             return False
         now = self.clock()
         live = self.subscriptions.get(sub.key)
-        current = replace(live, status=sub.status, reason=sub.reason) if live is not None else sub
+        if live is None or (live.status is sub.status and live.reason == sub.reason):
+            current = live or sub
+        else:
+            current = replace(live, status=sub.status, reason=sub.reason)
         if winfo and event.winfo_body is not None and (current.status is SubState.ACTIVE or final_with_state):
             peer = self.events.wipeer(event)
             watchers = [partial] if partial is not None else \
@@ -533,13 +537,15 @@ class PresenceService:
     async def _send_notify(self, sub: Subscription, request: Any) -> int:
         from routescript.sip import generate_branch
 
-        sip = request.to_sip()
         sock = self._socket_for(sub)
+        via = None
         if sock is not None:
             from routescript.transport.address import host_for_uri
 
-            sip.add_header("Via", f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};"
-                                  f"branch={generate_branch()}", first=True)
+            # Built in, first, rather than added to the built request (which re-indexes its headers).
+            via = (f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};"
+                   f"branch={generate_branch()}")
+        sip = request.to_sip(via)
         dest = self._destination_for(sub, request, sock)
         response = await self.server.transactions.request(sip, dest)
         return int(response.status)
@@ -879,8 +885,9 @@ class PresenceService:
     def _reply(self, ctx: Any, status: int, reason: str, headers: Any = ()) -> None:
         self.server.reply(ctx, status, reason, headers=tuple(headers))
 
-    def _lock(self, pres_uri: str) -> _PresentityLock:
-        return _PresentityLock(self._locks, pres_uri)
+    def _lock(self, pres_uri: str) -> Any:
+        """Serialises the handling of one presentity (its PUBLISHes, SUBSCRIBEs, NOTIFY bodies)."""
+        return self._locks.hold(pres_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -895,24 +902,3 @@ class _WatcherRow:
     def watcher_uri(self) -> str:
         return f"sip:{self.watcher_user}@{self.watcher_domain}" if self.watcher_user else \
             f"sip:{self.watcher_domain}"
-
-
-class _PresentityLock:
-    """Serialises the handling of one presentity; the lock is forgotten when nobody holds or waits."""
-
-    def __init__(self, locks: dict[str, asyncio.Lock], key: str) -> None:
-        self._locks, self._key = locks, key
-
-    async def __aenter__(self) -> None:
-        lock = self._locks.get(self._key)
-        if lock is None:
-            if len(self._locks) >= MAX_PRESENTITY_LOCKS:
-                log.warning("%d presentities busy at once", len(self._locks))
-            lock = self._locks[self._key] = asyncio.Lock()
-        self._lock = lock
-        await lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
-        if not self._lock.locked() and not getattr(self._lock, "_waiters", None):
-            self._locks.pop(self._key, None)

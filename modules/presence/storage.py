@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from routescript.db import GroupCommitter, Write
+
 from .presentity import Publication
 from .subscription import Subscription, SubState
 
@@ -94,6 +96,7 @@ class PresenceStore:
     def __init__(self, db: Any, sharing_tag: str | None = None) -> None:
         self.db = db
         self.sharing_tag = sharing_tag
+        self.committer = GroupCommitter(db)
 
     def _own(self, where: dict[str, Any]) -> dict[str, Any]:
         """`where` limited to this node's subscriptions when clustered."""
@@ -101,24 +104,28 @@ class PresenceStore:
             where["sharing_tag"] = self.sharing_tag
         return where
 
+    # PUBLISH writes go through group commit: the PUBLISHes handled at the same moment share one
+    # transaction (one sync to disk), and each is acknowledged only once that transaction committed.
     async def insert_publication(self, pub: Publication) -> None:
-        await self.db.insert(PRESENTITY, publication_row(pub))
+        await self.committer.write((Write("insert", PRESENTITY, publication_row(pub)),))
 
     async def replace_publication(self, old_etag: str, pub: Publication) -> None:
-        await self.db.update(PRESENTITY, publication_key(pub.pres_uri, pub.event, old_etag),
-                             {k: v for k, v in publication_row(pub).items()
-                              if k not in ("username", "domain", "event")})
+        values = publication_row(pub)
+        for k in ("username", "domain", "event"):
+            del values[k]
+        await self.committer.write((Write("update", PRESENTITY, values,
+                                          publication_key(pub.pres_uri, pub.event, old_etag)),))
 
     async def delete_publication(self, pub: Publication) -> None:
-        await self.db.delete(PRESENTITY, publication_key(pub.pres_uri, pub.event, pub.etag))
+        await self.committer.write((Write("delete", PRESENTITY,
+                                          where=publication_key(pub.pres_uri, pub.event, pub.etag)),))
 
     async def delete_publications(self, pubs: Iterable[Publication]) -> None:
         pubs = list(pubs)
         if not pubs:
             return
-        async with self.db.transaction():
-            for pub in pubs:
-                await self.delete_publication(pub)
+        await self.db.write_batch([Write("delete", PRESENTITY,
+                                         where=publication_key(p.pres_uri, p.event, p.etag)) for p in pubs])
 
     async def live_publications(self, now: float) -> list[dict[str, Any]]:
         return await self.db.query(PRESENTITY, {"expires": (">", int(now))}, order_by="received_time")

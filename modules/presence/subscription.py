@@ -341,10 +341,16 @@ class SubsTable:
         sending them in that order keeps CSeq order. A record no longer in the table (fetch,
         unsubscribe, expiry) is numbered from its own last CSeq.
         """
-        live = self._dialogs.get(sub.key, sub)
-        after = replace(live.next_notify(), status=sub.status, reason=sub.reason)
-        if sub.key in self._dialogs:
-            after = self.update(after)
+        live = self._dialogs.get(sub.key)
+        base = sub if live is None else live
+        # One copy per NOTIFY (this runs once per watcher per change): CSeq, version, state, db flag.
+        changes: dict[str, object] = {"local_cseq": base.local_cseq + 1, "version": base.version + 1,
+                                      "status": sub.status, "reason": sub.reason}
+        if live is not None:
+            changes["db_flag"] = INSERTDB_FLAG if live.db_flag == INSERTDB_FLAG else UPDATEDB_FLAG
+        after = replace(base, **changes)  # type: ignore[arg-type]
+        if live is not None:
+            self._dialogs[sub.key] = after
         return after
 
     def delete(self, key: DialogKey) -> Subscription | None:

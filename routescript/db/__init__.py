@@ -23,9 +23,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from routescript.db.base import Database, Row, Transaction, resolve_table_names
+from routescript.db.base import Database, Row, Transaction, Write, resolve_table_names
 from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.feed import MAX_PAYLOAD
+from routescript.db.group import GroupCommitter
 from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
 from routescript.db.url import DbUrl, parse_url
 
@@ -37,10 +38,12 @@ __all__ = [
     "Database",
     "DatabaseError",
     "DbUrl",
+    "GroupCommitter",
     "Row",
     "SchemaError",
     "Table",
     "Transaction",
+    "Write",
     "create_table_sql",
     "init_schema",
     "open_database",

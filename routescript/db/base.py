@@ -13,7 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Self, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self, TypeVar
 
 from routescript.db import _sql
 from routescript.db.errors import DatabaseError, SchemaError
@@ -49,6 +50,18 @@ class Transaction:
         self.active = True  # False once it ended: a task it started that outlives it runs on its own
         # Run once the transaction has committed (the SQLite change feed sends its announcements then).
         self.after_commit: list[Callable[[], None]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One row change for `Database.write_batch` / `GroupCommitter`: insert `values`, upsert `values`
+    on the unique key `keys`, update the rows matching `where` with `values`, or delete them."""
+
+    op: Literal["insert", "upsert", "update", "delete"]
+    table: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    where: Mapping[str, Any] | None = None
+    keys: tuple[str, ...] = ()
 
 
 # The transactions open in the current task context (innermost last), across every Database.
@@ -157,6 +170,39 @@ class Database(abc.ABC):
         sql, params, cols = _sql.claim(t, name, self.dialect, where, None, limit, order_by)
         raw = await self._run(lambda conn: self._fetch(conn, sql, params))
         return [_row(cols, r) for r in raw]
+
+    async def write_batch(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` in order, in one transaction (joining the caller's when there is one): all of
+        them or none. Consecutive writes with the same SQL go as one executemany, so a batch of N
+        similar rows costs a few round trips and (SQLite) one sync at commit. Row counts are not
+        reported (an update matching nothing is no error)."""
+        if not writes:
+            return
+        runs: list[tuple[str, list[list[Any]]]] = []
+        for w in writes:
+            sql, params = self._write_sql(w)
+            if runs and runs[-1][0] == sql:
+                runs[-1][1].append(params)
+            else:
+                runs.append((sql, [params]))
+        async with self.transaction():
+            for sql, rows in runs:
+                await self._run(lambda conn, sql=sql, rows=rows: self._executemany(conn, sql, rows))
+
+    def _write_sql(self, w: Write) -> tuple[str, list[Any]]:
+        t, name = self._table(w.table)
+        if w.op == "insert" or w.op == "upsert":
+            cols, vals = _sql.row_values(t, w.values)
+            if w.op == "upsert":
+                return _sql.upsert(t, name, self.dialect, cols, w.keys), vals
+            return _sql.insert(t, name, self.dialect, cols).removesuffix(' RETURNING "id"'), vals
+        if w.where is None:
+            raise DatabaseError(f"{w.op} on '{t.name}' without a condition")
+        if w.op == "update":
+            return _sql.update(t, name, self.dialect, w.where, w.values)
+        if w.op == "delete":
+            return _sql.delete(t, name, self.dialect, w.where)
+        raise DatabaseError(f"unknown write {w.op!r}")
 
     # --- change feed (routescript.db.feed) ----------------------------------------------------------
 

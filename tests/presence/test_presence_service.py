@@ -264,3 +264,40 @@ async def test_notify_over_the_subscribe_transport_when_contact_names_none(env):
     notify, dest = server.transactions.sent[-1]
     assert (dest.proto, dest.conn_id, dest.port) == ("tcp", 7, 48261)
     assert notify.via.transport == "TCP"
+
+
+async def test_publish_not_committed_is_refused_and_not_kept(env):
+    """Group commit: a batch that fails answers its PUBLISHes 503 + Retry-After (database lost) or 500,
+    and memory keeps only what the database holds."""
+    from routescript.db import DatabaseError
+
+    svc, server, clock, db = env
+    real = db.write_batch
+
+    async def lost(writes):
+        raise DatabaseError("connection lost", "connection")
+
+    db.write_batch = lost
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == -1
+    assert (server.replies[-1].status, server.replies[-1].header("Retry-After")) == (503, "5")
+    assert not svc.contains_presence("sip:carol@127.0.0.1")
+
+    async def broken(writes):
+        raise DatabaseError("disk says no", "query")
+
+    db.write_batch = broken
+    assert await svc.handle_publish(Ctx(publish(branch="b2"), SRC)) == -1
+    assert server.replies[-1].status == 500 and not svc.contains_presence("sip:carol@127.0.0.1")
+    db.write_batch = real
+    assert await svc.handle_publish(Ctx(publish(branch="b3"), SRC)) == 1
+    assert svc.contains_presence("sip:carol@127.0.0.1") and len(await db.query("presentity")) == 1
+
+
+async def test_concurrent_publishes_share_a_commit_and_each_is_stored(env):
+    svc, server, clock, db = env
+    msgs = [parse_message(publish(branch=f"c{i}").to_bytes().replace(b"carol@", f"user{i}@".encode()))
+            for i in range(8)]
+    results = await asyncio.gather(*(svc.handle_publish(Ctx(m, SRC)) for m in msgs))
+    assert results == [1] * 8 and [r.status for r in server.replies] == [200] * 8
+    assert svc.store.committer.batches == 1 and svc.store.committer.callers == 8
+    assert len(await db.query("presentity")) == 8

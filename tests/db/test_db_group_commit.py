@@ -1,0 +1,131 @@
+"""Group commit (routescript.db.GroupCommitter) and Database.write_batch, on SQLite and PostgreSQL."""
+
+import asyncio
+
+import pytest
+
+from routescript.db import Database, DatabaseError, GroupCommitter, Write, open_database
+
+
+@pytest.fixture
+async def db(db):   # the storage fixture with the presence tables made
+    await db.ensure_schema(["presentity"])
+    return db
+
+
+def pres_row(user: str, etag: str = "e1", body: bytes = b"<x/>") -> dict:
+    return {"username": user, "domain": "example.com", "event": "presence", "etag": etag, "expires": 100,
+            "received_time": 1, "body": body, "extra_hdrs": b"", "sender": None}
+
+
+def insert(user: str, etag: str = "e1") -> Write:
+    return Write("insert", "presentity", pres_row(user, etag))
+
+
+async def users(db: Database) -> list[str]:
+    return [r["username"] for r in await db.query("presentity", order_by="username")]
+
+
+async def test_write_batch_applies_mixed_writes_in_order(db):
+    await db.write_batch([insert("a"), insert("b"), insert("c"),
+                          Write("update", "presentity", {"etag": "e2"}, {"username": "b"}),
+                          Write("delete", "presentity", where={"username": "c"}),
+                          Write("upsert", "presentity", pres_row("a", "e1", b"<y/>"),
+                                keys=("username", "domain", "event", "etag"))])
+    rows = {r["username"]: r for r in await db.query("presentity")}
+    assert sorted(rows) == ["a", "b"]
+    assert rows["b"]["etag"] == "e2" and rows["a"]["body"] == b"<y/>"
+
+
+async def test_write_batch_refuses_update_without_condition(db):
+    with pytest.raises(DatabaseError):
+        await db.write_batch([Write("update", "presentity", {"etag": "x"})])
+
+
+async def test_concurrent_writers_share_one_transaction(db):
+    gc = GroupCommitter(db)
+    await asyncio.gather(*(gc.write([insert(f"u{i:02d}")]) for i in range(20)))
+    assert (gc.batches, gc.callers) == (1, 20)
+    assert await users(db) == [f"u{i:02d}" for i in range(20)]
+
+
+async def test_writer_returns_only_after_the_commit(db, db_url):
+    gc = GroupCommitter(db)
+    gate = asyncio.Event()
+    real = db.write_batch
+
+    async def slow(writes):
+        await gate.wait()
+        await real(writes)
+
+    db.write_batch = slow   # type: ignore[method-assign]
+    task = asyncio.create_task(gc.write([insert("alice")]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()          # no answer while the transaction has not committed
+    gate.set()
+    await task
+    other = await open_database(db_url)   # another connection sees it: committed, not just written
+    try:
+        assert await users(other) == ["alice"]
+    finally:
+        await other.close()
+
+
+async def test_a_bad_row_fails_only_its_writer(db):
+    await db.insert("presentity", pres_row("dup"))
+    gc = GroupCommitter(db)
+    results = await asyncio.gather(gc.write([insert("ok1")]), gc.write([insert("dup")]),
+                                   gc.write([insert("ok2"), insert("ok3")]), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], DatabaseError) and results[1].kind == "constraint"
+    assert await users(db) == ["dup", "ok1", "ok2", "ok3"]
+
+
+async def test_a_writers_rows_are_atomic(db):
+    await db.insert("presentity", pres_row("dup"))
+    gc = GroupCommitter(db)
+    with pytest.raises(DatabaseError):
+        await gc.write([insert("first"), insert("dup")])
+    assert await users(db) == ["dup"]
+
+
+async def test_lost_database_fails_every_writer_of_the_batch(db):
+    gc = GroupCommitter(db)
+
+    async def lost(writes):
+        raise DatabaseError("connection lost", "connection")
+
+    db.write_batch = lost   # type: ignore[method-assign]
+    results = await asyncio.gather(*(gc.write([insert(f"u{i}")]) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, DatabaseError) and r.transient for r in results)
+    assert gc.batches == 0
+    del db.write_batch
+    assert await users(db) == []
+
+
+async def test_inside_a_transaction_the_write_joins_it(db):
+    gc = GroupCommitter(db)
+
+    async def aborted() -> None:
+        async with db.transaction():
+            await gc.write([insert("rolled-back")])
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        await aborted()
+    assert await users(db) == []
+    assert gc.batches == 0
+
+
+async def test_batches_are_bounded_and_pending_writers_refused(db):
+    gc = GroupCommitter(db, max_batch=4, max_pending=6)
+    writes = [asyncio.ensure_future(gc.write([insert(f"u{i}")])) for i in range(6)]
+    await asyncio.sleep(0)
+    with pytest.raises(DatabaseError) as refused:
+        await gc.write([insert("one-too-many")])
+    assert refused.value.transient
+    await asyncio.gather(*writes)
+    assert (gc.batches, gc.callers) == (2, 6)
+    await gc.drain()
+    assert len(await users(db)) == 6
