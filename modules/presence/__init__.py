@@ -8,9 +8,10 @@ table), notify.py (NOTIFY requests and bodies), etag.py. This package glues them
 
 from .etag import EtagGenerator
 from .events import (PUBL_TYPE, WINFO_TYPE, AggNbody, ApplyAuthNbody, AuxBodyProcessing, BodyError,
-                     BuildEmptyPresInfo, EventRegistry, EvsPublHandl, EvsSubsHandl, GetAuthStatus, GetRulesDoc,
-                     PresenceEvent, WinfoBody, parse_event_name)
-from .notify import NotifyRequest, build_notify, local_contact, presentity_body, subscription_state, watcher_body
+                     BuildEmptyPresInfo, EventRegistry, EvsPublHandl, EvsSubsHandl, GetAuthStatus,
+                     GetRulesDoc, PresenceEvent, WinfoBody, parse_event_name)
+from .notify import (NotifyRequest, build_notify, local_contact, presentity_body, subscription_state,
+                     watcher_body)
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .subscription import (SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts, Subscription,
                            SubState, SubsTable, transition)

@@ -17,7 +17,8 @@ from typing import Any
 
 from .events import BodyError, PresenceEvent
 
-__all__ = ["BLA_EVENT_NAME", "PvSpec", "bla_presentity", "bla_presentity_from_value", "is_bla", "parse_pv_spec"]
+__all__ = ["BLA_EVENT_NAME", "PvSpec", "bla_presentity", "bla_presentity_from_value", "is_bla",
+           "parse_pv_spec"]
 
 BLA_EVENT_NAME = "dialog;sla"
 BAD_REQUEST = (400, "Bad request")

@@ -231,7 +231,8 @@ class EventRegistry:
         self._by_header.clear()
         return event
 
-    def search_event(self, package: str, params: Iterable[tuple[str, str | None]] = ()) -> PresenceEvent | None:
+    def search_event(self, package: str,
+                     params: Iterable[tuple[str, str | None]] = ()) -> PresenceEvent | None:
         """Find the package an Event header names: `package` is the event-type ("presence.winfo"),
         `params` its parameters (both compared as OpenSIPS search_event does, "id" left out)."""
         params = tuple(params)

@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from routescript.core.module import MICommand, MIError, mi_command
+from routescript.db import DatabaseError
 
 from .events import EVENT_CODES, WINFO_TYPE, PresenceEvent
 from .presentity import Publication
@@ -224,7 +225,7 @@ class PresenceMI:
         try:
             rows = await service.store.find_publications(pres_uri, ev.name,
                                                          service.clock() - service.settings.expires_offset)
-        except Exception as exc:
+        except DatabaseError as exc:
             raise MIError(f"reading the publications of {pres_uri} failed: {exc}") from None
         table = service.presentities
         held = {p.etag: p for p in table.publications(pres_uri, ev.name)}
@@ -255,7 +256,7 @@ class PresenceMI:
             cutoff = service.clock() - service.settings.expires_offset - 1
             try:
                 await service.store.delete_expired(cutoff)
-            except Exception as exc:
+            except DatabaseError as exc:
                 raise MIError(f"deleting expired rows failed: {exc}") from None
 
     # ---------------------------------------------------------------- pres_phtable_list
@@ -293,8 +294,6 @@ class PresenceMI:
                 doc="adopts now every subscription of the node with that sharing tag (a dead node, or one "
                     "being retired); returns how many subscriptions were adopted")
     async def mi_cluster_takeover(self, node_id: str) -> dict[str, Any]:
-        from routescript.db import DatabaseError
-
         from .cluster import ClusterError
 
         cluster = self._cluster()
@@ -309,8 +308,6 @@ class PresenceMI:
     @mi_command("pres_cluster_nodes", aliases=("presence:cluster_nodes",),
                 doc="lists the nodes of this presence cluster (the rs_nodes rows) and this node's counters")
     async def mi_cluster_nodes(self) -> dict[str, Any]:
-        from routescript.db import DatabaseError
-
         cluster = self._cluster()
         try:
             rows = await cluster.nodes()
@@ -327,7 +324,7 @@ class PresenceMI:
     # ---------------------------------------------------------------- pres_expose
     @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",),
                 doc="raises E_PRESENCE_EXPOSED for every stored publication of an event (matching filter)")
-    async def mi_pres_expose(self, event: str, filter: str | None = None) -> None:  # noqa: A002 (MI name)
+    async def mi_pres_expose(self, event: str, filter: str | None = None) -> None:
         service = self._running()
         ev = self._event(event, empty=("Invalid event", 404), unknown=("unknown event", 404))
         pattern = None
@@ -370,6 +367,6 @@ class PresenceMI:
             return rows
         try:
             rows = await service.store.live_publications(now)
-        except Exception as exc:
+        except DatabaseError as exc:
             raise MIError(f"reading the presentity table failed: {exc}") from None
         return [r for r in rows if r.get("event") == ev.name]

@@ -82,13 +82,15 @@ class PresenceModule(PresenceMI, Module):
         Param("fallback2db", int, 0, "1: lookups missing in memory continue in the database"),
         Param("subs_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
         Param("pres_htable_size", int, 9, "power of two of the table size (sizing hint only here)"),
-        Param("enable_sphere_check", int, 0, "1: pres-rules sphere conditions see the RPID <sphere> published"),
+        Param("enable_sphere_check", int, 0,
+              "1: pres-rules sphere conditions see the RPID <sphere> published"),
         Param("waiting_subs_daysno", int, 3, "days a pending/waiting watcher decision is kept (max 30)",
               check=_non_negative),
         Param("mix_dialog_presence", int, 0, later="presence from dialog state is not built"),
         Param("bla_presentity_spec", str, None, "pseudo-variable holding the BLA presentity URI",
               check=_pv_spec),
-        Param("bla_fix_remote_target", int, 1, "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
+        Param("bla_fix_remote_target", int, 1,
+              "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
@@ -219,7 +221,8 @@ class PresenceModule(PresenceMI, Module):
         if not url:
             return
         names = {"presentity": self.param("presentity_table"),
-                 "active_watchers": self.param("active_watchers_table"), "watchers": self.param("watchers_table")}
+                 "active_watchers": self.param("active_watchers_table"),
+                 "watchers": self.param("watchers_table")}
         if any(k != v for k, v in names.items()):
             from routescript.db import open_database
             db = self._own_db = await open_database(url, table_names=names)

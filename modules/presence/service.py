@@ -78,7 +78,8 @@ class _BadRequest(Exception):
 def _taken_over(sub: Subscription) -> Subscription:
     """A subscription this node takes over from another: CSeq and version go on above what its former
     owner may have sent without storing it (TAKEOVER_CSEQ_GAP)."""
-    return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP, version=sub.version + TAKEOVER_CSEQ_GAP)
+    return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
+                   version=sub.version + TAKEOVER_CSEQ_GAP)
 
 
 def _db_failure(exc: BaseException) -> _BadRequest:
@@ -147,7 +148,7 @@ class PresenceService:
                 return -1
             try:
                 await self._store_publication(decision)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
                 err = _db_failure(exc)
                 self._reply(ctx, err.status, err.reason, err.headers)
@@ -166,7 +167,8 @@ class PresenceService:
                 await self._update_watchers(facts.pres_uri, event, None, quiet=True)
             if decision.notify:
                 removed = decision.publication if decision.action is PublishAction.REMOVE else None
-                await self.notify_presentity(facts.pres_uri, event, removed=removed, skip_contact=facts.sender)
+                await self.notify_presentity(facts.pres_uri, event, removed=removed,
+                                             skip_contact=facts.sender)
                 if self.settings.fallback2db:
                     await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
@@ -178,7 +180,7 @@ class PresenceService:
             return
         try:
             await self.cluster.announce(pres_uri, event.name, etag)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
             log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
@@ -306,7 +308,8 @@ class PresenceService:
             getattr(sock, "name", ""), lcontact, msg.header("User-Agent") or "", source, msg)
 
     def _bla_presentity(self, ctx: Any) -> str:
-        """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI (BodyError 400)."""
+        """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI
+        (BodyError 400)."""
         spec = self.settings.bla_presentity_spec
         value = None
         if spec is not None:
@@ -326,9 +329,9 @@ class PresenceService:
         get_db_subs_auth / insert_db_subs_auth)."""
         if self.store is not None:
             try:
-                row = await self.store.find_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
-                                                         event.name)
-            except Exception as exc:
+                row = await self.store.find_watcher_auth(facts.pres_uri, facts.watcher_user,
+                                                         facts.watcher_domain, event.name)
+            except Exception as exc:  # noqa: BLE001 - an unreadable watchers table falls back to the rules
                 log.error("watchers table of %s not read: %s", facts.pres_uri, exc)
                 row = None
             if row is not None and int(row.get("status") or 0) in SubState._value2member_map_:
@@ -339,7 +342,7 @@ class PresenceService:
             try:
                 await self.store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
                                                    event.name, int(status), reason, self.clock())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the decision stands; saved at the next SUBSCRIBE
                 log.error("watchers table of %s not written: %s", facts.pres_uri, exc)
         return status, reason
 
@@ -350,7 +353,8 @@ class PresenceService:
         try:
             if not use_doc:
                 rules = await _maybe_await(event.get_rules_doc(user, domain)) if event.get_rules_doc else None
-            outcome = await _maybe_await(event.get_auth_status(watcher, rules)) if event.get_auth_status else None
+            outcome = (await _maybe_await(event.get_auth_status(watcher, rules))
+                       if event.get_auth_status else None)
         except Exception:
             log.exception("authorization of %s for %s failed; pending", watcher.watcher_uri, watcher.pres_uri)
             return SubState.PENDING, None
@@ -376,7 +380,7 @@ class PresenceService:
             user, domain = split_pres_uri(pres_uri)
             try:
                 rules_doc = await _maybe_await(event.get_rules_doc(user, domain))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - unreadable rules: watchers keep their state
                 log.error("rules of %s not read: %s", pres_uri, exc)
                 return 0
         changed = 0
@@ -392,7 +396,8 @@ class PresenceService:
                 continue
             changed += 1
             after = sub.moved(move)
-            log.info("watcher %s of %s: %s -> %s", sub.watcher_uri, pres_uri, sub.status.name, after.status.name)
+            log.info("watcher %s of %s: %s -> %s", sub.watcher_uri, pres_uri, sub.status.name,
+                     after.status.name)
             if after.status is SubState.ACTIVE:
                 live = self.subscriptions.update(after)
                 await self._notify_one(live, event, with_body=True)
@@ -419,14 +424,15 @@ class PresenceService:
         try:
             rows = await self.store.watchers_of(pres_uri, event.name)
             for row in rows:
-                watcher = _WatcherRow(pres_uri, row.get("watcher_username") or "", row.get("watcher_domain") or "")
+                watcher = _WatcherRow(pres_uri, row.get("watcher_username") or "",
+                                      row.get("watcher_domain") or "")
                 status, reason = await self._auth_status(event, watcher, rules_doc, use_doc=True)
                 old = int(row.get("status") or 0)
                 if status is SubState.PENDING and old != int(SubState.PENDING):
                     await self.store.delete_watcher_auth(row["id"])
                 elif old != int(status) or (row.get("reason") or None) != reason:
                     await self.store.update_watcher_auth(row["id"], int(status), reason)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed update leaves the old decisions
             log.error("watchers table of %s not updated: %s", pres_uri, exc)
 
     def get_sphere(self, pres_uri: str) -> str | None:
@@ -444,7 +450,8 @@ class PresenceService:
         return self.presentities.contains_presence(pres_uri, event)
 
     # ------------------------------------------------------------------ NOTIFY
-    async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *, removed: Publication | None = None,
+    async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
+                                removed: Publication | None = None,
                                 skip_contact: str | None = None) -> int:
         """Tell every watcher of (pres_uri, event) the new state; the body is built once. Returns how
         many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left out)."""
@@ -476,7 +483,8 @@ class PresenceService:
                 sent += 1
         return sent
 
-    async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *, changed: Subscription | None = None) -> int:
+    async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
+                           changed: Subscription | None = None) -> int:
         """Tell the presence.winfo watchers of pres_uri: `changed` alone (partial) or the full list."""
         winfo = self.events.wipeer(event)
         if winfo is None or winfo.type != WINFO_TYPE:
@@ -495,7 +503,8 @@ class PresenceService:
         if with_body and event.type == PUBL_TYPE:
             if reread:
                 await self._fallback_publications(sub.pres_uri, event)
-            shared = presentity_body(event, sub.pres_uri, self.presentities.publications(sub.pres_uri, event.name),
+            shared = presentity_body(event, sub.pres_uri,
+                                     self.presentities.publications(sub.pres_uri, event.name),
                                      notify_offline_body=self.settings.notify_offline_body)
         rules = None
         if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
@@ -576,20 +585,22 @@ class PresenceService:
         conn_id = None
         if source is not None and getattr(source, "proto", "").lower() == proto and proto != "udp":
             conn_id = source.conn_id
-        return Destination(proto, uri.host, port, conn_id, sock if getattr(sock, "proto", proto) == proto else None)
+        return Destination(proto, uri.host, port, conn_id,
+                           sock if getattr(sock, "proto", proto) == proto else None)
 
     async def _notify_result(self, sub: Subscription, status: int) -> None:
         """481 (dialog gone), or a timeout with end_sub_on_timeout, ends the subscription."""
-        if status == 481 or (status == 408 and self.settings.end_sub_on_timeout):
-            if self.subscriptions.delete(sub.key) is not None:
-                log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
-                # a watcher went away: the presentity's watcher-info subscribers get the full list
-                event = self.events.contains_event(sub.event)
-                if event is not None and event.type == PUBL_TYPE:
-                    async with self._lock(sub.pres_uri):
-                        await self.notify_winfo(sub.pres_uri, event)
-                if self.settings.fallback2db:
-                    await self.sync_db()
+        if not (status == 481 or (status == 408 and self.settings.end_sub_on_timeout)):
+            return
+        if self.subscriptions.delete(sub.key) is not None:
+            log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
+            # a watcher went away: the presentity's watcher-info subscribers get the full list
+            event = self.events.contains_event(sub.event)
+            if event is not None and event.type == PUBL_TYPE:
+                async with self._lock(sub.pres_uri):
+                    await self.notify_winfo(sub.pres_uri, event)
+            if self.settings.fallback2db:
+                await self.sync_db()
 
     # ------------------------------------------------------------------ timers
     async def clean(self) -> None:
@@ -601,7 +612,7 @@ class PresenceService:
         elif self.store is not None and gone_pubs:
             try:
                 await self.store.delete_publications(gone_pubs)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
                 log.error("deleting expired publications failed: %s", exc)
         seen: dict[tuple[str, str], Publication] = {}
         for pub in gone_pubs:
@@ -628,7 +639,7 @@ class PresenceService:
             try:
                 await self.store.delete_old_waiting(now - self.settings.waiting_subs_daysno * 86400,
                                                     (int(SubState.PENDING), int(SubState.WAITING)))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
                 log.error("cleaning old pending watchers failed: %s", exc)
 
     async def _claim_expired(self, now: float, in_memory: list[Publication]) -> list[Publication]:
@@ -640,7 +651,7 @@ class PresenceService:
         try:
             rows = await self.store.claim_expired_publications(now - self.settings.expires_offset,
                                                                MAX_EXPIRED_CLAIM)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
             log.error("deleting expired publications failed: %s", exc)
             return []
         gone = []
@@ -661,7 +672,7 @@ class PresenceService:
         inserts, updates, deletes = self.subscriptions.take_db_changes()
         try:
             lost = await self.store.sync_subscriptions(inserts, updates, deletes)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - changes kept for the next sync
             log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
                       len(inserts) + len(updates) + len(deletes), exc)
             self.subscriptions.restore_db_changes(inserts, updates, deletes)
@@ -693,7 +704,8 @@ class PresenceService:
         return npub, nsub
 
     # ------------------------------------------------------------------ fallback2db
-    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent, *, strict: bool = False) -> None:
+    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
+                                     strict: bool = False) -> None:
         """fallback2db: publications another server stored for this presentity join the table
         (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
         _BadRequest to answer (503/500) instead of going on with what memory holds."""
@@ -721,7 +733,8 @@ class PresenceService:
             key = (msg.call_id, msg.to.tag or "", msg.from_.tag or "")
         except ParseError:
             return  # answered 400 by _subscribe_facts
-        if not key[1] or self.subscriptions.get(key) is not None or self.subscriptions.deleted_since_sync(key):
+        if (not key[1] or self.subscriptions.get(key) is not None
+                or self.subscriptions.deleted_since_sync(key)):
             return
         try:
             if self.cluster is not None:
@@ -743,7 +756,7 @@ class PresenceService:
         try:
             rows = await self.store.find_subscriptions(pres_uri, event.name,
                                                        self.clock() - self.settings.expires_offset)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - fallback2db is best effort: local watchers notified
             log.error("fallback2db: reading watchers of %s failed: %s", pres_uri, exc)
             return
         for row in rows:
@@ -855,7 +868,7 @@ class PresenceService:
         if self.store is not None:
             try:
                 rows = await self.store.own_subscription_rows()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - nothing reloaded; the database resync fixes it
                 log.error("cluster: reloading our subscriptions failed: %s", exc)
                 rows = []
             for row in rows:

@@ -180,8 +180,8 @@ class PresenceStore:
 
     async def find_subscription(self, callid: str, to_tag: str, from_tag: str) -> dict[str, Any] | None:
         """One subscription dialog by its identifiers (RFC 3261 12: Call-ID and both tags)."""
-        rows = await self.db.query(ACTIVE_WATCHERS, {"callid": callid, "to_tag": to_tag, "from_tag": from_tag},
-                                   limit=1)
+        rows = await self.db.query(ACTIVE_WATCHERS,
+                                   {"callid": callid, "to_tag": to_tag, "from_tag": from_tag}, limit=1)
         return rows[0] if rows else None
 
     async def find_subscriptions(self, pres_uri: str, event: str, now: float) -> list[dict[str, Any]]:
@@ -217,7 +217,8 @@ class PresenceStore:
 
     async def delete_old_waiting(self, before: float, statuses: Iterable[int]) -> int:
         """waiting_subs_daysno: pending/waiting decisions inserted before `before` are forgotten."""
-        return await self.db.delete(WATCHERS, {"status": ("in", list(statuses)), "inserted_time": ("<", int(before))})
+        return await self.db.delete(WATCHERS, {"status": ("in", list(statuses)),
+                                               "inserted_time": ("<", int(before))})
 
     async def delete_expired(self, now: float) -> None:
         await self.db.delete(PRESENTITY, {"expires": ("<=", int(now))})

@@ -83,7 +83,8 @@ class PresenceXmlModule(Module):
         presence = getattr(self, "_presence", None)
         sphere_check = presence is not None and bool(presence.param("enable_sphere_check"))
         # enable_sphere_check: sphere conditions of pres-rules see the presentity's published RPID sphere.
-        get_auth_status, apply_auth_nbody = auth_hooks(sphere_of=presence.get_sphere if sphere_check else None)
+        get_auth_status, apply_auth_nbody = auth_hooks(
+            sphere_of=presence.get_sphere if sphere_check else None)
         fix_target = bool(presence.param("bla_fix_remote_target")) if presence is not None else True
         from routescript.modules.presence_dialoginfo.bla import bla_event
 
@@ -97,7 +98,7 @@ class PresenceXmlModule(Module):
                           get_rules_doc=get_rules_doc, get_auth_status=get_auth_status,
                           apply_auth_nbody=apply_auth_nbody, agg_nbody=agg_nbody,
                           evs_publ_handl=_check_xml(pidf.check_pidf),
-                          build_empty_pres_info=lambda uri: pidf.offline_pidf(uri)),
+                          build_empty_pres_info=pidf.offline_pidf),
             PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE,
                           winfo_body=self._winfo_body),
             # dialog;sla (BLA): one package definition whichever module registers it (see

@@ -10,7 +10,8 @@ RFC 3863 (PIDF) schema, the part aggregation relies on:
                               attribute id xs:ID required
     <xs:element name="status"> sequence: basic?, any ##other*          basic: "open" | "closed"
 RFC 4479 (data model): <dm:person id=xs:ID>, <dm:device id=xs:ID> are ##other children of <presence>.
-RFC 4480 (RPID): <rpid:sphere> inside <dm:person>: text, or one of <rpid:work/>, <rpid:home/>, <rpid:unknown/>.
+RFC 4480 (RPID): <rpid:sphere> inside <dm:person>: text, or one of <rpid:work/>, <rpid:home/>,
+<rpid:unknown/>.
 """
 
 from __future__ import annotations
@@ -235,10 +236,11 @@ def closed_tuple_pidf(pres_uri: str, removed_body: bytes) -> bytes:
 def sphere_of(body: bytes) -> str | None:
     """The RPID sphere of the presentity's person (RFC 4480 section 3.6), for enable_sphere_check.
 
-    `<rpid:sphere>work</rpid:sphere>` gives "work"; the element forms `<rpid:sphere><rpid:home/></rpid:sphere>`
-    give the element's name ("home"). The first `<dm:person>` carrying a non-empty sphere wins; None when
-    there is none. `person` and `sphere` are matched by local name whatever their namespace, as OpenSIPS
-    does, so a client that gets the namespaces wrong still works; a sphere outside a person is ignored.
+    `<rpid:sphere>work</rpid:sphere>` gives "work"; the element forms
+    `<rpid:sphere><rpid:home/></rpid:sphere>` give the element's name ("home"). The first `<dm:person>`
+    carrying a non-empty sphere wins; None when there is none. `person` and `sphere` are matched by local
+    name whatever their namespace, as OpenSIPS does, so a client that gets the namespaces wrong still
+    works; a sphere outside a person is ignored.
     Raises `BodyError` when `body` is not well-formed XML.
     """
     root = parse_xml(body)

@@ -43,7 +43,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from lxml import etree
@@ -244,7 +244,7 @@ def _timestamp(text: str) -> float:
     except ValueError:
         raise RulesError(f"bad dateTime {text.strip()!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -322,10 +322,9 @@ def _parse_transformations(element: etree._Element) -> Transformations:
         elif name == "provide-unknown-attribute":
             if _text(child).lower() != "false" and child.get("name"):
                 unknown.add((child.get("ns", ""), child.get("name", "")))
-        elif name.startswith("provide-"):
+        elif name.startswith("provide-") and _text(child).lower() not in ("false", "0"):
             # provide-user-input takes false | bare | thresholds | full; the others true | false.
-            if _text(child).lower() not in ("false", "0"):
-                attributes.add(name[len("provide-"):])
+            attributes.add(name[len("provide-"):])
     return Transformations(kinds["services"], kinds["persons"], kinds["devices"], all_attributes,
                            frozenset(attributes), frozenset(unknown))
 
@@ -421,10 +420,9 @@ def _rule_applies(rule: Rule, watcher_uri: str, sphere: str | None, now: float |
         return False
     if rule.spheres is not None and (sphere is None or sphere.strip().lower() not in rule.spheres):
         return False
-    if rule.validity is not None:
-        if now is None or not any(start <= now < until for start, until in rule.validity):
-            return False
-    return True
+    if rule.validity is None:
+        return True
+    return now is not None and any(start <= now < until for start, until in rule.validity)
 
 
 def evaluate(rules: RuleSet, watcher_uri: str, *, sphere: str | None = None,
@@ -472,9 +470,9 @@ def _tuple_provided(tuple_element: etree._Element, provide: Provide) -> bool:
     if provide.all or tuple_element.get("id", "") in provide.occurrence_ids:
         return True
     contact = _child_text(tuple_element, NS_PIDF, "contact")
-    if contact:
-        if contact in provide.service_uris or contact.split(":", 1)[0].lower() in provide.schemes:
-            return True
+    if contact and (contact in provide.service_uris
+                    or contact.split(":", 1)[0].lower() in provide.schemes):
+        return True
     cls = _child_text(tuple_element, NS_RPID, "class")
     return cls is not None and cls in provide.classes
 

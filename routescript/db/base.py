@@ -311,7 +311,7 @@ class Database(abc.ABC):
                     await self._connection_failed()
                 raise err from exc
 
-    async def _connection_failed(self) -> None:
+    async def _connection_failed(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """A statement inside a transaction lost the connection (a backend may start its back-off)."""
 
     # --- schema -------------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ class Database(abc.ABC):
                     f"existing rows; migrate it by hand (e.g. with OpenSIPS's opensips-cli)")
         return None
 
-    async def _lock_schema(self) -> None:
+    async def _lock_schema(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Inside the schema transaction: keep other servers out until it ends (several nodes starting
         at once on an empty database must not all create the tables). SQLite's BEGIN IMMEDIATE does it."""
 
@@ -510,6 +510,7 @@ def _row(cols: Sequence[Column], raw: Sequence[Any]) -> Row:
     for col, value in zip(cols, raw, strict=True):
         if col.kind == "blob" and value is not None and not isinstance(value, bytes):
             # OpenSIPS may have stored a body as TEXT in SQLite; blobs always come back as bytes.
-            value = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        out[col.name] = value
+            out[col.name] = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        else:
+            out[col.name] = value
     return out

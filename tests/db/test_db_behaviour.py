@@ -100,7 +100,7 @@ async def test_upgrade_adds_missing_column_and_keeps_rows(db_url: str) -> None:
           to_tag, from_tag, callid, local_cseq, remote_cseq, contact, expires, socket_info, local_contact)
           VALUES (7, 'sip:a@x', 'b', 'x', 'a', 'x', 't', 'f', 'c', 1, 2, 'sip:b@y', 100, 'udp:1.2.3.4:5060',
                   'sip:1.2.3.4');
-    """)
+    """)  # noqa: S608 - test DDL; only a column type name is substituted
     async with await open_database(db_url) as db:
         with pytest.raises(SchemaError, match="missing columns: sharing_tag"):
             await db.ensure_schema(["active_watchers"])
@@ -167,7 +167,7 @@ async def test_transaction_commits_together_and_rolls_back_on_exception(db: Data
         assert await db.count("presentity") == 2  # reads inside see the transaction's writes
     assert await db.count("presentity") == 2
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
         async with db.transaction():
             await db.insert("presentity", presentity(3))
             await db.delete("presentity", {"username": "user1"})
@@ -177,7 +177,7 @@ async def test_transaction_commits_together_and_rolls_back_on_exception(db: Data
     # a nested block is a savepoint: its failure undoes only its own writes
     async with db.transaction():
         await db.insert("presentity", presentity(4))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError):  # noqa: PT012 - the transaction that raises is what is tested
             async with db.transaction():
                 await db.insert("presentity", presentity(5))
                 raise ValueError
@@ -188,7 +188,7 @@ async def test_transaction_commits_together_and_rolls_back_on_exception(db: Data
 async def test_other_tasks_do_not_join_a_transaction(db: Database) -> None:
     await db.ensure_schema(["presentity"])
     outside: asyncio.Task[int | None] | None = None
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
         async with db.transaction():
             await db.insert("presentity", presentity(1))
             # a task from another context (e.g. a timer) writes on its own, not inside this transaction
@@ -203,7 +203,7 @@ async def test_other_tasks_do_not_join_a_transaction(db: Database) -> None:
 
 async def test_tasks_started_inside_a_transaction_join_it(db: Database) -> None:
     await db.ensure_schema(["presentity"])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
         async with db.transaction():
             await asyncio.gather(*(db.insert("presentity", presentity(n)) for n in range(10)))
             assert await db.count("presentity") == 10
@@ -219,7 +219,7 @@ async def test_a_task_outliving_its_transaction_runs_on_its_own(db: Database) ->
         await go.wait()
         await db.insert("presentity", presentity(2))
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
         async with db.transaction():
             await db.insert("presentity", presentity(1))
             task = asyncio.create_task(later())  # inherits the transaction's context

@@ -73,12 +73,12 @@ async def test_announcement_inside_a_transaction_is_sent_at_commit_only(db: Data
         await db.notify(chan, "committed")
         await asyncio.sleep(0.05)
         assert box.items == []                          # not before the commit
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
         async with db.transaction():
             await db.notify(chan, "rolled back")
             raise RuntimeError("abort")
     async with db.transaction():
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError):  # noqa: PT012 - the transaction that raises is what is tested
             async with db.transaction():                # a savepoint
                 await db.notify(chan, "savepoint rolled back")
                 raise RuntimeError("abort inner")
@@ -287,6 +287,6 @@ async def test_keepalive_notices_a_connection_the_server_killed(pg_url: str) -> 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     async def poll() -> None:
-        while not cond():
+        while not cond():  # noqa: ASYNC110 - any condition; bounded by wait_for
             await asyncio.sleep(0.01)
     await asyncio.wait_for(poll(), timeout)

@@ -129,7 +129,7 @@ async def test_terminated_backend_inside_a_transaction_is_transient(pg_url: str)
         await db.ensure_schema(["presentity"])
         admin = await asyncpg.connect(PG_URL)
         try:
-            with pytest.raises(DatabaseError) as err:
+            with pytest.raises(DatabaseError) as err:  # noqa: PT012 - the raising transaction is tested
                 async with db.transaction():
                     await db.insert("presentity", presentity(1))
                     pid = (await raw_pid(db))

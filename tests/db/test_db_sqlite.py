@@ -124,7 +124,7 @@ async def test_opensips_database_of_an_older_release_is_upgraded_by_init(tmp_pat
         with pytest.raises(SchemaError) as err:
             await db.ensure_schema()
         assert f"routescript db init {url}" in str(err.value)
-        await db.insert("active_watchers", {k: v for k, v in watcher(1).items()})
+        await db.insert("active_watchers", dict(watcher(1)))
     actions = await init_schema(url)
     assert "upgraded table active_watchers: version 11 -> 12, added sharing_tag" in actions
     async with await open_database(url) as db:

@@ -65,5 +65,6 @@ def test_wipeer_and_codes():
     winfo = reg.contains_event("presence.winfo")
     assert reg.wipeer(pres) is winfo and reg.wipeer(winfo) is pres
     assert reg.wipeer(reg.contains_event("dialog")) is None
-    assert (pres.code, reg.contains_event("dialog").code, reg.contains_event("message-summary").code) == (1, 5, 6)
+    codes = (pres.code, reg.contains_event("dialog").code, reg.contains_event("message-summary").code)
+    assert codes == (1, 5, 6)
     assert pres.type == PUBL_TYPE and winfo.type == WINFO_TYPE

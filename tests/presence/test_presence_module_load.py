@@ -37,8 +37,8 @@ def test_every_documented_parameter_with_its_default() -> None:
     ('modparam("presence", "cluster_id", 1)\n', "cluster_sharing_tag"),
     ('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n',
      "needs a PostgreSQL db_url"),
-    ('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n'
-     'modparam("presence", "cluster_node_timeout", 6)\n', "above twice the ping interval"),
+    (('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n'
+      'modparam("presence", "cluster_node_timeout", 6)\n'), "above twice the ping interval"),
 ])
 def test_cluster_parameters_checked_at_load(tmp_path: Path, modparams: str, message: str) -> None:
     mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\n{modparams}'
@@ -64,8 +64,15 @@ def cfg(tmp_path: Path, modparams: str, body: str) -> str:
     return str(path)
 
 
+def with_db(tmp_path: Path, param: str, value: object) -> str:
+    """modparams: an SQLite db_url, then presence's `param` set to `value` (as script text)."""
+    return (f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\n'
+            f'modparam("presence", "{param}", {value})\n')
+
+
 def test_library_mode_refuses_the_functions_at_their_calls(tmp_path: Path) -> None:
-    path = cfg(tmp_path, "", "    if (is_method(\"PUBLISH\")) { handle_publish(); }\n    handle_subscribe(\"1\");\n"
+    path = cfg(tmp_path, "",
+               "    if (is_method(\"PUBLISH\")) { handle_publish(); }\n    handle_subscribe(\"1\");\n"
                .replace('is_method("PUBLISH")', "1"))
     with pytest.raises(LoadError) as info:
         Server().load(path)
@@ -85,7 +92,7 @@ def test_library_mode_loads_without_calls(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("param,value", [("mix_dialog_presence", 1)])
 def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: object) -> None:
-    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    mp = with_db(tmp_path, param, value)
     with pytest.raises(LoadError) as info:
         Server().load(cfg(tmp_path, mp, "    exit;\n"))
     text = str(info.value.diagnostics[0])
@@ -98,7 +105,7 @@ def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: ob
                                          ("waiting_subs_daysno", 0), ("bla_presentity_spec", '"$var(bla)"'),
                                          ("bla_presentity_spec", '"$avp(bla_pres)"')])
 def test_default_or_built_values_accepted(tmp_path: Path, param: str, value: object) -> None:
-    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    mp = with_db(tmp_path, param, value)
     Server().load(cfg(tmp_path, mp, "    handle_publish();\n"))
 
 
@@ -107,14 +114,14 @@ def test_default_or_built_values_accepted(tmp_path: Path, param: str, value: obj
     ("bla_presentity_spec", '"var(bla)"', "not a pseudo-variable"),
 ])
 def test_bad_values_refused(tmp_path: Path, param: str, value: object, why: str) -> None:
-    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "{param}", {value})\n'
+    mp = with_db(tmp_path, param, value)
     with pytest.raises(LoadError) as info:
         Server().load(cfg(tmp_path, mp, "    exit;\n"))
     assert why in str(info.value.diagnostics[0])
 
 
 def test_waiting_subs_daysno_capped_at_30(tmp_path: Path) -> None:
-    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\nmodparam("presence", "waiting_subs_daysno", 90)\n'
+    mp = with_db(tmp_path, "waiting_subs_daysno", 90)
     server = Server()
     server.load(cfg(tmp_path, mp, "    exit;\n"))
     presence = server.modules.get("presence")

@@ -77,7 +77,8 @@ def test_modify_notifies_with_new_body(table):
 def test_remove_echoes_etag_and_gives_removed_body(table):
     first = publish(table, 0, body=PIDF, expires=300)
     rm = publish(table, 5, if_match=first.etag, expires=0)
-    assert (rm.status, rm.action, rm.expires, rm.etag, rm.notify) == (200, PublishAction.REMOVE, 0, first.etag, True)
+    assert (rm.status, rm.action, rm.expires, rm.etag, rm.notify) == (200, PublishAction.REMOVE, 0,
+                                                                      first.etag, True)
     assert rm.removed_body == PIDF and len(table) == 0
     assert publish(table, 6, if_match=first.etag, expires=0).status == 412
 

@@ -56,7 +56,8 @@ class FakeServer:
 
 def registry(force_active=1):
     reg = EventRegistry()
-    xml = PresenceXmlModule(object(), {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": force_active})
+    defaults = {p.name: p.default for p in PresenceXmlModule.params}
+    xml = PresenceXmlModule(object(), defaults | {"force_active": force_active})
     for ev in xml.make_events():
         reg.add_event(ev)
     return reg
@@ -117,7 +118,7 @@ async def settle(svc):
 
 
 async def test_publish_stored_before_reply_then_subscribe_gets_notify(env):
-    svc, server, clock, db = env
+    svc, server, _clock, db = env
     assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
     ok = server.replies[-1]
     assert ok.status == 200 and ok.header("Expires") == "600" and ok.header("SIP-ETag")
@@ -138,7 +139,7 @@ async def test_publish_stored_before_reply_then_subscribe_gets_notify(env):
 
 
 async def test_pending_without_force_active_then_refresh_and_unsubscribe(env):
-    svc, server, clock, db = env
+    svc, server, clock, _db = env
     svc.events = registry(force_active=0)
     await svc.handle_subscribe(Ctx(subscribe(), SRC))
     assert server.replies[-1].status == 202
@@ -169,7 +170,7 @@ async def test_bad_event_and_no_body(env):
 
 
 async def test_modify_notifies_refresh_does_not_remove_shows_closed(env):
-    svc, server, clock, db = env
+    svc, server, _clock, db = env
     await svc.handle_subscribe(Ctx(subscribe(), SRC))
     await svc.handle_publish(Ctx(publish(), SRC))
     etag = server.replies[-1].header("SIP-ETag")
@@ -271,7 +272,7 @@ async def test_publish_not_committed_is_refused_and_not_kept(env):
     and memory keeps only what the database holds."""
     from routescript.db import DatabaseError
 
-    svc, server, clock, db = env
+    svc, server, _clock, db = env
     real = db.write_batch
 
     async def lost(writes):
@@ -294,7 +295,7 @@ async def test_publish_not_committed_is_refused_and_not_kept(env):
 
 
 async def test_concurrent_publishes_share_a_commit_and_each_is_stored(env):
-    svc, server, clock, db = env
+    svc, server, _clock, db = env
     msgs = [parse_message(publish(branch=f"c{i}").to_bytes().replace(b"carol@", f"user{i}@".encode()))
             for i in range(8)]
     results = await asyncio.gather(*(svc.handle_publish(Ctx(m, SRC)) for m in msgs))

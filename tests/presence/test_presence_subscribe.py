@@ -15,16 +15,18 @@ MWI = PresenceEvent("message-summary", "application/simple-message-summary")
 
 
 def facts(**kw) -> SubscribeFacts:
-    base = dict(event=PRESENCE, pres_uri="sip:carol@127.0.0.1", to_user="carol", to_domain="127.0.0.1",
-                watcher_user="dave", watcher_domain="127.0.0.1", callid="sub-1", cseq=1, from_tag="ye3j",
-                contact="sip:dave@127.0.0.1:48261", expires=600, local_contact="sip:presence@127.0.0.1:5070",
-                socket_info="udp:127.0.0.1:5070")
+    base = {"event": PRESENCE, "pres_uri": "sip:carol@127.0.0.1", "to_user": "carol",
+            "to_domain": "127.0.0.1", "watcher_user": "dave", "watcher_domain": "127.0.0.1",
+            "callid": "sub-1", "cseq": 1, "from_tag": "ye3j", "contact": "sip:dave@127.0.0.1:48261",
+            "expires": 600, "local_contact": "sip:presence@127.0.0.1:5070",
+            "socket_info": "udp:127.0.0.1:5070"}
     base.update(kw)
     return SubscribeFacts(**base)
 
 
 def subscribe(table, now, status=SubState.ACTIVE, reason=None, **kw):
-    d = table.handle_subscribe(facts(**kw), now, to_tag="313b-x", initial_status=status, initial_reason=reason)
+    d = table.handle_subscribe(facts(**kw), now, to_tag="313b-x", initial_status=status,
+                               initial_reason=reason)
     table.commit(d)
     return d
 
@@ -36,7 +38,8 @@ def table() -> SubsTable:
 
 def test_initial_active(table):
     d = subscribe(table, 100)
-    assert (d.status, d.reason, d.action, d.expires, d.to_tag) == (200, "OK", SubscribeAction.INSERT, 600, "313b-x")
+    assert (d.status, d.reason, d.action, d.expires, d.to_tag) == (200, "OK", SubscribeAction.INSERT, 600,
+                                                                    "313b-x")
     assert d.notify and d.winfo_changed and d.with_body
     sub = table.get(("sub-1", "313b-x", "ye3j"))
     assert sub.status is SubState.ACTIVE and sub.expires_at == 700 and sub.remote_cseq == 1
@@ -62,7 +65,8 @@ def test_expires_capped_and_default(table):
 
 def test_fetch(table):
     d = subscribe(table, 0, expires=0)
-    assert (d.status, d.action, d.expires, d.notify, d.with_body) == (200, SubscribeAction.FETCH, 0, True, True)
+    assert (d.status, d.action, d.expires, d.notify, d.with_body) == (200, SubscribeAction.FETCH, 0, True,
+                                                                       True)
     assert d.subscription.status is SubState.TERMINATED and d.subscription.reason == "timeout"
     assert len(table) == 0
 
@@ -81,7 +85,8 @@ def test_blocked_watcher_gets_200_and_rejected(table):
 def test_refresh_in_dialog(table):
     subscribe(table, 0)
     d = subscribe(table, 10, to_tag="313b-x", cseq=2, expires=120, contact="sip:dave@10.0.0.1:5060")
-    assert (d.status, d.action, d.expires, d.notify, d.winfo_changed) == (200, SubscribeAction.REFRESH, 120, True, False)
+    assert (d.status, d.action, d.expires, d.notify, d.winfo_changed) == (200, SubscribeAction.REFRESH, 120,
+                                                                           True, False)
     sub = table.get(d.subscription.key)
     assert sub.expires_at == 130 and sub.remote_cseq == 2 and sub.contact == "sip:dave@10.0.0.1:5060"
 
@@ -198,7 +203,8 @@ def test_terminated_is_final():
     for event in (SubEvent.ALLOW, SubEvent.REFRESH, SubEvent.UNSUBSCRIBE, SubEvent.CONFIRM):
         with pytest.raises(SubscriptionStateError):
             transition(SubState.TERMINATED, event)
-    assert all(to is SubState.TERMINATED for (frm, _), to in TRANSITIONS.items() if frm is SubState.TERMINATED)
+    assert all(to is SubState.TERMINATED
+               for (frm, _), to in TRANSITIONS.items() if frm is SubState.TERMINATED)
 
 
 def test_moved_sets_reasons(table):

@@ -88,7 +88,7 @@ MOBILE = """<?xml version="1.0" encoding="UTF-8"?>
   <dm:person id="carol"><rpid:activities><rpid:meeting/></rpid:activities></dm:person>
   <c:homepage>https://carol.example.com/</c:homepage>
 </presence>
-""".encode()
+""".encode()  # noqa: RUF001 - a non-ASCII note (en dash, umlaut) on purpose
 
 
 def parse(body: bytes) -> etree._Element:
@@ -211,15 +211,18 @@ def test_tuple_id_clashing_with_person_id_is_dropped() -> None:
 
 
 def test_prefix_bound_to_different_uris_keeps_each_namespace() -> None:
-    first = b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:x="urn:one"><tuple id="a"><status/></tuple><x:e>1</x:e></presence>'
-    second = b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:x="urn:two"><tuple id="b"><status/></tuple><x:e>2</x:e></presence>'
+    first = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:x="urn:one">'
+             b'<tuple id="a"><status/></tuple><x:e>1</x:e></presence>')
+    second = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:x="urn:two">'
+              b'<tuple id="b"><status/></tuple><x:e>2</x:e></presence>')
     root = parse(aggregate_pidf(CAROL, [first, second]))
     extensions = {etree.QName(e).namespace: e.text for e in root if etree.QName(e).localname == "e"}
     assert extensions == {"urn:one": "1", "urn:two": "2"}
 
 
 def test_default_namespace_extension_children_keep_their_namespace() -> None:
-    first = b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" xmlns="urn:ext"><p:tuple id="a"><p:status/></p:tuple><thing/></p:presence>'
+    first = (b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" xmlns="urn:ext">'
+             b'<p:tuple id="a"><p:status/></p:tuple><thing/></p:presence>')
     second = CAPTURE_04A_BODY
     root = parse(aggregate_pidf(CAROL, [first, second]))
     assert ids(root, "p:tuple") == ["t1", "a"]
@@ -229,7 +232,8 @@ def test_default_namespace_extension_children_keep_their_namespace() -> None:
 def test_latin1_publication_is_reencoded_as_utf8() -> None:
     latin = (
         '<?xml version="1.0" encoding="ISO-8859-1"?>'
-        '<presence xmlns="urn:ietf:params:xml:ns:pidf"><tuple id="l"><status/><note>Café</note></tuple></presence>'
+        '<presence xmlns="urn:ietf:params:xml:ns:pidf">'
+        '<tuple id="l"><status/><note>Café</note></tuple></presence>'
     ).encode("latin-1")
     out = aggregate_pidf(CAROL, [latin, CAPTURE_04A_BODY])
     assert "Café".encode() in out
@@ -321,7 +325,8 @@ def test_closed_tuple_body_closes_every_tuple_and_drops_the_rest() -> None:
 
 
 def test_closed_tuple_body_of_a_publication_without_tuples() -> None:
-    body = b'<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"><dm:person id="p"/></presence>'
+    body = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf"'
+            b' xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"><dm:person id="p"/></presence>')
     root = parse(closed_tuple_pidf(CAROL, body))
     assert len(root) == 0
 
@@ -392,7 +397,8 @@ def test_sphere_in_aggregated_document() -> None:
 
 
 def test_sphere_without_namespaces_is_found_like_opensips() -> None:
-    body = b'<presence xmlns="urn:ietf:params:xml:ns:pidf"><person id="p"><sphere>home</sphere></person></presence>'
+    body = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf">'
+            b'<person id="p"><sphere>home</sphere></person></presence>')
     assert sphere_of(body) == "home"
 
 

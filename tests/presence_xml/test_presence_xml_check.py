@@ -48,7 +48,8 @@ def test_rpid_body_with_person_and_device_is_accepted() -> None:
 
 
 def test_prefixed_pidf_root_is_accepted() -> None:
-    body = b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"><p:tuple id="x"><p:status/></p:tuple></p:presence>'
+    body = (b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">'
+            b'<p:tuple id="x"><p:status/></p:tuple></p:presence>')
     check_pidf(body)
 
 
@@ -213,7 +214,8 @@ def _xxe_bodies(secret: Path) -> list[bytes]:
             b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>'
         ),
         # internal entity (harmless by itself, refused with every DOCTYPE)
-        b'<!DOCTYPE presence [<!ENTITY n "hello">]><presence xmlns="urn:ietf:params:xml:ns:pidf">&n;</presence>',
+        (b'<!DOCTYPE presence [<!ENTITY n "hello">]>'
+         b'<presence xmlns="urn:ietf:params:xml:ns:pidf">&n;</presence>'),
     ]
 
 
