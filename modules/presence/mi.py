@@ -31,7 +31,7 @@ from typing import Any
 from routescript.core.module import MICommand, MIError, mi_command
 from routescript.db import DatabaseError
 
-from .events import EVENT_CODES, WINFO_TYPE, PresenceEvent
+from .events import EVENT_CODES, WINFO_TYPE, EventRegistry, PresenceEvent
 from .presentity import Publication
 from .storage import join_pres_uri, publication_from_row, split_pres_uri
 from .subscription import Subscription
@@ -157,7 +157,7 @@ class PresenceMI:
     `self.registry` (the EventRegistry), `self.server` and `self.param`)."""
 
     service: Any
-    registry: Any
+    registry: EventRegistry
     server: Any
     param: Callable[[str], Any]
 
@@ -178,7 +178,7 @@ class PresenceMI:
         event = self.registry.contains_event(name.strip())
         if event is None:
             raise MIError(*unknown)
-        return event  # type: ignore[no-any-return]
+        return event
 
     # ---------------------------------------------------------------- refreshWatchers
     @mi_command("refreshWatchers", aliases=("refresh_watchers", "presence:refresh_watchers"),

@@ -150,7 +150,7 @@ def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, 
         return None
     body: bytes | None = shared
     if event.req_auth and event.apply_auth_nbody is not None and not sub.forced:
-        body = event.apply_auth_nbody(body, sub, rules_doc)
+        body = event.apply_auth_nbody(shared, sub, rules_doc)
     if body is not None and event.aux_body_processing is not None:
         body = event.aux_body_processing(sub, body)
     return body

@@ -532,6 +532,7 @@ class PresenceService:
             current = live or sub
         else:
             current = replace(live, status=sub.status, reason=sub.reason)
+        body: bytes | None
         if winfo and event.winfo_body is not None and (current.status is SubState.ACTIVE or final_with_state):
             peer = self.events.wipeer(event)
             watchers = [partial] if partial is not None else \

@@ -30,7 +30,8 @@ def extract_sphere(body: bytes | None) -> str | None:
     for element in root.iter(f"{{{NS_RPID}}}sphere"):
         children = [c for c in element if isinstance(c.tag, str)]
         if children:
-            return etree.QName(children[0]).localname
+            name: str = etree.QName(children[0]).localname
+            return name
         text = (element.text or "").strip()
         if text:
             return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from routescript.db import GroupCommitter, Write
+from routescript.db import Database, GroupCommitter, Write
 
 from .presentity import Publication
 from .subscription import Subscription, SubState
@@ -93,7 +93,7 @@ class PresenceStore:
     (fencing: once another node adopted a row, this node can no longer change it). None: one server,
     every row is ours."""
 
-    def __init__(self, db: Any, sharing_tag: str | None = None) -> None:
+    def __init__(self, db: Database, sharing_tag: str | None = None) -> None:
         self.db = db
         self.sharing_tag = sharing_tag
         self.committer = GroupCommitter(db)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+
+if TYPE_CHECKING:
+    from .winfo import WatcherStatus
 
 log = logging.getLogger("routescript.presence_xml")
 
@@ -28,8 +31,11 @@ def _check_xml(check: Any) -> Any:
     return publ_handl
 
 
-def _winfo_status(sub: Any) -> str:
-    return {1: "active", 2: "pending", 3: "terminated", 4: "waiting"}.get(int(sub.status), "pending")
+_WINFO_STATUS: dict[int, WatcherStatus] = {1: "active", 2: "pending", 3: "terminated", 4: "waiting"}
+
+
+def _winfo_status(sub: Any) -> WatcherStatus:
+    return _WINFO_STATUS.get(int(sub.status), "pending")
 
 
 class PresenceXmlModule(Module):
@@ -84,7 +90,7 @@ class PresenceXmlModule(Module):
         sphere_check = presence is not None and bool(presence.param("enable_sphere_check"))
         # enable_sphere_check: sphere conditions of pres-rules see the presentity's published RPID sphere.
         get_auth_status, apply_auth_nbody = auth_hooks(
-            sphere_of=presence.get_sphere if sphere_check else None)
+            sphere_of=presence.get_sphere if presence is not None and sphere_check else None)
         fix_target = bool(presence.param("bla_fix_remote_target")) if presence is not None else True
         from routescript.modules.presence_dialoginfo.bla import bla_event
 
@@ -113,7 +119,8 @@ class PresenceXmlModule(Module):
             return None
         xcap = bind_xcap(self.server)
         if xcap is not None and xcap.param("db_url"):
-            return await xcap.get_rules_doc(user, domain)
+            doc: bytes | None = await xcap.get_rules_doc(user, domain)
+            return doc
         url = self.param("db_url")
         if not url or not self.param("integrated_xcap_server"):
             return None
@@ -124,7 +131,8 @@ class PresenceXmlModule(Module):
             self._db = await (open_database(url, table_names=names) if names["xcap"] != "xcap"
                               else self.server.database(url))
             await self._db.ensure_schema(["xcap"])
-        return await get_xcap_doc(self._db, user, domain)
+        stored: bytes | None = await get_xcap_doc(self._db, user, domain)
+        return stored
 
     @staticmethod
     def _winfo_body(pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes:

@@ -127,16 +127,19 @@ def local_name(element: etree._Element) -> str | None:
     """The element's local name, or None for a comment or processing instruction."""
     if not isinstance(element.tag, str):
         return None
-    return etree.QName(element).localname
+    name: str = etree.QName(element).localname
+    return name
 
 
 def namespace_of(element: etree._Element) -> str | None:
     """The element's namespace URI (None when it has none, or for a comment / PI)."""
     if not isinstance(element.tag, str):
         return None
-    return etree.QName(element).namespace
+    namespace: str | None = etree.QName(element).namespace
+    return namespace
 
 
 def serialize(root: etree._Element) -> bytes:
     """The document as UTF-8 bytes, led by the XML declaration."""
-    return XML_DECLARATION + etree.tostring(root, encoding="UTF-8", xml_declaration=False)
+    document: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
+    return XML_DECLARATION + document

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -187,7 +188,7 @@ class Database(abc.ABC):
                 runs.append((sql, [params]))
         async with self.transaction():
             for sql, rows in runs:
-                await self._run(lambda conn, sql=sql, rows=rows: self._executemany(conn, sql, rows))
+                await self._run(functools.partial(self._executemany, sql=sql, rows=rows))
 
     def _write_sql(self, w: Write) -> tuple[str, list[Any]]:
         t, name = self._table(w.table)
