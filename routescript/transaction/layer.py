@@ -17,7 +17,9 @@ import routescript.transport); its errors are OSErrors (routescript.transport.Tr
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
+import ipaddress
 import itertools
 import logging
 from collections.abc import Callable
@@ -264,16 +266,28 @@ class TransactionLayer:
         entry = _ClientEntry(transaction, loop.create_future(), req.to_bytes(), on_provisional)
         self._client[key] = entry
         self._schedule(transaction)
-        # The first send may have to open a TCP connection; Timer F runs meanwhile, and whichever ends
-        # the transaction first (a response, Timer F, a transport error) gives the answer.
-        first_send = loop.create_task(self._first_send(transaction, entry.data, dest))
+        udp = str(getattr(dest, "proto", "")).lower() == "udp"
+        if udp and _is_ip_literal(str(getattr(dest, "host", ""))):
+            # UDP to an address (every NOTIFY to a phone's Contact): sent now, no task per request.
+            first_send = None
+            try:
+                self.transport.send(entry.data, dest)
+            except OSError as exc:
+                log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, exc)
+                now = loop.time()
+                self._run(transaction, transaction.transport_error(now), now)
+        else:
+            # The first send may have to resolve a name or open a TCP connection; Timer F runs
+            # meanwhile, and whichever ends the transaction first (a response, Timer F, a transport
+            # error) gives the answer.
+            first_send = loop.create_task(self._first_send(transaction, entry.data, dest))
         try:
             return await entry.future
         except asyncio.CancelledError:
             self._forget(transaction)
             raise
         finally:
-            if not first_send.done():
+            if first_send is not None and not first_send.done():
                 first_send.cancel()
 
     async def _first_send(self, transaction: NonInviteClientTransaction, data: bytes, dest: Any) -> None:
@@ -433,6 +447,16 @@ class TransactionLayer:
         self._client_done.clear()
         self._heap.clear()
         self._scheduled.clear()
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    """An IPv4/IPv6 address (brackets allowed): sending to it needs no name resolution."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return False
+    return True
 
 
 def _reliable(where: Any) -> bool:

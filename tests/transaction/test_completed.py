@@ -145,3 +145,21 @@ async def test_answered_client_transaction_keeps_only_its_key_for_timer_k() -> N
     finally:
         await layer.close()
         await transport.close()
+
+
+async def test_udp_request_that_cannot_be_sent_gets_503_at_once() -> None:
+    from routescript.sip import build_request, generate_branch
+    from routescript.transport import Destination
+
+    transport = TransportLayer(lambda msg, src: None)       # no UDP socket to send from
+    layer = TransactionLayer(transport, t1=0.02, timer_f=5.0)
+    try:
+        req = build_request("NOTIFY", "sip:bob@127.0.0.1:5999", [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:5998;branch={generate_branch()}"),
+            ("From", "<sip:a@127.0.0.1>;tag=s"), ("To", "<sip:bob@127.0.0.1>;tag=c"), ("Call-ID", "u-1"),
+            ("CSeq", "1 NOTIFY")])
+        resp = await asyncio.wait_for(layer.request(req, Destination("udp", "127.0.0.1", 5999)), 1.0)
+        assert resp.status == 503 and layer.pending == 0
+    finally:
+        await layer.close()
+        await transport.close()
