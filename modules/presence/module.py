@@ -115,8 +115,7 @@ class PresenceModule(PresenceMI, Module):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
             # the event packages' sake, and every call of its script functions is a load-time error
             # at its file:line:col. The impls still refuse (-1) should one be reached anyway.
-            # (Module.refused is typed ClassVar but documented as set per instance in __init__.)
-            self.refused = {  # type: ignore[misc]
+            self.refused = {
                 "handle_publish": LIBRARY_MODE, "handle_subscribe": LIBRARY_MODE}
         try:
             _BOUND[server] = self

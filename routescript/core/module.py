@@ -157,11 +157,12 @@ class Module:
     # without db_url runs as a library). Unlike `unbuilt`, each call in the script is a load-time
     # error at its file:line:col (also on reload_routes: the old script is kept). Set it in __init__
     # or check(), before the script is compiled.
-    refused: ClassVar[dict[str, str]] = {}
+    refused: dict[str, str]
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         self.server = server
         self.modparams = params
+        self.refused = {}
 
     # typed access to a parameter's value (default when not set in the script)
     def param(self, name: str) -> Any:
