@@ -181,6 +181,13 @@ async def test_fifo_gives_the_same_answers(srv: Srv) -> None:
         with pytest.raises(MIReplyError) as err:
             await srv.fifo_call("pres_expose", ["presence", "a", "b"])
         assert err.value.code == -32602
+        # the rest of the presence commands over the FIFO too
+        assert await srv.fifo_call("subs_phtable_list", {"from": "*", "to": "*"}) == \
+            await srv.http("subs_phtable_list", {"from": "*", "to": "*"})
+        assert await srv.fifo_call("pres_expose", ["presence", "^fred"]) == "OK"
+        srv.server.wait_for("EXPOSED user=fred", timeout=TIMEOUT)
+        assert await srv.fifo_call("cleanup") == "OK"
+        assert await srv.fifo_call("presence:phtable_list") == await srv.http("pres_phtable_list")
 
 
 async def test_pres_expose_one_event_per_publication(srv: Srv) -> None:
