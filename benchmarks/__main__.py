@@ -89,9 +89,9 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
                 mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,
                                      settings.max_scenario_s * 2)
     elapsed = time.monotonic() - t_start
-    text = [f"routescript benchmarks ({'QUICK' if settings.quick else 'full'} mode) - "
-            f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
-            f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}",
+    text = [(f"routescript benchmarks ({'QUICK' if settings.quick else 'full'} mode) - "
+             f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
+             f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}"),
             f"config {config}, database {db_url or 'a temporary SQLite file'}",
             "max rate: highest step with failures < 0.5%, retrans < 1/100 calls, achieved >= 90% of target",
             ""]
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(ALL), help=f"comma list out of {','.join(ALL)}")
     p.add_argument("--out", default=None, help="results directory (default: a new temporary one)")
     p.add_argument("--config", default="presence.cfg",
-                   help="config of the presence scenarios: an examples/ name or a path (default presence.cfg)")
+                   help="config of the presence scenarios: an examples/ name or a path "
+                        "(default presence.cfg)")
     p.add_argument("--db-url", default=None, help="db_url for the server (default: a temporary SQLite file)")
     p.add_argument("--no-ceiling", action="store_true", help="do not run py_ceiling for options/publish")
     a = p.parse_args(argv)

@@ -1,10 +1,11 @@
 """NOTIFY fan-out: N watchers (one SIPp instance, N subscribe calls that stay up and answer every
 NOTIFY) on one presentity, whose single device then PUBLISHes changes at a rate (a second SIPp).
-Reports NOTIFYs delivered per second; the rate searched is the NOTIFY rate (= PUBLISH rate x N), spread over DEVICES devices of that presentity.
+Reports NOTIFYs delivered per second; the rate searched is the NOTIFY rate (= PUBLISH rate x N),
+spread over DEVICES devices of that presentity.
 
 A step passes when no watcher or publisher call failed (< 0.5 %), fewer than 0.5 % of the expected
-NOTIFYs (N x DEVICES x (modifies + 2)) went missing, and the delivered rate (NOTIFYs received between the first
-PUBLISH and the last NOTIFY) is >= 90 % of the target.
+NOTIFYs (N x DEVICES x (modifies + 2)) went missing, and the delivered rate (NOTIFYs received between
+the first PUBLISH and the last NOTIFY) is >= 90 % of the target.
 """
 
 from __future__ import annotations

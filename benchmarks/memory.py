@@ -195,7 +195,8 @@ def subscribe(n: int, port: int, lport: int, tag: str) -> tuple[str, str, bytes]
     return cid, "1 SUBSCRIBE", msg
 
 
-async def _measure(port: int, pid: int, counts: tuple[int, ...], window: int, budget_s: float) -> MemoryResult:
+async def _measure(port: int, pid: int, counts: tuple[int, ...], window: int,
+                   budget_s: float) -> MemoryResult:
     res = MemoryResult()
     client = MemClient(port, window)
     await client.open()
@@ -239,5 +240,6 @@ async def _measure(port: int, pid: int, counts: tuple[int, ...], window: int, bu
     return res
 
 
-def measure_memory(port: int, pid: int, counts: tuple[int, ...], window: int, budget_s: float) -> MemoryResult:
+def measure_memory(port: int, pid: int, counts: tuple[int, ...], window: int,
+                   budget_s: float) -> MemoryResult:
     return asyncio.run(_measure(port, pid, counts, window, budget_s))

@@ -111,7 +111,8 @@ def _wait_udp_ready(server: Server, timeout: float) -> None:
         lport = s.getsockname()[1]
         while time.monotonic() < deadline:
             if not server.alive():
-                raise RuntimeError(f"{server.name} exited ({server.proc.returncode}):\n{server.log()[-3000:]}")
+                raise RuntimeError(f"{server.name} exited ({server.proc.returncode}):\n"
+                                   f"{server.log()[-3000:]}")
             n += 1
             msg = (f"OPTIONS sip:ready@127.0.0.1:{server.port} SIP/2.0\r\n"
                    f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bKready{n}\r\n"
@@ -132,7 +133,8 @@ def _wait_udp_ready(server: Server, timeout: float) -> None:
 def start_routescript(example: str, workdir: Path, *, log_level: int | None = 1,
                       db_url: str | None = None) -> Server:
     """`routescript run` on a temporary copy of examples/<example> (or of a config file path); returns once
-    it answers on UDP. `db_url`: every db_url of the config points there instead of a temporary SQLite file."""
+    it answers on UDP. `db_url`: every db_url of the config points there instead of a temporary SQLite
+    file."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = bench_config(example, workdir, port, log_level=log_level, db_url=db_url)

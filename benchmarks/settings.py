@@ -28,7 +28,7 @@ class Settings:
     fanout_start: int = 1000         # NOTIFYs/s of the first fan-out step
     memory_counts: tuple[int, ...] = (10_000, 100_000)
     memory_window: int = 200         # requests in flight from the memory client
-    criteria: Criteria = Criteria()
+    criteria: Criteria = Criteria()  # noqa: RUF009 - frozen, so one shared default is safe
 
     @classmethod
     def full(cls) -> Settings:

@@ -57,7 +57,8 @@ class SippProcess:
 
     def wait(self) -> SippRun:
         try:
-            rc: int | None = self.proc.wait(timeout=max(1.0, self.t0 + self.timeout_s + 15 - time.monotonic()))
+            left = self.t0 + self.timeout_s + 15 - time.monotonic()
+            rc: int | None = self.proc.wait(timeout=max(1.0, left))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
@@ -72,7 +73,8 @@ class SippProcess:
 def run_sipp(workdir: Path, scenario: Path, port: int, rate: float, calls: int, *, settings: Settings,
              extra: tuple[str, ...] = (), host: str = "127.0.0.1", timeout_s: int | None = None) -> SippRun:
     """One SIPp UAC run to completion (bounded): stat.csv, *_rtt.csv (and *_counts.csv) in workdir."""
-    tmo = timeout_s if timeout_s is not None else int(calls / max(rate, 1) * 3 + (10 if settings.quick else 30))
+    slack = 10 if settings.quick else 30
+    tmo = timeout_s if timeout_s is not None else int(calls / max(rate, 1) * 3 + slack)
     cmd = sipp_command(scenario, port, rate, calls, settings=settings, timeout_s=tmo, extra=extra, host=host)
     return SippProcess(workdir, cmd, tmo).wait()
 
@@ -104,7 +106,8 @@ class Step:
         rtd = " ".join(f"rtd{k} p50/p99={v[0]:g}/{v[1]:g}ms" for k, v in sorted(s.rtd.items()))
         cpu = "n/a" if self.server_cpu is None else f"{self.server_cpu:.0f}%"
         return (f"  {self.phase:<7} rate={self.rate:<6} calls={self.calls:<7} "
-                f"{'PASS' if self.passed else 'FAIL(' + ','.join(self.why) + ')'} ok={s.ok} failed={s.failed} "
+                f"{'PASS' if self.passed else 'FAIL(' + ','.join(self.why) + ')'} "
+                f"ok={s.ok} failed={s.failed} "
                 f"retrans={s.retrans} achieved={s.achieved_cps:.0f}cps {rtd} srv_cpu={cpu} "
                 f"sipp_cpu={self.sipp_cpu:.0f}% machine={self.machine_busy:.0f}%")
 

@@ -21,7 +21,7 @@ def percentile(sorted_vals: list[float], p: float) -> float | None:
     if not sorted_vals:
         return None
     n = len(sorted_vals)
-    k = max(0, min(n - 1, int(round(p / 100.0 * n + 0.5)) - 1))
+    k = max(0, min(n - 1, round(p / 100.0 * n + 0.5) - 1))
     return sorted_vals[k]
 
 
@@ -32,7 +32,7 @@ def parse_stat_csv(text: str) -> dict[str, str]:
         return {}
     header = lines[0].rstrip(";").split(";")
     row = lines[-1].rstrip(";").split(";")
-    return dict(zip(header, row))
+    return dict(zip(header, row, strict=False))
 
 
 def parse_rtt_csv(text: str) -> tuple[dict[str, list[float]], float]:

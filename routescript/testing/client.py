@@ -23,7 +23,7 @@ import socket as _socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from routescript.sip import (
     ParseError,
@@ -42,6 +42,9 @@ from routescript.transport.framing import PONG, Ping, StreamFramer
 log = logging.getLogger("routescript.testing")
 
 _call_ids = itertools.count(1)
+
+
+_T = TypeVar("_T")
 
 
 class SipTimeout(AssertionError):
@@ -149,15 +152,15 @@ class SipTestClient:
             local_host = "::1" if is_ipv6(client.server[0]) else "127.0.0.1"
         if client.proto == UDP:
             family = _socket.AF_INET6 if is_ipv6(local_host) else _socket.AF_INET
-            transport, _ = await loop.create_datagram_endpoint(
+            udp, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProto(client), local_addr=(local_host, 0), family=family)
-            client._udp = transport
-            sockname = transport.get_extra_info("sockname")
+            client._udp = udp
+            sockname = udp.get_extra_info("sockname")
         else:
-            transport, proto_obj = await loop.create_connection(
+            tcp, proto_obj = await loop.create_connection(
                 lambda: _TcpProto(client), client.server[0], client.server[1], local_addr=(local_host, 0))
             client._tcp = proto_obj
-            sockname = transport.get_extra_info("sockname")
+            sockname = tcp.get_extra_info("sockname")
         client.local_host, client.local_port = sockname[0], sockname[1]
         return client
 
@@ -412,7 +415,7 @@ class SipTestClient:
 
     # --- internals ------------------------------------------------------------------------------
 
-    async def _wait(self, find: Callable[[], Any], timeout: float | None, what: str) -> Any:
+    async def _wait(self, find: Callable[[], _T | None], timeout: float | None, what: str) -> _T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         while True:
