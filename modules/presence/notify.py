@@ -8,6 +8,7 @@ Subscription-State, Content-Type; Via and Content-Length are added by the layers
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,16 +117,74 @@ def build_notify(sub: Subscription, now: float, *, body: bytes | None = None,
     return NotifyRequest(ruri, tuple(headers), body or b"")
 
 
+class BodyCache:
+    """The shared body of each presentity, remembered with exactly what it was built from.
+
+    An entry is (event, publication bodies oldest first, notify_offline_body) -> body. It is used only
+    when all three are the same as now, so it can never be stale: a PUBLISH that modifies, refreshes
+    with a new body, expires or removes a publication changes the key, and the body is built again.
+    That is the invalidation on every commit/expiry/removal, without depending on every path calling
+    a hook. Comparing the key is cheap: the bodies are the publications' own bytes objects (identity
+    compares first). One entry per (presentity, event); bound: `max_entries`, least recently used out.
+    """
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[PresenceEvent, tuple[bytes, ...], bool,
+                                                          bytes | None]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def body(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
+             notify_offline_body: bool = False) -> bytes | None:
+        """presentity_body(event, pres_uri, publications) (no `removed`), built once per state."""
+        pubs = sorted(publications, key=lambda p: p.received_time)
+        bodies = tuple(p.body for p in pubs)
+        slot = (pres_uri, event.name)
+        entry = self._entries.get(slot)
+        if entry is not None and entry[0] is event and entry[2] is notify_offline_body \
+                and entry[1] == bodies:
+            self.hits += 1
+            self._entries.move_to_end(slot)
+            return entry[3]
+        self.misses += 1
+        result = _build_body(event, pres_uri, pubs, None, notify_offline_body)
+        self._entries[slot] = (event, bodies, notify_offline_body, result)
+        self._entries.move_to_end(slot)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return result
+
+    def discard(self, pres_uri: str, event: str) -> None:
+        """Forget the presentity's entry (memory only: a kept entry is never used once stale)."""
+        self._entries.pop((pres_uri, event), None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def presentity_body(event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
-                    removed: Publication | None = None, notify_offline_body: bool = False) -> bytes | None:
+                    removed: Publication | None = None, notify_offline_body: bool = False,
+                    cache: BodyCache | None = None) -> bytes | None:
     """The body every watcher of a presentity shares after a change (built once per change).
 
     Several publications are merged by the package's agg_nbody; without one the newest wins
     (OpenSIPS). A publication being removed is passed to agg_nbody at `off_index` so it can be shown
     closed in the same document. Nothing published: the package's empty document when it has one
     and either needs a body (dialog) or notify_offline_body is set; else no body.
+    `cache`: reuse the body built for the same publications (a removal's one-off body is not cached).
     """
+    if cache is not None and removed is None:
+        return cache.body(event, pres_uri, publications, notify_offline_body=notify_offline_body)
     pubs = sorted(publications, key=lambda p: p.received_time)
+    return _build_body(event, pres_uri, pubs, removed, notify_offline_body)
+
+
+def _build_body(event: PresenceEvent, pres_uri: str, pubs: Sequence[Publication], removed: Publication | None,
+                notify_offline_body: bool) -> bytes | None:
     if event.agg_nbody is not None:
         bodies = [p.body for p in pubs]
         off_index = None

@@ -20,7 +20,7 @@ from .bla import bla_presentity, is_bla
 from .etag import EtagGenerator
 from .events import PUBL_TYPE, WINFO_TYPE, BodyError, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
-from .notify import build_notify, local_contact, presentity_body, watcher_body
+from .notify import BodyCache, build_notify, local_contact, presentity_body, watcher_body
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
 from .storage import PresenceStore, join_pres_uri, publication_from_row, split_pres_uri, subscription_from_row
@@ -117,6 +117,8 @@ class PresenceService:
                                        expires_offset=settings.expires_offset)
         self.sender = NotifySender(self._send_notify, self._notify_result)
         self._locks = KeyedLocks(MAX_PRESENTITY_LOCKS)
+        # The shared NOTIFY body per presentity, rebuilt only when its publications change.
+        self.bodies = BodyCache()
         # Clustering (docs/cluster.md): the ClusterNode, set by the module when cluster_id is set.
         self.cluster: Any = None
         # (pres_uri, event) -> hash of the last state body sent to its watchers (clustered: a resync
@@ -255,12 +257,11 @@ class PresenceService:
             if facts.initial and event.req_auth and not force_active:
                 status, reason = await self._authorize(event, facts)
             decision = self.subscriptions.handle_subscribe(
-                facts, now, to_tag=self.server.to_tag(msg), initial_status=status, initial_reason=reason)
+                facts, now, to_tag=self.server.to_tag(msg), initial_status=status, initial_reason=reason,
+                forced=bool(force_active and event.req_auth))
             if not decision.ok:
                 self._reply(ctx, decision.status, decision.reason)
                 return -1
-            if force_active and event.req_auth and facts.initial and decision.subscription is not None:
-                decision = replace(decision, subscription=replace(decision.subscription, forced=True))
             self.subscriptions.commit(decision)
             self._reply(ctx, decision.status, decision.reason,
                         [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
@@ -465,7 +466,8 @@ class PresenceService:
             return 0
         await self._fallback_publications(pres_uri, event)
         shared = presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
-                                 removed=removed, notify_offline_body=self.settings.notify_offline_body)
+                                 removed=removed, notify_offline_body=self.settings.notify_offline_body,
+                                 cache=self.bodies)
         if self.cluster is not None and self._fenced():
             self._missed_while_fenced = True
             return 0
@@ -505,7 +507,8 @@ class PresenceService:
                 await self._fallback_publications(sub.pres_uri, event)
             shared = presentity_body(event, sub.pres_uri,
                                      self.presentities.publications(sub.pres_uri, event.name),
-                                     notify_offline_body=self.settings.notify_offline_body)
+                                     notify_offline_body=self.settings.notify_offline_body,
+                                     cache=self.bodies)
         rules = None
         if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
             user, domain = split_pres_uri(sub.pres_uri)
@@ -858,7 +861,8 @@ class PresenceService:
 
     def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
         return presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
-                               notify_offline_body=self.settings.notify_offline_body)
+                               notify_offline_body=self.settings.notify_offline_body,
+                               cache=self.bodies)
 
     async def cluster_ownership_lost(self) -> None:
         """We were cut off long enough for another node to adopt our subscriptions: forget them all

@@ -8,6 +8,8 @@ DOCTYPE (no presence document needs one), then depth and element-count bounds. A
 
 from __future__ import annotations
 
+import threading
+
 from lxml import etree
 
 # presence_xml serves event packages of the presence module (OpenSIPS: bind_presence); its body errors
@@ -56,7 +58,6 @@ class BodyError(PresenceBodyError):
 
 
 def _new_parser() -> etree.XMLParser:
-    # A fresh parser per document: lxml parsers keep per-parse state and must not be shared across threads.
     return etree.XMLParser(
         resolve_entities=False,  # no entity expansion (billion laughs, external entities)
         no_network=True,  # never fetch anything
@@ -65,6 +66,19 @@ def _new_parser() -> etree.XMLParser:
         huge_tree=False,  # keep libxml2's own hard limits
         collect_ids=False,
     )
+
+
+# One parser per thread, reused for every document: building an XMLParser cost as much as parsing a
+# small PIDF body. lxml resets a parser's state at each parse, but a parser must not be used by two
+# threads at once, hence one per thread (the event loop is one thread; a database thread may parse too).
+_parsers = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = _new_parser()
+    return parser
 
 
 def parse_xml(
@@ -88,7 +102,7 @@ def parse_xml(
     if not data.strip():
         raise BodyError(*UNSUPPORTED_MEDIA_TYPE, "empty XML body")
     try:
-        root = etree.fromstring(data, _new_parser())
+        root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise BodyError(*UNSUPPORTED_MEDIA_TYPE, f"not well-formed XML: {exc}") from None
     except (etree.LxmlError, ValueError) as exc:  # e.g. an encoding lxml cannot decode
@@ -104,6 +118,15 @@ def parse_xml(
 
 def _check_shape(root: etree._Element, max_depth: int, max_elements: int) -> None:
     """Bound depth and element count with an explicit stack (no recursion on untrusted input)."""
+    # Fast path: a document of n elements is at most n deep, so when n is within both bounds neither
+    # can be broken. lxml counts in C; only a larger document is walked (the walk decides which error).
+    limit = min(max_depth, max_elements)
+    small = 0
+    for small, _ in enumerate(root.iter(tag=etree.Element), 1):
+        if small > limit:
+            break
+    if small <= limit:
+        return
     count = 0
     stack: list[tuple[etree._Element, int]] = [(root, 1)]
     while stack:

@@ -155,3 +155,21 @@ def test_watcher_body_only_for_active_or_authorized_fetch():
     versioned = PresenceEvent("dialog", "application/dialog-info+xml",
                               aux_body_processing=lambda sub, body: body + b" v%d" % sub.version)
     assert watcher_body(versioned, active, b"d") == b"d v0"
+
+
+def test_body_cache_rebuilds_on_any_change_and_is_bounded():
+    from routescript.modules.presence.notify import BodyCache
+
+    cache = BodyCache(max_entries=2)
+    table = published(b"<one/>", b"<two/>")
+    pubs = table.publications("sip:a@h", "presence")
+    assert cache.body(AGG, "sip:a@h", pubs) == b"<one/>|<two/>"
+    assert cache.body(AGG, "sip:a@h", list(reversed(pubs))) == b"<one/>|<two/>" and cache.hits == 1
+    assert cache.body(AGG, "sip:a@h", pubs[:1]) == b"<one/>"                    # one removed
+    changed = [pubs[0], type(pubs[1])(**{**{f: getattr(pubs[1], f) for f in pubs[1].__slots__},
+                                         "body": b"<TWO/>"})]
+    assert cache.body(AGG, "sip:a@h", changed) == b"<one/>|<TWO/>"             # modified body
+    assert cache.body(AGG, "sip:a@h", changed, notify_offline_body=True) == b"<one/>|<TWO/>"
+    assert presentity_body(AGG, "sip:a@h", changed[1:], removed=changed[0], cache=cache) == b"<TWO/>|closed"
+    assert cache.body(AGG, "sip:b@h", []) is None and cache.body(AGG, "sip:c@h", []) is None
+    assert len(cache) == 2                                                      # bounded, oldest out

@@ -302,3 +302,42 @@ async def test_concurrent_publishes_share_a_commit_and_each_is_stored(env):
     assert results == [1] * 8 and [r.status for r in server.replies] == [200] * 8
     assert svc.store.committer.batches == 1 and svc.store.committer.callers == 8
     assert len(await db.query("presentity")) == 8
+
+
+def pidf(basic: str, note: str = "") -> bytes:
+    return (b'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+            b'entity="sip:carol@127.0.0.1"><tuple id="t1"><status><basic>' + basic.encode()
+            + b'</basic></status></tuple>'
+            + (b"<note>" + note.encode() + b"</note>" if note else b"") + b"</presence>")
+
+
+async def test_cached_body_never_outlives_a_modify_expiry_or_removal(env):
+    """The shared body is cached per presentity; after each change every watcher gets the new state."""
+    svc, server, clock, _db = env
+    await svc.handle_publish(Ctx(publish(body=pidf("open", "first")), SRC))
+    etag = server.replies[-1].header("SIP-ETag")
+    await svc.handle_subscribe(Ctx(subscribe(), SRC))
+    await svc.handle_subscribe(Ctx(subscribe(callid="sub-2", user="erin"), SRC))   # served from the cache
+    await settle(svc)
+    assert svc.bodies.hits >= 1
+    assert all(b"first" in m.body for m, _ in server.transactions.sent)
+    for step, (basic, note) in enumerate([("closed", "second"), ("open", "third"), ("open", "fourth")]):
+        n = len(server.transactions.sent)
+        await svc.handle_publish(Ctx(publish(cseq=2 + step, etag=etag, body=pidf(basic, note)), SRC))
+        etag = server.replies[-1].header("SIP-ETag")
+        await settle(svc)
+        sent = [m for m, _ in server.transactions.sent[n:]]
+        state = f"<basic>{basic}</basic>".encode()
+        assert len(sent) == 2 + step and all(state in m.body and note.encode() in m.body for m in sent)
+        # a new watcher (body from the cache) sees the same, never an older note
+        await svc.handle_subscribe(Ctx(subscribe(callid=f"late-{step}", user=f"late{step}"), SRC))
+        await settle(svc)
+        late = server.transactions.sent[-1][0]
+        assert note.encode() in late.body and b"first" not in late.body
+    # expiry: the publication is gone, so a new watcher gets no stale state
+    clock.now += 700
+    await svc.clean()
+    await settle(svc)
+    await svc.handle_subscribe(Ctx(subscribe(callid="after-expiry", user="zed"), SRC))
+    await settle(svc)
+    assert b"fourth" not in server.transactions.sent[-1][0].body

@@ -215,3 +215,19 @@ def test_moved_sets_reasons(table):
     assert sub.moved(SubEvent.CONFIRM).reason is None
     assert sub.moved(SubEvent.BLOCK).moved(SubEvent.EXPIRE).reason == "rejected"
     assert dataclasses.replace(sub, status=SubState.PENDING).moved(SubEvent.ALLOW).status is SubState.ACTIVE
+
+
+def test_notified_equals_replace_field_by_field():
+    """Subscription.notified builds the record directly; it must stay what dataclasses.replace gives,
+    including for any field added later (a new field left out shows here)."""
+    from routescript.modules.presence.subscription import Subscription
+
+    sub = Subscription("sip:a@h", "presence", "a", "h", "w", "x", "cid", "tt", "ft", "sip:w@x", 99.0,
+                       SubState.ACTIVE, None, "id7", 4, 3, ("<sip:p;lr>",), 5, "udp:1.2.3.4:5060",
+                       "sip:me", "ua", INSERTDB_FLAG, object(), True)
+    after = sub.notified(SubState.TERMINATED, "timeout", UPDATEDB_FLAG)
+    expected = dataclasses.replace(sub, local_cseq=5, version=6, status=SubState.TERMINATED, reason="timeout",
+                                   db_flag=UPDATEDB_FLAG)
+    for f in dataclasses.fields(sub):
+        assert getattr(after, f.name) is getattr(expected, f.name) or \
+            getattr(after, f.name) == getattr(expected, f.name), f.name

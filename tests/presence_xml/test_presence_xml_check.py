@@ -315,3 +315,17 @@ def test_xmlish_fragments_raise_only_body_error(parts: list[bytes]) -> None:
             reader(data)
         except BodyError:
             pass
+
+
+def test_reused_parser_stays_safe_after_a_refusal():
+    """The per-thread parser is reused: a refused document leaves nothing behind for the next one."""
+    bad = [b"<a>", b'<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>', b"<a>" * 40 + b"</a>" * 40]
+    for _ in range(2):
+        for body in bad:
+            with pytest.raises(BodyError):
+                parse_xml(body)
+        root = parse_xml(b'<presence xmlns="urn:ietf:params:xml:ns:pidf"><tuple id="t"/></presence>')
+        assert root.tag == "{urn:ietf:params:xml:ns:pidf}presence" and len(root) == 1
+    with pytest.raises(BodyError) as err:
+        parse_xml(b"<a>" + b"<b/>" * 33 + b"</a>", max_depth=2, max_elements=30)
+    assert err.value.status == 413
