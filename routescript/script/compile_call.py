@@ -1,0 +1,220 @@
+"""Call code generation: module function calls (argument counts, kinds, fixups of literal arguments,
+route-kind restrictions) and route(x) calls -> Python source text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import ast
+from . import runtime as rt
+from .ast import Pos
+from .compile_expr import _ExprGen, _Failed
+from .context import REQUEST_ROUTE
+from .grammar import ROUTE_KEYWORD, route_label
+from .parse_tree import parse_int
+from .registry import ArgSpec, FunctionSpec, PVarRef
+
+
+class _CallGen(_ExprGen):
+    def route_call(self, c: ast.RouteCall) -> str:
+        key = (REQUEST_ROUTE, c.name)
+        args = [self.value(a) if a is not None else "None" for a in c.args]
+        if key not in self.defs:
+            self.error(c.pos, f"route({c.name}): there is no route[{c.name}]")
+            raise _Failed
+        arg_code = f"({', '.join(args)},)" if args else "None"
+        return f"(await _rt.call_route(ctx, {self.fn_names[key]}, {arg_code}))"
+
+    def call(self, c: ast.Call) -> str:
+        # Arguments are checked even when the function is unknown, to report everything at once.
+        if self.registry is None:
+            for a in c.args:
+                if a is not None and not isinstance(a, ast.Ident):
+                    try:
+                        self.value(a)
+                    except _Failed:
+                        pass
+            return "None"
+        spec = self.registry.functions.get(c.name)
+        if spec is None:
+            self.error(c.pos, f"unknown function {c.name}()" + self._hint(c.name))
+            raise _Failed
+        self._check_route_kind(c, spec)
+        n = len(c.args)
+        if n > spec.max_args:
+            most = "no" if spec.max_args == 0 else f"at most {spec.max_args}"
+            self.error(c.pos, f"{c.name}() takes {most} argument{'s' if spec.max_args != 1 else ''} "
+                              f"({n} given)")
+            raise _Failed
+        if n < spec.min_args:
+            self.error(c.pos, f"{c.name}() needs {'at least ' if spec.max_args > spec.min_args else ''}"
+                              f"{spec.min_args} argument{'s' if spec.min_args != 1 else ''} ({n} given)")
+            raise _Failed
+        codes: list[str] = []
+        converters: list[Any] = []
+        failed = False
+        for i, argspec in enumerate(spec.args):
+            arg = c.args[i] if i < n else None
+            try:
+                code, conv = self.argument(c, i, argspec, arg)
+            except _Failed:
+                failed = True
+                continue
+            codes.append(code)
+            converters.append(conv)
+        if failed:
+            raise _Failed
+        site = rt.CallSite(c.name, spec.impl, c.pos, tuple(converters))
+        name = self.bind(site, "_c")
+        args = "".join(", " + a for a in codes)
+        code = f"(await {name}.acall(ctx{args}))" if spec.is_async else f"{name}(ctx{args})"
+        if spec.guard is not None:
+            predicate = spec.guard(tuple(_literal(a) for a in c.args))
+            if predicate is not None:
+                return f"({code} if {self.bind(predicate, '_g')}() else _rt.skipped_call(ctx))"
+        return code
+
+    def _hint(self, name: str) -> str:
+        import difflib
+        assert self.registry is not None
+        close = difflib.get_close_matches(name, list(self.registry.functions), n=1)
+        return f" (did you mean {close[0]}()?)" if close else " (is its module loaded?)"
+
+    def _check_route_kind(self, c: ast.Call, spec: FunctionSpec) -> None:
+        if spec.routes is None or self._current is None:
+            return
+        key = (self._current.kind, self._current.name)
+        for kind in sorted(self.kinds.get(key, {self._current.kind})):
+            if kind in spec.routes:
+                continue
+            msg = f"{c.name}() cannot be used in {route_label(kind, None)}"
+            if key[0] == REQUEST_ROUTE and key[1] is not None and kind != REQUEST_ROUTE:
+                msg += f" ({route_label(*key)} is called from one)"
+            self.error(c.pos, msg)
+            return
+
+    def argument(self, c: ast.Call, i: int, spec: ArgSpec, arg: Any) -> tuple[str, Any]:
+        """(code of the run-time value, converter or None)."""
+        what = f"argument {i + 1} of {c.name}()"
+        if arg is None:
+            if not spec.optional:
+                self.error(c.pos, f"{what} is required")
+                raise _Failed
+            return "None", None
+        pos = getattr(arg, "pos", c.pos)
+        kind = spec.kind
+        if kind == "pvar":
+            pv = arg
+            if isinstance(arg, ast.StrLit) and len(arg.parts) == 1 and isinstance(arg.parts[0], ast.PVar):
+                pv = arg.parts[0]
+            if not isinstance(pv, ast.PVar):
+                self.error(pos, f"{what} must be a pseudo-variable (like $var(x) or $avp(y))")
+                raise _Failed
+            pspec = self.resolve(pv)
+            assert pspec is not None
+            if pspec.setter is None:
+                self.error(pos, f"{what}: ${pv.name} is read-only, a writable pseudo-variable is needed")
+                raise _Failed
+            index = pv.index if not isinstance(pv.index, ast.PVar) else None
+            ref = PVarRef(pspec, pv.key, index, pv.text)
+            return self._fixed(ref, spec, pos, what), None
+        constant, value = self._constant(arg)
+        if kind == "route":
+            if not constant or value is None:
+                self.error(pos, f"{what} must be a route name")
+                raise _Failed
+            name = str(value)
+            self._check_route_target(name, spec, pos, what)
+            return self._fixed(name, spec, pos, what), None
+        if constant:
+            try:
+                converted = self._convert_literal(kind, value)
+            except ValueError as exc:
+                self.error(pos, f"{what}: {exc}")
+                raise _Failed from None
+            return self._fixed(converted, spec, pos, what), None
+        if kind == "regex":
+            code = self.value(arg)
+            conv = _chain(_regex_conv, spec.fixup)
+            return code, conv
+        code = self.value(arg)
+        base = {"str": rt.to_str, "int": rt.to_int, "any": None}.get(kind)
+        return code, _chain(base, spec.fixup)
+
+    def _fixed(self, value: Any, spec: ArgSpec, pos: Pos, what: str) -> str:
+        if spec.fixup is not None:
+            try:
+                value = spec.fixup(value)
+            except ValueError as exc:
+                self.error(pos, f"{what}: {exc}")
+                raise _Failed from None
+        if (isinstance(value, (int, str)) and not isinstance(value, bool)) or value is None:
+            return repr(value)
+        return self.bind(value, "_a")
+
+    @staticmethod
+    def _constant(arg: Any) -> tuple[bool, Any]:
+        if isinstance(arg, ast.StrLit) and arg.is_constant:
+            return True, arg.value
+        if isinstance(arg, ast.IntLit):
+            return True, arg.value
+        if isinstance(arg, ast.Ident):
+            return True, arg.name
+        if isinstance(arg, ast.NullLit):
+            return True, None
+        return False, None
+
+    @staticmethod
+    def _convert_literal(kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "str":
+            return value if isinstance(value, str) else str(value)
+        if kind == "int":
+            if isinstance(value, int):
+                return value
+            try:
+                return parse_int(str(value))
+            except ValueError:
+                raise ValueError(f"expected a number, got \"{value}\"") from None
+        if kind == "regex":
+            return rt.compile_script_regex(str(value))
+        return value
+
+    def _check_route_target(self, name: str, spec: ArgSpec, pos: Pos, what: str) -> None:
+        # ArgSpec.name may name the route kind the argument refers to ("failure", "onreply", "branch",
+        # "request"...); otherwise any route of that name will do.
+        kinds = [k for k in ROUTE_KEYWORD if spec.name in (k, ROUTE_KEYWORD[k])]
+        if kinds:
+            if (kinds[0], name) not in self.defs:
+                self.error(pos, f"{what}: there is no {route_label(kinds[0], name)}")
+                raise _Failed
+        elif not any(n == name for (_, n) in self.defs):
+            self.error(pos, f"{what}: no route is named '{name}'")
+            raise _Failed
+
+
+def _regex_conv(v: Any) -> Any:
+    rx = rt.dyn_regex(v)
+    if rx is None:
+        raise ValueError(f"bad regular expression \"{v}\"")
+    return rx
+
+
+def _chain(first: Callable[[Any], Any] | None,
+           second: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return lambda v: second(first(v))
+
+
+def _literal(arg: Any) -> Any:
+    """The value of a plain literal argument (a number, a string without pseudo-variables), else None."""
+    if isinstance(arg, ast.IntLit):
+        return arg.value
+    if isinstance(arg, ast.StrLit) and all(isinstance(p, str) for p in arg.parts):
+        return arg.value
+    return None

@@ -1,0 +1,248 @@
+"""Expression code generation: AST expressions, strings, pseudo-variables and transformations -> Python
+source text, and the bookkeeping (namespace bindings, emitted lines, diagnostics) every generator shares.
+
+_ExprGen is the base of the generator (compile_call._CallGen, compile_stmt._StmtGen, compiler._Gen)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ast
+from . import runtime as rt
+from .ast import Pos
+from .diagnostics import Diagnostic, SourceLines
+from .registry import PVarSpec, Registry
+
+
+class _Failed(Exception):
+    """An expression that could not be compiled (already reported)."""
+
+
+_CMP = {"==": "_rt.eq", "!=": "_rt.ne", "<": "_rt.lt", ">": "_rt.gt", "<=": "_rt.le", ">=": "_rt.ge"}
+_MAX_ERRORS = 200
+
+
+class _ExprGen:
+    def __init__(self, script: ast.Script, registry: Registry | None, max_loops: int, asserts: bool) -> None:
+        self.script = script
+        self.registry = registry
+        self.max_loops = max_loops
+        self.asserts = asserts
+        self.errors: list[Diagnostic] = []
+        self.sources = SourceLines()
+        self.ns: dict[str, Any] = {"_rt": rt, "_Exit": rt.ExitScript, "_Drop": rt.DropScript}
+        self.lines: list[str] = []
+        self.line_pos: list[Pos | None] = []
+        self.counter = 0
+        self.defs: dict[tuple[str, str | None], ast.RouteDef] = {}
+        self.fn_names: dict[tuple[str, str | None], str] = {}
+        self.kinds: dict[tuple[str, str | None], set[str]] = {}
+        self._current: ast.RouteDef | None = None
+        self._loop_depth = 0
+        self._pv_cache: dict[tuple[Any, ...], str] = {}
+        for f, text in script.texts.items():
+            self.sources.add(f, text)
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def error(self, pos: Pos, message: str) -> None:
+        if len(self.errors) < _MAX_ERRORS:
+            self.errors.append(self.sources.diag(pos, message))
+
+    def bind(self, obj: Any, prefix: str = "_k") -> str:
+        self.counter += 1
+        name = f"{prefix}{self.counter}"
+        self.ns[name] = obj
+        return name
+
+    def emit(self, indent: int, text: str, pos: Pos | None) -> None:
+        self.lines.append("    " * indent + text)
+        self.line_pos.append(pos)
+
+
+    # -- calls: compiled by compile_call._CallGen (the subclass) ----------------------------------------
+    def call(self, c: ast.Call) -> str:
+        raise NotImplementedError
+
+    def route_call(self, c: ast.RouteCall) -> str:
+        raise NotImplementedError
+
+    # -- expressions -----------------------------------------------------------------------------------
+    def cond(self, e: Any) -> str:
+        """Python expression giving a bool."""
+        if isinstance(e, ast.BinOp):
+            if e.op == "&&":
+                return f"({self.cond(e.left)} and {self.cond(e.right)})"
+            if e.op == "||":
+                return f"({self.cond(e.left)} or {self.cond(e.right)})"
+            if e.op in _CMP or e.op in ("=~", "!~"):
+                return self.value(e)
+        if isinstance(e, ast.UnaryOp) and e.op == "!":
+            return f"(not {self.cond(e.operand)})"
+        if isinstance(e, (ast.Call, ast.RouteCall)):
+            return f"({self.value(e)} > 0)"
+        return f"_rt.truth({self.value(e)})"
+
+    def value(self, e: Any) -> str:
+        """Python expression giving the value (str, int or None)."""
+        if isinstance(e, ast.IntLit):
+            return repr(e.value)
+        if isinstance(e, ast.NullLit):
+            return "None"
+        if isinstance(e, ast.StrLit):
+            return self.string(e)
+        if isinstance(e, ast.Ident):
+            return repr(e.name)
+        if isinstance(e, ast.PVar):
+            return self.pvar_get(e)
+        if isinstance(e, ast.Call):
+            return self.call(e)
+        if isinstance(e, ast.RouteCall):
+            return self.route_call(e)
+        if isinstance(e, ast.UnaryOp):
+            if e.op == "!":
+                return f"(0 if {self.cond(e.operand)} else 1)"
+            return f"_rt.{'neg' if e.op == '-' else 'bit_not'}({self.value(e.operand)})"
+        if isinstance(e, ast.BinOp):
+            if e.op in ("&&", "||"):
+                return f"(1 if {self.cond(e)} else 0)"
+            if e.op in _CMP:
+                return f"{_CMP[e.op]}({self.value(e.left)}, {self.value(e.right)})"
+            if e.op in ("=~", "!~"):
+                rx = self.regex(e.right)
+                m = f"_rt.match({self.value(e.left)}, {rx})"
+                return m if e.op == "=~" else f"(not {m})"
+            if e.op == "+":
+                return f"_rt.add({self.value(e.left)}, {self.value(e.right)})"
+            return f"_rt.arith({e.op!r}, {self.value(e.left)}, {self.value(e.right)})"
+        self.error(getattr(e, "pos", Pos("?", 1, 1)), f"unsupported expression {type(e).__name__}")
+        raise _Failed
+
+    def regex(self, e: Any) -> str:
+        if isinstance(e, ast.StrLit):  # a literal: compiled once, here
+            try:
+                return self.bind(rt.compile_script_regex(e.value), "_x")
+            except ValueError as exc:
+                self.error(e.pos, str(exc))
+                raise _Failed from None
+        return f"_rt.dyn_regex({self.value(e)})"
+
+    def string(self, s: ast.StrLit) -> str:
+        if s.is_constant:
+            return repr(s.value)
+        pieces: list[str] = []
+        for p in s.parts:
+            if isinstance(p, str):
+                pieces.append(repr(p))
+            else:
+                pieces.extend(self._embedded(p))
+        return "''.join((" + ", ".join(pieces) + ",))"
+
+    def _embedded(self, pv: ast.PVar) -> list[str]:
+        """A pseudo-variable inside a string; "$rU.example" with no $rU.example class reads
+        $rU + ".example"."""
+        if self.registry is not None and pv.name not in self.registry.pvars and "." in pv.name \
+                and pv.key is None and pv.index is None and not pv.transforms:
+            head, _, tail = pv.name.partition(".")
+            if head in self.registry.pvars:
+                short = ast.PVar(head, None, None, (), "$" + head, pv.pos, pv.context)
+                return [f"_rt.to_text({self.pvar_get(short)})", repr("." + tail)]
+        return [f"_rt.to_text({self.pvar_get(pv)})"]
+
+    # -- pseudo-variables ----------------------------------------------------------------------------
+    def resolve(self, pv: ast.PVar) -> PVarSpec | None:
+        if not pv.name:
+            raise _Failed  # a syntax error already reported
+        if pv.context is not None:
+            self.error(pv.pos, f"{pv.text}: the <{pv.context}> context is not supported")
+            raise _Failed
+        if self.registry is None:
+            return None
+        spec = self.registry.pvars.get(pv.name)
+        if spec is None:
+            self.error(pv.pos, f"unknown pseudo-variable ${pv.name}")
+            raise _Failed
+        if spec.key == "required" and pv.key is None:
+            self.error(pv.pos, f"${pv.name} needs a name in parentheses: ${pv.name}(...)")
+            raise _Failed
+        if spec.key == "none" and pv.key is not None:
+            self.error(pv.pos, f"${pv.name} takes no name in parentheses (got {pv.text})")
+            raise _Failed
+        if pv.key is not None and spec.check_key is not None:
+            try:
+                spec.check_key(pv.key)
+            except ValueError as exc:
+                self.error(pv.pos, f"{pv.text}: {exc}")
+                raise _Failed from None
+        return spec
+
+    def _index(self, pv: ast.PVar) -> str:
+        if isinstance(pv.index, ast.PVar):
+            return f"_rt.to_int({self.pvar_get(pv.index)})"
+        return repr(pv.index)
+
+    def pvar_get(self, pv: ast.PVar) -> str:
+        spec = self.resolve(pv)
+        index = self._index(pv)
+        if spec is None:
+            code = "None"
+        else:
+            g = self.bind(spec.getter, "_g")
+            code = f"{g}(ctx, {pv.key!r}, {index})"
+        for tr in pv.transforms:
+            site = self.transform(tr)
+            code = f"{site}(ctx, {code})" if site else code
+        return code
+
+    def pvar_set(self, pv: ast.PVar, index: str | None = None) -> str:
+        """A statement template with {value}."""
+        spec = self.resolve(pv)
+        if spec is None:
+            return "pass  # {value}"
+        if spec.setter is None:
+            self.error(pv.pos, f"${pv.name} is read-only: it cannot be assigned")
+            raise _Failed
+        s = self.bind(spec.setter, "_s")
+        idx = index if index is not None else self._index(pv)
+        return f"{s}(ctx, {pv.key!r}, {idx}, {{value}})"
+
+    def transform(self, tr: ast.Transform) -> str | None:
+        for p in tr.params:
+            if isinstance(p, ast.PVar):
+                self.pvar_get(p)  # checked even without a registry
+        if self.registry is None:
+            return None
+        spec = self.registry.transforms.get(tr.name)
+        if spec is None:
+            self.error(tr.pos, f"unknown transformation {{{tr.name}}}")
+            raise _Failed
+        params = list(tr.params)
+        if len(params) > spec.max_params and spec.max_params > 0 and \
+                all(not isinstance(p, ast.PVar) for p in params[spec.max_params - 1:]):
+            # the last parameter may itself hold commas ({s.select,1,,} / a regex): join the rest back
+            tail = ",".join(str(p) for p in params[spec.max_params - 1:])
+            params = params[:spec.max_params - 1] + [tail]
+        if not spec.min_params <= len(params) <= spec.max_params:
+            want = (f"{spec.min_params}" if spec.min_params == spec.max_params
+                    else f"{spec.min_params} to {spec.max_params}")
+            self.error(tr.pos, f"{{{tr.name}}} takes {want} parameter{'s' if spec.max_params != 1 else ''}, "
+                               f"got {len(params)}")
+            raise _Failed
+        dynamic = any(isinstance(p, ast.PVar) for p in params)
+        values: list[Any] = []
+        if dynamic:
+            for p in params:
+                if isinstance(p, ast.PVar):
+                    code = self.pvar_get(p)
+                    values.append(eval(f"lambda ctx: {code}", self.ns))  # noqa: S307 - our generated code
+                else:
+                    values.append(p)
+        else:
+            values = params
+            if spec.fixup is not None:
+                try:
+                    values = list(spec.fixup(tuple(values)))
+                except ValueError as exc:
+                    self.error(tr.pos, f"{{{tr.name}}}: {exc}")
+                    raise _Failed from None
+        site = rt.TransformSite(tr.name, spec.fn, tuple(values), dynamic, spec.fixup, tr.pos)
+        return self.bind(site, "_t")

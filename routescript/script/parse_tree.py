@@ -1,0 +1,441 @@
+"""Parse tree of one file -> typed AST nodes (routescript.script.ast); problems go to the loader's
+diagnostics, include_file/import_file statements come out as _Include markers the loader resolves."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import lark
+from lark import Token
+
+from . import ast
+from .ast import Pos
+from .context import (BRANCH_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
+                      STARTUP_ROUTE, TIMER_ROUTE, ERROR_ROUTE)
+from .grammar import ROUTE_KINDS
+from .pvparse import PVarSyntaxError, parse_pvar, parse_string, unescape
+
+if TYPE_CHECKING:
+    from .parser import _Loader
+
+
+class _Include:
+    __slots__ = ("keyword", "path", "pos")
+
+    def __init__(self, keyword: str, path: str, pos: Pos) -> None:
+        self.keyword, self.path, self.pos = keyword, path, pos
+
+
+
+_INT_RE = re.compile(r"^-?(0[xX][0-9a-fA-F]+|0[bB][01]+|0[0-7]+|[0-9]+)$")
+_BOOLS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+_SOCKET_PARAMS = {"socket", "listen"}
+_ADDR_RE = re.compile(r"^(?:(?P<proto>[A-Za-z][A-Za-z0-9_]*):(?=.*:|\[|[^:]*$))?"
+                      r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[^:]+))?$")
+
+
+def parse_int(text: str) -> int:
+    """OpenSIPS number literals: decimal, 0x hex, 0b binary, leading-zero octal (fifo_mode 0666)."""
+    t = text.strip()
+    neg = t.startswith("-")
+    if neg:
+        t = t[1:]
+    if len(t) > 1 and t[0] == "0" and t[1] in "xX":
+        v = int(t, 16)
+    elif len(t) > 1 and t[0] == "0" and t[1] in "bB":
+        v = int(t, 2)
+    elif len(t) > 1 and t[0] == "0":
+        v = int(t, 8)
+    else:
+        v = int(t, 10)
+    return -v if neg else v
+
+
+def _unquote(tok: Token) -> str:
+    return unescape(str(tok)[1:-1])
+
+
+class _Builder(lark.Transformer):  # type: ignore[type-arg]
+    """Parse tree of one file -> AST nodes; problems go to the loader's diagnostics."""
+
+    def __init__(self, loader: _Loader, filename: str) -> None:
+        super().__init__(visit_tokens=False)
+        self.loader = loader
+        self.file = filename
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _pos(self, meta_or_tok: Any) -> Pos:
+        line = getattr(meta_or_tok, "line", None)
+        col = getattr(meta_or_tok, "column", None)
+        return Pos(self.file, line or 1, col or 1)
+
+    def _tok_pos_at(self, tok: Token) -> Any:
+        line, col = tok.line or 1, tok.column or 1
+        return lambda off: Pos(self.file, line, col + off)
+
+    def _pvar(self, tok: Token) -> ast.PVar:
+        text = str(tok)
+        try:
+            pv, end = parse_pvar(text, 0, self._tok_pos_at(tok))
+            if end != len(text):
+                raise PVarSyntaxError(end, f"unexpected '{text[end:]}' after {text[:end]}")
+            return pv
+        except PVarSyntaxError as exc:
+            self.loader.error(self._tok_pos_at(tok)(exc.offset), f"bad pseudo-variable {text}: {exc.message}")
+            return ast.PVar("", None, None, (), text, self._pos(tok))
+
+    def _string(self, tok: Token) -> ast.StrLit:
+        try:
+            return parse_string(str(tok), self._pos(tok), self._tok_pos_at(tok))
+        except PVarSyntaxError as exc:
+            self.loader.error(self._tok_pos_at(tok)(exc.offset + 1),
+                              f"bad pseudo-variable in string: {exc.message}")
+            value = _unquote(tok)
+            return ast.StrLit(value, (value,), self._pos(tok))
+
+    def _int(self, tok: Token, negative: bool = False) -> int:
+        try:
+            v = parse_int(str(tok))
+        except ValueError:
+            self.loader.error(self._pos(tok), f"bad number '{tok}'")
+            v = 0
+        return -v if negative else v
+
+    def _expand(self, items: list[Any], start: str) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, _Include):
+                out.extend(self.loader.include(item, start, self.file))
+            elif item is not None:
+                out.append(item)
+        return out
+
+    # -- top level ---------------------------------------------------------------------------------
+    def start(self, children: list[Any]) -> list[Any]:
+        return self._expand(children, "start")
+
+    def stmt_list(self, children: list[Any]) -> list[Any]:
+        return self._expand(children, "stmt_list")
+
+    @lark.v_args(meta=True)
+    def include(self, meta: Any, children: list[Any]) -> _Include:
+        kw, path = children
+        return _Include(str(kw), _unquote(path), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def global_param(self, meta: Any, children: list[Any]) -> ast.GlobalParam | None:
+        name_tok, (kind, value_tok), *trailers = children
+        name = str(name_tok)
+        pos = self._pos(meta)
+        quoted = kind == "string"
+        text = _unquote(value_tok) if quoted else str(value_tok)
+        value: ast.GlobalValue
+        is_socket = name in _SOCKET_PARAMS or (not quoted and ":" in text and name != "mpath")
+        if trailers and not is_socket:
+            self.loader.error(self._pos(trailers[0][2]), f"'{trailers[0][0]}' only follows a socket address")
+        if is_socket:
+            sock = self._socket(text, self._pos(value_tok), trailers)
+            value = sock if sock is not None else text
+        elif quoted:
+            value = text
+        elif _INT_RE.match(text):
+            value = self._int(value_tok)
+        elif text.lower() in _BOOLS:
+            value = _BOOLS[text.lower()]
+        else:
+            value = text
+        return ast.GlobalParam(name, value, pos, quoted)
+
+    def _socket(self, text: str, pos: Pos, trailers: list[Any]) -> ast.SocketSpec | None:
+        m = _ADDR_RE.match(text.strip())
+        if not m:
+            self.loader.error(pos, f"bad socket address \"{text}\" (expected proto:host:port)")
+            return None
+        port = None
+        if m.group("port") is not None:
+            try:
+                port = int(m.group("port"))
+                if not 0 <= port <= 65535:
+                    raise ValueError
+            except ValueError:
+                self.loader.error(pos, f"bad port '{m.group('port')}' in \"{text}\"")
+                return None
+        host = m.group("host")
+        if host.startswith("["):
+            host = host[1:-1]
+        advertised = workers = tag = None
+        flags: list[str] = []
+        for kind, arg, tok in trailers:
+            if kind == "as":
+                advertised = arg
+            elif kind == "use_workers":
+                try:
+                    workers = int(arg)
+                except ValueError:
+                    self.loader.error(self._pos(tok), f"use_workers expects a number, got '{arg}'")
+            elif kind == "tag":
+                tag = arg
+            else:
+                flags.append(kind)
+        return ast.SocketSpec(m.group("proto"), host, port, advertised, workers, tag, tuple(flags),
+                              text.strip())
+
+    def gv_string(self, children: list[Token]) -> tuple[str, Token]:
+        return ("string", children[0])
+
+    def gv_word(self, children: list[Token]) -> tuple[str, Token]:
+        return ("word", children[0])
+
+    def tr_as(self, c: list[Token]) -> tuple[str, str, Token]:
+        return ("as", str(c[0]), c[0])
+
+    def tr_workers(self, c: list[Token]) -> tuple[str, str, Token]:
+        return ("use_workers", str(c[0]), c[0])
+
+    def tr_tag(self, c: list[Token]) -> tuple[str, str, Token]:
+        return ("tag", str(c[0]), c[0])
+
+    @lark.v_args(meta=True)
+    def tr_anycast(self, meta: Any, c: list[Any]) -> tuple[str, str, Any]:
+        return ("anycast", "", meta)
+
+    @lark.v_args(meta=True)
+    def tr_reuse_port(self, meta: Any, c: list[Any]) -> tuple[str, str, Any]:
+        return ("reuse_port", "", meta)
+
+    @lark.v_args(meta=True)
+    def tr_frag(self, meta: Any, c: list[Any]) -> tuple[str, str, Any]:
+        return ("frag", "", meta)
+
+    @lark.v_args(meta=True)
+    def loadmodule(self, meta: Any, children: list[Token]) -> ast.LoadModule:
+        return ast.LoadModule(_unquote(children[0]), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def modparam(self, meta: Any, children: list[Any]) -> ast.ModParam:
+        mod, param, value = children
+        return ast.ModParam(_unquote(mod), _unquote(param), value, self._pos(meta))
+
+    def mv_string(self, c: list[Token]) -> str:
+        return _unquote(c[0])
+
+    def mv_int(self, c: list[Token]) -> int:
+        return self._int(c[0])
+
+    def mv_neg_int(self, c: list[Token]) -> int:
+        return self._int(c[0], negative=True)
+
+    def mv_bool(self, c: list[Token]) -> int:
+        return 1 if str(c[0]) in ("yes", "true", "on", "enable") else 0
+
+    # -- routes ------------------------------------------------------------------------------------
+    def route_kw(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def include_kw(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def rname(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def route_label(self, c: list[Token]) -> list[Token]:
+        return c
+
+    @lark.v_args(meta=True)
+    def route_def(self, meta: Any, children: list[Any]) -> ast.RouteDef | None:
+        kw, label, body = children
+        kind = ROUTE_KINDS[str(kw)]
+        pos = self._pos(meta)
+        label = label or []
+        words = [(_unquote(t) if t.type == "STRING" else str(t), t) for t in label]
+        name: str | None = words[0][0] if words else None
+        params: list[int | str] = []
+        kw_s = str(kw)
+        if kind in (REQUEST_ROUTE, ONREPLY_ROUTE) and name in ("0", "main") and kind == REQUEST_ROUTE:
+            name = None
+        if kind == ONREPLY_ROUTE and name == "0":
+            name = None
+        if kind in (FAILURE_ROUTE, BRANCH_ROUTE, EVENT_ROUTE, TIMER_ROUTE) and name is None:
+            interval = " with an interval: timer_route[name, 60]" if kind == TIMER_ROUTE else ""
+            self.loader.error(pos, f"{kw_s} needs a name: {kw_s}[name]{interval}")
+            return None
+        if kind in (STARTUP_ROUTE, LOCAL_ROUTE, ERROR_ROUTE) and name is not None:
+            self.loader.error(self._pos(label[0]), f"{kw_s} takes no name")
+            return None
+        rest = words[1:]
+        if kind == TIMER_ROUTE:
+            if len(rest) != 1 or not _INT_RE.match(rest[0][0]):
+                self.loader.error(pos, f"timer_route[{name}, ...] needs the interval in seconds: "
+                                       f"timer_route[{name}, 60]")
+                return None
+            params.append(self._int(rest[0][1]))
+        elif kind == EVENT_ROUTE:
+            for word, tok in rest:
+                if word not in ("sync", "async"):
+                    self.loader.error(self._pos(tok), f"event_route[{name}, ...]: expected 'sync' or "
+                                                      f"'async', got '{word}'")
+                else:
+                    params.append(word)
+        elif rest:
+            self.loader.error(self._pos(rest[0][1]), f"{kw_s}[{name}] takes only a name")
+        return ast.RouteDef(kind, name, tuple(params), body, pos)
+
+    # -- statements --------------------------------------------------------------------------------
+    @lark.v_args(meta=True)
+    def block(self, meta: Any, children: list[Any]) -> ast.Block:
+        return ast.Block(tuple(self._expand(children, "stmt_list")), self._pos(meta))
+
+    def empty(self, children: list[Any]) -> None:
+        return None
+
+    def _body(self, stmt: Any, meta: Any) -> Any:
+        return stmt if stmt is not None else ast.Block((), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def if_stmt(self, meta: Any, c: list[Any]) -> ast.If:
+        cond, then, orelse = c
+        return ast.If(cond, self._body(then, meta), orelse, self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def while_stmt(self, meta: Any, c: list[Any]) -> ast.While:
+        return ast.While(c[0], self._body(c[1], meta), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def for_stmt(self, meta: Any, c: list[Any]) -> ast.ForEach:
+        return ast.ForEach(self._pvar(c[0]), self._pvar(c[1]), self._body(c[2], meta), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def switch_stmt(self, meta: Any, c: list[Any]) -> ast.Switch:
+        return ast.Switch(c[0], tuple(c[1:]), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def case(self, meta: Any, c: list[Any]) -> ast.Case:
+        return ast.Case(c[0], tuple(self._expand(c[1:], "stmt_list")), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def default(self, meta: Any, c: list[Any]) -> ast.Case:
+        return ast.Case(None, tuple(self._expand(c, "stmt_list")), self._pos(meta), is_default=True)
+
+    def cv_string(self, c: list[Token]) -> str:
+        return _unquote(c[0])
+
+    def cv_int(self, c: list[Token]) -> int:
+        return self._int(c[0])
+
+    def cv_neg_int(self, c: list[Token]) -> int:
+        return self._int(c[0], negative=True)
+
+    @lark.v_args(meta=True)
+    def assign(self, meta: Any, c: list[Any]) -> ast.Assign:
+        return ast.Assign(self._pvar(c[0]), str(c[1]), c[2], self._pos(meta))
+
+    def assign_op(self, c: list[Token]) -> Token:
+        return c[0]
+
+    @lark.v_args(meta=True)
+    def call(self, meta: Any, c: list[Any]) -> ast.Call:
+        name, args = c
+        return ast.Call(str(name), args, self._pos(meta))
+
+    def arglist(self, c: list[Any]) -> tuple[Any, ...]:
+        if len(c) == 1 and c[0] is None:
+            return ()
+        return tuple(c)
+
+    def empty_arg(self, c: list[Any]) -> None:
+        return None
+
+    @lark.v_args(meta=True)
+    def ident_arg(self, meta: Any, c: list[Token]) -> ast.Ident:
+        return ast.Ident(str(c[0]), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def route_call(self, meta: Any, c: list[Any]) -> ast.RouteCall:
+        name = _unquote(c[0]) if c[0].type == "STRING" else str(c[0])
+        return ast.RouteCall(name, tuple(c[1:]), self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def return_stmt(self, meta: Any, c: list[Any]) -> ast.Return:
+        return ast.Return(c[0] if c else None, self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def exit_stmt(self, meta: Any, c: list[Any]) -> ast.Exit:
+        return ast.Exit(self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def drop_stmt(self, meta: Any, c: list[Any]) -> ast.Drop:
+        return ast.Drop(self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def break_stmt(self, meta: Any, c: list[Any]) -> ast.Break:
+        return ast.Break(self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def async_stmt(self, meta: Any, c: list[Any]) -> ast.Async:
+        route = _unquote(c[1]) if c[1].type == "STRING" else str(c[1])
+        return ast.Async(c[0], route, self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def launch_stmt(self, meta: Any, c: list[Any]) -> ast.Launch:
+        routes = tuple(_unquote(t) if t.type == "STRING" else str(t) for t in c[1:])
+        return ast.Launch(c[0], routes, self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def assert_stmt(self, meta: Any, c: list[Any]) -> ast.Assert:
+        return ast.Assert(c[0], _unquote(c[1]), self._pos(meta))
+
+    # -- expressions -------------------------------------------------------------------------------
+    def pvar(self, c: list[Token]) -> ast.PVar:
+        return self._pvar(c[0])
+
+    def string(self, c: list[Token]) -> ast.StrLit:
+        return self._string(c[0])
+
+    def int(self, c: list[Token]) -> ast.IntLit:
+        return ast.IntLit(self._int(c[0]), self._pos(c[0]))
+
+    @lark.v_args(meta=True)
+    def null(self, meta: Any, c: list[Any]) -> ast.NullLit:
+        return ast.NullLit(self._pos(meta))
+
+    def _bin(op: str) -> Any:  # type: ignore[misc]  # noqa: N805 - runs in the class body: makes methods
+        @lark.v_args(meta=True)
+        def make(self: _Builder, meta: Any, c: list[Any]) -> ast.BinOp:
+            return ast.BinOp(op, c[0], c[-1], self._pos(meta))
+        return make
+
+    or_op = _bin("||")
+    and_op = _bin("&&")
+    bit_or = _bin("|")
+    bit_xor = _bin("^")
+    bit_and = _bin("&")
+    lshift = _bin("<<")
+    rshift = _bin(">>")
+    add = _bin("+")
+    sub = _bin("-")
+    mul = _bin("*")
+    div = _bin("/")
+    mod = _bin("%")
+
+    @lark.v_args(meta=True)
+    def compare(self, meta: Any, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(str(c[1]), c[0], c[2], self._pos(meta))
+
+    def cmp_op(self, c: list[Token]) -> Token:
+        return c[0]
+
+    @lark.v_args(meta=True)
+    def not_op(self, meta: Any, c: list[Any]) -> ast.UnaryOp:
+        return ast.UnaryOp("!", c[-1], self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def bit_not(self, meta: Any, c: list[Any]) -> ast.UnaryOp:
+        return ast.UnaryOp("~", c[-1], self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def neg(self, meta: Any, c: list[Any]) -> Any:
+        operand = c[-1]
+        if isinstance(operand, ast.IntLit):  # -1 is a literal, not an operation
+            return ast.IntLit(-operand.value, self._pos(meta))
+        return ast.UnaryOp("-", operand, self._pos(meta))

@@ -1,0 +1,105 @@
+"""Pseudo-variables of the message's surroundings: transport ($si $sp $Ri $Rp $pr), the error that
+reached error_route ($err.*), the transaction's reply code ($T_reply_code) and time ($Ts $Tsm $Tf $time)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+from .context import MsgContext
+from .registry import PVarSpec
+
+from .pv_common import Clock
+
+
+# ---------------------------------------------------------------------------------------------------
+# network: $si $sp $Ri $Rp $pr/$proto
+
+def get_src_ip(ctx: MsgContext, key: Any, index: Any) -> str | None:
+    return None if ctx.source is None else ctx.source.remote_host
+
+
+def get_src_port(ctx: MsgContext, key: Any, index: Any) -> int | None:
+    return None if ctx.source is None else ctx.source.remote_port
+
+
+def get_rcv_ip(ctx: MsgContext, key: Any, index: Any) -> str | None:
+    return None if ctx.source is None or ctx.source.socket is None else ctx.source.socket.host
+
+
+def get_rcv_port(ctx: MsgContext, key: Any, index: Any) -> int | None:
+    return None if ctx.source is None or ctx.source.socket is None else ctx.source.socket.port
+
+
+def get_proto(ctx: MsgContext, key: Any, index: Any) -> str | None:
+    """$pr/$proto: "udp", "tcp"... (OpenSIPS prints the protocol module's lower-case name)."""
+    return None if ctx.source is None else str(ctx.source.proto).lower()
+
+
+# OpenSIPS errinfo.h: class 1 = parse error; level 2 = medium severity.
+_ERR_CLASS_PARSER = 1
+_ERR_LEVEL_MEDIUM = 2
+
+
+def _err_attr(attr: str) -> Callable[[MsgContext, Any, Any], Any]:
+    def getter(ctx: MsgContext, key: Any, index: Any) -> Any:
+        err = ctx.error
+        if err is None:
+            return None
+        reason = getattr(err, "reason", None) or str(err)
+        if attr == "class":
+            return _ERR_CLASS_PARSER
+        if attr == "level":
+            return _ERR_LEVEL_MEDIUM
+        if attr == "info":
+            return f"error parsing message: {reason}"
+        if attr == "rcode":
+            return int(getattr(err, "status", 400))
+        if attr == "rreason":
+            return reason
+        raise AssertionError(attr)
+
+    return getter
+
+
+def get_reply_code(ctx: MsgContext, key: Any, index: Any) -> int | None:
+    """$T_reply_code: the winning reply code in failure/onreply routes (the reply's own status in an
+    onreply route when the transaction layer did not set one)."""
+    if ctx.reply_code is not None:
+        return ctx.reply_code
+    msg = ctx.msg
+    return None if msg is None or msg.is_request else msg.status
+
+
+# ---------------------------------------------------------------------------------------------------
+# time: $Ts $Tsm $Tf $time(format)
+
+def _time_pvars(clock: Clock) -> list[PVarSpec]:
+    def get_ts(ctx: MsgContext, key: Any, index: Any) -> int:
+        return int(clock())
+
+    def get_tsm(ctx: MsgContext, key: Any, index: Any) -> int:
+        return round((clock() % 1) * 1_000_000) % 1_000_000
+
+    def get_tf(ctx: MsgContext, key: Any, index: Any) -> str:
+        return time.ctime(int(clock()))
+
+    def get_time(ctx: MsgContext, key: str | None, index: Any) -> str:
+        return time.strftime(key or "", time.localtime(int(clock())))
+
+    def check_format(key: str) -> None:
+        if not key:
+            raise ValueError("$time() needs a strftime format")
+        try:
+            time.strftime(key, time.localtime(0))
+        except ValueError as exc:
+            raise ValueError(f"bad $time format {key!r}: {exc}") from None
+
+    return [
+        PVarSpec("Ts", get_ts),
+        PVarSpec("Tsm", get_tsm),
+        PVarSpec("Tf", get_tf),
+        PVarSpec("time", get_time, key="required", check_key=check_format),
+    ]
