@@ -1,0 +1,101 @@
+"""What every part of the presence service shares: its state, the request helpers (Event header,
+reply, per-presentity lock) and the error replies a request or the database can end in."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .events import EventRegistry, PresenceEvent
+from .locks import KeyedLocks
+from .notify import BodyCache
+from .presentity import PresentityTable
+from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
+from .settings import PresenceSettings
+from .storage import PresenceStore
+from .subscription import Subscription, SubsTable
+
+REASON_BAD_REQUEST = "Bad request"
+REASON_BAD_EVENT = "Bad Event"
+REASON_SERVER_ERROR = "Server Internal Error"
+REASON_UNAVAILABLE = "Service Unavailable"
+# Retry-After of a 503 while the database is unreachable: the PostgreSQL pool retries after 0.5 s,
+# doubling up to 30 s; a few seconds keeps phones from hammering a server that is reconnecting.
+DB_RETRY_AFTER = 5
+# A subscription taken over from another node continues its CSeq (and body version) this far above the
+# stored one: its former owner may have sent NOTIFYs whose numbers it had not written yet (at most the
+# ones queued for the dialog, NotifySender's bound). RFC 3261 12.2.1.1 asks CSeq to grow, not to be
+# consecutive; a NOTIFY with a CSeq the watcher saw already would be refused (500) or taken as old.
+TAKEOVER_CSEQ_GAP = MAX_QUEUED_PER_DIALOG
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+def _taken_over(sub: Subscription) -> Subscription:
+    """A subscription this node takes over from another: CSeq and version go on above what its former
+    owner may have sent without storing it (TAKEOVER_CSEQ_GAP)."""
+    return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
+                   version=sub.version + TAKEOVER_CSEQ_GAP)
+
+
+def _db_failure(exc: BaseException) -> _BadRequest:
+    """The reply to a request the database could not serve: 503 + Retry-After while it is unreachable
+    (routescript.db DatabaseError.transient: the pool reconnects by itself), 500 for anything else."""
+    if getattr(exc, "transient", False):
+        return _BadRequest(503, REASON_UNAVAILABLE, (("Retry-After", str(DB_RETRY_AFTER)),))
+    return _BadRequest(500, REASON_SERVER_ERROR)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _same_uri(a: str, b: str) -> bool:
+    """Sender vs Contact comparison (OpenSIPS compares the URIs' text; we ignore case of scheme/host
+    and the <> a Contact may carry)."""
+    norm = [u.strip().strip("<>").lower() for u in (a, b)]
+    return norm[0] == norm[1]
+
+
+class ServiceBase:
+    """The presence service's state (set by PresenceService.__init__) and its request helpers."""
+
+    server: Any
+    events: EventRegistry
+    settings: PresenceSettings
+    store: PresenceStore | None
+    clock: Callable[[], float]
+    presentities: PresentityTable
+    subscriptions: SubsTable
+    sender: NotifySender
+    _locks: KeyedLocks
+    bodies: BodyCache
+    cluster: Any
+    _notified: dict[tuple[str, str], int]
+    _missed_while_fenced: bool
+
+    def _event_of(self, msg: Any) -> PresenceEvent:
+        from routescript.sip import ParseError
+
+        try:
+            ev = msg.event
+        except ParseError as exc:
+            raise _BadRequest(400, REASON_BAD_REQUEST) from exc
+        event = self.events.search_event(ev.name, ev.params) if ev is not None else None
+        if event is None:
+            raise _BadRequest(489, REASON_BAD_EVENT, (("Allow-Events", self.events.get_event_list()),))
+        return event
+
+    def _reply(self, ctx: Any, status: int, reason: str, headers: Any = ()) -> None:
+        self.server.reply(ctx, status, reason, headers=tuple(headers))
+
+    def _lock(self, pres_uri: str) -> Any:
+        """Serialises the handling of one presentity (its PUBLISHes, SUBSCRIBEs, NOTIFY bodies)."""
+        return self._locks.hold(pres_uri)
+

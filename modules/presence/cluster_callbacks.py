@@ -1,0 +1,139 @@
+"""What the ClusterNode calls the service for (docs/cluster.md): another node's change, adopted
+subscriptions, rejoin and resync after lost announcements, ownership lost or a dialog moved."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .base import _BadRequest, _taken_over
+from .dispatch import NotifyDispatch
+from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
+from .notify import presentity_body
+from .storage import subscription_from_row
+from .subscription import SubState, Subscription
+
+log = logging.getLogger("routescript.presence")
+
+
+class ClusterCallbacks(NotifyDispatch):
+    """cluster_* callbacks of the presence service."""
+
+    async def cluster_presentity_changed(self, pres_uri: str, event_name: str) -> None:
+        """Another node stored a change of (pres_uri, event): our watchers of it get the new state."""
+        event = self.events.contains_event(event_name)
+        if event is None or not self.subscriptions.watchers(pres_uri, event.name):
+            return   # nobody here to tell (the next lookup reads the database anyway: fallback2db)
+        async with self._lock(pres_uri):
+            await self.notify_presentity(pres_uri, event)
+        await self.sync_db()   # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions
+
+    async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
+        """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current
+        state at once - its watcher may have missed changes while its owner was dead - and CSeq goes on
+        from the row's local_cseq. Expired ones are ended by our next clean_period run."""
+        now = self.clock()
+        adopted: list[tuple[Subscription, PresenceEvent]] = []
+        for row in rows:
+            event = self.events.contains_event(row["event"])
+            if event is None:
+                log.warning("adopted subscription %s for unknown event %r ignored", row.get("callid"),
+                            row["event"])
+                continue
+            sub = _taken_over(subscription_from_row(row))
+            self.subscriptions.load(sub)
+            if sub.expires_at + self.settings.expires_offset > now and sub.status is not SubState.TERMINATED:
+                adopted.append((sub, event))
+        for sub, event in adopted:
+            async with self._lock(sub.pres_uri):
+                live = self.subscriptions.get(sub.key)
+                if live is not None:
+                    await self._notify_one(live, event, with_body=live.status is SubState.ACTIVE
+                                           or event.type == WINFO_TYPE)
+        log.info("cluster: %d subscriptions adopted (%d live, notified)", len(rows), len(adopted))
+        await self.sync_db()
+
+    async def cluster_rejoin(self) -> int:
+        """At start, clustered: while this node was down, changes were announced to nobody here. Its
+        subscriptions (just loaded) carry no trace of the state their watchers were last sent, so -
+        choice - each presentity they follow is notified once with the current state (RFC 6665 allows
+        a NOTIFY at any time). Returns how many NOTIFYs were queued."""
+        sent = 0
+        for pres_uri, name in self.subscriptions.presentities():
+            event = self.events.contains_event(name)
+            if event is None or event.type != PUBL_TYPE:
+                continue
+            async with self._lock(pres_uri):
+                sent += await self.notify_presentity(pres_uri, event)
+        if sent:
+            log.info("cluster: rejoined; %d watchers sent the current state", sent)
+            await self.sync_db()
+        return sent
+
+    async def cluster_resync(self, *, retries: int = 6, first_delay: float = 0.5) -> None:
+        """Announcements may have been lost (our LISTEN connection was down): every presentity our
+        watchers follow is read again, and its watchers hear about it when its state is not the one
+        they were last sent. The pool may still be waiting to reconnect when the LISTEN connection is
+        back: the reads are retried (`retries` times, the delay doubling), then left to clean_period."""
+        delay = first_delay
+        for _ in range(retries):
+            if await self._resync_once():
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
+        log.warning("cluster: resync postponed to the next clean_period run: the database is not back")
+        self._missed_while_fenced = True
+
+    async def _resync_once(self) -> bool:
+        pairs = self.subscriptions.presentities()
+        for key in [k for k in self._notified if k not in set(pairs)]:
+            del self._notified[key]
+        changed = 0
+        for pres_uri, name in pairs:
+            event = self.events.contains_event(name)
+            if event is None or event.type != PUBL_TYPE:
+                continue
+            async with self._lock(pres_uri):
+                before = self._notified.get((pres_uri, name))
+                if before is None:
+                    before = hash(self._state_body(pres_uri, event))
+                try:
+                    await self._fallback_publications(pres_uri, event, strict=True)
+                except _BadRequest:
+                    return False
+                if hash(self._state_body(pres_uri, event)) != before:
+                    changed += 1
+                    await self.notify_presentity(pres_uri, event)
+        log.info("cluster: resync: %d of %d presentities changed", changed, len(pairs))
+        if changed:
+            await self.sync_db()
+        return True
+
+    def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
+        return presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
+                               notify_offline_body=self.settings.notify_offline_body,
+                               cache=self.bodies)
+
+    async def cluster_ownership_lost(self) -> None:
+        """We were cut off long enough for another node to adopt our subscriptions: forget them all
+        (no NOTIFY: their new owner has them) and load back only the rows still tagged with us."""
+        n = self.subscriptions.forget_all()
+        self._notified.clear()
+        kept = 0
+        if self.store is not None:
+            try:
+                rows = await self.store.own_subscription_rows()
+            except Exception as exc:  # noqa: BLE001 - nothing reloaded; the database resync fixes it
+                log.error("cluster: reloading our subscriptions failed: %s", exc)
+                rows = []
+            for row in rows:
+                if self.events.contains_event(row["event"]) is not None:
+                    self.subscriptions.load(subscription_from_row(row))
+                    kept += 1
+        log.warning("cluster: %d subscriptions were taken over by another node; %d kept", n, kept)
+
+    def cluster_subscription_moved(self, key: tuple[str, str, str]) -> None:
+        """Another node took this dialog over (an in-dialog request reached it): forget it, silently."""
+        if self.subscriptions.forget(key) is not None:
+            log.info("subscription %s moved to another node", key[0])

@@ -1,0 +1,116 @@
+"""Presence state and the database: load at start, db_update_period flush (sync_db), and the
+fallback2db lookups that find what another server stored (publications, a dialog, watchers)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .base import ServiceBase, _db_failure, _taken_over
+from .events import PUBL_TYPE, PresenceEvent
+from .storage import publication_from_row, subscription_from_row
+
+log = logging.getLogger("routescript.presence")
+
+
+class Persistence(ServiceBase):
+    """sync_db / load, and the fallback2db reads (OpenSIPS fallback2db)."""
+
+    async def sync_db(self) -> None:
+        """db_update_period: flush subscription changes; on failure they are kept for the next time."""
+        if self.store is None:
+            return
+        inserts, updates, deletes = self.subscriptions.take_db_changes()
+        try:
+            lost = await self.store.sync_subscriptions(inserts, updates, deletes)
+        except Exception as exc:  # noqa: BLE001 - changes kept for the next sync
+            log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
+                      len(inserts) + len(updates) + len(deletes), exc)
+            self.subscriptions.restore_db_changes(inserts, updates, deletes)
+            return
+        for sub in lost or ():
+            # Clustered: the row carries another node's tag now (taken over); it sends the NOTIFYs.
+            if self.subscriptions.forget(sub.key) is not None:
+                log.info("subscription %s to %s is no longer ours (taken over); forgotten", sub.callid,
+                         sub.pres_uri)
+
+    async def load(self) -> tuple[int, int]:
+        """At start: every live publication and subscription back from the database."""
+        if self.store is None:
+            return 0, 0
+        now = self.clock()
+        npub = nsub = 0
+        for row in await self.store.live_publications(now - self.settings.expires_offset):
+            event = self.events.contains_event(row["event"])
+            if event is None:
+                log.warning("stored publication for unknown event %r ignored", row["event"])
+                continue
+            self.presentities.load(publication_from_row(row, event.content_type))
+            npub += 1
+        for row in await self.store.live_subscriptions(now - self.settings.expires_offset):
+            if self.events.contains_event(row["event"]) is None:
+                continue
+            self.subscriptions.load(subscription_from_row(row))
+            nsub += 1
+        return npub, nsub
+
+    # ------------------------------------------------------------------ fallback2db
+    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
+                                     strict: bool = False) -> None:
+        """fallback2db: publications another server stored for this presentity join the table
+        (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
+        _BadRequest to answer (503/500) instead of going on with what memory holds."""
+        if not (self.settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
+            return
+        try:
+            rows = await self.store.find_publications(pres_uri, event.name,
+                                                      self.clock() - self.settings.expires_offset)
+        except Exception as exc:
+            log.error("fallback2db: reading publications of %s failed: %s", pres_uri, exc)
+            if strict:
+                raise _db_failure(exc) from exc
+            return
+        self.presentities.replace_presentity(pres_uri, event.name,
+                                             [publication_from_row(r, event.content_type) for r in rows])
+
+    async def _fallback_dialog(self, msg: Any) -> None:
+        """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in
+        the database (another server created it) before it is answered 481."""
+        if not (self.settings.fallback2db and self.store is not None):
+            return
+        from routescript.sip import ParseError
+
+        try:
+            key = (msg.call_id, msg.to.tag or "", msg.from_.tag or "")
+        except ParseError:
+            return  # answered 400 by _subscribe_facts
+        if (not key[1] or self.subscriptions.get(key) is not None
+                or self.subscriptions.deleted_since_sync(key)):
+            return
+        try:
+            if self.cluster is not None:
+                # Another node owns the dialog: it becomes ours, and its former owner forgets it.
+                row = await self.cluster.claim_subscription(*key)
+            else:
+                row = await self.store.find_subscription(*key)
+        except Exception as exc:
+            log.error("fallback2db: reading subscription %s failed: %s", key[0], exc)
+            raise _db_failure(exc) from exc
+        if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
+            sub = subscription_from_row(row)
+            self.subscriptions.load(_taken_over(sub) if self.cluster is not None else sub)
+
+    async def _fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
+        """fallback2db: subscriptions another server made to this presentity are notified too."""
+        if not (self.settings.fallback2db and self.store is not None):
+            return
+        try:
+            rows = await self.store.find_subscriptions(pres_uri, event.name,
+                                                       self.clock() - self.settings.expires_offset)
+        except Exception as exc:  # noqa: BLE001 - fallback2db is best effort: local watchers notified
+            log.error("fallback2db: reading watchers of %s failed: %s", pres_uri, exc)
+            return
+        for row in rows:
+            sub = subscription_from_row(row)
+            if self.subscriptions.get(sub.key) is None and not self.subscriptions.deleted_since_sync(sub.key):
+                self.subscriptions.load(sub)

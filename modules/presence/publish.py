@@ -1,0 +1,111 @@
+"""PUBLISH handling (RFC 3903): the request read, the publication stored and committed, the
+reply with SIP-ETag, E_PRESENCE_PUBLISH raised, and the watchers notified."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .authorization import WatcherAuthorization
+from .base import REASON_BAD_REQUEST, _BadRequest, _db_failure
+from .events import PresenceEvent
+from .presentity import PublishAction, PublishDecision, PublishFacts
+from .storage import join_pres_uri, split_pres_uri
+
+log = logging.getLogger("routescript.presence")
+
+
+class PublishHandler(WatcherAuthorization):
+    """handle_publish."""
+
+    async def handle_publish(self, ctx: Any, sender_uri: str | None = None) -> int:
+        """handle_publish([sender_uri]): 1 on success, -1 after an error reply."""
+        msg = ctx.msg
+        try:
+            event = self._event_of(msg)
+            facts = self._publish_facts(msg, event, sender_uri)
+        except _BadRequest as exc:
+            self._reply(ctx, exc.status, exc.reason, exc.headers)
+            return -1
+        async with self._lock(facts.pres_uri):
+            try:
+                await self._fallback_publications(facts.pres_uri, event, strict=True)
+            except _BadRequest as exc:
+                self._reply(ctx, exc.status, exc.reason, exc.headers)
+                return -1
+            sphere_before = self._sphere_if_checked(facts.pres_uri, event)
+            now = self.clock()
+            decision = self.presentities.handle_publish(facts, now)
+            if not decision.ok:
+                self._reply(ctx, decision.status, decision.reason)
+                return -1
+            try:
+                await self._store_publication(decision)
+            except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
+                log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
+                err = _db_failure(exc)
+                self._reply(ctx, err.status, err.reason, err.headers)
+                return -1
+            self.presentities.commit(decision)
+            if decision.notify:
+                # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
+                await self._announce(facts.pres_uri, event, decision.etag or "")
+            headers = [("Expires", str(decision.expires))]
+            if decision.etag:
+                headers.append(("SIP-ETag", decision.etag))
+            self._reply(ctx, decision.status, decision.reason, headers)
+            self._raise_publish_event(facts, decision)
+            if decision.notify and sphere_before != self._sphere_if_checked(facts.pres_uri, event):
+                # enable_sphere_check: the rules with sphere conditions may judge the watchers differently
+                await self._update_watchers(facts.pres_uri, event, None, quiet=True)
+            if decision.notify:
+                removed = decision.publication if decision.action is PublishAction.REMOVE else None
+                await self.notify_presentity(facts.pres_uri, event, removed=removed,
+                                             skip_contact=facts.sender)
+                if self.settings.fallback2db:
+                    await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
+        return 1
+
+    def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
+        from routescript.sip import ParseError, parse_uri
+
+        try:
+            uri = msg.uri
+            expires = msg.expires
+            ctype = msg.content_type
+        except ParseError as exc:
+            raise _BadRequest(400, REASON_BAD_REQUEST) from exc
+        sender = None
+        if sender_uri:
+            try:
+                parse_uri(sender_uri.strip())   # a bare SIP URI; "<sip:..>" is refused as OpenSIPS does
+            except ParseError as exc:
+                raise _BadRequest(400, REASON_BAD_REQUEST) from exc
+            sender = sender_uri.strip()
+        return PublishFacts(join_pres_uri(uri.user or "", uri.host), event, msg.header("SIP-If-Match"),
+                            expires, msg.body or None, ctype.mime if ctype is not None else None, sender)
+
+    async def _store_publication(self, d: PublishDecision) -> None:
+        if self.store is None or d.publication is None:
+            return
+        if d.action is PublishAction.INSERT:
+            await self.store.insert_publication(d.publication)
+        elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
+            assert d.old_etag is not None
+            await self.store.replace_publication(d.old_etag, d.publication)
+        elif d.action is PublishAction.REMOVE:
+            await self.store.delete_publication(d.publication)
+
+    def _raise_publish_event(self, facts: PublishFacts, d: PublishDecision) -> None:
+        bus = getattr(self.server, "events", None)
+        if bus is None:
+            return
+        user, domain = split_pres_uri(facts.pres_uri)
+        body = d.publication.body if d.publication is not None else (facts.body or b"")
+        try:
+            bus.raise_event_nowait("E_PRESENCE_PUBLISH", {
+                "user": user, "domain": domain, "event": facts.event.name, "expires": d.expires,
+                "etag": d.etag, "old_etag": d.old_etag or "", "body": body.decode("utf-8", "replace")})
+        except RuntimeError:  # no running loop (never in the server)
+            pass
+

@@ -1,0 +1,28 @@
+"""The presence modparams the service reads (PresenceSettings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """The modparams the service uses."""
+
+    max_expires_publish: int = 3600
+    max_expires_subscribe: int = 3600
+    expires_offset: int = 0
+    server_address: str = ""
+    notify_offline_body: bool = False
+    end_sub_on_timeout: bool = True
+    # OpenSIPS fallback2db: a lookup that misses in memory continues in the database (several servers
+    # sharing one database), and subscription changes are written through at once instead of waiting
+    # for db_update_period, so the other servers find them.
+    fallback2db: bool = False
+    # RPID <sphere> of the presentity's publication feeds the pres-rules sphere conditions; a PUBLISH
+    # that changes it re-evaluates the watchers (OpenSIPS does the same).
+    enable_sphere_check: bool = False
+    # Pending/waiting authorization decisions (watchers table) older than this many days are forgotten.
+    waiting_subs_daysno: int = 3
+    # bla_presentity_spec parsed: (pseudo-variable name, key), None when not set.
+    bla_presentity_spec: tuple[str, str | None] | None = None

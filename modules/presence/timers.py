@@ -1,0 +1,82 @@
+"""clean_period: expired publications and subscriptions ended (watchers told), clustered expiry
+claimed by one node, and old pending/waiting authorization decisions forgotten."""
+
+from __future__ import annotations
+
+import logging
+
+from .cluster_callbacks import ClusterCallbacks
+from .events import PUBL_TYPE
+from .presentity import Publication
+from .storage import publication_from_row
+from .subscription import SubState
+
+log = logging.getLogger("routescript.presence")
+
+MAX_EXPIRED_CLAIM = 1000        # bound: expired presentity rows one clean run deletes (clustered)
+
+
+class ExpiryTimers(ClusterCallbacks):
+    """clean (clean_period)."""
+
+    async def clean(self) -> None:
+        """clean_period: expired publications (watchers notified) and subscriptions (final NOTIFY)."""
+        now = self.clock()
+        gone_pubs = self.presentities.expire(now)
+        if self.cluster is not None and self.store is not None:
+            gone_pubs = await self._claim_expired(now, gone_pubs)
+        elif self.store is not None and gone_pubs:
+            try:
+                await self.store.delete_publications(gone_pubs)
+            except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
+                log.error("deleting expired publications failed: %s", exc)
+        seen: dict[tuple[str, str], Publication] = {}
+        for pub in gone_pubs:
+            seen[(pub.pres_uri, pub.event)] = pub
+        for (pres_uri, name), pub in seen.items():
+            event = self.events.contains_event(name)
+            if event is not None:
+                async with self._lock(pres_uri):
+                    await self.notify_presentity(pres_uri, event, removed=pub)
+                await self._announce(pres_uri, event, "")
+        if self._fenced():
+            return   # our subscriptions may be another node's now: it expires them
+        if self._missed_while_fenced and self.cluster is not None:
+            self._missed_while_fenced = False
+            await self.cluster_resync(retries=1)
+        for sub in self.subscriptions.expire(now):
+            event = self.events.contains_event(sub.event)
+            if event is None:
+                continue
+            await self._notify_one(sub, event, with_body=False)
+            if event.type == PUBL_TYPE:
+                await self.notify_winfo(sub.pres_uri, event)
+        if self.store is not None and self.settings.waiting_subs_daysno >= 0:
+            try:
+                await self.store.delete_old_waiting(now - self.settings.waiting_subs_daysno * 86400,
+                                                    (int(SubState.PENDING), int(SubState.WAITING)))
+            except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
+                log.error("cleaning old pending watchers failed: %s", exc)
+
+    async def _claim_expired(self, now: float, in_memory: list[Publication]) -> list[Publication]:
+        """Clustered clean_period: the expired presentity rows are deleted by exactly one node (row
+        locks), which notifies its watchers and announces the change; the others hear it from the
+        announcement. Returns the publications this node deleted."""
+        assert self.store is not None
+        held = {(p.pres_uri, p.event, p.etag): p for p in in_memory}
+        try:
+            rows = await self.store.claim_expired_publications(now - self.settings.expires_offset,
+                                                               MAX_EXPIRED_CLAIM)
+        except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
+            log.error("deleting expired publications failed: %s", exc)
+            return []
+        gone = []
+        for row in rows:
+            event = self.events.contains_event(row["event"])
+            pub = publication_from_row(row, event.content_type if event is not None else "")
+            pub = held.get((pub.pres_uri, pub.event, pub.etag), pub)
+            self.presentities.replace_presentity(
+                pub.pres_uri, pub.event, [p for p in self.presentities.publications(pub.pres_uri, pub.event)
+                                          if p.etag != pub.etag])
+            gone.append(pub)
+        return gone
