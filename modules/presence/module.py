@@ -107,6 +107,8 @@ class PresenceModule(PresenceMI, Module):
         super().__init__(server, params)
         self.registry = EventRegistry()
         self.service: PresenceService | None = None
+        self._publish_accepted: Any = None       # presence:accepted_publishes / rejected_publishes
+        self._publish_rejected: Any = None
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
         self.cluster: Any = None                  # ClusterNode when cluster_id is set (started)
@@ -241,6 +243,7 @@ class PresenceModule(PresenceMI, Module):
                 on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
                 on_ownership_lost=service.cluster_ownership_lost,
                 on_subscription_moved=service.cluster_subscription_moved)
+        self._statistics(service)
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
                  self.registry.get_event_list())
@@ -266,6 +269,22 @@ class PresenceModule(PresenceMI, Module):
                 except Exception:
                     log.exception("presence timer job failed")
         self._timers.append(asyncio.get_running_loop().create_task(loop()))
+
+    def _statistics(self, service: PresenceService) -> None:
+        """presence:* statistics (OpenSIPS's presence exports none; names say what they count)."""
+        stats = getattr(self.server, "statistics", None)
+        if stats is None:
+            return
+        stats.register("presence", "published_presentities", func=lambda: len(service.presentities.keys()))
+        stats.register("presence", "publications", func=lambda: len(service.presentities))
+        stats.register("presence", "active_subscriptions", func=lambda: len(service.subscriptions))
+        sender = service.sender
+        stats.register("presence", "sent_notifies", func=lambda: sender.sent,
+                       reset=lambda: setattr(sender, "sent", 0))
+        stats.register("presence", "failed_notifies", func=lambda: sender.failed,
+                       reset=lambda: setattr(sender, "failed", 0))
+        self._publish_accepted = stats.register("presence", "accepted_publishes")
+        self._publish_rejected = stats.register("presence", "rejected_publishes")
 
     def _cluster_stats(self) -> None:
         stats = getattr(self.server, "statistics", None)
@@ -298,7 +317,11 @@ class PresenceModule(PresenceMI, Module):
         if self.service is None:
             log.error("handle_publish: %s", LIBRARY_MODE)
             return -1
-        return await self.service.handle_publish(ctx, sender_uri)
+        rc = await self.service.handle_publish(ctx, sender_uri)
+        counter = self._publish_accepted if rc > 0 else self._publish_rejected
+        if counter is not None:
+            counter.inc()
+        return rc
 
     @script_function("handle_subscribe", Arg("any", "force_active", optional=True), routes=(REQUEST_ROUTE,))
     async def handle_subscribe(self, ctx: Any, force_active: Any = None) -> int:

@@ -30,6 +30,8 @@ class NotifySender:
         self._on_result = on_result
         self._queues: dict[DialogKey, list[tuple[Subscription, Any]]] = {}
         self._workers: dict[DialogKey, asyncio.Task[None]] = {}
+        self.sent = 0     # NOTIFYs that got a final answer (or failed locally): statistics
+        self.failed = 0   # of those, the ones without a 2xx (408, 481, local errors...)
 
     def enqueue(self, sub: Subscription, request: Any) -> bool:
         """Queue a built NOTIFY for its dialog; False (and a log line) when over a bound."""
@@ -59,6 +61,9 @@ class NotifySender:
                 except Exception:
                     log.exception("NOTIFY to %s failed", sub.callid)
                     status = 500
+                self.sent += 1
+                if not 200 <= status < 300:
+                    self.failed += 1
                 try:
                     result = self._on_result(sub, status)
                     if result is not None:

@@ -308,3 +308,26 @@ async def test_refresh_watchers_after_a_rules_change(srv: Srv) -> None:
 
         err = await srv.http_error("refreshWatchers", ["sip:ivy@localhost", "presence.winfo", 0])
         assert err.code == -32000 and "does not require authorization" in err.message
+
+
+async def test_presence_statistics_count_the_traffic(srv: Srv) -> None:
+    async def stats() -> dict[str, int]:
+        return dict(await srv.http("get_statistics", {"statistics": ["presence:"]}))
+
+    before = await stats()
+    async with await srv.client("statsman") as pub, await srv.client("statswatch") as watcher:
+        await publish(srv, pub, "statsman", "counted")
+        bad = await pub.send_request(pub.publish(srv.uri("statsman"), None, expires=600, etag="no-such-etag"))
+        assert bad.status == 412
+        await subscribe(srv, watcher, "statsman")
+        for _ in range(50):      # the NOTIFY counts once its 200 is back at the server
+            after = await stats()
+            if after["presence:sent_notifies"] > before["presence:sent_notifies"]:
+                break
+            await asyncio.sleep(0.05)
+    assert after["presence:accepted_publishes"] == before["presence:accepted_publishes"] + 1
+    assert after["presence:rejected_publishes"] == before["presence:rejected_publishes"] + 1
+    assert after["presence:published_presentities"] == before["presence:published_presentities"] + 1
+    assert after["presence:active_subscriptions"] == before["presence:active_subscriptions"] + 1
+    assert after["presence:sent_notifies"] >= before["presence:sent_notifies"] + 1
+    assert after["presence:failed_notifies"] == before["presence:failed_notifies"]
