@@ -1,0 +1,222 @@
+"""Loading a configuration: parse, modules, modparams, compile (load); recompiling the routes in place
+(reload_routes); and the diagnostics both report (refused functions, unbuilt functions, ignored changes)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import _script
+from ._server_base import ServerBase
+from .config import CoreConfig, apply_globals
+from .loader import apply_modparams, build_registry, instantiate, load_modules
+from .module import ConfigError, ModuleSet
+from .stats import register_module_statistics
+
+log = logging.getLogger("routescript.core")
+
+
+class PlainDiagnostic:
+    """A diagnostic without a script position (e.g. the file cannot be read); prints like a Diagnostic."""
+
+    __slots__ = ("message", "severity")
+    pos = None
+
+    def __init__(self, message: str, severity: str = "error") -> None:
+        self.message = message
+        self.severity = severity
+
+    def __str__(self) -> str:
+        return ("warning: " if self.severity == "warning" else "") + self.message
+
+    def __repr__(self) -> str:
+        return f"PlainDiagnostic({str(self)!r})"
+
+
+def Diagnostic(message: str, pos: tuple[str, int, int] | None = None,  # noqa: N802 - makes a Diagnostic
+               severity: str = "error") -> Any:
+    """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
+    if pos is None:
+        return PlainDiagnostic(message, severity)
+    from routescript.script.ast import Pos
+    from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
+
+    return ScriptDiagnostic(Pos(*pos), message, _source_line(pos) or "", severity)
+
+
+class LoadError(Exception):
+    """The configuration cannot be loaded; `diagnostics` lists every problem found."""
+
+    def __init__(self, diagnostics: list[Any]) -> None:
+        super().__init__("\n".join(str(d) for d in diagnostics))
+        self.diagnostics = diagnostics
+
+
+def _source_line(pos: tuple[str, int, int] | None) -> str | None:
+    if not pos:
+        return None
+    try:
+        with open(pos[0], encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f, 1):
+                if i == pos[1]:
+                    return line.rstrip("\n")
+    except OSError:
+        return None
+    return None
+
+
+def config_diagnostic(exc: ConfigError, severity: str = "error") -> Any:
+    return Diagnostic(exc.message, exc.pos, severity)
+
+
+class Loaded:
+    """Everything one load of a configuration produced (the parts reload keeps or replaces)."""
+
+    def __init__(self, path: str, ast: Any, config: CoreConfig, compiled: Any, warnings: list[Any],
+                 loadmodules: list[Any], modparams: list[Any], globals_: list[Any]) -> None:
+        self.path = path
+        self.ast = ast
+        self.config = config
+        self.compiled = compiled
+        self.warnings = warnings
+        self.loadmodules = loadmodules
+        self.modparams = modparams
+        self.globals = globals_
+
+    def loadmodule_pos(self, name: str) -> tuple[str, int, int] | None:
+        for lm in self.loadmodules:
+            if lm.name == name:
+                pos: tuple[str, int, int] = lm.pos
+                return pos
+        return None
+
+    @property
+    def route_count(self) -> int:
+        return len(_script.routes_of(self.ast))
+
+
+class LoadingMixin(ServerBase):
+    """Server.load and Server.reload_routes."""
+
+    # ------------------------------------------------------------------ load
+    def load(self, path: str) -> Loaded:
+        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
+        from routescript.script import ScriptError, compile_script, parse_file
+
+        self.path = path
+        try:
+            ast = parse_file(path)
+        except ScriptError as exc:
+            raise LoadError(list(exc.diagnostics)) from None
+        except OSError as exc:
+            raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
+        warnings: list[Any] = list(getattr(ast, "warnings", ()) or ())
+        globals_ = _script.globals_of(ast, path)
+        lms = _script.loadmodules_of(ast, path)
+        mps = _script.modparams_of(ast, path)
+        try:
+            config, texts = apply_globals(globals_)
+            warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
+            classes = load_modules(lms)
+            values = apply_modparams(classes, mps)
+            self.config = config
+            modules = instantiate(classes, values, self)
+        except ConfigError as exc:
+            raise LoadError([config_diagnostic(exc)]) from None
+        for ev in {e for m in modules.instances.values() for e in m.events}:
+            self.events.declare(ev)
+        registry = build_registry(modules)
+        try:
+            compiled = compile_script(ast, registry)
+        except ScriptError as exc:
+            raise LoadError(list(exc.diagnostics)) from None
+        refused = self._refused_errors(ast, modules)
+        if refused:
+            raise LoadError(refused)
+        warnings += self._unbuilt_warnings(ast, modules)
+        self.modules, self.registry, self.script = modules, registry, compiled
+        register_module_statistics(self.statistics, self.counters, self)  # sl:, tm: when loaded
+        self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
+        return self.loaded
+
+    def _unbuilt_warnings(self, ast: Any, modules: ModuleSet) -> list[Any]:
+        unbuilt: dict[str, str] = {}
+        for m in modules.instances.values():
+            unbuilt.update(getattr(m, "unbuilt", {}) or {})
+        out = []
+        for name, pos in _script.calls_of(ast, self.path):
+            if name in unbuilt:
+                out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
+        return out
+
+    def _refused_errors(self, ast: Any, modules: ModuleSet) -> list[Any]:
+        """An error at every call of a function a module refuses in its configuration (Module.refused)."""
+        refused: dict[str, str] = {}
+        for m in modules.instances.values():
+            refused.update(getattr(m, "refused", {}) or {})
+        return [Diagnostic(f"{name}(): {refused[name]}", pos)
+                for name, pos in _script.calls_of(ast, self.path) if name in refused]
+
+    # ------------------------------------------------------------------ reload
+    async def reload_routes(self) -> list[Any]:
+        """Compile the file again aside, with the same module instances, and swap it in when valid.
+
+        Returns the diagnostics: errors (nothing swapped, the old script keeps running) and warnings
+        (loadmodule/modparam/global changes are reported and ignored, as OpenSIPS's reload_routes does).
+        Module state, subscriptions and sockets are untouched.
+        """
+        from routescript.script import ScriptError, compile_script, parse_file
+
+        async with self._reload_lock:
+            assert self.loaded is not None, "reload_routes before load"
+            path = self.path
+            try:
+                ast = parse_file(path)
+                compiled = compile_script(ast, self.registry)
+            except ScriptError as exc:
+                diags = list(exc.diagnostics)
+                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                          "\n".join(str(d) for d in diags))
+                return diags
+            except OSError as exc:
+                d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
+                log.error("reload_routes: %s", d)
+                return [d]
+            refused = self._refused_errors(ast, self.modules)
+            if refused:
+                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                          "\n".join(str(d) for d in refused))
+                return refused
+            warnings = self._reload_warnings(ast) + self._unbuilt_warnings(ast, self.modules)
+            for w in warnings:
+                log.warning("reload_routes: %s", w)
+            # The swap: one attribute assignment between messages; a message already running keeps
+            # the script it started with.
+            self.script = compiled
+            old = self.loaded
+            self.loaded = Loaded(path, ast, old.config, compiled, warnings, old.loadmodules, old.modparams,
+                                 old.globals)
+            if self._started:
+                self._start_timers()
+            log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
+            return warnings
+
+    def _reload_warnings(self, ast: Any) -> list[Any]:
+        assert self.loaded is not None
+        out = []
+        old_lm = [lm.name for lm in self.loaded.loadmodules]
+        for lm in _script.loadmodules_of(ast, self.path):
+            if lm.name not in old_lm:
+                out.append(Diagnostic(f"loadmodule \"{lm.path}\" ignored by reload_routes "
+                                      "(restart to load it)", lm.pos, "warning"))
+        old_mp = {(m.module, m.param, repr(m.value)) for m in self.loaded.modparams}
+        for mp in _script.modparams_of(ast, self.path):
+            if (mp.module, mp.param, repr(mp.value)) not in old_mp:
+                out.append(Diagnostic(f"modparam(\"{mp.module}\", \"{mp.param}\") change ignored by "
+                                      "reload_routes (restart to apply it)", mp.pos, "warning"))
+        old_g = {(n, repr(v)) for n, v, _p in self.loaded.globals}
+        for n, v, p in _script.globals_of(ast, self.path):
+            if (n, repr(v)) not in old_g:
+                out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
+                                      "warning"))
+        return out

@@ -1,0 +1,114 @@
+"""Replies the core sends: make_reply (to-tag, Server:, Record-Route), reply (through the transaction
+or stateless), send_reply (sl_send_reply) and the 503 the overload check sends."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from routescript.script.context import MsgContext
+
+from ._server_base import ServerBase
+
+log = logging.getLogger("routescript.core")
+
+
+class ReplyMixin(ServerBase):
+    """Server.make_reply, to_tag, reply, send_reply."""
+
+    def make_reply(self, msg: Any, code: int, reason: str | None = None, *,
+                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                   content_type: str | None = None) -> Any:
+        """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
+        same reply) and `Server:` when server_header is set. A 18x/2xx reply carries the request's
+        Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request)."""
+        from routescript.sip import build_reply
+
+        hdrs = list(headers)
+        if 180 <= code < 300 and msg.has_header("Record-Route"):
+            hdrs[:0] = [("Record-Route", v) for v in msg.header_all("Record-Route")]
+        server_hdr = self.config.server_header if self.config.get("server_signature") else ""
+        if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
+            hdrs.append(("Server", server_hdr))
+        return build_reply(msg, code, reason, to_tag=self.to_tag(msg), headers=tuple(hdrs), body=body,
+                           content_type=content_type)
+
+    @staticmethod
+    def to_tag(msg: Any) -> str:
+        """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
+        try:
+            text = f"{msg.call_id or ''}\x00{_from_tag(msg)}\x00{msg.via.branch or ''}"
+        except Exception:  # noqa: BLE001 - the slow way: a broken header gives an empty part
+            parts = []
+            getters: tuple[Callable[[], Any], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
+                                                      lambda: msg.via.branch)
+            for get in getters:
+                try:
+                    parts.append(str(get() or ""))
+                except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
+                    parts.append("")
+            text = "\x00".join(parts)
+        return "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+        """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.
+        Headers the script added with append_to_reply() (ctx.reply_headers) go in every reply."""
+        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
+        if ctx.transaction is not None:
+            self.transactions.reply(ctx.transaction, resp)
+        else:
+            self.transport.send_reply(resp, ctx.source)
+            self.counters.count_sl_reply(code, _is_error_reply(ctx))
+        if code >= 200:
+            ctx.replied = True
+        return resp
+
+    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+        """A stateless reply (sl_send_reply), even when a transaction exists."""
+        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
+        self.transport.send_reply(resp, ctx.source)
+        self.counters.count_sl_reply(code, _is_error_reply(ctx))
+        if code >= 200:
+            ctx.replied = True
+        return resp
+
+    def _reply_stateless(self, msg: Any, source: Any, code: int, reason: str,
+                         headers: Iterable[tuple[str, str]] = ()) -> None:
+        try:
+            self.transport.send_reply(self.make_reply(msg, code, reason, headers=headers), source)
+        except Exception:
+            log.exception("could not send %d", code)
+
+
+# tag-param = "tag" EQUAL token (RFC 3261 20.20), among the From params: after the ">" of a name-addr,
+# anywhere in an addr-spec (whose ";" params are header params).
+_FROM_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s>]+)", re.IGNORECASE)
+
+
+def _from_tag(msg: Any) -> str:
+    """The From tag as `msg.from_.tag` gives it for a well-formed From, read without parsing the
+    whole name-addr and its URI (a stateless reply only needs this; it was a twentieth of an OPTIONS).
+    A From the full parser would refuse still gives a stable tag here - all a to-tag needs."""
+    value = msg.header("from")
+    if value is None:
+        raise ValueError("no From")
+    gt = value.rfind(">")
+    m = _FROM_TAG.search(value, gt if gt >= 0 else 0)
+    return m.group(1) if m is not None else ""
+
+
+def _is_error_reply(ctx: MsgContext) -> bool:
+    """sl's sent_err_replies: a reply sent for an error met while handling the message (what
+    sl_reply_error answers: a failed core step's ctx.extra["sl_error"], or the peer's bad header)."""
+    return "sl_error" in ctx.extra or ctx.failure is not None or ctx.error is not None
+
+
+def _with_reply_headers(ctx: MsgContext, kw: dict[str, Any]) -> dict[str, Any]:
+    if not ctx.reply_headers:
+        return kw
+    kw = dict(kw)
+    kw["headers"] = tuple(kw.get("headers", ())) + tuple(ctx.reply_headers)
+    return kw
