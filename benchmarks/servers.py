@@ -13,25 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from routescript.testing.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (bound and released)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def bench_config(example: str, workdir: Path, port: int, *, log_level: int | None = 1,

@@ -6,5 +6,6 @@ and tags, send and await responses, await incoming requests (NOTIFY) and answer 
 
 from routescript.testing.client import Dialog, SipTestClient, SipTimeout
 from routescript.testing.pidf import pidf
+from routescript.testing.ports import free_port
 
-__all__ = ["Dialog", "SipTestClient", "SipTimeout", "pidf"]
+__all__ = ["Dialog", "SipTestClient", "SipTimeout", "free_port", "pidf"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,23 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from routescript.testing.ports import free_port  # noqa: F401 - the e2e tests import it from here
+
 START_TIMEOUT = 15.0
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (bound and released; good enough on loopback)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def routescript(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
