@@ -214,16 +214,18 @@ class CoreConfig:
     @property
     def server_header(self) -> str:
         """The Server header value core replies carry, or '' (OpenSIPS: `server_header = "Server: x"`)."""
-        v = str(self.get("server_header") or "")
-        if v.lower().startswith("server:"):
-            v = v[len("server:"):].strip()
-        return v
+        return self._header_value("server_header", "server:")
 
     @property
     def user_agent_header(self) -> str:
-        v = str(self.get("user_agent_header") or "")
-        if v.lower().startswith("user-agent:"):
-            v = v[len("user-agent:"):].strip()
+        """The User-Agent value of requests we originate, or '' (`user_agent_header = "User-Agent: x"`)."""
+        return self._header_value("user_agent_header", "user-agent:")
+
+    def _header_value(self, param: str, prefix: str) -> str:
+        """OpenSIPS takes these parameters as whole header lines: keep only the value."""
+        v = str(self.get(param) or "")
+        if v.lower().startswith(prefix):
+            v = v[len(prefix):].strip()
         return v
 
     @property
