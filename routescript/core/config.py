@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .module import ConfigError
+from routescript.transport.address import host_for_uri
 
 Pos = tuple[str, int, int]
 
@@ -42,8 +43,7 @@ class ListenSpec:
 
     @property
     def name(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto}:{host}:{self.port}"
+        return f"{self.proto}:{host_for_uri(self.host)}:{self.port}"
 
 
 # socket = [proto:]host[:port] [as host[:port]]
