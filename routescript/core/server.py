@@ -162,6 +162,20 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# Collector thresholds for a server (CPython's default is 700, 10, 10). A young collection runs every
+# threshold0 allocations and promotes whatever is alive then - at thousands of requests a second that
+# is every request in flight, with its parsed message, task and transaction - to the older generations;
+# each promotion brings the next full collection (a pause that walks every long-lived object, the
+# subscriptions and publications included) closer. Measured with 2,000 PUBLISH calls/s: the defaults
+# made a full collection of 40-100 ms every half second (retransmissions, then collapse); with these,
+# one full collection in 15 s and young collections of a few ms.
+GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def tune_collector() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def run_file(path: str) -> int:
     """`routescript run`: load, start, serve until a stop signal. Returns the exit status."""
     server = Server()
@@ -174,6 +188,7 @@ async def run_file(path: str) -> int:
         # signal handlers while a collection runs.
         gc.collect()
         gc.freeze()
+        tune_collector()
         await server.start()
     except LoadError as exc:
         for d in exc.diagnostics:

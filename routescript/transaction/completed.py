@@ -7,6 +7,14 @@ does, so it is not worth a state machine and a timer per transaction: this table
 transaction key, the response bytes and where they go. Timer J is one constant, so entries expire in
 insertion order from a deque (no heap). Sans-IO: every call takes `now`.
 
+Invisible to the garbage collector: at a few thousand requests a second the table holds tens of
+thousands of entries for 32 s, and every full collection would walk them all - measured at 100-400 ms
+pauses every half second, which made clients retransmit and pushed the server into collapse. So an
+entry is a plain tuple of bytes, strings and numbers, which CPython stops tracking after its first
+collection: `pack` turns the destination into such a tuple (the transport's Destination holds objects)
+and `unpack` rebuilds it for the rare retransmission. The CompletedTransaction a lookup returns is made
+then, not stored.
+
 Bounded (STYLE 7): over `max_entries` the oldest entry is evicted early. Its cost is small - a
 retransmission arriving after that runs the script again, as if the transaction had expired.
 """
@@ -14,9 +22,14 @@ retransmission arriving after that runs the script again, as if the transaction 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from routescript.transaction.states import State
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class CompletedTransaction:
@@ -41,30 +54,35 @@ class CompletedTransaction:
 
 
 class CompletedTable:
-    """key -> CompletedTransaction, expiring `hold` seconds after insertion, at most `max_entries`."""
+    """key -> (response bytes, packed destination, expiry), expiring `hold` seconds after insertion,
+    at most `max_entries`. `pack`/`unpack` convert a destination to and from a tuple of plain values
+    (identity by default: fine for destinations that already are)."""
 
-    def __init__(self, hold: float, max_entries: int) -> None:
+    def __init__(self, hold: float, max_entries: int, *, pack: Callable[[Any], Any] | None = None,
+                 unpack: Callable[[Any], Any] | None = None) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.hold = hold
         self.max_entries = max_entries
         self.evicted = 0  # entries dropped before their time because the table was full
-        self._entries: dict[tuple[Any, ...], CompletedTransaction] = {}
-        self._order: deque[CompletedTransaction] = deque()
+        self._pack = pack or _same
+        self._unpack = unpack or _same
+        self._entries: dict[tuple[Any, ...], tuple[bytes, Any, float]] = {}
+        self._order: deque[tuple[float, tuple[Any, ...]]] = deque()   # (expires, key), oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add(self, key: tuple[Any, ...], data: bytes, dest: Any, now: float) -> int:
         """Keep the final response of transaction `key`; returns how many entries were evicted."""
-        entry = CompletedTransaction(key, data, dest, now + self.hold)
-        self._entries[key] = entry
-        self._order.append(entry)
+        expires = now + self.hold
+        entries = self._entries
+        entries[key] = (data, self._pack(dest), expires)
+        self._order.append((expires, key))
         evicted = 0
-        while len(self._entries) > self.max_entries:
-            old = self._order.popleft()
-            if self._entries.get(old.key) is old:
-                del self._entries[old.key]
+        while len(entries) > self.max_entries:
+            old_expires, old_key = self._order.popleft()
+            if self._drop(old_key, old_expires):
                 evicted += 1
         self.evicted += evicted
         return evicted
@@ -72,25 +90,39 @@ class CompletedTable:
     def get(self, key: tuple[Any, ...], now: float) -> CompletedTransaction | None:
         """The entry of `key` unless it has expired (an expired one is dropped here)."""
         entry = self._entries.get(key)
-        if entry is not None and entry.expires <= now:
+        if entry is None:
+            return None
+        data, packed, expires = entry
+        if expires <= now:
             del self._entries[key]
             return None
-        return entry
+        return CompletedTransaction(key, data, self._unpack(packed), expires)
+
+    def contains(self, key: tuple[Any, ...], now: float) -> bool:
+        """True while `key` has an unexpired entry (nothing is built)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[2] > now
 
     def expire(self, now: float) -> int:
         """Drop every entry whose time is over; returns how many."""
         order = self._order
-        entries = self._entries
         dropped = 0
-        while order and order[0].expires <= now:
-            old = order.popleft()
-            if entries.get(old.key) is old:
-                del entries[old.key]
+        while order and order[0][0] <= now:
+            expires, key = order.popleft()
+            if self._drop(key, expires):
                 dropped += 1
         return dropped
 
+    def _drop(self, key: tuple[Any, ...], expires: float) -> bool:
+        # A key added again has a newer entry: its stale place in the order must not drop that one.
+        entry = self._entries.get(key)
+        if entry is not None and entry[2] == expires:
+            del self._entries[key]
+            return True
+        return False
+
     def next_expiry(self) -> float | None:
-        return self._order[0].expires if self._order else None
+        return self._order[0][0] if self._order else None
 
     def clear(self) -> None:
         self._entries.clear()

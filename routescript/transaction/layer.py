@@ -78,7 +78,10 @@ class TransactionLayer:
         self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f)
         self.max_transactions = max_transactions
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
-        self._completed = CompletedTable(self.timers.timer_j(False), max_completed)
+        # Response destinations are kept packed into plain tuples (see completed.py: no GC walk).
+        self._completed = CompletedTable(self.timers.timer_j(False), max_completed,
+                                         pack=getattr(transport, "pack_destination", None),
+                                         unpack=getattr(transport, "unpack_destination", None))
         # Client transactions that got their final response over UDP wait Timer K only to absorb
         # retransmissions of it: their key is all that is kept (no machine, request or response).
         self._client_done = CompletedTable(self.timers.timer_k(False), max_completed)
@@ -311,7 +314,7 @@ class TransactionLayer:
             return False
         entry = self._client.get(key)
         if entry is None:  # a retransmitted final response within Timer K is absorbed
-            return bool(self._client_done) and self._client_done.get(key, self._now()) is not None
+            return bool(self._client_done) and self._client_done.contains(key, self._now())
         now = self._now()
         transaction = entry.transaction
         self._run(transaction, transaction.receive_response(resp, now), now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 UDP = "udp"
 TCP = "tcp"
@@ -112,3 +113,18 @@ class Destination:
 
     def __str__(self) -> str:
         return f"{self.proto}:{host_for_uri(self.host)}:{self.port}"
+
+    def packed(self) -> tuple[Any, ...]:
+        """This destination as a tuple of plain values, which the garbage collector stops tracking (the
+        transaction layer keeps tens of thousands of them for Timer J); `unpack` makes it again."""
+        s = self.socket
+        if s is None:
+            return (self.proto, self.host, self.port, self.conn_id)
+        return (self.proto, self.host, self.port, self.conn_id, s.proto, s.host, s.port)
+
+    @classmethod
+    def unpack(cls, packed: tuple[Any, ...]) -> Destination:
+        if len(packed) == 4:
+            return cls(*packed)
+        proto, host, port, conn_id, s_proto, s_host, s_port = packed
+        return cls(proto, host, port, conn_id, SocketInfo(s_proto, s_host, s_port))

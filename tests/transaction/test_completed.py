@@ -46,6 +46,25 @@ def test_a_key_added_again_keeps_its_new_entry() -> None:
     assert entry is not None and entry.data == b"new"
 
 
+def test_entries_are_invisible_to_the_collector_and_give_back_the_destination() -> None:
+    # Tens of thousands of entries live for Timer J: a full collection must not have to walk them.
+    import gc
+
+    from routescript.transport import Destination, SocketInfo, TransportLayer
+
+    dest = Destination("udp", "127.0.0.1", 5062, None, SocketInfo("udp", "127.0.0.1", 5060))
+    table = CompletedTable(hold=32.0, max_entries=10, pack=TransportLayer.pack_destination,
+                           unpack=TransportLayer.unpack_destination)
+    key = ("3261", "z9hG4bK-1", ("127.0.0.1", 5062), "PUBLISH")
+    table.add(key, b"SIP/2.0 200 OK\r\n\r\n", dest, now=0.0)
+    gc.collect()
+    gc.collect()   # a tuple holding a tuple is untracked once the inner one is (the next pass)
+    assert not any(gc.is_tracked(item) for item in (*table._entries.values(), *table._order))
+    got = table.get(key, now=1.0)
+    assert got is not None and got.dest == dest and got.data.startswith(b"SIP/2.0 200")
+    assert Destination.unpack(Destination("tcp", "::1", 5, 7).packed()) == Destination("tcp", "::1", 5, 7)
+
+
 class _Core:
     def __init__(self) -> None:
         self.runs = 0
