@@ -135,7 +135,9 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "tcp_connect_timeout": ("int", 100, False),
     "tcp_no_new_conn_bflag": ("str", "", False),
     "open_files_limit": ("int", 0, False),
-    "maxbuffer": ("int", 262144, False),
+    # OpenSIPS autoprobes up to 256 KB; we ask for 4 MiB at once (capped by net.core.rmem_max): a
+    # NOTIFY fan-out's answers arrive in bursts that overflow smaller buffers (transport/layer.py).
+    "maxbuffer": ("int", 4 * 1024 * 1024, False),
     "max_while_loops": ("int", 10000, False),
     "debug_mode": ("bool", False, False),
     "db_default_url": ("str", "", False),

@@ -38,7 +38,8 @@ class LifecycleMixin(ServerBase):
             log.info("%s", note)
         self.transport = CountingTransportLayer(self.counters, self._on_message,
                                         tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
-                                        max_tcp_connections=int(cfg.get("tcp_max_connections")))
+                                        max_tcp_connections=int(cfg.get("tcp_max_connections")),
+                                        udp_buffer=int(cfg.get("maxbuffer")))
         for spec in cfg.listen_specs():
             try:
                 info = await self.transport.listen(spec.proto, spec.host, spec.port)

@@ -60,8 +60,9 @@ class TransportLayer:
     def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
                  tcp_idle_timeout: float = 120.0, max_tcp_connections: int = 2048,
                  tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
-                 drop_log_interval: float = 60.0) -> None:
+                 drop_log_interval: float = 60.0, udp_buffer: int = 0) -> None:
         self.on_message = on_message
+        self.udp_buffer = udp_buffer
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
@@ -98,6 +99,7 @@ class TransportLayer:
             endpoint = UdpEndpoint(self)
             transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
             info = SocketInfo(UDP, host, transport.get_extra_info("sockname")[1])
+            _size_udp_buffers(transport.get_extra_info("socket"), self.udp_buffer, info)
             endpoint.info = info
             self._udp[info] = endpoint
         elif proto == TCP:
@@ -403,3 +405,20 @@ class TransportLayer:
         self._tcp_servers.clear()
         self._conns.clear()
         self._by_remote.clear()
+
+
+def _size_udp_buffers(sock: Any, size: int, info: SocketInfo) -> None:
+    """Ask for `size`-byte receive and send buffers (OpenSIPS's maxbuffer). A NOTIFY fan-out sends
+    hundreds of requests in one go and their 200s come back together: with the kernel's default (about
+    200 KB, which loopback datagrams fill at a hundred or so) the answers were dropped and every NOTIFY
+    retransmitted. The kernel caps the size at net.core.rmem_max / wmem_max without an error."""
+    if size <= 0 or sock is None:
+        return
+    for opt in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, opt, size)
+        except OSError as exc:
+            log.warning("%s: cannot set the UDP buffer to %d bytes: %s", info.name, size, exc)
+            return
+    log.debug("%s: UDP buffers %d/%d bytes (asked %d)", info.name, sock.getsockopt(_socket.SOL_SOCKET,
+              _socket.SO_RCVBUF), sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF), size)
