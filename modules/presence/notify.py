@@ -33,12 +33,19 @@ class NotifyRequest:
         return None
 
     def to_sip(self, via: str | None = None) -> Any:
-        """As a routescript.sip SIPRequest (build_request adds Content-Length), with `via` as its
-        first header when given (the sender's Via, RFC 3261 8.1.1.7)."""
-        from routescript.sip import build_request
+        """As a routescript.sip SIPRequest with Content-Length, and `via` as its first header when
+        given (the sender's Via, RFC 3261 8.1.1.7). Made with SIPRequest.assemble - one NOTIFY per
+        watcher per change is the fan-out's hot path - after the one check it skips: no line breaks."""
+        from routescript.sip import SIPRequest
 
         headers = [("Via", via), *self.headers] if via is not None else list(self.headers)
-        return build_request("NOTIFY", self.ruri, headers, self.body)
+        for name, value in headers:
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"NOTIFY header {name} holds a line break: {value!r}")
+        if not any(name == "Max-Forwards" for name, _ in headers):
+            headers.append(("Max-Forwards", "70"))
+        headers.append(("Content-Length", str(len(self.body))))
+        return SIPRequest.assemble("NOTIFY", self.ruri, headers, self.body)
 
 
 def subscription_state(sub: Subscription, now: float) -> str:

@@ -45,9 +45,9 @@ class CountingTransactionLayer(TransactionLayer):
             counters.count_tm_final(status)
 
     async def request(self, req: Any, dest: Any, *,
-                      on_provisional: Callable[[Any], None] | None = None) -> Any:
+                      on_provisional: Callable[[Any], None] | None = None, branch: str | None = None) -> Any:
         self.counters.UAC_transactions += 1
-        response = await super().request(req, dest, on_provisional=on_provisional)
+        response = await super().request(req, dest, on_provisional=on_provisional, branch=branch)
         status = int(getattr(response, "status", 0) or 0)
         if status >= 200:
             self.counters.count_tm_final(status)

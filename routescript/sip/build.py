@@ -3,6 +3,7 @@ parse, and the random tokens (tags, branches) a UA needs."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Iterable
@@ -51,9 +52,16 @@ def generate_tag() -> str:
     return secrets.token_hex(8)
 
 
+# RFC 3261 8.1.1.7: a branch must be unique across space and time, not unpredictable (tags must be
+# random, branches need not be). 64 random bits drawn once per process, then a counter: unique, and no
+# system call per request (os.urandom was a twentieth of a NOTIFY fan-out).
+_BRANCH_PREFIX = "z9hG4bK" + secrets.token_hex(8) + "."
+_branch_numbers = itertools.count(1)
+
+
 def generate_branch() -> str:
-    """A Via branch: the RFC 3261 magic cookie "z9hG4bK" then 80 random bits (RFC 3261 8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(10)
+    """A Via branch: the RFC 3261 magic cookie "z9hG4bK", this process's 64 random bits, a counter."""
+    return f"{_BRANCH_PREFIX}{next(_branch_numbers):x}"
 
 
 # tag-param = "tag" EQUAL token, among the params after the URI (after ">" or the first ";" of an

@@ -247,20 +247,21 @@ class TransactionLayer:
     # --- client side ----------------------------------------------------------------------------
 
     async def request(self, req: Any, dest: Any, *,
-                      on_provisional: Callable[[Any], None] | None = None) -> Any:
+                      on_provisional: Callable[[Any], None] | None = None, branch: str | None = None) -> Any:
         """Send a non-INVITE request (NOTIFY) and return its final response, delivered once.
 
         Timer F expiry returns a locally made `408 Request Timeout`, a transport error a locally made
         `503 Service Unavailable` (also when over the transaction bound or after close()).
         `on_provisional(resp)` is called for each 1xx. Responses reach the transaction through
-        `on_response`, which the core calls for every response it receives.
+        `on_response`, which the core calls for every response it receives. `branch`: the top Via's
+        branch, when the caller that wrote that Via knows it (saves parsing it back).
         """
         if self._closed or self.pending >= self.max_transactions:
             if not self._closed:
                 log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
                             req.method, req.call_id)
             return build_reply(req, 503, "Service Unavailable")
-        key = client_key_of_request(req)
+        key = (branch, req.method) if branch else client_key_of_request(req)
         if key in self._client:
             raise TransactionError(f"branch {key[0]!r} already used by a pending {key[1]}")
         loop = self._get_loop()
@@ -317,7 +318,17 @@ class TransactionLayer:
             return bool(self._client_done) and self._client_done.contains(key, self._now())
         now = self._now()
         transaction = entry.transaction
-        self._run(transaction, transaction.receive_response(resp, now), now)
+        actions = transaction.receive_response(resp, now)
+        if transaction.state is State.COMPLETED and not transaction.reliable:
+            # Answered over UDP: Timer K is kept by _client_done, so the machine's Timer K never goes on
+            # the heap (a stale heap entry per NOTIFY, popped later, was a tenth of a fan-out).
+            self._run(transaction, actions, now, schedule=False)
+            if self._client.get(key) is entry:
+                self._retire_client(transaction, now)
+            else:
+                self._schedule(transaction)
+            return True
+        self._run(transaction, actions, now)
         if transaction.state is State.COMPLETED and self._client.get(key) is entry:
             self._retire_client(transaction, now)
         return True
@@ -334,13 +345,14 @@ class TransactionLayer:
 
     # --- running actions and timers ---------------------------------------------------------------
 
-    def _run(self, transaction: Machine, actions: list[Action], now: float) -> None:
+    def _run(self, transaction: Machine, actions: list[Action], now: float, *, schedule: bool = True) -> None:
         for action in actions:
             if isinstance(action, Transmit):
                 self._transmit(transaction, action, now)
             elif isinstance(action, Deliver):
                 self._deliver(transaction, action)
-        self._schedule(transaction)
+        if schedule:
+            self._schedule(transaction)
 
     def _transmit(self, transaction: Machine, action: Transmit, now: float) -> None:
         try:
@@ -385,7 +397,11 @@ class TransactionLayer:
             return
         self._scheduled[transaction] = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), transaction))
-        self._arm_wakeup()
+        # A wakeup armed no later than this deadline serves it too: it is not re-armed (cancelling and
+        # re-arming a loop timer per NOTIFY was a twentieth of a fan-out); stale entries left at the
+        # top by answered transactions are dropped when it fires.
+        if self._wakeup is None or self._wakeup_when is None or deadline < self._wakeup_when:
+            self._arm_wakeup()
 
     def _forget(self, transaction: Machine) -> None:
         self._scheduled.pop(transaction, None)

@@ -35,7 +35,7 @@ class FakeTransactions:
         self.sent, self.answer = [], answer
         self.answer_for: dict[str, int] = {}   # Call-ID -> status, overrides `answer`
 
-    async def request(self, req, dest):
+    async def request(self, req, dest, branch=None):
         self.sent.append((parse_message(req.to_bytes()), dest))
         return build_reply(req, self.answer_for.get(req.call_id, self.answer))
 

@@ -54,7 +54,7 @@ class FakeTransactions:
     def __init__(self) -> None:
         self.sent: list[Any] = []
 
-    async def request(self, req: Any, dest: Any) -> Any:
+    async def request(self, req: Any, dest: Any, branch: str | None = None) -> Any:
         self.sent.append(parse_message(req.to_bytes()))
         return build_reply(req, 200)
 
