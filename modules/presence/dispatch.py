@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .base import _maybe_await, _same_uri
@@ -128,7 +129,8 @@ class NotifyDispatch(Persistence):
         request = build_notify(after, now, body=body, content_type=event.content_type)
         return self.sender.enqueue(after, request)
 
-    async def _send_notify(self, sub: Subscription, request: Any) -> int:
+    def _send_notify(self, sub: Subscription, request: Any, done: Callable[[int], None]) -> None:
+        """Start one NOTIFY's client transaction; `done(final status)` is called back once."""
         from routescript.sip import generate_branch
 
         sock = self._socket_for(sub)
@@ -141,8 +143,8 @@ class NotifyDispatch(Persistence):
             via = f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch={branch}"
         sip = request.to_sip(via)
         dest = self._destination_for(sub, request, sock)
-        response = await self.server.transactions.request(sip, dest, branch=branch)
-        return int(response.status)
+        self.server.transactions.send_request(sip, dest, lambda response: done(int(response.status)),
+                                              branch=branch)
 
     def _socket_for(self, sub: Subscription) -> Any:
         source = sub.source
@@ -165,10 +167,14 @@ class NotifyDispatch(Persistence):
         conn_id = getattr(source, "conn_id", None) if source is not None else None
         return _destination(target, came_over, source_proto, conn_id, sock)
 
-    async def _notify_result(self, sub: Subscription, status: int) -> None:
-        """481 (dialog gone), or a timeout with end_sub_on_timeout, ends the subscription."""
+    def _notify_result(self, sub: Subscription, status: int) -> Awaitable[None] | None:
+        """481 (dialog gone), or a timeout with end_sub_on_timeout, ends the subscription (the
+        returned awaitable; None - nothing to wait for - in the usual case)."""
         if not (status == 481 or (status == 408 and self.settings.end_sub_on_timeout)):
-            return
+            return None
+        return self._end_after_notify(sub, status)
+
+    async def _end_after_notify(self, sub: Subscription, status: int) -> None:
         if self.subscriptions.delete(sub.key) is not None:
             log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
             # a watcher went away: the presentity's watcher-info subscribers get the full list

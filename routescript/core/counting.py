@@ -44,14 +44,20 @@ class CountingTransactionLayer(TransactionLayer):
         if status >= 200:
             counters.count_tm_final(status)
 
-    async def request(self, req: Any, dest: Any, *,
-                      on_provisional: Callable[[Any], None] | None = None, branch: str | None = None) -> Any:
+    def send_request(self, req: Any, dest: Any, on_final: Callable[[Any], None], *,
+                     on_provisional: Callable[[Any], None] | None = None,
+                     branch: str | None = None) -> Any:
+        # request() goes through here too: every client transaction is counted once.
         self.counters.UAC_transactions += 1
-        response = await super().request(req, dest, on_provisional=on_provisional, branch=branch)
-        status = int(getattr(response, "status", 0) or 0)
-        if status >= 200:
-            self.counters.count_tm_final(status)
-        return response
+        counters = self.counters
+
+        def counted(response: Any) -> None:
+            status = int(getattr(response, "status", 0) or 0)
+            if status >= 200:
+                counters.count_tm_final(status)
+            on_final(response)
+
+        return super().send_request(req, dest, counted, on_provisional=on_provisional, branch=branch)
 
     def on_response(self, resp: Any, source: Any) -> bool:
         matched = super().on_response(resp, source)

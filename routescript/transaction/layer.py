@@ -57,9 +57,30 @@ class TransportLike(Protocol):
 @dataclass(slots=True, eq=False)
 class _ClientEntry:
     transaction: NonInviteClientTransaction
-    future: asyncio.Future[Any]
+    on_final: Callable[[Any], None] | None      # None once called: the final answer goes out once
     data: bytes
     on_provisional: Callable[[Any], None] | None
+    first_send: asyncio.Task[None] | None = None
+    deferred: bool = False                        # answer through call_soon (inside send_request)
+
+    def finish(self, response: Any) -> None:
+        on_final, self.on_final = self.on_final, None
+        send = self.first_send
+        if send is not None and not send.done() and send is not asyncio.current_task():
+            send.cancel()
+        if on_final is None:
+            return
+        if self.deferred:
+            asyncio.get_running_loop().call_soon(_call_final, on_final, response, self.transaction.label)
+        else:
+            _call_final(on_final, response, self.transaction.label)
+
+
+def _call_final(on_final: Callable[[Any], None], response: Any, label: str) -> None:
+    try:
+        on_final(response)
+    except Exception:  # the caller's bug must not break the transaction layer
+        log.exception("transaction %s: final-response callback failed", label)
 
 
 class TransactionLayer:
@@ -256,43 +277,59 @@ class TransactionLayer:
         `on_response`, which the core calls for every response it receives. `branch`: the top Via's
         branch, when the caller that wrote that Via knows it (saves parsing it back).
         """
+        future: asyncio.Future[Any] = self._get_loop().create_future()
+
+        def on_final(response: Any) -> None:
+            if not future.done():
+                future.set_result(response)
+
+        transaction = self.send_request(req, dest, on_final, on_provisional=on_provisional, branch=branch)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if transaction is not None:
+                self._forget(transaction, cancelled=True)
+            raise
+
+    def send_request(self, req: Any, dest: Any, on_final: Callable[[Any], None], *,
+                     on_provisional: Callable[[Any], None] | None = None,
+                     branch: str | None = None) -> NonInviteClientTransaction | None:
+        """The callback form of `request`, for senders of many requests (a NOTIFY fan-out): no task or
+        future per request. `on_final(response)` is called exactly once, from the event loop and never
+        from inside this call, with the final response or a locally made 408/503. Returns the
+        transaction (None when refused at once: closed or over the bound; on_final then gets a 503).
+        Raises TransactionError when `branch` is already in use."""
+        loop = self._get_loop()
         if self._closed or self.pending >= self.max_transactions:
             if not self._closed:
                 log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
                             req.method, req.call_id)
-            return build_reply(req, 503, "Service Unavailable")
+            loop.call_soon(on_final, build_reply(req, 503, "Service Unavailable"))
+            return None
         key = (branch, req.method) if branch else client_key_of_request(req)
         if key in self._client:
             raise TransactionError(f"branch {key[0]!r} already used by a pending {key[1]}")
-        loop = self._get_loop()
         transaction = NonInviteClientTransaction(req, dest, reliable=_reliable(dest), timers=self.timers,
                                                  now=loop.time(), key=key)
-        entry = _ClientEntry(transaction, loop.create_future(), req.to_bytes(), on_provisional)
+        entry = _ClientEntry(transaction, on_final, req.to_bytes(), on_provisional)
         self._client[key] = entry
         self._schedule(transaction)
         udp = str(getattr(dest, "proto", "")).lower() == "udp"
         if udp and _is_ip_literal(str(getattr(dest, "host", ""))):
             # UDP to an address (every NOTIFY to a phone's Contact): sent now, no task per request.
-            first_send = None
             try:
                 self.transport.send(entry.data, dest)
             except OSError as exc:
                 log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, exc)
                 now = loop.time()
+                entry.deferred = True   # the 503 must not reach on_final inside this call
                 self._run(transaction, transaction.transport_error(now), now)
         else:
             # The first send may have to resolve a name or open a TCP connection; Timer F runs
             # meanwhile, and whichever ends the transaction first (a response, Timer F, a transport
-            # error) gives the answer.
-            first_send = loop.create_task(self._first_send(transaction, entry.data, dest))
-        try:
-            return await entry.future
-        except asyncio.CancelledError:
-            self._forget(transaction)
-            raise
-        finally:
-            if first_send is not None and not first_send.done():
-                first_send.cancel()
+            # error) gives the answer; the send is cancelled then.
+            entry.first_send = loop.create_task(self._first_send(transaction, entry.data, dest))
+        return transaction
 
     async def _first_send(self, transaction: NonInviteClientTransaction, data: bytes, dest: Any) -> None:
         try:
@@ -375,8 +412,7 @@ class TransactionLayer:
         if entry is None:
             return
         if action.final:
-            if not entry.future.done():
-                entry.future.set_result(action.response)
+            entry.finish(action.response)
         elif entry.on_provisional is not None:
             try:
                 entry.on_provisional(action.response)
@@ -403,7 +439,7 @@ class TransactionLayer:
         if self._wakeup is None or self._wakeup_when is None or deadline < self._wakeup_when:
             self._arm_wakeup()
 
-    def _forget(self, transaction: Machine) -> None:
+    def _forget(self, transaction: Machine, *, cancelled: bool = False) -> None:
         self._scheduled.pop(transaction, None)
         key = getattr(transaction, "key", None)
         if isinstance(transaction, ServerTransaction):
@@ -413,8 +449,11 @@ class TransactionLayer:
             entry = self._client.get(key)  # type: ignore[arg-type]
             if entry is not None and entry.transaction is transaction:
                 del self._client[key]  # type: ignore[arg-type]
-                if not entry.future.done():  # ended without a final: never leave the caller waiting
-                    entry.future.set_result(build_reply(transaction.request, 503, "Service Unavailable"))
+                if cancelled:   # the caller stopped waiting: nobody to answer, only the send to stop
+                    entry.on_final = None
+                # ended without a final: never leave the caller waiting
+                entry.finish(None if entry.on_final is None
+                             else build_reply(transaction.request, 503, "Service Unavailable"))
 
     def _arm_wakeup(self) -> None:
         if self._closed:

@@ -35,9 +35,11 @@ class FakeTransactions:
         self.sent, self.answer = [], answer
         self.answer_for: dict[str, int] = {}   # Call-ID -> status, overrides `answer`
 
-    async def request(self, req, dest, branch=None):
+    def send_request(self, req, dest, on_final, branch=None):
+        # like TransactionLayer.send_request: the answer comes from the loop, never inside the call
         self.sent.append((parse_message(req.to_bytes()), dest))
-        return build_reply(req, self.answer_for.get(req.call_id, self.answer))
+        asyncio.get_running_loop().call_soon(on_final,
+                                             build_reply(req, self.answer_for.get(req.call_id, self.answer)))
 
 
 class FakeServer:

@@ -54,9 +54,9 @@ class FakeTransactions:
     def __init__(self) -> None:
         self.sent: list[Any] = []
 
-    async def request(self, req: Any, dest: Any, branch: str | None = None) -> Any:
+    def send_request(self, req: Any, dest: Any, on_final: Any, branch: str | None = None) -> None:
         self.sent.append(parse_message(req.to_bytes()))
-        return build_reply(req, 200)
+        asyncio.get_running_loop().call_soon(on_final, build_reply(req, 200))
 
 
 class FakeBus:
