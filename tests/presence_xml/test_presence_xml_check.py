@@ -329,3 +329,20 @@ def test_reused_parser_stays_safe_after_a_refusal():
     with pytest.raises(BodyError) as err:
         parse_xml(b"<a>" + b"<b/>" * 33 + b"</a>", max_depth=2, max_elements=30)
     assert err.value.status == 413
+
+
+def test_accepted_body_parsed_once_refused_one_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routescript.modules.presence_xml import pidf
+
+    parsed: list[bytes] = []
+    real = pidf.parse_xml
+    monkeypatch.setattr(pidf, "parse_xml", lambda body: parsed.append(body) or real(body))
+    body = RPID_BODY.replace(b"</presence>", b"<!-- memo test --></presence>")
+    for _ in range(3):
+        assert check_pidf(body) is None
+    assert parsed == [body]
+    broken = b"<presence xmlns='urn:ietf:params:xml:ns:pidf'><tuple><status/></tuple></presence>"
+    for _ in range(2):
+        with pytest.raises(pidf.BodyError):
+            check_pidf(broken)
+    assert parsed.count(broken) == 2
