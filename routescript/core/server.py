@@ -173,10 +173,6 @@ GC_THRESHOLDS = (20_000, 20, 50)
 
 
 def tune_collector() -> None:
-    import os
-    if os.environ.get("RS_GC"):
-        gc.set_threshold(*map(int, os.environ["RS_GC"].split(",")))
-        return
     gc.set_threshold(*GC_THRESHOLDS)
 
 
