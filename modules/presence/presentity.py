@@ -15,6 +15,7 @@ RFC 3903 section 6 (processing PUBLISH) in short:
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -130,8 +131,10 @@ class PresentityTable:
             if len(self._table.get((facts.pres_uri, event.name), ())) >= self.max_per_presentity:
                 return _error(503, REASON_TOO_MANY)
             etag = self._etags.new()
-            pub = Publication(facts.pres_uri, event.name, etag, now + expires, body,
-                              facts.content_type or event.content_type, now, facts.sender)
+            # The presentity URI is shared with its watchers' records, the content type with every
+            # publication of the package (sys.intern; subscription.py: memory, issue 7).
+            pub = Publication(sys.intern(facts.pres_uri), event.name, etag, now + expires, body,
+                              sys.intern(facts.content_type or event.content_type), now, facts.sender)
             return PublishDecision(200, REASON_OK, PublishAction.INSERT, etag, expires, pub, None, True)
 
         old = self.get(facts.pres_uri, event.name, facts.if_match, now)
@@ -153,7 +156,8 @@ class PresentityTable:
             pub = replace(old, etag=etag, expires_at=now + expires, generation=generation)
             return PublishDecision(200, REASON_OK, PublishAction.REFRESH, etag, expires, pub, old.etag, False)
         pub = replace(old, etag=etag, expires_at=now + expires, body=body, received_time=now,
-                      content_type=facts.content_type or old.content_type, sender=facts.sender,
+                      content_type=sys.intern(facts.content_type) if facts.content_type else old.content_type,
+                      sender=facts.sender,
                       generation=generation)
         return PublishDecision(200, REASON_OK, PublishAction.MODIFY, etag, expires, pub, old.etag, True)
 

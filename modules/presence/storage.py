@@ -12,7 +12,7 @@ from typing import Any
 from routescript.db import Database, GroupCommitter, Write
 
 from .presentity import Publication
-from .subscription import Subscription, SubState
+from .subscription import Subscription, SubState, shared
 
 PRESENTITY = "presentity"
 ACTIVE_WATCHERS = "active_watchers"
@@ -41,8 +41,9 @@ def publication_row(pub: Publication) -> dict[str, Any]:
 
 def publication_from_row(row: dict[str, Any], content_type: str) -> Publication:
     body = row.get("body") or b""
-    return Publication(join_pres_uri(row["username"], row["domain"]), row["event"], row["etag"],
-                       float(row["expires"]), bytes(body), content_type, float(row.get("received_time") or 0),
+    return Publication(shared(join_pres_uri(row["username"], row["domain"])), shared(row["event"]),
+                       row["etag"], float(row["expires"]), bytes(body), shared(content_type),
+                       float(row.get("received_time") or 0),
                        row.get("sender") or None)
 
 
@@ -75,14 +76,15 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
     status = int(row.get("status") or SubState.PENDING)
     forced = status == SubState.ACTIVE and row.get("reason") == FORCED_REASON
     return Subscription(
-        row["presentity_uri"], row["event"], row.get("to_user") or "", row.get("to_domain") or "",
-        row.get("watcher_username") or "", row.get("watcher_domain") or "", row["callid"], row["to_tag"],
+        shared(row["presentity_uri"]), shared(row["event"]), row.get("to_user") or "",
+        shared(row.get("to_domain") or ""), row.get("watcher_username") or "",
+        shared(row.get("watcher_domain") or ""), row["callid"], row["to_tag"],
         row["from_tag"], row["contact"], float(row["expires"]),
         SubState(status) if status in SubState._value2member_map_ else SubState.PENDING,
         row.get("reason") or None, row.get("event_id") or None, int(row.get("local_cseq") or 0),
         int(row.get("remote_cseq") or 0), tuple(split_values(row.get("record_route") or "")),
-        int(row.get("version") or 0), row.get("socket_info") or "", row.get("local_contact") or "",
-        forced=forced)
+        int(row.get("version") or 0), shared(row.get("socket_info") or ""),
+        shared(row.get("local_contact") or ""), forced=forced)
 
 
 class PresenceStore:

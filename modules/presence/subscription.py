@@ -8,6 +8,7 @@ states and what moves them are ONE table, `TRANSITIONS`, below. Time is passed i
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -103,6 +104,15 @@ def transition(state: SubState, event: SubEvent) -> SubState:
 
 
 DialogKey = tuple[str, str, str]  # (Call-ID, our To tag, watcher's From tag)
+
+# Memory (issue 7): a subscription is kept ~100,000 times over. The strings most records repeat (the
+# domains, the receiving socket, our Contact, the User-Agent, the presentity URI that its publication and
+# its other watchers name too) are shared through sys.intern, which drops an interned string once nothing
+# else refers to it. A string unique to one dialog (Call-ID, tags, the watcher's Contact) is not interned:
+# the interned table would cost more than it saves.
+shared = sys.intern
+
+MAX_SHARED_SOURCES = 4096   # bound: distinct transport sources kept for sharing (SubsTable.share_source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +270,14 @@ class SubsTable:
         self.expires_offset = expires_offset
         self.max_watchers = max_watchers
         self._dialogs: dict[DialogKey, Subscription] = {}
-        self._by_presentity: dict[tuple[str, str], dict[DialogKey, None]] = {}
+        # event -> presentity URI -> its subscriptions' dialog keys, oldest first: the key itself while
+        # there is one (no dict per presentity; the very tuple _dialogs is keyed by), else a dict used as
+        # an ordered set. Keyed by event first: no (pres_uri, event) tuple kept per presentity.
+        self._by_presentity: dict[str, dict[str, DialogKey | dict[DialogKey, None]]] = {}
         self._deleted: dict[DialogKey, Subscription] = {}   # removed since the last database sync
+        # Transport sources, each kept once (a presence server behind a proxy hears every SUBSCRIBE
+        # from the same address): the records keep the shared one. Bounded: emptied when full.
+        self._sources: dict[Any, Any] = {}
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_subscribe(self, facts: SubscribeFacts, now: float, *, to_tag: str,
@@ -288,11 +304,11 @@ class SubsTable:
         event = facts.event
         assert facts.from_tag is not None and facts.contact is not None
         sub = Subscription(
-            facts.pres_uri, event.name, facts.to_user, facts.to_domain, facts.watcher_user,
-            facts.watcher_domain, facts.callid, to_tag, facts.from_tag, facts.contact, now + expires,
+            shared(facts.pres_uri), event.name, facts.to_user, shared(facts.to_domain), facts.watcher_user,
+            shared(facts.watcher_domain), facts.callid, to_tag, facts.from_tag, facts.contact, now + expires,
             status, reason if status is SubState.TERMINATED else None, facts.event_id, 0, facts.cseq,
-            facts.record_route, 0, facts.socket_info, facts.local_contact, facts.user_agent,
-            INSERTDB_FLAG, facts.source, forced)
+            facts.record_route, 0, shared(facts.socket_info), shared(facts.local_contact),
+            shared(facts.user_agent), INSERTDB_FLAG, self.share_source(facts.source), forced)
         code, text = reply_code(event, status)
         if expires == 0 or status is SubState.TERMINATED:
             # A fetch (RFC 6665 4.4.3) or a refused watcher: one final NOTIFY, nothing kept.
@@ -300,7 +316,7 @@ class SubsTable:
                 sub = replace(sub, status=SubState.TERMINATED, reason="timeout")
             return SubscribeDecision(code, text, SubscribeAction.FETCH, 0 if expires == 0 else expires,
                                      to_tag, sub, True, False, status is SubState.ACTIVE)
-        if len(self._by_presentity.get((facts.pres_uri, event.name), ())) >= self.max_watchers:
+        if self.count_watchers(facts.pres_uri, event.name) >= self.max_watchers:
             return _error(503, REASON_TOO_MANY)
         return SubscribeDecision(code, text, SubscribeAction.INSERT, expires, to_tag, sub, True, True,
                                  status is SubState.ACTIVE)
@@ -317,8 +333,10 @@ class SubsTable:
         if expires == 0:
             sub = replace(old.moved(SubEvent.UNSUBSCRIBE), remote_cseq=facts.cseq, expires_at=now)
             return SubscribeDecision(code, text, SubscribeAction.REMOVE, 0, None, sub, True, True)
+        source = old.source if facts.source is None or facts.source == old.source else \
+            self.share_source(facts.source)
         sub = replace(old.moved(SubEvent.REFRESH), remote_cseq=facts.cseq, expires_at=now + expires,
-                      contact=facts.contact, source=facts.source if facts.source is not None else old.source)
+                      contact=facts.contact, source=source)
         return SubscribeDecision(code, text, SubscribeAction.REFRESH, expires, None, sub, True, False,
                                  sub.status is SubState.ACTIVE)
 
@@ -368,11 +386,7 @@ class SubsTable:
         sub = self._dialogs.pop(key, None)
         if sub is None:
             return None
-        index = self._by_presentity.get((sub.pres_uri, sub.event))
-        if index is not None:
-            index.pop(key, None)
-            if not index:
-                del self._by_presentity[(sub.pres_uri, sub.event)]
+        self._unindex(sub.pres_uri, sub.event, key)
         if sub.db_flag != INSERTDB_FLAG:
             self._deleted[key] = sub   # it is in the database: the next sync deletes it
         return sub
@@ -394,16 +408,73 @@ class SubsTable:
 
     def presentities(self) -> list[tuple[str, str]]:
         """The (pres_uri, event) pairs that have at least one subscription here."""
-        return list(self._by_presentity)
+        return [(pres_uri, event) for event, by_uri in self._by_presentity.items() for pres_uri in by_uri]
 
     def load(self, sub: Subscription) -> None:
         """Put back a subscription read from the database at start."""
         self._put(replace(sub, db_flag=NO_UPDATEDB_FLAG))
 
     def _put(self, sub: Subscription) -> None:
-        self._dialogs[sub.key] = sub
-        self._by_presentity.setdefault((sub.pres_uri, sub.event), {})[sub.key] = None
-        self._deleted.pop(sub.key, None)
+        key = sub.key
+        old = self._dialogs.get(key)
+        if old is not None:
+            # the same dialog again (fallback2db, a reload): the index keeps its entry and its key
+            self._dialogs[key] = sub
+            if (old.pres_uri, old.event) != (sub.pres_uri, sub.event):
+                self._unindex(old.pres_uri, old.event, key)
+                self._index(sub.pres_uri, sub.event, key)
+        else:
+            self._dialogs[key] = sub
+            self._index(sub.pres_uri, sub.event, key)
+        self._deleted.pop(key, None)
+
+    def _index(self, pres_uri: str, event: str, key: DialogKey) -> None:
+        by_uri = self._by_presentity.get(event)
+        if by_uri is None:
+            by_uri = self._by_presentity[event] = {}
+        keys = by_uri.get(pres_uri)
+        if keys is None:
+            by_uri[pres_uri] = key
+        elif isinstance(keys, tuple):
+            if keys != key:
+                by_uri[pres_uri] = {keys: None, key: None}
+        else:
+            keys[key] = None
+
+    def _unindex(self, pres_uri: str, event: str, key: DialogKey) -> None:
+        by_uri = self._by_presentity.get(event)
+        keys = by_uri.get(pres_uri) if by_uri is not None else None
+        if keys is None:
+            return
+        assert by_uri is not None
+        if isinstance(keys, tuple):
+            if keys != key:
+                return
+            del by_uri[pres_uri]
+        else:
+            keys.pop(key, None)
+            if len(keys) == 1:
+                by_uri[pres_uri] = next(iter(keys))
+            elif not keys:
+                del by_uri[pres_uri]
+        if not by_uri:
+            del self._by_presentity[event]
+
+    def share_source(self, source: Any) -> Any:
+        """`source` as the equal transport source already kept, if any (one object for the records of
+        every subscription that came from the same address and socket)."""
+        if source is None:
+            return None
+        try:
+            kept = self._sources.get(source)
+        except TypeError:   # an unhashable source (tests): kept as it is
+            return source
+        if kept is not None:
+            return kept
+        if len(self._sources) >= MAX_SHARED_SOURCES:
+            self._sources.clear()
+        self._sources[source] = source
+        return source
 
     def expire(self, now: float) -> list[Subscription]:
         """Remove subscriptions past expiry + expires_offset; returns them terminated;reason=timeout
@@ -457,7 +528,21 @@ class SubsTable:
 
     def watchers(self, pres_uri: str, event: str) -> list[Subscription]:
         """Subscriptions to a presentity for an event, oldest first."""
-        return [self._dialogs[k] for k in self._by_presentity.get((pres_uri, event), {})]
+        by_uri = self._by_presentity.get(event)
+        keys = by_uri.get(pres_uri) if by_uri is not None else None
+        if keys is None:
+            return []
+        if isinstance(keys, tuple):
+            return [self._dialogs[keys]]
+        return [self._dialogs[k] for k in keys]
+
+    def count_watchers(self, pres_uri: str, event: str) -> int:
+        """How many subscriptions a presentity has for an event."""
+        by_uri = self._by_presentity.get(event)
+        keys = by_uri.get(pres_uri) if by_uri is not None else None
+        if keys is None:
+            return 0
+        return 1 if isinstance(keys, tuple) else len(keys)
 
     def __iter__(self) -> Iterator[Subscription]:
         return iter(list(self._dialogs.values()))
