@@ -255,21 +255,25 @@ def test_receive_never_raises_and_only_hands_up_parsed_messages(data):
         assert m.is_request is False or m.via.received is not None or m.via.host == "192.0.2.1"
 
 
+def _sysctl(name: str) -> int:
+    from pathlib import Path
+
+    return int(Path(f"/proc/sys/net/core/{name}").read_text())
+
+
 async def test_udp_buffers_sized_from_maxbuffer() -> None:
     # A NOTIFY fan-out's answers come back in one burst: the default ~200 KB buffer dropped them.
     import socket
-    from pathlib import Path
 
     from routescript.transport import TransportLayer
 
-    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    rmem_max, wmem_max = _sysctl("rmem_max"), _sysctl("wmem_max")
     wanted = min(1 << 20, rmem_max)
     layer = TransportLayer(lambda msg, src: None, udp_buffer=wanted)
     try:
         info = await layer.listen("udp", "127.0.0.1", 0)
         sock = layer._udp[info].transport.get_extra_info("socket")   # type: ignore[union-attr]
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= wanted   # Linux doubles it
-        wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= min(wanted, wmem_max)
     finally:
         await layer.close()
