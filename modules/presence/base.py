@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from routescript.sip import ParseError
+
 from .events import EventRegistry, PresenceEvent
 from .locks import KeyedLocks
 from .notify import BodyCache
@@ -81,8 +83,6 @@ class ServiceBase:
     _missed_while_fenced: bool
 
     def _event_of(self, msg: Any) -> PresenceEvent:
-        from routescript.sip import ParseError
-
         try:
             ev = msg.event
         except ParseError as exc:

@@ -9,6 +9,8 @@ from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from routescript.sip import generate_branch
+
 from .base import _maybe_await, _same_uri
 from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
 from .notify import build_notify, presentity_body, watcher_body
@@ -131,8 +133,6 @@ class NotifyDispatch(Persistence):
 
     def _send_notify(self, sub: Subscription, request: Any, done: Callable[[int], None]) -> None:
         """Start one NOTIFY's client transaction; `done(final status)` is called back once."""
-        from routescript.sip import generate_branch
-
         sock = self._socket_for(sub)
         via = branch = None
         if sock is not None:

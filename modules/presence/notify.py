@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from routescript.sip import SIPRequest
+
 from .events import PresenceEvent
 from .presentity import Publication
 from .subscription import SubState, Subscription
@@ -36,8 +38,6 @@ class NotifyRequest:
         """As a routescript.sip SIPRequest with Content-Length, and `via` as its first header when
         given (the sender's Via, RFC 3261 8.1.1.7). Made with SIPRequest.assemble - one NOTIFY per
         watcher per change is the fan-out's hot path - after the one check it skips: no line breaks."""
-        from routescript.sip import SIPRequest
-
         headers = [("Via", via), *self.headers] if via is not None else list(self.headers)
         for name, value in headers:
             if "\r" in value or "\n" in value:

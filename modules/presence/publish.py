@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from routescript.sip import ParseError, parse_uri
+
 from .authorization import WatcherAuthorization
 from .base import REASON_BAD_REQUEST, _BadRequest, _db_failure
 from .events import PresenceEvent
@@ -67,8 +69,6 @@ class PublishHandler(WatcherAuthorization):
         return 1
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
-        from routescript.sip import ParseError, parse_uri
-
         try:
             uri = msg.uri
             expires = msg.expires

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from routescript.sip import ParseError
+
 from .authorization import WatcherAuthorization
 from .base import REASON_BAD_REQUEST, _BadRequest, _maybe_await
 from .bla import bla_presentity, is_bla
@@ -68,8 +70,6 @@ class SubscribeHandler(WatcherAuthorization):
         return 1
 
     def _subscribe_facts(self, ctx: Any, event: PresenceEvent) -> SubscribeFacts:
-        from routescript.sip import ParseError
-
         msg = ctx.msg
         try:
             to, frm, uri = msg.to, msg.from_, msg.uri

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.modules.sl._reply import check_code
 from routescript.script.context import FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
+from routescript.sip import ParseError
+from routescript.transaction.errors import TransactionError, TransactionLimitError
 
 log = logging.getLogger("routescript.tm")
 
@@ -97,9 +99,6 @@ def newtran(ctx: MsgContext) -> Any:
         # An ACK never makes a transaction (RFC 3261 17.2.1: it belongs to its INVITE's).
         log.debug("t_newtran: no transaction for ACK")
         return None
-    from routescript.sip import ParseError
-    from routescript.transaction.errors import TransactionLimitError
-
     try:
         ctx.transaction = ctx.server.transactions.create(msg, ctx.source)
     except TransactionLimitError as exc:
@@ -120,7 +119,6 @@ def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
         return -1
     if ctx.msg is not None and getattr(ctx.msg, "method", "") == "ACK":
         return 1
-    from routescript.transaction.errors import TransactionError
 
     if newtran(ctx) is None:
         return -1

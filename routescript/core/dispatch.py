@@ -8,6 +8,7 @@ from typing import Any
 
 from routescript.script.context import ERROR_ROUTE, EVENT_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.runtime import DROP_KEY
+from routescript.sip import ParseError
 
 from ._server_base import ServerBase
 from .log import current_call_id
@@ -20,8 +21,6 @@ class DispatchMixin(ServerBase):
 
     async def handle_message(self, msg: Any, source: Any) -> None:
         """Dispatch one parsed message (also the entry point tests use without sockets)."""
-        from routescript.sip import ParseError
-
         try:
             cid = msg.call_id
         except ParseError:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from routescript.script.context import MsgContext
+from routescript.sip import build_reply
 
 from ._server_base import ServerBase
 
@@ -25,8 +26,6 @@ class ReplyMixin(ServerBase):
         """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
         same reply) and `Server:` when server_header is set. A 18x/2xx reply carries the request's
         Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request)."""
-        from routescript.sip import build_reply
-
         hdrs = list(headers)
         if 180 <= code < 300 and msg.has_header("Record-Route"):
             hdrs[:0] = [("Record-Route", v) for v in msg.header_all("Record-Route")]

@@ -36,6 +36,7 @@ log = logging.getLogger("routescript.db")
 
 T = TypeVar("T")
 Row = dict[str, Any]
+MAX_WRITE_PLANS = 256  # bound: write shapes whose SQL text is kept
 
 
 class Transaction:
@@ -85,6 +86,8 @@ class Database(abc.ABC):
         self._names = resolve_table_names(table_names)
         self._closed = False
         self._listeners: Listeners | None = None
+        # write_batch's SQL per write shape (see _write_sql); bounded, the shapes are few
+        self._plans: dict[tuple[Any, ...], tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]] = {}
 
     # --- rows ---------------------------------------------------------------------------------------
 
@@ -186,11 +189,53 @@ class Database(abc.ABC):
                 runs[-1][1].append(params)
             else:
                 runs.append((sql, [params]))
+        self._check_open()
+        if self._current_tx() is None:
+            await self._commit_runs(runs)
+            return
+        for sql, rows in runs:
+            await self._run(functools.partial(self._executemany, sql=sql, rows=rows))
+
+    async def _commit_runs(self, runs: list[tuple[str, list[list[Any]]]]) -> None:
+        """Run each (sql, rows) as an executemany, in one new transaction. A backend may do it in fewer
+        round trips (SQLite: one call into its thread)."""
         async with self.transaction():
             for sql, rows in runs:
                 await self._run(functools.partial(self._executemany, sql=sql, rows=rows))
 
     def _write_sql(self, w: Write) -> tuple[str, list[Any]]:
+        """The SQL and parameters of one write. The SQL text of a write's shape (operation, table, the
+        columns it sets and, for plain equality conditions, the columns it matches) is built once and
+        kept: a PUBLISH's writes then only coerce their values."""
+        where = w.where
+        simple = isinstance(w.values, Mapping) and (where is None or (isinstance(where, Mapping) and all(
+            v is not None and not isinstance(v, tuple) for v in where.values())))
+        if simple:
+            key = (w.op, w.table, tuple(w.values), tuple(where) if where is not None else None, w.keys)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plan(w)
+                if len(self._plans) >= MAX_WRITE_PLANS:
+                    self._plans.clear()
+                self._plans[key] = plan
+            sql, table, value_cols, where_cols = plan
+            params = [] if w.op == "delete" else [
+                _sql.coerce(table, c, v) for c, v in zip(value_cols, w.values.values(), strict=True)]
+            if where_cols:
+                params += [_sql.coerce(table, c, v)
+                           for c, v in zip(where_cols, where.values(), strict=True)]  # type: ignore[union-attr]
+            return sql, params
+        return self._build_write_sql(w)
+
+    def _plan(self, w: Write) -> tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]:
+        """Build the SQL of `w` (equality conditions only), with the columns its parameters bind, in order."""
+        t, _ = self._table(w.table)
+        sql, _ = self._build_write_sql(w)
+        value_cols = tuple(_sql.column(t, n) for n in w.values) if w.op != "delete" else ()
+        where_cols = tuple(_sql.column(t, n) for n in (w.where or {})) if w.op in ("update", "delete") else ()
+        return sql, t, value_cols, where_cols
+
+    def _build_write_sql(self, w: Write) -> tuple[str, list[Any]]:
         t, name = self._table(w.table)
         if w.op == "insert" or w.op == "upsert":
             cols, vals = _sql.row_values(t, w.values)

@@ -92,6 +92,17 @@ class SqliteDatabase(Database):
                 await self._rollback()
                 raise self._translate(exc) from exc
 
+    async def _commit_runs(self, runs: list[tuple[str, list[list[Any]]]]) -> None:
+        """A group-commit batch as one call into aiosqlite's thread (BEGIN IMMEDIATE, the executemanys,
+        COMMIT) instead of a round trip per statement: each hop costs the event loop a queue put, a future
+        and a wakeup, and under load the hops of one batch were a tenth of a PUBLISH's main-thread time.
+        Uses aiosqlite's thread runner (Connection._execute), the one its public methods go through."""
+        async with self._lock:
+            try:
+                await self._conn._execute(_apply_runs, self._conn._conn, runs)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
     async def _rollback(self) -> None:
         try:
             await self._conn.execute("ROLLBACK")
@@ -158,6 +169,21 @@ class SqliteDatabase(Database):
     async def _close(self) -> None:
         async with self._lock:
             await self._conn.close()
+
+
+def _apply_runs(conn: sqlite3.Connection, runs: list[tuple[str, list[list[Any]]]]) -> None:
+    """In the connection's thread: the runs in one transaction, all or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in runs:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the error that got us here is the one that matters
+            log.warning("rollback failed: %s", exc)
+        raise
 
 
 def _kind(exc: BaseException) -> ErrorKind:

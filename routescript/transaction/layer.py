@@ -32,7 +32,7 @@ from routescript.transaction.completed import CompletedTable, CompletedTransacti
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.keys import client_key_of_request, client_key_of_response, server_key
 from routescript.transaction.machine import Action, Deliver, Machine, Transmit
-from routescript.transaction.server import ServerTransaction, server_transaction
+from routescript.transaction.server import NonInviteServerTransaction, ServerTransaction, server_transaction
 from routescript.transaction.states import State
 from routescript.transaction.timers import TimerConfig
 
@@ -45,7 +45,7 @@ _EARLY = 0.001
 class TransportLike(Protocol):
     """What the transaction layer needs from routescript.transport.TransportLayer."""
 
-    def send_reply(self, response: Any, source: Any) -> None: ...
+    def send_reply(self, response: Any, source: Any, dest: Any = None) -> None: ...
 
     def send(self, data: bytes, dest: Any) -> None: ...
 
@@ -210,11 +210,35 @@ class TransactionLayer:
         retransmissions. Raises TransactionError for a reply its state does not allow (a second final
         reply); a transport failure is logged and ends the transaction."""
         now = self._now()
+        if (not transaction.reliable and not transaction.is_invite and response.status >= 200
+                and self._server.get(transaction.key) is transaction):  # type: ignore[arg-type]
+            self._reply_final_udp(transaction, response, now)  # type: ignore[arg-type]
+            return
         actions = transaction.send_response(response, now)
         self._run(transaction, actions, now)
         if (transaction.state is State.COMPLETED and not transaction.is_invite
                 and self._server.get(transaction.key) is transaction):  # type: ignore[arg-type]
             self._retire(transaction, response, now)
+
+    def _reply_final_udp(self, transaction: NonInviteServerTransaction, response: Any, now: float) -> None:
+        """The final response of a non-INVITE server transaction over UDP - every PUBLISH, SUBSCRIBE and
+        OPTIONS - in one step: send it and keep only its bytes and destination for retransmissions until
+        Timer J (what send_response + _retire do, without the machine's action list and timers)."""
+        dest = self.transport.reply_destination(response, transaction.source)
+        data = response.to_bytes()
+        if not transaction.complete_into_table(response):
+            transaction.send_response(response, now)  # raises the TransactionError of the state
+            return
+        key: Any = transaction.key
+        del self._server[key]
+        self._scheduled.pop(transaction, None)
+        try:
+            self.transport.send_reply(response, transaction.source, dest)
+        except OSError as exc:  # RFC 3261 17.2.2: a transport error in Completed ends the transaction
+            log.info("transaction %s: transport error: %s", transaction.label, exc)
+            transaction.state = State.TERMINATED
+            return
+        self._keep_completed(key, data, dest, now)
 
     def _retire(self, transaction: ServerTransaction, response: Any, now: float) -> None:
         """A non-INVITE server transaction sent its final response over UDP: keep only what answers a
@@ -227,7 +251,10 @@ class TransactionLayer:
         except Exception:  # noqa: BLE001 - a reply the transport cannot route: nothing to resend
             log.debug("transaction %s: no destination to keep for retransmissions", transaction.label)
             return
-        evicted = self._completed.add(key, response.to_bytes(), dest, now)
+        self._keep_completed(key, response.to_bytes(), dest, now)
+
+    def _keep_completed(self, key: Any, data: bytes, dest: Any, now: float) -> None:
+        evicted = self._completed.add(key, data, dest, now)
         if evicted and now - self._evict_logged >= 60.0:
             self._evict_logged = now
             log.warning("completed-transaction cache full (%d entries): the oldest are dropped before "

@@ -78,6 +78,20 @@ class NonInviteServerTransaction(ServerTransaction):
             self._cancel(Event.TU_TIMEOUT)
             self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
 
+    def complete_into_table(self, response: Any) -> bool:
+        """The final `response` of a transaction the layer moves at once to its completed table (UDP:
+        the table keeps the bytes and runs Timer J): the table's FINAL transition (Trying/Proceeding ->
+        Completed, RFC 3261 17.2.2) without arming timers here. The caller sends the response. False
+        when the state does not allow a final response (send_response then raises as usual)."""
+        entry = self.TABLE.get((self.state, Event.FINAL))
+        if entry is None or entry[0] is not State.COMPLETED:
+            return False
+        self.state = State.COMPLETED
+        self.last_response = response
+        self._deadlines.clear()
+        self._intervals.clear()
+        return True
+
 
 class InviteServerTransaction(ServerTransaction):
     """RFC 3261 17.2.1 (figure 7) with RFC 6026's Accepted state (absorbs INVITE retransmissions after

@@ -312,11 +312,13 @@ class TransportLayer:
                 return str(addr[0])
         raise TransportError(f"cannot resolve {host} to an address we have a UDP socket for")
 
-    def send_reply(self, response: Any, source: Source) -> None:
+    def send_reply(self, response: Any, source: Source, dest: Destination | None = None) -> None:
         """Send a response to the request that came from `source`, routed per RFC 3261 18.2.2 and
         RFC 3581 from the response's top Via: the same TCP connection while it is open (else a new one
-        to received/sent-by), UDP to received:rport / received:sent-by-port / sent-by."""
-        dest = self.reply_destination(response, source)
+        to received/sent-by), UDP to received:rport / received:sent-by-port / sent-by. `dest`: what
+        reply_destination() gave, when the caller already asked (the transaction layer keeps it)."""
+        if dest is None:
+            dest = self.reply_destination(response, source)
         data = response.to_bytes()
         if dest.proto == TCP and dest.conn_id is not None:
             conn = self.connection(dest.conn_id)

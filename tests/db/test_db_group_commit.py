@@ -129,3 +129,35 @@ async def test_batches_are_bounded_and_pending_writers_refused(db):
     assert (gc.batches, gc.callers) == (2, 6)
     await gc.drain()
     assert len(await users(db)) == 6
+
+
+async def test_write_sql_is_planned_once_per_shape_and_values_still_checked(db):
+    """write_batch keeps the SQL of a write shape (op, table, columns, equality columns); each write's
+    values are still bound and coerced - a wrong type is refused with the planned shape too."""
+    await db.write_batch([insert(f"p{i}", f"e{i}") for i in range(5)])
+    await db.write_batch([Write("update", "presentity", {"etag": f"n{i}"}, {"username": f"p{i}"})
+                          for i in range(5)])
+    plans = dict(db._plans)
+    assert len(plans) == 2
+    await db.write_batch([Write("update", "presentity", {"etag": "z"}, {"username": "p1"})])
+    assert db._plans.keys() == plans.keys()
+    assert {r["username"]: r["etag"] for r in await db.query("presentity")} == {
+        "p0": "n0", "p1": "z", "p2": "n2", "p3": "n3", "p4": "n4"}
+    with pytest.raises(DatabaseError, match="expects int"):
+        await db.write_batch([Write("update", "presentity", {"expires": "soon"}, {"username": "p1"})])
+    # conditions other than plain equality (operators, NULL) are built each time, never planned
+    await db.write_batch([Write("delete", "presentity", where={"username": ("in", ["p3", "p4"])}),
+                          Write("update", "presentity", {"etag": "q"}, {"sender": None})])
+    assert db._plans.keys() == plans.keys()   # a refused write plans nothing; the last two are not planned
+    assert await users(db) == ["p0", "p1", "p2"]
+    assert {r["etag"] for r in await db.query("presentity")} == {"q"}
+
+
+async def test_a_failing_batch_leaves_nothing_behind(db):
+    """One bad row fails the batch as a whole (SQLite runs it in one call into its thread)."""
+    await db.write_batch([insert("keep")])
+    with pytest.raises(DatabaseError):
+        await db.write_batch([insert("gone"), insert("keep")])   # the second breaks the unique key
+    assert await users(db) == ["keep"]
+    await db.write_batch([insert("after")])                        # the connection is usable again
+    assert await users(db) == ["after", "keep"]

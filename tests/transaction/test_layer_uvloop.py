@@ -28,7 +28,7 @@ class SlowTransport:
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.send(data, dest)
 
-    def send_reply(self, response: Any, source: Any) -> None:
+    def send_reply(self, response: Any, source: Any, dest: Any = None) -> None:
         raise AssertionError("no server transactions here")
 
 

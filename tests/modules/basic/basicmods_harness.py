@@ -21,7 +21,7 @@ class RecordingTransport:
         self.replies: list[Any] = []
         self.sent: list[tuple[bytes, Any]] = []
 
-    def send_reply(self, response: Any, source: Any) -> None:
+    def send_reply(self, response: Any, source: Any, dest: Any = None) -> None:
         self.replies.append(response)
 
     def send(self, data: bytes, dest: Any) -> None:
