@@ -51,7 +51,8 @@ class SqliteDatabase(Database):
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN ourselves
+            # autocommit (we BEGIN ourselves); the loop's thread runs the rows of a batch (_commit_runs)
+            conn = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseError(f"cannot open SQLite database {path}: {exc}", "connection") from exc
         try:
@@ -93,14 +94,32 @@ class SqliteDatabase(Database):
                 raise self._translate(exc) from exc
 
     async def _commit_runs(self, runs: list[tuple[str, list[list[Any]]]]) -> None:
-        """A group-commit batch as one call into aiosqlite's thread (BEGIN IMMEDIATE, the executemanys,
-        COMMIT) instead of a round trip per statement: each hop costs the event loop a queue put, a future
-        and a wakeup, and under load the hops of one batch were a tenth of a PUBLISH's main-thread time.
-        Uses aiosqlite's thread runner (Connection._execute), the one its public methods go through."""
+        """A group-commit batch: BEGIN IMMEDIATE and COMMIT in aiosqlite's thread (they may wait for
+        another process's lock, and COMMIT syncs to disk), the row statements in between on the event
+        loop's thread. Why: the sqlite3 module releases the GIL around every row's step; run in the
+        worker thread, each row then has to win the GIL back from a busy event loop (up to the 5 ms
+        switch interval), so under load a batch of 100 rows took 30-50 ms and the PUBLISHes waiting on
+        it were retransmitted. Inside our IMMEDIATE transaction a row statement never waits for a lock
+        and writes no file (pages reach the WAL at COMMIT), so it costs the loop microseconds.
+        The connection is shared by the two threads one at a time: every use holds self._lock."""
         async with self._lock:
             try:
-                await self._conn._execute(_apply_runs, self._conn._conn, runs)  # type: ignore[no-untyped-call]
+                await self._conn.execute("BEGIN IMMEDIATE")
             except Exception as exc:
+                raise self._translate(exc) from exc
+            try:
+                conn = self._conn._conn
+                for sql, rows in runs:
+                    conn.executemany(sql, rows)
+            except BaseException as exc:
+                await self._rollback()
+                if isinstance(exc, Exception):
+                    raise self._translate(exc) from exc
+                raise
+            try:
+                await self._conn.execute("COMMIT")
+            except Exception as exc:
+                await self._rollback()
                 raise self._translate(exc) from exc
 
     async def _rollback(self) -> None:
@@ -169,21 +188,6 @@ class SqliteDatabase(Database):
     async def _close(self) -> None:
         async with self._lock:
             await self._conn.close()
-
-
-def _apply_runs(conn: sqlite3.Connection, runs: list[tuple[str, list[list[Any]]]]) -> None:
-    """In the connection's thread: the runs in one transaction, all or nothing."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for sql, rows in runs:
-            conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:  # the error that got us here is the one that matters
-            log.warning("rollback failed: %s", exc)
-        raise
 
 
 def _kind(exc: BaseException) -> ErrorKind:

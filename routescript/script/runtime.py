@@ -314,7 +314,7 @@ Converter = Callable[[Any], Any] | None
 class CallSite:
     """One script function call: the impl, its position and how to convert run-time argument values."""
 
-    __slots__ = ("name", "impl", "pos", "converters")
+    __slots__ = ("name", "impl", "pos", "converters", "_converts")
 
     def __init__(self, name: str, impl: Callable[..., Any], pos: Pos,
                  converters: tuple[Converter, ...]) -> None:
@@ -322,6 +322,7 @@ class CallSite:
         self.impl = impl
         self.pos = pos
         self.converters = converters
+        self._converts = any(converters)
 
     def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if not any(self.converters):
@@ -339,26 +340,28 @@ class CallSite:
             log.error("%s: %s() failed: %s: %s", self.pos, self.name, type(exc).__name__, exc, exc_info=exc)
         return -1
 
-    def _result(self, ctx: MsgContext, r: Any) -> int:
-        rc = normalise_rc(r)
+    # __call__ and acall run for every function call of every message: _args and _result inlined.
+    def __call__(self, ctx: MsgContext, *args: Any) -> int:
+        try:
+            r = self.impl(ctx, *(self._args(args) if self._converts else args))
+        except Exception as exc:  # noqa: BLE001 - a failing function is false (-1), recorded and logged
+            r = self._failed(ctx, exc)
+        rc = r if type(r) is int else normalise_rc(r)
         ctx.retcode = rc
         if rc == 0:
             raise ExitScript
         return rc
 
-    def __call__(self, ctx: MsgContext, *args: Any) -> int:
-        try:
-            r = self.impl(ctx, *self._args(args))
-        except Exception as exc:  # noqa: BLE001 - a failing function is false (-1), recorded and logged
-            r = self._failed(ctx, exc)
-        return self._result(ctx, r)
-
     async def acall(self, ctx: MsgContext, *args: Any) -> int:
         try:
-            r = await self.impl(ctx, *self._args(args))
+            r = await self.impl(ctx, *(self._args(args) if self._converts else args))
         except Exception as exc:  # noqa: BLE001 - a failing function is false (-1), recorded and logged
             r = self._failed(ctx, exc)
-        return self._result(ctx, r)
+        rc = r if type(r) is int else normalise_rc(r)
+        ctx.retcode = rc
+        if rc == 0:
+            raise ExitScript
+        return rc
 
 
 class TransformSite:

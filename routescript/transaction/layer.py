@@ -99,6 +99,7 @@ class TransactionLayer:
         self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f)
         self.max_transactions = max_transactions
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._looked_up: tuple[Any, Any] = (None, None)   # the last lookup()'s request and key (create)
         # Response destinations are kept packed into plain tuples (see completed.py: no GC walk).
         self._completed = CompletedTable(self.timers.timer_j(False), max_completed,
                                          pack=getattr(transport, "pack_destination", None),
@@ -161,6 +162,7 @@ class TransactionLayer:
         Raises routescript.sip.ParseError when the top Via is broken.
         """
         key = server_key(request)
+        self._looked_up = (request, key)
         transaction = self._server.get(key)
         if transaction is None:
             if not self._completed or request.method == "ACK":
@@ -189,7 +191,12 @@ class TransactionLayer:
         for an ACK (an ACK never creates a transaction)."""
         if request.method == "ACK":
             raise TransactionError("an ACK does not create a transaction")
-        key = server_key(request)
+        # The core looked this request up just before (t_newtran after the retransmission check): the
+        # key of the request as received, kept for this one step.
+        looked_up, key = self._looked_up
+        if looked_up is not request:
+            key = server_key(request)
+        self._looked_up = (None, None)
         existing = self._server.get(key)
         if existing is not None:
             return existing

@@ -21,7 +21,8 @@ def publish(branch: str = "z9hG4bK-final-1") -> Any:
         "PUBLISH sip:alice@127.0.0.1 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:40000;branch={branch}\r\n"
         "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:alice@127.0.0.1>\r\n"
-        "Call-ID: final-udp@test\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n").encode())
+        "Call-ID: final-udp@test\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n"
+        "Content-Length: 0\r\n\r\n").encode())
 
 
 class Transport:
