@@ -19,8 +19,9 @@ log = logging.getLogger("routescript.core")
 class DispatchMixin(ServerBase):
     """Server.handle_message and the routes it runs."""
 
-    async def handle_message(self, msg: Any, source: Any) -> None:
-        """Dispatch one parsed message (also the entry point tests use without sockets)."""
+    async def handle_message(self, msg: Any, source: Any, arrived: float | None = None) -> None:
+        """Dispatch one parsed message (also the entry point tests use without sockets). `arrived`:
+        when the transport handed it over (time.monotonic), to answer 503 when it waited too long."""
         try:
             cid = msg.call_id
         except ParseError:
@@ -28,6 +29,8 @@ class DispatchMixin(ServerBase):
         token = current_call_id.set(cid)
         try:
             async with self._running:
+                if arrived is not None and self._too_late(msg, source, arrived):
+                    return
                 if msg.is_request:
                     await self._handle_request(msg, source)
                 else:

@@ -50,6 +50,7 @@ class LifecycleMixin(ServerBase):
             self.sockets.append(info)
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())
+        self.queue_delay_limit = max(0, int(cfg.get("queue_delay_limit"))) / 1000.0
         started: list[Any] = []
         for name, mod in self.modules.instances.items():
             try:

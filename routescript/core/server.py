@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from typing import Any
 
 from routescript.script.context import ONREPLY_ROUTE
@@ -84,6 +85,8 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         self._started = False
         self._reload_lock = asyncio.Lock()
         self._timer_names: set[str] = set()
+        self.queue_delay_limit = 0.25      # seconds (core parameter queue_delay_limit, ms; 0: off)
+        self._shed_logged = -1.0e9
 
     # ------------------------------------------------------------------ messages
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -131,7 +134,29 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
             else:
                 log.warning("overloaded (%d messages pending): response dropped", len(self._tasks))
             return
-        self._spawn(self.handle_message(msg, source))
+        self._spawn(self.handle_message(msg, source, time.monotonic()))
+
+    def _too_late(self, msg: Any, source: Any, arrived: float) -> bool:
+        """Overload, measured where it shows: the time a request waited between its arrival and its
+        turn (the loop's ready queue, then the MAX_RUNNING bound). Beyond queue_delay_limit it gets a
+        503 with Retry-After (RFC 3261 21.5.4) instead of the script: its client retransmits at 500 ms
+        (T1), so a late answer is paid twice, and the server that answers every request late collapses
+        to a fraction of its capacity (measured: 455 SUBSCRIBE calls/s achieved at 1,720 offered).
+        A 503 costs a tenth of a request and keeps the rest on time. ACKs are never answered."""
+        limit = self.queue_delay_limit
+        if not limit or not msg.is_request or msg.method == "ACK":
+            return False
+        now = time.monotonic()
+        waited = now - arrived
+        if waited <= limit:
+            return False
+        self.counters.drop_requests += 1
+        if now - self._shed_logged >= 1.0:  # one line a second, not one per request
+            self._shed_logged = now
+            log.warning("overloaded: a %s waited %.0f ms (queue_delay_limit %.0f ms): 503 until it "
+                        "catches up", msg.method, waited * 1000, limit * 1000)
+        self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
+        return True
 
     # ------------------------------------------------------------------ identity
     def is_myself(self, host: str, port: int | None = None) -> bool:
@@ -167,11 +192,13 @@ def install_event_loop_policy() -> None:
 # is every request in flight, with its parsed message, task and transaction - to the older generations;
 # each promotion brings the next full collection (a pause that walks every long-lived object, the
 # subscriptions and publications included) closer. Measured with 2,000 PUBLISH calls/s: the defaults
-# made a full collection of 40-100 ms every half second (retransmissions, then collapse). Larger
-# thresholds trade that for longer young (threshold0) and middle (threshold0 x threshold1) pauses: these
-# values kept PUBLISH at 2,000-2,200 calls/s and gave the lowest SUBSCRIBE p99 of those tried
-# (20000/20/50, 20000/10/100, 10000/10/100, 5000/20/100).
-GC_THRESHOLDS = (15_000, 8, 100)
+# made a full collection of 40-100 ms every half second (retransmissions, then collapse); threshold0 =
+# 15000 (of 5000-20000 tried) kept PUBLISH at 2,000-2,200 calls/s. threshold1 sets the middle pause: a
+# middle collection walks what the last threshold1 young ones promoted. With 8 it took 50-66 ms every
+# 10-15 s at 1,500 PUBLISH calls/s - about 1% of the requests of a 10 s run waited for it, which made
+# the p99; with 2 it takes 17-21 ms (p99 56-64 -> 40-44 ms at that rate, SUBSCRIBE at 1,000 calls/s
+# 12-16 ms). threshold2 stays 100 (CPython also waits for the long-lived set to grow by a quarter).
+GC_THRESHOLDS = (15_000, 2, 100)
 
 
 def tune_collector() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +13,9 @@ import pytest
 import routescript.core.loader as loader
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.core.server import LoadError, Server
+from routescript.sip import parse_message
 from routescript.testing import SipTestClient
+from routescript.transport.address import Source
 
 pytestmark = pytest.mark.asyncio
 
@@ -294,3 +297,49 @@ async def test_reload_starts_new_timer_routes_and_stops_removed_ones(tmp_path: P
     finally:
         await server.stop()
     assert server._timer_names == set()
+
+
+async def test_requests_that_waited_past_queue_delay_limit_get_503_not_the_script(tmp_path: Path) -> None:
+    """Overload: a request whose turn comes more than queue_delay_limit ms after it arrived is
+    answered 503 + Retry-After without running the script; one on time runs as usual. The requests
+    are handed to the server as its transport does, with the time they arrived; the answers go to the
+    client over UDP."""
+    server = await running(tmp_path, """
+queue_delay_limit = 100
+route {
+    note("$rm $ci");
+    sl_send_reply(200, "OK");
+}
+""")
+    try:
+        assert server.queue_delay_limit == 0.1
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            source = Source("udp", server.sockets[0], "127.0.0.1", client.local_port)
+            late, on_time, ack = client.options(), client.options(), client.request("ACK")
+            await server.handle_message(parse_message(late.to_bytes()), source, time.monotonic() - 0.3)
+            answer = await client.expect_response(late, final=True)
+            assert (answer.status, answer.header("Retry-After")) == (503, "5")
+            assert f"OPTIONS {late.call_id}" not in ProbeModule.log     # the script never saw it
+            assert server.counters.drop_requests == 1
+            await server.handle_message(parse_message(on_time.to_bytes()), source, time.monotonic() - 0.05)
+            assert (await client.expect_response(on_time, final=True)).status == 200
+            await server.handle_message(parse_message(ack.to_bytes()), source, time.monotonic() - 0.3)
+            assert f"ACK {ack.call_id}" in ProbeModule.log             # an ACK is never refused
+            assert server.counters.drop_requests == 1
+    finally:
+        await server.stop()
+
+
+async def test_queue_delay_limit_zero_never_sheds(tmp_path: Path) -> None:
+    server = await running(tmp_path, "queue_delay_limit = 0\nroute { sl_send_reply(200, \"OK\"); }\n")
+    try:
+        assert server.queue_delay_limit == 0
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            source = Source("udp", server.sockets[0], "127.0.0.1", client.local_port)
+            request = client.options()
+            await server.handle_message(parse_message(request.to_bytes()), source, time.monotonic() - 5)
+            assert (await client.expect_response(request, final=True)).status == 200
+    finally:
+        await server.stop()
