@@ -112,8 +112,13 @@ class TransactionLayer:
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._evict_logged = -1.0e9
         self._client: dict[tuple[str, str], _ClientEntry] = {}
-        self._heap: list[tuple[float, int, Machine]] = []
-        self._scheduled: dict[Machine, float] = {}
+        # Timers: the heap holds (deadline, seq) only, so a transaction that ends before its timer
+        # (a NOTIFY answered within Timer E) is freed at once instead of being kept - and promoted
+        # by the collector with its request - until its stale entry reaches the top. _scheduled maps
+        # a live transaction to its (deadline, seq); _by_seq the seq back to it.
+        self._heap: list[tuple[float, int]] = []
+        self._scheduled: dict[Machine, tuple[float, int]] = {}
+        self._by_seq: dict[int, Machine] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_when: float | None = None  # uvloop's TimerHandle has no when(): keep it ourselves
@@ -238,7 +243,7 @@ class TransactionLayer:
             return
         key: Any = transaction.key
         del self._server[key]
-        self._scheduled.pop(transaction, None)
+        self._unschedule(transaction)
         try:
             self.transport.send_reply(response, transaction.source, dest)
         except OSError as exc:  # RFC 3261 17.2.2: a transport error in Completed ends the transaction
@@ -252,7 +257,7 @@ class TransactionLayer:
         retransmission (the bytes, the destination) until Timer J, and drop the machine."""
         key: Any = transaction.key
         del self._server[key]
-        self._scheduled.pop(transaction, None)
+        self._unschedule(transaction)
         try:
             dest = self.transport.reply_destination(response, transaction.source)
         except Exception:  # noqa: BLE001 - a reply the transport cannot route: nothing to resend
@@ -409,7 +414,7 @@ class TransactionLayer:
         retransmissions, and drop the machine with its request and response."""
         key: Any = transaction.key
         del self._client[key]
-        self._scheduled.pop(transaction, None)
+        self._unschedule(transaction)
         self._client_done.add(key, b"", None, now)
         if self._sweep_handle is None:
             self._arm_sweep()
@@ -461,20 +466,30 @@ class TransactionLayer:
             return  # the sweep runs their timers (or they have left for the completed table)
         deadline = transaction.next_deadline()
         if deadline is None:
-            self._scheduled.pop(transaction, None)
+            self._unschedule(transaction)
             return
-        if self._scheduled.get(transaction) == deadline:
-            return
-        self._scheduled[transaction] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), transaction))
+        current = self._scheduled.get(transaction)
+        if current is not None:
+            if current[0] == deadline:
+                return
+            del self._by_seq[current[1]]
+        seq = next(self._seq)
+        self._scheduled[transaction] = (deadline, seq)
+        self._by_seq[seq] = transaction
+        heapq.heappush(self._heap, (deadline, seq))
         # A wakeup armed no later than this deadline serves it too: it is not re-armed (cancelling and
         # re-arming a loop timer per NOTIFY was a twentieth of a fan-out); stale entries left at the
         # top by answered transactions are dropped when it fires.
         if self._wakeup is None or self._wakeup_when is None or deadline < self._wakeup_when:
             self._arm_wakeup()
 
+    def _unschedule(self, transaction: Machine) -> None:
+        entry = self._scheduled.pop(transaction, None)
+        if entry is not None:
+            del self._by_seq[entry[1]]
+
     def _forget(self, transaction: Machine, *, cancelled: bool = False) -> None:
-        self._scheduled.pop(transaction, None)
+        self._unschedule(transaction)
         key = getattr(transaction, "key", None)
         if isinstance(transaction, ServerTransaction):
             if self._server.get(key) is transaction:  # type: ignore[arg-type]
@@ -492,7 +507,7 @@ class TransactionLayer:
     def _arm_wakeup(self) -> None:
         if self._closed:
             return
-        while self._heap and self._scheduled.get(self._heap[0][2]) != self._heap[0][0]:
+        while self._heap and self._heap[0][1] not in self._by_seq:
             heapq.heappop(self._heap)  # drop stale entries at the top
         if not self._heap:
             if self._wakeup is not None:
@@ -511,9 +526,10 @@ class TransactionLayer:
         self._wakeup = None
         now = self._now() + _EARLY
         while self._heap and self._heap[0][0] <= now:
-            deadline, _, transaction = heapq.heappop(self._heap)
-            if self._scheduled.get(transaction) != deadline:
-                continue
+            _, seq = heapq.heappop(self._heap)
+            transaction = self._by_seq.pop(seq, None)
+            if transaction is None:
+                continue   # stale: the transaction ended or was rescheduled
             del self._scheduled[transaction]
             try:
                 actions = transaction.handle_timer(now)
@@ -539,6 +555,7 @@ class TransactionLayer:
         self._client_done.clear()
         self._heap.clear()
         self._scheduled.clear()
+        self._by_seq.clear()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from routescript.sip import build_reply
 from routescript.testing import SipTestClient
 from routescript.transaction import State, TransactionError, TransactionLayer
+from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.completed import CompletedTable
 from routescript.transport import TransportLayer
 
@@ -150,6 +152,10 @@ async def test_answered_client_transaction_keeps_only_its_key_for_timer_k() -> N
             await client.reply(got, 200)
             assert (await asyncio.wait_for(task, 2)).status == 200
             assert layer.pending == 0 and not layer._client and len(layer._client_done) == 1
+            # Timer E's entry is still on the heap (T1 = 20 ms from now), but it holds no reference:
+            # the machine and its request are gone at once, not when the stale entry is popped
+            assert layer._heap and not layer._scheduled and not layer._by_seq
+            assert not [o for o in gc.get_referrers(req) if isinstance(o, NonInviteClientTransaction)]
             await client.reply(got, 200)                          # a retransmitted 200: absorbed
             await asyncio.sleep(0.05)
             assert stray == []
