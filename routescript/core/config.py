@@ -138,12 +138,11 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # OpenSIPS autoprobes up to 256 KB; we ask for 4 MiB at once (capped by net.core.rmem_max): a
     # NOTIFY fan-out's answers arrive in bursts that overflow smaller buffers (transport/layer.py).
     "maxbuffer": ("int", 4 * 1024 * 1024, False),
-    # routescript's own (OpenSIPS has none): a request that waited longer than this many ms between
-    # its arrival and its turn is answered 503 + Retry-After instead of being run (0: never). Its
-    # client retransmits after 500 ms (T1): answering it later doubles the load just when there is too
-    # much (server.py, Server._too_late). 400 leaves the request 100 ms to be answered before that; 250
-    # turned the bursts of a server at 80-90% of its capacity into 503s (0.5% of the calls).
-    "queue_delay_limit": ("int", 400, False),
+    # routescript's own (OpenSIPS has none): while every request waits longer than this many ms between
+    # its arrival and its turn, one that did is answered 503 + Retry-After instead of being run (0:
+    # never). Its client retransmits after 500 ms (T1): answering it later doubles the load just when
+    # there is too much (server.py, Server._too_late).
+    "queue_delay_limit": ("int", 250, False),
     "max_while_loops": ("int", 10000, False),
     "debug_mode": ("bool", False, False),
     "db_default_url": ("str", "", False),

@@ -1,0 +1,219 @@
+"""Main-thread cost of the presence scenarios, in-process, by hand (not collected by pytest):
+
+    .venv/bin/python -m benchmarks.bench_inprocess [publish|subscribe|fanout|all] [--calls N] [--count]
+
+A real Server on examples/presence.cfg (a temporary SQLite file, the real group commit and its thread),
+but no SIPp and no kernel: datagrams are handed to its UDP endpoint and what it sends is caught, the
+watchers' 200s to NOTIFYs are handed back the same way. It prints the event-loop thread's CPU time per
+call (per NOTIFY for fan-out) - the figure the SIPp rates divide into, without SIPp's share of the two
+cores and the noise of a busy neighbour. `--count` prints Python function calls per call instead
+(cProfile; slower, but the same on every run: what a change to the hot path saves).
+
+  publish    initial PUBLISH (PIDF) + modify PUBLISH with SIP-If-Match, 40 calls at a time
+  subscribe  SUBSCRIBE -> 200 + NOTIFY -> 200, unSUBSCRIBE -> 200 + NOTIFY -> 200, on 200 presentities
+  fanout     500 watchers of one presentity, modify PUBLISHes: each one NOTIFY per watcher
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from benchmarks.servers import bench_config
+from routescript.core.server import Server, install_event_loop_policy, tune_collector
+from routescript.testing.ports import free_port
+
+CLIENT = ("127.0.0.1", 6000)
+PIDF = ('<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        'entity="sip:user{n}@127.0.0.1">\n<tuple id="t{n}">\n<status><basic>{basic}</basic></status>\n'
+        '<note>{note}</note>\n</tuple>\n</presence>\n')
+_CALL_ID = re.compile(rb"^Call-ID: *([^\r\n]+)", re.I | re.M)
+_ETAG = re.compile(rb"^SIP-ETag: *([^\r\n]+)", re.I | re.M)
+_TO_TAG = re.compile(rb"^To:[^\r\n]*;tag=([^;\r\n]+)", re.I | re.M)
+_KEPT = (b"via", b"from", b"to", b"call-id", b"cseq")
+
+
+def publish(n: int, cseq: int, etag: str | None = None) -> bytes:
+    body = PIDF.format(n=n, basic="open" if cseq % 2 else "closed", note=f"note {cseq}").encode()
+    head = (f"PUBLISH sip:user{n}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-p{n}-{cseq}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:user{n}@127.0.0.1>;tag=p{n}\r\nTo: <sip:user{n}@127.0.0.1>\r\n"
+            f"Call-ID: pub-{n}@bench\r\nCSeq: {cseq} PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n"
+            + (f"SIP-If-Match: {etag}\r\n" if etag else "")
+            + f"Content-Type: application/pidf+xml\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def subscribe(n: int, cseq: int, presentity: int, to_tag: str | None = None) -> bytes:
+    to = f"<sip:user{presentity}@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    return (f"SUBSCRIBE sip:user{presentity}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-s{n}-{cseq}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:watcher{n}@127.0.0.1>;tag=w{n}\r\nTo: {to}\r\nCall-ID: sub-{n}@bench\r\n"
+            f"CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:watcher{n}@127.0.0.1:6000>\r\nEvent: presence\r\n"
+            f"Accept: application/pidf+xml\r\nExpires: {600 if cseq == 1 else 0}\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def ok_for(notify: bytes) -> bytes:
+    """The watcher's 200 to a NOTIFY: its Via, From, To, Call-ID and CSeq copied."""
+    lines = notify.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    kept = [line for line in lines if line.split(b":", 1)[0].strip().lower() in _KEPT]
+    return b"SIP/2.0 200 OK\r\n" + b"\r\n".join(kept) + b"\r\nContent-Length: 0\r\n\r\n"
+
+
+class Bench:
+    """The server and a fake peer on its UDP endpoint: `inject(data)`, `await reply_to(call_id)`,
+    NOTIFYs answered 200 at once (and counted)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.endpoint = next(iter(server.transport._udp.values()))
+        self.loop = asyncio.get_running_loop()
+        self.replies: dict[bytes, asyncio.Future[bytes]] = {}
+        self.notifies: dict[bytes, asyncio.Future[bytes]] = {}
+        self.notified = 0
+        self.endpoint.sendto = self._sent
+
+    def _sent(self, data: bytes, host: str, port: int) -> None:
+        m = _CALL_ID.search(data)
+        call_id = m.group(1) if m else b""
+        if data.startswith(b"NOTIFY"):
+            self.notified += 1
+            self.loop.call_soon(self.inject, ok_for(data))
+            waiting = self.notifies.pop(call_id, None)
+        else:
+            waiting = self.replies.pop(call_id, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(data)
+
+    def inject(self, data: bytes) -> None:
+        self.endpoint.datagram_received(data, CLIENT)
+
+    def expect(self, table: dict[bytes, asyncio.Future[bytes]], call_id: str) -> asyncio.Future[bytes]:
+        fut = self.loop.create_future()
+        table[call_id.encode()] = fut
+        return fut
+
+    async def request(self, data: bytes, call_id: str, *, notify: bool = False) -> bytes:
+        reply = self.expect(self.replies, call_id)
+        notified = self.expect(self.notifies, call_id) if notify else None
+        self.inject(data)
+        answer = await reply
+        status = answer.split(b" ", 2)[1]
+        if status not in (b"200", b"202"):
+            raise RuntimeError(f"{call_id}: {answer[:80]!r}")
+        if notified is not None:
+            await notified
+        return answer
+
+
+async def publish_call(b: Bench, n: int) -> None:
+    first = await b.request(publish(n, 1), f"pub-{n}@bench")
+    etag = _ETAG.search(first)
+    assert etag is not None
+    await b.request(publish(n, 2, etag.group(1).decode()), f"pub-{n}@bench")
+
+
+async def subscribe_call(b: Bench, n: int) -> None:
+    presentity = 1 + n % 200
+    first = await b.request(subscribe(n, 1, presentity), f"sub-{n}@bench", notify=True)
+    tag = _TO_TAG.search(first)
+    assert tag is not None
+    await b.request(subscribe(n, 2, presentity, tag.group(1).decode()), f"sub-{n}@bench", notify=True)
+
+
+async def measure(b: Bench, calls: int, one: Callable[[Bench, int], Awaitable[None]],
+                  prof: cProfile.Profile | None, window: int = 40) -> float:
+    await asyncio.gather(*(one(b, n) for n in range(1, 201)))   # warm: caches, first rows
+    if prof is not None:
+        prof.enable()
+    start = time.thread_time()
+    for base in range(1000, 1000 + calls, window):
+        await asyncio.gather(*(one(b, n) for n in range(base, base + window)))
+    spent = time.thread_time() - start
+    if prof is not None:
+        prof.disable()
+    return spent
+
+
+async def run_scenario(name: str, calls: int, count: bool) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
+        cfg = bench_config("presence.cfg", Path(tmp), free_port(), log_level=1)
+        server = Server()
+        server.load(str(cfg))
+        gc.collect()
+        gc.freeze()
+        tune_collector()
+        await server.start()
+        prof = cProfile.Profile() if count else None
+        try:
+            b = Bench(server)
+            if name == "publish":
+                spent = await measure(b, calls, publish_call, prof)
+                unit, n = "call", calls
+            elif name == "subscribe":
+                await asyncio.gather(*(publish_call(b, i) for i in range(1, 201)))
+                spent = await measure(b, calls, subscribe_call, prof)
+                unit, n = "call", calls
+            else:
+                spent, n = await fanout(b, calls, prof)
+                unit = "NOTIFY"
+        finally:
+            await server.stop()
+            gc.unfreeze()
+    if prof is not None:
+        total = sum(v[1] for v in pstats.Stats(prof).stats.values())  # type: ignore[attr-defined]
+        return f"{name:10} {total / n:8.0f} Python calls per {unit}"
+    return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}"
+
+
+async def fanout(b: Bench, publishes: int, prof: cProfile.Profile | None,
+                 watchers: int = 500) -> tuple[float, int]:
+    first = await b.request(publish(1, 1), "pub-1@bench")
+    etag_m = _ETAG.search(first)
+    assert etag_m is not None
+    etag = etag_m.group(1).decode()
+    await asyncio.gather(*(b.request(subscribe(100_000 + i, 1, 1), f"sub-{100_000 + i}@bench", notify=True)
+                           for i in range(watchers)))
+    publishes = max(1, publishes // watchers)
+    if prof is not None:
+        prof.enable()
+    start, before = time.thread_time(), b.notified
+    for i in range(publishes):
+        answer = await b.request(publish(1, 2 + i, etag), "pub-1@bench")
+        etag_m = _ETAG.search(answer)
+        assert etag_m is not None
+        etag = etag_m.group(1).decode()
+        while b.notified - before < (i + 1) * watchers:
+            await asyncio.sleep(0.001)
+    spent = time.thread_time() - start
+    if prof is not None:
+        prof.disable()
+    return spent, b.notified - before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("scenario", nargs="?", default="all",
+                        choices=("publish", "subscribe", "fanout", "all"))
+    parser.add_argument("--calls", type=int, default=10_000, help="calls (fan-out: NOTIFYs) to measure")
+    parser.add_argument("--count", action="store_true", help="Python function calls instead of CPU time")
+    args = parser.parse_args(argv)
+    install_event_loop_policy()
+    names = ("publish", "subscribe", "fanout") if args.scenario == "all" else (args.scenario,)
+    for name in names:
+        print(asyncio.run(run_scenario(name, args.calls, args.count)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
