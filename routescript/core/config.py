@@ -138,10 +138,10 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # OpenSIPS autoprobes up to 256 KB; we ask for 4 MiB at once (capped by net.core.rmem_max): a
     # NOTIFY fan-out's answers arrive in bursts that overflow smaller buffers (transport/layer.py).
     "maxbuffer": ("int", 4 * 1024 * 1024, False),
-    # routescript's own (OpenSIPS has none): while every request waits longer than this many ms between
-    # its arrival and its turn, one that did is answered 503 + Retry-After instead of being run (0:
-    # never). Its client retransmits after 500 ms (T1): answering it later doubles the load just when
-    # there is too much (server.py, Server._too_late).
+    # routescript's own (OpenSIPS has none): a request that waited longer than this many ms between
+    # its arrival and its turn is answered 503 + Retry-After instead of being run (0: never). Its
+    # client retransmits after 500 ms (T1): answering it later doubles the load just when there is too
+    # much (server.py, Server._too_late, says how 250 was chosen).
     "queue_delay_limit": ("int", 250, False),
     "max_while_loops": ("int", 10000, False),
     "debug_mode": ("bool", False, False),
