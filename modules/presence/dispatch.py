@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from routescript.sip import generate_branch
+from routescript.transport.address import host_for_uri
 
 from .base import _maybe_await, _same_uri
 from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
@@ -136,8 +137,6 @@ class NotifyDispatch(Persistence):
         sock = self._socket_for(sub)
         via = branch = None
         if sock is not None:
-            from routescript.transport.address import host_for_uri
-
             # Built in, first, rather than added to the built request (which re-indexes its headers).
             branch = generate_branch()
             via = f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch={branch}"

@@ -85,7 +85,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         self._started = False
         self._reload_lock = asyncio.Lock()
         self._timer_names: set[str] = set()
-        self.queue_delay_limit = 0.25      # seconds (core parameter queue_delay_limit, ms; 0: off)
+        self.queue_delay_limit = 0.0       # seconds; start() sets it from the core parameter (ms)
         self._shed_logged = -1.0e9
 
     # ------------------------------------------------------------------ messages

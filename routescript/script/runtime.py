@@ -325,8 +325,6 @@ class CallSite:
         self._converts = any(converters)
 
     def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not any(self.converters):
-            return args
         return tuple(c(a) if c is not None and a is not None else a
                      for c, a in zip(self.converters, args, strict=False))
 

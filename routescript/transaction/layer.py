@@ -226,16 +226,15 @@ class TransactionLayer:
                 and self._server.get(transaction.key) is transaction):  # type: ignore[arg-type]
             self._reply_final_udp(transaction, response, now)  # type: ignore[arg-type]
             return
+        # Provisional replies, TCP (Timer J is 0: the machine ends it at once), INVITE, and a reply the
+        # state refuses (a transaction that has ended) go through the machine.
         actions = transaction.send_response(response, now)
         self._run(transaction, actions, now)
-        if (transaction.state is State.COMPLETED and not transaction.is_invite
-                and self._server.get(transaction.key) is transaction):  # type: ignore[arg-type]
-            self._retire(transaction, response, now)
 
     def _reply_final_udp(self, transaction: NonInviteServerTransaction, response: Any, now: float) -> None:
         """The final response of a non-INVITE server transaction over UDP - every PUBLISH, SUBSCRIBE and
         OPTIONS - in one step: send it and keep only its bytes and destination for retransmissions until
-        Timer J (what send_response + _retire do, without the machine's action list and timers)."""
+        Timer J; the machine is dropped (no action list, no timers)."""
         dest = self.transport.reply_destination(response, transaction.source)
         data = response.to_bytes()
         if not transaction.complete_into_table(response):
@@ -251,19 +250,6 @@ class TransactionLayer:
             transaction.state = State.TERMINATED
             return
         self._keep_completed(key, data, dest, now)
-
-    def _retire(self, transaction: ServerTransaction, response: Any, now: float) -> None:
-        """A non-INVITE server transaction sent its final response over UDP: keep only what answers a
-        retransmission (the bytes, the destination) until Timer J, and drop the machine."""
-        key: Any = transaction.key
-        del self._server[key]
-        self._unschedule(transaction)
-        try:
-            dest = self.transport.reply_destination(response, transaction.source)
-        except Exception:  # noqa: BLE001 - a reply the transport cannot route: nothing to resend
-            log.debug("transaction %s: no destination to keep for retransmissions", transaction.label)
-            return
-        self._keep_completed(key, response.to_bytes(), dest, now)
 
     def _keep_completed(self, key: Any, data: bytes, dest: Any, now: float) -> None:
         evicted = self._completed.add(key, data, dest, now)
