@@ -98,7 +98,7 @@ class PublishHandler(WatcherAuthorization):
 
     def _raise_publish_event(self, facts: PublishFacts, d: PublishDecision) -> None:
         bus = getattr(self.server, "events", None)
-        if bus is None:
+        if bus is None or not bus.wanted("E_PRESENCE_PUBLISH"):
             return
         user, domain = split_pres_uri(facts.pres_uri)
         body = d.publication.body if d.publication is not None else (facts.body or b"")

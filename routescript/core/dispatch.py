@@ -114,6 +114,9 @@ class DispatchMixin(ServerBase):
         script = script or self.script
         return int(await script.run(kind, name, ctx) or 0)
 
+    def _has_event_route(self, name: str) -> bool:
+        return self.script is not None and self._has_route(EVENT_ROUTE, name)
+
     async def _run_event_route(self, name: str, ctx: MsgContext) -> bool:
         if not self._has_route(EVENT_ROUTE, name):
             return False

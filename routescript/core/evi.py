@@ -80,7 +80,9 @@ class EventInterface:
         self.clock = clock
         self._transports: dict[str, EventTransport] = {}
         self._subscribers: list[Subscriber] = []
-        bus.subscribe(self._on_event)  # every event; filtered per subscriber below
+        # The events we listen to on the bus: only those with a subscriber, so that EventBus.wanted()
+        # stays False for the others and their raisers skip the work.
+        self._listening: set[str] = set()
 
     # ---------------------------------------------------------------- transports
     def register_transport(self, transport: EventTransport) -> None:
@@ -110,6 +112,7 @@ class EventInterface:
         if expire == 0:
             if found is not None:
                 self._subscribers.remove(found)
+                self._listen()
                 log.info("event %s: %s unsubscribed", event, found.socket)
             return None
         if found is not None:
@@ -120,6 +123,7 @@ class EventInterface:
             raise SubscribeError(f"too many event subscribers (at most {MAX_SUBSCRIBERS})")
         sub = Subscriber(event, transport, sock, expire, now)
         self._subscribers.append(sub)
+        self._listen()
         log.info("event %s: %s subscribed (expire %s)", event, sub.socket,
                  expire if expire is not None else "never")
         return sub
@@ -159,6 +163,16 @@ class EventInterface:
             for s in [s for s in self._subscribers if s.expired(now)]:
                 log.info("event %s: subscription of %s expired", s.event, s.socket)
             self._subscribers = [s for s in self._subscribers if not s.expired(now)]
+            self._listen()
+
+    def _listen(self) -> None:
+        """Listen on the bus to exactly the events that have a subscriber."""
+        wanted = {s.event for s in self._subscribers}
+        for name in wanted - self._listening:
+            self.bus.subscribe(self._on_event, name)
+        for name in self._listening - wanted:
+            self.bus.unsubscribe(self._on_event, name)
+        self._listening = wanted
 
     # ---------------------------------------------------------------- delivery
     async def _on_event(self, name: str, params: dict[str, Any]) -> None:

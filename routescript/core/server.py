@@ -69,7 +69,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         self.registry: Any = None
         self.script: Any = None  # the compiled script messages run with; swapped whole by reload
         self.loaded: Loaded | None = None
-        self.events = EventBus(self._run_event_route, self)
+        self.events = EventBus(self._run_event_route, self, self._has_event_route)
         # Statistics exist before any module is made, so modules register theirs in __init__/check/start;
         # the core's per-message counters are plain int attributes of self.counters (stats.py).
         self.statistics = Statistics()

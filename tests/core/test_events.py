@@ -46,3 +46,66 @@ async def test_failing_subscriber_does_not_stop_others_and_nowait_drains() -> No
     bus.unsubscribe(bad)
     await bus.raise_event("E_Z", {})
     assert got[-1] == "E_Z"
+
+
+async def test_wanted_only_when_a_route_or_subscriber_would_get_it() -> None:
+    routes = {"E_ROUTED"}
+    ran: list[str] = []
+
+    async def run_route(name: str, ctx: MsgContext) -> bool:
+        ran.append(name)
+        return True
+
+    bus = EventBus(run_route, has_route=routes.__contains__)
+    assert bus.wanted("E_ROUTED") and not bus.wanted("E_QUIET")
+    routes.add("E_QUIET")                       # a reload that adds the route: asked each time
+    assert bus.wanted("E_QUIET")
+    routes.clear()
+
+    def one(n: str, p: dict[str, Any]) -> None:
+        ran.append("sub:" + n)
+
+    bus.subscribe(one, "E_QUIET")
+    assert bus.wanted("E_QUIET") and not bus.wanted("E_ROUTED")
+    bus.unsubscribe(one, "E_QUIET")
+    assert not bus.wanted("E_QUIET")
+    bus.subscribe(one)                          # every event
+    assert bus.wanted("E_ROUTED") and bus.wanted("E_OTHER")
+    assert not EventBus(None).wanted("E_ROUTED")   # no route runner, no subscriber
+
+
+async def test_event_interface_listens_only_to_subscribed_events() -> None:
+    from routescript.core.evi import EventInterface
+
+    class Sink:
+        proto = "probe"
+        got: list[tuple[str, dict[str, Any]]] = []
+
+        async def parse(self, address: str) -> str:
+            return address
+
+        def print(self, sock: Any) -> str:
+            return str(sock)
+
+        def raise_event(self, name: str, params: dict[str, Any], sock: Any) -> None:
+            self.got.append((name, params))
+
+    bus = EventBus(None)
+    bus.declare("E_A")
+    bus.declare("E_B")
+    clock = [1000.0]
+    evi = EventInterface(bus, clock=lambda: clock[0])
+    sink = Sink()
+    evi.register_transport(sink)  # type: ignore[arg-type]
+    assert not bus.wanted("E_A") and not bus.wanted("E_B")
+    await evi.subscribe("E_A", "probe:x", 10)
+    assert bus.wanted("E_A") and not bus.wanted("E_B")
+    await bus.raise_event("E_A", {"k": 1})
+    await bus.raise_event("E_B", {"k": 2})
+    assert sink.got == [("E_A", {"k": 1})]
+    await evi.subscribe("E_A", "probe:x", 0)    # unsubscribed
+    assert not bus.wanted("E_A")
+    await evi.subscribe("E_B", "probe:y", 10)
+    clock[0] += 11                              # expired: no longer listened to once pruned
+    evi.subscribers()
+    assert not bus.wanted("E_B")

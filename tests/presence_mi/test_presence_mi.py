@@ -63,6 +63,9 @@ class FakeBus:
     def __init__(self) -> None:
         self.raised: list[tuple[str, dict[str, Any]]] = []
 
+    def wanted(self, name: str) -> bool:
+        return True   # record every event raised
+
     async def raise_event(self, name: str, params: dict[str, Any]) -> None:
         self.raised.append((name, params))
 
