@@ -79,7 +79,9 @@ async def test_event_interface_listens_only_to_subscribed_events() -> None:
 
     class Sink:
         proto = "probe"
-        got: list[tuple[str, dict[str, Any]]] = []
+
+        def __init__(self) -> None:
+            self.got: list[tuple[str, dict[str, Any]]] = []
 
         async def parse(self, address: str) -> str:
             return address
