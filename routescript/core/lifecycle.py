@@ -51,6 +51,9 @@ class LifecycleMixin(ServerBase):
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())
         self.queue_delay_limit = max(0, int(cfg.get("queue_delay_limit"))) / 1000.0
+        if self.queue_delay_limit:
+            # the limit counts the time requests wait in the kernel's UDP buffers too
+            self.transport.start_queue_probes()
         started: list[Any] = []
         for name, mod in self.modules.instances.items():
             try:

@@ -35,6 +35,7 @@ from routescript.transport.address import (
     normalize_host,
 )
 from routescript.transport.errors import TransportError
+from routescript.transport.probe import QueueDelayProbe
 from routescript.transport.routing import response_destination, stamp_via
 from routescript.transport.tcp import TcpConnection
 from routescript.transport.udp import UdpEndpoint
@@ -114,6 +115,23 @@ class TransportLayer:
             raise ValueError(f"unsupported transport {proto!r} (udp and tcp are)")
         log.info("listening on %s", info.name)
         return info
+
+    # --- the kernel's receive buffers ------------------------------------------------------------
+
+    def start_queue_probes(self, interval: float = 0.1) -> None:
+        """Measure, every `interval` seconds, how long datagrams wait in each UDP socket's kernel
+        buffer (routescript.transport.probe); `queue_delay(source, now)` reads it."""
+        for endpoint in self._udp.values():
+            if endpoint.probe is None and endpoint.info is not None:
+                endpoint.probe = QueueDelayProbe(endpoint.info.host, endpoint.info.port, interval=interval)
+                endpoint.probe.start()
+
+    def queue_delay(self, source: Source, now: float) -> float:
+        """How long a datagram `source` sent and we read at `now` (time.monotonic()) probably waited in
+        the kernel's buffer: 0 for TCP, or when no probe runs."""
+        endpoint = self._udp.get(source.socket) if source.proto == UDP else None
+        probe = endpoint.probe if endpoint is not None else None
+        return probe.delay(now) if probe is not None else 0.0
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -394,6 +412,9 @@ class TransportLayer:
         for conn in list(self._conns.values()):
             conn.close()
         for endpoint in self._udp.values():
+            if endpoint.probe is not None:
+                endpoint.probe.close()
+                endpoint.probe = None
             if endpoint.transport is not None:
                 endpoint.transport.close()
         for server in self._tcp_servers.values():

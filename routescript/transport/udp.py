@@ -10,6 +10,7 @@ from routescript.transport.address import SocketInfo
 
 if TYPE_CHECKING:
     from routescript.transport.layer import TransportLayer
+    from routescript.transport.probe import QueueDelayProbe
 
 log = logging.getLogger("routescript.transport")
 
@@ -19,12 +20,17 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.layer = layer
         self.info: SocketInfo | None = None      # set by the layer once the port is known
         self.transport: asyncio.DatagramTransport | None = None
+        self.probe: QueueDelayProbe | None = None   # set by TransportLayer.start_queue_probes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.info is None or self.transport is None:
+            return
+        probe = self.probe
+        if probe is not None and probe.is_probe(addr[0], addr[1]):
+            probe.received(data)
             return
         try:
             self.layer._on_datagram(self, data, addr[0], addr[1])

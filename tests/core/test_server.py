@@ -344,3 +344,50 @@ async def test_queue_delay_limit_zero_never_sheds(tmp_path: Path) -> None:
             assert (await client.expect_response(request, final=True)).status == 200
     finally:
         await server.stop()
+
+
+async def test_requests_that_waited_in_the_kernel_buffer_count_toward_queue_delay_limit(
+        tmp_path: Path) -> None:
+    """A busy loop reads its UDP socket late: the requests wait in the kernel's receive buffer, where
+    no timestamp of ours sees them. The transport's probe datagram, sent to our own socket, times that
+    wait; a request read after it is shed like one that waited in the loop's queue. The loop is
+    blocked here (as a busy one is) while the probe and a real OPTIONS sit in the buffer."""
+    server = await running(tmp_path, """
+queue_delay_limit = 100
+route {
+    note("$rm $ci");
+    sl_send_reply(200, "OK");
+}
+""")
+    try:
+        endpoint = next(iter(server.transport._udp.values()))
+        probe = endpoint.probe
+        assert probe is not None                   # started with queue_delay_limit
+        port = server.sockets[0].port
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+
+            async def blocked_then_answered(with_probe: bool) -> Any:
+                endpoint.probe = probe if with_probe else None
+                probe.send()
+                request = client.options()
+                client.send(request)
+                time.sleep(0.3)  # noqa: ASYNC251 - the loop is busy; both datagrams wait in the kernel
+                return request, await client.expect_response(request, final=True)
+
+            request, answer = await blocked_then_answered(with_probe=True)
+            assert (answer.status, answer.header("Retry-After")) == (503, "5")
+            assert f"OPTIONS {request.call_id}" not in ProbeModule.log   # the script never saw it
+            assert server.counters.drop_requests == 1
+            # without the probe the same wait goes unseen: answered as if it were on time
+            request, answer = await blocked_then_answered(with_probe=False)
+            assert answer.status == 200
+            # the buffer drained: the next probe comes back at once, requests run again
+            endpoint.probe = probe
+            probe.send()
+            await wait_for(lambda: probe.last_delay < 0.05)
+            on_time = client.options()
+            assert (await client.send_request(on_time)).status == 200
+            assert server.counters.drop_requests == 1
+    finally:
+        await server.stop()
+    assert endpoint.probe is None                  # closed with the transport
