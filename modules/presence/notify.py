@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routescript.sip import SIPRequest
+from routescript.sip.assembled import assemble_request
 
 from .events import PresenceEvent
 from .presentity import Publication
@@ -36,7 +36,7 @@ class NotifyRequest:
 
     def to_sip(self, via: str | None = None) -> Any:
         """As a routescript.sip SIPRequest with Content-Length, and `via` as its first header when
-        given (the sender's Via, RFC 3261 8.1.1.7). Made with SIPRequest.assemble - one NOTIFY per
+        given (the sender's Via, RFC 3261 8.1.1.7). Made with assemble_request - one NOTIFY per
         watcher per change is the fan-out's hot path - after the one check it skips: no line breaks."""
         headers = [("Via", via), *self.headers] if via is not None else list(self.headers)
         for name, value in headers:
@@ -45,7 +45,7 @@ class NotifyRequest:
         if not any(name == "Max-Forwards" for name, _ in headers):
             headers.append(("Max-Forwards", "70"))
         headers.append(("Content-Length", str(len(self.body))))
-        return SIPRequest.assemble("NOTIFY", self.ruri, headers, self.body)
+        return assemble_request("NOTIFY", self.ruri, headers, self.body)
 
 
 def subscription_state(sub: Subscription, now: float) -> str:

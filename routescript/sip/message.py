@@ -515,23 +515,6 @@ class SIPRequest(SIPMessage):
         self.ruri = ruri
         self._init([Header(n, str(v)) for n, v in headers], bytes(body), version)
 
-    @classmethod
-    def assemble(cls, method: str, ruri: str, headers: list[tuple[str, str]], body: bytes) -> SIPRequest:
-        """A request from parts our own code has already checked (a NOTIFY, built per watcher per
-        change): no validation, `headers` (Content-Length included) kept as given. Callers make sure
-        no value holds a line break; everyone else uses build_request."""
-        self = cls.__new__(cls)
-        self.method = method
-        self._ruri = ruri
-        self._headers = headers
-        self._typed = False
-        self.version = _SIP_VERSION
-        self._body = body
-        self._raw = None
-        self._cache = {}
-        self._reindex()
-        return self
-
     @property
     def start_line(self) -> str:
         return f"{self.method} {self._ruri} {self.version}"

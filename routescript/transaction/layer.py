@@ -71,16 +71,17 @@ class _ClientEntry:
         if on_final is None:
             return
         if self.deferred:
-            asyncio.get_running_loop().call_soon(_call_final, on_final, response, self.transaction.label)
+            asyncio.get_running_loop().call_soon(_call_final, on_final, response, self.transaction)
         else:
-            _call_final(on_final, response, self.transaction.label)
+            _call_final(on_final, response, self.transaction)
 
 
-def _call_final(on_final: Callable[[Any], None], response: Any, label: str) -> None:
+def _call_final(on_final: Callable[[Any], None], response: Any, transaction: Machine) -> None:
     try:
         on_final(response)
     except Exception:  # the caller's bug must not break the transaction layer
-        log.exception("transaction %s: final-response callback failed", label)
+        # the label only now: it reads the request's headers, which a NOTIFY never parses otherwise
+        log.exception("transaction %s: final-response callback failed", transaction.label)
 
 
 class TransactionLayer:
