@@ -391,3 +391,31 @@ route {
     finally:
         await server.stop()
     assert endpoint.probe is None                  # closed with the transport
+
+
+async def test_requests_inside_a_dialog_may_wait_longer_before_they_are_refused(tmp_path: Path) -> None:
+    """New work is refused first: a request with a To tag gets IN_DIALOG_ALLOWANCE times the limit."""
+    from routescript.core.server import IN_DIALOG_ALLOWANCE
+
+    server = await running(tmp_path, 'queue_delay_limit = 100\nroute { sl_send_reply(200, "OK"); }\n')
+    try:
+        port = server.sockets[0].port
+        between = 0.1 * (1 + IN_DIALOG_ALLOWANCE) / 2     # past the limit, within the allowance
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            source = Source("udp", server.sockets[0], "127.0.0.1", client.local_port)
+
+            async def answer(request: Any, waited: float) -> int:
+                msg = parse_message(request.to_bytes())
+                await server.handle_message(msg, source, time.monotonic() - waited)
+                return (await client.expect_response(request, final=True)).status
+
+            in_dialog = client.request("SUBSCRIBE", headers=[("Event", "presence")])
+            in_dialog.set_header("To", in_dialog.header("To") + ";tag=abc")
+            assert await answer(in_dialog, between) == 200
+            assert await answer(client.request("SUBSCRIBE", headers=[("Event", "presence")]), between) == 503
+            late = client.request("SUBSCRIBE", headers=[("Event", "presence")])
+            late.set_header("To", late.header("To") + ";tag=abc")
+            assert await answer(late, 0.1 * IN_DIALOG_ALLOWANCE + 0.05) == 503
+            assert server.counters.drop_requests == 2
+    finally:
+        await server.stop()
