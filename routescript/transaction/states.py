@@ -20,7 +20,14 @@ from __future__ import annotations
 from enum import Enum
 
 
-class State(Enum):
+class _FastHashEnum(Enum):
+    """Members hash by identity (they are singletons): Enum's own __hash__ is a Python function, and
+    these are the keys of the transition tables and timer dicts - a dozen lookups per transaction."""
+
+    __hash__ = object.__hash__
+
+
+class State(_FastHashEnum):
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -29,7 +36,7 @@ class State(Enum):
     TERMINATED = "Terminated"
 
 
-class Event(Enum):
+class Event(_FastHashEnum):
     # from the network
     REQUEST = "request retransmission"
     ACK = "ACK"
@@ -50,7 +57,7 @@ class Event(Enum):
     TU_TIMEOUT = "no final reply from the TU"   # our bound, see TimerConfig
 
 
-class Effect(Enum):
+class Effect(_FastHashEnum):
     SEND = "send"
     RESEND = "resend"
     DELIVER = "deliver"
