@@ -14,16 +14,8 @@ from .build import (
 )
 from .errors import ParseError, SIPError
 from .headers import COMPACT_FORMS, Header, canonical_name, header_key, split_values
-from .message import (
-    MAX_HEADERS,
-    MAX_LINE_LENGTH,
-    MAX_MESSAGE_SIZE,
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    frame_length,
-    parse_message,
-)
+from .message import SIPMessage, SIPRequest, SIPResponse
+from .parse import MAX_HEADERS, MAX_LINE_LENGTH, MAX_MESSAGE_SIZE, frame_length, parse_message
 from .uri import SipURI, parse_uri
 from .values import (
     Contact,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from routescript.sip.message import SIPRequest, parse_message
+from routescript.sip.message import SIPRequest
+from routescript.sip.parse import parse_message
 
 _SIP_VERSION = "SIP/2.0"
 _PARSED_LATER = frozenset(("_headers", "_index", "_cache", "_typed"))

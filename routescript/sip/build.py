@@ -9,15 +9,8 @@ import secrets
 from collections.abc import Iterable
 
 from .headers import _KEY_CACHE, Header, canonical_name, header_key
-from .message import (
-    MAX_HEADERS,
-    MAX_MESSAGE_SIZE,
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    _find_head_end,
-    _skip_leading_crlf,
-)
+from .message import SIPMessage, SIPRequest, SIPResponse
+from .parse import MAX_HEADERS, MAX_MESSAGE_SIZE, _find_head_end, _skip_leading_crlf
 from .uri import SipURI
 
 # RFC 3261 section 21, RFC 3265/6665 (489), RFC 3903 (412), RFC 3261 21.4.17 (423), RFC 4028 (422).
