@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.fanout import find_max_fanout
+from benchmarks.gauge import describe, python_speed_us
 from benchmarks.memory import measure_memory
 from benchmarks.report import Row, memory_table, rate_table
 from benchmarks.servers import start_py_ceiling, start_routescript
@@ -60,6 +61,7 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
     rows: list[Row] = []
     mem = None
     t_start = time.monotonic()
+    speed_at_start = python_speed_us()
     ceilings: dict[str, int] = {}
     for name in selected:
         log(f"== {name}")
@@ -93,6 +95,7 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
              f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
              f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}"),
             f"config {config}, database {db_url or 'a temporary SQLite file'}",
+            describe(speed_at_start, python_speed_us()) + " (lower is faster: compare runs with it)",
             "max rate: highest step with failures < 0.5%, retrans < 1/100 calls, achieved >= 90% of target",
             ""]
     if rows:

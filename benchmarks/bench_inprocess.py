@@ -7,7 +7,9 @@ but no SIPp and no kernel: datagrams are handed to its UDP endpoint and what it 
 watchers' 200s to NOTIFYs are handed back the same way. It prints the event-loop thread's CPU time per
 call (per NOTIFY for fan-out) - the figure the SIPp rates divide into, without SIPp's share of the two
 cores and the noise of a busy neighbour. `--count` prints Python function calls per call instead
-(cProfile; slower, but the same on every run: what a change to the hot path saves).
+(cProfile; slower, but the same on every run: what a change to the hot path saves). `--areas` adds, from
+the same profile, the share of the event-loop time by package (routescript/sip, modules/presence,
+asyncio, C functions such as sendto or lxml's parser, ...): where a call's time goes.
 
   publish    initial PUBLISH (PIDF) + modify PUBLISH with SIP-If-Match, 40 calls at a time
   subscribe  SUBSCRIBE -> 200 + NOTIFY -> 200, unSUBSCRIBE -> 200 + NOTIFY -> 200, on 200 presentities
@@ -145,7 +147,41 @@ async def measure(b: Bench, calls: int, one: Callable[[Bench, int], Awaitable[No
     return spent
 
 
-async def run_scenario(name: str, calls: int, count: bool) -> str:
+def area_of(key: tuple[str, int, str]) -> str:
+    """The package a profiled function belongs to: `routescript/sip`, `modules/presence`, `stdlib/asyncio`,
+    `lxml`, or for a C function (cProfile files them under "~") what it does."""
+    filename, _, name = key
+    if filename == "~":
+        for word, area in (("lxml", "C: lxml"), ("sqlite", "C: sqlite3"), ("send", "C: socket send"),
+                           ("recv", "C: socket receive")):
+            if word in name:
+                return area
+        return "C: builtins (str, bytes, dict, re, ...)"
+    if filename.startswith("<"):     # code compiled from a string: the route script's own functions
+        return "compiled route script"
+    parts = Path(filename).parts
+    for root in ("routescript", "modules", "benchmarks"):
+        if root in parts:
+            i = len(parts) - 1 - parts[::-1].index(root)
+            return "/".join(parts[i:i + 2]).removesuffix(".py")
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    lib = next((i for i, part in enumerate(parts) if part.startswith("python3")), len(parts) - 2)
+    return "stdlib/" + parts[min(lib + 1, len(parts) - 1)].removesuffix(".py")
+
+
+def areas(prof: cProfile.Profile, top: int = 14) -> str:
+    """Own time (tottime) of the profile by area, largest first, as percentages of the total."""
+    totals: dict[str, float] = {}
+    for key, (_, _, own, _, _) in pstats.Stats(prof).stats.items():  # type: ignore[attr-defined]
+        area = area_of(key)
+        totals[area] = totals.get(area, 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    return "\n".join(f"    {share / whole * 100:5.1f}%  {area}" for area, share in ranked)
+
+
+async def run_scenario(name: str, calls: int, count: bool, by_area: bool = False) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
         cfg = bench_config("presence.cfg", Path(tmp), free_port(), log_level=1)
         server = Server()
@@ -154,7 +190,7 @@ async def run_scenario(name: str, calls: int, count: bool) -> str:
         gc.freeze()
         tune_collector()
         await server.start()
-        prof = cProfile.Profile() if count else None
+        prof = cProfile.Profile() if count or by_area else None
         try:
             b = Bench(server)
             if name == "publish":
@@ -172,7 +208,8 @@ async def run_scenario(name: str, calls: int, count: bool) -> str:
             gc.unfreeze()
     if prof is not None:
         total = sum(v[1] for v in pstats.Stats(prof).stats.values())  # type: ignore[attr-defined]
-        return f"{name:10} {total / n:8.0f} Python calls per {unit}"
+        line = f"{name:10} {total / n:8.0f} Python calls per {unit}"
+        return line + "\n" + areas(prof) if by_area else line
     return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}"
 
 
@@ -182,8 +219,9 @@ async def fanout(b: Bench, publishes: int, prof: cProfile.Profile | None,
     etag_m = _ETAG.search(first)
     assert etag_m is not None
     etag = etag_m.group(1).decode()
-    await asyncio.gather(*(b.request(subscribe(100_000 + i, 1, 1), f"sub-{100_000 + i}@bench", notify=True)
-                           for i in range(watchers)))
+    for base in range(0, watchers, 50):   # 50 at a time: all at once would wait past queue_delay_limit
+        await asyncio.gather(*(b.request(subscribe(100_000 + i, 1, 1), f"sub-{100_000 + i}@bench",
+                                         notify=True) for i in range(base, min(base + 50, watchers))))
     publishes = max(1, publishes // watchers)
     if prof is not None:
         prof.enable()
@@ -207,11 +245,13 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("publish", "subscribe", "fanout", "all"))
     parser.add_argument("--calls", type=int, default=10_000, help="calls (fan-out: NOTIFYs) to measure")
     parser.add_argument("--count", action="store_true", help="Python function calls instead of CPU time")
+    parser.add_argument("--areas", action="store_true",
+                        help="with the call count, the share of the profiled time by package")
     args = parser.parse_args(argv)
     install_event_loop_policy()
     names = ("publish", "subscribe", "fanout") if args.scenario == "all" else (args.scenario,)
     for name in names:
-        print(asyncio.run(run_scenario(name, args.calls, args.count)), flush=True)
+        print(asyncio.run(run_scenario(name, args.calls, args.count, args.areas)), flush=True)
     return 0
 
 

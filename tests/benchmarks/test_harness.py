@@ -9,6 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_inprocess import area_of  # noqa: E402
+from benchmarks.gauge import describe, python_speed_us  # noqa: E402
 from benchmarks.fanout import drain_end, notify_columns, render  # noqa: E402
 from benchmarks.search import Criteria, RateSearch, next_ramp_rate, verdict  # noqa: E402
 from benchmarks.settings import Settings  # noqa: E402
@@ -128,3 +130,22 @@ def test_render_and_settings(tmp_path: Path) -> None:
     assert q.quick and q.start_rate == 50 and q.memory_counts == (10, 20) and q.criteria.max_fail_pct == 1.0
     f = Settings.from_env({})
     assert not f.quick and f.calls_for(200) == 2000 and f.calls_for(1000) == 10000
+
+
+def test_profile_areas_name_the_package_or_what_a_c_function_does() -> None:
+    assert area_of(("/w/main/routescript/sip/parse.py", 10, "parse")) == "routescript/sip"
+    assert area_of(("/w/main/modules/presence/publish.py", 3, "f")) == "modules/presence"
+    assert area_of(("/usr/lib/python3.11/asyncio/events.py", 80, "_run")) == "stdlib/asyncio"
+    assert area_of(("/usr/lib/python3.11/enum.py", 1, "f")) == "stdlib/enum"
+    assert area_of(("/v/.venv/lib/python3.11/site-packages/aiosqlite/core.py", 1, "f")) == "aiosqlite"
+    assert area_of(("~", 0, "<method 'sendto' of '_socket.socket' objects>")) == "C: socket send"
+    assert area_of(("~", 0, "<built-in method fromstring of lxml.etree>")) == "C: lxml"
+    assert area_of(("~", 0, "<method 'split' of 'bytes' objects>")).startswith("C: builtins")
+    assert area_of(("<script /tmp/presence.cfg>", 3, "route")) == "compiled route script"
+
+
+def test_python_speed_gauge_times_the_statement_and_says_which_end_is_which() -> None:
+    speed = python_speed_us(repeat=3, number=5)
+    assert 1 < speed < 100_000          # microseconds for summing 10,000 ints, on any machine
+    assert describe(171.4, 304.0) == ("python speed gauge sum(range(10_000)): 171 us at the start, "
+                                      "304 us at the end")
