@@ -3,7 +3,9 @@
 A small asyncio client (a few UDP sockets on 127.0.0.1) PUBLISHes presentities memuser1..N (Expires 3600),
 then SUBSCRIBEs watcher i to memuser i (Expires 3600) and answers every NOTIFY with 200. At each
 checkpoint the server's VmRSS is read; KiB per publication / per subscription = RSS growth / count.
-A bounded window of requests is in flight; each is retransmitted (500 ms, doubling) up to 6 times.
+A bounded window of requests is in flight; each is retransmitted (500 ms, doubling) up to 6 times. A 503
+with Retry-After (the server's queue_delay_limit, when the window outruns a slow machine) is honoured: the
+request is sent again after that many seconds, so every item is stored before RSS is read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from benchmarks.sipprun import log
 
 SOCKETS = 4
 RETRANS = 6
+RETRIES_AFTER_503 = 5
 
 
 @dataclass
@@ -72,13 +75,20 @@ def _header(head: list[bytes], name: bytes) -> bytes | None:
     return None
 
 
+def _retry_after(head: list[bytes]) -> float:
+    """Retry-After's seconds (RFC 3261 20.33: delta-seconds, then optional comment and parameters)."""
+    value = _header(head, b"retry-after") or b""
+    digits = value.split(b";", 1)[0].split(b"(", 1)[0].strip()
+    return float(digits) if digits.isdigit() else 0.0
+
+
 class MemClient:
     """Request/response matching by Call-ID + CSeq; NOTIFYs answered 200 by copying the headers."""
 
     def __init__(self, port: int, window: int) -> None:
         self.port = port
         self.window = window
-        self.pending: dict[bytes, asyncio.Future[int]] = {}
+        self.pending: dict[bytes, asyncio.Future[tuple[int, float]]] = {}   # -> (status, Retry-After)
         self.protos: list[_Client] = []
         self.notifies = 0
         self.last_notify = time.monotonic()
@@ -107,7 +117,7 @@ class MemClient:
             key = (_header(head, b"call-id") or b"") + b"|" + (_header(head, b"cseq") or b"")
             fut = self.pending.get(key)
             if fut and not fut.done():
-                fut.set_result(status)
+                fut.set_result((status, _retry_after(head) if status == 503 else 0.0))
             return
         if data.startswith(b"NOTIFY "):
             self.notifies += 1
@@ -123,8 +133,20 @@ class MemClient:
             proto.transport.sendto(b"\r\n".join(out), addr)
 
     async def request(self, proto: _Client, call_id: str, cseq: str, data: bytes) -> int | None:
-        key = f"{call_id}|{cseq}".encode()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        """The final status of `data`, sent again after a 503's Retry-After (the server refused it
+        statelessly, so the same bytes are a new request to it); None when it was never answered."""
+        for _ in range(RETRIES_AFTER_503):
+            answer = await self._transaction(proto, f"{call_id}|{cseq}".encode(), data)
+            if answer is None:
+                return None
+            status, retry_after = answer
+            if status != 503 or not retry_after:
+                return status
+            await asyncio.sleep(retry_after)
+        return 503
+
+    async def _transaction(self, proto: _Client, key: bytes, data: bytes) -> tuple[int, float] | None:
+        fut: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
         self.pending[key] = fut
         assert proto.transport is not None
         try:

@@ -149,3 +149,41 @@ def test_python_speed_gauge_times_the_statement_and_says_which_end_is_which() ->
     assert 1 < speed < 100_000          # microseconds for summing 10,000 ints, on any machine
     assert describe(171.4, 304.0) == ("python speed gauge sum(range(10_000)): 171 us at the start, "
                                       "304 us at the end")
+
+
+def test_memory_client_sends_a_request_again_after_a_503_retry_after() -> None:
+    """The memory benchmark stores every item: a 503 + Retry-After (queue_delay_limit) is honoured."""
+    import asyncio
+
+    from benchmarks.memory import MemClient, _retry_after
+
+    assert _retry_after([b"SIP/2.0 503 x", b"Retry-After: 5 (busy);duration=10"]) == 5.0
+    assert _retry_after([b"SIP/2.0 503 x"]) == 0.0
+
+    class Refuser(asyncio.DatagramProtocol):
+        """503 + Retry-After: 1 to the first copy of a request, 200 afterwards."""
+        seen = 0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            Refuser.seen += 1
+            head = [line for line in data.split(b"\r\n") if line.lower().startswith((b"call-id", b"cseq"))]
+            status = b"503 Busy\r\nRetry-After: 1" if Refuser.seen == 1 else b"200 OK"
+            self.transport.sendto(b"SIP/2.0 " + status + b"\r\n" + b"\r\n".join(head) + b"\r\n\r\n", addr)
+
+    async def scenario() -> int | None:
+        loop = asyncio.get_running_loop()
+        server, _ = await loop.create_datagram_endpoint(Refuser, local_addr=("127.0.0.1", 0))
+        client = MemClient(server.get_extra_info("sockname")[1], window=1)
+        await client.open()
+        try:
+            request = b"PUBLISH sip:a@b SIP/2.0\r\nCall-ID: c1@t\r\nCSeq: 1 PUBLISH\r\n\r\n"
+            return await client.request(client.protos[0], "c1@t", "1 PUBLISH", request)
+        finally:
+            client.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == 200
+    assert Refuser.seen == 2
