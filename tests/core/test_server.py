@@ -300,18 +300,22 @@ async def test_reload_starts_new_timer_routes_and_stops_removed_ones(tmp_path: P
     assert server._timer_names == set()
 
 
-async def test_requests_that_waited_past_queue_delay_limit_get_503_not_the_script(tmp_path: Path) -> None:
-    """Overload: a request whose turn comes more than queue_delay_limit ms after it arrived is
-    answered 503 + Retry-After without running the script; one on time runs as usual. The requests
-    are handed to the server as its transport does, with the time they arrived; the answers go to the
-    client over UDP."""
-    server = await running(tmp_path, """
+# queue_delay_limit 100 ms; the script notes each request it runs, then answers it.
+NOTE_AND_ANSWER_100MS = """
 queue_delay_limit = 100
 route {
     note("$rm $ci");
     sl_send_reply(200, "OK");
 }
-""")
+"""
+
+
+async def test_requests_that_waited_past_queue_delay_limit_get_503_not_the_script(tmp_path: Path) -> None:
+    """Overload: a request whose turn comes more than queue_delay_limit ms after it arrived is
+    answered 503 + Retry-After without running the script; one on time runs as usual. The requests
+    are handed to the server as its transport does, with the time they arrived; the answers go to the
+    client over UDP."""
+    server = await running(tmp_path, NOTE_AND_ANSWER_100MS)
     try:
         assert server.queue_delay_limit == 0.1
         port = server.sockets[0].port
@@ -352,13 +356,7 @@ async def test_requests_that_waited_in_the_kernel_buffer_count_toward_queue_dela
     no timestamp of ours sees them. The transport's probe datagram, sent to our own socket, times that
     wait; a request read after it is shed like one that waited in the loop's queue. The loop is
     blocked here (as a busy one is) while the probe and a real OPTIONS sit in the buffer."""
-    server = await running(tmp_path, """
-queue_delay_limit = 100
-route {
-    note("$rm $ci");
-    sl_send_reply(200, "OK");
-}
-""")
+    server = await running(tmp_path, NOTE_AND_ANSWER_100MS)
     try:
         endpoint = next(iter(server.transport._udp.values()))
         probe = endpoint.probe

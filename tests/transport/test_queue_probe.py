@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,7 +11,7 @@ from routescript.transport.probe import QueueDelayProbe
 
 
 @pytest.fixture
-def listener() -> socket.socket:
+def listener() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2)
@@ -18,65 +19,71 @@ def listener() -> socket.socket:
     sock.close()
 
 
-def test_delay_is_the_age_of_the_probe_read_back(listener: socket.socket) -> None:
-    now = [100.0]
-    probe = QueueDelayProbe("127.0.0.1", listener.getsockname()[1], clock=lambda: now[0])
-    try:
-        probe.send()
-        data, addr = listener.recvfrom(2048)
-        assert probe.is_probe(addr[0], addr[1]) and not probe.is_probe(addr[0], addr[1] + 1)
-        now[0] = 100.4                              # read 400 ms after it was sent
-        assert probe.delay(now[0]) == pytest.approx(0.4)   # still in flight: its age
-        probe.received(data)
-        assert probe.last_delay == pytest.approx(0.4)
-        now[0] = 101.0                              # nothing outstanding: the last figure stands
-        assert probe.delay(now[0]) == pytest.approx(0.4)
-        probe.send()
-        probe.received(listener.recvfrom(2048)[0])  # read back at once: the buffer drained
-        assert probe.delay(now[0]) == 0.0
-    finally:
-        probe.close()
+class Clock:
+    """The probe's clock, set by hand."""
+
+    def __init__(self) -> None:
+        self.now = 10.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_a_filling_buffer_shows_before_any_probe_returns(listener: socket.socket) -> None:
-    now = [10.0]
-    probe = QueueDelayProbe("127.0.0.1", listener.getsockname()[1], clock=lambda: now[0])
-    try:
-        probe.send()
-        now[0] = 10.1
-        probe.send()
-        now[0] = 12.0                               # neither read yet: the oldest is 2 s old
-        assert probe.delay(now[0]) == pytest.approx(2.0)
-    finally:
-        probe.close()
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
-def test_a_dropped_probe_is_forgotten_when_a_later_one_returns(listener: socket.socket) -> None:
-    now = [10.0]
-    probe = QueueDelayProbe("127.0.0.1", listener.getsockname()[1], clock=lambda: now[0])
-    try:
-        probe.send()
-        listener.recvfrom(2048)                     # this one "lost": never handed to the probe
-        now[0] = 10.1
-        probe.send()
-        second = listener.recvfrom(2048)[0]
-        now[0] = 10.15
-        probe.received(second)
-        assert probe.last_delay == pytest.approx(0.05)
-        assert probe.delay(now[0]) == pytest.approx(0.05)   # the lost one no longer ages
-    finally:
-        probe.close()
+@pytest.fixture
+def probe(listener: socket.socket, clock: Clock) -> Iterator[QueueDelayProbe]:
+    probe = QueueDelayProbe("127.0.0.1", listener.getsockname()[1], clock=clock)
+    yield probe
+    probe.close()
 
 
-def test_anything_else_from_the_probe_port_is_ignored(listener: socket.socket) -> None:
-    now = [10.0]
-    probe = QueueDelayProbe("127.0.0.1", listener.getsockname()[1], clock=lambda: now[0])
-    try:
-        probe.received(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
-        probe.received(b"\x00rs-queue-probe\x00short")
-        assert probe.last_delay == 0.0 and probe.delay(now[0]) == 0.0
-    finally:
-        probe.close()
+def test_delay_is_the_age_of_the_probe_read_back(listener: socket.socket, probe: QueueDelayProbe,
+                                                 clock: Clock) -> None:
+    clock.now = 100.0
+    probe.send()
+    data, addr = listener.recvfrom(2048)
+    assert probe.is_probe(addr[0], addr[1]) and not probe.is_probe(addr[0], addr[1] + 1)
+    clock.now = 100.4                              # read 400 ms after it was sent
+    assert probe.delay(clock.now) == pytest.approx(0.4)   # still in flight: its age
+    probe.received(data)
+    assert probe.last_delay == pytest.approx(0.4)
+    clock.now = 101.0                              # nothing outstanding: the last figure stands
+    assert probe.delay(clock.now) == pytest.approx(0.4)
+    probe.send()
+    probe.received(listener.recvfrom(2048)[0])  # read back at once: the buffer drained
+    assert probe.delay(clock.now) == 0.0
+
+
+def test_a_filling_buffer_shows_before_any_probe_returns(probe: QueueDelayProbe, clock: Clock) -> None:
+    probe.send()
+    clock.now = 10.1
+    probe.send()
+    clock.now = 12.0                               # neither read yet: the oldest is 2 s old
+    assert probe.delay(clock.now) == pytest.approx(2.0)
+
+
+def test_a_dropped_probe_is_forgotten_when_a_later_one_returns(listener: socket.socket,
+                                                               probe: QueueDelayProbe,
+                                                               clock: Clock) -> None:
+    probe.send()
+    listener.recvfrom(2048)                     # this one "lost": never handed to the probe
+    clock.now = 10.1
+    probe.send()
+    second = listener.recvfrom(2048)[0]
+    clock.now = 10.15
+    probe.received(second)
+    assert probe.last_delay == pytest.approx(0.05)
+    assert probe.delay(clock.now) == pytest.approx(0.05)   # the lost one no longer ages
+
+
+def test_anything_else_from_the_probe_port_is_ignored(probe: QueueDelayProbe, clock: Clock) -> None:
+    probe.received(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+    probe.received(b"\x00rs-queue-probe\x00short")
+    assert probe.last_delay == 0.0 and probe.delay(clock.now) == 0.0
 
 
 def test_a_wildcard_listener_is_probed_on_loopback() -> None:
