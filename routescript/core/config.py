@@ -266,6 +266,8 @@ def apply_globals(
             typed: Any = {"int": _int, "bool": _bool, "str": _str}[kind](value)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
+        if name == "mi_max_walks" and typed < 1:
+            raise ConfigError(f"core parameter 'mi_max_walks' must be at least 1, got {typed}", pos)
         if name == "alias":
             cfg.aliases.append(typed)
         else:

@@ -27,7 +27,8 @@ from typing import Any
 ARRAY_PARAM_COMMANDS = {"get_statistics": "statistics", "list_statistics": "statistics",
                         "reset_statistics": "statistics"}
 
-MAX_REPLY = 16 << 20  # bytes (STYLE 7)
+# bytes (STYLE 7): a subs_phtable_list of 100,000 subscriptions is about 40 MB
+MAX_REPLY = 256 << 20
 
 
 class MIClientError(Exception):

@@ -279,7 +279,7 @@ def build_registry(server: Any, *, clock: Any = time.time) -> MIRegistry:
     cfg = getattr(server, "config", None)
     max_walks = cfg.get("mi_max_walks") if cfg is not None and hasattr(cfg, "get") else None
     reg = MIRegistry(server, clock=clock,
-                     max_walks=DEFAULT_MAX_WALKS if max_walks is None else max(1, int(max_walks)))
+                     max_walks=DEFAULT_MAX_WALKS if max_walks is None else int(max_walks))
     core = CoreMI(server, {})
     core.registry = reg
     reg.add_all(core.mi_commands())

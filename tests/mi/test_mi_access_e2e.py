@@ -203,3 +203,10 @@ def test_cli_into_a_closed_pipe_ends_quietly(open_server: tuple[RunningServer, s
     proc.wait(max(1.0, deadline - time.monotonic()))
     assert err == b"", err.decode(errors="replace")
     assert proc.returncode == 141  # 128 + SIGPIPE, as a C tool killed by SIGPIPE shows in the shell
+
+
+def test_mi_max_walks_below_one_is_refused(tmp_path: Path) -> None:
+    cfg, _ = write_cfg(tmp_path, "walks")
+    cfg.write_text("mi_max_walks = 0\n" + cfg.read_text())
+    r = routescript("check", str(cfg))
+    assert r.returncode == 1 and "core parameter 'mi_max_walks' must be at least 1, got 0" in r.stderr
