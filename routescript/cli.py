@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     from routescript.mi.cli import add_mi_subcommand
 
     add_mi_subcommand(sub)
+    hp = sub.add_parser("hash-password", help="make a password hash for modparam(\"mi_http\", \"auth_user\")",
+                        description="Read a password (prompted twice on a terminal, else the first line of "
+                                    "standard input) and print its $scrypt$ hash, or USER:hash with USER.")
+    hp.add_argument("user", metavar="USER", nargs="?", help="print USER:hash (an auth_user value or a line "
+                    "of auth_users_file)")
     db = sub.add_parser("db", help="database tools")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
     init = dbsub.add_parser("init", help="create the OpenSIPS presence tables")
@@ -103,6 +108,33 @@ def cmd_db_init(url: str) -> int:
     return 0
 
 
+def cmd_hash_password(user: str | None) -> int:
+    import getpass
+
+    from routescript.mi.auth import hash_password
+
+    if user is not None and (not user or ":" in user or any(c.isspace() for c in user)):
+        print("routescript hash-password: a user name has no ':' and no spaces", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("routescript hash-password: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("routescript hash-password: empty password", file=sys.stderr)
+        return 1
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        print(f"routescript hash-password: {exc}", file=sys.stderr)
+        return 1
+    print(f"{user}:{hashed}" if user is not None else hashed)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -114,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from routescript.mi.cli import run_mi
 
         return run_mi(args)
+    if args.command == "hash-password":
+        return cmd_hash_password(args.user)
     if args.command == "db":
         if args.db_command == "init":
             return cmd_db_init(args.url)

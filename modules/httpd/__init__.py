@@ -1,8 +1,15 @@
 """httpd - the HTTP server other modules hang their pages on (OpenSIPS httpd module).
 
     loadmodule "httpd.so"
-    modparam("httpd", "ip", "127.0.0.1")    # default "": every address, as OpenSIPS
+    modparam("httpd", "ip", "127.0.0.1")    # the default: loopback only
     modparam("httpd", "port", 8888)         # default 8888
+
+Default address: OpenSIPS's httpd binds every address when `ip` is unset (its default is ""); ours
+is 127.0.0.1. What hangs on httpd here is MI (mi_http: every subscription's Call-ID, tags and
+Contact, `kill`, `reload_routes`) and prometheus, none of which has its own access control in
+OpenSIPS; an address that a configuration did not ask for should not expose them. Set `ip` to "" (or
+"0.0.0.0" / "::") to serve every address as OpenSIPS does; mi_http then logs a warning unless it
+has users for basic authentication (docs/modules/mi_http.md).
 
 Modules register a root path, as OpenSIPS's `register_httpdcb(module, root, ...)`: a request for
 `/<root>` or `/<root>/...` goes to that module's handler (`mi_http` takes `/mi`, `prometheus`
@@ -37,7 +44,7 @@ def _check_port(value: int) -> None:
 class HttpdModule(Module):
     name = "httpd"
     params = (
-        Param("ip", str, "", "address to listen on; empty: all addresses"),
+        Param("ip", str, "127.0.0.1", "address to listen on; empty: all addresses (OpenSIPS's default)"),
         Param("port", int, 8888, "TCP port to listen on", check=_check_port),
         Param("buf_size", int, 0, "accepted for compatibility (libmicrohttpd reply buffer)"),
         Param("post_buf_size", int, 1024, "accepted for compatibility (libmicrohttpd POST buffer)"),

@@ -12,6 +12,13 @@
 exports (routescript.core.module.mi_command). The record builders below are pure functions; the
 command methods are the thin async layer over the running PresenceService.
 
+The listings and pres_expose walk every row: they are marked `walks_rows` (at most the core parameter
+mi_max_walks of them run at once, routescript.mi.registry) and hand the event loop back every
+WALK_SLICE rows (routescript.mi.walk), so SIP keeps being answered while they run. pres_expose's
+filter is matched by RE2 (google-re2), whose time is linear in the text: a filter such as `(.|.)*!`
+cannot backtrack for seconds per row as Python's `re` does. RE2 refuses what it cannot run in linear
+time (back-references, look-around): such a filter is answered 400 "Bad filter" with RE2's reason.
+
 Output fields, their order and their JSON types are OpenSIPS's (mi_print_phtable_record,
 mi_print_shtable_record; captures 09, 23 and 24). Error codes are OpenSIPS's where it returns one
 (init_mi_error(404, "unknown event") ...); where OpenSIPS returns no reply at all (a NULL response),
@@ -22,14 +29,17 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
+
+import re2
 
 from routescript.core.module import MICommand, MIError, mi_command
 from routescript.db import DatabaseError
+from routescript.mi.walk import WALK_SLICE, in_slices, let_loop_run
 
 from .events import EVENT_CODES, WINFO_TYPE, EventRegistry, PresenceEvent
 from .presentity import Publication
@@ -42,6 +52,33 @@ E_PRESENCE_EXPOSED = "E_PRESENCE_EXPOSED"
 MAX_WILDCARD = 255          # OpenSIPS copies from/to wildcards into 256-byte buffers
 MAX_FILTER = 1024           # bound on a pres_expose regular expression
 MAX_EXPOSED = 100_000       # bound on the events one pres_expose raises
+EXPOSE_PAGE = 1000          # presentity rows pres_expose reads from the database at a time
+FILTER_MAX_MEM = 8 << 20    # bytes RE2 may use to compile a pres_expose filter (its own default)
+
+
+class Pattern(Protocol):
+    """What pres_expose needs of a compiled filter (an re2 pattern)."""
+
+    def search(self, text: str) -> object: ...
+
+
+def compile_filter(text: str) -> Pattern:
+    """pres_expose's filter as an RE2 pattern, case-insensitive as MySQL's REGEXP (OpenSIPS's usual back
+    end) and script regexes; MIError(400) with RE2's reason when it cannot be compiled."""
+    if len(text) > MAX_FILTER:
+        raise MIError("Filter too long", 400)
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    options.never_capture = True
+    options.max_mem = FILTER_MAX_MEM
+    try:
+        return re2.compile(text, options)  # type: ignore[no-any-return]
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise MIError(f"Bad filter: {reason}", 400) from None
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"   # subs_phtable_list "expires", local time (strftime in OpenSIPS)
 
 
@@ -116,7 +153,7 @@ def from_to_match(sub: Subscription, from_w: str, to_w: str) -> bool:
             and fnmatch.fnmatchcase(join_pres_uri(sub.to_user, sub.to_domain), to_w))
 
 
-def expose_matches(row: dict[str, Any], pattern: re.Pattern[str] | None) -> bool:
+def expose_matches(row: dict[str, Any], pattern: Pattern | None) -> bool:
     """pres_expose's filter. OpenSIPS puts `username REGEXP filter` in its query, while its docs show
     a filter on the URI (`^sip:10\\.0\\.5\\.`); choice: a row matches when the pattern is found in
     the username or in sip:user@domain, so filters written either way work."""
@@ -260,27 +297,33 @@ class PresenceMI:
                 raise MIError(f"deleting expired rows failed: {exc}") from None
 
     # ---------------------------------------------------------------- pres_phtable_list
-    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",),
+    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",), walks_rows=True,
                 doc="lists all the presentity records")
-    def mi_pres_phtable_list(self) -> list[dict[str, Any]]:
+    async def mi_pres_phtable_list(self) -> list[dict[str, Any]]:
         service = self._running()
         pubs = sorted(service.presentities,
                       key=lambda p: (p.pres_uri, EVENT_CODES.get(p.event, 0), p.received_time))
-        return [phtable_record(p) for p in pubs]
+        out: list[dict[str, Any]] = []
+        async for batch in in_slices(pubs):
+            out.extend(phtable_record(p) for p in batch)
+        return out
 
     # ---------------------------------------------------------------- subs_phtable_list
     @mi_command("subs_phtable_list", aliases=("presence:subs_phtable_list",), optional=("from_", "to"),
-                doc="lists all the subscription records, or those whose From and To URIs match the "
-                    "given wildcards")
+                walks_rows=True, doc="lists all the subscription records, or those whose From and To URIs "
+                                     "match the given wildcards")
     @_recipes((), ("from", "to"))
-    def mi_subs_phtable_list(self, from_: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
+    async def mi_subs_phtable_list(self, from_: str | None = None,
+                                   to: str | None = None) -> list[dict[str, Any]]:
         service = self._running()
         if from_ is not None and (len(from_) > MAX_WILDCARD or len(to or "") > MAX_WILDCARD):
             raise MIError("Wildcard too long", 400)
         subs = sorted(service.subscriptions, key=lambda s: (s.pres_uri, s.event))   # stable: oldest first
-        if from_ is not None:
-            subs = [s for s in subs if from_to_match(s, from_, to or "")]
-        return [shtable_record(s) for s in subs]
+        out: list[dict[str, Any]] = []
+        async for batch in in_slices(subs):
+            out.extend(shtable_record(s) for s in batch
+                       if from_ is None or from_to_match(s, from_, to or ""))
+        return out
 
     # ---------------------------------------------------------------- clustering (docs/cluster.md)
     def _cluster(self) -> Any:
@@ -322,51 +365,53 @@ class PresenceMI:
                           "takeovers": st.takeovers, "resyncs": st.resyncs}}
 
     # ---------------------------------------------------------------- pres_expose
-    @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",),
+    @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",), walks_rows=True,
                 doc="raises E_PRESENCE_EXPOSED for every stored publication of an event (matching filter)")
     async def mi_pres_expose(self, event: str, filter: str | None = None) -> None:
         service = self._running()
         ev = self._event(event, empty=("Invalid event", 404), unknown=("unknown event", 404))
-        pattern = None
-        if filter is not None:
-            if len(filter) > MAX_FILTER:
-                raise MIError("Filter too long", 400)
-            try:
-                # Case-insensitive as MySQL's REGEXP (OpenSIPS's usual back end) and script regexes.
-                pattern = re.compile(filter, re.IGNORECASE)
-            except re.error as exc:
-                raise MIError(f"Bad filter: {exc}", 400) from None
-        rows = await self._expose_rows(service, ev)
+        pattern = compile_filter(filter) if filter is not None else None
         bus = getattr(self.server, "events", None)
         raised = 0
-        for row in rows:
-            if not expose_matches(row, pattern):
-                continue
-            if raised >= MAX_EXPOSED:
-                log.warning("pres_expose %s: stopped after %d events", ev.name, MAX_EXPOSED)
-                break
-            raised += 1
-            if bus is not None:
-                # Awaited one by one: when the reply says OK, every event_route has run.
-                await bus.raise_event(E_PRESENCE_EXPOSED, exposed_params(row, ev))
+        async with aclosing(self._expose_rows(service, ev)) as slices:
+            async for rows in slices:
+                matching = [row for row in rows if expose_matches(row, pattern)]
+                full = len(matching) > MAX_EXPOSED - raised
+                for row in matching[:MAX_EXPOSED - raised]:
+                    raised += 1
+                    if bus is not None:
+                        # Awaited one by one: when the reply says OK, every event_route has run.
+                        await bus.raise_event(E_PRESENCE_EXPOSED, exposed_params(row, ev))
+                if full:
+                    log.warning("pres_expose %s: stopped after %d events", ev.name, MAX_EXPOSED)
+                    break
+                await let_loop_run()
         log.info("pres_expose %s%s: %d presentities exposed", ev.name,
                  f" (filter {filter!r})" if filter is not None else "", raised)
 
     @staticmethod
-    async def _expose_rows(service: Any, ev: PresenceEvent) -> list[dict[str, Any]]:
-        """Live rows of the event, from the database as OpenSIPS reads them (other servers' too);
-        from memory when the service has no store."""
+    async def _expose_rows(service: Any, ev: PresenceEvent) -> AsyncIterator[list[dict[str, Any]]]:
+        """Live rows of the event, WALK_SLICE at a time: from the database as OpenSIPS reads them (other
+        servers' too), EXPOSE_PAGE rows per query; from memory when the service has no store."""
         now = service.clock()
         if service.store is None:
-            rows = []
-            for pub in service.presentities:
-                if pub.event == ev.name and pub.expires_at > now:
+            pubs = [p for p in service.presentities if p.event == ev.name and p.expires_at > now]
+            for start in range(0, len(pubs), WALK_SLICE):
+                rows = []
+                for pub in pubs[start:start + WALK_SLICE]:
                     user, domain = split_pres_uri(pub.pres_uri)
                     rows.append({"username": user, "domain": domain, "etag": pub.etag,
                                  "expires": int(pub.expires_at), "body": pub.body})
-            return rows
-        try:
-            rows = await service.store.live_publications(now)
-        except DatabaseError as exc:
-            raise MIError(f"reading the presentity table failed: {exc}") from None
-        return [r for r in rows if r.get("event") == ev.name]
+                yield rows
+            return
+        after_id = 0
+        while True:
+            try:
+                page = await service.store.live_publications_page(now, ev.name, after_id, EXPOSE_PAGE)
+            except DatabaseError as exc:
+                raise MIError(f"reading the presentity table failed: {exc}") from None
+            for start in range(0, len(page), WALK_SLICE):
+                yield page[start:start + WALK_SLICE]
+            if len(page) < EXPOSE_PAGE:
+                return
+            after_id = int(page[-1]["id"])

@@ -132,6 +132,13 @@ class PresenceStore:
     async def live_publications(self, now: float) -> list[dict[str, Any]]:
         return await self.db.query(PRESENTITY, {"expires": (">", int(now))}, order_by="received_time")
 
+    async def live_publications_page(self, now: float, event: str, after_id: int,
+                                     limit: int) -> list[dict[str, Any]]:
+        """Live rows of one event with id > after_id, by id, at most `limit` (pres_expose reads the table
+        a page at a time: its memory is one page, however large the table)."""
+        where = {"event": event, "expires": (">", int(now)), "id": (">", after_id)}
+        return await self.db.query(PRESENTITY, where, order_by="id", limit=limit)
+
     async def sync_subscriptions(self, inserts: list[Subscription], updates: list[Subscription],
                                  deletes: list[Subscription]) -> list[Subscription]:
         """One db_update_period flush, in one transaction. Returns the updated subscriptions whose row

@@ -143,6 +143,9 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # client retransmits after 500 ms (T1): answering it later doubles the load just when there is too
     # much (server.py, Server._too_late, says how 250 was chosen).
     "queue_delay_limit": ("int", 250, False),
+    # routescript's own: MI commands that walk a whole table (subs_phtable_list, pres_phtable_list,
+    # pres_expose) running at once; one more is answered with MI error 503 (routescript/mi/registry.py).
+    "mi_max_walks": ("int", 2, False),
     "max_while_loops": ("int", 10000, False),
     "debug_mode": ("bool", False, False),
     "db_default_url": ("str", "", False),
@@ -263,6 +266,8 @@ def apply_globals(
             typed: Any = {"int": _int, "bool": _bool, "str": _str}[kind](value)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
+        if name == "mi_max_walks" and typed < 1:
+            raise ConfigError(f"core parameter 'mi_max_walks' must be at least 1, got {typed}", pos)
         if name == "alias":
             cfg.aliases.append(typed)
         else:

@@ -99,6 +99,9 @@ class MICommand:
     """An MI command. `impl(**params)` returns a JSON-able result or raises MIError.
 
     params: the parameter names in positional order; optional ones are listed in `optional`.
+    walks_rows: the command walks a whole table (every subscription, every publication): the registry
+    runs at most the core parameter `mi_max_walks` of those at once (routescript.mi.registry), and the
+    command hands the loop back every few rows (routescript.mi.walk).
     """
 
     name: str
@@ -108,6 +111,7 @@ class MICommand:
     aliases: tuple[str, ...] = ()
     doc: str = ""
     module: str = "core"
+    walks_rows: bool = False
 
 
 class MIError(Exception):
@@ -128,9 +132,10 @@ def script_function(name: str, *args: ArgSpec, routes: Iterable[str] | None = No
 
 
 def mi_command(name: str, *, aliases: Iterable[str] = (), optional: Iterable[str] = (),
-               doc: str = "") -> Callable[[Any], Any]:
+               doc: str = "", walks_rows: bool = False) -> Callable[[Any], Any]:
     def tag(method: Any) -> Any:
-        method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc))
+        method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc,
+                                                         walks_rows))
         return method
     return tag
 
@@ -188,11 +193,11 @@ class Module:
     def mi_commands(self) -> list[MICommand]:
         out = []
         for method in self._tagged("_rs_mi"):
-            for name, aliases, optional, doc in method.__func__.__dict__["_rs_mi"]:
+            for name, aliases, optional, doc, walks_rows in method.__func__.__dict__["_rs_mi"]:
                 sig = inspect.signature(method)
                 names = tuple(p for p in sig.parameters)
                 out.append(MICommand(name, method, names, optional, aliases, doc or (method.__doc__ or ""),
-                                     self.name))
+                                     self.name, walks_rows))
         return out
 
     def pvars(self) -> list[PVarSpec]:

@@ -6,6 +6,8 @@
     routescript mi --fifo /tmp/opensips_fifo subs_phtable_list from=sip:bob* to=sip:alice*
     routescript mi get_statistics core: presence:           # array commands take their items positionally
     routescript mi --yaml pres_phtable_list
+    routescript mi --user admin which                      # mi_http with basic auth: password prompted
+    routescript mi --url http://admin:secret@127.0.0.1:8888/mi which
 
 The result is printed as JSON (indented), or YAML with --yaml. A JSON-RPC error or a failure to reach
 the server prints the message on stderr and exits 1. --config CFG finds the server the way CFG serves
@@ -20,11 +22,15 @@ routescript/cli.py wires it with:
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
+import signal
 import sys
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8888/mi"
+PASSWORD_ENV = "ROUTESCRIPT_MI_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 
 def add_mi_subcommand(subparsers: Any) -> argparse.ArgumentParser:
@@ -39,6 +45,10 @@ def add_mi_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--reply-dir", default=None, help="where the reply FIFO is made (mi_fifo's reply_dir, "
                    "default /tmp)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    p.add_argument("--user", "-u", default=None, help="mi_http basic auth user (the password comes from "
+                   f"--password, ${PASSWORD_ENV}, or a prompt)")
+    p.add_argument("--password", default=None, help=f"the password (visible to `ps`: prefer ${PASSWORD_ENV} "
+                   "or the prompt)")
     p.add_argument("--yaml", action="store_true", help="print YAML instead of JSON")
     p.add_argument("mi_command", metavar="COMMAND", help="the MI command (`which` lists them)")
     p.add_argument("mi_args", metavar="ARG", nargs="*", help="positional values, or name=value pairs")
@@ -71,11 +81,31 @@ def run_mi(args: argparse.Namespace) -> int:
             result = call_fifo(where, args.mi_command, params, reply_dir=reply_dir or default_reply_dir(),
                                timeout=args.timeout)
         else:
-            result = call_http(where, args.mi_command, params, timeout=args.timeout)
+            user, password = getattr(args, "user", None), getattr(args, "password", None)
+            if user is not None and password is None:
+                password = os.environ.get(PASSWORD_ENV)
+                if password is None:
+                    password = getpass.getpass(f"MI password for {user}: ")
+            result = call_http(where, args.mi_command, params, timeout=args.timeout, user=user,
+                               password=password)
     except MIClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(format_result(result, bool(args.yaml)))
+    return write_output(format_result(result, bool(args.yaml)) + "\n")
+
+
+def write_output(text: str) -> int:
+    """Print the result; 0, or 128 + SIGPIPE when the reader went away (`routescript mi ... | head`):
+    then stop quietly as cat or grep do, with stdout pointed at /dev/null so that the interpreter's
+    last flush does not fail again and print a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     return 0
 
 

@@ -10,6 +10,7 @@ with a JSON-RPC error: .code, .message, .data).
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -17,6 +18,7 @@ import select
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -25,7 +27,8 @@ from typing import Any
 ARRAY_PARAM_COMMANDS = {"get_statistics": "statistics", "list_statistics": "statistics",
                         "reset_statistics": "statistics"}
 
-MAX_REPLY = 16 << 20  # bytes (STYLE 7)
+# bytes (STYLE 7): a subs_phtable_list of 100,000 subscriptions is about 40 MB
+MAX_REPLY = 256 << 20
 
 
 class MIClientError(Exception):
@@ -91,15 +94,42 @@ def parse_reply(text: str | bytes) -> Any:
     return obj["result"]
 
 
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """`http://user:pass@host:port/mi` -> ("http://host:port/mi", "user", "pass") (percent-decoded);
+    a URL without user info -> (url, None, None). urllib does not send URL credentials by itself."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return bare, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """RFC 7617 credentials for an Authorization header."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def call_http(url: str, method: str, params: dict[str, Any] | list[Any] | None = None, *,
-              timeout: float = 10.0) -> Any:
+              timeout: float = 10.0, user: str | None = None, password: str | None = None) -> Any:
+    """POST one request to mi_http. Credentials: `user`/`password`, else those in the URL."""
+    url, url_user, url_password = split_credentials(url)
+    if user is None:
+        user, password = url_user, url_password
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        headers["Authorization"] = basic_authorization(user, password or "")
     body = request_text(method, params).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"},  # noqa: S310 - as below
-                                 method="POST")
+    req = urllib.request.Request(url, body, headers, method="POST")  # noqa: S310 - as below
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the operator's mi_http URL
             data = resp.read(MAX_REPLY + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            hint = ("wrong user or password" if user is not None else
+                    "this server asks for a user and password (--user, or http://user:password@host/mi)")
+            raise MIClientError(f"{url}: HTTP 401 Unauthorized: {hint}") from None
         raise MIClientError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -29,6 +29,17 @@ from .jsonrpc import INVALID_PARAMS, SERVER_ERROR, JSONRPCError
 
 log = logging.getLogger("routescript.mi")
 
+# OpenSIPS's log levels, L_ALERT (-3) .. L_DBG (4): its `log_level` / `xlog_level` take only these
+# (Core MI docs: "debug level (-3...4)"). Anything else (99999999999999999999, -7) is refused.
+MIN_LOG_LEVEL, MAX_LOG_LEVEL = -3, 4
+
+
+def _checked_level(level: int) -> int:
+    if not MIN_LOG_LEVEL <= level <= MAX_LOG_LEVEL:
+        raise JSONRPCError(INVALID_PARAMS, data=f"Bad log level {level}: accepted are {MIN_LOG_LEVEL} "
+                           f"(L_ALERT) .. {MAX_LOG_LEVEL} (L_DBG)")
+    return level
+
 
 def _version() -> str:
     try:
@@ -128,6 +139,7 @@ class CoreMI(Module):
         if level is None:
             return {"Processes": [{"PID": os.getpid(), "Log level": self._log_level,
                                    "Type": "main (event loop)"}]}
+        _checked_level(level)
         if pid is not None and pid != os.getpid():
             raise JSONRPCError(INVALID_PARAMS, data="Bad PID")
         from routescript.core.log import py_level
@@ -141,6 +153,7 @@ class CoreMI(Module):
     def xlog_level(self, level: int | None = None) -> dict[str, Any]:
         if level is None:
             return {"xLog Level": self._xlog_level}
+        _checked_level(level)
         from routescript.core.log import py_level
 
         self._xlog_level = level

@@ -12,6 +12,10 @@ Replies are printed compactly with the members in OpenSIPS's order:
 Batches (a JSON array of requests, JSON-RPC 2.0 section 6): OpenSIPS 3.4 answers them with
 -32600 Invalid Request; we answer each member, as the JSON-RPC spec asks (a superset: no request that
 works with OpenSIPS behaves differently here).
+
+A reply whose result is a long array (subs_phtable_list over a large table: tens of MB) is encoded
+in slices of rows with the event loop let run between them (`encode_reply`), to the same text that
+`dumps` gives in one go.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .walk import WALK_SLICE, let_loop_run
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -112,6 +118,32 @@ def dumps(obj: Any, pretty: bool = False) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+async def encode_reply(reply: dict[str, Any], pretty: bool = False) -> str:
+    """dumps(reply, pretty), with a long result array encoded WALK_SLICE members at a time and the loop
+    let run between slices (a 20 MB listing must not hold SIP for the time of one json.dumps)."""
+    result = reply.get("result")
+    if not isinstance(result, list) or len(result) <= WALK_SLICE or set(reply) != {"jsonrpc", "result", "id"}:
+        return dumps(reply, pretty)
+    req_id = dumps(reply["id"])
+    if pretty:  # json.dumps(indent=4) of the whole reply, piece by piece
+        head, sep, pad = '{\n    "jsonrpc": "2.0",\n    "result": [\n', ",\n", " " * 8
+        tail = f'\n    ],\n    "id": {req_id}\n}}'
+    else:
+        head, sep, pad, tail = '{"jsonrpc":"2.0","result":[', ",", "", f'],"id":{req_id}}}'
+    parts = [head]
+    for start in range(0, len(result), WALK_SLICE):
+        rows = result[start:start + WALK_SLICE]
+        if pretty:
+            # json strings never hold a raw newline, so re-indenting line by line is safe
+            text = sep.join(pad + dumps(row, True).replace("\n", "\n" + pad) for row in rows)
+        else:
+            text = dumps(rows)[1:-1]
+        parts.append(text if start == 0 else sep + text)
+        await let_loop_run()
+    parts.append(tail)
+    return "".join(parts)
+
+
 async def handle_payload(data: bytes | str, dispatch: Dispatch, *, pretty: bool = False) -> str | None:
     """A request (or batch) as received -> the reply text, or None when nothing is to be sent back."""
     try:
@@ -126,4 +158,4 @@ async def handle_payload(data: bytes | str, dispatch: Dispatch, *, pretty: bool 
         replies = [r for r in [await handle_request(item, dispatch) for item in obj] if r is not None]
         return dumps(replies, pretty) if replies else None
     reply = await handle_request(obj, dispatch)
-    return None if reply is None else dumps(reply, pretty)
+    return None if reply is None else await encode_reply(reply, pretty)

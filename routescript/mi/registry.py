@@ -19,6 +19,13 @@ Values are typed from the method's annotations as OpenSIPS's get_mi_*_param do: 
 or a numeric string, `str` a string or a number, `list[...]` a non-empty array; anything else is
 -32602 "Bad type for parameter '<name>'".
 
+Commands that walk a whole table (MICommand.walks_rows: subs_phtable_list, pres_phtable_list,
+pres_expose) run at most `max_walks` at once (core parameter mi_max_walks, 2 by default): each holds
+a copy of its rows and spends the loop's time in slices (routescript.mi.walk), so several in parallel
+multiply both; one more is answered at once with error 503 "Too many table walks running" and a
+log line, and the caller retries (OpenSIPS has no such bound: its MI process runs one command at a
+time, which a single event loop cannot afford to imitate).
+
 Command results: any JSON-able value; None is "OK" (OpenSIPS init_mi_result_ok). MIError(message,
 code) is the error reply {"code": code, "message": message} (-32000 unless the command says
 otherwise, e.g. OpenSIPS's 404 "Statistics Not Found").
@@ -45,6 +52,8 @@ NO_PARAMS = "Too few or too many parameters"
 AMBIGUOUS = "Ambiguous call, use named parameters instead"
 NAMES_DO_NOT_MATCH = "Named parameters do not match"
 MAX_MI_PARAMS = 10  # OpenSIPS MAX_MI_PARAMS
+DEFAULT_MAX_WALKS = 2  # the core parameter mi_max_walks (routescript/core/config.py)
+BUSY = 503  # MI error code for "too many table walks", OpenSIPS's HTTP-like MI codes (404, 500 ...)
 
 # Set by dispatch() for the command it runs: may this transport's caller stop the server?
 _allow_kill: contextvars.ContextVar[bool] = contextvars.ContextVar("rs_mi_allow_kill", default=False)
@@ -170,8 +179,10 @@ class MIRegistry:
     """
 
     def __init__(self, server: Any = None, *, statistics: Statistics | None = None,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, max_walks: int = DEFAULT_MAX_WALKS) -> None:
         self.server = server
+        self.max_walks = max_walks
+        self.walks = 0  # walks_rows commands running now
         self.clock = clock
         self.started_at = float(getattr(server, "started_at", None) or clock())
         self.statistics = statistics if statistics is not None else (
@@ -226,6 +237,15 @@ class MIRegistry:
         if bound is None:
             raise JSONRPCError(METHOD_NOT_FOUND)
         kwargs = bound.bind(params)
+        walks = bound.cmd.walks_rows
+        if walks:
+            if self.walks >= self.max_walks:
+                log.warning("MI %s refused: %d table walks already running (mi_max_walks %d)", name,
+                            self.walks, self.max_walks)
+                raise JSONRPCError(BUSY, "Too many table walks running",
+                                   f"{self.walks} MI commands walking every row are running (core parameter "
+                                   "mi_max_walks); retry when they are done")
+            self.walks += 1
         token = _allow_kill.set(allow_kill)
         try:
             result = bound.cmd.impl(**kwargs)
@@ -242,6 +262,8 @@ class MIRegistry:
             raise JSONRPCError(SERVER_ERROR, data="Command handler failed (see the server log)") from None
         finally:
             _allow_kill.reset(token)
+            if walks:
+                self.walks -= 1
         return "OK" if result is None else result
 
     @property
@@ -254,7 +276,10 @@ def build_registry(server: Any, *, clock: Any = time.time) -> MIRegistry:
     """The core commands, then every loaded module's, in load order."""
     from .core_cmds import CoreMI
 
-    reg = MIRegistry(server, clock=clock)
+    cfg = getattr(server, "config", None)
+    max_walks = cfg.get("mi_max_walks") if cfg is not None and hasattr(cfg, "get") else None
+    reg = MIRegistry(server, clock=clock,
+                     max_walks=DEFAULT_MAX_WALKS if max_walks is None else int(max_walks))
     core = CoreMI(server, {})
     core.registry = reg
     reg.add_all(core.mi_commands())
