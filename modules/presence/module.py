@@ -12,6 +12,12 @@ from routescript.script.context import REQUEST_ROUTE
 
 from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
+from .limits import (
+    DEFAULT_MAX_PRESENTITIES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE,
+    parse_trusted_sources,
+)
 from .mi import PresenceMI
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
@@ -57,6 +63,10 @@ def _pv_spec(value: str) -> None:
     parse_pv_spec(value)
 
 
+def _networks(value: str) -> None:
+    parse_trusted_sources(value)
+
+
 MAX_WAITING_SUBS_DAYSNO = 30
 
 
@@ -93,6 +103,17 @@ class PresenceModule(PresenceMI, Module):
               "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
+        # Caps on the state kept (routescript's own; limits.py and docs/modules/presence.md): over one, a
+        # new SUBSCRIBE/PUBLISH gets 503 + Retry-After and a log line. 0 = no cap.
+        Param("max_subscriptions", int, DEFAULT_MAX_SUBSCRIPTIONS, "subscriptions held at most",
+              check=_non_negative),
+        Param("max_subscriptions_per_source", int, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE,
+              "subscriptions held at most per watcher source address", check=_non_negative),
+        Param("max_presentities", int, DEFAULT_MAX_PRESENTITIES,
+              "publications (presentity table rows) held at most", check=_non_negative),
+        Param("trusted_sources", str, None,
+              "IP addresses/networks exempt from max_subscriptions_per_source (an edge proxy)",
+              check=_networks),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
         Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
               check=_non_negative),
@@ -217,7 +238,11 @@ class PresenceModule(PresenceMI, Module):
             fallback2db=bool(self.param("fallback2db")),
             enable_sphere_check=bool(self.param("enable_sphere_check")),
             waiting_subs_daysno=self.param("waiting_subs_daysno"),
-            bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None)
+            bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None,
+            max_subscriptions=self.param("max_subscriptions"),
+            max_subscriptions_per_source=self.param("max_subscriptions_per_source"),
+            max_presentities=self.param("max_presentities"),
+            trusted_sources=parse_trusted_sources(self.param("trusted_sources") or ""))
 
     async def start(self) -> None:
         url = self.param("db_url")

@@ -9,7 +9,7 @@ from typing import Any
 from routescript.sip import ParseError
 
 from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _BadRequest, _maybe_await
+from .base import REASON_BAD_REQUEST, _address, _BadRequest, _maybe_await
 from .bla import bla_presentity, is_bla
 from .events import PUBL_TYPE, BodyError, PresenceEvent
 from .notify import local_contact
@@ -52,6 +52,10 @@ class SubscribeHandler(WatcherAuthorization):
             decision = self.subscriptions.handle_subscribe(
                 facts, now, to_tag=self.server.to_tag(msg), initial_status=status, initial_reason=reason,
                 forced=bool(force_active and event.req_auth))
+            if decision.refusal is not None:
+                self._refuse(ctx, decision.status, decision.reason, decision.refusal,
+                             f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
+                return -1
             if not decision.ok:
                 self._reply(ctx, decision.status, decision.reason)
                 return -1
