@@ -342,14 +342,16 @@ class SubsTable:
                 sub = evolve(sub, status=SubState.TERMINATED, reason="timeout")
             return SubscribeDecision(code, text, SubscribeAction.FETCH, 0 if expires == 0 else expires,
                                      to_tag, sub, True, False, status is SubState.ACTIVE)
-        refusal = self._over_cap(facts)
+        refusal = self.over_cap(facts)
         if refusal is not None:
             return SubscribeDecision(503, REASON_TOO_MANY, refusal=refusal)
         return SubscribeDecision(code, text, SubscribeAction.INSERT, expires, to_tag, sub, True, True,
                                  status is SubState.ACTIVE)
 
-    def _over_cap(self, facts: SubscribeFacts) -> Refusal | None:
-        """The cap a new subscription would pass, if any (checked in this order)."""
+    def over_cap(self, facts: SubscribeFacts) -> Refusal | None:
+        """The cap a new subscription (`facts` of an initial SUBSCRIBE) would pass, if any. The caller
+        may ask before the watcher's authorization (which reads and writes the database) so that a
+        refused request costs little; the decision asks again."""
         if self.max_subscriptions and len(self._dialogs) >= self.max_subscriptions:
             return Refusal("max_subscriptions", self.max_subscriptions)
         if self.max_per_source:

@@ -48,6 +48,15 @@ async def client(srv: Srv, host: str, user: str = "w", proto: str = "udp") -> As
         await c.close()
 
 
+async def logged(srv: Srv, text: str, *, count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until the server logged `text` `count` times, without blocking the loop (the clients on it
+    must go on answering NOTIFYs)."""
+    deadline = time.monotonic() + timeout
+    while srv.server.log().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not logged {count} times:\n{srv.server.log()}"
+        await asyncio.sleep(0.05)
+
+
 async def subscribe(c: SipTestClient, srv: Srv, user: str, expires: int = 600) -> tuple[int, str | None]:
     resp = await c.send_request(c.subscribe(srv.uri(user), expires=expires))
     return resp.status, resp.header("Retry-After")
@@ -102,7 +111,7 @@ async def test_subscriptions_per_source_address(per_source: Srv) -> None:
         gone.auto_reply["NOTIFY"] = 481                                 # "this dialog is gone"
         for i in range(3):
             assert await subscribe(gone, srv, f"q{i}") == (200, None)
-        srv.server.wait_for("NOTIFY answered 481", timeout=5, count=3)
+        await logged(srv, "NOTIFY answered 481", count=3)
         for i in range(3):
             assert await subscribe(gone, srv, f"r{i}") == (200, None)
 
@@ -164,8 +173,8 @@ async def test_subscriptions_loaded_at_start_count(tmp_path: Path, presence_db: 
             dialog = a.dialog(req, resp)
             assert await subscribe(a, srv, "p1") == (200, None)
     with run_server(cfg, tmp_path) as server:   # SIGTERM above flushed both to the database
-        server.wait_for("2 subscriptions loaded")
         srv = Srv(server, port)
+        await logged(srv, "2 subscriptions loaded")
         async with client(srv, "127.0.0.2") as b:
             assert await subscribe(b, srv, "p2") == (503, RETRY_AFTER)
         async with client(srv, "127.0.0.1") as a:
@@ -206,7 +215,7 @@ async def test_tcp_connections_from_one_address_do_not_lock_others_out(tmp_path:
             slow_reader, slow = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.3", 0))
             slow.write(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:9;branch=z9hG4bKs\r\n")
             assert await _closed(slow_reader, 4.0)
-            server.wait_for("tcp_max_msg_time 1 s", timeout=2)
+            await logged(srv, "tcp_max_msg_time 1 s", timeout=2)
             reader, writer = flood[0]                       # idle since it opened: still served
             writer.write(b"\r\n\r\n")
             assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
