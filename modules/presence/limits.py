@@ -63,14 +63,25 @@ class SourceCounts:
         self._trusted = trusted if trusted else None
 
     def address(self, source: Any) -> str | None:
-        """The address `source` counts for, or None."""
-        host = getattr(source, "remote_host", None)
-        if not isinstance(host, str) or (self._trusted is not None and host in self._trusted):
+        """The address `source` counts for, or None. (On the path of every SUBSCRIBE: kept to one call.)"""
+        if source is None:
+            return None
+        host: str | None = getattr(source, "remote_host", None)
+        if host is None or (self._trusted is not None and host in self._trusted):
             return None
         return host
 
-    def count(self, address: str | None) -> int:
+    def count(self, source: Any) -> int:
+        """How many subscriptions count for `source`'s address."""
+        address = self.address(source)
         return self._counts.get(address, 0) if address is not None else 0
+
+    def full(self, source: Any, limit: int) -> str | None:
+        """`source`'s address when it holds `limit` subscriptions or more, else None."""
+        address = self.address(source)
+        if address is not None and self._counts.get(address, 0) >= limit:
+            return address
+        return None
 
     def add(self, source: Any) -> None:
         address = self.address(source)
@@ -111,10 +122,12 @@ class RefusalLog:
         self.interval = interval
         self.max_keys = max_keys
         self._seen: OrderedDict[tuple[str, str | None], tuple[float, int]] = OrderedDict()
+        self.total = 0   # every refusal, logged or not (statistic presence:refused_by_caps)
 
     def refused(self, refusal: Refusal, now: float, what: str) -> bool:
         """Log `what` (the request: method, Call-ID, URI) refused by `refusal` at `now`, unless a line
         for the same cap and key was written less than `interval` ago. True when written."""
+        self.total += 1
         key = (refusal.cap, refusal.key)
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval:

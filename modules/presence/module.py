@@ -308,6 +308,9 @@ class PresenceModule(PresenceMI, Module):
                        reset=lambda: setattr(sender, "sent", 0))
         stats.register("presence", "failed_notifies", func=lambda: sender.failed,
                        reset=lambda: setattr(sender, "failed", 0))
+        refusals = service.refusals
+        stats.register("presence", "refused_by_caps", func=lambda: refusals.total,
+                       reset=lambda: setattr(refusals, "total", 0))
         self._publish_accepted = stats.register("presence", "accepted_publishes")
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 

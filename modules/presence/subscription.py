@@ -355,8 +355,8 @@ class SubsTable:
         if self.max_subscriptions and len(self._dialogs) >= self.max_subscriptions:
             return Refusal("max_subscriptions", self.max_subscriptions)
         if self.max_per_source:
-            address = self._per_source.address(facts.source)
-            if address is not None and self._per_source.count(address) >= self.max_per_source:
+            address = self._per_source.full(facts.source, self.max_per_source)
+            if address is not None:
                 return Refusal("max_subscriptions_per_source", self.max_per_source, address)
         if self.count_watchers(facts.pres_uri, facts.event.name) >= self.max_watchers:
             return Refusal("watchers of one presentity", self.max_watchers, facts.pres_uri)
@@ -585,7 +585,7 @@ class SubsTable:
 
     def count_from(self, source: Any) -> int:
         """How many subscriptions count against the per-address cap for `source`'s address."""
-        return self._per_source.count(self._per_source.address(source))
+        return self._per_source.count(source)
 
     def count_watchers(self, pres_uri: str, event: str) -> int:
         """How many subscriptions a presentity has for an event."""
