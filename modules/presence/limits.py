@@ -16,8 +16,6 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from routescript.core.netlist import NetworkList
-
 # Retry-After of a refusal by a cap. Choice: room comes back only as subscriptions and publications end
 # (unsubscribes, expiry at clean_period), so a client retrying at once would only be refused again; a
 # minute is short next to the hour a subscription or a publication usually lasts.
@@ -36,9 +34,9 @@ DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a cap refused a request: the cap (its modparam's name), its value, and what it counted for
-    (the source address, a presentity; None for a total). The reply is 503 with Retry-After:
-    CAP_RETRY_AFTER."""
+    """Why a cap refused a request: the cap (its modparam's name, or what a fixed bound counts), its
+    value, and what it counted for (the source address, a presentity; None for a total). The reply is
+    503 with Retry-After: CAP_RETRY_AFTER."""
 
     cap: str
     limit: int
@@ -141,8 +139,3 @@ class RefusalLog:
         more = f"; {held_back} more refused since the last line" if held_back else ""
         self.logger.warning("%s refused 503: %s%s", what, refusal.describe(), more)
         return True
-
-
-def parse_trusted_sources(value: str) -> NetworkList:
-    """The trusted_sources modparam: ValueError naming the item that is not an address or network."""
-    return NetworkList.parse(value)

@@ -8,16 +8,12 @@ import weakref
 from typing import Any
 
 from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
+from routescript.core.netlist import NetworkList
 from routescript.script.context import REQUEST_ROUTE
 
 from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
-from .limits import (
-    DEFAULT_MAX_PRESENTITIES,
-    DEFAULT_MAX_SUBSCRIPTIONS,
-    DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE,
-    parse_trusted_sources,
-)
+from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
@@ -61,10 +57,6 @@ def _non_negative(value: int) -> None:
 
 def _pv_spec(value: str) -> None:
     parse_pv_spec(value)
-
-
-def _networks(value: str) -> None:
-    parse_trusted_sources(value)
 
 
 MAX_WAITING_SUBS_DAYSNO = 30
@@ -113,7 +105,7 @@ class PresenceModule(PresenceMI, Module):
               "publications (presentity table rows) held at most", check=_non_negative),
         Param("trusted_sources", str, None,
               "IP addresses/networks exempt from max_subscriptions_per_source (an edge proxy)",
-              check=_networks),
+              check=NetworkList.parse),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
         Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
               check=_non_negative),
@@ -242,7 +234,7 @@ class PresenceModule(PresenceMI, Module):
             max_subscriptions=self.param("max_subscriptions"),
             max_subscriptions_per_source=self.param("max_subscriptions_per_source"),
             max_presentities=self.param("max_presentities"),
-            trusted_sources=parse_trusted_sources(self.param("trusted_sources") or ""))
+            trusted_sources=NetworkList.parse(self.param("trusted_sources") or ""))
 
     async def start(self) -> None:
         url = self.param("db_url")

@@ -12,9 +12,9 @@ from .authorization import WatcherAuthorization
 from .base import REASON_BAD_REQUEST, _address, _BadRequest, _maybe_await
 from .bla import bla_presentity, is_bla
 from .events import PUBL_TYPE, BodyError, PresenceEvent
+from .limits import Refusal
 from .notify import local_contact
 from .storage import join_pres_uri
-from .limits import Refusal
 from .subscription import REASON_TOO_MANY, SubscribeAction, SubscribeFacts, SubState
 
 log = logging.getLogger("routescript.presence")
