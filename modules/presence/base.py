@@ -11,6 +11,7 @@ from typing import Any
 from routescript.sip import ParseError
 
 from .events import EventRegistry, PresenceEvent
+from .limits import CAP_RETRY_AFTER, Refusal, RefusalLog
 from .locks import KeyedLocks
 from .notify import BodyCache
 from .presentity import PresentityTable
@@ -58,6 +59,14 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+def _address(source: Any) -> str:
+    """Where a request came from, for a log line: "proto:host:port" (or "?")."""
+    host = getattr(source, "remote_host", None)
+    if host is None:
+        return "?"
+    return f"{getattr(source, 'proto', '?')}:{host}:{getattr(source, 'remote_port', '?')}"
+
+
 def _same_uri(a: str, b: str) -> bool:
     """Sender vs Contact comparison (OpenSIPS compares the URIs' text; we ignore case of scheme/host
     and the <> a Contact may carry)."""
@@ -78,6 +87,7 @@ class ServiceBase:
     sender: NotifySender
     _locks: KeyedLocks
     bodies: BodyCache
+    refusals: RefusalLog
     cluster: Any
     _notified: dict[tuple[str, str], int]
     _missed_while_fenced: bool
@@ -94,6 +104,12 @@ class ServiceBase:
 
     def _reply(self, ctx: Any, status: int, reason: str, headers: Any = ()) -> None:
         self.server.reply(ctx, status, reason, headers=tuple(headers))
+
+    def _refuse(self, ctx: Any, status: int, reason: str, refusal: Refusal, what: str) -> None:
+        """A request a cap refused: `status` (503) with Retry-After, and a rate-limited log line
+        naming the request (`what`) and the cap."""
+        self.refusals.refused(refusal, self.clock(), what)
+        self._reply(ctx, status, reason, (("Retry-After", str(CAP_RETRY_AFTER)),))
 
     def _lock(self, pres_uri: str) -> Any:
         """Serialises the handling of one presentity (its PUBLISHes, SUBSCRIBEs, NOTIFY bodies)."""

@@ -8,10 +8,12 @@ import weakref
 from typing import Any
 
 from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
+from routescript.core.netlist import NetworkList
 from routescript.script.context import REQUEST_ROUTE
 
 from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
+from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
@@ -93,6 +95,17 @@ class PresenceModule(PresenceMI, Module):
               "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
+        # Caps on the state kept (routescript's own; limits.py and docs/modules/presence.md): over one, a
+        # new SUBSCRIBE/PUBLISH gets 503 + Retry-After and a log line. 0 = no cap.
+        Param("max_subscriptions", int, DEFAULT_MAX_SUBSCRIPTIONS, "subscriptions held at most",
+              check=_non_negative),
+        Param("max_subscriptions_per_source", int, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE,
+              "subscriptions held at most per watcher source address", check=_non_negative),
+        Param("max_presentities", int, DEFAULT_MAX_PRESENTITIES,
+              "publications (presentity table rows) held at most", check=_non_negative),
+        Param("trusted_sources", str, None,
+              "IP addresses/networks exempt from max_subscriptions_per_source (an edge proxy)",
+              check=NetworkList.parse),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
         Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
               check=_non_negative),
@@ -217,7 +230,11 @@ class PresenceModule(PresenceMI, Module):
             fallback2db=bool(self.param("fallback2db")),
             enable_sphere_check=bool(self.param("enable_sphere_check")),
             waiting_subs_daysno=self.param("waiting_subs_daysno"),
-            bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None)
+            bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None,
+            max_subscriptions=self.param("max_subscriptions"),
+            max_subscriptions_per_source=self.param("max_subscriptions_per_source"),
+            max_presentities=self.param("max_presentities"),
+            trusted_sources=NetworkList.parse(self.param("trusted_sources") or ""))
 
     async def start(self) -> None:
         url = self.param("db_url")
@@ -283,6 +300,9 @@ class PresenceModule(PresenceMI, Module):
                        reset=lambda: setattr(sender, "sent", 0))
         stats.register("presence", "failed_notifies", func=lambda: sender.failed,
                        reset=lambda: setattr(sender, "failed", 0))
+        refusals = service.refusals
+        stats.register("presence", "refused_by_caps", func=lambda: refusals.total,
+                       reset=lambda: setattr(refusals, "total", 0))
         self._publish_accepted = stats.register("presence", "accepted_publishes")
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 

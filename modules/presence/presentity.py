@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from .etag import EtagGenerator
 from .events import BodyError, PresenceEvent
+from .limits import DEFAULT_MAX_PRESENTITIES, Refusal
 
 # Reason phrases as OpenSIPS 3.4 writes them on the wire (OPENSIPS-BEHAVIOUR.md, captures 07 and 15).
 REASON_OK = "OK"
@@ -84,6 +85,7 @@ class PublishDecision:
     old_etag: str | None = None
     notify: bool = False             # watchers must be told
     removed_body: bytes | None = None
+    refusal: Refusal | None = None   # a cap refused it (503 + Retry-After, logged by the caller)
 
     @property
     def ok(self) -> bool:
@@ -99,15 +101,21 @@ class PresentityTable:
 
     expires_offset: extra seconds a publication is kept (and its etag still accepted) after the
     expiry granted to the publisher, as OpenSIPS's expires_offset.
+    max_presentities: cap on the publications held (rows of OpenSIPS's presentity table: one per
+    publishing device and event; modparam max_presentities, 0 = no cap). Only a new publication is
+    refused: refreshing, modifying or removing one held never is.
     """
 
     def __init__(self, etags: EtagGenerator, *, max_expires: int = 3600, expires_offset: int = 0,
-                 max_per_presentity: int = DEFAULT_MAX_PER_PRESENTITY) -> None:
+                 max_per_presentity: int = DEFAULT_MAX_PER_PRESENTITY,
+                 max_presentities: int = DEFAULT_MAX_PRESENTITIES) -> None:
         self._etags = etags
         self.max_expires = max_expires
         self.expires_offset = expires_offset
         self.max_per_presentity = max_per_presentity
+        self.max_presentities = max_presentities
         self._table: dict[tuple[str, str], dict[str, Publication]] = {}
+        self._count = 0   # publications in _table, kept as it changes (len() per PUBLISH would walk it)
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_publish(self, facts: PublishFacts, now: float) -> PublishDecision:
@@ -128,8 +136,9 @@ class PresentityTable:
             refused = self._check_body(event, body)
             if refused is not None:
                 return refused
-            if len(self._table.get((facts.pres_uri, event.name), ())) >= self.max_per_presentity:
-                return _error(503, REASON_TOO_MANY)
+            refusal = self._over_cap(facts)
+            if refusal is not None:
+                return PublishDecision(503, REASON_TOO_MANY, refusal=refusal)
             etag = self._etags.new()
             # The presentity URI is shared with its watchers' records, the content type with every
             # publication of the package (sys.intern; subscription.py: memory, issue 7).
@@ -161,6 +170,14 @@ class PresentityTable:
                       generation=generation)
         return PublishDecision(200, REASON_OK, PublishAction.MODIFY, etag, expires, pub, old.etag, True)
 
+    def _over_cap(self, facts: PublishFacts) -> Refusal | None:
+        """The cap a new publication would pass, if any."""
+        if self.max_presentities and self._count >= self.max_presentities:
+            return Refusal("max_presentities", self.max_presentities)
+        if len(self._table.get((facts.pres_uri, facts.event.name), ())) >= self.max_per_presentity:
+            return Refusal("publications of one presentity", self.max_per_presentity, facts.pres_uri)
+        return None
+
     @staticmethod
     def _check_body(event: PresenceEvent, body: bytes) -> PublishDecision | None:
         if event.evs_publ_handl is None:
@@ -179,7 +196,7 @@ class PresentityTable:
             return
         key = (pub.pres_uri, pub.event)
         if decision.action is PublishAction.INSERT:
-            self._table.setdefault(key, {})[pub.etag] = pub
+            self._add(key, pub)
             return
         rows = self._table.get(key)
         if rows is None or decision.old_etag not in rows:
@@ -187,12 +204,21 @@ class PresentityTable:
         del rows[decision.old_etag]
         if decision.action is not PublishAction.REMOVE:
             rows[pub.etag] = pub
+        else:
+            self._count -= 1
         if not rows:
             del self._table[key]
 
     def load(self, pub: Publication) -> None:
-        """Put back a publication read from the database at start."""
-        self._table.setdefault((pub.pres_uri, pub.event), {})[pub.etag] = pub
+        """Put back a publication read from the database at start (it counts against the cap, which
+        never refuses what is already stored)."""
+        self._add((pub.pres_uri, pub.event), pub)
+
+    def _add(self, key: tuple[str, str], pub: Publication) -> None:
+        rows = self._table.setdefault(key, {})
+        if pub.etag not in rows:
+            self._count += 1
+        rows[pub.etag] = pub
 
     def replace_presentity(self, pres_uri: str, event: str, pubs: list[Publication]) -> None:
         """Make `pubs` the publications of (pres_uri, event) - fallback2db, where the database shared
@@ -200,6 +226,7 @@ class PresentityTable:
         key = (pres_uri, event)
         old = self._table.get(key, {})
         rows = {p.etag: old.get(p.etag, p) for p in pubs[: self.max_per_presentity]}
+        self._count += len(rows) - len(old)
         if rows:
             self._table[key] = rows
         else:
@@ -216,6 +243,7 @@ class PresentityTable:
                     del rows[etag]
             if not rows:
                 del self._table[key]
+        self._count -= len(gone)
         return gone
 
     def next_deadline(self) -> float | None:
@@ -247,4 +275,4 @@ class PresentityTable:
             yield from list(rows.values())
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self._table.values())
+        return self._count

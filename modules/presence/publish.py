@@ -9,7 +9,7 @@ from typing import Any
 from routescript.sip import ParseError, parse_uri
 
 from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _BadRequest, _db_failure
+from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure
 from .events import PresenceEvent
 from .presentity import PublishAction, PublishDecision, PublishFacts
 from .storage import join_pres_uri, split_pres_uri
@@ -38,6 +38,10 @@ class PublishHandler(WatcherAuthorization):
             sphere_before = self._sphere_if_checked(facts.pres_uri, event)
             now = self.clock()
             decision = self.presentities.handle_publish(facts, now)
+            if decision.refusal is not None:
+                self._refuse(ctx, decision.status, decision.reason, decision.refusal,
+                             f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}")
+                return -1
             if not decision.ok:
                 self._reply(ctx, decision.status, decision.reason)
                 return -1

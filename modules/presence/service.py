@@ -11,6 +11,7 @@ base.py (shared state and helpers).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from .base import TAKEOVER_CSEQ_GAP
 from .etag import EtagGenerator
 from .events import EventRegistry
+from .limits import RefusalLog
 from .locks import KeyedLocks
 from .notify import BodyCache
 from .presentity import PresentityTable
@@ -30,6 +32,8 @@ from .subscription import SubsTable
 from .timers import ExpiryTimers
 
 __all__ = ["MAX_PRESENTITY_LOCKS", "TAKEOVER_CSEQ_GAP", "PresenceService", "PresenceSettings"]
+
+log = logging.getLogger("routescript.presence")
 
 MAX_PRESENTITY_LOCKS = 100_000  # bound: presentities with a PUBLISH/SUBSCRIBE being handled
 
@@ -47,9 +51,14 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
         self.clock = clock
         self.presentities = PresentityTable(etags or EtagGenerator(clock()),
                                             max_expires=settings.max_expires_publish,
-                                            expires_offset=settings.expires_offset)
+                                            expires_offset=settings.expires_offset,
+                                            max_presentities=settings.max_presentities)
         self.subscriptions = SubsTable(max_expires=settings.max_expires_subscribe,
-                                       expires_offset=settings.expires_offset)
+                                       expires_offset=settings.expires_offset,
+                                       max_subscriptions=settings.max_subscriptions,
+                                       max_per_source=settings.max_subscriptions_per_source,
+                                       trusted_sources=settings.trusted_sources)
+        self.refusals = RefusalLog(log)
         self.sender = NotifySender(self._send_notify, self._notify_result)
         self._locks = KeyedLocks(MAX_PRESENTITY_LOCKS)
         # The shared NOTIFY body per presentity, rebuilt only when its publications change.

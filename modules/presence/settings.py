@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from routescript.core.netlist import NetworkList
+
+from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +30,8 @@ class PresenceSettings:
     waiting_subs_daysno: int = 3
     # bla_presentity_spec parsed: (pseudo-variable name, key), None when not set.
     bla_presentity_spec: tuple[str, str | None] | None = None
+    # Caps on the state kept (limits.py; 0 = no cap), and the addresses exempt from the per-address one.
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_subscriptions_per_source: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
+    max_presentities: int = DEFAULT_MAX_PRESENTITIES
+    trusted_sources: NetworkList = field(default_factory=NetworkList)

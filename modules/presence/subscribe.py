@@ -9,12 +9,13 @@ from typing import Any
 from routescript.sip import ParseError
 
 from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _BadRequest, _maybe_await
+from .base import REASON_BAD_REQUEST, _address, _BadRequest, _maybe_await
 from .bla import bla_presentity, is_bla
 from .events import PUBL_TYPE, BodyError, PresenceEvent
+from .limits import Refusal
 from .notify import local_contact
 from .storage import join_pres_uri
-from .subscription import SubscribeAction, SubscribeFacts, SubState
+from .subscription import REASON_TOO_MANY, SubscribeAction, SubscribeFacts, SubState
 
 log = logging.getLogger("routescript.presence")
 
@@ -37,6 +38,11 @@ class SubscribeHandler(WatcherAuthorization):
         except BodyError as exc:
             self._reply(ctx, exc.status, exc.reason)
             return -1
+        if facts.initial and facts.expires != 0:
+            refusal = self.subscriptions.over_cap(facts)
+            if refusal is not None:   # refused before the authorization's database work
+                self._refuse_subscribe(ctx, facts, refusal)
+                return -1
         async with self._lock(facts.pres_uri):
             if self.settings.fallback2db and event.type == PUBL_TYPE:
                 # The shared database holds the state the NOTIFY carries: without it, 503/500.
@@ -52,6 +58,9 @@ class SubscribeHandler(WatcherAuthorization):
             decision = self.subscriptions.handle_subscribe(
                 facts, now, to_tag=self.server.to_tag(msg), initial_status=status, initial_reason=reason,
                 forced=bool(force_active and event.req_auth))
+            if decision.refusal is not None:
+                self._refuse_subscribe(ctx, facts, decision.refusal)
+                return -1
             if not decision.ok:
                 self._reply(ctx, decision.status, decision.reason)
                 return -1
@@ -68,6 +77,10 @@ class SubscribeHandler(WatcherAuthorization):
             if self.settings.fallback2db:
                 await self.sync_db()
         return 1
+
+    def _refuse_subscribe(self, ctx: Any, facts: SubscribeFacts, refusal: Refusal) -> None:
+        self._refuse(ctx, 503, REASON_TOO_MANY, refusal,
+                     f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
 
     def _subscribe_facts(self, ctx: Any, event: PresenceEvent) -> SubscribeFacts:
         msg = ctx.msg

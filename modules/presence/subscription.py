@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import operator
 import sys
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .events import PUBL_TYPE, PresenceEvent
+from .limits import DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE, Refusal, SourceCounts
 
 REASON_OK = "OK"
 REASON_ACCEPTED = "Accepted"
@@ -256,6 +257,7 @@ class SubscribeDecision:
     notify: bool = False
     winfo_changed: bool = False
     with_body: bool = False          # the NOTIFY carries the state (active, or an authorized fetch)
+    refusal: Refusal | None = None   # a cap refused it (503 + Retry-After, logged by the caller)
 
     @property
     def ok(self) -> bool:
@@ -277,14 +279,23 @@ class SubsTable:
     """Live subscription dialogs, by dialog and by (presentity, event).
 
     expires_offset: extra seconds a subscription is kept after the expiry granted to the watcher.
+    max_subscriptions / max_per_source: caps on new subscriptions, in total and per watcher source
+    address (modparams max_subscriptions, max_subscriptions_per_source; 0 = no cap); addresses in
+    `trusted_sources` are exempt from the per-address one (limits.py). Every subscription held counts,
+    those loaded from the database included; a refresh is never refused.
     """
 
     def __init__(self, *, max_expires: int = 3600, expires_offset: int = 0,
-                 max_watchers: int = DEFAULT_MAX_WATCHERS) -> None:
+                 max_watchers: int = DEFAULT_MAX_WATCHERS, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+                 max_per_source: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE,
+                 trusted_sources: Container[str] = ()) -> None:
         self.max_expires = max_expires
         self.expires_offset = expires_offset
         self.max_watchers = max_watchers
+        self.max_subscriptions = max_subscriptions
+        self.max_per_source = max_per_source
         self._dialogs: dict[DialogKey, Subscription] = {}
+        self._per_source = SourceCounts(trusted_sources)
         # event -> presentity URI -> its subscriptions' dialog keys, oldest first: the key itself while
         # there is one (no dict per presentity; the very tuple _dialogs is keyed by), else a dict used as
         # an ordered set. Keyed by event first: no (pres_uri, event) tuple kept per presentity.
@@ -331,10 +342,25 @@ class SubsTable:
                 sub = evolve(sub, status=SubState.TERMINATED, reason="timeout")
             return SubscribeDecision(code, text, SubscribeAction.FETCH, 0 if expires == 0 else expires,
                                      to_tag, sub, True, False, status is SubState.ACTIVE)
-        if self.count_watchers(facts.pres_uri, event.name) >= self.max_watchers:
-            return _error(503, REASON_TOO_MANY)
+        refusal = self.over_cap(facts)
+        if refusal is not None:
+            return SubscribeDecision(503, REASON_TOO_MANY, refusal=refusal)
         return SubscribeDecision(code, text, SubscribeAction.INSERT, expires, to_tag, sub, True, True,
                                  status is SubState.ACTIVE)
+
+    def over_cap(self, facts: SubscribeFacts) -> Refusal | None:
+        """The cap a new subscription (`facts` of an initial SUBSCRIBE) would pass, if any. The caller
+        may ask before the watcher's authorization (which reads and writes the database) so that a
+        refused request costs little; the decision asks again."""
+        if self.max_subscriptions and len(self._dialogs) >= self.max_subscriptions:
+            return Refusal("max_subscriptions", self.max_subscriptions)
+        if self.max_per_source:
+            address = self._per_source.full(facts.source, self.max_per_source)
+            if address is not None:
+                return Refusal("max_subscriptions_per_source", self.max_per_source, address)
+        if self.count_watchers(facts.pres_uri, facts.event.name) >= self.max_watchers:
+            return Refusal("watchers of one presentity", self.max_watchers, facts.pres_uri)
+        return None
 
     def _in_dialog(self, facts: SubscribeFacts, now: float, expires: int) -> SubscribeDecision:
         assert facts.to_tag is not None and facts.from_tag is not None and facts.contact is not None
@@ -377,6 +403,8 @@ class SubsTable:
         flag = INSERTDB_FLAG if old.db_flag == INSERTDB_FLAG else UPDATEDB_FLAG
         sub = evolve(sub, db_flag=flag)
         self._dialogs[sub.key] = sub
+        if old.source is not sub.source:
+            self._per_source.move(old.source, sub.source)
         return sub
 
     def record_notify(self, sub: Subscription) -> Subscription:
@@ -401,6 +429,7 @@ class SubsTable:
         sub = self._dialogs.pop(key, None)
         if sub is None:
             return None
+        self._per_source.remove(sub.source)
         self._unindex(sub.pres_uri, sub.event, key)
         if sub.db_flag != INSERTDB_FLAG:
             self._deleted[key] = sub   # it is in the database: the next sync deletes it
@@ -419,6 +448,7 @@ class SubsTable:
         self._dialogs.clear()
         self._by_presentity.clear()
         self._deleted.clear()
+        self._per_source.clear()
         return n
 
     def presentities(self) -> list[tuple[str, str]]:
@@ -435,11 +465,13 @@ class SubsTable:
         if old is not None:
             # the same dialog again (fallback2db, a reload): the index keeps its entry and its key
             self._dialogs[key] = sub
+            self._per_source.move(old.source, sub.source)
             if (old.pres_uri, old.event) != (sub.pres_uri, sub.event):
                 self._unindex(old.pres_uri, old.event, key)
                 self._index(sub.pres_uri, sub.event, key)
         else:
             self._dialogs[key] = sub
+            self._per_source.add(sub.source)
             self._index(sub.pres_uri, sub.event, key)
         self._deleted.pop(key, None)
 
@@ -550,6 +582,10 @@ class SubsTable:
         if isinstance(keys, tuple):
             return [self._dialogs[keys]]
         return [self._dialogs[k] for k in keys]
+
+    def count_from(self, source: Any) -> int:
+        """How many subscriptions count against the per-address cap for `source`'s address."""
+        return self._per_source.count(source)
 
     def count_watchers(self, pres_uri: str, event: str) -> int:
         """How many subscriptions a presentity has for an event."""

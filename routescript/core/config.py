@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .module import ConfigError
+from .netlist import NetworkList
 from routescript.transport.address import host_for_uri
 
 Pos = tuple[str, int, int]
@@ -103,7 +104,15 @@ def _str(v: Any) -> str:
     return str(v)
 
 
-# name -> (kind, default, repeatable). kinds: "int", "bool", "str", "socket".
+def _networks(v: Any) -> NetworkList:
+    try:
+        return NetworkList.parse(str(v))
+    except ValueError as exc:
+        raise ValueError(f"expects IP addresses or networks: {exc}") from None
+
+
+# name -> (kind, default, repeatable). kinds: "int", "bool", "str", "socket", "networks" (a NetworkList:
+# IP addresses and networks separated by commas or blanks).
 # Names follow the OpenSIPS 3.x core parameter list; a few 2.x spellings are aliases.
 KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "socket": ("socket", None, True),
@@ -132,6 +141,13 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "advertised_port": ("int", 0, False),
     "tcp_connection_lifetime": ("int", 120, False),
     "tcp_max_connections": ("int", 2048, False),
+    # OpenSIPS: seconds a TCP message may take to arrive whole once begun (a trickling peer is cut off).
+    "tcp_max_msg_time": ("int", 4, False),
+    # routescript's own (OpenSIPS has no per-address bound): accepted TCP connections from one address
+    # (0: no limit), so that one address cannot hold all tcp_max_connections and lock every other
+    # client out; the addresses/networks of tcp_trusted_sources (an edge proxy) are exempt.
+    "tcp_max_connections_per_ip": ("int", 256, False),
+    "tcp_trusted_sources": ("networks", "", False),
     "tcp_connect_timeout": ("int", 100, False),
     "tcp_no_new_conn_bflag": ("str", "", False),
     "open_files_limit": ("int", 0, False),
@@ -206,6 +222,11 @@ class CoreConfig:
         return spec[1] if spec else None
 
     @property
+    def tcp_trusted_sources(self) -> NetworkList:
+        value = self.values.get("tcp_trusted_sources")
+        return value if isinstance(value, NetworkList) else NetworkList()
+
+    @property
     def log_level(self) -> int:
         return int(self.values.get("log_level", self.values.get("debug", L_NOTICE)))
 
@@ -263,7 +284,7 @@ def apply_globals(
             cfg.sockets.append(parse_socket(str(value), pos))
             continue
         try:
-            typed: Any = {"int": _int, "bool": _bool, "str": _str}[kind](value)
+            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](value)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
         if name == "mi_max_walks" and typed < 1:

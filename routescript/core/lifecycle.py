@@ -39,6 +39,9 @@ class LifecycleMixin(ServerBase):
         self.transport = CountingTransportLayer(self.counters, self._on_message,
                                         tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
                                         max_tcp_connections=int(cfg.get("tcp_max_connections")),
+                                        max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
+                                        tcp_trusted_sources=cfg.tcp_trusted_sources,
+                                        tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
                                         udp_buffer=int(cfg.get("maxbuffer")))
         for spec in cfg.listen_specs():
             try:

@@ -46,6 +46,13 @@ class StreamFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message is held (line ends that may become a keep-alive ping are not
+        part of one): the connection's tcp_max_msg_time runs while this is true."""
+        buf = self._buf
+        return bool(buf) and (self._need is not None or buf[0] not in b"\r\n")
+
     def feed(self, data: bytes) -> list[bytes | Ping]:
         if self._broken:
             raise FramingError("stream out of sync")

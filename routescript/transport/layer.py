@@ -17,7 +17,7 @@ import itertools
 import logging
 import socket as _socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Container, Coroutine
 from typing import Any
 
 from routescript.sip import ParseError, parse_message, reply_to_malformed
@@ -55,11 +55,20 @@ class TransportLayer:
         tcp_connection_lifetime, default 120 s).
     max_tcp_connections: accepted + opened connections (OpenSIPS tcp_max_connections, default 2048);
         a connection over the bound is refused (closed at once) and logged.
+    max_tcp_connections_per_ip: accepted connections from one remote address (routescript's own core
+        parameter tcp_max_connections_per_ip, default 256; 0 = no limit): one address holding every
+        connection would lock all other TCP clients out. Over it the new connection is closed at accept
+        and logged. Addresses in `tcp_trusted_sources` (a container of host strings: an edge proxy)
+        are exempt.
+    tcp_max_msg_time: seconds a message may take to arrive whole once its first bytes are in
+        (OpenSIPS tcp_max_msg_time, default 4; 0 = no limit); then the connection is closed and logged.
     tcp_connect_timeout: how long opening an outgoing connection may take.
     """
 
     def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
                  tcp_idle_timeout: float = 120.0, max_tcp_connections: int = 2048,
+                 max_tcp_connections_per_ip: int = 256, tcp_trusted_sources: Container[str] = (),
+                 tcp_max_msg_time: float = 4.0,
                  tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
                  drop_log_interval: float = 60.0, udp_buffer: int = 0) -> None:
         self.on_message = on_message
@@ -67,12 +76,16 @@ class TransportLayer:
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
+        self.max_tcp_connections_per_ip = max_tcp_connections_per_ip
+        self.tcp_trusted_sources = tcp_trusted_sources
+        self.tcp_max_msg_time = tcp_max_msg_time
         self.tcp_connect_timeout = tcp_connect_timeout
         self.max_write_buffer = max_write_buffer
         self._udp: dict[SocketInfo, UdpEndpoint] = {}
         self._tcp_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
         self._conns: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
+        self._accepted_per_ip: dict[str, int] = {}   # open accepted connections by remote address
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._conn_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -195,24 +208,50 @@ class TransportLayer:
         return next(self._conn_ids)
 
     def _admit(self, conn: TcpConnection) -> bool:
+        """Whether an accepted connection may stay: within tcp_max_connections, and within
+        tcp_max_connections_per_ip for its address (unless trusted). A refusal is logged, at most once
+        a minute per address (a flood must not flood the log)."""
         if self._closed:
             return False
+        assert conn.source is not None
         if len(self._conns) >= self.max_tcp_connections:
             self._drop_log.log(("tcp-limit",), self._now(),
-                               "refusing TCP connection from %s: %d connections open (max_tcp_connections)",
+                               "refusing TCP connection from %s: %d connections open (tcp_max_connections)",
                                conn.source, len(self._conns))
             return False
+        per_ip = self.max_tcp_connections_per_ip
+        if per_ip > 0:
+            host = normalize_host(conn.source.remote_host)
+            if self._accepted_per_ip.get(host, 0) >= per_ip and host not in self.tcp_trusted_sources:
+                self._log_connection(conn, "tcp-per-ip", "refusing TCP connection from %s: %d connections "
+                                     "from this address (tcp_max_connections_per_ip)", conn.source, per_ip)
+                return False
         return True
+
+    def _log_connection(self, conn: TcpConnection, kind: str, msg: str, *args: object) -> None:
+        """A warning about `conn`, rate-limited per kind and remote address."""
+        host = conn.source.remote_host if conn.source is not None else "?"
+        self._drop_log.log((kind, host), self._now(), msg, *args)
 
     def _register(self, conn: TcpConnection) -> None:
         assert conn.source is not None
         self._conns[conn.conn_id] = conn
-        self._by_remote[(normalize_host(conn.source.remote_host), conn.source.remote_port)] = conn
+        host = normalize_host(conn.source.remote_host)
+        self._by_remote[(host, conn.source.remote_port)] = conn
+        if not conn.outgoing:
+            self._accepted_per_ip[host] = self._accepted_per_ip.get(host, 0) + 1
         conn.log.debug("connection %s", "opened" if conn.outgoing else "accepted")
 
     def _unregister(self, conn: TcpConnection) -> None:
         if self._conns.get(conn.conn_id) is conn:
             del self._conns[conn.conn_id]
+            if not conn.outgoing and conn.source is not None:
+                host = normalize_host(conn.source.remote_host)
+                left = self._accepted_per_ip.get(host, 1) - 1
+                if left > 0:
+                    self._accepted_per_ip[host] = left
+                else:
+                    self._accepted_per_ip.pop(host, None)
         if conn.source is not None:
             key = (normalize_host(conn.source.remote_host), conn.source.remote_port)
             if self._by_remote.get(key) is conn:
@@ -428,6 +467,7 @@ class TransportLayer:
         self._tcp_servers.clear()
         self._conns.clear()
         self._by_remote.clear()
+        self._accepted_per_ip.clear()
 
 
 def _size_udp_buffers(sock: Any, size: int, info: SocketInfo) -> None:

@@ -1,4 +1,5 @@
-"""One TCP connection (accepted or opened by us): framing, keep-alives, idle timeout, bounded writes."""
+"""One TCP connection (accepted or opened by us): framing, keep-alives, idle timeout, a time limit
+for each message to arrive whole, bounded writes."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class TcpConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.closed = False
         self._idle: asyncio.TimerHandle | None = None
+        # tcp_max_msg_time: when the first bytes of the message being read arrived (None: between messages)
+        self._message_since: float | None = None
+        self._message_timer: asyncio.TimerHandle | None = None
         self.log: logging.LoggerAdapter = _ConnLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
@@ -79,14 +83,13 @@ class TcpConnection(asyncio.Protocol):
                     self._write_raw(PONG)  # RFC 5626 3.5.1
                 else:
                     self.layer._receive(item, self.source, self._write_raw)
+            self._time_message(bool(items))
         except Exception:  # nothing may stop the connection's reader
             self.log.exception("error handling received data")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._cancel_timers()
         self.layer._unregister(self)
         if exc is not None:
             self.log.debug("connection lost: %s", exc)
@@ -120,11 +123,15 @@ class TcpConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._cancel_timers()
         if self.transport is not None:
             self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle, self._message_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._message_timer = None
 
     # --- idle timeout ---------------------------------------------------------------------------
 
@@ -147,3 +154,36 @@ class TcpConnection(asyncio.Protocol):
             self.close()
         else:
             self._arm_idle(timeout - idle_for)
+
+    # --- tcp_max_msg_time -------------------------------------------------------------------------
+
+    def _time_message(self, completed: bool) -> None:
+        """After a read: a message begun and not complete must be whole within tcp_max_msg_time (OpenSIPS's
+        guard against a peer trickling bytes to hold a connection and its buffer; the idle timeout never
+        fires while bytes keep coming). `completed`: the read ended at least one message, so the part
+        held now (if any) is a new one."""
+        if not self.framer.in_message:
+            self._message_since = None
+        elif completed or self._message_since is None:
+            self._message_since = self.last_activity
+            if self._message_timer is None:
+                self._arm_message_timer(self.layer.tcp_max_msg_time)
+
+    def _arm_message_timer(self, delay: float) -> None:
+        if delay > 0:
+            self._message_timer = asyncio.get_running_loop().call_later(delay, self._check_message_time)
+
+    def _check_message_time(self) -> None:
+        # Re-armed lazily, as the idle timer: a message completing only clears _message_since.
+        self._message_timer = None
+        if self.closed or self._message_since is None:
+            return
+        limit = self.layer.tcp_max_msg_time
+        waited = asyncio.get_running_loop().time() - self._message_since
+        if waited < limit:
+            self._arm_message_timer(limit - waited)
+            return
+        self.layer._log_connection(
+            self, "tcp-msg-time", "closing TCP connection from %s: a message still incomplete after %.1f s "
+            "(%d bytes; tcp_max_msg_time %g s)", self.source, waited, self.framer.buffered, limit)
+        self.close()

@@ -55,3 +55,22 @@ def test_wrong_type_of_known_parameter() -> None:
     with pytest.raises(ConfigError, match=r"log_level.*integer") as ei:
         apply_globals([("log_level", "loud", ("c.cfg", 1, 1))])
     assert ei.value.pos == ("c.cfg", 1, 1)
+
+
+def test_tcp_bounds_defaults_and_trusted_sources() -> None:
+    cfg, warnings = apply_globals([])
+    assert (cfg.get("tcp_max_connections_per_ip"), cfg.get("tcp_max_msg_time")) == (256, 4)
+    assert not cfg.tcp_trusted_sources
+    cfg, warnings = apply_globals([("tcp_trusted_sources", "10.0.0.7, 192.0.2.0/24 ::1", ("a.cfg", 3, 1)),
+                                   ("tcp_max_connections_per_ip", 16, None), ("tcp_max_msg_time", 8, None)])
+    assert warnings == [] and (cfg.get("tcp_max_connections_per_ip"), cfg.get("tcp_max_msg_time")) == (16, 8)
+    assert "192.0.2.200" in cfg.tcp_trusted_sources and "10.0.0.7" in cfg.tcp_trusted_sources
+    assert "::1" in cfg.tcp_trusted_sources and "10.0.0.8" not in cfg.tcp_trusted_sources
+
+
+@pytest.mark.parametrize("value", ["proxy.example.com", "10.0.0.1/8", "10.0.0.300"])
+def test_bad_trusted_sources_is_config_error_at_position(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_globals([("tcp_trusted_sources", f"10.0.0.1, {value}", ("a.cfg", 3, 1))])
+    assert "tcp_trusted_sources" in str(info.value) and value in str(info.value)
+    assert str(info.value).startswith("a.cfg:3:1:")

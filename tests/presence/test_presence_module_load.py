@@ -29,8 +29,25 @@ CLUSTER = {"cluster_id": 0, "cluster_sharing_tag": None, "cluster_pres_events": 
            "cluster_ping_interval": 5, "cluster_node_timeout": 30}
 
 
+# Caps on the state kept (issue 15, docs/modules/presence.md): ours, not OpenSIPS's.
+CAPS = {"max_subscriptions": 1_000_000, "max_subscriptions_per_source": 10_000, "max_presentities": 1_000_000,
+        "trusted_sources": None}
+
+
 def test_every_documented_parameter_with_its_default() -> None:
-    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER
+    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER | CAPS
+
+
+@pytest.mark.parametrize(("modparams", "message"), [
+    ('modparam("presence", "trusted_sources", "10.0.0.1, proxy.example.com")\n', "proxy.example.com"),
+    ('modparam("presence", "trusted_sources", "10.0.0.1/8")\n', "10.0.0.1/8"),
+    ('modparam("presence", "max_subscriptions_per_source", -1)\n', "must not be negative"),
+])
+def test_cap_parameters_checked_at_load(tmp_path: Path, modparams: str, message: str) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\n{modparams}'
+    with pytest.raises(LoadError) as info:
+        Server().load(cfg(tmp_path, mp, "    exit;\n"))
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(("modparams", "message"), [

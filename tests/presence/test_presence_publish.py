@@ -150,6 +150,45 @@ def test_bounded_publications_per_presentity():
     assert d.status == 503 and len(table) == 2
 
 
+def test_max_presentities_refuses_new_publications_only():
+    table = PresentityTable(EtagGenerator(0), max_presentities=2)
+
+    def pub(now, uri=URI, **kw):
+        decision = table.handle_publish(PublishFacts(uri, PRESENCE, **kw), now)
+        table.commit(decision)
+        return decision
+
+    a = pub(0, body=PIDF, expires=60)
+    b = pub(0, "sip:bob@127.0.0.1", body=PIDF, expires=60)
+    d = pub(1, "sip:carol@127.0.0.1", body=PIDF)
+    assert (d.status, d.refusal.cap, d.refusal.key, len(table)) == (503, "max_presentities", None, 2)
+    # refresh, modify and remove of what is held: never refused
+    r = pub(2, if_match=a.etag, expires=60)
+    m = pub(3, if_match=r.etag, body=PIDF, expires=60)
+    assert (r.status, m.status, len(table)) == (200, 200, 2)
+    assert pub(4, "sip:bob@127.0.0.1", if_match=b.etag, expires=0).status == 200
+    assert len(table) == 1
+    assert pub(5, "sip:carol@127.0.0.1", body=PIDF, expires=60).status == 200
+
+
+def test_publication_count_follows_every_change():
+    """len() is a counter kept as the table changes (one per PUBLISH, no walk): it must always equal the
+    rows held, through load, expiry and fallback2db's replace_presentity."""
+    table = PresentityTable(EtagGenerator(0))
+    rows = lambda: sum(1 for _ in table)   # noqa: E731
+    a = publish(table, 0, body=PIDF, expires=10)
+    publish(table, 0, body=PIDF, expires=20)
+    table.load(a.publication)                          # the same etag again: not counted twice
+    assert len(table) == rows() == 2
+    table.replace_presentity(URI, "presence", [a.publication])
+    assert len(table) == rows() == 1
+    table.replace_presentity(URI, "presence", [])
+    assert len(table) == rows() == 0
+    publish(table, 30, body=PIDF, expires=10)
+    table.expire(40)
+    assert len(table) == rows() == 0
+
+
 def test_etags_unique_across_restarts_in_same_second():
     a = EtagGenerator(1795671994)
     b = EtagGenerator(1795671994)

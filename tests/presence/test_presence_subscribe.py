@@ -182,7 +182,83 @@ def test_load_from_database(table):
 def test_bounded_watchers():
     table = SubsTable(max_watchers=1)
     subscribe(table, 0)
-    assert subscribe(table, 0, callid="sub-2").status == 503
+    d = subscribe(table, 0, callid="sub-2")
+    assert d.status == 503 and d.refusal is not None and d.refusal.key == "sip:carol@127.0.0.1"
+
+
+# --- caps on the subscriptions held (issue 15) -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Src:
+    """A transport source as the table sees it (routescript.transport.Source has the same fields)."""
+
+    remote_host: str
+    remote_port: int = 5060
+    proto: str = "udp"
+
+
+def test_per_source_cap_counts_new_subscriptions_only():
+    from routescript.core.netlist import NetworkList
+
+    table = SubsTable(max_per_source=2, trusted_sources=NetworkList.parse("192.0.2.0/24"))
+    a, b = Src("10.0.0.1"), Src("10.0.0.2")
+    first = subscribe(table, 0, callid="a1", source=a)
+    subscribe(table, 0, callid="a2", source=a)
+    d = subscribe(table, 0, callid="a3", source=Src("10.0.0.1", 5070))   # same address, other port
+    assert (d.status, d.refusal.cap, d.refusal.key, d.action) == (
+        503, "max_subscriptions_per_source", "10.0.0.1", SubscribeAction.NONE)
+    assert len(table) == 2 and table.count_from(a) == 2
+    assert subscribe(table, 0, callid="b1", source=b).status == 200          # another address
+    assert subscribe(table, 0, callid="a0", source=a, expires=0).status == 200   # a fetch keeps nothing
+    for i in range(5):                                                        # trusted: exempt
+        assert subscribe(table, 0, callid=f"t{i}", source=Src("192.0.2.9")).status == 200
+    # a refresh is never refused, and does not count twice
+    assert subscribe(table, 1, callid="a1", to_tag="313b-x", cseq=2, source=a).status == 200
+    assert table.count_from(a) == 2
+    # an unsubscribe frees the slot
+    subscribe(table, 2, callid="a1", to_tag="313b-x", cseq=3, source=a, expires=0)
+    assert table.count_from(a) == 1 and table.get(first.subscription.key) is None
+    assert subscribe(table, 3, callid="a4", source=a).status == 200
+    assert subscribe(table, 3, callid="a5", source=a).status == 503
+
+
+def test_slots_released_by_expiry_delete_and_forget_all():
+    table = SubsTable(max_per_source=1)
+    a = Src("10.0.0.1")
+    d = subscribe(table, 0, callid="a1", source=a, expires=10)
+    assert subscribe(table, 1, callid="a2", source=a).status == 503
+    assert [s.callid for s in table.expire(10)] == ["a1"] and table.count_from(a) == 0
+    d = subscribe(table, 11, callid="a3", source=a)
+    table.delete(d.subscription.key)                    # a NOTIFY answered 481, a cluster takeover
+    assert table.count_from(a) == 0
+    subscribe(table, 12, callid="a4", source=a)
+    assert table.forget_all() == 1 and table.count_from(a) == 0
+    assert subscribe(table, 13, callid="a5", source=a).status == 200
+
+
+def test_a_refresh_from_another_address_moves_the_subscription():
+    table = SubsTable(max_per_source=1)
+    a, b = Src("10.0.0.1"), Src("10.0.0.2")
+    subscribe(table, 0, callid="a1", source=a)
+    subscribe(table, 1, callid="a1", to_tag="313b-x", cseq=2, source=b)     # e.g. a new NAT binding
+    assert (table.count_from(a), table.count_from(b)) == (0, 1)
+    assert subscribe(table, 2, callid="a2", source=a).status == 200
+
+
+def test_total_cap_counts_subscriptions_loaded_from_the_database():
+    table = SubsTable(max_subscriptions=2)
+    stored = [subscribe(table, 0, callid=f"s{i}").subscription for i in range(2)]
+    fresh = SubsTable(max_subscriptions=2)
+    for sub in stored:
+        fresh.load(dataclasses.replace(sub, source=None))   # no source address in active_watchers
+    d = subscribe(fresh, 1, callid="s3", source=Src("10.0.0.1"))
+    assert (d.status, d.refusal.cap, d.refusal.key) == (503, "max_subscriptions", None)
+    assert subscribe(fresh, 1, callid="s0", to_tag="313b-x", cseq=2).status == 200   # refresh: fine
+
+
+def test_zero_means_no_cap():
+    table = SubsTable(max_subscriptions=0, max_per_source=0)
+    assert all(subscribe(table, 0, callid=f"z{i}", source=Src("10.0.0.1")).status == 200 for i in range(50))
 
 
 # --- the state table -----------------------------------------------------------------------------

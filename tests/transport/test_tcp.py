@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -242,3 +243,99 @@ async def test_ipv6_tcp(core):
         assert (await client.send_request(client.options())).status == 200
         _, source = core.received[0]
         assert source.remote_host == "::1" and source.proto == "tcp"
+
+
+# --- per-address bound and tcp_max_msg_time (issue 15) ------------------------------------------------
+
+async def _layer(stub, **options):
+    """The stub core on a TransportLayer made with `options`; returns the TCP listening port."""
+    stub.layer = TransportLayer(stub.on_message, tcp_idle_timeout=30.0, **options)
+    return (await stub.layer.listen("tcp", "127.0.0.1", 0)).port
+
+
+async def _wait(predicate, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_one_address_cannot_take_every_connection(caplog):
+    """2,048 idle connections from one address used to lock every other TCP client out: over
+    tcp_max_connections_per_ip the new connection is closed at accept (logged once); another address
+    is still served, and a connection closing frees its address's slot."""
+    from .conftest import StubCore
+
+    stub = StubCore()
+    port = await _layer(stub, max_tcp_connections=6, max_tcp_connections_per_ip=3)
+    try:
+        held = [await open_raw(port) for _ in range(3)]
+        await _wait(lambda: stub.layer.tcp_connections == 3)
+        refused = [await open_raw(port) for _ in range(3)]
+        for reader, _ in refused:
+            assert await read_closed(reader) == b""          # closed at accept, nothing said
+        assert stub.layer.tcp_connections == 3
+        assert sum("tcp_max_connections_per_ip" in r.getMessage() for r in caplog.records) == 1
+        async with await SipTestClient.start("tcp", ("127.0.0.1", port), local_host="127.0.0.2") as other:
+            assert (await other.send_request(other.options())).status == 200
+        held.pop()[1].close()
+        await _wait(lambda: stub.layer.tcp_connections == 2)
+        reader, writer = await open_raw(port)                # the slot is free again
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        for _, w in [*held, (reader, writer)]:
+            w.close()
+    finally:
+        await stub.layer.close()
+
+
+async def test_trusted_address_is_exempt_from_the_per_address_bound():
+    from routescript.core.netlist import NetworkList
+
+    from .conftest import StubCore
+
+    stub = StubCore()
+    trusted = NetworkList.parse("127.0.0.0/30")
+    port = await _layer(stub, max_tcp_connections_per_ip=2, tcp_trusted_sources=trusted)
+    try:
+        conns = [await open_raw(port) for _ in range(5)]
+        await _wait(lambda: stub.layer.tcp_connections == 5)
+        reader, writer = conns[-1]
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        for _, w in conns:
+            w.close()
+    finally:
+        await stub.layer.close()
+
+
+async def test_a_message_trickled_too_slowly_closes_the_connection(caplog):
+    """A peer sending a message a few bytes at a time never looks idle; once its first bytes are in, the
+    message has tcp_max_msg_time to arrive whole. Keep-alive line ends and complete messages do not
+    start that clock."""
+    from .conftest import StubCore
+
+    stub = StubCore()
+    port = await _layer(stub, tcp_max_msg_time=0.3)
+    try:
+        slow_reader, slow = await open_raw(port)
+        alive_reader, alive = await open_raw(port)
+        async with await SipTestClient.start("tcp", ("127.0.0.1", port)) as good:
+            slow.write(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKs\r\n")
+            alive.write(b"\r\n")                              # may become a ping: no message begun
+            for _ in range(4):                                # complete messages, 0.15 s apart
+                assert (await good.send_request(good.options())).status == 200
+                with contextlib.suppress(ConnectionError):   # the slow one keeps sending (till cut off)
+                    slow.write(b"X")
+                await asyncio.sleep(0.15)
+            try:
+                assert await read_closed(slow_reader, 2.0) == b""
+            except ConnectionError:                           # closed while we were still writing
+                pass
+            assert good.connected
+            alive.write(b"\r\n")
+            assert await asyncio.wait_for(alive_reader.readexactly(2), 2) == b"\r\n"
+        assert any("tcp_max_msg_time" in r.getMessage() for r in caplog.records)
+        alive.close()
+    finally:
+        await stub.layer.close()

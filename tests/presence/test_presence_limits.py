@@ -1,0 +1,56 @@
+"""The pieces of the caps on stored state (modules/presence/limits.py): the refusal log's rate limit and
+the per-address counts, with an injected clock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from routescript.core.netlist import NetworkList
+from routescript.modules.presence.limits import Refusal, RefusalLog, SourceCounts
+
+
+@dataclass(frozen=True)
+class Src:
+    remote_host: str
+    remote_port: int = 5060
+
+
+def test_refusal_log_writes_one_line_then_a_count_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    refusals = RefusalLog(logging.getLogger("test.caps"), interval=60)
+    cap = Refusal("max_subscriptions_per_source", 3, "10.0.0.1")
+    with caplog.at_level(logging.WARNING, "test.caps"):
+        assert refusals.refused(cap, 0, "SUBSCRIBE a")
+        assert not any(refusals.refused(cap, t, "SUBSCRIBE b") for t in range(1, 60))
+        assert refusals.refused(Refusal("max_subscriptions_per_source", 3, "10.0.0.2"), 1, "SUBSCRIBE c")
+        assert refusals.refused(cap, 60, "SUBSCRIBE d")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "SUBSCRIBE a refused 503: max_subscriptions_per_source (3) reached for 10.0.0.1",
+        "SUBSCRIBE c refused 503: max_subscriptions_per_source (3) reached for 10.0.0.2",
+        ("SUBSCRIBE d refused 503: max_subscriptions_per_source (3) reached for 10.0.0.1; "
+         "59 more refused since the last line")]
+    assert refusals.total == 62
+
+
+def test_refusal_log_remembers_a_bounded_number_of_keys() -> None:
+    refusals = RefusalLog(logging.getLogger("test.caps"), max_keys=4)
+    for i in range(100):
+        refusals.refused(Refusal("max_subscriptions_per_source", 1, f"10.0.0.{i}"), 0, "x")
+    assert len(refusals._seen) == 4
+
+
+def test_source_counts_skip_trusted_and_unknown_sources() -> None:
+    counts = SourceCounts(NetworkList.parse("192.0.2.0/24"))
+    for source in (Src("10.0.0.1"), Src("10.0.0.1", 5070), Src("192.0.2.7"), None, object()):
+        counts.add(source)
+    assert counts.count(Src("10.0.0.1", 1)) == 2 and len(counts) == 1
+    assert counts.full(Src("10.0.0.1"), 2) == "10.0.0.1" and counts.full(Src("10.0.0.1"), 3) is None
+    assert counts.full(Src("192.0.2.7"), 0) is None            # trusted: never full
+    counts.move(Src("10.0.0.1"), Src("10.0.0.9"))
+    assert (counts.count(Src("10.0.0.1")), counts.count(Src("10.0.0.9"))) == (1, 1)
+    for source in (Src("10.0.0.1"), Src("10.0.0.9"), Src("10.0.0.9")):   # one too many: no negative
+        counts.remove(source)
+    assert len(counts) == 0
