@@ -13,6 +13,7 @@ from routescript.script.context import REQUEST_ROUTE
 from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
 from .mi import PresenceMI
+from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
@@ -51,6 +52,11 @@ async def _maybe_await(value: Any) -> Any:
 def _non_negative(value: int) -> None:
     if value < 0:
         raise ValueError("must not be negative")
+
+
+def _positive(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be at least 1")
 
 
 def _pv_spec(value: str) -> None:
@@ -93,6 +99,9 @@ class PresenceModule(PresenceMI, Module):
               "1: IP remote targets in dialog;sla NOTIFY bodies get the domain"),
         Param("notify_offline_body", int, 0),
         Param("end_sub_on_timeout", int, 1),
+        Param("max_aggregated_body_size", int, DEFAULT_MAX_AGGREGATED_BODY_SIZE,
+              "bytes the bodies of one presentity's publications (one event) may total; a PUBLISH "
+              "beyond gets 413", check=_positive),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
         Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
               check=_non_negative),
@@ -217,6 +226,7 @@ class PresenceModule(PresenceMI, Module):
             fallback2db=bool(self.param("fallback2db")),
             enable_sphere_check=bool(self.param("enable_sphere_check")),
             waiting_subs_daysno=self.param("waiting_subs_daysno"),
+            max_aggregated_body_size=self.param("max_aggregated_body_size"),
             bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None)
 
     async def start(self) -> None:

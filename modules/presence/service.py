@@ -47,7 +47,8 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
         self.clock = clock
         self.presentities = PresentityTable(etags or EtagGenerator(clock()),
                                             max_expires=settings.max_expires_publish,
-                                            expires_offset=settings.expires_offset)
+                                            expires_offset=settings.expires_offset,
+                                            max_aggregated_body_size=settings.max_aggregated_body_size)
         self.subscriptions = SubsTable(max_expires=settings.max_expires_subscribe,
                                        expires_offset=settings.expires_offset)
         self.sender = NotifySender(self._send_notify, self._notify_result)

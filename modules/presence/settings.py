@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
+
 
 @dataclass(frozen=True, slots=True)
 class PresenceSettings:
@@ -26,3 +28,5 @@ class PresenceSettings:
     waiting_subs_daysno: int = 3
     # bla_presentity_spec parsed: (pseudo-variable name, key), None when not set.
     bla_presentity_spec: tuple[str, str | None] | None = None
+    # Bytes the bodies of one presentity's publications (one event) may total (presentity.py).
+    max_aggregated_body_size: int = DEFAULT_MAX_AGGREGATED_BODY_SIZE

@@ -28,9 +28,12 @@ DOCUMENTED = {  # presence-module-doc.txt, 1.3: parameter -> documented default
 CLUSTER = {"cluster_id": 0, "cluster_sharing_tag": None, "cluster_pres_events": None,
            "cluster_ping_interval": 5, "cluster_node_timeout": 30}
 
+# routescript's own bounds (docs/modules/presence.md, Parameters).
+LIMITS = {"max_aggregated_body_size": 61440}
+
 
 def test_every_documented_parameter_with_its_default() -> None:
-    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER
+    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER | LIMITS
 
 
 @pytest.mark.parametrize(("modparams", "message"), [
