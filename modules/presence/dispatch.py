@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,10 @@ from .storage import split_pres_uri
 from .subscription import SubEvent, SubState, Subscription
 
 log = logging.getLogger("routescript.presence")
+
+# Bounds on how long one change holds the loop (the rest waits in a worker thread, or for its turn):
+AGGREGATE_ON_LOOP_MAX = 16   # publications aggregated on the loop; more go to a worker thread
+FANOUT_SLICE = 0.002         # seconds of NOTIFY fan-out between two turns of the loop
 
 # The final status a NOTIFY gets when its state fits no transport the watcher takes (RFC 3261 21.5.11
 # 513 Message Too Large): the subscription ends, see NotifyDispatch._send_over_tcp.
@@ -55,9 +60,7 @@ class NotifyDispatch(Persistence):
             self._notified.pop((pres_uri, event.name), None)
             return 0
         await self._fallback_publications(pres_uri, event)
-        shared = presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
-                                 removed=removed, notify_offline_body=self.settings.notify_offline_body,
-                                 cache=self.bodies)
+        shared = await self._presentity_body(pres_uri, event, removed)
         if self.cluster is not None and self._fenced():
             self._missed_while_fenced = True
             return 0
@@ -67,12 +70,25 @@ class NotifyDispatch(Persistence):
         if event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None:
             user, domain = split_pres_uri(pres_uri)
             rules = await _maybe_await(event.get_rules_doc(user, domain))
+        # The watchers as they are now: building the body (a worker thread) and the rules let the loop run.
+        watchers = self.subscriptions.watchers(pres_uri, event.name)
         sent = 0
+        slice_end = time.perf_counter() + FANOUT_SLICE
+        paused = False
         for sub in watchers:
             if skip_contact and _same_uri(sub.contact, skip_contact):
                 continue
+            if paused and self.subscriptions.get(sub.key) is None:
+                continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)
             if self._queue_notify(sub, event, shared, rules):
                 sent += 1
+            if time.perf_counter() >= slice_end:
+                # Let the loop run between slices of the fan-out: a 60 KB body to hundreds of watchers
+                # is tens of milliseconds of building and sendto. The presentity's lock is still held,
+                # and each dialog's NOTIFYs are numbered and queued in order as before.
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + FANOUT_SLICE
+                paused = True
         return sent
 
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
@@ -95,16 +111,31 @@ class NotifyDispatch(Persistence):
         if with_body and event.type == PUBL_TYPE:
             if reread:
                 await self._fallback_publications(sub.pres_uri, event)
-            shared = presentity_body(event, sub.pres_uri,
-                                     self.presentities.publications(sub.pres_uri, event.name),
-                                     notify_offline_body=self.settings.notify_offline_body,
-                                     cache=self.bodies)
+            shared = await self._presentity_body(sub.pres_uri, event)
         rules = None
         if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
             user, domain = split_pres_uri(sub.pres_uri)
             rules = await _maybe_await(event.get_rules_doc(user, domain))
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
                            winfo=with_body and event.type == WINFO_TYPE, partial=partial)
+
+    async def _presentity_body(self, pres_uri: str, event: PresenceEvent,
+                               removed: Publication | None = None) -> bytes | None:
+        """The body all watchers of the presentity share now (presentity_body). Aggregating many
+        publications runs in a worker thread: 256 PIDF documents took 11 ms of the loop, 16 took
+        1 ms (agg_nbody is pure, bytes in and bytes out; lxml's parser is per thread). The caller
+        holds the presentity's lock, so its state cannot change meanwhile."""
+        pubs = self.presentities.publications(pres_uri, event.name)
+        offline = self.settings.notify_offline_body
+        if event.agg_nbody is None or len(pubs) <= AGGREGATE_ON_LOOP_MAX or \
+                (removed is None and self.bodies.holds(event, pres_uri, pubs, notify_offline_body=offline)):
+            return presentity_body(event, pres_uri, pubs, removed=removed, notify_offline_body=offline,
+                                   cache=self.bodies)
+        body = await asyncio.to_thread(presentity_body, event, pres_uri, pubs, removed=removed,
+                                       notify_offline_body=offline)
+        if removed is None:
+            self.bodies.keep(event, pres_uri, pubs, body, notify_offline_body=offline)
+        return body
 
     def _fenced(self) -> bool:
         """Clustered and cut off from the cluster for too long: another node may own our subscriptions
