@@ -1,8 +1,8 @@
 """Time a SIP server's answers from a process of its own: `python options_prober.py HOST PORT SECONDS`.
 
 Sends an OPTIONS, waits for its answer, sleeps 2 ms, again, for SECONDS; prints "ready" first, then one JSON
-line with the count and the longest, 99th-percentile and median waits in milliseconds. A blocked event loop
-shows as one long wait (each OPTIONS waits until the loop reads it). Not a test module (no test_ prefix)."""
+line: the count, the longest, 99th-percentile and median waits and the five longest, in milliseconds. A
+blocked event loop shows as one long wait (each OPTIONS waits until the loop reads it). Not a test module."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def main(host: str, port: int, seconds: float) -> dict[str, float]:
     waits.sort()
     ms = [w * 1000 for w in waits] or [0.0]
     return {"count": len(waits), "max": round(ms[-1], 1), "p99": round(ms[int(len(ms) * 0.99)], 1),
-            "p50": round(ms[len(ms) // 2], 1)}
+            "p50": round(ms[len(ms) // 2], 1), "longest": [round(w, 1) for w in ms[-5:]]}
 
 
 if __name__ == "__main__":
