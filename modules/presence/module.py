@@ -15,6 +15,7 @@ from .bla import parse_pv_spec
 from .events import EventRegistry, PresenceEvent
 from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
+from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
@@ -53,6 +54,11 @@ async def _maybe_await(value: Any) -> Any:
 def _non_negative(value: int) -> None:
     if value < 0:
         raise ValueError("must not be negative")
+
+
+def _positive(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be at least 1")
 
 
 def _pv_spec(value: str) -> None:
@@ -106,6 +112,9 @@ class PresenceModule(PresenceMI, Module):
         Param("trusted_sources", str, None,
               "IP addresses/networks exempt from max_subscriptions_per_source (an edge proxy)",
               check=NetworkList.parse),
+        Param("max_aggregated_body_size", int, DEFAULT_MAX_AGGREGATED_BODY_SIZE,
+              "bytes the bodies of one presentity's publications (one event) may total; a PUBLISH "
+              "beyond gets 413", check=_positive),
         # Several nodes on one PostgreSQL database (docs/cluster.md).
         Param("cluster_id", int, 0, "non-zero: nodes with this id share subscriptions through the database",
               check=_non_negative),
@@ -230,6 +239,7 @@ class PresenceModule(PresenceMI, Module):
             fallback2db=bool(self.param("fallback2db")),
             enable_sphere_check=bool(self.param("enable_sphere_check")),
             waiting_subs_daysno=self.param("waiting_subs_daysno"),
+            max_aggregated_body_size=self.param("max_aggregated_body_size"),
             bla_presentity_spec=parse_pv_spec(spec) if (spec := self.param("bla_presentity_spec")) else None,
             max_subscriptions=self.param("max_subscriptions"),
             max_subscriptions_per_source=self.param("max_subscriptions_per_source"),

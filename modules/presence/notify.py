@@ -159,11 +159,29 @@ class BodyCache:
             return entry[3]
         self.misses += 1
         result = _build_body(event, pres_uri, pubs, None, notify_offline_body)
-        self._entries[slot] = (event, bodies, notify_offline_body, result)
+        self._keep(slot, (event, bodies, notify_offline_body, result))
+        return result
+
+    def holds(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
+              notify_offline_body: bool = False) -> bool:
+        """True when `body` would answer from the cache (nothing to build)."""
+        entry = self._entries.get((pres_uri, event.name))
+        return entry is not None and entry[0] is event and entry[2] is notify_offline_body \
+            and entry[1] == tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+
+    def keep(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication],
+             body: bytes | None, *, notify_offline_body: bool = False) -> None:
+        """Remember `body`, built elsewhere (in a worker thread) from exactly these publications."""
+        self.misses += 1
+        bodies = tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+        self._keep((pres_uri, event.name), (event, bodies, notify_offline_body, body))
+
+    def _keep(self, slot: tuple[str, str],
+              entry: tuple[PresenceEvent, tuple[bytes, ...], bool, bytes | None]) -> None:
+        self._entries[slot] = entry
         self._entries.move_to_end(slot)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        return result
 
     def discard(self, pres_uri: str, event: str) -> None:
         """Forget the presentity's entry (memory only: a kept entry is never used once stale)."""

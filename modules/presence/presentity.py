@@ -28,8 +28,15 @@ REASON_OK = "OK"
 REASON_BAD_REQUEST = "Bad request"
 REASON_CONDITIONAL_FAILED = "Conditional request failed"
 REASON_TOO_MANY = "Too many publications"
+REASON_BODY_TOO_LARGE = "Presentity State Too Large"
 
 DEFAULT_MAX_PER_PRESENTITY = 256  # bound: publications (devices) kept for one presentity and event
+# Bound (modparam max_aggregated_body_size): the bodies of one presentity's publications of one event,
+# together - what its NOTIFY body is aggregated from. 60 KiB keeps that NOTIFY, headers included, in
+# one UDP datagram (65,507 bytes) and under the 64 KiB most SIP stacks (OpenSIPS: BUF_SIZE 65535)
+# read, while leaving room for dozens of devices' PIDF documents (1-3 KB each). Without it one
+# presentity could hold 256 x 64 KB = 16 MB, and every change sent that to each watcher.
+DEFAULT_MAX_AGGREGATED_BODY_SIZE = 61440
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,8 @@ class PublishDecision:
     notify: bool = False             # watchers must be told
     removed_body: bytes | None = None
     refusal: Refusal | None = None   # a cap refused it (503 + Retry-After, logged by the caller)
+    retry_after: int | None = None   # Retry-After of an error reply: when the condition may be over
+    detail: str | None = None        # why the PUBLISH was refused, for the log line
 
     @property
     def ok(self) -> bool:
@@ -108,12 +117,14 @@ class PresentityTable:
 
     def __init__(self, etags: EtagGenerator, *, max_expires: int = 3600, expires_offset: int = 0,
                  max_per_presentity: int = DEFAULT_MAX_PER_PRESENTITY,
-                 max_presentities: int = DEFAULT_MAX_PRESENTITIES) -> None:
+                 max_presentities: int = DEFAULT_MAX_PRESENTITIES,
+                 max_aggregated_body_size: int = DEFAULT_MAX_AGGREGATED_BODY_SIZE) -> None:
         self._etags = etags
         self.max_expires = max_expires
         self.expires_offset = expires_offset
         self.max_per_presentity = max_per_presentity
         self.max_presentities = max_presentities
+        self.max_aggregated_body_size = max_aggregated_body_size
         self._table: dict[tuple[str, str], dict[str, Publication]] = {}
         self._count = 0   # publications in _table, kept as it changes (len() per PUBLISH would walk it)
 
@@ -139,6 +150,9 @@ class PresentityTable:
             refusal = self._over_cap(facts)
             if refusal is not None:
                 return PublishDecision(503, REASON_TOO_MANY, refusal=refusal)
+            refused = self._check_aggregated_size(facts.pres_uri, event.name, body, None, now)
+            if refused is not None:
+                return refused
             etag = self._etags.new()
             # The presentity URI is shared with its watchers' records, the content type with every
             # publication of the package (sys.intern; subscription.py: memory, issue 7).
@@ -154,7 +168,8 @@ class PresentityTable:
             return PublishDecision(200, REASON_OK, PublishAction.REMOVE, old.etag, 0, old, old.etag,
                                    True, old.body)
         if body is not None:
-            refused = self._check_body(event, body)
+            refused = self._check_body(event, body) or \
+                self._check_aggregated_size(facts.pres_uri, event.name, body, old.etag, now)
             if refused is not None:
                 return refused
         etag, generation = old.etag, old.generation
@@ -187,6 +202,33 @@ class PresentityTable:
         except BodyError as exc:
             return _error(exc.status, exc.reason)
         return None
+
+    def _check_aggregated_size(self, pres_uri: str, event: str, body: bytes, replacing: str | None,
+                               now: float) -> PublishDecision | None:
+        """413 when `body`, with the bodies of the presentity's other publications (all but the one
+        with etag `replacing`), would exceed max_aggregated_body_size.
+
+        RFC 3261 21.4.11 413: "the request entity-body is larger than the server is willing or able to
+        process" - here, given what the presentity already holds; "if the condition is temporary, the
+        server SHOULD include a Retry-After": the seconds until the first of the other publications
+        expires (without other publications the body alone is too large: no Retry-After). Not 503:
+        that says the server is overloaded and sends phones to another server; not 403: the publisher
+        is allowed to publish, just not this much."""
+        rows = self._table.get((pres_uri, event))
+        total = len(body)
+        if rows:
+            for etag, pub in rows.items():
+                if etag != replacing:
+                    total += len(pub.body)
+        limit = self.max_aggregated_body_size
+        if total <= limit:
+            return None
+        others = [pub.expires_at for etag, pub in (rows or {}).items() if etag != replacing]
+        retry_after = max(1, round(min(others) + self.expires_offset - now)) if others else None
+        return PublishDecision(413, REASON_BODY_TOO_LARGE, retry_after=retry_after,
+                               detail=f"its publications' bodies would total {total} bytes "
+                                      f"(max_aggregated_body_size {limit}: {len(body)} in this PUBLISH, "
+                                      f"{total - len(body)} in {len(others)} other publication(s))")
 
     # --- changing the table ----------------------------------------------------------------------
     def commit(self, decision: PublishDecision) -> None:

@@ -43,7 +43,7 @@ class PublishHandler(WatcherAuthorization):
                              f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}")
                 return -1
             if not decision.ok:
-                self._reply(ctx, decision.status, decision.reason)
+                self._refuse_publish(ctx, facts, decision)
                 return -1
             try:
                 await self._store_publication(decision)
@@ -71,6 +71,15 @@ class PublishHandler(WatcherAuthorization):
                 if self.settings.fallback2db:
                     await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
+
+    def _refuse_publish(self, ctx: Any, facts: PublishFacts, decision: PublishDecision) -> None:
+        headers = []
+        if decision.retry_after is not None:
+            headers.append(("Retry-After", str(decision.retry_after)))
+        if decision.detail:
+            log.warning("PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
+                        facts.event.name, decision.status, decision.detail)
+        self._reply(ctx, decision.status, decision.reason, headers)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
         try:

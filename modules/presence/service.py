@@ -52,7 +52,8 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
         self.presentities = PresentityTable(etags or EtagGenerator(clock()),
                                             max_expires=settings.max_expires_publish,
                                             expires_offset=settings.expires_offset,
-                                            max_presentities=settings.max_presentities)
+                                            max_presentities=settings.max_presentities,
+                                            max_aggregated_body_size=settings.max_aggregated_body_size)
         self.subscriptions = SubsTable(max_expires=settings.max_expires_subscribe,
                                        expires_offset=settings.expires_offset,
                                        max_subscriptions=settings.max_subscriptions,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from routescript.core.netlist import NetworkList
 
 from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
+from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +36,5 @@ class PresenceSettings:
     max_subscriptions_per_source: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
     max_presentities: int = DEFAULT_MAX_PRESENTITIES
     trusted_sources: NetworkList = field(default_factory=NetworkList)
+    # Bytes the bodies of one presentity's publications (one event) may total (presentity.py).
+    max_aggregated_body_size: int = DEFAULT_MAX_AGGREGATED_BODY_SIZE

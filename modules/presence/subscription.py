@@ -51,6 +51,7 @@ class SubEvent(enum.Enum):
     UNSUBSCRIBE = "unsubscribe"  # in-dialog SUBSCRIBE with Expires: 0
     EXPIRE = "expire"            # the clean_period timer found it expired
     NOTIFY_FAILED = "notify_failed"  # a NOTIFY got 481, or 408 with end_sub_on_timeout
+    NOTIFY_TOO_LARGE = "notify_too_large"  # a NOTIFY fits no transport the watcher takes (513)
 
 
 A, P, T, W = SubState.ACTIVE, SubState.PENDING, SubState.TERMINATED, SubState.WAITING
@@ -66,13 +67,17 @@ TRANSITIONS: dict[tuple[SubState, SubEvent], SubState] = {
     (A, E.UNSUBSCRIBE): T, (P, E.UNSUBSCRIBE): T, (W, E.UNSUBSCRIBE): T,
     (A, E.EXPIRE): T, (P, E.EXPIRE): T, (W, E.EXPIRE): T, (T, E.EXPIRE): T,
     (A, E.NOTIFY_FAILED): T, (P, E.NOTIFY_FAILED): T, (W, E.NOTIFY_FAILED): T, (T, E.NOTIFY_FAILED): T,
+    (A, E.NOTIFY_TOO_LARGE): T, (P, E.NOTIFY_TOO_LARGE): T, (W, E.NOTIFY_TOO_LARGE): T,
+    (T, E.NOTIFY_TOO_LARGE): T,
 }
 
 # The Subscription-State reason a move to terminated carries (RFC 6665 4.1.3; OpenSIPS's choices:
-# an unsubscribe is reported as "timeout", capture 11).
+# an unsubscribe is reported as "timeout", capture 11). A state too large to deliver is "probation":
+# "the client SHOULD retry at some later time" - by then the presentity's state may have shrunk;
+# "timeout" or "deactivated" would invite an immediate SUBSCRIBE that fails the same way.
 TERMINATION_REASONS: dict[SubEvent, str] = {
     E.BLOCK: "rejected", E.DEACTIVATE: "deactivated", E.UNSUBSCRIBE: "timeout", E.EXPIRE: "timeout",
-    E.NOTIFY_FAILED: "timeout",
+    E.NOTIFY_FAILED: "timeout", E.NOTIFY_TOO_LARGE: "probation",
 }
 
 del A, P, T, W, E

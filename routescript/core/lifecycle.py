@@ -111,9 +111,12 @@ class LifecycleMixin(ServerBase):
                 log.exception("module %s failed to stop cleanly", name)
         await self.events.drain()
         if self.transactions is not None and hasattr(self.transactions, "close"):
-            res = self.transactions.close()
-            if asyncio.iscoroutine(res):
-                await res
+            try:   # the sockets and databases below must still close: a failure here hung SIGTERM
+                res = self.transactions.close()
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception:
+                log.exception("closing the transaction layer failed")
         if self.transport is not None:
             await self.transport.close()
         for db in self._databases.values():

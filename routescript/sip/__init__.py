@@ -15,7 +15,14 @@ from .build import (
 from .errors import ParseError, SIPError
 from .headers import COMPACT_FORMS, Header, canonical_name, header_key, split_values
 from .message import SIPMessage, SIPRequest, SIPResponse
-from .parse import MAX_HEADERS, MAX_LINE_LENGTH, MAX_MESSAGE_SIZE, frame_length, parse_message
+from .parse import (
+    MAX_HEADERS,
+    MAX_LINE_LENGTH,
+    MAX_MESSAGE_SIZE,
+    MAX_UDP_PAYLOAD,
+    frame_length,
+    parse_message,
+)
 from .uri import SipURI, parse_uri
 from .values import (
     Contact,
@@ -37,6 +44,7 @@ __all__ = [
     "MAX_HEADERS",
     "MAX_LINE_LENGTH",
     "MAX_MESSAGE_SIZE",
+    "MAX_UDP_PAYLOAD",
     "REASON_PHRASES",
     "CSeq",
     "Contact",

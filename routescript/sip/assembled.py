@@ -6,6 +6,11 @@ lines are parsed back from the bytes the first time anything reads them (a log l
 408): a NOTIFY answered 200 never needs them. That saves the header index every message otherwise
 gets (a dict and a list per header name), which made a tenth of a fan-out's objects and kept the
 collector busy while hundreds of NOTIFYs were in flight.
+
+The bytes are read back without the bounds that protect us from received messages (size, header
+count, line length): a NOTIFY carrying a large presentity state or a long route set is ours, and
+refusing to read it back (ParseError "Message Too Large") broke the locally made 408/503 in the
+timer path and left its dialog waiting for an answer forever.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ class AssembledRequest(SIPRequest):
             raise AttributeError(name)
         raw = self._raw
         assert raw is not None   # set at assembly; an edit clears it, but reads the headers first
-        parsed = parse_message(raw)
+        size = len(raw)   # our own bytes: no bound smaller than themselves
+        parsed = parse_message(raw, max_size=size, max_headers=size, max_line_length=size)
         self._headers = parsed._headers
         self._index = parsed._index
         self._cache = parsed._cache

@@ -21,6 +21,10 @@ from .values import parse_cseq
 MAX_MESSAGE_SIZE = 65536
 MAX_HEADERS = 256          # header lines (continuation lines included) per message
 MAX_LINE_LENGTH = 8192     # one physical line of the head
+# The largest SIP message one UDP datagram can carry: 65,535 (the IPv4 total length field) - 20 (IP
+# header) - 8 (UDP header). RFC 3261 18.1.1: "For UDP, this size is 65,535 bytes, including IP and UDP
+# headers". Anything larger cannot be sent over UDP at all (sendto fails with EMSGSIZE).
+MAX_UDP_PAYLOAD = 65507
 
 # The headers a transaction needs (RFC 3261 8.1.1: "the minimum required" set), checked eagerly.
 _REQUIRED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
@@ -104,12 +108,14 @@ def _unfold(lines: list[str]) -> list[str]:
     return out
 
 
-def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPRequest | SIPResponse:
+def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers: int = MAX_HEADERS,
+                  max_line_length: int = MAX_LINE_LENGTH) -> SIPRequest | SIPResponse:
     """Parse one SIP message (a datagram, or a frame cut by `frame_length`).
 
     Raises ParseError (and nothing else) for any input this layer rejects; `.reason` is a reason
     phrase for the 400 (or 513/505) reply. A datagram without Content-Length takes the rest as body
-    (RFC 3261 18.3); bytes past Content-Length are dropped.
+    (RFC 3261 18.3); bytes past Content-Length are dropped. The bounds are for received messages;
+    the bytes of a request we built ourselves are read back with bounds of their own length.
     """
     if not isinstance(data, bytes):
         if not isinstance(data, (bytearray, memoryview)):
@@ -120,9 +126,9 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         raise ParseError("Message Too Large", 513)
     start = _skip_leading_crlf(data)
     text, lines, body_start = _head_lines(data, start)
-    if len(lines) > MAX_HEADERS + 1:
+    if len(lines) > max_headers + 1:
         raise ParseError("Too many headers")
-    if len(text) > MAX_LINE_LENGTH and any(len(line) > MAX_LINE_LENGTH for line in lines):
+    if len(text) > max_line_length and any(len(line) > max_line_length for line in lines):
         raise ParseError("Header line too long")
 
     # The one loop every message pays for: (name, value) pairs and name -> line indices.

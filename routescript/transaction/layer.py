@@ -511,6 +511,14 @@ class TransactionLayer:
 
     def _on_wakeup(self) -> None:
         self._wakeup = None
+        try:
+            self._fire_due_timers()
+        finally:
+            # Whatever one transaction did, the timers of all the others keep running: a failure that
+            # escaped here once left every later retransmission and Timer F unarmed for good.
+            self._arm_wakeup()
+
+    def _fire_due_timers(self) -> None:
         now = self._now() + _EARLY
         while self._heap and self._heap[0][0] <= now:
             _, seq = heapq.heappop(self._heap)
@@ -524,7 +532,6 @@ class TransactionLayer:
             except Exception:  # one transaction's bug must not stop the timers of all the others
                 log.exception("transaction %s: timer handling failed", transaction.label)
                 self._forget(transaction)
-        self._arm_wakeup()
 
     async def close(self) -> None:
         """Stop the timers; callers still waiting on a client transaction get a local 503."""
@@ -536,7 +543,10 @@ class TransactionLayer:
             self._sweep_handle.cancel()
             self._sweep_handle = None
         for entry in list(self._client.values()):
-            self._forget(entry.transaction)
+            try:
+                self._forget(entry.transaction)
+            except Exception:  # closing must finish (a stop that raised here never exited)
+                log.exception("transaction %s: could not be ended at close", entry.transaction.label)
         self._server.clear()
         self._completed.clear()
         self._client_done.clear()

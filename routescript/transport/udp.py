@@ -6,7 +6,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from routescript.sip import MAX_UDP_PAYLOAD
 from routescript.transport.address import SocketInfo
+from routescript.transport.errors import TransportError
 
 if TYPE_CHECKING:
     from routescript.transport.layer import TransportLayer
@@ -43,6 +45,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def sendto(self, data: bytes, host: str, port: int) -> None:
         if self.transport is None or self.transport.is_closing():
-            from routescript.transport.errors import TransportError
             raise TransportError(f"{self.info}: socket closed")
+        if len(data) > MAX_UDP_PAYLOAD:
+            # asyncio would hand sendto's EMSGSIZE to error_received (a debug line) and the sender
+            # would retransmit in vain until its timeout: fail now, the way a failed send fails.
+            raise TransportError(f"{self.info}: {len(data)} bytes do not fit in a UDP datagram "
+                                 f"(at most {MAX_UDP_PAYLOAD})")
         self.transport.sendto(data, (host, port))

@@ -28,6 +28,9 @@ DOCUMENTED = {  # presence-module-doc.txt, 1.3: parameter -> documented default
 CLUSTER = {"cluster_id": 0, "cluster_sharing_tag": None, "cluster_pres_events": None,
            "cluster_ping_interval": 5, "cluster_node_timeout": 30}
 
+# routescript's own bounds (docs/modules/presence.md, Parameters).
+LIMITS = {"max_aggregated_body_size": 61440}
+
 
 # Caps on the state kept (issue 15, docs/modules/presence.md): ours, not OpenSIPS's.
 CAPS = {"max_subscriptions": 1_000_000, "max_subscriptions_per_source": 10_000, "max_presentities": 1_000_000,
@@ -35,7 +38,7 @@ CAPS = {"max_subscriptions": 1_000_000, "max_subscriptions_per_source": 10_000, 
 
 
 def test_every_documented_parameter_with_its_default() -> None:
-    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER | CAPS
+    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER | CAPS | LIMITS
 
 
 @pytest.mark.parametrize(("modparams", "message"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routescript.sip import SIPRequest, build_reply, parse_message
+from routescript.sip import ParseError, SIPRequest, build_reply, parse_message
 from routescript.sip.assembled import AssembledRequest, assemble_request
 
 HEADERS = [("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1"), ("To", "<sip:w@h>;tag=a"),
@@ -42,3 +42,19 @@ def test_without_a_via_the_request_is_an_ordinary_one() -> None:
     assert not isinstance(request, AssembledRequest)
     request.add_header("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-2", first=True)
     assert parse_message(request.to_bytes()).via.branch == "z9hG4bK-2"
+
+
+def test_our_own_bytes_are_read_back_whatever_their_size_or_number_of_lines() -> None:
+    """A NOTIFY over 64 KiB, with more header lines than a received message may have and a line longer
+    than one may have, is ours: reading it back (its local 408) must not apply the received-message
+    bounds. Before: ParseError "Message Too Large" in the timer path."""
+    routes = [("Route", f"<sip:p{i}.example.com;lr>") for i in range(300)]
+    long_line = [("X-Long", "v" * 10000)]
+    body = b"x" * 70000
+    headers = [*HEADERS[:-1], *routes, *long_line, ("Content-Length", str(len(body)))]
+    request = assemble_request("NOTIFY", "sip:w@h", headers, body)
+    assert len(request.to_bytes()) > 65536
+    timeout = build_reply(request, 408, "Request Timeout")
+    assert timeout.status == 408 and timeout.call_id == "c1@h" and len(request.header_all("Route")) == 300
+    with pytest.raises(ParseError):   # the same bytes received from a peer are refused, as before
+        parse_message(request.to_bytes())

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from routescript.sip import build_reply, build_request, generate_branch, parse_uri
+from routescript.sip.assembled import assemble_request
 from routescript.testing import SipTestClient
 from routescript.transaction import State, TransactionError, TransactionLayer, TransactionLimitError
 from routescript.transport import Destination, TransportLayer
@@ -258,3 +259,63 @@ async def test_invite_error_retransmitted_until_ack_which_is_absorbed(core):
         assert [m.method for m in core.script_runs] == ["INVITE"]  # the ACK never reached the script
         await asyncio.sleep(0.1)                               # Timer I = T4 = 0.1
         assert core.transactions.pending == 0
+
+
+async def test_notify_too_large_for_a_datagram_fails_at_once_and_other_timers_run(core):
+    """A NOTIFY over 65,507 bytes cannot be a datagram: the send fails at once (local 503) instead of
+    being retransmitted in vain until Timer F, its transaction ends, and a NOTIFY to someone else sent
+    meanwhile is retransmitted and times out as usual (the layer's timers keep running)."""
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        big = assemble_request("NOTIFY", client.contact_uri, [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{info.port};branch={generate_branch()}"),
+            ("From", "<sip:alice@127.0.0.1>;tag=srv"), ("To", f"<{client.aor}>;tag=cli"),
+            ("Call-ID", "big-1"), ("CSeq", "1 NOTIFY"), ("Content-Length", "70000")], b"x" * 70000)
+        other = notify(client, f"127.0.0.1:{info.port}")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        big_resp, other_resp = await asyncio.gather(core.transactions.request(big, dest),
+                                                    core.transactions.request(other, dest))
+        assert big_resp.status == 503 and big_resp.call_id == "big-1"
+        assert other_resp.status == 408 and loop.time() - started >= 0.45
+        assert client.retransmissions.get((other.via.branch, "NOTIFY"), 0) >= 5
+        assert [r.call_id for r in client.requests] == ["sub-1"]   # nothing of the big one arrived
+        assert core.transactions.pending == 0
+
+
+async def test_a_failing_timer_does_not_stop_the_others(core, monkeypatch):
+    """One transaction whose timer handling fails, and whose local 503 cannot be built either (what a
+    NOTIFY over 64 KiB did before the fix): the timers of the other transactions go on. Before: the
+    exception escaped _on_wakeup and no timer was ever armed again (no retransmission, no 408)."""
+    import routescript.transaction.layer as layer_module
+
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        broken = notify(client, f"127.0.0.1:{info.port}", cseq=1)
+        healthy = notify(client, f"127.0.0.1:{info.port}", cseq=2)
+        first = asyncio.ensure_future(core.transactions.request(broken, dest))
+        await asyncio.sleep(0)
+        transaction = next(e.transaction for e in core.transactions._client.values()
+                           if e.transaction.request is broken)
+
+        def fail(now):
+            raise RuntimeError("bug")
+
+        def reply_unless_broken(request, *args, **kwargs):
+            if request is broken:
+                raise RuntimeError("cannot build")
+            return build_reply(request, *args, **kwargs)
+
+        monkeypatch.setattr(transaction, "handle_timer", fail)
+        monkeypatch.setattr(layer_module, "build_reply", reply_unless_broken)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: None)   # the escaping RuntimeError is expected
+        try:
+            healthy_resp = await asyncio.wait_for(core.transactions.request(healthy, dest), 3)
+        finally:
+            loop.set_exception_handler(None)
+            first.cancel()
+        assert healthy_resp.status == 408
+        assert client.retransmissions.get((healthy.via.branch, "NOTIFY"), 0) >= 5
