@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from routescript.db.schema import SCHEMA
 
@@ -24,36 +25,47 @@ REQUEST_URI = "Request-URI"
 MAX_LOGGED = 100   # characters of an oversized Call-ID written to the log
 
 
-def refuse_oversized(method: str, callid: str, table: str,
-                     values: Iterable[tuple[str, str, str | None]]) -> None:
-    """Raise the _BadRequest for the first of `values` - (what the request calls it, column of `table`,
-    value) - longer than its column; log it with the Call-ID."""
+def oversized(table: str, values: Iterable[tuple[str, str, str | None]]) -> tuple[str, str, int, int] | None:
+    """The first of `values` - (what the request calls it, column of `table`, value) - longer than its
+    column, as (what, column, length, size); None when all fit."""
     columns = SCHEMA[table].by_name
     for what, column, value in values:
         size = columns[column].size
-        if value is None or size is None or len(value) <= size:
-            continue
-        shown = callid if len(callid) <= MAX_LOGGED else callid[:MAX_LOGGED] + "..."
-        log.warning("%s refused: %s is %d characters, %s.%s holds %d (Call-ID %s)", method, what, len(value),
-                    table, column, size, shown)
-        if what == REQUEST_URI:
-            raise _BadRequest(414, "Request-URI Too Long")
-        raise _BadRequest(400, f"{what} too long")
+        if value is not None and size is not None and len(value) > size:
+            return what, column, len(value), size
+    return None
+
+
+def refusal(method: str, callid: str, table: str, misfit: tuple[str, str, int, int]) -> _BadRequest:
+    """The reply to a request whose value `misfit` cannot be stored, logged once with the Call-ID."""
+    what, column, length, size = misfit
+    shown = callid if len(callid) <= MAX_LOGGED else callid[:MAX_LOGGED] + "..."
+    log.warning("%s refused: %s is %d characters, %s.%s holds %d (Call-ID %s)", method, what, length, table,
+                column, size, shown)
+    if what == REQUEST_URI:
+        return _BadRequest(414, "Request-URI Too Long")
+    return _BadRequest(400, f"{what} too long")
 
 
 def check_subscribe(callid: str, pres_uri: str, watcher_user: str, watcher_domain: str, to_user: str,
                     to_domain: str, from_tag: str | None, to_tag: str | None, event_id: str | None,
                     contact: str | None, *, presentity_from: str = REQUEST_URI) -> None:
-    """The active_watchers (and watchers) columns a SUBSCRIBE fills from the request. `presentity_from`:
-    what the presentity URI came from (the Contact for a BLA subscription)."""
-    refuse_oversized("SUBSCRIBE", callid, "active_watchers", (
+    """The active_watchers (and watchers) columns a SUBSCRIBE fills from the request; raises the
+    _BadRequest to answer. `presentity_from`: what the presentity URI came from (the Contact for a BLA
+    subscription)."""
+    misfit = oversized("active_watchers", (
         ("Call-ID", "callid", callid), (presentity_from, "presentity_uri", pres_uri),
         ("From", "watcher_username", watcher_user), ("From", "watcher_domain", watcher_domain),
         ("To", "to_user", to_user), ("To", "to_domain", to_domain), ("From tag", "from_tag", from_tag),
         ("To tag", "to_tag", to_tag), ("Event", "event_id", event_id), ("Contact", "contact", contact)))
+    if misfit is not None:
+        raise refusal("SUBSCRIBE", callid, "active_watchers", misfit)
 
 
-def check_publish(callid: str, user: str, domain: str, sender: str | None) -> None:
-    """The presentity columns a PUBLISH fills from the request (and handle_publish's sender_uri)."""
-    refuse_oversized("PUBLISH", callid, "presentity", (
+def check_publish(msg: Any, user: str, domain: str, sender: str | None) -> None:
+    """The presentity columns a PUBLISH fills from the request (and handle_publish's sender_uri); raises
+    the _BadRequest to answer."""
+    misfit = oversized("presentity", (
         (REQUEST_URI, "username", user), (REQUEST_URI, "domain", domain), ("Sender", "sender", sender)))
+    if misfit is not None:
+        raise refusal("PUBLISH", msg.call_id, "presentity", misfit)

@@ -83,7 +83,7 @@ class PublishHandler(WatcherAuthorization):
             except ParseError as exc:
                 raise _BadRequest(400, REASON_BAD_REQUEST) from exc
             sender = sender_uri.strip()
-        check_publish(msg.call_id, uri.user or "", uri.host, sender)
+        check_publish(msg, uri.user or "", uri.host, sender)
         return PublishFacts(join_pres_uri(uri.user or "", uri.host), event, msg.header("SIP-If-Match"),
                             expires, msg.body or None, ctype.mime if ctype is not None else None, sender)
 

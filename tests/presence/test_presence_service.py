@@ -383,7 +383,8 @@ async def test_an_unsubscribe_waiting_for_its_commit_goes_on_from_a_notify_sent_
         await delete(sub)
 
     svc.store.delete_subscription = slow_delete
-    bye = asyncio.create_task(svc.handle_subscribe(Ctx(subscribe(cseq=2, expires=0, to_tag="313b-sub-1"), SRC)))
+    unsubscribe = Ctx(subscribe(cseq=2, expires=0, to_tag="313b-sub-1"), SRC)
+    bye = asyncio.create_task(svc.handle_subscribe(unsubscribe))
     for _ in range(50):
         if svc._storing:
             break
