@@ -13,12 +13,12 @@ from routescript.sip import ParseError
 from .events import EventRegistry, PresenceEvent
 from .limits import CAP_RETRY_AFTER, Refusal, RefusalLog
 from .locks import KeyedLocks
-from .notify import BodyCache
+from .notify import BodyCache, local_contact
 from .presentity import PresentityTable
 from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
 from .settings import PresenceSettings
 from .storage import PresenceStore
-from .subscription import Subscription, SubsTable
+from .subscription import DialogKey, Subscription, SubsTable, shared
 
 REASON_BAD_REQUEST = "Bad request"
 REASON_BAD_EVENT = "Bad Event"
@@ -40,11 +40,13 @@ class _BadRequest(Exception):
         self.status, self.reason, self.headers = status, reason, headers
 
 
-def _taken_over(sub: Subscription) -> Subscription:
+def _taken_over(sub: Subscription, local_contact: str, socket_info: str) -> Subscription:
     """A subscription this node takes over from another: CSeq and version go on above what its former
-    owner may have sent without storing it (TAKEOVER_CSEQ_GAP)."""
+    owner may have sent without storing it (TAKEOVER_CSEQ_GAP); our Contact and socket replace its
+    former owner's, so the watcher's refreshes reach us and not a dead node."""
     return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
-                   version=sub.version + TAKEOVER_CSEQ_GAP)
+                   version=sub.version + TAKEOVER_CSEQ_GAP, local_contact=shared(local_contact),
+                   socket_info=shared(socket_info))
 
 
 def _db_failure(exc: BaseException) -> _BadRequest:
@@ -91,6 +93,7 @@ class ServiceBase:
     cluster: Any
     _notified: dict[tuple[str, str], int]
     _missed_while_fenced: bool
+    _storing: set[DialogKey]
 
     def _event_of(self, msg: Any) -> PresenceEvent:
         try:
@@ -110,6 +113,19 @@ class ServiceBase:
         naming the request (`what`) and the cap."""
         self.refusals.refused(refusal, self.clock(), what)
         self._reply(ctx, status, reason, (("Retry-After", str(CAP_RETRY_AFTER)),))
+
+    def _adopted(self, sub: Subscription) -> Subscription:
+        """`sub`, taken over from another node (clustering), as this node's: see _taken_over. The
+        Contact is server_address, or our socket of the transport the dialog uses (the same rule as a
+        SUBSCRIBE's reply, local_contact)."""
+        proto = (sub.socket_info.partition(":")[0] or "udp").lower()
+        sockets = list(getattr(self.server, "sockets", ()) or ())
+        sock = next((s for s in sockets if str(getattr(s, "proto", "")).lower() == proto),
+                    sockets[0] if sockets else None)
+        if sock is None:   # no socket at all (a test without a server): only the CSeq moves on
+            return _taken_over(sub, self.settings.server_address or sub.local_contact, sub.socket_info)
+        contact = local_contact(self.settings.server_address, proto, sock.host, int(sock.port))
+        return _taken_over(sub, contact, sock.name)
 
     def _lock(self, pres_uri: str) -> Any:
         """Serialises the handling of one presentity (its PUBLISHes, SUBSCRIBEs, NOTIFY bodies)."""

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .base import _BadRequest, _taken_over
+from .base import _BadRequest
 from .dispatch import NotifyDispatch
 from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
 from .notify import presentity_body
@@ -31,8 +31,9 @@ class ClusterCallbacks(NotifyDispatch):
 
     async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
         """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current
-        state at once - its watcher may have missed changes while its owner was dead - and CSeq goes on
-        from the row's local_cseq. Expired ones are ended by our next clean_period run."""
+        state at once - its watcher may have missed changes while its owner was dead - CSeq goes on
+        from the row's local_cseq, and our Contact replaces the dead node's (the watcher's refreshes
+        follow it). Expired ones are ended by our next clean_period run."""
         now = self.clock()
         adopted: list[tuple[Subscription, PresenceEvent]] = []
         for row in rows:
@@ -41,8 +42,8 @@ class ClusterCallbacks(NotifyDispatch):
                 log.warning("adopted subscription %s for unknown event %r ignored", row.get("callid"),
                             row["event"])
                 continue
-            sub = _taken_over(subscription_from_row(row))
-            self.subscriptions.load(sub)
+            sub = self._adopted(subscription_from_row(row))
+            self.subscriptions.load(sub, changed=True)   # our Contact and CSeq, saved by the sync below
             if sub.expires_at + self.settings.expires_offset > now and sub.status is not SubState.TERMINATED:
                 adopted.append((sub, event))
         for sub, event in adopted:

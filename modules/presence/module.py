@@ -208,7 +208,19 @@ class PresenceModule(PresenceMI, Module):
             log.warning("presence: waiting_subs_daysno %d is above the maximum, %d days used",
                         self.param("waiting_subs_daysno"), MAX_WAITING_SUBS_DAYSNO)
             self.modparams["waiting_subs_daysno"] = MAX_WAITING_SUBS_DAYSNO
+        self._check_server_address()
         self._check_cluster()
+
+    def _check_server_address(self) -> None:
+        """server_address is every subscription's active_watchers.local_contact (with ";transport=..."
+        for TCP/TLS): one too long for the column would make every subscription fail to be stored."""
+        from routescript.db.schema import SCHEMA
+
+        address = self.param("server_address") or ""
+        size = SCHEMA["active_watchers"].by_name["local_contact"].size or 0
+        if len(address) + len(";transport=sctp") > size:
+            raise ConfigError(f"server_address is {len(address)} characters: with \";transport=...\" it must "
+                              f"fit active_watchers.local_contact ({size})")
 
     def _check_cluster(self) -> None:
         from .cluster import ClusterError, config_from_params

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .base import ServiceBase, _db_failure, _taken_over
+from .base import ServiceBase, _db_failure
 from .events import PUBL_TYPE, PresenceEvent
 from .storage import publication_from_row, subscription_from_row
+from .subscription import Subscription
 
 log = logging.getLogger("routescript.presence")
 
@@ -17,18 +18,53 @@ class Persistence(ServiceBase):
     """sync_db / load, and the fallback2db reads (OpenSIPS fallback2db)."""
 
     async def sync_db(self) -> None:
-        """db_update_period: flush subscription changes; on failure they are kept for the next time."""
+        """db_update_period: flush subscription changes in one transaction. The database unreachable:
+        they are kept for the next time. Another failure (a row the database refuses): saved one by
+        one, so one bad row never keeps the others out."""
         if self.store is None:
             return
         inserts, updates, deletes = self.subscriptions.take_db_changes()
         try:
             lost = await self.store.sync_subscriptions(inserts, updates, deletes)
-        except Exception as exc:  # noqa: BLE001 - changes kept for the next sync
-            log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
-                      len(inserts) + len(updates) + len(deletes), exc)
-            self.subscriptions.restore_db_changes(inserts, updates, deletes)
-            return
-        for sub in lost or ():
+        except Exception as exc:  # noqa: BLE001 - changes kept for the next sync, or saved one by one
+            if getattr(exc, "transient", False):
+                log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
+                          len(inserts) + len(updates) + len(deletes), exc)
+                self.subscriptions.restore_db_changes(inserts, updates, deletes)
+                return
+            log.warning("saving %d subscription changes at once failed (%s); saved one by one",
+                        len(inserts) + len(updates) + len(deletes), exc)
+            lost = await self._sync_one_by_one(inserts, updates, deletes)
+        self._forget_lost(lost)
+
+    async def _sync_one_by_one(self, inserts: list[Subscription], updates: list[Subscription],
+                               deletes: list[Subscription]) -> list[Subscription]:
+        """Each change in its own transaction. One the database refuses is logged and dropped (it would
+        fail again at every sync; the record's next change tries again); once the database is
+        unreachable the rest is kept for the next sync."""
+        assert self.store is not None
+        lost: list[Subscription] = []
+        todo = [(sub, "insert") for sub in inserts] + [(sub, "update") for sub in updates] + \
+            [(sub, "delete") for sub in deletes]
+        for i, (sub, what) in enumerate(todo):
+            change = ([sub] if what == "insert" else [], [sub] if what == "update" else [],
+                      [sub] if what == "delete" else [])
+            try:
+                lost += await self.store.sync_subscriptions(*change)
+            except Exception as exc:  # noqa: BLE001 - this row only
+                if getattr(exc, "transient", False):
+                    rest = todo[i:]
+                    self.subscriptions.restore_db_changes(*(
+                        [s for s, w in rest if w == kind] for kind in ("insert", "update", "delete")))
+                    log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
+                              len(rest), exc)
+                    break
+                log.error("subscription %s to %s not saved (%s dropped from this sync): %s", sub.callid,
+                          sub.pres_uri, what, exc)
+        return lost
+
+    def _forget_lost(self, lost: list[Subscription]) -> None:
+        for sub in lost:
             # Clustered: the row carries another node's tag now (taken over); it sends the NOTIFYs.
             if self.subscriptions.forget(sub.key) is not None:
                 log.info("subscription %s to %s is no longer ours (taken over); forgotten", sub.callid,
@@ -98,7 +134,10 @@ class Persistence(ServiceBase):
             raise _db_failure(exc) from exc
         if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
             sub = subscription_from_row(row)
-            self.subscriptions.load(_taken_over(sub) if self.cluster is not None else sub)
+            if self.cluster is not None:
+                self.subscriptions.load(self._adopted(sub), changed=True)
+            else:
+                self.subscriptions.load(sub)
 
     async def _fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
         """fallback2db: subscriptions another server made to this presentity are notified too."""
@@ -112,5 +151,8 @@ class Persistence(ServiceBase):
             return
         for row in rows:
             sub = subscription_from_row(row)
-            if self.subscriptions.get(sub.key) is None and not self.subscriptions.deleted_since_sync(sub.key):
+            key = sub.key
+            # _storing: its SUBSCRIBE is not answered yet (no NOTIFY before the 200)
+            if self.subscriptions.get(key) is None and not self.subscriptions.deleted_since_sync(key) \
+                    and key not in self._storing:
                 self.subscriptions.load(sub)

@@ -10,6 +10,7 @@ from routescript.sip import ParseError, parse_uri
 
 from .authorization import WatcherAuthorization
 from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure
+from .column_limits import check_publish
 from .events import PresenceEvent
 from .presentity import PublishAction, PublishDecision, PublishFacts
 from .storage import join_pres_uri, split_pres_uri
@@ -95,6 +96,7 @@ class PublishHandler(WatcherAuthorization):
             except ParseError as exc:
                 raise _BadRequest(400, REASON_BAD_REQUEST) from exc
             sender = sender_uri.strip()
+        check_publish(msg, uri.user or "", uri.host, sender)
         return PublishFacts(join_pres_uri(uri.user or "", uri.host), event, msg.header("SIP-If-Match"),
                             expires, msg.body or None, ctype.mime if ctype is not None else None, sender)
 

@@ -70,3 +70,6 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
         # compares it with the database). Only presentities with watchers here.
         self._notified: dict[tuple[str, str], int] = {}
         self._missed_while_fenced = False
+        # Dialogs whose new row (or deletion) is being committed before the 2xx: not read back from the
+        # database meanwhile (fallback2db), their SUBSCRIBE is not answered yet.
+        self._storing: set[tuple[str, str, str]] = set()

@@ -65,6 +65,10 @@ def subscription_row(sub: Subscription) -> dict[str, Any]:
     }
 
 
+# active_watchers' unique key (OpenSIPS's active_watchers_idx)
+SUBSCRIPTION_KEY = ("presentity_uri", "callid", "to_tag", "from_tag")
+
+
 def subscription_key(sub: Subscription) -> dict[str, Any]:
     return {"presentity_uri": sub.pres_uri, "callid": sub.callid, "to_tag": sub.to_tag,
             "from_tag": sub.from_tag}
@@ -129,6 +133,22 @@ class PresenceStore:
         await self.db.write_batch([Write("delete", PRESENTITY,
                                          where=publication_key(p.pres_uri, p.event, p.etag)) for p in pubs])
 
+    # A new subscription and an unsubscribe go through group commit too: their 2xx says they are stored
+    # (a refresh or a NOTIFY's CSeq waits for the db_update_period sync).
+    async def insert_subscription(self, sub: Subscription) -> None:
+        await self.committer.write((Write("upsert", ACTIVE_WATCHERS, self._tagged(subscription_row(sub)),
+                                          keys=SUBSCRIPTION_KEY),))
+
+    async def delete_subscription(self, sub: Subscription) -> None:
+        where = self._own(subscription_key(sub))
+        await self.committer.write((Write("delete", ACTIVE_WATCHERS, where=where),))
+
+    def _tagged(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A new active_watchers row, carrying this node's sharing tag when clustered."""
+        if self.sharing_tag is not None:
+            row["sharing_tag"] = self.sharing_tag
+        return row
+
     async def live_publications(self, now: float) -> list[dict[str, Any]]:
         return await self.db.query(PRESENTITY, {"expires": (">", int(now))}, order_by="received_time")
 
@@ -151,10 +171,7 @@ class PresenceStore:
             for sub in deletes:
                 await self.db.delete(ACTIVE_WATCHERS, self._own(subscription_key(sub)))
             for sub in inserts:
-                row = subscription_row(sub)
-                if self.sharing_tag is not None:
-                    row["sharing_tag"] = self.sharing_tag
-                await self.db.upsert(ACTIVE_WATCHERS, row, ("presentity_uri", "callid", "to_tag", "from_tag"))
+                await self.db.upsert(ACTIVE_WATCHERS, self._tagged(subscription_row(sub)), SUBSCRIPTION_KEY)
             for sub in updates:
                 row = subscription_row(sub)
                 key = subscription_key(sub)

@@ -1,23 +1,30 @@
-"""SUBSCRIBE handling (RFC 6665): the request read (BLA presentity included), the watcher
-authorized, the subscription committed, the reply and the first NOTIFY sent."""
+"""SUBSCRIBE handling (RFC 6665): the request read (BLA presentity included) and its lengths checked, the
+watcher authorized, the subscription committed (a new one or an unsubscribe stored first), the reply and
+the first NOTIFY sent."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from routescript.sip import ParseError
 
 from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _address, _BadRequest, _maybe_await
+from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure, _maybe_await
 from .bla import bla_presentity, is_bla
+from .column_limits import REQUEST_URI, check_subscribe
 from .events import PUBL_TYPE, BodyError, PresenceEvent
 from .limits import Refusal
 from .notify import local_contact
 from .storage import join_pres_uri
-from .subscription import REASON_TOO_MANY, SubscribeAction, SubscribeFacts, SubState
+from .subscription import (REASON_TOO_MANY, SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts,
+                           SubState)
 
 log = logging.getLogger("routescript.presence")
+
+# What a SUBSCRIBE changes in the database before its 2xx (a refresh waits for db_update_period).
+STORED_BEFORE_REPLY = frozenset((SubscribeAction.INSERT, SubscribeAction.REMOVE))
 
 
 class SubscribeHandler(WatcherAuthorization):
@@ -30,6 +37,7 @@ class SubscribeHandler(WatcherAuthorization):
             event = self._event_of(msg)
             await self._fallback_dialog(msg)
             facts = self._subscribe_facts(ctx, event)
+            _check_columns(facts)
             if event.evs_subs_handl is not None:
                 await _maybe_await(event.evs_subs_handl(facts))
         except _BadRequest as exc:
@@ -44,39 +52,99 @@ class SubscribeHandler(WatcherAuthorization):
                 self._refuse_subscribe(ctx, facts, refusal)
                 return -1
         async with self._lock(facts.pres_uri):
-            if self.settings.fallback2db and event.type == PUBL_TYPE:
-                # The shared database holds the state the NOTIFY carries: without it, 503/500.
-                try:
-                    await self._fallback_publications(facts.pres_uri, event, strict=True)
-                except _BadRequest as exc:
-                    self._reply(ctx, exc.status, exc.reason, exc.headers)
-                    return -1
-            now = self.clock()
-            status, reason = SubState.ACTIVE, None
-            if facts.initial and event.req_auth and not force_active:
-                status, reason = await self._authorize(event, facts)
-            decision = self.subscriptions.handle_subscribe(
-                facts, now, to_tag=self.server.to_tag(msg), initial_status=status, initial_reason=reason,
-                forced=bool(force_active and event.req_auth))
-            if decision.refusal is not None:
-                self._refuse_subscribe(ctx, facts, decision.refusal)
+            decision = await self._decide(ctx, facts, event, force_active)
+            if decision is None:
                 return -1
-            if not decision.ok:
-                self._reply(ctx, decision.status, decision.reason)
-                return -1
-            self.subscriptions.commit(decision)
-            self._reply(ctx, decision.status, decision.reason,
-                        [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
-            sub = decision.subscription
-            assert sub is not None
+            if self.store is None or decision.action not in STORED_BEFORE_REPLY:
+                await self._conclude(ctx, facts, event, decision)
+                return 1
+        # A new dialog (nobody knows its To tag before our 200) or an unsubscribe: its row is committed
+        # before the 2xx, outside the presentity's lock, so the SUBSCRIBEs of one presentity share group
+        # commits (one commit each behind the lock capped a popular presentity's new watchers at the
+        # disk's sync rate: 60/s measured on SQLite). The cost: max_watchers may be passed by the
+        # SUBSCRIBEs being stored at that moment (at most the requests the core runs at once).
+        assert decision.subscription is not None
+        key = decision.subscription.key
+        self._storing.add(key)
+        try:
+            await self._store_subscription(decision)
+        except Exception as exc:  # noqa: BLE001 - the SUBSCRIBE is answered (503 or 500) whatever failed
+            log.error("SUBSCRIBE %s to %s not stored: %s", facts.callid, facts.pres_uri, exc)
+            err = _db_failure(exc)
+            self._reply(ctx, err.status, err.reason, err.headers)
+            return -1
+        finally:
+            self._storing.discard(key)
+        async with self._lock(facts.pres_uri):
+            await self._conclude(ctx, facts, event, self._as_now(decision), stored=True)
+        return 1
+
+    async def _decide(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+                      force_active: bool) -> SubscribeDecision | None:
+        """What the SUBSCRIBE does (the presentity's lock held); None after an error reply."""
+        if self.settings.fallback2db and event.type == PUBL_TYPE:
+            # The shared database holds the state the NOTIFY carries: without it, 503/500.
+            try:
+                await self._fallback_publications(facts.pres_uri, event, strict=True)
+            except _BadRequest as exc:
+                self._reply(ctx, exc.status, exc.reason, exc.headers)
+                return None
+        now = self.clock()
+        status, reason = SubState.ACTIVE, None
+        if facts.initial and event.req_auth and not force_active:
+            status, reason = await self._authorize(event, facts)
+        decision = self.subscriptions.handle_subscribe(
+            facts, now, to_tag=self.server.to_tag(ctx.msg), initial_status=status, initial_reason=reason,
+            forced=bool(force_active and event.req_auth))
+        if decision.refusal is not None:
+            self._refuse_subscribe(ctx, facts, decision.refusal)
+            return None
+        if not decision.ok:
+            self._reply(ctx, decision.status, decision.reason)
+            return None
+        return decision
+
+    async def _store_subscription(self, d: SubscribeDecision) -> None:
+        """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a
+        PUBLISH): what was acknowledged survives a crash. A refresh waits for the db_update_period sync."""
+        assert self.store is not None and d.subscription is not None
+        if d.action is SubscribeAction.INSERT:
+            await self.store.insert_subscription(d.subscription)
+        else:
+            await self.store.delete_subscription(d.subscription)
+
+    def _as_now(self, d: SubscribeDecision) -> SubscribeDecision:
+        """An unsubscribe decided before its row was deleted, as of now (the lock held again): a NOTIFY
+        sent meanwhile moved the dialog's CSeq on, and the final NOTIFY goes above it; a dialog ended
+        meanwhile (expiry, a NOTIFY answered 481) was told so already: no second final NOTIFY."""
+        sub = d.subscription
+        if d.action is not SubscribeAction.REMOVE or sub is None:
+            return d
+        live = self.subscriptions.get(sub.key)
+        if live is None:
+            return replace(d, notify=False, winfo_changed=False)
+        if (live.local_cseq, live.version) == (sub.local_cseq, sub.version):
+            return d
+        return replace(d, subscription=live.moved(SubEvent.UNSUBSCRIBE, remote_cseq=sub.remote_cseq,
+                                                  expires_at=sub.expires_at))
+
+    async def _conclude(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+                        decision: SubscribeDecision, *, stored: bool = False) -> None:
+        """The decision applied (the presentity's lock held): the table changed, the 2xx, then the
+        NOTIFY (and the watcher-info subscribers told)."""
+        self.subscriptions.commit(decision, stored=stored)
+        self._reply(ctx, decision.status, decision.reason,
+                    [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
+        sub = decision.subscription
+        assert sub is not None
+        if decision.notify:
             await self._notify_one(sub, event, with_body=decision.with_body,
                                    final_with_state=decision.action is SubscribeAction.FETCH, reread=False)
-            if decision.winfo_changed and event.type == PUBL_TYPE:
-                full = decision.action is SubscribeAction.REMOVE
-                await self.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
-            if self.settings.fallback2db:
-                await self.sync_db()
-        return 1
+        if decision.winfo_changed and event.type == PUBL_TYPE:
+            full = decision.action is SubscribeAction.REMOVE
+            await self.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
+        if self.settings.fallback2db:
+            await self.sync_db()
 
     def _refuse_subscribe(self, ctx: Any, facts: SubscribeFacts, refusal: Refusal) -> None:
         self._refuse(ctx, 503, REASON_TOO_MANY, refusal,
@@ -127,3 +195,10 @@ class SubscribeHandler(WatcherAuthorization):
             else:
                 log.error("bla_presentity_spec: unknown pseudo-variable $%s", spec[0])
         return bla_presentity(ctx.msg, value, use_spec=value is not None)
+
+
+def _check_columns(facts: SubscribeFacts) -> None:
+    """_BadRequest (4xx) when a value of the SUBSCRIBE cannot be stored (column_limits)."""
+    check_subscribe(facts.callid, facts.pres_uri, facts.watcher_user, facts.watcher_domain, facts.to_user,
+                    facts.to_domain, facts.from_tag, facts.to_tag, facts.event_id, facts.contact,
+                    presentity_from="Contact" if facts.initial and is_bla(facts.event) else REQUEST_URI)

@@ -387,18 +387,24 @@ class SubsTable:
                                  sub.status is SubState.ACTIVE)
 
     # --- changing the table ----------------------------------------------------------------------
-    def commit(self, decision: SubscribeDecision) -> None:
-        """Apply a decision (after its reply is decided; before the NOTIFY is built)."""
+    def commit(self, decision: SubscribeDecision, *, stored: bool = False) -> None:
+        """Apply a decision (after its reply is decided; before the NOTIFY is built). `stored`: the
+        row change of a new subscription or an unsubscribe is in the database already (handle_subscribe
+        commits them before the 2xx), so the next sync has nothing to do for it."""
         sub = decision.subscription
         if sub is None:
             return
         if decision.action is SubscribeAction.INSERT:
+            flag = NO_UPDATEDB_FLAG if stored else INSERTDB_FLAG
             # a new record carries INSERTDB_FLAG already (_initial): no copy then
-            self._put(sub if sub.db_flag == INSERTDB_FLAG else evolve(sub, db_flag=INSERTDB_FLAG))
+            self._put(sub if sub.db_flag == flag else evolve(sub, db_flag=flag))
         elif decision.action is SubscribeAction.REFRESH:
             self.update(sub)
         elif decision.action is SubscribeAction.REMOVE:
-            self.delete(sub.key)
+            if stored:
+                self.forget(sub.key)    # its row is deleted already
+            else:
+                self.delete(sub.key)
 
     def update(self, sub: Subscription) -> Subscription:
         """Replace a live record (status change, NOTIFY sent...). Returns the stored record."""
@@ -441,8 +447,8 @@ class SubsTable:
         return sub
 
     def forget(self, key: DialogKey) -> Subscription | None:
-        """Drop a subscription from memory only: its row now belongs to another node (clustering), so
-        neither a NOTIFY nor a database change follows."""
+        """Drop a subscription from memory only: its row is gone already (an unsubscribe) or belongs to
+        another node now (clustering), so no database change follows."""
         sub = self.delete(key)
         self._deleted.pop(key, None)
         return sub
@@ -460,9 +466,10 @@ class SubsTable:
         """The (pres_uri, event) pairs that have at least one subscription here."""
         return [(pres_uri, event) for event, by_uri in self._by_presentity.items() for pres_uri in by_uri]
 
-    def load(self, sub: Subscription) -> None:
-        """Put back a subscription read from the database at start."""
-        self._put(evolve(sub, db_flag=NO_UPDATEDB_FLAG))
+    def load(self, sub: Subscription, *, changed: bool = False) -> None:
+        """Put back a subscription read from the database at start. `changed`: the record differs from
+        its row (a dialog taken over from another node carries our Contact): the next sync writes it."""
+        self._put(evolve(sub, db_flag=UPDATEDB_FLAG if changed else NO_UPDATEDB_FLAG))
 
     def _put(self, sub: Subscription) -> None:
         key = sub.key

@@ -1,6 +1,7 @@
 """Group commit: writes that arrive together share one transaction, and so one sync to disk.
 
-A PUBLISH is answered only once its row is committed (RFC 3903: the SIP-ETag must survive a restart).
+A PUBLISH is answered only once its row is committed (RFC 3903: the SIP-ETag must survive a restart);
+so are a new subscription and an unsubscribe (their active_watchers row inserted or deleted).
 With SQLite in WAL + synchronous=FULL each commit costs a sync; one commit per PUBLISH caps the rate at
 the disk's sync rate. `GroupCommitter.write(writes)` queues a caller's writes and returns when the
 transaction holding them has committed (or raises its error): callers that arrive in the same event

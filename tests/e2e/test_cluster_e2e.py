@@ -74,6 +74,11 @@ class Node:
     def uri(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.port}"
 
+    @property
+    def contact(self) -> str:
+        """The Contact header of its replies and NOTIFYs (the example's server_address, on our port)."""
+        return f"<sip:presence@127.0.0.1:{self.port}>"
+
     def launch(self) -> None:
         """Start the process; a restart logs to a file of its own."""
         self.runs += 1
@@ -170,6 +175,7 @@ async def test_three_nodes_announce_then_mi_takeover(tmp_path: Path, presence_db
             n = await w3.expect_request("NOTIFY", call_id=sub3.call_id)   # the current state, from node2
             # CSeq goes on above what node3 may have sent unrecorded (TAKEOVER_CSEQ_GAP)
             assert n.via.port == n2.port and n.cseq.number == 3 + GAP + 1 and b"<note>second</note>" in n.body
+            assert n.header("Contact") == n2.contact     # the adopter's, not the dead node's
             await publish(ann, n1, "third")
             n = await w3.expect_request("NOTIFY", call_id=sub3.call_id)
             assert n.via.port == n2.port and n.cseq.number == 3 + GAP + 2 and b"<note>third</note>" in n.body
@@ -238,6 +244,7 @@ async def test_killed_node_adopted_after_timeout(tmp_path: Path, presence_db: Te
             assert NODE_TIMEOUT - 0.5 <= took <= NODE_TIMEOUT + 2 * PING + 2
             # node2 was killed right after sending CSeq 2: it may not have stored it; node1 goes on above
             assert n.via.port == n1.port and n.cseq.number > 2 and b"before" in n.body
+            assert n.header("Contact") == n1.contact     # refreshes must reach the adopter, not the dead
             adopted_cseq = n.cseq.number
             await asyncio.to_thread(n1.wait_for, "adopted 1 subscriptions of node2", 3)
             await publish(kim, n1, "after")
@@ -308,3 +315,66 @@ async def test_database_cut_then_resync(tmp_path: Path, presence_db: TestDb) -> 
         await asyncio.to_thread(n1.stop)
         await asyncio.to_thread(n2.stop)
         await proxy.stop()
+
+
+async def test_a_subscription_acknowledged_then_killed_is_adopted(tmp_path: Path,
+                                                                  presence_db: TestDb) -> None:
+    """node2 answers a new SUBSCRIBE 200 and is killed -9 at once: its row was committed before the 200,
+    so node1 adopts it and the watcher hears on, node1's Contact in the NOTIFY. node2 reaches PostgreSQL
+    through a slow proxy (each chunk delayed): a write begun after the 200 cannot reach the table before
+    the kill."""
+    proxy = TcpProxy(pg_host_port())
+    await proxy.start()
+    cid = new_cluster_id()
+    n1 = Node(tmp_path, "node1", presence_db.url, cid)
+    n2 = Node(tmp_path, "node2", proxied(presence_db.url, proxy), cid)
+    try:
+        await asyncio.to_thread(start_all, n1, n2)    # the proxy runs on this loop meanwhile
+        async with await client(n1, "kai") as kai, await client(n2, "w2") as w2, \
+                await client(n1, "w1") as w1:
+            await publish(kai, n1, "before")
+            proxy.delay = 0.1
+            sub = w2.subscribe(n2.uri("kai"), expires=600)
+            resp = await w2.send_request(sub)
+            assert resp.status == 200 and resp.header("Contact") == n2.contact
+            n2.kill()
+            proxy.delay = 0.0
+            n = await w2.expect_request("NOTIFY", call_id=sub.call_id, where=lambda r: r.via.port == n1.port,
+                                        timeout=NODE_TIMEOUT + 2 * PING + 3)
+            assert b"before" in n.body and n.header("Contact") == n1.contact
+            # the watcher's refresh goes to that Contact: the adopter answers it
+            dialog = w2.dialog(sub, n)
+            assert dialog.remote_target == n1.contact.strip("<>")
+            refresh = await w1.send_request(w1.subscribe(expires=300, dialog=dialog))
+            assert refresh.status == 200 and refresh.header("Contact") == n1.contact
+            rows = presence_db.rows("SELECT callid, sharing_tag FROM active_watchers")
+            assert rows == [(sub.call_id, "node1")]
+    finally:
+        await asyncio.to_thread(n1.stop)
+        await asyncio.to_thread(n2.stop)
+        await proxy.stop()
+
+
+async def test_a_dialog_moved_by_an_in_dialog_subscribe_carries_the_new_contact(tmp_path: Path,
+                                                                               presence_db: TestDb) -> None:
+    """A refresh of node2's dialog reaches node1 (a VIP, a failover): node1 takes the dialog over, and its
+    NOTIFYs (not only its 200) carry node1's Contact."""
+    cid = new_cluster_id()
+    n1, n2 = Node(tmp_path, "node1", presence_db.url, cid), Node(tmp_path, "node2", presence_db.url, cid)
+    try:
+        start_all(n1, n2)
+        async with await client(n1, "mo") as mo, await client(n2, "w2") as w2, await client(n1, "w1") as w1:
+            sub = w2.subscribe(n2.uri("mo"), expires=600)
+            resp = await w2.send_request(sub)
+            assert resp.status == 200
+            await w2.expect_request("NOTIFY", call_id=sub.call_id)
+            refresh = await w1.send_request(w1.subscribe(expires=300, dialog=w2.dialog(sub, resp)))
+            assert refresh.status == 200 and refresh.header("Contact") == n1.contact
+            n = await w1.expect_request("NOTIFY", call_id=sub.call_id)
+            assert n.via.port == n1.port and n.header("Contact") == n1.contact
+            await publish(mo, n2, "moved")
+            n = await w1.expect_request("NOTIFY", call_id=sub.call_id)
+            assert b"moved" in n.body and n.via.port == n1.port and n.header("Contact") == n1.contact
+    finally:
+        n1.stop()
+        n2.stop()

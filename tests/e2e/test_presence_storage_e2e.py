@@ -87,8 +87,8 @@ async def test_restart_keeps_watchers_notified(tmp_path: Path, how: str, presenc
             if how == "sigterm":
                 assert server.stop() == 0
             else:
-                for _ in range(100):
-                    if db.count("active_watchers") == 1:
+                for _ in range(100):   # the row is stored before the 200; its NOTIFYs' CSeq at the sync
+                    if db.rows("SELECT local_cseq FROM active_watchers") == [(2,)]:
                         break
                     await asyncio.sleep(0.05)
                 assert db.rows("SELECT local_cseq FROM active_watchers") == [(2,)]
