@@ -39,8 +39,11 @@ class NotifyDispatch(Persistence):
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
                                 skip_contact: str | None = None) -> int:
-        """Tell every watcher of (pres_uri, event) the new state; the body is built once. Returns how
-        many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left out)."""
+        """Tell every active watcher of (pres_uri, event) the new state; the body is built once. Returns
+        how many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left
+        out). A pending, waiting or terminated (blocked) watcher is told nothing: it learns its state
+        from the NOTIFY its SUBSCRIBE or an authorization change sends (OpenSIPS get_subs_dialog takes
+        active subscriptions only; RFC 3856 6.6)."""
         if self.cluster is None:
             # fallback2db without clustering: every server notifies every watcher in the database
             # (OpenSIPS's way); clustered, each node notifies its own and the others are told.
@@ -64,7 +67,7 @@ class NotifyDispatch(Persistence):
             rules = await _maybe_await(event.get_rules_doc(user, domain))
         sent = 0
         for sub in watchers:
-            if skip_contact and _same_uri(sub.contact, skip_contact):
+            if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
                 continue
             if self._queue_notify(sub, event, shared, rules):
                 sent += 1

@@ -76,6 +76,14 @@ def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
     return uri
 
 
+def local_contact_of(server_address: str, source: Any) -> str:
+    """local_contact for a request that came from transport `source` (its receiving socket)."""
+    sock = getattr(source, "socket", None)
+    proto = getattr(source, "proto", "udp") or "udp"
+    return local_contact(server_address, proto, getattr(sock, "host", "127.0.0.1"),
+                         int(getattr(sock, "port", 5060)))
+
+
 def event_header(sub: Subscription) -> str:
     return f"{sub.event};id={sub.event_id}" if sub.event_id else sub.event
 

@@ -132,6 +132,84 @@ async def test_outcomes_by_rule_and_the_kept_decision(srv: Srv) -> None:
         assert n.header("Subscription-State") == "terminated;reason=rejected"
 
 
+async def test_a_pending_watcher_gets_no_notify_when_the_presentity_publishes(srv: Srv) -> None:
+    """OPENSIPS-BEHAVIOUR (authorization): a pending watcher hears nothing of a PUBLISH - no NOTIFY at all,
+    not even a body-less pending one - while an allowed watcher of the same presentity gets the change."""
+    srv.set_rules("una", rules(pal="allow"))
+    async with await srv.client("una") as una, await srv.client("pal") as pal, \
+            await srv.client("ask") as ask:
+        s_pal, r_pal, _n = await subscribe(pal, srv.uri("una"))
+        assert r_pal.status == 200
+        s_ask, r_ask, n = await subscribe(ask, srv.uri("una"))
+        assert r_ask.status == 202 and n.header("Subscription-State") == "pending;expires=600"
+        etag = None
+        for note in ("first", "second"):   # an initial PUBLISH and a modify
+            r = await una.send_request(una.publish(srv.uri("una"), pidf("sip:una@localhost", note=note),
+                                                   etag=etag))
+            assert r.status == 200
+            etag = r.header("SIP-ETag")
+            n = await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+            assert f"<note>{note}</note>".encode() in n.body
+            # pal's NOTIFY and ask's would leave together: ask's would be here by now
+            await ask.expect_no_request("NOTIFY", call_id=s_ask.call_id, within=0.5)
+        r = await una.send_request(una.publish(srv.uri("una"), None, expires=0, etag=etag))
+        assert r.status == 200
+        await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+        await ask.expect_no_request("NOTIFY", call_id=s_ask.call_id, within=0.5)
+
+
+async def test_winfo_lists_a_blocked_watcher_as_terminated(srv: Srv) -> None:
+    """OPENSIPS-BEHAVIOUR (presence.winfo): a watcher the rules block stays in the list with
+    status="terminated" (id: its subscription's Call-ID) until its subscription expires; the winfo
+    subscriber hears of it at once (a partial document) and in every full list after."""
+    srv.set_rules("vic", rules(pal="allow", foe="block"))
+    async with await srv.client("vic") as vic, await srv.client("pal") as pal, \
+            await srv.client("foe") as foe:
+        s_w, _r, n = await subscribe(vic, srv.uri("vic"), "presence.winfo")
+        assert n.header("Subscription-State") == "active;expires=600"
+        s_pal, _r, _n = await subscribe(pal, srv.uri("vic"))
+        n = await vic.expect_request("NOTIFY", call_id=s_w.call_id)   # pal: a partial document
+        s_foe, r_foe, n_foe = await subscribe(foe, srv.uri("vic"))
+        assert r_foe.status == 200 and n_foe.header("Subscription-State") == "terminated;reason=rejected"
+        n = await vic.expect_request("NOTIFY", call_id=s_w.call_id)
+        root = etree.fromstring(n.body)
+        assert root.get("state") == "partial"
+        listed = [(w.get("id"), w.get("status"), w.get("event"), w.text.strip())
+                  for w in root.iterfind(".//w:watcher", NS)]
+        assert listed == [(s_foe.call_id, "terminated", "subscribe", foe.aor)]
+        # a new winfo subscription (full list) shows both
+        async with await srv.client("vic") as vic2:
+            _s, _r, n = await subscribe(vic2, srv.uri("vic"), "presence.winfo")
+            root = etree.fromstring(n.body)
+            assert root.get("state") == "full"
+            listed = sorted((w.get("id"), w.get("status"), w.text.strip())
+                            for w in root.iterfind(".//w:watcher", NS))
+            assert listed == sorted([(s_pal.call_id, "active", pal.aor), (s_foe.call_id, "terminated", foe.aor)])
+        # the blocked dialog is over: a refresh of it is 481, and vic's PUBLISH tells foe nothing
+        resp = await foe.send_request(foe.subscribe(dialog=foe.dialog(s_foe, r_foe)))
+        assert resp.status == 481
+        await vic.send_request(vic.publish(srv.uri("vic"), pidf("sip:vic@localhost", note="hi")))
+        await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+        await foe.expect_no_request("NOTIFY", call_id=s_foe.call_id, within=0.5)
+
+
+async def test_a_blocked_watcher_leaves_the_winfo_list_at_its_expiry_without_a_second_notify(srv: Srv) -> None:
+    srv.set_rules("wes", rules(foe="block"))
+    async with await srv.client("wes") as wes, await srv.client("foe") as foe:
+        s_w, _r, _n = await subscribe(wes, srv.uri("wes"), "presence.winfo")
+        sub = foe.subscribe(srv.uri("wes"), expires=2)
+        assert (await foe.send_request(sub)).status == 200
+        n = await foe.expect_request("NOTIFY", call_id=sub.call_id)
+        assert n.header("Subscription-State") == "terminated;reason=rejected"
+        n = await wes.expect_request("NOTIFY", call_id=s_w.call_id)
+        assert [w.get("status") for w in etree.fromstring(n.body).iterfind(".//w:watcher", NS)] == ["terminated"]
+        # expiry (clean_period 1): the list is sent again, without foe; foe is not told twice
+        n = await wes.expect_request("NOTIFY", call_id=s_w.call_id, timeout=5)
+        root = etree.fromstring(n.body)
+        assert root.get("state") == "full" and root.findall(".//w:watcher", NS) == []
+        await foe.expect_no_request("NOTIFY", call_id=sub.call_id, within=0.5)
+
+
 async def test_handle_subscribe_1_forces_active_over_the_rules(srv: Srv) -> None:
     srv.set_rules("jay", rules(foe="block"), domain="127.0.0.1")
     async with await srv.client("jay") as jay, await srv.client("foe") as foe:
