@@ -1,10 +1,11 @@
 """Presence authorization (presence_xml force_active 0, pres-rules in the xcap table) over `routescript run
-examples/presence.cfg` + xcap + mi_http: allow / block / polite-block / confirm / no rule as measured, the
-decision kept in the watchers table and reused, pending watchers in presence.winfo, MI refreshWatchers
-type 0 after a rules change (pending -> active with body + partial winfo, -> block rejected, no rule any
-more -> deactivated and the row deleted), handle_subscribe("1") over the rules, enable_sphere_check, and
-waiting_subs_daysno. Presentities at "localhost" go through the rules (the example forces active only
-for 127.0.0.1 users)."""
+examples/presence.cfg` (it loads xcap and mi_http): allow / block / polite-block / confirm / no rule as
+measured, the decision kept in the watchers table and reused, pending watchers in presence.winfo, what a
+pending or blocked watcher hears of a PUBLISH (nothing), a blocked watcher in presence.winfo, MI
+refreshWatchers type 0 after a rules change (pending -> active with body + partial winfo, -> block
+rejected, no rule any more -> deactivated and the row deleted), handle_subscribe("1") over the rules,
+enable_sphere_check, and waiting_subs_daysno. Presentities at "localhost" go through the rules (the
+example forces active only for 127.0.0.1 users)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.asyncio
 NS = {"w": "urn:ietf:params:xml:ns:watcherinfo"}
-
-MI_MODULES = """loadmodule "xcap.so"
-loadmodule "httpd.so"
-loadmodule "mi_http.so"
-modparam("httpd", "ip", "127.0.0.1")
-modparam("httpd", "port", {http_port})
-modparam("mi_http", "root", "mi")
-modparam("xcap", "db_url", "{db}")
-modparam("xcap", "integrated_xcap_server", 1)
-"""
-
 
 def rules(**who: str) -> bytes:
     """A pres-rules document: one rule per watcher user (at 127.0.0.1) with its sub-handling; a value
@@ -94,10 +84,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) ->
     tmp = tmp_path_factory.mktemp("auth")
     port, http_port = free_port(), free_port()
     db = module_presence_db
+    # the example as it is (xcap and mi_http included), shorter timers
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"clean_period": 1, "enable_sphere_check": 1,
-                                                   "waiting_subs_daysno": 3})
-    mods = MI_MODULES.format(http_port=http_port, db=db.url)
-    cfg.write_text(cfg.read_text().replace('loadmodule "presence.so"', mods + 'loadmodule "presence.so"'))
+                                                   "waiting_subs_daysno": 3}, http_port=http_port)
     with run_server(cfg, tmp) as server:
         yield Srv(server, port, http_port, db)
 
@@ -184,7 +173,8 @@ async def test_winfo_lists_a_blocked_watcher_as_terminated(srv: Srv) -> None:
             assert root.get("state") == "full"
             listed = sorted((w.get("id"), w.get("status"), w.text.strip())
                             for w in root.iterfind(".//w:watcher", NS))
-            assert listed == sorted([(s_pal.call_id, "active", pal.aor), (s_foe.call_id, "terminated", foe.aor)])
+            assert listed == sorted([(s_pal.call_id, "active", pal.aor),
+                                     (s_foe.call_id, "terminated", foe.aor)])
         # the blocked dialog is over: a refresh of it is 481, and vic's PUBLISH tells foe nothing
         resp = await foe.send_request(foe.subscribe(dialog=foe.dialog(s_foe, r_foe)))
         assert resp.status == 481
@@ -193,7 +183,7 @@ async def test_winfo_lists_a_blocked_watcher_as_terminated(srv: Srv) -> None:
         await foe.expect_no_request("NOTIFY", call_id=s_foe.call_id, within=0.5)
 
 
-async def test_a_blocked_watcher_leaves_the_winfo_list_at_its_expiry_without_a_second_notify(srv: Srv) -> None:
+async def test_a_blocked_watcher_leaves_winfo_at_its_expiry_without_a_second_notify(srv: Srv) -> None:
     srv.set_rules("wes", rules(foe="block"))
     async with await srv.client("wes") as wes, await srv.client("foe") as foe:
         s_w, _r, _n = await subscribe(wes, srv.uri("wes"), "presence.winfo")
@@ -202,7 +192,8 @@ async def test_a_blocked_watcher_leaves_the_winfo_list_at_its_expiry_without_a_s
         n = await foe.expect_request("NOTIFY", call_id=sub.call_id)
         assert n.header("Subscription-State") == "terminated;reason=rejected"
         n = await wes.expect_request("NOTIFY", call_id=s_w.call_id)
-        assert [w.get("status") for w in etree.fromstring(n.body).iterfind(".//w:watcher", NS)] == ["terminated"]
+        listed = [w.get("status") for w in etree.fromstring(n.body).iterfind(".//w:watcher", NS)]
+        assert listed == ["terminated"]
         # expiry (clean_period 1): the list is sent again, without foe; foe is not told twice
         n = await wes.expect_request("NOTIFY", call_id=s_w.call_id, timeout=5)
         root = etree.fromstring(n.body)
