@@ -38,6 +38,8 @@ def bench_config(example: str, workdir: Path, port: int, *, log_level: int | Non
         text = re.sub(r'(modparam\("[a-z_]+",\s*"db_url",\s*)"sqlite:[^"]*"\)', rf'\1"sqlite://{db}")', text)
     if log_level is not None:
         text = re.sub(r"^(x?log_level)\s*=\s*-?\d+", rf"\1 = {log_level}", text, flags=re.M)
+    # The example's MI port (httpd) too: a free one, so two runs (or a quick-start server) never collide.
+    text = re.sub(r'(modparam\("httpd",\s*"port",\s*)\d+\)', lambda m: f"{m.group(1)}{free_port()})", text)
     cfg = workdir / source.name
     cfg.write_text(text)
     return cfg

@@ -3,8 +3,11 @@
 does, then (with --mi) tell the running server to judge that user's watchers again (MI refreshWatchers
 type 0).
 
-    python examples/load-pres-rules.py sqlite:///tmp/routescript-presence.sqlite sip:alice@example.com \\
-        examples/pres-rules.xml --mi http://127.0.0.1:8888/mi
+    .venv/bin/python examples/load-pres-rules.py sqlite:///tmp/routescript-presence.sqlite \\
+        sip:alice@example.com examples/pres-rules.xml --mi http://127.0.0.1:8888/mi
+
+(the database and MI address of examples/presence.cfg; run it with the interpreter routescript is
+installed in).
 
 The same by hand (SQLite; PostgreSQL takes the same statement with decode(..., 'hex') for the blob):
     DELETE FROM xcap WHERE username='alice' AND domain='example.com' AND doc_type=2;

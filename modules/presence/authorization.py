@@ -83,8 +83,8 @@ class WatcherAuthorization(NotifyDispatch):
         decided: dict[tuple[str, str], SubState] = {}
         winfo_full = False
         for sub in self.subscriptions.watchers(pres_uri, event.name):
-            if sub.forced:
-                continue   # handle_subscribe("1"): the rules do not decide for it
+            if sub.forced or sub.status is SubState.TERMINATED:
+                continue   # handle_subscribe("1"): the rules do not decide; a blocked one has ended
             status, _reason = await self._auth_status(event, sub, rules_doc, use_doc=True)
             decided[(sub.watcher_user, sub.watcher_domain)] = sub.status
             move = auth_change(sub.status, status)

@@ -49,8 +49,11 @@ class NotifyDispatch(Persistence):
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
                                 skip_contact: str | None = None) -> int:
-        """Tell every watcher of (pres_uri, event) the new state; the body is built once. Returns how
-        many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left out)."""
+        """Tell every active watcher of (pres_uri, event) the new state; the body is built once. Returns
+        how many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left
+        out). A pending, waiting or terminated (blocked) watcher is told nothing: it learns its state
+        from the NOTIFY its SUBSCRIBE or an authorization change sends (OpenSIPS get_subs_dialog takes
+        active subscriptions only; RFC 3856 6.6)."""
         if self.cluster is None:
             # fallback2db without clustering: every server notifies every watcher in the database
             # (OpenSIPS's way); clustered, each node notifies its own and the others are told.
@@ -76,7 +79,7 @@ class NotifyDispatch(Persistence):
         slice_end = time.perf_counter() + FANOUT_SLICE
         paused = False
         for sub in watchers:
-            if skip_contact and _same_uri(sub.contact, skip_contact):
+            if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
                 continue
             if paused and self.subscriptions.get(sub.key) is None:
                 continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)

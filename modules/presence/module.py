@@ -67,6 +67,15 @@ def _pv_spec(value: str) -> None:
 
 MAX_WAITING_SUBS_DAYSNO = 30
 
+NO_FEDERATION = ("OpenSIPS's clusterer federation (sharing tags) is not built; presence nodes share one "
+                 "PostgreSQL database instead: cluster_id and cluster_sharing_tag, see docs/cluster.md")
+
+
+def _no_sharing_tag(value: Any) -> Any:
+    """handle_subscribe's sharing_tag (OpenSIPS clusterer federation) is refused: a literal at load time
+    with file:line:col, a variable's value when the call runs (logged with the Call-ID)."""
+    raise ValueError(f"the sharing_tag argument is not supported: {NO_FEDERATION}")
+
 
 def _truthy(value: Any) -> bool:
     """handle_subscribe's force_active: "1" (the documented string) or 1 (OpenSIPS 3.x int)."""
@@ -123,6 +132,10 @@ class PresenceModule(PresenceMI, Module):
         Param("cluster_ping_interval", int, 5, "seconds between heartbeats in rs_nodes"),
         Param("cluster_node_timeout", int, 30, "a node silent this long is taken over; 0: only by MI",
               check=_non_negative),
+        # OpenSIPS's clusterer-based federation: not built (our nodes share through PostgreSQL instead).
+        Param("cluster_federation_mode", str, "disabled", later=NO_FEDERATION),
+        Param("cluster_sharing_tags", str, None, later=NO_FEDERATION),
+        Param("cluster_be_active_shtag", str, None, later=NO_FEDERATION),
     )
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
@@ -365,8 +378,11 @@ class PresenceModule(PresenceMI, Module):
             counter.inc()
         return rc
 
-    @script_function("handle_subscribe", Arg("any", "force_active", optional=True), routes=(REQUEST_ROUTE,))
-    async def handle_subscribe(self, ctx: Any, force_active: Any = None) -> int:
+    @script_function("handle_subscribe", Arg("any", "force_active", optional=True),
+                     Arg("any", "sharing_tag", optional=True, fixup=_no_sharing_tag), routes=(REQUEST_ROUTE,))
+    async def handle_subscribe(self, ctx: Any, force_active: Any = None, sharing_tag: Any = None) -> int:
+        # sharing_tag never arrives here: _no_sharing_tag refuses it (a literal at load time, a variable's
+        # value when the call runs).
         if self.service is None:
             log.error("handle_subscribe: %s", LIBRARY_MODE)
             return -1

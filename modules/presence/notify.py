@@ -8,6 +8,7 @@ Subscription-State, Content-Type; Via and Content-Length are added by the layers
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def subscription_state(sub: Subscription, now: float) -> str:
     return f"{state};expires={sub.remaining(now)}"
 
 
+@functools.lru_cache(maxsize=256)
 def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
     """Our Contact URI: server_address, or the socket the SUBSCRIBE came in on; `;transport=` for
     anything but UDP (OpenSIPS send_2XX_reply does the same, capture 19)."""
@@ -74,6 +76,14 @@ def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
     if proto != "udp" and ";transport=" not in uri.lower():
         uri += f";transport={proto}"
     return uri
+
+
+def local_contact_of(server_address: str, source: Any) -> str:
+    """local_contact for a request that came from transport `source` (its receiving socket); the few
+    answers (one per socket) are cached, as this runs for every PUBLISH and SUBSCRIBE."""
+    sock = getattr(source, "socket", None)
+    return local_contact(server_address, getattr(source, "proto", "udp") or "udp",
+                         getattr(sock, "host", "127.0.0.1"), getattr(sock, "port", 5060))
 
 
 def event_header(sub: Subscription) -> str:

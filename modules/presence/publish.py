@@ -12,6 +12,7 @@ from .authorization import WatcherAuthorization
 from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure
 from .column_limits import check_publish
 from .events import PresenceEvent
+from .notify import local_contact_of
 from .presentity import PublishAction, PublishDecision, PublishFacts
 from .storage import join_pres_uri, split_pres_uri
 
@@ -60,6 +61,10 @@ class PublishHandler(WatcherAuthorization):
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))
+            if self.settings.server_address:
+                # The presence documentation: server_address is the Contact of "200OK replies to Subscribe
+                # and Publish". (OpenSIPS 3.4 itself sends none on PUBLISH; unset, neither do we.)
+                headers.append(("Contact", f"<{local_contact_of(self.settings.server_address, ctx.source)}>"))
             self._reply(ctx, decision.status, decision.reason, headers)
             self._raise_publish_event(facts, decision)
             if decision.notify and sphere_before != self._sphere_if_checked(facts.pres_uri, event):

@@ -16,7 +16,7 @@ from .bla import bla_presentity, is_bla
 from .column_limits import REQUEST_URI, check_subscribe
 from .events import PUBL_TYPE, BodyError, PresenceEvent
 from .limits import Refusal
-from .notify import local_contact
+from .notify import local_contact_of
 from .storage import join_pres_uri
 from .subscription import (REASON_TOO_MANY, SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts,
                            SubState)
@@ -164,9 +164,7 @@ class SubscribeHandler(WatcherAuthorization):
         contact = next((str(c.uri) for c in contacts if not c.star and c.uri is not None), None)
         source = ctx.source
         sock = getattr(source, "socket", None)
-        proto = getattr(source, "proto", "udp") or "udp"
-        lcontact = local_contact(self.settings.server_address, proto, getattr(sock, "host", "127.0.0.1"),
-                                 int(getattr(sock, "port", 5060)))
+        lcontact = local_contact_of(self.settings.server_address, source)
         pres_uri = join_pres_uri(uri.user or "", uri.host)
         if is_bla(event) and not to.tag:
             pres_uri = self._bla_presentity(ctx)

@@ -242,7 +242,7 @@ class SubscribeFacts:
 class SubscribeAction(enum.Enum):
     NONE = "none"          # an error reply only
     INSERT = "insert"      # new subscription stored
-    FETCH = "fetch"        # initial with Expires 0 (or refused by rules): NOTIFY once, nothing stored
+    FETCH = "fetch"        # initial with Expires 0: NOTIFY once, nothing stored
     REFRESH = "refresh"
     REMOVE = "remove"      # unsubscribe
 
@@ -341,15 +341,18 @@ class SubsTable:
             facts.record_route, 0, shared(facts.socket_info), shared(facts.local_contact),
             shared(facts.user_agent), INSERTDB_FLAG, self.share_source(facts.source), forced)
         code, text = reply_code(event, status)
-        if expires == 0 or status is SubState.TERMINATED:
-            # A fetch (RFC 6665 4.4.3) or a refused watcher: one final NOTIFY, nothing kept.
+        if expires == 0:
+            # A fetch (RFC 6665 4.4.3): one final NOTIFY, nothing kept.
             if status is not SubState.TERMINATED:
                 sub = evolve(sub, status=SubState.TERMINATED, reason="timeout")
-            return SubscribeDecision(code, text, SubscribeAction.FETCH, 0 if expires == 0 else expires,
-                                     to_tag, sub, True, False, status is SubState.ACTIVE)
+            return SubscribeDecision(code, text, SubscribeAction.FETCH, 0, to_tag, sub, True, False,
+                                     status is SubState.ACTIVE)
         refusal = self.over_cap(facts)
         if refusal is not None:
             return SubscribeDecision(503, REASON_TOO_MANY, refusal=refusal)
+        # A watcher the rules block is kept too, terminated, until its expiry (OpenSIPS
+        # update_subscription inserts it): presence.winfo lists it as status="terminated", it is told
+        # nothing more, a refresh of it gets 481, and its expiry sends no second NOTIFY (expire()).
         return SubscribeDecision(code, text, SubscribeAction.INSERT, expires, to_tag, sub, True, True,
                                  status is SubState.ACTIVE)
 
@@ -536,14 +539,24 @@ class SubsTable:
         return source
 
     def expire(self, now: float) -> list[Subscription]:
-        """Remove subscriptions past expiry + expires_offset; returns them terminated;reason=timeout
-        (the clean_period timer sends each a final NOTIFY)."""
-        gone = []
+        """Remove subscriptions past expiry + expires_offset; returns them (see take_expired)."""
+        ended, dropped = self.take_expired(now)
+        return ended + dropped
+
+    def take_expired(self, now: float) -> tuple[list[Subscription], list[Subscription]]:
+        """Remove subscriptions past expiry + expires_offset: (ended, dropped). `ended` are returned
+        terminated;reason=timeout (the clean_period timer sends each a final NOTIFY); `dropped` were
+        terminated already (a blocked watcher, told terminated;reason=rejected at once) and are told
+        nothing again - their dialog is over (RFC 6665 4.4.1); OpenSIPS would send a second NOTIFY."""
+        ended, dropped = [], []
         for key, sub in list(self._dialogs.items()):
             if sub.expires_at + self.expires_offset <= now:
                 self.delete(key)
-                gone.append(sub.moved(SubEvent.EXPIRE))
-        return gone
+                if sub.status is SubState.TERMINATED:
+                    dropped.append(sub)
+                else:
+                    ended.append(sub.moved(SubEvent.EXPIRE))
+        return ended, dropped
 
     def next_deadline(self) -> float | None:
         times = [s.expires_at + self.expires_offset for s in self._dialogs.values()]

@@ -44,11 +44,13 @@ class ExpiryTimers(ClusterCallbacks):
         if self._missed_while_fenced and self.cluster is not None:
             self._missed_while_fenced = False
             await self.cluster_resync(retries=1)
-        for sub in self.subscriptions.expire(now):
+        ended, dropped = self.subscriptions.take_expired(now)
+        for sub, told in [(s, False) for s in ended] + [(s, True) for s in dropped]:
             event = self.events.contains_event(sub.event)
             if event is None:
                 continue
-            await self._notify_one(sub, event, with_body=False)
+            if not told:
+                await self._notify_one(sub, event, with_body=False)
             if event.type == PUBL_TYPE:
                 await self.notify_winfo(sub.pres_uri, event)
         if self.store is not None and self.settings.waiting_subs_daysno >= 0:

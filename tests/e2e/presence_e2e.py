@@ -18,12 +18,15 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: s
                  presence: dict[str, object] | None = None,
                  presence_xml: dict[str, object] | None = None, tm: dict[str, object] | None = None,
                  name: str = "presence.cfg", example: Path = EXAMPLE,
-                 modparams: dict[str, dict[str, object]] | None = None) -> Path:
+                 modparams: dict[str, dict[str, object]] | None = None, http_port: int | None = None) -> Path:
     """The example (examples/presence.cfg unless `example` names another) with our port, database file
     and modparam overrides (a param the example does not set is added after the others of its module,
     or after the last modparam). Every db_url of the example points at the test database: `db_url` (a
-    TestDb's url, tests/conftest.py), else the SQLite file `db` (default tmp_path/presence.sqlite)."""
+    TestDb's url, tests/conftest.py), else the SQLite file `db` (default tmp_path/presence.sqlite). The
+    example's MI port (httpd) becomes `http_port`, else a free port."""
     text = example.read_text().replace(":5060", f":{port}")
+    text = re.sub(r'(modparam\("httpd", "port", )\d+\)',
+                  lambda m: f"{m.group(1)}{http_port or free_port()})", text)
     url = db_url or f"sqlite://{db or tmp_path / 'presence.sqlite'}"
     text = re.sub(r'modparam\("(\w+)", "db_url", "[^"]*"\)',
                   lambda m: f'modparam("{m.group(1)}", "db_url", "{url}")', text)

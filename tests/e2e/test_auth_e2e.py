@@ -1,10 +1,11 @@
 """Presence authorization (presence_xml force_active 0, pres-rules in the xcap table) over `routescript run
-examples/presence.cfg` + xcap + mi_http: allow / block / polite-block / confirm / no rule as measured, the
-decision kept in the watchers table and reused, pending watchers in presence.winfo, MI refreshWatchers
-type 0 after a rules change (pending -> active with body + partial winfo, -> block rejected, no rule any
-more -> deactivated and the row deleted), handle_subscribe("1") over the rules, enable_sphere_check, and
-waiting_subs_daysno. Presentities at "localhost" go through the rules (the example forces active only
-for 127.0.0.1 users)."""
+examples/presence.cfg` (it loads xcap and mi_http): allow / block / polite-block / confirm / no rule as
+measured, the decision kept in the watchers table and reused, pending watchers in presence.winfo, what a
+pending or blocked watcher hears of a PUBLISH (nothing), a blocked watcher in presence.winfo, MI
+refreshWatchers type 0 after a rules change (pending -> active with body + partial winfo, -> block
+rejected, no rule any more -> deactivated and the row deleted), handle_subscribe("1") over the rules,
+enable_sphere_check, and waiting_subs_daysno. Presentities at "localhost" go through the rules (the
+example forces active only for 127.0.0.1 users)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.asyncio
 NS = {"w": "urn:ietf:params:xml:ns:watcherinfo"}
-
-MI_MODULES = """loadmodule "xcap.so"
-loadmodule "httpd.so"
-loadmodule "mi_http.so"
-modparam("httpd", "ip", "127.0.0.1")
-modparam("httpd", "port", {http_port})
-modparam("mi_http", "root", "mi")
-modparam("xcap", "db_url", "{db}")
-modparam("xcap", "integrated_xcap_server", 1)
-"""
-
 
 def rules(**who: str) -> bytes:
     """A pres-rules document: one rule per watcher user (at 127.0.0.1) with its sub-handling; a value
@@ -94,10 +84,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) ->
     tmp = tmp_path_factory.mktemp("auth")
     port, http_port = free_port(), free_port()
     db = module_presence_db
+    # the example as it is (xcap and mi_http included), shorter timers
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"clean_period": 1, "enable_sphere_check": 1,
-                                                   "waiting_subs_daysno": 3})
-    mods = MI_MODULES.format(http_port=http_port, db=db.url)
-    cfg.write_text(cfg.read_text().replace('loadmodule "presence.so"', mods + 'loadmodule "presence.so"'))
+                                                   "waiting_subs_daysno": 3}, http_port=http_port)
     with run_server(cfg, tmp) as server:
         yield Srv(server, port, http_port, db)
 
@@ -130,6 +119,86 @@ async def test_outcomes_by_rule_and_the_kept_decision(srv: Srv) -> None:
     async with await srv.client("foe") as foe:
         _sub, resp, n = await subscribe(foe, srv.uri("ivy"))
         assert n.header("Subscription-State") == "terminated;reason=rejected"
+
+
+async def test_a_pending_watcher_gets_no_notify_when_the_presentity_publishes(srv: Srv) -> None:
+    """OPENSIPS-BEHAVIOUR (authorization): a pending watcher hears nothing of a PUBLISH - no NOTIFY at all,
+    not even a body-less pending one - while an allowed watcher of the same presentity gets the change."""
+    srv.set_rules("una", rules(pal="allow"))
+    async with await srv.client("una") as una, await srv.client("pal") as pal, \
+            await srv.client("ask") as ask:
+        s_pal, r_pal, _n = await subscribe(pal, srv.uri("una"))
+        assert r_pal.status == 200
+        s_ask, r_ask, n = await subscribe(ask, srv.uri("una"))
+        assert r_ask.status == 202 and n.header("Subscription-State") == "pending;expires=600"
+        etag = None
+        for note in ("first", "second"):   # an initial PUBLISH and a modify
+            r = await una.send_request(una.publish(srv.uri("una"), pidf("sip:una@localhost", note=note),
+                                                   etag=etag))
+            assert r.status == 200
+            etag = r.header("SIP-ETag")
+            n = await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+            assert f"<note>{note}</note>".encode() in n.body
+            # pal's NOTIFY and ask's would leave together: ask's would be here by now
+            await ask.expect_no_request("NOTIFY", call_id=s_ask.call_id, within=0.5)
+        r = await una.send_request(una.publish(srv.uri("una"), None, expires=0, etag=etag))
+        assert r.status == 200
+        await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+        await ask.expect_no_request("NOTIFY", call_id=s_ask.call_id, within=0.5)
+
+
+async def test_winfo_lists_a_blocked_watcher_as_terminated(srv: Srv) -> None:
+    """OPENSIPS-BEHAVIOUR (presence.winfo): a watcher the rules block stays in the list with
+    status="terminated" (id: its subscription's Call-ID) until its subscription expires; the winfo
+    subscriber hears of it at once (a partial document) and in every full list after."""
+    srv.set_rules("vic", rules(pal="allow", foe="block"))
+    async with await srv.client("vic") as vic, await srv.client("pal") as pal, \
+            await srv.client("foe") as foe:
+        s_w, _r, n = await subscribe(vic, srv.uri("vic"), "presence.winfo")
+        assert n.header("Subscription-State") == "active;expires=600"
+        s_pal, _r, _n = await subscribe(pal, srv.uri("vic"))
+        n = await vic.expect_request("NOTIFY", call_id=s_w.call_id)   # pal: a partial document
+        s_foe, r_foe, n_foe = await subscribe(foe, srv.uri("vic"))
+        assert r_foe.status == 200 and n_foe.header("Subscription-State") == "terminated;reason=rejected"
+        n = await vic.expect_request("NOTIFY", call_id=s_w.call_id)
+        root = etree.fromstring(n.body)
+        assert root.get("state") == "partial"
+        listed = [(w.get("id"), w.get("status"), w.get("event"), w.text.strip())
+                  for w in root.iterfind(".//w:watcher", NS)]
+        assert listed == [(s_foe.call_id, "terminated", "subscribe", foe.aor)]
+        # a new winfo subscription (full list) shows both
+        async with await srv.client("vic") as vic2:
+            _s, _r, n = await subscribe(vic2, srv.uri("vic"), "presence.winfo")
+            root = etree.fromstring(n.body)
+            assert root.get("state") == "full"
+            listed = sorted((w.get("id"), w.get("status"), w.text.strip())
+                            for w in root.iterfind(".//w:watcher", NS))
+            assert listed == sorted([(s_pal.call_id, "active", pal.aor),
+                                     (s_foe.call_id, "terminated", foe.aor)])
+        # the blocked dialog is over: a refresh of it is 481, and vic's PUBLISH tells foe nothing
+        resp = await foe.send_request(foe.subscribe(dialog=foe.dialog(s_foe, r_foe)))
+        assert resp.status == 481
+        await vic.send_request(vic.publish(srv.uri("vic"), pidf("sip:vic@localhost", note="hi")))
+        await pal.expect_request("NOTIFY", call_id=s_pal.call_id)
+        await foe.expect_no_request("NOTIFY", call_id=s_foe.call_id, within=0.5)
+
+
+async def test_a_blocked_watcher_leaves_winfo_at_its_expiry_without_a_second_notify(srv: Srv) -> None:
+    srv.set_rules("wes", rules(foe="block"))
+    async with await srv.client("wes") as wes, await srv.client("foe") as foe:
+        s_w, _r, _n = await subscribe(wes, srv.uri("wes"), "presence.winfo")
+        sub = foe.subscribe(srv.uri("wes"), expires=2)
+        assert (await foe.send_request(sub)).status == 200
+        n = await foe.expect_request("NOTIFY", call_id=sub.call_id)
+        assert n.header("Subscription-State") == "terminated;reason=rejected"
+        n = await wes.expect_request("NOTIFY", call_id=s_w.call_id)
+        listed = [w.get("status") for w in etree.fromstring(n.body).iterfind(".//w:watcher", NS)]
+        assert listed == ["terminated"]
+        # expiry (clean_period 1): the list is sent again, without foe; foe is not told twice
+        n = await wes.expect_request("NOTIFY", call_id=s_w.call_id, timeout=5)
+        root = etree.fromstring(n.body)
+        assert root.get("state") == "full" and root.findall(".//w:watcher", NS) == []
+        await foe.expect_no_request("NOTIFY", call_id=sub.call_id, within=0.5)
 
 
 async def test_handle_subscribe_1_forces_active_over_the_rules(srv: Srv) -> None:

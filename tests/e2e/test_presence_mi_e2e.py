@@ -25,17 +25,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.asyncio
 TIMEOUT = 5.0
 
-MI_MODULES = """loadmodule "xcap.so"
-loadmodule "httpd.so"
-loadmodule "mi_http.so"
-loadmodule "mi_fifo.so"
-modparam("httpd", "ip", "127.0.0.1")
-modparam("httpd", "port", {http_port})
-modparam("mi_http", "root", "mi")
+# the example loads xcap, httpd and mi_http already
+MI_MODULES = """loadmodule "mi_fifo.so"
 modparam("mi_fifo", "fifo_name", "{fifo}")
 modparam("mi_fifo", "reply_dir", "{reply_dir}/")
-modparam("xcap", "db_url", "{db}")
-modparam("xcap", "integrated_xcap_server", 1)
 """
 
 # pres-rules (RFC 5025) for refresh type 0: pal allowed
@@ -87,10 +80,9 @@ class Srv(PresenceSrv):
 def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp("presence_mi")
     port, http_port = free_port(), free_port()
-    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url)
+    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, http_port=http_port)
     text = cfg.read_text()
-    mods = MI_MODULES.format(http_port=http_port, fifo=tmp / "rs_fifo", reply_dir=tmp,
-                             db=module_presence_db.url)
+    mods = MI_MODULES.format(fifo=tmp / "rs_fifo", reply_dir=tmp)
     text = text.replace('loadmodule "presence_xml.so"\n', 'loadmodule "presence_xml.so"\n' + mods, 1)
     # E_PRESENCE_PUBLISH shows old_etag too; E_PRESENCE_EXPOSED is logged one line per event
     text = text.replace("etag=$param(etag)\\n", "etag=$param(etag) old_etag=[$param(old_etag)]\\n", 1)

@@ -50,6 +50,22 @@ async def subscribe(srv: Srv, watcher: SipTestClient, user: str):
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
+async def test_server_address_is_the_contact_of_the_200_to_publish(srv: Srv, proto: str) -> None:
+    """The presence documentation: server_address is the Contact of "200OK replies to Subscribe and
+    Publish" (the example sets it); on TCP with ;transport=tcp, as the 200 to SUBSCRIBE."""
+    suffix = ";transport=tcp" if proto == "tcp" else ""
+    async with await srv.client(f"cora{proto}", proto) as cora:
+        resp = await cora.send_request(cora.publish(srv.uri(f"cora{proto}"), pidf(cora.aor), expires=60))
+        assert resp.status == 200
+        assert resp.header("Contact") == f"<sip:presence@127.0.0.1:{srv.port}{suffix}>"
+        # a refresh and a removal are 200s to PUBLISH too
+        resp = await cora.send_request(cora.publish(srv.uri(f"cora{proto}"), None, expires=0,
+                                                    etag=resp.header("SIP-ETag")))
+        assert resp.status == 200
+        assert resp.header("Contact") == f"<sip:presence@127.0.0.1:{srv.port}{suffix}>"
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
 async def test_publish_life_cycle(srv: Srv, proto: str) -> None:
     user = f"carol{proto}"
     async with await srv.client(user, proto) as carol, await srv.client("dave", proto) as dave:

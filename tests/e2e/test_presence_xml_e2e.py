@@ -158,14 +158,7 @@ async def test_pres_rules_from_the_xcap_table(tmp_path: Path, presence_db: TestD
     (OpenSIPS 3.x form: xcap.so with integrated_xcap_server) decide - allow 200 + body, block
     terminated;reason=rejected, no rule pending 202."""
     port = free_port()
-    cfg = presence_cfg(tmp_path, port, db_url=presence_db.url)
-    text = cfg.read_text().replace('loadmodule "presence.so"',
-                                   'loadmodule "xcap.so"\nloadmodule "presence.so"')
-    text = text.replace('modparam("presence_xml", "force_active", 0)',
-                        'modparam("presence_xml", "force_active", 0)\n'
-                        f'modparam("xcap", "db_url", "{presence_db.url}")\n'
-                        'modparam("xcap", "integrated_xcap_server", 1)')
-    cfg.write_text(text)
+    cfg = presence_cfg(tmp_path, port, db_url=presence_db.url)   # the example loads xcap.so
     with run_server(cfg, tmp_path) as server:
         presence_db.execute("INSERT INTO xcap (username, domain, doc, doc_type, etag, source, doc_uri, port) "
                             "VALUES ('ivy', 'localhost', ?, 2, 'e1', 1, "

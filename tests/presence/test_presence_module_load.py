@@ -27,6 +27,9 @@ DOCUMENTED = {  # presence-module-doc.txt, 1.3: parameter -> documented default
 # document above); the sharing tag, ping interval and node timeout are ours.
 CLUSTER = {"cluster_id": 0, "cluster_sharing_tag": None, "cluster_pres_events": None,
            "cluster_ping_interval": 5, "cluster_node_timeout": 30}
+# OpenSIPS 3.x clusterer federation: declared so that setting them is refused with the reason.
+FEDERATION = {"cluster_federation_mode": "disabled", "cluster_sharing_tags": None,
+              "cluster_be_active_shtag": None}
 
 # routescript's own bounds (docs/modules/presence.md, Parameters).
 LIMITS = {"max_aggregated_body_size": 61440}
@@ -38,7 +41,8 @@ CAPS = {"max_subscriptions": 1_000_000, "max_subscriptions_per_source": 10_000, 
 
 
 def test_every_documented_parameter_with_its_default() -> None:
-    assert {p.name: p.default for p in PresenceModule.params} == DOCUMENTED | CLUSTER | CAPS | LIMITS
+    expected = DOCUMENTED | CLUSTER | CAPS | LIMITS | FEDERATION
+    assert {p.name: p.default for p in PresenceModule.params} == expected
 
 
 @pytest.mark.parametrize(("modparams", "message"), [
@@ -110,7 +114,10 @@ def test_library_mode_loads_without_calls(tmp_path: Path) -> None:
     assert presence.contains_event("presence") is not None     # event packages still register
 
 
-@pytest.mark.parametrize("param,value", [("mix_dialog_presence", 1)])
+@pytest.mark.parametrize("param,value", [("mix_dialog_presence", 1),
+                                         ("cluster_federation_mode", '"full-sharing"'),
+                                         ("cluster_sharing_tags", '"vip/1"'),
+                                         ("cluster_be_active_shtag", '"vip"')])
 def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: object) -> None:
     mp = with_db(tmp_path, param, value)
     with pytest.raises(LoadError) as info:
@@ -138,6 +145,16 @@ def test_bad_values_refused(tmp_path: Path, param: str, value: object, why: str)
     with pytest.raises(LoadError) as info:
         Server().load(cfg(tmp_path, mp, "    exit;\n"))
     assert why in str(info.value.diagnostics[0])
+
+
+def test_handle_subscribe_sharing_tag_refused_at_its_call(tmp_path: Path) -> None:
+    mp = f'modparam("presence", "db_url", "sqlite://{tmp_path}/x.sqlite")\n'
+    path = cfg(tmp_path, mp, '    handle_subscribe(1, "vip");\n')
+    with pytest.raises(LoadError) as info:
+        Server().load(path)
+    text = str(info.value.diagnostics[0])
+    assert text.startswith(f"{path}:7:25: argument 2 of handle_subscribe(): the sharing_tag argument is not "
+                           "supported") and "docs/cluster.md" in text
 
 
 def test_waiting_subs_daysno_capped_at_30(tmp_path: Path) -> None:

@@ -76,10 +76,26 @@ def test_fetch_by_pending_watcher_has_no_body(table):
     assert (d.status, d.with_body, d.subscription.status) == (202, False, SubState.TERMINATED)
 
 
-def test_blocked_watcher_gets_200_and_rejected(table):
+def test_blocked_watcher_gets_200_and_rejected_and_is_kept_until_expiry(table):
+    """OpenSIPS keeps a blocked subscription (terminated) until it expires: presence.winfo lists it."""
     d = subscribe(table, 0, status=SubState.TERMINATED, reason="rejected")
-    assert (d.status, d.action, d.with_body) == (200, SubscribeAction.FETCH, False)
-    assert d.subscription.reason == "rejected" and len(table) == 0
+    assert (d.status, d.action, d.with_body, d.winfo_changed) == (200, SubscribeAction.INSERT, False, True)
+    kept = table.get(d.subscription.key)
+    assert (kept.status, kept.reason) == (SubState.TERMINATED, "rejected")
+    assert table.watchers("sip:carol@127.0.0.1", "presence") == [kept]
+    # its dialog is over: a refresh is 481
+    assert subscribe(table, 1, to_tag="313b-x", cseq=2).status == 481
+    # at expiry it is dropped, not ended again (it was told terminated;reason=rejected already)
+    assert table.take_expired(599) == ([], [])
+    ended, dropped = table.take_expired(600)
+    assert ended == [] and [(s.callid, s.reason) for s in dropped] == [("sub-1", "rejected")]
+    assert len(table) == 0
+
+
+def test_blocked_fetch_is_not_kept(table):
+    d = subscribe(table, 0, status=SubState.TERMINATED, reason="rejected", expires=0)
+    assert (d.status, d.action, d.subscription.reason) == (200, SubscribeAction.FETCH, "rejected")
+    assert len(table) == 0
 
 
 def test_refresh_in_dialog(table):
