@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from routescript.transport.address import SocketInfo
@@ -16,8 +17,12 @@ log = logging.getLogger("routescript.transport")
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, layer: TransportLayer) -> None:
+    """One bound UDP socket: sends from it at once, reads it once the layer starts serving (the
+    loop then owns the socket through `transport`)."""
+
+    def __init__(self, layer: TransportLayer, sock: socket.socket) -> None:
         self.layer = layer
+        self.sock = sock
         self.info: SocketInfo | None = None      # set by the layer once the port is known
         self.transport: asyncio.DatagramTransport | None = None
         self.probe: QueueDelayProbe | None = None   # set by TransportLayer.start_queue_probes
@@ -42,7 +47,21 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         log.debug("%s: %s", self.info.name if self.info else "udp", exc)
 
     def sendto(self, data: bytes, host: str, port: int) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None:
+            self._sendto_unserved(data, host, port)
+            return
+        if self.transport.is_closing():
             from routescript.transport.errors import TransportError
             raise TransportError(f"{self.info}: socket closed")
         self.transport.sendto(data, (host, port))
+
+    def _sendto_unserved(self, data: bytes, host: str, port: int) -> None:
+        """Before the layer reads this socket (start-up): straight on the non-blocking socket."""
+        from routescript.transport.errors import TransportError
+
+        if self.sock.fileno() < 0:
+            raise TransportError(f"{self.info}: socket closed")
+        try:
+            self.sock.sendto(data, (host, port))
+        except OSError as exc:   # a full send buffer (EAGAIN), an unreachable network
+            raise TransportError(f"{self.info}: {exc.strerror or exc}") from None
