@@ -83,6 +83,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         self._running = asyncio.Semaphore(MAX_RUNNING)
         self._stopped = asyncio.Event()
         self._started = False
+        self._closing = None
         self._reload_lock = asyncio.Lock()
         self._timer_names: set[str] = set()
         self.queue_delay_limit = 0.0       # seconds; start() sets it from the core parameter (ms)
@@ -234,11 +235,14 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def run_file(path: str) -> int:
-    """`routescript run`: load, start, serve until a stop signal. Returns the exit status."""
+async def run_file(path: str, *, user: str | None = None, group: str | None = None) -> int:
+    """`routescript run`: load, start, serve until a stop signal. Returns the exit status: 1 when the
+    configuration cannot be loaded or start-up fails (everything start() opened is closed by then, so
+    the process ends at once). `user`/`group` (-u/-g) take the place of the script's own."""
     server = Server()
     try:
         server.load(path)
+        _override_identity(server, user, group)
         # What loading made (the grammar, the compiled script, modules) lives as long as the process:
         # out of the collector's sight, a full collection - a pause of every message - only walks what
         # the traffic made. Only here, not in Server.load(): tests load many servers in one process.
@@ -252,5 +256,26 @@ async def run_file(path: str) -> int:
         for d in exc.diagnostics:
             log.error("%s", d)
         return 1
+    except Exception:  # our bug: start() closed what it opened; say so and exit
+        log.exception("start-up failed")
+        return 1
     await server.serve_forever()
     return 0
+
+
+def _override_identity(server: Server, user: str | None, group: str | None) -> None:
+    """-u/-g: checked like the script's user/group (an unknown name is an error before anything opens).
+    Choice: the command line wins over the script (OpenSIPS parses -u first and lets a `user =` line
+    override it; an operator's command line is the later, more specific word)."""
+    from .privileges import PrivilegeError, run_as
+
+    for name, value in (("user", user), ("group", group)):
+        if value is None:
+            continue
+        try:
+            run_as(value, "") if name == "user" else run_as("", value)
+        except PrivilegeError as exc:
+            raise LoadError([PlainDiagnostic(f"-{name[0]} {value}: {exc}")]) from None
+        server.config.values[name] = value
+        server.config.values.pop("uid" if name == "user" else "gid", None)
+        server.config.positions.pop(name, None)
