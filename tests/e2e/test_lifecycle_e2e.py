@@ -212,7 +212,8 @@ def test_unknown_user_on_the_command_line_exits(tmp_path: Path) -> None:
     port = free_port()
     cfg = _basic_cfg(tmp_path, port)
     res = subprocess.run([sys.executable, "-m", "routescript", "run", str(cfg), "-u", "no-such-user-rs15"],
-                         capture_output=True, text=True, timeout=NOT_HANGING, cwd=ROOT, env=_env(), check=False)
+                         capture_output=True, text=True, timeout=NOT_HANGING, cwd=ROOT, env=_env(),
+                         check=False)
     assert res.returncode == 1, res.stderr
     assert "-u no-such-user-rs15: no such user" in res.stderr, res.stderr
     _assert_port_free(port)
@@ -249,9 +250,11 @@ def _served_by(port: int) -> None:
         s.settimeout(5)
         s.bind(("127.0.0.1", 0))
         me = s.getsockname()[1]
-        s.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-rs15\r\n"
-                  f"From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: rs15-{me}\r\n"
-                  "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+        request = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-rs15\r\n"
+                   f"From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: rs15-{me}\r\n"
+                   "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        s.sendto(request.encode(), ("127.0.0.1", port))
         data, _ = s.recvfrom(65536)
     assert data.startswith(b"SIP/2.0 200"), data
 
