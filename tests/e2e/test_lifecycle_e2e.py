@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
@@ -388,3 +389,32 @@ def test_database_folder_not_writable_by_user_is_a_clear_error(tmp_path: Path, s
     assert "the server runs as user nobody" in text, text
     assert delay < EXIT_AFTER_ERROR, text
     _assert_port_free(port)
+
+
+# ------------------------------------------------------------------ a clean stop exits
+@pytest.mark.asyncio
+async def test_stop_closes_presence_xml_own_database(tmp_path: Path) -> None:
+    """presence_xml's 2.x form with its own xcap_table opens a database of its own at the first
+    SUBSCRIBE that needs rules; SIGTERM must end the process (on the base that database's worker
+    thread kept it alive after "routescript stopped")."""
+    port = free_port()
+    url = f"sqlite://{tmp_path / 'presence.sqlite'}"
+    cfg = presence_cfg(tmp_path, port, presence_xml={"db_url": url, "xcap_table": "xcap_rules",
+                                                      "integrated_xcap_server": 1})
+    server = RunningServer(cfg, tmp_path)
+    try:
+        server.wait_for("routescript started")
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), user="bob", timeout=10) as bob:
+            bob.auto_reply["NOTIFY"] = 200
+            sub = bob.subscribe(f"sip:alice@localhost:{port}", expires=600)   # not our domain: rules read
+            resp = await bob.send_request(sub)
+            assert resp.status == 202, resp.to_bytes()
+        server.signal(signal.SIGTERM)
+        server.wait_for("routescript stopped")
+        try:
+            code = server.proc.wait(timeout=EXIT_AFTER_ERROR + 4)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after 'routescript stopped':\n{server.log()}") from None
+        assert code == 0, server.log()
+    finally:
+        server.stop()
