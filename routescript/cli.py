@@ -1,6 +1,8 @@
 """The `routescript` command: run, check, db, --version.
 
-    routescript run CFG                  load CFG and serve in the foreground, logs to stderr
+    routescript run CFG [-u USER] [-g GROUP]
+                                         load CFG and serve in the foreground, logs to stderr; as
+                                         USER/GROUP once the SIP sockets are bound (as OpenSIPS -u/-g)
     routescript check CFG [--syntax-only]
                                          every error as `file:line:col: message` + the line + a caret
                                          (exit 1), or `CFG: OK (N routes, M modules)` (exit 0)
@@ -32,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="load a configuration and serve in the foreground")
     run.add_argument("cfg", metavar="CFG")
+    run.add_argument("-u", "--user", metavar="USER",
+                     help="run as USER (name or uid) once the SIP sockets are bound; overrides the "
+                          "script's `user`. Needs root. The modules' files (SQLite database, MI FIFO) "
+                          "are then opened as USER")
+    run.add_argument("-g", "--group", metavar="GROUP",
+                     help="run with group GROUP (name or gid; default: USER's primary group); "
+                          "overrides the script's `group`")
     chk = sub.add_parser("check", help="check a configuration and exit")
     chk.add_argument("cfg", metavar="CFG")
     chk.add_argument("--syntax-only", action="store_true",
@@ -82,7 +91,7 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
     return 0
 
 
-def cmd_run(cfg: str) -> int:
+def cmd_run(cfg: str, user: str | None = None, group: str | None = None) -> int:
     from routescript.core.config import L_NOTICE
     from routescript.core.log import setup_logging
     from routescript.core.server import install_event_loop_policy, run_file
@@ -90,7 +99,7 @@ def cmd_run(cfg: str) -> int:
     setup_logging(L_NOTICE)  # until the script's log_level is read
     install_event_loop_policy()
     try:
-        return asyncio.run(run_file(cfg))
+        return asyncio.run(run_file(cfg, user=user, group=group))
     except KeyboardInterrupt:
         return 130
 
@@ -139,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
-        return cmd_run(args.cfg)
+        return cmd_run(args.cfg, args.user, args.group)
     if args.command == "check":
         return cmd_check(args.cfg, args.syntax_only)
     if args.command == "mi":

@@ -54,6 +54,7 @@ class PresenceXmlModule(Module):
     )
 
     _db: Any = None  # the 2.x form's database of the xcap table, opened on first use
+    _own_db: Any = None  # _db when it is ours (another xcap_table name) rather than the server's shared one
 
     def check(self) -> None:
         from routescript.modules.presence import bind_presence
@@ -128,11 +129,21 @@ class PresenceXmlModule(Module):
             from routescript.db import open_database
 
             names = {"xcap": self.param("xcap_table")}
-            self._db = await (open_database(url, table_names=names) if names["xcap"] != "xcap"
-                              else self.server.database(url))
+            if names["xcap"] != "xcap":
+                self._db = self._own_db = await open_database(url, table_names=names)
+            else:
+                self._db = await self.server.database(url)
             await self._db.ensure_schema(["xcap"])
         stored: bytes | None = await get_xcap_doc(self._db, user, domain)
         return stored
+
+    async def stop(self) -> None:
+        """Close the database this module opened itself (its worker thread would keep the process
+        alive after the server stopped); the shared one is the server's to close."""
+        self._db = None
+        if self._own_db is not None:
+            db, self._own_db = self._own_db, None
+            await db.close()
 
     @staticmethod
     def _winfo_body(pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes:

@@ -37,6 +37,7 @@ class ServerBase:
     _running: asyncio.Semaphore
     _stopped: asyncio.Event
     _started: bool
+    _closing: Any            # lifecycle.CloseStack: what start() opened, closed by stop()
     _reload_lock: asyncio.Lock
     _timer_names: set[str]
     queue_delay_limit: float

@@ -16,6 +16,7 @@ from typing import Any
 
 from .module import ConfigError
 from .netlist import NetworkList
+from .privileges import PrivilegeError, RunAs, run_as
 from routescript.transport.address import host_for_uri
 
 Pos = tuple[str, int, int]
@@ -179,9 +180,13 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "mem_warming": ("bool", False, False),
     "mem_dump": ("int", 0, False),
     "wdir": ("str", "", False),
+    # Security settings are never accepted and ignored (privileges.py): `user`/`group` drop
+    # privileges once the SIP sockets are bound; `chroot` is refused (_check_identity says why).
     "chroot": ("str", "", False),
     "user": ("str", "", False),
+    "uid": ("str", "", False),                   # OpenSIPS's other name of user
     "group": ("str", "", False),
+    "gid": ("str", "", False),                   # OpenSIPS's other name of group
     "event_pkg_threshold": ("int", 0, False),
     "event_shm_threshold": ("int", 0, False),
     "exec_msg_threshold": ("int", 0, False),
@@ -263,6 +268,13 @@ class CoreConfig:
     def mpath(self) -> str:
         return str(self.get("mpath") or "")
 
+    def run_as(self) -> RunAs | None:
+        """Whom to run as after binding (`user`/`uid`, `group`/`gid`), None to stay as started.
+        PrivilegeError for an unknown name (apply_globals checked the script's own values)."""
+        user = str(self.values.get("user") or self.values.get("uid") or "")
+        group = str(self.values.get("group") or self.values.get("gid") or "")
+        return run_as(user, group)
+
     def listen_specs(self) -> list[ListenSpec]:
         """The sockets to open: the socket= lines, or DEFAULT_SOCKET when there are none."""
         return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
@@ -295,7 +307,25 @@ def apply_globals(
             cfg.values[name] = typed
         if pos:
             cfg.positions[name] = pos
+    _check_identity(cfg)
     for name in _WORKER_PARAMS:
         if name in cfg.values and cfg.values[name] != 1:
             cfg.notes.append(f"{name} = {cfg.values[name]} accepted: routescript runs a single event loop")
     return cfg, warnings
+
+
+def _check_identity(cfg: CoreConfig) -> None:
+    """`chroot` is refused and `user`/`group` must name existing accounts, at load time (so
+    `routescript check` reports them with the line)."""
+    if cfg.values.get("chroot"):
+        raise ConfigError("chroot is not supported: a Python server imports files after start-up, "
+                          "which a chroot would break; confine it from outside instead (systemd's "
+                          "RootDirectory=, or a container)", cfg.positions.get("chroot"))
+    for names in (("user", "uid"), ("group", "gid")):
+        for name in names:
+            if not cfg.values.get(name):
+                continue
+            try:
+                run_as(cfg.values[name], "") if names[0] == "user" else run_as("", cfg.values[name])
+            except PrivilegeError as exc:
+                raise ConfigError(f"core parameter '{name}': {exc}", cfg.positions.get(name)) from None

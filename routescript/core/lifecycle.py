@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from routescript.script.context import STARTUP_ROUTE, TIMER_ROUTE, MsgContext
@@ -14,10 +15,30 @@ from ._server_base import ServerBase
 from .loading import Diagnostic, LoadError
 from .log import NOTICE, setup_logging
 from .module import ConfigError
+from .privileges import PrivilegeError, RunAs, drop_privileges
 
 log = logging.getLogger("routescript.core")
 
 STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
+
+
+class CloseStack:
+    """How to close what start() opened, in the order it was opened. close_all() closes the last
+    opened first; a step that fails is logged and the others still run."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+
+    def push(self, what: str, close: Callable[[], Awaitable[Any]]) -> None:
+        self._steps.append((what, close))
+
+    async def close_all(self) -> None:
+        while self._steps:
+            what, close = self._steps.pop()
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %s failed", what)
 
 
 class LifecycleMixin(ServerBase):
@@ -25,9 +46,12 @@ class LifecycleMixin(ServerBase):
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
-        """Open the sockets, make the transaction layer, start the modules, run startup_route and timers."""
-        from .counting import CountingTransactionLayer, CountingTransportLayer
+        """Bind the SIP sockets, drop privileges (user/group), make the transaction layer, start the
+        modules, run startup_route and the timers, and only then read the SIP sockets.
 
+        Every step that opens something registers how to close it (self._closing); when a later step
+        fails, everything opened so far is closed, last first, before the error goes up - a failed
+        start leaves no socket, database connection or thread behind, so `routescript run` exits."""
         assert self.loaded is not None, "start before load"
         cfg = self.config
         setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
@@ -36,6 +60,24 @@ class LifecycleMixin(ServerBase):
             log.warning("%s", w)
         for note in cfg.notes:
             log.info("%s", note)
+        self._closing = closing = CloseStack()
+        try:
+            await self._start_steps(closing)
+        except BaseException:
+            self._started = False
+            await closing.close_all()
+            raise
+        log.log(NOTICE, "routescript started: %s, listening on %s", self.path,
+                ", ".join(s.name for s in self.sockets))
+
+    async def _start_steps(self, closing: CloseStack) -> None:
+        from .counting import CountingTransactionLayer, CountingTransportLayer
+
+        assert self.loaded is not None
+        cfg = self.config
+        # Shared database handles are opened by the modules (self.database) and used by their stop():
+        # closed after every module, so registered first.
+        closing.push("the databases", self._close_databases)
         self.transport = CountingTransportLayer(self.counters, self._on_message,
                                         tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
                                         max_tcp_connections=int(cfg.get("tcp_max_connections")),
@@ -43,43 +85,73 @@ class LifecycleMixin(ServerBase):
                                         tcp_trusted_sources=cfg.tcp_trusted_sources,
                                         tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
                                         udp_buffer=int(cfg.get("maxbuffer")))
+        closing.push("the SIP sockets", self.transport.close)
         for spec in cfg.listen_specs():
             try:
-                info = await self.transport.listen(spec.proto, spec.host, spec.port)
+                info = await self.transport.bind(spec.proto, spec.host, spec.port)
             except OSError as exc:
-                await self.transport.close()
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}",
                                             spec.pos)]) from None
             self.sockets.append(info)
+        target = self._drop_privileges()
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())
-        self.queue_delay_limit = max(0, int(cfg.get("queue_delay_limit"))) / 1000.0
-        if self.queue_delay_limit:
-            # the limit counts the time requests wait in the kernel's UDP buffers too
-            self.transport.start_queue_probes()
-        started: list[Any] = []
+        closing.push("the transactions", self._close_transactions)
+        closing.push("the events", self.events.drain)
         for name, mod in self.modules.instances.items():
+            # stop() undoes whatever part of start() ran, so it is registered before start() runs
+            # (OpenSIPS calls every module's destroy at clean-up, whether its init succeeded or not).
+            closing.push(f"module {name}", mod.stop)
             try:
                 await mod.start()
             except Exception as exc:
-                # mod_init failed (e.g. the database is unreachable): stop what started, refuse to run
-                for other in reversed(started):
-                    try:
-                        await other.stop()
-                    except Exception:
-                        log.exception("module %s failed to stop cleanly", other.name)
-                await self.transport.close()
+                # mod_init failed (e.g. the database is unreachable): refuse to run
                 pos = self.loaded.loadmodule_pos(name)
                 msg = exc.message if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+                if target is not None:
+                    msg += (f" (the server runs as {target.describe()} from the moment its SIP sockets "
+                            "are bound: that account must be able to open what this module uses)")
                 raise LoadError([Diagnostic(f"module '{name}' failed to start: {msg}", pos)]) from exc
-            started.append(mod)
             log.debug("module %s started", name)
         self._started = True
         if self._has_route(STARTUP_ROUTE, None):
             await self._run_route(STARTUP_ROUTE, None, MsgContext(server=self, route_type=STARTUP_ROUTE))
         self._start_timers()
-        log.log(NOTICE, "routescript started: %s, listening on %s", self.path,
-                ", ".join(s.name for s in self.sockets))
+        # Only now read the SIP sockets: what arrived during start-up waited in the kernel and is served
+        # now, its wait not counted against queue_delay_limit (it was not overload). The probes start
+        # with the reading, so the first ones do not age behind a long start-up either.
+        self.queue_delay_limit = max(0, int(cfg.get("queue_delay_limit"))) / 1000.0
+        await self.transport.start_serving()
+        if self.queue_delay_limit:
+            # the limit counts the time requests wait in the kernel's UDP buffers too
+            self.transport.start_queue_probes()
+
+    def _drop_privileges(self) -> RunAs | None:
+        """user/group: switch once the SIP sockets are bound (ports below 1024 need root), before the
+        modules open their files (privileges.py says why)."""
+        try:
+            target = self.config.run_as()
+            if target is not None:
+                drop_privileges(target)
+        except PrivilegeError as exc:
+            pos = next((self.config.positions[n] for n in ("user", "uid", "group", "gid")
+                        if n in self.config.positions), None)
+            raise LoadError([Diagnostic(str(exc), pos)]) from None
+        return target
+
+    async def _close_transactions(self) -> None:
+        if self.transactions is not None and hasattr(self.transactions, "close"):
+            res = self.transactions.close()
+            if asyncio.iscoroutine(res):
+                await res
+
+    async def _close_databases(self) -> None:
+        for db in self._databases.values():
+            try:
+                await db.close()
+            except Exception:
+                log.exception("closing database failed")
+        self._databases.clear()
 
     def _transaction_options(self) -> dict[str, Any]:
         """tm's fr_timeout (seconds) is Timer F of our client transactions (NOTIFY), as in OpenSIPS."""
@@ -104,27 +176,7 @@ class LifecycleMixin(ServerBase):
             _done, still = await asyncio.wait(pending, timeout=STOP_GRACE)
             for t in still:
                 t.cancel()
-        for name, mod in reversed(list(self.modules.instances.items())):
-            try:
-                await mod.stop()
-            except Exception:
-                log.exception("module %s failed to stop cleanly", name)
-        await self.events.drain()
-        if self.transactions is not None and hasattr(self.transactions, "close"):
-            try:   # the sockets and databases below must still close: a failure here hung SIGTERM
-                res = self.transactions.close()
-                if asyncio.iscoroutine(res):
-                    await res
-            except Exception:
-                log.exception("closing the transaction layer failed")
-        if self.transport is not None:
-            await self.transport.close()
-        for db in self._databases.values():
-            try:
-                await db.close()
-            except Exception:
-                log.exception("closing database failed")
-        self._databases.clear()
+        await self._closing.close_all()
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")
 

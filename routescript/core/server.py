@@ -83,10 +83,12 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         self._running = asyncio.Semaphore(MAX_RUNNING)
         self._stopped = asyncio.Event()
         self._started = False
+        self._closing = None
         self._reload_lock = asyncio.Lock()
         self._timer_names: set[str] = set()
         self.queue_delay_limit = 0.0       # seconds; start() sets it from the core parameter (ms)
         self._shed_logged = -1.0e9
+        self._stop_logged = -1.0e9
 
     # ------------------------------------------------------------------ messages
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -104,6 +106,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         that never wait, ~5% of an OPTIONS): code below it, asyncpg's pool among others, needs
         asyncio.current_task() (asyncio.timeout), which only a real task gives on Python 3.11."""
         if not self._started:
+            self._while_stopping(msg, source)
             return
         counters = self.counters  # OpenSIPS core statistics (stats.py): plain int attributes
         is_request = getattr(msg, "is_request", False)
@@ -141,6 +144,29 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
             if in_kernel > self.queue_delay_limit and self._too_late(msg, source, arrived):
                 return   # already too late: answered here, without a task
         self._spawn(self.handle_message(msg, source, arrived))
+
+    def _while_stopping(self, msg: Any, source: Any) -> None:
+        """A message read after stop() began (the sockets are read until the modules have stopped,
+        seconds with presence's last flush). A response still completes its transaction (the 200 a
+        NOTIFY sent before the stop waits for); a request is refused 503 + Retry-After (RFC 3261
+        21.5.4: the client tries again, or another server) and counted, never dropped unanswered."""
+        if not getattr(msg, "is_request", False):
+            self.counters.rcv_replies += 1
+            try:
+                if self.transactions is None or not self.transactions.on_response(msg, source):
+                    self.counters.drop_replies += 1
+            except Exception:
+                log.exception("unexpected failure handling a response")
+            return
+        self.counters.rcv_requests += 1
+        self.counters.drop_requests += 1
+        if msg.method != "ACK":
+            now = time.monotonic()
+            if now - self._stop_logged >= 1.0:  # one line a second, not one per request
+                self._stop_logged = now
+                log.info("stopping: 503 to %s %s (Call-ID %s) and to what follows", msg.method,
+                         getattr(msg, "ruri", ""), msg.header("call-id"))
+            self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
 
     def _too_late(self, msg: Any, source: Any, arrived: float) -> bool:
         """Overload, measured where it shows: the time a request waited between its arrival and its
@@ -234,11 +260,14 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def run_file(path: str) -> int:
-    """`routescript run`: load, start, serve until a stop signal. Returns the exit status."""
+async def run_file(path: str, *, user: str | None = None, group: str | None = None) -> int:
+    """`routescript run`: load, start, serve until a stop signal. Returns the exit status: 1 when the
+    configuration cannot be loaded or start-up fails (everything start() opened is closed by then, so
+    the process ends at once). `user`/`group` (-u/-g) take the place of the script's own."""
     server = Server()
     try:
         server.load(path)
+        _override_identity(server, user, group)
         # What loading made (the grammar, the compiled script, modules) lives as long as the process:
         # out of the collector's sight, a full collection - a pause of every message - only walks what
         # the traffic made. Only here, not in Server.load(): tests load many servers in one process.
@@ -252,5 +281,26 @@ async def run_file(path: str) -> int:
         for d in exc.diagnostics:
             log.error("%s", d)
         return 1
+    except Exception:  # our bug: start() closed what it opened; say so and exit
+        log.exception("start-up failed")
+        return 1
     await server.serve_forever()
     return 0
+
+
+def _override_identity(server: Server, user: str | None, group: str | None) -> None:
+    """-u/-g: checked like the script's user/group (an unknown name is an error before anything opens).
+    Choice: the command line wins over the script (OpenSIPS parses -u first and lets a `user =` line
+    override it; an operator's command line is the later, more specific word)."""
+    from .privileges import PrivilegeError, run_as
+
+    for name, value in (("user", user), ("group", group)):
+        if value is None:
+            continue
+        try:
+            run_as(value, "") if name == "user" else run_as("", value)
+        except PrivilegeError as exc:
+            raise LoadError([PlainDiagnostic(f"-{name[0]} {value}: {exc}")]) from None
+        server.config.values[name] = value
+        server.config.values.pop("uid" if name == "user" else "gid", None)
+        server.config.positions.pop(name, None)

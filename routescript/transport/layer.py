@@ -104,23 +104,32 @@ class TransportLayer:
         return len(self._conns)
 
     async def listen(self, proto: str, host: str, port: int) -> SocketInfo:
-        """Open a listening socket (`socket=udp:127.0.0.1:5060`); port 0 picks a free one. The
-        returned SocketInfo carries the real port. OSError when the address cannot be bound."""
+        """Open a listening socket (`socket=udp:127.0.0.1:5060`) and read it at once; port 0 picks a
+        free one. The returned SocketInfo carries the real port. OSError when it cannot be bound."""
+        info = await self.bind(proto, host, port)
+        await self.start_serving()
+        return info
+
+    async def bind(self, proto: str, host: str, port: int) -> SocketInfo:
+        """Bind a listening socket without reading it: what arrives waits in the kernel (a UDP socket's
+        receive buffer, a TCP listen backlog) until start_serving(). The server binds first, then
+        drops privileges and starts its modules, and reads only when it can serve (OpenSIPS binds
+        before its workers exist too); replies and requests can be sent from a bound socket."""
         proto = proto.lower()
         host = bare_host(host)
         loop = asyncio.get_running_loop()
         if proto == UDP:
-            endpoint = UdpEndpoint(self)
-            transport, _ = await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
-            info = SocketInfo(UDP, host, transport.get_extra_info("sockname")[1])
-            _size_udp_buffers(transport.get_extra_info("socket"), self.udp_buffer, info)
+            sock = _bind_udp(host, port)
+            info = SocketInfo(UDP, host, sock.getsockname()[1])
+            _size_udp_buffers(sock, self.udp_buffer, info)
+            endpoint = UdpEndpoint(self, sock)
             endpoint.info = info
             self._udp[info] = endpoint
         elif proto == TCP:
             holder: list[SocketInfo] = []
             server = await loop.create_server(
                 lambda: TcpConnection(self, holder[0] if holder else None, outgoing=False),
-                host, port, reuse_address=True)
+                host, port, reuse_address=True, start_serving=False)
             info = SocketInfo(TCP, host, server.sockets[0].getsockname()[1])
             holder.append(info)
             self._tcp_servers[info] = server
@@ -128,6 +137,16 @@ class TransportLayer:
             raise ValueError(f"unsupported transport {proto!r} (udp and tcp are)")
         log.info("listening on %s", info.name)
         return info
+
+    async def start_serving(self) -> None:
+        """Read every bound socket from now on (what waited in the kernel comes first)."""
+        loop = asyncio.get_running_loop()
+        for endpoint in self._udp.values():
+            if endpoint.transport is None:
+                await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=endpoint.sock)  # type: ignore[misc]
+        for server in self._tcp_servers.values():
+            if not server.is_serving():
+                await server.start_serving()
 
     # --- the kernel's receive buffers ------------------------------------------------------------
 
@@ -456,6 +475,8 @@ class TransportLayer:
                 endpoint.probe = None
             if endpoint.transport is not None:
                 endpoint.transport.close()
+            else:
+                endpoint.sock.close()   # bound, never read
         for server in self._tcp_servers.values():
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -468,6 +489,23 @@ class TransportLayer:
         self._conns.clear()
         self._by_remote.clear()
         self._accepted_per_ip.clear()
+
+
+def _bind_udp(host: str, port: int) -> _socket.socket:
+    """A non-blocking UDP socket bound to host:port (every address the name resolves to is tried, as
+    asyncio's create_datagram_endpoint does). OSError when none can be bound."""
+    error: OSError | None = None
+    for family, kind, proto, _name, addr in _socket.getaddrinfo(host, port, type=_socket.SOCK_DGRAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"cannot resolve {host}")
 
 
 def _size_udp_buffers(sock: Any, size: int, info: SocketInfo) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from routescript.sip import MAX_UDP_PAYLOAD
@@ -18,8 +19,12 @@ log = logging.getLogger("routescript.transport")
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, layer: TransportLayer) -> None:
+    """One bound UDP socket: sends from it at once, reads it once the layer starts serving (the
+    loop then owns the socket through `transport`)."""
+
+    def __init__(self, layer: TransportLayer, sock: socket.socket) -> None:
         self.layer = layer
+        self.sock = sock
         self.info: SocketInfo | None = None      # set by the layer once the port is known
         self.transport: asyncio.DatagramTransport | None = None
         self.probe: QueueDelayProbe | None = None   # set by TransportLayer.start_queue_probes
@@ -44,11 +49,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         log.debug("%s: %s", self.info.name if self.info else "udp", exc)
 
     def sendto(self, data: bytes, host: str, port: int) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise TransportError(f"{self.info}: socket closed")
         if len(data) > MAX_UDP_PAYLOAD:
             # asyncio would hand sendto's EMSGSIZE to error_received (a debug line) and the sender
             # would retransmit in vain until its timeout: fail now, the way a failed send fails.
             raise TransportError(f"{self.info}: {len(data)} bytes do not fit in a UDP datagram "
                                  f"(at most {MAX_UDP_PAYLOAD})")
+        if self.transport is None:
+            self._sendto_unserved(data, host, port)
+            return
+        if self.transport.is_closing():
+            raise TransportError(f"{self.info}: socket closed")
         self.transport.sendto(data, (host, port))
+
+    def _sendto_unserved(self, data: bytes, host: str, port: int) -> None:
+        """Before the layer reads this socket (start-up): straight on the non-blocking socket."""
+        if self.sock.fileno() < 0:
+            raise TransportError(f"{self.info}: socket closed")
+        try:
+            self.sock.sendto(data, (host, port))
+        except OSError as exc:   # a full send buffer (EAGAIN), an unreachable network
+            raise TransportError(f"{self.info}: {exc.strerror or exc}") from None

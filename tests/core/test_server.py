@@ -417,3 +417,37 @@ async def test_requests_inside_a_dialog_may_wait_longer_before_they_are_refused(
             assert server.counters.drop_requests == 2
     finally:
         await server.stop()
+
+
+class SlowStop(Module):
+    """A module whose stop() waits until the test lets it go: the window of a stopping server."""
+
+    name = "slowstop"
+    release: ClassVar[asyncio.Event | None] = None
+    stopping: ClassVar[asyncio.Event | None] = None
+
+    async def stop(self) -> None:
+        assert SlowStop.stopping is not None and SlowStop.release is not None
+        SlowStop.stopping.set()
+        await SlowStop.release.wait()
+
+
+async def test_requests_while_stopping_get_503_and_are_counted(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request read after stop() began (the modules still stopping) is answered 503 + Retry-After
+    and counted in drop_requests; before, it was dropped without a reply or a counter."""
+    real = loader.find_module_class
+    monkeypatch.setattr(loader, "find_module_class", lambda n: SlowStop if n == "slowstop" else real(n))
+    SlowStop.release, SlowStop.stopping = asyncio.Event(), asyncio.Event()
+    server = await running(tmp_path, 'loadmodule "slowstop.so"\nroute { sl_send_reply(200, "OK"); }\n')
+    port = server.sockets[0].port
+    stopping = asyncio.ensure_future(server.stop())
+    try:
+        await asyncio.wait_for(SlowStop.stopping.wait(), 3)
+        async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
+            resp = await client.send_request(client.options())
+        assert resp.status == 503 and resp.header("Retry-After") == "5", resp.to_bytes()
+        assert server.counters.drop_requests == 1
+    finally:
+        SlowStop.release.set()
+        await asyncio.wait_for(stopping, 5)
