@@ -11,6 +11,7 @@ one asyncio event loop (see DESIGN: no blocking calls on the loop), so they do n
 from __future__ import annotations
 
 import re
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,8 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "shm_hash_split_percentage": ("int", 1, False),
     "mem_warming": ("bool", False, False),
     "mem_dump": ("int", 0, False),
+    # OpenSIPS's working directory: the server changes to it at start, before dropping privileges
+    # (lifecycle.py); relative paths the modules open later (an SQLite file) are then read from it.
     "wdir": ("str", "", False),
     # Security settings are never accepted and ignored (privileges.py): `user`/`group` drop
     # privileges once the SIP sockets are bound; `chroot` is refused (_check_identity says why).
@@ -308,10 +311,18 @@ def apply_globals(
         if pos:
             cfg.positions[name] = pos
     _check_identity(cfg)
+    _check_wdir(cfg)
     for name in _WORKER_PARAMS:
         if name in cfg.values and cfg.values[name] != 1:
             cfg.notes.append(f"{name} = {cfg.values[name]} accepted: routescript runs a single event loop")
     return cfg, warnings
+
+
+def _check_wdir(cfg: CoreConfig) -> None:
+    """`wdir` must name an existing folder, at load time (OpenSIPS fails its chdir at start-up)."""
+    wdir = cfg.values.get("wdir")
+    if wdir and not os.path.isdir(wdir):
+        raise ConfigError(f"wdir: no such directory \"{wdir}\"", cfg.positions.get("wdir"))
 
 
 def _check_identity(cfg: CoreConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -93,6 +94,8 @@ class LifecycleMixin(ServerBase):
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}",
                                             spec.pos)]) from None
             self.sockets.append(info)
+        if wdir := self.config.get("wdir"):
+            os.chdir(wdir)   # OpenSIPS: chdir(working_dir), then do_suid
         target = self._drop_privileges()
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())

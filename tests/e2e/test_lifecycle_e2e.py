@@ -418,3 +418,24 @@ async def test_stop_closes_presence_xml_own_database(tmp_path: Path) -> None:
         assert code == 0, server.log()
     finally:
         server.stop()
+
+
+def test_missing_wdir_is_a_load_error(tmp_path: Path) -> None:
+    cfg = _basic_cfg(tmp_path, free_port(), head=f'wdir = "{tmp_path / "nowhere"}"\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f'{cfg}:1:1: wdir: no such directory "{tmp_path / "nowhere"}"' in res.stderr, res.stderr
+
+
+def test_wdir_is_the_working_directory(tmp_path: Path) -> None:
+    """wdir was accepted and ignored: the server now runs in it (OpenSIPS's chdir(working_dir))."""
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    cfg = _basic_cfg(tmp_path, port, head=f'wdir = "{work}"\n')
+    server = RunningServer(cfg, tmp_path)
+    try:
+        server.wait_for("routescript started")
+        assert os.readlink(f"/proc/{server.proc.pid}/cwd") == str(work)
+    finally:
+        server.stop()
