@@ -34,10 +34,6 @@ SIP_BOUND = 0.5        # seconds: the slowest OPTIONS answer allowed while table
 START_TIMEOUT = 90.0   # loading 25,000 rows on a busy 2-core machine
 MI_TIMEOUT = 60.0
 
-MI_MODULES = """loadmodule "httpd.so"
-loadmodule "mi_http.so"
-modparam("httpd", "port", {http_port})
-"""
 EXPOSED_ROUTE = """
 event_route[E_PRESENCE_EXPOSED] {
     xlog("L_DBG", "EXPOSED $param(user)\\n");
@@ -99,10 +95,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     db = tmp / "presence.sqlite"
     asyncio.run(fill(f"sqlite://{db}"))
     sip_port, http_port = free_port(), free_port()
-    cfg = presence_cfg(tmp, sip_port, db=db)
-    text = cfg.read_text().replace('loadmodule "presence_xml.so"\n', 'loadmodule "presence_xml.so"\n'
-                                   + MI_MODULES.format(http_port=http_port), 1)
-    cfg.write_text(text + EXPOSED_ROUTE)
+    cfg = presence_cfg(tmp, sip_port, db=db, http_port=http_port)   # the example serves MI (httpd)
+    cfg.write_text(cfg.read_text() + EXPOSED_ROUTE)
     server = RunningServer(cfg, tmp)
     try:
         server.wait_for("routescript started", timeout=START_TIMEOUT)
