@@ -104,6 +104,19 @@ def _unfold(lines: list[str]) -> list[str]:
     return out
 
 
+def _control_char_reason(lines: list[str]) -> str:
+    """The reason phrase for a head holding a control character: which line holds it (the start line, or
+    the header by its name), so the 400 tells the sender what to fix."""
+    for n, line in enumerate(lines):
+        if _abnf.CONTROL_CHAR.search(line) is None:
+            continue
+        if n == 0:
+            return "Bad Status Line" if line[:4].upper() == "SIP/" else "Bad Request Line"
+        name = line.partition(":")[0].rstrip(" \t")
+        return f"Bad {canonical_name(name)} header" if header_key(name) is not None else "Bad header line"
+    return "Bad header line"  # pragma: no cover - the caller found one in these lines
+
+
 def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPRequest | SIPResponse:
     """Parse one SIP message (a datagram, or a frame cut by `frame_length`).
 
@@ -124,6 +137,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         raise ParseError("Too many headers")
     if len(text) > MAX_LINE_LENGTH and any(len(line) > MAX_LINE_LENGTH for line in lines):
         raise ParseError("Header line too long")
+    if _abnf.CONTROL_CHAR.search(text) is not None:
+        raise ParseError(_control_char_reason(lines))
 
     # The one loop every message pays for: (name, value) pairs and name -> line indices.
     headers: list[tuple[str, str]] = []
@@ -186,8 +201,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
                 values = {headers[i][1] for i in idx}
                 if len(values) > 1:
                     raise ParseError(f"Conflicting {canonical_name(key)} headers")
-    call_id = headers[index["call-id"][0]][1]
-    if not call_id or " " in call_id or "\t" in call_id:
+    if _abnf.CALLID.fullmatch(headers[index["call-id"][0]][1]) is None:
         raise ParseError("Bad Call-ID header")
     cseq = parse_cseq(headers[index["cseq"][0]][1])
     if method is not None and cseq.method != method:

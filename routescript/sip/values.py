@@ -118,7 +118,39 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         uri = parse_uri(uri_text)
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
-    return _new_name_addr(display, uri, parse_generic_params(params_text, what))
+    params = parse_generic_params(params_text, what)
+    if params and what in _TAGGED:
+        _check_token_param(params, _TAG_SPELLINGS, what)
+    return _new_name_addr(display, uri, params)
+
+
+# The headers whose `tag` parameter is a tag-param (RFC 3261 25.1: from-param, to-param).
+_TAGGED = ("From", "To")
+
+
+def _spellings(name: str) -> frozenset[str]:
+    """Every upper/lower-case spelling of a parameter name (they are case-insensitive, RFC 3261 7.3.1):
+    a set lookup finds one without lower-casing each parameter name of every message."""
+    out = {""}
+    for ch in name:
+        out = {prefix + c for prefix in out for c in {ch.lower(), ch.upper()}}
+    return frozenset(out)
+
+
+_TAG_SPELLINGS = _spellings("tag")
+_ID_SPELLINGS = _spellings("id")
+
+
+def _check_token_param(params: Params, spellings: frozenset[str], what: str) -> None:
+    """A tag-param or event id (`"tag" EQUAL token`, `"id" EQUAL token`) must have a value, made of the
+    characters of an unquoted gen-value: it is stored and written back as it is (`.tag` and `.id` read it
+    unquoted, so a quoted "abc" - tolerated as before - counts as abc, and a quoted value holding anything
+    else, such as ";", "," or a space, is refused)."""
+    for name, written in params:
+        if name in spellings:
+            value = unquote(written) if written is not None and written[:1] == '"' else written
+            if value is None or _abnf.PARAM_TOKEN.fullmatch(value) is None:
+                raise ParseError(f"Bad {what} header")
 
 
 # --- Via ----------------------------------------------------------------------------------------------------
@@ -282,6 +314,8 @@ def parse_event(value: str) -> Event:
     if m is None:
         raise ParseError("Bad Event header")
     params = parse_generic_params(s[m.end():], "Event")
+    if params:
+        _check_token_param(params, _ID_SPELLINGS, "Event")
     package, *templates = m.group().split(".")
     return _new_event(package, tuple(templates), params)
 
