@@ -52,7 +52,17 @@ def _skip_leading_crlf(data: bytes) -> int:
     return len(data) - len(data.lstrip(b"\r\n"))
 
 
+# _abnf.control_char as a bytes.translate table: every byte kept, each control byte made NUL, so one
+# C call and an `in` find any of them (a regex search cost about five times the split of the head).
+# Bytes suffice: in UTF-8 and Latin-1 alike a control character is the byte itself.
+_CONTROL_TO_NUL = bytes(0 if _abnf.CONTROL_CHAR.fullmatch(chr(b)) else b for b in range(256))
+
+
 def _decode(head: bytes) -> str:
+    """The head as text; ParseError when it holds a control character (_abnf.control_char)."""
+    if 0 in head.translate(_CONTROL_TO_NUL):
+        text = head.decode("latin-1")
+        raise ParseError(_control_char_reason(text.replace("\r\n", "\n").split("\n")))
     try:
         return head.decode("utf-8")
     except UnicodeDecodeError:
@@ -137,8 +147,6 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
         raise ParseError("Too many headers")
     if len(text) > MAX_LINE_LENGTH and any(len(line) > MAX_LINE_LENGTH for line in lines):
         raise ParseError("Header line too long")
-    if _abnf.CONTROL_CHAR.search(text) is not None:
-        raise ParseError(_control_char_reason(lines))
 
     # The one loop every message pays for: (name, value) pairs and name -> line indices.
     headers: list[tuple[str, str]] = []
@@ -201,7 +209,10 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SIPReques
                 values = {headers[i][1] for i in idx}
                 if len(values) > 1:
                     raise ParseError(f"Conflicting {canonical_name(key)} headers")
-    if _abnf.CALLID.fullmatch(headers[index["call-id"][0]][1]) is None:
+    # _abnf.callid (visible ASCII): no control character is left in the head, so what remains to refuse
+    # is the empty value, white space and non-ASCII - without a regex call on every message.
+    call_id = headers[index["call-id"][0]][1]
+    if not call_id or " " in call_id or "\t" in call_id or not call_id.isascii():
         raise ParseError("Bad Call-ID header")
     cseq = parse_cseq(headers[index["cseq"][0]][1])
     if method is not None and cseq.method != method:

@@ -119,8 +119,11 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
     params = parse_generic_params(params_text, what)
-    if params and what in _TAGGED:
-        _check_token_param(params, _TAG_SPELLINGS, what)
+    if what in _TAGGED:
+        quoted = '"' in params_text
+        for name, written in params:
+            if name in _TAG_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
+                raise ParseError(f"Bad {what} header")
     return _new_name_addr(display, uri, params)
 
 
@@ -141,16 +144,15 @@ _TAG_SPELLINGS = _spellings("tag")
 _ID_SPELLINGS = _spellings("id")
 
 
-def _check_token_param(params: Params, spellings: frozenset[str], what: str) -> None:
-    """A tag-param or event id (`"tag" EQUAL token`, `"id" EQUAL token`) must have a value, made of the
-    characters of an unquoted gen-value: it is stored and written back as it is (`.tag` and `.id` read it
-    unquoted, so a quoted "abc" - tolerated as before - counts as abc, and a quoted value holding anything
-    else, such as ";", "," or a space, is refused)."""
-    for name, written in params:
-        if name in spellings:
-            value = unquote(written) if written is not None and written[:1] == '"' else written
-            if value is None or _abnf.PARAM_TOKEN.fullmatch(value) is None:
-                raise ParseError(f"Bad {what} header")
+def _token_param_ok(written: str) -> bool:
+    """A tag-param or event id (`"tag" EQUAL token`, `"id" EQUAL token`) has a value made of the characters
+    of an unquoted gen-value: it is stored and written back as it is. `.tag` and `.id` read it unquoted, so
+    a quoted "abc" (tolerated as before) counts as abc; a quoted value holding anything else (";", ",", a
+    space) or nothing is refused. The callers check a value only when the parameters hold a quote: without
+    one, parse_generic_params has already held every value to the unquoted characters (and a `tag` without
+    a value is None, refused by the callers)."""
+    value = unquote(written) if written[:1] == '"' else written
+    return _abnf.PARAM_TOKEN.fullmatch(value) is not None
 
 
 # --- Via ----------------------------------------------------------------------------------------------------
@@ -313,9 +315,12 @@ def parse_event(value: str) -> Event:
     m = _abnf.EVENT_TYPE.match(s)
     if m is None:
         raise ParseError("Bad Event header")
-    params = parse_generic_params(s[m.end():], "Event")
-    if params:
-        _check_token_param(params, _ID_SPELLINGS, "Event")
+    params_text = s[m.end():]
+    params = parse_generic_params(params_text, "Event")
+    quoted = '"' in params_text
+    for name, written in params:
+        if name in _ID_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
+            raise ParseError("Bad Event header")
     package, *templates = m.group().split(".")
     return _new_event(package, tuple(templates), params)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sip_samples import PIDF, PUBLISH, SUBSCRIBE, capture_messages
 
 from routescript.sip import (
@@ -15,6 +17,7 @@ from routescript.sip import (
     SIPResponse,
     parse_message,
 )
+from routescript.sip import _abnf
 
 MINIMAL = (
     "{start}\r\n"
@@ -321,6 +324,19 @@ def test_call_ids_real_user_agents_send_are_accepted(call_id: str) -> None:
     # send: base64 padding, "#", "$", a second "@" (liberal, as OpenSIPS).
     msg = parse_message(minimal().replace(b"Call-ID: c1", b"Call-ID: " + call_id.encode()))
     assert msg.call_id == call_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=0x2FF, blacklist_characters="\r\n"), max_size=12))
+def test_call_id_check_is_the_grammar(call_id: str) -> None:
+    # parse_message checks the Call-ID without a regex (the head's control characters are refused
+    # before); it must accept exactly what _abnf.CALLID does, after the value's white space is stripped.
+    data = minimal().replace(b"Call-ID: c1", b"Call-ID: " + call_id.encode())
+    valid = _abnf.CONTROL_CHAR.search(call_id) is None and _abnf.CALLID.fullmatch(call_id.strip()) is not None
+    if valid:
+        assert parse_message(data).call_id == call_id.strip()
+    else:
+        assert reason_of(data) == "Bad Call-ID header"
 
 
 @pytest.mark.parametrize(
