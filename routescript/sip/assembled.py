@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from routescript.sip.message import SIPRequest
-from routescript.sip.parse import parse_message
+from routescript.sip.parse import MAX_MESSAGE_SIZE, parse_message
 
 _SIP_VERSION = "SIP/2.0"
 _PARSED_LATER = frozenset(("_headers", "_index", "_cache", "_typed"))
@@ -30,7 +30,9 @@ class AssembledRequest(SIPRequest):
             raise AttributeError(name)
         raw = self._raw
         assert raw is not None   # set at assembly; an edit clears it, but reads the headers first
-        parsed = parse_message(raw)
+        # Our own bytes: the peer's size bound does not apply. A NOTIFY whose aggregated body passed it
+        # (it cannot go over UDP and times out) failed here when its 408 was made, in the timer callback.
+        parsed = parse_message(raw, max_size=max(len(raw), MAX_MESSAGE_SIZE))
         self._headers = parsed._headers
         self._index = parsed._index
         self._cache = parsed._cache

@@ -165,3 +165,23 @@ async def check_whole(srv: Srv, mi_url: str) -> None:
 def _around(log: str, text: str, before: int = 1500, after: int = 2500) -> str:
     at = log.find(text)
     return log[max(0, at - before):at + after]
+
+
+async def test_notify_too_large_for_udp_times_out_cleanly(tmp_path: Path) -> None:
+    """Found by a 200,000-datagram run: a presentity whose aggregated PIDF outgrew 64 KiB. Its NOTIFY
+    cannot go over UDP, so Timer F fires; making the local 408 re-read the NOTIFY under the peer's size
+    bound raised inside the transaction timer callback (a traceback, and the timers of every other
+    transaction left unarmed). Now the 408 ends the subscription (end_sub_on_timeout) quietly."""
+    port = free_port()
+    cfg = presence_cfg(tmp_path, port, tm={"fr_timeout": 1})
+    with run_server(cfg, tmp_path) as server:
+        srv = Srv(server, port)
+        async with await srv.client("big") as big, await srv.client("wes") as wes:
+            for device in range(16):   # 16 devices of ~4.6 KB each: about 74 KB aggregated
+                body = pidf(big.aor, note="n" * 4500, tuple_id=f"dev{device}")
+                assert (await big.send_request(big.publish(srv.uri("big"), body))).status == 200
+            sub = wes.subscribe(srv.uri("big"))
+            assert (await wes.send_request(sub)).status == 200
+            server.wait_for("NOTIFY answered 408", timeout=10)
+            assert (await wes.send_request(wes.options(srv.uri("big")))).status == 200
+        assert "Traceback" not in server.log()

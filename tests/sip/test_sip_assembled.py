@@ -42,3 +42,13 @@ def test_without_a_via_the_request_is_an_ordinary_one() -> None:
     assert not isinstance(request, AssembledRequest)
     request.add_header("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-2", first=True)
     assert parse_message(request.to_bytes()).via.branch == "z9hG4bK-2"
+
+
+def test_a_request_larger_than_a_peer_may_send_still_reads_back() -> None:
+    # Found by the long mutation fuzz: a NOTIFY with a large aggregated body (it cannot go over UDP) timed
+    # out, and making its 408 re-read the bytes under the peer's 64 KiB bound raised in the timer callback.
+    body = b"x" * 70_000
+    headers = [*HEADERS[:-1], ("Content-Length", str(len(body)))]
+    request = assemble_request("NOTIFY", "sip:w@h", headers, body)
+    assert build_reply(request, 408, "Request Timeout").header("Call-ID") == "c1@h"
+    assert request.header("Content-Length") == "70000"
