@@ -26,7 +26,7 @@ from lxml import etree
 
 from routescript.modules.presence.bla import BLA_EVENT_NAME, bla_presentity, bla_presentity_from_value
 from routescript.modules.presence.events import BodyError, PresenceEvent
-from routescript.modules.presence_xml.xml_util import parse_xml, qname, serialize
+from routescript.modules.presence_xml.xml_util import parse_xml, qname, serialize, xml_safe
 from routescript.sip import ParseError, parse_uri
 
 from .dialoginfo import (CONTENT_TYPE, NS_DIALOG_INFO, _aux_set_version, aggregate_dialog_info,
@@ -96,7 +96,7 @@ def fix_remote_target_doc(root: etree._Element, pres_uri: str) -> None:
         for target in remote.iterchildren(_TARGET):
             fixed = _fixed_target(target.get("uri") or "", identity, domain)
             if fixed is not None:
-                target.set("uri", fixed)
+                target.set("uri", xml_safe(fixed, "BLA remote target", pres_uri))
 
 
 def fix_remote_target(body: bytes, pres_uri: str) -> bytes:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from lxml import etree
 
 from routescript.modules.presence.events import BodyError, PresenceEvent
-from routescript.modules.presence_xml.xml_util import parse_xml, qname, serialize
+from routescript.modules.presence_xml.xml_util import parse_xml, qname, serialize, xml_safe
 
 __all__ = [
     "CONTENT_TYPE",
@@ -90,7 +90,7 @@ def _new_root(pres_uri: str) -> etree._Element:
     # version is a placeholder: set_version writes each watcher's own value.
     root.set("version", "0")
     root.set("state", "full")
-    root.set("entity", pres_uri)
+    root.set("entity", xml_safe(pres_uri, "dialog-info entity", pres_uri))
     return root
 
 

@@ -27,6 +27,7 @@ def _check_xml(check: Any) -> Any:
             status = getattr(exc, "status", None)
             if status is None:
                 raise
+            log.debug("PUBLISH body refused (%s): %s", status, getattr(exc, "detail", "") or exc)
             raise BodyError(int(status), str(getattr(exc, "reason", "Bad request"))) from None
     return publ_handl
 
@@ -149,7 +150,13 @@ class PresenceXmlModule(Module):
     def _winfo_body(pres_uri: str, watchers: Sequence[Any], version: int, state: str) -> bytes:
         from .winfo import WatcherInfo, winfo_document
 
-        infos = [WatcherInfo(w.callid, w.watcher_uri, _winfo_status(w), "subscribe") for w in watchers]
+        infos = []
+        for w in watchers:
+            if not w.callid:  # RFC 3858 requires the id; only a row written by something else lacks it
+                log.warning("watcher %r of %r has no Call-ID: left out of the watcher list", w.watcher_uri,
+                            pres_uri)
+                continue
+            infos.append(WatcherInfo(w.callid, w.watcher_uri, _winfo_status(w), "subscribe"))
         return winfo_document(pres_uri, infos, version, state)  # type: ignore[arg-type]
 
 

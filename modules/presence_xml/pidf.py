@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from lxml import etree
 
 from .xml_util import (
-    BAD_REQUEST,
     NS_DATA_MODEL,
     NS_PIDF,
     NS_XML,
@@ -34,6 +33,7 @@ from .xml_util import (
     parse_xml,
     qname,
     serialize,
+    xml_safe,
 )
 
 __all__ = [
@@ -60,7 +60,14 @@ _DEVICE = qname(NS_DATA_MODEL, "device")
 _XML_LANG = qname(NS_XML, "lang")
 
 # Elements that carry an xs:ID; the ID must be unique across all of them in one document.
-_ID_ELEMENTS = (_TUPLE, _PERSON, _DEVICE)
+_ID_ELEMENTS = frozenset((_TUPLE, _PERSON, _DEVICE))
+
+# The 400s of check_pidf: the reason phrase says what is wrong with the document (fixed texts: nothing of
+# the peer's is put on the wire; the detail, for the log, says which element).
+NOT_PIDF = (400, "Not a PIDF document")
+FOREIGN_TUPLE = (400, "PIDF tuple outside the PIDF namespace")
+MISSING_ID = (400, "PIDF element without id")
+DUPLICATE_ID = (400, "Duplicate id in PIDF document")
 
 
 # A body accepted once is accepted again: phones republish the same few documents (a refresh with a
@@ -83,22 +90,39 @@ def _check_pidf(body: bytes) -> None:
 
     - not well-formed XML, or carrying a DOCTYPE: 415 "Unsupported media type" (what OpenSIPS answers);
     - too large (bytes or elements): 413; nested too deep: 400;
-    - root element not `<presence>` in the PIDF namespace, or a `<tuple>` / `<dm:person>` / `<dm:device>`
-      without an `id`: 400 "Bad request". OpenSIPS accepts such a body and then silently leaves it out
-      of (or, for a missing id, fails) every later NOTIFY; refusing it at PUBLISH tells the publisher.
-      It is 400 rather than 415 because the media type itself is supported - this body just breaks it.
+    - what RFC 3863 4.1 requires of the document, each a 400 whose reason phrase says what is wrong:
+      the root is `<presence>` in the PIDF namespace (NOT_PIDF); every `<tuple>` child of it is in the
+      PIDF namespace (FOREIGN_TUPLE: the schema's tuple is `pidf:tuple`, and `##other` extensions may not
+      be named tuple - a receiver that matches by local name, as OpenSIPS does, would take it for one);
+      every `<tuple>`, `<dm:person>` and `<dm:device>` has an `id` (MISSING_ID), and those ids - one xs:ID
+      space, RFC 3863 4.1.2 and RFC 4479 - are unique in the document (DUPLICATE_ID).
+      OpenSIPS accepts such a body and relays it, or silently leaves it out of (or, for a missing id,
+      fails) every later NOTIFY; refusing it at PUBLISH tells the publisher. 400 rather than 415 because
+      the media type itself is supported - this body just breaks it.
+    Extensions at the presence level in other namespaces (RPID, data-model, CIPID, ...) are accepted.
+    Choices (liberal, as OpenSIPS): an id is not checked to be an NCName, and a tuple without `<status>`
+    is accepted - neither breaks aggregation or a watcher.
     """
     root = parse_xml(body)
     _require_pidf_root(root)
+    seen: set[str] = set()
     for child in root:
-        if child.tag in _ID_ELEMENTS and not (child.get("id") or "").strip():
-            raise BodyError(*BAD_REQUEST, f"<{local_name(child)}> without an id attribute")
+        tag = child.tag
+        if tag in _ID_ELEMENTS:
+            element_id = (child.get("id") or "").strip()
+            if not element_id:
+                raise BodyError(*MISSING_ID, f"<{local_name(child)}> without an id attribute")
+            if element_id in seen:
+                raise BodyError(*DUPLICATE_ID, f"id {element_id!r} used twice (<{local_name(child)}>)")
+            seen.add(element_id)
+        elif isinstance(tag, str) and (tag == "tuple" or tag.endswith("}tuple")):
+            raise BodyError(*FOREIGN_TUPLE, f"<tuple> in namespace {namespace_of(child)!r}, not {NS_PIDF}")
 
 
 def _require_pidf_root(root: etree._Element) -> None:
     if root.tag != _PRESENCE:
         raise BodyError(
-            *BAD_REQUEST,
+            *NOT_PIDF,
             f"root element is <{local_name(root)}> in namespace {namespace_of(root)!r}, "
             f"not <presence> in {NS_PIDF}",
         )
@@ -154,7 +178,7 @@ def aggregate_pidf(pres_uri: str, bodies: Sequence[bytes], off_index: int | None
     # device's tuple that happens to use the same id.
     roots = [*reversed(live), *closed]
     if len(roots) == 1:
-        roots[0].set("entity", pres_uri)
+        roots[0].set("entity", xml_safe(pres_uri, "PIDF entity", pres_uri))
         return serialize(roots[0])
     return serialize(_merge(pres_uri, roots))
 
@@ -196,7 +220,7 @@ def _merge(pres_uri: str, newest_first: list[etree._Element]) -> etree._Element:
                 others.append(child)
 
     merged = etree.Element(_PRESENCE, nsmap=nsmap)
-    merged.set("entity", pres_uri)
+    merged.set("entity", xml_safe(pres_uri, "PIDF entity", pres_uri))
     for element in (*tuples, *notes, *persons, *devices, *others):
         element_copy = copy.deepcopy(element)
         element_copy.tail = None  # whitespace between top-level elements is not kept (as OpenSIPS)
@@ -208,7 +232,7 @@ def _merge(pres_uri: str, newest_first: list[etree._Element]) -> etree._Element:
 
 def _offline_root(pres_uri: str) -> etree._Element:
     root = etree.Element(_PRESENCE, nsmap={None: NS_PIDF})
-    root.set("entity", pres_uri)
+    root.set("entity", xml_safe(pres_uri, "PIDF entity", pres_uri))
     return root
 
 

@@ -18,7 +18,8 @@ from typing import Literal, NamedTuple, cast, get_args
 
 from lxml import etree
 
-from .xml_util import BAD_REQUEST, NS_WATCHERINFO, BodyError, local_name, parse_xml, qname, serialize
+from .xml_util import (BAD_REQUEST, NS_WATCHERINFO, BodyError, local_name, parse_xml, qname, serialize,
+                       xml_safe)
 
 __all__ = [
     "WatcherEvent",
@@ -100,7 +101,9 @@ def winfo_document(
 
     (one line in the output). `version` counts the documents sent in this winfo subscription (RFC 3858
     section 4.2: starts at 0, +1 per NOTIFY); `state` is "full" for the whole list, "partial" for the
-    changed watchers only. Bad arguments raise ValueError.
+    changed watchers only. Bad arguments raise ValueError. The strings (URIs, ids, display names) come
+    from stored subscriptions: a character XML cannot carry is %-escaped with a warning (`xml_safe`), so a
+    bad row never loses the NOTIFY.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"winfo version must be a non-negative integer, got {version!r}")
@@ -110,20 +113,21 @@ def winfo_document(
     root.set("version", str(version))
     root.set("state", state)
     watcher_list = etree.SubElement(root, _WATCHER_LIST)
-    watcher_list.set("resource", presentity_uri)
+    watcher_list.set("resource", xml_safe(presentity_uri, "watcher-list resource", presentity_uri))
     watcher_list.set("package", package)
     for watcher in watchers:
         element = etree.SubElement(watcher_list, _WATCHER)
-        element.set("id", watcher.id)
+        element.set("id", xml_safe(watcher.id, "watcher id", presentity_uri))
         element.set("event", watcher.event)
         element.set("status", watcher.status)
         if watcher.display_name is not None:
-            element.set("display-name", watcher.display_name)
+            display = xml_safe(watcher.display_name, "watcher display-name", presentity_uri)
+            element.set("display-name", display)
         if watcher.duration is not None:
             element.set("duration-subscribed", str(watcher.duration))
         if watcher.expiration is not None:
             element.set("expiration", str(watcher.expiration))
-        element.text = watcher.uri
+        element.text = xml_safe(watcher.uri, "watcher URI", presentity_uri)
     return serialize(root)
 
 

@@ -8,6 +8,8 @@ DOCTYPE (no presence document needs one), then depth and element-count bounds. A
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 
 from lxml import etree
@@ -139,6 +141,33 @@ def _check_shape(root: etree._Element, max_depth: int, max_elements: int) -> Non
         for child in element:
             if isinstance(child.tag, str):  # elements only; comments and PIs have no children
                 stack.append((child, depth + 1))
+
+
+log = logging.getLogger("routescript.presence_xml")
+
+# Char  ::=  #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]     (XML 1.0, 2.2)
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _percent_escape(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+
+def xml_safe(text: str, what: str, of: str) -> str:
+    """`text` fit for an XML attribute or text node: every character XML 1.0 cannot carry (a control
+    character, a lone surrogate, U+FFFE/U+FFFF) %-escaped as its UTF-8 bytes ("a\x01b" -> "a%01b"), with a
+    warning naming `what` and whose it is (`of`, a presentity URI: "watcher id of sip:alice@example.com").
+
+    The body builders pass every stored string through it: the SIP layer refuses such characters in
+    what it stores, but a row written by something else (an old or shared database) must not make lxml
+    raise and lose the NOTIFY. Escaping rather than leaving the value out keeps the element there (a
+    watcher stays in the watcher list).
+    """
+    if _NOT_XML_CHAR.search(text) is None:
+        return text
+    safe = _NOT_XML_CHAR.sub(_percent_escape, text)
+    log.warning("%s of %r holds characters XML cannot carry: %r written as %r", what, of, text, safe)
+    return safe
 
 
 def qname(namespace: str, local: str) -> str:

@@ -38,13 +38,37 @@ host = rf"(?:{ipv6reference}|{hostname})"
 port = r"[0-9]{1,5}"
 
 # gen-value  =  token / host / quoted-string
-gen_value = rf"(?:{quoted_string}|[A-Za-z0-9\-.!%*_+`'~:\[\]/@?&=$]+)"
+# (liberal: an unquoted value may also hold "/", "@", "?", "&", "=" and "$", seen in real Via/Contact params)
+gen_value_unquoted = r"[A-Za-z0-9\-.!%*_+`'~:\[\]/@?&=$]+"
+gen_value = rf"(?:{quoted_string}|{gen_value_unquoted})"
 # generic-param  =  token [ EQUAL gen-value ]      EQUAL = SWS "=" SWS;  SEMI = SWS ";" SWS
-# (liberal: the value may also hold "/", "@", "?", "&", "=" and "$", seen in real Via/Contact params)
 generic_param = rf"{SWS};{SWS}(?P<name>{token})(?:{SWS}={SWS}(?P<value>{gen_value}))?{SWS}"
 # *( SEMI generic-param ) without quoted-strings, whole: written so that no two parts can match the same
 # whitespace (no backtracking blow-up on long runs of spaces).
-generic_params_unquoted = rf"{SWS}(?:;{SWS}{token}(?:{SWS}={SWS}[A-Za-z0-9\-.!%*_+`'~:\[\]/@?&=$]+)?{SWS})*"
+generic_params_unquoted = rf"{SWS}(?:;{SWS}{token}(?:{SWS}={SWS}{gen_value_unquoted})?{SWS})*"
+
+# tag-param  =  "tag" EQUAL token                 (RFC 3261 25.1, in from-param / to-param)
+# event-param = generic-param / ( "id" EQUAL token )   (RFC 6665 8.2.1)
+# (liberal: the characters of an unquoted gen-value, as for every other parameter; never a quoted-string
+# nor empty - a tag or event id is stored and written back as it is in the NOTIFY's From/To/Event)
+param_token = gen_value_unquoted
+
+# Characters no header line may hold. RFC 3261 25.1: a header value is made of TEXT-UTF8char
+# (%x21-7E / UTF8-NONASCII), LWS and, inside a quoted-string, quoted-pairs; a control character (HTAB
+# excepted) can only appear as a quoted-pair ("\" %x00-09 / %x0B-0C / %x0E-7F).
+# (strict: refused even as a quoted-pair - no user agent sends one, and what a header holds is stored
+# (Call-ID, tags, URIs) and written into XML bodies, which cannot carry control characters at all.
+# CR and LF are not in the set: they end lines, and a CR that ends none is refused by the parser.)
+control_char = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+# Call-ID  =  ( "Call-ID" / "i" ) HCOLON callid
+# callid   =  word [ "@" word ]
+# word     =  1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" / "(" / ")" / "<" /
+#               ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
+# (liberal: any visible ASCII character (VCHAR), so also "=", "#", "$", "&", ",", ";", "^", "|" and a second
+# "@", which user agents do put in Call-IDs (base64 padding, Linphone's "#" and "$"); OpenSIPS takes any
+# Call-ID. What word keeps out and matters is kept out: control characters, white space, non-ASCII.)
+callid = r"[\x21-\x7e]+"
 
 # --- URIs (RFC 3261 19.1.1, 25.1) ----------------------------------------------------------------------
 # unreserved  =  alphanum / mark        mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
@@ -138,3 +162,6 @@ DIGITS = re.compile(digits)
 EVENT_TYPE = re.compile(event_type)
 MEDIA_TYPE = re.compile(media_type)
 DISPLAY_NAME_TOKENS = re.compile(display_name_tokens)
+PARAM_TOKEN = re.compile(param_token)
+CONTROL_CHAR = re.compile(control_char)
+CALLID = re.compile(callid)

@@ -118,7 +118,41 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         uri = parse_uri(uri_text)
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
-    return _new_name_addr(display, uri, parse_generic_params(params_text, what))
+    params = parse_generic_params(params_text, what)
+    if what in _TAGGED:
+        quoted = '"' in params_text
+        for name, written in params:
+            if name in _TAG_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
+                raise ParseError(f"Bad {what} header")
+    return _new_name_addr(display, uri, params)
+
+
+# The headers whose `tag` parameter is a tag-param (RFC 3261 25.1: from-param, to-param).
+_TAGGED = ("From", "To")
+
+
+def _spellings(name: str) -> frozenset[str]:
+    """Every upper/lower-case spelling of a parameter name (they are case-insensitive, RFC 3261 7.3.1):
+    a set lookup finds one without lower-casing each parameter name of every message."""
+    out = {""}
+    for ch in name:
+        out = {prefix + c for prefix in out for c in {ch.lower(), ch.upper()}}
+    return frozenset(out)
+
+
+_TAG_SPELLINGS = _spellings("tag")
+_ID_SPELLINGS = _spellings("id")
+
+
+def _token_param_ok(written: str) -> bool:
+    """A tag-param or event id (`"tag" EQUAL token`, `"id" EQUAL token`) has a value made of the characters
+    of an unquoted gen-value: it is stored and written back as it is. `.tag` and `.id` read it unquoted, so
+    a quoted "abc" (tolerated as before) counts as abc; a quoted value holding anything else (";", ",", a
+    space) or nothing is refused. The callers check a value only when the parameters hold a quote: without
+    one, parse_generic_params has already held every value to the unquoted characters (and a `tag` without
+    a value is None, refused by the callers)."""
+    value = unquote(written) if written[:1] == '"' else written
+    return _abnf.PARAM_TOKEN.fullmatch(value) is not None
 
 
 # --- Via ----------------------------------------------------------------------------------------------------
@@ -281,7 +315,12 @@ def parse_event(value: str) -> Event:
     m = _abnf.EVENT_TYPE.match(s)
     if m is None:
         raise ParseError("Bad Event header")
-    params = parse_generic_params(s[m.end():], "Event")
+    params_text = s[m.end():]
+    params = parse_generic_params(params_text, "Event")
+    quoted = '"' in params_text
+    for name, written in params:
+        if name in _ID_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
+            raise ParseError("Bad Event header")
     package, *templates = m.group().split(".")
     return _new_event(package, tuple(templates), params)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -431,3 +432,14 @@ def test_functions_fit_the_presence_event_hooks() -> None:
     assert ids(root, "p:tuple") == ["soft", "t1"]
     assert root.xpath("string(p:tuple[@id='t1']/p:status/p:basic)", namespaces=NS) == "closed"
     assert ids(parse(event.build_empty_pres_info(CAROL)), "p:tuple") == [OFFLINE_TUPLE_ID]
+
+
+@pytest.mark.parametrize("build", [
+    offline_pidf,
+    lambda uri: aggregate_pidf(uri, [CAPTURE_04A_BODY]),
+    lambda uri: aggregate_pidf(uri, [CAPTURE_04A_BODY, DESK_PHONE]),
+])
+def test_entity_xml_cannot_carry_is_escaped(build: Callable[[str], bytes]) -> None:
+    # The presentity URI comes from a stored row; one holding a control character still gives a body.
+    root = parse(build("sip:car\x01ol@example.com"))
+    assert root.get("entity") == "sip:car%01ol@example.com"

@@ -94,7 +94,7 @@ def test_not_well_formed_is_415(body: bytes) -> None:
 def test_non_pidf_root_is_400(body: bytes, why: str) -> None:
     with pytest.raises(BodyError) as info:
         check_pidf(body)
-    assert (info.value.status, info.value.reason) == (400, "Bad request")
+    assert (info.value.status, info.value.reason) == (400, "Not a PIDF document")
     assert why in info.value.detail
 
 
@@ -111,8 +111,62 @@ def test_id_elements_without_id_are_400(child: bytes) -> None:
     body = b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">' + child + b"</presence>"
     with pytest.raises(BodyError) as info:
         check_pidf(body)
-    assert info.value.status == 400
+    assert (info.value.status, info.value.reason) == (400, "PIDF element without id")
     assert "id" in info.value.detail
+
+
+_DM = 'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"'
+
+
+@pytest.mark.parametrize(
+    "children",
+    [
+        b'<tuple id="t1"><status/></tuple><tuple id="t1"><status/></tuple>',
+        b'<tuple id="t1"><status/></tuple><tuple id=" t1 "><status/></tuple>',
+        b'<tuple id="x"><status/></tuple><dm:person id="x"/>',
+        b'<dm:person id="p"/><dm:device id="p"><dm:deviceID>urn:x</dm:deviceID></dm:device>',
+    ],
+)
+def test_duplicate_ids_are_400(children: bytes) -> None:
+    # RFC 3863 4.1.2 / RFC 4479: tuple, person and device ids are xs:IDs - unique in the document.
+    body = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" ' + _DM.encode() + b' entity="sip:a@b">'
+            + children + b"</presence>")
+    with pytest.raises(BodyError) as info:
+        check_pidf(body)
+    assert (info.value.status, info.value.reason) == (400, "Duplicate id in PIDF document")
+    assert "used twice" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "child",
+    [
+        b'<x:tuple xmlns:x="urn:example:foreign" id="t2"><x:status/></x:tuple>',
+        b'<tuple xmlns="" id="t2"><status/></tuple>',
+        b'<dm:tuple ' + _DM.encode() + b' id="t2"/>',
+    ],
+)
+def test_tuple_outside_the_pidf_namespace_is_400(child: bytes) -> None:
+    # RFC 3863 4.1: <tuple> is urn:ietf:params:xml:ns:pidf's; an extension may not be named tuple.
+    body = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">'
+            b'<tuple id="t1"><status><basic>open</basic></status></tuple>' + child + b"</presence>")
+    with pytest.raises(BodyError) as info:
+        check_pidf(body)
+    assert (info.value.status, info.value.reason) == (400, "PIDF tuple outside the PIDF namespace")
+
+
+def test_extensions_in_other_namespaces_stay_accepted() -> None:
+    # RPID/data-model/CIPID at the presence level, a foreign element named like a PIDF one but not tuple,
+    # a nested foreign tuple inside an extension, comments and processing instructions: all fine.
+    body = (b'<presence xmlns="urn:ietf:params:xml:ns:pidf" ' + _DM.encode() + b' '
+            b'xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:c="urn:ietf:params:xml:ns:pidf:cipid" '
+            b'xmlns:x="urn:example:x" entity="sip:a@b"><!-- c --><?pi x?>'
+            b'<tuple id="t1"><status><basic>open</basic><x:tuple>inner</x:tuple></status></tuple>'
+            b'<tuple id="t2"><status><basic>closed</basic></status></tuple><note>n</note>'
+            b'<dm:person id="p1"><rpid:activities><rpid:away/></rpid:activities></dm:person>'
+            b'<dm:device id="d1"><dm:deviceID>urn:uuid:1</dm:deviceID></dm:device>'
+            b'<c:homepage>https://a.example/</c:homepage><x:note>foreign note</x:note>'
+            b'<x:stuff><x:tuple id="t1"/></x:stuff></presence>')
+    assert check_pidf(body) is None
 
 
 def test_body_error_is_the_presence_core_body_error() -> None:

@@ -177,3 +177,16 @@ _WATCHERS = st.builds(
 def test_round_trip(watchers: list[WatcherInfo], version: int, state: str, resource: str) -> None:
     body = winfo_document("sip:" + resource, watchers, version, state)  # type: ignore[arg-type]
     assert parse_winfo(body) == (version, state, "sip:" + resource, watchers)
+
+
+def test_stored_values_xml_cannot_carry_are_escaped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    # A subscription row written by something else (an old database) may hold a control character: the
+    # document is still built - the watcher kept, its id %-escaped - and a warning names the presentity.
+    bad = WatcherInfo("call\x00id\x01", "sip:b\x1bob@127.0.0.1", "active", "subscribe",
+                      display_name="B\ufffe")
+    body = winfo_document("sip:al\x02ice@127.0.0.1", [BOB_1, bad], 3, "full")
+    version, state, resource, watchers = parse_winfo(body)
+    assert (version, state, resource) == (3, "full", "sip:al%02ice@127.0.0.1")
+    assert [(w.id, w.uri, w.display_name) for w in watchers] == [
+        (BOB_1.id, BOB_1.uri, None), ("call%00id%01", "sip:b%1Bob@127.0.0.1", "B%EF%BF%BE")]
+    assert "watcher id of 'sip:al\\x02ice@127.0.0.1'" in caplog.text

@@ -170,6 +170,21 @@ def test_name_addr_forms(value: str, display: str | None, uri: str, tag: str | N
     assert na.tag == tag
 
 
+@pytest.mark.parametrize("what", ["From", "To"])
+@pytest.mark.parametrize("params", [';tag="a b"', ';tag="a;x=1"', ';tag=""', ";tag", ";TAG", ';Tag="a,b"'])
+def test_tag_that_is_no_token_is_refused(what: str, params: str) -> None:
+    # tag-param = "tag" EQUAL token (RFC 3261 25.1): the tag is stored and written back in the NOTIFY's
+    # From/To as it is, so a quoted value holding a space, ";" or "," (or no value) is refused.
+    with pytest.raises(ParseError) as info:
+        parse_name_addr("<sip:bob@h>" + params, what)
+    assert info.value.reason == f"Bad {what} header"
+
+
+def test_tag_rule_is_only_for_from_and_to() -> None:
+    # In a Contact or Route, "tag" is any generic-param.
+    assert parse_name_addr('<sip:bob@h>;tag="a b"', "Contact").param("tag") == "a b"
+
+
 def test_name_addr_round_trips_through_str() -> None:
     na = parse_name_addr('"A \\"B\\"" <sip:a@h;lr>;tag=1;x', "From")
     assert parse_name_addr(str(na), "From") == na
@@ -322,6 +337,15 @@ def test_event_from_message_and_absent() -> None:
 @pytest.mark.parametrize("value", ["", "presence.", ".winfo", "pres ence", "presence;", "presence;=1",
                                    "dialog,sla"])
 def test_bad_event(value: str) -> None:
+    msg = parse_message(SUBSCRIBE.replace(b"Event: presence", f"Event: {value}".encode()))
+    assert bad(lambda: msg.event) == "Bad Event header"
+
+
+@pytest.mark.parametrize("value",
+                         ['presence;id="a b"', 'presence;id="1;x=2"', "presence;id", 'presence;ID=""'])
+def test_event_id_that_is_no_token_is_refused(value: str) -> None:
+    # event-param = generic-param / ( "id" EQUAL token ) (RFC 6665 8.2.1): written back in each NOTIFY's
+    # Event header as it is.
     msg = parse_message(SUBSCRIBE.replace(b"Event: presence", f"Event: {value}".encode()))
     assert bad(lambda: msg.event) == "Bad Event header"
 
