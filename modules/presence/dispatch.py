@@ -166,6 +166,10 @@ class NotifyDispatch(Persistence):
         conn_id = getattr(source, "conn_id", None) if source is not None else None
         return _destination(target, came_over, source_proto, conn_id, sock)
 
+    def _subscribed(self, sub: Subscription) -> bool:
+        """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
+        return self.subscriptions.get(sub.key) is not None
+
     def _notify_result(self, sub: Subscription, status: int) -> Awaitable[None] | None:
         """481 (dialog gone), or a timeout with end_sub_on_timeout, ends the subscription (the
         returned awaitable; None - nothing to wait for - in the usual case)."""

@@ -283,6 +283,10 @@ class PresenceModule(PresenceMI, Module):
                        reset=lambda: setattr(sender, "sent", 0))
         stats.register("presence", "failed_notifies", func=lambda: sender.failed,
                        reset=lambda: setattr(sender, "failed", 0))
+        stats.register("presence", "dropped_notifies", func=lambda: sender.dropped,
+                       reset=lambda: setattr(sender, "dropped", 0))
+        stats.register("presence", "notify_queues", func=sender.dialogs)
+        stats.register("presence", "queued_notifies", func=sender.pending)
         self._publish_accepted = stats.register("presence", "accepted_publishes")
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 

@@ -50,7 +50,7 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
                                             expires_offset=settings.expires_offset)
         self.subscriptions = SubsTable(max_expires=settings.max_expires_subscribe,
                                        expires_offset=settings.expires_offset)
-        self.sender = NotifySender(self._send_notify, self._notify_result)
+        self.sender = NotifySender(self._send_notify, self._notify_result, self._subscribed)
         self._locks = KeyedLocks(MAX_PRESENTITY_LOCKS)
         # The shared NOTIFY body per presentity, rebuilt only when its publications change.
         self.bodies = BodyCache()
