@@ -155,7 +155,7 @@ class NotifySender:
     def _alive(self, sub: Subscription) -> bool:
         try:
             return self._is_live(sub)
-        except Exception:  # noqa: BLE001 - a broken check must not keep a queue forever
+        except Exception:  # a broken check must not keep a queue forever
             log.exception("checking the subscription %s failed; its NOTIFY is sent", sub.callid)
             return True
 

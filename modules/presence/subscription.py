@@ -114,6 +114,11 @@ DialogKey = tuple[str, str, str]  # (Call-ID, our To tag, watcher's From tag)
 shared = sys.intern
 
 MAX_SHARED_SOURCES = 4096   # bound: distinct transport sources kept for sharing (SubsTable.share_source)
+# bound: watchers whose subscription ended, kept until the next clean_period forgets their allowed
+# decision in the watchers table (SubsTable.take_ended); past it their rows stay, as in OpenSIPS.
+MAX_ENDED_WATCHERS = 100_000
+
+WatcherKey = tuple[str, str, str, str]   # (presentity URI, watcher user, watcher domain, event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +298,10 @@ class SubsTable:
         # Transport sources, each kept once (a presence server behind a proxy hears every SUBSCRIBE
         # from the same address): the records keep the shared one. Bounded: emptied when full.
         self._sources: dict[Any, Any] = {}
+        # Watchers whose subscription ended since the last take_ended() (not handle_subscribe("1") ones:
+        # the rules did not decide for them), oldest first.
+        self._ended: dict[WatcherKey, None] = {}
+        self.ended_overflow = 0   # ended subscriptions not recorded: _ended was full
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_subscribe(self, facts: SubscribeFacts, now: float, *, to_tag: str,
@@ -368,6 +377,8 @@ class SubsTable:
             self.update(sub)
         elif decision.action is SubscribeAction.REMOVE:
             self.delete(sub.key)
+        elif decision.action is SubscribeAction.FETCH:
+            self._note_ended(sub)   # a fetch or a refused watcher: ended as soon as it was made
 
     def update(self, sub: Subscription) -> Subscription:
         """Replace a live record (status change, NOTIFY sent...). Returns the stored record."""
@@ -404,13 +415,36 @@ class SubsTable:
         self._unindex(sub.pres_uri, sub.event, key)
         if sub.db_flag != INSERTDB_FLAG:
             self._deleted[key] = sub   # it is in the database: the next sync deletes it
+        self._note_ended(sub)
         return sub
+
+    def _note_ended(self, sub: Subscription) -> None:
+        if sub.forced:
+            return
+        if len(self._ended) >= MAX_ENDED_WATCHERS:
+            self.ended_overflow += 1
+            return
+        self._ended[(sub.pres_uri, sub.watcher_user, sub.watcher_domain, sub.event)] = None
+
+    def take_ended(self) -> list[WatcherKey]:
+        """The watchers whose subscription ended since the last call and that hold no other one to the
+        same presentity and event (clean_period forgets their allowed decision)."""
+        ended = []
+        for key in self._ended:
+            pres_uri, user, domain, event = key
+            if not any(s.watcher_user == user and s.watcher_domain == domain
+                       for s in self.watchers(pres_uri, event)):
+                ended.append(key)
+        self._ended.clear()
+        return ended
 
     def forget(self, key: DialogKey) -> Subscription | None:
         """Drop a subscription from memory only: its row now belongs to another node (clustering), so
         neither a NOTIFY nor a database change follows."""
         sub = self.delete(key)
         self._deleted.pop(key, None)
+        if sub is not None:
+            self._ended.pop((sub.pres_uri, sub.watcher_user, sub.watcher_domain, sub.event), None)
         return sub
 
     def forget_all(self) -> int:
@@ -419,6 +453,7 @@ class SubsTable:
         self._dialogs.clear()
         self._by_presentity.clear()
         self._deleted.clear()
+        self._ended.clear()
         return n
 
     def presentities(self) -> list[tuple[str, str]]:
