@@ -189,6 +189,12 @@ class NotifyDispatch(Persistence):
                 await self.sync_db()
 
 
+def forget_destinations() -> None:
+    """Empty the cache of NOTIFY destinations (clean_period: the watchers that have gone leave it; the
+    live ones cost one parse of their target each on their next NOTIFY)."""
+    _destination.cache_clear()
+
+
 @functools.lru_cache(maxsize=4096)
 def _destination(target: str, came_over: str, source_proto: str, conn_id: int | None, sock: Any) -> Any:
     """Where a NOTIFY to `target` goes: the same few answers for every NOTIFY of a dialog, so they are

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from ._compact import compact
 from .etag import EtagGenerator
 from .events import BodyError, PresenceEvent
 
@@ -108,6 +109,7 @@ class PresentityTable:
         self.expires_offset = expires_offset
         self.max_per_presentity = max_per_presentity
         self._table: dict[tuple[str, str], dict[str, Publication]] = {}
+        self._high = 0   # the most presentities held since _table was last compacted (expire)
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_publish(self, facts: PublishFacts, now: float) -> PublishDecision:
@@ -208,6 +210,7 @@ class PresentityTable:
     def expire(self, now: float) -> list[Publication]:
         """Remove and return publications past expiry + expires_offset (the clean_period timer)."""
         gone: list[Publication] = []
+        self._high = max(self._high, len(self._table))
         for key in list(self._table):
             rows = self._table[key]
             for etag, pub in list(rows.items()):
@@ -216,6 +219,7 @@ class PresentityTable:
                     del rows[etag]
             if not rows:
                 del self._table[key]
+        self._table, self._high = compact(self._table, self._high)
         return gone
 
     def next_deadline(self) -> float | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
 
 REASON_OK = "OK"
@@ -301,6 +302,7 @@ class SubsTable:
         # Watchers whose subscription ended since the last take_ended() (not handle_subscribe("1") ones:
         # the rules did not decide for them), oldest first.
         self._ended: dict[WatcherKey, None] = {}
+        self._high = 0   # the most dialogs held since _dialogs was last compacted (expire)
         self.ended_overflow = 0   # ended subscriptions not recorded: _ended was full
 
     # --- the decision ---------------------------------------------------------------------------
@@ -530,10 +532,14 @@ class SubsTable:
         """Remove subscriptions past expiry + expires_offset; returns them terminated;reason=timeout
         (the clean_period timer sends each a final NOTIFY)."""
         gone = []
+        high = self._high = max(self._high, len(self._dialogs))
         for key, sub in list(self._dialogs.items()):
             if sub.expires_at + self.expires_offset <= now:
                 self.delete(key)
                 gone.append(sub.moved(SubEvent.EXPIRE))
+        self._dialogs, self._high = compact(self._dialogs, self._high)
+        for event, by_uri in self._by_presentity.items():
+            self._by_presentity[event] = compact(by_uri, high)[0]
         return gone
 
     def next_deadline(self) -> float | None:

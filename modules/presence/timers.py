@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from .cluster_callbacks import ClusterCallbacks
+from .dispatch import forget_destinations
 from .events import PUBL_TYPE
 from .presentity import Publication
 from .storage import publication_from_row
@@ -40,11 +41,15 @@ class ExpiryTimers(ClusterCallbacks):
                 async with self._lock(pres_uri):
                     await self.notify_presentity(pres_uri, event, removed=pub)
                 await self._announce(pres_uri, event, "")
+            if not self.presentities.publications(pres_uri, name):
+                self.bodies.discard(pres_uri, name)   # memory only: its body is never asked for again
         if self._fenced():
             return   # our subscriptions may be another node's now: it expires them
         if self._missed_while_fenced and self.cluster is not None:
             self._missed_while_fenced = False
             await self.cluster_resync(retries=1)
+        forget_destinations()   # where NOTIFYs went: watchers gone since are not kept (issue 15)
+        self.sender.compact()
         for sub in self.subscriptions.expire(now):
             event = self.events.contains_event(sub.event)
             if event is None:
