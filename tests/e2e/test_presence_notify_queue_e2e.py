@@ -61,8 +61,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueSrv]:
     port, http_port = free_port(), free_port()
     cfg = presence_cfg(tmp, port, tm={"fr_timeout": FR_TIMEOUT},
                        presence={"clean_period": CLEAN_PERIOD, "end_sub_on_timeout": 0})
-    text = cfg.read_text().replace('loadmodule "presence_xml.so"\n',
-                                   'loadmodule "presence_xml.so"\n' + HTTP_MODULES.format(http_port=http_port), 1)
+    mods = HTTP_MODULES.format(http_port=http_port)
+    anchor = 'loadmodule "presence_xml.so"\n'
+    text = cfg.read_text().replace(anchor, anchor + mods, 1)
     cfg.write_text(text)
     with run_server(cfg, tmp) as server:
         yield QueueSrv(server, port, http_port)
@@ -96,7 +97,8 @@ async def test_unanswered_notifies_end_with_the_subscription(srv: QueueSrv) -> N
     async with await srv.client("silent") as silent, await srv.client("garbler") as garbler:
         subs = [await subscribe(srv, w, "busy", 3) for w in (silent, garbler)]
         started = time.monotonic()
-        firsts = [await w.expect_request("NOTIFY", call_id=s.call_id) for w, s in zip((silent, garbler), subs)]
+        firsts = [await w.expect_request("NOTIFY", call_id=s.call_id)
+                  for w, s in zip((silent, garbler), subs, strict=True)]
         # the garbler answers, but with a reply nothing can match (no Via): its transaction never completes
         garbler.send_raw(b"SIP/2.0 200 OK\r\nCSeq: " + str(firsts[1].cseq.number).encode()
                          + b" NOTIFY\r\nContent-Length: 0\r\n\r\n")
@@ -108,7 +110,7 @@ async def test_unanswered_notifies_end_with_the_subscription(srv: QueueSrv) -> N
         # expiry at 3 s, found within a clean_period; then the NOTIFY in flight ends (Timer F) and the
         # final one is sent: at most clean_period + 2 Timer F after the expiry (+ slack for a loaded box)
         bound = 3 + CLEAN_PERIOD + 2 * FR_TIMEOUT + 2.0
-        for watcher, sub in zip((silent, garbler), subs):
+        for watcher, sub in zip((silent, garbler), subs, strict=True):
             remaining = bound - (time.monotonic() - started)
             final = await watcher.expect_request(
                 "NOTIFY", call_id=sub.call_id, where=lambda r: state(r).startswith("terminated"),
@@ -122,7 +124,7 @@ async def test_unanswered_notifies_end_with_the_subscription(srv: QueueSrv) -> N
         assert after["presence:dropped_notifies"] >= 2 * (CHANGES - 2)
         # and nothing after the final NOTIFY
         await asyncio.sleep(0.5)
-        for watcher, sub in zip((silent, garbler), subs):
+        for watcher, sub in zip((silent, garbler), subs, strict=True):
             received = [r for r in watcher.requests if r.call_id == sub.call_id]
             assert state(received[-1]).startswith("terminated")
 
