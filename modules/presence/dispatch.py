@@ -251,6 +251,10 @@ class NotifyDispatch(Persistence):
         conn_id = getattr(source, "conn_id", None) if source is not None else None
         return _destination(target, came_over, source_proto, conn_id, sock)
 
+    def _subscribed(self, sub: Subscription) -> bool:
+        """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
+        return self.subscriptions.get(sub.key) is not None
+
     def _notify_result(self, sub: Subscription, status: int) -> Awaitable[None] | None:
         """481 (dialog gone), a timeout with end_sub_on_timeout, or a NOTIFY too large for any
         transport the watcher takes (513) ends the subscription (the returned awaitable; None -
@@ -286,6 +290,12 @@ def _with_via(request: Any, sock: Any) -> tuple[Any, str | None]:
     branch = generate_branch()
     via = f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch={branch}"
     return request.to_sip(via), branch
+
+
+def forget_destinations() -> None:
+    """Empty the cache of NOTIFY destinations (clean_period: the watchers that have gone leave it; the
+    live ones cost one parse of their target each on their next NOTIFY)."""
+    _destination.cache_clear()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -338,6 +338,10 @@ class PresenceModule(PresenceMI, Module):
         refusals = service.refusals
         stats.register("presence", "refused_by_caps", func=lambda: refusals.total,
                        reset=lambda: setattr(refusals, "total", 0))
+        stats.register("presence", "dropped_notifies", func=lambda: sender.dropped,
+                       reset=lambda: setattr(sender, "dropped", 0))
+        stats.register("presence", "notify_queues", func=sender.dialogs)
+        stats.register("presence", "queued_notifies", func=sender.pending)
         self._publish_accepted = stats.register("presence", "accepted_publishes")
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 

@@ -196,6 +196,8 @@ class BodyCache:
     def discard(self, pres_uri: str, event: str) -> None:
         """Forget the presentity's entry (memory only: a kept entry is never used once stale)."""
         self._entries.pop((pres_uri, event), None)
+        if not self._entries:
+            self._entries = OrderedDict()   # an emptied dict keeps its slots: give them back
 
     def clear(self) -> None:
         self._entries.clear()

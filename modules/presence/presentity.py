@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from ._compact import compact
 from .etag import EtagGenerator
 from .events import BodyError, PresenceEvent
 from .limits import DEFAULT_MAX_PRESENTITIES, Refusal
@@ -127,6 +128,7 @@ class PresentityTable:
         self.max_aggregated_body_size = max_aggregated_body_size
         self._table: dict[tuple[str, str], dict[str, Publication]] = {}
         self._count = 0   # publications in _table, kept as it changes (len() per PUBLISH would walk it)
+        self._high = 0   # the most presentities held since _table was last compacted (expire)
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_publish(self, facts: PublishFacts, now: float) -> PublishDecision:
@@ -277,6 +279,7 @@ class PresentityTable:
     def expire(self, now: float) -> list[Publication]:
         """Remove and return publications past expiry + expires_offset (the clean_period timer)."""
         gone: list[Publication] = []
+        self._high = max(self._high, len(self._table))
         for key in list(self._table):
             rows = self._table[key]
             for etag, pub in list(rows.items()):
@@ -286,6 +289,7 @@ class PresentityTable:
             if not rows:
                 del self._table[key]
         self._count -= len(gone)
+        self._table, self._high = compact(self._table, self._high)
         return gone
 
     def next_deadline(self) -> float | None:

@@ -60,7 +60,7 @@ class PresenceService(PublishHandler, SubscribeHandler, ExpiryTimers):
                                        max_per_source=settings.max_subscriptions_per_source,
                                        trusted_sources=settings.trusted_sources)
         self.refusals = RefusalLog(log)
-        self.sender = NotifySender(self._send_notify, self._notify_result)
+        self.sender = NotifySender(self._send_notify, self._notify_result, self._subscribed)
         self._locks = KeyedLocks(MAX_PRESENTITY_LOCKS)
         # The shared NOTIFY body per presentity, rebuilt only when its publications change.
         self.bodies = BodyCache()

@@ -241,6 +241,17 @@ class PresenceStore:
     async def watchers_of(self, pres_uri: str, event: str) -> list[dict[str, Any]]:
         return await self.db.query(WATCHERS, {"presentity_uri": pres_uri, "event": event}, order_by="id")
 
+    async def forget_allowed(self, watchers: Iterable[tuple[str, str, str, str]]) -> None:
+        """The allowed (active) decisions of these (presentity, watcher user, watcher domain, event),
+        whose subscriptions have ended, are forgotten; pending and blocked ones stay (waiting_subs_daysno,
+        refreshWatchers)."""
+        writes = [Write("delete", WATCHERS, where={"presentity_uri": p, "watcher_username": u,
+                                                   "watcher_domain": d, "event": e,
+                                                   "status": int(SubState.ACTIVE)})
+                  for p, u, d, e in watchers]
+        if writes:
+            await self.db.write_batch(writes)
+
     async def delete_old_waiting(self, before: float, statuses: Iterable[int]) -> int:
         """waiting_subs_daysno: pending/waiting decisions inserted before `before` are forgotten."""
         return await self.db.delete(WATCHERS, {"status": ("in", list(statuses)),

@@ -14,6 +14,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
 from .limits import DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE, Refusal, SourceCounts
 
@@ -120,6 +121,11 @@ DialogKey = tuple[str, str, str]  # (Call-ID, our To tag, watcher's From tag)
 shared = sys.intern
 
 MAX_SHARED_SOURCES = 4096   # bound: distinct transport sources kept for sharing (SubsTable.share_source)
+# bound: watchers whose subscription ended, kept until the next clean_period forgets their allowed
+# decision in the watchers table (SubsTable.take_ended); past it their rows stay, as in OpenSIPS.
+MAX_ENDED_WATCHERS = 100_000
+
+WatcherKey = tuple[str, str, str, str]   # (presentity URI, watcher user, watcher domain, event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +315,11 @@ class SubsTable:
         # Transport sources, each kept once (a presence server behind a proxy hears every SUBSCRIBE
         # from the same address): the records keep the shared one. Bounded: emptied when full.
         self._sources: dict[Any, Any] = {}
+        # Watchers whose subscription ended since the last take_ended() (not handle_subscribe("1") ones:
+        # the rules did not decide for them), oldest first.
+        self._ended: dict[WatcherKey, None] = {}
+        self._high = 0   # the most dialogs held since _dialogs was last compacted (expire)
+        self.ended_overflow = 0   # ended subscriptions not recorded: _ended was full
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_subscribe(self, facts: SubscribeFacts, now: float, *, to_tag: str,
@@ -404,10 +415,11 @@ class SubsTable:
         elif decision.action is SubscribeAction.REFRESH:
             self.update(sub)
         elif decision.action is SubscribeAction.REMOVE:
+            self.delete(sub.key)
             if stored:
-                self.forget(sub.key)    # its row is deleted already
-            else:
-                self.delete(sub.key)
+                self._deleted.pop(sub.key, None)   # its row is deleted already (before the 2xx)
+        elif decision.action is SubscribeAction.FETCH:
+            self._note_ended(sub)   # a fetch: ended as soon as it was made
 
     def update(self, sub: Subscription) -> Subscription:
         """Replace a live record (status change, NOTIFY sent...). Returns the stored record."""
@@ -447,13 +459,36 @@ class SubsTable:
         self._unindex(sub.pres_uri, sub.event, key)
         if sub.db_flag != INSERTDB_FLAG:
             self._deleted[key] = sub   # it is in the database: the next sync deletes it
+        self._note_ended(sub)
         return sub
 
+    def _note_ended(self, sub: Subscription) -> None:
+        if sub.forced:
+            return
+        if len(self._ended) >= MAX_ENDED_WATCHERS:
+            self.ended_overflow += 1
+            return
+        self._ended[(sub.pres_uri, sub.watcher_user, sub.watcher_domain, sub.event)] = None
+
+    def take_ended(self) -> list[WatcherKey]:
+        """The watchers whose subscription ended since the last call and that hold no other one to the
+        same presentity and event (clean_period forgets their allowed decision)."""
+        ended = []
+        for key in self._ended:
+            pres_uri, user, domain, event = key
+            if not any(s.watcher_user == user and s.watcher_domain == domain
+                       for s in self.watchers(pres_uri, event)):
+                ended.append(key)
+        self._ended.clear()
+        return ended
+
     def forget(self, key: DialogKey) -> Subscription | None:
-        """Drop a subscription from memory only: its row is gone already (an unsubscribe) or belongs to
-        another node now (clustering), so no database change follows."""
+        """Drop a subscription from memory only: its row belongs to another node now (clustering), so
+        neither a NOTIFY nor a database change follows."""
         sub = self.delete(key)
         self._deleted.pop(key, None)
+        if sub is not None:
+            self._ended.pop((sub.pres_uri, sub.watcher_user, sub.watcher_domain, sub.event), None)
         return sub
 
     def forget_all(self) -> int:
@@ -463,6 +498,7 @@ class SubsTable:
         self._by_presentity.clear()
         self._deleted.clear()
         self._per_source.clear()
+        self._ended.clear()
         return n
 
     def presentities(self) -> list[tuple[str, str]]:
@@ -547,8 +583,10 @@ class SubsTable:
         """Remove subscriptions past expiry + expires_offset: (ended, dropped). `ended` are returned
         terminated;reason=timeout (the clean_period timer sends each a final NOTIFY); `dropped` were
         terminated already (a blocked watcher, told terminated;reason=rejected at once) and are told
-        nothing again - their dialog is over (RFC 6665 4.4.1); OpenSIPS would send a second NOTIFY."""
+        nothing again - their dialog is over (RFC 6665 4.4.1); OpenSIPS would send a second NOTIFY.
+        The tables are compacted afterwards (a dict never shrinks by itself: _compact.py)."""
         ended, dropped = [], []
+        high = self._high = max(self._high, len(self._dialogs))
         for key, sub in list(self._dialogs.items()):
             if sub.expires_at + self.expires_offset <= now:
                 self.delete(key)
@@ -556,6 +594,9 @@ class SubsTable:
                     dropped.append(sub)
                 else:
                     ended.append(sub.moved(SubEvent.EXPIRE))
+        self._dialogs, self._high = compact(self._dialogs, self._high)
+        for event, by_uri in self._by_presentity.items():
+            self._by_presentity[event] = compact(by_uri, high)[0]
         return ended, dropped
 
     def next_deadline(self) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from .cluster_callbacks import ClusterCallbacks
+from .dispatch import forget_destinations
 from .events import PUBL_TYPE
 from .presentity import Publication
 from .storage import publication_from_row
@@ -14,6 +15,7 @@ from .subscription import SubState
 log = logging.getLogger("routescript.presence")
 
 MAX_EXPIRED_CLAIM = 1000        # bound: expired presentity rows one clean run deletes (clustered)
+DEFAULT_WAITING_SUBS_DAYSNO = 3  # waiting_subs_daysno 0 means this, as in OpenSIPS (waiting_subs_time)
 
 
 class ExpiryTimers(ClusterCallbacks):
@@ -39,11 +41,15 @@ class ExpiryTimers(ClusterCallbacks):
                 async with self._lock(pres_uri):
                     await self.notify_presentity(pres_uri, event, removed=pub)
                 await self._announce(pres_uri, event, "")
+            if not self.presentities.publications(pres_uri, name):
+                self.bodies.discard(pres_uri, name)   # memory only: its body is never asked for again
         if self._fenced():
             return   # our subscriptions may be another node's now: it expires them
         if self._missed_while_fenced and self.cluster is not None:
             self._missed_while_fenced = False
             await self.cluster_resync(retries=1)
+        forget_destinations()   # where NOTIFYs went: watchers gone since are not kept (issue 15)
+        self.sender.compact()
         ended, dropped = self.subscriptions.take_expired(now)
         for sub, told in [(s, False) for s in ended] + [(s, True) for s in dropped]:
             event = self.events.contains_event(sub.event)
@@ -53,12 +59,26 @@ class ExpiryTimers(ClusterCallbacks):
                 await self._notify_one(sub, event, with_body=False)
             if event.type == PUBL_TYPE:
                 await self.notify_winfo(sub.pres_uri, event)
-        if self.store is not None and self.settings.waiting_subs_daysno >= 0:
-            try:
-                await self.store.delete_old_waiting(now - self.settings.waiting_subs_daysno * 86400,
-                                                    (int(SubState.PENDING), int(SubState.WAITING)))
-            except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
-                log.error("cleaning old pending watchers failed: %s", exc)
+        await self._clean_watchers(now)
+
+    async def _clean_watchers(self, now: float) -> None:
+        """The watchers table (authorization decisions). OpenSIPS's msg_watchers_clean forgets pending
+        decisions older than waiting_subs_daysno days (0: the default, 3), and OpenSIPS empties the table
+        at every start. routescript keeps the table across restarts, so it also forgets the allowed
+        decision of a watcher whose last subscription to that presentity has ended (expired, unsubscribed,
+        ended by a 481, a fetch): a new SUBSCRIBE is judged by the rules again. Blocked decisions stay
+        (the presentity's record of whom it refused) until refreshWatchers changes them."""
+        ended = self.subscriptions.take_ended()
+        if self.store is None:
+            return
+        allowed = [w for w in ended if (ev := self.events.contains_event(w[3])) is not None and ev.req_auth]
+        days = self.settings.waiting_subs_daysno or DEFAULT_WAITING_SUBS_DAYSNO
+        try:
+            await self.store.forget_allowed(allowed)
+            await self.store.delete_old_waiting(now - days * 86400,
+                                                (int(SubState.PENDING), int(SubState.WAITING)))
+        except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
+            log.error("cleaning the watchers table failed: %s", exc)
 
     async def _claim_expired(self, now: float, in_memory: list[Publication]) -> list[Publication]:
         """Clustered clean_period: the expired presentity rows are deleted by exactly one node (row

@@ -28,6 +28,9 @@ from typing import Any
 from routescript.transaction.states import State
 
 
+_COMPACT_MIN = 128   # a table that never held this many entries is not copied when it empties
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -69,6 +72,7 @@ class CompletedTable:
         self._unpack = unpack or _same
         self._entries: dict[tuple[Any, ...], tuple[bytes, Any, float]] = {}
         self._order: deque[tuple[float, tuple[Any, ...]]] = deque()   # (expires, key), oldest first
+        self._high = 0   # the most entries held since _entries was last copied (expire)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,10 +111,15 @@ class CompletedTable:
         """Drop every entry whose time is over; returns how many."""
         order = self._order
         dropped = 0
+        self._high = max(self._high, len(self._entries))
         while order and order[0][0] <= now:
             expires, key = order.popleft()
             if self._drop(key, expires):
                 dropped += 1
+        if dropped and self._high >= _COMPACT_MIN and len(self._entries) * 8 <= self._high:
+            # A dict never gives its slots back: after a burst (50,000 entries: 2.5 MB) a right-sized copy
+            self._entries = dict(self._entries)
+            self._high = len(self._entries)
         return dropped
 
     def _drop(self, key: tuple[Any, ...], expires: float) -> bool:

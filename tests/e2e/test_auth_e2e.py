@@ -316,3 +316,36 @@ async def test_load_pres_rules_script_stores_and_refreshes(srv: Srv, tmp_path: P
         assert done.returncode == 0, done.stderr
         n = await pal.expect_request("NOTIFY", call_id=sub.call_id)
         assert n.header("Subscription-State").startswith("active;") and b"<note>pat</note>" in n.body
+
+
+async def test_clean_period_forgets_the_allowed_decision_of_ended_subscriptions(srv: Srv) -> None:
+    """Issue 15: after every subscription of a watcher to a presentity has ended (expired, unsubscribed),
+    clean_period deletes its allowed row of the watchers table; blocked and pending rows stay, and so
+    does the row of a watcher with a subscription still running."""
+    srv.set_rules("wes", rules(pal="allow", two="allow", bye="allow", foe="block"))
+
+    async def sub_for(w: SipTestClient, expires: int) -> tuple[Any, Any]:
+        sub = w.subscribe(srv.uri("wes"), expires=expires)
+        resp = await w.send_request(sub)
+        return sub, resp
+
+    async with await srv.client("pal") as pal, await srv.client("two") as two, \
+            await srv.client("bye") as bye, await srv.client("foe") as foe, await srv.client("ask") as ask:
+        assert (await sub_for(pal, 2))[1].status == 200
+        assert (await sub_for(two, 2))[1].status == 200      # this one ends...
+        assert (await sub_for(two, 600))[1].status == 200    # ...this one runs on
+        s_bye, r_bye = await sub_for(bye, 600)
+        assert r_bye.status == 200
+        assert (await sub_for(foe, 600))[1].status == 200    # refused: terminated;reason=rejected
+        assert (await sub_for(ask, 2))[1].status == 202      # no rule: pending
+        assert srv.watchers("sip:wes@localhost") == {"pal": (1, None), "two": (1, None), "bye": (1, None),
+                                                     "foe": (3, "rejected"), "ask": (2, None)}
+        unsub = bye.subscribe(expires=0, dialog=bye.dialog(s_bye, r_bye))
+        assert (await bye.send_request(unsub)).status == 200
+        # expiry after 2 s, found by the next clean run (clean_period 1 s): polled, up to 8 s
+        want = {"two": (1, None), "foe": (3, "rejected"), "ask": (2, None)}
+        for _ in range(80):
+            if srv.watchers("sip:wes@localhost") == want:
+                break
+            await asyncio.sleep(0.1)
+        assert srv.watchers("sip:wes@localhost") == want

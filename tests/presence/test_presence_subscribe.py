@@ -323,3 +323,21 @@ def test_notified_equals_replace_field_by_field():
     for f in dataclasses.fields(sub):
         assert getattr(after, f.name) is getattr(expected, f.name) or \
             getattr(after, f.name) == getattr(expected, f.name), f.name
+
+
+def test_take_ended_names_watchers_left_without_a_subscription(table):
+    """clean_period forgets the allowed decisions of these (issue 15); a watcher with another dialog to the
+    same presentity, a forced subscription and one taken over by another node are not named."""
+    subscribe(table, 100, callid="a", expires=10)                          # dave: expires
+    subscribe(table, 100, callid="b", expires=600)                         # dave: runs on
+    subscribe(table, 100, callid="c", watcher_user="erin", expires=10)     # erin: expires
+    d = table.handle_subscribe(facts(callid="d", watcher_user="finn", expires=10), 100, to_tag="t-d",
+                               forced=True)
+    table.commit(d)                                                        # finn: forced
+    subscribe(table, 100, callid="e", watcher_user="gus", expires=0)       # gus: a fetch
+    subscribe(table, 100, callid="f", watcher_user="hal", expires=600)
+    table.forget(("f", "313b-x", "ye3j"))                                  # hal: another node's now
+    assert {s.callid for s in table.expire(200)} == {"a", "c", "d"}
+    assert sorted(table.take_ended()) == [("sip:carol@127.0.0.1", "erin", "127.0.0.1", "presence"),
+                                          ("sip:carol@127.0.0.1", "gus", "127.0.0.1", "presence")]
+    assert table.take_ended() == []

@@ -188,3 +188,17 @@ async def test_udp_request_that_cannot_be_sent_gets_503_at_once() -> None:
     finally:
         await layer.close()
         await transport.close()
+
+
+def test_a_table_that_emptied_gives_its_slots_back() -> None:
+    """Issue 15: a dict keeps its slots when entries are deleted; after a burst the table is copied."""
+    import sys
+
+    table = CompletedTable(hold=32.0, max_entries=50_000)
+    for n in range(20_000):
+        table.add(("z9hG4bK" + str(n), "PUBLISH"), b"SIP/2.0 200 OK", None, now=float(n) / 1000)
+    full = sys.getsizeof(table._entries)
+    table.add(("late", "PUBLISH"), b"SIP/2.0 200 OK", None, now=100.0)
+    assert table.expire(now=100.0) == 20_000
+    assert len(table) == 1 and table.contains(("late", "PUBLISH"), 100.0)
+    assert sys.getsizeof(table._entries) < full / 100
