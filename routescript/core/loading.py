@@ -117,6 +117,7 @@ class LoadingMixin(ServerBase):
         try:
             config, texts = apply_globals(globals_)
             warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
+            warnings += _repeated_loadmodules(lms)
             classes = load_modules(lms)
             values = apply_modparams(classes, mps)
             self.config = config
@@ -220,3 +221,20 @@ class LoadingMixin(ServerBase):
                 out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
                                       "warning"))
         return out
+
+
+def _repeated_loadmodules(lms: list[Any]) -> list[Diagnostic]:
+    """A module loaded a second time: one instance serves (OpenSIPS skips the repeated loadmodule too),
+    but the second line usually means two copies of one snippet whose modparams now mix - said, not
+    silently ignored."""
+    first: dict[str, Any] = {}
+    out = []
+    for lm in lms:
+        if lm.name in first:
+            line = first[lm.name].pos[1] if first[lm.name].pos else "?"
+            out.append(Diagnostic(f'module "{lm.name}" is loaded already (line {line}): this loadmodule '
+                                  "adds nothing, and the modparams of both places apply to one module",
+                                  lm.pos, "warning"))
+        else:
+            first[lm.name] = lm
+    return out

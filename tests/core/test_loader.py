@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from routescript.core.loader import (
@@ -97,3 +99,17 @@ def test_entry_point_modules(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(loader.metadata, "entry_points", lambda group: [EP()] if group == EP.group else [])
     assert loader.find_module_class("thirdparty") is _Needy
+
+
+def test_a_module_loaded_twice_is_a_warning(tmp_path: Path) -> None:
+    """Two copies of a snippet (an example that loads httpd, plus a test that adds it again) used to
+    pass in silence, their modparams mixing on one module."""
+    from routescript.core.server import Server
+
+    cfg = tmp_path / "twice.cfg"
+    cfg.write_text('socket=udp:127.0.0.1:5999\nloadmodule "sl.so"\nloadmodule "httpd.so"\n'
+                   'modparam("httpd", "port", 8001)\nloadmodule "httpd.so"\n'
+                   'route { sl_send_reply(200, "OK"); }\n')
+    loaded = Server().load(str(cfg))
+    texts = [str(w) for w in loaded.warnings]
+    assert any(f'{cfg}:5:1: warning: module "httpd" is loaded already (line 3)' in t for t in texts), texts

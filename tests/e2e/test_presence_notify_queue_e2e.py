@@ -1,6 +1,6 @@
 """Issue 15: a dialog's NOTIFY queue ends with its subscription, whatever became of its NOTIFYs.
 
-`routescript run` (examples/presence.cfg + httpd/mi_http for `get_statistics`) with short timers: tm's
+`routescript run` (examples/presence.cfg, whose httpd/mi_http serve `get_statistics`) with short timers: tm's
 fr_timeout 2 s (a NOTIFY nobody answers ends with a local 408 after 2 s), clean_period 1 s. Watchers that
 never answer (or answer with garbage) while a presentity keeps changing used to leave a queue of NOTIFYs
 per dialog, each waiting out Timer F, long after the subscription had expired; a watcher answering 481
@@ -27,14 +27,6 @@ FR_TIMEOUT = 2      # tm fr_timeout: Timer F of every NOTIFY
 CLEAN_PERIOD = 1
 CHANGES = 6         # PUBLISHes queued behind an unanswered NOTIFY
 
-HTTP_MODULES = """loadmodule "httpd.so"
-loadmodule "mi_http.so"
-modparam("httpd", "ip", "127.0.0.1")
-modparam("httpd", "port", {http_port})
-modparam("mi_http", "root", "mi")
-"""
-
-
 class QueueSrv(Srv):
     def __init__(self, server: RunningServer, port: int, http_port: int) -> None:
         super().__init__(server, port)
@@ -59,12 +51,8 @@ class QueueSrv(Srv):
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueSrv]:
     tmp = tmp_path_factory.mktemp("notify_queue")
     port, http_port = free_port(), free_port()
-    cfg = presence_cfg(tmp, port, tm={"fr_timeout": FR_TIMEOUT},
+    cfg = presence_cfg(tmp, port, tm={"fr_timeout": FR_TIMEOUT}, http_port=http_port,   # the example's MI
                        presence={"clean_period": CLEAN_PERIOD, "end_sub_on_timeout": 0})
-    mods = HTTP_MODULES.format(http_port=http_port)
-    anchor = 'loadmodule "presence_xml.so"\n'
-    text = cfg.read_text().replace(anchor, anchor + mods, 1)
-    cfg.write_text(text)
     with run_server(cfg, tmp) as server:
         yield QueueSrv(server, port, http_port)
 
