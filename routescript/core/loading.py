@@ -223,7 +223,7 @@ class LoadingMixin(ServerBase):
         return out
 
 
-def _repeated_loadmodules(lms: list[Any]) -> list[Diagnostic]:
+def _repeated_loadmodules(lms: list[Any]) -> list[Any]:
     """A module loaded a second time: one instance serves (OpenSIPS skips the repeated loadmodule too),
     but the second line usually means two copies of one snippet whose modparams now mix - said, not
     silently ignored."""
