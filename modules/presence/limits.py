@@ -11,10 +11,11 @@ and removals of what is held are never refused: only new state counts against a 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
+
+from routescript.core.ratelimit import RateLimitedLog
 
 # Retry-After of a refusal by a cap. Choice: room comes back only as subscriptions and publications end
 # (unsubscribes, expiry at clean_period), so a client retrying at once would only be refused again; a
@@ -112,30 +113,15 @@ class SourceCounts:
 
 class RefusalLog:
     """One warning per cap and key (address) on the first refusal, then at most one per `interval`
-    seconds saying how many were refused since: an attacker hammering a cap must not flood the log. At
+    seconds saying how many were held back: an attacker hammering a cap must not flood the log. At
     most `max_keys` (cap, key) pairs are remembered (the oldest forgotten first)."""
 
     def __init__(self, logger: logging.Logger, *, interval: float = 60.0, max_keys: int = 1024) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.max_keys = max_keys
-        self._seen: OrderedDict[tuple[str, str | None], tuple[float, int]] = OrderedDict()
+        self._log = RateLimitedLog(logger, interval=interval, max_keys=max_keys)
         self.total = 0   # every refusal, logged or not (statistic presence:refused_by_caps)
 
     def refused(self, refusal: Refusal, now: float, what: str) -> bool:
         """Log `what` (the request: method, Call-ID, URI) refused by `refusal` at `now`, unless a line
         for the same cap and key was written less than `interval` ago. True when written."""
         self.total += 1
-        key = (refusal.cap, refusal.key)
-        last = self._seen.get(key)
-        if last is not None and now - last[0] < self.interval:
-            self._seen[key] = (last[0], last[1] + 1)
-            return False
-        held_back = last[1] if last is not None else 0
-        self._seen[key] = (now, 0)
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.max_keys:
-            self._seen.popitem(last=False)
-        more = f"; {held_back} more refused since the last line" if held_back else ""
-        self.logger.warning("%s refused 503: %s%s", what, refusal.describe(), more)
-        return True
+        return self._log.log((refusal.cap, refusal.key), now, "%s refused 503: %s", what, refusal.describe())

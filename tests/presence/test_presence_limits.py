@@ -30,16 +30,18 @@ def test_refusal_log_writes_one_line_then_a_count_per_interval(caplog: pytest.Lo
     assert lines == [
         "SUBSCRIBE a refused 503: max_subscriptions_per_source (3) reached for 10.0.0.1",
         "SUBSCRIBE c refused 503: max_subscriptions_per_source (3) reached for 10.0.0.2",
-        ("SUBSCRIBE d refused 503: max_subscriptions_per_source (3) reached for 10.0.0.1; "
-         "59 more refused since the last line")]
+        ("SUBSCRIBE d refused 503: max_subscriptions_per_source (3) reached for 10.0.0.1 "
+         "(59 similar lines suppressed)")]
     assert refusals.total == 62
 
 
 def test_refusal_log_remembers_a_bounded_number_of_keys() -> None:
     refusals = RefusalLog(logging.getLogger("test.caps"), max_keys=4)
-    for i in range(100):
+    first = Refusal("max_subscriptions_per_source", 1, "10.0.0.0")
+    assert refusals.refused(first, 0, "x") and not refusals.refused(first, 1, "x")
+    for i in range(1, 100):
         refusals.refused(Refusal("max_subscriptions_per_source", 1, f"10.0.0.{i}"), 0, "x")
-    assert len(refusals._seen) == 4
+    assert refusals.refused(first, 2, "x")   # forgotten: only the last 4 keys are remembered
 
 
 def test_source_counts_skip_trusted_and_unknown_sources() -> None:
