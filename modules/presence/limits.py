@@ -125,3 +125,7 @@ class RefusalLog:
         for the same cap and key was written less than `interval` ago. True when written."""
         self.total += 1
         return self._log.log((refusal.cap, refusal.key), now, "%s refused 503: %s", what, refusal.describe())
+
+    def warn(self, key: object, now: float, msg: str, *args: object) -> bool:
+        """Another refusal's line (not a cap's), under the same bound: one per key and interval."""
+        return self._log.log(key, now, msg, *args)

@@ -82,9 +82,10 @@ class PublishHandler(WatcherAuthorization):
         headers = []
         if decision.retry_after is not None:
             headers.append(("Retry-After", str(decision.retry_after)))
-        if decision.detail:
-            log.warning("PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
-                        facts.event.name, decision.status, decision.detail)
+        if decision.detail:   # at most one line a minute per source address: no log flood
+            self.refusals.warn(("publish", _address(ctx.source)), self.clock(),
+                               "PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
+                               facts.event.name, decision.status, decision.detail)
         self._reply(ctx, decision.status, decision.reason, headers)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:

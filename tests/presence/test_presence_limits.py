@@ -56,3 +56,17 @@ def test_source_counts_skip_trusted_and_unknown_sources() -> None:
     for source in (Src("10.0.0.1"), Src("10.0.0.9"), Src("10.0.0.9")):   # one too many: no negative
         counts.remove(source)
     assert len(counts) == 0
+
+
+def test_other_refusals_share_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+    """A PUBLISH refused 413 (max_aggregated_body_size) logged a line each time: one client could flood
+    the log. Now one line per source address and interval, the rest counted."""
+    refusals = RefusalLog(logging.getLogger("test.caps"), interval=60)
+    with caplog.at_level(logging.WARNING, "test.caps"):
+        assert refusals.warn(("publish", "10.0.0.1"), 0, "PUBLISH %s refused %d", "a", 413)
+        assert not any(refusals.warn(("publish", "10.0.0.1"), t, "PUBLISH %s refused %d", "b", 413)
+                       for t in range(1, 30))
+        assert refusals.warn(("publish", "10.0.0.1"), 61, "PUBLISH %s refused %d", "c", 413)
+    assert [r.getMessage() for r in caplog.records] == [
+        "PUBLISH a refused 413", "PUBLISH c refused 413 (29 similar lines suppressed)"]
+    assert refusals.total == 0   # caps only
