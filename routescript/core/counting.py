@@ -70,7 +70,7 @@ class CountingTransportLayer(TransportLayer):
     """TransportLayer counting core:err_requests / err_replies: messages that did not parse.
 
     They never reach the core (the transport answers or drops them), so the count is taken at the
-    transport's one place for them, `_answer_malformed` (a private hook of routescript.transport;
+    transport's one place for them, `answer_malformed` (a hook of routescript.transport;
     if it is renamed, these two statistics stay at 0 and test_counting fails).
     """
 
@@ -78,10 +78,10 @@ class CountingTransportLayer(TransportLayer):
         super().__init__(*args, **kwargs)
         self.counters = counters
 
-    def _answer_malformed(self, data: bytes, status: int, reason: str, source: Any,
+    def answer_malformed(self, data: bytes, status: int, reason: str, source: Any,
                           reply: Callable[[bytes], None]) -> None:
         if data.lstrip(b"\r\n").startswith(b"SIP/"):
             self.counters.err_replies += 1
         else:
             self.counters.err_requests += 1
-        super()._answer_malformed(data, status, reason, source, reply)
+        super().answer_malformed(data, status, reason, source, reply)

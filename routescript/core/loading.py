@@ -38,7 +38,7 @@ def Diagnostic(message: str, pos: tuple[str, int, int] | None = None,  # noqa: N
     """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
     if pos is None:
         return PlainDiagnostic(message, severity)
-    from routescript.script.ast import Pos
+    from routescript.script.pos import Pos
     from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
 
     return ScriptDiagnostic(Pos(*pos), message, _source_line(pos) or "", severity)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 
 from . import ast
-from .ast import Pos, Script
+from .ast import Script
+from .pos import Pos
 from .compiler import DEFAULT_MAX_WHILE_LOOPS, CompiledScript, check_script, compile_script, route_label
 from .diagnostics import Diagnostic, ScriptError
 from .parser import ROUTE_KEYWORD, ROUTE_KINDS, parse_file, parse_text

@@ -10,18 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .pos import Pos
+
 if TYPE_CHECKING:
     from .diagnostics import Diagnostic
-
-
-@dataclass(frozen=True, slots=True)
-class Pos:
-    file: str
-    line: int
-    col: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import ast
 from . import runtime as rt
-from .ast import Pos
+from .pos import Pos
 from .compile_expr import _ExprGen, _Failed
 from .context import REQUEST_ROUTE
 from .grammar import ROUTE_KEYWORD, route_label

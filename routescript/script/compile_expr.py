@@ -9,7 +9,7 @@ from typing import Any
 
 from . import ast
 from . import runtime as rt
-from .ast import Pos
+from .pos import Pos
 from .diagnostics import Diagnostic, SourceLines
 from .registry import PVarSpec, Registry
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import ast
-from .ast import Pos
+from .pos import Pos
 from .compile_call import _CallGen
 from .compile_expr import _Failed
 from .context import REQUEST_ROUTE
@@ -257,7 +257,7 @@ def _route_calls(node: Any, depth: int = 0) -> list[str]:
     if isinstance(node, (list, tuple)):
         for item in node:
             out.extend(_route_calls(item, depth + 1))
-    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, ast.Pos):
+    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, Pos):
         for f in node.__dataclass_fields__:
             out.extend(_route_calls(getattr(node, f), depth + 1))
     return out

@@ -26,7 +26,7 @@ from routescript.sip.errors import SIPError
 
 from . import ast
 from . import runtime as rt
-from .ast import Pos
+from .pos import Pos
 from .compile_stmt import _StmtGen
 from .context import ERROR_ROUTE, EVENT_ROUTE, REQUEST_ROUTE, STARTUP_ROUTE, TIMER_ROUTE, MsgContext
 from .diagnostics import Diagnostic, ScriptError

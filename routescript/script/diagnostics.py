@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ast import Pos
+from .pos import Pos
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,20 @@ drops back to the enclosing block and carries on, and further errors on the same
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .ast import Pos
+from .pos import Pos
 from .grammar import MAX_ERRORS, ROUTE_KINDS, _lark
 
-if TYPE_CHECKING:
-    from .parser import _Loader
+
+
+class ErrorSink(Protocol):
+    """Where the error reporter puts its diagnostics (the parser's loader)."""
+
+    def error(self, pos: Pos, message: str) -> None: ...
 
 _PRETTY = {
     "SEMICOLON": "';'", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
@@ -57,7 +61,7 @@ def _show(tok: Token) -> str:
 
 
 class _Recovery:
-    def __init__(self, loader: _Loader, filename: str, text: str) -> None:
+    def __init__(self, loader: ErrorSink, filename: str, text: str) -> None:
         self.loader = loader
         self.filename = filename
         self.text = text

@@ -4,20 +4,18 @@ diagnostics, include_file/import_file statements come out as _Include markers th
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lark
 from lark import Token
 
 from . import ast
-from .ast import Pos
+from .pos import Pos
 from .context import (BRANCH_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
                       STARTUP_ROUTE, TIMER_ROUTE, ERROR_ROUTE)
 from .grammar import ROUTE_KINDS
 from .pvparse import PVarSyntaxError, parse_pvar, parse_string, unescape
 
-if TYPE_CHECKING:
-    from .parser import _Loader
 
 
 class _Include:
@@ -26,6 +24,14 @@ class _Include:
     def __init__(self, keyword: str, path: str, pos: Pos) -> None:
         self.keyword, self.path, self.pos = keyword, path, pos
 
+
+
+class TreeLoader(Protocol):
+    """What the tree builder asks of the parser's loader: to record an error, and to parse an include
+    (its statements, in place of the include line)."""
+
+    def error(self, pos: Pos, message: str) -> None: ...
+    def include(self, inc: _Include, start: str, base_file: str) -> list[Any]: ...
 
 
 _INT_RE = re.compile(r"^-?(0[xX][0-9a-fA-F]+|0[bB][01]+|0[0-7]+|[0-9]+)$")
@@ -59,7 +65,7 @@ def _unquote(tok: Token) -> str:
 class _Builder(lark.Transformer):  # type: ignore[type-arg]
     """Parse tree of one file -> AST nodes; problems go to the loader's diagnostics."""
 
-    def __init__(self, loader: _Loader, filename: str) -> None:
+    def __init__(self, loader: TreeLoader, filename: str) -> None:
         super().__init__(visit_tokens=False)
         self.loader = loader
         self.file = filename

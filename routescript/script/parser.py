@@ -24,7 +24,7 @@ from typing import Any
 from lark.exceptions import UnexpectedInput
 
 from . import ast
-from .ast import Pos
+from .pos import Pos
 from .diagnostics import Diagnostic, ScriptError, SourceLines
 from .grammar import MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH, ROUTE_KEYWORD, ROUTE_KINDS, _lark
 from .parse_errors import _Recovery

@@ -25,7 +25,7 @@ from typing import Any
 
 from routescript.sip.errors import SIPError
 
-from .ast import Pos
+from .pos import Pos
 from .context import MsgContext
 
 log = logging.getLogger("routescript.script")

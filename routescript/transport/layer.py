@@ -167,7 +167,7 @@ class TransportLayer:
 
     # --- receiving ------------------------------------------------------------------------------
 
-    def _on_datagram(self, endpoint: UdpEndpoint, data: bytes, host: str, port: int) -> None:
+    def on_datagram(self, endpoint: UdpEndpoint, data: bytes, host: str, port: int) -> None:
         assert endpoint.info is not None
         source = Source(UDP, endpoint.info, host, port)
         if not data.strip(b"\r\n\x00 \t"):
@@ -177,11 +177,11 @@ class TransportLayer:
             endpoint.sendto(out, host, port)
 
         if len(data) > self.max_message_size:
-            self._answer_malformed(data, 513, "Message Too Large", source, reply)
+            self.answer_malformed(data, 513, "Message Too Large", source, reply)
             return
-        self._receive(data, source, reply)
+        self.receive(data, source, reply)
 
-    def _receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
+    def receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
         """One complete message from `source`; `reply` sends raw bytes back the way it came."""
         try:
             msg = parse_message(data, max_size=self.max_message_size)
@@ -190,14 +190,14 @@ class TransportLayer:
                 if stamped is not None:
                     msg.set_top_via(stamped)
         except ParseError as exc:
-            self._answer_malformed(data, exc.status, exc.reason, source, reply)
+            self.answer_malformed(data, exc.status, exc.reason, source, reply)
             return
         try:
             self.on_message(msg, source)
         except Exception:  # the core's bug must not stop the listener
             log.exception("on_message failed for a message from %s", source)
 
-    def _answer_malformed(self, data: bytes, status: int, reason: str, source: Source,
+    def answer_malformed(self, data: bytes, status: int, reason: str, source: Source,
                           reply: Callable[[bytes], None]) -> None:
         """400/513 with `reason` when the bytes still say who to answer; else drop and log (limited).
 
@@ -223,10 +223,10 @@ class TransportLayer:
 
     # --- TCP connection table (called by TcpConnection) -------------------------------------------
 
-    def _next_conn_id(self) -> int:
+    def next_conn_id(self) -> int:
         return next(self._conn_ids)
 
-    def _admit(self, conn: TcpConnection) -> bool:
+    def admit_connection(self, conn: TcpConnection) -> bool:
         """Whether an accepted connection may stay: within tcp_max_connections, and within
         tcp_max_connections_per_ip for its address (unless trusted). A refusal is logged, at most once
         a minute per address (a flood must not flood the log)."""
@@ -242,17 +242,17 @@ class TransportLayer:
         if per_ip > 0:
             host = normalize_host(conn.source.remote_host)
             if self._accepted_per_ip.get(host, 0) >= per_ip and host not in self.tcp_trusted_sources:
-                self._log_connection(conn, "tcp-per-ip", "refusing TCP connection from %s: %d connections "
+                self.log_connection(conn, "tcp-per-ip", "refusing TCP connection from %s: %d connections "
                                      "from this address (tcp_max_connections_per_ip)", conn.source, per_ip)
                 return False
         return True
 
-    def _log_connection(self, conn: TcpConnection, kind: str, msg: str, *args: object) -> None:
+    def log_connection(self, conn: TcpConnection, kind: str, msg: str, *args: object) -> None:
         """A warning about `conn`, rate-limited per kind and remote address."""
         host = conn.source.remote_host if conn.source is not None else "?"
         self._drop_log.log((kind, host), self._now(), msg, *args)
 
-    def _register(self, conn: TcpConnection) -> None:
+    def connection_opened(self, conn: TcpConnection) -> None:
         assert conn.source is not None
         self._conns[conn.conn_id] = conn
         host = normalize_host(conn.source.remote_host)
@@ -261,7 +261,7 @@ class TransportLayer:
             self._accepted_per_ip[host] = self._accepted_per_ip.get(host, 0) + 1
         conn.log.debug("connection %s", "opened" if conn.outgoing else "accepted")
 
-    def _unregister(self, conn: TcpConnection) -> None:
+    def connection_closed(self, conn: TcpConnection) -> None:
         if self._conns.get(conn.conn_id) is conn:
             del self._conns[conn.conn_id]
             if not conn.outgoing and conn.source is not None:

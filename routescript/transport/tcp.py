@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from routescript.transport.address import TCP, SocketInfo, Source, host_for_uri
 from routescript.transport.errors import FramingError, TransportError
 from routescript.transport.framing import PONG, Ping, StreamFramer
 
-if TYPE_CHECKING:
-    from routescript.transport.layer import TransportLayer
-
 log = logging.getLogger("routescript.transport")
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs from the transport layer that owns it (TransportLayer): its bounds, an
+    id, admission and the table of live connections, and where its messages go."""
+
+    max_message_size: int
+    max_write_buffer: int
+    tcp_idle_timeout: float
+    tcp_max_msg_time: float
+
+    def next_conn_id(self) -> int: ...
+    def admit_connection(self, conn: TcpConnection) -> bool: ...
+    def connection_opened(self, conn: TcpConnection) -> None: ...
+    def connection_closed(self, conn: TcpConnection) -> None: ...
+    def receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None: ...
+    def answer_malformed(self, data: bytes, status: int, reason: str, source: Source,
+                         reply: Callable[[bytes], None]) -> None: ...
+    def log_connection(self, conn: TcpConnection, kind: str, msg: str, *args: object) -> None: ...
 
 
 class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -27,7 +44,7 @@ class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class TcpConnection(asyncio.Protocol):
     """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it."""
 
-    def __init__(self, layer: TransportLayer, info: SocketInfo | None, *, outgoing: bool) -> None:
+    def __init__(self, layer: ConnectionOwner, info: SocketInfo | None, *, outgoing: bool) -> None:
         self.layer = layer
         self.info = info
         self.outgoing = outgoing
@@ -50,16 +67,16 @@ class TcpConnection(asyncio.Protocol):
         self.transport = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.conn_id = self.layer._next_conn_id()
+        self.conn_id = self.layer.next_conn_id()
         self.log = _ConnLog(log, {"conn_id": self.conn_id,
                                   "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
         info = self.info or SocketInfo(TCP, local[0], local[1])
         self.source = Source(TCP, info, peer[0], peer[1], self.conn_id)
-        if not self.outgoing and not self.layer._admit(self):
+        if not self.outgoing and not self.layer.admit_connection(self):
             self.closed = True
             stream.abort()
             return
-        self.layer._register(self)
+        self.layer.connection_opened(self)
         self.touch()
         self._arm_idle(self.layer.tcp_idle_timeout)
 
@@ -73,7 +90,7 @@ class TcpConnection(asyncio.Protocol):
             except FramingError as exc:
                 # The stream is out of sync: answer if the broken message says enough, then close.
                 self.log.debug("closing: %s", exc.reason)
-                self.layer._answer_malformed(exc.head, exc.status, exc.reason, self.source, self._write_raw)
+                self.layer.answer_malformed(exc.head, exc.status, exc.reason, self.source, self._write_raw)
                 self.close()
                 return
             for item in items:
@@ -82,7 +99,7 @@ class TcpConnection(asyncio.Protocol):
                 if isinstance(item, Ping):
                     self._write_raw(PONG)  # RFC 5626 3.5.1
                 else:
-                    self.layer._receive(item, self.source, self._write_raw)
+                    self.layer.receive(item, self.source, self._write_raw)
             self._time_message(bool(items))
         except Exception:  # nothing may stop the connection's reader
             self.log.exception("error handling received data")
@@ -90,7 +107,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timers()
-        self.layer._unregister(self)
+        self.layer.connection_closed(self)
         if exc is not None:
             self.log.debug("connection lost: %s", exc)
 
@@ -183,7 +200,7 @@ class TcpConnection(asyncio.Protocol):
         if waited < limit:
             self._arm_message_timer(limit - waited)
             return
-        self.layer._log_connection(
+        self.layer.log_connection(
             self, "tcp-msg-time", "closing TCP connection from %s: a message still incomplete after %.1f s "
             "(%d bytes; tcp_max_msg_time %g s)", self.source, waited, self.framer.buffered, limit)
         self.close()

@@ -40,7 +40,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             probe.received(data)
             return
         try:
-            self.layer._on_datagram(self, data, addr[0], addr[1])
+            self.layer.on_datagram(self, data, addr[0], addr[1])
         except Exception:  # nothing may stop the listener
             log.exception("%s: error handling a datagram from %s:%s", self.info.name, addr[0], addr[1])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routescript.script import ScriptError, ast, parse_text
-from routescript.script.ast import Pos
+from routescript.script.pos import Pos
 
 
 def body(src: str) -> tuple:

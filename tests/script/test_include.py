@@ -8,6 +8,7 @@ import pytest
 
 from routescript.script import ScriptError, ast, compile_script, parse_file
 from routescript.script.context import MsgContext
+from routescript.script.pos import Pos
 from routescript.script.registry import Registry
 
 
@@ -18,10 +19,10 @@ def test_top_level_include_relative_to_including_file(tmp_path: Path) -> None:
     main = tmp_path / "main.cfg"
     main.write_text('log_level=3\ninclude_file "sub/mods.cfg"\nroute { route(relay); }\n')
     s = parse_file(main)
-    assert s.loadmodules == [ast.LoadModule("sl.so", ast.Pos(str(tmp_path / "sub" / "mods.cfg"), 1, 1))]
+    assert s.loadmodules == [ast.LoadModule("sl.so", Pos(str(tmp_path / "sub" / "mods.cfg"), 1, 1))]
     relay = next(r for r in s.routes if r.name == "relay")
-    assert relay.pos == ast.Pos(str(tmp_path / "sub" / "routes.cfg"), 3, 1)
-    assert relay.body.stmts[0].pos == ast.Pos(str(tmp_path / "sub" / "routes.cfg"), 4, 3)
+    assert relay.pos == Pos(str(tmp_path / "sub" / "routes.cfg"), 3, 1)
+    assert relay.body.stmts[0].pos == Pos(str(tmp_path / "sub" / "routes.cfg"), 4, 3)
     assert s.files == (str(main), str(tmp_path / "sub" / "mods.cfg"), str(tmp_path / "sub" / "routes.cfg"))
 
 
@@ -52,7 +53,7 @@ def test_missing_include_is_an_error_import_is_a_warning(tmp_path: Path) -> None
     main.write_text('import_file "optional.cfg"\nroute { exit; }\n')
     s = parse_file(main)
     (w,) = s.warnings
-    assert w.severity == "warning" and w.pos == ast.Pos(str(main), 1, 1) and "optional.cfg" in w.message
+    assert w.severity == "warning" and w.pos == Pos(str(main), 1, 1) and "optional.cfg" in w.message
     main.write_text('route { exit; }\ninclude_file "missing.cfg"\n')
     with pytest.raises(ScriptError) as info:
         parse_file(main)
@@ -66,4 +67,4 @@ def test_include_cycle_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ScriptError) as info:
         parse_file(tmp_path / "a.cfg")
     (d,) = info.value.diagnostics
-    assert d.pos == ast.Pos(str(tmp_path / "b.cfg"), 2, 1) and "includes itself" in d.message
+    assert d.pos == Pos(str(tmp_path / "b.cfg"), 2, 1) and "includes itself" in d.message

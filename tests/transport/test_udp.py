@@ -247,7 +247,7 @@ def test_receive_never_raises_and_only_hands_up_parsed_messages(data):
     replies: list[bytes] = []
     layer = TransportLayer(lambda m, s: got.append(m))
     source = Source("udp", SocketInfo("udp", "127.0.0.1", 5060), "192.0.2.1", 5060)
-    layer._receive(data, source, replies.append)
+    layer.receive(data, source, replies.append)
     assert len(got) + len(replies) <= 1
     for reply in replies:
         assert reply.startswith((b"SIP/2.0 4", b"SIP/2.0 5"))
