@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from routescript.sip import MAX_UDP_PAYLOAD, generate_branch
-from routescript.transport.address import host_for_uri
+from routescript.sip.hosts import host_for_uri
 
 from .base import _maybe_await, _same_uri
 from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent

@@ -54,7 +54,7 @@ class RrModule(Module):
 
     @script_function("record_route", Arg("str", "params", optional=True), routes=(REQUEST_ROUTE,))
     def record_route(self, ctx: MsgContext, params: str | None = None) -> int:
-        from routescript.transport.address import host_for_uri
+        from routescript.sip.hosts import host_for_uri
 
         src = ctx.source
         sock = getattr(src, "socket", None)

@@ -6,55 +6,20 @@ Plain frozen value objects; no I/O. Hosts are kept without IPv6 brackets here (t
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
+
+# The host text helpers are the SIP layer's (modules use them too, and never import transport).
+from routescript.sip.hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
+
+__all__ = ["DEFAULT_SIP_PORT", "PROTOCOLS", "TCP", "UDP", "Destination", "SocketInfo", "Source", "bare_host",
+           "host_for_uri", "is_ip", "is_ipv6", "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"
 PROTOCOLS = (UDP, TCP)
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 19.1.2: default port for sip: over UDP and TCP
-
-
-def bare_host(host: str) -> str:
-    """Strip IPv6 reference brackets: "[::1]" -> "::1"; other hosts are returned unchanged."""
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1]
-    return host
-
-
-@functools.lru_cache(maxsize=4096)
-def _analyse(host: str) -> tuple[str, bool, bool]:
-    """(canonical text, is an IP literal, is IPv6) of a host. Every message asks this of the same few
-    addresses (its source, its Via, our sockets); ipaddress parsing is costly, so the answers are
-    cached (bounded, least recently used dropped)."""
-    bare = bare_host(host)
-    try:
-        ip = ipaddress.ip_address(bare)
-    except ValueError:
-        return bare.lower(), False, False
-    return str(ip), True, ip.version == 6
-
-
-def normalize_host(host: str) -> str:
-    """Canonical text of an IP literal (so "::0001" and "[::1]" compare equal); names are lower-cased."""
-    return _analyse(host)[0]
-
-
-def is_ip(host: str) -> bool:
-    return _analyse(host)[1]
-
-
-def is_ipv6(host: str) -> bool:
-    return _analyse(host)[2]
-
-
-def host_for_uri(host: str) -> str:
-    """Host as written in a SIP URI or Via: IPv6 literals in brackets (RFC 3261 25.1 IPv6reference)."""
-    host = bare_host(host)
-    return f"[{host}]" if is_ipv6(host) else host
 
 
 @dataclass(frozen=True, slots=True)
