@@ -310,9 +310,14 @@ class ClusterNode:
             return None
         former = rows[0]["sharing_tag"]
         async with self.db.transaction():
-            got = await self.db.claim(ACTIVE_WATCHERS, {**key, "sharing_tag": former},
-                                      {"sharing_tag": self.node_id}, limit=1)
-            if got and former:
+            # One known dialog: a plain UPDATE waits for a lock its owner holds (its periodic save runs
+            # right after each NOTIFY), where claim()'s SKIP LOCKED - right for a takeover's many rows -
+            # skipped the row and the refresh was answered 481.
+            if not await self.db.update(ACTIVE_WATCHERS, {**key, "sharing_tag": former},
+                                        {"sharing_tag": self.node_id}):
+                return None   # moved meanwhile (its owner deleted it, or a third node took it)
+            got = await self.db.query(ACTIVE_WATCHERS, key, limit=1)
+            if former:
                 await self.db.notify(self.config.channel, encode(
                     SubscriptionMoved(self.node_id, former, callid, to_tag, from_tag)))
         return got[0] if got else None

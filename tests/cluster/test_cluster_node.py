@@ -296,6 +296,32 @@ async def test_an_in_dialog_subscribe_on_another_node_moves_the_dialog(cluster: 
     assert await b.claim_subscription("nope", "x", "y") is None
 
 
+
+async def test_an_in_dialog_claim_waits_for_the_owners_write(cluster: Cluster) -> None:
+    """The owner's periodic save (fallback2db syncs right after each NOTIFY) holds the row's lock for a
+    moment; a refresh of that dialog reaching another node at that moment must wait for it, not skip the
+    row (FOR UPDATE SKIP LOCKED, the takeover's way) and answer 481 - seen under load in
+    test_cluster_e2e's dialog-move test."""
+    import asyncpg
+
+    a, _ = await cluster.node("a")
+    b, _ = await cluster.node("b")
+    await seed_rows(a.db, "a", 1)
+    row = (await a.db.query("active_watchers"))[0]
+    owner = await asyncpg.connect(cluster.url)
+    try:
+        lock = owner.transaction()
+        await lock.start()
+        await owner.execute("UPDATE active_watchers SET local_cseq = local_cseq + 1 WHERE id = $1", row["id"])
+        claim = asyncio.ensure_future(b.claim_subscription(row["callid"], row["to_tag"], row["from_tag"]))
+        await asyncio.sleep(0.3)   # the claim is waiting for the lock (or, skipping it, done already)
+        await lock.commit()
+        got = await asyncio.wait_for(claim, 10)
+    finally:
+        await owner.close()
+    assert got is not None and got["sharing_tag"] == "b" and got["local_cseq"] == row["local_cseq"] + 1
+
+
 # --- resync after a cut -----------------------------------------------------------------------------------
 
 async def test_resync_after_the_database_connection_was_lost(cluster: Cluster) -> None:
