@@ -303,8 +303,7 @@ def _destination(target: str, came_over: str, source_proto: str, conn_id: int | 
     """Where a NOTIFY to `target` goes: the same few answers for every NOTIFY of a dialog, so they are
     kept (parsing the target URI per NOTIFY was a twentieth of a fan-out). Raises ParseError for a
     target that is no URI (not cached)."""
-    from routescript.sip import parse_uri
-    from routescript.transport.address import Destination
+    from routescript.sip import Destination, parse_uri
 
     uri = parse_uri(target)
     proto = (uri.param("transport") or ("tls" if uri.scheme == "sips" else came_over)).lower()

@@ -18,7 +18,7 @@ from typing import Any
 from .module import ConfigError
 from .netlist import NetworkList
 from .privileges import PrivilegeError, RunAs, run_as
-from routescript.transport.address import host_for_uri
+from routescript.sip.hosts import host_for_uri
 
 Pos = tuple[str, int, int]
 

@@ -202,7 +202,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
     # ------------------------------------------------------------------ identity
     def is_myself(self, host: str, port: int | None = None) -> bool:
         """True when host[:port] names one of our sockets or an alias= (OpenSIPS's check_self)."""
-        from routescript.transport.address import normalize_host
+        from routescript.sip.hosts import normalize_host
 
         h = normalize_host(host)
         for info in self.sockets:

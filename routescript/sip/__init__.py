@@ -3,6 +3,7 @@
 No sockets, no clock, no asyncio. The contract other layers code against is in docs/internals.md.
 """
 
+from .address import Destination, SocketInfo, Source
 from .build import (
     REASON_PHRASES,
     build_reply,
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_UDP_PAYLOAD",
     "REASON_PHRASES",
     "CSeq",
+    "Destination",
     "Contact",
     "ContentType",
     "Event",
@@ -58,6 +60,8 @@ __all__ = [
     "SIPRequest",
     "SIPResponse",
     "SipURI",
+    "SocketInfo",
+    "Source",
     "Via",
     "build_reply",
     "build_request",
