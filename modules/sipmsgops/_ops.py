@@ -114,15 +114,8 @@ def remove_hf(ctx: MsgContext, name: str, flags: str | None = None) -> int:
 
 
 def _insert_line(msg: Any, at: int, name: str, value: str) -> None:
-    """Insert a header line at position `at` of the head. routescript.sip has no public call for an
-    anchored insert yet (add_header only appends or goes first), so the line goes in through the
-    message's own re-indexing, after the same checks add_header makes."""
-    msg._check_header(name, value)
-    from routescript.sip.headers import Header
-
-    msg.headers.insert(at, Header(name, value))
-    msg._reindex()
-    msg._changed()
+    """Insert a header line at position `at` of the head (the message checks it as add_header does)."""
+    msg.insert_header(at, name, value)
 
 
 def _anchor_index(msg: Any, anchor: str) -> int | None:

@@ -1,28 +1,22 @@
-"""A faster constructor for frozen, slotted dataclasses (private).
+"""Building frozen, slotted dataclasses from values the parser has already checked (private).
 
-A frozen dataclass's __init__ sets each field through object.__setattr__, about 80 ns a field; the
-parsers make several value objects per message, so they use `fast_new(cls)`, which writes the slots
-through their descriptors. Same object, same fields, no validation - only for trusted, parsed values.
+A frozen dataclass's __init__ sets each field through object.__setattr__ (about 80 ns a field, a
+counted builtin call each); the parsers make several value objects per message. So the module that
+defines such a class also writes a plain constructor for it: `object.__new__`, then each slot set
+through its descriptor, with the setters `slot_setters` hands it. Same object, same fields, no
+validation (about 0.30 us for a Via against 0.48 us through __init__).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+SlotSetter = Callable[[Any, Any], None]
 
 
-def fast_new(cls: type[T]) -> Callable[..., T]:
-    """A function taking every field positionally (in declaration order) and returning an instance."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    body = ["    o = _new(_cls)"]
-    for name in names:
-        env[f"_set_{name}"] = getattr(cls, name).__set__
-        body.append(f"    _set_{name}(o, {name})")
-    body.append("    return o")
-    src = f"def new({', '.join(names)}):\n" + "\n".join(body) + "\n"
-    exec(src, env)  # noqa: S102 - generated from the dataclass's own field names, like dataclasses does
-    return env["new"]  # type: ignore[no-any-return]
+def slot_setters(cls: type) -> tuple[SlotSetter, ...]:
+    """The `__set__` of each field's slot descriptor, in declaration order (unpack them by name: a
+    field added later makes the unpacking fail at import, not the object silently incomplete)."""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))

@@ -21,7 +21,7 @@ from routescript.sip.message import SIPRequest
 from routescript.sip.parse import parse_message
 
 _SIP_VERSION = "SIP/2.0"
-_PARSED_LATER = frozenset(("_headers", "_index", "_cache", "_typed"))
+_PARSED_LATER = frozenset(("_headers", "_index", "_cache"))   # SIPMessage's head, left unset
 
 
 class AssembledRequest(SIPRequest):
@@ -36,11 +36,7 @@ class AssembledRequest(SIPRequest):
         raw = self._raw
         assert raw is not None   # set at assembly; an edit clears it, but reads the headers first
         size = len(raw)   # our own bytes: no bound smaller than themselves
-        parsed = parse_message(raw, max_size=size, max_headers=size, max_line_length=size)
-        self._headers = parsed._headers
-        self._index = parsed._index
-        self._cache = parsed._cache
-        self._typed = False
+        self._take_head(parse_message(raw, max_size=size, max_headers=size, max_line_length=size))
         return getattr(self, name)
 
 
@@ -54,10 +50,5 @@ def assemble_request(method: str, ruri: str, headers: list[tuple[str, str]], bod
     lines = [f"{method} {ruri} {_SIP_VERSION}"]
     lines += [f"{name}: {value}" for name, value in headers]
     lines += ("", "")
-    request = AssembledRequest.__new__(AssembledRequest)
-    request.method = method
-    request._ruri = ruri
-    request.version = _SIP_VERSION
-    request._body = body
-    request._raw = "\r\n".join(lines).encode("utf-8") + body
-    return request
+    raw = "\r\n".join(lines).encode("utf-8") + body
+    return AssembledRequest._from_parts(method, ruri, _SIP_VERSION, None, body, raw)

@@ -8,8 +8,8 @@ import re
 import secrets
 from collections.abc import Iterable
 
-from .headers import _KEY_CACHE, Header, canonical_name, header_key
-from .message import SIPMessage, SIPRequest, SIPResponse
+from .headers import _KEY_CACHE, Header, canonical_name, check_header, header_key
+from .message import SIPRequest, SIPResponse
 from .parse import MAX_HEADERS, MAX_MESSAGE_SIZE, _find_head_end, _skip_leading_crlf
 from .uri import SipURI
 
@@ -73,7 +73,7 @@ def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list
     out = []
     for name, raw in headers:
         value = str(raw)
-        SIPMessage._check_header(name, value)
+        check_header(name, value)
         out.append((name, value))
     return out
 
@@ -100,7 +100,8 @@ def build_reply(
         reason = reason_phrase(status)
     elif "\r" in reason or "\n" in reason:
         raise ValueError(f"reason phrase holds a line break: {reason!r}")
-    # Built straight into the response's storage (pairs + index): this runs for every request.
+    # Built straight into the response's storage (pairs + index, the shapes message.py gives them):
+    # this runs for every request. The request's storage is only read.
     src = request._headers
     index = request._index
     try:
@@ -126,7 +127,7 @@ def build_reply(
         extra.extend(_header_pairs(headers))
     body = bytes(body)
     if content_type:
-        SIPMessage._check_header("Content-Type", content_type)
+        check_header("Content-Type", content_type)
         extra.append(("Content-Type", content_type))
     extra.append(("Content-Length", str(len(body))))
     key_of = _KEY_CACHE.get
@@ -137,20 +138,11 @@ def build_reply(
         else:
             out_index[key] = [len(out)]
         out.append((name, value))
-    response = SIPResponse.__new__(SIPResponse)
-    response.status = status
-    response.reason = reason
-    response.version = "SIP/2.0"
-    response._body = body
-    response._headers = out
-    response._typed = False
-    response._raw = None
     # The copied lines parse to what the request already parsed (the transport routes the response
     # by its top Via; the transaction layer matches by CSeq): share those values instead of parsing again.
     req_cache = request._cache
-    response._cache = {k: req_cache[k] for k in _COPIED_VALUES if k in req_cache}
-    response._index = out_index
-    return response
+    cache = {k: req_cache[k] for k in _COPIED_VALUES if k in req_cache}
+    return SIPResponse._from_parts(status, reason, "SIP/2.0", (out, out_index, cache), body, None)
 
 
 # Parsed values of the header lines build_reply copies unchanged (To may get a tag: not shared).
@@ -176,7 +168,7 @@ def build_request(
     if "max-forwards" not in keys:
         out.append(("Max-Forwards", "70"))
     if content_type and "content-type" not in keys:
-        SIPMessage._check_header("Content-Type", content_type)
+        check_header("Content-Type", content_type)
         out.append(("Content-Type", content_type))
     out = [h for h in out if header_key(h[0]) != "content-length"]
     out.append(("Content-Length", str(len(body))))

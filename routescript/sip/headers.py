@@ -86,6 +86,17 @@ def header_key(name: str) -> str | None:
     return key
 
 
+def check_header(name: str, value: str) -> str:
+    """The lookup key of a header line our own code or a script adds; ValueError (a bug, not a peer's
+    fault) for a name that is not a token or a value holding a line break (the bytes would not parse)."""
+    key = header_key(name)
+    if key is None:
+        raise ValueError(f"not a header name: {name!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header value holds a line break: {value!r}")
+    return key
+
+
 def canonical_name(name: str) -> str:
     """How to spell a header we write: "call-id" -> "Call-ID"; unknown names as given."""
     key = header_key(name)

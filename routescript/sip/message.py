@@ -1,18 +1,19 @@
 """SIP message classes: SIPMessage, SIPRequest and SIPResponse - raw header access, the typed header
 values parsed on first access and cached, editing, and serialising.
 
-Bytes become these objects in `parse.py` (parse_message), which fills the same slots `_init` does, with
-the header lines left as plain tuples until `.headers` is read.
+This module owns the message's storage. Everything else makes a message through a public constructor
+(which checks its arguments) or, for parts already checked, through the private constructor
+`SIPRequest._from_parts` / `SIPResponse._from_parts` (the parser, build_reply, assemble_request).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 from . import _abnf
 from .errors import ParseError
-from .headers import _KEY_CACHE, Header, header_key, split_values
+from .headers import _KEY_CACHE, Header, check_header, header_key, split_values
 from .uri import SipURI, parse_uri
 from .values import (
     Contact,
@@ -35,55 +36,70 @@ _SIP_VERSION = "SIP/2.0"
 # Parsed values cached under another name than their header's key (see the typed properties).
 _CACHE_KEYS = {"via": ("via", "vias"), "contact": ("contacts",)}
 
+# The head of a message as stored: the header lines as (name, value) pairs in order, the index from
+# lower-case long name to their positions, and the typed values parsed so far (by cache key).
+Lines = list[tuple[str, str]]
+Index = dict[str, list[int]]
+Head = tuple[Lines, Index, dict[str, Any]]
+
 
 def _is_digits(text: str) -> bool:
     # str.isdigit() alone is True for "²" and "٣", which int() refuses or reads differently.
     return text.isascii() and text.isdigit()
 
 
+def _index_of(lines: Lines) -> Index:
+    index: Index = {}
+    key_of = _KEY_CACHE.get
+    for i, (name, _) in enumerate(lines):
+        key = key_of(name) or header_key(name) or name.lower()
+        if key in index:
+            index[key].append(i)
+        else:
+            index[key] = [i]
+    return index
+
+
 class SIPMessage:
     """A parsed (or built) SIP request or response. Not thread-safe; owned by one handler at a time.
 
-    `headers` is the list of header lines as written, in order. Do not mutate it directly: use
-    add_header / remove_header / set_header / set_body, which keep the lookup index, the cached
-    parsed values and the serialised bytes right.
+    `headers` is the list of header lines as written, in order, a copy: edit them through add_header /
+    insert_header / remove_header / set_header / set_body, which keep the lookup index, the cached parsed
+    values and the serialised bytes right.
     """
 
-    __slots__ = ("_body", "_cache", "_headers", "_index", "_raw", "_typed", "version")
+    __slots__ = ("_body", "_cache", "_headers", "_index", "_raw", "version")
 
-    # (name, value) pairs; plain tuples straight from the parser, turned into Header on the first
-    # access to `.headers` (a Header is a tuple, so internal code reads both alike).
-    _headers: list[tuple[str, str]]
-    _typed: bool
+    # One form: plain (name, value) tuples, as the parser splits them (a tuple display costs no call;
+    # `.headers` hands out Header, which is a tuple too and compares equal to the pair).
+    _headers: Lines
     version: str
     _body: bytes
-    _index: dict[str, list[int]]
+    _index: Index
     _raw: bytes | None
     _cache: dict[str, Any]
 
     is_request: bool = False
 
-    def _init(self, headers: list[Header], body: bytes, version: str) -> None:
+    def _init(self, headers: Lines, body: bytes, version: str) -> None:
+        """The public constructors' part: every line checked, then indexed."""
         for name, value in headers:
-            self._check_header(name, value)
-        self._headers = headers  # type: ignore[assignment]
-        self._typed = True
+            check_header(name, value)
+        self._headers = headers
+        self._index = _index_of(headers)
+        self._cache = {}
         self.version = version
         self._body = body
         self._raw = None
-        self._cache = {}
-        self._reindex()
+
+    def _take_head(self, other: SIPMessage) -> None:
+        """Adopt the head of `other`, these same bytes parsed (AssembledRequest reading itself back)."""
+        self._headers = other._headers
+        self._index = other._index
+        self._cache = other._cache
 
     def _reindex(self) -> None:
-        index: dict[str, list[int]] = {}
-        key_of = _KEY_CACHE.get
-        for i, h in enumerate(self._headers):
-            key = key_of(h[0]) or header_key(h[0]) or h[0].lower()
-            if key in index:
-                index[key].append(i)
-            else:
-                index[key] = [i]
-        self._index = index
+        self._index = _index_of(self._headers)
 
     def _changed(self, key: str | None = None) -> None:
         """The head changed: drop the serialised bytes and the parsed values - only those of header
@@ -100,11 +116,8 @@ class SIPMessage:
 
     @property
     def headers(self) -> list[Header]:
-        """The header lines as written, in order (read-only: edit through the methods below)."""
-        if not self._typed:
-            self._headers = [Header(name, value) for name, value in self._headers]
-            self._typed = True
-        return self._headers  # type: ignore[return-value]
+        """The header lines as written, in order: a copy (edit through the methods below)."""
+        return [Header(name, value) for name, value in self._headers]
 
     @property
     def start_line(self) -> str:
@@ -155,29 +168,28 @@ class SIPMessage:
 
     # --- editing ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_header(name: str, value: str) -> None:
-        # Our own code or a script passes these: a bad one is a bug (ValueError), not a peer's fault.
-        if header_key(name) is None:
-            raise ValueError(f"not a header name: {name!r}")
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"header value holds a line break: {value!r}")
-
     def add_header(self, name: str, value: str, *, first: bool = False) -> None:
         """Add a header line. At the end of the head, or with `first=True` before the first line of
         the same header (at the top when there is none) - how a proxy pushes a Via or Record-Route."""
         value = str(value)
-        self._check_header(name, value)
-        header = Header(name, value)
-        key = header_key(name) or ""
+        key = check_header(name, value)
         if first:
             idx = self._index.get(key)
-            self.headers.insert(idx[0] if idx else 0, header)
+            self._headers.insert(idx[0] if idx else 0, (name, value))
             self._reindex()
         else:
-            headers = self.headers
-            headers.append(header)
+            headers = self._headers
+            headers.append((name, value))
             self._index.setdefault(key, []).append(len(headers) - 1)  # nothing else moved
+        self._changed(key)
+
+    def insert_header(self, position: int, name: str, value: str) -> None:
+        """Insert a header line at `position` of the head (0: the first line; list.insert's rules) -
+        for a script that anchors a line to another header (textops' insert_hf / append_hf)."""
+        value = str(value)
+        key = check_header(name, value)
+        self._headers.insert(position, (name, value))
+        self._reindex()
         self._changed(key)
 
     def remove_header(self, name: str) -> int:
@@ -187,7 +199,7 @@ class SIPMessage:
         if not idx:
             return 0
         drop = set(idx)
-        self._headers = [h for i, h in enumerate(self.headers) if i not in drop]
+        self._headers = [h for i, h in enumerate(self._headers) if i not in drop]
         self._reindex()
         self._changed(key)
         return len(drop)
@@ -196,22 +208,20 @@ class SIPMessage:
         """Replace every `name` line by one line with `value`, where the first one was (appended when
         there was none)."""
         value = str(value)
-        self._check_header(name, value)
-        key = header_key(name) or ""
+        key = check_header(name, value)
         idx = self._index.get(key)
         if idx is not None and len(idx) == 1:
             # The usual edit (Max-Forwards, Content-Length): one line replaced where it is; the
             # line indices do not move, so the index stays as it is.
             i = idx[0]
-            line_name = self._headers[i][0]
-            self._headers[i] = Header(line_name, value) if self._typed else (line_name, value)
+            self._headers[i] = (self._headers[i][0], value)
             self._changed(key)
             return
+        headers = self._headers
         if not idx:
-            self.headers.append(Header(name, value))
+            headers.append((name, value))
         else:
-            headers = self.headers
-            headers[idx[0]] = Header(headers[idx[0]].name, value)
+            headers[idx[0]] = (headers[idx[0]][0], value)
             drop = set(idx[1:])
             self._headers = [h for i, h in enumerate(headers) if i not in drop]
         self._reindex()
@@ -221,7 +231,7 @@ class SIPMessage:
         """Replace the topmost Via value (the first element of the first Via line, which may hold a
         comma list) - for the transport adding received/rport (RFC 3261 18.2.1, RFC 3581)."""
         value = str(via)
-        self._check_header("Via", value)
+        check_header("Via", value)
         idx = self._index.get("via")
         if not idx:
             raise ValueError("message has no Via header")
@@ -229,7 +239,7 @@ class SIPMessage:
         line_name, line_value = self._headers[i]
         if "," in line_value:
             value = ", ".join([value, *split_values(line_value)[1:]])
-        self._headers[i] = Header(line_name, value) if self._typed else (line_name, value)
+        self._headers[i] = (line_name, value)
         self._changed("via")
         if isinstance(via, Via):
             self._cache["via"] = via  # what `.via` would parse back from the new line
@@ -424,7 +434,23 @@ class SIPRequest(SIPMessage):
         self.method = method
         self._ruri = ""
         self.ruri = ruri
-        self._init([Header(n, str(v)) for n, v in headers], bytes(body), version)
+        self._init([(n, str(v)) for n, v in headers], bytes(body), version)
+
+    @classmethod
+    def _from_parts(cls, method: str, ruri: str, version: str, head: Head | None, body: bytes,
+                    raw: bytes | None) -> Self:
+        """The private constructor, for parts already checked (the parser's, a builder's): nothing
+        is validated. `head` None leaves the head unset, for a subclass that reads it from `raw` on
+        first use (AssembledRequest) and then calls _take_head."""
+        request = object.__new__(cls)
+        request.method = method
+        request._ruri = ruri
+        request.version = version
+        if head is not None:
+            request._headers, request._index, request._cache = head
+        request._body = body
+        request._raw = raw
+        return request
 
     @property
     def start_line(self) -> str:
@@ -471,7 +497,20 @@ class SIPResponse(SIPMessage):
             raise ValueError(f"reason phrase holds a line break: {reason!r}")
         self.status = int(status)
         self.reason = reason
-        self._init([Header(n, str(v)) for n, v in headers], bytes(body), version)
+        self._init([(n, str(v)) for n, v in headers], bytes(body), version)
+
+    @classmethod
+    def _from_parts(cls, status: int, reason: str, version: str, head: Head, body: bytes,
+                    raw: bytes | None) -> Self:
+        """The private constructor, for parts already checked (the parser's, build_reply's)."""
+        response = object.__new__(cls)
+        response.status = status
+        response.reason = reason
+        response.version = version
+        response._headers, response._index, response._cache = head
+        response._body = body
+        response._raw = raw
+        return response
 
     @property
     def start_line(self) -> str:

@@ -3,7 +3,7 @@
 
 What `parse_message` does eagerly is kept minimal because every datagram pays for it (DESIGN.md,
 the way OpenSIPS parses): find the end of the head, split it into lines once, build the list of
-`Header(name, value)` and a dict from lower-case long header name to the line indices, check the start
+`(name, value)` pairs and a dict from lower-case long header name to the line indices, check the start
 line, check that the headers every transaction needs are there (Via, From, To, Call-ID, CSeq - the
 CSeq is parsed because its method must equal the request method), and cut the body by Content-Length.
 Every other header value is parsed on first access through the typed properties of message.py and cached.
@@ -180,29 +180,19 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
         else:
             index[key] = [n]
         headers.append((name, value.strip()))
-    msg: SIPRequest | SIPResponse
     if first[:4].upper() == "SIP/":
         m = _abnf.STATUS_LINE.fullmatch(first)
         if m is None:
             raise ParseError("Bad Status Line")
         version, status, reason = m.groups()
-        if version != _SIP_VERSION and version.upper() != _SIP_VERSION:
-            raise ParseError("Version Not Supported", 505)
-        msg = SIPResponse.__new__(SIPResponse)
-        msg.status = int(status)
-        msg.reason = reason or ""
         method = None
     else:
         m = _abnf.REQUEST_LINE.fullmatch(first)
         if m is None:
             raise ParseError("Bad Request Line" if first else "Empty message")
         method, ruri, version = m.groups()
-        if version != _SIP_VERSION and version.upper() != _SIP_VERSION:
-            raise ParseError("Version Not Supported", 505)
-        msg = SIPRequest.__new__(SIPRequest)
-        msg.method = method
-        msg._ruri = ruri
-    msg.version = version
+    if version != _SIP_VERSION and version.upper() != _SIP_VERSION:
+        raise ParseError("Version Not Supported", 505)
 
     if not index.keys() >= _REQUIRED_KEYS:
         for key, name in _REQUIRED:
@@ -236,13 +226,12 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
     elif body_start > size:
         body_start = size
 
-    msg._headers = headers
-    msg._typed = False
-    msg._index = index
-    msg._body = data[body_start:end]
-    msg._raw = data if (start == 0 and end == size) else data[start:end]
-    msg._cache = {"cseq": cseq}
-    return msg
+    head = (headers, index, {"cseq": cseq})
+    body = data[body_start:end]
+    raw = data if (start == 0 and end == size) else data[start:end]
+    if method is None:
+        return SIPResponse._from_parts(int(status), reason or "", version, head, body, raw)
+    return SIPRequest._from_parts(method, ruri, version, head, body, raw)
 
 
 def frame_length(buffer: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> int | None:

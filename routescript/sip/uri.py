@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from . import _abnf
-from ._fast import fast_new
+from ._fast import slot_setters
 from ._params import Params, format_params, with_param
 from .errors import ParseError
 
@@ -89,7 +89,22 @@ class SipURI:
         return "".join(out)
 
 
-_new_uri = fast_new(SipURI)
+(_set_scheme, _set_user, _set_password, _set_host, _set_port, _set_params,
+ _set_headers) = slot_setters(SipURI)
+
+
+def _new_uri(scheme: str, user: str | None, password: str | None, host: str, port: int | None,
+             params: Params, headers: tuple[tuple[str, str], ...]) -> SipURI:
+    """SipURI(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    uri = object.__new__(SipURI)
+    _set_scheme(uri, scheme)
+    _set_user(uri, user)
+    _set_password(uri, password)
+    _set_host(uri, host)
+    _set_port(uri, port)
+    _set_params(uri, params)
+    _set_headers(uri, headers)
+    return uri
 
 
 def _split_uri_params(text: str) -> Params:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from . import _abnf
-from ._fast import fast_new
+from ._fast import slot_setters
 from ._params import (
     Params,
     format_params,
@@ -71,7 +71,16 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
-_new_name_addr = fast_new(NameAddr)
+_set_na_display, _set_na_uri, _set_na_params = slot_setters(NameAddr)
+
+
+def _new_name_addr(display: str | None, uri: SipURI, params: Params) -> NameAddr:
+    """NameAddr(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    name_addr = object.__new__(NameAddr)
+    _set_na_display(name_addr, display)
+    _set_na_uri(name_addr, uri)
+    _set_na_params(name_addr, params)
+    return name_addr
 
 
 def parse_name_addr(value: str, what: str = "From") -> NameAddr:
@@ -209,7 +218,17 @@ class Via:
         return f"{self.protocol} {self.sent_by}{format_params(self.params)}"
 
 
-_new_via = fast_new(Via)
+_set_via_protocol, _set_via_host, _set_via_port, _set_via_params = slot_setters(Via)
+
+
+def _new_via(protocol: str, host: str, port: int | None, params: Params) -> Via:
+    """Via(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    via = object.__new__(Via)
+    _set_via_protocol(via, protocol)
+    _set_via_host(via, host)
+    _set_via_port(via, port)
+    _set_via_params(via, params)
+    return via
 
 
 def parse_via(value: str) -> Via:
@@ -251,7 +270,15 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-_new_cseq = fast_new(CSeq)
+_set_cseq_number, _set_cseq_method = slot_setters(CSeq)
+
+
+def _new_cseq(number: int, method: str) -> CSeq:
+    """CSeq(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    cseq = object.__new__(CSeq)
+    _set_cseq_number(cseq, number)
+    _set_cseq_method(cseq, method)
+    return cseq
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -302,7 +329,16 @@ class Event:
         return f"{self.name}{format_params(self.params)}"
 
 
-_new_event = fast_new(Event)
+_set_event_package, _set_event_templates, _set_event_params = slot_setters(Event)
+
+
+def _new_event(package: str, templates: tuple[str, ...], params: Params) -> Event:
+    """Event(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    event = object.__new__(Event)
+    _set_event_package(event, package)
+    _set_event_templates(event, templates)
+    _set_event_params(event, params)
+    return event
 
 
 def parse_event(value: str) -> Event:

@@ -198,6 +198,32 @@ def test_add_header_at_end_and_first() -> None:
     assert parse_message(wire).header("x-extra") == "1"
 
 
+def test_insert_header_at_a_position() -> None:
+    msg = parse_message(SUBSCRIBE)
+    names = [h.name for h in msg.headers]
+    at = names.index("Event")
+    msg.cseq  # noqa: B018 - a parsed value the insertion must not disturb
+    msg.insert_header(at, "X-Before-Event", "1")
+    assert [h.name for h in msg.headers] == [*names[:at], "X-Before-Event", *names[at:]]
+    assert msg.header("x-before-event") == "1" and msg.event is not None and msg.event.package == "presence"
+    msg.insert_header(0, "Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKi")
+    assert msg.via.host == "proxy.example.com" and msg.cseq.method == "SUBSCRIBE"
+    again = parse_message(msg.to_bytes())
+    assert [h.name for h in again.headers] == [h.name for h in msg.headers]
+    with pytest.raises(ValueError):
+        msg.insert_header(1, "X-A", "a\r\nVia: evil")
+
+
+def test_headers_is_a_copy_of_the_lines_as_headers() -> None:
+    msg = parse_message(SUBSCRIBE)
+    lines = msg.headers
+    count = len(lines)
+    assert all(type(h) is Header for h in lines) and lines[0].name == "Via"
+    assert lines[0] == ("Via", lines[0].value)   # a Header is a tuple: it compares like the pair
+    lines.clear()                                  # editing the copy leaves the message as it is
+    assert len(msg.headers) == count and msg.to_bytes() == SUBSCRIBE
+
+
 def test_remove_header() -> None:
     msg = parse_message(PUBLISH)
     assert msg.remove_header("via") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from sip_samples import PUBLISH, SUBSCRIBE, sample
@@ -460,3 +461,31 @@ def test_garbage_in_unused_header_does_not_stop_parsing() -> None:
 def test_bad_request_uri_reason() -> None:
     msg = parse_message(SUBSCRIBE.replace(b"SUBSCRIBE sip:alice@example.com", b"SUBSCRIBE sip:alice@", 1))
     assert bad(lambda: msg.uri) == "Bad Request-URI"
+
+
+# --- the parser's constructors (private, _fast.py) ---------------------------------------------------------
+
+
+def test_the_parsers_constructors_make_what_the_dataclass_makes() -> None:
+    """The parser builds value objects by setting their slots directly; each must hold every field, as the
+    dataclass's own __init__ would (a field added to a class and missed here fails at import or here)."""
+    from routescript.sip import uri as uri_module
+    from routescript.sip import values as values_module
+
+    uri = SipURI("sip", "alice", "pw", "h.example.com", 5070, (("lr", None),), (("subject", "x"),))
+    tagged = (("tag", "t1"),)
+    branch = (("branch", "z9hG4bK1"),)
+    made: list[tuple[Any, Any]] = [
+        (uri_module._new_uri(*dataclasses.astuple(uri)), uri),
+        (values_module._new_name_addr("Alice", uri, tagged), NameAddr("Alice", uri, tagged)),
+        (values_module._new_via("SIP/2.0/UDP", "h", 5060, branch), Via("SIP/2.0/UDP", "h", 5060, branch)),
+        (values_module._new_cseq(7, "NOTIFY"), CSeq(7, "NOTIFY")),
+        (values_module._new_event("presence", ("winfo",), (("id", "1"),)),
+         Event("presence", ("winfo",), (("id", "1"),))),
+    ]
+    for fast, usual in made:
+        assert type(fast) is type(usual) and fast == usual and hash(fast) == hash(usual)
+        assert dataclasses.astuple(fast) == dataclasses.astuple(usual)   # every slot set
+        first = dataclasses.fields(fast)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(fast, first, None)
