@@ -164,7 +164,7 @@ class SIPMessage:
         return out
 
     def has_header(self, name: str) -> bool:
-        return (header_key(name) or name.lower()) in self._index
+        return (_KEY_CACHE.get(name) or header_key(name) or name.lower()) in self._index
 
     # --- editing ----------------------------------------------------------------------------------------
 

@@ -48,10 +48,13 @@ def _find_head_end(data: bytes, start: int) -> tuple[int, int]:
     return -1, -1
 
 
+_LINE_ENDS = (b"\r", b"\n")
+
+
 def _skip_leading_crlf(data: bytes) -> int:
     # RFC 3261 7.5: "implementations processing SIP messages over stream-oriented transports MUST
     # ignore any CRLF appearing before the start-line". Harmless for datagrams too.
-    if data[:1] not in (b"\r", b"\n"):
+    if data[:1] not in _LINE_ENDS:
         return 0
     return len(data) - len(data.lstrip(b"\r\n"))
 
@@ -147,7 +150,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
     size = len(data)
     if size > max_size:
         raise ParseError("Message Too Large", 513)
-    start = _skip_leading_crlf(data)
+    start = _skip_leading_crlf(data) if data[:1] in _LINE_ENDS else 0   # no call for the usual message
     text, lines, body_start = _head_lines(data, start)
     if len(lines) > max_headers + 1:
         raise ParseError("Too many headers")
