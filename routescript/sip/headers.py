@@ -15,8 +15,9 @@ class Header(NamedTuple):
     """One header line as written: `name` in the case (and compact form) the sender used, `value`
     without the leading/trailing whitespace, folded continuation lines joined by one space.
 
-    A NamedTuple rather than a dataclass: one is made per header line of every message, and tuple
-    creation is several times cheaper; it is just as immutable.
+    What `SIPMessage.headers` hands out. A message stores its lines as plain (name, value) tuples (the
+    parser makes one per line of every message, and a tuple display costs no call); a NamedTuple is a
+    tuple too, so a Header compares and unpacks like the pair it was made from.
     """
 
     name: str
