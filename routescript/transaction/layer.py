@@ -290,11 +290,13 @@ class TransactionLayer:
         self._timer = None
         try:
             self.core.handle_timer(self._clock() + _EARLY)
-            self._carry_out()
         finally:
             # Whatever one transaction did, the timers of all the others keep running: a failure that
             # escaped here once left every later retransmission and Timer F unarmed for good.
-            self._arm_timer()
+            try:
+                self._carry_out()
+            finally:
+                self._arm_timer()
 
     async def close(self) -> None:
         """Stop the timers; callers still waiting on a client transaction get a local 503."""

@@ -1,5 +1,6 @@
-"""The final reply of a non-INVITE server transaction over UDP (TransactionLayer._reply_final_udp): sent
-once, kept as bytes for retransmissions, the machine in Completed; a transport error ends it."""
+"""The final reply of a non-INVITE server transaction over UDP through the adapter (the core's one-step
+path, TransactionCore._complete_udp): sent once, kept as bytes for retransmissions, the machine in
+Completed; a transport error ends it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from routescript.sip import build_reply, parse_message
 from routescript.transaction import State, TransactionError, TransactionLayer
-from routescript.transport.address import SocketInfo, Source
+from routescript.sip import Destination, SocketInfo, Source
 
 SOCK = SocketInfo("udp", "127.0.0.1", 5060)
 SRC = Source("udp", SOCK, "127.0.0.1", 40000)
@@ -43,8 +44,8 @@ class Transport:
             raise OSError("socket closed")
         self.sent.append((data, dest))
 
-    def reply_destination(self, response: Any, source: Any) -> Any:
-        return ("dest-of", source.remote_port)
+    def reply_destination(self, response: Any, source: Any) -> Destination:
+        return Destination("udp", "dest-of", source.remote_port)
 
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.send(data, dest)
@@ -58,13 +59,14 @@ async def test_final_reply_is_sent_once_kept_for_retransmissions_and_a_second_on
         txn = layer.create(request, SRC)
         response = build_reply(request, 200, to_tag="t1")
         layer.reply(txn, response)
-        assert transport.replies == [(response, ("dest-of", 40000))]    # routed once, with its dest
+        dest = Destination("udp", "dest-of", 40000)
+        assert transport.replies == [(response, dest)]                   # routed once, with its dest
         assert txn.state is State.COMPLETED and txn.replied and layer.pending == 0
         with pytest.raises(TransactionError):
             layer.reply(txn, build_reply(request, 500, to_tag="t1"))
         again = publish()                                                # the retransmission
         assert layer.lookup(again, SRC) is not None
-        assert transport.sent == [(response.to_bytes(), ("dest-of", 40000))]
+        assert transport.sent == [(response.to_bytes(), dest)]
     finally:
         await layer.close()
 

@@ -28,7 +28,8 @@ class RecordingTransport:
         self.sent.append((data, dest))
 
     def reply_destination(self, response: Any, source: Any) -> Destination:
-        return Destination(source.proto, source.remote_host, source.remote_port, source.conn_id, source.socket)
+        return Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
+                           source.socket)
 
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.sent.append((data, dest))
