@@ -46,8 +46,8 @@ from routescript.transaction.keys import (
     client_key_of_response,
     server_key,
 )
-from routescript.transaction.machine import Action, Deliver, Machine, Transmit
-from routescript.transaction.server import NonInviteServerTransaction, ServerTransaction, server_transaction
+from routescript.transaction.machine import Action, Transmit
+from routescript.transaction.server import ServerTransaction, server_transaction
 from routescript.transaction.states import State
 from routescript.transaction.timers import TimerConfig
 
@@ -58,6 +58,8 @@ OnResponse = Callable[[SIPResponse], None]
 
 RouteReply = Callable[[SIPResponse, Source], Destination]
 """Where a response to a request from this source goes (RFC 3261 18.2.2, RFC 3581): a pure function."""
+
+Transaction = ServerTransaction | NonInviteClientTransaction
 
 ResponseOut = tuple[SIPResponse, Source | None, Destination | None, ServerTransaction]
 DataOut = tuple[bytes, Destination, NonInviteClientTransaction | None]
@@ -97,8 +99,8 @@ class TransactionCore:
         self._client: dict[ClientKey, _ClientEntry] = {}
         self._evict_logged = -1.0e9
         self._heap: list[tuple[float, int]] = []
-        self._scheduled: dict[Machine, tuple[float, int]] = {}
-        self._by_seq: dict[int, Machine] = {}
+        self._scheduled: dict[Transaction, tuple[float, int]] = {}
+        self._by_seq: dict[int, Transaction] = {}
         self._seq = itertools.count()
         # One sweep for the TU timeouts of live non-INVITE server transactions and the tables' expiry.
         self._sweep_interval = min(1.0, 2 * timers.t1)
@@ -222,14 +224,13 @@ class TransactionCore:
         second final reply)."""
         if (response.status >= 200 and not transaction.reliable and not transaction.is_invite
                 and self._server.get(transaction.key or ()) is transaction):
-            assert isinstance(transaction, NonInviteServerTransaction)
             self._complete_udp(transaction, response, now)
             return
         # Provisional replies, TCP (Timer J is 0: the machine ends it at once), INVITE, and a reply the
         # state refuses (a transaction that has ended) go through the machine.
         self._run(transaction, transaction.send_response(response, now), now)
 
-    def _complete_udp(self, transaction: NonInviteServerTransaction, response: SIPResponse,
+    def _complete_udp(self, transaction: ServerTransaction, response: SIPResponse,
                       now: float) -> None:
         """The final response of a non-INVITE server transaction over UDP - every PUBLISH, SUBSCRIBE and
         OPTIONS - in one step: the table's FINAL row, then only the response's bytes and destination are
@@ -289,13 +290,13 @@ class TransactionCore:
         if transaction.state is State.COMPLETED and not transaction.reliable:
             # Answered over UDP: Timer K is kept by _client_done, so the machine's Timer K never goes on
             # the heap (a stale heap entry per NOTIFY, popped later, was a tenth of a fan-out).
-            self._run(transaction, actions, now, schedule=False)
+            self._run_client(transaction, actions, now, schedule=False)
             if self._client.get(key) is entry:
                 self._retire_client(transaction, now)
             else:
                 self._schedule(transaction)
             return True
-        self._run(transaction, actions, now)
+        self._run_client(transaction, actions, now)
         if transaction.state is State.COMPLETED and self._client.get(key) is entry:
             self._retire_client(transaction, now)
         return True
@@ -320,7 +321,7 @@ class TransactionCore:
 
     # --- both sides -----------------------------------------------------------------------------
 
-    def transport_error(self, transaction: Machine, now: float) -> None:
+    def transport_error(self, transaction: Transaction, now: float) -> None:
         """Sending for `transaction` failed (RFC 3261 17.1.4, 17.2.4): the table's TRANSPORT_ERROR row
         (a client one delivers a local 503). A final UDP reply already moved to the completed table is
         dropped from it: a retransmission will run the script again."""
@@ -400,34 +401,35 @@ class TransactionCore:
 
     # --- running actions ---------------------------------------------------------------------------
 
-    def _run(self, transaction: Machine, actions: list[Action], now: float, *, schedule: bool = True) -> None:
+    def _run(self, transaction: Transaction, actions: list[Action], now: float) -> None:
+        if isinstance(transaction, ServerTransaction):
+            for action in actions:
+                if isinstance(action, Transmit) and isinstance(action.message, SIPResponse):
+                    self.responses_out.append((action.message, transaction.source, None, transaction))
+            self._schedule(transaction)
+        else:
+            self._run_client(transaction, actions, now)
+
+    def _run_client(self, transaction: NonInviteClientTransaction, actions: list[Action], now: float, *,
+                    schedule: bool = True) -> None:
         for action in actions:
             if isinstance(action, Transmit):
-                if isinstance(transaction, ServerTransaction):
-                    assert isinstance(action.message, SIPResponse)
-                    self.responses_out.append((action.message, transaction.source, None, transaction))
-                else:
-                    assert isinstance(transaction, NonInviteClientTransaction)
-                    assert transaction.destination is not None
-                    self.data_out.append((transaction.data, transaction.destination, transaction))
-            else:
-                self._deliver(transaction, action)
+                assert transaction.destination is not None
+                self.data_out.append((transaction.data, transaction.destination, transaction))
+                continue
+            entry = self._client.get(transaction.key or ("", ""))
+            if entry is None:
+                continue
+            if action.final:
+                on_final, entry.on_final = entry.on_final, None
+                if on_final is not None:
+                    self.deliveries.append((on_final, action.response, transaction))
+            elif entry.on_provisional is not None:
+                self.deliveries.append((entry.on_provisional, action.response, transaction))
         if schedule:
             self._schedule(transaction)
 
-    def _deliver(self, transaction: Machine, action: Deliver) -> None:
-        assert isinstance(transaction, NonInviteClientTransaction)
-        entry = self._client.get(transaction.key or ("", ""))
-        if entry is None:
-            return
-        if action.final:
-            on_final, entry.on_final = entry.on_final, None
-            if on_final is not None:
-                self.deliveries.append((on_final, action.response, transaction))
-        elif entry.on_provisional is not None:
-            self.deliveries.append((entry.on_provisional, action.response, transaction))
-
-    def _schedule(self, transaction: Machine) -> None:
+    def _schedule(self, transaction: Transaction) -> None:
         if transaction.state is State.TERMINATED:
             self._forget(transaction)
             return
@@ -452,12 +454,12 @@ class TransactionCore:
         if self._timer_read is None or deadline < self._timer_read:
             self.timer_moved = True
 
-    def _unschedule(self, transaction: Machine) -> None:
+    def _unschedule(self, transaction: Transaction) -> None:
         entry = self._scheduled.pop(transaction, None)
         if entry is not None:
             del self._by_seq[entry[1]]
 
-    def _forget(self, transaction: Machine) -> None:
+    def _forget(self, transaction: Transaction) -> None:
         """Drop a transaction that ended; a client one that ended without delivering its final response
         delivers a local 503, so its creator is never left waiting."""
         self._unschedule(transaction)
@@ -466,11 +468,12 @@ class TransactionCore:
             if key is not None and self._server.get(key) is transaction:
                 del self._server[key]
             return
-        assert isinstance(transaction, NonInviteClientTransaction)
         client_key = transaction.key
-        entry = self._client.get(client_key) if client_key is not None else None
+        if client_key is None:
+            return
+        entry = self._client.get(client_key)
         if entry is not None and entry.transaction is transaction:
-            del self._client[client_key]  # type: ignore[arg-type]
+            del self._client[client_key]
             on_final, entry.on_final = entry.on_final, None
             if on_final is not None:
                 self.deliveries.append(

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from routescript.sip import Destination, SIPRequest, SIPResponse, Source
@@ -60,6 +61,8 @@ class TransactionLayer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None  # uvloop's TimerHandle has no when(): keep it ourselves
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The loop's clock, bound at first use (the layer may be made before the loop runs).
+        self._clock: Callable[[], float] = self._bind_clock
         self._first_sends: dict[NonInviteClientTransaction, asyncio.Task[None]] = {}
 
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -91,10 +94,9 @@ class TransactionLayer:
     def max_completed(self, value: int) -> None:
         self.core.max_completed = value
 
-    def _clock(self) -> float:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+    def _bind_clock(self) -> float:
+        loop = self._get_loop()
+        self._clock = loop.time
         return loop.time()
 
     # --- server side ----------------------------------------------------------------------------

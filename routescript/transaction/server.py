@@ -55,6 +55,16 @@ class ServerTransaction(Machine):
     def _classify(self, status: int) -> Event:
         return Event.PROVISIONAL if status < 200 else Event.FINAL
 
+    def complete_into_table(self, response: SIPResponse) -> None:
+        """The final `response` of a non-INVITE transaction the core moves at once to its completed
+        table (UDP: the table keeps the bytes and runs Timer J): the table's FINAL row (Trying/Proceeding
+        -> Completed, RFC 3261 17.2.2) without arming timers here; the caller sends the response. Raises
+        TransactionError when the state does not allow a final response, as send_response does."""
+        self._transition(Event.FINAL)
+        self.last_response = response
+        self._deadlines.clear()
+        self._intervals.clear()
+
     def _do(self, effect: Effect, event: Event, response: SIPResponse | None, now: float,
             out: list[Action]) -> None:
         if effect is Effect.SEND and response is not None:
@@ -78,16 +88,6 @@ class NonInviteServerTransaction(ServerTransaction):
         if state is State.COMPLETED:
             self._cancel(Event.TU_TIMEOUT)
             self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
-
-    def complete_into_table(self, response: SIPResponse) -> None:
-        """The final `response` of a transaction the core moves at once to its completed table (UDP:
-        the table keeps the bytes and runs Timer J): the table's FINAL row (Trying/Proceeding ->
-        Completed, RFC 3261 17.2.2) without arming timers here; the caller sends the response. Raises
-        TransactionError when the state does not allow a final response, as send_response does."""
-        self._transition(Event.FINAL)
-        self.last_response = response
-        self._deadlines.clear()
-        self._intervals.clear()
 
 
 class InviteServerTransaction(ServerTransaction):
