@@ -61,7 +61,7 @@ RouteReply = Callable[[SIPResponse, Source], Destination]
 
 Transaction = ServerTransaction | NonInviteClientTransaction
 
-ResponseOut = tuple[SIPResponse, Source | None, Destination | None, ServerTransaction]
+ResponseOut = tuple[SIPResponse, Source, Destination | None, ServerTransaction]
 DataOut = tuple[bytes, Destination, NonInviteClientTransaction | None]
 DeliveryOut = tuple[OnResponse, SIPResponse, NonInviteClientTransaction | None]
 
@@ -403,9 +403,10 @@ class TransactionCore:
 
     def _run(self, transaction: Transaction, actions: list[Action], now: float) -> None:
         if isinstance(transaction, ServerTransaction):
+            source = transaction.source   # None only for a machine made without one (tests): nowhere to send
             for action in actions:
-                if isinstance(action, Transmit) and isinstance(action.message, SIPResponse):
-                    self.responses_out.append((action.message, transaction.source, None, transaction))
+                if isinstance(action, Transmit) and isinstance(action.message, SIPResponse) and source:
+                    self.responses_out.append((action.message, source, None, transaction))
             self._schedule(transaction)
         else:
             self._run_client(transaction, actions, now)

@@ -251,7 +251,7 @@ class TransactionLayer:
     def _send_responses(self, out: list[ResponseOut]) -> None:
         for response, source, dest, transaction in out:
             try:
-                self.transport.send_reply(response, source, dest)  # type: ignore[arg-type]
+                self.transport.send_reply(response, source, dest)
             except OSError as exc:   # RFC 3261 17.2.4: the transaction ends
                 log.info("transaction %s: transport error: %s", transaction.label, exc)
                 self.core.transport_error(transaction, self._clock())
@@ -296,9 +296,10 @@ class TransactionLayer:
             # Whatever one transaction did, the timers of all the others keep running: a failure that
             # escaped here once left every later retransmission and Timer F unarmed for good.
             try:
-                self._carry_out()
+                self._carry_out()   # re-arms the timer when it can (handle_timer sets timer_moved)
             finally:
-                self._arm_timer()
+                if self._timer is None:
+                    self._arm_timer()
 
     async def close(self) -> None:
         """Stop the timers; callers still waiting on a client transaction get a local 503."""

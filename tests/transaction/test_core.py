@@ -57,7 +57,6 @@ class Wire:
                 if self.fail_sends:
                     core.transport_error(transaction, self.now)
                     continue
-                assert source is not None
                 self.responses.append((self.now, response, dest or route(response, source)))
             for data, to, client in core.take_data():
                 if self.fail_sends and client is not None:

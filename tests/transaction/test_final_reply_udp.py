@@ -4,6 +4,7 @@ Completed; a transport error ends it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -102,5 +103,34 @@ async def test_provisional_then_final_and_reliable_transports_take_the_machine()
         layer.reply(tcp, build_reply(tcp_request, 200, to_tag="t4"))
         assert tcp.state is State.TERMINATED and layer.pending == 0
         assert layer.lookup(publish("z9hG4bK-final-4"), TCP_SRC) is None
+    finally:
+        await layer.close()
+
+
+async def test_on_final_is_never_called_inside_send_request() -> None:
+    """A request refused at once (over the bound) or whose first send fails: the local 503 reaches
+    on_final from the loop, after send_request has returned (the NOTIFY sender relies on it)."""
+    from routescript.sip import build_request, generate_branch
+
+    transport = Transport()
+    layer = TransactionLayer(transport, max_transactions=1)
+    got: list[int] = []
+    try:
+        def notify() -> Any:
+            return build_request("NOTIFY", "sip:bob@127.0.0.1:5999", [
+                ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={generate_branch()}"),
+                ("From", "<sip:a@127.0.0.1>;tag=s"), ("To", "<sip:bob@127.0.0.1>;tag=c"),
+                ("Call-ID", "n-1"), ("CSeq", "1 NOTIFY")])
+
+        dest = Destination("udp", "127.0.0.1", 5999)
+        transport.fail = True
+        assert layer.send_request(notify(), dest, lambda r: got.append(r.status)) is not None
+        assert got == [] and layer.pending == 0
+        transport.fail = False
+        layer.create(publish("z9hG4bK-bound"), SRC)                      # the one live transaction
+        assert layer.send_request(notify(), dest, lambda r: got.append(r.status)) is None
+        assert got == []
+        await asyncio.sleep(0)
+        assert got == [503, 503]
     finally:
         await layer.close()
