@@ -2,11 +2,15 @@
 
 Sans-IO machines (take `now`, expose `next_deadline()`): NonInviteServerTransaction,
 InviteServerTransaction, NonInviteClientTransaction; their transitions are the tables in `states`.
-TransactionLayer is the asyncio adapter: lookup/create/reply for server transactions, `await request`
-and `on_response` for client ones (NOTIFY). See docs/internals.md.
+TransactionCore holds every transaction of a server without I/O (entry points take `now`; outboxes say
+what to send and whom to answer; get_timer/handle_timer). TransactionLayer is its asyncio adapter:
+lookup/create/reply for server transactions, `send_request`/`await request` and `on_response` for client
+ones (NOTIFY). See docs/internals.md.
 """
 
 from routescript.transaction.client import NonInviteClientTransaction
+from routescript.transaction.completed import CompletedTransaction
+from routescript.transaction.core import OnResponse, TransactionCore
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.keys import (
     MAGIC_COOKIE,
@@ -14,7 +18,7 @@ from routescript.transaction.keys import (
     client_key_of_response,
     server_key,
 )
-from routescript.transaction.layer import TransactionLayer, TransportLike
+from routescript.transaction.layer import TransactionLayer, Transport, TransportLike
 from routescript.transaction.machine import Action, Deliver, Transmit
 from routescript.transaction.server import (
     InviteServerTransaction,
@@ -28,19 +32,23 @@ from routescript.transaction.timers import TimerConfig
 __all__ = [
     "MAGIC_COOKIE",
     "Action",
+    "CompletedTransaction",
     "Deliver",
     "Effect",
     "Event",
     "InviteServerTransaction",
     "NonInviteClientTransaction",
     "NonInviteServerTransaction",
+    "OnResponse",
     "ServerTransaction",
     "State",
     "TimerConfig",
+    "TransactionCore",
     "TransactionError",
     "TransactionLayer",
     "TransactionLimitError",
     "Transmit",
+    "Transport",
     "TransportLike",
     "client_key_of_request",
     "client_key_of_response",

@@ -12,39 +12,40 @@ where the request is retransmitted every T2 until the final response.
 
 from __future__ import annotations
 
-from typing import Any
-
-from routescript.sip import build_reply
+from routescript.sip import Destination, SIPRequest, SIPResponse, build_reply
+from routescript.transaction.keys import ClientKey
 from routescript.transaction.machine import Action, Deliver, Machine, Transmit
 from routescript.transaction.states import NON_INVITE_CLIENT, Effect, Event, State
 from routescript.transaction.timers import TimerConfig
 
 
 class NonInviteClientTransaction(Machine):
-    """`request` is sent to `destination` (opaque here: the transport's Destination). The caller
-    transmits the request once at creation; the machine asks for every retransmission."""
+    """`request` is sent to `destination`; `data` is the request on the wire, made once. The caller
+    transmits it once at creation; the machine asks for every retransmission."""
 
     TABLE = NON_INVITE_CLIENT
     INITIAL = State.TRYING
 
-    def __init__(self, request: Any, destination: Any = None, *, reliable: bool, timers: TimerConfig,
-                 now: float, key: tuple[Any, ...] | None = None) -> None:
+    def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
+                 timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
         super().__init__(request, reliable=reliable, timers=timers, now=now)
         self.destination = destination
         self.key = key
-        self.final_response: Any = None
+        self.data = request.to_bytes()
+        self.final_response: SIPResponse | None = None
         self.retransmissions = 0
         if not reliable:
             self._intervals[Event.TIMER_E] = timers.t1
             self._arm(Event.TIMER_E, timers.t1, now)
         self._arm(Event.TIMER_F, timers.fr_timeout, now)
 
-    def receive_response(self, response: Any, now: float) -> list[Action]:
+    def receive_response(self, response: SIPResponse, now: float) -> list[Action]:
         """A response matching this transaction arrived."""
         event = Event.PROVISIONAL if response.status < 200 else Event.FINAL
         return self._event(event, now, response)
 
-    def _do(self, effect: Effect, event: Event, response: Any, now: float, out: list[Action]) -> None:
+    def _do(self, effect: Effect, event: Event, response: SIPResponse | None, now: float,
+            out: list[Action]) -> None:
         if effect is Effect.RESEND:
             self.retransmissions += 1
             out.append(Transmit(self.request))
@@ -55,7 +56,7 @@ class NonInviteClientTransaction(Machine):
                 interval = self.timers.t2
             self._intervals[Event.TIMER_E] = interval
             self._arm(Event.TIMER_E, interval, now)
-        elif effect is Effect.DELIVER:
+        elif effect is Effect.DELIVER and response is not None:
             final = response.status >= 200
             if final:
                 self.final_response = response

@@ -11,8 +11,8 @@ Invisible to the garbage collector: at a few thousand requests a second the tabl
 thousands of entries for 32 s, and every full collection would walk them all - measured at 100-400 ms
 pauses every half second, which made clients retransmit and pushed the server into collapse. So an
 entry is a plain tuple of bytes, strings and numbers, which CPython stops tracking after its first
-collection: `pack` turns the destination into such a tuple (the transport's Destination holds objects)
-and `unpack` rebuilds it for the rare retransmission. The CompletedTransaction a lookup returns is made
+collection: the Destination is kept as `Destination.packed()` (it holds a SocketInfo) and rebuilt by
+`Destination.unpack` for the rare retransmission. The CompletedTransaction a lookup returns is made
 then, not stored.
 
 Bounded (STYLE 7): over `max_entries` the oldest entry is evicted early. Its cost is small - a
@@ -22,22 +22,19 @@ retransmission arriving after that runs the script again, as if the transaction 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
+from routescript.sip import Destination
+from routescript.transaction.keys import ServerKey
 from routescript.transaction.states import State
-
 
 _COMPACT_MIN = 128   # a table that never held this many entries is not copied when it empties
 
-
-def _same(value: Any) -> Any:
-    return value
+_Packed = tuple[object, ...] | None   # Destination.packed(), or None for an entry without one
 
 
 class CompletedTransaction:
     """What a Completed non-INVITE server transaction keeps: `data` (the final response on the wire)
-    and `dest` (the transport's Destination of the response). `lookup` returns it for a
+    and `dest` (where the response went). `lookup` returns it for a
     retransmission; it answers `state`, `replied` and `is_invite` like a ServerTransaction."""
 
     __slots__ = ("data", "dest", "expires", "key")
@@ -46,7 +43,7 @@ class CompletedTransaction:
     is_invite = False
     replied = True
 
-    def __init__(self, key: tuple[Any, ...], data: bytes, dest: Any, expires: float) -> None:
+    def __init__(self, key: ServerKey, data: bytes, dest: Destination | None, expires: float) -> None:
         self.key = key
         self.data = data
         self.dest = dest
@@ -58,30 +55,27 @@ class CompletedTransaction:
 
 class CompletedTable:
     """key -> (response bytes, packed destination, expiry), expiring `hold` seconds after insertion,
-    at most `max_entries`. `pack`/`unpack` convert a destination to and from a tuple of plain values
-    (identity by default: fine for destinations that already are)."""
+    at most `max_entries`. Also the Timer K table of answered client transactions: their key only
+    (no bytes, no destination)."""
 
-    def __init__(self, hold: float, max_entries: int, *, pack: Callable[[Any], Any] | None = None,
-                 unpack: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, hold: float, max_entries: int) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.hold = hold
         self.max_entries = max_entries
         self.evicted = 0  # entries dropped before their time because the table was full
-        self._pack = pack or _same
-        self._unpack = unpack or _same
-        self._entries: dict[tuple[Any, ...], tuple[bytes, Any, float]] = {}
-        self._order: deque[tuple[float, tuple[Any, ...]]] = deque()   # (expires, key), oldest first
+        self._entries: dict[ServerKey, tuple[bytes, _Packed, float]] = {}
+        self._order: deque[tuple[float, ServerKey]] = deque()   # (expires, key), oldest first
         self._high = 0   # the most entries held since _entries was last copied (expire)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, key: tuple[Any, ...], data: bytes, dest: Any, now: float) -> int:
+    def add(self, key: ServerKey, data: bytes, dest: Destination | None, now: float) -> int:
         """Keep the final response of transaction `key`; returns how many entries were evicted."""
         expires = now + self.hold
         entries = self._entries
-        entries[key] = (data, self._pack(dest), expires)
+        entries[key] = (data, None if dest is None else dest.packed(), expires)
         self._order.append((expires, key))
         evicted = 0
         while len(entries) > self.max_entries:
@@ -91,7 +85,7 @@ class CompletedTable:
         self.evicted += evicted
         return evicted
 
-    def get(self, key: tuple[Any, ...], now: float) -> CompletedTransaction | None:
+    def get(self, key: ServerKey, now: float) -> CompletedTransaction | None:
         """The entry of `key` unless it has expired (an expired one is dropped here)."""
         entry = self._entries.get(key)
         if entry is None:
@@ -100,9 +94,10 @@ class CompletedTable:
         if expires <= now:
             del self._entries[key]
             return None
-        return CompletedTransaction(key, data, self._unpack(packed), expires)
+        dest = None if packed is None else Destination.unpack(packed)
+        return CompletedTransaction(key, data, dest, expires)
 
-    def contains(self, key: tuple[Any, ...], now: float) -> bool:
+    def contains(self, key: ServerKey, now: float) -> bool:
         """True while `key` has an unexpired entry (nothing is built)."""
         entry = self._entries.get(key)
         return entry is not None and entry[2] > now
@@ -122,7 +117,11 @@ class CompletedTable:
             self._high = len(self._entries)
         return dropped
 
-    def _drop(self, key: tuple[Any, ...], expires: float) -> bool:
+    def discard(self, key: ServerKey) -> None:
+        """Forget `key` now (its response could not be sent); its place in the order is skipped later."""
+        self._entries.pop(key, None)
+
+    def _drop(self, key: ServerKey, expires: float) -> bool:
         # A key added again has a newer entry: its stale place in the order must not drop that one.
         entry = self._entries.get(key)
         if entry is not None and entry[2] == expires:

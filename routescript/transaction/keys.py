@@ -12,22 +12,23 @@ method equals the request's method.
 
 from __future__ import annotations
 
-from typing import Any
+from routescript.sip import SIPRequest, SIPResponse, Via
 
 MAGIC_COOKIE = "z9hG4bK"
 
-ServerKey = tuple[Any, ...]
-ClientKey = tuple[str, str]
+# ("3261", branch, sent-by, method) or the RFC 2543 fallback's longer tuple; only hashed and compared.
+ServerKey = tuple[object, ...]
+ClientKey = tuple[str, str]   # (branch, method)
 
 
-def _sent_by(via: Any) -> tuple[str, int | None]:
+def _sent_by(via: Via) -> tuple[str, int | None]:
     host = str(via.host).lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, via.port
 
 
-def server_key(request: Any) -> ServerKey:
+def server_key(request: SIPRequest) -> ServerKey:
     """The key of the server transaction `request` belongs to (ParseError on a broken top Via)."""
     via = request.via
     method = "INVITE" if request.method == "ACK" else request.method
@@ -38,9 +39,9 @@ def server_key(request: Any) -> ServerKey:
             _sent_by(via), branch, method)
 
 
-def client_key_of_request(request: Any) -> ClientKey:
+def client_key_of_request(request: SIPRequest) -> ClientKey:
     return (request.via.branch or "", request.method)
 
 
-def client_key_of_response(response: Any) -> ClientKey:
+def client_key_of_response(response: SIPResponse) -> ClientKey:
     return (response.via.branch or "", response.cseq.method)

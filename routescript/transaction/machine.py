@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from routescript.sip import ParseError
+from routescript.sip import ParseError, SIPRequest, SIPResponse
 from routescript.transaction.errors import TransactionError
 from routescript.transaction.states import Effect, Event, State, Table
 from routescript.transaction.timers import TimerConfig
@@ -22,7 +22,7 @@ log = logging.getLogger("routescript.transaction")
 class Transmit:
     """Pass `message` to the transport (the server's response, the client's request)."""
 
-    message: Any
+    message: SIPRequest | SIPResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Deliver:
     """Hand `response` to the TU. `final` responses are delivered exactly once per transaction;
     `local` marks a response we made ourselves (408 on Timer F, 503 on a transport error)."""
 
-    response: Any
+    response: SIPResponse
     final: bool
     local: bool = False
 
@@ -47,7 +47,7 @@ class Machine:
     # them is a TransactionError; any other missing entry is a late network event or timer, ignored.
     TU_EVENTS: ClassVar[frozenset[Event]] = frozenset()
 
-    def __init__(self, request: Any, *, reliable: bool, timers: TimerConfig, now: float) -> None:
+    def __init__(self, request: SIPRequest, *, reliable: bool, timers: TimerConfig, now: float) -> None:
         self.request = request
         self.reliable = reliable
         self.timers = timers
@@ -72,7 +72,7 @@ class Machine:
         """The transport could not send (or lost the connection)."""
         return self._event(Event.TRANSPORT_ERROR, now)
 
-    def _event(self, event: Event, now: float, response: Any = None) -> list[Action]:
+    def _event(self, event: Event, now: float, response: SIPResponse | None = None) -> list[Action]:
         """One event through the table, then every timer already due at `now`."""
         out: list[Action] = []
         self._step(event, now, response, out)
@@ -116,28 +116,39 @@ class Machine:
         except (AttributeError, ParseError):  # a log label must never fail
             return "?"
 
-    def _step(self, event: Event, now: float, response: Any, out: list[Action]) -> None:
+    def _step(self, event: Event, now: float, response: SIPResponse | None, out: list[Action]) -> None:
+        old_state = self.state
+        effect = self._transition(event)
+        if effect is None:
+            return  # a late network event or timer: nothing to do
+        new_state = self.state
+        if new_state is State.TERMINATED:
+            self._cancel(*list(self._deadlines))
+        self._do(effect, event, response, now, out)
+        if new_state is not old_state and new_state is not State.TERMINATED:
+            self._on_enter(new_state, now)
+
+    def _transition(self, event: Event) -> Effect | None:
+        """Move to the state the table's row for (state, `event`) names and return its effect: the one
+        place a machine's state changes. No row: None for an event from the network or a timer (a late
+        one is not an error), TransactionError for one from our own code (TU_EVENTS)."""
         entry = self.TABLE.get((self.state, event))
         if entry is None:
             if event in self.TU_EVENTS:
                 raise TransactionError(
                     f"transaction {self.label}: cannot send a {event.value} response in state "
                     f"{self.state.value}")
-            return  # a late network event or timer: nothing to do
+            return None
         new_state, effect = entry
         old_state = self.state
         self.state = new_state
-        if new_state is State.TERMINATED:
-            self._cancel(*list(self._deadlines))
-        self._do(effect, event, response, now, out)
-        if new_state is not old_state:
-            if log.isEnabledFor(logging.DEBUG):  # the label is built only when it is printed
-                log.debug("transaction %s: %s --%s--> %s", self.label, old_state.value, event.value,
-                          new_state.value)
-            if new_state is not State.TERMINATED:
-                self._on_enter(new_state, now)
+        if new_state is not old_state and log.isEnabledFor(logging.DEBUG):  # the label only when printed
+            log.debug("transaction %s: %s --%s--> %s", self.label, old_state.value, event.value,
+                      new_state.value)
+        return effect
 
-    def _do(self, effect: Effect, event: Event, response: Any, now: float, out: list[Action]) -> None:
+    def _do(self, effect: Effect, event: Event, response: SIPResponse | None, now: float,
+            out: list[Action]) -> None:
         raise NotImplementedError
 
     def _on_enter(self, state: State, now: float) -> None:

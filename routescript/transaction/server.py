@@ -7,25 +7,25 @@ on its own (no automatic 100 Trying).
 
 from __future__ import annotations
 
-from typing import Any
-
+from routescript.sip import SIPRequest, SIPResponse, Source
+from routescript.transaction.keys import ServerKey
 from routescript.transaction.machine import Action, Machine, Transmit
 from routescript.transaction.states import INVITE_SERVER, NON_INVITE_SERVER, TU_EVENTS, Effect, Event, State
 from routescript.transaction.timers import TimerConfig
 
 
 class ServerTransaction(Machine):
-    """A server transaction: `request` that created it, `source` it came from (opaque here: the
-    transport's Source), `key` it is matched by, `last_response` sent so far."""
+    """A server transaction: `request` that created it, `source` it came from, `key` it is matched
+    by, `last_response` sent so far."""
 
     TU_EVENTS = TU_EVENTS
 
-    def __init__(self, request: Any, source: Any = None, *, reliable: bool, timers: TimerConfig,
-                 now: float, key: tuple[Any, ...] | None = None) -> None:
+    def __init__(self, request: SIPRequest, source: Source | None = None, *, reliable: bool,
+                 timers: TimerConfig, now: float, key: ServerKey | None = None) -> None:
         super().__init__(request, reliable=reliable, timers=timers, now=now)
         self.source = source
         self.key = key
-        self.last_response: Any = None
+        self.last_response: SIPResponse | None = None
         self._arm(Event.TU_TIMEOUT, timers.tu_timeout(self.is_invite), now)
 
     is_invite = False
@@ -47,7 +47,7 @@ class ServerTransaction(Machine):
         """An ACK matching this (INVITE) transaction arrived."""
         return self._event(Event.ACK, now)
 
-    def send_response(self, response: Any, now: float) -> list[Action]:
+    def send_response(self, response: SIPResponse, now: float) -> list[Action]:
         """The TU answers. Raises TransactionError when the state does not allow it (a second final
         response, a response after the transaction ended)."""
         return self._event(self._classify(response.status), now, response)
@@ -55,8 +55,19 @@ class ServerTransaction(Machine):
     def _classify(self, status: int) -> Event:
         return Event.PROVISIONAL if status < 200 else Event.FINAL
 
-    def _do(self, effect: Effect, event: Event, response: Any, now: float, out: list[Action]) -> None:
-        if effect is Effect.SEND:
+    def complete_into_table(self, response: SIPResponse) -> None:
+        """The final `response` of a non-INVITE transaction the core moves at once to its completed
+        table (UDP: the table keeps the bytes and runs Timer J): the table's FINAL row (Trying/Proceeding
+        -> Completed, RFC 3261 17.2.2) without arming timers here; the caller sends the response. Raises
+        TransactionError when the state does not allow a final response, as send_response does."""
+        self._transition(Event.FINAL)
+        self.last_response = response
+        self._deadlines.clear()
+        self._intervals.clear()
+
+    def _do(self, effect: Effect, event: Event, response: SIPResponse | None, now: float,
+            out: list[Action]) -> None:
+        if effect is Effect.SEND and response is not None:
             self.last_response = response
             out.append(Transmit(response))
         elif effect is Effect.RESEND and self.last_response is not None:
@@ -77,20 +88,6 @@ class NonInviteServerTransaction(ServerTransaction):
         if state is State.COMPLETED:
             self._cancel(Event.TU_TIMEOUT)
             self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
-
-    def complete_into_table(self, response: Any) -> bool:
-        """The final `response` of a transaction the layer moves at once to its completed table (UDP:
-        the table keeps the bytes and runs Timer J): the table's FINAL transition (Trying/Proceeding ->
-        Completed, RFC 3261 17.2.2) without arming timers here. The caller sends the response. False
-        when the state does not allow a final response (send_response then raises as usual)."""
-        entry = self.TABLE.get((self.state, Event.FINAL))
-        if entry is None or entry[0] is not State.COMPLETED:
-            return False
-        self.state = State.COMPLETED
-        self.last_response = response
-        self._deadlines.clear()
-        self._intervals.clear()
-        return True
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -121,8 +118,8 @@ class InviteServerTransaction(ServerTransaction):
             self._arm(Event.TIMER_L, self.timers.timer_l, now)
 
 
-def server_transaction(request: Any, source: Any = None, *, reliable: bool, timers: TimerConfig,
-                       now: float, key: tuple[Any, ...] | None = None) -> ServerTransaction:
+def server_transaction(request: SIPRequest, source: Source | None = None, *, reliable: bool,
+                       timers: TimerConfig, now: float, key: ServerKey | None = None) -> ServerTransaction:
     """The right server transaction for `request` (INVITE or not)."""
     cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
     return cls(request, source, reliable=reliable, timers=timers, now=now, key=key)

@@ -1,15 +1,17 @@
-"""The final reply of a non-INVITE server transaction over UDP (TransactionLayer._reply_final_udp): sent
-once, kept as bytes for retransmissions, the machine in Completed; a transport error ends it."""
+"""The final reply of a non-INVITE server transaction over UDP through the adapter (the core's one-step
+path, TransactionCore._complete_udp): sent once, kept as bytes for retransmissions, the machine in
+Completed; a transport error ends it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from routescript.sip import build_reply, parse_message
 from routescript.transaction import State, TransactionError, TransactionLayer
-from routescript.transport.address import SocketInfo, Source
+from routescript.sip import Destination, SocketInfo, Source
 
 SOCK = SocketInfo("udp", "127.0.0.1", 5060)
 SRC = Source("udp", SOCK, "127.0.0.1", 40000)
@@ -43,8 +45,8 @@ class Transport:
             raise OSError("socket closed")
         self.sent.append((data, dest))
 
-    def reply_destination(self, response: Any, source: Any) -> Any:
-        return ("dest-of", source.remote_port)
+    def reply_destination(self, response: Any, source: Any) -> Destination:
+        return Destination("udp", "dest-of", source.remote_port)
 
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.send(data, dest)
@@ -58,13 +60,14 @@ async def test_final_reply_is_sent_once_kept_for_retransmissions_and_a_second_on
         txn = layer.create(request, SRC)
         response = build_reply(request, 200, to_tag="t1")
         layer.reply(txn, response)
-        assert transport.replies == [(response, ("dest-of", 40000))]    # routed once, with its dest
+        dest = Destination("udp", "dest-of", 40000)
+        assert transport.replies == [(response, dest)]                   # routed once, with its dest
         assert txn.state is State.COMPLETED and txn.replied and layer.pending == 0
         with pytest.raises(TransactionError):
             layer.reply(txn, build_reply(request, 500, to_tag="t1"))
         again = publish()                                                # the retransmission
         assert layer.lookup(again, SRC) is not None
-        assert transport.sent == [(response.to_bytes(), ("dest-of", 40000))]
+        assert transport.sent == [(response.to_bytes(), dest)]
     finally:
         await layer.close()
 
@@ -100,5 +103,34 @@ async def test_provisional_then_final_and_reliable_transports_take_the_machine()
         layer.reply(tcp, build_reply(tcp_request, 200, to_tag="t4"))
         assert tcp.state is State.TERMINATED and layer.pending == 0
         assert layer.lookup(publish("z9hG4bK-final-4"), TCP_SRC) is None
+    finally:
+        await layer.close()
+
+
+async def test_on_final_is_never_called_inside_send_request() -> None:
+    """A request refused at once (over the bound) or whose first send fails: the local 503 reaches
+    on_final from the loop, after send_request has returned (the NOTIFY sender relies on it)."""
+    from routescript.sip import build_request, generate_branch
+
+    transport = Transport()
+    layer = TransactionLayer(transport, max_transactions=1)
+    got: list[int] = []
+    try:
+        def notify() -> Any:
+            return build_request("NOTIFY", "sip:bob@127.0.0.1:5999", [
+                ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={generate_branch()}"),
+                ("From", "<sip:a@127.0.0.1>;tag=s"), ("To", "<sip:bob@127.0.0.1>;tag=c"),
+                ("Call-ID", "n-1"), ("CSeq", "1 NOTIFY")])
+
+        dest = Destination("udp", "127.0.0.1", 5999)
+        transport.fail = True
+        assert layer.send_request(notify(), dest, lambda r: got.append(r.status)) is not None
+        assert got == [] and layer.pending == 0
+        transport.fail = False
+        layer.create(publish("z9hG4bK-bound"), SRC)                      # the one live transaction
+        assert layer.send_request(notify(), dest, lambda r: got.append(r.status)) is None
+        assert got == []
+        await asyncio.sleep(0)
+        assert got == [503, 503]
     finally:
         await layer.close()

@@ -31,6 +31,9 @@ class SlowTransport:
     def send_reply(self, response: Any, source: Any, dest: Any = None) -> None:
         raise AssertionError("no server transactions here")
 
+    def reply_destination(self, response: Any, source: Any) -> Destination:
+        raise AssertionError("no server transactions here")
+
 
 async def _scenario() -> tuple[list[int], int]:
     transport = SlowTransport()

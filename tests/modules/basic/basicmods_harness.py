@@ -10,7 +10,7 @@ from routescript.core.server import Server
 from routescript.script.context import MsgContext
 from routescript.sip import parse_message
 from routescript.transaction import TransactionLayer
-from routescript.transport.address import SocketInfo, Source
+from routescript.transport.address import Destination, SocketInfo, Source
 
 SOCK = SocketInfo("udp", "127.0.0.1", 5060)
 SRC = Source("udp", SOCK, "127.0.0.1", 40000)
@@ -27,8 +27,9 @@ class RecordingTransport:
     def send(self, data: bytes, dest: Any) -> None:
         self.sent.append((data, dest))
 
-    def reply_destination(self, response: Any, source: Any) -> Any:
-        return source
+    def reply_destination(self, response: Any, source: Any) -> Destination:
+        return Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
+                           source.socket)
 
     async def deliver(self, data: bytes, dest: Any) -> None:
         self.sent.append((data, dest))

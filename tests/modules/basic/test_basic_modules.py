@@ -69,7 +69,8 @@ async def test_t_newtran_then_retransmission_is_absorbed() -> None:
     assert h.server.transactions.lookup(again.msg, again.source) is not None
     assert h.call(again, "t_check_trans") == 0               # retransmission: the script stops
     assert len(h.transport.replies) == 1                     # the script's one reply ...
-    resent = [data for data, dest in h.transport.sent if dest is again.source]
+    resent = [data for data, dest in h.transport.sent
+              if (dest.host, dest.port) == (again.source.remote_host, again.source.remote_port)]
     assert len(resent) == 2                                  # ... resent for lookup and t_check_trans
     assert resent[0].startswith(b"SIP/2.0 202 ") and resent[0] == h.transport.replies[0].to_bytes()
 
