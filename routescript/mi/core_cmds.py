@@ -21,9 +21,12 @@ import os
 import platform
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import MIError, Module, mi_command
+
+if TYPE_CHECKING:
+    from routescript.core.evi import EventInterface
 
 from .jsonrpc import INVALID_PARAMS, SERVER_ERROR, JSONRPCError
 
@@ -121,9 +124,7 @@ class CoreMI(Module):
             raise MIError("kill is disabled on this MI transport; enable it with "
                           "modparam(\"mi_fifo\", \"enable_kill\", 1) or "
                           "modparam(\"mi_http\", \"enable_kill\", 1)")
-        stop = getattr(self.server, "stop", None)
-        if stop is None:
-            raise MIError("this server cannot be stopped over MI")
+        stop = self.server.stop
         log.warning("kill requested over MI: stopping")
         loop = asyncio.get_running_loop()
         # After this reply has gone out: stopping closes the MI listener that carries it.
@@ -162,10 +163,7 @@ class CoreMI(Module):
 
     @mi_command("reload_routes", doc="triggers the script (routes only) reload")
     async def reload_routes(self) -> Any:
-        reload = getattr(self.server, "reload_routes", None)
-        if reload is None:
-            raise MIError("reload failed: this server cannot reload its routes")
-        diags = list(await reload())
+        diags = list(await self.server.reload_routes())
         errors = [str(d) for d in diags if getattr(d, "severity", "error") != "warning"]
         warnings = [str(d) for d in diags if getattr(d, "severity", "error") == "warning"]
         if errors:
@@ -246,24 +244,17 @@ class CoreMI(Module):
     # ---------------------------------------------------------------- connections, events
     @mi_command("list_tcp_conns", doc="list all ongoing TCP based connections")
     def list_tcp_conns(self) -> dict[str, Any]:
-        transport = getattr(self.server, "transport", None)
-        conns: Any = getattr(transport, "connections", None)
-        if callable(conns):
-            conns = conns()
-        if conns is None:
-            # The transport layer has no public listing yet; read its table without changing it.
-            conns = list(getattr(transport, "_conns", {}).values())
+        transport = self.server.transport
         out = []
-        for c in conns:
-            src = getattr(c, "source", None)
-            info = getattr(c, "info", None)
+        for c in transport.connections() if transport is not None else ():
+            src, info = c.source, c.info   # None until the connection is made
             out.append({
-                "ID": getattr(c, "conn_id", 0),
+                "ID": c.conn_id,
                 "Type": "tcp",
-                "State": "closed" if getattr(c, "closed", False) else "open",
-                "Remote": f"{getattr(src, 'remote_host', '?')}:{getattr(src, 'remote_port', '?')}",
-                "Local": f"{getattr(info, 'host', '?')}:{getattr(info, 'port', '?')}",
-                "Outgoing": bool(getattr(c, "outgoing", False)),
+                "State": "closed" if c.closed else "open",
+                "Remote": f"{src.remote_host}:{src.remote_port}" if src is not None else "?:?",
+                "Local": f"{info.host}:{info.port}" if info is not None else "?:?",
+                "Outgoing": c.outgoing,
             })
         return {"Connections": out}
 
@@ -273,14 +264,11 @@ class CoreMI(Module):
 
     def _declared_events(self) -> list[str]:
         """Declared events in id order (ids are positions in this list, as events_list shows them)."""
-        events = getattr(self.server, "events", None)
-        return sorted(getattr(events, "declared", ()) or ())
+        return sorted(self.server.events.declared)
 
-    def _evi(self) -> Any:
+    def _evi(self) -> EventInterface:
         from routescript.core.evi import event_interface
 
-        if getattr(self.server, "events", None) is None:
-            raise MIError("this server has no event bus")
         return event_interface(self.server)
 
     @mi_command("event_subscribe", optional=("expire",),
