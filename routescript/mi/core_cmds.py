@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 from routescript.core.module import MIError, Module, mi_command
 
 if TYPE_CHECKING:
-    from routescript.core.evi import EventInterface
+    from collections.abc import Awaitable, Callable
+
+    from routescript.core.evi import EventInterface, Subscriber
+    from routescript.core.host import ModuleHost
+
+    from .registry import MIRegistry
 
 from .jsonrpc import INVALID_PARAMS, SERVER_ERROR, JSONRPCError
 
@@ -62,9 +67,9 @@ class CoreMI(Module):
 
     name = "core"
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any], *, registry: MIRegistry) -> None:
         super().__init__(server, params)
-        self.registry: Any = None  # the MIRegistry, set by build_registry
+        self.registry = registry  # the registry these commands are served from (which, help, kill ...)
         cfg = getattr(server, "config", None)
         self._log_level = int(getattr(cfg, "log_level", 3) if cfg is not None else 3)
         xlog = getattr(cfg, "xlog_level", None) if cfg is not None else None
@@ -75,8 +80,8 @@ class CoreMI(Module):
     @mi_command("uptime", doc="prints various time information about routescript - when it started to run, "
                 "for how long it runs")
     def uptime(self) -> dict[str, Any]:
-        now = self.registry.clock() if self.registry else time.time()
-        since = self.registry.started_at if self.registry else now
+        now = self.registry.clock()
+        since = self.registry.started_at
         return {"Now": time.ctime(now), "Up since": time.ctime(since),
                 "Up time": f"{int(max(0, now - since))} [sec]"}
 
@@ -131,7 +136,7 @@ class CoreMI(Module):
         loop.call_soon(self._spawn_stop, stop)
         return "OK"
 
-    def _spawn_stop(self, stop: Any) -> None:
+    def _spawn_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         self._stop_task = asyncio.ensure_future(stop())
 
     @mi_command("log_level", optional=("level", "pid"),
@@ -191,10 +196,10 @@ class CoreMI(Module):
                     out[s.full_name] = s.value
                 found = True
             else:
-                s = stats.get(item)
-                if s is None:
+                one = stats.get(item)
+                if one is None:
                     continue
-                out[s.full_name] = s.value
+                out[one.full_name] = one.value
                 found = True
         if not found:
             raise MIError("Statistics Not Found", 404)
@@ -333,7 +338,7 @@ class CoreMI(Module):
         return "OK"
 
 
-def _subscriber(sub: Any) -> dict[str, Any]:
+def _subscriber(sub: Subscriber) -> dict[str, Any]:
     """One subscriber as OpenSIPS prints it: its socket and its expire (seconds, or "never")."""
     return {"socket": sub.socket, "expire": sub.expire if sub.expire is not None else "never"}
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from routescript.core.module import MICommand, MIError, Module, mi_command
+from routescript.core.config import CoreConfig
 from routescript.mi import MIRegistry, build_registry, handle_payload
 from routescript.mi.jsonrpc import JSONRPCError
 
@@ -17,6 +18,7 @@ class FakeServer:
     """What the core commands read from a server, and nothing else."""
 
     def __init__(self) -> None:
+        self.config = CoreConfig()
         self.reloads: list[Any] = []
         self.stopped = False
 
