@@ -30,9 +30,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+from routescript.modules.httpd import bind_httpd
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 log = logging.getLogger("routescript.prometheus")
 
@@ -61,7 +65,7 @@ class PrometheusModule(Module):
         Param("typed_counters", int, 0, "1: counters as typed Prometheus counters named <name>_total"),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.all = False
         self.groups: list[str] = []
@@ -87,7 +91,7 @@ class PrometheusModule(Module):
     async def start(self) -> None:
         from prometheus_client.registry import CollectorRegistry
 
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is None:  # depends= makes the loader refuse this already
             raise ConfigError("prometheus needs the httpd module")
         self.registry = CollectorRegistry(auto_describe=False)
@@ -95,7 +99,7 @@ class PrometheusModule(Module):
         httpd.register_httpdcb(self.name, self.param("root"), self.handle)
 
     async def stop(self) -> None:
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is not None:
             httpd.unregister_httpdcb(self.param("root"))
 
