@@ -37,6 +37,7 @@ from routescript.modules.httpd import bind_httpd
 
 if TYPE_CHECKING:
     from routescript.core.host import ModuleHost
+    from routescript.core.stats import StatVar
 
 log = logging.getLogger("routescript.prometheus")
 
@@ -104,13 +105,13 @@ class PrometheusModule(Module):
             httpd.unregister_httpdcb(self.param("root"))
 
     # ---------------------------------------------------------------- what is exported
-    def selected(self) -> list[Any]:
+    def selected(self) -> list[StatVar]:
         """The StatVars to export, in OpenSIPS's order: the groups listed, then the single statistics
         (or every statistic, for "all"); each once. A name not (yet) registered is skipped."""
         stats = self.server.statistics
         if self.all:
             return stats.all()
-        out: list[Any] = []
+        out: list[StatVar] = []
         seen: set[int] = set()
         for group in self.groups:
             for s in stats.module(group):
@@ -118,10 +119,10 @@ class PrometheusModule(Module):
                     seen.add(id(s))
                     out.append(s)
         for name in self.names:
-            s = stats.get(name)
-            if s is not None and id(s) not in seen:
-                seen.add(id(s))
-                out.append(s)
+            one = stats.get(name)
+            if one is not None and id(one) not in seen:
+                seen.add(id(one))
+                out.append(one)
         return out
 
     def metric_name(self, stat: Any) -> str:

@@ -109,6 +109,8 @@ class MICommand:
     walks_rows: the command walks a whole table (every subscription, every publication): the registry
     runs at most the core parameter `mi_max_walks` of those at once (routescript.mi.registry), and the
     command hands the loop back every few rows (routescript.mi.walk).
+    recipes: the exact parameter sets the command accepts (OpenSIPS mi recipes), when not every prefix of
+    the optional parameters is one.
     """
 
     name: str
@@ -119,6 +121,7 @@ class MICommand:
     doc: str = ""
     module: str = "core"
     walks_rows: bool = False
+    recipes: tuple[tuple[str, ...], ...] | None = None
 
 
 class MIError(Exception):
@@ -140,10 +143,13 @@ def script_function(name: str, *args: ArgSpec,
 
 
 def mi_command(name: str, *, aliases: Iterable[str] = (), optional: Iterable[str] = (),
-               doc: str = "", walks_rows: bool = False) -> Callable[[_Method], _Method]:
+               doc: str = "", walks_rows: bool = False,
+               recipes: Iterable[tuple[str, ...]] | None = None) -> Callable[[_Method], _Method]:
+    fixed = tuple(tuple(r) for r in recipes) if recipes is not None else None
+
     def tag(method: _Method) -> _Method:
         method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc,
-                                                         walks_rows))
+                                                         walks_rows, fixed))
         return method
     return tag
 
@@ -202,11 +208,11 @@ class Module:
     def mi_commands(self) -> list[MICommand]:
         out = []
         for method, tags in self._tagged("_rs_mi"):
-            for name, aliases, optional, doc, walks_rows in tags:
+            for name, aliases, optional, doc, walks_rows, recipes in tags:
                 sig = inspect.signature(method)
                 names = tuple(p for p in sig.parameters)
                 out.append(MICommand(name, method, names, optional, aliases, doc or (method.__doc__ or ""),
-                                     self.name, walks_rows))
+                                     self.name, walks_rows, recipes))
         return out
 
     def pvars(self) -> list[PVarSpec]:

@@ -101,7 +101,8 @@ class BoundCommand:
         optional = {_mi_name(p) for p in cmd.optional}
         self.required = tuple(n for n in self.names if n not in optional)
         self.optional = tuple(n for n in self.names if n in optional)
-        explicit = getattr(cmd.impl, "_rs_mi_recipes", None)
+        # Declared with mi_command(recipes=...), or (older form) tagged on the function as _rs_mi_recipes.
+        explicit = cmd.recipes if cmd.recipes is not None else getattr(cmd.impl, "_rs_mi_recipes", None)
         if explicit is not None:
             self.recipes = tuple(tuple(r) for r in explicit)
         else:

@@ -205,6 +205,24 @@ def test_duplicate_names_are_skipped() -> None:
     assert reg.names() == ["x"]
 
 
+async def test_recipes_declared_with_mi_command() -> None:
+    """mi_command(recipes=...) gives the exact parameter sets, as the older _rs_mi_recipes tag does."""
+    class WithRecipes(Module):
+        name = "with_recipes"
+
+        @mi_command("range_list", optional=("from_", "to"), recipes=((), ("from", "to")))
+        def range_list(self, from_: str | None = None, to: str | None = None) -> list[Any]:
+            return [from_, to]
+
+    reg = MIRegistry()
+    reg.add_all(WithRecipes(FakeServer(), {}).mi_commands())  # type: ignore[arg-type]
+    assert reg.recipes("range_list") == ((), ("from", "to"))
+    assert await reg.dispatch("range_list", ["a", "b"]) == ["a", "b"]
+    with pytest.raises(JSONRPCError) as info:
+        await reg.dispatch("range_list", ["a"])
+    assert info.value.data == "Too few or too many parameters"
+
+
 # ---------------------------------------------------------------- core commands
 async def test_which_lists_everything_and_recipes(reg: MIRegistry) -> None:
     names = await reg.dispatch("which")
