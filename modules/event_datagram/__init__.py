@@ -23,9 +23,12 @@ import ipaddress
 import json
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 log = logging.getLogger("routescript.event_datagram")
 
@@ -150,7 +153,7 @@ def _split_host_port(address: str) -> tuple[str, int]:
 class EventDatagramModule(Module):
     name = "event_datagram"
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.sender = _Sender()
         self.udp = UdpTransport(self.sender)

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param, mi_command
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 log = logging.getLogger("routescript.httpd")
 
@@ -41,6 +44,13 @@ def _check_port(value: int) -> None:
         raise ValueError(f"port {value} is not accepted (1024..65535, or 0 for any free port)")
 
 
+def bind_httpd(server: ModuleHost) -> HttpdModule | None:
+    """The httpd module instance of a server (what mi_http and prometheus register their roots with),
+    or None when it is not loaded."""
+    found = server.modules.get("httpd")
+    return found if isinstance(found, HttpdModule) else None
+
+
 class HttpdModule(Module):
     name = "httpd"
     params = (
@@ -51,7 +61,7 @@ class HttpdModule(Module):
         Param("receive_buf_size", int, 1024, "accepted for compatibility"),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._roots: dict[str, tuple[str, Handler]] = {}
         self._runner: Any = None

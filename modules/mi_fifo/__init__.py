@@ -19,9 +19,12 @@ import grp
 import logging
 import os
 import pwd
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 log = logging.getLogger("routescript.mi_fifo")
 
@@ -68,7 +71,7 @@ class MiFifoModule(Module):
         Param("trace_bwlist", str, None, later=_TRACE_LATER),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.fifo: Any = None
         self.registry: Any = None

@@ -40,9 +40,13 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+from routescript.modules.httpd import bind_httpd
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 log = logging.getLogger("routescript.mi_http")
 
@@ -78,7 +82,7 @@ class MiHttpModule(Module):
         Param("trace_bwlist", str, None, later=_TRACE_LATER),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.registry: Any = None
         from routescript.mi.auth import Users
@@ -125,14 +129,14 @@ class MiHttpModule(Module):
     async def start(self) -> None:
         from routescript.mi import mi_registry
 
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is None:  # depends= makes the loader refuse this already
             raise ConfigError("mi_http needs the httpd module")
         self.registry = mi_registry(self.server)
         httpd.register_httpdcb(self.name, self.param("root"), self.handle)
-        host = getattr(httpd, "host", "") or httpd.param("ip") or ""
+        host = httpd.host or httpd.param("ip") or ""
         if not self.users and not is_loopback(host):
-            port = getattr(httpd, "port", 0) or httpd.param("port")
+            port = httpd.port or httpd.param("port")
             shown = host if host not in ("", "0.0.0.0", "::") else f"{host or '*'} (every address)"  # noqa: S104
             log.warning("MI is served over HTTP on %s port %s, beyond loopback, without authentication: "
                         "whoever reaches it can list every subscription and run every MI command. Set "
@@ -140,7 +144,7 @@ class MiHttpModule(Module):
                         "modparam(\"httpd\", \"ip\", \"127.0.0.1\")", shown, port)
 
     async def stop(self) -> None:
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is not None:
             httpd.unregister_httpdcb(self.param("root"))
 

@@ -6,29 +6,31 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
 
 if TYPE_CHECKING:
+    from routescript.modules.presence import PresenceModule
+
     from .winfo import WatcherStatus
 
 log = logging.getLogger("routescript.presence_xml")
 
-def _check_xml(check: Any) -> Any:
-    """Wrap a pidf/xml check so its BodyError becomes the presence module's BodyError."""
+def _check_xml(check: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """Wrap a pidf/xml check so its BodyError becomes the presence module's BodyError (logged with its
+    detail, which never goes on the wire)."""
     from routescript.modules.presence.events import BodyError
+
+    from .xml_util import BodyError as XmlBodyError
 
     def publ_handl(body: bytes) -> None:
         try:
             check(body)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if status is None:
-                raise
-            log.debug("PUBLISH body refused (%s): %s", status, getattr(exc, "detail", "") or exc)
-            raise BodyError(int(status), str(getattr(exc, "reason", "Bad request"))) from None
+        except XmlBodyError as exc:
+            log.debug("PUBLISH body refused (%s): %s", exc.status, exc.detail or exc)
+            raise BodyError(exc.status, exc.reason) from None
     return publ_handl
 
 
@@ -55,6 +57,7 @@ class PresenceXmlModule(Module):
     )
 
     _db: Any = None  # the 2.x form's database of the xcap table, opened on first use
+    _presence: PresenceModule | None = None  # bound in check()
     _own_db: Any = None  # _db when it is ours (another xcap_table name) rather than the server's shared one
 
     def check(self) -> None:
@@ -88,7 +91,7 @@ class PresenceXmlModule(Module):
         force_active = bool(self.param("force_active"))
         from .rules import auth_hooks
 
-        presence = getattr(self, "_presence", None)
+        presence = self._presence
         sphere_check = presence is not None and bool(presence.param("enable_sphere_check"))
         # enable_sphere_check: sphere conditions of pres-rules see the presentity's published RPID sphere.
         get_auth_status, apply_auth_nbody = auth_hooks(

@@ -30,9 +30,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+from routescript.modules.httpd import bind_httpd
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
+    from routescript.core.stats import StatVar
 
 log = logging.getLogger("routescript.prometheus")
 
@@ -61,7 +66,7 @@ class PrometheusModule(Module):
         Param("typed_counters", int, 0, "1: counters as typed Prometheus counters named <name>_total"),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.all = False
         self.groups: list[str] = []
@@ -87,7 +92,7 @@ class PrometheusModule(Module):
     async def start(self) -> None:
         from prometheus_client.registry import CollectorRegistry
 
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is None:  # depends= makes the loader refuse this already
             raise ConfigError("prometheus needs the httpd module")
         self.registry = CollectorRegistry(auto_describe=False)
@@ -95,18 +100,18 @@ class PrometheusModule(Module):
         httpd.register_httpdcb(self.name, self.param("root"), self.handle)
 
     async def stop(self) -> None:
-        httpd = self.server.modules.get("httpd")
+        httpd = bind_httpd(self.server)
         if httpd is not None:
             httpd.unregister_httpdcb(self.param("root"))
 
     # ---------------------------------------------------------------- what is exported
-    def selected(self) -> list[Any]:
+    def selected(self) -> list[StatVar]:
         """The StatVars to export, in OpenSIPS's order: the groups listed, then the single statistics
         (or every statistic, for "all"); each once. A name not (yet) registered is skipped."""
         stats = self.server.statistics
         if self.all:
             return stats.all()
-        out: list[Any] = []
+        out: list[StatVar] = []
         seen: set[int] = set()
         for group in self.groups:
             for s in stats.module(group):
@@ -114,10 +119,10 @@ class PrometheusModule(Module):
                     seen.add(id(s))
                     out.append(s)
         for name in self.names:
-            s = stats.get(name)
-            if s is not None and id(s) not in seen:
-                seen.add(id(s))
-                out.append(s)
+            one = stats.get(name)
+            if one is not None and id(one) not in seen:
+                seen.add(id(one))
+                out.append(one)
         return out
 
     def metric_name(self, stat: Any) -> str:

@@ -57,10 +57,10 @@ class RrModule(Module):
         from routescript.sip.hosts import host_for_uri
 
         src = ctx.source
-        sock = getattr(src, "socket", None)
-        if sock is None:
+        if src is None:
             log.error("record_route: the request did not come from a socket")
             return -1
+        sock = src.socket
         uri = f"sip:{host_for_uri(sock.host)}:{sock.port};lr"
         if sock.proto == "tcp":
             uri += ";transport=tcp"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from routescript.core.module import Arg, Module, Param, script_function
-from routescript.sip import ParseError
+from routescript.sip import ParseError, SIPRequest
 from routescript.script.context import MsgContext
 
 from ._reply import check_code
@@ -44,7 +44,7 @@ def send_stateless(ctx: MsgContext, code: int, reason: str) -> int:
     """Send a stateless reply for ctx.msg; -1 (logged) when there is no request to answer."""
     import logging
 
-    if ctx.msg is None or not getattr(ctx.msg, "is_request", False):
+    if not isinstance(ctx.msg, SIPRequest):
         logging.getLogger("routescript.sl").error("sl_send_reply: no request to reply to")
         return -1
     if ctx.msg.method == "ACK":

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.modules.sl._reply import check_code
 from routescript.script.context import FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
-from routescript.sip import ParseError
+from routescript.sip import ParseError, SIPRequest
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 
 log = logging.getLogger("routescript.tm")
@@ -74,7 +74,7 @@ class TmModule(Module):
         the last reply is resent and the script stops (0), as OpenSIPS does; -1 otherwise."""
         if ctx.transaction is not None:
             return 1
-        if ctx.msg is None or not ctx.msg.is_request:
+        if not isinstance(ctx.msg, SIPRequest):
             return -1
         if ctx.server.transactions.lookup(ctx.msg, ctx.source) is not None:
             return 0
@@ -92,7 +92,7 @@ def newtran(ctx: MsgContext) -> Any:
     if ctx.transaction is not None:
         return ctx.transaction
     msg = ctx.msg
-    if msg is None or not getattr(msg, "is_request", False):
+    if not isinstance(msg, SIPRequest):
         log.error("t_newtran: no request")
         return None
     if msg.method == "ACK":
@@ -117,7 +117,7 @@ def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
     if not 100 <= code <= 699:
         log.error("t_reply: invalid code %d", code)
         return -1
-    if ctx.msg is not None and getattr(ctx.msg, "method", "") == "ACK":
+    if isinstance(ctx.msg, SIPRequest) and ctx.msg.method == "ACK":
         return 1
 
     if newtran(ctx) is None:

@@ -13,9 +13,12 @@ built, so both values read the table only (the table is where OpenXCAP-style ser
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 from .store import PIDF_MANIPULATION, PRES_RULES, RESOURCE_LISTS, RLS_SERVICES, get_xcap_doc
 
@@ -30,8 +33,9 @@ def _flag(value: int) -> None:
         raise ValueError("must not be negative")
 
 
-def bind_xcap(server: Any) -> XcapModule | None:
-    """OpenSIPS's bind_xcap: the xcap module instance of a server, or None when it is not loaded."""
+def bind_xcap(server: object) -> XcapModule | None:
+    """OpenSIPS's bind_xcap: the xcap module instance of a server, or None when it is not loaded. Any
+    object is accepted (None for one without modules), as presence's bind_presence does."""
     modules = getattr(server, "modules", None)
     found = modules.get("xcap") if modules is not None else None
     return found if isinstance(found, XcapModule) else None
@@ -47,7 +51,7 @@ class XcapModule(Module):
               check=_flag),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._db: Any = None
         self._own_db: Any = None

@@ -75,7 +75,7 @@ def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
     return ListenSpec(proto, host, port, m.group("adv"), pos)
 
 
-def _bool(v: Any) -> bool:
+def _bool(v: object) -> bool:
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
@@ -88,7 +88,7 @@ def _bool(v: Any) -> bool:
     raise ValueError(f"expects yes/no, got \"{v}\"")
 
 
-def _int(v: Any) -> int:
+def _int(v: object) -> int:
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
@@ -102,11 +102,11 @@ def _int(v: Any) -> int:
         raise ValueError(f"expects an integer, got \"{v}\"") from None
 
 
-def _str(v: Any) -> str:
+def _str(v: object) -> str:
     return str(v)
 
 
-def _networks(v: Any) -> NetworkList:
+def _networks(v: object) -> NetworkList:
     try:
         return NetworkList.parse(str(v))
     except ValueError as exc:
@@ -116,6 +116,7 @@ def _networks(v: Any) -> NetworkList:
 # name -> (kind, default, repeatable). kinds: "int", "bool", "str", "socket", "networks" (a NetworkList:
 # IP addresses and networks separated by commas or blanks).
 # Names follow the OpenSIPS 3.x core parameter list; a few 2.x spellings are aliases.
+# The values are Any: each parameter's kind says which of int, bool, str or NetworkList it holds.
 KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "socket": ("socket", None, True),
     "listen": ("socket", None, True),
@@ -218,7 +219,7 @@ class CoreConfig:
     """The typed global parameters of one configuration."""
 
     sockets: list[ListenSpec] = field(default_factory=list)
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)  # typed by kind (KNOWN_GLOBALS): Any by design
     aliases: list[str] = field(default_factory=list)
     positions: dict[str, Pos] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # informational lines logged at start
@@ -284,7 +285,7 @@ class CoreConfig:
 
 
 def apply_globals(
-        items: list[tuple[str, Any, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+        items: list[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
     """Type `name = value` assignments. Returns (config, warnings as (message, pos)).
     Raises ConfigError on a bad value of a known parameter."""
     cfg = CoreConfig()

@@ -8,7 +8,7 @@ from typing import Any
 
 from routescript.script.context import ERROR_ROUTE, EVENT_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.runtime import DROP_KEY
-from routescript.sip import ParseError
+from routescript.sip import ParseError, SIPRequest
 
 from ._server_base import ServerBase
 from .log import current_call_id
@@ -100,7 +100,7 @@ class DispatchMixin(ServerBase):
             except Exception as exc2:
                 log.error("error_route failed%s: %s", _where(exc2), exc2, exc_info=not _has_pos(exc2))
             return
-        if not ctx.replied and ctx.msg.method != "ACK":
+        if not ctx.replied and not (isinstance(ctx.msg, SIPRequest) and ctx.msg.method == "ACK"):
             try:
                 self.reply(ctx, exc.status, exc.reason)
             except Exception as exc2:  # noqa: BLE001 - the headers a reply copies are broken too

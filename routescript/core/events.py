@@ -11,13 +11,18 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.script.context import EVENT_ROUTE, MsgContext
 
+if TYPE_CHECKING:
+    from .host import ModuleHost
+
 log = logging.getLogger("routescript.core")
 
-Subscriber = Callable[[str, dict[str, Any]], "Awaitable[None] | None"]
+# An event's parameters are script values ($param(name)): ints, strings, None - Any by design.
+EventParams = dict[str, Any]
+Subscriber = Callable[[str, EventParams], "Awaitable[None] | None"]
 
 
 class EventBus:
@@ -32,7 +37,7 @@ class EventBus:
     MAX_PENDING = 1024
 
     def __init__(self, run_route: Callable[[str, MsgContext], Awaitable[bool]] | None = None,
-                 server: Any = None, has_route: Callable[[str], bool] | None = None) -> None:
+                 server: ModuleHost | None = None, has_route: Callable[[str], bool] | None = None) -> None:
         self._run_route = run_route
         self._has_route = has_route
         self._server = server
@@ -72,7 +77,7 @@ class EventBus:
             return False
         return self._has_route is None or self._has_route(name)
 
-    async def raise_event(self, name: str, params: dict[str, Any]) -> None:
+    async def raise_event(self, name: str, params: EventParams) -> None:
         """Deliver now: run event_route[name] with ctx.params, then the subscribers. Waits for both."""
         if self._declared and name not in self._declared:
             log.error("event %s raised but never declared by a module or the core", name)
@@ -91,7 +96,7 @@ class EventBus:
                 except Exception:
                     log.exception("subscriber of %s failed", name)
 
-    def raise_event_nowait(self, name: str, params: dict[str, Any]) -> None:
+    def raise_event_nowait(self, name: str, params: EventParams) -> None:
         """Schedule delivery without waiting (for callers that must not block, e.g. a reply path)."""
         task = asyncio.get_running_loop().create_task(self.raise_event(name, params))
         self._tasks.add(task)

@@ -22,9 +22,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .events import EventBus, EventParams
+
+if TYPE_CHECKING:
+    from .host import ModuleHost
 
 log = logging.getLogger("routescript.evi")
 
@@ -37,7 +43,10 @@ class SubscribeError(ValueError):
 
 
 class EventTransport(Protocol):
-    """What a transport module provides (OpenSIPS evi_export_t: proto, parse, print, match, raise)."""
+    """What a transport module provides (OpenSIPS evi_export_t: proto, parse, print, match, raise).
+
+    `sock` is the transport's own reply-socket value (a hashable it made in parse()); the interface
+    only compares and hands it back, so it stays `Any` here."""
 
     proto: str
 
@@ -50,7 +59,7 @@ class EventTransport(Protocol):
         """The socket as listed by subscribers_list, without the "proto:" prefix."""
         ...
 
-    def raise_event(self, name: str, params: dict[str, Any], sock: Any) -> Any:
+    def raise_event(self, name: str, params: EventParams, sock: Any) -> Awaitable[None] | None:
         """Send one event to one subscriber (may return an awaitable). Failures are logged by the
         caller and never reach the raiser."""
         ...
@@ -75,7 +84,7 @@ class Subscriber:
 class EventInterface:
     """The external subscribers of one server's EventBus."""
 
-    def __init__(self, bus: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: EventBus, *, clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
         self.clock = clock
         self._transports: dict[str, EventTransport] = {}
@@ -175,7 +184,7 @@ class EventInterface:
         self._listening = wanted
 
     # ---------------------------------------------------------------- delivery
-    async def _on_event(self, name: str, params: dict[str, Any]) -> None:
+    async def _on_event(self, name: str, params: EventParams) -> None:
         if not self._subscribers:
             return
         self._prune(self.clock())
@@ -188,11 +197,13 @@ class EventInterface:
                 log.error("event %s: cannot notify %s: %s", name, sub.socket, exc)
 
 
-def event_interface(server: Any) -> EventInterface:
-    """The server's EventInterface (`server.evi`), made on first use over `server.events`."""
-    evi = getattr(server, "evi", None)
-    if isinstance(evi, EventInterface):
-        return evi
-    evi = EventInterface(server.events)
-    server.evi = evi
+# One EventInterface per EventBus (so per server), kept here rather than as an attribute set on the server.
+_INTERFACES: weakref.WeakKeyDictionary[EventBus, EventInterface] = weakref.WeakKeyDictionary()
+
+
+def event_interface(server: ModuleHost) -> EventInterface:
+    """The server's EventInterface, made on first use over `server.events`."""
+    evi = _INTERFACES.get(server.events)
+    if evi is None:
+        evi = _INTERFACES[server.events] = EventInterface(server.events)
     return evi

@@ -4,7 +4,8 @@ OpenSIPS 2.x; `loadmodule "xlog.so"` still loads for older scripts) and is_mysel
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from routescript.script.context import MsgContext
 from routescript.script.registry import ArgSpec, FunctionSpec, function
@@ -12,13 +13,16 @@ from routescript.script.registry import ArgSpec, FunctionSpec, function
 from .config import L_DBG, L_ERR, LOG_LEVEL_NAMES
 from .log import py_level
 
+if TYPE_CHECKING:
+    from .host import ModuleHost
+
 xlog_logger = logging.getLogger("routescript.xlog")
 
 # OpenSIPS: "what really matters is the third letter of the value" (L_A.., L_C.., L_E.., ...).
 _BY_THIRD_LETTER = {"A": -3, "C": -2, "E": -1, "W": 1, "N": 2, "I": 3, "D": 4}
 
 
-def xlog_level_of(value: Any, default: int = L_ERR) -> int:
+def xlog_level_of(value: object, default: int = L_ERR) -> int:
     """"L_INFO" / 3 / "3" -> 3. Unknown text -> default (logged once by the caller's line)."""
     if isinstance(value, int):
         return value
@@ -35,12 +39,13 @@ def xlog_level_of(value: Any, default: int = L_ERR) -> int:
 
 
 def _print_level(ctx: MsgContext) -> int:
-    server = ctx.server
-    if server is not None and getattr(server, "config", None) is not None:
+    server: ModuleHost | None = ctx.server
+    if server is not None:
         return int(server.config.get("xlog_print_level"))
     return L_ERR
 
 
+# The arguments of script functions are script values (str or int, as the script wrote them): Any.
 def xlog(ctx: MsgContext, first: Any, second: Any = None) -> int:
     """xlog([level,] format): the format arrives with its pseudo-variables already expanded."""
     if second is None:
@@ -51,7 +56,7 @@ def xlog(ctx: MsgContext, first: Any, second: Any = None) -> int:
     return 1
 
 
-def _xlog_guard(literals: tuple[Any, ...]) -> Any:
+def _xlog_guard(literals: tuple[Any, ...]) -> Callable[[], bool] | None:
     """xlog(level, format) with a literal level: skip the call (and the expansion of its format)
     while the routescript.xlog logger would drop the line. The level is read at each call, so MI
     log_level changes apply at once."""
@@ -72,7 +77,7 @@ def is_myself(ctx: MsgContext, target: Any, port: Any = None) -> int:
     too. Without a port only the host is compared; a URI without a port means 5060 (5061 for sips)."""
     from routescript.sip import ParseError, parse_uri
 
-    server = ctx.server
+    server: ModuleHost | None = ctx.server
     text = str(target or "").strip()
     if server is None or not text:
         return -1

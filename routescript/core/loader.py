@@ -19,9 +19,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .module import ConfigError, Module, ModuleSet, Param
+
+if TYPE_CHECKING:
+    from routescript.script.registry import Registry
+
+    from .host import ModuleHost
 
 Pos = tuple[str, int, int]
 
@@ -44,7 +49,7 @@ class ModParam:
 
     module: str
     param: str
-    value: Any
+    value: Any   # the script's literal (int or str), typed later by the module's Param
     pos: Pos | None = None
 
 
@@ -56,7 +61,8 @@ def module_name(path: str) -> str:
     return base
 
 
-def _module_class_from(obj: Any) -> type[Module] | None:
+def _module_class_from(obj: object) -> type[Module] | None:
+    # obj is a Python module (its MODULE attribute) or what an entry point names (the class itself)
     cls = getattr(obj, "MODULE", obj)
     if isinstance(cls, type) and issubclass(cls, Module):
         return cls
@@ -158,7 +164,7 @@ def _find_param(params: tuple[Param, ...], name: str) -> Param | None:
 
 
 def instantiate(classes: dict[str, tuple[type[Module], Pos | None]], values: dict[str, dict[str, Any]],
-                server: Any) -> ModuleSet:
+                server: ModuleHost) -> ModuleSet:
     """One instance per module, in load order, then each module's check() (ConfigError at its loadmodule)."""
     modules = ModuleSet()
     for name, (cls, _pos) in classes.items():
@@ -173,7 +179,7 @@ def instantiate(classes: dict[str, tuple[type[Module], Pos | None]], values: dic
     return modules
 
 
-def build_registry(modules: ModuleSet) -> Any:
+def build_registry(modules: ModuleSet) -> Registry:
     """The script Registry: the core's pseudo-variables and transformations, then every module's exports."""
     from routescript.script.pvars import core_pvars
     from routescript.script.registry import Registry
@@ -184,9 +190,9 @@ def build_registry(modules: ModuleSet) -> Any:
     reg = Registry()
     for fspec in core_functions():
         reg.add_function(fspec)
-    for spec in _specs(core_pvars()):
+    for spec in core_pvars():
         reg.add_pvar(spec)
-    for tspec in _specs(core_transforms()):
+    for tspec in core_transforms():
         reg.add_transform(tspec)
     for inst in modules.instances.values():
         for fspec in inst.functions():
@@ -197,9 +203,3 @@ def build_registry(modules: ModuleSet) -> Any:
             reg.add_transform(tspec)
     return reg
 
-
-def _specs(found: Any) -> list[Any]:
-    """core_pvars()/core_transforms() may hand back a list or a name -> spec mapping."""
-    if isinstance(found, dict):
-        return list(found.values())
-    return list(found)

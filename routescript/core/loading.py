@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _script
 from ._server_base import ServerBase
@@ -12,6 +12,9 @@ from .config import CoreConfig, apply_globals
 from .loader import apply_modparams, build_registry, instantiate, load_modules
 from .module import ConfigError, ModuleSet
 from .stats import register_module_statistics
+
+if TYPE_CHECKING:
+    from .host import ModuleHost
 
 log = logging.getLogger("routescript.core")
 
@@ -121,7 +124,7 @@ class LoadingMixin(ServerBase):
             classes = load_modules(lms)
             values = apply_modparams(classes, mps)
             self.config = config
-            modules = instantiate(classes, values, self)
+            modules = instantiate(classes, values, cast("ModuleHost", self))  # Server is one (host.py)
         except ConfigError as exc:
             raise LoadError([config_diagnostic(exc)]) from None
         for ev in {e for m in modules.instances.values() for e in m.events}:

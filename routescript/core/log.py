@@ -11,6 +11,7 @@ import contextvars
 import logging
 import logging.handlers
 import sys
+import weakref
 
 from .config import L_ALERT, L_CRIT, L_DBG, L_ERR, L_INFO, L_NOTICE, L_WARN
 
@@ -47,6 +48,11 @@ class CallIdFilter(logging.Filter):
 FORMAT = "%(asctime)s [%(process)d] %(levelname)s:%(name)s: %(cid)s%(message)s"
 
 
+# The handlers setup_logging() installed (a later call replaces them, leaving anybody else's), kept here
+# rather than marked with an attribute of our own on the stdlib's objects.
+_OWNED: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+
+
 def setup_logging(log_level: int, *, xlog_level: int | None = None, stderr: bool = True,
                   syslog: bool = False, facility: str = "LOG_DAEMON") -> None:
     """Configure the `routescript` logger tree from the core parameters.
@@ -56,7 +62,7 @@ def setup_logging(log_level: int, *, xlog_level: int | None = None, stderr: bool
     root = logging.getLogger("routescript")
     logging.getLogger("routescript.xlog").setLevel(py_level(log_level if xlog_level is None else xlog_level))
     for h in list(root.handlers):
-        if getattr(h, "_rs_owned", False):
+        if h in _OWNED:
             root.removeHandler(h)
             h.close()
     root.setLevel(py_level(log_level))
@@ -65,6 +71,7 @@ def setup_logging(log_level: int, *, xlog_level: int | None = None, stderr: bool
     if stderr or not syslog:
         handlers.append(logging.StreamHandler(sys.stderr))
     if syslog:
+        # the facility by its constant's name (LOG_DAEMON, LOG_LOCAL0...) on the stdlib class
         fac = getattr(logging.handlers.SysLogHandler, facility, logging.handlers.SysLogHandler.LOG_DAEMON)
         try:
             handlers.append(logging.handlers.SysLogHandler(address="/dev/log", facility=fac))
@@ -73,7 +80,7 @@ def setup_logging(log_level: int, *, xlog_level: int | None = None, stderr: bool
             if not handlers:
                 handlers.append(logging.StreamHandler(sys.stderr))
     for h in handlers:
-        h._rs_owned = True  # type: ignore[attr-defined]
+        _OWNED.add(h)
         h.addFilter(CallIdFilter())
         h.setFormatter(logging.Formatter(FORMAT, datefmt="%b %d %H:%M:%S"))
         root.addHandler(h)

@@ -24,9 +24,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, TransformSpec, function
+
+if TYPE_CHECKING:
+    from .host import ModuleHost
 
 
 class ConfigError(Exception):
@@ -43,7 +46,11 @@ class ConfigError(Exception):
         return self.message
 
 
-_MISSING: Any = object()
+# Script values and modparam values below stay `Any`: an int, a str, a list of them (multi) or None,
+# as the Param or ArgSpec declares - the script decides, not the type checker.
+
+# A decorated method keeps its own type: the decorators only tag it.
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,8 @@ class MICommand:
     walks_rows: the command walks a whole table (every subscription, every publication): the registry
     runs at most the core parameter `mi_max_walks` of those at once (routescript.mi.registry), and the
     command hands the loop back every few rows (routescript.mi.walk).
+    recipes: the exact parameter sets the command accepts (OpenSIPS mi recipes), when not every prefix of
+    the optional parameters is one.
     """
 
     name: str
@@ -112,6 +121,7 @@ class MICommand:
     doc: str = ""
     module: str = "core"
     walks_rows: bool = False
+    recipes: tuple[tuple[str, ...], ...] | None = None
 
 
 class MIError(Exception):
@@ -124,25 +134,30 @@ class MIError(Exception):
 
 # --- decorators: they only tag methods; Module collects the tags per instance --------------------------
 
-def script_function(name: str, *args: ArgSpec, routes: Iterable[str] | None = None) -> Callable[[Any], Any]:
-    def tag(method: Any) -> Any:
+def script_function(name: str, *args: ArgSpec,
+                    routes: Iterable[str] | None = None) -> Callable[[_Method], _Method]:
+    def tag(method: _Method) -> _Method:
         method.__dict__.setdefault("_rs_functions", []).append((name, args, routes))
         return method
     return tag
 
 
 def mi_command(name: str, *, aliases: Iterable[str] = (), optional: Iterable[str] = (),
-               doc: str = "", walks_rows: bool = False) -> Callable[[Any], Any]:
-    def tag(method: Any) -> Any:
+               doc: str = "", walks_rows: bool = False,
+               recipes: Iterable[tuple[str, ...]] | None = None) -> Callable[[_Method], _Method]:
+    fixed = tuple(tuple(r) for r in recipes) if recipes is not None else None
+
+    def tag(method: _Method) -> _Method:
         method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc,
-                                                         walks_rows))
+                                                         walks_rows, fixed))
         return method
     return tag
 
 
-def pseudo_variable(name: str, *, key: str = "none", setter: str | None = None) -> Callable[[Any], Any]:
+def pseudo_variable(name: str, *, key: str = "none",
+                    setter: str | None = None) -> Callable[[_Method], _Method]:
     """Tag a getter method (self, ctx, key, index); `setter` names the setter method, if writable."""
-    def tag(method: Any) -> Any:
+    def tag(method: _Method) -> _Method:
         method.__dict__.setdefault("_rs_pvars", []).append((name, key, setter))
         return method
     return tag
@@ -164,7 +179,7 @@ class Module:
     # or check(), before the script is compiled.
     refused: dict[str, str]
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         self.server = server
         self.modparams = params
         self.refused = {}
@@ -185,25 +200,26 @@ class Module:
     # --- exports, collected from the tagged methods -------------------------------------------------
     def functions(self) -> list[FunctionSpec]:
         out = []
-        for method in self._tagged("_rs_functions"):
-            for name, args, routes in method.__func__.__dict__["_rs_functions"]:
+        for method, tags in self._tagged("_rs_functions"):
+            for name, args, routes in tags:
                 out.append(function(name, method, *args, routes=routes, module=self.name))
         return out
 
     def mi_commands(self) -> list[MICommand]:
         out = []
-        for method in self._tagged("_rs_mi"):
-            for name, aliases, optional, doc, walks_rows in method.__func__.__dict__["_rs_mi"]:
+        for method, tags in self._tagged("_rs_mi"):
+            for name, aliases, optional, doc, walks_rows, recipes in tags:
                 sig = inspect.signature(method)
                 names = tuple(p for p in sig.parameters)
                 out.append(MICommand(name, method, names, optional, aliases, doc or (method.__doc__ or ""),
-                                     self.name, walks_rows))
+                                     self.name, walks_rows, recipes))
         return out
 
     def pvars(self) -> list[PVarSpec]:
         out = []
-        for method in self._tagged("_rs_pvars"):
-            for name, key, setter in method.__func__.__dict__["_rs_pvars"]:
+        for method, tags in self._tagged("_rs_pvars"):
+            for name, key, setter in tags:
+                # the setter is named by the decorator: a method of this class, looked up by name
                 out.append(PVarSpec(name, method, getattr(self, setter) if setter else None, key,
                                     module=self.name))
         return out
@@ -211,12 +227,15 @@ class Module:
     def transforms(self) -> list[TransformSpec]:
         return []
 
-    def _tagged(self, attr: str) -> list[Any]:
+    def _tagged(self, attr: str) -> list[tuple[Callable[..., Any], list[tuple[Any, ...]]]]:
+        """(bound method, its tags) for every method the decorators above tagged with `attr`."""
         found = []
         for cls in type(self).__mro__:
             for value in vars(cls).values():
-                if callable(value) and attr in getattr(value, "__dict__", {}):
-                    found.append(getattr(self, value.__name__))
+                # the tags live in the function's __dict__ (script_function & co. put them there)
+                tags = getattr(value, "__dict__", {}).get(attr) if callable(value) else None
+                if tags is not None:
+                    found.append((getattr(self, value.__name__), tags))
         return found
 
 

@@ -22,7 +22,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from routescript.transaction import TransactionLayer
+    from routescript.transport import TransportLayer
+
+    from .module import Module, ModuleSet
 
 # Bound (STYLE 7): a module registering statistics in a loop must not grow this without limit.
 MAX_STATISTICS = 10000
@@ -257,6 +263,23 @@ KNOWN_METHODS = frozenset({
 })
 
 
+class _TransportHolder(Protocol):
+    """What the net: gauge reads of the server (None before start())."""
+
+    @property
+    def transport(self) -> TransportLayer | None: ...
+
+
+class _ModulesHolder(Protocol):
+    """What the sl: and tm: groups read of the server."""
+
+    @property
+    def modules(self) -> ModuleSet: ...
+
+    @property
+    def transactions(self) -> TransactionLayer | None: ...
+
+
 def _attr_stat(stats: Statistics, counters: CoreCounters, group: str, name: str, attr: str) -> StatVar:
     def read() -> int:
         return int(getattr(counters, attr))
@@ -267,7 +290,8 @@ def _attr_stat(stats: Statistics, counters: CoreCounters, group: str, name: str,
     return stats.register(group, name, func=read, reset=reset)
 
 
-def register_core_statistics(stats: Statistics, counters: CoreCounters, server: Any = None,
+def register_core_statistics(stats: Statistics, counters: CoreCounters,
+                             server: _TransportHolder | None = None,
                              clock: Callable[[], float] = time.time) -> None:
     """The `core:` group (OpenSIPS's names) and `net:tcp_connections` (our gauge: TCP connections open
     now; OpenSIPS has no such statistic, its net: group counts bytes waiting in socket queues, which an
@@ -277,19 +301,18 @@ def register_core_statistics(stats: Statistics, counters: CoreCounters, server: 
     stats.register("core", "timestamp", func=lambda: int(clock()))
 
     def tcp_connections() -> int:
-        transport = getattr(server, "transport", None)
-        return int(getattr(transport, "tcp_connections", 0) or 0)
+        transport = server.transport if server is not None else None
+        return transport.tcp_connections if transport is not None else 0
 
     stats.register("net", "tcp_connections", func=tcp_connections)
 
 
-def register_module_statistics(stats: Statistics, counters: CoreCounters, server: Any) -> None:
+def register_module_statistics(stats: Statistics, counters: CoreCounters, server: _ModulesHolder) -> None:
     """The sl: and tm: groups, when those modules are loaded with enable_stats (their default), as
     OpenSIPS registers them with the module. The counting itself is the core's (server.py and
     routescript.core.counting), since every reply goes out through it."""
-    modules = getattr(server, "modules", None)
-    sl = modules.get("sl") if modules is not None else None
-    tm = modules.get("tm") if modules is not None else None
+    sl = server.modules.get("sl")
+    tm = server.modules.get("tm")
     if sl is not None and _stats_enabled(sl):
         for name, attr in SL_STATS:
             _attr_stat(stats, counters, "sl", name, attr)
@@ -299,28 +322,28 @@ def register_module_statistics(stats: Statistics, counters: CoreCounters, server
 
         def inuse() -> int:
             # live transactions and the completed ones still waiting out Timer J, as OpenSIPS counts
-            transactions = getattr(server, "transactions", None)
-            live = int(getattr(transactions, "pending", 0) or 0)
-            return live + int(getattr(transactions, "completed", 0) or 0)
+            transactions = server.transactions
+            return transactions.pending + transactions.completed if transactions is not None else 0
 
         stats.register("tm", "inuse_transactions", func=inuse)
 
 
-def _stats_enabled(module: Any) -> bool:
+def _stats_enabled(module: Module) -> bool:
     try:
         return bool(module.param("enable_stats"))
     except Exception:  # noqa: BLE001 - a module without the parameter keeps statistics
         return True
 
 
-def statistics_of(server: Any) -> Statistics:
+def statistics_of(server: object) -> Statistics:
     """The server's Statistics (`server.statistics`), created and attached on first use for server-like
-    objects that did not make one (tests, tools)."""
+    objects that did not make one (tests, tools). A real server always has one (ModuleHost.statistics);
+    this helper is for any object, hence the probe."""
     stats = getattr(server, "statistics", None)
     if not isinstance(stats, Statistics):
         stats = Statistics()
         try:
-            server.statistics = stats
+            setattr(server, "statistics", stats)  # noqa: B010 - any object: mypy cannot name the attribute
         except AttributeError:  # a server object with __slots__: keep it unattached
             pass
     return stats

@@ -190,7 +190,7 @@ class Database(abc.ABC):
             else:
                 runs.append((sql, [params]))
         self._check_open()
-        if self._current_tx() is None:
+        if self.current_transaction() is None:
             await self._commit_runs(runs)
             return
         for sql, rows in runs:
@@ -300,7 +300,7 @@ class Database(abc.ABC):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Transaction]:
         self._check_open()
-        outer = self._current_tx()
+        outer = self.current_transaction()
         if outer is not None:
             outer.depth += 1
             savepoint = f"rs_sp_{outer.depth}"
@@ -335,7 +335,8 @@ class Database(abc.ABC):
             except Exception:
                 log.exception("%s: after-commit action failed", self.url)
 
-    def _current_tx(self) -> Transaction | None:
+    def current_transaction(self) -> Transaction | None:
+        """The transaction on this database the current task is inside, if any (group commits join it)."""
         for tx in reversed(_ACTIVE.get()):
             if tx.db is self and tx.active:
                 return tx
@@ -343,7 +344,7 @@ class Database(abc.ABC):
 
     async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
         self._check_open()
-        tx = self._current_tx()
+        tx = self.current_transaction()
         if tx is None:
             return await self._run_standalone(fn, idempotent)
         async with tx.lock:

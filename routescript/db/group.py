@@ -52,7 +52,7 @@ class GroupCommitter:
         Inside the caller's own transaction on this database they simply join it."""
         if not writes:
             return
-        if self.db._current_tx() is not None:
+        if self.db.current_transaction() is not None:
             await self.db.write_batch(writes)
             return
         if len(self._pending) >= self.max_pending:

@@ -72,11 +72,11 @@ class PostgresDatabase(Database):
     dialect = "postgres"
 
     def __init__(self, url: str, pool: asyncpg.Pool, table_names: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, dsn: str = "") -> None:
         super().__init__(url, table_names)
         self._pool = pool
         self.backoff = Backoff(clock)
-        self._dsn = ""
+        self._dsn = dsn
         self._listener: PgListener | None = None
 
     @classmethod
@@ -88,9 +88,7 @@ class PostgresDatabase(Database):
                                              command_timeout=COMMAND_TIMEOUT)
         except Exception as exc:
             raise DatabaseError(f"cannot connect to {url}: {exc}", _kind(exc)) from exc
-        db = cls(url, pool, table_names, clock)
-        db._dsn = dsn
-        return db
+        return cls(url, pool, table_names, clock, dsn=dsn)
 
     async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
         return await _in_task(super()._run(fn, idempotent=idempotent))

@@ -105,7 +105,7 @@ class SqliteDatabase(Database):
         (_begin takes it)."""
         try:
             async with self._begin() as conn:   # BEGIN IMMEDIATE / COMMIT / ROLLBACK in the thread
-                raw = conn._conn
+                raw = conn._conn   # aiosqlite names no public accessor for its sqlite3 connection
                 for sql, rows in runs:
                     raw.executemany(sql, rows)
         except DatabaseError:
@@ -163,7 +163,7 @@ class SqliteDatabase(Database):
 
     async def _notify(self, channel: str, payload: str) -> None:
         key = self._hub_key
-        tx = self._current_tx()
+        tx = self.current_transaction()
         if tx is not None:
             tx.after_commit.append(lambda: LocalHub.publish_to(key, channel, payload))
         else:

@@ -20,7 +20,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routescript.core.module import Module
+    from routescript.core.server import Server
 
 # MI commands whose one parameter is an array: positional CLI arguments become that array
 # (`routescript mi get_statistics core: shmem:`), as opensips-cli does for them.
@@ -201,7 +205,7 @@ def _read_reply(fd: int, timeout: float) -> bytes:
             raise MIClientError("reply too large")
 
 
-def _load_config(cfg: str) -> Any:
+def _load_config(cfg: str) -> Server:
     from routescript.core.server import LoadError, Server
 
     server = Server()
@@ -216,8 +220,9 @@ def endpoint_from_config(cfg: str) -> tuple[str, str, str]:
     """Where a configuration serves MI: ("http", url, "") when it loads httpd + mi_http (preferred),
     else ("fifo", fifo_name, reply_dir) when it loads mi_fifo. MIClientError when it serves neither."""
     server = _load_config(cfg)
-    if server.modules.get("httpd") is not None and server.modules.get("mi_http") is not None:
-        return "http", _http_url(server), ""
+    httpd, mi_http = server.modules.get("httpd"), server.modules.get("mi_http")
+    if httpd is not None and mi_http is not None:
+        return "http", _http_url(httpd, mi_http), ""
     fifo = server.modules.get("mi_fifo")
     if fifo is not None:
         return "fifo", str(fifo.param("fifo_name")), str(fifo.param("reply_dir") or "/tmp/")
@@ -233,12 +238,10 @@ def http_url_from_config(cfg: str) -> str:
         fifo = server.modules.get("mi_fifo")
         hint = f"; it loads mi_fifo: use --fifo {fifo.param('fifo_name')}" if fifo is not None else ""
         raise MIClientError(f"{cfg} does not load httpd.so and mi_http.so{hint}")
-    return _http_url(server)
+    return _http_url(httpd, mi_http)
 
 
-def _http_url(server: Any) -> str:
-    httpd = server.modules.get("httpd")
-    mi_http = server.modules.get("mi_http")
+def _http_url(httpd: Module, mi_http: Module) -> str:
     ip = httpd.param("ip") or "127.0.0.1"
     if ip in ("0.0.0.0", "::", "*"):  # noqa: S104 - bound to every interface: reach it on loopback
         ip = "127.0.0.1"

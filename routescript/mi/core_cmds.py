@@ -21,9 +21,17 @@ import os
 import platform
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import MIError, Module, mi_command
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from routescript.core.evi import EventInterface, Subscriber
+    from routescript.core.host import ModuleHost
+
+    from .registry import MIRegistry
 
 from .jsonrpc import INVALID_PARAMS, SERVER_ERROR, JSONRPCError
 
@@ -59,9 +67,9 @@ class CoreMI(Module):
 
     name = "core"
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any], *, registry: MIRegistry) -> None:
         super().__init__(server, params)
-        self.registry: Any = None  # the MIRegistry, set by build_registry
+        self.registry = registry  # the registry these commands are served from (which, help, kill ...)
         cfg = getattr(server, "config", None)
         self._log_level = int(getattr(cfg, "log_level", 3) if cfg is not None else 3)
         xlog = getattr(cfg, "xlog_level", None) if cfg is not None else None
@@ -72,8 +80,8 @@ class CoreMI(Module):
     @mi_command("uptime", doc="prints various time information about routescript - when it started to run, "
                 "for how long it runs")
     def uptime(self) -> dict[str, Any]:
-        now = self.registry.clock() if self.registry else time.time()
-        since = self.registry.started_at if self.registry else now
+        now = self.registry.clock()
+        since = self.registry.started_at
         return {"Now": time.ctime(now), "Up since": time.ctime(since),
                 "Up time": f"{int(max(0, now - since))} [sec]"}
 
@@ -121,16 +129,14 @@ class CoreMI(Module):
             raise MIError("kill is disabled on this MI transport; enable it with "
                           "modparam(\"mi_fifo\", \"enable_kill\", 1) or "
                           "modparam(\"mi_http\", \"enable_kill\", 1)")
-        stop = getattr(self.server, "stop", None)
-        if stop is None:
-            raise MIError("this server cannot be stopped over MI")
+        stop = self.server.stop
         log.warning("kill requested over MI: stopping")
         loop = asyncio.get_running_loop()
         # After this reply has gone out: stopping closes the MI listener that carries it.
         loop.call_soon(self._spawn_stop, stop)
         return "OK"
 
-    def _spawn_stop(self, stop: Any) -> None:
+    def _spawn_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         self._stop_task = asyncio.ensure_future(stop())
 
     @mi_command("log_level", optional=("level", "pid"),
@@ -162,10 +168,7 @@ class CoreMI(Module):
 
     @mi_command("reload_routes", doc="triggers the script (routes only) reload")
     async def reload_routes(self) -> Any:
-        reload = getattr(self.server, "reload_routes", None)
-        if reload is None:
-            raise MIError("reload failed: this server cannot reload its routes")
-        diags = list(await reload())
+        diags = list(await self.server.reload_routes())
         errors = [str(d) for d in diags if getattr(d, "severity", "error") != "warning"]
         warnings = [str(d) for d in diags if getattr(d, "severity", "error") == "warning"]
         if errors:
@@ -193,10 +196,10 @@ class CoreMI(Module):
                     out[s.full_name] = s.value
                 found = True
             else:
-                s = stats.get(item)
-                if s is None:
+                one = stats.get(item)
+                if one is None:
                     continue
-                out[s.full_name] = s.value
+                out[one.full_name] = one.value
                 found = True
         if not found:
             raise MIError("Statistics Not Found", 404)
@@ -246,24 +249,17 @@ class CoreMI(Module):
     # ---------------------------------------------------------------- connections, events
     @mi_command("list_tcp_conns", doc="list all ongoing TCP based connections")
     def list_tcp_conns(self) -> dict[str, Any]:
-        transport = getattr(self.server, "transport", None)
-        conns: Any = getattr(transport, "connections", None)
-        if callable(conns):
-            conns = conns()
-        if conns is None:
-            # The transport layer has no public listing yet; read its table without changing it.
-            conns = list(getattr(transport, "_conns", {}).values())
+        transport = self.server.transport
         out = []
-        for c in conns:
-            src = getattr(c, "source", None)
-            info = getattr(c, "info", None)
+        for c in transport.connections() if transport is not None else ():
+            src, info = c.source, c.info   # None until the connection is made
             out.append({
-                "ID": getattr(c, "conn_id", 0),
+                "ID": c.conn_id,
                 "Type": "tcp",
-                "State": "closed" if getattr(c, "closed", False) else "open",
-                "Remote": f"{getattr(src, 'remote_host', '?')}:{getattr(src, 'remote_port', '?')}",
-                "Local": f"{getattr(info, 'host', '?')}:{getattr(info, 'port', '?')}",
-                "Outgoing": bool(getattr(c, "outgoing", False)),
+                "State": "closed" if c.closed else "open",
+                "Remote": f"{src.remote_host}:{src.remote_port}" if src is not None else "?:?",
+                "Local": f"{info.host}:{info.port}" if info is not None else "?:?",
+                "Outgoing": c.outgoing,
             })
         return {"Connections": out}
 
@@ -273,14 +269,11 @@ class CoreMI(Module):
 
     def _declared_events(self) -> list[str]:
         """Declared events in id order (ids are positions in this list, as events_list shows them)."""
-        events = getattr(self.server, "events", None)
-        return sorted(getattr(events, "declared", ()) or ())
+        return sorted(self.server.events.declared)
 
-    def _evi(self) -> Any:
+    def _evi(self) -> EventInterface:
         from routescript.core.evi import event_interface
 
-        if getattr(self.server, "events", None) is None:
-            raise MIError("this server has no event bus")
         return event_interface(self.server)
 
     @mi_command("event_subscribe", optional=("expire",),
@@ -345,7 +338,7 @@ class CoreMI(Module):
         return "OK"
 
 
-def _subscriber(sub: Any) -> dict[str, Any]:
+def _subscriber(sub: Subscriber) -> dict[str, Any]:
     """One subscriber as OpenSIPS prints it: its socket and its expire (seconds, or "never")."""
     return {"socket": sub.socket, "expire": sub.expire if sub.expire is not None else "never"}
 

@@ -38,10 +38,14 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import MICommand, MIError
+
+if TYPE_CHECKING:
+    from routescript.core.host import ModuleHost
 
 from .jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, SERVER_ERROR, JSONRPCError
 from .stats import Statistics, statistics_of
@@ -97,7 +101,8 @@ class BoundCommand:
         optional = {_mi_name(p) for p in cmd.optional}
         self.required = tuple(n for n in self.names if n not in optional)
         self.optional = tuple(n for n in self.names if n in optional)
-        explicit = getattr(cmd.impl, "_rs_mi_recipes", None)
+        # Declared with mi_command(recipes=...), or (older form) tagged on the function as _rs_mi_recipes.
+        explicit = cmd.recipes if cmd.recipes is not None else getattr(cmd.impl, "_rs_mi_recipes", None)
         if explicit is not None:
             self.recipes = tuple(tuple(r) for r in explicit)
         else:
@@ -178,13 +183,13 @@ class MIRegistry:
     `kill` (see routescript.mi.core_cmds). `clock` is injected for uptime.
     """
 
-    def __init__(self, server: Any = None, *, statistics: Statistics | None = None,
-                 clock: Any = time.time, max_walks: int = DEFAULT_MAX_WALKS) -> None:
+    def __init__(self, server: ModuleHost | None = None, *, statistics: Statistics | None = None,
+                 clock: Callable[[], float] = time.time, max_walks: int = DEFAULT_MAX_WALKS) -> None:
         self.server = server
         self.max_walks = max_walks
         self.walks = 0  # walks_rows commands running now
         self.clock = clock
-        self.started_at = float(getattr(server, "started_at", None) or clock())
+        self.started_at = float(clock())
         self.statistics = statistics if statistics is not None else (
             statistics_of(server) if server is not None else Statistics())
         self._commands: dict[str, BoundCommand] = {}
@@ -272,36 +277,33 @@ class MIRegistry:
         return _allow_kill.get()
 
 
-def build_registry(server: Any, *, clock: Any = time.time) -> MIRegistry:
+def build_registry(server: ModuleHost, *, clock: Callable[[], float] = time.time) -> MIRegistry:
     """The core commands, then every loaded module's, in load order."""
     from .core_cmds import CoreMI
 
-    cfg = getattr(server, "config", None)
-    max_walks = cfg.get("mi_max_walks") if cfg is not None and hasattr(cfg, "get") else None
+    max_walks = server.config.get("mi_max_walks")
     reg = MIRegistry(server, clock=clock,
                      max_walks=DEFAULT_MAX_WALKS if max_walks is None else int(max_walks))
-    core = CoreMI(server, {})
-    core.registry = reg
+    core = CoreMI(server, {}, registry=reg)
     reg.add_all(core.mi_commands())
-    modules = getattr(getattr(server, "modules", None), "instances", {}) or {}
-    for mod in modules.values():
+    for mod in server.modules.instances.values():
         try:
             cmds = mod.mi_commands()
         except Exception:
-            log.exception("module %s: cannot list its MI commands", getattr(mod, "name", "?"))
+            log.exception("module %s: cannot list its MI commands", mod.name)
             continue
         reg.add_all(cmds)
     return reg
 
 
-def mi_registry(server: Any) -> MIRegistry:
-    """The server's registry (`server.mi`), built on first use by whichever MI transport starts first."""
-    reg = getattr(server, "mi", None)
-    if isinstance(reg, MIRegistry):
-        return reg
-    reg = build_registry(server)
-    try:
-        server.mi = reg
-    except AttributeError:
-        pass
+# One registry per server, shared by its MI transports; kept here rather than as an attribute set on
+# the server.
+_REGISTRIES: weakref.WeakKeyDictionary[ModuleHost, MIRegistry] = weakref.WeakKeyDictionary()
+
+
+def mi_registry(server: ModuleHost) -> MIRegistry:
+    """The server's registry, built on first use by whichever MI transport starts first."""
+    reg = _REGISTRIES.get(server)
+    if reg is None:
+        reg = _REGISTRIES[server] = build_registry(server)
     return reg

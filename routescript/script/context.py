@@ -11,7 +11,10 @@ for every message. Scripts that initialise their variables (as the OpenSIPS docs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routescript.sip import ParseError, SIPRequest, SIPResponse, Source
 
 # Route kinds, named as OpenSIPS names them.
 REQUEST_ROUTE = "request"
@@ -34,23 +37,27 @@ class MsgContext:
     """State of one route run.
 
     msg:        the SIP message (routescript.sip SIPRequest/SIPResponse), None for startup/timer/event routes.
-    source:     where it came from (routescript.transport Source), None when not from the network.
-    server:     the running core.Server; modules reach transports, transactions and other modules through it.
+    source:     where it came from (routescript.sip Source), None when not from the network.
+    server:     the running server (routescript.core.host.ModuleHost); modules reach transports,
+                transactions and other modules through it. Typed Any here: script sits below core and
+                never imports it; module code reads it through `self.server`, which is typed.
     route_type: one of the *_ROUTE names above.
     """
 
-    msg: Any = None
-    source: Any = None
+    msg: SIPRequest | SIPResponse | None = None
+    source: Source | None = None
     server: Any = None
     route_type: str = REQUEST_ROUTE
     vars: dict[str, Any] = field(default_factory=dict)          # $var(name)
     avps: dict[str, list[Any]] = field(default_factory=dict)    # $avp(name): newest value first
     params: dict[str, Any] = field(default_factory=dict)        # $param(name) in event_route
     retcode: int = 0                                            # $retcode / $rc / $?
-    transaction: Any = None        # the server transaction once t_newtran/t_check_trans found or made one
+    # the server transaction once t_newtran/t_check_trans found or made one (Any: script never imports
+    # the transaction layer)
+    transaction: Any = None
     replied: bool = False          # a final reply was sent for this request (sl or tm)
     dst_uri: str | None = None     # $du
-    error: Any = None              # the routescript.sip ParseError for error_route ($err.*)
+    error: ParseError | None = None  # the routescript.sip ParseError for error_route ($err.*)
     reply_code: int | None = None  # $T_reply_code in failure/onreply routes
     # What went wrong while the script ran, for the core to act on after the route returns: the
     # exception a function call, pseudo-variable or statement raised, and the script position (Pos)

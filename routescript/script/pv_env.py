@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from routescript.sip import SIPResponse
 
 from .context import MsgContext
 from .registry import PVarSpec
@@ -70,7 +71,7 @@ def get_reply_code(ctx: MsgContext, key: Any, index: Any) -> int | None:
     if ctx.reply_code is not None:
         return ctx.reply_code
     msg = ctx.msg
-    return None if msg is None or msg.is_request else msg.status
+    return msg.status if isinstance(msg, SIPResponse) else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from routescript.sip import ParseError, parse_uri
+from routescript.sip import ParseError, SIPRequest, SIPResponse, parse_uri
 
 from .context import MsgContext
 from .transforms import nameaddr_name, nameaddr_uri
@@ -170,18 +170,14 @@ def _duri_attr(attr: str) -> Callable[[MsgContext, Any, Any], Any]:
 # ---------------------------------------------------------------------------------------------------
 # From / To: $fu $fU $fd $fn $ft, $tu $tU $td $tn $tt
 
-def _name_addr(ctx: MsgContext, which: str) -> Any:
-    msg = ctx.msg
-    if msg is None:
-        return None
-    return msg.from_ if which == "from" else msg.to
-
-
 def _na_attr(which: str, attr: str) -> Callable[[MsgContext, Any, Any], Any]:
     header = "From" if which == "from" else "To"
 
     def getter(ctx: MsgContext, key: Any, index: Any) -> Any:
-        na = _name_addr(ctx, which)
+        msg = ctx.msg
+        if msg is None:
+            return None
+        na = msg.from_ if which == "from" else msg.to
         if na is None:
             return None
         if attr == "uri":
@@ -197,7 +193,7 @@ def _na_attr(which: str, attr: str) -> Callable[[MsgContext, Any, Any], Any]:
                 return None
             # As OpenSIPS: the display name as written, a quoted one with its quotes.
             try:
-                return nameaddr_name(ctx.msg.header(header)) or na.display
+                return nameaddr_name(msg.header(header)) or na.display
             except ValueError:
                 return na.display
         raise AssertionError(attr)
@@ -212,7 +208,7 @@ def get_hdr(ctx: MsgContext, key: str | None, index: Any) -> str | None:
     """$hdr(Name): the body of the first `Name` header line; $(hdr(Name)[n]) the n-th line;
     [*] every line joined by ", ". Lines, not comma-separated values (OpenSIPS $hdr/$hdrcnt)."""
     msg = ctx.msg
-    if msg is None:
+    if msg is None or key is None:   # the loader gives $hdr its name; None only from a hand-made call
         return None
     if index is None:
         first: str | None = msg.header(key)
@@ -223,7 +219,7 @@ def get_hdr(ctx: MsgContext, key: str | None, index: Any) -> str | None:
 
 def get_hdrcnt(ctx: MsgContext, key: str | None, index: Any) -> int | None:
     msg = ctx.msg
-    if msg is None:
+    if msg is None or key is None:
         return None
     return len(msg.header_all(key))
 
@@ -329,18 +325,18 @@ def get_method(ctx: MsgContext, key: Any, index: Any) -> str | None:
     msg = ctx.msg
     if msg is None:
         return None
-    method: str = msg.method if msg.is_request else msg.cseq.method
+    method: str = msg.method if isinstance(msg, SIPRequest) else msg.cseq.method
     return method
 
 
 def get_status(ctx: MsgContext, key: Any, index: Any) -> int | None:
     msg = ctx.msg
-    return None if msg is None or msg.is_request else msg.status
+    return msg.status if isinstance(msg, SIPResponse) else None
 
 
 def get_reason(ctx: MsgContext, key: Any, index: Any) -> str | None:
     msg = ctx.msg
-    return None if msg is None or msg.is_request else msg.reason
+    return msg.reason if isinstance(msg, SIPResponse) else None
 
 
 def get_body(ctx: MsgContext, key: Any, index: Any) -> str | None:

@@ -70,17 +70,24 @@ class Dialog:
         return self.local_cseq
 
 
+# What the client does with what arrives: (bytes, the address they came from).
+OnData = Callable[[bytes, tuple[str, int]], None]
+
+
 class _UdpProto(asyncio.DatagramProtocol):
-    def __init__(self, client: SipTestClient) -> None:
-        self.client = client
+    def __init__(self, on_data: OnData) -> None:
+        self.on_data = on_data
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.client._on_data(data, (addr[0], addr[1]))
+        self.on_data(data, (addr[0], addr[1]))
 
 
 class _TcpProto(asyncio.Protocol):
-    def __init__(self, client: SipTestClient) -> None:
-        self.client = client
+    """One connection to `server`: its frames go to on_data as if they came from there."""
+
+    def __init__(self, on_data: OnData, server: tuple[str, int]) -> None:
+        self.on_data = on_data
+        self.server = server
         self.framer = StreamFramer(1 << 20)
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
@@ -101,7 +108,7 @@ class _TcpProto(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.write(PONG)
             else:
-                self.client._on_data(item, self.client.server)
+                self.on_data(item, self.server)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -147,22 +154,26 @@ class SipTestClient:
                     user: str = "tester", domain: str | None = None, timeout: float = 2.0) -> SipTestClient:
         """Open the socket (UDP) or the connection (TCP) and return the running client."""
         client = cls(proto, server, user=user, domain=domain, timeout=timeout)
+        await client._open(local_host)
+        return client
+
+    async def _open(self, local_host: str | None) -> None:
         loop = asyncio.get_running_loop()
         if local_host is None:
-            local_host = "::1" if is_ipv6(client.server[0]) else "127.0.0.1"
-        if client.proto == UDP:
+            local_host = "::1" if is_ipv6(self.server[0]) else "127.0.0.1"
+        if self.proto == UDP:
             family = _socket.AF_INET6 if is_ipv6(local_host) else _socket.AF_INET
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProto(client), local_addr=(local_host, 0), family=family)
-            client._udp = udp
+                lambda: _UdpProto(self._on_data), local_addr=(local_host, 0), family=family)
+            self._udp = udp
             sockname = udp.get_extra_info("sockname")
         else:
             tcp, proto_obj = await loop.create_connection(
-                lambda: _TcpProto(client), client.server[0], client.server[1], local_addr=(local_host, 0))
-            client._tcp = proto_obj
+                lambda: _TcpProto(self._on_data, self.server), self.server[0], self.server[1],
+                local_addr=(local_host, 0))
+            self._tcp = proto_obj
             sockname = tcp.get_extra_info("sockname")
-        client.local_host, client.local_port = sockname[0], sockname[1]
-        return client
+        self.local_host, self.local_port = sockname[0], sockname[1]
 
     async def close(self) -> None:
         if self._udp is not None:

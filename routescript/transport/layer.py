@@ -103,6 +103,10 @@ class TransportLayer:
     def tcp_connections(self) -> int:
         return len(self._conns)
 
+    def connections(self) -> list[TcpConnection]:
+        """The open TCP connections (accepted and opened), for listings such as MI list_tcp_conns."""
+        return list(self._conns.values())
+
     async def listen(self, proto: str, host: str, port: int) -> SocketInfo:
         """Open a listening socket (`socket=udp:127.0.0.1:5060`) and read it at once; port 0 picks a
         free one. The returned SocketInfo carries the real port. OSError when it cannot be bound."""

@@ -143,5 +143,5 @@ async def test_terminated_backend_inside_a_transaction_is_transient(pg_url: str)
 
 async def raw_pid(db: object) -> int:
     """The server process id of the connection the current transaction runs on."""
-    tx = db._current_tx()  # type: ignore[attr-defined]
+    tx = db.current_transaction()  # type: ignore[attr-defined]
     return int(tx.conn.get_server_pid())

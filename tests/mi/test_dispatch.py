@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from routescript.core.module import MICommand, MIError, Module, mi_command
+from routescript.core.config import CoreConfig
 from routescript.mi import MIRegistry, build_registry, handle_payload
 from routescript.mi.jsonrpc import JSONRPCError
 
@@ -17,6 +18,7 @@ class FakeServer:
     """What the core commands read from a server, and nothing else."""
 
     def __init__(self) -> None:
+        self.config = CoreConfig()
         self.reloads: list[Any] = []
         self.stopped = False
 
@@ -201,6 +203,24 @@ def test_duplicate_names_are_skipped() -> None:
     assert not reg.add(MICommand("x", lambda: 2, module="other"))
     assert not reg.add(MICommand("y", lambda: 2, aliases=("x",)))
     assert reg.names() == ["x"]
+
+
+async def test_recipes_declared_with_mi_command() -> None:
+    """mi_command(recipes=...) gives the exact parameter sets, as the older _rs_mi_recipes tag does."""
+    class WithRecipes(Module):
+        name = "with_recipes"
+
+        @mi_command("range_list", optional=("from_", "to"), recipes=((), ("from", "to")))
+        def range_list(self, from_: str | None = None, to: str | None = None) -> list[Any]:
+            return [from_, to]
+
+    reg = MIRegistry()
+    reg.add_all(WithRecipes(FakeServer(), {}).mi_commands())  # type: ignore[arg-type]
+    assert reg.recipes("range_list") == ((), ("from", "to"))
+    assert await reg.dispatch("range_list", ["a", "b"]) == ["a", "b"]
+    with pytest.raises(JSONRPCError) as info:
+        await reg.dispatch("range_list", ["a"])
+    assert info.value.data == "Too few or too many parameters"
 
 
 # ---------------------------------------------------------------- core commands

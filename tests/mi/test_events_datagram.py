@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from routescript.core.events import EventBus
-from routescript.core.evi import DEFAULT_EXPIRE, MAX_SUBSCRIBERS, EventInterface, SubscribeError
+from routescript.core.evi import (DEFAULT_EXPIRE, MAX_SUBSCRIBERS, EventInterface, SubscribeError,
+                                   event_interface)
 from routescript.core.server import Server
 from routescript.mi.client import MIReplyError, call_fifo, call_http
 
@@ -212,7 +213,7 @@ async def test_unix_subscriber_and_expiry(running: Any, tmp_path: Path) -> None:
     rx.setblocking(False)
     try:
         clock = Clock()
-        server.evi.clock = clock  # made by event_datagram at load; time is injected
+        event_interface(server).clock = clock  # made by event_datagram at load; time is injected
         assert await mi("http", "event_subscribe", ["E_TEST", f"unix:{path}", 30]) == "OK"
         await server.events.raise_event("E_TEST", {"a": 1})
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(rx, 65536), TIMEOUT)

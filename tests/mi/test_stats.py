@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from routescript.core.config import CoreConfig
+from routescript.core.module import ModuleSet
 from routescript.mi import MIRegistry, Statistics, build_registry, statistics_of
 from routescript.mi.jsonrpc import JSONRPCError
 
 
 class Srv:
-    pass
+    """What build_registry reads of a server: its configuration and modules (none here)."""
+
+    def __init__(self) -> None:
+        self.config = CoreConfig()
+        self.modules = ModuleSet()
 
 
 @pytest.fixture

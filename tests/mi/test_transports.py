@@ -20,6 +20,7 @@ from routescript.core.module import MICommand
 from routescript.core.server import Server
 from routescript.mi.cli import main as mi_main
 from routescript.mi.client import MIReplyError, call_fifo, call_http
+from routescript.mi.registry import mi_registry
 
 CFG = """
 log_level = 2
@@ -108,7 +109,7 @@ async def test_core_commands(running: Running, transport: str) -> None:
     assert await running.call(transport, "httpd_list_root_path") == {
         "Roots": [{"http_root": "mi", "module": "mi_http"}]}
     running.server.counters.rcv_requests = 3  # the core's counter, as the message path updates it
-    assert running.server.mi.statistics is running.server.statistics  # type: ignore[attr-defined]
+    assert mi_registry(running.server).statistics is running.server.statistics
     assert await running.call(transport, "get_statistics", [["rcv_requests"]]) == {"core:rcv_requests": 3}
     core = await running.call(transport, "get_statistics", [["core:"]])
     assert core["core:rcv_requests"] == 3 and core["core:unsupported_methods"] == 0
@@ -152,8 +153,8 @@ async def test_raw_http_exchange_as_capture_09(running: Running) -> None:
     async def subs_list(**kw: Any) -> list[Any]:
         return []
     subs_list._rs_mi_recipes = ((), ("from", "to"))  # type: ignore[attr-defined]
-    running.server.mi.add(MICommand("subs_phtable_list", subs_list, ("from", "to"),  # type: ignore[attr-defined]
-                                    ("from", "to"), module="presence"))
+    mi_registry(running.server).add(MICommand("subs_phtable_list", subs_list, ("from", "to"),
+                                              ("from", "to"), module="presence"))
     exchanges = [
         ('{"jsonrpc": "2.0", "method": "subs_phtable_list", "id": 1, "params": ["sip:nobody*"]}',
          ('{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
@@ -254,7 +255,7 @@ async def test_cli(running: Running, transport: str) -> None:
     assert rc == 0 and out.strip() == "New global log level: 2"
     rc, out, _ = await cli("log_level", "2")
     assert rc == 0 and json.loads(out) == {"New global log level": 2}
-    running.server.mi.statistics.register("core", "x").inc()  # type: ignore[attr-defined]
+    mi_registry(running.server).statistics.register("core", "x").inc()
     rc, out, _ = await cli("get_statistics", "x", "sl:")
     assert rc == 0 and json.loads(out)["core:x"] == 1 and "sl:sent_replies" in json.loads(out)
     rc, out, err = await cli("no_such_command")

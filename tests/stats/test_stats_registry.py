@@ -54,7 +54,7 @@ class _Modules:
 class _Server:
     def __init__(self, **mods: _Mod) -> None:
         self.modules = _Modules(**mods)
-        self.transactions = type("T", (), {"pending": 5})()
+        self.transactions = type("T", (), {"pending": 5, "completed": 0})()
 
 
 def test_module_groups_follow_enable_stats() -> None:

@@ -1,0 +1,94 @@
+"""What a module reaches through `self.server`: the running server, seen from a module.
+
+`ModuleHost` is a Protocol, so the real `Server` (routescript.core.server) satisfies it structurally and a
+test may hand a module any object with these names. Modules type against it, never against `Server`:
+the server's own composition (loading, lifecycle, dispatch, replies) stays its business.
+
+A module that needs less declares its own narrower Protocol (presence does); this is the general one.
+Attributes are read-only properties here, so an implementation may narrow them (a `TransactionLayer`
+where the Protocol says `TransactionLayer | None`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from routescript.db import Database
+    from routescript.script.context import MsgContext
+    from routescript.script.registry import Registry
+    from routescript.sip import SIPMessage, SIPResponse, SocketInfo
+    from routescript.transaction import TransactionLayer
+    from routescript.transport import TransportLayer
+
+    from .config import CoreConfig
+    from .events import EventBus
+    from .module import ModuleSet
+    from .stats import Statistics
+
+
+class ModuleHost(Protocol):
+    """The server as its modules see it (the names the docstring of routescript.core.server lists)."""
+
+    @property
+    def config(self) -> CoreConfig:
+        """The typed core parameters."""
+
+    @property
+    def modules(self) -> ModuleSet:
+        """The other module instances of this configuration (`modules.get("presence")`)."""
+
+    @property
+    def events(self) -> EventBus:
+        """The event bus feeding event_route[...] (`await raise_event("E_...", {...})`)."""
+
+    @property
+    def statistics(self) -> Statistics:
+        """Named counters by group; a module registers its own."""
+
+    @property
+    def registry(self) -> Registry | None:
+        """The script's function/pseudo-variable registry of the loaded configuration (None before load)."""
+
+    @property
+    def transactions(self) -> TransactionLayer | None:
+        """Server and client transactions (None before start())."""
+
+    @property
+    def transport(self) -> TransportLayer | None:
+        """The sockets' send path (None before start()); modules never import routescript.transport."""
+
+    @property
+    def sockets(self) -> Sequence[SocketInfo]:
+        """The listening sockets, in configuration order (empty before start())."""
+
+    async def database(self, url: str) -> Database:
+        """A routescript.db handle for `url`, opened once and shared; the server closes it at stop()."""
+
+    # **kw: make_reply's keyword arguments (headers, body, content_type), passed through as given.
+    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> SIPResponse:
+        """Reply to ctx.msg through its server transaction when there is one, else statelessly."""
+
+    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> SIPResponse:
+        """A stateless reply (sl_send_reply), even when a transaction exists."""
+
+    def to_tag(self, msg: SIPMessage) -> str:
+        """The To tag the server puts in its replies to `msg` (stable across retransmissions)."""
+
+    def is_myself(self, host: str, port: int | None = None) -> bool:
+        """Whether host[:port] is one of our sockets or alias= names."""
+
+    async def stop(self) -> None:
+        """Stop cleanly (MI `kill`)."""
+
+    async def reload_routes(self) -> list[Any]:
+        """Compile the script again and swap it in if valid; returns the warnings (MI `reload_routes`)."""
+
+
+if TYPE_CHECKING:
+    from .server import Server
+
+    def _server_is_a_module_host(server: Server) -> ModuleHost:
+        # mypy proves here that the real Server satisfies the Protocol modules are typed against.
+        return server
