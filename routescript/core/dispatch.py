@@ -45,7 +45,7 @@ class MessageDispatcher:
         self._routes = routes
         self._replier = replier
         self._counters = counters
-        self.open = False
+        self.accepting = False
         self.max_pending = MAX_PENDING
         self.queue_delay_limit = 0.0   # seconds; start() sets it from the core parameter (ms)
         self._tasks: set[asyncio.Task[object]] = set()
@@ -78,7 +78,7 @@ class MessageDispatcher:
         Choice: a request is not run eagerly up to its first wait (it would save the task for those
         that never wait, ~5% of an OPTIONS): code below it, asyncpg's pool among others, needs
         asyncio.current_task() (asyncio.timeout), which only a real task gives on Python 3.11."""
-        if not self.open:
+        if not self.accepting:
             self._while_stopping(msg, source)
             return
         counters = self._counters  # OpenSIPS core statistics (stats.py): plain int attributes

@@ -212,7 +212,8 @@ class Lifecycle:
         server = self._server
         transactions = CountingTransactionLayer(server.counters, transport, **self._transaction_options())
         server.transactions = transactions
-        # The services built on the transaction layer are made here too (issue 16: server.requests).
+        # The services built on the transaction layer are made here, with it (server.requests: "send
+        # this request inside this dialog / to this destination", routescript/core/requests.py).
         closing.push("the transactions", transactions.close)
         return transactions
 
@@ -262,7 +263,7 @@ class Lifecycle:
     def _set_started(self, started: bool) -> None:
         """The dispatcher runs messages through the script only while the server is started."""
         self.started = started
-        self._dispatcher.open = started
+        self._dispatcher.accepting = started
 
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:

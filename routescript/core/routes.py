@@ -25,11 +25,17 @@ class Routes:
         return script
 
     def has(self, kind: str, name: str | None, script: CompiledScript | None = None) -> bool:
-        return (script or self.current()).has(kind, name)
+        """Whether `script` (the current one by default) has route kind[name]."""
+        script = script or self.script
+        assert script is not None, "no script: load() first"
+        return script.has(kind, name)
 
     async def run(self, kind: str, name: str | None, ctx: MsgContext,
                   script: CompiledScript | None = None) -> int:
-        return await (script or self.current()).run(kind, name, ctx)
+        """Run kind[name] of `script` (the current one by default); its return code."""
+        script = script or self.script
+        assert script is not None, "no script: load() first"
+        return await script.run(kind, name, ctx)
 
     def has_event(self, name: str) -> bool:
         """The EventBus's question: does the script have event_route[name]? (False before load.)"""

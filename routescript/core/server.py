@@ -87,6 +87,8 @@ class Server:
         self.counters = CoreCounters()
         self.transport: TransportLayer | None = None         # made by start() (lifecycle.bind_sockets)
         self.transactions: TransactionLayer | None = None    # made by start() (lifecycle.make_transactions)
+        # The services modules use on top of the transactions (server.requests) are made with them, in
+        # lifecycle.make_transactions; declared here.
         self.sockets: list[SocketInfo] = []
 
         # The parts, wired here and nowhere else.

@@ -164,7 +164,7 @@ async def test_a_closed_dispatcher_answers_503_and_counts_the_request() -> None:
 
 async def test_an_open_dispatcher_runs_a_task_per_message_within_max_pending() -> None:
     d, layers, counters = dispatcher()
-    d.open = True
+    d.accepting = True
     d.on_message(request(), SRC)
     await d.finish(1.0)
     assert counters.rcv_requests == 1 and layers.transport.replies == []   # the script exited
