@@ -47,24 +47,24 @@ class PlainDiagnostic:
 
 
 # What loading reports: the script's diagnostics (file:line:col, the line, a caret) or plain ones.
-AnyDiagnostic: TypeAlias = "PlainDiagnostic | ScriptDiagnostic"
+LoadDiagnostic: TypeAlias = "PlainDiagnostic | ScriptDiagnostic"
 
 
 def Diagnostic(message: str, pos: Pos | None = None,  # noqa: N802 - makes a Diagnostic
-               severity: str = "error") -> AnyDiagnostic:
+               severity: str = "error") -> LoadDiagnostic:
     """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
     if pos is None:
         return PlainDiagnostic(message, severity)
-    from routescript.script.pos import Pos
     from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
+    from routescript.script.pos import Pos as ScriptPos
 
-    return ScriptDiagnostic(Pos(*pos), message, _source_line(pos) or "", severity)
+    return ScriptDiagnostic(ScriptPos(*pos), message, _source_line(pos) or "", severity)
 
 
 class LoadError(Exception):
     """The configuration cannot be loaded; `diagnostics` lists every problem found."""
 
-    def __init__(self, diagnostics: list[AnyDiagnostic]) -> None:
+    def __init__(self, diagnostics: list[LoadDiagnostic]) -> None:
         super().__init__("\n".join(str(d) for d in diagnostics))
         self.diagnostics = diagnostics
 
@@ -82,7 +82,7 @@ def _source_line(pos: Pos | None) -> str | None:
     return None
 
 
-def config_diagnostic(exc: ConfigError, severity: str = "error") -> AnyDiagnostic:
+def config_diagnostic(exc: ConfigError, severity: str = "error") -> LoadDiagnostic:
     return Diagnostic(exc.message, exc.pos, severity)
 
 
@@ -90,7 +90,7 @@ class Loaded:
     """Everything one load of a configuration produced (the parts reload keeps or replaces)."""
 
     def __init__(self, path: str, ast: Script, config: CoreConfig, compiled: CompiledScript,
-                 warnings: list[AnyDiagnostic], loadmodules: list[LoadModule], modparams: list[ModParam],
+                 warnings: list[LoadDiagnostic], loadmodules: list[LoadModule], modparams: list[ModParam],
                  globals_: list[tuple[str, _script.GlobalValue, Pos | None]]) -> None:
         self.path = path
         self.ast = ast
@@ -155,7 +155,7 @@ class ConfigLoader:
             raise LoadError(list(exc.diagnostics)) from None
         except OSError as exc:
             raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
-        warnings: list[AnyDiagnostic] = list(ast.warnings)
+        warnings: list[LoadDiagnostic] = list(ast.warnings)
         globals_ = _script.globals_of(ast, path)
         lms = _script.loadmodules_of(ast, path)
         mps = _script.modparams_of(ast, path)
@@ -185,17 +185,17 @@ class ConfigLoader:
         self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
         return self.loaded
 
-    def _unbuilt_warnings(self, ast: Script, modules: ModuleSet) -> list[AnyDiagnostic]:
+    def _unbuilt_warnings(self, ast: Script, modules: ModuleSet) -> list[LoadDiagnostic]:
         unbuilt: dict[str, str] = {}
         for m in modules.instances.values():
             unbuilt.update(m.unbuilt)
-        out: list[AnyDiagnostic] = []
+        out: list[LoadDiagnostic] = []
         for name, pos in _script.calls_of(ast, self.path):
             if name in unbuilt:
                 out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
         return out
 
-    def _refused_errors(self, ast: Script, modules: ModuleSet) -> list[AnyDiagnostic]:
+    def _refused_errors(self, ast: Script, modules: ModuleSet) -> list[LoadDiagnostic]:
         """An error at every call of a function a module refuses in its configuration (Module.refused)."""
         refused: dict[str, str] = {}
         for m in modules.instances.values():
@@ -204,7 +204,7 @@ class ConfigLoader:
                 for name, pos in _script.calls_of(ast, self.path) if name in refused]
 
     # ------------------------------------------------------------------ reload
-    async def reload_routes(self) -> list[AnyDiagnostic]:
+    async def reload_routes(self) -> list[LoadDiagnostic]:
         """Compile the file again aside, with the same module instances, and swap it in when valid.
 
         Returns the diagnostics: errors (nothing swapped, the old script keeps running) and warnings
@@ -222,7 +222,7 @@ class ConfigLoader:
                 ast = parse_file(path)
                 compiled = compile_script(ast, self.registry)
             except ScriptError as exc:
-                diags: list[AnyDiagnostic] = list(exc.diagnostics)
+                diags: list[LoadDiagnostic] = list(exc.diagnostics)
                 log.error("reload_routes: %s rejected, old script kept:\n%s", path,
                           "\n".join(str(d) for d in diags))
                 return diags
@@ -247,8 +247,8 @@ class ConfigLoader:
             log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
             return warnings
 
-    def _reload_warnings(self, old: Loaded, ast: Script) -> list[AnyDiagnostic]:
-        out: list[AnyDiagnostic] = []
+    def _reload_warnings(self, old: Loaded, ast: Script) -> list[LoadDiagnostic]:
+        out: list[LoadDiagnostic] = []
         old_lm = [lm.name for lm in old.loadmodules]
         for lm in _script.loadmodules_of(ast, self.path):
             if lm.name not in old_lm:
@@ -267,12 +267,12 @@ class ConfigLoader:
         return out
 
 
-def _repeated_loadmodules(lms: list[LoadModule]) -> list[AnyDiagnostic]:
+def _repeated_loadmodules(lms: list[LoadModule]) -> list[LoadDiagnostic]:
     """A module loaded a second time: one instance serves (OpenSIPS skips the repeated loadmodule too),
     but the second line usually means two copies of one snippet whose modparams now mix - said, not
     silently ignored."""
     first: dict[str, LoadModule] = {}
-    out: list[AnyDiagnostic] = []
+    out: list[LoadDiagnostic] = []
     for lm in lms:
         if lm.name in first:
             first_pos = first[lm.name].pos

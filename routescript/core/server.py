@@ -48,7 +48,7 @@ from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDis
                        _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
 from .lifecycle import STOP_GRACE, Databases, Lifecycle
-from .loading import (AnyDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
+from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
 from .module import ModuleSet
 from .replies import _FROM_TAG, Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
@@ -87,8 +87,8 @@ class Server:
         self.counters = CoreCounters()
         self.transport: TransportLayer | None = None         # made by start() (lifecycle.bind_sockets)
         self.transactions: TransactionLayer | None = None    # made by start() (lifecycle.make_transactions)
-        # The services modules use on top of the transactions (server.requests) are made with them, in
-        # lifecycle.make_transactions; declared here.
+        # The services modules use on top of the transactions (server.requests) are declared here and
+        # made with the transactions, in lifecycle.make_transactions.
         self.sockets: list[SocketInfo] = []
 
         # The parts, wired here and nowhere else.
@@ -141,7 +141,7 @@ class Server:
         """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
         return self.loader.load(path)
 
-    async def reload_routes(self) -> list[AnyDiagnostic]:
+    async def reload_routes(self) -> list[LoadDiagnostic]:
         """Compile the file again with the same modules and swap the routes in when valid (loading.py)."""
         return await self.loader.reload_routes()
 
@@ -150,6 +150,7 @@ class Server:
         await self.lifecycle.start()
 
     async def stop(self) -> None:
+        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
         await self.lifecycle.stop()
 
     async def serve_forever(self) -> None:
