@@ -82,8 +82,8 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
     try:
         loaded = server.load(cfg)
     except LoadError as exc:
-        for d in exc.diagnostics:
-            print(d, file=sys.stderr)
+        for diag in exc.diagnostics:
+            print(diag, file=sys.stderr)
         return 1
     for w in loaded.warnings:
         print(w, file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,7 +286,7 @@ class CoreConfig:
 
 
 def apply_globals(
-        items: list[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+        items: Sequence[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
     """Type `name = value` assignments. Returns (config, warnings as (message, pos)).
     Raises ConfigError on a bad value of a known parameter."""
     cfg = CoreConfig()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from routescript.transaction import TransactionLayer
+from routescript.sip import Destination, SIPRequest, SIPResponse, Source
+from routescript.transaction import NonInviteClientTransaction, ServerTransaction, TransactionLayer
 from routescript.transport import TransportLayer
 
 from .stats import CoreCounters
@@ -25,41 +26,42 @@ class CountingTransactionLayer(TransactionLayer):
     OpenSIPS counts every transaction completed by tm.
     """
 
+    # Any: the parent's own arguments (transport, timers), forwarded unchanged.
     def __init__(self, counters: CoreCounters, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counters = counters
 
-    def create(self, request: Any, source: Any) -> Any:
+    def create(self, request: SIPRequest, source: Source) -> ServerTransaction:
         before = self.pending
         transaction = super().create(request, source)
         if self.pending > before:  # a new one, not the existing transaction of this request
             self.counters.UAS_transactions += 1
         return transaction
 
-    def reply(self, transaction: Any, response: Any) -> None:
+    def reply(self, transaction: ServerTransaction, response: SIPResponse) -> None:
         super().reply(transaction, response)
         counters = self.counters
         counters.local_replies += 1
-        status = int(getattr(response, "status", 0) or 0)
+        status = response.status
         if status >= 200:
             counters.count_tm_final(status)
 
-    def send_request(self, req: Any, dest: Any, on_final: Callable[[Any], None], *,
-                     on_provisional: Callable[[Any], None] | None = None,
-                     branch: str | None = None) -> Any:
+    def send_request(self, req: SIPRequest, dest: Destination, on_final: Callable[[SIPResponse], None], *,
+                     on_provisional: Callable[[SIPResponse], None] | None = None,
+                     branch: str | None = None) -> NonInviteClientTransaction | None:
         # request() goes through here too: every client transaction is counted once.
         self.counters.UAC_transactions += 1
         counters = self.counters
 
-        def counted(response: Any) -> None:
-            status = int(getattr(response, "status", 0) or 0)
+        def counted(response: SIPResponse) -> None:
+            status = response.status
             if status >= 200:
                 counters.count_tm_final(status)
             on_final(response)
 
         return super().send_request(req, dest, counted, on_provisional=on_provisional, branch=branch)
 
-    def on_response(self, resp: Any, source: Any) -> bool:
+    def on_response(self, resp: SIPResponse, source: Source | None) -> bool:
         matched = super().on_response(resp, source)
         if matched:
             self.counters.received_replies += 1
@@ -74,11 +76,12 @@ class CountingTransportLayer(TransportLayer):
     if it is renamed, these two statistics stay at 0 and test_counting fails).
     """
 
+    # Any: the parent's own arguments (the message callback, the limits), forwarded unchanged.
     def __init__(self, counters: CoreCounters, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counters = counters
 
-    def answer_malformed(self, data: bytes, status: int, reason: str, source: Any,
+    def answer_malformed(self, data: bytes, status: int, reason: str, source: Source,
                           reply: Callable[[bytes], None]) -> None:
         if data.lstrip(b"\r\n").startswith(b"SIP/"):
             self.counters.err_replies += 1

@@ -11,14 +11,14 @@ where the Protocol says `TransactionLayer | None`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from routescript.db import Database
     from routescript.script.context import MsgContext
     from routescript.script.registry import Registry
-    from routescript.sip import SIPMessage, SIPResponse, SocketInfo
+    from routescript.sip import SIPRequest, SIPResponse, SocketInfo
     from routescript.transaction import TransactionLayer
     from routescript.transport import TransportLayer
 
@@ -66,14 +66,17 @@ class ModuleHost(Protocol):
     async def database(self, url: str) -> Database:
         """A routescript.db handle for `url`, opened once and shared; the server closes it at stop()."""
 
-    # **kw: make_reply's keyword arguments (headers, body, content_type), passed through as given.
-    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> SIPResponse:
+    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
+              headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+              content_type: str | None = None) -> SIPResponse:
         """Reply to ctx.msg through its server transaction when there is one, else statelessly."""
 
-    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> SIPResponse:
+    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
+                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                   content_type: str | None = None) -> SIPResponse:
         """A stateless reply (sl_send_reply), even when a transaction exists."""
 
-    def to_tag(self, msg: SIPMessage) -> str:
+    def to_tag(self, msg: SIPRequest) -> str:
         """The To tag the server puts in its replies to `msg` (stable across retransmissions)."""
 
     def is_myself(self, host: str, port: int | None = None) -> bool:

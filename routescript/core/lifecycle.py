@@ -1,5 +1,17 @@
-"""The server's life: start (sockets, transactions, modules, startup_route), stop, serve_forever with
-its signals, the shared database handles, and the timer_route loops."""
+"""The server's life (the Lifecycle): start in named steps (sockets, privileges, transactions, modules,
+startup_route, timers, serving), stop, serve_forever with its signals; and the shared database handles.
+
+start() runs these steps in order; each one that opens something registers how to close it on the
+CloseStack, so a failed start closes what it opened (last first) and stop() closes everything:
+
+    bind_sockets        the transport and every listen= socket (ports below 1024 need root)
+    drop_privileges     wdir, then user/group (privileges.py says why here)
+    make_transactions   the transaction layer (tm's timers)
+    start_modules       every module's start(), in load order
+    run_startup_route   startup_route, once the dispatcher takes messages
+    timers.start        the timer_route loops
+    serve               only now read the SIP sockets
+"""
 
 from __future__ import annotations
 
@@ -7,16 +19,27 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Protocol
 
-from routescript.script.context import STARTUP_ROUTE, TIMER_ROUTE, MsgContext
+from routescript.script.context import STARTUP_ROUTE, MsgContext
+from routescript.sip import SocketInfo
+from routescript.transaction import TransactionLayer
+from routescript.transport import TransportLayer
 
-from ._server_base import ServerBase
-from .loading import Diagnostic, LoadError
+from .config import CoreConfig
+from .dispatch import MessageDispatcher
+from .events import EventBus
+from .loading import ConfigLoader, Diagnostic, LoadError
 from .log import NOTICE, setup_logging
-from .module import ConfigError
+from .module import ConfigError, ModuleSet
 from .privileges import PrivilegeError, RunAs, drop_privileges
+from .routes import Routes
+from .stats import CoreCounters
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from routescript.db import Database
 
 log = logging.getLogger("routescript.core")
 
@@ -28,9 +51,9 @@ class CloseStack:
     opened first; a step that fails is logged and the others still run."""
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
 
-    def push(self, what: str, close: Callable[[], Awaitable[Any]]) -> None:
+    def push(self, what: str, close: Callable[[], Awaitable[object]]) -> None:
         self._steps.append((what, close))
 
     async def close_all(self) -> None:
@@ -42,10 +65,67 @@ class CloseStack:
                 log.exception("closing %s failed", what)
 
 
-class LifecycleMixin(ServerBase):
-    """Server.start, stop, serve_forever, database and the timers."""
+class Databases:
+    """The routescript.db handles modules share: one per URL, opened on first use, closed at stop."""
 
-    # ------------------------------------------------------------------ start / stop
+    def __init__(self) -> None:
+        self._open: dict[str, Database] = {}
+
+    async def get(self, url: str) -> Database:
+        """A routescript.db handle for `url`, opened once and shared; closed at stop()."""
+        if url not in self._open:
+            from routescript.db import open_database
+            self._open[url] = await open_database(url)
+        return self._open[url]
+
+    async def close_all(self) -> None:
+        for db in self._open.values():
+            try:
+                await db.close()
+            except Exception:
+                log.exception("closing database failed")
+        self._open.clear()
+
+
+class StartingServer(Protocol):
+    """What start() reads of the Server, and the layers it gives it (server.transport and
+    server.transactions are what modules use)."""
+
+    transport: TransportLayer | None
+    transactions: TransactionLayer | None
+
+    @property
+    def config(self) -> CoreConfig: ...
+
+    @property
+    def modules(self) -> ModuleSet: ...
+
+    @property
+    def events(self) -> EventBus: ...
+
+    @property
+    def counters(self) -> CoreCounters: ...
+
+    @property
+    def sockets(self) -> list[SocketInfo]: ...
+
+
+class Lifecycle:
+    """Server.start, stop and serve_forever."""
+
+    def __init__(self, server: StartingServer, loader: ConfigLoader, routes: Routes,
+                 dispatcher: MessageDispatcher, timers: Timers, databases: Databases) -> None:
+        self._server = server
+        self._loader = loader
+        self._routes = routes
+        self._dispatcher = dispatcher
+        self._timers = timers
+        self._databases = databases
+        self.started = False
+        self._stopped = asyncio.Event()
+        self._closing = CloseStack()
+
+    # ------------------------------------------------------------------ start
     async def start(self) -> None:
         """Bind the SIP sockets, drop privileges (user/group), make the transaction layer, start the
         modules, run startup_route and the timers, and only then read the SIP sockets.
@@ -53,55 +133,102 @@ class LifecycleMixin(ServerBase):
         Every step that opens something registers how to close it (self._closing); when a later step
         fails, everything opened so far is closed, last first, before the error goes up - a failed
         start leaves no socket, database connection or thread behind, so `routescript run` exits."""
-        assert self.loaded is not None, "start before load"
-        cfg = self.config
+        loaded = self._loader.loaded
+        assert loaded is not None, "start before load"
+        cfg = self._server.config
         setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
                       syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
-        for w in self.loaded.warnings:
+        for w in loaded.warnings:
             log.warning("%s", w)
         for note in cfg.notes:
             log.info("%s", note)
         self._closing = closing = CloseStack()
         try:
-            await self._start_steps(closing)
+            # Shared database handles are opened by the modules (server.database) and used by their
+            # stop(): closed after every module, so registered first.
+            closing.push("the databases", self._databases.close_all)
+            transport = await self.bind_sockets(closing)
+            target = self.drop_privileges()
+            self.make_transactions(closing, transport)
+            closing.push("the events", self._server.events.drain)
+            await self.start_modules(closing, target)
+            self._set_started(True)
+            await self.run_startup_route()
+            self._timers.start()
+            await self.serve(transport)
         except BaseException:
-            self._started = False
+            self._set_started(False)
             await closing.close_all()
             raise
-        log.log(NOTICE, "routescript started: %s, listening on %s", self.path,
-                ", ".join(s.name for s in self.sockets))
+        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path,
+                ", ".join(s.name for s in self._server.sockets))
 
-    async def _start_steps(self, closing: CloseStack) -> None:
-        from .counting import CountingTransactionLayer, CountingTransportLayer
+    async def bind_sockets(self, closing: CloseStack) -> TransportLayer:
+        """The transport (its messages go straight to the dispatcher) and every listen= socket."""
+        from .counting import CountingTransportLayer
 
-        assert self.loaded is not None
-        cfg = self.config
-        # Shared database handles are opened by the modules (self.database) and used by their stop():
-        # closed after every module, so registered first.
-        closing.push("the databases", self._close_databases)
-        self.transport = CountingTransportLayer(self.counters, self._on_message,
-                                        tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
-                                        max_tcp_connections=int(cfg.get("tcp_max_connections")),
-                                        max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
-                                        tcp_trusted_sources=cfg.tcp_trusted_sources,
-                                        tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
-                                        udp_buffer=int(cfg.get("maxbuffer")))
-        closing.push("the SIP sockets", self.transport.close)
+        server = self._server
+        cfg = server.config
+        transport = CountingTransportLayer(
+            server.counters, self._dispatcher.on_message,
+            tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
+            max_tcp_connections=int(cfg.get("tcp_max_connections")),
+            max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
+            tcp_trusted_sources=cfg.tcp_trusted_sources,
+            tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
+            udp_buffer=int(cfg.get("maxbuffer")))
+        server.transport = transport
+        closing.push("the SIP sockets", transport.close)
         for spec in cfg.listen_specs():
             try:
-                info = await self.transport.bind(spec.proto, spec.host, spec.port)
+                info = await transport.bind(spec.proto, spec.host, spec.port)
             except OSError as exc:
                 raise LoadError([Diagnostic(f"cannot listen on {spec.name}: {exc.strerror or exc}",
                                             spec.pos)]) from None
-            self.sockets.append(info)
-        if wdir := self.config.get("wdir"):
+            server.sockets.append(info)
+        return transport
+
+    def drop_privileges(self) -> RunAs | None:
+        """wdir, then user/group: switch once the SIP sockets are bound (ports below 1024 need root),
+        before the modules open their files (privileges.py says why)."""
+        config = self._server.config
+        if wdir := config.get("wdir"):
             os.chdir(wdir)   # OpenSIPS: chdir(working_dir), then do_suid
-        target = self._drop_privileges()
-        self.transactions = CountingTransactionLayer(self.counters, self.transport,
-                                                     **self._transaction_options())
-        closing.push("the transactions", self._close_transactions)
-        closing.push("the events", self.events.drain)
-        for name, mod in self.modules.instances.items():
+        try:
+            target = config.run_as()
+            if target is not None:
+                drop_privileges(target)
+        except PrivilegeError as exc:
+            pos = next((config.positions[n] for n in ("user", "uid", "group", "gid")
+                        if n in config.positions), None)
+            raise LoadError([Diagnostic(str(exc), pos)]) from None
+        return target
+
+    def make_transactions(self, closing: CloseStack, transport: TransportLayer) -> TransactionLayer:
+        """The transaction layer, with tm's timers when tm is loaded (its fr_timeout is Timer F of our
+        client transactions, the NOTIFYs, as in OpenSIPS)."""
+        from .counting import CountingTransactionLayer
+
+        server = self._server
+        transactions = CountingTransactionLayer(server.counters, transport, **self._transaction_options())
+        server.transactions = transactions
+        # The services built on the transaction layer are made here, with it (server.requests: "send
+        # this request inside this dialog / to this destination", routescript/core/requests.py).
+        closing.push("the transactions", transactions.close)
+        return transactions
+
+    def _transaction_options(self) -> dict[str, float]:
+        tm = self._server.modules.get("tm")
+        # tm is found by name: the core does not import modules/, so it asks for tm's one hook
+        if tm is not None and hasattr(tm, "transaction_options"):
+            return dict(tm.transaction_options())
+        return {}
+
+    async def start_modules(self, closing: CloseStack, target: RunAs | None) -> None:
+        """Every module's start(), in load order; one that fails refuses the start."""
+        loaded = self._loader.loaded
+        assert loaded is not None
+        for name, mod in self._server.modules.instances.items():
             # stop() undoes whatever part of start() ran, so it is registered before start() runs
             # (OpenSIPS calls every module's destroy at clean-up, whether its init succeeded or not).
             closing.push(f"module {name}", mod.stop)
@@ -109,76 +236,44 @@ class LifecycleMixin(ServerBase):
                 await mod.start()
             except Exception as exc:
                 # mod_init failed (e.g. the database is unreachable): refuse to run
-                pos = self.loaded.loadmodule_pos(name)
+                pos = loaded.loadmodule_pos(name)
                 msg = exc.message if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
                 if target is not None:
                     msg += (f" (the server runs as {target.describe()} from the moment its SIP sockets "
                             "are bound: that account must be able to open what this module uses)")
                 raise LoadError([Diagnostic(f"module '{name}' failed to start: {msg}", pos)]) from exc
             log.debug("module %s started", name)
-        self._started = True
-        if self._has_route(STARTUP_ROUTE, None):
-            await self._run_route(STARTUP_ROUTE, None, MsgContext(server=self, route_type=STARTUP_ROUTE))
-        self._start_timers()
-        # Only now read the SIP sockets: what arrived during start-up waited in the kernel and is served
-        # now, its wait not counted against queue_delay_limit (it was not overload). The probes start
-        # with the reading, so the first ones do not age behind a long start-up either.
-        self.queue_delay_limit = max(0, int(cfg.get("queue_delay_limit"))) / 1000.0
-        await self.transport.start_serving()
-        if self.queue_delay_limit:
+
+    async def run_startup_route(self) -> None:
+        if self._routes.has(STARTUP_ROUTE, None):
+            await self._routes.run(STARTUP_ROUTE, None,
+                                   MsgContext(server=self._server, route_type=STARTUP_ROUTE))
+
+    async def serve(self, transport: TransportLayer) -> None:
+        """Only now read the SIP sockets: what arrived during start-up waited in the kernel and is served
+        now, its wait not counted against queue_delay_limit (it was not overload). The probes start
+        with the reading, so the first ones do not age behind a long start-up either."""
+        limit = max(0, int(self._server.config.get("queue_delay_limit"))) / 1000.0
+        self._dispatcher.queue_delay_limit = limit
+        await transport.start_serving()
+        if limit:
             # the limit counts the time requests wait in the kernel's UDP buffers too
-            self.transport.start_queue_probes()
+            transport.start_queue_probes()
 
-    def _drop_privileges(self) -> RunAs | None:
-        """user/group: switch once the SIP sockets are bound (ports below 1024 need root), before the
-        modules open their files (privileges.py says why)."""
-        try:
-            target = self.config.run_as()
-            if target is not None:
-                drop_privileges(target)
-        except PrivilegeError as exc:
-            pos = next((self.config.positions[n] for n in ("user", "uid", "group", "gid")
-                        if n in self.config.positions), None)
-            raise LoadError([Diagnostic(str(exc), pos)]) from None
-        return target
+    def _set_started(self, started: bool) -> None:
+        """The dispatcher runs messages through the script only while the server is started."""
+        self.started = started
+        self._dispatcher.accepting = started
 
-    async def _close_transactions(self) -> None:
-        if self.transactions is not None and hasattr(self.transactions, "close"):
-            res = self.transactions.close()
-            if asyncio.iscoroutine(res):
-                await res
-
-    async def _close_databases(self) -> None:
-        for db in self._databases.values():
-            try:
-                await db.close()
-            except Exception:
-                log.exception("closing database failed")
-        self._databases.clear()
-
-    def _transaction_options(self) -> dict[str, Any]:
-        """tm's fr_timeout (seconds) is Timer F of our client transactions (NOTIFY), as in OpenSIPS."""
-        tm = self.modules.get("tm")
-        opts: dict[str, Any] = {}
-        if tm is not None and hasattr(tm, "transaction_options"):
-            opts.update(tm.transaction_options())
-        return opts
-
+    # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
         """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
-        if not self._started:
+        if not self.started:
             self._stopped.set()
             return
-        self._started = False
-        current = asyncio.current_task()
-        pending = [t for t in self._tasks if t is not current]
-        timers = [t for t in pending if getattr(t, "_rs_timer", False)]
-        for t in timers:
-            t.cancel()
-        if pending:
-            _done, still = await asyncio.wait(pending, timeout=STOP_GRACE)
-            for t in still:
-                t.cancel()
+        self._set_started(False)
+        await self._timers.stop()
+        await self._dispatcher.finish(STOP_GRACE)
         await self._closing.close_all()
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")
@@ -189,7 +284,7 @@ class LifecycleMixin(ServerBase):
         stop_req = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_req.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload_routes()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         try:
             waiter = asyncio.ensure_future(stop_req.wait())
             stopped = asyncio.ensure_future(self._stopped.wait())
@@ -201,40 +296,6 @@ class LifecycleMixin(ServerBase):
                 loop.remove_signal_handler(sig)
             await self.stop()
 
-    async def database(self, url: str) -> Any:
-        """A routescript.db handle for `url`, opened once and shared; closed at stop()."""
-        if url not in self._databases:
-            from routescript.db import open_database
-            self._databases[url] = await open_database(url)
-        return self._databases[url]
-
-    # ------------------------------------------------------------------ timers
-    def _timer_routes(self) -> list[tuple[str, float]]:
-        """(name, interval seconds) of the current script's timer_route[name, interval] blocks, read from
-        CompiledScript.timer_routes [(name, interval, fn)]."""
-        return [(str(name), float(interval)) for name, interval, _fn in self.script.timer_routes]
-
-    def _start_timers(self) -> None:
-        """One loop per timer_route name not yet running (at start, and after a reload adds one)."""
-        for name, _interval in self._timer_routes():
-            if name not in self._timer_names:
-                self._timer_names.add(name)
-                self._spawn(self._timer_loop(name))
-
-    async def _timer_loop(self, name: str) -> None:
-        """Run timer_route[name] every interval seconds. The interval and the route are read from the
-        current script at each tick, so a reload that changes them applies at the next tick, and one
-        that removes the route ends the loop."""
-        asyncio.current_task()._rs_timer = True  # type: ignore[union-attr]
-        try:
-            while self._started:
-                interval = dict(self._timer_routes()).get(name)
-                if interval is None:
-                    log.info("timer_route[%s] is gone after reload_routes; its timer stops", name)
-                    return
-                await asyncio.sleep(max(interval, 0.001))
-                if not self._started:
-                    return
-                await self._run_route(TIMER_ROUTE, name, MsgContext(server=self, route_type=TIMER_ROUTE))
-        finally:
-            self._timer_names.discard(name)
+    def _reload_on_signal(self) -> None:
+        reload: Coroutine[object, object, object] = self._loader.reload_routes()
+        self._dispatcher.spawn(reload)

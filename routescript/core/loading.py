@@ -1,19 +1,34 @@
-"""Loading a configuration: parse, modules, modparams, compile (load); recompiling the routes in place
-(reload_routes); and the diagnostics both report (refused functions, unbuilt functions, ignored changes)."""
+"""Loading a configuration (the ConfigLoader): parse, modules, modparams, compile (load); recompiling the
+routes in place (reload_routes); and the diagnostics both report (refused functions, unbuilt functions,
+ignored changes)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
+
+from routescript.script import CompiledScript
+from routescript.script.ast import Script
 
 from . import _script
-from ._server_base import ServerBase
 from .config import CoreConfig, apply_globals
-from .loader import apply_modparams, build_registry, instantiate, load_modules
+from .events import EventBus
+from .loader import LoadModule, ModParam, apply_modparams, build_registry, instantiate, load_modules
 from .module import ConfigError, ModuleSet
-from .stats import register_module_statistics
+from .routes import Routes
+from .stats import CoreCounters, Statistics, register_module_statistics
+from .timers import Timers
 
 if TYPE_CHECKING:
+    from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
+    from routescript.script.registry import Registry
+
+Pos = tuple[str, int, int]
+
+if TYPE_CHECKING:
+    from routescript.transaction import TransactionLayer
+
     from .host import ModuleHost
 
 log = logging.getLogger("routescript.core")
@@ -36,26 +51,30 @@ class PlainDiagnostic:
         return f"PlainDiagnostic({str(self)!r})"
 
 
-def Diagnostic(message: str, pos: tuple[str, int, int] | None = None,  # noqa: N802 - makes a Diagnostic
-               severity: str = "error") -> Any:
+# What loading reports: the script's diagnostics (file:line:col, the line, a caret) or plain ones.
+LoadDiagnostic: TypeAlias = "PlainDiagnostic | ScriptDiagnostic"
+
+
+def Diagnostic(message: str, pos: Pos | None = None,  # noqa: N802 - makes a Diagnostic
+               severity: str = "error") -> LoadDiagnostic:
     """routescript.script's Diagnostic (file:line:col, the line, a caret) when the position is known."""
     if pos is None:
         return PlainDiagnostic(message, severity)
-    from routescript.script.pos import Pos
     from routescript.script.diagnostics import Diagnostic as ScriptDiagnostic
+    from routescript.script.pos import Pos as ScriptPos
 
-    return ScriptDiagnostic(Pos(*pos), message, _source_line(pos) or "", severity)
+    return ScriptDiagnostic(ScriptPos(*pos), message, _source_line(pos) or "", severity)
 
 
 class LoadError(Exception):
     """The configuration cannot be loaded; `diagnostics` lists every problem found."""
 
-    def __init__(self, diagnostics: list[Any]) -> None:
+    def __init__(self, diagnostics: list[LoadDiagnostic]) -> None:
         super().__init__("\n".join(str(d) for d in diagnostics))
         self.diagnostics = diagnostics
 
 
-def _source_line(pos: tuple[str, int, int] | None) -> str | None:
+def _source_line(pos: Pos | None) -> str | None:
     if not pos:
         return None
     try:
@@ -68,15 +87,16 @@ def _source_line(pos: tuple[str, int, int] | None) -> str | None:
     return None
 
 
-def config_diagnostic(exc: ConfigError, severity: str = "error") -> Any:
+def config_diagnostic(exc: ConfigError, severity: str = "error") -> LoadDiagnostic:
     return Diagnostic(exc.message, exc.pos, severity)
 
 
 class Loaded:
     """Everything one load of a configuration produced (the parts reload keeps or replaces)."""
 
-    def __init__(self, path: str, ast: Any, config: CoreConfig, compiled: Any, warnings: list[Any],
-                 loadmodules: list[Any], modparams: list[Any], globals_: list[Any]) -> None:
+    def __init__(self, path: str, ast: Script, config: CoreConfig, compiled: CompiledScript,
+                 warnings: list[LoadDiagnostic], loadmodules: list[LoadModule], modparams: list[ModParam],
+                 globals_: list[tuple[str, _script.GlobalValue, Pos | None]]) -> None:
         self.path = path
         self.ast = ast
         self.config = config
@@ -86,11 +106,10 @@ class Loaded:
         self.modparams = modparams
         self.globals = globals_
 
-    def loadmodule_pos(self, name: str) -> tuple[str, int, int] | None:
+    def loadmodule_pos(self, name: str) -> Pos | None:
         for lm in self.loadmodules:
             if lm.name == name:
-                pos: tuple[str, int, int] = lm.pos
-                return pos
+                return lm.pos
         return None
 
     @property
@@ -98,14 +117,45 @@ class Loaded:
         return len(_script.routes_of(self.ast))
 
 
-class LoadingMixin(ServerBase):
-    """Server.load and Server.reload_routes."""
+class LoadingServer(Protocol):
+    """What loading installs in the Server (the configuration, the module instances) and reads of it;
+    the Server itself is what the modules are made with (Module.server)."""
+
+    config: CoreConfig
+    modules: ModuleSet
+
+    @property
+    def events(self) -> EventBus: ...
+
+    @property
+    def statistics(self) -> Statistics: ...
+
+    @property
+    def counters(self) -> CoreCounters: ...
+
+    @property
+    def transactions(self) -> TransactionLayer | None: ...
+
+
+class ConfigLoader:
+    """Server.load and Server.reload_routes: the configuration's file, what loading it produced
+    (`loaded`, the function `registry`), and the compiled script it gives the routes."""
+
+    def __init__(self, server: LoadingServer, routes: Routes, timers: Timers) -> None:
+        self._server = server
+        self._routes = routes
+        self._timers = timers
+        self.path = ""
+        self.loaded: Loaded | None = None
+        self.registry: Registry | None = None
+        self._reload_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ load
     def load(self, path: str) -> Loaded:
         """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
         from routescript.script import ScriptError, compile_script, parse_file
 
+        server = self._server
         self.path = path
         try:
             ast = parse_file(path)
@@ -113,7 +163,7 @@ class LoadingMixin(ServerBase):
             raise LoadError(list(exc.diagnostics)) from None
         except OSError as exc:
             raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
-        warnings: list[Any] = list(getattr(ast, "warnings", ()) or ())
+        warnings: list[LoadDiagnostic] = list(ast.warnings)
         globals_ = _script.globals_of(ast, path)
         lms = _script.loadmodules_of(ast, path)
         mps = _script.modparams_of(ast, path)
@@ -123,12 +173,14 @@ class LoadingMixin(ServerBase):
             warnings += _repeated_loadmodules(lms)
             classes = load_modules(lms)
             values = apply_modparams(classes, mps)
-            self.config = config
-            modules = instantiate(classes, values, cast("ModuleHost", self))  # Server is one (host.py)
+            server.config = config   # before the modules are made: they read it in __init__/check
+            # The Server this loader belongs to is a ModuleHost (host.py checks it); this part sees it
+            # through the narrower LoadingServer.
+            modules = instantiate(classes, values, cast("ModuleHost", server))
         except ConfigError as exc:
             raise LoadError([config_diagnostic(exc)]) from None
         for ev in {e for m in modules.instances.values() for e in m.events}:
-            self.events.declare(ev)
+            server.events.declare(ev)
         registry = build_registry(modules)
         try:
             compiled = compile_script(ast, registry)
@@ -138,31 +190,31 @@ class LoadingMixin(ServerBase):
         if refused:
             raise LoadError(refused)
         warnings += self._unbuilt_warnings(ast, modules)
-        self.modules, self.registry, self.script = modules, registry, compiled
-        register_module_statistics(self.statistics, self.counters, self)  # sl:, tm: when loaded
+        server.modules, self.registry, self._routes.script = modules, registry, compiled
+        register_module_statistics(server.statistics, server.counters, server)  # sl:, tm: when loaded
         self.loaded = Loaded(path, ast, config, compiled, warnings, lms, mps, globals_)
         return self.loaded
 
-    def _unbuilt_warnings(self, ast: Any, modules: ModuleSet) -> list[Any]:
+    def _unbuilt_warnings(self, ast: Script, modules: ModuleSet) -> list[LoadDiagnostic]:
         unbuilt: dict[str, str] = {}
         for m in modules.instances.values():
-            unbuilt.update(getattr(m, "unbuilt", {}) or {})
-        out = []
+            unbuilt.update(m.unbuilt)
+        out: list[LoadDiagnostic] = []
         for name, pos in _script.calls_of(ast, self.path):
             if name in unbuilt:
                 out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
         return out
 
-    def _refused_errors(self, ast: Any, modules: ModuleSet) -> list[Any]:
+    def _refused_errors(self, ast: Script, modules: ModuleSet) -> list[LoadDiagnostic]:
         """An error at every call of a function a module refuses in its configuration (Module.refused)."""
         refused: dict[str, str] = {}
         for m in modules.instances.values():
-            refused.update(getattr(m, "refused", {}) or {})
+            refused.update(m.refused)
         return [Diagnostic(f"{name}(): {refused[name]}", pos)
                 for name, pos in _script.calls_of(ast, self.path) if name in refused]
 
     # ------------------------------------------------------------------ reload
-    async def reload_routes(self) -> list[Any]:
+    async def reload_routes(self) -> list[LoadDiagnostic]:
         """Compile the file again aside, with the same module instances, and swap it in when valid.
 
         Returns the diagnostics: errors (nothing swapped, the old script keeps running) and warnings
@@ -172,13 +224,15 @@ class LoadingMixin(ServerBase):
         from routescript.script import ScriptError, compile_script, parse_file
 
         async with self._reload_lock:
-            assert self.loaded is not None, "reload_routes before load"
+            old = self.loaded
+            assert old is not None and self.registry is not None, "reload_routes before load"
             path = self.path
+            modules = self._server.modules
             try:
                 ast = parse_file(path)
                 compiled = compile_script(ast, self.registry)
             except ScriptError as exc:
-                diags = list(exc.diagnostics)
+                diags: list[LoadDiagnostic] = list(exc.diagnostics)
                 log.error("reload_routes: %s rejected, old script kept:\n%s", path,
                           "\n".join(str(d) for d in diags))
                 return diags
@@ -186,39 +240,36 @@ class LoadingMixin(ServerBase):
                 d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
                 log.error("reload_routes: %s", d)
                 return [d]
-            refused = self._refused_errors(ast, self.modules)
+            refused = self._refused_errors(ast, modules)
             if refused:
                 log.error("reload_routes: %s rejected, old script kept:\n%s", path,
                           "\n".join(str(d) for d in refused))
                 return refused
-            warnings = self._reload_warnings(ast) + self._unbuilt_warnings(ast, self.modules)
+            warnings = self._reload_warnings(old, ast) + self._unbuilt_warnings(ast, modules)
             for w in warnings:
                 log.warning("reload_routes: %s", w)
             # The swap: one attribute assignment between messages; a message already running keeps
             # the script it started with.
-            self.script = compiled
-            old = self.loaded
+            self._routes.script = compiled
             self.loaded = Loaded(path, ast, old.config, compiled, warnings, old.loadmodules, old.modparams,
                                  old.globals)
-            if self._started:
-                self._start_timers()
+            self._timers.refresh()   # loops for the timer routes the new script adds, once started
             log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
             return warnings
 
-    def _reload_warnings(self, ast: Any) -> list[Any]:
-        assert self.loaded is not None
-        out = []
-        old_lm = [lm.name for lm in self.loaded.loadmodules]
+    def _reload_warnings(self, old: Loaded, ast: Script) -> list[LoadDiagnostic]:
+        out: list[LoadDiagnostic] = []
+        old_lm = [lm.name for lm in old.loadmodules]
         for lm in _script.loadmodules_of(ast, self.path):
             if lm.name not in old_lm:
                 out.append(Diagnostic(f"loadmodule \"{lm.path}\" ignored by reload_routes "
                                       "(restart to load it)", lm.pos, "warning"))
-        old_mp = {(m.module, m.param, repr(m.value)) for m in self.loaded.modparams}
+        old_mp = {(m.module, m.param, repr(m.value)) for m in old.modparams}
         for mp in _script.modparams_of(ast, self.path):
             if (mp.module, mp.param, repr(mp.value)) not in old_mp:
                 out.append(Diagnostic(f"modparam(\"{mp.module}\", \"{mp.param}\") change ignored by "
                                       "reload_routes (restart to apply it)", mp.pos, "warning"))
-        old_g = {(n, repr(v)) for n, v, _p in self.loaded.globals}
+        old_g = {(n, repr(v)) for n, v, _p in old.globals}
         for n, v, p in _script.globals_of(ast, self.path):
             if (n, repr(v)) not in old_g:
                 out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
@@ -226,15 +277,16 @@ class LoadingMixin(ServerBase):
         return out
 
 
-def _repeated_loadmodules(lms: list[Any]) -> list[Any]:
+def _repeated_loadmodules(lms: list[LoadModule]) -> list[LoadDiagnostic]:
     """A module loaded a second time: one instance serves (OpenSIPS skips the repeated loadmodule too),
     but the second line usually means two copies of one snippet whose modparams now mix - said, not
     silently ignored."""
-    first: dict[str, Any] = {}
-    out = []
+    first: dict[str, LoadModule] = {}
+    out: list[LoadDiagnostic] = []
     for lm in lms:
         if lm.name in first:
-            line = first[lm.name].pos[1] if first[lm.name].pos else "?"
+            first_pos = first[lm.name].pos
+            line = first_pos[1] if first_pos else "?"
             out.append(Diagnostic(f'module "{lm.name}" is loaded already (line {line}): this loadmodule '
                                   "adds nothing, and the modparams of both places apply to one module",
                                   lm.pos, "warning"))

@@ -1,5 +1,5 @@
-"""Replies the core sends: make_reply (to-tag, Server:, Record-Route), reply (through the transaction
-or stateless), send_reply (sl_send_reply) and the 503 the overload check sends."""
+"""Replies the core sends (the Replier): make_reply (to-tag, Server:, Record-Route), reply (through the
+transaction or stateless), send_reply (sl_send_reply) and the 503 the overload checks send."""
 
 from __future__ import annotations
 
@@ -10,76 +10,107 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from routescript.script.context import MsgContext
-from routescript.sip import build_reply
+from routescript.sip import SIPRequest, SIPResponse, Source, build_reply
 
-from ._server_base import ServerBase
+from .layers import SipLayers
+from .stats import CoreCounters
 
 log = logging.getLogger("routescript.core")
 
 
-class ReplyMixin(ServerBase):
-    """Server.make_reply, to_tag, reply, send_reply."""
+class Replier:
+    """The replies the core sends: make_reply, reply (through the transaction or stateless),
+    send_reply (sl_send_reply) and reply_stateless (the 503s of the overload checks). Server exposes
+    these bound methods as its own (server.reply is replier.reply: no call in between)."""
 
-    def make_reply(self, msg: Any, code: int, reason: str | None = None, *,
+    def __init__(self, layers: SipLayers, counters: CoreCounters) -> None:
+        self._layers = layers          # config, transport, transactions: read at each reply
+        self._counters = counters
+
+    def make_reply(self, msg: SIPRequest, code: int, reason: str | None = None, *,
                    headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
-                   content_type: str | None = None) -> Any:
+                   content_type: str | None = None) -> SIPResponse:
         """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
         same reply) and `Server:` when server_header is set. A 18x/2xx reply carries the request's
         Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request)."""
         hdrs = list(headers)
         if 180 <= code < 300 and msg.has_header("Record-Route"):
             hdrs[:0] = [("Record-Route", v) for v in msg.header_all("Record-Route")]
-        server_hdr = self.config.server_header if self.config.get("server_signature") else ""
+        config = self._layers.config
+        server_hdr = config.server_header if config.get("server_signature") else ""
         if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
             hdrs.append(("Server", server_hdr))
-        return build_reply(msg, code, reason, to_tag=self.to_tag(msg), headers=tuple(hdrs), body=body,
+        return build_reply(msg, code, reason, to_tag=to_tag(msg), headers=tuple(hdrs), body=body,
                            content_type=content_type)
 
-    @staticmethod
-    def to_tag(msg: Any) -> str:
-        """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
-        try:
-            text = f"{msg.call_id or ''}\x00{_from_tag(msg)}\x00{msg.via.branch or ''}"
-        except Exception:  # noqa: BLE001 - the slow way: a broken header gives an empty part
-            parts = []
-            getters: tuple[Callable[[], Any], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
-                                                      lambda: msg.via.branch)
-            for get in getters:
-                try:
-                    parts.append(str(get() or ""))
-                except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
-                    parts.append("")
-            text = "\x00".join(parts)
-        return "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+    def reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
+              headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+              content_type: str | None = None) -> SIPResponse:
         """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.
         Headers the script added with append_to_reply() (ctx.reply_headers) go in every reply."""
-        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
+        request, source = ctx.msg, ctx.source
+        if not isinstance(request, SIPRequest) or source is None:
+            raise TypeError("reply() answers a received request")
+        if ctx.reply_headers:
+            headers = tuple(headers) + tuple(ctx.reply_headers)
+        resp = self.make_reply(request, code, reason, headers=headers, body=body, content_type=content_type)
         if ctx.transaction is not None:
-            self.transactions.reply(ctx.transaction, resp)
+            transactions = self._layers.transactions
+            assert transactions is not None, "a transaction without the transaction layer"
+            transactions.reply(ctx.transaction, resp)
         else:
-            self.transport.send_reply(resp, ctx.source)
-            self.counters.count_sl_reply(code, _is_error_reply(ctx))
+            transport = self._layers.transport
+            assert transport is not None, "a reply before start()"
+            transport.send_reply(resp, source)
+            self._counters.count_sl_reply(code, _is_error_reply(ctx))
         if code >= 200:
             ctx.replied = True
         return resp
 
-    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, **kw: Any) -> Any:
+    def send_reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
+                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                   content_type: str | None = None) -> SIPResponse:
         """A stateless reply (sl_send_reply), even when a transaction exists."""
-        resp = self.make_reply(ctx.msg, code, reason, **_with_reply_headers(ctx, kw))
-        self.transport.send_reply(resp, ctx.source)
-        self.counters.count_sl_reply(code, _is_error_reply(ctx))
+        request, source = ctx.msg, ctx.source
+        if not isinstance(request, SIPRequest) or source is None:
+            raise TypeError("send_reply() answers a received request")
+        if ctx.reply_headers:
+            headers = tuple(headers) + tuple(ctx.reply_headers)
+        resp = self.make_reply(request, code, reason, headers=headers, body=body, content_type=content_type)
+        transport = self._layers.transport
+        assert transport is not None, "a reply before start()"
+        transport.send_reply(resp, source)
+        self._counters.count_sl_reply(code, _is_error_reply(ctx))
         if code >= 200:
             ctx.replied = True
         return resp
 
-    def _reply_stateless(self, msg: Any, source: Any, code: int, reason: str,
-                         headers: Iterable[tuple[str, str]] = ()) -> None:
+    def reply_stateless(self, msg: SIPRequest, source: Source, code: int, reason: str,
+                        headers: Iterable[tuple[str, str]] = ()) -> None:
+        """A reply the core sends on its own (503 when overloaded or stopping); a failure is logged."""
         try:
-            self.transport.send_reply(self.make_reply(msg, code, reason, headers=headers), source)
+            transport = self._layers.transport
+            assert transport is not None, "a reply before start()"
+            transport.send_reply(self.make_reply(msg, code, reason, headers=headers), source)
         except Exception:
             log.exception("could not send %d", code)
+
+
+def to_tag(msg: SIPRequest) -> str:
+    """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
+    try:
+        text = f"{msg.call_id or ''}\x00{_from_tag(msg)}\x00{msg.via.branch or ''}"
+    except Exception:  # noqa: BLE001 - the slow way: a broken header gives an empty part
+        parts = []
+        getters: tuple[Callable[[], object], ...] = (lambda: msg.call_id, lambda: msg.from_.tag,
+                                                     lambda: msg.via.branch)
+        for get in getters:
+            try:
+                parts.append(str(get() or ""))
+            except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
+                parts.append("")
+        text = "\x00".join(parts)
+    return "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 # tag-param = "tag" EQUAL token (RFC 3261 20.20), among the From params: after the ">" of a name-addr,
@@ -106,6 +137,7 @@ def _is_error_reply(ctx: MsgContext) -> bool:
 
 
 def _with_reply_headers(ctx: MsgContext, kw: dict[str, Any]) -> dict[str, Any]:
+    """make_reply's keyword arguments (of several types: hence Any) with ctx.reply_headers added."""
     if not ctx.reply_headers:
         return kw
     kw = dict(kw)

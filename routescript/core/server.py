@@ -16,8 +16,19 @@ What modules reach through `self.server` (their Module instance holds it):
   server.send_reply(ctx, code, reason, ...)   a stateless reply carrying Server:, to-tag stable per request
   server.is_myself(host, port)                 the listening sockets and alias= names
 
-This file assembles Server from its parts (loading.py, lifecycle.py, dispatch.py, replies.py) and keeps
-the transport's per-message callback, is_myself and run_file.
+Server is composed, not inherited: its constructor makes the parts, each owning its state, and wires
+them together (the one place that does):
+  routes      Routes: the compiled script, swapped whole by reload_routes (routes.py)
+  replier     Replier: make_reply, reply, send_reply, the core's own 503s (replies.py)
+  dispatcher  MessageDispatcher: the transport's callback, the bounds on messages in flight, overload
+              shedding, a message through its route (dispatch.py)
+  timers      Timers: the timer_route loops (timers.py)
+  loader      ConfigLoader: load, reload_routes, the load diagnostics (loading.py)
+  lifecycle   Lifecycle: start in named steps, stop, serve_forever (lifecycle.py), with the shared
+              database handles (Databases)
+The parts read the server's public state (config, transport, transactions, ...) through narrow
+Protocols (layers.SipLayers, lifecycle.StartingServer, loading.LoadingServer), never each other's.
+Server keeps is_myself and run_file; its other public names delegate to the parts.
 """
 
 from __future__ import annotations
@@ -25,26 +36,34 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from routescript.script.context import ONREPLY_ROUTE
+from routescript.script import CompiledScript
+from routescript.sip import SocketInfo
+from routescript.transaction import TransactionLayer
+from routescript.transport import TransportLayer
 
-from ._server_base import ServerBase
 from .config import CoreConfig
-from .dispatch import DispatchMixin, _acks_our_stateless_reply, _has_pos, _where
+from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDispatcher,
+                       _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
-from .lifecycle import STOP_GRACE, LifecycleMixin
-from .loading import (Diagnostic, LoadError, Loaded, LoadingMixin, PlainDiagnostic, _source_line,
-                      config_diagnostic)
+from .lifecycle import STOP_GRACE, Databases, Lifecycle
+from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
+                      _source_line, config_diagnostic)
 from .module import ModuleSet
-from .replies import _FROM_TAG, ReplyMixin, _from_tag, _is_error_reply, _with_reply_headers
-from .stats import KNOWN_METHODS, CoreCounters, Statistics, register_core_statistics
+from .replies import _FROM_TAG, Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
+from .routes import Routes
+from .stats import CoreCounters, Statistics, register_core_statistics
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from routescript.db import Database
+    from routescript.script.registry import Registry
 
 __all__ = [
     "Server", "LoadError", "run_file", "install_event_loop_policy",
     "Diagnostic", "PlainDiagnostic", "config_diagnostic", "Loaded", "_source_line",
-    "MAX_RUNNING", "MAX_PENDING", "STOP_GRACE",
+    "MAX_RUNNING", "MAX_PENDING", "STOP_GRACE", "IN_DIALOG_ALLOWANCE",
     "_FROM_TAG", "_from_tag", "_is_error_reply", "_with_reply_headers",
     "_acks_our_stateless_reply", "_has_pos", "_where",
 ]
@@ -52,152 +71,95 @@ __all__ = [
 log = logging.getLogger("routescript.core")
 
 
-# Bounds (STYLE 7). Messages handled at once; beyond MAX_PENDING queued tasks a request gets 503.
-MAX_RUNNING = 256
-MAX_PENDING = 4096
+class Server:
+    """One configuration, running on one asyncio event loop: the object modules, MI, the command line
+    and the tests hold. The module docstring lists its parts."""
 
-
-class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase):
-    """One configuration, running on one asyncio event loop. Its parts: loading.py (load, reload_routes),
-    lifecycle.py (start, stop, serve_forever, timers), dispatch.py (handle_message, routes),
-    replies.py (make_reply, reply, send_reply); the transport's callback and is_myself are here."""
+    to_tag = staticmethod(to_tag)
 
     def __init__(self) -> None:
-        self.path: str = ""
-        self.config = CoreConfig()
-        self.modules = ModuleSet()
-        self.registry: Any = None
-        self.script: Any = None  # the compiled script messages run with; swapped whole by reload
-        self.loaded: Loaded | None = None
-        self.events = EventBus(self._run_event_route, self, self._has_event_route)
-        # Statistics exist before any module is made, so modules register theirs in __init__/check/start;
-        # the core's per-message counters are plain int attributes of self.counters (stats.py).
+        # What modules and MI reach (the module docstring lists them). Statistics exist before any
+        # module is made, so modules register theirs in __init__/check/start; the core's per-message
+        # counters are plain int attributes of self.counters (stats.py).
+        self.config = CoreConfig()             # replaced by load()
+        self.modules = ModuleSet()             # made by load()
         self.statistics = Statistics()
         self.counters = CoreCounters()
+        self.transport: TransportLayer | None = None         # made by start() (lifecycle.bind_sockets)
+        self.transactions: TransactionLayer | None = None    # made by start() (lifecycle.make_transactions)
+        # The services modules use on top of the transactions (server.requests) are declared here and
+        # made with the transactions, in lifecycle.make_transactions.
+        self.sockets: list[SocketInfo] = []
+
+        # The parts, wired here and nowhere else.
+        self.routes = Routes()
+        self.events = EventBus(self.routes.run_event, self, self.routes.has_event)
         register_core_statistics(self.statistics, self.counters, self)
-        self.transport: Any = None
-        self.transactions: Any = None
-        self.sockets: list[Any] = []
-        self._databases: dict[str, Any] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._running = asyncio.Semaphore(MAX_RUNNING)
-        self._stopped = asyncio.Event()
-        self._started = False
-        self._closing = None
-        self._reload_lock = asyncio.Lock()
-        self._timer_names: set[str] = set()
-        self.queue_delay_limit = 0.0       # seconds; start() sets it from the core parameter (ms)
-        self._shed_logged = -1.0e9
-        self._stop_logged = -1.0e9
+        self.replier = Replier(self, self.counters)
+        self.dispatcher = MessageDispatcher(self, self.routes, self.replier, self.counters)
+        self.timers = Timers(self.routes, self)
+        self.loader = ConfigLoader(self, self.routes, self.timers)
+        self.databases = Databases()
+        self.lifecycle = Lifecycle(self, self.loader, self.routes, self.dispatcher, self.timers,
+                                   self.databases)
 
-    # ------------------------------------------------------------------ messages
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        # The per-message names are the parts' own bound methods: no call in between on the hot path.
+        self.handle_message = self.dispatcher.handle_message
+        self.make_reply = self.replier.make_reply
+        self.reply = self.replier.reply
+        self.send_reply = self.replier.send_reply
 
-    def _on_message(self, msg: Any, source: Any) -> None:
-        """The transport's callback. A response that matches one of our client transactions (the 200
-        to a NOTIFY) is handed over here at once - it must never queue behind requests waiting for the
-        database (nor cost a task). Anything else is one task, bounded by MAX_PENDING.
+    # ------------------------------------------------------------------ the parts' state, read here
+    @property
+    def path(self) -> str:
+        return self.loader.path
 
-        Choice: a request is not run eagerly up to its first wait (it would save the task for those
-        that never wait, ~5% of an OPTIONS): code below it, asyncpg's pool among others, needs
-        asyncio.current_task() (asyncio.timeout), which only a real task gives on Python 3.11."""
-        if not self._started:
-            self._while_stopping(msg, source)
-            return
-        counters = self.counters  # OpenSIPS core statistics (stats.py): plain int attributes
-        is_request = getattr(msg, "is_request", False)
-        if is_request:
-            counters.rcv_requests += 1
-            if msg.method not in KNOWN_METHODS:
-                counters.unsupported_methods += 1
-        else:
-            counters.rcv_replies += 1
-            if self.transactions is not None:
-                try:
-                    if self.transactions.on_response(msg, source):
-                        return
-                except Exception:
-                    log.exception("unexpected failure handling a response")
-                    return
-                if not self._has_route(ONREPLY_ROUTE, None):
-                    log.debug("response %s matched no transaction; dropped", getattr(msg, "status", "?"))
-                    return
-        if len(self._tasks) >= MAX_PENDING:
-            if is_request:
-                counters.drop_requests += 1  # dropped before the script, as OpenSIPS counts them
-            else:
-                counters.drop_replies += 1
-            if is_request and getattr(msg, "method", "") != "ACK":
-                log.warning("overloaded (%d messages pending): 503 to %s", len(self._tasks), msg.method)
-                self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
-            else:
-                log.warning("overloaded (%d messages pending): response dropped", len(self._tasks))
-            return
-        arrived = time.monotonic()
-        if is_request and self.queue_delay_limit:
-            in_kernel = self.transport.queue_delay(source, arrived)   # its wait in the kernel's buffer
-            arrived -= in_kernel
-            if in_kernel > self.queue_delay_limit and self._too_late(msg, source, arrived):
-                return   # already too late: answered here, without a task
-        self._spawn(self.handle_message(msg, source, arrived))
+    @property
+    def loaded(self) -> Loaded | None:
+        return self.loader.loaded
 
-    def _while_stopping(self, msg: Any, source: Any) -> None:
-        """A message read after stop() began (the sockets are read until the modules have stopped,
-        seconds with presence's last flush). A response still completes its transaction (the 200 a
-        NOTIFY sent before the stop waits for); a request is refused 503 + Retry-After (RFC 3261
-        21.5.4: the client tries again, or another server) and counted, never dropped unanswered."""
-        if not getattr(msg, "is_request", False):
-            self.counters.rcv_replies += 1
-            try:
-                if self.transactions is None or not self.transactions.on_response(msg, source):
-                    self.counters.drop_replies += 1
-            except Exception:
-                log.exception("unexpected failure handling a response")
-            return
-        self.counters.rcv_requests += 1
-        self.counters.drop_requests += 1
-        if msg.method != "ACK":
-            now = time.monotonic()
-            if now - self._stop_logged >= 1.0:  # one line a second, not one per request
-                self._stop_logged = now
-                log.info("stopping: 503 to %s %s (Call-ID %s) and to what follows", msg.method,
-                         getattr(msg, "ruri", ""), msg.header("call-id"))
-            self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
+    @property
+    def registry(self) -> Registry | None:
+        return self.loader.registry
 
-    def _too_late(self, msg: Any, source: Any, arrived: float) -> bool:
-        """Overload, measured where it shows: the time a request waited between its arrival and its
-        turn (the kernel's UDP buffer, as the transport's probe measures it, then the loop's ready
-        queue and the MAX_RUNNING bound). Beyond queue_delay_limit it gets a
-        503 with Retry-After (RFC 3261 21.5.4) instead of the script: its client retransmits at 500 ms
-        (T1), so a late answer is paid twice, and the server that answers every request late collapses
-        to a fraction of its capacity (measured: 455 SUBSCRIBE calls/s achieved at 1,720 offered).
-        A 503 costs a tenth of a request and keeps the rest on time. ACKs are never answered.
+    @property
+    def script(self) -> CompiledScript | None:
+        """The compiled script messages run with; swapped whole by reload_routes."""
+        return self.routes.script
 
-        Choice, measured on PUBLISH 50% above capacity: at 250 ms the server kept ~1,550 successful
-        calls/s and no retransmission; at 400 ms (too close to T1) it fell to ~830 with retransmissions,
-        and refusing only a standing queue (CoDel-like: every request of 200 ms late) to ~870. The cost:
-        a server run at 90%+ of its capacity answers the worst of its bursts 503 (0.5% of calls once).
+    @property
+    def started(self) -> bool:
+        return self.lifecycle.started
 
-        A request inside a dialog (To tag: an unSUBSCRIBE, a refresh) may wait IN_DIALOG_ALLOWANCE times
-        longer: new work is refused first, and the work already done for the dialog is not wasted."""
-        limit = self.queue_delay_limit
-        if not limit or not msg.is_request or msg.method == "ACK":
-            return False
-        now = time.monotonic()
-        waited = now - arrived
-        if waited <= limit or (waited <= limit * IN_DIALOG_ALLOWANCE and _in_dialog(msg)):
-            return False
-        self.counters.drop_requests += 1
-        if now - self._shed_logged >= 1.0:  # one line a second, not one per request
-            self._shed_logged = now
-            log.warning("overloaded: a %s waited %.0f ms (queue_delay_limit %.0f ms): 503 until it "
-                        "catches up", msg.method, waited * 1000, limit * 1000)
-        self._reply_stateless(msg, source, 503, "Service Unavailable", (("Retry-After", "5"),))
-        return True
+    @property
+    def queue_delay_limit(self) -> float:
+        """Seconds (the core parameter is in ms); set by start()."""
+        return self.dispatcher.queue_delay_limit
+
+    # ------------------------------------------------------------------ life
+    def load(self, path: str) -> Loaded:
+        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
+        return self.loader.load(path)
+
+    async def reload_routes(self) -> list[LoadDiagnostic]:
+        """Compile the file again with the same modules and swap the routes in when valid (loading.py)."""
+        return await self.loader.reload_routes()
+
+    async def start(self) -> None:
+        """Sockets, privileges, transactions, modules, startup_route, timers, then serve (lifecycle.py)."""
+        await self.lifecycle.start()
+
+    async def stop(self) -> None:
+        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
+        await self.lifecycle.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
+        await self.lifecycle.serve_forever()
+
+    async def database(self, url: str) -> Database:
+        """A routescript.db handle for `url`, opened once and shared; closed at stop()."""
+        return await self.databases.get(url)
 
     # ------------------------------------------------------------------ identity
     def is_myself(self, host: str, port: int | None = None) -> bool:
@@ -240,21 +202,6 @@ def install_event_loop_policy() -> None:
 # the p99; with 2 it takes 17-21 ms (p99 56-64 -> 40-44 ms at that rate, SUBSCRIBE at 1,000 calls/s
 # 12-16 ms). threshold2 stays 100 (CPython also waits for the long-lived set to grow by a quarter).
 GC_THRESHOLDS = (15_000, 2, 100)
-
-# queue_delay_limit times this for requests inside a dialog (375 ms by default: below T1, 500 ms).
-# Measured on SUBSCRIBE calls offered 45% above capacity (2,200/s): 1,170-1,250 complete calls/s kept,
-# against 1,030 when an unSUBSCRIBE was refused like a new SUBSCRIBE (half-done calls wasted).
-IN_DIALOG_ALLOWANCE = 1.5
-
-
-def _in_dialog(msg: Any) -> bool:
-    """A To tag: the request belongs to a dialog (RFC 3261 12.2). Read only for a request about to be
-    refused, so the cost does not matter; a broken To counts as outside."""
-    try:
-        return bool(msg.to.tag)
-    except Exception:  # noqa: BLE001 - a broken To header: treated as new work
-        return False
-
 
 def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)

@@ -109,7 +109,7 @@ route {
         server.events.subscribe(lambda n, p: seen.append((n, p)))
         await server.events.raise_event("E_PROBE", {"who": "mi"})
         assert seen == [("E_PROBE", {"who": "mi"})] and "event mi" in ProbeModule.log
-        assert server._timer_routes() == [("tick", 1.0)]
+        assert server.timers.routes() == [("tick", 1.0)]
     finally:
         await server.stop()
     assert ProbeModule.log[-1] == "stop"
@@ -118,7 +118,7 @@ route {
 async def test_timer_route_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = await running(tmp_path, 'timer_route[t, 1] { note("tick"); }\nroute { exit; }\n')
     try:
-        assert server._timer_routes() == [("t", 1.0)]
+        assert server.timers.routes() == [("t", 1.0)]
         await wait_for(lambda: "tick" in ProbeModule.log, timeout=3)
     finally:
         await server.stop()
@@ -241,15 +241,13 @@ async def test_module_start_failure_is_a_load_error(tmp_path: Path, monkeypatch:
 
 async def test_overload_gives_503_and_server_signature(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import routescript.core.server as server_mod
-
     server = await running(tmp_path, 'server_signature = no\nroute { sl_send_reply(200, "OK"); }\n')
     try:
         port = server.sockets[0].port
         async with await SipTestClient.start("udp", ("127.0.0.1", port), timeout=3) as client:
             resp = await client.send_request(client.options())
             assert resp.status == 200 and resp.header("Server") is None   # server_signature = no
-            monkeypatch.setattr(server_mod, "MAX_PENDING", 0)
+            monkeypatch.setattr(server.dispatcher, "max_pending", 0)
             resp = await client.send_request(client.options())
             assert (resp.status, resp.header("Retry-After")) == (503, "5")
     finally:
@@ -283,21 +281,21 @@ async def test_reload_starts_new_timer_routes_and_stops_removed_ones(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     server = await running(tmp_path, 'timer_route[a, 1] { note("a"); }\nroute { exit; }\n')
     try:
-        real = server._timer_routes
-        monkeypatch.setattr(server, "_timer_routes", lambda: [(n, 0.01) for n, _i in real()])
+        real = server.timers.routes
+        monkeypatch.setattr(server.timers, "routes", lambda: [(n, 0.01) for n, _i in real()])
         await wait_for(lambda: "a" in ProbeModule.log)
         cfg = tmp_path / "s.cfg"
         cfg.write_text(HEAD + 'timer_route[b, 2] { note("b"); }\nroute { exit; }\n')
         assert await server.reload_routes() == []
         assert real() == [("b", 2.0)]
         await wait_for(lambda: "b" in ProbeModule.log)
-        await wait_for(lambda: server._timer_names == {"b"})
+        await wait_for(lambda: server.timers.names == {"b"})
         ProbeModule.log.clear()
         await wait_for(lambda: ProbeModule.log.count("b") >= 3)
         assert "a" not in ProbeModule.log
     finally:
         await server.stop()
-    assert server._timer_names == set()
+    assert server.timers.names == set()
 
 
 # queue_delay_limit 100 ms; the script notes each request it runs, then answers it.

@@ -136,7 +136,7 @@ async def test_errors(running: Running, transport: str) -> None:
         if message is not None:
             assert info.value.message == message
         assert info.value.data == data
-    assert running.server._started  # kill was refused: enable_kill is 0
+    assert running.server.started  # kill was refused: enable_kill is 0
 
 
 async def test_reload_routes_failure_keeps_old_script(running: Running) -> None:
@@ -282,10 +282,10 @@ async def test_kill_when_enabled(tmp_path: Path) -> None:
     try:
         assert await r.http("kill") == "OK"
         for _ in range(200):
-            if not r.server._started:
+            if not r.server.started:
                 break
             await asyncio.sleep(0.01)
-        assert not r.server._started
+        assert not r.server.started
     finally:
         await r.server.stop()
     assert not os.path.exists(r.fifo)  # noqa: ASYNC240 - one stat after the server stopped

@@ -1,0 +1,53 @@
+"""The script messages run with: one CompiledScript, swapped whole by reload_routes.
+
+Every part that runs a route (the dispatcher, the timers, start-up, the event bus) asks this object,
+so the swap is one assignment between messages; a message already running keeps the script it started
+with (it holds its own reference).
+"""
+
+from __future__ import annotations
+
+from routescript.script import CompiledScript
+from routescript.script.context import EVENT_ROUTE, MsgContext
+
+
+class Routes:
+    """The current compiled script and the questions the core asks it."""
+
+    __slots__ = ("script",)
+
+    def __init__(self) -> None:
+        self.script: CompiledScript | None = None   # None until the first load
+
+    def current(self) -> CompiledScript:
+        script = self.script
+        assert script is not None, "no script: load() first"
+        return script
+
+    def has(self, kind: str, name: str | None, script: CompiledScript | None = None) -> bool:
+        """Whether `script` (the current one by default) has route kind[name]."""
+        script = script or self.script
+        assert script is not None, "no script: load() first"
+        return script.has(kind, name)
+
+    async def run(self, kind: str, name: str | None, ctx: MsgContext,
+                  script: CompiledScript | None = None) -> int:
+        """Run kind[name] of `script` (the current one by default); its return code."""
+        script = script or self.script
+        assert script is not None, "no script: load() first"
+        return await script.run(kind, name, ctx)
+
+    def has_event(self, name: str) -> bool:
+        """The EventBus's question: does the script have event_route[name]? (False before load.)"""
+        return self.script is not None and self.script.has(EVENT_ROUTE, name)
+
+    async def run_event(self, name: str, ctx: MsgContext) -> bool:
+        """The EventBus's hook: run event_route[name]; False when the script has none."""
+        if not self.has_event(name):
+            return False
+        await self.current().run(EVENT_ROUTE, name, ctx)
+        return True
+
+    def timer_routes(self) -> list[tuple[str, float]]:
+        """(name, interval seconds) of the current script's timer_route[name, interval] blocks."""
+        return [(str(name), float(interval)) for name, interval, _fn in self.current().timer_routes]
