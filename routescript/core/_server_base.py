@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from routescript.script.context import MsgContext
 
     from .loading import Loaded
+    from .requests import RequestSender
 
 
 class ServerBase:
@@ -31,6 +32,7 @@ class ServerBase:
     counters: CoreCounters
     transport: Any
     transactions: Any
+    requests: RequestSender | None   # set by start(), with the transactions
     sockets: list[Any]
     _databases: dict[str, Any]
     _tasks: set[asyncio.Task[Any]]

@@ -73,6 +73,7 @@ class LifecycleMixin(ServerBase):
 
     async def _start_steps(self, closing: CloseStack) -> None:
         from .counting import CountingTransactionLayer, CountingTransportLayer
+        from .requests import RequestSender
 
         assert self.loaded is not None
         cfg = self.config
@@ -99,6 +100,7 @@ class LifecycleMixin(ServerBase):
         target = self._drop_privileges()
         self.transactions = CountingTransactionLayer(self.counters, self.transport,
                                                      **self._transaction_options())
+        self.requests = RequestSender(self.transactions, self.sockets)
         closing.push("the transactions", self._close_transactions)
         closing.push("the events", self.events.drain)
         for name, mod in self.modules.instances.items():

@@ -9,6 +9,7 @@
 What modules reach through `self.server` (their Module instance holds it):
   server.transactions   the TransactionLayer (create/reply server transactions, `await request(...)`)
   server.transport      the TransportLayer (sockets; send)
+  server.requests       the RequestSender (core/requests.py: send a request in a dialog or to a destination)
   server.events         the EventBus (`await raise_event("E_...", {...})`, subscribe)
   server.modules        the other module instances (`server.modules.get("presence")`)
   server.config         the typed core parameters (CoreConfig)
@@ -77,6 +78,7 @@ class Server(LoadingMixin, LifecycleMixin, DispatchMixin, ReplyMixin, ServerBase
         register_core_statistics(self.statistics, self.counters, self)
         self.transport: Any = None
         self.transactions: Any = None
+        self.requests = None    # routescript.core.requests.RequestSender, made by start()
         self.sockets: list[Any] = []
         self._databases: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
