@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from routescript.core.requests import OutgoingRequest, dialog_route
+from routescript.sip import Source
 
 from .events import PresenceEvent
 from .presentity import Publication
@@ -54,12 +55,13 @@ def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
     return uri
 
 
-def local_contact_of(server_address: str, source: Any) -> str:
+def local_contact_of(server_address: str, source: Source | None) -> str:
     """local_contact for a request that came from transport `source` (its receiving socket); the few
     answers (one per socket) are cached, as this runs for every PUBLISH and SUBSCRIBE."""
-    sock = getattr(source, "socket", None)
-    return local_contact(server_address, getattr(source, "proto", "udp") or "udp",
-                         getattr(sock, "host", "127.0.0.1"), getattr(sock, "port", 5060))
+    if source is None:
+        return local_contact(server_address, "udp", "127.0.0.1", 5060)
+    sock = source.socket
+    return local_contact(server_address, source.proto or "udp", sock.host, sock.port)
 
 
 def event_header(sub: Subscription) -> str:
