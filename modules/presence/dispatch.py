@@ -4,15 +4,14 @@ each NOTIFY built, routed and sent, and its answer acted on; the cluster told of
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from routescript.sip import MAX_UDP_PAYLOAD, generate_branch
-from routescript.sip.hosts import host_for_uri
+from routescript.core import requests
+from routescript.core.requests import TOO_LARGE, OutgoingRequest
 
 from .base import _maybe_await, _same_uri
 from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
@@ -29,8 +28,8 @@ AGGREGATE_ON_LOOP_MAX = 16   # publications aggregated on the loop; more go to a
 FANOUT_SLICE = 0.002         # seconds of NOTIFY fan-out between two turns of the loop
 
 # The final status a NOTIFY gets when its state fits no transport the watcher takes (RFC 3261 21.5.11
-# 513 Message Too Large): the subscription ends, see NotifyDispatch._send_over_tcp.
-NOTIFY_TOO_LARGE = 513
+# 513 Message Too Large, made by the core's request sender, RFC 3261 18.1.1): the subscription ends.
+NOTIFY_TOO_LARGE = TOO_LARGE
 
 
 class NotifyDispatch(Persistence):
@@ -171,85 +170,13 @@ class NotifyDispatch(Persistence):
         request = build_notify(after, now, body=body, content_type=event.content_type)
         return self.sender.enqueue(after, request)
 
-    def _send_notify(self, sub: Subscription, request: Any, done: Callable[[int], None]) -> None:
-        """Start one NOTIFY's client transaction; `done(final status)` is called back once."""
-        sock = self._socket_for(sub)
-        sip, branch = _with_via(request, sock)
-        dest = self._destination_for(sub, request, sock)
-        if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:
-            self._send_over_tcp(sub, request, dest, done)
-            return
-        self.server.transactions.send_request(sip, dest, lambda response: done(int(response.status)),
-                                              branch=branch)
-
-    def _send_over_tcp(self, sub: Subscription, request: Any, dest: Any, done: Callable[[int], None]) -> None:
-        """A NOTIFY bound for UDP that no datagram can carry (over MAX_UDP_PAYLOAD bytes).
-
-        RFC 3261 18.1.1: a request that large MUST go over a congestion-controlled transport, with
-        the top Via changed to it; when the TCP attempt fails the client may retry over UDP - not
-        possible here. So it goes over TCP to the same host and port (a watcher listening on both,
-        as most do), from our TCP socket; if we have none, or the watcher cannot be reached over TCP
-        (local 503: no connection; 408: no answer), `done` gets 513 and the subscription ends with
-        a NOTIFY terminated;reason=probation that fits in a datagram (`_notify_result`). OpenSIPS
-        sends it over UDP regardless: sendto fails (EMSGSIZE, logged), the transaction times out
-        and end_sub_on_timeout ends the subscription without telling the watcher.
-        Below MAX_UDP_PAYLOAD a NOTIFY stays on UDP, as in OpenSIPS (18.1.1's 1300-byte rule would
-        move ordinary presence documents to TCP, which phones behind NAT do not accept)."""
-        size = len(request.body)
-        tcp = self._tcp_socket_near(dest.socket)
-        if tcp is None:
-            log.warning("NOTIFY %s for %s to %s: %d-byte body too large for UDP and no TCP socket to send "
-                        "it over", sub.callid, sub.pres_uri, dest, size)
-            asyncio.get_running_loop().call_soon(done, NOTIFY_TOO_LARGE)
-            return
-        sip, branch = _with_via(request, tcp)
-        tcp_dest = replace(dest, proto="tcp", conn_id=None, socket=tcp)
-        log.info("NOTIFY %s for %s: %d bytes do not fit in a UDP datagram, sent over TCP to %s "
-                 "(RFC 3261 18.1.1)", sub.callid, sub.pres_uri, len(sip.to_bytes()), tcp_dest)
-
-        def on_final(response: Any) -> None:
-            status = int(response.status)
-            if status in (408, 503):
-                log.info("NOTIFY %s for %s: %d-byte body too large for UDP and TCP to %s failed (%d)",
-                         sub.callid, sub.pres_uri, size, tcp_dest, status)
-                status = NOTIFY_TOO_LARGE
-            done(status)
-
-        self.server.transactions.send_request(sip, tcp_dest, on_final, branch=branch)
-
-    def _tcp_socket_near(self, sock: Any) -> Any:
-        """Our TCP listening socket on `sock`'s address (else on its address family), or None."""
-        family_v6 = ":" in getattr(sock, "host", "")
-        fallback = None
-        for candidate in getattr(self.server, "sockets", ()) or ():
-            if getattr(candidate, "proto", "") != "tcp":
-                continue
-            if sock is not None and candidate.host == sock.host:
-                return candidate
-            if fallback is None and (":" in candidate.host) == family_v6:
-                fallback = candidate
-        return fallback
-
-    def _socket_for(self, sub: Subscription) -> Any:
-        source = sub.source
-        if source is not None and getattr(source, "socket", None) is not None:
-            return source.socket
-        sockets = list(getattr(self.server, "sockets", ()) or ())
-        for sock in sockets:
-            if getattr(sock, "name", None) == sub.socket_info:
-                return sock
-        return sockets[0] if sockets else None
-
-    def _destination_for(self, sub: Subscription, request: Any, sock: Any) -> Any:
-        routes = [v for n, v in request.headers if n == "Route"]
-        target = routes[0].strip().lstrip("<").split(">")[0] if routes else request.ruri
-        source = sub.source
-        # The transport the SUBSCRIBE came over, unless the target names one: a watcher that subscribed
-        # over TCP without ";transport=tcp" in its Contact (SIPp, many phones) listens on TCP only.
-        came_over = (getattr(source, "proto", "") or sub.socket_info.partition(":")[0] or "udp").lower()
-        source_proto = str(getattr(source, "proto", "")).lower() if source is not None else ""
-        conn_id = getattr(source, "conn_id", None) if source is not None else None
-        return _destination(target, came_over, source_proto, conn_id, sock)
+    def _send_notify(self, sub: Subscription, request: OutgoingRequest, done: Callable[[int], None]) -> None:
+        """Start one NOTIFY's client transaction through the core's request sender, which writes the Via,
+        finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set) and moves a
+        NOTIFY too large for UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once.
+        513 - it fits no transport the watcher takes - ends the subscription (`_notify_result`)."""
+        self.server.requests.send_in_dialog(request, lambda response: done(response.status),
+                                            source=sub.source, socket=sub.socket_info)
 
     def _subscribed(self, sub: Subscription) -> bool:
         """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
@@ -282,31 +209,7 @@ class NotifyDispatch(Persistence):
                 await self.sync_db()
 
 
-def _with_via(request: Any, sock: Any) -> tuple[Any, str | None]:
-    """The NOTIFY as a SIP request with our Via for `sock` first (and its branch); no Via without one.
-    Built in, first, rather than added to the built request (which re-indexes its headers)."""
-    if sock is None:
-        return request.to_sip(None), None
-    branch = generate_branch()
-    via = f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch={branch}"
-    return request.to_sip(via), branch
-
-
 def forget_destinations() -> None:
-    """Empty the cache of NOTIFY destinations (clean_period: the watchers that have gone leave it; the
-    live ones cost one parse of their target each on their next NOTIFY)."""
-    _destination.cache_clear()
-
-
-@functools.lru_cache(maxsize=4096)
-def _destination(target: str, came_over: str, source_proto: str, conn_id: int | None, sock: Any) -> Any:
-    """Where a NOTIFY to `target` goes: the same few answers for every NOTIFY of a dialog, so they are
-    kept (parsing the target URI per NOTIFY was a twentieth of a fan-out). Raises ParseError for a
-    target that is no URI (not cached)."""
-    from routescript.sip import Destination, parse_uri
-
-    uri = parse_uri(target)
-    proto = (uri.param("transport") or ("tls" if uri.scheme == "sips" else came_over)).lower()
-    port = uri.port or (5061 if proto == "tls" else 5060)
-    conn = conn_id if source_proto == proto and proto != "udp" else None
-    return Destination(proto, uri.host, port, conn, sock if getattr(sock, "proto", proto) == proto else None)
+    """clean_period: where the NOTIFYs of watchers now gone went is forgotten (the core's request
+    sender keeps the destinations, bounded; the live ones cost one parse of their target each)."""
+    requests.forget_destinations()

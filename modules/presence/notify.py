@@ -1,9 +1,10 @@
 """Building NOTIFY requests and their bodies (RFC 6665 section 4.2.2, RFC 3856 section 6.7).
 
-Everything here is pure: the caller takes the CSeq (`SubsTable.record_notify`), builds the request
-with `build_notify`, and hands it to the transaction layer. Header order follows what OpenSIPS 3.4
-sends (captures 02, 03, 19): To, From, CSeq, Call-ID, Max-Forwards, Route, Event, Contact,
-Subscription-State, Content-Type; Via and Content-Length are added by the layers below.
+Everything here is pure: the caller takes the CSeq (`SubsTable.record_notify`), describes the request
+with `build_notify` (a routescript.core.requests.OutgoingRequest), and hands it to the core's request
+sender (`server.requests.send_in_dialog`), which adds Via and Content-Length, finds where it goes and
+runs its client transaction. Header order follows what OpenSIPS 3.4 sends (captures 02, 03, 19): To,
+From, CSeq, Call-ID, Max-Forwards, Route, Event, Contact, Subscription-State, Content-Type.
 """
 
 from __future__ import annotations
@@ -11,42 +12,18 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from routescript.sip.assembled import assemble_request
+from routescript.core.requests import OutgoingRequest, dialog_route
+from routescript.sip import Source
 
 from .events import PresenceEvent
 from .presentity import Publication
 from .subscription import SubState, Subscription
 
 
-@dataclass(frozen=True, slots=True)
-class NotifyRequest:
-    """A NOTIFY ready to send: Request-URI, header lines in order, body."""
-
-    ruri: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
-
-    def to_sip(self, via: str | None = None) -> Any:
-        """As a routescript.sip SIPRequest with Content-Length, and `via` as its first header when
-        given (the sender's Via, RFC 3261 8.1.1.7). Made with assemble_request - one NOTIFY per
-        watcher per change is the fan-out's hot path - after the one check it skips: no line breaks."""
-        headers = [("Via", via), *self.headers] if via is not None else list(self.headers)
-        for name, value in headers:
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"NOTIFY header {name} holds a line break: {value!r}")
-        if not any(name == "Max-Forwards" for name, _ in headers):
-            headers.append(("Max-Forwards", "70"))
-        headers.append(("Content-Length", str(len(self.body))))
-        return assemble_request("NOTIFY", self.ruri, headers, self.body)
+# A NOTIFY ready to send: Request-URI, header lines in order, body (the core's request description).
+NotifyRequest = OutgoingRequest
 
 
 def subscription_state(sub: Subscription, now: float) -> str:
@@ -78,43 +55,29 @@ def local_contact(server_address: str, proto: str, host: str, port: int) -> str:
     return uri
 
 
-def local_contact_of(server_address: str, source: Any) -> str:
+def local_contact_of(server_address: str, source: Source | None) -> str:
     """local_contact for a request that came from transport `source` (its receiving socket); the few
     answers (one per socket) are cached, as this runs for every PUBLISH and SUBSCRIBE."""
-    sock = getattr(source, "socket", None)
-    return local_contact(server_address, getattr(source, "proto", "udp") or "udp",
-                         getattr(sock, "host", "127.0.0.1"), getattr(sock, "port", 5060))
+    if source is None:
+        return local_contact(server_address, "udp", "127.0.0.1", 5060)
+    sock = source.socket
+    return local_contact(server_address, source.proto or "udp", sock.host, sock.port)
 
 
 def event_header(sub: Subscription) -> str:
     return f"{sub.event};id={sub.event_id}" if sub.event_id else sub.event
 
 
-def _uri_of(route: str) -> str:
-    route = route.strip()
-    if "<" in route:
-        return route[route.index("<") + 1: route.index(">")] if ">" in route else route
-    return route.split(";", 1)[0]
-
-
-def _is_loose(route: str) -> bool:
-    uri = _uri_of(route)
-    return any(p.strip().lower() == "lr" or p.strip().lower().startswith("lr=") for p in uri.split(";")[1:])
-
-
 def route_set(sub: Subscription) -> tuple[str, list[str]]:
-    """(Request-URI, Route values) per RFC 3261 12.2.1.1: the remote target is the watcher's
-    Contact; the route set is the SUBSCRIBE's Record-Route in order. A strict first route (no ;lr)
-    becomes the Request-URI and the remote target goes last."""
-    routes = list(sub.record_route)
-    if not routes or _is_loose(routes[0]):
-        return sub.contact, routes
-    return _uri_of(routes[0]), routes[1:] + [f"<{sub.contact}>"]
+    """(Request-URI, Route values) per RFC 3261 12.2.1.1 (routescript.core.requests.dialog_route): the
+    remote target is the watcher's Contact; the route set is the SUBSCRIBE's Record-Route in order. A
+    strict first route (no ;lr) becomes the Request-URI and the remote target goes last."""
+    return dialog_route(sub.contact, sub.record_route)
 
 
 def build_notify(sub: Subscription, now: float, *, body: bytes | None = None,
                  content_type: str | None = None, extra_headers: Sequence[tuple[str, str]] = (),
-                 max_forwards: int = 70) -> NotifyRequest:
+                 max_forwards: int = 70) -> OutgoingRequest:
     """The NOTIFY for `sub` as it is now; `sub.local_cseq` is its CSeq (take it with
     SubsTable.record_notify first). Content-Type and body only when there is a body."""
     ruri, routes = route_set(sub)
@@ -131,7 +94,7 @@ def build_notify(sub: Subscription, now: float, *, body: bytes | None = None,
     headers += list(extra_headers)
     if body:
         headers.append(("Content-Type", content_type or "text/plain"))
-    return NotifyRequest(ruri, tuple(headers), body or b"")
+    return OutgoingRequest("NOTIFY", ruri, tuple(headers), body or b"")
 
 
 class BodyCache:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .config import CoreConfig
     from .events import EventBus
     from .module import ModuleSet
+    from .requests import RequestSender
     from .stats import Statistics
 
 
@@ -54,6 +55,11 @@ class ModuleHost(Protocol):
     @property
     def transactions(self) -> TransactionLayer | None:
         """Server and client transactions (None before start())."""
+
+    @property
+    def requests(self) -> RequestSender | None:
+        """Send a request inside a dialog or to a destination: Via, destination, client transaction
+        (routescript/core/requests.py; None before start())."""
 
     @property
     def transport(self) -> TransportLayer | None:

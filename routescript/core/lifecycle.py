@@ -41,6 +41,8 @@ from .timers import Timers
 if TYPE_CHECKING:
     from routescript.db import Database
 
+    from .requests import RequestSender
+
 log = logging.getLogger("routescript.core")
 
 STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
@@ -93,6 +95,7 @@ class StartingServer(Protocol):
 
     transport: TransportLayer | None
     transactions: TransactionLayer | None
+    requests: RequestSender | None
 
     @property
     def config(self) -> CoreConfig: ...
@@ -208,12 +211,14 @@ class Lifecycle:
         """The transaction layer, with tm's timers when tm is loaded (its fr_timeout is Timer F of our
         client transactions, the NOTIFYs, as in OpenSIPS)."""
         from .counting import CountingTransactionLayer
+        from .requests import RequestSender
 
         server = self._server
         transactions = CountingTransactionLayer(server.counters, transport, **self._transaction_options())
         server.transactions = transactions
-        # The services built on the transaction layer are made here, with it (server.requests: "send
-        # this request inside this dialog / to this destination", routescript/core/requests.py).
+        # The services built on the transaction layer are made with it: server.requests ("send this
+        # request inside this dialog / to this destination", requests.py).
+        server.requests = RequestSender(transactions, server.sockets)
         closing.push("the transactions", transactions.close)
         return transactions
 

@@ -9,6 +9,7 @@
 What modules reach through `self.server` (their Module instance holds it):
   server.transactions   the TransactionLayer (create/reply server transactions, `await request(...)`)
   server.transport      the TransportLayer (sockets; send)
+  server.requests       the RequestSender (core/requests.py: send a request in a dialog or to a destination)
   server.events         the EventBus (`await raise_event("E_...", {...})`, subscribe)
   server.modules        the other module instances (`server.modules.get("presence")`)
   server.config         the typed core parameters (CoreConfig)
@@ -52,6 +53,7 @@ from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loade
                       _source_line, config_diagnostic)
 from .module import ModuleSet
 from .replies import _FROM_TAG, Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
+from .requests import RequestSender
 from .routes import Routes
 from .stats import CoreCounters, Statistics, register_core_statistics
 from .timers import Timers
@@ -87,8 +89,9 @@ class Server:
         self.counters = CoreCounters()
         self.transport: TransportLayer | None = None         # made by start() (lifecycle.bind_sockets)
         self.transactions: TransactionLayer | None = None    # made by start() (lifecycle.make_transactions)
-        # The services modules use on top of the transactions (server.requests) are declared here and
-        # made with the transactions, in lifecycle.make_transactions.
+        # The service modules send requests with ("send this request inside this dialog / to this
+        # destination", requests.py), made with the transactions by lifecycle.make_transactions.
+        self.requests: RequestSender | None = None
         self.sockets: list[SocketInfo] = []
 
         # The parts, wired here and nowhere else.

@@ -23,7 +23,6 @@ from typing import Any
 from routescript.sip import ParseError, parse_message, reply_to_malformed
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
-    DEFAULT_SIP_PORT,
     TCP,
     UDP,
     Destination,
@@ -36,7 +35,7 @@ from routescript.transport.address import (
 )
 from routescript.transport.errors import TransportError
 from routescript.transport.probe import QueueDelayProbe
-from routescript.transport.routing import response_destination, stamp_via
+from routescript.transport.routing import request_destination, response_destination, stamp_via
 from routescript.transport.tcp import TcpConnection
 from routescript.transport.udp import UdpEndpoint
 
@@ -429,22 +428,20 @@ class TransportLayer:
                                source.socket)
 
     def destination_for(self, uri: Any, socket: SocketInfo | None = None) -> Destination:
-        """Where a request for `uri` (a routescript.sip SipURI: a Contact, a Route) goes.
+        """Where a request for `uri` (a routescript.sip SipURI: a Contact, a Route) goes, when we can
+        send it there: routing.request_destination (the one rule; the core's request sender uses it
+        too), then TransportError for sips: (no TLS) or an unknown transport.
 
         Transport from ;transport= (UDP when absent: RFC 3263 4.1 for a numeric host and no NAPTR);
         ;maddr= overrides the host; port defaults to 5060. No NAPTR/SRV lookups. `socket` is the
-        preferred local socket (used when it has the same transport). TransportError for sips:
-        (no TLS) or an unknown transport.
+        preferred local socket (used when it has the same transport).
         """
         if getattr(uri, "scheme", "sip").lower() == "sips":
             raise TransportError(f"cannot reach {uri}: sips (TLS) is not supported")
-        transport = (uri.param("transport") or UDP).lower()
-        if transport not in (UDP, TCP):
-            raise TransportError(f"cannot reach {uri}: transport {transport!r} is not supported")
-        host = uri.param("maddr") or uri.host
-        port = uri.port or DEFAULT_SIP_PORT
-        use = socket if socket is not None and socket.proto == transport else None
-        return Destination(transport, bare_host(host), port, socket=use)
+        dest = request_destination(uri, socket=socket)
+        if dest.proto not in (UDP, TCP):
+            raise TransportError(f"cannot reach {uri}: transport {dest.proto!r} is not supported")
+        return dest
 
     # --- housekeeping ---------------------------------------------------------------------------
 

@@ -1,16 +1,20 @@
-"""Response routing and the received/rport stamp - sans-IO (RFC 3261 18.2.1, 18.2.2; RFC 3581).
+"""Request and response routing and the received/rport stamp - sans-IO (RFC 3261 18.2.1, 18.2.2;
+RFC 3263 4 without NAPTR/SRV; RFC 3581).
 
-Both work on routescript.sip.Via values; the transport layer applies them to messages.
+They work on routescript.sip values (Via, SipURI); the transport layer and the core's request sender
+(routescript.core.requests) apply them to messages.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from routescript.sip import SipURI
 from routescript.transport.address import (
     DEFAULT_SIP_PORT,
     UDP,
     Destination,
+    SocketInfo,
     Source,
     bare_host,
     is_ip,
@@ -38,6 +42,30 @@ def stamp_via(via: Any, remote_host: str, remote_port: int) -> Any:
     if wants_rport:
         stamped = stamped.with_param("rport", str(remote_port))
     return stamped
+
+
+DEFAULT_SIPS_PORT = 5061  # RFC 3261 19.1.2: default port for sips: (TLS)
+TLS = "tls"
+
+
+def request_destination(uri: SipURI, *, default_transport: str = UDP, socket: SocketInfo | None = None,
+                        conn_id: int | None = None, conn_transport: str = "") -> Destination:
+    """Where a request for `uri` (a Request-URI, or the URI of its first Route) goes: RFC 3263 4 for a
+    numeric host without NAPTR/SRV.
+
+    Transport from ;transport=, else TLS for sips:, else `default_transport` (UDP, or for a dialog the
+    transport its request came over: a watcher that subscribed over TCP without ";transport=tcp" in
+    its Contact listens on TCP only). ;maddr= overrides the host; the port defaults to 5060 (5061 for
+    TLS). `socket` is the preferred local socket, used when it has the same transport; `conn_id` the
+    connection to reuse (RFC 3261 18.1.1), used when `conn_transport` - the transport it carries - is
+    the chosen stream transport. Whether the transport is one we support is the sender's question:
+    the transport layer refuses the rest when it sends."""
+    transport = (uri.param("transport") or (TLS if uri.scheme == "sips" else default_transport)).lower()
+    host = uri.param("maddr") or uri.host
+    port = uri.port or (DEFAULT_SIPS_PORT if transport == TLS else DEFAULT_SIP_PORT)
+    conn = conn_id if transport == conn_transport and transport != UDP else None
+    use = socket if socket is not None and socket.proto == transport else None
+    return Destination(transport, bare_host(host), port, conn, use)
 
 
 def _maddr(via: Any) -> str | None:

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from routescript.core.requests import RequestSender
 from routescript.db import open_database
 from routescript.modules.presence.events import EventRegistry
 from routescript.modules.presence.service import PresenceService, PresenceSettings
@@ -45,6 +46,7 @@ class FakeTransactions:
 class FakeServer:
     def __init__(self) -> None:
         self.replies, self.sockets, self.transactions = [], [SOCK], FakeTransactions()
+        self.requests = RequestSender(self.transactions, self.sockets)   # the core's, over the fakes
         self.events = None
 
     def to_tag(self, msg):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from routescript.core.module import MIError
+from routescript.core.requests import RequestSender
 from routescript.db import open_database
 from routescript.mi.jsonrpc import JSONRPCError
 from routescript.mi.registry import MIRegistry
@@ -78,6 +79,7 @@ class FakeServer:
         self.replies: list[Any] = []
         self.sockets = [SOCK]
         self.transactions = FakeTransactions()
+        self.requests = RequestSender(self.transactions, self.sockets)   # the core's, over the fakes
         self.events = FakeBus()
 
     def to_tag(self, msg: Any) -> str:
