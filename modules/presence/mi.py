@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import re2
 
@@ -45,6 +45,10 @@ from .events import EVENT_CODES, WINFO_TYPE, EventRegistry, PresenceEvent
 from .presentity import Publication
 from .storage import join_pres_uri, publication_from_row, split_pres_uri
 from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from .server_api import PresenceServer
+    from .service import PresenceService
 
 log = logging.getLogger("routescript.presence")
 
@@ -193,9 +197,9 @@ class PresenceMI:
     """MI commands of the presence module (a mixin for PresenceModule: uses `self.service`,
     `self.registry` (the EventRegistry), `self.server` and `self.param`)."""
 
-    service: Any
+    service: PresenceService | None
     registry: EventRegistry
-    server: Any
+    server: PresenceServer
     param: Callable[[str], Any]
 
     def mi_commands(self) -> list[MICommand]:
@@ -204,7 +208,7 @@ class PresenceMI:
             return []
         return super().mi_commands()  # type: ignore[misc, no-any-return]
 
-    def _running(self) -> Any:
+    def _running(self) -> PresenceService:
         if self.service is None:
             raise MIError("presence is not running")
         return self.service
@@ -247,10 +251,10 @@ class PresenceMI:
         if ev.type == WINFO_TYPE:
             peer = self.registry.wipeer(ev)
             if peer is not None:
-                async with service._lock(pres_uri):
+                async with service.locks.hold(pres_uri):
                     await service.notify_winfo(pres_uri, peer)
             return
-        async with service._lock(pres_uri):
+        async with service.locks.hold(pres_uri):
             await self._reload_publications(service, pres_uri, ev)
             sent = await service.notify_presentity(pres_uri, ev)
         log.info("refresh_watchers %s %s: %d NOTIFYs", pres_uri, ev.name, sent)
@@ -371,7 +375,7 @@ class PresenceMI:
         service = self._running()
         ev = self._event(event, empty=("Invalid event", 404), unknown=("unknown event", 404))
         pattern = compile_filter(filter) if filter is not None else None
-        bus = getattr(self.server, "events", None)
+        bus = self.server.events
         raised = 0
         async with aclosing(self._expose_rows(service, ev)) as slices:
             async for rows in slices:

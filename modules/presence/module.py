@@ -16,6 +16,7 @@ from .events import EventRegistry, PresenceEvent
 from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
 from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
+from .server_api import PresenceServer
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
@@ -138,7 +139,9 @@ class PresenceModule(PresenceMI, Module):
         Param("cluster_be_active_shtag", str, None, later=NO_FEDERATION),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    server: PresenceServer
+
+    def __init__(self, server: PresenceServer, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.registry = EventRegistry()
         self.service: PresenceService | None = None
@@ -290,11 +293,12 @@ class PresenceModule(PresenceMI, Module):
         if cfg is not None:
             from .cluster import ClusterNode
 
-            self.cluster = service.cluster = ClusterNode(
+            self.cluster = ClusterNode(
                 db, cfg, on_presentity_changed=service.cluster_presentity_changed,
                 on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
                 on_ownership_lost=service.cluster_ownership_lost,
                 on_subscription_moved=service.cluster_subscription_moved)
+            service.join_cluster(self.cluster)
         self._statistics(service)
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
@@ -324,9 +328,7 @@ class PresenceModule(PresenceMI, Module):
 
     def _statistics(self, service: PresenceService) -> None:
         """presence:* statistics (OpenSIPS's presence exports none; names say what they count)."""
-        stats = getattr(self.server, "statistics", None)
-        if stats is None:
-            return
+        stats = self.server.statistics
         stats.register("presence", "published_presentities", func=lambda: len(service.presentities.keys()))
         stats.register("presence", "publications", func=lambda: len(service.presentities))
         stats.register("presence", "active_subscriptions", func=lambda: len(service.subscriptions))
@@ -346,9 +348,9 @@ class PresenceModule(PresenceMI, Module):
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 
     def _cluster_stats(self) -> None:
-        stats = getattr(self.server, "statistics", None)
-        if stats is None or self.cluster is None:
+        if self.cluster is None:
             return
+        stats = self.server.statistics
         cs = self.cluster.stats
         for name in ("announced", "received", "adopted_rows", "takeovers", "resyncs", "ownership_lost",
                      "heartbeat_failures"):
