@@ -14,6 +14,8 @@ from .limits import CAP_RETRY_AFTER, Refusal, RefusalLog
 from .sender import MAX_QUEUED_PER_DIALOG
 
 if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
+
     from .server_api import PresenceServer
 
 REASON_BAD_REQUEST = "Bad request"
@@ -85,10 +87,11 @@ class Responder:
             raise _BadRequest(489, REASON_BAD_EVENT, (("Allow-Events", self._events.get_event_list()),))
         return event
 
-    def reply(self, ctx: Any, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    def reply(self, ctx: MsgContext, status: int, reason: str,
+              headers: Iterable[tuple[str, str]] = ()) -> None:
         self._server.reply(ctx, status, reason, headers=tuple(headers))
 
-    def refuse(self, ctx: Any, status: int, reason: str, refusal: Refusal, what: str) -> None:
+    def refuse(self, ctx: MsgContext, status: int, reason: str, refusal: Refusal, what: str) -> None:
         """A request a cap refused: `status` (503) with Retry-After, and a rate-limited log line
         naming the request (`what`) and the cap."""
         self._refusals.refused(refusal, self._clock(), what)

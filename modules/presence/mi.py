@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,6 +47,7 @@ from .storage import join_pres_uri, publication_from_row, split_pres_uri
 from .subscription import Subscription
 
 if TYPE_CHECKING:
+    from .cluster import ClusterNode
     from .server_api import PresenceServer
     from .service import PresenceService
 
@@ -200,6 +201,10 @@ class PresenceMI:
     service: PresenceService | None
     registry: EventRegistry
     server: PresenceServer
+    cluster: ClusterNode | None
+
+    async def refresh_watchers_rules(self, pres_uri: str, event: str) -> None:
+        raise NotImplementedError   # PresenceModule's
     param: Callable[[str], Any]
 
     def mi_commands(self) -> list[MICommand]:
@@ -240,12 +245,9 @@ class PresenceMI:
     async def _refresh_rules(self, pres_uri: str, ev: PresenceEvent) -> None:
         if ev.get_rules_doc is None:
             raise MIError(f"event {ev.name} does not require authorization")
-        refresh = getattr(self, "refresh_watchers_rules", None)
-        if refresh is None:
-            raise MIError("refreshing watchers after a rules change is not available in this build")
-        await refresh(pres_uri, ev.name)   # PresenceModule.refresh_watchers_rules(pres_uri, event name)
+        await self.refresh_watchers_rules(pres_uri, ev.name)
 
-    async def _refresh_published(self, service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+    async def _refresh_published(self, service: PresenceService, pres_uri: str, ev: PresenceEvent) -> None:
         """OpenSIPS query_db_notify: the state is read again from the database and every watcher of
         the presentity gets a NOTIFY with it. A presentity nobody watches: nothing sent, "OK"."""
         if ev.type == WINFO_TYPE:
@@ -260,7 +262,7 @@ class PresenceMI:
         log.info("refresh_watchers %s %s: %d NOTIFYs", pres_uri, ev.name, sent)
 
     @staticmethod
-    async def _reload_publications(service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+    async def _reload_publications(service: PresenceService, pres_uri: str, ev: PresenceEvent) -> None:
         if service.store is None:
             return
         try:
@@ -330,9 +332,9 @@ class PresenceMI:
         return out
 
     # ---------------------------------------------------------------- clustering (docs/cluster.md)
-    def _cluster(self) -> Any:
+    def _cluster(self) -> ClusterNode:
         self._running()
-        cluster = getattr(self, "cluster", None)
+        cluster = self.cluster
         if cluster is None:
             raise MIError("presence clustering is not enabled (modparam cluster_id)", 400)
         return cluster
@@ -394,7 +396,8 @@ class PresenceMI:
                  f" (filter {filter!r})" if filter is not None else "", raised)
 
     @staticmethod
-    async def _expose_rows(service: Any, ev: PresenceEvent) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _expose_rows(service: PresenceService,
+                           ev: PresenceEvent) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Live rows of the event, WALK_SLICE at a time: from the database as OpenSIPS reads them (other
         servers' too), EXPOSE_PAGE rows per query; from memory when the service has no store."""
         now = service.clock()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
 from routescript.core.netlist import NetworkList
@@ -19,6 +20,9 @@ from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
 from .server_api import PresenceServer
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode
 
 log = logging.getLogger("routescript.presence")
 
@@ -149,7 +153,7 @@ class PresenceModule(PresenceMI, Module):
         self._publish_rejected: Any = None
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
-        self.cluster: Any = None                  # ClusterNode when cluster_id is set (started)
+        self.cluster: ClusterNode | None = None   # when cluster_id is set (started)
         self.cluster_config: Any = None           # its ClusterConfig, checked at load time
         if not self.param("db_url"):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
@@ -352,9 +356,13 @@ class PresenceModule(PresenceMI, Module):
             return
         stats = self.server.statistics
         cs = self.cluster.stats
-        for name in ("announced", "received", "adopted_rows", "takeovers", "resyncs", "ownership_lost",
-                     "heartbeat_failures"):
-            stats.register("presence", f"cluster_{name}", func=lambda n=name: getattr(cs, n))
+        counters: dict[str, Callable[[], int]] = {
+            "announced": lambda: cs.announced, "received": lambda: cs.received,
+            "adopted_rows": lambda: cs.adopted_rows, "takeovers": lambda: cs.takeovers,
+            "resyncs": lambda: cs.resyncs, "ownership_lost": lambda: cs.ownership_lost,
+            "heartbeat_failures": lambda: cs.heartbeat_failures}
+        for name, read in counters.items():
+            stats.register("presence", f"cluster_{name}", func=read)
 
     async def stop(self) -> None:
         for task in self._timers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.sip import ParseError, parse_uri
 
@@ -22,6 +22,9 @@ from .presentity import PresentityTable, PublishAction, PublishDecision, Publish
 from .server_api import PresenceServer
 from .settings import PresenceSettings
 from .storage import join_pres_uri, split_pres_uri
+
+if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
 
 log = logging.getLogger("routescript.presence")
 
@@ -44,7 +47,7 @@ class PublishHandler:
         self._notifier = notifier
         self._cluster = cluster
 
-    async def handle_publish(self, ctx: Any, sender_uri: str | None = None) -> int:
+    async def handle_publish(self, ctx: MsgContext, sender_uri: str | None = None) -> int:
         """handle_publish([sender_uri]): 1 on success, -1 after an error reply."""
         msg = ctx.msg
         try:
@@ -101,7 +104,7 @@ class PublishHandler:
                     await self._persistence.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
 
-    def _refuse_publish(self, ctx: Any, facts: PublishFacts, decision: PublishDecision) -> None:
+    def _refuse_publish(self, ctx: MsgContext, facts: PublishFacts, decision: PublishDecision) -> None:
         headers = []
         if decision.retry_after is not None:
             headers.append(("Retry-After", str(decision.retry_after)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from routescript.sip import ParseError
 
@@ -26,6 +26,9 @@ from .settings import PresenceSettings
 from .storage import join_pres_uri
 from .subscription import (REASON_TOO_MANY, SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts,
                            SubState, SubsTable)
+
+if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
 
 log = logging.getLogger("routescript.presence")
 
@@ -50,7 +53,7 @@ class SubscribeHandler:
         self._authorizer = authorizer
         self._notifier = notifier
 
-    async def handle_subscribe(self, ctx: Any, force_active: bool = False) -> int:
+    async def handle_subscribe(self, ctx: MsgContext, force_active: bool = False) -> int:
         """handle_subscribe([force_active]): 1 on success, -1 after an error reply."""
         msg = ctx.msg
         try:
@@ -94,7 +97,7 @@ class SubscribeHandler:
             await self._conclude(ctx, facts, event, self._as_now(decision), stored=True)
         return 1
 
-    async def _decide(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+    async def _decide(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
                       force_active: bool) -> SubscribeDecision | None:
         """What the SUBSCRIBE does (the presentity's lock held); None after an error reply."""
         if self._settings.fallback2db and event.type == PUBL_TYPE:
@@ -134,7 +137,7 @@ class SubscribeHandler:
         return replace(d, subscription=live.moved(SubEvent.UNSUBSCRIBE, remote_cseq=sub.remote_cseq,
                                                   expires_at=sub.expires_at))
 
-    async def _conclude(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+    async def _conclude(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
                         decision: SubscribeDecision, *, stored: bool = False) -> None:
         """The decision applied (the presentity's lock held): the table changed, the 2xx, then the
         NOTIFY (and the watcher-info subscribers told)."""
@@ -152,11 +155,11 @@ class SubscribeHandler:
         if self._settings.fallback2db:
             await self._persistence.sync_db()
 
-    def _refuse_subscribe(self, ctx: Any, facts: SubscribeFacts, refusal: Refusal) -> None:
+    def _refuse_subscribe(self, ctx: MsgContext, facts: SubscribeFacts, refusal: Refusal) -> None:
         self._responder.refuse(ctx, 503, REASON_TOO_MANY, refusal,
                      f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
 
-    def _subscribe_facts(self, ctx: Any, event: PresenceEvent) -> SubscribeFacts:
+    def _subscribe_facts(self, ctx: MsgContext, event: PresenceEvent) -> SubscribeFacts:
         msg = ctx.msg
         try:
             to, frm, uri = msg.to, msg.from_, msg.uri
@@ -187,7 +190,7 @@ class SubscribeHandler:
             socket_info=sock.name if sock is not None else "", local_contact=lcontact,
             user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
 
-    def _bla_presentity(self, ctx: Any) -> str:
+    def _bla_presentity(self, ctx: MsgContext) -> str:
         """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI
         (BodyError 400)."""
         spec = self._settings.bla_presentity_spec
@@ -198,7 +201,7 @@ class SubscribeHandler:
             if pv is not None:
                 value = pv.getter(ctx, spec[1], None)
             elif spec[0] == "var":
-                value = ctx.vars.get(spec[1])
+                value = ctx.vars.get(spec[1]) if spec[1] is not None else None
             else:
                 log.error("bla_presentity_spec: unknown pseudo-variable $%s", spec[0])
         return bla_presentity(ctx.msg, value, use_spec=value is not None)
