@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from routescript.sip import ParseError
+from routescript.sip import ParseError, Source
 
 from .events import EventRegistry, PresenceEvent
 from .limits import CAP_RETRY_AFTER, Refusal, RefusalLog
@@ -50,12 +50,11 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _address(source: Any) -> str:
+def _address(source: Source | None) -> str:
     """Where a request came from, for a log line: "proto:host:port" (or "?")."""
-    host = getattr(source, "remote_host", None)
-    if host is None:
+    if source is None:
         return "?"
-    return f"{getattr(source, 'proto', '?')}:{host}:{getattr(source, 'remote_port', '?')}"
+    return f"{source.proto}:{source.remote_host}:{source.remote_port}"
 
 
 def _same_uri(a: str, b: str) -> bool:

@@ -172,7 +172,7 @@ class SubscribeHandler:
             raise _BadRequest(400, REASON_BAD_REQUEST) from exc
         contact = next((str(c.uri) for c in contacts if not c.star and c.uri is not None), None)
         source = ctx.source
-        sock = getattr(source, "socket", None)
+        sock = source.socket if source is not None else None
         lcontact = local_contact_of(self._settings.server_address, source)
         pres_uri = join_pres_uri(uri.user or "", uri.host)
         if is_bla(event) and not to.tag:

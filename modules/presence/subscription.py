@@ -13,6 +13,8 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from routescript.sip import SIPMessage, Source
+
 from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
 from .limits import DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE, Refusal, SourceCounts
@@ -154,7 +156,7 @@ class Subscription:
     user_agent: str = ""
     db_flag: int = INSERTDB_FLAG
     # Where the SUBSCRIBE came from (transport Source), to reuse a TCP connection; not stored.
-    source: Any = field(default=None, compare=False, repr=False)
+    source: Source | None = field(default=None, compare=False, repr=False)
     # handle_subscribe("1"): active whatever the rules say, and the body is not filtered by them either
     # (stored as reason "forced" on an active row; OpenSIPS keeps reason "polite-block" the same way).
     forced: bool = False
@@ -178,11 +180,11 @@ class Subscription:
         listed here in their order and the record built positionally: it runs once per NOTIFY, where
         replace (fields walked in Python, passed by keyword) cost four times as much. tests/presence
         checks it against replace field by field, so a field added later and left out here shows."""
-        values = [self.pres_uri, self.event, self.to_user, self.to_domain, self.watcher_user,
-                  self.watcher_domain, self.callid, self.to_tag, self.from_tag, self.contact,
-                  self.expires_at, self.status, self.reason, self.event_id, self.local_cseq,
-                  self.remote_cseq, self.record_route, self.version, self.socket_info, self.local_contact,
-                  self.user_agent, self.db_flag, self.source, self.forced]
+        values: list[Any] = [
+            self.pres_uri, self.event, self.to_user, self.to_domain, self.watcher_user, self.watcher_domain,
+            self.callid, self.to_tag, self.from_tag, self.contact, self.expires_at, self.status, self.reason,
+            self.event_id, self.local_cseq, self.remote_cseq, self.record_route, self.version,
+            self.socket_info, self.local_contact, self.user_agent, self.db_flag, self.source, self.forced]
         for name in changes:   # noqa: PLC0206 - .items() would be one more call per NOTIFY
             values[_FIELD_INDEX[name]] = changes[name]
         return Subscription(*values)
@@ -220,8 +222,8 @@ class SubscribeFacts:
     socket_info: str = ""
     local_contact: str = ""
     user_agent: str = ""
-    source: Any = None
-    msg: Any = field(default=None, compare=False, repr=False)   # the SIP request (evs_subs_handl)
+    source: Source | None = None
+    msg: SIPMessage | None = field(default=None, compare=False, repr=False)   # the request (evs_subs_handl)
 
     @property
     def watcher_uri(self) -> str:
@@ -302,7 +304,7 @@ class SubsTable:
         self._deleted: dict[DialogKey, Subscription] = {}   # removed since the last database sync
         # Transport sources, each kept once (a presence server behind a proxy hears every SUBSCRIBE
         # from the same address): the records keep the shared one. Bounded: emptied when full.
-        self._sources: dict[Any, Any] = {}
+        self._sources: dict[Source, Source] = {}
         # Watchers whose subscription ended since the last take_ended() (not handle_subscribe("1") ones:
         # the rules did not decide for them), oldest first.
         self._ended: dict[WatcherKey, None] = {}
@@ -550,7 +552,7 @@ class SubsTable:
         if not by_uri:
             del self._by_presentity[event]
 
-    def share_source(self, source: Any) -> Any:
+    def share_source(self, source: Source | None) -> Source | None:
         """`source` as the equal transport source already kept, if any (one object for the records of
         every subscription that came from the same address and socket)."""
         if source is None:
@@ -641,7 +643,7 @@ class SubsTable:
             return [self._dialogs[keys]]
         return [self._dialogs[k] for k in keys]
 
-    def count_from(self, source: Any) -> int:
+    def count_from(self, source: Source | None) -> int:
         """How many subscriptions count against the per-address cap for `source`'s address."""
         return self._per_source.count(source)
 
