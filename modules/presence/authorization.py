@@ -86,7 +86,7 @@ class Authorizer:
             return await self.update_watchers(pres_uri, event, rules_doc)
 
     async def update_watchers(self, pres_uri: str, event: PresenceEvent, rules_doc: Any, *,
-                               quiet: bool = False) -> int:
+                              quiet: bool = False) -> int:
         if not event.req_auth:
             return 0
         if rules_doc is None and event.get_rules_doc is not None:

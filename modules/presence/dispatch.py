@@ -123,8 +123,8 @@ class Notifier:
         return sent
 
     async def notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
-                          final_with_state: bool = False, partial: Subscription | None = None,
-                          reread: bool = True) -> None:
+                         final_with_state: bool = False, partial: Subscription | None = None,
+                         reread: bool = True) -> None:
         shared = None
         if with_body and event.type == PUBL_TYPE:
             if reread:
@@ -138,7 +138,7 @@ class Notifier:
                            winfo=with_body and event.type == WINFO_TYPE, partial=partial)
 
     async def presentity_body(self, pres_uri: str, event: PresenceEvent,
-                               removed: Publication | None = None) -> bytes | None:
+                              removed: Publication | None = None) -> bytes | None:
         """The body all watchers of the presentity share now (presentity_body). Aggregating many
         publications runs in a worker thread: 256 PIDF documents took 11 ms of the loop, 16 took
         1 ms (agg_nbody is pure, bytes in and bytes out; lxml's parser is per thread). The caller

@@ -139,7 +139,7 @@ class Persistence:
 
     # ------------------------------------------------------------------ fallback2db
     async def fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
-                                     strict: bool = False) -> None:
+                                    strict: bool = False) -> None:
         """fallback2db: publications another server stored for this presentity join the table
         (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
         _BadRequest to answer (503/500) instead of going on with what memory holds."""

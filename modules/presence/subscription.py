@@ -201,9 +201,9 @@ class Subscription:
 _FIELD_INDEX = {f.name: i for i, f in enumerate(fields(Subscription))}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscribeFacts:
-    """What handle_subscribe needs from a SUBSCRIBE, already parsed by the caller."""
+    """What handle_subscribe needs from a SUBSCRIBE, already parsed by the caller (built by keyword)."""
 
     event: PresenceEvent
     pres_uri: str                 # initial: user@host of the Request-URI (or the BLA presentity)
