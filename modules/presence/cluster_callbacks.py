@@ -13,9 +13,7 @@ from .clustering import ClusterLink
 from .dispatch import Notifier
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
-from .notify import BodyCache, presentity_body
 from .persistence import Persistence
-from .presentity import PresentityTable
 from .settings import PresenceSettings
 from .storage import PresenceStore, subscription_from_row
 from .subscription import SubState, Subscription, SubsTable
@@ -27,16 +25,13 @@ class ClusterCallbacks:
     """cluster_* callbacks of the presence service (handed to the ClusterNode by the module)."""
 
     def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
-                 events: EventRegistry, presentities: PresentityTable, subscriptions: SubsTable,
-                 bodies: BodyCache, locks: KeyedLocks, notifier: Notifier, persistence: Persistence,
-                 cluster: ClusterLink) -> None:
+                 events: EventRegistry, subscriptions: SubsTable, locks: KeyedLocks, notifier: Notifier,
+                 persistence: Persistence, cluster: ClusterLink) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
         self._events = events
-        self._presentities = presentities
         self._subscriptions = subscriptions
-        self._bodies = bodies
         self._locks = locks
         self._notifier = notifier
         self._persistence = persistence
@@ -120,23 +115,18 @@ class ClusterCallbacks:
             async with self._locks.hold(pres_uri):
                 before = self._cluster.last_sent(pres_uri, name)
                 if before is None:
-                    before = hash(self._state_body(pres_uri, event))
+                    before = hash(self._notifier.state_body(pres_uri, event))
                 try:
                     await self._persistence.fallback_publications(pres_uri, event, strict=True)
                 except _BadRequest:
                     return False
-                if hash(self._state_body(pres_uri, event)) != before:
+                if hash(self._notifier.state_body(pres_uri, event)) != before:
                     changed += 1
                     await self._notifier.notify_presentity(pres_uri, event)
         log.info("cluster: resync: %d of %d presentities changed", changed, len(pairs))
         if changed:
             await self._persistence.sync_db()
         return True
-
-    def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
-        return presentity_body(event, pres_uri, self._presentities.publications(pres_uri, event.name),
-                               notify_offline_body=self._settings.notify_offline_body,
-                               cache=self._bodies)
 
     async def cluster_ownership_lost(self) -> None:
         """We were cut off long enough for another node to adopt our subscriptions: forget them all

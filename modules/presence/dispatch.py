@@ -155,6 +155,17 @@ class Notifier:
             self._bodies.keep(event, pres_uri, pubs, body, notify_offline_body=offline)
         return body
 
+    def state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
+        """The body the watchers of (pres_uri, event) would be sent now (from the cache when it holds
+        it): a cluster resync compares its hash with the one last sent."""
+        return presentity_body(event, pres_uri, self._presentities.publications(pres_uri, event.name),
+                               notify_offline_body=self._settings.notify_offline_body, cache=self._bodies)
+
+    def forget_body(self, pres_uri: str, event: str) -> None:
+        """The presentity's last publication for `event` is gone: its body is never asked for again
+        (memory only)."""
+        self._bodies.discard(pres_uri, event)
+
     def _queue_notify(self, sub: Subscription, event: PresenceEvent, shared: bytes | None, rules: Any, *,
                       final_with_state: bool = False, winfo: bool = False,
                       partial: Subscription | None = None) -> bool:

@@ -7,7 +7,7 @@ to_tag, transactions, events, sockets), so tests can hand it a small fake.
 
 The parts, wired once in PresenceService.__init__ (each gets only the collaborators it uses):
 - the tables: PresentityTable (publications), SubsTable (subscription dialogs), BodyCache (the NOTIFY
-  body per presentity), KeyedLocks (one presentity's requests in turn);
+  body per presentity, the Notifier's), KeyedLocks (one presentity's requests in turn);
 - Responder (base.py): the Event header read, replies and refusals;
 - ClusterLink (clustering.py): the ClusterNode as the parts see it (fencing, announcements, takeover);
 - Persistence (persistence.py): load, the writes before a reply, sync_db, the fallback2db reads;
@@ -99,12 +99,11 @@ class PresenceService:
                                         self.persistence, self.authorizer, self.notifier, self.clustering)
         self.subscriber = SubscribeHandler(server, responder, settings, clock, self.subscriptions, self.locks,
                                            self.persistence, self.authorizer, self.notifier)
-        self.cluster_callbacks = ClusterCallbacks(store, settings, clock, events, self.presentities,
-                                                  self.subscriptions, self.bodies, self.locks, self.notifier,
-                                                  self.persistence, self.clustering)
+        self.cluster_callbacks = ClusterCallbacks(store, settings, clock, events, self.subscriptions,
+                                                  self.locks, self.notifier, self.persistence,
+                                                  self.clustering)
         self.timers = ExpiryTimers(store, settings, clock, events, self.presentities, self.subscriptions,
-                                   self.bodies, self.locks, self.notifier, self.clustering,
-                                   self.cluster_callbacks)
+                                   self.locks, self.notifier, self.clustering, self.cluster_callbacks)
         # --- the service's entry points (script functions, MI, timers, event packages, ClusterNode)
         self.handle_publish = self.publisher.handle_publish
         self.handle_subscribe = self.subscriber.handle_subscribe

@@ -11,7 +11,6 @@ from .clustering import ClusterLink
 from .dispatch import Notifier, forget_destinations
 from .events import PUBL_TYPE, EventRegistry
 from .locks import KeyedLocks
-from .notify import BodyCache
 from .presentity import PresentityTable, Publication
 from .settings import PresenceSettings
 from .storage import PresenceStore, publication_from_row
@@ -28,7 +27,7 @@ class ExpiryTimers:
 
     def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
                  events: EventRegistry, presentities: PresentityTable, subscriptions: SubsTable,
-                 bodies: BodyCache, locks: KeyedLocks, notifier: Notifier, cluster: ClusterLink,
+                 locks: KeyedLocks, notifier: Notifier, cluster: ClusterLink,
                  cluster_callbacks: ClusterCallbacks) -> None:
         self._store = store
         self._settings = settings
@@ -36,7 +35,6 @@ class ExpiryTimers:
         self._events = events
         self._presentities = presentities
         self._subscriptions = subscriptions
-        self._bodies = bodies
         self._locks = locks
         self._notifier = notifier
         self._cluster = cluster
@@ -63,7 +61,7 @@ class ExpiryTimers:
                     await self._notifier.notify_presentity(pres_uri, event, removed=pub)
                 await self._cluster.announce(pres_uri, event, "")
             if not self._presentities.publications(pres_uri, name):
-                self._bodies.discard(pres_uri, name)   # memory only: its body is never asked for again
+                self._notifier.forget_body(pres_uri, name)
         if self._cluster.fenced():
             return   # our subscriptions may be another node's now: it expires them
         if self._cluster.node is not None and self._cluster.take_missed():
