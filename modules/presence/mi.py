@@ -202,10 +202,10 @@ class PresenceMI:
     registry: EventRegistry
     server: PresenceServer
     cluster: ClusterNode | None
+    param: Callable[[str], Any]
 
     async def refresh_watchers_rules(self, pres_uri: str, event: str) -> None:
-        raise NotImplementedError   # PresenceModule's
-    param: Callable[[str], Any]
+        raise NotImplementedError   # PresenceModule's (pres-rules changed: re-judge the watchers)
 
     def mi_commands(self) -> list[MICommand]:
         # OpenSIPS disables every presence MI command in library mode (no db_url).
