@@ -44,7 +44,7 @@ class Authorizer:
         if self._store is not None:
             try:
                 row = await self._store.find_watcher_auth(facts.pres_uri, facts.watcher_user,
-                                                         facts.watcher_domain, event.name)
+                                                          facts.watcher_domain, event.name)
             except Exception as exc:  # noqa: BLE001 - an unreadable watchers table falls back to the rules
                 log.error("watchers table of %s not read: %s", facts.pres_uri, exc)
                 row = None
@@ -55,7 +55,7 @@ class Authorizer:
         if self._store is not None:
             try:
                 await self._store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
-                                                   event.name, int(status), reason, self._clock())
+                                                    event.name, int(status), reason, self._clock())
             except Exception as exc:  # noqa: BLE001 - the decision stands; saved at the next SUBSCRIBE
                 log.error("watchers table of %s not written: %s", facts.pres_uri, exc)
         return status, reason

@@ -154,7 +154,7 @@ class Persistence:
                 raise _db_failure(exc) from exc
             return
         self._presentities.replace_presentity(pres_uri, event.name,
-                                             [publication_from_row(r, event.content_type) for r in rows])
+                                              [publication_from_row(r, event.content_type) for r in rows])
 
     async def fallback_dialog(self, msg: Any) -> None:
         """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in

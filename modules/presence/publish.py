@@ -66,8 +66,8 @@ class PublishHandler:
             now = self._clock()
             decision = self._presentities.handle_publish(facts, now)
             if decision.refusal is not None:
-                self._responder.refuse(ctx, decision.status, decision.reason, decision.refusal,
-                             f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}")
+                what = f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}"
+                self._responder.refuse(ctx, decision.status, decision.reason, decision.refusal, what)
                 return -1
             if not decision.ok:
                 self._refuse_publish(ctx, facts, decision)

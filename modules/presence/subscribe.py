@@ -143,12 +143,13 @@ class SubscribeHandler:
         NOTIFY (and the watcher-info subscribers told)."""
         self._subscriptions.commit(decision, stored=stored)
         self._responder.reply(ctx, decision.status, decision.reason,
-                    [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
+                              [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
         sub = decision.subscription
         assert sub is not None
         if decision.notify:
-            await self._notifier.notify_one(sub, event, with_body=decision.with_body,
-                                   final_with_state=decision.action is SubscribeAction.FETCH, reread=False)
+            fetch = decision.action is SubscribeAction.FETCH
+            await self._notifier.notify_one(sub, event, with_body=decision.with_body, final_with_state=fetch,
+                                            reread=False)
         if decision.winfo_changed and event.type == PUBL_TYPE:
             full = decision.action is SubscribeAction.REMOVE
             await self._notifier.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
@@ -157,7 +158,7 @@ class SubscribeHandler:
 
     def _refuse_subscribe(self, ctx: MsgContext, facts: SubscribeFacts, refusal: Refusal) -> None:
         self._responder.refuse(ctx, 503, REASON_TOO_MANY, refusal,
-                     f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
+                               f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
 
     def _subscribe_facts(self, ctx: MsgContext, event: PresenceEvent) -> SubscribeFacts:
         msg = ctx.msg

@@ -94,7 +94,7 @@ class ExpiryTimers:
         try:
             await self._store.forget_allowed(allowed)
             await self._store.delete_old_waiting(now - days * 86400,
-                                                (int(SubState.PENDING), int(SubState.WAITING)))
+                                                 (int(SubState.PENDING), int(SubState.WAITING)))
         except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
             log.error("cleaning the watchers table failed: %s", exc)
 
@@ -106,7 +106,7 @@ class ExpiryTimers:
         held = {(p.pres_uri, p.event, p.etag): p for p in in_memory}
         try:
             rows = await self._store.claim_expired_publications(now - self._settings.expires_offset,
-                                                               MAX_EXPIRED_CLAIM)
+                                                                MAX_EXPIRED_CLAIM)
         except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
             log.error("deleting expired publications failed: %s", exc)
             return []
