@@ -3,7 +3,9 @@
 Event packages register through the API in events.py/module.py (guide: docs/event-packages.md).
 The logic lives in sans-IO files, one job each: events.py (event packages, add_event),
 presentity.py (publications, pres_htable), subscription.py (subscriptions, subs_htable, state
-table), notify.py (NOTIFY requests and bodies), etag.py. This package glues them to the core.
+table), notify.py (NOTIFY requests and bodies), etag.py. This package glues them to the core:
+service.py composes PresenceService from parts that each own one job (see its docstring), and
+server_api.py says what presence needs from the server.
 """
 
 from .etag import EtagGenerator

@@ -4,30 +4,47 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .base import _maybe_await
-from .dispatch import NotifyDispatch
+from .dispatch import Notifier
 from .events import PresenceEvent
+from .locks import KeyedLocks
+from .persistence import Persistence
+from .presentity import PresentityTable
+from .settings import PresenceSettings
 from .sphere import extract_sphere
-from .storage import split_pres_uri
-from .subscription import SubscribeFacts, SubState, auth_change
+from .storage import PresenceStore, split_pres_uri
+from .subscription import SubscribeFacts, SubState, SubsTable, auth_change
 
 log = logging.getLogger("routescript.presence")
 
 
-class WatcherAuthorization(NotifyDispatch):
+class Authorizer:
     """get_auth_status / update_watchers_status and the watchers table (OpenSIPS watchers)."""
 
-    async def _authorize(self, event: PresenceEvent, facts: SubscribeFacts) -> tuple[SubState, str | None]:
+    def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
+                 presentities: PresentityTable, subscriptions: SubsTable, locks: KeyedLocks,
+                 notifier: Notifier, persistence: Persistence) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._presentities = presentities
+        self._subscriptions = subscriptions
+        self._locks = locks
+        self._notifier = notifier
+        self._persistence = persistence
+
+    async def authorize(self, event: PresenceEvent, facts: SubscribeFacts) -> tuple[SubState, str | None]:
         """The authorization of a new watcher: the decision kept in the watchers table for this watcher,
         else the package's rules (presence_xml: pres-rules), which is then kept there (OpenSIPS
         get_db_subs_auth / insert_db_subs_auth)."""
-        if self.store is not None:
+        if self._store is not None:
             try:
-                row = await self.store.find_watcher_auth(facts.pres_uri, facts.watcher_user,
-                                                         facts.watcher_domain, event.name)
+                row = await self._store.find_watcher_auth(facts.pres_uri, facts.watcher_user,
+                                                          facts.watcher_domain, event.name)
             except Exception as exc:  # noqa: BLE001 - an unreadable watchers table falls back to the rules
                 log.error("watchers table of %s not read: %s", facts.pres_uri, exc)
                 row = None
@@ -35,10 +52,10 @@ class WatcherAuthorization(NotifyDispatch):
                 status = SubState(int(row["status"]))
                 return status, (row.get("reason") or "rejected") if status is SubState.TERMINATED else None
         status, reason = await self._auth_status(event, facts, None, use_doc=False)
-        if self.store is not None:
+        if self._store is not None:
             try:
-                await self.store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
-                                                   event.name, int(status), reason, self.clock())
+                await self._store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
+                                                    event.name, int(status), reason, self._clock())
             except Exception as exc:  # noqa: BLE001 - the decision stands; saved at the next SUBSCRIBE
                 log.error("watchers table of %s not written: %s", facts.pres_uri, exc)
         return status, reason
@@ -65,11 +82,11 @@ class WatcherAuthorization(NotifyDispatch):
         xcap document, a sphere change). Re-judge every watcher - live subscriptions and the watchers
         table - and tell those whose state changed. `rules_doc` None: read it with get_rules_doc.
         Returns how many subscriptions changed state."""
-        async with self._lock(pres_uri):
-            return await self._update_watchers(pres_uri, event, rules_doc)
+        async with self._locks.hold(pres_uri):
+            return await self.update_watchers(pres_uri, event, rules_doc)
 
-    async def _update_watchers(self, pres_uri: str, event: PresenceEvent, rules_doc: Any, *,
-                               quiet: bool = False) -> int:
+    async def update_watchers(self, pres_uri: str, event: PresenceEvent, rules_doc: Any, *,
+                              quiet: bool = False) -> int:
         if not event.req_auth:
             return 0
         if rules_doc is None and event.get_rules_doc is not None:
@@ -82,7 +99,7 @@ class WatcherAuthorization(NotifyDispatch):
         changed = 0
         decided: dict[tuple[str, str], SubState] = {}
         winfo_full = False
-        for sub in self.subscriptions.watchers(pres_uri, event.name):
+        for sub in self._subscriptions.watchers(pres_uri, event.name):
             if sub.forced or sub.status is SubState.TERMINATED:
                 continue   # handle_subscribe("1"): the rules do not decide; a blocked one has ended
             status, _reason = await self._auth_status(event, sub, rules_doc, use_doc=True)
@@ -95,18 +112,18 @@ class WatcherAuthorization(NotifyDispatch):
             log.info("watcher %s of %s: %s -> %s", sub.watcher_uri, pres_uri, sub.status.name,
                      after.status.name)
             if after.status is SubState.ACTIVE:
-                live = self.subscriptions.update(after)
-                await self._notify_one(live, event, with_body=True)
-                await self.notify_winfo(pres_uri, event, changed=live)
+                live = self._subscriptions.update(after)
+                await self._notifier.notify_one(live, event, with_body=True)
+                await self._notifier.notify_winfo(pres_uri, event, changed=live)
             else:
-                self.subscriptions.delete(sub.key)
-                await self._notify_one(after, event, with_body=False)
+                self._subscriptions.delete(sub.key)
+                await self._notifier.notify_one(after, event, with_body=False)
                 winfo_full = True
         if winfo_full:
-            await self.notify_winfo(pres_uri, event)
+            await self._notifier.notify_winfo(pres_uri, event)
         await self._update_watchers_table(pres_uri, event, rules_doc, decided)
-        if changed and self.settings.fallback2db:
-            await self.sync_db()
+        if changed and self._settings.fallback2db:
+            await self._persistence.sync_db()
         if not quiet:
             log.info("refreshWatchers %s %s: %d subscription(s) changed", pres_uri, event.name, changed)
         return changed
@@ -115,35 +132,31 @@ class WatcherAuthorization(NotifyDispatch):
                                      live_before: dict[tuple[str, str], SubState]) -> None:
         """The kept decisions follow the rules: a new outcome is stored; a watcher that was allowed or
         blocked and that no rule decides any more loses its row (a new SUBSCRIBE is judged afresh)."""
-        if self.store is None:
+        if self._store is None:
             return
         try:
-            rows = await self.store.watchers_of(pres_uri, event.name)
+            rows = await self._store.watchers_of(pres_uri, event.name)
             for row in rows:
                 watcher = _WatcherRow(pres_uri, row.get("watcher_username") or "",
                                       row.get("watcher_domain") or "")
                 status, reason = await self._auth_status(event, watcher, rules_doc, use_doc=True)
                 old = int(row.get("status") or 0)
                 if status is SubState.PENDING and old != int(SubState.PENDING):
-                    await self.store.delete_watcher_auth(row["id"])
+                    await self._store.delete_watcher_auth(row["id"])
                 elif old != int(status) or (row.get("reason") or None) != reason:
-                    await self.store.update_watcher_auth(row["id"], int(status), reason)
+                    await self._store.update_watcher_auth(row["id"], int(status), reason)
         except Exception as exc:  # noqa: BLE001 - a failed update leaves the old decisions
             log.error("watchers table of %s not updated: %s", pres_uri, exc)
 
     def get_sphere(self, pres_uri: str) -> str | None:
         """OpenSIPS get_sphere: the RPID sphere of the newest presence publication, or None."""
-        pubs = self.presentities.publications(pres_uri, "presence")
+        pubs = self._presentities.publications(pres_uri, "presence")
         return extract_sphere(pubs[-1].body) if pubs else None
 
-    def _sphere_if_checked(self, pres_uri: str, event: PresenceEvent) -> str | None:
-        if not (self.settings.enable_sphere_check and event.name == "presence" and event.req_auth):
+    def sphere_if_checked(self, pres_uri: str, event: PresenceEvent) -> str | None:
+        if not (self._settings.enable_sphere_check and event.name == "presence" and event.req_auth):
             return None
         return self.get_sphere(pres_uri)
-
-    def contains_presence(self, pres_uri: str, event: str = "presence") -> bool:
-        """OpenSIPS contains_presence: has `pres_uri` a live publication for `event`?"""
-        return self.presentities.contains_presence(pres_uri, event)
 
 
 @dataclass(frozen=True, slots=True)

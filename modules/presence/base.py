@@ -1,24 +1,22 @@
-"""What every part of the presence service shares: its state, the request helpers (Event header,
-reply, per-presentity lock) and the error replies a request or the database can end in."""
+"""What the parts of the presence service share: the replies to a request (Responder), the error
+replies a request or the database can end in, and small helpers."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from routescript.sip import ParseError
+from routescript.sip import ParseError, Source
 
 from .events import EventRegistry, PresenceEvent
 from .limits import CAP_RETRY_AFTER, Refusal, RefusalLog
-from .locks import KeyedLocks
-from .notify import BodyCache, local_contact
-from .presentity import PresentityTable
-from .sender import MAX_QUEUED_PER_DIALOG, NotifySender
-from .settings import PresenceSettings
-from .storage import PresenceStore
-from .subscription import DialogKey, Subscription, SubsTable, shared
+from .sender import MAX_QUEUED_PER_DIALOG
+
+if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
+
+    from .server_api import PresenceServer
 
 REASON_BAD_REQUEST = "Bad request"
 REASON_BAD_EVENT = "Bad Event"
@@ -40,15 +38,6 @@ class _BadRequest(Exception):
         self.status, self.reason, self.headers = status, reason, headers
 
 
-def _taken_over(sub: Subscription, local_contact: str, socket_info: str) -> Subscription:
-    """A subscription this node takes over from another: CSeq and version go on above what its former
-    owner may have sent without storing it (TAKEOVER_CSEQ_GAP); our Contact and socket replace its
-    former owner's, so the watcher's refreshes reach us and not a dead node."""
-    return replace(sub, local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
-                   version=sub.version + TAKEOVER_CSEQ_GAP, local_contact=shared(local_contact),
-                   socket_info=shared(socket_info))
-
-
 def _db_failure(exc: BaseException) -> _BadRequest:
     """The reply to a request the database could not serve: 503 + Retry-After while it is unreachable
     (routescript.db DatabaseError.transient: the pool reconnects by itself), 500 for anything else."""
@@ -61,12 +50,11 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _address(source: Any) -> str:
+def _address(source: Source | None) -> str:
     """Where a request came from, for a log line: "proto:host:port" (or "?")."""
-    host = getattr(source, "remote_host", None)
-    if host is None:
+    if source is None:
         return "?"
-    return f"{getattr(source, 'proto', '?')}:{host}:{getattr(source, 'remote_port', '?')}"
+    return f"{source.proto}:{source.remote_host}:{source.remote_port}"
 
 
 def _same_uri(a: str, b: str) -> bool:
@@ -76,58 +64,38 @@ def _same_uri(a: str, b: str) -> bool:
     return norm[0] == norm[1]
 
 
-class ServiceBase:
-    """The presence service's state (set by PresenceService.__init__) and its request helpers."""
+class Responder:
+    """Replies to a PUBLISH or SUBSCRIBE: the Event header read against the registered packages, the
+    reply sent through the server, a refusal by a cap answered and logged (rate-limited)."""
 
-    server: Any
-    events: EventRegistry
-    settings: PresenceSettings
-    store: PresenceStore | None
-    clock: Callable[[], float]
-    presentities: PresentityTable
-    subscriptions: SubsTable
-    sender: NotifySender
-    _locks: KeyedLocks
-    bodies: BodyCache
-    refusals: RefusalLog
-    cluster: Any
-    _notified: dict[tuple[str, str], int]
-    _missed_while_fenced: bool
-    _storing: set[DialogKey]
+    def __init__(self, server: PresenceServer, events: EventRegistry, refusals: RefusalLog,
+                 clock: Callable[[], float]) -> None:
+        self._server = server
+        self._events = events
+        self._refusals = refusals
+        self._clock = clock
 
-    def _event_of(self, msg: Any) -> PresenceEvent:
+    def event_of(self, msg: Any) -> PresenceEvent:
+        """The package of the request's Event header; _BadRequest 400 (unreadable) or 489 (unknown)."""
         try:
             ev = msg.event
         except ParseError as exc:
             raise _BadRequest(400, REASON_BAD_REQUEST) from exc
-        event = self.events.search_event(ev.name, ev.params) if ev is not None else None
+        event = self._events.search_event(ev.name, ev.params) if ev is not None else None
         if event is None:
-            raise _BadRequest(489, REASON_BAD_EVENT, (("Allow-Events", self.events.get_event_list()),))
+            raise _BadRequest(489, REASON_BAD_EVENT, (("Allow-Events", self._events.get_event_list()),))
         return event
 
-    def _reply(self, ctx: Any, status: int, reason: str, headers: Any = ()) -> None:
-        self.server.reply(ctx, status, reason, headers=tuple(headers))
+    def reply(self, ctx: MsgContext, status: int, reason: str,
+              headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._server.reply(ctx, status, reason, headers=tuple(headers))
 
-    def _refuse(self, ctx: Any, status: int, reason: str, refusal: Refusal, what: str) -> None:
+    def refuse(self, ctx: MsgContext, status: int, reason: str, refusal: Refusal, what: str) -> None:
         """A request a cap refused: `status` (503) with Retry-After, and a rate-limited log line
         naming the request (`what`) and the cap."""
-        self.refusals.refused(refusal, self.clock(), what)
-        self._reply(ctx, status, reason, (("Retry-After", str(CAP_RETRY_AFTER)),))
+        self._refusals.refused(refusal, self._clock(), what)
+        self.reply(ctx, status, reason, (("Retry-After", str(CAP_RETRY_AFTER)),))
 
-    def _adopted(self, sub: Subscription) -> Subscription:
-        """`sub`, taken over from another node (clustering), as this node's: see _taken_over. The
-        Contact is server_address, or our socket of the transport the dialog uses (the same rule as a
-        SUBSCRIBE's reply, local_contact)."""
-        proto = (sub.socket_info.partition(":")[0] or "udp").lower()
-        sockets = list(getattr(self.server, "sockets", ()) or ())
-        sock = next((s for s in sockets if str(getattr(s, "proto", "")).lower() == proto),
-                    sockets[0] if sockets else None)
-        if sock is None:   # no socket at all (a test without a server): only the CSeq moves on
-            return _taken_over(sub, self.settings.server_address or sub.local_contact, sub.socket_info)
-        contact = local_contact(self.settings.server_address, proto, sock.host, int(sock.port))
-        return _taken_over(sub, contact, sock.name)
-
-    def _lock(self, pres_uri: str) -> Any:
-        """Serialises the handling of one presentity (its PUBLISHes, SUBSCRIBEs, NOTIFY bodies)."""
-        return self._locks.hold(pres_uri)
-
+    def warn(self, key: tuple[str, str], fmt: str, *args: object) -> None:
+        """A log line at most once a minute per `key` (a refused request's source address)."""
+        self._refusals.warn(key, self._clock(), fmt, *args)

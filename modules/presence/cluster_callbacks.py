@@ -5,55 +5,73 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .base import _BadRequest
-from .dispatch import NotifyDispatch
-from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
-from .notify import presentity_body
-from .storage import subscription_from_row
-from .subscription import SubState, Subscription
+from .clustering import ClusterLink
+from .dispatch import Notifier
+from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
+from .locks import KeyedLocks
+from .persistence import Persistence
+from .settings import PresenceSettings
+from .storage import PresenceStore, subscription_from_row
+from .subscription import SubState, Subscription, SubsTable
 
 log = logging.getLogger("routescript.presence")
 
 
-class ClusterCallbacks(NotifyDispatch):
-    """cluster_* callbacks of the presence service."""
+class ClusterCallbacks:
+    """cluster_* callbacks of the presence service (handed to the ClusterNode by the module)."""
+
+    def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
+                 events: EventRegistry, subscriptions: SubsTable, locks: KeyedLocks, notifier: Notifier,
+                 persistence: Persistence, cluster: ClusterLink) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._events = events
+        self._subscriptions = subscriptions
+        self._locks = locks
+        self._notifier = notifier
+        self._persistence = persistence
+        self._cluster = cluster
 
     async def cluster_presentity_changed(self, pres_uri: str, event_name: str) -> None:
         """Another node stored a change of (pres_uri, event): our watchers of it get the new state."""
-        event = self.events.contains_event(event_name)
-        if event is None or not self.subscriptions.watchers(pres_uri, event.name):
+        event = self._events.contains_event(event_name)
+        if event is None or not self._subscriptions.watchers(pres_uri, event.name):
             return   # nobody here to tell (the next lookup reads the database anyway: fallback2db)
-        async with self._lock(pres_uri):
-            await self.notify_presentity(pres_uri, event)
-        await self.sync_db()   # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions
+        async with self._locks.hold(pres_uri):
+            await self._notifier.notify_presentity(pres_uri, event)
+        # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions
+        await self._persistence.sync_db()
 
     async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
         """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current
         state at once - its watcher may have missed changes while its owner was dead - CSeq goes on
         from the row's local_cseq, and our Contact replaces the dead node's (the watcher's refreshes
         follow it). Expired ones are ended by our next clean_period run."""
-        now = self.clock()
+        now = self._clock()
         adopted: list[tuple[Subscription, PresenceEvent]] = []
         for row in rows:
-            event = self.events.contains_event(row["event"])
+            event = self._events.contains_event(row["event"])
             if event is None:
                 log.warning("adopted subscription %s for unknown event %r ignored", row.get("callid"),
                             row["event"])
                 continue
-            sub = self._adopted(subscription_from_row(row))
-            self.subscriptions.load(sub, changed=True)   # our Contact and CSeq, saved by the sync below
-            if sub.expires_at + self.settings.expires_offset > now and sub.status is not SubState.TERMINATED:
+            sub = self._cluster.adopted(subscription_from_row(row))
+            self._subscriptions.load(sub, changed=True)   # our Contact and CSeq, saved by the sync below
+            if sub.expires_at + self._settings.expires_offset > now and sub.status is not SubState.TERMINATED:
                 adopted.append((sub, event))
         for sub, event in adopted:
-            async with self._lock(sub.pres_uri):
-                live = self.subscriptions.get(sub.key)
+            async with self._locks.hold(sub.pres_uri):
+                live = self._subscriptions.get(sub.key)
                 if live is not None:
-                    await self._notify_one(live, event, with_body=live.status is SubState.ACTIVE
-                                           or event.type == WINFO_TYPE)
+                    await self._notifier.notify_one(live, event, with_body=live.status is SubState.ACTIVE
+                                                    or event.type == WINFO_TYPE)
         log.info("cluster: %d subscriptions adopted (%d live, notified)", len(rows), len(adopted))
-        await self.sync_db()
+        await self._persistence.sync_db()
 
     async def cluster_rejoin(self) -> int:
         """At start, clustered: while this node was down, changes were announced to nobody here. Its
@@ -61,15 +79,15 @@ class ClusterCallbacks(NotifyDispatch):
         choice - each presentity they follow is notified once with the current state (RFC 6665 allows
         a NOTIFY at any time). Returns how many NOTIFYs were queued."""
         sent = 0
-        for pres_uri, name in self.subscriptions.presentities():
-            event = self.events.contains_event(name)
+        for pres_uri, name in self._subscriptions.presentities():
+            event = self._events.contains_event(name)
             if event is None or event.type != PUBL_TYPE:
                 continue
-            async with self._lock(pres_uri):
-                sent += await self.notify_presentity(pres_uri, event)
+            async with self._locks.hold(pres_uri):
+                sent += await self._notifier.notify_presentity(pres_uri, event)
         if sent:
             log.info("cluster: rejoined; %d watchers sent the current state", sent)
-            await self.sync_db()
+            await self._persistence.sync_db()
         return sent
 
     async def cluster_resync(self, *, retries: int = 6, first_delay: float = 0.5) -> None:
@@ -84,57 +102,51 @@ class ClusterCallbacks(NotifyDispatch):
             await asyncio.sleep(delay)
             delay *= 2
         log.warning("cluster: resync postponed to the next clean_period run: the database is not back")
-        self._missed_while_fenced = True
+        self._cluster.held_back()
 
     async def _resync_once(self) -> bool:
-        pairs = self.subscriptions.presentities()
-        for key in [k for k in self._notified if k not in set(pairs)]:
-            del self._notified[key]
+        pairs = self._subscriptions.presentities()
+        self._cluster.keep_sent_only(pairs)
         changed = 0
         for pres_uri, name in pairs:
-            event = self.events.contains_event(name)
+            event = self._events.contains_event(name)
             if event is None or event.type != PUBL_TYPE:
                 continue
-            async with self._lock(pres_uri):
-                before = self._notified.get((pres_uri, name))
+            async with self._locks.hold(pres_uri):
+                before = self._cluster.last_sent(pres_uri, name)
                 if before is None:
-                    before = hash(self._state_body(pres_uri, event))
+                    before = hash(self._notifier.state_body(pres_uri, event))
                 try:
-                    await self._fallback_publications(pres_uri, event, strict=True)
+                    await self._persistence.fallback_publications(pres_uri, event, strict=True)
                 except _BadRequest:
                     return False
-                if hash(self._state_body(pres_uri, event)) != before:
+                if hash(self._notifier.state_body(pres_uri, event)) != before:
                     changed += 1
-                    await self.notify_presentity(pres_uri, event)
+                    await self._notifier.notify_presentity(pres_uri, event)
         log.info("cluster: resync: %d of %d presentities changed", changed, len(pairs))
         if changed:
-            await self.sync_db()
+            await self._persistence.sync_db()
         return True
-
-    def _state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
-        return presentity_body(event, pres_uri, self.presentities.publications(pres_uri, event.name),
-                               notify_offline_body=self.settings.notify_offline_body,
-                               cache=self.bodies)
 
     async def cluster_ownership_lost(self) -> None:
         """We were cut off long enough for another node to adopt our subscriptions: forget them all
         (no NOTIFY: their new owner has them) and load back only the rows still tagged with us."""
-        n = self.subscriptions.forget_all()
-        self._notified.clear()
+        n = self._subscriptions.forget_all()
+        self._cluster.forget_all_sent()
         kept = 0
-        if self.store is not None:
+        if self._store is not None:
             try:
-                rows = await self.store.own_subscription_rows()
+                rows = await self._store.own_subscription_rows()
             except Exception as exc:  # noqa: BLE001 - nothing reloaded; the database resync fixes it
                 log.error("cluster: reloading our subscriptions failed: %s", exc)
                 rows = []
             for row in rows:
-                if self.events.contains_event(row["event"]) is not None:
-                    self.subscriptions.load(subscription_from_row(row))
+                if self._events.contains_event(row["event"]) is not None:
+                    self._subscriptions.load(subscription_from_row(row))
                     kept += 1
         log.warning("cluster: %d subscriptions were taken over by another node; %d kept", n, kept)
 
     def cluster_subscription_moved(self, key: tuple[str, str, str]) -> None:
         """Another node took this dialog over (an in-dialog request reached it): forget it, silently."""
-        if self.subscriptions.forget(key) is not None:
+        if self._subscriptions.forget(key) is not None:
             log.info("subscription %s moved to another node", key[0])

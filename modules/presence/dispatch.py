@@ -1,12 +1,12 @@
-"""NOTIFY dispatch: the watchers of a presentity (and its watcher-info subscribers) told its state,
-each NOTIFY built, routed and sent, and its answer acted on; the cluster told of a stored change."""
+"""The Notifier: the watchers of a presentity (and its watcher-info subscribers) told its state, each
+NOTIFY built, queued (its NotifySender), routed and sent, and its answer acted on (481, 408, 513 end the
+subscription)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,12 +14,17 @@ from routescript.core import requests
 from routescript.core.requests import TOO_LARGE, OutgoingRequest
 
 from .base import _maybe_await, _same_uri
-from .events import PUBL_TYPE, WINFO_TYPE, PresenceEvent
-from .notify import build_notify, presentity_body, watcher_body
+from .clustering import ClusterLink
+from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
+from .locks import KeyedLocks
+from .notify import BodyCache, build_notify, presentity_body, watcher_body
 from .persistence import Persistence
-from .presentity import Publication
+from .presentity import PresentityTable, Publication
+from .sender import NotifySender
+from .server_api import PresenceServer
+from .settings import PresenceSettings
 from .storage import split_pres_uri
-from .subscription import SubEvent, SubState, Subscription
+from .subscription import SubEvent, SubState, Subscription, SubsTable
 
 log = logging.getLogger("routescript.presence")
 
@@ -32,18 +37,25 @@ FANOUT_SLICE = 0.002         # seconds of NOTIFY fan-out between two turns of th
 NOTIFY_TOO_LARGE = TOO_LARGE
 
 
-class NotifyDispatch(Persistence):
-    """Watcher fan-out (notify_presentity, notify_winfo) and the NOTIFY transactions."""
+class Notifier:
+    """Watcher fan-out (notify_presentity, notify_winfo, notify_one) and the NOTIFY transactions: it owns
+    the NotifySender (one ordered queue per dialog) and acts on each NOTIFY's final status."""
 
-    async def _announce(self, pres_uri: str, event: PresenceEvent, etag: str) -> None:
-        """Clustered: tell the other nodes, whose watchers of pres_uri then hear from their owner. The
-        change is stored already; a failure here is logged (the other nodes catch up at their resync)."""
-        if self.cluster is None:
-            return
-        try:
-            await self.cluster.announce(pres_uri, event.name, etag)
-        except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
-            log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
+    def __init__(self, server: PresenceServer, events: EventRegistry, settings: PresenceSettings,
+                 clock: Callable[[], float], presentities: PresentityTable, subscriptions: SubsTable,
+                 bodies: BodyCache, locks: KeyedLocks, cluster: ClusterLink,
+                 persistence: Persistence) -> None:
+        self.server = server
+        self._events = events
+        self._settings = settings
+        self._clock = clock
+        self._presentities = presentities
+        self._subscriptions = subscriptions
+        self._bodies = bodies
+        self._locks = locks
+        self._cluster = cluster
+        self._persistence = persistence
+        self.sender = NotifySender(self._send_notify, self._notify_result, self._subscribed)
 
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
@@ -53,34 +65,36 @@ class NotifyDispatch(Persistence):
         out). A pending, waiting or terminated (blocked) watcher is told nothing: it learns its state
         from the NOTIFY its SUBSCRIBE or an authorization change sends (OpenSIPS get_subs_dialog takes
         active subscriptions only; RFC 3856 6.6)."""
-        if self.cluster is None:
+        if self._cluster.node is None:
             # fallback2db without clustering: every server notifies every watcher in the database
             # (OpenSIPS's way); clustered, each node notifies its own and the others are told.
-            await self._fallback_watchers(pres_uri, event)
-        watchers = self.subscriptions.watchers(pres_uri, event.name)
+            await self._persistence.fallback_watchers(pres_uri, event)
+        watchers = self._subscriptions.watchers(pres_uri, event.name)
         if not watchers:
-            self._notified.pop((pres_uri, event.name), None)
+            if self._cluster.node is not None:
+                self._cluster.forget_sent(pres_uri, event.name)
             return 0
-        await self._fallback_publications(pres_uri, event)
-        shared = await self._presentity_body(pres_uri, event, removed)
-        if self.cluster is not None and self._fenced():
-            self._missed_while_fenced = True
-            return 0
-        if self.cluster is not None:
-            self._notified[(pres_uri, event.name)] = hash(shared)
+        await self._persistence.fallback_publications(pres_uri, event)
+        shared = await self.presentity_body(pres_uri, event, removed)
+        cluster = self._cluster
+        if cluster.node is not None:
+            if cluster.fenced():
+                cluster.held_back()
+                return 0
+            cluster.sent(pres_uri, event.name, hash(shared))
         rules = None
         if event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None:
             user, domain = split_pres_uri(pres_uri)
             rules = await _maybe_await(event.get_rules_doc(user, domain))
         # The watchers as they are now: building the body (a worker thread) and the rules let the loop run.
-        watchers = self.subscriptions.watchers(pres_uri, event.name)
+        watchers = self._subscriptions.watchers(pres_uri, event.name)
         sent = 0
         slice_end = time.perf_counter() + FANOUT_SLICE
         paused = False
         for sub in watchers:
             if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
                 continue
-            if paused and self.subscriptions.get(sub.key) is None:
+            if paused and self._subscriptions.get(sub.key) is None:
                 continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)
             if self._queue_notify(sub, event, shared, rules):
                 sent += 1
@@ -96,24 +110,24 @@ class NotifyDispatch(Persistence):
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
                            changed: Subscription | None = None) -> int:
         """Tell the presence.winfo watchers of pres_uri: `changed` alone (partial) or the full list."""
-        winfo = self.events.wipeer(event)
+        winfo = self._events.wipeer(event)
         if winfo is None or winfo.type != WINFO_TYPE:
             return 0
         sent = 0
-        for sub in self.subscriptions.watchers(pres_uri, winfo.name):
+        for sub in self._subscriptions.watchers(pres_uri, winfo.name):
             if sub.status is SubState.ACTIVE:
-                await self._notify_one(sub, winfo, with_body=True, partial=changed)
+                await self.notify_one(sub, winfo, with_body=True, partial=changed)
                 sent += 1
         return sent
 
-    async def _notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
-                          final_with_state: bool = False, partial: Subscription | None = None,
-                          reread: bool = True) -> None:
+    async def notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
+                         final_with_state: bool = False, partial: Subscription | None = None,
+                         reread: bool = True) -> None:
         shared = None
         if with_body and event.type == PUBL_TYPE:
             if reread:
-                await self._fallback_publications(sub.pres_uri, event)
-            shared = await self._presentity_body(sub.pres_uri, event)
+                await self._persistence.fallback_publications(sub.pres_uri, event)
+            shared = await self.presentity_body(sub.pres_uri, event)
         rules = None
         if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
             user, domain = split_pres_uri(sub.pres_uri)
@@ -121,92 +135,100 @@ class NotifyDispatch(Persistence):
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
                            winfo=with_body and event.type == WINFO_TYPE, partial=partial)
 
-    async def _presentity_body(self, pres_uri: str, event: PresenceEvent,
-                               removed: Publication | None = None) -> bytes | None:
+    async def presentity_body(self, pres_uri: str, event: PresenceEvent,
+                              removed: Publication | None = None) -> bytes | None:
         """The body all watchers of the presentity share now (presentity_body). Aggregating many
         publications runs in a worker thread: 256 PIDF documents took 11 ms of the loop, 16 took
         1 ms (agg_nbody is pure, bytes in and bytes out; lxml's parser is per thread). The caller
         holds the presentity's lock, so its state cannot change meanwhile."""
-        pubs = self.presentities.publications(pres_uri, event.name)
-        offline = self.settings.notify_offline_body
+        pubs = self._presentities.publications(pres_uri, event.name)
+        offline = self._settings.notify_offline_body
         if event.agg_nbody is None or len(pubs) <= AGGREGATE_ON_LOOP_MAX or \
-                (removed is None and self.bodies.holds(event, pres_uri, pubs, notify_offline_body=offline)):
+                (removed is None and self._bodies.holds(event, pres_uri, pubs, notify_offline_body=offline)):
             return presentity_body(event, pres_uri, pubs, removed=removed, notify_offline_body=offline,
-                                   cache=self.bodies)
+                                   cache=self._bodies)
         body = await asyncio.to_thread(presentity_body, event, pres_uri, pubs, removed=removed,
                                        notify_offline_body=offline)
         if removed is None:
-            self.bodies.keep(event, pres_uri, pubs, body, notify_offline_body=offline)
+            self._bodies.keep(event, pres_uri, pubs, body, notify_offline_body=offline)
         return body
 
-    def _fenced(self) -> bool:
-        """Clustered and cut off from the cluster for too long: another node may own our subscriptions
-        now, so we send no NOTIFY (ClusterNode.owns_subscriptions) until a heartbeat succeeds."""
-        return self.cluster is not None and not self.cluster.owns_subscriptions()
+    def state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
+        """The body the watchers of (pres_uri, event) would be sent now (from the cache when it holds
+        it): a cluster resync compares its hash with the one last sent."""
+        return presentity_body(event, pres_uri, self._presentities.publications(pres_uri, event.name),
+                               notify_offline_body=self._settings.notify_offline_body, cache=self._bodies)
+
+    def forget_body(self, pres_uri: str, event: str) -> None:
+        """The presentity's last publication for `event` is gone: its body is never asked for again
+        (memory only)."""
+        self._bodies.discard(pres_uri, event)
 
     def _queue_notify(self, sub: Subscription, event: PresenceEvent, shared: bytes | None, rules: Any, *,
                       final_with_state: bool = False, winfo: bool = False,
                       partial: Subscription | None = None) -> bool:
-        if self._fenced():
-            self._missed_while_fenced = True
+        if self._cluster.fenced():
+            self._cluster.held_back()
             log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
                         sub.pres_uri)
             return False
-        now = self.clock()
-        live = self.subscriptions.get(sub.key)
+        now = self._clock()
+        live = self._subscriptions.get(sub.key)
         if live is None or (live.status is sub.status and live.reason == sub.reason):
             current = live or sub
         else:
-            current = replace(live, status=sub.status, reason=sub.reason)
+            current = live.evolve(status=sub.status, reason=sub.reason)
         body: bytes | None
         if winfo and event.winfo_body is not None and (current.status is SubState.ACTIVE or final_with_state):
-            peer = self.events.wipeer(event)
+            peer = self._events.wipeer(event)
             watchers = [partial] if partial is not None else \
-                (self.subscriptions.watchers(sub.pres_uri, peer.name) if peer is not None else [])
+                (self._subscriptions.watchers(sub.pres_uri, peer.name) if peer is not None else [])
             body = event.winfo_body(sub.pres_uri, watchers, current.version, "partial" if partial else "full")
         else:
             body = watcher_body(event, current, shared, rules, final_with_state=final_with_state)
-        after = self.subscriptions.record_notify(current)
+        after = self._subscriptions.record_notify(current)
         request = build_notify(after, now, body=body, content_type=event.content_type)
         return self.sender.enqueue(after, request)
+
+    def _subscribed(self, sub: Subscription) -> bool:
+        """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
+        return self._subscriptions.get(sub.key) is not None
+
+    def _notify_result(self, sub: Subscription, status: int) -> Awaitable[None] | None:
+        """481 (dialog gone), a timeout with end_sub_on_timeout, or a NOTIFY too large for any
+        transport the watcher takes (513) ends the subscription (the returned awaitable; None -
+        nothing to wait for - in the usual case)."""
+        if not (status in (481, NOTIFY_TOO_LARGE) or (status == 408 and self._settings.end_sub_on_timeout)):
+            return None
+        return self._end_after_notify(sub, status)
+
+    async def _end_after_notify(self, sub: Subscription, status: int) -> None:
+        gone = self._subscriptions.delete(sub.key)
+        if gone is not None:
+            event = self._events.contains_event(sub.event)
+            if status == NOTIFY_TOO_LARGE:
+                log.warning("subscription %s to %s ended: its state does not fit in a NOTIFY the watcher "
+                            "can receive; told terminated;reason=probation", sub.callid, sub.pres_uri)
+                if event is not None:   # the last NOTIFY, without a body: small enough for any transport
+                    await self.notify_one(gone.moved(SubEvent.NOTIFY_TOO_LARGE), event, with_body=False)
+            else:
+                log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
+            # a watcher went away: the presentity's watcher-info subscribers get the full list
+            if event is not None and event.type == PUBL_TYPE:
+                async with self._locks.hold(sub.pres_uri):
+                    await self.notify_winfo(sub.pres_uri, event)
+            if self._settings.fallback2db:
+                await self._persistence.sync_db()
 
     def _send_notify(self, sub: Subscription, request: OutgoingRequest, done: Callable[[int], None]) -> None:
         """Start one NOTIFY's client transaction through the core's request sender, which writes the Via,
         finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set) and moves a
         NOTIFY too large for UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once.
         513 - it fits no transport the watcher takes - ends the subscription (`_notify_result`)."""
-        self.server.requests.send_in_dialog(request, lambda response: done(response.status),
-                                            source=sub.source, socket=sub.socket_info)
-
-    def _subscribed(self, sub: Subscription) -> bool:
-        """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
-        return self.subscriptions.get(sub.key) is not None
-
-    def _notify_result(self, sub: Subscription, status: int) -> Awaitable[None] | None:
-        """481 (dialog gone), a timeout with end_sub_on_timeout, or a NOTIFY too large for any
-        transport the watcher takes (513) ends the subscription (the returned awaitable; None -
-        nothing to wait for - in the usual case)."""
-        if not (status in (481, NOTIFY_TOO_LARGE) or (status == 408 and self.settings.end_sub_on_timeout)):
-            return None
-        return self._end_after_notify(sub, status)
-
-    async def _end_after_notify(self, sub: Subscription, status: int) -> None:
-        gone = self.subscriptions.delete(sub.key)
-        if gone is not None:
-            event = self.events.contains_event(sub.event)
-            if status == NOTIFY_TOO_LARGE:
-                log.warning("subscription %s to %s ended: its state does not fit in a NOTIFY the watcher "
-                            "can receive; told terminated;reason=probation", sub.callid, sub.pres_uri)
-                if event is not None:   # the last NOTIFY, without a body: small enough for any transport
-                    await self._notify_one(gone.moved(SubEvent.NOTIFY_TOO_LARGE), event, with_body=False)
-            else:
-                log.info("subscription %s to %s ended: NOTIFY answered %d", sub.callid, sub.pres_uri, status)
-            # a watcher went away: the presentity's watcher-info subscribers get the full list
-            if event is not None and event.type == PUBL_TYPE:
-                async with self._lock(sub.pres_uri):
-                    await self.notify_winfo(sub.pres_uri, event)
-            if self.settings.fallback2db:
-                await self.sync_db()
+        requests = self.server.requests
+        assert requests is not None, "a NOTIFY before the server started"
+        requests.send_in_dialog(request, lambda response: done(response.status),
+                                source=sub.source, socket=sub.socket_info)
 
 
 def forget_destinations() -> None:

@@ -30,10 +30,10 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import re2
 
@@ -45,6 +45,11 @@ from .events import EVENT_CODES, WINFO_TYPE, EventRegistry, PresenceEvent
 from .presentity import Publication
 from .storage import join_pres_uri, publication_from_row, split_pres_uri
 from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode
+    from routescript.core.host import ModuleHost
+    from .service import PresenceService
 
 log = logging.getLogger("routescript.presence")
 
@@ -193,10 +198,14 @@ class PresenceMI:
     """MI commands of the presence module (a mixin for PresenceModule: uses `self.service`,
     `self.registry` (the EventRegistry), `self.server` and `self.param`)."""
 
-    service: Any
+    service: PresenceService | None
     registry: EventRegistry
-    server: Any
+    server: ModuleHost
+    cluster: ClusterNode | None
     param: Callable[[str], Any]
+
+    async def refresh_watchers_rules(self, pres_uri: str, event: str) -> None:
+        raise NotImplementedError   # PresenceModule's (pres-rules changed: re-judge the watchers)
 
     def mi_commands(self) -> list[MICommand]:
         # OpenSIPS disables every presence MI command in library mode (no db_url).
@@ -204,7 +213,7 @@ class PresenceMI:
             return []
         return super().mi_commands()  # type: ignore[misc, no-any-return]
 
-    def _running(self) -> Any:
+    def _running(self) -> PresenceService:
         if self.service is None:
             raise MIError("presence is not running")
         return self.service
@@ -236,27 +245,24 @@ class PresenceMI:
     async def _refresh_rules(self, pres_uri: str, ev: PresenceEvent) -> None:
         if ev.get_rules_doc is None:
             raise MIError(f"event {ev.name} does not require authorization")
-        refresh = getattr(self, "refresh_watchers_rules", None)
-        if refresh is None:
-            raise MIError("refreshing watchers after a rules change is not available in this build")
-        await refresh(pres_uri, ev.name)   # PresenceModule.refresh_watchers_rules(pres_uri, event name)
+        await self.refresh_watchers_rules(pres_uri, ev.name)
 
-    async def _refresh_published(self, service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+    async def _refresh_published(self, service: PresenceService, pres_uri: str, ev: PresenceEvent) -> None:
         """OpenSIPS query_db_notify: the state is read again from the database and every watcher of
         the presentity gets a NOTIFY with it. A presentity nobody watches: nothing sent, "OK"."""
         if ev.type == WINFO_TYPE:
             peer = self.registry.wipeer(ev)
             if peer is not None:
-                async with service._lock(pres_uri):
+                async with service.locks.hold(pres_uri):
                     await service.notify_winfo(pres_uri, peer)
             return
-        async with service._lock(pres_uri):
+        async with service.locks.hold(pres_uri):
             await self._reload_publications(service, pres_uri, ev)
             sent = await service.notify_presentity(pres_uri, ev)
         log.info("refresh_watchers %s %s: %d NOTIFYs", pres_uri, ev.name, sent)
 
     @staticmethod
-    async def _reload_publications(service: Any, pres_uri: str, ev: PresenceEvent) -> None:
+    async def _reload_publications(service: PresenceService, pres_uri: str, ev: PresenceEvent) -> None:
         if service.store is None:
             return
         try:
@@ -326,9 +332,9 @@ class PresenceMI:
         return out
 
     # ---------------------------------------------------------------- clustering (docs/cluster.md)
-    def _cluster(self) -> Any:
+    def _cluster(self) -> ClusterNode:
         self._running()
-        cluster = getattr(self, "cluster", None)
+        cluster = self.cluster
         if cluster is None:
             raise MIError("presence clustering is not enabled (modparam cluster_id)", 400)
         return cluster
@@ -371,7 +377,7 @@ class PresenceMI:
         service = self._running()
         ev = self._event(event, empty=("Invalid event", 404), unknown=("unknown event", 404))
         pattern = compile_filter(filter) if filter is not None else None
-        bus = getattr(self.server, "events", None)
+        bus = self.server.events
         raised = 0
         async with aclosing(self._expose_rows(service, ev)) as slices:
             async for rows in slices:
@@ -390,7 +396,8 @@ class PresenceMI:
                  f" (filter {filter!r})" if filter is not None else "", raised)
 
     @staticmethod
-    async def _expose_rows(service: Any, ev: PresenceEvent) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _expose_rows(service: PresenceService,
+                           ev: PresenceEvent) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Live rows of the event, WALK_SLICE at a time: from the database as OpenSIPS reads them (other
         servers' too), EXPOSE_PAGE rows per query; from memory when the service has no store."""
         now = service.clock()

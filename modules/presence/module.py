@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from routescript.core.host import ModuleHost
 from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
 from routescript.core.netlist import NetworkList
 from routescript.script.context import REQUEST_ROUTE
@@ -18,6 +20,9 @@ from .mi import PresenceMI
 from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode
 
 log = logging.getLogger("routescript.presence")
 
@@ -138,7 +143,7 @@ class PresenceModule(PresenceMI, Module):
         Param("cluster_be_active_shtag", str, None, later=NO_FEDERATION),
     )
 
-    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+    def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self.registry = EventRegistry()
         self.service: PresenceService | None = None
@@ -146,7 +151,7 @@ class PresenceModule(PresenceMI, Module):
         self._publish_rejected: Any = None
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
-        self.cluster: Any = None                  # ClusterNode when cluster_id is set (started)
+        self.cluster: ClusterNode | None = None   # when cluster_id is set (started)
         self.cluster_config: Any = None           # its ClusterConfig, checked at load time
         if not self.param("db_url"):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
@@ -290,11 +295,12 @@ class PresenceModule(PresenceMI, Module):
         if cfg is not None:
             from .cluster import ClusterNode
 
-            self.cluster = service.cluster = ClusterNode(
+            self.cluster = ClusterNode(
                 db, cfg, on_presentity_changed=service.cluster_presentity_changed,
                 on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
                 on_ownership_lost=service.cluster_ownership_lost,
                 on_subscription_moved=service.cluster_subscription_moved)
+            service.join_cluster(self.cluster)
         self._statistics(service)
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
@@ -324,9 +330,7 @@ class PresenceModule(PresenceMI, Module):
 
     def _statistics(self, service: PresenceService) -> None:
         """presence:* statistics (OpenSIPS's presence exports none; names say what they count)."""
-        stats = getattr(self.server, "statistics", None)
-        if stats is None:
-            return
+        stats = self.server.statistics
         stats.register("presence", "published_presentities", func=lambda: len(service.presentities.keys()))
         stats.register("presence", "publications", func=lambda: len(service.presentities))
         stats.register("presence", "active_subscriptions", func=lambda: len(service.subscriptions))
@@ -346,13 +350,17 @@ class PresenceModule(PresenceMI, Module):
         self._publish_rejected = stats.register("presence", "rejected_publishes")
 
     def _cluster_stats(self) -> None:
-        stats = getattr(self.server, "statistics", None)
-        if stats is None or self.cluster is None:
+        if self.cluster is None:
             return
+        stats = self.server.statistics
         cs = self.cluster.stats
-        for name in ("announced", "received", "adopted_rows", "takeovers", "resyncs", "ownership_lost",
-                     "heartbeat_failures"):
-            stats.register("presence", f"cluster_{name}", func=lambda n=name: getattr(cs, n))
+        counters: dict[str, Callable[[], int]] = {
+            "announced": lambda: cs.announced, "received": lambda: cs.received,
+            "adopted_rows": lambda: cs.adopted_rows, "takeovers": lambda: cs.takeovers,
+            "resyncs": lambda: cs.resyncs, "ownership_lost": lambda: cs.ownership_lost,
+            "heartbeat_failures": lambda: cs.heartbeat_failures}
+        for name, read in counters.items():
+            stats.register("presence", f"cluster_{name}", func=read)
 
     async def stop(self) -> None:
         for task in self._timers:

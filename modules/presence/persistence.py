@@ -1,21 +1,68 @@
-"""Presence state and the database: load at start, db_update_period flush (sync_db), and the
-fallback2db lookups that find what another server stored (publications, a dialog, watchers)."""
+"""Presence state and the database: load at start, the writes a PUBLISH or SUBSCRIBE commits before its
+reply, the db_update_period flush (sync_db), and the fallback2db lookups that find what another server
+stored (publications, a dialog, watchers)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from .base import ServiceBase, _db_failure
-from .events import PUBL_TYPE, PresenceEvent
-from .storage import publication_from_row, subscription_from_row
-from .subscription import Subscription
+from .base import _db_failure
+from .clustering import ClusterLink
+from .events import PUBL_TYPE, EventRegistry, PresenceEvent
+from .presentity import PresentityTable, PublishAction, PublishDecision
+from .settings import PresenceSettings
+from .storage import PresenceStore, publication_from_row, subscription_from_row
+from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable
 
 log = logging.getLogger("routescript.presence")
 
 
-class Persistence(ServiceBase):
-    """sync_db / load, and the fallback2db reads (OpenSIPS fallback2db)."""
+class Persistence:
+    """The tables in memory and the database (`store`; None: memory only): load, the writes before a
+    reply, sync_db, and the fallback2db reads (OpenSIPS fallback2db)."""
+
+    def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
+                 events: EventRegistry, presentities: PresentityTable, subscriptions: SubsTable,
+                 cluster: ClusterLink) -> None:
+        self.store = store
+        self._settings = settings
+        self._clock = clock
+        self._events = events
+        self._presentities = presentities
+        self._subscriptions = subscriptions
+        self._cluster = cluster
+        # Dialogs whose new row (or deletion) is being committed before the 2xx: not read back from the
+        # database meanwhile (fallback2db), their SUBSCRIBE is not answered yet. Read-only outside.
+        self.storing: set[DialogKey] = set()
+
+    async def store_publication(self, d: PublishDecision) -> None:
+        """A PUBLISH's change committed (group commit) before its reply."""
+        if self.store is None or d.publication is None:
+            return
+        if d.action is PublishAction.INSERT:
+            await self.store.insert_publication(d.publication)
+        elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
+            assert d.old_etag is not None
+            await self.store.replace_publication(d.old_etag, d.publication)
+        elif d.action is PublishAction.REMOVE:
+            await self.store.delete_publication(d.publication)
+
+    async def store_subscription(self, d: SubscribeDecision) -> None:
+        """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a
+        PUBLISH): what was acknowledged survives a crash. A refresh waits for the db_update_period sync.
+        Meanwhile the dialog is `storing`: fallback2db does not read it back."""
+        assert self.store is not None and d.subscription is not None
+        key = d.subscription.key
+        self.storing.add(key)
+        try:
+            if d.action is SubscribeAction.INSERT:
+                await self.store.insert_subscription(d.subscription)
+            else:
+                await self.store.delete_subscription(d.subscription)
+        finally:
+            self.storing.discard(key)
 
     async def sync_db(self) -> None:
         """db_update_period: flush subscription changes in one transaction. The database unreachable:
@@ -23,14 +70,14 @@ class Persistence(ServiceBase):
         one, so one bad row never keeps the others out."""
         if self.store is None:
             return
-        inserts, updates, deletes = self.subscriptions.take_db_changes()
+        inserts, updates, deletes = self._subscriptions.take_db_changes()
         try:
             lost = await self.store.sync_subscriptions(inserts, updates, deletes)
         except Exception as exc:  # noqa: BLE001 - changes kept for the next sync, or saved one by one
             if getattr(exc, "transient", False):
                 log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
                           len(inserts) + len(updates) + len(deletes), exc)
-                self.subscriptions.restore_db_changes(inserts, updates, deletes)
+                self._subscriptions.restore_db_changes(inserts, updates, deletes)
                 return
             log.warning("saving %d subscription changes at once failed (%s); saved one by one",
                         len(inserts) + len(updates) + len(deletes), exc)
@@ -54,7 +101,7 @@ class Persistence(ServiceBase):
             except Exception as exc:  # noqa: BLE001 - this row only
                 if getattr(exc, "transient", False):
                     rest = todo[i:]
-                    self.subscriptions.restore_db_changes(*(
+                    self._subscriptions.restore_db_changes(*(
                         [s for s, w in rest if w == kind] for kind in ("insert", "update", "delete")))
                     log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
                               len(rest), exc)
@@ -66,7 +113,7 @@ class Persistence(ServiceBase):
     def _forget_lost(self, lost: list[Subscription]) -> None:
         for sub in lost:
             # Clustered: the row carries another node's tag now (taken over); it sends the NOTIFYs.
-            if self.subscriptions.forget(sub.key) is not None:
+            if self._subscriptions.forget(sub.key) is not None:
                 log.info("subscription %s to %s is no longer ours (taken over); forgotten", sub.callid,
                          sub.pres_uri)
 
@@ -74,45 +121,45 @@ class Persistence(ServiceBase):
         """At start: every live publication and subscription back from the database."""
         if self.store is None:
             return 0, 0
-        now = self.clock()
+        now = self._clock()
         npub = nsub = 0
-        for row in await self.store.live_publications(now - self.settings.expires_offset):
-            event = self.events.contains_event(row["event"])
+        for row in await self.store.live_publications(now - self._settings.expires_offset):
+            event = self._events.contains_event(row["event"])
             if event is None:
                 log.warning("stored publication for unknown event %r ignored", row["event"])
                 continue
-            self.presentities.load(publication_from_row(row, event.content_type))
+            self._presentities.load(publication_from_row(row, event.content_type))
             npub += 1
-        for row in await self.store.live_subscriptions(now - self.settings.expires_offset):
-            if self.events.contains_event(row["event"]) is None:
+        for row in await self.store.live_subscriptions(now - self._settings.expires_offset):
+            if self._events.contains_event(row["event"]) is None:
                 continue
-            self.subscriptions.load(subscription_from_row(row))
+            self._subscriptions.load(subscription_from_row(row))
             nsub += 1
         return npub, nsub
 
     # ------------------------------------------------------------------ fallback2db
-    async def _fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
-                                     strict: bool = False) -> None:
+    async def fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
+                                    strict: bool = False) -> None:
         """fallback2db: publications another server stored for this presentity join the table
         (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
         _BadRequest to answer (503/500) instead of going on with what memory holds."""
-        if not (self.settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
+        if not (self._settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
             return
         try:
             rows = await self.store.find_publications(pres_uri, event.name,
-                                                      self.clock() - self.settings.expires_offset)
+                                                      self._clock() - self._settings.expires_offset)
         except Exception as exc:
             log.error("fallback2db: reading publications of %s failed: %s", pres_uri, exc)
             if strict:
                 raise _db_failure(exc) from exc
             return
-        self.presentities.replace_presentity(pres_uri, event.name,
-                                             [publication_from_row(r, event.content_type) for r in rows])
+        self._presentities.replace_presentity(pres_uri, event.name,
+                                              [publication_from_row(r, event.content_type) for r in rows])
 
-    async def _fallback_dialog(self, msg: Any) -> None:
+    async def fallback_dialog(self, msg: Any) -> None:
         """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in
         the database (another server created it) before it is answered 481."""
-        if not (self.settings.fallback2db and self.store is not None):
+        if not (self._settings.fallback2db and self.store is not None):
             return
         from routescript.sip import ParseError
 
@@ -120,39 +167,39 @@ class Persistence(ServiceBase):
             key = (msg.call_id, msg.to.tag or "", msg.from_.tag or "")
         except ParseError:
             return  # answered 400 by _subscribe_facts
-        if (not key[1] or self.subscriptions.get(key) is not None
-                or self.subscriptions.deleted_since_sync(key)):
+        if (not key[1] or self._subscriptions.get(key) is not None
+                or self._subscriptions.deleted_since_sync(key)):
             return
         try:
-            if self.cluster is not None:
+            if self._cluster.node is not None:
                 # Another node owns the dialog: it becomes ours, and its former owner forgets it.
-                row = await self.cluster.claim_subscription(*key)
+                row = await self._cluster.claim_subscription(key)
             else:
                 row = await self.store.find_subscription(*key)
         except Exception as exc:
             log.error("fallback2db: reading subscription %s failed: %s", key[0], exc)
             raise _db_failure(exc) from exc
-        if row is not None and float(row["expires"]) + self.settings.expires_offset > self.clock():
+        if row is not None and float(row["expires"]) + self._settings.expires_offset > self._clock():
             sub = subscription_from_row(row)
-            if self.cluster is not None:
-                self.subscriptions.load(self._adopted(sub), changed=True)
+            if self._cluster.node is not None:
+                self._subscriptions.load(self._cluster.adopted(sub), changed=True)
             else:
-                self.subscriptions.load(sub)
+                self._subscriptions.load(sub)
 
-    async def _fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
+    async def fallback_watchers(self, pres_uri: str, event: PresenceEvent) -> None:
         """fallback2db: subscriptions another server made to this presentity are notified too."""
-        if not (self.settings.fallback2db and self.store is not None):
+        if not (self._settings.fallback2db and self.store is not None):
             return
         try:
             rows = await self.store.find_subscriptions(pres_uri, event.name,
-                                                       self.clock() - self.settings.expires_offset)
+                                                       self._clock() - self._settings.expires_offset)
         except Exception as exc:  # noqa: BLE001 - fallback2db is best effort: local watchers notified
             log.error("fallback2db: reading watchers of %s failed: %s", pres_uri, exc)
             return
         for row in rows:
             sub = subscription_from_row(row)
             key = sub.key
-            # _storing: its SUBSCRIBE is not answered yet (no NOTIFY before the 200)
-            if self.subscriptions.get(key) is None and not self.subscriptions.deleted_since_sync(key) \
-                    and key not in self._storing:
-                self.subscriptions.load(sub)
+            # storing: its SUBSCRIBE is not answered yet (no NOTIFY before the 200)
+            if self._subscriptions.get(key) is None and not self._subscriptions.deleted_since_sync(key) \
+                    and key not in self.storing:
+                self._subscriptions.load(sub)

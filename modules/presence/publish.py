@@ -4,89 +4,115 @@ reply with SIP-ETag, E_PRESENCE_PUBLISH raised, and the watchers notified."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from routescript.sip import ParseError, parse_uri
 
-from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure
+from .authorization import Authorizer
+from .base import REASON_BAD_REQUEST, Responder, _address, _BadRequest, _db_failure
+from .clustering import ClusterLink
 from .column_limits import check_publish
+from .dispatch import Notifier
 from .events import PresenceEvent
+from .locks import KeyedLocks
 from .notify import local_contact_of
-from .presentity import PublishAction, PublishDecision, PublishFacts
+from .persistence import Persistence
+from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
+from .server_api import PresenceServer
+from .settings import PresenceSettings
 from .storage import join_pres_uri, split_pres_uri
+
+if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
 
 log = logging.getLogger("routescript.presence")
 
 
-class PublishHandler(WatcherAuthorization):
-    """handle_publish."""
+class PublishHandler:
+    """handle_publish: read, decide (PresentityTable), commit (Persistence), reply, notify (Notifier)."""
 
-    async def handle_publish(self, ctx: Any, sender_uri: str | None = None) -> int:
+    def __init__(self, server: PresenceServer, responder: Responder, settings: PresenceSettings,
+                 clock: Callable[[], float], presentities: PresentityTable, locks: KeyedLocks,
+                 persistence: Persistence, authorizer: Authorizer, notifier: Notifier,
+                 cluster: ClusterLink) -> None:
+        self._server = server
+        self._responder = responder
+        self._settings = settings
+        self._clock = clock
+        self._presentities = presentities
+        self._locks = locks
+        self._persistence = persistence
+        self._authorizer = authorizer
+        self._notifier = notifier
+        self._cluster = cluster
+
+    async def handle_publish(self, ctx: MsgContext, sender_uri: str | None = None) -> int:
         """handle_publish([sender_uri]): 1 on success, -1 after an error reply."""
         msg = ctx.msg
         try:
-            event = self._event_of(msg)
+            event = self._responder.event_of(msg)
             facts = self._publish_facts(msg, event, sender_uri)
         except _BadRequest as exc:
-            self._reply(ctx, exc.status, exc.reason, exc.headers)
+            self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
-        async with self._lock(facts.pres_uri):
+        async with self._locks.hold(facts.pres_uri):
             try:
-                await self._fallback_publications(facts.pres_uri, event, strict=True)
+                await self._persistence.fallback_publications(facts.pres_uri, event, strict=True)
             except _BadRequest as exc:
-                self._reply(ctx, exc.status, exc.reason, exc.headers)
+                self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
                 return -1
-            sphere_before = self._sphere_if_checked(facts.pres_uri, event)
-            now = self.clock()
-            decision = self.presentities.handle_publish(facts, now)
+            sphere_before = self._authorizer.sphere_if_checked(facts.pres_uri, event)
+            now = self._clock()
+            decision = self._presentities.handle_publish(facts, now)
             if decision.refusal is not None:
-                self._refuse(ctx, decision.status, decision.reason, decision.refusal,
-                             f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}")
+                what = f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}"
+                self._responder.refuse(ctx, decision.status, decision.reason, decision.refusal, what)
                 return -1
             if not decision.ok:
                 self._refuse_publish(ctx, facts, decision)
                 return -1
             try:
-                await self._store_publication(decision)
+                await self._persistence.store_publication(decision)
             except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
                 err = _db_failure(exc)
-                self._reply(ctx, err.status, err.reason, err.headers)
+                self._responder.reply(ctx, err.status, err.reason, err.headers)
                 return -1
-            self.presentities.commit(decision)
+            self._presentities.commit(decision)
             if decision.notify:
                 # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
-                await self._announce(facts.pres_uri, event, decision.etag or "")
+                await self._cluster.announce(facts.pres_uri, event, decision.etag or "")
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))
-            if self.settings.server_address:
+            if self._settings.server_address:
                 # The presence documentation: server_address is the Contact of "200OK replies to Subscribe
                 # and Publish". (OpenSIPS 3.4 itself sends none on PUBLISH; unset, neither do we.)
-                headers.append(("Contact", f"<{local_contact_of(self.settings.server_address, ctx.source)}>"))
-            self._reply(ctx, decision.status, decision.reason, headers)
+                contact = local_contact_of(self._settings.server_address, ctx.source)
+                headers.append(("Contact", f"<{contact}>"))
+            self._responder.reply(ctx, decision.status, decision.reason, headers)
             self._raise_publish_event(facts, decision)
-            if decision.notify and sphere_before != self._sphere_if_checked(facts.pres_uri, event):
+            if decision.notify and sphere_before != self._authorizer.sphere_if_checked(facts.pres_uri, event):
                 # enable_sphere_check: the rules with sphere conditions may judge the watchers differently
-                await self._update_watchers(facts.pres_uri, event, None, quiet=True)
+                await self._authorizer.update_watchers(facts.pres_uri, event, None, quiet=True)
             if decision.notify:
                 removed = decision.publication if decision.action is PublishAction.REMOVE else None
-                await self.notify_presentity(facts.pres_uri, event, removed=removed,
-                                             skip_contact=facts.sender)
-                if self.settings.fallback2db:
-                    await self.sync_db()   # the NOTIFYs' CSeqs, for the other servers
+                await self._notifier.notify_presentity(facts.pres_uri, event, removed=removed,
+                                                       skip_contact=facts.sender)
+                if self._settings.fallback2db:
+                    await self._persistence.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
 
-    def _refuse_publish(self, ctx: Any, facts: PublishFacts, decision: PublishDecision) -> None:
+    def _refuse_publish(self, ctx: MsgContext, facts: PublishFacts, decision: PublishDecision) -> None:
         headers = []
         if decision.retry_after is not None:
             headers.append(("Retry-After", str(decision.retry_after)))
         if decision.detail:   # at most one line a minute per source address: no log flood
-            self.refusals.warn(("publish", _address(ctx.source)), self.clock(),
-                               "PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
-                               facts.event.name, decision.status, decision.detail)
-        self._reply(ctx, decision.status, decision.reason, headers)
+            self._responder.warn(("publish", _address(ctx.source)),
+                                 "PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
+                                 facts.event.name, decision.status, decision.detail)
+        self._responder.reply(ctx, decision.status, decision.reason, headers)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
         try:
@@ -103,22 +129,12 @@ class PublishHandler(WatcherAuthorization):
                 raise _BadRequest(400, REASON_BAD_REQUEST) from exc
             sender = sender_uri.strip()
         check_publish(msg, uri.user or "", uri.host, sender)
-        return PublishFacts(join_pres_uri(uri.user or "", uri.host), event, msg.header("SIP-If-Match"),
-                            expires, msg.body or None, ctype.mime if ctype is not None else None, sender)
-
-    async def _store_publication(self, d: PublishDecision) -> None:
-        if self.store is None or d.publication is None:
-            return
-        if d.action is PublishAction.INSERT:
-            await self.store.insert_publication(d.publication)
-        elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
-            assert d.old_etag is not None
-            await self.store.replace_publication(d.old_etag, d.publication)
-        elif d.action is PublishAction.REMOVE:
-            await self.store.delete_publication(d.publication)
+        return PublishFacts(pres_uri=join_pres_uri(uri.user or "", uri.host), event=event,
+                            if_match=msg.header("SIP-If-Match"), expires=expires, body=msg.body or None,
+                            content_type=ctype.mime if ctype is not None else None, sender=sender)
 
     def _raise_publish_event(self, facts: PublishFacts, d: PublishDecision) -> None:
-        bus = getattr(self.server, "events", None)
+        bus = self._server.events
         if bus is None or not bus.wanted("E_PRESENCE_PUBLISH"):
             return
         user, domain = split_pres_uri(facts.pres_uri)

@@ -80,15 +80,16 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
     status = int(row.get("status") or SubState.PENDING)
     forced = status == SubState.ACTIVE and row.get("reason") == FORCED_REASON
     return Subscription(
-        shared(row["presentity_uri"]), shared(row["event"]), row.get("to_user") or "",
-        shared(row.get("to_domain") or ""), row.get("watcher_username") or "",
-        shared(row.get("watcher_domain") or ""), row["callid"], row["to_tag"],
-        row["from_tag"], row["contact"], float(row["expires"]),
-        SubState(status) if status in SubState._value2member_map_ else SubState.PENDING,
-        row.get("reason") or None, row.get("event_id") or None, int(row.get("local_cseq") or 0),
-        int(row.get("remote_cseq") or 0), tuple(split_values(row.get("record_route") or "")),
-        int(row.get("version") or 0), shared(row.get("socket_info") or ""),
-        shared(row.get("local_contact") or ""), forced=forced)
+        pres_uri=shared(row["presentity_uri"]), event=shared(row["event"]), to_user=row.get("to_user") or "",
+        to_domain=shared(row.get("to_domain") or ""), watcher_user=row.get("watcher_username") or "",
+        watcher_domain=shared(row.get("watcher_domain") or ""), callid=row["callid"], to_tag=row["to_tag"],
+        from_tag=row["from_tag"], contact=row["contact"], expires_at=float(row["expires"]),
+        status=SubState(status) if status in SubState._value2member_map_ else SubState.PENDING,
+        reason=row.get("reason") or None, event_id=row.get("event_id") or None,
+        local_cseq=int(row.get("local_cseq") or 0), remote_cseq=int(row.get("remote_cseq") or 0),
+        record_route=tuple(split_values(row.get("record_route") or "")), version=int(row.get("version") or 0),
+        socket_info=shared(row.get("socket_info") or ""),
+        local_contact=shared(row.get("local_contact") or ""), forced=forced)
 
 
 class PresenceStore:

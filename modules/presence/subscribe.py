@@ -5,21 +5,30 @@ the first NOTIFY sent."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from routescript.sip import ParseError
 
-from .authorization import WatcherAuthorization
-from .base import REASON_BAD_REQUEST, _address, _BadRequest, _db_failure, _maybe_await
+from .authorization import Authorizer
+from .base import REASON_BAD_REQUEST, Responder, _address, _BadRequest, _db_failure, _maybe_await
 from .bla import bla_presentity, is_bla
 from .column_limits import REQUEST_URI, check_subscribe
+from .dispatch import Notifier
 from .events import PUBL_TYPE, BodyError, PresenceEvent
 from .limits import Refusal
+from .locks import KeyedLocks
 from .notify import local_contact_of
+from .persistence import Persistence
+from .server_api import PresenceServer
+from .settings import PresenceSettings
 from .storage import join_pres_uri
 from .subscription import (REASON_TOO_MANY, SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts,
-                           SubState)
+                           SubState, SubsTable)
+
+if TYPE_CHECKING:
+    from routescript.script.context import MsgContext
 
 log = logging.getLogger("routescript.presence")
 
@@ -27,35 +36,49 @@ log = logging.getLogger("routescript.presence")
 STORED_BEFORE_REPLY = frozenset((SubscribeAction.INSERT, SubscribeAction.REMOVE))
 
 
-class SubscribeHandler(WatcherAuthorization):
-    """handle_subscribe."""
+class SubscribeHandler:
+    """handle_subscribe: read, authorize (Authorizer), decide (SubsTable), commit (Persistence), reply,
+    notify (Notifier)."""
 
-    async def handle_subscribe(self, ctx: Any, force_active: bool = False) -> int:
+    def __init__(self, server: PresenceServer, responder: Responder, settings: PresenceSettings,
+                 clock: Callable[[], float], subscriptions: SubsTable, locks: KeyedLocks,
+                 persistence: Persistence, authorizer: Authorizer, notifier: Notifier) -> None:
+        self._server = server
+        self._responder = responder
+        self._settings = settings
+        self._clock = clock
+        self._subscriptions = subscriptions
+        self._locks = locks
+        self._persistence = persistence
+        self._authorizer = authorizer
+        self._notifier = notifier
+
+    async def handle_subscribe(self, ctx: MsgContext, force_active: bool = False) -> int:
         """handle_subscribe([force_active]): 1 on success, -1 after an error reply."""
         msg = ctx.msg
         try:
-            event = self._event_of(msg)
-            await self._fallback_dialog(msg)
+            event = self._responder.event_of(msg)
+            await self._persistence.fallback_dialog(msg)
             facts = self._subscribe_facts(ctx, event)
             _check_columns(facts)
             if event.evs_subs_handl is not None:
                 await _maybe_await(event.evs_subs_handl(facts))
         except _BadRequest as exc:
-            self._reply(ctx, exc.status, exc.reason, exc.headers)
+            self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
         except BodyError as exc:
-            self._reply(ctx, exc.status, exc.reason)
+            self._responder.reply(ctx, exc.status, exc.reason)
             return -1
         if facts.initial and facts.expires != 0:
-            refusal = self.subscriptions.over_cap(facts)
+            refusal = self._subscriptions.over_cap(facts)
             if refusal is not None:   # refused before the authorization's database work
                 self._refuse_subscribe(ctx, facts, refusal)
                 return -1
-        async with self._lock(facts.pres_uri):
+        async with self._locks.hold(facts.pres_uri):
             decision = await self._decide(ctx, facts, event, force_active)
             if decision is None:
                 return -1
-            if self.store is None or decision.action not in STORED_BEFORE_REPLY:
+            if self._persistence.store is None or decision.action not in STORED_BEFORE_REPLY:
                 await self._conclude(ctx, facts, event, decision)
                 return 1
         # A new dialog (nobody knows its To tag before our 200) or an unsubscribe: its row is committed
@@ -63,55 +86,41 @@ class SubscribeHandler(WatcherAuthorization):
         # commits (one commit each behind the lock capped a popular presentity's new watchers at the
         # disk's sync rate: 60/s measured on SQLite). The cost: max_watchers may be passed by the
         # SUBSCRIBEs being stored at that moment (at most the requests the core runs at once).
-        assert decision.subscription is not None
-        key = decision.subscription.key
-        self._storing.add(key)
         try:
-            await self._store_subscription(decision)
+            await self._persistence.store_subscription(decision)
         except Exception as exc:  # noqa: BLE001 - the SUBSCRIBE is answered (503 or 500) whatever failed
             log.error("SUBSCRIBE %s to %s not stored: %s", facts.callid, facts.pres_uri, exc)
             err = _db_failure(exc)
-            self._reply(ctx, err.status, err.reason, err.headers)
+            self._responder.reply(ctx, err.status, err.reason, err.headers)
             return -1
-        finally:
-            self._storing.discard(key)
-        async with self._lock(facts.pres_uri):
+        async with self._locks.hold(facts.pres_uri):
             await self._conclude(ctx, facts, event, self._as_now(decision), stored=True)
         return 1
 
-    async def _decide(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+    async def _decide(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
                       force_active: bool) -> SubscribeDecision | None:
         """What the SUBSCRIBE does (the presentity's lock held); None after an error reply."""
-        if self.settings.fallback2db and event.type == PUBL_TYPE:
+        if self._settings.fallback2db and event.type == PUBL_TYPE:
             # The shared database holds the state the NOTIFY carries: without it, 503/500.
             try:
-                await self._fallback_publications(facts.pres_uri, event, strict=True)
+                await self._persistence.fallback_publications(facts.pres_uri, event, strict=True)
             except _BadRequest as exc:
-                self._reply(ctx, exc.status, exc.reason, exc.headers)
+                self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
                 return None
-        now = self.clock()
+        now = self._clock()
         status, reason = SubState.ACTIVE, None
         if facts.initial and event.req_auth and not force_active:
-            status, reason = await self._authorize(event, facts)
-        decision = self.subscriptions.handle_subscribe(
-            facts, now, to_tag=self.server.to_tag(ctx.msg), initial_status=status, initial_reason=reason,
+            status, reason = await self._authorizer.authorize(event, facts)
+        decision = self._subscriptions.handle_subscribe(
+            facts, now, to_tag=self._server.to_tag(ctx.msg), initial_status=status, initial_reason=reason,
             forced=bool(force_active and event.req_auth))
         if decision.refusal is not None:
             self._refuse_subscribe(ctx, facts, decision.refusal)
             return None
         if not decision.ok:
-            self._reply(ctx, decision.status, decision.reason)
+            self._responder.reply(ctx, decision.status, decision.reason)
             return None
         return decision
-
-    async def _store_subscription(self, d: SubscribeDecision) -> None:
-        """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a
-        PUBLISH): what was acknowledged survives a crash. A refresh waits for the db_update_period sync."""
-        assert self.store is not None and d.subscription is not None
-        if d.action is SubscribeAction.INSERT:
-            await self.store.insert_subscription(d.subscription)
-        else:
-            await self.store.delete_subscription(d.subscription)
 
     def _as_now(self, d: SubscribeDecision) -> SubscribeDecision:
         """An unsubscribe decided before its row was deleted, as of now (the lock held again): a NOTIFY
@@ -120,7 +129,7 @@ class SubscribeHandler(WatcherAuthorization):
         sub = d.subscription
         if d.action is not SubscribeAction.REMOVE or sub is None:
             return d
-        live = self.subscriptions.get(sub.key)
+        live = self._subscriptions.get(sub.key)
         if live is None:
             return replace(d, notify=False, winfo_changed=False)
         if (live.local_cseq, live.version) == (sub.local_cseq, sub.version):
@@ -128,29 +137,30 @@ class SubscribeHandler(WatcherAuthorization):
         return replace(d, subscription=live.moved(SubEvent.UNSUBSCRIBE, remote_cseq=sub.remote_cseq,
                                                   expires_at=sub.expires_at))
 
-    async def _conclude(self, ctx: Any, facts: SubscribeFacts, event: PresenceEvent,
+    async def _conclude(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
                         decision: SubscribeDecision, *, stored: bool = False) -> None:
         """The decision applied (the presentity's lock held): the table changed, the 2xx, then the
         NOTIFY (and the watcher-info subscribers told)."""
-        self.subscriptions.commit(decision, stored=stored)
-        self._reply(ctx, decision.status, decision.reason,
-                    [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
+        self._subscriptions.commit(decision, stored=stored)
+        self._responder.reply(ctx, decision.status, decision.reason,
+                              [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
         sub = decision.subscription
         assert sub is not None
         if decision.notify:
-            await self._notify_one(sub, event, with_body=decision.with_body,
-                                   final_with_state=decision.action is SubscribeAction.FETCH, reread=False)
+            fetch = decision.action is SubscribeAction.FETCH
+            await self._notifier.notify_one(sub, event, with_body=decision.with_body, final_with_state=fetch,
+                                            reread=False)
         if decision.winfo_changed and event.type == PUBL_TYPE:
             full = decision.action is SubscribeAction.REMOVE
-            await self.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
-        if self.settings.fallback2db:
-            await self.sync_db()
+            await self._notifier.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
+        if self._settings.fallback2db:
+            await self._persistence.sync_db()
 
-    def _refuse_subscribe(self, ctx: Any, facts: SubscribeFacts, refusal: Refusal) -> None:
-        self._refuse(ctx, 503, REASON_TOO_MANY, refusal,
-                     f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
+    def _refuse_subscribe(self, ctx: MsgContext, facts: SubscribeFacts, refusal: Refusal) -> None:
+        self._responder.refuse(ctx, 503, REASON_TOO_MANY, refusal,
+                               f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
 
-    def _subscribe_facts(self, ctx: Any, event: PresenceEvent) -> SubscribeFacts:
+    def _subscribe_facts(self, ctx: MsgContext, event: PresenceEvent) -> SubscribeFacts:
         msg = ctx.msg
         try:
             to, frm, uri = msg.to, msg.from_, msg.uri
@@ -163,33 +173,36 @@ class SubscribeHandler(WatcherAuthorization):
             raise _BadRequest(400, REASON_BAD_REQUEST) from exc
         contact = next((str(c.uri) for c in contacts if not c.star and c.uri is not None), None)
         source = ctx.source
-        sock = getattr(source, "socket", None)
-        lcontact = local_contact_of(self.settings.server_address, source)
+        sock = source.socket if source is not None else None
+        lcontact = local_contact_of(self._settings.server_address, source)
         pres_uri = join_pres_uri(uri.user or "", uri.host)
         if is_bla(event) and not to.tag:
             pres_uri = self._bla_presentity(ctx)
         if to.tag:
             # In-dialog: the presentity is the one the dialog was made for.
-            live = self.subscriptions.get((msg.call_id, to.tag, frm.tag or ""))
+            live = self._subscriptions.get((msg.call_id, to.tag, frm.tag or ""))
             if live is not None:
                 pres_uri = live.pres_uri
         return SubscribeFacts(
-            event, pres_uri, to.uri.user or "", to.uri.host, frm.uri.user or "", frm.uri.host, msg.call_id,
-            cseq, frm.tag, to.tag, contact, expires, ev.id if ev is not None else None, rr,
-            getattr(sock, "name", ""), lcontact, msg.header("User-Agent") or "", source, msg)
+            event=event, pres_uri=pres_uri, to_user=to.uri.user or "", to_domain=to.uri.host,
+            watcher_user=frm.uri.user or "", watcher_domain=frm.uri.host, callid=msg.call_id, cseq=cseq,
+            from_tag=frm.tag, to_tag=to.tag, contact=contact, expires=expires,
+            event_id=ev.id if ev is not None else None, record_route=rr,
+            socket_info=sock.name if sock is not None else "", local_contact=lcontact,
+            user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
 
-    def _bla_presentity(self, ctx: Any) -> str:
+    def _bla_presentity(self, ctx: MsgContext) -> str:
         """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI
         (BodyError 400)."""
-        spec = self.settings.bla_presentity_spec
+        spec = self._settings.bla_presentity_spec
         value = None
         if spec is not None:
-            registry = getattr(self.server, "registry", None)
+            registry = self._server.registry
             pv = registry.pvars.get(spec[0]) if registry is not None else None
             if pv is not None:
                 value = pv.getter(ctx, spec[1], None)
             elif spec[0] == "var":
-                value = ctx.vars.get(spec[1])
+                value = ctx.vars.get(spec[1]) if spec[1] is not None else None
             else:
                 log.error("bla_presentity_spec: unknown pseudo-variable $%s", spec[0])
         return bla_presentity(ctx.msg, value, use_spec=value is not None)

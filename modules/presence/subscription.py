@@ -8,11 +8,12 @@ states and what moves them are ONE table, `TRANSITIONS`, below. Time is passed i
 from __future__ import annotations
 
 import enum
-import operator
 import sys
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from routescript.sip import SIPMessage, Source
 
 from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
@@ -155,7 +156,7 @@ class Subscription:
     user_agent: str = ""
     db_flag: int = INSERTDB_FLAG
     # Where the SUBSCRIBE came from (transport Source), to reuse a TCP connection; not stored.
-    source: Any = field(default=None, compare=False, repr=False)
+    source: Source | None = field(default=None, compare=False, repr=False)
     # handle_subscribe("1"): active whatever the rules say, and the body is not filtered by them either
     # (stored as reason "forced" on an active row; OpenSIPS keeps reason "polite-block" the same way).
     forced: bool = False
@@ -174,19 +175,19 @@ class Subscription:
         # 200 granted (OpenSIPS counts whole seconds on both sides, capture 02: 600 then 600).
         return max(0, round(self.expires_at - now))
 
-    def next_notify(self) -> Subscription:
-        """The record after one more NOTIFY: CSeq and version grow by one (RFC 3261 12.2.1.1)."""
-        return evolve(self, local_cseq=self.local_cseq + 1, version=self.version + 1)
-
-    def notified(self, status: SubState, reason: str | None, db_flag: int) -> Subscription:
-        """The record after one more NOTIFY sent with `status`/`reason`: CSeq and version grow by one.
-        Built directly rather than with dataclasses.replace, which cost 4x as much on this per-NOTIFY
-        path (tests/presence check it against replace, field by field)."""
-        return Subscription(
+    def evolve(self, **changes: Any) -> Subscription:
+        """The one way to copy a record with `changes` (dataclasses.replace's meaning). The fields are
+        listed here in their order and the record built positionally: it runs once per NOTIFY, where
+        replace (fields walked in Python, passed by keyword) cost four times as much. tests/presence
+        checks it against replace field by field, so a field added later and left out here shows."""
+        values: list[Any] = [
             self.pres_uri, self.event, self.to_user, self.to_domain, self.watcher_user, self.watcher_domain,
-            self.callid, self.to_tag, self.from_tag, self.contact, self.expires_at, status, reason,
-            self.event_id, self.local_cseq + 1, self.remote_cseq, self.record_route, self.version + 1,
-            self.socket_info, self.local_contact, self.user_agent, db_flag, self.source, self.forced)
+            self.callid, self.to_tag, self.from_tag, self.contact, self.expires_at, self.status, self.reason,
+            self.event_id, self.local_cseq, self.remote_cseq, self.record_route, self.version,
+            self.socket_info, self.local_contact, self.user_agent, self.db_flag, self.source, self.forced]
+        for name in changes:   # noqa: PLC0206 - .items() would be one more call per NOTIFY
+            values[_FIELD_INDEX[name]] = changes[name]
+        return Subscription(*values)
 
     def moved(self, event: SubEvent, **changes: Any) -> Subscription:
         """The record after `event` (see TRANSITIONS), with `changes` to other fields."""
@@ -194,26 +195,15 @@ class Subscription:
         reason = TERMINATION_REASONS.get(event) if state is SubState.TERMINATED else None
         if state is SubState.TERMINATED and self.status is SubState.TERMINATED:
             reason = self.reason or reason
-        return evolve(self, status=state, reason=reason, **changes)
+        return self.evolve(status=state, reason=reason, **changes)
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(Subscription))
-_FIELD_INDEX = {name: i for i, name in enumerate(_FIELD_NAMES)}
-_all_fields = operator.attrgetter(*_FIELD_NAMES)
+_FIELD_INDEX = {f.name: i for i, f in enumerate(fields(Subscription))}
 
 
-def evolve(sub: Subscription, **changes: Any) -> Subscription:
-    """dataclasses.replace for the per-SUBSCRIBE paths: the fields read in one C call, the record
-    built positionally (replace walks the fields in Python and passes keywords: twice the cost)."""
-    values = list(_all_fields(sub))
-    for name, value in changes.items():
-        values[_FIELD_INDEX[name]] = value
-    return Subscription(*values)
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscribeFacts:
-    """What handle_subscribe needs from a SUBSCRIBE, already parsed by the caller."""
+    """What handle_subscribe needs from a SUBSCRIBE, already parsed by the caller (built by keyword)."""
 
     event: PresenceEvent
     pres_uri: str                 # initial: user@host of the Request-URI (or the BLA presentity)
@@ -232,8 +222,8 @@ class SubscribeFacts:
     socket_info: str = ""
     local_contact: str = ""
     user_agent: str = ""
-    source: Any = None
-    msg: Any = field(default=None, compare=False, repr=False)   # the SIP request (evs_subs_handl)
+    source: Source | None = None
+    msg: SIPMessage | None = field(default=None, compare=False, repr=False)   # the request (evs_subs_handl)
 
     @property
     def watcher_uri(self) -> str:
@@ -314,7 +304,7 @@ class SubsTable:
         self._deleted: dict[DialogKey, Subscription] = {}   # removed since the last database sync
         # Transport sources, each kept once (a presence server behind a proxy hears every SUBSCRIBE
         # from the same address): the records keep the shared one. Bounded: emptied when full.
-        self._sources: dict[Any, Any] = {}
+        self._sources: dict[Source, Source] = {}
         # Watchers whose subscription ended since the last take_ended() (not handle_subscribe("1") ones:
         # the rules did not decide for them), oldest first.
         self._ended: dict[WatcherKey, None] = {}
@@ -346,16 +336,19 @@ class SubsTable:
         event = facts.event
         assert facts.from_tag is not None and facts.contact is not None
         sub = Subscription(
-            shared(facts.pres_uri), event.name, facts.to_user, shared(facts.to_domain), facts.watcher_user,
-            shared(facts.watcher_domain), facts.callid, to_tag, facts.from_tag, facts.contact, now + expires,
-            status, reason if status is SubState.TERMINATED else None, facts.event_id, 0, facts.cseq,
-            facts.record_route, 0, shared(facts.socket_info), shared(facts.local_contact),
-            shared(facts.user_agent), INSERTDB_FLAG, self.share_source(facts.source), forced)
+            pres_uri=shared(facts.pres_uri), event=event.name, to_user=facts.to_user,
+            to_domain=shared(facts.to_domain), watcher_user=facts.watcher_user,
+            watcher_domain=shared(facts.watcher_domain), callid=facts.callid, to_tag=to_tag,
+            from_tag=facts.from_tag, contact=facts.contact, expires_at=now + expires, status=status,
+            reason=reason if status is SubState.TERMINATED else None, event_id=facts.event_id,
+            remote_cseq=facts.cseq, record_route=facts.record_route, socket_info=shared(facts.socket_info),
+            local_contact=shared(facts.local_contact), user_agent=shared(facts.user_agent),
+            db_flag=INSERTDB_FLAG, source=self.share_source(facts.source), forced=forced)
         code, text = reply_code(event, status)
         if expires == 0:
             # A fetch (RFC 6665 4.4.3): one final NOTIFY, nothing kept.
             if status is not SubState.TERMINATED:
-                sub = evolve(sub, status=SubState.TERMINATED, reason="timeout")
+                sub = sub.evolve(status=SubState.TERMINATED, reason="timeout")
             return SubscribeDecision(code, text, SubscribeAction.FETCH, 0, to_tag, sub, True, False,
                                      status is SubState.ACTIVE)
         refusal = self.over_cap(facts)
@@ -411,7 +404,7 @@ class SubsTable:
         if decision.action is SubscribeAction.INSERT:
             flag = NO_UPDATEDB_FLAG if stored else INSERTDB_FLAG
             # a new record carries INSERTDB_FLAG already (_initial): no copy then
-            self._put(sub if sub.db_flag == flag else evolve(sub, db_flag=flag))
+            self._put(sub if sub.db_flag == flag else sub.evolve(db_flag=flag))
         elif decision.action is SubscribeAction.REFRESH:
             self.update(sub)
         elif decision.action is SubscribeAction.REMOVE:
@@ -427,7 +420,7 @@ class SubsTable:
         if old is None:
             return sub
         flag = INSERTDB_FLAG if old.db_flag == INSERTDB_FLAG else UPDATEDB_FLAG
-        sub = evolve(sub, db_flag=flag)
+        sub = sub.evolve(db_flag=flag)
         self._dialogs[sub.key] = sub
         if old.source is not sub.source:
             self._per_source.move(old.source, sub.source)
@@ -446,7 +439,8 @@ class SubsTable:
         db_flag = base.db_flag
         if live is not None:
             db_flag = INSERTDB_FLAG if live.db_flag == INSERTDB_FLAG else UPDATEDB_FLAG
-        after = base.notified(sub.status, sub.reason, db_flag)
+        after = base.evolve(status=sub.status, reason=sub.reason, local_cseq=base.local_cseq + 1,
+                            version=base.version + 1, db_flag=db_flag)
         if live is not None:
             self._dialogs[sub.key] = after
         return after
@@ -508,7 +502,7 @@ class SubsTable:
     def load(self, sub: Subscription, *, changed: bool = False) -> None:
         """Put back a subscription read from the database at start. `changed`: the record differs from
         its row (a dialog taken over from another node carries our Contact): the next sync writes it."""
-        self._put(evolve(sub, db_flag=UPDATEDB_FLAG if changed else NO_UPDATEDB_FLAG))
+        self._put(sub.evolve(db_flag=UPDATEDB_FLAG if changed else NO_UPDATEDB_FLAG))
 
     def _put(self, sub: Subscription) -> None:
         key = sub.key
@@ -558,7 +552,7 @@ class SubsTable:
         if not by_uri:
             del self._by_presentity[event]
 
-    def share_source(self, source: Any) -> Any:
+    def share_source(self, source: Source | None) -> Source | None:
         """`source` as the equal transport source already kept, if any (one object for the records of
         every subscription that came from the same address and socket)."""
         if source is None:
@@ -614,7 +608,7 @@ class SubsTable:
                 updates.append(sub)
             else:
                 continue
-            self._dialogs[key] = evolve(sub, db_flag=NO_UPDATEDB_FLAG)
+            self._dialogs[key] = sub.evolve(db_flag=NO_UPDATEDB_FLAG)
         deletes = list(self._deleted.values())
         self._deleted.clear()
         return inserts, updates, deletes
@@ -626,7 +620,7 @@ class SubsTable:
             for sub in subs:
                 live = self._dialogs.get(sub.key)
                 if live is not None and live.db_flag == NO_UPDATEDB_FLAG:
-                    self._dialogs[sub.key] = evolve(live, db_flag=flag)
+                    self._dialogs[sub.key] = live.evolve(db_flag=flag)
         for sub in deletes:
             if sub.key not in self._dialogs:
                 self._deleted[sub.key] = sub
@@ -649,7 +643,7 @@ class SubsTable:
             return [self._dialogs[keys]]
         return [self._dialogs[k] for k in keys]
 
-    def count_from(self, source: Any) -> int:
+    def count_from(self, source: Source | None) -> int:
         """How many subscriptions count against the per-address cap for `source`'s address."""
         return self._per_source.count(source)
 

@@ -4,13 +4,17 @@ claimed by one node, and old pending/waiting authorization decisions forgotten."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .cluster_callbacks import ClusterCallbacks
-from .dispatch import forget_destinations
-from .events import PUBL_TYPE
-from .presentity import Publication
-from .storage import publication_from_row
-from .subscription import SubState
+from .clustering import ClusterLink
+from .dispatch import Notifier, forget_destinations
+from .events import PUBL_TYPE, EventRegistry
+from .locks import KeyedLocks
+from .presentity import PresentityTable, Publication
+from .settings import PresenceSettings
+from .storage import PresenceStore, publication_from_row
+from .subscription import SubState, SubsTable
 
 log = logging.getLogger("routescript.presence")
 
@@ -18,47 +22,61 @@ MAX_EXPIRED_CLAIM = 1000        # bound: expired presentity rows one clean run d
 DEFAULT_WAITING_SUBS_DAYSNO = 3  # waiting_subs_daysno 0 means this, as in OpenSIPS (waiting_subs_time)
 
 
-class ExpiryTimers(ClusterCallbacks):
+class ExpiryTimers:
     """clean (clean_period)."""
+
+    def __init__(self, store: PresenceStore | None, settings: PresenceSettings, clock: Callable[[], float],
+                 events: EventRegistry, presentities: PresentityTable, subscriptions: SubsTable,
+                 locks: KeyedLocks, notifier: Notifier, cluster: ClusterLink,
+                 cluster_callbacks: ClusterCallbacks) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._events = events
+        self._presentities = presentities
+        self._subscriptions = subscriptions
+        self._locks = locks
+        self._notifier = notifier
+        self._cluster = cluster
+        self._cluster_callbacks = cluster_callbacks
 
     async def clean(self) -> None:
         """clean_period: expired publications (watchers notified) and subscriptions (final NOTIFY)."""
-        now = self.clock()
-        gone_pubs = self.presentities.expire(now)
-        if self.cluster is not None and self.store is not None:
+        now = self._clock()
+        gone_pubs = self._presentities.expire(now)
+        if self._cluster.node is not None and self._store is not None:
             gone_pubs = await self._claim_expired(now, gone_pubs)
-        elif self.store is not None and gone_pubs:
+        elif self._store is not None and gone_pubs:
             try:
-                await self.store.delete_publications(gone_pubs)
+                await self._store.delete_publications(gone_pubs)
             except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
                 log.error("deleting expired publications failed: %s", exc)
         seen: dict[tuple[str, str], Publication] = {}
         for pub in gone_pubs:
             seen[(pub.pres_uri, pub.event)] = pub
         for (pres_uri, name), pub in seen.items():
-            event = self.events.contains_event(name)
+            event = self._events.contains_event(name)
             if event is not None:
-                async with self._lock(pres_uri):
-                    await self.notify_presentity(pres_uri, event, removed=pub)
-                await self._announce(pres_uri, event, "")
-            if not self.presentities.publications(pres_uri, name):
-                self.bodies.discard(pres_uri, name)   # memory only: its body is never asked for again
-        if self._fenced():
+                async with self._locks.hold(pres_uri):
+                    await self._notifier.notify_presentity(pres_uri, event, removed=pub)
+                await self._cluster.announce(pres_uri, event, "")
+            if not self._presentities.publications(pres_uri, name):
+                self._notifier.forget_body(pres_uri, name)
+        if self._cluster.fenced():
             return   # our subscriptions may be another node's now: it expires them
-        if self._missed_while_fenced and self.cluster is not None:
-            self._missed_while_fenced = False
-            await self.cluster_resync(retries=1)
+        if self._cluster.node is not None and self._cluster.take_missed():
+            await self._cluster_callbacks.cluster_resync(retries=1)
         forget_destinations()   # where NOTIFYs went: watchers gone since are not kept (issue 15)
-        self.sender.compact()
-        ended, dropped = self.subscriptions.take_expired(now)
+        self._notifier.sender.compact()
+        ended, dropped = self._subscriptions.take_expired(now)
         for sub, told in [(s, False) for s in ended] + [(s, True) for s in dropped]:
-            event = self.events.contains_event(sub.event)
+            event = self._events.contains_event(sub.event)
             if event is None:
                 continue
             if not told:
-                await self._notify_one(sub, event, with_body=False)
+                await self._notifier.notify_one(sub, event, with_body=False)
             if event.type == PUBL_TYPE:
-                await self.notify_winfo(sub.pres_uri, event)
+                await self._notifier.notify_winfo(sub.pres_uri, event)
         await self._clean_watchers(now)
 
     async def _clean_watchers(self, now: float) -> None:
@@ -68,15 +86,15 @@ class ExpiryTimers(ClusterCallbacks):
         decision of a watcher whose last subscription to that presentity has ended (expired, unsubscribed,
         ended by a 481, a fetch): a new SUBSCRIBE is judged by the rules again. Blocked decisions stay
         (the presentity's record of whom it refused) until refreshWatchers changes them."""
-        ended = self.subscriptions.take_ended()
-        if self.store is None:
+        ended = self._subscriptions.take_ended()
+        if self._store is None:
             return
-        allowed = [w for w in ended if (ev := self.events.contains_event(w[3])) is not None and ev.req_auth]
-        days = self.settings.waiting_subs_daysno or DEFAULT_WAITING_SUBS_DAYSNO
+        allowed = [w for w in ended if (ev := self._events.contains_event(w[3])) is not None and ev.req_auth]
+        days = self._settings.waiting_subs_daysno or DEFAULT_WAITING_SUBS_DAYSNO
         try:
-            await self.store.forget_allowed(allowed)
-            await self.store.delete_old_waiting(now - days * 86400,
-                                                (int(SubState.PENDING), int(SubState.WAITING)))
+            await self._store.forget_allowed(allowed)
+            await self._store.delete_old_waiting(now - days * 86400,
+                                                 (int(SubState.PENDING), int(SubState.WAITING)))
         except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
             log.error("cleaning the watchers table failed: %s", exc)
 
@@ -84,21 +102,21 @@ class ExpiryTimers(ClusterCallbacks):
         """Clustered clean_period: the expired presentity rows are deleted by exactly one node (row
         locks), which notifies its watchers and announces the change; the others hear it from the
         announcement. Returns the publications this node deleted."""
-        assert self.store is not None
+        assert self._store is not None
         held = {(p.pres_uri, p.event, p.etag): p for p in in_memory}
         try:
-            rows = await self.store.claim_expired_publications(now - self.settings.expires_offset,
-                                                               MAX_EXPIRED_CLAIM)
+            rows = await self._store.claim_expired_publications(now - self._settings.expires_offset,
+                                                                MAX_EXPIRED_CLAIM)
         except Exception as exc:  # noqa: BLE001 - the clean_period timer must go on
             log.error("deleting expired publications failed: %s", exc)
             return []
         gone = []
         for row in rows:
-            event = self.events.contains_event(row["event"])
+            event = self._events.contains_event(row["event"])
             pub = publication_from_row(row, event.content_type if event is not None else "")
             pub = held.get((pub.pres_uri, pub.event, pub.etag), pub)
-            self.presentities.replace_presentity(
-                pub.pres_uri, pub.event, [p for p in self.presentities.publications(pub.pres_uri, pub.event)
+            self._presentities.replace_presentity(
+                pub.pres_uri, pub.event, [p for p in self._presentities.publications(pub.pres_uri, pub.event)
                                           if p.etag != pub.etag])
             gone.append(pub)
         return gone

@@ -25,10 +25,11 @@ def fresh(text: str) -> str:
 def facts(n: int, *, pres: int | None = None, source: object = None) -> SubscribeFacts:
     p = n if pres is None else pres
     return SubscribeFacts(
-        PRESENCE, fresh(f"sip:memuser{p}@127.0.0.1"), f"memuser{p}", fresh("127.0.0.1"), f"memwatcher{n}",
-        fresh("127.0.0.1"), f"ms{n}-x@bench", 1, f"s{n}", None, f"sip:memwatcher{n}@127.0.0.1:40000", 3600,
-        socket_info=fresh("udp:127.0.0.1:5060"), local_contact=fresh("sip:presence@127.0.0.1:5060"),
-        user_agent=fresh("phone/1.0"),
+        event=PRESENCE, pres_uri=fresh(f"sip:memuser{p}@127.0.0.1"), to_user=f"memuser{p}",
+        to_domain=fresh("127.0.0.1"), watcher_user=f"memwatcher{n}", watcher_domain=fresh("127.0.0.1"),
+        callid=f"ms{n}-x@bench", cseq=1, from_tag=f"s{n}", to_tag=None,
+        contact=f"sip:memwatcher{n}@127.0.0.1:40000", expires=3600, socket_info=fresh("udp:127.0.0.1:5060"),
+        local_contact=fresh("sip:presence@127.0.0.1:5060"), user_agent=fresh("phone/1.0"),
         source=source if source is not None else Source("udp", SOCKET, fresh("127.0.0.1"), 40000 + n % 4))
 
 

@@ -143,8 +143,9 @@ async def test_publish_stored_before_reply_then_subscribe_gets_notify(env):
 
 
 async def test_pending_without_force_active_then_refresh_and_unsubscribe(env):
-    svc, server, clock, _db = env
-    svc.events = registry(force_active=0)
+    base, server, clock, _db = env
+    # the packages without force_active: a service built with them (its parts share the registry)
+    svc = PresenceService(server, registry(force_active=0), base.settings, store=base.store, clock=clock)
     await svc.handle_subscribe(Ctx(subscribe(), SRC))
     assert server.replies[-1].status == 202
     await settle(svc)
@@ -160,6 +161,7 @@ async def test_pending_without_force_active_then_refresh_and_unsubscribe(env):
     assert server.transactions.sent[-1][0].header("Subscription-State") == "terminated;reason=timeout"
     await svc.handle_subscribe(Ctx(subscribe(cseq=4, to_tag="313b-sub-1"), SRC))
     assert (server.replies[-1].status, server.replies[-1].reason) == (481, "Subscription does not exist")
+    await svc.sender.close()
 
 
 async def test_bad_event_and_no_body(env):
@@ -388,10 +390,10 @@ async def test_an_unsubscribe_waiting_for_its_commit_goes_on_from_a_notify_sent_
     unsubscribe = Ctx(subscribe(cseq=2, expires=0, to_tag="313b-sub-1"), SRC)
     bye = asyncio.create_task(svc.handle_subscribe(unsubscribe))
     for _ in range(50):
-        if svc._storing:
+        if svc.persistence.storing:
             break
         await asyncio.sleep(0)
-    assert svc._storing and await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    assert svc.persistence.storing and await svc.handle_publish(Ctx(publish(), SRC)) == 1
     await settle(svc)
     gate.set()
     assert await bye == 1

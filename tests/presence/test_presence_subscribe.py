@@ -309,20 +309,30 @@ def test_moved_sets_reasons(table):
     assert dataclasses.replace(sub, status=SubState.PENDING).moved(SubEvent.ALLOW).status is SubState.ACTIVE
 
 
-def test_notified_equals_replace_field_by_field():
-    """Subscription.notified builds the record directly; it must stay what dataclasses.replace gives,
-    including for any field added later (a new field left out shows here)."""
+def test_evolve_equals_replace_field_by_field(table):
+    """Subscription.evolve (the one copy path; SubsTable.record_notify uses it per NOTIFY) builds the record
+    positionally; it must stay what dataclasses.replace gives, including for any field added later (a new
+    field left out shows here)."""
     from routescript.modules.presence.subscription import Subscription
 
-    sub = Subscription("sip:a@h", "presence", "a", "h", "w", "x", "cid", "tt", "ft", "sip:w@x", 99.0,
-                       SubState.ACTIVE, None, "id7", 4, 3, ("<sip:p;lr>",), 5, "udp:1.2.3.4:5060",
-                       "sip:me", "ua", INSERTDB_FLAG, object(), True)
-    after = sub.notified(SubState.TERMINATED, "timeout", UPDATEDB_FLAG)
+    sub = Subscription(pres_uri="sip:a@h", event="presence", to_user="a", to_domain="h", watcher_user="w",
+                       watcher_domain="x", callid="cid", to_tag="tt", from_tag="ft", contact="sip:w@x",
+                       expires_at=99.0, status=SubState.ACTIVE, reason=None, event_id="id7", local_cseq=4,
+                       remote_cseq=3, record_route=("<sip:p;lr>",), version=5, socket_info="udp:1.2.3.4:5060",
+                       local_contact="sip:me", user_agent="ua", db_flag=INSERTDB_FLAG, source=object(),
+                       forced=True)
+    after = sub.evolve(status=SubState.TERMINATED, reason="timeout", local_cseq=5, version=6,
+                       db_flag=UPDATEDB_FLAG)
     expected = dataclasses.replace(sub, local_cseq=5, version=6, status=SubState.TERMINATED, reason="timeout",
                                    db_flag=UPDATEDB_FLAG)
     for f in dataclasses.fields(sub):
         assert getattr(after, f.name) is getattr(expected, f.name) or \
             getattr(after, f.name) == getattr(expected, f.name), f.name
+    # record_notify: the next CSeq and version, the state the NOTIFY says, the same way
+    live = subscribe(table, 0).subscription
+    sent = table.record_notify(live.moved(SubEvent.BLOCK))
+    assert (sent.local_cseq, sent.version, sent.status, sent.reason) == \
+        (1, 1, SubState.TERMINATED, "rejected")
 
 
 def test_take_ended_names_watchers_left_without_a_subscription(table):
