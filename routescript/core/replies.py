@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from routescript.script.context import MsgContext
-from routescript.sip import SIPRequest, SIPResponse, Source, build_reply
+from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, name_addr_tag
 
 from .layers import SipLayers
 from .stats import CoreCounters
@@ -115,19 +114,12 @@ def to_tag(msg: SIPRequest) -> str:
 
 # tag-param = "tag" EQUAL token (RFC 3261 20.20), among the From params: after the ">" of a name-addr,
 # anywhere in an addr-spec (whose ";" params are header params).
-_FROM_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s>]+)", re.IGNORECASE)
-
-
-def _from_tag(msg: Any) -> str:
-    """The From tag as `msg.from_.tag` gives it for a well-formed From, read without parsing the
-    whole name-addr and its URI (a stateless reply only needs this; it was a twentieth of an OPTIONS).
-    A From the full parser would refuse still gives a stable tag here - all a to-tag needs."""
+def _from_tag(msg: SIPRequest) -> str:
+    """The From tag, read by the SIP layer without parsing the whole name-addr (name_addr_tag)."""
     value = msg.header("from")
     if value is None:
         raise ValueError("no From")
-    gt = value.rfind(">")
-    m = _FROM_TAG.search(value, gt if gt >= 0 else 0)
-    return m.group(1) if m is not None else ""
+    return name_addr_tag(value)
 
 
 def _is_error_reply(ctx: MsgContext) -> bool:

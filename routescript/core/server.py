@@ -52,7 +52,7 @@ from .lifecycle import STOP_GRACE, Databases, Lifecycle
 from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
 from .module import ModuleSet
-from .replies import _FROM_TAG, Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
+from .replies import Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
 from .requests import RequestSender
 from .routes import Routes
 from .stats import CoreCounters, Statistics, register_core_statistics
@@ -66,7 +66,7 @@ __all__ = [
     "Server", "LoadError", "run_file", "install_event_loop_policy",
     "Diagnostic", "PlainDiagnostic", "config_diagnostic", "Loaded", "_source_line",
     "MAX_RUNNING", "MAX_PENDING", "STOP_GRACE", "IN_DIALOG_ALLOWANCE",
-    "_FROM_TAG", "_from_tag", "_is_error_reply", "_with_reply_headers",
+    "_from_tag", "_is_error_reply", "_with_reply_headers",
     "_acks_our_stateless_reply", "_has_pos", "_where",
 ]
 

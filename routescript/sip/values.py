@@ -5,6 +5,8 @@ ParseError("Bad <Header> header") on bad input.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, replace
 
 from . import _abnf
@@ -81,6 +83,21 @@ def _new_name_addr(display: str | None, uri: SipURI, params: Params) -> NameAddr
     _set_na_uri(name_addr, uri)
     _set_na_params(name_addr, params)
     return name_addr
+
+
+# The tag-param of a From/To value (RFC 3261 25.1: tag-param = "tag" EQUAL token), after the name-addr's
+# closing ">" when there is one (a tag inside <...> is the URI's, not the header's).
+_HEADER_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s>]+)", re.IGNORECASE)
+
+
+def name_addr_tag(value: str) -> str:
+    """The `tag` of a From/To header value as `parse_name_addr(value).tag` gives it for a well-formed
+    value ("" when it has none), read without parsing the display name and the URI: a stateless reply's
+    to-tag needs only this (the full parse was a twentieth of an OPTIONS). A value the full parser
+    would refuse still gives a stable answer here - all a to-tag needs."""
+    gt = value.rfind(">")
+    m = _HEADER_TAG.search(value, gt if gt >= 0 else 0)
+    return m.group(1) if m is not None else ""
 
 
 def parse_name_addr(value: str, what: str = "From") -> NameAddr:

@@ -14,6 +14,7 @@ from routescript.sip import (
     CSeq,
     Event,
     NameAddr,
+    name_addr_tag,
     ParseError,
     SipURI,
     Via,
@@ -489,3 +490,12 @@ def test_the_parsers_constructors_make_what_the_dataclass_makes() -> None:
         first = dataclasses.fields(fast)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(fast, first, None)
+
+
+@pytest.mark.parametrize("value", [
+    "<sip:a@b>;tag=abc", '"X" <sip:a@b;tag=no>;tag=yes', "sip:a@b;tag=zz;x=1", "<sip:a@b>",
+    "<sip:a@b> ; TAG = Q1-2.3", "<sip:a@b>;x=1;tag=t;y", "Bob <sips:bob@[::1]:5061>;tag=7f.e-2",
+    '"a;tag=x" <sip:a@b>', "<sip:a@b;tag=inside>",
+])
+def test_name_addr_tag_agrees_with_the_full_parse(value: str) -> None:
+    assert name_addr_tag(value) == (parse_name_addr(value).tag or "")
