@@ -70,10 +70,8 @@ class CoreMI(Module):
     def __init__(self, server: ModuleHost, params: dict[str, Any], *, registry: MIRegistry) -> None:
         super().__init__(server, params)
         self.registry = registry  # the registry these commands are served from (which, help, kill ...)
-        cfg = getattr(server, "config", None)
-        self._log_level = int(getattr(cfg, "log_level", 3) if cfg is not None else 3)
-        xlog = getattr(cfg, "xlog_level", None) if cfg is not None else None
-        self._xlog_level = int(xlog if xlog is not None else self._log_level)
+        self._log_level = server.config.log_level     # what MI log_level / xlog_level change at run time
+        self._xlog_level = server.config.xlog_level
         self._stop_task: asyncio.Task[Any] | None = None
 
     # ---------------------------------------------------------------- time, identity
