@@ -42,17 +42,24 @@ class Replier:
         return build_reply(msg, code, reason, to_tag=to_tag(msg), headers=tuple(hdrs), body=body,
                            content_type=content_type)
 
+    def _reply_of(self, ctx: MsgContext, code: int, reason: str | None, headers: Iterable[tuple[str, str]],
+                  body: bytes, content_type: str | None) -> tuple[SIPResponse, Source]:
+        """The reply to ctx's request, with the headers the script added by append_to_reply()
+        (ctx.reply_headers), and where the request came from."""
+        request, source = ctx.msg, ctx.source
+        if not isinstance(request, SIPRequest) or source is None:
+            raise TypeError("a reply answers a received request")
+        if ctx.reply_headers:
+            headers = tuple(headers) + tuple(ctx.reply_headers)
+        return self.make_reply(request, code, reason, headers=headers, body=body,
+                               content_type=content_type), source
+
     def reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
               headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
               content_type: str | None = None) -> SIPResponse:
         """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.
         Headers the script added with append_to_reply() (ctx.reply_headers) go in every reply."""
-        request, source = ctx.msg, ctx.source
-        if not isinstance(request, SIPRequest) or source is None:
-            raise TypeError("reply() answers a received request")
-        if ctx.reply_headers:
-            headers = tuple(headers) + tuple(ctx.reply_headers)
-        resp = self.make_reply(request, code, reason, headers=headers, body=body, content_type=content_type)
+        resp, source = self._reply_of(ctx, code, reason, headers, body, content_type)
         if ctx.transaction is not None:
             transactions = self._layers.transactions
             assert transactions is not None, "a transaction without the transaction layer"
@@ -70,12 +77,7 @@ class Replier:
                    headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                    content_type: str | None = None) -> SIPResponse:
         """A stateless reply (sl_send_reply), even when a transaction exists."""
-        request, source = ctx.msg, ctx.source
-        if not isinstance(request, SIPRequest) or source is None:
-            raise TypeError("send_reply() answers a received request")
-        if ctx.reply_headers:
-            headers = tuple(headers) + tuple(ctx.reply_headers)
-        resp = self.make_reply(request, code, reason, headers=headers, body=body, content_type=content_type)
+        resp, source = self._reply_of(ctx, code, reason, headers, body, content_type)
         transport = self._layers.transport
         assert transport is not None, "a reply before start()"
         transport.send_reply(resp, source)
