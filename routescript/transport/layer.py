@@ -408,15 +408,6 @@ class TransportLayer:
         self.send(data, dest)
 
     @staticmethod
-    def pack_destination(dest: Destination) -> tuple[Any, ...]:
-        """`dest` as plain values the collector does not track (the transaction layer's Timer J table)."""
-        return dest.packed()
-
-    @staticmethod
-    def unpack_destination(packed: tuple[Any, ...]) -> Destination:
-        return Destination.unpack(packed)
-
-    @staticmethod
     def reply_destination(response: Any, source: Source) -> Destination:
         """Where `send_reply` sends `response` (RFC 3261 18.2.2, RFC 3581): the transaction layer keeps
         it with the response bytes to resend them for a retransmitted request with `send`."""
