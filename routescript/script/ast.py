@@ -8,6 +8,7 @@ Every node is a frozen, slotted dataclass carrying `pos: Pos(file, line, col)` (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from .pos import Pos
@@ -127,6 +128,16 @@ class NullLit:
 
 
 @dataclass(frozen=True, slots=True)
+class IpLit:
+    """An IP address or network as a value: `$si == 10.0.0.0/8`, `$si != ::1` (routescript.script.ipmatch).
+    A bare address is the network of that one address; it is only compared with == and !=."""
+
+    network: IPv4Network | IPv6Network
+    text: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class Ident:
     """A bare word as a function argument: setflag(NAT), t_on_failure(missed). Passed as a string."""
 
@@ -171,7 +182,7 @@ class RouteCall:
     pos: Pos
 
 
-Expr = PVar | IntLit | StrLit | NullLit | BinOp | UnaryOp | Call | RouteCall
+Expr = PVar | IntLit | StrLit | NullLit | IpLit | BinOp | UnaryOp | Call | RouteCall
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -277,8 +288,10 @@ class Launch:
 
 @dataclass(frozen=True, slots=True)
 class Assert:
+    """assert(expr, "message"), or master's assert(expr) whose message is None."""
+
     cond: Expr
-    message: str
+    message: str | None
     pos: Pos
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ast
+from . import ast, ipmatch
 from . import runtime as rt
 from .pos import Pos
 from .diagnostics import Diagnostic, SourceLines
@@ -92,6 +92,10 @@ class _ExprGen:
             return self.string(e)
         if isinstance(e, ast.Ident):
             return repr(e.name)
+        if isinstance(e, ast.IpLit):  # compared in _ip_compare; anywhere else it has no value
+            self.error(e.pos, f"an IP address or network ({e.text}) is a value only in == and != "
+                              f"comparisons; quote it to use it as a string")
+            raise _Failed
         if isinstance(e, ast.PVar):
             return self.pvar_get(e)
         if isinstance(e, ast.Call):
@@ -105,6 +109,8 @@ class _ExprGen:
         if isinstance(e, ast.BinOp):
             if e.op in ("&&", "||"):
                 return f"(1 if {self.cond(e)} else 0)"
+            if isinstance(e.left, ast.IpLit) or isinstance(e.right, ast.IpLit):
+                return self._ip_compare(e)
             if e.op in _CMP:
                 return f"{_CMP[e.op]}({self.value(e.left)}, {self.value(e.right)})"
             if e.op in ("=~", "!~"):
@@ -116,6 +122,18 @@ class _ExprGen:
             return f"_rt.arith({e.op!r}, {self.value(e.left)}, {self.value(e.right)})"
         self.error(getattr(e, "pos", Pos("?", 1, 1)), f"unsupported expression {type(e).__name__}")
         raise _Failed
+
+    def _ip_compare(self, e: ast.BinOp) -> str:
+        """`$si == 10.0.0.0/8`: the network was parsed at load; the bound closure tests the address
+        (OpenSIPS allows the network on the right only; either side is accepted here)."""
+        net, other = (e.right, e.left) if isinstance(e.right, ast.IpLit) else (e.left, e.right)
+        assert isinstance(net, ast.IpLit)
+        if e.op not in ("==", "!=") or isinstance(other, ast.IpLit):
+            self.error(e.pos, f"an IP address or network ({net.text}) can only be compared with == or != "
+                              f"against a value (address in network)")
+            raise _Failed
+        test = self.bind(ipmatch.network_test(net.network, negate=e.op == "!="), "_n")
+        return f"{test}({self.value(other)})"
 
     def regex(self, e: Any) -> str:
         if isinstance(e, ast.StrLit):  # a literal: compiled once, here

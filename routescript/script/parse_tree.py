@@ -14,6 +14,7 @@ from .pos import Pos
 from .context import (BRANCH_ROUTE, EVENT_ROUTE, FAILURE_ROUTE, LOCAL_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE,
                       STARTUP_ROUTE, TIMER_ROUTE, ERROR_ROUTE)
 from .grammar import ROUTE_KINDS
+from .ipmatch import parse_network
 from .pvparse import PVarSyntaxError, parse_pvar, parse_string, unescape
 
 
@@ -389,7 +390,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     @lark.v_args(meta=True)
     def assert_stmt(self, meta: Any, c: list[Any]) -> ast.Assert:
-        return ast.Assert(c[0], _unquote(c[1]), self._pos(meta))
+        message = _unquote(c[1]) if c[1] is not None else None  # assert(expr): master's form
+        return ast.Assert(c[0], message, self._pos(meta))
 
     # -- expressions -------------------------------------------------------------------------------
     def pvar(self, c: list[Token]) -> ast.PVar:
@@ -400,6 +402,15 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     def int(self, c: list[Token]) -> ast.IntLit:
         return ast.IntLit(self._int(c[0]), self._pos(c[0]))
+
+    def ip_literal(self, c: list[Token]) -> ast.IpLit | ast.NullLit:
+        """values: an IP address or network ($si == 10.0.0.0/8), parsed once here (ipmatch)."""
+        text = str(c[0])
+        try:
+            return ast.IpLit(parse_network(text), text, self._pos(c[0]))
+        except ValueError as exc:
+            self.loader.error(self._pos(c[0]), f"bad IP address or network '{text}': {exc}")
+            return ast.NullLit(self._pos(c[0]))
 
     @lark.v_args(meta=True)
     def null(self, meta: Any, c: list[Any]) -> ast.NullLit:

@@ -34,6 +34,32 @@ def get_rcv_port(ctx: MsgContext, key: Any, index: Any) -> int | None:
     return None if ctx.source is None or ctx.source.socket is None else ctx.source.socket.port
 
 
+# $socket_in(field): the fields routescript's sockets have (OpenSIPS also has advertised_ip/_port, tag,
+# anycast, which a SocketInfo does not carry); $socket_in alone is proto:ip:port.
+SOCKET_IN_FIELDS = ("ip", "port", "proto", "af")
+
+
+def check_socket_in_field(key: str) -> None:
+    if key not in SOCKET_IN_FIELDS:
+        raise ValueError(f"unknown field '{key}' (routescript has {', '.join(SOCKET_IN_FIELDS)})")
+
+
+def get_socket_in(ctx: MsgContext, key: str | None, index: Any) -> str | int | None:
+    """$socket_in / $socket_in(ip|port|proto|af): the socket the message came in on."""
+    sock = None if ctx.source is None else ctx.source.socket
+    if sock is None:
+        return None
+    if key is None:
+        return sock.name
+    if key == "ip":
+        return sock.host
+    if key == "port":
+        return sock.port
+    if key == "proto":
+        return str(sock.proto).lower()
+    return "INET6" if ":" in sock.host else "INET"  # af
+
+
 def get_proto(ctx: MsgContext, key: Any, index: Any) -> str | None:
     """$pr/$proto: "udp", "tcp"... (OpenSIPS prints the protocol module's lower-case name)."""
     return None if ctx.source is None else str(ctx.source.proto).lower()

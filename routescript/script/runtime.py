@@ -405,6 +405,9 @@ def loop_limit(pos: Pos, limit: int) -> None:
     log.error("%s: loop stopped after %d iterations (max_while_loops)", pos, limit)
 
 
-def assert_failed(pos: Pos, message: str) -> None:
-    log.error("%s: assertion failed: %s", pos, message)
+def assert_failed(pos: Pos, message: str | None) -> None:
+    if message is None:  # assert(expr): master's one-argument form
+        log.error("%s: assertion failed", pos)
+    else:
+        log.error("%s: assertion failed: %s", pos, message)
     raise ExitScript
