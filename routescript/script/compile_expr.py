@@ -11,6 +11,7 @@ from . import ast, ipmatch
 from . import runtime as rt
 from .pos import Pos
 from .diagnostics import Diagnostic, SourceLines
+from .opensips_pvars import OPENSIPS_CORE_PVARS
 from .registry import PVarSpec, Registry
 
 
@@ -177,7 +178,11 @@ class _ExprGen:
             return None
         spec = self.registry.pvars.get(pv.name)
         if spec is None:
-            self.error(pv.pos, f"unknown pseudo-variable ${pv.name}")
+            if pv.name in OPENSIPS_CORE_PVARS:
+                self.error(pv.pos, f"${pv.name} is an OpenSIPS pseudo-variable that routescript does not "
+                                   f"implement")
+            else:
+                self.error(pv.pos, f"unknown pseudo-variable ${pv.name}")
             raise _Failed
         if spec.key == "required" and pv.key is None:
             self.error(pv.pos, f"${pv.name} needs a name in parentheses: ${pv.name}(...)")
@@ -198,8 +203,22 @@ class _ExprGen:
             return f"_rt.to_int({self.pvar_get(pv.index)})"
         return repr(pv.index)
 
+    def _index_word(self, pv: ast.PVar, spec: PVarSpec | None, assigned: bool) -> None:
+        """A named index ([append], [insert]) means something only to the pseudo-variable that lists it,
+        and only when assigned (OpenSIPS: PV_IDX_APPEND / SDP_PV_IDX_INSERT are write positions)."""
+        if spec is None or not isinstance(pv.index, str) or pv.index == "*":
+            return
+        if pv.index not in spec.index_words:
+            takes = ", ".join(f"[{w}]" for w in sorted(spec.index_words)) or "no named index"
+            self.error(pv.pos, f"{pv.text}: ${pv.name} takes {takes}, not [{pv.index}]")
+            raise _Failed
+        if not assigned:
+            self.error(pv.pos, f"{pv.text}: [{pv.index}] names a position to assign, not a value to read")
+            raise _Failed
+
     def pvar_get(self, pv: ast.PVar) -> str:
         spec = self.resolve(pv)
+        self._index_word(pv, spec, assigned=False)
         index = self._index(pv)
         if spec is None:
             code = "None"
@@ -219,6 +238,7 @@ class _ExprGen:
         if spec.setter is None:
             self.error(pv.pos, f"${pv.name} is read-only: it cannot be assigned")
             raise _Failed
+        self._index_word(pv, spec, assigned=True)
         s = self.bind(spec.setter, "_s")
         idx = index if index is not None else self._index(pv)
         return f"{s}(ctx, {pv.key!r}, {idx}, {{value}})"

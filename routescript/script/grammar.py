@@ -3,7 +3,10 @@ route keywords and limits the parser's parts share."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 from importlib import resources
 
 import lark
@@ -31,7 +34,36 @@ def _lark() -> lark.Lark:
     """The LALR parser, built once (the grammar is compiled on first use)."""
     grammar = resources.files("routescript.grammar").joinpath("routescript.lark").read_text()
     return lark.Lark(grammar, parser="lalr", lexer="contextual", start=["start", "stmt_list"],
-                     propagate_positions=True, maybe_placeholders=True)
+                     propagate_positions=True, maybe_placeholders=True,
+                     lexer_callbacks={"SKIPPED_CHAR": _on_skipped})
+
+
+# Characters OpenSIPS's lexer skips (SKIPPED_CHAR in the grammar) are ignored tokens; lark still calls
+# this for each, and the parse running in this context collects them to warn (collect_skipped).
+_skipped: contextvars.ContextVar[list[lark.Token] | None] = contextvars.ContextVar("skipped", default=None)
+
+
+def _on_skipped(tok: lark.Token) -> lark.Token:
+    sink = _skipped.get()
+    if sink is not None:
+        sink.append(tok)
+    return tok
+
+
+@contextlib.contextmanager
+def collect_skipped() -> Iterator[list[lark.Token]]:
+    """The skipped characters of the parse run inside the `with` (the parser is shared, so per context)."""
+    sink: list[lark.Token] = []
+    reset = _skipped.set(sink)
+    try:
+        yield sink
+    finally:
+        _skipped.reset(reset)
+
+
+def skipped_warning(ch: str) -> str:
+    shown = ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+    return f"stray character '{shown}' skipped (OpenSIPS's lexer ignores it too); remove it"
 
 
 def route_label(kind: str, name: str | None) -> str:

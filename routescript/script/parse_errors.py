@@ -111,7 +111,7 @@ class _Recovery:
         eol = len(self.text) if eol < 0 else eol
         skip_to = at + 1
         if ch in "\"'":
-            msg = "unterminated string (a string must end on the line it starts)"
+            msg = "unterminated string: no closing quote before the end of the file"  # strings may span lines
             skip_to = eol
         elif self.text.startswith("/*", at):
             msg = "unterminated comment: '/*' without '*/'"

@@ -79,7 +79,16 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     def _tok_pos_at(self, tok: Token) -> Any:
         line, col = tok.line or 1, tok.column or 1
-        return lambda off: Pos(self.file, line, col + off)
+        text = str(tok)
+        if "\n" not in text:
+            return lambda off: Pos(self.file, line, col + off)
+
+        def at(off: int) -> Pos:  # a string that spans lines: count the newlines before the offset
+            nl = text.rfind("\n", 0, off)
+            if nl < 0:
+                return Pos(self.file, line, col + off)
+            return Pos(self.file, line + text.count("\n", 0, off), off - nl)
+        return at
 
     def _pvar(self, tok: Token) -> ast.PVar:
         text = str(tok)

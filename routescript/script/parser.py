@@ -26,7 +26,8 @@ from lark.exceptions import UnexpectedInput
 from . import ast
 from .pos import Pos
 from .diagnostics import Diagnostic, ScriptError, SourceLines
-from .grammar import MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH, ROUTE_KEYWORD, ROUTE_KINDS, _lark
+from .grammar import (MAX_ERRORS, MAX_FILE_SIZE, MAX_INCLUDE_DEPTH, ROUTE_KEYWORD, ROUTE_KINDS, _lark,
+                      collect_skipped, skipped_warning)
 from .parse_errors import _Recovery
 from .parse_tree import _Builder, _Include, parse_int
 
@@ -108,10 +109,14 @@ class _Loader:
         try:
             recovery = _Recovery(self, filename, text)
             try:
-                tree = _lark().parse(text, start=start, on_error=recovery.on_error)
+                with collect_skipped() as skipped:  # values: characters OpenSIPS's lexer skips
+                    tree = _lark().parse(text, start=start, on_error=recovery.on_error)
             except UnexpectedInput as exc:  # not recoverable (e.g. at end of input)
                 recovery.report(exc)
                 return None
+            finally:
+                for tok in skipped:
+                    self.warn(Pos(filename, tok.line or 1, tok.column or 1), skipped_warning(str(tok)))
             if recovery.failed:
                 return None
             built: list[Any] = _Builder(self, filename).transform(tree)

@@ -72,7 +72,8 @@ def core_pvars(clock: Clock = time.time) -> list[PVarSpec]:
     check_param = _check_name(_VAR_NAME, "parameter")
     specs = [
         PVarSpec("var", get_var, set_var, key="required", check_key=check_var),
-        PVarSpec("avp", get_avp, set_avp, key="required", check_key=check_var),
+        PVarSpec("avp", get_avp, set_avp, key="required", check_key=check_var,
+                 index_words=frozenset({"append"})),
         # Request-URI
         PVarSpec("ru", get_ruri, set_ruri),
         PVarSpec("ruri", get_ruri, set_ruri),

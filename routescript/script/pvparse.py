@@ -5,7 +5,8 @@ OpenSIPS core doc, "Script variables": the full syntax of a pseudo-variable is
     $(<context>name(subname)[index]{transformation}...)
 
 and the short form `$name`, `$name(subname)`, `$name(subname)[index]` needs no outer parentheses.
-index is an integer (negative counts from the end), `*` (all values) or a pseudo-variable;
+index is an integer (negative counts from the end), `*` (all values), a pseudo-variable, or a word that
+the pseudo-variable gives a meaning (`append` of $avp; master's `insert`/`insertAfter` of $sdp.line);
 a transformation is `{class.name,param,param...}` and several chain left to right.
 
 String literals may embed pseudo-variables ("$fu to $ru", "$(hdr(X){s.len})"); a `$` not followed by a
@@ -23,7 +24,8 @@ from .pos import Pos
 _NAME_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _NAME_CHARS = _NAME_START | set("0123456789.")
 _TR_NAME_CHARS = _NAME_CHARS | set("-")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+# a backslash before a newline removes both (a string that spans lines; OpenSIPS cfg.lex eats escaped CRs)
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'", "\n": ""}
 
 # Bound on nesting ($(hdr(X){s.substr,$(var(i){s.int}),1}) is depth 2); deeper input is refused.
 MAX_DEPTH = 8
@@ -116,6 +118,10 @@ def parse_pvar(text: str, i: int, pos_at: PosAt, depth: int = 0) -> tuple[PVar, 
         raw = text[j + 1:end - 1].strip()
         if raw == "*":
             index = "*"
+        elif raw.isalpha():
+            # a named index: $(avp(x)[append]), master's $(sdp.line([12])[insert]) / [insertAfter];
+            # which names a pseudo-variable takes is its PVarSpec.index_words, checked by the compiler
+            index = raw
         elif raw.startswith("$"):
             index, used = parse_pvar(raw, 0, _shifted(pos_at, j + 1), depth + 1)
             if used != len(raw):

@@ -101,6 +101,8 @@ class PVarSpec:
     # Load-time check of the key (e.g. a header name); raises ValueError("why").
     check_key: Callable[[str], None] | None = None
     module: str = "core"
+    # Named indexes it takes in assignments ($(avp(x)[append]) = ...), passed to the setter as the index.
+    index_words: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

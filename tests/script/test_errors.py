@@ -41,7 +41,7 @@ def test_unknown_route_kind() -> None:
 
 def test_unterminated_string() -> None:
     errs = syntax_errors('route {\n  xlog("abc);\n  exit;\n}\n')
-    assert errs == [(2, 8, "unterminated string (a string must end on the line it starts)")]
+    assert errs == [(2, 8, "unterminated string: no closing quote before the end of the file")]
 
 
 def test_unclosed_block_points_at_its_brace() -> None:
