@@ -64,9 +64,14 @@ def _prefix_of(mask: int, width: int) -> int:
     return width - inverted.bit_length()
 
 
+# The longest text an address can be: an IPv6 address with an IPv4 tail (45) in brackets, with spaces.
+_MAX_ADDRESS_LEN = 64
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_of(text: str) -> tuple[int, int] | None:
-    """(version, integer) of an address in a pvar value, or None; cached: sources repeat."""
+    """(version, integer) of an address in a pvar value, or None; cached: sources repeat (only short
+    texts reach the cache, see network_test)."""
     try:
         ip = ipaddress.ip_address(_unbracket(text.strip()))
     except ValueError:
@@ -81,7 +86,7 @@ def network_test(net: Network, negate: bool) -> Callable[[Any], bool]:
     def test(value: Any) -> bool:
         if value is None:
             return negate
-        found = _address_of(value) if isinstance(value, str) else None
+        found = _address_of(value) if isinstance(value, str) and len(value) <= _MAX_ADDRESS_LEN else None
         if found is None:
             return False  # not an address: neither == nor != holds (OpenSIPS comp_ip: -1)
         inside = found[0] == version and found[1] & mask == base

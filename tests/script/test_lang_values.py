@@ -186,6 +186,7 @@ def test_network_test_closure() -> None:
     assert inside("10.255.0.1") and not inside("11.0.0.1") and not inside("::ffff:10.0.0.1")
     assert outside("11.0.0.1") and not outside("10.0.0.1") and outside(None) and not outside("x")
     assert network_test(parse_network("::1"), negate=False)("[::1]")
+    assert not inside("10.0.0.1" + " " * 100) and not outside("x" * 10_000)  # too long to be an address
 
 
 def test_socket_in_field_checked_at_load(reg: Registry) -> None:
