@@ -196,3 +196,11 @@ def test_function_table_covers_the_common_modules() -> None:
     for module in ("usrloc", "db_mysql", "mi_fifo", "httpd", "presence_xml", "textops", "uri"):
         assert module in OPENSIPS_MODULES
     assert not any("bind" in n for n in OPENSIPS_FUNCTIONS)   # C APIs, not script functions
+
+
+def test_mi_fifo_in_a_missing_directory_refused_at_load(tmp_path: Path) -> None:
+    fifo = tmp_path / "no" / "such" / "fifo"
+    path, errors = load_errors(tmp_path, 'loadmodule "mi_fifo.so"\n'
+                                         f'modparam("mi_fifo", "fifo_name", "{fifo}")\nroute {{ exit; }}\n')
+    assert errors == [(f"{path}:1:1: module 'mi_fifo': cannot create FIFO {fifo}: No such file or directory "
+                       f"(no directory {fifo.parent})")]
