@@ -199,6 +199,7 @@ class ConfigLoader:
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
         registry = build_registry(modules, lms, failed.values())
+        compiled: CompiledScript | None = None
         try:
             compiled = compile_script(ast, registry)
         except ScriptError as exc:
@@ -207,6 +208,7 @@ class ConfigLoader:
         errors += self._refused_errors(ast, modules, typed.refused)
         if errors:
             raise LoadError(_in_file_order(errors))
+        assert compiled is not None, "a script that failed to compile said why"
         warnings += self._unbuilt_warnings(ast, modules)
         server.modules, self.registry, self._routes.script = modules, registry, compiled
         register_module_statistics(server.statistics, server.counters, server)  # sl:, tm: when loaded
