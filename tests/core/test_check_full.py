@@ -6,9 +6,12 @@ scheme) refused here in the same words."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import routescript.core.loader as loader
+from routescript.core.module import ConfigError, Module, Param, script_function
 from routescript.core.server import LoadError, Server
 from routescript.script.opensips_functions import OPENSIPS_FUNCTIONS, OPENSIPS_MODULES
 
@@ -204,3 +207,51 @@ def test_mi_fifo_in_a_missing_directory_refused_at_load(tmp_path: Path) -> None:
                                          f'modparam("mi_fifo", "fifo_name", "{fifo}")\nroute {{ exit; }}\n')
     assert errors == [(f"{path}:1:1: module 'mi_fifo': cannot create FIFO {fifo}: No such file or directory "
                        f"(no directory {fifo.parent})")]
+
+
+class _Broken(Module):
+    """A module that cannot be made, and one whose check() refuses: both said in the same run."""
+
+    name = "broken"
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        raise ConfigError("broken cannot start here")
+
+    @script_function("broken_work")
+    def broken_work(self, ctx: Any) -> int:
+        return 1
+
+
+class _Picky(Module):
+    name = "picky"
+    params = (Param("level", int, 0),)
+
+    def check(self) -> None:
+        if self.param("level") < 1:
+            raise ConfigError("level must be at least 1")
+
+
+@pytest.fixture
+def test_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loader.find_module_class
+    extra = {"broken": _Broken, "picky": _Picky}
+    monkeypatch.setattr(loader, "find_module_class", lambda n: extra.get(n) or real(n))
+
+
+@pytest.mark.usefixtures("test_modules")
+def test_every_module_failure_in_one_run_and_its_functions_not_reported_again(tmp_path: Path) -> None:
+    path, errors = load_errors(tmp_path, 'loadmodule "broken.so"\nloadmodule "picky.so"\n'
+                                         'loadmodule "usrloc.so"\nroute {\n    broken_work();\n}\n')
+    assert errors == [f"{path}:1:1: module 'broken': broken cannot start here",
+                      f"{path}:2:1: module 'picky': level must be at least 1",
+                      (f"{path}:3:1: module 'usrloc' (loadmodule \"usrloc.so\") is not implemented by "
+                      "routescript")]
+
+
+@pytest.mark.usefixtures("test_modules")
+def test_a_refused_modparam_skips_its_module_check(tmp_path: Path) -> None:
+    # level = "high" is refused; check() would then judge the default 0: not said
+    path, errors = load_errors(tmp_path, 'loadmodule "picky.so"\nmodparam("picky", "level", "high")\n'
+                                         "route { exit; }\n")
+    assert errors == [(f'{path}:2:1: modparam("picky", "level"): parameter \'level\' expects an integer, '
+                      'got "high"')]
