@@ -206,8 +206,8 @@ class ConfigLoader:
             errors += exc.diagnostics
         # A module with a refused modparam refuses functions for the defaults it fell back to: not said.
         errors += self._refused_errors(ast, modules, typed.refused)
-        if errors:
-            raise LoadError(_in_file_order(errors))
+        if errors:   # the warnings found so far too: a checker's run says everything it saw
+            raise LoadError(_in_file_order(errors + warnings))
         assert compiled is not None, "a script that failed to compile said why"
         warnings += self._unbuilt_warnings(ast, modules)
         server.modules, self.registry, self._routes.script = modules, registry, compiled

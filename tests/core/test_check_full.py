@@ -255,3 +255,12 @@ def test_a_refused_modparam_skips_its_module_check(tmp_path: Path) -> None:
                                          "route { exit; }\n")
     assert errors == [(f'{path}:2:1: modparam("picky", "level"): parameter \'level\' expects an integer, '
                       'got "high"')]
+
+
+def test_warnings_come_with_the_errors_in_file_order(tmp_path: Path) -> None:
+    path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nloadmodule "usrloc.so"\nloadmodule "sl.so"\n'
+                                         "route { exit; }\n")
+    assert errors[0] == (f"{path}:2:1: module 'usrloc' (loadmodule \"usrloc.so\") is not implemented by "
+                         "routescript")
+    assert errors[1].startswith(f'{path}:3:1: warning: module "sl" is loaded already (line 1)')
+    assert len(errors) == 2
