@@ -15,6 +15,7 @@ whether the `kill` MI command may stop the server over this FIFO.
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import os
@@ -79,6 +80,11 @@ class MiFifoModule(Module):
     def check(self) -> None:
         if not self.param("fifo_name"):
             raise ConfigError("modparam(\"mi_fifo\", \"fifo_name\"): no fifo configured")
+        # start() creates the FIFO; a directory that is not there fails it: said at load (check = run)
+        fifo_dir = os.path.dirname(os.path.abspath(self.param("fifo_name")))
+        if not os.path.isdir(fifo_dir):
+            raise ConfigError(f"cannot create FIFO {self.param('fifo_name')}: "
+                              f"{os.strerror(errno.ENOENT)} (no directory {fifo_dir})")
         reply_dir = self.param("reply_dir")
         if not reply_dir or not os.path.isdir(reply_dir):
             raise ConfigError(f"modparam(\"mi_fifo\", \"reply_dir\"): \"{reply_dir}\" is not a directory")

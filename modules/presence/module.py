@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from routescript.core.host import ModuleHost
 from routescript.core.module import Arg, ConfigError, MIError, Module, Param, script_function
+from routescript.db.url import check_db_url
 from routescript.core.netlist import NetworkList
 from routescript.script.context import REQUEST_ROUTE
 
@@ -91,7 +92,7 @@ class PresenceModule(PresenceMI, Module):
     name = "presence"
     events = ("E_PRESENCE_PUBLISH", "E_PRESENCE_EXPOSED")
     params = (
-        Param("db_url", str, None, "database URL; unset = library mode"),
+        Param("db_url", str, None, "database URL; unset = library mode", check=check_db_url),
         Param("presentity_table", str, "presentity"),
         Param("active_watchers_table", str, "active_watchers"),
         Param("watchers_table", str, "watchers"),

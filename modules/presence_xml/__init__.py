@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+from routescript.db.url import check_db_url
 
 if TYPE_CHECKING:
     from routescript.modules.presence import PresenceModule
@@ -45,7 +46,7 @@ class PresenceXmlModule(Module):
     name = "presence_xml"
     depends = ("presence",)
     params = (
-        Param("db_url", str, None, "database of the xcap table (2.x scripts)"),
+        Param("db_url", str, None, "database of the xcap table (2.x scripts)", check=check_db_url),
         Param("xcap_table", str, "xcap"),
         Param("force_active", int, 0, "1: every watcher is allowed without pres-rules"),
         Param("integrated_xcap_server", int, 0, "rules read from the xcap table (2.x scripts)"),

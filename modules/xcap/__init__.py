@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param
+from routescript.db.url import check_db_url
 
 if TYPE_CHECKING:
     from routescript.core.host import ModuleHost
@@ -45,7 +46,7 @@ class XcapModule(Module):
     name = "xcap"
     params = (
         # OpenSIPS's default is a MySQL URL; there is no MySQL backend here, so unset means "no database".
-        Param("db_url", str, None, "database holding the xcap table"),
+        Param("db_url", str, None, "database holding the xcap table", check=check_db_url),
         Param("xcap_table", str, "xcap"),
         Param("integrated_xcap_server", int, 0, "documents written to the table by an XCAP server",
               check=_flag),

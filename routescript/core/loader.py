@@ -92,21 +92,56 @@ def find_module_class(name: str) -> type[Module] | None:
     return None
 
 
-def load_modules(lines: Iterable[LoadModule]) -> dict[str, tuple[type[Module], Pos | None]]:
-    """Resolve every loadmodule line. Unknown module -> ConfigError at its line. Loading twice is harmless."""
-    found: dict[str, tuple[type[Module], Pos | None]] = {}
+Classes = dict[str, tuple[type[Module], Pos | None]]
+
+
+def load_modules(lines: Iterable[LoadModule]) -> Classes:
+    """Resolve every loadmodule line; the first problem raises ConfigError (resolve_modules lists all)."""
+    found, missing, errors = resolve_modules(lines)
+    if missing:
+        first = next(iter(missing.values()))
+        raise ConfigError(missing_module_message(first), first.pos)
+    if errors:
+        raise errors[0]
+    return found
+
+
+def resolve_modules(lines: Iterable[LoadModule]) -> tuple[Classes, dict[str, LoadModule], list[ConfigError]]:
+    """Every loadmodule line resolved at once: (the classes found, the modules routescript does not have
+    by name, one ConfigError per other problem). Loading twice is harmless. A missing module is one error
+    at its loadmodule (missing_module_message), never one per modparam or dependent module."""
+    found: Classes = {}
+    missing: dict[str, LoadModule] = {}
+    errors: list[ConfigError] = []
     for line in lines:
-        if line.name in found:
+        if line.name in found or line.name in missing:
             continue
         cls = find_module_class(line.name)
         if cls is None:
-            raise ConfigError(f"loadmodule: module '{line.name}' not found (from \"{line.path}\")", line.pos)
+            missing[line.name] = line
+            continue
         found[line.name] = (cls, line.pos)
     for name, (cls, pos) in found.items():
         for dep in cls.depends:
-            if dep not in found:
-                raise ConfigError(f"module '{name}' depends on module '{dep}', which is not loaded", pos)
-    return found
+            if dep not in found and dep not in missing:
+                errors.append(ConfigError(f"module '{name}' depends on module '{dep}', which is not loaded",
+                                          pos))
+    return found, missing, errors
+
+
+def missing_module_message(line: LoadModule, modparams: int = 0) -> str:
+    """An OpenSIPS module routescript lacks reads as such; any other name as a path that leads nowhere.
+    Its `modparams` are one note here, not an error each."""
+    from routescript.script.opensips_functions import OPENSIPS_MODULES
+
+    if line.name in OPENSIPS_MODULES:
+        text = f"module '{line.name}' (loadmodule \"{line.path}\") is not implemented by routescript"
+    else:
+        text = (f"loadmodule: module '{line.name}' not found (from \"{line.path}\"): neither routescript "
+                "nor OpenSIPS has a module of that name")
+    if modparams:
+        text += f" (its {modparams} modparam{'s' if modparams != 1 else ''} not checked)"
+    return text
 
 
 def _matching_modules(expr: str, loaded: Iterable[str], pos: Pos | None) -> list[str]:
@@ -124,36 +159,71 @@ def _matching_modules(expr: str, loaded: Iterable[str], pos: Pos | None) -> list
     return out
 
 
-def apply_modparams(classes: dict[str, tuple[type[Module], Pos | None]],
-                    lines: Iterable[ModParam]) -> dict[str, dict[str, Any]]:
-    """Type every modparam with its Param and return the full parameter dict of each module (defaults
-    included). Unknown module or parameter, or a wrong value -> ConfigError at the modparam's position."""
+def apply_modparams(classes: Classes, lines: Iterable[ModParam]) -> dict[str, dict[str, Any]]:
+    """Type every modparam; the first problem raises ConfigError (type_modparams lists all)."""
+    typed = type_modparams(classes, lines)
+    if typed.errors:
+        raise typed.errors[0]
+    return typed.values
+
+
+@dataclass(frozen=True, slots=True)
+class TypedParams:
+    """What type_modparams found: every module's parameter dict (defaults included), one ConfigError per
+    refused modparam, the modules one was refused for, and how many modparams each missing module had."""
+
+    values: dict[str, dict[str, Any]]
+    errors: list[ConfigError]
+    refused: set[str]
+    skipped: dict[str, int]
+
+
+def type_modparams(classes: Classes, lines: Iterable[ModParam], missing: Iterable[str] = ()) -> TypedParams:
+    """Type every modparam with its Param; an unknown module or parameter or a wrong value is an error at
+    the modparam's position. The modparams of a `missing` module (loaded, but not implemented) are only
+    counted: its loadmodule's error says it."""
     values: dict[str, dict[str, Any]] = {}
+    errors: list[ConfigError] = []
+    refused: set[str] = set()
+    skipped: dict[str, int] = {}
     for name, (cls, _pos) in classes.items():
         values[name] = {p.name: (list(p.default or []) if p.multi else p.default) for p in cls.params}
+    absent = list(missing)
     for line in lines:
-        targets = _matching_modules(line.module, classes, line.pos)
+        try:
+            targets = _matching_modules(line.module, classes, line.pos)
+            if not targets and (absent_targets := _matching_modules(line.module, absent, line.pos)):
+                for name in absent_targets:
+                    skipped[name] = skipped.get(name, 0) + 1
+                continue
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         if not targets:
-            raise ConfigError(f"modparam: module '{line.module}' is not loaded (loadmodule it first)",
-                              line.pos)
+            errors.append(ConfigError(f"modparam: module '{line.module}' is not loaded (loadmodule it first)",
+                                      line.pos))
+            continue
         applied = False
         for name in targets:
             param = _find_param(classes[name][0].params, line.param)
             if param is None:
                 continue
+            applied = True
             try:
                 typed = param.convert(line.value)
             except ValueError as exc:
-                raise ConfigError(f"modparam(\"{name}\", \"{line.param}\"): {exc}", line.pos) from None
+                errors.append(ConfigError(f"modparam(\"{name}\", \"{line.param}\"): {exc}", line.pos))
+                refused.add(name)
+                continue
             if param.multi:
                 values[name][param.name].append(typed)
             else:
                 values[name][param.name] = typed
-            applied = True
         if not applied:
             where = targets[0] if len(targets) == 1 else "any of " + ", ".join(targets)
-            raise ConfigError(f"modparam: parameter '{line.param}' not found in module {where}", line.pos)
-    return values
+            errors.append(ConfigError(f"modparam: parameter '{line.param}' not found in module {where}",
+                                      line.pos))
+    return TypedParams(values, errors, refused, skipped)
 
 
 def _find_param(params: tuple[Param, ...], name: str) -> Param | None:
@@ -163,24 +233,53 @@ def _find_param(params: tuple[Param, ...], name: str) -> Param | None:
     return None
 
 
-def instantiate(classes: dict[str, tuple[type[Module], Pos | None]], values: dict[str, dict[str, Any]],
-                server: ModuleHost) -> ModuleSet:
-    """One instance per module, in load order, then each module's check() (ConfigError at its loadmodule)."""
-    modules = ModuleSet()
-    for name, (cls, _pos) in classes.items():
-        modules.instances[name] = cls(server, values[name])
-    for name, inst in modules.instances.items():
-        try:
-            inst.check()
-        except ConfigError as exc:
-            if exc.pos is None:
-                raise ConfigError(f"module '{name}': {exc.message}", classes[name][1]) from None
-            raise
+def instantiate(classes: Classes, values: dict[str, dict[str, Any]], server: ModuleHost) -> ModuleSet:
+    """One instance per module, in load order, then each module's check(); the first problem raises
+    ConfigError at its loadmodule (make_modules lists all)."""
+    modules, _failed, errors = make_modules(classes, values, server)
+    if errors:
+        raise errors[0]
     return modules
 
 
-def build_registry(modules: ModuleSet) -> Registry:
-    """The script Registry: the core's pseudo-variables and transformations, then every module's exports."""
+def make_modules(
+        classes: Classes, values: dict[str, dict[str, Any]], server: ModuleHost,
+        unchecked: Iterable[str] = ()) -> tuple[ModuleSet, dict[str, type[Module]], list[ConfigError]]:
+    """One instance per module, in load order, then each module's check(): (the modules made, the classes
+    that could not be made, one ConfigError per problem, at the module's loadmodule unless it says
+    where). The `unchecked` modules (a modparam of theirs was refused) skip check(): it would judge
+    defaults the script did not ask for."""
+    modules = ModuleSet()
+    failed: dict[str, type[Module]] = {}
+    errors: list[ConfigError] = []
+    skip = set(unchecked)
+
+    def located(name: str, exc: ConfigError) -> ConfigError:
+        if exc.pos is None:
+            return ConfigError(f"module '{name}': {exc.message}", classes[name][1])
+        return exc
+
+    for name, (cls, _pos) in classes.items():
+        try:
+            modules.instances[name] = cls(server, values[name])
+        except ConfigError as exc:
+            failed[name] = cls
+            errors.append(located(name, exc))
+    for name, inst in modules.instances.items():
+        if name in skip:
+            continue
+        try:
+            inst.check()
+        except ConfigError as exc:
+            errors.append(located(name, exc))
+    return modules, failed, errors
+
+
+def build_registry(modules: ModuleSet, loaded: Iterable[LoadModule] = (),
+                   failed: Iterable[type[Module]] = ()) -> Registry:
+    """The script Registry: the core's pseudo-variables and transformations, then every module's exports.
+    `loaded` (the script's loadmodule lines) and `failed` (module classes that could not be made) only
+    shape the messages about functions the script calls and the registry lacks."""
     from routescript.script.pvars import core_pvars
     from routescript.script.registry import Registry
     from routescript.script.transforms import core_transforms
@@ -201,5 +300,10 @@ def build_registry(modules: ModuleSet) -> Registry:
             reg.add_pvar(pspec)
         for tspec in inst.transforms():
             reg.add_transform(tspec)
+    for lm in loaded:
+        reg.loaded_modules.setdefault(lm.name, find_module_class(lm.name) is not None)
+    for cls in failed:
+        reg.unreported_functions |= cls.function_names()
+    reg.module_available = lambda name: find_module_class(name) is not None
     return reg
 

@@ -14,7 +14,15 @@ from routescript.script.ast import Script
 from . import _script
 from .config import CoreConfig, apply_globals
 from .events import EventBus
-from .loader import LoadModule, ModParam, apply_modparams, build_registry, instantiate, load_modules
+from .loader import (
+    LoadModule,
+    ModParam,
+    build_registry,
+    make_modules,
+    missing_module_message,
+    resolve_modules,
+    type_modparams,
+)
 from .module import ConfigError, ModuleSet
 from .routes import Routes
 from .stats import CoreCounters, Statistics, register_module_statistics
@@ -167,28 +175,40 @@ class ConfigLoader:
         globals_ = _script.globals_of(ast, path)
         lms = _script.loadmodules_of(ast, path)
         mps = _script.modparams_of(ast, path)
+        # Every problem is collected, then reported at once in file order (a checker, not a first-error
+        # stop): the modules routescript lacks, every refused modparam, every module check, the script.
+        errors: list[LoadDiagnostic] = []
         try:
             config, texts = apply_globals(globals_)
             warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
-            warnings += _repeated_loadmodules(lms)
-            classes = load_modules(lms)
-            values = apply_modparams(classes, mps)
-            server.config = config   # before the modules are made: they read it in __init__/check
-            # The Server this loader belongs to is a ModuleHost (host.py checks it); this part sees it
-            # through the narrower LoadingServer.
-            modules = instantiate(classes, values, cast("ModuleHost", server))
         except ConfigError as exc:
-            raise LoadError([config_diagnostic(exc)]) from None
+            errors.append(config_diagnostic(exc))
+            config = CoreConfig()
+        warnings += _repeated_loadmodules(lms)
+        classes, missing, problems = resolve_modules(lms)
+        typed = type_modparams(classes, mps, missing)
+        errors += [Diagnostic(missing_module_message(lm, typed.skipped.get(name, 0)), lm.pos)
+                   for name, lm in missing.items()]
+        errors += [config_diagnostic(e) for e in problems + typed.errors]
+        server.config = config   # before the modules are made: they read it in __init__/check
+        # The Server this loader belongs to is a ModuleHost (host.py checks it); this part sees it
+        # through the narrower LoadingServer.
+        modules, failed, problems = make_modules(classes, typed.values, cast("ModuleHost", server),
+                                                 typed.refused)
+        errors += [config_diagnostic(e) for e in problems]
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
-        registry = build_registry(modules)
+        registry = build_registry(modules, lms, failed.values())
+        compiled: CompiledScript | None = None
         try:
             compiled = compile_script(ast, registry)
         except ScriptError as exc:
-            raise LoadError(list(exc.diagnostics)) from None
-        refused = self._refused_errors(ast, modules)
-        if refused:
-            raise LoadError(refused)
+            errors += exc.diagnostics
+        # A module with a refused modparam refuses functions for the defaults it fell back to: not said.
+        errors += self._refused_errors(ast, modules, typed.refused)
+        if errors:   # the warnings found so far too: a checker's run says everything it saw
+            raise LoadError(_in_file_order(errors + warnings))
+        assert compiled is not None, "a script that failed to compile said why"
         warnings += self._unbuilt_warnings(ast, modules)
         server.modules, self.registry, self._routes.script = modules, registry, compiled
         register_module_statistics(server.statistics, server.counters, server)  # sl:, tm: when loaded
@@ -205,11 +225,14 @@ class ConfigLoader:
                 out.append(Diagnostic(f"{name}(): {unbuilt[name]}", pos, "warning"))
         return out
 
-    def _refused_errors(self, ast: Script, modules: ModuleSet) -> list[LoadDiagnostic]:
-        """An error at every call of a function a module refuses in its configuration (Module.refused)."""
+    def _refused_errors(self, ast: Script, modules: ModuleSet,
+                        misconfigured: set[str] | None = None) -> list[LoadDiagnostic]:
+        """An error at every call of a function a module refuses in its configuration (Module.refused),
+        but for the `misconfigured` modules (their configuration is an error already)."""
         refused: dict[str, str] = {}
-        for m in modules.instances.values():
-            refused.update(m.refused)
+        for name, m in modules.instances.items():
+            if not misconfigured or name not in misconfigured:
+                refused.update(m.refused)
         return [Diagnostic(f"{name}(): {refused[name]}", pos)
                 for name, pos in _script.calls_of(ast, self.path) if name in refused]
 
@@ -275,6 +298,14 @@ class ConfigLoader:
                 out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
                                       "warning"))
         return out
+
+
+def _in_file_order(diagnostics: list[LoadDiagnostic]) -> list[LoadDiagnostic]:
+    """Sorted by position (stable: one place's diagnostics keep their order); the unplaced ones first."""
+    def key(d: LoadDiagnostic) -> tuple[int, str, int, int]:
+        pos = d.pos
+        return (0, "", 0, 0) if pos is None else (1, pos.file, pos.line, pos.col)
+    return sorted(diagnostics, key=key)
 
 
 def _repeated_loadmodules(lms: list[LoadModule]) -> list[LoadDiagnostic]:

@@ -198,6 +198,12 @@ class Module:
         """Flush and close. Called once at clean shutdown."""
 
     # --- exports, collected from the tagged methods -------------------------------------------------
+    @classmethod
+    def function_names(cls) -> set[str]:
+        """The script functions the class exports, known without an instance (one that failed to load)."""
+        return {tag[0] for klass in cls.__mro__ for value in vars(klass).values() if callable(value)
+                for tag in getattr(value, "__dict__", {}).get("_rs_functions", ())}
+
     def functions(self) -> list[FunctionSpec]:
         out = []
         for method, tags in self._tagged("_rs_functions"):

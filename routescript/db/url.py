@@ -57,3 +57,15 @@ def parse_url(url: str) -> DbUrl:
         return DbUrl("postgres", dsn=url, redacted=_PASSWORD.sub(r"\1:***@", url))
     raise DatabaseError(f"unsupported database URL scheme '{scheme}' (use sqlite:// or postgres://)",
                         "config")
+
+
+def check_db_url(url: object) -> None:
+    """A db_url modparam's check (Param.check): the URL `run` could open, judged when the script is
+    loaded, so `routescript check` refuses what `run` would refuse at start-up, in the same words, and
+    without opening anything. Unset or empty (a module's library mode) passes. ValueError says why."""
+    if url is None or url == "":
+        return
+    try:
+        parse_url(str(url))
+    except DatabaseError as exc:
+        raise ValueError(str(exc)) from None

@@ -13,7 +13,7 @@ from .compile_expr import _ExprGen, _Failed
 from .context import REQUEST_ROUTE
 from .grammar import ROUTE_KEYWORD, route_label
 from .parse_tree import parse_int
-from .registry import ArgSpec, FunctionSpec, PVarRef
+from .registry import ArgSpec, FunctionSpec, PVarRef, Registry
 
 
 class _CallGen(_ExprGen):
@@ -38,7 +38,8 @@ class _CallGen(_ExprGen):
             return "None"
         spec = self.registry.functions.get(c.name)
         if spec is None:
-            self.error(c.pos, f"unknown function {c.name}()" + self._hint(c.name))
+            if c.name not in self.registry.unreported_functions:   # else its module's error says it
+                self.error(c.pos, unknown_function_message(c.name, self.registry))
             raise _Failed
         self._check_route_kind(c, spec)
         n = len(c.args)
@@ -74,12 +75,6 @@ class _CallGen(_ExprGen):
             if predicate is not None:
                 return f"({code} if {self.bind(predicate, '_g')}() else _rt.skipped_call(ctx))"
         return code
-
-    def _hint(self, name: str) -> str:
-        import difflib
-        assert self.registry is not None
-        close = difflib.get_close_matches(name, list(self.registry.functions), n=1)
-        return f" (did you mean {close[0]}()?)" if close else " (is its module loaded?)"
 
     def _check_route_kind(self, c: ast.Call, spec: FunctionSpec) -> None:
         if spec.routes is None or self._current is None:
@@ -193,6 +188,36 @@ class _CallGen(_ExprGen):
         elif not any(n == name for (_, n) in self.defs):
             self.error(pos, f"{what}: no route is named '{name}'")
             raise _Failed
+
+
+def unknown_function_message(name: str, registry: Registry) -> str:
+    """What the checker says of a function the registry lacks. An OpenSIPS function names its module
+    (opensips_functions, from OpenSIPS's own export tables) and whether routescript has it, so the user
+    reads "routescript does not implement it" rather than "load something" when that is the truth."""
+    from .opensips_functions import OPENSIPS_FUNCTIONS
+
+    owners = OPENSIPS_FUNCTIONS.get(name)
+    if owners is None:
+        import difflib
+        close = difflib.get_close_matches(name, list(registry.functions), n=1)
+        hint = f" (did you mean {close[0]}()?)" if close else " (is its module loaded?)"
+        return f"unknown function {name}(){hint}"
+    loaded = [m for m in owners if m in registry.loaded_modules]
+    if loaded:
+        module = loaded[0]
+        if registry.loaded_modules[module]:
+            return f"{name}() is {_a(module)} function that routescript does not implement"
+        return f"{name}() is {_a(module)} function, and routescript does not implement {module}"
+    available = registry.module_available or (lambda _m: False)
+    module = next((m for m in owners if available(m)), owners[0])
+    if available(module):
+        return f"{name}() is {_a(module)} function: loadmodule \"{module}.so\""
+    return (f"{name}() is {_a(module)} function: loadmodule \"{module}.so\" - a module routescript "
+            "does not implement")
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeio" else "a ") + word   # a usrloc, a uac: said "you"
 
 
 def _regex_conv(v: Any) -> Any:

@@ -144,6 +144,12 @@ class Registry:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     pvars: dict[str, PVarSpec] = field(default_factory=dict)
     transforms: dict[str, TransformSpec] = field(default_factory=dict)
+    # For the checker's word on a function it cannot find (compile_call): every module the script
+    # loads -> whether routescript implements it; whether routescript has a module it does not load;
+    # the functions of loaded modules that failed to load (already reported at their loadmodule).
+    loaded_modules: dict[str, bool] = field(default_factory=dict)
+    module_available: Callable[[str], bool] | None = None
+    unreported_functions: set[str] = field(default_factory=set)
 
     def add_function(self, spec: FunctionSpec) -> None:
         self.functions[spec.name] = spec

@@ -85,3 +85,38 @@ def test_typical_opensips_script_loads() -> None:
     assert res.stdout.strip() == "tests/e2e/typical_opensips.cfg: OK (1 route, 11 modules)"
     warnings = [line for line in res.stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and "t_relay()" in warnings[0]
+
+
+def test_check_lists_every_missing_module_and_names_function_modules(tmp_path: Path) -> None:
+    cfg = tmp_path / "deploy.cfg"
+    cfg.write_text('loadmodule "sl.so"\nloadmodule "tm.so"\n'
+                   'loadmodule "usrloc.so"\nloadmodule "registrar.so"\n'
+                   'modparam("usrloc", "db_mode", 2)\nmodparam("registrar", "max_contacts", 1)\n'
+                   'route {\n    t_on_failure("f");\n    save("location");\n    t_relay();\n}\n'
+                   'failure_route[f] { exit; }\n')
+    res = routescript("check", str(cfg))
+    assert res.returncode == 1
+    heads = [line for line in res.stderr.splitlines() if line.startswith(str(cfg))]
+    assert heads[:4] == [
+        (f'{cfg}:3:1: module \'usrloc\' (loadmodule "usrloc.so") is not implemented by routescript '
+        "(its 1 modparam not checked)"),
+        (f'{cfg}:4:1: module \'registrar\' (loadmodule "registrar.so") is not implemented by routescript '
+        "(its 1 modparam not checked)"),
+        f"{cfg}:8:5: t_on_failure() is a tm function that routescript does not implement",
+        f"{cfg}:9:5: save() is a registrar function, and routescript does not implement registrar"]
+    assert "is its module loaded" not in res.stderr
+
+
+def test_check_refuses_a_mysql_db_url_in_the_words_of_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "my.cfg"
+    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "sl.so"\nloadmodule "tm.so"\n'
+                   'loadmodule "presence.so"\n'
+                   'modparam("presence", "db_url", "mysql://opensips:pw@localhost/opensips")\n'
+                   'route { exit; }\n')
+    checked = routescript("check", str(cfg))
+    assert checked.returncode == 1
+    expected = (f"{cfg}:5:1: modparam(\"presence\", \"db_url\"): unsupported database URL scheme 'mysql' "
+                "(use sqlite:// or postgres://)")
+    assert checked.stderr.splitlines()[0] == expected
+    ran = routescript("run", str(cfg), timeout=20)
+    assert ran.returncode != 0 and expected in ran.stderr
