@@ -9,8 +9,9 @@ kind and file with the 3.x replacement (parse_tree.py):
   missing value makes every test false (2.x: an error, so false). `status` is $rs (2.x's lexer made it
   a synonym of `uri` that reads the status code of a reply).
 - src_ip, dst_ip read $si, $Ri: `==`/`!=` against an address or network (10.0.0.0/8, ::1, [::1]), parsed
-  once here; `=~`/`!~` search the address text. Choice: a host name is refused (2.x resolved it, and
-  reverse-resolved the address, on every message: no DNS in the per-message path here).
+  once here; `=~`/`!~` search the address text. Choice: a host name (`src_ip == backup.example.com`) is
+  resolved once, at load, where 2.x resolved it on every message (no DNS in the per-message path); a
+  name that does not resolve matches nothing, as in 2.x. 2.x's optional reverse DNS is not done.
 - src_port, dst_port, msg:len read $sp, $Rp, $ml and compare as numbers; `max_len` is 65535 (2.x
   BUF_SIZE).
 - proto compares $pr with udp/tcp/tls/sctp/ws/wss; af compares $af with INET/INET6 (or 2/10, the C
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Any, Protocol
 
 from . import ast
@@ -36,9 +38,11 @@ MAX_LEN = 65535  # OpenSIPS 2.x BUF_SIZE, what `msg:len > max_len` compares with
 _STRING_KEYWORDS = {"method": "rm", "uri": "ru", "status": "rs", "from_uri": "fu", "to_uri": "tu"}
 _ADDRESS_KEYWORDS = {"src_ip": "si", "dst_ip": "Ri"}
 _NUMBER_KEYWORDS = {"src_port": "sp", "dst_port": "Rp", "msg:len": "ml"}
-_MYSELF_SUBJECTS = {**_STRING_KEYWORDS, **_ADDRESS_KEYWORDS}
+# 2.x cfg.y: `uri_type equalop MYSELF` (uri, status, from_uri, to_uri), SRCIP and DSTIP; not method
+_MYSELF_SUBJECTS = {"uri": "ru", "status": "rs", "from_uri": "fu", "to_uri": "tu", **_ADDRESS_KEYWORDS}
 _PROTOCOLS = {p: p for p in ("udp", "tcp", "tls", "sctp", "ws", "wss")}  # 2.x parse_proto
 _FAMILIES = {"inet": "inet", "inet6": "inet6", "2": "inet", "10": "inet6"}  # AF_INET, AF_INET6 on Linux
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _NUMBER_OPS = {"==": "_rt.eq", "!=": "_rt.ne", "<": "_rt.lt", ">": "_rt.gt", "<=": "_rt.le", ">=": "_rt.ge"}
 
 
@@ -77,20 +81,31 @@ def not_searched(value: Any, rx: re.Pattern[str]) -> bool:
 
 
 class InNetwork:
-    """`src_ip == 10.0.0.0/8`: the network is parsed once, at load; each message parses only its address."""
+    """`src_ip == 10.0.0.0/8`: the networks are parsed once, at load; each message parses only its address.
+    No network at all (a host name that did not resolve) matches nothing."""
 
-    __slots__ = ("network",)
+    __slots__ = ("networks",)
 
-    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        self.network = network
+    def __init__(self, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
+        self.networks = networks
 
     def __call__(self, value: Any) -> bool:
         if value is None:
             return False
         try:
-            return ipaddress.ip_address(to_str(value)) in self.network
+            address = ipaddress.ip_address(to_str(value))
         except ValueError:
             return False
+        return any(address in net for net in self.networks)
+
+
+def resolve_host(name: str) -> tuple[str, ...]:
+    """The addresses of a host name (load time only); none when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (OSError, UnicodeError):
+        return ()
+    return tuple(sorted({str(info[4][0]) for info in infos}))
 
 
 # ---- load time ----------------------------------------------------------------------------------------
@@ -145,12 +160,14 @@ def _address_test(gen: LegacyGen, e: ast.CoreTest, pv: str) -> str:
         raise _fail(gen, e.pos, f"'{e.keyword} {e.op}': {e.keyword} compares with ==, !=, =~ or !~")
     text = e.value[1:-1] if e.value.startswith("[") and e.value.endswith("]") else e.value
     try:
-        network = ipaddress.ip_network(text, strict=False)
+        networks: tuple[Any, ...] = (ipaddress.ip_network(text, strict=False),)
     except ValueError:
-        raise _fail(gen, e.pos, f"'{e.keyword} {e.op} {e.value}': expected an IP address or network "
-                                f"(10.0.0.1, 10.0.0.0/8, ::1); routescript does not resolve host names "
-                                f"in conditions") from None
-    test = f"{gen.bind(InNetwork(network), '_n')}({value})"
+        if not _HOST_NAME.fullmatch(text):
+            raise _fail(gen, e.pos, f"'{e.keyword} {e.op} {e.value}': expected an IP address, a network "
+                                    f"(10.0.0.0/8, ::1) or a host name") from None
+        # 2.x resolved the name on every message; here once, at load (no DNS in the per-message path)
+        networks = tuple(ipaddress.ip_network(a.partition("%")[0]) for a in resolve_host(text))
+    test = f"{gen.bind(InNetwork(networks), '_n')}({value})"
     return test if e.op == "==" else f"(not {test})"
 
 
