@@ -480,7 +480,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def core_test(self, meta: Any, c: list[Any]) -> ast.CoreTest | ast.Myself:
         kw_tok, op, (value, quoted) = c
         kw, pos = str(kw_tok), self._pos(meta)
-        if not quoted and value == "myself" and str(op) in ("==", "!="):
+        if not quoted and value == "myself":
+            self._myself_op(str(op), pos)
             return self._myself(kw, str(op) == "!=", pos)
         self._warn_once(kw, pos, _keyword_warning(kw, _KEYWORD_REPLACEMENT[kw]))
         return ast.CoreTest(kw, str(op), value, quoted, pos)
@@ -494,9 +495,14 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def myself_test(self, meta: Any, c: list[Any]) -> ast.Myself:
         subject, op, _ = c
         pos = self._pos(meta)
+        self._myself_op(str(op), pos)
         shown = subject.text if isinstance(subject, ast.PVar) else "..."
         self._warn_once("myself", pos, _keyword_warning("myself", f'is_myself("{shown}")'))
         return ast.Myself(subject, str(op) == "!=", pos)
+
+    def _myself_op(self, op: str, pos: Pos) -> None:
+        if op not in ("==", "!="):  # 2.x cfg.y: `equalop MYSELF` only
+            self.loader.error(pos, f"'{op} myself': myself compares with == or != only")
 
     def _myself(self, kw: str, negated: bool, pos: Pos) -> ast.Myself:
         pv = _KEYWORD_PVAR.get(kw, "")

@@ -383,6 +383,14 @@ def test_syntax_only_check_reports_them_too(tmp_path: Path) -> None:
     assert [(d.severity, d.pos.line) for d in check_syntax(cfg)] == [("error", 2), ("warning", 2)]
 
 
+@pytest.mark.parametrize("cond", ["uri =~ myself", "$var(h) < myself", "src_ip >= myself"])
+def test_myself_compares_with_equality_only(cond: str) -> None:
+    with pytest.raises(ScriptError) as info:
+        parse_text(f"route {{\n  if ({cond}) exit;\n}}\n", "m.cfg")
+    (d,) = info.value.diagnostics
+    assert (d.pos.line, d.pos.col) == (2, 7) and "myself compares with == or != only" in d.message
+
+
 def test_keyword_needs_a_literal_as_in_2x() -> None:
     # 2.x compared the keywords with literals only (`uri == $var(x)` was a syntax error there too)
     with pytest.raises(ScriptError):
