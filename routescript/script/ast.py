@@ -182,7 +182,36 @@ class RouteCall:
     pos: Pos
 
 
-Expr = PVar | IntLit | StrLit | NullLit | IpLit | BinOp | UnaryOp | Call | RouteCall
+@dataclass(frozen=True, slots=True)
+class CoreTest:
+    """An OpenSIPS 1.x/2.x core-keyword condition, as written (removed in OpenSIPS 2.4; compile_legacy.py
+    gives it the 2.x meaning): `method == "INVITE"`, `uri =~ "^sip:1"`, `src_ip == 10.0.0.0/8`,
+    `src_port != 5060`, `proto == UDP`, `af == INET6`, `msg:len > max_len`.
+
+    keyword: "method" "uri" "status" "from_uri" "to_uri" "src_ip" "dst_ip" "src_port" "dst_port" "proto"
+             "af" "msg:len".
+    value: the literal's text (a quoted string unescaped, or the bare word); quoted tells which.
+    """
+
+    keyword: str
+    op: str
+    value: str
+    quoted: bool
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
+class Myself:
+    """`X == myself` / `X != myself` (2.x also wrote `myself == X`): whether X names this server, as
+    is_myself(X). subject: a core keyword ("uri", "from_uri", "to_uri", "status", "src_ip", "dst_ip") or
+    an expression (`$var(host) == myself`)."""
+
+    subject: str | Expr
+    negated: bool
+    pos: Pos
+
+
+Expr = PVar | IntLit | StrLit | NullLit | IpLit | BinOp | UnaryOp | Call | RouteCall | CoreTest | Myself
 
 
 # ---------------------------------------------------------------------------------------------------

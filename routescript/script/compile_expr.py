@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ast, ipmatch
+from . import ast, compile_legacy, ipmatch
 from . import runtime as rt
 from .pos import Pos
 from .diagnostics import Diagnostic, SourceLines
@@ -81,7 +81,15 @@ class _ExprGen:
             return f"(not {self.cond(e.operand)})"
         if isinstance(e, (ast.Call, ast.RouteCall)):
             return f"({self.value(e)} > 0)"
+        if isinstance(e, (ast.CoreTest, ast.Myself)):  # lang2x: OpenSIPS 2.x `method == "X"`, `uri == myself`
+            return self._legacy(e)
         return f"_rt.truth({self.value(e)})"
+
+    def _legacy(self, e: ast.CoreTest | ast.Myself) -> str:
+        try:
+            return compile_legacy.condition(self, e)
+        except compile_legacy.Failed:
+            raise _Failed from None
 
     def value(self, e: Any) -> str:
         """Python expression giving the value (str, int or None)."""
@@ -107,6 +115,8 @@ class _ExprGen:
             if e.op == "!":
                 return f"(0 if {self.cond(e.operand)} else 1)"
             return f"_rt.{'neg' if e.op == '-' else 'bit_not'}({self.value(e.operand)})"
+        if isinstance(e, (ast.CoreTest, ast.Myself)):
+            return f"(1 if {self._legacy(e)} else 0)"
         if isinstance(e, ast.BinOp):
             if e.op in ("&&", "||"):
                 return f"(1 if {self.cond(e)} else 0)"

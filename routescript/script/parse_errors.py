@@ -31,17 +31,6 @@ _PRETTY = {
 }
 
 
-# The core keywords OpenSIPS 2.4 removed from the language (`if (uri == myself)`), with what 3.x
-# scripts write instead.
-_REMOVED_KEYWORDS = {
-    "uri": '$ru (and is_myself("$ru") for "== myself")', "method": "$rm (or is_method())",
-    "src_ip": "$si", "src_port": "$sp", "dst_ip": "$Ri", "dst_port": "$Rp",
-    "from_uri": '$fu (and is_myself("$fu") for "== myself")',
-    "to_uri": '$tu (and is_myself("$tu") for "== myself")', "proto": "$pr", "af": "$af",
-    "status": "$rs", "myself": 'is_myself("$ru")',
-}
-
-
 def _pretty(tok_type: str) -> str:
     if tok_type in _PRETTY:
         return _PRETTY[tok_type]
@@ -239,6 +228,13 @@ class _Recovery:
                 return value
             if isinstance(value, Tree):
                 toks: list[Token] = list(value.scan_values(lambda v: isinstance(v, Token)))
+                meta = value.meta
+                if toks and not meta.empty and meta.end_line is not None:
+                    # at the tree's real end, past its filtered tokens (a call's ')'): since `if exp stm`
+                    # (lang2x) a call may be reduced before the error shows, on the statement after it
+                    last = toks[-1]
+                    return Token(last.type, last.value, last.start_pos, last.line, last.column,
+                                 meta.end_line, meta.end_column, meta.end_pos)
                 if toks:
                     return toks[-1]
         return None
@@ -295,11 +291,6 @@ class _Recovery:
                 and prev.type == "NAME"):
             return (self.pos(prev.line, prev.column),
                     f"unknown keyword '{prev}': expected loadmodule, modparam, a route or 'name = value'")
-        if prev is not None and prev.type == "NAME" and str(prev) in _REMOVED_KEYWORDS and (
-                str(tok) in ("==", "!=", "=~", "!~", "<", ">", "<=", ">=", "=") or str(prev) == "myself"):
-            return (self.pos(prev.line, prev.column),
-                    (f"'{prev}' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use "
-                     f"{_REMOVED_KEYWORDS[str(prev)]}"))
         if tok.type == "RBRACE" and "LOADMODULE" in expected:
             return here, "unexpected '}': no block is open here"
         if tok.type == "ELSE":

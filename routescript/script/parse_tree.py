@@ -32,6 +32,7 @@ class TreeLoader(Protocol):
     (its statements, in place of the include line)."""
 
     def error(self, pos: Pos, message: str) -> None: ...
+    def warn(self, pos: Pos, message: str) -> None: ...
     def include(self, inc: _Include, start: str, base_file: str) -> list[Any]: ...
 
 
@@ -40,6 +41,26 @@ _BOOLS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "fal
 _SOCKET_PARAMS = {"socket", "listen"}
 _ADDR_RE = re.compile(r"^(?:(?P<proto>[A-Za-z][A-Za-z0-9_]*):(?=.*:|\[|[^:]*$))?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[^:]+))?$")
+
+
+# lang2x: the OpenSIPS 1.x/2.x core keywords of conditions, the pseudo-variable each reads (the 2.x
+# meaning, see compile_legacy.py) and what an OpenSIPS 3.x script writes instead.
+_KEYWORD_PVAR = {
+    "method": "rm", "uri": "ru", "status": "rs", "from_uri": "fu", "to_uri": "tu", "src_ip": "si",
+    "dst_ip": "Ri", "src_port": "sp", "dst_port": "Rp", "proto": "pr", "af": "af", "msg:len": "ml",
+}
+_KEYWORD_REPLACEMENT = {
+    "method": "$rm (or is_method())", "uri": "$ru", "status": "$rs", "from_uri": "$fu", "to_uri": "$tu",
+    "src_ip": "$si", "dst_ip": "$Ri", "src_port": "$sp", "dst_port": "$Rp", "proto": "$pr", "af": "$af",
+    "msg:len": "$ml (max_len is 65535)",
+}
+_BARE_WARNING = ("'{kw}' without parentheses around its condition is OpenSIPS 2.x syntax, refused since "
+                 "OpenSIPS 3.1: write {kw} (...) (accepted here)")
+
+
+def _keyword_warning(construct: str, replacement: str) -> str:
+    return (f"'{construct}' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: use {replacement} "
+            f"(accepted here with its 2.x meaning)")
 
 
 def parse_int(text: str) -> int:
@@ -70,6 +91,14 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
         super().__init__(visit_tokens=False)
         self.loader = loader
         self.file = filename
+        self._warned: set[str] = set()  # the 2.x construct kinds already warned about in this file
+
+    def _warn_once(self, kind: str, pos: Pos, message: str) -> None:
+        """A migration warning, once per construct kind and file (a script uses `method == ...` dozens
+        of times: one line tells its author what to change)."""
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.loader.warn(pos, message)
 
     # -- helpers -----------------------------------------------------------------------------------
     def _pos(self, meta_or_tok: Any) -> Pos:
@@ -317,6 +346,19 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def while_stmt(self, meta: Any, c: list[Any]) -> ast.While:
         return ast.While(c[0], self._body(c[1], meta), self._pos(meta))
 
+    # lang2x: `if exp stm` / `while exp stm`, the condition without parentheses (OpenSIPS 2.x and 3.0;
+    # 3.1 requires them). Same statement, plus a migration warning.
+    @lark.v_args(meta=True)
+    def if_bare(self, meta: Any, c: list[Any]) -> ast.If:
+        self._warn_once("if", self._pos(meta), _BARE_WARNING.format(kw="if"))
+        cond, then, orelse = c
+        return ast.If(cond, self._body(then, meta), orelse, self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def while_bare(self, meta: Any, c: list[Any]) -> ast.While:
+        self._warn_once("while", self._pos(meta), _BARE_WARNING.format(kw="while"))
+        return ast.While(c[0], self._body(c[1], meta), self._pos(meta))
+
     @lark.v_args(meta=True)
     def for_stmt(self, meta: Any, c: list[Any]) -> ast.ForEach:
         return ast.ForEach(self._pvar(c[0]), self._pvar(c[1]), self._body(c[2], meta), self._pos(meta))
@@ -450,6 +492,52 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
 
     def cmp_op(self, c: list[Token]) -> Token:
         return c[0]
+
+    # -- lang2x: OpenSIPS 1.x/2.x core keywords in conditions (removed in 2.4) ----------------------------
+    # Kept as written (ast.CoreTest / ast.Myself); compile_legacy.py gives them the 2.x meaning. Each
+    # kind is warned about once per file with its 3.x replacement.
+    @lark.v_args(meta=True)
+    def core_test(self, meta: Any, c: list[Any]) -> ast.CoreTest | ast.Myself:
+        kw_tok, op, (value, quoted) = c
+        kw, pos = str(kw_tok), self._pos(meta)
+        if not quoted and value == "myself":
+            self._myself_op(str(op), pos)
+            return self._myself(kw, str(op) == "!=", pos)
+        self._warn_once(kw, pos, _keyword_warning(kw, _KEYWORD_REPLACEMENT[kw]))
+        return ast.CoreTest(kw, str(op), value, quoted, pos)
+
+    @lark.v_args(meta=True)
+    def core_myself_first(self, meta: Any, c: list[Any]) -> ast.Myself:
+        _, op, kw_tok = c
+        return self._myself(str(kw_tok), str(op) == "!=", self._pos(meta))
+
+    @lark.v_args(meta=True)
+    def myself_test(self, meta: Any, c: list[Any]) -> ast.Myself:
+        subject, op, _ = c
+        pos = self._pos(meta)
+        self._myself_op(str(op), pos)
+        shown = subject.text if isinstance(subject, ast.PVar) else "..."
+        self._warn_once("myself", pos, _keyword_warning("myself", f'is_myself("{shown}")'))
+        return ast.Myself(subject, str(op) == "!=", pos)
+
+    def _myself_op(self, op: str, pos: Pos) -> None:
+        if op not in ("==", "!="):  # 2.x cfg.y: `equalop MYSELF` only
+            self.loader.error(pos, f"'{op} myself': myself compares with == or != only")
+
+    def _myself(self, kw: str, negated: bool, pos: Pos) -> ast.Myself:
+        pv = _KEYWORD_PVAR.get(kw, "")
+        self._warn_once(f"{kw} == myself", pos, _keyword_warning(f"{kw} == myself", f'is_myself("${pv}")'))
+        return ast.Myself(kw, negated, pos)
+
+    def core_op(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def myself_op(self, c: list[Token]) -> Token:
+        return c[0]
+
+    def core_value(self, c: list[Token]) -> tuple[str, bool]:
+        tok = c[0]
+        return (_unquote(tok), True) if tok.type == "STRING" else (str(tok), False)
 
     @lark.v_args(meta=True)
     def not_op(self, meta: Any, c: list[Any]) -> ast.UnaryOp:

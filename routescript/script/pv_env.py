@@ -1,4 +1,4 @@
-"""Pseudo-variables of the message's surroundings: transport ($si $sp $Ri $Rp $pr), the error that
+"""Pseudo-variables of the message's surroundings: transport ($si $sp $Ri $Rp $pr $af), the error that
 reached error_route ($err.*), the transaction's reply code ($T_reply_code) and time ($Ts $Tsm $Tf $time)."""
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def get_rcv_ip(ctx: MsgContext, key: Any, index: Any) -> str | None:
 
 def get_rcv_port(ctx: MsgContext, key: Any, index: Any) -> int | None:
     return None if ctx.source is None or ctx.source.socket is None else ctx.source.socket.port
+
+
+def get_af(ctx: MsgContext, key: Any, index: Any) -> str | None:
+    """$af: the address family the message came over, "INET" or "INET6" (OpenSIPS 2.4-3.2; 3.3 moved it
+    to $socket_in(af)). What a 2.x `af == INET6` test reads."""
+    if ctx.source is None:
+        return None
+    return "INET6" if ":" in ctx.source.remote_host else "INET"
 
 
 # $socket_in(field): the fields routescript's sockets have (OpenSIPS also has advertised_ip/_port, tag,

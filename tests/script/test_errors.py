@@ -172,13 +172,14 @@ def test_error_from_included_file_names_that_file(tmp_path, registry: Registry) 
     assert d.source_line == "  nosuch();"
 
 
-def test_removed_core_keywords_get_their_replacement() -> None:
-    errs = syntax_errors('route {\n  if (uri == myself) exit;\n  if ($rd == myself) exit;\n'
-                         '  if (method == "INVITE") exit;\n  if ($rU == NULL) exit;\n}\n')
-    assert [(line, col) for line, col, _ in errs] == [(2, 7), (3, 14), (4, 7)]
-    assert errs[0][2].startswith("'uri' is an OpenSIPS 1.x/2.x core keyword, removed in OpenSIPS 2.4: "
-                                 "use $ru")
-    assert 'is_myself("$ru")' in errs[1][2] and "$rm" in errs[2][2]
+def test_removed_core_keywords_warn_with_their_replacement() -> None:
+    # issue 17: the OpenSIPS 1.x/2.x core keywords run (tests/script/test_lang_2x.py); they warn, not fail
+    s = parse_text('route {\n  if (uri == myself) exit;\n  if ($rd == myself) exit;\n'
+                   '  if (method == "INVITE") exit;\n  if ($rU == NULL) exit;\n}\n', "s.cfg")
+    assert [(w.pos.line, w.pos.col) for w in s.warnings] == [(2, 7), (3, 7), (4, 7)]
+    assert s.warnings[0].message.startswith("'uri == myself' is an OpenSIPS 1.x/2.x core keyword, removed in "
+                                            'OpenSIPS 2.4: use is_myself("$ru")')
+    assert 'is_myself("$rd")' in s.warnings[1].message and "$rm" in s.warnings[2].message
 
 
 def test_no_echo_errors_after_a_broken_top_level_item_or_statement() -> None:
