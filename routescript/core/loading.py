@@ -69,9 +69,10 @@ def Diagnostic(message: str, pos: Pos | None = None,  # noqa: N802 - makes a Dia
 class LoadError(Exception):
     """The configuration cannot be loaded; `diagnostics` lists every problem found."""
 
-    def __init__(self, diagnostics: list[LoadDiagnostic]) -> None:
+    def __init__(self, diagnostics: list[LoadDiagnostic], omitted: int = 0) -> None:
         super().__init__("\n".join(str(d) for d in diagnostics))
         self.diagnostics = diagnostics
+        self.omitted = omitted  # errors past the parser's cap, not listed (ScriptError.omitted)
 
 
 def _source_line(pos: Pos | None) -> str | None:
@@ -160,7 +161,7 @@ class ConfigLoader:
         try:
             ast = parse_file(path)
         except ScriptError as exc:
-            raise LoadError(list(exc.diagnostics)) from None
+            raise LoadError(list(exc.diagnostics), exc.omitted) from None
         except OSError as exc:
             raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
         warnings: list[LoadDiagnostic] = list(ast.warnings)

@@ -40,6 +40,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from routescript.script import CompiledScript
+from routescript.script.diagnostics import summary_lines
 from routescript.sip import SocketInfo
 from routescript.transaction import TransactionLayer
 from routescript.transport import TransportLayer
@@ -230,6 +231,8 @@ async def run_file(path: str, *, user: str | None = None, group: str | None = No
     except LoadError as exc:
         for d in exc.diagnostics:
             log.error("%s", d)
+        for line in summary_lines(exc.diagnostics, exc.omitted):
+            log.error("%s", line)
         return 1
     except Exception:  # our bug: start() closed what it opened; say so and exit
         log.exception("start-up failed")
