@@ -69,7 +69,7 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
     from routescript.core.server import LoadError, Server
 
     if syntax_only:
-        from routescript.script import ScriptError, parse_file
+        from routescript.script import ScriptError, check_script, parse_file
         try:
             ast = parse_file(cfg)
         except ScriptError as exc:
@@ -77,6 +77,13 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
             return 1
         except OSError as exc:
             print(f"{cfg}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        # the language's rules that need no module (`break` outside a loop or switch, route(x) with no
+        # route[x], bad regexes, a route defined twice): the full check refuses them too, so both agree
+        errors = check_script(ast)
+        if errors:
+            in_order = sorted([*errors, *ast.warnings], key=lambda d: (d.pos.file, d.pos.line, d.pos.col))
+            _print_failure(in_order, 0)
             return 1
         for w in getattr(ast, "warnings", ()) or ():
             print(w, file=sys.stderr)

@@ -12,7 +12,7 @@ from routescript.script import CompiledScript
 from routescript.script.ast import Script
 
 from . import _script
-from .config import CoreConfig, apply_globals
+from .config import CoreConfig, apply_globals, unknown_globals
 from .events import EventBus
 from .loader import LoadModule, ModParam, apply_modparams, build_registry, instantiate, load_modules
 from .module import ConfigError, ModuleSet
@@ -168,6 +168,8 @@ class ConfigLoader:
         globals_ = _script.globals_of(ast, path)
         lms = _script.loadmodules_of(ast, path)
         mps = _script.modparams_of(ast, path)
+        # unknown core parameters are errors (OpenSIPS refuses them), reported with whatever else fails
+        unknown = [Diagnostic(text, pos) for text, pos in unknown_globals(globals_)]
         try:
             config, texts = apply_globals(globals_)
             warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
@@ -179,14 +181,16 @@ class ConfigLoader:
             # through the narrower LoadingServer.
             modules = instantiate(classes, values, cast("ModuleHost", server))
         except ConfigError as exc:
-            raise LoadError([config_diagnostic(exc)]) from None
+            raise LoadError([*unknown, config_diagnostic(exc)]) from None
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
         registry = build_registry(modules)
         try:
             compiled = compile_script(ast, registry)
         except ScriptError as exc:
-            raise LoadError(list(exc.diagnostics)) from None
+            raise LoadError([*unknown, *exc.diagnostics]) from None
+        if unknown:
+            raise LoadError(unknown)
         refused = self._refused_errors(ast, modules)
         if refused:
             raise LoadError(refused)
