@@ -445,10 +445,9 @@ class _Recovery:
         if "EQUAL" in expected and prev is not None and prev.type == "NAME" and (
                 str(prev) in _STATEMENT_WORDS or (tok.type == "LPAR" and _looks_like_call(prev))):
             # `if (...)` or `t_relay();` where top-level items belong: the route ended above
-            return (self.pos(prev.line, prev.column),
-                    f"statement outside a route: '{prev}' (is a '}}' closing the route too early?)")
-        if "LOADMODULE" in expected and tok.type == "PVAR":
-            return (here, f"statement outside a route: '{tok}' (is a '}}' closing the route too early?)")
+            return self.pos(prev.line, prev.column), self._outside_route(ip, str(prev))
+        if "LOADMODULE" in expected and (tok.type == "PVAR" or str(tok).lower() in _STATEMENT_WORDS):
+            return here, self._outside_route(ip, str(tok))
         if (tok.type in ("STRING", "LPAR") and "EQUAL" in expected and prev is not None
                 and prev.type == "NAME"):
             return (self.pos(prev.line, prev.column),
@@ -470,6 +469,21 @@ class _Recovery:
             what += f" after {_show(prev)}"
         choices = " or ".join(names) if len(names) <= 2 else "one of: " + ", ".join(names)
         return here, f"{what}; expected {choices}"
+
+    def _outside_route(self, ip: Any, what: str) -> str:
+        """The message for a statement met at the top level, naming where the route above ended."""
+        stack = ip.parser_state.value_stack
+        route = None
+        for value in reversed(stack):
+            if isinstance(value, Tree):  # the route's body (not reduced yet), or the items read so far
+                found = [value] if value.data == "block" else [
+                    t for t in value.children if isinstance(t, Tree) and t.data == "route_def"]
+                route = found[-1] if found else None
+                break
+        if route is not None and not route.meta.empty:
+            return (f"'{what}' is outside any route: the route above ends at the '}}' on line "
+                    f"{route.meta.end_line} (one '}}' too many?)")
+        return f"'{what}' is outside any route (one '}}' too many above it?)"
 
     def _eof_pos(self, prev: Token | None) -> Pos:
         if prev is not None and prev.end_line is not None:
