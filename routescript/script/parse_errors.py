@@ -442,6 +442,8 @@ class _Recovery:
         if str(tok)[:1] in ("[", "{") and "EQUAL" in expected and prev is not None and prev.type == "NAME":
             return (self.pos(prev.line, prev.column),
                     f"unknown route kind '{prev}' (expected one of: {', '.join(sorted(ROUTE_KINDS))})")
+        if tok.type == "ELSE":
+            return here, "'else' without a matching 'if' (is there a ';' after the if's '}'?)"
         if "EQUAL" in expected and prev is not None and prev.type == "NAME" and (
                 str(prev) in _STATEMENT_WORDS or (tok.type == "LPAR" and _looks_like_call(prev))):
             # `if (...)` or `t_relay();` where top-level items belong: the route ended above
@@ -459,8 +461,6 @@ class _Recovery:
                      f"{_REMOVED_KEYWORDS[str(prev)]}"))
         if tok.type == "RBRACE" and "LOADMODULE" in expected:
             return here, "unexpected '}': no block is open here"
-        if tok.type == "ELSE":
-            return here, "'else' without a matching 'if' (is there a ';' after the if's '}'?)"
         names = sorted({_pretty(e) for e in expected if not e.startswith("__ANON")})
         if len(names) > 8:
             names = names[:8] + ["..."]
