@@ -461,12 +461,15 @@ class _Recovery:
                      f"{_REMOVED_KEYWORDS[str(prev)]}"))
         if tok.type == "RBRACE" and "LOADMODULE" in expected:
             return here, "unexpected '}': no block is open here"
-        names = sorted({_pretty(e) for e in expected if not e.startswith("__ANON")})
-        if len(names) > 8:
-            names = names[:8] + ["..."]
         what = f"unexpected {_show(tok)}"
         if prev is not None and tok.type != "$END":
             what += f" after {_show(prev)}"
+        if {"PVAR", "STRING", "INT"} <= expected:
+            # where an operand belongs (`$rU == )`): the list of every literal form says less than this
+            return here, f"{what}; expected an expression"
+        names = sorted({_pretty(e) for e in expected if not e.startswith("__ANON")})
+        if len(names) > 8:
+            names = names[:8] + ["..."]
         choices = " or ".join(names) if len(names) <= 2 else "one of: " + ", ".join(names)
         return here, f"{what}; expected {choices}"
 

@@ -7,6 +7,7 @@ the temporary directory taken out of the file names.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,7 @@ def test_bad_condition_mid_route_is_one_error_and_the_route_goes_on(tmp_path: Pa
     rc, err = check(tmp_path, capsys, "cond.cfg", BAD_CONDITION)
     assert rc == 1
     assert err == (
-        "cond.cfg:9:16: unexpected '&&' after '=='; expected one of: '!', '(', '-', '[', '~', a name, "
-        "a number, a pseudo-variable, ...\n"
+        "cond.cfg:9:16: unexpected '&&' after '=='; expected an expression\n"
         '        if ($rU == && $rd == "example.com") {\n'
         "                   ^\n"
         "aborting: 1 error\n")
@@ -263,3 +263,12 @@ def test_same_diagnostic_never_recorded_twice() -> None:
         parse_text('route {\n' + '    xlog("a") xlog("b")\n' * 3 + '}\n', "d.cfg")
     keys = [(d.pos, d.message) for d in info.value.diagnostics]
     assert len(keys) == len(set(keys)) == 3
+
+
+def test_readme_shows_the_real_output_of_check(tmp_path: Path, capsys: Capture) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## When a script is wrong"):readme.index("## The script")]
+    script, output = re.findall(r"```\n(.*?)```", section, re.S)[:2]
+    command, expected = output.split("\n", 1)
+    assert command == "$ routescript check broken.cfg"
+    assert check(tmp_path, capsys, "broken.cfg", script, syntax_only=False) == (1, expected)
