@@ -463,7 +463,7 @@ class _Recovery:
             return here, "unexpected '}': no block is open here"
         what = f"unexpected {_show(tok)}"
         if prev is not None and tok.type != "$END":
-            what += f" after {_show(prev)}"
+            what += f" after {self._shown_before(stack, prev)}"
         if {"PVAR", "STRING", "INT"} <= expected:
             # where an operand belongs (`$rU == )`): the list of every literal form says less than this
             return here, f"{what}; expected an expression"
@@ -487,6 +487,17 @@ class _Recovery:
             return (f"'{what}' is outside any route: the route above ends at the '}}' on line "
                     f"{route.meta.end_line} (one '}}' too many?)")
         return f"'{what}' is outside any route (one '}}' too many above it?)"
+
+    def _shown_before(self, stack: list[Any], prev: Token) -> str:
+        """What the parser read last, for `unexpected X after ...`: a whole construct as written when one
+        was just completed (`sl_send_reply(...)`, `'$rU == NULL'`), else the last token."""
+        top = stack[-1] if stack else None
+        if isinstance(top, Tree) and not top.meta.empty and top.data != "block":
+            if top.data in ("call", "route_call"):
+                return f"{'route' if top.data == 'route_call' else top.children[0]}(...)"
+            written = " ".join(self.text[top.meta.start_pos:top.meta.end_pos].split())
+            return _show(Token("WRITTEN", written))
+        return _show(prev)
 
     def _eof_pos(self, prev: Token | None) -> Pos:
         if prev is not None and prev.end_line is not None:

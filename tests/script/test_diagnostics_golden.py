@@ -105,7 +105,7 @@ route {
 ''')
     assert rc == 1
     assert err == (
-        "paren.cfg:5:33: unexpected ')' after '\"OK\"'; expected ';'\n"
+        "paren.cfg:5:33: unexpected ')' after sl_send_reply(...); expected ';'\n"
         '            sl_send_reply(200, "OK"));\n'
         "                                    ^\n"
         "aborting: 1 error\n")
