@@ -15,6 +15,7 @@ How it reads like a good compiler's (rustc and clang are the models):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Protocol, cast
 
@@ -61,6 +62,12 @@ _TOP_START = re.compile(
     r"[ \t]*(?:(?:loadmodule|modparam|include_file|import_file)\b"
     r"|(?:" + "|".join(sorted(ROUTE_KINDS)) + r")[ \t]*(?:[\[{]|$)"
     r"|[A-Za-z_][A-Za-z0-9_]*[ \t]*=(?!=))", re.M)
+
+
+@functools.cache
+def _terminal_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Each terminal of the grammar with its compiled pattern: what text a parser state could lex."""
+    return tuple((t.name, re.compile(t.pattern.to_regexp())) for t in _lark().terminals)
 
 
 def _pretty(tok_type: str) -> str:
@@ -347,10 +354,7 @@ class _Recovery:
         if tok.type == "$END":
             return "$END" in accepts
         at = cast(int, tok.start_pos)
-        for term in _lark().terminals:
-            if term.name in accepts and re.compile(term.pattern.to_regexp()).match(self.text, at):
-                return True
-        return False
+        return any(rx.match(self.text, at) for name, rx in _terminal_patterns() if name in accepts)
 
     def _unwind(self, ip: Any) -> tuple[bool, int]:
         """Drop back to the innermost state that reads the statements of a block (or of an included
