@@ -210,8 +210,7 @@ class _Recovery:
         if not (starts_route or tok.type in ("LOADMODULE", "MODPARAM")) or "LOADMODULE" in exc.expected:
             return False
         ip = exc.interactive_parser
-        opener = next((v for v in reversed(ip.parser_state.value_stack)
-                       if isinstance(v, Token) and v.type == "LBRACE"), None)
+        opener = self._unclosed_brace(ip.parser_state.value_stack, cast(int, tok.start_pos))
         if opener is None:
             return False
         self.emit(self.pos(tok.line, tok.column),
@@ -230,6 +229,43 @@ class _Recovery:
         ip.parser_state.value_stack[:] = probe.parser_state.value_stack
         self._move_to(ip, cast(int, tok.start_pos))
         return True
+
+    def _unclosed_brace(self, stack: list[Any], end: int) -> Pos | None:
+        """The '{' that lacks its '}' when the parser finds one missing at `end`. The parser only knows
+        the braces still open (the route's, when an inner block took its '}'); the indentation tells which
+        the author left open: the first `{ ... }` pair up to `end` whose '}' starts a line indented less
+        than the line of its '{' (rustc and clang use the same hint). Else the innermost open '{'."""
+        opened = [v for v in stack if isinstance(v, Token) and v.type == "LBRACE"]
+        if not opened:
+            return None
+        innermost = opened[-1]
+        text, i, pending = self.text, cast(int, opened[0].start_pos), []
+        while i < end:
+            atom_end = self._skip_atom(i)
+            if atom_end is not None:
+                i = atom_end
+                continue
+            if text[i] == "{":
+                pending.append(i)
+            elif text[i] == "}" and pending:
+                start = pending.pop()
+                if self._starts_line(i) and self._indent(i) < self._indent(start):
+                    return self._pos_at(start)
+            i += 1
+        return self.pos(innermost.line, innermost.column)
+
+    def _starts_line(self, at: int) -> bool:
+        line_start = self.text.rfind("\n", 0, at) + 1
+        return not self.text[line_start:at].strip()
+
+    def _indent(self, at: int) -> int:
+        line_start = self.text.rfind("\n", 0, at) + 1
+        line = self.text[line_start:at + 1].expandtabs(8)
+        return len(line) - len(line.lstrip())
+
+    def _pos_at(self, at: int) -> Pos:
+        line_start = self.text.rfind("\n", 0, at) + 1
+        return self.pos(self.text.count("\n", 0, at) + 1, at - line_start + 1)
 
     def _is_cascade(self, ip: Any) -> bool:
         """No token read since the last recovery: this error follows from where that one resumed."""
@@ -431,10 +467,9 @@ class _Recovery:
         if str(tok).startswith("/*") and tok.type != "STRING":
             return here, "unterminated comment: '/*' without '*/'"
         if tok.type == "$END" and "RBRACE" in expected:
-            opener = next((v for v in reversed(stack) if isinstance(v, Token) and v.type == "LBRACE"), None)
+            opener = self._unclosed_brace(stack, len(self.text))
             if opener is not None:
-                return (self.pos(opener.line, opener.column),
-                        "this '{' is never closed: missing '}' before the end of the file")
+                return opener, "this '{' is never closed: missing '}' before the end of the file"
             return here, "missing '}' before the end of the file"
         if missing_semicolon and prev is not None:
             at = self.pos(prev.end_line, prev.end_column)

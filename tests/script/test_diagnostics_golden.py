@@ -127,6 +127,7 @@ def test_stray_character_is_reported_where_it_is_not_at_the_brace_before_it(
 
 
 def test_unclosed_brace_says_which_brace_before_the_next_route(tmp_path: Path, capsys: Capture) -> None:
+    # the parser sees the route's '{' open; the indentation shows the inner if's is the one left open
     rc, err = check(tmp_path, capsys, "brace.cfg", '''\
 loadmodule "sl.so"
 loadmodule "tm.so"
@@ -150,7 +151,7 @@ failure_route[missed] {
 ''')
     assert rc == 1
     assert err == (
-        "brace.cfg:17:1: a '}' is missing before 'failure_route' (the '{' on line 4 is never closed)\n"
+        "brace.cfg:17:1: a '}' is missing before 'failure_route' (the '{' on line 10 is never closed)\n"
         "    failure_route[missed] {\n"
         "    ^\n"
         "aborting: 1 error\n")
