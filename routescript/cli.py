@@ -103,11 +103,12 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
 
 def _print_failure(diagnostics: Sequence[HasSeverity], omitted: int) -> None:
     """Every diagnostic, then the summary: `(N more errors not shown)` and `aborting: 3 errors, 1 warning`."""
-    from routescript.script.diagnostics import summary_lines
+    from routescript.script.diagnostics import summary_lines, without_repeats
 
-    for d in diagnostics:
+    shown = without_repeats(diagnostics)
+    for d in shown:
         print(d, file=sys.stderr)
-    for line in summary_lines(diagnostics, omitted):
+    for line in summary_lines(shown, omitted):
         print(line, file=sys.stderr)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .pos import Pos
 
@@ -66,6 +66,22 @@ class SourceLines:
 class HasSeverity(Protocol):
     @property
     def severity(self) -> str: ...
+
+
+_D = TypeVar("_D")
+
+
+def without_repeats(diagnostics: Iterable[_D]) -> list[_D]:
+    """The diagnostics in their order, each printed form once: whatever layer reported a problem twice
+    (the parser, the compiler, module loading), the person reading sees it once."""
+    seen: set[str] = set()
+    out: list[_D] = []
+    for d in diagnostics:
+        key = str(d)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def summary_lines(diagnostics: Iterable[HasSeverity], omitted: int = 0) -> list[str]:

@@ -273,3 +273,14 @@ def test_readme_shows_the_real_output_of_check(tmp_path: Path, capsys: Capture) 
     command, expected = output.split("\n", 1)
     assert command == "$ routescript check broken.cfg"
     assert check(tmp_path, capsys, "broken.cfg", script, syntax_only=False) == (1, expected)
+
+
+def test_output_never_repeats_a_diagnostic() -> None:
+    from routescript.script.diagnostics import Diagnostic, summary_lines, without_repeats
+    from routescript.script.pos import Pos
+
+    a = Diagnostic(Pos("r.cfg", 3, 5), "unknown function nosuch()")
+    w = Diagnostic(Pos("r.cfg", 1, 1), "old keyword", severity="warning")
+    shown = without_repeats([w, a, a, w])
+    assert shown == [w, a]
+    assert summary_lines(shown) == ["aborting: 1 error, 1 warning"]
