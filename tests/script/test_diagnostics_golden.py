@@ -284,3 +284,16 @@ def test_output_never_repeats_a_diagnostic() -> None:
     shown = without_repeats([w, a, a, w])
     assert shown == [w, a]
     assert summary_lines(shown) == ["aborting: 1 error, 1 warning"]
+
+
+def test_run_on_a_broken_script_ends_with_the_summary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.cfg"
+    path.write_text(_dialplan(55))
+    res = subprocess.run([sys.executable, "-m", "routescript.cli", "run", str(path)], check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    tail = [line.split(": ", 1)[-1] for line in res.stderr.splitlines()[-2:]]
+    assert tail == ["(5 more errors not shown)", "aborting: 55 errors"]
