@@ -4,8 +4,9 @@
                                          load CFG and serve in the foreground, logs to stderr; as
                                          USER/GROUP once the SIP sockets are bound (as OpenSIPS -u/-g)
     routescript check CFG [--syntax-only]
-                                         every error as `file:line:col: message` + the line + a caret
-                                         (exit 1), or `CFG: OK (N routes, M modules)` (exit 0)
+                                         every error as `file:line:col: message` + the line + a caret,
+                                         then `aborting: N errors, M warnings` (exit 1), or
+                                         `CFG: OK (N routes, M modules)` (exit 0)
     routescript db init URL              create OpenSIPS's presence tables in URL (sqlite:// or postgres://)
 """
 
@@ -15,6 +16,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routescript.script.diagnostics import HasSeverity
 
 
 
@@ -64,15 +69,21 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
     from routescript.core.server import LoadError, Server
 
     if syntax_only:
-        from routescript.script import ScriptError, parse_file
+        from routescript.script import ScriptError, check_script, parse_file
         try:
             ast = parse_file(cfg)
         except ScriptError as exc:
-            for d in exc.diagnostics:
-                print(d, file=sys.stderr)
+            _print_failure(exc.diagnostics, exc.omitted)
             return 1
         except OSError as exc:
             print(f"{cfg}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        # the language's rules that need no module (`break` outside a loop or switch, route(x) with no
+        # route[x], bad regexes, a route defined twice): the full check refuses them too, so both agree
+        errors = check_script(ast)
+        if errors:
+            in_order = sorted([*errors, *ast.warnings], key=lambda d: (d.pos.file, d.pos.line, d.pos.col))
+            _print_failure(in_order, 0)
             return 1
         for w in getattr(ast, "warnings", ()) or ():
             print(w, file=sys.stderr)
@@ -82,13 +93,23 @@ def cmd_check(cfg: str, syntax_only: bool) -> int:
     try:
         loaded = server.load(cfg)
     except LoadError as exc:
-        for diag in exc.diagnostics:
-            print(diag, file=sys.stderr)
+        _print_failure(exc.diagnostics, exc.omitted)
         return 1
     for w in loaded.warnings:
         print(w, file=sys.stderr)
     print(f"{cfg}: OK ({_n(loaded.route_count, 'route')}, {_n(len(server.modules.instances), 'module')})")
     return 0
+
+
+def _print_failure(diagnostics: Sequence[HasSeverity], omitted: int) -> None:
+    """Every diagnostic, then the summary: `(N more errors not shown)` and `aborting: 3 errors, 1 warning`."""
+    from routescript.script.diagnostics import summary_lines, without_repeats
+
+    shown = without_repeats(diagnostics)
+    for d in shown:
+        print(d, file=sys.stderr)
+    for line in summary_lines(shown, omitted):
+        print(line, file=sys.stderr)
 
 
 def cmd_run(cfg: str, user: str | None = None, group: str | None = None) -> int:

@@ -1,8 +1,10 @@
 """OpenSIPS core global parameters (`log_level = 3`, `socket = udp:127.0.0.1:5060`, ...), typed.
 
 Each known parameter has a kind; `apply_globals` turns the script's global assignments into a `CoreConfig`
-and returns warnings (with `file:line:col`) for the ones we do not know, instead of refusing the script:
-OpenSIPS scripts carry many tuning knobs (`tcp_max_connections`, `dns`, ...) that change nothing here.
+and returns warnings (with `file:line:col`) for the OpenSIPS parameters routescript does not implement
+(`tcp_keepalive`, `dns_retr_no`, ...): OpenSIPS scripts carry many tuning knobs that change nothing here.
+A name OpenSIPS 3.4 itself does not know (`port = 5060`, a typo) is an error, as OpenSIPS refuses it:
+`unknown_globals` lists them.
 
 Choice where OpenSIPS differs: `children`, `udp_workers`, `tcp_workers` are accepted and logged, but we run
 one asyncio event loop (see DESIGN: no blocking calls on the loop), so they do not fork anything.
@@ -212,6 +214,39 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "poll_method": ("str", "", False),
 }
 
+# The core parameters of OpenSIPS 3.4 (the `name = value` assignments its cfg.y accepts; read from its
+# cfg.lex): those not in KNOWN_GLOBALS are accepted with a warning, any other name is refused.
+OPENSIPS_CORE_PARAMS = frozenset({
+    "abort_on_assert", "advertised_address", "advertised_port", "alias", "auto_aliases",
+    "auto_scaling_cycle", "auto_scaling_profile", "check_via", "chroot", "db_default_url",
+    "db_max_async_connections", "db_version_table", "debug_mode", "disable_503_translation",
+    "disable_core_dump", "disable_dns_blacklist", "disable_dns_failover", "disable_stateless_fwd", "dns",
+    "dns_retr_no", "dns_retr_time", "dns_servers_no", "dns_try_ipv6", "dns_try_naptr",
+    "dns_use_search_list", "dst_blacklist", "enable_asserts", "event_pkg_threshold", "event_shm_threshold",
+    "exec_dns_threshold", "exec_msg_threshold", "execdnsthreshold", "execmsgthreshold", "gid", "group",
+    "listen", "log_event_enabled", "log_event_level_filter", "log_facility", "log_json_buf_size",
+    "log_level", "log_msg_buf_size", "log_name", "log_prefix", "log_stderror", "log_stdout",
+    "max_while_loops", "maxbuffer", "mcast_loopback", "mcast_ttl", "mem", "mem_dump", "mem_log",
+    "mem_warming", "mem_warming_enabled", "mem_warming_pattern_file", "mem_warming_percentage", "memdump",
+    "memlog", "mhomed", "mpath", "open_files_limit", "poll_method", "pv_print_buf_size",
+    "query_buffer_size", "query_flush_time", "restart_persistency_cache_file", "restart_persistency_size",
+    "rev_dns", "server_header", "server_signature", "shm_hash_split_percentage", "shm_memlog_size",
+    "shm_secondary_hash_size", "sip_warning", "socket", "stderror_enabled", "stderror_level_filter",
+    "stderror_log_format", "syslog_enabled", "syslog_facility", "syslog_level_filter", "syslog_log_format",
+    "syslog_name", "tcp_accept_aliases", "tcp_connect_timeout", "tcp_connection_lifetime", "tcp_keepalive",
+    "tcp_keepcount", "tcp_keepidle", "tcp_keepinterval", "tcp_max_connections", "tcp_max_msg_time",
+    "tcp_no_new_conn_bflag", "tcp_no_new_conn_rplflag", "tcp_parallel_read_on_workers",
+    "tcp_socket_backlog", "tcp_threshold", "tcp_workers", "tcpthreshold", "timer_workers", "tos",
+    "udp_workers", "uid", "user", "user_agent_header", "wdir", "workdir", "xlog_buf_size",
+    "xlog_force_color", "xlog_level", "xlog_print_level",
+})
+
+# What a 2.x script meant by a parameter 3.x removed, for the error message.
+_REMOVED_PARAM_HINTS = {
+    "port": "the port is part of each socket: socket = udp:127.0.0.1:5060",
+    "disable_tcp": "TCP is on when a tcp socket is listed (socket = tcp:...)",
+}
+
 _WORKER_PARAMS = ("children", "udp_workers", "tcp_workers", "timer_workers")
 
 
@@ -285,16 +320,36 @@ class CoreConfig:
         return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
 
 
+def unknown_globals(items: Sequence[tuple[str, object, Pos | None]]) -> list[tuple[str, Pos | None]]:
+    """The errors (message, pos) for the names neither routescript nor OpenSIPS 3.4 knows (OpenSIPS refuses
+    such a script: `port = 5060` is a 2.x parameter)."""
+    import difflib
+
+    errors: list[tuple[str, Pos | None]] = []
+    for name, _value, pos in items:
+        if name in KNOWN_GLOBALS or name in OPENSIPS_CORE_PARAMS:
+            continue
+        hint = _REMOVED_PARAM_HINTS.get(name)
+        if hint is None:
+            close = difflib.get_close_matches(name, sorted(KNOWN_GLOBALS.keys() | OPENSIPS_CORE_PARAMS), n=1)
+            hint = f"did you mean {close[0]}?" if close else ""
+        errors.append((f"unknown core parameter '{name}'" + (f" ({hint})" if hint else ""), pos))
+    return errors
+
+
 def apply_globals(
         items: Sequence[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
-    """Type `name = value` assignments. Returns (config, warnings as (message, pos)).
-    Raises ConfigError on a bad value of a known parameter."""
+    """Type `name = value` assignments. Returns (config, warnings as (message, pos)): a warning for each
+    OpenSIPS parameter routescript does not implement. Names nobody knows are skipped here (they are
+    unknown_globals' errors). Raises ConfigError on a bad value of a known parameter."""
     cfg = CoreConfig()
     warnings: list[tuple[str, Pos | None]] = []
     for name, value, pos in items:
         spec = KNOWN_GLOBALS.get(name)
         if spec is None:
-            warnings.append((f"unknown core parameter '{name}' ignored", pos))
+            if name in OPENSIPS_CORE_PARAMS:
+                warnings.append((f"core parameter '{name}' ignored: routescript does not implement it",
+                                 pos))
             continue
         kind, _default, _repeatable = spec
         if kind == "socket":

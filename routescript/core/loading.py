@@ -12,7 +12,7 @@ from routescript.script import CompiledScript
 from routescript.script.ast import Script
 
 from . import _script
-from .config import CoreConfig, apply_globals
+from .config import CoreConfig, apply_globals, unknown_globals
 from .events import EventBus
 from .loader import (
     LoadModule,
@@ -77,9 +77,10 @@ def Diagnostic(message: str, pos: Pos | None = None,  # noqa: N802 - makes a Dia
 class LoadError(Exception):
     """The configuration cannot be loaded; `diagnostics` lists every problem found."""
 
-    def __init__(self, diagnostics: list[LoadDiagnostic]) -> None:
+    def __init__(self, diagnostics: list[LoadDiagnostic], omitted: int = 0) -> None:
         super().__init__("\n".join(str(d) for d in diagnostics))
         self.diagnostics = diagnostics
+        self.omitted = omitted  # errors past the parser's cap, not listed (ScriptError.omitted)
 
 
 def _source_line(pos: Pos | None) -> str | None:
@@ -168,7 +169,7 @@ class ConfigLoader:
         try:
             ast = parse_file(path)
         except ScriptError as exc:
-            raise LoadError(list(exc.diagnostics)) from None
+            raise LoadError(list(exc.diagnostics), exc.omitted) from None
         except OSError as exc:
             raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
         warnings: list[LoadDiagnostic] = list(ast.warnings)
@@ -178,6 +179,8 @@ class ConfigLoader:
         # Every problem is collected, then reported at once in file order (a checker, not a first-error
         # stop): the modules routescript lacks, every refused modparam, every module check, the script.
         errors: list[LoadDiagnostic] = []
+        # unknown core parameters are errors (OpenSIPS refuses them), reported with whatever else fails
+        errors += [Diagnostic(text, pos) for text, pos in unknown_globals(globals_)]
         try:
             config, texts = apply_globals(globals_)
             warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
@@ -200,14 +203,16 @@ class ConfigLoader:
             server.events.declare(ev)
         registry = build_registry(modules, lms, failed.values())
         compiled: CompiledScript | None = None
+        omitted = 0
         try:
             compiled = compile_script(ast, registry)
         except ScriptError as exc:
             errors += exc.diagnostics
+            omitted = exc.omitted
         # A module with a refused modparam refuses functions for the defaults it fell back to: not said.
         errors += self._refused_errors(ast, modules, typed.refused)
         if errors:   # the warnings found so far too: a checker's run says everything it saw
-            raise LoadError(_in_file_order(errors + warnings))
+            raise LoadError(_in_file_order(errors + warnings), omitted)
         assert compiled is not None, "a script that failed to compile said why"
         warnings += self._unbuilt_warnings(ast, modules)
         server.modules, self.registry, self._routes.script = modules, registry, compiled

@@ -40,6 +40,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from routescript.script import CompiledScript
+from routescript.script.diagnostics import summary_lines, without_repeats
 from routescript.sip import SocketInfo
 from routescript.transaction import TransactionLayer
 from routescript.transport import TransportLayer
@@ -228,8 +229,11 @@ async def run_file(path: str, *, user: str | None = None, group: str | None = No
         tune_collector()
         await server.start()
     except LoadError as exc:
-        for d in exc.diagnostics:
+        shown = without_repeats(exc.diagnostics)
+        for d in shown:
             log.error("%s", d)
+        for line in summary_lines(shown, exc.omitted):
+            log.error("%s", line)
         return 1
     except Exception:  # our bug: start() closed what it opened; say so and exit
         log.exception("start-up failed")

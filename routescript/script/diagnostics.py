@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from .pos import Pos
 
@@ -29,10 +31,13 @@ class Diagnostic:
 
 
 class ScriptError(Exception):
-    """A script that cannot be loaded; `diagnostics` lists every problem found (errors first by position)."""
+    """A script that cannot be loaded; `diagnostics` lists the problems found in the order of their
+    positions (the warnings met on the way among them), `omitted` counts the errors past the cap
+    (MAX_ERRORS) that are not listed."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], omitted: int = 0) -> None:
         self.diagnostics = list(diagnostics)
+        self.omitted = omitted
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
     def __str__(self) -> str:
@@ -56,3 +61,44 @@ class SourceLines:
 
     def diag(self, pos: Pos, message: str, severity: str = "error") -> Diagnostic:
         return Diagnostic(pos, message, self.line(pos), severity)
+
+
+class HasSeverity(Protocol):
+    @property
+    def severity(self) -> str: ...
+
+
+_D = TypeVar("_D")
+
+
+def without_repeats(diagnostics: Iterable[_D]) -> list[_D]:
+    """The diagnostics in their order, each printed form once: whatever layer reported a problem twice
+    (the parser, the compiler, module loading), the person reading sees it once."""
+    seen: set[str] = set()
+    out: list[_D] = []
+    for d in diagnostics:
+        key = str(d)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def summary_lines(diagnostics: Iterable[HasSeverity], omitted: int = 0) -> list[str]:
+    """The lines that close a failed check, after the diagnostics (rustc and clang are the models):
+
+        (12 more errors not shown)
+        aborting: 62 errors, 1 warning
+
+    `omitted` counts the errors past the cap that were not printed; the totals include them."""
+    diags = list(diagnostics)
+    warnings = sum(1 for d in diags if d.severity == "warning")
+    errors = len(diags) - warnings + omitted
+    lines = [f"({_count(omitted, 'more error')} not shown)"] if omitted else []
+    parts = [_count(errors, "error")] + ([_count(warnings, "warning")] if warnings else [])
+    lines.append("aborting: " + ", ".join(parts))
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

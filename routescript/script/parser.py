@@ -2,8 +2,10 @@
 
 The grammar is grammar/routescript.lark (lark, LALR, contextual lexer), built once per process.
 Syntax errors are collected, not just the first: a missing ';' is reported and parsing goes on as if
-it were there; after any other error the parser drops back to the enclosing block and carries on, and
-further errors on the same line are not reported (they are usually echoes of the first).
+it were there; after any other error the parser skips the broken statement and carries on inside its
+block (parse_errors.py says how, and which follow-on errors it does not report). The same diagnostic is
+never recorded twice, and past MAX_ERRORS errors are only counted (ScriptError.omitted), for the
+summary line (`(12 more errors not shown)`, diagnostics.summary_lines).
 
 `include_file "x.cfg"` / `import_file "x.cfg"` are resolved here, relative to the including file's
 directory, at the top level (global part, routes) and inside route blocks (statements). Nodes from an
@@ -51,7 +53,7 @@ def parse_text(text: str, filename: str = "<script>") -> ast.Script:
     loader = _Loader()
     script = loader.load_main(text, filename)
     if loader.errors:
-        raise ScriptError(sorted(loader.errors, key=_diag_key))
+        raise ScriptError(sorted(loader.errors + loader.warnings, key=_diag_key), loader.omitted)
     return script
 
 
@@ -74,6 +76,8 @@ def _read(path: str) -> str:
 class _Loader:
     def __init__(self) -> None:
         self.errors: list[Diagnostic] = []
+        self.omitted = 0                       # errors past MAX_ERRORS, counted for the summary
+        self._seen: set[tuple[Pos, str]] = set()
         self.warnings: list[Diagnostic] = []
         self.sources = SourceLines()
         self.stack: list[str] = []
@@ -81,8 +85,13 @@ class _Loader:
         self.texts: dict[str, str] = {}
 
     def error(self, pos: Pos, message: str) -> None:
+        if (pos, message) in self._seen:
+            return  # never the same diagnostic twice
+        self._seen.add((pos, message))
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(self.sources.diag(pos, message))
+        else:
+            self.omitted += 1
 
     def warn(self, pos: Pos, message: str) -> None:
         self.warnings.append(self.sources.diag(pos, message, "warning"))

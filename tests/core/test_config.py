@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routescript.core.config import DEFAULT_SOCKET, L_DBG, L_ERR, apply_globals, parse_socket
+from routescript.core.config import DEFAULT_SOCKET, L_DBG, L_ERR, apply_globals, parse_socket, unknown_globals
 from routescript.core.module import ConfigError
 
 P = ("x.cfg", 3, 1)
@@ -45,9 +45,19 @@ def test_types_and_log_level_names() -> None:
     assert any("single event loop" in n for n in cfg.notes)
 
 
-def test_unknown_parameter_is_a_warning_not_a_crash() -> None:
-    cfg, warnings = apply_globals([("frobnicate", 1, ("z.cfg", 2, 5)), ("log_level", 1, P)])
-    assert warnings == [("unknown core parameter 'frobnicate' ignored", ("z.cfg", 2, 5))]
+def test_unknown_parameter_is_an_error_and_an_unimplemented_one_a_warning() -> None:
+    # issue 17: OpenSIPS 3.4 refuses a name it does not know (port = 5060 is 2.x), so do we; a 3.4
+    # parameter routescript does not implement is accepted with a warning, as before
+    items = [("frobnicate", 1, ("z.cfg", 2, 5)), ("port", 5060, ("z.cfg", 3, 1)), ("log_levl", 1, P),
+             ("tcp_keepalive", 1, ("z.cfg", 4, 1)), ("log_level", 1, P)]
+    assert unknown_globals(items) == [
+        ("unknown core parameter 'frobnicate'", ("z.cfg", 2, 5)),
+        ("unknown core parameter 'port' (the port is part of each socket: socket = udp:127.0.0.1:5060)",
+         ("z.cfg", 3, 1)),
+        ("unknown core parameter 'log_levl' (did you mean log_level?)", P)]
+    cfg, warnings = apply_globals(items)
+    assert warnings == [("core parameter 'tcp_keepalive' ignored: routescript does not implement it",
+                         ("z.cfg", 4, 1))]
     assert cfg.log_level == 1
 
 

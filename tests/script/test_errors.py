@@ -45,8 +45,12 @@ def test_unterminated_string() -> None:
 
 
 def test_unclosed_block_points_at_its_brace() -> None:
-    errs = syntax_errors("route {\n  if (a()) {\n    exit;\n}\n")
+    errs = syntax_errors("route {\n  if (a()) {\n    exit;\n  }\n")
     assert errs == [(1, 7, "this '{' is never closed: missing '}' before the end of the file")]
+    # issue 17 (the first error at the real cause): when the indentation shows which '{' lacks its '}'
+    # (the if's: the last '}' lines up with `route`), that one, not the route's
+    errs = syntax_errors("route {\n  if (a()) {\n    exit;\n}\n")
+    assert errs == [(2, 12, "this '{' is never closed: missing '}' before the end of the file")]
 
 
 def test_unterminated_comment() -> None:
