@@ -84,6 +84,20 @@ def _unquote(tok: Token) -> str:
     return unescape(str(tok)[1:-1])
 
 
+# Operators OpenSIPS puts on one precedence level and evaluates left to right (cfg.y `%left OR AND`, `%left
+# BOR BAND BXOR BLSHIFT BRSHIFT`, `%left PLUS MINUS SLASH MULT MODULO`), ranked as C (and most languages)
+# would bind them. `a L b O c` is `(a L b) O c` in OpenSIPS; where C binds O tighter (a higher rank) a
+# reader expects `a L (b O c)`: the tree builder warns there, at each such place.
+_C_RANK = {"||": 1, "&&": 2,
+           "|": 11, "^": 12, "&": 13, "<<": 14, ">>": 14,
+           "+": 21, "-": 21, "*": 22, "/": 22, "%": 22}
+
+
+def _precedence_warning(first: str, then: str) -> str:
+    return (f"'{first}' then '{then}' without parentheses: OpenSIPS evaluates them left to right, as "
+            f"(a {first} b) {then} c, not a {first} (b {then} c); add parentheses to say which you mean")
+
+
 class _Builder(lark.Transformer):  # type: ignore[type-arg]
     """Parse tree of one file -> AST nodes; problems go to the loader's diagnostics."""
 
@@ -92,6 +106,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
         self.loader = loader
         self.file = filename
         self._warned: set[str] = set()  # the 2.x construct kinds already warned about in this file
+        # expressions written in parentheses (by id; the node kept alive with it): grouped by hand
+        self._parenthesized: dict[int, object] = {}
 
     def _warn_once(self, kind: str, pos: Pos, message: str) -> None:
         """A migration warning, once per construct kind and file (a script uses `method == ...` dozens
@@ -467,10 +483,19 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def null(self, meta: Any, c: list[Any]) -> ast.NullLit:
         return ast.NullLit(self._pos(meta))
 
+    def paren(self, c: list[Any]) -> Any:
+        """`( expr )`: the expression itself, remembered as grouped by hand (no precedence warning)."""
+        self._parenthesized[id(c[0])] = c[0]
+        return c[0]
+
     def _bin(op: str) -> Any:  # type: ignore[misc]  # noqa: N805 - runs in the class body: makes methods
         @lark.v_args(meta=True)
         def make(self: _Builder, meta: Any, c: list[Any]) -> ast.BinOp:
-            return ast.BinOp(op, c[0], c[-1], self._pos(meta))
+            left = c[0]
+            if isinstance(left, ast.BinOp) and _C_RANK.get(op, 0) > _C_RANK.get(left.op, 99) \
+                    and id(left) not in self._parenthesized:
+                self.loader.warn(self._pos(meta), _precedence_warning(left.op, op))
+            return ast.BinOp(op, left, c[-1], self._pos(meta))
         return make
 
     or_op = _bin("||")

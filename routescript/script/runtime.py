@@ -131,7 +131,16 @@ def truth(v: Any) -> bool:
 
 # ---- comparisons -------------------------------------------------------------------------------------
 
+def _casematch(a: str, b: str) -> bool:
+    """OpenSIPS compares script strings with str_casematch (route.c comp_s2s, action.c's switch):
+    ASCII letters in either case match ("INVITE" == "invite"); other characters must be equal."""
+    return a == b or (len(a) == len(b) and a.encode(errors="surrogateescape").lower()
+                      == b.encode(errors="surrogateescape").lower())
+
+
 def eq(a: Any, b: Any) -> bool:
+    """`==` (and `switch`/`case`) as OpenSIPS evaluates it: numbers as numbers, strings without regard to
+    ASCII case (str_casematch), NULL equal only to NULL."""
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, int) and isinstance(b, int):
@@ -140,7 +149,7 @@ def eq(a: Any, b: Any) -> bool:
         na, nb = _num(a), _num(b)
         if na is not None and nb is not None:
             return na == nb
-    return to_str(a) == to_str(b)
+    return _casematch(to_str(a), to_str(b))
 
 
 def ne(a: Any, b: Any) -> bool:
@@ -153,7 +162,9 @@ def _order(a: Any, b: Any) -> tuple[Any, Any] | None:
     na, nb = _num(a), _num(b)
     if na is not None and nb is not None:
         return na, nb
-    return to_str(a), to_str(b)
+    # strings order without regard to ASCII case (OpenSIPS str_strcasecmp)
+    return (to_str(a).encode(errors="surrogateescape").lower(),
+            to_str(b).encode(errors="surrogateescape").lower())
 
 
 def lt(a: Any, b: Any) -> bool:

@@ -169,10 +169,16 @@ def test_async_launch_assert() -> None:
 # ---- expressions ---------------------------------------------------------------------------------------
 
 def test_precedence_and_or_not() -> None:
+    # OpenSIPS (cfg.y `%left OR AND`, `%right NOT`): && and || are one level, left to right; `!` binds
+    # tighter than both and negates a whole comparison
     e = expr("a() || b() && !c()")
-    assert e.op == "||" and e.right.op == "&&" and e.right.right.op == "!"
+    assert e.op == "&&" and e.left.op == "||" and e.right.op == "!"
     e = expr("a() or b() and not c()")
-    assert e.op == "||" and e.right.op == "&&" and e.right.right.op == "!"
+    assert e.op == "&&" and e.left.op == "||" and e.right.op == "!"
+    e = expr("a() && b() || c()")
+    assert e.op == "||" and e.left.op == "&&"
+    e = expr("!$var(x) == 1")
+    assert e.op == "!" and e.operand.op == "=="
 
 
 @pytest.mark.parametrize("op", ["==", "!=", "<", ">", "<=", ">=", "=~", "!~"])
@@ -182,12 +188,15 @@ def test_comparison_operators(op: str) -> None:
 
 
 def test_arithmetic_and_bitwise_precedence() -> None:
+    # OpenSIPS (cfg.y `%left BOR BAND BXOR BLSHIFT BRSHIFT`, `%left PLUS MINUS SLASH MULT MODULO`): the
+    # arithmetic operators are one level, left to right, above the bitwise ones (one level too)
     e = expr("$var(a) + 2 * 3 - 1 == 5 | 2 & 1")
     assert e.op == "=="
-    assert e.left.op == "-" and e.left.left.op == "+" and e.left.left.right.op == "*"
-    assert e.right.op == "|" and e.right.right.op == "&"
+    assert e.left.op == "-" and e.left.left.op == "*" and e.left.left.left.op == "+"
+    assert e.right.op == "&" and e.right.left.op == "|"
     e = expr("(1 << 2) ^ ~$var(x) >> 1 % 3 / 2")
-    assert e.op == "^" and e.left.op == "<<" and e.right.op == ">>" and e.right.left.op == "~"
+    assert e.op == ">>" and e.left.op == "^" and e.left.left.op == "<<" and e.left.right.op == "~"
+    assert e.right.op == "/" and e.right.left.op == "%"
 
 
 def test_literals() -> None:
