@@ -84,7 +84,8 @@ def test_a_mix_c_would_bind_otherwise_warns_at_its_place(expr: str, first: str, 
 
 
 def test_or_then_and_warns_and_parentheses_silence_it() -> None:
-    script = parse_text('route {\n    if (is_method("A") || is_method("B") && $rU == "x") exit;\n}\n', "ops.cfg")
+    text = 'route {\n    if (is_method("A") || is_method("B") && $rU == "x") exit;\n}\n'
+    script = parse_text(text, "ops.cfg")
     assert [w.message.split(":")[0] for w in script.warnings] == ["'||' then '&&' without parentheses"]
     for text in ['if ((is_method("A") || is_method("B")) && $rU == "x") exit;',
                  'if (is_method("A") || (is_method("B") && $rU == "x")) exit;',
