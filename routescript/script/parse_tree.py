@@ -415,7 +415,8 @@ class _Builder(lark.Transformer):  # type: ignore[type-arg]
     def arglist(self, c: list[Any]) -> tuple[Any, ...]:
         if len(c) == 1 and c[0] is None:
             return ()
-        return tuple(c)
+        # An address as a whole argument is a bare word, its text (OpenSIPS: `forward(127.0.0.1, 9)`)
+        return tuple(ast.Ident(a.text, a.pos) if isinstance(a, ast.IpLit) else a for a in c)
 
     def empty_arg(self, c: list[Any]) -> None:
         return None

@@ -331,3 +331,13 @@ async def test_append_index_at_run_time(reg: Registry, calls: Calls) -> None:
     }'''
     await run(src, reg, MsgContext())
     assert logged(calls) == ["PCMU PCMA G729"]
+
+
+async def test_an_address_as_a_whole_argument_is_its_text(registry, calls) -> None:  # type: ignore[no-untyped-def]
+    # OpenSIPS 1.x/2.x scripts pass addresses unquoted (`forward(127.0.0.1, 9)`, profile.cfg): a bare word
+    from routescript.script import compile_script, parse_text
+    from routescript.script.context import REQUEST_ROUTE, MsgContext
+
+    script = parse_text('route {\n    log_it(10.0.0.1, ::1);\n}\n', "a.cfg")
+    await compile_script(script, registry).run(REQUEST_ROUTE, None, MsgContext())
+    assert [c[1:] for c in calls.log if c[0] == "log_it"] == [("10.0.0.1", "::1")]
