@@ -182,6 +182,20 @@ def areas(prof: cProfile.Profile, top: int = 14) -> str:
 
 
 async def run_scenario(name: str, calls: int, count: bool, by_area: bool = False) -> str:
+    prof = cProfile.Profile() if count or by_area else None
+    spent, n, unit = await run_measured(name, calls, prof)
+    if prof is not None:
+        # Every function object counted on its own: pstats merges functions that share (file, line,
+        # name) - code made by exec() all reads "<string>:1" - and so undercounted them.
+        total = sum(entry.callcount for entry in prof.getstats())
+        line = f"{name:10} {total / n:8.0f} Python calls per {unit}"
+        return line + "\n" + areas(prof) if by_area else line
+    return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}"
+
+
+async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> tuple[float, int, str]:
+    """One scenario on a fresh server, `prof` (if any) enabled around the measured calls only:
+    the event-loop CPU time spent, the number of calls (fan-out: NOTIFYs) and their unit."""
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
         cfg = bench_config("presence.cfg", Path(tmp), free_port(), log_level=1)
         # The cost of a call, not overload control: on a busy machine the warm-up burst would wait past
@@ -193,7 +207,6 @@ async def run_scenario(name: str, calls: int, count: bool, by_area: bool = False
         gc.freeze()
         tune_collector()
         await server.start()
-        prof = cProfile.Profile() if count or by_area else None
         try:
             b = Bench(server)
             if name == "publish":
@@ -209,13 +222,7 @@ async def run_scenario(name: str, calls: int, count: bool, by_area: bool = False
         finally:
             await server.stop()
             gc.unfreeze()
-    if prof is not None:
-        # Every function object counted on its own: pstats merges functions that share (file, line,
-        # name) - code made by exec() all reads "<string>:1" - and so undercounted them.
-        total = sum(entry.callcount for entry in prof.getstats())
-        line = f"{name:10} {total / n:8.0f} Python calls per {unit}"
-        return line + "\n" + areas(prof) if by_area else line
-    return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}"
+    return spent, n, unit
 
 
 async def fanout(b: Bench, publishes: int, prof: cProfile.Profile | None,
