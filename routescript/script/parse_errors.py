@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from typing import Any, Protocol, cast
 
 from lark import Token, Tree
@@ -39,6 +40,8 @@ _PRETTY = {
     "GWORD": "a value", "MBOOL": "yes/no", "$END": "end of file",
 }
 
+
+_ELSE = re.compile(r"else\b")
 
 # Words that begin a statement: met at the top level they mean a route was closed too early.
 _STATEMENT_WORDS = {"if", "else", "switch", "while", "for", "return", "exit", "drop", "break", "async",
@@ -305,52 +308,45 @@ class _Recovery:
             return self._skip_space(i)
         return None
 
-    def _skip_statement(self, i: int, depth: int) -> int:
-        """From a broken statement's bad token: past its ';', or past the `{ ... }` it opened (and any
-        `else` branches), or up to the '}' that closes the enclosing block. `depth` counts the braces the
-        statement had opened before the bad token."""
+    def _code(self, i: int) -> Iterator[tuple[int, str]]:
+        """The characters from i on that are code, with their index (strings and comments skipped)."""
         text, n = self.text, len(self.text)
         while i < n:
             atom_end = self._skip_atom(i)
             if atom_end is not None:
                 i = atom_end
                 continue
-            c = text[i]
+            yield i, text[i]
+            i += 1
+
+    def _skip_statement(self, start: int, depth: int) -> int:
+        """From a broken statement's bad token: past its ';', or past the `{ ... }` it opened (and any
+        `else` branches), or up to the '}' that closes the enclosing block. `depth` counts the braces the
+        statement had opened before the bad token."""
+        for i, c in self._code(start):
             if c == "{":
                 depth += 1
             elif c == "}":
                 if depth == 0:
                     return i  # the enclosing block's own '}'
                 depth -= 1
-                if depth == 0:
-                    j = self._skip_space(i + 1)
-                    if re.compile(r"else\b").match(text, j):
-                        i = j + 4
-                        continue
-                    return i + 1
+                if depth == 0 and not _ELSE.match(self.text, self._skip_space(i + 1)):
+                    return i + 1   # an `else` goes on: its branch is part of the statement
             elif c == ";" and depth == 0:
                 return i + 1
-            i += 1
-        return n
+        return len(self.text)
 
-    def _skip_top(self, i: int, depth: int) -> int:
+    def _skip_top(self, start: int, depth: int) -> int:
         """From a broken top-level item: to the next line that starts a top-level item outside any
         braces (statements met on the way are part of the same mistake, a route closed too early)."""
-        text, n = self.text, len(self.text)
-        while i < n:
-            atom_end = self._skip_atom(i)
-            if atom_end is not None:
-                i = atom_end
-                continue
-            c = text[i]
+        for i, c in self._code(start):
             if c == "{":
                 depth += 1
             elif c == "}":
                 depth = max(depth - 1, 0)
-            elif c == "\n" and depth == 0 and _TOP_START.match(text, i + 1):
+            elif c == "\n" and depth == 0 and _TOP_START.match(self.text, i + 1):
                 return i + 1
-            i += 1
-        return n
+        return len(self.text)
 
     def _move_to(self, ip: Any, at: int) -> None:
         """Make the lexer go on from text position `at`."""
