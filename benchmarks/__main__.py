@@ -11,7 +11,9 @@ a free port, loopback only):
 QUICK=1 (or --quick) uses short steps to smoke-test the harness in about 2 minutes.
 --config FILE runs the presence scenarios on another config (e.g. examples/cluster-node1.cfg, with a
 second node started by hand on the same database), --db-url URL points every db_url of the config at
-URL (e.g. a PostgreSQL database) instead of a temporary SQLite file, --no-ceiling skips py_ceiling.
+URL (e.g. a PostgreSQL database) instead of a temporary SQLite file, --no-ceiling skips py_ceiling,
+--workers N runs the server with N worker processes (udp_workers = tcp_workers = N; the CPU column
+sums the supervisor and its workers).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _subscribe_extra(workdir: Path, settings: Settings, port: int) -> tuple[str,
 
 
 def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str = "presence.cfg",
-        db_url: str | None = None, ceiling: bool = True) -> int:
+        db_url: str | None = None, ceiling: bool = True, workers: int | None = None) -> int:
     rows: list[Row] = []
     mem = None
     t_start = time.monotonic()
@@ -74,27 +76,28 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
                                          settings)
                 ceilings[name] = cres.max_rate
             example = "hello.cfg" if name == "options" else config
-            with start_routescript(example, w / "routescript", db_url=db_url) as srv:
+            with start_routescript(example, w / "routescript", db_url=db_url, workers=workers) as srv:
                 res = find_max_rate(name, scen, srv.port, srv.pid, w / "routescript", settings)
             rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
         elif name == "subscribe":
-            with start_routescript(config, w, db_url=db_url) as srv:
+            with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 extra = _subscribe_extra(w, settings, srv.port)
                 res = find_max_rate(name, SCENARIOS / "subscribe.xml", srv.port, srv.pid, w, settings, extra)
             rows.append(Row.from_rate(name, "calls/s", res, None, REFERENCE[name]))
         elif name == "fanout":
-            with start_routescript(config, w, db_url=db_url) as srv:
+            with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 fres = find_max_fanout(srv.port, srv.pid, w, settings)
             rows.append(Row.from_fanout(fres, settings.fanout_watchers))
         elif name == "memory":
-            with start_routescript(config, w, db_url=db_url) as srv:
+            with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,
                                      settings.max_scenario_s * 2)
     elapsed = time.monotonic() - t_start
     text = [(f"routescript benchmarks ({'QUICK' if settings.quick else 'full'} mode) - "
              f"{time.strftime('%Y-%m-%d %H:%M')} - {platform.node()} nproc={os.cpu_count()} "
              f"python {platform.python_version()} - {elapsed:.0f}s - results in {out}"),
-            f"config {config}, database {db_url or 'a temporary SQLite file'}",
+            (f"config {config}, database {db_url or 'a temporary SQLite file'}, "
+             f"{workers or 1} worker process(es)"),
             describe(speed_at_start, python_speed_us()) + " (lower is faster: compare runs with it)",
             "max rate: highest step with failures < 0.5%, retrans < 1/100 calls, achieved >= 90% of target",
             ""]
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default presence.cfg)")
     p.add_argument("--db-url", default=None, help="db_url for the server (default: a temporary SQLite file)")
     p.add_argument("--no-ceiling", action="store_true", help="do not run py_ceiling for options/publish")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the server (udp_workers = tcp_workers = N)")
     a = p.parse_args(argv)
     settings = Settings.from_env()
     if a.quick and not settings.quick:
@@ -132,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="routescript-bench-"))
     out.mkdir(parents=True, exist_ok=True)
-    return run(selected, settings, out, config=a.config, db_url=a.db_url, ceiling=not a.no_ceiling)
+    return run(selected, settings, out, config=a.config, db_url=a.db_url, ceiling=not a.no_ceiling,
+               workers=a.workers)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ START_TIMEOUT = 20.0
 
 
 def bench_config(example: str, workdir: Path, port: int, *, log_level: int | None = 1,
-                 db_url: str | None = None) -> Path:
+                 db_url: str | None = None, workers: int | None = None) -> Path:
     """A copy of examples/<example> (or of the config file `example` names, when it is a path) listening on
     `port`, its SQLite db_url (if any) in `workdir` - or every db_url set to `db_url` (e.g. a PostgreSQL
     database) - and log_level/xlog_level lowered to `log_level` (None keeps the example's): a benchmark
-    measures SIP work, not a log line per request written to a pipe."""
+    measures SIP work, not a log line per request written to a pipe. `workers`: the config's
+    udp_workers/children/tcp_workers lines replaced by `udp_workers = N` and `tcp_workers = N`."""
     source = Path(example) if "/" in example else EXAMPLES / example
     text = source.read_text().replace(":5060", f":{port}")
     if db_url is not None:
@@ -38,6 +39,9 @@ def bench_config(example: str, workdir: Path, port: int, *, log_level: int | Non
         text = re.sub(r'(modparam\("[a-z_]+",\s*"db_url",\s*)"sqlite:[^"]*"\)', rf'\1"sqlite://{db}")', text)
     if log_level is not None:
         text = re.sub(r"^(x?log_level)\s*=\s*-?\d+", rf"\1 = {log_level}", text, flags=re.M)
+    if workers is not None:
+        text = re.sub(r"^\s*(udp_workers|children|tcp_workers)\s*=.*$\n?", "", text, flags=re.M)
+        text = f"udp_workers = {workers}\ntcp_workers = {workers}\n" + text
     # The example's MI port (httpd) too: a free one, so two runs (or a quick-start server) never collide.
     text = re.sub(r'(modparam\("httpd",\s*"port",\s*)\d+\)', lambda m: f"{m.group(1)}{free_port()})", text)
     cfg = workdir / source.name
@@ -121,13 +125,13 @@ def _wait_udp_ready(server: Server, timeout: float) -> None:
 
 
 def start_routescript(example: str, workdir: Path, *, log_level: int | None = 1,
-                      db_url: str | None = None) -> Server:
+                      db_url: str | None = None, workers: int | None = None) -> Server:
     """`routescript run` on a temporary copy of examples/<example> (or of a config file path); returns once
     it answers on UDP. `db_url`: every db_url of the config points there instead of a temporary SQLite
-    file."""
+    file. `workers`: run that many worker processes (udp_workers/tcp_workers; see bench_config)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cfg = bench_config(example, workdir, port, log_level=log_level, db_url=db_url)
+    cfg = bench_config(example, workdir, port, log_level=log_level, db_url=db_url, workers=workers)
     log_path = workdir / f"{cfg.stem}.stderr"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "routescript", "run", str(cfg)], cwd=ROOT, env=_env(),

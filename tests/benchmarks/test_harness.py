@@ -187,3 +187,16 @@ def test_memory_client_sends_a_request_again_after_a_503_retry_after() -> None:
 
     assert asyncio.run(scenario()) == 200
     assert Refuser.seen == 2
+
+
+def test_bench_config_sets_the_worker_count_once(tmp_path: Path) -> None:
+    from benchmarks.servers import bench_config
+
+    example = tmp_path / "w.cfg"
+    example.write_text('children=4\nudp_workers = 3\nsocket=udp:127.0.0.1:5060\nroute { exit; }\n')
+    (tmp_path / "out").mkdir()
+    text = bench_config(str(example), tmp_path / "out", 6000, workers=2).read_text()
+    assert text.count("udp_workers") == 1 and "udp_workers = 2" in text and "tcp_workers = 2" in text
+    assert "children" not in text and "127.0.0.1:6000" in text
+    kept = bench_config(str(example), tmp_path / "out", 6001).read_text()
+    assert "children=4" in kept and "udp_workers = 3" in kept and "tcp_workers" not in kept
