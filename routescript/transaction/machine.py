@@ -47,13 +47,15 @@ class Machine:
     # them is a TransactionError; any other missing entry is a late network event or timer, ignored.
     TU_EVENTS: ClassVar[frozenset[Event]] = frozenset()
 
-    def __init__(self, request: SIPRequest, *, reliable: bool, timers: TimerConfig, now: float) -> None:
+    def __init__(self, request: SIPRequest, *, reliable: bool, timers: TimerConfig, now: float,
+                 deadlines: dict[Event, float] | None = None) -> None:
         self.request = request
         self.reliable = reliable
         self.timers = timers
         self.state = self.INITIAL
         self.created = now
-        self._deadlines: dict[Event, float] = {}
+        # `deadlines`: the timers of the initial state, armed with the machine (no _arm call each)
+        self._deadlines: dict[Event, float] = {} if deadlines is None else deadlines
         self._intervals: dict[Event, float] = {}   # current value of the doubling timers (E, G)
 
     # --- timers ---------------------------------------------------------------------------------
