@@ -247,7 +247,7 @@ class TransactionCore:
         source = transaction.source
         assert source is not None and transaction.key is not None
         transaction.complete_into_table(response)   # raises the TransactionError of the state
-        dest = self._route_reply(response, source)
+        dest = source.reply_to or self._route_reply(response, source)   # the transport's, when it has it
         key = transaction.key
         del self._server[key]
         self.pending -= 1
