@@ -342,9 +342,13 @@ class TransportLayer:
         return None
 
     def _udp_endpoint(self, dest: Destination) -> UdpEndpoint:
-        info = self.socket_for(dest)
+        """The endpoint a datagram to `dest` leaves from. Its host is an IP address (send() and
+        deliver() resolve names first), so only the address family is checked; `dest.socket` when it
+        is a UDP one (every reply: the socket the request came in on), else socket_for's choice."""
+        socket = dest.socket
+        info = socket if socket is not None and socket.proto == UDP else self.socket_for(dest)
         endpoint = self._udp.get(info) if info is not None else None
-        if endpoint is None or (is_ip(dest.host) and is_ipv6(endpoint.info.host) != is_ipv6(dest.host)):  # type: ignore[union-attr]
+        if endpoint is None or is_ipv6(endpoint.info.host) != is_ipv6(dest.host):  # type: ignore[union-attr]
             raise TransportError(f"no UDP socket to send to {dest}")
         return endpoint
 
