@@ -348,7 +348,8 @@ class TransportLayer:
         socket = dest.socket
         info = socket if socket is not None and socket.proto == UDP else self.socket_for(dest)
         endpoint = self._udp.get(info) if info is not None else None
-        if endpoint is None or is_ipv6(endpoint.info.host) != is_ipv6(dest.host):  # type: ignore[union-attr]
+        # Both hosts are IP literals, and of those exactly the IPv6 ones hold a ":" (RFC 4291 2.2).
+        if endpoint is None or (":" in endpoint.info.host) != (":" in dest.host):  # type: ignore[union-attr]
             raise TransportError(f"no UDP socket to send to {dest}")
         return endpoint
 
