@@ -7,6 +7,7 @@ import pytest
 from routescript.sip import build_reply, parse_via
 from routescript.transport import (Destination, SocketInfo, Source, TransportLayer, response_destination,
                                    stamp_via)
+from routescript.transport.address import normalize_host
 from routescript.transport.routing import receive_route
 
 UDP_SOCK = SocketInfo("udp", "127.0.0.1", 5060)
@@ -87,6 +88,7 @@ def test_ipv6_received_brackets_stripped():
     "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;received=192.0.2.9",   # the sender's own received
     "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;maddr=224.0.1.75;rport",  # maddr first
     "SIP/2.0/UDP [::1]:5070;branch=z9hG4bK1",                          # IPv6 in brackets
+    "SIP/2.0/UDP [::0001]:5070;branch=z9hG4bK1",                       # ... not in canonical form
     "SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1;rport",
     "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bK1",
 ])
@@ -101,7 +103,9 @@ def test_receive_route_answers_as_stamp_via_then_response_destination(via_text: 
     stamped = stamp_via(via, source.remote_host, source.remote_port)
     got_stamped, got_dest = receive_route(via, source)
     assert got_stamped == stamped
-    assert got_dest == response_destination(stamped or via, source)
+    want = response_destination(stamped or via, source)
+    assert (got_dest.proto, got_dest.port, got_dest.conn_id) == (want.proto, want.port, want.conn_id)
+    assert normalize_host(got_dest.host) == normalize_host(want.host)   # the same address
     assert got_dest.socket is source.socket
 
 
@@ -120,3 +124,11 @@ def test_a_received_request_carries_its_reply_destination_in_its_source() -> Non
     assert received_from == source and hash(received_from) == hash(source)
     response = build_reply(msg, 200)  # type: ignore[arg-type]
     assert TransportLayer.reply_destination(response, received_from) is received_from.reply_to
+
+
+def test_receive_route_replies_to_the_source_address_as_the_socket_wrote_it() -> None:
+    """sent-by equal to the source (as an address, not as text): the reply goes to the source's own
+    form, which the socket API takes as it is."""
+    source = Source("udp", SocketInfo("udp", "::1", 5060), "::1", 5070)
+    stamped, dest = receive_route(parse_via("SIP/2.0/UDP [::0001]:5070;branch=z9hG4bK1"), source)
+    assert stamped is None and dest == Destination("udp", "::1", 5070, socket=source.socket)
