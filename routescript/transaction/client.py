@@ -77,5 +77,6 @@ class NonInviteClientTransaction(Machine):
     def _on_enter(self, state: State, now: float) -> None:
         # Entering Proceeding leaves the running Timer E alone; its next firing re-arms it with T2.
         if state is State.COMPLETED:
-            self._cancel(Event.TIMER_E, Event.TIMER_F)
-            self._arm(Event.TIMER_K, self.timers.timer_k(self.reliable), now)
+            # Completed's one timer replaces Trying's and Proceeding's (E, F): a new deadline list
+            self._deadlines = {Event.TIMER_K: now + self.timers.timer_k(self.reliable)}
+            self._intervals = {}

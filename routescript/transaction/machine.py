@@ -92,9 +92,10 @@ class Machine:
     def _fire_due(self, now: float, out: list[Action]) -> None:
         # Bounded: a timer that fires is removed; one re-armed by its own effect is due later than now
         # unless its interval is 0, and only timers whose delay is 0 on reliable transports (I, J, K)
-        # are armed with 0 - they end the transaction, which cancels every timer.
-        deadlines = self._deadlines
+        # are armed with 0 - they end the transaction, which cancels every timer. A step may give the
+        # machine a new deadline list (a state entered): read it again each time.
         for _ in range(64):
+            deadlines = self._deadlines
             if not deadlines:
                 return
             event = min(deadlines, key=deadlines.__getitem__)  # earliest; ties in arming order
@@ -125,7 +126,7 @@ class Machine:
             return  # a late network event or timer: nothing to do
         new_state = self.state
         if new_state is State.TERMINATED:
-            self._cancel(*list(self._deadlines))
+            self._deadlines, self._intervals = {}, {}   # an ended machine has no timers
         self._do(effect, event, response, now, out)
         if new_state is not old_state and new_state is not State.TERMINATED:
             self._on_enter(new_state, now)

@@ -89,9 +89,8 @@ class NonInviteServerTransaction(ServerTransaction):
     INITIAL = State.TRYING
 
     def _on_enter(self, state: State, now: float) -> None:
-        if state is State.COMPLETED:
-            self._cancel(Event.TU_TIMEOUT)
-            self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
+        if state is State.COMPLETED:   # Timer J replaces the TU timeout: a new deadline list
+            self._deadlines = {Event.TIMER_J: now + self.timers.timer_j(self.reliable)}
 
 
 class InviteServerTransaction(ServerTransaction):
