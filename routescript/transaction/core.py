@@ -177,7 +177,7 @@ class TransactionCore:
         self._looked_up = (request, key)
         transaction = self._server.get(key)
         if transaction is None:
-            if request.method == "ACK":
+            if request.method == "ACK" or key not in self._completed.entries:
                 return None
             done = self._completed.get(key, now)
             if done is not None and done.dest is not None:
