@@ -11,6 +11,7 @@ from typing import Any
 from routescript.script.context import MsgContext
 from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, name_addr_tag
 
+from .config import CoreConfig
 from .layers import SipLayers
 from .stats import CoreCounters
 
@@ -25,22 +26,29 @@ class Replier:
     def __init__(self, layers: SipLayers, counters: CoreCounters) -> None:
         self._layers = layers          # config, transport, transactions: read at each reply
         self._counters = counters
+        # The Server header of the configuration generation last seen: decided once per config object
+        # (load() installs a new one; nothing edits a loaded one's values after start).
+        self._server_of: tuple[CoreConfig | None, str] = (None, "")
 
     def make_reply(self, msg: SIPRequest, code: int, reason: str | None = None, *,
                    headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                    content_type: str | None = None) -> SIPResponse:
-        """A reply to `msg` with our to-tag (stable per request, so a stateless retransmission gets the
-        same reply) and `Server:` when server_header is set. A 18x/2xx reply carries the request's
-        Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request)."""
-        hdrs = list(headers)
-        if 180 <= code < 300 and msg.has_header("Record-Route"):
-            hdrs[:0] = [("Record-Route", v) for v in msg.header_all("Record-Route")]
+        """A reply to `msg` with our to-tag when its To has none (stable per request, so a stateless
+        retransmission gets the same reply) and `Server:` when server_header is set. A 18x/2xx reply
+        carries the request's Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for
+        180..299 to any request)."""
+        return build_reply(msg, code, reason, make_to_tag=to_tag, headers=headers, body=body,
+                           content_type=content_type, record_route=True, server=self._server_header())
+
+    def _server_header(self) -> str:
+        """The Server value core replies carry ('' for none): server_header unless server_signature
+        is off, decided once per configuration generation."""
         config = self._layers.config
-        server_hdr = config.server_header if config.get("server_signature") else ""
-        if server_hdr and not any(n.lower() == "server" for n, _ in hdrs):
-            hdrs.append(("Server", server_hdr))
-        return build_reply(msg, code, reason, to_tag=to_tag(msg), headers=tuple(hdrs), body=body,
-                           content_type=content_type)
+        seen, value = self._server_of
+        if config is not seen:
+            value = config.server_header if config.get("server_signature") else ""
+            self._server_of = (config, value)
+        return value
 
     def _reply_of(self, ctx: MsgContext, code: int, reason: str | None, headers: Iterable[tuple[str, str]],
                   body: bytes, content_type: str | None) -> tuple[SIPResponse, Source]:
@@ -98,7 +106,14 @@ class Replier:
 
 
 def to_tag(msg: SIPRequest) -> str:
-    """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch)."""
+    """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch).
+
+    The one place our to-tag is made (a later step adds the worker slot to it). A pure function of
+    the request, asked twice for a new dialog (presence's subscription, then its reply): the last
+    request's tag is kept, so the second ask costs nothing."""
+    last, tag = _last_tagged[0]
+    if last is msg:
+        return tag
     try:
         text = f"{msg.call_id or ''}\x00{_from_tag(msg)}\x00{msg.via.branch or ''}"
     except Exception:  # noqa: BLE001 - the slow way: a broken header gives an empty part
@@ -111,7 +126,13 @@ def to_tag(msg: SIPRequest) -> str:
             except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
                 parts.append("")
         text = "\x00".join(parts)
-    return "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    tag = "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    _last_tagged[0] = (msg, tag)
+    return tag
+
+
+# to_tag's last request and its tag (one slot, replaced in place)
+_last_tagged: list[tuple[SIPRequest | None, str]] = [(None, "")]
 
 
 # tag-param = "tag" EQUAL token (RFC 3261 20.20), among the From params: after the ">" of a name-addr,

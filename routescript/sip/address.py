@@ -8,7 +8,7 @@ of those may import transport (DESIGN's dependency rules). Hosts are kept withou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
@@ -46,13 +46,16 @@ class SocketInfo:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a message came from. `conn_id` names the TCP connection (None for UDP)."""
+    """Where a message came from. `conn_id` names the TCP connection (None for UDP). `reply_to`:
+    where responses to a received request go (RFC 3261 18.2.2, RFC 3581), worked out by the transport
+    as it read the top Via (None: not known; not part of equality)."""
 
     proto: str
     socket: SocketInfo
     remote_host: str
     remote_port: int
     conn_id: int | None = None
+    reply_to: Destination | None = field(default=None, compare=False)
 
     @property
     def reliable(self) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 from .headers import _KEY_CACHE, Header, canonical_name, check_header, header_key
 from .message import SIPRequest, SIPResponse
@@ -78,19 +79,32 @@ def _header_pairs(headers: Iterable[tuple[str, str]] | Iterable[Header]) -> list
     return out
 
 
+def _line_break(value: str) -> NoReturn:
+    raise ValueError(f"header value holds a line break: {value!r}")
+
+
 def build_reply(
     request: SIPRequest,
     status: int,
     reason: str | None = None,
     *,
     to_tag: str | None = None,
+    make_to_tag: Callable[[SIPRequest], str] | None = None,
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
     content_type: str | None = None,
+    record_route: bool = False,
+    server: str = "",
 ) -> SIPResponse:
     """A response to `request` per RFC 3261 8.2.6: every Via line, From, To, Call-ID and CSeq copied
     (and Timestamp for a 100, 8.2.6.1); a To tag added when the request's To has none and status > 100
-    (`to_tag`, or a fresh one); then `headers`, Content-Type when given, and Content-Length."""
+    (`to_tag`, else `make_to_tag(request)` - asked only then -, else a fresh one); then `headers`,
+    Content-Type when given, and Content-Length.
+
+    `record_route`: a 18x/2xx reply carries the request's Record-Route lines, in order, before
+    `headers` (RFC 3261 12.1.1; OpenSIPS copies them for 180..299 to any request). `server`: a Server
+    header added after `headers` unless they hold one.
+    """
     if not request.is_request:
         raise ValueError("build_reply needs a request")
     status = int(status)
@@ -113,31 +127,63 @@ def build_reply(
     except KeyError as e:  # only a request we built ourselves can lack them
         raise ValueError(f"request has no {e.args[0]} header") from None
     if status > 100 and not _has_tag(to):
-        to = f"{to};tag={to_tag or generate_tag()}"
+        tag = to_tag or (make_to_tag(request) if make_to_tag is not None else generate_tag())
+        to = f"{to};tag={tag}"
     n = len(vias)
     out: list[tuple[str, str]] = vias
     out += (("From", from_), ("To", to), ("Call-ID", call_id), ("CSeq", cseq))
     out_index: dict[str, list[int]] = {
         "via": list(range(n)), "from": [n], "to": [n + 1], "call-id": [n + 2], "cseq": [n + 3],
     }
-    extra: list[tuple[str, str]] = []
+    at = n + 4   # where the next line goes
     if status == 100 and "timestamp" in index:
-        extra.append(("Timestamp", src[index["timestamp"][0]][1]))
-    if headers:
-        extra.extend(_header_pairs(headers))
+        out.append(("Timestamp", src[index["timestamp"][0]][1]))
+        out_index["timestamp"] = [at]
+        at += 1
+    if record_route and 180 <= status < 300 and "record-route" in index:
+        positions = out_index["record-route"] = []
+        for i in index["record-route"]:
+            out.append(("Record-Route", src[i][1]))
+            positions.append(at)
+            at += 1
+    # Each added line checked once, in the same pass that files it: a name already in header_key's
+    # cache is a valid token (the cache holds only those), so it costs one lookup; any other name
+    # goes through check_header (ValueError for a name that is not a token).
+    key_of = _KEY_CACHE.get
+    for name, raw in headers:
+        value = raw if raw.__class__ is str else str(raw)
+        key = key_of(name)
+        if key is None:
+            key = check_header(name, value)
+        elif "\r" in value or "\n" in value:
+            _line_break(value)
+        if key in out_index:
+            out_index[key].append(at)
+        else:
+            out_index[key] = [at]
+        out.append((name, value))
+        at += 1
+    if server and "server" not in out_index:
+        if "\r" in server or "\n" in server:
+            _line_break(server)
+        out.append(("Server", server))
+        out_index["server"] = [at]
+        at += 1
     body = bytes(body)
     if content_type:
-        check_header("Content-Type", content_type)
-        extra.append(("Content-Type", content_type))
-    extra.append(("Content-Length", str(len(body))))
-    key_of = _KEY_CACHE.get
-    for name, value in extra:
-        key = key_of(name) or header_key(name) or name.lower()
-        if key in out_index:
-            out_index[key].append(len(out))
+        if "\r" in content_type or "\n" in content_type:
+            _line_break(content_type)
+        if "content-type" in out_index:
+            out_index["content-type"].append(at)
         else:
-            out_index[key] = [len(out)]
-        out.append((name, value))
+            out_index["content-type"] = [at]
+        out.append(("Content-Type", content_type))
+        at += 1
+    if "content-length" in out_index:
+        out_index["content-length"].append(at)
+    else:
+        out_index["content-length"] = [at]
+    out.append(("Content-Length", str(len(body))))
     # The copied lines parse to what the request already parsed (the transport routes the response
     # by its top Via; the transaction layer matches by CSeq): share those values instead of parsing again.
     req_cache = request._cache

@@ -28,7 +28,12 @@ class NonInviteClientTransaction(Machine):
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
                  timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
-        super().__init__(request, reliable=reliable, timers=timers, now=now)
+        # Trying's timers armed with the machine: Timer E (UDP only) before Timer F, as ties fire in
+        # arming order.
+        timer_f = now + timers.fr_timeout
+        super().__init__(request, reliable=reliable, timers=timers, now=now,
+                         deadlines={Event.TIMER_F: timer_f} if reliable else
+                         {Event.TIMER_E: now + timers.t1, Event.TIMER_F: timer_f})
         self.destination = destination
         self.key = key
         self.data = request.to_bytes()
@@ -36,8 +41,6 @@ class NonInviteClientTransaction(Machine):
         self.retransmissions = 0
         if not reliable:
             self._intervals[Event.TIMER_E] = timers.t1
-            self._arm(Event.TIMER_E, timers.t1, now)
-        self._arm(Event.TIMER_F, timers.fr_timeout, now)
 
     def receive_response(self, response: SIPResponse, now: float) -> list[Action]:
         """A response matching this transaction arrived."""
@@ -74,5 +77,6 @@ class NonInviteClientTransaction(Machine):
     def _on_enter(self, state: State, now: float) -> None:
         # Entering Proceeding leaves the running Timer E alone; its next firing re-arms it with T2.
         if state is State.COMPLETED:
-            self._cancel(Event.TIMER_E, Event.TIMER_F)
-            self._arm(Event.TIMER_K, self.timers.timer_k(self.reliable), now)
+            # Completed's one timer replaces Trying's and Proceeding's (E, F): a new deadline list
+            self._deadlines = {Event.TIMER_K: now + self.timers.timer_k(self.reliable)}
+            self._intervals = {}

@@ -64,17 +64,19 @@ class CompletedTable:
         self.hold = hold
         self.max_entries = max_entries
         self.evicted = 0  # entries dropped before their time because the table was full
-        self._entries: dict[ServerKey, tuple[bytes, _Packed, float]] = {}
+        # key -> (bytes, packed destination, expiry). Read-only outside this class: the core tests
+        # `key in table.entries` (no call) before asking `get` for a retransmission.
+        self.entries: dict[ServerKey, tuple[bytes, _Packed, float]] = {}
         self._order: deque[tuple[float, ServerKey]] = deque()   # (expires, key), oldest first
-        self._high = 0   # the most entries held since _entries was last copied (expire)
+        self._high = 0   # the most entries held since entries was last copied (expire)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def add(self, key: ServerKey, data: bytes, dest: Destination | None, now: float) -> int:
         """Keep the final response of transaction `key`; returns how many entries were evicted."""
         expires = now + self.hold
-        entries = self._entries
+        entries = self.entries
         entries[key] = (data, None if dest is None else dest.packed(), expires)
         self._order.append((expires, key))
         evicted = 0
@@ -87,45 +89,45 @@ class CompletedTable:
 
     def get(self, key: ServerKey, now: float) -> CompletedTransaction | None:
         """The entry of `key` unless it has expired (an expired one is dropped here)."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None:
             return None
         data, packed, expires = entry
         if expires <= now:
-            del self._entries[key]
+            del self.entries[key]
             return None
         dest = None if packed is None else Destination.unpack(packed)
         return CompletedTransaction(key, data, dest, expires)
 
     def contains(self, key: ServerKey, now: float) -> bool:
         """True while `key` has an unexpired entry (nothing is built)."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         return entry is not None and entry[2] > now
 
     def expire(self, now: float) -> int:
         """Drop every entry whose time is over; returns how many."""
         order = self._order
         dropped = 0
-        self._high = max(self._high, len(self._entries))
+        self._high = max(self._high, len(self.entries))
         while order and order[0][0] <= now:
             expires, key = order.popleft()
             if self._drop(key, expires):
                 dropped += 1
-        if dropped and self._high >= _COMPACT_MIN and len(self._entries) * 8 <= self._high:
+        if dropped and self._high >= _COMPACT_MIN and len(self.entries) * 8 <= self._high:
             # A dict never gives its slots back: after a burst (50,000 entries: 2.5 MB) a right-sized copy
-            self._entries = dict(self._entries)
-            self._high = len(self._entries)
+            self.entries = dict(self.entries)
+            self._high = len(self.entries)
         return dropped
 
     def discard(self, key: ServerKey) -> None:
         """Forget `key` now (its response could not be sent); its place in the order is skipped later."""
-        self._entries.pop(key, None)
+        self.entries.pop(key, None)
 
     def _drop(self, key: ServerKey, expires: float) -> bool:
         # A key added again has a newer entry: its stale place in the order must not drop that one.
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is not None and entry[2] == expires:
-            del self._entries[key]
+            del self.entries[key]
             return True
         return False
 
@@ -133,5 +135,5 @@ class CompletedTable:
         return self._order[0][0] if self._order else None
 
     def clear(self) -> None:
-        self._entries.clear()
+        self.entries.clear()
         self._order.clear()

@@ -47,7 +47,11 @@ from routescript.transaction.keys import (
     server_key,
 )
 from routescript.transaction.machine import Action, Transmit
-from routescript.transaction.server import ServerTransaction, server_transaction
+from routescript.transaction.server import (
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+)
 from routescript.transaction.states import State
 from routescript.transaction.timers import TimerConfig
 
@@ -91,12 +95,16 @@ class TransactionCore:
         self.max_transactions = max_transactions
         self._route_reply = route_reply
         self._server: dict[ServerKey, ServerTransaction] = {}
+        self._non_invite_tu_timeout = timers.tu_timeout(False)   # asked once, not per transaction
         self._looked_up: tuple[SIPRequest | None, ServerKey] = (None, ())   # the last lookup() (create)
         self._completed = CompletedTable(timers.timer_j(False), max_completed)
         # Client transactions that got their final response over UDP wait Timer K only to absorb
         # retransmissions of it: their key is all that is kept (no machine, request or response).
         self._client_done = CompletedTable(timers.timer_k(False), max_completed)
         self._client: dict[ClientKey, _ClientEntry] = {}
+        # Live transactions (what max_transactions bounds): len(_server) + len(_client), counted as
+        # they come and go instead of summed at every read (t_newtran reads it twice per request).
+        self.pending = 0
         self._evict_logged = -1.0e9
         self._heap: list[tuple[float, int]] = []
         self._scheduled: dict[Transaction, tuple[float, int]] = {}
@@ -113,11 +121,6 @@ class TransactionCore:
         self.deliveries: list[DeliveryOut] = []
 
     # --- bookkeeping ----------------------------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """Live transactions: what max_transactions bounds."""
-        return len(self._server) + len(self._client)
 
     @property
     def completed(self) -> int:
@@ -174,7 +177,7 @@ class TransactionCore:
         self._looked_up = (request, key)
         transaction = self._server.get(key)
         if transaction is None:
-            if not self._completed or request.method == "ACK":
+            if request.method == "ACK" or key not in self._completed.entries:
                 return None
             done = self._completed.get(key, now)
             if done is not None and done.dest is not None:
@@ -205,17 +208,23 @@ class TransactionCore:
         existing = self._server.get(key)
         if existing is not None:
             return existing
-        if len(self._server) + len(self._client) >= self.max_transactions:
+        if self.pending >= self.max_transactions:
             log.warning("transaction limit %d reached: refusing %s %s", self.max_transactions,
                         request.method, request.call_id)
             raise TransactionLimitError(self.max_transactions)
-        transaction = server_transaction(request, source, reliable=source.reliable, timers=self.timers,
-                                         now=now, key=key)
-        self._server[key] = transaction
-        if transaction.is_invite:
+        if request.method == "INVITE":
+            transaction: ServerTransaction = InviteServerTransaction(
+                request, source, reliable=source.reliable, timers=self.timers, now=now, key=key)
             self._schedule(transaction)
-        elif self._sweep_at is None:
-            self._arm_sweep(now)
+        else:
+            # every PUBLISH and SUBSCRIBE: its one timer (the TU timeout) armed with it, run by the sweep
+            transaction = NonInviteServerTransaction(request, source, reliable=source.reliable,
+                                                     timers=self.timers, now=now, key=key,
+                                                     tu_timeout=self._non_invite_tu_timeout)
+            if self._sweep_at is None:
+                self._arm_sweep(now)
+        self._server[key] = transaction
+        self.pending += 1
         return transaction
 
     def reply(self, transaction: ServerTransaction, response: SIPResponse, now: float) -> None:
@@ -238,9 +247,10 @@ class TransactionCore:
         source = transaction.source
         assert source is not None and transaction.key is not None
         transaction.complete_into_table(response)   # raises the TransactionError of the state
-        dest = self._route_reply(response, source)
+        dest = source.reply_to or self._route_reply(response, source)   # the transport's, when it has it
         key = transaction.key
         del self._server[key]
+        self.pending -= 1
         evicted = self._completed.add(key, response.to_bytes(), dest, now)
         if evicted and now - self._evict_logged >= 60.0:
             self._evict_logged = now
@@ -260,7 +270,7 @@ class TransactionCore:
         on a transport error or at close); `on_provisional` each 1xx. Returns None when refused (closed,
         or over the bound: a local 503 is in the deliveries). Raises TransactionError when `branch` (the
         top Via's, when the caller wrote it) is already in use."""
-        if self.closed or len(self._server) + len(self._client) >= self.max_transactions:
+        if self.closed or self.pending >= self.max_transactions:
             if not self.closed:
                 log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
                             request.method, request.call_id)
@@ -272,6 +282,7 @@ class TransactionCore:
         transaction = NonInviteClientTransaction(request, dest, reliable=dest.reliable, timers=self.timers,
                                                  now=now, key=key)
         self._client[key] = _ClientEntry(transaction, on_final, on_provisional)
+        self.pending += 1
         self._schedule(transaction)
         return transaction
 
@@ -314,6 +325,7 @@ class TransactionCore:
         key = transaction.key
         assert key is not None
         del self._client[key]
+        self.pending -= 1
         self._unschedule(transaction)
         self._client_done.add(key, b"", None, now)
         if self._sweep_at is None:
@@ -468,6 +480,7 @@ class TransactionCore:
             key = transaction.key
             if key is not None and self._server.get(key) is transaction:
                 del self._server[key]
+                self.pending -= 1
             return
         client_key = transaction.key
         if client_key is None:
@@ -475,6 +488,7 @@ class TransactionCore:
         entry = self._client.get(client_key)
         if entry is not None and entry.transaction is transaction:
             del self._client[client_key]
+            self.pending -= 1
             on_final, entry.on_final = entry.on_final, None
             if on_final is not None:
                 self.deliveries.append(
@@ -489,6 +503,7 @@ class TransactionCore:
             except Exception:  # closing must finish (a stop that raised here never exited)
                 log.exception("transaction %s: could not be ended at close", entry.transaction.label)
         self._server.clear()
+        self.pending = len(self._client)   # 0 unless a client transaction could not be ended
         self._completed.clear()
         self._client_done.clear()
         self._heap.clear()

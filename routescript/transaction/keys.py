@@ -15,6 +15,7 @@ from __future__ import annotations
 from routescript.sip import SIPRequest, SIPResponse, Via
 
 MAGIC_COOKIE = "z9hG4bK"
+_COOKIE_LEN = len(MAGIC_COOKIE)
 
 # ("3261", branch, sent-by, method) or the RFC 2543 fallback's longer tuple; only hashed and compared.
 ServerKey = tuple[object, ...]
@@ -22,8 +23,8 @@ ClientKey = tuple[str, str]   # (branch, method)
 
 
 def _sent_by(via: Via) -> tuple[str, int | None]:
-    host = str(via.host).lower()
-    if host.startswith("[") and host.endswith("]"):
+    host = via.host.lower()
+    if host[:1] == "[" and host[-1:] == "]":   # an IPv6reference: compared without its brackets
         host = host[1:-1]
     return host, via.port
 
@@ -33,7 +34,7 @@ def server_key(request: SIPRequest) -> ServerKey:
     via = request.via
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
-    if branch and branch.startswith(MAGIC_COOKIE):
+    if branch and branch[:_COOKIE_LEN] == MAGIC_COOKIE:
         return ("3261", branch, _sent_by(via), method)
     return ("2543", request.ruri, request.from_.tag, request.call_id, request.cseq.number,
             _sent_by(via), branch, method)

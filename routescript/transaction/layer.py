@@ -239,12 +239,16 @@ class TransactionLayer:
         """Send what the core put in its outboxes, hand responses to their creators, re-arm the timer.
         `defer`: callbacks go through call_soon (never inside the caller's own call)."""
         core = self.core
+        # each outbox taken as the take_* methods do (swapped for a new list), without their call
         if core.responses_out:
-            self._send_responses(core.take_responses())
+            responses, core.responses_out = core.responses_out, []
+            self._send_responses(responses)
         if core.data_out:
-            self._send_data(core.take_data())
+            data, core.data_out = core.data_out, []
+            self._send_data(data)
         if core.deliveries:
-            self._deliver(core.take_deliveries(), defer)
+            deliveries, core.deliveries = core.deliveries, []
+            self._deliver(deliveries, defer)
         if core.timer_moved:
             self._arm_timer()
 

@@ -47,13 +47,15 @@ class Machine:
     # them is a TransactionError; any other missing entry is a late network event or timer, ignored.
     TU_EVENTS: ClassVar[frozenset[Event]] = frozenset()
 
-    def __init__(self, request: SIPRequest, *, reliable: bool, timers: TimerConfig, now: float) -> None:
+    def __init__(self, request: SIPRequest, *, reliable: bool, timers: TimerConfig, now: float,
+                 deadlines: dict[Event, float] | None = None) -> None:
         self.request = request
         self.reliable = reliable
         self.timers = timers
         self.state = self.INITIAL
         self.created = now
-        self._deadlines: dict[Event, float] = {}
+        # `deadlines`: the timers of the initial state, armed with the machine (no _arm call each)
+        self._deadlines: dict[Event, float] = {} if deadlines is None else deadlines
         self._intervals: dict[Event, float] = {}   # current value of the doubling timers (E, G)
 
     # --- timers ---------------------------------------------------------------------------------
@@ -90,9 +92,10 @@ class Machine:
     def _fire_due(self, now: float, out: list[Action]) -> None:
         # Bounded: a timer that fires is removed; one re-armed by its own effect is due later than now
         # unless its interval is 0, and only timers whose delay is 0 on reliable transports (I, J, K)
-        # are armed with 0 - they end the transaction, which cancels every timer.
-        deadlines = self._deadlines
+        # are armed with 0 - they end the transaction, which cancels every timer. A step may give the
+        # machine a new deadline list (a state entered): read it again each time.
         for _ in range(64):
+            deadlines = self._deadlines
             if not deadlines:
                 return
             event = min(deadlines, key=deadlines.__getitem__)  # earliest; ties in arming order
@@ -123,7 +126,7 @@ class Machine:
             return  # a late network event or timer: nothing to do
         new_state = self.state
         if new_state is State.TERMINATED:
-            self._cancel(*list(self._deadlines))
+            self._deadlines, self._intervals = {}, {}   # an ended machine has no timers
         self._do(effect, event, response, now, out)
         if new_state is not old_state and new_state is not State.TERMINATED:
             self._on_enter(new_state, now)

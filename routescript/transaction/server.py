@@ -21,12 +21,17 @@ class ServerTransaction(Machine):
     TU_EVENTS = TU_EVENTS
 
     def __init__(self, request: SIPRequest, source: Source | None = None, *, reliable: bool,
-                 timers: TimerConfig, now: float, key: ServerKey | None = None) -> None:
-        super().__init__(request, reliable=reliable, timers=timers, now=now)
+                 timers: TimerConfig, now: float, key: ServerKey | None = None,
+                 tu_timeout: float | None = None) -> None:
+        """`tu_timeout`: how long the TU may take to answer (TimerConfig.tu_timeout, when the caller
+        already knows it: the core asks it once, not per request)."""
+        if tu_timeout is None:
+            tu_timeout = timers.tu_timeout(self.is_invite)
+        super().__init__(request, reliable=reliable, timers=timers, now=now,
+                         deadlines={Event.TU_TIMEOUT: now + tu_timeout})
         self.source = source
         self.key = key
         self.last_response: SIPResponse | None = None
-        self._arm(Event.TU_TIMEOUT, timers.tu_timeout(self.is_invite), now)
 
     is_invite = False
 
@@ -62,8 +67,7 @@ class ServerTransaction(Machine):
         TransactionError when the state does not allow a final response, as send_response does."""
         self._transition(Event.FINAL)
         self.last_response = response
-        self._deadlines.clear()
-        self._intervals.clear()
+        self._deadlines = {}   # the TU timeout, its only timer (Timer J is the table's)
 
     def _do(self, effect: Effect, event: Event, response: SIPResponse | None, now: float,
             out: list[Action]) -> None:
@@ -85,9 +89,8 @@ class NonInviteServerTransaction(ServerTransaction):
     INITIAL = State.TRYING
 
     def _on_enter(self, state: State, now: float) -> None:
-        if state is State.COMPLETED:
-            self._cancel(Event.TU_TIMEOUT)
-            self._arm(Event.TIMER_J, self.timers.timer_j(self.reliable), now)
+        if state is State.COMPLETED:   # Timer J replaces the TU timeout: a new deadline list
+            self._deadlines = {Event.TIMER_J: now + self.timers.timer_j(self.reliable)}
 
 
 class InviteServerTransaction(ServerTransaction):

@@ -35,7 +35,7 @@ from routescript.transport.address import (
 )
 from routescript.transport.errors import TransportError
 from routescript.transport.probe import QueueDelayProbe
-from routescript.transport.routing import request_destination, response_destination, stamp_via
+from routescript.transport.routing import receive_route, request_destination, response_destination
 from routescript.transport.tcp import TcpConnection
 from routescript.transport.udp import UdpEndpoint
 
@@ -189,9 +189,12 @@ class TransportLayer:
         try:
             msg = parse_message(data, max_size=self.max_message_size)
             if msg.is_request:
-                stamped = stamp_via(msg.via, source.remote_host, source.remote_port)
+                # received/rport stamped, and where its replies go worked out from the same reading
+                stamped, reply_to = receive_route(msg.via, source)
                 if stamped is not None:
                     msg.set_top_via(stamped)
+                source = Source(source.proto, source.socket, source.remote_host, source.remote_port,
+                                source.conn_id, reply_to)
         except ParseError as exc:
             self.answer_malformed(data, exc.status, exc.reason, source, reply)
             return
@@ -339,9 +342,14 @@ class TransportLayer:
         return None
 
     def _udp_endpoint(self, dest: Destination) -> UdpEndpoint:
-        info = self.socket_for(dest)
+        """The endpoint a datagram to `dest` leaves from. Its host is an IP address (send() and
+        deliver() resolve names first), so only the address family is checked; `dest.socket` when it
+        is a UDP one (every reply: the socket the request came in on), else socket_for's choice."""
+        socket = dest.socket
+        info = socket if socket is not None and socket.proto == UDP else self.socket_for(dest)
         endpoint = self._udp.get(info) if info is not None else None
-        if endpoint is None or (is_ip(dest.host) and is_ipv6(endpoint.info.host) != is_ipv6(dest.host)):  # type: ignore[union-attr]
+        # Both hosts are IP literals, and of those exactly the IPv6 ones hold a ":" (RFC 4291 2.2).
+        if endpoint is None or (":" in endpoint.info.host) != (":" in dest.host):  # type: ignore[union-attr]
             raise TransportError(f"no UDP socket to send to {dest}")
         return endpoint
 
@@ -397,7 +405,7 @@ class TransportLayer:
         to received/sent-by), UDP to received:rport / received:sent-by-port / sent-by. `dest`: what
         reply_destination() gave, when the caller already asked (the transaction layer keeps it)."""
         if dest is None:
-            dest = self.reply_destination(response, source)
+            dest = source.reply_to or self.reply_destination(response, source)
         data = response.to_bytes()
         if dest.proto == TCP and dest.conn_id is not None:
             conn = self.connection(dest.conn_id)
@@ -410,7 +418,10 @@ class TransportLayer:
     @staticmethod
     def reply_destination(response: Any, source: Source) -> Destination:
         """Where `send_reply` sends `response` (RFC 3261 18.2.2, RFC 3581): the transaction layer keeps
-        it with the response bytes to resend them for a retransmitted request with `send`."""
+        it with the response bytes to resend them for a retransmitted request with `send`. The Source of
+        a request this layer received carries the answer already (`reply_to`, from receive_route)."""
+        if source.reply_to is not None:
+            return source.reply_to
         try:
             return response_destination(response.via, source)
         except ParseError:

@@ -44,6 +44,40 @@ def stamp_via(via: Any, remote_host: str, remote_port: int) -> Any:
     return stamped
 
 
+def receive_route(via: Any, source: Source) -> tuple[Any, Destination]:
+    """stamp_via and response_destination in one pass over the top Via of a request received from
+    `source`: the Via to put back (None: unchanged) and where its responses go. Each parameter is
+    read once, and the received/rport the stamp adds are used as they are made; the answers are
+    those of response_destination(stamp_via(...) or via, source), the host in the socket API's
+    canonical form when the sent-by is the source address.
+
+    Computed as the request arrives, as OpenSIPS does from the parsed via1 (with received/rport): a
+    reply goes where the Via said when it came in, whatever the script does to the request after."""
+    remote_host = source.remote_host
+    rport = via.rport
+    host = via.host
+    stamped = None
+    if rport is True or not is_ip(host) or normalize_host(host) != normalize_host(remote_host):
+        reply_host = received = bare_host(remote_host)
+        stamped = via.with_param("received", received)
+        if rport is True:
+            rport = source.remote_port
+            stamped = stamped.with_param("rport", str(rport))
+    else:
+        # sent-by is the packet's source address: reply to it as the socket gave it (the same address
+        # as the Via's text, in canonical form), unless the Via already names a received
+        received = via.received
+        reply_host = bare_host(received) if received else remote_host
+    sent_by_port = via.port or DEFAULT_SIP_PORT
+    if source.proto != UDP:
+        return stamped, Destination(source.proto, reply_host, sent_by_port, source.conn_id, source.socket)
+    maddr = via.param("maddr")
+    if maddr:
+        return stamped, Destination(UDP, bare_host(maddr), sent_by_port, socket=source.socket)
+    port = rport if rport.__class__ is int else sent_by_port   # a bool (bare rport) is not a port
+    return stamped, Destination(UDP, reply_host, port, socket=source.socket)
+
+
 DEFAULT_SIPS_PORT = 5061  # RFC 3261 19.1.2: default port for sips: (TLS)
 TLS = "tls"
 

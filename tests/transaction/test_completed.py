@@ -60,7 +60,7 @@ def test_entries_are_invisible_to_the_collector_and_give_back_the_destination() 
     table.add(key, b"SIP/2.0 200 OK\r\n\r\n", dest, now=0.0)
     gc.collect()
     gc.collect()   # a tuple holding a tuple is untracked once the inner one is (the next pass)
-    assert not any(gc.is_tracked(item) for item in (*table._entries.values(), *table._order))
+    assert not any(gc.is_tracked(item) for item in (*table.entries.values(), *table._order))
     got = table.get(key, now=1.0)
     assert got is not None and got.dest == dest and got.data.startswith(b"SIP/2.0 200")
     assert Destination.unpack(Destination("tcp", "::1", 5, 7).packed()) == Destination("tcp", "::1", 5, 7)
@@ -133,8 +133,8 @@ def test_a_table_that_emptied_gives_its_slots_back() -> None:
     table = CompletedTable(hold=32.0, max_entries=50_000)
     for n in range(20_000):
         table.add(("z9hG4bK" + str(n), "PUBLISH"), b"SIP/2.0 200 OK", None, now=float(n) / 1000)
-    full = sys.getsizeof(table._entries)
+    full = sys.getsizeof(table.entries)
     table.add(("late", "PUBLISH"), b"SIP/2.0 200 OK", None, now=100.0)
     assert table.expire(now=100.0) == 20_000
     assert len(table) == 1 and table.contains(("late", "PUBLISH"), 100.0)
-    assert sys.getsizeof(table._entries) < full / 100
+    assert sys.getsizeof(table.entries) < full / 100

@@ -400,3 +400,33 @@ def test_get_timer_is_the_earliest_deadline_and_timer_moved_says_when_to_ask_aga
     assert not core.timer_moved
     core.handle_timer(T1)
     assert core.timer_moved and core.get_timer() == pytest.approx(0.01 + T1)
+
+
+def test_pending_counts_live_transactions_as_they_come_and_go() -> None:
+    """`pending` is a counter kept by every place a transaction starts or ends: it must always equal
+    the live server and client transactions (creation, UDP final, TCP final, TU timeout, client
+    answered, client timed out, close)."""
+    wire = Wire()
+    core = wire.core
+
+    def live() -> int:
+        return len(core.server_transactions()) + len(core.client_transactions())
+
+    udp = core.create(request("PUBLISH", "z9hG4bKp1"), UDP_SRC, wire.now)
+    tcp = core.create(request("PUBLISH", "z9hG4bKp2"), TCP_SRC, wire.now)
+    core.create(request("SUBSCRIBE", "z9hG4bKp3"), UDP_SRC, wire.now)   # left to time out
+    assert core.pending == live() == 3
+    core.reply(udp, build_reply(udp.request, 200), wire.now)
+    core.reply(tcp, build_reply(tcp.request, 200), wire.now)
+    wire.collect()
+    assert core.pending == live() == 1
+    answered = core.send_request(notify(call_id="n1"), PHONE, wire.now, lambda r: None)
+    core.send_request(notify(call_id="n2"), PHONE, wire.now, lambda r: None)   # left to time out
+    assert answered is not None and core.pending == live() == 3
+    assert core.receive_response(build_reply(answered.request, 200), wire.now)
+    assert core.pending == live() == 2
+    wire.run_until(TIMER_F + 64 * T1 + 1)   # the SUBSCRIBE's TU timeout, the other NOTIFY's Timer F
+    assert core.pending == live() == 0
+    core.create(request("PUBLISH", "z9hG4bKp4"), UDP_SRC, wire.now)
+    core.close()
+    assert core.pending == live() == 0

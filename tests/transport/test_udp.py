@@ -277,3 +277,14 @@ async def test_udp_buffers_sized_from_maxbuffer() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= min(wanted, wmem_max)
     finally:
         await layer.close()
+
+
+async def test_send_refuses_an_address_of_the_other_family_than_the_socket_named(core):
+    """A Destination naming a UDP socket (every reply names the one its request came in on) is sent
+    from that socket; an IPv6 address cannot leave from an IPv4 socket: TransportError, not a crash."""
+    info = await core.layer.listen("udp", "127.0.0.1", 0)
+    with pytest.raises(TransportError, match="no UDP socket"):
+        core.layer.send(b"x", Destination("udp", "::1", 5060, socket=info))
+    with pytest.raises(TransportError, match="no UDP socket"):
+        core.layer.send(b"x", Destination("udp", "127.0.0.1", 5060,
+                                          socket=SocketInfo("udp", "127.0.0.1", 1)))   # not ours
