@@ -81,10 +81,10 @@ def peek_keys(data: bytes) -> PeekedKeys | None:
     start = head[:head.find(b"\r\n")].decode("ascii")
     if start.startswith("SIP/2.0 "):
         return PeekedKeys(True, None, top_branch, to_tag, call_id)
-    m = _REQUEST_LINE.fullmatch(start)
-    if m is None:
+    line = _REQUEST_LINE.fullmatch(start)
+    if line is None:
         return None
-    method, ruri = m.group(1), m.group(2)
+    method, ruri = line.group(1), line.group(2)
     user_host = None
     if to_tag is None and method in _URI_KEYED:
         try:
