@@ -42,10 +42,11 @@ from routescript.transport.udp import UdpEndpoint
 log = logging.getLogger("routescript.transport")
 
 OnMessage = Callable[[Any, Source], None]
-# Worker processes (routescript.workers.router): `front(data, source)` sees every received message first
-# and returns True when it took it (handed to another worker); `tcp_relay(data, dest)` returns True when
-# it sent to a connection another worker holds (dest.conn_id names it).
-Front = Callable[[bytes, Source], bool]
+Reply = Callable[[bytes], None]
+# Worker processes (routescript.workers.router) replace `front` (every complete message read goes there
+# first; `receive` by default) to hand messages to other workers, and set `tcp_relay(data, dest)`: True
+# when it sent to a connection another worker holds (dest.conn_id names it).
+Front = Callable[[bytes, Source, Reply], None]
 TcpRelay = Callable[[bytes, Destination], bool]
 
 
@@ -77,7 +78,7 @@ class TransportLayer:
                  tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
                  drop_log_interval: float = 60.0, udp_buffer: int = 0, conn_id_base: int = 0) -> None:
         self.on_message = on_message
-        self.front: Front | None = None
+        self.front: Front = self.receive
         self.tcp_relay: TcpRelay | None = None
         self.udp_buffer = udp_buffer
         self.max_message_size = max_message_size
@@ -190,18 +191,10 @@ class TransportLayer:
         if len(data) > self.max_message_size:
             self.answer_malformed(data, 513, "Message Too Large", source, reply)
             return
-        self.receive(data, source, reply)
+        self.front(data, source, reply)
 
     def receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
         """One complete message from `source`; `reply` sends raw bytes back the way it came."""
-        front = self.front
-        if front is not None and front(data, source):
-            return
-        self.receive_here(data, source, reply)
-
-    def receive_here(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
-        """`receive` past the front: parse, stamp, on_message (a message handed over by another worker
-        comes in here)."""
         try:
             msg = parse_message(data, max_size=self.max_message_size)
             if msg.is_request:

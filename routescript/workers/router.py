@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from routescript.sip import ParseError, SIPRequest, build_reply, parse_message
 from routescript.sip.peek import PeekedKeys, keys_from_message, peek_keys
 from routescript.transport import TCP, Destination, Source, TransportError, TransportLayer, stamp_via
+from routescript.transport.layer import Reply
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.workers.dispatch import Affinity, SlotTable, conn_id_slot, owner_slot
 from routescript.workers.inbox import Inbox, InboxError, InboxFull, InboxReader
@@ -94,29 +95,27 @@ class WorkerDispatcher:
 
     def detach(self) -> None:
         self._reader.stop()
-        self.layer.front = None
+        self.layer.front = self.layer.receive
         self.layer.tcp_relay = None
 
     # --- read by this worker ----------------------------------------------------------------------
 
-    def on_received(self, data: bytes, source: Source) -> bool:
-        """The layer's front: True when the message was handed to another worker (or answered because
-        that worker's inbox is full); False: handle it here."""
+    def on_received(self, data: bytes, source: Source, reply: Reply) -> None:
+        """The layer's front: a message for another worker goes to its inbox (or is answered here when
+        that inbox is full); ours, and one that does not parse (400 from here), to layer.receive."""
         keys = peek_keys(data)
         if keys is None:
             keys = self._parsed_keys(data)
-            if keys is None:
-                return False   # it does not parse: the usual path answers 400 here
-        owner = owner_slot(keys, self.slots, self.affinity, self.slot_table)
-        if owner is None or owner == self.slot:
-            return False
+        owner = None if keys is None else owner_slot(keys, self.slots, self.affinity, self.slot_table)
+        if keys is None or owner is None or owner == self.slot:
+            self.layer.receive(data, source, reply)
+            return
         try:
             self.inboxes[owner].send(Handoff(source, self.clock(), data))
         except InboxError as exc:
             self._owner_unreachable(data, source, keys, owner, exc)
-            return True
+            return
         self.counters.handed_off += 1
-        return True
 
     def _parsed_keys(self, data: bytes) -> PeekedKeys | None:
         try:
@@ -155,7 +154,7 @@ class WorkerDispatcher:
         if isinstance(message, Handoff):
             self.counters.received += 1
             source = message.source
-            self.layer.receive_here(message.data, source, self._reply_to(source))
+            self.layer.receive(message.data, source, self._reply_to(source))
         elif isinstance(message, TcpSend):
             self._write_relayed(message)
         elif isinstance(message, Announce):
@@ -172,7 +171,7 @@ class WorkerDispatcher:
             return
         callback(message)  # type: ignore[arg-type]
 
-    def _reply_to(self, source: Source) -> Callable[[bytes], None]:
+    def _reply_to(self, source: Source) -> Reply:
         """How the receive path answers bytes it cannot parse: back where they came from."""
         dest = Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
                            source.socket)
