@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ CONN_ID_BITS = 48         # conn_id = slot << 48 | local id: a handed-over Sourc
 
 _MAGIC = "z9hG4bK"        # RFC 3261 8.1.1.7 magic cookie
 _OURS = _MAGIC + "rs"     # our branches: z9hG4bK rs <slot base 36> . <unique part>
-_BASE36 = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+# Our forms, read with one regex call each (they are read for every message a worker reads); base 36 in
+# lower case only, six digits at most (int(text, 36) alone would accept "+1", " 1", "1_0", upper case).
+_SLOT_BRANCH = re.compile(r"z9hG4bKrs([0-9a-z]{1,6})\..", re.DOTALL)
+_SLOT_TAG = re.compile(r"([0-9a-z]{1,6})\.([0-9a-z]{1,6})\..", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +121,6 @@ def _base36(value: int) -> str:
             return digits
 
 
-def _from_base36(text: str) -> int | None:
-    # int(text, 36) alone would accept "+1", " 1", "1_0" and upper case: not what we write.
-    if not text or len(text) > 6 or not _BASE36.issuperset(text):
-        return None
-    return int(text, 36)
-
-
 def _check_slot(slot: int) -> None:
     if not 0 <= slot < MAX_SLOTS:
         raise ValueError(f"slot {slot} is not in 0..{MAX_SLOTS - 1}")
@@ -137,13 +134,11 @@ def slot_branch(slot: int) -> str:
 
 def branch_slot(branch: str) -> int | None:
     """The slot a `slot_branch` names; None for any other branch."""
-    if not branch.startswith(_OURS):
+    m = _SLOT_BRANCH.match(branch)
+    if m is None:
         return None
-    digits, dot, rest = branch[len(_OURS):].partition(".")
-    if not dot or not rest:
-        return None
-    slot = _from_base36(digits)
-    return slot if slot is not None and slot < MAX_SLOTS else None
+    slot = int(m[1], 36)
+    return slot if slot < MAX_SLOTS else None
 
 
 # --- slots in To (and From) tags -----------------------------------------------------------------------
@@ -159,20 +154,20 @@ def slot_tag(slot: int, epoch: int, base: str) -> str:
 
 def parse_slot_tag(tag: str) -> tuple[int, int] | None:
     """(slot, epoch) of a `slot_tag`; None for a tag of another form."""
-    slot_text, dot, rest = tag.partition(".")
-    epoch_text, dot2, base = rest.partition(".")
-    if not dot or not dot2 or not base:
+    m = _SLOT_TAG.match(tag)
+    if m is None:
         return None
-    slot, epoch = _from_base36(slot_text), _from_base36(epoch_text)
-    if slot is None or epoch is None or slot >= MAX_SLOTS:
-        return None
-    return slot, epoch
+    slot = int(m[1], 36)
+    return None if slot >= MAX_SLOTS else (slot, int(m[2], 36))
 
 
 def tag_slot(tag: str) -> int | None:
     """The slot a `slot_tag` names; None for a tag of another form."""
-    parsed = parse_slot_tag(tag)
-    return None if parsed is None else parsed[0]
+    m = _SLOT_TAG.match(tag)
+    if m is None:
+        return None
+    slot = int(m[1], 36)
+    return slot if slot < MAX_SLOTS else None
 
 
 # --- global TCP connection ids ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from routescript.sip.address import TCP, UDP, SocketInfo, Source
 
 __all__ = ["MAX_DATAGRAM", "MAX_PAYLOAD", "Announce", "Handoff", "InboxMessage", "MessageDecodeError",
-           "Resync", "TcpSend", "decode", "encode"]
+           "Resync", "TcpSend", "decode", "encode", "encode_handoff"]
 
 MAX_PAYLOAD = 65536                 # the largest SIP message (TransportLayer.max_message_size default)
 MAX_DATAGRAM = MAX_PAYLOAD + 1024   # with the biggest header: two hosts of at most 255 bytes and change
@@ -84,7 +84,7 @@ def encode(message: InboxMessage) -> bytes:
 
 def _encode(message: InboxMessage) -> bytes:
     if isinstance(message, Handoff):
-        out = _encode_handoff(message)
+        out = encode_handoff(message.source, message.arrived, message.data)
     elif isinstance(message, TcpSend):
         host = _host_bytes(message.remote_host)
         out = b"T" + _TCP_SEND.pack(message.conn_id, message.remote_port, len(host)) + host + message.data
@@ -98,15 +98,18 @@ def _encode(message: InboxMessage) -> bytes:
     return out
 
 
-def _encode_handoff(message: Handoff) -> bytes:
-    source = message.source
-    if source.proto not in _PROTO_CODES or source.socket.proto not in _PROTO_CODES:
-        raise ValueError(f"cannot hand off a message from {source.proto}/{source.socket.proto}")
-    socket_host, remote_host = _host_bytes(source.socket.host), _host_bytes(source.remote_host)
+def encode_handoff(source: Source, arrived: float, data: bytes) -> bytes:
+    """encode(Handoff(source, arrived, data)) without making the Handoff: the dispatcher's path for
+    every message it hands over. ValueError (or struct.error, from encode: ValueError) as encode."""
+    socket = source.socket
+    if source.proto not in _PROTO_CODES or socket.proto not in _PROTO_CODES:
+        raise ValueError(f"cannot hand off a message from {source.proto}/{socket.proto}")
+    socket_host, remote_host = socket.host.encode(), source.remote_host.encode()
+    # Over 255 bytes: the struct's "B" fields refuse it (struct.error).
     conn = 0 if source.conn_id is None else source.conn_id + 1
-    header = _HANDOFF.pack(_PROTO_CODES[source.proto], _PROTO_CODES[source.socket.proto], source.socket.port,
-                           source.remote_port, conn, message.arrived, len(socket_host), len(remote_host))
-    return b"H" + header + socket_host + remote_host + message.data
+    header = _HANDOFF.pack(_PROTO_CODES[source.proto], _PROTO_CODES[socket.proto], socket.port,
+                           source.remote_port, conn, arrived, len(socket_host), len(remote_host))
+    return b"H" + header + socket_host + remote_host + data
 
 
 def _host_bytes(host: str) -> bytes:

@@ -21,6 +21,7 @@ at most once a second.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from routescript.transport.layer import Reply
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.workers.dispatch import Affinity, SlotTable, conn_id_slot, owner_slot
 from routescript.workers.inbox import Inbox, InboxError, InboxFull, InboxReader
-from routescript.workers.messages import Announce, Handoff, InboxMessage, Resync, TcpSend
+from routescript.workers.messages import Announce, Handoff, InboxMessage, Resync, TcpSend, encode_handoff
 
 __all__ = ["BUSY_RETRY_AFTER", "DispatchCounters", "WorkerDispatcher"]
 
@@ -111,7 +112,13 @@ class WorkerDispatcher:
             self.layer.receive(data, source, reply)
             return
         try:
-            self.inboxes[owner].send(Handoff(source, self.clock(), data))
+            datagram = encode_handoff(source, self.clock(), data)
+        except (ValueError, struct.error) as exc:   # a Source we cannot encode: our bug, not the peer's
+            log.error("cannot hand a message from %s to worker %d (%s); handling it here", source, owner, exc)
+            self.layer.receive(data, source, reply)
+            return
+        try:
+            self.inboxes[owner].send_datagram(datagram)
         except InboxError as exc:
             self._owner_unreachable(data, source, keys, owner, exc)
             return

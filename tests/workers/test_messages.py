@@ -48,7 +48,8 @@ def test_a_full_size_sip_message_fits() -> None:
 
 
 @pytest.mark.parametrize(("message", "error"), [
-    (Handoff(Source("udp", UDP_SOCKET, "h" * 256, 1), 0.0, b""), "host name of 256 bytes"),
+    (Handoff(Source("udp", UDP_SOCKET, "h" * 256, 1), 0.0, b""), "cannot encode Handoff"),
+    (TcpSend(1, b"", "h" * 256, 1), "host name of 256 bytes"),
     (Handoff(Source("sctp", UDP_SOCKET, "h", 1), 0.0, b""), "cannot hand off"),
     (Handoff(Source("udp", UDP_SOCKET, "h", 70000), 0.0, b""), "cannot encode Handoff"),
     (TcpSend(1, b"x" * (MAX_DATAGRAM + 1)), "over the"),
