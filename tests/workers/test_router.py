@@ -263,3 +263,14 @@ def test_dispatcher_refuses_a_slot_it_has_no_inbox_for() -> None:
             WorkerDispatcher(TransportLayer(lambda m, s: None), 2, [inbox])
     finally:
         inbox.close()
+
+
+async def test_a_source_that_cannot_be_handed_over_is_handled_by_its_reader(
+        workers: Workers, caplog: pytest.LogCaptureFixture) -> None:
+    response = (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch={slot_branch(1)}\r\n"
+                "From: <sip:a@b>;tag=1.0.x\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: n-2\r\nCSeq: 1 NOTIFY\r\n\r\n")
+    odd = Source("udp", workers.udp, "h" * 300, 5060)   # a host no Handoff can carry: our bug, logged
+    workers.dispatchers[0].on_received(response.encode(), odd, lambda out: None)
+    assert [source for _, source in workers.cores[0].received] == [odd]
+    assert "cannot hand a message" in caplog.text
+    assert workers.dispatchers[0].counters.handed_off == 0
