@@ -85,8 +85,11 @@ class WorkerDispatcher:
 
     def set_slot_table(self, table: SlotTable) -> None:
         """The supervisor's newer table (a slot adopted, or back)."""
-        if table.version >= self.slot_table.version:
-            self.slot_table = self._checked(table)
+        if table.version < self.slot_table.version:
+            log.info("worker %d: slot table version %d ignored (have %d)", self.slot, table.version,
+                     self.slot_table.version)
+            return
+        self.slot_table = self._checked(table)
 
     def attach(self) -> None:
         """Become the layer's front and TCP relay, and read our inbox (on the running loop)."""

@@ -16,7 +16,7 @@ from routescript.sip import build_reply, parse_message
 from routescript.sip.address import SocketInfo, Source
 from routescript.transport import Destination, TransportError, TransportLayer
 from routescript.transport.udp import UdpEndpoint
-from routescript.workers.dispatch import conn_id_base, slot_branch, slot_tag
+from routescript.workers.dispatch import SlotTable, conn_id_base, slot_branch, slot_tag
 from routescript.workers.inbox import Inbox, InboxFull
 from routescript.workers.messages import Announce, Resync, TcpSend, decode
 from routescript.workers.router import WorkerDispatcher
@@ -274,3 +274,19 @@ async def test_a_source_that_cannot_be_handed_over_is_handled_by_its_reader(
     assert [source for _, source in workers.cores[0].received] == [odd]
     assert "cannot hand a message" in caplog.text
     assert workers.dispatchers[0].counters.handed_off == 0
+
+
+def test_slot_table_updates_keep_the_newest() -> None:
+    inboxes = [Inbox(0), Inbox(1)]
+    try:
+        dispatcher = WorkerDispatcher(TransportLayer(lambda m, s: None), 0, inboxes)
+        dispatcher.set_slot_table(SlotTable(2, (0, 0)))
+        dispatcher.set_slot_table(SlotTable(1, (0, 1)))     # late, older: ignored (logged)
+        assert dispatcher.slot_table == SlotTable(2, (0, 0))
+        # slot 1 adopted by worker 0: a send to worker 1's old connection falls back here
+        assert not dispatcher.relay_tcp(b"x", Destination("tcp", "h", 1, conn_id_base(1) + 5))
+        with pytest.raises(ValueError, match="3 slots for 2 workers"):
+            dispatcher.set_slot_table(SlotTable(3, (0, 1, 2)))
+    finally:
+        for inbox in inboxes:
+            inbox.close()
