@@ -106,8 +106,16 @@ async def peer() -> AsyncIterator[socket.socket]:
 
 
 async def receive(sock: socket.socket) -> tuple[Any, Any]:
-    async with asyncio.timeout(2):
-        data, addr = await asyncio.get_running_loop().sock_recvfrom(sock, 70000)
+    """The next datagram the peer gets, parsed, and where it came from (add_reader: uvloop has no
+    sock_recvfrom)."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[tuple[bytes, Any]] = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: got.done() or got.set_result(sock.recvfrom(70000)))
+    try:
+        async with asyncio.timeout(2):
+            data, addr = await got
+    finally:
+        loop.remove_reader(sock.fileno())
     return parse_message(data), addr
 
 
