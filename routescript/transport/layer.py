@@ -42,6 +42,12 @@ from routescript.transport.udp import UdpEndpoint
 log = logging.getLogger("routescript.transport")
 
 OnMessage = Callable[[Any, Source], None]
+Reply = Callable[[bytes], None]
+# Worker processes (routescript.workers.router) replace `front` (every complete message read goes there
+# first; `receive` by default) to hand messages to other workers, and set `tcp_relay(data, dest)`: True
+# when it sent to a connection another worker holds (dest.conn_id names it).
+Front = Callable[[bytes, Source, Reply], None]
+TcpRelay = Callable[[bytes, Destination], bool]
 
 
 class TransportLayer:
@@ -62,6 +68,7 @@ class TransportLayer:
     tcp_max_msg_time: seconds a message may take to arrive whole once its first bytes are in
         (OpenSIPS tcp_max_msg_time, default 4; 0 = no limit); then the connection is closed and logged.
     tcp_connect_timeout: how long opening an outgoing connection may take.
+    conn_id_base: connection ids start above it (a worker's slot << 48: ids global across workers).
     """
 
     def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
@@ -69,8 +76,10 @@ class TransportLayer:
                  max_tcp_connections_per_ip: int = 256, tcp_trusted_sources: Container[str] = (),
                  tcp_max_msg_time: float = 4.0,
                  tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
-                 drop_log_interval: float = 60.0, udp_buffer: int = 0) -> None:
+                 drop_log_interval: float = 60.0, udp_buffer: int = 0, conn_id_base: int = 0) -> None:
         self.on_message = on_message
+        self.front: Front = self.receive
+        self.tcp_relay: TcpRelay | None = None
         self.udp_buffer = udp_buffer
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -86,7 +95,7 @@ class TransportLayer:
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._accepted_per_ip: dict[str, int] = {}   # open accepted connections by remote address
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
-        self._conn_ids = itertools.count(1)
+        self._conn_ids = itertools.count(conn_id_base + 1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drop_log = RateLimitedLog(log, interval=drop_log_interval)
         self._closed = False
@@ -182,7 +191,7 @@ class TransportLayer:
         if len(data) > self.max_message_size:
             self.answer_malformed(data, 513, "Message Too Large", source, reply)
             return
-        self.receive(data, source, reply)
+        self.front(data, source, reply)
 
     def receive(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
         """One complete message from `source`; `reply` sends raw bytes back the way it came."""
@@ -362,6 +371,9 @@ class TransportLayer:
                 self._udp_endpoint(dest).sendto(data, bare_host(dest.host), dest.port)
                 return
         elif dest.proto == TCP:
+            relay = self.tcp_relay
+            if relay is not None and dest.conn_id is not None and relay(data, dest):
+                return
             conn = self._find_connection(dest)
             if conn is not None:
                 conn.write(data)
@@ -382,6 +394,9 @@ class TransportLayer:
                 dest = Destination(UDP, host, dest.port, socket=dest.socket)
             self._udp_endpoint(dest).sendto(data, host, dest.port)
         elif dest.proto == TCP:
+            relay = self.tcp_relay
+            if relay is not None and dest.conn_id is not None and relay(data, dest):
+                return
             conn = self._find_connection(dest) or await self._open_connection(dest)
             conn.write(data)
         else:
@@ -411,6 +426,9 @@ class TransportLayer:
             conn = self.connection(dest.conn_id)
             if conn is not None:
                 conn.write(data)
+                return
+            relay = self.tcp_relay
+            if relay is not None and relay(data, dest):
                 return
             dest = Destination(TCP, dest.host, dest.port, None, dest.socket)
         self.send(data, dest)

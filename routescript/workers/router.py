@@ -1,0 +1,249 @@
+"""WorkerDispatcher: one worker's front on its TransportLayer and the reader of its inbox.
+
+Every message this worker reads goes through `on_received` before it is parsed: peek its keys (the full
+parse when the peek abstains), decide its owner (dispatch.owner_slot); ours -> the usual receive path,
+another worker's -> a Handoff to that worker's inbox. Read from our inbox: a Handoff goes into the usual
+receive path with the Source the reader built (its socket is inherited by every worker, so a UDP reply
+leaves from the address the peer sent to); a TcpSend is written on the connection we hold; Announce and
+Resync go to the change feed's callbacks.
+
+TCP connections belong to the worker that accepted or opened them (docs/workers.md section 4); conn_ids
+are global (the layer is made with conn_id_base(slot)), so a send to another worker's connection is
+relayed as TcpSend (`relay_tcp`, the layer's tcp_relay hook). The holder writes it, or, when the
+connection has closed meanwhile, sends to its remote address over another connection: the fallback a
+closed connection gets in one process.
+
+A full inbox (the owner is not keeping up) is never waited for: a request other than ACK is answered
+503 with Retry-After here, a response or ACK is dropped (the peer retransmits); both counted and logged
+at most once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from routescript.sip import ParseError, SIPRequest, build_reply, parse_message
+from routescript.sip.peek import PeekedKeys, keys_from_message, peek_keys
+from routescript.transport import TCP, Destination, Source, TransportError, TransportLayer, stamp_via
+from routescript.transport.layer import Reply
+from routescript.transport._ratelimit import RateLimitedLog
+from routescript.workers.dispatch import Affinity, SlotTable, conn_id_slot, owner_slot
+from routescript.workers.inbox import Inbox, InboxError, InboxFull, InboxReader
+from routescript.workers.messages import Announce, Handoff, InboxMessage, Resync, TcpSend, encode_handoff
+
+__all__ = ["BUSY_RETRY_AFTER", "DispatchCounters", "WorkerDispatcher"]
+
+log = logging.getLogger("routescript.workers")
+
+BUSY_RETRY_AFTER = 5   # seconds, in the 503 for a request whose owner's inbox is full
+
+
+@dataclass(slots=True)
+class DispatchCounters:
+    """What this worker's dispatcher did, for statistics."""
+
+    handed_off: int = 0          # messages read here and sent to their owner
+    received: int = 0            # Handoffs read from our inbox
+    busy_answered: int = 0       # requests answered 503: the owner's inbox was full (drop_requests)
+    dropped: int = 0             # responses and ACKs dropped for the same reason
+    tcp_relayed: int = 0         # sends relayed to the worker holding the connection
+    tcp_written: int = 0         # relayed sends we wrote on our connection
+    tcp_fallback: int = 0        # relayed sends whose connection had closed: sent over another one
+    unhandled: int = 0           # Announce/Resync with no callback set
+
+
+class WorkerDispatcher:
+    """The dispatcher of worker `slot` among len(inboxes) slots. `attach()` installs it on the layer
+    and starts reading its inbox; `on_announce`/`on_resync` receive the change feed's messages."""
+
+    def __init__(self, layer: TransportLayer, slot: int, inboxes: Sequence[Inbox], *,
+                 affinity: Affinity = "uri", slot_table: SlotTable | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 <= slot < len(inboxes):
+            raise ValueError(f"worker slot {slot} is not one of the {len(inboxes)} inboxes")
+        self.layer = layer
+        self.slot = slot
+        self.inboxes = tuple(inboxes)
+        self.slots = len(self.inboxes)
+        self.affinity: Affinity = affinity
+        self.slot_table = self._checked(slot_table or SlotTable.identity(self.slots))
+        self.clock = clock
+        self.counters = DispatchCounters()
+        self.on_announce: Callable[[Announce], None] | None = None
+        self.on_resync: Callable[[Resync], None] | None = None
+        self._reader = InboxReader(self.inboxes[slot], self.on_inbox)
+        self._busy_log = RateLimitedLog(log, interval=1.0)
+
+    def _checked(self, table: SlotTable) -> SlotTable:
+        if table.slots != self.slots:
+            raise ValueError(f"a slot table of {table.slots} slots for {self.slots} workers")
+        return table
+
+    def set_slot_table(self, table: SlotTable) -> None:
+        """The supervisor's newer table (a slot adopted, or back)."""
+        if table.version < self.slot_table.version:
+            log.info("worker %d: slot table version %d ignored (have %d)", self.slot, table.version,
+                     self.slot_table.version)
+            return
+        self.slot_table = self._checked(table)
+
+    def attach(self) -> None:
+        """Become the layer's front and TCP relay, and read our inbox (on the running loop)."""
+        self.layer.front = self.on_received
+        self.layer.tcp_relay = self.relay_tcp
+        self._reader.start()
+
+    def detach(self) -> None:
+        self._reader.stop()
+        self.layer.front = self.layer.receive
+        self.layer.tcp_relay = None
+
+    # --- read by this worker ----------------------------------------------------------------------
+
+    def on_received(self, data: bytes, source: Source, reply: Reply) -> None:
+        """The layer's front: a message for another worker goes to its inbox (or is answered here when
+        that inbox is full); ours, and one that does not parse (400 from here), to layer.receive."""
+        keys = peek_keys(data)
+        if keys is None:
+            keys = self._parsed_keys(data)
+        owner = None if keys is None else owner_slot(keys, self.slots, self.affinity, self.slot_table)
+        if keys is None or owner is None or owner == self.slot:
+            self.layer.receive(data, source, reply)
+            return
+        try:
+            datagram = encode_handoff(source, self.clock(), data)
+        except (ValueError, struct.error) as exc:   # a Source we cannot encode: our bug, not the peer's
+            log.error("cannot hand a message from %s to worker %d (%s); handling it here", source, owner, exc)
+            self.layer.receive(data, source, reply)
+            return
+        try:
+            self.inboxes[owner].send_datagram(datagram)
+        except InboxError as exc:
+            self._owner_unreachable(data, source, keys, owner, exc)
+            return
+        self.counters.handed_off += 1
+
+    def _parsed_keys(self, data: bytes) -> PeekedKeys | None:
+        try:
+            return keys_from_message(parse_message(data, max_size=self.layer.max_message_size))
+        except ParseError:
+            return None
+
+    def _owner_unreachable(self, data: bytes, source: Source, keys: PeekedKeys, owner: int,
+                           exc: InboxError) -> None:
+        """Its owner's inbox is full (or gone): a request other than ACK gets 503 + Retry-After from
+        here, anything else is dropped; the peer retries either way."""
+        level = logging.WARNING if isinstance(exc, InboxFull) else logging.ERROR
+        if keys.is_response or keys.method == "ACK":
+            self.counters.dropped += 1
+            self._busy_log.log(("drop", owner), self.clock(), "%s; dropped a %s from %s (Call-ID %s)", exc,
+                               keys.method or "response", source, keys.call_id, level=level)
+            return
+        self.counters.busy_answered += 1
+        self._busy_log.log(("503", owner), self.clock(), "%s; answered 503 to a %s from %s (Call-ID %s)", exc,
+                           keys.method, source, keys.call_id, level=level)
+        try:
+            request = parse_message(data, max_size=self.layer.max_message_size)
+            if not isinstance(request, SIPRequest):
+                return
+            stamped = stamp_via(request.via, source.remote_host, source.remote_port)
+            if stamped is not None:
+                request.set_top_via(stamped)
+            busy = build_reply(request, 503, headers=[("Retry-After", str(BUSY_RETRY_AFTER))])
+            self.layer.send_reply(busy, source)
+        except (ParseError, OSError) as error:   # OSError: TransportError
+            log.info("cannot answer 503 to %s: %s", source, error)
+
+    # --- read from our inbox ------------------------------------------------------------------------
+
+    def on_inbox(self, message: InboxMessage) -> None:
+        if isinstance(message, Handoff):
+            self.counters.received += 1
+            source = message.source
+            self.layer.receive(message.data, source, self._reply_to(source))
+        elif isinstance(message, TcpSend):
+            self._write_relayed(message)
+        elif isinstance(message, Announce):
+            self._deliver(self.on_announce, message)
+        else:
+            self._deliver(self.on_resync, message)
+
+    def _deliver(self, callback: Callable[[Announce], None] | Callable[[Resync], None] | None,
+                 message: Announce | Resync) -> None:
+        if callback is None:
+            self.counters.unhandled += 1
+            self._busy_log.log(("unhandled", type(message)), self.clock(),
+                               "worker %d: no receiver for %s", self.slot, message)
+            return
+        callback(message)  # type: ignore[arg-type]
+
+    def _reply_to(self, source: Source) -> Reply:
+        """How the receive path answers bytes it cannot parse: back where they came from."""
+        dest = Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
+                           source.socket)
+
+        def reply(out: bytes) -> None:
+            self.layer.send(out, dest)
+        return reply
+
+    def _write_relayed(self, message: TcpSend) -> None:
+        conn = self.layer.connection(message.conn_id)
+        if conn is not None:
+            try:
+                conn.write(message.data)
+                self.counters.tcp_written += 1
+                return
+            except TransportError as exc:
+                log.debug("relayed send on tcp#%d: %s; falling back", message.conn_id, exc)
+        if not message.remote_host:
+            log.info("relayed send for closed tcp#%d dropped: no address to fall back to", message.conn_id)
+            return
+        self.counters.tcp_fallback += 1
+        try:
+            self.layer.send(message.data, Destination(TCP, message.remote_host, message.remote_port))
+        except TransportError as exc:
+            log.info("relayed send for closed tcp#%d to %s:%d failed: %s", message.conn_id,
+                     message.remote_host, message.remote_port, exc)
+
+    # --- sending to another worker's connection -------------------------------------------------------
+
+    def relay_tcp(self, data: bytes, dest: Destination) -> bool:
+        """The layer's tcp_relay: True when dest.conn_id is another worker's connection and the bytes
+        are on their way to it; TransportError when its inbox refuses them (as a closed connection)."""
+        conn_id = dest.conn_id
+        if conn_id is None:
+            return False
+        holder = conn_id_slot(conn_id)
+        if holder == self.slot or holder >= self.slots:
+            return False
+        # A holder adopted by another worker took its connections down with it: the adopter falls back.
+        target = self.slot_table.owner_of[holder]
+        if target == self.slot:
+            return False
+        try:
+            self.inboxes[target].send(TcpSend(conn_id, data, dest.host, dest.port))
+        except InboxError as exc:
+            raise TransportError(f"tcp connection #{conn_id} of worker {holder}: {exc}") from None
+        self.counters.tcp_relayed += 1
+        return True
+
+    # --- the change feed (docs/workers.md section 3, feed B) ------------------------------------------
+
+    def broadcast(self, message: Announce | Resync) -> list[int]:
+        """`message` to every other worker's inbox; the slots whose inbox refused it (full, or gone):
+        those owe a Resync once they accept again (the caller's repair, docs/workers.md 3)."""
+        refused = []
+        for slot, inbox in enumerate(self.inboxes):
+            if slot == self.slot:
+                continue
+            try:
+                inbox.send(message)
+            except InboxError as exc:
+                refused.append(slot)
+                self._busy_log.log(("broadcast", slot), self.clock(), "%s: %s not delivered", exc,
+                                   type(message).__name__)
+        return refused
