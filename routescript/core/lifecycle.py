@@ -187,6 +187,9 @@ class Lifecycle:
         """A worker process's start (routescript/workers/child.py): the supervisor bound `sockets` (each
         with whether this worker reads it) and dropped privileges before forking. startup_route and the
         timer_routes run in the `first` worker only. A failed start closes what it opened, as start()."""
+        # A worker restarted later is forked from a supervisor that waits on its own _stopped: an event
+        # bound to the supervisor's loop, unusable on the worker's.
+        self._stopped = asyncio.Event()
         self._closing = closing = CloseStack()
         try:
             closing.push("the databases", self._databases.close_all)

@@ -148,6 +148,10 @@ class TransportLayer:
         (docs/workers.md, section 1: every worker reads the same inherited fd). Not read until
         start_serving(), as bind(); `read=False`: a socket this worker only sends from (`use_workers K`
         names fewer readers than workers), never read here. ValueError for another kind of socket."""
+        if sock.family not in (_socket.AF_INET, _socket.AF_INET6) or sock.type not in (
+                _socket.SOCK_DGRAM, _socket.SOCK_STREAM):
+            raise ValueError(f"cannot adopt socket type {sock.type!r} of family {sock.family!r} (UDP and TCP "
+                             "listening sockets)")
         sock.setblocking(False)
         host = bare_host(str(sock.getsockname()[0]))
         port = int(sock.getsockname()[1])
@@ -158,7 +162,7 @@ class TransportLayer:
             endpoint.info = info
             endpoint.shared = True
             self._udp[info] = endpoint
-        elif sock.type == _socket.SOCK_STREAM:
+        else:
             holder: list[SocketInfo] = []
             server = await asyncio.get_running_loop().create_server(
                 lambda: TcpConnection(self, holder[0] if holder else None, outgoing=False),
@@ -166,8 +170,6 @@ class TransportLayer:
             info = SocketInfo(TCP, host, port)
             holder.append(info)
             self._tcp_servers[info] = server
-        else:
-            raise ValueError(f"cannot adopt socket type {sock.type!r} (UDP and TCP listening sockets)")
         if not read:
             self._not_read.add(info)
         log.info("adopted %s%s", info.name, "" if read else " (sending only)")

@@ -106,6 +106,7 @@ class Supervisor:
         self.epochs: dict[int, int] = {}
         self.sockets: WorkerSockets | None = None
         self.stopping = False
+        self.serving = False   # every worker started once: from now on an exit is restarted
         self._stop_requested = asyncio.Event()
         self._restarts: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -165,7 +166,10 @@ class Supervisor:
             return error
         others = [await self._fork(slot) for slot in range(1, self.plan.total)]
         errors = [e for e in await asyncio.gather(*(self._ready(w) for w in others)) if e is not None]
-        return errors[0] if errors else None
+        if errors:
+            return errors[0]
+        self.serving = True
+        return None
 
     async def _ready(self, worker: Worker) -> str | None:
         try:
@@ -229,18 +233,16 @@ class Supervisor:
         except ChildProcessError:
             status = 0
         os.close(worker.pidfd)
-        worker.channel.close()
         code = os.waitstatus_to_exitcode(status)
         if not worker.exited.done():
             worker.exited.set_result(code)
-        if not worker.ready.done():
-            worker.ready.set_result(f"worker w{worker.slot} exited ({_describe(code)}) before it was ready")
+        # the channel is left to its reader: a StartFailed sent just before the exit is still to be read
         for fut in worker.pending_mi.values():
             if not fut.done():
                 fut.set_exception(ConnectionError(f"worker w{worker.slot} exited"))
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
-        if self.stopping:
+        if self.stopping or not self.serving:   # a failed first start ends the supervisor instead
             return
         delay = self.policy.exited(worker.slot, self.clock())
         log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid, _describe(code),
@@ -268,7 +270,18 @@ class Supervisor:
             log.log(NOTICE, "w%d restarted: pid %d, epoch %d", slot, worker.pid, worker.epoch)
 
     async def _follow(self, worker: Worker) -> None:
-        """Read the worker's control channel until EOF."""
+        """Read the worker's control channel until EOF; a worker gone before Ready or StartFailed is a
+        start failure."""
+        try:
+            await self._read_control(worker)
+        finally:
+            worker.channel.close()
+            if not worker.ready.done():
+                code = await worker.exited
+                worker.ready.set_result(f"worker w{worker.slot} exited ({_describe(code)}) before it was "
+                                        "ready")
+
+    async def _read_control(self, worker: Worker) -> None:
         try:
             while (message := await worker.channel.receive()) is not None:
                 if isinstance(message, Ready):
@@ -285,6 +298,8 @@ class Supervisor:
                         fut.set_result(message)
                 else:
                     log.error("w%d sent %s, which only the supervisor sends", worker.slot, message.type)
+        except ConnectionResetError:
+            pass   # it exited with a message of ours unread (Stop): its pidfd says how
         except (ControlError, OSError) as exc:
             log.error("w%d: control channel: %s: killing it", worker.slot, exc)
             _signal(worker, signal.SIGKILL)
