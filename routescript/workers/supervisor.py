@@ -31,8 +31,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from routescript.core.loading import LoadError
 from routescript.core.log import NOTICE
@@ -47,8 +48,11 @@ if TYPE_CHECKING:
     from routescript.core.server import Server
 
 log = logging.getLogger("routescript.workers")
+T = TypeVar("T")
 
 SUPERVISOR_COMMANDS = frozenset({"ps", "version", "uptime", "which", "help", "kill"})
+# Forwarded to every worker in turn rather than to worker 0 alone (per-command placement is step 8).
+EVERY_WORKER = frozenset({"reload_routes"})
 START_TIMEOUT = 120.0    # seconds a worker may take to start (schema creation, startup_route)
 STOP_TIMEOUT = 15.0      # seconds workers get to stop before SIGKILL
 PING_INTERVAL = 2.0
@@ -121,6 +125,7 @@ class Supervisor:
         lifecycle = self.server.lifecycle
         lifecycle.start_logging()
         set_process_name("routescript")
+        asyncio.get_running_loop().set_default_executor(ThreadPerCallExecutor())
         try:
             self.sockets = sockets = WorkerSockets.bind(self.plan)
         except LoadError as exc:
@@ -375,14 +380,25 @@ class Supervisor:
         return rows
 
     async def forward_mi(self, name: str, params: Any) -> Any:
-        """Run MI command `name` in worker 0; its result, or its JSON-RPC error raised here."""
+        """Run MI command `name` in worker 0 (reload_routes: in every worker, as SIGHUP does, else the
+        workers would run different scripts); its result, or its JSON-RPC error raised here."""
+        if name not in EVERY_WORKER:
+            return await self._ask(0, name, params)
+        result = await self._ask(0, name, params)   # a script that does not compile fails in w0 first
+        for slot in range(1, self.plan.total):
+            await self._ask(slot, name, params)
+        return result
+
+    async def _ask(self, slot: int, name: str, params: Any) -> Any:
+        """One MIRequest/MIReply round trip with the worker of `slot`."""
         from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
 
-        worker = self.workers.get(0)
+        worker = self.workers.get(slot)
         if worker is None or not worker.ready.done() or worker.ready.result() is not None:
-            raise JSONRPCError(SERVER_ERROR, data="worker w0 is not running (restarting): retry")
+            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} is not running (restarting): retry")
         if len(worker.pending_mi) >= MI_IN_FLIGHT:
-            raise JSONRPCError(SERVER_ERROR, data=f"{MI_IN_FLIGHT} MI commands already wait for worker w0")
+            raise JSONRPCError(SERVER_ERROR,
+                               data=f"{MI_IN_FLIGHT} MI commands already wait for worker w{slot}")
         request_id = next(self._mi_ids)
         fut: asyncio.Future[MIReply] = asyncio.get_running_loop().create_future()
         worker.pending_mi[request_id] = fut
@@ -390,22 +406,45 @@ class Supervisor:
             worker.channel.send(MIRequest(request_id, name, params))
             reply = await asyncio.wait_for(fut, MI_TIMEOUT)
         except TimeoutError:
-            raise JSONRPCError(SERVER_ERROR,
-                               data=f"worker w0 did not answer {name} within {MI_TIMEOUT:.0f} s") from None
+            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} did not answer {name} within "
+                                                  f"{MI_TIMEOUT:.0f} s") from None
         except (ConnectionError, ControlError) as exc:
-            raise JSONRPCError(SERVER_ERROR, data=f"{name}: {exc}") from None
+            raise JSONRPCError(SERVER_ERROR, data=f"w{slot}: {name}: {exc}") from None
         finally:
             worker.pending_mi.pop(request_id, None)
         if reply.ok:
             return reply.result
         error = reply.result if isinstance(reply.result, dict) else {}
-        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), error.get("data"))
+        data = error.get("data")
+        if slot != 0:   # w0 succeeded: say which worker did not
+            data = f"worker w{slot}: {data if data is not None else error.get('message')}"
+        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), data)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+class ThreadPerCallExecutor(Executor):
+    """The supervisor's default executor: one thread per call, gone when the call returns. The standard
+    pool keeps its idle threads, and one thread too many makes every later fork refuse (mi_http checks
+    passwords in a thread: asyncio.to_thread)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="routescript-supervisor-call", daemon=True).start()
+        return future
 
 
 def _signal(worker: Worker, sig: int) -> None:

@@ -49,3 +49,22 @@ def test_exit_without_a_recorded_start_still_backs_off() -> None:
 def test_a_maximum_below_the_first_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="first delay"):
         RestartPolicy(0.1)
+
+
+def test_the_supervisors_executor_leaves_no_thread_behind() -> None:
+    """A thread left idle in the supervisor would make every later fork refuse (supervisor._fork)."""
+    import threading
+    import time
+
+    from routescript.workers.supervisor import ThreadPerCallExecutor
+
+    before = threading.active_count()
+    future = ThreadPerCallExecutor().submit(sum, [1, 2, 3])
+    assert future.result(timeout=5) == 6
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+    failing = ThreadPerCallExecutor().submit(int, "x")
+    with pytest.raises(ValueError, match="invalid literal"):
+        failing.result(timeout=5)

@@ -247,3 +247,37 @@ def test_without_the_preview_variable_one_process_and_a_warning(tmp_path: Path,
         assert options(sip, "single") == b"SIP/2.0 200 OK"
     finally:
         run.stop()
+
+
+def _replies_after(server: Running, sip: int, tag: str, want: bytes, *, count: int = 40) -> set[int]:
+    """Send `count` OPTIONS; every reply must be `want`; the PIDs that answered them."""
+    mark = len(server.log())
+    for i in range(count):
+        assert options(sip, f"{tag}-{i}") == want, server.log()
+    return {int(pid) for pid in ANSWERED.findall(server.log()[mark:])}
+
+
+def test_reload_reaches_every_worker_over_mi_and_sighup(server: Running, ports: tuple[int, int],
+                                                         tmp_path: Path) -> None:
+    sip, http = ports
+    pids = set(worker_pids(http).values())
+    cfg = tmp_path / "workers.cfg"
+    cfg.write_text(cfg.read_text().replace('sl_send_reply(200, "OK")', 'sl_send_reply(200, "Reloaded")'))
+    assert mi(http, "reload_routes") == "OK"
+    answered: set[int] = set()
+    for round_ in range(10):   # both workers answer with the new script
+        answered |= _replies_after(server, sip, f"mi{round_}", b"SIP/2.0 200 Reloaded")
+        if answered == pids:
+            break
+    assert answered == pids, server.log()
+    cfg.write_text(cfg.read_text().replace('"Reloaded"', '"Hupped"'))
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while server.log().count(" reloaded (") < 4 and time.monotonic() < deadline:   # 2 by MI, 2 by SIGHUP
+        time.sleep(0.1)
+    answered = set()
+    for round_ in range(10):
+        answered |= _replies_after(server, sip, f"hup{round_}", b"SIP/2.0 200 Hupped")
+        if answered == pids:
+            break
+    assert answered == pids, server.log()
