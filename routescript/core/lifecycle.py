@@ -183,10 +183,12 @@ class Lifecycle:
         for note in cfg.notes:
             log.info("%s", note)
 
-    async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool]], *, first: bool) -> None:
+    async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool]], *, timers: bool,
+                           startup_route: bool) -> None:
         """A worker process's start (routescript/workers/child.py): the supervisor bound `sockets` (each
-        with whether this worker reads it) and dropped privileges before forking. startup_route and the
-        timer_routes run in the `first` worker only. A failed start closes what it opened, as start()."""
+        with whether this worker reads it) and dropped privileges before forking. The timer_routes run
+        where `timers` (worker 0), startup_route where `startup_route` (worker 0's first start: OpenSIPS
+        runs it once). A failed start closes what it opened, as start()."""
         # A worker restarted later is forked from a supervisor that waits on its own _stopped: an event
         # bound to the supervisor's loop, unusable on the worker's.
         self._stopped = asyncio.Event()
@@ -198,8 +200,9 @@ class Lifecycle:
             closing.push("the events", self._server.events.drain)
             await self.start_modules(closing, self._server.config.run_as(), WORKER_MODULES)
             self._set_started(True)
-            if first:
+            if startup_route:
                 await self.run_startup_route()
+            if timers:
                 self._timers.start()
             await self.serve(transport)
         except BaseException:

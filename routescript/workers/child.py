@@ -101,7 +101,8 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
     channel = await ControlChannel.open(control)
     _forget_supervisor_mi(server)
     try:
-        await server.lifecycle.start_worker(sockets, first=slot == 0)
+        # timer_routes in worker 0; startup_route once (its first start), as OpenSIPS runs it once
+        await server.lifecycle.start_worker(sockets, timers=slot == 0, startup_route=slot == 0 and epoch == 1)
     except LoadError as exc:
         channel.send(StartFailed(slot, "\n".join(str(d) for d in without_repeats(exc.diagnostics))))
         await channel.drain()

@@ -179,14 +179,8 @@ def test_killed_worker_is_restarted_in_its_slot(server: Running, ports: tuple[in
     # the other worker reads the socket alone meanwhile: nothing is lost
     for i in range(10):
         assert options(sip, f"during-{i}") == b"SIP/2.0 200 OK"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        rows = {r["ID"] - 1: r for r in mi(http, "ps")["Processes"] if r["ID"] > 0}
-        if rows[1]["PID"] not in (None, before[1]) and "w1 restarted" in server.log():
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"w1 not restarted:\n{server.log()}")
+    _wait_restarted(server, http, 1, before[1])
+    rows = {r["ID"] - 1: r for r in mi(http, "ps")["Processes"] if r["ID"] > 0}
     assert rows[1]["Epoch"] == 2 and rows[1]["Restarts"] == 1
     assert rows[0]["PID"] == before[0] and rows[0]["Restarts"] == 0
     assert f"w1 (pid {before[1]}) exited (killed by SIGKILL)" in server.log()
@@ -281,3 +275,46 @@ def test_reload_reaches_every_worker_over_mi_and_sighup(server: Running, ports: 
         if answered == pids:
             break
     assert answered == pids, server.log()
+
+
+def _wait_restarted(server: Running, http: int, slot: int, old_pid: int,
+                    timeout: float = 30) -> dict[str, Any]:
+    """Until MI ps shows `slot` running again under another PID; its row."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = next(r for r in mi(http, "ps")["Processes"] if r["ID"] == slot + 1)
+        if row["PID"] not in (None, old_pid) and f"w{slot} restarted" in server.log():
+            return dict(row)
+        time.sleep(0.1)
+    raise AssertionError(f"w{slot} not restarted:\n{server.log()}")
+
+
+def test_startup_route_runs_once_and_timer_routes_in_worker_0(tmp_path: Path, ports: tuple[int, int]) -> None:
+    sip, http = ports
+    extra = ('startup_route {\n    xlog("L_NOTICE", "STARTUP\\n");\n}\n'
+             'timer_route[tick, 1] {\n    xlog("L_NOTICE", "TICK\\n");\n}\n')
+    run = Running(_cfg(tmp_path, sip, http, extra=extra), tmp_path)
+    try:
+        run.wait_for("routescript started")
+        first = worker_pids(http)
+        time.sleep(2.5)
+        assert set(re.findall(r"\[(\d+)\] .*TICK", run.log())) == {str(first[0])}, run.log()
+        os.kill(first[0], signal.SIGKILL)   # worker 0 again: its timers come back, startup_route does not
+        row = _wait_restarted(run, http, 0, first[0])
+        mark = len(run.log())
+        time.sleep(2.5)
+        assert set(re.findall(r"\[(\d+)\] .*TICK", run.log()[mark:])) == {str(row["PID"])}, run.log()
+        assert re.findall(r"\[(\d+)\] .*STARTUP", run.log()) == [str(first[0])], run.log()
+    finally:
+        run.stop()
+
+
+def test_a_worker_that_stops_answering_pings_is_killed_and_restarted(server: Running,
+                                                                      ports: tuple[int, int]) -> None:
+    _sip, http = ports
+    before = worker_pids(http)
+    os.kill(before[1], signal.SIGSTOP)   # alive, but deaf: only the watchdog can tell
+    row = _wait_restarted(server, http, 1, before[1], timeout=40)
+    assert row["Restarts"] == 1
+    assert f"w1 (pid {before[1]}) answered no ping for" in server.log()
+    assert f"w1 (pid {before[1]}) exited (killed by SIGKILL)" in server.log()
