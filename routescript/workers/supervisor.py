@@ -139,7 +139,10 @@ class Supervisor:
             return 1
         self._install_signals()
         try:
-            error = await self._start_workers()
+            try:
+                error = await self._start_workers()
+            except (OSError, RuntimeError) as exc:   # fork failed (EAGAIN), or a thread runs here
+                error = f"cannot start the worker processes: {exc}"
             if error is None:
                 error = await self._start_own_modules()
             if error is not None:
