@@ -463,5 +463,8 @@ def _signal(worker: Worker, sig: int) -> None:
 def _describe(code: int) -> str:
     """waitstatus_to_exitcode's value in words: `status 1` or `killed by SIGKILL`."""
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:   # a real-time signal has no name
+            return f"killed by signal {-code}"
     return f"status {code}"

@@ -68,3 +68,11 @@ def test_the_supervisors_executor_leaves_no_thread_behind() -> None:
     failing = ThreadPerCallExecutor().submit(int, "x")
     with pytest.raises(ValueError, match="invalid literal"):
         failing.result(timeout=5)
+
+
+def test_exit_statuses_in_words() -> None:
+    from routescript.workers.supervisor import _describe
+
+    assert _describe(1) == "status 1"
+    assert _describe(-9) == "killed by SIGKILL"
+    assert _describe(-40) == "killed by signal 40"   # a real-time signal has no name
