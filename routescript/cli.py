@@ -115,12 +115,14 @@ def _print_failure(diagnostics: Sequence[HasSeverity], omitted: int) -> None:
 def cmd_run(cfg: str, user: str | None = None, group: str | None = None) -> int:
     from routescript.core.config import L_NOTICE
     from routescript.core.log import setup_logging
-    from routescript.core.server import install_event_loop_policy, run_file
+    from routescript.core.server import install_event_loop_policy
+    from routescript.workers.supervisor import run
 
     setup_logging(L_NOTICE)  # until the script's log_level is read
     install_event_loop_policy()
     try:
-        return asyncio.run(run_file(cfg, user=user, group=group))
+        # one process, or a supervisor and its worker processes (udp_workers > 1: docs/workers.md)
+        return asyncio.run(run(cfg, user=user, group=group))
     except KeyboardInterrupt:
         return 130
 

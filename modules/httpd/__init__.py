@@ -53,6 +53,7 @@ def bind_httpd(server: ModuleHost) -> HttpdModule | None:
 
 class HttpdModule(Module):
     name = "httpd"
+    runs_in = "supervisor"   # one HTTP listener per server, for mi_http and prometheus (docs/workers.md)
     params = (
         Param("ip", str, "127.0.0.1", "address to listen on; empty: all addresses (OpenSIPS's default)"),
         Param("port", int, 8888, "TCP port to listen on", check=_check_port),

@@ -60,6 +60,7 @@ def _group_id(value: str | None) -> int:
 
 class MiFifoModule(Module):
     name = "mi_fifo"
+    runs_in = "supervisor"   # one FIFO per server: the supervisor answers or forwards (docs/workers.md)
     params = (
         Param("fifo_name", str, "/tmp/opensips_fifo", "path of the MI FIFO"),
         Param("fifo_mode", int, 0o660, "permissions of the FIFO"),

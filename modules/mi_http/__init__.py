@@ -70,6 +70,7 @@ def is_loopback(host: str) -> bool:
 
 class MiHttpModule(Module):
     name = "mi_http"
+    runs_in = "supervisor"   # one MI listener per server: the supervisor answers or forwards it
     depends = ("httpd",)
     params = (
         Param("root", str, "mi", "the HTTP root path MI is served under"),

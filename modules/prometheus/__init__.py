@@ -51,6 +51,7 @@ def _group_mode(value: int) -> None:
 
 class PrometheusModule(Module):
     name = "prometheus"
+    runs_in = "supervisor"   # on httpd; shows the supervisor's statistics until MI aggregation (step 8)
     depends = ("httpd",)
     params = (
         Param("root", str, "metrics", "the HTTP root path the metrics are served under"),

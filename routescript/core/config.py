@@ -6,8 +6,10 @@ and returns warnings (with `file:line:col`) for the OpenSIPS parameters routescr
 A name OpenSIPS 3.4 itself does not know (`port = 5060`, a typo) is an error, as OpenSIPS refuses it:
 `unknown_globals` lists them.
 
-Choice where OpenSIPS differs: `children`, `udp_workers`, `tcp_workers` are accepted and logged, but we run
-one asyncio event loop (see DESIGN: no blocking calls on the loop), so they do not fork anything.
+The worker parameters (`udp_workers`/`children`, `tcp_workers`, `socket= ... use_workers K`, ours
+`worker_affinity` and `worker_restart_backoff`) are typed and checked here and read through
+`CoreConfig.worker_plan()` (routescript/workers/plan.py computes N_total); `timer_workers` is accepted with
+a warning (docs/workers.md, section 1).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import re
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .module import ConfigError
 from .netlist import NetworkList
 from .privileges import PrivilegeError, RunAs, run_as
 from routescript.sip.hosts import host_for_uri
+
+if TYPE_CHECKING:
+    from routescript.workers.plan import WorkerPlan
 
 Pos = tuple[str, int, int]
 
@@ -46,6 +51,7 @@ class ListenSpec:
     port: int
     advertised: str | None = None
     pos: Pos | None = None
+    workers: int | None = None   # `use_workers K`: read by workers 0..K-1 (None: udp_/tcp_workers)
 
     @property
     def name(self) -> str:
@@ -138,6 +144,11 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "tcp_workers": ("int", 1, False),
     "children": ("int", 1, False),
     "timer_workers": ("int", 1, False),
+    # routescript's own (docs/workers.md): which key sends a message to its worker ("uri": PUBLISH and
+    # initial SUBSCRIBE by the Request-URI, the rest by Call-ID; "callid": everything by Call-ID), and the
+    # longest wait, in seconds, before a crashed worker is started again.
+    "worker_affinity": ("str", "uri", False),
+    "worker_restart_backoff": ("int", 30, False),
     "mpath": ("str", "", False),
     "server_header": ("str", "", False),
     "user_agent_header": ("str", "", False),
@@ -247,7 +258,10 @@ _REMOVED_PARAM_HINTS = {
     "disable_tcp": "TCP is on when a tcp socket is listed (socket = tcp:...)",
 }
 
-_WORKER_PARAMS = ("children", "udp_workers", "tcp_workers", "timer_workers")
+# Worker counts: at least 1 each (1 = today's single process).
+_WORKER_COUNTS = ("children", "udp_workers", "tcp_workers", "timer_workers")
+TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
+                         "timer_route runs in worker 0")
 
 
 @dataclass(slots=True)
@@ -319,6 +333,12 @@ class CoreConfig:
         """The sockets to open: the socket= lines, or DEFAULT_SOCKET when there are none."""
         return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
 
+    def worker_plan(self) -> WorkerPlan:
+        """How many worker processes and which sockets each reads (routescript/workers/plan.py)."""
+        from routescript.workers.plan import WorkerPlan
+
+        return WorkerPlan.of(self)
+
 
 def unknown_globals(items: Sequence[tuple[str, object, Pos | None]]) -> list[tuple[str, Pos | None]]:
     """The errors (message, pos) for the names neither routescript nor OpenSIPS 3.4 knows (OpenSIPS refuses
@@ -353,14 +373,15 @@ def apply_globals(
             continue
         kind, _default, _repeatable = spec
         if kind == "socket":
-            cfg.sockets.append(parse_socket(str(value), pos))
+            cfg.sockets.append(_socket_of(value, pos))
             continue
         try:
             typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](value)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
-        if name == "mi_max_walks" and typed < 1:
-            raise ConfigError(f"core parameter 'mi_max_walks' must be at least 1, got {typed}", pos)
+        if name in ("mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff") and typed < 1:
+            raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
+        _check_worker_param(cfg, name, typed, pos, warnings)
         if name == "alias":
             cfg.aliases.append(typed)
         else:
@@ -369,10 +390,39 @@ def apply_globals(
             cfg.positions[name] = pos
     _check_identity(cfg)
     _check_wdir(cfg)
-    for name in _WORKER_PARAMS:
-        if name in cfg.values and cfg.values[name] != 1:
-            cfg.notes.append(f"{name} = {cfg.values[name]} accepted: routescript runs a single event loop")
+    from routescript.workers.plan import gate_warning
+
+    plan = cfg.worker_plan()
+    if (gated := gate_warning(plan)) is not None:
+        warnings.append((gated, plan.deciding_pos))
     return cfg, warnings
+
+
+def _socket_of(value: object, pos: Pos | None) -> ListenSpec:
+    """A socket= value: the parser's SocketSpec (with its `use_workers K`) or a plain string."""
+    from routescript.script.ast import SocketSpec
+
+    spec = parse_socket(str(value), pos)
+    if isinstance(value, SocketSpec) and value.workers is not None:
+        if value.workers < 1:
+            raise ConfigError(f"socket \"{value}\": use_workers must be at least 1, got {value.workers}", pos)
+        spec = ListenSpec(spec.proto, spec.host, spec.port, spec.advertised, spec.pos, value.workers)
+    return spec
+
+
+def _check_worker_param(cfg: CoreConfig, name: str, value: Any, pos: Pos | None,
+                        warnings: list[tuple[str, Pos | None]]) -> None:
+    """children and udp_workers name one number: both given with different values is an error at the
+    second; worker_affinity is "uri" or "callid"; timer_workers is accepted with a warning."""
+    other = {"children": "udp_workers", "udp_workers": "children"}.get(name)
+    if other is not None and other in cfg.values and cfg.values[other] != value:
+        raise ConfigError(f"core parameter '{name}' = {value} contradicts '{other}' = {cfg.values[other]} "
+                          f"(children is OpenSIPS's older name of udp_workers: set one)", pos)
+    if name == "worker_affinity" and value not in ("uri", "callid"):
+        raise ConfigError(f"core parameter 'worker_affinity' expects \"uri\" or \"callid\", got \"{value}\"",
+                          pos)
+    if name == "timer_workers":
+        warnings.append((TIMER_WORKERS_WARNING, pos))
 
 
 def _check_wdir(cfg: CoreConfig) -> None:

@@ -11,6 +11,12 @@ CloseStack, so a failed start closes what it opened (last first) and stop() clos
     run_startup_route   startup_route, once the dispatcher takes messages
     timers.start        the timer_route loops
     serve               only now read the SIP sockets
+
+With worker processes (docs/workers.md, routescript/workers/) the steps are shared out: the supervisor
+binds the sockets and drops privileges itself, then start_supervisor() starts only the modules that run
+there (Module.runs_in: the MI listeners); each worker runs start_worker(): adopt_sockets (the inherited
+fds) in place of bind_sockets and drop_privileges, the worker-side modules, and startup_route and the
+timer_routes in worker 0 only (OpenSIPS runs them once).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from routescript.script.context import STARTUP_ROUTE, MsgContext
@@ -32,13 +38,15 @@ from .dispatch import MessageDispatcher
 from .events import EventBus
 from .loading import ConfigLoader, Diagnostic, LoadError
 from .log import NOTICE, setup_logging
-from .module import ConfigError, ModuleSet
+from .module import ConfigError, Module, ModuleSet, RunsIn
 from .privileges import PrivilegeError, RunAs, drop_privileges
 from .routes import Routes
 from .stats import CoreCounters
 from .timers import Timers
 
 if TYPE_CHECKING:
+    import socket
+
     from routescript.db import Database
 
     from .requests import RequestSender
@@ -46,6 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("routescript.core")
 
 STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
+
+# Which modules each kind of process starts (Module.runs_in); one process alone starts them all.
+ALL_MODULES: frozenset[RunsIn] = frozenset({"workers", "supervisor", "both"})
+WORKER_MODULES: frozenset[RunsIn] = frozenset({"workers", "both"})
+SUPERVISOR_MODULES: frozenset[RunsIn] = frozenset({"supervisor", "both"})
 
 
 class CloseStack:
@@ -136,15 +149,7 @@ class Lifecycle:
         Every step that opens something registers how to close it (self._closing); when a later step
         fails, everything opened so far is closed, last first, before the error goes up - a failed
         start leaves no socket, database connection or thread behind, so `routescript run` exits."""
-        loaded = self._loader.loaded
-        assert loaded is not None, "start before load"
-        cfg = self._server.config
-        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
-                      syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
-        for w in loaded.warnings:
-            log.warning("%s", w)
-        for note in cfg.notes:
-            log.info("%s", note)
+        self.start_logging()
         self._closing = closing = CloseStack()
         try:
             # Shared database handles are opened by the modules (server.database) and used by their
@@ -166,8 +171,63 @@ class Lifecycle:
         log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path,
                 ", ".join(s.name for s in self._server.sockets))
 
-    async def bind_sockets(self, closing: CloseStack) -> TransportLayer:
-        """The transport (its messages go straight to the dispatcher) and every listen= socket."""
+    def start_logging(self) -> None:
+        """Logging as the script sets it, then the load warnings and notes."""
+        loaded = self._loader.loaded
+        assert loaded is not None, "start before load"
+        cfg = self._server.config
+        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
+                      syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
+        for w in loaded.warnings:
+            log.warning("%s", w)
+        for note in cfg.notes:
+            log.info("%s", note)
+
+    async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool]], *, timers: bool,
+                           startup_route: bool) -> None:
+        """A worker process's start (routescript/workers/child.py): the supervisor bound `sockets` (each
+        with whether this worker reads it) and dropped privileges before forking. The timer_routes run
+        where `timers` (worker 0), startup_route where `startup_route` (worker 0's first start: OpenSIPS
+        runs it once). A failed start closes what it opened, as start()."""
+        # A worker restarted later is forked from a supervisor that waits on its own _stopped: an event
+        # bound to the supervisor's loop, unusable on the worker's.
+        self._stopped = asyncio.Event()
+        self._closing = closing = CloseStack()
+        try:
+            closing.push("the databases", self._databases.close_all)
+            transport = await self.adopt_sockets(closing, sockets)
+            self.make_transactions(closing, transport)
+            closing.push("the events", self._server.events.drain)
+            await self.start_modules(closing, self._server.config.run_as(), WORKER_MODULES)
+            self._set_started(True)
+            if startup_route:
+                await self.run_startup_route()
+            if timers:
+                self._timers.start()
+            await self.serve(transport)
+        except BaseException:
+            self._set_started(False)
+            await closing.close_all()
+            raise
+
+    async def start_supervisor(self) -> None:
+        """The supervisor's own part (routescript/workers/supervisor.py): the modules that run there (the
+        MI listeners), started once every worker is ready; stop() stops them."""
+        self._closing = closing = CloseStack()
+        try:
+            await self.start_modules(closing, self._server.config.run_as(), SUPERVISOR_MODULES)
+            self._set_started(True)
+        except BaseException:
+            self._set_started(False)
+            await closing.close_all()
+            raise
+
+    async def wait_stopped(self) -> None:
+        """Return once stop() is done (MI `kill` stops a supervisor this way)."""
+        await self._stopped.wait()
+
+    def _make_transport(self) -> TransportLayer:
+        """The transport with the core parameters' bounds; its messages go straight to the dispatcher."""
         from .counting import CountingTransportLayer
 
         server = self._server
@@ -181,6 +241,22 @@ class Lifecycle:
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
             udp_buffer=int(cfg.get("maxbuffer")))
         server.transport = transport
+        return transport
+
+    async def adopt_sockets(self, closing: CloseStack,
+                            sockets: Sequence[tuple[socket.socket, bool]]) -> TransportLayer:
+        """A worker's transport on the sockets its supervisor bound (each with whether it reads it)."""
+        transport = self._make_transport()
+        closing.push("the SIP sockets", transport.close)
+        for sock, read in sockets:
+            self._server.sockets.append(await transport.adopt(sock, read=read))
+        return transport
+
+    async def bind_sockets(self, closing: CloseStack) -> TransportLayer:
+        """The transport (its messages go straight to the dispatcher) and every listen= socket."""
+        server = self._server
+        cfg = server.config
+        transport = self._make_transport()
         closing.push("the SIP sockets", transport.close)
         for spec in cfg.listen_specs():
             try:
@@ -229,11 +305,15 @@ class Lifecycle:
             return dict(tm.transaction_options())
         return {}
 
-    async def start_modules(self, closing: CloseStack, target: RunAs | None) -> None:
-        """Every module's start(), in load order; one that fails refuses the start."""
+    async def start_modules(self, closing: CloseStack, target: RunAs | None,
+                            runs_in: frozenset[RunsIn] = ALL_MODULES) -> None:
+        """Every module's start() whose Module.runs_in is in `runs_in`, in load order; one that fails
+        refuses the start."""
         loaded = self._loader.loaded
         assert loaded is not None
         for name, mod in self._server.modules.instances.items():
+            if not _starts_here(mod, runs_in):
+                continue
             # stop() undoes whatever part of start() ran, so it is registered before start() runs
             # (OpenSIPS calls every module's destroy at clean-up, whether its init succeeded or not).
             closing.push(f"module {name}", mod.stop)
@@ -304,3 +384,7 @@ class Lifecycle:
     def _reload_on_signal(self) -> None:
         reload: Coroutine[object, object, object] = self._loader.reload_routes()
         self._dispatcher.spawn(reload)
+
+
+def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:
+    return module.runs_in in runs_in

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, TransformSpec, function
 
@@ -163,12 +163,19 @@ def pseudo_variable(name: str, *, key: str = "none",
     return tag
 
 
+RunsIn = Literal["workers", "supervisor", "both"]
+
+
 class Module:
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     events: ClassVar[tuple[str, ...]] = ()      # event names it raises (E_...)
     depends: ClassVar[tuple[str, ...]] = ()     # modules that must be loaded too
     aliases: ClassVar[tuple[str, ...]] = ()     # other loadmodule names served by this class
+    # Which processes start it when the server runs worker processes (docs/workers.md, section 1):
+    # "workers" (SIP work, the default), "supervisor" (MI and HTTP listeners: one per server) or "both".
+    # One process (no workers) starts every module.
+    runs_in: ClassVar[RunsIn] = "workers"
     # Script functions declared so scripts load, whose feature is not built yet: name -> why. The core
     # warns at load time at every place the script calls one (file:line:col); the impl must still log
     # an error and return -1 when called - never succeed silently.

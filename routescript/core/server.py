@@ -212,28 +212,53 @@ def tune_collector() -> None:
 
 
 async def run_file(path: str, *, user: str | None = None, group: str | None = None) -> int:
-    """`routescript run`: load, start, serve until a stop signal. Returns the exit status: 1 when the
-    configuration cannot be loaded or start-up fails (everything start() opened is closed by then, so
-    the process ends at once). `user`/`group` (-u/-g) take the place of the script's own."""
-    server = Server()
+    """`routescript run` in one process: load, start, serve until a stop signal. Returns the exit status:
+    1 when the configuration cannot be loaded or start-up fails (everything start() opened is closed by
+    then, so the process ends at once). `user`/`group` (-u/-g) take the place of the script's own."""
     try:
-        server.load(path)
-        _override_identity(server, user, group)
-        # What loading made (the grammar, the compiled script, modules) lives as long as the process:
-        # out of the collector's sight, a full collection - a pause of every message - only walks what
-        # the traffic made. Only here, not in Server.load(): tests load many servers in one process.
+        server = load_for_run(path, user=user, group=group)
+    except LoadError as exc:
+        log_load_error(exc)
+        return 1
+    return await run_loaded(server)
+
+
+def load_for_run(path: str, *, user: str | None = None, group: str | None = None) -> Server:
+    """Load `path` for `routescript run` (with -u/-g); LoadError with every diagnostic."""
+    server = Server()
+    server.load(path)
+    _override_identity(server, user, group)
+    return server
+
+
+def log_load_error(exc: LoadError) -> None:
+    """Every diagnostic of a failed load or start, then the summary line, as `routescript run` logs them."""
+    shown = without_repeats(exc.diagnostics)
+    for d in shown:
+        log.error("%s", d)
+    for line in summary_lines(shown, exc.omitted):
+        log.error("%s", line)
+
+
+def freeze_loaded_objects() -> None:
+    """What loading made (the grammar, the compiled script, modules) lives as long as the process: out of
+    the collector's sight, a full collection - a pause of every message - only walks what the traffic
+    made (and, in worker processes, the pages stay shared after fork). Only for `routescript run`, not in
+    Server.load(): tests load many servers in one process."""
+    gc.collect()
+    gc.freeze()
+    tune_collector()
+
+
+async def run_loaded(server: Server) -> int:
+    """Start a loaded server in this process and serve until a stop signal (run_file's second half)."""
+    try:
         # Before start(), so that no signal can arrive between "listening" and serve_forever()'s
         # signal handlers while a collection runs.
-        gc.collect()
-        gc.freeze()
-        tune_collector()
+        freeze_loaded_objects()
         await server.start()
     except LoadError as exc:
-        shown = without_repeats(exc.diagnostics)
-        for d in shown:
-            log.error("%s", d)
-        for line in summary_lines(shown, exc.omitted):
-            log.error("%s", line)
+        log_load_error(exc)
         return 1
     except Exception:  # our bug: start() closed what it opened; say so and exit
         log.exception("start-up failed")

@@ -7,7 +7,9 @@ subscribers_list [event [socket]] (also as events_subscribers_list), raise_event
 Left out (nothing behind them here): cache_store/cache_fetch/cache_remove (no cachedb), mem_*_dump
 and shm_check (no shared memory), log_level_filter/log_mute_state (3.5+).
 
-One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours.
+One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours; with worker
+processes the supervisor answers `ps` (its rows: routescript/workers/supervisor.py) and forwards the
+commands it does not run itself to worker 0 (MIRegistry.forward).
 `kill` stops the server cleanly, but only through a transport whose module allows it
 (modparam("mi_fifo" | "mi_http", "enable_kill", 1)): OpenSIPS always allows it; we choose to refuse
 it by default because an HTTP listener may be reachable by more people than the FIFO file.
@@ -118,6 +120,8 @@ class CoreMI(Module):
 
     @mi_command("ps", doc="lists all processes used by routescript")
     def ps(self) -> dict[str, Any]:
+        if self.registry.processes is not None:
+            return {"Processes": self.registry.processes()}
         return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": "main (event loop)"}]}
 
     # ---------------------------------------------------------------- control

@@ -39,7 +39,7 @@ import inspect
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import MICommand, MIError
@@ -194,6 +194,11 @@ class MIRegistry:
             statistics_of(server) if server is not None else Statistics())
         self._commands: dict[str, BoundCommand] = {}
         self._order: list[str] = []
+        # Set by a worker supervisor (routescript/workers/supervisor.py): the commands not named in
+        # `local` run in a worker through `forward`; `processes` gives the rows of `ps`.
+        self.forward: Callable[[str, Any], Awaitable[Any]] | None = None
+        self.local: frozenset[str] = frozenset()
+        self.processes: Callable[[], list[dict[str, Any]]] | None = None
 
     # ------------------------------------------------------------------ registration
     def add(self, cmd: MICommand) -> bool:
@@ -242,6 +247,8 @@ class MIRegistry:
         if bound is None:
             raise JSONRPCError(METHOD_NOT_FOUND)
         kwargs = bound.bind(params)
+        if self.forward is not None and bound.cmd.name not in self.local:
+            return await self.forward(bound.cmd.name, params)
         walks = bound.cmd.walks_rows
         if walks:
             if self.walks >= self.max_walks:
@@ -299,6 +306,11 @@ def build_registry(server: ModuleHost, *, clock: Callable[[], float] = time.time
 # One registry per server, shared by its MI transports; kept here rather than as an attribute set on
 # the server.
 _REGISTRIES: weakref.WeakKeyDictionary[ModuleHost, MIRegistry] = weakref.WeakKeyDictionary()
+
+
+def existing_registry(server: ModuleHost) -> MIRegistry | None:
+    """The server's registry if an MI transport built it already."""
+    return _REGISTRIES.get(server)
 
 
 def mi_registry(server: ModuleHost) -> MIRegistry:

@@ -99,6 +99,7 @@ class TransportLayer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drop_log = RateLimitedLog(log, interval=drop_log_interval)
         self._closed = False
+        self._not_read: set[SocketInfo] = set()   # adopted sockets this process only sends from
 
     # --- listening ------------------------------------------------------------------------------
 
@@ -150,14 +151,49 @@ class TransportLayer:
         log.info("listening on %s", info.name)
         return info
 
+    async def adopt(self, sock: _socket.socket, *, read: bool = True) -> SocketInfo:
+        """Take an already bound socket as a listening socket instead of binding one: a worker process
+        adopts the UDP sockets and TCP listening sockets its supervisor bound before forking
+        (docs/workers.md, section 1: every worker reads the same inherited fd). Not read until
+        start_serving(), as bind(); `read=False`: a socket this worker only sends from (`use_workers K`
+        names fewer readers than workers), never read here. ValueError for another kind of socket."""
+        if sock.family not in (_socket.AF_INET, _socket.AF_INET6) or sock.type not in (
+                _socket.SOCK_DGRAM, _socket.SOCK_STREAM):
+            raise ValueError(f"cannot adopt socket type {sock.type!r} of family {sock.family!r} (UDP and TCP "
+                             "listening sockets)")
+        sock.setblocking(False)
+        host = bare_host(str(sock.getsockname()[0]))
+        port = int(sock.getsockname()[1])
+        if sock.type == _socket.SOCK_DGRAM:
+            info = SocketInfo(UDP, host, port)
+            _size_udp_buffers(sock, self.udp_buffer, info)
+            endpoint = UdpEndpoint(self, sock)
+            endpoint.info = info
+            endpoint.shared = True
+            self._udp[info] = endpoint
+        else:
+            holder: list[SocketInfo] = []
+            server = await asyncio.get_running_loop().create_server(
+                lambda: TcpConnection(self, holder[0] if holder else None, outgoing=False),
+                sock=sock, start_serving=False)
+            info = SocketInfo(TCP, host, port)
+            holder.append(info)
+            self._tcp_servers[info] = server
+        if not read:
+            self._not_read.add(info)
+        log.info("adopted %s%s", info.name, "" if read else " (sending only)")
+        return info
+
     async def start_serving(self) -> None:
         """Read every bound socket from now on (what waited in the kernel comes first)."""
         loop = asyncio.get_running_loop()
-        for endpoint in self._udp.values():
+        for info, endpoint in self._udp.items():
+            if info in self._not_read:
+                continue
             if endpoint.transport is None:
                 await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=endpoint.sock)  # type: ignore[misc]
-        for server in self._tcp_servers.values():
-            if not server.is_serving():
+        for info, server in self._tcp_servers.items():
+            if info not in self._not_read and not server.is_serving():
                 await server.start_serving()
 
     # --- the kernel's receive buffers ------------------------------------------------------------

@@ -51,6 +51,12 @@ class QueueDelayProbe:
     def is_probe(self, host: str, port: int) -> bool:
         return port == self.port and host == self.host
 
+    def is_sibling_probe(self, host: str, data: bytes) -> bool:
+        """A probe another worker process sent to the socket we share (docs/workers.md: all workers read
+        one inherited fd, so each reads some of the others' probes): from our address, with the marker.
+        It measures the same kernel buffer; received() takes it as one of ours."""
+        return host == self.host and data.startswith(_MAGIC)
+
     def start(self) -> None:
         """Send one probe now and then every `interval` seconds on the running loop, until close()."""
         self.send()

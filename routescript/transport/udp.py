@@ -28,6 +28,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.info: SocketInfo | None = None      # set by the layer once the port is known
         self.transport: asyncio.DatagramTransport | None = None
         self.probe: QueueDelayProbe | None = None   # set by TransportLayer.start_queue_probes
+        self.shared = False   # adopted from a supervisor: other worker processes read this socket too
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -36,7 +37,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self.info is None or self.transport is None:
             return
         probe = self.probe
-        if probe is not None and probe.is_probe(addr[0], addr[1]):
+        if probe is not None and (probe.is_probe(addr[0], addr[1])
+                                  or (self.shared and probe.is_sibling_probe(addr[0], data))):
             probe.received(data)
             return
         try:

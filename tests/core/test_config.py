@@ -42,7 +42,7 @@ def test_types_and_log_level_names() -> None:
     assert cfg.stderror_enabled is False
     assert cfg.server_header == "rs"
     assert cfg.aliases == ["a.example.com", "b.example.com:5080"]
-    assert any("single event loop" in n for n in cfg.notes)
+    assert cfg.worker_plan().udp_workers == 8
 
 
 def test_unknown_parameter_is_an_error_and_an_unimplemented_one_a_warning() -> None:
@@ -84,3 +84,50 @@ def test_bad_trusted_sources_is_config_error_at_position(value: str) -> None:
         apply_globals([("tcp_trusted_sources", f"10.0.0.1, {value}", ("a.cfg", 3, 1))])
     assert "tcp_trusted_sources" in str(info.value) and value in str(info.value)
     assert str(info.value).startswith("a.cfg:3:1:")
+
+
+# ------------------------------------------------------------------ worker parameters (issue 18)
+def test_children_and_udp_workers_with_different_values_is_an_error_at_the_second() -> None:
+    with pytest.raises(ConfigError) as ei:
+        apply_globals([("children", 2, ("w.cfg", 1, 1)), ("udp_workers", 3, ("w.cfg", 2, 1))])
+    assert ei.value.pos == ("w.cfg", 2, 1)
+    assert "'udp_workers' = 3 contradicts 'children' = 2" in str(ei.value)
+    cfg, _ = apply_globals([("children", 2, P), ("udp_workers", 2, P)])   # the same number twice: fine
+    assert cfg.worker_plan().udp_workers == 2
+
+
+def test_children_alone_sets_udp_workers() -> None:
+    cfg, _ = apply_globals([("children", 3, P)])
+    assert cfg.worker_plan().udp_workers == 3
+
+
+@pytest.mark.parametrize("name", ["udp_workers", "children", "tcp_workers", "timer_workers",
+                                  "worker_restart_backoff"])
+def test_worker_counts_below_one_are_errors(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"core parameter '{name}' must be at least 1, got 0"):
+        apply_globals([(name, 0, P)])
+
+
+def test_worker_affinity_is_uri_or_callid() -> None:
+    assert apply_globals([("worker_affinity", "callid", P)])[0].worker_plan().affinity == "callid"
+    assert apply_globals([])[0].worker_plan().affinity == "uri"
+    with pytest.raises(ConfigError, match='expects "uri" or "callid", got "hash"'):
+        apply_globals([("worker_affinity", "hash", P)])
+
+
+def test_timer_workers_is_accepted_with_a_warning() -> None:
+    _cfg, warnings = apply_globals([("timer_workers", 2, ("t.cfg", 4, 1))])
+    text = ("timer_workers accepted: module timers run in the worker that owns the state; "
+            "timer_route runs in worker 0")
+    assert warnings == [(text, ("t.cfg", 4, 1))]
+
+
+def test_use_workers_of_a_parsed_socket_line_is_kept() -> None:
+    from routescript.script import parse_text
+
+    (g,) = parse_text("socket=udp:127.0.0.1:5070 use_workers 3\n", "g.cfg").globals
+    cfg, _ = apply_globals([("socket", g.value, P)])
+    assert cfg.sockets[0].workers == 3 and cfg.sockets[0].name == "udp:127.0.0.1:5070"
+    (g,) = parse_text("socket=udp:127.0.0.1:5070 use_workers 0\n", "g.cfg").globals
+    with pytest.raises(ConfigError, match="use_workers must be at least 1, got 0"):
+        apply_globals([("socket", g.value, P)])

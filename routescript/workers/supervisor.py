@@ -1,0 +1,470 @@
+"""`routescript run` with worker processes: the supervisor ("attendant" in MI ps), docs/workers.md
+section 1.
+
+Start order (OpenSIPS main.c's: listeners, do_suid, children): the configuration is loaded and checked
+by the caller; the supervisor binds every SIP socket (WorkerSockets), drops privileges, forks worker 0
+and waits for its Ready (it runs startup_route, once), then forks the others together and waits for all.
+A StartFailed (or a worker that exits before Ready) stops the others and `routescript run` exits 1 with
+the worker's error. Then the modules that run in the supervisor start (the MI listeners) and it serves:
+
+- a worker that exits is reaped (pidfd readable, os.waitpid) and forked again in the same slot with
+  epoch + 1 after the RestartPolicy's back-off; one that answers no Ping for WATCHDOG seconds is killed
+  (then it is a crash like any other);
+- SIGTERM/SIGINT (or MI kill): Stop to every worker, SIGKILL to those still there after STOP_TIMEOUT;
+- SIGHUP: sent on to every worker, each reloads its routes (the two-phase reload is build plan step 9);
+- MI: ps/version/uptime/which/help/kill are answered here, every other command is run by worker 0 over
+  its control channel (aggregation over all workers is build plan step 8).
+
+The supervisor opens no database and starts no thread: a fork is only safe in a single-threaded process
+(checked before each fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from routescript.core.loading import LoadError
+from routescript.core.log import NOTICE
+
+from .child import after_fork, run_worker, set_process_name
+from .control import ControlChannel, ControlError, MIReply, MIRequest, Ping, Pong, Ready, StartFailed, Stop
+from .plan import WorkerPlan, gate_warning, runs_workers
+from .restart import RestartPolicy
+from .sockets import WorkerSockets
+
+if TYPE_CHECKING:
+    from routescript.core.server import Server
+
+log = logging.getLogger("routescript.workers")
+T = TypeVar("T")
+
+SUPERVISOR_COMMANDS = frozenset({"ps", "version", "uptime", "which", "help", "kill"})
+# Forwarded to every worker in turn rather than to worker 0 alone (per-command placement is step 8).
+EVERY_WORKER = frozenset({"reload_routes"})
+START_TIMEOUT = 120.0    # seconds a worker may take to start (schema creation, startup_route)
+STOP_TIMEOUT = 15.0      # seconds workers get to stop before SIGKILL
+PING_INTERVAL = 2.0
+WATCHDOG = 10.0          # seconds without a Pong before a worker is killed
+MI_TIMEOUT = 30.0        # seconds a forwarded MI command may take (a table walk is the longest)
+MI_IN_FLIGHT = 64        # forwarded MI commands waiting per worker
+
+
+async def run(path: str, *, user: str | None = None, group: str | None = None) -> int:
+    """`routescript run`: one process as before, or a supervisor and its workers when the configuration
+    asks for more than one and the preview gate lets it (plan.runs_workers)."""
+    from routescript.core.server import freeze_loaded_objects, load_for_run, log_load_error, run_loaded
+
+    try:
+        server = load_for_run(path, user=user, group=group)
+    except LoadError as exc:
+        log_load_error(exc)
+        return 1
+    plan = server.config.worker_plan()
+    if not runs_workers(plan):
+        assert plan.total == 1 or gate_warning(plan) is not None, "the gate warns when it keeps one process"
+        return await run_loaded(server)
+    freeze_loaded_objects()
+    return await Supervisor(server, plan).run()
+
+
+@dataclass(slots=True)
+class Worker:
+    """One slot's current process as the supervisor sees it."""
+
+    slot: int
+    epoch: int
+    pid: int
+    pidfd: int
+    channel: ControlChannel
+    control: socket.socket            # the supervisor's end of the control pair
+    started_at: float
+    ready: asyncio.Future[str | None]   # None: Ready; a text: why it did not start
+    exited: asyncio.Future[int]         # the exit status
+    last_pong: float = 0.0
+    pending_mi: dict[int, asyncio.Future[MIReply]] = field(default_factory=dict)
+    reader: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Forks, watches and stops the workers of one loaded server (see the module docstring)."""
+
+    def __init__(self, server: Server, plan: WorkerPlan, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.server = server
+        self.plan = plan
+        self.clock = clock
+        self.policy = RestartPolicy(plan.restart_backoff)
+        self.workers: dict[int, Worker] = {}
+        self.epochs: dict[int, int] = {}
+        self.sockets: WorkerSockets | None = None
+        self.stopping = False
+        self.serving = False   # every worker started once: from now on an exit is restarted
+        self._stop_requested = asyncio.Event()
+        self._restarts: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._mi_ids = itertools.count(1)
+        self._pings = itertools.count(1)
+
+    # ------------------------------------------------------------------ start
+    async def run(self) -> int:
+        """The supervisor's whole life; the exit status of `routescript run`."""
+        from routescript.core.server import log_load_error
+
+        lifecycle = self.server.lifecycle
+        lifecycle.start_logging()
+        set_process_name("routescript")
+        asyncio.get_running_loop().set_default_executor(ThreadPerCallExecutor())
+        try:
+            self.sockets = sockets = WorkerSockets.bind(self.plan)
+        except LoadError as exc:
+            log_load_error(exc)
+            return 1
+        try:
+            lifecycle.drop_privileges()
+        except LoadError as exc:
+            log_load_error(exc)
+            sockets.close()
+            return 1
+        self._install_signals()
+        try:
+            try:
+                error = await self._start_workers()
+            except (OSError, RuntimeError) as exc:   # fork failed (EAGAIN), or a thread runs here
+                error = f"cannot start the worker processes: {exc}"
+            if error is None:
+                error = await self._start_own_modules()
+            if error is not None:
+                log.error("%s", error)
+                log.error("aborting: a worker process failed to start")
+                return 1
+            log.log(NOTICE, "routescript started: %s, %d worker processes, listening on %s", self.server.path,
+                    self.plan.total, ", ".join(b.name for b in sockets.bound))
+            watchdog = self._spawn(self._watch())
+            stopped = asyncio.ensure_future(lifecycle.wait_stopped())   # MI kill
+            requested = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait([stopped, requested], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            requested.cancel()
+            watchdog.cancel()
+            return 0
+        finally:
+            await self._stop_workers()
+            await self.server.stop()
+            self._remove_signals()
+            sockets.close()
+
+    async def _start_workers(self) -> str | None:
+        """Worker 0 first (it creates the schema and runs startup_route), then the others together.
+        None when all are Ready, else the first error."""
+        first = await self._fork(0)
+        error = await self._ready(first)
+        if error is not None:
+            return error
+        others = [await self._fork(slot) for slot in range(1, self.plan.total)]
+        errors = [e for e in await asyncio.gather(*(self._ready(w) for w in others)) if e is not None]
+        if errors:
+            return errors[0]
+        self.serving = True
+        return None
+
+    async def _ready(self, worker: Worker) -> str | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT)
+        except TimeoutError:
+            return f"worker w{worker.slot} did not start within {START_TIMEOUT:.0f} s"
+
+    async def _start_own_modules(self) -> str | None:
+        from routescript.mi import mi_registry
+
+        try:
+            await self.server.lifecycle.start_supervisor()
+        except LoadError as exc:
+            return "\n".join(str(d) for d in exc.diagnostics)
+        registry = mi_registry(self.server)
+        registry.forward = self.forward_mi
+        registry.local = SUPERVISOR_COMMANDS
+        registry.processes = self.ps_rows
+        return None
+
+    # ------------------------------------------------------------------ fork, reap, restart
+    async def _fork(self, slot: int) -> Worker:
+        """Fork the worker of `slot` (epoch + 1) with a new control pair."""
+        assert self.sockets is not None
+        if threading.active_count() != 1:
+            # a fork copies one thread: another one's locks would stay locked in the child forever
+            raise RuntimeError(f"refusing to fork w{slot}: {threading.active_count()} threads run in the "
+                               "supervisor")
+        epoch = self.epochs.get(slot, 0) + 1
+        self.epochs[slot] = epoch
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:   # the worker: it never returns from here
+            code = 1
+            try:
+                others = [w.control for w in self.workers.values()]
+                after_fork(slot, [ours, *others], [w.pidfd for w in self.workers.values()])
+                code = run_worker(self.server, slot, epoch, self.sockets.of(slot), theirs)
+            except BaseException:   # noqa: BLE001 - the child must reach os._exit, whatever happened
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        theirs.close()
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        self.policy.started(slot, now)
+        worker = Worker(slot, epoch, pid, os.pidfd_open(pid), await ControlChannel.open(ours), ours, now,
+                        loop.create_future(), loop.create_future(), last_pong=now)
+        self.workers[slot] = worker
+        loop.add_reader(worker.pidfd, self._reap, worker)
+        worker.reader = self._spawn(self._follow(worker))
+        log.info("w%d forked: pid %d, epoch %d", slot, pid, epoch)
+        return worker
+
+    def _reap(self, worker: Worker) -> None:
+        """The worker's pidfd is readable: it exited."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.pidfd)
+        try:
+            _pid, status = os.waitpid(worker.pid, os.WNOHANG)
+        except ChildProcessError:
+            status = 0
+        os.close(worker.pidfd)
+        code = os.waitstatus_to_exitcode(status)
+        if not worker.exited.done():
+            worker.exited.set_result(code)
+        # the channel is left to its reader: a StartFailed sent just before the exit is still to be read
+        for fut in worker.pending_mi.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"worker w{worker.slot} exited"))
+        if self.workers.get(worker.slot) is worker:
+            del self.workers[worker.slot]
+        if self.stopping or not self.serving:   # a failed first start ends the supervisor instead
+            return
+        delay = self.policy.exited(worker.slot, self.clock())
+        log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid, _describe(code),
+                  delay)
+        self._restarts[worker.slot] = loop.call_later(delay, self._restart, worker.slot)
+
+    def _restart(self, slot: int) -> None:
+        self._restarts.pop(slot, None)
+        if not self.stopping:
+            self._spawn(self._restart_slot(slot))
+
+    async def _restart_slot(self, slot: int) -> None:
+        try:
+            worker = await self._fork(slot)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot restart w%d: %s; trying again later", slot, exc)
+            delay = self.policy.exited(slot, self.clock())
+            self._restarts[slot] = asyncio.get_running_loop().call_later(delay, self._restart, slot)
+            return
+        error = await self._ready(worker)
+        if error is not None:
+            log.error("%s", error)
+            _signal(worker, signal.SIGKILL)   # reaped as a crash: the back-off goes on
+        else:
+            log.log(NOTICE, "w%d restarted: pid %d, epoch %d", slot, worker.pid, worker.epoch)
+
+    async def _follow(self, worker: Worker) -> None:
+        """Read the worker's control channel until EOF; a worker gone before Ready or StartFailed is a
+        start failure."""
+        try:
+            await self._read_control(worker)
+        finally:
+            worker.channel.close()
+            if not worker.ready.done():
+                code = await worker.exited
+                worker.ready.set_result(f"worker w{worker.slot} exited ({_describe(code)}) before it was "
+                                        "ready")
+
+    async def _read_control(self, worker: Worker) -> None:
+        try:
+            while (message := await worker.channel.receive()) is not None:
+                if isinstance(message, Ready):
+                    if not worker.ready.done():
+                        worker.ready.set_result(None)
+                elif isinstance(message, StartFailed):
+                    if not worker.ready.done():
+                        worker.ready.set_result(message.error)
+                elif isinstance(message, Pong):
+                    worker.last_pong = self.clock()
+                elif isinstance(message, MIReply):
+                    fut = worker.pending_mi.pop(message.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(message)
+                else:
+                    log.error("w%d sent %s, which only the supervisor sends", worker.slot, message.type)
+        except ConnectionResetError:
+            pass   # it exited with a message of ours unread (Stop): its pidfd says how
+        except (ControlError, OSError) as exc:
+            log.error("w%d: control channel: %s: killing it", worker.slot, exc)
+            _signal(worker, signal.SIGKILL)
+
+    async def _watch(self) -> None:
+        """Ping every worker; one silent for WATCHDOG seconds is killed (then restarted as a crash)."""
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            now = self.clock()
+            for worker in list(self.workers.values()):
+                if not worker.ready.done() or worker.exited.done():
+                    continue
+                if now - worker.last_pong > WATCHDOG:
+                    log.error("w%d (pid %d) answered no ping for %.0f s: killing it", worker.slot, worker.pid,
+                              now - worker.last_pong)
+                    _signal(worker, signal.SIGKILL)
+                else:
+                    worker.channel.send(Ping(next(self._pings)))
+
+    # ------------------------------------------------------------------ stop, signals
+    async def _stop_workers(self) -> None:
+        """Stop to every worker, SIGKILL to those still running after STOP_TIMEOUT, reap them all."""
+        self.stopping = True
+        for handle in self._restarts.values():
+            handle.cancel()
+        self._restarts.clear()
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.channel.send(Stop())
+            _signal(worker, signal.SIGTERM)   # also stops one that is still starting
+        exits = [w.exited for w in workers]
+        if exits:
+            _done, late = await asyncio.wait(exits, timeout=STOP_TIMEOUT)
+            for worker in workers:
+                if worker.exited in late:
+                    log.error("w%d (pid %d) did not stop within %.0f s: SIGKILL", worker.slot, worker.pid,
+                              STOP_TIMEOUT)
+                    _signal(worker, signal.SIGKILL)
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _forward_reload(self) -> None:
+        # For now every worker reloads its own routes, as one process does on SIGHUP; the all-or-none
+        # reload (ReloadPrepare/Commit over the control channels, docs/workers.md section 6) is step 9.
+        log.info("SIGHUP: reloading the routes of every worker")
+        for worker in self.workers.values():
+            _signal(worker, signal.SIGHUP)
+
+    # ------------------------------------------------------------------ MI
+    def ps_rows(self) -> list[dict[str, Any]]:
+        """MI ps: the supervisor, then one row per slot (PID null while the slot restarts)."""
+        assert self.sockets is not None
+        rows: list[dict[str, Any]] = [{"ID": 0, "PID": os.getpid(), "Type": "attendant"}]
+        for slot in range(self.plan.total):
+            worker = self.workers.get(slot)
+            reads = " ".join(self.sockets.names_read_by(slot))
+            rows.append({"ID": slot + 1, "PID": worker.pid if worker is not None else None,
+                         "Type": f"SIP worker w{slot}" + (f" {reads}" if reads else ""),
+                         "Epoch": self.epochs.get(slot, 0), "Restarts": self.policy.restarts(slot)})
+        return rows
+
+    async def forward_mi(self, name: str, params: Any) -> Any:
+        """Run MI command `name` in worker 0 (reload_routes: in every worker, as SIGHUP does, else the
+        workers would run different scripts); its result, or its JSON-RPC error raised here."""
+        if name not in EVERY_WORKER:
+            return await self._ask(0, name, params)
+        result = await self._ask(0, name, params)   # a script that does not compile fails in w0 first
+        for slot in range(1, self.plan.total):
+            await self._ask(slot, name, params)
+        return result
+
+    async def _ask(self, slot: int, name: str, params: Any) -> Any:
+        """One MIRequest/MIReply round trip with the worker of `slot`."""
+        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
+
+        worker = self.workers.get(slot)
+        if worker is None or not worker.ready.done() or worker.ready.result() is not None:
+            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} is not running (restarting): retry")
+        if len(worker.pending_mi) >= MI_IN_FLIGHT:
+            raise JSONRPCError(SERVER_ERROR,
+                               data=f"{MI_IN_FLIGHT} MI commands already wait for worker w{slot}")
+        request_id = next(self._mi_ids)
+        fut: asyncio.Future[MIReply] = asyncio.get_running_loop().create_future()
+        worker.pending_mi[request_id] = fut
+        try:
+            worker.channel.send(MIRequest(request_id, name, params))
+            reply = await asyncio.wait_for(fut, MI_TIMEOUT)
+        except TimeoutError:
+            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} did not answer {name} within "
+                                                  f"{MI_TIMEOUT:.0f} s") from None
+        except (ConnectionError, ControlError) as exc:
+            raise JSONRPCError(SERVER_ERROR, data=f"w{slot}: {name}: {exc}") from None
+        finally:
+            worker.pending_mi.pop(request_id, None)
+        if reply.ok:
+            return reply.result
+        error = reply.result if isinstance(reply.result, dict) else {}
+        data = error.get("data")
+        if slot != 0:   # w0 succeeded: say which worker did not
+            data = f"worker w{slot}: {data if data is not None else error.get('message')}"
+        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), data)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class ThreadPerCallExecutor(Executor):
+    """The supervisor's default executor: one thread per call, gone when the call returns. The standard
+    pool keeps its idle threads, and one thread too many makes every later fork refuse (mi_http checks
+    passwords in a thread: asyncio.to_thread)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="routescript-supervisor-call", daemon=True).start()
+        return future
+
+
+def _signal(worker: Worker, sig: int) -> None:
+    """Send `sig` through the worker's pidfd (never to another process that got its PID since)."""
+    if worker.exited.done():
+        return
+    try:
+        signal.pidfd_send_signal(worker.pidfd, sig)
+    except ProcessLookupError:
+        pass   # exiting: its pidfd reports it
+
+
+def _describe(code: int) -> str:
+    """waitstatus_to_exitcode's value in words: `status 1` or `killed by SIGKILL`."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:   # a real-time signal has no name
+            return f"killed by signal {-code}"
+    return f"status {code}"

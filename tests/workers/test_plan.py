@@ -1,0 +1,75 @@
+"""WorkerPlan: N_total and the sockets each worker reads (docs/workers.md, section 1), and the preview
+gate that keeps N_total > 1 in one process until the dispatcher is merged."""
+
+from __future__ import annotations
+
+import pytest
+
+from routescript.core.config import apply_globals
+from routescript.script import parse_text
+from routescript.workers.plan import PREVIEW_ENV, WorkerPlan, gate_warning, runs_workers
+
+
+def plan_of(text: str) -> WorkerPlan:
+    script = parse_text(text, "p.cfg")
+    cfg, _ = apply_globals([(g.name, g.value, ("p.cfg", g.pos.line, g.pos.col)) for g in script.globals])
+    return cfg.worker_plan()
+
+
+def test_one_process_by_default() -> None:
+    plan = plan_of("log_level = 3\n")
+    assert plan.total == 1 and plan.affinity == "uri" and plan.restart_backoff == 30.0
+    assert [s.name for s in plan.sockets_of(0)] == ["udp:127.0.0.1:5060"]
+
+
+@pytest.mark.parametrize(("text", "total"), [
+    ("udp_workers = 4\n", 4),
+    ("children = 3\n", 3),
+    ("udp_workers = 2\ntcp_workers = 5\n", 5),
+    ("udp_workers = 2\nsocket = udp:127.0.0.1:5060 use_workers 6\n", 6),
+    ("udp_workers = 3\nsocket = udp:127.0.0.1:5060 use_workers 1\n", 3),
+])
+def test_total_is_the_largest_count(text: str, total: int) -> None:
+    assert plan_of(text).total == total
+
+
+def test_each_socket_is_read_by_its_first_workers() -> None:
+    plan = plan_of("udp_workers = 3\ntcp_workers = 2\n"
+                   "socket = udp:127.0.0.1:5060\nsocket = tcp:127.0.0.1:5060\n"
+                   "socket = udp:127.0.0.1:5070 use_workers 1\n")
+    assert plan.total == 3
+    assert [s.name for s in plan.sockets_of(0)] == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060",
+                                                     "udp:127.0.0.1:5070"]
+    assert [s.name for s in plan.sockets_of(1)] == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    assert [s.name for s in plan.sockets_of(2)] == ["udp:127.0.0.1:5060"]   # reads UDP, sends from all
+
+
+def test_the_gate_needs_the_preview_variable() -> None:
+    plan = plan_of("udp_workers = 2\n")
+    assert not runs_workers(plan, {})
+    assert not runs_workers(plan, {PREVIEW_ENV: "0"})
+    assert runs_workers(plan, {PREVIEW_ENV: "1"})
+    assert not runs_workers(plan_of("udp_workers = 1\n"), {PREVIEW_ENV: "1"})
+
+
+@pytest.mark.parametrize(("text", "named", "line"), [
+    ("log_level = 3\nudp_workers = 2\n", "udp_workers=2", 2),
+    ("children = 2\n", "children=2", 1),
+    ("tcp_workers = 4\nudp_workers = 2\n", "tcp_workers=4", 1),
+    ("socket = udp:127.0.0.1:5060 use_workers 3\n", "socket udp:127.0.0.1:5060 use_workers=3", 1),
+])
+def test_gate_warning_names_the_parameter_and_its_line(text: str, named: str, line: int) -> None:
+    plan = plan_of(text)
+    assert gate_warning(plan, {}) == (f"{named}: runs as 1 process: worker processes are being built "
+                                      f"(issue 18; {PREVIEW_ENV}=1 starts them as a preview)")
+    assert plan.deciding_pos is not None and plan.deciding_pos[1] == line
+    assert gate_warning(plan, {PREVIEW_ENV: "1"}) is None
+
+
+def test_no_gate_warning_for_one_process() -> None:
+    assert gate_warning(plan_of("udp_workers = 1\n"), {}) is None
+
+
+def test_the_gate_warning_is_a_load_warning_with_the_position() -> None:
+    _cfg, warnings = apply_globals([("udp_workers", 2, ("w.cfg", 7, 1))])
+    assert [(text.split(":")[0], pos) for text, pos in warnings] == [("udp_workers=2", ("w.cfg", 7, 1))]
