@@ -25,19 +25,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routescript.db import DatabaseError
 
 from .cluster_wire import AnnouncementError, PresentityChanged, SubscriptionMoved, decode, encode
 from .membership import (ACTIVE, DEAD, MAX_NODE_ID, NODES, ClusterError, HeartbeatMembership, Membership,
-                         Tags)
+                         Tags, WorkerIdentity)
 
 log = logging.getLogger("routescript.presence.cluster")
 
 __all__ = ["ACTIVE", "DEAD", "MAX_NODE_ID", "NODES", "ClusterConfig", "ClusterError", "ClusterNode",
-           "ClusterStats", "config_from_params", "parse_pres_events"]
+           "ClusterStats", "config_from_params", "parse_pres_events", "worker_config"]
 
 ACTIVE_WATCHERS = "active_watchers"
 WORKERS_CHANNEL = "rs_presence_workers"   # the workers of one machine without cluster_id
@@ -382,3 +382,17 @@ def config_from_params(params: Any) -> ClusterConfig | None:
                          float(params.get("cluster_ping_interval") or 5),
                          float(params.get("cluster_node_timeout") if params.get("cluster_node_timeout")
                                is not None else 30))
+
+
+def worker_config(identity: WorkerIdentity, cluster: ClusterConfig | None) -> ClusterConfig:
+    """The ClusterConfig of a worker process (docs/workers.md section 3): node "w<slot>" on the workers'
+    channel with no cluster; "<cluster_sharing_tag>.w<slot>" in a PostgreSQL cluster (its channel,
+    heartbeats and untagged-row claims as configured). Worker 0 claims the rows nobody else will load:
+    untagged ones (a one-process run wrote them) and those of slots beyond N_total (a run with more
+    workers). ClusterError when the sharing tag would be over 32 characters."""
+    tag = cluster.node_id if cluster is not None else None
+    node_id = identity.node_id(cluster_tag=tag)
+    orphans = identity.orphan_tags(tag)
+    if cluster is None:
+        return ClusterConfig(0, node_id, adopt_untagged=identity.slot == 0, orphan_tags=orphans)
+    return replace(cluster, node_id=node_id, orphan_tags=orphans)
