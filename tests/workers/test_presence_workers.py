@@ -542,3 +542,83 @@ def test_worker_config_with_and_without_a_cluster() -> None:
     node = worker_config(WorkerIdentity(0, 2), ClusterConfig(7, "node1"))
     assert (node.cluster_id, node.node_id, node.channel, node.orphan_tags[0]) == \
         (7, "node1.w0", "rs_presence_7", "node1.w2")
+
+
+async def test_a_refresh_reaching_the_former_owner_claims_its_dialog_back(workers: Workers) -> None:
+    w0, w1 = await workers.start(0), await workers.start(1)
+    await w1.subscribe("erin")
+    await workers.stop(w1, crash=True)
+    assert w0.membership is not None and await w0.membership.adopt("w1") == 1
+    w1b = await workers.start(1)                       # back: its To tags bring erin's refresh to it
+    msg = subscribe("erin", cseq=2, to_tag=w1.subscribed["erin"])
+    assert await w1b.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
+    assert w1b.server.replies[-1].status == 200
+    await settle(w0, w1b)
+    # claim_subscription: the row is w1's again and w0 was told to forget the dialog
+    assert len(w1b.service.subscriptions) == 1 and len(w0.service.subscriptions) == 0
+
+
+# --- the module: run_as_worker -------------------------------------------------------------------------
+
+class ModuleHost(FakeServer):
+    """FakeServer plus what PresenceModule.start uses of the server."""
+
+    def __init__(self, slot: int | None) -> None:
+        super().__init__(slot)
+        from routescript.core.stats import Statistics
+
+        self.statistics = Statistics()
+        self.dbs: list[Database] = []
+
+    async def database(self, url: str) -> Database:
+        db = await open_database(url)
+        self.dbs.append(db)
+        return db
+
+
+def module_params(**over: Any) -> dict[str, Any]:
+    from routescript.modules.presence import PresenceModule
+
+    timers_off = {"clean_period": 0, "db_update_period": 0}
+    return {p.name: p.default for p in PresenceModule.params} | timers_off | over
+
+
+async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -> None:
+    from routescript.core.module import ConfigError
+    from routescript.modules.presence import PresenceModule
+
+    url = f"sqlite://{tmp_path}/presence.sqlite"
+    hosts = [ModuleHost(0), ModuleHost(1)]
+    mods = [PresenceModule(h, module_params(db_url=url)) for h in hosts]
+    try:
+        for slot, mod in enumerate(mods):
+            for ev in PresenceXmlModule(object(), {p.name: p.default for p in PresenceXmlModule.params}
+                                        | {"force_active": 1}).make_events():
+                mod.add_event(ev)
+            mod.check()
+            mod.run_as_worker(WorkerIdentity(slot, 2))
+            await mod.start()
+        w0, w1 = mods
+        assert w0.cluster is not None and w0.cluster.node_id == "w0" and w0.cluster.config.cluster_id == 0
+        assert isinstance(w0.cluster.membership, SupervisedMembership)
+        assert w0.service is not None and w0.service.store is not None
+        assert w0.service.store.sharing_tag == "w0"
+        assert w0.service.persistence.refresh_before_reply and not w0.service.settings.fallback2db
+        assert w1.service is not None
+        assert await w1.service.handle_subscribe(Ctx(subscribe("erin"), WATCHER_SRC)) == 1
+        assert await w1.adopt_worker(0) == 0        # w0 has no subscription to give
+        with pytest.raises(RuntimeError, match="before the presence module starts"):
+            w0.run_as_worker(WorkerIdentity(0, 2))
+        w0.resync()
+        await asyncio.sleep(0.01)
+        assert w0.cluster.stats.resyncs == 1
+    finally:
+        for mod in mods:
+            await mod.stop()
+        for h in hosts:
+            for db in h.dbs:
+                await db.close()
+    # cluster_id on SQLite stays refused: other machines cannot read the file
+    solo = PresenceModule(ModuleHost(None), module_params(db_url=url, cluster_id=1, cluster_sharing_tag="n1"))
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        solo.check()
