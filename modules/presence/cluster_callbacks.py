@@ -14,6 +14,7 @@ from .dispatch import Notifier
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
 from .persistence import Persistence
+from .presentity import Publication
 from .settings import PresenceSettings
 from .storage import PresenceStore, subscription_from_row
 from .subscription import SubState, Subscription, SubsTable
@@ -56,6 +57,13 @@ class ClusterCallbacks:
             # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions (workers: the adopter's
             # CSeq gap covers them, no write per announcement)
             await self._persistence.sync_db()
+
+    def expired_in_memory_only(self, pubs: list[Publication]) -> None:
+        """clean_period found these publications expired in memory but not in the database: another node
+        refreshed them (a refresh announces nothing: the state is the same) or deleted them. Workers
+        (no fallback2db): their presentities are read again at the next request about them."""
+        for pub in pubs:
+            self._persistence.changed_elsewhere(pub.pres_uri, pub.event)
 
     async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
         """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current

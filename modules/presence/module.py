@@ -346,8 +346,11 @@ class PresenceModule(PresenceMI, Module):
                  self.registry.get_event_list())
         if self.cluster is not None:
             await self.cluster.start()   # rs_nodes, join, LISTEN, claim untagged rows
-            self.cluster.run()           # heartbeat and dead-node timer
-            await service.cluster_rejoin()   # changes announced while we were down: current state
+            self.cluster.run()           # heartbeat and dead-node timer (none for supervised workers)
+            if cfg.cluster_id or (self.worker is not None and self.worker.epoch > 0):
+                # changes announced while we were down reached nobody here: the current state. Not at a
+                # worker's first start (epoch 0): the whole server was down, as a lone server restarts.
+                await service.cluster_rejoin()
             self._cluster_stats()
             if cfg.cluster_id:
                 log.info("presence: cluster %d joined as node %s (ping %gs, node timeout %gs)",

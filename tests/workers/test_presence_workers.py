@@ -174,11 +174,12 @@ class Workers:
         self.clock = Clock()
         self.all: list[Worker] = []
 
-    async def start(self, slot: int | None, n_total: int = 2, *, url: str | None = None) -> Worker:
+    async def start(self, slot: int | None, n_total: int = 2, *, url: str | None = None,
+                    epoch: int = 0) -> Worker:
         db = await open_database(url or self.url)
         await db.ensure_schema(["presentity", "active_watchers", "watchers"])
         server = FakeServer(slot)
-        cfg = worker_config(WorkerIdentity(slot, n_total), None) if slot is not None else None
+        cfg = worker_config(WorkerIdentity(slot, n_total, epoch), None) if slot is not None else None
         settings = PresenceSettings(server_address="sip:presence@127.0.0.1:5070")
         service = PresenceService(server, registry(), settings,
                                   store=PresenceStore(db, sharing_tag=cfg.node_id if cfg else None),
@@ -197,7 +198,8 @@ class Workers:
         if node is not None:
             await node.start()
             assert node.run() is None   # supervised: nothing to time
-            await service.cluster_rejoin()
+            if epoch > 0:               # a restarted slot: what it may have missed (module.py start())
+                await service.cluster_rejoin()
         worker = Worker(slot, db, server, service, node, membership)
         self.all.append(worker)
         return worker
@@ -435,6 +437,23 @@ async def test_one_process_keeps_refreshes_for_the_periodic_sync(workers: Worker
     assert row_of(str(tmp_path / "presence.sqlite"), "erin")["expires"] == first   # db_update_period's job
 
 
+async def test_a_publication_refreshed_on_another_worker_is_read_again_once_it_expires_in_memory(
+        workers: Workers) -> None:
+    w0, w1 = await workers.start(0), await workers.start(1)
+    await w1.subscribe("erin", expires=3600)
+    etag = (await w0.publish("open", expires=600)).header("SIP-ETag")
+    await settle(w0, w1)
+    workers.clock.now += 500
+    await w0.publish(None, cseq=2, etag=etag, expires=600)   # a refresh: same state, nothing announced
+    workers.clock.now += 101                                  # w1's copy has expired, the row has not
+    await w1.service.clean()
+    await settle(w0, w1)
+    assert states(w1.notifies_to("erin")) == ["none", "open"]  # nothing changed for erin
+    await w1.subscribe("frank")                               # a new watcher on w1 gets the live state
+    await settle(w1)
+    assert states(w1.notifies_to("frank")) == ["open"]
+
+
 # --- adoption and restarts ------------------------------------------------------------------------------
 
 async def test_w0_adopts_a_dead_w1_and_notifies_its_watchers_with_the_current_state(
@@ -458,7 +477,7 @@ async def test_w0_adopts_a_dead_w1_and_notifies_its_watchers_with_the_current_st
     msg = subscribe("erin", cseq=2, to_tag=w1.subscribed["erin"])
     assert await w0.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
     # a restarted w1 owns nothing: the rows tagged w1 are gone
-    w1b = await workers.start(1)
+    w1b = await workers.start(1, epoch=1)
     assert len(w1b.service.subscriptions) == 0
     with pytest.raises(ClusterError):
         await w0.membership.adopt("w0")
@@ -487,7 +506,7 @@ async def test_a_restarted_worker_reloads_its_rows_and_goes_on_above_the_cseqs_i
     await settle(w0, w1)
     sent = cseqs(w1.notifies_to("erin"))[-1]
     await workers.stop(w1, crash=True)
-    w1b = await workers.start(1)                       # epoch + 1, same slot: its own rows back
+    w1b = await workers.start(1, epoch=1)              # epoch + 1, same slot: its own rows back
     await settle(w1b)
     told = w1b.notifies_to("erin")
     assert states(told) == ["open"] and told[0].cseq.number > sent + TAKEOVER_CSEQ_GAP - 1
@@ -549,7 +568,7 @@ async def test_a_refresh_reaching_the_former_owner_claims_its_dialog_back(worker
     await w1.subscribe("erin")
     await workers.stop(w1, crash=True)
     assert w0.membership is not None and await w0.membership.adopt("w1") == 1
-    w1b = await workers.start(1)                       # back: its To tags bring erin's refresh to it
+    w1b = await workers.start(1, epoch=1)              # back: its To tags bring erin's refresh to it
     msg = subscribe("erin", cseq=2, to_tag=w1.subscribed["erin"])
     assert await w1b.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
     assert w1b.server.replies[-1].status == 200
@@ -583,6 +602,11 @@ def module_params(**over: Any) -> dict[str, Any]:
     return {p.name: p.default for p in PresenceModule.params} | timers_off | over
 
 
+def xml_events() -> list[Any]:
+    defaults = {p.name: p.default for p in PresenceXmlModule.params}
+    return list(PresenceXmlModule(object(), defaults | {"force_active": 1}).make_events())
+
+
 async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -> None:
     from routescript.core.module import ConfigError
     from routescript.modules.presence import PresenceModule
@@ -592,8 +616,7 @@ async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -
     mods = [PresenceModule(h, module_params(db_url=url)) for h in hosts]
     try:
         for slot, mod in enumerate(mods):
-            for ev in PresenceXmlModule(object(), {p.name: p.default for p in PresenceXmlModule.params}
-                                        | {"force_active": 1}).make_events():
+            for ev in xml_events():
                 mod.add_event(ev)
             mod.check()
             mod.run_as_worker(WorkerIdentity(slot, 2))
@@ -612,6 +635,20 @@ async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -
         w0.resync()
         await asyncio.sleep(0.01)
         assert w0.cluster.stats.resyncs == 1
+        # w1 again: at the server's first start (epoch 0) its watchers hear nothing, as a lone server's;
+        # a restart of the slot (epoch 1) sends each the current state (announcements it missed)
+        for epoch, told in ((0, 0), (1, 1)):
+            await mods[1].stop()
+            hosts[1] = ModuleHost(1)
+            mods[1] = start_again = PresenceModule(hosts[1], module_params(db_url=url))
+            for ev in xml_events():
+                start_again.add_event(ev)
+            start_again.check()
+            start_again.run_as_worker(WorkerIdentity(1, 2, epoch))
+            await start_again.start()
+            assert start_again.service is not None
+            await start_again.service.sender.drain(1)
+            assert len(start_again.service.subscriptions) == 1 and len(hosts[1].transactions.sent) == told
     finally:
         for mod in mods:
             await mod.stop()
