@@ -344,7 +344,7 @@ class PresenceModule(PresenceMI, Module):
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
                  self.registry.get_event_list())
-        if self.cluster is not None:
+        if self.cluster is not None and cfg is not None:
             await self.cluster.start()   # rs_nodes, join, LISTEN, claim untagged rows
             self.cluster.run()           # heartbeat and dead-node timer (none for supervised workers)
             if cfg.cluster_id or (self.worker is not None and self.worker.epoch > 0):
