@@ -51,7 +51,8 @@ class ClusterCallbacks:
         fallback2db = self._settings.fallback2db
         async with self._locks.hold(pres_uri):
             if not fallback2db and event.type == PUBL_TYPE:
-                await self._persistence.read_publications(pres_uri, event)   # notify_presentity does not
+                # without fallback2db notify_presentity reads nothing: the change is in the database
+                await self._persistence.read_publications(pres_uri, event)
             await self._notifier.notify_presentity(pres_uri, event)
         if fallback2db:
             # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions (workers: the adopter's
