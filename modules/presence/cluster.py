@@ -7,11 +7,11 @@
   change feed (LISTEN/NOTIFY); every other node calls `on_presentity_changed(pres_uri, event)` and
   notifies its own watchers. After the feed was cut, `on_resync()` asks the owner to re-read what it
   may have missed.
-- Liveness: every node beats in rs_nodes (our table, created here). An observer times each peer's beat
-  changes on its own clock (no clock-skew issue); a peer silent for `node_timeout` is dead: one node wins
-  the compare-and-set on its rs_nodes row and claims its subscriptions (FOR UPDATE SKIP LOCKED),
-  handing them to `on_subscriptions_adopted(rows)`. A node that finds its own row taken over (it was
-  cut off too long) calls `on_ownership_lost()` and joins again, owning nothing it did not reload.
+- Liveness (`membership.py`, composed): on several machines every node beats in rs_nodes and a silent
+  peer is taken over by one survivor (`HeartbeatMembership`); the worker processes of one machine are
+  told by their supervisor (`SupervisedMembership.adopt`). Either way the claimed rows go to
+  `on_subscriptions_adopted(rows)`; a node that finds its own rows taken over calls
+  `on_ownership_lost()` and joins again, owning nothing it did not reload.
 
 Time is injected (`clock`, monotonic seconds; `wall_clock` for the rows people read); the node's work
 happens in `on_timer()` at `next_deadline()`; `run()` is the thin asyncio loop around them.
@@ -25,26 +25,24 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routescript.db import DatabaseError
 
 from .cluster_wire import AnnouncementError, PresentityChanged, SubscriptionMoved, decode, encode
+from .membership import (ACTIVE, DEAD, MAX_NODE_ID, NODES, ClusterError, HeartbeatMembership, Membership,
+                         Tags, WorkerIdentity)
 
 log = logging.getLogger("routescript.presence.cluster")
 
-NODES = "rs_nodes"
+__all__ = ["ACTIVE", "DEAD", "MAX_NODE_ID", "NODES", "ClusterConfig", "ClusterError", "ClusterNode",
+           "ClusterStats", "config_from_params", "parse_pres_events", "worker_config"]
+
 ACTIVE_WATCHERS = "active_watchers"
-ACTIVE, DEAD = "active", "dead"
-MAX_NODE_ID = 32                # active_watchers.sharing_tag is VARCHAR(32)
+WORKERS_CHANNEL = "rs_presence_workers"   # the workers of one machine without cluster_id
 MAX_PENDING_CHANGES = 10_000    # bound: presentities waiting for on_presentity_changed; beyond -> resync
 MAX_ADOPT_BATCHES = 1_000       # bound: batches claimed in one takeover (the rest at the next heartbeat)
-BEAT_MODULO = 2**31             # rs_nodes.beat is an INTEGER
-
-
-class ClusterError(Exception):
-    """A misuse of the cluster API (bad configuration, taking over oneself): our fault, not a peer's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +50,17 @@ class ClusterConfig:
     """The presence modparams of clustering (names: docs/cluster.md).
 
     cluster_id: OpenSIPS's presence `cluster_id`; nodes with the same id form one cluster (channel
-        rs_presence_<id>); clusters sharing a PostgreSQL database need different ids.
+        rs_presence_<id>); clusters sharing a PostgreSQL database need different ids. 0: the worker
+        processes of one machine without a cluster (channel rs_presence_workers, no rs_nodes).
     node_id: `cluster_sharing_tag`: this node's sharing tag, written in active_watchers.sharing_tag.
     pres_events: OpenSIPS's `cluster_pres_events`: the events whose changes are announced/received
         (None: every event).
     ping_interval / node_timeout: `cluster_ping_interval` / `cluster_node_timeout` seconds (named after
         the clusterer module's ping_interval / node_timeout); node_timeout 0 = no automatic takeover.
     adopt_untagged: at start, claim rows with no sharing tag (made before clustering was enabled).
-    adopt_batch: rows claimed per statement during a takeover."""
+    adopt_batch: rows claimed per statement during a takeover.
+    orphan_tags: tags whose rows are claimed at start too (worker 0: the slots of a previous run with
+        more workers)."""
 
     cluster_id: int
     node_id: str
@@ -68,10 +69,11 @@ class ClusterConfig:
     node_timeout: float = 30.0
     adopt_untagged: bool = True
     adopt_batch: int = 500
+    orphan_tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         cid = self.cluster_id
-        if isinstance(cid, bool) or not isinstance(cid, int) or cid <= 0:
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0:
             raise ClusterError(f"cluster_id must be a positive integer, not {self.cluster_id!r}")
         if not isinstance(self.node_id, str) or not self.node_id.strip() or len(self.node_id) > MAX_NODE_ID:
             raise ClusterError(f"the sharing tag (node id) must be 1..{MAX_NODE_ID} characters: "
@@ -86,19 +88,13 @@ class ClusterConfig:
 
     @property
     def channel(self) -> str:
-        return f"rs_presence_{self.cluster_id}"
+        return f"rs_presence_{self.cluster_id}" if self.cluster_id else WORKERS_CHANNEL
 
 
 def parse_pres_events(text: str | None) -> frozenset[str] | None:
     """cluster_pres_events: "presence, dialog;sla" -> {"presence", "dialog;sla"}; empty -> None (all)."""
     names = frozenset(p.strip() for p in (text or "").split(",") if p.strip())
     return names or None
-
-
-@dataclass(slots=True)
-class _Peer:
-    beat: int
-    since: float  # our clock when we saw `beat` first
 
 
 Callback = Callable[..., "Awaitable[Any] | Any"]
@@ -127,7 +123,9 @@ class ClusterStats:
 
 
 class ClusterNode:
-    """One presence node's membership in a cluster. See the module docstring and docs/cluster.md."""
+    """One presence node's membership in a cluster. See the module docstring and docs/cluster.md.
+
+    membership: who is alive (membership.py); default HeartbeatMembership (rs_nodes)."""
 
     def __init__(self, db: Any, config: ClusterConfig, *,
                  on_presentity_changed: Callable[[str, str], Awaitable[Any] | Any],
@@ -136,7 +134,7 @@ class ClusterNode:
                  on_ownership_lost: Callable[[], Awaitable[Any] | Any] | None = None,
                  on_subscription_moved: Callable[[tuple[str, str, str]], Awaitable[Any] | Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, membership: Membership | None = None) -> None:
         self.db = db
         self.config = config
         self.node_id = config.node_id
@@ -148,10 +146,7 @@ class ClusterNode:
         self.clock = clock
         self.wall_clock = wall_clock
         self.stats = ClusterStats()
-        self._beat = (rng or random.SystemRandom()).randrange(BEAT_MODULO)
-        self._peers: dict[str, _Peer] = {}
-        self._next_beat = 0.0
-        self._last_beat_ok: float | None = None
+        self.membership: Membership = membership if membership is not None else HeartbeatMembership(rng)
         self._started = False
         self._pending: dict[tuple[str, str], bool] = {}  # (pres_uri, event) -> announced again meanwhile
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -159,18 +154,16 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
-        """Create rs_nodes when missing, join (register this node), start listening, and claim the
-        untagged subscriptions when configured. Raises DatabaseError when the database is unreachable
-        or incompatible (the server refuses to start)."""
-        await self.db.ensure_schema([NODES])
-        await self._register()
+        """Join (the membership: rs_nodes, or the supervisor's workers), start listening, and claim the
+        untagged subscriptions (when configured) and the orphaned ones. Raises DatabaseError when the
+        database is unreachable or incompatible (the server refuses to start)."""
+        await self.membership.start(self)
         await self.db.listen(self.config.channel, self._on_payload, on_reconnect=self._on_reconnect)
         self._started = True
-        now = self.clock()
-        self._last_beat_ok = now
-        self._next_beat = now + self.config.ping_interval
         if self.config.adopt_untagged:
-            await self._sweep(None)
+            await self.sweep(None)
+        if self.config.orphan_tags:
+            await self.sweep(self.config.orphan_tags)
 
     async def stop(self) -> None:
         """Stop listening and beating. The rows stay: a node back within node_timeout keeps its
@@ -189,8 +182,12 @@ class ClusterNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    def run(self) -> asyncio.Task[None]:
-        """Start the timer loop (heartbeat, dead-node detection) as a task; stop() ends it."""
+    def run(self) -> asyncio.Task[None] | None:
+        """Start the timer loop (heartbeat, dead-node detection) as a task; stop() ends it. None when the
+        membership has nothing to time (supervised workers)."""
+        if not self.membership.needs_timer:
+            return None
+
         async def loop() -> None:
             while self._started:
                 await asyncio.sleep(max(0.0, self.next_deadline() - self.clock()))
@@ -205,14 +202,9 @@ class ClusterNode:
         return self.node_id
 
     def owns_subscriptions(self, now: float | None = None) -> bool:
-        """False once our last successful heartbeat is older than node_timeout: peers may have adopted
-        our subscriptions, so we must not send their NOTIFYs (self-fencing) until a heartbeat succeeds
-        again (which also tells us whether we were taken over)."""
-        if not self._started or self._last_beat_ok is None:
-            return False
-        if not self.config.node_timeout:
-            return True
-        return (self.clock() if now is None else now) - self._last_beat_ok < self.config.node_timeout
+        """Whether this node may send its NOTIFYs and expire its subscriptions (fencing): not before
+        start, and not while the membership says another node may own them now."""
+        return self._started and self.membership.owns_subscriptions(self.clock() if now is None else now)
 
     # ------------------------------------------------------------------ announcements
     async def announce(self, pres_uri: str, event: str, etag: str = "") -> bool:
@@ -284,6 +276,12 @@ class ClusterNode:
         log.info("cluster %s: change feed back; resync", self.node_id)
         self._request_resync()
 
+    def request_resync(self) -> None:
+        """Announcements may have been lost (the supervisor's Resync: a worker died between a commit and
+        its announcement): re-read what our watchers follow."""
+        log.info("cluster %s: resync requested", self.node_id)
+        self._request_resync()
+
     def _request_resync(self) -> None:
         self.stats.resyncs += 1
         self._spawn(self._resync())
@@ -322,104 +320,33 @@ class ClusterNode:
                     SubscriptionMoved(self.node_id, former, callid, to_tag, from_tag)))
         return got[0] if got else None
 
-    # ------------------------------------------------------------------ heartbeat and takeover
+    # ------------------------------------------------------------------ liveness and takeover
     def next_deadline(self) -> float:
-        return self._next_beat
+        return self.membership.next_deadline()
 
     async def on_timer(self, now: float | None = None) -> None:
-        """Do what is due at `now`: beat, look at the peers, finish takeovers. Never raises on a database
-        failure (logged; the node is fenced once it lasts node_timeout)."""
-        now = self.clock() if now is None else now
-        if now < self._next_beat:
-            return
-        self._next_beat = now + self.config.ping_interval
-        try:
-            await self.heartbeat(now)
-            await self.check_peers(now)
-            await self._finish_takeovers()
-        except DatabaseError as exc:
-            self.stats.heartbeat_failures += 1
-            log.warning("cluster %s: heartbeat failed: %s", self.node_id, exc)
-
-    async def heartbeat(self, now: float) -> None:
-        self._beat = (self._beat + 1) % BEAT_MODULO
-        n = await self.db.update(NODES, {"cluster_id": self.config.cluster_id, "node_id": self.node_id,
-                                         "state": ACTIVE},
-                                 {"beat": self._beat, "last_seen": int(self.wall_clock())})
-        if n == 0:
-            # Our row is gone or marked dead: a peer adopted our subscriptions while we were cut off.
-            self.stats.ownership_lost += 1
-            log.warning("cluster %s: this node was taken over; dropping its subscriptions and joining again",
-                        self.node_id)
-            try:
-                await _call(self.on_ownership_lost)
-            except Exception:
-                log.exception("cluster %s: on_ownership_lost failed", self.node_id)
-            await self._register()
-        self._last_beat_ok = now
-
-    async def check_peers(self, now: float) -> list[str]:
-        """Time the peers' beats; take over the ones silent for node_timeout. Returns the nodes we adopted."""
-        rows = await self.db.query(NODES, {"cluster_id": self.config.cluster_id, "state": ACTIVE,
-                                           "node_id": ("!=", self.node_id)}, columns=["node_id", "beat"])
-        alive = {r["node_id"]: int(r["beat"]) for r in rows}
-        for gone in set(self._peers) - set(alive):
-            del self._peers[gone]
-        adopted = []
-        for node, beat in alive.items():
-            peer = self._peers.get(node)
-            if peer is None or peer.beat != beat:
-                self._peers[node] = _Peer(beat, now)
-            elif self.config.node_timeout and now - peer.since >= self.config.node_timeout:
-                log.warning("cluster %s: node %s silent for %.0f s: taking over its subscriptions",
-                            self.node_id, node, now - peer.since)
-                if await self._take_over(node, expected_beat=beat) is not None:
-                    adopted.append(node)
-                self._peers.pop(node, None)
-        return adopted
+        """Do what is due at `now` (beat, look at the peers, finish takeovers). Never raises on a
+        database failure."""
+        await self.membership.on_timer(self.clock() if now is None else now)
 
     async def take_over(self, node_id: str) -> int:
-        """MI: adopt `node_id`'s subscriptions now, alive or not (an alive node notices at its next
-        heartbeat and drops them). Also takes rows tagged `node_id` that no rs_nodes row describes
-        (an OpenSIPS sharing tag). Returns how many rows were adopted."""
-        if node_id == self.node_id:
-            raise ClusterError("a node cannot take over itself")
-        if not isinstance(node_id, str) or not node_id or len(node_id) > MAX_NODE_ID:
-            raise ClusterError(f"bad node id {node_id!r}")
-        n = await self._take_over(node_id, expected_beat=None)
-        return n or 0
+        """MI (or the supervisor's Adopt): adopt `node_id`'s subscriptions now. Returns how many rows."""
+        return await self.membership.take_over(node_id)
 
-    async def _take_over(self, node: str, expected_beat: int | None) -> int | None:
-        """Compare-and-set on the node's row, then claim its rows. None when another node won."""
-        where: dict[str, Any] = {"cluster_id": self.config.cluster_id, "node_id": node}
-        if expected_beat is not None:  # automatic: only if it is still the silent node we timed
-            where.update(state=ACTIVE, beat=expected_beat)
-        async with self.db.transaction():
-            won = await self.db.update(NODES, where, {"state": DEAD, "adopted_by": self.node_id})
-            if won:
-                # the dead node's own unfinished takeovers become ours too
-                await self.db.update(NODES, {"cluster_id": self.config.cluster_id, "state": DEAD,
-                                             "adopted_by": node}, {"adopted_by": self.node_id})
-        if not won and expected_beat is not None:
-            return None
-        self.stats.takeovers += 1
-        self.stats.peers_dead.append(node)
-        return await self._sweep(node)
+    async def ownership_lost(self) -> None:
+        """The membership found our rows taken over: the service forgets them."""
+        try:
+            await _call(self.on_ownership_lost)
+        except Exception:
+            log.exception("cluster %s: on_ownership_lost failed", self.node_id)
 
-    async def _finish_takeovers(self) -> None:
-        """Rows still tagged with a node we adopted (a batch bound was hit, or the adopter before us died
-        half-way) are claimed now."""
-        rows = await self.db.query(NODES, {"cluster_id": self.config.cluster_id, "state": DEAD,
-                                           "adopted_by": self.node_id}, columns=["node_id"])
-        for r in rows:
-            await self._sweep(r["node_id"])
-
-    async def _sweep(self, node: str | None) -> int:
-        """Claim the rows tagged `node` (None: untagged) in batches; each batch goes to
-        on_subscriptions_adopted. Returns how many rows."""
+    async def sweep(self, tags: Tags) -> int:
+        """Claim the rows tagged `tags` (None: untagged; a tuple: any of those) in batches; each batch
+        goes to on_subscriptions_adopted. Returns how many rows."""
+        where: dict[str, Any] = {"sharing_tag": ("in", list(tags)) if isinstance(tags, tuple) else tags}
         total = 0
         for _ in range(MAX_ADOPT_BATCHES):
-            rows = await self.db.claim(ACTIVE_WATCHERS, {"sharing_tag": node}, {"sharing_tag": self.node_id},
+            rows = await self.db.claim(ACTIVE_WATCHERS, where, {"sharing_tag": self.node_id},
                                        limit=self.config.adopt_batch, order_by="id")
             if not rows:
                 break
@@ -429,20 +356,15 @@ class ClusterNode:
                 await _call(self.on_subscriptions_adopted, rows)
             except Exception:
                 log.exception("cluster %s: on_subscriptions_adopted failed for %d rows of %s (they are ours "
-                              "in the database and load at the next start)", self.node_id, len(rows), node)
+                              "in the database and load at the next start)", self.node_id, len(rows), tags)
         if total:
-            log.info("cluster %s: adopted %d subscriptions of %s", self.node_id, total, node or "no node")
+            log.info("cluster %s: adopted %d subscriptions of %s", self.node_id, total,
+                     "no node" if tags is None else tags if isinstance(tags, str) else "workers gone")
         return total
 
-    async def _register(self) -> None:
-        now = int(self.wall_clock())
-        await self.db.upsert(NODES, {"cluster_id": self.config.cluster_id, "node_id": self.node_id,
-                                     "state": ACTIVE, "beat": self._beat, "last_seen": now, "started": now,
-                                     "adopted_by": None}, ("cluster_id", "node_id"))
-
     async def nodes(self) -> list[dict[str, Any]]:
-        """The rs_nodes rows of this cluster (for an MI listing)."""
-        return list(await self.db.query(NODES, {"cluster_id": self.config.cluster_id}, order_by="node_id"))
+        """The members of this cluster as rows (for an MI listing)."""
+        return await self.membership.nodes()
 
 
 def config_from_params(params: Any) -> ClusterConfig | None:
@@ -460,3 +382,17 @@ def config_from_params(params: Any) -> ClusterConfig | None:
                          float(params.get("cluster_ping_interval") or 5),
                          float(params.get("cluster_node_timeout") if params.get("cluster_node_timeout")
                                is not None else 30))
+
+
+def worker_config(identity: WorkerIdentity, cluster: ClusterConfig | None) -> ClusterConfig:
+    """The ClusterConfig of a worker process (docs/workers.md section 3): node "w<slot>" on the workers'
+    channel with no cluster; "<cluster_sharing_tag>.w<slot>" in a PostgreSQL cluster (its channel,
+    heartbeats and untagged-row claims as configured). Worker 0 claims the rows nobody else will load:
+    untagged ones (a one-process run wrote them) and those of slots beyond N_total (a run with more
+    workers). ClusterError when the sharing tag would be over 32 characters."""
+    tag = cluster.node_id if cluster is not None else None
+    node_id = identity.node_id(cluster_tag=tag)
+    orphans = identity.orphan_tags(tag)
+    if cluster is None:
+        return ClusterConfig(0, node_id, adopt_untagged=identity.slot == 0, orphan_tags=orphans)
+    return replace(cluster, node_id=node_id, orphan_tags=orphans)

@@ -14,6 +14,7 @@ from .dispatch import Notifier
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
 from .persistence import Persistence
+from .presentity import Publication
 from .settings import PresenceSettings
 from .storage import PresenceStore, subscription_from_row
 from .subscription import SubState, Subscription, SubsTable
@@ -40,12 +41,30 @@ class ClusterCallbacks:
     async def cluster_presentity_changed(self, pres_uri: str, event_name: str) -> None:
         """Another node stored a change of (pres_uri, event): our watchers of it get the new state."""
         event = self._events.contains_event(event_name)
-        if event is None or not self._subscriptions.watchers(pres_uri, event.name):
-            return   # nobody here to tell (the next lookup reads the database anyway: fallback2db)
+        if event is None:
+            return
+        if not self._subscriptions.watchers(pres_uri, event.name):
+            # nobody here to tell; the next lookup reads the database (fallback2db: always; a worker:
+            # because it is marked stale now)
+            self._persistence.changed_elsewhere(pres_uri, event.name)
+            return
+        fallback2db = self._settings.fallback2db
         async with self._locks.hold(pres_uri):
+            if not fallback2db and event.type == PUBL_TYPE:
+                # without fallback2db notify_presentity reads nothing: the change is in the database
+                await self._persistence.read_publications(pres_uri, event)
             await self._notifier.notify_presentity(pres_uri, event)
-        # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions
-        await self._persistence.sync_db()
+        if fallback2db:
+            # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions (workers: the adopter's
+            # CSeq gap covers them, no write per announcement)
+            await self._persistence.sync_db()
+
+    def expired_in_memory_only(self, pubs: list[Publication]) -> None:
+        """clean_period found these publications expired in memory but not in the database: another node
+        refreshed them (a refresh announces nothing: the state is the same) or deleted them. Workers
+        (no fallback2db): their presentities are read again at the next request about them."""
+        for pub in pubs:
+            self._persistence.changed_elsewhere(pub.pres_uri, pub.event)
 
     async def cluster_adopt(self, rows: list[dict[str, Any]]) -> None:
         """A dead node's subscriptions are ours now. Choice: each live one gets a NOTIFY with the current
@@ -64,6 +83,14 @@ class ClusterCallbacks:
             self._subscriptions.load(sub, changed=True)   # our Contact and CSeq, saved by the sync below
             if sub.expires_at + self._settings.expires_offset > now and sub.status is not SubState.TERMINATED:
                 adopted.append((sub, event))
+        if not self._settings.fallback2db:
+            # Workers: what memory holds of these presentities may be stale (changes announced while
+            # nobody here watched them); notify_one reads only under fallback2db.
+            followed = {(sub.pres_uri, event.name): event for sub, event in adopted
+                        if event.type == PUBL_TYPE}
+            for (pres_uri, _), event in followed.items():
+                async with self._locks.hold(pres_uri):
+                    await self._persistence.read_publications(pres_uri, event)
         for sub, event in adopted:
             async with self._locks.hold(sub.pres_uri):
                 live = self._subscriptions.get(sub.key)
@@ -117,7 +144,7 @@ class ClusterCallbacks:
                 if before is None:
                     before = hash(self._notifier.state_body(pres_uri, event))
                 try:
-                    await self._persistence.fallback_publications(pres_uri, event, strict=True)
+                    await self._persistence.read_publications(pres_uri, event, strict=True)
                 except _BadRequest:
                     return False
                 if hash(self._notifier.state_body(pres_uri, event)) != before:

@@ -23,7 +23,8 @@ from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
 if TYPE_CHECKING:
-    from .cluster import ClusterNode
+    from .cluster import ClusterConfig, ClusterNode
+    from .membership import WorkerIdentity
 
 log = logging.getLogger("routescript.presence")
 
@@ -152,8 +153,9 @@ class PresenceModule(PresenceMI, Module):
         self._publish_rejected: Any = None
         self._timers: list[asyncio.Task[None]] = []
         self._own_db: Any = None
-        self.cluster: ClusterNode | None = None   # when cluster_id is set (started)
+        self.cluster: ClusterNode | None = None   # when cluster_id is set or as a worker (started)
         self.cluster_config: Any = None           # its ClusterConfig, checked at load time
+        self.worker: WorkerIdentity | None = None  # run_as_worker: one of several worker processes
         if not self.param("db_url"):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
             # the event packages' sake, and every call of its script functions is a load-time error
@@ -217,6 +219,39 @@ class PresenceModule(PresenceMI, Module):
         if rules is None:
             raise MIError(f"no rules document for {uri}")
         await self.service.update_watchers_status(uri, ev, rules)
+
+    # --- worker processes (docs/workers.md section 3) -------------------------------------------
+    def run_as_worker(self, identity: WorkerIdentity) -> None:
+        """Before start(), in a worker process: this worker is a node of the cluster model on the shared
+        database (sharing tag w<slot>, or <cluster_sharing_tag>.w<slot>), its supervisor the
+        membership authority. Not called: one process, as without workers."""
+        if self.service is not None:
+            raise RuntimeError("run_as_worker must be called before the presence module starts")
+        if self.cluster_config is not None:
+            identity.node_id(cluster_tag=self.cluster_config.node_id)   # ClusterError when too long
+        self.worker = identity
+
+    async def adopt_worker(self, slot: int) -> int:
+        """The supervisor's Adopt: worker `slot` is dead (or restarting too slowly); its subscriptions
+        become this worker's and their watchers are sent the current state. Returns how many rows."""
+        if self.cluster is None or self.worker is None:
+            raise RuntimeError("adopt_worker in a process that is not a started presence worker")
+        tag = self.cluster_config.node_id if self.cluster_config is not None else None
+        return await self.cluster.take_over(self.worker.node_id(slot, tag))
+
+    def resync(self) -> None:
+        """The supervisor's Resync: announcements from other workers may have been lost; every
+        presentity our watchers follow is read again (cluster_resync)."""
+        if self.cluster is not None:
+            self.cluster.request_resync()
+
+    def _node_config(self) -> ClusterConfig | None:
+        """The ClusterConfig this process runs with: cluster_id's, this worker's, or None (one server)."""
+        if self.worker is None:
+            return self.cluster_config  # type: ignore[no-any-return]
+        from .cluster import worker_config
+
+        return worker_config(self.worker, self.cluster_config)
 
     # --- lifetime ------------------------------------------------------------------------------
     def check(self) -> None:
@@ -290,29 +325,38 @@ class PresenceModule(PresenceMI, Module):
         else:
             db = await self.server.database(url)
         await db.ensure_schema(["presentity", "active_watchers", "watchers"])
-        cfg = self.cluster_config
+        cfg = self._node_config()
         store = PresenceStore(db, sharing_tag=cfg.node_id if cfg is not None else None)
         self.service = service = PresenceService(self.server, self.registry, self.settings(), store=store)
         if cfg is not None:
             from .cluster import ClusterNode
+            from .membership import SupervisedMembership
 
             self.cluster = ClusterNode(
                 db, cfg, on_presentity_changed=service.cluster_presentity_changed,
                 on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
                 on_ownership_lost=service.cluster_ownership_lost,
-                on_subscription_moved=service.cluster_subscription_moved)
-            service.join_cluster(self.cluster)
+                on_subscription_moved=service.cluster_subscription_moved,
+                # workers without cluster_id: the supervisor says who is dead, no rs_nodes
+                membership=SupervisedMembership() if cfg.cluster_id == 0 else None)
+            service.join_cluster(self.cluster, as_worker=self.worker is not None)
         self._statistics(service)
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,
                  self.registry.get_event_list())
-        if self.cluster is not None:
+        if self.cluster is not None and cfg is not None:
             await self.cluster.start()   # rs_nodes, join, LISTEN, claim untagged rows
-            self.cluster.run()           # heartbeat and dead-node timer
-            await service.cluster_rejoin()   # changes announced while we were down: current state
+            self.cluster.run()           # heartbeat and dead-node timer (none for supervised workers)
+            if cfg.cluster_id or (self.worker is not None and self.worker.epoch > 0):
+                # changes announced while we were down reached nobody here: the current state. Not at a
+                # worker's first start (epoch 0): the whole server was down, as a lone server restarts.
+                await service.cluster_rejoin()
             self._cluster_stats()
-            log.info("presence: cluster %d joined as node %s (ping %gs, node timeout %gs)", cfg.cluster_id,
-                     cfg.node_id, cfg.ping_interval, cfg.node_timeout)
+            if cfg.cluster_id:
+                log.info("presence: cluster %d joined as node %s (ping %gs, node timeout %gs)",
+                         cfg.cluster_id, cfg.node_id, cfg.ping_interval, cfg.node_timeout)
+            else:
+                log.info("presence: worker node %s started", cfg.node_id)
         self._every(self.param("clean_period"), self.service.clean)
         self._every(self.param("db_update_period"), self.service.sync_db)
 

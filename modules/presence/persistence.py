@@ -1,6 +1,11 @@
 """Presence state and the database: load at start, the writes a PUBLISH or SUBSCRIBE commits before its
 reply, the db_update_period flush (sync_db), and the fallback2db lookups that find what another server
-stored (publications, a dialog, watchers)."""
+stored (publications, a dialog, watchers).
+
+As one of several worker processes (docs/workers.md section 3; `as_worker`): a refresh is committed
+before its 200 too, loaded subscriptions go on 64 CSeqs above their row, and publications are read from
+the database on a miss only - a presentity another worker changed (`stale`, from its announcement) or
+a PUBLISH whose SIP-If-Match we do not hold - not before every request as fallback2db does."""
 
 from __future__ import annotations
 
@@ -8,15 +13,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .base import _db_failure
+from .base import TAKEOVER_CSEQ_GAP, _db_failure
 from .clustering import ClusterLink
 from .events import PUBL_TYPE, EventRegistry, PresenceEvent
-from .presentity import PresentityTable, PublishAction, PublishDecision
+from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
 from .settings import PresenceSettings
 from .storage import PresenceStore, publication_from_row, subscription_from_row
 from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable
 
 log = logging.getLogger("routescript.presence")
+
+MAX_STALE = 100_000   # bound: presentities marked changed elsewhere; beyond, every lookup reads the database
 
 
 class Persistence:
@@ -36,6 +43,38 @@ class Persistence:
         # Dialogs whose new row (or deletion) is being committed before the 2xx: not read back from the
         # database meanwhile (fallback2db), their SUBSCRIBE is not answered yet. Read-only outside.
         self.storing: set[DialogKey] = set()
+        # Workers: (pres_uri, event) another worker changed since we last read them (its announcement
+        # reached us and none of our watchers follows them); the next request about them reads first.
+        self.stale: set[tuple[str, str]] = set()
+        self.reread_all = False      # the stale set overflowed: read before every request (fallback2db)
+        # Whether a SUBSCRIBE/PUBLISH may need a read first (fallback2db, or something stale): one
+        # attribute the handlers test before calling in.
+        self.read_first = settings.fallback2db
+        # What handle_subscribe commits before its 2xx: a refresh too when workers are on (a kill -9
+        # must not lose an acknowledged refresh; the adopter would expire a live subscription early).
+        self.refresh_before_reply = False
+        self._cseq_gap_on_load = False
+
+    def as_worker(self) -> None:
+        """This process is one of several workers sharing the database (docs/workers.md section 3)."""
+        self.refresh_before_reply = self.store is not None
+        # A restarted worker's NOTIFY CSeqs were not all stored (they wait for db_update_period): its
+        # loaded dialogs go on above what it may have sent, as an adopter's do (TAKEOVER_CSEQ_GAP).
+        self._cseq_gap_on_load = True
+
+    def changed_elsewhere(self, pres_uri: str, event: str) -> None:
+        """Another worker changed (pres_uri, event) and none of our watchers follows it: what memory holds
+        of it is not to be trusted; the next request about it reads the database first."""
+        if self._settings.fallback2db or self.reread_all:
+            return
+        if len(self.stale) >= MAX_STALE:
+            log.warning("presence: %d presentities changed by other workers; reading the database before "
+                        "every request from now on", len(self.stale))
+            self.stale.clear()
+            self.reread_all = True
+        else:
+            self.stale.add((pres_uri, event))
+        self.read_first = True
 
     async def store_publication(self, d: PublishDecision) -> None:
         """A PUBLISH's change committed (group commit) before its reply."""
@@ -51,14 +90,17 @@ class Persistence:
 
     async def store_subscription(self, d: SubscribeDecision) -> None:
         """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a
-        PUBLISH): what was acknowledged survives a crash. A refresh waits for the db_update_period sync.
-        Meanwhile the dialog is `storing`: fallback2db does not read it back."""
+        PUBLISH): what was acknowledged survives a crash. A refresh waits for the db_update_period sync,
+        unless `refresh_before_reply` (workers): then its row is updated here as well. Meanwhile the
+        dialog is `storing`: fallback2db does not read it back."""
         assert self.store is not None and d.subscription is not None
         key = d.subscription.key
         self.storing.add(key)
         try:
             if d.action is SubscribeAction.INSERT:
                 await self.store.insert_subscription(d.subscription)
+            elif d.action is SubscribeAction.REFRESH:
+                await self.store.update_subscription(d.subscription)
             else:
                 await self.store.delete_subscription(d.subscription)
         finally:
@@ -130,10 +172,15 @@ class Persistence:
                 continue
             self._presentities.load(publication_from_row(row, event.content_type))
             npub += 1
+        gap = self._cseq_gap_on_load
         for row in await self.store.live_subscriptions(now - self._settings.expires_offset):
             if self._events.contains_event(row["event"]) is None:
                 continue
-            self._subscriptions.load(subscription_from_row(row))
+            sub = subscription_from_row(row)
+            if gap:
+                sub = sub.evolve(local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
+                                 version=sub.version + TAKEOVER_CSEQ_GAP)
+            self._subscriptions.load(sub, changed=gap)
             nsub += 1
         return npub, nsub
 
@@ -141,9 +188,31 @@ class Persistence:
     async def fallback_publications(self, pres_uri: str, event: PresenceEvent, *,
                                     strict: bool = False) -> None:
         """fallback2db: publications another server stored for this presentity join the table
-        (an etag lookup and the NOTIFY body then see them). `strict`: a database failure raises the
-        _BadRequest to answer (503/500) instead of going on with what memory holds."""
-        if not (self._settings.fallback2db and self.store is not None and event.type == PUBL_TYPE):
+        (an etag lookup and the NOTIFY body then see them). Workers: only when another worker changed
+        it since we last read it (`stale`). `strict`: a database failure raises the _BadRequest to
+        answer (503/500) instead of going on with what memory holds."""
+        if not self.read_first or self.store is None or event.type != PUBL_TYPE:
+            return
+        if not (self._settings.fallback2db or self.reread_all) and (pres_uri, event.name) not in self.stale:
+            return
+        await self.read_publications(pres_uri, event, strict=strict)
+
+    async def before_publish(self, facts: PublishFacts, event: PresenceEvent) -> None:
+        """What a PUBLISH reads first (the presentity's lock held): fallback2db, every time; a worker,
+        on a miss only: the presentity is stale, or SIP-If-Match names an ETag we do not hold (another
+        worker may have made it). `_BadRequest` (503/500) when the database cannot be read."""
+        if self.store is None or event.type != PUBL_TYPE:
+            return
+        key = (facts.pres_uri, event.name)
+        if not (self._settings.fallback2db or self.reread_all or key in self.stale) and (
+                self._cluster.node is None or not facts.if_match
+                or self._presentities.get(facts.pres_uri, event.name, facts.if_match) is not None):
+            return
+        await self.read_publications(facts.pres_uri, event, strict=True)
+
+    async def read_publications(self, pres_uri: str, event: PresenceEvent, *, strict: bool = False) -> None:
+        """The presentity's live publications read from the database replace what memory holds."""
+        if self.store is None:
             return
         try:
             rows = await self.store.find_publications(pres_uri, event.name,
@@ -155,11 +224,15 @@ class Persistence:
             return
         self._presentities.replace_presentity(pres_uri, event.name,
                                               [publication_from_row(r, event.content_type) for r in rows])
+        if self.stale:
+            self.stale.discard((pres_uri, event.name))
+            self.read_first = bool(self.stale) or self.reread_all or self._settings.fallback2db
 
     async def fallback_dialog(self, msg: Any) -> None:
         """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in
         the database (another server created it) before it is answered 481."""
-        if not (self._settings.fallback2db and self.store is not None):
+        # Clustered or a worker: the dialog may be another node's (adopted, or its owner is gone)
+        if not ((self._settings.fallback2db or self._cluster.node is not None) and self.store is not None):
             return
         from routescript.sip import ParseError
 

@@ -58,7 +58,7 @@ class PublishHandler:
             return -1
         async with self._locks.hold(facts.pres_uri):
             try:
-                await self._persistence.fallback_publications(facts.pres_uri, event, strict=True)
+                await self._persistence.before_publish(facts, event)
             except _BadRequest as exc:
                 self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
                 return -1

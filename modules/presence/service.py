@@ -127,7 +127,11 @@ class PresenceService:
         """The ClusterNode (docs/cluster.md), or None when presence is not clustered."""
         return self.clustering.node
 
-    def join_cluster(self, node: ClusterNode) -> None:
+    def join_cluster(self, node: ClusterNode, *, as_worker: bool = False) -> None:
         """Clustering on: `node` (made by the module with this service's cluster_* callbacks) decides
-        fencing, carries the announcements and claims other nodes' dialogs."""
+        fencing, carries the announcements and claims other nodes' dialogs. `as_worker`: this process
+        is one of several workers (docs/workers.md section 3): refreshes are stored before their 2xx,
+        loaded dialogs get the CSeq gap, publications are read on a miss. Before load()."""
         self.clustering.join(node)
+        if as_worker:
+            self.persistence.as_worker()

@@ -140,6 +140,12 @@ class PresenceStore:
         await self.committer.write((Write("upsert", ACTIVE_WATCHERS, self._tagged(subscription_row(sub)),
                                           keys=SUBSCRIPTION_KEY),))
 
+    async def update_subscription(self, sub: Subscription) -> None:
+        """A refresh committed before its 2xx (worker processes: docs/workers.md section 3)."""
+        key = subscription_key(sub)
+        values = {k: v for k, v in subscription_row(sub).items() if k not in key}
+        await self.committer.write((Write("update", ACTIVE_WATCHERS, values, self._own(key)),))
+
     async def delete_subscription(self, sub: Subscription) -> None:
         where = self._own(subscription_key(sub))
         await self.committer.write((Write("delete", ACTIVE_WATCHERS, where=where),))

@@ -79,6 +79,9 @@ class SubscribeHandler:
             if decision is None:
                 return -1
             if self._persistence.store is None or decision.action not in STORED_BEFORE_REPLY:
+                if decision.action is SubscribeAction.REFRESH and self._persistence.refresh_before_reply \
+                        and not await self._store_refresh(ctx, facts, decision):
+                    return -1
                 await self._conclude(ctx, facts, event, decision)
                 return 1
         # A new dialog (nobody knows its To tag before our 200) or an unsubscribe: its row is committed
@@ -97,11 +100,26 @@ class SubscribeHandler:
             await self._conclude(ctx, facts, event, self._as_now(decision), stored=True)
         return 1
 
+    async def _store_refresh(self, ctx: MsgContext, facts: SubscribeFacts,
+                             decision: SubscribeDecision) -> bool:
+        """Workers: a refresh's row committed before its 2xx, the presentity's lock held (refreshes are
+        rare - 100,000 watchers every hour is 28 a second - so they wait for their commit in turn, and
+        no NOTIFY can move the dialog on meanwhile). False after the error reply (503 or 500)."""
+        try:
+            await self._persistence.store_subscription(decision)
+        except Exception as exc:  # noqa: BLE001 - the SUBSCRIBE is answered (503 or 500) whatever failed
+            log.error("SUBSCRIBE refresh %s to %s not stored: %s", facts.callid, facts.pres_uri, exc)
+            err = _db_failure(exc)
+            self._responder.reply(ctx, err.status, err.reason, err.headers)
+            return False
+        return True
+
     async def _decide(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
                       force_active: bool) -> SubscribeDecision | None:
         """What the SUBSCRIBE does (the presentity's lock held); None after an error reply."""
-        if self._settings.fallback2db and event.type == PUBL_TYPE:
-            # The shared database holds the state the NOTIFY carries: without it, 503/500.
+        if self._persistence.read_first and event.type == PUBL_TYPE:
+            # The shared database holds the state the NOTIFY carries (fallback2db, or another worker
+            # changed it): without it, 503/500.
             try:
                 await self._persistence.fallback_publications(facts.pres_uri, event, strict=True)
             except _BadRequest as exc:

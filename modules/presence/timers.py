@@ -119,4 +119,8 @@ class ExpiryTimers:
                 pub.pres_uri, pub.event, [p for p in self._presentities.publications(pub.pres_uri, pub.event)
                                           if p.etag != pub.etag])
             gone.append(pub)
+            held.pop((pub.pres_uri, pub.event, pub.etag), None)
+        # Expired in our memory, not in the database: another node refreshed (or already deleted) it;
+        # what memory holds of that presentity is not to be trusted any more.
+        self._cluster_callbacks.expired_in_memory_only(list(held.values()))
         return gone

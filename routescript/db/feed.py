@@ -1,7 +1,10 @@
 """The change feed: short announcements from one database user to every other one (and to itself).
 
 PostgreSQL has it built in (LISTEN/NOTIFY, see routescript.db.pg_feed); on SQLite the same API works
-inside one process (a hub per database file), so a single node runs the same code as a cluster.
+inside one process (a hub per database file), so a single node runs the same code as a cluster. The
+worker processes of one machine share a SQLite file: a `FeedRelay` set by core (`set_feed_relay`; db
+never imports workers) carries each committed announcement to the other workers, which hand it to
+`deliver_remote` (docs/workers.md, "The local change feed on SQLite", feed B).
 
 What both backends promise:
 - `await db.notify(channel, payload)` reaches every callback registered with `db.listen(channel, ...)` on
@@ -23,7 +26,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from routescript.db.errors import DatabaseError
 
@@ -141,12 +144,23 @@ class Listeners:
         self._tasks.clear()
 
 
+class FeedRelay(Protocol):
+    """Carries an announcement committed in this process to the other processes using the same SQLite
+    file (the worker processes of one machine). `db_key` names the file (SqliteDatabase's hub key, its
+    normalised path). Called at commit, on the loop: it must not block (one sendto per peer), and a
+    failure it cannot repair itself is for the supervisor's Resync (on_reconnect) to repair."""
+
+    def send(self, db_key: str, channel: str, payload: str) -> None: ...
+
+
 class LocalHub:
     """The in-process feed of one SQLite database file: every Database opened on the file in this process
-    registers its Listeners here. Other processes using the same file are not reached (use PostgreSQL
-    for several nodes)."""
+    registers its Listeners here. Other processes using the same file are reached through the relay
+    (`set_feed_relay`) when core set one (worker processes); without it, only this process."""
 
     _hubs: ClassVar[dict[str, LocalHub]] = {}
+    relay: ClassVar[FeedRelay | None] = None
+    relay_failures: ClassVar[int] = 0   # sends the relay raised on (logged; repaired by a resync)
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -175,12 +189,57 @@ class LocalHub:
 
     @classmethod
     def publish_to(cls, key: str, channel: str, payload: str) -> None:
+        """A committed announcement: delivered to this process's listeners and given to the relay."""
         hub = cls._hubs.get(key)
-        if hub is not None:  # nobody listens on this database: nothing to deliver
+        if hub is not None:  # nobody listens here on this database: nothing to deliver locally
             hub.publish(channel, payload)
+        relay = cls.relay
+        if relay is not None:
+            try:
+                relay.send(key, channel, payload)
+            except Exception:
+                # The commit is done and cannot be undone: the peers catch up at their next resync.
+                cls.relay_failures += 1
+                log.exception("%s: relaying an announcement on %s to the other workers failed", key, channel)
+
+    @classmethod
+    def deliver_remote(cls, key: str, channel: str, payload: str) -> None:
+        """An announcement another process committed on the file `key` (its relay sent it): dispatched
+        to this process's listeners only, never relayed again. DatabaseError for a bad channel or
+        payload (the sender's bug: the caller logs it)."""
+        check_channel(channel)
+        check_payload(payload)
+        hub = cls._hubs.get(key)
+        if hub is not None:
+            hub.publish(channel, payload)
+
+    @classmethod
+    def reconnected_all(cls) -> None:
+        """Announcements from other processes may have been lost (a worker died between its commit and
+        its relay, a peer's inbox was full): every listener in this process gets its on_reconnect, as
+        after a PostgreSQL LISTEN connection came back, and re-reads what it may have missed."""
+        for hub in list(cls._hubs.values()):
+            for member in list(hub.members):
+                member.reconnected()
 
     def publish(self, channel: str, payload: str) -> None:
         """Deliver on the next loop iteration (never inside the sender's call, as on PostgreSQL)."""
         loop = asyncio.get_running_loop()
         for member in list(self.members):
             loop.call_soon(member.dispatch, channel, payload)
+
+
+def set_feed_relay(relay: FeedRelay | None) -> None:
+    """Core, in a worker process: every announcement committed on a SQLite file from now on also goes to
+    `relay` (None: this process only, as without workers)."""
+    LocalHub.relay = relay
+
+
+def deliver_remote(db_key: str, channel: str, payload: str) -> None:
+    """Core, in a worker process: an announcement another worker relayed (see LocalHub.deliver_remote)."""
+    LocalHub.deliver_remote(db_key, channel, payload)
+
+
+def resync_local() -> None:
+    """Core, in a worker process: the supervisor's Resync (see LocalHub.reconnected_all)."""
+    LocalHub.reconnected_all()

@@ -9,7 +9,8 @@ instead of meeting "database is locked". Settings and why:
 - busy_timeout=5000 ms: another process holding the write lock makes us wait, not fail at once.
 - BEGIN IMMEDIATE: a transaction takes the write lock when it starts, so it cannot fail halfway on upgrade.
 
-The change feed (listen/notify) reaches the Databases of this process opened on the same file only.
+The change feed (listen/notify) reaches the Databases of this process opened on the same file, and other
+processes only through the relay core sets for worker processes (routescript.db.feed.set_feed_relay).
 """
 
 from __future__ import annotations

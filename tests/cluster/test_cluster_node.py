@@ -15,7 +15,7 @@ import pytest
 from db.pg_proxy import TcpProxy, pg_host_port, proxied
 from db.test_db_behaviour import watcher
 
-from routescript.db import Database, open_database
+from routescript.db import Database, DatabaseError, open_database
 from routescript.modules.presence.cluster import (
     ClusterConfig,
     ClusterError,
@@ -23,6 +23,7 @@ from routescript.modules.presence.cluster import (
     config_from_params,
     parse_pres_events,
 )
+from routescript.modules.presence.cluster import worker_config
 from routescript.modules.presence.cluster_wire import (
     AnnouncementError,
     PresentityChanged,
@@ -30,6 +31,7 @@ from routescript.modules.presence.cluster_wire import (
     decode,
     encode,
 )
+from routescript.modules.presence.membership import Membership, SupervisedMembership, WorkerIdentity
 
 from .conftest import FakeClock
 
@@ -82,17 +84,19 @@ class Cluster:
         self.nodes: list[ClusterNode] = []
 
     async def node(self, node_id: str, *, url: str | None = None, start: bool = True,
+                   membership: Membership | None = None, cfg: ClusterConfig | None = None,
                    **config: Any) -> tuple[ClusterNode, Recorder]:
         db = await open_database(url or self.url)
         self.dbs.append(db)
         await db.ensure_schema(["active_watchers"])
         rec = Recorder()
         settings = {"ping_interval": 5, "node_timeout": 30, **config}
-        node = ClusterNode(db, ClusterConfig(self.cluster_id, node_id, **settings),
+        node = ClusterNode(db, cfg or ClusterConfig(self.cluster_id, node_id, **settings),
                            on_presentity_changed=rec.on_changed, on_subscriptions_adopted=rec.on_adopted,
                            on_resync=rec.on_resync, on_ownership_lost=rec.on_lost,
                            on_subscription_moved=rec.on_moved, clock=self.clock,
-                           wall_clock=lambda: 1_700_000_000.0, rng=random.Random(node_id))
+                           wall_clock=lambda: 1_700_000_000.0, rng=random.Random(node_id),
+                           membership=membership)
         if start:
             await node.start()
         self.nodes.append(node)
@@ -363,6 +367,42 @@ async def test_heartbeat_failures_fence_the_node_without_raising(cluster: Cluste
         assert not b.owns_subscriptions()
     finally:
         await proxy.stop()
+
+
+# --- worker processes as nodes (docs/workers.md section 3) ----------------------------------------------
+
+async def test_supervised_workers_adopt_each_row_of_a_dead_worker_once_even_when_two_race(
+        cluster: Cluster) -> None:
+    w0, rec0 = await cluster.node("w0", membership=SupervisedMembership())
+    w1, rec1 = await cluster.node("w1", membership=SupervisedMembership())
+    await seed_rows(w0.db, "w2", 300)
+    assert w0.run() is None and w0.owns_subscriptions() and w0.next_deadline() == float("inf")
+    got = await asyncio.gather(w0.take_over("w2"), w1.take_over("w2"))   # two Adopts at once
+    assert sum(got) == 300
+    ids = [r["id"] for r in rec0.adopted + rec1.adopted]
+    assert len(ids) == 300 and len(set(ids)) == 300
+    assert await w0.db.count("active_watchers", {"sharing_tag": "w2"}) == 0
+    with pytest.raises(DatabaseError, match="rs_nodes"):  # the supervisor is the membership: no table
+        await w0.db.count("rs_nodes")
+    assert next(n["node_id"] for n in await w0.nodes()) == "w0"
+    with pytest.raises(ClusterError):
+        await w0.take_over("w0")
+
+
+async def test_the_workers_of_a_cluster_node_beat_as_node1_w_slot_and_worker_0_claims_slots_gone(
+        cluster: Cluster) -> None:
+    db = await open_database(cluster.url)
+    cluster.dbs.append(db)
+    await db.ensure_schema(["active_watchers"])
+    for tag in ("node1.w1", "node1.w3", "node2.w5"):
+        await seed_rows(db, tag, 2, start=len(tag) * 100 + int(tag[-1]) * 10)
+    base = ClusterConfig(cluster.cluster_id, "node1", ping_interval=5, node_timeout=30)
+    w0, rec0 = await cluster.node("node1.w0", cfg=worker_config(WorkerIdentity(0, 2), base))
+    _w1, rec1 = await cluster.node("node1.w1", cfg=worker_config(WorkerIdentity(1, 2), base))
+    assert w0.node_id == "node1.w0" and w0.config.channel == f"rs_presence_{cluster.cluster_id}"
+    assert {r["callid"].split("-")[0] for r in rec0.adopted} == {"node1.w3"} and rec1.adopted == []
+    assert await db.count("active_watchers", {"sharing_tag": "node2.w5"}) == 2   # another machine's
+    assert sorted(r["node_id"] for r in await w0.nodes()) == ["node1.w0", "node1.w1"]
 
 
 # --- one node on SQLite: the same code, the in-process feed ---------------------------------------------
