@@ -127,15 +127,22 @@ def test_one_tracked_object_per_subscription() -> None:
 def test_bytes_per_subscription() -> None:
     """Everything the table keeps for one more subscription to its own presentity: about 800 bytes
     (Python 3.11: the record 224, its dialog key 64, the strings of the dialog, the table's share of
-    its dicts); it was 1,500 before issue 7. A dict per presentity or unshared domains go over."""
+    its dicts); it was 1,500 before issue 7. A dict per presentity or unshared domains go over.
+
+    Two batches, the smaller figure kept: a resize of the interpreter's table of interned strings (it
+    holds every string interned by the tests run before, some MB) can fall inside one batch and adds
+    ~800 bytes per subscription that this table does not keep; it does not happen twice in a row."""
     table = SubsTable()
     subscribe(table, 0)
+    figures = []
     tracemalloc.start()
     try:
-        base = tracemalloc.get_traced_memory()[0]
-        for n in range(1, 2049):
-            subscribe(table, n)
-        per_sub = (tracemalloc.get_traced_memory()[0] - base) / 2048
+        for first in (1, 2049):
+            base = tracemalloc.get_traced_memory()[0]
+            for n in range(first, first + 2048):
+                subscribe(table, n)
+            figures.append((tracemalloc.get_traced_memory()[0] - base) / 2048)
     finally:
         tracemalloc.stop()
-    assert per_sub < 1000, per_sub
+    per_sub = min(figures)
+    assert per_sub < 1000, figures
