@@ -229,7 +229,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
     elif body_start > size:
         body_start = size
 
-    head = (headers, index, {"cseq": cseq})
+    head = (headers, index, {"cseq": cseq, "call-id": call_id})
     body = data[body_start:end]
     raw = data if (start == 0 and end == size) else data[start:end]
     if method is None:
