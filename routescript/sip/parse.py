@@ -11,10 +11,12 @@ Every other header value is parsed on first access through the typed properties 
 
 from __future__ import annotations
 
+import re
+
 from . import _abnf
 from .errors import ParseError
 from .headers import _KEY_CACHE, canonical_name, header_key
-from .message import _SIP_VERSION, SIPRequest, SIPResponse, _is_digits
+from .message import _SIP_VERSION, Index, Lines, SIPRequest, SIPResponse, _is_digits
 from .values import parse_cseq
 
 # Bounds (STYLE.md 7). Over MAX_MESSAGE_SIZE the answer is 513 Message Too Large (RFC 3261 21.5.11).
@@ -121,6 +123,64 @@ def _unfold(lines: list[str]) -> list[str]:
     return out
 
 
+# One header line of an unfolded head: the name (what precedes the first ":") and the raw value.
+# message-header  =  (extension-header / ...) CRLF;  extension-header  =  header-name HCOLON header-value
+# A line without a colon does not match, so fewer matches than lines sends the head to _split_lines,
+# which says what is wrong with it.
+_HEADER_LINE = re.compile(r"^([^:\r\n]*):([^\r\n]*)", re.MULTILINE)
+
+
+def _split_head(text: str, first: str, count: int) -> tuple[Lines, Index] | None:
+    """The (name, value) pairs and the index of an unfolded head's `count` header lines, by C-level
+    passes (one regex scan, map and zip: no Python call per line); None when some line is not the usual
+    `known-name: value` (no colon, a name not seen before or with white space before its colon)."""
+    found = _HEADER_LINE.findall(text, len(first) + 1)   # from the line after the start line
+    if len(found) != count or not found:
+        return None
+    names, values = zip(*found, strict=True)
+    try:
+        keys = list(map(_KEY_CACHE.__getitem__, names))
+    except KeyError:   # a spelling header_key has not validated yet
+        return None
+    headers = list(zip(names, map(str.strip, values), strict=True))
+    index = {key: [n] for n, key in enumerate(keys)}
+    if len(index) != count:   # some header is repeated: every one of its lines, in order
+        index = {}
+        for n, key in enumerate(keys):
+            if key in index:
+                index[key].append(n)
+            else:
+                index[key] = [n]
+    return headers, index
+
+
+def _split_lines(lines: list[str]) -> tuple[Lines, Index]:
+    """The (name, value) pairs and the index of the header lines (the start line excluded), line by
+    line: for a head _split_head does not take, with the errors for a bad line or name."""
+    headers: Lines = []
+    index: Index = {}
+    key_of = _KEY_CACHE.get
+    for n, line in enumerate(lines[1:]):
+        name, colon, value = line.partition(":")
+        key = key_of(name)
+        if key is None:
+            if not colon:
+                raise ParseError("Bad header line" if line else "Empty header line")
+            # header-name HCOLON, where HCOLON = *( SP / HTAB ) ":" SWS
+            name = name.rstrip(" \t")
+            key = header_key(name)
+            if key is None:
+                raise ParseError("Bad header name")
+        elif not colon:
+            raise ParseError("Bad header line")
+        if key in index:
+            index[key].append(n)
+        else:
+            index[key] = [n]
+        headers.append((name, value.strip()))
+    return headers, index
+
+
 def _control_char_reason(lines: list[str]) -> str:
     """The reason phrase for a head holding a control character: which line holds it (the start line, or
     the header by its name), so the 400 tells the sender what to fix."""
@@ -157,32 +217,14 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
     if len(text) > max_line_length and any(len(line) > max_line_length for line in lines):
         raise ParseError("Header line too long")
 
-    # The one loop every message pays for: (name, value) pairs and name -> line indices.
-    headers: list[tuple[str, str]] = []
-    index: dict[str, list[int]] = {}
-    key_of = _KEY_CACHE.get
+    # What every message pays for: (name, value) pairs and name -> line indices.
+    first = lines[0]  # the start line
+    split = None
     if "\n " in text or "\n\t" in text:
         lines = _unfold(lines)
-    lines_iter = iter(lines)
-    first = next(lines_iter)  # the start line
-    for n, line in enumerate(lines_iter):
-        name, colon, value = line.partition(":")
-        key = key_of(name)
-        if key is None:
-            if not colon:
-                raise ParseError("Bad header line" if line else "Empty header line")
-            # header-name HCOLON, where HCOLON = *( SP / HTAB ) ":" SWS
-            name = name.rstrip(" \t")
-            key = header_key(name)
-            if key is None:
-                raise ParseError("Bad header name")
-        elif not colon:
-            raise ParseError("Bad header line")
-        if key in index:
-            index[key].append(n)
-        else:
-            index[key] = [n]
-        headers.append((name, value.strip()))
+    else:
+        split = _split_head(text, first, len(lines) - 1)
+    headers, index = split if split is not None else _split_lines(lines)
     if first[:4].upper() == "SIP/":
         m = _abnf.STATUS_LINE.fullmatch(first)
         if m is None:
