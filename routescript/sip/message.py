@@ -48,6 +48,12 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _key(name: str) -> str:
+    """The index key of a header name as a caller spells it: header_key's, or the name lower-cased
+    when it is no token (it then matches no line: the parser and check_header refuse such names)."""
+    return header_key(name) or name.lower()
+
+
 def _index_of(lines: Lines) -> Index:
     index: Index = {}
     key_of = _KEY_CACHE.get
@@ -131,20 +137,23 @@ class SIPMessage:
     def body(self, body: bytes) -> None:
         self.set_body(body)
 
+    # The lookups below resolve a spelling seen before with `in` and `[]` on header_key's cache (no
+    # method call: they run several times per request); _key() for a new one.
+
     def header(self, name: str) -> str | None:
         """Value of the first `name` header line (case-insensitive, compact forms resolved), or None."""
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
-            return None
-        return self._headers[idx[0]][1]
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        return self._headers[index[key][0]][1] if key in index else None
 
     def header_all(self, name: str) -> list[str]:
         """Value of every `name` header line, in order."""
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        if key not in index:
             return []
         headers = self._headers
-        return [headers[i][1] for i in idx]
+        return [headers[i][1] for i in index[key]]
 
     def header_values(self, name: str) -> list[str]:
         """Every value of `name`: all its lines, each comma list split (outside quotes and <>).
@@ -152,9 +161,11 @@ class SIPMessage:
         Only meaningful for headers whose grammar is a comma list (Via, Contact, Route, Allow-Events,
         Supported...); a Date or WWW-Authenticate value would be cut at its commas.
         """
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        if key not in index:
             return []
+        idx = index[key]
         headers = self._headers
         if len(idx) == 1:
             return split_values(headers[idx[0]][1])
@@ -164,7 +175,7 @@ class SIPMessage:
         return out
 
     def has_header(self, name: str) -> bool:
-        return (_KEY_CACHE.get(name) or header_key(name) or name.lower()) in self._index
+        return (_KEY_CACHE[name] if name in _KEY_CACHE else _key(name)) in self._index
 
     # --- editing ----------------------------------------------------------------------------------------
 
@@ -307,6 +318,10 @@ class SIPMessage:
         cache = self._cache
         if "via" in cache:
             via: Via = cache["via"]
+            return via
+        line = self._first("via")
+        if line and "," not in line:   # the usual line: one via-parm
+            via = cache["via"] = parse_via(line)
             return via
         values = self.header_values("via")
         if not values:
