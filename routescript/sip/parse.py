@@ -16,7 +16,7 @@ from itertools import islice, repeat
 from . import _abnf
 from .errors import ParseError
 from .headers import _KEY_CACHE, canonical_name, header_key
-from .message import _SIP_VERSION, Index, Lines, SIPRequest, SIPResponse, _is_digits
+from .message import _SIP_VERSION, Index, Lines, SIPRequest, SIPResponse
 from .values import parse_cseq
 
 # Bounds (STYLE.md 7). Over MAX_MESSAGE_SIZE the answer is 513 Message Too Large (RFC 3261 21.5.11).
@@ -262,7 +262,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers:
     cl_idx = index.get("content-length")
     if cl_idx is not None:
         value = headers[cl_idx[0]][1]
-        if not _is_digits(value) or len(value) > 10:
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:   # _is_digits, inline
             raise ParseError("Bad Content-Length header")
         end = body_start + int(value)
         if end > size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from . import _abnf
@@ -108,14 +109,14 @@ def _new_uri(scheme: str, user: str | None, password: str | None, host: str, por
 
 
 def _split_uri_params(text: str) -> Params:
-    # `text` already matched `*( ";" uri-parameter )`, so splitting on ";" and "=" is exact.
+    # `text` already matched `*( ";" uri-parameter )`: one findall splits it exactly ("=" kept apart
+    # from the value, so ";x=" (empty value) and ";x" (a flag) stay distinct).
     if not text:
         return ()
-    out = []
-    for part in text[1:].split(";"):
-        name, eq, value = part.partition("=")
-        out.append((name, value if eq else None))
-    return tuple(out)
+    return tuple([(name, value if eq else None) for name, eq, value in _URI_PARAM.findall(text)])
+
+
+_URI_PARAM = re.compile(rf";({_abnf.paramchar}+)(?:(=)({_abnf.paramchar}*))?")
 
 
 def parse_uri(text: str) -> SipURI:

@@ -544,3 +544,9 @@ def test_call_id_read_from_the_parse_and_after_an_edit() -> None:
     assert bad(lambda: msg.call_id) == "Missing Call-ID header"
     msg.add_header("i", "third@h")
     assert msg.call_id == "third@h"
+
+
+def test_uri_params_keep_empty_values_apart_from_flags() -> None:
+    uri = parse_uri("sip:a@h;lr;x=;transport=UDP;maddr=[::1]")
+    assert uri.params == (("lr", None), ("x", ""), ("transport", "UDP"), ("maddr", "[::1]"))
+    assert str(uri) == "sip:a@h;lr;x=;transport=UDP;maddr=[::1]" and uri.transport == "udp"
