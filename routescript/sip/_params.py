@@ -17,11 +17,13 @@ def parse_generic_params(text: str, what: str) -> Params:
     Values are kept as written (a quoted-string keeps its quotes) so that str() gives them back; use
     `param_value()` to read one. `what` names the header for the error reason ("Bad Via header").
     """
-    if not text or text.isspace():
+    if not text:
         return ()
     if '"' not in text:
         # Fast path: validate the whole list with one regex, then split (no ';' or '=' in values).
         if _abnf.GENERIC_PARAMS_UNQUOTED.fullmatch(text) is None:
+            if text.isspace():   # blank (any white space, not only SP/HTAB): no parameters
+                return ()
             raise ParseError(f"Bad {what} header")
         # one C-level pass for the pairs; an unquoted gen-value is never empty, so "" means a flag
         return tuple([(name, value or None) for name, value in _abnf.PARAM_PAIR.findall(text)])
