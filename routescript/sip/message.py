@@ -275,11 +275,9 @@ class SIPMessage:
         bytes past Content-Length in a datagram excepted); rebuilt with CRLF line ends otherwise."""
         raw = self._raw
         if raw is None:
-            parts = [self.start_line]
-            parts.extend([f"{name}: {value}" for name, value in self._headers])
-            parts.append("")
-            parts.append("")
-            raw = "\r\n".join(parts).encode("utf-8") + self._body
+            # one list display (no extend/append calls): every reply we send is written here
+            lines = [self.start_line, *[f"{name}: {value}" for name, value in self._headers], "", ""]
+            raw = "\r\n".join(lines).encode("utf-8") + self._body
             self._raw = raw
         return raw
 
