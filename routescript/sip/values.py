@@ -493,6 +493,19 @@ class ContentType:
         return f"{self.type}/{self.subtype}{format_params(self.params)}"
 
 
+_set_ct_type, _set_ct_subtype, _set_ct_params, _set_ct_map = slot_setters(ContentType)
+
+
+def _new_content_type(type_: str, subtype: str, params: Params) -> ContentType:
+    """ContentType(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    content_type = object.__new__(ContentType)
+    _set_ct_type(content_type, type_)
+    _set_ct_subtype(content_type, subtype)
+    _set_ct_params(content_type, params)
+    _set_ct_map(content_type, param_map(params) if params else _NO_PARAMS)
+    return content_type
+
+
 def parse_content_type(value: str) -> ContentType:
     """Content-Type  =  ( "Content-Type" / "c" ) HCOLON media-type
     media-type  =  m-type SLASH m-subtype *(SEMI m-parameter)                   (RFC 3261 20.15)"""
@@ -500,4 +513,5 @@ def parse_content_type(value: str) -> ContentType:
     m = _abnf.MEDIA_TYPE.match(s)
     if m is None:
         raise ParseError("Bad Content-Type header")
-    return ContentType(m.group("type"), m.group("subtype"), parse_generic_params(s[m.end():], "Content-Type"))
+    type_, subtype = m.groups()
+    return _new_content_type(type_, subtype, parse_generic_params(s[m.end():], "Content-Type"))

@@ -483,6 +483,8 @@ def test_the_parsers_constructors_make_what_the_dataclass_makes() -> None:
         (values_module._new_cseq(7, "NOTIFY"), CSeq(7, "NOTIFY")),
         (values_module._new_event("presence", ("winfo",), (("id", "1"),)),
          Event("presence", ("winfo",), (("id", "1"),))),
+        (values_module._new_content_type("text", "plain", (("charset", '"utf-8"'),)),
+         ContentType("text", "plain", (("charset", '"utf-8"'),))),
     ]
     for fast, usual in made:
         assert type(fast) is type(usual) and fast == usual and hash(fast) == hash(usual)
