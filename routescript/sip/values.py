@@ -159,7 +159,7 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         uri = parse_uri(uri_text)
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
-    params = parse_generic_params(params_text, what)
+    params = parse_generic_params(params_text, what) if params_text else ()
     if what in _TAGGED:
         quoted = '"' in params_text
         for name, written in params:
@@ -413,12 +413,15 @@ def parse_event(value: str) -> Event:
     if m is None:
         raise ParseError("Bad Event header")
     params_text = s[m.end():]
-    params = parse_generic_params(params_text, "Event")
+    params = parse_generic_params(params_text, "Event") if params_text else ()
     quoted = '"' in params_text
     for name, written in params:
         if name in _ID_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
             raise ParseError("Bad Event header")
-    package, *templates = m.group().split(".")
+    event_type = m.group()
+    if "." not in event_type:   # the usual "presence": no split
+        return _new_event(event_type, (), params)
+    package, *templates = event_type.split(".")
     return _new_event(package, tuple(templates), params)
 
 
