@@ -552,3 +552,14 @@ def test_uri_params_keep_empty_values_apart_from_flags() -> None:
     uri = parse_uri("sip:a@h;lr;x=;transport=UDP;maddr=[::1]")
     assert uri.params == (("lr", None), ("x", ""), ("transport", "UDP"), ("maddr", "[::1]"))
     assert str(uri) == "sip:a@h;lr;x=;transport=UDP;maddr=[::1]" and uri.transport == "udp"
+
+
+def test_header_lookups_by_any_spelling_and_by_names_that_are_no_token() -> None:
+    msg = parse_message(PUBLISH)
+    vias = msg.header_all("Via")
+    assert len(vias) == 2 and msg.header_all("v") == vias == msg.header_all("VIA")
+    assert msg.header("v") == vias[0] and msg.header_values("via") == vias
+    assert msg.has_header("i") and msg.has_header("CALL-ID") and not msg.has_header("X-Absent")
+    for name in ("Bad Name", "", "Via:"):   # not a token: matches no line, never raises
+        assert msg.header(name) is None and msg.header_all(name) == [] and msg.header_values(name) == []
+        assert not msg.has_header(name)
