@@ -73,21 +73,13 @@ class SipURI:
     def __str__(self) -> str:
         if self.scheme == "tel":
             return f"tel:{self.user}{format_params(self.params)}"
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out.append(":")
-                out.append(self.password)
-            out.append("@")
-        out.append(self.host)
-        if self.port is not None:
-            out.append(f":{self.port}")
-        if self.params:
-            out.append(format_params(self.params))
-        if self.headers:
-            out.append("?" + "&".join(f"{n}={v}" for n, v in self.headers))
-        return "".join(out)
+        # one f-string from its optional parts (no list appends: every NOTIFY writes several URIs)
+        user = self.user
+        userinfo = "" if user is None else f"{user}@" if self.password is None else f"{user}:{self.password}@"
+        port = "" if self.port is None else f":{self.port}"
+        params = format_params(self.params) if self.params else ""
+        headers = "?" + "&".join([f"{n}={v}" for n, v in self.headers]) if self.headers else ""
+        return f"{self.scheme}:{userinfo}{self.host}{port}{params}{headers}"
 
 
 (_set_scheme, _set_user, _set_password, _set_host, _set_port, _set_params,
