@@ -46,6 +46,8 @@ generic_param = rf"{SWS};{SWS}(?P<name>{token})(?:{SWS}={SWS}(?P<value>{gen_valu
 # *( SEMI generic-param ) without quoted-strings, whole: written so that no two parts can match the same
 # whitespace (no backtracking blow-up on long runs of spaces).
 generic_params_unquoted = rf"{SWS}(?:;{SWS}{token}(?:{SWS}={SWS}{gen_value_unquoted})?{SWS})*"
+# One generic-param of a list generic_params_unquoted has matched: (name, value), value "" for a flag.
+param_pair = rf";{SWS}({token})(?:{SWS}={SWS}({gen_value_unquoted}))?"
 
 # tag-param  =  "tag" EQUAL token                 (RFC 3261 25.1, in from-param / to-param)
 # event-param = generic-param / ( "id" EQUAL token )   (RFC 6665 8.2.1)
@@ -148,6 +150,7 @@ TOKEN = re.compile(token)
 TOKEN_NODOT = re.compile(token_nodot)
 GENERIC_PARAM = re.compile(generic_param)
 GENERIC_PARAMS_UNQUOTED = re.compile(generic_params_unquoted)
+PARAM_PAIR = re.compile(param_pair)
 QUOTED_STRING = re.compile(quoted_string)
 SIP_URI = re.compile(sip_uri)
 TEL_URI = re.compile(tel_uri)

@@ -6,6 +6,9 @@ from . import _abnf
 from .errors import ParseError
 
 Params = tuple[tuple[str, "str | None"], ...]
+# The parameters as a lookup: lower-case name -> unquoted value ("" for a flag), the first of a repeated
+# name (as `param_value` reads them). Made once per parsed value, so a read is one dict lookup.
+ParamMap = dict[str, str]
 
 
 def parse_generic_params(text: str, what: str) -> Params:
@@ -14,17 +17,16 @@ def parse_generic_params(text: str, what: str) -> Params:
     Values are kept as written (a quoted-string keeps its quotes) so that str() gives them back; use
     `param_value()` to read one. `what` names the header for the error reason ("Bad Via header").
     """
-    if not text or text.isspace():
+    if not text:
         return ()
     if '"' not in text:
         # Fast path: validate the whole list with one regex, then split (no ';' or '=' in values).
         if _abnf.GENERIC_PARAMS_UNQUOTED.fullmatch(text) is None:
+            if text.isspace():   # blank (any white space, not only SP/HTAB): no parameters
+                return ()
             raise ParseError(f"Bad {what} header")
-        params = []
-        for part in text.split(";")[1:]:
-            name, eq, value = part.partition("=")
-            params.append((name.strip(), value.strip() if eq else None))
-        return tuple(params)
+        # one C-level pass for the pairs; an unquoted gen-value is never empty, so "" means a flag
+        return tuple([(name, value or None) for name, value in _abnf.PARAM_PAIR.findall(text)])
     out: list[tuple[str, str | None]] = []
     pos = 0
     n = len(text)
@@ -70,6 +72,21 @@ def param_value(params: Params, name: str) -> str | None:
         if pname.lower() == lname:
             return "" if pvalue is None else unquote(pvalue)
     return None
+
+
+def param_map(params: Params) -> ParamMap:
+    """The lookup form of `params` (ParamMap): built once when a value object is made."""
+    return {
+        name.lower(): "" if value is None else unquote(value) if value[:1] == '"' else value
+        for name, value in reversed(params)   # reversed: the first of a repeated name wins
+    }
+
+
+def mapped_value(pmap: ParamMap, name: str) -> str | None:
+    """`param_value` over the lookup form: no lower-casing when `name` is written in lower case."""
+    if name in pmap:
+        return pmap[name]
+    return pmap.get(name.lower())
 
 
 def has_param(params: Params, name: str) -> bool:

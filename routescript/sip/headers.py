@@ -75,9 +75,8 @@ def header_key(name: str) -> str | None:
 
     None when `name` is not a valid header name (field-name = token, RFC 3261 25.1).
     """
-    key = _KEY_CACHE.get(name)
-    if key is not None:
-        return key
+    if name in _KEY_CACHE:   # `in` and `[]` rather than .get(): no method call for a known spelling
+        return _KEY_CACHE[name]
     if not _abnf.TOKEN.fullmatch(name):
         return None
     key = name.lower()
@@ -90,7 +89,7 @@ def header_key(name: str) -> str | None:
 def check_header(name: str, value: str) -> str:
     """The lookup key of a header line our own code or a script adds; ValueError (a bug, not a peer's
     fault) for a name that is not a token or a value holding a line break (the bytes would not parse)."""
-    key = header_key(name)
+    key = _KEY_CACHE[name] if name in _KEY_CACHE else header_key(name)   # header_key says why
     if key is None:
         raise ValueError(f"not a header name: {name!r}")
     if "\r" in value or "\n" in value:

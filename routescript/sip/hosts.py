@@ -10,7 +10,7 @@ import ipaddress
 
 def bare_host(host: str) -> str:
     """Strip IPv6 reference brackets: "[::1]" -> "::1"; other hosts are returned unchanged."""
-    if host.startswith("[") and host.endswith("]"):
+    if host[:1] == "[" and host[-1:] == "]":   # slices, not method calls: every send asks this
         return host[1:-1]
     return host
 

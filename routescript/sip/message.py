@@ -48,6 +48,12 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _key(name: str) -> str:
+    """The index key of a header name as a caller spells it: header_key's, or the name lower-cased
+    when it is no token (it then matches no line: the parser and check_header refuse such names)."""
+    return header_key(name) or name.lower()
+
+
 def _index_of(lines: Lines) -> Index:
     index: Index = {}
     key_of = _KEY_CACHE.get
@@ -131,20 +137,23 @@ class SIPMessage:
     def body(self, body: bytes) -> None:
         self.set_body(body)
 
+    # The lookups below resolve a spelling seen before with `in` and `[]` on header_key's cache (no
+    # method call: they run several times per request); _key() for a new one.
+
     def header(self, name: str) -> str | None:
         """Value of the first `name` header line (case-insensitive, compact forms resolved), or None."""
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
-            return None
-        return self._headers[idx[0]][1]
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        return self._headers[index[key][0]][1] if key in index else None
 
     def header_all(self, name: str) -> list[str]:
         """Value of every `name` header line, in order."""
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        if key not in index:
             return []
         headers = self._headers
-        return [headers[i][1] for i in idx]
+        return [headers[i][1] for i in index[key]]
 
     def header_values(self, name: str) -> list[str]:
         """Every value of `name`: all its lines, each comma list split (outside quotes and <>).
@@ -152,9 +161,11 @@ class SIPMessage:
         Only meaningful for headers whose grammar is a comma list (Via, Contact, Route, Allow-Events,
         Supported...); a Date or WWW-Authenticate value would be cut at its commas.
         """
-        idx = self._index.get(_KEY_CACHE.get(name) or header_key(name) or name.lower())
-        if idx is None:
+        key = _KEY_CACHE[name] if name in _KEY_CACHE else _key(name)
+        index = self._index
+        if key not in index:
             return []
+        idx = index[key]
         headers = self._headers
         if len(idx) == 1:
             return split_values(headers[idx[0]][1])
@@ -164,7 +175,7 @@ class SIPMessage:
         return out
 
     def has_header(self, name: str) -> bool:
-        return (_KEY_CACHE.get(name) or header_key(name) or name.lower()) in self._index
+        return (_KEY_CACHE[name] if name in _KEY_CACHE else _key(name)) in self._index
 
     # --- editing ----------------------------------------------------------------------------------------
 
@@ -264,11 +275,9 @@ class SIPMessage:
         bytes past Content-Length in a datagram excepted); rebuilt with CRLF line ends otherwise."""
         raw = self._raw
         if raw is None:
-            parts = [self.start_line]
-            parts.extend([f"{name}: {value}" for name, value in self._headers])
-            parts.append("")
-            parts.append("")
-            raw = "\r\n".join(parts).encode("utf-8") + self._body
+            # one list display (no extend/append calls): every reply we send is written here
+            lines = [self.start_line, *[f"{name}: {value}" for name, value in self._headers], "", ""]
+            raw = "\r\n".join(lines).encode("utf-8") + self._body
             self._raw = raw
         return raw
 
@@ -277,8 +286,17 @@ class SIPMessage:
 
     # --- typed, lazily parsed header values -------------------------------------------------------------
 
+    # Each typed value is parsed on its first read and kept in `_cache` under its header's key (the
+    # parser puts the CSeq and Call-ID there, having read them): a later read is the property and
+    # two dict operations, no method call. An edit of the header drops it (_changed).
+
+    def _first(self, key: str) -> str | None:
+        """The first line of header `key` (a lower-case long name), None when absent."""
+        index = self._index
+        return self._headers[index[key][0]][1] if key in index else None
+
     def _required(self, key: str, name: str) -> str:
-        value = self.header(key)
+        value = self._first(key)
         if value is None:
             raise ParseError(f"Missing {name} header")
         return value
@@ -295,97 +313,111 @@ class SIPMessage:
     @property
     def via(self) -> Via:
         """The topmost Via."""
-        via = self._cache.get("via")
-        if via is None:
-            values = self.header_values("via")
-            if not values:
-                raise ParseError("Missing Via header")
-            via = parse_via(values[0])
-            self._cache["via"] = via
+        cache = self._cache
+        if "via" in cache:
+            via: Via = cache["via"]
+            return via
+        line = self._first("via")
+        if line and "," not in line:   # the usual line: one via-parm
+            via = cache["via"] = parse_via(line)
+            return via
+        values = self.header_values("via")
+        if not values:
+            raise ParseError("Missing Via header")
+        via = cache["via"] = parse_via(values[0])
         return via
 
     @property
     def from_(self) -> NameAddr:
-        value = self._cache.get("from")
-        if value is None:
-            value = parse_name_addr(self._required("from", "From"), "From")
-            self._cache["from"] = value
+        cache = self._cache
+        if "from" in cache:
+            value: NameAddr = cache["from"]
+            return value
+        value = cache["from"] = parse_name_addr(self._required("from", "From"), "From")
         return value
 
     @property
     def to(self) -> NameAddr:
-        value = self._cache.get("to")
-        if value is None:
-            value = parse_name_addr(self._required("to", "To"), "To")
-            self._cache["to"] = value
+        cache = self._cache
+        if "to" in cache:
+            value: NameAddr = cache["to"]
+            return value
+        value = cache["to"] = parse_name_addr(self._required("to", "To"), "To")
         return value
 
     @property
     def call_id(self) -> str:
-        return self._required("call-id", "Call-ID")
+        cache = self._cache
+        if "call-id" in cache:
+            value: str = cache["call-id"]
+            return value
+        value = cache["call-id"] = self._required("call-id", "Call-ID")
+        return value
 
     @property
     def cseq(self) -> CSeq:
-        value = self._cache.get("cseq")
-        if value is None:
-            value = parse_cseq(self._required("cseq", "CSeq"))
-            self._cache["cseq"] = value
-        return value
-
-    def _cached(self, key: str, make: Any) -> Any:
         cache = self._cache
-        if key in cache:
-            return cache[key]
-        value = make()
-        cache[key] = value
+        if "cseq" in cache:
+            value: CSeq = cache["cseq"]
+            return value
+        value = cache["cseq"] = parse_cseq(self._required("cseq", "CSeq"))
         return value
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards  =  "Max-Forwards" HCOLON 1*DIGIT   (RFC 3261 20.22); None when absent."""
-        def make() -> int | None:
-            value = self.header("max-forwards")
-            if value is None:
-                return None
+        cache = self._cache
+        if "max-forwards" in cache:
+            result: int | None = cache["max-forwards"]
+            return result
+        value = self._first("max-forwards")
+        if value is not None:
             value = value.strip()
             if not _is_digits(value) or len(value) > 10:
                 raise ParseError("Bad Max-Forwards header")
-            return int(value)
-        result: int | None = self._cached("max-forwards", make)
+        result = cache["max-forwards"] = None if value is None else int(value)
         return result
 
     @property
     def expires(self) -> int | None:
         """Expires  =  "Expires" HCOLON delta-seconds   (RFC 3261 20.19); None when absent."""
-        def make() -> int | None:
-            value = self.header("expires")
-            return None if value is None else parse_delta_seconds(value, "Expires header")
-        result: int | None = self._cached("expires", make)
+        cache = self._cache
+        if "expires" in cache:
+            result: int | None = cache["expires"]
+            return result
+        value = self._first("expires")
+        result = cache["expires"] = None if value is None else parse_delta_seconds(value, "Expires header")
         return result
 
     @property
     def event(self) -> Event | None:
         """The Event header (RFC 6665), None when absent."""
-        def make() -> Event | None:
-            value = self.header("event")
-            return None if value is None else parse_event(value)
-        result: Event | None = self._cached("event", make)
+        cache = self._cache
+        if "event" in cache:
+            result: Event | None = cache["event"]
+            return result
+        value = self._first("event")
+        result = cache["event"] = None if value is None else parse_event(value)
         return result
 
     @property
     def contacts(self) -> list[Contact]:
         """Every Contact value; `Contact: *` is Contact(star=True)."""
-        result: list[Contact] = self._cached(
-            "contacts", lambda: [parse_contact(v) for v in self.header_values("contact")]
-        )
+        cache = self._cache
+        if "contacts" in cache:
+            result: list[Contact] = cache["contacts"]
+        else:
+            result = cache["contacts"] = [parse_contact(v) for v in self.header_values("contact")]
         return list(result)
 
     @property
     def content_type(self) -> ContentType | None:
-        def make() -> ContentType | None:
-            value = self.header("content-type")
-            return None if value is None else parse_content_type(value)
-        result: ContentType | None = self._cached("content-type", make)
+        cache = self._cache
+        if "content-type" in cache:
+            result: ContentType | None = cache["content-type"]
+            return result
+        value = self._first("content-type")
+        result = cache["content-type"] = None if value is None else parse_content_type(value)
         return result
 
     @property
@@ -402,18 +434,23 @@ class SIPMessage:
     @property
     def routes(self) -> list[NameAddr]:
         """The Route set, in order (RFC 3261 20.34)."""
-        result: list[NameAddr] = self._cached(
-            "route", lambda: [parse_name_addr(v, "Route") for v in self.header_values("route")]
-        )
+        cache = self._cache
+        if "route" in cache:
+            result: list[NameAddr] = cache["route"]
+        else:
+            result = cache["route"] = [parse_name_addr(v, "Route") for v in self.header_values("route")]
         return list(result)
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """The Record-Route set, in order (RFC 3261 20.30)."""
-        result: list[NameAddr] = self._cached(
-            "record-route",
-            lambda: [parse_name_addr(v, "Record-Route") for v in self.header_values("record-route")],
-        )
+        cache = self._cache
+        if "record-route" in cache:
+            result: list[NameAddr] = cache["record-route"]
+        else:
+            result = cache["record-route"] = [
+                parse_name_addr(v, "Record-Route") for v in self.header_values("record-route")
+            ]
         return list(result)
 
     def __repr__(self) -> str:

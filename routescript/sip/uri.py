@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from . import _abnf
@@ -72,21 +73,13 @@ class SipURI:
     def __str__(self) -> str:
         if self.scheme == "tel":
             return f"tel:{self.user}{format_params(self.params)}"
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out.append(":")
-                out.append(self.password)
-            out.append("@")
-        out.append(self.host)
-        if self.port is not None:
-            out.append(f":{self.port}")
-        if self.params:
-            out.append(format_params(self.params))
-        if self.headers:
-            out.append("?" + "&".join(f"{n}={v}" for n, v in self.headers))
-        return "".join(out)
+        # one f-string from its optional parts (no list appends: every NOTIFY writes several URIs)
+        user = self.user
+        userinfo = "" if user is None else f"{user}@" if self.password is None else f"{user}:{self.password}@"
+        port = "" if self.port is None else f":{self.port}"
+        params = format_params(self.params) if self.params else ""
+        headers = "?" + "&".join([f"{n}={v}" for n, v in self.headers]) if self.headers else ""
+        return f"{self.scheme}:{userinfo}{self.host}{port}{params}{headers}"
 
 
 (_set_scheme, _set_user, _set_password, _set_host, _set_port, _set_params,
@@ -108,14 +101,14 @@ def _new_uri(scheme: str, user: str | None, password: str | None, host: str, por
 
 
 def _split_uri_params(text: str) -> Params:
-    # `text` already matched `*( ";" uri-parameter )`, so splitting on ";" and "=" is exact.
+    # `text` already matched `*( ";" uri-parameter )`: one findall splits it exactly ("=" kept apart
+    # from the value, so ";x=" (empty value) and ";x" (a flag) stay distinct).
     if not text:
         return ()
-    out = []
-    for part in text[1:].split(";"):
-        name, eq, value = part.partition("=")
-        out.append((name, value if eq else None))
-    return tuple(out)
+    return tuple([(name, value if eq else None) for name, eq, value in _URI_PARAM.findall(text)])
+
+
+_URI_PARAM = re.compile(rf";({_abnf.paramchar}+)(?:(=)({_abnf.paramchar}*))?")
 
 
 def parse_uri(text: str) -> SipURI:

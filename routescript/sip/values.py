@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import re
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import _abnf
 from ._fast import slot_setters
 from ._params import (
+    ParamMap,
     Params,
     format_params,
-    has_param,
-    param_value,
+    mapped_value,
+    param_map,
     parse_generic_params,
     quote,
     unquote,
@@ -25,6 +26,10 @@ from .errors import ParseError
 from .uri import SipURI, parse_uri
 
 _MAX_EXPIRES = 2**32 - 1
+# The lookup form of an empty parameter list, shared (nothing writes to a ParamMap once made).
+# The parsers' constructors read a ParamMap with `in` and `[]` rather than .get(): a method call on
+# every value parsed, which the per-request call count (docs/benchmarks.md) charges to every message.
+_NO_PARAMS: ParamMap = {}
 
 
 def parse_delta_seconds(value: str, what: str, *, cap: int = _MAX_EXPIRES) -> int:
@@ -35,7 +40,8 @@ def parse_delta_seconds(value: str, what: str, *, cap: int = _MAX_EXPIRES) -> in
         raise ParseError(f"Bad {what}")
     if len(value) > 10:
         return cap
-    return min(int(value), cap)
+    number = int(value)
+    return number if number < cap else cap
 
 
 # --- name-addr / addr-spec -------------------------------------------------------------------------------
@@ -49,17 +55,22 @@ class NameAddr:
     display: str | None
     uri: SipURI
     params: Params = ()
+    # Read from `params` once, when the value is made (the dialog and transaction code read the tag
+    # several times per request): derived, so neither compared nor shown.
+    tag: str | None = field(init=False, repr=False, compare=False)
+    _param_map: ParamMap = field(init=False, repr=False, compare=False)
 
-    @property
-    def tag(self) -> str | None:
-        return param_value(self.params, "tag")
+    def __post_init__(self) -> None:
+        pmap = param_map(self.params)
+        object.__setattr__(self, "_param_map", pmap)
+        object.__setattr__(self, "tag", pmap.get("tag"))
 
     def param(self, name: str) -> str | None:
         """Header parameter `name` (case-insensitive), unquoted; "" for a flag; None when absent."""
-        return param_value(self.params, name)
+        return mapped_value(self._param_map, name)
 
     def has_param(self, name: str) -> bool:
-        return has_param(self.params, name)
+        return name in self._param_map or name.lower() in self._param_map
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         return replace(self, params=with_param(self.params, name, value))
@@ -73,7 +84,7 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
-_set_na_display, _set_na_uri, _set_na_params = slot_setters(NameAddr)
+_set_na_display, _set_na_uri, _set_na_params, _set_na_tag, _set_na_map = slot_setters(NameAddr)
 
 
 def _new_name_addr(display: str | None, uri: SipURI, params: Params) -> NameAddr:
@@ -82,6 +93,9 @@ def _new_name_addr(display: str | None, uri: SipURI, params: Params) -> NameAddr
     _set_na_display(name_addr, display)
     _set_na_uri(name_addr, uri)
     _set_na_params(name_addr, params)
+    pmap = param_map(params) if params else _NO_PARAMS
+    _set_na_map(name_addr, pmap)
+    _set_na_tag(name_addr, pmap["tag"] if "tag" in pmap else None)  # noqa: SIM401 - see _NO_PARAMS
     return name_addr
 
 
@@ -111,13 +125,14 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     """
     s = value.strip()
     display: str | None = None
-    if s.startswith('"'):
+    # s[:1] tests rather than startswith(): every From, To and Contact of every request goes through here
+    if s[:1] == '"':
         m = _abnf.QUOTED_STRING.match(s)
         if m is None:
             raise ParseError(f"Bad {what} header")
         display = unquote(m.group())
         s = s[m.end():].lstrip()
-        if not s.startswith("<"):
+        if s[:1] != "<":
             raise ParseError(f"Bad {what} header")
     else:
         lt = s.find("<")
@@ -126,7 +141,7 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
             if display is not None and '"' in display:
                 raise ParseError(f"Bad {what} header")
             s = s[lt:]
-    if s.startswith("<"):
+    if s[:1] == "<":
         gt = s.find(">")
         if gt < 0:
             raise ParseError(f"Bad {what} header")
@@ -144,7 +159,7 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         uri = parse_uri(uri_text)
     except ParseError:
         raise ParseError(f"Bad {what} header") from None
-    params = parse_generic_params(params_text, what)
+    params = parse_generic_params(params_text, what) if params_text else ()
     if what in _TAGGED:
         quoted = '"' in params_text
         for name, written in params:
@@ -167,6 +182,7 @@ def _spellings(name: str) -> frozenset[str]:
 
 
 _TAG_SPELLINGS = _spellings("tag")
+_RPORT_SPELLINGS = _spellings("rport")
 _ID_SPELLINGS = _spellings("id")
 
 
@@ -193,6 +209,21 @@ class Via:
     host: str
     port: int | None = None
     params: Params = ()
+    # Read from `params` once, when the value is made (the transaction key, the to-tag and the reply's
+    # destination each read the branch): derived, so neither compared nor shown.
+    branch: str | None = field(init=False, repr=False, compare=False)
+    received: str | None = field(init=False, repr=False, compare=False)
+    # RFC 3581: None when absent, True when present without a value, else the port.
+    rport: int | bool | None = field(init=False, repr=False, compare=False)
+    _param_map: ParamMap = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pmap = param_map(self.params)
+        branch, received, rport = _via_slots(pmap)
+        object.__setattr__(self, "_param_map", pmap)
+        object.__setattr__(self, "branch", branch)
+        object.__setattr__(self, "received", received)
+        object.__setattr__(self, "rport", rport)
 
     @property
     def transport(self) -> str:
@@ -200,32 +231,14 @@ class Via:
         return self.protocol.rpartition("/")[2].upper()
 
     @property
-    def branch(self) -> str | None:
-        return param_value(self.params, "branch")
-
-    @property
-    def received(self) -> str | None:
-        return param_value(self.params, "received")
-
-    @property
-    def rport(self) -> int | bool | None:
-        """RFC 3581: None when absent, True when present without a value, else the port."""
-        value = param_value(self.params, "rport")
-        if value is None:
-            return None
-        if value == "":
-            return True
-        return int(value)  # checked when parsed
-
-    @property
     def sent_by(self) -> str:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def param(self, name: str) -> str | None:
-        return param_value(self.params, name)
+        return mapped_value(self._param_map, name)
 
     def has_param(self, name: str) -> bool:
-        return has_param(self.params, name)
+        return name in self._param_map or name.lower() in self._param_map
 
     def with_param(self, name: str, value: str | None) -> Via:
         """A copy with via-param `name` set (e.g. received / rport, RFC 3261 18.2.1, RFC 3581)."""
@@ -235,7 +248,24 @@ class Via:
         return f"{self.protocol} {self.sent_by}{format_params(self.params)}"
 
 
-_set_via_protocol, _set_via_host, _set_via_port, _set_via_params = slot_setters(Via)
+def _via_slots(pmap: ParamMap) -> tuple[str | None, str | None, int | bool | None]:
+    """(branch, received, rport) from a Via's parameters; ValueError for an rport that is no port
+    (the parser refuses it first, as a bad Via header)."""
+    rport: int | bool | None = None
+    if "rport" in pmap:
+        text = pmap["rport"]
+        if text == "":
+            rport = True
+        elif text.isascii() and text.isdigit() and len(text) <= 5:
+            rport = int(text)
+        else:
+            raise ValueError(f"Via rport is not a port: {text!r}")
+    return (pmap["branch"] if "branch" in pmap else None,  # noqa: SIM401 - see _NO_PARAMS
+            pmap["received"] if "received" in pmap else None, rport)  # noqa: SIM401
+
+
+(_set_via_protocol, _set_via_host, _set_via_port, _set_via_params,
+ _set_via_branch, _set_via_received, _set_via_rport, _set_via_map) = slot_setters(Via)
 
 
 def _new_via(protocol: str, host: str, port: int | None, params: Params) -> Via:
@@ -245,6 +275,12 @@ def _new_via(protocol: str, host: str, port: int | None, params: Params) -> Via:
     _set_via_host(via, host)
     _set_via_port(via, port)
     _set_via_params(via, params)
+    pmap = param_map(params) if params else _NO_PARAMS
+    branch, received, rport = _via_slots(pmap)
+    _set_via_map(via, pmap)
+    _set_via_branch(via, branch)
+    _set_via_received(via, received)
+    _set_via_rport(via, rport)
     return via
 
 
@@ -266,7 +302,7 @@ def parse_via(value: str) -> Via:
             raise ParseError("Bad Via header")
     params = parse_generic_params(value[m.end():], "Via")
     for name, pvalue in params:
-        if pvalue is not None and name.lower() == "rport" and not (
+        if pvalue is not None and name in _RPORT_SPELLINGS and not (
             pvalue.isascii() and pvalue.isdigit() and len(pvalue) <= 5
         ):
             raise ParseError("Bad Via header")
@@ -324,6 +360,14 @@ class Event:
     package: str
     templates: tuple[str, ...] = ()
     params: Params = ()
+    # Read from `params` once, when the value is made: derived, so neither compared nor shown.
+    id: str | None = field(init=False, repr=False, compare=False)
+    _param_map: ParamMap = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pmap = param_map(self.params)
+        object.__setattr__(self, "_param_map", pmap)
+        object.__setattr__(self, "id", pmap.get("id"))
 
     @property
     def name(self) -> str:
@@ -332,21 +376,18 @@ class Event:
             return self.package
         return ".".join((self.package, *self.templates))
 
-    @property
-    def id(self) -> str | None:
-        return param_value(self.params, "id")
-
     def param(self, name: str) -> str | None:
-        return param_value(self.params, name)
+        return mapped_value(self._param_map, name)
 
     def has_param(self, name: str) -> bool:
-        return has_param(self.params, name)
+        return name in self._param_map or name.lower() in self._param_map
 
     def __str__(self) -> str:
         return f"{self.name}{format_params(self.params)}"
 
 
-_set_event_package, _set_event_templates, _set_event_params = slot_setters(Event)
+(_set_event_package, _set_event_templates, _set_event_params,
+ _set_event_id, _set_event_map) = slot_setters(Event)
 
 
 def _new_event(package: str, templates: tuple[str, ...], params: Params) -> Event:
@@ -355,6 +396,9 @@ def _new_event(package: str, templates: tuple[str, ...], params: Params) -> Even
     _set_event_package(event, package)
     _set_event_templates(event, templates)
     _set_event_params(event, params)
+    pmap = param_map(params) if params else _NO_PARAMS
+    _set_event_map(event, pmap)
+    _set_event_id(event, pmap["id"] if "id" in pmap else None)  # noqa: SIM401 - see _NO_PARAMS
     return event
 
 
@@ -369,12 +413,15 @@ def parse_event(value: str) -> Event:
     if m is None:
         raise ParseError("Bad Event header")
     params_text = s[m.end():]
-    params = parse_generic_params(params_text, "Event")
+    params = parse_generic_params(params_text, "Event") if params_text else ()
     quoted = '"' in params_text
     for name, written in params:
         if name in _ID_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
             raise ParseError("Bad Event header")
-    package, *templates = m.group().split(".")
+    event_type = m.group()
+    if "." not in event_type:   # the usual "presence": no split
+        return _new_event(event_type, (), params)
+    package, *templates = event_type.split(".")
     return _new_event(package, tuple(templates), params)
 
 
@@ -432,6 +479,10 @@ class ContentType:
     type: str
     subtype: str
     params: Params = ()
+    _param_map: ParamMap = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_param_map", param_map(self.params))
 
     @property
     def mime(self) -> str:
@@ -439,10 +490,23 @@ class ContentType:
         return f"{self.type}/{self.subtype}".lower()
 
     def param(self, name: str) -> str | None:
-        return param_value(self.params, name)
+        return mapped_value(self._param_map, name)
 
     def __str__(self) -> str:
         return f"{self.type}/{self.subtype}{format_params(self.params)}"
+
+
+_set_ct_type, _set_ct_subtype, _set_ct_params, _set_ct_map = slot_setters(ContentType)
+
+
+def _new_content_type(type_: str, subtype: str, params: Params) -> ContentType:
+    """ContentType(...) for the parser's checked parts, without __init__'s object.__setattr__ (_fast.py)."""
+    content_type = object.__new__(ContentType)
+    _set_ct_type(content_type, type_)
+    _set_ct_subtype(content_type, subtype)
+    _set_ct_params(content_type, params)
+    _set_ct_map(content_type, param_map(params) if params else _NO_PARAMS)
+    return content_type
 
 
 def parse_content_type(value: str) -> ContentType:
@@ -452,4 +516,5 @@ def parse_content_type(value: str) -> ContentType:
     m = _abnf.MEDIA_TYPE.match(s)
     if m is None:
         raise ParseError("Bad Content-Type header")
-    return ContentType(m.group("type"), m.group("subtype"), parse_generic_params(s[m.end():], "Content-Type"))
+    type_, subtype = m.groups()
+    return _new_content_type(type_, subtype, parse_generic_params(s[m.end():], "Content-Type"))

@@ -290,3 +290,53 @@ def test_value_parsers_on_any_text(text: str) -> None:
             continue
         # whatever parsed prints back to something that parses to the same value
         assert parse(str(value)) == value
+
+
+def _both_splits_agree(data: bytes) -> None:
+    """parse_message's C-level split of the head (_split_head) gives what the line-by-line one gives;
+    where it declines (None), the line-by-line one decides (and raises the reasons)."""
+    from routescript.sip.parse import _head_lines, _split_head, _split_lines
+
+    try:
+        text, lines, _ = _head_lines(data, 0)
+    except ParseError:
+        return
+    if "\n " in text or "\n\t" in text:
+        return   # folded heads never take the fast split
+    try:
+        slow = _split_lines(lines)   # first: it teaches header_key's cache the spellings it validates
+    except ParseError:
+        assert _split_head(lines) is None
+        return
+    fast = _split_head(lines)
+    if fast is not None:
+        assert fast == slow
+
+
+@FUZZ
+@given(mutated())
+def test_fast_head_split_agrees_on_mutated_messages(data: bytes) -> None:
+    _both_splits_agree(data)
+
+
+@FUZZ
+@given(st.lists(st.one_of(SPECIAL, st.binary(max_size=8), st.sampled_from([
+    b"SIP/2.0 200 OK\r\n", b"Via: a\r\n", b"v: b\r\n", b"VIA:c\r\n", b"Via :d\r\n", b"X-New: e\r\n",
+    b"Call-ID: x\r\n", b": v\r\n", b"noColon\r\n", b"To:\r\n", b"To:  \t q \t\r\n"])), max_size=30))
+def test_fast_head_split_agrees_on_token_soup(parts: list[bytes]) -> None:
+    _both_splits_agree(b"".join(parts))
+
+
+def test_fast_head_split_takes_the_usual_message() -> None:
+    from routescript.sip.parse import _head_lines, _split_head
+
+    for data in (SUBSCRIBE, PUBLISH, PUBLISH.replace(b"Via:", b"v:")):
+        parse_message(data)   # the spellings validated once
+        _, lines, _ = _head_lines(data, 0)
+        split = _split_head(lines)
+        assert split is not None
+        headers, index = split
+        assert headers == [tuple(h) for h in parse_message(data).headers]
+        vias = [n for n, (name, _) in enumerate(headers) if name in ("Via", "v")]
+        assert index["via"] == vias and len(vias) == (2 if data is not SUBSCRIBE else 1)
+        assert index["call-id"] == [next(n for n, (name, _) in enumerate(headers) if name == "Call-ID")]

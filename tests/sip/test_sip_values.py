@@ -483,6 +483,8 @@ def test_the_parsers_constructors_make_what_the_dataclass_makes() -> None:
         (values_module._new_cseq(7, "NOTIFY"), CSeq(7, "NOTIFY")),
         (values_module._new_event("presence", ("winfo",), (("id", "1"),)),
          Event("presence", ("winfo",), (("id", "1"),))),
+        (values_module._new_content_type("text", "plain", (("charset", '"utf-8"'),)),
+         ContentType("text", "plain", (("charset", '"utf-8"'),))),
     ]
     for fast, usual in made:
         assert type(fast) is type(usual) and fast == usual and hash(fast) == hash(usual)
@@ -499,3 +501,65 @@ def test_the_parsers_constructors_make_what_the_dataclass_makes() -> None:
 ])
 def test_name_addr_tag_agrees_with_the_full_parse(value: str) -> None:
     assert name_addr_tag(value) == (parse_name_addr(value).tag or "")
+
+
+# --- parameters read once (the lookup form made with the value) ---------------------------------------------
+
+
+def test_parameter_lookup_is_case_insensitive_first_wins_and_unquoted() -> None:
+    via = parse_via('SIP/2.0/UDP h;BRANCH=z9hG4bKa;Branch=z9hG4bKb;RPort;x="q \\"y\\"";Received=10.0.0.1')
+    assert (via.branch, via.rport, via.received) == ("z9hG4bKa", True, "10.0.0.1")
+    assert via.param("x") == 'q "y"' and via.param("X") == 'q "y"' and via.param("branch") == "z9hG4bKa"
+    assert via.has_param("RPORT") and not via.has_param("ttl") and via.param("ttl") is None
+    assert str(via) == 'SIP/2.0/UDP h;BRANCH=z9hG4bKa;Branch=z9hG4bKb;RPort;x="q \\"y\\"";Received=10.0.0.1'
+    to = parse_name_addr("<sip:a@b>;TAG=t1;tag=t2;Flag", "To")
+    assert (to.tag, to.param("flag"), to.has_param("FLAG")) == ("t1", "", True)
+    event = parse_event("presence;ID=7;Id=8")
+    assert (event.id, event.param("id")) == ("7", "7")
+    ctype = parse_content_type('text/plain;Charset="utf-8"')
+    assert ctype.param("charset") == "utf-8" and ctype.param("CHARSET") == "utf-8"
+
+
+def test_derived_fields_follow_every_way_of_making_the_value() -> None:
+    via = Via("SIP/2.0/UDP", "h", None, (("branch", "z9hG4bK1"), ("rport", "5062")))
+    assert (via.branch, via.rport, via.received) == ("z9hG4bK1", 5062, None)
+    stamped = via.with_param("received", "192.0.2.1").with_param("rport", None)
+    assert (stamped.branch, stamped.rport, stamped.received) == ("z9hG4bK1", True, "192.0.2.1")
+    assert dataclasses.replace(via, params=()).branch is None
+    # derived fields are neither compared nor shown: two Vias with the same parameters are equal
+    assert via == Via("SIP/2.0/UDP", "h", None, (("branch", "z9hG4bK1"), ("rport", "5062")))
+    assert repr(via) == ("Via(protocol='SIP/2.0/UDP', host='h', port=None, "
+                         "params=(('branch', 'z9hG4bK1'), ('rport', '5062')))")
+    name_addr = NameAddr(None, parse_uri("sip:a@b"))
+    assert name_addr.tag is None and name_addr.with_tag("x1").tag == "x1"
+    assert Event("presence", (), (("id", "9"),)).id == "9"
+    with pytest.raises(ValueError, match="rport"):
+        Via("SIP/2.0/UDP", "h", None, (("rport", "none"),))
+
+
+def test_call_id_read_from_the_parse_and_after_an_edit() -> None:
+    msg = parse_message(SUBSCRIBE.replace(b"Call-ID:", b"i:"))
+    assert msg.call_id == "a84b4c76e66710@pc33.example.com"
+    msg.set_header("Call-ID", "other@h")
+    assert msg.call_id == "other@h"
+    msg.remove_header("i")
+    assert bad(lambda: msg.call_id) == "Missing Call-ID header"
+    msg.add_header("i", "third@h")
+    assert msg.call_id == "third@h"
+
+
+def test_uri_params_keep_empty_values_apart_from_flags() -> None:
+    uri = parse_uri("sip:a@h;lr;x=;transport=UDP;maddr=[::1]")
+    assert uri.params == (("lr", None), ("x", ""), ("transport", "UDP"), ("maddr", "[::1]"))
+    assert str(uri) == "sip:a@h;lr;x=;transport=UDP;maddr=[::1]" and uri.transport == "udp"
+
+
+def test_header_lookups_by_any_spelling_and_by_names_that_are_no_token() -> None:
+    msg = parse_message(PUBLISH)
+    vias = msg.header_all("Via")
+    assert len(vias) == 2 and msg.header_all("v") == vias == msg.header_all("VIA")
+    assert msg.header("v") == vias[0] and msg.header_values("via") == vias
+    assert msg.has_header("i") and msg.has_header("CALL-ID") and not msg.has_header("X-Absent")
+    for name in ("Bad Name", "", "Via:"):   # not a token: matches no line, never raises
+        assert msg.header(name) is None and msg.header_all(name) == [] and msg.header_values(name) == []
+        assert not msg.has_header(name)
