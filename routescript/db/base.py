@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, TypeVar
 
 from routescript.db import _sql
+from routescript.db._plan import NotPlain, WritePlan
 from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.feed import FeedCallback, Listeners, ReconnectCallback, check_channel, check_payload
 from routescript.db.schema import (
@@ -87,7 +88,7 @@ class Database(abc.ABC):
         self._closed = False
         self._listeners: Listeners | None = None
         # write_batch's SQL per write shape (see _write_sql); bounded, the shapes are few
-        self._plans: dict[tuple[Any, ...], tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]] = {}
+        self._plans: dict[tuple[Any, ...], WritePlan] = {}
 
     # --- rows ---------------------------------------------------------------------------------------
 
@@ -205,35 +206,32 @@ class Database(abc.ABC):
 
     def _write_sql(self, w: Write) -> tuple[str, list[Any]]:
         """The SQL and parameters of one write. The SQL text of a write's shape (operation, table, the
-        columns it sets and, for plain equality conditions, the columns it matches) is built once and
-        kept: a PUBLISH's writes then only coerce their values."""
-        where = w.where
-        simple = isinstance(w.values, Mapping) and (where is None or (isinstance(where, Mapping) and all(
-            v is not None and not isinstance(v, tuple) for v in where.values())))
-        if simple:
-            key = (w.op, w.table, tuple(w.values), tuple(where) if where is not None else None, w.keys)
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plan(w)
-                if len(self._plans) >= MAX_WRITE_PLANS:
-                    self._plans.clear()
-                self._plans[key] = plan
-            sql, table, value_cols, where_cols = plan
-            params = [] if w.op == "delete" else [
-                _sql.coerce(table, c, v) for c, v in zip(value_cols, w.values.values(), strict=True)]
-            if where_cols:
-                params += [_sql.coerce(table, c, v)
-                           for c, v in zip(where_cols, where.values(), strict=True)]  # type: ignore[union-attr]
-            return sql, params
-        return self._build_write_sql(w)
+        columns it sets and, for plain equality conditions, the columns it matches) is planned once and
+        kept (routescript.db._plan): a PUBLISH's writes then only bind their values."""
+        values, where = w.values, w.where
+        if type(values) is not dict or (where is not None and type(where) is not dict):
+            return self._build_write_sql(w)   # an unusual mapping (or a wrong type: its error is built there)
+        key = (w.op, w.table, tuple(values), tuple(where) if where is not None else None, w.keys)
+        plan = self._plans.get(key)
+        if plan is None:
+            if where is not None and any(v is None or isinstance(v, tuple) for v in where.values()):
+                return self._build_write_sql(w)   # IS NULL or an operator: not a plain shape
+            plan = self._plan(w)
+            if len(self._plans) >= MAX_WRITE_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        try:
+            return plan.sql, plan.bind(values, where)
+        except NotPlain:
+            return self._build_write_sql(w)
 
-    def _plan(self, w: Write) -> tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]:
-        """Build the SQL of `w` (equality conditions only), with the columns its parameters bind, in order."""
+    def _plan(self, w: Write) -> WritePlan:
+        """Plan `w`'s shape (equality conditions only): its SQL, the columns its parameters bind in order."""
         t, _ = self._table(w.table)
         sql, _ = self._build_write_sql(w)
         value_cols = tuple(_sql.column(t, n) for n in w.values) if w.op != "delete" else ()
         where_cols = tuple(_sql.column(t, n) for n in (w.where or {})) if w.op in ("update", "delete") else ()
-        return sql, t, value_cols, where_cols
+        return WritePlan(sql, t, value_cols, where_cols)
 
     def _build_write_sql(self, w: Write) -> tuple[str, list[Any]]:
         t, name = self._table(w.table)
