@@ -232,7 +232,7 @@ class MessageDispatcher:
             self._counters.received_ACKs += 1  # sl's statistic; the script still sees the ACK
         # The compiled route never raises: what a function call, pseudo-variable or statement raised is
         # logged there with its file:line:col and recorded on the context (ctx.failure) for us.
-        await script.run(REQUEST_ROUTE, None, ctx)
+        await script.request_route(ctx)   # ctx.route_type is REQUEST_ROUTE: made so above
         if ctx.replied or msg.method == "ACK" or ctx.extra.get(DROP_KEY):
             return
         failure = ctx.failure

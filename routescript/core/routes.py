@@ -38,14 +38,19 @@ class Routes:
         return await script.run(kind, name, ctx)
 
     def has_event(self, name: str) -> bool:
-        """The EventBus's question: does the script have event_route[name]? (False before load.)"""
-        return self.script is not None and self.script.has(EVENT_ROUTE, name)
+        """The EventBus's question: does the script have event_route[name]? (False before load.) Read
+        from the current script's own table of event routes: a reload swaps it with the script."""
+        script = self.script
+        return script is not None and name in script.event_routes
 
     async def run_event(self, name: str, ctx: MsgContext) -> bool:
         """The EventBus's hook: run event_route[name]; False when the script has none."""
-        if not self.has_event(name):
+        script = self.script
+        fn = script.event_routes.get(name) if script is not None else None
+        if fn is None:
             return False
-        await self.current().run(EVENT_ROUTE, name, ctx)
+        ctx.route_type = EVENT_ROUTE
+        await fn(ctx)
         return True
 
     def timer_routes(self) -> list[tuple[str, float]]:

@@ -87,7 +87,9 @@ class _StmtGen(_CallGen):
         elif isinstance(s, ast.Assign):
             self.assign(s, ind)
         elif isinstance(s, ast.Call):
-            self.emit(ind, self.call(s), s.pos)
+            rc = self.call_value(s, ind)
+            if rc != "_rc":   # through its CallSite: the call is the statement
+                self.emit(ind, rc, s.pos)
         elif isinstance(s, ast.RouteCall):
             self.emit(ind, self.route_call(s), s.pos)
         elif isinstance(s, ast.Return):
@@ -126,18 +128,31 @@ class _StmtGen(_CallGen):
 
     def _if(self, s: ast.If, ind: int, kw: str) -> None:
         try:
-            cond = self.cond(s.cond)
+            cond = self._if_cond(s.cond, ind)
         except _Failed:
             cond = "False"
         self.emit(ind, f"{kw} {cond}:", s.pos)
         self.body(s.then, ind + 1)
         if s.orelse is None:
             return
-        if isinstance(s.orelse, ast.If):
+        if isinstance(s.orelse, ast.If) and _call_test(s.orelse.cond) is not None:
+            # its call runs before its test: an else holding an if, not an elif
+            self.emit(ind, "else:", s.orelse.pos)
+            self._if(s.orelse, ind + 1, "if")
+        elif isinstance(s.orelse, ast.If):
             self._if(s.orelse, ind, "elif")
         else:
             self.emit(ind, "else:", s.orelse.pos if hasattr(s.orelse, "pos") else s.pos)
             self.body(s.orelse, ind + 1)
+
+    def _if_cond(self, cond: Any, ind: int) -> str:
+        """The test of an if: `f(...)` and `!f(...)` call f directly just before it (call_value)."""
+        test = _call_test(cond)
+        if test is None:
+            return self.cond(cond)
+        call, negated = test
+        rc = self.call_value(call, ind)
+        return f"(not ({rc} > 0))" if negated else f"({rc} > 0)"
 
     def switch(self, s: ast.Switch, ind: int) -> None:
         n = self.bind(None, "_u")
@@ -243,6 +258,15 @@ class _StmtGen(_CallGen):
         else:
             op = s.op[:-1]
             self.emit(ind, setter.format(value=f"_rt.arith({op!r}, {self.pvar_get(target)}, {value})"), s.pos)
+
+
+def _call_test(cond: Any) -> tuple[ast.Call, bool] | None:
+    """(call, negated) when an if tests a function call alone, `f(...)` or `!f(...)`; else None."""
+    if isinstance(cond, ast.Call):
+        return cond, False
+    if isinstance(cond, ast.UnaryOp) and cond.op == "!" and isinstance(cond.operand, ast.Call):
+        return cond.operand, True
+    return None
 
 
 def _route_calls(node: Any, depth: int = 0) -> list[str]:

@@ -69,6 +69,10 @@ class CompiledScript:
             str(d.name): "async" in d.params for d in defs.values() if d.kind == EVENT_ROUTE}
         self.startup_route = routes.get((STARTUP_ROUTE, None))
         self.error_route = routes.get((ERROR_ROUTE, None))
+        # The main request route, resolved once per load: the dispatcher awaits it for every request
+        # (a context made with route_type request) without asking get(); a script without one answers
+        # as run() does for a missing route: 1.
+        self.request_route: RouteFn = routes.get((REQUEST_ROUTE, None)) or _no_route
 
     def get(self, kind: str, name: str | None = None) -> RouteFn | None:
         if kind == REQUEST_ROUTE and name in ("0", "main"):
@@ -88,6 +92,10 @@ class CompiledScript:
             return 1
         ctx.route_type = kind
         return await fn(ctx)
+
+
+async def _no_route(ctx: MsgContext) -> int:
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------------
