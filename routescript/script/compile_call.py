@@ -27,6 +27,14 @@ class _CallGen(_ExprGen):
         arg_code = f"({', '.join(args)},)" if args else "None"
         return f"(await _rt.call_route(ctx, {self.fn_names[key]}, {arg_code}))"
 
+    def route_statement(self, c: ast.RouteCall) -> str:
+        """route(x) as a statement: without arguments the route is awaited directly (what call_route
+        does, less its frame); with arguments call_route sets and restores $param."""
+        if c.args:
+            return self.route_call(c)
+        self.route_call(c)   # checks the target (an error, _Failed, when it has none)
+        return f"ctx.retcode = await {self.fn_names[(REQUEST_ROUTE, c.name)]}(ctx)"
+
     def call(self, c: ast.Call) -> str:
         """The code of a call as an expression (its return code) - through its CallSite."""
         bound = self._bind_call(c)

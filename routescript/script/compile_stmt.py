@@ -91,7 +91,7 @@ class _StmtGen(_CallGen):
             if rc != "_rc":   # through its CallSite: the call is the statement
                 self.emit(ind, rc, s.pos)
         elif isinstance(s, ast.RouteCall):
-            self.emit(ind, self.route_call(s), s.pos)
+            self.emit(ind, self.route_statement(s), s.pos)
         elif isinstance(s, ast.Return):
             if s.value is None:
                 self.emit(ind, "return 1", s.pos)
