@@ -7,8 +7,14 @@ with (it holds its own reference).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Coroutine
+from typing import Any, cast
+
 from routescript.script import CompiledScript
 from routescript.script.context import EVENT_ROUTE, MsgContext
+
+log = logging.getLogger("routescript.core")
 
 
 class Routes:
@@ -51,6 +57,24 @@ class Routes:
             return False
         ctx.route_type = EVENT_ROUTE
         await fn(ctx)
+        return True
+
+    def run_event_now(self, name: str, ctx: MsgContext) -> bool:
+        """Run event_route[name] in place when the script compiled it as never waiting
+        (CompiledScript.instant_events): its coroutine completes on its first step, no task needed.
+        False when it has no such route (none, or one that may wait: the caller schedules run_event)."""
+        script = self.script
+        if script is None or name not in script.instant_events:
+            return False
+        ctx.route_type = EVENT_ROUTE
+        # every compiled route is an `async def` (compiler._entry): its call is a coroutine
+        step = cast(Coroutine[Any, Any, int], script.event_routes[name](ctx))
+        try:
+            step.send(None)
+        except StopIteration:
+            return True
+        step.close()   # a compiler bug: never-waiting code waited; the rest of the route is not run
+        log.error("event_route[%s] suspended although compiled as never waiting; stopped there", name)
         return True
 
     def timer_routes(self) -> list[tuple[str, float]]:

@@ -43,6 +43,7 @@ class _CallGen(_ExprGen):
         return self._through_site(c, *bound)
 
     def _through_site(self, c: ast.Call, spec: FunctionSpec, site: rt.CallSite, codes: list[str]) -> str:
+        self._note_wait(spec)
         name = self.bind(site, "_c")
         args = "".join(", " + a for a in codes)
         code = f"(await {name}.acall(ctx{args}))" if spec.is_async else f"{name}(ctx{args})"
@@ -63,11 +64,12 @@ class _CallGen(_ExprGen):
         spec, site, codes = bound
         if any(site.converters):
             return self._through_site(c, spec, site, codes)
+        self._note_wait(spec)
         predicate = self._guard(c, spec)
         at = ind
         if predicate is not None:   # skipped: its arguments not even evaluated, true (1)
             self.emit(ind, f"if not {predicate}():", c.pos)
-            self.emit(ind + 1, "_rc = _rt.skipped_call(ctx)", c.pos)
+            self.emit(ind + 1, "ctx.retcode = _rc = 1", c.pos)
             self.emit(ind, "else:", c.pos)
             at = ind + 1
         args = []
@@ -91,6 +93,11 @@ class _CallGen(_ExprGen):
         self.emit(at, "if _rc == 0:", c.pos)
         self.emit(at + 1, "raise _Exit", c.pos)
         return "_rc"
+
+    def _note_wait(self, spec: FunctionSpec) -> None:
+        """An async function makes the route calling it one that may wait (CompiledScript.never_wait)."""
+        if spec.is_async and self._current is not None:
+            self.awaiting.add((self._current.kind, self._current.name))
 
     def _guard(self, c: ast.Call, spec: FunctionSpec) -> str | None:
         """The bound name of the call's guard predicate (FunctionSpec.guard), or None."""

@@ -38,6 +38,7 @@ class _ExprGen:
         self.defs: dict[tuple[str, str | None], ast.RouteDef] = {}
         self.fn_names: dict[tuple[str, str | None], str] = {}
         self.kinds: dict[tuple[str, str | None], set[str]] = {}
+        self.awaiting: set[tuple[str, str | None]] = set()   # routes that await an async function
         self._current: ast.RouteDef | None = None
         self._loop_depth = 0
         self._pv_cache: dict[tuple[Any, ...], str] = {}

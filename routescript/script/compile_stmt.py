@@ -36,6 +36,21 @@ class _StmtGen(_CallGen):
                 self.emit(1, "pass", None)
             self.emit(0, "", None)
 
+    def never_waiting(self) -> frozenset[tuple[str, str | None]]:
+        """The routes that complete without ever suspending: no async function call in them nor in the
+        routes they call (route(x), async resume routes), transitively. Their coroutine ends on its
+        first step, so the core may run one in place, without a task (an event_route on a hot path)."""
+        calls = {key: {(REQUEST_ROUTE, t) for t in _route_calls(r.body)} for key, r in self.defs.items()}
+        waits = set(self.awaiting)
+        changed = True
+        while changed:
+            changed = False
+            for key, targets in calls.items():
+                if key not in waits and targets & waits:
+                    waits.add(key)
+                    changed = True
+        return frozenset(self.defs.keys() - waits)
+
     def _reachable_kinds(self) -> None:
         """Route kinds each route runs in: a route[x] runs in the kinds of every route calling it."""
         calls: dict[tuple[str, str | None], set[str]] = {}

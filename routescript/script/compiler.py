@@ -57,7 +57,8 @@ class CompiledScript:
     """
 
     def __init__(self, routes: dict[tuple[str, str | None], RouteFn],
-                 defs: dict[tuple[str, str | None], ast.RouteDef], source: str) -> None:
+                 defs: dict[tuple[str, str | None], ast.RouteDef], source: str,
+                 never_wait: frozenset[tuple[str, str | None]] = frozenset()) -> None:
         self.routes = routes
         self.defs = defs
         self.source = source
@@ -67,6 +68,11 @@ class CompiledScript:
             str(d.name): routes[k] for k, d in defs.items() if d.kind == EVENT_ROUTE}
         self.event_async: dict[str, bool] = {
             str(d.name): "async" in d.params for d in defs.values() if d.kind == EVENT_ROUTE}
+        # event_route[E] blocks that never suspend (compiler: no async function in them or the routes
+        # they call) and are not declared `async`: run in place when raised (Routes.run_event_now)
+        self.instant_events: frozenset[str] = frozenset(
+            str(d.name) for k, d in defs.items()
+            if d.kind == EVENT_ROUTE and k in never_wait and "async" not in d.params)
         self.startup_route = routes.get((STARTUP_ROUTE, None))
         self.error_route = routes.get((ERROR_ROUTE, None))
         # The main request route, resolved once per load: the dispatcher awaits it for every request
@@ -132,7 +138,7 @@ class _Gen(_StmtGen):
         routes: dict[tuple[str, str | None], RouteFn] = {}
         for key, fname in self.fn_names.items():
             routes[key] = _entry(module.__dict__[fname], route_label(*key), filename, self.line_pos)
-        return CompiledScript(routes, dict(self.defs), source)
+        return CompiledScript(routes, dict(self.defs), source, self.never_waiting())
 
 
 def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: str,
