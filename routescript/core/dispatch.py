@@ -228,8 +228,8 @@ class MessageDispatcher:
         token = current_call_id.set(cid)
         try:
             if isinstance(msg, SIPRequest):
-                if arrived is not None and self._too_late(msg, source, arrived):
-                    return
+                if arrived is not None and self.queue_delay_limit and self._too_late(msg, source, arrived):
+                    return   # (no limit set: not even asked)
                 await self._handle_request(msg, source)
             else:
                 await self._handle_response(msg, source)
