@@ -1,6 +1,7 @@
-"""Typed write plans: the SQL of one write shape, built once, and the binding of its values.
+"""Typed statement plans: the SQL of one write or query shape, built once, and the binding of its values.
 
-A write shape is (operation, table, the columns it sets, the columns its equality conditions match). Its
+A write shape is (operation, table, the columns it sets, the columns its equality conditions match); a
+query shape is (table, the columns its equality conditions match, the columns read, order, limit). Its
 plan keeps the SQL text and, per bound column, the one Python type the column takes as it is (int for
 int/id columns, str for str/text, bytes for blob). Binding tests `type(value) is kind` inline and calls
 `_sql.coerce` only for the odd value (None in a condition, bool, bytearray, str into a blob, an int
@@ -24,15 +25,17 @@ class NotPlain(Exception):
     """A condition value the plan cannot bind (None is IS NULL, a tuple an operator): build the SQL."""
 
 
-class WritePlan:
-    """The SQL of one write shape and the columns (with their exact types) its parameters bind, in order."""
+class StatementPlan:
+    """The SQL of one statement shape and the columns (with their exact types) its parameters bind, in
+    order; for a query also the columns its rows hold."""
 
-    __slots__ = ("sql", "table", "value_cols", "value_types", "where_cols", "where_types")
+    __slots__ = ("result_cols", "sql", "table", "value_cols", "value_types", "where_cols", "where_types")
 
     def __init__(self, sql: str, table: Table, value_cols: tuple[Column, ...],
-                 where_cols: tuple[Column, ...]) -> None:
+                 where_cols: tuple[Column, ...], result_cols: tuple[Column, ...] = ()) -> None:
         self.sql = sql
         self.table = table
+        self.result_cols = result_cols
         self.value_cols = value_cols
         self.value_types = tuple(EXACT_TYPE[c.kind] for c in value_cols)
         self.where_cols = where_cols

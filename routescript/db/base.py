@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, TypeVar
 
 from routescript.db import _sql
-from routescript.db._plan import NotPlain, WritePlan
+from routescript.db._plan import NotPlain, StatementPlan
 from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.feed import FeedCallback, Listeners, ReconnectCallback, check_channel, check_payload
 from routescript.db.schema import (
@@ -88,7 +88,8 @@ class Database(abc.ABC):
         self._closed = False
         self._listeners: Listeners | None = None
         # write_batch's SQL per write shape (see _write_sql); bounded, the shapes are few
-        self._plans: dict[tuple[Any, ...], WritePlan] = {}
+        self._plans: dict[tuple[Any, ...], StatementPlan] = {}
+        self._read_plans: dict[tuple[Any, ...], StatementPlan] = {}   # query()'s, the same way
 
     # --- rows ---------------------------------------------------------------------------------------
 
@@ -141,10 +142,48 @@ class Database(abc.ABC):
                     limit: int | None = None) -> list[Row]:
         """Rows matching `where` as dicts (all schema columns unless `columns`); `order_by` is a column or a
         list of them, "-column" for descending. Blob columns are bytes, whatever wrote them."""
-        t, name = self._table(table)
-        sql, params, cols = _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+        sql, params, cols = self._select_sql(table, where, columns, order_by, limit)
         raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
         return [_row(cols, r) for r in raw]
+
+    def _select_sql(self, table: str, where: Mapping[str, Any] | None, columns: Sequence[str] | None,
+                    order_by: str | Sequence[str] | None,
+                    limit: int | None) -> tuple[str, list[Any], Sequence[Column]]:
+        """query()'s SQL, parameters and result columns: from the shape's plan when it has one (its
+        values only bound, routescript.db._plan), else built."""
+        plan = self._read_plan(table, where, columns, order_by, limit)
+        if plan is not None:
+            try:
+                return plan.sql, plan.bind({}, where), plan.result_cols
+            except NotPlain:
+                pass
+        t, name = self._table(table)
+        return _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+
+    def _read_plan(self, table: str, where: Mapping[str, Any] | None, columns: Sequence[str] | None,
+                   order_by: str | Sequence[str] | None, limit: int | None) -> StatementPlan | None:
+        """The plan of a query's shape (table, condition columns, columns, order, limit), made on its first
+        plain use (equality conditions with values, as for writes); None for a query that is not plain."""
+        if not ((where is None or type(where) is dict) and (columns is None or type(columns) in (tuple, list))
+                and (order_by is None or type(order_by) is str) and (limit is None or type(limit) is int)):
+            return None
+        key = (table, tuple(where) if where else (), None if columns is None else tuple(columns),
+               order_by, limit)
+        try:
+            plan = self._read_plans.get(key)
+        except TypeError:   # a column "name" that is no string: refused by the build
+            return None
+        if plan is not None:
+            return plan
+        if where and any(v is None or isinstance(v, tuple) for v in where.values()):
+            return None   # IS NULL or an operator
+        t, name = self._table(table)
+        sql, _, cols = _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+        plan = StatementPlan(sql, t, (), tuple(_sql.column(t, n) for n in (where or {})), tuple(cols))
+        if len(self._read_plans) >= MAX_WRITE_PLANS:
+            self._read_plans.clear()
+        self._read_plans[key] = plan
+        return plan
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
         """How many rows match `where`."""
@@ -225,13 +264,13 @@ class Database(abc.ABC):
         except NotPlain:
             return self._build_write_sql(w)
 
-    def _plan(self, w: Write) -> WritePlan:
+    def _plan(self, w: Write) -> StatementPlan:
         """Plan `w`'s shape (equality conditions only): its SQL, the columns its parameters bind in order."""
         t, _ = self._table(w.table)
         sql, _ = self._build_write_sql(w)
         value_cols = tuple(_sql.column(t, n) for n in w.values) if w.op != "delete" else ()
         where_cols = tuple(_sql.column(t, n) for n in (w.where or {})) if w.op in ("update", "delete") else ()
-        return WritePlan(sql, t, value_cols, where_cols)
+        return StatementPlan(sql, t, value_cols, where_cols)
 
     def _build_write_sql(self, w: Write) -> tuple[str, list[Any]]:
         t, name = self._table(w.table)
