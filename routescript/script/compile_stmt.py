@@ -28,13 +28,31 @@ class _StmtGen(_CallGen):
         for key, r in self.defs.items():
             self._current = r
             self._loop_depth = 0
-            self.emit(0, f"async def {self.fn_names[key]}(ctx):", r.pos)
-            start = len(self.lines)
-            self.stmts(r.body.stmts, 1)
-            self.emit(1, "return 1", None)
-            if len(self.lines) == start:
-                self.emit(1, "pass", None)
+            fn = self.fn_names[key]
+            self.emit(0, f"async def {fn}(ctx):", r.pos)
+            if not self.own_entry(key):
+                self.stmts(r.body.stmts, 1)
+                self.emit(1, "return 1", None)
+                self.emit(0, "", None)
+                continue
+            # No route(x) reaches it: its body is its own entry (what compiler._entry does for a
+            # route[x], without a second coroutine frame resumed at every wait of the message).
+            self.emit(1, "try:", None)
+            self.stmts(r.body.stmts, 2)
+            self.emit(2, "return 1", None)
+            self.emit(1, "except _Exit:", None)
+            self.emit(2, "return 0", None)
+            self.emit(1, "except _Drop:", None)
+            self.emit(2, "return _rt.dropped(ctx)", None)
+            self.emit(1, "except Exception as _exc:", None)
+            self.emit(2, f"return _failed{fn}(ctx, _exc)", None)
             self.emit(0, "", None)
+
+    @staticmethod
+    def own_entry(key: tuple[str, str | None]) -> bool:
+        """A route no route(x) can call (every kind but a named request route): compiled with the entry's
+        exit/drop/failure handling in its own body."""
+        return not (key[0] == REQUEST_ROUTE and key[1] is not None)
 
     def never_waiting(self) -> frozenset[tuple[str, str | None]]:
         """The routes that complete without ever suspending: no async function call in them nor in the

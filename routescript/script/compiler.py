@@ -134,16 +134,27 @@ class _Gen(_StmtGen):
         code = compile(source, filename, "exec")
         module = types.ModuleType("routescript_compiled")
         module.__dict__.update(self.ns)
+        for key, fname in self.fn_names.items():
+            if self.own_entry(key):
+                module.__dict__[f"_failed{fname}"] = _failure(route_label(*key), filename, self.line_pos)
         exec(code, module.__dict__)  # noqa: S102 - the route script compiled by this class, checked at load
         routes: dict[tuple[str, str | None], RouteFn] = {}
         for key, fname in self.fn_names.items():
-            routes[key] = _entry(module.__dict__[fname], route_label(*key), filename, self.line_pos)
+            fn = module.__dict__[fname]
+            if self.own_entry(key):
+                fn.__name__ = fn.__qualname__ = f"route {route_label(*key)}"
+                routes[key] = fn
+            else:
+                routes[key] = _entry(fn, route_label(*key), filename, self.line_pos)
         return CompiledScript(routes, dict(self.defs), source, self.never_waiting())
 
 
 def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: str,
            line_pos: list[Pos | None]) -> RouteFn:
-    """The callable stored in CompiledScript.routes: turns exit/drop into return codes and logs bugs."""
+    """The callable stored in CompiledScript.routes for a route[x] (route(x) calls its inner function,
+    through which exit and drop must pass): turns exit/drop into return codes and logs bugs. Every
+    other route has the same handling compiled into its body (_StmtGen.own_entry)."""
+    failed = _failure(label, filename, line_pos)
 
     async def entry(ctx: MsgContext) -> int:
         try:
@@ -151,21 +162,30 @@ def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: 
         except rt.ExitScript:
             return 0
         except rt.DropScript:
-            ctx.extra[rt.DROP_KEY] = True
-            return 0
-        except Exception as exc:
-            pos = _script_pos(exc, filename, line_pos)
-            rt.note_failure(ctx, exc, pos)
-            if isinstance(exc, SIPError):  # the peer's bad header, met by a pseudo-variable
-                log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
-            else:
-                log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,
-                          exc, exc_info=exc)
-            return -1
+            return rt.dropped(ctx)
+        except Exception as exc:  # noqa: BLE001 - logged with its script position by failed()
+            return failed(ctx, exc)
 
     entry.__name__ = f"route {label}"
     entry.__qualname__ = entry.__name__
     return entry
+
+
+def _failure(label: str, filename: str, line_pos: list[Pos | None]) -> Callable[[MsgContext, Exception], int]:
+    """What an unexpected exception in a route becomes: logged with its file:line:col, recorded on the
+    context (runtime.note_failure), return code -1."""
+
+    def failed(ctx: MsgContext, exc: Exception) -> int:
+        pos = _script_pos(exc, filename, line_pos)
+        rt.note_failure(ctx, exc, pos)
+        if isinstance(exc, SIPError):  # the peer's bad header, met by a pseudo-variable
+            log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
+        else:
+            log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,
+                      exc, exc_info=exc)
+        return -1
+
+    return failed
 
 
 def _script_pos(exc: BaseException, filename: str, line_pos: list[Pos | None]) -> Pos | None:
