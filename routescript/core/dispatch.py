@@ -230,7 +230,25 @@ class MessageDispatcher:
             if isinstance(msg, SIPRequest):
                 if arrived is not None and self.queue_delay_limit and self._too_late(msg, source, arrived):
                     return   # (no limit set: not even asked)
-                await self._handle_request(msg, source)
+                # The request is run here rather than in a coroutine of its own: every frame between
+                # the task and the script is resumed again at each wait of the message (issue 18).
+                script = self._routes.script  # fixed for this message even if a reload swaps it meanwhile
+                assert script is not None, "a message before load()"
+                ctx = MsgContext(msg=msg, source=source, server=self._server, route_type=REQUEST_ROUTE)
+                transactions = self._layers.transactions
+                try:
+                    if transactions is not None and transactions.lookup(msg, source) is not None:
+                        return   # a retransmission: the transaction layer has resent the last reply itself
+                except ParseError as exc:   # a Via too broken to match transactions on
+                    await self._on_bad_message(ctx, exc, script)
+                    return
+                if msg.method == "ACK" and _acks_our_stateless_reply(msg):
+                    self._counters.received_ACKs += 1  # sl's statistic; the script still sees the ACK
+                # The compiled route never raises: what a function call, pseudo-variable or statement
+                # raised is logged there with its file:line:col and recorded on the context (ctx.failure).
+                await script.request_route(ctx)   # ctx.route_type is REQUEST_ROUTE: made so above
+                if ctx.failure is not None:
+                    await self._after_failure(ctx, script)
             else:
                 await self._handle_response(msg, source)
         except Exception:
@@ -255,27 +273,14 @@ class MessageDispatcher:
         else:
             log.debug("response %s matched no transaction; dropped", msg.status)
 
-    async def _handle_request(self, msg: SIPRequest, source: Source) -> None:
-        script = self._routes.script  # fixed for this message even if a reload swaps it meanwhile
-        assert script is not None, "a message before load()"
-        ctx = MsgContext(msg=msg, source=source, server=self._server, route_type=REQUEST_ROUTE)
-        transactions = self._layers.transactions
-        try:
-            if transactions is not None and transactions.lookup(msg, source) is not None:
-                return  # a retransmission: the transaction layer has resent the last reply itself
-        except ParseError as exc:  # a Via too broken to match transactions on
-            await self._on_bad_message(ctx, exc, script)
-            return
-        if msg.method == "ACK" and _acks_our_stateless_reply(msg):
-            self._counters.received_ACKs += 1  # sl's statistic; the script still sees the ACK
-        # The compiled route never raises: what a function call, pseudo-variable or statement raised is
-        # logged there with its file:line:col and recorded on the context (ctx.failure) for us.
-        await script.request_route(ctx)   # ctx.route_type is REQUEST_ROUTE: made so above
-        if ctx.replied or msg.method == "ACK" or ctx.extra.get(DROP_KEY):
+    async def _after_failure(self, ctx: MsgContext, script: CompiledScript) -> None:
+        """The script failed (ctx.failure) and did not reply: a bad header becomes the error's reply or
+        error_route, a bug a 500; a bad script value is only logged (there). Nothing for an ACK, a
+        dropped request or one already answered."""
+        msg = ctx.msg
+        if ctx.replied or (isinstance(msg, SIPRequest) and msg.method == "ACK") or ctx.extra.get(DROP_KEY):
             return
         failure = ctx.failure
-        if failure is None:
-            return
         if isinstance(failure, ParseError):
             # the script met a bad header and ended without replying: its status + reason, or error_route
             await self._on_bad_message(ctx, failure, script)
