@@ -8,9 +8,6 @@ with (it holds its own reference).
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
-from typing import Any, cast
-
 from routescript.script import CompiledScript
 from routescript.script.context import EVENT_ROUTE, MsgContext
 
@@ -67,8 +64,7 @@ class Routes:
         if script is None or name not in script.instant_events:
             return False
         ctx.route_type = EVENT_ROUTE
-        # every compiled route is an `async def` (compiler._entry): its call is a coroutine
-        step = cast(Coroutine[Any, Any, int], script.event_routes[name](ctx))
+        step = script.instant_events[name](ctx)
         try:
             step.send(None)
         except StopIteration:

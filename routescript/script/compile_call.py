@@ -54,16 +54,14 @@ class _CallGen(_ExprGen):
 
     def call_value(self, c: ast.Call, ind: int) -> str:
         """The code of a call's return code, for a statement at indent `ind` (a call statement, an if
-        on a call): a function that converts none of its arguments is called directly, bound at load -
-        the statements emitted here before the statement run it, do what CallSite.__call__ does
-        (failure recorded and -1, the return code normalised into ctx.retcode, 0 stops the script) and
-        leave its return code in `_rc`. A call with run-time conversions goes through its CallSite."""
+        on a call), left in `_rc` by statements emitted here, before it: a guard skips the call inline;
+        a function that converts none of its arguments is called directly, bound at load - doing what
+        CallSite.__call__ does (failure recorded and -1, the return code normalised into ctx.retcode,
+        0 stops the script); a call with run-time conversions goes through its CallSite."""
         bound = self._bind_call(c)
         if bound is None:
             return "None"
         spec, site, codes = bound
-        if any(site.converters):
-            return self._through_site(c, spec, site, codes)
         self._note_wait(spec)
         predicate = self._guard(c, spec)
         at = ind
@@ -72,6 +70,12 @@ class _CallGen(_ExprGen):
             self.emit(ind + 1, "ctx.retcode = _rc = 1", c.pos)
             self.emit(ind, "else:", c.pos)
             at = ind + 1
+        if any(site.converters):   # converted in its CallSite, inside the call's failure handling
+            site_name = self.bind(site, "_c")
+            passed = "".join(", " + a for a in codes)
+            self.emit(at, f"_rc = (await {site_name}.acall(ctx{passed}))" if spec.is_async else
+                      f"_rc = {site_name}(ctx{passed})", c.pos)
+            return "_rc"
         args = []
         for code in codes:   # evaluated before the call and outside its try, as for a CallSite
             if _plain(code):
@@ -209,6 +213,8 @@ class _CallGen(_ExprGen):
             return code, conv
         code = self.value(arg)
         base = {"str": rt.to_str, "int": rt.to_int, "any": None}.get(kind)
+        if kind == "str" and isinstance(arg, ast.StrLit):
+            base = None   # a string with pseudo-variables is joined into a str already (string())
         return code, _chain(base, spec.fixup)
 
     def _fixed(self, value: Any, spec: ArgSpec, pos: Pos, what: str) -> str:

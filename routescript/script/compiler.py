@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from routescript.sip.errors import SIPError
 
@@ -39,6 +40,7 @@ __all__ = ["DEFAULT_MAX_WHILE_LOOPS", "CompiledScript", "RouteFn", "check_script
 log = logging.getLogger("routescript.script")
 
 RouteFn = Callable[[MsgContext], Awaitable[int]]
+InstantRouteFn = Callable[[MsgContext], Coroutine[Any, Any, int]]   # a route that never suspends
 DEFAULT_MAX_WHILE_LOOPS = 10000  # OpenSIPS's max_while_loops default
 
 
@@ -70,9 +72,9 @@ class CompiledScript:
             str(d.name): "async" in d.params for d in defs.values() if d.kind == EVENT_ROUTE}
         # event_route[E] blocks that never suspend (compiler: no async function in them or the routes
         # they call) and are not declared `async`: run in place when raised (Routes.run_event_now)
-        self.instant_events: frozenset[str] = frozenset(
-            str(d.name) for k, d in defs.items()
-            if d.kind == EVENT_ROUTE and k in never_wait and "async" not in d.params)
+        self.instant_events: dict[str, InstantRouteFn] = {
+            str(d.name): cast(InstantRouteFn, routes[k]) for k, d in defs.items()   # async defs: coroutines
+            if d.kind == EVENT_ROUTE and k in never_wait and "async" not in d.params}
         self.startup_route = routes.get((STARTUP_ROUTE, None))
         self.error_route = routes.get((ERROR_ROUTE, None))
         # The main request route, resolved once per load: the dispatcher awaits it for every request

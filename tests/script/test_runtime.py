@@ -411,3 +411,19 @@ async def test_guarded_direct_call_is_skipped_without_evaluating_arguments(regis
     calls.log.clear()
     rc, _ = await run('route {\n  if (!maybe_log("x")) log_it("ran $rc");\n}', reg)
     assert calls.log == [("maybe", "x"), ("log_it", "ran -1", None)]
+
+
+async def test_guarded_call_with_a_converted_argument_is_skipped_inline(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    """A statement call through its CallSite (its argument converted at run time) is skipped by its guard
+    without evaluating the argument, $rc 1; when it runs, a failed conversion is the call's failure."""
+    on = [False]
+    registry.add_function(function("gnum", lambda ctx, n: calls.log.append(("gnum", n)) or 1,
+                                   ArgSpec("int"), guard=lambda literals: lambda: on[0]))
+    reg = _failing_registry(registry)
+    rc, _ = await run('route {\n  gnum($ct);\n  log_it("rc $rc");\n}', reg)
+    assert rc == 1 and calls.log == [("log_it", "rc 1", None)]
+    on[0] = True
+    calls.log.clear()
+    rc, ctx = await run('route {\n  $var(n) = "x";\n  gnum($var(n));\n  log_it("rc $rc");\n'
+                        '  $var(n) = "4";\n  gnum("$var(n)");\n}', reg)
+    assert calls.log == [("log_it", "rc -1", None), ("gnum", 4)] and ctx.failure_pos.line == 3
