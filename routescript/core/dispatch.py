@@ -125,7 +125,7 @@ class MessageDispatcher:
                 if not self._routes.has(ONREPLY_ROUTE, None):
                     log.debug("response %s matched no transaction; dropped", msg.status)
                     return
-        pending = len(self._tasks) + len(self._queued)
+        pending = self._running + len(self._queued) if self._queued else self._running   # admitted messages
         if pending >= self.max_pending:
             if request is not None:
                 counters.drop_requests += 1  # dropped before the script, as OpenSIPS counts them
@@ -151,13 +151,10 @@ class MessageDispatcher:
         else:
             self._queued.append((msg, source, arrived, contextvars.copy_context()))
 
-    def _next(self) -> None:
-        """An admitted message ended: the first queued one (if any) gets its task."""
-        if self._queued:
-            msg, source, arrived, context = self._queued.popleft()
-            self.spawn(self.handle_message(msg, source, arrived, admitted=True), context)
-        else:
-            self._running -= 1
+    def _start_queued(self) -> None:
+        """An admitted message ended and others wait: the first one gets its task (in its place)."""
+        msg, source, arrived, context = self._queued.popleft()
+        self.spawn(self.handle_message(msg, source, arrived, admitted=True), context)
 
     def _while_stopping(self, msg: SIPRequest | SIPResponse, source: Source) -> None:
         """A message read after stop() began (the sockets are read until the modules have stopped,
@@ -255,8 +252,11 @@ class MessageDispatcher:
             log.exception("unexpected failure handling a message")
         finally:
             current_call_id.reset(token)
-            if admitted:
-                self._next()
+            if admitted:   # its place goes to the first queued message, if any
+                if self._queued:
+                    self._start_queued()
+                else:
+                    self._running -= 1
 
     async def _handle_response(self, msg: SIPResponse, source: Source) -> None:
         transactions = self._layers.transactions
