@@ -130,9 +130,11 @@ async def test_regex_match_literal_and_dynamic(registry: Registry, calls) -> Non
       $var(rx) = "5+$";
       if ($rU =~ $var(rx)) log_it("dynamic");
       if ($var(none) =~ ".*") log_it("never");
+      $var(n) = 42;
+      if ($var(n) =~ "^4" && $rU =~ "5$" && !($var(n) =~ "x")) log_it("int, two in one test");
     }'''
     await run(src, registry, ctx)
-    assert logged(calls) == ["toll-free", "icase", "not 9", "dynamic"]
+    assert logged(calls) == ["toll-free", "icase", "not 9", "dynamic", "int, two in one test"]
 
 
 async def test_switch_fallthrough_default_and_break(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
