@@ -143,7 +143,8 @@ class Database(abc.ABC):
         """Rows matching `where` as dicts (all schema columns unless `columns`); `order_by` is a column or a
         list of them, "-column" for descending. Blob columns are bytes, whatever wrote them."""
         sql, params, cols = self._select_sql(table, where, columns, order_by, limit)
-        raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
+        # a partial, not a lambda: no Python frame of its own on the way to the backend (as write_batch)
+        raw = await self._run(functools.partial(self._fetch, sql=sql, params=params), idempotent=True)
         return [_row(cols, r) for r in raw]
 
     def _select_sql(self, table: str, where: Mapping[str, Any] | None, columns: Sequence[str] | None,
