@@ -37,39 +37,41 @@ class MaxfwdModule(Module):
     params = (Param("max_limit", int, MAXFWD_UPPER, "upper bound of a decremented Max-Forwards",
                     check=_check_limit),)
 
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._max_limit = int(self.param("max_limit"))   # a load-time parameter: read once
+
+    # Runs for every request of a usual script: its work done here, in the function the route calls.
     @script_function("mf_process_maxfwd_header", Arg("int", "max_value", fixup=_check_max))
     def mf_process_maxfwd_header(self, ctx: MsgContext, max_value: int) -> int:
-        value = _read(ctx)
-        if value is None:
-            ctx.msg.add_header("Max-Forwards", str(max_value))
-            return 2
-        if value < 0:
+        msg = ctx.msg
+        try:
+            value = msg.max_forwards   # None when absent
+        except ParseError as exc:
+            log.error("bad Max-Forwards header: %s", exc.reason)
             return -2
+        if value is None:
+            msg.add_header("Max-Forwards", str(max_value))
+            return 2
         if value == 0:
             return -1
-        new = min(value - 1, int(self.param("max_limit")))
-        ctx.msg.set_header("Max-Forwards", str(new))
+        new = value - 1
+        if new > self._max_limit:
+            new = self._max_limit
+        msg.set_header("Max-Forwards", str(new))
         return 1
 
     @script_function("is_maxfwd_lt", Arg("int", "max_value", fixup=_check_max))
     def is_maxfwd_lt(self, ctx: MsgContext, max_value: int) -> int:
         """1 when Max-Forwards is below max_value, -1 when not, -2 when absent or bad (OpenSIPS)."""
-        value = _read(ctx)
-        if value is None or value < 0:
+        try:
+            value = ctx.msg.max_forwards
+        except ParseError as exc:
+            log.error("bad Max-Forwards header: %s", exc.reason)
+            return -2
+        if value is None:
             return -2
         return 1 if value < max_value else -1
-
-
-def _read(ctx: MsgContext) -> int | None:
-    """The Max-Forwards value; None when absent; -2 when it is not a number."""
-    if not ctx.msg.has_header("Max-Forwards"):
-        return None
-    try:
-        value = ctx.msg.max_forwards
-    except ParseError as exc:
-        log.error("bad Max-Forwards header: %s", exc.reason)
-        return -2
-    return -2 if value is None else int(value)
 
 
 MODULE = MaxfwdModule

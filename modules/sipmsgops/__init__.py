@@ -11,6 +11,7 @@ import fnmatch
 import re
 
 from routescript.core.module import Arg, Module, script_function
+from routescript.core.stats import KNOWN_METHODS
 from routescript.script.context import ERROR_ROUTE, FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 
 from . import _ops
@@ -20,17 +21,30 @@ class HeaderFunctions:
     """The header functions sipmsgops shares with textops (OpenSIPS 1.x textops held them): one
     implementation, mixed into both module classes (Module collects tagged methods over the MRO)."""
 
+    # The three tests every script runs per request do their work here, in the function the compiled
+    # route calls (one frame, issue 18); the other functions share their code with textops through _ops.
     @script_function("is_method", Arg("str", "methods", fixup=_ops.methods_fixup))
-    def is_method(self, ctx: MsgContext, methods: object) -> int:
-        return _ops.is_method(ctx, methods)
+    def is_method(self, ctx: MsgContext, methods: frozenset[str]) -> int:
+        """`methods` is the fixup's set of upper-case names. A standard method is upper case already:
+        a set test; any other spelling is compared upper-cased (SIP methods are case-sensitive, OpenSIPS
+        compares them without case)."""
+        msg = ctx.msg
+        if msg is None:
+            return -1
+        method = msg.method if msg.is_request else msg.cseq.method
+        if method in methods:
+            return 1
+        return -1 if method in KNOWN_METHODS or method.upper() not in methods else 1
 
     @script_function("has_totag")
     def has_totag(self, ctx: MsgContext) -> int:
-        return _ops.has_totag(ctx)
+        msg = ctx.msg
+        return -1 if msg is None or not msg.to.tag else 1
 
     @script_function("is_present_hf", Arg("str", "hname", fixup=_ops.header_name_fixup))
     def is_present_hf(self, ctx: MsgContext, name: str) -> int:
-        return _ops.is_present_hf(ctx, name)
+        msg = ctx.msg
+        return 1 if msg is not None and msg.has_header(name) else -1
 
     @script_function("append_hf", Arg("str", "txt", fixup=_ops.header_line_fixup),
                      Arg("str", "hdr", optional=True, fixup=_ops.header_name_fixup))

@@ -49,27 +49,6 @@ def split_header_line(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def is_method(ctx: MsgContext, methods: Any) -> int:
-    wanted = methods if isinstance(methods, frozenset) else methods_fixup(methods)
-    msg = ctx.msg
-    if msg is None:
-        return -1
-    method = msg.method if msg.is_request else msg.cseq.method
-    return 1 if method.upper() in wanted else -1
-
-
-def has_totag(ctx: MsgContext) -> int:
-    if ctx.msg is None:
-        return -1
-    return 1 if ctx.msg.to.tag else -1
-
-
-def is_present_hf(ctx: MsgContext, name: str) -> int:
-    if ctx.msg is None:
-        return -1
-    return 1 if ctx.msg.has_header(name) else -1
-
-
 def append_hf(ctx: MsgContext, text: str) -> int:
     try:
         name, value = split_header_line(text)

@@ -37,9 +37,11 @@ class EventBus:
     MAX_PENDING = 1024
 
     def __init__(self, run_route: Callable[[str, MsgContext], Awaitable[bool]] | None = None,
-                 server: ModuleHost | None = None, has_route: Callable[[str], bool] | None = None) -> None:
+                 server: ModuleHost | None = None, has_route: Callable[[str], bool] | None = None,
+                 run_route_now: Callable[[str, MsgContext], bool] | None = None) -> None:
         self._run_route = run_route
         self._has_route = has_route
+        self._run_route_now = run_route_now   # runs a never-waiting event_route in place (Routes)
         self._server = server
         self._declared: set[str] = set()
         self._subscribers: dict[str, list[Subscriber]] = {}
@@ -97,7 +99,16 @@ class EventBus:
                     log.exception("subscriber of %s failed", name)
 
     def raise_event_nowait(self, name: str, params: EventParams) -> None:
-        """Schedule delivery without waiting (for callers that must not block, e.g. a reply path)."""
+        """Deliver without waiting (for callers that must not block, e.g. a reply path). An event with
+        no subscriber whose event_route never waits (compiled so, not declared async) is delivered in
+        place, as OpenSIPS runs a sync event_route: it cannot block, and costs no task. Anything else
+        is a task running raise_event."""
+        if self._run_route_now is not None and not self._any and not self._subscribers.get(name):
+            ctx = MsgContext(server=self._server, route_type=EVENT_ROUTE, params=dict(params))
+            if self._run_route_now(name, ctx):
+                if self._declared and name not in self._declared:
+                    log.error("event %s raised but never declared by a module or the core", name)
+                return
         task = asyncio.get_running_loop().create_task(self.raise_event(name, params))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

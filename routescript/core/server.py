@@ -97,7 +97,7 @@ class Server:
 
         # The parts, wired here and nowhere else.
         self.routes = Routes()
-        self.events = EventBus(self.routes.run_event, self, self.routes.has_event)
+        self.events = EventBus(self.routes.run_event, self, self.routes.has_event, self.routes.run_event_now)
         register_core_statistics(self.statistics, self.counters, self)
         self.replier = Replier(self, self.counters)
         self.dispatcher = MessageDispatcher(self, self.routes, self.replier, self.counters)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, TypeVar
 
 from routescript.db import _sql
+from routescript.db._plan import NotPlain, StatementPlan
 from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.feed import FeedCallback, Listeners, ReconnectCallback, check_channel, check_payload
 from routescript.db.schema import (
@@ -87,7 +88,8 @@ class Database(abc.ABC):
         self._closed = False
         self._listeners: Listeners | None = None
         # write_batch's SQL per write shape (see _write_sql); bounded, the shapes are few
-        self._plans: dict[tuple[Any, ...], tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]] = {}
+        self._plans: dict[tuple[Any, ...], StatementPlan] = {}
+        self._read_plans: dict[tuple[Any, ...], StatementPlan] = {}   # query()'s, the same way
 
     # --- rows ---------------------------------------------------------------------------------------
 
@@ -140,10 +142,49 @@ class Database(abc.ABC):
                     limit: int | None = None) -> list[Row]:
         """Rows matching `where` as dicts (all schema columns unless `columns`); `order_by` is a column or a
         list of them, "-column" for descending. Blob columns are bytes, whatever wrote them."""
-        t, name = self._table(table)
-        sql, params, cols = _sql.select(t, name, self.dialect, where, columns, order_by, limit)
-        raw = await self._run(lambda conn: self._fetch(conn, sql, params), idempotent=True)
+        sql, params, cols = self._select_sql(table, where, columns, order_by, limit)
+        # a partial, not a lambda: no Python frame of its own on the way to the backend (as write_batch)
+        raw = await self._run(functools.partial(self._fetch, sql=sql, params=params), idempotent=True)
         return [_row(cols, r) for r in raw]
+
+    def _select_sql(self, table: str, where: Mapping[str, Any] | None, columns: Sequence[str] | None,
+                    order_by: str | Sequence[str] | None,
+                    limit: int | None) -> tuple[str, list[Any], Sequence[Column]]:
+        """query()'s SQL, parameters and result columns: from the shape's plan when it has one (its
+        values only bound, routescript.db._plan), else built."""
+        plan = self._read_plan(table, where, columns, order_by, limit)
+        if plan is not None:
+            try:
+                return plan.sql, plan.bind({}, where), plan.result_cols
+            except NotPlain:
+                pass
+        t, name = self._table(table)
+        return _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+
+    def _read_plan(self, table: str, where: Mapping[str, Any] | None, columns: Sequence[str] | None,
+                   order_by: str | Sequence[str] | None, limit: int | None) -> StatementPlan | None:
+        """The plan of a query's shape (table, condition columns, columns, order, limit), made on its first
+        plain use (equality conditions with values, as for writes); None for a query that is not plain."""
+        if not ((where is None or type(where) is dict) and (columns is None or type(columns) in (tuple, list))
+                and (order_by is None or type(order_by) is str) and (limit is None or type(limit) is int)):
+            return None
+        key = (table, tuple(where) if where else (), None if columns is None else tuple(columns),
+               order_by, limit)
+        try:
+            plan = self._read_plans.get(key)
+        except TypeError:   # a column "name" that is no string: refused by the build
+            return None
+        if plan is not None:
+            return plan
+        if where and any(v is None or isinstance(v, tuple) for v in where.values()):
+            return None   # IS NULL or an operator
+        t, name = self._table(table)
+        sql, _, cols = _sql.select(t, name, self.dialect, where, columns, order_by, limit)
+        plan = StatementPlan(sql, t, (), tuple(_sql.column(t, n) for n in (where or {})), tuple(cols))
+        if len(self._read_plans) >= MAX_WRITE_PLANS:
+            self._read_plans.clear()
+        self._read_plans[key] = plan
+        return plan
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
         """How many rows match `where`."""
@@ -205,35 +246,32 @@ class Database(abc.ABC):
 
     def _write_sql(self, w: Write) -> tuple[str, list[Any]]:
         """The SQL and parameters of one write. The SQL text of a write's shape (operation, table, the
-        columns it sets and, for plain equality conditions, the columns it matches) is built once and
-        kept: a PUBLISH's writes then only coerce their values."""
-        where = w.where
-        simple = isinstance(w.values, Mapping) and (where is None or (isinstance(where, Mapping) and all(
-            v is not None and not isinstance(v, tuple) for v in where.values())))
-        if simple:
-            key = (w.op, w.table, tuple(w.values), tuple(where) if where is not None else None, w.keys)
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plan(w)
-                if len(self._plans) >= MAX_WRITE_PLANS:
-                    self._plans.clear()
-                self._plans[key] = plan
-            sql, table, value_cols, where_cols = plan
-            params = [] if w.op == "delete" else [
-                _sql.coerce(table, c, v) for c, v in zip(value_cols, w.values.values(), strict=True)]
-            if where_cols:
-                params += [_sql.coerce(table, c, v)
-                           for c, v in zip(where_cols, where.values(), strict=True)]  # type: ignore[union-attr]
-            return sql, params
-        return self._build_write_sql(w)
+        columns it sets and, for plain equality conditions, the columns it matches) is planned once and
+        kept (routescript.db._plan): a PUBLISH's writes then only bind their values."""
+        values, where = w.values, w.where
+        if type(values) is not dict or (where is not None and type(where) is not dict):
+            return self._build_write_sql(w)   # an unusual mapping (or a wrong type: its error is built there)
+        key = (w.op, w.table, tuple(values), tuple(where) if where is not None else None, w.keys)
+        plan = self._plans.get(key)
+        if plan is None:
+            if where is not None and any(v is None or isinstance(v, tuple) for v in where.values()):
+                return self._build_write_sql(w)   # IS NULL or an operator: not a plain shape
+            plan = self._plan(w)
+            if len(self._plans) >= MAX_WRITE_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        try:
+            return plan.sql, plan.bind(values, where)
+        except NotPlain:
+            return self._build_write_sql(w)
 
-    def _plan(self, w: Write) -> tuple[str, Table, tuple[Column, ...], tuple[Column, ...]]:
-        """Build the SQL of `w` (equality conditions only), with the columns its parameters bind, in order."""
+    def _plan(self, w: Write) -> StatementPlan:
+        """Plan `w`'s shape (equality conditions only): its SQL, the columns its parameters bind in order."""
         t, _ = self._table(w.table)
         sql, _ = self._build_write_sql(w)
         value_cols = tuple(_sql.column(t, n) for n in w.values) if w.op != "delete" else ()
         where_cols = tuple(_sql.column(t, n) for n in (w.where or {})) if w.op in ("update", "delete") else ()
-        return sql, t, value_cols, where_cols
+        return StatementPlan(sql, t, value_cols, where_cols)
 
     def _build_write_sql(self, w: Write) -> tuple[str, list[Any]]:
         t, name = self._table(w.table)

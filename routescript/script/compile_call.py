@@ -3,6 +3,7 @@ route-kind restrictions) and route(x) calls -> Python source text."""
 
 from __future__ import annotations
 
+import ast as pyast
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,92 @@ class _CallGen(_ExprGen):
         arg_code = f"({', '.join(args)},)" if args else "None"
         return f"(await _rt.call_route(ctx, {self.fn_names[key]}, {arg_code}))"
 
+    def route_statement(self, c: ast.RouteCall) -> str:
+        """route(x) as a statement: without arguments the route is awaited directly (what call_route
+        does, less its frame); with arguments call_route sets and restores $param."""
+        if c.args:
+            return self.route_call(c)
+        self.route_call(c)   # checks the target (an error, _Failed, when it has none)
+        return f"ctx.retcode = await {self.fn_names[(REQUEST_ROUTE, c.name)]}(ctx)"
+
     def call(self, c: ast.Call) -> str:
+        """The code of a call as an expression (its return code) - through its CallSite."""
+        bound = self._bind_call(c)
+        if bound is None:
+            return "None"
+        return self._through_site(c, *bound)
+
+    def _through_site(self, c: ast.Call, spec: FunctionSpec, site: rt.CallSite, codes: list[str]) -> str:
+        self._note_wait(spec)
+        name = self.bind(site, "_c")
+        args = "".join(", " + a for a in codes)
+        code = f"(await {name}.acall(ctx{args}))" if spec.is_async else f"{name}(ctx{args})"
+        predicate = self._guard(c, spec)
+        if predicate is not None:
+            return f"({code} if {predicate}() else _rt.skipped_call(ctx))"
+        return code
+
+    def call_value(self, c: ast.Call, ind: int) -> str:
+        """The code of a call's return code, for a statement at indent `ind` (a call statement, an if
+        on a call), left in `_rc` by statements emitted here, before it: a guard skips the call inline;
+        a function that converts none of its arguments is called directly, bound at load - doing what
+        CallSite.__call__ does (failure recorded and -1, the return code normalised into ctx.retcode,
+        0 stops the script); a call with run-time conversions goes through its CallSite."""
+        bound = self._bind_call(c)
+        if bound is None:
+            return "None"
+        spec, site, codes = bound
+        self._note_wait(spec)
+        predicate = self._guard(c, spec)
+        at = ind
+        if predicate is not None:   # skipped: its arguments not even evaluated, true (1)
+            self.emit(ind, f"if not {predicate}():", c.pos)
+            self.emit(ind + 1, "ctx.retcode = _rc = 1", c.pos)
+            self.emit(ind, "else:", c.pos)
+            at = ind + 1
+        if any(site.converters):   # converted in its CallSite, inside the call's failure handling
+            site_name = self.bind(site, "_c")
+            passed = "".join(", " + a for a in codes)
+            self.emit(at, f"_rc = (await {site_name}.acall(ctx{passed}))" if spec.is_async else
+                      f"_rc = {site_name}(ctx{passed})", c.pos)
+            return "_rc"
+        args = []
+        for code in codes:   # evaluated before the call and outside its try, as for a CallSite
+            if _plain(code):
+                args.append(code)
+            else:
+                self.counter += 1
+                temp = f"_v{self.counter}"
+                self.emit(at, f"{temp} = {code}", c.pos)
+                args.append(temp)
+        impl, name = self.bind(site.impl, "_f"), self.bind(site, "_c")
+        call = f"{'await ' if spec.is_async else ''}{impl}(ctx{''.join(', ' + a for a in args)})"
+        self.emit(at, "try:", c.pos)
+        self.emit(at + 1, f"_rc = {call}", c.pos)
+        self.emit(at, "except Exception as _exc:", c.pos)
+        self.emit(at + 1, f"_rc = {name}._failed(ctx, _exc)", c.pos)
+        self.emit(at, "if type(_rc) is not int:", c.pos)
+        self.emit(at + 1, "_rc = _rt.normalise_rc(_rc)", c.pos)
+        self.emit(at, "ctx.retcode = _rc", c.pos)
+        self.emit(at, "if _rc == 0:", c.pos)
+        self.emit(at + 1, "raise _Exit", c.pos)
+        return "_rc"
+
+    def _note_wait(self, spec: FunctionSpec) -> None:
+        """An async function makes the route calling it one that may wait (CompiledScript.never_wait)."""
+        if spec.is_async and self._current is not None:
+            self.awaiting.add((self._current.kind, self._current.name))
+
+    def _guard(self, c: ast.Call, spec: FunctionSpec) -> str | None:
+        """The bound name of the call's guard predicate (FunctionSpec.guard), or None."""
+        if spec.guard is None:
+            return None
+        predicate = spec.guard(tuple(_literal(a) for a in c.args))
+        return self.bind(predicate, "_g") if predicate is not None else None
+
+    def _bind_call(self, c: ast.Call) -> tuple[FunctionSpec, rt.CallSite, list[str]] | None:
+        """Check a call against its FunctionSpec: (spec, its CallSite, the code of each argument), or
+        None without a registry (check_syntax: the arguments are still checked). Raises _Failed."""
         # Arguments are checked even when the function is unknown, to report everything at once.
         if self.registry is None:
             for a in c.args:
@@ -35,7 +121,7 @@ class _CallGen(_ExprGen):
                         self.value(a)
                     except _Failed:
                         pass
-            return "None"
+            return None
         spec = self.registry.functions.get(c.name)
         if spec is None:
             if c.name not in self.registry.unreported_functions:   # else its module's error says it
@@ -66,15 +152,7 @@ class _CallGen(_ExprGen):
             converters.append(conv)
         if failed:
             raise _Failed
-        site = rt.CallSite(c.name, spec.impl, c.pos, tuple(converters))
-        name = self.bind(site, "_c")
-        args = "".join(", " + a for a in codes)
-        code = f"(await {name}.acall(ctx{args}))" if spec.is_async else f"{name}(ctx{args})"
-        if spec.guard is not None:
-            predicate = spec.guard(tuple(_literal(a) for a in c.args))
-            if predicate is not None:
-                return f"({code} if {self.bind(predicate, '_g')}() else _rt.skipped_call(ctx))"
-        return code
+        return spec, rt.CallSite(c.name, spec.impl, c.pos, tuple(converters)), codes
 
     def _check_route_kind(self, c: ast.Call, spec: FunctionSpec) -> None:
         if spec.routes is None or self._current is None:
@@ -135,6 +213,8 @@ class _CallGen(_ExprGen):
             return code, conv
         code = self.value(arg)
         base = {"str": rt.to_str, "int": rt.to_int, "any": None}.get(kind)
+        if kind == "str" and isinstance(arg, ast.StrLit):
+            base = None   # a string with pseudo-variables is joined into a str already (string())
         return code, _chain(base, spec.fixup)
 
     def _fixed(self, value: Any, spec: ArgSpec, pos: Pos, what: str) -> str:
@@ -234,6 +314,17 @@ def _chain(first: Callable[[Any], Any] | None,
     if second is None:
         return first
     return lambda v: second(first(v))
+
+
+def _plain(code: str) -> bool:
+    """Code that is a bound name or a Python literal: nothing to evaluate, nothing that can raise."""
+    if code.isidentifier():
+        return True
+    try:
+        pyast.literal_eval(code)
+    except (ValueError, SyntaxError):
+        return False
+    return True
 
 
 def _literal(arg: Any) -> Any:

@@ -38,6 +38,7 @@ class _ExprGen:
         self.defs: dict[tuple[str, str | None], ast.RouteDef] = {}
         self.fn_names: dict[tuple[str, str | None], str] = {}
         self.kinds: dict[tuple[str, str | None], set[str]] = {}
+        self.awaiting: set[tuple[str, str | None]] = set()   # routes that await an async function
         self._current: ast.RouteDef | None = None
         self._loop_depth = 0
         self._pv_cache: dict[tuple[Any, ...], str] = {}
@@ -126,7 +127,11 @@ class _ExprGen:
                 return f"{_CMP[e.op]}({self.value(e.left)}, {self.value(e.right)})"
             if e.op in ("=~", "!~"):
                 rx = self.regex(e.right)
-                m = f"_rt.match({self.value(e.left)}, {rx})"
+                if rx.isidentifier():   # a literal, compiled at load: runtime.match's test written in place
+                    m = (f"((_m := {self.value(e.left)}) is not None and "
+                         f"{rx}.search(_m if type(_m) is str else _rt.to_str(_m)) is not None)")
+                else:
+                    m = f"_rt.match({self.value(e.left)}, {rx})"
                 return m if e.op == "=~" else f"(not {m})"
             if e.op == "+":
                 return f"_rt.add({self.value(e.left)}, {self.value(e.right)})"

@@ -28,13 +28,46 @@ class _StmtGen(_CallGen):
         for key, r in self.defs.items():
             self._current = r
             self._loop_depth = 0
-            self.emit(0, f"async def {self.fn_names[key]}(ctx):", r.pos)
-            start = len(self.lines)
-            self.stmts(r.body.stmts, 1)
-            self.emit(1, "return 1", None)
-            if len(self.lines) == start:
-                self.emit(1, "pass", None)
+            fn = self.fn_names[key]
+            self.emit(0, f"async def {fn}(ctx):", r.pos)
+            if not self.own_entry(key):
+                self.stmts(r.body.stmts, 1)
+                self.emit(1, "return 1", None)
+                self.emit(0, "", None)
+                continue
+            # No route(x) reaches it: its body is its own entry (what compiler._entry does for a
+            # route[x], without a second coroutine frame resumed at every wait of the message).
+            self.emit(1, "try:", None)
+            self.stmts(r.body.stmts, 2)
+            self.emit(2, "return 1", None)
+            self.emit(1, "except _Exit:", None)
+            self.emit(2, "return 0", None)
+            self.emit(1, "except _Drop:", None)
+            self.emit(2, "return _rt.dropped(ctx)", None)
+            self.emit(1, "except Exception as _exc:", None)
+            self.emit(2, f"return _failed{fn}(ctx, _exc)", None)
             self.emit(0, "", None)
+
+    @staticmethod
+    def own_entry(key: tuple[str, str | None]) -> bool:
+        """A route no route(x) can call (every kind but a named request route): compiled with the entry's
+        exit/drop/failure handling in its own body."""
+        return not (key[0] == REQUEST_ROUTE and key[1] is not None)
+
+    def never_waiting(self) -> frozenset[tuple[str, str | None]]:
+        """The routes that complete without ever suspending: no async function call in them nor in the
+        routes they call (route(x), async resume routes), transitively. Their coroutine ends on its
+        first step, so the core may run one in place, without a task (an event_route on a hot path)."""
+        calls = {key: {(REQUEST_ROUTE, t) for t in _route_calls(r.body)} for key, r in self.defs.items()}
+        waits = set(self.awaiting)
+        changed = True
+        while changed:
+            changed = False
+            for key, targets in calls.items():
+                if key not in waits and targets & waits:
+                    waits.add(key)
+                    changed = True
+        return frozenset(self.defs.keys() - waits)
 
     def _reachable_kinds(self) -> None:
         """Route kinds each route runs in: a route[x] runs in the kinds of every route calling it."""
@@ -87,9 +120,11 @@ class _StmtGen(_CallGen):
         elif isinstance(s, ast.Assign):
             self.assign(s, ind)
         elif isinstance(s, ast.Call):
-            self.emit(ind, self.call(s), s.pos)
+            rc = self.call_value(s, ind)
+            if rc != "_rc":   # through its CallSite: the call is the statement
+                self.emit(ind, rc, s.pos)
         elif isinstance(s, ast.RouteCall):
-            self.emit(ind, self.route_call(s), s.pos)
+            self.emit(ind, self.route_statement(s), s.pos)
         elif isinstance(s, ast.Return):
             if s.value is None:
                 self.emit(ind, "return 1", s.pos)
@@ -126,18 +161,31 @@ class _StmtGen(_CallGen):
 
     def _if(self, s: ast.If, ind: int, kw: str) -> None:
         try:
-            cond = self.cond(s.cond)
+            cond = self._if_cond(s.cond, ind)
         except _Failed:
             cond = "False"
         self.emit(ind, f"{kw} {cond}:", s.pos)
         self.body(s.then, ind + 1)
         if s.orelse is None:
             return
-        if isinstance(s.orelse, ast.If):
+        if isinstance(s.orelse, ast.If) and _call_test(s.orelse.cond) is not None:
+            # its call runs before its test: an else holding an if, not an elif
+            self.emit(ind, "else:", s.orelse.pos)
+            self._if(s.orelse, ind + 1, "if")
+        elif isinstance(s.orelse, ast.If):
             self._if(s.orelse, ind, "elif")
         else:
             self.emit(ind, "else:", s.orelse.pos if hasattr(s.orelse, "pos") else s.pos)
             self.body(s.orelse, ind + 1)
+
+    def _if_cond(self, cond: Any, ind: int) -> str:
+        """The test of an if: `f(...)` and `!f(...)` call f directly just before it (call_value)."""
+        test = _call_test(cond)
+        if test is None:
+            return self.cond(cond)
+        call, negated = test
+        rc = self.call_value(call, ind)
+        return f"(not ({rc} > 0))" if negated else f"({rc} > 0)"
 
     def switch(self, s: ast.Switch, ind: int) -> None:
         n = self.bind(None, "_u")
@@ -243,6 +291,15 @@ class _StmtGen(_CallGen):
         else:
             op = s.op[:-1]
             self.emit(ind, setter.format(value=f"_rt.arith({op!r}, {self.pvar_get(target)}, {value})"), s.pos)
+
+
+def _call_test(cond: Any) -> tuple[ast.Call, bool] | None:
+    """(call, negated) when an if tests a function call alone, `f(...)` or `!f(...)`; else None."""
+    if isinstance(cond, ast.Call):
+        return cond, False
+    if isinstance(cond, ast.UnaryOp) and cond.op == "!" and isinstance(cond.operand, ast.Call):
+        return cond.operand, True
+    return None
 
 
 def _route_calls(node: Any, depth: int = 0) -> list[str]:

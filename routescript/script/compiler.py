@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from routescript.sip.errors import SIPError
 
@@ -39,6 +40,7 @@ __all__ = ["DEFAULT_MAX_WHILE_LOOPS", "CompiledScript", "RouteFn", "check_script
 log = logging.getLogger("routescript.script")
 
 RouteFn = Callable[[MsgContext], Awaitable[int]]
+InstantRouteFn = Callable[[MsgContext], Coroutine[Any, Any, int]]   # a route that never suspends
 DEFAULT_MAX_WHILE_LOOPS = 10000  # OpenSIPS's max_while_loops default
 
 
@@ -57,7 +59,8 @@ class CompiledScript:
     """
 
     def __init__(self, routes: dict[tuple[str, str | None], RouteFn],
-                 defs: dict[tuple[str, str | None], ast.RouteDef], source: str) -> None:
+                 defs: dict[tuple[str, str | None], ast.RouteDef], source: str,
+                 never_wait: frozenset[tuple[str, str | None]] = frozenset()) -> None:
         self.routes = routes
         self.defs = defs
         self.source = source
@@ -67,8 +70,17 @@ class CompiledScript:
             str(d.name): routes[k] for k, d in defs.items() if d.kind == EVENT_ROUTE}
         self.event_async: dict[str, bool] = {
             str(d.name): "async" in d.params for d in defs.values() if d.kind == EVENT_ROUTE}
+        # event_route[E] blocks that never suspend (compiler: no async function in them or the routes
+        # they call) and are not declared `async`: run in place when raised (Routes.run_event_now)
+        self.instant_events: dict[str, InstantRouteFn] = {
+            str(d.name): cast(InstantRouteFn, routes[k]) for k, d in defs.items()   # async defs: coroutines
+            if d.kind == EVENT_ROUTE and k in never_wait and "async" not in d.params}
         self.startup_route = routes.get((STARTUP_ROUTE, None))
         self.error_route = routes.get((ERROR_ROUTE, None))
+        # The main request route, resolved once per load: the dispatcher awaits it for every request
+        # (a context made with route_type request) without asking get(); a script without one answers
+        # as run() does for a missing route: 1.
+        self.request_route: RouteFn = routes.get((REQUEST_ROUTE, None)) or _no_route
 
     def get(self, kind: str, name: str | None = None) -> RouteFn | None:
         if kind == REQUEST_ROUTE and name in ("0", "main"):
@@ -88,6 +100,10 @@ class CompiledScript:
             return 1
         ctx.route_type = kind
         return await fn(ctx)
+
+
+async def _no_route(ctx: MsgContext) -> int:
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,16 +136,27 @@ class _Gen(_StmtGen):
         code = compile(source, filename, "exec")
         module = types.ModuleType("routescript_compiled")
         module.__dict__.update(self.ns)
+        for key, fname in self.fn_names.items():
+            if self.own_entry(key):
+                module.__dict__[f"_failed{fname}"] = _failure(route_label(*key), filename, self.line_pos)
         exec(code, module.__dict__)  # noqa: S102 - the route script compiled by this class, checked at load
         routes: dict[tuple[str, str | None], RouteFn] = {}
         for key, fname in self.fn_names.items():
-            routes[key] = _entry(module.__dict__[fname], route_label(*key), filename, self.line_pos)
-        return CompiledScript(routes, dict(self.defs), source)
+            fn = module.__dict__[fname]
+            if self.own_entry(key):
+                fn.__name__ = fn.__qualname__ = f"route {route_label(*key)}"
+                routes[key] = fn
+            else:
+                routes[key] = _entry(fn, route_label(*key), filename, self.line_pos)
+        return CompiledScript(routes, dict(self.defs), source, self.never_waiting())
 
 
 def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: str,
            line_pos: list[Pos | None]) -> RouteFn:
-    """The callable stored in CompiledScript.routes: turns exit/drop into return codes and logs bugs."""
+    """The callable stored in CompiledScript.routes for a route[x] (route(x) calls its inner function,
+    through which exit and drop must pass): turns exit/drop into return codes and logs bugs. Every
+    other route has the same handling compiled into its body (_StmtGen.own_entry)."""
+    failed = _failure(label, filename, line_pos)
 
     async def entry(ctx: MsgContext) -> int:
         try:
@@ -137,21 +164,30 @@ def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: 
         except rt.ExitScript:
             return 0
         except rt.DropScript:
-            ctx.extra[rt.DROP_KEY] = True
-            return 0
-        except Exception as exc:
-            pos = _script_pos(exc, filename, line_pos)
-            rt.note_failure(ctx, exc, pos)
-            if isinstance(exc, SIPError):  # the peer's bad header, met by a pseudo-variable
-                log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
-            else:
-                log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,
-                          exc, exc_info=exc)
-            return -1
+            return rt.dropped(ctx)
+        except Exception as exc:  # noqa: BLE001 - logged with its script position by failed()
+            return failed(ctx, exc)
 
     entry.__name__ = f"route {label}"
     entry.__qualname__ = entry.__name__
     return entry
+
+
+def _failure(label: str, filename: str, line_pos: list[Pos | None]) -> Callable[[MsgContext, Exception], int]:
+    """What an unexpected exception in a route becomes: logged with its file:line:col, recorded on the
+    context (runtime.note_failure), return code -1."""
+
+    def failed(ctx: MsgContext, exc: Exception) -> int:
+        pos = _script_pos(exc, filename, line_pos)
+        rt.note_failure(ctx, exc, pos)
+        if isinstance(exc, SIPError):  # the peer's bad header, met by a pseudo-variable
+            log.warning("%s: %s stopped: bad message: %s", pos or label, label, exc)
+        else:
+            log.error("%s: error while running %s: %s: %s", pos or label, label, type(exc).__name__,
+                      exc, exc_info=exc)
+        return -1
+
+    return failed
 
 
 def _script_pos(exc: BaseException, filename: str, line_pos: list[Pos | None]) -> Pos | None:

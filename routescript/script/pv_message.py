@@ -43,8 +43,8 @@ def _valid_uri(value: Any, what: str) -> str:
 
 
 def get_ruri(ctx: MsgContext, key: Any, index: Any) -> str | None:
-    msg = _request(ctx)
-    return None if msg is None else msg.ruri
+    msg: Any = ctx.msg   # _request(ctx) in place (is_request tested): $ru is read for most requests
+    return None if msg is None or not msg.is_request else msg.ruri
 
 
 def set_ruri(ctx: MsgContext, key: Any, index: Any, value: Any) -> None:

@@ -298,6 +298,12 @@ def return_value(v: Any) -> int:
     return n
 
 
+def dropped(ctx: MsgContext) -> int:
+    """A route ended by `drop`: the core is told (ctx.extra[DROP_KEY]); its return code is 0."""
+    ctx.extra[DROP_KEY] = True
+    return 0
+
+
 def skipped_call(ctx: MsgContext) -> int:
     """A call its FunctionSpec.guard skipped: true (1), as the function would have answered."""
     ctx.retcode = 1

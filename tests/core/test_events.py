@@ -111,3 +111,76 @@ async def test_event_interface_listens_only_to_subscribed_events() -> None:
     clock[0] += 11                              # expired: no longer listened to once pruned
     evi.subscribers()
     assert not bus.wanted("E_B")
+
+
+def _bus_on(script_text: str, seen: list[Any]) -> tuple[EventBus, Any]:
+    """An EventBus fed by the real Routes holding `script_text` compiled with note()/anote()."""
+    import asyncio
+
+    from routescript.core.routes import Routes
+    from routescript.script import compile_script, parse_text
+    from routescript.script.registry import ArgSpec, PVarSpec, Registry, function
+
+    def note(ctx: MsgContext, text: str) -> int:
+        seen.append((text, ctx.params.get("who")))
+        return 1
+
+    async def anote(ctx: MsgContext, text: str) -> int:
+        await asyncio.sleep(0)
+        seen.append((text, ctx.params.get("who")))
+        return 1
+
+    reg = Registry()
+    reg.add_function(function("note", note, ArgSpec("str")))
+    reg.add_function(function("anote", anote, ArgSpec("str")))
+    reg.add_pvar(PVarSpec("param", lambda c, k, i: c.params.get(k), key="required"))
+    routes = Routes()
+
+    def load(text: str) -> None:
+        routes.script = compile_script(parse_text(text, "e.cfg"), reg)
+
+    load(script_text)
+    bus = EventBus(routes.run_event, None, routes.has_event, routes.run_event_now)
+    return bus, load
+
+
+async def test_never_waiting_event_route_runs_in_place_without_a_task() -> None:
+    """event_route[E] with no async function (nor in the routes it calls) runs when raised, no task;
+    one that may wait, one declared async, or an event with a subscriber still gets a task."""
+    seen: list[Any] = []
+    bus, _ = _bus_on('route { exit; } route[r] { note("via route $param(who)"); }\n'
+                     'event_route[E_SYNC] { note("sync $param(who)"); route(r); }\n'
+                     'route[w] { anote("waits"); }\n'
+                     'event_route[E_WAITS] { route(w); }\n'
+                     'event_route[E_DECLARED, async] { note("declared async"); }', seen)
+    bus.raise_event_nowait("E_SYNC", {"who": "alice"})
+    assert seen == [("sync alice", "alice"), ("via route alice", "alice")] and not bus._tasks
+    bus.raise_event_nowait("E_WAITS", {"who": "bob"})
+    bus.raise_event_nowait("E_DECLARED", {"who": "carol"})
+    assert len(bus._tasks) == 2 and len(seen) == 2
+    await bus.drain()
+    assert seen[2:] == [("declared async", "carol"), ("waits", "bob")]
+    got: list[str] = []
+    bus.subscribe(lambda n, p: got.append(p["who"]), "E_SYNC")  # type: ignore[arg-type,func-returns-value]
+    bus.raise_event_nowait("E_SYNC", {"who": "dave"})
+    assert len(bus._tasks) == 1 and got == []
+    await bus.drain()
+    assert got == ["dave"] and seen[-1] == ("via route dave", "dave")
+
+
+async def test_event_routes_follow_the_script_across_reload() -> None:
+    """The event routes come from the script in place: a reload that drops E_SYNC or makes it wait
+    is seen by the next raise."""
+    seen: list[Any] = []
+    bus, load = _bus_on('route { exit; } event_route[E_SYNC] { note("first"); }', seen)
+    bus.raise_event_nowait("E_SYNC", {})
+    load('route { exit; }')
+    assert not bus.wanted("E_SYNC")
+    bus.raise_event_nowait("E_SYNC", {})   # nobody: a task that finds no route
+    await bus.drain()
+    load('route { exit; } event_route[E_SYNC] { anote("second"); }')
+    assert bus.wanted("E_SYNC")
+    bus.raise_event_nowait("E_SYNC", {})
+    assert len(bus._tasks) == 1
+    await bus.drain()
+    assert [text for text, _ in seen] == ["first", "second"]

@@ -344,3 +344,29 @@ async def test_closed_database_refuses_calls(db_url: str) -> None:
     with pytest.raises(DatabaseError) as err:
         await db.count("presentity")
     assert "closed" in str(err.value)
+
+
+async def test_queries_are_planned_per_shape_and_bind_like_the_built_ones(db: Database) -> None:
+    """query() keeps the SQL of a plain shape (table, equality columns, columns, order, limit) and only
+    binds its values: the same rows as built SQL; a NULL or operator condition of a planned shape is
+    built (IS NULL, IN), a wrong type refused, a bool bound as an int."""
+    await db.ensure_schema(["presentity"])
+    for n in range(4):
+        await db.insert("presentity", presentity(n, sender="sip:s@x" if n == 2 else None))
+    got = [await db.query("presentity", {"username": f"user{n}", "event": "presence"}, columns=["etag"])
+           for n in range(4)]
+    assert got == [[{"etag": f"etag{n}"}] for n in range(4)] and len(db._read_plans) == 1
+    assert await db.query("presentity", {"username": "nobody", "event": "presence"}, columns=["etag"]) == []
+    assert [r["username"] for r in await db.query("presentity", {"sender": "sip:s@x"})] == ["user2"]
+    by_sender = [r["username"] for r in await db.query("presentity", {"sender": None}, order_by="username")]
+    assert by_sender == ["user0", "user1", "user3"]          # the shape planned above, NULL built
+    both = await db.query("presentity", {"username": ("in", ["user0", "user3"]), "event": "presence"},
+                          columns=["etag"])
+    assert sorted(r["etag"] for r in both) == ["etag0", "etag3"]
+    with pytest.raises(DatabaseError, match=r"presentity\.username expects str, got int"):
+        await db.query("presentity", {"username": 5, "event": "presence"}, columns=["etag"])
+    await db.insert("presentity", presentity(9, expires=1))
+    assert [r["username"] for r in await db.query("presentity", {"expires": True})] == ["user9"]
+    planned = len(db._read_plans)
+    await db.query("presentity", {"expires": True})
+    assert len(db._read_plans) == planned

@@ -153,6 +153,30 @@ async def test_write_sql_is_planned_once_per_shape_and_values_still_checked(db):
     assert {r["etag"] for r in await db.query("presentity")} == {"q"}
 
 
+async def test_planned_writes_bind_odd_values_as_the_unplanned_path_does(db):
+    """A planned shape binds exact types as they are and the odd value through the column's coercion:
+    bool -> int, bytearray/memoryview -> bytes, str into a blob -> its UTF-8 bytes, None -> NULL; a wrong
+    type is refused; a NULL or operator condition of a planned shape is built (IS NULL), not bound."""
+    await db.write_batch([insert(f"p{i}") for i in range(3)])   # plans the insert shape
+    odd = {**pres_row("q0"), "expires": True, "body": bytearray(b"<b/>"), "extra_hdrs": "h\u00e9"}
+    await db.write_batch([Write("insert", "presentity", odd),
+                          Write("insert", "presentity", {**pres_row("q1"), "body": memoryview(b"<m/>")})])
+    rows = {r["username"]: r for r in await db.query("presentity")}
+    q0 = rows["q0"]
+    assert (q0["expires"], q0["body"], q0["extra_hdrs"]) == (1, b"<b/>", "h\u00e9".encode())
+    assert rows["q1"]["body"] == b"<m/>" and rows["q1"]["sender"] is None
+    with pytest.raises(DatabaseError, match=r"presentity\.username expects str, got int"):
+        await db.write_batch([Write("insert", "presentity", {**pres_row("x"), "username": 7})])
+    shape = {"etag": "n"}
+    await db.write_batch([Write("update", "presentity", shape, {"username": "p0"})])   # plans the update
+    with pytest.raises(DatabaseError, match=r"presentity\.username expects str, got bytes"):
+        await db.write_batch([Write("update", "presentity", shape, {"username": b"p1"})])
+    await db.write_batch([Write("update", "presentity", {"etag": "null-sender"}, {"sender": None}),
+                          Write("update", "presentity", {"etag": "in"}, {"username": ("in", ["p1", "p2"])})])
+    etags = {r["username"]: r["etag"] for r in await db.query("presentity")}
+    assert etags == {"p0": "null-sender", "p1": "in", "p2": "in", "q0": "null-sender", "q1": "null-sender"}
+
+
 async def test_a_failing_batch_leaves_nothing_behind(db):
     """One bad row fails the batch as a whole (SQLite runs it in one call into its thread)."""
     await db.write_batch([insert("keep")])

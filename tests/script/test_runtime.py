@@ -8,7 +8,7 @@ import pytest
 
 from routescript.script import DROP_KEY, CompiledScript, compile_script, parse_text, was_dropped
 from routescript.script.context import ERROR_ROUTE, EVENT_ROUTE, REQUEST_ROUTE, STARTUP_ROUTE, MsgContext
-from routescript.script.registry import Registry
+from routescript.script.registry import ArgSpec, Registry, function
 
 
 def build(src: str, registry: Registry, **kw) -> CompiledScript:  # type: ignore[no-untyped-def]
@@ -130,9 +130,11 @@ async def test_regex_match_literal_and_dynamic(registry: Registry, calls) -> Non
       $var(rx) = "5+$";
       if ($rU =~ $var(rx)) log_it("dynamic");
       if ($var(none) =~ ".*") log_it("never");
+      $var(n) = 42;
+      if ($var(n) =~ "^4" && $rU =~ "5$" && !($var(n) =~ "x")) log_it("int, two in one test");
     }'''
     await run(src, registry, ctx)
-    assert logged(calls) == ["toll-free", "icase", "not 9", "dynamic"]
+    assert logged(calls) == ["toll-free", "icase", "not 9", "dynamic", "int, two in one test"]
 
 
 async def test_switch_fallthrough_default_and_break(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
@@ -365,3 +367,65 @@ async def test_failing_pseudo_variable_stops_the_route_with_its_position(  # typ
     assert rc == -1 and logged(calls) == ["a"]
     assert isinstance(ctx.failure, ParseError) and ctx.failure_pos.line == 7
     assert "r.cfg:7:" in caplog.text and "Bad Contact header" in caplog.text
+
+
+async def test_calls_without_conversions_are_made_directly_from_the_route(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    """A function that converts none of its arguments is bound at load and called by the route itself
+    (no CallSite frame between), with CallSite's rules: a non-int result normalised into $rc, 0 stops."""
+    import sys
+
+    callers: list[str] = []
+    results = iter([True, None, False, "7"])
+
+    def where(ctx: MsgContext, *args: object) -> object:
+        callers.append(sys._getframe(1).f_code.co_name)
+        return next(results)
+
+    registry.add_function(function("where", where, ArgSpec("any", optional=True)))
+    src = ('route {\n  if (where()) log_it("t $rc");\n  where($var(x));\n  log_it("n $rc");\n'
+           '  if (!where()) log_it("f $rc");\n'
+           '  if (fail()) log_it("no"); else if (where("x")) log_it("s $rc");\n'
+           '  num($var(y));\n}')
+    await run(src, registry, MsgContext(vars={"x": "v", "y": "3"}))
+    assert callers == ["_r0"] * 4
+    assert logged(calls) == ["t 1", "n 1", "f -1", "s 7"]
+    assert ("num", 3) in calls.log   # converting its argument ($var(y) -> int): still through its site
+
+
+async def test_direct_call_argument_failure_stops_the_route_not_the_call(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    """An argument evaluated outside the function (a broken pseudo-variable) stops the route with its
+    position, as through a CallSite; it is not the function's failure."""
+    reg = _failing_registry(registry)
+    rc, ctx = await run('route {\n  log_it("a");\n  if (!anyv($ct)) log_it("false");\n  log_it("b");\n}', reg)
+    assert rc == -1 and logged(calls) == ["a"] and not any(c[0] == "anyv" for c in calls.log)
+    assert ctx.failure_pos is not None and ctx.failure_pos.line == 3
+
+
+async def test_guarded_direct_call_is_skipped_without_evaluating_arguments(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    on = [False]
+    registry.add_function(function("maybe_log", lambda ctx, text: calls.log.append(("maybe", text)) or -1,
+                                   ArgSpec("any"), guard=lambda literals: lambda: on[0]))
+    reg = _failing_registry(registry)
+    src = 'route {\n  if (maybe_log($ct)) log_it("skipped: true $rc");\n}'
+    rc, _ = await run(src, reg)
+    assert rc == 1 and logged(calls) == ["skipped: true 1"]
+    on[0] = True
+    calls.log.clear()
+    rc, _ = await run('route {\n  if (!maybe_log("x")) log_it("ran $rc");\n}', reg)
+    assert calls.log == [("maybe", "x"), ("log_it", "ran -1", None)]
+
+
+async def test_guarded_call_with_a_converted_argument_is_skipped_inline(registry: Registry, calls) -> None:  # type: ignore[no-untyped-def]
+    """A statement call through its CallSite (its argument converted at run time) is skipped by its guard
+    without evaluating the argument, $rc 1; when it runs, a failed conversion is the call's failure."""
+    on = [False]
+    registry.add_function(function("gnum", lambda ctx, n: calls.log.append(("gnum", n)) or 1,
+                                   ArgSpec("int"), guard=lambda literals: lambda: on[0]))
+    reg = _failing_registry(registry)
+    rc, _ = await run('route {\n  gnum($ct);\n  log_it("rc $rc");\n}', reg)
+    assert rc == 1 and calls.log == [("log_it", "rc 1", None)]
+    on[0] = True
+    calls.log.clear()
+    rc, ctx = await run('route {\n  $var(n) = "x";\n  gnum($var(n));\n  log_it("rc $rc");\n'
+                        '  $var(n) = "4";\n  gnum("$var(n)");\n}', reg)
+    assert calls.log == [("log_it", "rc -1", None), ("gnum", 4)] and ctx.failure_pos.line == 3
