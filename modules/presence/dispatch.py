@@ -17,7 +17,7 @@ from .base import _maybe_await, _same_uri
 from .clustering import ClusterLink
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
-from .notify import BodyCache, build_notify, presentity_body, watcher_body
+from .notify import BodyCache, build_notify, filters_body, presentity_body, watcher_body
 from .persistence import Persistence
 from .presentity import PresentityTable, Publication
 from .sender import NotifySender
@@ -35,6 +35,10 @@ FANOUT_SLICE = 0.002         # seconds of NOTIFY fan-out between two turns of th
 # The final status a NOTIFY gets when its state fits no transport the watcher takes (RFC 3261 21.5.11
 # 513 Message Too Large, made by the core's request sender, RFC 3261 18.1.1): the subscription ends.
 NOTIFY_TOO_LARGE = TOO_LARGE
+
+
+# notify_one's `rules` when the caller has not read the rules document (None is "no document").
+UNREAD: Any = object()
 
 
 class Notifier:
@@ -82,18 +86,18 @@ class Notifier:
                 cluster.held_back()
                 return 0
             cluster.sent(pres_uri, event.name, hash(shared))
-        rules = None
-        if event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None:
-            user, domain = split_pres_uri(pres_uri)
-            rules = await _maybe_await(event.get_rules_doc(user, domain))
-        # The watchers as they are now: building the body (a worker thread) and the rules let the loop run.
+        # The watchers as they are now: building the body (a worker thread) let the loop run.
         watchers = self._subscriptions.watchers(pres_uri, event.name)
+        rules: Any = UNREAD   # read once per change, when a watcher's body is the first filtered by it
         sent = 0
         slice_end = time.perf_counter() + FANOUT_SLICE
         paused = False
         for sub in watchers:
             if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
                 continue
+            if rules is UNREAD and filters_body(event, sub):
+                rules = await self._rules_doc(pres_uri, event)
+                paused = True   # the loop ran while the document was read
             if paused and self._subscriptions.get(sub.key) is None:
                 continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)
             if self._queue_notify(sub, event, shared, rules):
@@ -122,18 +126,26 @@ class Notifier:
 
     async def notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
                          final_with_state: bool = False, partial: Subscription | None = None,
-                         reread: bool = True) -> None:
+                         reread: bool = True, rules: Any = UNREAD) -> None:
+        """One NOTIFY to `sub`. `rules`: the presentity's rules document when the caller has just read
+        it (the authorization of a new watcher), else read here - only when it filters this body."""
         shared = None
         if with_body and event.type == PUBL_TYPE:
             if reread:
                 await self._persistence.fallback_publications(sub.pres_uri, event)
             shared = await self.presentity_body(sub.pres_uri, event)
-        rules = None
-        if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
-            user, domain = split_pres_uri(sub.pres_uri)
-            rules = await _maybe_await(event.get_rules_doc(user, domain))
+        if shared is None or not filters_body(event, sub):
+            rules = None
+        elif rules is UNREAD:
+            rules = await self._rules_doc(sub.pres_uri, event)
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
                            winfo=with_body and event.type == WINFO_TYPE, partial=partial)
+
+    async def _rules_doc(self, pres_uri: str, event: PresenceEvent) -> Any:
+        """The presentity's authorization document (the package's get_rules_doc: a database read)."""
+        assert event.get_rules_doc is not None
+        user, domain = split_pres_uri(pres_uri)
+        return await _maybe_await(event.get_rules_doc(user, domain))
 
     async def presentity_body(self, pres_uri: str, event: PresenceEvent,
                               removed: Publication | None = None) -> bytes | None:

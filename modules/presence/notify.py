@@ -200,6 +200,13 @@ def _build_body(event: PresenceEvent, pres_uri: str, pubs: Sequence[Publication]
     return None
 
 
+def filters_body(event: PresenceEvent, sub: Subscription) -> bool:
+    """Whether the package's rules rewrite the body `sub` is sent (watcher_body): the rules document
+    is read only then. A handle_subscribe("1") watcher's body is not filtered by them."""
+    return event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None \
+        and not sub.forced
+
+
 def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, rules_doc: Any = None,
                  *, final_with_state: bool = False) -> bytes | None:
     """The body one watcher gets: none unless active (pending and terminated watchers learn nothing,
@@ -208,7 +215,7 @@ def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, 
     if shared is None or (sub.status is not SubState.ACTIVE and not final_with_state):
         return None
     body: bytes | None = shared
-    if event.req_auth and event.apply_auth_nbody is not None and not sub.forced:
+    if event.apply_auth_nbody is not None and filters_body(event, sub):
         body = event.apply_auth_nbody(shared, sub, rules_doc)
     if body is not None and event.aux_body_processing is not None:
         body = event.aux_body_processing(sub, body)

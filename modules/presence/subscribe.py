@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routescript.sip import ParseError
 
@@ -15,7 +15,7 @@ from .authorization import Authorizer
 from .base import REASON_BAD_REQUEST, Responder, _address, _BadRequest, _db_failure, _maybe_await
 from .bla import bla_presentity, is_bla
 from .column_limits import REQUEST_URI, check_subscribe
-from .dispatch import Notifier
+from .dispatch import UNREAD, Notifier
 from .events import PUBL_TYPE, BodyError, PresenceEvent
 from .limits import Refusal
 from .locks import KeyedLocks
@@ -75,11 +75,12 @@ class SubscribeHandler:
                 self._refuse_subscribe(ctx, facts, refusal)
                 return -1
         async with self._locks.hold(facts.pres_uri):
-            decision = await self._decide(ctx, facts, event, force_active)
-            if decision is None:
+            decided = await self._decide(ctx, facts, event, force_active)
+            if decided is None:
                 return -1
+            decision, rules = decided
             if self._persistence.store is None or decision.action not in STORED_BEFORE_REPLY:
-                await self._conclude(ctx, facts, event, decision)
+                await self._conclude(ctx, facts, event, decision, rules)
                 return 1
         # A new dialog (nobody knows its To tag before our 200) or an unsubscribe: its row is committed
         # before the 2xx, outside the presentity's lock, so the SUBSCRIBEs of one presentity share group
@@ -94,12 +95,13 @@ class SubscribeHandler:
             self._responder.reply(ctx, err.status, err.reason, err.headers)
             return -1
         async with self._locks.hold(facts.pres_uri):
-            await self._conclude(ctx, facts, event, self._as_now(decision), stored=True)
+            await self._conclude(ctx, facts, event, self._as_now(decision), rules, stored=True)
         return 1
 
     async def _decide(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
-                      force_active: bool) -> SubscribeDecision | None:
-        """What the SUBSCRIBE does (the presentity's lock held); None after an error reply."""
+                      force_active: bool) -> tuple[SubscribeDecision, Any] | None:
+        """What the SUBSCRIBE does (the presentity's lock held) and the rules document its
+        authorization read (UNREAD: none); None after an error reply."""
         if self._settings.fallback2db and event.type == PUBL_TYPE:
             # The shared database holds the state the NOTIFY carries: without it, 503/500.
             try:
@@ -108,9 +110,9 @@ class SubscribeHandler:
                 self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
                 return None
         now = self._clock()
-        status, reason = SubState.ACTIVE, None
+        status, reason, rules = SubState.ACTIVE, None, UNREAD
         if facts.initial and event.req_auth and not force_active:
-            status, reason = await self._authorizer.authorize(event, facts)
+            status, reason, rules = await self._authorizer.authorize(event, facts)
         decision = self._subscriptions.handle_subscribe(
             facts, now, to_tag=self._server.to_tag(ctx.msg), initial_status=status, initial_reason=reason,
             forced=bool(force_active and event.req_auth))
@@ -120,7 +122,7 @@ class SubscribeHandler:
         if not decision.ok:
             self._responder.reply(ctx, decision.status, decision.reason)
             return None
-        return decision
+        return decision, rules
 
     def _as_now(self, d: SubscribeDecision) -> SubscribeDecision:
         """An unsubscribe decided before its row was deleted, as of now (the lock held again): a NOTIFY
@@ -138,9 +140,10 @@ class SubscribeHandler:
                                                   expires_at=sub.expires_at))
 
     async def _conclude(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
-                        decision: SubscribeDecision, *, stored: bool = False) -> None:
+                        decision: SubscribeDecision, rules: Any, *, stored: bool = False) -> None:
         """The decision applied (the presentity's lock held): the table changed, the 2xx, then the
-        NOTIFY (and the watcher-info subscribers told)."""
+        NOTIFY (and the watcher-info subscribers told). `rules`: the document the authorization read,
+        which filters the first NOTIFY's body too (one read per SUBSCRIBE)."""
         self._subscriptions.commit(decision, stored=stored)
         self._responder.reply(ctx, decision.status, decision.reason,
                               [("Expires", str(decision.expires)), ("Contact", f"<{facts.local_contact}>")])
@@ -149,7 +152,7 @@ class SubscribeHandler:
         if decision.notify:
             fetch = decision.action is SubscribeAction.FETCH
             await self._notifier.notify_one(sub, event, with_body=decision.with_body, final_with_state=fetch,
-                                            reread=False)
+                                            reread=False, rules=rules)
         if decision.winfo_changed and event.type == PUBL_TYPE:
             full = decision.action is SubscribeAction.REMOVE
             await self._notifier.notify_winfo(sub.pres_uri, event, changed=None if full else sub)

@@ -402,3 +402,54 @@ async def test_an_unsubscribe_waiting_for_its_commit_goes_on_from_a_notify_sent_
     assert sent == [(1, "active;expires=600"), (2, "active;expires=600"), (3, "terminated;reason=timeout")]
     assert [r.status for r in server.replies] == [200, 200, 200]
     assert await db.query("active_watchers") == []
+
+
+ALLOW_ALL = (b'<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" '
+             b'xmlns:cr="urn:ietf:params:xml:ns:common-policy"><cr:rule id="all"><cr:conditions/>'
+             b'<cr:actions><sub-handling>allow</sub-handling></cr:actions><cr:transformations>'
+             b'<provide-services><all-services/></provide-services><provide-all-attributes/>'
+             b'</cr:transformations></cr:rule></cr:ruleset>')
+
+
+def counting_rules(reg: EventRegistry, doc: bytes | None) -> list[tuple[str, str]]:
+    """The presence package's get_rules_doc replaced by one answering `doc` and noting each read."""
+    reads: list[tuple[str, str]] = []
+
+    def get_rules_doc(user, domain):
+        reads.append((user, domain))
+        return doc
+    object.__setattr__(reg.contains_event("presence"), "get_rules_doc", get_rules_doc)
+    return reads
+
+
+async def test_rules_document_read_only_when_the_decision_or_the_body_needs_it(env):
+    """Issue 18 item 4: handle_subscribe("1") decides without the rules and its bodies are not filtered
+    by them - no read, neither for its first NOTIFY nor in a fan-out to it; a watcher the rules judge
+    costs one read per SUBSCRIBE (its authorization and its first NOTIFY's body share it), and a
+    fan-out reads the document once for all the watchers it filters."""
+    base, server, clock, _db = env
+    reg = registry(force_active=0)
+    reads = counting_rules(reg, ALLOW_ALL)
+    svc = PresenceService(server, reg, base.settings, store=base.store, clock=clock)
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC), force_active=True) == 1
+    await settle(svc)
+    assert server.replies[-1].status == 200
+    assert b"<basic>open</basic>" in server.transactions.sent[-1][0].body
+    assert await svc.handle_publish(Ctx(publish(cseq=2, etag=etag, body=pidf("closed")), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    await settle(svc)
+    assert b"<basic>closed</basic>" in server.transactions.sent[-1][0].body
+    assert reads == []   # forced: neither the decision nor the bodies read the rules
+
+    assert await svc.handle_subscribe(Ctx(subscribe(callid="sub-2", user="erin"), SRC)) == 1
+    await settle(svc)
+    assert server.replies[-1].status == 200   # allowed by the document
+    assert b"<basic>closed</basic>" in server.transactions.sent[-1][0].body
+    assert reads == [("carol", "127.0.0.1")]   # one read: the authorization and the first NOTIFY
+    assert await svc.handle_publish(Ctx(publish(cseq=3, etag=etag, body=pidf("open")), SRC)) == 1
+    await settle(svc)
+    assert [n.header("Call-ID") for n, _ in server.transactions.sent[-2:]] == ["sub-1", "sub-2"]
+    assert reads == [("carol", "127.0.0.1")] * 2   # the fan-out: once, for the one filtered watcher
+    await svc.sender.close()
