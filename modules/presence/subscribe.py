@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from routescript.sip import ParseError
+from routescript.sip import ParseError, SIPRequest, name_addr_tag
 
 from .authorization import Authorizer
 from .base import REASON_BAD_REQUEST, Responder, _address, _BadRequest, _db_failure, _maybe_await
@@ -25,7 +25,7 @@ from .server_api import PresenceServer
 from .settings import PresenceSettings
 from .storage import join_pres_uri
 from .subscription import (REASON_TOO_MANY, SubEvent, SubscribeAction, SubscribeDecision, SubscribeFacts,
-                           SubState, SubsTable)
+                           SubState, Subscription, SubsTable)
 
 if TYPE_CHECKING:
     from routescript.script.context import MsgContext
@@ -164,6 +164,9 @@ class SubscribeHandler:
                                f"SUBSCRIBE {facts.callid} from {_address(facts.source)} to {facts.pres_uri}")
 
     def _subscribe_facts(self, ctx: MsgContext, event: PresenceEvent) -> SubscribeFacts:
+        live = self._dialog_of(ctx.msg)
+        if live is not None:
+            return self._in_dialog_facts(ctx, event, live)
         msg = ctx.msg
         try:
             to, frm, uri = msg.to, msg.from_, msg.uri
@@ -181,17 +184,51 @@ class SubscribeHandler:
         pres_uri = join_pres_uri(uri.user or "", uri.host)
         if is_bla(event) and not to.tag:
             pres_uri = self._bla_presentity(ctx)
-        if to.tag:
-            # In-dialog: the presentity is the one the dialog was made for.
-            live = self._subscriptions.get((msg.call_id, to.tag, frm.tag or ""))
-            if live is not None:
-                pres_uri = live.pres_uri
         return SubscribeFacts(
             event=event, pres_uri=pres_uri, to_user=to.uri.user or "", to_domain=to.uri.host,
             watcher_user=frm.uri.user or "", watcher_domain=frm.uri.host, callid=msg.call_id, cseq=cseq,
             from_tag=frm.tag, to_tag=to.tag, contact=contact, expires=expires,
             event_id=ev.id if ev is not None else None, record_route=rr,
             socket_info=sock.name if sock is not None else "", local_contact=lcontact,
+            user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
+
+    def _dialog_of(self, msg: SIPRequest) -> Subscription | None:
+        """The live subscription an in-dialog SUBSCRIBE names by Call-ID and tags, read from the raw
+        To and From values (name_addr_tag) without parsing their URIs; None for an initial one or a
+        dialog the table does not hold (those get the full parse, and its 400 when malformed)."""
+        to = msg.header("To")
+        to_tag = name_addr_tag(to) if to is not None else ""
+        if not to_tag:
+            return None
+        frm = msg.header("From")
+        call_id = msg.header("Call-ID")
+        if frm is None or call_id is None:
+            return None
+        return self._subscriptions.get((call_id, to_tag, name_addr_tag(frm)))
+
+    def _in_dialog_facts(self, ctx: MsgContext, event: PresenceEvent, live: Subscription) -> SubscribeFacts:
+        """The facts of a refresh or unsubscribe of `live`: the dialog's own identities (its To and From
+        are the dialog's, RFC 3261 12.2.1.1), and from the request only what it may change - CSeq,
+        Expires, Event id and the remote target (its Contact parsed only when it is not the stored
+        one as written)."""
+        msg = ctx.msg
+        try:
+            expires = msg.expires
+            cseq = msg.cseq.number
+            ev = msg.event
+            contact: str | None = live.contact
+            if msg.header_all("Contact") != [f"<{live.contact}>"]:
+                contact = next((str(c.uri) for c in msg.contacts if not c.star and c.uri is not None), None)
+        except ParseError as exc:
+            raise _BadRequest(400, REASON_BAD_REQUEST) from exc
+        source = ctx.source
+        sock = source.socket if source is not None else None
+        return SubscribeFacts(
+            event=event, pres_uri=live.pres_uri, to_user=live.to_user, to_domain=live.to_domain,
+            watcher_user=live.watcher_user, watcher_domain=live.watcher_domain, callid=live.callid, cseq=cseq,
+            from_tag=live.from_tag, to_tag=live.to_tag, contact=contact, expires=expires,
+            event_id=ev.id if ev is not None else None, socket_info=sock.name if sock is not None else "",
+            local_contact=local_contact_of(self._settings.server_address, source),
             user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
 
     def _bla_presentity(self, ctx: MsgContext) -> str:

@@ -453,3 +453,26 @@ async def test_rules_document_read_only_when_the_decision_or_the_body_needs_it(e
     assert [n.header("Call-ID") for n, _ in server.transactions.sent[-2:]] == ["sub-1", "sub-2"]
     assert reads == [("carol", "127.0.0.1")] * 2   # the fan-out: once, for the one filtered watcher
     await svc.sender.close()
+
+
+async def test_in_dialog_subscribe_reads_only_what_it_may_change(env):
+    """Issue 18 item 3: a refresh of a dialog the table holds takes the dialog's identities from the
+    table - its From, To and Request-URI are not parsed - and its Contact is parsed only when it is not
+    the stored target as written; a new target is followed by the next NOTIFY."""
+    svc, server, clock, _db = env
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC)) == 1
+    clock.now += 10
+    refresh = subscribe(cseq=2, expires=300, to_tag="313b-sub-1")
+    assert await svc.handle_subscribe(Ctx(refresh, SRC)) == 1
+    assert (server.replies[-1].status, server.replies[-1].header("Expires")) == (200, "300")
+    assert not {"from", "to", "uri", "contacts"} & set(refresh._cache)
+    moved = parse_message(bytes(subscribe(cseq=3, expires=300, to_tag="313b-sub-1")).replace(
+        b"<sip:dave@127.0.0.1:48261>", b"<sip:dave@127.0.0.1:5999>"))
+    assert await svc.handle_subscribe(Ctx(moved, SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert notify.ruri == "sip:dave@127.0.0.1:5999" and dest.port == 5999
+    assert notify.header("Subscription-State") == "active;expires=300"
+    unknown = subscribe(cseq=4, to_tag="no-such-tag")
+    assert await svc.handle_subscribe(Ctx(unknown, SRC)) == -1
+    assert (server.replies[-1].status, server.replies[-1].reason) == (481, "Subscription does not exist")
