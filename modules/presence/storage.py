@@ -12,7 +12,7 @@ from typing import Any
 from routescript.db import Database, GroupCommitter, Write
 
 from .presentity import Publication
-from .subscription import Subscription, SubState, shared
+from .subscription import Subscription, SubState, dialog_key, shared
 
 PRESENTITY = "presentity"
 ACTIVE_WATCHERS = "active_watchers"
@@ -89,7 +89,8 @@ def subscription_from_row(row: dict[str, Any]) -> Subscription:
         local_cseq=int(row.get("local_cseq") or 0), remote_cseq=int(row.get("remote_cseq") or 0),
         record_route=tuple(split_values(row.get("record_route") or "")), version=int(row.get("version") or 0),
         socket_info=shared(row.get("socket_info") or ""),
-        local_contact=shared(row.get("local_contact") or ""), forced=forced)
+        local_contact=shared(row.get("local_contact") or ""), forced=forced,
+        key=dialog_key(row["callid"], row["to_tag"], row["from_tag"]))
 
 
 class PresenceStore:
