@@ -45,6 +45,10 @@ class SubState(enum.IntEnum):
 class SubEvent(enum.Enum):
     """What happens to a subscription."""
 
+    # Hashed by identity, in C: members are singletons compared by identity (Enum's own __hash__ hashes
+    # the name in Python, two calls per TRANSITIONS lookup).
+    __hash__ = object.__hash__
+
     ALLOW = "allow"              # authorization says allow (or force_active)
     CONFIRM = "confirm"          # authorization says ask the presentity (pending)
     BLOCK = "block"              # authorization says block
@@ -245,6 +249,8 @@ class SubscribeFacts:
 
 
 class SubscribeAction(enum.Enum):
+    __hash__ = object.__hash__   # identity, in C (see SubEvent)
+
     NONE = "none"          # an error reply only
     INSERT = "insert"      # new subscription stored
     FETCH = "fetch"        # initial with Expires 0: NOTIFY once, nothing stored

@@ -82,7 +82,7 @@ def test_column_limits_checked_against_the_schema_sizes_name_the_first_misfit():
                                                             check_subscribe)
 
     columns = SCHEMA["active_watchers"].by_name
-    assert SUBSCRIBE_SIZES == tuple(columns[c].size for c in SUBSCRIBE_COLUMNS)
+    assert tuple(columns[c].size for c in SUBSCRIBE_COLUMNS) == SUBSCRIBE_SIZES
     at_size = [("x" * size) for size in SUBSCRIBE_SIZES]
     check_subscribe(*at_size)   # every value exactly at its size fits
     names = ["Call-ID", "Request-URI", "From", "From", "To", "To", "From tag", "To tag", "Event", "Contact"]

@@ -354,3 +354,12 @@ def test_take_ended_names_watchers_left_without_a_subscription(table):
     assert sorted(table.take_ended()) == [("sip:carol@127.0.0.1", "erin", "127.0.0.1", "presence"),
                                           ("sip:carol@127.0.0.1", "gus", "127.0.0.1", "presence")]
     assert table.take_ended() == []
+
+
+def test_enums_in_hot_dicts_hash_in_c():
+    """Issue 18 item 11: the members keyed on in TRANSITIONS, TERMINATION_REASONS and handle_subscribe's
+    action set hash by identity (in C), not by Enum's Python __hash__; lookups are unchanged."""
+    assert SubEvent.__hash__ is object.__hash__ and SubscribeAction.__hash__ is object.__hash__
+    assert SubState.__hash__ is int.__hash__   # an IntEnum hashes as its int already
+    assert all(TRANSITIONS[(state, event)] is after for (state, event), after in TRANSITIONS.items())
+    assert SubscribeAction.INSERT in frozenset((SubscribeAction.INSERT, SubscribeAction.REMOVE))
