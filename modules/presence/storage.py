@@ -32,8 +32,13 @@ def join_pres_uri(user: str, domain: str) -> str:
     return f"sip:{user}@{domain}" if user else f"sip:{domain}"
 
 
-def publication_row(pub: Publication) -> dict[str, Any]:
-    user, domain = split_pres_uri(pub.pres_uri)
+# A presentity's (user, domain) as the presentity table keeps them: the PUBLISH handler passes the ones
+# it read from the Request-URI; without them they are split from the publication's URI.
+Address = tuple[str, str]
+
+
+def publication_row(pub: Publication, address: Address | None = None) -> dict[str, Any]:
+    user, domain = address or split_pres_uri(pub.pres_uri)
     return {"username": user, "domain": domain, "event": pub.event, "etag": pub.etag,
             "expires": int(pub.expires_at), "received_time": int(pub.received_time), "body": pub.body,
             "extra_hdrs": b"", "sender": pub.sender}
@@ -47,8 +52,8 @@ def publication_from_row(row: dict[str, Any], content_type: str) -> Publication:
                        row.get("sender") or None)
 
 
-def publication_key(pres_uri: str, event: str, etag: str) -> dict[str, Any]:
-    user, domain = split_pres_uri(pres_uri)
+def publication_key(pres_uri: str, event: str, etag: str, address: Address | None = None) -> dict[str, Any]:
+    user, domain = address or split_pres_uri(pres_uri)
     return {"username": user, "domain": domain, "event": event, "etag": etag}
 
 
@@ -114,19 +119,22 @@ class PresenceStore:
 
     # PUBLISH writes go through group commit: the PUBLISHes handled at the same moment share one
     # transaction (one sync to disk), and each is acknowledged only once that transaction committed.
-    async def insert_publication(self, pub: Publication) -> None:
-        await self.committer.write((Write("insert", PRESENTITY, publication_row(pub)),))
+    # `address`: the presentity's (user, domain) when the caller has them (else split from its URI).
+    async def insert_publication(self, pub: Publication, address: Address | None = None) -> None:
+        await self.committer.write((Write("insert", PRESENTITY, publication_row(pub, address)),))
 
-    async def replace_publication(self, old_etag: str, pub: Publication) -> None:
-        values = publication_row(pub)
+    async def replace_publication(self, old_etag: str, pub: Publication,
+                                  address: Address | None = None) -> None:
+        address = address or split_pres_uri(pub.pres_uri)
+        values = publication_row(pub, address)
         for k in ("username", "domain", "event"):
             del values[k]
         await self.committer.write((Write("update", PRESENTITY, values,
-                                          publication_key(pub.pres_uri, pub.event, old_etag)),))
+                                          publication_key(pub.pres_uri, pub.event, old_etag, address)),))
 
-    async def delete_publication(self, pub: Publication) -> None:
-        await self.committer.write((Write("delete", PRESENTITY,
-                                          where=publication_key(pub.pres_uri, pub.event, pub.etag)),))
+    async def delete_publication(self, pub: Publication, address: Address | None = None) -> None:
+        where = publication_key(pub.pres_uri, pub.event, pub.etag, address)
+        await self.committer.write((Write("delete", PRESENTITY, where=where),))
 
     async def delete_publications(self, pubs: Iterable[Publication]) -> None:
         pubs = list(pubs)

@@ -476,3 +476,25 @@ async def test_in_dialog_subscribe_reads_only_what_it_may_change(env):
     unknown = subscribe(cseq=4, to_tag="no-such-tag")
     assert await svc.handle_subscribe(Ctx(unknown, SRC)) == -1
     assert (server.replies[-1].status, server.replies[-1].reason) == (481, "Subscription does not exist")
+
+
+async def test_publish_writes_use_the_request_uri_user_and_domain(env, monkeypatch):
+    """Issue 18 item 7 (presence half): a PUBLISH's rows are written with the user and domain read once
+    from its Request-URI - the presentity URI is not split again per write, or for E_PRESENCE_PUBLISH."""
+    from routescript.modules.presence import publish as publish_module
+    from routescript.modules.presence import storage
+
+    def no_split(uri):
+        raise AssertionError(f"split_pres_uri({uri!r}) on the PUBLISH path")
+    monkeypatch.setattr(storage, "split_pres_uri", no_split)
+    assert not hasattr(publish_module, "split_pres_uri")
+    svc, server, _clock, db = env
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_publish(Ctx(publish(cseq=2, etag=etag, body=pidf("closed")), SRC)) == 1
+    new_etag = server.replies[-1].header("SIP-ETag")
+    assert [(r["username"], r["domain"], r["etag"]) for r in await db.query("presentity")] == \
+        [("carol", "127.0.0.1", new_etag)]
+    assert await svc.handle_publish(Ctx(publish(cseq=3, etag=new_etag, expires=0), SRC)) == 1
+    assert server.replies[-1].status == 200
+    assert await db.query("presentity") == []   # inserted, replaced, then deleted by (user, domain)
