@@ -17,7 +17,8 @@ from .base import _maybe_await, _same_uri
 from .clustering import ClusterLink
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
-from .notify import BodyCache, build_notify, filters_body, presentity_body, watcher_body
+from .notify import (BodyCache, DialogPath, DialogPaths, build_notify, filters_body, presentity_body,
+                     watcher_body)
 from .persistence import Persistence
 from .presentity import PresentityTable, Publication
 from .sender import NotifySender
@@ -60,6 +61,7 @@ class Notifier:
         self._cluster = cluster
         self._persistence = persistence
         self.sender = NotifySender(self._send_notify, self._notify_result, self._subscribed)
+        self._paths = DialogPaths()   # per dialog: its NOTIFY head and hop, made once
 
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
@@ -199,8 +201,9 @@ class Notifier:
         else:
             body = watcher_body(event, current, shared, rules, final_with_state=final_with_state)
         after = self._subscriptions.record_notify(current)
-        request = build_notify(after, now, body=body, content_type=event.content_type)
-        return self.sender.enqueue(after, request)
+        path = self._paths.entry(after)
+        request = build_notify(after, now, body=body, content_type=event.content_type, head=path.head)
+        return self.sender.enqueue(after, (request, path))
 
     def _subscribed(self, sub: Subscription) -> bool:
         """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
@@ -232,18 +235,26 @@ class Notifier:
             if self._settings.fallback2db:
                 await self._persistence.sync_db()
 
-    def _send_notify(self, sub: Subscription, request: OutgoingRequest, done: Callable[[int], None]) -> None:
+    def _send_notify(self, sub: Subscription, queued: tuple[OutgoingRequest, DialogPath],
+                     done: Callable[[int], None]) -> None:
         """Start one NOTIFY's client transaction through the core's request sender, which writes the Via,
-        finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set) and moves a
-        NOTIFY too large for UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once.
-        513 - it fits no transport the watcher takes - ends the subscription (`_notify_result`)."""
-        requests = self.server.requests
-        assert requests is not None, "a NOTIFY before the server started"
-        requests.send_in_dialog(request, lambda response: done(response.status),
-                                source=sub.source, socket=sub.socket_info)
+        finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set: worked out for
+        the dialog's first NOTIFY and kept with its head, DialogPaths) and moves a NOTIFY too large for
+        UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once. 513 - it fits no
+        transport the watcher takes - ends the subscription (`_notify_result`)."""
+        request, path = queued
+        sender = self.server.requests
+        assert sender is not None, "a NOTIFY before the server started"
+        hop = path.hop
+        if hop is None:
+            hop = path.hop = sender.hop_in_dialog(request, source=sub.source, socket=sub.socket_info)
+        if sub.status is SubState.TERMINATED:
+            self._paths.forget(sub)   # the dialog's last NOTIFY
+        sender.send_by(request, hop, lambda response: done(response.status))
 
-
-def forget_destinations() -> None:
-    """clean_period: where the NOTIFYs of watchers now gone went is forgotten (the core's request
-    sender keeps the destinations, bounded; the live ones cost one parse of their target each)."""
-    requests.forget_destinations()
+    def forget_destinations(self) -> None:
+        """clean_period: where the NOTIFYs of watchers now gone went is forgotten - the dialogs' kept
+        heads and hops, and the core request sender's destinations (bounded; a live dialog costs one
+        parse of its target on its next NOTIFY)."""
+        self._paths.clear()
+        requests.forget_destinations()

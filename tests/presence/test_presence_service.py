@@ -498,3 +498,33 @@ async def test_publish_writes_use_the_request_uri_user_and_domain(env, monkeypat
     assert await svc.handle_publish(Ctx(publish(cseq=3, etag=new_etag, expires=0), SRC)) == 1
     assert server.replies[-1].status == 200
     assert await db.query("presentity") == []   # inserted, replaced, then deleted by (user, domain)
+
+
+async def test_a_dialogs_notifies_reuse_its_head_and_hop_until_its_target_moves(env):
+    """Issue 18 item 9: where a dialog's NOTIFYs go is worked out for its first NOTIFY and reused by the
+    next ones (each change of the presentity); a refresh with a new Contact is followed at once."""
+    svc, server, _clock, _db = env
+    hops: list[str] = []
+    find = server.requests.hop_in_dialog
+
+    def counted(request, **kw):
+        hops.append(request.ruri)
+        return find(request, **kw)
+    server.requests.hop_in_dialog = counted
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC)) == 1
+    await settle(svc)
+    for cseq, basic in ((2, "closed"), (3, "open")):
+        assert await svc.handle_publish(Ctx(publish(cseq=cseq, etag=etag, body=pidf(basic)), SRC)) == 1
+        etag = server.replies[-1].header("SIP-ETag")
+        await settle(svc)
+    assert [n.cseq.number for n, _ in server.transactions.sent] == [1, 2, 3]
+    assert hops == ["sip:dave@127.0.0.1:48261"]   # three NOTIFYs, one hop
+    moved = parse_message(bytes(subscribe(cseq=2, to_tag="313b-sub-1")).replace(
+        b"<sip:dave@127.0.0.1:48261>", b"<sip:dave@127.0.0.1:5999>"))
+    assert await svc.handle_subscribe(Ctx(moved, SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert (notify.ruri, dest.port, notify.cseq.number) == ("sip:dave@127.0.0.1:5999", 5999, 4)
+    assert hops == ["sip:dave@127.0.0.1:48261", "sip:dave@127.0.0.1:5999"]
