@@ -13,6 +13,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from routescript.core.requests import Hop, OutgoingRequest, dialog_route
@@ -22,6 +23,10 @@ from .events import PresenceEvent
 from .presentity import Publication
 from .subscription import DialogKey, SubState, Subscription
 
+
+# Publication fields read per publication when bodies are aggregated or compared: in C, no Python call each.
+_RECEIVED = attrgetter("received_time")
+_BODY = attrgetter("body")
 
 # A NOTIFY ready to send: Request-URI, header lines in order, body (the core's request description).
 NotifyRequest = OutgoingRequest
@@ -194,8 +199,8 @@ class BodyCache:
     def body(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
              notify_offline_body: bool = False) -> bytes | None:
         """presentity_body(event, pres_uri, publications) (no `removed`), built once per state."""
-        pubs = sorted(publications, key=lambda p: p.received_time)
-        bodies = tuple(p.body for p in pubs)
+        pubs = sorted(publications, key=_RECEIVED)
+        bodies = tuple(map(_BODY, pubs))
         slot = (pres_uri, event.name)
         entry = self._entries.get(slot)
         if entry is not None and entry[0] is event and entry[2] is notify_offline_body \
@@ -213,13 +218,13 @@ class BodyCache:
         """True when `body` would answer from the cache (nothing to build)."""
         entry = self._entries.get((pres_uri, event.name))
         return entry is not None and entry[0] is event and entry[2] is notify_offline_body \
-            and entry[1] == tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+            and entry[1] == tuple(map(_BODY, sorted(publications, key=_RECEIVED)))
 
     def keep(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication],
              body: bytes | None, *, notify_offline_body: bool = False) -> None:
         """Remember `body`, built elsewhere (in a worker thread) from exactly these publications."""
         self.misses += 1
-        bodies = tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+        bodies = tuple(map(_BODY, sorted(publications, key=_RECEIVED)))
         self._keep((pres_uri, event.name), (event, bodies, notify_offline_body, body))
 
     def _keep(self, slot: tuple[str, str],
@@ -252,7 +257,7 @@ def presentity_body(event: PresenceEvent, pres_uri: str, publications: Sequence[
     """
     if cache is not None and removed is None:
         return cache.body(event, pres_uri, publications, notify_offline_body=notify_offline_body)
-    pubs = sorted(publications, key=lambda p: p.received_time)
+    pubs = sorted(publications, key=_RECEIVED)
     return _build_body(event, pres_uri, pubs, removed, notify_offline_body)
 
 

@@ -60,7 +60,8 @@ class SubscribeHandler:
             event = self._responder.event_of(msg)
             await self._persistence.fallback_dialog(msg)
             facts = self._subscribe_facts(ctx, event)
-            _check_columns(facts)
+            initial = not facts.to_tag   # facts.initial, read once
+            _check_columns(facts, initial)
             if event.evs_subs_handl is not None:
                 await _maybe_await(event.evs_subs_handl(facts))
         except _BadRequest as exc:
@@ -69,13 +70,13 @@ class SubscribeHandler:
         except BodyError as exc:
             self._responder.reply(ctx, exc.status, exc.reason)
             return -1
-        if facts.initial and facts.expires != 0:
+        if initial and facts.expires != 0:
             refusal = self._subscriptions.over_cap(facts)
             if refusal is not None:   # refused before the authorization's database work
                 self._refuse_subscribe(ctx, facts, refusal)
                 return -1
         async with self._locks.hold(facts.pres_uri):
-            decided = await self._decide(ctx, facts, event, force_active)
+            decided = await self._decide(ctx, facts, event, force_active, initial)
             if decided is None:
                 return -1
             decision, rules = decided
@@ -99,7 +100,7 @@ class SubscribeHandler:
         return 1
 
     async def _decide(self, ctx: MsgContext, facts: SubscribeFacts, event: PresenceEvent,
-                      force_active: bool) -> tuple[SubscribeDecision, Any] | None:
+                      force_active: bool, initial: bool) -> tuple[SubscribeDecision, Any] | None:
         """What the SUBSCRIBE does (the presentity's lock held) and the rules document its
         authorization read (UNREAD: none); None after an error reply."""
         if self._settings.fallback2db and event.type == PUBL_TYPE:
@@ -111,7 +112,7 @@ class SubscribeHandler:
                 return None
         now = self._clock()
         status, reason, rules = SubState.ACTIVE, None, UNREAD
-        if facts.initial and event.req_auth and not force_active:
+        if initial and event.req_auth and not force_active:
             status, reason, rules = await self._authorizer.authorize(event, facts)
         decision = self._subscriptions.handle_subscribe(
             facts, now, to_tag=self._server.to_tag(ctx.msg), initial_status=status, initial_reason=reason,
@@ -248,8 +249,8 @@ class SubscribeHandler:
         return bla_presentity(ctx.msg, value, use_spec=value is not None)
 
 
-def _check_columns(facts: SubscribeFacts) -> None:
+def _check_columns(facts: SubscribeFacts, initial: bool) -> None:
     """_BadRequest (4xx) when a value of the SUBSCRIBE cannot be stored (column_limits)."""
     check_subscribe(facts.callid, facts.pres_uri, facts.watcher_user, facts.watcher_domain, facts.to_user,
                     facts.to_domain, facts.from_tag, facts.to_tag, facts.event_id, facts.contact,
-                    presentity_from="Contact" if facts.initial and is_bla(facts.event) else REQUEST_URI)
+                    presentity_from="Contact" if initial and is_bla(facts.event) else REQUEST_URI)
