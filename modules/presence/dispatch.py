@@ -12,6 +12,7 @@ from typing import Any
 
 from routescript.core import requests
 from routescript.core.requests import TOO_LARGE, OutgoingRequest
+from routescript.sip import SipURI
 
 from .base import _maybe_await, _same_uri
 from .clustering import ClusterLink
@@ -128,9 +129,10 @@ class Notifier:
 
     async def notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
                          final_with_state: bool = False, partial: Subscription | None = None,
-                         reread: bool = True, rules: Any = UNREAD) -> None:
+                         reread: bool = True, rules: Any = UNREAD, target: SipURI | None = None) -> None:
         """One NOTIFY to `sub`. `rules`: the presentity's rules document when the caller has just read
-        it (the authorization of a new watcher), else read here - only when it filters this body."""
+        it (the authorization of a new watcher), else read here - only when it filters this body.
+        `target`: `sub.contact` as the caller parsed it (a SUBSCRIBE's facts), not parsed again."""
         shared = None
         if with_body and event.type == PUBL_TYPE:
             if reread:
@@ -141,7 +143,7 @@ class Notifier:
         elif rules is UNREAD:
             rules = await self._rules_doc(sub.pres_uri, event)
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
-                           winfo=with_body and event.type == WINFO_TYPE, partial=partial)
+                           winfo=with_body and event.type == WINFO_TYPE, partial=partial, target=target)
 
     async def _rules_doc(self, pres_uri: str, event: PresenceEvent) -> Any:
         """The presentity's authorization document (the package's get_rules_doc: a database read)."""
@@ -180,7 +182,7 @@ class Notifier:
 
     def _queue_notify(self, sub: Subscription, event: PresenceEvent, shared: bytes | None, rules: Any, *,
                       final_with_state: bool = False, winfo: bool = False,
-                      partial: Subscription | None = None) -> bool:
+                      partial: Subscription | None = None, target: SipURI | None = None) -> bool:
         if self._cluster.fenced():
             self._cluster.held_back()
             log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
@@ -201,7 +203,7 @@ class Notifier:
         else:
             body = watcher_body(event, current, shared, rules, final_with_state=final_with_state)
         after = self._subscriptions.record_notify(current)
-        path = self._paths.entry(after)
+        path = self._paths.entry(after, target)
         request = build_notify(after, now, body=body, content_type=event.content_type, head=path.head)
         return self.sender.enqueue(after, (request, path))
 
@@ -247,7 +249,8 @@ class Notifier:
         assert sender is not None, "a NOTIFY before the server started"
         hop = path.hop
         if hop is None:
-            hop = path.hop = sender.hop_in_dialog(request, source=sub.source, socket=sub.socket_info)
+            hop = path.hop = sender.hop_in_dialog(request, source=sub.source, socket=sub.socket_info,
+                                                  ruri=path.target)
         if sub.status is SubState.TERMINATED:
             self._paths.forget(sub)   # the dialog's last NOTIFY
         sender.send_by(request, hop, lambda response: done(response.status))

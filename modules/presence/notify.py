@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from routescript.core.requests import Hop, OutgoingRequest, dialog_route
-from routescript.sip import Source
+from routescript.sip import SipURI, Source
 
 from .events import PresenceEvent
 from .presentity import Publication
@@ -147,14 +147,15 @@ class DialogPaths:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def entry(self, sub: Subscription) -> DialogPath:
-        """The dialog's entry as `sub` stands (made, or made again, when its basis changed)."""
+    def entry(self, sub: Subscription, target: SipURI | None = None) -> DialogPath:
+        """The dialog's entry as `sub` stands (made, or made again, when its basis changed). `target`:
+        `sub.contact` parsed, when the caller has it (its hop is then found without parsing it)."""
         basis = dialog_basis(sub)
         path = self._entries.get(sub.key)
         if path is None or path.basis != basis:
             if path is None and len(self._entries) >= self.max_entries:
                 self._entries = {}
-            path = self._entries[sub.key] = DialogPath(basis, notify_head(sub))
+            path = self._entries[sub.key] = DialogPath(basis, notify_head(sub), target)
         return path
 
     def forget(self, sub: Subscription) -> None:
@@ -166,12 +167,13 @@ class DialogPaths:
 
 
 class DialogPath:
-    """One dialog's kept NOTIFY head and, once its first NOTIFY was sent, its hop."""
+    """One dialog's kept NOTIFY head and, once its first NOTIFY was sent, its hop (found from `target`,
+    the remote target already parsed, when the entry was made with it)."""
 
-    __slots__ = ("basis", "head", "hop")
+    __slots__ = ("basis", "head", "hop", "target")
 
-    def __init__(self, basis: DialogBasis, head: NotifyHead) -> None:
-        self.basis, self.head = basis, head
+    def __init__(self, basis: DialogBasis, head: NotifyHead, target: SipURI | None = None) -> None:
+        self.basis, self.head, self.target = basis, head, target
         self.hop: Hop | None = None
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from routescript.script.context import MsgContext
     from routescript.script.registry import Registry
     from routescript.core.requests import Hop, OutgoingRequest
-    from routescript.sip import SIPRequest, SIPResponse, SocketInfo, Source
+    from routescript.sip import SIPRequest, SIPResponse, SipURI, SocketInfo, Source
 
 
 class DialogRequests(Protocol):
@@ -22,7 +22,7 @@ class DialogRequests(Protocol):
     the request sent by it, its final response handed to `on_final`."""
 
     def hop_in_dialog(self, request: OutgoingRequest, *, source: Source | None = None,
-                      socket: str = "") -> Hop: ...
+                      socket: str = "", ruri: SipURI | None = None) -> Hop: ...
 
     def send_by(self, request: OutgoingRequest, hop: Hop,
                 on_final: Callable[[SIPResponse], None]) -> None: ...

@@ -152,8 +152,9 @@ class SubscribeHandler:
         assert sub is not None
         if decision.notify:
             fetch = decision.action is SubscribeAction.FETCH
+            target = facts.contact_uri if facts.contact == sub.contact else None   # parsed already
             await self._notifier.notify_one(sub, event, with_body=decision.with_body, final_with_state=fetch,
-                                            reread=False, rules=rules)
+                                            reread=False, rules=rules, target=target)
         if decision.winfo_changed and event.type == PUBL_TYPE:
             full = decision.action is SubscribeAction.REMOVE
             await self._notifier.notify_winfo(sub.pres_uri, event, changed=None if full else sub)
@@ -178,7 +179,8 @@ class SubscribeHandler:
             rr = tuple(str(r) for r in msg.record_routes) if not to.tag else ()
         except ParseError as exc:
             raise _BadRequest(400, REASON_BAD_REQUEST) from exc
-        contact = next((str(c.uri) for c in contacts if not c.star and c.uri is not None), None)
+        contact_uri = next((c.uri for c in contacts if not c.star and c.uri is not None), None)
+        contact = str(contact_uri) if contact_uri is not None else None
         source = ctx.source
         sock = source.socket if source is not None else None
         lcontact = local_contact_of(self._settings.server_address, source)
@@ -191,7 +193,7 @@ class SubscribeHandler:
             from_tag=frm.tag, to_tag=to.tag, contact=contact, expires=expires,
             event_id=ev.id if ev is not None else None, record_route=rr,
             socket_info=sock.name if sock is not None else "", local_contact=lcontact,
-            user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
+            user_agent=msg.header("User-Agent") or "", source=source, msg=msg, contact_uri=contact_uri)
 
     def _dialog_of(self, msg: SIPRequest) -> Subscription | None:
         """The live subscription an in-dialog SUBSCRIBE names by Call-ID and tags, read from the raw
@@ -218,8 +220,10 @@ class SubscribeHandler:
             cseq = msg.cseq.number
             ev = msg.event
             contact: str | None = live.contact
+            contact_uri = None
             if msg.header_all("Contact") != [f"<{live.contact}>"]:
-                contact = next((str(c.uri) for c in msg.contacts if not c.star and c.uri is not None), None)
+                contact_uri = next((c.uri for c in msg.contacts if not c.star and c.uri is not None), None)
+                contact = str(contact_uri) if contact_uri is not None else None
         except ParseError as exc:
             raise _BadRequest(400, REASON_BAD_REQUEST) from exc
         source = ctx.source
@@ -230,7 +234,7 @@ class SubscribeHandler:
             from_tag=live.from_tag, to_tag=live.to_tag, contact=contact, expires=expires,
             event_id=ev.id if ev is not None else None, socket_info=sock.name if sock is not None else "",
             local_contact=local_contact_of(self._settings.server_address, source),
-            user_agent=msg.header("User-Agent") or "", source=source, msg=msg)
+            user_agent=msg.header("User-Agent") or "", source=source, msg=msg, contact_uri=contact_uri)
 
     def _bla_presentity(self, ctx: MsgContext) -> str:
         """dialog;sla: Contact user @ From domain, or the bla_presentity_spec variable's URI

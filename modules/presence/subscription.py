@@ -13,7 +13,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from routescript.sip import SIPMessage, Source
+from routescript.sip import SIPMessage, SipURI, Source
 
 from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
@@ -237,6 +237,9 @@ class SubscribeFacts:
     user_agent: str = ""
     source: Source | None = None
     msg: SIPMessage | None = field(default=None, compare=False, repr=False)   # the request (evs_subs_handl)
+    # `contact` as the request's Contact was parsed (None when it was not): the first NOTIFY's hop is
+    # found from it, without parsing the Contact again.
+    contact_uri: SipURI | None = field(default=None, compare=False, repr=False)
 
     @property
     def watcher_uri(self) -> str:

@@ -35,6 +35,7 @@ from routescript.sip import (
     ParseError,
     SIPRequest,
     SIPResponse,
+    SipURI,
     SocketInfo,
     Source,
     build_reply,
@@ -165,14 +166,21 @@ class RequestSender:
         self._send(request, self.hop_in_dialog(request, source=source, socket=socket), on_final)
 
     def hop_in_dialog(self, request: OutgoingRequest, *, source: Source | None = None,
-                      socket: str = "") -> Hop:
+                      socket: str = "", ruri: SipURI | None = None) -> Hop:
         """Where `send_in_dialog` sends `request` (same arguments), to keep for the dialog's next requests
-        (`send_by`). Raises routescript.sip.ParseError when the target is no URI."""
+        (`send_by`). `ruri`: the request's Request-URI as the caller parsed it already (a remote target
+        just read from a Contact), used when no Route names the next hop - it is not parsed again.
+        Raises routescript.sip.ParseError when the target is no URI."""
         sock = source.socket if source is not None else self._socket_named(socket)
-        came_over = (source.proto if source is not None else socket.partition(":")[0]) or "udp"
+        came_over = ((source.proto if source is not None else socket.partition(":")[0]) or "udp").lower()
         conn_transport = source.proto if source is not None else ""
         conn_id = source.conn_id if source is not None else None
-        dest = _destination(_next_hop(request), came_over.lower(), sock, conn_id, conn_transport)
+        route = _first_route(request)
+        if route is None and ruri is not None:
+            dest = request_destination(ruri, default_transport=came_over, socket=sock, conn_id=conn_id,
+                                       conn_transport=conn_transport)
+        else:
+            dest = _destination(route or request.ruri, came_over, sock, conn_id, conn_transport)
         return Hop(sock, dest, _via_prefix(sock))
 
     def send_by(self, request: OutgoingRequest, hop: Hop, on_final: OnFinal) -> None:
@@ -186,7 +194,7 @@ class RequestSender:
         """Send `request` outside any dialog (a PUBLISH): to `destination` (an outbound proxy) when
         given, else where its first Route or Request-URI says (UDP unless the URI names a transport).
         Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
-        dest = destination or _destination(_next_hop(request), "udp", None, None, "")
+        dest = destination or _destination(_first_route(request) or request.ruri, "udp", None, None, "")
         sock = dest.socket or self._socket_of(dest.proto)
         self._send(request, Hop(sock, dest, _via_prefix(sock)), on_final)
 
@@ -263,15 +271,16 @@ class RequestSender:
         return fallback
 
 
-def _next_hop(request: OutgoingRequest) -> str:
-    """Where the request is sent (RFC 3261 8.1.2): its first Route's URI, else its Request-URI."""
+def _first_route(request: OutgoingRequest) -> str | None:
+    """The URI of the request's first Route, None without one: where it is sent (RFC 3261 8.1.2),
+    else to its Request-URI."""
     for name, value in request.headers:
         if name == "Route":
             route = _route_uri(value)
             if route is None:
                 raise ParseError(f"Bad Route header: {value!r}")
             return route.text
-    return request.ruri
+    return None
 
 
 def _via_prefix(sock: SocketInfo | None) -> str | None:

@@ -248,3 +248,24 @@ async def test_a_hop_kept_for_a_dialog_sends_as_send_in_dialog_does() -> None:
     assert d1 == d2 == d3 and len({b1, b2, b3}) == 3
     assert kept.to_bytes().replace(b2.encode(), b1.encode()) == direct.to_bytes()
     assert parse_message(again.to_bytes()).via.branch == b3
+
+
+async def test_a_request_uri_parsed_by_the_caller_is_not_parsed_again(monkeypatch) -> None:
+    """Issue 18 item 3: hop_in_dialog takes the Request-URI the caller parsed already (a SUBSCRIBE's
+    Contact) when no Route names the next hop; with a Route the Route decides, as before."""
+    from routescript.core import requests as requests_module
+    from routescript.sip import parse_uri
+
+    ruri = parse_uri("sip:bob@192.0.2.5:5062;transport=tcp")
+    sender = RequestSender(FakeTransactions(), [UDP_SOCK, TCP_SOCK])
+
+    def no_parse(text: str) -> None:
+        raise AssertionError(f"parsed again: {text}")
+    monkeypatch.setattr(requests_module, "parse_uri", no_parse)
+    source = Source("udp", UDP_SOCK, "192.0.2.5", 5062)
+    hop = sender.hop_in_dialog(notify(str(ruri)), source=source, ruri=ruri)
+    assert hop.destination == Destination("tcp", "192.0.2.5", 5062, None, None)
+    monkeypatch.undo()
+    assert sender.hop_in_dialog(notify(str(ruri)), source=source) == hop   # what parsing it gives
+    routed = sender.hop_in_dialog(notify(str(ruri), routes=("<sip:192.0.2.9:5080;lr>",)), ruri=ruri)
+    assert (routed.destination.host, routed.destination.port) == ("192.0.2.9", 5080)

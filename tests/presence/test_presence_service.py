@@ -528,3 +528,19 @@ async def test_a_dialogs_notifies_reuse_its_head_and_hop_until_its_target_moves(
     notify, dest = server.transactions.sent[-1]
     assert (notify.ruri, dest.port, notify.cseq.number) == ("sip:dave@127.0.0.1:5999", 5999, 4)
     assert hops == ["sip:dave@127.0.0.1:48261", "sip:dave@127.0.0.1:5999"]
+
+
+async def test_the_first_notify_finds_its_hop_from_the_contact_the_subscribe_parsed(env, monkeypatch):
+    """Issue 18 item 3: an initial SUBSCRIBE's Contact is parsed once, with its facts; its first NOTIFY's
+    destination comes from that parse (the core's request sender does not parse the target again)."""
+    from routescript.core import requests as requests_module
+
+    def no_parse(text):
+        raise AssertionError(f"Contact parsed again: {text}")
+    monkeypatch.setattr(requests_module, "parse_uri", no_parse)
+    svc, server, _clock, _db = env
+    assert await svc.handle_subscribe(Ctx(subscribe(callid="sub-p"), SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert (notify.ruri, dest.host, dest.port, dest.proto) == ("sip:dave@127.0.0.1:48261", "127.0.0.1", 48261,
+                                                               "udp")
