@@ -6,7 +6,7 @@ meanings are OpenSIPS 3.4's, so a database OpenSIPS wrote is read as it is (and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from routescript.db import Database, GroupCommitter, Write
@@ -119,22 +119,24 @@ class PresenceStore:
 
     # PUBLISH writes go through group commit: the PUBLISHes handled at the same moment share one
     # transaction (one sync to disk), and each is acknowledged only once that transaction committed.
+    # These return the committer's awaitable rather than awaiting it in a coroutine of their own: the
+    # caller waits on the commit directly (one frame less to resume when it completes).
     # `address`: the presentity's (user, domain) when the caller has them (else split from its URI).
-    async def insert_publication(self, pub: Publication, address: Address | None = None) -> None:
-        await self.committer.write((Write("insert", PRESENTITY, publication_row(pub, address)),))
+    def insert_publication(self, pub: Publication, address: Address | None = None) -> Awaitable[None]:
+        return self.committer.write((Write("insert", PRESENTITY, publication_row(pub, address)),))
 
-    async def replace_publication(self, old_etag: str, pub: Publication,
-                                  address: Address | None = None) -> None:
+    def replace_publication(self, old_etag: str, pub: Publication,
+                            address: Address | None = None) -> Awaitable[None]:
         address = address or split_pres_uri(pub.pres_uri)
         values = publication_row(pub, address)
         for k in ("username", "domain", "event"):
             del values[k]
-        await self.committer.write((Write("update", PRESENTITY, values,
-                                          publication_key(pub.pres_uri, pub.event, old_etag, address)),))
+        return self.committer.write((Write("update", PRESENTITY, values,
+                                           publication_key(pub.pres_uri, pub.event, old_etag, address)),))
 
-    async def delete_publication(self, pub: Publication, address: Address | None = None) -> None:
+    def delete_publication(self, pub: Publication, address: Address | None = None) -> Awaitable[None]:
         where = publication_key(pub.pres_uri, pub.event, pub.etag, address)
-        await self.committer.write((Write("delete", PRESENTITY, where=where),))
+        return self.committer.write((Write("delete", PRESENTITY, where=where),))
 
     async def delete_publications(self, pubs: Iterable[Publication]) -> None:
         pubs = list(pubs)
@@ -145,13 +147,13 @@ class PresenceStore:
 
     # A new subscription and an unsubscribe go through group commit too: their 2xx says they are stored
     # (a refresh or a NOTIFY's CSeq waits for the db_update_period sync).
-    async def insert_subscription(self, sub: Subscription) -> None:
-        await self.committer.write((Write("upsert", ACTIVE_WATCHERS, self._tagged(subscription_row(sub)),
-                                          keys=SUBSCRIPTION_KEY),))
+    def insert_subscription(self, sub: Subscription) -> Awaitable[None]:
+        return self.committer.write((Write("upsert", ACTIVE_WATCHERS, self._tagged(subscription_row(sub)),
+                                           keys=SUBSCRIPTION_KEY),))
 
-    async def delete_subscription(self, sub: Subscription) -> None:
+    def delete_subscription(self, sub: Subscription) -> Awaitable[None]:
         where = self._own(subscription_key(sub))
-        await self.committer.write((Write("delete", ACTIVE_WATCHERS, where=where),))
+        return self.committer.write((Write("delete", ACTIVE_WATCHERS, where=where),))
 
     def _tagged(self, row: dict[str, Any]) -> dict[str, Any]:
         """A new active_watchers row, carrying this node's sharing tag when clustered."""
