@@ -93,17 +93,29 @@ class Notifier:
         watchers = self._subscriptions.watchers(pres_uri, event.name)
         rules: Any = UNREAD   # read once per change, when a watcher's body is the first filtered by it
         sent = 0
+        # Once per change, and again after the loop ran (a pause): the time the NOTIFYs' expires count
+        # from, and whether this node may send at all; `watchers` are the table's records until a pause.
+        now = self._clock()
         slice_end = time.perf_counter() + FANOUT_SLICE
         paused = False
-        for sub in watchers:
-            if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
+        for listed in watchers:
+            if listed.status is not SubState.ACTIVE or \
+                    (skip_contact and _same_uri(listed.contact, skip_contact)):
                 continue
-            if rules is UNREAD and filters_body(event, sub):
+            if rules is UNREAD and filters_body(event, listed):
                 rules = await self._rules_doc(pres_uri, event)
                 paused = True   # the loop ran while the document was read
-            if paused and self._subscriptions.get(sub.key) is None:
-                continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)
-            if self._queue_notify(sub, event, shared, rules):
+                now = self._clock()
+            sub = listed
+            if paused:
+                if self._cluster.fenced():
+                    self._held_back(listed)
+                    break
+                live = self._subscriptions.get(listed.key)
+                if live is None or live.status is not SubState.ACTIVE:
+                    continue   # ended or no longer active while the loop ran (a 481, expiry)
+                sub = live
+            if self._send_state(sub, event, watcher_body(event, sub, shared, rules), now):
                 sent += 1
             if time.perf_counter() >= slice_end:
                 # Let the loop run between slices of the fan-out: a 60 KB body to hundreds of watchers
@@ -112,6 +124,7 @@ class Notifier:
                 await asyncio.sleep(0)
                 slice_end = time.perf_counter() + FANOUT_SLICE
                 paused = True
+                now = self._clock()
         return sent
 
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
@@ -184,11 +197,8 @@ class Notifier:
                       final_with_state: bool = False, winfo: bool = False,
                       partial: Subscription | None = None, target: SipURI | None = None) -> bool:
         if self._cluster.fenced():
-            self._cluster.held_back()
-            log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
-                        sub.pres_uri)
+            self._held_back(sub)
             return False
-        now = self._clock()
         live = self._subscriptions.get(sub.key)
         if live is None or (live.status is sub.status and live.reason == sub.reason):
             current = live or sub
@@ -202,10 +212,21 @@ class Notifier:
             body = event.winfo_body(sub.pres_uri, watchers, current.version, "partial" if partial else "full")
         else:
             body = watcher_body(event, current, shared, rules, final_with_state=final_with_state)
+        return self._send_state(current, event, body, self._clock(), target)
+
+    def _send_state(self, current: Subscription, event: PresenceEvent, body: bytes | None, now: float,
+                    target: SipURI | None = None) -> bool:
+        """The NOTIFY telling `current` (the dialog's record as it stands, with the state to say) `body`:
+        numbered, built on the dialog's kept head and queued for its dialog."""
         after = self._subscriptions.record_notify(current)
         path = self._paths.entry(after, target)
         request = build_notify(after, now, body=body, content_type=event.content_type, head=path.head)
         return self.sender.enqueue(after, (request, path))
+
+    def _held_back(self, sub: Subscription) -> None:
+        self._cluster.held_back()
+        log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
+                    sub.pres_uri)
 
     def _subscribed(self, sub: Subscription) -> bool:
         """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""

@@ -544,3 +544,34 @@ async def test_the_first_notify_finds_its_hop_from_the_contact_the_subscribe_par
     notify, dest = server.transactions.sent[-1]
     assert (notify.ruri, dest.host, dest.port, dest.proto) == ("sip:dave@127.0.0.1:48261", "127.0.0.1", 48261,
                                                                "udp")
+
+
+async def test_a_fan_out_reads_the_clock_once_per_change_not_per_watcher(env):
+    """Issue 18 ("work done once per change instead of once per watcher"): the time the NOTIFYs' expires
+    count from is read once per change (again only after the loop ran); every watcher is still told."""
+    svc, server, clock, _db = env
+    reads = []
+
+    class CountingClock:
+        def __call__(self):
+            reads.append(1)
+            return clock.now
+    counting = CountingClock()
+    svc = PresenceService(server, registry(), svc.settings, store=svc.store, clock=counting)
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    per_change = []
+    for watchers in (1, 3):
+        for n in range(len(svc.subscriptions), watchers):
+            assert await svc.handle_subscribe(Ctx(subscribe(callid=f"fan-{n}", user=f"w{n}"), SRC)) == 1
+        await settle(svc)
+        reads.clear()
+        sent = len(server.transactions.sent)
+        cseq = 2 if watchers == 1 else 3
+        assert await svc.handle_publish(Ctx(publish(cseq=cseq, etag=etag, body=pidf("closed")), SRC)) == 1
+        etag = server.replies[-1].header("SIP-ETag")
+        await settle(svc)
+        assert len(server.transactions.sent) - sent == watchers
+        per_change.append(len(reads))
+    assert per_change[0] == per_change[1]
+    await svc.sender.close()
