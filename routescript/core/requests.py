@@ -163,7 +163,7 @@ class RequestSender:
             reloaded from the database: then `socket`, the name of the socket it came in on
             ("udp:127.0.0.1:5060"), else our first socket.
         Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
-        self._send(request, self.hop_in_dialog(request, source=source, socket=socket), on_final)
+        self.send_by(request, self.hop_in_dialog(request, source=source, socket=socket), on_final)
 
     def hop_in_dialog(self, request: OutgoingRequest, *, source: Source | None = None,
                       socket: str = "", ruri: SipURI | None = None) -> Hop:
@@ -186,8 +186,14 @@ class RequestSender:
     def send_by(self, request: OutgoingRequest, hop: Hop, on_final: OnFinal) -> None:
         """Send `request` by a hop kept from `hop_in_dialog` for a request of the same dialog with the
         same Request-URI and Route lines (the caller keeps it only while those and the dialog's
-        transport source stay the same)."""
-        self._send(request, hop, on_final)
+        transport source stay the same). Every send comes here: the Via written in, the 18.1.1 move to
+        TCP, the client transaction."""
+        sip, branch = _with_via(request, hop.via_prefix)
+        dest = hop.destination
+        if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:
+            self._send_over_tcp(request, sip, dest, on_final)
+            return
+        self.transactions.send_request(sip, dest, on_final, branch=branch)
 
     def send_to(self, request: OutgoingRequest, on_final: OnFinal, *,
                 destination: Destination | None = None) -> None:
@@ -196,17 +202,9 @@ class RequestSender:
         Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
         dest = destination or _destination(_first_route(request) or request.ruri, "udp", None, None, "")
         sock = dest.socket or self._socket_of(dest.proto)
-        self._send(request, Hop(sock, dest, _via_prefix(sock)), on_final)
+        self.send_by(request, Hop(sock, dest, _via_prefix(sock)), on_final)
 
     # --- the parts ------------------------------------------------------------------------------
-
-    def _send(self, request: OutgoingRequest, hop: Hop, on_final: OnFinal) -> None:
-        sip, branch = _with_via(request, hop.via_prefix)
-        dest = hop.destination
-        if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:
-            self._send_over_tcp(request, sip, dest, on_final)
-            return
-        self.transactions.send_request(sip, dest, on_final, branch=branch)
 
     def _send_over_tcp(self, request: OutgoingRequest, too_large: SIPRequest, dest: Destination,
                        on_final: OnFinal) -> None:
