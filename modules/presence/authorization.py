@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import _maybe_await
-from .dispatch import Notifier
+from .dispatch import UNREAD, Notifier
 from .events import PresenceEvent
 from .locks import KeyedLocks
 from .persistence import Persistence
@@ -37,10 +37,12 @@ class Authorizer:
         self._notifier = notifier
         self._persistence = persistence
 
-    async def authorize(self, event: PresenceEvent, facts: SubscribeFacts) -> tuple[SubState, str | None]:
+    async def authorize(self, event: PresenceEvent,
+                        facts: SubscribeFacts) -> tuple[SubState, str | None, Any]:
         """The authorization of a new watcher: the decision kept in the watchers table for this watcher,
         else the package's rules (presence_xml: pres-rules), which is then kept there (OpenSIPS
-        get_db_subs_auth / insert_db_subs_auth)."""
+        get_db_subs_auth / insert_db_subs_auth). Returns (status, reason, the rules document read to
+        decide - dispatch.UNREAD when none was: the first NOTIFY's body is filtered by the same one)."""
         if self._store is not None:
             try:
                 row = await self._store.find_watcher_auth(facts.pres_uri, facts.watcher_user,
@@ -50,23 +52,35 @@ class Authorizer:
                 row = None
             if row is not None and int(row.get("status") or 0) in SubState._value2member_map_:
                 status = SubState(int(row["status"]))
-                return status, (row.get("reason") or "rejected") if status is SubState.TERMINATED else None
-        status, reason = await self._auth_status(event, facts, None, use_doc=False)
+                return status, (row.get("reason") or "rejected") if status is SubState.TERMINATED else None, \
+                    UNREAD
+        rules = await self._read_rules(event, facts)
+        status, reason = (SubState.PENDING, None) if rules is UNREAD else \
+            await self._auth_status(event, facts, rules)
         if self._store is not None:
             try:
                 await self._store.save_watcher_auth(facts.pres_uri, facts.watcher_user, facts.watcher_domain,
                                                     event.name, int(status), reason, self._clock())
             except Exception as exc:  # noqa: BLE001 - the decision stands; saved at the next SUBSCRIBE
                 log.error("watchers table of %s not written: %s", facts.pres_uri, exc)
-        return status, reason
+        return status, reason, rules
 
-    async def _auth_status(self, event: PresenceEvent, watcher: Any, rules: Any, *,
-                           use_doc: bool) -> tuple[SubState, str | None]:
-        """get_rules_doc (unless `use_doc`: `rules` given) then get_auth_status; any failure -> pending."""
+    async def _read_rules(self, event: PresenceEvent, watcher: SubscribeFacts) -> Any:
+        """get_rules_doc for the watcher's presentity (None: no document); UNREAD when it failed (the
+        watcher is then pending)."""
+        if event.get_rules_doc is None:
+            return None
         user, domain = split_pres_uri(watcher.pres_uri)
         try:
-            if not use_doc:
-                rules = await _maybe_await(event.get_rules_doc(user, domain)) if event.get_rules_doc else None
+            return await _maybe_await(event.get_rules_doc(user, domain))
+        except Exception:
+            log.exception("authorization of %s for %s failed; pending", watcher.watcher_uri, watcher.pres_uri)
+            return UNREAD
+
+    async def _auth_status(self, event: PresenceEvent, watcher: Any,
+                           rules: Any) -> tuple[SubState, str | None]:
+        """get_auth_status of `watcher` by the rules document `rules`; any failure -> pending."""
+        try:
             outcome = (await _maybe_await(event.get_auth_status(watcher, rules))
                        if event.get_auth_status else None)
         except Exception:
@@ -102,7 +116,7 @@ class Authorizer:
         for sub in self._subscriptions.watchers(pres_uri, event.name):
             if sub.forced or sub.status is SubState.TERMINATED:
                 continue   # handle_subscribe("1"): the rules do not decide; a blocked one has ended
-            status, _reason = await self._auth_status(event, sub, rules_doc, use_doc=True)
+            status, _reason = await self._auth_status(event, sub, rules_doc)
             decided[(sub.watcher_user, sub.watcher_domain)] = sub.status
             move = auth_change(sub.status, status)
             if move is None:
@@ -139,7 +153,7 @@ class Authorizer:
             for row in rows:
                 watcher = _WatcherRow(pres_uri, row.get("watcher_username") or "",
                                       row.get("watcher_domain") or "")
-                status, reason = await self._auth_status(event, watcher, rules_doc, use_doc=True)
+                status, reason = await self._auth_status(event, watcher, rules_doc)
                 old = int(row.get("status") or 0)
                 if status is SubState.PENDING and old != int(SubState.PENDING):
                     await self._store.delete_watcher_auth(row["id"])

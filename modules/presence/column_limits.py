@@ -12,7 +12,9 @@ the schema's, not parameters: a value that fits is one OpenSIPS's tables can hol
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
+from operator import gt
 from typing import Any
 
 from routescript.db.schema import SCHEMA
@@ -23,6 +25,26 @@ log = logging.getLogger("routescript.presence")
 
 REQUEST_URI = "Request-URI"
 MAX_LOGGED = 100   # characters of an oversized Call-ID written to the log
+
+
+def column_sizes(table: str, columns: tuple[str, ...]) -> tuple[int, ...]:
+    """The sizes of `columns` of `table`, in that order (an unbounded column: sys.maxsize), read from
+    the schema once at import: a request's values are compared with them in one pass (`fit`)."""
+    sizes = [SCHEMA[table].by_name[column].size for column in columns]
+    return tuple(sys.maxsize if size is None else size for size in sizes)
+
+
+def fit(values: tuple[str, ...], sizes: tuple[int, ...]) -> bool:
+    """Every value no longer than its size (`column_sizes`, same order): the common case, checked in C
+    without a Python call per value; `oversized` then names the first that does not fit."""
+    return not any(map(gt, map(len, values), sizes))
+
+
+# The active_watchers columns a SUBSCRIBE fills from the request, in check_subscribe's order.
+SUBSCRIBE_COLUMNS = ("callid", "presentity_uri", "watcher_username", "watcher_domain", "to_user", "to_domain",
+                     "from_tag", "to_tag", "event_id", "contact")
+SUBSCRIBE_SIZES = column_sizes("active_watchers", SUBSCRIBE_COLUMNS)
+PUBLISH_SIZES = column_sizes("presentity", ("username", "domain", "sender"))
 
 
 def oversized(table: str, values: Iterable[tuple[str, str, str | None]]) -> tuple[str, str, int, int] | None:
@@ -53,6 +75,9 @@ def check_subscribe(callid: str, pres_uri: str, watcher_user: str, watcher_domai
     """The active_watchers (and watchers) columns a SUBSCRIBE fills from the request; raises the
     _BadRequest to answer. `presentity_from`: what the presentity URI came from (the Contact for a BLA
     subscription)."""
+    if fit((callid, pres_uri, watcher_user, watcher_domain, to_user, to_domain, from_tag or "", to_tag or "",
+            event_id or "", contact or ""), SUBSCRIBE_SIZES):
+        return
     misfit = oversized("active_watchers", (
         ("Call-ID", "callid", callid), (presentity_from, "presentity_uri", pres_uri),
         ("From", "watcher_username", watcher_user), ("From", "watcher_domain", watcher_domain),
@@ -65,6 +90,8 @@ def check_subscribe(callid: str, pres_uri: str, watcher_user: str, watcher_domai
 def check_publish(msg: Any, user: str, domain: str, sender: str | None) -> None:
     """The presentity columns a PUBLISH fills from the request (and handle_publish's sender_uri); raises
     the _BadRequest to answer."""
+    if fit((user, domain, sender or ""), PUBLISH_SIZES):
+        return
     misfit = oversized("presentity", (
         (REQUEST_URI, "username", user), (REQUEST_URI, "domain", domain), ("Sender", "sender", sender)))
     if misfit is not None:

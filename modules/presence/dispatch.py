@@ -12,12 +12,14 @@ from typing import Any
 
 from routescript.core import requests
 from routescript.core.requests import TOO_LARGE, OutgoingRequest
+from routescript.sip import SipURI
 
 from .base import _maybe_await, _same_uri
 from .clustering import ClusterLink
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
-from .notify import BodyCache, build_notify, presentity_body, watcher_body
+from .notify import (BodyCache, DialogPath, DialogPaths, build_notify, filters_body, presentity_body,
+                     watcher_body)
 from .persistence import Persistence
 from .presentity import PresentityTable, Publication
 from .sender import NotifySender
@@ -35,6 +37,10 @@ FANOUT_SLICE = 0.002         # seconds of NOTIFY fan-out between two turns of th
 # The final status a NOTIFY gets when its state fits no transport the watcher takes (RFC 3261 21.5.11
 # 513 Message Too Large, made by the core's request sender, RFC 3261 18.1.1): the subscription ends.
 NOTIFY_TOO_LARGE = TOO_LARGE
+
+
+# notify_one's `rules` when the caller has not read the rules document (None is "no document").
+UNREAD: Any = object()
 
 
 class Notifier:
@@ -56,6 +62,7 @@ class Notifier:
         self._cluster = cluster
         self._persistence = persistence
         self.sender = NotifySender(self._send_notify, self._notify_result, self._subscribed)
+        self._paths = DialogPaths()   # per dialog: its NOTIFY head and hop, made once
 
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
@@ -82,21 +89,33 @@ class Notifier:
                 cluster.held_back()
                 return 0
             cluster.sent(pres_uri, event.name, hash(shared))
-        rules = None
-        if event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None:
-            user, domain = split_pres_uri(pres_uri)
-            rules = await _maybe_await(event.get_rules_doc(user, domain))
-        # The watchers as they are now: building the body (a worker thread) and the rules let the loop run.
+        # The watchers as they are now: building the body (a worker thread) let the loop run.
         watchers = self._subscriptions.watchers(pres_uri, event.name)
+        rules: Any = UNREAD   # read once per change, when a watcher's body is the first filtered by it
         sent = 0
+        # Once per change, and again after the loop ran (a pause): the time the NOTIFYs' expires count
+        # from, and whether this node may send at all; `watchers` are the table's records until a pause.
+        now = self._clock()
         slice_end = time.perf_counter() + FANOUT_SLICE
         paused = False
-        for sub in watchers:
-            if sub.status is not SubState.ACTIVE or (skip_contact and _same_uri(sub.contact, skip_contact)):
+        for listed in watchers:
+            if listed.status is not SubState.ACTIVE or \
+                    (skip_contact and _same_uri(listed.contact, skip_contact)):
                 continue
-            if paused and self._subscriptions.get(sub.key) is None:
-                continue   # ended while the loop ran (a 481 to an earlier NOTIFY, expiry)
-            if self._queue_notify(sub, event, shared, rules):
+            if rules is UNREAD and filters_body(event, listed):
+                rules = await self._rules_doc(pres_uri, event)
+                paused = True   # the loop ran while the document was read
+                now = self._clock()
+            sub = listed
+            if paused:
+                if self._cluster.fenced():
+                    self._held_back(listed)
+                    break
+                live = self._subscriptions.get(listed.key)
+                if live is None or live.status is not SubState.ACTIVE:
+                    continue   # ended or no longer active while the loop ran (a 481, expiry)
+                sub = live
+            if self._send_state(sub, event, watcher_body(event, sub, shared, rules), now):
                 sent += 1
             if time.perf_counter() >= slice_end:
                 # Let the loop run between slices of the fan-out: a 60 KB body to hundreds of watchers
@@ -105,6 +124,7 @@ class Notifier:
                 await asyncio.sleep(0)
                 slice_end = time.perf_counter() + FANOUT_SLICE
                 paused = True
+                now = self._clock()
         return sent
 
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
@@ -122,18 +142,27 @@ class Notifier:
 
     async def notify_one(self, sub: Subscription, event: PresenceEvent, *, with_body: bool,
                          final_with_state: bool = False, partial: Subscription | None = None,
-                         reread: bool = True) -> None:
+                         reread: bool = True, rules: Any = UNREAD, target: SipURI | None = None) -> None:
+        """One NOTIFY to `sub`. `rules`: the presentity's rules document when the caller has just read
+        it (the authorization of a new watcher), else read here - only when it filters this body.
+        `target`: `sub.contact` as the caller parsed it (a SUBSCRIBE's facts), not parsed again."""
         shared = None
         if with_body and event.type == PUBL_TYPE:
             if reread:
                 await self._persistence.fallback_publications(sub.pres_uri, event)
             shared = await self.presentity_body(sub.pres_uri, event)
-        rules = None
-        if shared is not None and event.req_auth and event.apply_auth_nbody and event.get_rules_doc:
-            user, domain = split_pres_uri(sub.pres_uri)
-            rules = await _maybe_await(event.get_rules_doc(user, domain))
+        if shared is None or not filters_body(event, sub):
+            rules = None
+        elif rules is UNREAD:
+            rules = await self._rules_doc(sub.pres_uri, event)
         self._queue_notify(sub, event, shared, rules, final_with_state=final_with_state,
-                           winfo=with_body and event.type == WINFO_TYPE, partial=partial)
+                           winfo=with_body and event.type == WINFO_TYPE, partial=partial, target=target)
+
+    async def _rules_doc(self, pres_uri: str, event: PresenceEvent) -> Any:
+        """The presentity's authorization document (the package's get_rules_doc: a database read)."""
+        assert event.get_rules_doc is not None
+        user, domain = split_pres_uri(pres_uri)
+        return await _maybe_await(event.get_rules_doc(user, domain))
 
     async def presentity_body(self, pres_uri: str, event: PresenceEvent,
                               removed: Publication | None = None) -> bytes | None:
@@ -166,13 +195,10 @@ class Notifier:
 
     def _queue_notify(self, sub: Subscription, event: PresenceEvent, shared: bytes | None, rules: Any, *,
                       final_with_state: bool = False, winfo: bool = False,
-                      partial: Subscription | None = None) -> bool:
+                      partial: Subscription | None = None, target: SipURI | None = None) -> bool:
         if self._cluster.fenced():
-            self._cluster.held_back()
-            log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
-                        sub.pres_uri)
+            self._held_back(sub)
             return False
-        now = self._clock()
         live = self._subscriptions.get(sub.key)
         if live is None or (live.status is sub.status and live.reason == sub.reason):
             current = live or sub
@@ -186,9 +212,21 @@ class Notifier:
             body = event.winfo_body(sub.pres_uri, watchers, current.version, "partial" if partial else "full")
         else:
             body = watcher_body(event, current, shared, rules, final_with_state=final_with_state)
+        return self._send_state(current, event, body, self._clock(), target)
+
+    def _send_state(self, current: Subscription, event: PresenceEvent, body: bytes | None, now: float,
+                    target: SipURI | None = None) -> bool:
+        """The NOTIFY telling `current` (the dialog's record as it stands, with the state to say) `body`:
+        numbered, built on the dialog's kept head and queued for its dialog."""
         after = self._subscriptions.record_notify(current)
-        request = build_notify(after, now, body=body, content_type=event.content_type)
-        return self.sender.enqueue(after, request)
+        path = self._paths.entry(after, target)
+        request = build_notify(after, now, body=body, content_type=event.content_type, head=path.head)
+        return self.sender.enqueue(after, (request, path))
+
+    def _held_back(self, sub: Subscription) -> None:
+        self._cluster.held_back()
+        log.warning("NOTIFY to %s for %s held back: this node is cut off from the cluster", sub.callid,
+                    sub.pres_uri)
 
     def _subscribed(self, sub: Subscription) -> bool:
         """Whether the NOTIFYs queued for `sub` still have a subscription to go with (NotifySender)."""
@@ -220,18 +258,27 @@ class Notifier:
             if self._settings.fallback2db:
                 await self._persistence.sync_db()
 
-    def _send_notify(self, sub: Subscription, request: OutgoingRequest, done: Callable[[int], None]) -> None:
+    def _send_notify(self, sub: Subscription, queued: tuple[OutgoingRequest, DialogPath],
+                     done: Callable[[int], None]) -> None:
         """Start one NOTIFY's client transaction through the core's request sender, which writes the Via,
-        finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set) and moves a
-        NOTIFY too large for UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once.
-        513 - it fits no transport the watcher takes - ends the subscription (`_notify_result`)."""
-        requests = self.server.requests
-        assert requests is not None, "a NOTIFY before the server started"
-        requests.send_in_dialog(request, lambda response: done(response.status),
-                                source=sub.source, socket=sub.socket_info)
+        finds where it goes (the SUBSCRIBE's transport and TCP connection, the route set: worked out for
+        the dialog's first NOTIFY and kept with its head, DialogPaths) and moves a NOTIFY too large for
+        UDP to TCP (RFC 3261 18.1.1); `done(final status)` is called back once. 513 - it fits no
+        transport the watcher takes - ends the subscription (`_notify_result`)."""
+        request, path = queued
+        sender = self.server.requests
+        assert sender is not None, "a NOTIFY before the server started"
+        hop = path.hop
+        if hop is None:
+            hop = path.hop = sender.hop_in_dialog(request, source=sub.source, socket=sub.socket_info,
+                                                  ruri=path.target)
+        if sub.status is SubState.TERMINATED:
+            self._paths.forget(sub)   # the dialog's last NOTIFY
+        sender.send_by(request, hop, lambda response: done(response.status))
 
-
-def forget_destinations() -> None:
-    """clean_period: where the NOTIFYs of watchers now gone went is forgotten (the core's request
-    sender keeps the destinations, bounded; the live ones cost one parse of their target each)."""
-    requests.forget_destinations()
+    def forget_destinations(self) -> None:
+        """clean_period: where the NOTIFYs of watchers now gone went is forgotten - the dialogs' kept
+        heads and hops, and the core request sender's destinations (bounded; a live dialog costs one
+        parse of its target on its next NOTIFY)."""
+        self._paths.clear()
+        requests.forget_destinations()

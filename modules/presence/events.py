@@ -216,6 +216,8 @@ class EventRegistry:
         # forgotten when a package is added, bounded (names come from requests and database rows).
         self._by_name: dict[str, PresenceEvent | None] = {}
         self._by_header: dict[tuple[str, EventParams], PresenceEvent | None] = {}
+        # a registered package's name -> (the package, its watcher-info peer)
+        self._wipeers: dict[str, tuple[PresenceEvent, PresenceEvent | None]] = {}
 
     def add_event(self, event: PresenceEvent) -> PresenceEvent:
         """Register a package; registering a name again keeps the first one (OpenSIPS: "already
@@ -229,6 +231,7 @@ class EventRegistry:
         self._events.insert(0, event)
         self._by_name.clear()
         self._by_header.clear()
+        self._wipeers.clear()
         return event
 
     def search_event(self, package: str,
@@ -268,8 +271,15 @@ class EventRegistry:
         return ", ".join(e.name for e in self._events)
 
     def wipeer(self, event: PresenceEvent) -> PresenceEvent | None:
-        """The watcher-info peer of a package (presence <-> presence.winfo), if registered."""
-        return self.contains_event(event.wipeer_name)
+        """The watcher-info peer of a package (presence <-> presence.winfo), if registered. Asked for
+        every SUBSCRIBE and NOTIFY: remembered per package name (bounded by the packages registered)."""
+        kept = self._wipeers.get(event.name)
+        if kept is not None and kept[0] is event:
+            return kept[1]
+        peer = self.contains_event(event.wipeer_name)
+        if event is self.contains_event(event.name):   # a registered package (names are few)
+            self._wipeers[event.name] = (event, peer)
+        return peer
 
     def __iter__(self) -> Iterator[PresenceEvent]:
         return iter(list(self._events))

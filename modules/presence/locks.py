@@ -22,7 +22,7 @@ class KeyedLocks:
         self.warn_at = warn_at   # bound: a log line when this many keys are busy at once
 
     def hold(self, key: str) -> _Held:
-        return _Held(self, key)
+        return _Held((self, key))
 
     def locked(self, key: str) -> bool:
         return key in self._busy
@@ -56,14 +56,27 @@ class KeyedLocks:
         del self._busy[key]
 
 
-class _Held:
-    __slots__ = ("_key", "_locks")
+class _Held(tuple[KeyedLocks, str]):
+    """`async with locks.hold(key)`. The free case runs here, inline: the key taken with a dict insert
+    and given back with a delete, no further call or suspension; a held key waits in line (`acquire`)
+    and is handed on to the next waiter (`release`). A tuple (locks, key) so that making one per hold
+    runs no Python __init__."""
 
-    def __init__(self, locks: KeyedLocks, key: str) -> None:
-        self._locks, self._key = locks, key
+    __slots__ = ()
 
     async def __aenter__(self) -> None:
-        await self._locks.acquire(self._key)
+        locks, key = self
+        busy = locks._busy
+        if key in busy:
+            await locks.acquire(key)
+            return
+        if len(busy) >= locks.warn_at:
+            log.warning("%d presentities busy at once", len(busy))
+        busy[key] = deque()
 
     async def __aexit__(self, *exc: object) -> None:
-        self._locks.release(self._key)
+        locks, key = self
+        if locks._busy[key]:
+            locks.release(key)   # waiters: handed to the first one still waiting
+        else:
+            del locks._busy[key]

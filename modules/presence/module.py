@@ -435,7 +435,7 @@ class PresenceModule(PresenceMI, Module):
             counter.inc()
         return rc
 
-    @script_function("handle_subscribe", Arg("any", "force_active", optional=True),
+    @script_function("handle_subscribe", Arg("any", "force_active", optional=True, fixup=_truthy),
                      Arg("any", "sharing_tag", optional=True, fixup=_no_sharing_tag), routes=(REQUEST_ROUTE,))
     async def handle_subscribe(self, ctx: Any, force_active: Any = None, sharing_tag: Any = None) -> int:
         # sharing_tag never arrives here: _no_sharing_tag refuses it (a literal at load time, a variable's
@@ -443,4 +443,6 @@ class PresenceModule(PresenceMI, Module):
         if self.service is None:
             log.error("handle_subscribe: %s", LIBRARY_MODE)
             return -1
-        return await self.service.handle_subscribe(ctx, _truthy(force_active))
+        # force_active: a literal arrives as the bool its fixup made at load time (no work per request)
+        force = force_active if force_active is True or force_active is False else _truthy(force_active)
+        return await self.service.handle_subscribe(ctx, force)

@@ -12,15 +12,21 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
-from routescript.core.requests import OutgoingRequest, dialog_route
-from routescript.sip import Source
+from routescript.core.requests import Hop, OutgoingRequest, dialog_route
+from routescript.sip import SipURI, Source
 
 from .events import PresenceEvent
 from .presentity import Publication
-from .subscription import SubState, Subscription
+from .subscription import DialogKey, SubState, Subscription
 
+
+# Publication fields read per publication when bodies are aggregated or compared: in C, no Python call each.
+_RECEIVED = attrgetter("received_time")
+_BODY = attrgetter("body")
 
 # A NOTIFY ready to send: Request-URI, header lines in order, body (the core's request description).
 NotifyRequest = OutgoingRequest
@@ -75,26 +81,100 @@ def route_set(sub: Subscription) -> tuple[str, list[str]]:
     return dialog_route(sub.contact, sub.record_route)
 
 
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyHead:
+    """What every NOTIFY of a dialog repeats, in OpenSIPS's order around the two lines that change:
+    Request-URI; To, From; [CSeq]; Call-ID, Max-Forwards, Route..., Event, Contact; [Subscription-State]."""
+
+    ruri: str
+    before_cseq: tuple[Header, ...]
+    after_cseq: tuple[Header, ...]
+
+
+def notify_head(sub: Subscription, max_forwards: int = 70) -> NotifyHead:
+    """The constant part of `sub`'s NOTIFYs (DialogPaths keeps it while the dialog's state behind it -
+    `dialog_basis` - stays the same)."""
+    ruri, routes = route_set(sub)
+    return NotifyHead(
+        ruri,
+        (("To", f"<{sub.watcher_uri}>;tag={sub.from_tag}"), ("From", f"<{sub.pres_uri}>;tag={sub.to_tag}")),
+        (("Call-ID", sub.callid), ("Max-Forwards", str(max_forwards)), *[("Route", r) for r in routes],
+         ("Event", event_header(sub)), ("Contact", f"<{sub.local_contact}>")))
+
+
 def build_notify(sub: Subscription, now: float, *, body: bytes | None = None,
                  content_type: str | None = None, extra_headers: Sequence[tuple[str, str]] = (),
-                 max_forwards: int = 70) -> OutgoingRequest:
+                 max_forwards: int = 70, head: NotifyHead | None = None) -> OutgoingRequest:
     """The NOTIFY for `sub` as it is now; `sub.local_cseq` is its CSeq (take it with
-    SubsTable.record_notify first). Content-Type and body only when there is a body."""
-    ruri, routes = route_set(sub)
-    headers: list[tuple[str, str]] = [
-        ("To", f"<{sub.watcher_uri}>;tag={sub.from_tag}"),
-        ("From", f"<{sub.pres_uri}>;tag={sub.to_tag}"),
-        ("CSeq", f"{sub.local_cseq} NOTIFY"),
-        ("Call-ID", sub.callid),
-        ("Max-Forwards", str(max_forwards)),
-    ]
-    headers += [("Route", r) for r in routes]
-    headers += [("Event", event_header(sub)), ("Contact", f"<{sub.local_contact}>"),
-                ("Subscription-State", subscription_state(sub, now))]
-    headers += list(extra_headers)
+    SubsTable.record_notify first). Content-Type and body only when there is a body. `head`: the
+    dialog's notify_head kept from an earlier NOTIFY (DialogPaths), else built here."""
+    if head is None:
+        head = notify_head(sub, max_forwards)
+    headers = (*head.before_cseq, ("CSeq", f"{sub.local_cseq} NOTIFY"), *head.after_cseq,
+               ("Subscription-State", subscription_state(sub, now)), *extra_headers)
     if body:
-        headers.append(("Content-Type", content_type or "text/plain"))
-    return OutgoingRequest("NOTIFY", ruri, tuple(headers), body or b"")
+        headers += (("Content-Type", content_type or "text/plain"),)
+    return OutgoingRequest("NOTIFY", head.ruri, headers, body or b"")
+
+
+# What a dialog's NOTIFY head and hop are made from besides its key (Call-ID and tags): a refresh that
+# moves the remote target or comes from another transport source changes it.
+DialogBasis = tuple[Any, ...]
+
+
+def dialog_basis(sub: Subscription) -> DialogBasis:
+    return (sub.contact, sub.record_route, sub.pres_uri, sub.watcher_user, sub.watcher_domain, sub.event,
+            sub.event_id, sub.local_contact, sub.source, sub.socket_info)
+
+
+MAX_DIALOG_PATHS = 8192   # bound: dialogs whose NOTIFY head and hop are kept (emptied when full)
+
+
+class DialogPaths:
+    """Per subscription dialog, its NOTIFY head and where its NOTIFYs go (the core's Hop), made once
+    for the dialog as it stands and reused for each NOTIFY - a fan-out builds none of it again per
+    change. An entry is used only while `dialog_basis` of the subscription is what it was made from,
+    so a refresh with a new Contact or transport source is followed at once. Entries leave with the
+    dialog's final NOTIFY, at clean_period (`clear`), or all at once when the bound is reached."""
+
+    def __init__(self, max_entries: int = MAX_DIALOG_PATHS) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[DialogKey, DialogPath] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, sub: Subscription, target: SipURI | None = None) -> DialogPath:
+        """The dialog's entry as `sub` stands (made, or made again, when its basis changed). `target`:
+        `sub.contact` parsed, when the caller has it (its hop is then found without parsing it)."""
+        basis = dialog_basis(sub)
+        path = self._entries.get(sub.key)
+        if path is None or path.basis != basis:
+            if path is None and len(self._entries) >= self.max_entries:
+                self._entries = {}
+            path = self._entries[sub.key] = DialogPath(basis, notify_head(sub), target)
+        return path
+
+    def forget(self, sub: Subscription) -> None:
+        """The dialog's last NOTIFY has gone: its entry is not needed again."""
+        self._entries.pop(sub.key, None)
+
+    def clear(self) -> None:
+        self._entries = {}
+
+
+class DialogPath:
+    """One dialog's kept NOTIFY head and, once its first NOTIFY was sent, its hop (found from `target`,
+    the remote target already parsed, when the entry was made with it)."""
+
+    __slots__ = ("basis", "head", "hop", "target")
+
+    def __init__(self, basis: DialogBasis, head: NotifyHead, target: SipURI | None = None) -> None:
+        self.basis, self.head, self.target = basis, head, target
+        self.hop: Hop | None = None
 
 
 class BodyCache:
@@ -121,8 +201,8 @@ class BodyCache:
     def body(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication], *,
              notify_offline_body: bool = False) -> bytes | None:
         """presentity_body(event, pres_uri, publications) (no `removed`), built once per state."""
-        pubs = sorted(publications, key=lambda p: p.received_time)
-        bodies = tuple(p.body for p in pubs)
+        pubs = sorted(publications, key=_RECEIVED)
+        bodies = tuple(map(_BODY, pubs))
         slot = (pres_uri, event.name)
         entry = self._entries.get(slot)
         if entry is not None and entry[0] is event and entry[2] is notify_offline_body \
@@ -140,13 +220,13 @@ class BodyCache:
         """True when `body` would answer from the cache (nothing to build)."""
         entry = self._entries.get((pres_uri, event.name))
         return entry is not None and entry[0] is event and entry[2] is notify_offline_body \
-            and entry[1] == tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+            and entry[1] == tuple(map(_BODY, sorted(publications, key=_RECEIVED)))
 
     def keep(self, event: PresenceEvent, pres_uri: str, publications: Sequence[Publication],
              body: bytes | None, *, notify_offline_body: bool = False) -> None:
         """Remember `body`, built elsewhere (in a worker thread) from exactly these publications."""
         self.misses += 1
-        bodies = tuple(p.body for p in sorted(publications, key=lambda p: p.received_time))
+        bodies = tuple(map(_BODY, sorted(publications, key=_RECEIVED)))
         self._keep((pres_uri, event.name), (event, bodies, notify_offline_body, body))
 
     def _keep(self, slot: tuple[str, str],
@@ -179,7 +259,7 @@ def presentity_body(event: PresenceEvent, pres_uri: str, publications: Sequence[
     """
     if cache is not None and removed is None:
         return cache.body(event, pres_uri, publications, notify_offline_body=notify_offline_body)
-    pubs = sorted(publications, key=lambda p: p.received_time)
+    pubs = sorted(publications, key=_RECEIVED)
     return _build_body(event, pres_uri, pubs, removed, notify_offline_body)
 
 
@@ -200,6 +280,13 @@ def _build_body(event: PresenceEvent, pres_uri: str, pubs: Sequence[Publication]
     return None
 
 
+def filters_body(event: PresenceEvent, sub: Subscription) -> bool:
+    """Whether the package's rules rewrite the body `sub` is sent (watcher_body): the rules document
+    is read only then. A handle_subscribe("1") watcher's body is not filtered by them."""
+    return event.req_auth and event.apply_auth_nbody is not None and event.get_rules_doc is not None \
+        and not sub.forced
+
+
 def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, rules_doc: Any = None,
                  *, final_with_state: bool = False) -> bytes | None:
     """The body one watcher gets: none unless active (pending and terminated watchers learn nothing,
@@ -208,7 +295,7 @@ def watcher_body(event: PresenceEvent, sub: Subscription, shared: bytes | None, 
     if shared is None or (sub.status is not SubState.ACTIVE and not final_with_state):
         return None
     body: bytes | None = shared
-    if event.req_auth and event.apply_auth_nbody is not None and not sub.forced:
+    if event.apply_auth_nbody is not None and filters_body(event, sub):
         body = event.apply_auth_nbody(shared, sub, rules_doc)
     if body is not None and event.aux_body_processing is not None:
         body = event.aux_body_processing(sub, body)

@@ -18,7 +18,7 @@ from .clustering import ClusterLink
 from .events import PUBL_TYPE, EventRegistry, PresenceEvent
 from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
 from .settings import PresenceSettings
-from .storage import PresenceStore, publication_from_row, subscription_from_row
+from .storage import Address, PresenceStore, publication_from_row, subscription_from_row
 from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable
 
 log = logging.getLogger("routescript.presence")
@@ -76,17 +76,18 @@ class Persistence:
             self.stale.add((pres_uri, event))
         self.read_first = True
 
-    async def store_publication(self, d: PublishDecision) -> None:
-        """A PUBLISH's change committed (group commit) before its reply."""
+    async def store_publication(self, d: PublishDecision, address: Address | None = None) -> None:
+        """A PUBLISH's change committed (group commit) before its reply. `address`: the presentity's
+        (user, domain) as the request gave them."""
         if self.store is None or d.publication is None:
             return
         if d.action is PublishAction.INSERT:
-            await self.store.insert_publication(d.publication)
+            await self.store.insert_publication(d.publication, address)
         elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
             assert d.old_etag is not None
-            await self.store.replace_publication(d.old_etag, d.publication)
+            await self.store.replace_publication(d.old_etag, d.publication, address)
         elif d.action is PublishAction.REMOVE:
-            await self.store.delete_publication(d.publication)
+            await self.store.delete_publication(d.publication, address)
 
     async def store_subscription(self, d: SubscribeDecision) -> None:
         """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a

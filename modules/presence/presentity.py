@@ -18,6 +18,7 @@ import enum
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from ._compact import compact
 from .etag import EtagGenerator
@@ -31,6 +32,7 @@ REASON_CONDITIONAL_FAILED = "Conditional request failed"
 REASON_TOO_MANY = "Too many publications"
 REASON_BODY_TOO_LARGE = "Presentity State Too Large"
 
+_RECEIVED = attrgetter("received_time")   # publications in aggregation order, sorted without a call each
 DEFAULT_MAX_PER_PRESENTITY = 256  # bound: publications (devices) kept for one presentity and event
 # Bound (modparam max_aggregated_body_size): the bodies of one presentity's publications of one event,
 # together - what its NOTIFY body is aggregated from. 60 KiB keeps that NOTIFY, headers included, in
@@ -308,7 +310,7 @@ class PresentityTable:
     def publications(self, pres_uri: str, event: str) -> list[Publication]:
         """Publications of a presentity for an event, oldest received first (aggregation order)."""
         rows = self._table.get((pres_uri, event), {})
-        return sorted(rows.values(), key=lambda p: p.received_time)
+        return sorted(rows.values(), key=_RECEIVED)
 
     def contains_presence(self, pres_uri: str, event: str = "presence") -> bool:
         return bool(self._table.get((pres_uri, event)))

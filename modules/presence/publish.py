@@ -21,7 +21,7 @@ from .persistence import Persistence
 from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
 from .server_api import PresenceServer
 from .settings import PresenceSettings
-from .storage import join_pres_uri, split_pres_uri
+from .storage import Address, join_pres_uri
 
 if TYPE_CHECKING:
     from routescript.script.context import MsgContext
@@ -52,7 +52,7 @@ class PublishHandler:
         msg = ctx.msg
         try:
             event = self._responder.event_of(msg)
-            facts = self._publish_facts(msg, event, sender_uri)
+            facts, address = self._publish_facts(msg, event, sender_uri)
         except _BadRequest as exc:
             self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
@@ -73,7 +73,7 @@ class PublishHandler:
                 self._refuse_publish(ctx, facts, decision)
                 return -1
             try:
-                await self._persistence.store_publication(decision)
+                await self._persistence.store_publication(decision, address)
             except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
                 err = _db_failure(exc)
@@ -92,7 +92,7 @@ class PublishHandler:
                 contact = local_contact_of(self._settings.server_address, ctx.source)
                 headers.append(("Contact", f"<{contact}>"))
             self._responder.reply(ctx, decision.status, decision.reason, headers)
-            self._raise_publish_event(facts, decision)
+            self._raise_publish_event(facts, address, decision)
             if decision.notify and sphere_before != self._authorizer.sphere_if_checked(facts.pres_uri, event):
                 # enable_sphere_check: the rules with sphere conditions may judge the watchers differently
                 await self._authorizer.update_watchers(facts.pres_uri, event, None, quiet=True)
@@ -114,7 +114,9 @@ class PublishHandler:
                                  facts.event.name, decision.status, decision.detail)
         self._responder.reply(ctx, decision.status, decision.reason, headers)
 
-    def _publish_facts(self, msg: Any, event: PresenceEvent, sender_uri: str | None) -> PublishFacts:
+    def _publish_facts(self, msg: Any, event: PresenceEvent,
+                       sender_uri: str | None) -> tuple[PublishFacts, Address]:
+        """The facts of a PUBLISH and its presentity's (user, domain), read once from the Request-URI."""
         try:
             uri = msg.uri
             expires = msg.expires
@@ -128,16 +130,18 @@ class PublishHandler:
             except ParseError as exc:
                 raise _BadRequest(400, REASON_BAD_REQUEST) from exc
             sender = sender_uri.strip()
-        check_publish(msg, uri.user or "", uri.host, sender)
-        return PublishFacts(pres_uri=join_pres_uri(uri.user or "", uri.host), event=event,
-                            if_match=msg.header("SIP-If-Match"), expires=expires, body=msg.body or None,
-                            content_type=ctype.mime if ctype is not None else None, sender=sender)
+        user, domain = uri.user or "", uri.host
+        check_publish(msg, user, domain, sender)
+        facts = PublishFacts(pres_uri=join_pres_uri(user, domain), event=event,
+                             if_match=msg.header("SIP-If-Match"), expires=expires, body=msg.body or None,
+                             content_type=ctype.mime if ctype is not None else None, sender=sender)
+        return facts, (user, domain)
 
-    def _raise_publish_event(self, facts: PublishFacts, d: PublishDecision) -> None:
+    def _raise_publish_event(self, facts: PublishFacts, address: Address, d: PublishDecision) -> None:
         bus = self._server.events
         if bus is None or not bus.wanted("E_PRESENCE_PUBLISH"):
             return
-        user, domain = split_pres_uri(facts.pres_uri)
+        user, domain = address
         body = d.publication.body if d.publication is not None else (facts.body or b"")
         try:
             bus.raise_event_nowait("E_PRESENCE_PUBLISH", {

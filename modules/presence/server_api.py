@@ -12,16 +12,20 @@ if TYPE_CHECKING:
     from routescript.db import Database
     from routescript.script.context import MsgContext
     from routescript.script.registry import Registry
-    from routescript.core.requests import OutgoingRequest
-    from routescript.sip import SIPRequest, SIPResponse, SocketInfo, Source
+    from routescript.core.requests import Hop, OutgoingRequest
+    from routescript.sip import SIPRequest, SIPResponse, SipURI, SocketInfo, Source
 
 
 class DialogRequests(Protocol):
     """The core's request sender (routescript.core.requests.RequestSender) as NOTIFY sending uses it:
-    the request sent inside the subscription's dialog, its final response handed to `on_final`."""
+    where a request inside the subscription's dialog goes (its Hop, kept for the dialog's next ones),
+    the request sent by it, its final response handed to `on_final`."""
 
-    def send_in_dialog(self, request: OutgoingRequest, on_final: Callable[[SIPResponse], None], *,
-                       source: Source | None = None, socket: str = "") -> None: ...
+    def hop_in_dialog(self, request: OutgoingRequest, *, source: Source | None = None,
+                      socket: str = "", ruri: SipURI | None = None) -> Hop: ...
+
+    def send_by(self, request: OutgoingRequest, hop: Hop,
+                on_final: Callable[[SIPResponse], None]) -> None: ...
 
 
 class PresenceServer(Protocol):

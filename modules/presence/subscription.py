@@ -13,7 +13,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from routescript.sip import SIPMessage, Source
+from routescript.sip import SIPMessage, SipURI, Source
 
 from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
@@ -44,6 +44,10 @@ class SubState(enum.IntEnum):
 
 class SubEvent(enum.Enum):
     """What happens to a subscription."""
+
+    # Hashed by identity, in C: members are singletons compared by identity (Enum's own __hash__ hashes
+    # the name in Python, two calls per TRANSITIONS lookup).
+    __hash__ = object.__hash__
 
     ALLOW = "allow"              # authorization says allow (or force_active)
     CONFIRM = "confirm"          # authorization says ask the presentity (pending)
@@ -160,10 +164,10 @@ class Subscription:
     # handle_subscribe("1"): active whatever the rules say, and the body is not filtered by them either
     # (stored as reason "forced" on an active row; OpenSIPS keeps reason "polite-block" the same way).
     forced: bool = False
-
-    @property
-    def key(self) -> DialogKey:
-        return (self.callid, self.to_tag, self.from_tag)
+    # (callid, to_tag, from_tag), the table's key for this dialog: given once when the record is made
+    # (dialog_key) and carried by every copy (evolve), the very tuple the table is keyed by. Required,
+    # so a record cannot be made without it; not compared (it repeats three fields).
+    key: DialogKey = field(kw_only=True, compare=False, repr=False)
 
     @property
     def watcher_uri(self) -> str:
@@ -187,7 +191,10 @@ class Subscription:
             self.socket_info, self.local_contact, self.user_agent, self.db_flag, self.source, self.forced]
         for name in changes:   # noqa: PLC0206 - .items() would be one more call per NOTIFY
             values[_FIELD_INDEX[name]] = changes[name]
-        return Subscription(*values)
+        key = self.key
+        if "callid" in changes or "to_tag" in changes or "from_tag" in changes:
+            key = (values[_CALLID], values[_TO_TAG], values[_FROM_TAG])
+        return Subscription(*values, key=key)
 
     def moved(self, event: SubEvent, **changes: Any) -> Subscription:
         """The record after `event` (see TRANSITIONS), with `changes` to other fields."""
@@ -198,7 +205,13 @@ class Subscription:
         return self.evolve(status=state, reason=reason, **changes)
 
 
-_FIELD_INDEX = {f.name: i for i, f in enumerate(fields(Subscription))}
+_FIELD_INDEX = {f.name: i for i, f in enumerate(fields(Subscription)) if not f.kw_only}
+_CALLID, _TO_TAG, _FROM_TAG = _FIELD_INDEX["callid"], _FIELD_INDEX["to_tag"], _FIELD_INDEX["from_tag"]
+
+
+def dialog_key(callid: str, to_tag: str, from_tag: str) -> DialogKey:
+    """The key of a subscription dialog (Subscription.key): (Call-ID, our To tag, the watcher's From tag)."""
+    return (callid, to_tag, from_tag)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +237,9 @@ class SubscribeFacts:
     user_agent: str = ""
     source: Source | None = None
     msg: SIPMessage | None = field(default=None, compare=False, repr=False)   # the request (evs_subs_handl)
+    # `contact` as the request's Contact was parsed (None when it was not): the first NOTIFY's hop is
+    # found from it, without parsing the Contact again.
+    contact_uri: SipURI | None = field(default=None, compare=False, repr=False)
 
     @property
     def watcher_uri(self) -> str:
@@ -236,6 +252,8 @@ class SubscribeFacts:
 
 
 class SubscribeAction(enum.Enum):
+    __hash__ = object.__hash__   # identity, in C (see SubEvent)
+
     NONE = "none"          # an error reply only
     INSERT = "insert"      # new subscription stored
     FETCH = "fetch"        # initial with Expires 0: NOTIFY once, nothing stored
@@ -343,7 +361,8 @@ class SubsTable:
             reason=reason if status is SubState.TERMINATED else None, event_id=facts.event_id,
             remote_cseq=facts.cseq, record_route=facts.record_route, socket_info=shared(facts.socket_info),
             local_contact=shared(facts.local_contact), user_agent=shared(facts.user_agent),
-            db_flag=INSERTDB_FLAG, source=self.share_source(facts.source), forced=forced)
+            db_flag=INSERTDB_FLAG, source=self.share_source(facts.source), forced=forced,
+            key=dialog_key(facts.callid, to_tag, facts.from_tag))
         code, text = reply_code(event, status)
         if expires == 0:
             # A fetch (RFC 6665 4.4.3): one final NOTIFY, nothing kept.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from .cluster_callbacks import ClusterCallbacks
 from .clustering import ClusterLink
-from .dispatch import Notifier, forget_destinations
+from .dispatch import Notifier
 from .events import PUBL_TYPE, EventRegistry
 from .locks import KeyedLocks
 from .presentity import PresentityTable, Publication
@@ -66,7 +66,7 @@ class ExpiryTimers:
             return   # our subscriptions may be another node's now: it expires them
         if self._cluster.node is not None and self._cluster.take_missed():
             await self._cluster_callbacks.cluster_resync(retries=1)
-        forget_destinations()   # where NOTIFYs went: watchers gone since are not kept (issue 15)
+        self._notifier.forget_destinations()   # where NOTIFYs went: gone watchers not kept (issue 15)
         self._notifier.sender.compact()
         ended, dropped = self._subscriptions.take_expired(now)
         for sub, told in [(s, False) for s in ended] + [(s, True) for s in dropped]:

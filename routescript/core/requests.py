@@ -35,6 +35,7 @@ from routescript.sip import (
     ParseError,
     SIPRequest,
     SIPResponse,
+    SipURI,
     SocketInfo,
     Source,
     build_reply,
@@ -120,6 +121,19 @@ def _route_uri(route: str) -> _RouteURI | None:
     return _RouteURI(str(uri), uri.param("lr") is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """Where a request goes (RFC 3261 8.1.2), the socket that sends it and our Via up to its branch
+    ("SIP/2.0/UDP 127.0.0.1:5060;branch="; None: no socket, no Via). Worked out once for a dialog's
+    target (`RequestSender.hop_in_dialog`), it serves every request of the dialog with the same
+    Request-URI and Route lines (`send_by`): a NOTIFY fan-out does not find each watcher's destination
+    again per change."""
+
+    socket: SocketInfo | None
+    destination: Destination
+    via_prefix: str | None
+
+
 class ClientTransactions(Protocol):
     """What the sender needs of the transaction layer: a client transaction per request, its final
     response (or a locally made 408/503) handed to `on_final` once, from the event loop."""
@@ -149,30 +163,48 @@ class RequestSender:
             reloaded from the database: then `socket`, the name of the socket it came in on
             ("udp:127.0.0.1:5060"), else our first socket.
         Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
+        self.send_by(request, self.hop_in_dialog(request, source=source, socket=socket), on_final)
+
+    def hop_in_dialog(self, request: OutgoingRequest, *, source: Source | None = None,
+                      socket: str = "", ruri: SipURI | None = None) -> Hop:
+        """Where `send_in_dialog` sends `request` (same arguments), to keep for the dialog's next requests
+        (`send_by`). `ruri`: the request's Request-URI as the caller parsed it already (a remote target
+        just read from a Contact), used when no Route names the next hop - it is not parsed again.
+        Raises routescript.sip.ParseError when the target is no URI."""
         sock = source.socket if source is not None else self._socket_named(socket)
-        came_over = (source.proto if source is not None else socket.partition(":")[0]) or "udp"
+        came_over = ((source.proto if source is not None else socket.partition(":")[0]) or "udp").lower()
         conn_transport = source.proto if source is not None else ""
         conn_id = source.conn_id if source is not None else None
-        dest = _destination(_next_hop(request), came_over.lower(), sock, conn_id, conn_transport)
-        self._send(request, sock, dest, on_final)
+        route = _first_route(request)
+        if route is None and ruri is not None:
+            dest = request_destination(ruri, default_transport=came_over, socket=sock, conn_id=conn_id,
+                                       conn_transport=conn_transport)
+        else:
+            dest = _destination(route or request.ruri, came_over, sock, conn_id, conn_transport)
+        return Hop(sock, dest, _via_prefix(sock))
+
+    def send_by(self, request: OutgoingRequest, hop: Hop, on_final: OnFinal) -> None:
+        """Send `request` by a hop kept from `hop_in_dialog` for a request of the same dialog with the
+        same Request-URI and Route lines (the caller keeps it only while those and the dialog's
+        transport source stay the same). Every send comes here: the Via written in, the 18.1.1 move to
+        TCP, the client transaction."""
+        sip, branch = _with_via(request, hop.via_prefix)
+        dest = hop.destination
+        if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:
+            self._send_over_tcp(request, sip, dest, on_final)
+            return
+        self.transactions.send_request(sip, dest, on_final, branch=branch)
 
     def send_to(self, request: OutgoingRequest, on_final: OnFinal, *,
                 destination: Destination | None = None) -> None:
         """Send `request` outside any dialog (a PUBLISH): to `destination` (an outbound proxy) when
         given, else where its first Route or Request-URI says (UDP unless the URI names a transport).
         Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
-        dest = destination or _destination(_next_hop(request), "udp", None, None, "")
-        self._send(request, dest.socket or self._socket_of(dest.proto), dest, on_final)
+        dest = destination or _destination(_first_route(request) or request.ruri, "udp", None, None, "")
+        sock = dest.socket or self._socket_of(dest.proto)
+        self.send_by(request, Hop(sock, dest, _via_prefix(sock)), on_final)
 
     # --- the parts ------------------------------------------------------------------------------
-
-    def _send(self, request: OutgoingRequest, sock: SocketInfo | None, dest: Destination,
-              on_final: OnFinal) -> None:
-        sip, branch = _with_via(request, sock)
-        if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:
-            self._send_over_tcp(request, sip, dest, on_final)
-            return
-        self.transactions.send_request(sip, dest, on_final, branch=branch)
 
     def _send_over_tcp(self, request: OutgoingRequest, too_large: SIPRequest, dest: Destination,
                        on_final: OnFinal) -> None:
@@ -195,7 +227,7 @@ class RequestSender:
             reply = build_reply(too_large, TOO_LARGE, "Message Too Large")
             asyncio.get_running_loop().call_soon(on_final, reply)
             return
-        sip, branch = _with_via(request, tcp)
+        sip, branch = _with_via(request, _via_prefix(tcp))
         tcp_dest = Destination("tcp", dest.host, dest.port, None, tcp)
         log.info("%s %s: %d bytes do not fit in a UDP datagram, sent over TCP to %s (RFC 3261 18.1.1)",
                  request.method, call_id, len(sip.to_bytes()), tcp_dest)
@@ -237,25 +269,33 @@ class RequestSender:
         return fallback
 
 
-def _next_hop(request: OutgoingRequest) -> str:
-    """Where the request is sent (RFC 3261 8.1.2): its first Route's URI, else its Request-URI."""
+def _first_route(request: OutgoingRequest) -> str | None:
+    """The URI of the request's first Route, None without one: where it is sent (RFC 3261 8.1.2),
+    else to its Request-URI."""
     for name, value in request.headers:
         if name == "Route":
             route = _route_uri(value)
             if route is None:
                 raise ParseError(f"Bad Route header: {value!r}")
             return route.text
-    return request.ruri
+    return None
 
 
-def _with_via(request: OutgoingRequest, sock: SocketInfo | None) -> tuple[SIPRequest, str | None]:
-    """The request as a SIP request with our Via for `sock` first (and its branch); no Via without a
-    socket. Written in first, rather than added to the built request (which re-indexes its headers)."""
+def _via_prefix(sock: SocketInfo | None) -> str | None:
+    """Our Via for `sock` up to its branch value (RFC 3261 8.1.1.7); None without a socket."""
     if sock is None:
+        return None
+    return f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch="
+
+
+def _with_via(request: OutgoingRequest, via_prefix: str | None) -> tuple[SIPRequest, str | None]:
+    """The request as a SIP request with our Via (`via_prefix` and a fresh branch) first, and the
+    branch; no Via without one. Written in first, rather than added to the built request (which
+    re-indexes its headers)."""
+    if via_prefix is None:
         return request.to_sip(None), None
     branch = generate_branch()
-    via = f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port};branch={branch}"
-    return request.to_sip(via), branch
+    return request.to_sip(via_prefix + branch), branch
 
 
 def forget_destinations() -> None:

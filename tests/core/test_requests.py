@@ -229,3 +229,43 @@ def test_dialog_route_loose_and_strict() -> None:
     assert dialog_route("sip:bob@h", strict) == \
         ("sip:strict.example.com", ["<sip:p2.example.com;lr>", "<sip:bob@h>"])
     assert dialog_route("sip:bob@h", ('"P" <sip:p1.example.com;lr=on>;x=1',))[0] == "sip:bob@h"
+
+
+async def test_a_hop_kept_for_a_dialog_sends_as_send_in_dialog_does() -> None:
+    """Issue 18 item 9: hop_in_dialog works out once where a dialog's requests go (destination, socket,
+    our Via up to its branch); send_by with it sends what send_in_dialog sends, each with a new branch."""
+    source = Source("tcp", TCP_SOCK, "192.0.2.5", 40000, conn_id=7)
+    txns = FakeTransactions()
+    sender = RequestSender(txns, [UDP_SOCK, TCP_SOCK])
+    hop = sender.hop_in_dialog(notify(), source=source)
+    assert hop.destination == Destination("tcp", "192.0.2.5", 5062, 7, TCP_SOCK)
+    assert hop.socket == TCP_SOCK and hop.via_prefix == "SIP/2.0/TCP 127.0.0.1:5070;branch="
+    sender.send_in_dialog(notify(), Answers(), source=source)
+    sender.send_by(notify(), hop, Answers())
+    sender.send_by(notify(), hop, Answers())
+    await settle()
+    (direct, d1, b1), (kept, d2, b2), (again, d3, b3) = txns.sent
+    assert d1 == d2 == d3 and len({b1, b2, b3}) == 3
+    assert kept.to_bytes().replace(b2.encode(), b1.encode()) == direct.to_bytes()
+    assert parse_message(again.to_bytes()).via.branch == b3
+
+
+async def test_a_request_uri_parsed_by_the_caller_is_not_parsed_again(monkeypatch) -> None:
+    """Issue 18 item 3: hop_in_dialog takes the Request-URI the caller parsed already (a SUBSCRIBE's
+    Contact) when no Route names the next hop; with a Route the Route decides, as before."""
+    from routescript.core import requests as requests_module
+    from routescript.sip import parse_uri
+
+    ruri = parse_uri("sip:bob@192.0.2.5:5062;transport=tcp")
+    sender = RequestSender(FakeTransactions(), [UDP_SOCK, TCP_SOCK])
+
+    def no_parse(text: str) -> None:
+        raise AssertionError(f"parsed again: {text}")
+    monkeypatch.setattr(requests_module, "parse_uri", no_parse)
+    source = Source("udp", UDP_SOCK, "192.0.2.5", 5062)
+    hop = sender.hop_in_dialog(notify(str(ruri)), source=source, ruri=ruri)
+    assert hop.destination == Destination("tcp", "192.0.2.5", 5062, None, None)
+    monkeypatch.undo()
+    assert sender.hop_in_dialog(notify(str(ruri)), source=source) == hop   # what parsing it gives
+    routed = sender.hop_in_dialog(notify(str(ruri), routes=("<sip:192.0.2.9:5080;lr>",)), ruri=ruri)
+    assert (routed.destination.host, routed.destination.port) == ("192.0.2.9", 5080)

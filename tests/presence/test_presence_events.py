@@ -68,3 +68,17 @@ def test_wipeer_and_codes():
     codes = (pres.code, reg.contains_event("dialog").code, reg.contains_event("message-summary").code)
     assert codes == (1, 5, 6)
     assert pres.type == PUBL_TYPE and winfo.type == WINFO_TYPE
+
+
+def test_wipeer_remembered_per_registered_package_and_forgotten_when_one_is_added():
+    """Issue 18: the watcher-info peer is looked up once per package (it is asked for every SUBSCRIBE);
+    a package registered later is seen, and an unregistered event object is answered by its own name."""
+    reg = EventRegistry()
+    presence = reg.add_event(PresenceEvent("presence", "application/pidf+xml"))
+    assert reg.wipeer(presence) is None and reg.wipeer(presence) is None
+    winfo = reg.add_event(PresenceEvent("presence.winfo", "application/watcherinfo+xml", type=WINFO_TYPE))
+    assert reg.wipeer(presence) is winfo and reg.wipeer(presence) is winfo
+    assert reg.wipeer(winfo) is presence
+    stray = PresenceEvent("presence.winfo", "text/plain")   # not registered, not a winfo type
+    assert reg.wipeer(stray) is None
+    assert reg.wipeer(winfo) is presence

@@ -70,3 +70,35 @@ def test_other_refusals_share_the_bound(caplog: pytest.LogCaptureFixture) -> Non
     assert [r.getMessage() for r in caplog.records] == [
         "PUBLISH a refused 413", "PUBLISH c refused 413 (29 similar lines suppressed)"]
     assert refusals.total == 0   # caps only
+
+
+def test_column_limits_checked_against_the_schema_sizes_name_the_first_misfit():
+    """Issue 18 item 11: the sizes are read from the schema once (SUBSCRIBE_SIZES, PUBLISH_SIZES) and a
+    request compared with them in one pass; a value at its column's size passes, one character more is
+    refused naming what the request calls it (the e2e suite checks the replies on the wire)."""
+    from routescript.db.schema import SCHEMA
+    from routescript.modules.presence.base import _BadRequest
+    from routescript.modules.presence.column_limits import (SUBSCRIBE_COLUMNS, SUBSCRIBE_SIZES, check_publish,
+                                                            check_subscribe)
+
+    columns = SCHEMA["active_watchers"].by_name
+    assert tuple(columns[c].size for c in SUBSCRIBE_COLUMNS) == SUBSCRIBE_SIZES
+    at_size = [("x" * size) for size in SUBSCRIBE_SIZES]
+    check_subscribe(*at_size)   # every value exactly at its size fits
+    names = ["Call-ID", "Request-URI", "From", "From", "To", "To", "From tag", "To tag", "Event", "Contact"]
+    for i, what in enumerate(names):
+        values = list(at_size)
+        values[i] += "x"
+        with pytest.raises(_BadRequest) as err:
+            check_subscribe(*values)
+        expected = (414, "Request-URI Too Long") if what == "Request-URI" else (400, f"{what} too long")
+        assert (err.value.status, err.value.reason) == expected, what
+    check_subscribe("c", "sip:a@h", "w", "h", "a", "h", None, None, None, None)   # absent values fit
+
+    class Msg:
+        call_id = "pub-1"
+    sizes = SCHEMA["presentity"].by_name
+    check_publish(Msg(), "u" * sizes["username"].size, "d", None)
+    with pytest.raises(_BadRequest) as err:
+        check_publish(Msg(), "u", "d", "s" * (sizes["sender"].size + 1))
+    assert (err.value.status, err.value.reason) == (400, "Sender too long")

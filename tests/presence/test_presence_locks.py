@@ -64,3 +64,37 @@ async def test_cancelled_just_after_being_handed_the_lock_passes_it_on():
     assert locks.locked("k")
     locks.release("k")
     assert len(locks) == 0
+
+
+async def test_free_key_taken_and_given_back_inline():
+    """Issue 18 item 11: a free key costs no acquire/release call (no future, no suspension); a held one
+    still waits in line and is handed on."""
+    locks = KeyedLocks()
+    calls: list[str] = []
+    acquire, release = locks.acquire, locks.release
+
+    async def counted_acquire(key: str) -> None:
+        calls.append("acquire")
+        await acquire(key)
+
+    def counted_release(key: str) -> None:
+        calls.append("release")
+        release(key)
+
+    locks.acquire, locks.release = counted_acquire, counted_release   # type: ignore[method-assign]
+    async with locks.hold("k"):
+        assert locks.locked("k")
+    assert calls == [] and len(locks) == 0
+
+    order: list[str] = []
+
+    async def second() -> None:
+        async with locks.hold("k"):
+            order.append("second")
+
+    async with locks.hold("k"):
+        task = asyncio.create_task(second())
+        await asyncio.sleep(0)
+        order.append("first")
+    await task
+    assert order == ["first", "second"] and calls == ["acquire", "release"] and len(locks) == 0

@@ -73,6 +73,7 @@ def test_a_record_read_back_from_the_database_shares_its_strings() -> None:
     live = next(iter(table))
     row = {k: fresh(v) if isinstance(v, str) else v for k, v in subscription_row(live).items()}
     loaded = subscription_from_row(row)
+    assert loaded.key == live.key == (live.callid, live.to_tag, live.from_tag)
     for name in ("pres_uri", "to_domain", "watcher_domain", "socket_info", "local_contact", "event"):
         assert getattr(loaded, name) is getattr(live, name), name
 

@@ -169,3 +169,27 @@ def test_waiting_subs_daysno_capped_at_30(tmp_path: Path) -> None:
 def test_example_config_loads() -> None:
     loaded = Server().load(str(ROOT / "examples" / "presence.cfg"))
     assert not [w for w in loaded.warnings if "handle_" in str(w)]
+
+
+@pytest.mark.parametrize(("force_active", "forced"), [
+    (True, True), (False, False), (None, False), ("1", True), (" 1", True), ("0", False), (1, True),
+    (0, False),
+])
+async def test_handle_subscribe_force_active_literal_fixed_at_load_or_read_per_call(force_active: object,
+                                                                                     forced: bool) -> None:
+    """A literal force_active becomes a bool at load time (its fixup, no work per request); a value
+    given any other way (a variable, a direct call) is read as before: "1" / 1 force it."""
+    from routescript.modules.presence.module import _truthy
+
+    assert _truthy("1") is True and _truthy("0") is False
+    got: list[bool] = []
+
+    class Service:
+        async def handle_subscribe(self, ctx: object, force: bool) -> int:
+            got.append(force)
+            return 1
+
+    module = PresenceModule.__new__(PresenceModule)
+    module.service = Service()   # type: ignore[assignment]
+    assert await module.handle_subscribe(object(), force_active) == 1
+    assert got == [forced]

@@ -173,3 +173,41 @@ def test_body_cache_rebuilds_on_any_change_and_is_bounded():
     assert presentity_body(AGG, "sip:a@h", changed[1:], removed=changed[0], cache=cache) == b"<TWO/>|closed"
     assert cache.body(AGG, "sip:b@h", []) is None and cache.body(AGG, "sip:c@h", []) is None
     assert len(cache) == 2                                                      # bounded, oldest out
+
+
+def test_dialog_head_kept_per_dialog_state_and_the_same_notify_on_the_wire():
+    """Issue 18 item 9: a dialog's NOTIFY head (Request-URI, To, From, Call-ID, Max-Forwards, Route,
+    Event, Contact) is made once and reused while what it is made from stays the same; the NOTIFY built
+    from the kept head is the one built without it, byte for byte; a new Contact, a final NOTIFY, the
+    clean_period clear and the bound each drop it."""
+    from routescript.modules.presence.notify import DialogPaths
+
+    table = SubsTable()
+    d = new_sub(table, record_route=("<sip:p1.example.com;lr>",), event_id="e1")
+    paths = DialogPaths(max_entries=2)
+    first = table.record_notify(d.subscription)
+    path = paths.entry(first)
+    second = table.record_notify(first)
+    assert paths.entry(second) is path and len(paths) == 1   # CSeq and version do not change the head
+    for sub in (first, second):
+        kept = build_notify(sub, 5.0, body=b"<p/>", content_type="application/pidf+xml", head=path.head)
+        fresh = build_notify(sub, 5.0, body=b"<p/>", content_type="application/pidf+xml")
+        assert kept == fresh
+        assert kept.to_sip("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx").to_bytes() == \
+            fresh.to_sip("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx").to_bytes()
+    assert build_notify(second, 5.0, head=path.head).header("CSeq") == "2 NOTIFY"
+
+    moved = second.evolve(contact="sip:bob@127.0.0.1:6000")   # a refresh with a new remote target
+    path2 = paths.entry(moved)
+    assert path2 is not path and path2.head.ruri == "sip:bob@127.0.0.1:6000" and len(paths) == 1
+    paths.forget(moved)   # its final NOTIFY went
+    assert len(paths) == 0
+
+    other = new_sub(SubsTable(), callid="c-2").subscription
+    third = new_sub(SubsTable(), callid="c-3").subscription
+    paths.entry(first)
+    paths.entry(other)
+    paths.entry(third)   # over the bound: emptied, then kept
+    assert len(paths) == 1 and paths.entry(third).head.ruri == third.contact
+    paths.clear()
+    assert len(paths) == 0

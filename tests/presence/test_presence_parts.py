@@ -23,7 +23,7 @@ SUB = Subscription(pres_uri="sip:carol@127.0.0.1", event="presence", to_user="ca
                    to_domain="127.0.0.1", watcher_user="dave", watcher_domain="127.0.0.1", callid="c-1",
                    to_tag="t-1", from_tag="f-1", contact="sip:dave@127.0.0.1:48261", expires_at=2000.0,
                    status=SubState.ACTIVE, local_cseq=7, version=3, socket_info="tcp:10.0.0.9:5060",
-                   local_contact="sip:dead@10.0.0.9")
+                   local_contact="sip:dead@10.0.0.9", key=("c-1", "t-1", "f-1"))
 
 
 class Node:

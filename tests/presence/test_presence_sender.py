@@ -15,7 +15,7 @@ from routescript.modules.presence.subscription import SubState, Subscription
 pytestmark = pytest.mark.asyncio
 
 SUB = Subscription("sip:ann@127.0.0.1", "presence", "ann", "127.0.0.1", "bob", "127.0.0.1", "c-1", "t-1",
-                   "f-1", "sip:bob@127.0.0.1:5070", 1000.0, SubState.ACTIVE)
+                   "f-1", "sip:bob@127.0.0.1:5070", 1000.0, SubState.ACTIVE, key=("c-1", "t-1", "f-1"))
 FINAL = replace(SUB, status=SubState.TERMINATED, reason="timeout")
 
 

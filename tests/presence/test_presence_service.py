@@ -402,3 +402,176 @@ async def test_an_unsubscribe_waiting_for_its_commit_goes_on_from_a_notify_sent_
     assert sent == [(1, "active;expires=600"), (2, "active;expires=600"), (3, "terminated;reason=timeout")]
     assert [r.status for r in server.replies] == [200, 200, 200]
     assert await db.query("active_watchers") == []
+
+
+ALLOW_ALL = (b'<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" '
+             b'xmlns:cr="urn:ietf:params:xml:ns:common-policy"><cr:rule id="all"><cr:conditions/>'
+             b'<cr:actions><sub-handling>allow</sub-handling></cr:actions><cr:transformations>'
+             b'<provide-services><all-services/></provide-services><provide-all-attributes/>'
+             b'</cr:transformations></cr:rule></cr:ruleset>')
+
+
+def counting_rules(reg: EventRegistry, doc: bytes | None) -> list[tuple[str, str]]:
+    """The presence package's get_rules_doc replaced by one answering `doc` and noting each read."""
+    reads: list[tuple[str, str]] = []
+
+    def get_rules_doc(user, domain):
+        reads.append((user, domain))
+        return doc
+    object.__setattr__(reg.contains_event("presence"), "get_rules_doc", get_rules_doc)
+    return reads
+
+
+async def test_rules_document_read_only_when_the_decision_or_the_body_needs_it(env):
+    """Issue 18 item 4: handle_subscribe("1") decides without the rules and its bodies are not filtered
+    by them - no read, neither for its first NOTIFY nor in a fan-out to it; a watcher the rules judge
+    costs one read per SUBSCRIBE (its authorization and its first NOTIFY's body share it), and a
+    fan-out reads the document once for all the watchers it filters."""
+    base, server, clock, _db = env
+    reg = registry(force_active=0)
+    reads = counting_rules(reg, ALLOW_ALL)
+    svc = PresenceService(server, reg, base.settings, store=base.store, clock=clock)
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC), force_active=True) == 1
+    await settle(svc)
+    assert server.replies[-1].status == 200
+    assert b"<basic>open</basic>" in server.transactions.sent[-1][0].body
+    assert await svc.handle_publish(Ctx(publish(cseq=2, etag=etag, body=pidf("closed")), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    await settle(svc)
+    assert b"<basic>closed</basic>" in server.transactions.sent[-1][0].body
+    assert reads == []   # forced: neither the decision nor the bodies read the rules
+
+    assert await svc.handle_subscribe(Ctx(subscribe(callid="sub-2", user="erin"), SRC)) == 1
+    await settle(svc)
+    assert server.replies[-1].status == 200   # allowed by the document
+    assert b"<basic>closed</basic>" in server.transactions.sent[-1][0].body
+    assert reads == [("carol", "127.0.0.1")]   # one read: the authorization and the first NOTIFY
+    assert await svc.handle_publish(Ctx(publish(cseq=3, etag=etag, body=pidf("open")), SRC)) == 1
+    await settle(svc)
+    assert [n.header("Call-ID") for n, _ in server.transactions.sent[-2:]] == ["sub-1", "sub-2"]
+    assert reads == [("carol", "127.0.0.1")] * 2   # the fan-out: once, for the one filtered watcher
+    await svc.sender.close()
+
+
+async def test_in_dialog_subscribe_reads_only_what_it_may_change(env):
+    """Issue 18 item 3: a refresh of a dialog the table holds takes the dialog's identities from the
+    table - its From, To and Request-URI are not parsed - and its Contact is parsed only when it is not
+    the stored target as written; a new target is followed by the next NOTIFY."""
+    svc, server, clock, _db = env
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC)) == 1
+    clock.now += 10
+    refresh = subscribe(cseq=2, expires=300, to_tag="313b-sub-1")
+    assert await svc.handle_subscribe(Ctx(refresh, SRC)) == 1
+    assert (server.replies[-1].status, server.replies[-1].header("Expires")) == (200, "300")
+    assert not {"from", "to", "uri", "contacts"} & set(refresh._cache)
+    moved = parse_message(bytes(subscribe(cseq=3, expires=300, to_tag="313b-sub-1")).replace(
+        b"<sip:dave@127.0.0.1:48261>", b"<sip:dave@127.0.0.1:5999>"))
+    assert await svc.handle_subscribe(Ctx(moved, SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert notify.ruri == "sip:dave@127.0.0.1:5999" and dest.port == 5999
+    assert notify.header("Subscription-State") == "active;expires=300"
+    unknown = subscribe(cseq=4, to_tag="no-such-tag")
+    assert await svc.handle_subscribe(Ctx(unknown, SRC)) == -1
+    assert (server.replies[-1].status, server.replies[-1].reason) == (481, "Subscription does not exist")
+
+
+async def test_publish_writes_use_the_request_uri_user_and_domain(env, monkeypatch):
+    """Issue 18 item 7 (presence half): a PUBLISH's rows are written with the user and domain read once
+    from its Request-URI - the presentity URI is not split again per write, or for E_PRESENCE_PUBLISH."""
+    from routescript.modules.presence import publish as publish_module
+    from routescript.modules.presence import storage
+
+    def no_split(uri):
+        raise AssertionError(f"split_pres_uri({uri!r}) on the PUBLISH path")
+    monkeypatch.setattr(storage, "split_pres_uri", no_split)
+    assert not hasattr(publish_module, "split_pres_uri")
+    svc, server, _clock, db = env
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_publish(Ctx(publish(cseq=2, etag=etag, body=pidf("closed")), SRC)) == 1
+    new_etag = server.replies[-1].header("SIP-ETag")
+    assert [(r["username"], r["domain"], r["etag"]) for r in await db.query("presentity")] == \
+        [("carol", "127.0.0.1", new_etag)]
+    assert await svc.handle_publish(Ctx(publish(cseq=3, etag=new_etag, expires=0), SRC)) == 1
+    assert server.replies[-1].status == 200
+    assert await db.query("presentity") == []   # inserted, replaced, then deleted by (user, domain)
+
+
+async def test_a_dialogs_notifies_reuse_its_head_and_hop_until_its_target_moves(env):
+    """Issue 18 item 9: where a dialog's NOTIFYs go is worked out for its first NOTIFY and reused by the
+    next ones (each change of the presentity); a refresh with a new Contact is followed at once."""
+    svc, server, _clock, _db = env
+    hops: list[str] = []
+    find = server.requests.hop_in_dialog
+
+    def counted(request, **kw):
+        hops.append(request.ruri)
+        return find(request, **kw)
+    server.requests.hop_in_dialog = counted
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    assert await svc.handle_subscribe(Ctx(subscribe(), SRC)) == 1
+    await settle(svc)
+    for cseq, basic in ((2, "closed"), (3, "open")):
+        assert await svc.handle_publish(Ctx(publish(cseq=cseq, etag=etag, body=pidf(basic)), SRC)) == 1
+        etag = server.replies[-1].header("SIP-ETag")
+        await settle(svc)
+    assert [n.cseq.number for n, _ in server.transactions.sent] == [1, 2, 3]
+    assert hops == ["sip:dave@127.0.0.1:48261"]   # three NOTIFYs, one hop
+    moved = parse_message(bytes(subscribe(cseq=2, to_tag="313b-sub-1")).replace(
+        b"<sip:dave@127.0.0.1:48261>", b"<sip:dave@127.0.0.1:5999>"))
+    assert await svc.handle_subscribe(Ctx(moved, SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert (notify.ruri, dest.port, notify.cseq.number) == ("sip:dave@127.0.0.1:5999", 5999, 4)
+    assert hops == ["sip:dave@127.0.0.1:48261", "sip:dave@127.0.0.1:5999"]
+
+
+async def test_the_first_notify_finds_its_hop_from_the_contact_the_subscribe_parsed(env, monkeypatch):
+    """Issue 18 item 3: an initial SUBSCRIBE's Contact is parsed once, with its facts; its first NOTIFY's
+    destination comes from that parse (the core's request sender does not parse the target again)."""
+    from routescript.core import requests as requests_module
+
+    def no_parse(text):
+        raise AssertionError(f"Contact parsed again: {text}")
+    monkeypatch.setattr(requests_module, "parse_uri", no_parse)
+    svc, server, _clock, _db = env
+    assert await svc.handle_subscribe(Ctx(subscribe(callid="sub-p"), SRC)) == 1
+    await settle(svc)
+    notify, dest = server.transactions.sent[-1]
+    assert (notify.ruri, dest.host, dest.port, dest.proto) == ("sip:dave@127.0.0.1:48261", "127.0.0.1", 48261,
+                                                               "udp")
+
+
+async def test_a_fan_out_reads_the_clock_once_per_change_not_per_watcher(env):
+    """Issue 18 ("work done once per change instead of once per watcher"): the time the NOTIFYs' expires
+    count from is read once per change (again only after the loop ran); every watcher is still told."""
+    svc, server, clock, _db = env
+    reads = []
+
+    class CountingClock:
+        def __call__(self):
+            reads.append(1)
+            return clock.now
+    counting = CountingClock()
+    svc = PresenceService(server, registry(), svc.settings, store=svc.store, clock=counting)
+    assert await svc.handle_publish(Ctx(publish(), SRC)) == 1
+    etag = server.replies[-1].header("SIP-ETag")
+    per_change = []
+    for watchers in (1, 3):
+        for n in range(len(svc.subscriptions), watchers):
+            assert await svc.handle_subscribe(Ctx(subscribe(callid=f"fan-{n}", user=f"w{n}"), SRC)) == 1
+        await settle(svc)
+        reads.clear()
+        sent = len(server.transactions.sent)
+        cseq = 2 if watchers == 1 else 3
+        assert await svc.handle_publish(Ctx(publish(cseq=cseq, etag=etag, body=pidf("closed")), SRC)) == 1
+        etag = server.replies[-1].header("SIP-ETag")
+        await settle(svc)
+        assert len(server.transactions.sent) - sent == watchers
+        per_change.append(len(reads))
+    assert per_change[0] == per_change[1]
+    await svc.sender.close()

@@ -320,7 +320,7 @@ def test_evolve_equals_replace_field_by_field(table):
                        expires_at=99.0, status=SubState.ACTIVE, reason=None, event_id="id7", local_cseq=4,
                        remote_cseq=3, record_route=("<sip:p;lr>",), version=5, socket_info="udp:1.2.3.4:5060",
                        local_contact="sip:me", user_agent="ua", db_flag=INSERTDB_FLAG, source=object(),
-                       forced=True)
+                       forced=True, key=("cid", "tt", "ft"))
     after = sub.evolve(status=SubState.TERMINATED, reason="timeout", local_cseq=5, version=6,
                        db_flag=UPDATEDB_FLAG)
     expected = dataclasses.replace(sub, local_cseq=5, version=6, status=SubState.TERMINATED, reason="timeout",
@@ -328,6 +328,9 @@ def test_evolve_equals_replace_field_by_field(table):
     for f in dataclasses.fields(sub):
         assert getattr(after, f.name) is getattr(expected, f.name) or \
             getattr(after, f.name) == getattr(expected, f.name), f.name
+    # the stored dialog key: carried as it is (the same tuple), made again when an identity changes
+    assert after.key is sub.key == ("cid", "tt", "ft")
+    assert sub.evolve(to_tag="t2").key == ("cid", "t2", "ft")
     # record_notify: the next CSeq and version, the state the NOTIFY says, the same way
     live = subscribe(table, 0).subscription
     sent = table.record_notify(live.moved(SubEvent.BLOCK))
@@ -351,3 +354,12 @@ def test_take_ended_names_watchers_left_without_a_subscription(table):
     assert sorted(table.take_ended()) == [("sip:carol@127.0.0.1", "erin", "127.0.0.1", "presence"),
                                           ("sip:carol@127.0.0.1", "gus", "127.0.0.1", "presence")]
     assert table.take_ended() == []
+
+
+def test_enums_in_hot_dicts_hash_in_c():
+    """Issue 18 item 11: the members keyed on in TRANSITIONS, TERMINATION_REASONS and handle_subscribe's
+    action set hash by identity (in C), not by Enum's Python __hash__; lookups are unchanged."""
+    assert SubEvent.__hash__ is object.__hash__ and SubscribeAction.__hash__ is object.__hash__
+    assert SubState.__hash__ is int.__hash__   # an IntEnum hashes as its int already
+    assert all(TRANSITIONS[(state, event)] is after for (state, event), after in TRANSITIONS.items())
+    assert SubscribeAction.INSERT in frozenset((SubscribeAction.INSERT, SubscribeAction.REMOVE))

@@ -237,7 +237,7 @@ def test_etag_count_from_text_of_a_loaded_row() -> None:
 def sub(pres: str, watcher: str, *, rr: tuple[str, ...] = ()) -> Subscription:
     return Subscription(f"sip:{pres}@127.0.0.1", "presence", pres, "127.0.0.1", watcher, "127.0.0.1",
                         f"cid-{watcher}", "313b-x", "ft", f"sip:{watcher}@127.0.0.1:50944", NOW + 600,
-                        SubState.ACTIVE, None, None, 1, 1, rr, 1)
+                        SubState.ACTIVE, None, None, 1, 1, rr, 1, key=(f"cid-{watcher}", "313b-x", "ft"))
 
 
 def test_shtable_record_fields_order_and_types() -> None:
