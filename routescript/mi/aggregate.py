@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routescript.core.stats import AGGREGATES, Statistics, StatVar
+from routescript.core.stats import AGGREGATES, Statistics
 
 # One statistic of one worker on the control channel: [group, name, value, incremental, aggregate].
 SnapshotRow = list[Any]
@@ -75,7 +75,7 @@ def concat(results: Sequence[Any], key: Sequence[str] = ()) -> Any:
         return []
     first = results[0]
     if isinstance(first, list):
-        return _joined([r for r in results], key)
+        return _joined(results, key)
     if isinstance(first, dict):
         out: dict[str, Any] = {}
         for name, value in first.items():
@@ -136,5 +136,5 @@ def each_result(results: Sequence[Any], errors: Sequence[WorkerError]) -> tuple[
                              "; ".join(str(e) for e in errors))
 
 
-__all__ = ["MergeError", "SnapshotRow", "StatVar", "WorkerError", "concat", "each_result",
+__all__ = ["MergeError", "SnapshotRow", "WorkerError", "concat", "each_result",
            "merge_statistics", "snapshot"]

@@ -7,9 +7,11 @@ subscribers_list [event [socket]] (also as events_subscribers_list), raise_event
 Left out (nothing behind them here): cache_store/cache_fetch/cache_remove (no cachedb), mem_*_dump
 and shm_check (no shared memory), log_level_filter/log_mute_state (3.5+).
 
-One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours; with worker
-processes the supervisor answers `ps` (its rows: routescript/workers/supervisor.py) and forwards the
-commands it does not run itself to worker 0 (MIRegistry.forward).
+One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours. With worker
+processes each command runs where its `workers=` says (docs/workers.md, section 5): the supervisor
+answers `ps` (its rows: routescript/workers/supervisor.py), get_statistics and list_statistics from the
+workers' merged statistics (MIRegistry.gather_statistics), reload_routes as the all-or-none reload of
+every worker (MIRegistry.reload_routes), and forwards the others (MIRegistry.forward).
 `kill` stops the server cleanly, but only through a transport whose module allows it
 (modparam("mi_fifo" | "mi_http", "enable_kill", 1)): OpenSIPS always allows it; we choose to refuse
 it by default because an HTTP listener may be reachable by more people than the FIFO file.
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
     from routescript.core.evi import EventInterface, Subscriber
     from routescript.core.host import ModuleHost
+    from routescript.core.stats import Statistics
 
     from .registry import MIRegistry
 
@@ -172,7 +175,8 @@ class CoreMI(Module):
 
     @mi_command("reload_routes", workers="supervisor", doc="triggers the script (routes only) reload")
     async def reload_routes(self) -> Any:
-        diags = list(await self.server.reload_routes())
+        reload = self.registry.reload_routes or self.server.reload_routes
+        diags = list(await reload())
         errors = [str(d) for d in diags if getattr(d, "severity", "error") != "warning"]
         warnings = [str(d) for d in diags if getattr(d, "severity", "error") == "warning"]
         if errors:
@@ -185,8 +189,8 @@ class CoreMI(Module):
     # ---------------------------------------------------------------- statistics
     @mi_command("get_statistics", workers="supervisor",
                 doc="prints the statistics (all, group or one) realtime values.")
-    def get_statistics(self, statistics: list[str]) -> dict[str, int]:
-        stats = self.registry.statistics
+    async def get_statistics(self, statistics: list[str]) -> dict[str, int]:
+        stats = await self._statistics()
         out: dict[str, int] = {}
         found = False
         for item in _names(statistics, "statistics"):
@@ -212,8 +216,8 @@ class CoreMI(Module):
 
     @mi_command("list_statistics", workers="supervisor", optional=("statistics",),
                 doc="lists all the registered statistics and their types")
-    def list_statistics(self, statistics: list[str] | None = None) -> dict[str, str]:
-        stats = self.registry.statistics
+    async def list_statistics(self, statistics: list[str] | None = None) -> dict[str, str]:
+        stats = await self._statistics()
 
         def kind(s: Any) -> str:
             return "incremental" if s.incremental else "non-incremental"
@@ -237,6 +241,12 @@ class CoreMI(Module):
         if not found:
             raise MIError("Statistics Not Found", 404)
         return out
+
+    async def _statistics(self) -> Statistics:
+        """This process's statistics, or with worker processes the workers' merged (the supervisor's
+        own counters count nothing: it handles no SIP message)."""
+        gather = self.registry.gather_statistics
+        return await gather() if gather is not None else self.registry.statistics
 
     @mi_command("reset_statistics", workers="each", doc="resets the value of a statistic variable")
     def reset_statistics(self, statistics: list[str]) -> str:
