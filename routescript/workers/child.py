@@ -158,6 +158,8 @@ def _forget_supervisor_mi(server: Server) -> None:
     if registry is not None:
         registry.forward = None
         registry.processes = None
+        registry.gather_statistics = None
+        registry.reload_routes = None
 
 
 async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event) -> None:
