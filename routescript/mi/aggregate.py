@@ -112,7 +112,8 @@ def _joined(lists: Sequence[Any], key: Sequence[str]) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class WorkerError:
-    """One worker's failure of a command run in several: the JSON-RPC error it answered."""
+    """One worker's failure of a command run in several: the JSON-RPC error it answered. `data` of an
+    error each_result made of several names them already."""
 
     worker: str
     code: int
@@ -126,12 +127,10 @@ class WorkerError:
 
 def each_result(results: Sequence[Any], errors: Sequence[WorkerError]) -> tuple[Any, WorkerError | None]:
     """An "each" command's answer: worker 0's result when every worker succeeded; else one error with
-    the first failure's code and every failure named in its data."""
+    the first failure's code and message, its data naming every worker that failed and why."""
     if not errors:
         return (results[0] if results else "OK"), None
     first = errors[0]
-    if len(errors) == 1:
-        return None, first
     return None, WorkerError(", ".join(e.worker for e in errors), first.code, first.message,
                              "; ".join(str(e) for e in errors))
 

@@ -482,7 +482,7 @@ class Supervisor:
         if cmd.workers == "each" or errors:
             result, error = each_result(results, errors)
             if error is not None:
-                raise JSONRPCError(error.code, error.message, str(error))
+                raise JSONRPCError(error.code, error.message, error.data)
             return result
         try:
             return concat(results, cmd.key)
