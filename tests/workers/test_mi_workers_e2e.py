@@ -221,3 +221,17 @@ def test_presence_tables_are_listed_from_both_workers(tmp_path: Path, ports: tup
         for s in socks:
             s.close()
         run.stop()
+
+
+def test_prometheus_in_the_supervisor_shows_the_workers_sum(tmp_path: Path, ports: tuple[int, int]) -> None:
+    sip, http = ports
+    extra = 'loadmodule "prometheus.so"\nmodparam("prometheus", "statistics", "core:")\n'
+    run = Running(_cfg(tmp_path, sip, http, extra=extra), tmp_path)
+    try:
+        run.wait_for("routescript started")
+        sent, _pids = _until_both_answered(run, sip, http, "prom", b"SIP/2.0 200 OK")
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as resp:
+            page = resp.read().decode()
+        assert re.search(rf"^opensips_rcv_requests {sent}\.0$", page, re.MULTILINE), page
+    finally:
+        run.stop()
