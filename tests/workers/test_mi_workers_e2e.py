@@ -30,7 +30,16 @@ import pytest
 
 from routescript.testing.ports import free_port
 
-from .test_supervisor_e2e import ANSWERED, Running, _cfg, _replies_after, _wait_restarted, mi, worker_pids
+from .test_supervisor_e2e import (
+    ANSWERED,
+    Running,
+    _cfg,
+    _replies_after,
+    _wait_restarted,
+    mi,
+    options,
+    worker_pids,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESENCE = re.compile(r"\[(\d+)\] .*PRESENCE SUBSCRIBE ")
@@ -235,3 +244,22 @@ def test_prometheus_in_the_supervisor_shows_the_workers_sum(tmp_path: Path, port
         assert re.search(rf"^opensips_rcv_requests {sent}\.0$", page, re.MULTILINE), page
     finally:
         run.stop()
+
+
+def test_reload_under_traffic_loses_nothing(server: Running, ports: tuple[int, int], tmp_path: Path) -> None:
+    """OPTIONS keep coming while SIGHUP reloads: each is answered, by the old or the new script; once the
+    supervisor committed, only by the new one."""
+    sip, http = ports
+    cfg = tmp_path / "workers.cfg"
+    cfg.write_text(cfg.read_text().replace('sl_send_reply(200, "OK")', 'sl_send_reply(200, "New")'))
+    answers: list[bytes] = []
+    for i in range(200):
+        if i == 20:
+            server.proc.send_signal(signal.SIGHUP)
+        answers.append(options(sip, f"traffic-{i}"))
+        if server.log().count("reloaded (") == 3 and answers[-1] == b"SIP/2.0 200 New" and i > 40:
+            break
+    assert set(answers) <= {b"SIP/2.0 200 OK", b"SIP/2.0 200 New"}, answers
+    assert answers[:20] == [b"SIP/2.0 200 OK"] * 20 and answers[-1] == b"SIP/2.0 200 New"
+    assert server.log().count("reloaded (") == 3, server.log()
+    _until_both_answered(server, sip, http, "after", b"SIP/2.0 200 New")
