@@ -136,7 +136,7 @@ class HttpdModule(Module):
         return await entry[1](request)
 
     # ---------------------------------------------------------------- MI
-    @mi_command("httpd_list_root_path", doc="lists all the registered http root paths")
+    @mi_command("httpd_list_root_path", workers="supervisor", doc="lists all the registered http root paths")
     def mi_list_root_path(self) -> dict[str, Any]:
         return {"Roots": [{"http_root": root, "module": mod} for root, (mod, _h) in self._roots.items()]}
 

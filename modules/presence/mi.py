@@ -227,7 +227,7 @@ class PresenceMI:
         return event
 
     # ---------------------------------------------------------------- refreshWatchers
-    @mi_command("refreshWatchers", aliases=("refresh_watchers", "presence:refresh_watchers"),
+    @mi_command("refreshWatchers", workers="one", aliases=("refresh_watchers", "presence:refresh_watchers"),
                 doc="sends NOTIFYs to the watchers of a presentity after a change of its authorization "
                     "rules (refresh_type 0) or of its published state in the database (otherwise)")
     async def mi_refresh_watchers(self, presentity_uri: str, event: str, refresh_type: int) -> None:
@@ -286,7 +286,7 @@ class PresenceMI:
         table.replace_presentity(pres_uri, ev.name, fresh)
 
     # ---------------------------------------------------------------- cleanup
-    @mi_command("cleanup", aliases=("presence:cleanup",),
+    @mi_command("cleanup", workers="each", aliases=("presence:cleanup",),
                 doc="runs the expiry of publications and subscriptions now (the clean_period job)")
     async def mi_cleanup(self) -> None:
         service = self._running()
@@ -303,7 +303,8 @@ class PresenceMI:
                 raise MIError(f"deleting expired rows failed: {exc}") from None
 
     # ---------------------------------------------------------------- pres_phtable_list
-    @mi_command("pres_phtable_list", aliases=("presence:phtable_list",), walks_rows=True,
+    @mi_command("pres_phtable_list", workers="concat", key=("pres_uri", "event", "etag"),
+                aliases=("presence:phtable_list",), walks_rows=True,
                 doc="lists all the presentity records")
     async def mi_pres_phtable_list(self) -> list[dict[str, Any]]:
         service = self._running()
@@ -315,7 +316,8 @@ class PresenceMI:
         return out
 
     # ---------------------------------------------------------------- subs_phtable_list
-    @mi_command("subs_phtable_list", aliases=("presence:subs_phtable_list",), optional=("from_", "to"),
+    @mi_command("subs_phtable_list", workers="concat", key=("callid", "to_tag", "from_tag"),
+                aliases=("presence:subs_phtable_list",), optional=("from_", "to"),
                 walks_rows=True, doc="lists all the subscription records, or those whose From and To URIs "
                                      "match the given wildcards")
     @_recipes((), ("from", "to"))
@@ -339,7 +341,7 @@ class PresenceMI:
             raise MIError("presence clustering is not enabled (modparam cluster_id)", 400)
         return cluster
 
-    @mi_command("pres_cluster_takeover", aliases=("presence:cluster_takeover",),
+    @mi_command("pres_cluster_takeover", workers="one", aliases=("presence:cluster_takeover",),
                 doc="adopts now every subscription of the node with that sharing tag (a dead node, or one "
                     "being retired); returns how many subscriptions were adopted")
     async def mi_cluster_takeover(self, node_id: str) -> dict[str, Any]:
@@ -354,7 +356,7 @@ class PresenceMI:
             raise MIError(f"takeover of {node_id} failed: {exc.message}", 500) from None
         return {"node_id": str(node_id).strip(), "adopted": adopted}
 
-    @mi_command("pres_cluster_nodes", aliases=("presence:cluster_nodes",),
+    @mi_command("pres_cluster_nodes", workers="one", aliases=("presence:cluster_nodes",),
                 doc="lists the nodes of this presence cluster (the rs_nodes rows) and this node's counters")
     async def mi_cluster_nodes(self) -> dict[str, Any]:
         cluster = self._cluster()
@@ -371,7 +373,8 @@ class PresenceMI:
                           "takeovers": st.takeovers, "resyncs": st.resyncs}}
 
     # ---------------------------------------------------------------- pres_expose
-    @mi_command("pres_expose", aliases=("presence:expose",), optional=("filter",), walks_rows=True,
+    @mi_command("pres_expose", workers="each",
+                aliases=("presence:expose",), optional=("filter",), walks_rows=True,
                 doc="raises E_PRESENCE_EXPOSED for every stored publication of an event (matching filter)")
     async def mi_pres_expose(self, event: str, filter: str | None = None) -> None:
         service = self._running()

@@ -14,7 +14,9 @@ until it is set). A name is `prefix + delimiter [+ group_prefix + group + delimi
 with characters Prometheus does not allow replaced by "_".
 
 The page is built with prometheus_client (a collector over server.statistics, printed by
-generate_latest), read at each scrape, so statistics registered after start are seen.
+generate_latest), read at each scrape, so statistics registered after start are seen. With worker
+processes it runs in the supervisor and each scrape reads every worker's statistics merged, as MI
+get_statistics does (MIRegistry.gather_statistics); a worker that does not answer gives a 503.
 Counter or gauge as in OpenSIPS: functions and no-reset statistics are gauges, the rest counters.
 
 Choice: prometheus_client prints a counter as `<name>_total` (the Prometheus convention), while
@@ -37,7 +39,7 @@ from routescript.modules.httpd import bind_httpd
 
 if TYPE_CHECKING:
     from routescript.core.host import ModuleHost
-    from routescript.core.stats import StatVar
+    from routescript.core.stats import Statistics, StatVar
 
 log = logging.getLogger("routescript.prometheus")
 
@@ -51,7 +53,7 @@ def _group_mode(value: int) -> None:
 
 class PrometheusModule(Module):
     name = "prometheus"
-    runs_in = "supervisor"   # on httpd; shows the supervisor's statistics until MI aggregation (step 8)
+    runs_in = "supervisor"   # on httpd; the workers' statistics merged (module docstring)
     depends = ("httpd",)
     params = (
         Param("root", str, "metrics", "the HTTP root path the metrics are served under"),
@@ -72,6 +74,7 @@ class PrometheusModule(Module):
         self.all = False
         self.groups: list[str] = []
         self.names: list[str] = []
+        self._scraped: Statistics | None = None   # the statistics of the scrape being printed
 
     def check(self) -> None:
         root = (self.param("root") or "").strip("/")
@@ -109,7 +112,7 @@ class PrometheusModule(Module):
     def selected(self) -> list[StatVar]:
         """The StatVars to export, in OpenSIPS's order: the groups listed, then the single statistics
         (or every statistic, for "all"); each once. A name not (yet) registered is skipped."""
-        stats = self.server.statistics
+        stats = self._scraped if self._scraped is not None else self.server.statistics
         if self.all:
             return stats.all()
         out: list[StatVar] = []
@@ -143,7 +146,21 @@ class PrometheusModule(Module):
 
         if request.method != "GET":
             return web.Response(status=405, text="405 Method Not Allowed\n", headers={"Allow": "GET"})
-        body = generate_latest(self.registry)
+        from routescript.mi.jsonrpc import JSONRPCError
+        from routescript.mi.registry import existing_registry
+
+        mi = existing_registry(self.server)
+        gather = mi.gather_statistics if mi is not None else None
+        if gather is not None:
+            try:
+                self._scraped = await gather()
+            except JSONRPCError as exc:
+                log.error("prometheus: %s", exc)
+                return web.Response(status=503, text=f"503 Service Unavailable: {exc}\n")
+        try:
+            body = generate_latest(self.registry)   # reads self._scraped (no await in between)
+        finally:
+            self._scraped = None
         return web.Response(status=200, body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -5,6 +5,7 @@ ignored changes)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
@@ -124,6 +125,37 @@ class Loaded:
     @property
     def route_count(self) -> int:
         return len(_script.routes_of(self.ast))
+
+
+class PreparedReload:
+    """A script reload compiled aside (ConfigLoader.prepare_reload), not swapped in yet: `errors` (then
+    nothing to commit) or the new `loaded`, its `warnings`, and the hash of the files it was read from
+    (worker processes check they compiled what the supervisor checked)."""
+
+    __slots__ = ("errors", "warnings", "loaded", "files_sha256")
+
+    def __init__(self, errors: list[LoadDiagnostic], warnings: list[LoadDiagnostic], loaded: Loaded | None,
+                 files_sha256: str = "") -> None:
+        self.errors = errors
+        self.warnings = warnings
+        self.loaded = loaded
+        self.files_sha256 = files_sha256
+
+    @classmethod
+    def failed(cls, errors: list[LoadDiagnostic]) -> PreparedReload:
+        return cls(errors, [], None)
+
+
+def files_sha256(ast: Script) -> str:
+    """SHA-256 of every file the script was read from (the main file, then its includes: names and
+    texts), hex: equal in two processes exactly when both compiled the same text."""
+    digest = hashlib.sha256()
+    for name in ast.files:
+        for part in (name, ast.texts.get(name, "")):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+    return digest.hexdigest()
 
 
 class LoadingServer(Protocol):
@@ -247,43 +279,58 @@ class ConfigLoader:
 
         Returns the diagnostics: errors (nothing swapped, the old script keeps running) and warnings
         (loadmodule/modparam/global changes are reported and ignored, as OpenSIPS's reload_routes does).
-        Module state, subscriptions and sockets are untouched.
+        Module state, subscriptions and sockets are untouched. Worker processes run the two halves,
+        prepare_reload and commit_reload, apart: every worker prepares, then all commit or none
+        (routescript/workers/supervisor.py).
         """
+        async with self._reload_lock:
+            prepared = self.prepare_reload()
+            if prepared.errors:
+                return prepared.errors
+            self.commit_reload(prepared)
+            return prepared.warnings
+
+    def prepare_reload(self) -> PreparedReload:
+        """Read and compile the file aside (nothing is swapped); the errors are logged."""
         from routescript.script import ScriptError, compile_script, parse_file
 
-        async with self._reload_lock:
-            old = self.loaded
-            assert old is not None and self.registry is not None, "reload_routes before load"
-            path = self.path
-            modules = self._server.modules
-            try:
-                ast = parse_file(path)
-                compiled = compile_script(ast, self.registry)
-            except ScriptError as exc:
-                diags: list[LoadDiagnostic] = list(exc.diagnostics)
-                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
-                          "\n".join(str(d) for d in diags))
-                return diags
-            except OSError as exc:
-                d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
-                log.error("reload_routes: %s", d)
-                return [d]
-            refused = self._refused_errors(ast, modules)
-            if refused:
-                log.error("reload_routes: %s rejected, old script kept:\n%s", path,
-                          "\n".join(str(d) for d in refused))
-                return refused
-            warnings = self._reload_warnings(old, ast) + self._unbuilt_warnings(ast, modules)
-            for w in warnings:
-                log.warning("reload_routes: %s", w)
-            # The swap: one attribute assignment between messages; a message already running keeps
-            # the script it started with.
-            self._routes.script = compiled
-            self.loaded = Loaded(path, ast, old.config, compiled, warnings, old.loadmodules, old.modparams,
-                                 old.globals)
-            self._timers.refresh()   # loops for the timer routes the new script adds, once started
-            log.info("reload_routes: %s reloaded (%d routes)", path, self.loaded.route_count)
-            return warnings
+        old = self.loaded
+        assert old is not None and self.registry is not None, "reload_routes before load"
+        path = self.path
+        modules = self._server.modules
+        try:
+            ast = parse_file(path)
+            compiled = compile_script(ast, self.registry)
+        except ScriptError as exc:
+            diags: list[LoadDiagnostic] = list(exc.diagnostics)
+            log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                      "\n".join(str(d) for d in diags))
+            return PreparedReload.failed(diags)
+        except OSError as exc:
+            d = Diagnostic(f"cannot read {path}: {exc.strerror or exc}")
+            log.error("reload_routes: %s", d)
+            return PreparedReload.failed([d])
+        refused = self._refused_errors(ast, modules)
+        if refused:
+            log.error("reload_routes: %s rejected, old script kept:\n%s", path,
+                      "\n".join(str(d) for d in refused))
+            return PreparedReload.failed(refused)
+        warnings = self._reload_warnings(old, ast) + self._unbuilt_warnings(ast, modules)
+        return PreparedReload([], warnings, Loaded(path, ast, old.config, compiled, warnings, old.loadmodules,
+                                                   old.modparams, old.globals), files_sha256(ast))
+
+    def commit_reload(self, prepared: PreparedReload) -> None:
+        """Swap in a script prepare_reload compiled without errors: cannot fail."""
+        loaded = prepared.loaded
+        assert loaded is not None and not prepared.errors, "commit_reload of a failed prepare"
+        for w in prepared.warnings:
+            log.warning("reload_routes: %s", w)
+        # The swap: one attribute assignment between messages; a message already running keeps
+        # the script it started with.
+        self._routes.script = loaded.compiled
+        self.loaded = loaded
+        self._timers.refresh()   # loops for the timer routes the new script adds, once started
+        log.info("reload_routes: %s reloaded (%d routes)", loaded.path, loaded.route_count)
 
     def _reload_warnings(self, old: Loaded, ast: Script) -> list[LoadDiagnostic]:
         out: list[LoadDiagnostic] = []

@@ -101,6 +101,11 @@ def Arg(kind: str = "str", name: str = "", *, optional: bool = False,  # noqa: N
     return ArgSpec(kind=kind, optional=optional, name=name, fixup=fixup)  # type: ignore[arg-type]
 
 
+# Where an MI command runs with worker processes (MICommand.workers).
+MIPlacement = Literal["supervisor", "one", "each", "concat"]
+MI_PLACEMENTS: frozenset[str] = frozenset({"supervisor", "one", "each", "concat"})
+
+
 @dataclass(frozen=True, slots=True)
 class MICommand:
     """An MI command. `impl(**params)` returns a JSON-able result or raises MIError.
@@ -111,6 +116,9 @@ class MICommand:
     command hands the loop back every few rows (routescript.mi.walk).
     recipes: the exact parameter sets the command accepts (OpenSIPS mi recipes), when not every prefix of
     the optional parameters is one.
+    workers: where it runs when the server has worker processes (docs/workers.md, section 5): "supervisor",
+    "one" (worker 0), "each" (every worker; errors collected) or "concat" (every worker; lists joined,
+    items with the same `key` fields once). None: undeclared, which tests/mi/test_placement.py refuses.
     """
 
     name: str
@@ -122,6 +130,8 @@ class MICommand:
     module: str = "core"
     walks_rows: bool = False
     recipes: tuple[tuple[str, ...], ...] | None = None
+    workers: MIPlacement | None = None
+    key: tuple[str, ...] = ()
 
 
 class MIError(Exception):
@@ -144,12 +154,17 @@ def script_function(name: str, *args: ArgSpec,
 
 def mi_command(name: str, *, aliases: Iterable[str] = (), optional: Iterable[str] = (),
                doc: str = "", walks_rows: bool = False,
-               recipes: Iterable[tuple[str, ...]] | None = None) -> Callable[[_Method], _Method]:
+               recipes: Iterable[tuple[str, ...]] | None = None,
+               workers: MIPlacement | None = None, key: Iterable[str] = ()) -> Callable[[_Method], _Method]:
     fixed = tuple(tuple(r) for r in recipes) if recipes is not None else None
+    if workers is not None and workers not in MI_PLACEMENTS:
+        raise ValueError(f"MI command {name}: workers={workers!r}, expected one of {sorted(MI_PLACEMENTS)}")
+    if key and workers != "concat":
+        raise ValueError(f"MI command {name}: key= de-duplicates joined lists: only with workers=\"concat\"")
 
     def tag(method: _Method) -> _Method:
         method.__dict__.setdefault("_rs_mi", []).append((name, tuple(aliases), tuple(optional), doc,
-                                                         walks_rows, fixed))
+                                                         walks_rows, fixed, workers, tuple(key)))
         return method
     return tag
 
@@ -221,11 +236,11 @@ class Module:
     def mi_commands(self) -> list[MICommand]:
         out = []
         for method, tags in self._tagged("_rs_mi"):
-            for name, aliases, optional, doc, walks_rows, recipes in tags:
+            for name, aliases, optional, doc, walks_rows, recipes, workers, key in tags:
                 sig = inspect.signature(method)
                 names = tuple(p for p in sig.parameters)
                 out.append(MICommand(name, method, names, optional, aliases, doc or (method.__doc__ or ""),
-                                     self.name, walks_rows, recipes))
+                                     self.name, walks_rows, recipes, workers, key))
         return out
 
     def pvars(self) -> list[PVarSpec]:

@@ -13,6 +13,11 @@ A statistic is `group:name` (for example `core:rcv_requests`); names are looked 
 when read (OpenSIPS STAT_IS_FUNC: "non-incremental" in list_statistics, a gauge for prometheus, never
 reset). `no_reset=True` makes a counter a gauge too (OpenSIPS STAT_NO_RESET).
 
+With worker processes each worker keeps its own statistics and MI get_statistics merges them per
+statistic by its `aggregate` (routescript/mi/aggregate.py): "sum" (the default: counters, and gauges of
+what each worker holds apart, e.g. transactions, subscriptions, TCP connections) or "max" (values that
+are the same kind of thing in every worker and whose sum means nothing: core:timestamp, the time now).
+
 The core's own counters are on the hot path (every message), so they are plain int attributes of one
 slotted `CoreCounters` object (`server.counters.rcv_requests += 1`, no dict lookup); the StatVars of
 the core, sl and tm groups read those attributes.
@@ -22,13 +27,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from routescript.transaction import TransactionLayer
     from routescript.transport import TransportLayer
 
     from .module import Module, ModuleSet
+
+# How the values of one statistic in several worker processes make the server's value.
+Aggregate = Literal["sum", "max"]
+AGGREGATES: frozenset[str] = frozenset({"sum", "max"})
 
 # Bound (STYLE 7): a module registering statistics in a loop must not grow this without limit.
 MAX_STATISTICS = 10000
@@ -37,12 +46,17 @@ MAX_STATISTICS = 10000
 class StatVar:
     """One statistic. Counters are plain ints: everything runs on one event loop, no atomics needed."""
 
-    __slots__ = ("module", "name", "_value", "_func", "_reset", "no_reset")
+    __slots__ = ("module", "name", "_value", "_func", "_reset", "no_reset", "aggregate")
 
     def __init__(self, module: str, name: str, func: Callable[[], int] | None = None,
-                 no_reset: bool = False, reset: Callable[[], None] | None = None) -> None:
+                 no_reset: bool = False, reset: Callable[[], None] | None = None,
+                 aggregate: Aggregate = "sum") -> None:
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"statistic {module}:{name}: aggregate {aggregate!r}, expected one of "
+                             f"{sorted(AGGREGATES)}")
         self.module = module
         self.name = name
+        self.aggregate: Aggregate = aggregate
         self._value = 0
         self._func = func
         self._reset = reset
@@ -100,10 +114,12 @@ class Statistics:
         self._count = 0
 
     def register(self, module: str, name: str, *, func: Callable[[], int] | None = None,
-                 no_reset: bool = False, reset: Callable[[], None] | None = None) -> StatVar:
+                 no_reset: bool = False, reset: Callable[[], None] | None = None,
+                 aggregate: Aggregate = "sum") -> StatVar:
         """Register `module:name` and return its StatVar (registering an existing name again returns the
         existing one, as OpenSIPS's dynamic statistics do). `func`: evaluated when read (a gauge unless
-        `reset` is given too). ValueError for a bad name or over MAX_STATISTICS."""
+        `reset` is given too). `aggregate`: how worker processes' values merge (module docstring).
+        ValueError for a bad name or over MAX_STATISTICS."""
         if not module or not name or ":" in name or ":" in module:
             raise ValueError(f"bad statistic name {module!r}:{name!r}")
         key = (module.lower(), name.lower())
@@ -112,7 +128,7 @@ class Statistics:
             return existing
         if self._count >= MAX_STATISTICS:
             raise ValueError(f"too many statistics (at most {MAX_STATISTICS})")
-        stat = StatVar(module, name, func, no_reset, reset)
+        stat = StatVar(module, name, func, no_reset, reset, aggregate)
         self._by_module.setdefault(module, []).append(stat)
         self._by_full[key] = stat
         self._count += 1
@@ -298,7 +314,8 @@ def register_core_statistics(stats: Statistics, counters: CoreCounters,
     asyncio server does not see)."""
     for name, attr in CORE_STATS:
         _attr_stat(stats, counters, "core", name, attr)
-    stats.register("core", "timestamp", func=lambda: int(clock()))
+    # the time now: the same in every worker, a sum would be N times it
+    stats.register("core", "timestamp", func=lambda: int(clock()), aggregate="max")
 
     def tcp_connections() -> int:
         transport = server.transport if server is not None else None

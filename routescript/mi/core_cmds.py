@@ -7,9 +7,11 @@ subscribers_list [event [socket]] (also as events_subscribers_list), raise_event
 Left out (nothing behind them here): cache_store/cache_fetch/cache_remove (no cachedb), mem_*_dump
 and shm_check (no shared memory), log_level_filter/log_mute_state (3.5+).
 
-One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours; with worker
-processes the supervisor answers `ps` (its rows: routescript/workers/supervisor.py) and forwards the
-commands it does not run itself to worker 0 (MIRegistry.forward).
+One process runs everything here, so `ps` lists one and `log_level`'s pid must be ours. With worker
+processes each command runs where its `workers=` says (docs/workers.md, section 5): the supervisor
+answers `ps` (its rows: routescript/workers/supervisor.py), get_statistics and list_statistics from the
+workers' merged statistics (MIRegistry.gather_statistics), reload_routes as the all-or-none reload of
+every worker (MIRegistry.reload_routes), and forwards the others (MIRegistry.forward).
 `kill` stops the server cleanly, but only through a transport whose module allows it
 (modparam("mi_fifo" | "mi_http", "enable_kill", 1)): OpenSIPS always allows it; we choose to refuse
 it by default because an HTTP listener may be reachable by more people than the FIFO file.
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
     from routescript.core.evi import EventInterface, Subscriber
     from routescript.core.host import ModuleHost
+    from routescript.core.stats import Statistics
 
     from .registry import MIRegistry
 
@@ -77,7 +80,8 @@ class CoreMI(Module):
         self._stop_task: asyncio.Task[Any] | None = None
 
     # ---------------------------------------------------------------- time, identity
-    @mi_command("uptime", doc="prints various time information about routescript - when it started to run, "
+    @mi_command("uptime", workers="supervisor",
+                doc="prints various time information about routescript - when it started to run, "
                 "for how long it runs")
     def uptime(self) -> dict[str, Any]:
         now = self.registry.clock()
@@ -85,19 +89,19 @@ class CoreMI(Module):
         return {"Now": time.ctime(now), "Up since": time.ctime(since),
                 "Up time": f"{int(max(0, now - since))} [sec]"}
 
-    @mi_command("version", doc="prints the version string of a running routescript")
+    @mi_command("version", workers="supervisor", doc="prints the version string of a running routescript")
     def version(self) -> dict[str, Any]:
         return {"Server": server_string()}
 
-    @mi_command("pwd", doc="prints the working directory of routescript")
+    @mi_command("pwd", workers="supervisor", doc="prints the working directory of routescript")
     def pwd(self) -> dict[str, Any]:
         return {"WD": os.getcwd()}
 
-    @mi_command("arg", doc="returns the full list of arguments used at startup")
+    @mi_command("arg", workers="supervisor", doc="returns the full list of arguments used at startup")
     def arg(self) -> list[str]:
         return list(sys.argv)
 
-    @mi_command("which", optional=("command",), doc="lists all available MI commands")
+    @mi_command("which", workers="supervisor", optional=("command",), doc="lists all available MI commands")
     def which(self, command: str | None = None) -> list[Any]:
         reg = self.registry
         if command is None:
@@ -108,7 +112,8 @@ class CoreMI(Module):
             raise MIError("unknown MI command", 404)
         return [list(r) for r in recipes]
 
-    @mi_command("help", optional=("mi_cmd",), doc="prints information about MI commands usage")
+    @mi_command("help", workers="supervisor",
+                optional=("mi_cmd",), doc="prints information about MI commands usage")
     def help(self, mi_cmd: str | None = None) -> Any:
         if mi_cmd is None:
             return "Usage: help mi_cmd - returns information about 'mi_cmd'"
@@ -118,14 +123,14 @@ class CoreMI(Module):
         doc = " ".join((cmd.doc or "").split()) or "not available for this command"
         return {"Help": doc, "Exported by": cmd.module}
 
-    @mi_command("ps", doc="lists all processes used by routescript")
+    @mi_command("ps", workers="supervisor", doc="lists all processes used by routescript")
     def ps(self) -> dict[str, Any]:
         if self.registry.processes is not None:
             return {"Processes": self.registry.processes()}
         return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": "main (event loop)"}]}
 
     # ---------------------------------------------------------------- control
-    @mi_command("kill", doc="terminates routescript (when the MI transport allows it)")
+    @mi_command("kill", workers="supervisor", doc="terminates routescript (when the MI transport allows it)")
     def kill(self) -> str:
         if not self.registry.kill_allowed:
             raise MIError("kill is disabled on this MI transport; enable it with "
@@ -141,7 +146,7 @@ class CoreMI(Module):
     def _spawn_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         self._stop_task = asyncio.ensure_future(stop())
 
-    @mi_command("log_level", optional=("level", "pid"),
+    @mi_command("log_level", workers="concat", optional=("level", "pid"),
                 doc="gets/sets the per process or global log level in routescript")
     def log_level(self, level: int | None = None, pid: int | None = None) -> dict[str, Any]:
         if level is None:
@@ -156,7 +161,7 @@ class CoreMI(Module):
         logging.getLogger("routescript").setLevel(py_level(level))
         return {"Log level": level} if pid is not None else {"New global log level": level}
 
-    @mi_command("xlog_level", optional=("level",),
+    @mi_command("xlog_level", workers="each", optional=("level",),
                 doc="gets/sets the per process or global xlog level in routescript")
     def xlog_level(self, level: int | None = None) -> dict[str, Any]:
         if level is None:
@@ -168,9 +173,10 @@ class CoreMI(Module):
         logging.getLogger("routescript.xlog").setLevel(py_level(level))
         return {"New xLog level": level}
 
-    @mi_command("reload_routes", doc="triggers the script (routes only) reload")
+    @mi_command("reload_routes", workers="supervisor", doc="triggers the script (routes only) reload")
     async def reload_routes(self) -> Any:
-        diags = list(await self.server.reload_routes())
+        reload = self.registry.reload_routes or self.server.reload_routes
+        diags = list(await reload())
         errors = [str(d) for d in diags if getattr(d, "severity", "error") != "warning"]
         warnings = [str(d) for d in diags if getattr(d, "severity", "error") == "warning"]
         if errors:
@@ -181,9 +187,10 @@ class CoreMI(Module):
         return "OK"
 
     # ---------------------------------------------------------------- statistics
-    @mi_command("get_statistics", doc="prints the statistics (all, group or one) realtime values.")
-    def get_statistics(self, statistics: list[str]) -> dict[str, int]:
-        stats = self.registry.statistics
+    @mi_command("get_statistics", workers="supervisor",
+                doc="prints the statistics (all, group or one) realtime values.")
+    async def get_statistics(self, statistics: list[str]) -> dict[str, int]:
+        stats = await self._statistics()
         out: dict[str, int] = {}
         found = False
         for item in _names(statistics, "statistics"):
@@ -207,10 +214,10 @@ class CoreMI(Module):
             raise MIError("Statistics Not Found", 404)
         return out
 
-    @mi_command("list_statistics", optional=("statistics",),
+    @mi_command("list_statistics", workers="supervisor", optional=("statistics",),
                 doc="lists all the registered statistics and their types")
-    def list_statistics(self, statistics: list[str] | None = None) -> dict[str, str]:
-        stats = self.registry.statistics
+    async def list_statistics(self, statistics: list[str] | None = None) -> dict[str, str]:
+        stats = await self._statistics()
 
         def kind(s: Any) -> str:
             return "incremental" if s.incremental else "non-incremental"
@@ -235,7 +242,13 @@ class CoreMI(Module):
             raise MIError("Statistics Not Found", 404)
         return out
 
-    @mi_command("reset_statistics", doc="resets the value of a statistic variable")
+    async def _statistics(self) -> Statistics:
+        """This process's statistics, or with worker processes the workers' merged (the supervisor's
+        own counters count nothing: it handles no SIP message)."""
+        gather = self.registry.gather_statistics
+        return await gather() if gather is not None else self.registry.statistics
+
+    @mi_command("reset_statistics", workers="each", doc="resets the value of a statistic variable")
     def reset_statistics(self, statistics: list[str]) -> str:
         found = False
         for item in _names(statistics, "statistics"):
@@ -249,7 +262,7 @@ class CoreMI(Module):
         return "OK"
 
     # ---------------------------------------------------------------- connections, events
-    @mi_command("list_tcp_conns", doc="list all ongoing TCP based connections")
+    @mi_command("list_tcp_conns", workers="concat", doc="list all ongoing TCP based connections")
     def list_tcp_conns(self) -> dict[str, Any]:
         transport = self.server.transport
         out = []
@@ -265,7 +278,8 @@ class CoreMI(Module):
             })
         return {"Connections": out}
 
-    @mi_command("events_list", doc="lists all the events advertised through the Event Interface")
+    @mi_command("events_list", workers="one",
+                doc="lists all the events advertised through the Event Interface")
     def events_list(self) -> dict[str, Any]:
         return {"Events": [{"name": name, "id": i} for i, name in enumerate(self._declared_events())]}
 
@@ -278,7 +292,7 @@ class CoreMI(Module):
 
         return event_interface(self.server)
 
-    @mi_command("event_subscribe", optional=("expire",),
+    @mi_command("event_subscribe", workers="each", optional=("expire",),
                 doc="subscribes an external application (socket) to an event; expire 0 unsubscribes")
     async def event_subscribe(self, event: str, socket: str, expire: int | None = None) -> str:
         from routescript.core.evi import DEFAULT_EXPIRE, SubscribeError
@@ -294,7 +308,8 @@ class CoreMI(Module):
             raise JSONRPCError(400, "Bad parameter value", str(exc)) from None
         return "OK"
 
-    @mi_command("subscribers_list", aliases=("events_subscribers_list",), optional=("event", "socket"),
+    @mi_command("subscribers_list", workers="one",
+                aliases=("events_subscribers_list",), optional=("event", "socket"),
                 doc="lists all the Event Interface subscribers; Params: [ event [ subscriber ]]")
     async def subscribers_list(self, event: str | None = None, socket: str | None = None) -> dict[str, Any]:
         from routescript.core.evi import SubscribeError
@@ -321,7 +336,7 @@ class CoreMI(Module):
             raise MIError("Subscriber does not exist", 404)
         return {"Event": {"name": event, "id": ids[event], "Subscriber": _subscriber(sub)}}
 
-    @mi_command("raise_event", optional=("params",),
+    @mi_command("raise_event", workers="one", optional=("params",),
                 doc="raises an event through the Event Interface; Params: event [ params ]")
     async def raise_event(self, event: str, params: Any = None) -> str:
         if event not in self._declared_events():

@@ -194,11 +194,14 @@ class MIRegistry:
             statistics_of(server) if server is not None else Statistics())
         self._commands: dict[str, BoundCommand] = {}
         self._order: list[str] = []
-        # Set by a worker supervisor (routescript/workers/supervisor.py): the commands not named in
-        # `local` run in a worker through `forward`; `processes` gives the rows of `ps`.
-        self.forward: Callable[[str, Any], Awaitable[Any]] | None = None
-        self.local: frozenset[str] = frozenset()
+        # Set by a worker supervisor (routescript/workers/supervisor.py): a command whose placement
+        # (MICommand.workers) is not "supervisor" runs in the workers through `forward`; `processes`
+        # gives the rows of `ps`; `gather_statistics` the workers' merged statistics (get_statistics,
+        # list_statistics); `reload_routes` the all-or-none reload of every worker.
+        self.forward: Callable[[MICommand, Any], Awaitable[Any]] | None = None
         self.processes: Callable[[], list[dict[str, Any]]] | None = None
+        self.gather_statistics: Callable[[], Awaitable[Statistics]] | None = None
+        self.reload_routes: Callable[[], Awaitable[list[Any]]] | None = None
 
     # ------------------------------------------------------------------ registration
     def add(self, cmd: MICommand) -> bool:
@@ -247,8 +250,8 @@ class MIRegistry:
         if bound is None:
             raise JSONRPCError(METHOD_NOT_FOUND)
         kwargs = bound.bind(params)
-        if self.forward is not None and bound.cmd.name not in self.local:
-            return await self.forward(bound.cmd.name, params)
+        if self.forward is not None and bound.cmd.workers != "supervisor":
+            return await self.forward(bound.cmd, params)
         walks = bound.cmd.walks_rows
         if walks:
             if self.walks >= self.max_walks:

@@ -25,9 +25,26 @@ from typing import TYPE_CHECKING, Any
 from routescript.core.loading import LoadError
 from routescript.script.diagnostics import without_repeats
 
-from .control import ControlChannel, ControlError, MIReply, MIRequest, Ping, Pong, Ready, StartFailed, Stop
+from .control import (
+    ControlChannel,
+    ControlError,
+    MIReply,
+    MIRequest,
+    Ping,
+    Pong,
+    Prepared,
+    Ready,
+    ReloadAbort,
+    ReloadCommit,
+    ReloadPrepare,
+    StartFailed,
+    StatsReply,
+    StatsRequest,
+    Stop,
+)
 
 if TYPE_CHECKING:
+    from routescript.core.loading import PreparedReload
     from routescript.core.server import Server
 
 log = logging.getLogger("routescript.workers")
@@ -118,9 +135,9 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    # SIGHUP: each worker reloads its routes as one process does today; the all-or-none reload over
-    # the control channel (ReloadPrepare/Commit, docs/workers.md section 6) is build plan step 9.
-    loop.add_signal_handler(signal.SIGHUP, lambda: server.dispatcher.spawn(server.reload_routes()))
+    # A reload is the supervisor's (all workers or none: ReloadPrepare/Commit): one worker reloading
+    # alone would run another script than its siblings.
+    loop.add_signal_handler(signal.SIGHUP, _sighup_ignored, slot)
     control_task = asyncio.ensure_future(_follow_control(server, slot, channel, stop))
     stopped = asyncio.ensure_future(server.lifecycle.wait_stopped())
     waiter = asyncio.ensure_future(stop.wait())
@@ -141,15 +158,30 @@ def _forget_supervisor_mi(server: Server) -> None:
     if registry is not None:
         registry.forward = None
         registry.processes = None
+        registry.gather_statistics = None
+        registry.reload_routes = None
 
 
 async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event) -> None:
     """Answer the supervisor until Stop or EOF (the supervisor is gone: stop too)."""
     tasks: set[asyncio.Task[None]] = set()
+    staged: dict[int, PreparedReload] = {}   # reloads prepared, waiting for ReloadCommit/ReloadAbort
     try:
         while (message := await channel.receive()) is not None:
             if isinstance(message, Ping):
                 channel.send(Pong(message.seq))
+            elif isinstance(message, StatsRequest):
+                from routescript.mi.aggregate import snapshot
+
+                channel.send(StatsReply(message.id, snapshot(server.statistics)))
+            elif isinstance(message, ReloadPrepare):
+                channel.send(_prepare_reload(server, slot, message, staged))
+            elif isinstance(message, ReloadCommit):
+                _commit_reload(server, slot, message.gen, staged)
+            elif isinstance(message, ReloadAbort):
+                if staged.pop(message.gen, None) is not None:
+                    log.warning("w%d: reload %d aborted by the supervisor: the old script is kept", slot,
+                                message.gen)
             elif isinstance(message, MIRequest):
                 task = asyncio.ensure_future(_run_mi(server, channel, message))
                 tasks.add(task)
@@ -165,6 +197,36 @@ async def _follow_control(server: Server, slot: int, channel: ControlChannel, st
     except OSError as exc:
         log.warning("w%d: control channel failed: %s: stopping", slot, exc)
     stop.set()
+
+
+def _sighup_ignored(slot: int) -> None:
+    log.warning("w%d: SIGHUP ignored: a reload goes through the supervisor (pid %d), which reloads every "
+                "worker or none", slot, os.getppid())
+
+
+def _prepare_reload(server: Server, slot: int, message: ReloadPrepare,
+                    staged: dict[int, PreparedReload]) -> Prepared:
+    """Compile the script aside (docs/workers.md section 6, step 2): Prepared ok when it compiles and
+    its files are the ones the supervisor checked; kept in `staged` until commit or abort."""
+    staged.clear()   # an older generation never committed: the supervisor moved on
+    prepared = server.loader.prepare_reload()
+    if prepared.errors:
+        return Prepared(message.gen, False, "; ".join(str(d) for d in prepared.errors))
+    if prepared.files_sha256 != message.files_sha256:
+        log.error("w%d: reload %d refused: the script files changed after the supervisor read them", slot,
+                  message.gen)
+        return Prepared(message.gen, False, "the script files changed after the supervisor read them "
+                                            "(their SHA-256 differs): reload again")
+    staged[message.gen] = prepared
+    return Prepared(message.gen, True)
+
+
+def _commit_reload(server: Server, slot: int, gen: int, staged: dict[int, PreparedReload]) -> None:
+    prepared = staged.pop(gen, None)
+    if prepared is None:   # a bug of ours: say it, keep running the old script
+        log.error("w%d: ReloadCommit %d without its ReloadPrepare: the old script is kept", slot, gen)
+        return
+    server.loader.commit_reload(prepared)
 
 
 async def _run_mi(server: Server, channel: ControlChannel, request: MIRequest) -> None:

@@ -86,12 +86,70 @@ class MIReply:
     result: Any = None
 
 
-ControlMessage = Ready | StartFailed | Ping | Pong | Stop | MIRequest | MIReply
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    """Supervisor -> worker: send a snapshot of your statistics (MI get_statistics merges them)."""
+
+    type: ClassVar[str] = "stats_request"
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReply:
+    """Worker -> supervisor: StatsRequest `id`'s snapshot, rows [group, name, value, incremental,
+    aggregate] (routescript.mi.aggregate.snapshot)."""
+
+    type: ClassVar[str] = "stats_reply"
+    id: int
+    rows: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPrepare:
+    """Supervisor -> worker: compile the script aside; its files must hash to `files_sha256` (what the
+    supervisor checked). Answered by Prepared (docs/workers.md, section 6)."""
+
+    type: ClassVar[str] = "reload_prepare"
+    gen: int
+    files_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Worker -> supervisor: ReloadPrepare `gen` compiled and kept aside (ok), or why not."""
+
+    type: ClassVar[str] = "prepared"
+    gen: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadCommit:
+    """Supervisor -> worker: swap in the script prepared as `gen`."""
+
+    type: ClassVar[str] = "reload_commit"
+    gen: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadAbort:
+    """Supervisor -> worker: drop the script prepared as `gen`; the old one keeps running."""
+
+    type: ClassVar[str] = "reload_abort"
+    gen: int
+
+
+ControlMessage = (Ready | StartFailed | Ping | Pong | Stop | MIRequest | MIReply | StatsRequest | StatsReply
+                  | ReloadPrepare | Prepared | ReloadCommit | ReloadAbort)
 _BY_TYPE: dict[str, type[Any]] = {cls.type: cls for cls in (Ready, StartFailed, Ping, Pong, Stop, MIRequest,
                                                             MIReply)}
+_BY_TYPE.update({cls.type: cls for cls in (StatsRequest, StatsReply, ReloadPrepare, Prepared, ReloadCommit,
+                                           ReloadAbort)})
 # The JSON type each field must have (Any: whatever JSON holds).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"slot": (int,), "pid": (int,), "seq": (int,), "id": (int,),
                                              "error": (str,), "name": (str,), "ok": (bool,)}
+_FIELD_TYPES.update({"gen": (int,), "files_sha256": (str,), "rows": (list,)})
 
 
 def encode(message: ControlMessage) -> bytes:

@@ -11,9 +11,13 @@ the worker's error. Then the modules that run in the supervisor start (the MI li
   epoch + 1 after the RestartPolicy's back-off; one that answers no Ping for WATCHDOG seconds is killed
   (then it is a crash like any other);
 - SIGTERM/SIGINT (or MI kill): Stop to every worker, SIGKILL to those still there after STOP_TIMEOUT;
-- SIGHUP: sent on to every worker, each reloads its routes (the two-phase reload is build plan step 9);
-- MI: ps/version/uptime/which/help/kill are answered here, every other command is run by worker 0 over
-  its control channel (aggregation over all workers is build plan step 8).
+- SIGHUP or MI reload_routes: the all-or-none reload (docs/workers.md, section 6): the supervisor
+  compiles the script itself, every worker prepares it aside (ReloadPrepare/Prepared), then all commit or
+  all abort;
+- MI: each command runs where its declaration says (MICommand.workers): here, in worker 0, in every
+  worker (errors collected) or in every worker with the lists joined; get_statistics merges every
+  worker's statistics (routescript.mi.aggregate). A worker that does not answer is an MI error naming it,
+  never a partial answer.
 
 The supervisor opens no database and starts no thread: a fork is only safe in a single-threaded process
 (checked before each fork).
@@ -39,26 +43,45 @@ from routescript.core.loading import LoadError
 from routescript.core.log import NOTICE
 
 from .child import after_fork, run_worker, set_process_name
-from .control import ControlChannel, ControlError, MIReply, MIRequest, Ping, Pong, Ready, StartFailed, Stop
+from .control import (
+    ControlChannel,
+    ControlError,
+    MIReply,
+    MIRequest,
+    Ping,
+    Pong,
+    Prepared,
+    Ready,
+    ReloadAbort,
+    ReloadCommit,
+    ReloadPrepare,
+    StartFailed,
+    StatsReply,
+    StatsRequest,
+    Stop,
+)
 from .plan import WorkerPlan, gate_warning, runs_workers
 from .restart import RestartPolicy
 from .sockets import WorkerSockets
 
 if TYPE_CHECKING:
+    from routescript.core.loading import LoadDiagnostic
+    from routescript.core.module import MICommand
     from routescript.core.server import Server
+    from routescript.core.stats import Statistics
+    from routescript.mi.aggregate import WorkerError
 
 log = logging.getLogger("routescript.workers")
 T = TypeVar("T")
 
-SUPERVISOR_COMMANDS = frozenset({"ps", "version", "uptime", "which", "help", "kill"})
-# Forwarded to every worker in turn rather than to worker 0 alone (per-command placement is step 8).
-EVERY_WORKER = frozenset({"reload_routes"})
 START_TIMEOUT = 120.0    # seconds a worker may take to start (schema creation, startup_route)
 STOP_TIMEOUT = 15.0      # seconds workers get to stop before SIGKILL
 PING_INTERVAL = 2.0
 WATCHDOG = 10.0          # seconds without a Pong before a worker is killed
 MI_TIMEOUT = 30.0        # seconds a forwarded MI command may take (a table walk is the longest)
 MI_IN_FLIGHT = 64        # forwarded MI commands waiting per worker
+STATS_TIMEOUT = 5.0      # seconds a worker may take to send its statistics
+PREPARE_TIMEOUT = 10.0   # seconds every worker gets to compile a reloaded script aside
 
 
 async def run(path: str, *, user: str | None = None, group: str | None = None) -> int:
@@ -94,6 +117,7 @@ class Worker:
     exited: asyncio.Future[int]         # the exit status
     last_pong: float = 0.0
     pending_mi: dict[int, asyncio.Future[MIReply]] = field(default_factory=dict)
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)   # StatsReply, Prepared by id/gen
     reader: asyncio.Task[None] | None = None
 
 
@@ -114,7 +138,8 @@ class Supervisor:
         self._stop_requested = asyncio.Event()
         self._restarts: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._mi_ids = itertools.count(1)
+        self._mi_ids = itertools.count(1)   # MIRequest ids, StatsRequest ids and reload generations
+        self._reload_lock = asyncio.Lock()
         self._pings = itertools.count(1)
 
     # ------------------------------------------------------------------ start
@@ -194,8 +219,9 @@ class Supervisor:
             return "\n".join(str(d) for d in exc.diagnostics)
         registry = mi_registry(self.server)
         registry.forward = self.forward_mi
-        registry.local = SUPERVISOR_COMMANDS
         registry.processes = self.ps_rows
+        registry.gather_statistics = self.gather_statistics
+        registry.reload_routes = self.reload_routes
         return None
 
     # ------------------------------------------------------------------ fork, reap, restart
@@ -245,7 +271,7 @@ class Supervisor:
         if not worker.exited.done():
             worker.exited.set_result(code)
         # the channel is left to its reader: a StartFailed sent just before the exit is still to be read
-        for fut in worker.pending_mi.values():
+        for fut in [*worker.pending_mi.values(), *worker.pending.values()]:
             if not fut.done():
                 fut.set_exception(ConnectionError(f"worker w{worker.slot} exited"))
         if self.workers.get(worker.slot) is worker:
@@ -304,6 +330,11 @@ class Supervisor:
                     fut = worker.pending_mi.pop(message.id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(message)
+                elif isinstance(message, StatsReply | Prepared):
+                    key = message.id if isinstance(message, StatsReply) else message.gen
+                    answered = worker.pending.pop(key, None)
+                    if answered is not None and not answered.done():
+                        answered.set_result(message)
                 else:
                     log.error("w%d sent %s, which only the supervisor sends", worker.slot, message.type)
         except ConnectionResetError:
@@ -355,19 +386,75 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_requested.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
-    def _forward_reload(self) -> None:
-        # For now every worker reloads its own routes, as one process does on SIGHUP; the all-or-none
-        # reload (ReloadPrepare/Commit over the control channels, docs/workers.md section 6) is step 9.
+    def _reload_on_signal(self) -> None:
         log.info("SIGHUP: reloading the routes of every worker")
-        for worker in self.workers.values():
-            _signal(worker, signal.SIGHUP)
+        self._spawn(self.reload_routes())
+
+    # ------------------------------------------------------------------ reload (all or none)
+    async def reload_routes(self) -> list[LoadDiagnostic]:
+        """docs/workers.md section 6: the supervisor compiles the script (an error: no worker is asked),
+        every worker prepares it aside and checks it read the same files, then all commit, the supervisor
+        last (a worker forked later gets the new script), or all abort. The errors, or the warnings."""
+        from routescript.core.loading import PlainDiagnostic
+
+        async with self._reload_lock:
+            loader = self.server.loader
+            prepared = loader.prepare_reload()
+            if prepared.errors:
+                return prepared.errors
+            gen = next(self._mi_ids)
+            failures = await self._prepare_everywhere(gen, prepared.files_sha256)
+            workers = list(self.workers.values())
+            if failures:
+                for worker in workers:
+                    worker.channel.send(ReloadAbort(gen))
+                log.error("reload_routes: aborted, every worker keeps the old script: %s",
+                          "; ".join(failures))
+                return [PlainDiagnostic(f"reload aborted, the old script is kept: {f}") for f in failures]
+            for worker in workers:
+                worker.channel.send(ReloadCommit(gen))
+            loader.commit_reload(prepared)
+            return prepared.warnings
+
+    async def _prepare_everywhere(self, gen: int, files_sha256: str) -> list[str]:
+        """ReloadPrepare to every slot's worker; why each one that is not Prepared within PREPARE_TIMEOUT
+        is not (a slot restarting counts: its new process would start with the old script)."""
+        answers = await asyncio.gather(*(self._request(slot, gen, ReloadPrepare(gen, files_sha256),
+                                                       PREPARE_TIMEOUT, "to prepare the reload")
+                                         for slot in range(self.plan.total)), return_exceptions=True)
+        failures = []
+        for slot, answer in enumerate(answers):
+            if isinstance(answer, Prepared):
+                if not answer.ok:
+                    failures.append(f"w{slot}: {answer.error}")
+            elif isinstance(answer, BaseException):
+                failures.append(str(answer))
+        return failures
+
+    async def _request(self, slot: int, key: int, message: ReloadPrepare | StatsRequest, timeout: float,
+                       what: str) -> Any:
+        """Send `message` to the worker of `slot`, wait for its answer (StatsReply or Prepared) with `key`.
+        ConnectionError naming the worker when it is not running, exits, or takes more than `timeout`."""
+        worker = self.workers.get(slot)
+        if worker is None or not worker.ready.done() or worker.ready.result() is not None:
+            raise ConnectionError(f"w{slot}: not running (restarting)")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.pending[key] = fut
+        try:
+            worker.channel.send(message)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise ConnectionError(f"w{slot} (pid {worker.pid}): no answer within {timeout:.0f} s "
+                                  f"{what}") from None
+        finally:
+            worker.pending.pop(key, None)
 
     # ------------------------------------------------------------------ MI
     def ps_rows(self) -> list[dict[str, Any]]:
@@ -382,15 +469,65 @@ class Supervisor:
                          "Epoch": self.epochs.get(slot, 0), "Restarts": self.policy.restarts(slot)})
         return rows
 
-    async def forward_mi(self, name: str, params: Any) -> Any:
-        """Run MI command `name` in worker 0 (reload_routes: in every worker, as SIGHUP does, else the
-        workers would run different scripts); its result, or its JSON-RPC error raised here."""
-        if name not in EVERY_WORKER:
-            return await self._ask(0, name, params)
-        result = await self._ask(0, name, params)   # a script that does not compile fails in w0 first
-        for slot in range(1, self.plan.total):
-            await self._ask(slot, name, params)
-        return result
+    async def forward_mi(self, cmd: MICommand, params: Any) -> Any:
+        """Run MI command `cmd` where it declares (MICommand.workers): "one" in worker 0, "each" and
+        "concat" in every worker at once; its result, or a JSON-RPC error raised here (naming every
+        worker that failed: never a partial answer)."""
+        from routescript.mi.aggregate import MergeError, concat, each_result
+        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
+
+        if cmd.workers not in ("each", "concat"):   # "one", or undeclared (tests/mi/test_placement.py)
+            return await self._ask(0, cmd.name, params)
+        results, errors = await self._ask_every(cmd.name, params)
+        if cmd.workers == "each" or errors:
+            result, error = each_result(results, errors)
+            if error is not None:
+                raise JSONRPCError(error.code, error.message, error.data)
+            return result
+        try:
+            return concat(results, cmd.key)
+        except MergeError as exc:
+            raise JSONRPCError(SERVER_ERROR, data=f"{cmd.name}: {exc}") from None
+
+    async def _ask_every(self, name: str, params: Any) -> tuple[list[Any], list[WorkerError]]:
+        """MI command `name` in every worker at once: the results (slot order), the failures."""
+        from routescript.mi.aggregate import WorkerError
+        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
+
+        answers = await asyncio.gather(*(self._ask(slot, name, params) for slot in range(self.plan.total)),
+                                       return_exceptions=True)
+        results: list[Any] = []
+        errors: list[WorkerError] = []
+        for slot, answer in enumerate(answers):
+            if isinstance(answer, JSONRPCError):
+                errors.append(WorkerError(f"w{slot}", answer.code, answer.message, answer.data))
+            elif isinstance(answer, BaseException):
+                errors.append(WorkerError(f"w{slot}", SERVER_ERROR, "Server error", f"{answer}"))
+            else:
+                results.append(answer)
+        return results, errors
+
+    async def gather_statistics(self) -> Statistics:
+        """Every worker's statistics merged (routescript.mi.aggregate.merge_statistics); a worker that
+        does not answer within STATS_TIMEOUT is an MI error naming it."""
+        from routescript.mi.aggregate import MergeError, merge_statistics
+        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
+
+        requests = []
+        for slot in range(self.plan.total):
+            request_id = next(self._mi_ids)
+            requests.append(self._request(slot, request_id, StatsRequest(request_id), STATS_TIMEOUT,
+                                          "with its statistics"))
+        answers = await asyncio.gather(*requests, return_exceptions=True)
+        failed = [str(a) for a in answers if isinstance(a, BaseException)]
+        if failed:
+            raise JSONRPCError(SERVER_ERROR, "Statistics not available",
+                               "; ".join(failed) + " (no partial sum is given)")
+        try:
+            return merge_statistics({f"w{slot}": a.rows for slot, a in enumerate(answers)
+                                     if isinstance(a, StatsReply)})
+        except MergeError as exc:
+            raise JSONRPCError(SERVER_ERROR, "Statistics not available", str(exc)) from None
 
     async def _ask(self, slot: int, name: str, params: Any) -> Any:
         """One MIRequest/MIReply round trip with the worker of `slot`."""
@@ -418,10 +555,7 @@ class Supervisor:
         if reply.ok:
             return reply.result
         error = reply.result if isinstance(reply.result, dict) else {}
-        data = error.get("data")
-        if slot != 0:   # w0 succeeded: say which worker did not
-            data = f"worker w{slot}: {data if data is not None else error.get('message')}"
-        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), data)
+        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), error.get("data"))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
