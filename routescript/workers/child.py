@@ -26,9 +26,12 @@ from routescript.core.loading import LoadError
 from routescript.script.diagnostics import without_repeats
 
 from .control import ControlChannel, ControlError, MIReply, MIRequest, Ping, Pong, Ready, StartFailed, Stop
+from .control import Adopt, Adopted, Load, SlotTableUpdate
 
 if TYPE_CHECKING:
     from routescript.core.server import Server
+
+    from .node import WorkerNode
 
 log = logging.getLogger("routescript.workers")
 
@@ -86,23 +89,24 @@ def after_fork(slot: int, supervisor_sockets: Iterable[socket.socket], superviso
 
 
 def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
-               control: socket.socket) -> int:
+               control: socket.socket, node: WorkerNode | None = None) -> int:
     """The worker's whole life on a new event loop; its exit status."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve_worker(server, slot, epoch, sockets, control))
+        return loop.run_until_complete(serve_worker(server, slot, epoch, sockets, control, node))
     finally:
         loop.close()
 
 
 async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
-                       control: socket.socket) -> int:
+                       control: socket.socket, node: WorkerNode | None = None) -> int:
     channel = await ControlChannel.open(control)
     _forget_supervisor_mi(server)
     try:
         # timer_routes in worker 0; startup_route once (its first start), as OpenSIPS runs it once
-        await server.lifecycle.start_worker(sockets, timers=slot == 0, startup_route=slot == 0 and epoch == 1)
+        await server.lifecycle.start_worker(sockets, timers=slot == 0, startup_route=slot == 0 and epoch == 1,
+                                            node=node)
     except LoadError as exc:
         channel.send(StartFailed(slot, "\n".join(str(d) for d in without_repeats(exc.diagnostics))))
         await channel.drain()
@@ -121,7 +125,7 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
     # SIGHUP: each worker reloads its routes as one process does today; the all-or-none reload over
     # the control channel (ReloadPrepare/Commit, docs/workers.md section 6) is build plan step 9.
     loop.add_signal_handler(signal.SIGHUP, lambda: server.dispatcher.spawn(server.reload_routes()))
-    control_task = asyncio.ensure_future(_follow_control(server, slot, channel, stop))
+    control_task = asyncio.ensure_future(_follow_control(server, slot, channel, stop, node))
     stopped = asyncio.ensure_future(server.lifecycle.wait_stopped())
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -143,17 +147,29 @@ def _forget_supervisor_mi(server: Server) -> None:
         registry.processes = None
 
 
-async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event) -> None:
+async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event,
+                          node: WorkerNode | None = None) -> None:
     """Answer the supervisor until Stop or EOF (the supervisor is gone: stop too)."""
     tasks: set[asyncio.Task[None]] = set()
     try:
         while (message := await channel.receive()) is not None:
             if isinstance(message, Ping):
                 channel.send(Pong(message.seq))
+                if node is not None:
+                    channel.send(Load(node.load()))
             elif isinstance(message, MIRequest):
                 task = asyncio.ensure_future(_run_mi(server, channel, message))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif isinstance(message, Adopt) and node is not None:
+                task = asyncio.ensure_future(_adopt(node, channel, message.slot))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif isinstance(message, SlotTableUpdate) and node is not None:
+                try:
+                    node.set_slot_table(message.version, message.owner_of)
+                except (ValueError, TypeError) as exc:
+                    log.error("w%d: slot table %s refused: %s", slot, message, exc)
             elif isinstance(message, Stop):
                 break
             else:
@@ -165,6 +181,19 @@ async def _follow_control(server: Server, slot: int, channel: ControlChannel, st
     except OSError as exc:
         log.warning("w%d: control channel failed: %s: stopping", slot, exc)
     stop.set()
+
+
+async def _adopt(node: WorkerNode, channel: ControlChannel, slot: int) -> None:
+    """The supervisor's Adopt: take dead worker `slot`'s state, then say Adopted (with the error, if
+    any: the supervisor restarts the slot either way)."""
+    try:
+        rows = await node.adopt(slot)
+    except Exception as exc:   # a database failure, or our bug: the supervisor must hear of it
+        log.exception("w%d: adopting w%d failed", node.place.slot, slot)
+        channel.send(Adopted(slot, 0, f"{type(exc).__name__}: {exc}"))
+        return
+    log.info("w%d adopted w%d: %d rows", node.place.slot, slot, rows)
+    channel.send(Adopted(slot, rows))
 
 
 async def _run_mi(server: Server, channel: ControlChannel, request: MIRequest) -> None:
