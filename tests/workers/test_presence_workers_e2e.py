@@ -25,7 +25,7 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from itertools import count
+from itertools import count, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from presence_e2e import RunningServer, free_port, presence_cfg, start  # noqa: E402
+from presence_e2e import RunningServer, free_port, presence_cfg
 
-from routescript.sip import SIPRequest  # noqa: E402
-from routescript.testing import SipTestClient, pidf  # noqa: E402
+from routescript.sip import SIPRequest
+from routescript.testing import SipTestClient, pidf
 
 pytestmark = pytest.mark.asyncio
 
@@ -84,7 +84,8 @@ class Server:
         return answer["result"]
 
     def worker_pids(self) -> dict[int, int | None]:
-        return {r["ID"] - 1: r["PID"] for r in self.mi("ps")["Processes"] if r["Type"].startswith("SIP worker")}
+        rows = self.mi("ps")["Processes"]
+        return {r["ID"] - 1: r["PID"] for r in rows if r["Type"].startswith("SIP worker")}
 
     def rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.db, timeout=10) as conn:
@@ -161,7 +162,7 @@ def cseqs(got: list[SIPRequest]) -> list[int]:
 
 
 def strictly_increasing(values: list[int]) -> bool:
-    return all(a < b for a, b in zip(values, values[1:], strict=False))
+    return all(a < b for a, b in pairwise(values))
 
 
 async def test_watchers_on_both_workers_get_each_publish_once_in_order(callid_server: Server) -> None:
