@@ -418,6 +418,8 @@ class Supervisor:
             if s == slot or (owner != slot and o == old == slot):
                 owner_of[s] = owner
         self.slot_table = SlotTable(self.slot_table.version + 1, tuple(owner_of))
+        log.info("slot table version %d: %s", self.slot_table.version,
+                 ", ".join(f"w{s}->w{o}" for s, o in enumerate(owner_of)))
         update = SlotTableUpdate(self.slot_table.version, list(owner_of))
         for worker in self.workers.values():
             worker.channel.send(update)

@@ -16,6 +16,7 @@ an unSUBSCRIBE whose Call-ID hashes to the other worker still reach the owner (r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from presence_e2e import RunningServer, free_port, presence_cfg
 
 from routescript.sip import SIPRequest
 from routescript.testing import SipTestClient, pidf
+from routescript.testing.client import SipTimeout
 
 pytestmark = pytest.mark.asyncio
 
@@ -147,6 +149,16 @@ async def notifies(client: SipTestClient, call_id: str, want: int) -> list[SIPRe
     got = [await client.expect_request("NOTIFY", call_id=call_id, timeout=NOTIFY_WAIT) for _ in range(want)]
     await client.expect_no_request("NOTIFY", call_id=call_id, within=0.5)
     return got
+
+
+async def drain(client: SipTestClient, call_id: str) -> list[SIPRequest]:
+    """Every NOTIFY of `call_id` until none comes for a second."""
+    got = []
+    while True:
+        try:
+            got.append(await client.expect_request("NOTIFY", call_id=call_id, timeout=1.0))
+        except SipTimeout:
+            return got
 
 
 def notes(got: list[SIPRequest]) -> list[str]:
@@ -275,3 +287,48 @@ async def test_refresh_and_unsubscribe_reach_the_owner_by_the_to_tag(uri_server:
         assert (got[-1].header("Subscription-State") or "").startswith("terminated")
         assert strictly_increasing(cseqs(got)), cseqs(got)
         assert srv.rows("SELECT sharing_tag FROM active_watchers") in ([], [(f"w{owner}",)])
+
+
+async def test_a_crash_looping_worker_is_adopted_then_claims_back(callid_server: Server) -> None:
+    srv = callid_server
+    uri = srv.uri("hank")
+    async with await srv.client("hank") as hank, await srv.client("aw") as aw:
+        etag = await publish(hank, uri, "start", slot=0)
+        sub = await subscribe(aw, uri, call_id=on(1))
+        got = await notifies(aw, sub.call_id, 1)
+        resp = aw.responses_for(sub)[-1]
+        dialog = aw.dialog(sub, resp)
+        etag = await publish(hank, uri, "then", slot=0, etag=etag)
+        got += await notifies(aw, sub.call_id, 1)
+        # kill w1 at each start: its back-off grows until it is down for more than 2 s
+        killed: set[int] = set()
+        deadline = time.monotonic() + 40
+        while "w0 adopts its state" not in srv.run.log().split("w1 has not been running", 1)[-1]:
+            assert time.monotonic() < deadline, srv.run.log()
+            pid = srv.worker_pids()[1]
+            if pid is not None and pid not in killed:
+                killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.05)
+        srv.run.wait_for("w0 adopted w1 (1 subscriptions)", timeout=10)
+        # a w1 that started between kills sent its rejoin NOTIFY; the adopter then sends the state
+        since = await drain(aw, sub.call_id)
+        assert since and notes(since)[-1] == "then", notes(since)
+        got += since
+        assert srv.watcher_tags() == {sub.call_id: "w0"}
+        # while w1 is down its dialogs are w0's: a refresh (To tag says w1) is answered by w0
+        if srv.worker_pids()[1] is None:
+            resp = await aw.send_request(aw.subscribe(uri, expires=600, dialog=dialog))
+            assert resp.status == 200, resp.to_bytes()
+            got += await notifies(aw, sub.call_id, 1)
+        srv.run.wait_for("slot table version 2: w0->w0, w1->w1", timeout=30)
+        await asyncio.sleep(0.5)   # the table reaches w0 over its control channel
+        # w1 is back: the refresh reaches it (rule 2) and it claims the dialog back
+        resp = await aw.send_request(aw.subscribe(uri, expires=600, dialog=dialog))
+        assert resp.status == 200, resp.to_bytes()
+        got += await notifies(aw, sub.call_id, 1)
+        assert srv.watcher_tags() == {sub.call_id: "w1"}
+        await publish(hank, uri, "end", slot=0, etag=etag)
+        got += await notifies(aw, sub.call_id, 1)
+        assert notes(got)[-1] == "end"
+        assert strictly_increasing(cseqs(got)), cseqs(got)
