@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from routescript.core.replies import set_tag_prefix, to_tag
+from routescript.db.feed import LocalHub, deliver_remote
 from routescript.sip import generate_branch, parse_message
 from routescript.sip.build import set_branch_marker
 from routescript.workers.control import Adopt, Adopted, ControlError, Load, SlotTableUpdate, decode, encode
@@ -207,3 +208,23 @@ def test_inbox_resync_from_the_supervisor_reaches_only_live_workers() -> None:
         for inbox in sup.inboxes:
             inbox.close()
         loop.close()
+
+
+class RecordingListeners:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []
+
+    def dispatch(self, channel: str, payload: str) -> None:
+        self.got.append((channel, payload))
+
+
+def test_a_relayed_announcement_is_dispatched_at_once() -> None:
+    """The inbox reader's order is the order the listeners see (no call_soon in between): an
+    announcement read before a message is handled before it."""
+    listeners = RecordingListeners()
+    LocalHub.join("/wiring/presence.sqlite", listeners)   # type: ignore[arg-type]
+    try:
+        deliver_remote("/wiring/presence.sqlite", "rs_presence_workers", '{"u":"alice"}')
+        assert listeners.got == [("rs_presence_workers", '{"u":"alice"}')]
+    finally:
+        LocalHub.leave_key("/wiring/presence.sqlite", listeners)   # type: ignore[arg-type]
