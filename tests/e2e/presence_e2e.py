@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from rs_e2e import ROOT, RunningServer, free_port, run_server, start
 
 from routescript.testing import SipTestClient
@@ -53,6 +55,12 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: s
     return cfg
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """A suite's server as one process and with two worker processes (udp_workers, docs/workers.md)."""
+    return int(request.param)
+
+
 class Srv:
     """A `routescript run` under test on loopback `port`: request URIs on it and SIP test clients for it.
     A test module subclasses it for its own helpers (database rows, MI calls)."""
@@ -74,4 +82,4 @@ class Srv:
         return client
 
 
-__all__ = ["presence_cfg", "start", "run_server", "Srv", "free_port", "RunningServer", "ROOT"]
+__all__ = ["presence_cfg", "start", "run_server", "Srv", "free_port", "RunningServer", "ROOT", "workers"]
