@@ -129,6 +129,7 @@ class Supervisor:
         self.inboxes: list[Inbox] = []
         self.slot_table = SlotTable.identity(plan.total)
         self._adoptions: dict[int, asyncio.Future[None]] = {}   # slot -> done when its Adopted came
+        self._adopters: dict[int, int] = {}                     # slot being adopted -> by which slot
 
     # ------------------------------------------------------------------ start
     async def run(self) -> int:
@@ -283,6 +284,11 @@ class Supervisor:
         log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid, _describe(code),
                   delay)
         self._restarts[worker.slot] = loop.call_later(delay, self._restart, worker.slot)
+        for slot, adopter in list(self._adopters.items()):   # it was adopting: that slot may restart
+            fut = self._adoptions.get(slot)
+            if adopter == worker.slot and fut is not None and not fut.done():
+                log.error("w%d exited while adopting w%d", worker.slot, slot)
+                fut.set_result(None)
         # it may have died between a commit and its announcement: the others read their state again
         self._resync_live(f"w{worker.slot} exited")
         loop.call_later(ADOPT_AFTER, self._adopt_if_down, worker.slot)
@@ -300,6 +306,7 @@ class Supervisor:
             except TimeoutError:
                 log.error("w%d: no Adopted within %.0f s: restarting it anyway", slot, ADOPT_TIMEOUT)
             self._adoptions.pop(slot, None)
+            self._adopters.pop(slot, None)
             if self.stopping:
                 return
         try:
@@ -397,6 +404,7 @@ class Supervisor:
         log.warning("w%d has not been running for %.0f s: w%d adopts its state", slot, ADOPT_AFTER,
                     adopter.slot)
         self._adoptions[slot] = asyncio.get_running_loop().create_future()
+        self._adopters[slot] = adopter.slot
         adopter.channel.send(Adopt(slot))
 
     def _adopted(self, adopter: Worker, message: Adopted) -> None:

@@ -228,3 +228,27 @@ def test_a_relayed_announcement_is_dispatched_at_once() -> None:
         assert listeners.got == [("rs_presence_workers", '{"u":"alice"}')]
     finally:
         LocalHub.leave_key("/wiring/presence.sqlite", listeners)   # type: ignore[arg-type]
+
+
+async def test_an_adopter_that_dies_lets_the_adopted_slot_restart() -> None:
+    loop = asyncio.get_running_loop()
+    sup = _supervisor(3)
+    sup.serving = True
+    sup.inboxes = [Inbox(slot) for slot in range(3)]
+    sup.workers = {0: _worker(loop, 0, 5), 2: _worker(loop, 2, 1)}
+    read_end, write_end = os.pipe()
+    adopter = sup.workers[2]
+    adopter.pidfd = read_end   # _reap closes it; no process behind it: waitpid finds no such child
+    try:
+        sup._adopt_if_down(1)
+        assert adopter.channel.sent == [Adopt(1)]   # type: ignore[attr-defined]
+        sup._reap(adopter)
+        assert sup._adoptions[1].done() and sup.slot_table == SlotTable.identity(3)
+        assert 2 not in sup.workers
+    finally:
+        sup.stopping = True
+        for handle in sup._restarts.values():
+            handle.cancel()
+        os.close(write_end)
+        for inbox in sup.inboxes:
+            inbox.close()
