@@ -285,10 +285,10 @@ class Supervisor:
                   delay)
         self._restarts[worker.slot] = loop.call_later(delay, self._restart, worker.slot)
         for slot, adopter in list(self._adopters.items()):   # it was adopting: that slot may restart
-            fut = self._adoptions.get(slot)
-            if adopter == worker.slot and fut is not None and not fut.done():
+            adoption = self._adoptions.get(slot)
+            if adopter == worker.slot and adoption is not None and not adoption.done():
                 log.error("w%d exited while adopting w%d", worker.slot, slot)
-                fut.set_result(None)
+                adoption.set_result(None)
         # it may have died between a commit and its announcement: the others read their state again
         self._resync_live(f"w{worker.slot} exited")
         loop.call_later(ADOPT_AFTER, self._adopt_if_down, worker.slot)
