@@ -224,9 +224,14 @@ class PresenceModule(PresenceMI, Module):
     def run_as_worker(self, identity: WorkerIdentity) -> None:
         """Before start(), in a worker process: this worker is a node of the cluster model on the shared
         database (sharing tag w<slot>, or <cluster_sharing_tag>.w<slot>), its supervisor the
-        membership authority. Not called: one process, as without workers."""
+        membership authority. Not called: one process, as without workers. The core passes its own
+        record of the slot (routescript.workers.node.WorkerPlace): its slot, n_total and epoch are
+        copied into a WorkerIdentity, which checks them."""
         if self.service is not None:
             raise RuntimeError("run_as_worker must be called before the presence module starts")
+        from .membership import WorkerIdentity as Identity
+
+        identity = Identity(identity.slot, identity.n_total, identity.epoch)
         if self.cluster_config is not None:
             identity.node_id(cluster_tag=self.cluster_config.node_id)   # ClusterError when too long
         self.worker = identity

@@ -390,11 +390,6 @@ def apply_globals(
             cfg.positions[name] = pos
     _check_identity(cfg)
     _check_wdir(cfg)
-    from routescript.workers.plan import gate_warning
-
-    plan = cfg.worker_plan()
-    if (gated := gate_warning(plan)) is not None:
-        warnings.append((gated, plan.deciding_pos))
     return cfg, warnings
 
 

@@ -126,6 +126,29 @@ class StartingServer(Protocol):
     def sockets(self) -> list[SocketInfo]: ...
 
 
+class WorkerHooks(Protocol):
+    """What start_worker asks of the worker's connections to the others (routescript/workers/node.py:
+    WorkerNode)."""
+
+    @property
+    def conn_id_base(self) -> int: ...
+
+    def prepare(self) -> None: ...
+
+    def attach(self, transport: TransportLayer) -> None: ...
+
+    def serve(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A synchronous close for the CloseStack."""
+    async def run() -> None:
+        close()
+    return run
+
+
 class Lifecycle:
     """Server.start, stop and serve_forever."""
 
@@ -184,18 +207,25 @@ class Lifecycle:
             log.info("%s", note)
 
     async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool]], *, timers: bool,
-                           startup_route: bool) -> None:
+                           startup_route: bool, node: WorkerHooks | None = None) -> None:
         """A worker process's start (routescript/workers/child.py): the supervisor bound `sockets` (each
         with whether this worker reads it) and dropped privileges before forking. The timer_routes run
         where `timers` (worker 0), startup_route where `startup_route` (worker 0's first start: OpenSIPS
-        runs it once). A failed start closes what it opened, as start()."""
+        runs it once). `node` connects this worker to the others (routescript/workers/node.py): prepared
+        before the modules start, attached to the transport, serving its inbox with the sockets. A
+        failed start closes what it opened, as start()."""
         # A worker restarted later is forked from a supervisor that waits on its own _stopped: an event
         # bound to the supervisor's loop, unusable on the worker's.
         self._stopped = asyncio.Event()
         self._closing = closing = CloseStack()
         try:
             closing.push("the databases", self._databases.close_all)
-            transport = await self.adopt_sockets(closing, sockets)
+            transport = await self.adopt_sockets(closing, sockets,
+                                                 conn_id_base=node.conn_id_base if node is not None else 0)
+            if node is not None:
+                node.prepare()
+                node.attach(transport)
+                closing.push("the worker's inbox", _async(node.detach))
             self.make_transactions(closing, transport)
             closing.push("the events", self._server.events.drain)
             await self.start_modules(closing, self._server.config.run_as(), WORKER_MODULES)
@@ -205,6 +235,8 @@ class Lifecycle:
             if timers:
                 self._timers.start()
             await self.serve(transport)
+            if node is not None:
+                node.serve()
         except BaseException:
             self._set_started(False)
             await closing.close_all()
@@ -226,8 +258,9 @@ class Lifecycle:
         """Return once stop() is done (MI `kill` stops a supervisor this way)."""
         await self._stopped.wait()
 
-    def _make_transport(self) -> TransportLayer:
-        """The transport with the core parameters' bounds; its messages go straight to the dispatcher."""
+    def _make_transport(self, conn_id_base: int = 0) -> TransportLayer:
+        """The transport with the core parameters' bounds; its messages go straight to the dispatcher
+        (a worker's: its connection ids above `conn_id_base`, global across workers)."""
         from .counting import CountingTransportLayer
 
         server = self._server
@@ -239,14 +272,14 @@ class Lifecycle:
             max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
             tcp_trusted_sources=cfg.tcp_trusted_sources,
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
-            udp_buffer=int(cfg.get("maxbuffer")))
+            udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base)
         server.transport = transport
         return transport
 
-    async def adopt_sockets(self, closing: CloseStack,
-                            sockets: Sequence[tuple[socket.socket, bool]]) -> TransportLayer:
+    async def adopt_sockets(self, closing: CloseStack, sockets: Sequence[tuple[socket.socket, bool]], *,
+                            conn_id_base: int = 0) -> TransportLayer:
         """A worker's transport on the sockets its supervisor bound (each with whether it reads it)."""
-        transport = self._make_transport()
+        transport = self._make_transport(conn_id_base)
         closing.push("the SIP sockets", transport.close)
         for sock, read in sockets:
             self._server.sockets.append(await transport.adopt(sock, read=read))

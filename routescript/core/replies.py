@@ -108,7 +108,8 @@ class Replier:
 def to_tag(msg: SIPRequest) -> str:
     """OpenSIPS's sl makes its to-tag from the request; so do we (Call-ID, From tag, top branch).
 
-    The one place our to-tag is made (a later step adds the worker slot to it). A pure function of
+    The one place our to-tag is made; a worker process's carries its slot and epoch (set_tag_prefix), so
+    the dialog's in-dialog requests come back to it (docs/workers.md 2, rule 2). A pure function of
     the request, asked twice for a new dialog (presence's subscription, then its reply): the last
     request's tag is kept, so the second ask costs nothing."""
     last, tag = _last_tagged[0]
@@ -126,9 +127,19 @@ def to_tag(msg: SIPRequest) -> str:
             except Exception:  # noqa: BLE001 - a broken header gives an empty part: still a tag
                 parts.append("")
         text = "\x00".join(parts)
-    tag = "rs." + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    tag = _tag_prefix[0] + hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
     _last_tagged[0] = (msg, tag)
     return tag
+
+
+# "rs." in one process; "<slot>.<epoch>.rs." in a worker (routescript.workers.dispatch.slot_tag's form)
+_tag_prefix = ["rs."]
+
+
+def set_tag_prefix(prefix: str) -> None:
+    """In a worker process: every to-tag made from now on starts with `prefix` (its slot and epoch)."""
+    _tag_prefix[0] = prefix
+    _last_tagged[0] = (None, "")
 
 
 # to_tag's last request and its tag (one slot, replaced in place)

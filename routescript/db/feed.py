@@ -206,12 +206,16 @@ class LocalHub:
     def deliver_remote(cls, key: str, channel: str, payload: str) -> None:
         """An announcement another process committed on the file `key` (its relay sent it): dispatched
         to this process's listeners only, never relayed again. DatabaseError for a bad channel or
-        payload (the sender's bug: the caller logs it)."""
+        payload (the sender's bug: the caller logs it). Dispatched at once, not on the next loop
+        iteration: the caller (the worker's inbox reader) keeps the order in which another worker's
+        announcements and the messages it sent after them arrive (a PUBLISH sent after the 200 of the
+        announced one must not be handled before the announcement is)."""
         check_channel(channel)
         check_payload(payload)
         hub = cls._hubs.get(key)
         if hub is not None:
-            hub.publish(channel, payload)
+            for member in list(hub.members):
+                member.dispatch(channel, payload)
 
     @classmethod
     def reconnected_all(cls) -> None:

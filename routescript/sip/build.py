@@ -4,6 +4,7 @@ parse, and the random tokens (tags, branches) a UA needs."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -48,14 +49,39 @@ def generate_tag() -> str:
 
 # RFC 3261 8.1.1.7: a branch must be unique across space and time, not unpredictable (tags must be
 # random, branches need not be). 64 random bits drawn once per process, then a counter: unique, and no
-# system call per request (os.urandom was a twentieth of a NOTIFY fan-out).
-_BRANCH_PREFIX = "z9hG4bK" + secrets.token_hex(8) + "."
-_branch_numbers = itertools.count(1)
+# system call per request (os.urandom was a twentieth of a NOTIFY fan-out). A forked process draws its
+# own bits (a worker and its siblings must not repeat each other's branches), and a worker process puts
+# its slot in front of them (set_branch_marker) so that responses come back to it (docs/workers.md 2).
+class _BranchSource:
+    """This process's branch prefix ("z9hG4bK" + the slot marker + 64 random bits) and counter."""
+
+    def __init__(self) -> None:
+        self.marker = ""
+        self.prefix = ""
+        self.numbers = itertools.count(1)
+        self.redraw()
+
+    def redraw(self) -> None:
+        self.prefix = f"z9hG4bK{self.marker}{secrets.token_hex(8)}."
+        self.numbers = itertools.count(1)
+
+
+_branches = _BranchSource()
+os.register_at_fork(after_in_child=_branches.redraw)
+
+
+def set_branch_marker(marker: str) -> None:
+    """In a worker process: every branch from now on is "z9hG4bK" + `marker` (the worker's slot, made by
+    routescript.workers.dispatch) + new random bits + a counter. "" gives the one-process form."""
+    _branches.marker = marker
+    _branches.redraw()
 
 
 def generate_branch() -> str:
-    """A Via branch: the RFC 3261 magic cookie "z9hG4bK", this process's 64 random bits, a counter."""
-    return f"{_BRANCH_PREFIX}{next(_branch_numbers):x}"
+    """A Via branch: the RFC 3261 magic cookie "z9hG4bK", the worker's slot marker (none in one process),
+    this process's 64 random bits, a counter."""
+    branches = _branches
+    return f"{branches.prefix}{next(branches.numbers):x}"
 
 
 # tag-param = "tag" EQUAL token, among the params after the URI (after ">" or the first ";" of an
@@ -292,4 +318,5 @@ __all__ = [
     "generate_tag",
     "reason_phrase",
     "reply_to_malformed",
+    "set_branch_marker",
 ]

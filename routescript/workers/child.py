@@ -26,8 +26,11 @@ from routescript.core.loading import LoadError
 from routescript.script.diagnostics import without_repeats
 
 from .control import (
+    Adopt,
+    Adopted,
     ControlChannel,
     ControlError,
+    Load,
     MIReply,
     MIRequest,
     Ping,
@@ -37,6 +40,7 @@ from .control import (
     ReloadAbort,
     ReloadCommit,
     ReloadPrepare,
+    SlotTableUpdate,
     StartFailed,
     StatsReply,
     StatsRequest,
@@ -46,6 +50,8 @@ from .control import (
 if TYPE_CHECKING:
     from routescript.core.loading import PreparedReload
     from routescript.core.server import Server
+
+    from .node import WorkerNode
 
 log = logging.getLogger("routescript.workers")
 
@@ -103,23 +109,24 @@ def after_fork(slot: int, supervisor_sockets: Iterable[socket.socket], superviso
 
 
 def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
-               control: socket.socket) -> int:
+               control: socket.socket, node: WorkerNode | None = None) -> int:
     """The worker's whole life on a new event loop; its exit status."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve_worker(server, slot, epoch, sockets, control))
+        return loop.run_until_complete(serve_worker(server, slot, epoch, sockets, control, node))
     finally:
         loop.close()
 
 
 async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
-                       control: socket.socket) -> int:
+                       control: socket.socket, node: WorkerNode | None = None) -> int:
     channel = await ControlChannel.open(control)
     _forget_supervisor_mi(server)
     try:
         # timer_routes in worker 0; startup_route once (its first start), as OpenSIPS runs it once
-        await server.lifecycle.start_worker(sockets, timers=slot == 0, startup_route=slot == 0 and epoch == 1)
+        await server.lifecycle.start_worker(sockets, timers=slot == 0, startup_route=slot == 0 and epoch == 1,
+                                            node=node)
     except LoadError as exc:
         channel.send(StartFailed(slot, "\n".join(str(d) for d in without_repeats(exc.diagnostics))))
         await channel.drain()
@@ -138,7 +145,7 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
     # A reload is the supervisor's (all workers or none: ReloadPrepare/Commit): one worker reloading
     # alone would run another script than its siblings.
     loop.add_signal_handler(signal.SIGHUP, _sighup_ignored, slot)
-    control_task = asyncio.ensure_future(_follow_control(server, slot, channel, stop))
+    control_task = asyncio.ensure_future(_follow_control(server, slot, channel, stop, node))
     stopped = asyncio.ensure_future(server.lifecycle.wait_stopped())
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -162,7 +169,8 @@ def _forget_supervisor_mi(server: Server) -> None:
         registry.reload_routes = None
 
 
-async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event) -> None:
+async def _follow_control(server: Server, slot: int, channel: ControlChannel, stop: asyncio.Event,
+                          node: WorkerNode | None = None) -> None:
     """Answer the supervisor until Stop or EOF (the supervisor is gone: stop too)."""
     tasks: set[asyncio.Task[None]] = set()
     staged: dict[int, PreparedReload] = {}   # reloads prepared, waiting for ReloadCommit/ReloadAbort
@@ -170,6 +178,8 @@ async def _follow_control(server: Server, slot: int, channel: ControlChannel, st
         while (message := await channel.receive()) is not None:
             if isinstance(message, Ping):
                 channel.send(Pong(message.seq))
+                if node is not None:
+                    channel.send(Load(node.load()))
             elif isinstance(message, StatsRequest):
                 from routescript.mi.aggregate import snapshot
 
@@ -186,6 +196,15 @@ async def _follow_control(server: Server, slot: int, channel: ControlChannel, st
                 task = asyncio.ensure_future(_run_mi(server, channel, message))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif isinstance(message, Adopt) and node is not None:
+                task = asyncio.ensure_future(_adopt(node, channel, message.slot))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif isinstance(message, SlotTableUpdate) and node is not None:
+                try:
+                    node.set_slot_table(message.version, message.owner_of)
+                except (ValueError, TypeError) as exc:
+                    log.error("w%d: slot table %s refused: %s", slot, message, exc)
             elif isinstance(message, Stop):
                 break
             else:
@@ -227,6 +246,19 @@ def _commit_reload(server: Server, slot: int, gen: int, staged: dict[int, Prepar
         log.error("w%d: ReloadCommit %d without its ReloadPrepare: the old script is kept", slot, gen)
         return
     server.loader.commit_reload(prepared)
+
+
+async def _adopt(node: WorkerNode, channel: ControlChannel, slot: int) -> None:
+    """The supervisor's Adopt: take dead worker `slot`'s state, then say Adopted (with the error, if
+    any: the supervisor restarts the slot either way)."""
+    try:
+        rows = await node.adopt(slot)
+    except Exception as exc:   # a database failure, or our bug: the supervisor must hear of it
+        log.exception("w%d: adopting w%d failed", node.place.slot, slot)
+        channel.send(Adopted(slot, 0, f"{type(exc).__name__}: {exc}"))
+        return
+    log.info("w%d adopted w%d: %d rows", node.place.slot, slot, rows)
+    channel.send(Adopted(slot, rows))
 
 
 async def _run_mi(server: Server, channel: ControlChannel, request: MIRequest) -> None:

@@ -124,6 +124,35 @@ class Prepared:
     error: str = ""
 
 
+# --- presence state across workers (docs/workers.md section 5): load, adoption, the slot table -------
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Worker -> supervisor, with each Pong: how many subscriptions it holds (Adopt goes to the live
+    worker holding the fewest)."""
+
+    type: ClassVar[str] = "load"
+    subscriptions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Supervisor -> worker: slot `slot` has not been running for a while: take its state over."""
+
+    type: ClassVar[str] = "adopt"
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """Worker -> supervisor: Adopt `slot` is done (`adopted` rows taken over), or failed with `error`."""
+
+    type: ClassVar[str] = "adopted"
+    slot: int
+    adopted: int
+    error: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class ReloadCommit:
     """Supervisor -> worker: swap in the script prepared as `gen`."""
@@ -140,8 +169,18 @@ class ReloadAbort:
     gen: int
 
 
+@dataclass(frozen=True, slots=True)
+class SlotTableUpdate:
+    """Supervisor -> worker: the slot table (routescript.workers.dispatch.SlotTable) from now on."""
+
+    type: ClassVar[str] = "slot_table"
+    version: int
+    owner_of: list[int]
+
+
 ControlMessage = (Ready | StartFailed | Ping | Pong | Stop | MIRequest | MIReply | StatsRequest | StatsReply
-                  | ReloadPrepare | Prepared | ReloadCommit | ReloadAbort)
+                  | ReloadPrepare | Prepared | ReloadCommit | ReloadAbort
+                  | Load | Adopt | Adopted | SlotTableUpdate)
 _BY_TYPE: dict[str, type[Any]] = {cls.type: cls for cls in (Ready, StartFailed, Ping, Pong, Stop, MIRequest,
                                                             MIReply)}
 _BY_TYPE.update({cls.type: cls for cls in (StatsRequest, StatsReply, ReloadPrepare, Prepared, ReloadCommit,
@@ -150,6 +189,8 @@ _BY_TYPE.update({cls.type: cls for cls in (StatsRequest, StatsReply, ReloadPrepa
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"slot": (int,), "pid": (int,), "seq": (int,), "id": (int,),
                                              "error": (str,), "name": (str,), "ok": (bool,)}
 _FIELD_TYPES.update({"gen": (int,), "files_sha256": (str,), "rows": (list,)})
+_BY_TYPE.update({cls.type: cls for cls in (Load, Adopt, Adopted, SlotTableUpdate)})
+_FIELD_TYPES.update({"subscriptions": (int,), "adopted": (int,), "version": (int,), "owner_of": (list,)})
 
 
 def encode(message: ControlMessage) -> bytes:

@@ -26,7 +26,8 @@ from typing import Literal
 from routescript.sip.peek import PeekedKeys
 
 __all__ = ["AFFINITIES", "CONN_ID_BITS", "MAX_SLOTS", "Affinity", "SlotTable", "branch_slot", "conn_id_base",
-           "conn_id_slot", "owner_slot", "parse_slot_tag", "slot_branch", "slot_tag", "tag_slot"]
+           "conn_id_slot", "owner_slot", "parse_slot_tag", "slot_branch", "slot_branch_marker", "slot_tag",
+           "slot_tag_prefix", "tag_slot"]
 
 Affinity = Literal["uri", "callid"]
 AFFINITIES: tuple[Affinity, ...] = ("uri", "callid")
@@ -132,6 +133,13 @@ def slot_branch(slot: int) -> str:
     return f"{_OURS}{_base36(slot)}.{_unique.next()}"
 
 
+def slot_branch_marker(slot: int) -> str:
+    """What worker `slot` gives routescript.sip.build.set_branch_marker: then every branch it generates
+    has slot_branch's form ("z9hG4bK" + marker + its own random bits + a counter)."""
+    _check_slot(slot)
+    return f"rs{_base36(slot)}."
+
+
 def branch_slot(branch: str) -> int | None:
     """The slot a `slot_branch` names; None for any other branch."""
     m = _SLOT_BRANCH.match(branch)
@@ -150,6 +158,12 @@ def slot_tag(slot: int, epoch: int, base: str) -> str:
     if not base:
         raise ValueError("a tag needs its random part")
     return f"{_base36(slot)}.{_base36(epoch)}.{base}"
+
+
+def slot_tag_prefix(slot: int, epoch: int) -> str:
+    """What worker `slot` in `epoch` gives routescript.core.replies.set_tag_prefix: its to-tags become
+    slot_tag(slot, epoch, "rs." + the request's digest)."""
+    return slot_tag(slot, epoch, "rs") + "."
 
 
 def parse_slot_tag(tag: str) -> tuple[int, int] | None:

@@ -1,15 +1,10 @@
 """How many worker processes a configuration asks for, and which sockets each reads (docs/workers.md,
 section 1): the one place that computes N_total from udp_workers/children, tcp_workers and every
 `socket= ... use_workers K`.
-
-Also the preview gate: until the dispatcher that hands each message to the worker holding its state is
-merged, N_total > 1 forks workers only when ROUTESCRIPT_WORKERS_PREVIEW=1 is set (runs_workers).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -18,7 +13,6 @@ if TYPE_CHECKING:
 
 Affinity = Literal["uri", "callid"]
 AFFINITIES: tuple[Affinity, ...] = ("uri", "callid")
-PREVIEW_ENV = "ROUTESCRIPT_WORKERS_PREVIEW"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +66,7 @@ class WorkerPlan:
                    float(cfg.get("worker_restart_backoff")), readers, deciding, pos)
 
 
-def runs_workers(plan: WorkerPlan, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether `routescript run` starts the supervisor and its workers. The preview gate lives here and
-    only here: once the dispatcher (docs/workers.md, build plan step 5) is merged, this becomes
-    `plan.total > 1`."""
-    return plan.total > 1 and environ.get(PREVIEW_ENV) == "1"
-
-
-def gate_warning(plan: WorkerPlan, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The load-time warning for a configuration asking for workers that the gate keeps in one process."""
-    if plan.total <= 1 or runs_workers(plan, environ):
-        return None
-    return (f"{plan.deciding}={plan.total}: runs as 1 process: worker processes are being built (issue 18; "
-            f"{PREVIEW_ENV}=1 starts them as a preview)")
+def runs_workers(plan: WorkerPlan) -> bool:
+    """Whether `routescript run` starts the supervisor and its workers: more than one worker asked for
+    (N=1 is one process, exactly as without these parameters)."""
+    return plan.total > 1

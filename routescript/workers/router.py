@@ -112,6 +112,9 @@ class WorkerDispatcher:
             keys = self._parsed_keys(data)
         owner = None if keys is None else owner_slot(keys, self.slots, self.affinity, self.slot_table)
         if keys is None or owner is None or owner == self.slot:
+            # Our inbox first: what other workers sent us before this message was sent (the change it
+            # was a reply to, handed-off messages) is handled before it, whichever fd the loop saw first.
+            self._reader.read_ready()
             self.layer.receive(data, source, reply)
             return
         try:

@@ -44,8 +44,11 @@ from routescript.core.log import NOTICE
 
 from .child import after_fork, run_worker, set_process_name
 from .control import (
+    Adopt,
+    Adopted,
     ControlChannel,
     ControlError,
+    Load,
     MIReply,
     MIRequest,
     Ping,
@@ -55,12 +58,16 @@ from .control import (
     ReloadAbort,
     ReloadCommit,
     ReloadPrepare,
+    SlotTableUpdate,
     StartFailed,
     StatsReply,
     StatsRequest,
     Stop,
 )
-from .plan import WorkerPlan, gate_warning, runs_workers
+from .dispatch import SlotTable
+from .inbox import Inbox, InboxError
+from .messages import Resync
+from .plan import WorkerPlan, runs_workers
 from .restart import RestartPolicy
 from .sockets import WorkerSockets
 
@@ -70,6 +77,8 @@ if TYPE_CHECKING:
     from routescript.core.server import Server
     from routescript.core.stats import Statistics
     from routescript.mi.aggregate import WorkerError
+
+    from .node import WorkerNode
 
 log = logging.getLogger("routescript.workers")
 T = TypeVar("T")
@@ -82,11 +91,13 @@ MI_TIMEOUT = 30.0        # seconds a forwarded MI command may take (a table walk
 MI_IN_FLIGHT = 64        # forwarded MI commands waiting per worker
 STATS_TIMEOUT = 5.0      # seconds a worker may take to send its statistics
 PREPARE_TIMEOUT = 10.0   # seconds every worker gets to compile a reloaded script aside
+ADOPT_AFTER = 2.0        # seconds a slot may be down before a live worker adopts its state
+ADOPT_TIMEOUT = 30.0     # seconds the restart of an adopted slot waits for Adopted at most
 
 
 async def run(path: str, *, user: str | None = None, group: str | None = None) -> int:
     """`routescript run`: one process as before, or a supervisor and its workers when the configuration
-    asks for more than one and the preview gate lets it (plan.runs_workers)."""
+    asks for more than one (plan.runs_workers)."""
     from routescript.core.server import freeze_loaded_objects, load_for_run, log_load_error, run_loaded
 
     try:
@@ -96,7 +107,6 @@ async def run(path: str, *, user: str | None = None, group: str | None = None) -
         return 1
     plan = server.config.worker_plan()
     if not runs_workers(plan):
-        assert plan.total == 1 or gate_warning(plan) is not None, "the gate warns when it keeps one process"
         return await run_loaded(server)
     freeze_loaded_objects()
     return await Supervisor(server, plan).run()
@@ -116,6 +126,7 @@ class Worker:
     ready: asyncio.Future[str | None]   # None: Ready; a text: why it did not start
     exited: asyncio.Future[int]         # the exit status
     last_pong: float = 0.0
+    load: int = 0                       # subscriptions held, from its last Load
     pending_mi: dict[int, asyncio.Future[MIReply]] = field(default_factory=dict)
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)   # StatsReply, Prepared by id/gen
     reader: asyncio.Task[None] | None = None
@@ -141,6 +152,12 @@ class Supervisor:
         self._mi_ids = itertools.count(1)   # MIRequest ids, StatsRequest ids and reload generations
         self._reload_lock = asyncio.Lock()
         self._pings = itertools.count(1)
+        # one inbox per slot, made before any fork and kept while the supervisor lives: what is sent
+        # to a restarting slot waits in the kernel for its new worker (docs/workers.md section 2)
+        self.inboxes: list[Inbox] = []
+        self.slot_table = SlotTable.identity(plan.total)
+        self._adoptions: dict[int, asyncio.Future[None]] = {}   # slot -> done when its Adopted came
+        self._adopters: dict[int, int] = {}                     # slot being adopted -> by which slot
 
     # ------------------------------------------------------------------ start
     async def run(self) -> int:
@@ -162,6 +179,7 @@ class Supervisor:
             log_load_error(exc)
             sockets.close()
             return 1
+        self.inboxes = [Inbox(slot) for slot in range(self.plan.total)]
         self._install_signals()
         try:
             try:
@@ -189,6 +207,8 @@ class Supervisor:
             await self.server.stop()
             self._remove_signals()
             sockets.close()
+            for inbox in self.inboxes:
+                inbox.close()
 
     async def _start_workers(self) -> str | None:
         """Worker 0 first (it creates the schema and runs startup_route), then the others together.
@@ -241,7 +261,8 @@ class Supervisor:
             try:
                 others = [w.control for w in self.workers.values()]
                 after_fork(slot, [ours, *others], [w.pidfd for w in self.workers.values()])
-                code = run_worker(self.server, slot, epoch, self.sockets.of(slot), theirs)
+                node = self._node(slot, epoch)
+                code = run_worker(self.server, slot, epoch, self.sockets.of(slot), theirs, node)
             except BaseException:   # noqa: BLE001 - the child must reach os._exit, whatever happened
                 traceback.print_exc()
             finally:
@@ -257,6 +278,16 @@ class Supervisor:
         worker.reader = self._spawn(self._follow(worker))
         log.info("w%d forked: pid %d, epoch %d", slot, pid, epoch)
         return worker
+
+    def _node(self, slot: int, epoch: int) -> WorkerNode:
+        """In the child of `slot`: its connections to the other workers (its own inbox only to read)."""
+        from .node import WorkerNode, WorkerPlace
+
+        for inbox in self.inboxes:
+            if inbox.slot != slot:
+                inbox.close_receive_end()
+        return WorkerNode(self.server, WorkerPlace(slot, self.plan.total, epoch - 1), self.inboxes,
+                          affinity=self.plan.affinity, slot_table=self.slot_table)
 
     def _reap(self, worker: Worker) -> None:
         """The worker's pidfd is readable: it exited."""
@@ -282,6 +313,14 @@ class Supervisor:
         log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid, _describe(code),
                   delay)
         self._restarts[worker.slot] = loop.call_later(delay, self._restart, worker.slot)
+        for slot, adopter in list(self._adopters.items()):   # it was adopting: that slot may restart
+            adoption = self._adoptions.get(slot)
+            if adopter == worker.slot and adoption is not None and not adoption.done():
+                log.error("w%d exited while adopting w%d", worker.slot, slot)
+                adoption.set_result(None)
+        # it may have died between a commit and its announcement: the others read their state again
+        self._resync_live(f"w{worker.slot} exited")
+        loop.call_later(ADOPT_AFTER, self._adopt_if_down, worker.slot)
 
     def _restart(self, slot: int) -> None:
         self._restarts.pop(slot, None)
@@ -289,6 +328,16 @@ class Supervisor:
             self._spawn(self._restart_slot(slot))
 
     async def _restart_slot(self, slot: int) -> None:
+        adoption = self._adoptions.get(slot)
+        if adoption is not None:   # never two owners: the restart waits for the adopter's Adopted
+            try:
+                await asyncio.wait_for(asyncio.shield(adoption), ADOPT_TIMEOUT)
+            except TimeoutError:
+                log.error("w%d: no Adopted within %.0f s: restarting it anyway", slot, ADOPT_TIMEOUT)
+            self._adoptions.pop(slot, None)
+            self._adopters.pop(slot, None)
+            if self.stopping:
+                return
         try:
             worker = await self._fork(slot)
         except (OSError, RuntimeError) as exc:
@@ -302,6 +351,8 @@ class Supervisor:
             _signal(worker, signal.SIGKILL)   # reaped as a crash: the back-off goes on
         else:
             log.log(NOTICE, "w%d restarted: pid %d, epoch %d", slot, worker.pid, worker.epoch)
+            if self.slot_table.owner_of[slot] != slot:   # adopted meanwhile: its new dialogs are its own
+                self._set_owner(slot, slot)
 
     async def _follow(self, worker: Worker) -> None:
         """Read the worker's control channel until EOF; a worker gone before Ready or StartFailed is a
@@ -335,6 +386,10 @@ class Supervisor:
                     answered = worker.pending.pop(key, None)
                     if answered is not None and not answered.done():
                         answered.set_result(message)
+                elif isinstance(message, Load):
+                    worker.load = message.subscriptions
+                elif isinstance(message, Adopted):
+                    self._adopted(worker, message)
                 else:
                     log.error("w%d sent %s, which only the supervisor sends", worker.slot, message.type)
         except ConnectionResetError:
@@ -357,6 +412,59 @@ class Supervisor:
                     _signal(worker, signal.SIGKILL)
                 else:
                     worker.channel.send(Ping(next(self._pings)))
+
+    # ------------------------------------------------------------------ state of dead workers
+    def _resync_live(self, reason: str) -> None:
+        """Resync to every running worker's inbox (docs/workers.md 3, feed B's repair)."""
+        for slot, worker in self.workers.items():
+            if worker.exited.done():
+                continue
+            try:
+                self.inboxes[slot].send(Resync(reason))
+            except InboxError as exc:   # full: it is busy reading; the next death sends another
+                log.error("w%d: resync not sent: %s", slot, exc)
+
+    def _adopt_if_down(self, slot: int) -> None:
+        """ADOPT_AFTER seconds after `slot`'s worker died: still not running (its back-off goes on), a
+        live worker, the one holding the fewest subscriptions, adopts its state (docs/workers.md 5)."""
+        if self.stopping or slot in self.workers or slot in self._adoptions:
+            return
+        live = [w for w in self.workers.values()
+                if w.ready.done() and w.ready.result() is None and not w.exited.done()]
+        if not live:
+            log.error("w%d is down and no worker runs to adopt its state", slot)
+            return
+        adopter = min(live, key=lambda w: (w.load, w.slot))
+        log.warning("w%d has not been running for %.0f s: w%d adopts its state", slot, ADOPT_AFTER,
+                    adopter.slot)
+        self._adoptions[slot] = asyncio.get_running_loop().create_future()
+        self._adopters[slot] = adopter.slot
+        adopter.channel.send(Adopt(slot))
+
+    def _adopted(self, adopter: Worker, message: Adopted) -> None:
+        fut = self._adoptions.get(message.slot)
+        if message.error:
+            log.error("w%d could not adopt w%d: %s", adopter.slot, message.slot, message.error)
+        else:
+            log.log(NOTICE, "w%d adopted w%d (%d subscriptions)", adopter.slot, message.slot, message.adopted)
+            self._set_owner(message.slot, adopter.slot)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _set_owner(self, slot: int, owner: int) -> None:
+        """Slot `slot`'s messages go to `owner` from now on (and those of slots it had adopted, when it is
+        adopted in turn); the new table to every worker."""
+        owner_of = list(self.slot_table.owner_of)
+        old = owner_of[slot]
+        for s, o in enumerate(owner_of):
+            if s == slot or (owner != slot and o == old == slot):
+                owner_of[s] = owner
+        self.slot_table = SlotTable(self.slot_table.version + 1, tuple(owner_of))
+        log.info("slot table version %d: %s", self.slot_table.version,
+                 ", ".join(f"w{s}->w{o}" for s, o in enumerate(owner_of)))
+        update = SlotTableUpdate(self.slot_table.version, list(owner_of))
+        for worker in self.workers.values():
+            worker.channel.send(update)
 
     # ------------------------------------------------------------------ stop, signals
     async def _stop_workers(self) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from rs_e2e import ROOT, RunningServer, free_port, run_server, start
 
 from routescript.testing import SipTestClient
@@ -18,13 +20,17 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: s
                  presence: dict[str, object] | None = None,
                  presence_xml: dict[str, object] | None = None, tm: dict[str, object] | None = None,
                  name: str = "presence.cfg", example: Path = EXAMPLE,
-                 modparams: dict[str, dict[str, object]] | None = None, http_port: int | None = None) -> Path:
+                 modparams: dict[str, dict[str, object]] | None = None, http_port: int | None = None,
+                 workers: int = 1, affinity: str | None = None) -> Path:
     """The example (examples/presence.cfg unless `example` names another) with our port, database file
     and modparam overrides (a param the example does not set is added after the others of its module,
     or after the last modparam). Every db_url of the example points at the test database: `db_url` (a
     TestDb's url, tests/conftest.py), else the SQLite file `db` (default tmp_path/presence.sqlite). The
-    example's MI port (httpd) becomes `http_port`, else a free port."""
+    example's MI port (httpd) becomes `http_port`, else a free port. `workers` > 1 runs that many
+    worker processes (udp_workers; `affinity` sets worker_affinity, docs/workers.md)."""
     text = example.read_text().replace(":5060", f":{port}")
+    if workers > 1:
+        text = f"udp_workers = {workers}\n" + (f'worker_affinity = "{affinity}"\n' if affinity else "") + text
     text = re.sub(r'(modparam\("httpd", "port", )\d+\)',
                   lambda m: f"{m.group(1)}{http_port or free_port()})", text)
     url = db_url or f"sqlite://{db or tmp_path / 'presence.sqlite'}"
@@ -49,6 +55,12 @@ def presence_cfg(tmp_path: Path, port: int, *, db: Path | None = None, db_url: s
     return cfg
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """A suite's server as one process and with two worker processes (udp_workers, docs/workers.md)."""
+    return int(request.param)
+
+
 class Srv:
     """A `routescript run` under test on loopback `port`: request URIs on it and SIP test clients for it.
     A test module subclasses it for its own helpers (database rows, MI calls)."""
@@ -70,4 +82,4 @@ class Srv:
         return client
 
 
-__all__ = ["presence_cfg", "start", "run_server", "Srv", "free_port", "RunningServer", "ROOT"]
+__all__ = ["presence_cfg", "start", "run_server", "Srv", "free_port", "RunningServer", "ROOT", "workers"]

@@ -5,11 +5,11 @@ Sender, E_PRESENCE_PUBLISH."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import RunningServer, free_port, presence_cfg, run_server
+from presence_e2e import RunningServer, free_port, presence_cfg, run_server, workers  # noqa: F401 - a fixture
 from presence_e2e import Srv as PresenceSrv
 
 from routescript.testing import SipTestClient, pidf
@@ -32,12 +32,14 @@ class Srv(PresenceSrv):
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, module_presence_db: TestDb) -> Iterator[Srv]:
+def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb],
+        workers: int) -> Iterator[Srv]:  # noqa: F811 - the fixture
     tmp = tmp_path_factory.mktemp("publish")
     port = free_port()
-    cfg = presence_cfg(tmp, port, db_url=module_presence_db.url, presence={"max_expires_publish": 900})
+    db = presence_dbs()
+    cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_publish": 900}, workers=workers)
     with run_server(cfg, tmp) as server:
-        yield Srv(server, port, module_presence_db)
+        yield Srv(server, port, db)
 
 
 async def subscribe(srv: Srv, watcher: SipTestClient, user: str):

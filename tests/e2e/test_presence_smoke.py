@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.asyncio
 
 
-async def test_publish_then_subscribe_gets_pidf(tmp_path: Path, presence_db: TestDb) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["1worker", "2workers"])
+async def test_publish_then_subscribe_gets_pidf(tmp_path: Path, presence_db: TestDb, workers: int) -> None:
     port = free_port()
-    with run_server(presence_cfg(tmp_path, port, db_url=presence_db.url), tmp_path) as server:
+    cfg = presence_cfg(tmp_path, port, db_url=presence_db.url, workers=workers)
+    with run_server(cfg, tmp_path) as server:
         async with await SipTestClient.start("udp", ("127.0.0.1", port), user="alice", timeout=5) as alice, \
                 await SipTestClient.start("udp", ("127.0.0.1", port), user="bob", timeout=5) as bob:
             uri = f"sip:alice@127.0.0.1:{port}"

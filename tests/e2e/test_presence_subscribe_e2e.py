@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import Srv, free_port, presence_cfg, run_server
+from presence_e2e import Srv, free_port, presence_cfg, run_server, workers  # noqa: F401 - a fixture
 
 from routescript.testing import pidf
 
@@ -19,24 +19,26 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.asyncio
 
 
-def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb,
+def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, n_workers: int,
             **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_subscribe": 900, **presence},
-                       tm={"fr_timeout": 1})
+                       tm={"fr_timeout": 1}, workers=n_workers)
     with run_server(cfg, tmp) as server:
         yield Srv(server, port)
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
-    yield from _server(tmp_path_factory, "subscribe", presence_dbs())
+def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb],
+        workers: int) -> Iterator[Srv]:  # noqa: F811 - the fixture
+    yield from _server(tmp_path_factory, "subscribe", presence_dbs(), workers)
 
 
 @pytest.fixture(scope="module")
-def srv_keep(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb]) -> Iterator[Srv]:
-    yield from _server(tmp_path_factory, "keep", presence_dbs(), end_sub_on_timeout=0)
+def srv_keep(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], TestDb],
+             workers: int) -> Iterator[Srv]:  # noqa: F811 - the fixture
+    yield from _server(tmp_path_factory, "keep", presence_dbs(), workers, end_sub_on_timeout=0)
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])

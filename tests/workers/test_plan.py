@@ -7,7 +7,7 @@ import pytest
 
 from routescript.core.config import apply_globals
 from routescript.script import parse_text
-from routescript.workers.plan import PREVIEW_ENV, WorkerPlan, gate_warning, runs_workers
+from routescript.workers.plan import WorkerPlan, runs_workers
 
 
 def plan_of(text: str) -> WorkerPlan:
@@ -44,12 +44,10 @@ def test_each_socket_is_read_by_its_first_workers() -> None:
     assert [s.name for s in plan.sockets_of(2)] == ["udp:127.0.0.1:5060"]   # reads UDP, sends from all
 
 
-def test_the_gate_needs_the_preview_variable() -> None:
-    plan = plan_of("udp_workers = 2\n")
-    assert not runs_workers(plan, {})
-    assert not runs_workers(plan, {PREVIEW_ENV: "0"})
-    assert runs_workers(plan, {PREVIEW_ENV: "1"})
-    assert not runs_workers(plan_of("udp_workers = 1\n"), {PREVIEW_ENV: "1"})
+def test_more_than_one_worker_runs_workers() -> None:
+    assert runs_workers(plan_of("udp_workers = 2\n"))
+    assert not runs_workers(plan_of("udp_workers = 1\n"))
+    assert not runs_workers(plan_of("log_level = 3\n"))
 
 
 @pytest.mark.parametrize(("text", "named", "line"), [
@@ -58,18 +56,12 @@ def test_the_gate_needs_the_preview_variable() -> None:
     ("tcp_workers = 4\nudp_workers = 2\n", "tcp_workers=4", 1),
     ("socket = udp:127.0.0.1:5060 use_workers 3\n", "socket udp:127.0.0.1:5060 use_workers=3", 1),
 ])
-def test_gate_warning_names_the_parameter_and_its_line(text: str, named: str, line: int) -> None:
+def test_the_deciding_parameter_and_its_line(text: str, named: str, line: int) -> None:
     plan = plan_of(text)
-    assert gate_warning(plan, {}) == (f"{named}: runs as 1 process: worker processes are being built "
-                                      f"(issue 18; {PREVIEW_ENV}=1 starts them as a preview)")
+    assert f"{plan.deciding}={plan.total}" == named
     assert plan.deciding_pos is not None and plan.deciding_pos[1] == line
-    assert gate_warning(plan, {PREVIEW_ENV: "1"}) is None
 
 
-def test_no_gate_warning_for_one_process() -> None:
-    assert gate_warning(plan_of("udp_workers = 1\n"), {}) is None
-
-
-def test_the_gate_warning_is_a_load_warning_with_the_position() -> None:
+def test_workers_are_no_longer_a_load_warning() -> None:
     _cfg, warnings = apply_globals([("udp_workers", 2, ("w.cfg", 7, 1))])
-    assert [(text.split(":")[0], pos) for text, pos in warnings] == [("udp_workers=2", ("w.cfg", 7, 1))]
+    assert warnings == []

@@ -298,3 +298,16 @@ def test_slot_table_updates_keep_the_newest() -> None:
     finally:
         for inbox in inboxes:
             inbox.close()
+
+
+async def test_the_inbox_is_read_before_a_message_this_worker_handles(workers: Workers) -> None:
+    """Causal order: an announcement queued in our inbox before a message was read (the PUBLISH sent
+    after the announced change's 200) is handled first, whichever fd the loop would have served first."""
+    order: list[str] = []
+    dispatcher = workers.dispatchers[0]
+    dispatcher.on_announce = lambda message: order.append(f"announce {message.payload}")
+    workers.layers[0].receive = lambda data, source, reply: order.append("receive")  # type: ignore[method-assign]
+    workers.dispatchers[1].broadcast(Announce("db", "presentity", "v2"))
+    source = Source("udp", workers.udp, "127.0.0.1", 5999)
+    dispatcher.on_received(request("SUBSCRIBE", to_tag=slot_tag(0, 0, "abc")), source, lambda out: None)
+    assert order == ["announce v2", "receive"]

@@ -1,5 +1,5 @@
 """`routescript run` with worker processes (issue 18, docs/workers.md build plan step 4), over real
-processes and loopback sockets: udp_workers = 2 behind the preview gate (ROUTESCRIPT_WORKERS_PREVIEW=1).
+processes and loopback sockets: udp_workers = 2.
 
 - both workers answer OPTIONS (each answer's log line carries the PID of the process that ran the script);
 - MI ps (answered by the supervisor over mi_http) lists the attendant and two workers with their PIDs;
@@ -7,8 +7,7 @@ processes and loopback sockets: udp_workers = 2 behind the preview gate (ROUTESC
 - `kill -9` of a worker: the other keeps answering, the slot comes back with a new PID, Epoch 2, Restarts 1;
 - SIGTERM stops the supervisor and every worker within a bounded time, and frees the port;
 - a worker whose start fails (a module's start error) makes `routescript run` exit 1 with that error;
-- without the preview variable the same configuration runs as one process, with a warning naming
-  udp_workers.
+- udp_workers = 1 runs as one process, as without the parameter, with no warning.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from typing import Any
 import pytest
 
 from routescript.testing.ports import free_port
-from routescript.workers.plan import PREVIEW_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0     # the supervisor and two workers on a loaded 2-core machine
@@ -64,11 +62,8 @@ route {{
 class Running:
     """`routescript run cfg` in the background, stderr in a file."""
 
-    def __init__(self, cfg: Path, tmp_path: Path, *, preview: bool = True) -> None:
+    def __init__(self, cfg: Path, tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        env.pop(PREVIEW_ENV, None)
-        if preview:
-            env[PREVIEW_ENV] = "1"
         self.log_path = tmp_path / "run.stderr"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - open for the child's life, closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "routescript", "run", str(cfg)], cwd=ROOT,
@@ -230,13 +225,12 @@ def test_worker_start_failure_exits_1_with_its_error(tmp_path: Path, ports: tupl
     assert "w1 forked" not in text, text   # worker 0 failed: the others were never forked
 
 
-def test_without_the_preview_variable_one_process_and_a_warning(tmp_path: Path,
-                                                                 ports: tuple[int, int]) -> None:
+def test_one_worker_is_one_process_without_a_warning(tmp_path: Path, ports: tuple[int, int]) -> None:
     sip, http = ports
-    run = Running(_cfg(tmp_path, sip, http), tmp_path, preview=False)
+    run = Running(_cfg(tmp_path, sip, http, workers=1), tmp_path)
     try:
         run.wait_for("routescript started")
-        assert "udp_workers=2: runs as 1 process: worker processes are being built (issue 18" in run.log()
+        assert "WARNING" not in run.log() and "runs as 1 process" not in run.log(), run.log()
         assert mi(http, "ps")["Processes"] == [{"ID": 0, "PID": run.proc.pid, "Type": "main (event loop)"}]
         assert options(sip, "single") == b"SIP/2.0 200 OK"
     finally:
