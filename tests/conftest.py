@@ -189,3 +189,22 @@ def presence_dbs(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         for db in made:
             db.drop()
+
+
+LEFT_THREAD_GRACE = 2.0   # seconds a test's threads get to finish after it
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running() -> Iterator[None]:
+    """A test must not leave a non-daemon thread running: the interpreter waits for every such thread at
+    exit, so one left behind (aiosqlite >= 0.22 runs each connection in a non-daemon thread until it is
+    closed) made pytest print its summary and then hang until CI's time ran out. Failing the test that
+    left it names the culprit."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    left = [t for t in threading.enumerate()
+            if t.ident not in before and not t.daemon and t is not threading.current_thread()]
+    for thread in left:
+        thread.join(LEFT_THREAD_GRACE / len(left))
+    still = [t.name for t in left if t.is_alive()]
+    assert not still, f"the test left non-daemon threads running (an unclosed database?): {still}"

@@ -639,6 +639,8 @@ async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -
         # a restart of the slot (epoch 1) sends each the current state (announcements it missed)
         for epoch, told in ((0, 0), (1, 1)):
             await mods[1].stop()
+            for db in hosts[1].dbs:     # the host goes with its module: its connections close with it
+                await db.close()
             hosts[1] = ModuleHost(1)
             mods[1] = start_again = PresenceModule(hosts[1], module_params(db_url=url))
             for ev in xml_events():
