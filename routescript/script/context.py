@@ -11,6 +11,7 @@ for every message. Scripts that initialise their variables (as the OpenSIPS docs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,3 +72,24 @@ class MsgContext:
     reply_headers: list[tuple[str, str]] | None = None
     # per-message scratch space for modules, keyed by module name
     extra: dict[str, Any] = field(default_factory=dict)
+    # The proxy side (None/0 until a script uses them, so a message that never relays pays nothing):
+    flags: int = 0                        # message flags: setflag/resetflag/isflagset
+    bflags: int = 0                       # branch flags of branch 0 (the request URI): setbflag ...
+    branches: list[Branch] | None = None  # append_branch(): the extra branches t_relay forks to
+    send_socket: Any = None               # force_send_socket(): the Socket relayed requests leave by
+    # called as hook(outgoing request, sending Socket) once the socket is known, before the request is
+    # built into bytes: rr's Record-Route (one or two entries, by socket) is added here
+    send_hooks: list[Callable[[SIPRequest, Any], None]] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Branch:
+    """One extra destination of a request (OpenSIPS's branch): append_branch(), lookup() with several
+    contacts. Branch 0 is the request itself (ctx.msg's request URI, ctx.dst_uri, ctx.bflags)."""
+
+    uri: str
+    dst_uri: str | None = None
+    path: str | None = None
+    q: float | None = None
+    flags: int = 0          # branch flags
+    socket: Any = None      # the Socket it leaves by, None: chosen by destination
