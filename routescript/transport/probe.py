@@ -9,12 +9,21 @@ buffer. The core adds that to the time a request then waits for its turn (queue_
 `delay(now)` is the later of two figures: the age of the last probe read back, and the age of the
 oldest probe still in the buffer - so a buffer that fills up shows at once, not only when it drains.
 A probe the kernel dropped (a full buffer) is forgotten when a later one comes back.
+
+Worker processes reading one inherited socket (docs/workers.md) share its one kernel buffer but each
+reads only some of the datagrams - and so only some of the probes, its own and its siblings'. A worker
+that read none of them for a while saw its own probes "outstanding" and took the buffer for full while
+the others kept draining it: every request it then read was refused 503 as overloaded (measured: 1-3%
+of PUBLISH calls at 250 calls/s with 2 workers, each "waited" just over 250 ms). So the supervisor makes
+a `SharedDrain` for each UDP socket before forking: every worker writes there the send time and age of
+the newest probe it read back, and every worker's probe reads it. One buffer, one watermark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import socket
 import struct
 import time
@@ -27,6 +36,36 @@ log = logging.getLogger("routescript.transport")
 _MAGIC = b"\x00rs-queue-probe\x00"
 _STAMP = struct.Struct("!d")
 MAX_OUTSTANDING = 256     # probes in flight remembered (25 s at 100 ms): the oldest is kept
+
+
+class SharedDrain:
+    """The newest probe any worker read back from one shared socket: its send time (the buffer is
+    drained up to it) and its age when read. Anonymous shared memory made before fork, so every worker
+    sees the same 16 bytes. Two workers writing at once may leave the older of two close values for a
+    moment: harmless, the next probe (100 ms later) corrects it."""
+
+    _LAYOUT = struct.Struct("dd")
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, self._LAYOUT.size)   # MAP_SHARED | MAP_ANONYMOUS: kept across fork
+
+    def note(self, sent: float, age: float) -> None:
+        if sent > self._LAYOUT.unpack_from(self._mem)[0]:
+            self._LAYOUT.pack_into(self._mem, 0, sent, age)
+
+    def read(self) -> tuple[float, float]:
+        """(drained up to, age of that probe when read)."""
+        return self._LAYOUT.unpack_from(self._mem)  # type: ignore[return-value]
+
+
+# The drains of the sockets the supervisor bound, by (host, port): made before fork, found after it by
+# each worker's probe of that socket (a registry because the fork is what carries them).
+_DRAINS: dict[tuple[str, int], SharedDrain] = {}
+
+
+def share_drain(host: str, port: int) -> SharedDrain:
+    """The SharedDrain of the UDP socket bound at (host, port), made now if missing: call before fork."""
+    return _DRAINS.setdefault((host, port), SharedDrain())
 
 
 class QueueDelayProbe:
@@ -45,7 +84,9 @@ class QueueDelayProbe:
         self.host: str = name[0]
         self.port: int = name[1]
         self._outstanding: deque[float] = deque()   # send times of the probes not read back, oldest first
-        self.last_delay = 0.0
+        self.last_delay = 0.0                       # age of the newest probe read back (by any worker)
+        self._newest_read = 0.0                     # its send time
+        self._drain = _DRAINS.get((host, port))     # with sibling workers on this socket
         self._timer: asyncio.TimerHandle | None = None
 
     def is_probe(self, host: str, port: int) -> bool:
@@ -83,13 +124,29 @@ class QueueDelayProbe:
         outstanding = self._outstanding
         while outstanding and outstanding[0] <= sent:   # this one, and any the kernel dropped before it
             outstanding.popleft()
+        if sent < self._newest_read:     # a sibling already read a newer one: its age is the figure
+            return
+        self._newest_read = sent
         self.last_delay = max(0.0, now - sent)
+        if self._drain is not None:
+            self._drain.note(sent, self.last_delay)
 
     def delay(self, now: float) -> float:
         """The time a datagram read now has probably spent in the kernel's buffer (seconds)."""
+        if self._drain is not None:
+            self._catch_up(*self._drain.read())
         if self._outstanding:
             return max(self.last_delay, now - self._outstanding[0])
         return self.last_delay
+
+    def _catch_up(self, drained: float, age: float) -> None:
+        """What the sibling workers read back: our probes sent before `drained` left the buffer too."""
+        outstanding = self._outstanding
+        while outstanding and outstanding[0] <= drained:
+            outstanding.popleft()
+        if drained > self._newest_read:
+            self._newest_read = drained
+            self.last_delay = age
 
     def close(self) -> None:
         if self._timer is not None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from routescript.core.config import ListenSpec
 from routescript.core.loading import Diagnostic, LoadError
+from routescript.sip.hosts import bare_host
+from routescript.transport.probe import share_drain
 
 from .plan import WorkerPlan
 
@@ -41,6 +43,9 @@ class WorkerSockets:
         try:
             for readers in plan.readers:
                 bound.append(BoundSocket(readers.spec, _bind(readers.spec), readers.workers))
+                sock = bound[-1].sock
+                if sock.type == socket.SOCK_DGRAM:   # its workers' queue probes share what they read back
+                    share_drain(bare_host(str(sock.getsockname()[0])), int(sock.getsockname()[1]))
         except OSError as exc:
             for b in bound:
                 b.sock.close()

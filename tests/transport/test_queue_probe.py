@@ -99,3 +99,38 @@ def test_a_wildcard_listener_is_probed_on_loopback() -> None:
     finally:
         probe.close()
         sock.close()
+
+
+def test_workers_sharing_a_socket_share_what_their_probes_read_back(listener: socket.socket,
+                                                                    clock: Clock) -> None:
+    """Two workers read one inherited socket: a worker whose own probes the other one read must not take
+    the buffer for full (it answered 503 'overloaded' to requests that had waited nothing)."""
+    from routescript.transport import probe as probe_module
+
+    port = listener.getsockname()[1]
+    drain = probe_module.share_drain("127.0.0.1", port)   # the supervisor, before fork
+    try:
+        busy = QueueDelayProbe("127.0.0.1", port, clock=clock)
+        reader = QueueDelayProbe("127.0.0.1", port, clock=clock)
+        clock.now = 200.0
+        busy.send()                                  # the busy worker's probe ...
+        clock.now = 200.05
+        reader.send()
+        first, second = listener.recvfrom(2048)[0], listener.recvfrom(2048)[0]
+        clock.now = 200.06
+        reader.received(first)                       # ... read back by its sibling, as is the next one
+        reader.received(second)
+        clock.now = 200.5                            # 500 ms after its probe went: not outstanding
+        assert busy.delay(clock.now) == pytest.approx(0.01)   # the newest probe read back, by anyone
+        assert drain.read() == (pytest.approx(200.05), pytest.approx(0.01))
+        # an older probe read late by a worker does not replace the newer figure
+        reader.received(first)
+        assert drain.read()[0] == pytest.approx(200.05) and reader.last_delay == pytest.approx(0.01)
+        # and a buffer nobody drains still shows: the busy worker's next probe ages
+        busy.send()
+        clock.now = 200.9
+        assert busy.delay(clock.now) == pytest.approx(0.4)
+    finally:
+        busy.close()
+        reader.close()
+        probe_module._DRAINS.pop(("127.0.0.1", port), None)
