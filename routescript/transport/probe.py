@@ -55,7 +55,7 @@ class SharedDrain:
 
     def read(self) -> tuple[float, float]:
         """(drained up to, age of that probe when read)."""
-        return self._LAYOUT.unpack_from(self._mem)  # type: ignore[return-value]
+        return self._LAYOUT.unpack_from(self._mem)
 
 
 # The drains of the sockets the supervisor bound, by (host, port): made before fork, found after it by
