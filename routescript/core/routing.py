@@ -21,7 +21,7 @@ from routescript.script.context import Branch, MsgContext
 from routescript.script.flags import FlagNames
 from routescript.script.pv_message import set_ruri_user
 from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, Registry, function
-from routescript.sip import Destination, ParseError, SocketInfo
+from routescript.sip import Destination, ParseError, SIPRequest, SocketInfo
 from routescript.sip.hosts import bare_host, is_ip, normalize_host
 
 from .config import L_DBG, ListenSpec
@@ -133,7 +133,7 @@ def isbflagset(ctx: MsgContext, first: tuple[int, str], second: Any = None) -> i
 
 def _ruri_user(ctx: MsgContext, what: str) -> str:
     msg = ctx.msg
-    if msg is None or not msg.is_request:
+    if not isinstance(msg, SIPRequest):
         raise ValueError(f"{what}: there is no request to change")
     return msg.uri.user or ""
 
@@ -314,7 +314,7 @@ def append_branch(ctx: MsgContext, uri: Any = None, q: Any = None) -> int:
     from routescript.sip import parse_uri
 
     msg = ctx.msg
-    if msg is None or not msg.is_request:
+    if not isinstance(msg, SIPRequest):
         raise ValueError("append_branch: there is no request")
     branches = ctx.branches
     if branches is not None and len(branches) + 1 >= MAX_BRANCHES:
