@@ -19,7 +19,14 @@ from typing import Any
 
 from routescript.script.context import Branch, MsgContext
 from routescript.script.flags import FlagNames
-from routescript.script.pv_message import set_ruri_user
+from routescript.script.pv_message import (
+    get_ouri,
+    set_duri,
+    set_ruri,
+    set_ruri_host,
+    set_ruri_port,
+    set_ruri_user,
+)
 from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, Registry, function
 from routescript.sip import Destination, ParseError, SIPRequest, SocketInfo
 from routescript.sip.hosts import bare_host, is_ip, normalize_host
@@ -84,6 +91,9 @@ def _branch_flag_target(ctx: MsgContext, first: tuple[int, str], second: Any) ->
     """(mask, branch index) from the two arguments as _BranchFlagArgs fixed them."""
     mask, text = first
     if isinstance(second, _Flag2x):       # 2.x: ([branch,] flag)
+        if not text.isdigit():
+            raise ValueError(f"two flags given ({text!r} and another): the 2.x order is (branch, flag), "
+                             "the 3.x order (flag, branch)")
         return second.mask, int(text)
     return mask, 0 if second is None else int(second)
 
@@ -165,6 +175,90 @@ def strip_tail(ctx: MsgContext, n: int) -> int:
 def prefix(ctx: MsgContext, text: str) -> int:
     user = _ruri_user(ctx, "prefix")
     set_ruri_user(ctx, None, None, text + user if text + user else None)
+    return 1
+
+
+# --- Request-URI parts and $du: seturi, sethost, sethostport, setuser, setuserpass, setport, revert_uri,
+# setdsturi, resetdsturi, isdsturiset (OpenSIPS 3.4 core_cmds.c; the 2.x spellings registered as aliases)
+
+def seturi(ctx: MsgContext, uri: str) -> int:
+    set_ruri(ctx, None, None, uri)
+    return 1
+
+
+def sethost(ctx: MsgContext, host: str) -> int:
+    set_ruri_host(ctx, None, None, host)
+    return 1
+
+
+def sethostport(ctx: MsgContext, hostport: str) -> int:
+    """host[:port]: the port is removed when none is given (OpenSIPS RW_RURI_HOSTPORT)."""
+    text = hostport.strip()
+    host, port = text, None
+    if text.startswith("["):                       # [v6]:port
+        end = text.find("]")
+        host, rest = text[:end + 1], text[end + 1:]
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    set_ruri_host(ctx, None, None, host)
+    set_ruri_port(ctx, None, None, port)
+    return 1
+
+
+def setuser(ctx: MsgContext, user: str) -> int:
+    set_ruri_user(ctx, None, None, user or None)
+    return 1
+
+
+def setuserpass(ctx: MsgContext, userpass: str) -> int:
+    """user[:password]."""
+    msg = ctx.msg
+    if not isinstance(msg, SIPRequest):
+        raise ValueError("setuserpass: there is no request to change")
+    user, _, password = userpass.partition(":")
+    if password and any(c in password for c in "@: \t<>\r\n"):
+        raise ValueError(f"setuserpass: bad password {password!r}")
+    set_ruri_user(ctx, None, None, user or None)
+    if user:
+        msg.ruri = str(dataclasses.replace(msg.uri, password=password or None))
+    return 1
+
+
+def setport(ctx: MsgContext, port: str) -> int:
+    set_ruri_port(ctx, None, None, port)
+    return 1
+
+
+def revert_uri(ctx: MsgContext) -> int:
+    """Back to the Request-URI the request arrived with ($ou)."""
+    original = get_ouri(ctx, None, None)
+    msg = ctx.msg
+    if original is not None and isinstance(msg, SIPRequest) and msg.ruri != original:
+        msg.ruri = original
+    return 1
+
+
+def setdsturi(ctx: MsgContext, uri: str) -> int:
+    set_duri(ctx, None, None, uri)
+    return 1
+
+
+def resetdsturi(ctx: MsgContext) -> int:
+    ctx.dst_uri = None
+    return 1
+
+
+def isdsturiset(ctx: MsgContext) -> int:
+    return 1 if ctx.dst_uri else -1
+
+
+def remove_branch(ctx: MsgContext, index: int) -> int:
+    """Remove appended branch `index` (0: the first append_branch() one)."""
+    branches = ctx.branches
+    if branches is None or not 0 <= index < len(branches):
+        return -1
+    del branches[index]
     return 1
 
 
@@ -406,17 +500,32 @@ def routing_functions(registry: Registry, listen: Sequence[ListenSpec] | None = 
         return (ArgSpec("str", name="flag", fixup=bargs.first, static=True),
                 ArgSpec("str", optional=True, name="branch_idx", fixup=bargs.second, static=True))
 
-    return [
+    uri_setters = [
+        (("seturi", "rewriteuri"), seturi, "uri"),
+        (("sethost", "rewritehost", "seth"), sethost, "host"),
+        (("sethostport", "rewritehostport", "sethp"), sethostport, "hostport"),
+        (("setuser", "rewriteuser", "setu"), setuser, "user"),
+        (("setuserpass", "rewriteuserpass", "setup"), setuserpass, "userpass"),
+        (("setport", "rewriteport", "setp"), setport, "port"),
+        (("setdsturi", "setduri"), setdsturi, "uri"),
+    ]
+    no_args = [(("revert_uri",), revert_uri), (("resetdsturi", "resetduri"), resetdsturi),
+               (("isdsturiset", "isduriset"), isdsturiset), (("force_rport",), force_rport)]
+    specs = [function(name, impl, ArgSpec("str", name=arg)) for names, impl, arg in uri_setters
+             for name in names]
+    specs += [function(name, impl) for names, impl in no_args for name in names]
+    return specs + [
         function("setflag", setflag, flag_arg()),
         function("resetflag", resetflag, flag_arg()),
         function("isflagset", isflagset, flag_arg()),
         function("setbflag", setbflag, *bflag_args()),
+        function("setbranchflag", setbflag, *bflag_args()),     # the 2.x spelling
         function("resetbflag", resetbflag, *bflag_args()),
         function("isbflagset", isbflagset, *bflag_args()),
         function("strip", strip, ArgSpec("int", name="n", fixup=_check_count)),
         function("strip_tail", strip_tail, ArgSpec("int", name="n", fixup=_check_count)),
         function("prefix", prefix, ArgSpec("str", name="prefix")),
-        function("force_rport", force_rport),
+        function("remove_branch", remove_branch, ArgSpec("int", name="index")),
         function("force_send_socket", force_send_socket,
                  ArgSpec("str", name="socket", fixup=_send_socket_fixup(listen))),
         function("log", log_, ArgSpec("str", name="level_or_text", fixup=_log_first_fixup, static=True),

@@ -275,3 +275,57 @@ async def test_core_functions_run_in_every_route_kind(tmp_path: Path) -> None:
     assert server.script is not None
     ctx = await run(server, request(), route="branch", name="b")
     assert ctx.bflags != 0 and ctx.send_socket == UDP_SOCK
+
+
+# --- Request-URI parts, $du, remove_branch --------------------------------------------------------------
+
+async def test_uri_setters_and_their_2x_spellings(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        setuser("carol"); $var(a) = $ru;
+        sethost("example.org"); $var(b) = $ru;
+        setport("5080"); $var(c) = $ru;
+        rewritehostport("10.0.0.1"); $var(d) = $ru;
+        sethp("[::1]:5090"); $var(e) = $ru;
+        setuserpass("dave:secret"); $var(f) = $ru;
+        rewriteuri("sip:erin@example.net;transport=tcp"); $var(g) = $ru;
+        revert_uri(); $var(h) = $ru;
+    }""")
+    msg = request(ruri="sip:bob@10.0.0.8:5070")
+    ctx = await run(server, msg)
+    assert ctx.vars == {
+        "a": "sip:carol@10.0.0.8:5070", "b": "sip:carol@example.org:5070", "c": "sip:carol@example.org:5080",
+        "d": "sip:carol@10.0.0.1", "e": "sip:carol@[::1]:5090", "f": "sip:dave:secret@[::1]:5090",
+        "g": "sip:erin@example.net;transport=tcp", "h": "sip:bob@10.0.0.8:5070"}
+    assert msg.ruri == "sip:bob@10.0.0.8:5070"
+
+
+async def test_dst_uri_functions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = load(tmp_path, """route {
+        if (!isdsturiset()) $var(a) = "unset";
+        setdsturi("sip:10.0.0.9:5080;transport=tcp");
+        if (isduriset()) $var(b) = $du;
+        resetdsturi();
+        if (!isdsturiset()) $var(c) = "reset";
+        if (!setduri("not a uri")) $var(d) = "refused";
+    }""")
+    ctx = await run(server, request())
+    assert ctx.vars == {"a": "unset", "b": "sip:10.0.0.9:5080;transport=tcp", "c": "reset", "d": "refused"}
+    assert ctx.dst_uri is None and "not a valid URI" in caplog.text
+
+
+async def test_remove_branch(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        append_branch("sip:a@10.0.0.1"); append_branch("sip:b@10.0.0.2"); append_branch("sip:c@10.0.0.3");
+        remove_branch(1);
+        if (!remove_branch(5)) $var(r) = "none";
+    }""")
+    ctx = await run(server, request())
+    assert ctx.branches is not None and [b.uri for b in ctx.branches] == ["sip:a@10.0.0.1", "sip:c@10.0.0.3"]
+    assert ctx.vars["r"] == "none"
+
+
+async def test_two_flags_to_a_branch_flag_function_is_false(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    server = load(tmp_path, 'route { if (!setbflag(NAT, RTP)) $var(r) = "no"; }')
+    ctx = await run(server, request())
+    assert ctx.vars["r"] == "no" and ctx.bflags == 0 and "the 2.x order is (branch, flag)" in caplog.text
