@@ -307,8 +307,7 @@ class SocketWanted:
             return False
         if self.port is not None and port != self.port:
             return False
-        h = normalize_host(host)
-        return h in self.addresses or h in ("0.0.0.0", "::")   # noqa: S104 - a wildcard socket sends from any
+        return normalize_host(host) in self.addresses
 
 
 def parse_send_socket(text: Any) -> SocketWanted:
@@ -348,7 +347,8 @@ def force_send_socket(ctx: MsgContext, wanted: Any) -> int:
         wanted = parse_send_socket(wanted)
     server = ctx.server
     sockets: Sequence[SocketInfo] = server.sockets if server is not None else ()
-    for sock in sockets:
+    # without a protocol UDP sockets first, then the others (OpenSIPS find_si)
+    for sock in sorted(sockets, key=lambda s: s.proto != "udp") if wanted.proto is None else sockets:
         if wanted.matches(sock.proto, sock.host, sock.port):
             ctx.send_socket = sock
             return 1

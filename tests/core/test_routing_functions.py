@@ -329,3 +329,11 @@ async def test_two_flags_to_a_branch_flag_function_is_false(tmp_path: Path,
     server = load(tmp_path, 'route { if (!setbflag(NAT, RTP)) $var(r) = "no"; }')
     ctx = await run(server, request())
     assert ctx.vars["r"] == "no" and ctx.bflags == 0 and "the 2.x order is (branch, flag)" in caplog.text
+
+
+async def test_force_send_socket_without_protocol_prefers_udp(tmp_path: Path) -> None:
+    server = load(tmp_path, 'route { force_send_socket("127.0.0.1:5070"); }',
+                  sockets="socket = tcp:127.0.0.1:5070\nsocket = udp:127.0.0.1:5070\n")
+    server.sockets = [TCP_SOCK, UDP_SOCK]
+    ctx = await run(server, request())
+    assert ctx.send_socket == UDP_SOCK          # OpenSIPS find_si: UDP first when no protocol is given
