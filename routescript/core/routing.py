@@ -1,6 +1,7 @@
-"""Core routing functions of the OpenSIPS script (core_cmds.c, OpenSIPS 3.4): flags and branch flags,
-Request-URI rewriting (strip, prefix, strip_tail), force_rport, force_send_socket, log, append_branch,
-and the pseudo-variables they go with ($mf, $bf, $branch(...)).
+"""Core routing functions of the OpenSIPS script (core_cmds.c, OpenSIPS 3.4): Request-URI rewriting
+(strip, prefix, strip_tail, seturi & co., revert_uri), $du as functions, force_rport, force_send_socket
+and log - and the registration of all core routing functions, with the flag ones (flag_functions.py)
+and the branch ones (branch_functions.py).
 
 They only change the MsgContext and its request; tm's sender reads ctx.msg's Request-URI, ctx.dst_uri,
 ctx.send_socket and ctx.branches when it relays. Every one may be called in any route (ALL_ROUTES in
@@ -17,8 +18,7 @@ import socket as _socket
 from collections.abc import Sequence
 from typing import Any
 
-from routescript.script.context import Branch, MsgContext
-from routescript.script.flags import FlagNames
+from routescript.script.context import MsgContext
 from routescript.script.pv_message import (
     get_ouri,
     set_duri,
@@ -31,112 +31,15 @@ from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, Registr
 from routescript.sip import Destination, ParseError, SIPRequest, SocketInfo
 from routescript.sip.hosts import bare_host, is_ip, normalize_host
 
+from .branch_functions import branch_functions, branch_pvars
 from .config import L_DBG, ListenSpec
+from .flag_functions import flag_functions, flag_pvars
 from .functions import xlog_level_of
 from .log import py_level
 
 log = logging.getLogger("routescript.core")
 script_log = logging.getLogger("routescript.script")
 
-# OpenSIPS MAX_BRANCHES default (the `max_branches` of 3.x): branches one request may fork to, the
-# request URI included.
-MAX_BRANCHES = 12
-
-
-# --- flags ---------------------------------------------------------------------------------------------
-
-def _flag_fixup(names: FlagNames) -> Any:
-    return names.mask
-
-
-def setflag(ctx: MsgContext, mask: int) -> int:
-    ctx.flags |= mask
-    return 1
-
-
-def resetflag(ctx: MsgContext, mask: int) -> int:
-    ctx.flags &= ~mask
-    return 1
-
-
-def isflagset(ctx: MsgContext, mask: int) -> int:
-    return 1 if ctx.flags & mask else -1
-
-
-class _BranchFlagArgs:
-    """setbflag & co. take (flag[, branch]) in OpenSIPS 3 and ([branch,] flag) in 2.x. The 2.x form is
-    recognised at load time when its second argument is a flag name (setbflag(1, NAT)); two numbers
-    read as the 3.x order (flag, branch), as OpenSIPS 3.4 reads them."""
-
-    def __init__(self, names: FlagNames) -> None:
-        self.names = names
-
-    def first(self, value: Any) -> tuple[int, str]:
-        """(mask, the text written): a 2.x branch index is the text."""
-        return self.names.mask(value), str(value).strip()
-
-    def second(self, value: Any) -> Any:
-        text = str(value).strip()
-        if text.lstrip("-").isdigit():
-            return int(text)        # the 3.x branch index
-        return _Flag2x(self.names.mask(text))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Flag2x:
-    mask: int
-
-
-def _branch_flag_target(ctx: MsgContext, first: tuple[int, str], second: Any) -> tuple[int, int]:
-    """(mask, branch index) from the two arguments as _BranchFlagArgs fixed them."""
-    mask, text = first
-    if isinstance(second, _Flag2x):       # 2.x: ([branch,] flag)
-        if not text.isdigit():
-            raise ValueError(f"two flags given ({text!r} and another): the 2.x order is (branch, flag), "
-                             "the 3.x order (flag, branch)")
-        return second.mask, int(text)
-    return mask, 0 if second is None else int(second)
-
-
-def _bflags_get(ctx: MsgContext, idx: int) -> int | None:
-    if idx == 0:
-        return ctx.bflags
-    branches = ctx.branches
-    if branches is None or not 0 < idx <= len(branches):
-        return None
-    return branches[idx - 1].flags
-
-
-def _bflags_set(ctx: MsgContext, idx: int, value: int) -> None:
-    if idx == 0:
-        ctx.bflags = value
-    else:
-        assert ctx.branches is not None
-        ctx.branches[idx - 1].flags = value
-
-
-def setbflag(ctx: MsgContext, first: tuple[int, str], second: Any = None) -> int:
-    mask, idx = _branch_flag_target(ctx, first, second)
-    flags = _bflags_get(ctx, idx)
-    if flags is None:
-        raise ValueError(f"there is no branch {idx}")
-    _bflags_set(ctx, idx, flags | mask)
-    return 1
-
-
-def resetbflag(ctx: MsgContext, first: tuple[int, str], second: Any = None) -> int:
-    mask, idx = _branch_flag_target(ctx, first, second)
-    flags = _bflags_get(ctx, idx)
-    if flags is None:
-        raise ValueError(f"there is no branch {idx}")
-    _bflags_set(ctx, idx, flags & ~mask)
-    return 1
-
-
-def isbflagset(ctx: MsgContext, first: tuple[int, str], second: Any = None) -> int:
-    mask, idx = _branch_flag_target(ctx, first, second)
-    flags = _bflags_get(ctx, idx)
-    return 1 if flags is not None and flags & mask else -1
 
 
 # --- Request-URI user: strip, prefix, strip_tail (OpenSIPS rewrite_ruri) ---------------------------------
@@ -251,15 +154,6 @@ def resetdsturi(ctx: MsgContext) -> int:
 
 def isdsturiset(ctx: MsgContext) -> int:
     return 1 if ctx.dst_uri else -1
-
-
-def remove_branch(ctx: MsgContext, index: int) -> int:
-    """Remove appended branch `index` (0: the first append_branch() one)."""
-    branches = ctx.branches
-    if branches is None or not 0 <= index < len(branches):
-        return -1
-    del branches[index]
-    return 1
 
 
 # --- force_rport -------------------------------------------------------------------------------------
@@ -387,119 +281,12 @@ def log_(ctx: MsgContext, first: _LogFirst, text: str | None = None) -> int:
     return 1
 
 
-# --- append_branch -----------------------------------------------------------------------------------
-
-def _q_fixup(value: Any) -> float | None:
-    """A q-value (RFC 3261 20.10: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ))."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not re.fullmatch(r"0(\.\d{0,3})?|1(\.0{0,3})?", text):
-        raise ValueError(f"bad q value {text!r} (0 to 1, three decimals at most)")
-    return float(text)
-
-
-def append_branch(ctx: MsgContext, uri: Any = None, q: Any = None) -> int:
-    """append_branch([uri[, q]]): one more destination for t_relay to fork to.
-
-    Without a URI the current request (its URI, $du, branch flags, forced socket) becomes the new
-    branch and those are reset on the request, as OpenSIPS does; with one, the new branch takes the
-    URI and the request's $du, branch flags and forced socket."""
-    from routescript.sip import parse_uri
-
-    msg = ctx.msg
-    if not isinstance(msg, SIPRequest):
-        raise ValueError("append_branch: there is no request")
-    branches = ctx.branches
-    if branches is not None and len(branches) + 1 >= MAX_BRANCHES:
-        raise ValueError(f"append_branch: {MAX_BRANCHES} branches already (the most a request forks to)")
-    if q is not None and not isinstance(q, float):
-        q = _q_fixup(q)
-    if uri is None:
-        branch = Branch(msg.ruri, ctx.dst_uri, None, q, ctx.bflags, ctx.send_socket)
-        ctx.dst_uri, ctx.bflags, ctx.send_socket = None, 0, None
-    else:
-        text = str(uri).strip()
-        try:
-            parse_uri(text)
-        except ParseError:
-            raise ValueError(f"append_branch: not a valid URI: {text!r}") from None
-        branch = Branch(text, ctx.dst_uri, None, q, ctx.bflags, ctx.send_socket)
-    if branches is None:
-        ctx.branches = [branch]
-    else:
-        branches.append(branch)
-    return 1
-
-
-# --- pseudo-variables: $mf $bf $branch(...) -----------------------------------------------------------
-
-_BRANCH_FIELDS = ("uri", "duri", "q", "path", "flags", "socket")
-
-
-def _branch_field(names: FlagNames, branch: Branch, field: str) -> Any:
-    if field == "uri":
-        return branch.uri
-    if field == "duri":
-        return branch.dst_uri
-    if field == "q":
-        return None if branch.q is None else f"{branch.q:g}"   # "0.5", "1" (OpenSIPS q2str)
-    if field == "path":
-        return branch.path
-    if field == "flags":
-        return names.names(branch.flags)
-    sock = branch.socket
-    return None if sock is None else str(sock)
-
-
-def _check_branch_field(key: str) -> None:
-    if key not in _BRANCH_FIELDS:
-        raise ValueError(f"$branch({key}): unknown field (one of {', '.join(_BRANCH_FIELDS)})")
-
-
-def routing_pvars(registry: Registry) -> list[PVarSpec]:
-    msg_flags, branch_flags = registry.msg_flags, registry.branch_flags
-
-    def get_mf(ctx: MsgContext, key: Any, index: Any) -> str:
-        return msg_flags.names(ctx.flags)
-
-    def get_bf(ctx: MsgContext, key: Any, index: Any) -> str:
-        return branch_flags.names(ctx.bflags)
-
-    def get_branch(ctx: MsgContext, key: Any, index: Any) -> Any:
-        """$branch(field)[i]: the i-th appended branch (0: the first; the request URI is not one)."""
-        branches = ctx.branches or []
-        field = key or "uri"
-        if index == "*":
-            values = [_branch_field(branch_flags, b, field) for b in branches]
-            return ", ".join(str(v) for v in values if v is not None) or None
-        i = 0 if index is None else int(index)
-        if not -len(branches) <= i < len(branches):
-            return None
-        return _branch_field(branch_flags, branches[i], field)
-
-    return [
-        PVarSpec("mf", get_mf),
-        PVarSpec("bf", get_bf),
-        PVarSpec("branch", get_branch, key="optional", check_key=_check_branch_field),
-    ]
-
-
 # --- registration ----------------------------------------------------------------------------------------
 
 def routing_functions(registry: Registry, listen: Sequence[ListenSpec] | None = None) -> list[FunctionSpec]:
-    """The functions above, bound to this configuration's flag names and sockets (`listen`: the
-    socket= lines, for force_send_socket's load-time check; None: checked when called)."""
-    mflag = _flag_fixup(registry.msg_flags)
-    bargs = _BranchFlagArgs(registry.branch_flags)
-
-    def flag_arg() -> ArgSpec:
-        return ArgSpec("str", name="flag", fixup=mflag, static=True)
-
-    def bflag_args() -> tuple[ArgSpec, ArgSpec]:
-        return (ArgSpec("str", name="flag", fixup=bargs.first, static=True),
-                ArgSpec("str", optional=True, name="branch_idx", fixup=bargs.second, static=True))
-
+    """Every core routing function, the flag ones bound to this configuration's flag names, and
+    force_send_socket to its sockets (`listen`: the socket= lines, for its load-time check; None:
+    checked when called)."""
     uri_setters = [
         (("seturi", "rewriteuri"), seturi, "uri"),
         (("sethost", "rewritehost", "seth"), sethost, "host"),
@@ -514,23 +301,17 @@ def routing_functions(registry: Registry, listen: Sequence[ListenSpec] | None = 
     specs = [function(name, impl, ArgSpec("str", name=arg)) for names, impl, arg in uri_setters
              for name in names]
     specs += [function(name, impl) for names, impl in no_args for name in names]
-    return specs + [
-        function("setflag", setflag, flag_arg()),
-        function("resetflag", resetflag, flag_arg()),
-        function("isflagset", isflagset, flag_arg()),
-        function("setbflag", setbflag, *bflag_args()),
-        function("setbranchflag", setbflag, *bflag_args()),     # the 2.x spelling
-        function("resetbflag", resetbflag, *bflag_args()),
-        function("isbflagset", isbflagset, *bflag_args()),
+    return specs + flag_functions(registry) + branch_functions() + [
         function("strip", strip, ArgSpec("int", name="n", fixup=_check_count)),
         function("strip_tail", strip_tail, ArgSpec("int", name="n", fixup=_check_count)),
         function("prefix", prefix, ArgSpec("str", name="prefix")),
-        function("remove_branch", remove_branch, ArgSpec("int", name="index")),
         function("force_send_socket", force_send_socket,
                  ArgSpec("str", name="socket", fixup=_send_socket_fixup(listen))),
         function("log", log_, ArgSpec("str", name="level_or_text", fixup=_log_first_fixup, static=True),
                  ArgSpec("str", optional=True, name="text", static=True)),
-        function("append_branch", append_branch, ArgSpec("str", optional=True, name="uri"),
-                 ArgSpec("str", optional=True, name="q", fixup=_q_fixup)),
     ]
 
+
+def routing_pvars(registry: Registry) -> list[PVarSpec]:
+    """$mf, $bf and $branch(...)."""
+    return flag_pvars(registry) + branch_pvars(registry)
