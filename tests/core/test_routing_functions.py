@@ -337,3 +337,25 @@ async def test_force_send_socket_without_protocol_prefers_udp(tmp_path: Path) ->
     server.sockets = [TCP_SOCK, UDP_SOCK]
     ctx = await run(server, request())
     assert ctx.send_socket == UDP_SOCK          # OpenSIPS find_si: UDP first when no protocol is given
+
+
+async def test_msg_flag_and_branch_flag_pvars(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        $msg.flag(NAT) = 1;
+        if (isflagset(NAT)) $var(a) = $msg.flag(NAT);
+        $msg.flag(NAT) = 0;
+        $var(b) = $msg.flag(NAT);
+        setbflag(RTP);
+        $var(c) = $branch.flag(RTP);
+        append_branch("sip:x@10.0.0.1");
+        $(branch.flag(VIDEO)[1]) = 1;
+        if (isbflagset(VIDEO, 1)) $var(d) = $(branch.flag(VIDEO)[1]);
+    }""")
+    ctx = await run(server, request())
+    assert ctx.vars == {"a": 1, "b": 0, "c": 1, "d": 1}
+    assert ctx.flags == 0
+
+
+def test_flag_pvar_names_checked_at_load(tmp_path: Path) -> None:
+    texts = errors_of(tmp_path, '    $var(x) = $msg.flag(40);\n')
+    assert "bad.cfg:3:15: $msg.flag(40): message flag 40 does not exist" in texts[0]
