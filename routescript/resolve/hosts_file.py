@@ -28,8 +28,8 @@ def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
         if len(fields) < 2 or not is_ip(fields[0]):
             continue
         address = normalize_host(fields[0])
-        for name in fields[1:]:
-            name = name.lower().rstrip(".")
+        for written in fields[1:]:
+            name = written.lower().rstrip(".")
             if address not in table.get(name, ()):
                 table[name] = table.get(name, ()) + (address,)
     return table

@@ -109,7 +109,8 @@ class DnsLookup:
             answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False,
                                                   search=self._search)
         except dns.resolver.NXDOMAIN as exc:
-            return RecordSet(NXDOMAIN, ttl=_negative_ttl(exc.responses().values()))
+            responses: dict[dns.name.Name, dns.message.Message] = exc.responses()  # type: ignore[no-untyped-call]
+            return RecordSet(NXDOMAIN, ttl=_negative_ttl(responses.values()))
         except dns.resolver.LifetimeTimeout:
             return RecordSet(FAILED, ttl=FAILURE_TTL,
                              reason=f"{query.rdtype} lookup of {query.name} timed out after "

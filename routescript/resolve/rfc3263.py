@@ -165,8 +165,8 @@ def _addresses(hops: list[tuple[str, str, int]], policy: Policy,
     file, as a literal, or from A (and AAAA) lookups asked together; duplicates dropped."""
     found: dict[str, tuple[str, ...]] = {}
     queries: list[Query] = []
-    for _proto, name, _port in hops:
-        name = _dns_name(name)
+    for _proto, target, _port in hops:
+        name = _dns_name(target)
         if name in found:
             continue
         listed = (normalize_host(name),) if is_ip(name) else hosts(name)
@@ -182,12 +182,11 @@ def _addresses(hops: list[tuple[str, str, int]], policy: Policy,
         trace.note(answers)
         for query, answer in zip(queries, answers, strict=True):
             found[query.name] += tuple(str(a) for a in answer.items)
-    targets: list[Target] = []
-    for proto, name, port in hops:
-        for target in _expand(found[_dns_name(name)], proto, port, policy):
-            if target not in targets:
-                targets.append(target)
-    return targets[:MAX_TARGETS]
+    targets: dict[Target, None] = {}              # ordered, without duplicates
+    for proto, hop_host, port in hops:
+        for address in _expand(found[_dns_name(hop_host)], proto, port, policy):
+            targets.setdefault(address)
+    return list(targets)[:MAX_TARGETS]
 
 
 def _expand(addresses: Sequence[str], proto: str, port: int, policy: Policy) -> list[Target]:
