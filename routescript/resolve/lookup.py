@@ -97,8 +97,10 @@ class DnsLookup:
         self.lifetime = resolver.lifetime
 
     @property
-    def nameservers(self) -> list[str]:
-        return [str(ns) for ns in self._resolver.nameservers]
+    def nameservers(self) -> list[tuple[str, int]]:
+        """(address, port) of the servers asked, in order."""
+        return [(ns, 53) if isinstance(ns, str) else (ns.address, ns.port)  # type: ignore[attr-defined]
+                for ns in self._resolver.nameservers]
 
     async def query(self, query: Query) -> RecordSet:
         if not self._resolver.nameservers:
