@@ -10,8 +10,11 @@ import pytest
 from routescript.core.config import apply_globals, parse_nameservers
 from routescript.core.module import ConfigError
 from routescript.core.server import LoadError, Server
+from routescript.resolve import Target
 from routescript.resolve.lookup import DnsLookup
 from routescript.resolve.resolver import DnsResolver
+from routescript.sip.uri import parse_uri
+from routescript.testing.dns_server import DnsTestServer
 
 P = ("d.cfg", 4, 1)
 
@@ -93,3 +96,17 @@ def test_a_refused_dns_value_is_a_load_error_at_its_line(tmp_path: Path) -> None
         Server().load(str(path))
     first = str(info.value.diagnostics[0]).splitlines()[0]
     assert first.startswith(f"{path}:3:") and "rev_dns = yes" in first
+
+
+async def test_dns_nameservers_and_hosts_file_reach_the_resolver(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.3.3 gw.lan\n")
+    async with DnsTestServer() as server:
+        server.add("pbx.test", "A", "127.0.0.7")
+        cfg, _ = apply_globals([("dns_nameservers", f"127.0.0.1:{server.port}", P),
+                                ("dns_hosts_file", str(hosts), P), ("dns_try_naptr", "no", P)])
+        resolver = DnsResolver(cfg.dns_settings())
+        protos = frozenset({"udp"})
+        assert await resolver.resolve(parse_uri("sip:pbx.test"), protos) == [Target("udp", "127.0.0.7", 5060)]
+        assert server.queries == [("_sip._udp.pbx.test", "SRV"), ("pbx.test", "A")]
+        assert resolver.resolve_now(parse_uri("sip:gw.lan"), protos) == [Target("udp", "127.0.3.3", 5060)]
