@@ -27,7 +27,8 @@ from routescript.sip.uri import SipURI
 from . import ResolveError, Target
 from .records import FAILED, NXDOMAIN, Naptr, Query, RecordSet, Srv
 
-__all__ = ["DEFAULT_PORTS", "Plan", "Policy", "literal_targets", "order_srv", "plan", "usable_naptr"]
+__all__ = ["DEFAULT_PORTS", "Plan", "Policy", "literal_targets", "order_srv", "plan", "target_host",
+           "usable_naptr"]
 
 # RFC 3261 19.1.2 (5060 / 5061 for TLS); RFC 7118 leaves ws/wss to the HTTP ports.
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
@@ -60,19 +61,30 @@ class Policy:
     try_ipv6: bool = False
 
 
+def target_host(uri: SipURI) -> str:
+    """RFC 3263 4: "TARGET [is] the value of the maddr parameter of the URI, if present, otherwise, the
+    host value" (OpenSIPS's tm and forward() do the same)."""
+    if uri.params:
+        maddr = uri.param("maddr")
+        if maddr:
+            return maddr
+    return uri.host
+
+
 def literal_targets(uri: SipURI, protos: frozenset[str]) -> list[Target] | None:
-    """The one target of a URI whose host is an IP literal (no lookup), or None for a name."""
-    if not is_ip(uri.host):
+    """The one target of a URI whose host (or maddr) is an IP literal (no lookup), or None for a name."""
+    host = target_host(uri)
+    if not is_ip(host):
         return None
     proto = _chosen_transport(uri, protos) or _default_transport(uri, protos)
-    return [Target(proto, normalize_host(uri.host), uri.port or DEFAULT_PORTS[proto])]
+    return [Target(proto, normalize_host(host), uri.port or DEFAULT_PORTS[proto])]
 
 
 def plan(uri: SipURI, protos: frozenset[str], policy: Policy,
          hosts: Callable[[str], tuple[str, ...] | None], rng: random.Random) -> Plan:
     """The RFC 3263 procedure for `uri` (see the module docstring). `hosts(name)` gives the hosts file's
     addresses of a name or None. Raises ResolveError when no target is found."""
-    host = _dns_name(uri.host)
+    host = _dns_name(target_host(uri))
     forced = _chosen_transport(uri, protos)
     trace = _Trace(host)
     listed = hosts(host)

@@ -151,6 +151,16 @@ def test_ip_literals_need_no_lookup() -> None:
         literal_targets(parse_uri("sip:10.0.0.9;transport=tls"), UDP_TCP)
 
 
+def test_maddr_is_the_target() -> None:
+    # RFC 3263 4: TARGET is maddr when present, else the host
+    assert literal_targets(parse_uri("sip:bob@example.test;maddr=10.0.0.7"), UDP_TCP) == [
+        Target("udp", "10.0.0.7", 5060)]
+    asked: list[Query] = []
+    assert drive("sip:bob@10.9.9.9:5070;maddr=b.test", BASE, asked=asked) == [
+        Target("udp", "10.0.0.2", 5070), Target("udp", "10.0.0.3", 5070)]
+    assert asked == [Query("b.test", "A")]
+
+
 def test_hosts_file_name_asks_nothing_of_dns() -> None:
     asked: list[Query] = []
     hosts = {"pbx.lan": ("192.168.1.5", "::1")}
