@@ -261,3 +261,31 @@ async def test_srv_weights_spread_the_first_target(tmp_path: Path) -> None:
 def test_dns_test_server_refuses_a_bad_record() -> None:
     with pytest.raises(dns.exception.SyntaxError):
         DnsTestServer().add("x.test", "SRV", "not a srv record")
+
+
+async def test_a_cancelled_resolution_does_not_hang_the_one_sharing_its_lookup(tmp_path: Path) -> None:
+    async with DnsTestServer() as server:
+        server.silent = True
+        resolver = make_resolver(server, tmp_path, retry_time=5, retries=1)
+        uri = parse_uri("sip:slow.test:5060")
+        owner = asyncio.create_task(resolver.resolve(uri, UDP_TCP))
+        await asyncio.sleep(0.05)
+        sharer = asyncio.create_task(resolver.resolve(uri, UDP_TCP))
+        await asyncio.sleep(0.05)
+        owner.cancel()
+        with pytest.raises(ResolveError, match="cancelled"):
+            await asyncio.wait_for(sharer, 2)
+        with pytest.raises(asyncio.CancelledError):
+            await owner
+        assert len(resolver.cache) == 0                      # nothing cached from it
+
+
+async def test_no_resolv_conf_leaves_hosts_and_literals_working(tmp_path: Path) -> None:
+    (tmp_path / "hosts").write_text("127.0.0.6 gw.lan\n")
+    settings = DnsSettings(hosts_file=str(tmp_path / "hosts"),
+                           lookup=LookupSettings(resolv_conf=str(tmp_path / "no-resolv.conf")))
+    resolver = DnsResolver(settings)
+    assert await resolver.resolve(parse_uri("sip:gw.lan"), UDP_TCP) == [Target("udp", "127.0.0.6", 5060)]
+    assert resolver.resolve_now(parse_uri("sip:127.0.0.1"), UDP_TCP) == [Target("udp", "127.0.0.1", 5060)]
+    with pytest.raises(ResolveError, match="no DNS servers configured"):
+        await resolver.resolve(parse_uri("sip:example.test"), UDP_TCP)
