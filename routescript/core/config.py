@@ -220,7 +220,9 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "event_pkg_threshold": ("int", 0, False),
     "event_shm_threshold": ("int", 0, False),
     "exec_msg_threshold": ("int", 0, False),
+    # microseconds: a DNS query slower than this logs a warning (routescript/resolve/lookup.py)
     "exec_dns_threshold": ("int", 0, False),
+    "execdnsthreshold": ("int", 0, False),       # OpenSIPS's older name of exec_dns_threshold
     "tcp_threshold": ("int", 0, False),
     "query_buffer_size": ("int", 0, False),
     "query_flush_time": ("int", 0, False),
@@ -355,7 +357,8 @@ class CoreConfig:
         lookup = LookupSettings(
             retry_time=self.get("dns_retr_time"), retries=self.get("dns_retr_no"),
             servers_no=self.get("dns_servers_no"), use_search_list=bool(self.get("dns_use_search_list")),
-            nameservers=parse_nameservers(str(self.get("dns_nameservers") or "")))
+            nameservers=parse_nameservers(str(self.get("dns_nameservers") or "")),
+            slow_query_us=int(self.get("exec_dns_threshold") or self.get("execdnsthreshold") or 0))
         return DnsSettings(
             policy=Policy(try_naptr=bool(self.get("dns_try_naptr")), try_ipv6=bool(self.get("dns_try_ipv6"))),
             failover=not self.get("disable_dns_failover"), lookup=lookup,
@@ -469,6 +472,9 @@ def _check_dns_param(name: str, value: Any, pos: Pos | None) -> None:
         raise ConfigError(why, pos)
     if name in ("dns_retr_time", "dns_retr_no", "dns_servers_no") and value < 1:
         raise ConfigError(f"core parameter '{name}' must be at least 1, got {value}", pos)
+    if name in ("exec_dns_threshold", "execdnsthreshold") and value < 0:
+        raise ConfigError(f"core parameter '{name}' must be 0 (off) or a number of microseconds, got {value}",
+                          pos)
     if name == "dns_nameservers":
         try:
             parse_nameservers(value)

@@ -8,6 +8,7 @@ on, so one library serves both; aiodns needs pycares, a C extension, for no gain
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import dns.resolver
 from .records import FAILED, NODATA, NXDOMAIN, OK, Naptr, Query, RecordSet, Srv
 
 __all__ = ["DnsLookup", "LookupSettings", "NEGATIVE_TTL", "FAILURE_TTL"]
+
+log = logging.getLogger("routescript.resolve")
 
 # RFC 2308 5: a negative answer is kept for the SOA's minimum (capped by the SOA's own TTL); without a
 # SOA in the answer, for NEGATIVE_TTL seconds (our choice).
@@ -50,6 +53,7 @@ class LookupSettings:
     use_search_list: bool = True         # dns_use_search_list: resolv.conf's search/domain lines
     nameservers: tuple[tuple[str, int], ...] = ()
     resolv_conf: str = "/etc/resolv.conf"
+    slow_query_us: int = 0               # exec_dns_threshold: log a warning for a query slower (0: never)
 
 
 def _resolv_conf_attempts(path: str) -> int | None:
@@ -73,7 +77,7 @@ class DnsLookup:
     """`await query(Query)` -> RecordSet, never an exception: a failure is a FAILED RecordSet whose
     reason says what happened. Each query is bounded by retry_time x retries seconds."""
 
-    __slots__ = ("_resolver", "_search", "timeout", "lifetime")
+    __slots__ = ("_resolver", "_search", "_slow_s", "timeout", "lifetime")
 
     def __init__(self, settings: LookupSettings) -> None:
         resolver = dns.asyncresolver.Resolver(configure=False)
@@ -93,6 +97,7 @@ class DnsLookup:
         resolver.use_search_by_default = settings.use_search_list
         self._resolver = resolver
         self._search = settings.use_search_list
+        self._slow_s = settings.slow_query_us / 1e6
         self.timeout = resolver.timeout
         self.lifetime = resolver.lifetime
 
@@ -105,6 +110,17 @@ class DnsLookup:
     async def query(self, query: Query) -> RecordSet:
         if not self._resolver.nameservers:
             return RecordSet(FAILED, ttl=FAILURE_TTL, reason="no DNS servers configured")
+        if not self._slow_s:
+            return await self._ask(query)
+        started = time.monotonic()
+        answer = await self._ask(query)
+        took = time.monotonic() - started
+        if took > self._slow_s:
+            log.warning("slow DNS query: %s %s took %d us (exec_dns_threshold %d us)", query.rdtype,
+                        query.name, took * 1e6, self._slow_s * 1e6)
+        return answer
+
+    async def _ask(self, query: Query) -> RecordSet:
         rdtype = dns.rdatatype.from_text(query.rdtype)
         try:
             qname = dns.name.from_text(query.name, origin=None)

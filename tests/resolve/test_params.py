@@ -110,3 +110,23 @@ async def test_dns_nameservers_and_hosts_file_reach_the_resolver(tmp_path: Path)
         assert await resolver.resolve(parse_uri("sip:pbx.test"), protos) == [Target("udp", "127.0.0.7", 5060)]
         assert server.queries == [("_sip._udp.pbx.test", "SRV"), ("pbx.test", "A")]
         assert resolver.resolve_now(parse_uri("sip:gw.lan"), protos) == [Target("udp", "127.0.3.3", 5060)]
+
+
+async def test_exec_dns_threshold_logs_slow_queries(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError, match="exec_dns_threshold"):
+        apply_globals([("exec_dns_threshold", -5, P)])
+    async with DnsTestServer() as server:
+        server.add("pbx.test", "A", "127.0.0.7")
+        cfg, _ = apply_globals([("dns_nameservers", f"127.0.0.1:{server.port}", P),
+                                ("exec_dns_threshold", 1, P), ("dns_hosts_file", str(tmp_path / "h"), P)])
+        assert cfg.dns_settings().lookup.slow_query_us == 1
+        with caplog.at_level("WARNING", logger="routescript.resolve"):
+            await DnsResolver(cfg.dns_settings()).resolve(parse_uri("sip:pbx.test:5060"), frozenset({"udp"}))
+        assert any("slow DNS query: A pbx.test took" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        quiet, _ = apply_globals([("dns_nameservers", f"127.0.0.1:{server.port}", P),
+                                  ("dns_hosts_file", str(tmp_path / "h"), P)])
+        with caplog.at_level("WARNING", logger="routescript.resolve"):
+            await DnsResolver(quiet.dns_settings()).resolve(parse_uri("sip:pbx.test:5060"),
+                                                            frozenset({"udp"}))
+        assert not caplog.records
