@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from routescript.sip.uri import SipURI
 
-from . import ResolveError, Target
+from . import ResolveError, Resolver, Target
 from .cache import RecordCache
 from .hosts_file import HostsFile
 from .lookup import DnsLookup, LookupSettings
@@ -129,3 +129,8 @@ class DnsResolver:
             raise
         finally:
             del self._inflight[query]
+
+
+def _conforms(resolver: DnsResolver) -> Resolver:
+    """mypy checks here that DnsResolver is a Resolver (the protocol the senders are typed against)."""
+    return resolver
