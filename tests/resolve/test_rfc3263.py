@@ -242,3 +242,13 @@ def test_targets_are_deduplicated_and_bounded() -> None:
     targets = drive("sip:example.test", table, protos=frozenset({"udp"}))
     assert targets[:2] == [Target("udp", "10.0.0.2", 5060), Target("udp", "10.0.0.3", 5060)]
     assert len(targets) == len(set(targets)) == 32
+
+
+def test_websocket_transports_use_a_records_on_http_ports() -> None:
+    table = {Query("ws.test", "A"): ok("10.5.5.5")}
+    asked: list[Query] = []
+    assert drive("sip:ws.test;transport=ws", table, protos=frozenset({"ws"}), asked=asked) == [
+        Target("ws", "10.5.5.5", 80)]
+    assert asked == [Query("ws.test", "A")]                      # no SRV defined for ws (RFC 7118)
+    assert drive("sips:ws.test;transport=wss", table, protos=frozenset({"wss", "tls"})) == [
+        Target("wss", "10.5.5.5", 443)]
