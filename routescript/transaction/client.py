@@ -25,6 +25,7 @@ class NonInviteClientTransaction(Machine):
 
     TABLE = NON_INVITE_CLIENT
     INITIAL = State.TRYING
+    is_invite = False
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
                  timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
