@@ -285,9 +285,10 @@ def build_registry(modules: ModuleSet, loaded: Iterable[LoadModule] = (),
     from routescript.script.transforms import core_transforms
 
     from .functions import core_functions
+    from .relay import relay_functions
 
     reg = Registry()
-    for fspec in core_functions():
+    for fspec in (*core_functions(), *relay_functions()):
         reg.add_function(fspec)
     for spec in core_pvars():
         reg.add_pvar(spec)

@@ -195,6 +195,13 @@ class TransactionCore:
         self._run(transaction, actions, now)
         return transaction
 
+    def invite_of(self, cancel: SIPRequest) -> ServerTransaction | None:
+        """The live INVITE server transaction a CANCEL is for (RFC 3261 9.2: same key but the method),
+        None when there is none. Raises routescript.sip.ParseError when the top Via is broken."""
+        key = server_key(cancel)
+        transaction = self._server.get((*key[:-1], "INVITE"))
+        return transaction if transaction is not None and transaction.is_invite else None
+
     def create(self, request: SIPRequest, source: Source, now: float) -> ServerTransaction:
         """Make the server transaction for `request` (OpenSIPS t_newtran). An existing one for the same
         key is returned as it is. Raises TransactionLimitError over the bound, TransactionError for an

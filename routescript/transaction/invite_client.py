@@ -54,6 +54,7 @@ class InviteClientTransaction(Machine):
         self.key = key
         self.data = request.to_bytes()
         self.final_response: SIPResponse | None = None
+        self.local_final = False    # the final response was made here (408, 503)
         self.retransmissions = 0
         self._ack: SIPRequest | None = None
         if not reliable:
@@ -95,6 +96,7 @@ class InviteClientTransaction(Machine):
             return   # a TU timeout after the final response was handed up: nothing more to say
         response = build_reply(self.request, status, reason)
         self.final_response = response
+        self.local_final = True
         out.append(Deliver(response, final=True, local=True))
 
     def _on_enter(self, state: State, now: float) -> None:

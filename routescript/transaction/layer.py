@@ -133,6 +133,10 @@ class TransactionLayer:
             self._arm_timer()
         return transaction
 
+    def invite_of(self, cancel: SIPRequest) -> ServerTransaction | None:
+        """The live INVITE server transaction `cancel` is for (t_check_trans/t_relay of a CANCEL)."""
+        return self.core.invite_of(cancel)
+
     def reply(self, transaction: ServerTransaction, response: SIPResponse) -> None:
         """Send `response` within `transaction` (OpenSIPS t_reply). The transaction keeps it for
         retransmissions. Raises TransactionError for a reply its state does not allow (a second final
@@ -203,6 +207,13 @@ class TransactionLayer:
         if core.timer_moved:
             self._arm_timer()
         return transaction
+
+    def abandon(self, transaction: ClientTransaction) -> None:
+        """The creator stops waiting (a proxy branch that timed out or failed over): no more
+        retransmissions, nothing delivered any more."""
+        self._stop_first_send(transaction)
+        self.core.cancel(transaction)
+        self._carry_out()
 
     async def _first_send(self, transaction: ClientTransaction, data: bytes,
                           dest: Destination) -> None:
