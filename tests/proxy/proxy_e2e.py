@@ -105,6 +105,13 @@ def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIP
 async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncIterator[list[SipTestClient]]:
     clients = [await SipTestClient.start(proto, proxy.address, user=f"{user}{i or ''}", timeout=3.0)
                for i in range(count)]
+    if proto == "tcp":
+        # A TCP UA is reachable only over the connection it opened: wait until the proxy has it (a
+        # request answered on it), as a phone's REGISTER would.
+        for client in clients:
+            probe = client.options()
+            probe.set_header("Max-Forwards", "0")
+            await client.send_request(probe)
     try:
         yield clients
     finally:
