@@ -180,9 +180,12 @@ class TmModule(Module):
         failure. In request_route, when nothing could be sent, the error reply goes out at once and
         the script stops (0), unless flag 0x2; an ACK is relayed statelessly."""
         msg = ctx.msg
-        relay = self.server.relay
-        if not isinstance(msg, SIPRequest) or relay is None:
+        relay = getattr(self.server, "relay", None)
+        if not isinstance(msg, SIPRequest):
             log.error("t_relay: no request to relay")
+            return -1
+        if relay is None:
+            log.error("t_relay: the server has no relay sender (not started)")
             return -1
         bits = flags if isinstance(flags, int) else _relay_flags(flags)
         if proxy:
