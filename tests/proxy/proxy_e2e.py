@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from rs_e2e import RunningServer, free_port, start  # noqa: E402
+from rs_e2e import RunningServer, free_port, start
 
-from routescript.testing import SipTestClient  # noqa: E402
+from routescript.testing import SipTestClient
 
 PROXY_SCRIPT = r"""
 log_level = 4

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from proxy_e2e import Proxy, free_port, start, target, uas, write_cfg
@@ -20,7 +19,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
+def running(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
     workers = request.param
     tmp = tmp_path_factory.mktemp(f"proxy{workers}")
     port = free_port()
