@@ -214,7 +214,7 @@ async def test_fr_inv_timeout_after_a_provisional_cancels_and_408() -> None:
 
 
 async def test_t_set_fr_values_win_over_the_module_ones() -> None:
-    proxy, ctx, relay, server, _ = make(ALL)
+    proxy, ctx, _relay, server, _ = make(ALL)
     proxy.arm = Arm(fr_timeout=0.05)
     await proxy.relay_branches(ctx, False)
     await asyncio.sleep(0.1)
