@@ -205,11 +205,13 @@ class TmModule(Module):
             except ParseError as exc:
                 log.error("t_relay: %s", exc.reason)
                 return -2
-            cancelled = self._proxies.get(invite) if invite is not None else None
-            if cancelled is not None:
-                # RFC 3261 16.10: the CANCEL is answered here and every pending branch cancelled
+            if invite is not None:
+                # RFC 3261 16.10: the CANCEL is answered here and every pending branch cancelled; one
+                # for an INVITE already answered (or never relayed) changes nothing (RFC 3261 9.2)
                 reply_stateful(ctx, 200, "OK")
-                cancelled.cancel()
+                cancelled = self._proxies.get(invite)
+                if cancelled is not None and not cancelled.replied:
+                    cancelled.cancel()
                 return 1
         proxy_tx = self.proxy_of(ctx)
         created = False

@@ -57,6 +57,10 @@ route {
     if (!t_relay()) sl_reply_error();
 }
 
+onreply_route {
+    xlog("L_INFO", "global onreply_route $rs\n");
+}
+
 onreply_route[seen] {
     xlog("L_INFO", "onreply_route[seen] $rs $rr branch $T_branch_idx\n");
 }

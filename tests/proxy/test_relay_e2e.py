@@ -84,6 +84,8 @@ async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
         got_bye = await callee.expect_request("BYE", call_id=invite.call_id)
         await callee.reply(got_bye, 200)
         assert (await caller.expect_response(bye, final=True)).status == 200
+        log = proxy.server.log()  # type: ignore[attr-defined]
+        assert "global onreply_route 180" in log and "onreply_route[seen] 180 Ringing branch 0" in log
 
 
 async def test_cancel_of_a_ringing_call_gives_487(proxy: Proxy) -> None:
@@ -106,6 +108,8 @@ async def test_cancel_of_a_ringing_call_gives_487(proxy: Proxy) -> None:
         got_ack = await callee.expect_request("ACK", call_id=invite.call_id)  # our hop-by-hop ACK
         assert got_ack.via.branch == got.via.branch
         caller.send(caller.ack(invite, final))
+        await callee.expect_no_request("ACK", call_id=invite.call_id, within=0.3)   # absorbed here
+
 
 
 async def test_486_runs_failure_route_and_serial_forks(proxy: Proxy) -> None:
