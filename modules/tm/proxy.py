@@ -77,13 +77,14 @@ class Settings:
 class ProxyBranch:
     """One branch: where it goes, what it has sent, what it got."""
 
-    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "final", "flags", "index", "local", "provisional",
-                 "request", "socket", "targets", "timer", "transaction", "uri")
+    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "index", "local",
+                 "provisional", "request", "socket", "targets", "timer", "transaction", "uri")
 
     def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
-                 socket: SocketInfo | None, flags: int) -> None:
+                 socket: SocketInfo | None, flags: int, dst_uri: str | None = None) -> None:
         self.index = index
         self.uri = uri                  # the branch's Request-URI
+        self.dst_uri = dst_uri          # its $du (where it is sent instead of the Request-URI)
         self.request = request          # the request to send, without our Via (Relay.outgoing)
         self.targets = targets          # not yet tried, in order
         self.socket = socket            # force_send_socket()'s, or None
@@ -160,19 +161,22 @@ class ProxyTransaction:
         error: RelayError | None = None
         for ruri, dst_uri, socket, flags in wanted:
             try:
-                branch = await self._make_branch(msg, ruri, dst_uri, socket, flags, maxfwd_done)
-                if not failover:
-                    del branch.targets[1:]
+                request = self.relay.outgoing(msg, ruri, maxfwd_done)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, dst_uri or ruri, exc)
                 error = exc
                 continue
+            branch = ProxyBranch(len(self.branches), ruri, request, [], socket, flags, dst_uri)
+            # branch_route first: what it changes ($ru, $du, the socket) decides where the branch goes
             if not await self._run_branch_route(ctx, branch):
                 continue
             try:
+                branch.targets = list(await self.relay.targets(branch.dst_uri or branch.request.ruri))
+                if not failover:
+                    del branch.targets[1:]
                 self._send(branch, ctx.send_hooks)
             except RelayError as exc:
-                log.warning("%s: %s", self.label, exc)
+                log.warning("%s: branch to %s not relayed: %s", self.label, branch.dst_uri or branch.uri, exc)
                 error = exc
                 continue
             sent += 1
@@ -186,13 +190,6 @@ class ProxyTransaction:
         ctx.extra["sl_error"] = error.sl_error
         return error.code
 
-    async def _make_branch(self, msg: SIPRequest, ruri: str, dst_uri: str | None, socket: SocketInfo | None,
-                           flags: int, maxfwd_done: bool) -> ProxyBranch:
-        targets = list(await self.relay.targets(dst_uri or ruri))
-        request = self.relay.outgoing(msg, ruri, maxfwd_done)
-        branch = ProxyBranch(len(self.branches), ruri, request, targets, socket, flags)
-        return branch
-
     async def _run_branch_route(self, ctx: MsgContext, branch: ProxyBranch) -> bool:
         """branch_route[name] over the branch's request; False when it dropped the branch."""
         name = self.arm.on_branch
@@ -202,6 +199,7 @@ class ProxyTransaction:
         bctx = MsgContext(msg=branch.request, source=ctx.source, server=ctx.server, route_type=BRANCH_ROUTE,
                           flags=ctx.flags, bflags=branch.flags, send_socket=branch.socket,
                           send_hooks=ctx.send_hooks)
+        bctx.dst_uri = branch.dst_uri
         bctx.extra[BRANCH_IDX_KEY] = len(self.branches)
         bctx.extra[PROXY_KEY] = self
         try:
@@ -212,6 +210,8 @@ class ProxyTransaction:
             log.debug("%s: branch %s dropped by branch_route[%s]", self.label, branch.uri, name)
             return False
         branch.flags = bctx.bflags
+        branch.dst_uri = bctx.dst_uri
+        branch.uri = branch.request.ruri
         if bctx.send_socket is not None:
             branch.socket = bctx.send_socket
         ctx.flags = bctx.flags
