@@ -234,7 +234,8 @@ class ProxyTransaction:
             branch.attempt = attempt
             branch.provisional = False
             on_final, on_provisional = self._callbacks(branch, attempt)
-            branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional)
+            branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional,
+                                                          fr_timeout=self.arm.fr_timeout)
             self._arm_timer(branch, self._fr_timeout())
             self._hooks = hooks
             return

@@ -53,7 +53,7 @@ class FakeRelay(Relay):
     async def targets(self, uri_text: str) -> list[Target]:
         return list(self.table[uri_text])
 
-    def send_stateful(self, attempt, on_final, on_provisional):
+    def send_stateful(self, attempt, on_final, on_provisional, *, fr_timeout=None):
         self.sent.append((attempt, on_final, on_provisional))
         return ("tx", len(self.sent))
 

@@ -153,3 +153,9 @@ def test_core_cancel_of_an_invite_client_transaction_delivers_nothing() -> None:
     core.handle_timer(100.0)
     assert core.take_deliveries() == [] and core.pending == 0
     assert not core.receive_response(reply(req, 200), 1.0)   # nothing left to match
+
+
+def test_a_transaction_may_have_its_own_fr_timeout() -> None:
+    ct = InviteClientTransaction(invite(), reliable=True, timers=T, now=0.0, fr_timeout=9.0)
+    events = run_clock(ct, 100.0)
+    assert [(t, a.response.status) for t, a in events if isinstance(a, Deliver)] == [(9.0, 408)]
