@@ -77,8 +77,8 @@ class Settings:
 class ProxyBranch:
     """One branch: where it goes, what it has sent, what it got."""
 
-    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "index", "local",
-                 "provisional", "request", "socket", "targets", "timer", "transaction", "uri")
+    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "hooks", "index",
+                 "local", "provisional", "request", "socket", "targets", "timer", "transaction", "uri")
 
     def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
                  socket: SocketInfo | None, flags: int, dst_uri: str | None = None) -> None:
@@ -90,6 +90,7 @@ class ProxyBranch:
         self.socket = socket            # force_send_socket()'s, or None
         self.flags = flags              # branch flags
         self.attempt: Attempt | None = None
+        self.hooks: Any = None          # the send hooks it was sent with (rr's Record-Route)
         self.transaction: Any = None
         self.provisional = False
         self.final: SIPResponse | None = None
@@ -129,9 +130,7 @@ class ProxyTransaction:
         self.cancelled = False                # a CANCEL came for it (t_was_cancelled)
         self.replied = False                  # a final response went upstream
         self.local_reply = False              # ... and it was made here (t_local_replied)
-        self.in_failure_route = False
         self._queue: deque[Event] = deque()
-        self._hooks: Any = None               # the send hooks of the last t_relay() (for failover)
         self._busy = False
         self._spawn = spawn
         self._on_done = on_done
@@ -237,7 +236,7 @@ class ProxyTransaction:
             branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional,
                                                           fr_timeout=self.arm.fr_timeout)
             self._arm_timer(branch, self._fr_timeout())
-            self._hooks = hooks
+            branch.hooks = hooks   # kept for a failover to the next target
             return
         raise RelayError(f"branch {branch.uri}: no target left", -3, (500, "No destination"))
 
@@ -359,7 +358,7 @@ class ProxyTransaction:
                      status)
             self._abandon(branch)
             try:
-                self._send(branch, self._hooks)
+                self._send(branch, branch.hooks)
                 return
             except RelayError as exc:
                 log.info("%s: failover impossible: %s", self.label, exc)
@@ -422,13 +421,10 @@ class ProxyTransaction:
                               reply_code=best.final.status, flags=self.flags)
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
-            self.in_failure_route = True
             try:
                 await script.run(FAILURE_ROUTE, name, fctx)
             except Exception:
                 log.exception("%s: failure_route[%s] failed", self.label, name)
-            finally:
-                self.in_failure_route = False
             self.flags = fctx.flags
             if fctx.replied or self.replied:
                 self.replied = True
