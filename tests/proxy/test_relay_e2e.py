@@ -229,3 +229,34 @@ async def test_stray_reply_is_dropped(proxy: Proxy) -> None:
         server = proxy.server
         await asyncio.sleep(0.1)
         assert "matched no transaction; dropped" in server.log()  # type: ignore[attr-defined]
+
+
+async def test_reinvite_and_bye_from_the_callee_follow_the_record_route(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "tina") as (caller,), uas(proxy.proto, proxy, "uma") as (callee,):
+        invite = invite_to(caller, callee)
+        caller.send(invite)
+        got = await callee.expect_request("INVITE", call_id=invite.call_id)
+        reply_as(callee, got, 200, "umatag", [("Contact", f"<{callee.contact_uri}>")])
+        final = await caller.expect_response(invite, final=True)
+        dialog = caller.dialog(invite, final)
+        ack = caller.request("ACK", dialog=dialog)
+        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
+        caller.send(ack)
+        await callee.expect_request("ACK", call_id=invite.call_id)
+        # the caller re-INVITEs inside the dialog: loose_route, then t_relay
+        reinvite = caller.request("INVITE", dialog=dialog, body=b"v=0\r\n", content_type="application/sdp")
+        caller.send(reinvite)
+        got_re = await callee.expect_request("INVITE", call_id=invite.call_id)
+        assert got_re.to.tag == "umatag" and got_re.ruri == callee.contact_uri
+        reply_as(callee, got_re, 200, "umatag")
+        assert (await caller.expect_response(reinvite, final=True)).status == 200
+        # the callee hangs up: its route set is the Record-Route of the INVITE, in order
+        routes = [("Route", value) for value in got.header_all("record-route")]
+        bye = callee.request("BYE", caller.contact_uri, headers=routes, call_id=invite.call_id,
+                             from_=str(got.to.uri), to=str(got.from_.uri), from_tag="umatag",
+                             to_tag=invite.from_.tag, cseq=1, contact=False)
+        callee.send(bye)
+        got_bye = await caller.expect_request("BYE", call_id=invite.call_id)
+        assert len(got_bye.vias) == 2 and not got_bye.has_header("route")
+        await caller.reply(got_bye, 200)
+        assert (await callee.expect_response(bye, final=True)).status == 200
