@@ -454,6 +454,13 @@ class ProxyTransaction:
         try:
             transactions.reply(self.server_transaction, out)
         except TransactionError as exc:
+            if self.is_invite and 200 <= out.status < 300 and self.source is not None:
+                # a 2xx after our 487/408 went up (the callee answered as it was cancelled): forwarded
+                # anyway, as the transaction layer would not (RFC 6026 7.2: every 2xx goes upstream)
+                transport = getattr(self.server, "transport", None)
+                if transport is not None:
+                    transport.send_reply(out, self.source)
+                    return
             log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
 
     # --- cancelling -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from routescript.modules.tm.select import pick_best, upstream_status
 from routescript.resolve import Target
 from routescript.script.context import Branch, MsgContext
 from routescript.sip import SIPResponse, SocketInfo, Source, build_reply, parse_message
-from routescript.transaction import TimerConfig
+from routescript.transaction import TimerConfig, TransactionError
 
 UDP = SocketInfo("udp", "127.0.0.1", 5060)
 
@@ -59,16 +59,29 @@ class FakeRelay(Relay):
 
 
 class FakeServerTransactions:
+    """Refuses a final reply after a 300-699 one, as the INVITE server transaction does."""
+
     def __init__(self) -> None:
         self.upstream: list[SIPResponse] = []
 
     def reply(self, transaction, response) -> None:
+        if response.status >= 200 and any(r.status >= 300 for r in self.upstream):
+            raise TransactionError("cannot send a final response in state Completed")
         self.upstream.append(response)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.stateless: list[SIPResponse] = []
+
+    def send_reply(self, response, source) -> None:
+        self.stateless.append(response)
 
 
 class FakeServer:
     def __init__(self) -> None:
         self.transactions = FakeServerTransactions()
+        self.transport = FakeTransport()
         self.local: list[int] = []
         self.script = None
 
@@ -240,3 +253,14 @@ async def test_a_chosen_503_goes_upstream_as_500() -> None:
     up = server.transactions.upstream
     assert [(r.status, r.reason) for r in up] == [(500, "Server Internal Error")]
     assert len(up[0].vias) == 1
+
+
+async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    proxy.cancel()                                         # no provisional yet: local 487 upstream
+    await settle()
+    answer(relay, 0, 200, "late")                          # the callee answered meanwhile
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [487]
+    assert [(r.status, r.to.tag) for r in server.transport.stateless] == [(200, "late")]
