@@ -187,9 +187,11 @@ class Relay:
         and the response sent to the next one (RFC 3261 18.2.2 rules: received, rport, sent-by). False
         for any other response (the caller drops it as stray)."""
         try:
-            via = response.via
-            if not (via.branch or "").startswith(STATELESS_BRANCH):
+            if not (response.via.branch or "").startswith(STATELESS_BRANCH):
                 return False
+        except ParseError:
+            return False    # no readable Via: not ours (the caller drops it as stray)
+        try:
             response.remove_top_via()
             nxt = response.via
         except (ParseError, ValueError) as exc:
