@@ -158,6 +158,9 @@ class ProxyTransaction:
         for extra in ctx.branches or ():
             wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags))
         self.round_start = len(self.branches)
+        if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
+                and not ctx.extra.get("tm.no100"):
+            self._trying(ctx)   # before the DNS lookups, which may take a while (OpenSIPS does the same)
         sent = 0
         error: RelayError | None = None
         for ruri, dst_uri, socket, flags in wanted:
@@ -182,9 +185,6 @@ class ProxyTransaction:
                 continue
             sent += 1
         if sent:
-            if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
-                    and not ctx.extra.get("tm.no100"):
-                self._trying(ctx)
             return 1
         if error is None:
             return -3   # every branch dropped by branch_route
