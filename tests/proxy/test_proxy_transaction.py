@@ -264,3 +264,48 @@ async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
     await settle()
     assert [r.status for r in server.transactions.upstream] == [487]
     assert [(r.status, r.to.tag) for r in server.transport.stateless] == [(200, "late")]
+
+
+class FakeScript:
+    """Routes as data: onreply routes drop what `drop` lists; failure_route records its runs."""
+
+    def __init__(self, drop: tuple[int, ...] = (), failure_replies: bool = False) -> None:
+        self.drop = drop
+        self.failure_replies = failure_replies
+        self.runs: list[tuple[str, str | None, int | None]] = []
+
+    def has(self, kind: str, name: str | None = None) -> bool:
+        return True
+
+    async def run(self, kind: str, name: str | None, ctx: MsgContext) -> int:
+        self.runs.append((kind, name, ctx.reply_code))
+        if kind == "onreply" and ctx.reply_code in self.drop:
+            ctx.extra["routescript.drop"] = True
+        if kind == "failure" and self.failure_replies:
+            ctx.replied = True
+        return 1
+
+
+async def test_onreply_routes_run_global_then_named_and_drop_only_provisionals() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    server.script = FakeScript(drop=(180, 200))
+    proxy.arm = Arm(on_reply="r")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 0, 200)
+    await settle()
+    assert [(k, n, c) for k, n, c in server.script.runs] == [
+        ("onreply", None, 180), ("onreply", "r", 180), ("onreply", None, 200), ("onreply", "r", 200)]
+    assert [r.status for r in server.transactions.upstream] == [200]   # the 180 dropped, not the 200
+
+
+async def test_failure_route_runs_once_per_round_and_its_reply_wins() -> None:
+    proxy, ctx, relay, server, done = make(ALL)
+    server.script = FakeScript(failure_replies=True)
+    proxy.arm = Arm(on_failure="f")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 486)
+    await settle()
+    assert ("failure", "f", 486) in server.script.runs
+    assert server.transactions.upstream == []          # the route replied itself (t_reply)
+    assert proxy.arm.on_failure is None and done == [proxy]
