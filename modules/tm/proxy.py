@@ -178,6 +178,8 @@ class ProxyTransaction:
                 branch.targets = list(await self.relay.targets(branch.dst_uri or branch.request.ruri))
                 if not failover:
                     del branch.targets[1:]
+                if self.cancelled:
+                    break   # the CANCEL came while the destination was looked up: nothing more goes out
                 self._send(branch, ctx.send_hooks)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, branch.dst_uri or branch.uri, exc)
@@ -186,6 +188,14 @@ class ProxyTransaction:
             sent += 1
         if sent:
             return 1
+        if self.cancelled and not self.replied:
+            self.replied = self.local_reply = True
+            try:
+                self.server.reply(ctx, 487, "Request Terminated")
+            except Exception as exc:  # noqa: BLE001 - logged: the caller's own timer ends its side
+                log.info("%s: 487 not sent: %s", self.label, exc)
+            self._on_done(self)
+            return -3
         if error is None:
             return -3   # every branch dropped by branch_route
         ctx.extra["sl_error"] = error.sl_error

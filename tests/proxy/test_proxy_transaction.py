@@ -309,3 +309,21 @@ async def test_failure_route_runs_once_per_round_and_its_reply_wins() -> None:
     assert ("failure", "f", 486) in server.script.runs
     assert server.transactions.upstream == []          # the route replied itself (t_reply)
     assert proxy.arm.on_failure is None and done == [proxy]
+
+
+async def test_a_cancel_during_the_lookup_sends_nothing_and_answers_487() -> None:
+    proxy, ctx, relay, server, done = make(ALL)
+    looked_up = asyncio.Event()
+    original = relay.targets
+
+    async def slow_targets(uri_text: str) -> list[Target]:
+        looked_up.set()
+        await asyncio.sleep(0.05)
+        return await original(uri_text)
+
+    relay.targets = slow_targets  # type: ignore[method-assign]
+    relaying = asyncio.create_task(proxy.relay_branches(ctx, False))
+    await looked_up.wait()
+    proxy.cancel()
+    assert await relaying == -3
+    assert relay.sent == [] and server.local == [100, 487] and done == [proxy]
