@@ -362,7 +362,7 @@ async def test_t_on_reply_in_branch_route_is_that_branchs_only() -> None:
 
 
 async def test_cancel_passes_the_reason_on_when_asked() -> None:
-    proxy, ctx, relay, server, _ = make(ALL)
+    proxy, ctx, relay, _server, _ = make(ALL)
     await proxy.relay_branches(ctx, False)
     answer(relay, 0, 180)
     await settle()
