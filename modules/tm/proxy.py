@@ -36,7 +36,15 @@ from routescript.core.relay import Attempt, Relay, RelayError
 from routescript.resolve import Target
 from routescript.script.context import BRANCH_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, MsgContext
 from routescript.script.runtime import DROP_KEY
-from routescript.sip import SIPRequest, SIPResponse, SocketInfo, build_reply
+from routescript.sip import (
+    ParseError,
+    SIPRequest,
+    SIPResponse,
+    SocketInfo,
+    build_reply,
+    parse_name_addr,
+    split_values,
+)
 from routescript.transaction.errors import TransactionError
 
 from .select import pick_best, upstream_status
@@ -158,18 +166,23 @@ class ProxyTransaction:
             return -3
         msg = ctx.msg
         assert isinstance(msg, SIPRequest)
-        wanted = [(msg.ruri, ctx.dst_uri, ctx.send_socket, ctx.bflags)]
+        wanted: list[tuple[str, str | None, Any, int, str | None]] = [
+            (msg.ruri, ctx.dst_uri, ctx.send_socket, ctx.bflags, None)]
         for extra in ctx.branches or ():
-            wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags))
+            wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags,
+                           extra.path))
         self.round_start = len(self.branches)
         if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
                 and not ctx.extra.get("tm.no100"):
             self._trying(ctx)   # before the DNS lookups, which may take a while (OpenSIPS does the same)
         sent = 0
         error: RelayError | None = None
-        for ruri, dst_uri, socket, flags in wanted:
+        for ruri, wanted_dst, socket, flags, path in wanted:
+            dst_uri = wanted_dst
             try:
                 request = self.relay.outgoing(msg, ruri, maxfwd_done)
+                if path:
+                    dst_uri = with_path(request, path, dst_uri)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, dst_uri or ruri, exc)
                 error = exc
@@ -537,6 +550,19 @@ class ProxyTransaction:
 
     def _script(self) -> CompiledScript | None:
         return getattr(self.server, "script", None)
+
+
+def with_path(request: SIPRequest, path: str, dst_uri: str | None) -> str | None:
+    """A branch with a Path (RFC 3327, from the registrar's contact): its URIs become the branch's
+    first Route lines, and the first one its destination unless $du names one (OpenSIPS does the same).
+    RelayError -2 when the path is not a list of name-addrs."""
+    try:
+        hops = [parse_name_addr(value, "Path").uri for value in split_values(path)]
+    except ParseError as exc:
+        raise RelayError(f"bad branch path {path!r}: {exc.reason}", -2, (500, "Bad Path")) from None
+    for value in reversed(split_values(path)):
+        request.add_header("Route", value, first=True)
+    return dst_uri or (str(hops[0]) if hops else None)
 
 
 def cancel_for(request: SIPRequest, reason: str | None = None) -> SIPRequest:

@@ -369,3 +369,14 @@ async def test_cancel_passes_the_reason_on_when_asked() -> None:
     proxy.cancel('SIP;cause=200;text="Call completed elsewhere"')
     (cancel,) = relay.transactions.cancels
     assert cancel.header("reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+async def test_a_branch_path_becomes_its_route_and_destination() -> None:
+    proxy, ctx, relay, server, _ = make({**ALL, "sip:edge@192.0.2.10;lr": [T2]})
+    ctx.branches = [Branch("sip:dan@10.0.0.5", path="<sip:edge@192.0.2.10;lr>")]
+    await proxy.relay_branches(ctx, False)
+    forked = relay.sent[1][0]
+    assert forked.destination.host == "192.0.2.10"
+    assert forked.request.header_all("route") == ["<sip:edge@192.0.2.10;lr>"]
+    assert forked.request.ruri == "sip:dan@10.0.0.5"
+    assert not relay.sent[0][0].request.has_header("route")
