@@ -372,7 +372,7 @@ async def test_cancel_passes_the_reason_on_when_asked() -> None:
 
 
 async def test_a_branch_path_becomes_its_route_and_destination() -> None:
-    proxy, ctx, relay, server, _ = make({**ALL, "sip:edge@192.0.2.10;lr": [T2]})
+    proxy, ctx, relay, _server, _ = make({**ALL, "sip:edge@192.0.2.10;lr": [T2]})
     ctx.branches = [Branch("sip:dan@10.0.0.5", path="<sip:edge@192.0.2.10;lr>")]
     await proxy.relay_branches(ctx, False)
     forked = relay.sent[1][0]
