@@ -288,10 +288,11 @@ def build_registry(modules: ModuleSet, loaded: Iterable[LoadModule] = (),
     from routescript.script.transforms import core_transforms
 
     from .functions import core_functions
+    from .relay import relay_functions
     from .routing import routing_functions, routing_pvars
 
     reg = Registry()
-    for fspec in core_functions() + routing_functions(reg, listen):
+    for fspec in (*core_functions(), *routing_functions(reg, listen), *relay_functions()):
         reg.add_function(fspec)
     for spec in core_pvars() + routing_pvars(reg):
         reg.add_pvar(spec)

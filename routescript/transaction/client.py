@@ -25,12 +25,15 @@ class NonInviteClientTransaction(Machine):
 
     TABLE = NON_INVITE_CLIENT
     INITIAL = State.TRYING
+    is_invite = False
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
-                 timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
+                 timers: TimerConfig, now: float, key: ClientKey | None = None,
+                 fr_timeout: float | None = None) -> None:
         # Trying's timers armed with the machine: Timer E (UDP only) before Timer F, as ties fire in
         # arming order.
-        timer_f = now + timers.fr_timeout
+        # fr_timeout: this transaction's own (tm's t_set_fr), else the configured one
+        timer_f = now + (fr_timeout or timers.fr_timeout)
         super().__init__(request, reliable=reliable, timers=timers, now=now,
                          deadlines={Event.TIMER_F: timer_f} if reliable else
                          {Event.TIMER_E: now + timers.t1, Event.TIMER_F: timer_f})
@@ -38,6 +41,7 @@ class NonInviteClientTransaction(Machine):
         self.key = key
         self.data = request.to_bytes()
         self.final_response: SIPResponse | None = None
+        self.local_final = False    # the final response was made here (408, 503)
         self.retransmissions = 0
         if not reliable:
             self._intervals[Event.TIMER_E] = timers.t1
@@ -72,6 +76,7 @@ class NonInviteClientTransaction(Machine):
     def _deliver_local(self, status: int, reason: str, out: list[Action]) -> None:
         response = build_reply(self.request, status, reason)
         self.final_response = response
+        self.local_final = True
         out.append(Deliver(response, final=True, local=True))
 
     def _on_enter(self, state: State, now: float) -> None:
