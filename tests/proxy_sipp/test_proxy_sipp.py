@@ -1,0 +1,144 @@
+"""examples/proxy.cfg end to end: the real server between a SIPp caller and SIPp callees on loopback,
+over UDP and TCP, with one and with two worker processes (issue 19, "What must work, end to end").
+
+Each test is one call: a full call with Record-Route honoured (ACK and BYE along the route set, from
+either side), a busy callee and a callee that never answers sent on to the voicemail destination by the
+failure route (serial forking), both failing (the caller gets the reply), a CANCEL after 180, MESSAGE
+relayed with Max-Forwards decremented, OPTIONS to the proxy, Max-Forwards 0. Skipped, with the reason in
+pytest's summary, when `sipp` is not on PATH; `.ci/run` installs it, so CI never skips these. SIPp runs
+are bounded (proxy_harness.SIPP_TIMEOUT_S): the whole module stays around a minute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy_harness import (SIPP, Proxy, Sipp, free_port, outcome, run_caller, start_callee,
+                           start_proxy)
+
+pytestmark = pytest.mark.skipif(
+    SIPP is None,
+    reason="sipp is not installed (Debian/Ubuntu: apt-get install sip-tester); .ci/run installs it")
+
+FR_TIMEOUT = 2        # the test config's fr_timeout (no reply at all) ...
+FR_INV_TIMEOUT = 3    # ... and fr_inv_timeout (rang, never answered), seconds
+
+
+@pytest.fixture(scope="module", params=[("udp", 1), ("udp", 2), ("tcp", 1), ("tcp", 2)],
+                ids=["udp-1worker", "udp-2workers", "tcp-1worker", "tcp-2workers"])
+def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    proto, workers = request.param
+    workdir = tmp_path_factory.mktemp(f"proxy-{proto}-{workers}")
+    running = start_proxy(workdir, proto, workers, fr_timeout=FR_TIMEOUT, fr_inv_timeout=FR_INV_TIMEOUT)
+    try:
+        yield running
+    finally:
+        running.server.stop()
+
+
+@pytest.fixture
+def callees() -> Iterator[list[Sipp]]:
+    """SIPp callees a test starts: killed at teardown whatever happened."""
+    started: list[Sipp] = []
+    yield started
+    for sipp in started:
+        sipp.kill()
+
+
+def callee(callees: list[Sipp], proxy: Proxy, scenario: str, port: int | None = None, *extra: str,
+           name: str | None = None) -> tuple[Sipp, int]:
+    port = port or free_port()
+    sipp = start_callee(scenario, port, proxy.proto, proxy.workdir, *extra, name=name)
+    callees.append(sipp)
+    return sipp, port
+
+
+def test_call_with_record_route(proxy: Proxy, callees: list[Sipp]) -> None:
+    """INVITE/100/180/200/ACK/BYE/200: the 200 carries our Record-Route, ACK and BYE come back through
+    us with our Route removed (both scenarios check it), and the reply route logged the replies."""
+    uas, port = callee(callees, proxy, "uas_answer.xml")
+    uac = run_caller("uac_call.xml", proxy, port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+    proxy.server.wait_for("reply 180 Ringing for INVITE", timeout=2)
+    proxy.server.wait_for("reply 200 OK for INVITE", timeout=2)
+
+
+def test_callee_hangs_up(proxy: Proxy, callees: list[Sipp]) -> None:
+    """The callee's BYE follows the route set the other way: to the proxy, loose-routed to the caller."""
+    uas, port = callee(callees, proxy, "uas_answer_bye.xml")
+    uac = run_caller("uac_call_callee_bye.xml", proxy, port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
+def test_busy_callee_goes_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+    """486 from the callee: the proxy ACKs it (hop by hop), failure_route relays to voicemail, whose 200
+    reaches the caller - who never sees the 486."""
+    busy, port = callee(callees, proxy, "uas_busy.xml")
+    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
+    uac = run_caller("uac_call.xml", proxy, port)
+    ok, text = outcome(uac, busy.wait(), vm.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+    proxy.server.wait_for("486 from sip:bob@", timeout=2)
+
+
+def test_busy_everywhere_caller_gets_486(proxy: Proxy, callees: list[Sipp]) -> None:
+    """Voicemail busy too: the failure route is not armed again, so the caller gets the 486."""
+    busy, port = callee(callees, proxy, "uas_busy.xml")
+    vm, _ = callee(callees, proxy, "uas_busy.xml", proxy.voicemail_port, name="voicemail")
+    uac = run_caller("uac_busy.xml", proxy, port)
+    ok, text = outcome(uac, busy.wait(), vm.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
+def test_ringing_callee_never_answers_goes_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+    """180 then nothing: after fr_inv_timeout the proxy CANCELs the branch (the callee answers 200 and
+    487, ACKed by the proxy), the failure route sees 408 and relays to voicemail, which answers."""
+    ringing, port = callee(callees, proxy, "uas_cancelled.xml")
+    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
+    uac = run_caller("uac_call.xml", proxy, port)
+    ok, text = outcome(uac, ringing.wait(), vm.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+    proxy.server.wait_for("408 from sip:bob@", timeout=2)
+
+
+def test_silent_callee_times_out_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+    """No reply at all: fr_timeout ends the branch without a CANCEL (nothing was provisional), the
+    failure route sees the proxy's own 408 and relays to voicemail."""
+    silent, port = callee(callees, proxy, "uas_no_answer.xml", None, "-d", str((FR_TIMEOUT + 1) * 1000))
+    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
+    uac = run_caller("uac_call.xml", proxy, port)
+    ok, text = outcome(uac, silent.wait(), vm.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+    proxy.server.wait_for("408 from sip:bob@", timeout=2)
+
+
+def test_caller_cancels_ringing_call(proxy: Proxy, callees: list[Sipp]) -> None:
+    """CANCEL after 180: 200 to the CANCEL, the callee gets a CANCEL with the INVITE's branch (checked
+    by the scenario) and answers 487, which reaches the caller; its ACK is absorbed by the proxy."""
+    uas, port = callee(callees, proxy, "uas_cancelled.xml")
+    uac = run_caller("uac_cancel.xml", proxy, port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
+def test_message_relayed(proxy: Proxy, callees: list[Sipp]) -> None:
+    """MESSAGE relayed statefully without Record-Route, Max-Forwards 70 -> 69, body intact."""
+    uas, port = callee(callees, proxy, "uas_message.xml")
+    uac = run_caller("uac_message.xml", proxy, port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
+def test_options_to_the_proxy(proxy: Proxy) -> None:
+    uac = run_caller("uac_options.xml", proxy, free_port())
+    assert uac.ok, uac.output + proxy.server.log()[-3000:]
+
+
+def test_max_forwards_zero_gets_483(proxy: Proxy, tmp_path: Path) -> None:
+    """Nothing listens on the callee port: a proxy that relayed instead of answering 483 fails here."""
+    uac = run_caller("uac_maxfwd.xml", proxy, free_port())
+    assert uac.ok, uac.output + proxy.server.log()[-3000:]
