@@ -1,0 +1,83 @@
+"""benchmarks/py_proxy_ceiling.py relays the proxy scenario's messages correctly (fed datagrams in
+memory): a ceiling that dropped Record-Route or misrouted a reply would make the ratio meaningless."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.py_proxy_ceiling import Relay, _hostport  # noqa: E402
+
+ME = "127.0.0.1:5096"
+CALLER_VIA = "Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1"
+CALLEE: Any = ("127.0.0.1", 5072)
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data.decode(), addr))
+
+
+def relay() -> tuple[Relay, Wire]:
+    r, w = Relay(ME), Wire()
+    r.connection_made(w)  # type: ignore[arg-type]
+    return r, w
+
+
+def msg(*lines: str, body: str = "") -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def headers(text: str, name: str) -> list[str]:
+    head = text.split("\r\n\r\n", maxsplit=1)[0]
+    return [ln for ln in head.split("\r\n") if ln.lower().startswith(name.lower() + ":")]
+
+
+def test_hostport() -> None:
+    assert _hostport("sip:bob@127.0.0.1:5072") == ("127.0.0.1", 5072)
+    assert _hostport(" <sip:127.0.0.1:5096;lr>") == ("127.0.0.1", 5096)
+    assert _hostport("sip:example.com;transport=udp") == ("example.com", 5060)
+
+
+def test_initial_invite_gets_via_record_route_and_max_forwards() -> None:
+    r, w = relay()
+    addr: Any = ("127.0.0.1", 5071)
+    r.datagram_received(msg("INVITE sip:bob@127.0.0.1:5072 SIP/2.0", CALLER_VIA,
+                            "To: <sip:bob@127.0.0.1:5072>", "Max-Forwards: 70", "Content-Length: 3",
+                            body="v=0"), addr)
+    ((text, dest),) = w.sent
+    assert dest == ("127.0.0.1", 5072)
+    vias = headers(text, "Via")
+    assert len(vias) == 2 and ME in vias[0] and "branch=z9hG4bK" in vias[0]
+    assert headers(text, "Record-Route") == [f"Record-Route: <sip:{ME};lr>"]
+    assert headers(text, "Max-Forwards") == ["Max-Forwards: 69"]
+    assert text.endswith("\r\n\r\nv=0")
+
+
+def test_reply_loses_our_via_and_goes_to_the_next() -> None:
+    r, w = relay()
+    # SIPp's [last_Via:] puts every Via on one line
+    ours = f"SIP/2.0/UDP {ME};branch=z9hG4bKc1"
+    r.datagram_received(msg("SIP/2.0 200 OK", f"Via: {ours}, {CALLER_VIA[5:]}", "CSeq: 1 INVITE"), CALLEE)
+    r.datagram_received(msg("SIP/2.0 180 Ringing", f"Via: {ours}", CALLER_VIA, "CSeq: 1 INVITE"), CALLEE)
+    assert [dest for _, dest in w.sent] == [("127.0.0.1", 5071), ("127.0.0.1", 5071)]
+    for text, _ in w.sent:
+        assert ME not in text and "5071;branch=z9hG4bK1" in text
+
+
+def test_in_dialog_request_loses_our_route_and_is_not_record_routed() -> None:
+    r, w = relay()
+    r.datagram_received(msg("BYE sip:callee@127.0.0.1:5072 SIP/2.0", CALLER_VIA, f"Route: <sip:{ME};lr>",
+                            "To: <sip:bob@127.0.0.1:5072>;tag=x", "Max-Forwards: 70"), ("127.0.0.1", 5071))
+    ((text, dest),) = w.sent
+    assert dest == ("127.0.0.1", 5072)
+    assert headers(text, "Route") == [] and headers(text, "Record-Route") == []
+    assert len(headers(text, "Via")) == 2
