@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from routescript.core.relay import MAXFWD_DONE
 from routescript.core.module import Arg, Module, Param, script_function
 from routescript.script.context import MsgContext
 from routescript.sip import ParseError
@@ -50,10 +51,13 @@ class MaxfwdModule(Module):
         except ParseError as exc:
             log.error("bad Max-Forwards header: %s", exc.reason)
             return -2
+        # the relay must not decrement it again (OpenSIPS's t_relay/forward never touch it)
+        ctx.extra[MAXFWD_DONE] = True
         if value is None:
             msg.add_header("Max-Forwards", str(max_value))
             return 2
         if value == 0:
+            del ctx.extra[MAXFWD_DONE]
             return -1
         new = value - 1
         if new > self._max_limit:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from routescript.sip import Destination, SIPRequest, SIPResponse, Source
-from routescript.transaction import NonInviteClientTransaction, ServerTransaction, TransactionLayer
+from routescript.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from routescript.transport import TransportLayer
 
 from .stats import CoreCounters
@@ -48,7 +48,7 @@ class CountingTransactionLayer(TransactionLayer):
 
     def send_request(self, req: SIPRequest, dest: Destination, on_final: Callable[[SIPResponse], None], *,
                      on_provisional: Callable[[SIPResponse], None] | None = None,
-                     branch: str | None = None) -> NonInviteClientTransaction | None:
+                     branch: str | None = None) -> ClientTransaction | None:
         # request() goes through here too: every client transaction is counted once.
         self.counters.UAC_transactions += 1
         counters = self.counters

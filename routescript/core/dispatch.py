@@ -123,7 +123,7 @@ class MessageDispatcher:
                     log.exception("unexpected failure handling a response")
                     return
                 if not self._routes.has(ONREPLY_ROUTE, None):
-                    log.debug("response %s matched no transaction; dropped", msg.status)
+                    self._stray_response(msg)
                     return
         pending = self._running + len(self._queued) if self._queued else self._running   # admitted messages
         if pending >= self.max_pending:
@@ -270,8 +270,19 @@ class MessageDispatcher:
                 await routes.run(ONREPLY_ROUTE, None, ctx)
             except Exception as exc:
                 log.error("onreply_route failed%s", _where(exc), exc_info=not _has_pos(exc))
+            if not ctx.extra.get(DROP_KEY):
+                self._stray_response(msg)
         else:
-            log.debug("response %s matched no transaction; dropped", msg.status)
+            self._stray_response(msg)
+
+    def _stray_response(self, msg: SIPResponse) -> None:
+        """A response no transaction took: one to our stateless forward() goes on to the next Via
+        (core/relay.py); any other is dropped (OpenSIPS sends such strays on by their Via; we do not:
+        nothing of ours sent the request)."""
+        relay = getattr(self._layers, "relay", None)
+        if relay is not None and relay.forward_reply(msg):
+            return
+        log.debug("response %s matched no transaction; dropped", msg.status)
 
     async def _after_failure(self, ctx: MsgContext, script: CompiledScript) -> None:
         """The script failed (ctx.failure) and did not reply: a bad header becomes the error's reply or

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from routescript.db import Database
+    from routescript.script import CompiledScript
     from routescript.script.context import MsgContext
     from routescript.script.registry import Registry
     from routescript.sip import SIPRequest, SIPResponse, SocketInfo
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .config import CoreConfig
     from .events import EventBus
     from .module import ModuleSet
+    from .relay import Relay
     from .requests import RequestSender
     from .stats import Statistics
 
@@ -60,6 +62,14 @@ class ModuleHost(Protocol):
     def requests(self) -> RequestSender | None:
         """Send a request inside a dialog or to a destination: Via, destination, client transaction
         (routescript/core/requests.py; None before start())."""
+
+    @property
+    def relay(self) -> Relay | None:
+        """Send a request on to its next hop, statefully or not (core/relay.py; None before start())."""
+
+    @property
+    def script(self) -> CompiledScript | None:
+        """The script messages run with now (tm runs its reply, failure and branch routes in it)."""
 
     @property
     def transport(self) -> TransportLayer | None:

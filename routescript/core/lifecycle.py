@@ -28,6 +28,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from routescript.resolve import Resolver
 from routescript.script.context import STARTUP_ROUTE, MsgContext
 from routescript.sip import SocketInfo
 from routescript.transaction import TransactionLayer
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     from routescript.db import Database
 
+    from .relay import Relay
     from .requests import RequestSender
 
 log = logging.getLogger("routescript.core")
@@ -109,6 +111,7 @@ class StartingServer(Protocol):
     transport: TransportLayer | None
     transactions: TransactionLayer | None
     requests: RequestSender | None
+    relay: Relay | None
 
     @property
     def config(self) -> CoreConfig: ...
@@ -320,6 +323,7 @@ class Lifecycle:
         """The transaction layer, with tm's timers when tm is loaded (its fr_timeout is Timer F of our
         client transactions, the NOTIFYs, as in OpenSIPS)."""
         from .counting import CountingTransactionLayer
+        from .relay import Relay
         from .requests import RequestSender
 
         server = self._server
@@ -328,6 +332,8 @@ class Lifecycle:
         # The services built on the transaction layer are made with it: server.requests ("send this
         # request inside this dialog / to this destination", requests.py).
         server.requests = RequestSender(transactions, server.sockets)
+        # relay: tm's t_relay and forward(); the resolver is chosen here, in one place
+        server.relay = Relay(transactions, transport, server.sockets, make_resolver())
         closing.push("the transactions", transactions.close)
         return transactions
 
@@ -421,3 +427,11 @@ class Lifecycle:
 
 def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:
     return module.runs_in in runs_in
+
+
+def make_resolver() -> Resolver:
+    """The next-hop resolver every sender uses: the one place it is chosen. IP literals only until the
+    RFC 3263 DNS resolver lands (then: it, with this one as its fast path)."""
+    from routescript.resolve.literal import LiteralResolver
+
+    return LiteralResolver()

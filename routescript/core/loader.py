@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 import pkgutil
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from .module import ConfigError, Module, ModuleSet, Param
 if TYPE_CHECKING:
     from routescript.script.registry import Registry
 
+    from .config import ListenSpec
     from .host import ModuleHost
 
 Pos = tuple[str, int, int]
@@ -276,20 +277,24 @@ def make_modules(
 
 
 def build_registry(modules: ModuleSet, loaded: Iterable[LoadModule] = (),
-                   failed: Iterable[type[Module]] = ()) -> Registry:
+                   failed: Iterable[type[Module]] = (),
+                   listen: Sequence[ListenSpec] | None = None) -> Registry:
     """The script Registry: the core's pseudo-variables and transformations, then every module's exports.
     `loaded` (the script's loadmodule lines) and `failed` (module classes that could not be made) only
-    shape the messages about functions the script calls and the registry lacks."""
+    shape the messages about functions the script calls and the registry lacks. `listen`: the socket=
+    lines, against which force_send_socket's written-out arguments are checked (None: when called)."""
     from routescript.script.pvars import core_pvars
     from routescript.script.registry import Registry
     from routescript.script.transforms import core_transforms
 
     from .functions import core_functions
+    from .relay import relay_functions
+    from .routing import routing_functions, routing_pvars
 
     reg = Registry()
-    for fspec in core_functions():
+    for fspec in (*core_functions(), *routing_functions(reg, listen), *relay_functions()):
         reg.add_function(fspec)
-    for spec in core_pvars():
+    for spec in core_pvars() + routing_pvars(reg):
         reg.add_pvar(spec)
     for tspec in core_transforms():
         reg.add_transform(tspec)

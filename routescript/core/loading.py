@@ -233,7 +233,7 @@ class ConfigLoader:
         errors += [config_diagnostic(e) for e in problems]
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
-        registry = build_registry(modules, lms, failed.values())
+        registry = build_registry(modules, lms, failed.values(), config.listen_specs())
         compiled: CompiledScript | None = None
         omitted = 0
         try:

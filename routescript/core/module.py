@@ -96,9 +96,10 @@ class Param:
 
 
 def Arg(kind: str = "str", name: str = "", *, optional: bool = False,  # noqa: N802 - reads like the ArgSpec it makes
-        fixup: Callable[[Any], Any] | None = None) -> ArgSpec:
+        fixup: Callable[[Any], Any] | None = None, static: bool = False) -> ArgSpec:
     """Shorthand for an argument of a script function."""
-    return ArgSpec(kind=kind, optional=optional, name=name, fixup=fixup)  # type: ignore[arg-type]
+    return ArgSpec(kind=kind, optional=optional, name=name, fixup=fixup,  # type: ignore[arg-type]
+                   static=static)
 
 
 # Where an MI command runs with worker processes (MICommand.workers).

@@ -54,6 +54,7 @@ from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loade
                       _source_line, config_diagnostic)
 from .module import ModuleSet
 from .replies import Replier, _from_tag, _is_error_reply, _with_reply_headers, to_tag
+from .relay import Relay
 from .requests import RequestSender
 from .routes import Routes
 from .stats import CoreCounters, Statistics, register_core_statistics
@@ -93,6 +94,8 @@ class Server:
         # The service modules send requests with ("send this request inside this dialog / to this
         # destination", requests.py), made with the transactions by lifecycle.make_transactions.
         self.requests: RequestSender | None = None
+        # "send this request on to this destination" (relay.py): tm's t_relay and forward()
+        self.relay: Relay | None = None
         self.sockets: list[SocketInfo] = []
 
         # The parts, wired here and nowhere else.

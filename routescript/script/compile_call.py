@@ -193,6 +193,10 @@ class _CallGen(_ExprGen):
             ref = PVarRef(pspec, pv.key, index, pv.text)
             return self._fixed(ref, spec, pos, what), None
         constant, value = self._constant(arg)
+        if spec.static and not constant:
+            self.error(pos, f"{what} must be written out (a name, number or plain string): it is read "
+                            "once at load time, so a pseudo-variable or expression cannot stand there")
+            raise _Failed
         if kind == "route":
             if not constant or value is None:
                 self.error(pos, f"{what} must be a route name")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .context import MsgContext
+from .flags import FlagNames
 
 # Argument kinds of a script function:
 #   "str"   - a string; may embed pseudo-variables ("$fu to $ru"), expanded per call; the impl gets str
@@ -33,6 +34,9 @@ class ArgSpec:
     # Load-time check/conversion of a *literal* argument (OpenSIPS fixup): gets the literal value, returns
     # the value to pass at run time, raises ValueError("why") which the compiler reports at the argument.
     fixup: Callable[[Any], Any] | None = None
+    # The argument must be written out in the script (OpenSIPS CMD_PARAM_STATIC: a flag name, log()'s
+    # text): a pseudo-variable or expression there is a load-time error, so `fixup` sees every value.
+    static: bool = False
 
 
 # A function implementation: impl(ctx, *args) -> int, or an awaitable of int.
@@ -150,6 +154,10 @@ class Registry:
     loaded_modules: dict[str, bool] = field(default_factory=dict)
     module_available: Callable[[str], bool] | None = None
     unreported_functions: set[str] = field(default_factory=set)
+    # The flag names of this configuration (setflag(NAT) -> a bit), kept across reload_routes so a
+    # name keeps its bit while messages are in flight.
+    msg_flags: FlagNames = field(default_factory=lambda: FlagNames("message"))
+    branch_flags: FlagNames = field(default_factory=lambda: FlagNames("branch"))
 
     def add_function(self, spec: FunctionSpec) -> None:
         self.functions[spec.name] = spec

@@ -255,6 +255,22 @@ class SIPMessage:
         if isinstance(via, Via):
             self._cache["via"] = via  # what `.via` would parse back from the new line
 
+    def remove_top_via(self) -> None:
+        """Remove the topmost Via value (a proxy taking its own Via off a response, RFC 3261 16.7
+        step 3): the first element of the first Via line, or that whole line when it holds one."""
+        idx = self._index.get("via")
+        if not idx:
+            raise ValueError("message has no Via header")
+        i = idx[0]
+        name, value = self._headers[i]
+        rest = split_values(value)[1:] if "," in value else []
+        if rest:
+            self._headers[i] = (name, ", ".join(rest))
+        else:
+            del self._headers[i]
+            self._reindex()
+        self._changed("via")
+
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body; Content-Length is set to its length. `content_type` (when given) sets the
         Content-Type header; an empty string removes it."""
@@ -488,6 +504,13 @@ class SIPRequest(SIPMessage):
         request._body = body
         request._raw = raw
         return request
+
+    def copy(self) -> SIPRequest:
+        """A copy to edit on its own (a proxy's branch of this request): the header lines and body
+        are shared until edited - edits replace them in the copy only."""
+        index = {key: list(lines) for key, lines in self._index.items()}
+        return SIPRequest._from_parts(self.method, self._ruri, self.version,
+                                      (list(self._headers), index, {}), self._body, self._raw)
 
     @property
     def start_line(self) -> str:

@@ -10,7 +10,8 @@ ones (NOTIFY). See docs/internals.md.
 
 from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.completed import CompletedTransaction
-from routescript.transaction.core import OnResponse, TransactionCore
+from routescript.transaction.core import ClientTransaction, OnResponse, TransactionCore
+from routescript.transaction.invite_client import InviteClientTransaction, ack_for
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.keys import (
     MAGIC_COOKIE,
@@ -32,6 +33,8 @@ from routescript.transaction.timers import TimerConfig
 __all__ = [
     "MAGIC_COOKIE",
     "Action",
+    "ClientTransaction",
+    "InviteClientTransaction",
     "CompletedTransaction",
     "Deliver",
     "Effect",
@@ -50,6 +53,7 @@ __all__ = [
     "Transmit",
     "Transport",
     "TransportLike",
+    "ack_for",
     "client_key_of_request",
     "client_key_of_response",
     "server_key",

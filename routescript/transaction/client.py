@@ -25,6 +25,7 @@ class NonInviteClientTransaction(Machine):
 
     TABLE = NON_INVITE_CLIENT
     INITIAL = State.TRYING
+    is_invite = False
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
                  timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
@@ -38,6 +39,7 @@ class NonInviteClientTransaction(Machine):
         self.key = key
         self.data = request.to_bytes()
         self.final_response: SIPResponse | None = None
+        self.local_final = False    # the final response was made here (408, 503)
         self.retransmissions = 0
         if not reliable:
             self._intervals[Event.TIMER_E] = timers.t1
@@ -72,6 +74,7 @@ class NonInviteClientTransaction(Machine):
     def _deliver_local(self, status: int, reason: str, out: list[Action]) -> None:
         response = build_reply(self.request, status, reason)
         self.final_response = response
+        self.local_final = True
         out.append(Deliver(response, final=True, local=True))
 
     def _on_enter(self, state: State, now: float) -> None:

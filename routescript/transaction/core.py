@@ -39,6 +39,7 @@ from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, So
 from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.completed import CompletedTable, CompletedTransaction
 from routescript.transaction.errors import TransactionError, TransactionLimitError
+from routescript.transaction.invite_client import InviteClientTransaction
 from routescript.transaction.keys import (
     ClientKey,
     ServerKey,
@@ -63,18 +64,19 @@ OnResponse = Callable[[SIPResponse], None]
 RouteReply = Callable[[SIPResponse, Source], Destination]
 """Where a response to a request from this source goes (RFC 3261 18.2.2, RFC 3581): a pure function."""
 
-Transaction = ServerTransaction | NonInviteClientTransaction
+ClientTransaction = NonInviteClientTransaction | InviteClientTransaction
+Transaction = ServerTransaction | ClientTransaction
 
 ResponseOut = tuple[SIPResponse, Source, Destination | None, ServerTransaction]
-DataOut = tuple[bytes, Destination, NonInviteClientTransaction | None]
-DeliveryOut = tuple[OnResponse, SIPResponse, NonInviteClientTransaction | None]
+DataOut = tuple[bytes, Destination, ClientTransaction | None]
+DeliveryOut = tuple[OnResponse, SIPResponse, ClientTransaction | None]
 
 
 @dataclass(slots=True, eq=False)
 class _ClientEntry:
     """A live client transaction and its creator's callbacks; `on_final` is None once taken."""
 
-    transaction: NonInviteClientTransaction
+    transaction: ClientTransaction
     on_final: OnResponse | None
     on_provisional: OnResponse | None
 
@@ -142,7 +144,7 @@ class TransactionCore:
             raise ValueError("max_completed must be at least 1")
         self._completed.max_entries = value
 
-    def client_transactions(self) -> list[NonInviteClientTransaction]:
+    def client_transactions(self) -> list[ClientTransaction]:
         """The live client transactions, oldest first."""
         return [entry.transaction for entry in self._client.values()]
 
@@ -192,6 +194,13 @@ class TransactionCore:
             actions = transaction.receive_request(now)
         self._run(transaction, actions, now)
         return transaction
+
+    def invite_of(self, cancel: SIPRequest) -> ServerTransaction | None:
+        """The live INVITE server transaction a CANCEL is for (RFC 3261 9.2: same key but the method),
+        None when there is none. Raises routescript.sip.ParseError when the top Via is broken."""
+        key = server_key(cancel)
+        transaction = self._server.get((*key[:-1], "INVITE"))
+        return transaction if transaction is not None and transaction.is_invite else None
 
     def create(self, request: SIPRequest, source: Source, now: float) -> ServerTransaction:
         """Make the server transaction for `request` (OpenSIPS t_newtran). An existing one for the same
@@ -263,10 +272,12 @@ class TransactionCore:
 
     def send_request(self, request: SIPRequest, dest: Destination, now: float, on_final: OnResponse, *,
                      on_provisional: OnResponse | None = None,
-                     branch: str | None = None) -> NonInviteClientTransaction | None:
-        """Start a non-INVITE client transaction for `request` to `dest`. The caller transmits
-        `transaction.data` once now (and reports a failure through `transport_error`); the core asks for
-        every retransmission. `on_final` gets the final response exactly once (a local 408 on Timer F, 503
+                     branch: str | None = None) -> ClientTransaction | None:
+        """Start a client transaction for `request` to `dest` (an INVITE one for an INVITE: tm's
+        branches; its later 2xx - retransmissions, other forks' - go to `on_provisional` too). The
+        caller transmits `transaction.data` once now (and reports a failure through
+        `transport_error`); the core asks for every retransmission. `on_final`
+        gets the final response exactly once (a local 408 on Timer F, 503
         on a transport error or at close); `on_provisional` each 1xx. Returns None when refused (closed,
         or over the bound: a local 503 is in the deliveries). Raises TransactionError when `branch` (the
         top Via's, when the caller wrote it) is already in use."""
@@ -279,8 +290,8 @@ class TransactionCore:
         key = (branch, request.method) if branch else client_key_of_request(request)
         if key in self._client:
             raise TransactionError(f"branch {key[0]!r} already used by a pending {key[1]}")
-        transaction = NonInviteClientTransaction(request, dest, reliable=dest.reliable, timers=self.timers,
-                                                 now=now, key=key)
+        machine = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
+        transaction = machine(request, dest, reliable=dest.reliable, timers=self.timers, now=now, key=key)
         self._client[key] = _ClientEntry(transaction, on_final, on_provisional)
         self.pending += 1
         self._schedule(transaction)
@@ -298,7 +309,7 @@ class TransactionCore:
             return bool(self._client_done) and self._client_done.contains(key, now)
         transaction = entry.transaction
         actions = transaction.receive_response(response, now)
-        if transaction.state is State.COMPLETED and not transaction.reliable:
+        if transaction.state is State.COMPLETED and not transaction.reliable and not transaction.is_invite:
             # Answered over UDP: Timer K is kept by _client_done, so the machine's Timer K never goes on
             # the heap (a stale heap entry per NOTIFY, popped later, was a tenth of a fan-out).
             self._run_client(transaction, actions, now, schedule=False)
@@ -308,18 +319,19 @@ class TransactionCore:
                 self._schedule(transaction)
             return True
         self._run_client(transaction, actions, now)
-        if transaction.state is State.COMPLETED and self._client.get(key) is entry:
+        if transaction.state is State.COMPLETED and self._client.get(key) is entry \
+                and not transaction.is_invite:   # an INVITE one stays: it ACKs retransmissions (Timer D)
             self._retire_client(transaction, now)
         return True
 
-    def cancel(self, transaction: NonInviteClientTransaction) -> None:
+    def cancel(self, transaction: ClientTransaction) -> None:
         """The creator stopped waiting: forget the transaction; nothing is delivered any more."""
         entry = self._client.get(transaction.key or ("", ""))
         if entry is not None and entry.transaction is transaction:
             entry.on_final = None
         self._forget(transaction)
 
-    def _retire_client(self, transaction: NonInviteClientTransaction, now: float) -> None:
+    def _retire_client(self, transaction: ClientTransaction, now: float) -> None:
         """The final response is delivered (UDP: Timer K runs): keep the key only, to absorb its
         retransmissions, and drop the machine with its request and response."""
         key = transaction.key
@@ -423,12 +435,15 @@ class TransactionCore:
         else:
             self._run_client(transaction, actions, now)
 
-    def _run_client(self, transaction: NonInviteClientTransaction, actions: list[Action], now: float, *,
+    def _run_client(self, transaction: ClientTransaction, actions: list[Action], now: float, *,
                     schedule: bool = True) -> None:
         for action in actions:
             if isinstance(action, Transmit):
                 assert transaction.destination is not None
-                self.data_out.append((transaction.data, transaction.destination, transaction))
+                # the request itself, or the ACK an INVITE one sends for a 300-699 response
+                message = action.message
+                data = transaction.data if message is transaction.request else message.to_bytes()
+                self.data_out.append((data, transaction.destination, transaction))
                 continue
             entry = self._client.get(transaction.key or ("", ""))
             if entry is None:

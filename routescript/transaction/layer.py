@@ -21,9 +21,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 from routescript.sip import Destination, SIPRequest, SIPResponse, Source
-from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.completed import CompletedTransaction
-from routescript.transaction.core import DataOut, DeliveryOut, OnResponse, ResponseOut, TransactionCore
+from routescript.transaction.core import (
+    ClientTransaction,
+    DataOut,
+    DeliveryOut,
+    OnResponse,
+    ResponseOut,
+    TransactionCore,
+)
 from routescript.transaction.server import ServerTransaction
 from routescript.transaction.timers import TimerConfig
 
@@ -53,9 +59,11 @@ class TransactionLayer:
 
     def __init__(self, transport: Transport, *, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
                  timer_f: float | None = None, max_transactions: int = 10000,
-                 max_completed: int = 50000, timers: TimerConfig | None = None) -> None:
+                 max_completed: int = 50000, timers: TimerConfig | None = None,
+                 invite_tu_timeout: float = 180.0) -> None:
         self.transport = transport
-        self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f)
+        self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f,
+                                            invite_tu_timeout=invite_tu_timeout)
         self.core = TransactionCore(self.timers, transport.reply_destination,
                                     max_transactions=max_transactions, max_completed=max_completed)
         self._timer: asyncio.TimerHandle | None = None
@@ -63,7 +71,7 @@ class TransactionLayer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The loop's clock, bound at first use (the layer may be made before the loop runs).
         self._clock: Callable[[], float] = self._bind_clock
-        self._first_sends: dict[NonInviteClientTransaction, asyncio.Task[None]] = {}
+        self._first_sends: dict[ClientTransaction, asyncio.Task[None]] = {}
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
@@ -125,6 +133,10 @@ class TransactionLayer:
             self._arm_timer()
         return transaction
 
+    def invite_of(self, cancel: SIPRequest) -> ServerTransaction | None:
+        """The live INVITE server transaction `cancel` is for (t_check_trans/t_relay of a CANCEL)."""
+        return self.core.invite_of(cancel)
+
     def reply(self, transaction: ServerTransaction, response: SIPResponse) -> None:
         """Send `response` within `transaction` (OpenSIPS t_reply). The transaction keeps it for
         retransmissions. Raises TransactionError for a reply its state does not allow (a second final
@@ -164,7 +176,7 @@ class TransactionLayer:
 
     def send_request(self, req: SIPRequest, dest: Destination, on_final: OnResponse, *,
                      on_provisional: OnResponse | None = None,
-                     branch: str | None = None) -> NonInviteClientTransaction | None:
+                     branch: str | None = None) -> ClientTransaction | None:
         """The callback form of `request`, for senders of many requests (a NOTIFY fan-out): no task or
         future per request. `on_final(response)` is called exactly once, from the event loop and never
         from inside this call, with the final response or a locally made 408/503. Returns the
@@ -196,7 +208,14 @@ class TransactionLayer:
             self._arm_timer()
         return transaction
 
-    async def _first_send(self, transaction: NonInviteClientTransaction, data: bytes,
+    def abandon(self, transaction: ClientTransaction) -> None:
+        """The creator stops waiting (a proxy branch that timed out or failed over): no more
+        retransmissions, nothing delivered any more."""
+        self._stop_first_send(transaction)
+        self.core.cancel(transaction)
+        self._carry_out()
+
+    async def _first_send(self, transaction: ClientTransaction, data: bytes,
                           dest: Destination) -> None:
         try:
             await self.transport.deliver(data, dest)
@@ -210,11 +229,11 @@ class TransactionLayer:
             if self._first_sends.get(transaction) is asyncio.current_task():
                 del self._first_sends[transaction]
 
-    def _first_send_failed(self, transaction: NonInviteClientTransaction) -> None:
+    def _first_send_failed(self, transaction: ClientTransaction) -> None:
         self.core.transport_error(transaction, self._clock())
         self._carry_out()
 
-    def _stop_first_send(self, transaction: NonInviteClientTransaction) -> None:
+    def _stop_first_send(self, transaction: ClientTransaction) -> None:
         send = self._first_sends.pop(transaction, None)
         if send is not None and not send.done() and send is not asyncio.current_task():
             send.cancel()
@@ -321,7 +340,7 @@ class TransactionLayer:
 
 
 def _call(callback: OnResponse, response: SIPResponse,
-          transaction: NonInviteClientTransaction | None) -> None:
+          transaction: ClientTransaction | None) -> None:
     try:
         callback(response)
     except Exception:  # the caller's bug must not break the transaction layer

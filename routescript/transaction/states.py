@@ -12,6 +12,8 @@ Effects:
   TIMEOUT   hand a locally made 408 to the TU (client, Timer F)
   FAIL      hand a locally made 503 to the TU (client, transport error)
   ABSORB    nothing to do (a retransmission swallowed by the transaction)
+  ACK       INVITE client: send the ACK for a 300-699 response (RFC 3261 17.1.1.3), then DELIVER
+  REACK     INVITE client: send that ACK again (a retransmitted 300-699 response)
   NONE      only the state changes
 """
 
@@ -28,6 +30,7 @@ class _FastHashEnum(Enum):
 
 
 class State(_FastHashEnum):
+    CALLING = "Calling"        # INVITE client transaction, before any response
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -46,6 +49,10 @@ class Event(_FastHashEnum):
     FINAL = "final"
     TRANSPORT_ERROR = "transport error"
     # timers
+    TIMER_A = "Timer A"
+    TIMER_B = "Timer B"
+    TIMER_D = "Timer D"
+    TIMER_M = "Timer M"         # RFC 6026 8.4: INVITE client, Accepted
     TIMER_E = "Timer E"
     TIMER_F = "Timer F"
     TIMER_G = "Timer G"
@@ -64,6 +71,8 @@ class Effect(_FastHashEnum):
     TIMEOUT = "timeout"
     FAIL = "fail"
     ABSORB = "absorb"
+    ACK = "ack"
+    REACK = "reack"
     NONE = "none"
 
 
@@ -128,4 +137,32 @@ NON_INVITE_CLIENT: Table = {
     (S.COMPLETED, E.PROVISIONAL): (S.COMPLETED, X.ABSORB),
     (S.COMPLETED, E.FINAL): (S.COMPLETED, X.ABSORB),          # final response delivered once
     (S.COMPLETED, E.TIMER_K): (S.TERMINATED, X.NONE),
+}
+
+# RFC 3261 17.1.1.2, figure 5, with RFC 6026 7.2's Accepted state: INVITE client transaction (tm's
+# branches). SUCCESS is a 2xx received, FINAL a 300-699. Every 2xx is handed up, retransmissions and
+# other forks' 2xx included (RFC 6026 7.2: a proxy forwards them all). RFC 3261 has no timer in
+# Proceeding (Timer C is the proxy's, tm's fr_inv_timeout); TU_TIMEOUT bounds it here so that a branch
+# whose CANCEL is never answered cannot leak (STYLE 7).
+INVITE_CLIENT: Table = {
+    (S.CALLING, E.TIMER_A): (S.CALLING, X.RESEND),
+    (S.CALLING, E.TIMER_B): (S.TERMINATED, X.TIMEOUT),
+    (S.CALLING, E.PROVISIONAL): (S.PROCEEDING, X.DELIVER),
+    (S.CALLING, E.SUCCESS): (S.ACCEPTED, X.DELIVER),
+    (S.CALLING, E.FINAL): (S.COMPLETED, X.ACK),
+    (S.CALLING, E.TRANSPORT_ERROR): (S.TERMINATED, X.FAIL),
+    (S.PROCEEDING, E.PROVISIONAL): (S.PROCEEDING, X.DELIVER),
+    (S.PROCEEDING, E.SUCCESS): (S.ACCEPTED, X.DELIVER),
+    (S.PROCEEDING, E.FINAL): (S.COMPLETED, X.ACK),
+    (S.PROCEEDING, E.TU_TIMEOUT): (S.TERMINATED, X.TIMEOUT),
+    (S.PROCEEDING, E.TRANSPORT_ERROR): (S.TERMINATED, X.FAIL),
+    (S.ACCEPTED, E.SUCCESS): (S.ACCEPTED, X.DELIVER),
+    (S.ACCEPTED, E.PROVISIONAL): (S.ACCEPTED, X.ABSORB),
+    (S.ACCEPTED, E.FINAL): (S.ACCEPTED, X.ABSORB),
+    (S.ACCEPTED, E.TIMER_M): (S.TERMINATED, X.NONE),
+    (S.COMPLETED, E.FINAL): (S.COMPLETED, X.REACK),
+    (S.COMPLETED, E.PROVISIONAL): (S.COMPLETED, X.ABSORB),
+    (S.COMPLETED, E.SUCCESS): (S.COMPLETED, X.ABSORB),
+    (S.COMPLETED, E.TIMER_D): (S.TERMINATED, X.NONE),
+    (S.COMPLETED, E.TRANSPORT_ERROR): (S.TERMINATED, X.NONE),
 }

@@ -224,7 +224,11 @@ async def test_record_route() -> None:
     h = Harness(["rr"])
     ctx = h.ctx(request("SUBSCRIBE"))
     assert h.call(ctx, "record_route") == 1
-    assert ctx.msg.header("Record-Route") == f"<sip:{SOCK.host}:{SOCK.port};lr>"
+    assert ctx.msg.header("Record-Route") is None     # added to what is relayed, once its socket is known
+    assert ctx.send_hooks is not None and len(ctx.send_hooks) == 1
+    out = h.ctx(request("SUBSCRIBE")).msg      # the copy the sender would build
+    ctx.send_hooks[0](out, SOCK)
+    assert out.header("Record-Route") == f"<sip:{SOCK.host};lr;ftag=a1>"   # 5060 left out, as OpenSIPS
 
 
 # --- xlog ---------------------------------------------------------------------------------------------

@@ -1,0 +1,531 @@
+"""One proxied request: its server transaction, its branches (one client transaction each) and what
+goes back upstream - RFC 3261 16.7 with OpenSIPS tm's routes.
+
+A ProxyTransaction is made by the first t_relay() of a request. Each branch (branch 0 is the request
+URI, the others ctx.branches from append_branch()/lookup()) is resolved into Targets and sent to the
+first; a timeout without any reply or a 503 moves it to the next Target (failover), with a new Via branch.
+
+Responses (and the local 408s of the fr timers) are handled one at a time, in arrival order, by one
+task per burst (`_drain`): the global onreply_route, then the armed onreply_route[name]; then
+- 1xx: forwarded upstream (not a 100: RFC 3261 16.7 step 5), a branch marked for cancelling gets its
+  CANCEL now (RFC 3261 9.1: not before a provisional), an INVITE branch's timer becomes fr_inv_timeout;
+- 2xx: forwarded at once, every one of them for an INVITE (RFC 6026); the other branches are cancelled;
+- 3xx-6xx: kept; a 6xx cancels the other INVITE branches (unless disable_6xx_block); once every branch
+  of the round has its final response, failure_route[name] runs when armed (its t_relay() starts a new
+  round: serial forking; its t_reply() answers), and when it did neither the best response (select.py)
+  goes upstream.
+
+Choices where OpenSIPS and the RFCs leave room (docs/modules/tm.md):
+- A branch that has had no provisional response when it must be cancelled (a CANCEL from the caller, a
+  2xx or 6xx elsewhere) ends at once with a local 487 and gets its CANCEL if a provisional comes later.
+- fr_timeout runs from the request to the first reply, fr_inv_timeout from the first provisional
+  reply of an INVITE branch to its final one (restart_fr_on_each_reply=1: restarted by each 1xx);
+  either expiring gives the branch a local 408 - and a CANCEL when it had a provisional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from routescript.core.relay import Attempt, Relay, RelayError
+from routescript.resolve import Target
+from routescript.script.context import BRANCH_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, MsgContext
+from routescript.script.runtime import DROP_KEY
+from routescript.sip import SIPRequest, SIPResponse, SocketInfo, build_reply
+from routescript.transaction.errors import TransactionError
+
+from .select import pick_best, upstream_status
+
+if TYPE_CHECKING:
+    from routescript.script import CompiledScript
+
+log = logging.getLogger("routescript.tm")
+
+PROXY_KEY = "tm.proxy"     # ctx.extra: the ProxyTransaction of a failure route's (or relayed) request
+ARM_KEY = "tm.arm"         # ctx.extra: what t_on_*/t_set_fr armed for the next t_relay()
+BRANCH_IDX_KEY = "tm.branch_idx"
+
+
+@dataclass(slots=True)
+class Arm:
+    """What the script armed for the transaction (OpenSIPS keeps these per transaction; a failure
+    route must arm t_on_failure again for the next round)."""
+
+    on_reply: str | None = None
+    on_failure: str | None = None
+    on_branch: str | None = None
+    fr_timeout: float | None = None        # t_set_fr / $T_fr_timeout, seconds
+    fr_inv_timeout: float | None = None    # t_set_fr / $T_fr_inv_timeout, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The tm module parameters a ProxyTransaction reads."""
+
+    fr_timeout: float
+    fr_inv_timeout: float
+    auto_100trying: bool
+    restart_fr_on_each_reply: bool
+    disable_6xx_block: bool
+
+
+class ProxyBranch:
+    """One branch: where it goes, what it has sent, what it got."""
+
+    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "final", "flags", "index", "local", "provisional",
+                 "request", "socket", "targets", "timer", "transaction", "uri")
+
+    def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
+                 socket: SocketInfo | None, flags: int) -> None:
+        self.index = index
+        self.uri = uri                  # the branch's Request-URI
+        self.request = request          # the request to send, without our Via (Relay.outgoing)
+        self.targets = targets          # not yet tried, in order
+        self.socket = socket            # force_send_socket()'s, or None
+        self.flags = flags              # branch flags
+        self.attempt: Attempt | None = None
+        self.transaction: Any = None
+        self.provisional = False
+        self.final: SIPResponse | None = None
+        self.local = False              # the final response was made here (408, 487, 503)
+        self.cancel_wanted = False
+        self.cancel_sent = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+
+# A response to handle: (branch, the attempt it answers, response, made locally)
+Event = tuple[ProxyBranch, Attempt | None, SIPResponse, bool]
+
+
+class ProxyTransaction:
+    """See the module docstring. `ctx` is the request route's context at the first t_relay()."""
+
+    def __init__(self, ctx: MsgContext, server_transaction: Any, relay: Relay, settings: Settings,
+                 spawn: Callable[[Coroutine[Any, Any, None]], Any],
+                 on_done: Callable[[ProxyTransaction], None]) -> None:
+        msg = ctx.msg
+        assert isinstance(msg, SIPRequest)
+        self.request = msg.copy()             # as it was at t_relay(): what failure_route sees
+        self.source = ctx.source
+        self.server = ctx.server
+        self.flags = ctx.flags
+        self.server_transaction = server_transaction
+        self.relay = relay
+        self.settings = settings
+        self.is_invite = msg.method == "INVITE"
+        self.branches: list[ProxyBranch] = []
+        self.round_start = 0
+        self.arm = Arm()
+        self.cancelled = False                # a CANCEL came for it (t_was_cancelled)
+        self.replied = False                  # a final response went upstream
+        self.local_reply = False              # ... and it was made here (t_local_replied)
+        self.in_failure_route = False
+        self._queue: deque[Event] = deque()
+        self._hooks: Any = None               # the send hooks of the last t_relay() (for failover)
+        self._busy = False
+        self._spawn = spawn
+        self._on_done = on_done
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def label(self) -> str:
+        return f"{self.request.method} {self.request.header('call-id')}"
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    async def relay_branches(self, ctx: MsgContext, maxfwd_done: bool, *, failover: bool = True) -> int:
+        """t_relay(): every branch of ctx (branch 0 and ctx.branches) sent; 1 when at least one went
+        out, else the RelayError code of the last failure (logged)."""
+        if self.cancelled:
+            log.info("%s: t_relay() after the request was cancelled: nothing sent", self.label)
+            return -3
+        if self.replied and not self.is_invite:
+            return -3
+        msg = ctx.msg
+        assert isinstance(msg, SIPRequest)
+        wanted = [(msg.ruri, ctx.dst_uri, ctx.send_socket, ctx.bflags)]
+        for extra in ctx.branches or ():
+            wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags))
+        self.round_start = len(self.branches)
+        sent = 0
+        error: RelayError | None = None
+        for ruri, dst_uri, socket, flags in wanted:
+            try:
+                branch = await self._make_branch(msg, ruri, dst_uri, socket, flags, maxfwd_done)
+                if not failover:
+                    del branch.targets[1:]
+            except RelayError as exc:
+                log.warning("%s: branch to %s not relayed: %s", self.label, dst_uri or ruri, exc)
+                error = exc
+                continue
+            if not await self._run_branch_route(ctx, branch):
+                continue
+            try:
+                self._send(branch, ctx.send_hooks)
+            except RelayError as exc:
+                log.warning("%s: %s", self.label, exc)
+                error = exc
+                continue
+            sent += 1
+        if sent:
+            if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
+                    and not ctx.extra.get("tm.no100"):
+                self._trying(ctx)
+            return 1
+        if error is None:
+            return -3   # every branch dropped by branch_route
+        ctx.extra["sl_error"] = error.sl_error
+        return error.code
+
+    async def _make_branch(self, msg: SIPRequest, ruri: str, dst_uri: str | None, socket: SocketInfo | None,
+                           flags: int, maxfwd_done: bool) -> ProxyBranch:
+        targets = list(await self.relay.targets(dst_uri or ruri))
+        request = self.relay.outgoing(msg, ruri, maxfwd_done)
+        branch = ProxyBranch(len(self.branches), ruri, request, targets, socket, flags)
+        return branch
+
+    async def _run_branch_route(self, ctx: MsgContext, branch: ProxyBranch) -> bool:
+        """branch_route[name] over the branch's request; False when it dropped the branch."""
+        name = self.arm.on_branch
+        script = self._script()
+        if name is None or script is None:
+            return True
+        bctx = MsgContext(msg=branch.request, source=ctx.source, server=ctx.server, route_type=BRANCH_ROUTE,
+                          flags=ctx.flags, bflags=branch.flags, send_socket=branch.socket,
+                          send_hooks=ctx.send_hooks)
+        bctx.extra[BRANCH_IDX_KEY] = len(self.branches)
+        bctx.extra[PROXY_KEY] = self
+        try:
+            await script.run(BRANCH_ROUTE, name, bctx)
+        except Exception:
+            log.exception("%s: branch_route[%s] failed", self.label, name)
+        if bctx.extra.get(DROP_KEY):
+            log.debug("%s: branch %s dropped by branch_route[%s]", self.label, branch.uri, name)
+            return False
+        branch.flags = bctx.bflags
+        if bctx.send_socket is not None:
+            branch.socket = bctx.send_socket
+        ctx.flags = bctx.flags
+        return True
+
+    def _send(self, branch: ProxyBranch, hooks: Any) -> None:
+        """Send the branch to its next target (RelayError when none is left that takes it)."""
+        while branch.targets:
+            target = branch.targets.pop(0)
+            try:
+                sock = self.relay.socket_for(target, branch.socket)
+            except RelayError as exc:
+                if not branch.targets:
+                    raise
+                log.info("%s: %s; trying the next target", self.label, exc)
+                continue
+            attempt = self.relay.attempt(branch.request, target, sock, hooks)
+            if branch not in self.branches:
+                self.branches.append(branch)
+            branch.attempt = attempt
+            branch.provisional = False
+            on_final, on_provisional = self._callbacks(branch, attempt)
+            branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional)
+            self._arm_timer(branch, self._fr_timeout())
+            self._hooks = hooks
+            return
+        raise RelayError(f"branch {branch.uri}: no target left", -3, (500, "No destination"))
+
+    def _callbacks(self, branch: ProxyBranch, attempt: Attempt) -> tuple[Callable[[SIPResponse], None],
+                                                                         Callable[[SIPResponse], None]]:
+        """The client transaction's callbacks for this attempt of the branch."""
+        def on_final(response: SIPResponse) -> None:
+            self._received(branch, attempt, response, True)
+
+        def on_other(response: SIPResponse) -> None:   # 1xx, and an INVITE's later 2xx
+            self._received(branch, attempt, response, False)
+
+        return on_final, on_other
+
+    def _trying(self, ctx: MsgContext) -> None:
+        tx = self.server_transaction
+        if tx is None or tx.last_response is not None:
+            return
+        try:
+            self.server.reply(ctx, 100, "Trying")
+        except Exception as exc:  # noqa: BLE001 - a 100 that cannot go does not stop the relay
+            log.info("%s: 100 Trying not sent: %s", self.label, exc)
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def _fr_timeout(self) -> float:
+        return self.arm.fr_timeout or self.settings.fr_timeout
+
+    def _fr_inv_timeout(self) -> float:
+        return self.arm.fr_inv_timeout or self.settings.fr_inv_timeout
+
+    def _arm_timer(self, branch: ProxyBranch, seconds: float) -> None:
+        if branch.timer is not None:
+            branch.timer.cancel()
+        attempt = branch.attempt
+        branch.timer = self._loop.call_later(seconds, self._timed_out, branch, attempt)
+
+    def _stop_timer(self, branch: ProxyBranch) -> None:
+        if branch.timer is not None:
+            branch.timer.cancel()
+            branch.timer = None
+
+    def _timed_out(self, branch: ProxyBranch, attempt: Attempt | None) -> None:
+        branch.timer = None
+        if branch.done or branch.attempt is not attempt or attempt is None:
+            return
+        log.info("%s: branch %d (%s) timed out (%s)", self.label, branch.index, attempt.destination,
+                 "fr_inv_timeout" if branch.provisional else "fr_timeout")
+        if branch.provisional:
+            self._send_cancel(branch)
+        else:
+            self._abandon(branch)
+        timeout = build_reply(attempt.request, 408, "Request Timeout")
+        self._received(branch, attempt, timeout, True, local=True)
+
+    # --- responses --------------------------------------------------------------------------------
+
+    def _received(self, branch: ProxyBranch, attempt: Attempt | None, response: SIPResponse, final: bool,
+                  *, local: bool = False) -> None:
+        """A client transaction's callback (and the fr timers'): queued, handled in order."""
+        if attempt is not branch.attempt:
+            return   # an earlier attempt of a branch that failed over
+        if final and not local and branch.transaction is not None \
+                and getattr(branch.transaction, "local_final", False):
+            local = True   # the client transaction's own 408 (Timer B) or 503 (transport error)
+        self._queue.append((branch, attempt, response, local))
+        if not self._busy:
+            self._busy = True
+            self._spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                event = self._queue.popleft()
+                try:
+                    await self._handle(*event)
+                except Exception:
+                    log.exception("%s: handling a %d response failed", self.label, event[2].status)
+        finally:
+            self._busy = False
+
+    async def _handle(self, branch: ProxyBranch, attempt: Attempt | None, response: SIPResponse,
+                      local: bool) -> None:
+        status = response.status
+        if branch.done and not (status < 300 and self.is_invite):
+            if status < 200 and branch.cancel_wanted and not branch.cancel_sent:
+                branch.provisional = True
+                self._send_cancel(branch)
+            return   # the branch ended already (a local 408/487): later responses are absorbed
+        dropped = False
+        if not local:
+            dropped = await self._run_reply_routes(branch, response)
+        if status < 200:
+            first = not branch.provisional
+            branch.provisional = True
+            if branch.cancel_wanted:
+                self._send_cancel(branch)
+                return
+            if self.is_invite and (first or self.settings.restart_fr_on_each_reply):
+                self._arm_timer(branch, self._fr_inv_timeout())
+            if status > 100 and not dropped and not self.replied:
+                self._forward(response)
+            return
+        self._stop_timer(branch)
+        if status < 300:
+            if branch.final is None:
+                branch.final = response
+            if not self.replied or self.is_invite:
+                self._forward(response)
+            self.replied = True
+            if self.is_invite:
+                self._cancel_pending(except_branch=branch)
+            self._check_done()
+            return
+        # failover: a 503 or a timeout without any reply moves the branch to its next target
+        if (status == 503 or (local and status == 408 and not branch.provisional)) and branch.targets \
+                and not self.cancelled and not self.replied:
+            log.info("%s: branch %d got %d; failing over to the next target", self.label, branch.index,
+                     status)
+            self._abandon(branch)
+            try:
+                self._send(branch, self._hooks)
+                return
+            except RelayError as exc:
+                log.info("%s: failover impossible: %s", self.label, exc)
+        branch.final = response
+        branch.local = local
+        if status >= 600 and self.is_invite and not self.settings.disable_6xx_block:
+            self._cancel_pending(except_branch=branch)
+        if self.replied:
+            self._check_done()
+            return
+        if all(b.done for b in self.branches[self.round_start:]):
+            await self._complete()
+
+    async def _run_reply_routes(self, branch: ProxyBranch, response: SIPResponse) -> bool:
+        """The global onreply_route, then the armed onreply_route[name]; True when one dropped it."""
+        script = self._script()
+        if script is None:
+            return False
+        names: list[str | None] = []
+        if script.has(ONREPLY_ROUTE, None):
+            names.append(None)
+        if self.arm.on_reply is not None:
+            names.append(self.arm.on_reply)
+        dropped = False
+        for name in names:
+            rctx = MsgContext(msg=response, source=None, server=self.server, route_type=ONREPLY_ROUTE,
+                              reply_code=response.status, flags=self.flags)
+            rctx.extra[BRANCH_IDX_KEY] = branch.index
+            rctx.extra[PROXY_KEY] = self
+            try:
+                await script.run(ONREPLY_ROUTE, name, rctx)
+            except Exception:
+                log.exception("%s: onreply_route%s failed", self.label, f"[{name}]" if name else "")
+            self.flags = rctx.flags
+            if rctx.extra.get(DROP_KEY):
+                dropped = True
+        if dropped and response.status >= 200:
+            # OpenSIPS: only a provisional reply can be dropped; a final one is still processed
+            log.warning("%s: drop of a %d reply in onreply_route ignored (only 1xx can be dropped)",
+                        self.label, response.status)
+            return False
+        return dropped
+
+    async def _complete(self) -> None:
+        """Every branch of the round has its final response and none was a 2xx: failure_route, then
+        the best response upstream unless the route relayed again or replied."""
+        round_branches = self.branches[self.round_start:]
+        best_index = pick_best([b.final.status if b.final else 0 for b in round_branches])
+        if best_index is None:
+            return
+        best = round_branches[best_index]
+        assert best.final is not None
+        name = self.arm.on_failure
+        script = self._script()
+        if name is not None and script is not None:
+            self.arm.on_failure = None   # armed for one round: the route arms it again for the next
+            before = len(self.branches)
+            fctx = MsgContext(msg=self.request.copy(), source=self.source, server=self.server,
+                              route_type=FAILURE_ROUTE, transaction=self.server_transaction,
+                              reply_code=best.final.status, flags=self.flags)
+            fctx.extra[PROXY_KEY] = self
+            fctx.extra["tm.best"] = best
+            self.in_failure_route = True
+            try:
+                await script.run(FAILURE_ROUTE, name, fctx)
+            except Exception:
+                log.exception("%s: failure_route[%s] failed", self.label, name)
+            finally:
+                self.in_failure_route = False
+            self.flags = fctx.flags
+            if fctx.replied or self.replied:
+                self.replied = True
+                self.local_reply = True
+                self._check_done()
+                return
+            if len(self.branches) > before:
+                return   # serial forking: the new round decides
+        self._forward(best.final, final_choice=True)
+        self.local_reply = best.local
+        self.replied = True
+        self._check_done()
+
+    def _forward(self, response: SIPResponse, *, final_choice: bool = False) -> None:
+        """`response` upstream through the server transaction, without our Via."""
+        out = response
+        try:
+            out.remove_top_via()
+        except ValueError:
+            log.warning("%s: %d response without our Via: not forwarded", self.label, response.status)
+            return
+        if final_choice and upstream_status(out.status) != out.status:
+            out = _with_status(out, upstream_status(out.status))
+        transactions = self.server.transactions
+        if transactions is None or self.server_transaction is None:
+            return
+        try:
+            transactions.reply(self.server_transaction, out)
+        except TransactionError as exc:
+            log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
+
+    # --- cancelling -------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """A CANCEL for the request arrived: every pending branch is cancelled (RFC 3261 16.10)."""
+        self.cancelled = True
+        self._cancel_pending(except_branch=None)
+
+    def _cancel_pending(self, except_branch: ProxyBranch | None) -> None:
+        for branch in self.branches:
+            if branch is except_branch or branch.done or branch.attempt is None:
+                continue
+            branch.cancel_wanted = True
+            if branch.provisional:
+                self._send_cancel(branch)
+                self._arm_timer(branch, 64 * self.relay.transactions.timers.t1)   # the 487 should come
+            else:
+                # no provisional yet: no CANCEL may be sent (RFC 3261 9.1); the branch ends here and
+                # gets its CANCEL if a provisional comes later
+                self._stop_timer(branch)
+                self._received(branch, branch.attempt, build_reply(branch.attempt.request, 487,
+                                                                   "Request Terminated"), True, local=True)
+
+    def _send_cancel(self, branch: ProxyBranch) -> None:
+        attempt = branch.attempt
+        if attempt is None or branch.cancel_sent or not self.is_invite:
+            return
+        branch.cancel_sent = True
+        cancel = cancel_for(attempt.request)
+        try:
+            self.relay.transactions.send_request(cancel, attempt.destination, _ignore, branch=attempt.branch)
+        except Exception as exc:  # noqa: BLE001 - a CANCEL that cannot go is logged; the branch times out
+            log.info("%s: CANCEL to %s not sent: %s", self.label, attempt.destination, exc)
+
+    def _abandon(self, branch: ProxyBranch) -> None:
+        """Stop the branch's client transaction (no more retransmissions, no delivery)."""
+        tx = branch.transaction
+        if tx is not None:
+            self.relay.transactions.abandon(tx)
+
+    # --- the end ----------------------------------------------------------------------------------
+
+    def _check_done(self) -> None:
+        if self.replied and all(b.done for b in self.branches):
+            for branch in self.branches:
+                self._stop_timer(branch)
+            self._on_done(self)
+
+    def _script(self) -> CompiledScript | None:
+        return getattr(self.server, "script", None)
+
+
+def cancel_for(request: SIPRequest) -> SIPRequest:
+    """The CANCEL of a sent request (RFC 3261 9.1): its Request-URI, top Via (our branch), Route
+    lines, From, To, Call-ID and CSeq number with method CANCEL; Max-Forwards 70; no body."""
+    headers: list[tuple[str, str]] = [("Via", str(request.via))]
+    for route in request.header_all("route"):
+        headers.append(("Route", route))
+    headers += [("From", request.header("from") or ""), ("To", request.header("to") or ""),
+                ("Call-ID", request.call_id), ("CSeq", f"{request.cseq.number} CANCEL"),
+                ("Max-Forwards", "70"), ("Content-Length", "0")]
+    return SIPRequest("CANCEL", request.ruri, headers)
+
+
+def _with_status(response: SIPResponse, status: int) -> SIPResponse:
+    return SIPResponse(status, "Server Internal Error" if status == 500 else response.reason,
+                       [(h.name, h.value) for h in response.headers], response.body)
+
+
+def _ignore(response: SIPResponse) -> None:
+    """The final response of a CANCEL we sent: nothing to do with it."""

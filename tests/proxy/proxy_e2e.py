@@ -1,0 +1,121 @@
+"""The proxy end-to-end suites' shared parts: a routescript proxy started with a script using t_relay,
+and two (or three) Python UAs behind it, over UDP or TCP, with 1 or 2 UDP workers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from rs_e2e import RunningServer, free_port, start  # noqa: E402
+
+from routescript.testing import SipTestClient  # noqa: E402
+
+PROXY_SCRIPT = r"""
+log_level = 4
+stderror_enabled = yes
+udp_workers = WORKERS
+socket = udp:127.0.0.1:PORT
+socket = tcp:127.0.0.1:PORT
+
+loadmodule "signaling.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "sipmsgops.so"
+loadmodule "textops.so"
+
+modparam("tm", "fr_timeout", 2)
+modparam("tm", "fr_inv_timeout", 3)
+
+route {
+    if (!mf_process_maxfwd_header(10)) { sl_send_reply(483, "Too Many Hops"); exit; }
+    if (has_totag()) {
+        if (loose_route()) {
+            if (is_method("ACK")) { t_relay(); exit; }
+            t_relay();
+            exit;
+        }
+        if (is_method("ACK")) { if (t_check_trans()) t_relay(); exit; }
+        sl_send_reply(404, "Not here");
+        exit;
+    }
+    if (is_method("CANCEL")) { if (t_check_trans()) t_relay(); exit; }
+    if (is_method("INVITE")) record_route();
+    if (is_present_hf("X-Fork")) {
+        $var(second) = $hdr(X-Fork);
+        append_branch("$var(second)");
+    }
+    if (is_present_hf("X-Next")) t_on_failure("next");
+    if (is_present_hf("X-Stateless")) { forward(); exit; }
+    t_on_reply("seen");
+    t_on_branch("per_branch");
+    if (!t_relay()) sl_reply_error();
+}
+
+onreply_route[seen] {
+    xlog("L_INFO", "onreply_route[seen] $rs $rr branch $T_branch_idx\n");
+}
+
+branch_route[per_branch] {
+    xlog("L_INFO", "branch_route[per_branch] $ru idx $T_branch_idx\n");
+    if ($rU == "dropme") drop;
+}
+
+failure_route[next] {
+    xlog("L_INFO", "failure_route[next] code $T_reply_code cancelled $var(c)\n");
+    if (t_was_cancelled()) exit;
+    if (t_check_status("486|408")) {
+        $ru = $hdr(X-Next);
+        t_on_failure("last");
+        t_relay();
+        exit;
+    }
+}
+
+failure_route[last] {
+    xlog("L_INFO", "failure_route[last] code $T_reply_code\n");
+    t_reply(480, "Tried Them All");
+}
+"""
+
+
+@dataclass
+class Proxy:
+    server: RunningServer
+    port: int
+    proto: str
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIPT) -> Path:
+    cfg = tmp_path / "proxy.cfg"
+    cfg.write_text(script.replace("WORKERS", str(workers)).replace("PORT", str(port)))
+    return cfg
+
+
+@asynccontextmanager
+async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncIterator[list[SipTestClient]]:
+    clients = [await SipTestClient.start(proto, proxy.address, user=f"{user}{i or ''}", timeout=3.0)
+               for i in range(count)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def target(callee: SipTestClient) -> str:
+    """The Request-URI that reaches `callee` directly (its own address)."""
+    suffix = ";transport=tcp" if callee.proto == "tcp" else ""
+    return f"sip:{callee.user}@{callee.hostport}{suffix}"
+
+
+__all__ = ["PROXY_SCRIPT", "Proxy", "free_port", "start", "target", "uas", "write_cfg"]

@@ -1,0 +1,227 @@
+"""`routescript run` as a stateful proxy (t_relay) between Python UAs over real sockets, UDP and TCP,
+with 1 and 2 UDP workers: a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
+failure_route -> serial fork, fr_inv_timeout -> failure_route with 408, a parallel fork (first 200 wins,
+the other branch cancelled), MESSAGE stateful, OPTIONS stateless (forward()), Max-Forwards 0 -> 483,
+branch_route dropping a branch, stray replies dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from proxy_e2e import Proxy, free_port, start, target, uas, write_cfg
+
+from routescript.sip import SIPRequest, SIPResponse, build_reply
+from routescript.testing import SipTestClient
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
+    workers = request.param
+    tmp = tmp_path_factory.mktemp(f"proxy{workers}")
+    port = free_port()
+    server = start(write_cfg(tmp, port, workers), tmp)
+    if workers > 1:
+        server.wait_for("routescript started", count=1)
+    try:
+        yield port, workers, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["udp", "tcp"])
+def proxy(request: pytest.FixtureRequest, running: tuple[int, int, object]) -> Proxy:
+    port, _workers, server = running
+    return Proxy(server, port, request.param)  # type: ignore[arg-type]
+
+
+def reply_as(callee: SipTestClient, request: SIPRequest, status: int, tag: str,
+             headers: list[tuple[str, str]] | None = None) -> SIPResponse:
+    """Answer with a fixed To tag (the UAS's dialog), as a real UA does for 180 then 200."""
+    response = build_reply(request, status, to_tag=tag, headers=headers or [], record_route=True)
+    callee._send_response(response)
+    return response
+
+
+def invite_to(caller: SipTestClient, callee: SipTestClient, *, headers: list[tuple[str, str]] | None = None,
+              ruri: str | None = None) -> SIPRequest:
+    return caller.request("INVITE", ruri or target(callee), headers=headers or [], body=b"v=0\r\n",
+                          content_type="application/sdp")
+
+
+async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "alice") as (caller,), uas(proxy.proto, proxy, "bob") as (callee,):
+        invite = invite_to(caller, callee)
+        caller.send(invite)
+        trying = await caller.expect_response(invite)
+        assert trying.status == 100
+        got = await callee.expect_request("INVITE", call_id=invite.call_id)
+        assert len(got.vias) == 2 and got.vias[1].branch == invite.via.branch   # our Via on top
+        assert got.max_forwards == 69
+        assert got.header_all("record-route") and str(proxy.port) in got.header_all("record-route")[0]
+        assert got.body == b"v=0\r\n"
+        reply_as(callee, got, 180, "bobtag")
+        ok = reply_as(callee, got, 200, "bobtag", [("Contact", f"<{callee.contact_uri}>")])
+        ringing = await caller.expect_response(invite, index=1)
+        assert ringing.status == 180 and len(ringing.vias) == 1
+        final = await caller.expect_response(invite, final=True)
+        assert final.status == 200 and final.to.tag == "bobtag"
+        assert final.header_all("record-route") == ok.header_all("record-route") != []
+        # the ACK and the BYE follow the route set through the proxy
+        dialog = caller.dialog(invite, final)
+        assert dialog.route_set
+        ack = caller.request("ACK", dialog=dialog)
+        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
+        caller.send(ack)
+        got_ack = await callee.expect_request("ACK", call_id=invite.call_id)
+        assert got_ack.to.tag == "bobtag" and len(got_ack.vias) == 2
+        bye = caller.request("BYE", dialog=dialog)
+        caller.send(bye)
+        got_bye = await callee.expect_request("BYE", call_id=invite.call_id)
+        await callee.reply(got_bye, 200)
+        assert (await caller.expect_response(bye, final=True)).status == 200
+
+
+async def test_cancel_of_a_ringing_call_gives_487(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "carol") as (caller,), uas(proxy.proto, proxy, "dave") as (callee,):
+        invite = invite_to(caller, callee)
+        caller.send(invite)
+        got = await callee.expect_request("INVITE", call_id=invite.call_id)
+        reply_as(callee, got, 180, "davetag")
+        assert (await caller.expect_response(invite, index=1)).status == 180
+        cancel = caller.request("CANCEL", invite.ruri, call_id=invite.call_id, from_tag=invite.from_.tag,
+                                branch=invite.via.branch, contact=False)
+        caller.send(cancel)
+        assert (await caller.expect_response(cancel, final=True)).status == 200
+        got_cancel = await callee.expect_request("CANCEL", call_id=invite.call_id)
+        assert got_cancel.via.branch == got.via.branch       # hop by hop: the branch of our INVITE
+        await callee.reply(got_cancel, 200)
+        reply_as(callee, got, 487, "davetag")
+        final = await caller.expect_response(invite, final=True)
+        assert final.status == 487
+        got_ack = await callee.expect_request("ACK", call_id=invite.call_id)  # our hop-by-hop ACK
+        assert got_ack.via.branch == got.via.branch
+        caller.send(caller.ack(invite, final))
+
+
+async def test_486_runs_failure_route_and_serial_forks(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "erin") as (caller,), uas(proxy.proto, proxy, "fred", 2) as callees:
+        busy, second = callees
+        invite = invite_to(caller, busy, headers=[("X-Next", target(second))])
+        caller.send(invite)
+        got = await busy.expect_request("INVITE", call_id=invite.call_id)
+        reply_as(busy, got, 486, "busytag")
+        assert (await busy.expect_request("ACK", call_id=invite.call_id)).via.branch == got.via.branch
+        got2 = await second.expect_request("INVITE", call_id=invite.call_id)
+        assert got2.ruri == target(second) and got2.via.branch != got.via.branch
+        reply_as(second, got2, 200, "secondtag", [("Contact", f"<{second.contact_uri}>")])
+        final = await caller.expect_response(invite, final=True)
+        assert final.status == 200 and final.to.tag == "secondtag"
+        assert "failure_route[next] code 486" in proxy.server.log()  # type: ignore[attr-defined]
+
+
+async def test_all_failed_failure_route_replies(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "gina") as (caller,), uas(proxy.proto, proxy, "hal", 2) as callees:
+        busy, second = callees
+        invite = invite_to(caller, busy, headers=[("X-Next", target(second))])
+        caller.send(invite)
+        reply_as(busy, await busy.expect_request("INVITE", call_id=invite.call_id), 486, "b1")
+        reply_as(second, await second.expect_request("INVITE", call_id=invite.call_id), 603, "b2")
+        final = await caller.expect_response(invite, final=True)
+        assert (final.status, final.reason) == (480, "Tried Them All")
+
+
+async def test_fr_inv_timeout_runs_failure_route_with_408(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "ivan") as (caller,), uas(proxy.proto, proxy, "judy", 2) as callees:
+        silent, second = callees
+        invite = invite_to(caller, silent, headers=[("X-Next", target(second))])
+        caller.send(invite)
+        got = await silent.expect_request("INVITE", call_id=invite.call_id)
+        reply_as(silent, got, 180, "slow")
+        # fr_inv_timeout is 3 s: then the branch is cancelled and failure_route sees a 408
+        got_cancel = await silent.expect_request("CANCEL", call_id=invite.call_id, timeout=6.0)
+        await silent.reply(got_cancel, 200)
+        reply_as(silent, got, 487, "slow")
+        got2 = await second.expect_request("INVITE", call_id=invite.call_id, timeout=3.0)
+        reply_as(second, got2, 200, "second", [("Contact", f"<{second.contact_uri}>")])
+        final = await caller.expect_response(invite, final=True, timeout=3.0)
+        assert final.status == 200
+        assert "failure_route[next] code 408" in proxy.server.log()  # type: ignore[attr-defined]
+
+
+async def test_parallel_fork_first_200_wins_other_cancelled(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "kim") as (caller,), uas(proxy.proto, proxy, "leo", 2) as callees:
+        first, other = callees
+        invite = invite_to(caller, first, headers=[("X-Fork", target(other))])
+        caller.send(invite)
+        got1 = await first.expect_request("INVITE", call_id=invite.call_id)
+        got2 = await other.expect_request("INVITE", call_id=invite.call_id)
+        assert got1.via.branch != got2.via.branch
+        reply_as(other, got2, 180, "o")
+        reply_as(first, got1, 200, "f", [("Contact", f"<{first.contact_uri}>")])
+        final = await caller.expect_response(invite, final=True)
+        assert final.status == 200 and final.to.tag == "f"
+        got_cancel = await other.expect_request("CANCEL", call_id=invite.call_id)
+        await other.reply(got_cancel, 200)
+        reply_as(other, got2, 487, "o")
+        await other.expect_request("ACK", call_id=invite.call_id)
+        await asyncio.sleep(0.2)
+        assert [r.status for r in caller.responses_for(invite) if r.status >= 200] == [200]
+
+
+async def test_branch_route_drop_skips_that_branch(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "mia") as (caller,), uas(proxy.proto, proxy, "ned") as (callee,):
+        dropped = f"sip:dropme@{callee.hostport}" + (";transport=tcp" if callee.proto == "tcp" else "")
+        invite = invite_to(caller, callee, headers=[("X-Fork", dropped)])
+        caller.send(invite)
+        got = await callee.expect_request("INVITE", call_id=invite.call_id)
+        assert got.ruri == target(callee)
+        await callee.expect_no_request("INVITE", call_id=invite.call_id, within=0.5)
+        reply_as(callee, got, 404, "n")
+        assert (await caller.expect_response(invite, final=True)).status == 404
+
+
+async def test_message_stateful_and_options_stateless(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "olga") as (caller,), uas(proxy.proto, proxy, "pete") as (callee,):
+        message = caller.request("MESSAGE", target(callee), body=b"hi", content_type="text/plain")
+        caller.send(message)
+        got = await callee.expect_request("MESSAGE", call_id=message.call_id)
+        await callee.reply(got, 200)
+        assert (await caller.expect_response(message, final=True)).status == 200
+        options = caller.options(target(callee), headers=[("X-Stateless", "1")])
+        caller.send(options)
+        got = await callee.expect_request("OPTIONS", call_id=options.call_id)
+        assert got.via.branch.startswith("z9hG4bKsl")
+        await callee.reply(got, 200)
+        assert (await caller.expect_response(options, final=True)).status == 200
+
+
+async def test_max_forwards_zero_gets_483(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "quin") as (caller,), uas(proxy.proto, proxy, "rob") as (callee,):
+        message = caller.request("MESSAGE", target(callee), body=b"x", content_type="text/plain")
+        message.set_header("Max-Forwards", "0")
+        caller.send(message)
+        assert (await caller.expect_response(message, final=True)).status == 483
+        await callee.expect_no_request("MESSAGE", within=0.3)
+
+
+async def test_stray_reply_is_dropped(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "sue") as (caller,):
+        options = caller.options()
+        stray = build_reply(options, 200)
+        caller.send(stray)
+        # the proxy still works afterwards
+        message = caller.request("MESSAGE", "sip:nobody@127.0.0.1:9;transport=" + proxy.proto,
+                                 body=b"x", content_type="text/plain")
+        caller.send(message)
+        final = await caller.expect_response(message, final=True, timeout=5.0)
+        # nobody listens there: a timeout (408) or a refused connection (our 503, sent as 500: RFC 3261
+        # 16.7 step 6)
+        assert final.status in (408, 500)
+        server = proxy.server
+        await asyncio.sleep(0.1)
+        assert "matched no transaction; dropped" in server.log()  # type: ignore[attr-defined]
