@@ -150,12 +150,14 @@ def start_callee(scenario: str, port: int, proto: str, workdir: Path, *extra: st
     return sipp
 
 
-def run_caller(scenario: str, proxy: Proxy, callee_port: int, *extra: str, user: str = "bob") -> SippResult:
-    """A SIPp caller (client mode) to the proxy for sip:user@<callee>, run to its end (bounded)."""
+def run_caller(scenario: str, proxy: Proxy, callee_port: int, workdir: Path, *extra: str,
+               user: str = "bob") -> SippResult:
+    """A SIPp caller (client mode) to the proxy for sip:user@<callee>, run to its end (bounded); its
+    files (screen, errors, messages) in workdir."""
     args = [f"127.0.0.1:{proxy.port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
             "-p", str(free_port()), "-t", _transport(proxy.proto),
             "-s", user, "-key", "callee", proxy.callee(callee_port), *extra]
-    sipp = Sipp(Path(scenario).stem, args, proxy.workdir)
+    sipp = Sipp(Path(scenario).stem, args, workdir)
     return sipp.wait()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy_harness import (SIPP, Proxy, Sipp, free_port, outcome, run_caller, start_callee,
+from proxy_harness import (SIPP, Proxy, Sipp, SippResult, free_port, outcome, run_caller, start_callee,
                            start_proxy)
 
 pytestmark = pytest.mark.skipif(
@@ -38,107 +38,120 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         running.server.stop()
 
 
+class Callees:
+    """The SIPp processes of one test, their files in the test's tmp_path; callees killed at teardown
+    whatever happened."""
+
+    def __init__(self, proxy: Proxy, workdir: Path) -> None:
+        self.proxy, self.workdir = proxy, workdir
+        self.started: list[Sipp] = []
+
+    def start(self, scenario: str, port: int | None = None, *extra: str,
+              name: str | None = None) -> tuple[Sipp, int]:
+        port = port or free_port()
+        sipp = start_callee(scenario, port, self.proxy.proto, self.workdir, *extra, name=name)
+        self.started.append(sipp)
+        return sipp, port
+
+    def voicemail(self, scenario: str) -> Sipp:
+        return self.start(scenario, self.proxy.voicemail_port, name="voicemail")[0]
+
+    def call(self, scenario: str, callee_port: int, *extra: str) -> SippResult:
+        return run_caller(scenario, self.proxy, callee_port, self.workdir, *extra)
+
+
 @pytest.fixture
-def callees() -> Iterator[list[Sipp]]:
-    """SIPp callees a test starts: killed at teardown whatever happened."""
-    started: list[Sipp] = []
-    yield started
-    for sipp in started:
-        sipp.kill()
+def sipp(proxy: Proxy, tmp_path: Path) -> Iterator[Callees]:
+    c = Callees(proxy, tmp_path)
+    yield c
+    for process in c.started:
+        process.kill()
 
 
-def callee(callees: list[Sipp], proxy: Proxy, scenario: str, port: int | None = None, *extra: str,
-           name: str | None = None) -> tuple[Sipp, int]:
-    port = port or free_port()
-    sipp = start_callee(scenario, port, proxy.proto, proxy.workdir, *extra, name=name)
-    callees.append(sipp)
-    return sipp, port
-
-
-def test_call_with_record_route(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_call_with_record_route(proxy: Proxy, sipp: Callees) -> None:
     """INVITE/100/180/200/ACK/BYE/200: the 200 carries our Record-Route, ACK and BYE come back through
     us with our Route removed (both scenarios check it), and the reply route logged the replies."""
-    uas, port = callee(callees, proxy, "uas_answer.xml")
-    uac = run_caller("uac_call.xml", proxy, port)
+    uas, port = sipp.start("uas_answer.xml")
+    uac = sipp.call("uac_call.xml", port)
     ok, text = outcome(uac, uas.wait())
     assert ok, text + proxy.server.log()[-3000:]
     proxy.server.wait_for("reply 180 Ringing for INVITE", timeout=2)
     proxy.server.wait_for("reply 200 OK for INVITE", timeout=2)
 
 
-def test_callee_hangs_up(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_callee_hangs_up(proxy: Proxy, sipp: Callees) -> None:
     """The callee's BYE follows the route set the other way: to the proxy, loose-routed to the caller."""
-    uas, port = callee(callees, proxy, "uas_answer_bye.xml")
-    uac = run_caller("uac_call_callee_bye.xml", proxy, port)
+    uas, port = sipp.start("uas_answer_bye.xml")
+    uac = sipp.call("uac_call_callee_bye.xml", port)
     ok, text = outcome(uac, uas.wait())
     assert ok, text + proxy.server.log()[-3000:]
 
 
-def test_busy_callee_goes_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_busy_callee_goes_to_voicemail(proxy: Proxy, sipp: Callees) -> None:
     """486 from the callee: the proxy ACKs it (hop by hop), failure_route relays to voicemail, whose 200
     reaches the caller - who never sees the 486."""
-    busy, port = callee(callees, proxy, "uas_busy.xml")
-    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
-    uac = run_caller("uac_call.xml", proxy, port)
+    busy, port = sipp.start("uas_busy.xml")
+    vm = sipp.voicemail("uas_answer.xml")
+    uac = sipp.call("uac_call.xml", port)
     ok, text = outcome(uac, busy.wait(), vm.wait())
     assert ok, text + proxy.server.log()[-3000:]
     proxy.server.wait_for("486 from sip:bob@", timeout=2)
 
 
-def test_busy_everywhere_caller_gets_486(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_busy_everywhere_caller_gets_486(proxy: Proxy, sipp: Callees) -> None:
     """Voicemail busy too: the failure route is not armed again, so the caller gets the 486."""
-    busy, port = callee(callees, proxy, "uas_busy.xml")
-    vm, _ = callee(callees, proxy, "uas_busy.xml", proxy.voicemail_port, name="voicemail")
-    uac = run_caller("uac_busy.xml", proxy, port)
+    busy, port = sipp.start("uas_busy.xml")
+    vm = sipp.voicemail("uas_busy.xml")
+    uac = sipp.call("uac_busy.xml", port)
     ok, text = outcome(uac, busy.wait(), vm.wait())
     assert ok, text + proxy.server.log()[-3000:]
 
 
-def test_ringing_callee_never_answers_goes_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_ringing_callee_never_answers_goes_to_voicemail(proxy: Proxy, sipp: Callees) -> None:
     """180 then nothing: after fr_inv_timeout the proxy CANCELs the branch (the callee answers 200 and
     487, ACKed by the proxy), the failure route sees 408 and relays to voicemail, which answers."""
-    ringing, port = callee(callees, proxy, "uas_cancelled.xml")
-    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
-    uac = run_caller("uac_call.xml", proxy, port)
+    ringing, port = sipp.start("uas_cancelled.xml")
+    vm = sipp.voicemail("uas_answer.xml")
+    uac = sipp.call("uac_call.xml", port)
     ok, text = outcome(uac, ringing.wait(), vm.wait())
     assert ok, text + proxy.server.log()[-3000:]
     proxy.server.wait_for("408 from sip:bob@", timeout=2)
 
 
-def test_silent_callee_times_out_to_voicemail(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_silent_callee_times_out_to_voicemail(proxy: Proxy, sipp: Callees) -> None:
     """No reply at all: fr_timeout ends the branch without a CANCEL (nothing was provisional), the
     failure route sees the proxy's own 408 and relays to voicemail."""
-    silent, port = callee(callees, proxy, "uas_no_answer.xml", None, "-d", str((FR_TIMEOUT + 1) * 1000))
-    vm, _ = callee(callees, proxy, "uas_answer.xml", proxy.voicemail_port, name="voicemail")
-    uac = run_caller("uac_call.xml", proxy, port)
+    silent, port = sipp.start("uas_no_answer.xml", None, "-d", str((FR_TIMEOUT + 1) * 1000))
+    vm = sipp.voicemail("uas_answer.xml")
+    uac = sipp.call("uac_call.xml", port)
     ok, text = outcome(uac, silent.wait(), vm.wait())
     assert ok, text + proxy.server.log()[-3000:]
     proxy.server.wait_for("408 from sip:bob@", timeout=2)
 
 
-def test_caller_cancels_ringing_call(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_caller_cancels_ringing_call(proxy: Proxy, sipp: Callees) -> None:
     """CANCEL after 180: 200 to the CANCEL, the callee gets a CANCEL with the INVITE's branch (checked
     by the scenario) and answers 487, which reaches the caller; its ACK is absorbed by the proxy."""
-    uas, port = callee(callees, proxy, "uas_cancelled.xml")
-    uac = run_caller("uac_cancel.xml", proxy, port)
+    uas, port = sipp.start("uas_cancelled.xml")
+    uac = sipp.call("uac_cancel.xml", port)
     ok, text = outcome(uac, uas.wait())
     assert ok, text + proxy.server.log()[-3000:]
 
 
-def test_message_relayed(proxy: Proxy, callees: list[Sipp]) -> None:
+def test_message_relayed(proxy: Proxy, sipp: Callees) -> None:
     """MESSAGE relayed statefully without Record-Route, Max-Forwards 70 -> 69, body intact."""
-    uas, port = callee(callees, proxy, "uas_message.xml")
-    uac = run_caller("uac_message.xml", proxy, port)
+    uas, port = sipp.start("uas_message.xml")
+    uac = sipp.call("uac_message.xml", port)
     ok, text = outcome(uac, uas.wait())
     assert ok, text + proxy.server.log()[-3000:]
 
 
-def test_options_to_the_proxy(proxy: Proxy) -> None:
-    uac = run_caller("uac_options.xml", proxy, free_port())
+def test_options_to_the_proxy(proxy: Proxy, sipp: Callees) -> None:
+    uac = sipp.call("uac_options.xml", free_port())
     assert uac.ok, uac.output + proxy.server.log()[-3000:]
 
 
-def test_max_forwards_zero_gets_483(proxy: Proxy, tmp_path: Path) -> None:
+def test_max_forwards_zero_gets_483(proxy: Proxy, sipp: Callees) -> None:
     """Nothing listens on the callee port: a proxy that relayed instead of answering 483 fails here."""
-    uac = run_caller("uac_maxfwd.xml", proxy, free_port())
+    uac = sipp.call("uac_maxfwd.xml", free_port())
     assert uac.ok, uac.output + proxy.server.log()[-3000:]
