@@ -1,4 +1,4 @@
-"""benchmarks/py_proxy_ceiling.py relays the proxy scenario's messages correctly (fed datagrams in
+"""The proxy benchmark's parts: benchmarks/py_proxy_ceiling.py relays the proxy scenario's messages correctly (fed datagrams in
 memory): a ceiling that dropped Record-Route or misrouted a reply would make the ratio meaningless."""
 
 from __future__ import annotations
@@ -81,3 +81,15 @@ def test_in_dialog_request_loses_our_route_and_is_not_record_routed() -> None:
     assert dest == ("127.0.0.1", 5072)
     assert headers(text, "Route") == [] and headers(text, "Record-Route") == []
     assert len(headers(text, "Via")) == 2
+
+
+def test_bench_inprocess_relay_runs_full_calls_through_the_proxy() -> None:
+    """`bench_inprocess relay`: 40 full calls through examples/proxy.cfg's t_relay (a call whose 200
+    lacks Record-Route, or whose BYE is not answered 200, raises), and its call count is a number."""
+    import asyncio
+
+    from benchmarks.bench_inprocess import run_scenario
+
+    line = asyncio.run(run_scenario("relay", 40, count=True))
+    assert line.startswith("relay") and "Python calls per call" in line
+    assert int(line.split()[1]) > 100
