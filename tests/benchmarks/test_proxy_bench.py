@@ -1,5 +1,6 @@
-"""The proxy benchmark's parts: benchmarks/py_proxy_ceiling.py relays the proxy scenario's messages correctly (fed datagrams in
-memory): a ceiling that dropped Record-Route or misrouted a reply would make the ratio meaningless."""
+"""The proxy benchmark's parts: benchmarks/py_proxy_ceiling.py relays the proxy scenario's messages
+correctly (fed datagrams in memory: a ceiling that dropped Record-Route or misrouted a reply would make
+the ratio meaningless), and `bench_inprocess relay` carries full calls through t_relay."""
 
 from __future__ import annotations
 
