@@ -1,10 +1,11 @@
 """examples/proxy.cfg end to end: the real server between a SIPp caller and SIPp callees on loopback,
 over UDP and TCP, with one and with two worker processes (issue 19, "What must work, end to end").
 
-Each test is one call: a full call with Record-Route honoured (ACK and BYE along the route set, from
-either side), a busy callee and a callee that never answers sent on to the voicemail destination by the
-failure route (serial forking), both failing (the caller gets the reply), a CANCEL after 180, MESSAGE
-relayed with Max-Forwards decremented, OPTIONS to the proxy, Max-Forwards 0. Skipped, with the reason in
+Each test is one call: a full call with Record-Route honoured (ACK, re-INVITE and BYE along the route
+set, BYE from either side), a busy callee and a callee that never answers (ringing, or silent) sent on
+to the voicemail destination by the failure route (serial forking), both failing (the caller gets the
+reply), a CANCEL after 180, MESSAGE relayed statefully with Max-Forwards decremented, OPTIONS forwarded
+statelessly and OPTIONS to the proxy itself, Max-Forwards 0. Skipped, with the reason in
 pytest's summary, when `sipp` is not on PATH; `.ci/run` installs it, so CI never skips these. SIPp runs
 are bounded (proxy_harness.SIPP_TIMEOUT_S): the whole module stays around a minute."""
 
@@ -146,6 +147,14 @@ def test_message_relayed(proxy: Proxy, sipp: Callees) -> None:
     assert ok, text + proxy.server.log()[-3000:]
 
 
+def test_options_for_another_host_forwarded_statelessly(proxy: Proxy, sipp: Callees) -> None:
+    """forward(): the OPTIONS reaches the callee (Max-Forwards 69) and the callee's 200 the caller."""
+    uas, port = sipp.start("uas_options.xml")
+    uac = sipp.call("uac_options_relayed.xml", port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
 def test_options_to_the_proxy(proxy: Proxy, sipp: Callees) -> None:
     uac = sipp.call("uac_options.xml", free_port())
     assert uac.ok, uac.output + proxy.server.log()[-3000:]
@@ -155,3 +164,12 @@ def test_max_forwards_zero_gets_483(proxy: Proxy, sipp: Callees) -> None:
     """Nothing listens on the callee port: a proxy that relayed instead of answering 483 fails here."""
     uac = sipp.call("uac_maxfwd.xml", free_port())
     assert uac.ok, uac.output + proxy.server.log()[-3000:]
+
+
+def test_reinvite_in_the_dialog(proxy: Proxy, sipp: Callees) -> None:
+    """A re-INVITE follows the route set like the BYE: loose-routed, not record-routed again, its 200
+    and ACK through the proxy (the route's t_on_failure is only armed for initial INVITEs)."""
+    uas, port = sipp.start("uas_answer_reinvite.xml")
+    uac = sipp.call("uac_call_reinvite.xml", port)
+    ok, text = outcome(uac, uas.wait())
+    assert ok, text + proxy.server.log()[-3000:]
