@@ -180,9 +180,12 @@ class TmModule(Module):
         failure. In request_route, when nothing could be sent, the error reply goes out at once and
         the script stops (0), unless flag 0x2; an ACK is relayed statelessly."""
         msg = ctx.msg
-        relay = self.server.relay
-        if not isinstance(msg, SIPRequest) or relay is None:
+        relay = getattr(self.server, "relay", None)
+        if not isinstance(msg, SIPRequest):
             log.error("t_relay: no request to relay")
+            return -1
+        if relay is None:
+            log.error("t_relay: the server has no relay sender (not started)")
             return -1
         bits = flags if isinstance(flags, int) else _relay_flags(flags)
         if proxy:
@@ -202,11 +205,13 @@ class TmModule(Module):
             except ParseError as exc:
                 log.error("t_relay: %s", exc.reason)
                 return -2
-            cancelled = self._proxies.get(invite) if invite is not None else None
-            if cancelled is not None:
-                # RFC 3261 16.10: the CANCEL is answered here and every pending branch cancelled
+            if invite is not None:
+                # RFC 3261 16.10: the CANCEL is answered here and every pending branch cancelled; one
+                # for an INVITE already answered (or never relayed) changes nothing (RFC 3261 9.2)
                 reply_stateful(ctx, 200, "OK")
-                cancelled.cancel()
+                cancelled = self._proxies.get(invite)
+                if cancelled is not None and not cancelled.replied:
+                    cancelled.cancel()
                 return 1
         proxy_tx = self.proxy_of(ctx)
         created = False

@@ -77,18 +77,20 @@ class Settings:
 class ProxyBranch:
     """One branch: where it goes, what it has sent, what it got."""
 
-    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "final", "flags", "index", "local", "provisional",
-                 "request", "socket", "targets", "timer", "transaction", "uri")
+    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "hooks", "index",
+                 "local", "provisional", "request", "socket", "targets", "timer", "transaction", "uri")
 
     def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
-                 socket: SocketInfo | None, flags: int) -> None:
+                 socket: SocketInfo | None, flags: int, dst_uri: str | None = None) -> None:
         self.index = index
         self.uri = uri                  # the branch's Request-URI
+        self.dst_uri = dst_uri          # its $du (where it is sent instead of the Request-URI)
         self.request = request          # the request to send, without our Via (Relay.outgoing)
         self.targets = targets          # not yet tried, in order
         self.socket = socket            # force_send_socket()'s, or None
         self.flags = flags              # branch flags
         self.attempt: Attempt | None = None
+        self.hooks: Any = None          # the send hooks it was sent with (rr's Record-Route)
         self.transaction: Any = None
         self.provisional = False
         self.final: SIPResponse | None = None
@@ -128,9 +130,7 @@ class ProxyTransaction:
         self.cancelled = False                # a CANCEL came for it (t_was_cancelled)
         self.replied = False                  # a final response went upstream
         self.local_reply = False              # ... and it was made here (t_local_replied)
-        self.in_failure_route = False
         self._queue: deque[Event] = deque()
-        self._hooks: Any = None               # the send hooks of the last t_relay() (for failover)
         self._busy = False
         self._spawn = spawn
         self._on_done = on_done
@@ -160,19 +160,22 @@ class ProxyTransaction:
         error: RelayError | None = None
         for ruri, dst_uri, socket, flags in wanted:
             try:
-                branch = await self._make_branch(msg, ruri, dst_uri, socket, flags, maxfwd_done)
-                if not failover:
-                    del branch.targets[1:]
+                request = self.relay.outgoing(msg, ruri, maxfwd_done)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, dst_uri or ruri, exc)
                 error = exc
                 continue
+            branch = ProxyBranch(len(self.branches), ruri, request, [], socket, flags, dst_uri)
+            # branch_route first: what it changes ($ru, $du, the socket) decides where the branch goes
             if not await self._run_branch_route(ctx, branch):
                 continue
             try:
+                branch.targets = list(await self.relay.targets(branch.dst_uri or branch.request.ruri))
+                if not failover:
+                    del branch.targets[1:]
                 self._send(branch, ctx.send_hooks)
             except RelayError as exc:
-                log.warning("%s: %s", self.label, exc)
+                log.warning("%s: branch to %s not relayed: %s", self.label, branch.dst_uri or branch.uri, exc)
                 error = exc
                 continue
             sent += 1
@@ -186,13 +189,6 @@ class ProxyTransaction:
         ctx.extra["sl_error"] = error.sl_error
         return error.code
 
-    async def _make_branch(self, msg: SIPRequest, ruri: str, dst_uri: str | None, socket: SocketInfo | None,
-                           flags: int, maxfwd_done: bool) -> ProxyBranch:
-        targets = list(await self.relay.targets(dst_uri or ruri))
-        request = self.relay.outgoing(msg, ruri, maxfwd_done)
-        branch = ProxyBranch(len(self.branches), ruri, request, targets, socket, flags)
-        return branch
-
     async def _run_branch_route(self, ctx: MsgContext, branch: ProxyBranch) -> bool:
         """branch_route[name] over the branch's request; False when it dropped the branch."""
         name = self.arm.on_branch
@@ -202,6 +198,7 @@ class ProxyTransaction:
         bctx = MsgContext(msg=branch.request, source=ctx.source, server=ctx.server, route_type=BRANCH_ROUTE,
                           flags=ctx.flags, bflags=branch.flags, send_socket=branch.socket,
                           send_hooks=ctx.send_hooks)
+        bctx.dst_uri = branch.dst_uri
         bctx.extra[BRANCH_IDX_KEY] = len(self.branches)
         bctx.extra[PROXY_KEY] = self
         try:
@@ -212,6 +209,8 @@ class ProxyTransaction:
             log.debug("%s: branch %s dropped by branch_route[%s]", self.label, branch.uri, name)
             return False
         branch.flags = bctx.bflags
+        branch.dst_uri = bctx.dst_uri
+        branch.uri = branch.request.ruri
         if bctx.send_socket is not None:
             branch.socket = bctx.send_socket
         ctx.flags = bctx.flags
@@ -234,9 +233,10 @@ class ProxyTransaction:
             branch.attempt = attempt
             branch.provisional = False
             on_final, on_provisional = self._callbacks(branch, attempt)
-            branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional)
+            branch.transaction = self.relay.send_stateful(attempt, on_final, on_provisional,
+                                                          fr_timeout=self.arm.fr_timeout)
             self._arm_timer(branch, self._fr_timeout())
-            self._hooks = hooks
+            branch.hooks = hooks   # kept for a failover to the next target
             return
         raise RelayError(f"branch {branch.uri}: no target left", -3, (500, "No destination"))
 
@@ -358,7 +358,7 @@ class ProxyTransaction:
                      status)
             self._abandon(branch)
             try:
-                self._send(branch, self._hooks)
+                self._send(branch, branch.hooks)
                 return
             except RelayError as exc:
                 log.info("%s: failover impossible: %s", self.label, exc)
@@ -421,13 +421,10 @@ class ProxyTransaction:
                               reply_code=best.final.status, flags=self.flags)
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
-            self.in_failure_route = True
             try:
                 await script.run(FAILURE_ROUTE, name, fctx)
             except Exception:
                 log.exception("%s: failure_route[%s] failed", self.label, name)
-            finally:
-                self.in_failure_route = False
             self.flags = fctx.flags
             if fctx.replied or self.replied:
                 self.replied = True
@@ -457,6 +454,13 @@ class ProxyTransaction:
         try:
             transactions.reply(self.server_transaction, out)
         except TransactionError as exc:
+            if self.is_invite and 200 <= out.status < 300 and self.source is not None:
+                # a 2xx after our 487/408 went up (the callee answered as it was cancelled): forwarded
+                # anyway, as the transaction layer would not (RFC 6026 7.2: every 2xx goes upstream)
+                transport = getattr(self.server, "transport", None)
+                if transport is not None:
+                    transport.send_reply(out, self.source)
+                    return
             log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
 
     # --- cancelling -------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class CountingTransactionLayer(TransactionLayer):
 
     def send_request(self, req: SIPRequest, dest: Destination, on_final: Callable[[SIPResponse], None], *,
                      on_provisional: Callable[[SIPResponse], None] | None = None,
-                     branch: str | None = None) -> ClientTransaction | None:
+                     branch: str | None = None, fr_timeout: float | None = None) -> ClientTransaction | None:
         # request() goes through here too: every client transaction is counted once.
         self.counters.UAC_transactions += 1
         counters = self.counters
@@ -59,7 +59,8 @@ class CountingTransactionLayer(TransactionLayer):
                 counters.count_tm_final(status)
             on_final(response)
 
-        return super().send_request(req, dest, counted, on_provisional=on_provisional, branch=branch)
+        return super().send_request(req, dest, counted, on_provisional=on_provisional, branch=branch,
+                                    fr_timeout=fr_timeout)
 
     def on_response(self, resp: SIPResponse, source: Source | None) -> bool:
         matched = super().on_response(resp, source)

@@ -139,4 +139,49 @@ def flag_pvars(registry: Registry) -> list[PVarSpec]:
     def get_bf(ctx: MsgContext, key: Any, index: Any) -> str:
         return branch_flags.names(ctx.bflags)
 
-    return [PVarSpec("mf", get_mf), PVarSpec("bf", get_bf)]
+    # $msg.flag(NAME) / $(branch.flag(NAME)[i]): one flag, 1 or 0, writable (0 resets, other numbers
+    # set). The name gets its bit when the script is loaded (check_key), as setflag(NAME) does.
+    # Choice: OpenSIPS's value is both the integer and "true"/"false"; ours is the integer.
+    def get_msg_flag(ctx: MsgContext, key: Any, index: Any) -> int:
+        return 1 if ctx.flags & msg_flags.mask(key) else 0
+
+    def set_msg_flag(ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
+        mask = msg_flags.mask(key)
+        ctx.flags = ctx.flags | mask if _flag_value(value, "$msg.flag") else ctx.flags & ~mask
+
+    def get_branch_flag(ctx: MsgContext, key: Any, index: Any) -> int | None:
+        flags = _bflags_get(ctx, _branch_index(index))
+        return None if flags is None else 1 if flags & branch_flags.mask(key) else 0
+
+    def set_branch_flag(ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
+        idx, mask = _branch_index(index), branch_flags.mask(key)
+        flags = _bflags_get(ctx, idx)
+        if flags is None:
+            raise ValueError(f"$branch.flag({key}): there is no branch {idx}")
+        _bflags_set(ctx, idx, flags | mask if _flag_value(value, "$branch.flag") else flags & ~mask)
+
+    def name_msg_flag(key: str) -> None:
+        msg_flags.bit(key)
+
+    def name_branch_flag(key: str) -> None:
+        branch_flags.bit(key)
+
+    return [PVarSpec("mf", get_mf), PVarSpec("bf", get_bf),
+            PVarSpec("msg.flag", get_msg_flag, set_msg_flag, key="required", check_key=name_msg_flag),
+            PVarSpec("branch.flag", get_branch_flag, set_branch_flag, key="required",
+                     check_key=name_branch_flag)]
+
+
+def _flag_value(value: Any, what: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what}: the value must be an integer, got {value!r}")
+    return value != 0
+
+
+def _branch_index(index: Any) -> int:
+    """The [i] of $(branch.flag(NAME)[i]): as setbflag's branch index (none: 0, the request URI)."""
+    if index is None:
+        return 0
+    if index == "*" or not str(index).lstrip("-").isdigit():
+        raise ValueError(f"$branch.flag: bad branch index {index!r}")
+    return int(index)

@@ -165,12 +165,15 @@ class Relay:
 
     # --- sending ----------------------------------------------------------------------------------
 
-    def send_stateful(self, attempt: Attempt, on_final: OnResponse, on_provisional: OnResponse) -> Any:
+    def send_stateful(self, attempt: Attempt, on_final: OnResponse, on_provisional: OnResponse, *,
+                      fr_timeout: float | None = None) -> Any:
         """A client transaction for `attempt` (INVITE or not): on_final once, on_provisional for each
-        1xx (and, for INVITE, the 2xx after the first). Returns the transaction, None when refused
+        1xx (and, for INVITE, the 2xx after the first); `fr_timeout`: the wait for the first reply when
+        not the configured one (t_set_fr). Returns the transaction, None when refused
         (on_final gets a 503 then)."""
         return self.transactions.send_request(attempt.request, attempt.destination, on_final,
-                                              on_provisional=on_provisional, branch=attempt.branch)
+                                              on_provisional=on_provisional, branch=attempt.branch,
+                                              fr_timeout=fr_timeout)
 
     def send_stateless(self, attempt: Attempt) -> None:
         """Hand `attempt` to the transport (RelayError -6 when it cannot be sent at all)."""
@@ -184,9 +187,11 @@ class Relay:
         and the response sent to the next one (RFC 3261 18.2.2 rules: received, rport, sent-by). False
         for any other response (the caller drops it as stray)."""
         try:
-            via = response.via
-            if not (via.branch or "").startswith(STATELESS_BRANCH):
+            if not (response.via.branch or "").startswith(STATELESS_BRANCH):
                 return False
+        except ParseError:
+            return False    # no readable Via: not ours (the caller drops it as stray)
+        try:
             response.remove_top_via()
             nxt = response.via
         except (ParseError, ValueError) as exc:

@@ -28,10 +28,12 @@ class NonInviteClientTransaction(Machine):
     is_invite = False
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
-                 timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
+                 timers: TimerConfig, now: float, key: ClientKey | None = None,
+                 fr_timeout: float | None = None) -> None:
         # Trying's timers armed with the machine: Timer E (UDP only) before Timer F, as ties fire in
         # arming order.
-        timer_f = now + timers.fr_timeout
+        # fr_timeout: this transaction's own (tm's t_set_fr), else the configured one
+        timer_f = now + (fr_timeout or timers.fr_timeout)
         super().__init__(request, reliable=reliable, timers=timers, now=now,
                          deadlines={Event.TIMER_F: timer_f} if reliable else
                          {Event.TIMER_E: now + timers.t1, Event.TIMER_F: timer_f})

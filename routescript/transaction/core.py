@@ -271,8 +271,8 @@ class TransactionCore:
     # --- client side ----------------------------------------------------------------------------
 
     def send_request(self, request: SIPRequest, dest: Destination, now: float, on_final: OnResponse, *,
-                     on_provisional: OnResponse | None = None,
-                     branch: str | None = None) -> ClientTransaction | None:
+                     on_provisional: OnResponse | None = None, branch: str | None = None,
+                     fr_timeout: float | None = None) -> ClientTransaction | None:
         """Start a client transaction for `request` to `dest` (an INVITE one for an INVITE: tm's
         branches; its later 2xx - retransmissions, other forks' - go to `on_provisional` too). The
         caller transmits `transaction.data` once now (and reports a failure through
@@ -280,7 +280,8 @@ class TransactionCore:
         gets the final response exactly once (a local 408 on Timer F, 503
         on a transport error or at close); `on_provisional` each 1xx. Returns None when refused (closed,
         or over the bound: a local 503 is in the deliveries). Raises TransactionError when `branch` (the
-        top Via's, when the caller wrote it) is already in use."""
+        top Via's, when the caller wrote it) is already in use. `fr_timeout`: Timer F (B for INVITE) of
+        this transaction when not the configured one."""
         if self.closed or self.pending >= self.max_transactions:
             if not self.closed:
                 log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
@@ -291,7 +292,8 @@ class TransactionCore:
         if key in self._client:
             raise TransactionError(f"branch {key[0]!r} already used by a pending {key[1]}")
         machine = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
-        transaction = machine(request, dest, reliable=dest.reliable, timers=self.timers, now=now, key=key)
+        transaction = machine(request, dest, reliable=dest.reliable, timers=self.timers, now=now, key=key,
+                              fr_timeout=fr_timeout)
         self._client[key] = _ClientEntry(transaction, on_final, on_provisional)
         self.pending += 1
         self._schedule(transaction)

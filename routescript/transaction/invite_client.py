@@ -45,8 +45,10 @@ class InviteClientTransaction(Machine):
     is_invite = True
 
     def __init__(self, request: SIPRequest, destination: Destination | None = None, *, reliable: bool,
-                 timers: TimerConfig, now: float, key: ClientKey | None = None) -> None:
-        timer_b = now + timers.fr_timeout
+                 timers: TimerConfig, now: float, key: ClientKey | None = None,
+                 fr_timeout: float | None = None) -> None:
+        # fr_timeout: this transaction's own (tm's t_set_fr), else the configured one
+        timer_b = now + (fr_timeout or timers.fr_timeout)
         super().__init__(request, reliable=reliable, timers=timers, now=now,
                          deadlines={Event.TIMER_B: timer_b} if reliable else
                          {Event.TIMER_A: now + timers.t1, Event.TIMER_B: timer_b})

@@ -175,8 +175,8 @@ class TransactionLayer:
             raise
 
     def send_request(self, req: SIPRequest, dest: Destination, on_final: OnResponse, *,
-                     on_provisional: OnResponse | None = None,
-                     branch: str | None = None) -> ClientTransaction | None:
+                     on_provisional: OnResponse | None = None, branch: str | None = None,
+                     fr_timeout: float | None = None) -> ClientTransaction | None:
         """The callback form of `request`, for senders of many requests (a NOTIFY fan-out): no task or
         future per request. `on_final(response)` is called exactly once, from the event loop and never
         from inside this call, with the final response or a locally made 408/503. Returns the
@@ -185,7 +185,7 @@ class TransactionLayer:
         core = self.core
         now = self._clock()
         transaction = core.send_request(req, dest, now, on_final, on_provisional=on_provisional,
-                                        branch=branch)
+                                        branch=branch, fr_timeout=fr_timeout)
         if transaction is None:
             self._carry_out(defer=True)
             return None

@@ -80,6 +80,9 @@ class TransportLayer:
         self.on_message = on_message
         self.front: Front = self.receive
         self.tcp_relay: TcpRelay | None = None
+        # In a worker that accepts no TCP connections: a conn_id naming the worker that does (no real
+        # connection: that worker sends by address), for peers this one has no connection to.
+        self.tcp_acceptor: int | None = None
         self.udp_buffer = udp_buffer
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -414,9 +417,21 @@ class TransportLayer:
             if conn is not None:
                 conn.write(data)
                 return
+            if self._to_acceptor(data, dest):
+                return
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")
         self._spawn(self.deliver(data, dest), f"send to {dest}")
+
+    def _to_acceptor(self, data: bytes, dest: Destination) -> bool:
+        """A worker that accepts no TCP connection, sending to a peer it has no connection to: the
+        worker that accepts them may hold one (a phone connected to us, reachable by nothing else), so
+        the bytes go there (docs/workers.md 4: it writes on its connection to that address, or opens
+        one). True when handed over."""
+        acceptor, relay = self.tcp_acceptor, self.tcp_relay
+        if acceptor is None or relay is None or dest.conn_id is not None:
+            return False
+        return relay(data, Destination(TCP, dest.host, dest.port, acceptor, dest.socket))
 
     async def deliver(self, data: bytes, dest: Destination) -> None:
         """Send, resolving the host and opening a TCP connection when needed; TransportError when the
@@ -433,7 +448,10 @@ class TransportLayer:
             relay = self.tcp_relay
             if relay is not None and dest.conn_id is not None and relay(data, dest):
                 return
-            conn = self._find_connection(dest) or await self._open_connection(dest)
+            conn = self._find_connection(dest)
+            if conn is None and self._to_acceptor(data, dest):
+                return
+            conn = conn or await self._open_connection(dest)
             conn.write(data)
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")

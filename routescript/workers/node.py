@@ -114,6 +114,11 @@ class WorkerNode:
         dispatcher.on_resync = self._resync
         transport.front = dispatcher.on_received
         transport.tcp_relay = dispatcher.relay_tcp
+        if self.place.slot != 0:
+            # worker 0 accepts TCP connections (tcp_workers=1, the default): a relayed request to a peer
+            # connected to us goes through it (docs/workers.md 4). Choice: with tcp_workers > 1 only
+            # worker 0's connections are found this way.
+            transport.tcp_acceptor = conn_id_base(0)
         self.dispatcher = dispatcher
         set_feed_relay(InboxFeedRelay(dispatcher))
 

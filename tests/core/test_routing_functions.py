@@ -337,3 +337,86 @@ async def test_force_send_socket_without_protocol_prefers_udp(tmp_path: Path) ->
     server.sockets = [TCP_SOCK, UDP_SOCK]
     ctx = await run(server, request())
     assert ctx.send_socket == UDP_SOCK          # OpenSIPS find_si: UDP first when no protocol is given
+
+
+async def test_msg_flag_and_branch_flag_pvars(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        $msg.flag(NAT) = 1;
+        if (isflagset(NAT)) $var(a) = $msg.flag(NAT);
+        $msg.flag(NAT) = 0;
+        $var(b) = $msg.flag(NAT);
+        setbflag(RTP);
+        $var(c) = $branch.flag(RTP);
+        append_branch("sip:x@10.0.0.1");
+        $(branch.flag(VIDEO)[1]) = 1;
+        if (isbflagset(VIDEO, 1)) $var(d) = $(branch.flag(VIDEO)[1]);
+    }""")
+    ctx = await run(server, request())
+    assert ctx.vars == {"a": 1, "b": 0, "c": 1, "d": 1}
+    assert ctx.flags == 0
+
+
+def test_flag_pvar_names_checked_at_load(tmp_path: Path) -> None:
+    texts = errors_of(tmp_path, '    $var(x) = $msg.flag(40);\n')
+    assert "bad.cfg:3:15: $msg.flag(40): message flag 40 does not exist" in texts[0]
+
+
+# --- serialize_branches / next_branches ----------------------------------------------------------------
+
+SERIAL = """route {
+    append_branch("sip:b@10.0.0.2", "0.5");
+    append_branch("sip:c@10.0.0.3", "1");
+    append_branch("sip:d@10.0.0.4", "0.5");
+    serialize_branches(1);
+    $var(n) = 0;
+    while (next_branches() > 0) {
+        $var(n) = $var(n) + 1;
+        $avp(round) = $ru + " " + $(branch(uri)[*]);
+        $var(last) = $rc;
+        if ($var(last) == 2) break;
+    }
+}"""
+
+
+async def test_serialize_then_next_branches_by_q_class(tmp_path: Path) -> None:
+    server = load(tmp_path, SERIAL)
+    msg = request(ruri="sip:a@10.0.0.1")            # no q: ranks below every given q
+    ctx = await run(server, msg)
+    # classes in q order: 1 (c), 0.5 (b, d in their order), unspecified (a); $avp values newest first
+    rounds = ctx.avps["round"][::-1]
+    assert rounds == ["sip:c@10.0.0.3 ", "sip:b@10.0.0.2 sip:d@10.0.0.4",
+                      "sip:a@10.0.0.1 sip:d@10.0.0.4"]   # t_relay would have used round 2's branch
+    assert ctx.vars["n"] == 3 and ctx.vars["last"] == 2
+    assert "serial_branch" not in ctx.avps
+
+
+async def test_serialize_keep_order_one_at_a_time(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        $du = "sip:10.0.0.9"; setbflag(NAT);
+        append_branch("sip:b@10.0.0.2", "0.1");
+        append_branch("sip:c@10.0.0.3", "0.9");
+        serialize_branches(1, 1);
+        next_branches(); $var(r1) = $ru + " " + $du; $var(n1) = $bf;
+        next_branches(); $var(r2) = $ru;
+        $var(rc3) = next_branches(); $var(r3) = $ru;
+        $var(rc4) = next_branches();
+    }""")
+    ctx = await run(server, request(ruri="sip:a@10.0.0.1"))
+    assert ctx.vars == {"r1": "sip:a@10.0.0.1 sip:10.0.0.9", "n1": "NAT", "r2": "sip:b@10.0.0.2",
+                        "rc3": 2, "r3": "sip:c@10.0.0.3", "rc4": -1}
+
+
+async def test_serialize_with_nothing_to_do(tmp_path: Path) -> None:
+    server = load(tmp_path, """route {
+        serialize_branches(1);                       # no branch
+        append_branch("sip:b@10.0.0.2");             # every q the same (none)
+        if (serialize_branches(1)) $var(r) = "true";
+        if (!next_branches()) $var(n) = "none";
+    }""")
+    ctx = await run(server, request())
+    assert ctx.vars == {"r": "true", "n": "none"} and ctx.branches is not None and len(ctx.branches) == 1
+
+
+def test_next_branches_only_in_request_and_failure_routes(tmp_path: Path) -> None:
+    texts = errors_of(tmp_path, "}\nbranch_route[b] {\n    next_branches();\n")
+    assert "bad.cfg:5:5: next_branches() cannot be used in branch_route" in texts[0]

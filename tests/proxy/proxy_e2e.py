@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from rs_e2e import RunningServer, free_port, start  # noqa: E402
+from rs_e2e import RunningServer, free_port, start
 
-from routescript.testing import SipTestClient  # noqa: E402
+from routescript.testing import SipTestClient
 
 PROXY_SCRIPT = r"""
 log_level = 4
@@ -55,6 +55,10 @@ route {
     t_on_reply("seen");
     t_on_branch("per_branch");
     if (!t_relay()) sl_reply_error();
+}
+
+onreply_route {
+    xlog("L_INFO", "global onreply_route $rs\n");
 }
 
 onreply_route[seen] {
@@ -105,6 +109,13 @@ def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIP
 async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncIterator[list[SipTestClient]]:
     clients = [await SipTestClient.start(proto, proxy.address, user=f"{user}{i or ''}", timeout=3.0)
                for i in range(count)]
+    if proto == "tcp":
+        # A TCP UA is reachable only over the connection it opened: wait until the proxy has it (a
+        # request answered on it), as a phone's REGISTER would.
+        for client in clients:
+            probe = client.options()
+            probe.set_header("Max-Forwards", "0")
+            await client.send_request(probe)
     try:
         yield clients
     finally:

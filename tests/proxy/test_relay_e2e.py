@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from proxy_e2e import Proxy, free_port, start, target, uas, write_cfg
@@ -20,7 +19,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
+def running(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
     workers = request.param
     tmp = tmp_path_factory.mktemp(f"proxy{workers}")
     port = free_port()
@@ -84,6 +84,8 @@ async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
         got_bye = await callee.expect_request("BYE", call_id=invite.call_id)
         await callee.reply(got_bye, 200)
         assert (await caller.expect_response(bye, final=True)).status == 200
+        log = proxy.server.log()  # type: ignore[attr-defined]
+        assert "global onreply_route 180" in log and "onreply_route[seen] 180 Ringing branch 0" in log
 
 
 async def test_cancel_of_a_ringing_call_gives_487(proxy: Proxy) -> None:
@@ -106,6 +108,8 @@ async def test_cancel_of_a_ringing_call_gives_487(proxy: Proxy) -> None:
         got_ack = await callee.expect_request("ACK", call_id=invite.call_id)  # our hop-by-hop ACK
         assert got_ack.via.branch == got.via.branch
         caller.send(caller.ack(invite, final))
+        await callee.expect_no_request("ACK", call_id=invite.call_id, within=0.3)   # absorbed here
+
 
 
 async def test_486_runs_failure_route_and_serial_forks(proxy: Proxy) -> None:
@@ -214,6 +218,10 @@ async def test_stray_reply_is_dropped(proxy: Proxy) -> None:
         options = caller.options()
         stray = build_reply(options, 200)
         caller.send(stray)
+        caller.send_raw(b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\n"
+                        b"To: <sip:a@b>\r\nContent-Length: 0\r\n\r\n")            # no Via at all
+        caller.send_raw(b"SIP/2.0 180 Ringing\r\nVia: garbage;;;\r\nCall-ID: y\r\nCSeq: 1 INVITE\r\n"
+                        b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nContent-Length: 0\r\n\r\n")
         # the proxy still works afterwards
         message = caller.request("MESSAGE", "sip:nobody@127.0.0.1:9;transport=" + proxy.proto,
                                  body=b"x", content_type="text/plain")
@@ -224,4 +232,36 @@ async def test_stray_reply_is_dropped(proxy: Proxy) -> None:
         assert final.status in (408, 500)
         server = proxy.server
         await asyncio.sleep(0.1)
-        assert "matched no transaction; dropped" in server.log()  # type: ignore[attr-defined]
+        log = server.log()  # type: ignore[attr-defined]
+        assert "matched no transaction; dropped" in log and "Traceback" not in log
+
+
+async def test_reinvite_and_bye_from_the_callee_follow_the_record_route(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "tina") as (caller,), uas(proxy.proto, proxy, "uma") as (callee,):
+        invite = invite_to(caller, callee)
+        caller.send(invite)
+        got = await callee.expect_request("INVITE", call_id=invite.call_id)
+        reply_as(callee, got, 200, "umatag", [("Contact", f"<{callee.contact_uri}>")])
+        final = await caller.expect_response(invite, final=True)
+        dialog = caller.dialog(invite, final)
+        ack = caller.request("ACK", dialog=dialog)
+        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
+        caller.send(ack)
+        await callee.expect_request("ACK", call_id=invite.call_id)
+        # the caller re-INVITEs inside the dialog: loose_route, then t_relay
+        reinvite = caller.request("INVITE", dialog=dialog, body=b"v=0\r\n", content_type="application/sdp")
+        caller.send(reinvite)
+        got_re = await callee.expect_request("INVITE", call_id=invite.call_id)
+        assert got_re.to.tag == "umatag" and got_re.ruri == callee.contact_uri
+        reply_as(callee, got_re, 200, "umatag")
+        assert (await caller.expect_response(reinvite, final=True)).status == 200
+        # the callee hangs up: its route set is the Record-Route of the INVITE, in order
+        routes = [("Route", value) for value in got.header_all("record-route")]
+        bye = callee.request("BYE", caller.contact_uri, headers=routes, call_id=invite.call_id,
+                             from_=str(got.to.uri), to=str(got.from_.uri), from_tag="umatag",
+                             to_tag=invite.from_.tag, cseq=1, contact=False)
+        callee.send(bye)
+        got_bye = await caller.expect_request("BYE", call_id=invite.call_id)
+        assert len(got_bye.vias) == 2 and not got_bye.has_header("route")
+        await caller.reply(got_bye, 200)
+        assert (await callee.expect_response(bye, final=True)).status == 200

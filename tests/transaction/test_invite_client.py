@@ -125,3 +125,37 @@ def test_core_sends_the_ack_and_keeps_the_transaction_for_timer_d():
     assert not core.take_deliveries()
     core.handle_timer(40.0)
     assert core.pending == 0
+
+
+def test_core_finds_the_invite_server_transaction_of_a_cancel() -> None:
+    from routescript.sip import SocketInfo, Source
+
+    core = TransactionCore(T, lambda resp, src: None)   # type: ignore[arg-type,return-value]
+    source = Source("udp", SocketInfo("udp", "127.0.0.1", 5060), "192.0.2.1", 5060)
+    req = invite("z9hG4bKsrv")
+    server_tx = core.create(req, source, 0.0)
+    cancel = build_request("CANCEL", req.ruri, [
+        ("Via", req.header("via") or ""), ("From", req.header("from") or ""), ("To", req.header("to") or ""),
+        ("Call-ID", req.call_id), ("CSeq", "7 CANCEL")])
+    assert core.invite_of(cancel) is server_tx
+    other = build_request("CANCEL", req.ruri, [("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKelse"),
+                                                ("Call-ID", req.call_id), ("CSeq", "7 CANCEL")])
+    assert core.invite_of(other) is None
+
+
+def test_core_cancel_of_an_invite_client_transaction_delivers_nothing() -> None:
+    core = TransactionCore(T, lambda resp, src: None)   # type: ignore[arg-type,return-value]
+    got: list[int] = []
+    req = invite("z9hG4bKgone")
+    ct = core.send_request(req, Destination("udp", "192.0.2.9", 5060), 0.0, lambda r: got.append(r.status))
+    assert ct is not None
+    core.cancel(ct)
+    core.handle_timer(100.0)
+    assert core.take_deliveries() == [] and core.pending == 0
+    assert not core.receive_response(reply(req, 200), 1.0)   # nothing left to match
+
+
+def test_a_transaction_may_have_its_own_fr_timeout() -> None:
+    ct = InviteClientTransaction(invite(), reliable=True, timers=T, now=0.0, fr_timeout=9.0)
+    events = run_clock(ct, 100.0)
+    assert [(t, a.response.status) for t, a in events if isinstance(a, Deliver)] == [(9.0, 408)]

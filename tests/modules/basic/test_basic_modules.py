@@ -94,12 +94,12 @@ async def test_signaling_without_transaction_is_stateless() -> None:
     assert h.transport.replies[0].status == 405
 
 
-async def test_t_relay_fails_loudly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_t_relay_is_built_and_fails_loudly_without_a_sender(caplog: pytest.LogCaptureFixture) -> None:
     h = Harness(["tm"])
+    assert "t_relay" not in h.server.modules.get("tm").unbuilt
     with caplog.at_level(logging.ERROR, logger="routescript.tm"):
-        assert h.call(h.ctx(request("INVITE")), "t_relay") == -1
-    assert "t_relay" in caplog.text and "not built" in caplog.text
-    assert "t_relay" in h.server.modules.get("tm").unbuilt
+        assert await h.call(h.ctx(request("INVITE")), "t_relay") == -1
+    assert "t_relay" in caplog.text and "no relay sender" in caplog.text
 
 
 async def test_tm_params_feed_transaction_layer() -> None:

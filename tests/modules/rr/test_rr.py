@@ -296,3 +296,18 @@ async def test_loose_route_then_record_route_round_trip(tmp_path: Path) -> None:
     ctx = await run(server, bye, source(UDP_SOCK))
     assert ctx.retcode == 1 and not bye.has_header("Route")
     assert ctx.send_socket == TCP_SOCK and ctx.send_hooks is None
+
+
+async def test_double_preset_with_r2_is_removed_whole_by_loose_route(tmp_path: Path) -> None:
+    server = rr_script(tmp_path, """route {
+        if (loose_route()) { $var(rc) = 1; exit; }
+        record_route_preset("127.0.0.1:5070;transport=tcp;r2=on", "127.0.0.1:5070;r2=on");
+    }""")
+    ctx = await run(server, request("INVITE", ruri="sip:bob@10.0.0.20"), source(UDP_SOCK))
+    rr = relay(ctx, TCP_SOCK).header_all("Record-Route")
+    assert rr == ["<sip:127.0.0.1:5070;transport=tcp;r2=on;ftag=a1;lr>",
+                  "<sip:127.0.0.1:5070;r2=on;ftag=a1;lr>"]
+    bye = request("BYE", ruri="sip:bob@10.0.0.20", to_tag="b1",
+                  extra="".join(f"Route: {v}\r\n" for v in reversed(rr)))
+    ctx = await run(server, bye, source(UDP_SOCK))
+    assert ctx.vars["rc"] == 1 and not bye.has_header("Route") and ctx.send_socket == TCP_SOCK

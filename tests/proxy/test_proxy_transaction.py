@@ -1,0 +1,266 @@
+"""tm's ProxyTransaction (modules/tm/proxy.py) over a fake relay and server: what goes upstream for each
+reply (RFC 3261 16.7), best-response selection, 2xx/6xx cancelling the other branches, CANCEL before and
+after a provisional, failover to the next target on 503 and on a timeout, fr_inv_timeout's 408."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from routescript.core.relay import Attempt, Relay
+from routescript.modules.tm.proxy import Arm, ProxyTransaction, Settings
+from routescript.modules.tm.select import pick_best, upstream_status
+from routescript.resolve import Target
+from routescript.script.context import Branch, MsgContext
+from routescript.sip import SIPResponse, SocketInfo, Source, build_reply, parse_message
+from routescript.transaction import TimerConfig, TransactionError
+
+UDP = SocketInfo("udp", "127.0.0.1", 5060)
+
+
+def invite():
+    return parse_message(
+        b"INVITE sip:bob@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKup1\r\n"
+        b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+
+
+class FakeTransactions:
+    timers = TimerConfig()
+
+    def __init__(self) -> None:
+        self.cancels: list[Any] = []
+        self.abandoned: list[Any] = []
+
+    def send_request(self, req, dest, on_final, *, on_provisional=None, branch=None):
+        self.cancels.append(req)
+        return object()
+
+    def abandon(self, transaction) -> None:
+        self.abandoned.append(transaction)
+
+
+class FakeRelay(Relay):
+    """The real request building, targets from a table, sends recorded."""
+
+    def __init__(self, targets: dict[str, list[Target]]) -> None:
+        super().__init__(FakeTransactions(), None, [UDP], None)  # type: ignore[arg-type]
+        self.table = targets
+        self.sent: list[tuple[Attempt, Any, Any]] = []
+
+    async def targets(self, uri_text: str) -> list[Target]:
+        return list(self.table[uri_text])
+
+    def send_stateful(self, attempt, on_final, on_provisional, *, fr_timeout=None):
+        self.sent.append((attempt, on_final, on_provisional))
+        return ("tx", len(self.sent))
+
+
+class FakeServerTransactions:
+    """Refuses a final reply after a 300-699 one, as the INVITE server transaction does."""
+
+    def __init__(self) -> None:
+        self.upstream: list[SIPResponse] = []
+
+    def reply(self, transaction, response) -> None:
+        if response.status >= 200 and any(r.status >= 300 for r in self.upstream):
+            raise TransactionError("cannot send a final response in state Completed")
+        self.upstream.append(response)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.stateless: list[SIPResponse] = []
+
+    def send_reply(self, response, source) -> None:
+        self.stateless.append(response)
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.transactions = FakeServerTransactions()
+        self.transport = FakeTransport()
+        self.local: list[int] = []
+        self.script = None
+
+    def reply(self, ctx, code, reason=None):
+        self.local.append(code)
+
+
+class ServerTx:
+    last_response = None
+
+
+SETTINGS = Settings(fr_timeout=0.2, fr_inv_timeout=0.3, auto_100trying=True, restart_fr_on_each_reply=True,
+                    disable_6xx_block=False)
+
+
+def make(targets: dict[str, list[Target]], *, forks: tuple[str, ...] = ()):
+    server = FakeServer()
+    relay = FakeRelay(targets)
+    ctx = MsgContext(msg=invite(), source=Source("udp", UDP, "192.0.2.1", 5070), server=server)
+    ctx.branches = [Branch(uri) for uri in forks] or None
+    done: list[ProxyTransaction] = []
+    tasks: list[asyncio.Task[None]] = []
+    proxy = ProxyTransaction(ctx, ServerTx(), relay, SETTINGS,
+                             lambda coro: tasks.append(asyncio.get_running_loop().create_task(coro)),
+                             done.append)
+    return proxy, ctx, relay, server, done
+
+
+def answer(relay: FakeRelay, index: int, status: int, tag: str = "t") -> None:
+    attempt, on_final, on_provisional = relay.sent[index]
+    response = parse_message(build_reply(attempt.request, status, to_tag=tag).to_bytes())
+    (on_provisional if status < 200 else on_final)(response)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+T1, T2 = Target("udp", "192.0.2.9", 5060), Target("udp", "192.0.2.10", 5060)
+ALL = {"sip:bob@192.0.2.9": [T1], "sip:carl@192.0.2.10": [T2]}
+
+
+async def test_relay_sends_100_and_every_branch() -> None:
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    assert await proxy.relay_branches(ctx, False) == 1
+    assert server.local == [100]
+    assert [a.destination.host for a, _, _ in relay.sent] == ["192.0.2.9", "192.0.2.10"]
+    assert relay.sent[0][0].request.max_forwards == 69
+
+
+async def test_provisional_forwarded_without_our_via_100_not() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 100)
+    answer(relay, 0, 180)
+    await settle()
+    up = server.transactions.upstream
+    assert [r.status for r in up] == [180] and len(up[0].vias) == 1 and up[0].via.branch == "z9hG4bKup1"
+
+
+async def test_2xx_forwarded_at_once_and_the_other_branch_cancelled() -> None:
+    proxy, ctx, relay, server, done = make(ALL, forks=("sip:carl@192.0.2.10",))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 1, 180)
+    answer(relay, 0, 200, "winner")
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [180, 200]
+    cancels = relay.transactions.cancels
+    assert len(cancels) == 1 and cancels[0].method == "CANCEL"
+    assert cancels[0].via.branch == relay.sent[1][0].branch
+    answer(relay, 1, 487)
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [180, 200]   # the 487 stays here
+    assert done == [proxy]
+
+
+async def test_best_response_after_all_branches_and_503_becomes_500() -> None:
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 503)
+    await settle()
+    assert server.transactions.upstream == []            # the other branch may still succeed
+    answer(relay, 1, 603)
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [603]
+
+
+async def test_6xx_cancels_the_other_branches() -> None:
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 1, 183)
+    answer(relay, 0, 600)
+    await settle()
+    assert [c.method for c in relay.transactions.cancels] == ["CANCEL"]
+    answer(relay, 1, 487)
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [183, 600]
+
+
+async def test_cancel_before_any_provisional_ends_the_branch_with_487_and_cancels_later() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    proxy.cancel()
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [487]
+    assert relay.transactions.cancels == []              # RFC 3261 9.1: not before a provisional
+    answer(relay, 0, 180)
+    await settle()
+    assert [c.method for c in relay.transactions.cancels] == ["CANCEL"]
+    assert [r.status for r in server.transactions.upstream] == [487]
+
+
+async def test_503_fails_over_to_the_next_target_with_a_new_branch() -> None:
+    proxy, ctx, relay, server, _ = make({"sip:bob@192.0.2.9": [T1, T2]})
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 503)
+    await settle()
+    assert len(relay.sent) == 2 and relay.sent[1][0].destination.host == "192.0.2.10"
+    assert relay.sent[1][0].branch != relay.sent[0][0].branch
+    assert relay.transactions.abandoned
+    answer(relay, 1, 200)
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [200]
+
+
+async def test_timeout_without_reply_fails_over_then_408() -> None:
+    proxy, ctx, relay, server, _ = make({"sip:bob@192.0.2.9": [T1, T2]})
+    await proxy.relay_branches(ctx, False)
+    await asyncio.sleep(0.25)                             # fr_timeout 0.2
+    assert len(relay.sent) == 2
+    await asyncio.sleep(0.25)
+    assert [r.status for r in server.transactions.upstream] == [408]
+
+
+async def test_fr_inv_timeout_after_a_provisional_cancels_and_408() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    await asyncio.sleep(0.4)                              # fr_inv_timeout 0.3
+    assert [c.method for c in relay.transactions.cancels] == ["CANCEL"]
+    assert [r.status for r in server.transactions.upstream] == [180, 408]
+
+
+async def test_t_set_fr_values_win_over_the_module_ones() -> None:
+    proxy, ctx, _relay, server, _ = make(ALL)
+    proxy.arm = Arm(fr_timeout=0.05)
+    await proxy.relay_branches(ctx, False)
+    await asyncio.sleep(0.1)
+    assert [r.status for r in server.transactions.upstream] == [408]
+
+
+@pytest.mark.parametrize(("codes", "best"), [
+    ([486, 404], 1), ([486, 603, 404], 1), ([500, 486], 1), ([404, 407], 1), ([302, 486], 0),
+    ([503, 504], 0), ([], None), ([180], None)])
+def test_pick_best(codes: list[int], best: int | None) -> None:
+    assert pick_best(codes) == best
+
+
+def test_upstream_status_turns_503_into_500() -> None:
+    assert upstream_status(503) == 500 and upstream_status(486) == 486
+
+
+async def test_a_chosen_503_goes_upstream_as_500() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 503)
+    await settle()
+    up = server.transactions.upstream
+    assert [(r.status, r.reason) for r in up] == [(500, "Server Internal Error")]
+    assert len(up[0].vias) == 1
+
+
+async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    proxy.cancel()                                         # no provisional yet: local 487 upstream
+    await settle()
+    answer(relay, 0, 200, "late")                          # the callee answered meanwhile
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [487]
+    assert [(r.status, r.to.tag) for r in server.transport.stateless] == [(200, "late")]
