@@ -26,7 +26,7 @@ SCENARIOS = ROOT / "tests" / "sipp" / "proxy"
 EXAMPLE = ROOT / "examples" / "proxy.cfg"
 # The example's voicemail destination (failure_route[missed_call]); tests point it at a SIPp callee.
 EXAMPLE_VOICEMAIL = "sip:127.0.0.1:5080"
-SIPP_TIMEOUT_S = 15          # SIPp's own bound on one call (-timeout, then -timeout_error: rc != 0)
+SIPP_TIMEOUT_S = 10          # SIPp's own bound on one call (-timeout, then -timeout_error: rc != 0)
 KILL_MARGIN_S = 10           # then we kill it
 
 

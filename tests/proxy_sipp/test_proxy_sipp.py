@@ -130,6 +130,16 @@ def test_silent_callee_times_out_to_voicemail(proxy: Proxy, sipp: Callees) -> No
     proxy.server.wait_for("408 from sip:bob@", timeout=2)
 
 
+def test_nobody_answers_caller_gets_408(proxy: Proxy, sipp: Callees) -> None:
+    """Callee and voicemail both silent: after the second fr_timeout the caller gets the proxy's 408."""
+    pause = str((FR_TIMEOUT + 1) * 1000)
+    silent, port = sipp.start("uas_no_answer.xml", None, "-d", pause)
+    vm = sipp.start("uas_no_answer.xml", proxy.voicemail_port, "-d", pause, name="voicemail")[0]
+    uac = sipp.call("uac_no_answer.xml", port)
+    ok, text = outcome(uac, silent.wait(), vm.wait())
+    assert ok, text + proxy.server.log()[-3000:]
+
+
 def test_caller_cancels_ringing_call(proxy: Proxy, sipp: Callees) -> None:
     """CANCEL after 180: 200 to the CANCEL, the callee gets a CANCEL with the INVITE's branch (checked
     by the scenario) and answers 487, which reaches the caller; its ACK is absorbed by the proxy."""
