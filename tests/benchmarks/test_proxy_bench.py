@@ -94,3 +94,27 @@ def test_bench_inprocess_relay_runs_full_calls_through_the_proxy() -> None:
     line = asyncio.run(run_scenario("relay", 40, count=True))
     assert line.startswith("relay") and "Python calls per call" in line
     assert int(line.split()[1]) > 100
+
+
+def test_proxy_scenario_runs_a_step_through_the_ceiling(tmp_path: Path) -> None:
+    """`python -m benchmarks --only proxy` wiring, one small step: the callee SIPp starts, the caller's
+    calls go through py_proxy_ceiling.py and pass the rule (the at-80% step too); the callee is gone
+    afterwards."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("sipp") is None:
+        pytest.skip("sipp is not installed (Debian/Ubuntu: apt-get install sip-tester); .ci/run installs it")
+    from benchmarks.proxy import find_max_proxy_rate
+    from benchmarks.servers import start_py_proxy_ceiling
+    from benchmarks.settings import Settings
+
+    settings = Settings(quick=True, start_rate=50, max_rate=50, min_calls=50, duration=1.0, settle=0.0,
+                        refine=0, retry_fail=False, recv_timeout_ms=3000, max_scenario_s=30.0)
+    with start_py_proxy_ceiling(tmp_path / "ceiling") as ceiling:
+        res = find_max_proxy_rate("proxy ceiling", ceiling, tmp_path / "run", settings)
+    assert res.max_rate == 50, [s.line() for s in res.steps]
+    assert res.best is not None and res.best.stats.ok == 50
+    assert res.at80 is not None and res.at80.passed
+    assert "MAX_RATE=50 reached without failure" in res.notes
