@@ -91,16 +91,15 @@ class RrModule(Module):
         if record is not None and record.requested:
             log.error("double attempt to record-route (Call-ID %s)", msg.header("Call-ID"))
             return None
+        try:
+            user = msg.uri.user if self._add_username else None
+            from_tag = msg.from_.tag if self._append_fromtag else None
+        except ParseError as exc:
+            raise ValueError(f"cannot record-route: {exc.reason}") from None
         if record is None:
             record = state.record = RecordRoute()
         record.requested = True
-        if self._add_username:
-            record.user = msg.uri.user
-        if self._append_fromtag:
-            try:
-                record.from_tag = msg.from_.tag
-            except ParseError as exc:
-                raise ValueError(f"From parsing failed: {exc.reason}") from None
+        record.user, record.from_tag = user, from_tag
         record.double_rr = self._double_rr
         record.in_socket = ctx.source.socket if ctx.source is not None else None
         record.advertised = self._advertised

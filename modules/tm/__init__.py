@@ -40,6 +40,11 @@ def _positive(v: Any) -> None:
         raise ValueError("must be a positive number")
 
 
+def _zero_or_one(v: Any) -> None:
+    if v not in (0, 1):
+        raise ValueError("must be 0 or 1")
+
+
 def _relay_flags(value: Any) -> int:
     """t_relay()'s flags at load: a number made of the bits we implement (0x1 no 100 Trying, 0x2 no
     automatic error reply, 0x4 no failover); anything else is refused with a message."""
@@ -83,7 +88,8 @@ class TmModule(Module):
         Param("wt_timer", int, 5, "", later="the wait after a final reply follows RFC 3261's timers "
               "(J, K, D) here"),
         Param("delete_timer", int, 2, "", later="transactions are freed when their RFC timers end"),
-        Param("onreply_avp_mode", int, 0, "", later="AVPs in reply routes are not shared with the request"),
+        Param("onreply_avp_mode", int, 0, "1: onreply routes see (and set) the transaction's AVPs",
+              check=_zero_or_one),
         Param("ruri_matching", int, 1, "", later="RFC 3261 branch matching is always used"),
         Param("via1_matching", int, 1, "", later="RFC 3261 branch matching is always used"),
         Param("unix_tx_timeout", int, 2, "", later="there is no unix socket transport"),
@@ -102,7 +108,8 @@ class TmModule(Module):
             fr_timeout=float(self.param("fr_timeout")), fr_inv_timeout=float(self.param("fr_inv_timeout")),
             auto_100trying=bool(self.param("auto_100trying")) and bool(self.param("tm_auto_inv_100")),
             restart_fr_on_each_reply=bool(self.param("restart_fr_on_each_reply")),
-            disable_6xx_block=bool(self.param("disable_6xx_block")))
+            disable_6xx_block=bool(self.param("disable_6xx_block")),
+            onreply_avps=bool(self.param("onreply_avp_mode")))
 
     def transaction_options(self) -> dict[str, float]:
         """What the core passes to the TransactionLayer. An INVITE server transaction waits for its

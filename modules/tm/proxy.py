@@ -72,6 +72,7 @@ class Settings:
     auto_100trying: bool
     restart_fr_on_each_reply: bool
     disable_6xx_block: bool
+    onreply_avps: bool = False      # onreply_avp_mode=1: reply routes share the transaction's AVPs
 
 
 class ProxyBranch:
@@ -120,6 +121,7 @@ class ProxyTransaction:
         self.source = ctx.source
         self.server = ctx.server
         self.flags = ctx.flags
+        self.avps = ctx.avps                  # the transaction's AVPs (failure_route sees them)
         self.server_transaction = server_transaction
         self.relay = relay
         self.settings = settings
@@ -156,6 +158,9 @@ class ProxyTransaction:
         for extra in ctx.branches or ():
             wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags))
         self.round_start = len(self.branches)
+        if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
+                and not ctx.extra.get("tm.no100"):
+            self._trying(ctx)   # before the DNS lookups, which may take a while (OpenSIPS does the same)
         sent = 0
         error: RelayError | None = None
         for ruri, dst_uri, socket, flags in wanted:
@@ -180,9 +185,6 @@ class ProxyTransaction:
                 continue
             sent += 1
         if sent:
-            if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
-                    and not ctx.extra.get("tm.no100"):
-                self._trying(ctx)
             return 1
         if error is None:
             return -3   # every branch dropped by branch_route
@@ -386,6 +388,8 @@ class ProxyTransaction:
         for name in names:
             rctx = MsgContext(msg=response, source=None, server=self.server, route_type=ONREPLY_ROUTE,
                               reply_code=response.status, flags=self.flags)
+            if self.settings.onreply_avps:
+                rctx.avps = self.avps
             rctx.extra[BRANCH_IDX_KEY] = branch.index
             rctx.extra[PROXY_KEY] = self
             try:
@@ -419,6 +423,7 @@ class ProxyTransaction:
             fctx = MsgContext(msg=self.request.copy(), source=self.source, server=self.server,
                               route_type=FAILURE_ROUTE, transaction=self.server_transaction,
                               reply_code=best.final.status, flags=self.flags)
+            fctx.avps = self.avps
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
             try:

@@ -2,7 +2,7 @@
 
 Each known parameter has a kind; `apply_globals` turns the script's global assignments into a `CoreConfig`
 and returns warnings (with `file:line:col`) for the OpenSIPS parameters routescript does not implement
-(`tcp_keepalive`, `dns_retr_no`, ...): OpenSIPS scripts carry many tuning knobs that change nothing here.
+(`tcp_keepalive`, `mcast_ttl`, ...): OpenSIPS scripts carry many tuning knobs that change nothing here.
 A name OpenSIPS 3.4 itself does not know (`port = 5060`, a typo) is an error, as OpenSIPS refuses it:
 `unknown_globals` lists them.
 
@@ -26,6 +26,7 @@ from .privileges import PrivilegeError, RunAs, run_as
 from routescript.sip.hosts import host_for_uri
 
 if TYPE_CHECKING:
+    from routescript.resolve.resolver import DnsSettings
     from routescript.workers.plan import WorkerPlan
 
 Pos = tuple[str, int, int]
@@ -183,11 +184,22 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "debug_mode": ("bool", False, False),
     "db_default_url": ("str", "", False),
     "db_version_table": ("str", "version", False),
+    # DNS (routescript/resolve, docs/dns.md). `dns`/`rev_dns` = yes (look the Via host up to decide on
+    # received=) and `disable_dns_blacklist` = no are refused (_check_dns says why); None: resolv.conf's.
     "dns": ("bool", False, False),
     "rev_dns": ("bool", False, False),
     "dns_try_ipv6": ("bool", False, False),
+    "dns_try_naptr": ("bool", True, False),
+    "dns_retr_time": ("int", None, False),
+    "dns_retr_no": ("int", None, False),
+    "dns_servers_no": ("int", None, False),
+    "dns_use_search_list": ("bool", True, False),
+    "disable_dns_failover": ("bool", False, False),
     "disable_dns_blacklist": ("bool", True, False),
-    "dns_use_search_list": ("bool", False, False),
+    # routescript's own: the DNS servers to ask instead of /etc/resolv.conf's ("127.0.0.1:5353, ::1";
+    # port 53 when none), and the hosts file read before DNS.
+    "dns_nameservers": ("str", "", False),
+    "dns_hosts_file": ("str", "/etc/hosts", False),
     "auto_aliases": ("bool", False, False),
     "check_via": ("bool", False, False),
     "enable_asserts": ("bool", False, False),
@@ -208,7 +220,9 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "event_pkg_threshold": ("int", 0, False),
     "event_shm_threshold": ("int", 0, False),
     "exec_msg_threshold": ("int", 0, False),
+    # microseconds: a DNS query slower than this logs a warning (routescript/resolve/lookup.py)
     "exec_dns_threshold": ("int", 0, False),
+    "execdnsthreshold": ("int", 0, False),       # OpenSIPS's older name of exec_dns_threshold
     "tcp_threshold": ("int", 0, False),
     "query_buffer_size": ("int", 0, False),
     "query_flush_time": ("int", 0, False),
@@ -333,6 +347,23 @@ class CoreConfig:
         """The sockets to open: the socket= lines, or DEFAULT_SOCKET when there are none."""
         return list(self.sockets) or [parse_socket(DEFAULT_SOCKET)]
 
+    def dns_settings(self) -> DnsSettings:
+        """The next-hop resolver's settings (routescript/resolve, docs/dns.md):
+        DnsResolver(cfg.dns_settings())."""
+        from routescript.resolve.lookup import LookupSettings
+        from routescript.resolve.resolver import DnsSettings
+        from routescript.resolve.rfc3263 import Policy
+
+        lookup = LookupSettings(
+            retry_time=self.get("dns_retr_time"), retries=self.get("dns_retr_no"),
+            servers_no=self.get("dns_servers_no"), use_search_list=bool(self.get("dns_use_search_list")),
+            nameservers=parse_nameservers(str(self.get("dns_nameservers") or "")),
+            slow_query_us=int(self.get("exec_dns_threshold") or self.get("execdnsthreshold") or 0))
+        return DnsSettings(
+            policy=Policy(try_naptr=bool(self.get("dns_try_naptr")), try_ipv6=bool(self.get("dns_try_ipv6"))),
+            failover=not self.get("disable_dns_failover"), lookup=lookup,
+            hosts_file=str(self.get("dns_hosts_file") or "/etc/hosts"))
+
     def worker_plan(self) -> WorkerPlan:
         """How many worker processes and which sockets each reads (routescript/workers/plan.py)."""
         from routescript.workers.plan import WorkerPlan
@@ -382,6 +413,7 @@ def apply_globals(
         if name in ("mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff") and typed < 1:
             raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
         _check_worker_param(cfg, name, typed, pos, warnings)
+        _check_dns_param(name, typed, pos)
         if name == "alias":
             cfg.aliases.append(typed)
         else:
@@ -418,6 +450,64 @@ def _check_worker_param(cfg: CoreConfig, name: str, value: Any, pos: Pos | None,
                           pos)
     if name == "timer_workers":
         warnings.append((TIMER_WORKERS_WARNING, pos))
+
+
+# DNS parameters whose value names something we do not do: (name, refused value) -> why.
+_REFUSED_DNS = {
+    ("dns", True): "dns = yes (look up the Via host of every request to decide on received=) is not "
+                   "supported: it would put a DNS lookup on the message path; received= is added whenever "
+                   "the Via host is not the source address (RFC 3261 18.2.1), as with dns = no",
+    ("rev_dns", True): "rev_dns = yes (a reverse lookup of every request's source address) is not "
+                       "supported: it would put a DNS lookup on the message path",
+    ("disable_dns_blacklist", False): "disable_dns_blacklist = no is not supported: routescript has no "
+                                      "DNS blacklist (failed destinations are not remembered between "
+                                      "transactions)",
+}
+
+
+def _check_dns_param(name: str, value: Any, pos: Pos | None) -> None:
+    """Refuse the DNS settings we do not implement; bound the numeric ones; check dns_nameservers."""
+    why = _REFUSED_DNS.get((name, value)) if isinstance(value, bool) else None
+    if why:
+        raise ConfigError(why, pos)
+    if name in ("dns_retr_time", "dns_retr_no", "dns_servers_no") and value < 1:
+        raise ConfigError(f"core parameter '{name}' must be at least 1, got {value}", pos)
+    if name in ("exec_dns_threshold", "execdnsthreshold") and value < 0:
+        raise ConfigError(f"core parameter '{name}' must be 0 (off) or a number of microseconds, got {value}",
+                          pos)
+    if name == "dns_nameservers":
+        try:
+            parse_nameservers(value)
+        except ValueError as exc:
+            raise ConfigError(f"core parameter 'dns_nameservers': {exc}", pos) from None
+
+
+def parse_nameservers(text: str) -> tuple[tuple[str, int], ...]:
+    """"127.0.0.1:5353, [::1]:53, 10.0.0.1" -> ((address, port), ...); port 53 when none is given."""
+    import ipaddress
+
+    servers: list[tuple[str, int]] = []
+    for item in text.replace(",", " ").split():
+        host, port = item, 53
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                if not rest.startswith(":") or not rest[1:].isdigit():
+                    raise ValueError(f"bad server \"{item}\" (expected address[:port])")
+                port = int(rest[1:])
+        elif item.count(":") == 1:
+            host, _, port_text = item.partition(":")
+            if not port_text.isdigit():
+                raise ValueError(f"bad port in \"{item}\"")
+            port = int(port_text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"\"{item}\" is not an IP address (a DNS server is given by address)") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range in \"{item}\"")
+        servers.append((host, port))
+    return tuple(servers)
 
 
 def _check_wdir(cfg: CoreConfig) -> None:

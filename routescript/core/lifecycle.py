@@ -333,7 +333,7 @@ class Lifecycle:
         # request inside this dialog / to this destination", requests.py).
         server.requests = RequestSender(transactions, server.sockets)
         # relay: tm's t_relay and forward(); the resolver is chosen here, in one place
-        server.relay = Relay(transactions, transport, server.sockets, make_resolver())
+        server.relay = Relay(transactions, transport, server.sockets, make_resolver(server.config))
         closing.push("the transactions", transactions.close)
         return transactions
 
@@ -429,9 +429,10 @@ def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:
     return module.runs_in in runs_in
 
 
-def make_resolver() -> Resolver:
-    """The next-hop resolver every sender uses: the one place it is chosen. IP literals only until the
-    RFC 3263 DNS resolver lands (then: it, with this one as its fast path)."""
-    from routescript.resolve.literal import LiteralResolver
+def make_resolver(config: CoreConfig) -> Resolver:
+    """The next-hop resolver every sender uses, one per process: the one place it is chosen. RFC 3263
+    over DNS with /etc/hosts and a TTL cache (routescript/resolve, docs/dns.md), from the core DNS
+    parameters; IP literals never wait for it."""
+    from routescript.resolve.resolver import DnsResolver
 
-    return LiteralResolver()
+    return DnsResolver(config.dns_settings())

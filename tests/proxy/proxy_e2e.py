@@ -31,6 +31,7 @@ loadmodule "textops.so"
 
 modparam("tm", "fr_timeout", 2)
 modparam("tm", "fr_inv_timeout", 3)
+modparam("tm", "onreply_avp_mode", 1)
 
 route {
     if (!mf_process_maxfwd_header(10)) { sl_send_reply(483, "Too Many Hops"); exit; }
@@ -46,6 +47,7 @@ route {
     }
     if (is_method("CANCEL")) { if (t_check_trans()) t_relay(); exit; }
     if (is_method("INVITE")) record_route();
+    $avp(caller) = $fU;
     if (is_present_hf("X-Fork")) {
         $var(second) = $hdr(X-Fork);
         append_branch("$var(second)");
@@ -62,7 +64,7 @@ onreply_route {
 }
 
 onreply_route[seen] {
-    xlog("L_INFO", "onreply_route[seen] $rs $rr branch $T_branch_idx\n");
+    xlog("L_INFO", "onreply_route[seen] $rs $rr branch $T_branch_idx from $avp(caller)\n");
 }
 
 branch_route[per_branch] {
@@ -71,7 +73,7 @@ branch_route[per_branch] {
 }
 
 failure_route[next] {
-    xlog("L_INFO", "failure_route[next] code $T_reply_code cancelled $var(c)\n");
+    xlog("L_INFO", "failure_route[next] code $T_reply_code from $avp(caller)\n");
     if (t_was_cancelled()) exit;
     if (t_check_status("486|408")) {
         $ru = $hdr(X-Next);

@@ -311,3 +311,24 @@ async def test_the_inbox_is_read_before_a_message_this_worker_handles(workers: W
     source = Source("udp", workers.udp, "127.0.0.1", 5999)
     dispatcher.on_received(request("SUBSCRIBE", to_tag=slot_tag(0, 0, "abc")), source, lambda out: None)
     assert order == ["announce v2", "receive"]
+
+
+async def test_worker_1_reaches_a_peer_connected_to_worker_0_by_its_address(workers: Workers) -> None:
+    """A relayed request (tm) to a TCP UA has only its address: worker 1 has no connection to it, so the
+    bytes go through worker 0 (tcp_acceptor), which writes them on the UA's own connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", workers.tcp.port)
+    try:
+        writer.write(request("SUBSCRIBE", to_tag=slot_tag(0, 0, "abc"), proto="TCP"))
+        await workers.cores[0].wait_for(1)
+        _, source = workers.cores[0].received[0]
+        async with asyncio.timeout(2):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"SIP/2.0 200")   # its reply
+        workers.layers[1].tcp_acceptor = conn_id_base(0)
+        peer = Destination("tcp", source.remote_host, source.remote_port)   # no conn_id: an address
+        workers.layers[1].send(b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n\r\n", peer)
+        async with asyncio.timeout(2):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"INVITE ")
+        assert workers.dispatchers[1].counters.tcp_relayed == 1
+        assert workers.dispatchers[0].counters.tcp_fallback == 1      # found by address in worker 0
+    finally:
+        writer.close()

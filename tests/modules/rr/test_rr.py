@@ -311,3 +311,13 @@ async def test_double_preset_with_r2_is_removed_whole_by_loose_route(tmp_path: P
                   extra="".join(f"Route: {v}\r\n" for v in reversed(rr)))
     ctx = await run(server, bye, source(UDP_SOCK))
     assert ctx.vars["rc"] == 1 and not bye.has_header("Route") and ctx.send_socket == TCP_SOCK
+
+
+async def test_record_route_with_a_bad_from_is_false(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    server = rr_script(tmp_path, 'route { if (!record_route()) $var(r) = "no"; }')
+    raw = request().to_bytes().replace(b"From: <sip:alice@10.0.0.5>;tag=a1", b"From: <sip:alice@10.0.0.5")
+    msg = parse_message(raw)
+    assert isinstance(msg, SIPRequest)
+    ctx = await run(server, msg)
+    assert ctx.vars["r"] == "no" and ctx.send_hooks is None and "cannot record-route" in caplog.text

@@ -58,3 +58,13 @@ def test_unbuilt_parameters_refuse_other_values(tmp_path: Path, param: str) -> N
     value = '"3"' if param == "minor_branch_flag" else "9"
     found = errors(tmp_path, f'modparam("tm", "{param}", {value})\nroute {{ exit; }}\n')
     assert len(found) == 1 and param in found[0] and "not supported yet" in found[0]
+
+
+@pytest.mark.parametrize(("given", "uri"), [("udp:192.0.2.1:5080", "sip:192.0.2.1:5080;transport=udp"),
+                                            ("TCP:192.0.2.1", "sip:192.0.2.1;transport=tcp"),
+                                            ("192.0.2.1:5070", "sip:192.0.2.1:5070"),
+                                            ("sip:proxy@192.0.2.1", "sip:proxy@192.0.2.1")])
+def test_t_relay_outbound_proxy_forms(given: str, uri: str) -> None:
+    from routescript.modules.tm import outbound_proxy_uri
+
+    assert outbound_proxy_uri(given) == uri
