@@ -37,6 +37,9 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield running
     finally:
         running.server.stop()
+    # every call of the module, whatever it did, left no traceback in the server's log
+    log = running.server.log()
+    assert "Traceback" not in log, log[-5000:]
 
 
 class Callees:
