@@ -4,9 +4,12 @@ the ratio meaningless), and `bench_inprocess relay` carries full calls through t
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -96,24 +99,23 @@ def test_bench_inprocess_relay_runs_full_calls_through_the_proxy() -> None:
     assert int(line.split()[1]) > 100
 
 
-def test_proxy_scenario_runs_a_step_through_the_ceiling(tmp_path: Path) -> None:
-    """`python -m benchmarks --only proxy` wiring, one small step: the callee SIPp starts, the caller's
-    calls go through py_proxy_ceiling.py and pass the rule (the at-80% step too); the callee is gone
-    afterwards."""
-    import shutil
-
-    import pytest
-
+@pytest.mark.parametrize("target", ["py_proxy_ceiling", "routescript"])
+def test_proxy_scenario_runs_a_step(tmp_path: Path, target: str) -> None:
+    """`python -m benchmarks --only proxy` wiring, one small step against each server it measures: the
+    callee SIPp starts, the caller's calls go through the proxy and pass the rule (the at-80% step
+    too), and the callee is stopped afterwards."""
     if shutil.which("sipp") is None:
         pytest.skip("sipp is not installed (Debian/Ubuntu: apt-get install sip-tester); .ci/run installs it")
     from benchmarks.proxy import find_max_proxy_rate
-    from benchmarks.servers import start_py_proxy_ceiling
+    from benchmarks.servers import start_py_proxy_ceiling, start_routescript
     from benchmarks.settings import Settings
 
     settings = Settings(quick=True, start_rate=50, max_rate=50, min_calls=50, duration=1.0, settle=0.0,
                         refine=0, retry_fail=False, recv_timeout_ms=3000, max_scenario_s=30.0)
-    with start_py_proxy_ceiling(tmp_path / "ceiling") as ceiling:
-        res = find_max_proxy_rate("proxy ceiling", ceiling, tmp_path / "run", settings)
+    server = (start_py_proxy_ceiling(tmp_path / "server") if target == "py_proxy_ceiling"
+              else start_routescript("proxy.cfg", tmp_path / "server"))
+    with server:
+        res = find_max_proxy_rate(f"proxy {target}", server, tmp_path / "run", settings)
     assert res.max_rate == 50, [s.line() for s in res.steps]
     assert res.best is not None and res.best.stats.ok == 50
     assert res.at80 is not None and res.at80.passed
