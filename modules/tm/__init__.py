@@ -24,15 +24,18 @@ from routescript.script.context import BRANCH_ROUTE, FAILURE_ROUTE, ONREPLY_ROUT
 from routescript.sip import ParseError, SIPRequest, SIPResponse
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 
-from .proxy import ARM_KEY, BRANCH_IDX_KEY, PROXY_KEY, Arm, ProxyTransaction, Settings
+from .proxy import ARM_KEY, BRANCH_IDX_KEY, BRANCH_REPLY_KEY, PROXY_KEY, Arm, ProxyTransaction, Settings
 
 log = logging.getLogger("routescript.tm")
 
-# t_relay() flags (OpenSIPS's numeric form)
-NO_100 = 0x01            # no 100 Trying for an INVITE
-NO_AUTO_REPLY = 0x02     # no error reply of our own when nothing could be sent (OpenSIPS "no auto 477")
-NO_FAILOVER = 0x04       # only the first target of each branch (no DNS failover)
-_T_RELAY_FLAGS = NO_100 | NO_AUTO_REPLY | NO_FAILOVER
+# t_relay() flags: OpenSIPS 3.x names them (a comma-separated string), older scripts give the number
+NO_100 = 0x01            # no 100 Trying for an INVITE (1.x/2.x only: 3.x has auto_100trying)
+NO_AUTO_REPLY = 0x02     # "no-auto-477": no error reply of our own when nothing could be sent
+NO_FAILOVER = 0x04       # "no-dns-failover": only the first target of each branch
+PASS_REASON = 0x08       # "pass-reason-hdr": a relayed CANCEL's Reason header goes on in our CANCELs
+_T_RELAY_FLAGS = NO_100 | NO_AUTO_REPLY | NO_FAILOVER | PASS_REASON
+_FLAG_NAMES = {"no-auto-477": NO_AUTO_REPLY, "no-dns-failover": NO_FAILOVER, "pass-reason-hdr": PASS_REASON}
+_FLAGS_LATER = {"allow-no-cancel": "RFC 3841 no-cancel (keeping branches after a 2xx) is not built"}
 
 
 def _positive(v: Any) -> None:
@@ -46,19 +49,29 @@ def _zero_or_one(v: Any) -> None:
 
 
 def _relay_flags(value: Any) -> int:
-    """t_relay()'s flags at load: a number made of the bits we implement (0x1 no 100 Trying, 0x2 no
-    automatic error reply, 0x4 no failover); anything else is refused with a message."""
+    """t_relay()'s flags at load: OpenSIPS 3.x names ("no-auto-477,no-dns-failover", "pass-reason-hdr")
+    or the older number (0x1 no 100 Trying, 0x2, 0x4, 0x8); anything we do not implement is refused
+    with a message."""
     if value is None or value == "":
         return 0
+    text = str(value).strip()
     try:
-        flags = int(str(value).strip(), 0)
+        flags = int(text, 0)
     except ValueError:
-        raise ValueError(f"t_relay flags {value!r}: only the numeric form (0x1, 0x2, 0x4) is supported") \
-            from None
+        flags = 0
+        for name in (part.strip().lower() for part in text.split(",")):
+            if name in _FLAGS_LATER:
+                why = _FLAGS_LATER[name]
+                raise ValueError(f"t_relay flag {name!r} is not supported yet: {why}") from None
+            if name not in _FLAG_NAMES:
+                raise ValueError(f"t_relay flag {name!r} is unknown (expected no-auto-477, no-dns-failover, "
+                                 "pass-reason-hdr)") from None
+            flags |= _FLAG_NAMES[name]
+        return flags
     unknown = flags & ~_T_RELAY_FLAGS
     if flags < 0 or unknown:
         raise ValueError(f"t_relay flag bits {hex(unknown)} are not supported (0x1 no 100 Trying, "
-                         "0x2 no automatic error reply, 0x4 no failover)")
+                         "0x2 no-auto-477, 0x4 no-dns-failover, 0x8 pass-reason-hdr)")
     return flags
 
 
@@ -144,7 +157,19 @@ class TmModule(Module):
 
     @script_function("t_newtran", routes=(REQUEST_ROUTE,))
     def t_newtran(self, ctx: MsgContext) -> int:
-        return 1 if newtran(ctx) is not None else -1
+        """The server transaction; for a new INVITE a 100 Trying at once (auto_100trying, as OpenSIPS
+        3.x's t_newtran does)."""
+        had = ctx.transaction is not None
+        transaction = newtran(ctx)
+        if transaction is None:
+            return -1
+        if not had and self.settings.auto_100trying and transaction.is_invite \
+                and transaction.last_response is None:
+            try:
+                ctx.server.reply(ctx, 100, "Trying")
+            except TransactionError as exc:
+                log.info("t_newtran: 100 Trying not sent: %s", exc)
+        return 1
 
     @script_function("t_reply", Arg("int", "code", fixup=check_code), Arg("str", "reason"),
                      routes=(REQUEST_ROUTE, FAILURE_ROUTE))
@@ -195,7 +220,7 @@ class TmModule(Module):
             log.error("t_relay: the server has no relay sender (not started)")
             return -1
         bits = flags if isinstance(flags, int) else _relay_flags(flags)
-        if proxy:
+        if proxy and ctx.dst_uri is None:   # OpenSIPS: a $du set before wins over the parameter
             try:
                 ctx.dst_uri = outbound_proxy_uri(proxy)
             except ValueError as exc:
@@ -218,7 +243,7 @@ class TmModule(Module):
                 reply_stateful(ctx, 200, "OK")
                 cancelled = self._proxies.get(invite)
                 if cancelled is not None and not cancelled.replied:
-                    cancelled.cancel()
+                    cancelled.cancel(msg.header("reason") if bits & PASS_REASON else None)
                 return 1
         proxy_tx = self.proxy_of(ctx)
         created = False
@@ -259,7 +284,12 @@ class TmModule(Module):
     @script_function("t_on_reply", Arg("route", "onreply"),
                      routes=(REQUEST_ROUTE, FAILURE_ROUTE, BRANCH_ROUTE))
     def t_on_reply(self, ctx: MsgContext, name: str) -> int:
-        self._arm(ctx).on_reply = name
+        """From branch_route: the reply route of that branch only (OpenSIPS); elsewhere the
+        transaction's."""
+        if ctx.route_type == BRANCH_ROUTE:
+            ctx.extra[BRANCH_REPLY_KEY] = name
+        else:
+            self._arm(ctx).on_reply = name
         return 1
 
     @script_function("t_on_branch", Arg("route", "branch"), routes=(REQUEST_ROUTE, FAILURE_ROUTE))
@@ -297,6 +327,9 @@ class TmModule(Module):
         code = ctx.reply_code
         if code is None and isinstance(ctx.msg, SIPResponse):
             code = ctx.msg.status
+        if code is None and ctx.transaction is not None:   # request_route: the last reply sent
+            last = getattr(ctx.transaction, "last_response", None)
+            code = last.status if last is not None else None
         if code is None:
             return -1
         return 1 if pattern.search(str(code)) else -1

@@ -36,7 +36,15 @@ from routescript.core.relay import Attempt, Relay, RelayError
 from routescript.resolve import Target
 from routescript.script.context import BRANCH_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, MsgContext
 from routescript.script.runtime import DROP_KEY
-from routescript.sip import SIPRequest, SIPResponse, SocketInfo, build_reply
+from routescript.sip import (
+    ParseError,
+    SIPRequest,
+    SIPResponse,
+    SocketInfo,
+    build_reply,
+    parse_name_addr,
+    split_values,
+)
 from routescript.transaction.errors import TransactionError
 
 from .select import pick_best, upstream_status
@@ -49,6 +57,7 @@ log = logging.getLogger("routescript.tm")
 PROXY_KEY = "tm.proxy"     # ctx.extra: the ProxyTransaction of a failure route's (or relayed) request
 ARM_KEY = "tm.arm"         # ctx.extra: what t_on_*/t_set_fr armed for the next t_relay()
 BRANCH_IDX_KEY = "tm.branch_idx"
+BRANCH_REPLY_KEY = "tm.branch_reply"   # ctx.extra in branch_route: t_on_reply() for that branch only
 
 
 @dataclass(slots=True)
@@ -79,7 +88,8 @@ class ProxyBranch:
     """One branch: where it goes, what it has sent, what it got."""
 
     __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "hooks", "index",
-                 "local", "provisional", "request", "socket", "targets", "timer", "transaction", "uri")
+                 "local", "on_reply", "provisional", "request", "socket", "targets", "timer", "transaction",
+                 "uri")
 
     def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
                  socket: SocketInfo | None, flags: int, dst_uri: str | None = None) -> None:
@@ -92,6 +102,7 @@ class ProxyBranch:
         self.flags = flags              # branch flags
         self.attempt: Attempt | None = None
         self.hooks: Any = None          # the send hooks it was sent with (rr's Record-Route)
+        self.on_reply: str | None = None  # its own onreply_route (t_on_reply in branch_route)
         self.transaction: Any = None
         self.provisional = False
         self.final: SIPResponse | None = None
@@ -130,6 +141,7 @@ class ProxyTransaction:
         self.round_start = 0
         self.arm = Arm()
         self.cancelled = False                # a CANCEL came for it (t_was_cancelled)
+        self._cancel_reason: str | None = None
         self.replied = False                  # a final response went upstream
         self.local_reply = False              # ... and it was made here (t_local_replied)
         self._queue: deque[Event] = deque()
@@ -154,18 +166,23 @@ class ProxyTransaction:
             return -3
         msg = ctx.msg
         assert isinstance(msg, SIPRequest)
-        wanted = [(msg.ruri, ctx.dst_uri, ctx.send_socket, ctx.bflags)]
+        wanted: list[tuple[str, str | None, Any, int, str | None]] = [
+            (msg.ruri, ctx.dst_uri, ctx.send_socket, ctx.bflags, None)]
         for extra in ctx.branches or ():
-            wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags))
+            wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags,
+                           extra.path))
         self.round_start = len(self.branches)
         if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
                 and not ctx.extra.get("tm.no100"):
             self._trying(ctx)   # before the DNS lookups, which may take a while (OpenSIPS does the same)
         sent = 0
         error: RelayError | None = None
-        for ruri, dst_uri, socket, flags in wanted:
+        for ruri, wanted_dst, socket, flags, path in wanted:
+            dst_uri = wanted_dst
             try:
                 request = self.relay.outgoing(msg, ruri, maxfwd_done)
+                if path:
+                    dst_uri = with_path(request, path, dst_uri)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, dst_uri or ruri, exc)
                 error = exc
@@ -178,6 +195,8 @@ class ProxyTransaction:
                 branch.targets = list(await self.relay.targets(branch.dst_uri or branch.request.ruri))
                 if not failover:
                     del branch.targets[1:]
+                if self.cancelled:
+                    break   # the CANCEL came while the destination was looked up: nothing more goes out
                 self._send(branch, ctx.send_hooks)
             except RelayError as exc:
                 log.warning("%s: branch to %s not relayed: %s", self.label, branch.dst_uri or branch.uri, exc)
@@ -186,6 +205,14 @@ class ProxyTransaction:
             sent += 1
         if sent:
             return 1
+        if self.cancelled and not self.replied:
+            self.replied = self.local_reply = True
+            try:
+                self.server.reply(ctx, 487, "Request Terminated")
+            except Exception as exc:  # noqa: BLE001 - logged: the caller's own timer ends its side
+                log.info("%s: 487 not sent: %s", self.label, exc)
+            self._on_done(self)
+            return -3
         if error is None:
             return -3   # every branch dropped by branch_route
         ctx.extra["sl_error"] = error.sl_error
@@ -211,6 +238,7 @@ class ProxyTransaction:
             log.debug("%s: branch %s dropped by branch_route[%s]", self.label, branch.uri, name)
             return False
         branch.flags = bctx.bflags
+        branch.on_reply = bctx.extra.get(BRANCH_REPLY_KEY)
         branch.dst_uri = bctx.dst_uri
         branch.uri = branch.request.ruri
         if bctx.send_socket is not None:
@@ -382,8 +410,9 @@ class ProxyTransaction:
         names: list[str | None] = []
         if script.has(ONREPLY_ROUTE, None):
             names.append(None)
-        if self.arm.on_reply is not None:
-            names.append(self.arm.on_reply)
+        named = branch.on_reply or self.arm.on_reply
+        if named is not None:
+            names.append(named)
         dropped = False
         for name in names:
             rctx = MsgContext(msg=response, source=None, server=self.server, route_type=ONREPLY_ROUTE,
@@ -420,7 +449,9 @@ class ProxyTransaction:
         if name is not None and script is not None:
             self.arm.on_failure = None   # armed for one round: the route arms it again for the next
             before = len(self.branches)
-            fctx = MsgContext(msg=self.request.copy(), source=self.source, server=self.server,
+            request = self.request.copy()
+            request.ruri = best.uri   # OpenSIPS: failure_route starts with the winning branch's R-URI
+            fctx = MsgContext(msg=request, source=self.source, server=self.server,
                               route_type=FAILURE_ROUTE, transaction=self.server_transaction,
                               reply_code=best.final.status, flags=self.flags)
             fctx.avps = self.avps
@@ -470,9 +501,11 @@ class ProxyTransaction:
 
     # --- cancelling -------------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """A CANCEL for the request arrived: every pending branch is cancelled (RFC 3261 16.10)."""
+    def cancel(self, reason: str | None = None) -> None:
+        """A CANCEL for the request arrived: every pending branch is cancelled (RFC 3261 16.10); `reason`
+        its Reason header, passed on in our CANCELs (t_relay's pass-reason-hdr)."""
         self.cancelled = True
+        self._cancel_reason = reason
         self._cancel_pending(except_branch=None)
 
     def _cancel_pending(self, except_branch: ProxyBranch | None) -> None:
@@ -495,7 +528,7 @@ class ProxyTransaction:
         if attempt is None or branch.cancel_sent or not self.is_invite:
             return
         branch.cancel_sent = True
-        cancel = cancel_for(attempt.request)
+        cancel = cancel_for(attempt.request, self._cancel_reason)
         try:
             self.relay.transactions.send_request(cancel, attempt.destination, _ignore, branch=attempt.branch)
         except Exception as exc:  # noqa: BLE001 - a CANCEL that cannot go is logged; the branch times out
@@ -519,15 +552,32 @@ class ProxyTransaction:
         return getattr(self.server, "script", None)
 
 
-def cancel_for(request: SIPRequest) -> SIPRequest:
+def with_path(request: SIPRequest, path: str, dst_uri: str | None) -> str | None:
+    """A branch with a Path (RFC 3327, from the registrar's contact): its URIs become the branch's
+    first Route lines, and the first one its destination unless $du names one (OpenSIPS does the same).
+    RelayError -2 when the path is not a list of name-addrs."""
+    try:
+        hops = [parse_name_addr(value, "Path").uri for value in split_values(path)]
+    except ParseError as exc:
+        raise RelayError(f"bad branch path {path!r}: {exc.reason}", -2, (500, "Bad Path")) from None
+    for value in reversed(split_values(path)):
+        request.add_header("Route", value, first=True)
+    return dst_uri or (str(hops[0]) if hops else None)
+
+
+def cancel_for(request: SIPRequest, reason: str | None = None) -> SIPRequest:
     """The CANCEL of a sent request (RFC 3261 9.1): its Request-URI, top Via (our branch), Route
-    lines, From, To, Call-ID and CSeq number with method CANCEL; Max-Forwards 70; no body."""
+    lines, From, To, Call-ID and CSeq number with method CANCEL; Max-Forwards 70; no body; `reason`
+    as its Reason header (RFC 3326) when given."""
     headers: list[tuple[str, str]] = [("Via", str(request.via))]
     for route in request.header_all("route"):
         headers.append(("Route", route))
     headers += [("From", request.header("from") or ""), ("To", request.header("to") or ""),
                 ("Call-ID", request.call_id), ("CSeq", f"{request.cseq.number} CANCEL"),
-                ("Max-Forwards", "70"), ("Content-Length", "0")]
+                ("Max-Forwards", "70")]
+    if reason:
+        headers.append(("Reason", reason))
+    headers.append(("Content-Length", "0"))
     return SIPRequest("CANCEL", request.ruri, headers)
 
 

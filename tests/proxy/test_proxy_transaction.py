@@ -264,3 +264,119 @@ async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
     await settle()
     assert [r.status for r in server.transactions.upstream] == [487]
     assert [(r.status, r.to.tag) for r in server.transport.stateless] == [(200, "late")]
+
+
+class FakeScript:
+    """Routes as data: onreply routes drop what `drop` lists; failure_route records its runs."""
+
+    def __init__(self, drop: tuple[int, ...] = (), failure_replies: bool = False) -> None:
+        self.drop = drop
+        self.failure_replies = failure_replies
+        self.runs: list[tuple[str, str | None, int | None]] = []
+        self.failure_ruri: str | None = None
+        self.branch_reply: str | None = None
+
+    def has(self, kind: str, name: str | None = None) -> bool:
+        return True
+
+    async def run(self, kind: str, name: str | None, ctx: MsgContext) -> int:
+        self.runs.append((kind, name, ctx.reply_code))
+        if kind == "onreply" and ctx.reply_code in self.drop:
+            ctx.extra["routescript.drop"] = True
+        if kind == "failure":
+            self.failure_ruri = ctx.msg.ruri
+            if self.failure_replies:
+                ctx.replied = True
+        if kind == "branch" and self.branch_reply and ctx.msg.ruri.startswith("sip:carl"):
+            ctx.extra["tm.branch_reply"] = self.branch_reply
+        return 1
+
+
+async def test_onreply_routes_run_global_then_named_and_drop_only_provisionals() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    server.script = FakeScript(drop=(180, 200))
+    proxy.arm = Arm(on_reply="r")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 0, 200)
+    await settle()
+    assert [(k, n, c) for k, n, c in server.script.runs] == [
+        ("onreply", None, 180), ("onreply", "r", 180), ("onreply", None, 200), ("onreply", "r", 200)]
+    assert [r.status for r in server.transactions.upstream] == [200]   # the 180 dropped, not the 200
+
+
+async def test_failure_route_runs_once_per_round_and_its_reply_wins() -> None:
+    proxy, ctx, relay, server, done = make(ALL)
+    server.script = FakeScript(failure_replies=True)
+    proxy.arm = Arm(on_failure="f")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 486)
+    await settle()
+    assert ("failure", "f", 486) in server.script.runs
+    assert server.script.failure_ruri == "sip:bob@192.0.2.9"    # the winning branch's R-URI
+    assert server.transactions.upstream == []          # the route replied itself (t_reply)
+    assert proxy.arm.on_failure is None and done == [proxy]
+
+
+async def test_a_cancel_during_the_lookup_sends_nothing_and_answers_487() -> None:
+    proxy, ctx, relay, server, done = make(ALL)
+    looked_up = asyncio.Event()
+    original = relay.targets
+
+    async def slow_targets(uri_text: str) -> list[Target]:
+        looked_up.set()
+        await asyncio.sleep(0.05)
+        return await original(uri_text)
+
+    relay.targets = slow_targets  # type: ignore[method-assign]
+    relaying = asyncio.create_task(proxy.relay_branches(ctx, False))
+    await looked_up.wait()
+    proxy.cancel()
+    assert await relaying == -3
+    assert relay.sent == [] and server.local == [100, 487] and done == [proxy]
+
+
+async def test_failure_route_gets_the_winning_branchs_ruri() -> None:
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    server.script = FakeScript()
+    proxy.arm = Arm(on_failure="f")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 486)
+    answer(relay, 1, 404)
+    await settle()
+    assert server.script.failure_ruri == "sip:carl@192.0.2.10"   # 404 beats 486 (lowest code)
+    assert [r.status for r in server.transactions.upstream] == [404]
+
+
+async def test_t_on_reply_in_branch_route_is_that_branchs_only() -> None:
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    server.script = FakeScript()
+    server.script.branch_reply = "carl_only"
+    proxy.arm = Arm(on_branch="b", on_reply="all")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 1, 183)
+    await settle()
+    named = [(n, c) for k, n, c in server.script.runs if k == "onreply" and n is not None]
+    assert named == [("all", 180), ("carl_only", 183)]
+
+
+async def test_cancel_passes_the_reason_on_when_asked() -> None:
+    proxy, ctx, relay, _server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    await settle()
+    proxy.cancel('SIP;cause=200;text="Call completed elsewhere"')
+    (cancel,) = relay.transactions.cancels
+    assert cancel.header("reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+async def test_a_branch_path_becomes_its_route_and_destination() -> None:
+    proxy, ctx, relay, _server, _ = make({**ALL, "sip:edge@192.0.2.10;lr": [T2]})
+    ctx.branches = [Branch("sip:dan@10.0.0.5", path="<sip:edge@192.0.2.10;lr>")]
+    await proxy.relay_branches(ctx, False)
+    forked = relay.sent[1][0]
+    assert forked.destination.host == "192.0.2.10"
+    assert forked.request.header_all("route") == ["<sip:edge@192.0.2.10;lr>"]
+    assert forked.request.ruri == "sip:dan@10.0.0.5"
+    assert not relay.sent[0][0].request.has_header("route")

@@ -122,3 +122,22 @@ async def test_fr_pseudo_variables_and_t_set_fr_arm_the_next_relay() -> None:
     proxy = tm.proxy_of(ctx)
     assert proxy.arm.fr_inv_timeout == 30.0 and proxy.arm.fr_timeout == 3.0
     assert tm.pv_fr_timeout(ctx, None, None) == 3
+
+
+async def test_t_newtran_answers_an_invite_100_and_t_check_status_reads_the_last_reply() -> None:
+    h = harness()
+    ctx = h.ctx(request("INVITE"))
+    assert h.call(ctx, "t_newtran") == 1
+    assert [r.status for r in h.transport.replies] == [100]
+    assert h.call(ctx, "t_check_status", re.compile("100")) == 1
+    assert h.call(ctx, "t_newtran") == 1 and len(h.transport.replies) == 1     # once
+    other = h.ctx(request("MESSAGE", branch="z9hG4bKmsg"))
+    assert h.call(other, "t_newtran") == 1 and len(h.transport.replies) == 1   # INVITE only
+
+
+async def test_t_relay_outbound_proxy_does_not_override_du() -> None:
+    h = harness()
+    ctx = h.ctx(request("MESSAGE", ruri="sip:bob@192.0.2.9"))
+    ctx.dst_uri = "sip:192.0.2.20:5090"
+    assert await h.call(ctx, "t_relay", None, "udp:192.0.2.30:5060") == 1
+    assert h.transport.sent[-1][1].host == "192.0.2.20" and h.transport.sent[-1][1].port == 5090

@@ -32,7 +32,8 @@ def test_proxy_script_loads_without_warnings(tmp_path: Path) -> None:
     server = load(tmp_path, 'modparam("tm", "fr_inv_timeout", 30)\n'
                   'modparam("tm", "restart_fr_on_each_reply", 0)\n'
                   'route {\n  t_on_reply("r"); t_on_failure("f"); t_on_branch("b"); t_set_fr(20, 3);\n'
-                  '  $T_fr_inv_timeout = 25;\n  if (!t_relay("0x3")) sl_reply_error();\n}\n'
+                  '  $T_fr_inv_timeout = 25;\n  if (!t_relay("0x3")) sl_reply_error();\n'
+                  '  t_relay("no-auto-477, no-dns-failover");\n}\n'
                   'onreply_route[r] { if (t_check_status("18[0-9]")) xlog("ringing $T_reply_reason\\n"); }\n'
                   'failure_route[f] { if (t_was_cancelled() || t_local_replied("all")) exit; t_relay(); }\n'
                   'branch_route[b] { xlog("branch $T_branch_idx\\n"); }\n')
@@ -42,7 +43,8 @@ def test_proxy_script_loads_without_warnings(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flags", "why"), [('"0x10"', "0x10 are not supported"),
-                                            ('"no-auto-477"', "only the numeric form")])
+                                            ('"allow-no-cancel"', "not supported yet"),
+                                            ('"no-auto-477,bogus"', "'bogus' is unknown")])
 def test_t_relay_flags_we_do_not_implement_are_refused(tmp_path: Path, flags: str, why: str) -> None:
     found = errors(tmp_path, f"route {{\n  t_relay({flags});\n}}\n")
     assert len(found) == 1 and ":4:11: " in found[0] and why in found[0]
@@ -68,3 +70,10 @@ def test_t_relay_outbound_proxy_forms(given: str, uri: str) -> None:
     from routescript.modules.tm import outbound_proxy_uri
 
     assert outbound_proxy_uri(given) == uri
+
+
+def test_t_relay_named_flags_are_the_old_bits() -> None:
+    from routescript.modules.tm import _relay_flags
+
+    assert _relay_flags("no-auto-477,no-dns-failover") == 0x6
+    assert _relay_flags("pass-reason-hdr") == 0x8 and _relay_flags(0x1) == 1 and _relay_flags("") == 0
