@@ -7,7 +7,10 @@ a free port, loopback only):
   subscribe   examples/presence.cfg   SUBSCRIBE/NOTIFY/unSUBSCRIBE         (sipp/subscribe.xml)
   fanout      examples/presence.cfg   N watchers, PUBLISH changes -> NOTIFYs/s
   memory      examples/presence.cfg   VmRSS with 10k / 100k publications + subscriptions
-  options and publish are also run against benchmarks/py_ceiling.py in the same run (the ratio column).
+  proxy       examples/proxy.cfg      SIPp caller -> proxy -> SIPp callee, full calls with Record-Route
+                                      (INVITE/100/180/200/ACK/BYE/200; sipp/proxy_uac.xml, proxy_uas.xml)
+  options and publish are also run against benchmarks/py_ceiling.py in the same run, proxy against
+  benchmarks/py_proxy_ceiling.py (a stateless relay in plain asyncio): the ratio column.
 QUICK=1 (or --quick) uses short steps to smoke-test the harness in about 2 minutes.
 --config FILE runs the presence scenarios on another config (e.g. examples/cluster-node1.cfg, with a
 second node started by hand on the same database), --db-url URL points every db_url of the config at
@@ -31,18 +34,20 @@ from pathlib import Path
 from benchmarks.fanout import find_max_fanout
 from benchmarks.gauge import describe, python_speed_us
 from benchmarks.memory import measure_memory
+from benchmarks.proxy import find_max_proxy_rate
 from benchmarks.report import Row, memory_table, rate_table
-from benchmarks.servers import start_py_ceiling, start_routescript
+from benchmarks.servers import start_py_ceiling, start_py_proxy_ceiling, start_routescript
 from benchmarks.settings import Settings
 from benchmarks.sipprun import SCENARIOS, SIPP, find_max_rate, log, run_sipp
 
-ALL = ("options", "publish", "subscribe", "fanout", "memory")
+ALL = ("options", "publish", "subscribe", "fanout", "memory", "proxy")
 # Reference figures (measured elsewhere with the same scenarios and rule; see docs/benchmarks.md)
 REFERENCE = {
     "options": "py ~25,000",
     "publish": "OpenSIPS ~1,300-1,600; Kamailio ~1,450; py ~15,000",
     "subscribe": "OpenSIPS ~4,000; Kamailio ~1,070",
     "fanout": "",
+    "proxy": "target >= 1,500 (issue 19)",
 }
 
 
@@ -88,6 +93,15 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
             with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 fres = find_max_fanout(srv.port, srv.pid, w, settings)
             rows.append(Row.from_fanout(fres, settings.fanout_watchers))
+        elif name == "proxy":
+            if ceiling:
+                with start_py_proxy_ceiling(w / "py_proxy_ceiling") as ceil:
+                    cres = find_max_proxy_rate(f"{name} py_proxy_ceiling", ceil, w / "py_proxy_ceiling",
+                                               settings)
+                ceilings[name] = cres.max_rate
+            with start_routescript("proxy.cfg", w / "routescript", workers=workers) as srv:
+                res = find_max_proxy_rate(name, srv, w / "routescript", settings)
+            rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
         elif name == "memory":
             with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,

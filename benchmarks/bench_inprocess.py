@@ -14,6 +14,8 @@ asyncio, C functions such as sendto or lxml's parser, ...): where a call's time 
   publish    initial PUBLISH (PIDF) + modify PUBLISH with SIP-If-Match, 40 calls at a time
   subscribe  SUBSCRIBE -> 200 + NOTIFY -> 200, unSUBSCRIBE -> 200 + NOTIFY -> 200, on 200 presentities
   fanout     500 watchers of one presentity, modify PUBLISHes: each one NOTIFY per watcher
+  relay      examples/proxy.cfg: full calls from a fake caller through t_relay to a fake callee
+             (INVITE/100/180/200/ACK/BYE/200, Record-Route honoured), 40 calls at a time
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.servers import bench_config
 from routescript.core.server import Server, install_event_loop_policy, tune_collector
 from routescript.testing.ports import free_port
 
 CLIENT = ("127.0.0.1", 6000)
+CALLEE = ("127.0.0.1", 6001)        # the relay scenario's callee (its caller is CLIENT)
 PIDF = ('<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" '
         'entity="sip:user{n}@127.0.0.1">\n<tuple id="t{n}">\n<status><basic>{basic}</basic></status>\n'
         '<note>{note}</note>\n</tuple>\n</presence>\n')
@@ -133,7 +137,103 @@ async def subscribe_call(b: Bench, n: int) -> None:
     await b.request(subscribe(n, 2, presentity, tag.group(1).decode()), f"sub-{n}@bench", notify=True)
 
 
-async def measure(b: Bench, calls: int, one: Callable[[Bench, int], Awaitable[None]],
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+_HEADER = re.compile(rb"^([A-Za-z-]+):[ \t]*([^\r\n]*)", re.M)
+_CSEQ_METHOD = re.compile(rb"^CSeq: *\d+ +([A-Z]+)", re.I | re.M)
+
+
+def call_request(method: str, n: int, cseq: int, *, ruri: str = "sip:bob@127.0.0.1:6001",
+                 to_tag: str | None = None, routes: tuple[str, ...] = (), body: str = "") -> bytes:
+    """The relay scenario caller's request of call n (INVITE without a To tag; ACK and BYE in the dialog,
+    along the route set)."""
+    to = "<sip:bob@127.0.0.1:6001>" + (f";tag={to_tag}" if to_tag else "")
+    route = "".join(f"Route: {r}\r\n" for r in routes)
+    ctype = "Content-Type: application/sdp\r\n" if body else ""
+    via = f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-c{n}-{cseq}{method[0]}"
+    return (f"{method} {ruri} SIP/2.0\r\n{via}\r\n"
+            f"{route}Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c{n}\r\nTo: {to}\r\n"
+            f"Call-ID: call-{n}@bench\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:6000>\r\n"
+            f"{ctype}Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+def callee_reply(request: bytes, status: str, *, record_route: bool) -> bytes:
+    """The callee's reply: Vias, From, To (with its tag), Call-ID, CSeq copied; Record-Route copied back
+    on a dialog-forming reply (RFC 3261 12.1.1); its Contact."""
+    out = [b"SIP/2.0 " + status.encode()]
+    for m in _HEADER.finditer(request.split(b"\r\n\r\n", 1)[0]):
+        name = m.group(1).lower()
+        if name in (b"via", b"from", b"call-id", b"cseq") or (record_route and name == b"record-route"):
+            out.append(m.group(0))
+        elif name == b"to":
+            out.append(m.group(0) if b"tag=" in m.group(0) else m.group(0) + b";tag=callee")
+    out.append(b"Contact: <sip:callee@127.0.0.1:6001>\r\nContent-Length: 0\r\n\r\n")
+    return b"\r\n".join(out)
+
+
+class ProxyPeers:
+    """A caller (CLIENT) and a callee (CALLEE) on the server's UDP endpoint: the callee answers INVITE
+    180 + 200 and BYE 200 at once; `final(call_id, method)` is the caller's final reply, `acked(call_id)`
+    the callee's ACK."""
+
+    def __init__(self, server: Server) -> None:
+        self.endpoint = next(iter(server.transport._udp.values()))
+        self.loop = asyncio.get_running_loop()
+        self.waiting: dict[tuple[bytes, bytes], asyncio.Future[bytes]] = {}
+        self.endpoint.sendto = self._sent
+
+    def _sent(self, data: bytes, host: str, port: int) -> None:
+        m = _CALL_ID.search(data)
+        call_id = m.group(1) if m else b""
+        if port == CALLEE[1]:
+            method = data.split(b" ", 1)[0]
+            if method == b"INVITE":
+                self.loop.call_soon(self.inject, callee_reply(data, "180 Ringing", record_route=True), CALLEE)
+                self.loop.call_soon(self.inject, callee_reply(data, "200 OK", record_route=True), CALLEE)
+            elif method == b"BYE":
+                self.loop.call_soon(self.inject, callee_reply(data, "200 OK", record_route=False), CALLEE)
+            self._resolve((call_id, b"callee " + method), data)
+        elif data.startswith(b"SIP/2.0 ") and data[8:9] != b"1":
+            cseq = _CSEQ_METHOD.search(data)
+            self._resolve((call_id, cseq.group(1) if cseq else b""), data)
+
+    def _resolve(self, key: tuple[bytes, bytes], data: bytes) -> None:
+        waiting = self.waiting.pop(key, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(data)
+
+    def inject(self, data: bytes, source: tuple[str, int] = CLIENT) -> None:
+        self.endpoint.datagram_received(data, source)
+
+    def expect(self, call_id: str, what: str) -> asyncio.Future[bytes]:
+        fut = self.loop.create_future()
+        self.waiting[(call_id.encode(), what.encode())] = fut
+        return fut
+
+
+async def relay_call(p: ProxyPeers, n: int) -> None:
+    """One full call through the proxy; the ACK and BYE go along the Record-Route of the 200."""
+    call_id = f"call-{n}@bench"
+    answered = p.expect(call_id, "INVITE")
+    p.inject(call_request("INVITE", n, 1, body=SDP))
+    ok = await answered
+    if not ok.startswith(b"SIP/2.0 200"):
+        raise RuntimeError(f"{call_id}: {ok[:80]!r}")
+    routes = tuple(m.group(2).decode() for m in _HEADER.finditer(ok.split(b"\r\n\r\n", 1)[0])
+                   if m.group(1).lower() == b"record-route")
+    if not routes:
+        raise RuntimeError(f"{call_id}: 200 without Record-Route")
+    dialog = {"ruri": "sip:callee@127.0.0.1:6001", "to_tag": "callee", "routes": routes}
+    acked = p.expect(call_id, "callee ACK")
+    p.inject(call_request("ACK", n, 1, **dialog))  # type: ignore[arg-type]
+    await acked
+    done = p.expect(call_id, "BYE")
+    p.inject(call_request("BYE", n, 2, **dialog))  # type: ignore[arg-type]
+    bye = await done
+    if not bye.startswith(b"SIP/2.0 200"):
+        raise RuntimeError(f"{call_id}: BYE got {bye[:80]!r}")
+
+
+async def measure(b: Any, calls: int, one: Callable[[Any, int], Awaitable[None]],
                   prof: cProfile.Profile | None, window: int = 40) -> float:
     await asyncio.gather(*(one(b, n) for n in range(1, 201)))   # warm: caches, first rows
     if prof is not None:
@@ -197,7 +297,8 @@ async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> 
     """One scenario on a fresh server, `prof` (if any) enabled around the measured calls only:
     the event-loop CPU time spent, the number of calls (fan-out: NOTIFYs) and their unit."""
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
-        cfg = bench_config("presence.cfg", Path(tmp), free_port(), log_level=1)
+        example = "proxy.cfg" if name == "relay" else "presence.cfg"
+        cfg = bench_config(example, Path(tmp), free_port(), log_level=1)
         # The cost of a call, not overload control: on a busy machine the warm-up burst would wait past
         # queue_delay_limit and be answered 503, which the scenarios treat as a failure.
         cfg.write_text(cfg.read_text() + "\nqueue_delay_limit = 0\n")
@@ -208,6 +309,9 @@ async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> 
         tune_collector()
         await server.start()
         try:
+            if name == "relay":
+                spent = await measure(ProxyPeers(server), calls, relay_call, prof)
+                return spent, calls, "call"
             b = Bench(server)
             if name == "publish":
                 spent = await measure(b, calls, publish_call, prof)
@@ -254,14 +358,14 @@ async def fanout(b: Bench, publishes: int, prof: cProfile.Profile | None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("scenario", nargs="?", default="all",
-                        choices=("publish", "subscribe", "fanout", "all"))
+                        choices=("publish", "subscribe", "fanout", "relay", "all"))
     parser.add_argument("--calls", type=int, default=10_000, help="calls (fan-out: NOTIFYs) to measure")
     parser.add_argument("--count", action="store_true", help="Python function calls instead of CPU time")
     parser.add_argument("--areas", action="store_true",
                         help="with the call count, the share of the profiled time by package")
     args = parser.parse_args(argv)
     install_event_loop_policy()
-    names = ("publish", "subscribe", "fanout") if args.scenario == "all" else (args.scenario,)
+    names = ("publish", "subscribe", "fanout", "relay") if args.scenario == "all" else (args.scenario,)
     for name in names:
         print(asyncio.run(run_scenario(name, args.calls, args.count, args.areas)), flush=True)
     return 0

@@ -152,3 +152,16 @@ def start_py_ceiling(workdir: Path) -> Server:
     server = Server("py_ceiling", port, proc, log_path)
     _wait_udp_ready(server, START_TIMEOUT)
     return server
+
+
+def start_py_proxy_ceiling(workdir: Path) -> Server:
+    """benchmarks/py_proxy_ceiling.py (stdlib asyncio, stateless relay) with this Python, on a free port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = workdir / "py_proxy_ceiling.stderr"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(HERE / "py_proxy_ceiling.py"), "--port", str(port)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    server = Server("py_proxy_ceiling", port, proc, log_path)
+    _wait_udp_ready(server, START_TIMEOUT)
+    return server
