@@ -149,6 +149,7 @@ class ProxyTransaction:
         self._spawn = spawn
         self._on_done = on_done
         self._loop = asyncio.get_running_loop()
+        self.request_hooks: list[Any] | None = None   # the request route's ctx.send_hooks
 
     @property
     def label(self) -> str:
@@ -172,6 +173,10 @@ class ProxyTransaction:
             wanted.append((extra.uri, extra.dst_uri, extra.socket or ctx.send_socket, extra.flags,
                            extra.path))
         self.round_start = len(self.branches)
+        if ctx.route_type != FAILURE_ROUTE:
+            # what the request route added for every branch (rr's Record-Route): OpenSIPS keeps these
+            # lumps for the branches a failure_route sends later too
+            self.request_hooks = ctx.send_hooks
         if self.is_invite and ctx.route_type != FAILURE_ROUTE and self.settings.auto_100trying \
                 and not ctx.extra.get("tm.no100"):
             self._trying(ctx)   # before the DNS lookups, which may take a while (OpenSIPS does the same)
@@ -453,7 +458,8 @@ class ProxyTransaction:
             request.ruri = best.uri   # OpenSIPS: failure_route starts with the winning branch's R-URI
             fctx = MsgContext(msg=request, source=self.source, server=self.server,
                               route_type=FAILURE_ROUTE, transaction=self.server_transaction,
-                              reply_code=best.final.status, flags=self.flags)
+                              reply_code=best.final.status, flags=self.flags,
+                              send_hooks=list(self.request_hooks) if self.request_hooks else None)
             fctx.avps = self.avps
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
