@@ -1,6 +1,7 @@
 """`routescript run` with the core routing functions, over a real UDP socket: force_rport sends the reply
 to the port the request came from (not the Via's sent-by port), strip/prefix/flags reach the reply
-through append_to_reply, and without force_rport the reply follows the Via (RFC 3261 18.2.2)."""
+through append_to_reply, and without force_rport the reply follows the Via (RFC 3261 18.2.2). As one
+process and with two UDP worker processes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from rs_e2e import RunningServer, free_port, run_server
 
 SCRIPT = r"""
+udp_workers = WORKERS
 socket = udp:127.0.0.1:PORT
 log_level = 2
 loadmodule "sl.so"
@@ -26,11 +28,11 @@ route {
 """
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[RunningServer, int]]:
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, int]]:
     port = free_port()
     cfg = tmp_path / "core.cfg"
-    cfg.write_text(SCRIPT.replace("PORT", str(port)))
+    cfg.write_text(SCRIPT.replace("PORT", str(port)).replace("WORKERS", str(request.param)))
     with run_server(cfg, tmp_path) as server:
         yield server, port
 
