@@ -383,7 +383,7 @@ async def test_a_branch_path_becomes_its_route_and_destination() -> None:
 
 
 async def test_t_cancel_branch_current_others_all() -> None:
-    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    proxy, ctx, relay, _server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
     await proxy.relay_branches(ctx, False)
     answer(relay, 0, 180)
     answer(relay, 1, 180)
