@@ -132,6 +132,9 @@ class ProxyTransaction:
         self.source = ctx.source
         self.server = ctx.server
         self.flags = ctx.flags
+        # the request route's send hooks (record_route()): OpenSIPS keeps the Record-Route in the
+        # transaction's request, so the branches a failure_route adds carry it too
+        self.send_hooks = list(ctx.send_hooks) if ctx.send_hooks else None
         self.avps = ctx.avps                  # the transaction's AVPs (failure_route sees them)
         self.server_transaction = server_transaction
         self.relay = relay
@@ -455,6 +458,7 @@ class ProxyTransaction:
                               route_type=FAILURE_ROUTE, transaction=self.server_transaction,
                               reply_code=best.final.status, flags=self.flags)
             fctx.avps = self.avps
+            fctx.send_hooks = list(self.send_hooks) if self.send_hooks else None
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
             try:
