@@ -75,6 +75,14 @@ def _relay_flags(value: Any) -> int:
     return flags
 
 
+def _cancel_flags(value: Any) -> str:
+    """t_cancel_branch's flags: "" (the current branch), "a" (all), "o" (the others)."""
+    text = str(value or "").strip()
+    if text not in ("", "a", "o"):
+        raise ValueError(f"t_cancel_branch flags {text!r}: expected a (all) or o (others), or none")
+    return text
+
+
 def _seconds(value: Any, what: str) -> float | None:
     if value is None or value == "":
         return None
@@ -98,8 +106,9 @@ class TmModule(Module):
         Param("tm_auto_inv_100", int, 1, "OpenSIPS 1.x/2.x name of auto_100trying"),
         Param("disable_6xx_block", int, 0, "1: a 6xx does not cancel the other branches"),
         Param("enable_stats", int, 1, "accepted: the tm statistics are always kept"),
-        Param("wt_timer", int, 5, "", later="the wait after a final reply follows RFC 3261's timers "
-              "(J, K, D) here"),
+        Param("wt_timer", int, 5, "seconds an INVITE transaction answered 2xx stays to absorb "
+              "retransmissions (RFC 6026 Timer L; the other waits follow RFC 3261's timers)",
+              check=_positive),
         Param("delete_timer", int, 2, "", later="transactions are freed when their RFC timers end"),
         Param("onreply_avp_mode", int, 0, "1: onreply routes see (and set) the transaction's AVPs",
               check=_zero_or_one),
@@ -129,7 +138,8 @@ class TmModule(Module):
         final reply as long as a branch may (fr_inv_timeout and the CANCEL's 487 after it)."""
         t1 = self.param("T1_timer") / 1000.0
         return {"timer_f": float(self.param("fr_timeout")), "t1": t1, "t2": self.param("T2_timer") / 1000.0,
-                "invite_tu_timeout": max(180.0, float(self.param("fr_inv_timeout")) + 64 * t1 + 5)}
+                "invite_tu_timeout": max(180.0, float(self.param("fr_inv_timeout")) + 64 * t1 + 5),
+                "wait_timer": float(self.param("wt_timer"))}
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -180,6 +190,17 @@ class TmModule(Module):
                 log.error("t_reply(%d) in failure_route: a final reply was sent already", code)
                 return -1
         return reply_stateful(ctx, code, reason)
+
+    @script_function("t_reply_with_body", Arg("int", "code", fixup=check_code), Arg("str", "reason"),
+                     Arg("str", "body"), routes=(REQUEST_ROUTE, FAILURE_ROUTE))
+    def t_reply_with_body(self, ctx: MsgContext, code: int, reason: str, body: str) -> int:
+        """t_reply with a body; its Content-Type comes from append_to_reply(), as in OpenSIPS."""
+        if ctx.route_type == FAILURE_ROUTE:
+            proxy = self.proxy_of(ctx)
+            if proxy is not None and proxy.replied:
+                log.error("t_reply_with_body(%d) in failure_route: a final reply was sent already", code)
+                return -1
+        return reply_stateful(ctx, code, reason, body.encode())
 
     @script_function("t_check_trans", routes=(REQUEST_ROUTE,))
     def t_check_trans(self, ctx: MsgContext) -> int:
@@ -295,6 +316,19 @@ class TmModule(Module):
     @script_function("t_on_branch", Arg("route", "branch"), routes=(REQUEST_ROUTE, FAILURE_ROUTE))
     def t_on_branch(self, ctx: MsgContext, name: str) -> int:
         self._arm(ctx).on_branch = name
+        return 1
+
+    @script_function("t_cancel_branch", Arg("str", "flags", optional=True, fixup=_cancel_flags),
+                     routes=(ONREPLY_ROUTE,))
+    def t_cancel_branch(self, ctx: MsgContext, flags: str | None = None) -> int:
+        """In onreply_route: cancel the reply's branch (no flag), every other pending one ("o") or all
+        of them ("a")."""
+        proxy = self.proxy_of(ctx)
+        index = ctx.extra.get(BRANCH_IDX_KEY)
+        if proxy is None or index is None:
+            log.error("t_cancel_branch: no relayed transaction here")
+            return -1
+        proxy.cancel_branches(index, flags or "")
         return 1
 
     @script_function("t_set_fr", Arg("int", "fr_inv_timeout"), Arg("int", "fr_timeout", optional=True),
@@ -432,7 +466,7 @@ def newtran(ctx: MsgContext) -> Any:
     return ctx.transaction
 
 
-def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
+def reply_stateful(ctx: MsgContext, code: int, reason: str, body: bytes = b"") -> int:
     """Reply through the transaction; as in OpenSIPS 3, t_reply() makes the transaction when missing."""
     if not 100 <= code <= 699:
         log.error("t_reply: invalid code %d", code)
@@ -443,7 +477,7 @@ def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
     if newtran(ctx) is None:
         return -1
     try:
-        ctx.server.reply(ctx, code, reason or None)
+        ctx.server.reply(ctx, code, reason or None, body=body)
     except TransactionError as exc:
         log.error("t_reply(%d): %s", code, exc)
         return -1

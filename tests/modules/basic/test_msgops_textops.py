@@ -56,7 +56,8 @@ async def test_record_route_is_copied_into_2xx_and_18x_only() -> None:
     ctx2 = h.ctx(request("SUBSCRIBE", extra="Record-Route: <sip:proxy.example;lr>\n"))
     h.call(ctx2, "sl_send_reply", 489, "Bad Event")
     ok, bad = h.transport.replies
-    # the request's own set: record_route() adds ours to relayed copies only (OpenSIPS: a lump)
+    # record_route() acts on what is relayed (a send hook, as in OpenSIPS): our own reply carries the
+    # Record-Route set the request came with
     assert ok.header_all("Record-Route") == ["<sip:proxy.example;lr>"]
     assert not bad.has_header("Record-Route")   # RFC 3261 12.1.1: only for 18x/2xx
 
