@@ -98,8 +98,9 @@ class TmModule(Module):
         Param("tm_auto_inv_100", int, 1, "OpenSIPS 1.x/2.x name of auto_100trying"),
         Param("disable_6xx_block", int, 0, "1: a 6xx does not cancel the other branches"),
         Param("enable_stats", int, 1, "accepted: the tm statistics are always kept"),
-        Param("wt_timer", int, 5, "", later="the wait after a final reply follows RFC 3261's timers "
-              "(J, K, D) here"),
+        Param("wt_timer", int, 5, "seconds an INVITE transaction answered 2xx stays to absorb "
+              "retransmissions (RFC 6026 Timer L; the other waits follow RFC 3261's timers)",
+              check=_positive),
         Param("delete_timer", int, 2, "", later="transactions are freed when their RFC timers end"),
         Param("onreply_avp_mode", int, 0, "1: onreply routes see (and set) the transaction's AVPs",
               check=_zero_or_one),
@@ -129,7 +130,8 @@ class TmModule(Module):
         final reply as long as a branch may (fr_inv_timeout and the CANCEL's 487 after it)."""
         t1 = self.param("T1_timer") / 1000.0
         return {"timer_f": float(self.param("fr_timeout")), "t1": t1, "t2": self.param("T2_timer") / 1000.0,
-                "invite_tu_timeout": max(180.0, float(self.param("fr_inv_timeout")) + 64 * t1 + 5)}
+                "invite_tu_timeout": max(180.0, float(self.param("fr_inv_timeout")) + 64 * t1 + 5),
+                "wait_timer": float(self.param("wt_timer"))}
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -183,11 +183,12 @@ class Relay:
             raise send_failed(f"cannot send to {attempt.destination}: {exc}") from None
 
     def forward_reply(self, response: SIPResponse) -> bool:
-        """A response to one of our stateless forwards (our stateless branch on top): our Via taken off
-        and the response sent to the next one (RFC 3261 18.2.2 rules: received, rport, sent-by). False
-        for any other response (the caller drops it as stray)."""
+        """A response to one of our stateless forwards (our stateless branch on top), or a late 2xx to an
+        INVITE we relayed: our Via taken off and the response sent to the next one (RFC 3261 18.2.2 rules:
+        received, rport, sent-by). False for any other response (the caller drops it as stray)."""
         try:
-            if not (response.via.branch or "").startswith(STATELESS_BRANCH):
+            via = response.via
+            if not (via.branch or "").startswith(STATELESS_BRANCH) and not self._late_2xx(response, via):
                 return False
         except ParseError:
             return False    # no readable Via: not ours (the caller drops it as stray)
@@ -206,6 +207,17 @@ class Relay:
         except OSError as exc:
             log.info("cannot forward a %d response to %s: %s", response.status, dest, exc)
         return True
+
+
+    def _late_2xx(self, response: SIPResponse, via: Any) -> bool:
+        """A 2xx to an INVITE we relayed whose branch is done (a retransmission, another fork's 2xx):
+        our Via on top. Forwarded like a stateless one (RFC 3261 16.7; RFC 6026 7.2 wants every 2xx to
+        reach the caller)."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return False
+        port = via.port or 5060
+        host = bare_host(via.host)
+        return any(s.port == port and s.host == host for s in self.sockets)
 
 
 def stateless_branch(request: SIPRequest) -> str:

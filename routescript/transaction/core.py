@@ -321,9 +321,15 @@ class TransactionCore:
                 self._schedule(transaction)
             return True
         self._run_client(transaction, actions, now)
-        if transaction.state is State.COMPLETED and self._client.get(key) is entry \
-                and not transaction.is_invite:   # an INVITE one stays: it ACKs retransmissions (Timer D)
-            self._retire_client(transaction, now)
+        if self._client.get(key) is entry:
+            if transaction.state is State.COMPLETED and not transaction.is_invite:
+                self._retire_client(transaction, now)   # an INVITE one stays: it ACKs retransmissions
+            elif transaction.state is State.ACCEPTED:
+                # An INVITE answered 2xx is done with at once (RFC 3261's proxy, and OpenSIPS): its 2xx
+                # retransmissions and other forks' 2xx then match nothing and are forwarded statelessly by
+                # their Via (core/relay.py forward_reply) - RFC 6026's Timer M would keep every answered
+                # call's branch for 32 s (at 1,500 calls/s, 48,000 of them)
+                self._forget(transaction)
         return True
 
     def cancel(self, transaction: ClientTransaction) -> None:

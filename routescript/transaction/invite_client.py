@@ -7,6 +7,8 @@ with a locally made 408. A 300-699 response is answered here with the ACK of 17.
 hop by hop), again for each retransmission of it, until Timer D (32 s over UDP, 0 over TCP). Every 2xx
 is handed up - the first as the final response, later ones (retransmissions, other forks' 2xx) as
 `Deliver(final=False)` - so the proxy forwards them all (RFC 6026 7.2); Timer M (64*T1) ends it.
+TransactionCore forgets one at its first 2xx instead: the later 2xx then match nothing and are forwarded
+statelessly by their Via (core/relay.py), as RFC 3261 proxies and OpenSIPS do.
 
 Proceeding has no RFC timer (Timer C belongs to the proxy: tm's fr_inv_timeout); it is bounded by
 TimerConfig.invite_tu_timeout (a 408) so that a branch whose CANCEL is never answered cannot leak.

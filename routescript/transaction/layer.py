@@ -60,10 +60,10 @@ class TransactionLayer:
     def __init__(self, transport: Transport, *, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
                  timer_f: float | None = None, max_transactions: int = 10000,
                  max_completed: int = 50000, timers: TimerConfig | None = None,
-                 invite_tu_timeout: float = 180.0) -> None:
+                 invite_tu_timeout: float = 180.0, wait_timer: float | None = None) -> None:
         self.transport = transport
         self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f,
-                                            invite_tu_timeout=invite_tu_timeout)
+                                            invite_tu_timeout=invite_tu_timeout, wait=wait_timer)
         self.core = TransactionCore(self.timers, transport.reply_destination,
                                     max_transactions=max_transactions, max_completed=max_completed)
         self._timer: asyncio.TimerHandle | None = None

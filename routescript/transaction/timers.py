@@ -17,6 +17,8 @@ class TimerConfig:
     non_invite_tu_timeout: the same for non-INVITE (None: 64*T1).  RFC 3261 leaves both unbounded; we
         bound them (STYLE 7) so a script that never replies cannot leak transactions. Choice: 64*T1 is
         when the client gave up anyway (its Timer F); 3 minutes for INVITE (RFC 3261 13.3.1.1, Timer C).
+    wait: how long an INVITE server transaction stays after its 2xx (Timer L, RFC 6026: 64*T1 when None);
+        tm's wt_timer sets it (OpenSIPS keeps an answered transaction wt_timer seconds, 5 by default).
     """
 
     t1: float = 0.5
@@ -25,6 +27,7 @@ class TimerConfig:
     timer_f: float | None = None
     invite_tu_timeout: float = 180.0
     non_invite_tu_timeout: float | None = None
+    wait: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 > 0):
@@ -44,8 +47,8 @@ class TimerConfig:
 
     @property
     def timer_l(self) -> float:
-        """RFC 6026 Accepted state: wait time for retransmitted INVITEs after a 2xx: 64*T1."""
-        return 64 * self.t1
+        """RFC 6026 Accepted state: wait time for retransmitted INVITEs after a 2xx: 64*T1, or `wait`."""
+        return self.wait if self.wait is not None else 64 * self.t1
 
     def timer_j(self, reliable: bool) -> float:
         """Wait time for non-INVITE request retransmits: 64*T1 for UDP, 0 for reliable transports."""

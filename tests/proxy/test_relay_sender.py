@@ -150,3 +150,17 @@ def test_send_failure_is_code_minus_6() -> None:
     with pytest.raises(RelayError) as err:
         r.send_stateless(attempt)
     assert err.value.code == -6 and err.value.sl_error[0] == 477
+
+
+def test_a_late_2xx_to_an_invite_with_our_via_goes_on_by_via() -> None:
+    r, transport = relay()
+    attempt = Relay.attempt(Relay.outgoing(invite(), None, maxfwd_done=False),
+                            Target("udp", "192.0.2.9", 5060), UDP, None)      # our Via: 127.0.0.1:5060
+    late = build_reply(attempt.request, 200, to_tag="fork2")
+    assert r.forward_reply(late)
+    data, dest = transport.sent[-1]
+    assert dest == Destination("udp", "192.0.2.1", 5071) and data.count(b"Via:") == 1
+    busy = build_reply(attempt.request, 486, to_tag="x")          # only a 2xx goes on so
+    assert not r.forward_reply(busy)
+    foreign = build_reply(invite(), 200, to_tag="y")               # top Via not ours: stray
+    assert not r.forward_reply(foreign)

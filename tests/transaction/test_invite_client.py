@@ -159,3 +159,23 @@ def test_a_transaction_may_have_its_own_fr_timeout() -> None:
     ct = InviteClientTransaction(invite(), reliable=True, timers=T, now=0.0, fr_timeout=9.0)
     events = run_clock(ct, 100.0)
     assert [(t, a.response.status) for t, a in events if isinstance(a, Deliver)] == [(9.0, 408)]
+
+
+def test_core_forgets_an_invite_branch_at_its_2xx_later_ones_are_strays() -> None:
+    """The later 2xx (retransmissions, other forks') go on statelessly by Via (core/relay.py), so the
+    answered branch is not kept for RFC 6026's Timer M."""
+    core = TransactionCore(T, lambda resp, src: None)   # type: ignore[arg-type,return-value]
+    got: list[int] = []
+    req = invite("z9hG4bKok")
+    core.send_request(req, Destination("udp", "192.0.2.9", 5060), 0.0, lambda r: got.append(r.status),
+                      on_provisional=lambda r: got.append(-r.status))
+    assert core.receive_response(reply(req, 180), 0.5)
+    assert core.receive_response(reply(req, 200, "a"), 1.0)
+    for cb, resp, _t in core.take_deliveries():
+        cb(resp)
+    assert got == [-180, 200] and core.pending == 0
+    assert not core.receive_response(reply(req, 200, "b"), 1.1)
+
+
+def test_wait_is_timer_l() -> None:
+    assert TimerConfig().timer_l == 32.0 and TimerConfig(wait=5.0).timer_l == 5.0

@@ -55,7 +55,7 @@ def test_t_on_failure_needs_a_failure_route(tmp_path: Path) -> None:
     assert len(found) == 1 and "failure_route[missing]" in found[0]
 
 
-@pytest.mark.parametrize("param", ["wt_timer", "delete_timer", "ruri_matching", "minor_branch_flag"])
+@pytest.mark.parametrize("param", ["delete_timer", "ruri_matching", "minor_branch_flag"])
 def test_unbuilt_parameters_refuse_other_values(tmp_path: Path, param: str) -> None:
     value = '"3"' if param == "minor_branch_flag" else "9"
     found = errors(tmp_path, f'modparam("tm", "{param}", {value})\nroute {{ exit; }}\n')
@@ -77,3 +77,8 @@ def test_t_relay_named_flags_are_the_old_bits() -> None:
 
     assert _relay_flags("no-auto-477,no-dns-failover") == 0x6
     assert _relay_flags("pass-reason-hdr") == 0x8 and _relay_flags(0x1) == 1 and _relay_flags("") == 0
+
+
+def test_wt_timer_is_the_wait_after_an_invites_2xx(tmp_path: Path) -> None:
+    server = load(tmp_path, 'modparam("tm", "wt_timer", 3)\nroute { exit; }\n')
+    assert server.modules.get("tm").transaction_options()["wait_timer"] == 3.0
