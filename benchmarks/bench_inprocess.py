@@ -281,27 +281,16 @@ def areas(prof: cProfile.Profile, top: int = 14) -> str:
     return "\n".join(f"    {share / whole * 100:5.1f}%  {area}" for area, share in ranked)
 
 
-# A relayed call keeps its two INVITE transactions live for 64*T1 = 32 s after the 2xx (RFC 6026 Accepted,
-# server and client side) and the transaction core refuses new ones past max_transactions (10,000): the
-# calls of one run, all within those 32 s, must stay under it (warm-up included).
-RELAY_MAX_CALLS = 4000
-
-
 async def run_scenario(name: str, calls: int, count: bool, by_area: bool = False) -> str:
     prof = cProfile.Profile() if count or by_area else None
-    note = ""
-    if name == "relay" and calls > RELAY_MAX_CALLS:
-        note = (f" ({RELAY_MAX_CALLS} calls, not {calls}: 2 live INVITE transactions per call for 32 s "
-                "and a 10,000 transaction limit)")
-        calls = RELAY_MAX_CALLS
     spent, n, unit = await run_measured(name, calls, prof)
     if prof is not None:
         # Every function object counted on its own: pstats merges functions that share (file, line,
         # name) - code made by exec() all reads "<string>:1" - and so undercounted them.
         total = sum(entry.callcount for entry in prof.getstats())
-        line = f"{name:10} {total / n:8.0f} Python calls per {unit}{note}"
+        line = f"{name:10} {total / n:8.0f} Python calls per {unit}"
         return line + "\n" + areas(prof) if by_area else line
-    return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}{note}"
+    return f"{name:10} {spent / n * 1e6:8.1f} us of event-loop CPU per {unit}"
 
 
 async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> tuple[float, int, str]:
