@@ -75,6 +75,14 @@ def _relay_flags(value: Any) -> int:
     return flags
 
 
+def _cancel_flags(value: Any) -> str:
+    """t_cancel_branch's flags: "" (the current branch), "a" (all), "o" (the others)."""
+    text = str(value or "").strip()
+    if text not in ("", "a", "o"):
+        raise ValueError(f"t_cancel_branch flags {text!r}: expected a (all) or o (others), or none")
+    return text
+
+
 def _seconds(value: Any, what: str) -> float | None:
     if value is None or value == "":
         return None
@@ -182,6 +190,17 @@ class TmModule(Module):
                 log.error("t_reply(%d) in failure_route: a final reply was sent already", code)
                 return -1
         return reply_stateful(ctx, code, reason)
+
+    @script_function("t_reply_with_body", Arg("int", "code", fixup=check_code), Arg("str", "reason"),
+                     Arg("str", "body"), routes=(REQUEST_ROUTE, FAILURE_ROUTE))
+    def t_reply_with_body(self, ctx: MsgContext, code: int, reason: str, body: str) -> int:
+        """t_reply with a body; its Content-Type comes from append_to_reply(), as in OpenSIPS."""
+        if ctx.route_type == FAILURE_ROUTE:
+            proxy = self.proxy_of(ctx)
+            if proxy is not None and proxy.replied:
+                log.error("t_reply_with_body(%d) in failure_route: a final reply was sent already", code)
+                return -1
+        return reply_stateful(ctx, code, reason, body.encode())
 
     @script_function("t_check_trans", routes=(REQUEST_ROUTE,))
     def t_check_trans(self, ctx: MsgContext) -> int:
@@ -297,6 +316,19 @@ class TmModule(Module):
     @script_function("t_on_branch", Arg("route", "branch"), routes=(REQUEST_ROUTE, FAILURE_ROUTE))
     def t_on_branch(self, ctx: MsgContext, name: str) -> int:
         self._arm(ctx).on_branch = name
+        return 1
+
+    @script_function("t_cancel_branch", Arg("str", "flags", optional=True, fixup=_cancel_flags),
+                     routes=(ONREPLY_ROUTE,))
+    def t_cancel_branch(self, ctx: MsgContext, flags: str | None = None) -> int:
+        """In onreply_route: cancel the reply's branch (no flag), every other pending one ("o") or all
+        of them ("a")."""
+        proxy = self.proxy_of(ctx)
+        index = ctx.extra.get(BRANCH_IDX_KEY)
+        if proxy is None or index is None:
+            log.error("t_cancel_branch: no relayed transaction here")
+            return -1
+        proxy.cancel_branches(index, flags or "")
         return 1
 
     @script_function("t_set_fr", Arg("int", "fr_inv_timeout"), Arg("int", "fr_timeout", optional=True),
@@ -434,7 +466,7 @@ def newtran(ctx: MsgContext) -> Any:
     return ctx.transaction
 
 
-def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
+def reply_stateful(ctx: MsgContext, code: int, reason: str, body: bytes = b"") -> int:
     """Reply through the transaction; as in OpenSIPS 3, t_reply() makes the transaction when missing."""
     if not 100 <= code <= 699:
         log.error("t_reply: invalid code %d", code)
@@ -445,7 +477,7 @@ def reply_stateful(ctx: MsgContext, code: int, reason: str) -> int:
     if newtran(ctx) is None:
         return -1
     try:
-        ctx.server.reply(ctx, code, reason or None)
+        ctx.server.reply(ctx, code, reason or None, body=body)
     except TransactionError as exc:
         log.error("t_reply(%d): %s", code, exc)
         return -1

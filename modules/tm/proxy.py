@@ -132,6 +132,9 @@ class ProxyTransaction:
         self.source = ctx.source
         self.server = ctx.server
         self.flags = ctx.flags
+        # the request route's send hooks (record_route()): OpenSIPS keeps the Record-Route in the
+        # transaction's request, so the branches a failure_route adds carry it too
+        self.send_hooks = list(ctx.send_hooks) if ctx.send_hooks else None
         self.avps = ctx.avps                  # the transaction's AVPs (failure_route sees them)
         self.server_transaction = server_transaction
         self.relay = relay
@@ -455,6 +458,7 @@ class ProxyTransaction:
                               route_type=FAILURE_ROUTE, transaction=self.server_transaction,
                               reply_code=best.final.status, flags=self.flags)
             fctx.avps = self.avps
+            fctx.send_hooks = list(self.send_hooks) if self.send_hooks else None
             fctx.extra[PROXY_KEY] = self
             fctx.extra["tm.best"] = best
             try:
@@ -508,20 +512,30 @@ class ProxyTransaction:
         self._cancel_reason = reason
         self._cancel_pending(except_branch=None)
 
+    def cancel_branches(self, index: int, which: str) -> None:
+        """t_cancel_branch(): "" the branch `index`, "o" every other pending branch, "a" all of them."""
+        for branch in self.branches:
+            if which == "a" or (which == "o") == (branch.index != index):
+                self._cancel_branch(branch)
+
     def _cancel_pending(self, except_branch: ProxyBranch | None) -> None:
         for branch in self.branches:
-            if branch is except_branch or branch.done or branch.attempt is None:
-                continue
-            branch.cancel_wanted = True
-            if branch.provisional:
-                self._send_cancel(branch)
-                self._arm_timer(branch, 64 * self.relay.transactions.timers.t1)   # the 487 should come
-            else:
-                # no provisional yet: no CANCEL may be sent (RFC 3261 9.1); the branch ends here and
-                # gets its CANCEL if a provisional comes later
-                self._stop_timer(branch)
-                self._received(branch, branch.attempt, build_reply(branch.attempt.request, 487,
-                                                                   "Request Terminated"), True, local=True)
+            if branch is not except_branch:
+                self._cancel_branch(branch)
+
+    def _cancel_branch(self, branch: ProxyBranch) -> None:
+        if branch.done or branch.attempt is None or branch.cancel_wanted:
+            return
+        branch.cancel_wanted = True
+        if branch.provisional:
+            self._send_cancel(branch)
+            self._arm_timer(branch, 64 * self.relay.transactions.timers.t1)   # the 487 should come
+        else:
+            # no provisional yet: no CANCEL may be sent (RFC 3261 9.1); the branch ends here and gets
+            # its CANCEL if a provisional comes later
+            self._stop_timer(branch)
+            self._received(branch, branch.attempt, build_reply(branch.attempt.request, 487,
+                                                               "Request Terminated"), True, local=True)
 
     def _send_cancel(self, branch: ProxyBranch) -> None:
         attempt = branch.attempt

@@ -21,6 +21,7 @@ on to the next Via (RFC 3261 16.11 / 16.7 step 3). Any other response that match
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 from routescript.resolve import ResolveError, Resolver, Target
 from routescript.script.context import FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.registry import ArgSpec, FunctionSpec, function
-from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, SocketInfo, parse_uri
+from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, SipURI, SocketInfo, parse_uri
 from routescript.sip.address import bare_host, is_ipv6
 from routescript.sip.build import generate_branch
 from routescript.sip.hosts import host_for_uri
@@ -99,7 +100,7 @@ class Relay:
     async def targets(self, uri_text: str) -> list[Target]:
         """The Targets of `uri_text` in the order to try them (RelayError -4 when there are none)."""
         try:
-            uri = parse_uri(uri_text)
+            uri = _parsed_uri(uri_text)
         except ParseError as exc:
             raise no_destination(f"{uri_text!r} is not a URI ({exc.reason})") from None
         protos = self.protos
@@ -218,6 +219,12 @@ class Relay:
         port = via.port or 5060
         host = bare_host(via.host)
         return any(s.port == port and s.host == host for s in self.sockets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_uri(text: str) -> SipURI:
+    """parse_uri, kept: a dialog's requests go to the same few targets (a ParseError is not cached)."""
+    return parse_uri(text)
 
 
 def stateless_branch(request: SIPRequest) -> str:

@@ -420,3 +420,11 @@ async def test_serialize_with_nothing_to_do(tmp_path: Path) -> None:
 def test_next_branches_only_in_request_and_failure_routes(tmp_path: Path) -> None:
     texts = errors_of(tmp_path, "}\nbranch_route[b] {\n    next_branches();\n")
     assert "bad.cfg:5:5: next_branches() cannot be used in branch_route" in texts[0]
+
+
+async def test_msg_flag_refuses_a_value_that_is_not_a_number(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    server = load(tmp_path, 'route { $msg.flag(NAT) = "x"; $var(after) = 1; }')
+    ctx = await run(server, request())
+    assert ctx.flags == 0 and "after" not in ctx.vars
+    assert "$msg.flag: the value must be an integer, got 'x'" in caplog.text

@@ -380,3 +380,17 @@ async def test_a_branch_path_becomes_its_route_and_destination() -> None:
     assert forked.request.header_all("route") == ["<sip:edge@192.0.2.10;lr>"]
     assert forked.request.ruri == "sip:dan@10.0.0.5"
     assert not relay.sent[0][0].request.has_header("route")
+
+
+async def test_t_cancel_branch_current_others_all() -> None:
+    proxy, ctx, relay, _server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 1, 180)
+    await settle()
+    proxy.cancel_branches(0, "o")                       # from branch 0's reply: the others
+    assert [c.via.branch for c in relay.transactions.cancels] == [relay.sent[1][0].branch]
+    proxy.cancel_branches(0, "")                        # then the current one
+    assert [c.via.branch for c in relay.transactions.cancels][1:] == [relay.sent[0][0].branch]
+    proxy.cancel_branches(0, "a")                       # nothing left to cancel
+    assert len(relay.transactions.cancels) == 2

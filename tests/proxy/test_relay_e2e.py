@@ -72,6 +72,13 @@ async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
         final = await caller.expect_response(invite, final=True)
         assert final.status == 200 and final.to.tag == "bobtag"
         assert final.header_all("record-route") == ok.header_all("record-route") != []
+        # the callee retransmits its 200 (no ACK yet): the branch is done, the 200 goes on by Via
+        callee._send_response(ok)
+        for _ in range(40):
+            if sum(r.status == 200 for r in caller.responses_for(invite)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sum(r.status == 200 for r in caller.responses_for(invite)) == 2
         # the ACK and the BYE follow the route set through the proxy
         dialog = caller.dialog(invite, final)
         assert dialog.route_set
@@ -124,6 +131,8 @@ async def test_486_runs_failure_route_and_serial_forks(proxy: Proxy) -> None:
         assert (await busy.expect_request("ACK", call_id=invite.call_id)).via.branch == got.via.branch
         got2 = await second.expect_request("INVITE", call_id=invite.call_id)
         assert got2.ruri == target(second) and got2.via.branch != got.via.branch
+        # the Record-Route of the request route is on the failure route's branch too (OpenSIPS)
+        assert got2.header_all("record-route") == got.header_all("record-route") != []
         reply_as(second, got2, 200, "secondtag", [("Contact", f"<{second.contact_uri}>")])
         final = await caller.expect_response(invite, final=True)
         assert final.status == 200 and final.to.tag == "secondtag"

@@ -141,3 +141,13 @@ async def test_t_relay_outbound_proxy_does_not_override_du() -> None:
     ctx.dst_uri = "sip:192.0.2.20:5090"
     assert await h.call(ctx, "t_relay", None, "udp:192.0.2.30:5060") == 1
     assert h.transport.sent[-1][1].host == "192.0.2.20" and h.transport.sent[-1][1].port == 5090
+
+
+async def test_t_reply_with_body_takes_the_content_type_from_append_to_reply() -> None:
+    h = Harness(["sl", "tm", "sipmsgops"])
+    ctx = h.ctx(request("MESSAGE"))
+    assert h.call(ctx, "append_to_reply", "Content-Type: text/plain\r\n") == 1
+    assert h.call(ctx, "t_reply_with_body", 200, "OK", "hello") == 1
+    (reply,) = h.transport.replies
+    assert reply.body == b"hello" and reply.header("content-type") == "text/plain"
+    assert reply.header("content-length") == "5"

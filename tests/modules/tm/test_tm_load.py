@@ -82,3 +82,10 @@ def test_t_relay_named_flags_are_the_old_bits() -> None:
 def test_wt_timer_is_the_wait_after_an_invites_2xx(tmp_path: Path) -> None:
     server = load(tmp_path, 'modparam("tm", "wt_timer", 3)\nroute { exit; }\n')
     assert server.modules.get("tm").transaction_options()["wait_timer"] == 3.0
+
+
+def test_t_cancel_branch_flags_are_checked_at_load(tmp_path: Path) -> None:
+    found = errors(tmp_path, 'route { t_on_reply("r"); t_relay(); }\n'
+                   'onreply_route[r] { t_cancel_branch("x"); }\n')
+    assert len(found) == 1 and "expected a (all) or o (others)" in found[0]
+    load(tmp_path, 'route { t_on_reply("r"); t_relay(); }\nonreply_route[r] { t_cancel_branch("o"); }\n')
