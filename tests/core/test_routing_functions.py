@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from routing_harness import TCP_SOCK, UDP_SOCK, load, request, run, source
+from routescript.testing.route_run import TCP_SOCK, UDP_SOCK, load, request, run, source
 
 from routescript.core.server import LoadError, Server
 from routescript.script.flags import FlagNames

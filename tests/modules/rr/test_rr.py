@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rr_harness import TCP_SOCK, UDP_SOCK, load, request, run, source
+from routescript.testing.route_run import TCP_SOCK, UDP_SOCK, load, request, run, source
 
 from routescript.core.server import LoadError, Server
 from routescript.script.context import MsgContext

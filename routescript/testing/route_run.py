@@ -1,5 +1,6 @@
-"""rr tests: compile a small script with the real loader, run a route over a parsed request (the same
-helpers as tests/core/routing_harness.py, under a name of its own: test helper modules share sys.path)."""
+"""Run a route of a small script over one parsed request, in process: the script compiled by the real
+loader (`Server().load`), the request built from a few fields. What the routing and rr unit tests use;
+a user can test a route of their own the same way."""
 
 from __future__ import annotations
 
