@@ -28,6 +28,7 @@ from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
 from routescript.db.feed import LocalHub
 from routescript.db.schema import quote
+from routescript.db.sqlite_gate import WriterGate
 
 T = TypeVar("T")
 
@@ -46,6 +47,8 @@ class SqliteDatabase(Database):
         self.path = path
         self._conn = conn
         self._lock = asyncio.Lock()
+        # our writers in every process take the gate around a transaction (sqlite_gate.py: why)
+        self._gate = WriterGate(path) if path != ":memory:" else None
 
     @classmethod
     async def open(cls, url: str, path: str, table_names: Mapping[str, str] | None = None) -> SqliteDatabase:
@@ -79,20 +82,27 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[Any]:
         async with self._lock:
+            gate = self._gate
+            if gate is not None:
+                await gate.acquire()
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-            except Exception as exc:
-                raise self._translate(exc) from exc
-            try:
-                yield self._conn
-            except BaseException:
-                await self._rollback()
-                raise
-            try:
-                await self._conn.execute("COMMIT")
-            except Exception as exc:
-                await self._rollback()
-                raise self._translate(exc) from exc
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                try:
+                    yield self._conn
+                except BaseException:
+                    await self._rollback()
+                    raise
+                try:
+                    await self._conn.execute("COMMIT")
+                except Exception as exc:
+                    await self._rollback()
+                    raise self._translate(exc) from exc
+            finally:
+                if gate is not None:
+                    gate.release()
 
     async def _commit_runs(self, runs: list[tuple[str, list[list[Any]]]]) -> None:
         """A group-commit batch: BEGIN IMMEDIATE and COMMIT in aiosqlite's thread (they may wait for
@@ -180,6 +190,8 @@ class SqliteDatabase(Database):
     async def _close(self) -> None:
         async with self._lock:
             await self._conn.close()
+            if self._gate is not None:
+                self._gate.close()
 
 
 def _kind(exc: BaseException) -> ErrorKind:

@@ -1,0 +1,81 @@
+"""The writers' gate on a SQLite file (routescript/db/sqlite_gate.py): our writers in several processes
+wait for each other at an flock, woken the moment the holder commits, and never meet SQLite's sleeping
+busy handler. Two Database objects on one file stand for two worker processes: each has its own open
+file description, so their flocks exclude each other exactly as two processes' do."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from routescript.db import init_schema, open_database
+
+from .test_db_behaviour import presentity
+
+
+async def test_a_second_writer_waits_at_the_gate_not_in_sqlites_busy_handler(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'shared.sqlite'}"
+    await init_schema(url)
+    first, second = await open_database(url), await open_database(url)
+    release = asyncio.Event()
+    try:
+        # With no busy timeout, a second writer that reached BEGIN IMMEDIATE while the first holds the
+        # write lock fails at once ("database is locked"): only the gate can make it wait instead.
+        await second._conn.execute("PRAGMA busy_timeout = 0")   # type: ignore[attr-defined]
+        ticks = 0
+        holding = asyncio.Event()
+
+        async def hold_a_transaction() -> None:
+            async with first.transaction():
+                await first.insert("presentity", presentity(1, etag="a1"))
+                holding.set()
+                await release.wait()
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        holder = asyncio.create_task(hold_a_transaction())
+        ticker = asyncio.create_task(tick())
+        await holding.wait()
+
+        async def write_second() -> None:
+            async with second.transaction():
+                await second.insert("presentity", presentity(2, etag="b1"))
+
+        waiter = asyncio.create_task(write_second())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()           # waiting at the gate...
+        assert ticks >= 10                 # ...without blocking the event loop
+        release.set()
+        await asyncio.wait_for(holder, 5)
+        await asyncio.wait_for(waiter, 5)  # and through as soon as the first committed
+        ticker.cancel()
+        rows = await second.query("presentity", columns=["etag"], order_by=["etag"])
+        assert [r["etag"] for r in rows] == ["a1", "b1"]
+    finally:
+        release.set()   # a failed assertion must not leave the first transaction open (close waits)
+        await first.close()
+        await second.close()
+
+
+async def test_an_uncontended_gate_is_taken_without_a_thread(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'alone.sqlite'}"
+    await init_schema(url)
+    db = await open_database(url)
+    try:
+        loop = asyncio.get_running_loop()
+        used: list[object] = []
+        real = loop.run_in_executor
+        loop.run_in_executor = lambda *a: used.append(a) or real(*a)   # type: ignore[method-assign]
+        try:
+            async with db.transaction():
+                await db.insert("presentity", presentity(3, etag="c1"))
+        finally:
+            loop.run_in_executor = real   # type: ignore[method-assign]
+        assert used == []
+        assert Path(f"{tmp_path / 'alone.sqlite'}-rswrite").exists()
+    finally:
+        await db.close()
