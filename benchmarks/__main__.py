@@ -9,6 +9,9 @@ a free port, loopback only):
   memory      examples/presence.cfg   VmRSS with 10k / 100k publications + subscriptions
   proxy       examples/proxy.cfg      SIPp caller -> proxy -> SIPp callee, full calls with Record-Route
                                       (INVITE/100/180/200/ACK/BYE/200; sipp/proxy_uac.xml, proxy_uas.xml)
+  latency     examples/presence.cfg   PUBLISH -> NOTIFY latency p50/p99 under PUBLISH load at half the
+                                      publish max of this run (else 1,000/s), watcher in the same worker
+                                      and (workers >= 2) in another one (benchmarks/notify_latency.py)
   options and publish are also run against benchmarks/py_ceiling.py in the same run, proxy against
   benchmarks/py_proxy_ceiling.py (a stateless relay in plain asyncio): the ratio column.
 QUICK=1 (or --quick) uses short steps to smoke-test the harness in about 2 minutes.
@@ -34,13 +37,14 @@ from pathlib import Path
 from benchmarks.fanout import find_max_fanout
 from benchmarks.gauge import describe, python_speed_us
 from benchmarks.memory import measure_memory
+from benchmarks.notify_latency import measure_latency
 from benchmarks.proxy import find_max_proxy_rate
 from benchmarks.report import Row, memory_table, rate_table
 from benchmarks.servers import start_py_ceiling, start_py_proxy_ceiling, start_routescript
 from benchmarks.settings import Settings
 from benchmarks.sipprun import SCENARIOS, SIPP, find_max_rate, log, run_sipp
 
-ALL = ("options", "publish", "subscribe", "fanout", "memory", "proxy")
+ALL = ("options", "publish", "subscribe", "fanout", "memory", "proxy", "latency")
 # Reference figures (measured elsewhere with the same scenarios and rule; see docs/benchmarks.md)
 REFERENCE = {
     "options": "py ~25,000",
@@ -70,6 +74,7 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
     t_start = time.monotonic()
     speed_at_start = python_speed_us()
     ceilings: dict[str, int] = {}
+    latency_lines: list[str] = []
     for name in selected:
         log(f"== {name}")
         w = out / name
@@ -102,6 +107,14 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
             with start_routescript("proxy.cfg", w / "routescript", workers=workers) as srv:
                 res = find_max_proxy_rate(name, srv, w / "routescript", settings)
             rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
+        elif name == "latency":
+            published = int(next((r.max_rate for r in rows if r.scenario == "publish" and r.max_rate), 0))
+            background = published // 2 if published else 1000
+            n = workers or 1
+            for placement in ("same", "cross") if n > 1 else ("same",):
+                res = measure_latency(w / placement, settings, workers=n, placement=placement,
+                                      background=background, samples=100 if settings.quick else 400)
+                latency_lines.append(res.line().strip())
         elif name == "memory":
             with start_routescript(config, w, db_url=db_url, workers=workers) as srv:
                 mem = measure_memory(srv.port, srv.pid, settings.memory_counts, settings.memory_window,
@@ -119,6 +132,9 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
         text.append(rate_table(rows))
     if mem is not None:
         text += ["", memory_table(mem)]
+    if latency_lines:
+        text += ["", "PUBLISH -> NOTIFY latency (target p99 < 5 ms across workers at half the max rate):",
+                 *latency_lines]
     report = "\n".join(text)
     (out / "summary.txt").write_text(report + "\n")
     print("\n" + report, flush=True)

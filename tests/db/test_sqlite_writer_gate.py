@@ -76,6 +76,6 @@ async def test_an_uncontended_gate_is_taken_without_a_thread(tmp_path: Path) -> 
         finally:
             loop.run_in_executor = real   # type: ignore[method-assign]
         assert used == []
-        assert Path(f"{tmp_path / 'alone.sqlite'}-rswrite").exists()
+        assert (tmp_path / "alone.sqlite-rswrite").exists()
     finally:
         await db.close()
