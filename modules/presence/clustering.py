@@ -5,7 +5,7 @@ subscription over. Without clustering (`node` None) every answer is the one-serv
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .base import TAKEOVER_CSEQ_GAP
 from .events import PresenceEvent
@@ -20,6 +20,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("routescript.presence")
 
 
+class WatcherInterest(Protocol):
+    """Workers with worker_affinity "uri" (routescript/workers/interest.py PresentityInterest, docs/workers.md
+    section 3): which worker holds watchers of which presentity. The subscription table counts
+    (hold/release); a change is announced only when another worker may need it
+    (may_skip_announcement); another worker's presentity (trusts_memory False) is read from the
+    database before a PUBLISH about it is decided and before a new watcher's first NOTIFY."""
+
+    def hold(self, pres_uri: str) -> None: ...
+
+    def release(self, pres_uri: str) -> None: ...
+
+    def trusts_memory(self, pres_uri: str) -> bool: ...
+
+    def may_skip_announcement(self, pres_uri: str) -> bool: ...
+
+
 class ClusterLink:
     """This node's place in the cluster: the ClusterNode (set by the module once started), the state
     hashes last sent per presentity (a resync compares them with the database) and whether NOTIFYs were
@@ -29,6 +45,7 @@ class ClusterLink:
         self._server = server
         self._settings = settings
         self.node: ClusterNode | None = None
+        self.interest: WatcherInterest | None = None   # workers, affinity "uri": see WatcherInterest
         # (pres_uri, event) -> hash of the last state body sent to its watchers (clustered: a resync
         # compares it with the database). Only presentities with watchers here.
         self._sent: dict[tuple[str, str], int] = {}
@@ -77,6 +94,8 @@ class ClusterLink:
         change is stored already; a failure here is logged (the other nodes catch up at their resync)."""
         if self.node is None:
             return
+        if self.interest is not None and self.interest.may_skip_announcement(pres_uri):
+            return   # no other worker holds a watcher of it, and none trusts its memory of it
         try:
             await self.node.announce(pres_uri, event.name, etag)
         except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync

@@ -15,6 +15,7 @@ from routescript.core.netlist import NetworkList
 from routescript.script.context import REQUEST_ROUTE
 
 from .bla import parse_pv_spec
+from .clustering import WatcherInterest
 from .events import EventRegistry, PresenceEvent
 from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
@@ -156,6 +157,7 @@ class PresenceModule(PresenceMI, Module):
         self.cluster: ClusterNode | None = None   # when cluster_id is set or as a worker (started)
         self.cluster_config: Any = None           # its ClusterConfig, checked at load time
         self.worker: WorkerIdentity | None = None  # run_as_worker: one of several worker processes
+        self.interest: WatcherInterest | None = None   # use_presentity_interest (workers, affinity "uri")
         if not self.param("db_url"):
             # Library mode (OpenSIPS: no message processing without db_url): the module loads for
             # the event packages' sake, and every call of its script functions is a load-time error
@@ -235,6 +237,12 @@ class PresenceModule(PresenceMI, Module):
         if self.cluster_config is not None:
             identity.node_id(cluster_tag=self.cluster_config.node_id)   # ClusterError when too long
         self.worker = identity
+
+    def use_presentity_interest(self, interest: WatcherInterest) -> None:
+        """Workers with worker_affinity "uri" (routescript/workers/interest.py): the shared count of which
+        worker holds watchers of which presentity, so a change is announced only where it is needed.
+        Not used with cluster_id: nodes on other machines count nothing here."""
+        self.interest = interest
 
     async def adopt_worker(self, slot: int) -> int:
         """The supervisor's Adopt: worker `slot` is dead (or restarting too slowly); its subscriptions
@@ -345,6 +353,8 @@ class PresenceModule(PresenceMI, Module):
                 # workers without cluster_id: the supervisor says who is dead, no rs_nodes
                 membership=SupervisedMembership() if cfg.cluster_id == 0 else None)
             service.join_cluster(self.cluster, as_worker=self.worker is not None)
+            if self.interest is not None and not cfg.cluster_id:
+                service.count_interest(self.interest)
         self._statistics(service)
         npub, nsub = await service.load()
         log.info("presence: %d publications and %d subscriptions loaded; events: %s", npub, nsub,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import TAKEOVER_CSEQ_GAP, _db_failure
-from .clustering import ClusterLink
+from .clustering import ClusterLink, WatcherInterest
 from .events import PUBL_TYPE, EventRegistry, PresenceEvent
 from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
 from .settings import PresenceSettings
@@ -54,6 +54,9 @@ class Persistence:
         # must not lose an acknowledged refresh; the adopter would expire a live subscription early).
         self.refresh_before_reply = False
         self._cseq_gap_on_load = False
+        # workers with affinity "uri" (clustering.WatcherInterest): what memory holds of another worker's
+        # presentity is never trusted (no announcement may have come): read before it is used
+        self.interest: WatcherInterest | None = None
 
     def as_worker(self) -> None:
         """This process is one of several workers sharing the database (docs/workers.md section 3)."""
@@ -67,6 +70,8 @@ class Persistence:
         of it is not to be trusted; the next request about it reads the database first."""
         if self._settings.fallback2db or self.reread_all:
             return
+        if self.interest is not None and not self.interest.trusts_memory(pres_uri):
+            return   # another worker's presentity: read before every use anyway (untrusted)
         if len(self.stale) >= MAX_STALE:
             log.warning("presence: %d presentities changed by other workers; reading the database before "
                         "every request from now on", len(self.stale))
@@ -207,9 +212,18 @@ class Persistence:
         key = (facts.pres_uri, event.name)
         if not (self._settings.fallback2db or self.reread_all or key in self.stale) and (
                 self._cluster.node is None or not facts.if_match
-                or self._presentities.get(facts.pres_uri, event.name, facts.if_match) is not None):
+                or self._presentities.get(facts.pres_uri, event.name, facts.if_match) is not None) and (
+                self.interest is None or self.interest.trusts_memory(facts.pres_uri)):
             return
         await self.read_publications(facts.pres_uri, event, strict=True)
+
+    async def before_first_notify(self, pres_uri: str, event: PresenceEvent) -> None:
+        """A new watcher, counted in the subscription table already, is about to get its first NOTIFY:
+        another worker's presentity is read now (workers, affinity "uri"). Read after the count, so a
+        change committed later is announced to us (the home worker checks the count after committing)."""
+        interest = self.interest
+        if interest is not None and event.type == PUBL_TYPE and not interest.trusts_memory(pres_uri):
+            await self.read_publications(pres_uri, event)
 
     async def read_publications(self, pres_uri: str, event: PresenceEvent, *, strict: bool = False) -> None:
         """The presentity's live publications read from the database replace what memory holds."""

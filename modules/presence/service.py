@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from .authorization import Authorizer
 from .base import TAKEOVER_CSEQ_GAP, Responder
 from .cluster_callbacks import ClusterCallbacks
-from .clustering import ClusterLink
+from .clustering import ClusterLink, WatcherInterest
 from .dispatch import Notifier
 from .etag import EtagGenerator
 from .events import EventRegistry
@@ -135,3 +135,11 @@ class PresenceService:
         self.clustering.join(node)
         if as_worker:
             self.persistence.as_worker()
+
+    def count_interest(self, interest: WatcherInterest) -> None:
+        """Workers with worker_affinity "uri" and no cluster_id (docs/workers.md section 3): the
+        subscription table counts which presentities it holds watchers of, a change nobody else needs is
+        not announced, and another worker's presentities are read before they are used. Before load()."""
+        self.subscriptions.interest = interest
+        self.clustering.interest = interest
+        self.persistence.interest = interest

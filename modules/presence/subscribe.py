@@ -169,6 +169,8 @@ class SubscribeHandler:
         sub = decision.subscription
         assert sub is not None
         if decision.notify:
+            if decision.action in (SubscribeAction.INSERT, SubscribeAction.FETCH):
+                await self._persistence.before_first_notify(sub.pres_uri, event)
             fetch = decision.action is SubscribeAction.FETCH
             target = facts.contact_uri if facts.contact == sub.contact else None   # parsed already
             await self._notifier.notify_one(sub, event, with_body=decision.with_body, final_with_state=fetch,

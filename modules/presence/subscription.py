@@ -11,13 +11,16 @@ import enum
 import sys
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routescript.sip import SIPMessage, SipURI, Source
 
 from ._compact import compact
 from .events import PUBL_TYPE, PresenceEvent
 from .limits import DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE, Refusal, SourceCounts
+
+if TYPE_CHECKING:
+    from .clustering import WatcherInterest
 
 REASON_OK = "OK"
 REASON_ACCEPTED = "Accepted"
@@ -328,6 +331,9 @@ class SubsTable:
         self._ended: dict[WatcherKey, None] = {}
         self._high = 0   # the most dialogs held since _dialogs was last compacted (expire)
         self.ended_overflow = 0   # ended subscriptions not recorded: _ended was full
+        # workers (clustering.WatcherInterest): told of each (presentity, event) gaining its first
+        # watcher here and losing its last, so other workers know whom to announce a change to
+        self.interest: WatcherInterest | None = None
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_subscribe(self, facts: SubscribeFacts, now: float, *, to_tag: str,
@@ -508,6 +514,10 @@ class SubsTable:
         """forget() every subscription (this node was taken over); returns how many."""
         n = len(self._dialogs)
         self._dialogs.clear()
+        if self.interest is not None:
+            for by_uri in self._by_presentity.values():
+                for pres_uri in by_uri:
+                    self.interest.release(pres_uri)
         self._by_presentity.clear()
         self._deleted.clear()
         self._per_source.clear()
@@ -546,6 +556,8 @@ class SubsTable:
         keys = by_uri.get(pres_uri)
         if keys is None:
             by_uri[pres_uri] = key
+            if self.interest is not None:
+                self.interest.hold(pres_uri)
         elif isinstance(keys, tuple):
             if keys != key:
                 by_uri[pres_uri] = {keys: None, key: None}
@@ -562,12 +574,16 @@ class SubsTable:
             if keys != key:
                 return
             del by_uri[pres_uri]
+            if self.interest is not None:
+                self.interest.release(pres_uri)
         else:
             keys.pop(key, None)
             if len(keys) == 1:
                 by_uri[pres_uri] = next(iter(keys))
             elif not keys:
                 del by_uri[pres_uri]
+                if self.interest is not None:
+                    self.interest.release(pres_uri)
         if not by_uri:
             del self._by_presentity[event]
 

@@ -18,7 +18,7 @@ from .errors import ParseError
 from .message import SIPRequest, SIPResponse
 from .uri import parse_uri
 
-__all__ = ["PeekedKeys", "keys_from_message", "peek_keys"]
+__all__ = ["PeekedKeys", "keys_from_message", "peek_keys", "uri_user_host"]
 
 
 class PeekedKeys(NamedTuple):
@@ -144,6 +144,12 @@ def _peek_user_host(ruri: str) -> str | None:
         return _user_host(ruri)
     except ParseError:
         return _UNSURE
+
+
+def uri_user_host(uri_text: str) -> str | None:
+    """`user@host` of a SIP URI as the dispatcher keys a PUBLISH or SUBSCRIBE by its Request-URI (host
+    lower-cased, no port or parameters); None for another scheme. ParseError when it does not parse."""
+    return _user_host(uri_text)
 
 
 def _user_host(ruri: str) -> str | None:

@@ -27,6 +27,7 @@ from routescript.sip.build import set_branch_marker
 
 from .dispatch import Affinity, SlotTable, conn_id_base, slot_branch_marker, slot_tag_prefix
 from .inbox import Inbox
+from .interest import PresentityInterest, SharedInterest
 from .messages import Announce, Resync
 from .router import WorkerDispatcher
 
@@ -82,13 +83,17 @@ class WorkerNode:
     """Worker `place.slot`'s connections to the others (see the module docstring)."""
 
     def __init__(self, server: Server, place: WorkerPlace, inboxes: Sequence[Inbox], *,
-                 affinity: Affinity, slot_table: SlotTable) -> None:
+                 affinity: Affinity, slot_table: SlotTable, interest: SharedInterest | None = None) -> None:
         self.server = server
         self.place = place
         self.inboxes = tuple(inboxes)
         self.affinity: Affinity = affinity
         self.slot_table = slot_table
         self.dispatcher: WorkerDispatcher | None = None
+        # affinity "uri": which workers hold watchers of a presentity (interest.py), for presence to
+        # announce a change only where it is needed
+        self.interest = None if interest is None or affinity != "uri" else PresentityInterest(
+            interest, place.slot, place.n_total, lambda: self.slot_table)
 
     @property
     def conn_id_base(self) -> int:
@@ -102,8 +107,13 @@ class WorkerNode:
         place = self.place
         set_branch_marker(slot_branch_marker(place.slot))
         set_tag_prefix(slot_tag_prefix(place.slot, place.epoch + 1))
+        if self.interest is not None:
+            self.interest.starting()
         for module in self.state_modules():
             module.run_as_worker(place)
+            use_interest = getattr(module, "use_presentity_interest", None)
+            if use_interest is not None and self.interest is not None:
+                use_interest(self.interest)
 
     def attach(self, transport: TransportLayer) -> None:
         """The dispatcher in front of `transport` (made with conn_id_base), the feed relayed through it.
@@ -126,6 +136,8 @@ class WorkerNode:
         """Read this slot's inbox (Handoffs queued while the worker started are served now)."""
         assert self.dispatcher is not None, "attach() first"
         self.dispatcher.attach()
+        if self.interest is not None:
+            self.interest.ready()
 
     def detach(self) -> None:
         set_feed_relay(None)

@@ -66,6 +66,7 @@ from .control import (
 )
 from .dispatch import SlotTable
 from .inbox import Inbox, InboxError
+from .interest import SharedInterest
 from .messages import Resync
 from .plan import WorkerPlan, runs_workers
 from .restart import RestartPolicy
@@ -155,6 +156,7 @@ class Supervisor:
         # one inbox per slot, made before any fork and kept while the supervisor lives: what is sent
         # to a restarting slot waits in the kernel for its new worker (docs/workers.md section 2)
         self.inboxes: list[Inbox] = []
+        self.interest: SharedInterest | None = None
         self.slot_table = SlotTable.identity(plan.total)
         self._adoptions: dict[int, asyncio.Future[None]] = {}   # slot -> done when its Adopted came
         self._adopters: dict[int, int] = {}                     # slot being adopted -> by which slot
@@ -180,6 +182,8 @@ class Supervisor:
             sockets.close()
             return 1
         self.inboxes = [Inbox(slot) for slot in range(self.plan.total)]
+        # which workers hold watchers of which presentity (interest.py): shared memory made before fork
+        self.interest = SharedInterest(self.plan.total) if self.plan.affinity == "uri" else None
         self._install_signals()
         try:
             try:
@@ -287,7 +291,7 @@ class Supervisor:
             if inbox.slot != slot:
                 inbox.close_receive_end()
         return WorkerNode(self.server, WorkerPlace(slot, self.plan.total, epoch - 1), self.inboxes,
-                          affinity=self.plan.affinity, slot_table=self.slot_table)
+                          affinity=self.plan.affinity, slot_table=self.slot_table, interest=self.interest)
 
     def _reap(self, worker: Worker) -> None:
         """The worker's pidfd is readable: it exited."""
