@@ -19,10 +19,15 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
+# DATETIME columns (location.last_modified) as OpenSIPS writes them: 'YYYY-MM-DD HH:MM:SS' (the sqlite3
+# module's own datetime adapter is deprecated since Python 3.12).
+sqlite3.register_adapter(datetime, lambda value: value.strftime("%Y-%m-%d %H:%M:%S"))
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
