@@ -179,7 +179,8 @@ class RegistrarModule(Module):
     depends = ("usrloc",)
     params = (
         Param("default_expires", int, 3600, "expires of a Contact with none given"),
-        Param("min_expires", int, 60, "below it (not 0): 423 Interval Too Brief with Min-Expires; 0 disables"),
+        Param("min_expires", int, 60, "below it (not 0): 423 Interval Too Brief with Min-Expires; "
+              "0 disables"),
         Param("max_expires", int, 0, "above it the expires is lowered to it; 0 disables"),
         Param("default_q", int, -1, "q x 1000 of a Contact without q (-1: none, as unspecified)"),
         Param("case_sensitive", int, 1, "AoRs compared case-sensitively (RFC 3261)"),
@@ -352,7 +353,8 @@ class RegistrarModule(Module):
                                                                   fixup=_check_save_flags),
         Arg("str", "aor", optional=True),
         routes=_ROUTES)
-    async def save(self, ctx: MsgContext, domain: str, flags: str | None = None, aor: str | None = None) -> int:
+    async def save(self, ctx: MsgContext, domain: str, flags: str | None = None,
+                   aor: str | None = None) -> int:
         """1 stored (and 200 sent), -1 refused (the error reply sent) or failed."""
         msg = ctx.msg
         if not isinstance(msg, SIPRequest):
@@ -511,7 +513,7 @@ class RegistrarModule(Module):
             key = self._aor_of(text)[0]
             service = self.usrloc.service
             assert service is not None
-            return await service.contacts(domain, key)
+            return list(await service.contacts(domain, key))
         except (ParseError, RegisterRefused, UsrlocError) as exc:
             log.error("registrar: %s", exc)
             return None

@@ -125,13 +125,14 @@ def _expires_of(c: RegContact, facts: RegisterFacts, s: SaveSettings) -> int:
 def _matches(old: Contact, c: RegContact, callid: str, s: SaveSettings) -> bool:
     if c.instance is not None and old.sip_instance is not None:
         # RFC 5626 6: a flow is the instance and the reg-id
-        return old.sip_instance == c.instance and old.reg_id == c.reg_id
+        return bool(old.sip_instance == c.instance and old.reg_id == c.reg_id)
     if old.contact != c.uri:
         return False
-    return s.matching_mode == 0 or old.callid == callid
+    return bool(s.matching_mode == 0 or old.callid == callid)
 
 
-def decide(facts: RegisterFacts, current: list[Contact], s: SaveSettings, now: int, domain: str) -> SaveResult:
+def decide(facts: RegisterFacts, current: list[Contact], s: SaveSettings, now: int,
+           domain: str) -> SaveResult:
     """The changes a REGISTER makes to an AoR's live bindings `current` (RFC 3261 10.3 steps 6-8)."""
     result = SaveResult()
     bindings = {c.contact_id: c for c in current}

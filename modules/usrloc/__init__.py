@@ -23,9 +23,9 @@ __all__ = ["MODULE", "Change", "Contact", "LocationService", "UsrlocError", "Usr
 
 log = logging.getLogger("routescript.usrloc")
 
-_CLUSTER = "usrloc clustering (OpenSIPS's location_cluster/clusterer) is not built: with worker " \
-           "processes every worker keeps a full replica (docs/workers.md); between machines share a " \
-           "PostgreSQL table with db_mode 3"
+_CLUSTER = ("usrloc clustering (OpenSIPS's location_cluster/clusterer) is not built: with worker "
+            "processes every worker keeps a full replica (docs/workers.md); between machines share a "
+            "PostgreSQL table with db_mode 3")
 _COLUMN = "the location table keeps OpenSIPS's default column names"
 MI_UL_CALLID = "dfjrewr12386fd6-343@opensips.mi"    # what OpenSIPS's ul_add writes as Call-ID
 MI_UL_UA = "OpenSIPS MI Server"
@@ -139,8 +139,7 @@ class UsrlocModule(Module):
     def resync(self) -> None:
         if self.service is not None:
             task = asyncio.get_running_loop().create_task(self.service.resync())
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
-                                   log.error("usrloc: resync failed: %s", t.exception()))
+            task.add_done_callback(_log_failure)
 
     async def start(self) -> None:
         service = self.service = self.make_service()
@@ -348,6 +347,11 @@ class UsrlocModule(Module):
         except UsrlocError as exc:
             raise MIError(str(exc), 500) from None
         return "OK"
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("usrloc: resync failed: %s", task.exception())
 
 
 def _q_text(q: float) -> str:

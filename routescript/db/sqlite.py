@@ -25,14 +25,15 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-# DATETIME columns (location.last_modified) as OpenSIPS writes them: 'YYYY-MM-DD HH:MM:SS' (the sqlite3
-# module's own datetime adapter is deprecated since Python 3.12).
-sqlite3.register_adapter(datetime, lambda value: value.strftime("%Y-%m-%d %H:%M:%S"))
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
 from routescript.db.feed import LocalHub
 from routescript.db.schema import quote
+
+# DATETIME columns (location.last_modified) as OpenSIPS writes them: 'YYYY-MM-DD HH:MM:SS' (the sqlite3
+# module's own datetime adapter is deprecated since Python 3.12).
+sqlite3.register_adapter(datetime, lambda value: value.strftime("%Y-%m-%d %H:%M:%S"))
 
 T = TypeVar("T")
 
