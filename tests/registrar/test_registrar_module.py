@@ -57,6 +57,7 @@ class Harness:
     async def stop(self) -> None:
         for module in self.server.modules.instances.values():
             await module.stop()
+        await self.server.databases.close_all()
 
     async def register(self, *contacts: str, expires: int | None = 300, callid: str = "reg1", cseq: int = 1,
                        extra: str = "", user: str = "bob") -> tuple[int, str, Any]:
