@@ -84,8 +84,8 @@ def test_schema_matches_opensips_columns_and_version() -> None:
     assert SCHEMA["location"] is LOCATION and LOCATION.version == 1013
     assert list(LOCATION.column_names) == columns_of(OPENSIPS_SQLITE) == columns_of(OPENSIPS_POSTGRES)
     ours = create_table_sql(LOCATION, "postgres")[0]
-    for line in OPENSIPS_POSTGRES.split("CREATE TABLE location (", 1)[1].splitlines():
-        line = line.strip().rstrip(",")
+    for raw in OPENSIPS_POSTGRES.split("CREATE TABLE location (", 1)[1].splitlines():
+        line = raw.strip().rstrip(",")
         if line and not line.startswith(")"):
             name, rest = line.split(" ", 1)
             assert f'"{name}" {rest}' in ours, line

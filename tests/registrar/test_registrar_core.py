@@ -150,7 +150,8 @@ def test_expiry_on_a_fake_clock_and_best_first() -> None:
 
 
 def test_contact_row_round_trip() -> None:
-    c = Contact(contact_id=(5 << 32) | 7, username="bob", domain="example.com", contact="sip:b@h", expires=NOW,
+    c = Contact(contact_id=(5 << 32) | 7, username="bob", domain="example.com", contact="sip:b@h",
+                expires=NOW,
                 q=0.5, callid="c", cseq=3, cflags=4, user_agent="ua", socket="udp:1.2.3.4:5060", methods=257,
                 sip_instance='"<urn:uuid:1>"', kv_store='{"reg-id": 1}', last_modified=NOW, reg_id=1)
     assert Contact.from_row(c.to_row()) == c

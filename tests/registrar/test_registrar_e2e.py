@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy"))
-from proxy_e2e import Proxy, free_port, start, uas  # noqa: E402
+from proxy_e2e import Proxy, free_port, start, uas
 
-from routescript.sip import build_reply  # noqa: E402
-from routescript.testing import SipTestClient  # noqa: E402
+from routescript.sip import build_reply
+from routescript.testing import SipTestClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,8 +48,10 @@ route {
 """
 
 
-@pytest.fixture(scope="module", params=[(1, 0), (2, 0), (2, 1)], ids=["workers1", "workers2", "workers2-db1"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+@pytest.fixture(scope="module", params=[(1, 0), (2, 0), (2, 1)],
+                ids=["workers1", "workers2", "workers2-db1"])
+def running(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     workers, mode = request.param
     tmp = tmp_path_factory.mktemp(f"reg{workers}{mode}")
     port = free_port()
