@@ -162,7 +162,9 @@ class UsrlocModule(Module):
             return
         try:
             await service.flush()
-            await service.expire(write_db=self.worker_slot in (None, 0))
+            dropped = await service.expire(write_db=self.worker_slot in (None, 0))
+            if dropped:
+                self.expired_stat.inc(dropped)
         except Exception:
             log.exception("usrloc: timer failed")
 
