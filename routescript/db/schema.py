@@ -152,7 +152,8 @@ LOCATION = Table(
      _i("cseq", default=13), Column("last_modified", "datetime", default="1900-01-01 00:00:01"),
      _i("flags", default=0), _s("cflags", 255, null_default=True), _s("user_agent", 255, default=""),
      _s("socket", 64, null_default=True), Column("methods", "int", nullable=True, null_default=True),
-     _s("sip_instance", 255, null_default=True), Column("kv_store", "text", nullable=True, null_default=True),
+     _s("sip_instance", 255, null_default=True),
+     Column("kv_store", "text", 512, nullable=True, null_default=True),
      _s("attr", 255, null_default=True)),
 )
 
@@ -194,7 +195,8 @@ def column_sql(col: Column, dialect: Dialect) -> str:
     elif col.kind == "int":
         sql_type = "INTEGER"
     elif col.kind == "text":
-        sql_type = "TEXT"
+        # OpenSIPS's SQLite script spells location.kv_store TEXT(512)
+        sql_type = f"TEXT({col.size})" if col.size and dialect == "sqlite" else "TEXT"
     elif col.kind == "real":
         sql_type = "FLOAT(10,2)" if dialect == "sqlite" else "REAL"
     elif col.kind == "datetime":
@@ -221,9 +223,13 @@ def create_table_sql(table: Table, dialect: Dialect, name: str | None = None) ->
     for suffix, cols in table.unique:
         body.append(f"CONSTRAINT {quote(name + '_' + suffix)} UNIQUE ({', '.join(map(quote, cols))})")
     stmts = [f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(body) + "\n)"]
-    if dialect == "postgres" and table.has_id:
-        # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing.
-        stmts.append(f"ALTER SEQUENCE {quote(name + '_id_seq')} MAXVALUE 2147483647 CYCLE")
+    if dialect == "postgres":
+        # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing (its generated
+        # scripts cap every serial column's sequence, location.contact_id's too; usrloc never uses it).
+        for col in table.columns:
+            if col.kind in ("id", "bigkey"):
+                seq = quote(f"{name}_{col.name}_seq")
+                stmts.append(f"ALTER SEQUENCE {seq} MAXVALUE 2147483647 CYCLE")
     for suffix, cols in table.indexes:
         stmts.append(f"CREATE INDEX {quote(name + '_' + suffix)} ON {quote(name)} "
                      f"({', '.join(map(quote, cols))})")
