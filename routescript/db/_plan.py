@@ -12,13 +12,15 @@ unplanned path, at one Python call per write instead of one or two per value.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from routescript.db import _sql
 from routescript.db.schema import Column, ColumnKind, Table
 
 # The type a column kind binds without conversion (everything else goes through _sql.coerce).
-EXACT_TYPE: dict[ColumnKind, type] = {"id": int, "int": int, "str": str, "text": str, "blob": bytes}
+EXACT_TYPE: dict[ColumnKind, type] = {"id": int, "int": int, "str": str, "text": str, "blob": bytes,
+                                      "bigkey": int, "real": float, "datetime": datetime}
 
 
 class NotPlain(Exception):

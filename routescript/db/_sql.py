@@ -8,6 +8,7 @@ backends store and return the same Python types (int, str, bytes for blobs).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from routescript.db.errors import DatabaseError
@@ -34,11 +35,17 @@ def coerce(table: Table, col: Column, value: Any) -> Any:
     """The value as the column's kind wants it; a wrong type is DatabaseError (bad query)."""
     if value is None:
         return None
-    if col.kind in ("int", "id"):
+    if col.kind in ("int", "id", "bigkey"):
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, int):
             return value
+    elif col.kind == "real":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif col.kind == "datetime":
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=None, microsecond=0)
     elif col.kind in ("str", "text"):
         if isinstance(value, str):
             return value

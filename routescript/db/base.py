@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Self, TypeVar
 
 from routescript.db import _sql
@@ -590,12 +591,22 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _datetime(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:   # a hand-edited value: treated as unknown
+        return None
+
+
 def _row(cols: Sequence[Column], raw: Sequence[Any]) -> Row:
     out: Row = {}
     for col, value in zip(cols, raw, strict=True):
         if col.kind == "blob" and value is not None and not isinstance(value, bytes):
             # OpenSIPS may have stored a body as TEXT in SQLite; blobs always come back as bytes.
             out[col.name] = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        elif col.kind == "datetime" and isinstance(value, str):
+            # SQLite keeps DATETIME as text: back to the datetime PostgreSQL returns
+            out[col.name] = _datetime(value)
         else:
             out[col.name] = value
     return out

@@ -10,6 +10,11 @@ Column kinds and how each dialect spells them (as OpenSIPS's generated scripts d
     text    TEXT             TEXT
     blob    BLOB             BYTEA           (always returned as bytes)
     id      INTEGER PRIMARY KEY AUTOINCREMENT / SERIAL PRIMARY KEY (sequence capped at 2^31-1, CYCLE)
+    bigkey  INTEGER PRIMARY KEY AUTOINCREMENT / BIGSERIAL PRIMARY KEY (location.contact_id: usrloc
+            writes its own 64-bit ids, as OpenSIPS does)
+    real    FLOAT(10,2)      REAL            (location.q; a Python float)
+    datetime DATETIME        TIMESTAMP WITHOUT TIME ZONE   (location.last_modified; a naive UTC
+            datetime.datetime in Python; SQLite stores its 'YYYY-MM-DD HH:MM:SS' text)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-ColumnKind = Literal["id", "int", "str", "text", "blob"]
+ColumnKind = Literal["id", "int", "str", "text", "blob", "bigkey", "real", "datetime"]
 Dialect = Literal["sqlite", "postgres"]
 
 # An identifier we are willing to put in SQL text (table names given by the user through `table_names`).
@@ -31,7 +36,7 @@ class Column:
     kind: ColumnKind
     size: int | None = None           # for "str"
     nullable: bool = False
-    default: int | str | None = None  # SQL DEFAULT
+    default: int | float | str | None = None  # SQL DEFAULT
     null_default: bool = False        # written "DEFAULT NULL" (as OpenSIPS does for some nullable columns)
 
 
@@ -62,6 +67,7 @@ class Table:
         keys = [frozenset(cols) for _, cols in self.unique]
         if self.has_id:
             keys.append(frozenset(("id",)))
+        keys.extend(frozenset((c.name,)) for c in self.columns if c.kind == "bigkey")
         return keys
 
 
@@ -136,6 +142,21 @@ PUA = Table(
              ("update_idx", ("pres_uri", "pres_id", "flag", "event"))),
 )
 
+# usrloc's table (OpenSIPS 3.4 scripts/*/usrloc-create.sql, version 1013). contact_id is computed by usrloc
+# (never by the sequence), so every worker and node can name a binding before it is written.
+LOCATION = Table(
+    "location", 1013,
+    (Column("contact_id", "bigkey"), _s("username", 64, default=""), _s("domain", 64, null_default=True),
+     Column("contact", "text"), _s("received", 255, null_default=True), _s("path", 255, null_default=True),
+     _i("expires"), Column("q", "real", default=1.0), _s("callid", 255, default="Default-Call-ID"),
+     _i("cseq", default=13), Column("last_modified", "datetime", default="1900-01-01 00:00:01"),
+     _i("flags", default=0), _s("cflags", 255, null_default=True), _s("user_agent", 255, default=""),
+     _s("socket", 64, null_default=True), Column("methods", "int", nullable=True, null_default=True),
+     _s("sip_instance", 255, null_default=True),
+     Column("kv_store", "text", 512, nullable=True, null_default=True),
+     _s("attr", 255, null_default=True)),
+)
+
 # Ours, not OpenSIPS's: one row per node of a presence cluster (modules/presence/cluster.py, docs/cluster.md).
 # Created only when clustering is configured. node_id is the node's sharing tag, the value its
 # subscriptions carry in active_watchers.sharing_tag (hence the same size). `beat` changes at every
@@ -151,7 +172,7 @@ RS_NODES = Table(
 
 # Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
 SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA,
-                                                RS_NODES)}
+                                                RS_NODES, LOCATION)}
 
 # The tables ensure_schema()/init_schema() handle when not told otherwise: those the presence server
 # uses. `pua` (client side, used by later features) is left out so an old pua table in an existing
@@ -165,20 +186,26 @@ def quote(name: str) -> str:
 
 
 def column_sql(col: Column, dialect: Dialect) -> str:
-    if col.kind == "id":
+    if col.kind in ("id", "bigkey"):
+        serial = "SERIAL" if col.kind == "id" else "BIGSERIAL"
         return (f"{quote(col.name)} INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL" if dialect == "sqlite"
-                else f"{quote(col.name)} SERIAL PRIMARY KEY NOT NULL")
+                else f"{quote(col.name)} {serial} PRIMARY KEY NOT NULL")
     if col.kind == "str":
         sql_type = f"{'CHAR' if dialect == 'sqlite' else 'VARCHAR'}({col.size})"
     elif col.kind == "int":
         sql_type = "INTEGER"
     elif col.kind == "text":
-        sql_type = "TEXT"
+        # OpenSIPS's SQLite script spells location.kv_store TEXT(512)
+        sql_type = f"TEXT({col.size})" if col.size and dialect == "sqlite" else "TEXT"
+    elif col.kind == "real":
+        sql_type = "FLOAT(10,2)" if dialect == "sqlite" else "REAL"
+    elif col.kind == "datetime":
+        sql_type = "DATETIME" if dialect == "sqlite" else "TIMESTAMP WITHOUT TIME ZONE"
     else:
         sql_type = "BLOB" if dialect == "sqlite" else "BYTEA"
     parts = [quote(col.name), sql_type]
     if col.default is not None:
-        if isinstance(col.default, int):
+        if isinstance(col.default, (int, float)):
             parts.append(f"DEFAULT {col.default}")
         else:
             parts.append("DEFAULT '" + col.default.replace("'", "''") + "'")
@@ -196,9 +223,13 @@ def create_table_sql(table: Table, dialect: Dialect, name: str | None = None) ->
     for suffix, cols in table.unique:
         body.append(f"CONSTRAINT {quote(name + '_' + suffix)} UNIQUE ({', '.join(map(quote, cols))})")
     stmts = [f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(body) + "\n)"]
-    if dialect == "postgres" and table.has_id:
-        # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing.
-        stmts.append(f"ALTER SEQUENCE {quote(name + '_id_seq')} MAXVALUE 2147483647 CYCLE")
+    if dialect == "postgres":
+        # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing (its generated
+        # scripts cap every serial column's sequence, location.contact_id's too; usrloc never uses it).
+        for col in table.columns:
+            if col.kind in ("id", "bigkey"):
+                seq = quote(f"{name}_{col.name}_seq")
+                stmts.append(f"ALTER SEQUENCE {seq} MAXVALUE 2147483647 CYCLE")
     for suffix, cols in table.indexes:
         stmts.append(f"CREATE INDEX {quote(name + '_' + suffix)} ON {quote(name)} "
                      f"({', '.join(map(quote, cols))})")

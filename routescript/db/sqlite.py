@@ -19,16 +19,22 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
 from routescript.db.feed import LocalHub
 from routescript.db.schema import quote
 from routescript.db.sqlite_gate import WriterGate
+
+# DATETIME columns (location.last_modified) as OpenSIPS writes them: 'YYYY-MM-DD HH:MM:SS' (the sqlite3
+# module's own datetime adapter is deprecated since Python 3.12).
+sqlite3.register_adapter(datetime, lambda value: value.strftime("%Y-%m-%d %H:%M:%S"))
 
 T = TypeVar("T")
 

@@ -103,9 +103,6 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
     p = str(path)
     assert errors == [
         f'{p}:4:1: module \'db_mysql\' (loadmodule "db_mysql.so") is not implemented by routescript',
-        (f'{p}:11:1: module \'usrloc\' (loadmodule "usrloc.so") is not implemented by routescript '
-        "(its 2 modparams not checked)"),
-        f'{p}:12:1: module \'registrar\' (loadmodule "registrar.so") is not implemented by routescript',
         f'{p}:13:1: module \'auth\' (loadmodule "auth.so") is not implemented by routescript',
         (f'{p}:14:1: module \'auth_db\' (loadmodule "auth_db.so") is not implemented by routescript '
         "(its 2 modparams not checked)"),
@@ -117,8 +114,6 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
         "routescript"),
         f"{p}:40:14: www_authorize() is an auth_db function, and routescript does not implement auth_db",
         f"{p}:41:13: www_challenge() is an auth function, and routescript does not implement auth",
-        f"{p}:44:9: save() is a registrar function, and routescript does not implement registrar",
-        f"{p}:48:10: lookup() is a registrar function, and routescript does not implement registrar",
         f"{p}:52:5: create_dialog() is a dialog function, and routescript does not implement dialog",
         (f"{p}:53:5: dialoginfo_set() is a pua_dialoginfo function, and routescript does not implement "
         "pua_dialoginfo"),
@@ -129,7 +124,7 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
 
 def test_errors_are_in_file_order_across_kinds(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "tm.so"\nmodparam("tm", "fr_timeout", "soon")\n'
-                                         'loadmodule "usrloc.so"\nroute {\n    save("location");\n'
+                                         'loadmodule "dialog.so"\nroute {\n    create_dialog();\n'
                                          '    nosuch_fn();\n}\n')
     assert [e.split(": ", 1)[0] for e in errors] == [f"{path}:2:1", f"{path}:3:1", f"{path}:5:5",
                                                      f"{path}:6:5"]
@@ -147,9 +142,9 @@ def test_not_an_opensips_module_reads_as_a_path_problem(tmp_path: Path) -> None:
 
 def test_function_of_a_module_not_loaded(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nroute {\n    t_relay();\n'
-                                         '    save("location");\n}\n')
+                                         '    create_dialog();\n}\n')
     assert errors == [f'{path}:3:5: t_relay() is a tm function: loadmodule "tm.so"',
-                      (f'{path}:4:5: save() is a registrar function: loadmodule "registrar.so" - a module '
+                      (f'{path}:4:5: create_dialog() is a dialog function: loadmodule "dialog.so" - a module '
                       "routescript does not implement")]
 
 
@@ -194,7 +189,7 @@ def test_function_table_covers_the_common_modules() -> None:
                 "do_routing": "drouting"}
     for name, module in expected.items():
         assert module in OPENSIPS_FUNCTIONS[name], name
-    for module in ("usrloc", "db_mysql", "mi_fifo", "httpd", "presence_xml", "textops", "uri"):
+    for module in ("db_mysql", "mi_fifo", "httpd", "presence_xml", "textops", "uri"):
         assert module in OPENSIPS_MODULES
     assert not any("bind" in n for n in OPENSIPS_FUNCTIONS)   # C APIs, not script functions
 
@@ -239,10 +234,10 @@ def test_modules(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("test_modules")
 def test_every_module_failure_in_one_run_and_its_functions_not_reported_again(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "broken.so"\nloadmodule "picky.so"\n'
-                                         'loadmodule "usrloc.so"\nroute {\n    broken_work();\n}\n')
+                                         'loadmodule "dialog.so"\nroute {\n    broken_work();\n}\n')
     assert errors == [f"{path}:1:1: module 'broken': broken cannot start here",
                       f"{path}:2:1: module 'picky': level must be at least 1",
-                      (f"{path}:3:1: module 'usrloc' (loadmodule \"usrloc.so\") is not implemented by "
+                      (f"{path}:3:1: module 'dialog' (loadmodule \"dialog.so\") is not implemented by "
                       "routescript")]
 
 
@@ -256,9 +251,9 @@ def test_a_refused_modparam_skips_its_module_check(tmp_path: Path) -> None:
 
 
 def test_warnings_come_with_the_errors_in_file_order(tmp_path: Path) -> None:
-    path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nloadmodule "usrloc.so"\nloadmodule "sl.so"\n'
+    path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nloadmodule "dialog.so"\nloadmodule "sl.so"\n'
                                          "route { exit; }\n")
-    assert errors[0] == (f"{path}:2:1: module 'usrloc' (loadmodule \"usrloc.so\") is not implemented by "
+    assert errors[0] == (f"{path}:2:1: module 'dialog' (loadmodule \"dialog.so\") is not implemented by "
                          "routescript")
     assert errors[1].startswith(f'{path}:3:1: warning: module "sl" is loaded already (line 1)')
     assert len(errors) == 2

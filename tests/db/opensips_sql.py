@@ -1,4 +1,5 @@
-"""The CREATE statements OpenSIPS 3.4 ships (scripts/<db>/standard-create.sql + presence-create.sql), as an
+"""The CREATE statements OpenSIPS 3.4 ships (scripts/<db>/standard-create.sql,
+presence-create.sql and usrloc-create.sql), as an
 OpenSIPS installation would have run them - used to check that such a database opens here unchanged."""
 
 SQLITE = """
@@ -106,6 +107,28 @@ CREATE TABLE pua (
 CREATE INDEX pua_del1_idx  ON pua (pres_uri, event);
 CREATE INDEX pua_del2_idx  ON pua (expires);
 CREATE INDEX pua_update_idx  ON pua (pres_uri, pres_id, flag, event);
+INSERT INTO version (table_name, table_version) values ('location','1013');
+CREATE TABLE location (
+    contact_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    username CHAR(64) DEFAULT '' NOT NULL,
+    domain CHAR(64) DEFAULT NULL,
+    contact TEXT NOT NULL,
+    received CHAR(255) DEFAULT NULL,
+    path CHAR(255) DEFAULT NULL,
+    expires INTEGER NOT NULL,
+    q FLOAT(10,2) DEFAULT 1.0 NOT NULL,
+    callid CHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INTEGER DEFAULT 13 NOT NULL,
+    last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    cflags CHAR(255) DEFAULT NULL,
+    user_agent CHAR(255) DEFAULT '' NOT NULL,
+    socket CHAR(64) DEFAULT NULL,
+    methods INTEGER DEFAULT NULL,
+    sip_instance CHAR(255) DEFAULT NULL,
+    kv_store TEXT(512) DEFAULT NULL,
+    attr CHAR(255) DEFAULT NULL
+);
 """
 
 # PostgreSQL differs in the types (VARCHAR, BYTEA, SERIAL) and caps each id sequence.
@@ -190,4 +213,27 @@ CREATE TABLE xcap (
 
 ALTER SEQUENCE xcap_id_seq MAXVALUE 2147483647 CYCLE;
 CREATE INDEX xcap_source_idx ON xcap (source);
+INSERT INTO version (table_name, table_version) values ('location','1013');
+CREATE TABLE location (
+    contact_id BIGSERIAL PRIMARY KEY NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT NULL,
+    contact TEXT NOT NULL,
+    received VARCHAR(255) DEFAULT NULL,
+    path VARCHAR(255) DEFAULT NULL,
+    expires INTEGER NOT NULL,
+    q REAL DEFAULT 1.0 NOT NULL,
+    callid VARCHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INTEGER DEFAULT 13 NOT NULL,
+    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '1900-01-01 00:00:01' NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    cflags VARCHAR(255) DEFAULT NULL,
+    user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+    socket VARCHAR(64) DEFAULT NULL,
+    methods INTEGER DEFAULT NULL,
+    sip_instance VARCHAR(255) DEFAULT NULL,
+    kv_store TEXT DEFAULT NULL,
+    attr VARCHAR(255) DEFAULT NULL
+);
+ALTER SEQUENCE location_contact_id_seq MAXVALUE 2147483647 CYCLE;
 """

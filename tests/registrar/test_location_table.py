@@ -1,0 +1,129 @@
+"""The `location` table as OpenSIPS 3.4 creates it (scripts/{sqlite,postgres}/usrloc-create.sql, version
+1013) is opened here unchanged, and rows written here read back as OpenSIPS's columns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+
+from routescript.db import open_database
+from routescript.db.schema import LOCATION, SCHEMA, create_table_sql
+from routescript.modules.usrloc.core import Contact
+
+
+VERSION = {
+    "sqlite": "CREATE TABLE version (table_name CHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL, "
+              "CONSTRAINT version_t_name_idx UNIQUE (table_name));",
+    "postgres": "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 "
+                "NOT NULL, CONSTRAINT version_t_name_idx UNIQUE (table_name));",
+}
+
+# OpenSIPS 3.4 scripts/sqlite/usrloc-create.sql
+OPENSIPS_SQLITE = """
+INSERT INTO version (table_name, table_version) values ('location','1013');
+CREATE TABLE location (
+    contact_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    username CHAR(64) DEFAULT '' NOT NULL,
+    domain CHAR(64) DEFAULT NULL,
+    contact TEXT NOT NULL,
+    received CHAR(255) DEFAULT NULL,
+    path CHAR(255) DEFAULT NULL,
+    expires INTEGER NOT NULL,
+    q FLOAT(10,2) DEFAULT 1.0 NOT NULL,
+    callid CHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INTEGER DEFAULT 13 NOT NULL,
+    last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    cflags CHAR(255) DEFAULT NULL,
+    user_agent CHAR(255) DEFAULT '' NOT NULL,
+    socket CHAR(64) DEFAULT NULL,
+    methods INTEGER DEFAULT NULL,
+    sip_instance CHAR(255) DEFAULT NULL,
+    kv_store TEXT(512) DEFAULT NULL,
+    attr CHAR(255) DEFAULT NULL
+);
+"""
+
+# OpenSIPS 3.4 scripts/postgres/usrloc-create.sql
+OPENSIPS_POSTGRES = """
+INSERT INTO version (table_name, table_version) values ('location','1013');
+CREATE TABLE location (
+    contact_id BIGSERIAL PRIMARY KEY NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT NULL,
+    contact TEXT NOT NULL,
+    received VARCHAR(255) DEFAULT NULL,
+    path VARCHAR(255) DEFAULT NULL,
+    expires INTEGER NOT NULL,
+    q REAL DEFAULT 1.0 NOT NULL,
+    callid VARCHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INTEGER DEFAULT 13 NOT NULL,
+    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '1900-01-01 00:00:01' NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    cflags VARCHAR(255) DEFAULT NULL,
+    user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+    socket VARCHAR(64) DEFAULT NULL,
+    methods INTEGER DEFAULT NULL,
+    sip_instance VARCHAR(255) DEFAULT NULL,
+    kv_store TEXT DEFAULT NULL,
+    attr VARCHAR(255) DEFAULT NULL
+);
+"""
+
+
+def columns_of(sql: str) -> list[str]:
+    body = sql.split("CREATE TABLE location (", 1)[1].rsplit(")", 1)[0]
+    return [line.strip().split()[0].strip('"') for line in body.strip().splitlines()]
+
+
+def test_schema_matches_opensips_columns_and_version() -> None:
+    assert SCHEMA["location"] is LOCATION and LOCATION.version == 1013
+    assert list(LOCATION.column_names) == columns_of(OPENSIPS_SQLITE) == columns_of(OPENSIPS_POSTGRES)
+    ours = create_table_sql(LOCATION, "postgres")[0]
+    for raw in OPENSIPS_POSTGRES.split("CREATE TABLE location (", 1)[1].splitlines():
+        line = raw.strip().rstrip(",")
+        if line and not line.startswith(")"):
+            name, rest = line.split(" ", 1)
+            assert f'"{name}" {rest}' in ours, line
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        import sqlite3
+        path = tmp_path / "opensips.sqlite"
+        conn = sqlite3.connect(path)
+        conn.executescript(VERSION["sqlite"] + OPENSIPS_SQLITE)
+        conn.close()
+        yield f"sqlite://{path}"
+    else:
+        async with fresh_pg_schema() as schema:
+            url = with_search_path(PG_URL, schema)
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                await conn.execute(f"SET search_path TO {schema}; " + VERSION["postgres"] + OPENSIPS_POSTGRES)
+            finally:
+                await conn.close()
+            yield url
+
+
+@pytest.mark.asyncio
+async def test_an_opensips_location_table_is_used_as_it_is(opensips_db: str) -> None:
+    c = Contact(contact_id=(123 << 32) | 456, username="bob", domain=None, contact="sip:bob@10.0.0.8:5060",
+                expires=1_900_000_000, q=0.5, callid="abc", cseq=7, cflags=0, user_agent="phone",
+                socket="udp:127.0.0.1:5060", methods=257, last_modified=1_800_000_000)
+    async with await open_database(opensips_db) as db:
+        await db.ensure_schema(["location"])          # accepted: version 1013, every column there
+        await db.upsert("location", c.to_row(), ["contact_id"])
+        # a row as OpenSIPS would have written it, with the defaults
+        await db.insert("location", {"contact_id": 99, "username": "alice", "contact": "sip:a@h",
+                                     "expires": 0})
+        rows = {r["contact_id"]: r for r in await db.query("location")}
+    assert Contact.from_row(rows[c.contact_id]) == c
+    alice = Contact.from_row(rows[99])
+    assert alice.q == 1.0 and alice.callid == "Default-Call-ID" and alice.cseq == 13
+    assert alice.last_modified == 0 and alice.expires == 0
