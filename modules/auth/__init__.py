@@ -167,7 +167,8 @@ class AuthModule(Module):
         self._pass_spec = _pv_spec(pass_spec) if pass_spec else None
         if self._user_spec is None or self._pass_spec is None:
             why = ("pv_www_authorize()/pv_proxy_authorize() read the credentials from pseudo-variables: "
-                   "set modparam(\"auth\", \"username_spec\", ...) and modparam(\"auth\", \"password_spec\", ...)")
+                   "set modparam(\"auth\", \"username_spec\", ...) and "
+                   "modparam(\"auth\", \"password_spec\", ...)")
             self.refused["pv_www_authorize"] = why
             self.refused["pv_proxy_authorize"] = why
         rpid = self.param("rpid_avp")
