@@ -2,9 +2,9 @@
 
 A nonce is base64url (no padding) of
 
-    expires (uint32, seconds) | index (uint64) | offered (uint8) | random (4 bytes) | MAC (16 bytes)
+    expires (uint64, seconds) | index (uint64) | offered (uint8) | random (4 bytes) | MAC (16 bytes)
 
-MAC = HMAC-SHA256(secret, the 17 bytes before it)[:16]. `offered` is the mask of the algorithms and qops
+MAC = HMAC-SHA256(secret, the 21 bytes before it)[:16]. `offered` is the mask of the algorithms and qops
 the challenge offered (digest.ALGORITHMS bits, QOP_*), so an answer with an algorithm we did not offer
 is refused without keeping any state per challenge. The secret is made once per server, before the
 worker processes are forked (or derived from modparam("auth", "secret")), so every worker verifies every
@@ -35,10 +35,10 @@ from enum import Enum
 from typing import Any
 
 NONCE_INDEX_SIZE = 1 << 17          # slots: 131,072 challenges may be pending at once (1 MiB)
-_HEAD = struct.Struct(">IQB4s")     # expires, index, offered, random
+_HEAD = struct.Struct(">QQB4s")     # expires, index, offered, random
 _MAC_LEN = 16
 _RAW_LEN = _HEAD.size + _MAC_LEN
-MAX_NONCE_LENGTH = 64               # a nonce of ours is 44 characters; longer ones are not ours
+MAX_NONCE_LENGTH = 64               # a nonce of ours is 50 characters; longer ones are not ours
 
 
 class NonceState(Enum):

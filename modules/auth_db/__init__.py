@@ -162,7 +162,8 @@ class AuthDbModule(Module):
         if pre.code:
             return pre.code
         assert pre.cred is not None and pre.alg is not None
-        column = self.columns[pre.alg.base]
+        # plain text (calculate_ha1): password_column for every algorithm; else the algorithm's HA1 column
+        column = self.columns["MD5" if self.calculate_ha1 else pre.alg.base]
         wanted = [column, *(c for _, c in self.credentials if c != column)]
         domain = pre.cred.domain or pre.realm
         try:
