@@ -15,7 +15,8 @@ from rs_e2e import routescript
 from routescript.db import open_database
 from routescript.db.schema import SUBSCRIBER, create_table_sql
 
-VERSION_SQLITE = "CREATE TABLE version (table_name CHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);"
+VERSION_SQLITE = ("CREATE TABLE version (table_name CHAR(32) NOT NULL, "
+                  "table_version INTEGER DEFAULT 0 NOT NULL);")
 
 
 def test_sqlite_table_matches_opensips(tmp_path: Path) -> None:
