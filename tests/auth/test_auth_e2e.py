@@ -53,7 +53,8 @@ DOMAIN = "example.com"
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, proto: str, workers: int) -> AsyncIterator[tuple[SipTestClient, RunningServer]]:
+async def serve(tmp_path: Path, proto: str,
+                workers: int) -> AsyncIterator[tuple[SipTestClient, RunningServer]]:
     db = tmp_path / "subscriber.db"
     added = routescript("db", "subscriber", "add", f"sqlite://{db}", f"alice@{DOMAIN}", PASSWORD)
     assert added.returncode == 0, added.stderr
