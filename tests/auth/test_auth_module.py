@@ -242,8 +242,13 @@ def test_refused_at_load(tmp_path: Path) -> None:
         'modparam("auth_db", "user_column", "user")\nroute { exit; }': "not a column",
         'modparam("auth_db", "load_credentials", "$avp(x)=nope")\nroute { exit; }': "not a column",
         'modparam("auth_db", "uri_user_column", "u")\nroute { exit; }': "not supported",
+        'modparam("auth_db", "password_column_2", "ha1b")\nroute { exit; }': "'password_column_2' not found",
     }
     for i, (text, why) in enumerate(cases.items()):
         with pytest.raises(LoadError) as err:
             rr.load(tmp_path, base + text, name=f"r{i}.cfg")
         assert why in str(err.value), (text, str(err.value))
+    with pytest.raises(LoadError) as err:
+        rr.load(tmp_path, 'loadmodule "auth.so"\nloadmodule "auth_db.so"\n'
+                          'route { www_authorize("", "subscriber"); }', name="nodb.cfg")
+    assert "auth_db has no database" in str(err.value)
