@@ -8,6 +8,9 @@
                                          then `aborting: N errors, M warnings` (exit 1), or
                                          `CFG: OK (N routes, M modules)` (exit 0)
     routescript db init URL              create OpenSIPS's presence tables in URL (sqlite:// or postgres://)
+    routescript db subscriber add|passwd|rm URL USER@DOMAIN [PASSWORD] [--plain-text]
+                                         write the subscriber table as opensips-cli's `user` commands
+                                         (password prompted, or read from stdin, when not given)
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
     init = dbsub.add_parser("init", help="create the OpenSIPS presence tables")
     init.add_argument("url", metavar="URL")
+    subs = dbsub.add_parser("subscriber", help="add, re-password or remove a subscriber (auth_db)")
+    subs.add_argument("action", choices=("add", "passwd", "rm"))
+    subs.add_argument("url", metavar="URL")
+    subs.add_argument("account", metavar="USER@DOMAIN")
+    subs.add_argument("password", metavar="PASSWORD", nargs="?",
+                      help="prompted (twice) on a terminal, else the first line of standard input")
+    subs.add_argument("--plain-text", action="store_true",
+                      help="also store the password itself (for modparam(\"auth_db\", \"calculate_ha1\", 1))")
     return p
 
 
@@ -140,6 +151,35 @@ def cmd_db_init(url: str) -> int:
     return 0
 
 
+def cmd_db_subscriber(action: str, url: str, account: str, password: str | None, plain_text: bool) -> int:
+    import getpass
+
+    from routescript.db import DatabaseError
+    from routescript.modules.auth_db import subscribers as subs
+
+    try:
+        acct = subs.Account.parse(account)
+        if action != "rm" and password is None:
+            if sys.stdin.isatty():
+                password = getpass.getpass("Password: ")
+                if getpass.getpass("Again: ") != password:
+                    raise subs.SubscriberError("the passwords differ")
+            else:
+                password = sys.stdin.readline().rstrip("\r\n")
+        if action == "add":
+            asyncio.run(subs.add(url, acct, password or "", plain_text=plain_text))
+        elif action == "passwd":
+            asyncio.run(subs.passwd(url, acct, password or "", plain_text=plain_text))
+        else:
+            asyncio.run(subs.remove(url, acct))
+    except (subs.SubscriberError, DatabaseError) as exc:
+        print(f"routescript db subscriber {action}: {exc}", file=sys.stderr)
+        return 1
+    done = {"add": "added", "passwd": "changed the password of", "rm": "removed"}[action]
+    print(f"{done} {acct.username}@{acct.domain}")
+    return 0
+
+
 def cmd_hash_password(user: str | None) -> int:
     import getpass
 
@@ -183,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         if args.db_command == "init":
             return cmd_db_init(args.url)
+        if args.db_command == "subscriber":
+            return cmd_db_subscriber(args.action, args.url, args.account, args.password, args.plain_text)
         parser.parse_args(["db", "--help"])
         return 2
     parser.print_help(sys.stderr)

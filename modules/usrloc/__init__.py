@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from routescript.core.module import MIError, Module, Param, mi_command
+from routescript.db.url import check_db_url
 from routescript.mi.walk import in_slices
 
 from .core import MAX_CONTACT_URI, Change, Contact, aor_parts, new_contact_id
@@ -59,7 +60,7 @@ def bind_usrloc(server: Any) -> UsrlocModule | None:
 class UsrlocModule(Module):
     name = "usrloc"
     params = (
-        Param("db_url", str, "", "database URL (db_mode 1-3)"),
+        Param("db_url", str, "", "database URL (db_mode 1-3)", check=check_db_url),
         Param("db_mode", int, 0, "0 memory, 1 write-through, 2 write-back, 3 DB only", check=_mode),
         Param("timer_interval", int, 60, "seconds between expiry runs (and write-backs in db_mode 2)",
               check=_positive),

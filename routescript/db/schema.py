@@ -170,9 +170,20 @@ RS_NODES = Table(
     unique=(("node_idx", ("cluster_id", "node_id")),),
 )
 
+# auth_db's (OpenSIPS 3.4 scripts/*/auth_db-create.sql, version 8: the RFC 8760 hash columns). Created by
+# auth_db's start() or `routescript db subscriber`, never by default.
+SUBSCRIBER = Table(
+    "subscriber", 8,
+    (_id(), _s("username", 64, default=""), _s("domain", 64, default=""), _s("password", 25, default=""),
+     _s("email_address", 64, default=""), _s("ha1", 64, default=""), _s("ha1_sha256", 64, default=""),
+     _s("ha1_sha512t256", 64, default=""), _s("rpid", 64, null_default=True)),
+    unique=(("account_idx", ("username", "domain")),),
+    indexes=(("username_idx", ("username",)),),
+)
+
 # Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
 SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA,
-                                                RS_NODES, LOCATION)}
+                                                RS_NODES, LOCATION, SUBSCRIBER)}
 
 # The tables ensure_schema()/init_schema() handle when not told otherwise: those the presence server
 # uses. `pua` (client side, used by later features) is left out so an old pua table in an existing

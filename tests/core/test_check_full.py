@@ -103,17 +103,16 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
     p = str(path)
     assert errors == [
         f'{p}:4:1: module \'db_mysql\' (loadmodule "db_mysql.so") is not implemented by routescript',
-        f'{p}:13:1: module \'auth\' (loadmodule "auth.so") is not implemented by routescript',
-        (f'{p}:14:1: module \'auth_db\' (loadmodule "auth_db.so") is not implemented by routescript '
-        "(its 2 modparams not checked)"),
         (f'{p}:15:1: module \'dialog\' (loadmodule "dialog.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
         (f'{p}:18:1: module \'pua\' (loadmodule "pua.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
         (f'{p}:19:1: module \'pua_dialoginfo\' (loadmodule "pua_dialoginfo.so") is not implemented by '
         "routescript"),
-        f"{p}:40:14: www_authorize() is an auth_db function, and routescript does not implement auth_db",
-        f"{p}:41:13: www_challenge() is an auth function, and routescript does not implement auth",
+        (f'{p}:22:1: modparam("usrloc", "db_url"): unsupported database URL scheme \'mysql\' (use sqlite:// '
+         "or postgres://)"),
+        (f'{p}:24:1: modparam("auth_db", "db_url"): unsupported database URL scheme \'mysql\' (use sqlite:// '
+         "or postgres://)"),
         f"{p}:52:5: create_dialog() is a dialog function, and routescript does not implement dialog",
         (f"{p}:53:5: dialoginfo_set() is a pua_dialoginfo function, and routescript does not implement "
         "pua_dialoginfo"),

@@ -237,3 +237,42 @@ CREATE TABLE location (
 );
 ALTER SEQUENCE location_contact_id_seq MAXVALUE 2147483647 CYCLE;
 """
+
+# scripts/<db>/auth_db-create.sql of OpenSIPS 3.4 (the subscriber table, version 8; the `uri` table is not
+# used by routescript).
+AUTH_DB_SQLITE = """
+INSERT INTO version (table_name, table_version) values ('subscriber','8');
+CREATE TABLE subscriber (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    username CHAR(64) DEFAULT '' NOT NULL,
+    domain CHAR(64) DEFAULT '' NOT NULL,
+    password CHAR(25) DEFAULT '' NOT NULL,
+    email_address CHAR(64) DEFAULT '' NOT NULL,
+    ha1 CHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha256 CHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha512t256 CHAR(64) DEFAULT '' NOT NULL,
+    rpid CHAR(64) DEFAULT NULL,
+    CONSTRAINT subscriber_account_idx  UNIQUE (username, domain)
+);
+
+CREATE INDEX subscriber_username_idx  ON subscriber (username);
+"""
+
+AUTH_DB_POSTGRES = """
+INSERT INTO version (table_name, table_version) values ('subscriber','8');
+CREATE TABLE subscriber (
+    id SERIAL PRIMARY KEY NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT '' NOT NULL,
+    password VARCHAR(25) DEFAULT '' NOT NULL,
+    email_address VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1 VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha256 VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha512t256 VARCHAR(64) DEFAULT '' NOT NULL,
+    rpid VARCHAR(64) DEFAULT NULL,
+    CONSTRAINT subscriber_account_idx UNIQUE (username, domain)
+);
+
+ALTER SEQUENCE subscriber_id_seq MAXVALUE 2147483647 CYCLE;
+CREATE INDEX subscriber_username_idx ON subscriber (username);
+"""
