@@ -287,7 +287,8 @@ class AuthModule(Module):
             log.error("auth: no request to challenge")
             return -1
         if ctx.replied:
-            log.error("auth: a final reply was sent already (Call-ID %s): no %d", msg.call_id, code)
+            # the usual script after www_authorize() answered 400 to a malformed header: not an error
+            log.info("auth: a final reply was sent already (Call-ID %s): no %d", msg.call_id, code)
             return -1
         try:
             qop_bits, algs = _offer(qop or None, algorithms or None)

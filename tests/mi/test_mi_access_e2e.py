@@ -36,7 +36,7 @@ route {{
 }}
 """
 
-PASSWORD = "s3cret:with colon"  # noqa: S105 - a test password; a colon in the password: RFC 7617 splits at the first one only
+PASSWORD = "s3cret:with colon"
 
 
 def basic_authorization(user: str, password: str) -> str:
@@ -144,7 +144,7 @@ async def test_cli_and_client_send_credentials(auth_server: tuple[RunningServer,
     with pytest.raises(MIClientError, match="asks for a user and password"):
         await asyncio.to_thread(call_http, url, "which")
     with pytest.raises(MIClientError, match="wrong user or password"):
-        await asyncio.to_thread(call_http, url, "which", user="admin", password="nope")  # noqa: S106
+        await asyncio.to_thread(call_http, url, "which", user="admin", password="nope")
     names = await asyncio.to_thread(call_http, url, "which", user="admin", password=PASSWORD)
     assert "uptime" in names
     quoted = PASSWORD.replace(":", "%3A").replace(" ", "%20")
