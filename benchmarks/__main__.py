@@ -9,6 +9,9 @@ a free port, loopback only):
   memory      examples/presence.cfg   VmRSS with 10k / 100k publications + subscriptions
   proxy       examples/proxy.cfg      SIPp caller -> proxy -> SIPp callee, full calls with Record-Route
                                       (INVITE/100/180/200/ACK/BYE/200; sipp/proxy_uac.xml, proxy_uas.xml)
+  register    examples/registrar-presence.cfg  REGISTER with digest (401, then 200), usrloc db_mode 1 and 2,
+                                      5,000 subscribers (sipp/register_auth.xml); then the memory of
+                                      100,000 bindings (10,000 in QUICK) on a registrar without auth
   latency     examples/presence.cfg   PUBLISH -> NOTIFY latency p50/p99 under PUBLISH load at half the
                                       publish max of this run (else 1,000/s), watcher in the same worker
                                       and (workers >= 2) in another one (benchmarks/notify_latency.py)
@@ -38,13 +41,14 @@ from benchmarks.fanout import find_max_fanout
 from benchmarks.gauge import describe, python_speed_us
 from benchmarks.memory import measure_memory
 from benchmarks.notify_latency import measure_latency
+from benchmarks.register import find_max_register_rate, measure_bindings_memory
 from benchmarks.proxy import find_max_proxy_rate
 from benchmarks.report import Row, memory_table, rate_table
 from benchmarks.servers import start_py_ceiling, start_py_proxy_ceiling, start_routescript
 from benchmarks.settings import Settings
 from benchmarks.sipprun import SCENARIOS, SIPP, find_max_rate, log, run_sipp
 
-ALL = ("options", "publish", "subscribe", "fanout", "memory", "proxy", "latency")
+ALL = ("options", "publish", "subscribe", "fanout", "memory", "proxy", "latency", "register")
 # Reference figures (measured elsewhere with the same scenarios and rule; see docs/benchmarks.md)
 REFERENCE = {
     "options": "py ~25,000",
@@ -52,6 +56,7 @@ REFERENCE = {
     "subscribe": "OpenSIPS ~4,000; Kamailio ~1,070",
     "fanout": "",
     "proxy": "target >= 1,500 (issue 19)",
+    "register": "target >= 2,000 (issue 20)",
 }
 
 
@@ -75,6 +80,7 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
     speed_at_start = python_speed_us()
     ceilings: dict[str, int] = {}
     latency_lines: list[str] = []
+    binding_lines: list[str] = []
     for name in selected:
         log(f"== {name}")
         w = out / name
@@ -107,6 +113,13 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
             with start_routescript("proxy.cfg", w / "routescript", workers=workers) as srv:
                 res = find_max_proxy_rate(name, srv, w / "routescript", settings)
             rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
+        elif name == "register":
+            for mode in (1, 2):
+                res = find_max_register_rate(w / f"db_mode{mode}", settings, db_mode=mode, workers=workers)
+                rows.append(Row.from_rate(f"register db_mode {mode}", "calls/s", res, None, REFERENCE[name]))
+            count = 10_000 if settings.quick else 100_000
+            _before, _after, per = measure_bindings_memory(w / "memory", settings, count)
+            binding_lines.append(f"usrloc: {per:.0f} bytes of RSS per binding with {count:,} bindings")
         elif name == "latency":
             published = int(next((r.max_rate for r in rows if r.scenario == "publish" and r.max_rate), 0))
             background = published // 2 if published else 1000
@@ -132,6 +145,8 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
         text.append(rate_table(rows))
     if mem is not None:
         text += ["", memory_table(mem)]
+    if binding_lines:
+        text += ["", *binding_lines]
     if latency_lines:
         text += ["", "PUBLISH -> NOTIFY latency (target p99 < 5 ms across workers at half the max rate):",
                  *latency_lines]
