@@ -21,7 +21,7 @@ from benchmarks.sipprun import SCENARIOS, RateResult, find_max_rate, log, run_si
 from routescript.db import open_database
 from routescript.modules.auth_db.subscribers import Account, hashes
 
-PASSWORD = "bench-Pa55"
+PASSWORD = "bench-Pa55"   # noqa: S105 - the benchmark subscribers' password
 
 
 async def write_subscribers(url: str, users: int, domain: str = "127.0.0.1") -> None:
@@ -62,8 +62,8 @@ def find_max_register_rate(workdir: Path, settings: Settings, *, db_mode: int, w
     asyncio.run(write_subscribers(f"sqlite://{db}", users))
     inf = injection_file(workdir / "users.csv", users)
     with start_routescript(str(cfg), workdir, workers=workers) as srv:
-        return find_max_rate(f"register db_mode {db_mode}", SCENARIOS / "register_auth.xml", srv.port, srv.pid,
-                             workdir, settings, ("-inf", str(inf)))
+        return find_max_rate(f"register db_mode {db_mode}", SCENARIOS / "register_auth.xml", srv.port,
+                             srv.pid, workdir, settings, ("-inf", str(inf)))
 
 
 NOAUTH_REGISTRAR = r"""
