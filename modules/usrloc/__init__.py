@@ -175,6 +175,7 @@ class UsrlocModule(Module):
             await asyncio.gather(self._timer, return_exceptions=True)
         if self.service is not None:
             await self.service.flush()
+            await self.service.drain()
             self.service.close()
         for db in getattr(self, "_own_dbs", ()):
             await db.close()
