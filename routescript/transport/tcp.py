@@ -14,6 +14,11 @@ from routescript.transport.framing import PONG, Ping, StreamFramer
 
 log = logging.getLogger("routescript.transport")
 
+# After answering a message that broke the stream: read and drop what the peer still sends, this much
+# at most for this long, so the reply is not lost to a reset (close_after_reply).
+LINGER_BYTES = 1 << 20
+LINGER_SECONDS = 2.0
+
 
 class ConnectionOwner(Protocol):
     """What a connection needs from the transport layer that owns it (TransportLayer): its bounds, an
@@ -58,6 +63,7 @@ class TcpConnection(asyncio.Protocol):
         # tcp_max_msg_time: when the first bytes of the message being read arrived (None: between messages)
         self._message_since: float | None = None
         self._message_timer: asyncio.TimerHandle | None = None
+        self._draining = 0   # bytes still to discard after a framing error's reply (lingering close)
         self.log: logging.LoggerAdapter = _ConnLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
@@ -81,6 +87,9 @@ class TcpConnection(asyncio.Protocol):
         self._arm_idle(self.layer.tcp_idle_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            self._drain(len(data))
+            return
         if self.closed or self.source is None:
             return
         self.touch()
@@ -91,7 +100,7 @@ class TcpConnection(asyncio.Protocol):
                 # The stream is out of sync: answer if the broken message says enough, then close.
                 self.log.debug("closing: %s", exc.reason)
                 self.layer.answer_malformed(exc.head, exc.status, exc.reason, self.source, self._write_raw)
-                self.close()
+                self.close_after_reply()
                 return
             for item in items:
                 if self.closed:
@@ -143,6 +152,27 @@ class TcpConnection(asyncio.Protocol):
         self._cancel_timers()
         if self.transport is not None:
             self.transport.close()
+
+    def close_after_reply(self) -> None:
+        """A lingering close: our reply (a 513 for an oversize message, a 400) is sent and the sending
+        side shut (FIN), then what the peer still sends is read and discarded, up to LINGER_BYTES or
+        LINGER_SECONDS, before the socket closes. Why: closing a socket with unread data makes the
+        kernel send RST, and the peer's kernel then drops our reply unread (seen: a 250 KB REGISTER
+        answered 513 got no answer at all)."""
+        transport = self.transport
+        if self.closed or transport is None or not transport.can_write_eof():
+            self.close()
+            return
+        self.closed = True
+        self._cancel_timers()
+        self._draining = LINGER_BYTES
+        transport.write_eof()
+        self._idle = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
+    def _drain(self, size: int) -> None:
+        self._draining = max(0, self._draining - size)
+        if not self._draining and self.transport is not None:
+            self.transport.close()   # the peer sent more than we wait for: RST it is
 
     def _cancel_timers(self) -> None:
         for timer in (self._idle, self._message_timer):

@@ -145,3 +145,11 @@ async def test_423_star_and_bad_input(proxy: Proxy) -> None:
         assert (await register(phone, "erin", contact="*", expires=0, call_id="star", cseq=5)).status == 200  # type: ignore[attr-defined]
         req = phone.request("OPTIONS", "sip:erin@example.com")
         assert (await phone.send_request(req)).status == 404
+        if proxy.proto == "tcp":
+            # 10,000 Contacts (about 250 KB: only a stream carries it): 513, sent before the server
+            # closes the broken stream (a lingering close: no reset eats the answer), nothing stored
+            flood = ", ".join(f"<sip:e{i}@10.0.{i // 250}.{i % 250}>" for i in range(10_000))
+            assert (await register(phone, "erin", contact=flood)).status == 513  # type: ignore[attr-defined]
+    async with uas(proxy.proto, proxy, "erin2") as (caller,):
+        req = caller.request("OPTIONS", "sip:erin@example.com")
+        assert (await caller.send_request(req)).status == 404
