@@ -533,19 +533,25 @@ class RegistrarModule(Module):
             return -1
         return 1
 
+    async def _checked_bindings(self, ctx: MsgContext, domain: str, aor: str | None) -> list[Contact] | None:
+        """The live bindings is_registered()/is_contact_registered() check: of `aor`, else of the From of
+        a request other than REGISTER (the To of a REGISTER: _live's default). None: a From that does
+        not parse."""
+        msg = ctx.msg
+        if aor is None and isinstance(msg, SIPRequest) and msg.method != "REGISTER":
+            try:
+                aor = str(msg.from_.uri)
+            except ParseError:
+                return None
+        return await self._live(ctx, domain, aor)
+
     @script_function("is_registered", Arg(
         "str", "domain", fixup=_static_domain, static=True),
         Arg("str", "aor", optional=True),
         routes=_CHECK_ROUTES)
     async def is_registered(self, ctx: MsgContext, domain: str, aor: str | None = None) -> int:
         """1 when the AoR (From of a non-REGISTER, To of a REGISTER, or `aor`) has a live binding."""
-        msg = ctx.msg
-        if aor is None and isinstance(msg, SIPRequest) and msg.method != "REGISTER":
-            try:
-                aor = str(msg.from_.uri)
-            except ParseError:
-                return -1
-        contacts = await self._live(ctx, domain, aor)
+        contacts = await self._checked_bindings(ctx, domain, aor)
         return 1 if contacts else -1
 
     @script_function("is_contact_registered", Arg(
@@ -559,12 +565,7 @@ class RegistrarModule(Module):
         """1 when the AoR has a binding with that contact URI (default: the request's Contacts) and/or
         Call-ID."""
         msg = ctx.msg
-        if aor is None and isinstance(msg, SIPRequest) and msg.method != "REGISTER":
-            try:
-                aor = str(msg.from_.uri)
-            except ParseError:
-                return -1
-        contacts = await self._live(ctx, domain, aor)
+        contacts = await self._checked_bindings(ctx, domain, aor)
         if not contacts:
             return -1
         wanted: set[str] = set()
