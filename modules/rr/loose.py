@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from routescript.sip import NameAddr, ParseError, SIPRequest, SipURI, header_key, parse_name_addr
+from routescript.sip import NameAddr, ParseError, SIPRequest, SipURI, parse_name_addr
 
 IsMyself = Callable[[SipURI], bool]
 
@@ -67,12 +67,7 @@ def _ours_loose(route: NameAddr, is_myself: IsMyself) -> bool:
 
 def _set_routes(msg: SIPRequest, values: list[str]) -> None:
     """Replace the Route header lines by `values`, one per line, where the first Route line was."""
-    position = next((i for i, (name, _v) in enumerate(msg.headers) if header_key(name) == "route"), None)
-    msg.remove_header("Route")
-    if position is None:
-        position = len(msg.headers)
-    for value in reversed(values):
-        msg.insert_header(position, "Route", value)
+    msg.replace_header("Route", values)
 
 
 def loose_route(msg: SIPRequest, is_myself: IsMyself, *, double_rr: bool = True) -> LooseResult:

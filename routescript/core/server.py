@@ -175,9 +175,10 @@ class Server:
 
         h = normalize_host(host)
         for info in self.sockets:
-            if normalize_host(info.host) == h and (port is None or port == info.port):
+            ours = normalize_host(info.host)   # once per socket
+            if ours == h and (port is None or port == info.port):
                 return True
-            if normalize_host(info.host) in ("0.0.0.0", "::") and port in (None, info.port) and h in (  # noqa: S104
+            if ours in ("0.0.0.0", "::") and port in (None, info.port) and h in (  # noqa: S104
                     "127.0.0.1", "::1", "localhost"):
                 return True
         for alias in self.config.aliases:

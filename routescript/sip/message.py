@@ -55,10 +55,12 @@ def _key(name: str) -> str:
 
 
 def _index_of(lines: Lines) -> Index:
+    # `in` and `[]` on header_key's cache: no call per line for a known spelling (a proxy re-indexes
+    # after each Via, Record-Route or Route edit; only a repeated header pays its append).
     index: Index = {}
-    key_of = _KEY_CACHE.get
+    cache = _KEY_CACHE
     for i, (name, _) in enumerate(lines):
-        key = key_of(name) or header_key(name) or name.lower()
+        key = cache[name] if name in cache else _key(name)
         if key in index:
             index[key].append(i)
         else:
@@ -235,6 +237,28 @@ class SIPMessage:
             headers[idx[0]] = (headers[idx[0]][0], value)
             drop = set(idx[1:])
             self._headers = [h for i, h in enumerate(headers) if i not in drop]
+        self._reindex()
+        self._changed(key)
+
+    def replace_header(self, name: str, values: list[str]) -> None:
+        """Replace every `name` line by one line per value, in order, where the first one was (at the
+        end of the head when there was none); no values removes them - how loose_route rewrites the
+        Route set in one edit."""
+        values = [str(v) for v in values]
+        key = _key(name)
+        for value in values:
+            check_header(name, value)
+        headers = self._headers
+        idx = self._index.get(key)
+        if idx:
+            drop = set(idx)
+            position = idx[0]
+            kept = [h for i, h in enumerate(headers) if i not in drop]
+        else:
+            kept = headers
+            position = len(headers)
+        kept[position:position] = [(name, value) for value in values]
+        self._headers = kept
         self._reindex()
         self._changed(key)
 

@@ -36,15 +36,25 @@ class SipURI:
 
     def param(self, name: str) -> str | None:
         """Value of URI parameter `name` (case-insensitive); "" for a flag; None when absent."""
+        params = self.params
+        if not params:
+            return None
+        # a plain loop, not a generator: routing asks this of every Route and Request-URI
         lname = name.lower()
-        for pname, pvalue in self.params:
-            if pname.lower() == lname:
+        for pname, pvalue in params:
+            if pname == lname or pname.lower() == lname:
                 return "" if pvalue is None else pvalue
         return None
 
     def has_param(self, name: str) -> bool:
+        params = self.params
+        if not params:
+            return False
         lname = name.lower()
-        return any(pname.lower() == lname for pname, _ in self.params)
+        for pname, _ in params:  # noqa: SIM110 - any() over a generator costs two calls more
+            if pname == lname or pname.lower() == lname:
+                return True
+        return False
 
     def with_param(self, name: str, value: str | None = None) -> SipURI:
         """A copy with parameter `name` set (value None: a flag like ";lr")."""

@@ -214,6 +214,26 @@ def test_insert_header_at_a_position() -> None:
         msg.insert_header(1, "X-A", "a\r\nVia: evil")
 
 
+def test_replace_header_puts_one_line_per_value_where_the_first_was() -> None:
+    wire = (b"BYE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKr\r\n"
+            b"Route: <sip:a;lr>\r\nMax-Forwards: 70\r\nRoute: <sip:b;lr>, <sip:c;lr>\r\n"
+            b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: r1\r\nCSeq: 2 BYE\r\n"
+            b"Content-Length: 0\r\n\r\n")
+    msg = parse_message(wire)
+    assert [r.uri.host for r in msg.routes] == ["a", "b", "c"]
+    msg.replace_header("Route", ["<sip:b;lr>", "<sip:c;lr>"])
+    names = [h.name for h in msg.headers]
+    assert names[:4] == ["Via", "Route", "Route", "Max-Forwards"] and names.count("Route") == 2
+    assert [r.uri.host for r in msg.routes] == ["b", "c"] and msg.header("max-forwards") == "70"
+    assert [r.uri.host for r in parse_message(msg.to_bytes()).routes] == ["b", "c"]
+    msg.replace_header("Route", [])
+    assert not msg.has_header("Route") and msg.routes == [] and msg.cseq.method == "BYE"
+    msg.replace_header("Route", ["<sip:d;lr>"])         # none before: at the end of the head
+    assert msg.headers[-1] == ("Route", "<sip:d;lr>") and msg.routes[0].uri.host == "d"
+    with pytest.raises(ValueError):
+        msg.replace_header("Route", ["<sip:e;lr>\r\nVia: evil"])
+
+
 def test_headers_is_a_copy_of_the_lines_as_headers() -> None:
     msg = parse_message(SUBSCRIBE)
     lines = msg.headers
