@@ -202,9 +202,9 @@ class DialogModule(Module):
         self.expired = stats.register("dialog", "expired_dialogs")
         self.failed = stats.register("dialog", "failed_dialogs")
 
-    def check(self) -> None:
+    async def start(self) -> None:
         rr = self.server.modules.get("rr")
-        if rr is not None and self.match_mode != 2:
+        if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
             rr.loose_route_callbacks.append(self._on_loose_route)
 
     def run_as_worker(self, identity: Any) -> None:
