@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -182,6 +182,8 @@ class DialogTable:
         self._step = max(1, id_step)
         self.max_dialogs = max_dialogs
         self.profile_counts: dict[tuple[str, str | None], int] = {}
+        # called with (profile, value, +1/-1) on every membership change (shared.SharedProfiles.add)
+        self.count_hook: Callable[[str, str | None, int], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -229,7 +231,7 @@ class DialogTable:
         if dlg.h_id >= self._next:   # ids loaded back are never handed out again
             self._next = dlg.h_id + self._step - ((dlg.h_id - self._next) % self._step)
         for link in dlg.profiles:
-            self.profile_counts[link] = self.profile_counts.get(link, 0) + 1
+            self._count(link)
 
     def remove(self, dlg: Dialog) -> None:
         if self._by_id.pop(dlg.dlg_id, None) is None:
@@ -306,7 +308,7 @@ class DialogTable:
             return False
         key = (profile, value)
         dlg.profiles.append(key)
-        self.profile_counts[key] = self.profile_counts.get(key, 0) + 1
+        self._count(key)
         dlg.db_dirty = True
         return True
 
@@ -325,7 +327,14 @@ class DialogTable:
             dlg.db_dirty = True
         return removed
 
+    def _count(self, key: tuple[str, str | None]) -> None:
+        self.profile_counts[key] = self.profile_counts.get(key, 0) + 1
+        if self.count_hook is not None:
+            self.count_hook(key[0], key[1], 1)
+
     def _uncount(self, key: tuple[str, str | None]) -> None:
+        if self.count_hook is not None:
+            self.count_hook(key[0], key[1], -1)
         n = self.profile_counts.get(key, 0) - 1
         if n > 0:
             self.profile_counts[key] = n

@@ -32,6 +32,7 @@ from routescript.script.context import (
 )
 from routescript.sip import ParseError, SIPRequest, SIPResponse
 
+from .shared import SharedProfiles
 from .api import DialogApi, DialogInfo, DlgState
 from .core import (
     BYE_ON_TIMEOUT,
@@ -191,6 +192,8 @@ class DialogModule(Module):
         if both:
             raise ValueError(f"profile(s) {sorted(both)} declared both with and without value")
         self.clock: Callable[[], float] = time.time
+        self.shared: SharedProfiles | None = None
+        self.slot = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,9 +210,35 @@ class DialogModule(Module):
         if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
             rr.loose_route_callbacks.append(self._on_loose_route)
 
+    def check(self) -> None:
+        """Before fork: the shared profile counters when the server runs several workers."""
+        try:
+            slots = int(self.server.config.worker_plan().total)
+        except Exception:   # noqa: BLE001 - a test's fake server has no plan: one process
+            slots = 1
+        if slots > 1 and (self.with_value or self.no_value):
+            self.shared = SharedProfiles(slots)
+
     def run_as_worker(self, identity: Any) -> None:
-        """In worker `slot` of `n_total`: h_id numbered slot+1, slot+1+n, ... (ids unique per server)."""
-        self.table = DialogTable(id_base=int(identity.slot), id_step=int(identity.n_total))
+        """In worker `slot` of `n_total`: h_id numbered slot+1, slot+1+n, ... (ids unique per server);
+        profile memberships counted in the shared rows of the slot."""
+        self.slot = int(identity.slot)
+        self.table = DialogTable(id_base=self.slot, id_step=int(identity.n_total))
+        shared = self.shared
+        if shared is not None and self.slot < shared.slots:
+            shared.clear(self.slot)
+            slot = self.slot
+            self.table.count_hook = lambda profile, value, delta: shared.add(slot, profile, value, delta)
+
+    async def adopt_worker(self, slot: int) -> int:
+        """A dead worker's dialogs were in its memory only (db_mode 0): nothing to take over; its profile
+        counts are cleared so they stop counting."""
+        if self.shared is not None and 0 <= slot < self.shared.slots and slot != self.slot:
+            self.shared.clear(slot)
+        return 0
+
+    def resync(self) -> None:
+        """Nothing is announced between workers: a dialog lives in the worker of its Call-ID."""
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -722,8 +751,15 @@ class DialogModule(Module):
         key = self._profile(profile, value or None, "get_profile_size")
         if key is None:
             return -1
-        size.set(ctx, self.table.profile_size(key[0], key[1]))
+        size.set(ctx, self.profile_size(key[0], key[1]))
         return 1
+
+    def profile_size(self, profile: str, value: str | None) -> int:
+        """Every worker's count (shared.py) when several run; this one's otherwise."""
+        mine = self.table.profile_size(profile, value)
+        if self.shared is None:
+            return mine
+        return mine + self.shared.others(self.slot, profile, value)
 
     # --- sending BYEs (bye-on-timeout, dlg_end_dlg) ---------------------------------------------------
 
@@ -851,7 +887,7 @@ class DialogModule(Module):
         if profile not in self.with_value and profile not in self.no_value:
             raise MIError("Profile not found", 404)
         use = value if profile in self.with_value else None
-        count = self.table.profile_size(profile, use)
+        count = self.profile_size(profile, use)
         return {"profile": {"name": profile, "value": value or "", "count": count}}
 
     @mi_command("profile_list_dlgs", aliases=("dialog:profile_list_dlgs",), optional=("value",),
