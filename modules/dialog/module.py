@@ -22,7 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from routescript.core.module import Arg, MIError, Module, Param, mi_command, pseudo_variable, script_function
+from routescript.core.module import (
+    Arg,
+    ConfigError,
+    MIError,
+    Module,
+    Param,
+    mi_command,
+    pseudo_variable,
+    script_function,
+)
 from routescript.script.context import (
     BRANCH_ROUTE,
     FAILURE_ROUTE,
@@ -104,6 +113,10 @@ def parse_profiles(values: Iterable[str]) -> list[str]:
     return names
 
 
+def _profiles_check(value: Any) -> None:
+    parse_profiles(_as_list(value))
+
+
 def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
     """dlg_extra_hdrs: "Name: value\\r\\n" lines (OpenSIPS writes them as they are)."""
     out: list[tuple[str, str]] = []
@@ -148,8 +161,10 @@ class DialogModule(Module):
         Param("db_mode", int, 0, "0: no database", check=_db_mode, later=_LATER_DB),
         Param("db_update_period", int, 60, "", later=_LATER_DB),
         Param("table_name", str, "dialog", "", later=_LATER_DB),
-        Param("profiles_with_value", str, "", "profiles whose members carry a value ('a;b')", multi=True),
-        Param("profiles_no_value", str, "", "profiles without values ('a;b')", multi=True),
+        Param("profiles_with_value", str, "", "profiles whose members carry a value ('a;b')", multi=True,
+              check=_profiles_check),
+        Param("profiles_no_value", str, "", "profiles without values ('a;b')", multi=True,
+              check=_profiles_check),
         Param("db_flush_vals_profiles", int, 0, "", later=_LATER_DB),
         Param("timer_bulk_del_no", int, 1, "accepted: ended dialogs are removed at once"),
         Param("race_condition_timeout", int, 5, "", later="RFC 5407 race detection is not built"),
@@ -188,9 +203,6 @@ class DialogModule(Module):
         self.extra_headers = parse_extra_headers(self.param("dlg_extra_hdrs") or "")
         self.with_value = set(parse_profiles(_as_list(self.param("profiles_with_value"))))
         self.no_value = set(parse_profiles(_as_list(self.param("profiles_no_value"))))
-        both = self.with_value & self.no_value
-        if both:
-            raise ValueError(f"profile(s) {sorted(both)} declared both with and without value")
         self.clock: Callable[[], float] = time.time
         self.shared: SharedProfiles | None = None
         self.slot = 0
@@ -206,12 +218,15 @@ class DialogModule(Module):
         self.failed = stats.register("dialog", "failed_dialogs")
 
     async def start(self) -> None:
-        rr = self.server.modules.get("rr")
+        rr: Any = self.server.modules.get("rr")
         if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
             rr.loose_route_callbacks.append(self._on_loose_route)
 
     def check(self) -> None:
         """Before fork: the shared profile counters when the server runs several workers."""
+        both = self.with_value & self.no_value
+        if both:
+            raise ConfigError(f"dialog: profile(s) {sorted(both)} declared both with and without value")
         try:
             slots = int(self.server.config.worker_plan().total)
         except Exception:   # noqa: BLE001 - a test's fake server has no plan: one process
@@ -421,7 +436,7 @@ class DialogModule(Module):
         return 1
 
     def _add_did(self, ctx: MsgContext, dlg: Dialog) -> None:
-        rr = self.server.modules.get("rr")
+        rr: Any = self.server.modules.get("rr")
         if rr is None:
             return
         try:

@@ -6,19 +6,18 @@ call, a cancelled one, bye-on-timeout (both sides get a BYE), a concurrent-call 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy"))
-from proxy_e2e import Proxy, free_port, start, target, uas  # noqa: E402
+from proxy_e2e import Proxy, free_port, start, target, uas
 
-from routescript.sip import SIPRequest, SIPResponse, build_reply  # noqa: E402
-from routescript.testing import SipTestClient  # noqa: E402
+from routescript.mi.client import call_http
+from routescript.sip import SIPRequest, SIPResponse, build_reply
+from routescript.testing import SipTestClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -120,15 +119,8 @@ def proxy(request: pytest.FixtureRequest, running: tuple[int, int, object]) -> P
 
 
 async def mi(proxy: Proxy, method: str, **params: object) -> object:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     url = f"http://127.0.0.1:{proxy.server.http}/mi"  # type: ignore[attr-defined]
-
-    def call() -> object:
-        req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
-    return await asyncio.get_running_loop().run_in_executor(None, call)
+    return {"result": await asyncio.to_thread(call_http, url, method, dict(params), timeout=5)}
 
 
 async def dialogs_of(proxy: Proxy, call_id: str) -> list[dict[str, object]]:
