@@ -70,6 +70,7 @@ _END_REASONS = {   # DialogInfo.end_reason -> $DLG_end_reason (OpenSIPS's texts)
     "bye-caller": "Downstream BYE", "bye-callee": "Upstream BYE", "timeout": "Lifetime Timeout",
     "mi": "MI Termination"}
 
+_COLUMNS = "the dialog table keeps OpenSIPS's column names"
 MAX_PENDING_WRITES = 200_000   # dialogs waiting for their row write: over it, logged and dropped
 
 
@@ -164,6 +165,28 @@ class DialogModule(Module):
               check=_db_mode),
         Param("db_update_period", int, 60, "seconds between writes with db_mode 2", check=_positive),
         Param("table_name", str, "dialog", "", later="the table is always named dialog"),
+        Param("call_id_column", str, "callid", "", later=_COLUMNS),
+        Param("from_uri_column", str, "from_uri", "", later=_COLUMNS),
+        Param("from_tag_column", str, "from_tag", "", later=_COLUMNS),
+        Param("to_uri_column", str, "to_uri", "", later=_COLUMNS),
+        Param("to_tag_column", str, "to_tag", "", later=_COLUMNS),
+        Param("from_cseq_column", str, "caller_cseq", "", later=_COLUMNS),
+        Param("to_cseq_column", str, "callee_cseq", "", later=_COLUMNS),
+        Param("from_route_column", str, "caller_route_set", "", later=_COLUMNS),
+        Param("to_route_column", str, "callee_route_set", "", later=_COLUMNS),
+        Param("from_contact_column", str, "caller_contact", "", later=_COLUMNS),
+        Param("to_contact_column", str, "callee_contact", "", later=_COLUMNS),
+        Param("from_sock_column", str, "caller_sock", "", later=_COLUMNS),
+        Param("to_sock_column", str, "callee_sock", "", later=_COLUMNS),
+        Param("dlg_id_column", str, "dlg_id", "", later=_COLUMNS),
+        Param("state_column", str, "state", "", later=_COLUMNS),
+        Param("start_time_column", str, "start_time", "", later=_COLUMNS),
+        Param("timeout_column", str, "timeout", "", later=_COLUMNS),
+        Param("profiles_column", str, "profiles", "", later=_COLUMNS),
+        Param("vars_column", str, "vars", "", later=_COLUMNS),
+        Param("sflags_column", str, "script_flags", "", later=_COLUMNS),
+        Param("mflags_column", str, "module_flags", "", later=_COLUMNS),
+        Param("flags_column", str, "flags", "", later=_COLUMNS),
         Param("profiles_with_value", str, "", "profiles whose members carry a value ('a;b')", multi=True,
               check=_profiles_check),
         Param("profiles_no_value", str, "", "profiles without values ('a;b')", multi=True,
