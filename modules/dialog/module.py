@@ -948,7 +948,7 @@ class DialogModule(Module):
 
     # --- sending BYEs (bye-on-timeout, dlg_end_dlg) ---------------------------------------------------
 
-    def _send_byes(self, dlg: Dialog) -> None:
+    def _send_byes(self, dlg: Dialog, extra: tuple[tuple[str, str], ...] = ()) -> None:
         requests = getattr(self.server, "requests", None)
         if requests is None:
             log.error("dialog %s (Call-ID %s): no request sender: BYEs not sent", dlg.dlg_id, dlg.call_id)
@@ -973,7 +973,7 @@ class DialogModule(Module):
                 continue
             headers = [("Route", r) for r in routes]
             headers += [("From", from_h), ("To", to_h), ("Call-ID", dlg.call_id), ("CSeq", f"{cseq} BYE"),
-                        ("Max-Forwards", "70"), *self.extra_headers]
+                        ("Max-Forwards", "70"), *self.extra_headers, *extra]
             request = OutgoingRequest("BYE", ruri, tuple(headers))
             label_copy = label
 
@@ -985,11 +985,11 @@ class DialogModule(Module):
             except (ParseError, OSError, ValueError) as exc:
                 log.warning("dialog %s: BYE to the %s not sent: %s", dlg.dlg_id, label, exc)
 
-    def end_dialog(self, dlg: Dialog, reason: str = "mi") -> None:
+    def end_dialog(self, dlg: Dialog, extra_hdrs: str | None = None, reason: str = "mi") -> None:
         """dlg_end_dlg: BYEs both ways for a confirmed dialog; an early one is deleted here (its CANCEL
         is not built: the caller's INVITE goes on until it is answered or times out)."""
         if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
-            self._send_byes(dlg)
+            self._send_byes(dlg, parse_extra_headers(extra_hdrs) if extra_hdrs else ())
         self._changed(self.table.event(dlg, DlgEvent.END, self.clock(), reason=reason), None)
 
     # --- MI ------------------------------------------------------------------------------------------
@@ -1054,17 +1054,24 @@ class DialogModule(Module):
                         counter: Any = None) -> dict[str, Any]:
         return self._mi_list(callid, from_tag, index, counter, True)
 
-    @mi_command("dlg_end_dlg", aliases=("dialog:end_dlg",), optional=("extra_hdrs",), workers="each",
+    @mi_command("dlg_end_dlg", aliases=("dialog:end_dlg",), optional=("extra_hdrs",), workers="concat",
                 doc="end a dialog by its ID or Call-ID (BYEs both ways when confirmed)")
-    def mi_dlg_end_dlg(self, dialog_id: str, extra_hdrs: str | None = None) -> str:
+    def mi_dlg_end_dlg(self, dialog_id: str, extra_hdrs: str | None = None) -> list[dict[str, str]]:
+        """The dialogs ended, [{"ID", "callid"}]: one, or none when no worker holds it (with workers the
+        command runs in each and the answers are joined, so "not found" is an empty list, not an error)."""
         dlg = self.table.get(dialog_id)
         if dlg is None:
             found = self.table.by_callid(dialog_id)
             dlg = found[0] if found else None
         if dlg is None:
-            raise MIError("Dialog not found", 404)
-        self.end_dialog(dlg)
-        return "OK"
+            return []
+        if extra_hdrs:
+            try:
+                parse_extra_headers(extra_hdrs)
+            except ValueError as exc:
+                raise MIError(str(exc), -32602) from None
+        self.end_dialog(dlg, extra_hdrs)
+        return [{"ID": dlg.dlg_id, "callid": dlg.call_id}]
 
     @mi_command("profile_get_size", aliases=("dialog:profile_get_size",), optional=("value",),
                 workers="one", doc="how many dialogs a profile (with a value) holds")
