@@ -579,7 +579,7 @@ class DialogModule(Module):
         dlg.caller_route = caller_route
         if ctx.source is not None:
             dlg.caller_socket = str(getattr(ctx.source.socket, "name", "") or "")
-        dlg.deadline = now + UNCONFIRMED_GUARD
+        dlg.deadline = now + self._unconfirmed_guard()
         ctx.extra[DLG_KEY] = dlg
         self.processed.inc()
         hooks = transaction.reply_hooks
@@ -596,6 +596,14 @@ class DialogModule(Module):
                 log.exception("dialog %s (Call-ID %s): a created callback failed", dlg.dlg_id, dlg.call_id)
         self._rearm()
         return 1
+
+    def _unconfirmed_guard(self) -> float:
+        """How long an INVITE may wait for its final reply: UNCONFIRMED_GUARD, or tm's fr_inv_timeout and
+        a minute when that is longer."""
+        tm: Any = self.server.modules.get("tm")
+        settings = getattr(tm, "settings", None)
+        fr_inv = float(getattr(settings, "fr_inv_timeout", 0) or 0)
+        return max(UNCONFIRMED_GUARD, fr_inv + 60.0)
 
     def _add_did(self, ctx: MsgContext, dlg: Dialog) -> None:
         rr: Any = self.server.modules.get("rr")
