@@ -106,10 +106,10 @@ class PublishHandler:
 
         def respond(status: int, reason: str, headers: list[tuple[str, str]]) -> None:
             fields = dict(headers)
-            exp = fields.get("Expires")
+            exp, retry = fields.get("Expires"), fields.get("Retry-After")
             outcome.append(LocalPublishResult(status, reason, fields.get("SIP-ETag"),
                                               int(exp) if exp is not None else None,
-                                              int(fields["Retry-After"]) if "Retry-After" in fields else None))
+                                              int(retry) if retry is not None else None))
 
         await self.publish(facts, (user, domain), respond, f"local PUBLISH for {facts.pres_uri}", "local")
         return outcome[0] if outcome else LocalPublishResult(500, "Server Internal Error")
