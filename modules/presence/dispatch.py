@@ -68,6 +68,14 @@ class Notifier:
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
                                 skip_contact: str | None = None) -> int:
+        """_notify_watchers, and with mix_dialog_presence a dialog change told to the presence watchers
+        too (_notify_mixed)."""
+        sent = await self._notify_watchers(pres_uri, event, removed=removed, skip_contact=skip_contact)
+        return sent + await self._notify_mixed(pres_uri, event)
+
+    async def _notify_watchers(self, pres_uri: str, event: PresenceEvent, *,
+                               removed: Publication | None = None,
+                               skip_contact: str | None = None) -> int:
         """Tell every active watcher of (pres_uri, event) the new state; the body is built once. Returns
         how many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left
         out). A pending, waiting or terminated (blocked) watcher is told nothing: it learns its state
@@ -126,7 +134,7 @@ class Notifier:
                 slice_end = time.perf_counter() + FANOUT_SLICE
                 paused = True
                 now = self._clock()
-        return sent + await self._notify_mixed(pres_uri, event)
+        return sent
 
     async def _notify_mixed(self, pres_uri: str, event: PresenceEvent) -> int:
         """mix_dialog_presence: a change of the presentity's dialog state is a change of its presence
@@ -137,7 +145,7 @@ class Notifier:
         presence = self._events.contains_event(PRESENCE_EVENT)
         if presence is None:
             return 0
-        return await self.notify_presentity(pres_uri, presence)
+        return await self._notify_watchers(pres_uri, presence)
 
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
                            changed: Subscription | None = None) -> int:
