@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +32,13 @@ NO_DB = ("the pua table is not written yet: publications live in memory and are 
 NO_SUBSCRIBE = "pua's SUBSCRIBE side (pua_update_contact, pua_mi, pua_usrloc) is not built"
 
 
+_BOUND: weakref.WeakKeyDictionary[Any, PuaModule] = weakref.WeakKeyDictionary()
+
+
 def bind_pua(server: Any) -> PuaModule | None:
-    """OpenSIPS bind_pua: the loaded pua module of `server`, or None."""
-    modules = getattr(server, "modules", None)
-    module = modules.get("pua") if modules is not None else None
-    return module if isinstance(module, PuaModule) else None
+    """OpenSIPS bind_pua: the pua module instance of `server` (from its __init__ on, so a module's
+    check() finds it), or None."""
+    return _BOUND.get(server)
 
 
 def _non_negative(value: int) -> None:
@@ -73,6 +76,10 @@ class PuaModule(Module):
         self.publisher = Publisher(self.table, clock=self._now, local=self._local_presence,
                                    send_sip=self._send_sip, update_period=self.param("update_period"))
         self._timer: asyncio.Task[None] | None = None
+        try:
+            _BOUND[server] = self
+        except TypeError:  # a server that cannot be weakly referenced (tests): no binding
+            pass
 
     def _now(self) -> float:
         return self.clock()   # tests replace self.clock
