@@ -59,8 +59,9 @@ class FakeDialogApi:
         if getattr(msg, "method", None) != "INVITE":
             return None
         contact = msg.contacts[0].uri if msg.contacts else None
-        dlg = DialogInfo(f"{self._next}:{self._next * 7}", msg.call_id, str(msg.from_.uri), msg.from_.tag or "",
-                         str(msg.to.uri), None, str(msg.uri), str(contact) if contact else None, None,
+        dlg = DialogInfo(f"{self._next}:{self._next * 7}", msg.call_id, str(msg.from_.uri),
+                         msg.from_.tag or "", str(msg.to.uri), None, str(msg.uri),
+                         str(contact) if contact else None, None,
                          DlgState.UNCONFIRMED, time.time())
         self._next += 1
         self.dlgs[dlg.dlg_id] = dlg

@@ -110,7 +110,8 @@ async def test_call_states_reach_the_blf_watcher(tmp_path: Path, monkeypatch: An
             [dlg] = fake.dialogs()
             assert dlg.flags & _dialog.DLG_FLAG_PUA_DIALOGINFO
 
-            fake.change(dlg.dlg_id, DlgState.EARLY, to_tag="bobtag", callee_contact=f"sip:bob@127.0.0.1:{port}")
+            fake.change(dlg.dlg_id, DlgState.EARLY, to_tag="bobtag",
+                        callee_contact=f"sip:bob@127.0.0.1:{port}")
             n = await dave.expect_request("NOTIFY", call_id=blf.call_id)
             assert dialogs(n.body) == [(invite.call_id, "recipient", "early")]
             d = etree.fromstring(n.body).find("d:dialog", NS)

@@ -195,7 +195,8 @@ async def test_mix_dialog_presence(presence_db: Any, mix: bool) -> None:
         assert on_phone.findtext("p:note", namespaces=NS) == "On the phone"
         assert on_phone.find(".//rpid:on-the-phone", NS) is not None
         # the call ends: the presence watcher is told again, without the on-the-phone state
-        await svc.publish_local("sip:bob@127.0.0.1", "dialog", dialog_doc("terminated"), etag=r.etag, expires=0)
+        await svc.publish_local("sip:bob@127.0.0.1", "dialog", dialog_doc("terminated"), etag=r.etag,
+                                expires=0)
         await settle(svc)
         after = notifies(server, "p1")[-1]
         assert after is not sent[-1] and b"on-the-phone" not in after.body
