@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from routescript.core.module import Arg, Module, Param, pseudo_variable, script_function
@@ -75,6 +76,9 @@ class RrModule(Module):
         self._double_rr = bool(self.param("enable_double_rr"))
         self._add_username = bool(self.param("add_username"))
         self._mismatch_warning = bool(self.param("enable_socket_mismatch_warning"))
+        # OpenSIPS's register_rrcb(): called after a successful loose_route() with the message and the
+        # parameters of our Route entry ("" when none); the dialog module matches in-dialog requests so
+        self.loose_route_callbacks: list[Callable[[MsgContext, str], None]] = []
         if not self._append_fromtag:
             # OpenSIPS direction_fixup: "usage of is_direction requires append_fromtag enabled"
             self.refused["is_direction"] = ("is_direction() reads the ;ftag= Record-Route parameter: "
@@ -174,6 +178,13 @@ class RrModule(Module):
             log.error("loose_route: %s (Call-ID %s)", result.error, msg.header("Call-ID"))
             return -1
         self._apply(ctx, result)
+        if result.rc > 0 and self.loose_route_callbacks:
+            params = result.our_params or ""
+            for callback in list(self.loose_route_callbacks):
+                try:
+                    callback(ctx, params)
+                except Exception:
+                    log.exception("loose_route: a callback failed (Call-ID %s)", msg.header("Call-ID"))
         return result.rc
 
     def _is_myself(self, uri: SipURI) -> bool:

@@ -46,6 +46,7 @@ from routescript.sip import (
     split_values,
 )
 from routescript.transaction.errors import TransactionError
+from routescript.transaction.layer import run_reply_hooks
 
 from .select import pick_best, upstream_status
 
@@ -500,6 +501,8 @@ class ProxyTransaction:
                 transport = getattr(self.server, "transport", None)
                 if transport is not None:
                     transport.send_reply(out, self.source)
+                    if self.server_transaction.reply_hooks:
+                        run_reply_hooks(self.server_transaction, out)
                     return
             log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
 

@@ -143,6 +143,8 @@ class TransactionLayer:
         reply); a transport failure is logged and ends the transaction."""
         self.core.reply(transaction, response, self._clock())
         self._carry_out()
+        if transaction.reply_hooks:
+            run_reply_hooks(transaction, response)
 
     # --- client side ----------------------------------------------------------------------------
 
@@ -356,3 +358,12 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def run_reply_hooks(transaction: ServerTransaction, response: SIPResponse) -> None:
+    """The transaction's reply hooks with `response` (sent): one that raises is logged, the others run."""
+    for hook in list(transaction.reply_hooks or ()):
+        try:
+            hook(response)
+        except Exception:
+            log.exception("a reply hook failed on %d %s", response.status, response.reason)

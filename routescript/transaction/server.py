@@ -7,6 +7,8 @@ on its own (no automatic 100 Trying).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from routescript.sip import SIPRequest, SIPResponse, Source
 from routescript.transaction.keys import ServerKey
 from routescript.transaction.machine import Action, Machine, Transmit
@@ -32,6 +34,10 @@ class ServerTransaction(Machine):
         self.source = source
         self.key = key
         self.last_response: SIPResponse | None = None
+        # Called with every response the TU sends in it, after it went out (OpenSIPS's
+        # TMCB_RESPONSE_OUT): the dialog module follows its initial INVITE's replies this way. The
+        # transaction layer calls them (TransactionLayer.reply) and logs what they raise.
+        self.reply_hooks: list[Callable[[SIPResponse], None]] | None = None
 
     is_invite = False
 

@@ -30,6 +30,7 @@ class Core:
     script_runs: list[Any] = field(default_factory=list)
     status: int | None = 200       # None: the script does not answer
     stray: list[Any] = field(default_factory=list)
+    txns: list[Any] = field(default_factory=list)
 
     def on_message(self, msg: Any, source: Any) -> None:
         if not msg.is_request:
@@ -41,6 +42,7 @@ class Core:
         if msg.method == "ACK":
             return
         txn = self.transactions.create(msg, source)
+        self.txns.append(txn)
         self.script_runs.append(msg)
         if self.status is not None:
             self.transactions.reply(txn, build_reply(msg, self.status, to_tag="srv"))
@@ -237,3 +239,29 @@ async def test_a_failing_timer_does_not_stop_the_others(core, monkeypatch):
             first.cancel()
         assert healthy_resp.status == 408
         assert client.retransmissions.get((healthy.via.branch, "NOTIFY"), 0) >= 5
+
+
+async def test_reply_hooks_see_every_response_sent_and_a_failing_one_is_logged(core, caplog):
+    """ServerTransaction.reply_hooks (OpenSIPS's TMCB_RESPONSE_OUT, the dialog module's hook): called
+    after each response went out; one that raises is logged and the next still runs."""
+    seen: list[int] = []
+
+    def broken(response: Any) -> None:
+        raise RuntimeError("a hook's bug")
+
+    core.status = None
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        req = client.options()
+        client.send(req)
+        for _ in range(100):
+            if core.script_runs:
+                break
+            await asyncio.sleep(0.01)
+        txn = core.txns[0]
+        txn.reply_hooks = [broken, lambda response: seen.append(response.status)]
+        core.transactions.reply(txn, build_reply(core.script_runs[0], 100))
+        core.transactions.reply(txn, build_reply(core.script_runs[0], 200, to_tag="srv"))
+        assert (await client.expect_response(req, final=True)).status == 200
+    assert seen == [100, 200]
+    assert "a reply hook failed on 100" in caplog.text

@@ -1,0 +1,950 @@
+"""The dialog module: the script functions, pseudo-variables, MI commands and statistics of OpenSIPS 3.4's
+dialog module, over the sans-IO DialogTable (core.py). docs/modules/dialog.md lists every name and where
+we differ.
+
+How a call is followed:
+- create_dialog() on an initial INVITE makes the dialog and its server transaction (as OpenSIPS does),
+  and hooks the transaction's replies (ServerTransaction.reply_hooks, OpenSIPS's TMCB_RESPONSE_OUT):
+  a 1xx with a To tag -> early, a 2xx -> confirmed (not ACKed), a final failure -> deleted. With rr
+  loaded and dlg_match_mode 0/1 the Record-Route gets the dialog's cookie (;did=).
+- In-dialog requests are matched after loose_route() (rr's callback, by ;did= then Call-ID and tags
+  per dlg_match_mode) or by match_dialog(): the ACK of the 2xx confirms, a BYE from either side deletes.
+- The lifetime ($DLG_timeout, default_timeout) runs from the 2xx; at its end the dialog is deleted and,
+  with the bye-on-timeout ("B") flag, a BYE goes to both sides through server.requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from routescript.core.module import (
+    Arg,
+    ConfigError,
+    MIError,
+    Module,
+    Param,
+    mi_command,
+    pseudo_variable,
+    script_function,
+)
+from routescript.script.context import (
+    BRANCH_ROUTE,
+    FAILURE_ROUTE,
+    ONREPLY_ROUTE,
+    REQUEST_ROUTE,
+    MsgContext,
+)
+from routescript.sip import ParseError, SIPRequest, SIPResponse
+
+from .shared import SharedProfiles
+from .api import DialogApi, DialogInfo, DlgState
+from .core import (
+    BYE_ON_TIMEOUT,
+    MAX_VALUE_LEN,
+    MAX_VALUES,
+    Change,
+    Dialog,
+    DialogLimitError,
+    DialogTable,
+    DlgEvent,
+    parse_create_flags,
+)
+
+log = logging.getLogger("routescript.dialog")
+
+DLG_KEY = "dialog.dlg"        # ctx.extra: the Dialog of the message (created or matched)
+DIR_KEY = "dialog.dir"        # ctx.extra: "downstream" / "upstream" for a matched request
+CSEQ_OK_KEY = "dialog.cseq_ok"  # ctx.extra: the matched request's CSeq was above the last of its side
+UNCONFIRMED_GUARD = 300.0     # seconds an unconfirmed/early dialog may wait for its final reply
+_ANY_ROUTE = (REQUEST_ROUTE, BRANCH_ROUTE, ONREPLY_ROUTE, FAILURE_ROUTE)
+MATCH_MODES = {"DID_ONLY": 0, "DID_FALLBACK": 1, "DID_NONE": 2}
+
+_END_REASONS = {   # DialogInfo.end_reason -> $DLG_end_reason (OpenSIPS's texts)
+    "bye-caller": "Downstream BYE", "bye-callee": "Upstream BYE", "timeout": "Lifetime Timeout",
+    "mi": "MI Termination"}
+
+_LATER_DB = "dialogs are kept in memory only (db_mode 0): persistence is not built yet"
+
+
+def _mode(value: int) -> None:
+    if value not in (0, 1, 2):
+        raise ValueError("dlg_match_mode is 0 (DID_ONLY), 1 (DID_FALLBACK) or 2 (DID_NONE)")
+
+
+def _positive(value: int) -> None:
+    if value <= 0:
+        raise ValueError("must be a positive number of seconds")
+
+
+def _db_mode(value: int) -> None:
+    if value not in (0, 1, 2, 3):
+        raise ValueError("db_mode is 0 (none), 1 (real-time), 2 (delayed) or 3 (shutdown)")
+
+
+def _create_flags_fixup(value: Any) -> Any:
+    if isinstance(value, str):
+        parse_create_flags(value)   # ValueError at load for an unknown or unbuilt flag
+    return value
+
+
+def _match_mode_fixup(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().upper() not in MATCH_MODES:
+        raise ValueError(f"match_dialog mode {value!r}: expected DID_ONLY, DID_FALLBACK or DID_NONE")
+    return value
+
+
+def parse_profiles(values: Iterable[str]) -> list[str]:
+    """profiles_with_value / profiles_no_value: names separated by ';' (several modparams add up). A
+    "/s" or "/b" suffix (shared through cachedb or clustering) is refused: not built."""
+    names: list[str] = []
+    for text in values:
+        for part in str(text).split(";"):
+            name = part.strip()
+            if not name:
+                continue
+            if "/" in name:
+                raise ValueError(f"profile {name!r}: shared profiles (/s, /b) are not supported yet")
+            names.append(name)
+    return names
+
+
+def _profiles_check(value: Any) -> None:
+    parse_profiles(_as_list(value))
+
+
+def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
+    """dlg_extra_hdrs: "Name: value\\r\\n" lines (OpenSIPS writes them as they are)."""
+    out: list[tuple[str, str]] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t"):
+            raise ValueError(f"dlg_extra_hdrs: {line!r} is not a 'Name: value' header line")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
+@dataclass(slots=True)
+class Callbacks:
+    """What the API's consumers registered (DLGCB_CREATED, DLGCB_STATE_CHANGED, DLGCB_LOADED)."""
+
+    created: list[Callable[[DialogInfo, Any], None]] = field(default_factory=list)
+    state_changed: list[Callable[[DialogInfo, DlgState, DlgState, Any], None]] = field(default_factory=list)
+    loaded: list[Callable[[DialogInfo], None]] = field(default_factory=list)
+
+
+class DialogModule(Module):
+    name = "dialog"
+    depends = ("tm",)
+    events = ("E_DLG_STATE_CHANGED",)
+    params = (
+        Param("enable_stats", int, 1, "accepted: the dialog statistics are always kept"),
+        Param("hash_size", int, 4096, "accepted: the table is a Python dict; h_entry is the Call-ID's "
+              "crc32 modulo 4096"),
+        Param("log_profile_hash_size", int, 4, "accepted: profiles are counted in a dict"),
+        Param("rr_param", str, "did", "the Record-Route parameter carrying the dialog cookie"),
+        Param("default_timeout", int, 43200, "dialog lifetime in seconds, from its 2xx", check=_positive),
+        Param("dlg_extra_hdrs", str, "", "header lines added to the BYEs the module sends"),
+        Param("dlg_match_mode", int, 1, "0 DID_ONLY, 1 DID_FALLBACK, 2 DID_NONE", check=_mode),
+        Param("options_ping_interval", int, 30, "", later="in-dialog OPTIONS pinging is not built"),
+        Param("reinvite_ping_interval", int, 300, "", later="in-dialog re-INVITE pinging is not built"),
+        Param("delete_delay", int, 0, "", later="a dialog is removed as soon as it ends"),
+        Param("auto_prack_hangup_on_failure", int, 0, "", later="auto-prack is not built"),
+        Param("auto_prack_fr_timeout", int, 0, "", later="auto-prack is not built"),
+        Param("db_url", str, "", "accepted; with db_mode 0 nothing is stored"),
+        Param("db_mode", int, 0, "0: no database", check=_db_mode, later=_LATER_DB),
+        Param("db_update_period", int, 60, "", later=_LATER_DB),
+        Param("table_name", str, "dialog", "", later=_LATER_DB),
+        Param("profiles_with_value", str, "", "profiles whose members carry a value ('a;b')", multi=True,
+              check=_profiles_check),
+        Param("profiles_no_value", str, "", "profiles without values ('a;b')", multi=True,
+              check=_profiles_check),
+        Param("db_flush_vals_profiles", int, 0, "", later=_LATER_DB),
+        Param("timer_bulk_del_no", int, 1, "accepted: ended dialogs are removed at once"),
+        Param("race_condition_timeout", int, 5, "", later="RFC 5407 race detection is not built"),
+        Param("cachedb_url", str, "", "", later="shared profiles through cachedb are not built"),
+        Param("profile_value_prefix", str, "dlg_val_", "", later="shared profiles are not built"),
+        Param("profile_no_value_prefix", str, "dlg_noval_", "", later="shared profiles are not built"),
+        Param("profile_size_prefix", str, "dlg_size_", "", later="shared profiles are not built"),
+        Param("profile_timeout", int, 86400, "", later="shared profiles are not built"),
+        Param("dialog_replication_cluster", int, 0, "", later="dialog replication is not built"),
+        Param("profile_replication_cluster", int, 0, "", later="profile replication is not built"),
+        Param("replicate_profiles_timer", int, 10, "", later="profile replication is not built"),
+        Param("replicate_profiles_check", int, 10, "", later="profile replication is not built"),
+        Param("replicate_profiles_buffer", int, 1400, "", later="profile replication is not built"),
+        Param("replicate_profiles_expire", int, 10, "", later="profile replication is not built"),
+        Param("cluster_auto_sync", int, 1, "", later="dialog replication is not built"),
+    )
+    # OpenSIPS 3.4 functions not built: refused at load (each call is a load-time error)
+    _REFUSED: ClassVar[dict[str, str]] = {
+        "fix_route_dialog": "not built",
+        "get_dialog_info": "not built", "get_dialog_vals": "not built", "get_dialogs_by_val": "not built",
+        "get_dialogs_by_profile": "not built", "set_dlg_sharing_tag": "dialog clustering is not built",
+        "load_dialog_ctx": "not built", "unload_dialog_ctx": "not built",
+        "dlg_on_timeout": "not built", "dlg_on_answer": "not built", "dlg_on_hangup": "not built",
+        "dlg_send_sequential": "not built", "dlg_inc_cseq": "not built", "load_dlg": "not built",
+        "test_and_set_dlg_flag": "not built",
+    }
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self.table = DialogTable()
+        self.callbacks = Callbacks()
+        self.api = DialogApi(self)
+        self.rr_param = str(self.param("rr_param")) or "did"
+        self.match_mode = int(self.param("dlg_match_mode"))
+        self.default_timeout = int(self.param("default_timeout"))
+        self.extra_headers = parse_extra_headers(self.param("dlg_extra_hdrs") or "")
+        self.with_value = set(parse_profiles(_as_list(self.param("profiles_with_value"))))
+        self.no_value = set(parse_profiles(_as_list(self.param("profiles_no_value"))))
+        self.clock: Callable[[], float] = time.time
+        self.shared: SharedProfiles | None = None
+        self.slot = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refused.update({name: f"dialog: {name}() is {why}" for name, why in self._REFUSED.items()})
+        stats = server.statistics
+        stats.register("dialog", "active_dialogs", func=self._count_active)
+        stats.register("dialog", "early_dialogs", func=self._count_early)
+        self.processed = stats.register("dialog", "processed_dialogs")
+        self.expired = stats.register("dialog", "expired_dialogs")
+        self.failed = stats.register("dialog", "failed_dialogs")
+
+    async def start(self) -> None:
+        rr: Any = self.server.modules.get("rr")
+        if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
+            rr.loose_route_callbacks.append(self._on_loose_route)
+
+    def check(self) -> None:
+        """Before fork: the shared profile counters when the server runs several workers."""
+        both = self.with_value & self.no_value
+        if both:
+            raise ConfigError(f"dialog: profile(s) {sorted(both)} declared both with and without value")
+        try:
+            slots = int(self.server.config.worker_plan().total)
+        except Exception:   # noqa: BLE001 - a test's fake server has no plan: one process
+            slots = 1
+        if slots > 1 and (self.with_value or self.no_value):
+            self.shared = SharedProfiles(slots)
+
+    def run_as_worker(self, identity: Any) -> None:
+        """In worker `slot` of `n_total`: h_id numbered slot+1, slot+1+n, ... (ids unique per server);
+        profile memberships counted in the shared rows of the slot."""
+        self.slot = int(identity.slot)
+        self.table = DialogTable(id_base=self.slot, id_step=int(identity.n_total))
+        shared = self.shared
+        if shared is not None and self.slot < shared.slots:
+            shared.clear(self.slot)
+            slot = self.slot
+            self.table.count_hook = lambda profile, value, delta: shared.add(slot, profile, value, delta)
+
+    async def adopt_worker(self, slot: int) -> int:
+        """A dead worker's dialogs were in its memory only (db_mode 0): nothing to take over; its profile
+        counts are cleared so they stop counting."""
+        if self.shared is not None and 0 <= slot < self.shared.slots and slot != self.slot:
+            self.shared.clear(slot)
+        return 0
+
+    def resync(self) -> None:
+        """Nothing is announced between workers: a dialog lives in the worker of its Call-ID."""
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _count_active(self) -> int:
+        return sum(1 for d in self.table if d.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED))
+
+    def _count_early(self) -> int:
+        return sum(1 for d in self.table if d.state is DlgState.EARLY)
+
+    # --- the API backend (api.DialogApi forwards here) -----------------------------------------------
+
+    def current_info(self, ctx: Any) -> DialogInfo | None:
+        dlg = _dlg(ctx)
+        return dlg.info() if dlg is not None else None
+
+    def set_flag(self, dlg_id: str, flag: int) -> None:
+        dlg = self.table.get(dlg_id)
+        if dlg is None:
+            log.warning("set_flag: no dialog %s", dlg_id)
+            return
+        dlg.flags |= flag
+
+    def store_value(self, dlg_id: str, name: str, value: str) -> None:
+        dlg = self.table.get(dlg_id)
+        if dlg is None:
+            log.warning("store_value: no dialog %s", dlg_id)
+            return
+        self._store(dlg, name, value)
+
+    def fetch_value(self, dlg_id: str, name: str) -> str | None:
+        dlg = self.table.get(dlg_id)
+        return dlg.values.get(name) if dlg is not None else None
+
+    def infos(self) -> list[DialogInfo]:
+        return [d.info() for d in self.table]
+
+    def _store(self, dlg: Dialog, name: str, value: str) -> bool:
+        if name not in dlg.values and len(dlg.values) >= MAX_VALUES:
+            log.error("dialog %s (Call-ID %s): more than %d values", dlg.dlg_id, dlg.call_id, MAX_VALUES)
+            return False
+        if len(value) > MAX_VALUE_LEN:
+            log.error("dialog %s (Call-ID %s): value %s longer than %d", dlg.dlg_id, dlg.call_id, name,
+                      MAX_VALUE_LEN)
+            return False
+        dlg.values[name] = value
+        dlg.db_dirty = True
+        return True
+
+    # --- state changes: one place raises callbacks, the event, statistics and the timer -------------
+
+    def _changed(self, change: Change | None, ctx: Any | None) -> None:
+        if change is None:
+            return
+        dlg, old, new = change.dialog, change.old, change.new
+        log.debug("dialog %s (Call-ID %s): %s -> %s", dlg.dlg_id, dlg.call_id, old.name, new.name)
+        if new is DlgState.DELETED:
+            self.table.remove(dlg)
+            if dlg.end_reason == "timeout":
+                self.expired.inc()
+            elif old in (DlgState.UNCONFIRMED, DlgState.EARLY):
+                self.failed.inc()
+        info = dlg.info()
+        for cb in list(self.callbacks.state_changed):
+            try:
+                cb(info, old, new, ctx)
+            except Exception:
+                log.exception("dialog %s (Call-ID %s): a state callback failed", dlg.dlg_id, dlg.call_id)
+        events = getattr(self.server, "events", None)
+        if events is not None and events.wanted("E_DLG_STATE_CHANGED"):
+            events.raise_event_nowait("E_DLG_STATE_CHANGED", {
+                "id": dlg.did, "db_id": str(dlg.db_id), "callid": dlg.call_id, "from_tag": dlg.from_tag,
+                "to_tag": dlg.to_tag or "", "old_state": int(old), "new_state": int(new)})
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """One loop timer at the earliest deadline."""
+        deadline = self.table.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.expire(self.clock())
+
+    def expire(self, now: float) -> None:
+        """Every dialog past its deadline ends (the unconfirmed guard too); with bye-on-timeout a
+        confirmed one gets its BYEs."""
+        for dlg in self.table.due(now):
+            confirmed = dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED)
+            log.info("dialog %s (Call-ID %s): %s", dlg.dlg_id, dlg.call_id,
+                     "lifetime expired" if confirmed else "no final reply came")
+            if confirmed and dlg.create_flags & BYE_ON_TIMEOUT:
+                self._send_byes(dlg)
+            self._changed(self.table.event(dlg, DlgEvent.TIMEOUT, now, reason="timeout"), None)
+        self._rearm()
+
+    # --- create_dialog and the initial INVITE's replies ------------------------------------------------
+
+    @script_function("create_dialog", Arg("str", "flags", optional=True, fixup=_create_flags_fixup),
+                     routes=(REQUEST_ROUTE,))
+    def create_dialog(self, ctx: MsgContext, flags: str | None = None) -> int:
+        """1 when made (or made before for this request); -1 for a request that cannot start one."""
+        if _dlg(ctx) is not None:
+            return 1
+        msg = ctx.msg
+        if not isinstance(msg, SIPRequest) or msg.method != "INVITE":
+            log.error("create_dialog: only an initial INVITE starts a dialog")
+            return -1
+        try:
+            bits = parse_create_flags(flags)
+            to_tag = msg.to.tag
+            if to_tag:
+                log.error("create_dialog: the INVITE has a To tag (Call-ID %s): not an initial request",
+                          msg.call_id)
+                return -1
+            from_tag = msg.from_.tag
+            if not from_tag:
+                log.error("create_dialog: no From tag (Call-ID %s)", msg.call_id)
+                return -1
+            cseq = msg.cseq.number
+            contacts = msg.contacts
+            caller_route = tuple(msg.header_values("record-route"))
+        except (ParseError, ValueError) as exc:
+            log.error("create_dialog: %s (Call-ID %s)", getattr(exc, "reason", exc), msg.header("call-id"))
+            return -1
+        from routescript.modules.tm import newtran   # tm is a dependency at run time only
+
+        transaction = newtran(ctx)
+        if transaction is None:
+            log.error("create_dialog: no transaction for the INVITE (Call-ID %s)", msg.call_id)
+            return -1
+        now = self.clock()
+        try:
+            dlg = self.table.create(call_id=msg.call_id, from_uri=str(msg.from_.uri), from_tag=from_tag,
+                                    to_uri=str(msg.to.uri), req_uri=msg.ruri,
+                                    from_header=msg.header("from") or "", to_header=msg.header("to") or "",
+                                    now=now, timeout=self.default_timeout)
+        except DialogLimitError as exc:
+            log.error("create_dialog: %s (Call-ID %s)", exc, msg.call_id)
+            return -1
+        dlg.create_flags = bits
+        dlg.caller_cseq = dlg.invite_cseq = cseq
+        dlg.caller_contact = str(contacts[0].uri) if contacts and not contacts[0].star else None
+        dlg.caller_route = caller_route
+        if ctx.source is not None:
+            dlg.caller_socket = str(getattr(ctx.source.socket, "name", "") or "")
+        dlg.deadline = now + UNCONFIRMED_GUARD
+        ctx.extra[DLG_KEY] = dlg
+        self.processed.inc()
+        hooks = transaction.reply_hooks
+        if hooks is None:
+            hooks = transaction.reply_hooks = []
+        hooks.append(lambda response: self._on_reply(dlg, response))
+        if self.match_mode != 2:
+            self._add_did(ctx, dlg)
+        info = dlg.info()
+        for cb in list(self.callbacks.created):
+            try:
+                cb(info, ctx)
+            except Exception:
+                log.exception("dialog %s (Call-ID %s): a created callback failed", dlg.dlg_id, dlg.call_id)
+        self._rearm()
+        return 1
+
+    def _add_did(self, ctx: MsgContext, dlg: Dialog) -> None:
+        rr: Any = self.server.modules.get("rr")
+        if rr is None:
+            return
+        try:
+            rr.add_rr_param(ctx, f";{self.rr_param}={dlg.did}")
+        except Exception:
+            log.exception("create_dialog: the Record-Route cookie was not added (Call-ID %s)", dlg.call_id)
+
+    def _on_reply(self, dlg: Dialog, response: SIPResponse) -> None:
+        """A reply of the initial INVITE went upstream (the transaction's reply hook)."""
+        if dlg.state is DlgState.DELETED:
+            return
+        status = response.status
+        now = self.clock()
+        try:
+            to_tag = response.to.tag
+        except ParseError:
+            to_tag = None
+        if status < 200:
+            if not to_tag:
+                return
+            self._learn_callee(dlg, response, to_tag)
+            self._changed(self.table.event(dlg, DlgEvent.RPL1XX, now), None)
+        elif status < 300:
+            if not to_tag:
+                log.warning("dialog %s (Call-ID %s): a 2xx without To tag", dlg.dlg_id, dlg.call_id)
+                return
+            if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
+                return    # a retransmission, or a second branch's 2xx: the first one made the dialog
+            self._learn_callee(dlg, response, to_tag)
+            self._changed(self.table.event(dlg, DlgEvent.RPL2XX, now), None)
+        else:
+            reason = "cancelled" if status == 487 else f"failed:{status}"
+            self._changed(self.table.event(dlg, DlgEvent.RPLFAIL, now, reason=reason), None)
+
+    def _learn_callee(self, dlg: Dialog, response: SIPResponse, to_tag: str) -> None:
+        """To tag, Contact and route set of the callee (the last provisional's, then the 2xx's: with
+        forking only the answering branch stays; choice, see the docs)."""
+        dlg.to_tag = to_tag
+        try:
+            contacts = response.contacts
+            if contacts and not contacts[0].star:
+                dlg.callee_contact = str(contacts[0].uri)
+            routes = response.header_values("record-route")
+        except ParseError:
+            return
+        # towards the callee: the Record-Route entries above ours (added downstream), nearest first
+        mine = [i for i, value in enumerate(routes) if self._is_ours(value)]
+        dlg.callee_route = tuple(reversed(routes[:mine[0]])) if mine else tuple(reversed(routes))
+        dlg.db_dirty = True
+
+    def _is_ours(self, route: str) -> bool:
+        from routescript.sip import parse_name_addr
+        try:
+            uri = parse_name_addr(route, "Record-Route").uri
+            return bool(self.server.is_myself(uri.host, uri.port))
+        except (ParseError, ValueError, AttributeError):
+            return False
+
+    # --- in-dialog requests ------------------------------------------------------------------------
+
+    def _on_loose_route(self, ctx: MsgContext, params: str) -> None:
+        if _dlg(ctx) is None:
+            self._match(ctx, self.match_mode, params)
+
+    @script_function("match_dialog", Arg("str", "dlg_match_mode", optional=True, fixup=_match_mode_fixup),
+                     routes=(REQUEST_ROUTE,))
+    def match_dialog(self, ctx: MsgContext, mode: str | None = None) -> int:
+        if _dlg(ctx) is not None:
+            return 1
+        wanted = self.match_mode if mode is None else MATCH_MODES.get(mode.strip().upper(), self.match_mode)
+        params = _route_params(ctx)
+        return 1 if self._match(ctx, wanted, params) else -1
+
+    def _match(self, ctx: MsgContext, mode: int, params: str) -> Dialog | None:
+        msg = ctx.msg
+        if not isinstance(msg, SIPRequest):
+            return None
+        try:
+            call_id, from_tag, to_tag = msg.call_id, msg.from_.tag, msg.to.tag
+            cseq = msg.cseq.number
+        except ParseError as exc:
+            log.info("dialog: cannot match a request: %s", exc.reason)
+            return None
+        if not to_tag:
+            return None
+        found: tuple[Dialog, str] | None = None
+        if mode in (0, 1):
+            did = _param(params, self.rr_param)
+            if did is not None:
+                dlg = self.table.by_did(did)
+                if dlg is not None and dlg.call_id == call_id and dlg.state is not DlgState.DELETED:
+                    direction = "downstream" if from_tag == dlg.from_tag else "upstream"
+                    found = (dlg, direction)
+        if found is None and mode in (1, 2):
+            found = self.table.match(call_id, from_tag, to_tag)
+        if found is None:
+            return None
+        dlg, direction = found
+        ctx.extra[DLG_KEY] = dlg
+        ctx.extra[DIR_KEY] = direction
+        self._on_request(ctx, dlg, direction, msg.method, cseq)
+        return dlg
+
+    def _on_request(self, ctx: MsgContext, dlg: Dialog, direction: str, method: str, cseq: int) -> None:
+        """A matched in-dialog request: CSeq kept per side, ACK confirms, BYE ends."""
+        now = self.clock()
+        downstream = direction == "downstream"
+        last = dlg.caller_cseq if downstream else dlg.callee_cseq
+        if method == "ACK":
+            ok = cseq == dlg.invite_cseq or cseq == last
+            ctx.extra[CSEQ_OK_KEY] = ok
+            if cseq == dlg.invite_cseq or dlg.state is DlgState.CONFIRMED:
+                self._changed(self.table.event(dlg, DlgEvent.ACK, now), ctx)
+            return
+        if method == "CANCEL":
+            ctx.extra[CSEQ_OK_KEY] = True
+            return
+        ok = cseq > last
+        ctx.extra[CSEQ_OK_KEY] = ok
+        if ok:
+            if downstream:
+                dlg.caller_cseq = cseq
+            else:
+                dlg.callee_cseq = cseq
+            dlg.db_dirty = True
+        else:
+            log.info("dialog %s (Call-ID %s): %s with CSeq %d, not above %d", dlg.dlg_id, dlg.call_id,
+                     method, cseq, last)
+        if method == "BYE":
+            reason = "bye-caller" if downstream else "bye-callee"
+            if self.table.is_bogus(dlg, DlgEvent.BYE):
+                log.info("dialog %s (Call-ID %s): BYE in state %s: not a confirmed dialog", dlg.dlg_id,
+                         dlg.call_id, dlg.state.name)
+                return
+            self._changed(self.table.event(dlg, DlgEvent.BYE, now, reason=reason), ctx)
+
+    @script_function("validate_dialog", routes=(REQUEST_ROUTE,))
+    def validate_dialog(self, ctx: MsgContext) -> int:
+        """1 valid; -1 bad CSeq, -2 bad remote target (the Request-URI after loose_route() is not the
+        other side's Contact), -4 no dialog (OpenSIPS's codes; -3, the route set, is not checked)."""
+        dlg = _dlg(ctx)
+        msg = ctx.msg
+        if dlg is None or not isinstance(msg, SIPRequest) or DIR_KEY not in ctx.extra:
+            return -4
+        if not ctx.extra.get(CSEQ_OK_KEY, True):
+            return -1
+        target = dlg.callee_contact if ctx.extra[DIR_KEY] == "downstream" else dlg.caller_contact
+        if target is not None and msg.method != "ACK" and not _same_uri(msg.ruri, target):
+            return -2
+        return 1
+
+    # --- values, flags, timeout --------------------------------------------------------------------
+
+    @script_function("store_dlg_value", Arg("str", "name"), Arg("str", "val"), routes=_ANY_ROUTE)
+    def store_dlg_value(self, ctx: MsgContext, name: str, value: str) -> int:
+        dlg = self._need(ctx, "store_dlg_value")
+        if dlg is None:
+            return -1
+        return 1 if self._store(dlg, name, value) else -1
+
+    @script_function("fetch_dlg_value", Arg("str", "name"), Arg("pvar", "val"), routes=_ANY_ROUTE)
+    def fetch_dlg_value(self, ctx: MsgContext, name: str, var: Any) -> int:
+        dlg = self._need(ctx, "fetch_dlg_value")
+        if dlg is None or name not in dlg.values:
+            return -1
+        var.set(ctx, dlg.values[name])
+        return 1
+
+    @pseudo_variable("dlg_val", key="name", setter="set_dlg_val")
+    def pv_dlg_val(self, ctx: MsgContext, key: Any, index: Any) -> str | None:
+        dlg = _dlg(ctx)
+        return dlg.values.get(str(key)) if dlg is not None else None
+
+    def set_dlg_val(self, ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
+        dlg = self._need(ctx, "$dlg_val")
+        if dlg is None:
+            return
+        if value is None:
+            dlg.values.pop(str(key), None)
+            return
+        self._store(dlg, str(key), str(value))
+
+    @script_function("set_dlg_flag", Arg("int", "flag"), routes=_ANY_ROUTE)
+    def set_dlg_flag(self, ctx: MsgContext, flag: int) -> int:
+        dlg = self._need(ctx, "set_dlg_flag")
+        if dlg is None or not 0 <= flag < 16:
+            return -1
+        dlg.flags |= 1 << flag
+        return 1
+
+    @script_function("reset_dlg_flag", Arg("int", "flag"), routes=_ANY_ROUTE)
+    def reset_dlg_flag(self, ctx: MsgContext, flag: int) -> int:
+        dlg = self._need(ctx, "reset_dlg_flag")
+        if dlg is None or not 0 <= flag < 16:
+            return -1
+        dlg.flags &= ~(1 << flag)
+        return 1
+
+    @script_function("is_dlg_flag_set", Arg("int", "flag"), routes=_ANY_ROUTE)
+    def is_dlg_flag_set(self, ctx: MsgContext, flag: int) -> int:
+        dlg = _dlg(ctx)
+        return 1 if dlg is not None and 0 <= flag < 16 and dlg.flags & (1 << flag) else -1
+
+    def _need(self, ctx: MsgContext, what: str) -> Dialog | None:
+        dlg = _dlg(ctx)
+        if dlg is None:
+            log.error("%s: no dialog for this message (create_dialog() or match_dialog() first)", what)
+        return dlg
+
+    # --- pseudo-variables ----------------------------------------------------------------------------
+
+    @pseudo_variable("DLG_status")
+    def pv_status(self, ctx: MsgContext, key: Any, index: Any) -> int | None:
+        dlg = _dlg(ctx)
+        return int(dlg.state) if dlg is not None else None
+
+    @pseudo_variable("DLG_lifetime")
+    def pv_lifetime(self, ctx: MsgContext, key: Any, index: Any) -> int | None:
+        dlg = _dlg(ctx)
+        if dlg is None:
+            return None
+        if dlg.start is None:
+            return 0
+        return int((dlg.end or self.clock()) - dlg.start)
+
+    @pseudo_variable("DLG_did")
+    def pv_did(self, ctx: MsgContext, key: Any, index: Any) -> str | None:
+        dlg = _dlg(ctx)
+        return dlg.dlg_id if dlg is not None else None
+
+    @pseudo_variable("DLG_id")
+    def pv_id(self, ctx: MsgContext, key: Any, index: Any) -> str | None:
+        return self.pv_did(ctx, key, index)
+
+    @pseudo_variable("DLG_dir")
+    def pv_dir(self, ctx: MsgContext, key: Any, index: Any) -> str | None:
+        return ctx.extra.get(DIR_KEY) if _dlg(ctx) is not None else None
+
+    @pseudo_variable("DLG_count")
+    def pv_count(self, ctx: MsgContext, key: Any, index: Any) -> int:
+        return len(self.table)
+
+    @pseudo_variable("DLG_flags")
+    def pv_flags(self, ctx: MsgContext, key: Any, index: Any) -> int | None:
+        dlg = _dlg(ctx)
+        return dlg.flags & 0xFFFF if dlg is not None else None
+
+    @pseudo_variable("DLG_end_reason")
+    def pv_end_reason(self, ctx: MsgContext, key: Any, index: Any) -> str | None:
+        dlg = _dlg(ctx)
+        if dlg is None or dlg.end_reason is None:
+            return None
+        return _END_REASONS.get(dlg.end_reason)
+
+    @pseudo_variable("DLG_timeout", setter="set_timeout")
+    def pv_timeout(self, ctx: MsgContext, key: Any, index: Any) -> int | None:
+        """Seconds until the dialog expires (its lifetime before the 2xx)."""
+        dlg = _dlg(ctx)
+        if dlg is None:
+            return None
+        if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED) and dlg.deadline is not None:
+            return max(0, int(dlg.deadline - self.clock()))
+        return dlg.timeout
+
+    def set_timeout(self, ctx: MsgContext, key: Any, index: Any, value: Any) -> None:
+        dlg = self._need(ctx, "$DLG_timeout")
+        if dlg is None:
+            return
+        try:
+            seconds = int(value)
+        except (TypeError, ValueError):
+            log.error("$DLG_timeout = %r: not a number of seconds", value)
+            return
+        if seconds <= 0:
+            log.error("$DLG_timeout = %d: must be positive", seconds)
+            return
+        self.table.set_timeout(dlg, seconds, self.clock())
+        self._rearm()
+
+    # --- profiles ----------------------------------------------------------------------------------
+
+    def _profile(self, name: str, value: str | None, what: str) -> tuple[str, str | None] | None:
+        if name in self.with_value:
+            return name, value
+        if name in self.no_value:
+            return name, None   # OpenSIPS: a value for a profile without values is discarded
+        log.error("%s: profile %r is not declared (profiles_with_value / profiles_no_value)", what, name)
+        return None
+
+    @script_function("set_dlg_profile", Arg("str", "profile"), Arg("str", "value", optional=True),
+                     Arg("int", "clear_values", optional=True), routes=_ANY_ROUTE)
+    def set_dlg_profile(self, ctx: MsgContext, profile: str, value: str | None = None,
+                        clear: int | None = None) -> int:
+        dlg = self._need(ctx, "set_dlg_profile")
+        key = self._profile(profile, value, "set_dlg_profile")
+        if dlg is None or key is None:
+            return -1
+        if key[0] in self.with_value and key[1] is None:
+            log.error("set_dlg_profile: profile %r needs a value", profile)
+            return -1
+        if not self.table.link(dlg, key[0], key[1], clear=bool(clear)):
+            log.error("set_dlg_profile: dialog %s is in too many profiles", dlg.dlg_id)
+            return -1
+        return 1
+
+    @script_function("unset_dlg_profile", Arg("str", "profile"), Arg("str", "value", optional=True),
+                     routes=_ANY_ROUTE)
+    def unset_dlg_profile(self, ctx: MsgContext, profile: str, value: str | None = None) -> int:
+        dlg = self._need(ctx, "unset_dlg_profile")
+        key = self._profile(profile, value, "unset_dlg_profile")
+        if dlg is None or key is None:
+            return -1
+        return 1 if self.table.unlink(dlg, key[0], key[1]) else -1
+
+    @script_function("is_in_profile", Arg("str", "profile"), Arg("str", "value", optional=True),
+                     routes=_ANY_ROUTE)
+    def is_in_profile(self, ctx: MsgContext, profile: str, value: str | None = None) -> int:
+        dlg = _dlg(ctx)
+        key = self._profile(profile, value, "is_in_profile")
+        if dlg is None or key is None:
+            return -1
+        return 1 if any(k[0] == key[0] and (key[1] is None or k[1] == key[1]) for k in dlg.profiles) else -1
+
+    @script_function("get_profile_size", Arg("str", "profile"), Arg("str", "value", optional=True),
+                     Arg("pvar", "size"), routes=_ANY_ROUTE)
+    def get_profile_size(self, ctx: MsgContext, profile: str, value: str | None, size: Any) -> int:
+        key = self._profile(profile, value or None, "get_profile_size")
+        if key is None:
+            return -1
+        size.set(ctx, self.profile_size(key[0], key[1]))
+        return 1
+
+    def profile_size(self, profile: str, value: str | None) -> int:
+        """Every worker's count (shared.py) when several run; this one's otherwise."""
+        mine = self.table.profile_size(profile, value)
+        if self.shared is None:
+            return mine
+        return mine + self.shared.others(self.slot, profile, value)
+
+    # --- sending BYEs (bye-on-timeout, dlg_end_dlg) ---------------------------------------------------
+
+    def _send_byes(self, dlg: Dialog) -> None:
+        requests = getattr(self.server, "requests", None)
+        if requests is None:
+            log.error("dialog %s (Call-ID %s): no request sender: BYEs not sent", dlg.dlg_id, dlg.call_id)
+            return
+        from routescript.core.requests import OutgoingRequest, dialog_route
+
+        to_tagged = f"{dlg.to_header};tag={dlg.to_tag}" if dlg.to_tag else dlg.to_header
+        legs = [  # (target, route set, From, To, CSeq, socket, label)
+            (dlg.callee_contact, dlg.callee_route, dlg.from_header, to_tagged, dlg.caller_cseq + 1,
+             dlg.callee_socket or dlg.caller_socket, "callee"),
+            (dlg.caller_contact, dlg.caller_route, to_tagged, dlg.from_header,
+             max(dlg.callee_cseq, 0) + 1, dlg.caller_socket, "caller")]
+        for target, route, from_h, to_h, cseq, socket, label in legs:
+            if not target:
+                log.warning("dialog %s (Call-ID %s): no Contact of the %s: no BYE", dlg.dlg_id, dlg.call_id,
+                            label)
+                continue
+            try:
+                ruri, routes = dialog_route(target, route)
+            except ParseError as exc:
+                log.warning("dialog %s: BYE to the %s not sent: %s", dlg.dlg_id, label, exc.reason)
+                continue
+            headers = [("Route", r) for r in routes]
+            headers += [("From", from_h), ("To", to_h), ("Call-ID", dlg.call_id), ("CSeq", f"{cseq} BYE"),
+                        ("Max-Forwards", "70"), *self.extra_headers]
+            request = OutgoingRequest("BYE", ruri, tuple(headers))
+            label_copy = label
+
+            def done(response: SIPResponse, label: str = label_copy) -> None:
+                log.info("dialog %s (Call-ID %s): BYE to the %s: %d", dlg.dlg_id, dlg.call_id, label,
+                         response.status)
+            try:
+                requests.send_in_dialog(request, done, socket=socket)
+            except (ParseError, OSError, ValueError) as exc:
+                log.warning("dialog %s: BYE to the %s not sent: %s", dlg.dlg_id, label, exc)
+
+    def end_dialog(self, dlg: Dialog, reason: str = "mi") -> None:
+        """dlg_end_dlg: BYEs both ways for a confirmed dialog; an early one is deleted here (its CANCEL
+        is not built: the caller's INVITE goes on until it is answered or times out)."""
+        if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
+            self._send_byes(dlg)
+        self._changed(self.table.event(dlg, DlgEvent.END, self.clock(), reason=reason), None)
+
+    # --- MI ------------------------------------------------------------------------------------------
+
+    def _mi_dialog(self, dlg: Dialog, with_ctx: bool) -> dict[str, Any]:
+        def date(ts: float | None) -> str | None:
+            if ts is None:
+                return None
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+        out: dict[str, Any] = {"ID": dlg.dlg_id, "db_id": str(dlg.db_id), "state": int(dlg.state),
+                               "user_flags": str(dlg.flags & 0xFFFF),
+                               "timestart": int(dlg.start) if dlg.start else 0}
+        if dlg.start:
+            out["datestart"] = date(dlg.start)
+        out["timeout"] = int(dlg.deadline) if dlg.deadline and dlg.start else 0
+        if dlg.deadline and dlg.start:
+            out["dateout"] = date(dlg.deadline)
+        out.update({"callid": dlg.call_id, "from_uri": dlg.from_uri, "to_uri": dlg.to_uri,
+                    "caller_tag": dlg.from_tag, "caller_contact": dlg.caller_contact or "",
+                    "callee_cseq": str(dlg.callee_cseq), "caller_route_set": ",".join(dlg.caller_route),
+                    "caller_bind_addr": dlg.caller_socket})
+        callees = []
+        if dlg.to_tag is not None:
+            callees.append({"callee_tag": dlg.to_tag, "callee_contact": dlg.callee_contact or "",
+                            "caller_cseq": str(dlg.caller_cseq),
+                            "callee_route_set": ",".join(dlg.callee_route),
+                            "callee_bind_addr": dlg.callee_socket or None})
+        out["CALLEES"] = callees
+        if with_ctx:
+            out["context"] = {"values": [{k: v} for k, v in dlg.values.items()],
+                              "profiles": [{name: value or ""} for name, value in dlg.profiles]}
+        return out
+
+    def _mi_list(self, callid: str | None, from_tag: str | None, index: int | None, counter: int | None,
+                 with_ctx: bool) -> dict[str, Any]:
+        if from_tag is not None and callid is None:
+            raise MIError("from_tag needs callid", -32602)
+        if callid is not None:
+            dialogs = [d for d in self.table.by_callid(callid) if from_tag is None or d.from_tag == from_tag]
+        else:
+            dialogs = list(self.table)
+            if index is not None:
+                start = int(index)
+                if start < 0 or (counter is not None and int(counter) <= 0):
+                    raise MIError("Invalid index or counter", -32602)
+                dialogs = dialogs[start:start + int(counter)] if counter is not None else dialogs[start:]
+        return {"Dialogs": [self._mi_dialog(d, with_ctx) for d in dialogs]}
+
+    @mi_command("dlg_list", aliases=("dialog:list",), optional=("callid", "from_tag", "index", "counter"),
+                recipes=((), ("callid",), ("callid", "from_tag"), ("index", "counter")), workers="concat",
+                doc="the dialogs (OpenSIPS dialog:list)")
+    def mi_dlg_list(self, callid: str | None = None, from_tag: str | None = None, index: Any = None,
+                    counter: Any = None) -> dict[str, Any]:
+        return self._mi_list(callid, from_tag, index, counter, False)
+
+    @mi_command("dlg_list_ctx", aliases=("dialog:list_ctx",),
+                optional=("callid", "from_tag", "index", "counter"),
+                recipes=((), ("callid",), ("callid", "from_tag"), ("index", "counter")), workers="concat",
+                doc="the dialogs with their values and profiles (OpenSIPS dialog:list_ctx)")
+    def mi_dlg_list_ctx(self, callid: str | None = None, from_tag: str | None = None, index: Any = None,
+                        counter: Any = None) -> dict[str, Any]:
+        return self._mi_list(callid, from_tag, index, counter, True)
+
+    @mi_command("dlg_end_dlg", aliases=("dialog:end_dlg",), optional=("extra_hdrs",), workers="each",
+                doc="end a dialog by its ID or Call-ID (BYEs both ways when confirmed)")
+    def mi_dlg_end_dlg(self, dialog_id: str, extra_hdrs: str | None = None) -> str:
+        dlg = self.table.get(dialog_id)
+        if dlg is None:
+            found = self.table.by_callid(dialog_id)
+            dlg = found[0] if found else None
+        if dlg is None:
+            raise MIError("Dialog not found", 404)
+        self.end_dialog(dlg)
+        return "OK"
+
+    @mi_command("profile_get_size", aliases=("dialog:profile_get_size",), optional=("value",),
+                workers="one", doc="how many dialogs a profile (with a value) holds")
+    def mi_profile_get_size(self, profile: str, value: str | None = None) -> dict[str, Any]:
+        if profile not in self.with_value and profile not in self.no_value:
+            raise MIError("Profile not found", 404)
+        use = value if profile in self.with_value else None
+        count = self.profile_size(profile, use)
+        return {"profile": {"name": profile, "value": value or "", "count": count}}
+
+    @mi_command("profile_list_dlgs", aliases=("dialog:profile_list_dlgs",), optional=("value",),
+                workers="concat", doc="the dialogs of a profile (with a value)")
+    def mi_profile_list_dlgs(self, profile: str, value: str | None = None) -> dict[str, Any]:
+        if profile not in self.with_value and profile not in self.no_value:
+            raise MIError("Profile not found", 404)
+        use = value if profile in self.with_value else None
+        return {"Dialogs": [self._mi_dialog(d, False) for d in self.table.in_profile(profile, use)]}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _dlg(ctx: Any) -> Dialog | None:
+    extra = getattr(ctx, "extra", None)
+    return extra.get(DLG_KEY) if extra is not None else None
+
+
+def _param(params: str, name: str) -> str | None:
+    for part in params.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def _route_params(ctx: MsgContext) -> str:
+    state = ctx.extra.get("rr")
+    params = getattr(state, "route_params", None)
+    return params or ""
+
+
+def _same_uri(a: str, b: str) -> bool:
+    from routescript.sip import parse_uri
+    try:
+        ua, ub = parse_uri(a), parse_uri(b)
+    except (ParseError, ValueError):
+        return a == b
+    return (ua.user, ua.host.lower(), ua.port) == (ub.user, ub.host.lower(), ub.port)
