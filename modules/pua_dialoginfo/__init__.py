@@ -69,7 +69,7 @@ def _sides(value: Any) -> str:
 
 class PuaDialoginfoModule(Module):
     name = "pua_dialoginfo"
-    depends = ("pua",)
+    depends = ("pua", "dialog")
     params = (
         Param("include_callid", int, 1, "1: the dialog element carries call-id", check=_bool01),
         Param("include_tags", int, 1, "1: local-tag and remote-tag", check=_bool01),
@@ -99,11 +99,24 @@ class PuaDialoginfoModule(Module):
         self.pua = bind_pua(self.server)
         if self.pua is None:
             raise ConfigError("pua_dialoginfo needs the pua module loaded")
+        # The dialog API is found through the server's modules: during check() only when the dialog
+        # module publishes it that early; otherwise at start() (before any message; the loader has
+        # checked that dialog is loaded: `depends`).
+        self._bind()
+
+    def _bind(self) -> bool:
+        if self.dialogs is not None:
+            return True
         self.dialogs = _dialog.bind_dialog(self.server)
         if self.dialogs is None:
-            raise ConfigError("pua_dialoginfo needs the dialog module loaded (loadmodule \"dialog.so\")")
+            return False
         self.dialogs.on_state_changed(self._state_changed)
         self.dialogs.on_loaded(self._loaded)
+        return True
+
+    async def start(self) -> None:
+        if not self._bind():
+            raise ConfigError("pua_dialoginfo needs the dialog module loaded (loadmodule \"dialog.so\")")
 
     # --- script ---------------------------------------------------------------------------------
     @script_function("dialoginfo_set", Arg("str", "side", optional=True, fixup=_sides),
@@ -116,6 +129,9 @@ class PuaDialoginfoModule(Module):
             log.error("dialoginfo_set: %s", exc)
             return -1
         msg = ctx.msg
+        if not self._bind():
+            log.error("dialoginfo_set: the dialog module is not loaded")
+            return -1
         dlg = self.dialogs.current(ctx)
         if dlg is None:
             log.error("dialoginfo_set: no dialog for %s (call create_dialog() first)",

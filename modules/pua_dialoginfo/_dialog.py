@@ -30,3 +30,10 @@ def bind_dialog(server: Any) -> Any | None:
     except ImportError:
         return None
     return api.bind_dialog(server)
+
+
+def same_values() -> bool:
+    """Whether the dialog module's flag and states are the ones this package numbers (a guard test)."""
+    api = importlib.import_module("routescript.modules.dialog.api")
+    return bool(api.DLG_FLAG_PUA_DIALOGINFO == DLG_FLAG_PUA_DIALOGINFO
+                and {s.name: int(s) for s in api.DlgState} == {s.name: int(s) for s in DlgState})

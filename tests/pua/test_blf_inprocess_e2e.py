@@ -39,6 +39,7 @@ loadmodule "db_sqlite.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
 loadmodule "presence_dialoginfo.so"
+loadmodule "dialog.so"
 loadmodule "pua.so"
 loadmodule "pua_dialoginfo.so"
 

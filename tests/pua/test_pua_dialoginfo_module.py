@@ -95,6 +95,8 @@ CFG = """
 socket = udp:127.0.0.1:{port}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "dialog.so"
 loadmodule "pua.so"
 loadmodule "pua_dialoginfo.so"
 {params}
@@ -211,8 +213,25 @@ def test_refused_calls(tmp_path: Path, monkeypatch: Any, call: str, needle: str)
     assert needle in str(info.value)
 
 
-def test_without_the_dialog_module(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(_dialog, "bind_dialog", lambda server: None)
+def test_without_the_dialog_module(tmp_path: Path) -> None:
+    cfg = tmp_path / "nodlg.cfg"
+    cfg.write_text(CFG.format(port=5999, params="", body="exit;").replace('loadmodule "dialog.so"\n', ""))
     with pytest.raises(LoadError) as info:
-        load(tmp_path, FakeDialogApi())
-    assert "needs the dialog module" in str(info.value)
+        Server().load(str(cfg))
+    assert "depends on module 'dialog'" in str(info.value)
+
+
+def test_the_real_dialog_api_numbers_as_this_package() -> None:
+    assert _dialog.same_values()
+
+
+async def test_bound_to_the_real_dialog_module_at_start(tmp_path: Path) -> None:
+    server = load(tmp_path, FakeDialogApi())
+    await server.start()
+    try:
+        mod: Any = server.modules.get("pua_dialoginfo")
+        from routescript.modules.dialog.api import DialogApi
+
+        assert isinstance(mod.dialogs, DialogApi)
+    finally:
+        await server.stop()

@@ -26,6 +26,7 @@ socket = udp:127.0.0.1:{port}
 loadmodule "proto_udp.so"
 loadmodule "sl.so"
 loadmodule "tm.so"
+loadmodule "dialog.so"
 loadmodule "pua.so"
 loadmodule "pua_dialoginfo.so"
 modparam("pua_dialoginfo", "presence_server", "sip:ps@127.0.0.1:{ps}")
