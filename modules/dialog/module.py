@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from routescript.script.context import (
 )
 from routescript.sip import ParseError, SIPRequest, SIPResponse
 
+from .persistence import TABLE, BadRow, dialog_of, row_of
 from .shared import SharedProfiles
 from .api import DialogApi, DialogInfo, DlgState
 from .core import (
@@ -68,7 +70,8 @@ _END_REASONS = {   # DialogInfo.end_reason -> $DLG_end_reason (OpenSIPS's texts)
     "bye-caller": "Downstream BYE", "bye-callee": "Upstream BYE", "timeout": "Lifetime Timeout",
     "mi": "MI Termination"}
 
-_LATER_DB = "dialogs are kept in memory only (db_mode 0): persistence is not built yet"
+_COLUMNS = "the dialog table keeps OpenSIPS's column names"
+MAX_PENDING_WRITES = 200_000   # dialogs waiting for their row write: over it, logged and dropped
 
 
 def _mode(value: int) -> None:
@@ -157,15 +160,38 @@ class DialogModule(Module):
         Param("delete_delay", int, 0, "", later="a dialog is removed as soon as it ends"),
         Param("auto_prack_hangup_on_failure", int, 0, "", later="auto-prack is not built"),
         Param("auto_prack_fr_timeout", int, 0, "", later="auto-prack is not built"),
-        Param("db_url", str, "", "accepted; with db_mode 0 nothing is stored"),
-        Param("db_mode", int, 0, "0: no database", check=_db_mode, later=_LATER_DB),
-        Param("db_update_period", int, 60, "", later=_LATER_DB),
-        Param("table_name", str, "dialog", "", later=_LATER_DB),
+        Param("db_url", str, "", "the database of the dialog table (db_mode 1-3)"),
+        Param("db_mode", int, 0, "0 none, 1 real-time, 2 delayed (db_update_period), 3 at shutdown",
+              check=_db_mode),
+        Param("db_update_period", int, 60, "seconds between writes with db_mode 2", check=_positive),
+        Param("table_name", str, "dialog", "", later="the table is always named dialog"),
+        Param("call_id_column", str, "callid", "", later=_COLUMNS),
+        Param("from_uri_column", str, "from_uri", "", later=_COLUMNS),
+        Param("from_tag_column", str, "from_tag", "", later=_COLUMNS),
+        Param("to_uri_column", str, "to_uri", "", later=_COLUMNS),
+        Param("to_tag_column", str, "to_tag", "", later=_COLUMNS),
+        Param("from_cseq_column", str, "caller_cseq", "", later=_COLUMNS),
+        Param("to_cseq_column", str, "callee_cseq", "", later=_COLUMNS),
+        Param("from_route_column", str, "caller_route_set", "", later=_COLUMNS),
+        Param("to_route_column", str, "callee_route_set", "", later=_COLUMNS),
+        Param("from_contact_column", str, "caller_contact", "", later=_COLUMNS),
+        Param("to_contact_column", str, "callee_contact", "", later=_COLUMNS),
+        Param("from_sock_column", str, "caller_sock", "", later=_COLUMNS),
+        Param("to_sock_column", str, "callee_sock", "", later=_COLUMNS),
+        Param("dlg_id_column", str, "dlg_id", "", later=_COLUMNS),
+        Param("state_column", str, "state", "", later=_COLUMNS),
+        Param("start_time_column", str, "start_time", "", later=_COLUMNS),
+        Param("timeout_column", str, "timeout", "", later=_COLUMNS),
+        Param("profiles_column", str, "profiles", "", later=_COLUMNS),
+        Param("vars_column", str, "vars", "", later=_COLUMNS),
+        Param("sflags_column", str, "script_flags", "", later=_COLUMNS),
+        Param("mflags_column", str, "module_flags", "", later=_COLUMNS),
+        Param("flags_column", str, "flags", "", later=_COLUMNS),
         Param("profiles_with_value", str, "", "profiles whose members carry a value ('a;b')", multi=True,
               check=_profiles_check),
         Param("profiles_no_value", str, "", "profiles without values ('a;b')", multi=True,
               check=_profiles_check),
-        Param("db_flush_vals_profiles", int, 0, "", later=_LATER_DB),
+        Param("db_flush_vals_profiles", int, 0, "accepted: values and profiles are always written"),
         Param("timer_bulk_del_no", int, 1, "accepted: ended dialogs are removed at once"),
         Param("race_condition_timeout", int, 5, "", later="RFC 5407 race detection is not built"),
         Param("cachedb_url", str, "", "", later="shared profiles through cachedb are not built"),
@@ -206,6 +232,14 @@ class DialogModule(Module):
         self.clock: Callable[[], float] = time.time
         self.shared: SharedProfiles | None = None
         self.slot = 0
+        self.n_total = 1
+        self.db_mode = int(self.param("db_mode"))
+        self.db_url = str(self.param("db_url") or "")
+        self.db: Any = None
+        self._pending: dict[int, Dialog | None] = {}   # db_id -> the dialog to write, None: delete its row
+        self._flushing: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._periodic: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -221,12 +255,125 @@ class DialogModule(Module):
         rr: Any = self.server.modules.get("rr")
         if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
             rr.loose_route_callbacks.append(self._on_loose_route)
+        if self.db_mode:
+            self.db = await self.server.database(self.db_url)
+            await self.db.ensure_schema([TABLE])
+            await self._load()
+            if self.db_mode == 2:
+                self._periodic = asyncio.get_running_loop().create_task(self._every_period())
+
+    async def _load(self) -> None:
+        """The dialogs of the table back in memory (those of this worker's Call-IDs when several run):
+        a row that is no dialog is logged and skipped; an expired one is deleted; then DLGCB_LOADED."""
+        rows = await self.db.query(TABLE)
+        now = self.clock()
+        loaded = 0
+        for row in rows:
+            call_id = row.get("callid")
+            if self.n_total > 1 and isinstance(call_id, str) \
+                    and zlib.crc32(call_id.encode()) % self.n_total != self.slot:
+                continue
+            try:
+                dlg, warnings = dialog_of(row, self.with_value, self.no_value)
+            except BadRow as exc:
+                log.error("dialog table: row dlg_id=%s (Call-ID %s) skipped: %s", row.get("dlg_id"), call_id,
+                          exc)
+                continue
+            if dlg.deadline is not None and dlg.deadline <= now:
+                log.info("dialog table: dialog %s (Call-ID %s) expired while we were down: deleted",
+                         dlg.dlg_id, dlg.call_id)
+                self._pending[dlg.db_id] = None
+                continue
+            try:
+                self.table.add(dlg)
+            except ValueError as exc:
+                log.error("dialog table: row dlg_id=%s (Call-ID %s) skipped: %s", row.get("dlg_id"), call_id,
+                          exc)
+                continue
+            for warning in warnings:
+                log.warning("dialog %s (Call-ID %s): %s", dlg.dlg_id, dlg.call_id, warning)
+            loaded += 1
+            info = dlg.info()
+            for cb in list(self.callbacks.loaded):
+                try:
+                    cb(info)
+                except Exception:
+                    log.exception("dialog %s (Call-ID %s): a loaded callback failed", dlg.dlg_id, dlg.call_id)
+        if rows:
+            log.info("dialog: %d dialog(s) loaded from the database", loaded)
+        self._rearm()
+        if self._pending and self.db_mode == 1:
+            self._schedule_flush()
+
+    # --- writing the table (db_mode 1: at the end of the loop turn; 2: every db_update_period; 3: at stop)
+
+    def _mark(self, dlg: Dialog) -> None:
+        if not self.db_mode:
+            return
+        if dlg.state is DlgState.DELETED:
+            self._pending[dlg.db_id] = None
+        elif dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
+            if len(self._pending) >= MAX_PENDING_WRITES and dlg.db_id not in self._pending:
+                log.error("dialog %s (Call-ID %s): %d row writes pending: not stored", dlg.dlg_id,
+                          dlg.call_id, len(self._pending))
+                return
+            self._pending[dlg.db_id] = dlg
+        else:
+            return
+        if self.db_mode == 1:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flushing is not None or self.db is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._flushing = loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Every pending row written in one transaction; on failure logged, kept and retried in 1 s."""
+        try:
+            while self._pending and self.db is not None:
+                batch, self._pending = self._pending, {}
+                try:
+                    async with self.db.transaction():
+                        for db_id, dlg in batch.items():
+                            if dlg is None:
+                                await self.db.delete(TABLE, {"dlg_id": db_id})
+                            else:
+                                await self.db.upsert(TABLE, row_of(dlg), ["dlg_id"])
+                                dlg.db_dirty = False
+                                dlg.db_stored = True
+                except Exception as exc:  # noqa: BLE001 - DatabaseError or a bad row: logged, retried
+                    log.error("dialog table: %d row(s) not written: %s", len(batch), exc)
+                    for db_id, dlg in batch.items():
+                        self._pending.setdefault(db_id, dlg)
+                    if self.db_mode == 1 and self._retry is None:
+                        self._retry = asyncio.get_running_loop().call_later(1.0, self._retry_flush)
+                    return
+        finally:
+            self._flushing = None
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self._schedule_flush()
+
+    async def _every_period(self) -> None:
+        period = float(self.param("db_update_period"))
+        while True:
+            await asyncio.sleep(period)
+            if self._flushing is None:
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     def check(self) -> None:
         """Before fork: the shared profile counters when the server runs several workers."""
         both = self.with_value & self.no_value
         if both:
             raise ConfigError(f"dialog: profile(s) {sorted(both)} declared both with and without value")
+        if self.db_mode and not self.db_url:
+            raise ConfigError(f"dialog: db_mode {self.db_mode} needs modparam(\"dialog\", \"db_url\", ...)")
         try:
             slots = int(self.server.config.worker_plan().total)
         except Exception:   # noqa: BLE001 - a test's fake server has no plan: one process
@@ -238,6 +385,7 @@ class DialogModule(Module):
         """In worker `slot` of `n_total`: h_id numbered slot+1, slot+1+n, ... (ids unique per server);
         profile memberships counted in the shared rows of the slot."""
         self.slot = int(identity.slot)
+        self.n_total = int(identity.n_total)
         self.table = DialogTable(id_base=self.slot, id_step=int(identity.n_total))
         shared = self.shared
         if shared is not None and self.slot < shared.slots:
@@ -259,6 +407,17 @@ class DialogModule(Module):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._periodic is not None:
+            self._periodic.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
+        if self.db is not None:
+            if self._flushing is not None:
+                await asyncio.gather(self._flushing, return_exceptions=True)
+            if self.db_mode == 3:
+                for dlg in self.table:
+                    self._mark(dlg)
+            await self._flush()
         for task in list(self._tasks):
             task.cancel()
 
@@ -280,6 +439,7 @@ class DialogModule(Module):
             log.warning("set_flag: no dialog %s", dlg_id)
             return
         dlg.flags |= flag
+        self._mark(dlg)
 
     def store_value(self, dlg_id: str, name: str, value: str) -> None:
         dlg = self.table.get(dlg_id)
@@ -305,6 +465,7 @@ class DialogModule(Module):
             return False
         dlg.values[name] = value
         dlg.db_dirty = True
+        self._mark(dlg)
         return True
 
     # --- state changes: one place raises callbacks, the event, statistics and the timer -------------
@@ -314,6 +475,7 @@ class DialogModule(Module):
             return
         dlg, old, new = change.dialog, change.old, change.new
         log.debug("dialog %s (Call-ID %s): %s -> %s", dlg.dlg_id, dlg.call_id, old.name, new.name)
+        self._mark(dlg)
         if new is DlgState.DELETED:
             self.table.remove(dlg)
             if dlg.end_reason == "timeout":
@@ -417,7 +579,7 @@ class DialogModule(Module):
         dlg.caller_route = caller_route
         if ctx.source is not None:
             dlg.caller_socket = str(getattr(ctx.source.socket, "name", "") or "")
-        dlg.deadline = now + UNCONFIRMED_GUARD
+        dlg.deadline = now + self._unconfirmed_guard()
         ctx.extra[DLG_KEY] = dlg
         self.processed.inc()
         hooks = transaction.reply_hooks
@@ -434,6 +596,14 @@ class DialogModule(Module):
                 log.exception("dialog %s (Call-ID %s): a created callback failed", dlg.dlg_id, dlg.call_id)
         self._rearm()
         return 1
+
+    def _unconfirmed_guard(self) -> float:
+        """How long an INVITE may wait for its final reply: UNCONFIRMED_GUARD, or tm's fr_inv_timeout and
+        a minute when that is longer."""
+        tm: Any = self.server.modules.get("tm")
+        settings = getattr(tm, "settings", None)
+        fr_inv = float(getattr(settings, "fr_inv_timeout", 0) or 0)
+        return max(UNCONFIRMED_GUARD, fr_inv + 60.0)
 
     def _add_did(self, ctx: MsgContext, dlg: Dialog) -> None:
         rr: Any = self.server.modules.get("rr")
@@ -562,6 +732,7 @@ class DialogModule(Module):
             else:
                 dlg.callee_cseq = cseq
             dlg.db_dirty = True
+            self._mark(dlg)
         else:
             log.info("dialog %s (Call-ID %s): %s with CSeq %d, not above %d", dlg.dlg_id, dlg.call_id,
                      method, cseq, last)
@@ -625,6 +796,7 @@ class DialogModule(Module):
         if dlg is None or not 0 <= flag < 16:
             return -1
         dlg.flags |= 1 << flag
+        self._mark(dlg)
         return 1
 
     @script_function("reset_dlg_flag", Arg("int", "flag"), routes=_ANY_ROUTE)
@@ -633,6 +805,7 @@ class DialogModule(Module):
         if dlg is None or not 0 <= flag < 16:
             return -1
         dlg.flags &= ~(1 << flag)
+        self._mark(dlg)
         return 1
 
     @script_function("is_dlg_flag_set", Arg("int", "flag"), routes=_ANY_ROUTE)
@@ -714,6 +887,7 @@ class DialogModule(Module):
             log.error("$DLG_timeout = %d: must be positive", seconds)
             return
         self.table.set_timeout(dlg, seconds, self.clock())
+        self._mark(dlg)
         self._rearm()
 
     # --- profiles ----------------------------------------------------------------------------------
@@ -740,6 +914,7 @@ class DialogModule(Module):
         if not self.table.link(dlg, key[0], key[1], clear=bool(clear)):
             log.error("set_dlg_profile: dialog %s is in too many profiles", dlg.dlg_id)
             return -1
+        self._mark(dlg)
         return 1
 
     @script_function("unset_dlg_profile", Arg("str", "profile"), Arg("str", "value", optional=True),
@@ -749,7 +924,10 @@ class DialogModule(Module):
         key = self._profile(profile, value, "unset_dlg_profile")
         if dlg is None or key is None:
             return -1
-        return 1 if self.table.unlink(dlg, key[0], key[1]) else -1
+        if not self.table.unlink(dlg, key[0], key[1]):
+            return -1
+        self._mark(dlg)
+        return 1
 
     @script_function("is_in_profile", Arg("str", "profile"), Arg("str", "value", optional=True),
                      routes=_ANY_ROUTE)
@@ -778,7 +956,7 @@ class DialogModule(Module):
 
     # --- sending BYEs (bye-on-timeout, dlg_end_dlg) ---------------------------------------------------
 
-    def _send_byes(self, dlg: Dialog) -> None:
+    def _send_byes(self, dlg: Dialog, extra: tuple[tuple[str, str], ...] = ()) -> None:
         requests = getattr(self.server, "requests", None)
         if requests is None:
             log.error("dialog %s (Call-ID %s): no request sender: BYEs not sent", dlg.dlg_id, dlg.call_id)
@@ -803,7 +981,7 @@ class DialogModule(Module):
                 continue
             headers = [("Route", r) for r in routes]
             headers += [("From", from_h), ("To", to_h), ("Call-ID", dlg.call_id), ("CSeq", f"{cseq} BYE"),
-                        ("Max-Forwards", "70"), *self.extra_headers]
+                        ("Max-Forwards", "70"), *self.extra_headers, *extra]
             request = OutgoingRequest("BYE", ruri, tuple(headers))
             label_copy = label
 
@@ -815,11 +993,11 @@ class DialogModule(Module):
             except (ParseError, OSError, ValueError) as exc:
                 log.warning("dialog %s: BYE to the %s not sent: %s", dlg.dlg_id, label, exc)
 
-    def end_dialog(self, dlg: Dialog, reason: str = "mi") -> None:
+    def end_dialog(self, dlg: Dialog, extra_hdrs: str | None = None, reason: str = "mi") -> None:
         """dlg_end_dlg: BYEs both ways for a confirmed dialog; an early one is deleted here (its CANCEL
         is not built: the caller's INVITE goes on until it is answered or times out)."""
         if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
-            self._send_byes(dlg)
+            self._send_byes(dlg, parse_extra_headers(extra_hdrs) if extra_hdrs else ())
         self._changed(self.table.event(dlg, DlgEvent.END, self.clock(), reason=reason), None)
 
     # --- MI ------------------------------------------------------------------------------------------
@@ -884,17 +1062,24 @@ class DialogModule(Module):
                         counter: Any = None) -> dict[str, Any]:
         return self._mi_list(callid, from_tag, index, counter, True)
 
-    @mi_command("dlg_end_dlg", aliases=("dialog:end_dlg",), optional=("extra_hdrs",), workers="each",
+    @mi_command("dlg_end_dlg", aliases=("dialog:end_dlg",), optional=("extra_hdrs",), workers="concat",
                 doc="end a dialog by its ID or Call-ID (BYEs both ways when confirmed)")
-    def mi_dlg_end_dlg(self, dialog_id: str, extra_hdrs: str | None = None) -> str:
+    def mi_dlg_end_dlg(self, dialog_id: str, extra_hdrs: str | None = None) -> list[dict[str, str]]:
+        """The dialogs ended, [{"ID", "callid"}]: one, or none when no worker holds it (with workers the
+        command runs in each and the answers are joined, so "not found" is an empty list, not an error)."""
         dlg = self.table.get(dialog_id)
         if dlg is None:
             found = self.table.by_callid(dialog_id)
             dlg = found[0] if found else None
         if dlg is None:
-            raise MIError("Dialog not found", 404)
-        self.end_dialog(dlg)
-        return "OK"
+            return []
+        if extra_hdrs:
+            try:
+                parse_extra_headers(extra_hdrs)
+            except ValueError as exc:
+                raise MIError(str(exc), -32602) from None
+        self.end_dialog(dlg, extra_hdrs)
+        return [{"ID": dlg.dlg_id, "callid": dlg.call_id}]
 
     @mi_command("profile_get_size", aliases=("dialog:profile_get_size",), optional=("value",),
                 workers="one", doc="how many dialogs a profile (with a value) holds")

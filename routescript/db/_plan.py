@@ -20,7 +20,7 @@ from routescript.db.schema import Column, ColumnKind, Table
 
 # The type a column kind binds without conversion (everything else goes through _sql.coerce).
 EXACT_TYPE: dict[ColumnKind, type] = {"id": int, "int": int, "str": str, "text": str, "blob": bytes,
-                                      "bigkey": int, "real": float, "datetime": datetime}
+                                      "bigkey": int, "bigpk": int, "real": float, "datetime": datetime}
 
 
 class NotPlain(Exception):

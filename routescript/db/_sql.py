@@ -35,7 +35,7 @@ def coerce(table: Table, col: Column, value: Any) -> Any:
     """The value as the column's kind wants it; a wrong type is DatabaseError (bad query)."""
     if value is None:
         return None
-    if col.kind in ("int", "id", "bigkey"):
+    if col.kind in ("int", "id", "bigkey", "bigpk"):
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, int):

@@ -12,6 +12,8 @@ Column kinds and how each dialect spells them (as OpenSIPS's generated scripts d
     id      INTEGER PRIMARY KEY AUTOINCREMENT / SERIAL PRIMARY KEY (sequence capped at 2^31-1, CYCLE)
     bigkey  INTEGER PRIMARY KEY AUTOINCREMENT / BIGSERIAL PRIMARY KEY (location.contact_id: usrloc
             writes its own 64-bit ids, as OpenSIPS does)
+    bigpk   BIGINT(10) PRIMARY KEY / BIGINT PRIMARY KEY (dialog.dlg_id: the dialog module's own 64-bit
+            id, no sequence)
     real    FLOAT(10,2)      REAL            (location.q; a Python float)
     datetime DATETIME        TIMESTAMP WITHOUT TIME ZONE   (location.last_modified; a naive UTC
             datetime.datetime in Python; SQLite stores its 'YYYY-MM-DD HH:MM:SS' text)
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-ColumnKind = Literal["id", "int", "str", "text", "blob", "bigkey", "real", "datetime"]
+ColumnKind = Literal["id", "int", "str", "text", "blob", "bigkey", "bigpk", "real", "datetime"]
 Dialect = Literal["sqlite", "postgres"]
 
 # An identifier we are willing to put in SQL text (table names given by the user through `table_names`).
@@ -67,7 +69,7 @@ class Table:
         keys = [frozenset(cols) for _, cols in self.unique]
         if self.has_id:
             keys.append(frozenset(("id",)))
-        keys.extend(frozenset((c.name,)) for c in self.columns if c.kind == "bigkey")
+        keys.extend(frozenset((c.name,)) for c in self.columns if c.kind in ("bigkey", "bigpk"))
         return keys
 
 
@@ -181,9 +183,26 @@ SUBSCRIBER = Table(
     indexes=(("username_idx", ("username",)),),
 )
 
+# dialog's (OpenSIPS 3.4 scripts/*/dialog-create.sql, version 12). Created by the dialog module's start()
+# when db_mode is not 0, or by `routescript db init` when asked for it by name.
+DIALOG = Table(
+    "dialog", 12,
+    (Column("dlg_id", "bigpk"), _s("callid", 255), _s("from_uri", 255), _s("from_tag", 64), _s("to_uri", 255),
+     _s("to_tag", 64), _s("mangled_from_uri", 255, null_default=True),
+     _s("mangled_to_uri", 255, null_default=True), _s("caller_cseq", 11), _s("callee_cseq", 11),
+     _i("caller_ping_cseq"), _i("callee_ping_cseq"), Column("caller_route_set", "text", 512, nullable=True),
+     Column("callee_route_set", "text", 512, nullable=True), _s("caller_contact", 255, nullable=True),
+     _s("callee_contact", 255, nullable=True), _s("caller_sock", 64), _s("callee_sock", 64), _i("state"),
+     _i("start_time"), _i("timeout"), Column("vars", "blob", 4096, nullable=True, null_default=True),
+     Column("profiles", "text", 512, nullable=True, null_default=True),
+     _s("script_flags", 255, null_default=True),
+     _i("module_flags", default=0), _i("flags", default=0), _s("rt_on_answer", 64, null_default=True),
+     _s("rt_on_timeout", 64, null_default=True), _s("rt_on_hangup", 64, null_default=True)),
+)
+
 # Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
 SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA,
-                                                RS_NODES, LOCATION, SUBSCRIBER)}
+                                                RS_NODES, LOCATION, SUBSCRIBER, DIALOG)}
 
 # The tables ensure_schema()/init_schema() handle when not told otherwise: those the presence server
 # uses. `pua` (client side, used by later features) is left out so an old pua table in an existing
@@ -201,6 +220,8 @@ def column_sql(col: Column, dialect: Dialect) -> str:
         serial = "SERIAL" if col.kind == "id" else "BIGSERIAL"
         return (f"{quote(col.name)} INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL" if dialect == "sqlite"
                 else f"{quote(col.name)} {serial} PRIMARY KEY NOT NULL")
+    if col.kind == "bigpk":
+        return f"{quote(col.name)} {'BIGINT(10)' if dialect == 'sqlite' else 'BIGINT'} PRIMARY KEY NOT NULL"
     if col.kind == "str":
         sql_type = f"{'CHAR' if dialect == 'sqlite' else 'VARCHAR'}({col.size})"
     elif col.kind == "int":
@@ -212,8 +233,8 @@ def column_sql(col: Column, dialect: Dialect) -> str:
         sql_type = "FLOAT(10,2)" if dialect == "sqlite" else "REAL"
     elif col.kind == "datetime":
         sql_type = "DATETIME" if dialect == "sqlite" else "TIMESTAMP WITHOUT TIME ZONE"
-    else:
-        sql_type = "BLOB" if dialect == "sqlite" else "BYTEA"
+    else:   # OpenSIPS's SQLite script spells dialog.vars BLOB(4096)
+        sql_type = ("BLOB" if not col.size else f"BLOB({col.size})") if dialect == "sqlite" else "BYTEA"
     parts = [quote(col.name), sql_type]
     if col.default is not None:
         if isinstance(col.default, (int, float)):

@@ -33,7 +33,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
-loadmodule "dialog.so"
+loadmodule "dispatcher.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
 loadmodule "pua.so"
@@ -44,7 +44,7 @@ modparam("usrloc", "db_url", "{MYSQL}")
 modparam("usrloc", "db_mode", 2)
 modparam("auth_db", "db_url", "{MYSQL}")
 modparam("auth_db", "calculate_ha1", 1)
-modparam("dialog", "db_mode", 1)
+modparam("dispatcher", "ds_ping_interval", 10)
 modparam("presence", "db_url", "sqlite://:memory:")
 modparam("pua", "db_url", "{MYSQL}")
 
@@ -70,7 +70,7 @@ route {{
         sl_send_reply(404, "Not Found");
         exit;
     }}
-    create_dialog("B");
+    ds_select_dst("1", "4");
     dialoginfo_set();
     record_route();
     t_on_failure("missed");
@@ -103,7 +103,7 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
     p = str(path)
     assert errors == [
         f'{p}:4:1: module \'db_mysql\' (loadmodule "db_mysql.so") is not implemented by routescript',
-        (f'{p}:15:1: module \'dialog\' (loadmodule "dialog.so") is not implemented by routescript '
+        (f'{p}:15:1: module \'dispatcher\' (loadmodule "dispatcher.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
         (f'{p}:18:1: module \'pua\' (loadmodule "pua.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
@@ -113,7 +113,7 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
          "or postgres://)"),
         (f'{p}:24:1: modparam("auth_db", "db_url"): unsupported database URL scheme \'mysql\' (use sqlite:// '
          "or postgres://)"),
-        f"{p}:52:5: create_dialog() is a dialog function, and routescript does not implement dialog",
+        f"{p}:52:5: ds_select_dst() is a dispatcher function, and routescript does not implement dispatcher",
         (f"{p}:53:5: dialoginfo_set() is a pua_dialoginfo function, and routescript does not implement "
         "pua_dialoginfo"),
     ]
@@ -123,7 +123,7 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
 
 def test_errors_are_in_file_order_across_kinds(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "tm.so"\nmodparam("tm", "fr_timeout", "soon")\n'
-                                         'loadmodule "dialog.so"\nroute {\n    create_dialog();\n'
+                                         'loadmodule "dispatcher.so"\nroute {\n    ds_select_dst("1", "0");\n'
                                          '    nosuch_fn();\n}\n')
     assert [e.split(": ", 1)[0] for e in errors] == [f"{path}:2:1", f"{path}:3:1", f"{path}:5:5",
                                                      f"{path}:6:5"]
@@ -141,10 +141,10 @@ def test_not_an_opensips_module_reads_as_a_path_problem(tmp_path: Path) -> None:
 
 def test_function_of_a_module_not_loaded(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nroute {\n    t_relay();\n'
-                                         '    create_dialog();\n}\n')
+                                         '    ds_select_dst("1", "0");\n}\n')
     assert errors == [f'{path}:3:5: t_relay() is a tm function: loadmodule "tm.so"',
-                      (f'{path}:4:5: create_dialog() is a dialog function: loadmodule "dialog.so" - a module '
-                      "routescript does not implement")]
+                      (f'{path}:4:5: ds_select_dst() is a dispatcher function: loadmodule "dispatcher.so" '
+                      "- a module routescript does not implement")]
 
 
 def test_a_refused_modparam_does_not_make_its_module_refuse_functions(tmp_path: Path) -> None:
@@ -233,11 +233,11 @@ def test_modules(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("test_modules")
 def test_every_module_failure_in_one_run_and_its_functions_not_reported_again(tmp_path: Path) -> None:
     path, errors = load_errors(tmp_path, 'loadmodule "broken.so"\nloadmodule "picky.so"\n'
-                                         'loadmodule "dialog.so"\nroute {\n    broken_work();\n}\n')
+                                         'loadmodule "dispatcher.so"\nroute {\n    broken_work();\n}\n')
     assert errors == [f"{path}:1:1: module 'broken': broken cannot start here",
                       f"{path}:2:1: module 'picky': level must be at least 1",
-                      (f"{path}:3:1: module 'dialog' (loadmodule \"dialog.so\") is not implemented by "
-                      "routescript")]
+                      (f"{path}:3:1: module 'dispatcher' (loadmodule \"dispatcher.so\") is not implemented "
+                      "by routescript")]
 
 
 @pytest.mark.usefixtures("test_modules")
@@ -250,9 +250,9 @@ def test_a_refused_modparam_skips_its_module_check(tmp_path: Path) -> None:
 
 
 def test_warnings_come_with_the_errors_in_file_order(tmp_path: Path) -> None:
-    path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nloadmodule "dialog.so"\nloadmodule "sl.so"\n'
-                                         "route { exit; }\n")
-    assert errors[0] == (f"{path}:2:1: module 'dialog' (loadmodule \"dialog.so\") is not implemented by "
-                         "routescript")
+    path, errors = load_errors(tmp_path, 'loadmodule "sl.so"\nloadmodule "dispatcher.so"\n'
+                                         'loadmodule "sl.so"\nroute { exit; }\n')
+    assert errors[0] == (f"{path}:2:1: module 'dispatcher' (loadmodule \"dispatcher.so\") is not implemented "
+                         "by routescript")
     assert errors[1].startswith(f'{path}:3:1: warning: module "sl" is loaded already (line 1)')
     assert len(errors) == 2

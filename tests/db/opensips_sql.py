@@ -1,5 +1,5 @@
 """The CREATE statements OpenSIPS 3.4 ships (scripts/<db>/standard-create.sql,
-presence-create.sql and usrloc-create.sql), as an
+presence-create.sql, usrloc-create.sql and dialog-create.sql), as an
 OpenSIPS installation would have run them - used to check that such a database opens here unchanged."""
 
 SQLITE = """
@@ -129,6 +129,39 @@ CREATE TABLE location (
     kv_store TEXT(512) DEFAULT NULL,
     attr CHAR(255) DEFAULT NULL
 );
+
+INSERT INTO version (table_name, table_version) values ('dialog','12');
+CREATE TABLE dialog (
+    dlg_id BIGINT(10) PRIMARY KEY NOT NULL,
+    callid CHAR(255) NOT NULL,
+    from_uri CHAR(255) NOT NULL,
+    from_tag CHAR(64) NOT NULL,
+    to_uri CHAR(255) NOT NULL,
+    to_tag CHAR(64) NOT NULL,
+    mangled_from_uri CHAR(255) DEFAULT NULL,
+    mangled_to_uri CHAR(255) DEFAULT NULL,
+    caller_cseq CHAR(11) NOT NULL,
+    callee_cseq CHAR(11) NOT NULL,
+    caller_ping_cseq INTEGER NOT NULL,
+    callee_ping_cseq INTEGER NOT NULL,
+    caller_route_set TEXT(512),
+    callee_route_set TEXT(512),
+    caller_contact CHAR(255),
+    callee_contact CHAR(255),
+    caller_sock CHAR(64) NOT NULL,
+    callee_sock CHAR(64) NOT NULL,
+    state INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,
+    timeout INTEGER NOT NULL,
+    vars BLOB(4096) DEFAULT NULL,
+    profiles TEXT(512) DEFAULT NULL,
+    script_flags CHAR(255) DEFAULT NULL,
+    module_flags INTEGER DEFAULT 0 NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    rt_on_answer CHAR(64) DEFAULT NULL,
+    rt_on_timeout CHAR(64) DEFAULT NULL,
+    rt_on_hangup CHAR(64) DEFAULT NULL
+);
 """
 
 # PostgreSQL differs in the types (VARCHAR, BYTEA, SERIAL) and caps each id sequence.
@@ -236,6 +269,39 @@ CREATE TABLE location (
     attr VARCHAR(255) DEFAULT NULL
 );
 ALTER SEQUENCE location_contact_id_seq MAXVALUE 2147483647 CYCLE;
+
+INSERT INTO version (table_name, table_version) values ('dialog','12');
+CREATE TABLE dialog (
+    dlg_id BIGINT PRIMARY KEY NOT NULL,
+    callid VARCHAR(255) NOT NULL,
+    from_uri VARCHAR(255) NOT NULL,
+    from_tag VARCHAR(64) NOT NULL,
+    to_uri VARCHAR(255) NOT NULL,
+    to_tag VARCHAR(64) NOT NULL,
+    mangled_from_uri VARCHAR(255) DEFAULT NULL,
+    mangled_to_uri VARCHAR(255) DEFAULT NULL,
+    caller_cseq VARCHAR(11) NOT NULL,
+    callee_cseq VARCHAR(11) NOT NULL,
+    caller_ping_cseq INTEGER NOT NULL,
+    callee_ping_cseq INTEGER NOT NULL,
+    caller_route_set TEXT,
+    callee_route_set TEXT,
+    caller_contact VARCHAR(255),
+    callee_contact VARCHAR(255),
+    caller_sock VARCHAR(64) NOT NULL,
+    callee_sock VARCHAR(64) NOT NULL,
+    state INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,
+    timeout INTEGER NOT NULL,
+    vars BYTEA DEFAULT NULL,
+    profiles TEXT DEFAULT NULL,
+    script_flags VARCHAR(255) DEFAULT NULL,
+    module_flags INTEGER DEFAULT 0 NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    rt_on_answer VARCHAR(64) DEFAULT NULL,
+    rt_on_timeout VARCHAR(64) DEFAULT NULL,
+    rt_on_hangup VARCHAR(64) DEFAULT NULL
+);
 """
 
 # scripts/<db>/auth_db-create.sql of OpenSIPS 3.4 (the subscriber table, version 8; the `uri` table is not

@@ -65,6 +65,7 @@ async def test_generated_postgres_ddl_matches_opensips(pg_url: str) -> None:
         async with await open_database(pg_url) as db:
             await db.ensure_schema()  # the default tables: all but pua
             await db.ensure_schema(["location"])   # usrloc's, created on its first use
+            await db.ensure_schema(["dialog"])     # dialog's (db_mode 1-3), likewise
         query = ("SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
                  "column_default FROM information_schema.columns WHERE table_schema = current_schema() "
                  "AND table_name <> 'pua' ORDER BY table_name, ordinal_position")

@@ -96,7 +96,7 @@ async def test_opens_a_database_opensips_created(tmp_path: Path) -> None:
     url = f"sqlite://{path}"
     async with await open_database(url) as db:
         await db.ensure_schema([*DEFAULT_TABLES, "pua"])  # the 3.4 tables and versions: accepted unchanged
-        assert await db.count("version") == 6   # presence's 5 and usrloc's location
+        assert await db.count("version") == 7   # presence's 5, usrloc's location and dialog's
         row = (await db.query("presentity", {"username": "alice"}))[0]
         assert row["body"] == b"<presence/>" and row["sender"] is None
         # upsert goes through OpenSIPS's own unique constraints (named differently from ours)

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy"))
 from proxy_e2e import Proxy, free_port, start, target, uas
 
-from routescript.mi.client import call_http
+from routescript.mi.client import MIReplyError, call_http
 from routescript.sip import SIPRequest, SIPResponse, build_reply
 from routescript.testing import SipTestClient
 
@@ -89,6 +89,10 @@ route {
         record_route();
     }
     if (!t_relay()) sl_reply_error();
+}
+
+event_route[E_DLG_STATE_CHANGED] {
+    xlog("L_INFO", "E_DLG_STATE_CHANGED $param(callid) $param(old_state)->$param(new_state)\n");
 }
 """
 
@@ -193,7 +197,10 @@ async def test_call_confirmed_then_bye_from_the_caller(proxy: Proxy) -> None:
         await callee.reply(got_bye, 200)
         assert (await caller.expect_response(bye, final=True)).status == 200
         assert await gone(proxy, invite.call_id)
-        assert "in-dialog BYE downstream status 5" in proxy.server.log()  # type: ignore[attr-defined]
+        log = proxy.server.log()  # type: ignore[attr-defined]
+        assert "in-dialog BYE downstream status 5" in log
+        for change in ("1->2", "2->3", "3->4", "4->5"):
+            assert f"E_DLG_STATE_CHANGED {invite.call_id} {change}" in log
 
 
 async def test_bye_from_the_callee_ends_the_dialog(proxy: Proxy) -> None:
@@ -287,3 +294,20 @@ async def test_bye_for_an_unknown_dialog_and_an_old_cseq(proxy: Proxy) -> None:
         await callee.reply(await callee.expect_request("BYE", call_id=invite.call_id), 200)
         assert (await caller.expect_response(bye, final=True)).status == 200
         assert await gone(proxy, invite.call_id)
+
+
+async def test_dlg_end_dlg_sends_bye_both_ways(proxy: Proxy) -> None:
+    async with uas(proxy.proto, proxy, "pia") as (caller,), uas(proxy.proto, proxy, "quin") as (callee,):
+        invite, _got, _dialog = await established(caller, callee)
+        [listed] = await dialogs_of(proxy, invite.call_id)
+        answer = await mi(proxy, "dlg_end_dlg", dialog_id=listed["ID"], extra_hdrs="X-Why: operator\r\n")
+        assert answer["result"] == [{"ID": listed["ID"], "callid": invite.call_id}]  # type: ignore[index]
+        to_callee = await callee.expect_request("BYE", call_id=invite.call_id, timeout=4)
+        to_caller = await caller.expect_request("BYE", call_id=invite.call_id, timeout=4)
+        await callee.reply(to_callee, 200)
+        await caller.reply(to_caller, 200)
+        assert to_callee.header("x-why") == "operator" and to_caller.header("x-why") == "operator"
+        assert await gone(proxy, invite.call_id)
+        assert (await mi(proxy, "dlg_end_dlg", dialog_id="no-such-dialog"))["result"] == []  # type: ignore[index]
+        with pytest.raises(MIReplyError):
+            await mi(proxy, "dlg_list", from_tag="x")

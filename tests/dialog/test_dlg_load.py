@@ -65,7 +65,8 @@ def test_what_is_not_built_is_refused(tmp_path: Path, call: str, why: str) -> No
 
 
 @pytest.mark.parametrize(("param", "value", "why"), [
-    ("db_mode", "1", "not supported yet"), ("delete_delay", "5", "not supported yet"),
+    ("db_mode", "1", "needs"), ("db_mode", "4", "shutdown"), ("table_name", '"dlg"', "not supported yet"),
+    ("delete_delay", "5", "not supported yet"), ("vars_column", '"v"', "column names"),
     ("dlg_match_mode", "3", "DID_NONE"), ("default_timeout", "0", "positive"),
     ("profiles_with_value", '"shared/s"', "shared profiles"),
     ("dialog_replication_cluster", "1", "not supported yet")])
