@@ -81,8 +81,10 @@ class PublishHandler:
                 headers = [*headers, ("Contact", f"<{contact}>")]
             self._responder.reply(ctx, status, reason, headers)
 
-        what = f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}"
-        return await self.publish(facts, address, respond, what, _address(ctx.source))
+        source = _address(ctx.source)
+        what = f"PUBLISH {msg.call_id} from {source} for {facts.pres_uri}"
+        return await self.publish(facts, address, respond, what, source,
+                                  label=f"PUBLISH {msg.call_id} for {facts.pres_uri}")
 
     async def publish_local(self, pres_uri: str, event_name: str, body: bytes | None, *,
                             etag: str | None = None, expires: int | None = None,
@@ -115,10 +117,11 @@ class PublishHandler:
         return outcome[0] if outcome else LocalPublishResult(500, "Server Internal Error")
 
     async def publish(self, facts: PublishFacts, address: Address, respond: Respond, what: str,
-                      source: str) -> int:
+                      source: str, *, label: str | None = None) -> int:
         """A read PUBLISH from the request or from publish_local: decide, store, commit, answer through
         `respond` (before any NOTIFY, as a request's 200 OK), raise the event, notify. 1 or -1.
-        `what` names the request in log lines, `source` its sender (the key of rate-limited ones)."""
+        `what` names the request in a cap's log line, `label` (default `what`) in a refusal's, `source`
+        its sender (the key of the rate-limited lines)."""
         event = facts.event
         async with self._locks.hold(facts.pres_uri):
             try:
@@ -134,7 +137,7 @@ class PublishHandler:
                 respond(decision.status, decision.reason, [("Retry-After", str(CAP_RETRY_AFTER))])
                 return -1
             if not decision.ok:
-                self._refuse_publish(respond, what, source, facts, decision)
+                self._refuse_publish(respond, label or what, source, facts, decision)
                 return -1
             try:
                 await self._persistence.store_publication(decision, address)

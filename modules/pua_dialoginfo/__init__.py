@@ -115,8 +115,16 @@ class PuaDialoginfoModule(Module):
         return True
 
     async def start(self) -> None:
+        early = self.dialogs is not None
         if not self._bind():
             raise ConfigError("pua_dialoginfo needs the dialog module loaded (loadmodule \"dialog.so\")")
+        if not early:
+            # Bound only now: the dialog module may have loaded its table (and fired on_loaded) in its
+            # own start(), before this one. No message has been handled yet, so the live dialogs are
+            # exactly the loaded ones: republish them here (none when dialog starts after us: then
+            # on_loaded reaches _loaded).
+            for dlg in self.dialogs.dialogs():
+                self._loaded(dlg)
 
     # --- script ---------------------------------------------------------------------------------
     @script_function("dialoginfo_set", Arg("str", "side", optional=True, fixup=_sides),

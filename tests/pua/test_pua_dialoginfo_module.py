@@ -235,3 +235,21 @@ async def test_bound_to_the_real_dialog_module_at_start(tmp_path: Path) -> None:
         assert isinstance(mod.dialogs, DialogApi)
     finally:
         await server.stop()
+
+
+async def test_dialogs_loaded_before_a_late_bind_are_republished(tmp_path: Path, monkeypatch: Any) -> None:
+    """The real dialog module is found only at start(), after its own start() loaded its table and fired
+    on_loaded: the loaded flagged dialogs are republished from pua_dialoginfo's start()."""
+    fake = FakeDialogApi()
+    calls = iter([None])
+    monkeypatch.setattr(_dialog, "bind_dialog", lambda server: next(calls, fake))
+    server = load(tmp_path, fake)
+    mod: Any = server.modules.get("pua_dialoginfo")
+    assert mod.dialogs is None                                    # not found during check()
+    fake.add(dialog(DlgState.CONFIRMED, __pua_dlginfo_etag_A="EA", __pua_dlginfo_etag_B="EB"))
+    rec = RecordingPua()
+    mod.pua = rec
+    await mod.start()
+    assert [(c["uri"], c["etag"]) for c in rec.calls] == [("sip:alice@example.com", "EA"),
+                                                          ("sip:bob@example.com", "EB")]
+    assert [s for _, _, s in rec.states()] == ["confirmed", "confirmed"]
