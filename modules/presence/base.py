@@ -86,6 +86,14 @@ class Responder:
             raise _BadRequest(489, REASON_BAD_EVENT, (("Allow-Events", self._events.get_event_list()),))
         return event
 
+    def search_event(self, name: str) -> PresenceEvent | None:
+        """The package registered for an event name ("dialog"), or None (an in-process PUBLISH)."""
+        return self._events.contains_event(name)
+
+    def refused(self, refusal: Refusal, what: str) -> None:
+        """Count and log (rate-limited) a request a cap refused; the caller answers it."""
+        self._refusals.refused(refusal, self._clock(), what)
+
     def reply(self, ctx: MsgContext, status: int, reason: str,
               headers: Iterable[tuple[str, str]] = ()) -> None:
         self._server.reply(ctx, status, reason, headers=tuple(headers))

@@ -18,6 +18,7 @@ from .base import _maybe_await, _same_uri
 from .clustering import ClusterLink
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
 from .locks import KeyedLocks
+from .mixing import DIALOG_EVENT, PRESENCE_EVENT, dialog_presence_body
 from .notify import (BodyCache, DialogPath, DialogPaths, build_notify, filters_body, presentity_body,
                      watcher_body)
 from .persistence import Persistence
@@ -67,6 +68,14 @@ class Notifier:
     async def notify_presentity(self, pres_uri: str, event: PresenceEvent, *,
                                 removed: Publication | None = None,
                                 skip_contact: str | None = None) -> int:
+        """_notify_watchers, and with mix_dialog_presence a dialog change told to the presence watchers
+        too (_notify_mixed)."""
+        sent = await self._notify_watchers(pres_uri, event, removed=removed, skip_contact=skip_contact)
+        return sent + await self._notify_mixed(pres_uri, event)
+
+    async def _notify_watchers(self, pres_uri: str, event: PresenceEvent, *,
+                               removed: Publication | None = None,
+                               skip_contact: str | None = None) -> int:
         """Tell every active watcher of (pres_uri, event) the new state; the body is built once. Returns
         how many NOTIFYs were queued. `skip_contact`: handle_publish's sender_uri (that watcher is left
         out). A pending, waiting or terminated (blocked) watcher is told nothing: it learns its state
@@ -127,6 +136,17 @@ class Notifier:
                 now = self._clock()
         return sent
 
+    async def _notify_mixed(self, pres_uri: str, event: PresenceEvent) -> int:
+        """mix_dialog_presence: a change of the presentity's dialog state is a change of its presence
+        state too - its `presence` watchers are told (OpenSIPS: the publish of a dialog event sends the
+        presence NOTIFYs as well). Called with the presentity's lock held, as for the dialog change."""
+        if not self._settings.mix_dialog_presence or event.name != DIALOG_EVENT:
+            return 0
+        presence = self._events.contains_event(PRESENCE_EVENT)
+        if presence is None:
+            return 0
+        return await self._notify_watchers(pres_uri, presence)
+
     async def notify_winfo(self, pres_uri: str, event: PresenceEvent, *,
                            changed: Subscription | None = None) -> int:
         """Tell the presence.winfo watchers of pres_uri: `changed` alone (partial) or the full list."""
@@ -170,8 +190,7 @@ class Notifier:
         publications runs in a worker thread: 256 PIDF documents took 11 ms of the loop, 16 took
         1 ms (agg_nbody is pure, bytes in and bytes out; lxml's parser is per thread). The caller
         holds the presentity's lock, so its state cannot change meanwhile."""
-        pubs = self._presentities.publications(pres_uri, event.name)
-        offline = self._settings.notify_offline_body
+        pubs, offline = self._mixed(pres_uri, event)
         if event.agg_nbody is None or len(pubs) <= AGGREGATE_ON_LOOP_MAX or \
                 (removed is None and self._bodies.holds(event, pres_uri, pubs, notify_offline_body=offline)):
             return presentity_body(event, pres_uri, pubs, removed=removed, notify_offline_body=offline,
@@ -185,8 +204,25 @@ class Notifier:
     def state_body(self, pres_uri: str, event: PresenceEvent) -> bytes | None:
         """The body the watchers of (pres_uri, event) would be sent now (from the cache when it holds
         it): a cluster resync compares its hash with the one last sent."""
-        return presentity_body(event, pres_uri, self._presentities.publications(pres_uri, event.name),
-                               notify_offline_body=self._settings.notify_offline_body, cache=self._bodies)
+        pubs, offline = self._mixed(pres_uri, event)
+        return presentity_body(event, pres_uri, pubs, notify_offline_body=offline, cache=self._bodies)
+
+    def _mixed(self, pres_uri: str, event: PresenceEvent) -> tuple[list[Publication], bool]:
+        """The publications a body is built from, and whether an offline body stands in for none.
+        mix_dialog_presence (mixing.py) adds to a `presence` body the PIDF made from the presentity's
+        live dialog publications, as the newest publication (so its note and person aggregate last), and
+        sends the offline body when there is nothing at all, as OpenSIPS does."""
+        pubs = self._presentities.publications(pres_uri, event.name)
+        offline = self._settings.notify_offline_body
+        if not self._settings.mix_dialog_presence or event.name != PRESENCE_EVENT:
+            return pubs, offline
+        dialogs = self._presentities.publications(pres_uri, DIALOG_EVENT)
+        mixed = dialog_presence_body(pres_uri, [p.body for p in dialogs]) if dialogs else None
+        if mixed is None:
+            return pubs, True
+        newest = max((p.received_time for p in (*pubs, *dialogs)), default=0.0)
+        extra = Publication(pres_uri, PRESENCE_EVENT, "", float("inf"), mixed, event.content_type, newest + 1)
+        return [*pubs, extra], True
 
     def forget_body(self, pres_uri: str, event: str) -> None:
         """The presentity's last publication for `event` is gone: its body is never asked for again

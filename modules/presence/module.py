@@ -20,6 +20,7 @@ from .events import EventRegistry, PresenceEvent
 from .limits import DEFAULT_MAX_PRESENTITIES, DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE
 from .mi import PresenceMI
 from .presentity import DEFAULT_MAX_AGGREGATED_BODY_SIZE
+from .publish import LocalPublishResult
 from .service import PresenceService, PresenceSettings
 from .storage import PresenceStore
 
@@ -69,6 +70,11 @@ def _positive(value: int) -> None:
         raise ValueError("must be at least 1")
 
 
+def _bool01(value: int) -> None:
+    if value not in (0, 1):
+        raise ValueError("must be 0 or 1")
+
+
 def _pv_spec(value: str) -> None:
     parse_pv_spec(value)
 
@@ -111,7 +117,9 @@ class PresenceModule(PresenceMI, Module):
               "1: pres-rules sphere conditions see the RPID <sphere> published"),
         Param("waiting_subs_daysno", int, 3, "days a pending/waiting watcher decision is kept (max 30)",
               check=_non_negative),
-        Param("mix_dialog_presence", int, 0, later="presence from dialog state is not built"),
+        Param("mix_dialog_presence", int, 0,
+              "1: presence watchers of a user with a live dialog (event dialog) see him on the phone",
+              check=_bool01),
         Param("bla_presentity_spec", str, None, "pseudo-variable holding the BLA presentity URI",
               check=_pv_spec),
         Param("bla_fix_remote_target", int, 1,
@@ -202,6 +210,21 @@ class PresenceModule(PresenceMI, Module):
     def contains_presence(self, pres_uri: str) -> bool:
         """True when `pres_uri` has published presence state that is still live."""
         return self.service is not None and self.service.contains_presence(_pres_uri(pres_uri))
+
+    async def publish(self, pres_uri: str, event: str, body: bytes | None, *, etag: str | None = None,
+                      expires: int | None = None,
+                      content_type: str | None = None) -> LocalPublishResult | None:
+        """An in-process PUBLISH (the pua module's delivery to this server): the same code as a PUBLISH
+        request for `pres_uri` (a SIP URI) and `event` (a registered package name), answered with what
+        the reply would say. None in library mode (no db_url: nothing is handled here)."""
+        if self.service is None:
+            return None
+        result = await self.service.publish_local(pres_uri, event, body, etag=etag, expires=expires,
+                                                  content_type=content_type)
+        counter = self._publish_accepted if result.status < 300 else self._publish_rejected
+        if counter is not None:
+            counter.inc()
+        return result
 
     async def refresh_watchers_rules(self, pres_uri: str, event: str) -> None:
         """MI refreshWatchers with refresh type 0: `pres_uri`'s rules changed. MIError when the event is
@@ -314,6 +337,7 @@ class PresenceModule(PresenceMI, Module):
             max_expires_subscribe=self.param("max_expires_subscribe"),
             expires_offset=self.param("expires_offset"), server_address=self.param("server_address") or "",
             notify_offline_body=bool(self.param("notify_offline_body")),
+            mix_dialog_presence=bool(self.param("mix_dialog_presence")),
             end_sub_on_timeout=bool(self.param("end_sub_on_timeout")),
             fallback2db=bool(self.param("fallback2db")),
             enable_sphere_check=bool(self.param("enable_sphere_check")),

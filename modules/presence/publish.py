@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from routescript.sip import ParseError, parse_uri
@@ -15,6 +16,7 @@ from .clustering import ClusterLink
 from .column_limits import check_publish
 from .dispatch import Notifier
 from .events import PresenceEvent
+from .limits import CAP_RETRY_AFTER
 from .locks import KeyedLocks
 from .notify import local_contact_of
 from .persistence import Persistence
@@ -27,6 +29,20 @@ if TYPE_CHECKING:
     from routescript.script.context import MsgContext
 
 log = logging.getLogger("routescript.presence")
+
+# How a read PUBLISH is answered: (status, reason, headers) - a SIP reply, or publish_local's result.
+Respond = Callable[[int, str, list[tuple[str, str]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPublishResult:
+    """What the reply to an in-process PUBLISH (publish_local) would have carried."""
+
+    status: int
+    reason: str
+    etag: str | None = None       # SIP-ETag of a 2xx
+    expires: int | None = None    # Expires of a 2xx (granted)
+    retry_after: int | None = None
 
 
 class PublishHandler:
@@ -56,28 +72,79 @@ class PublishHandler:
         except _BadRequest as exc:
             self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
             return -1
+
+        def respond(status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+            if status < 300 and self._settings.server_address:
+                # The presence documentation: server_address is the Contact of "200OK replies to Subscribe
+                # and Publish". (OpenSIPS 3.4 itself sends none on PUBLISH; unset, neither do we.)
+                contact = local_contact_of(self._settings.server_address, ctx.source)
+                headers = [*headers, ("Contact", f"<{contact}>")]
+            self._responder.reply(ctx, status, reason, headers)
+
+        source = _address(ctx.source)
+        what = f"PUBLISH {msg.call_id} from {source} for {facts.pres_uri}"
+        return await self.publish(facts, address, respond, what, source,
+                                  label=f"PUBLISH {msg.call_id} for {facts.pres_uri}")
+
+    async def publish_local(self, pres_uri: str, event_name: str, body: bytes | None, *,
+                            etag: str | None = None, expires: int | None = None,
+                            content_type: str | None = None) -> LocalPublishResult:
+        """A PUBLISH made inside this server (the pua module): the same decision, storage, event and
+        NOTIFYs as a PUBLISH request for `pres_uri`, without a network round trip. Returns what the
+        200/4xx reply would have said (status, reason, SIP-ETag, Expires). `pres_uri` is any SIP URI
+        (port and parameters dropped, as a Request-URI's); `event_name` a registered package name."""
+        event = self._responder.search_event(event_name)
+        if event is None:
+            return LocalPublishResult(489, "Bad Event")
+        try:
+            uri = parse_uri(pres_uri.strip())
+        except ParseError:
+            return LocalPublishResult(400, REASON_BAD_REQUEST)
+        user, domain = uri.user or "", uri.host
+        facts = PublishFacts(pres_uri=join_pres_uri(user, domain), event=event, if_match=etag or None,
+                             expires=expires, body=body or None,
+                             content_type=content_type or event.content_type, sender=None)
+        outcome: list[LocalPublishResult] = []
+
+        def respond(status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+            fields = dict(headers)
+            exp, retry = fields.get("Expires"), fields.get("Retry-After")
+            outcome.append(LocalPublishResult(status, reason, fields.get("SIP-ETag"),
+                                              int(exp) if exp is not None else None,
+                                              int(retry) if retry is not None else None))
+
+        await self.publish(facts, (user, domain), respond, f"local PUBLISH for {facts.pres_uri}", "local")
+        return outcome[0] if outcome else LocalPublishResult(500, "Server Internal Error")
+
+    async def publish(self, facts: PublishFacts, address: Address, respond: Respond, what: str,
+                      source: str, *, label: str | None = None) -> int:
+        """A read PUBLISH from the request or from publish_local: decide, store, commit, answer through
+        `respond` (before any NOTIFY, as a request's 200 OK), raise the event, notify. 1 or -1.
+        `what` names the request in a cap's log line, `label` (default `what`) in a refusal's, `source`
+        its sender (the key of the rate-limited lines)."""
+        event = facts.event
         async with self._locks.hold(facts.pres_uri):
             try:
                 await self._persistence.before_publish(facts, event)
             except _BadRequest as exc:
-                self._responder.reply(ctx, exc.status, exc.reason, exc.headers)
+                respond(exc.status, exc.reason, list(exc.headers))
                 return -1
             sphere_before = self._authorizer.sphere_if_checked(facts.pres_uri, event)
             now = self._clock()
             decision = self._presentities.handle_publish(facts, now)
             if decision.refusal is not None:
-                what = f"PUBLISH {msg.call_id} from {_address(ctx.source)} for {facts.pres_uri}"
-                self._responder.refuse(ctx, decision.status, decision.reason, decision.refusal, what)
+                self._responder.refused(decision.refusal, what)
+                respond(decision.status, decision.reason, [("Retry-After", str(CAP_RETRY_AFTER))])
                 return -1
             if not decision.ok:
-                self._refuse_publish(ctx, facts, decision)
+                self._refuse_publish(respond, label or what, source, facts, decision)
                 return -1
             try:
                 await self._persistence.store_publication(decision, address)
             except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
                 err = _db_failure(exc)
-                self._responder.reply(ctx, err.status, err.reason, err.headers)
+                respond(err.status, err.reason, list(err.headers))
                 return -1
             self._presentities.commit(decision)
             if decision.notify:
@@ -86,12 +153,7 @@ class PublishHandler:
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))
-            if self._settings.server_address:
-                # The presence documentation: server_address is the Contact of "200OK replies to Subscribe
-                # and Publish". (OpenSIPS 3.4 itself sends none on PUBLISH; unset, neither do we.)
-                contact = local_contact_of(self._settings.server_address, ctx.source)
-                headers.append(("Contact", f"<{contact}>"))
-            self._responder.reply(ctx, decision.status, decision.reason, headers)
+            respond(decision.status, decision.reason, headers)
             self._raise_publish_event(facts, address, decision)
             if decision.notify and sphere_before != self._authorizer.sphere_if_checked(facts.pres_uri, event):
                 # enable_sphere_check: the rules with sphere conditions may judge the watchers differently
@@ -104,15 +166,16 @@ class PublishHandler:
                     await self._persistence.sync_db()   # the NOTIFYs' CSeqs, for the other servers
         return 1
 
-    def _refuse_publish(self, ctx: MsgContext, facts: PublishFacts, decision: PublishDecision) -> None:
+    def _refuse_publish(self, respond: Respond, what: str, source: str, facts: PublishFacts,
+                        decision: PublishDecision) -> None:
         headers = []
         if decision.retry_after is not None:
             headers.append(("Retry-After", str(decision.retry_after)))
         if decision.detail:   # at most one line a minute per source address: no log flood
-            self._responder.warn(("publish", _address(ctx.source)),
-                                 "PUBLISH %s for %s (%s) refused %d: %s", ctx.msg.call_id, facts.pres_uri,
-                                 facts.event.name, decision.status, decision.detail)
-        self._responder.reply(ctx, decision.status, decision.reason, headers)
+            self._responder.warn(("publish", source),
+                                 "%s (%s) refused %d: %s", what, facts.event.name, decision.status,
+                                 decision.detail)
+        respond(decision.status, decision.reason, headers)
 
     def _publish_facts(self, msg: Any, event: PresenceEvent,
                        sender_uri: str | None) -> tuple[PublishFacts, Address]:

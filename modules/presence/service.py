@@ -106,6 +106,7 @@ class PresenceService:
                                    self.locks, self.notifier, self.clustering, self.cluster_callbacks)
         # --- the service's entry points (script functions, MI, timers, event packages, ClusterNode)
         self.handle_publish = self.publisher.handle_publish
+        self.publish_local = self.publisher.publish_local
         self.handle_subscribe = self.subscriber.handle_subscribe
         self.load = self.persistence.load
         self.sync_db = self.persistence.sync_db

@@ -19,6 +19,8 @@ class PresenceSettings:
     expires_offset: int = 0
     server_address: str = ""
     notify_offline_body: bool = False
+    # mix_dialog_presence: presence watchers also see the presentity's live dialogs (mixing.py).
+    mix_dialog_presence: bool = False
     end_sub_on_timeout: bool = True
     # OpenSIPS fallback2db: a lookup that misses in memory continues in the database (several servers
     # sharing one database), and subscription changes are written through at once instead of waiting

@@ -34,6 +34,9 @@ class PresenceDialoginfoModule(Module):
     depends = ("presence",)
     params = (
         Param("force_single_dialog", int, 0, "1: NOTIFY only the most interesting dialog", check=_bool_flag),
+        Param("force_dummy_dialog", int, 0,
+              "1: a document without any dialog carries a dummy terminated one (phones that need one)",
+              check=_bool_flag),
     )
 
     def check(self) -> None:
@@ -44,7 +47,8 @@ class PresenceDialoginfoModule(Module):
             raise ConfigError("presence_dialoginfo needs the presence module loaded before it")
         if presence.contains_event(BLA_EVENT_NAME) is None:
             presence.add_event(bla_event(fix_remote_target=self._bla_fix_remote_target(presence)))
-        presence.add_event(dialog_event(force_single_dialog=bool(self.param("force_single_dialog"))))
+        presence.add_event(dialog_event(force_single_dialog=bool(self.param("force_single_dialog")),
+                                        force_dummy_dialog=bool(self.param("force_dummy_dialog"))))
 
     @staticmethod
     def _bla_fix_remote_target(presence: Module) -> bool:

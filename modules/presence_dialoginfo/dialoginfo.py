@@ -94,12 +94,30 @@ def _new_root(pres_uri: str) -> etree._Element:
     return root
 
 
-def empty_dialog_info(pres_uri: str) -> bytes:
+# force_dummy_dialog: the dialog every document without one carries (Kamailio's presence_dialoginfo
+# parameter of the same name). Phones that choke on a dialog-info without <dialog> (older Yealink, some
+# Grandstream and Cisco SPA firmwares leave the BLF key in its last state or show it unknown) take a
+# terminated dialog as idle.
+DUMMY_DIALOG_ID = "dummy-idle"
+
+
+def _add_dummy_dialog(root: etree._Element) -> None:
+    dialog = etree.SubElement(root, _DIALOG)
+    dialog.set("id", DUMMY_DIALOG_ID)
+    dialog.set("direction", "recipient")
+    etree.SubElement(dialog, _STATE).text = "terminated"
+
+
+def empty_dialog_info(pres_uri: str, *, force_dummy_dialog: bool = False) -> bytes:
     """The document sent when the presentity has published nothing (build_empty_pres_info):
         <dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="..."/>
     (OpenSIPS 3.4 as measured; older OpenSIPS added a dummy terminated dialog, which RFC 4235 does not need.)
+    force_dummy_dialog: with that dummy terminated dialog (DUMMY_DIALOG_ID), for phones that need one.
     """
-    return serialize(_new_root(pres_uri))
+    root = _new_root(pres_uri)
+    if force_dummy_dialog:
+        _add_dummy_dialog(root)
+    return serialize(root)
 
 
 def _dialog_state(dialog: etree._Element) -> str:
@@ -108,7 +126,8 @@ def _dialog_state(dialog: etree._Element) -> str:
 
 
 def aggregate_dialog_info(pres_uri: str, bodies: Sequence[bytes], off_index: int | None = None, *,
-                          force_single_dialog: bool = False, fix: DocumentFix | None = None) -> bytes:
+                          force_single_dialog: bool = False, fix: DocumentFix | None = None,
+                          force_dummy_dialog: bool = False) -> bytes:
     """agg_nbody for `dialog`: one full dialog-info document from all live publications of `pres_uri`.
 
     `bodies` are oldest first. The result is `<dialog-info version="0" state="full" entity=pres_uri>` with
@@ -119,7 +138,8 @@ def aggregate_dialog_info(pres_uri: str, bodies: Sequence[bytes], off_index: int
     are checked at PUBLISH; only rows written by something else can be bad).
     force_single_dialog (modparam): keep only the dialog whose state is most interesting, per
     STATE_PRIORITY, the first one on a tie. `fix`: a rewrite applied to the document (BLA).
-    Nothing left: the empty document.
+    Nothing left: the empty document. force_dummy_dialog: a document without any <dialog> (the last
+    call's publication just removed) gets the dummy terminated dialog of empty_dialog_info.
     """
     roots: list[etree._Element] = []
     for index, body in enumerate(bodies):
@@ -154,6 +174,8 @@ def aggregate_dialog_info(pres_uri: str, bodies: Sequence[bytes], off_index: int
         element_copy = copy.deepcopy(element)
         element_copy.tail = None
         merged.append(element_copy)
+    if force_dummy_dialog and not any(c.tag == _DIALOG for c in chosen):
+        _add_dummy_dialog(merged)
     etree.cleanup_namespaces(merged, top_nsmap={None: NS_DIALOG_INFO})
     if fix is not None:
         fix(merged, pres_uri)
@@ -191,15 +213,19 @@ def _aux_set_version(subscription: object, body: bytes) -> bytes:
     return set_version(body, int(getattr(subscription, "version", 0)))
 
 
-def dialog_event(*, force_single_dialog: bool = False) -> PresenceEvent:
+def dialog_event(*, force_single_dialog: bool = False, force_dummy_dialog: bool = False) -> PresenceEvent:
     """The `dialog` event package as OpenSIPS presence_dialoginfo registers it: no authorization, the
     publications aggregated, the version set per watcher, an empty document when nothing is published
-    (mandatory_body)."""
+    (mandatory_body); force_dummy_dialog: a dummy terminated dialog in every document without one."""
 
     def agg_nbody(pres_uri: str, bodies: Sequence[bytes], off_index: int | None) -> bytes:
-        return aggregate_dialog_info(pres_uri, bodies, off_index, force_single_dialog=force_single_dialog)
+        return aggregate_dialog_info(pres_uri, bodies, off_index, force_single_dialog=force_single_dialog,
+                                     force_dummy_dialog=force_dummy_dialog)
+
+    def empty(pres_uri: str) -> bytes:
+        return empty_dialog_info(pres_uri, force_dummy_dialog=force_dummy_dialog)
 
     return PresenceEvent(EVENT_NAME, CONTENT_TYPE, default_expires=3600, mandatory_body=True,
                          agg_nbody=agg_nbody, evs_publ_handl=check_dialog_info,
-                         aux_body_processing=_aux_set_version, build_empty_pres_info=empty_dialog_info)
+                         aux_body_processing=_aux_set_version, build_empty_pres_info=empty)
 

@@ -36,8 +36,8 @@ loadmodule "auth_db.so"
 loadmodule "dispatcher.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
-loadmodule "pua.so"
-loadmodule "pua_dialoginfo.so"
+loadmodule "nathelper.so"
+loadmodule "rtpproxy.so"
 
 modparam("tm", "fr_timeout", 5)
 modparam("usrloc", "db_url", "{MYSQL}")
@@ -46,7 +46,7 @@ modparam("auth_db", "db_url", "{MYSQL}")
 modparam("auth_db", "calculate_ha1", 1)
 modparam("dispatcher", "ds_ping_interval", 10)
 modparam("presence", "db_url", "sqlite://:memory:")
-modparam("pua", "db_url", "{MYSQL}")
+modparam("nathelper", "natping_interval", 30)
 
 route {{
     if (!mf_process_maxfwd_header(10)) {{
@@ -71,7 +71,7 @@ route {{
         exit;
     }}
     ds_select_dst("1", "4");
-    dialoginfo_set();
+    rtpproxy_offer();
     record_route();
     t_on_failure("missed");
     t_relay();
@@ -105,17 +105,17 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
         f'{p}:4:1: module \'db_mysql\' (loadmodule "db_mysql.so") is not implemented by routescript',
         (f'{p}:15:1: module \'dispatcher\' (loadmodule "dispatcher.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
-        (f'{p}:18:1: module \'pua\' (loadmodule "pua.so") is not implemented by routescript '
+        (f'{p}:18:1: module \'nathelper\' (loadmodule "nathelper.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
-        (f'{p}:19:1: module \'pua_dialoginfo\' (loadmodule "pua_dialoginfo.so") is not implemented by '
+        (f'{p}:19:1: module \'rtpproxy\' (loadmodule "rtpproxy.so") is not implemented by '
         "routescript"),
         (f'{p}:22:1: modparam("usrloc", "db_url"): unsupported database URL scheme \'mysql\' (use sqlite:// '
          "or postgres://)"),
         (f'{p}:24:1: modparam("auth_db", "db_url"): unsupported database URL scheme \'mysql\' (use sqlite:// '
          "or postgres://)"),
         f"{p}:52:5: ds_select_dst() is a dispatcher function, and routescript does not implement dispatcher",
-        (f"{p}:53:5: dialoginfo_set() is a pua_dialoginfo function, and routescript does not implement "
-        "pua_dialoginfo"),
+        (f"{p}:53:5: rtpproxy_offer() is a rtpproxy function, and routescript does not implement "
+        "rtpproxy"),
     ]
     assert not any("modparam" in e and "not loaded" in e for e in errors)
     assert len(errors) == len(set(errors))

@@ -114,8 +114,7 @@ def test_library_mode_loads_without_calls(tmp_path: Path) -> None:
     assert presence.contains_event("presence") is not None     # event packages still register
 
 
-@pytest.mark.parametrize("param,value", [("mix_dialog_presence", 1),
-                                         ("cluster_federation_mode", '"full-sharing"'),
+@pytest.mark.parametrize("param,value", [("cluster_federation_mode", '"full-sharing"'),
                                          ("cluster_sharing_tags", '"vip/1"'),
                                          ("cluster_be_active_shtag", '"vip"')])
 def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: object) -> None:
@@ -130,7 +129,8 @@ def test_later_parameters_refused_when_set(tmp_path: Path, param: str, value: ob
                                          ("fallback2db", 1), ("bla_fix_remote_target", 1),
                                          ("bla_fix_remote_target", 0), ("waiting_subs_daysno", 5),
                                          ("waiting_subs_daysno", 0), ("bla_presentity_spec", '"$var(bla)"'),
-                                         ("bla_presentity_spec", '"$avp(bla_pres)"')])
+                                         ("bla_presentity_spec", '"$avp(bla_pres)"'),
+                                         ("mix_dialog_presence", 1)])
 def test_default_or_built_values_accepted(tmp_path: Path, param: str, value: object) -> None:
     mp = with_db(tmp_path, param, value)
     Server().load(cfg(tmp_path, mp, "    handle_publish();\n"))

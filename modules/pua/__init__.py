@@ -1,0 +1,148 @@
+"""pua - the server's own publications (OpenSIPS 3.4 pua, its PUBLISH side), for pua_dialoginfo and other
+modules. docs/modules/pua.md lists every parameter with where we differ.
+
+OpenSIPS's pua exports no script function for publishing (pua_update_contact is for its SUBSCRIBE side,
+not built here); modules reach it through `bind_pua(server).publish(...)`. The table of publications is
+sans-IO (table.py); publisher.py delivers each PUBLISH in-process to our presence module or over SIP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from routescript.core.module import ConfigError, Module, Param
+
+from .publisher import LocalPresence, Publisher, publish_request
+from .table import DEFAULT_MAX_RECORDS, Op, PuaFull, PubKey, PubRecord, PubTable, Send
+
+__all__ = ["MODULE", "Op", "PuaFull", "PuaModule", "PubKey", "PubRecord", "PubTable", "Publisher", "Send",
+           "bind_pua", "publish_request"]
+
+log = logging.getLogger("routescript.pua")
+
+NO_CLUSTERER = ("OpenSIPS's clusterer is not built (pua clustering shares presentities through clusterer "
+                "sharing tags); run one pua per presence server")
+NO_DB = ("the pua table is not written yet: publications live in memory and are made again by their "
+         "modules (pua_dialoginfo on the next dialog change); leave db_url unset")
+NO_SUBSCRIBE = "pua's SUBSCRIBE side (pua_update_contact, pua_mi, pua_usrloc) is not built"
+
+
+_BOUND: weakref.WeakKeyDictionary[Any, PuaModule] = weakref.WeakKeyDictionary()
+
+
+def bind_pua(server: Any) -> PuaModule | None:
+    """OpenSIPS bind_pua: the pua module instance of `server` (from its __init__ on, so a module's
+    check() finds it), or None."""
+    return _BOUND.get(server)
+
+
+def _non_negative(value: int) -> None:
+    if value < 0:
+        raise ValueError("must not be negative")
+
+
+def _positive(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be at least 1")
+
+
+class PuaModule(Module):
+    name = "pua"
+    params = (
+        Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
+        Param("db_url", str, None, later=NO_DB),
+        Param("db_table", str, "pua", later=NO_DB),
+        Param("min_expires", int, 0, "a shorter non-zero Expires is raised to this", check=_non_negative),
+        Param("default_expires", int, 3600, "Expires of a publication that names none", check=_positive),
+        Param("update_period", int, 30, "seconds between refresh checks at most", check=_positive),
+        Param("max_publications", int, DEFAULT_MAX_RECORDS, "publications held at most (routescript's own)",
+              check=_non_negative),
+        Param("cluster_id", int, 0, later=NO_CLUSTERER),
+        Param("cluster_sharing_tag", str, None, later=NO_CLUSTERER),
+    )
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self.refused = {"pua_update_contact": NO_SUBSCRIBE}
+        self.clock = time.time
+        self.table = PubTable(default_expires=self.param("default_expires"),
+                              min_expires=self.param("min_expires"),
+                              max_records=self.param("max_publications"))
+        self.publisher = Publisher(self.table, clock=self._now, local=self._local_presence,
+                                   send_sip=self._send_sip, update_period=self.param("update_period"))
+        self._timer: asyncio.Task[None] | None = None
+        try:
+            _BOUND[server] = self
+        except TypeError:  # a server that cannot be weakly referenced (tests): no binding
+            pass
+
+    def _now(self) -> float:
+        return self.clock()   # tests replace self.clock
+
+    def check(self) -> None:
+        if self.param("min_expires") and self.param("min_expires") > self.param("default_expires"):
+            raise ConfigError("pua: min_expires is above default_expires")
+
+    async def start(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self.publisher.run())
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        await self.publisher.drain()
+
+    # --- the API (OpenSIPS pua_api_t send_publish) ----------------------------------------------
+    def publish(self, pres_uri: str, event: str, body: bytes | None, *, id: str = "",
+                expires: int | None = None, content_type: str = "", outbound_proxy: str | None = None,
+                etag: str | None = None, on_etag: Callable[[str | None], None] | None = None) -> bool:
+        """Publish `body` as the state of (pres_uri, event, id) for `expires` seconds (None:
+        default_expires; 0: remove it). Synchronous (callable from dialog callbacks): the PUBLISH
+        leaves in a task, and its refreshes, 412 and 423 are handled here. False when refused.
+        `etag` / `on_etag`: the ETag kept across a restart by the caller, and the hook told each new one
+        (Publisher.publish)."""
+        return self.publisher.publish(pres_uri, event, body, id=id, expires=expires,
+                                      content_type=content_type, outbound_proxy=outbound_proxy, etag=etag,
+                                      on_etag=on_etag)
+
+    # --- delivery ---------------------------------------------------------------------------------
+    def _local_presence(self, outbound_proxy: str | None) -> LocalPresence | None:
+        """Our presence module when it handles requests and the publication is for it."""
+        from routescript.modules.presence import bind_presence
+
+        presence = bind_presence(self.server)
+        if presence is None or presence.service is None:
+            return None
+        if outbound_proxy:
+            from routescript.sip import ParseError, parse_uri
+
+            try:
+                proxy = parse_uri(outbound_proxy.strip().strip("<>"))
+            except ParseError:
+                return None
+            if not self.server.is_myself(proxy.host, proxy.port):
+                return None
+        return presence
+
+    def _send_sip(self, send: Send, on_answer: Any) -> None:
+        from routescript.core.requests import OutgoingRequest
+
+        requests = self.server.requests
+        if requests is None:
+            raise ValueError("the server is not started (no request sender)")
+        ruri, headers, body = publish_request(send)
+
+        def on_final(response: Any) -> None:
+            fields = {name: response.header(name) for name in ("SIP-ETag", "Expires", "Min-Expires")}
+            on_answer(response.status, {k.lower(): v for k, v in fields.items() if v is not None})
+
+        requests.send_to(OutgoingRequest("PUBLISH", ruri, headers, body), on_final)
+
+
+MODULE = PuaModule
