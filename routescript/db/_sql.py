@@ -1,8 +1,9 @@
-"""SQL text building shared by both backends.
+"""SQL text building shared by the backends.
 
 Identifiers come only from the schema (checked here, then quoted); values never enter the SQL text, they are
-bound parameters - "?" for SQLite, "$n" for PostgreSQL, "%s" for MySQL. Values are coerced to the column's kind so both
-backends store and return the same Python types (int, str, bytes for blobs).
+bound parameters - "?" for SQLite, "$n" for PostgreSQL, "%s" for MySQL.
+Values are coerced to the column's kind so every backend stores and returns the same Python types (int,
+str, bytes for blobs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Params:
 
     def add(self, value: Any) -> str:
         self.values.append(value)
-        return "?" if self.dialect == "sqlite" else "%s" if self.dialect == "mysql" else f"${len(self.values)}"
+        if self.dialect == "postgres":
+            return f"${len(self.values)}"
+        return "?" if self.dialect == "sqlite" else "%s"
 
 
 def coerce(table: Table, col: Column, value: Any) -> Any:

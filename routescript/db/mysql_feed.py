@@ -186,13 +186,13 @@ class MysqlPoller:
                 self._cleaned = now
                 await cur.execute(f'DELETE FROM "{FEED_TABLE}" '  # noqa: S608 - constant
                                   'WHERE "created" < UNIX_TIMESTAMP() - %s LIMIT 10000', (RETENTION,))
-        for row_id, channel, payload in rows:
-            row_id = int(row_id)
+        for raw_id, channel, payload in rows:
+            row_id = int(raw_id)
             if row_id in self.gaps:
                 del self.gaps[row_id]
             elif row_id > self.top:
                 missing = range(self.top + self.step, row_id, self.step)
-                if self.top and len(missing) <= MAX_GAPS:
+                if len(missing) <= MAX_GAPS:
                     for gap in missing:
                         self.gaps[gap] = now
                 self.top = row_id
