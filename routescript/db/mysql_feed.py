@@ -13,8 +13,9 @@ then that announcement is missed, as one is on PostgreSQL when a listener is cut
 (MAX_GAPS); the server's auto_increment_increment is honoured (Galera sets it to the node count).
 
 Rows older than RETENTION seconds are deleted by every poller now and then (any node may do it). After a
-lost poll connection the poller reconnects with a back-off, goes on from the last id it had (nothing is
-lost while the rows are kept) and calls the on_reconnect callbacks anyway, as on PostgreSQL.
+lost poll connection the poller reconnects with a back-off, goes on from the newest row (what was sent
+meanwhile is missed, exactly as on PostgreSQL) and calls the on_reconnect callbacks: the owners re-read
+the tables (a replay of the missed rows on top of that resync would announce each change twice).
 
 Latency: an announcement reaches a listener on average POLL_INTERVAL / 2 after its commit (at most
 POLL_INTERVAL plus one query); each listening Database costs one indexed SELECT per POLL_INTERVAL.
@@ -37,12 +38,14 @@ if TYPE_CHECKING:
     from routescript.db.mysql import MysqlDatabase
 
 FEED_TABLE = "rs_feed"
-POLL_INTERVAL = 0.1     # seconds between polls
+POLL_INTERVAL = 0.05    # seconds between polls
 POLL_BATCH = 1000       # rows read per poll (a fuller batch is followed by the next poll at once)
 GAP_GRACE = 10.0        # seconds an id skipped by a slow transaction is waited for
 MAX_GAPS = 1000         # bound on those ids; beyond, the oldest are given up
 RETENTION = 60          # seconds an announcement row is kept
 CLEAN_INTERVAL = 10.0   # seconds between deletions of old rows
+EXISTS_SQL = ("SELECT COUNT(*) FROM information_schema.tables "
+              "WHERE table_schema = DATABASE() AND table_name = 'rs_feed'")
 CREATE_SQL = (f'CREATE TABLE IF NOT EXISTS "{FEED_TABLE}" ('
               '"id" BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL, '
               '"channel" VARCHAR(63) NOT NULL, "payload" TEXT NOT NULL, '
@@ -50,6 +53,14 @@ CREATE_SQL = (f'CREATE TABLE IF NOT EXISTS "{FEED_TABLE}" ('
               ') ENGINE=InnoDB DEFAULT CHARSET=utf8mb4')
 INSERT_SQL = (f'INSERT INTO "{FEED_TABLE}" ("channel", "payload", "created") '  # noqa: S608 - constant
               'VALUES (%s, %s, UNIX_TIMESTAMP())')
+
+
+async def create_feed_table(conn: Any) -> None:
+    """CREATE TABLE rs_feed unless it is there (asked first: IF NOT EXISTS alone logs a server warning)."""
+    async with conn.cursor() as cur:
+        await cur.execute(EXISTS_SQL)
+        if int((await cur.fetchone())[0]) == 0:
+            await cur.execute(CREATE_SQL)
 
 
 class MysqlPoller:
@@ -89,7 +100,7 @@ class MysqlPoller:
     async def ensure_table(self, db: MysqlDatabase) -> None:
         """Create rs_feed once, outside any transaction (DDL would commit the caller's)."""
         if not self._table_ready:
-            await db._run_standalone(lambda conn: db._execute(conn, CREATE_SQL, []), False)
+            await db._run_standalone(create_feed_table, False)
             self._table_ready = True
 
     async def listen(self, channel: str) -> None:
@@ -112,13 +123,17 @@ class MysqlPoller:
         try:
             async with conn.cursor() as cur:
                 await cur.execute(SESSION_SETUP)
-                await cur.execute(CREATE_SQL)
-                self._table_ready = True
+            await create_feed_table(conn)
+            self._table_ready = True
+            async with conn.cursor() as cur:
                 await cur.execute("SELECT @@auto_increment_increment")
                 self.step = max(1, int((await cur.fetchone())[0]))
-                if self.top == 0:   # the first connection: announcements from now on
-                    await cur.execute(f'SELECT COALESCE(MAX("id"), 0) FROM "{FEED_TABLE}"')  # noqa: S608
-                    self.top = int((await cur.fetchone())[0])
+                # announcements from now on: on a reconnection, those sent meanwhile are skipped, as on
+                # PostgreSQL - the owners resync from the tables (on_reconnect), and a replay on top of
+                # that would announce each change twice
+                await cur.execute(f'SELECT COALESCE(MAX("id"), 0) FROM "{FEED_TABLE}"')  # noqa: S608
+                self.top = int((await cur.fetchone())[0])
+                self.gaps.clear()
         except BaseException:
             conn.close()
             raise
