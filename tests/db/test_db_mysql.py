@@ -310,3 +310,16 @@ async def test_concurrent_publishes_of_one_presentity_never_deadlock_nor_duplica
     finally:
         for db in nodes:
             await db.close()
+
+
+async def test_db_init_cli_creates_the_tables(mysql_url: str) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "routescript", "db", "init", mysql_url]
+    done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60,
+                                   check=False)
+    assert done.returncode == 0, done.stderr
+    assert "created table presentity (version 5)" in done.stdout + done.stderr
+    rows = await mysql_rows(mysql_url, "SELECT table_name, table_version FROM version ORDER BY table_name")
+    assert ("presentity", 5) in rows and ("active_watchers", 12) in rows
