@@ -86,8 +86,8 @@ class TestDb:
             path = tmp_path / name
             return cls("sqlite", f"sqlite://{path}", path=path)
         if backend == "mysql":
-            from db.mysql_util import create_database_sync
-            return cls("mysql", create_database_sync())
+            from db.mysql_util import create_database
+            return cls("mysql", run_sync(create_database()))
         if backend != "postgres":
             raise ValueError(f"unknown back end {backend!r}")
         schema = "rs_test_" + uuid.uuid4().hex[:16]
@@ -96,8 +96,8 @@ class TestDb:
 
     def drop(self) -> None:
         if self.backend == "mysql":
-            from db.mysql_util import drop_database_sync
-            drop_database_sync(self.url)
+            from db.mysql_util import drop_database
+            run_sync(drop_database(self.url))
         if self.schema is not None:
             run_sync(_pg_admin(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE"))
 

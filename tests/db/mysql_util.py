@@ -58,36 +58,25 @@ async def fresh_mysql_db() -> AsyncIterator[str]:
         conn.close()
 
 
-def create_database_sync() -> str:
-    """fresh_mysql_db for synchronous fixtures: returns the URL; drop it with drop_database_sync."""
-    from conftest import run_sync
-
+async def create_database() -> str:
+    """A fresh database's URL (for synchronous fixtures, through their run_sync); drop_database drops it."""
     name = "rs_test_" + uuid.uuid4().hex[:16]
-
-    async def create() -> None:
-        conn = await admin()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        finally:
-            conn.close()
-    run_sync(create())
+    conn = await admin()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
     return database_url(name)
 
 
-def drop_database_sync(url: str) -> None:
-    from conftest import run_sync
-
-    name = parse_url(url).database
-
-    async def drop() -> None:
-        conn = await connect()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        finally:
-            conn.close()
-    run_sync(drop())
+async def drop_database(url: str) -> None:
+    conn = await connect()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS {parse_url(url).database}")
+    finally:
+        conn.close()
 
 
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
