@@ -1,7 +1,7 @@
 """The storage back ends the presence suites run on: one behaviour suite, parametrised over SQLite and
 PostgreSQL (docs/STYLE: "parametrise one behaviour suite over back ends").
 
-    async def test_x(presence_db: TestDb) -> None:      # runs twice: [sqlite] and [postgres]
+    async def test_x(presence_db: TestDb) -> None:      # runs thrice: [sqlite], [postgres] and [mysql]
         cfg = presence_cfg(tmp_path, port, db_url=presence_db.url)
         ...
         assert presence_db.count("presentity") == 1
@@ -11,7 +11,9 @@ SQLite: a file under the test's tmp dir. PostgreSQL: 127.0.0.1:5432, database `t
 TestDb in a fresh schema of its own (the URL selects it with `?options=-csearch_path%3D<schema>`), dropped
 afterwards. PostgreSQL must be running: a test that needs it fails (never skips). Override the server with
 ROUTESCRIPT_TEST_PG=postgres://user@host:port/db; run one back end only with
-ROUTESCRIPT_TEST_BACKENDS=sqlite (or postgres).
+ROUTESCRIPT_TEST_BACKENDS=sqlite (or postgres, or mysql). MySQL/MariaDB: 127.0.0.1:3306, user root, each
+TestDb in a database of its own, dropped afterwards (tests/db/mysql_util.py; they skip, saying why, when
+the server does not answer - CI starts it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import asyncpg
 import pytest
 
 PG_URL = os.environ.get("ROUTESCRIPT_TEST_PG", "postgres://postgres@127.0.0.1:5432/test")
-BACKENDS = [b.strip() for b in os.environ.get("ROUTESCRIPT_TEST_BACKENDS", "sqlite,postgres").split(",")
+BACKENDS = [b.strip() for b in os.environ.get("ROUTESCRIPT_TEST_BACKENDS", "sqlite,postgres,mysql").split(",")
             if b.strip()]
 
 T = TypeVar("T")
@@ -83,6 +85,9 @@ class TestDb:
         if backend == "sqlite":
             path = tmp_path / name
             return cls("sqlite", f"sqlite://{path}", path=path)
+        if backend == "mysql":
+            from db.mysql_util import create_database
+            return cls("mysql", run_sync(create_database()))
         if backend != "postgres":
             raise ValueError(f"unknown back end {backend!r}")
         schema = "rs_test_" + uuid.uuid4().hex[:16]
@@ -90,6 +95,9 @@ class TestDb:
         return cls("postgres", with_search_path(PG_URL, schema), schema=schema)
 
     def drop(self) -> None:
+        if self.backend == "mysql":
+            from db.mysql_util import drop_database
+            run_sync(drop_database(self.url))
         if self.schema is not None:
             run_sync(_pg_admin(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE"))
 
@@ -98,12 +106,19 @@ class TestDb:
         if self.backend == "sqlite":
             with sqlite3.connect(self.path, timeout=5) as con:  # type: ignore[arg-type]
                 return [tuple(r) for r in con.execute(sql, params).fetchall()]
+        if self.backend == "mysql":
+            from db.mysql_util import mysql_rows
+            return run_sync(mysql_rows(self.url, sql.replace("?", "%s"), params))
         return run_sync(self._pg(self._numbered(sql), params, fetch=True))
 
     def execute(self, sql: str, *params: Any) -> None:
         if self.backend == "sqlite":
             with sqlite3.connect(self.path, timeout=5) as con:  # type: ignore[arg-type]
                 con.execute(sql, params)
+            return
+        if self.backend == "mysql":
+            from db.mysql_util import mysql_rows
+            run_sync(mysql_rows(self.url, sql.replace("?", "%s"), params))
             return
         run_sync(self._pg(self._numbered(sql), params, fetch=False))
 
@@ -113,6 +128,9 @@ class TestDb:
     def tables(self) -> set[str]:
         if self.backend == "sqlite":
             return {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if self.backend == "mysql":
+            return {r[0] for r in self.rows("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_schema = DATABASE()")}
         return {r[0] for r in self.rows("SELECT table_name FROM information_schema.tables "
                                         "WHERE table_schema = current_schema()")}
 
@@ -149,7 +167,7 @@ async def _pg_admin(sql: str) -> None:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """"sqlite" or "postgres": a test (or a module fixture) using it runs once per back end."""
+    """"sqlite", "postgres" or "mysql": a test (or a module fixture) using it runs once per back end."""
     return str(request.param)
 
 

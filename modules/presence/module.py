@@ -322,11 +322,13 @@ class PresenceModule(PresenceMI, Module):
         if self.cluster_config is None:
             return
         url = self.param("db_url") or ""
-        if not url.lower().startswith(("postgres://", "postgresql://")):
-            # The nodes announce changes with PostgreSQL LISTEN/NOTIFY; SQLite has no way to tell
-            # another process, so a "cluster" on it would silently miss every change.
-            raise ConfigError("presence clustering (cluster_id) needs a PostgreSQL db_url "
-                              "(postgres://user:pass@host:port/db): the nodes talk through LISTEN/NOTIFY")
+        if not url.lower().startswith(("postgres://", "postgresql://", "mysql://")):
+            # The nodes announce changes with PostgreSQL LISTEN/NOTIFY or a polled MySQL table
+            # (routescript.db.mysql_feed); SQLite has no way to tell another machine, so a "cluster" on it
+            # would silently miss every change.
+            raise ConfigError("presence clustering (cluster_id) needs a PostgreSQL or MySQL db_url "
+                              "(postgres://user:pass@host:port/db, mysql://user:pass@host/db): the nodes "
+                              "talk through the database's change feed")
         if not self.param("fallback2db"):
             log.info("presence: cluster_id set, so fallback2db = 1")
             self.modparams["fallback2db"] = 1

@@ -1,5 +1,5 @@
 """routescript.db - the storage layer: OpenSIPS tables behind one small async interface, on SQLite or
-PostgreSQL. It knows rows and tables, never SIP messages or modules.
+PostgreSQL or MySQL/MariaDB. It knows rows and tables, never SIP messages or modules.
 
     db = await open_database("sqlite:///var/lib/routescript/presence.sqlite")
     await db.ensure_schema()
@@ -28,7 +28,7 @@ from routescript.db.errors import DatabaseError, SchemaError
 from routescript.db.feed import MAX_PAYLOAD
 from routescript.db.group import GroupCommitter
 from routescript.db.schema import DEFAULT_TABLES, SCHEMA, Column, Table, create_table_sql
-from routescript.db.url import DbUrl, parse_url
+from routescript.db.url import DbUrl, check_driver, parse_url
 
 __all__ = [
     "DEFAULT_TABLES",
@@ -53,18 +53,23 @@ __all__ = [
 
 async def open_database(url: str, *, table_names: Mapping[str, str] | None = None,
                         clock: Callable[[], float] = time.monotonic) -> Database:
-    """Connect to `url` (sqlite://..., postgres://..., postgresql://...).
+    """Connect to `url` (sqlite://..., postgres://..., postgresql://..., mysql://...).
 
-    SQLite: the file and its parent directory are created when missing. PostgreSQL: a pool of connections.
+    SQLite: the file and its parent directory are created when missing. PostgreSQL, MySQL: a pool of
+    connections.
     table_names: actual names for tables renamed in the script (e.g. modparam presentity_table), mapped
     from the OpenSIPS name. clock: monotonic seconds, for the PostgreSQL reconnect back-off (tests inject it).
     Raises DatabaseError (kind "config" for a bad URL, "connection" when the database cannot be reached).
     """
     target = parse_url(url)
+    check_driver(target)
     resolve_table_names(table_names)  # refuse bad names before connecting
     if target.backend == "sqlite":
         from routescript.db.sqlite import SqliteDatabase
         return await SqliteDatabase.open(target.redacted, target.path, table_names)
+    if target.backend == "mysql":
+        from routescript.db.mysql import MysqlDatabase
+        return await MysqlDatabase.open(target, table_names, clock)
     from routescript.db.postgres import PostgresDatabase
     return await PostgresDatabase.open(target.redacted, target.dsn, table_names, clock)
 

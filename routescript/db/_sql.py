@@ -1,8 +1,9 @@
-"""SQL text building shared by both backends.
+"""SQL text building shared by the backends.
 
 Identifiers come only from the schema (checked here, then quoted); values never enter the SQL text, they are
-bound parameters - "?" for SQLite, "$n" for PostgreSQL. Values are coerced to the column's kind so both
-backends store and return the same Python types (int, str, bytes for blobs).
+bound parameters - "?" for SQLite, "$n" for PostgreSQL, "%s" for MySQL.
+Values are coerced to the column's kind so every backend stores and returns the same Python types (int,
+str, bytes for blobs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Params:
 
     def add(self, value: Any) -> str:
         self.values.append(value)
-        return "?" if self.dialect == "sqlite" else f"${len(self.values)}"
+        if self.dialect == "postgres":
+            return f"${len(self.values)}"
+        return "?" if self.dialect == "sqlite" else "%s"
 
 
 def coerce(table: Table, col: Column, value: Any) -> Any:
@@ -147,7 +150,8 @@ def _names(names: str | Iterable[str]) -> list[str]:
 
 
 def insert(table: Table, name: str, dialect: Dialect, cols: Sequence[Column]) -> str:
-    holders = ", ".join("?" if dialect == "sqlite" else f"${i}" for i in range(1, len(cols) + 1))
+    holders = ", ".join("?" if dialect == "sqlite" else "%s" if dialect == "mysql" else f"${i}"
+                        for i in range(1, len(cols) + 1))
     col_list = ", ".join(quote(c.name) for c in cols)
     sql = f"INSERT INTO {quote(name)} ({col_list}) VALUES ({holders})"  # noqa: S608 - identifiers from the schema
     if dialect == "postgres" and table.has_id:
@@ -166,6 +170,13 @@ def upsert(table: Table, name: str, dialect: Dialect, cols: Sequence[Column], ke
         raise DatabaseError(f"upsert row for '{table.name}' must contain its keys {sorted(key_set)}")
     sql = insert(table, name, dialect, cols).removesuffix(' RETURNING "id"')
     rest = [c for c in cols if c.name not in key_set]
+    if dialect == "mysql":
+        # MySQL has no conflict target: ON DUPLICATE KEY UPDATE fires on any unique key of the row
+        # (the same one for our tables: each has one unique key besides its auto-increment id).
+        # Nothing to replace: a no-op assignment of the first key column (MySQL's INSERT IGNORE would
+        # hide other errors too).
+        sets = ", ".join(f"{quote(c.name)} = VALUES({quote(c.name)})" for c in (rest or key_cols[:1]))
+        return f"{sql} ON DUPLICATE KEY UPDATE {sets}"
     target = ", ".join(quote(c.name) for c in key_cols)
     if rest:
         sets = ", ".join(f"{quote(c.name)} = excluded.{quote(c.name)}" for c in rest)

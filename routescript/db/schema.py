@@ -17,6 +17,12 @@ Column kinds and how each dialect spells them (as OpenSIPS's generated scripts d
     real    FLOAT(10,2)      REAL            (location.q; a Python float)
     datetime DATETIME        TIMESTAMP WITHOUT TIME ZONE   (location.last_modified; a naive UTC
             datetime.datetime in Python; SQLite stores its 'YYYY-MM-DD HH:MM:SS' text)
+
+MySQL/MariaDB, as OpenSIPS's scripts/mysql/*-create.sql spell them: int INT(11) (INT(10) UNSIGNED where
+`unsigned`), str CHAR(n), text TEXT, blob BLOB (LONGBLOB for xcap.doc), id INT(10) UNSIGNED AUTO_INCREMENT
+PRIMARY KEY, bigkey BIGINT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY, real FLOAT(10,2), datetime DATETIME;
+every table ENGINE=InnoDB; unique constraints and indexes named without the table prefix (MySQL names
+them per table). Identifiers stay double-quoted: the MySQL back end runs its sessions with ANSI_QUOTES.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ColumnKind = Literal["id", "int", "str", "text", "blob", "bigkey", "bigpk", "real", "datetime"]
-Dialect = Literal["sqlite", "postgres"]
+Dialect = Literal["sqlite", "postgres", "mysql"]
 
 # An identifier we are willing to put in SQL text (table names given by the user through `table_names`).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
@@ -40,6 +46,7 @@ class Column:
     nullable: bool = False
     default: int | float | str | None = None  # SQL DEFAULT
     null_default: bool = False        # written "DEFAULT NULL" (as OpenSIPS does for some nullable columns)
+    unsigned: bool = False            # MySQL: INT UNSIGNED (version.table_version, location.expires)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,9 @@ class Table:
         return keys
 
 
+LONG = 2**32 - 1   # a blob's size: MySQL LONGBLOB (xcap.doc) instead of BLOB (64 KiB)
+
+
 def _id() -> Column:
     return Column("id", "id")
 
@@ -92,7 +102,7 @@ def _i(name: str, nullable: bool = False, default: int | None = None) -> Column:
 
 VERSION = Table(
     "version", 1,
-    (_s("table_name", 32), _i("table_version", default=0)),
+    (_s("table_name", 32), Column("table_version", "int", default=0, unsigned=True)),
     unique=(("t_name_idx", ("table_name",)),),
 )
 
@@ -124,7 +134,7 @@ WATCHERS = Table(
 
 XCAP = Table(
     "xcap", 4,
-    (_id(), _s("username", 64), _s("domain", 64), _blob("doc"), _i("doc_type"), _s("etag", 64),
+    (_id(), _s("username", 64), _s("domain", 64), Column("doc", "blob", LONG), _i("doc_type"), _s("etag", 64),
      _i("source"), _s("doc_uri", 255), _i("port")),
     unique=(("account_doc_type_idx", ("username", "domain", "doc_type", "doc_uri")),),
     indexes=(("source_idx", ("source",)),),
@@ -150,7 +160,8 @@ LOCATION = Table(
     "location", 1013,
     (Column("contact_id", "bigkey"), _s("username", 64, default=""), _s("domain", 64, null_default=True),
      Column("contact", "text"), _s("received", 255, null_default=True), _s("path", 255, null_default=True),
-     _i("expires"), Column("q", "real", default=1.0), _s("callid", 255, default="Default-Call-ID"),
+     Column("expires", "int", unsigned=True), Column("q", "real", default=1.0),
+     _s("callid", 255, default="Default-Call-ID"),
      _i("cseq", default=13), Column("last_modified", "datetime", default="1900-01-01 00:00:01"),
      _i("flags", default=0), _s("cflags", 255, null_default=True), _s("user_agent", 255, default=""),
      _s("socket", 64, null_default=True), Column("methods", "int", nullable=True, null_default=True),
@@ -216,6 +227,8 @@ def quote(name: str) -> str:
 
 
 def column_sql(col: Column, dialect: Dialect) -> str:
+    if dialect == "mysql":
+        return _mysql_column_sql(col)
     if col.kind in ("id", "bigkey"):
         serial = "SERIAL" if col.kind == "id" else "BIGSERIAL"
         return (f"{quote(col.name)} INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL" if dialect == "sqlite"
@@ -234,7 +247,25 @@ def column_sql(col: Column, dialect: Dialect) -> str:
     elif col.kind == "datetime":
         sql_type = "DATETIME" if dialect == "sqlite" else "TIMESTAMP WITHOUT TIME ZONE"
     else:   # OpenSIPS's SQLite script spells dialog.vars BLOB(4096)
-        sql_type = ("BLOB" if not col.size else f"BLOB({col.size})") if dialect == "sqlite" else "BYTEA"
+        sized = col.size and col.size != LONG   # LONG only says "LONGBLOB" to MySQL
+        sql_type = (f"BLOB({col.size})" if sized else "BLOB") if dialect == "sqlite" else "BYTEA"
+    return _with_default(col, sql_type)
+
+
+def _mysql_column_sql(col: Column) -> str:
+    if col.kind in ("id", "bigkey"):
+        kind = "INT" if col.kind == "id" else "BIGINT"
+        return f"{quote(col.name)} {kind}(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL"
+    if col.kind == "bigpk":   # dialog.dlg_id: the module's own 64-bit id, no AUTO_INCREMENT
+        return f"{quote(col.name)} BIGINT(10) UNSIGNED PRIMARY KEY NOT NULL"
+    blob = "LONGBLOB" if col.size == LONG else f"BLOB({col.size})" if col.size else "BLOB"
+    sql_type = {"str": f"CHAR({col.size})", "int": "INT(10) UNSIGNED" if col.unsigned else "INT(11)",
+                "text": f"TEXT({col.size})" if col.size else "TEXT",
+                "blob": blob, "real": "FLOAT(10,2)", "datetime": "DATETIME"}[col.kind]
+    return _with_default(col, sql_type)
+
+
+def _with_default(col: Column, sql_type: str) -> str:
     parts = [quote(col.name), sql_type]
     if col.default is not None:
         if isinstance(col.default, (int, float)):
@@ -251,10 +282,13 @@ def column_sql(col: Column, dialect: Dialect) -> str:
 def create_table_sql(table: Table, dialect: Dialect, name: str | None = None) -> list[str]:
     """CREATE TABLE (+ sequence cap and indexes) for `table`, created under `name` (default table.name)."""
     name = name or table.name
+    # MySQL names constraints and indexes per table, and OpenSIPS's MySQL scripts use the bare suffix
+    prefix = "" if dialect == "mysql" else name + "_"
     body = [column_sql(c, dialect) for c in table.columns]
     for suffix, cols in table.unique:
-        body.append(f"CONSTRAINT {quote(name + '_' + suffix)} UNIQUE ({', '.join(map(quote, cols))})")
-    stmts = [f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(body) + "\n)"]
+        body.append(f"CONSTRAINT {quote(prefix + suffix)} UNIQUE ({', '.join(map(quote, cols))})")
+    tail = " ENGINE=InnoDB" if dialect == "mysql" else ""
+    stmts = [f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(body) + "\n)" + tail]
     if dialect == "postgres":
         # OpenSIPS keeps ids in a C int: the sequence wraps instead of overflowing (its generated
         # scripts cap every serial column's sequence, location.contact_id's too; usrloc never uses it).
@@ -263,7 +297,7 @@ def create_table_sql(table: Table, dialect: Dialect, name: str | None = None) ->
                 seq = quote(f"{name}_{col.name}_seq")
                 stmts.append(f"ALTER SEQUENCE {seq} MAXVALUE 2147483647 CYCLE")
     for suffix, cols in table.indexes:
-        stmts.append(f"CREATE INDEX {quote(name + '_' + suffix)} ON {quote(name)} "
+        stmts.append(f"CREATE INDEX {quote(prefix + suffix)} ON {quote(name)} "
                      f"({', '.join(map(quote, cols))})")
     return stmts
 

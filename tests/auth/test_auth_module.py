@@ -17,6 +17,7 @@ from routescript.modules.auth_db import subscribers
 from routescript.testing import route_run as rr
 
 from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.mysql_util import fresh_mysql_db
 
 SCRIPT = r"""
 loadmodule "sl.so"
@@ -42,10 +43,13 @@ route {
 PASSWORD = "s3cr3t-pw"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path}/auth.sqlite"
+    elif request.param == "mysql":
+        async with fresh_mysql_db() as my_url:
+            yield my_url
     else:
         async with fresh_pg_schema() as schema:
             yield with_search_path(PG_URL, schema)

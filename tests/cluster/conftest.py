@@ -1,5 +1,5 @@
-"""Fixtures for the cluster tests: nodes on one fresh PostgreSQL schema (tests/db/conftest.py explains the
-server they need), a fake clock, and the presence tables."""
+"""Fixtures for the cluster tests: nodes on one fresh PostgreSQL schema or MySQL database
+(tests/db/conftest.py explains the servers they need), a fake clock, and the presence tables."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.mysql_util import fresh_mysql_db
 
 
 class FakeClock:
@@ -21,6 +22,17 @@ class FakeClock:
 async def pg_url() -> AsyncIterator[str]:
     async with fresh_pg_schema() as schema:
         yield with_search_path(PG_URL, schema)
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+async def cluster_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The database the nodes share: a fresh PostgreSQL schema or MySQL database."""
+    if request.param == "mysql":
+        async with fresh_mysql_db() as url:
+            yield url
+    else:
+        async with fresh_pg_schema() as schema:
+            yield with_search_path(PG_URL, schema)
 
 
 __all__ = ["FakeClock", "PG_URL"]

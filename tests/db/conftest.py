@@ -1,5 +1,8 @@
-"""Fixtures for the storage tests: one behaviour suite runs on SQLite (a file under tmp_path) and on
-PostgreSQL (127.0.0.1:5432, database `test`, each test in a fresh schema that is dropped afterwards).
+"""Fixtures for the storage tests: one behaviour suite runs on SQLite (a file under tmp_path), on
+PostgreSQL (127.0.0.1:5432, database `test`, each test in a fresh schema that is dropped afterwards) and on
+MySQL/MariaDB (127.0.0.1:3306, user root, each test in a fresh database that is dropped afterwards; the
+MySQL tests skip, saying why, when that server does not answer - CI starts it; override it with
+ROUTESCRIPT_TEST_MYSQL=mysql://user:pass@host:port/db, the db being only the admin connection's).
 
 PostgreSQL must be running: a test that needs it fails (never skips) when it cannot connect - CI runs it.
 Override the server with ROUTESCRIPT_TEST_PG=postgres://user@host:port/db.
@@ -18,6 +21,8 @@ import asyncpg
 import pytest
 
 from routescript.db import Database, open_database, parse_url
+
+from .mysql_util import fresh_mysql_db, mysql_rows, mysql_script
 
 PG_URL = os.environ.get("ROUTESCRIPT_TEST_PG", "postgres://postgres@127.0.0.1:5432/test")
 
@@ -54,10 +59,20 @@ async def pg_url() -> AsyncIterator[str]:
         yield with_search_path(PG_URL, schema)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
+async def mysql_url() -> AsyncIterator[str]:
+    """A MySQL URL of a fresh database of its own."""
+    async with fresh_mysql_db() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path}/data/presence.sqlite"
+    elif request.param == "mysql":
+        async with fresh_mysql_db() as url:
+            yield url
     else:
         async with fresh_pg_schema() as schema:
             yield with_search_path(PG_URL, schema)
@@ -81,6 +96,8 @@ async def raw_sql(url: str, script: str) -> None:
             conn.executescript(script)
         finally:
             conn.close()
+    elif target.backend == "mysql":
+        await mysql_script(url, script)
     else:
         conn = await asyncpg.connect(target.dsn)
         try:
@@ -97,6 +114,8 @@ async def raw_rows(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
             return list(conn.execute(sql))
         finally:
             conn.close()
+    if target.backend == "mysql":
+        return await mysql_rows(url, sql)
     conn = await asyncpg.connect(target.dsn)
     try:
         return [tuple(r) for r in await conn.fetch(sql)]

@@ -342,3 +342,119 @@ CREATE TABLE subscriber (
 ALTER SEQUENCE subscriber_id_seq MAXVALUE 2147483647 CYCLE;
 CREATE INDEX subscriber_username_idx ON subscriber (username);
 """
+
+
+# OpenSIPS 3.4 scripts/mysql/{standard,presence,usrloc}-create.sql (pua left out, as above for PostgreSQL).
+MYSQL = """
+CREATE TABLE version (
+    table_name CHAR(32) NOT NULL,
+    table_version INT UNSIGNED DEFAULT 0 NOT NULL,
+    CONSTRAINT t_name_idx UNIQUE (table_name)
+) ENGINE=InnoDB;
+INSERT INTO version (table_name, table_version) values ('presentity','5');
+CREATE TABLE presentity (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    username CHAR(64) NOT NULL,
+    domain CHAR(64) NOT NULL,
+    event CHAR(64) NOT NULL,
+    etag CHAR(64) NOT NULL,
+    expires INT(11) NOT NULL,
+    received_time INT(11) NOT NULL,
+    body BLOB DEFAULT NULL,
+    extra_hdrs BLOB DEFAULT NULL,
+    sender CHAR(255) DEFAULT NULL,
+    CONSTRAINT presentity_idx UNIQUE (username, domain, event, etag)
+) ENGINE=InnoDB;
+INSERT INTO version (table_name, table_version) values ('active_watchers','12');
+CREATE TABLE active_watchers (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    presentity_uri CHAR(255) NOT NULL,
+    watcher_username CHAR(64) NOT NULL,
+    watcher_domain CHAR(64) NOT NULL,
+    to_user CHAR(64) NOT NULL,
+    to_domain CHAR(64) NOT NULL,
+    event CHAR(64) DEFAULT 'presence' NOT NULL,
+    event_id CHAR(64),
+    to_tag CHAR(64) NOT NULL,
+    from_tag CHAR(64) NOT NULL,
+    callid CHAR(64) NOT NULL,
+    local_cseq INT(11) NOT NULL,
+    remote_cseq INT(11) NOT NULL,
+    contact CHAR(255) NOT NULL,
+    record_route TEXT,
+    expires INT(11) NOT NULL,
+    status INT(11) DEFAULT 2 NOT NULL,
+    reason CHAR(64),
+    version INT(11) DEFAULT 0 NOT NULL,
+    socket_info CHAR(64) NOT NULL,
+    local_contact CHAR(255) NOT NULL,
+    sharing_tag CHAR(32) DEFAULT NULL,
+    CONSTRAINT active_watchers_idx UNIQUE (presentity_uri, callid, to_tag, from_tag)
+) ENGINE=InnoDB;
+INSERT INTO version (table_name, table_version) values ('watchers','4');
+CREATE TABLE watchers (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    presentity_uri CHAR(255) NOT NULL,
+    watcher_username CHAR(64) NOT NULL,
+    watcher_domain CHAR(64) NOT NULL,
+    event CHAR(64) DEFAULT 'presence' NOT NULL,
+    status INT(11) NOT NULL,
+    reason CHAR(64),
+    inserted_time INT(11) NOT NULL,
+    CONSTRAINT watcher_idx UNIQUE (presentity_uri, watcher_username, watcher_domain, event)
+) ENGINE=InnoDB;
+INSERT INTO version (table_name, table_version) values ('xcap','4');
+CREATE TABLE xcap (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    username CHAR(64) NOT NULL,
+    domain CHAR(64) NOT NULL,
+    doc LONGBLOB NOT NULL,
+    doc_type INT(11) NOT NULL,
+    etag CHAR(64) NOT NULL,
+    source INT(11) NOT NULL,
+    doc_uri CHAR(255) NOT NULL,
+    port INT(11) NOT NULL,
+    CONSTRAINT account_doc_type_idx UNIQUE (username, domain, doc_type, doc_uri)
+) ENGINE=InnoDB;
+CREATE INDEX source_idx ON xcap (source);
+INSERT INTO version (table_name, table_version) values ('location','1013');
+CREATE TABLE location (
+    contact_id BIGINT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    username CHAR(64) DEFAULT '' NOT NULL,
+    domain CHAR(64) DEFAULT NULL,
+    contact TEXT NOT NULL,
+    received CHAR(255) DEFAULT NULL,
+    path CHAR(255) DEFAULT NULL,
+    expires INT(10) UNSIGNED NOT NULL,
+    q FLOAT(10,2) DEFAULT 1.0 NOT NULL,
+    callid CHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INT(11) DEFAULT 13 NOT NULL,
+    last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL,
+    flags INT(11) DEFAULT 0 NOT NULL,
+    cflags CHAR(255) DEFAULT NULL,
+    user_agent CHAR(255) DEFAULT '' NOT NULL,
+    socket CHAR(64) DEFAULT NULL,
+    methods INT(11) DEFAULT NULL,
+    sip_instance CHAR(255) DEFAULT NULL,
+    kv_store TEXT(512) DEFAULT NULL,
+    attr CHAR(255) DEFAULT NULL
+) ENGINE=InnoDB;
+"""
+
+# scripts/mysql/auth_db-create.sql: the subscriber table.
+AUTH_DB_MYSQL = """
+INSERT INTO version (table_name, table_version) values ('subscriber','8');
+CREATE TABLE subscriber (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    username CHAR(64) DEFAULT '' NOT NULL,
+    domain CHAR(64) DEFAULT '' NOT NULL,
+    password CHAR(25) DEFAULT '' NOT NULL,
+    email_address CHAR(64) DEFAULT '' NOT NULL,
+    ha1 CHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha256 CHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha512t256 CHAR(64) DEFAULT '' NOT NULL,
+    rpid CHAR(64) DEFAULT NULL,
+    CONSTRAINT account_idx UNIQUE (username, domain)
+) ENGINE=InnoDB;
+CREATE INDEX username_idx ON subscriber (username);
+"""

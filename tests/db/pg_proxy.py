@@ -1,5 +1,6 @@
-"""A TCP proxy in front of the test PostgreSQL server, so a test can cut and restore the database like a
-server restart or a network cut would (used by tests/db and tests/cluster)."""
+"""A TCP proxy in front of the test PostgreSQL (or MySQL) server, so a test can cut and restore the database
+like a server restart or a network cut would (used by tests/db and tests/cluster). pg_host_port(url) and
+proxied(url, proxy) take a mysql:// URL too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import asyncio
 from .conftest import PG_URL, parse_url
 
 
-def pg_host_port() -> tuple[str, int]:
+def pg_host_port(url: str | None = None) -> tuple[str, int]:
+    """The server behind `url` (default: the PostgreSQL one)."""
+    if url is not None and url.startswith("mysql:"):
+        my = parse_url(url)
+        return my.host, my.port
     target = parse_url(PG_URL)
     host_port = target.dsn.split("@", 1)[1].split("/", 1)[0]
     host, _, port = host_port.partition(":")
@@ -16,7 +21,10 @@ def pg_host_port() -> tuple[str, int]:
 
 
 def proxied(url: str, proxy: TcpProxy) -> str:
-    """`url` (a PG_URL with options) going through `proxy` instead of straight to the server."""
+    """`url` (a PG_URL with options, or a mysql:// URL) going through `proxy` instead of to the server."""
+    if url.startswith("mysql:"):
+        my = parse_url(url)
+        return url.replace(f"{my.host}:{my.port}", f"127.0.0.1:{proxy.port}", 1)
     target = parse_url(PG_URL).dsn.split("@", 1)[1].split("/", 1)[0]
     return url.replace(target, f"127.0.0.1:{proxy.port}", 1)
 

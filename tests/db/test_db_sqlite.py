@@ -38,7 +38,7 @@ def test_sqlite_urls_map_as_in_opensips(url: str, path: str) -> None:
     assert target.backend == "sqlite" and target.path == path
 
 
-@pytest.mark.parametrize("url", ["", "sqlite:/x.db", "sqlite://", "sqlite:///dir/", "mysql://u@h/db",
+@pytest.mark.parametrize("url", ["", "sqlite:/x.db", "sqlite://", "sqlite:///dir/", "mysql://u@h/", "mysql://u@h/db?x=1",
                                  "/var/db.sqlite", "postgres://"])
 def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(DatabaseError) as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rs_e2e import ROOT, routescript
 
 
@@ -117,7 +118,23 @@ def test_check_lists_every_missing_module_and_names_function_modules(tmp_path: P
     assert "is its module loaded" not in res.stderr
 
 
-def test_check_refuses_a_mysql_db_url_in_the_words_of_run(tmp_path: Path) -> None:
+def test_check_accepts_a_mysql_db_url(tmp_path: Path) -> None:
+    cfg = tmp_path / "my.cfg"
+    cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "sl.so"\nloadmodule "tm.so"\n'
+                   'loadmodule "presence.so"\n'
+                   'modparam("presence", "db_url", "mysql://opensips:pw@localhost/opensips")\n'
+                   'route { exit; }\n')
+    checked = routescript("check", str(cfg))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_check_refuses_a_db_url_whose_driver_is_missing_in_the_words_of_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a Python without asyncmy: sitecustomize hides it (sys.modules[name] = None: "not installed")
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['asyncmy'] = None\n")
+    monkeypatch.setenv("PYTHONPATH", str(hide))
     cfg = tmp_path / "my.cfg"
     cfg.write_text('socket = udp:127.0.0.1:0\nloadmodule "sl.so"\nloadmodule "tm.so"\n'
                    'loadmodule "presence.so"\n'
@@ -125,8 +142,9 @@ def test_check_refuses_a_mysql_db_url_in_the_words_of_run(tmp_path: Path) -> Non
                    'route { exit; }\n')
     checked = routescript("check", str(cfg))
     assert checked.returncode == 1
-    expected = (f"{cfg}:5:1: modparam(\"presence\", \"db_url\"): unsupported database URL scheme 'mysql' "
-                "(use sqlite:// or postgres://)")
+    expected = (f"{cfg}:5:1: modparam(\"presence\", \"db_url\"): database URL "
+                "'mysql://opensips:***@localhost/opensips' needs the asyncmy driver, which is not installed: "
+                "pip install 'routescript[mysql]'")
     assert checked.stderr.splitlines()[0] == expected
     ran = routescript("run", str(cfg), timeout=20)
     assert ran.returncode != 0 and expected in ran.stderr

@@ -30,7 +30,7 @@ from routescript.testing import SipTestClient, SipTimeout, pidf
 if TYPE_CHECKING:
     from conftest import TestDb
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("backend", ["postgres"], indirect=True)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)]
 
 EXAMPLE = ROOT / "examples" / "cluster-node1.cfg"
 PING = 1          # cluster_ping_interval (the smallest: it is an int parameter)
@@ -289,7 +289,7 @@ async def test_restarted_node_rejoins_with_the_current_state(tmp_path: Path, pre
 async def test_database_cut_then_resync(tmp_path: Path, presence_db: TestDb) -> None:
     """node2 reaches PostgreSQL through a proxy; the cut loses node2's LISTEN connection (and the
     announcements meanwhile); when it is back, node2 re-reads what its watchers follow and tells them."""
-    proxy = TcpProxy(pg_host_port())
+    proxy = TcpProxy(pg_host_port(presence_db.url))
     await proxy.start()
     cid = new_cluster_id()
     n1 = Node(tmp_path, "node1", presence_db.url, cid, cluster_node_timeout=30)
@@ -323,7 +323,7 @@ async def test_a_subscription_acknowledged_then_killed_is_adopted(tmp_path: Path
     so node1 adopts it and the watcher hears on, node1's Contact in the NOTIFY. node2 reaches PostgreSQL
     through a slow proxy (each chunk delayed): a write begun after the 200 cannot reach the table before
     the kill."""
-    proxy = TcpProxy(pg_host_port())
+    proxy = TcpProxy(pg_host_port(presence_db.url))
     await proxy.start()
     cid = new_cluster_id()
     n1 = Node(tmp_path, "node1", presence_db.url, cid)

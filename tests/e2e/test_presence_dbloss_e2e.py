@@ -24,9 +24,9 @@ pytestmark = pytest.mark.asyncio
 RECOVERY = 10.0   # bound on the wait for the pool to come back (its back-off caps far above this)
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 async def test_database_lost_503_then_recovers(tmp_path: Path, presence_db: TestDb) -> None:
-    proxy = TcpProxy(pg_host_port())
+    proxy = TcpProxy(pg_host_port(presence_db.url))
     await proxy.start()
     port = free_port()
     url = proxied(presence_db.url, proxy)

@@ -82,10 +82,10 @@ async def test_acknowledged_unsubscribes_survive_kill9(tmp_path: Path, presence_
         server.stop()
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 async def test_subscribe_while_the_database_is_away_is_503(tmp_path: Path, presence_db: TestDb) -> None:
     """No fallback2db: nothing reads the database on the way, only the row's commit can fail."""
-    proxy = TcpProxy(pg_host_port())
+    proxy = TcpProxy(pg_host_port(presence_db.url))
     await proxy.start()
     port = free_port()
     cfg = presence_cfg(tmp_path, port, db_url=proxied(presence_db.url, proxy),

@@ -60,7 +60,7 @@ def test_cap_parameters_checked_at_load(tmp_path: Path, modparams: str, message:
 @pytest.mark.parametrize(("modparams", "message"), [
     ('modparam("presence", "cluster_id", 1)\n', "cluster_sharing_tag"),
     ('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n',
-     "needs a PostgreSQL db_url"),
+     "needs a PostgreSQL or MySQL db_url"),
     (('modparam("presence", "cluster_id", 1)\nmodparam("presence", "cluster_sharing_tag", "n1")\n'
       'modparam("presence", "cluster_node_timeout", 6)\n'), "above twice the ping interval"),
 ])

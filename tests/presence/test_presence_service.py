@@ -349,7 +349,7 @@ async def test_cached_body_never_outlives_a_modify_expiry_or_removal(env):
     assert b"fourth" not in server.transactions.sent[-1][0].body
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 async def test_a_row_the_database_refuses_never_blocks_the_periodic_save(env, caplog):
     """One change PostgreSQL refuses (a Contact longer than VARCHAR(255): refused at arrival now, put in
     memory by hand here, standing for whatever a database may refuse) costs that row only: the others

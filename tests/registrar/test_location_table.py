@@ -9,6 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.mysql_util import fresh_mysql_db, mysql_script
+from db.opensips_sql import MYSQL as OPENSIPS_MYSQL
 
 from routescript.db import open_database
 from routescript.db.schema import LOCATION, SCHEMA, create_table_sql
@@ -91,9 +93,13 @@ def test_schema_matches_opensips_columns_and_version() -> None:
             assert f'"{name}" {rest}' in ours, line
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
+    if request.param == "mysql":   # OpenSIPS 3.4's scripts/mysql (standard + presence + usrloc)
+        async with fresh_mysql_db() as my_url:
+            await mysql_script(my_url, OPENSIPS_MYSQL)
+            yield my_url
+    elif request.param == "sqlite":
         import sqlite3
         path = tmp_path / "opensips.sqlite"
         conn = sqlite3.connect(path)

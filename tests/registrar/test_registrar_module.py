@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.mysql_util import fresh_mysql_db
 
 from routescript.core.module import MIError
 from routescript.db import open_database
@@ -81,10 +82,13 @@ class Harness:
         return ctx
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path}/ul.sqlite"
+    elif request.param == "mysql":
+        async with fresh_mysql_db() as my_url:
+            yield my_url
     else:
         async with fresh_pg_schema() as schema:
             yield with_search_path(PG_URL, schema)

@@ -254,3 +254,10 @@ async def test_transport_and_db_modules_accept_their_params() -> None:
                  ("proto_udp", "udp_port", 5070), ("db_postgres", "exec_query_threshold", 0)])
     assert h.server.modules.get("db_sqlite").param("alloc_limit") == 5
     assert set(h.server.modules.instances) == {"proto_udp", "proto_tcp", "db_sqlite", "db_postgres"}
+
+
+async def test_db_mysql_accepts_opensips_params_and_refuses_tls() -> None:
+    h = Harness(["db_mysql"], [("db_mysql", "ping_interval", 60), ("db_mysql", "timeout_interval", 3)])
+    assert h.server.modules.get("db_mysql").param("ping_interval") == 60
+    with pytest.raises(Exception, match="TLS to the MySQL server is not implemented"):
+        Harness(["db_mysql"], [("db_mysql", "use_tls", 1)])
