@@ -394,11 +394,12 @@ class Database(abc.ABC):
             except Exception as exc:
                 err = self._translate(exc)
                 if err.transient:
-                    await self._connection_failed()
+                    await self._connection_failed(exc)
                 raise err from exc
 
-    async def _connection_failed(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """A statement inside a transaction lost the connection (a backend may start its back-off)."""
+    async def _connection_failed(self, cause: BaseException) -> None:  # noqa: B027 - optional hook
+        """A statement inside a transaction failed with a transient error, `cause` (a backend may start
+        its back-off: MySQL does not for a lock conflict, which is the transaction's, not the link's)."""
 
     # --- schema -------------------------------------------------------------------------------------
 

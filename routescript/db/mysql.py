@@ -107,21 +107,6 @@ class MysqlDatabase(Database):
             self._ready.add(conn)
         return conn
 
-    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
-        self._check_open()
-        tx = self.current_transaction()
-        if tx is None:
-            return await self._run_standalone(fn, idempotent)
-        async with tx.lock:
-            try:
-                return await fn(tx.conn)
-            except DatabaseError:
-                raise
-            except Exception as exc:
-                err = self._translate(exc)
-                if err.transient and not _lock_conflict(exc):
-                    await self._connection_failed()
-                raise err from exc
 
     async def _run_standalone(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
         self.backoff.check(self.url)
@@ -192,11 +177,13 @@ class MysqlDatabase(Database):
 
     async def _lost(self, exc: Exception) -> DatabaseError:
         err = self._translate(exc)
-        if err.transient and not _lock_conflict(exc):
-            await self._connection_failed()
+        if err.transient:
+            await self._connection_failed(exc)
         return err
 
-    async def _connection_failed(self) -> None:
+    async def _connection_failed(self, cause: BaseException) -> None:
+        if _lock_conflict(cause):   # a deadlock or lock wait: the transaction's, the link is fine
+            return
         await self._pool.clear()
         self.backoff.failed()
 

@@ -125,10 +125,10 @@ class PostgresDatabase(Database):
     async def _lost(self, exc: Exception) -> DatabaseError:
         err = self._translate(exc)
         if err.transient:
-            await self._connection_failed()
+            await self._connection_failed(exc)
         return err
 
-    async def _connection_failed(self) -> None:
+    async def _connection_failed(self, cause: BaseException | None = None) -> None:
         await self._pool.expire_connections()
         self.backoff.failed()
 
