@@ -41,7 +41,7 @@ from benchmarks.fanout import find_max_fanout
 from benchmarks.gauge import describe, python_speed_us
 from benchmarks.memory import measure_memory
 from benchmarks.notify_latency import measure_latency
-from benchmarks.register import find_max_register_rate, measure_bindings_memory
+from benchmarks.register import find_max_register_rate, injection_file, measure_bindings_memory
 from benchmarks.proxy import find_max_proxy_rate
 from benchmarks.report import Row, memory_table, rate_table
 from benchmarks.servers import start_py_ceiling, start_py_proxy_ceiling, start_routescript
@@ -114,9 +114,16 @@ def run(selected: tuple[str, ...], settings: Settings, out: Path, *, config: str
                 res = find_max_proxy_rate(name, srv, w / "routescript", settings)
             rows.append(Row.from_rate(name, "calls/s", res, ceilings.get(name), REFERENCE[name]))
         elif name == "register":
+            if ceiling:
+                with start_py_ceiling(w / "py_ceiling") as ceil:
+                    inf = injection_file(w / "py_ceiling" / "users.csv", 5000)
+                    cres = find_max_rate("register py_ceiling", SCENARIOS / "register_auth.xml", ceil.port,
+                                         ceil.pid, w / "py_ceiling", settings, ("-inf", str(inf)))
+                ceilings[name] = cres.max_rate
             for mode in (1, 2):
                 res = find_max_register_rate(w / f"db_mode{mode}", settings, db_mode=mode, workers=workers)
-                rows.append(Row.from_rate(f"register db_mode {mode}", "calls/s", res, None, REFERENCE[name]))
+                rows.append(Row.from_rate(f"register db_mode {mode}", "calls/s", res, ceilings.get(name),
+                                          REFERENCE[name]))
             count = 10_000 if settings.quick else 100_000
             _before, _after, per = measure_bindings_memory(w / "memory", settings, count)
             binding_lines.append(f"usrloc: {per:.0f} bytes of RSS per binding with {count:,} bindings")
