@@ -11,6 +11,7 @@ import pytest
 from db.conftest import PG_URL, fresh_pg_schema, with_search_path
 from db.mysql_util import fresh_mysql_db, mysql_script
 from db.opensips_sql import MYSQL as OPENSIPS_MYSQL
+from db.opensips_sql import POSTGRES, SQLITE
 
 from routescript.db import open_database
 from routescript.db.schema import LOCATION, SCHEMA, create_table_sql
@@ -24,57 +25,18 @@ VERSION = {
                 "NOT NULL, CONSTRAINT version_t_name_idx UNIQUE (table_name));",
 }
 
-# OpenSIPS 3.4 scripts/sqlite/usrloc-create.sql
-OPENSIPS_SQLITE = """
-INSERT INTO version (table_name, table_version) values ('location','1013');
-CREATE TABLE location (
-    contact_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
-    username CHAR(64) DEFAULT '' NOT NULL,
-    domain CHAR(64) DEFAULT NULL,
-    contact TEXT NOT NULL,
-    received CHAR(255) DEFAULT NULL,
-    path CHAR(255) DEFAULT NULL,
-    expires INTEGER NOT NULL,
-    q FLOAT(10,2) DEFAULT 1.0 NOT NULL,
-    callid CHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
-    cseq INTEGER DEFAULT 13 NOT NULL,
-    last_modified DATETIME DEFAULT '1900-01-01 00:00:01' NOT NULL,
-    flags INTEGER DEFAULT 0 NOT NULL,
-    cflags CHAR(255) DEFAULT NULL,
-    user_agent CHAR(255) DEFAULT '' NOT NULL,
-    socket CHAR(64) DEFAULT NULL,
-    methods INTEGER DEFAULT NULL,
-    sip_instance CHAR(255) DEFAULT NULL,
-    kv_store TEXT(512) DEFAULT NULL,
-    attr CHAR(255) DEFAULT NULL
-);
-"""
 
-# OpenSIPS 3.4 scripts/postgres/usrloc-create.sql
-OPENSIPS_POSTGRES = """
-INSERT INTO version (table_name, table_version) values ('location','1013');
-CREATE TABLE location (
-    contact_id BIGSERIAL PRIMARY KEY NOT NULL,
-    username VARCHAR(64) DEFAULT '' NOT NULL,
-    domain VARCHAR(64) DEFAULT NULL,
-    contact TEXT NOT NULL,
-    received VARCHAR(255) DEFAULT NULL,
-    path VARCHAR(255) DEFAULT NULL,
-    expires INTEGER NOT NULL,
-    q REAL DEFAULT 1.0 NOT NULL,
-    callid VARCHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
-    cseq INTEGER DEFAULT 13 NOT NULL,
-    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '1900-01-01 00:00:01' NOT NULL,
-    flags INTEGER DEFAULT 0 NOT NULL,
-    cflags VARCHAR(255) DEFAULT NULL,
-    user_agent VARCHAR(255) DEFAULT '' NOT NULL,
-    socket VARCHAR(64) DEFAULT NULL,
-    methods INTEGER DEFAULT NULL,
-    sip_instance VARCHAR(255) DEFAULT NULL,
-    kv_store TEXT DEFAULT NULL,
-    attr VARCHAR(255) DEFAULT NULL
-);
-"""
+
+def _location_part(script: str) -> str:
+    """OpenSIPS's usrloc-create.sql as it stands inside tests/db/opensips_sql.py's whole-database script:
+    the version row and the CREATE TABLE."""
+    start = script.index("INSERT INTO version (table_name, table_version) values ('location'")
+    end = script.index("\n);", start) + len("\n);")
+    return script[start:end] + "\n"
+
+
+OPENSIPS_SQLITE = _location_part(SQLITE)       # OpenSIPS 3.4 scripts/sqlite/usrloc-create.sql
+OPENSIPS_POSTGRES = _location_part(POSTGRES)   # OpenSIPS 3.4 scripts/postgres/usrloc-create.sql
 
 
 def columns_of(sql: str) -> list[str]:
