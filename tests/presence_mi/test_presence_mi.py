@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from routescript.core.module import MIError
-from routescript.core.requests import RequestSender
 from routescript.db import open_database
 from routescript.mi.jsonrpc import JSONRPCError
 from routescript.mi.registry import MIRegistry
@@ -24,10 +23,9 @@ from routescript.modules.presence.service import PresenceService, PresenceSettin
 from routescript.modules.presence.storage import PresenceStore
 from routescript.modules.presence.subscription import Subscription, SubState
 from routescript.modules.presence_xml import PresenceXmlModule
-from routescript.sip import build_reply, parse_message
-from routescript.transport.address import SocketInfo, Source
+from routescript.testing.presence_doubles import SOCK, ManualClock, PresenceCtx, PresenceServer, sip_request
+from routescript.transport.address import Source
 
-SOCK = SocketInfo("udp", "127.0.0.1", 5070)
 SRC = Source("udp", SOCK, "127.0.0.1", 48261)
 NOW = 1_800_000_000.0
 
@@ -36,28 +34,6 @@ def pidf(user: str, note: str) -> bytes:
     return (f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
             f'entity="sip:{user}@127.0.0.1"><tuple id="t1"><status><basic>open</basic></status>'
             f'<note>{note}</note></tuple></presence>').encode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Ctx:
-    def __init__(self, msg: Any) -> None:
-        self.msg, self.source, self.transaction, self.replied = msg, SRC, None, False
-
-
-class FakeTransactions:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send_request(self, req: Any, dest: Any, on_final: Any, branch: str | None = None) -> None:
-        self.sent.append(parse_message(req.to_bytes()))
-        asyncio.get_running_loop().call_soon(on_final, build_reply(req, 200))
 
 
 class FakeBus:
@@ -74,32 +50,10 @@ class FakeBus:
         self.raised.append((name, params))
 
 
-class FakeServer:
-    def __init__(self) -> None:
-        self.replies: list[Any] = []
-        self.sockets = [SOCK]
-        self.transactions = FakeTransactions()
-        self.requests = RequestSender(self.transactions, self.sockets)   # the core's, over the fakes
-        self.events = FakeBus()
-
-    def to_tag(self, msg: Any) -> str:
-        return "313b-" + msg.call_id
-
-    def reply(self, ctx: Any, code: int, reason: str | None = None, headers: Any = ()) -> Any:
-        resp = build_reply(ctx.msg, code, reason, to_tag=self.to_tag(ctx.msg), headers=headers)
-        self.replies.append(resp)
-        return resp
-
-
-def request(text: str, body: bytes = b"") -> Any:
-    head = text.strip().replace("\n", "\r\n") + f"\r\nContent-Length: {len(body)}\r\n\r\n"
-    return parse_message(head.encode() + body)
-
-
 def publish(user: str, body: bytes | None, *, etag: str | None = None, expires: int = 600, n: int = 1) -> Any:
     extra = f"\nSIP-If-Match: {etag}" if etag else ""
     ctype = "\nContent-Type: application/pidf+xml" if body else ""
-    return request(f"""
+    return sip_request(f"""
 PUBLISH sip:{user}@127.0.0.1:5070 SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:45145;branch=z9hG4bKp{user}{n}
 From: <sip:{user}@127.0.0.1>;tag=p1
@@ -111,7 +65,7 @@ Expires: {expires}{extra}{ctype}""", body or b"")
 
 
 def subscribe(to: str, watcher: str, callid: str) -> Any:
-    return request(f"""
+    return sip_request(f"""
 SUBSCRIBE sip:{to}@127.0.0.1:5070 SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:48261;branch=z9hG4bKs{callid}
 From: <sip:{watcher}@127.0.0.1>;tag=ft-{callid}
@@ -125,8 +79,8 @@ Expires: 600""")
 
 
 class Env:
-    def __init__(self, module: PresenceModule, svc: PresenceService, server: FakeServer, clock: Clock,
-                 db: Any, mi: MIRegistry) -> None:
+    def __init__(self, module: PresenceModule, svc: PresenceService, server: PresenceServer,
+                 clock: ManualClock, db: Any, mi: MIRegistry) -> None:
         self.module, self.svc, self.server, self.clock, self.db, self.mi = module, svc, server, clock, db, mi
 
     async def call(self, name: str, params: Any = None) -> Any:
@@ -138,11 +92,11 @@ class Env:
         await self.svc.sender.drain(1)
 
     async def publish(self, user: str, note: str, **kw: Any) -> str:
-        assert await self.svc.handle_publish(Ctx(publish(user, pidf(user, note), **kw))) == 1
+        assert await self.svc.handle_publish(PresenceCtx(publish(user, pidf(user, note), **kw), SRC)) == 1
         return str(self.server.replies[-1].header("SIP-ETag"))
 
     async def subscribe(self, to: str, watcher: str, callid: str) -> None:
-        assert await self.svc.handle_subscribe(Ctx(subscribe(to, watcher, callid)), True) == 1
+        assert await self.svc.handle_subscribe(PresenceCtx(subscribe(to, watcher, callid), SRC), True) == 1
 
 
 def params(**over: Any) -> dict[str, Any]:
@@ -153,7 +107,7 @@ def params(**over: Any) -> dict[str, Any]:
 async def env(presence_db: Any) -> Any:
     db = await open_database(presence_db.url)     # SQLite and PostgreSQL (tests/conftest.py)
     await db.ensure_schema(["presentity", "active_watchers", "watchers"])
-    server, clock = FakeServer(), Clock()
+    server, clock = PresenceServer(events=FakeBus()), ManualClock(NOW)
     module = PresenceModule(server, params(db_url=presence_db.url))
     xml_params = {p.name: p.default for p in PresenceXmlModule.params} | {"force_active": 1}
     xml = PresenceXmlModule(object(), xml_params)
@@ -186,12 +140,12 @@ def test_names_and_aliases(env: Env) -> None:
 
 
 def test_library_mode_exports_no_commands() -> None:
-    module = PresenceModule(FakeServer(), params())
+    module = PresenceModule(PresenceServer(events=FakeBus()), params())
     assert module.mi_commands() == []
 
 
 async def test_not_running_is_a_command_error(tmp_path: Path) -> None:
-    module = PresenceModule(FakeServer(), params(db_url=f"sqlite:///{tmp_path}/x.sqlite"))
+    module = PresenceModule(PresenceServer(events=FakeBus()), params(db_url=f"sqlite:///{tmp_path}/x.sqlite"))
     mi = MIRegistry(None)
     mi.add_all(module.mi_commands())
     with pytest.raises(JSONRPCError) as err:

@@ -10,69 +10,21 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from routescript.core.requests import RequestSender
 from routescript.db import open_database
-from routescript.modules.presence.events import EventRegistry
 from routescript.modules.presence.mixing import dialog_presence_body, live_dialog_state
 from routescript.modules.presence.service import PresenceService, PresenceSettings
 from routescript.modules.presence.storage import PresenceStore
 from routescript.modules.presence_dialoginfo import dialog_event
-from routescript.modules.presence_xml import PresenceXmlModule
 from routescript.modules.pua_dialoginfo.xml import Party, build_dialoginfo
-from routescript.sip import build_reply, parse_message
-from routescript.transport.address import SocketInfo, Source
+from routescript.sip import parse_message
+from routescript.testing.presence_doubles import (SOCK, ManualClock, PresenceCtx, PresenceServer,
+                                                  presence_registry)
+from routescript.transport.address import Source
 
-SOCK = SocketInfo("udp", "127.0.0.1", 5070)
 SRC = Source("udp", SOCK, "127.0.0.1", 48261)
 CT = "application/dialog-info+xml"
 NS = {"p": "urn:ietf:params:xml:ns:pidf", "dm": "urn:ietf:params:xml:ns:pidf:data-model",
       "rpid": "urn:ietf:params:xml:ns:pidf:rpid", "d": "urn:ietf:params:xml:ns:dialog-info"}
-
-
-class Clock:
-    now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Ctx:
-    def __init__(self, msg: Any, source: Any) -> None:
-        self.msg, self.source, self.transaction, self.replied = msg, source, None, False
-
-
-class FakeTransactions:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send_request(self, req: Any, dest: Any, on_final: Any, branch: Any = None) -> None:
-        self.sent.append(parse_message(req.to_bytes()))
-        asyncio.get_running_loop().call_soon(on_final, build_reply(req, 200))
-
-
-class FakeServer:
-    def __init__(self) -> None:
-        self.replies: list[Any] = []
-        self.sockets, self.transactions = [SOCK], FakeTransactions()
-        self.requests = RequestSender(self.transactions, self.sockets)
-        self.events = None
-
-    def to_tag(self, msg: Any) -> str:
-        return "t-" + msg.call_id
-
-    def reply(self, ctx: Any, code: int, reason: str | None = None, headers: Any = ()) -> Any:
-        resp = build_reply(ctx.msg, code, reason, to_tag=self.to_tag(ctx.msg), headers=headers)
-        self.replies.append(resp)
-        return resp
-
-
-def registry() -> EventRegistry:
-    reg = EventRegistry()
-    defaults = {p.name: p.default for p in PresenceXmlModule.params}
-    for ev in PresenceXmlModule(object(), defaults | {"force_active": 1}).make_events():
-        reg.add_event(ev)
-    reg.add_event(dialog_event())
-    return reg
 
 
 def subscribe(event: str, callid: str) -> Any:
@@ -96,12 +48,13 @@ def dialog_doc(state: str) -> bytes:
                             initiator=False, local_tag="tb", remote_tag="ta")
 
 
-async def make(presence_db: Any, *, mix: bool) -> tuple[PresenceService, FakeServer, Any]:
+async def make(presence_db: Any, *, mix: bool) -> tuple[PresenceService, PresenceServer, Any]:
     db = await open_database(presence_db.url)
     await db.ensure_schema(["presentity", "active_watchers", "watchers"])
-    server = FakeServer()
-    svc = PresenceService(server, registry(), PresenceSettings(mix_dialog_presence=mix),
-                          store=PresenceStore(db), clock=Clock())
+    server = PresenceServer(tag_prefix="t-")
+    svc = PresenceService(server, presence_registry(extra=[dialog_event()]),
+                          PresenceSettings(mix_dialog_presence=mix), store=PresenceStore(db),
+                          clock=ManualClock())
     return svc, server, db
 
 
@@ -111,14 +64,14 @@ async def settle(svc: PresenceService) -> None:
     await svc.sender.drain(1)
 
 
-def notifies(server: FakeServer, call_id: str) -> list[Any]:
+def notifies(server: PresenceServer, call_id: str) -> list[Any]:
     return [m for m in server.transactions.sent if m.call_id == call_id]
 
 
 async def test_publish_local_runs_the_publish_path(presence_db: Any) -> None:
     svc, server, db = await make(presence_db, mix=False)
     try:
-        assert await svc.handle_subscribe(Ctx(subscribe("dialog", "w1"), SRC)) == 1
+        assert await svc.handle_subscribe(PresenceCtx(subscribe("dialog", "w1"), SRC)) == 1
         await settle(svc)
         r = await svc.publish_local("sip:bob@127.0.0.1:5070;transport=udp", "dialog", dialog_doc("early"),
                                     expires=600)
@@ -180,7 +133,7 @@ def test_mixing_document_as_opensips() -> None:
 async def test_mix_dialog_presence(presence_db: Any, mix: bool) -> None:
     svc, server, db = await make(presence_db, mix=mix)
     try:
-        assert await svc.handle_subscribe(Ctx(subscribe("presence", "p1"), SRC)) == 1
+        assert await svc.handle_subscribe(PresenceCtx(subscribe("presence", "p1"), SRC)) == 1
         await settle(svc)
         first = notifies(server, "p1")
         r = await svc.publish_local("sip:bob@127.0.0.1", "dialog", dialog_doc("confirmed"), expires=600)

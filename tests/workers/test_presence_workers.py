@@ -10,19 +10,17 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from routescript.core.requests import RequestSender
 from routescript.db import Database, DatabaseError, open_database
 from routescript.db.feed import LocalHub, deliver_remote, resync_local, set_feed_relay
 from routescript.modules.presence.base import TAKEOVER_CSEQ_GAP
 from routescript.modules.presence.cluster import ClusterConfig, ClusterNode, worker_config
-from routescript.modules.presence.events import EventRegistry
 from routescript.modules.presence.membership import (
     MAX_WORKER_SLOTS,
     ClusterError,
@@ -32,13 +30,18 @@ from routescript.modules.presence.membership import (
 from routescript.modules.presence.service import PresenceService, PresenceSettings
 from routescript.modules.presence.storage import PresenceStore
 from routescript.modules.presence_xml import PresenceXmlModule
-from routescript.sip import build_reply, parse_message
-from routescript.transport.address import SocketInfo, Source
+from routescript.testing.presence_doubles import (SOCK, ManualClock, PresenceCtx, PresenceServer,
+                                                  presence_registry, sip_request)
+from routescript.transport.address import Source
 from routescript.workers.dispatch import SlotTable
 from routescript.workers.interest import PresentityInterest, SharedInterest
 
-SOCK = SocketInfo("udp", "127.0.0.1", 5070)
 WATCHER_SRC = Source("udp", SOCK, "127.0.0.1", 48261)
+
+
+def slot_tag_prefix(slot: int | None) -> str:
+    """Worker `slot`'s To tags carry the slot (docs/workers.md section 2, rule 2)."""
+    return f"{slot if slot is not None else 'x'}.0."
 
 
 def pidf(basic: str) -> bytes:
@@ -47,72 +50,11 @@ def pidf(basic: str) -> bytes:
             b'</basic></status></tuple></presence>')
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Ctx:
-    def __init__(self, msg: Any, source: Source) -> None:
-        self.msg, self.source, self.transaction, self.replied = msg, source, None, False
-
-
-class FakeTransactions:
-    """NOTIFYs sent, each answered 200 from the loop (never inside the call, as the real layer)."""
-
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send_request(self, req: Any, dest: Any, on_final: Any, branch: Any = None) -> None:
-        self.sent.append(parse_message(req.to_bytes()))
-        asyncio.get_running_loop().call_soon(on_final, build_reply(req, 200))
-
-
-class FakeServer:
-    """What the presence service uses of the server, for worker `slot`: its To tags carry the slot
-    (docs/workers.md section 2, rule 2)."""
-
-    def __init__(self, slot: int | None) -> None:
-        self.slot = slot
-        self.replies: list[Any] = []
-        self.sockets = [SOCK]
-        self.transactions = FakeTransactions()
-        self.requests = RequestSender(self.transactions, self.sockets)
-        self.events = None
-        self.on_reply: Callable[[Any], None] | None = None
-
-    def to_tag(self, msg: Any) -> str:
-        return f"{self.slot if self.slot is not None else 'x'}.0.{msg.call_id}"
-
-    def reply(self, ctx: Any, code: int, reason: Any = None, headers: Any = ()) -> Any:
-        resp = build_reply(ctx.msg, code, reason, to_tag=self.to_tag(ctx.msg), headers=headers)
-        if self.on_reply is not None:
-            self.on_reply(resp)
-        self.replies.append(resp)
-        return resp
-
-
-def registry() -> EventRegistry:
-    reg = EventRegistry()
-    defaults = {p.name: p.default for p in PresenceXmlModule.params}
-    for ev in PresenceXmlModule(object(), defaults | {"force_active": 1}).make_events():
-        reg.add_event(ev)
-    return reg
-
-
-def request(text: str, body: bytes = b"") -> Any:
-    head = text.strip().replace("\n", "\r\n") + f"\r\nContent-Length: {len(body)}\r\n\r\n"
-    return parse_message(head.encode() + body)
-
-
 def publish(basic: str | None = "open", *, cseq: int = 1, expires: int = 600, etag: str | None = None) -> Any:
     body = pidf(basic) if basic else b""
     extra = (f"\nSIP-If-Match: {etag}" if etag else "") + \
         ("\nContent-Type: application/pidf+xml" if body else "")
-    return request(f"""
+    return sip_request(f"""
 PUBLISH sip:carol@127.0.0.1:5070 SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:45145;branch=z9hG4bKp{cseq}{basic}
 From: <sip:carol@127.0.0.1>;tag=p1
@@ -125,7 +67,7 @@ Expires: {expires}{extra}""", body)
 
 def subscribe(user: str, *, cseq: int = 1, expires: int = 600, to_tag: str | None = None) -> Any:
     tag = f";tag={to_tag}" if to_tag else ""
-    return request(f"""
+    return sip_request(f"""
 SUBSCRIBE sip:carol@127.0.0.1:5070 SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:48261;branch=z9hG4bKs{user}{cseq}
 From: <sip:{user}@127.0.0.1>;tag=ft-{user}
@@ -144,7 +86,7 @@ class Worker:
 
     slot: int | None
     db: Database
-    server: FakeServer
+    server: PresenceServer
     service: PresenceService
     node: ClusterNode | None
     membership: SupervisedMembership | None
@@ -158,13 +100,14 @@ class Worker:
         return [n for n in self.notifies if n.call_id == f"sub-{user}"]
 
     async def subscribe(self, user: str, expires: int = 600) -> Any:
-        assert await self.service.handle_subscribe(Ctx(subscribe(user, expires=expires), WATCHER_SRC)) == 1
+        ctx = PresenceCtx(subscribe(user, expires=expires), WATCHER_SRC)
+        assert await self.service.handle_subscribe(ctx) == 1
         ok = self.server.replies[-1]
         self.subscribed[user] = ok.to.tag
         return ok
 
     async def publish(self, basic: str | None = "open", **kw: Any) -> Any:
-        await self.service.handle_publish(Ctx(publish(basic, **kw), WATCHER_SRC))
+        await self.service.handle_publish(PresenceCtx(publish(basic, **kw), WATCHER_SRC))
         return self.server.replies[-1]
 
 
@@ -173,7 +116,7 @@ class Workers:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.all: list[Worker] = []
 
     async def start(self, slot: int | None, n_total: int = 2, *, url: str | None = None,
@@ -182,10 +125,10 @@ class Workers:
         change only where it is needed (routescript/workers/interest.py)."""
         db = await open_database(url or self.url)
         await db.ensure_schema(["presentity", "active_watchers", "watchers"])
-        server = FakeServer(slot)
+        server = PresenceServer(tag_prefix=slot_tag_prefix(slot))
         cfg = worker_config(WorkerIdentity(slot, n_total, epoch), None) if slot is not None else None
         settings = PresenceSettings(server_address="sip:presence@127.0.0.1:5070")
-        service = PresenceService(server, registry(), settings,
+        service = PresenceService(server, presence_registry(), settings,
                                   store=PresenceStore(db, sharing_tag=cfg.node_id if cfg else None),
                                   clock=self.clock)
         node = membership = None
@@ -431,7 +374,7 @@ async def test_a_refresh_is_stored_before_its_200(workers: Workers, tmp_path: Pa
     w1.server.on_reply = lambda resp: seen.append((resp.status, row_of(path, "erin")["expires"]))
     workers.clock.now += 100
     msg = subscribe("erin", cseq=2, expires=300, to_tag=w1.subscribed["erin"])
-    assert await w1.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
+    assert await w1.service.handle_subscribe(PresenceCtx(msg, WATCHER_SRC)) == 1
     # the 200 left with the row already saying the new expiry (a kill -9 right after loses nothing)
     assert seen == [(200, int(workers.clock.now) + 300)]
     assert row_of(path, "erin")["remote_cseq"] == 2 and row_of(path, "erin")["sharing_tag"] == "w1"
@@ -443,7 +386,7 @@ async def test_one_process_keeps_refreshes_for_the_periodic_sync(workers: Worker
     first = row_of(str(tmp_path / "presence.sqlite"), "erin")["expires"]
     workers.clock.now += 100
     msg = subscribe("erin", cseq=2, expires=300, to_tag=solo.subscribed["erin"])
-    assert await solo.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
+    assert await solo.service.handle_subscribe(PresenceCtx(msg, WATCHER_SRC)) == 1
     assert row_of(str(tmp_path / "presence.sqlite"), "erin")["expires"] == first   # db_update_period's job
 
 
@@ -485,7 +428,7 @@ async def test_w0_adopts_a_dead_w1_and_notifies_its_watchers_with_the_current_st
     assert row_of(str(tmp_path / "presence.sqlite"), "erin")["sharing_tag"] == "w0"
     # its refresh reaches w0 now (the slot table maps 1 -> 0) and is answered there
     msg = subscribe("erin", cseq=2, to_tag=w1.subscribed["erin"])
-    assert await w0.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
+    assert await w0.service.handle_subscribe(PresenceCtx(msg, WATCHER_SRC)) == 1
     # a restarted w1 owns nothing: the rows tagged w1 are gone
     w1b = await workers.start(1, epoch=1)
     assert len(w1b.service.subscriptions) == 0
@@ -580,7 +523,7 @@ async def test_a_refresh_reaching_the_former_owner_claims_its_dialog_back(worker
     assert w0.membership is not None and await w0.membership.adopt("w1") == 1
     w1b = await workers.start(1, epoch=1)              # back: its To tags bring erin's refresh to it
     msg = subscribe("erin", cseq=2, to_tag=w1.subscribed["erin"])
-    assert await w1b.service.handle_subscribe(Ctx(msg, WATCHER_SRC)) == 1
+    assert await w1b.service.handle_subscribe(PresenceCtx(msg, WATCHER_SRC)) == 1
     assert w1b.server.replies[-1].status == 200
     await settle(w0, w1b)
     # claim_subscription: the row is w1's again and w0 was told to forget the dialog
@@ -589,11 +532,11 @@ async def test_a_refresh_reaching_the_former_owner_claims_its_dialog_back(worker
 
 # --- the module: run_as_worker -------------------------------------------------------------------------
 
-class ModuleHost(FakeServer):
-    """FakeServer plus what PresenceModule.start uses of the server."""
+class ModuleHost(PresenceServer):
+    """PresenceServer plus what PresenceModule.start uses of the server."""
 
     def __init__(self, slot: int | None) -> None:
-        super().__init__(slot)
+        super().__init__(tag_prefix=slot_tag_prefix(slot))
         from routescript.core.stats import Statistics
 
         self.statistics = Statistics()
@@ -638,7 +581,7 @@ async def test_the_module_runs_as_worker_node_w_slot_on_sqlite(tmp_path: Path) -
         assert w0.service.store.sharing_tag == "w0"
         assert w0.service.persistence.refresh_before_reply and not w0.service.settings.fallback2db
         assert w1.service is not None
-        assert await w1.service.handle_subscribe(Ctx(subscribe("erin"), WATCHER_SRC)) == 1
+        assert await w1.service.handle_subscribe(PresenceCtx(subscribe("erin"), WATCHER_SRC)) == 1
         assert await w1.adopt_worker(0) == 0        # w0 has no subscription to give
         with pytest.raises(RuntimeError, match="before the presence module starts"):
             w0.run_as_worker(WorkerIdentity(0, 2))
@@ -694,7 +637,7 @@ async def test_the_home_worker_announces_a_change_only_while_another_worker_hold
     assert w1.node.stats.announced == 1
     assert states(w0.notifies_to("erin")) == ["open", "closed"]
     bye = subscribe("erin", cseq=2, expires=0, to_tag=w0.subscribed["erin"])   # its last watcher there
-    assert await w0.service.handle_subscribe(Ctx(bye, WATCHER_SRC)) == 1          # gone: quiet again
+    assert await w0.service.handle_subscribe(PresenceCtx(bye, WATCHER_SRC)) == 1          # gone: quiet again
     await settle(w0, w1)
     await w1.publish("open", cseq=3, etag=etag)
     await settle(w0, w1)
