@@ -13,8 +13,8 @@ from routescript.modules.presence.events import EventRegistry
 from routescript.modules.presence_xml import PresenceXmlModule
 from routescript.sip import SocketInfo, Source, build_reply, parse_message
 
-__all__ = ["SOCK", "ManualClock", "PresenceCtx", "PresenceServer", "RecordingTransactions", "presence_registry",
-           "sip_request"]
+__all__ = ["SOCK", "ManualClock", "PresenceCtx", "PresenceServer", "RecordingTransactions",
+           "presence_registry", "sip_request"]
 
 SOCK = SocketInfo("udp", "127.0.0.1", 5070)
 
@@ -46,7 +46,8 @@ class RecordingTransactions:
         self.answer = answer
         self.answer_for: dict[str, int] = {}
 
-    def send_request(self, req: Any, dest: Any, on_final: Callable[[Any], None], branch: str | None = None) -> None:
+    def send_request(self, req: Any, dest: Any, on_final: Callable[[Any], None],
+                     branch: str | None = None) -> None:
         self.sent.append(parse_message(req.to_bytes()))
         self.destinations.append(dest)
         status = self.answer_for.get(req.call_id, self.answer)
@@ -68,7 +69,7 @@ class PresenceServer:
         self.on_reply: Callable[[Any], None] | None = None
 
     def to_tag(self, msg: Any) -> str:
-        return self.tag_prefix + msg.call_id
+        return self.tag_prefix + str(msg.call_id)
 
     def reply(self, ctx: Any, code: int, reason: str | None = None, headers: Any = ()) -> Any:
         resp = build_reply(ctx.msg, code, reason, to_tag=self.to_tag(ctx.msg), headers=headers)
