@@ -181,6 +181,12 @@ def presence_db(backend: str, tmp_path: Path) -> Iterator[TestDb]:
         db.drop()
 
 
+@pytest.fixture
+def db_url(presence_db: TestDb) -> str:
+    """presence_db's URL, for a test that opens the database itself (a module's db_url, open_database)."""
+    return presence_db.url
+
+
 @pytest.fixture(scope="module")
 def module_presence_db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDb]:
     """The same, shared by the tests of one module (for a server started once per module)."""

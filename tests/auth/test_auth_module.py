@@ -16,8 +16,6 @@ from routescript.modules.auth.digest import ALGORITHMS, calc_ha1, calc_response,
 from routescript.modules.auth_db import subscribers
 from routescript.testing import route_run as rr
 
-from db.conftest import PG_URL, fresh_pg_schema, with_search_path
-from db.mysql_util import fresh_mysql_db
 
 SCRIPT = r"""
 loadmodule "sl.so"
@@ -43,18 +41,6 @@ route {
 PASSWORD = "s3cr3t-pw"
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/auth.sqlite"
-    elif request.param == "mysql":
-        async with fresh_mysql_db() as my_url:
-            yield my_url
-    else:
-        async with fresh_pg_schema() as schema:
-            yield with_search_path(PG_URL, schema)
-
-
 class Harness:
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -72,18 +58,18 @@ class Harness:
 
 
 @pytest.fixture
-async def make(tmp_path: Path, url: str) -> AsyncIterator[Any]:
+async def make(tmp_path: Path, db_url: str) -> AsyncIterator[Any]:
     servers: list[Server] = []
 
     async def build(extra: str = "", algs: str = "MD5,SHA-256,SHA-512-256") -> Harness:
-        text = SCRIPT.replace("URL", url).replace("EXTRA", extra).replace("ALGS", algs)
+        text = SCRIPT.replace("URL", db_url).replace("EXTRA", extra).replace("ALGS", algs)
         server = rr.load(tmp_path, text, name=f"t{len(servers)}.cfg")
         servers.append(server)
         for module in server.modules.instances.values():
             await module.start()
         return Harness(server)
 
-    await subscribers.add(url, subscribers.Account("alice", "example.com"), PASSWORD)
+    await subscribers.add(db_url, subscribers.Account("alice", "example.com"), PASSWORD)
     yield build
     for server in servers:
         await server.databases.close_all()
@@ -189,8 +175,8 @@ async def test_return_codes(make: Any, caplog: pytest.LogCaptureFixture) -> None
     _no_secrets(caplog.text)
 
 
-async def test_calculate_ha1_plain_text_and_use_domain(make: Any, url: str) -> None:
-    await subscribers.passwd(url, subscribers.Account("alice", "example.com"), PASSWORD, plain_text=True)
+async def test_calculate_ha1_plain_text_and_use_domain(make: Any, db_url: str) -> None:
+    await subscribers.passwd(db_url, subscribers.Account("alice", "example.com"), PASSWORD, plain_text=True)
     h = await make('modparam("auth_db", "calculate_ha1", 1)\n'
                    'modparam("auth_db", "password_column", "password")\n'
                    'modparam("auth_db", "use_domain", 1)')
@@ -199,13 +185,13 @@ async def test_calculate_ha1_plain_text_and_use_domain(make: Any, url: str) -> N
     assert h.sent[-1][0] == 200
 
 
-async def test_proxy_challenge_and_db_does_uri_exist(tmp_path: Path, url: str) -> None:
-    await subscribers.add(url, subscribers.Account("bob", "example.com"), "pw")
+async def test_proxy_challenge_and_db_does_uri_exist(tmp_path: Path, db_url: str) -> None:
+    await subscribers.add(db_url, subscribers.Account("bob", "example.com"), "pw")
     script = f"""
 loadmodule "sl.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
-modparam("auth_db", "db_url", "{url}")
+modparam("auth_db", "db_url", "{db_url}")
 route {{
     if (!db_does_uri_exist("$ru", "subscriber")) {{ sl_send_reply(404, "Not Found"); exit; }}
     if (!proxy_authorize("example.com", "subscriber")) {{ proxy_challenge("example.com"); exit; }}

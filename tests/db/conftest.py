@@ -15,7 +15,6 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -64,18 +63,6 @@ async def mysql_url() -> AsyncIterator[str]:
     """A MySQL URL of a fresh database of its own."""
     async with fresh_mysql_db() as url:
         yield url
-
-
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/data/presence.sqlite"
-    elif request.param == "mysql":
-        async with fresh_mysql_db() as url:
-            yield url
-    else:
-        async with fresh_pg_schema() as schema:
-            yield with_search_path(PG_URL, schema)
 
 
 @pytest.fixture

@@ -3,13 +3,10 @@ db_mode on SQLite and PostgreSQL: replies, stored rows, loading back at start, M
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from db.conftest import PG_URL, fresh_pg_schema, with_search_path
-from db.mysql_util import fresh_mysql_db
 
 from routescript.core.module import MIError
 from routescript.db import open_database
@@ -36,9 +33,9 @@ route {
 
 
 class Harness:
-    def __init__(self, tmp: Path, mode: int, url: str | None, extra: str = "") -> None:
+    def __init__(self, tmp: Path, mode: int, db_url: str | None, extra: str = "") -> None:
         text = SCRIPT.replace("DBMODE", str(mode)).replace(
-            "DBURL", f'modparam("usrloc", "db_url", "{url}")' if url else "") + extra
+            "DBURL", f'modparam("usrloc", "db_url", "{db_url}")' if db_url else "") + extra
         self.server = rr.load(tmp, text, name=f"t{id(self)}.cfg")
         self.sent: list[tuple[int, str, Any]] = []
         self.server.reply = self._reply  # type: ignore[method-assign]
@@ -80,18 +77,6 @@ class Harness:
         ctx = await rr.run(self.server, msg)
         assert ctx.failure is None, ctx.failure
         return ctx
-
-
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/ul.sqlite"
-    elif request.param == "mysql":
-        async with fresh_mysql_db() as my_url:
-            yield my_url
-    else:
-        async with fresh_pg_schema() as schema:
-            yield with_search_path(PG_URL, schema)
 
 
 def stored(h: Harness) -> int:
@@ -181,17 +166,17 @@ async def test_max_contacts_503_with_retry_after(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", [1, 2, 3])
-async def test_db_modes_store_and_load_back(tmp_path: Path, url: str, mode: int) -> None:
-    h = await Harness(tmp_path, mode, url).start()
+async def test_db_modes_store_and_load_back(tmp_path: Path, db_url: str, mode: int) -> None:
+    h = await Harness(tmp_path, mode, db_url).start()
     assert (await h.register("<sip:bob@10.0.0.8>;q=0.5", extra="User-Agent: phone/1\r\n"))[0] == 200
     ctx = await h.lookup()
     assert ctx.vars["rc"] == 1 and ctx.msg.ruri == "sip:bob@10.0.0.8"
     if mode == 2:
-        async with await open_database(url) as db:
+        async with await open_database(db_url) as db:
             await db.ensure_schema(["location"])
             assert await db.count("location") == 0      # write-back: not yet
         await h.usrloc.timer_tick()
-    async with await open_database(url) as db:
+    async with await open_database(db_url) as db:
         [row] = await db.query("location")
     assert row["username"] == "bob" and row["contact"] == "sip:bob@10.0.0.8" and row["q"] == 0.5
     assert row["callid"] == "reg1" and row["user_agent"] == "phone/1"
@@ -199,19 +184,19 @@ async def test_db_modes_store_and_load_back(tmp_path: Path, url: str, mode: int)
     assert row["last_modified"].year >= 2024
     await h.stop()
     # a new server loads it back (modes 1-2) or reads it (mode 3)
-    h2 = await Harness(tmp_path, mode, url).start()
+    h2 = await Harness(tmp_path, mode, db_url).start()
     ctx = await h2.lookup()
     assert ctx.vars["rc"] == 1 and ctx.msg.ruri == "sip:bob@10.0.0.8"
     # removal reaches the table
     assert (await h2.register("<sip:bob@10.0.0.8>", expires=0, cseq=2))[0] == 200
     await h2.usrloc.timer_tick()
-    async with await open_database(url) as db:
+    async with await open_database(db_url) as db:
         assert await db.count("location") == 0
     await h2.stop()
 
 
-async def test_expired_rows_are_deleted_by_the_timer(tmp_path: Path, url: str) -> None:
-    h = await Harness(tmp_path, 1, url).start()
+async def test_expired_rows_are_deleted_by_the_timer(tmp_path: Path, db_url: str) -> None:
+    h = await Harness(tmp_path, 1, db_url).start()
     svc = h.usrloc.service
     base = svc.clock()
     svc.clock = lambda: base
@@ -219,7 +204,7 @@ async def test_expired_rows_are_deleted_by_the_timer(tmp_path: Path, url: str) -
     svc.clock = lambda: base + 61
     assert (await h.lookup()).vars["rc"] == -1
     await h.usrloc.timer_tick()
-    async with await open_database(url) as db:
+    async with await open_database(db_url) as db:
         assert await db.count("location") == 0
     assert stored(h) == 0
     await h.stop()
