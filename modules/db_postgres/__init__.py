@@ -10,7 +10,7 @@ from routescript.core.module import Module, Param
 def _no_tls(value: object) -> None:
     if value not in (0, None):
         raise ValueError("use_tls: TLS to the PostgreSQL server through tls_mgm is not implemented by "
-                         "routescript (use 0)")
+                         "routescript; ask the driver for it in the URL instead (postgres://...?sslmode=require)")
 
 
 class DbPostgresModule(Module):
