@@ -1,7 +1,7 @@
 """The code style the project holds itself to (STYLE.md 12): ruff with the rule set in pyproject.toml over
 the whole tree, and mypy --strict over the engine. Part of the test suite so a change cannot land with
-either failing. The tools are the `lint` extra (`pip install -e '.[test,lint]'`, as the README and CI install);
-without them these two tests skip, naming the extra."""
+either failing. The tools are the `lint` extra (`pip install -e '.[test,lint]'`, as the README and CI
+install); without them these two tests skip, naming the extra."""
 
 from __future__ import annotations
 
