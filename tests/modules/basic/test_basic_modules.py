@@ -266,7 +266,7 @@ async def test_transport_and_db_modules_accept_their_params() -> None:
     ("db_sqlite", "load_extension", "/usr/lib/mod_spatialite.so", "loading SQLite extensions"),
     ("db_postgres", "use_tls", 1, "TLS to the PostgreSQL server"),
 ])
-def test_transport_and_db_modules_refuse_what_they_do_not_do(module: str, param: str, value: object,
+async def test_transport_and_db_modules_refuse_what_they_do_not_do(module: str, param: str, value: object,
                                                              needle: str) -> None:
     with pytest.raises(Exception, match=needle):
         Harness([module], [(module, param, value)])
