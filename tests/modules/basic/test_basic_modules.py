@@ -267,7 +267,7 @@ async def test_transport_and_db_modules_accept_their_params() -> None:
     ("db_postgres", "use_tls", 1, "TLS to the PostgreSQL server"),
 ])
 async def test_transport_and_db_modules_refuse_what_they_do_not_do(module: str, param: str, value: object,
-                                                             needle: str) -> None:
+                                                                   needle: str) -> None:
     with pytest.raises(Exception, match=needle):
         Harness([module], [(module, param, value)])
 
