@@ -224,8 +224,22 @@ class Module:
     @classmethod
     def function_names(cls) -> set[str]:
         """The script functions the class exports, known without an instance (one that failed to load)."""
+        return cls._tag_names("_rs_functions")
+
+    @classmethod
+    def mi_command_names(cls) -> set[str]:
+        """The MI commands the class declares (aliases aside), whether or not an instance serves them."""
+        return cls._tag_names("_rs_mi")
+
+    @classmethod
+    def pvar_names(cls) -> set[str]:
+        """The pseudo-variables the class declares, by name without the `$`."""
+        return cls._tag_names("_rs_pvars")
+
+    @classmethod
+    def _tag_names(cls, attr: str) -> set[str]:
         return {tag[0] for klass in cls.__mro__ for value in vars(klass).values() if callable(value)
-                for tag in getattr(value, "__dict__", {}).get("_rs_functions", ())}
+                for tag in getattr(value, "__dict__", {}).get(attr, ())}
 
     def functions(self) -> list[FunctionSpec]:
         out = []

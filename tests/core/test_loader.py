@@ -34,14 +34,14 @@ def test_unknown_module_at_its_position() -> None:
 
 
 def test_modparam_regex_and_list_forms() -> None:
-    classes = load_modules([LoadModule(n, n) for n in ("tm", "maxfwd", "proto_udp", "proto_tcp")])
+    classes = load_modules([LoadModule(n, n) for n in ("tm", "maxfwd", "db_sqlite", "db_postgres")])
     values = apply_modparams(classes, [
         ModParam("tm", "fr_timeout", "10"),
-        ModParam("proto_.*", "trace_on", 1),              # regex: both proto modules
+        ModParam("db_.*", "exec_query_threshold", 1),     # regex: both db modules
         ModParam("TM;maxfwd", "max_limit", 20),           # list; case-insensitive; only maxfwd has it
     ])
     assert values["tm"]["fr_timeout"] == 10
-    assert values["proto_udp"]["trace_on"] == 1 and values["proto_tcp"]["trace_on"] == 1
+    assert values["db_sqlite"]["exec_query_threshold"] == values["db_postgres"]["exec_query_threshold"] == 1
     assert values["maxfwd"]["max_limit"] == 20
     assert values["tm"]["fr_inv_timeout"] == 120           # defaults filled in
 

@@ -251,9 +251,25 @@ async def test_xlog_levels(caplog: pytest.LogCaptureFixture) -> None:
 async def test_transport_and_db_modules_accept_their_params() -> None:
     h = Harness(["proto_udp", "proto_tcp", "db_sqlite", "db_postgres"],
                 [("proto_tcp", "tcp_crlf_pingpong", 1), ("db_sqlite", "alloc_limit", "5"),
-                 ("proto_udp", "udp_port", 5070), ("db_postgres", "exec_query_threshold", 0)])
+                 ("proto_tcp", "tcp_send_timeout", 50), ("db_postgres", "exec_query_threshold", 0)])
     assert h.server.modules.get("db_sqlite").param("alloc_limit") == 5
     assert set(h.server.modules.instances) == {"proto_udp", "proto_tcp", "db_sqlite", "db_postgres"}
+
+
+@pytest.mark.parametrize("module,param,value,needle", [
+    ("proto_udp", "udp_port", 5070, "write the port in the line"),
+    ("proto_tcp", "tcp_port", 5070, "write the port in the line"),
+    ("proto_udp", "trace_on", 1, "SIP tracing"),
+    ("proto_tcp", "trace_destination", "hep_dst", "SIP tracing"),
+    ("proto_tcp", "tcp_crlf_drop", 1, "always answered"),
+    ("proto_tcp", "tcp_crlf_pingpong", 0, "always answered"),
+    ("db_sqlite", "load_extension", "/usr/lib/mod_spatialite.so", "loading SQLite extensions"),
+    ("db_postgres", "use_tls", 1, "TLS to the PostgreSQL server"),
+])
+async def test_transport_and_db_modules_refuse_what_they_do_not_do(module: str, param: str, value: object,
+                                                                   needle: str) -> None:
+    with pytest.raises(Exception, match=needle):
+        Harness([module], [(module, param, value)])
 
 
 async def test_db_mysql_accepts_opensips_params_and_refuses_tls() -> None:
