@@ -165,6 +165,12 @@ class _WsProto(_TcpProto):
             self.ws.send_text(data)
             self._flush()
 
+    def close_ws(self) -> None:
+        """The closing handshake (close code 1000), before the TCP close."""
+        if self.ws.state.name == "OPEN":
+            self.ws.send_close(1000)
+            self._flush()
+
     def _flush(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
@@ -258,6 +264,8 @@ class SipTestClient:
     async def close(self) -> None:
         if self._udp is not None:
             self._udp.close()
+        if isinstance(self._tcp, _WsProto):
+            self._tcp.close_ws()
         if self._tcp is not None and self._tcp.transport is not None:
             self._tcp.transport.close()
             try:

@@ -35,9 +35,10 @@ SUBPROTOCOL = "sip"   # RFC 7118 7: the IANA-registered WebSocket subprotocol fo
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 
-# The library logs every connection's open and close at INFO: under its own name, so that an
-# operator can quieten it apart from our transport's lines.
+# The library logs every connection's open and close at INFO (ours say it at debug, with the connection
+# id): under its own name, at WARNING unless a configuration asks for more.
 _library_log = logging.getLogger("routescript.transport.websockets")
+_library_log.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,10 @@ class WsSession:
                     messages.append(message)
         if self._ws.handshake_exc is not None and self.problem is None:
             self.problem = f"bad handshake: {self._ws.handshake_exc}"
-        if self._ws.parser_exc is not None and self.problem is None:
-            self.problem = str(self._ws.parser_exc)
+        failed = self._ws.parser_exc
+        # a peer that drops the connection without a close frame is no problem to report (a tab closed)
+        if failed is not None and self.problem is None and not isinstance(failed, EOFError):
+            self.problem = str(failed)
         self._collect()
         if not self._ws.accept_called and self._ws.handshake_exc is not None and self._out[:1] == [b""]:
             # Not even an HTTP request (a SIP message sent to the WebSocket port, garbage): the library
