@@ -56,8 +56,8 @@ class ProtoWsModule(Module):
               check=_at_least(1)),
         Param("ws_send_timeout", int, 100, "ms a peer may leave our writes unread (0: no limit)",
               check=_at_least(0)),
-        Param("ws_handshake_timeout", int, 100, "ms from the accept to the whole upgrade request "
-              "(0: no limit)", check=_at_least(0)),
+        Param("ws_handshake_timeout", int, 100, "ms from the first bytes of the upgrade request to its "
+              "end (0: no limit)", check=_at_least(0)),
         Param("ws_resource", str, "/", "the resource our WebSocket client asks for", later=_NO_CLIENT),
         Param("require_origin", int, 1, "refuse an upgrade request without an Origin header"),
         Param("allowed_origins", str, "", "ours: the Origins accepted (empty: any)",

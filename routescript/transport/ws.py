@@ -6,10 +6,13 @@ OpenSIPS's WS connections live in its TCP table), and replies, NOTIFYs and relay
 the peer over it. We only accept WebSocket connections: a request for a ws destination with no
 open connection fails (a browser cannot be connected to; OpenSIPS's WS client side is not built).
 
-Time bounds: the handshake must be read whole within `handshake_timeout` of the accept (OpenSIPS's
-ws_handshake_timeout); a connection with no traffic for the layer's tcp_idle_timeout is closed with
-close code 1001; a peer that leaves our writes unread for `send_timeout` (OpenSIPS's ws_send_timeout)
-once the write buffer is over its high-water mark is cut off, as is one over max_write_buffer.
+Time bounds: the handshake must be read whole within `handshake_timeout` of its first bytes
+(OpenSIPS's ws_handshake_timeout, a read timeout there). A connection that sends nothing at all is
+the idle timeout's, as a silent TCP connection: a timer armed at the accept could fire, on an event
+loop that runs timers first (uvloop), before the read of a handshake already waiting in the socket.
+A connection with no traffic for the layer's tcp_idle_timeout is closed with close code 1001; a peer
+that leaves our writes unread for `send_timeout` (OpenSIPS's ws_send_timeout) once the write buffer
+is over its high-water mark is cut off, as is one over max_write_buffer.
 
 For wss (a later step), the listener is the same with an ssl.SSLContext given to create_server: this
 class sees decrypted bytes only.
@@ -101,7 +104,6 @@ class WsConnection(asyncio.Protocol):
         stream.set_write_buffer_limits(high=max(1, self.layer.max_write_buffer // 4))
         self.layer.connection_opened(self)
         self._touch()
-        self._arm("handshake", self.options.handshake_timeout, self._handshake_late)
         self._arm("idle", self.layer.tcp_idle_timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
@@ -109,6 +111,8 @@ class WsConnection(asyncio.Protocol):
             return
         self._touch()
         try:
+            if self.session.handshaking and "handshake" not in self._timers:
+                self._arm("handshake", self.options.handshake_timeout, self._handshake_late)
             messages = self.session.feed(data)
             if not self.session.handshaking:
                 self._disarm("handshake")

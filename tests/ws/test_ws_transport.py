@@ -106,9 +106,18 @@ async def test_plain_http_gets_an_http_error_and_a_close(ws_core: StubCore) -> N
     assert ws_core.received == []
 
 
-async def test_a_silent_connection_is_closed_after_the_handshake_timeout(ws_core: StubCore) -> None:
+async def test_a_handshake_left_unfinished_is_cut_off(ws_core: StubCore) -> None:
+    """ws_handshake_timeout (0.5 s here) runs from the handshake's first bytes."""
     info = await ws_core.layer.listen("ws", "127.0.0.1", 0)
-    assert await _raw(info.port, b"") == b""    # nothing sent: closed by ws_handshake_timeout (0.5 s)
+    assert await _raw(info.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n") == b""
+    assert ws_core.layer.tcp_connections == 0
+
+
+async def test_a_silent_connection_is_closed_when_idle(ws_core: StubCore) -> None:
+    """Nothing sent at all: the idle timeout's (tcp_connection_lifetime; 0.5 s here), as for TCP."""
+    ws_core.layer.tcp_idle_timeout = 0.5
+    info = await ws_core.layer.listen("ws", "127.0.0.1", 0)
+    assert await _raw(info.port, b"") == b""
     assert ws_core.layer.tcp_connections == 0
 
 
