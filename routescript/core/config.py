@@ -40,7 +40,9 @@ LOG_LEVEL_NAMES = {"L_ALERT": L_ALERT, "L_CRIT": L_CRIT, "L_ERR": L_ERR, "L_WARN
 # UDP port 5060 so that a bare script never exposes a server to the network by accident.
 DEFAULT_SOCKET = "udp:127.0.0.1:5060"
 
-SUPPORTED_PROTOS = ("udp", "tcp")
+SUPPORTED_PROTOS = ("udp", "tcp", "ws")
+# A socket line without a port: 5060, but 80 for ws (proto_ws's ws_port default, RFC 6455 3).
+DEFAULT_PORTS = {"ws": 80}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +75,13 @@ def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
         raise ConfigError(f"bad socket definition \"{value}\" (expected proto:host:port)", pos)
     proto = (m.group("proto") or "udp").lower()
     if proto not in SUPPORTED_PROTOS:
-        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp)", pos)
+        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp, ws)", pos)
     host = m.group("host")
     if host.startswith("["):
         host = host[1:-1]
     if host == "*":
         host = "0.0.0.0"  # noqa: S104 - OpenSIPS: `*` is every interface
-    port = int(m.group("port") or 5060)
+    port = int(m.group("port") or DEFAULT_PORTS.get(proto, 5060))
     if not 0 <= port <= 65535:
         raise ConfigError(f"socket \"{value}\": port {port} out of range", pos)
     return ListenSpec(proto, host, port, m.group("adv"), pos)

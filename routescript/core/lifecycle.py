@@ -33,6 +33,7 @@ from routescript.script.context import STARTUP_ROUTE, MsgContext
 from routescript.sip import SocketInfo
 from routescript.transaction import TransactionLayer
 from routescript.transport import TransportLayer
+from routescript.transport.ws import WsOptions
 
 from .config import CoreConfig
 from .dispatch import MessageDispatcher
@@ -276,6 +277,10 @@ class Lifecycle:
             tcp_trusted_sources=cfg.tcp_trusted_sources,
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
             udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base)
+        proto_ws = server.modules.get("proto_ws")
+        # proto_ws is found by name, as tm: the core does not import modules/
+        if proto_ws is not None and hasattr(proto_ws, "ws_options"):
+            transport.ws_options = WsOptions(**proto_ws.ws_options())
         server.transport = transport
         return transport
 

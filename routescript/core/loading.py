@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
 from routescript.script import CompiledScript
@@ -231,6 +232,7 @@ class ConfigLoader:
         modules, failed, problems = make_modules(classes, typed.values, cast("ModuleHost", server),
                                                  typed.refused)
         errors += [config_diagnostic(e) for e in problems]
+        errors += _socket_module_errors(config, modules.instances)
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
         registry = build_registry(modules, lms, failed.values(), config.listen_specs())
@@ -358,6 +360,28 @@ def _in_file_order(diagnostics: list[LoadDiagnostic]) -> list[LoadDiagnostic]:
         pos = d.pos
         return (0, "", 0, 0) if pos is None else (1, pos.file, pos.line, pos.col)
     return sorted(diagnostics, key=key)
+
+
+# socket= protocols served by a module that must be loaded for them, as in OpenSIPS (proto_ws holds the
+# WebSocket parameters); udp and tcp are built in.
+_PROTO_MODULES = {"ws": "proto_ws"}
+
+
+def _socket_module_errors(config: CoreConfig, loaded: Mapping[str, object]) -> list[LoadDiagnostic]:
+    """An error at each socket= line whose protocol needs a module the script does not load, and at
+    each ws socket of a configuration with worker processes (a WebSocket connection lives in the worker
+    that accepted it, and the workers' hand-over of messages and writes knows UDP and TCP only)."""
+    errors: list[LoadDiagnostic] = []
+    many_workers = config.worker_plan().total > 1
+    for spec in config.listen_specs():
+        needed = _PROTO_MODULES.get(spec.proto)
+        if needed is not None and needed not in loaded:
+            errors.append(Diagnostic(f"socket {spec.name}: loadmodule \"{needed}.so\" to listen on "
+                                     f"{spec.proto}", spec.pos))
+        if spec.proto == "ws" and many_workers:
+            errors.append(Diagnostic(f"socket {spec.name}: WebSocket sockets are not supported with worker "
+                                     "processes yet (udp_workers/tcp_workers = 1)", spec.pos))
+    return errors
 
 
 def _repeated_loadmodules(lms: list[LoadModule]) -> list[LoadDiagnostic]:

@@ -13,12 +13,13 @@ from typing import Any
 
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
 
-__all__ = ["DEFAULT_SIP_PORT", "PROTOCOLS", "TCP", "UDP", "Destination", "SocketInfo", "Source", "bare_host",
-           "host_for_uri", "is_ip", "is_ipv6", "normalize_host"]
+__all__ = ["DEFAULT_SIP_PORT", "PROTOCOLS", "TCP", "UDP", "WS", "Destination", "SocketInfo", "Source",
+           "bare_host", "host_for_uri", "is_ip", "is_ipv6", "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"
-PROTOCOLS = (UDP, TCP)
+WS = "ws"   # RFC 7118: SIP over WebSocket (Via: SIP/2.0/WS)
+PROTOCOLS = (UDP, TCP, WS)
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 19.1.2: default port for sip: over UDP and TCP
 

@@ -1,4 +1,4 @@
-"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP or TCP).
+"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP, TCP or WebSocket).
 
     client = await SipTestClient.start("udp", ("127.0.0.1", port))
     sub = client.subscribe("sip:alice@127.0.0.1", event="presence", expires=600)
@@ -35,7 +35,7 @@ from routescript.sip import (
     generate_tag,
     parse_message,
 )
-from routescript.transport.address import TCP, UDP, host_for_uri, is_ipv6
+from routescript.transport.address import TCP, UDP, WS, host_for_uri, is_ipv6
 from routescript.transport.errors import FramingError
 from routescript.transport.framing import PONG, Ping, StreamFramer
 
@@ -114,12 +114,80 @@ class _TcpProto(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(exc)
 
+    def send_raw(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+
+class _WsProto(_TcpProto):
+    """One WebSocket connection to `server` (RFC 7118: subprotocol `sip` unless told otherwise), on the
+    `websockets` library's sans-IO client: each message it carries goes to on_data; `opened` gets the
+    handshake's HTTP status."""
+
+    def __init__(self, on_data: OnData, server: tuple[str, int], *, origin: str | None,
+                 subprotocols: Iterable[str]) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.typing import Origin, Subprotocol
+        from websockets.uri import parse_uri
+
+        super().__init__(on_data, server)
+        self.ws = ClientProtocol(parse_uri(f"ws://{host_for_uri(server[0])}:{server[1]}/"),
+                                 origin=Origin(origin) if origin else None,
+                                 subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+                                 max_size=1 << 20)
+        self.opened: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.http11 import Response
+
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response) and not self.opened.done():
+                self.opened.set_result(event.status_code)
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                self.on_data(bytes(event.data), self.server)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_result(0)
+        super().connection_lost(exc)
+
+    def send_raw(self, data: bytes) -> None:
+        """One SIP message (or any bytes) in one text frame."""
+        if self.ws.state.name == "OPEN":
+            self.ws.send_text(data)
+            self._flush()
+
+    def close_ws(self) -> None:
+        """The closing handshake (close code 1000), before the TCP close."""
+        if self.ws.state.name == "OPEN":
+            self.ws.send_close(1000)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
 
 class SipTestClient:
     """A SIP UA bound to `local_host` on an ephemeral port, talking to one server address.
 
     proto "udp": one UDP socket; "tcp": one connection to the server (its local port is the Contact
-    port, so the server can send requests back on it). `timeout` is the default of every wait.
+    port, so the server can send requests back on it); "ws": one WebSocket connection (the same; with
+    `ws_origin` as its Origin header and `ws_subprotocols` offered, `sip` by default). `timeout` is
+    the default of every wait.
     `auto_reply` maps a method to the status answered automatically (e.g. {"NOTIFY": 200}); the
     requests are still queued for `expect_request`.
     """
@@ -127,7 +195,7 @@ class SipTestClient:
     def __init__(self, proto: str, server: tuple[str, int], *, user: str = "tester",
                  domain: str | None = None, timeout: float = 2.0) -> None:
         self.proto = proto.lower()
-        if self.proto not in (UDP, TCP):
+        if self.proto not in (UDP, TCP, WS):
             raise ValueError(f"unsupported transport {proto!r}")
         self.server = (server[0].strip("[]"), int(server[1]))
         self.user = user
@@ -145,16 +213,27 @@ class SipTestClient:
         self._answers: dict[tuple[str, str], SIPResponse] = {}
         self._changed = asyncio.Event()
         self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: _TcpProto | None = None
+        self._tcp: _TcpProto | None = None   # TCP, or WebSocket (_WsProto)
+        self.ws_origin: str | None = "http://127.0.0.1"
+        self.ws_subprotocols: tuple[str, ...] = ("sip",)
+        self.ws_status = 0   # the HTTP status of the WebSocket handshake's answer
 
     # --- life cycle -----------------------------------------------------------------------------
 
     @classmethod
     async def start(cls, proto: str, server: tuple[str, int], *, local_host: str | None = None,
-                    user: str = "tester", domain: str | None = None, timeout: float = 2.0) -> SipTestClient:
-        """Open the socket (UDP) or the connection (TCP) and return the running client."""
+                    user: str = "tester", domain: str | None = None, timeout: float = 2.0,
+                    ws_origin: str | None = "http://127.0.0.1",
+                    ws_subprotocols: Iterable[str] = ("sip",)) -> SipTestClient:
+        """Open the socket (UDP) or the connection (TCP, WebSocket) and return the running client. Over
+        WebSocket, a refused handshake is an AssertionError (unless `ws_status` is what the test wants:
+        then call `_open` itself)."""
         client = cls(proto, server, user=user, domain=domain, timeout=timeout)
+        client.ws_origin, client.ws_subprotocols = ws_origin, tuple(ws_subprotocols)
         await client._open(local_host)
+        if client.proto == WS and client.ws_status != 101:
+            await client.close()
+            raise AssertionError(f"WebSocket handshake refused: HTTP {client.ws_status}")
         return client
 
     async def _open(self, local_host: str | None) -> None:
@@ -168,16 +247,25 @@ class SipTestClient:
             self._udp = udp
             sockname = udp.get_extra_info("sockname")
         else:
-            tcp, proto_obj = await loop.create_connection(
-                lambda: _TcpProto(self._on_data, self.server), self.server[0], self.server[1],
-                local_addr=(local_host, 0))
+            def make() -> _TcpProto:
+                if self.proto == WS:
+                    return _WsProto(self._on_data, self.server, origin=self.ws_origin,
+                                    subprotocols=self.ws_subprotocols)
+                return _TcpProto(self._on_data, self.server)
+
+            tcp, proto_obj = await loop.create_connection(make, self.server[0], self.server[1],
+                                                          local_addr=(local_host, 0))
             self._tcp = proto_obj
             sockname = tcp.get_extra_info("sockname")
+            if isinstance(proto_obj, _WsProto):
+                self.ws_status = await asyncio.wait_for(asyncio.shield(proto_obj.opened), self.timeout)
         self.local_host, self.local_port = sockname[0], sockname[1]
 
     async def close(self) -> None:
         if self._udp is not None:
             self._udp.close()
+        if isinstance(self._tcp, _WsProto):
+            self._tcp.close_ws()
         if self._tcp is not None and self._tcp.transport is not None:
             self._tcp.transport.close()
             try:
@@ -219,13 +307,13 @@ class SipTestClient:
 
     @property
     def contact_uri(self) -> str:
-        suffix = ";transport=tcp" if self.proto == TCP else ""
+        suffix = "" if self.proto == UDP else f";transport={self.proto}"
         return f"sip:{self.user}@{self.hostport}{suffix}"
 
     @property
     def server_uri(self) -> str:
-        """sip:host:port of the server (with ;transport=tcp over TCP)."""
-        suffix = ";transport=tcp" if self.proto == TCP else ""
+        """sip:host:port of the server (with ;transport=tcp over TCP, ws over WebSocket)."""
+        suffix = "" if self.proto == UDP else f";transport={self.proto}"
         return f"sip:{host_for_uri(self.server[0])}:{self.server[1]}{suffix}"
 
     # --- building requests ----------------------------------------------------------------------
@@ -332,8 +420,8 @@ class SipTestClient:
         """Send bytes as they are (for malformed input tests)."""
         if self._udp is not None:
             self._udp.sendto(data, self.server)
-        elif self._tcp is not None and self._tcp.transport is not None:
-            self._tcp.transport.write(data)
+        elif self._tcp is not None:
+            self._tcp.send_raw(data)
 
     def send(self, message: SIPRequest | SIPResponse) -> None:
         """Send a message without waiting for anything."""

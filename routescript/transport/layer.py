@@ -17,7 +17,7 @@ import itertools
 import logging
 import socket as _socket
 import time
-from collections.abc import Callable, Container, Coroutine
+from collections.abc import Callable, Container, Coroutine, Iterable
 from typing import Any
 
 from routescript.sip import ParseError, parse_message, reply_to_malformed
@@ -25,6 +25,7 @@ from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
     TCP,
     UDP,
+    WS,
     Destination,
     SocketInfo,
     Source,
@@ -38,6 +39,7 @@ from routescript.transport.probe import QueueDelayProbe
 from routescript.transport.routing import receive_route, request_destination, response_destination
 from routescript.transport.tcp import TcpConnection
 from routescript.transport.udp import UdpEndpoint
+from routescript.transport.ws import WsConnection, WsOptions
 
 log = logging.getLogger("routescript.transport")
 
@@ -48,6 +50,8 @@ Reply = Callable[[bytes], None]
 # when it sent to a connection another worker holds (dest.conn_id names it).
 Front = Callable[[bytes, Source, Reply], None]
 TcpRelay = Callable[[bytes, Destination], bool]
+# A stream connection in the table: TCP, or WebSocket (a SIP flow like a TCP connection).
+Connection = TcpConnection | WsConnection
 
 
 class TransportLayer:
@@ -92,10 +96,12 @@ class TransportLayer:
         self.tcp_max_msg_time = tcp_max_msg_time
         self.tcp_connect_timeout = tcp_connect_timeout
         self.max_write_buffer = max_write_buffer
+        self.ws_options = WsOptions()   # proto_ws's parameters (the core sets them before binding)
         self._udp: dict[SocketInfo, UdpEndpoint] = {}
         self._tcp_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
-        self._conns: dict[int, TcpConnection] = {}
-        self._by_remote: dict[tuple[str, int], TcpConnection] = {}
+        self._ws_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
+        self._conns: dict[int, Connection] = {}
+        self._by_remote: dict[tuple[str, str, int], Connection] = {}   # (proto, host, port)
         self._accepted_per_ip: dict[str, int] = {}   # open accepted connections by remote address
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._conn_ids = itertools.count(conn_id_base + 1)
@@ -109,14 +115,15 @@ class TransportLayer:
     @property
     def sockets(self) -> list[SocketInfo]:
         """Every listening socket, in the order they were opened."""
-        return [*self._udp, *self._tcp_servers]
+        return [*self._udp, *self._tcp_servers, *self._ws_servers]
 
     @property
     def tcp_connections(self) -> int:
         return len(self._conns)
 
-    def connections(self) -> list[TcpConnection]:
-        """The open TCP connections (accepted and opened), for listings such as MI list_tcp_conns."""
+    def connections(self) -> list[Connection]:
+        """The open TCP and WebSocket connections (accepted and opened), for listings such as MI
+        list_tcp_conns."""
         return list(self._conns.values())
 
     async def listen(self, proto: str, host: str, port: int) -> SocketInfo:
@@ -149,9 +156,24 @@ class TransportLayer:
             info = SocketInfo(TCP, host, server.sockets[0].getsockname()[1])
             holder.append(info)
             self._tcp_servers[info] = server
+        elif proto == WS:
+            info = await self._bind_ws(host, port)
         else:
-            raise ValueError(f"unsupported transport {proto!r} (udp and tcp are)")
+            raise ValueError(f"unsupported transport {proto!r} (udp, tcp and ws are)")
         log.info("listening on %s", info.name)
+        return info
+
+    async def _bind_ws(self, host: str, port: int) -> SocketInfo:
+        """A WebSocket listener: a TCP server whose connections are WsConnections (wss later: the
+        same with ssl= given to create_server)."""
+        holder: list[SocketInfo] = []
+        options = self.ws_options
+        server = await asyncio.get_running_loop().create_server(
+            lambda: WsConnection(self, holder[0], options), host, port, reuse_address=True,
+            start_serving=False)
+        info = SocketInfo(WS, host, server.sockets[0].getsockname()[1])
+        holder.append(info)
+        self._ws_servers[info] = server
         return info
 
     async def adopt(self, sock: _socket.socket, *, read: bool = True) -> SocketInfo:
@@ -195,7 +217,7 @@ class TransportLayer:
                 continue
             if endpoint.transport is None:
                 await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=endpoint.sock)  # type: ignore[misc]
-        for info, server in self._tcp_servers.items():
+        for info, server in (*self._tcp_servers.items(), *self._ws_servers.items()):
             if info not in self._not_read and not server.is_serving():
                 await server.start_serving()
 
@@ -280,7 +302,7 @@ class TransportLayer:
     def next_conn_id(self) -> int:
         return next(self._conn_ids)
 
-    def admit_connection(self, conn: TcpConnection) -> bool:
+    def admit_connection(self, conn: Connection) -> bool:
         """Whether an accepted connection may stay: within tcp_max_connections, and within
         tcp_max_connections_per_ip for its address (unless trusted). A refusal is logged, at most once
         a minute per address (a flood must not flood the log)."""
@@ -301,21 +323,21 @@ class TransportLayer:
                 return False
         return True
 
-    def log_connection(self, conn: TcpConnection, kind: str, msg: str, *args: object) -> None:
+    def log_connection(self, conn: Connection, kind: str, msg: str, *args: object) -> None:
         """A warning about `conn`, rate-limited per kind and remote address."""
         host = conn.source.remote_host if conn.source is not None else "?"
         self._drop_log.log((kind, host), self._now(), msg, *args)
 
-    def connection_opened(self, conn: TcpConnection) -> None:
+    def connection_opened(self, conn: Connection) -> None:
         assert conn.source is not None
         self._conns[conn.conn_id] = conn
         host = normalize_host(conn.source.remote_host)
-        self._by_remote[(host, conn.source.remote_port)] = conn
+        self._by_remote[(conn.source.proto, host, conn.source.remote_port)] = conn
         if not conn.outgoing:
             self._accepted_per_ip[host] = self._accepted_per_ip.get(host, 0) + 1
         conn.log.debug("connection %s", "opened" if conn.outgoing else "accepted")
 
-    def connection_closed(self, conn: TcpConnection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         if self._conns.get(conn.conn_id) is conn:
             del self._conns[conn.conn_id]
             if not conn.outgoing and conn.source is not None:
@@ -326,21 +348,21 @@ class TransportLayer:
                 else:
                     self._accepted_per_ip.pop(host, None)
         if conn.source is not None:
-            key = (normalize_host(conn.source.remote_host), conn.source.remote_port)
+            key = (conn.source.proto, normalize_host(conn.source.remote_host), conn.source.remote_port)
             if self._by_remote.get(key) is conn:
                 del self._by_remote[key]
 
-    def connection(self, conn_id: int) -> TcpConnection | None:
-        """The open TCP connection with this id, if any."""
+    def connection(self, conn_id: int) -> Connection | None:
+        """The open TCP or WebSocket connection with this id, if any."""
         conn = self._conns.get(conn_id)
         return conn if conn is not None and conn.open else None
 
-    def _find_connection(self, dest: Destination) -> TcpConnection | None:
+    def _find_connection(self, dest: Destination) -> Connection | None:
         if dest.conn_id is not None:
             conn = self.connection(dest.conn_id)
             if conn is not None:
                 return conn
-        conn = self._by_remote.get((normalize_host(dest.host), dest.port))
+        conn = self._by_remote.get((dest.proto, normalize_host(dest.host), dest.port))
         return conn if conn is not None and conn.open else None
 
     async def _open_connection(self, dest: Destination) -> TcpConnection:
@@ -383,7 +405,8 @@ class TransportLayer:
         if dest.socket is not None and dest.socket.proto == dest.proto:
             return dest.socket
         want_v6 = is_ipv6(dest.host) if is_ip(dest.host) else None
-        listeners = self._udp if dest.proto == UDP else self._tcp_servers
+        listeners: Iterable[SocketInfo] = self._udp if dest.proto == UDP else (
+            self._ws_servers if dest.proto == WS else self._tcp_servers)
         for info in listeners:
             if want_v6 is None or is_ipv6(info.host) == want_v6:
                 return info
@@ -419,6 +442,9 @@ class TransportLayer:
                 return
             if self._to_acceptor(data, dest):
                 return
+        elif dest.proto == WS:
+            self._ws_connection(dest).write(data)
+            return
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")
         self._spawn(self.deliver(data, dest), f"send to {dest}")
@@ -453,8 +479,19 @@ class TransportLayer:
                 return
             conn = conn or await self._open_connection(dest)
             conn.write(data)
+        elif dest.proto == WS:
+            self._ws_connection(dest).write(data)
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")
+
+    def _ws_connection(self, dest: Destination) -> Connection:
+        """The open WebSocket connection for `dest` (its conn_id, else its address): we never open
+        one (RFC 7118 clients are browsers and phones that connect to us)."""
+        conn = self._find_connection(dest)
+        if conn is None:
+            raise TransportError(f"no open WebSocket connection to {dest} (routescript does not open "
+                                 "WebSocket connections)")
+        return conn
 
     async def _resolve(self, host: str, port: int) -> str:
         """A-record lookup for a UDP destination (no NAPTR/SRV: see the report)."""
@@ -476,7 +513,7 @@ class TransportLayer:
         if dest is None:
             dest = source.reply_to or self.reply_destination(response, source)
         data = response.to_bytes()
-        if dest.proto == TCP and dest.conn_id is not None:
+        if dest.proto != UDP and dest.conn_id is not None:
             conn = self.connection(dest.conn_id)
             if conn is not None:
                 conn.write(data)
@@ -484,7 +521,7 @@ class TransportLayer:
             relay = self.tcp_relay
             if relay is not None and relay(data, dest):
                 return
-            dest = Destination(TCP, dest.host, dest.port, None, dest.socket)
+            dest = Destination(dest.proto, dest.host, dest.port, None, dest.socket)
         self.send(data, dest)
 
     @staticmethod
@@ -513,7 +550,7 @@ class TransportLayer:
         if getattr(uri, "scheme", "sip").lower() == "sips":
             raise TransportError(f"cannot reach {uri}: sips (TLS) is not supported")
         dest = request_destination(uri, socket=socket)
-        if dest.proto not in (UDP, TCP):
+        if dest.proto not in (UDP, TCP, WS):
             raise TransportError(f"cannot reach {uri}: transport {dest.proto!r} is not supported")
         return dest
 
@@ -540,7 +577,7 @@ class TransportLayer:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        for server in self._tcp_servers.values():
+        for server in (*self._tcp_servers.values(), *self._ws_servers.values()):
             server.close()
         for conn in list(self._conns.values()):
             conn.close()
@@ -552,7 +589,7 @@ class TransportLayer:
                 endpoint.transport.close()
             else:
                 endpoint.sock.close()   # bound, never read
-        for server in self._tcp_servers.values():
+        for server in (*self._tcp_servers.values(), *self._ws_servers.values()):
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
             except (TimeoutError, OSError):
@@ -561,6 +598,7 @@ class TransportLayer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._udp.clear()
         self._tcp_servers.clear()
+        self._ws_servers.clear()
         self._conns.clear()
         self._by_remote.clear()
         self._accepted_per_ip.clear()

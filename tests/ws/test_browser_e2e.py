@@ -1,0 +1,149 @@
+"""A real browser against examples/webrtc-presence.cfg: Debian's chromium, headless, driven by
+Playwright (no browser download: executable_path=/usr/bin/chromium), loads examples/web/ (SIP.js from
+the npm registry, pinned), registers over ws://, publishes its status and subscribes to a buddy; a
+Python UA over UDP then changes the buddy's presence and the page shows it. A screenshot of the page is
+kept (its path printed; copied to test-artifacts/ when ROUTESCRIPT_ARTIFACTS is set).
+
+Skips, saying why, only when chromium, node/npm or the playwright package are missing; .ci/run
+installs them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from ws_e2e import ROOT, free_port, webrtc_server
+
+from routescript.testing import SipTestClient
+
+CHROMIUM = "/usr/bin/chromium"
+SIPJS = "sip.js@0.21.2"          # examples/web/package.json pins the same version
+WEB = ROOT / "examples" / "web"
+
+PIDF = """<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"
+          xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="{entity}">
+  <tuple id="desk"><status><basic>{basic}</basic></status></tuple>
+  <dm:person id="p"><rpid:activities>{activity}</rpid:activities></dm:person>
+</presence>"""
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium chromium-driver)"
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            return f"{tool} not on PATH (apt-get install nodejs npm)"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[test]')"
+    return None
+
+
+def _sipjs(cache: Path) -> Path:
+    """node_modules with SIP.js, installed once into the pytest cache."""
+    modules = cache / "node_modules"
+    if not (modules / "sip.js" / "lib" / "index.js").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(cache),
+                        SIPJS], check=True, capture_output=True, timeout=300)
+    return modules
+
+
+class _PageFiles(SimpleHTTPRequestHandler):
+    """examples/web/ at /, the npm modules at /node_modules/."""
+
+    modules = Path()
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0].split("#", 1)[0]
+        if clean.startswith("/node_modules/"):
+            return str(self.modules / clean.removeprefix("/node_modules/"))
+        return super().translate_path(path)
+
+    def log_message(self, format: str, *args: object) -> None:   # quiet: pytest shows what fails
+        pass
+
+
+@contextmanager
+def _serve(modules: Path) -> Iterator[int]:
+    handler = type("Files", (_PageFiles,), {"modules": modules})
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), functools.partial(handler, directory=str(WEB)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _keep(shot: Path) -> None:
+    print(f"\nscreenshot of the presence page: {shot}")
+    if os.environ.get("ROUTESCRIPT_ARTIFACTS"):
+        target = ROOT / "test-artifacts"
+        target.mkdir(exist_ok=True)
+        shutil.copy(shot, target / shot.name)
+        print(f"copied to {target / shot.name}")
+
+
+async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    missing = _missing()
+    if missing is not None:
+        print(f"\nbrowser test skipped: {missing}")
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright, expect
+
+    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
+    with _serve(modules) as http_port, \
+            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+        url = (f"http://127.0.0.1:{http_port}/index.html?server=ws://127.0.0.1:{srv.ws_port}"
+               f"&user=alice&domain=127.0.0.1&buddies=bob")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(url)
+                await page.wait_for_function("window.presenceReady === true", timeout=20000)
+                assert errors == []
+                await expect(page.locator("#registration")).to_contain_text("registered over ws://")
+                await expect(page.locator("#buddy-bob .state")).to_have_text("offline")
+
+                bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=5.0)
+                try:
+                    bob.auto_reply["NOTIFY"] = 200
+                    # the page's PUBLISH reached the presence server: bob watching alice sees it
+                    watch = bob.subscribe("sip:alice@127.0.0.1", event="presence")
+                    assert (await bob.send_request(watch)).status in (200, 202)
+                    notify = await bob.expect_request("NOTIFY", call_id=watch.call_id)
+                    assert b"<basic>open</basic>" in notify.body
+
+                    online = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:unknown/>")
+                    assert (await bob.send_request(bob.publish(bob.aor, online))).status == 200
+                    await expect(page.locator("#buddy-bob .state")).to_have_text("online", timeout=10000)
+
+                    busy = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:on-the-phone/>")
+                    assert (await bob.send_request(bob.publish(bob.aor, busy))).status == 200
+                    await expect(page.locator("#buddy-bob .state")).to_have_text("on the phone",
+                                                                                 timeout=10000)
+                finally:
+                    await bob.close()
+                shot = tmp_path / "presence-page.png"
+                await page.screenshot(path=str(shot))
+                _keep(shot)
+                assert shot.stat().st_size > 0
+            finally:
+                await browser.close()
+        assert "ws:127.0.0.1" in srv.server.log()
