@@ -5,12 +5,13 @@ start() runs these steps in order; each one that opens something registers how t
 CloseStack, so a failed start closes what it opened (last first) and stop() closes everything:
 
     bind_sockets        the transport and every listen= socket (ports below 1024 need root)
+    write_pid_file      pid_file (-P), still as the starting user (pidfile.py)
     drop_privileges     wdir, then user/group (privileges.py says why here)
     make_transactions   the transaction layer (tm's timers)
     start_modules       every module's start(), in load order
     run_startup_route   startup_route, once the dispatcher takes messages
     timers.start        the timer_route loops
-    serve               only now read the SIP sockets
+    serve               only now read the SIP sockets, then READY=1 to systemd (sdnotify.py)
 
 With worker processes (docs/workers.md, routescript/workers/) the steps are shared out: the supervisor
 binds the sockets and drops privileges itself, then start_supervisor() starts only the modules that run
@@ -38,9 +39,11 @@ from .config import CoreConfig
 from .dispatch import MessageDispatcher
 from .events import EventBus
 from .loading import ConfigLoader, Diagnostic, LoadError
-from .log import NOTICE, setup_logging
+from .log import NOTICE, LogSettings, setup_logging
 from .module import ConfigError, Module, ModuleSet, RunsIn
+from .pidfile import PidFile, PidFileError
 from .privileges import PrivilegeError, RunAs, drop_privileges
+from .sdnotify import NO_NOTIFIER, SystemdNotifier
 from .routes import Routes
 from .stats import CoreCounters
 from .timers import Timers
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routescript.core")
 
-STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
+STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown: shutdown_timeout's default
 
 # Which modules each kind of process starts (Module.runs_in); one process alone starts them all.
 ALL_MODULES: frozenset[RunsIn] = frozenset({"workers", "supervisor", "both"})
@@ -166,6 +169,8 @@ class Lifecycle:
         self.started = False
         self._stopped = asyncio.Event()
         self._closing = CloseStack()
+        # systemd's notification socket (sdnotify.py): `routescript run` sets it, in the main process only
+        self.notifier: SystemdNotifier = NO_NOTIFIER
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -182,6 +187,9 @@ class Lifecycle:
             # stop(): closed after every module, so registered first.
             closing.push("the databases", self._databases.close_all)
             transport = await self.bind_sockets(closing)
+            pid_file = self.write_pid_file()
+            if pid_file is not None:
+                closing.push("the pid file", _async(pid_file.remove))
             target = self.drop_privileges()
             self.make_transactions(closing, transport)
             closing.push("the events", self._server.events.drain)
@@ -194,16 +202,16 @@ class Lifecycle:
             self._set_started(False)
             await closing.close_all()
             raise
-        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path,
-                ", ".join(s.name for s in self._server.sockets))
+        listening = ", ".join(s.name for s in self._server.sockets)
+        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path, listening)
+        self.notifier.ready(f"listening on {listening}")
 
     def start_logging(self) -> None:
         """Logging as the script sets it, then the load warnings and notes."""
         loaded = self._loader.loaded
         assert loaded is not None, "start before load"
         cfg = self._server.config
-        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
-                      syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
+        setup_logging(LogSettings.of(cfg))
         for w in loaded.warnings:
             log.warning("%s", w)
         for note in cfg.notes:
@@ -303,6 +311,19 @@ class Lifecycle:
             server.sockets.append(info)
         return transport
 
+    def write_pid_file(self) -> PidFile | None:
+        """pid_file (-P): this process's id, written before the privilege drop (/run is root's); None
+        when not asked for. A LoadError when another live process holds it or it cannot be written."""
+        path = str(self._server.config.get("pid_file") or "")
+        if not path:
+            return None
+        pid_file = PidFile(path)
+        try:
+            pid_file.write()
+        except PidFileError as exc:
+            raise LoadError([Diagnostic(str(exc), self._server.config.positions.get("pid_file"))]) from None
+        return pid_file
+
     def drop_privileges(self) -> RunAs | None:
         """wdir, then user/group: switch once the SIP sockets are bound (ports below 1024 need root),
         before the modules open their files (privileges.py says why)."""
@@ -390,25 +411,40 @@ class Lifecycle:
         self._dispatcher.accepting = started
 
     # ------------------------------------------------------------------ stop
-    async def stop(self) -> None:
-        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
+    async def stop(self) -> bool:
+        """Stop receiving, let in-flight messages finish, stop the modules (their pending writes are
+        committed: presence's group-commit queue, dialog's, usrloc's...), close everything.
+
+        Bounded (docs/operations.md, "Stopping"): in-flight messages get shutdown_timeout seconds (then
+        they are cancelled, unanswered), closing gets shutdown_timeout seconds more. False when the
+        closing ran out of time (what was left is abandoned and said): `routescript run` exits 1."""
         if not self.started:
             self._stopped.set()
-            return
+            return True
         self._set_started(False)
+        limit = float(self._server.config.get("shutdown_timeout") or STOP_GRACE)
         await self._timers.stop()
-        await self._dispatcher.finish(STOP_GRACE)
-        await self._closing.close_all()
+        await self._dispatcher.finish(limit)
+        clean = True
+        try:
+            await asyncio.wait_for(self._closing.close_all(), limit)
+        except TimeoutError:
+            clean = False
+            log.error("stopping: closing the modules took more than %.0f s (shutdown_timeout): abandoned; "
+                      "writes still pending are lost", limit)
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")
+        return clean
 
-    async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
+    async def serve_forever(self) -> bool:
+        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes. Pings systemd's watchdog
+        meanwhile. Returns stop()'s answer (False: the stop overran its bound)."""
         loop = asyncio.get_running_loop()
         stop_req = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_req.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        watchdog = asyncio.ensure_future(self.notifier.watchdog())
         try:
             waiter = asyncio.ensure_future(stop_req.wait())
             stopped = asyncio.ensure_future(self._stopped.wait())
@@ -418,11 +454,28 @@ class Lifecycle:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await self.stop()
+            self.notifier.stopping()
+            watchdog.cancel()
+            clean = await self.stop()
+        return clean
 
     def _reload_on_signal(self) -> None:
-        reload: Coroutine[object, object, object] = self._loader.reload_routes()
+        reload: Coroutine[object, object, object] = reload_telling(self.notifier, self._loader.reload_routes())
         self._dispatcher.spawn(reload)
+
+
+async def reload_telling(notifier: SystemdNotifier,
+                         reload: Coroutine[object, object, Sequence[object]]) -> Sequence[object]:
+    """A SIGHUP reload between RELOADING=1 and READY=1 (systemd's reload protocol); a refused reload
+    (the old script kept) is said in STATUS=."""
+    notifier.reloading()
+    diagnostics: Sequence[object] = ()
+    try:
+        diagnostics = await reload
+    finally:
+        errors = [d for d in diagnostics if getattr(d, "severity", "error") == "error"]
+        notifier.ready(f"reload refused, the old script runs: {errors[0]}" if errors else "reloaded")
+    return diagnostics
 
 
 def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:
