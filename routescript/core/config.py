@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .environ import expand_env
 from .module import ConfigError
 from .netlist import NetworkList
 from .privileges import PrivilegeError, RunAs, run_as
@@ -449,6 +450,11 @@ def apply_globals(
         if kind == "socket":
             cfg.sockets.append(_socket_of(value, pos))
             continue
+        if kind == "str":
+            try:
+                value = expand_env(value)   # $env(NAME) in db_default_url and the like (environ.py)
+            except ValueError as exc:
+                raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
         try:
             typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](value)
         except ValueError as exc:

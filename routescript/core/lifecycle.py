@@ -38,6 +38,7 @@ from routescript.transport import TransportLayer
 from .config import CoreConfig
 from .dispatch import MessageDispatcher
 from .events import EventBus
+from .health import LoopLagMonitor
 from .loading import ConfigLoader, Diagnostic, LoadError
 from .log import NOTICE, LogSettings, setup_logging
 from .module import ConfigError, Module, ModuleSet, RunsIn
@@ -159,8 +160,10 @@ class Lifecycle:
     """Server.start, stop and serve_forever."""
 
     def __init__(self, server: StartingServer, loader: ConfigLoader, routes: Routes,
-                 dispatcher: MessageDispatcher, timers: Timers, databases: Databases) -> None:
+                 dispatcher: MessageDispatcher, timers: Timers, databases: Databases,
+                 loop_lag: LoopLagMonitor | None = None) -> None:
         self._server = server
+        self._loop_lag = loop_lag
         self._loader = loader
         self._routes = routes
         self._dispatcher = dispatcher
@@ -197,6 +200,7 @@ class Lifecycle:
             self._set_started(True)
             await self.run_startup_route()
             self._timers.start()
+            self._watch_loop_lag(closing)
             await self.serve(transport)
         except BaseException:
             self._set_started(False)
@@ -245,6 +249,7 @@ class Lifecycle:
                 await self.run_startup_route()
             if timers:
                 self._timers.start()
+            self._watch_loop_lag(closing)
             await self.serve(transport)
             if node is not None:
                 node.serve()
@@ -394,6 +399,16 @@ class Lifecycle:
             await self._routes.run(STARTUP_ROUTE, None,
                                    MsgContext(server=self._server, route_type=STARTUP_ROUTE))
 
+    def _watch_loop_lag(self, closing: CloseStack) -> None:
+        """process:loop_lag_ms sampled while the process serves (health.py)."""
+        if self._loop_lag is None:
+            return
+        task = asyncio.ensure_future(self._loop_lag.run())
+
+        async def cancel() -> None:
+            task.cancel()
+        closing.push("the loop lag sampler", cancel)
+
     async def serve(self, transport: TransportLayer) -> None:
         """Only now read the SIP sockets: what arrived during start-up waited in the kernel and is served
         now, its wait not counted against queue_delay_limit (it was not overload). The probes start
@@ -427,7 +442,8 @@ class Lifecycle:
         await self._dispatcher.finish(limit)
         clean = True
         try:
-            await asyncio.wait_for(self._closing.close_all(), limit)
+            async with asyncio.timeout(limit):   # in this task: a close that stops its caller's task stays
+                await self._closing.close_all()
         except TimeoutError:
             clean = False
             log.error("stopping: closing the modules took more than %.0f s (shutdown_timeout): abandoned; "

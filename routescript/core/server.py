@@ -49,6 +49,7 @@ from .config import CoreConfig
 from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDispatcher,
                        _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
+from .health import LoopLagMonitor, register_health_statistics
 from .lifecycle import STOP_GRACE, Databases, Lifecycle
 from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
@@ -104,13 +105,15 @@ class Server:
         self.routes = Routes()
         self.events = EventBus(self.routes.run_event, self, self.routes.has_event, self.routes.run_event_now)
         register_core_statistics(self.statistics, self.counters, self)
+        self.loop_lag = LoopLagMonitor()
+        register_health_statistics(self.statistics, self.counters, self.loop_lag)
         self.replier = Replier(self, self.counters)
         self.dispatcher = MessageDispatcher(self, self.routes, self.replier, self.counters)
         self.timers = Timers(self.routes, self)
         self.loader = ConfigLoader(self, self.routes, self.timers)
         self.databases = Databases()
         self.lifecycle = Lifecycle(self, self.loader, self.routes, self.dispatcher, self.timers,
-                                   self.databases)
+                                   self.databases, self.loop_lag)
 
         # The per-message names are the parts' own bound methods: no call in between on the hot path.
         self.handle_message = self.dispatcher.handle_message
