@@ -468,16 +468,26 @@ class Lifecycle:
             waiter.cancel()
             stopped.cancel()
         finally:
+            # a second SIGTERM while stopping (an impatient operator) must not cut the stop short
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, _already_stopping, sig)
             self.notifier.stopping()
             watchdog.cancel()
-            clean = await self.stop()
+            try:
+                clean = await self.stop()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
         return clean
 
     def _reload_on_signal(self) -> None:
         reload: Coroutine[object, object, object] = reload_telling(self.notifier, self._loader.reload_routes())
         self._dispatcher.spawn(reload)
+
+
+def _already_stopping(sig: int) -> None:
+    log.warning("%s while stopping: ignored, the stop goes on (bounded by shutdown_timeout)",
+                signal.Signals(sig).name)
 
 
 async def reload_telling(notifier: SystemdNotifier,

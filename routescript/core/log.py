@@ -12,7 +12,6 @@ import datetime
 import json
 import logging
 import logging.handlers
-import os
 import sys
 import weakref
 from dataclasses import dataclass
@@ -144,11 +143,26 @@ def _formatter(kind: str, text_format: str) -> logging.Formatter:
     return logging.Formatter(text_format, datefmt=DATE_FORMAT)
 
 
+class _SysLogHandler(logging.handlers.SysLogHandler):
+    """The stdlib's, with syslog's own priorities for our NOTICE and ALERT levels (it sends any level
+    it does not know as "warning")."""
+
+    priority_map = {**logging.handlers.SysLogHandler.priority_map, "NOTICE": "notice", "ALERT": "alert"}
+
+    def __init__(self, name: str, address: str, facility: int) -> None:
+        super().__init__(address=address, facility=facility)
+        self._name = name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "name[pid]: " as syslog(3) tags lines; the pid of the process logging (a worker forked
+        # after this handler was made has its own)
+        self.ident = f"{self._name}[{record.process}]: "
+        super().emit(record)
+
+
 def _syslog_handler(settings: LogSettings) -> logging.Handler:
     """SysLogHandler on the local socket (a unix datagram socket, /dev/log), lines tagged
     "syslog_name[pid]: " as syslog(3) tags them. OSError when the socket is not there."""
     handlers = logging.handlers.SysLogHandler
     facility = getattr(handlers, settings.facility, handlers.LOG_DAEMON)   # LOG_LOCAL0 -> its number
-    handler = handlers(address=settings.syslog_socket, facility=facility)
-    handler.ident = f"{settings.syslog_name}[{os.getpid()}]: "
-    return handler
+    return _SysLogHandler(settings.syslog_name, settings.syslog_socket, facility)
