@@ -301,6 +301,7 @@ _REMOVED_PARAM_HINTS = {
 
 # Worker counts: at least 1 each (1 = today's single process).
 _WORKER_COUNTS = ("children", "udp_workers", "tcp_workers", "timer_workers")
+_AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout"})
 TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
                          "timer_route runs in worker 0")
 
@@ -450,16 +451,16 @@ def apply_globals(
         if kind == "socket":
             cfg.sockets.append(_socket_of(value, pos))
             continue
-        if kind == "str":
-            try:
-                value = expand_env(value)   # $env(NAME) in db_default_url and the like (environ.py)
-            except ValueError as exc:
-                raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
         try:
-            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](value)
+            # $env(NAME) in db_default_url and the like (environ.py)
+            given = expand_env(value) if kind == "str" else value
+        except ValueError as exc:
+            raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
+        try:
+            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
-        if name in ("mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout") and typed < 1:
+        if name in _AT_LEAST_ONE and typed < 1:
             raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
         _check_worker_param(cfg, name, typed, pos, warnings)
         _check_dns_param(name, typed, pos)

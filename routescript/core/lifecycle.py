@@ -481,7 +481,8 @@ class Lifecycle:
         return clean
 
     def _reload_on_signal(self) -> None:
-        reload: Coroutine[object, object, object] = reload_telling(self.notifier, self._loader.reload_routes())
+        reload: Coroutine[object, object, object] = reload_telling(self.notifier,
+                                                                   self._loader.reload_routes())
         self._dispatcher.spawn(reload)
 
 

@@ -15,7 +15,7 @@ import logging.handlers
 import sys
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .config import L_ALERT, L_CRIT, L_DBG, L_ERR, L_INFO, L_NOTICE, L_WARN
 
@@ -147,7 +147,8 @@ class _SysLogHandler(logging.handlers.SysLogHandler):
     """The stdlib's, with syslog's own priorities for our NOTICE and ALERT levels (it sends any level
     it does not know as "warning")."""
 
-    priority_map = {**logging.handlers.SysLogHandler.priority_map, "NOTICE": "notice", "ALERT": "alert"}
+    priority_map: ClassVar[dict[str, str]] = {**logging.handlers.SysLogHandler.priority_map,
+                                              "NOTICE": "notice", "ALERT": "alert"}
 
     def __init__(self, name: str, address: str, facility: int) -> None:
         super().__init__(address=address, facility=facility)

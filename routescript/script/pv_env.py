@@ -156,5 +156,5 @@ def check_env_name(key: str) -> None:
         raise ValueError(f"$env({key}): not an environment variable name")
 
 
-def get_env(ctx: MsgContext, key: str, index: Any) -> str | None:
-    return os.environ.get(key)
+def get_env(ctx: MsgContext, key: str | None, index: Any) -> str | None:
+    return os.environ.get(key) if key else None

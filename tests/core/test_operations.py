@@ -73,7 +73,8 @@ def test_env_in_modparam_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # ------------------------------------------------------------------ command-line overrides
 def test_overrides_win_over_the_script() -> None:
     cfg, _ = apply_globals([("log_level", 1, None), ("debug", 1, None), ("pid_file", "/a", ("a", 1, 1))])
-    apply_overrides(cfg, RunOptions(pid_file="/run/rs.pid", log_level="L_DBG", listen=("tcp:127.0.0.1:5070",)))
+    apply_overrides(cfg, RunOptions(pid_file="/run/rs.pid", log_level="L_DBG",
+                                    listen=("tcp:127.0.0.1:5070",)))
     assert cfg.log_level == 4 and "debug" not in cfg.values
     assert cfg.get("pid_file") == "/run/rs.pid" and "pid_file" not in cfg.positions
     assert [s.name for s in cfg.sockets] == ["tcp:127.0.0.1:5070"]
@@ -84,7 +85,8 @@ def test_overrides_win_over_the_script() -> None:
     (RunOptions(log_level="9"), "--log-level 9: log level 9 out of range"),
     (RunOptions(user="no-such-user-rs22"), "-u no-such-user-rs22: no such user"),
     (RunOptions(pid_file=""), "-P : the pid file needs a path"),
-    (RunOptions(listen=("udp:host:99999",)), "--listen udp:host:99999: socket \"udp:host:99999\": port 99999"),
+    (RunOptions(listen=("udp:host:99999",)),
+     "--listen udp:host:99999: socket \"udp:host:99999\": port 99999"),
 ])
 def test_bad_overrides_name_their_flag(options: RunOptions, message: str) -> None:
     cfg, _ = apply_globals([])
@@ -126,11 +128,13 @@ def test_pid_file_in_a_missing_folder_is_an_error(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ sd_notify
 def test_notifier_reads_and_removes_the_environment() -> None:
-    env = {"NOTIFY_SOCKET": "@rs-test", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid()), "X": "1"}
+    env = {"NOTIFY_SOCKET": "@rs-test", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid()),
+           "X": "1"}
     notifier = SystemdNotifier.from_environment(env)
     assert notifier.address == "@rs-test" and notifier.watchdog_interval == 1.5
     assert env == {"X": "1"}
-    other = SystemdNotifier.from_environment({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "100", "WATCHDOG_PID": "1"})
+    other = SystemdNotifier.from_environment({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "100",
+                                              "WATCHDOG_PID": "1"})
     assert other.watchdog_interval is None
     assert SystemdNotifier.from_environment({}).address is None
 
@@ -232,8 +236,8 @@ def test_bad_facility_is_refused() -> None:
 def test_json_formatter_carries_the_call_id() -> None:
     import json
 
-    record = logging.LogRecord("routescript.presence", logging.WARNING, __file__, 1, "a \"quoted\" %s", ("x",),
-                               None)
+    record = logging.LogRecord("routescript.presence", logging.WARNING, __file__, 1, "a \"quoted\" %s",
+                               ("x",), None)
     token = current_call_id.set("abc@host")
     try:
         entry = json.loads(JsonFormatter().format(record))

@@ -57,8 +57,8 @@ route {{
 class Service:
     """`routescript run CFG ARGS` with an environment of our own; stderr to a file."""
 
-    def __init__(self, cfg: Path, workdir: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 python: list[str] | None = None) -> None:
+    def __init__(self, cfg: Path, workdir: Path, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, python: list[str] | None = None) -> None:
         self.log_path = workdir / f"{cfg.stem}.stderr"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         argv = [*(python or [sys.executable, "-m", "routescript"]), "run", str(cfg), *args]
@@ -161,7 +161,7 @@ def test_sd_notify_ready_watchdog_reload_stopping(tmp_path: Path, short_dir: Pat
         reloaded, _ = systemd.until("READY=1")
         assert "STATUS=reloaded" in reloaded, reloaded
         service.proc.send_signal(signal.SIGTERM)
-        stopping, _ = systemd.until("STOPPING=1")
+        systemd.until("STOPPING=1")
         assert service.terminate() == 0, service.log()
         # the main process alone spoke (NotifyAccess=main): no worker notified anything
         assert systemd.senders == {service.proc.pid}, systemd.senders
@@ -175,7 +175,8 @@ def test_no_watchdog_pings_for_another_pid(tmp_path: Path, short_dir: Path) -> N
     port = free_port()
     systemd = FakeSystemd(short_dir)
     service = Service(_cfg(tmp_path, port), tmp_path,
-                      env={"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})
+                      env={"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "200000",
+                           "WATCHDOG_PID": "1"})
     try:
         systemd.until("READY=1")
         with pytest.raises(TimeoutError):
@@ -249,7 +250,8 @@ def test_two_workers_all_run_as_nobody(tmp_path: Path, short_dir: Path) -> None:
     port = _free_low_port()
     pid_file = short_dir / "rs.pid"
     cfg = _cfg(tmp_path, port, workers=2)
-    service = Service(cfg, tmp_path, args=("-u", "nobody", "-g", "nogroup", "-P", str(pid_file)), python=python)
+    service = Service(cfg, tmp_path, args=("-u", "nobody", "-g", "nogroup", "-P", str(pid_file)),
+                      python=python)
     try:
         service.wait_for("routescript started")
         pids = [service.proc.pid, *_children(service.proc.pid)]
@@ -274,7 +276,8 @@ def test_unknown_user_flag_with_workers_is_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ run flags
-def routescript_run(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def routescript_run(cfg: Path, *args: str,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`routescript run` that is expected to refuse to start (bounded)."""
     return subprocess.run([sys.executable, "-m", "routescript", "run", str(cfg), *args], capture_output=True,
                           text=True, timeout=30, cwd=ROOT, env={**_env(), **(env or {})}, check=False)
@@ -284,8 +287,8 @@ def routescript_run(cfg: Path, *args: str, env: dict[str, str] | None = None) ->
     (("--chroot", "/var/empty"), "--chroot /var/empty: is not supported"),
     (("--log-level", "7"), "--log-level 7: log level 7 out of range (-3 .. 4)"),
     (("--log-level", "loud"), "--log-level loud: expects a log level"),
-    (("--listen", "sctp:127.0.0.1:5060"), "--listen sctp:127.0.0.1:5060: socket \"sctp:127.0.0.1:5060\": "
-                                          "protocol 'sctp' is not supported"),
+    (("--listen", "sctp:127.0.0.1:5060"),
+     "--listen sctp:127.0.0.1:5060: socket \"sctp:127.0.0.1:5060\": protocol 'sctp' is not supported"),
     (("-g", "no-such-group-rs22"), "-g no-such-group-rs22: no such group"),
 ])
 def test_bad_flag_values_are_refused(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
@@ -298,7 +301,8 @@ def test_listen_adds_a_socket_and_log_level_overrides(tmp_path: Path) -> None:
     port, extra = free_port(), free_port()
     cfg = _cfg(tmp_path, port, head="", extra='loadmodule "xlog.so"',
                route='xlog("L_DBG", "debug line $rm\\n"); sl_send_reply(200, "OK");')
-    service = Service(cfg, tmp_path, args=("--listen", f"udp:127.0.0.1:{extra}", "--log-level", "L_DBG", "-F"))
+    service = Service(cfg, tmp_path,
+                      args=("--listen", f"udp:127.0.0.1:{extra}", "--log-level", "L_DBG", "-F"))
     try:
         service.wait_for("routescript started")
         assert f"listening on udp:127.0.0.1:{port}, udp:127.0.0.1:{extra}" in service.log(), service.log()
@@ -331,7 +335,8 @@ modparam("presence", "db_url", "sqlite://{tmp_path}/$env(RS_DB_FOLDER)/$env(RS_D
             s.settimeout(5)
             s.bind(("127.0.0.1", 0))
             me = s.getsockname()[1]
-            s.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-e\r\n"
+            s.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                      f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-e\r\n"
                       f"From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: env-{me}\r\n"
                       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
                      ("127.0.0.1", port))
@@ -349,16 +354,16 @@ loadmodule "presence.so"
 modparam("presence", "db_url", "postgres://rs:$env(RS_UNSET_PASSWORD)@127.0.0.1/rs")
 """)
     env = {k: v for k, v in _env().items() if k != "RS_UNSET_PASSWORD"}
-    res = subprocess.run([sys.executable, "-m", "routescript", "check", str(cfg)], capture_output=True, text=True,
-                         timeout=30, cwd=ROOT, env=env, check=False)
+    res = subprocess.run([sys.executable, "-m", "routescript", "check", str(cfg)], capture_output=True,
+                         text=True, timeout=30, cwd=ROOT, env=env, check=False)
     assert res.returncode == 1, res.stdout
     assert (f"{cfg}:10:1: modparam(\"presence\", \"db_url\"): $env(RS_UNSET_PASSWORD): environment variable "
             "RS_UNSET_PASSWORD is not set") in res.stderr, res.stderr
 
 
 # ------------------------------------------------------------------ logs
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[\d+\] NOTICE:routescript\.core: routescript "
-                       r"started: ", re.M)
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[\d+\] "
+                       r"NOTICE:routescript\.core: routescript started: ", re.M)
 
 
 def test_text_log_has_the_year_and_milliseconds(tmp_path: Path) -> None:
@@ -408,8 +413,8 @@ def test_log_stderror_no_logs_to_syslog(tmp_path: Path, short_dir: Path, workers
             lines.append(syslog.recv(65536).decode())
         started = next(line for line in lines if "routescript started" in line)
         # LOG_LOCAL0 (16) * 8 + notice (5) = 133
-        assert re.match(rf"<133>rs-test\[{service.proc.pid}\]: NOTICE:routescript\.\w+: routescript started", started), \
-            started
+        tag = rf"<133>rs-test\[{service.proc.pid}\]: "
+        assert re.match(tag + r"NOTICE:routescript\.\w+: routescript started", started), started
         assert service.terminate() == 0
         assert "routescript started" not in service.log(), service.log()
     finally:
@@ -471,7 +476,8 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("routescript")
     assert exe.exists(), exe
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/routescript", str(exe)))
-    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert res.returncode == 0 and not res.stderr.strip() and not res.stdout.strip(), res.stdout + res.stderr
     text = UNIT.read_text()
     for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "KillSignal=SIGTERM"):
