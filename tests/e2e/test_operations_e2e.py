@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 from presence_e2e import presence_cfg
-from rs_e2e import ROOT, START_TIMEOUT, _env, free_port, routescript
-from test_lifecycle_e2e import _free_low_port, _ids, _python_for_any_account, _served_by, needs_root
+from rs_e2e import ROOT, START_TIMEOUT, RunningServer, _env, free_port, routescript
+from test_lifecycle_e2e import _basic_cfg, _free_low_port, _ids, _served_by, needs_root, nobody_setup
 
 from routescript.testing import SipTestClient, pidf
 
@@ -39,44 +39,22 @@ WORKERS = [1, 2]
 
 def _cfg(tmp_path: Path, port: int, *, workers: int = 1, head: str = "", extra: str = "",
          route: str = 'sl_send_reply(200, "OK");') -> Path:
-    cfg = tmp_path / "ops.cfg"
-    cfg.write_text(f"""{head}log_level = 3
-{"udp_workers = " + str(workers) if workers > 1 else ""}
-socket = udp:127.0.0.1:{port}
-loadmodule "proto_udp.so"
-loadmodule "signaling.so"
-loadmodule "sl.so"
-{extra}
-route {{
-    {route}
-}}
-""")
-    return cfg
+    workers_line = f"udp_workers = {workers}\n" if workers > 1 else ""
+    return _basic_cfg(tmp_path, port, extra=extra, head=head + workers_line, route=route)
 
 
-class Service:
-    """`routescript run CFG ARGS` with an environment of our own; stderr to a file."""
+class Service(RunningServer):
+    """`routescript run CFG ARGS` with an environment of our own; stderr to a file (RunningServer's log()
+    and wait_for())."""
 
-    def __init__(self, cfg: Path, workdir: Path, args: tuple[str, ...] = (),
+    def __init__(self, cfg: Path, workdir: Path, args: tuple[str, ...] = (),   # not super(): our argv
                  env: dict[str, str] | None = None, python: list[str] | None = None) -> None:
+        self.cfg = cfg
         self.log_path = workdir / f"{cfg.stem}.stderr"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
         argv = [*(python or [sys.executable, "-m", "routescript"]), "run", str(cfg), *args]
         self.proc = subprocess.Popen(argv, cwd=ROOT, env={**_env(), **(env or {})},
                                      stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = START_TIMEOUT, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(text) >= count:
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"routescript exited ({self.proc.returncode}):\n{self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()}")
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and the exit status (SIGKILL after `timeout`: a failure)."""
@@ -240,13 +218,7 @@ def _children(pid: int) -> list[int]:
 def test_two_workers_all_run_as_nobody(tmp_path: Path, short_dir: Path) -> None:
     """With udp_workers = 2 the supervisor binds a port below 1024 as root, writes its pid file, then it
     and both workers run as nobody:nogroup; the port is served; SIGTERM stops all with 0."""
-    import grp
-    import pwd
-
-    python = _python_for_any_account()
-    if python is None:
-        pytest.skip("no Python installation readable by nobody on this machine")
-    nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    python, nobody, nogroup = nobody_setup()
     port = _free_low_port()
     pid_file = short_dir / "rs.pid"
     cfg = _cfg(tmp_path, port, workers=2)
@@ -357,7 +329,7 @@ modparam("presence", "db_url", "postgres://rs:$env(RS_UNSET_PASSWORD)@127.0.0.1/
     res = subprocess.run([sys.executable, "-m", "routescript", "check", str(cfg)], capture_output=True,
                          text=True, timeout=30, cwd=ROOT, env=env, check=False)
     assert res.returncode == 1, res.stdout
-    assert (f"{cfg}:10:1: modparam(\"presence\", \"db_url\"): $env(RS_UNSET_PASSWORD): environment variable "
+    assert (f"{cfg}:9:1: modparam(\"presence\", \"db_url\"): $env(RS_UNSET_PASSWORD): environment variable "
             "RS_UNSET_PASSWORD is not set") in res.stderr, res.stderr
 
 
