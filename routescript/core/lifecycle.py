@@ -174,6 +174,8 @@ class Lifecycle:
         self._closing = CloseStack()
         # systemd's notification socket (sdnotify.py): `routescript run` sets it, in the main process only
         self.notifier: SystemdNotifier = NO_NOTIFIER
+        self._stop_requested = asyncio.Event()   # SIGINT/SIGTERM (handle_signals)
+        self._handling_signals = False
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -452,14 +454,24 @@ class Lifecycle:
         log.log(NOTICE, "routescript stopped")
         return clean
 
+    def handle_signals(self) -> None:
+        """SIGINT/SIGTERM ask for a stop, SIGHUP for a reload. `routescript run` installs them before
+        start(): a SIGTERM right after READY=1 (or during start-up) stops the server cleanly instead of
+        killing it with the default action."""
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        self._handling_signals = True
+
     async def serve_forever(self) -> bool:
         """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes. Pings systemd's watchdog
         meanwhile. Returns stop()'s answer (False: the stop overran its bound)."""
         loop = asyncio.get_running_loop()
-        stop_req = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_req.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        if not self._handling_signals:
+            self.handle_signals()
+        stop_req = self._stop_requested
         watchdog = asyncio.ensure_future(self.notifier.watchdog())
         try:
             waiter = asyncio.ensure_future(stop_req.wait())
@@ -478,6 +490,7 @@ class Lifecycle:
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+                self._handling_signals = False
         return clean
 
     def _reload_on_signal(self) -> None:

@@ -271,6 +271,7 @@ async def run_loaded(server: Server) -> int:
         # Before start(), so that no signal can arrive between "listening" and serve_forever()'s
         # signal handlers while a collection runs.
         freeze_loaded_objects()
+        server.lifecycle.handle_signals()   # before READY=1 / "started": a SIGTERM then stops cleanly
         await server.start()
     except LoadError as exc:
         log_load_error(exc)
