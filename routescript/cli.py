@@ -1,8 +1,9 @@
 """The `routescript` command: run, check, db, --version.
 
-    routescript run CFG [-u USER] [-g GROUP]
-                                         load CFG and serve in the foreground, logs to stderr; as
-                                         USER/GROUP once the SIP sockets are bound (as OpenSIPS -u/-g)
+    routescript run CFG [-u USER] [-g GROUP] [-P PIDFILE] [--log-level L] [--listen SOCKET]...
+                                         load CFG and serve in the foreground (-F/--foreground, the only
+                                         mode), logs to stderr; as USER/GROUP once the SIP sockets are
+                                         bound; the flags override the script (docs/operations.md)
     routescript check CFG [--syntax-only]
                                          every error as `file:line:col: message` + the line + a caret,
                                          then `aborting: N errors, M warnings` (exit 1), or
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from routescript.core.overrides import RunOptions
     from routescript.script.diagnostics import HasSeverity
 
 
@@ -49,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-g", "--group", metavar="GROUP",
                      help="run with group GROUP (name or gid; default: USER's primary group); "
                           "overrides the script's `group`")
+    run.add_argument("-P", "--pid-file", metavar="FILE",
+                     help="write the main process's id to FILE once the sockets are bound, remove it at "
+                          "exit (OpenSIPS -P); overrides the script's `pid_file`")
+    run.add_argument("--log-level", metavar="LEVEL",
+                     help="log_level: -3 .. 4 or L_ALERT .. L_DBG; overrides the script's")
+    run.add_argument("-l", "--listen", metavar="SOCKET", action="append", default=[],
+                     help="also listen on SOCKET, [proto:]host[:port] as a `socket =` line (OpenSIPS -l); "
+                          "repeatable")
+    run.add_argument("--chroot", metavar="DIR",
+                     help="refused, as the `chroot` parameter is: use systemd's RootDirectory= or a "
+                          "container (docs/operations.md)")
+    run.add_argument("-F", "--foreground", action="store_true",
+                     help="serve in the foreground: the default and only mode (OpenSIPS -F); the "
+                          "service manager (systemd, a container) keeps the process, there is no "
+                          "daemonizing fork")
     chk = sub.add_parser("check", help="check a configuration and exit")
     chk.add_argument("cfg", metavar="CFG")
     chk.add_argument("--syntax-only", action="store_true",
@@ -123,17 +140,16 @@ def _print_failure(diagnostics: Sequence[HasSeverity], omitted: int) -> None:
         print(line, file=sys.stderr)
 
 
-def cmd_run(cfg: str, user: str | None = None, group: str | None = None) -> int:
-    from routescript.core.config import L_NOTICE
-    from routescript.core.log import setup_logging
+def cmd_run(cfg: str, options: RunOptions | None = None) -> int:
+    from routescript.core.log import LogSettings, setup_logging
     from routescript.core.server import install_event_loop_policy
     from routescript.workers.supervisor import run
 
-    setup_logging(L_NOTICE)  # until the script's log_level is read
+    setup_logging(LogSettings())  # until the script's log_level is read
     install_event_loop_policy()
     try:
         # one process, or a supervisor and its worker processes (udp_workers > 1: docs/workers.md)
-        return asyncio.run(run(cfg, user=user, group=group))
+        return asyncio.run(run(cfg, options))
     except KeyboardInterrupt:
         return 130
 
@@ -211,7 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
-        return cmd_run(args.cfg, args.user, args.group)
+        from routescript.core.overrides import RunOptions
+
+        return cmd_run(args.cfg, RunOptions(args.user, args.group, args.pid_file, args.log_level,
+                                            tuple(args.listen), args.chroot))
     if args.command == "check":
         return cmd_check(args.cfg, args.syntax_only)
     if args.command == "mi":

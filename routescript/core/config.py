@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .environ import expand_env
 from .module import ConfigError
 from .netlist import NetworkList
 from .privileges import PrivilegeError, RunAs, run_as
@@ -43,6 +44,10 @@ DEFAULT_SOCKET = "udp:127.0.0.1:5060"
 SUPPORTED_PROTOS = ("udp", "tcp", "ws")
 # A socket line without a port: 5060, but 80 for ws (proto_ws's ws_port default, RFC 6455 3).
 DEFAULT_PORTS = {"ws": 80}
+
+CHROOT_REFUSED = ("is not supported: a Python server imports files after start-up, which a chroot would "
+                  "break; confine it from outside instead (systemd's RootDirectory=, or a container)")
+LOG_FORMATS = ("plain_text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,17 @@ def _int(v: object) -> int:
         raise ValueError(f"expects an integer, got \"{v}\"") from None
 
 
+def parse_log_level(text: str) -> int:
+    """A log level as `log_level` takes it: a number (-3 .. 4) or its name (L_ALERT .. L_DBG)."""
+    try:
+        level = _int(text)
+    except ValueError:
+        raise ValueError(f"expects a log level (-3 .. 4 or {', '.join(LOG_LEVEL_NAMES)})") from None
+    if not L_ALERT <= level <= L_DBG:
+        raise ValueError(f"log level {level} out of range ({L_ALERT} .. {L_DBG})")
+    return level
+
+
 def _str(v: object) -> str:
     return str(v)
 
@@ -143,6 +159,17 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "log_facility": ("str", "LOG_DAEMON", False),
     "syslog_name": ("str", "routescript", False),
     "log_name": ("str", "routescript", False),
+    # OpenSIPS 3.x: "plain_text" or "json" for each log consumer (core/log.py; "json_cee" is refused)
+    "stderror_log_format": ("str", "plain_text", False),
+    "syslog_log_format": ("str", "plain_text", False),
+    # routescript's own: where syslog lines go (the local syslog daemon's socket; a test's fake one)
+    "syslog_socket": ("str", "/dev/log", False),
+    # routescript's own (OpenSIPS takes it as -P only): the process id written there once the SIP
+    # sockets are bound, removed at exit (core/pidfile.py)
+    "pid_file": ("str", "", False),
+    # routescript's own: seconds a stop (SIGTERM) may take, in-flight messages and database writes
+    # included, before what is left is abandoned (docs/operations.md, "Stopping")
+    "shutdown_timeout": ("int", 5, False),
     "udp_workers": ("int", 1, False),
     "tcp_workers": ("int", 1, False),
     "children": ("int", 1, False),
@@ -276,6 +303,7 @@ _REMOVED_PARAM_HINTS = {
 
 # Worker counts: at least 1 each (1 = today's single process).
 _WORKER_COUNTS = ("children", "udp_workers", "tcp_workers", "timer_workers")
+_AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout"})
 TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
                          "timer_route runs in worker 0")
 
@@ -316,6 +344,23 @@ class CoreConfig:
     @property
     def stderror_enabled(self) -> bool:
         return bool(self.values.get("stderror_enabled", self.values.get("log_stderror", True)))
+
+    @property
+    def syslog_enabled(self) -> bool:
+        """syslog_enabled when set; else OpenSIPS 2.x's meaning of `log_stderror = no`: to syslog."""
+        if "syslog_enabled" in self.values:
+            return bool(self.values["syslog_enabled"])
+        return "log_stderror" in self.values and not self.values["log_stderror"]
+
+    @property
+    def syslog_facility(self) -> str:
+        """syslog_facility, or its other name log_facility (LOG_DAEMON)."""
+        return str(self.values.get("syslog_facility", self.values.get("log_facility", "LOG_DAEMON")))
+
+    @property
+    def syslog_name(self) -> str:
+        """The syslog ident: syslog_name, or its other name log_name (routescript)."""
+        return str(self.values.get("syslog_name", self.values.get("log_name", "routescript")))
 
     @property
     def server_header(self) -> str:
@@ -409,13 +454,19 @@ def apply_globals(
             cfg.sockets.append(_socket_of(value, pos))
             continue
         try:
-            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](value)
+            # $env(NAME) in db_default_url and the like (environ.py)
+            given = expand_env(value) if kind == "str" else value
+        except ValueError as exc:
+            raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
+        try:
+            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
         except ValueError as exc:
             raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
-        if name in ("mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff") and typed < 1:
+        if name in _AT_LEAST_ONE and typed < 1:
             raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
         _check_worker_param(cfg, name, typed, pos, warnings)
         _check_dns_param(name, typed, pos)
+        _check_log_param(name, typed, pos)
         if name == "alias":
             cfg.aliases.append(typed)
         else:
@@ -452,6 +503,23 @@ def _check_worker_param(cfg: CoreConfig, name: str, value: Any, pos: Pos | None,
                           pos)
     if name == "timer_workers":
         warnings.append((TIMER_WORKERS_WARNING, pos))
+
+
+SYSLOG_FACILITIES = ("LOG_AUTH", "LOG_AUTHPRIV", "LOG_CRON", "LOG_DAEMON", "LOG_FTP", "LOG_KERN", "LOG_LPR",
+                     "LOG_MAIL", "LOG_NEWS", "LOG_SYSLOG", "LOG_USER", "LOG_UUCP",
+                     *(f"LOG_LOCAL{i}" for i in range(8)))
+
+
+def _check_log_param(name: str, value: Any, pos: Pos | None) -> None:
+    """The log formats OpenSIPS names (json_cee is refused: no CEE schema here) and syslog(3)'s
+    facilities (OpenSIPS: "bad facility (see syslog(3) man page)")."""
+    if name in ("stderror_log_format", "syslog_log_format") and value not in LOG_FORMATS:
+        extra = " (json_cee, the CEE schema, is not implemented)" if value == "json_cee" else ""
+        raise ConfigError(f"core parameter '{name}' expects \"plain_text\" or \"json\", got \"{value}\""
+                          f"{extra}", pos)
+    if name in ("syslog_facility", "log_facility") and value not in SYSLOG_FACILITIES:
+        raise ConfigError(f"core parameter '{name}': bad facility \"{value}\" (see syslog(3): "
+                          f"{', '.join(SYSLOG_FACILITIES)})", pos)
 
 
 # DNS parameters whose value names something we do not do: (name, refused value) -> why.
@@ -523,9 +591,7 @@ def _check_identity(cfg: CoreConfig) -> None:
     """`chroot` is refused and `user`/`group` must name existing accounts, at load time (so
     `routescript check` reports them with the line)."""
     if cfg.values.get("chroot"):
-        raise ConfigError("chroot is not supported: a Python server imports files after start-up, "
-                          "which a chroot would break; confine it from outside instead (systemd's "
-                          "RootDirectory=, or a container)", cfg.positions.get("chroot"))
+        raise ConfigError(f"chroot {CHROOT_REFUSED}", cfg.positions.get("chroot"))
     for names in (("user", "uid"), ("group", "gid")):
         for name in names:
             if not cfg.values.get(name):

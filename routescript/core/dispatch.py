@@ -205,6 +205,7 @@ class MessageDispatcher:
         if waited <= limit or (waited <= limit * IN_DIALOG_ALLOWANCE and _in_dialog(msg)):
             return False
         self._counters.drop_requests += 1
+        self._counters.queue_delay_refusals += 1
         if now - self._shed_logged >= 1.0:  # one line a second, not one per request
             self._shed_logged = now
             log.warning("overloaded: a %s waited %.0f ms (queue_delay_limit %.0f ms): 503 until it "

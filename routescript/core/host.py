@@ -98,8 +98,8 @@ class ModuleHost(Protocol):
     def is_myself(self, host: str, port: int | None = None) -> bool:
         """Whether host[:port] is one of our sockets or alias= names."""
 
-    async def stop(self) -> None:
-        """Stop cleanly (MI `kill`)."""
+    async def stop(self) -> bool:
+        """Stop cleanly (MI `kill`); False when the stop overran shutdown_timeout."""
 
     async def reload_routes(self) -> list[Any]:
         """Compile the script again and swap it in if valid; returns the warnings (MI `reload_routes`)."""

@@ -5,12 +5,13 @@ start() runs these steps in order; each one that opens something registers how t
 CloseStack, so a failed start closes what it opened (last first) and stop() closes everything:
 
     bind_sockets        the transport and every listen= socket (ports below 1024 need root)
+    write_pid_file      pid_file (-P), still as the starting user (pidfile.py)
     drop_privileges     wdir, then user/group (privileges.py says why here)
     make_transactions   the transaction layer (tm's timers)
     start_modules       every module's start(), in load order
     run_startup_route   startup_route, once the dispatcher takes messages
     timers.start        the timer_route loops
-    serve               only now read the SIP sockets
+    serve               only now read the SIP sockets, then READY=1 to systemd (sdnotify.py)
 
 With worker processes (docs/workers.md, routescript/workers/) the steps are shared out: the supervisor
 binds the sockets and drops privileges itself, then start_supervisor() starts only the modules that run
@@ -38,10 +39,13 @@ from routescript.transport.ws import WsOptions
 from .config import CoreConfig
 from .dispatch import MessageDispatcher
 from .events import EventBus
+from .health import LoopLagMonitor
 from .loading import ConfigLoader, Diagnostic, LoadError
-from .log import NOTICE, setup_logging
+from .log import NOTICE, LogSettings, setup_logging
 from .module import ConfigError, Module, ModuleSet, RunsIn
+from .pidfile import PidFile, PidFileError
 from .privileges import PrivilegeError, RunAs, drop_privileges
+from .sdnotify import NO_NOTIFIER, SystemdNotifier
 from .routes import Routes
 from .stats import CoreCounters
 from .timers import Timers
@@ -56,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routescript.core")
 
-STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown
+STOP_GRACE = 5.0  # seconds in-flight messages get at shutdown: shutdown_timeout's default
 
 # Which modules each kind of process starts (Module.runs_in); one process alone starts them all.
 ALL_MODULES: frozenset[RunsIn] = frozenset({"workers", "supervisor", "both"})
@@ -157,8 +161,10 @@ class Lifecycle:
     """Server.start, stop and serve_forever."""
 
     def __init__(self, server: StartingServer, loader: ConfigLoader, routes: Routes,
-                 dispatcher: MessageDispatcher, timers: Timers, databases: Databases) -> None:
+                 dispatcher: MessageDispatcher, timers: Timers, databases: Databases,
+                 loop_lag: LoopLagMonitor | None = None) -> None:
         self._server = server
+        self._loop_lag = loop_lag
         self._loader = loader
         self._routes = routes
         self._dispatcher = dispatcher
@@ -167,6 +173,10 @@ class Lifecycle:
         self.started = False
         self._stopped = asyncio.Event()
         self._closing = CloseStack()
+        # systemd's notification socket (sdnotify.py): `routescript run` sets it, in the main process only
+        self.notifier: SystemdNotifier = NO_NOTIFIER
+        self._stop_requested = asyncio.Event()   # SIGINT/SIGTERM (handle_signals)
+        self._handling_signals = False
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -183,6 +193,9 @@ class Lifecycle:
             # stop(): closed after every module, so registered first.
             closing.push("the databases", self._databases.close_all)
             transport = await self.bind_sockets(closing)
+            pid_file = self.write_pid_file()
+            if pid_file is not None:
+                closing.push("the pid file", _async(pid_file.remove))
             target = self.drop_privileges()
             self.make_transactions(closing, transport)
             closing.push("the events", self._server.events.drain)
@@ -190,21 +203,22 @@ class Lifecycle:
             self._set_started(True)
             await self.run_startup_route()
             self._timers.start()
+            self._watch_loop_lag(closing)
             await self.serve(transport)
         except BaseException:
             self._set_started(False)
             await closing.close_all()
             raise
-        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path,
-                ", ".join(s.name for s in self._server.sockets))
+        listening = ", ".join(s.name for s in self._server.sockets)
+        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path, listening)
+        self.notifier.ready(f"listening on {listening}")
 
     def start_logging(self) -> None:
         """Logging as the script sets it, then the load warnings and notes."""
         loaded = self._loader.loaded
         assert loaded is not None, "start before load"
         cfg = self._server.config
-        setup_logging(cfg.log_level, xlog_level=cfg.xlog_level, stderr=cfg.stderror_enabled,
-                      syslog=bool(cfg.get("syslog_enabled")), facility=str(cfg.get("syslog_facility")))
+        setup_logging(LogSettings.of(cfg))
         for w in loaded.warnings:
             log.warning("%s", w)
         for note in cfg.notes:
@@ -238,6 +252,7 @@ class Lifecycle:
                 await self.run_startup_route()
             if timers:
                 self._timers.start()
+            self._watch_loop_lag(closing)
             await self.serve(transport)
             if node is not None:
                 node.serve()
@@ -307,6 +322,19 @@ class Lifecycle:
                                             spec.pos)]) from None
             server.sockets.append(info)
         return transport
+
+    def write_pid_file(self) -> PidFile | None:
+        """pid_file (-P): this process's id, written before the privilege drop (/run is root's); None
+        when not asked for. A LoadError when another live process holds it or it cannot be written."""
+        path = str(self._server.config.get("pid_file") or "")
+        if not path:
+            return None
+        pid_file = PidFile(path)
+        try:
+            pid_file.write()
+        except PidFileError as exc:
+            raise LoadError([Diagnostic(str(exc), self._server.config.positions.get("pid_file"))]) from None
+        return pid_file
 
     def drop_privileges(self) -> RunAs | None:
         """wdir, then user/group: switch once the SIP sockets are bound (ports below 1024 need root),
@@ -378,6 +406,16 @@ class Lifecycle:
             await self._routes.run(STARTUP_ROUTE, None,
                                    MsgContext(server=self._server, route_type=STARTUP_ROUTE))
 
+    def _watch_loop_lag(self, closing: CloseStack) -> None:
+        """process:loop_lag_ms sampled while the process serves (health.py)."""
+        if self._loop_lag is None:
+            return
+        task = asyncio.ensure_future(self._loop_lag.run())
+
+        async def cancel() -> None:
+            task.cancel()
+        closing.push("the loop lag sampler", cancel)
+
     async def serve(self, transport: TransportLayer) -> None:
         """Only now read the SIP sockets: what arrived during start-up waited in the kernel and is served
         now, its wait not counted against queue_delay_limit (it was not overload). The probes start
@@ -395,25 +433,51 @@ class Lifecycle:
         self._dispatcher.accepting = started
 
     # ------------------------------------------------------------------ stop
-    async def stop(self) -> None:
-        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
+    async def stop(self) -> bool:
+        """Stop receiving, let in-flight messages finish, stop the modules (their pending writes are
+        committed: presence's group-commit queue, dialog's, usrloc's...), close everything.
+
+        Bounded (docs/operations.md, "Stopping"): in-flight messages get shutdown_timeout seconds (then
+        they are cancelled, unanswered), closing gets shutdown_timeout seconds more. False when the
+        closing ran out of time (what was left is abandoned and said): `routescript run` exits 1."""
         if not self.started:
             self._stopped.set()
-            return
+            return True
         self._set_started(False)
+        limit = float(self._server.config.get("shutdown_timeout") or STOP_GRACE)
         await self._timers.stop()
-        await self._dispatcher.finish(STOP_GRACE)
-        await self._closing.close_all()
+        await self._dispatcher.finish(limit)
+        clean = True
+        try:
+            async with asyncio.timeout(limit):   # in this task: a close that stops its caller's task stays
+                await self._closing.close_all()
+        except TimeoutError:
+            clean = False
+            log.error("stopping: closing the modules took more than %.0f s (shutdown_timeout): abandoned; "
+                      "writes still pending are lost", limit)
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")
+        return clean
 
-    async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
+    def handle_signals(self) -> None:
+        """SIGINT/SIGTERM ask for a stop, SIGHUP for a reload. `routescript run` installs them before
+        start(): a SIGTERM right after READY=1 (or during start-up) stops the server cleanly instead of
+        killing it with the default action."""
         loop = asyncio.get_running_loop()
-        stop_req = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_req.set)
+            loop.add_signal_handler(sig, self._stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        self._handling_signals = True
+
+    async def serve_forever(self) -> bool:
+        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes. Pings systemd's watchdog
+        meanwhile. Returns stop()'s answer (False: the stop overran its bound)."""
+        loop = asyncio.get_running_loop()
+        if not self._handling_signals:
+            self.handle_signals()
+        stop_req = self._stop_requested
+        watchdog = asyncio.ensure_future(self.notifier.watchdog())
         try:
             waiter = asyncio.ensure_future(stop_req.wait())
             stopped = asyncio.ensure_future(self._stopped.wait())
@@ -421,13 +485,42 @@ class Lifecycle:
             waiter.cancel()
             stopped.cancel()
         finally:
+            # a second SIGTERM while stopping (an impatient operator) must not cut the stop short
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+                loop.add_signal_handler(sig, _already_stopping, sig)
+            self.notifier.stopping()
+            watchdog.cancel()
+            try:
+                clean = await self.stop()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                self._handling_signals = False
+        return clean
 
     def _reload_on_signal(self) -> None:
-        reload: Coroutine[object, object, object] = self._loader.reload_routes()
+        reload: Coroutine[object, object, object] = reload_telling(self.notifier,
+                                                                   self._loader.reload_routes())
         self._dispatcher.spawn(reload)
+
+
+def _already_stopping(sig: int) -> None:
+    log.warning("%s while stopping: ignored, the stop goes on (bounded by shutdown_timeout)",
+                signal.Signals(sig).name)
+
+
+async def reload_telling(notifier: SystemdNotifier,
+                         reload: Coroutine[object, object, Sequence[object]]) -> Sequence[object]:
+    """A SIGHUP reload between RELOADING=1 and READY=1 (systemd's reload protocol); a refused reload
+    (the old script kept) is said in STATUS=."""
+    notifier.reloading()
+    diagnostics: Sequence[object] = ()
+    try:
+        diagnostics = await reload
+    finally:
+        errors = [d for d in diagnostics if getattr(d, "severity", "error") == "error"]
+        notifier.ready(f"reload refused, the old script runs: {errors[0]}" if errors else "reloaded")
+    return diagnostics
 
 
 def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from .environ import expand_env
 from .module import ConfigError, Module, ModuleSet, Param
 
 if TYPE_CHECKING:
@@ -204,6 +205,12 @@ def type_modparams(classes: Classes, lines: Iterable[ModParam], missing: Iterabl
             errors.append(ConfigError(f"modparam: module '{line.module}' is not loaded (loadmodule it first)",
                                       line.pos))
             continue
+        try:
+            value = expand_env(line.value)   # $env(NAME): environ.py
+        except ValueError as exc:
+            errors.append(ConfigError(f"modparam(\"{line.module}\", \"{line.param}\"): {exc}", line.pos))
+            refused.update(targets)
+            continue
         applied = False
         for name in targets:
             param = _find_param(classes[name][0].params, line.param)
@@ -211,7 +218,7 @@ def type_modparams(classes: Classes, lines: Iterable[ModParam], missing: Iterabl
                 continue
             applied = True
             try:
-                typed = param.convert(line.value)
+                typed = param.convert(value)
             except ValueError as exc:
                 errors.append(ConfigError(f"modparam(\"{name}\", \"{line.param}\"): {exc}", line.pos))
                 refused.add(name)

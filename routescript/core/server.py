@@ -49,6 +49,7 @@ from .config import CoreConfig
 from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDispatcher,
                        _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
+from .health import LoopLagMonitor, register_health_statistics
 from .lifecycle import STOP_GRACE, Databases, Lifecycle
 from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
@@ -62,6 +63,8 @@ from .timers import Timers
 
 if TYPE_CHECKING:
     from routescript.db import Database
+
+    from .overrides import RunOptions
     from routescript.script.registry import Registry
 
 __all__ = [
@@ -102,13 +105,15 @@ class Server:
         self.routes = Routes()
         self.events = EventBus(self.routes.run_event, self, self.routes.has_event, self.routes.run_event_now)
         register_core_statistics(self.statistics, self.counters, self)
+        self.loop_lag = LoopLagMonitor()
+        register_health_statistics(self.statistics, self.counters, self.loop_lag)
         self.replier = Replier(self, self.counters)
         self.dispatcher = MessageDispatcher(self, self.routes, self.replier, self.counters)
         self.timers = Timers(self.routes, self)
         self.loader = ConfigLoader(self, self.routes, self.timers)
         self.databases = Databases()
         self.lifecycle = Lifecycle(self, self.loader, self.routes, self.dispatcher, self.timers,
-                                   self.databases)
+                                   self.databases, self.loop_lag)
 
         # The per-message names are the parts' own bound methods: no call in between on the hot path.
         self.handle_message = self.dispatcher.handle_message
@@ -156,13 +161,15 @@ class Server:
         """Sockets, privileges, transactions, modules, startup_route, timers, then serve (lifecycle.py)."""
         await self.lifecycle.start()
 
-    async def stop(self) -> None:
-        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything."""
-        await self.lifecycle.stop()
+    async def stop(self) -> bool:
+        """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything.
+        False when closing overran shutdown_timeout (lifecycle.py)."""
+        return await self.lifecycle.stop()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes."""
-        await self.lifecycle.serve_forever()
+    async def serve_forever(self) -> bool:
+        """Run until SIGINT/SIGTERM (or stop()); SIGHUP reloads the routes. False when the stop overran
+        shutdown_timeout."""
+        return await self.lifecycle.serve_forever()
 
     async def database(self, url: str) -> Database:
         """A routescript.db handle for `url`, opened once and shared; closed at stop()."""
@@ -215,23 +222,27 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def run_file(path: str, *, user: str | None = None, group: str | None = None) -> int:
+async def run_file(path: str, options: RunOptions | None = None) -> int:
     """`routescript run` in one process: load, start, serve until a stop signal. Returns the exit status:
     1 when the configuration cannot be loaded or start-up fails (everything start() opened is closed by
-    then, so the process ends at once). `user`/`group` (-u/-g) take the place of the script's own."""
+    then, so the process ends at once). `options` (the command line's -u, -g, -P...) take the place of
+    the script's own values."""
     try:
-        server = load_for_run(path, user=user, group=group)
+        server = load_for_run(path, options)
     except LoadError as exc:
         log_load_error(exc)
         return 1
     return await run_loaded(server)
 
 
-def load_for_run(path: str, *, user: str | None = None, group: str | None = None) -> Server:
-    """Load `path` for `routescript run` (with -u/-g); LoadError with every diagnostic."""
+def load_for_run(path: str, options: RunOptions | None = None) -> Server:
+    """Load `path` for `routescript run` with the command line's overrides (overrides.py); LoadError
+    with every diagnostic."""
+    from .overrides import RunOptions, apply_overrides
+
     server = Server()
     server.load(path)
-    _override_identity(server, user, group)
+    apply_overrides(server.config, options or RunOptions())
     return server
 
 
@@ -260,6 +271,7 @@ async def run_loaded(server: Server) -> int:
         # Before start(), so that no signal can arrive between "listening" and serve_forever()'s
         # signal handlers while a collection runs.
         freeze_loaded_objects()
+        server.lifecycle.handle_signals()   # before READY=1 / "started": a SIGTERM then stops cleanly
         await server.start()
     except LoadError as exc:
         log_load_error(exc)
@@ -267,23 +279,5 @@ async def run_loaded(server: Server) -> int:
     except Exception:  # our bug: start() closed what it opened; say so and exit
         log.exception("start-up failed")
         return 1
-    await server.serve_forever()
-    return 0
-
-
-def _override_identity(server: Server, user: str | None, group: str | None) -> None:
-    """-u/-g: checked like the script's user/group (an unknown name is an error before anything opens).
-    Choice: the command line wins over the script (OpenSIPS parses -u first and lets a `user =` line
-    override it; an operator's command line is the later, more specific word)."""
-    from .privileges import PrivilegeError, run_as
-
-    for name, value in (("user", user), ("group", group)):
-        if value is None:
-            continue
-        try:
-            run_as(value, "") if name == "user" else run_as("", value)
-        except PrivilegeError as exc:
-            raise LoadError([PlainDiagnostic(f"-{name[0]} {value}: {exc}")]) from None
-        server.config.values[name] = value
-        server.config.values.pop("uid" if name == "user" else "gid", None)
-        server.config.positions.pop(name, None)
+    clean = await server.serve_forever()
+    return 0 if clean else 1

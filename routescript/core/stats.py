@@ -179,6 +179,8 @@ class CoreCounters:
         # tm
         "received_replies", "relayed_replies", "local_replies", "UAS_transactions", "UAC_transactions",
         "tm_2xx", "tm_3xx", "tm_4xx", "tm_5xx", "tm_6xx",
+        # ours (health.py): requests refused 503 by queue_delay_limit
+        "queue_delay_refusals",
     )
     # Declared for the type checker; __init__ sets every slot to 0.
     rcv_requests: int
@@ -211,6 +213,7 @@ class CoreCounters:
     tm_4xx: int
     tm_5xx: int
     tm_6xx: int
+    queue_delay_refusals: int
 
     def __init__(self) -> None:
         for attr in self.__slots__:

@@ -11,6 +11,7 @@ import abc
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ from typing import Any, Literal, Self, TypeVar
 from routescript.db import _sql
 from routescript.db._plan import NotPlain, StatementPlan
 from routescript.db.errors import DatabaseError, SchemaError
+from routescript.db.metrics import QUERY_METRICS
 from routescript.db.feed import FeedCallback, Listeners, ReconnectCallback, check_channel, check_payload
 from routescript.db.schema import (
     DEFAULT_TABLES,
@@ -382,6 +384,18 @@ class Database(abc.ABC):
         return None
 
     async def _run(self, fn: Callable[[Any], Awaitable[T]], *, idempotent: bool = False) -> T:
+        """Run one statement (inside the task's transaction when there is one), counted in QUERY_METRICS:
+        its time, and whether it failed (a DatabaseError: the back end refused it, or is away)."""
+        started = time.perf_counter()
+        try:
+            result = await self._run_statement(fn, idempotent)
+        except Exception:   # a cancelled statement (a stop, a timeout of the caller's) is not counted
+            QUERY_METRICS.observe(time.perf_counter() - started, failed=True)
+            raise
+        QUERY_METRICS.observe(time.perf_counter() - started, failed=False)
+        return result
+
+    async def _run_statement(self, fn: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
         self._check_open()
         tx = self.current_transaction()
         if tx is None:

@@ -143,7 +143,7 @@ class CoreMI(Module):
         loop.call_soon(self._spawn_stop, stop)
         return "OK"
 
-    def _spawn_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
+    def _spawn_stop(self, stop: Callable[[], Awaitable[bool]]) -> None:
         self._stop_task = asyncio.ensure_future(stop())
 
     @mi_command("log_level", workers="concat", optional=("level", "pid"),

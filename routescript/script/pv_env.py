@@ -1,8 +1,11 @@
 """Pseudo-variables of the message's surroundings: transport ($si $sp $Ri $Rp $pr $af), the error that
-reached error_route ($err.*), the transaction's reply code ($T_reply_code) and time ($Ts $Tsm $Tf $time)."""
+reached error_route ($err.*), the transaction's reply code ($T_reply_code), time ($Ts $Tsm $Tf $time)
+and the process environment ($env(NAME))."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -138,3 +141,20 @@ def _time_pvars(clock: Clock) -> list[PVarSpec]:
         PVarSpec("Tf", get_tf),
         PVarSpec("time", get_time, key="required", check_key=check_format),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# $env(NAME): OpenSIPS's cfgutils pseudo-variable, read-only. Read when the script runs, as OpenSIPS's
+# getenv(); an unset variable is $null, as there (a modparam's $env(NAME) is instead a load-time error:
+# routescript/core/environ.py).
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_env_name(key: str) -> None:
+    if not _ENV_NAME.match(key):
+        raise ValueError(f"$env({key}): not an environment variable name")
+
+
+def get_env(ctx: MsgContext, key: str | None, index: Any) -> str | None:
+    return os.environ.get(key) if key else None

@@ -35,8 +35,9 @@ import re
 import time
 
 from .pv_common import FIELD_DELIM, MAX_AVP_VALUES, MAX_VALUE_LEN, Clock, _check_header_name, _check_name
-from .pv_env import (_err_attr, _time_pvars, check_socket_in_field, get_af, get_proto, get_rcv_ip,
-                     get_rcv_port, get_reply_code, get_socket_in, get_src_ip, get_src_port)
+from .pv_env import (_err_attr, _time_pvars, check_env_name, check_socket_in_field, get_af, get_env,
+                     get_proto, get_rcv_ip, get_rcv_port, get_reply_code, get_socket_in, get_src_ip,
+                     get_src_port)
 from .pv_message import (CT_FIELDS, _check_ct_field, _duri_attr, _header_getter, _header_uri_getter, _na_attr,
                          _ouri_attr, _ruri_attr, get_body, get_call_id, get_content_length, get_cseq, get_ct,
                          get_ct_fields, get_duri, get_hdr, get_hdrcnt, get_method, get_msg_buf, get_msg_len,
@@ -137,6 +138,7 @@ def core_pvars(clock: Clock = time.time) -> list[PVarSpec]:
         PVarSpec("param", get_param, key="required", check_key=check_param),
         PVarSpec("T_reply_code", get_reply_code),
         PVarSpec("pp", lambda ctx, key, index: os.getpid()),
+        PVarSpec("env", get_env, key="required", check_key=check_env_name),
     ]
     for attr in ("class", "level", "info", "rcode", "rreason"):
         specs.append(PVarSpec(f"err.{attr}", _err_attr(attr)))

@@ -151,9 +151,9 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
     await asyncio.wait([waiter, stopped], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     control_task.cancel()
-    await server.stop()
+    clean = await server.stop()
     channel.close()
-    return 0
+    return 0 if clean else 1
 
 
 def _forget_supervisor_mi(server: Server) -> None:

@@ -10,7 +10,8 @@ the worker's error. Then the modules that run in the supervisor start (the MI li
 - a worker that exits is reaped (pidfd readable, os.waitpid) and forked again in the same slot with
   epoch + 1 after the RestartPolicy's back-off; one that answers no Ping for WATCHDOG seconds is killed
   (then it is a crash like any other);
-- SIGTERM/SIGINT (or MI kill): Stop to every worker, SIGKILL to those still there after STOP_TIMEOUT;
+- SIGTERM/SIGINT (or MI kill): Stop to every worker, SIGKILL to those still there after stop_timeout()
+  (a worker's own bound, 2 x shutdown_timeout, and STOP_MARGIN);
 - SIGHUP or MI reload_routes: the all-or-none reload (docs/workers.md, section 6): the supervisor
   compiles the script itself, every worker prepares it aside (ReloadPrepare/Prepared), then all commit or
   all abort;
@@ -74,6 +75,8 @@ from .sockets import WorkerSockets
 
 if TYPE_CHECKING:
     from routescript.core.loading import LoadDiagnostic
+    from routescript.core.overrides import RunOptions
+    from routescript.core.pidfile import PidFile
     from routescript.core.module import MICommand
     from routescript.core.server import Server
     from routescript.core.stats import Statistics
@@ -85,7 +88,7 @@ log = logging.getLogger("routescript.workers")
 T = TypeVar("T")
 
 START_TIMEOUT = 120.0    # seconds a worker may take to start (schema creation, startup_route)
-STOP_TIMEOUT = 15.0      # seconds workers get to stop before SIGKILL
+STOP_MARGIN = 5.0        # seconds beyond a worker's own stop bound (2 x shutdown_timeout) before SIGKILL
 PING_INTERVAL = 2.0
 WATCHDOG = 10.0          # seconds without a Pong before a worker is killed
 MI_TIMEOUT = 30.0        # seconds a forwarded MI command may take (a table walk is the longest)
@@ -96,16 +99,19 @@ ADOPT_AFTER = 2.0        # seconds a slot may be down before a live worker adopt
 ADOPT_TIMEOUT = 30.0     # seconds the restart of an adopted slot waits for Adopted at most
 
 
-async def run(path: str, *, user: str | None = None, group: str | None = None) -> int:
+async def run(path: str, options: RunOptions | None = None) -> int:
     """`routescript run`: one process as before, or a supervisor and its workers when the configuration
-    asks for more than one (plan.runs_workers)."""
+    asks for more than one (plan.runs_workers). The main process alone speaks to systemd (sdnotify.py)."""
+    from routescript.core.sdnotify import SystemdNotifier
     from routescript.core.server import freeze_loaded_objects, load_for_run, log_load_error, run_loaded
 
+    notifier = SystemdNotifier.from_environment()   # read before any fork, and removed from the environment
     try:
-        server = load_for_run(path, user=user, group=group)
+        server = load_for_run(path, options)
     except LoadError as exc:
         log_load_error(exc)
         return 1
+    server.lifecycle.notifier = notifier
     plan = server.config.worker_plan()
     if not runs_workers(plan):
         return await run_loaded(server)
@@ -175,10 +181,14 @@ class Supervisor:
         except LoadError as exc:
             log_load_error(exc)
             return 1
+        pid_file: PidFile | None = None
         try:
+            pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
             lifecycle.drop_privileges()
         except LoadError as exc:
             log_load_error(exc)
+            if pid_file is not None:
+                pid_file.remove()
             sockets.close()
             return 1
         self.inboxes = [Inbox(slot) for slot in range(self.plan.total)]
@@ -196,8 +206,11 @@ class Supervisor:
                 log.error("%s", error)
                 log.error("aborting: a worker process failed to start")
                 return 1
+            listening = ", ".join(b.name for b in sockets.bound)
             log.log(NOTICE, "routescript started: %s, %d worker processes, listening on %s", self.server.path,
-                    self.plan.total, ", ".join(b.name for b in sockets.bound))
+                    self.plan.total, listening)
+            lifecycle.notifier.ready(f"{self.plan.total} worker processes, listening on {listening}")
+            self._spawn(lifecycle.notifier.watchdog())   # cancelled with the other tasks at stop
             watchdog = self._spawn(self._watch())
             stopped = asyncio.ensure_future(lifecycle.wait_stopped())   # MI kill
             requested = asyncio.ensure_future(self._stop_requested.wait())
@@ -205,14 +218,17 @@ class Supervisor:
             stopped.cancel()
             requested.cancel()
             watchdog.cancel()
-            return 0
         finally:
-            await self._stop_workers()
+            lifecycle.notifier.stopping()
+            clean = await self._stop_workers()
             await self.server.stop()
             self._remove_signals()
             sockets.close()
             for inbox in self.inboxes:
                 inbox.close()
+            if pid_file is not None:
+                pid_file.remove()
+        return 0 if clean else 1
 
     async def _start_workers(self) -> str | None:
         """Worker 0 first (it creates the schema and runs startup_route), then the others together.
@@ -471,8 +487,9 @@ class Supervisor:
             worker.channel.send(update)
 
     # ------------------------------------------------------------------ stop, signals
-    async def _stop_workers(self) -> None:
-        """Stop to every worker, SIGKILL to those still running after STOP_TIMEOUT, reap them all."""
+    async def _stop_workers(self) -> bool:
+        """Stop to every worker, SIGKILL to those still running after the stop bound, reap them all. True
+        when every worker stopped by itself with status 0."""
         self.stopping = True
         for handle in self._restarts.values():
             handle.cancel()
@@ -482,17 +499,25 @@ class Supervisor:
             worker.channel.send(Stop())
             _signal(worker, signal.SIGTERM)   # also stops one that is still starting
         exits = [w.exited for w in workers]
+        late: set[asyncio.Future[int]] = set()
         if exits:
-            _done, late = await asyncio.wait(exits, timeout=STOP_TIMEOUT)
+            bound = stop_timeout(self.server)
+            _done, late = await asyncio.wait(exits, timeout=bound)
             for worker in workers:
                 if worker.exited in late:
                     log.error("w%d (pid %d) did not stop within %.0f s: SIGKILL", worker.slot, worker.pid,
-                              STOP_TIMEOUT)
+                              bound)
                     _signal(worker, signal.SIGKILL)
             if late:
                 await asyncio.wait(late, timeout=5.0)
         for task in list(self._tasks):
             task.cancel()
+        failed = [w for w in workers if not w.exited.done() or w.exited.result() != 0]
+        for worker in failed:
+            if worker.exited.done() and worker.exited not in late:
+                log.error("w%d (pid %d) stopped with %s", worker.slot, worker.pid,
+                          _describe(worker.exited.result()))
+        return not failed
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -506,8 +531,10 @@ class Supervisor:
             loop.remove_signal_handler(sig)
 
     def _reload_on_signal(self) -> None:
+        from routescript.core.lifecycle import reload_telling
+
         log.info("SIGHUP: reloading the routes of every worker")
-        self._spawn(self.reload_routes())
+        self._spawn(reload_telling(self.server.lifecycle.notifier, self.reload_routes()))
 
     # ------------------------------------------------------------------ reload (all or none)
     async def reload_routes(self) -> list[LoadDiagnostic]:
@@ -694,6 +721,12 @@ class ThreadPerCallExecutor(Executor):
 
         threading.Thread(target=run, name="routescript-supervisor-call", daemon=True).start()
         return future
+
+
+def stop_timeout(server: Server) -> float:
+    """Seconds the workers get to stop: in-flight messages, then closing, shutdown_timeout each
+    (Lifecycle.stop), and STOP_MARGIN for the process's own exit."""
+    return 2 * float(server.config.get("shutdown_timeout")) + STOP_MARGIN
 
 
 def _signal(worker: Worker, sig: int) -> None:

@@ -325,11 +325,13 @@ async def test_requests_that_waited_past_queue_delay_limit_get_503_not_the_scrip
             assert (answer.status, answer.header("Retry-After")) == (503, "5")
             assert f"OPTIONS {late.call_id}" not in ProbeModule.log     # the script never saw it
             assert server.counters.drop_requests == 1
+            assert server.statistics.get("core:queue_delay_refusals").value == 1   # docs/operations.md
             await server.handle_message(parse_message(on_time.to_bytes()), source, time.monotonic() - 0.05)
             assert (await client.expect_response(on_time, final=True)).status == 200
             await server.handle_message(parse_message(ack.to_bytes()), source, time.monotonic() - 0.3)
             assert f"ACK {ack.call_id}" in ProbeModule.log             # an ACK is never refused
             assert server.counters.drop_requests == 1
+            assert server.statistics.get("core:queue_delay_refusals").value == 1
     finally:
         await server.stop()
 

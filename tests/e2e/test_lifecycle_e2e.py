@@ -11,7 +11,9 @@ and sockets:
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -35,7 +37,8 @@ EXIT_AFTER_ERROR = 1.0     # seconds from the logged start-up error to the proce
 NOT_HANGING = 20.0         # overall bound of a failing run (Python's start-up on a loaded machine included)
 
 
-def _basic_cfg(tmp_path: Path, port: int, extra: str = "", head: str = "") -> Path:
+def _basic_cfg(tmp_path: Path, port: int, extra: str = "", head: str = "",
+               route: str = 'sl_send_reply(200, "OK");') -> Path:
     cfg = tmp_path / "lifecycle.cfg"
     cfg.write_text(f"""{head}log_level = 3
 socket = udp:127.0.0.1:{port}
@@ -44,7 +47,7 @@ loadmodule "signaling.so"
 loadmodule "sl.so"
 {extra}
 route {{
-    sl_send_reply(200, "OK");
+    {route}
 }}
 """)
     return cfg
@@ -324,19 +327,22 @@ modparam("presence", "db_url", "sqlite://{data / 'presence.sqlite'}")
 """)
 
 
+def nobody_setup() -> tuple[list[str], pwd.struct_passwd, grp.struct_group]:
+    """(the Python command nobody can run, nobody's and nogroup's entries); skips the test when this
+    machine has no Python nobody can read."""
+    python = _python_for_any_account()
+    if python is None:
+        pytest.skip("no Python installation readable by nobody on this machine")
+    return python, pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+
+
 @needs_root
 @pytest.mark.parametrize("how", ["script", "command line"])
 def test_user_and_group_drop_root_after_binding(tmp_path: Path, shared_dir: Path, how: str) -> None:
     """user = nobody, group = nogroup (or -u/-g): the server binds a port below 1024 as root, then runs
     as nobody:nogroup with none of root's groups, still serving that port, and its SQLite database
     (created after the switch) belongs to nobody. On the base the settings were ignored (uid 0)."""
-    import grp
-    import pwd
-
-    python = _python_for_any_account()
-    if python is None:
-        pytest.skip("no Python installation readable by nobody on this machine")
-    nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    python, nobody, nogroup = nobody_setup()
     port = _free_low_port()
     data = shared_dir / "data"
     data.mkdir()

@@ -136,7 +136,7 @@ def test_every_getter_is_null_without_a_message(name):
     """startup/timer/event routes run without a message: message pvars read NULL, never crash."""
     ctx = MsgContext(route_type=STARTUP_ROUTE)
     key = {"var": "x", "avp": "x", "hdr": "From", "hdrcnt": "From", "ct.fields": "uri", "param": "p",
-           "time": "%Y"}.get(name)
+           "time": "%Y", "env": "RS_TEST_UNSET"}.get(name)
     value = get(ctx, name, key)
     if name in ("retcode", "rc", "?"):
         assert value == 0
@@ -150,7 +150,7 @@ def test_every_getter_is_null_without_a_message(name):
 @pytest.mark.parametrize("name", sorted(PV))
 def test_every_getter_returns_a_script_value(message, name):
     key = {"var": "x", "avp": "x", "hdr": "Via", "hdrcnt": "Via", "ct.fields": "uri", "param": "p",
-           "time": "%H"}.get(name)
+           "time": "%H", "env": "PATH"}.get(name)
     value = get(ctx_for(message), name, key)
     assert value is None or type(value) in (str, int), (name, value)
 
