@@ -7,10 +7,11 @@ that ran since the last `send`; the runner stops the scenario there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lxml import etree
 
@@ -26,6 +27,9 @@ log = logging.getLogger("routescript.testing.scenario")
 # `advance`/`nothing within` slept for real (longer ones make the scenario skipped live).
 LIVE_WAIT = 2.0
 LIVE_MAX_ADVANCE = 10.0
+
+
+_S = TypeVar("_S", bound=m.Step)
 
 
 class StepFailed(AssertionError):
@@ -134,10 +138,10 @@ async def run_step(world: World, step: m.Step, ctx: StepContext) -> None:
         _log(world, step, ctx)
     elif isinstance(step, m.DbCheck):
         await world.settle()
-        await _db(world, step)
+        await _db(world, _with_vars(step, ctx, "where", "rows"))
     elif isinstance(step, m.MiCall):
         await world.settle()
-        await _mi(world, step)
+        await _mi(world, _with_vars(step, ctx, "params", "result", "error"))
     elif isinstance(step, m.RoutesCheck):
         await world.settle()
         labels = world.route_labels(world.ran_since_send())
@@ -148,6 +152,11 @@ async def run_step(world: World, step: m.Step, ctx: StepContext) -> None:
                 ([f"did not run {', '.join(missing)}"] if missing else []) +
                 ([f"ran {', '.join(unwanted)}"] if unwanted else [])),
                 expected=step.text, actual="ran: " + (", ".join(sorted(labels)) or "no route"))
+
+
+def _with_vars(step: _S, ctx: StepContext, *names: str) -> _S:
+    values = {n: m.substitute_value(getattr(step, n), ctx.variables) for n in names}
+    return dataclasses.replace(step, **values)
 
 
 # --- expect ----------------------------------------------------------------------------------------

@@ -434,7 +434,7 @@ class _Reader:
         if method == "ACK" and not in_dialog:
             raise body.error("an ACK is sent inside a dialog: `dialog:` naming an INVITE's dialog "
                              "(the ACK for an error reply is sent by the UA itself)")
-        headers = (*(auto.headers if auto else ()), *template.headers, *self.header_values(f.get("headers")))
+        headers = merge_headers(auto.headers if auto else (), template.headers, self.header_values(f.get("headers")))
         state.senders.add(ua)
         state.last_sender = ua
         if dialog is not None:
@@ -639,6 +639,27 @@ def _text(node: Node, what: str) -> str:
     if value is None or isinstance(value, bool):
         raise node.error(f"{what} should be a value (write \"yes\" in quotes for the word)")
     return str(value)
+
+
+def merge_headers(*groups: tuple[tuple[str, str | None], ...]) -> tuple[tuple[str, str | None], ...]:
+    """Header lists applied in order: a later group's header replaces every earlier one of that name
+    (a step's Expires: 0 wins over its template's Expires: 600); None leaves the header out."""
+    out: list[tuple[str, str | None]] = []
+    for group in groups:
+        names = {n.lower() for n, _ in group}
+        out = [(n, v) for n, v in out if n.lower() not in names] + list(group)
+    return tuple(out)
+
+
+def substitute_value(value: Any, variables: dict[str, str]) -> Any:
+    """`$var(name)` replaced in every string of a value (db and MI expectations)."""
+    if isinstance(value, str):
+        return substitute(value, variables)
+    if isinstance(value, dict):
+        return {k: substitute_value(v, variables) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(substitute_value(v, variables) for v in value)
+    return value
 
 
 def substitute(text: str, variables: dict[str, str]) -> str:
