@@ -412,7 +412,7 @@ async def _mi(world: World, step: m.MiCall) -> None:
         raise StepFailed(f"MI {step.command}: succeeded, expected error {step.error!r}", expected=step.text,
                          actual=repr(result))
     if step.has_result and not _subset(step.result, result):
-        raise StepFailed(f"MI {step.command}: the result differs", expected=repr(step.result),
+        raise StepFailed(f"MI {step.command}: the result differs", expected=_pretty(step.result),
                          actual=_pretty(result))
 
 
