@@ -180,10 +180,13 @@ async def _expect(world: World, step: m.Expect, ctx: StepContext) -> None:
                          expected=step.text, actual=_queues(ua))
     queue = ua.replies if step.status is not None else ua.requests
     if step.status is not None:
-        # provisional replies before the final one are taken with it
-        while queue and queue[0] is not found and isinstance(queue[0].message, SIPResponse) \
-                and queue[0].message.status < 200 and step.status.low >= 200:
-            queue.popleft()
+        # the provisional replies passed over are taken with it
+        for r in list(queue):
+            if r is found:
+                break
+            if isinstance(r.message, SIPResponse) and r.message.status < 200 and (
+                    call_id is None or r.message.call_id == call_id):
+                queue.remove(r)
     queue.remove(found)
     msg = found.message
     problems: list[str] = []
@@ -214,11 +217,14 @@ async def _expect(world: World, step: m.Expect, ctx: StepContext) -> None:
 
 
 def _reply_candidate(ua: UserAgent, status: m.Status, call_id: str | None) -> Received | None:
+    """The reply an expectation is about: the first that has the status, passing over provisional
+    replies of another status (a 100 Trying before the 180); a final reply stops the search (a 486
+    where a 200 was expected is reported as such)."""
     for r in ua.replies:
         resp = r.message
         if not isinstance(resp, SIPResponse) or (call_id is not None and resp.call_id != call_id):
             continue
-        if status.low < 200 or resp.status >= 200:
+        if status.matches(resp.status) or resp.status >= 200:
             return r
     return None
 

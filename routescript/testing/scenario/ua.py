@@ -92,6 +92,7 @@ class UserAgent:
         self._sent: dict[str, SIPRequest] = {}         # by branch: for ACKs and CANCEL matching
         self._answered: dict[tuple[str, str], bytes] = {}   # (branch, method) -> the last answer sent
         self._finals: dict[str, int] = {}              # INVITE branch -> its final status, when sent
+        self._invites: dict[str, SIPRequest] = {}      # INVITEs received, by branch (for CANCEL)
         self._replies_seen: set[tuple[str, int, str, str]] = set()
         self._seen: set[tuple[str, str]] = set()          # (branch, method) of requests received
         self._tags: dict[str, str] = {}                # Call-ID -> our To tag as a UAS
@@ -252,13 +253,14 @@ class UserAgent:
             return
         if req.method == "CANCEL":
             self._send_answer(req, Answer(200))
-            invite = next((r for r in self.unanswered if r.method == "INVITE" and r.via.branch == branch), None)
+            invite = self._invites.get(branch)
             if invite is not None and branch not in self._finals:
-                self.unanswered.remove(invite)
                 self._send_answer(invite, Answer(487))
             self.requests.append(Received(req, self.wire.now(), answered=True))
             return
         self._update_dialog_from_request(req)
+        if req.method == "INVITE":
+            self._invites[branch] = req
         rules = self.answers.get(req.method, ())
         self.requests.append(Received(req, self.wire.now(), answered=bool(rules)))
         if not rules:
