@@ -568,7 +568,7 @@ class _Reader:
         if "xpath" in f:
             for expr, expected in f["xpath"].mapping(None, "xpath").items():
                 try:
-                    etree.XPath(expr, namespaces=self.namespaces)
+                    _compile_xpath(expr, self.namespaces)
                 except etree.XPathError as exc:
                     raise f["xpath"].keys()[expr].error(f"bad XPath {expr!r}: {exc} (known prefixes: "
                                                         f"{', '.join(sorted(self.namespaces))})") from None
@@ -594,7 +594,7 @@ class _Reader:
             if "xpath" in f:
                 xpath = f["xpath"].text("xpath")
                 try:
-                    etree.XPath(xpath, namespaces=self.namespaces)
+                    _compile_xpath(xpath, self.namespaces)
                 except etree.XPathError as exc:
                     raise f["xpath"].error(f"bad XPath: {exc}") from None
             rx = self.regex(f["regex"]) if "regex" in f else None
@@ -625,6 +625,19 @@ class _Reader:
                         raise n.error(f"impossible: $var({m.group(1)}) is used before any step captures it")
 
 
+class StepReader:
+    """Steps one at a time, checked as a file's are (the pytest API): what earlier steps captured and
+    sent is remembered, as within one scenario of a file."""
+
+    def __init__(self, file: ScenarioFile) -> None:
+        self._reader = _Reader(file.namespaces)
+        self._reader.file = file
+        self._state = _ScenarioState()
+
+    def read(self, node: Node) -> Step:
+        return self._reader.step(node, self._state)
+
+
 @dataclass(slots=True)
 class _ScenarioState:
     """What the steps before this one made possible (checked while reading)."""
@@ -632,6 +645,12 @@ class _ScenarioState:
     captured: set[str] = field(default_factory=set)
     dialogs: set[str] = field(default_factory=set)
     last_sender: str | None = None
+
+
+def _compile_xpath(expr: str, namespaces: dict[str, str]) -> None:
+    """XPathError for a bad expression or an unknown prefix (lxml finds the latter only when the
+    expression runs: it is run once on an empty element)."""
+    etree.XPath(expr, namespaces=namespaces)(etree.Element("probe"))
 
 
 def _text(node: Node, what: str) -> str:

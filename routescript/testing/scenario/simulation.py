@@ -21,7 +21,7 @@ from routescript.script.pos import Pos
 
 from ..virtual_clock import VirtualClockLoop
 from .engine import World
-from .model import ScenarioFile
+from .model import ScenarioFile, UASpec
 from .network import SimulatedNetwork
 from .trace import ScriptTrace
 from .ua import UserAgent
@@ -54,6 +54,8 @@ class Simulation(World):
         self._echo_log = echo_log
         self._saved_levels: list[tuple[logging.Logger, int, bool]] = []
         self._started = False
+        self._server_host = "127.0.0.1"
+        self._taken: set[tuple[str, int]] = set()
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -70,21 +72,11 @@ class Simulation(World):
         self._started = True
         server_host = self.server.sockets[0].host if self.server.sockets else "127.0.0.1"
         self._watch_databases()
-        port = FIRST_UA_PORT
-        taken = {(s.host, s.port) for s in self.server.sockets}
+        self._server_host = server_host
+        self._taken = {(s.host, s.port) for s in self.server.sockets}
+        self._taken |= {(u.host, u.port) for u in self.file.uas.values() if u.port}
         for name in self._ua_names():
-            spec = self.file.uas.get(name)
-            from .model import UASpec
-
-            spec = spec or UASpec(name)
-            if not spec.port:
-                while (spec.host, port) in taken:
-                    port += 1
-                spec = UASpec(spec.name, spec.uri, spec.host, port, spec.transport, spec.answers, spec.pos)
-            taken.add((spec.host, spec.port))
-            ua = UserAgent(spec, self.network, server_host)
-            self.network.add(ua)
-            self.uas[name] = ua
+            self.add_ua(self.file.uas.get(name) or UASpec(name))
         assert self.server.script is not None and self.server.loaded is not None
         self.trace = ScriptTrace(self.server.script, list(self.server.loaded.ast.routes))
         self.trace.start()
@@ -98,6 +90,18 @@ class Simulation(World):
                 await self.server.stop()
         finally:
             self._restore_logs()
+
+    def add_ua(self, spec: UASpec) -> None:
+        """A UA on the network: its address, or 127.0.0.1 and the next port no one has."""
+        if not spec.port:
+            port = FIRST_UA_PORT
+            while (spec.host, port) in self._taken:
+                port += 1
+            spec = UASpec(spec.name, spec.uri, spec.host, port, spec.transport, spec.answers, spec.pos)
+        self._taken.add((spec.host, spec.port))
+        ua = UserAgent(spec, self.network, self._server_host)
+        self.network.add(ua)
+        self.uas[spec.name] = ua
 
     def _ua_names(self) -> list[str]:
         from .model import AnswerStep, Expect, Send
