@@ -214,15 +214,20 @@ class UserAgent:
     # --- receiving ------------------------------------------------------------------------------
 
     def on_data(self, data: bytes) -> None:
+        msg: SIPRequest | SIPResponse | None = None
         try:
             msg = parse_message(data)
+            if isinstance(msg, SIPRequest):
+                self._on_request(msg)
+            else:
+                self._on_reply(msg)
         except ParseError as exc:
-            log.warning("%s received a message it cannot parse (%s): %r", self.name, exc, data[:200])
-            return
-        if isinstance(msg, SIPRequest):
-            self._on_request(msg)
-        else:
-            self._on_reply(msg)
+            # A reply to a broken request may copy the broken header (400 Bad CSeq): queued as it is,
+            # with no transaction matching, for the scenario to expect.
+            if not data.startswith(b"SIP/2.0 ") or not isinstance(msg, SIPResponse):
+                log.warning("%s received a message it cannot parse (%s): %r", self.name, exc, data[:200])
+                return
+            self.replies.append(Received(msg, self.wire.now()))
 
     def _on_reply(self, resp: SIPResponse) -> None:
         branch = resp.via.branch or ""
