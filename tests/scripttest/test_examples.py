@@ -13,7 +13,15 @@ from routescript.testing.scenario.report import failure_text
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCENARIO_FILES = sorted(EXAMPLES.glob("*.test.yaml"))
 # Example scripts without a scenario file of their own, and why.
-NOT_COVERED: dict[str, str] = {}
+NOT_COVERED: dict[str, str] = {
+    # Left for later (see the branch's report): they need a scenario like registrar-presence's plus
+    # dialog-info and BLA bodies; the e2e suite covers them over sockets meanwhile.
+    "blf.cfg": "scenario not written yet (tests/e2e/test_blf_e2e.py covers it over sockets)",
+    "bla.cfg": "scenario not written yet (tests/e2e/test_bla_e2e.py covers it over sockets)",
+    # Two servers sharing one PostgreSQL database: a scenario runs one server in process.
+    "cluster-node1.cfg": "two servers on PostgreSQL: one in-process server cannot show it",
+    "cluster-node2.cfg": "two servers on PostgreSQL: one in-process server cannot show it",
+}
 
 
 def test_every_example_script_has_a_scenario_file() -> None:

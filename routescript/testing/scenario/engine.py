@@ -39,6 +39,7 @@ class StepFailed(AssertionError):
         self.expected = expected
         self.actual = actual
         self.lines: list[str] = []
+        self.lost: list[str] = []    # what the server sent where no UA listens (first lines)
 
 
 class NotRunnable(Exception):
@@ -76,6 +77,9 @@ class World:
     def server_uri(self) -> str:
         return ""
 
+    def lost(self) -> list[str]:
+        return []
+
     def describe_lines(self, positions: list[Pos]) -> list[str]:
         return []
 
@@ -106,6 +110,7 @@ async def run_steps(world: World, scenario: m.Scenario, ctx: StepContext | None 
             await run_step(world, step, ctx)
         except StepFailed as exc:
             exc.lines = world.describe_lines(world.ran_since_send())
+            exc.lost = world.lost()
             raise
 
 

@@ -109,6 +109,8 @@ class UASpec:
     transport: str = "udp"
     answers: dict[str, tuple[Answer, ...]] = field(default_factory=dict)
     pos: Pos | None = None
+    password: str | None = None   # answers 401/407 challenges (RFC 7616) as `username`
+    username: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +224,12 @@ class ScenarioFile:
     templates: dict[str, Template]
     namespaces: dict[str, str]
     scenarios: list[Scenario]
+    subscribers: dict[str, str] = field(default_factory=dict)   # user@domain -> password (auth_db)
 
 
 # --- the reader ------------------------------------------------------------------------------------
 
-TOP_KEYS = ("script", "modparams", "uas", "templates", "namespaces", "scenarios")
+TOP_KEYS = ("script", "modparams", "uas", "templates", "namespaces", "subscribers", "scenarios")
 STEP_KINDS = ("send", "expect", "nothing", "advance", "answer", "log", "db", "mi", "routes")
 
 
@@ -259,6 +262,11 @@ def read_file(root: Node, path: str) -> ScenarioFile:
                      uas=reader.uas(top.get("uas")), templates=reader.templates(top.get("templates")),
                      namespaces=namespaces, scenarios=[])
     reader.file = f
+    if "subscribers" in top:
+        for account, password in top["subscribers"].mapping(None, "subscribers").items():
+            if not re.fullmatch(r"[^@\s:]+@[^@\s:]+", account):
+                raise top["subscribers"].keys()[account].error(f"{account!r}: expected user@domain")
+            f.subscribers[account] = _text(password, "a password")
     names: set[str] = set()
     for node in top["scenarios"].seq("scenarios"):
         scenario = reader.scenario(node)
@@ -296,8 +304,12 @@ class _Reader:
         if node is None:
             return out
         for name, spec in node.mapping(None, "uas").items():
-            fields = spec.mapping(("uri", "address", "transport", "answer"), f"UA {name}")
+            fields = spec.mapping(("uri", "address", "transport", "answer", "password", "username"), f"UA {name}")
             ua = UASpec(name, pos=spec.pos)
+            if "password" in fields:
+                ua.password = _text(fields["password"], "password")
+            if "username" in fields:
+                ua.username = fields["username"].text("username")
             if "uri" in fields:
                 ua.uri = self.uri(fields["uri"], "uri")
             if "address" in fields:

@@ -68,6 +68,10 @@ def failure_text(r: ScenarioResult, width: int) -> str:
         lines.append("")
         lines.append("script lines that ran since the last send:")
         lines += [f"  {line}" for line in f.lines]
+    if f is not None and f.lost:
+        lines.append("")
+        lines.append("sent by the server where no UA listens:")
+        lines += [f"  {line}" for line in f.lost[-10:]]
     if r.outcome == FAILED and r.log_tail:
         lines.append("")
         lines.append("last log lines:")

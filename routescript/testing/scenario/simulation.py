@@ -72,6 +72,7 @@ class Simulation(World):
         self._started = True
         server_host = self.server.sockets[0].host if self.server.sockets else "127.0.0.1"
         self._watch_databases()
+        await self._add_subscribers()
         self._server_host = server_host
         self._taken = {(s.host, s.port) for s in self.server.sockets}
         self._taken |= {(u.host, u.port) for u in self.file.uas.values() if u.port}
@@ -185,6 +186,9 @@ class Simulation(World):
             out.insert(0, f"... ({len(positions) - 40} earlier lines)")
         return out
 
+    def lost(self) -> list[str]:
+        return [f"{dest.proto}:{dest.host}:{dest.port}: {_first_line(data)}" for dest, data in self.network.lost]
+
     def server_uri(self) -> str:
         s = self.server.sockets[0] if self.server.sockets else None
         return f"sip:{s.host}:{s.port}" if s is not None else ""
@@ -220,20 +224,38 @@ class Simulation(World):
         watched._rs_watched = True   # type: ignore[attr-defined]
         conn._execute = watched
 
+    async def _add_subscribers(self) -> None:
+        """The file's `subscribers:` in auth_db's subscriber table, as `routescript db subscriber add`
+        writes them (through the server's own handle: a :memory: database is the server's)."""
+        if not self.file.subscribers:
+            return
+        from routescript.modules.auth_db.subscribers import TABLE, Account, hashes
+
+        url = self._db_url("auth_db")
+        db = await self.server.database(url)
+        await db.ensure_schema([TABLE])
+        for account, password in self.file.subscribers.items():
+            acct = Account.parse(account)
+            await db.insert(TABLE, {"username": acct.username, "domain": acct.domain, **hashes(acct, password)})
+
     async def db_rows(self, url: str | None, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         url = url or self._db_url()
         db = await self.server.database(url)
         return [dict(r) for r in await db.query(table, where)]
 
-    def _db_url(self) -> str:
+    def _db_url(self, module: str | None = None) -> str:
         loaded = self.server.loaded
         assert loaded is not None
         for mp in reversed(loaded.modparams):
-            if mp.param == "db_url":
+            if mp.param == "db_url" and module in (None, mp.module):
                 return str(mp.value)
-        raise ValueError("the script sets no db_url: give `url:` in the db step")
+        raise ValueError(f"the script sets no {module + ' ' if module else ''}db_url: give `url:` in the db step")
 
     async def mi(self, command: str, params: Any) -> Any:
         from routescript.mi import mi_registry
 
         return await mi_registry(self.server).dispatch(command, params)
+
+
+def _first_line(data: bytes) -> str:
+    return data.split(b"\r\n", 1)[0].decode("utf-8", "replace")

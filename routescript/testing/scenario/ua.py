@@ -66,6 +66,7 @@ class DialogState:
     route_set: list[str] = field(default_factory=list)
     local_cseq: int = 0
     invite_cseq: int | None = None     # the INVITE the next ACK acknowledges
+    confirmed: bool = False            # a 2xx (or the request that made it, on the called side)
 
 
 @dataclass(slots=True)
@@ -83,6 +84,10 @@ class UserAgent:
         self.host, self.port, self.transport = spec.host, spec.port, spec.transport
         self.uri = spec.uri or f"sip:{spec.name}@{server_host}"
         self.answers = {**DEFAULT_ANSWERS, **spec.answers}
+        self.password = spec.password
+        self.username = spec.username or (self.uri.split(":", 1)[1].split("@", 1)[0] if "@" in self.uri
+                                          else spec.name)
+        self._authenticated: set[str] = set()          # branches of requests sent with credentials
         self.wire = wire
         self.requests: deque[Received] = deque()       # received, not yet taken by an expect step
         self.replies: deque[Received] = deque()
@@ -241,6 +246,10 @@ class UserAgent:
         self._replies_seen.add(key)
         if sent is not None and sent.method == "INVITE" and resp.status >= 300:
             self._ack_error(sent, resp)
+        if sent is not None and resp.status in (401, 407) and self.password is not None \
+                and branch not in self._authenticated:
+            self._resend_with_credentials(sent, resp)
+            return
         self._update_dialog_from_reply(resp)
         self.replies.append(Received(resp, self.wire.now()))
 
@@ -307,6 +316,33 @@ class UserAgent:
                 self.unanswered.remove(req)
         self.wire.send(self, data)
 
+    def _resend_with_credentials(self, sent: SIPRequest, challenge: SIPResponse) -> None:
+        """A UA with a password answers a 401/407 itself (not queued): the request again with a new
+        branch, the next CSeq and the Authorization (Proxy-Authorization) the challenge asks for. A
+        second challenge is queued for the scenario (wrong password)."""
+        from routescript.testing.digest import authorization
+
+        header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
+        value = challenge.header(header)
+        if value is None or self.password is None:
+            self.replies.append(Received(challenge, self.wire.now()))
+            return
+        req = sent.copy()
+        cseq = sent.cseq.number + 1
+        for d in self.dialogs.values():
+            if d.call_id == sent.call_id and d.local_tag == (sent.from_.tag or ""):
+                d.local_cseq = max(d.local_cseq, cseq)
+                if sent.method == "INVITE":
+                    d.invite_cseq = cseq
+        via = self._via()
+        req.set_header("Via", via)
+        req.set_header("CSeq", f"{cseq} {sent.method}")
+        req.set_header("Authorization" if challenge.status == 401 else "Proxy-Authorization",
+                       authorization(value, self.username, self.password, sent.method, sent.ruri))
+        self._remember(req)
+        self._authenticated.add(req.via.branch or "")
+        self.wire.send(self, req.to_bytes())
+
     def _ack_error(self, invite: SIPRequest, resp: SIPResponse) -> None:
         hdrs = [("Via", invite.header_all("Via")[0]), ("Max-Forwards", "70"),
                 ("From", invite.header("From") or ""), ("To", resp.header("To") or ""),
@@ -320,7 +356,12 @@ class UserAgent:
         if not 101 <= resp.status < 300 or not resp.to.tag:
             return
         for d in self.dialogs.values():
-            if d.call_id == resp.call_id and d.remote_tag in (None, resp.to.tag):
+            # An early dialog (a 1xx with a tag, of any fork) gives way to the fork that answers 2xx
+            # (RFC 3261 13.2.2.4); a confirmed dialog stays with its tag.
+            if d.call_id == resp.call_id and (d.remote_tag in (None, resp.to.tag) or
+                                              (resp.status >= 200 and not d.confirmed)):
+                if resp.status >= 200:
+                    d.confirmed = True
                 if resp.status >= 200 or d.remote_tag is None:
                     d.remote_tag = resp.to.tag
                     contacts = resp.contacts
