@@ -24,7 +24,8 @@ PIDF = ('<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" enti
 
 def scenario_text(steps: int) -> str:
     lines = [f"script: {ROOT / 'examples' / 'presence.cfg'}",
-             'modparams: { presence: { db_url: "sqlite://:memory:" }, xcap: { db_url: "sqlite://:memory:" } }',
+             'modparams: { presence: { db_url: "sqlite://:memory:" },',
+             '             xcap: { db_url: "sqlite://:memory:" } }',
              "templates:",
              "  SUBSCRIBE: { headers: { Event: presence, Expires: 3600 } }",
              "  PUBLISH: { headers: { Event: presence, Expires: 3600 } }",
@@ -36,9 +37,12 @@ def scenario_text(steps: int) -> str:
     i = 0
     while n < steps:
         state = "open" if i % 2 == 0 else "closed"
-        lines += [f"      - send: {{ from: bob, request: PUBLISH, ruri: \"sip:bob@127.0.0.1\", body: '{PIDF.format(state=state)}' }}",
+        body = PIDF.format(state=state)
+        send = "      - send: { from: bob, request: PUBLISH, ruri: \"sip:bob@127.0.0.1\", body: "
+        lines += [f"{send}'{body}' }}",
                   "      - expect: { reply: 200 }",
-                  f"      - expect: {{ request: NOTIFY, to: alice, body: {{ xpath: {{ \"//pidf:basic\": {state} }} }} }}",
+                  ("      - expect: { request: NOTIFY, to: alice, body: { xpath: { \"//pidf:basic\": "
+                   f"{state} }} }} }}"),
                   "      - advance: 10s"]
         n += 4
         i += 1

@@ -145,7 +145,8 @@ def cmd_test(files: list[str], junit_xml: str | None, target: str | None, keywor
     if target is not None:
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            print(f"routescript test: --target {target}: expected HOST:PORT (127.0.0.1:5060)", file=sys.stderr)
+            print(f"routescript test: --target {target}: expected HOST:PORT (127.0.0.1:5060)",
+                  file=sys.stderr)
             return 2
         address = (host.strip("[]"), int(port))
     reporter = Reporter(sys.stdout, verbose=verbose)

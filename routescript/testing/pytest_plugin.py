@@ -39,9 +39,8 @@ class SimulatedScript:
                  templates: dict[str, dict[str, Any]] | None = None) -> None:
         spec: dict[str, Any] = {"script": str(Path(script).resolve()),
                                 "scenarios": [{"name": "python", "steps": [{"advance": 0}]}]}
-        for key, value in (("modparams", modparams), ("uas", uas), ("templates", templates)):
-            if value:
-                spec[key] = value
+        spec.update({key: value for key, value in (("modparams", modparams), ("uas", uas),
+                                                    ("templates", templates)) if value})
         self.file = m.read_file(from_python(spec), "<python>")
         self._steps = m.StepReader(self.file)
         self.loop = VirtualClockLoop()

@@ -51,7 +51,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
             self._travel = time_machine.travel(time.time(), tick=False)
             self._wall = self._travel.start()
-        self._real_select = self._selector.select    # type: ignore[attr-defined]
+        self._real_select: Callable[[float | None], list[tuple[selectors.SelectorKey, int]]] = \
+            self._selector.select   # type: ignore[attr-defined]
         self._selector.select = self._select          # type: ignore[attr-defined]
 
     # --- the clock ------------------------------------------------------------------------------
@@ -91,7 +92,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         finally:
             self._outside -= 1
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(self, executor: Any, func: Callable[..., Any],  # type: ignore[override]
+                        *args: Any) -> asyncio.Future[Any]:
         future = super().run_in_executor(executor, func, *args)
         self._outside += 1
 

@@ -11,6 +11,7 @@ from routescript.cli import main
 from routescript.testing.scenario import ScenarioError, load_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+OPTIONS = "scenarios:\n  - name: a\n    steps:\n      - send: {from: a, request: OPTIONS, ruri: 'sip:x@y'}\n"
 
 
 def _file(tmp_path: Path, body: str) -> Path:
@@ -58,17 +59,15 @@ def test_reply_for_a_ua_that_sent_nothing_is_impossible(tmp_path: Path) -> None:
 
 def test_bad_values(tmp_path: Path) -> None:
     assert "reply should be a status such as 200 or a class such as 2xx" in _error(
-        tmp_path, "scenarios:\n  - name: a\n    steps:\n      - send: {from: a, request: OPTIONS, ruri: 'sip:x@y'}\n"
-                  "      - expect: {reply: 20}\n")
+        tmp_path, OPTIONS + "      - expect: {reply: 20}\n")
     assert "should look like 30s, 500ms, 10m or 1h" in _error(
         tmp_path, "scenarios:\n  - name: a\n    steps:\n      - advance: soon\n")
     assert "bad regex" in _error(
         tmp_path, "scenarios:\n  - name: a\n    steps:\n      - log: {regex: '('}\n")
     assert "bad XPath" in _error(
-        tmp_path, "scenarios:\n  - name: a\n    steps:\n      - send: {from: a, request: OPTIONS, ruri: 'sip:x@y'}\n"
-                  "      - expect: {reply: 200, body: {xpath: {'//nope:x': 1}}}\n")
+        tmp_path, OPTIONS + "      - expect: {reply: 200, body: {xpath: {'//nope:x': 1}}}\n")
     assert "'subscribe' is not a SIP method" in _error(
-        tmp_path, "scenarios:\n  - name: a\n    steps:\n      - send: {from: a, request: subscribe, ruri: 'sip:x@y'}\n")
+        tmp_path, OPTIONS.replace("OPTIONS", "subscribe"))
 
 
 def test_yaml_syntax_error_has_a_position(tmp_path: Path) -> None:
@@ -83,7 +82,8 @@ def test_missing_script(tmp_path: Path) -> None:
         load_file(str(path))
 
 
-def test_the_command_reports_a_bad_file_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_reports_a_bad_file_and_exits_1(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = _file(tmp_path, "scenarios:\n  - name: a\n    steps:\n      - sned: {}\n")
     assert main(["test", str(path)]) == 1
     out = capsys.readouterr().out

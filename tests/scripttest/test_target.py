@@ -12,7 +12,7 @@ from routescript.testing.scenario import FAILED, PASSED, SKIPPED, run_files
 from routescript.testing.scenario.report import failure_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from rs_e2e import run_server  # noqa: E402
+from rs_e2e import run_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -33,6 +33,7 @@ def test_presence_scenarios_pass_against_a_started_server(tmp_path: Path) -> Non
     assert outcomes["a presentity of another domain keeps unknown watchers pending"] == PASSED
     assert sum(o == PASSED for o in outcomes.values()) >= 4
     skipped = {r.name: r.message for r in results if r.outcome == SKIPPED}
-    assert re.search(r"590 s of real time", skipped["the subscription ends with a timeout NOTIFY when it is not "
-                                                   "refreshed"])
-    assert "checked in process only" in skipped["a PUBLISH is stored, announced to event_route and listed by MI"]
+    timeout = "the subscription ends with a timeout NOTIFY when it is not refreshed"
+    assert re.search(r"590 s of real time", skipped[timeout])
+    publish = "a PUBLISH is stored, announced to event_route and listed by MI"
+    assert "checked in process only" in skipped[publish]

@@ -174,8 +174,8 @@ async def _expect(world: World, step: m.Expect, ctx: StepContext) -> None:
         if step.status is not None:
             return _reply_candidate(ua, step.status, call_id)
         return next((r for r in ua.requests if isinstance(r.message, SIPRequest)
-                     and r.message.method == step.method and (call_id is None or r.message.call_id == call_id)),
-                    None)
+                     and r.message.method == step.method
+                     and (call_id is None or r.message.call_id == call_id)), None)
 
     await world.wait_for(lambda: candidate() is not None)
     found = candidate()
@@ -324,7 +324,7 @@ def _capture(msg: SIPRequest | SIPResponse, c: m.Capture, namespaces: dict[str, 
             found = c.regex.search(value)
             if found is None:
                 return None
-            return found.group(1) if found.groups else found.group(0)
+            return found.group(1) if found.re.groups else found.group(0)
         return value
     try:
         root = etree.fromstring(msg.body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
@@ -417,7 +417,8 @@ async def _mi(world: World, step: m.MiCall) -> None:
             raise StepFailed(f"MI {step.command}: error {exc.code} {exc}", expected=step.text) from None
         if not _subset(step.error, {"code": exc.code, "message": exc.message}) and \
                 not _subset(step.error, exc.code) and not _subset(step.error, exc.message):
-            raise StepFailed(f"MI {step.command}: error {exc.code} {exc.message}", expected=step.text) from None
+            raise StepFailed(f"MI {step.command}: error {exc.code} {exc.message}",
+                             expected=step.text) from None
         return
     if step.error is not None:
         raise StepFailed(f"MI {step.command}: succeeded, expected error {step.error!r}", expected=step.text,
@@ -433,7 +434,8 @@ def _subset(want: Any, got: Any) -> bool:
     if isinstance(want, dict):
         return isinstance(got, dict) and all(k in got and _subset(v, got[k]) for k, v in want.items())
     if isinstance(want, list):
-        return isinstance(got, list) and len(want) == len(got) and all(_subset(w, g) for w, g in zip(want, got))
+        return isinstance(got, list) and len(want) == len(got) and all(
+            _subset(w, g) for w, g in zip(want, got, strict=True))
     if want is None:
         return got is None
     return _as_text(want) == _as_text(got)

@@ -27,8 +27,11 @@ def live_obstacle(scenario: m.Scenario, file: m.ScenarioFile) -> str | None:
         if isinstance(step, m.IN_PROCESS_ONLY):
             kind = type(step).__name__.replace("Check", "").replace("Call", "").lower()
             return f"{where}: a {kind} step is checked in process only"
-        seconds = step.seconds if isinstance(step, m.Advance) else step.within if isinstance(step, m.Nothing) \
-            else 0.0
+        seconds = 0.0
+        if isinstance(step, m.Advance):
+            seconds = step.seconds
+        elif isinstance(step, m.Nothing):
+            seconds = step.within
         if seconds > LIVE_MAX_ADVANCE:
             return f"{where}: {seconds:g} s of real time (at most {LIVE_MAX_ADVANCE:g} s live)"
     for ua in file.uas.values():
@@ -66,7 +69,8 @@ class LiveWorld(World):
 
     async def wait_for(self, found: Callable[[], bool]) -> None:
         deadline = time.monotonic() + LIVE_WAIT
-        while not found() and time.monotonic() < deadline:
+        # polled: a UA's queues, filled by its socket, have no event to wait on
+        while not found() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     def server_uri(self) -> str:

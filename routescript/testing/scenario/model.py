@@ -304,7 +304,8 @@ class _Reader:
         if node is None:
             return out
         for name, spec in node.mapping(None, "uas").items():
-            fields = spec.mapping(("uri", "address", "transport", "answer", "password", "username"), f"UA {name}")
+            fields = spec.mapping(("uri", "address", "transport", "answer", "password", "username"),
+                                  f"UA {name}")
             ua = UASpec(name, pos=spec.pos)
             if "password" in fields:
                 ua.password = _text(fields["password"], "password")
@@ -341,7 +342,8 @@ class _Reader:
                 to=self.uri(fields["to"], "to") if "to" in fields else None,
                 headers=self.header_values(fields.get("headers")),
                 body=fields["body"].text("body") if "body" in fields else None,
-                content_type=fields["content_type"].text("content_type") if "content_type" in fields else None)
+                content_type=fields["content_type"].text("content_type") if "content_type" in fields
+                else None)
         return out
 
     def scenario(self, node: Node) -> Scenario:
@@ -405,10 +407,11 @@ class _Reader:
         else:
             f = body.mapping(("ran", "not_ran"), "routes")
             if not f:
-                raise body.error("routes needs `ran:` and/or `not_ran:` (route names such as route[presence])")
-            step = RoutesCheck(pos, text, tuple(n.text("a route") for n in f["ran"].seq_or_one()) if "ran" in f
-                               else (), tuple(n.text("a route") for n in f["not_ran"].seq_or_one())
-                               if "not_ran" in f else ())
+                raise body.error("routes needs `ran:` and/or `not_ran:` (route names such as "
+                                 "route[presence])")
+            ran = tuple(n.text("a route") for n in f["ran"].seq_or_one()) if "ran" in f else ()
+            not_ran = tuple(n.text("a route") for n in f["not_ran"].seq_or_one()) if "not_ran" in f else ()
+            step = RoutesCheck(pos, text, ran, not_ran)
         return step
 
     def send(self, body: Node, pos: Pos, text: str, state: _ScenarioState) -> Send:
@@ -446,7 +449,8 @@ class _Reader:
         if method == "ACK" and not in_dialog:
             raise body.error("an ACK is sent inside a dialog: `dialog:` naming an INVITE's dialog "
                              "(the ACK for an error reply is sent by the UA itself)")
-        headers = merge_headers(auto.headers if auto else (), template.headers, self.header_values(f.get("headers")))
+        headers = merge_headers(auto.headers if auto else (), template.headers,
+                                self.header_values(f.get("headers")))
         state.senders.add(ua)
         state.last_sender = ua
         if dialog is not None:
@@ -459,7 +463,8 @@ class _Reader:
                     else template.content_type or (auto.content_type if auto else None), dialog)
 
     def expect(self, body: Node, pos: Pos, text: str, state: _ScenarioState) -> Expect:
-        f = body.mapping(("to", "reply", "request", "headers", "body", "capture", "answer", "dialog"), "expect")
+        f = body.mapping(("to", "reply", "request", "headers", "body", "capture", "answer", "dialog"),
+                         "expect")
         if ("reply" in f) == ("request" in f):
             raise body.error("expect needs one of `reply:` (a status, 200 or 2xx) or `request:` (a method)")
         if "to" in f:
@@ -498,12 +503,13 @@ class _Reader:
         where = {k: v.scalar(k) for k, v in f["where"].mapping(None, "where").items()} if "where" in f else {}
         rows = None
         if "rows" in f:
-            rows = tuple({k: v.scalar(k) for k, v in r.mapping(None, "a row").items()} for r in f["rows"].seq())
+            rows = tuple({k: v.scalar(k) for k, v in r.mapping(None, "a row").items()}
+                         for r in f["rows"].seq())
         count = f["count"].integer("count", 0) if "count" in f else None
         if rows is not None and count is not None and count != len(rows):
             raise f["count"].error(f"impossible: count {count} but {len(rows)} rows are listed")
-        return DbCheck(pos, text, f["url"].text("url") if "url" in f else None, f["table"].text("table"), where,
-                       count, rows)
+        url = f["url"].text("url") if "url" in f else None
+        return DbCheck(pos, text, url, f["table"].text("table"), where, count, rows)
 
     # --- parts ----------------------------------------------------------------------------------
 

@@ -60,8 +60,10 @@ class SimulatedNetwork:
             raise RuntimeError("the server is not started")
         sock = transport.socket_of(ua.transport)
         source = Source(ua.transport, sock, ua.host, ua.port, self._conn_ids.get(ua.name))
-        # `reply`: how the transport answers a message it cannot parse, straight back to the sender
-        self.loop.call_soon(transport.receive, data, source, lambda out: self.loop.call_soon(ua.on_data, out))
+        def reply(out: bytes) -> None:   # the transport's answer to a message it cannot parse
+            self.loop.call_soon(ua.on_data, out)
+
+        self.loop.call_soon(transport.receive, data, source, reply)
 
     def later(self, delay: float, fn: Callable[[], None]) -> None:
         self.loop.call_later(delay, fn)
@@ -95,7 +97,11 @@ class SimulatedTransport(CountingTransportLayer):
         if proto not in ("udp", "tcp"):
             raise ValueError(f"unsupported transport {proto!r} (udp and tcp are)")
         info = SocketInfo(proto, bare_host(host), port or 5060)
-        (self._udp if proto == "udp" else self._tcp_servers)[info] = None   # type: ignore[index]
+        # a socket with no endpoint: only its SocketInfo is read (sockets, socket_for)
+        if proto == "udp":
+            self._udp[info] = None   # type: ignore[assignment]
+        else:
+            self._tcp_servers[info] = None   # type: ignore[assignment]
         return info
 
     def socket_of(self, proto: str) -> SocketInfo:

@@ -51,7 +51,8 @@ class Reporter:
                 self.out.write(f"SKIPPED {r.node_id}: {r.message}\n")
         counts = [(sum(r.outcome == o for r in results), o) for o in (FAILED, PASSED, SKIPPED, ERROR)]
         parts = [f"{n} {o if o != ERROR else 'errors' if n != 1 else 'error'}" for n, o in counts if n]
-        self.out.write(_rule(f" {', '.join(parts) or 'no scenarios ran'} in {seconds:.2f}s ", "=", self.width))
+        title = f" {', '.join(parts) or 'no scenarios ran'} in {seconds:.2f}s "
+        self.out.write(_rule(title, "=", self.width))
 
 
 def failure_text(r: ScenarioResult, width: int) -> str:
@@ -121,7 +122,8 @@ def write_junit(results: Sequence[ScenarioResult], path: str) -> None:
             if r.outcome == FAILED:
                 ET.SubElement(case, "failure", message=r.message).text = failure_text(r, 120)
             elif r.outcome == ERROR:
-                ET.SubElement(case, "error", message=r.message.splitlines()[0] if r.message else "").text = r.message
+                first = r.message.splitlines()[0] if r.message else ""
+                ET.SubElement(case, "error", message=first).text = r.message
             elif r.outcome == SKIPPED:
                 ET.SubElement(case, "skipped", message=r.message)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

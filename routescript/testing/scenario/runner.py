@@ -83,7 +83,8 @@ async def _in_process(f: m.ScenarioFile, scenario: m.Scenario, loop: VirtualCloc
         sim.load()
     except LoadError as exc:
         result.outcome = ERROR
-        result.message = "the script does not load:\n" + "\n".join(str(d) for d in without_repeats(exc.diagnostics))
+        shown = without_repeats(exc.diagnostics)
+        result.message = "the script does not load:\n" + "\n".join(str(d) for d in shown)
         return result
     try:
         await sim.start()

@@ -61,7 +61,8 @@ class Simulation(World):
 
     def load(self) -> None:
         """Load the script with the file's modparams (LoadError with the script's diagnostics)."""
-        overrides = [ModParam(module, param, value, pos) for module, param, value, pos in self.file.modparams]
+        overrides = [ModParam(module, param, value, (pos.file, pos.line, pos.col))
+                     for module, param, value, pos in self.file.modparams]
         self.server.load(self.file.script, overrides)
 
     async def start(self) -> None:
@@ -187,7 +188,8 @@ class Simulation(World):
         return out
 
     def lost(self) -> list[str]:
-        return [f"{dest.proto}:{dest.host}:{dest.port}: {_first_line(data)}" for dest, data in self.network.lost]
+        return [f"{dest.proto}:{dest.host}:{dest.port}: {_first_line(data)}"
+                for dest, data in self.network.lost]
 
     def server_uri(self) -> str:
         s = self.server.sockets[0] if self.server.sockets else None
@@ -213,7 +215,7 @@ class Simulation(World):
     def _watch(self, db: Any) -> None:
         conn = getattr(db, "_conn", None)
         execute = getattr(conn, "_execute", None)
-        if execute is None or getattr(execute, "_rs_watched", False):
+        if conn is None or execute is None or getattr(execute, "_rs_watched", False):
             return
         loop = self.loop
 
@@ -236,7 +238,8 @@ class Simulation(World):
         await db.ensure_schema([TABLE])
         for account, password in self.file.subscribers.items():
             acct = Account.parse(account)
-            await db.insert(TABLE, {"username": acct.username, "domain": acct.domain, **hashes(acct, password)})
+            row = {"username": acct.username, "domain": acct.domain, **hashes(acct, password)}
+            await db.insert(TABLE, row)
 
     async def db_rows(self, url: str | None, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         url = url or self._db_url()
@@ -249,7 +252,8 @@ class Simulation(World):
         for mp in reversed(loaded.modparams):
             if mp.param == "db_url" and module in (None, mp.module):
                 return str(mp.value)
-        raise ValueError(f"the script sets no {module + ' ' if module else ''}db_url: give `url:` in the db step")
+        which = f"{module} " if module else ""
+        raise ValueError(f"the script sets no {which}db_url: give `url:` in the db step")
 
     async def mi(self, command: str, params: Any) -> Any:
         from routescript.mi import mi_registry

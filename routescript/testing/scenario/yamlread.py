@@ -32,7 +32,7 @@ class ScenarioError(Exception):
     def __str__(self) -> str:
         if self.pos is None:
             return self.message
-        return str(Diagnostic(self.pos, self.message, self.source_line))
+        return str(Diagnostic(self.pos, self.message, self.source_line or ""))
 
 
 _constructor = SafeConstructor()
