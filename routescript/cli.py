@@ -8,6 +8,10 @@
                                          every error as `file:line:col: message` + the line + a caret,
                                          then `aborting: N errors, M warnings` (exit 1), or
                                          `CFG: OK (N routes, M modules)` (exit 0)
+    routescript test FILE... [--junit-xml F] [--target HOST:PORT] [-k NAME] [-v]
+                                         run YAML scenarios against the script they name: in process
+                                         on a virtual clock, or against a live server over UDP
+                                         (docs/testing-scripts.md); exit 1 when one fails
     routescript db init URL              create OpenSIPS's presence tables in URL (sqlite:// or postgres://)
     routescript db subscriber add|passwd|rm URL USER@DOMAIN [PASSWORD] [--plain-text]
                                          write the subscriber table as opensips-cli's `user` commands
@@ -70,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("cfg", metavar="CFG")
     chk.add_argument("--syntax-only", action="store_true",
                      help="only parse; do not load modules or resolve names")
+    tst = sub.add_parser("test", help="run YAML scenarios that test a script (docs/testing-scripts.md)")
+    tst.add_argument("files", metavar="FILE", nargs="+", help="scenario files (*.test.yaml)")
+    tst.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
+    tst.add_argument("--target", metavar="HOST:PORT",
+                     help="run against a live server over UDP instead of in process (real time)")
+    tst.add_argument("-k", metavar="NAME", dest="keyword", help="only scenarios whose name contains NAME")
+    tst.add_argument("-v", "--verbose", action="store_true", help="a line per scenario; the server's log too")
     from routescript.mi.cli import add_mi_subcommand
 
     add_mi_subcommand(sub)
@@ -138,6 +149,32 @@ def _print_failure(diagnostics: Sequence[HasSeverity], omitted: int) -> None:
         print(d, file=sys.stderr)
     for line in summary_lines(shown, omitted):
         print(line, file=sys.stderr)
+
+
+def cmd_test(files: list[str], junit_xml: str | None, target: str | None, keyword: str | None,
+             verbose: bool) -> int:
+    import time
+
+    from routescript.testing.scenario import ERROR, FAILED, run_files
+    from routescript.testing.scenario.report import Reporter, write_junit
+
+    address: tuple[str, int] | None = None
+    if target is not None:
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"routescript test: --target {target}: expected HOST:PORT (127.0.0.1:5060)",
+                  file=sys.stderr)
+            return 2
+        address = (host.strip("[]"), int(port))
+    reporter = Reporter(sys.stdout, verbose=verbose)
+    started = time.perf_counter()
+    results = run_files(files, target=address, keyword=keyword, echo_log=verbose, report=reporter.result)
+    reporter.summary(results, time.perf_counter() - started)
+    if junit_xml:
+        write_junit(results, junit_xml)
+    if any(r.outcome in (FAILED, ERROR) for r in results):
+        return 1
+    return 0 if results else 5   # pytest's "no tests collected"
 
 
 def cmd_run(cfg: str, options: RunOptions | None = None) -> int:
@@ -233,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             tuple(args.listen), args.chroot))
     if args.command == "check":
         return cmd_check(args.cfg, args.syntax_only)
+    if args.command == "test":
+        return cmd_test(args.files, args.junit_xml, args.target, args.keyword, args.verbose)
     if args.command == "mi":
         from routescript.mi.cli import run_mi
 

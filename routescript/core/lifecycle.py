@@ -150,6 +150,10 @@ class WorkerHooks(Protocol):
     def detach(self) -> None: ...
 
 
+# What makes the server's transport: CountingTransportLayer's signature (counters, on_message, **bounds).
+TransportFactory = Callable[..., TransportLayer]
+
+
 def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     """A synchronous close for the CloseStack."""
     async def run() -> None:
@@ -187,19 +191,39 @@ class Lifecycle:
         fails, everything opened so far is closed, last first, before the error goes up - a failed
         start leaves no socket, database connection or thread behind, so `routescript run` exits."""
         self.start_logging()
+        await self._start(self.bind_sockets, privileges=True, runs_in=ALL_MODULES)
+        listening = ", ".join(s.name for s in self._server.sockets)
+        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path, listening)
+        self.notifier.ready(f"listening on {listening}")
+
+    async def start_simulated(self, make_transport: TransportFactory) -> None:
+        """start() for `routescript test` (routescript/testing/scenario): the transport is
+        `make_transport`'s (a simulated network, no socket), the process keeps its identity and
+        directory (user/group/wdir are not applied: it is the test runner's process), the logging is
+        the caller's, and the supervisor's modules (the MI and HTTP listeners) are not started - their
+        MI commands are called in process instead."""
+        async def bind(closing: CloseStack) -> TransportLayer:
+            return await self.bind_sockets(closing, make_transport)
+
+        await self._start(bind, privileges=False, runs_in=WORKER_MODULES)
+
+    async def _start(self, bind: Callable[[CloseStack], Awaitable[TransportLayer]], *, privileges: bool,
+                     runs_in: frozenset[RunsIn]) -> None:
         self._closing = closing = CloseStack()
         try:
             # Shared database handles are opened by the modules (server.database) and used by their
             # stop(): closed after every module, so registered first.
             closing.push("the databases", self._databases.close_all)
-            transport = await self.bind_sockets(closing)
-            pid_file = self.write_pid_file()
-            if pid_file is not None:
-                closing.push("the pid file", _async(pid_file.remove))
-            target = self.drop_privileges()
+            transport = await bind(closing)
+            target = None
+            if privileges:   # `routescript run`'s process (not a `routescript test` run)
+                pid_file = self.write_pid_file()
+                if pid_file is not None:
+                    closing.push("the pid file", _async(pid_file.remove))
+                target = self.drop_privileges()
             self.make_transactions(closing, transport)
             closing.push("the events", self._server.events.drain)
-            await self.start_modules(closing, target)
+            await self.start_modules(closing, target, runs_in)
             self._set_started(True)
             await self.run_startup_route()
             self._timers.start()
@@ -209,9 +233,6 @@ class Lifecycle:
             self._set_started(False)
             await closing.close_all()
             raise
-        listening = ", ".join(s.name for s in self._server.sockets)
-        log.log(NOTICE, "routescript started: %s, listening on %s", self._loader.path, listening)
-        self.notifier.ready(f"listening on {listening}")
 
     def start_logging(self) -> None:
         """Logging as the script sets it, then the load warnings and notes."""
@@ -277,14 +298,15 @@ class Lifecycle:
         """Return once stop() is done (MI `kill` stops a supervisor this way)."""
         await self._stopped.wait()
 
-    def _make_transport(self, conn_id_base: int = 0) -> TransportLayer:
+    def _make_transport(self, conn_id_base: int = 0, make: TransportFactory | None = None) -> TransportLayer:
         """The transport with the core parameters' bounds; its messages go straight to the dispatcher
-        (a worker's: its connection ids above `conn_id_base`, global across workers)."""
+        (a worker's: its connection ids above `conn_id_base`, global across workers). `make`: another
+        CountingTransportLayer class (or a factory with its arguments), a simulated network's."""
         from .counting import CountingTransportLayer
 
         server = self._server
         cfg = server.config
-        transport = CountingTransportLayer(
+        transport = (make or CountingTransportLayer)(
             server.counters, self._dispatcher.on_message,
             tcp_idle_timeout=float(cfg.get("tcp_connection_lifetime")),
             max_tcp_connections=int(cfg.get("tcp_max_connections")),
@@ -308,11 +330,11 @@ class Lifecycle:
             self._server.sockets.append(await transport.adopt(sock, read=read))
         return transport
 
-    async def bind_sockets(self, closing: CloseStack) -> TransportLayer:
+    async def bind_sockets(self, closing: CloseStack, make: TransportFactory | None = None) -> TransportLayer:
         """The transport (its messages go straight to the dispatcher) and every listen= socket."""
         server = self._server
         cfg = server.config
-        transport = self._make_transport()
+        transport = self._make_transport(make=make)
         closing.push("the SIP sockets", transport.close)
         for spec in cfg.listen_specs():
             try:

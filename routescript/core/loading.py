@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
 from routescript.script import CompiledScript
@@ -193,8 +193,12 @@ class ConfigLoader:
         self._reload_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ load
-    def load(self, path: str) -> Loaded:
-        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
+    def load(self, path: str, overrides: Sequence[ModParam] = ()) -> Loaded:
+        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic.
+
+        `overrides` take the place of the script's modparam lines for the same (module, parameter), as
+        if written after them (`routescript test` points a script's db_url at a scratch database); a
+        wrong one is reported at its own position."""
         from routescript.script import ScriptError, compile_script, parse_file
 
         server = self._server
@@ -208,7 +212,7 @@ class ConfigLoader:
         warnings: list[LoadDiagnostic] = list(ast.warnings)
         globals_ = _script.globals_of(ast, path)
         lms = _script.loadmodules_of(ast, path)
-        mps = _script.modparams_of(ast, path)
+        mps = _with_overrides(_script.modparams_of(ast, path), overrides)
         # Every problem is collected, then reported at once in file order (a checker, not a first-error
         # stop): the modules routescript lacks, every refused modparam, every module check, the script.
         errors: list[LoadDiagnostic] = []
@@ -352,6 +356,11 @@ class ConfigLoader:
                 out.append(Diagnostic(f"global parameter '{n}' change ignored by reload_routes", p,
                                       "warning"))
         return out
+
+
+def _with_overrides(lines: list[ModParam], overrides: Sequence[ModParam]) -> list[ModParam]:
+    replaced = {(o.module, o.param) for o in overrides}
+    return [m for m in lines if (m.module, m.param) not in replaced] + list(overrides)
 
 
 def _in_file_order(diagnostics: list[LoadDiagnostic]) -> list[LoadDiagnostic]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from routescript.script import CompiledScript
@@ -50,7 +51,8 @@ from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDis
                        _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
 from .health import LoopLagMonitor, register_health_statistics
-from .lifecycle import STOP_GRACE, Databases, Lifecycle
+from .lifecycle import STOP_GRACE, Databases, Lifecycle, TransportFactory
+from .loader import ModParam
 from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
 from .module import ModuleSet
@@ -149,9 +151,10 @@ class Server:
         return self.dispatcher.queue_delay_limit
 
     # ------------------------------------------------------------------ life
-    def load(self, path: str) -> Loaded:
-        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic."""
-        return self.loader.load(path)
+    def load(self, path: str, overrides: Sequence[ModParam] = ()) -> Loaded:
+        """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic.
+        `overrides` replace the script's modparams of the same name (loading.py)."""
+        return self.loader.load(path, overrides)
 
     async def reload_routes(self) -> list[LoadDiagnostic]:
         """Compile the file again with the same modules and swap the routes in when valid (loading.py)."""
@@ -160,6 +163,12 @@ class Server:
     async def start(self) -> None:
         """Sockets, privileges, transactions, modules, startup_route, timers, then serve (lifecycle.py)."""
         await self.lifecycle.start()
+
+    async def start_simulated(self, make_transport: TransportFactory) -> None:
+        """start() on a transport made by `make_transport` (no sockets of its own), without changing the
+        process's identity or directory and without the supervisor's listeners (lifecycle.py):
+        `routescript test` runs a script in its own process this way."""
+        await self.lifecycle.start_simulated(make_transport)
 
     async def stop(self) -> bool:
         """Stop receiving, let in-flight messages finish (bounded), stop the modules, close everything.

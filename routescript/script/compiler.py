@@ -56,6 +56,10 @@ class CompiledScript:
     timer_routes: [(name, interval_seconds, fn)]; event_routes: {E_NAME: fn};
     startup_route, error_route: fn or None.
     source:       the generated Python source (for debugging).
+    code_filename, line_pos: the name the generated code was compiled under and, per generated line
+                  (line n at index n-1), the script position it came from (None for glue lines):
+                  what a tracer needs to name the script lines that ran (routescript.testing's
+                  `routescript test`), read only by such tools - the routes never look at them.
     """
 
     def __init__(self, routes: dict[tuple[str, str | None], RouteFn],
@@ -81,6 +85,8 @@ class CompiledScript:
         # (a context made with route_type request) without asking get(); a script without one answers
         # as run() does for a missing route: 1.
         self.request_route: RouteFn = routes.get((REQUEST_ROUTE, None)) or _no_route
+        self.code_filename = ""
+        self.line_pos: list[Pos | None] = []
 
     def get(self, kind: str, name: str | None = None) -> RouteFn | None:
         if kind == REQUEST_ROUTE and name in ("0", "main"):
@@ -148,7 +154,9 @@ class _Gen(_StmtGen):
                 routes[key] = fn
             else:
                 routes[key] = _entry(fn, route_label(*key), filename, self.line_pos)
-        return CompiledScript(routes, dict(self.defs), source, self.never_waiting())
+        compiled = CompiledScript(routes, dict(self.defs), source, self.never_waiting())
+        compiled.code_filename, compiled.line_pos = filename, self.line_pos
+        return compiled
 
 
 def _entry(inner: Callable[[MsgContext], Awaitable[int]], label: str, filename: str,
