@@ -21,6 +21,9 @@ NOT_COVERED: dict[str, str] = {
     # Two servers sharing one PostgreSQL database: a scenario runs one server in process.
     "cluster-node1.cfg": "two servers on PostgreSQL: one in-process server cannot show it",
     "cluster-node2.cfg": "two servers on PostgreSQL: one in-process server cannot show it",
+    # Landed beside the scenario engine: their scenarios come next (ws UAs in the engine for webrtc).
+    "presence-2x.cfg": "scenario not written yet (tests/docs/test_migration_guide.py loads it)",
+    "webrtc-presence.cfg": "scenario not written yet (tests/ws covers it over sockets)",
 }
 
 
