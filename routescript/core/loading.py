@@ -178,6 +178,16 @@ class LoadingServer(Protocol):
     def transactions(self) -> TransactionLayer | None: ...
 
 
+# socket= protocols that need a transport module loaded (OpenSIPS: "no protocol module for tls")
+_PROTO_MODULES = {"tls": "proto_tls"}
+
+
+def _transport_module_errors(config: CoreConfig, modules: ModuleSet) -> list[LoadDiagnostic]:
+    return [Diagnostic(f"socket {spec.name}: {spec.proto} needs loadmodule \"{_PROTO_MODULES[spec.proto]}.so\" "
+                       f"(and its tls_mgm domains)", spec.pos)
+            for spec in config.sockets if spec.proto in _PROTO_MODULES and _PROTO_MODULES[spec.proto] not in modules]
+
+
 class ConfigLoader:
     """Server.load and Server.reload_routes: the configuration's file, what loading it produced
     (`loaded`, the function `registry`), and the compiled script it gives the routes."""
@@ -231,6 +241,7 @@ class ConfigLoader:
         modules, failed, problems = make_modules(classes, typed.values, cast("ModuleHost", server),
                                                  typed.refused)
         errors += [config_diagnostic(e) for e in problems]
+        errors += _transport_module_errors(config, modules)
         for ev in {e for m in modules.instances.values() for e in m.events}:
             server.events.declare(ev)
         registry = build_registry(modules, lms, failed.values(), config.listen_specs())

@@ -13,14 +13,18 @@ from typing import Any
 
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
 
-__all__ = ["DEFAULT_SIP_PORT", "PROTOCOLS", "TCP", "UDP", "Destination", "SocketInfo", "Source", "bare_host",
-           "host_for_uri", "is_ip", "is_ipv6", "normalize_host"]
+__all__ = ["DEFAULT_SIP_PORT", "DEFAULT_SIPS_PORT", "PROTOCOLS", "STREAM_PROTOCOLS", "TCP", "TLS", "UDP",
+           "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri", "is_ip", "is_ipv6",
+           "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"
-PROTOCOLS = (UDP, TCP)
+TLS = "tls"
+PROTOCOLS = (UDP, TCP, TLS)
+STREAM_PROTOCOLS = (TCP, TLS)   # carried by a connection (routescript.transport.tcp), framed alike
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 19.1.2: default port for sip: over UDP and TCP
+DEFAULT_SIPS_PORT = 5061  # RFC 3261 19.1.2: default port for sips: (TLS)
 
 
 @dataclass(frozen=True, slots=True)

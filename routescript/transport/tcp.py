@@ -1,16 +1,20 @@
-"""One TCP connection (accepted or opened by us): framing, keep-alives, idle timeout, a time limit
-for each message to arrive whole, bounded writes."""
+"""One TCP or TLS connection (accepted or opened by us): framing, keep-alives, idle timeout, a time limit
+for each message to arrive whole, bounded writes. An accepted TLS connection runs its handshake first
+(within tls_handshake_timeout) and is a connection of the layer only once it succeeded; one we open is
+handed over after its handshake by asyncio."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
 from routescript.transport.address import TCP, SocketInfo, Source, host_for_uri
 from routescript.transport.errors import FramingError, TransportError
 from routescript.transport.framing import PONG, Ping, StreamFramer
+from routescript.transport.tls import TlsSession, handshake_failure
 
 log = logging.getLogger("routescript.transport")
 
@@ -28,8 +32,10 @@ class ConnectionOwner(Protocol):
     max_write_buffer: int
     tcp_idle_timeout: float
     tcp_max_msg_time: float
+    tls_handshake_timeout: float
 
     def next_conn_id(self) -> int: ...
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None: ...
     def admit_connection(self, conn: TcpConnection) -> bool: ...
     def connection_opened(self, conn: TcpConnection) -> None: ...
     def connection_closed(self, conn: TcpConnection) -> None: ...
@@ -43,16 +49,24 @@ class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefixes every line with the connection (aioquic's QuicConnectionAdapter idea)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[tcp#{self.extra['conn_id']} {self.extra['peer']}] {msg}", kwargs  # type: ignore[index]
+        extra = self.extra
+        return f"[{extra['proto']}#{extra['conn_id']} {extra['peer']}] {msg}", kwargs  # type: ignore[index]
 
 
 class TcpConnection(asyncio.Protocol):
-    """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it."""
+    """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it.
+    `proto` is "tcp" or "tls"; `tls_accept`: the context an accepted TLS connection's handshake uses;
+    `tls` the established session's facts (None over TCP)."""
 
-    def __init__(self, layer: ConnectionOwner, info: SocketInfo | None, *, outgoing: bool) -> None:
+    def __init__(self, layer: ConnectionOwner, info: SocketInfo | None, *, outgoing: bool, proto: str = TCP,
+                 tls_accept: ssl.SSLContext | None = None) -> None:
         self.layer = layer
         self.info = info
         self.outgoing = outgoing
+        self.proto = proto
+        self.tls_accept = tls_accept
+        self.tls: TlsSession | None = None
+        self._early: list[bytes] = []   # what arrived between the handshake's end and _established
         self.conn_id = 0
         self.source: Source | None = None
         self.transport: asyncio.Transport | None = None
@@ -64,33 +78,82 @@ class TcpConnection(asyncio.Protocol):
         self._message_since: float | None = None
         self._message_timer: asyncio.TimerHandle | None = None
         self._draining = 0   # bytes still to discard after a framing error's reply (lingering close)
-        self.log: logging.LoggerAdapter = _ConnLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
+        self.log: logging.LoggerAdapter = _ConnLog(  # type: ignore[type-arg]
+            log, {"proto": proto, "conn_id": "?", "peer": "?"})
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = cast(asyncio.Transport, transport)  # a stream protocol gets a full Transport
-        self.transport = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.conn_id = self.layer.next_conn_id()
-        self.log = _ConnLog(log, {"conn_id": self.conn_id,
+        self.log = _ConnLog(log, {"proto": self.proto, "conn_id": self.conn_id,
                                   "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
-        info = self.info or SocketInfo(TCP, local[0], local[1])
-        self.source = Source(TCP, info, peer[0], peer[1], self.conn_id)
+        info = self.info or SocketInfo(self.proto, local[0], local[1])
+        self.source = Source(self.proto, info, peer[0], peer[1], self.conn_id)
         if not self.outgoing and not self.layer.admit_connection(self):
             self.closed = True
             stream.abort()
             return
+        if self.tls_accept is not None:
+            # Nothing is read until the handshake takes the stream over (start_tls resumes reading).
+            stream.pause_reading()
+            self.layer.spawn(self._accept_tls(stream, self.tls_accept), f"TLS handshake of {self.source}")
+            return
+        self._established(stream)
+
+    def _established(self, stream: asyncio.Transport) -> None:
+        """The connection carries SIP from now on: in the layer's table, its idle timer running."""
+        self.transport = stream
+        tls = stream.get_extra_info("ssl_object")
+        if tls is not None:
+            self.tls = TlsSession.of(tls)
+            self.log.debug("%s, %s, peer certificate %s", self.tls.version, self.tls.cipher,
+                           "verified" if self.tls.verified else "present (not verified)"
+                           if self.tls.peer_cert else "none")
         self.layer.connection_opened(self)
         self.touch()
         self._arm_idle(self.layer.tcp_idle_timeout)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    async def _accept_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """The server side of the handshake, within tls_handshake_timeout. A failure (no TLS at all, a
+        certificate refused, a stalled peer) closes the connection and says why in one log line."""
+        timeout = self.layer.tls_handshake_timeout
+        try:
+            stream = await asyncio.get_running_loop().start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=timeout)
+        except asyncio.CancelledError:
+            raw.abort()
+            raise
+        except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError; start_tls closed the stream
+            self.closed = True
+            raw.abort()
+            kind, why = handshake_failure(exc, timeout)
+            self.layer.log_connection(self, kind, "closing TLS connection from %s: %s", self.source, why)
+            return
+        if stream is None or self.closed:   # the peer went away as the handshake ended
+            self.closed = True
+            raw.abort()
+            return
+        self._established(stream)
 
     def data_received(self, data: bytes) -> None:
         if self._draining:
             self._drain(len(data))
             return
         if self.closed or self.source is None:
+            return
+        if self.transport is None:
+            # TLS: the first records decrypted as the handshake ends, before start_tls returns the stream
+            self._early.append(data)
+            if sum(map(len, self._early)) > 2 * self.layer.max_message_size:   # bounded (STYLE 7)
+                self.log.warning("closing: %d bytes before the handshake was seen to end",
+                                 sum(map(len, self._early)))
+                self.close()
             return
         self.touch()
         try:
@@ -129,13 +192,13 @@ class TcpConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Send on this connection; TransportError when it is closed or the peer does not read."""
         if not self.open:
-            raise TransportError(f"tcp connection #{self.conn_id} is closed")
+            raise TransportError(f"{self.proto} connection #{self.conn_id} is closed")
         assert self.transport is not None
         # Bound what we buffer for a peer that does not read (STYLE 7).
         if self.transport.get_write_buffer_size() + len(data) > self.layer.max_write_buffer:
             self.log.warning("closing: peer does not read (write buffer full)")
             self.close()
-            raise TransportError(f"tcp connection #{self.conn_id}: write buffer full")
+            raise TransportError(f"{self.proto} connection #{self.conn_id}: write buffer full")
         self.transport.write(data)
         self.touch()
 
