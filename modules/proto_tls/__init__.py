@@ -42,7 +42,8 @@ class ProtoTlsModule(Module):
     depends = ("tls_mgm",)
     params = (
         Param("tls_port", int, 5061, "default TLS port", later=_PORT),
-        Param("tls_handshake_timeout", int, 100, "ms a handshake may take (accept and connect)", check=_positive),
+        Param("tls_handshake_timeout", int, 100, "ms a handshake may take (accept and connect)",
+              check=_positive),
         Param("tls_send_timeout", int, 100, "accepted; writes are buffered and bounded by the write buffer",
               check=_positive),
         Param("tls_max_msg_chunks", int, 4, "accepted; a message must arrive whole within tcp_max_msg_time"),

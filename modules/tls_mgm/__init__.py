@@ -16,7 +16,8 @@ from .contexts import TlsContexts
 from .domains import DOMAIN_PARAMS, DomainError, DomainTable, build_table
 
 _DB = "the TLS domains table (db_url) is not implemented: define the domains with server_domain/client_domain"
-_AVP = "client domains are matched by address only (client_tls_domain_avp/client_sip_domain_avp not implemented)"
+_AVP = ("client domains are matched by address only (client_tls_domain_avp/client_sip_domain_avp not "
+        "implemented)")
 
 
 def _library(value: Any) -> None:

@@ -55,8 +55,9 @@ def build_context(domain: TlsDomain) -> DomainContext:
     if domain.method.high is not None:
         ctx.maximum_version = _VERSIONS[domain.method.high]
     if server and not (domain.certificate and domain.private_key):
-        raise DomainError(f"{_what}: a server domain needs a certificate and a private_key (modparam(\"tls_mgm\", "
-                          f"\"certificate\", \"[{domain.name}]/path/cert.pem\") and private_key)")
+        raise DomainError(f"{_what}: a server domain needs a certificate and a private_key "
+                          f"(modparam(\"tls_mgm\", \"certificate\", \"[{domain.name}]/path/cert.pem\") "
+                          "and private_key)")
     if domain.certificate:
         _load(ctx.load_cert_chain, _what, "certificate/private_key", domain.certificate,
               domain.private_key or None)

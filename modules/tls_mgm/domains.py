@@ -70,8 +70,8 @@ def parse_method(text: str) -> MethodRange:
 def _method(name: str, whole: str) -> str | None:
     key = name.strip().lower()
     if key not in METHODS:
-        raise DomainError(f"tls_method \"{whole}\": unknown method \"{name.strip()}\" (SSLv23, TLSv1, TLSv1_1, "
-                          "TLSv1_2, TLSv1_3, or a range LOW-HIGH; SSLv2/SSLv3 are not supported)")
+        raise DomainError(f"tls_method \"{whole}\": unknown method \"{name.strip()}\" (SSLv23, TLSv1, "
+                          "TLSv1_1, TLSv1_2, TLSv1_3, or a range LOW-HIGH; SSLv2/SSLv3 are not supported)")
     if key == "sslv23" and name.strip() != whole.strip():
         raise DomainError(f"tls_method \"{whole}\": SSLv23 is not a bound of a range")
     return METHODS[key]

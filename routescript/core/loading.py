@@ -183,9 +183,14 @@ _PROTO_MODULES = {"tls": "proto_tls"}
 
 
 def _transport_module_errors(config: CoreConfig, modules: ModuleSet) -> list[LoadDiagnostic]:
-    return [Diagnostic(f"socket {spec.name}: {spec.proto} needs loadmodule \"{_PROTO_MODULES[spec.proto]}.so\" "
-                       f"(and its tls_mgm domains)", spec.pos)
-            for spec in config.sockets if spec.proto in _PROTO_MODULES and _PROTO_MODULES[spec.proto] not in modules]
+    """A socket= of a protocol whose module is not loaded (socket=tls without proto_tls)."""
+    out = []
+    for spec in config.sockets:
+        module = _PROTO_MODULES.get(spec.proto)
+        if module is not None and module not in modules:
+            out.append(Diagnostic(f"socket {spec.name}: {spec.proto} needs loadmodule \"{module}.so\" (and "
+                                  "tls_mgm with its TLS domains)", spec.pos))
+    return out
 
 
 class ConfigLoader:

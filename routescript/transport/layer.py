@@ -182,7 +182,7 @@ class TransportLayer:
             raise OSError("tls sockets need proto_tls and tls_mgm loaded")
         holder: list[tuple[SocketInfo, ssl.SSLContext]] = []
         server = await asyncio.get_running_loop().create_server(
-            lambda: TcpConnection(self, holder[0][0], outgoing=False, proto=TLS, tls_accept=holder[0][1]),
+            lambda: TcpConnection(self, holder[0][0], outgoing=False, proto=TLS, tls_context=holder[0][1]),
             host, port, reuse_address=True, start_serving=False)
         info = SocketInfo(TLS, host, server.sockets[0].getsockname()[1])
         try:
@@ -319,10 +319,6 @@ class TransportLayer:
     def next_conn_id(self) -> int:
         return next(self._conn_ids)
 
-    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        """Run `coro` in the background, cancelled by close() (a TLS connection's handshake)."""
-        self._spawn(coro, what)
-
     def admit_connection(self, conn: TcpConnection) -> bool:
         """Whether an accepted connection may stay: within tcp_max_connections, and within
         tcp_max_connections_per_ip for its address (unless trusted). A refusal is logged, at most once
@@ -406,14 +402,18 @@ class TransportLayer:
         try:
             tls_options = self._tls_client_options(dest)
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self, info, outgoing=True, proto=dest.proto),
-                                       bare_host(dest.host), dest.port, local_addr=local_addr, **tls_options),
-                self.tcp_connect_timeout + self.tls_handshake_timeout)
+                loop.create_connection(lambda: TcpConnection(self, info, outgoing=True, proto=dest.proto,
+                                                             **tls_options),
+                                       bare_host(dest.host), dest.port, local_addr=local_addr),
+                self.tcp_connect_timeout)
+            if conn.ready is not None:   # TLS: its handshake ends (or fails) within tls_handshake_timeout
+                await conn.ready
             future.set_result(conn)
             return conn
         except (TimeoutError, OSError, LookupError) as exc:
             if dest.proto == TLS:
-                _, why = handshake_failure(exc, self.tls_handshake_timeout)
+                why = str(exc) if isinstance(exc, TransportError) else handshake_failure(
+                    exc, self.tls_handshake_timeout)[1]
                 log.warning("cannot open a TLS connection to %s: %s", dest, why)
                 exc = OSError(why)
             error = TransportError(f"cannot connect to {dest}: {exc or 'timeout'}")
@@ -432,8 +432,7 @@ class TransportLayer:
         if self.tls is None:
             raise TransportError(f"cannot reach {dest}: no TLS (proto_tls is not loaded)")
         name = None if is_ip(dest.host) else bare_host(dest.host)
-        return {"ssl": self.tls.client_context(dest, name), "server_hostname": name or "",
-                "ssl_handshake_timeout": self.tls.handshake_timeout}
+        return {"tls_context": self.tls.client_context(dest, name), "server_hostname": name}
 
     # --- sending --------------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@ certificates (a TlsProvider: modules/tls_mgm through proto_tls), the facts of an
 (TlsSession, read by the $tls_* pseudo-variables), and the wording of a failed handshake for the log.
 
 The transport does no certificate work of its own: it asks the provider for an ssl.SSLContext for a
-listening socket (server side) or a destination (client side), runs the handshake with asyncio's TLS
-(loop.start_tls / create_connection(ssl=...)) within the provider's handshake timeout, and keeps the
-session's facts on the connection.
+listening socket (server side) or a destination (client side), and runs TLS over the connection's bytes
+with a TlsStream (the ssl module's SSLObject over memory BIOs: sans-IO, the same on asyncio and uvloop,
+and every handshake failure is ours to log - asyncio's own TLS transport drops them silently).
 """
 
 from __future__ import annotations
@@ -61,6 +61,57 @@ class TlsSession:
         return cls(version=tls.version() or "", cipher=cipher[0], description=cipher[1], bits=int(cipher[2]),
                    peer_cert=peer, verified=verified, domain=str(getattr(context, "tls_domain", "")),
                    server_side=tls.server_side)
+
+
+class TlsStream:
+    """TLS over a byte stream, without I/O: feed it what the peer sent (`receive` returns the plaintext
+    that came out), give it what to send (`send`), and write `pending()` to the peer after each call.
+
+    `established` once the handshake is done; `closed` once the peer sent close_notify. ssl.SSLError from
+    `receive` when the handshake or a record fails (then `pending()` may hold the alert to send)."""
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool,
+                 server_hostname: str | None = None) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                    server_hostname=server_hostname or None)
+        self.established = False
+        self.closed = False
+        if not server_side:
+            self._handshake()   # the ClientHello
+
+    def receive(self, data: bytes) -> bytes:
+        self._incoming.write(data)
+        if not self.established and not self._handshake():
+            return b""
+        out = bytearray()
+        while True:
+            try:
+                chunk = self.ssl.read(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.closed = True
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def send(self, data: bytes) -> None:
+        self.ssl.write(data)
+
+    def pending(self) -> bytes:
+        return self._outgoing.read()
+
+    def _handshake(self) -> bool:
+        try:
+            self.ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        self.established = True
+        return True
 
 
 # OpenSSL's reasons for a first record that is no TLS record: a plaintext client on the TLS port (a SIP
