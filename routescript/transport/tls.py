@@ -121,6 +121,9 @@ _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUE
                       "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 
 
+_CERT_ALERTS = {"CA", "CERTIFICATE"}   # UNKNOWN_CA, BAD_CERTIFICATE, CERTIFICATE_EXPIRED, ...
+
+
 def handshake_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
     """(kind, text) for the log line of a failed handshake: the kind (for rate-limiting the lines of
     one address per kind) and what happened, in words a server operator can act on."""
@@ -130,10 +133,16 @@ def handshake_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
         reason = exc.reason or type(exc).__name__
         if reason in _NOT_TLS:
             return "tls-not-tls", f"the peer does not speak TLS ({reason}): a plaintext client on a TLS port?"
-        if reason == "CERTIFICATE_VERIFY_FAILED" or "CERTIFICATE" in reason:
-            return "tls-cert", f"certificate not accepted ({reason})"
+        if reason == "CALLBACK_FAILED":   # the provider's SNI callback refused the name
+            return "tls-domain", "its Server Name Indication matches no TLS server domain (match_sip_domain)"
         if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
             return "tls-cert", "the peer sent no certificate and require_cert is set"
+        if "CERTIFICATE" in reason:
+            return "tls-cert", f"certificate not accepted ({reason})"
+        if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_")):
+            about_cert = _CERT_ALERTS.intersection(reason.split("_"))
+            hint = " (it does not accept our certificate)" if about_cert else ""
+            return "tls-alert", f"the peer ended the handshake with the alert {reason}{hint}"
         return "tls-handshake", f"TLS error {reason}"
     if isinstance(exc, TimeoutError) or (isinstance(exc, ConnectionAbortedError) and "longer" in str(exc)):
         return "tls-timeout", f"no handshake within {timeout * 1000:.0f} ms (tls_handshake_timeout)"
