@@ -158,4 +158,5 @@ def target(callee: SipTestClient) -> str:
     return f"sip:{callee.user}@{callee.hostport}{suffix}"
 
 
-__all__ = ["PROXY_SCRIPT", "Proxy", "TestPki", "free_port", "start", "target", "tls_lines", "uas", "write_cfg"]
+__all__ = ["PROXY_SCRIPT", "Proxy", "TestPki", "free_port", "start", "target", "tls_lines", "uas",
+           "write_cfg"]

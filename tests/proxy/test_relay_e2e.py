@@ -1,5 +1,6 @@
 """`routescript run` as a stateful proxy (t_relay) between Python UAs over real sockets, UDP and TCP,
-with 1 and 2 UDP workers, and TLS with 1 (socket=tls runs in one process: docs/modules/proto_tls.md): a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
+with 1 and 2 UDP workers, and TLS with 1 (socket=tls runs in one process: docs/modules/proto_tls.md):
+a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
 failure_route -> serial fork, fr_inv_timeout -> failure_route with 408, a parallel fork (first 200 wins,
 the other branch cancelled), MESSAGE stateful, OPTIONS stateless (forward()), Max-Forwards 0 -> 483,
 branch_route dropping a branch, stray replies dropped."""
@@ -40,8 +41,8 @@ def proto(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def running(workers: int,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object, int | None, TestPki | None]]:
+def running(workers: int, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[int, int, object, int | None, TestPki | None]]:
     tmp = tmp_path_factory.mktemp(f"proxy{workers}")
     port = free_port()
     tls_port, pki = (free_port(), TestPki.make(tmp)) if workers == 1 else (None, None)
@@ -211,7 +212,7 @@ async def test_parallel_fork_first_200_wins_other_cancelled(proxy: Proxy) -> Non
 
 async def test_branch_route_drop_skips_that_branch(proxy: Proxy) -> None:
     async with uas(proxy.proto, proxy, "mia") as (caller,), uas(proxy.proto, proxy, "ned") as (callee,):
-        dropped = f"sip:dropme@{callee.hostport}" + ("" if callee.proto == "udp" else f";transport={callee.proto}")
+        dropped = target(callee).replace(f"sip:{callee.user}@", "sip:dropme@")
         invite = invite_to(caller, callee, headers=[("X-Fork", dropped)])
         caller.send(invite)
         got = await callee.expect_request("INVITE", call_id=invite.call_id)

@@ -86,8 +86,8 @@ def test_server_domains_match_by_address_then_sni() -> None:
 
 
 def test_the_exact_name_beats_a_wildcard_and_a_named_domain_beats_the_default() -> None:
-    table = build_table(["wide", "narrow"], [], {"match_sip_domain": ["[wide]*.bar.com", "[narrow]foo.bar.com"],
-                                                 "certificate": ["/c.pem"]})
+    table = build_table(["wide", "narrow"], [], {
+        "match_sip_domain": ["[wide]*.bar.com", "[narrow]foo.bar.com"], "certificate": ["/c.pem"]})
     assert table.match_server("127.0.0.1", 5061, "foo.bar.com").name == "narrow"  # type: ignore[union-attr]
     assert table.match_server("127.0.0.1", 5061, "x.bar.com").name == "wide"      # type: ignore[union-attr]
     # un-prefixed values made the implicit "default" domain (server and client), matching anything last
