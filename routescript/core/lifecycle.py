@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from routescript.resolve import Resolver
 from routescript.script.context import STARTUP_ROUTE, MsgContext
@@ -313,13 +313,21 @@ class Lifecycle:
             max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
             tcp_trusted_sources=cfg.tcp_trusted_sources,
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
-            udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base)
+            udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base, tls=self._tls_provider())
         proto_ws = server.modules.get("proto_ws")
         # proto_ws is found by name, as tm: the core does not import modules/
         if proto_ws is not None and hasattr(proto_ws, "ws_options"):
             transport.ws_options = WsOptions(**proto_ws.ws_options())
         server.transport = transport
         return transport
+
+    def _tls_provider(self) -> Any:
+        """proto_tls's TLS provider (tls_mgm's contexts) when it is loaded, else None (no TLS). Found by
+        name: the core does not import modules/, so it asks for proto_tls's one hook."""
+        proto_tls = self._server.modules.get("proto_tls")
+        if proto_tls is not None and hasattr(proto_tls, "tls_transport"):
+            return proto_tls.tls_transport()
+        return None
 
     async def adopt_sockets(self, closing: CloseStack, sockets: Sequence[tuple[socket.socket, bool]], *,
                             conn_id_base: int = 0) -> TransportLayer:

@@ -179,6 +179,7 @@ class LoadingServer(Protocol):
     def transactions(self) -> TransactionLayer | None: ...
 
 
+# socket= protocols that need a transport module loaded (OpenSIPS: "no protocol module for tls")
 class ConfigLoader:
     """Server.load and Server.reload_routes: the configuration's file, what loading it produced
     (`loaded`, the function `registry`), and the compiled script it gives the routes."""
@@ -373,7 +374,7 @@ def _in_file_order(diagnostics: list[LoadDiagnostic]) -> list[LoadDiagnostic]:
 
 # socket= protocols served by a module that must be loaded for them, as in OpenSIPS (proto_ws holds the
 # WebSocket parameters); udp and tcp are built in.
-_PROTO_MODULES = {"ws": "proto_ws"}
+_PROTO_MODULES = {"ws": "proto_ws", "tls": "proto_tls"}
 
 
 def _socket_module_errors(config: CoreConfig, loaded: Mapping[str, object]) -> list[LoadDiagnostic]:
@@ -385,8 +386,9 @@ def _socket_module_errors(config: CoreConfig, loaded: Mapping[str, object]) -> l
     for spec in config.listen_specs():
         needed = _PROTO_MODULES.get(spec.proto)
         if needed is not None and needed not in loaded:
-            errors.append(Diagnostic(f"socket {spec.name}: loadmodule \"{needed}.so\" to listen on "
-                                     f"{spec.proto}", spec.pos))
+            also = " (and tls_mgm with its TLS domains)" if spec.proto == "tls" else ""
+            errors.append(Diagnostic(f"socket {spec.name}: {spec.proto} needs loadmodule "
+                                     f"\"{needed}.so\"{also}", spec.pos))
         if spec.proto == "ws" and many_workers:
             errors.append(Diagnostic(f"socket {spec.name}: WebSocket sockets are not supported with worker "
                                      "processes yet (udp_workers/tcp_workers = 1)", spec.pos))

@@ -13,15 +13,19 @@ from typing import Any
 
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
 
-__all__ = ["DEFAULT_SIP_PORT", "PROTOCOLS", "TCP", "UDP", "WS", "Destination", "SocketInfo", "Source",
-           "bare_host", "host_for_uri", "is_ip", "is_ipv6", "normalize_host"]
+__all__ = ["DEFAULT_SIP_PORT", "DEFAULT_SIPS_PORT", "PROTOCOLS", "STREAM_PROTOCOLS", "TCP", "TLS", "UDP",
+           "WS", "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri", "is_ip", "is_ipv6",
+           "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"
+TLS = "tls"
 WS = "ws"   # RFC 7118: SIP over WebSocket (Via: SIP/2.0/WS)
-PROTOCOLS = (UDP, TCP, WS)
+PROTOCOLS = (UDP, TCP, TLS, WS)
+STREAM_PROTOCOLS = (TCP, TLS)   # carried by a connection of routescript.transport.tcp, framed alike (not ws)
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 19.1.2: default port for sip: over UDP and TCP
+DEFAULT_SIPS_PORT = 5061  # RFC 3261 19.1.2: default port for sips: (TLS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP, TCP or WebSocket).
+"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP, TCP, TLS or WebSocket).
 
     client = await SipTestClient.start("udp", ("127.0.0.1", port))
     sub = client.subscribe("sip:alice@127.0.0.1", event="presence", expires=600)
@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import socket as _socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from routescript.sip import (
     generate_tag,
     parse_message,
 )
-from routescript.transport.address import TCP, UDP, WS, host_for_uri, is_ipv6
+from routescript.transport.address import TCP, TLS, UDP, WS, host_for_uri, is_ipv6
 from routescript.transport.errors import FramingError
 from routescript.transport.framing import PONG, Ping, StreamFramer
 
@@ -185,18 +186,24 @@ class SipTestClient:
     """A SIP UA bound to `local_host` on an ephemeral port, talking to one server address.
 
     proto "udp": one UDP socket; "tcp": one connection to the server (its local port is the Contact
-    port, so the server can send requests back on it); "ws": one WebSocket connection (the same; with
-    `ws_origin` as its Origin header and `ws_subprotocols` offered, `sip` by default). `timeout` is
-    the default of every wait.
+    port, so the server can send requests back on it); "tls": the same over TLS, with `tls_context`
+    (an ssl.SSLContext for the client side: the CA to trust, a client certificate) and `server_name`
+    (sent as SNI; None sends none); "ws": one WebSocket connection (the same; with `ws_origin` as its
+    Origin header and `ws_subprotocols` offered, `sip` by default). `timeout` is the default of every wait.
     `auto_reply` maps a method to the status answered automatically (e.g. {"NOTIFY": 200}); the
     requests are still queued for `expect_request`.
     """
 
     def __init__(self, proto: str, server: tuple[str, int], *, user: str = "tester",
-                 domain: str | None = None, timeout: float = 2.0) -> None:
+                 domain: str | None = None, timeout: float = 2.0, tls_context: ssl.SSLContext | None = None,
+                 server_name: str | None = None) -> None:
         self.proto = proto.lower()
-        if self.proto not in (UDP, TCP, WS):
+        if self.proto not in (UDP, TCP, TLS, WS):
             raise ValueError(f"unsupported transport {proto!r}")
+        if self.proto == TLS and tls_context is None:
+            raise ValueError("a TLS client needs tls_context (an ssl.SSLContext)")
+        self.tls_context = tls_context
+        self.server_name = server_name
         self.server = (server[0].strip("[]"), int(server[1]))
         self.user = user
         self.domain = domain or host_for_uri(self.server[0])
@@ -224,11 +231,15 @@ class SipTestClient:
     async def start(cls, proto: str, server: tuple[str, int], *, local_host: str | None = None,
                     user: str = "tester", domain: str | None = None, timeout: float = 2.0,
                     ws_origin: str | None = "http://127.0.0.1",
-                    ws_subprotocols: Iterable[str] = ("sip",)) -> SipTestClient:
-        """Open the socket (UDP) or the connection (TCP, WebSocket) and return the running client. Over
-        WebSocket, a refused handshake is an AssertionError (unless `ws_status` is what the test wants:
-        then call `_open` itself)."""
-        client = cls(proto, server, user=user, domain=domain, timeout=timeout)
+                    ws_subprotocols: Iterable[str] = ("sip",),
+                    tls_context: ssl.SSLContext | None = None,
+                    server_name: str | None = None) -> SipTestClient:
+        """Open the socket (UDP) or the connection (TCP, TLS: handshake done, WebSocket) and return the
+        running client. ssl.SSLError / OSError when the TLS handshake fails. Over WebSocket, a refused
+        handshake is an AssertionError (unless `ws_status` is what the test wants: then call `_open`
+        itself)."""
+        client = cls(proto, server, user=user, domain=domain, timeout=timeout, tls_context=tls_context,
+                     server_name=server_name)
         client.ws_origin, client.ws_subprotocols = ws_origin, tuple(ws_subprotocols)
         await client._open(local_host)
         if client.proto == WS and client.ws_status != 101:
@@ -253,8 +264,11 @@ class SipTestClient:
                                     subprotocols=self.ws_subprotocols)
                 return _TcpProto(self._on_data, self.server)
 
+            tls: dict[str, Any] = {}
+            if self.proto == TLS:
+                tls = {"ssl": self.tls_context, "server_hostname": self.server_name or ""}
             tcp, proto_obj = await loop.create_connection(make, self.server[0], self.server[1],
-                                                          local_addr=(local_host, 0))
+                                                          local_addr=(local_host, 0), **tls)
             self._tcp = proto_obj
             sockname = tcp.get_extra_info("sockname")
             if isinstance(proto_obj, _WsProto):
@@ -307,14 +321,16 @@ class SipTestClient:
 
     @property
     def contact_uri(self) -> str:
-        suffix = "" if self.proto == UDP else f";transport={self.proto}"
-        return f"sip:{self.user}@{self.hostport}{suffix}"
+        return f"sip:{self.user}@{self.hostport}{self._transport_param}"
 
     @property
     def server_uri(self) -> str:
-        """sip:host:port of the server (with ;transport=tcp over TCP, ws over WebSocket)."""
-        suffix = "" if self.proto == UDP else f";transport={self.proto}"
-        return f"sip:{host_for_uri(self.server[0])}:{self.server[1]}{suffix}"
+        """sip:host:port of the server (with ;transport=tcp over TCP, tls over TLS, ws over WebSocket)."""
+        return f"sip:{host_for_uri(self.server[0])}:{self.server[1]}{self._transport_param}"
+
+    @property
+    def _transport_param(self) -> str:
+        return "" if self.proto == UDP else f";transport={self.proto}"
 
     # --- building requests ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ The contract (docs/internals.md): TransportLayer(on_message, ...), `await listen
 from routescript.transport.address import (
     DEFAULT_SIP_PORT,
     TCP,
+    TLS,
     UDP,
     Destination,
     SocketInfo,
@@ -26,6 +27,7 @@ __all__ = [
     "PING",
     "PONG",
     "TCP",
+    "TLS",
     "UDP",
     "Destination",
     "FramingError",

@@ -7,7 +7,9 @@ problem as the reason phrase; anything else is dropped and logged at most once p
 
 Send: UDP from the listening socket (the one the request came in on, for replies), TCP on an open
 connection (the one the request came on, or any open one to the same remote address - this is how
-NOTIFYs reach a subscriber behind its own TCP connection), opening a new one on demand.
+NOTIFYs reach a subscriber behind its own TCP connection), opening a new one on demand. TLS is TCP with
+a handshake (routescript.transport.tls): the same connections, framing and bounds, with the SSL
+contexts of the layer's TlsProvider (`tls`; without one, tls sockets and destinations are refused).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import socket as _socket
+import ssl
 import time
 from collections.abc import Callable, Container, Coroutine, Iterable
 from typing import Any
@@ -23,7 +26,9 @@ from typing import Any
 from routescript.sip import ParseError, parse_message, reply_to_malformed
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
+    STREAM_PROTOCOLS,
     TCP,
+    TLS,
     UDP,
     WS,
     Destination,
@@ -38,6 +43,7 @@ from routescript.transport.errors import TransportError
 from routescript.transport.probe import QueueDelayProbe
 from routescript.transport.routing import receive_route, request_destination, response_destination
 from routescript.transport.tcp import TcpConnection
+from routescript.transport.tls import TlsProvider, TlsSession, handshake_failure
 from routescript.transport.udp import UdpEndpoint
 from routescript.transport.ws import WsConnection, WsOptions
 
@@ -73,6 +79,7 @@ class TransportLayer:
         (OpenSIPS tcp_max_msg_time, default 4; 0 = no limit); then the connection is closed and logged.
     tcp_connect_timeout: how long opening an outgoing connection may take.
     conn_id_base: connection ids start above it (a worker's slot << 48: ids global across workers).
+    tls: the SSL contexts of tls sockets and destinations (TlsProvider); None: no TLS.
     """
 
     def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
@@ -80,8 +87,10 @@ class TransportLayer:
                  max_tcp_connections_per_ip: int = 256, tcp_trusted_sources: Container[str] = (),
                  tcp_max_msg_time: float = 4.0,
                  tcp_connect_timeout: float = 5.0, max_write_buffer: int = 1 << 20,
-                 drop_log_interval: float = 60.0, udp_buffer: int = 0, conn_id_base: int = 0) -> None:
+                 drop_log_interval: float = 60.0, udp_buffer: int = 0, conn_id_base: int = 0,
+                 tls: TlsProvider | None = None) -> None:
         self.on_message = on_message
+        self.tls = tls
         self.front: Front = self.receive
         self.tcp_relay: TcpRelay | None = None
         # In a worker that accepts no TCP connections: a conn_id naming the worker that does (no real
@@ -103,7 +112,7 @@ class TransportLayer:
         self._conns: dict[int, Connection] = {}
         self._by_remote: dict[tuple[str, str, int], Connection] = {}   # (proto, host, port)
         self._accepted_per_ip: dict[str, int] = {}   # open accepted connections by remote address
-        self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
+        self._connecting: dict[tuple[str, str, int], asyncio.Future[TcpConnection]] = {}
         self._conn_ids = itertools.count(conn_id_base + 1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drop_log = RateLimitedLog(log, interval=drop_log_interval)
@@ -118,6 +127,10 @@ class TransportLayer:
         return [*self._udp, *self._tcp_servers, *self._ws_servers]
 
     @property
+    def tls_handshake_timeout(self) -> float:
+        return self.tls.handshake_timeout if self.tls is not None else 0.0
+
+    @property
     def tcp_connections(self) -> int:
         return len(self._conns)
 
@@ -125,6 +138,12 @@ class TransportLayer:
         """The open TCP and WebSocket connections (accepted and opened), for listings such as MI
         list_tcp_conns."""
         return list(self._conns.values())
+
+    def tls_session(self, conn_id: int | None) -> TlsSession | None:
+        """The TLS session of connection `conn_id` while it is open (None: not TLS, or gone): what the
+        $tls_* pseudo-variables of a message read."""
+        conn = self._conns.get(conn_id) if conn_id is not None else None
+        return conn.tls if conn is not None else None
 
     async def listen(self, proto: str, host: str, port: int) -> SocketInfo:
         """Open a listening socket (`socket=udp:127.0.0.1:5060`) and read it at once; port 0 picks a
@@ -156,11 +175,31 @@ class TransportLayer:
             info = SocketInfo(TCP, host, server.sockets[0].getsockname()[1])
             holder.append(info)
             self._tcp_servers[info] = server
+        elif proto == TLS:
+            info = await self._bind_tls(host, port)
         elif proto == WS:
             info = await self._bind_ws(host, port)
         else:
-            raise ValueError(f"unsupported transport {proto!r} (udp, tcp and ws are)")
+            raise ValueError(f"unsupported transport {proto!r} (udp, tcp, tls and ws are)")
         log.info("listening on %s", info.name)
+        return info
+
+    async def _bind_tls(self, host: str, port: int) -> SocketInfo:
+        """A listening TCP socket whose connections start with a TLS handshake, with the context the
+        provider gives for it (OSError when there is no provider or no TLS domain for it)."""
+        if self.tls is None:
+            raise OSError("tls sockets need proto_tls and tls_mgm loaded")
+        holder: list[tuple[SocketInfo, ssl.SSLContext]] = []
+        server = await asyncio.get_running_loop().create_server(
+            lambda: TcpConnection(self, holder[0][0], outgoing=False, proto=TLS, tls_context=holder[0][1]),
+            host, port, reuse_address=True, start_serving=False)
+        info = SocketInfo(TLS, host, server.sockets[0].getsockname()[1])
+        try:
+            holder.append((info, self.tls.server_context(info)))
+        except LookupError as exc:
+            server.close()
+            raise OSError(str(exc.args[0] if exc.args else exc)) from None
+        self._tcp_servers[info] = server
         return info
 
     async def _bind_ws(self, host: str, port: int) -> SocketInfo:
@@ -360,13 +399,13 @@ class TransportLayer:
     def _find_connection(self, dest: Destination) -> Connection | None:
         if dest.conn_id is not None:
             conn = self.connection(dest.conn_id)
-            if conn is not None:
+            if conn is not None and conn.proto == dest.proto:
                 return conn
         conn = self._by_remote.get((dest.proto, normalize_host(dest.host), dest.port))
         return conn if conn is not None and conn.open else None
 
     async def _open_connection(self, dest: Destination) -> TcpConnection:
-        key = (normalize_host(dest.host), dest.port)
+        key = (dest.proto, normalize_host(dest.host), dest.port)
         pending = self._connecting.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -383,19 +422,39 @@ class TransportLayer:
         if info is not None and info.host not in wildcard and is_ipv6(info.host) == is_ipv6(dest.host):
             local_addr = (info.host, 0)  # leave from the listening address, as OpenSIPS does
         try:
+            tls_options = self._tls_client_options(dest)
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self, info, outgoing=True),
+                loop.create_connection(lambda: TcpConnection(self, info, outgoing=True, proto=dest.proto,
+                                                             **tls_options),
                                        bare_host(dest.host), dest.port, local_addr=local_addr),
                 self.tcp_connect_timeout)
+            if conn.ready is not None:   # TLS: its handshake ends (or fails) within tls_handshake_timeout
+                await conn.ready
             future.set_result(conn)
             return conn
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, LookupError) as exc:
+            if dest.proto == TLS:
+                why = str(exc) if isinstance(exc, TransportError) else handshake_failure(
+                    exc, self.tls_handshake_timeout)[1]
+                log.warning("cannot open a TLS connection to %s: %s", dest, why)
+                exc = OSError(why)
             error = TransportError(f"cannot connect to {dest}: {exc or 'timeout'}")
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
             raise error from None
         finally:
             del self._connecting[key]
+
+    def _tls_client_options(self, dest: Destination) -> dict[str, Any]:
+        """create_connection's TLS arguments for `dest` (none over TCP): the client context the provider
+        picks for it, the host name as SNI (RFC 6066 3: never an IP literal), the handshake timeout.
+        LookupError when no client TLS domain matches."""
+        if dest.proto != TLS:
+            return {}
+        if self.tls is None:
+            raise TransportError(f"cannot reach {dest}: no TLS (proto_tls is not loaded)")
+        name = None if is_ip(dest.host) else bare_host(dest.host)
+        return {"tls_context": self.tls.client_context(dest, name), "server_hostname": name}
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -408,7 +467,7 @@ class TransportLayer:
         listeners: Iterable[SocketInfo] = self._udp if dest.proto == UDP else (
             self._ws_servers if dest.proto == WS else self._tcp_servers)
         for info in listeners:
-            if want_v6 is None or is_ipv6(info.host) == want_v6:
+            if info.proto == dest.proto and (want_v6 is None or is_ipv6(info.host) == want_v6):
                 return info
         return None
 
@@ -432,7 +491,7 @@ class TransportLayer:
             if is_ip(dest.host):
                 self._udp_endpoint(dest).sendto(data, bare_host(dest.host), dest.port)
                 return
-        elif dest.proto == TCP:
+        elif dest.proto in STREAM_PROTOCOLS:
             relay = self.tcp_relay
             if relay is not None and dest.conn_id is not None and relay(data, dest):
                 return
@@ -470,7 +529,7 @@ class TransportLayer:
                 host = await self._resolve(host, dest.port)
                 dest = Destination(UDP, host, dest.port, socket=dest.socket)
             self._udp_endpoint(dest).sendto(data, host, dest.port)
-        elif dest.proto == TCP:
+        elif dest.proto in STREAM_PROTOCOLS:
             relay = self.tcp_relay
             if relay is not None and dest.conn_id is not None and relay(data, dest):
                 return
@@ -541,16 +600,17 @@ class TransportLayer:
     def destination_for(self, uri: Any, socket: SocketInfo | None = None) -> Destination:
         """Where a request for `uri` (a routescript.sip SipURI: a Contact, a Route) goes, when we can
         send it there: routing.request_destination (the one rule; the core's request sender uses it
-        too), then TransportError for sips: (no TLS) or an unknown transport.
+        too), then TransportError for TLS (sips:, ;transport=tls) without proto_tls, or an unknown
+        transport.
 
         Transport from ;transport= (UDP when absent: RFC 3263 4.1 for a numeric host and no NAPTR);
         ;maddr= overrides the host; port defaults to 5060. No NAPTR/SRV lookups. `socket` is the
         preferred local socket (used when it has the same transport).
         """
-        if getattr(uri, "scheme", "sip").lower() == "sips":
-            raise TransportError(f"cannot reach {uri}: sips (TLS) is not supported")
         dest = request_destination(uri, socket=socket)
-        if dest.proto not in (UDP, TCP, WS):
+        if dest.proto == TLS and self.tls is None:
+            raise TransportError(f"cannot reach {uri}: TLS needs proto_tls and tls_mgm loaded")
+        if dest.proto not in (UDP, TCP, TLS, WS):
             raise TransportError(f"cannot reach {uri}: transport {dest.proto!r} is not supported")
         return dest
 

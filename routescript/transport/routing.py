@@ -12,6 +12,8 @@ from typing import Any
 from routescript.sip import SipURI
 from routescript.transport.address import (
     DEFAULT_SIP_PORT,
+    DEFAULT_SIPS_PORT,
+    TLS,
     UDP,
     Destination,
     SocketInfo,
@@ -76,10 +78,6 @@ def receive_route(via: Any, source: Source) -> tuple[Any, Destination]:
         return stamped, Destination(UDP, bare_host(maddr), sent_by_port, socket=source.socket)
     port = rport if rport.__class__ is int else sent_by_port   # a bool (bare rport) is not a port
     return stamped, Destination(UDP, reply_host, port, socket=source.socket)
-
-
-DEFAULT_SIPS_PORT = 5061  # RFC 3261 19.1.2: default port for sips: (TLS)
-TLS = "tls"
 
 
 def request_destination(uri: SipURI, *, default_transport: str = UDP, socket: SocketInfo | None = None,

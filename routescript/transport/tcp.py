@@ -1,16 +1,20 @@
-"""One TCP connection (accepted or opened by us): framing, keep-alives, idle timeout, a time limit
-for each message to arrive whole, bounded writes."""
+"""One TCP or TLS connection (accepted or opened by us): framing, keep-alives, idle timeout, a time limit
+for each message to arrive whole, bounded writes. An accepted TLS connection runs its handshake first
+(within tls_handshake_timeout) and is a connection of the layer only once it succeeded, either side:
+routescript.transport.tls.TlsStream does the TLS on the connection's bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from routescript.transport.address import TCP, SocketInfo, Source, host_for_uri
 from routescript.transport.errors import FramingError, TransportError
 from routescript.transport.framing import PONG, Ping, StreamFramer
+from routescript.transport.tls import TlsSession, TlsStream, handshake_failure
 
 log = logging.getLogger("routescript.transport")
 
@@ -29,6 +33,9 @@ class ConnectionOwner(Protocol):
     tcp_idle_timeout: float
     tcp_max_msg_time: float
 
+    @property
+    def tls_handshake_timeout(self) -> float: ...
+
     def next_conn_id(self) -> int: ...
     def admit_connection(self, conn: TcpConnection) -> bool: ...
     def connection_opened(self, conn: TcpConnection) -> None: ...
@@ -43,16 +50,30 @@ class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefixes every line with the connection (aioquic's QuicConnectionAdapter idea)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[tcp#{self.extra['conn_id']} {self.extra['peer']}] {msg}", kwargs  # type: ignore[index]
+        extra = self.extra
+        return f"[{extra['proto']}#{extra['conn_id']} {extra['peer']}] {msg}", kwargs  # type: ignore[index]
 
 
 class TcpConnection(asyncio.Protocol):
-    """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it."""
+    """`source` says where its messages come from (with `conn_id`); `outgoing` when we opened it.
+    `proto` is "tcp" or "tls"; `tls_accept`: the context an accepted TLS connection's handshake uses;
+    `tls` the established session's facts (None over TCP)."""
 
-    def __init__(self, layer: ConnectionOwner, info: SocketInfo | None, *, outgoing: bool) -> None:
+    def __init__(self, layer: ConnectionOwner, info: SocketInfo | None, *, outgoing: bool, proto: str = TCP,
+                 tls_context: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
         self.layer = layer
         self.info = info
         self.outgoing = outgoing
+        self.proto = proto
+        self.tls_context = tls_context
+        self.server_hostname = server_hostname
+        self.tls: TlsSession | None = None          # the established session's facts
+        self._tls_stream: TlsStream | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        # an outgoing TLS connection: done when its handshake is (TransportError when it failed)
+        self.ready: asyncio.Future[None] | None = None
+        if tls_context is not None and outgoing:
+            self.ready = asyncio.get_running_loop().create_future()
         self.conn_id = 0
         self.source: Source | None = None
         self.transport: asyncio.Transport | None = None
@@ -64,7 +85,8 @@ class TcpConnection(asyncio.Protocol):
         self._message_since: float | None = None
         self._message_timer: asyncio.TimerHandle | None = None
         self._draining = 0   # bytes still to discard after a framing error's reply (lingering close)
-        self.log: logging.LoggerAdapter = _ConnLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
+        self.log: logging.LoggerAdapter = _ConnLog(  # type: ignore[type-arg]
+            log, {"proto": proto, "conn_id": "?", "peer": "?"})
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -74,17 +96,86 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.conn_id = self.layer.next_conn_id()
-        self.log = _ConnLog(log, {"conn_id": self.conn_id,
+        self.log = _ConnLog(log, {"proto": self.proto, "conn_id": self.conn_id,
                                   "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
-        info = self.info or SocketInfo(TCP, local[0], local[1])
-        self.source = Source(TCP, info, peer[0], peer[1], self.conn_id)
+        info = self.info or SocketInfo(self.proto, local[0], local[1])
+        self.source = Source(self.proto, info, peer[0], peer[1], self.conn_id)
         if not self.outgoing and not self.layer.admit_connection(self):
             self.closed = True
             stream.abort()
             return
+        if self.tls_context is not None:
+            # TLS: the handshake first; a connection of the layer once it succeeded (_established)
+            self._tls_stream = TlsStream(self.tls_context, server_side=not self.outgoing,
+                                         server_hostname=self.server_hostname)
+            self._flush_tls()
+            timeout = self.layer.tls_handshake_timeout
+            if timeout > 0:
+                self._handshake_timer = asyncio.get_running_loop().call_later(timeout, self._handshake_late)
+            return
+        self._established()
+
+    def _established(self) -> None:
+        """The connection carries SIP from now on: in the layer's table, its idle timer running."""
+        tls = self._tls_stream
+        if tls is not None:
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
+            self.tls = TlsSession.of(tls.ssl)
+            peer = ("verified" if self.tls.verified else "not verified") if self.tls.peer_cert else "none"
+            self.log.debug("%s, %s, peer certificate %s", self.tls.version, self.tls.cipher, peer)
         self.layer.connection_opened(self)
         self.touch()
         self._arm_idle(self.layer.tcp_idle_timeout)
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
+
+    # --- TLS --------------------------------------------------------------------------------------
+
+    def _decrypt(self, data: bytes) -> bytes | None:
+        """The plaintext in `data` (b"" while the handshake runs); None when TLS failed (closed)."""
+        tls = self._tls_stream
+        assert tls is not None
+        was_established = tls.established
+        try:
+            plain = tls.receive(data)
+        except ssl.SSLError as exc:
+            self._flush_tls()   # the alert that tells the peer why
+            self._tls_failed(exc)
+            return None
+        self._flush_tls()
+        if not was_established and tls.established:
+            self._established()
+        if tls.closed:   # close_notify: the peer is done
+            self.close()
+        return plain
+
+    def _flush_tls(self) -> None:
+        out = self._tls_stream.pending() if self._tls_stream is not None else b""
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _tls_failed(self, exc: BaseException) -> None:
+        """A handshake (or, later, a record) that failed: one log line saying why, and the connection
+        closed. Ours to open: the error goes to whoever waits on `ready` (the layer logs it)."""
+        established = self._tls_stream is not None and self._tls_stream.established
+        kind, why = handshake_failure(exc, self.layer.tls_handshake_timeout)
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(TransportError(why))
+        elif established:
+            self.log.info("closing: %s", why)
+        else:
+            self.layer.log_connection(self, kind, "closing TLS connection from %s: %s", self.source, why)
+        self.closed = True
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()   # after the alert written above
+
+    def _handshake_late(self) -> None:
+        self._handshake_timer = None
+        if not self.closed and self._tls_stream is not None and not self._tls_stream.established:
+            self._tls_failed(TimeoutError())
 
     def data_received(self, data: bytes) -> None:
         if self._draining:
@@ -92,6 +183,11 @@ class TcpConnection(asyncio.Protocol):
             return
         if self.closed or self.source is None:
             return
+        if self._tls_stream is not None:
+            plain = self._decrypt(data)
+            if not plain:
+                return
+            data = plain
         self.touch()
         try:
             try:
@@ -116,6 +212,9 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timers()
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(TransportError(f"connection closed during the TLS handshake ({exc})"
+                                                    if exc else "connection closed during the TLS handshake"))
         self.layer.connection_closed(self)
         if exc is not None:
             self.log.debug("connection lost: %s", exc)
@@ -124,18 +223,22 @@ class TcpConnection(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        return (not self.closed and self.transport is not None and not self.transport.is_closing()
+                and (self._tls_stream is None or self._tls_stream.established))
 
     def write(self, data: bytes) -> None:
         """Send on this connection; TransportError when it is closed or the peer does not read."""
         if not self.open:
-            raise TransportError(f"tcp connection #{self.conn_id} is closed")
+            raise TransportError(f"{self.proto} connection #{self.conn_id} is closed")
         assert self.transport is not None
         # Bound what we buffer for a peer that does not read (STYLE 7).
         if self.transport.get_write_buffer_size() + len(data) > self.layer.max_write_buffer:
             self.log.warning("closing: peer does not read (write buffer full)")
             self.close()
-            raise TransportError(f"tcp connection #{self.conn_id}: write buffer full")
+            raise TransportError(f"{self.proto} connection #{self.conn_id}: write buffer full")
+        if self._tls_stream is not None:
+            self._tls_stream.send(data)
+            data = self._tls_stream.pending()
         self.transport.write(data)
         self.touch()
 
@@ -175,10 +278,10 @@ class TcpConnection(asyncio.Protocol):
             self.transport.close()   # the peer sent more than we wait for: RST it is
 
     def _cancel_timers(self) -> None:
-        for timer in (self._idle, self._message_timer):
+        for timer in (self._idle, self._message_timer, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle = self._message_timer = None
+        self._idle = self._message_timer = self._handshake_timer = None
 
     # --- idle timeout ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 
 from routescript.transport.address import WS, SocketInfo, Source, host_for_uri
 from routescript.transport.errors import TransportError
+from routescript.transport.tls import TlsSession
 from routescript.transport.wssession import WsPolicy, WsSession
 
 log = logging.getLogger("routescript.transport")
@@ -70,9 +71,12 @@ class _WsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 class WsConnection(asyncio.Protocol):
     """An accepted WebSocket connection on listener `info`. The attributes the layer's connection
-    table reads are TcpConnection's: conn_id, source, info, outgoing, closed, open, write, close."""
+    table reads are TcpConnection's: conn_id, proto, tls, source, info, outgoing, closed, open, write,
+    close."""
 
     outgoing = False
+    proto = WS
+    tls: TlsSession | None = None   # ws only (wss would carry its session here)
 
     def __init__(self, layer: WsOwner, info: SocketInfo, options: WsOptions) -> None:
         self.layer = layer

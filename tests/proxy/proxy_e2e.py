@@ -1,5 +1,6 @@
 """The proxy end-to-end suites' shared parts: a routescript proxy started with a script using t_relay,
-and two (or three) Python UAs behind it, over UDP or TCP, with 1 or 2 UDP workers."""
+and two (or three) Python UAs behind it, over UDP, TCP or TLS, with 1 or 2 UDP workers (TLS: 1, see
+docs/modules/proto_tls.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from rs_e2e import RunningServer, free_port, start
 
 from routescript.testing import SipTestClient
+from routescript.testing.certs import TestPki
 
 PROXY_SCRIPT = r"""
 log_level = 4
@@ -92,27 +94,52 @@ failure_route[last] {
 
 @dataclass
 class Proxy:
+    """`tls_port`/`pki`: the proxy's TLS socket and the certificates its clients trust (None: no TLS)."""
+
     server: RunningServer
     port: int
     proto: str
+    tls_port: int | None = None
+    pki: TestPki | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return ("127.0.0.1", self.tls_port if self.proto == "tls" and self.tls_port else self.port)
 
 
-def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIPT) -> Path:
+def tls_lines(tls_port: int, pki: TestPki) -> tuple[str, str]:
+    """(the socket line, the module lines) of a TLS socket on `tls_port` with `pki`'s server certificate
+    (clients need none) and a client domain trusting its CA."""
+    modules = (f'loadmodule "tls_mgm.so"\nloadmodule "proto_tls.so"\n'
+               f'modparam("tls_mgm", "certificate", "{pki.server}")\n'
+               f'modparam("tls_mgm", "private_key", "{pki.server}")\n'
+               f'modparam("tls_mgm", "ca_list", "{pki.ca}")\n'
+               f'modparam("tls_mgm", "require_cert", "0")\n'
+               f'modparam("proto_tls", "tls_handshake_timeout", 2000)\n')
+    return f"socket = tls:127.0.0.1:{tls_port}\n", modules
+
+
+def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIPT, *,
+              tls: tuple[int, TestPki] | None = None) -> Path:
+    """The script with its port and workers; `tls` (port, certificates) adds a TLS socket."""
+    text = script.replace("WORKERS", str(workers)).replace("PORT", str(port))
+    if tls is not None:
+        socket, modules = tls_lines(*tls)
+        first_load = text.index("loadmodule")
+        text = socket + text[:first_load] + modules + text[first_load:]
     cfg = tmp_path / "proxy.cfg"
-    cfg.write_text(script.replace("WORKERS", str(workers)).replace("PORT", str(port)))
+    cfg.write_text(text)
     return cfg
 
 
 @asynccontextmanager
 async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncIterator[list[SipTestClient]]:
-    clients = [await SipTestClient.start(proto, proxy.address, user=f"{user}{i or ''}", timeout=3.0)
-               for i in range(count)]
-    if proto == "tcp":
-        # A TCP UA is reachable only over the connection it opened: wait until the proxy has it (a
+    tls_context = proxy.pki.client_context() if proto == "tls" and proxy.pki is not None else None
+    address = ("127.0.0.1", proxy.tls_port) if proto == "tls" and proxy.tls_port else proxy.address
+    clients = [await SipTestClient.start(proto, address, user=f"{user}{i or ''}", timeout=3.0,
+                                         tls_context=tls_context) for i in range(count)]
+    if proto != "udp":
+        # A TCP/TLS UA is reachable only over the connection it opened: wait until the proxy has it (a
         # request answered on it), as a phone's REGISTER would.
         for client in clients:
             probe = client.options()
@@ -127,8 +154,9 @@ async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncItera
 
 def target(callee: SipTestClient) -> str:
     """The Request-URI that reaches `callee` directly (its own address)."""
-    suffix = ";transport=tcp" if callee.proto == "tcp" else ""
+    suffix = "" if callee.proto == "udp" else f";transport={callee.proto}"
     return f"sip:{callee.user}@{callee.hostport}{suffix}"
 
 
-__all__ = ["PROXY_SCRIPT", "Proxy", "free_port", "start", "target", "uas", "write_cfg"]
+__all__ = ["PROXY_SCRIPT", "Proxy", "TestPki", "free_port", "start", "target", "tls_lines", "uas",
+           "write_cfg"]

@@ -1,5 +1,6 @@
 """`routescript run` as a stateful proxy (t_relay) between Python UAs over real sockets, UDP and TCP,
-with 1 and 2 UDP workers: a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
+with 1 and 2 UDP workers, and TLS with 1 (socket=tls runs in one process: docs/modules/proto_tls.md):
+a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
 failure_route -> serial fork, fr_inv_timeout -> failure_route with 408, a parallel fork (first 200 wins,
 the other branch cancelled), MESSAGE stateful, OPTIONS stateless (forward()), Max-Forwards 0 -> 483,
 branch_route dropping a branch, stray replies dropped."""
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from proxy_e2e import Proxy, free_port, start, target, uas, write_cfg
+from proxy_e2e import Proxy, TestPki, free_port, start, target, uas, write_cfg
 
 from routescript.sip import SIPRequest, SIPResponse, build_reply
 from routescript.testing import SipTestClient
@@ -18,25 +19,46 @@ from routescript.testing import SipTestClient
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
-def running(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, object]]:
-    workers = request.param
+# (workers, transport): every transport in one process; UDP and TCP with two workers too (TLS is refused
+# with worker processes for now).
+RUNS = [(1, "udp"), (1, "tcp"), (1, "tls"), (2, "udp"), (2, "tcp")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "proxy" in metafunc.fixturenames:
+        metafunc.parametrize(("workers", "proto"), RUNS, indirect=True, scope="module",
+                             ids=[f"workers{w}-{p}" for w, p in RUNS])
+
+
+@pytest.fixture(scope="module")
+def workers(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+@pytest.fixture(scope="module")
+def proto(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def running(workers: int, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[int, int, object, int | None, TestPki | None]]:
     tmp = tmp_path_factory.mktemp(f"proxy{workers}")
     port = free_port()
-    server = start(write_cfg(tmp, port, workers), tmp)
+    tls_port, pki = (free_port(), TestPki.make(tmp)) if workers == 1 else (None, None)
+    server = start(write_cfg(tmp, port, workers, tls=(tls_port, pki) if tls_port and pki else None), tmp)
     if workers > 1:
         server.wait_for("routescript started", count=1)
     try:
-        yield port, workers, server
+        yield port, workers, server, tls_port, pki
     finally:
         server.stop()
 
 
-@pytest.fixture(params=["udp", "tcp"])
-def proxy(request: pytest.FixtureRequest, running: tuple[int, int, object]) -> Proxy:
-    port, _workers, server = running
-    return Proxy(server, port, request.param)  # type: ignore[arg-type]
+@pytest.fixture
+def proxy(proto: str, running: tuple[int, int, object, int | None, TestPki | None]) -> Proxy:
+    port, _workers, server, tls_port, pki = running
+    return Proxy(server, port, proto, tls_port, pki)  # type: ignore[arg-type]
 
 
 def reply_as(callee: SipTestClient, request: SIPRequest, status: int, tag: str,
@@ -62,7 +84,7 @@ async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
         got = await callee.expect_request("INVITE", call_id=invite.call_id)
         assert len(got.vias) == 2 and got.vias[1].branch == invite.via.branch   # our Via on top
         assert got.max_forwards == 69
-        assert got.header_all("record-route") and str(proxy.port) in got.header_all("record-route")[0]
+        assert got.header_all("record-route") and str(proxy.address[1]) in got.header_all("record-route")[0]
         assert got.body == b"v=0\r\n"
         reply_as(callee, got, 180, "bobtag")
         ringing = await caller.expect_response(invite, index=1)
@@ -190,7 +212,7 @@ async def test_parallel_fork_first_200_wins_other_cancelled(proxy: Proxy) -> Non
 
 async def test_branch_route_drop_skips_that_branch(proxy: Proxy) -> None:
     async with uas(proxy.proto, proxy, "mia") as (caller,), uas(proxy.proto, proxy, "ned") as (callee,):
-        dropped = f"sip:dropme@{callee.hostport}" + (";transport=tcp" if callee.proto == "tcp" else "")
+        dropped = target(callee).replace(f"sip:{callee.user}@", "sip:dropme@")
         invite = invite_to(caller, callee, headers=[("X-Fork", dropped)])
         caller.send(invite)
         got = await callee.expect_request("INVITE", call_id=invite.call_id)
