@@ -1,8 +1,9 @@
-"""examples/blf.cfg as a small office runs it: `routescript run` over real sockets, UDP and TCP, 1 and 2 UDP
-workers, subscribers from `routescript db subscriber add`. Bob's desk phone registers; Carol's phone
-watches Bob's line (Event: dialog, authenticated) and sees early -> confirmed -> idle when Alice calls
-Bob (407 first; 180, 200, ACK, BYE through the proxy); Dave watches Bob's presence and sees "On the
-phone" during the call; Alice's third call while two are up gets 486 from the dialog profile."""
+"""examples/blf.cfg as a small office runs it: `routescript run` over real sockets, UDP and TCP (every phone,
+the call included), 1 and 2 workers, subscribers from `routescript db subscriber add`. Bob's desk phone
+registers; Carol's phone watches Bob's line (Event: dialog, authenticated) and sees early -> confirmed ->
+idle when Alice calls Bob (407 first; 180, 200, ACK, BYE through the proxy); Dave watches Bob's presence
+and sees "On the phone" during the call; Alice's third call while two are up gets 486 from the dialog
+profile."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ NS = {"d": "urn:ietf:params:xml:ns:dialog-info", "p": "urn:ietf:params:xml:ns:pi
       "rpid": "urn:ietf:params:xml:ns:pidf:rpid"}
 
 
-@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2)],
-                ids=["udp-1worker", "tcp-1worker", "udp-2workers"])
+@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2), ("tcp", 2)],
+                ids=["udp-1worker", "tcp-1worker", "udp-2workers", "tcp-2workers"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, RunningServer]]:
     proto, workers = request.param
