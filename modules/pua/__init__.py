@@ -30,8 +30,9 @@ log = logging.getLogger("routescript.pua")
 
 NO_CLUSTERER = ("OpenSIPS's clusterer is not built (pua clustering shares presentities through clusterer "
                 "sharing tags); run one pua per presence server")
-NO_DB = ("the pua table is not written yet: publications live in memory and are made again by their "
-         "modules (pua_dialoginfo on the next dialog change); leave db_url unset")
+NO_DB = ("the pua table is not written yet: publications and subscriptions live in memory and are made "
+         "again by their modules (pua_dialoginfo from its dialogs, pua_bla on the phones' next REGISTER); "
+         "leave db_url unset")
 NO_SUBSCRIBE = ("pua_update_contact is not built (pua's subscriptions are pua_bla's, made from REGISTERs; "
                 "pua_mi and pua_usrloc are not built either)")
 
