@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from routescript.sip import ParseError, parse_uri
 
+from ._timer import run_timer
 from .table import Op, PuaFull, PubKey, PubTable, Send, Sender
 
 log = logging.getLogger("routescript.pua")
@@ -142,20 +143,13 @@ class Publisher:
 
     async def run(self) -> None:
         """The refresh timer: due() at the next deadline, at least every update_period seconds."""
-        while True:
-            for send in self.table.due(self._clock()):
-                self._deliver(send)
-            for key in [k for k in self._etag_hooks if self.table.get(k) is None]:
-                del self._etag_hooks[key]   # forgotten at their end
-            deadline = self.table.next_deadline()
-            delay = float(self._update_period)
-            if deadline is not None:
-                delay = max(0.05, min(delay, deadline - self._clock()))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
+        await run_timer(self._tick, self.table.next_deadline, self._clock, self._update_period, self._wake)
+
+    def _tick(self) -> None:
+        for send in self.table.due(self._clock()):
+            self._deliver(send)
+        for key in [k for k in self._etag_hooks if self.table.get(k) is None]:
+            del self._etag_hooks[key]   # forgotten at their end
 
     async def drain(self) -> None:
         """Wait for the deliveries under way (tests, stop)."""

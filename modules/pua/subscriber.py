@@ -18,6 +18,7 @@ from routescript.core.replies import new_local_tag
 from routescript.core.requests import OutgoingRequest, dialog_route
 from routescript.sip import ParseError, parse_uri
 
+from ._timer import run_timer
 from .publisher import _int
 from .subscriptions import SubKey, SubSend, SubsFull, SubTable
 
@@ -103,18 +104,11 @@ class Subscriber:
 
     async def run(self) -> None:
         """The refresh timer: due() at the next deadline, at least every update_period seconds."""
-        while True:
-            for send in self.table.due(self._clock()):
-                self._deliver(send)
-            deadline = self.table.next_deadline()
-            delay = float(self._update_period)
-            if deadline is not None:
-                delay = max(0.05, min(delay, deadline - self._clock()))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
+        await run_timer(self._tick, self.table.next_deadline, self._clock, self._update_period, self._wake)
+
+    def _tick(self) -> None:
+        for send in self.table.due(self._clock()):
+            self._deliver(send)
 
 
 def subscribe_request(send: SubSend) -> OutgoingRequest:

@@ -74,6 +74,22 @@ async def notified(watcher: SipTestClient, call_id: str, state: str) -> bytes:
     raise AssertionError(f"no NOTIFY with a dialog {state}")
 
 
+async def watch_line(watcher: SipTestClient, uri: str) -> SIPRequest:
+    """A BLF key on `uri`: an authenticated `Event: dialog` SUBSCRIBE, accepted, whose first NOTIFY shows
+    the line idle (force_dummy_dialog: a terminated dummy dialog, not an empty document)."""
+    def blf_subscribe(cred: tuple[str, str] | None, cseq: int, call_id: str | None) -> SIPRequest:
+        headers = [("Accept", "application/dialog-info+xml")]
+        if cred is not None:
+            headers.append(("Authorization", cred[1]))
+        return watcher.subscribe(uri, event="dialog", headers=headers, cseq=cseq, call_id=call_id)
+
+    blf, ok = await sent_with_credentials(watcher, blf_subscribe)
+    assert ok.status == 200
+    idle = await watcher.expect_request("NOTIFY", call_id=blf.call_id, timeout=5)
+    assert dialog_states(idle.body) == ["terminated"]
+    return blf
+
+
 async def call(caller: SipTestClient, uri: str) -> tuple[SIPRequest, int]:
     """An authenticated INVITE sent (407 answered); the request and the status of the 407 round."""
     make = request_with(caller, "INVITE", uri, body=b"v=0\r\n", content_type="application/sdp")
@@ -93,17 +109,7 @@ async def test_a_call_lights_bobs_lamp_and_the_third_call_is_busy(
         carol.auto_reply["NOTIFY"] = 200
         dave.auto_reply["NOTIFY"] = 200
         assert (await register(bob)).status == 200
-
-        def blf_subscribe(cred: tuple[str, str] | None, cseq: int, call_id: str | None) -> SIPRequest:
-            headers = [("Accept", "application/dialog-info+xml")]
-            if cred is not None:
-                headers.append(("Authorization", cred[1]))
-            return carol.subscribe(bob_uri, event="dialog", headers=headers, cseq=cseq, call_id=call_id)
-
-        blf, ok = await sent_with_credentials(carol, blf_subscribe)
-        assert ok.status == 200
-        idle = await carol.expect_request("NOTIFY", call_id=blf.call_id, timeout=5)
-        assert dialog_states(idle.body) == ["terminated"]      # force_dummy_dialog: idle, not empty
+        blf = await watch_line(carol, bob_uri)
         pres, ok = await sent_with_credentials(dave, request_with(dave, "SUBSCRIBE", bob_uri))
         assert ok.status == 200
         await dave.expect_request("NOTIFY", call_id=pres.call_id, timeout=5)

@@ -15,11 +15,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registrar"))
 from rs_e2e import RunningServer, free_port, routescript, start
-from test_example_blf_e2e import EXAMPLE, call, dialog_states, notified
-from test_example_registrar_presence_e2e import DOMAIN, PASSWORD, phones, register, sent_with_credentials
+from test_example_blf_e2e import EXAMPLE, call, notified, watch_line
+from test_example_registrar_presence_e2e import DOMAIN, PASSWORD, phones, register
 
 from routescript.mi.client import call_http
-from routescript.sip import SIPRequest, build_reply
+from routescript.sip import build_reply
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,17 +74,7 @@ async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_pa
                 phones(where, "carol") as (carol,):
             carol.auto_reply["NOTIFY"] = 200
             assert (await register(bob)).status == 200
-
-            def blf_subscribe(cred: tuple[str, str] | None, cseq: int, call_id: str | None) -> SIPRequest:
-                headers = [("Accept", "application/dialog-info+xml")]
-                if cred is not None:
-                    headers.append(("Authorization", cred[1]))
-                return carol.subscribe(bob_uri, event="dialog", headers=headers, cseq=cseq, call_id=call_id)
-
-            blf, ok = await sent_with_credentials(carol, blf_subscribe)
-            assert ok.status == 200
-            idle = await carol.expect_request("NOTIFY", call_id=blf.call_id, timeout=5)
-            assert dialog_states(idle.body) == ["terminated"]
+            blf = await watch_line(carol, bob_uri)
 
             invite, _ = await call(alice, bob_uri)
             got = await bob.expect_request("INVITE", call_id=invite.call_id)
