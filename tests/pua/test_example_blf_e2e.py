@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -90,6 +91,19 @@ async def watch_line(watcher: SipTestClient, uri: str) -> SIPRequest:
     return blf
 
 
+async def answered(caller: SipTestClient, callee: SipTestClient, invite: SIPRequest, got: SIPRequest) -> Any:
+    """The callee's 200 (record-routed) to the INVITE it `got`, and the caller's ACK: the caller's dialog."""
+    callee.send(build_reply(got, 200, to_tag="bob1", headers=[("Contact", f"<{callee.contact_uri}>")],
+                            body=b"v=0\r\n", content_type="application/sdp", record_route=True))
+    final = await caller.expect_response(invite, final=True)
+    assert final.status == 200
+    dialog = caller.dialog(invite, final)
+    ack = caller.request("ACK", dialog=dialog)
+    ack.set_header("CSeq", f"{invite.cseq.number} ACK")
+    caller.send(ack)
+    return dialog
+
+
 async def call(caller: SipTestClient, uri: str) -> tuple[SIPRequest, int]:
     """An authenticated INVITE sent (407 answered); the request and the status of the 407 round."""
     make = request_with(caller, "INVITE", uri, body=b"v=0\r\n", content_type="application/sdp")
@@ -119,14 +133,7 @@ async def test_a_call_lights_bobs_lamp_and_the_third_call_is_busy(
         got = await bob.expect_request("INVITE", call_id=invite.call_id)
         bob.send(build_reply(got, 180, to_tag="bob1", record_route=True))
         await notified(carol, blf.call_id, "early")
-        bob.send(build_reply(got, 200, to_tag="bob1", headers=[("Contact", f"<{bob.contact_uri}>")],
-                             body=b"v=0\r\n", content_type="application/sdp", record_route=True))
-        final = await alice.expect_response(invite, final=True)
-        assert final.status == 200
-        dialog = alice.dialog(invite, final)
-        ack = alice.request("ACK", dialog=dialog)
-        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-        alice.send(ack)
+        dialog = await answered(alice, bob, invite, got)
         await notified(carol, blf.call_id, "confirmed")
         for _ in range(8):
             p = await dave.expect_request("NOTIFY", call_id=pres.call_id, timeout=5)

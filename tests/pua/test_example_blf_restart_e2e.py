@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registrar"))
 from rs_e2e import RunningServer, free_port, routescript, start
-from test_example_blf_e2e import EXAMPLE, call, notified, watch_line
+from test_example_blf_e2e import EXAMPLE, answered, call, notified, watch_line
 from test_example_registrar_presence_e2e import DOMAIN, PASSWORD, phones, register
 
 from routescript.mi.client import call_http
@@ -78,14 +78,7 @@ async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_pa
 
             invite, _ = await call(alice, bob_uri)
             got = await bob.expect_request("INVITE", call_id=invite.call_id)
-            bob.send(build_reply(got, 200, to_tag="bob1", headers=[("Contact", f"<{bob.contact_uri}>")],
-                                 body=b"v=0\r\n", content_type="application/sdp", record_route=True))
-            final = await alice.expect_response(invite, final=True)
-            assert final.status == 200
-            dialog = alice.dialog(invite, final)
-            ack = alice.request("ACK", dialog=dialog)
-            ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-            alice.send(ack)
+            dialog = await answered(alice, bob, invite, got)
             await notified(carol, blf.call_id, "confirmed")
             for _ in range(40):
                 if dialog_rows(db, invite.call_id) == [(4,)]:
