@@ -162,10 +162,7 @@ async def established(caller: SipTestClient, callee: SipTestClient,
     reply_as(callee, got, 200, "calleetag", [("Contact", f"<{callee.contact_uri}>")])
     final = await caller.expect_response(invite, final=True)
     assert final.status == 200
-    dialog = caller.dialog(invite, final)
-    ack = caller.request("ACK", dialog=dialog)
-    ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-    caller.send(ack)
+    dialog = caller.ack_2xx(invite, final)
     await callee.expect_request("ACK", call_id=invite.call_id)
     return invite, got, dialog
 

@@ -97,10 +97,7 @@ async def answered(caller: SipTestClient, callee: SipTestClient, invite: SIPRequ
                             body=b"v=0\r\n", content_type="application/sdp", record_route=True))
     final = await caller.expect_response(invite, final=True)
     assert final.status == 200
-    dialog = caller.dialog(invite, final)
-    ack = caller.request("ACK", dialog=dialog)
-    ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-    caller.send(ack)
+    dialog = caller.ack_2xx(invite, final)
     return dialog
 
 
