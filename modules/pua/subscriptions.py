@@ -159,6 +159,9 @@ class SubTable:
                 rec = replace(rec, to_tag=rec.to_tag or to_tag or None,
                               route_set=tuple(reversed(record_route)))
             granted = expires if expires is not None and 0 <= expires <= send.expires else send.expires
+            if granted == 0:   # a 2xx granting nothing ends the subscription (no refresh loop on it)
+                self._forget(send.key)
+                return None
             rec = replace(rec, remote_target=contact or rec.remote_target or send.key.pres_uri,
                           expires_at=now + granted, granted=granted, retried=False)
             if rec.to_tag is None:   # a 2xx without a To tag makes no dialog: nothing to refresh in

@@ -70,6 +70,9 @@ def test_queued_while_in_flight_and_failures() -> None:
     assert retry is not None and retry.expires == 60 and retry.to_tag is None
     assert table.response(retry, 423, 3, min_expires=120) is None and table.get(KEY) is None
     assert table.subscribe(KEY, 4, 0, **ARGS) is None             # nothing held: nothing to end
+    nothing = table.subscribe(KEY, 5, 60, **ARGS)
+    assert nothing is not None
+    assert table.response(nothing, 200, 5, to_tag="ph1", expires=0) is None and table.get(KEY) is None
 
 
 def test_end_of_the_subscribers_time_and_the_bound() -> None:
