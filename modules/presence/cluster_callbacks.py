@@ -50,10 +50,11 @@ class ClusterCallbacks:
             return
         fallback2db = self._settings.fallback2db
         async with self._locks.hold(pres_uri):
+            changed: list[Publication] = []
             if not fallback2db and event.type == PUBL_TYPE:
                 # without fallback2db notify_presentity reads nothing: the change is in the database
-                await self._persistence.read_publications(pres_uri, event)
-            await self._notifier.notify_presentity(pres_uri, event)
+                changed = await self._persistence.read_publications(pres_uri, event)
+            await self._notifier.notify_presentity(pres_uri, event, skip_contact=_sender_of(changed))
         if fallback2db:
             # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions (workers: the adopter's
             # CSeq gap covers them, no write per announcement)
@@ -177,3 +178,11 @@ class ClusterCallbacks:
         """Another node took this dialog over (an in-dialog request reached it): forget it, silently."""
         if self._subscriptions.forget(key) is not None:
             log.info("subscription %s moved to another node", key[0])
+
+
+def _sender_of(changed: list[Publication]) -> str | None:
+    """handle_publish(sender_uri) made on another node: the watcher it names is left out here too, when
+    what changed came from that one sender (pua_bla's phone); with several changes read at once, or a
+    removal (nothing left to read it from), everyone is told."""
+    senders = {p.sender for p in changed}
+    return senders.pop() if len(senders) == 1 else None

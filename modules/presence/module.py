@@ -212,15 +212,15 @@ class PresenceModule(PresenceMI, Module):
         return self.service is not None and self.service.contains_presence(_pres_uri(pres_uri))
 
     async def publish(self, pres_uri: str, event: str, body: bytes | None, *, etag: str | None = None,
-                      expires: int | None = None,
-                      content_type: str | None = None) -> LocalPublishResult | None:
+                      expires: int | None = None, content_type: str | None = None,
+                      sender: str | None = None) -> LocalPublishResult | None:
         """An in-process PUBLISH (the pua module's delivery to this server): the same code as a PUBLISH
         request for `pres_uri` (a SIP URI) and `event` (a registered package name), answered with what
         the reply would say. None in library mode (no db_url: nothing is handled here)."""
         if self.service is None:
             return None
         result = await self.service.publish_local(pres_uri, event, body, etag=etag, expires=expires,
-                                                  content_type=content_type)
+                                                  content_type=content_type, sender=sender)
         counter = self._publish_accepted if result.status < 300 else self._publish_rejected
         if counter is not None:
             counter.inc()

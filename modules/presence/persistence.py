@@ -16,7 +16,7 @@ from typing import Any
 from .base import TAKEOVER_CSEQ_GAP, _db_failure
 from .clustering import ClusterLink, WatcherInterest
 from .events import PUBL_TYPE, EventRegistry, PresenceEvent
-from .presentity import PresentityTable, PublishAction, PublishDecision, PublishFacts
+from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .settings import PresenceSettings
 from .storage import Address, PresenceStore, publication_from_row, subscription_from_row
 from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable
@@ -225,10 +225,12 @@ class Persistence:
         if interest is not None and event.type == PUBL_TYPE and not interest.trusts_memory(pres_uri):
             await self.read_publications(pres_uri, event)
 
-    async def read_publications(self, pres_uri: str, event: PresenceEvent, *, strict: bool = False) -> None:
-        """The presentity's live publications read from the database replace what memory holds."""
+    async def read_publications(self, pres_uri: str, event: PresenceEvent, *,
+                                strict: bool = False) -> list[Publication]:
+        """The presentity's live publications read from the database replace what memory holds. Returns
+        those memory did not hold as they are (new, or a new body): what another node changed."""
         if self.store is None:
-            return
+            return []
         try:
             rows = await self.store.find_publications(pres_uri, event.name,
                                                       self._clock() - self._settings.expires_offset)
@@ -236,12 +238,14 @@ class Persistence:
             log.error("fallback2db: reading publications of %s failed: %s", pres_uri, exc)
             if strict:
                 raise _db_failure(exc) from exc
-            return
-        self._presentities.replace_presentity(pres_uri, event.name,
-                                              [publication_from_row(r, event.content_type) for r in rows])
+            return []
+        held = {p.etag: p.body for p in self._presentities.publications(pres_uri, event.name)}
+        pubs = [publication_from_row(r, event.content_type) for r in rows]
+        self._presentities.replace_presentity(pres_uri, event.name, pubs)
         if self.stale:
             self.stale.discard((pres_uri, event.name))
             self.read_first = bool(self.stale) or self.reread_all or self._settings.fallback2db
+        return [p for p in pubs if held.get(p.etag) != p.body]
 
     async def fallback_dialog(self, msg: Any) -> None:
         """fallback2db: an in-dialog SUBSCRIBE for a dialog this server does not hold is looked up in

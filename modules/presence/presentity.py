@@ -268,10 +268,15 @@ class PresentityTable:
 
     def replace_presentity(self, pres_uri: str, event: str, pubs: list[Publication]) -> None:
         """Make `pubs` the publications of (pres_uri, event) - fallback2db, where the database shared
-        with other servers is the truth; a publication we hold with the same etag is kept as it is."""
+        with other servers is the truth; a publication we hold with the same etag and body is kept as it
+        is. Not the body alone: an event whose modify keeps the ETag (etag_not_new: dialog;sla) changes
+        the body under the same etag, and the old body must not win."""
         key = (pres_uri, event)
         old = self._table.get(key, {})
-        rows = {p.etag: old.get(p.etag, p) for p in pubs[: self.max_per_presentity]}
+        rows = {}
+        for p in pubs[: self.max_per_presentity]:
+            held = old.get(p.etag)
+            rows[p.etag] = held if held is not None and held.body == p.body else p
         self._count += len(rows) - len(old)
         if rows:
             self._table[key] = rows

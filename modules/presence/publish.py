@@ -88,11 +88,12 @@ class PublishHandler:
 
     async def publish_local(self, pres_uri: str, event_name: str, body: bytes | None, *,
                             etag: str | None = None, expires: int | None = None,
-                            content_type: str | None = None) -> LocalPublishResult:
+                            content_type: str | None = None, sender: str | None = None) -> LocalPublishResult:
         """A PUBLISH made inside this server (the pua module): the same decision, storage, event and
         NOTIFYs as a PUBLISH request for `pres_uri`, without a network round trip. Returns what the
         200/4xx reply would have said (status, reason, SIP-ETag, Expires). `pres_uri` is any SIP URI
-        (port and parameters dropped, as a Request-URI's); `event_name` a registered package name."""
+        (port and parameters dropped, as a Request-URI's); `event_name` a registered package name;
+        `sender` the URI handle_publish(sender_uri) would name (pua_bla's Sender): its watcher is skipped."""
         event = self._responder.search_event(event_name)
         if event is None:
             return LocalPublishResult(489, "Bad Event")
@@ -103,7 +104,7 @@ class PublishHandler:
         user, domain = uri.user or "", uri.host
         facts = PublishFacts(pres_uri=join_pres_uri(user, domain), event=event, if_match=etag or None,
                              expires=expires, body=body or None,
-                             content_type=content_type or event.content_type, sender=None)
+                             content_type=content_type or event.content_type, sender=sender or None)
         outcome: list[LocalPublishResult] = []
 
         def respond(status: int, reason: str, headers: list[tuple[str, str]]) -> None:

@@ -18,18 +18,23 @@ from typing import Any
 from routescript.core.module import ConfigError, Module, Param
 
 from .publisher import LocalPresence, Publisher, publish_request
-from .table import DEFAULT_MAX_RECORDS, Op, PuaFull, PubKey, PubRecord, PubTable, Send
+from .subscriber import Subscriber, subscribe_request
+from .subscriptions import SubKey, SubSend, SubTable
+from .table import DEFAULT_MAX_RECORDS, Op, PuaFull, PubKey, PubRecord, PubTable, Send, Sender
 
 __all__ = ["MODULE", "Op", "PuaFull", "PuaModule", "PubKey", "PubRecord", "PubTable", "Publisher", "Send",
-           "bind_pua", "publish_request"]
+           "Sender", "SubKey", "SubSend", "SubTable", "Subscriber", "bind_pua", "publish_request",
+           "subscribe_request"]
 
 log = logging.getLogger("routescript.pua")
 
 NO_CLUSTERER = ("OpenSIPS's clusterer is not built (pua clustering shares presentities through clusterer "
                 "sharing tags); run one pua per presence server")
-NO_DB = ("the pua table is not written yet: publications live in memory and are made again by their "
-         "modules (pua_dialoginfo on the next dialog change); leave db_url unset")
-NO_SUBSCRIBE = "pua's SUBSCRIBE side (pua_update_contact, pua_mi, pua_usrloc) is not built"
+NO_DB = ("the pua table is not written yet: publications and subscriptions live in memory and are made "
+         "again by their modules (pua_dialoginfo from its dialogs, pua_bla on the phones' next REGISTER); "
+         "leave db_url unset")
+NO_SUBSCRIBE = ("pua_update_contact is not built (pua's subscriptions are pua_bla's, made from REGISTERs; "
+                "pua_mi and pua_usrloc are not built either)")
 
 
 _BOUND: weakref.WeakKeyDictionary[Any, PuaModule] = weakref.WeakKeyDictionary()
@@ -75,7 +80,11 @@ class PuaModule(Module):
                               max_records=self.param("max_publications"))
         self.publisher = Publisher(self.table, clock=self._now, local=self._local_presence,
                                    send_sip=self._send_sip, update_period=self.param("update_period"))
+        self.subscriptions = SubTable(max_records=self.param("max_publications"))
+        self.subscriber = Subscriber(self.subscriptions, clock=self._now, send=self._send_subscribe,
+                                     update_period=self.param("update_period"))
         self._timer: asyncio.Task[None] | None = None
+        self._sub_timer: asyncio.Task[None] | None = None
         try:
             _BOUND[server] = self
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
@@ -89,27 +98,44 @@ class PuaModule(Module):
             raise ConfigError("pua: min_expires is above default_expires")
 
     async def start(self) -> None:
-        self._timer = asyncio.get_running_loop().create_task(self.publisher.run())
+        loop = asyncio.get_running_loop()
+        self._timer = loop.create_task(self.publisher.run())
+        self._sub_timer = loop.create_task(self.subscriber.run())
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
-            self._timer = None
+        timers = [t for t in (self._timer, self._sub_timer) if t is not None]
+        for timer in timers:
+            timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+        self._timer = self._sub_timer = None
         await self.publisher.drain()
 
     # --- the API (OpenSIPS pua_api_t send_publish) ----------------------------------------------
     def publish(self, pres_uri: str, event: str, body: bytes | None, *, id: str = "",
                 expires: int | None = None, content_type: str = "", outbound_proxy: str | None = None,
-                etag: str | None = None, on_etag: Callable[[str | None], None] | None = None) -> bool:
+                etag: str | None = None, on_etag: Callable[[str | None], None] | None = None,
+                sender: Sender | None = None) -> bool:
         """Publish `body` as the state of (pres_uri, event, id) for `expires` seconds (None:
         default_expires; 0: remove it). Synchronous (callable from dialog callbacks): the PUBLISH
         leaves in a task, and its refreshes, 412 and 423 are handled here. False when refused.
         `etag` / `on_etag`: the ETag kept across a restart by the caller, and the hook told each new one
-        (Publisher.publish)."""
+        (Publisher.publish). `sender`: (header name, URI) of pua_bla's Sender header - over SIP a header
+        of the PUBLISH, in-process handle_publish's sender_uri (that watcher is not notified)."""
         return self.publisher.publish(pres_uri, event, body, id=id, expires=expires,
                                       content_type=content_type, outbound_proxy=outbound_proxy, etag=etag,
-                                      on_etag=on_etag)
+                                      on_etag=on_etag, sender=sender)
+
+    # --- the API (OpenSIPS pua_api_t send_subscribe, is_dialog) ------------------------------------
+    def subscribe(self, pres_uri: str, watcher_uri: str, event: str, expires: int, *, to_uri: str,
+                  contact: str, outbound_proxy: str | None = None) -> bool:
+        """Subscribe to `event` of `pres_uri` as `watcher_uri` (To: `to_uri`, Contact: `contact`) for
+        `expires` seconds, refreshed until then; 0 unsubscribes. Synchronous; False when refused."""
+        return self.subscriber.subscribe(pres_uri, watcher_uri, event, expires, to_uri=to_uri,
+                                         contact=contact, outbound_proxy=outbound_proxy)
+
+    def is_dialog(self, call_id: str, our_tag: str, their_tag: str, *, terminated: bool = False) -> bool:
+        """Does a NOTIFY belong to one of our subscriptions (Subscriber.is_dialog)?"""
+        return self.subscriber.is_dialog(call_id, our_tag, their_tag, terminated=terminated)
 
     # --- delivery ---------------------------------------------------------------------------------
     def _local_presence(self, outbound_proxy: str | None) -> LocalPresence | None:
@@ -143,6 +169,15 @@ class PuaModule(Module):
             on_answer(response.status, {k.lower(): v for k, v in fields.items() if v is not None})
 
         requests.send_to(OutgoingRequest("PUBLISH", ruri, headers, body), on_final)
+
+    def _send_subscribe(self, send: SubSend, request: Any, on_final: Any) -> None:
+        requests = self.server.requests
+        if requests is None:
+            raise ValueError("the server is not started (no request sender)")
+        if send.to_tag is None:
+            requests.send_to(request, on_final, next_hop=send.outbound_proxy)
+        else:
+            requests.send_in_dialog(request, on_final)
 
 
 MODULE = PuaModule

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from routescript.sip import ParseError, parse_uri
 
-from .table import Op, PuaFull, PubKey, PubTable, Send
+from ._timer import run_timer
+from .table import Op, PuaFull, PubKey, PubTable, Send, Sender
 
 log = logging.getLogger("routescript.pua")
 
@@ -27,7 +28,8 @@ class LocalPresence(Protocol):
     """What the pua needs from the presence module (PresenceModule.publish)."""
 
     async def publish(self, pres_uri: str, event: str, body: bytes | None, *, etag: str | None = None,
-                      expires: int | None = None, content_type: str | None = None) -> Any: ...
+                      expires: int | None = None, content_type: str | None = None,
+                      sender: str | None = None) -> Any: ...
 
 
 class Publisher:
@@ -51,14 +53,15 @@ class Publisher:
 
     def publish(self, pres_uri: str, event: str, body: bytes | None, *, id: str = "",
                 expires: int | None = None, content_type: str = "", outbound_proxy: str | None = None,
-                etag: str | None = None, on_etag: Callable[[str | None], None] | None = None) -> bool:
+                etag: str | None = None, on_etag: Callable[[str | None], None] | None = None,
+                sender: Sender | None = None) -> bool:
         """Publish `body` for (pres_uri, event, id); expires 0 removes it. False when refused (logged).
         `etag`: the ETag kept from before a restart (PubTable.publish); `on_etag`: told each new ETag
         the compositor gives (None when the publication is gone), so its module can keep it."""
         key = PubKey(pres_uri, event, id)
         try:
             send = self.table.publish(key, body, self._clock(), expires=expires, content_type=content_type,
-                                      outbound_proxy=outbound_proxy or None, etag=etag)
+                                      outbound_proxy=outbound_proxy or None, etag=etag, sender=sender)
         except PuaFull as exc:
             log.error("pua: publication %s (%s) for %s refused: %s", id, event, pres_uri, exc)
             return False
@@ -88,7 +91,8 @@ class Publisher:
         if local is not None:
             try:
                 answer = await local.publish(send.key.pres_uri, send.key.event, send.body, etag=send.etag,
-                                             expires=send.expires, content_type=send.content_type or None)
+                                             expires=send.expires, content_type=send.content_type or None,
+                                             sender=send.sender[1] if send.sender is not None else None)
             except Exception:
                 log.exception("pua: in-process PUBLISH for %s failed", send.key.pres_uri)
                 self._answer(send, 500, {})
@@ -139,20 +143,13 @@ class Publisher:
 
     async def run(self) -> None:
         """The refresh timer: due() at the next deadline, at least every update_period seconds."""
-        while True:
-            for send in self.table.due(self._clock()):
-                self._deliver(send)
-            for key in [k for k in self._etag_hooks if self.table.get(k) is None]:
-                del self._etag_hooks[key]   # forgotten at their end
-            deadline = self.table.next_deadline()
-            delay = float(self._update_period)
-            if deadline is not None:
-                delay = max(0.05, min(delay, deadline - self._clock()))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
-                pass
+        await run_timer(self._tick, self.table.next_deadline, self._clock, self._update_period, self._wake)
+
+    def _tick(self) -> None:
+        for send in self.table.due(self._clock()):
+            self._deliver(send)
+        for key in [k for k in self._etag_hooks if self.table.get(k) is None]:
+            del self._etag_hooks[key]   # forgotten at their end
 
     async def drain(self) -> None:
         """Wait for the deliveries under way (tests, stop)."""
@@ -188,6 +185,8 @@ def publish_request(send: Send, *, from_tag: str | None = None, call_id: str | N
                 ("Event", send.key.event), ("Expires", str(send.expires))]
     if send.etag:
         headers.append(("SIP-If-Match", send.etag))
+    if send.sender is not None:
+        headers.append(send.sender)
     body = send.body or b""
     if body:
         headers.append(("Content-Type", send.content_type or "application/pidf+xml"))

@@ -27,10 +27,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 __all__ = ["DEFAULT_MAX_RECORDS", "REFRESH_MARGIN", "Op", "PuaFull", "PubKey", "PubRecord", "PubTable",
-           "Send"]
+           "Send", "Sender"]
 
 REFRESH_MARGIN = 10.0          # seconds before the granted end a refresh is sent (at most half the grant)
 DEFAULT_MAX_RECORDS = 100_000  # bound: publications held
+
+
+Sender = tuple[str, str]   # (header name, URI): "Sender", "sip:201@10.0.0.7:5062"
 
 
 class Op(enum.Enum):
@@ -63,6 +66,7 @@ class Send:
     body: bytes | None = None
     content_type: str = ""
     outbound_proxy: str | None = None
+    sender: Sender | None = None   # pua_bla's (header name, URI): the publishing phone, not notified
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class PubRecord:
     expires_at: float = 0.0        # the end the compositor granted (absolute); 0 before the first 2xx
     granted: int = 0               # the Expires of the last 2xx
     outbound_proxy: str | None = None
+    sender: Sender | None = None
     in_flight: Send | None = None
     queued: _Queued | None = None
     retried: bool = False          # a 412/423 was answered by a new PUBLISH once already
@@ -124,13 +129,14 @@ class PubTable:
     # --- the publisher's side ---------------------------------------------------------------------
     def publish(self, key: PubKey, body: bytes | None, now: float, *, expires: int | None = None,
                 content_type: str = "", outbound_proxy: str | None = None,
-                etag: str | None = None) -> Send | None:
+                etag: str | None = None, sender: Sender | None = None) -> Send | None:
         """The state of `key` is now `body` for `expires` seconds (None: default_expires; 0: remove).
         Returns the PUBLISH to send now, or None (nothing to send, or queued behind one in flight).
         `etag`: for a publication this table does not hold, the ETag it had before a restart (kept by
         its module, e.g. in the dialog) - it is modified (or removed) rather than published afresh, so
         the compositor does not keep the old copy. Raises PuaFull for a new publication over
-        max_records."""
+        max_records. `sender`: OpenSIPS pua's extra header naming the publisher (pua_bla), kept with the
+        record for its refreshes."""
         if expires is None or expires < 0:
             expires = self.default_expires
         elif 0 < expires < self.min_expires:
@@ -140,7 +146,7 @@ class PubTable:
             if self.max_records and len(self._records) >= self.max_records:
                 raise PuaFull(f"{len(self._records)} publications held (max {self.max_records})")
             rec = PubRecord(key, body or b"", content_type, now + max(expires, 1), etag=etag,
-                            outbound_proxy=outbound_proxy)
+                            outbound_proxy=outbound_proxy, sender=sender)
             self._records[key] = rec
         if expires == 0:
             if rec is None:
@@ -157,14 +163,16 @@ class PubTable:
         if rec is None:
             if self.max_records and len(self._records) >= self.max_records:
                 raise PuaFull(f"{len(self._records)} publications held (max {self.max_records})")
-            rec = PubRecord(key, body or b"", content_type, desired_at, outbound_proxy=outbound_proxy)
+            rec = PubRecord(key, body or b"", content_type, desired_at, outbound_proxy=outbound_proxy,
+                            sender=sender)
             return self._send(rec, Op.INITIAL, expires, body=rec.body)
         if rec.in_flight is not None:
             queued = _Queued(body, content_type or rec.content_type, desired_at)
             self._records[key] = replace(rec, queued=queued)
             return None
         rec = replace(rec, body=body if body is not None else rec.body,
-                      content_type=content_type or rec.content_type, desired_at=desired_at, retried=False)
+                      content_type=content_type or rec.content_type, desired_at=desired_at, retried=False,
+                      sender=sender or rec.sender)
         if rec.etag is None:
             return self._send(rec, Op.INITIAL, expires, body=rec.body)
         return self._send(rec, Op.MODIFY if body is not None else Op.REFRESH, expires,
@@ -173,7 +181,7 @@ class PubTable:
     def _send(self, rec: PubRecord, op: Op, expires: int, *, body: bytes | None) -> Send:
         self._seq += 1
         send = Send(rec.key, op, self._seq, expires, None if op is Op.INITIAL else rec.etag, body,
-                    rec.content_type, rec.outbound_proxy)
+                    rec.content_type, rec.outbound_proxy, rec.sender)
         self._records[rec.key] = replace(rec, in_flight=send)
         return send
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from routescript.core.module import MIError, Module, Param, mi_command
@@ -98,6 +99,14 @@ class UsrlocModule(Module):
         self.worker_slot: int | None = None
         self._timer: asyncio.Task[None] | None = None
         self.nat_bflag = 0
+        self._callbacks: list[Callable[[list[Change]], None]] = []
+
+    def register_ulcb(self, callback: Callable[[list[Change]], None]) -> None:
+        """OpenSIPS ul_register_ulcb (insert, update, delete): `callback` is told of every change save()
+        or an MI command commits in this process, after it is stored."""
+        self._callbacks.append(callback)
+        if self.service is not None:
+            self.service.committed.append(callback)
 
     def check(self) -> None:
         from routescript.core.module import ConfigError
@@ -144,6 +153,7 @@ class UsrlocModule(Module):
 
     async def start(self) -> None:
         service = self.service = self.make_service()
+        service.committed.extend(self._callbacks)
         if self.worker_slot is not None:
             service.run_as_worker(self.worker_slot)
         if service.db_mode in (1, 2):

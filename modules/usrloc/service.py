@@ -68,6 +68,7 @@ class LocationService:
         self._origin = f"{os.getpid()}.{os.urandom(4).hex()}"
         self._listeners: Listeners | None = None
         self.worker_slot: int | None = None
+        self.committed: list[Callable[[list[Change]], None]] = []   # OpenSIPS ul_register_ulcb
         self.announced = 0
         self.applied_remote = 0
 
@@ -158,6 +159,17 @@ class LocationService:
                 if self.db_mode == 2:
                     self._dirty[(change.domain, change.contact.contact_id)] = change
             self._announce(changes)
+        self._tell_committed(changes)
+
+    def _tell_committed(self, changes: list[Change]) -> None:
+        """The callbacks (pua_bla's) told of bindings this process stored or removed - not of replicas
+        from other workers, nor of expiries (OpenSIPS's UL_CONTACT_INSERT/UPDATE/DELETE, raised where the
+        change is made). A failing callback is logged; the REGISTER has been stored anyway."""
+        for callback in self.committed:
+            try:
+                callback(changes)
+            except Exception:
+                log.exception("usrloc: a contact callback failed for %s", changes[0].aor)
 
     async def _write(self, domain: str, changes: Iterable[Change]) -> None:
         """The changes committed (with those of the other callers ready now: routescript.db.group)."""

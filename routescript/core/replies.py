@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from routescript.script.context import MsgContext
-from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, name_addr_tag
+from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, generate_tag, name_addr_tag
 
 from .config import CoreConfig
 from .layers import SipLayers
@@ -134,6 +134,13 @@ def to_tag(msg: SIPRequest) -> str:
 
 # "rs." in one process; "<slot>.<epoch>.rs." in a worker (routescript.workers.dispatch.slot_tag's form)
 _tag_prefix = ["rs."]
+
+
+def new_local_tag() -> str:
+    """A fresh random From tag for a dialog this server starts as a UAC (pua's SUBSCRIBEs): in a worker it
+    names the worker's slot and epoch, so the other side's in-dialog requests (a NOTIFY, with this tag
+    in its To) are dispatched back to the worker holding the dialog (docs/workers.md 2, rule 2)."""
+    return _tag_prefix[0] + generate_tag()
 
 
 def set_tag_prefix(prefix: str) -> None:

@@ -196,11 +196,14 @@ class RequestSender:
         self.transactions.send_request(sip, dest, on_final, branch=branch)
 
     def send_to(self, request: OutgoingRequest, on_final: OnFinal, *,
-                destination: Destination | None = None) -> None:
-        """Send `request` outside any dialog (a PUBLISH): to `destination` (an outbound proxy) when
-        given, else where its first Route or Request-URI says (UDP unless the URI names a transport).
-        Raises routescript.sip.ParseError when the target is no URI (nothing is sent)."""
-        dest = destination or _destination(_first_route(request) or request.ruri, "udp", None, None, "")
+                destination: Destination | None = None, next_hop: str | None = None) -> None:
+        """Send `request` outside any dialog (a PUBLISH, pua's initial SUBSCRIBE): to `destination` when
+        given, else to the URI `next_hop` (an outbound proxy or a contact's received address, no Route
+        written: OpenSIPS tm's outbound proxy), else where its first Route or Request-URI says (UDP
+        unless the URI names a transport). Raises routescript.sip.ParseError when the target is no URI
+        (nothing is sent)."""
+        dest = destination or _destination(next_hop or _first_route(request) or request.ruri, "udp", None,
+                                           None, "")
         sock = dest.socket or self._socket_of(dest.proto)
         self.send_by(request, Hop(sock, dest, _via_prefix(sock)), on_final)
 

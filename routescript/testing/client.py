@@ -414,6 +414,15 @@ class SipTestClient:
         hdrs += [("Route", value) for value in invite.header_all("Route")]
         return build_request("ACK", invite.ruri, hdrs)
 
+    def ack_2xx(self, invite: SIPRequest, response: SIPResponse) -> Dialog:
+        """Send the ACK of a 2xx to `invite` (RFC 3261 13.2.2.4: inside the dialog the 2xx made, through
+        its route set, with the INVITE's CSeq number) and return that dialog."""
+        dialog = self.dialog(invite, response)
+        ack = self.request("ACK", dialog=dialog)
+        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
+        self.send(ack)
+        return dialog
+
     def dialog(self, request: SIPRequest, response: SIPResponse | SIPRequest) -> Dialog:
         """The dialog a request (SUBSCRIBE) created, from its 2xx response or from a NOTIFY inside it
         (RFC 3261 12.1.2: remote tag, remote target = Contact, route set = Record-Route reversed for a

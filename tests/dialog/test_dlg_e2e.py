@@ -1,7 +1,8 @@
 """dialog end to end: `routescript run` as a proxy with create_dialog() between Python UAs, over UDP and TCP,
 with 1 and 2 UDP workers: a call (early, confirmed, BYE from either side -> gone from dlg_list), a failed
 call, a cancelled one, bye-on-timeout (both sides get a BYE), a concurrent-call limit with a profile (the
-3rd call of a user gets 486 from the script), a BYE for an unknown dialog, a re-INVITE with an old CSeq."""
+3rd call of a user gets 486 from the script), a BYE for an unknown dialog, a re-INVITE with an old CSeq, calls
+nobody answers (no reply at all, or ringing until fr_inv_timeout) - each checked with dlg_list after."""
 
 from __future__ import annotations
 
@@ -161,10 +162,7 @@ async def established(caller: SipTestClient, callee: SipTestClient,
     reply_as(callee, got, 200, "calleetag", [("Contact", f"<{callee.contact_uri}>")])
     final = await caller.expect_response(invite, final=True)
     assert final.status == 200
-    dialog = caller.dialog(invite, final)
-    ack = caller.request("ACK", dialog=dialog)
-    ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-    caller.send(ack)
+    dialog = caller.ack_2xx(invite, final)
     await callee.expect_request("ACK", call_id=invite.call_id)
     return invite, got, dialog
 
@@ -242,6 +240,29 @@ async def test_failed_and_cancelled_calls_leave_no_dialog(proxy: Proxy) -> None:
         assert await gone(proxy, invite.call_id)
 
 
+async def test_unanswered_calls_end_their_dialogs(proxy: Proxy) -> None:
+    """A callee that never answers (fr_timeout: 408 made by the proxy) and one that rings and never picks up
+    (fr_inv_timeout: the proxy CANCELs it): both dialogs end, nothing is left in dlg_list."""
+    async with uas(proxy.proto, proxy, "una") as (caller,), uas(proxy.proto, proxy, "vic") as (callee,):
+        silent = caller.request("INVITE", target(callee), body=b"v=0\r\n", content_type="application/sdp")
+        ringing = caller.request("INVITE", target(callee), body=b"v=0\r\n", content_type="application/sdp")
+        caller.send(silent)
+        caller.send(ringing)
+        await callee.expect_request("INVITE", call_id=silent.call_id)
+        got = await callee.expect_request("INVITE", call_id=ringing.call_id)
+        reply_as(callee, got, 180, "victag")
+        await caller.expect_response(ringing, index=1)
+        assert (await dialogs_of(proxy, ringing.call_id))[0]["state"] == 2      # early
+        assert (await caller.expect_response(silent, final=True, timeout=6)).status == 408
+        cancel = await callee.expect_request("CANCEL", call_id=ringing.call_id, timeout=6)
+        await callee.reply(cancel, 200)
+        reply_as(callee, got, 487, "victag")
+        # the caller gets the proxy's 408 (as OpenSIPS on fr_inv_timeout); the callee's 487 to our CANCEL
+        # stays at the proxy
+        assert (await caller.expect_response(ringing, final=True, timeout=6)).status == 408
+        assert await gone(proxy, silent.call_id) and await gone(proxy, ringing.call_id)
+
+
 async def test_bye_on_timeout_sends_bye_to_both_sides(proxy: Proxy) -> None:
     async with uas(proxy.proto, proxy, "hal") as (caller,), uas(proxy.proto, proxy, "ivy") as (callee,):
         invite, _got, _dialog = await established(caller, callee, [("X-Bye-Timeout", "1")])
@@ -284,11 +305,14 @@ async def test_bye_for_an_unknown_dialog_and_an_old_cseq(proxy: Proxy) -> None:
         stray = caller.request("BYE", target(callee), call_id="no-such-call", to_tag="nobody", contact=False)
         caller.send(stray)
         assert (await caller.expect_response(stray, final=True)).status == 481
+        assert await dialogs_of(proxy, "no-such-call") == []
         invite, _got, dialog = await established(caller, callee)
         reinvite = caller.request("INVITE", dialog=dialog, body=b"v=0\r\n", content_type="application/sdp")
         reinvite.set_header("CSeq", f"{invite.cseq.number} INVITE")      # not above the INVITE's
         caller.send(reinvite)
         assert (await caller.expect_response(reinvite, final=True)).status == 400
+        listed = await dialogs_of(proxy, invite.call_id)                # the call goes on, unharmed
+        assert len(listed) == 1 and listed[0]["state"] == 4
         bye = caller.request("BYE", dialog=dialog)
         caller.send(bye)
         await callee.reply(await callee.expect_request("BYE", call_id=invite.call_id), 200)

@@ -1,6 +1,8 @@
 """dialog persistence end to end (db_mode 1, SQLite), with 1 and 2 UDP workers: a call survives a
 restart of the proxy in its middle (the dialog is back in dlg_list, the BYE through the proxy ends it and
-deletes its row), and a corrupted row in the table is logged and skipped at start, never a crash."""
+deletes its row), and corrupted rows in the table (a CSeq that is no number, values and profiles that are no
+name#type#value list, an impossible state, bytes that are no UTF-8) are each logged and skipped at start,
+never a crash, and never listed by dlg_list."""
 
 from __future__ import annotations
 
@@ -13,9 +15,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy"))
 from proxy_e2e import Proxy, free_port, start, uas
-from test_dlg_e2e import SCRIPT, dialogs_of, established, gone
+from test_dlg_e2e import SCRIPT, dialogs_of, established, gone, mi
 
 pytestmark = pytest.mark.asyncio
+
+BROKEN = [(4294967297, "broken-cseq", "caller_cseq", "abc"),
+          (4294967298, "broken-vars", "vars", b"who#1#nina"),           # no "|" after the value
+          (4294967299, "broken-profiles", "profiles", b"caller#nina|"),  # no type field
+          (4294967300, "broken-state", "state", 9),
+          (4294967301, "broken-bytes", "vars", b"\xff\xfe#1#x|")]
 
 
 def rows(path: Path) -> list[tuple[int, str, int]]:
@@ -56,12 +64,17 @@ async def test_a_call_survives_a_restart_and_a_corrupted_row_is_skipped(tmp_path
         async with uas("udp", proxy, "nina") as (caller,), uas("udp", proxy, "otto") as (callee,):
             invite, _got, dialog = await established(caller, callee)
             assert await wait_rows(db, invite.call_id, 4)
-            # a row no dialog can come from (a CSeq that is no number), as a broken import would leave
+            # rows no dialog can come from, as a broken import or a hand edit would leave: a CSeq that is
+            # no number, values and profiles that are no name#type#value list, an impossible state
             conn = sqlite3.connect(db)
-            conn.execute("INSERT INTO dialog (dlg_id, callid, from_uri, from_tag, to_uri, to_tag, "
-                         "caller_cseq, callee_cseq, caller_ping_cseq, callee_ping_cseq, caller_sock, "
-                         "callee_sock, state, start_time, timeout) VALUES (4294967297, 'broken-call', "
-                         "'sip:a@x', 'f', 'sip:b@x', 't', 'abc', '1', 0, 0, '', '', 4, 1, 99999999999)")
+            for dlg_id, call_id, column, value in BROKEN:
+                conn.execute("INSERT INTO dialog (dlg_id, callid, from_uri, from_tag, to_uri, to_tag, "
+                             "caller_cseq, callee_cseq, caller_ping_cseq, callee_ping_cseq, caller_sock, "
+                             "callee_sock, state, start_time, timeout) VALUES (?, ?, "
+                             "'sip:a@x', 'f', 'sip:b@x', 't', '1', '1', 0, 0, '', '', 4, 1, 99999999999)",
+                             (dlg_id, call_id))
+                conn.execute(f"UPDATE dialog SET {column} = ? WHERE dlg_id = ?",  # noqa: S608 - BROKEN's names
+                             (value, dlg_id))
             conn.commit()
             conn.close()
             server.stop()
@@ -78,8 +91,11 @@ async def test_a_call_survives_a_restart_and_a_corrupted_row_is_skipped(tmp_path
                 await asyncio.sleep(0.05)
             assert len(listed) == 1 and listed[0]["state"] == 4
             assert listed[0]["CALLEES"][0]["callee_contact"] == callee.contact_uri  # type: ignore[index]
-            assert "row dlg_id=4294967297 (Call-ID broken-call) skipped" in server.log()
-            assert await dialogs_of(proxy, "broken-call") == []
+            for dlg_id, call_id, _column, _value in BROKEN:
+                assert f"row dlg_id={dlg_id} (Call-ID {call_id}) skipped" in server.log()
+                assert await dialogs_of(proxy, call_id) == []
+            answer = await mi(proxy, "dlg_list")
+            assert [d["callid"] for d in answer["result"]["Dialogs"]] == [invite.call_id]  # type: ignore[index]
             bye = caller.request("BYE", dialog=dialog)
             caller.send(bye)
             got_bye = await callee.expect_request("BYE", call_id=invite.call_id)

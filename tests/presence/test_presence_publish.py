@@ -189,6 +189,21 @@ def test_publication_count_follows_every_change():
     assert len(table) == rows() == 0
 
 
+def test_replace_presentity_takes_a_new_body_under_the_same_etag():
+    """dialog;sla keeps the ETag across a modify (etag_not_new): a worker re-reading the presentity after
+    another worker's modify must take the database's body, not keep its own older copy."""
+    from dataclasses import replace as evolve
+
+    table = PresentityTable(EtagGenerator(0))
+    a = publish(table, 0, body=PIDF, expires=10)
+    newer = evolve(a.publication, body=b"<presence><tuple/></presence>")
+    table.replace_presentity(URI, "presence", [newer])
+    assert [p.body for p in table.publications(URI, "presence")] == [newer.body]
+    same = evolve(newer)
+    table.replace_presentity(URI, "presence", [same])
+    assert table.publications(URI, "presence")[0] is newer   # the same state: the copy held stays
+
+
 def test_etags_unique_across_restarts_in_same_second():
     a = EtagGenerator(1795671994)
     b = EtagGenerator(1795671994)

@@ -102,11 +102,8 @@ async def test_call_with_record_route_ack_and_bye(proxy: Proxy) -> None:
             await asyncio.sleep(0.05)
         assert sum(r.status == 200 for r in caller.responses_for(invite)) == 2
         # the ACK and the BYE follow the route set through the proxy
-        dialog = caller.dialog(invite, final)
+        dialog = caller.ack_2xx(invite, final)
         assert dialog.route_set
-        ack = caller.request("ACK", dialog=dialog)
-        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-        caller.send(ack)
         got_ack = await callee.expect_request("ACK", call_id=invite.call_id)
         assert got_ack.to.tag == "bobtag" and len(got_ack.vias) == 2
         bye = caller.request("BYE", dialog=dialog)
@@ -276,10 +273,7 @@ async def test_reinvite_and_bye_from_the_callee_follow_the_record_route(proxy: P
         got = await callee.expect_request("INVITE", call_id=invite.call_id)
         reply_as(callee, got, 200, "umatag", [("Contact", f"<{callee.contact_uri}>")])
         final = await caller.expect_response(invite, final=True)
-        dialog = caller.dialog(invite, final)
-        ack = caller.request("ACK", dialog=dialog)
-        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-        caller.send(ack)
+        dialog = caller.ack_2xx(invite, final)
         await callee.expect_request("ACK", call_id=invite.call_id)
         # the caller re-INVITEs inside the dialog: loose_route, then t_relay
         reinvite = caller.request("INVITE", dialog=dialog, body=b"v=0\r\n", content_type="application/sdp")

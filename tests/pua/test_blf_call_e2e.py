@@ -148,10 +148,7 @@ async def test_a_call_through_the_proxy_lights_the_lamp(running: Proxy) -> None:
         reply_as(callee, got, 200, "bobtag", [("Contact", f"<{callee.contact_uri}>")])
         final = await caller.expect_response(invite, final=True)
         assert final.status == 200
-        dialog = caller.dialog(invite, final)
-        ack = caller.request("ACK", dialog=dialog)
-        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-        caller.send(ack)
+        dialog = caller.ack_2xx(invite, final)
         body = await next_states(dave, blf.call_id, [("recipient", "confirmed")])
         d = etree.fromstring(body).find("d:dialog", NS)
         assert d is not None and d.get("call-id") == invite.call_id and d.get("local-tag") == "bobtag"

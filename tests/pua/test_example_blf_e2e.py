@@ -1,14 +1,16 @@
-"""examples/blf.cfg as a small office runs it: `routescript run` over real sockets, UDP and TCP, 1 and 2 UDP
-workers, subscribers from `routescript db subscriber add`. Bob's desk phone registers; Carol's phone
-watches Bob's line (Event: dialog, authenticated) and sees early -> confirmed -> idle when Alice calls
-Bob (407 first; 180, 200, ACK, BYE through the proxy); Dave watches Bob's presence and sees "On the
-phone" during the call; Alice's third call while two are up gets 486 from the dialog profile."""
+"""examples/blf.cfg as a small office runs it: `routescript run` over real sockets, UDP and TCP (every phone,
+the call included), 1 and 2 workers, subscribers from `routescript db subscriber add`. Bob's desk phone
+registers; Carol's phone watches Bob's line (Event: dialog, authenticated) and sees early -> confirmed ->
+idle when Alice calls Bob (407 first; 180, 200, ACK, BYE through the proxy); Dave watches Bob's presence
+and sees "On the phone" during the call; Alice's third call while two are up gets 486 from the dialog
+profile."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -34,8 +36,8 @@ NS = {"d": "urn:ietf:params:xml:ns:dialog-info", "p": "urn:ietf:params:xml:ns:pi
       "rpid": "urn:ietf:params:xml:ns:pidf:rpid"}
 
 
-@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2)],
-                ids=["udp-1worker", "tcp-1worker", "udp-2workers"])
+@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2), ("tcp", 2)],
+                ids=["udp-1worker", "tcp-1worker", "udp-2workers", "tcp-2workers"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, RunningServer]]:
     proto, workers = request.param
@@ -73,6 +75,32 @@ async def notified(watcher: SipTestClient, call_id: str, state: str) -> bytes:
     raise AssertionError(f"no NOTIFY with a dialog {state}")
 
 
+async def watch_line(watcher: SipTestClient, uri: str) -> SIPRequest:
+    """A BLF key on `uri`: an authenticated `Event: dialog` SUBSCRIBE, accepted, whose first NOTIFY shows
+    the line idle (force_dummy_dialog: a terminated dummy dialog, not an empty document)."""
+    def blf_subscribe(cred: tuple[str, str] | None, cseq: int, call_id: str | None) -> SIPRequest:
+        headers = [("Accept", "application/dialog-info+xml")]
+        if cred is not None:
+            headers.append(("Authorization", cred[1]))
+        return watcher.subscribe(uri, event="dialog", headers=headers, cseq=cseq, call_id=call_id)
+
+    blf, ok = await sent_with_credentials(watcher, blf_subscribe)
+    assert ok.status == 200
+    idle = await watcher.expect_request("NOTIFY", call_id=blf.call_id, timeout=5)
+    assert dialog_states(idle.body) == ["terminated"]
+    return blf
+
+
+async def answered(caller: SipTestClient, callee: SipTestClient, invite: SIPRequest, got: SIPRequest) -> Any:
+    """The callee's 200 (record-routed) to the INVITE it `got`, and the caller's ACK: the caller's dialog."""
+    callee.send(build_reply(got, 200, to_tag="bob1", headers=[("Contact", f"<{callee.contact_uri}>")],
+                            body=b"v=0\r\n", content_type="application/sdp", record_route=True))
+    final = await caller.expect_response(invite, final=True)
+    assert final.status == 200
+    dialog = caller.ack_2xx(invite, final)
+    return dialog
+
+
 async def call(caller: SipTestClient, uri: str) -> tuple[SIPRequest, int]:
     """An authenticated INVITE sent (407 answered); the request and the status of the 407 round."""
     make = request_with(caller, "INVITE", uri, body=b"v=0\r\n", content_type="application/sdp")
@@ -92,17 +120,7 @@ async def test_a_call_lights_bobs_lamp_and_the_third_call_is_busy(
         carol.auto_reply["NOTIFY"] = 200
         dave.auto_reply["NOTIFY"] = 200
         assert (await register(bob)).status == 200
-
-        def blf_subscribe(cred: tuple[str, str] | None, cseq: int, call_id: str | None) -> SIPRequest:
-            headers = [("Accept", "application/dialog-info+xml")]
-            if cred is not None:
-                headers.append(("Authorization", cred[1]))
-            return carol.subscribe(bob_uri, event="dialog", headers=headers, cseq=cseq, call_id=call_id)
-
-        blf, ok = await sent_with_credentials(carol, blf_subscribe)
-        assert ok.status == 200
-        idle = await carol.expect_request("NOTIFY", call_id=blf.call_id, timeout=5)
-        assert dialog_states(idle.body) == ["terminated"]      # force_dummy_dialog: idle, not empty
+        blf = await watch_line(carol, bob_uri)
         pres, ok = await sent_with_credentials(dave, request_with(dave, "SUBSCRIBE", bob_uri))
         assert ok.status == 200
         await dave.expect_request("NOTIFY", call_id=pres.call_id, timeout=5)
@@ -112,14 +130,7 @@ async def test_a_call_lights_bobs_lamp_and_the_third_call_is_busy(
         got = await bob.expect_request("INVITE", call_id=invite.call_id)
         bob.send(build_reply(got, 180, to_tag="bob1", record_route=True))
         await notified(carol, blf.call_id, "early")
-        bob.send(build_reply(got, 200, to_tag="bob1", headers=[("Contact", f"<{bob.contact_uri}>")],
-                             body=b"v=0\r\n", content_type="application/sdp", record_route=True))
-        final = await alice.expect_response(invite, final=True)
-        assert final.status == 200
-        dialog = alice.dialog(invite, final)
-        ack = alice.request("ACK", dialog=dialog)
-        ack.set_header("CSeq", f"{invite.cseq.number} ACK")
-        alice.send(ack)
+        dialog = await answered(alice, bob, invite, got)
         await notified(carol, blf.call_id, "confirmed")
         for _ in range(8):
             p = await dave.expect_request("NOTIFY", call_id=pres.call_id, timeout=5)
