@@ -9,6 +9,8 @@ a PUBLISH whose SIP-If-Match we do not hold - not before every request as fallba
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +123,11 @@ class Persistence:
         inserts, updates, deletes = self._subscriptions.take_db_changes()
         try:
             lost = await self.store.sync_subscriptions(inserts, updates, deletes)
+        except asyncio.CancelledError:
+            # the module's stop cancels the db_update_period timer, maybe mid-flush: the changes go back
+            # for the final flush (written twice at worst: upserts and updates by key)
+            self._subscriptions.restore_db_changes(inserts, updates, deletes)
+            raise
         except Exception as exc:  # noqa: BLE001 - changes kept for the next sync, or saved one by one
             if getattr(exc, "transient", False):
                 log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
@@ -146,11 +153,13 @@ class Persistence:
                       [sub] if what == "delete" else [])
             try:
                 lost += await self.store.sync_subscriptions(*change)
-            except Exception as exc:  # noqa: BLE001 - this row only
-                if getattr(exc, "transient", False):
+            except (Exception, asyncio.CancelledError) as exc:   # this row only; a cancel: the rest back
+                if isinstance(exc, asyncio.CancelledError) or getattr(exc, "transient", False):
                     rest = todo[i:]
                     self._subscriptions.restore_db_changes(*(
                         [s for s, w in rest if w == kind] for kind in ("insert", "update", "delete")))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
                     log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
                               len(rest), exc)
                     break

@@ -528,3 +528,30 @@ async def test_a_fan_out_reads_the_clock_once_per_change_not_per_watcher(env):
         per_change.append(len(reads))
     assert per_change[0] == per_change[1]
     await svc.sender.close()
+
+
+async def test_a_flush_cancelled_midway_leaves_its_changes_for_the_final_flush(env):
+    """The module's stop cancels the db_update_period timer, maybe in the middle of a flush: what that
+    flush had taken must be written by the final flush at stop, or a restarted node goes on from an
+    older NOTIFY CSeq (a CSeq the watcher has seen already)."""
+    svc, _server, _clock, db = env
+    assert await svc.handle_subscribe(PresenceCtx(subscribe(), SRC)) == 1
+    await settle(svc)
+    store = svc.store
+    real = store.sync_subscriptions
+    entered = asyncio.Event()
+
+    async def stuck(*changes):
+        entered.set()
+        await asyncio.Event().wait()   # the commit never comes back: the timer is cancelled meanwhile
+
+    store.sync_subscriptions = stuck
+    flush = asyncio.create_task(svc.sync_db())
+    await entered.wait()
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    store.sync_subscriptions = real
+    await svc.sync_db()                 # the final flush at stop
+    rows = await db.query("active_watchers")
+    assert [(r["callid"], int(r["local_cseq"])) for r in rows] == [("sub-1", 1)]
