@@ -200,16 +200,26 @@ class LocationService:
         for change in pending.values():
             by_domain.setdefault(change.domain, []).append(change)
         written = 0
-        for name, changes in by_domain.items():
+        domains = list(by_domain.items())
+        for i, (name, changes) in enumerate(domains):
             try:
                 await self._write(name, changes)
                 written += len(changes)
+            except asyncio.CancelledError:
+                # the stop cancels the timer, maybe mid-write: the rest goes back for the final flush
+                for _name, rest in domains[i:]:
+                    self._keep(rest)
+                raise
             except UsrlocError as exc:
                 log.error("usrloc: write-back of %d changes to '%s' failed, kept for the next timer: %s",
                           len(changes), name, exc)
-                for c in changes:
-                    self._dirty.setdefault((c.domain, c.contact.contact_id), c)
+                self._keep(changes)
         return written
+
+    def _keep(self, changes: Iterable[Change]) -> None:
+        """Changes a write-back could not write, back among the dirty ones (a newer change wins)."""
+        for c in changes:
+            self._dirty.setdefault((c.domain, c.contact.contact_id), c)
 
     def is_dirty(self, contact_id: int) -> bool:
         return any(key[1] == contact_id for key in self._dirty)

@@ -3,6 +3,8 @@ db_mode on SQLite and PostgreSQL: replies, stored rows, loading back at start, M
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +195,31 @@ async def test_db_modes_store_and_load_back(tmp_path: Path, db_url: str, mode: i
     async with await open_database(db_url) as db:
         assert await db.count("location") == 0
     await h2.stop()
+
+
+async def test_a_write_back_cancelled_midway_is_written_at_stop(tmp_path: Path, db_url: str) -> None:
+    """db_mode 2: the stop cancels the timer, maybe in the middle of a write-back; what that write-back
+    had taken must still reach the table (the final flush at stop), or an acknowledged REGISTER is lost."""
+    h = await Harness(tmp_path, 2, db_url).start()
+    assert (await h.register("<sip:bob@10.0.0.8>"))[0] == 200
+    svc = h.usrloc.service
+    real, entered = svc._write, asyncio.Event()
+
+    async def stuck(domain: str, changes: Any) -> None:
+        entered.set()
+        await asyncio.Event().wait()   # the commit never comes back: the timer is cancelled meanwhile
+
+    svc._write = stuck
+    flush = asyncio.create_task(svc.flush())
+    await entered.wait()
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    svc._write = real
+    await h.stop()                     # the final flush
+    async with await open_database(db_url) as db:
+        [row] = await db.query("location")
+    assert row["contact"] == "sip:bob@10.0.0.8"
 
 
 async def test_expired_rows_are_deleted_by_the_timer(tmp_path: Path, db_url: str) -> None:
