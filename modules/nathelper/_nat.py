@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+from email.message import Message
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -157,9 +158,15 @@ def sdp_bodies(msg: SIPMessage) -> list[bytes]:
         return []
     head = f"Content-Type: {msg.header('Content-Type')}\r\n\r\n".encode()
     parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + msg.body)
-    parts = parsed.get_payload() if parsed.is_multipart() else []
-    return [part.get_payload(decode=True) or b"" for part in parts
-            if not part.is_multipart() and part.get_content_type() == "application/sdp"]
+    if not parsed.is_multipart():
+        return []
+    out = []
+    for part in parsed.get_payload():
+        if isinstance(part, Message) and not part.is_multipart() \
+                and part.get_content_type() == "application/sdp":
+            payload = part.get_payload(decode=True)
+            out.append(payload if isinstance(payload, bytes) else b"")
+    return out
 
 
 # --- Contact rewriting -------------------------------------------------------------------------------
