@@ -22,7 +22,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from ws_e2e import ROOT, callee_dialog, free_port, webrtc_server
+from ws_e2e import ROOT, WebrtcServer, callee_dialog, free_port, webrtc_server
 
 from routescript.testing import SipTestClient
 
@@ -88,6 +88,20 @@ def _serve(modules: Path) -> Iterator[int]:
         httpd.server_close()
 
 
+@contextmanager
+def _site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, WebrtcServer]]:
+    """examples/web/ served on a free port (its HTTP port) and the example script allowing that origin;
+    the test skips, saying why, when a tool is missing."""
+    missing = _missing()
+    if missing is not None:
+        print(f"\nbrowser test skipped: {missing}")
+        pytest.skip(missing)
+    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
+    with _serve(modules) as http_port, \
+            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+        yield http_port, srv
+
+
 def _keep(shot: Path) -> None:
     print(f"\nscreenshot of the presence page: {shot}")
     if os.environ.get("ROUTESCRIPT_ARTIFACTS"):
@@ -99,15 +113,9 @@ def _keep(shot: Path) -> None:
 
 async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
                                                                      request: pytest.FixtureRequest) -> None:
-    missing = _missing()
-    if missing is not None:
-        print(f"\nbrowser test skipped: {missing}")
-        pytest.skip(missing)
     from playwright.async_api import async_playwright, expect
 
-    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
-    with _serve(modules) as http_port, \
-            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+    with _site(tmp_path, request) as (http_port, srv):
         url = (f"http://127.0.0.1:{http_port}/index.html?server=ws://127.0.0.1:{srv.ws_port}"
                f"&user=alice&domain=127.0.0.1&buddies=bob")
         async with async_playwright() as pw:
@@ -187,15 +195,9 @@ async def test_browser_calls_a_phone_and_the_phone_hangs_up(tmp_path: Path,
     """SIP.js in chromium (fake microphone) calls a Python phone over UDP through the proxy: INVITE,
     200, ACK, then the phone's BYE reaches the page at the address fix_nated_contact() wrote for its
     `xyz.invalid` Contact."""
-    missing = _missing()
-    if missing is not None:
-        print(f"\nbrowser test skipped: {missing}")
-        pytest.skip(missing)
     from playwright.async_api import async_playwright
 
-    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
-    with _serve(modules) as http_port, \
-            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+    with _site(tmp_path, request) as (http_port, srv):
         server = f"ws://127.0.0.1:{srv.ws_port}"
         url = f"http://127.0.0.1:{http_port}/index.html?server={server}&user=alice&domain=127.0.0.1"
         bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=10.0)

@@ -5,19 +5,28 @@ make calls both ways and NOTIFYs reach it (before nathelper, in-dialog requests 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from ws_e2e import PAGE_ORIGIN, call, register, webrtc_server
+from ws_e2e import PAGE_ORIGIN, WebrtcServer, call, register, webrtc_server
 
 from routescript.testing import SipTestClient
 
 INVALID = "df7jal23ls0d.invalid"
 
 
-async def _page(srv_ws: tuple[str, int]) -> SipTestClient:
-    page = await SipTestClient.start("ws", srv_ws, user="alice", ws_origin=PAGE_ORIGIN)
+@asynccontextmanager
+async def page_and_phone(srv: WebrtcServer) -> AsyncIterator[tuple[SipTestClient, SipTestClient]]:
+    """alice, a page over WebSocket writing INVALID in Via and Contact, and bob, a phone over UDP."""
+    page = await SipTestClient.start("ws", srv.ws, user="alice", ws_origin=PAGE_ORIGIN)
     page.sent_by_host = INVALID
-    return page
+    phone = await SipTestClient.start("udp", srv.udp, user="bob")
+    try:
+        yield page, phone
+    finally:
+        await page.close()
+        await phone.close()
 
 
 def _page_address(page: SipTestClient) -> str:
@@ -26,9 +35,7 @@ def _page_address(page: SipTestClient) -> str:
 
 async def test_invalid_contact_page_calls_phone_and_phone_hangs_up(tmp_path: Path) -> None:
     with webrtc_server(tmp_path) as srv:
-        page = await _page(srv.ws)
-        phone = await SipTestClient.start("udp", srv.udp, user="bob")
-        try:
+        async with page_and_phone(srv) as (page, phone):
             ok = await register(page)
             # the binding keeps the Contact the page wrote (JsSIP looks for it in the 200), with the
             # source address fix_nated_register() gave the registrar as its received
@@ -39,16 +46,11 @@ async def test_invalid_contact_page_calls_phone_and_phone_hangs_up(tmp_path: Pat
             assert str(out.invite.contacts[0].uri) == _page_address(page)
             assert out.bye.ruri == _page_address(page)
             assert out.bye.via.transport == "WS"
-        finally:
-            await page.close()
-            await phone.close()
 
 
 async def test_phone_calls_invalid_contact_page_ack_and_bye_both_ways(tmp_path: Path) -> None:
     with webrtc_server(tmp_path) as srv:
-        page = await _page(srv.ws)
-        phone = await SipTestClient.start("udp", srv.udp, user="bob")
-        try:
+        async with page_and_phone(srv) as (page, phone):
             await register(page)
             await register(phone)
             # the page's 200 names xyz.invalid: onreply_route[nat] rewrites it, so the phone's ACK
@@ -59,16 +61,11 @@ async def test_phone_calls_invalid_contact_page_ack_and_bye_both_ways(tmp_path: 
             assert out.ack.ruri == _page_address(page)
             again = await call(phone, page, caller_hangs_up=True)
             assert again.bye.ruri == _page_address(page) and again.bye.via.transport == "WS"
-        finally:
-            await page.close()
-            await phone.close()
 
 
 async def test_notify_reaches_invalid_contact_watcher(tmp_path: Path) -> None:
     with webrtc_server(tmp_path) as srv:
-        page = await _page(srv.ws)
-        phone = await SipTestClient.start("udp", srv.udp, user="bob")
-        try:
+        async with page_and_phone(srv) as (page, phone):
             page.auto_reply["NOTIFY"] = 200
             sub = page.subscribe(phone.aor, event="presence")
             assert (await page.send_request(sub)).status in (200, 202)
@@ -86,6 +83,3 @@ async def test_notify_reaches_invalid_contact_watcher(tmp_path: Path) -> None:
             assert (await phone.send_request(pub)).status == 200
             notify = await page.expect_request("NOTIFY", call_id=sub.call_id)
             assert b"<basic>open</basic>" in notify.body and notify.via.transport == "WS"
-        finally:
-            await page.close()
-            await phone.close()
