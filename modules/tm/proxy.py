@@ -41,6 +41,7 @@ from routescript.sip import (
     SIPRequest,
     SIPResponse,
     SocketInfo,
+    Source,
     build_reply,
     parse_name_addr,
     split_values,
@@ -362,7 +363,7 @@ class ProxyTransaction:
             return   # the branch ended already (a local 408/487): later responses are absorbed
         dropped = False
         if not local:
-            dropped = await self._run_reply_routes(branch, response)
+            dropped = await self._run_reply_routes(branch, response, _reply_source(attempt))
         if status < 200:
             first = not branch.provisional
             branch.provisional = True
@@ -406,8 +407,10 @@ class ProxyTransaction:
         if all(b.done for b in self.branches[self.round_start:]):
             await self._complete()
 
-    async def _run_reply_routes(self, branch: ProxyBranch, response: SIPResponse) -> bool:
-        """The global onreply_route, then the armed onreply_route[name]; True when one dropped it."""
+    async def _run_reply_routes(self, branch: ProxyBranch, response: SIPResponse,
+                                source: Source | None) -> bool:
+        """The global onreply_route, then the armed onreply_route[name]; True when one dropped it.
+        `source` is where the reply came from ($si, $sp, $proto; nathelper's fix_nated_contact)."""
         script = self._script()
         if script is None:
             return False
@@ -419,7 +422,7 @@ class ProxyTransaction:
             names.append(named)
         dropped = False
         for name in names:
-            rctx = MsgContext(msg=response, source=None, server=self.server, route_type=ONREPLY_ROUTE,
+            rctx = MsgContext(msg=response, source=source, server=self.server, route_type=ONREPLY_ROUTE,
                               reply_code=response.status, flags=self.flags)
             if self.settings.onreply_avps:
                 rctx.avps = self.avps
@@ -596,6 +599,19 @@ def cancel_for(request: SIPRequest, reason: str | None = None) -> SIPRequest:
         headers.append(("Reason", reason))
     headers.append(("Content-Length", "0"))
     return SIPRequest("CANCEL", request.ruri, headers)
+
+
+def _reply_source(attempt: Attempt | None) -> Source | None:
+    """Where a branch's reply came from: where the branch was sent. The transaction layer hands a
+    creator the response without its transport source; a reply comes back over the connection the
+    request went on (RFC 3261 18.2.2), and over UDP from the address sent to - the NAT binding a
+    fix_nated_contact() in onreply_route must name."""
+    if attempt is None:
+        return None
+    dest = attempt.destination
+    if dest.socket is None:
+        return None
+    return Source(dest.proto, dest.socket, dest.host, dest.port, dest.conn_id)
 
 
 def _with_status(response: SIPResponse, status: int) -> SIPResponse:

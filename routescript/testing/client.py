@@ -191,7 +191,9 @@ class SipTestClient:
     (sent as SNI; None sends none); "ws": one WebSocket connection (the same; with `ws_origin` as its
     Origin header and `ws_subprotocols` offered, `sip` by default). `timeout` is the default of every wait.
     `auto_reply` maps a method to the status answered automatically (e.g. {"NOTIFY": 200}); the
-    requests are still queued for `expect_request`.
+    requests are still queued for `expect_request`. `sent_by_host`: the host written in Via and Contact
+    instead of the local address (a browser's JsSIP or SIP.js writes a made-up `xyz.invalid`; over
+    WebSocket or TCP the server answers on the connection anyway).
     """
 
     def __init__(self, proto: str, server: tuple[str, int], *, user: str = "tester",
@@ -209,6 +211,7 @@ class SipTestClient:
         self.domain = domain or host_for_uri(self.server[0])
         self.timeout = timeout
         self.auto_reply: dict[str, int] = {}
+        self.sent_by_host: str | None = None
         self.local_host = ""
         self.local_port = 0
         self.requests: list[SIPRequest] = []          # every distinct request received, in order
@@ -315,13 +318,18 @@ class SipTestClient:
         return f"{host_for_uri(self.local_host)}:{self.local_port}"
 
     @property
+    def sent_by(self) -> str:
+        """host:port of our Via and Contact: `hostport`, or `sent_by_host` alone when set."""
+        return self.sent_by_host or self.hostport
+
+    @property
     def aor(self) -> str:
         """This client's address of record: sip:user@domain."""
         return f"sip:{self.user}@{self.domain}"
 
     @property
     def contact_uri(self) -> str:
-        return f"sip:{self.user}@{self.hostport}{self._transport_param}"
+        return f"sip:{self.user}@{self.sent_by}{self._transport_param}"
 
     @property
     def server_uri(self) -> str:
@@ -355,7 +363,7 @@ class SipTestClient:
         target = uri or to or self.server_uri
         to = to or target
         from_ = from_ or self.aor
-        via = f"SIP/2.0/{self.proto.upper()} {self.hostport};branch={branch or generate_branch()};rport"
+        via = f"SIP/2.0/{self.proto.upper()} {self.sent_by};branch={branch or generate_branch()};rport"
         hdrs: list[tuple[str, str]] = [("Via", via)]
         if dialog is not None:
             hdrs += [("Route", route) for route in dialog.route_set]

@@ -2,7 +2,9 @@
 Playwright (no browser download: executable_path=/usr/bin/chromium), loads examples/web/ (SIP.js from
 the npm registry, pinned), registers over ws://, publishes its status and subscribes to a buddy; a
 Python UA over UDP then changes the buddy's presence and the page shows it. A screenshot of the page is
-kept (its path printed; copied to test-artifacts/ when ROUTESCRIPT_ARTIFACTS is set).
+kept (its path printed; copied to test-artifacts/ when ROUTESCRIPT_ARTIFACTS is set). A second test
+calls a Python phone from SIP.js in the page (a fake microphone) and the phone hangs up: the signalling
+through the proxy is checked (INVITE, 200, ACK, BYE), no media flows.
 
 Skips, saying why, only when chromium, node/npm or the playwright package are missing; .ci/run
 installs them."""
@@ -20,7 +22,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from ws_e2e import ROOT, free_port, webrtc_server
+from ws_e2e import ROOT, WebrtcServer, callee_dialog, free_port, webrtc_server
 
 from routescript.testing import SipTestClient
 
@@ -86,6 +88,20 @@ def _serve(modules: Path) -> Iterator[int]:
         httpd.server_close()
 
 
+@contextmanager
+def _site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, WebrtcServer]]:
+    """examples/web/ served on a free port (its HTTP port) and the example script allowing that origin;
+    the test skips, saying why, when a tool is missing."""
+    missing = _missing()
+    if missing is not None:
+        print(f"\nbrowser test skipped: {missing}")
+        pytest.skip(missing)
+    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
+    with _serve(modules) as http_port, \
+            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+        yield http_port, srv
+
+
 def _keep(shot: Path) -> None:
     print(f"\nscreenshot of the presence page: {shot}")
     if os.environ.get("ROUTESCRIPT_ARTIFACTS"):
@@ -97,15 +113,9 @@ def _keep(shot: Path) -> None:
 
 async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
                                                                      request: pytest.FixtureRequest) -> None:
-    missing = _missing()
-    if missing is not None:
-        print(f"\nbrowser test skipped: {missing}")
-        pytest.skip(missing)
     from playwright.async_api import async_playwright, expect
 
-    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
-    with _serve(modules) as http_port, \
-            webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
+    with _site(tmp_path, request) as (http_port, srv):
         url = (f"http://127.0.0.1:{http_port}/index.html?server=ws://127.0.0.1:{srv.ws_port}"
                f"&user=alice&domain=127.0.0.1&buddies=bob")
         async with async_playwright() as pw:
@@ -147,3 +157,78 @@ async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Pat
             finally:
                 await browser.close()
         assert "ws:127.0.0.1" in srv.server.log()
+
+
+# A second user agent in the page, made with the page's SIP.js: the example page has no call button.
+# SIP.js writes a made-up "xyz.invalid" host in its Contact and Via, as every browser client does.
+CALL_FROM_PAGE = """async ({server, target}) => {
+  const { UserAgent, Registerer, Inviter } = await import("./node_modules/sip.js/lib/index.js");
+  const ua = new UserAgent({ uri: UserAgent.makeURI("sip:carol@127.0.0.1"), transportOptions: { server },
+                             logLevel: "warn" });
+  await ua.start();
+  await new Registerer(ua, { expires: 600 }).register();
+  window.callStates = [];
+  const inviter = new Inviter(ua, UserAgent.makeURI(target), {
+    sessionDescriptionHandlerOptions: { constraints: { audio: true, video: false } } });
+  inviter.stateChange.addListener((state) => window.callStates.push(state));
+  inviter.invite().catch((error) => window.callStates.push(`error: ${error}`));
+}"""
+
+
+def _answer(offer: str) -> bytes:
+    """An SDP answer the browser's setRemoteDescription takes: its offer with our own ICE credentials,
+    setup:active and no candidates. Media never flows (no ICE candidate): only the signalling is
+    checked."""
+    ours = {"a=ice-ufrag:": "a=ice-ufrag:rsph", "a=ice-pwd:": "a=ice-pwd:routescriptphone0123456789",
+            "a=setup:": "a=setup:active"}
+    lines = []
+    for line in offer.replace("\r\n", "\n").split("\n"):
+        if not line or line.startswith(("a=candidate", "a=end-of-candidates", "a=ice-options")):
+            continue
+        attribute = line.split(":", 1)[0] + ":"
+        lines.append(ours.get(attribute, line))
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def test_browser_calls_a_phone_and_the_phone_hangs_up(tmp_path: Path,
+                                                           request: pytest.FixtureRequest) -> None:
+    """SIP.js in chromium (fake microphone) calls a Python phone over UDP through the proxy: INVITE,
+    200, ACK, then the phone's BYE reaches the page at the address fix_nated_contact() wrote for its
+    `xyz.invalid` Contact."""
+    from playwright.async_api import async_playwright
+
+    with _site(tmp_path, request) as (http_port, srv):
+        server = f"ws://127.0.0.1:{srv.ws_port}"
+        url = f"http://127.0.0.1:{http_port}/index.html?server={server}&user=alice&domain=127.0.0.1"
+        bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=10.0)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                args=["--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+            try:
+                reg = bob.request("REGISTER", bob.server_uri, to=bob.aor, headers=[("Expires", "600")])
+                assert (await bob.send_request(reg)).status == 200
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.wait_for_function("window.presenceReady === true", timeout=20000)
+                await page.evaluate(CALL_FROM_PAGE, {"server": server, "target": bob.aor})
+
+                invite = await bob.expect_request("INVITE")
+                page_contact = invite.contacts[0].uri   # SIP.js wrote xyz.invalid: fix_nated_contact()
+                assert page_contact is not None
+                assert (page_contact.host, page_contact.transport) == ("127.0.0.1", "ws")
+                rr = [("Record-Route", value) for value in invite.header_all("Record-Route")]
+                ok = await bob.reply(invite, 200, headers=[("Contact", f"<{bob.contact_uri}>"), *rr],
+                                     body=_answer(invite.body.decode()), content_type="application/sdp")
+                await bob.expect_request("ACK", call_id=invite.call_id)
+                await page.wait_for_function("window.callStates.includes('Established')", timeout=10000)
+
+                bye = bob.request("BYE", dialog=callee_dialog(invite, ok))
+                bob.send(bye)
+                assert (await bob.expect_response(bye, final=True)).status == 200
+                await page.wait_for_function("window.callStates.includes('Terminated')", timeout=10000)
+                states = await page.evaluate("window.callStates")
+                assert not any(str(s).startswith("error") for s in states), states
+            finally:
+                await browser.close()
+                await bob.close()
