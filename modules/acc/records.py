@@ -119,8 +119,9 @@ def cdr_line(record: Record, names: Sequence[tuple[str, str]]) -> str:
 
 
 def when(ts: float) -> datetime:
-    """A DATETIME value: naive UTC (the project's convention for DATETIME columns)."""
-    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+    """A DATETIME value: whole seconds (OpenSIPS's time_t), naive UTC (the project's convention for
+    DATETIME columns)."""
+    return datetime.fromtimestamp(int(ts), UTC).replace(tzinfo=None)
 
 
 def row(record: Record, names: Sequence[tuple[str, str]], *, missed: bool = False,

@@ -7,6 +7,7 @@ him: answered, held 2.5 s, hung up by BYE -> one CDR (acc row with duration 3 - 
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -146,10 +147,11 @@ async def test_answered_call_gives_one_cdr_with_its_duration(proxy: Proxy) -> No
                                   "FROM acc WHERE callid = ?", inv.call_id)
         method, from_tag, to_tag, code, reason, duration, ms, setup, created, src, dst, _time = row
         assert (method, from_tag, to_tag, code, reason) == ("INVITE", inv.from_.tag, "bobtag", "200", "OK")
-        assert 2500 <= ms < 3000 and duration == 3 and setup == 0 and created   # type: ignore[operator]
+        # held 2.5 s: 3 s as OpenSIPS counts (ceil of ms_duration); a slow machine may add a few hundred ms
+        assert 2500 <= ms < 3900 and duration == math.ceil(ms / 1000) and setup == 0 and created  # type: ignore[operator]
         assert (src, dst) == ("alice", "bob")
         line = await log_line(proxy, "ACC: call ended: created=")
-        assert f"call_id={inv.call_id}" in line and ";duration=3;" in line
+        assert f"call_id={inv.call_id}" in line and f";duration={duration};ms_duration={ms};" in line
         assert line.endswith(";caller=alice;callee=bob")
         assert ";method=INVITE;from_tag=" in line and ";code=200;reason=OK" in line
         await asyncio.sleep(0.2)   # no second record for the call (the 200 of the INVITE is in the CDR)
