@@ -35,7 +35,8 @@ def test_a_typical_accounting_script_loads(tmp_path: Path) -> None:
     server = load(tmp_path, 'loadmodule "dialog.so"\nmodparam("acc", "db_url", "sqlite:///tmp/x.db")\n'
                   'modparam("acc", "extra_fields", "db: ua->user_agent")\n'
                   'modparam("acc", "extra_fields", "log: ua")\n'
-                  'route {\n  $acc_extra(ua) = $ua;\n  do_accounting("log|db", "cdr|missed|failed", "my_acc");\n'
+                  'route {\n  $acc_extra(ua) = $ua;\n'
+                  '  do_accounting("log|db", "cdr|missed|failed", "my_acc");\n'
                   '  drop_accounting("log", "missed");\n  acc_log_request("403 Forbidden");\n'
                   '  acc_db_request("480 Gone", "missed_calls");\n  t_relay();\n}\n'
                   'failure_route[f] { do_accounting("db", "missed"); drop_accounting(); }\n')
@@ -46,12 +47,14 @@ def test_a_typical_accounting_script_loads(tmp_path: Path) -> None:
 
 def test_bad_arguments_and_unbuilt_parts_are_refused_where_written(tmp_path: Path) -> None:
     found = errors(tmp_path, 'modparam("acc", "extra_fields", "log: ua")\n'
-                   'route {\n  do_accounting("radius");\n  do_accounting("aaa");\n  do_accounting("log", "cdrs");\n'
-                   '  do_accounting("db");\n  $acc_extra(nope) = 1;\n  acc_new_leg();\n  acc_evi_request("200");\n'
-                   '  do_accounting("log", "", "bad-table");\n  do_accounting($var(t));\n}\n'
+                   'route {\n  do_accounting("radius");\n  do_accounting("aaa");\n'
+                   '  do_accounting("log", "cdrs");\n  do_accounting("db");\n  $acc_extra(nope) = 1;\n'
+                   '  acc_new_leg();\n  acc_evi_request("200");\n  do_accounting("log", "", "bad-table");\n'
+                   '  do_accounting($var(t));\n}\n'
                    'onreply_route[r] { do_accounting("log"); }\n')
     text = "\n".join(found)
-    for line, why in ((6, "invalid accounting type 'radius'"), (7, "AAA (RADIUS/Diameter) accounting is not built"),
+    for line, why in ((6, "invalid accounting type 'radius'"),
+                      (7, "AAA (RADIUS/Diameter) accounting is not built"),
                       (8, "invalid accounting flag 'cdrs'"), (9, "needs modparam(\"acc\", \"db_url\""),
                       (10, "no such tag in extra_fields (ua)"), (11, "multi-leg accounting"),
                       (12, "event interface accounting is not built"), (13, "letters, digits and '_' only"),
