@@ -343,7 +343,8 @@ class AccModule(Module):
         record = self._request_record(ctx, comment)
         if record is None:
             return -1
-        self._emit_log(records.log_line(records.REQUEST, record, self.log_names))
+        if self.logging:
+            self._emit_log(records.log_line(records.REQUEST, record, self.log_names))
         return 1
 
     @script_function("acc_db_request", Arg("str", "comment"), Arg("str", "table", fixup=table_fixup),
@@ -470,7 +471,7 @@ class AccModule(Module):
             self._keep_for_cdr(acc, request, response)
             return
         record = self._record(acc, request, response)
-        if acc.mask.on("log"):
+        if acc.mask.on("log") and self.logging:
             self._emit_log(records.log_line(records.ANSWERED, record, self.log_names))
         if acc.mask.on("db") and acc.table:
             self._emit_row(acc.table, "acc", records.row(record, self.db_names))
@@ -500,7 +501,7 @@ class AccModule(Module):
         """The INVITE failed: one missed-call report per backend with "missed", then the flag is off
         (OpenSIPS on_missed: re-arm it in failure_route to report each attempt)."""
         record = self._record(acc, request, response)
-        if acc.mask.on("log", "missed"):
+        if acc.mask.on("log", "missed") and self.logging:
             self._emit_log(records.log_line(records.MISSED, record, self.log_names))
         if acc.mask.on("db", "missed"):
             self._emit_row(self.table_missed, "missed_calls", records.row(record, self.db_names, missed=True))
@@ -537,7 +538,7 @@ class AccModule(Module):
         extras = data.get("extras") or {}
         record = Record(core, end, context=True, created=data.get("created"), start=data.get("start"),
                         end=end, extras={str(k): str(v) for k, v in extras.items()})
-        if mask.on("log", "cdr"):
+        if mask.on("log", "cdr") and self.logging:
             self._emit_log(records.cdr_line(record, self.log_names))
         if mask.on("db", "cdr"):
             self._emit_row(str(data.get("table") or self.table_acc), "acc",
@@ -549,6 +550,11 @@ class AccModule(Module):
     def _emit_log(self, line: str) -> None:
         self.n_log.inc()
         acc_log.log(self.level, "%s", line)
+
+    @property
+    def logging(self) -> bool:
+        """The ACC: lines reach a handler at log_level (else they are not even formatted)."""
+        return acc_log.isEnabledFor(self.level)
 
     def _emit_row(self, table: str, like: str, values: dict[str, Any]) -> None:
         self.n_db.inc()
