@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "relay": (), "dialog": ("dialog",), "dialoginfo": ("dialog", "dialoginfo"), "acc": ("dialog", "acc"),
     "all": ("dialog", "dialoginfo", "acc"),
 }
+STEP_TIMEOUT = 30.0   # seconds one step of a call may take, even under cProfile
 ANCHOR = 'route[relay] {\n    if (is_method("INVITE")) {\n'
 
 
@@ -76,12 +77,21 @@ def user_request(method: str, n: int, cseq: int, **kw: object) -> bytes:
     return data.replace(b"sip:caller@", f"sip:caller{n}@".encode())
 
 
+async def _step(call_id: str, what: str, fut: asyncio.Future[bytes]) -> bytes:
+    """A call's step, bounded: a message the proxy never sends stops the run saying which (an in-process
+    run otherwise waits forever on an idle loop)."""
+    try:
+        return await asyncio.wait_for(fut, STEP_TIMEOUT)
+    except TimeoutError:
+        raise RuntimeError(f"{call_id}: no {what} within {STEP_TIMEOUT:.0f} s") from None
+
+
 async def user_call(p: ProxyPeers, n: int) -> None:
     """bench_inprocess.relay_call with user_request: INVITE/180/200/ACK/BYE/200 along the Record-Route."""
     call_id = f"call-{n}@bench"
     answered = p.expect(call_id, "INVITE")
     p.inject(user_request("INVITE", n, 1, body=SDP))
-    ok = await answered
+    ok = await _step(call_id, "final reply to the INVITE", answered)
     if not ok.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"{call_id}: {ok[:80]!r}")
     routes = tuple(m.group(2).decode() for m in _HEADER.finditer(ok.split(b"\r\n\r\n", 1)[0])
@@ -89,10 +99,10 @@ async def user_call(p: ProxyPeers, n: int) -> None:
     dialog = {"ruri": "sip:callee@127.0.0.1:6001", "to_tag": "callee", "routes": routes}
     acked = p.expect(call_id, "callee ACK")
     p.inject(user_request("ACK", n, 1, **dialog))
-    await acked
+    await _step(call_id, "ACK at the callee", acked)
     done = p.expect(call_id, "BYE")
     p.inject(user_request("BYE", n, 2, **dialog))
-    bye = await done
+    bye = await _step(call_id, "final reply to the BYE", done)
     if not bye.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"{call_id}: BYE got {bye[:80]!r}")
 

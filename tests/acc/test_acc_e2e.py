@@ -147,8 +147,10 @@ async def test_answered_call_gives_one_cdr_with_its_duration(proxy: Proxy) -> No
                                   "FROM acc WHERE callid = ?", inv.call_id)
         method, from_tag, to_tag, code, reason, duration, ms, setup, created, src, dst, _time = row
         assert (method, from_tag, to_tag, code, reason) == ("INVITE", inv.from_.tag, "bobtag", "200", "OK")
-        # held 2.5 s: 3 s as OpenSIPS counts (ceil of ms_duration); a slow machine may add a few hundred ms
-        assert 2500 <= ms < 3900 and duration == math.ceil(ms / 1000) and setup == 0 and created  # type: ignore[operator]
+        # held 2.5 s: 3 s as OpenSIPS counts (ceil of ms_duration); a slow machine may add a few hundred ms.
+        # setuptime is whole seconds apart (answer second - INVITE second): 0, or 1 across a second's edge
+        assert 2500 <= ms < 3900 and duration == math.ceil(ms / 1000)  # type: ignore[operator]
+        assert setup in (0, 1) and created
         assert (src, dst) == ("alice", "bob")
         line = await log_line(proxy, "ACC: call ended: created=")
         assert f"call_id={inv.call_id}" in line and f";duration={duration};ms_duration={ms};" in line
@@ -171,7 +173,7 @@ async def test_refused_and_cancelled_calls_are_missed_calls(proxy: Proxy) -> Non
         assert (await alice.expect_response(inv, final=True)).status == 486
         [row] = await rows(proxy, "SELECT method, to_tag, sip_code, sip_reason, setuptime, "
                                   "created IS NOT NULL FROM missed_calls WHERE callid = ?", inv.call_id)
-        assert row == ("INVITE", "bobtag", "486", "Busy Here", 0, 1)
+        assert row[:4] == ("INVITE", "bobtag", "486", "Busy Here") and row[4] in (0, 1) and row[5] == 1
         line = await log_line(proxy, f"call_id={inv.call_id};code=486")
         assert "ACC: call missed: timestamp=" in line and ";caller=carol;callee=dave" in line
 
