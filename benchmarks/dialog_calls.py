@@ -24,15 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_inprocess import _HEADER, SDP, ProxyPeers, call_request, measure
-from benchmarks.servers import EXAMPLES, bench_config
-from routescript.core.server import Server, install_event_loop_policy, tune_collector
-from routescript.testing.ports import free_port
+from benchmarks.bench_inprocess import ProxyPeers, call_request, measure, relay_call, serving
+from benchmarks.servers import EXAMPLES
+from routescript.core.server import install_event_loop_policy
 
 _PRESENCE = "".join(f'loadmodule "{m}.so"\n' for m in ("db_sqlite", "presence", "presence_xml",
                                                         "presence_dialoginfo", "pua", "pua_dialoginfo"))
@@ -50,7 +48,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "relay": (), "dialog": ("dialog",), "dialoginfo": ("dialog", "dialoginfo"), "acc": ("dialog", "acc"),
     "all": ("dialog", "dialoginfo", "acc"),
 }
-STEP_TIMEOUT = 30.0   # seconds one step of a call may take, even under cProfile
+RUN_TIMEOUT = 600.0   # seconds a variant's calls may take, even under cProfile
 ANCHOR = 'route[relay] {\n    if (is_method("INVITE")) {\n'
 
 
@@ -77,34 +75,9 @@ def user_request(method: str, n: int, cseq: int, **kw: object) -> bytes:
     return data.replace(b"sip:caller@", f"sip:caller{n}@".encode())
 
 
-async def _step(call_id: str, what: str, fut: asyncio.Future[bytes]) -> bytes:
-    """A call's step, bounded: a message the proxy never sends stops the run saying which (an in-process
-    run otherwise waits forever on an idle loop)."""
-    try:
-        return await asyncio.wait_for(fut, STEP_TIMEOUT)
-    except TimeoutError:
-        raise RuntimeError(f"{call_id}: no {what} within {STEP_TIMEOUT:.0f} s") from None
-
-
 async def user_call(p: ProxyPeers, n: int) -> None:
-    """bench_inprocess.relay_call with user_request: INVITE/180/200/ACK/BYE/200 along the Record-Route."""
-    call_id = f"call-{n}@bench"
-    answered = p.expect(call_id, "INVITE")
-    p.inject(user_request("INVITE", n, 1, body=SDP))
-    ok = await _step(call_id, "final reply to the INVITE", answered)
-    if not ok.startswith(b"SIP/2.0 200"):
-        raise RuntimeError(f"{call_id}: {ok[:80]!r}")
-    routes = tuple(m.group(2).decode() for m in _HEADER.finditer(ok.split(b"\r\n\r\n", 1)[0])
-                   if m.group(1).lower() == b"record-route")
-    dialog = {"ruri": "sip:callee@127.0.0.1:6001", "to_tag": "callee", "routes": routes}
-    acked = p.expect(call_id, "callee ACK")
-    p.inject(user_request("ACK", n, 1, **dialog))
-    await _step(call_id, "ACK at the callee", acked)
-    done = p.expect(call_id, "BYE")
-    p.inject(user_request("BYE", n, 2, **dialog))
-    bye = await _step(call_id, "final reply to the BYE", done)
-    if not bye.startswith(b"SIP/2.0 200"):
-        raise RuntimeError(f"{call_id}: BYE got {bye[:80]!r}")
+    """bench_inprocess.relay_call between call n's own users."""
+    await relay_call(p, n, user_request)
 
 
 async def run(name: str, calls: int, count: bool) -> float:
@@ -113,19 +86,12 @@ async def run(name: str, calls: int, count: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-dialog-") as tmp:
         source = Path(tmp) / "variant.cfg"
         source.write_text(variant_script(VARIANTS[name]))
-        cfg = bench_config(str(source), Path(tmp), free_port(), log_level=1)
-        cfg.write_text(cfg.read_text() + "\nqueue_delay_limit = 0\n")
-        server = Server()
-        server.load(str(cfg))
-        gc.collect()
-        gc.freeze()
-        tune_collector()
-        await server.start()
-        try:
-            spent = await measure(ProxyPeers(server), calls, user_call, prof)
-        finally:
-            await server.stop()
-            gc.unfreeze()
+        async with serving(str(source), Path(tmp)) as server:
+            try:   # a call waiting for a message that never comes would leave an idle loop forever
+                spent = await asyncio.wait_for(measure(ProxyPeers(server), calls, user_call, prof),
+                                               RUN_TIMEOUT)
+            except TimeoutError:
+                raise RuntimeError(f"{name}: the calls did not end within {RUN_TIMEOUT:.0f} s") from None
     if prof is not None:
         return sum(entry.callcount for entry in prof.getstats()) / calls
     return spent / calls
