@@ -29,7 +29,8 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +211,12 @@ class ProxyPeers:
         return fut
 
 
-async def relay_call(p: ProxyPeers, n: int) -> None:
-    """One full call through the proxy; the ACK and BYE go along the Record-Route of the 200."""
+async def relay_call(p: ProxyPeers, n: int, make: Callable[..., bytes] = call_request) -> None:
+    """One full call through the proxy; the ACK and BYE go along the Record-Route of the 200. `make`
+    writes the caller's requests (call_request's signature)."""
     call_id = f"call-{n}@bench"
     answered = p.expect(call_id, "INVITE")
-    p.inject(call_request("INVITE", n, 1, body=SDP))
+    p.inject(make("INVITE", n, 1, body=SDP))
     ok = await answered
     if not ok.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"{call_id}: {ok[:80]!r}")
@@ -224,10 +226,10 @@ async def relay_call(p: ProxyPeers, n: int) -> None:
         raise RuntimeError(f"{call_id}: 200 without Record-Route")
     dialog = {"ruri": "sip:callee@127.0.0.1:6001", "to_tag": "callee", "routes": routes}
     acked = p.expect(call_id, "callee ACK")
-    p.inject(call_request("ACK", n, 1, **dialog))  # type: ignore[arg-type]
+    p.inject(make("ACK", n, 1, **dialog))
     await acked
     done = p.expect(call_id, "BYE")
-    p.inject(call_request("BYE", n, 2, **dialog))  # type: ignore[arg-type]
+    p.inject(make("BYE", n, 2, **dialog))
     bye = await done
     if not bye.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"{call_id}: BYE got {bye[:80]!r}")
@@ -298,17 +300,7 @@ async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> 
     the event-loop CPU time spent, the number of calls (fan-out: NOTIFYs) and their unit."""
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
         example = "proxy.cfg" if name == "relay" else "presence.cfg"
-        cfg = bench_config(example, Path(tmp), free_port(), log_level=1)
-        # The cost of a call, not overload control: on a busy machine the warm-up burst would wait past
-        # queue_delay_limit and be answered 503, which the scenarios treat as a failure.
-        cfg.write_text(cfg.read_text() + "\nqueue_delay_limit = 0\n")
-        server = Server()
-        server.load(str(cfg))
-        gc.collect()
-        gc.freeze()
-        tune_collector()
-        await server.start()
-        try:
+        async with serving(example, Path(tmp)) as server:
             if name == "relay":
                 spent = await measure(ProxyPeers(server), calls, relay_call, prof)
                 return spent, calls, "call"
@@ -323,10 +315,27 @@ async def run_measured(name: str, calls: int, prof: cProfile.Profile | None) -> 
             else:
                 spent, n = await fanout(b, calls, prof)
                 unit = "NOTIFY"
-        finally:
-            await server.stop()
-            gc.unfreeze()
     return spent, n, unit
+
+
+@asynccontextmanager
+async def serving(example: str, workdir: Path) -> AsyncIterator[Server]:
+    """A started Server on a bench copy of `example` (a name in examples/ or a path), stopped after."""
+    cfg = bench_config(example, workdir, free_port(), log_level=1)
+    # The cost of a call, not overload control: on a busy machine the warm-up burst would wait past
+    # queue_delay_limit and be answered 503, which the scenarios treat as a failure.
+    cfg.write_text(cfg.read_text() + "\nqueue_delay_limit = 0\n")
+    server = Server()
+    server.load(str(cfg))
+    gc.collect()
+    gc.freeze()
+    tune_collector()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        gc.unfreeze()
 
 
 async def fanout(b: Bench, publishes: int, prof: cProfile.Profile | None,

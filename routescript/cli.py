@@ -12,7 +12,8 @@
                                          run YAML scenarios against the script they name: in process
                                          on a virtual clock, or against a live server over UDP
                                          (docs/testing-scripts.md); exit 1 when one fails
-    routescript db init URL              create OpenSIPS's presence tables in URL (sqlite:// or postgres://)
+    routescript db init URL [TABLE...]   create OpenSIPS's presence tables in URL (sqlite:// or postgres://),
+                                         or the TABLEs named (acc missed_calls, dialog, location, ...)
     routescript db subscriber add|passwd|rm URL USER@DOMAIN [PASSWORD] [--plain-text]
                                          write the subscriber table as opensips-cli's `user` commands
                                          (password prompted, or read from stdin, when not given)
@@ -91,8 +92,11 @@ def _parser() -> argparse.ArgumentParser:
                     "of auth_users_file)")
     db = sub.add_parser("db", help="database tools")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
-    init = dbsub.add_parser("init", help="create the OpenSIPS presence tables")
+    init = dbsub.add_parser("init", help="create the OpenSIPS presence tables (or the tables named)")
     init.add_argument("url", metavar="URL")
+    init.add_argument("tables", metavar="TABLE", nargs="*",
+                      help="OpenSIPS table names (acc missed_calls, dialog, location, subscriber...); "
+                           "default: the presence tables")
     subs = dbsub.add_parser("subscriber", help="add, re-password or remove a subscriber (auth_db)")
     subs.add_argument("action", choices=("add", "passwd", "rm"))
     subs.add_argument("url", metavar="URL")
@@ -191,11 +195,11 @@ def cmd_run(cfg: str, options: RunOptions | None = None) -> int:
         return 130
 
 
-def cmd_db_init(url: str) -> int:
+def cmd_db_init(url: str, tables: list[str] | None = None) -> int:
     from routescript.db import DatabaseError, init_schema
 
     try:
-        lines = asyncio.run(init_schema(url))
+        lines = asyncio.run(init_schema(url, tables or None))
     except DatabaseError as exc:
         print(f"routescript db init: {exc}", file=sys.stderr)
         return 1
@@ -280,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_hash_password(args.user)
     if args.command == "db":
         if args.db_command == "init":
-            return cmd_db_init(args.url)
+            return cmd_db_init(args.url, args.tables)
         if args.db_command == "subscriber":
             return cmd_db_subscriber(args.action, args.url, args.account, args.password, args.plain_text)
         parser.parse_args(["db", "--help"])

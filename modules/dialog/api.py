@@ -86,6 +86,14 @@ class DialogApi:
         result: DialogInfo | None = self._backend.current_info(ctx)
         return result
 
+    def create(self, ctx: Any) -> DialogInfo | None:
+        """create_dialog() for the initial INVITE of `ctx` when it has no dialog yet (acc's cdr flag, as
+        OpenSIPS's create_acc_dlg); the dialog, or None (logged) when the request cannot start one."""
+        if self._backend.current_info(ctx) is None and self._backend.create_dialog(ctx) < 0:
+            return None
+        result: DialogInfo | None = self._backend.current_info(ctx)
+        return result
+
     def set_flag(self, dlg_id: str, flag: int) -> None:
         """Set module flag bits on a live dialog (KeyError-free: an unknown id is logged and ignored)."""
         self._backend.set_flag(dlg_id, flag)

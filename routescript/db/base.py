@@ -88,6 +88,7 @@ class Database(abc.ABC):
     def __init__(self, url: str, table_names: Mapping[str, str] | None = None) -> None:
         self.url = url  # redacted: safe to log
         self._names = resolve_table_names(table_names)
+        self._declared: dict[str, Table] = {}   # declare_table()'s, by the name they are used under
         self._closed = False
         self._listeners: Listeners | None = None
         # write_batch's SQL per write shape (see _write_sql); bounded, the shapes are few
@@ -534,7 +535,37 @@ class Database(abc.ABC):
         if self._closed:
             raise DatabaseError(f"database {self.url} is closed", "connection")
 
+    def declare_table(self, name: str, like: str, extra: Sequence[Column] = ()) -> Table:
+        """Make `name` a table of this handle shaped as the OpenSIPS table `like` plus `extra` columns:
+        acc writes to any table do_accounting() names, with the extra_fields columns the operator added
+        (OpenSIPS asks for them to be added by hand). `name` may be `like` itself (its columns extended);
+        its SQL name is then the one the handle maps `like` to. Declaring it again replaces it."""
+        base = SCHEMA.get(like)
+        if base is None or like == "version":
+            raise DatabaseError(f"declare_table {name!r}: unknown table {like!r}", "config")
+        if not isinstance(name, str) or not IDENTIFIER.match(name):
+            raise DatabaseError(f"bad table name {name!r}", "config")
+        if name != like and name in SCHEMA:
+            raise DatabaseError(f"declare_table {name!r}: the name of another OpenSIPS table", "config")
+        for col in extra:
+            if not IDENTIFIER.match(col.name) or col.name in base.by_name:
+                raise DatabaseError(f"table {name!r}: bad or duplicate extra column {col.name!r}", "config")
+        table = Table(name, base.version, base.columns + tuple(extra), base.unique, base.indexes)
+        self._declared[name] = table
+        self._plans.clear()           # write and read shapes of the old declaration
+        self._read_plans.clear()
+        return table
+
+    async def missing_columns(self, table: str) -> list[str] | None:
+        """The columns of `table`'s schema its database table lacks; None when the table is not there."""
+        t, name = self._table(table)
+        have = await self._columns(name)
+        return None if have is None else [c for c in t.column_names if c not in have]
+
     def _table(self, name: str) -> tuple[Table, str]:
+        declared = self._declared.get(name) if isinstance(name, str) else None
+        if declared is not None:
+            return declared, self._names.get(name, name)
         t = SCHEMA.get(name) if isinstance(name, str) else None
         if t is None:
             raise DatabaseError(f"unknown table {name!r} (known: {', '.join(SCHEMA)})")

@@ -47,6 +47,7 @@ class Column:
     default: int | float | str | None = None  # SQL DEFAULT
     null_default: bool = False        # written "DEFAULT NULL" (as OpenSIPS does for some nullable columns)
     unsigned: bool = False            # MySQL: INT UNSIGNED (version.table_version, location.expires)
+    mysql_width: int | None = None    # MySQL: INT(n) other than 11 / 10 UNSIGNED (acc: INT(11) UNSIGNED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +212,36 @@ DIALOG = Table(
      _s("rt_on_timeout", 64, null_default=True), _s("rt_on_hangup", 64, null_default=True)),
 )
 
+# acc's (OpenSIPS 3.4 scripts/*/acc-create.sql: acc version 7, missed_calls version 5). Created by the acc
+# module's start() when db_url is set, or by `routescript db init` when asked for them by name. `time` and
+# `created` are DATETIME (naive UTC datetimes here, as location.last_modified); extra_fields columns are
+# the operator's own, added to a module's handle with Database.declare_table.
+def _acc_uint(name: str) -> Column:
+    return Column(name, "int", default=0, unsigned=True, mysql_width=11)
+
+
+_ACC_CORE = (_id(), _s("method", 16, default=""), _s("from_tag", 64, default=""),
+             _s("to_tag", 64, default=""), _s("callid", 64, default=""), _s("sip_code", 3, default=""),
+             _s("sip_reason", 32, default=""),
+             Column("time", "datetime"))
+_CREATED = Column("created", "datetime", nullable=True, null_default=True)
+
+ACC = Table(
+    "acc", 7,
+    (*_ACC_CORE, _acc_uint("duration"), _acc_uint("ms_duration"), _acc_uint("setuptime"), _CREATED),
+    indexes=(("callid_idx", ("callid",)),),
+)
+
+MISSED_CALLS = Table(
+    "missed_calls", 5,
+    (*_ACC_CORE, _acc_uint("setuptime"), _CREATED),
+    indexes=(("callid_idx", ("callid",)),),
+)
+
 # Every table routescript knows, by its OpenSIPS name. `version` is the bookkeeping table itself.
 SCHEMA: dict[str, Table] = {t.name: t for t in (VERSION, PRESENTITY, ACTIVE_WATCHERS, WATCHERS, XCAP, PUA,
-                                                RS_NODES, LOCATION, SUBSCRIBER, DIALOG)}
+                                                RS_NODES, LOCATION, SUBSCRIBER, DIALOG, ACC,
+                                                MISSED_CALLS)}
 
 # The tables ensure_schema()/init_schema() handle when not told otherwise: those the presence server
 # uses. `pua` (client side, used by later features) is left out so an old pua table in an existing
@@ -259,7 +287,8 @@ def _mysql_column_sql(col: Column) -> str:
     if col.kind == "bigpk":   # dialog.dlg_id: the module's own 64-bit id, no AUTO_INCREMENT
         return f"{quote(col.name)} BIGINT(10) UNSIGNED PRIMARY KEY NOT NULL"
     blob = "LONGBLOB" if col.size == LONG else f"BLOB({col.size})" if col.size else "BLOB"
-    sql_type = {"str": f"CHAR({col.size})", "int": "INT(10) UNSIGNED" if col.unsigned else "INT(11)",
+    width = col.mysql_width or (10 if col.unsigned else 11)
+    sql_type = {"str": f"CHAR({col.size})", "int": f"INT({width})" + (" UNSIGNED" if col.unsigned else ""),
                 "text": f"TEXT({col.size})" if col.size else "TEXT",
                 "blob": blob, "real": "FLOAT(10,2)", "datetime": "DATETIME"}[col.kind]
     return _with_default(col, sql_type)

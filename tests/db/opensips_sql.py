@@ -458,3 +458,119 @@ CREATE TABLE subscriber (
 ) ENGINE=InnoDB;
 CREATE INDEX username_idx ON subscriber (username);
 """
+
+
+# acc-create.sql (OpenSIPS 3.4): the acc and missed_calls tables, as the acc module uses them.
+ACC_SQLITE = """
+INSERT INTO version (table_name, table_version) values ('acc','7');
+CREATE TABLE acc (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    method CHAR(16) DEFAULT '' NOT NULL,
+    from_tag CHAR(64) DEFAULT '' NOT NULL,
+    to_tag CHAR(64) DEFAULT '' NOT NULL,
+    callid CHAR(64) DEFAULT '' NOT NULL,
+    sip_code CHAR(3) DEFAULT '' NOT NULL,
+    sip_reason CHAR(32) DEFAULT '' NOT NULL,
+    time DATETIME NOT NULL,
+    duration INTEGER DEFAULT 0 NOT NULL,
+    ms_duration INTEGER DEFAULT 0 NOT NULL,
+    setuptime INTEGER DEFAULT 0 NOT NULL,
+    created DATETIME DEFAULT NULL
+);
+
+CREATE INDEX acc_callid_idx  ON acc (callid);
+
+INSERT INTO version (table_name, table_version) values ('missed_calls','5');
+CREATE TABLE missed_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    method CHAR(16) DEFAULT '' NOT NULL,
+    from_tag CHAR(64) DEFAULT '' NOT NULL,
+    to_tag CHAR(64) DEFAULT '' NOT NULL,
+    callid CHAR(64) DEFAULT '' NOT NULL,
+    sip_code CHAR(3) DEFAULT '' NOT NULL,
+    sip_reason CHAR(32) DEFAULT '' NOT NULL,
+    time DATETIME NOT NULL,
+    setuptime INTEGER DEFAULT 0 NOT NULL,
+    created DATETIME DEFAULT NULL
+);
+
+CREATE INDEX missed_calls_callid_idx  ON missed_calls (callid);
+
+"""
+
+ACC_POSTGRES = """
+INSERT INTO version (table_name, table_version) values ('acc','7');
+CREATE TABLE acc (
+    id SERIAL PRIMARY KEY NOT NULL,
+    method VARCHAR(16) DEFAULT '' NOT NULL,
+    from_tag VARCHAR(64) DEFAULT '' NOT NULL,
+    to_tag VARCHAR(64) DEFAULT '' NOT NULL,
+    callid VARCHAR(64) DEFAULT '' NOT NULL,
+    sip_code VARCHAR(3) DEFAULT '' NOT NULL,
+    sip_reason VARCHAR(32) DEFAULT '' NOT NULL,
+    time TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    duration INTEGER DEFAULT 0 NOT NULL,
+    ms_duration INTEGER DEFAULT 0 NOT NULL,
+    setuptime INTEGER DEFAULT 0 NOT NULL,
+    created TIMESTAMP WITHOUT TIME ZONE DEFAULT NULL
+);
+
+ALTER SEQUENCE acc_id_seq MAXVALUE 2147483647 CYCLE;
+CREATE INDEX acc_callid_idx ON acc (callid);
+
+INSERT INTO version (table_name, table_version) values ('missed_calls','5');
+CREATE TABLE missed_calls (
+    id SERIAL PRIMARY KEY NOT NULL,
+    method VARCHAR(16) DEFAULT '' NOT NULL,
+    from_tag VARCHAR(64) DEFAULT '' NOT NULL,
+    to_tag VARCHAR(64) DEFAULT '' NOT NULL,
+    callid VARCHAR(64) DEFAULT '' NOT NULL,
+    sip_code VARCHAR(3) DEFAULT '' NOT NULL,
+    sip_reason VARCHAR(32) DEFAULT '' NOT NULL,
+    time TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    setuptime INTEGER DEFAULT 0 NOT NULL,
+    created TIMESTAMP WITHOUT TIME ZONE DEFAULT NULL
+);
+
+ALTER SEQUENCE missed_calls_id_seq MAXVALUE 2147483647 CYCLE;
+CREATE INDEX missed_calls_callid_idx ON missed_calls (callid);
+
+"""
+
+ACC_MYSQL = """
+INSERT INTO version (table_name, table_version) values ('acc','7');
+CREATE TABLE acc (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    method CHAR(16) DEFAULT '' NOT NULL,
+    from_tag CHAR(64) DEFAULT '' NOT NULL,
+    to_tag CHAR(64) DEFAULT '' NOT NULL,
+    callid CHAR(64) DEFAULT '' NOT NULL,
+    sip_code CHAR(3) DEFAULT '' NOT NULL,
+    sip_reason CHAR(32) DEFAULT '' NOT NULL,
+    time DATETIME NOT NULL,
+    duration INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    ms_duration INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    setuptime INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    created DATETIME DEFAULT NULL
+) ENGINE=InnoDB;
+
+CREATE INDEX callid_idx ON acc (callid);
+
+INSERT INTO version (table_name, table_version) values ('missed_calls','5');
+CREATE TABLE missed_calls (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    method CHAR(16) DEFAULT '' NOT NULL,
+    from_tag CHAR(64) DEFAULT '' NOT NULL,
+    to_tag CHAR(64) DEFAULT '' NOT NULL,
+    callid CHAR(64) DEFAULT '' NOT NULL,
+    sip_code CHAR(3) DEFAULT '' NOT NULL,
+    sip_reason CHAR(32) DEFAULT '' NOT NULL,
+    time DATETIME NOT NULL,
+    setuptime INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    created DATETIME DEFAULT NULL
+) ENGINE=InnoDB;
+
+CREATE INDEX callid_idx ON missed_calls (callid);
+
+"""
+

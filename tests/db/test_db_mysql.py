@@ -15,13 +15,13 @@ from routescript.db import (DEFAULT_TABLES, Database, DatabaseError, GroupCommit
 from routescript.db.url import check_db_url
 
 from .mysql_util import fresh_mysql_db, mysql_rows, mysql_script
-from .opensips_sql import AUTH_DB_MYSQL
+from .opensips_sql import ACC_MYSQL, AUTH_DB_MYSQL
 from .opensips_sql import MYSQL as OPENSIPS_MYSQL
 from .pg_proxy import TcpProxy
 from .test_db_behaviour import presentity, watcher
 from .test_db_feed import Inbox, channel, wait_until
 
-ALL_TABLES = [*DEFAULT_TABLES, "location", "subscriber"]
+ALL_TABLES = [*DEFAULT_TABLES, "location", "subscriber", "acc", "missed_calls"]
 
 
 def test_mysql_urls_as_opensips_writes_them() -> None:
@@ -57,7 +57,7 @@ async def test_a_missing_driver_refuses_open(monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_opens_a_database_opensips_created(mysql_url: str) -> None:
-    await mysql_script(mysql_url, OPENSIPS_MYSQL + AUTH_DB_MYSQL)
+    await mysql_script(mysql_url, OPENSIPS_MYSQL + AUTH_DB_MYSQL + ACC_MYSQL)
     await mysql_script(mysql_url, "INSERT INTO presentity (username, domain, event, etag, expires, "
                                   "received_time, body) VALUES ('alice', 'example.com', 'presence', 'a.1', "
                                   "1700000000, 1, '<p>');")
@@ -91,7 +91,7 @@ async def _columns(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def test_generated_mysql_ddl_matches_opensips(mysql_url: str) -> None:
-    await mysql_script(mysql_url, OPENSIPS_MYSQL + AUTH_DB_MYSQL)
+    await mysql_script(mysql_url, OPENSIPS_MYSQL + AUTH_DB_MYSQL + ACC_MYSQL)
     theirs = await _columns(mysql_url)
     async with fresh_mysql_db() as ours_url:
         await init_schema(ours_url, ALL_TABLES)

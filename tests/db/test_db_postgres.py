@@ -11,6 +11,7 @@ from routescript.db import DEFAULT_TABLES, DatabaseError, open_database
 from routescript.db.postgres import Backoff
 
 from .conftest import PG_URL, fresh_pg_schema, raw_rows, raw_sql, with_search_path
+from .opensips_sql import ACC_POSTGRES
 from .opensips_sql import POSTGRES as OPENSIPS_POSTGRES
 from .pg_proxy import TcpProxy, pg_host_port, proxied
 from .test_db_behaviour import presentity
@@ -61,11 +62,12 @@ async def test_opens_a_schema_opensips_created(pg_url: str) -> None:
 async def test_generated_postgres_ddl_matches_opensips(pg_url: str) -> None:
     async with fresh_pg_schema() as theirs_schema:
         theirs = with_search_path(PG_URL, theirs_schema)
-        await raw_sql(theirs, OPENSIPS_POSTGRES)
+        await raw_sql(theirs, OPENSIPS_POSTGRES + ACC_POSTGRES)
         async with await open_database(pg_url) as db:
             await db.ensure_schema()  # the default tables: all but pua
             await db.ensure_schema(["location"])   # usrloc's, created on its first use
             await db.ensure_schema(["dialog"])     # dialog's (db_mode 1-3), likewise
+            await db.ensure_schema(["acc", "missed_calls"])   # acc's, when it has a db_url
         query = ("SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
                  "column_default FROM information_schema.columns WHERE table_schema = current_schema() "
                  "AND table_name <> 'pua' ORDER BY table_name, ordinal_position")

@@ -20,7 +20,7 @@ from routescript.db import (
 )
 from routescript.db.schema import SCHEMA
 
-from .opensips_sql import AUTH_DB_SQLITE
+from .opensips_sql import ACC_SQLITE, AUTH_DB_SQLITE
 from .opensips_sql import SQLITE as OPENSIPS_SQLITE
 from .test_db_behaviour import presentity, watcher
 
@@ -137,7 +137,7 @@ def test_generated_sqlite_ddl_matches_opensips_columns(tmp_path: Path) -> None:
     ours = sqlite3.connect(tmp_path / "ours.db")
     theirs = sqlite3.connect(tmp_path / "theirs.db")
     try:
-        theirs.executescript(OPENSIPS_SQLITE + AUTH_DB_SQLITE)
+        theirs.executescript(OPENSIPS_SQLITE + AUTH_DB_SQLITE + ACC_SQLITE)
         for table in SCHEMA.values():
             if table.name == "rs_nodes":  # ours, not OpenSIPS's (clustering)
                 continue

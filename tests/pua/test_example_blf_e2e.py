@@ -3,10 +3,14 @@ the call included), 1 and 2 workers, subscribers from `routescript db subscriber
 registers; Carol's phone watches Bob's line (Event: dialog, authenticated) and sees early -> confirmed ->
 idle when Alice calls Bob (407 first; 180, 200, ACK, BYE through the proxy); Dave watches Bob's presence
 and sees "On the phone" during the call; Alice's third call while two are up gets 486 from the dialog
-profile."""
+profile. Accounting: the answered call is one CDR in the acc table (and an "ACC: call ended" line), the
+call Bob refused one row of missed_calls (and an "ACC: call missed" line)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +160,24 @@ async def test_a_call_lights_bobs_lamp_and_the_third_call_is_busy(
         bob.send(build_reply(got_bye, 200))
         assert (await alice.expect_response(bye, final=True)).status == 200
         await notified(carol, blf.call_id, "terminated")
+
+        db = server[2].cfg.parent / "blf.sqlite"
+        cdr = await row_of(db, "SELECT sip_code, to_tag, duration, ms_duration FROM acc WHERE callid = ?",
+                           invite.call_id)
+        assert cdr[:2] == ("200", "bob1") and cdr[2] == math.ceil(int(cdr[3]) / 1000)  # type: ignore[call-overload]
+        missed = await row_of(db, "SELECT sip_code FROM missed_calls WHERE callid = ?", second.call_id)
+        assert missed == ("486",)
+        log = server[2].log()
+        assert f"call_id={invite.call_id};code=200;reason=OK;caller=alice;callee=bob" in log
+        assert "ACC: call missed: " in log and f"call_id={second.call_id};code=486" in log
+
+
+async def row_of(db: object, sql: str, *params: str) -> tuple[object, ...]:
+    """The one row of `sql` once acc has written it (right after the reply or the BYE)."""
+    for _ in range(60):
+        with sqlite3.connect(str(db), timeout=5) as con:
+            found = list(con.execute(sql, params))
+        if found:
+            return tuple(found[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no row: {sql} {params}")
