@@ -37,7 +37,7 @@ loadmodule "auth_db.so"
 loadmodule "dispatcher.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
-loadmodule "acc.so"
+loadmodule "uac.so"
 loadmodule "rtpproxy.so"
 
 modparam("tm", "fr_timeout", 5)
@@ -47,7 +47,7 @@ modparam("auth_db", "db_url", "{MYSQL}")
 modparam("auth_db", "calculate_ha1", 1)
 modparam("dispatcher", "ds_ping_interval", 10)
 modparam("presence", "db_url", "sqlite://:memory:")
-modparam("acc", "early_media", 1)
+modparam("uac", "restore_mode", "auto")
 
 route {{
     if (!mf_process_maxfwd_header(10)) {{
@@ -105,7 +105,7 @@ def test_deployment_script_every_problem_in_one_run(tmp_path: Path) -> None:
     assert errors == [
         (f'{p}:15:1: module \'dispatcher\' (loadmodule "dispatcher.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
-        (f'{p}:18:1: module \'acc\' (loadmodule "acc.so") is not implemented by routescript '
+        (f'{p}:18:1: module \'uac\' (loadmodule "uac.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
         (f'{p}:19:1: module \'rtpproxy\' (loadmodule "rtpproxy.so") is not implemented by '
         "routescript"),

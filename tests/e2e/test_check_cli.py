@@ -100,9 +100,9 @@ def test_typical_opensips_script_loads() -> None:
 def test_check_lists_every_missing_module_and_names_function_modules(tmp_path: Path) -> None:
     cfg = tmp_path / "deploy.cfg"
     cfg.write_text('loadmodule "sl.so"\nloadmodule "tm.so"\n'
-                   'loadmodule "dispatcher.so"\nloadmodule "acc.so"\n'
+                   'loadmodule "dispatcher.so"\nloadmodule "uac.so"\n'
                    'modparam("dispatcher", "ds_ping_interval", 2)\n'
-                   'modparam("acc", "early_media", 1)\n'
+                   'modparam("uac", "restore_mode", "auto")\n'
                    'route {\n    t_on_failure("f");\n    ds_select_dst("1", "0");\n    t_relay();\n}\n'
                    'failure_route[f] { exit; }\n')
     res = routescript("check", str(cfg))
@@ -111,7 +111,7 @@ def test_check_lists_every_missing_module_and_names_function_modules(tmp_path: P
     assert heads[:3] == [
         (f'{cfg}:3:1: module \'dispatcher\' (loadmodule "dispatcher.so") is not implemented by '
         "routescript (its 1 modparam not checked)"),
-        (f'{cfg}:4:1: module \'acc\' (loadmodule "acc.so") is not implemented by routescript '
+        (f'{cfg}:4:1: module \'uac\' (loadmodule "uac.so") is not implemented by routescript '
         "(its 1 modparam not checked)"),
         (f"{cfg}:9:5: ds_select_dst() is a dispatcher function, and routescript does not implement "
          "dispatcher")]
