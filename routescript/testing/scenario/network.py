@@ -80,6 +80,8 @@ class SimulatedNetwork:
         transport = self.transport
         if transport is None:
             raise RuntimeError("the server is not started")
+        if transport.closed:
+            return   # the server has stopped (a UA's ACK to a late retransmission): nobody reads it
         try:
             sock = transport.socket_of(ua.transport)
         except TransportError:
@@ -180,6 +182,10 @@ class SimulatedTransport(CountingTransportLayer):
 
     async def deliver(self, data: bytes, dest: Destination) -> None:
         self.network.deliver(data, dest)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def close(self) -> None:
         self._closed = True
