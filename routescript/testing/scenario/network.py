@@ -18,25 +18,30 @@ passed them, so a tls connection carries no TLS session ($tls_* are empty, is_pe
 the server opens a new tcp or tls connection to a UA's address when none is open (there is always
 one here) and never opens a ws one (TransportError, as routescript does).
 
-UdpWire (--target): one real UDP socket per UA, on loopback, talking to a live server.
+LiveWire (--target): one real UDP socket or TCP connection per UA, on loopback, talking to a live
+server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from routescript.core.counting import CountingTransportLayer
 from routescript.sip import Destination, SocketInfo, Source
-from routescript.sip.address import UDP, WS
+from routescript.sip.address import TCP, UDP, WS
 from routescript.transport.address import bare_host, normalize_host
-from routescript.transport.errors import TransportError
+from routescript.transport.errors import FramingError, TransportError
+from routescript.transport.framing import PONG, Ping, StreamFramer
 
 from .model import TRANSPORTS
 from .ua import UserAgent
+
+log = logging.getLogger("routescript.testing.scenario")
 
 
 # The transports of a script's sockets (and of its UAs) the simulated network carries.
@@ -194,24 +199,39 @@ class SimulatedTransport(CountingTransportLayer):
         self._ws_servers.clear()
 
 
-class UdpWire:
-    """--target: every UA on a real UDP socket, sending to the live server at `target`."""
+class LiveWire:
+    """--target: every UA on a real socket on its loopback address, talking to the live server at
+    `target` - a UDP socket, or for a tcp UA one TCP connection opened at the start (its Contact names
+    the connection's local port, so the server's requests to it find the open connection, RFC 3261
+    18.1.1 / 18.2.2, as a phone behind NAT is reached). tls and ws UAs are refused (no handshake here)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: tuple[str, int]) -> None:
         self.loop = loop
         self.target = target
         self._sockets: dict[str, asyncio.DatagramTransport] = {}
+        self._streams: dict[str, asyncio.Transport] = {}
 
     async def add(self, ua: UserAgent) -> None:
-        if ua.transport != "udp":
-            raise TransportError(f"UA {ua.name}: --target speaks UDP only (its transport is {ua.transport})")
-        transport, _ = await self.loop.create_datagram_endpoint(
-            lambda: _UaProtocol(ua), local_addr=(ua.host, ua.port), family=socket.AF_INET)
-        ua.port = transport.get_extra_info("sockname")[1]
-        self._sockets[ua.name] = transport
+        if ua.transport == UDP:
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _UaProtocol(ua), local_addr=(ua.host, ua.port), family=socket.AF_INET)
+            ua.port = transport.get_extra_info("sockname")[1]
+            self._sockets[ua.name] = transport
+        elif ua.transport == TCP:
+            # an ephemeral local port (a fixed one could still be in TIME_WAIT from the last scenario)
+            stream, _ = await self.loop.create_connection(
+                lambda: _UaStream(ua), self.target[0], self.target[1], local_addr=(ua.host, 0))
+            ua.port = stream.get_extra_info("sockname")[1]
+            self._streams[ua.name] = stream
+        else:
+            raise TransportError(f"UA {ua.name}: --target speaks {', '.join(LIVE_TRANSPORTS)} (its transport "
+                                 f"is {ua.transport})")
 
     def send(self, ua: UserAgent, data: bytes) -> None:
-        self._sockets[ua.name].sendto(data, self.target)
+        if ua.name in self._streams:
+            self._streams[ua.name].write(data)
+        else:
+            self._sockets[ua.name].sendto(data, self.target)
 
     def later(self, delay: float, fn: Callable[[], None]) -> None:
         self.loop.call_later(delay, fn)
@@ -220,9 +240,14 @@ class UdpWire:
         return self.loop.time()
 
     def close(self) -> None:
-        for transport in self._sockets.values():
+        for transport in (*self._sockets.values(), *self._streams.values()):
             transport.close()
         self._sockets.clear()
+        self._streams.clear()
+
+
+# The transports a UA may use with --target.
+LIVE_TRANSPORTS = (UDP, TCP)
 
 
 class _UaProtocol(asyncio.DatagramProtocol):
@@ -231,3 +256,32 @@ class _UaProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.ua.on_data(data)
+
+
+class _UaStream(asyncio.Protocol):
+    """A tcp UA's connection: the stream cut into messages (Content-Length framing, RFC 3261 18.3), a
+    keep-alive ping answered (RFC 5626 3.5.1)."""
+
+    def __init__(self, ua: UserAgent) -> None:
+        self.ua = ua
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            parts = self.framer.feed(data)
+        except FramingError as exc:
+            log.warning("%s: the server's stream is out of sync (%s): connection closed", self.ua.name, exc)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for part in parts:
+            if isinstance(part, Ping):
+                if self.transport is not None:
+                    self.transport.write(PONG)
+            else:
+                self.ua.on_data(part)
