@@ -17,13 +17,19 @@ from rs_e2e import run_server
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_presence_scenarios_pass_against_a_started_server(tmp_path: Path) -> None:
+def _presence_cfg(tmp_path: Path) -> tuple[Path, int]:
+    """examples/presence.cfg on free ports with its database in tmp_path; the file and its SIP port."""
     port, mi_port = free_port(), free_port()
     text = (EXAMPLES / "presence.cfg").read_text()
     text = text.replace("127.0.0.1:5060", f"127.0.0.1:{port}").replace("8888", str(mi_port))
     text = text.replace("sqlite:///tmp/routescript-presence.sqlite", f"sqlite://{tmp_path}/presence.sqlite")
     cfg = tmp_path / "presence.cfg"
     cfg.write_text(text)
+    return cfg, port
+
+
+def test_presence_scenarios_pass_against_a_started_server(tmp_path: Path) -> None:
+    cfg, port = _presence_cfg(tmp_path)
     with run_server(cfg, tmp_path):
         results = run_files([str(EXAMPLES / "presence.test.yaml")], target=("127.0.0.1", port))
     outcomes = {r.name: r.outcome for r in results}
@@ -39,38 +45,13 @@ def test_presence_scenarios_pass_against_a_started_server(tmp_path: Path) -> Non
     assert "checked in process only" in skipped[publish]
 
 
-TCP_SCENARIOS = """script: {script}
-uas:
-  alice: {{ uri: "sip:alice@127.0.0.1", transport: tcp }}
-  bob: {{ uri: "sip:bob@127.0.0.1" }}
-scenarios:
-  - name: a tcp watcher gets its NOTIFYs over its own connection
-    steps:
-      - send: {{ from: alice, request: SUBSCRIBE, ruri: "sip:bob@127.0.0.1", dialog: w, headers: {{ Event: presence, Expires: 600 }} }}
-      - expect: {{ reply: 200, headers: {{ Via: {{ regex: "^SIP/2.0/TCP 127.0.0.1:\\\\d+;" }} }} }}
-      - expect: {{ request: NOTIFY, to: alice, headers: {{ Via: {{ contains: "SIP/2.0/TCP" }}, Subscription-State: "active;expires=600" }} }}
-      - send: {{ from: bob, request: PUBLISH, ruri: "sip:bob@127.0.0.1", headers: {{ Event: presence, Expires: 60 }}, body: '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@127.0.0.1"><tuple id="t"><status><basic>open</basic></status></tuple></presence>' }}
-      - expect: {{ reply: 200 }}
-      - expect: {{ request: NOTIFY, to: alice, body: {{ xpath: {{ "//pidf:basic": open }} }} }}
-      - send: {{ from: alice, request: SUBSCRIBE, dialog: w, headers: {{ Event: presence, Expires: 0 }} }}
-      - expect: {{ reply: 200 }}
-  - name: a browser over ws is skipped live
-    steps:
-      - send: {{ from: page, request: OPTIONS, ruri: "sip:127.0.0.1" }}
-      - expect: {{ reply: 200 }}
-"""
+TCP_SCENARIOS = Path(__file__).parent / "data" / "tcp-presence.test.yaml"
 
 
 def test_tcp_uas_run_against_a_started_server_and_ws_ones_are_skipped(tmp_path: Path) -> None:
-    port, mi_port = free_port(), free_port()
-    text = (EXAMPLES / "presence.cfg").read_text()
-    text = text.replace("127.0.0.1:5060", f"127.0.0.1:{port}").replace("8888", str(mi_port))
-    text = text.replace("sqlite:///tmp/routescript-presence.sqlite", f"sqlite://{tmp_path}/presence.sqlite")
-    cfg = tmp_path / "presence.cfg"
-    cfg.write_text(text)
+    cfg, port = _presence_cfg(tmp_path)
     scenarios = tmp_path / "tcp.test.yaml"
-    scenarios.write_text(TCP_SCENARIOS.format(script=cfg).replace(
-        "uas:\n", "uas:\n  page: { transport: ws }\n"))
+    scenarios.write_text(TCP_SCENARIOS.read_text())
     with run_server(cfg, tmp_path):
         results = run_files([str(scenarios)], target=("127.0.0.1", port))
     failed = [r for r in results if r.outcome == FAILED]

@@ -111,9 +111,8 @@ class SimulatedNetwork:
         that address), or as a datagram to its address (module docstring)."""
         self.sent_by_server += 1
         conn = self._conns.get(dest.conn_id) if dest.conn_id is not None else None
-        if conn is not None and conn.proto == dest.proto:
-            ua = conn.ua
-        else:
+        ua: UserAgent | None = conn.ua if conn is not None and conn.proto == dest.proto else None
+        if ua is None:
             ua = self._uas.get((dest.proto, normalize_host(bare_host(dest.host)), dest.port))
         if ua is None:
             self.lost.append((dest, data))

@@ -215,7 +215,8 @@ class UserAgent:
 
     def _via(self) -> str:
         # RFC 7118 5.2: "SIP/2.0/WS" (a browser's sent-by is an invented .invalid host: `sent_by:`)
-        return f"SIP/2.0/{self.transport.upper()} {self._sent_by or self.hostport};branch={generate_branch()};rport"
+        sent_by = self._sent_by or self.hostport
+        return f"SIP/2.0/{self.transport.upper()} {sent_by};branch={generate_branch()};rport"
 
     def _remember(self, req: SIPRequest) -> None:
         try:
