@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -35,13 +34,11 @@ from routescript.core.counting import CountingTransportLayer
 from routescript.sip import Destination, SocketInfo, Source
 from routescript.sip.address import TCP, UDP, WS
 from routescript.transport.address import bare_host, normalize_host
-from routescript.transport.errors import FramingError, TransportError
-from routescript.transport.framing import PONG, Ping, StreamFramer
+from routescript.transport.errors import TransportError
 
+from ..client import _TcpProto as TcpProto
 from .model import TRANSPORTS
 from .ua import UserAgent
-
-log = logging.getLogger("routescript.testing.scenario")
 
 
 # The transports of a script's sockets (and of its UAs) the simulated network carries.
@@ -218,8 +215,10 @@ class LiveWire:
             self._sockets[ua.name] = transport
         elif ua.transport == TCP:
             # an ephemeral local port (a fixed one could still be in TIME_WAIT from the last scenario)
+            # the test client's framed stream (Content-Length framing, keep-alive pings answered)
             stream, _ = await self.loop.create_connection(
-                lambda: _UaStream(ua), self.target[0], self.target[1], local_addr=(ua.host, 0))
+                lambda: TcpProto(lambda data, _addr: ua.on_data(data), self.target), self.target[0],
+                self.target[1], local_addr=(ua.host, 0))
             ua.port = stream.get_extra_info("sockname")[1]
             self._streams[ua.name] = stream
         else:
@@ -255,32 +254,3 @@ class _UaProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.ua.on_data(data)
-
-
-class _UaStream(asyncio.Protocol):
-    """A tcp UA's connection: the stream cut into messages (Content-Length framing, RFC 3261 18.3), a
-    keep-alive ping answered (RFC 5626 3.5.1)."""
-
-    def __init__(self, ua: UserAgent) -> None:
-        self.ua = ua
-        self.framer = StreamFramer()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            parts = self.framer.feed(data)
-        except FramingError as exc:
-            log.warning("%s: the server's stream is out of sync (%s): connection closed", self.ua.name, exc)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for part in parts:
-            if isinstance(part, Ping):
-                if self.transport is not None:
-                    self.transport.write(PONG)
-            else:
-                self.ua.on_data(part)
