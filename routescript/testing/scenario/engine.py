@@ -121,7 +121,7 @@ async def run_step(world: World, step: m.Step, ctx: StepContext) -> None:
         world.mark_send()
         try:
             ua.send_step(step, world.server_uri())
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:   # OSError: no socket of the UA's transport
             raise StepFailed(str(exc)) from None
         await world.settle()
     elif isinstance(step, m.Expect):

@@ -1,7 +1,7 @@
-"""--target: the same steps against a running server over UDP, in real time.
+"""--target: the same steps against a running server over UDP and TCP, in real time.
 
 Choice: `advance` becomes a real sleep up to LIVE_MAX_ADVANCE (10 s); a scenario with a longer one, or
-with a step only the in-process run can check (log, db, mi, routes) or a TCP UA, is skipped live with
+with a step only the in-process run can check (log, db, mi, routes) or a tls or ws UA, is skipped live with
 the reason and the step's position - the in-process run is where it is checked. An expectation
 waits up to LIVE_WAIT (2 s) for its message; `nothing` waits `within` (at least 0.2 s).
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from . import model as m
 from .engine import LIVE_MAX_ADVANCE, LIVE_WAIT, World
-from .network import UdpWire
+from .network import LIVE_TRANSPORTS, LiveWire
 from .ua import UserAgent
 
 _QUIET = 0.2   # real seconds a `nothing` without `within` listens for strays
@@ -34,10 +34,17 @@ def live_obstacle(scenario: m.Scenario, file: m.ScenarioFile) -> str | None:
             seconds = step.within
         if seconds > LIVE_MAX_ADVANCE:
             return f"{where}: {seconds:g} s of real time (at most {LIVE_MAX_ADVANCE:g} s live)"
+    used = scenario_uas(scenario)
     for ua in file.uas.values():
-        if ua.transport != "udp":
-            return f"UA {ua.name} uses {ua.transport} (--target speaks UDP only)"
+        if ua.name in used and ua.transport not in LIVE_TRANSPORTS:
+            return f"UA {ua.name} uses {ua.transport} (--target speaks {' and '.join(LIVE_TRANSPORTS)})"
     return None
+
+
+def scenario_uas(scenario: m.Scenario) -> set[str]:
+    """The UAs a scenario's steps name (who sends, who is expected to receive or answer)."""
+    return {name for step in scenario.steps
+            if (name := getattr(step, "ua", None)) is not None}
 
 
 class LiveWorld(World):
@@ -47,12 +54,14 @@ class LiveWorld(World):
         self.file = file
         self.target = target
         self.uas: dict[str, UserAgent] = {}
-        self.wire: UdpWire | None = None
+        self.wire: LiveWire | None = None
 
     async def start(self, names: list[str]) -> None:
-        self.wire = UdpWire(asyncio.get_running_loop(), self.target)
+        self.wire = LiveWire(asyncio.get_running_loop(), self.target)
         for name in names:
             spec = self.file.uas.get(name) or m.UASpec(name)
+            if spec.transport not in LIVE_TRANSPORTS:
+                continue   # another scenario's browser (live_obstacle skips the scenarios that use it)
             ua = UserAgent(spec, self.wire, self.target[0])
             await self.wire.add(ua)
             self.uas[name] = ua

@@ -44,7 +44,9 @@ _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
 _VAR = re.compile(r"\$var\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _STATUS = re.compile(r"([1-6])(xx|\d\d)")
 _ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})")
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls", "ws")
+# A Via sent-by (RFC 3261 20.42: host [":" port]), as a browser's "df7jal23ls0d.invalid".
+_SENT_BY = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?")
 
 
 # --- values ----------------------------------------------------------------------------------------
@@ -111,6 +113,8 @@ class UASpec:
     pos: Pos | None = None
     password: str | None = None   # answers 401/407 challenges (RFC 7616) as `username`
     username: str | None = None
+    contact: str | None = None    # the Contact URI it sends (default: its address and transport)
+    sent_by: str | None = None    # the Via sent-by it writes (default: its address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +308,8 @@ class _Reader:
         if node is None:
             return out
         for name, spec in node.mapping(None, "uas").items():
-            fields = spec.mapping(("uri", "address", "transport", "answer", "password", "username"),
-                                  f"UA {name}")
+            fields = spec.mapping(("uri", "address", "transport", "answer", "password", "username", "contact",
+                                   "sent_by"), f"UA {name}")
             ua = UASpec(name, pos=spec.pos)
             if "password" in fields:
                 ua.password = _text(fields["password"], "password")
@@ -313,6 +317,13 @@ class _Reader:
                 ua.username = fields["username"].text("username")
             if "uri" in fields:
                 ua.uri = self.uri(fields["uri"], "uri")
+            if "contact" in fields:
+                ua.contact = self.uri(fields["contact"], "contact")
+            if "sent_by" in fields:
+                ua.sent_by = fields["sent_by"].text("sent_by")
+                if not _SENT_BY.fullmatch(ua.sent_by):
+                    raise fields["sent_by"].error("sent_by should be host or host:port (a Via sent-by, "
+                                                  "such as df7jal23ls0d.invalid)")
             if "address" in fields:
                 m = _ADDRESS.fullmatch(fields["address"].text("address"))
                 if m is None or not 0 < int(m.group(2)) < 65536:

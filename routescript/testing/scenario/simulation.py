@@ -90,6 +90,9 @@ class Simulation(World):
         try:
             if self._started:
                 await self.server.stop()
+                # what the stop left running (a dialog's last publication) logs into the capture too,
+                # not onto the report
+                await self.loop.settle()
         finally:
             self._restore_logs()
 

@@ -85,6 +85,8 @@ class UserAgent:
         self.uri = spec.uri or f"sip:{spec.name}@{server_host}"
         self.answers = {**DEFAULT_ANSWERS, **spec.answers}
         self.password = spec.password
+        self._contact = spec.contact
+        self._sent_by = spec.sent_by
         self.username = spec.username or (self.uri.split(":", 1)[1].split("@", 1)[0] if "@" in self.uri
                                           else spec.name)
         self._authenticated: set[str] = set()          # branches of requests sent with credentials
@@ -109,8 +111,12 @@ class UserAgent:
 
     @property
     def contact(self) -> str:
+        """The `contact:` given, else user@address with ;transport= for all but UDP (RFC 3261 19.1.1;
+        RFC 7118 5.2 for ws)."""
+        if self._contact is not None:
+            return self._contact
         user = self.uri.split(":", 1)[1].split("@", 1)[0] if "@" in self.uri else self.name
-        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        suffix = f";transport={self.transport}" if self.transport != "udp" else ""
         return f"sip:{user}@{self.hostport}{suffix}"
 
     # --- sending --------------------------------------------------------------------------------
@@ -208,7 +214,9 @@ class UserAgent:
         return build_request(method, ruri, hdrs, body, content_type=content_type)
 
     def _via(self) -> str:
-        return f"SIP/2.0/{self.transport.upper()} {self.hostport};branch={generate_branch()};rport"
+        # RFC 7118 5.2: "SIP/2.0/WS" (a browser's sent-by is an invented .invalid host: `sent_by:`)
+        sent_by = self._sent_by or self.hostport
+        return f"SIP/2.0/{self.transport.upper()} {sent_by};branch={generate_branch()};rport"
 
     def _remember(self, req: SIPRequest) -> None:
         try:
