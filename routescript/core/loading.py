@@ -244,7 +244,7 @@ class ConfigLoader:
         compiled: CompiledScript | None = None
         omitted = 0
         try:
-            compiled = compile_script(ast, registry)
+            compiled = compile_script(ast, registry, **config.compile_options())
         except ScriptError as exc:
             errors += exc.diagnostics
             omitted = exc.omitted
@@ -307,7 +307,7 @@ class ConfigLoader:
         modules = self._server.modules
         try:
             ast = parse_file(path)
-            compiled = compile_script(ast, self.registry)
+            compiled = compile_script(ast, self.registry, **self._server.config.compile_options())
         except ScriptError as exc:
             diags: list[LoadDiagnostic] = list(exc.diagnostics)
             log.error("reload_routes: %s rejected, old script kept:\n%s", path,
