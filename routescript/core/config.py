@@ -357,6 +357,7 @@ _REMOVED_PARAM_HINTS = {
 # Worker counts: at least 1 each (1 = today's single process).
 _WORKER_COUNTS = ("children", "udp_workers", "tcp_workers", "timer_workers")
 _AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout",
+                           "tcp_connect_timeout",
                            "max_while_loops"})
 TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
                          "timer_route runs in worker 0")
@@ -434,6 +435,12 @@ class CoreConfig:
         return v
 
     @property
+    def tcp_connect_timeout(self) -> float:
+        """Seconds an outgoing TCP/TLS connect may take: tcp_connect_timeout (ms), 5 s when not set."""
+        ms = self.get("tcp_connect_timeout")
+        return 5.0 if ms is None else int(ms) / 1000.0
+
+    @property
     def mpath(self) -> str:
         return str(self.get("mpath") or "")
 
@@ -495,51 +502,63 @@ def unknown_globals(items: Sequence[tuple[str, object, Pos | None]]) -> list[tup
     return errors
 
 
-def apply_globals(
-        items: Sequence[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+def apply_globals(items: Sequence[tuple[str, object, Pos | None]], errors: list[ConfigError] | None = None,
+                  ) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
     """Type `name = value` assignments. Returns (config, warnings as (message, pos)). Names nobody knows
-    are skipped here (they are unknown_globals' errors). Raises ConfigError on a bad value of a known
-    parameter, or on a value param_policy.REFUSED refuses; an ACCEPTED parameter leaves a start-up note."""
+    are skipped here (they are unknown_globals' errors). A bad value of a known parameter, or one
+    param_policy.REFUSED refuses, is a ConfigError: raised at once, or - with an `errors` list - added to
+    it and the parameter skipped, so that a checker reports them all. An ACCEPTED parameter leaves a
+    start-up note."""
     cfg = CoreConfig()
     warnings: list[tuple[str, Pos | None]] = []
     for name, value, pos in items:
-        spec = KNOWN_GLOBALS.get(name)
-        if spec is None:
-            continue
-        kind, _default, _repeatable = spec
-        if kind == "socket":
-            cfg.sockets.append(_socket_of(value, pos))
-            continue
         try:
-            # $env(NAME) in db_default_url and the like (environ.py)
-            given = expand_env(value) if kind == "str" else value
-        except ValueError as exc:
-            raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
-        try:
-            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
-        except ValueError as exc:
-            raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
-        if name in _AT_LEAST_ONE and typed < 1:
-            raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
-        if (why := refusal(name, typed)) is not None:
-            raise ConfigError(why, pos)
-        if (note := accepted_note(name)) is not None and note not in cfg.notes:
-            cfg.notes.append(note)
-        _check_worker_param(cfg, name, typed, pos, warnings)
-        _check_dns_param(name, typed, pos)
-        _check_log_param(name, typed, pos)
-        name = _SAME_AS.get(name, name)
-        if name == "alias":
-            cfg.aliases.append(typed)
-        else:
-            cfg.values[name] = typed
-        if pos:
-            cfg.positions[name] = pos
+            _apply_one(cfg, name, value, pos, warnings)
+        except ConfigError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
     _apply_debug_mode(cfg)
     _check_identity(cfg)
     _check_wdir(cfg)
     _check_tls_workers(cfg)
     return cfg, warnings
+
+
+def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
+               warnings: list[tuple[str, Pos | None]]) -> None:
+    spec = KNOWN_GLOBALS.get(name)
+    if spec is None:
+        return
+    kind, _default, _repeatable = spec
+    if kind == "socket":
+        cfg.sockets.append(_socket_of(value, pos))
+        return
+    try:
+        # $env(NAME) in db_default_url and the like (environ.py)
+        given = expand_env(value) if kind == "str" else value
+    except ValueError as exc:
+        raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
+    try:
+        typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
+    except ValueError as exc:
+        raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
+    if name in _AT_LEAST_ONE and typed < 1:
+        raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
+    if (why := refusal(name, typed)) is not None:
+        raise ConfigError(why, pos)
+    if (note := accepted_note(name)) is not None and note not in cfg.notes:
+        cfg.notes.append(note)
+    _check_worker_param(cfg, name, typed, pos, warnings)
+    _check_dns_param(name, typed, pos)
+    _check_log_param(name, typed, pos)
+    name = _SAME_AS.get(name, name)
+    if name == "alias":
+        cfg.aliases.append(typed)
+    else:
+        cfg.values[name] = typed
+    if pos:
+        cfg.positions[name] = pos
 
 
 def _apply_debug_mode(cfg: CoreConfig) -> None:
