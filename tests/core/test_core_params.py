@@ -209,3 +209,37 @@ def test_disable_503_translation_reaches_tm(tmp_path: Path) -> None:
     server = Server()
     server.load(str(path))
     assert server.modules.get("tm").settings.translate_503 is False
+
+
+def test_the_loader_compiles_with_the_script_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import routescript.script as script_pkg
+    from routescript.core.server import Server
+
+    seen: list[dict[str, Any]] = []
+    real = script_pkg.compile_script
+
+    def spy(ast: Any, registry: Any, **options: Any) -> Any:
+        seen.append(options)
+        return real(ast, registry, **options)
+
+    monkeypatch.setattr(script_pkg, "compile_script", spy)
+    path = tmp_path / "a.cfg"
+    path.write_text('enable_asserts = yes\nmax_while_loops = 50\nroute { assert(1 == 1, "one"); exit; }\n')
+    Server().load(str(path))
+    assert seen == [{"max_while_loops": 50, "enable_asserts": True, "abort_on_assert": False}]
+
+
+def test_abort_on_assert_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from routescript.script import runtime
+    from routescript.script.pos import Pos
+
+    aborted: list[bool] = []
+    monkeypatch.setattr(os, "abort", lambda: aborted.append(True))
+    with pytest.raises(runtime.ExitScript):
+        runtime.assert_failed(Pos("a.cfg", 1, 1), "no")
+    assert aborted == []
+    with pytest.raises(runtime.ExitScript):                 # (the real os.abort() does not return)
+        runtime.assert_failed(Pos("a.cfg", 1, 1), "no", True)
+    assert aborted == [True]
