@@ -547,10 +547,10 @@ def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
         return
     kind, _default, _repeatable = spec
     if kind == "socket":
-        spec = _socket_of(value, pos)
-        cfg.sockets.append(spec)
-        if spec.advertised:
-            warnings.append((f"socket {spec.name} as {spec.advertised}: {ADVERTISED_PARTLY}", pos))
+        sock = _socket_of(value, pos)
+        cfg.sockets.append(sock)
+        if sock.advertised:
+            warnings.append((f"socket {sock.name} as {sock.advertised}: {ADVERTISED_PARTLY}", pos))
         return
     try:
         # $env(NAME) in db_default_url and the like (environ.py)

@@ -195,7 +195,8 @@ class RequestSender:
         transport source stay the same). Every send comes here: the Via written in, the 18.1.1 move to
         TCP, the client transaction."""
         if self.user_agent and request.header("User-Agent") is None:
-            request = dataclasses.replace(request, headers=(*request.headers, ("User-Agent", self.user_agent)))
+            agent = ("User-Agent", self.user_agent)
+            request = dataclasses.replace(request, headers=(*request.headers, agent))
         sip, branch = _with_via(request, hop.via_prefix)
         dest = hop.destination
         if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:

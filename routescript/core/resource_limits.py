@@ -28,9 +28,9 @@ def set_resource_limits(config: CoreConfig) -> list[str]:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
             except (ValueError, OSError) as exc:
-                raise ConfigError(f"open_files_limit = {wanted}: cannot raise the open files limit from {soft} "
-                                  f"(hard limit {hard}): {exc}; start as root, or set LimitNOFILE= in the "
-                                  f"systemd unit", config.positions.get("open_files_limit")) from None
+                raise ConfigError(f"open_files_limit = {wanted}: cannot raise the open files limit from "
+                                  f"{soft} (hard limit {hard}): {exc}; start as root, or set LimitNOFILE= "
+                                  f"in the systemd unit", config.positions.get("open_files_limit")) from None
             done.append(f"open files limit raised from {soft} to {wanted} (open_files_limit)")
     if config.get("disable_core_dump"):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -58,9 +58,9 @@ def test_unknown_parameter_is_an_error_and_one_without_effect_a_note() -> None:
     cfg, warnings = apply_globals(items)
     assert warnings == []
     assert [n for n in cfg.notes if "'mem'" in n] == [
-        "core parameter 'mem' accepted without effect: OpenSIPS's own shared/private memory allocator; "
+        ("core parameter 'mem' accepted without effect: OpenSIPS's own shared/private memory allocator; "
         "routescript is a Python process whose memory the interpreter manages (bound it from outside: "
-        "systemd's MemoryMax=)"]
+        "systemd's MemoryMax=)")]
     assert cfg.log_level == 1
 
 
