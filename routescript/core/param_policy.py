@@ -65,30 +65,30 @@ ACCEPTED: dict[str, str] = {
 # name -> (the one value accepted: what routescript does, or UNSET; why any other is refused)
 REFUSED: dict[str, tuple[Any, str]] = {
     "dns": (False, ("looking the Via host of every request up to decide on received= is not supported: "
-                   "it would put a DNS lookup on the message path; received= is added whenever the Via "
-                   "host is not the source address (RFC 3261 18.2.1), as with dns = no")),
+                    "it would put a DNS lookup on the message path; received= is added whenever the Via "
+                    "host is not the source address (RFC 3261 18.2.1), as with dns = no")),
     "rev_dns": (False, ("a reverse lookup of every request's source address is not supported: it would "
-                       "put a DNS lookup on the message path")),
+                        "put a DNS lookup on the message path")),
     "disable_dns_blacklist": (True, ("is not supported: routescript has no DNS blacklist (failed "
-                                    "destinations are not remembered between transactions)")),
+                                     "destinations are not remembered between transactions)")),
     "dst_blacklist": (UNSET, ("destination blacklists are not built; filter destinations in the script "
-                             "(if ($du =~ ...) drop;)")),
+                              "(if ($du =~ ...) drop;)")),
     "auto_aliases": (False, ("adding the reverse-DNS names of the listening addresses is not done (a DNS "
-                            "lookup at start); list the names with alias=")),
+                             "lookup at start); list the names with alias=")),
     "mhomed": (False, ("choosing the outgoing socket from the routing table is not built: a request goes "
-                      "out of the socket it came in on, or the first socket of its protocol (or the one "
-                      "force_send_socket() names)")),
+                       "out of the socket it came in on, or the first socket of its protocol (or the one "
+                       "force_send_socket() names)")),
     "tos": (UNSET, ("the IP TOS of the sockets is not set (OpenSIPS sets IPTOS_LOWDELAY): the system's "
-                   "default applies; mark traffic with the firewall (iptables DSCP) instead")),
+                    "default applies; mark traffic with the firewall (iptables DSCP) instead")),
     "sip_warning": (False, ("the debugging Warning header (392, \"Noisy feedback tells\") is not built; "
-                           "add a header with append_to_reply() if needed")),
+                            "add a header with append_to_reply() if needed")),
     "tcp_no_new_conn_bflag": ("", ("branches that must not open a TCP connection are not built: every "
-                                  "branch may connect")),
+                                   "branch may connect")),
     "tcp_no_new_conn_rplflag": ("", "replies that must not open a TCP connection are not built"),
     "tcp_accept_aliases": (False, ("the Via ;alias parameter (RFC 5923 connection reuse) is not built; "
-                                  "replies go back over the connection the request came on")),
+                                   "replies go back over the connection the request came on")),
     "tcp_keepalive": (False, ("TCP keepalive probes are not sent (OpenSIPS sends them by default); idle "
-                             "connections close after tcp_connection_lifetime")),
+                              "connections close after tcp_connection_lifetime")),
     "tcp_keepcount": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
     "tcp_keepidle": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
     "tcp_keepinterval": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
@@ -96,34 +96,34 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "tcp_threshold": (0, "the slow TCP operation warning is not built"),
     "tcpthreshold": (0, "the slow TCP operation warning is not built"),
     "exec_msg_threshold": (0, ("the slow script run warning is not built; the queue_delay_limit "
-                              "refusal and the event-loop lag metric watch slow processing here")),
+                               "refusal and the event-loop lag metric watch slow processing here")),
     "execmsgthreshold": (0, ("the slow script run warning is not built; the queue_delay_limit refusal "
-                            "and the event-loop lag metric watch slow processing here")),
+                             "and the event-loop lag metric watch slow processing here")),
     "event_pkg_threshold": (0, ("the E_CORE_PKG_THRESHOLD event is not raised (there is no OpenSIPS "
-                               "private memory pool here)")),
+                                "private memory pool here)")),
     "event_shm_threshold": (0, ("the E_CORE_SHM_THRESHOLD event is not raised (there is no OpenSIPS "
-                               "shared memory pool here)")),
+                                "shared memory pool here)")),
     "log_event_enabled": (False, "the E_CORE_LOG event is not raised"),
     "log_event_level_filter": (UNSET, "the E_CORE_LOG event is not raised"),
     "log_prefix": ("", ("a prefix on every log line is not built; the text format is fixed "
-                       "(docs/operations.md, \"Logs\"), the json format carries fields")),
+                        "(docs/operations.md, \"Logs\"), the json format carries fields")),
     "log_stdout": (False, ("logging to standard output is not built: logs go to standard error or "
-                          "syslog")),
+                           "syslog")),
     "mcast_loopback": (False, "multicast sockets are not supported"),
     "mcast_ttl": (UNSET, "multicast sockets are not supported"),
     "auto_scaling_profile": (UNSET, ("auto-scaling of the worker processes is not built: the number is "
-                                    "fixed by udp_workers/tcp_workers")),
+                                     "fixed by udp_workers/tcp_workers")),
     "auto_scaling_cycle": (UNSET, "auto-scaling of the worker processes is not built"),
     "restart_persistency_cache_file": ("", ("keeping OpenSIPS's shared memory across restarts is not "
-                                           "built; state that survives a restart is in the database")),
+                                            "built; state that survives a restart is in the database")),
     "restart_persistency_size": ("", ("keeping OpenSIPS's shared memory across restarts is not built; "
-                                     "state that survives a restart is in the database")),
+                                      "state that survives a restart is in the database")),
     "db_version_table": ("version", "the version table is always called `version` (OpenSIPS's name)"),
     # OpenSIPS 2.x: fork = yes daemonized (3.x does unless -F); routescript always runs in the foreground
     "fork": (False, ("routescript does not daemonize: it runs in the foreground under systemd (contrib/) "
-                    "or another supervisor")),
+                     "or another supervisor")),
     "dont_fork": (True, ("routescript does not daemonize: it runs in the foreground under systemd "
-                        "(contrib/) or another supervisor")),
+                         "(contrib/) or another supervisor")),
 }
 
 
