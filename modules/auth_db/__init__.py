@@ -80,6 +80,7 @@ def _fix_table(v: Any) -> Any:
 
 class AuthDbModule(Module):
     name = "auth_db"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...)
     depends = ("auth",)
     params = (
         Param("db_url", str, None, "database URL (default: db_default_url)", check=check_db_url),

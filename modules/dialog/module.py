@@ -144,6 +144,7 @@ class Callbacks:
 
 class DialogModule(Module):
     name = "dialog"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...)
     depends = ("tm",)
     events = ("E_DLG_STATE_CHANGED",)
     params = (

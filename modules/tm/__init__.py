@@ -92,6 +92,12 @@ def _seconds(value: Any, what: str) -> float | None:
     return seconds
 
 
+def _core_flag(server: Any, name: str) -> bool:
+    """A yes/no core parameter; no for a server without a configuration (a module made in a test)."""
+    config = getattr(server, "config", None)
+    return bool(config.get(name)) if config is not None else False
+
+
 class TmModule(Module):
     name = "tm"
     params = (
@@ -131,7 +137,8 @@ class TmModule(Module):
             auto_100trying=bool(self.param("auto_100trying")) and bool(self.param("tm_auto_inv_100")),
             restart_fr_on_each_reply=bool(self.param("restart_fr_on_each_reply")),
             disable_6xx_block=bool(self.param("disable_6xx_block")),
-            onreply_avps=bool(self.param("onreply_avp_mode")))
+            onreply_avps=bool(self.param("onreply_avp_mode")),
+            translate_503=not _core_flag(server, "disable_503_translation"))
 
     def transaction_options(self) -> dict[str, float]:
         """What the core passes to the TransactionLayer. An INVITE server transaction waits for its

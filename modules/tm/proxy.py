@@ -84,6 +84,7 @@ class Settings:
     restart_fr_on_each_reply: bool
     disable_6xx_block: bool
     onreply_avps: bool = False      # onreply_avp_mode=1: reply routes share the transaction's AVPs
+    translate_503: bool = True      # a chosen 503 goes upstream as 500 (core disable_503_translation = no)
 
 
 class ProxyBranch:
@@ -490,7 +491,7 @@ class ProxyTransaction:
         except ValueError:
             log.warning("%s: %d response without our Via: not forwarded", self.label, response.status)
             return
-        if final_choice and upstream_status(out.status) != out.status:
+        if final_choice and self.settings.translate_503 and upstream_status(out.status) != out.status:
             out = _with_status(out, upstream_status(out.status))
         transactions = self.server.transactions
         if transactions is None or self.server_transaction is None:

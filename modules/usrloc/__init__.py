@@ -60,6 +60,7 @@ def bind_usrloc(server: Any) -> UsrlocModule | None:
 
 class UsrlocModule(Module):
     name = "usrloc"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...)
     params = (
         Param("db_url", str, "", "database URL (db_mode 1-3)", check=check_db_url),
         Param("db_mode", int, 0, "0 memory, 1 write-through, 2 write-back, 3 DB only", check=_mode),

@@ -44,6 +44,7 @@ def bind_xcap(server: object) -> XcapModule | None:
 
 class XcapModule(Module):
     name = "xcap"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...)
     params = (
         # OpenSIPS's default is a MySQL URL; there is no MySQL backend here, so unset means "no database".
         Param("db_url", str, None, "database holding the xcap table", check=check_db_url),

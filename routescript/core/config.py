@@ -1,10 +1,11 @@
 """OpenSIPS core global parameters (`log_level = 3`, `socket = udp:127.0.0.1:5060`, ...), typed.
 
-Each known parameter has a kind; `apply_globals` turns the script's global assignments into a `CoreConfig`
-and returns warnings (with `file:line:col`) for the OpenSIPS parameters routescript does not implement
-(`tcp_keepalive`, `mcast_ttl`, ...): OpenSIPS scripts carry many tuning knobs that change nothing here.
-A name OpenSIPS 3.4 itself does not know (`port = 5060`, a typo) is an error, as OpenSIPS refuses it:
-`unknown_globals` lists them.
+Each parameter has a kind; `apply_globals` turns the script's global assignments into a `CoreConfig`.
+Every parameter OpenSIPS 3.4 accepts is typed here and is either built, accepted without effect (with
+the reason logged at start), or refused at load for any value but the one that matches what routescript
+does (param_policy.py; the full list with what each does: docs/core-parameters.md). A name OpenSIPS 3.4
+itself does not know (`port = 5060`, a typo) is an error, as OpenSIPS refuses it: `unknown_globals`
+lists them.
 
 The worker parameters (`udp_workers`/`children`, `tcp_workers`, `socket= ... use_workers K`, ours
 `worker_affinity` and `worker_restart_backoff`) are typed and checked here and read through
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .environ import expand_env
 from .module import ConfigError
 from .netlist import NetworkList
+from .param_policy import accepted_note, refusal
 from .privileges import PrivilegeError, RunAs, run_as
 from routescript.sip.hosts import host_for_uri
 
@@ -196,9 +198,15 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # client out; the addresses/networks of tcp_trusted_sources (an edge proxy) are exempt.
     "tcp_max_connections_per_ip": ("int", 256, False),
     "tcp_trusted_sources": ("networks", "", False),
-    "tcp_connect_timeout": ("int", 100, False),
+    # ms an outgoing TCP/TLS connect may take; None: 5000 (OpenSIPS's 100 ms bounds only its blocking
+    # connect, after which tcp_async carries on in the background for much longer)
+    "tcp_connect_timeout": ("int", None, False),
     "tcp_no_new_conn_bflag": ("str", "", False),
+    # raised to at start when above the current limit (resource_limits.py); 0: left as it is
     "open_files_limit": ("int", 0, False),
+    # OpenSIPS enables core dumps (RLIMIT_CORE unlimited) unless this is yes; here yes sets it to 0 and
+    # no leaves the system's limit (resource_limits.py)
+    "disable_core_dump": ("bool", False, False),
     # OpenSIPS autoprobes up to 256 KB; we ask for 4 MiB at once (capped by net.core.rmem_max): a
     # NOTIFY fan-out's answers arrive in bursts that overflow smaller buffers (transport/layer.py).
     "maxbuffer": ("int", 4 * 1024 * 1024, False),
@@ -211,6 +219,7 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # pres_expose) running at once; one more is answered with MI error 503 (routescript/mi/registry.py).
     "mi_max_walks": ("int", 2, False),
     "max_while_loops": ("int", 10000, False),
+    # yes: log_level L_DBG, to standard error, not to syslog (OpenSIPS cfg.y; docs/core-parameters.md)
     "debug_mode": ("bool", False, False),
     "db_default_url": ("str", "", False),
     "db_version_table": ("str", "version", False),
@@ -240,6 +249,7 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # OpenSIPS's working directory: the server changes to it at start, before dropping privileges
     # (lifecycle.py); relative paths the modules open later (an SQLite file) are then read from it.
     "wdir": ("str", "", False),
+    "workdir": ("str", "", False),               # OpenSIPS's other name of wdir
     # Security settings are never accepted and ignored (privileges.py): `user`/`group` drop
     # privileges once the SIP sockets are bound; `chroot` is refused (_check_identity says why).
     "chroot": ("str", "", False),
@@ -250,27 +260,66 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "event_pkg_threshold": ("int", 0, False),
     "event_shm_threshold": ("int", 0, False),
     "exec_msg_threshold": ("int", 0, False),
+    "execmsgthreshold": ("int", 0, False),
     # microseconds: a DNS query slower than this logs a warning (routescript/resolve/lookup.py)
     "exec_dns_threshold": ("int", 0, False),
     "execdnsthreshold": ("int", 0, False),       # OpenSIPS's older name of exec_dns_threshold
     "tcp_threshold": ("int", 0, False),
+    "tcpthreshold": ("int", 0, False),
     "query_buffer_size": ("int", 0, False),
     "query_flush_time": ("int", 0, False),
     "sip_warning": ("bool", False, False),
-    "disable_503_translation": ("bool", False, False),
     "mhomed": ("bool", False, False),
+    # OpenSIPS 3.3+: a second threshold per log consumer (None: log_level alone)
+    "stderror_level_filter": ("int", None, False),
+    "syslog_level_filter": ("int", None, False),
+    # tm: a 503 chosen as the final answer goes upstream as 500 (RFC 3261 16.7 step 6) unless yes
+    "disable_503_translation": ("bool", False, False),
+    # yes: a response that matches no transaction is dropped, not sent on by its Via (dispatch.py)
+    "disable_stateless_fwd": ("bool", False, False),
     "xlog_buf_size": ("int", 4096, False),
     "xlog_force_color": ("bool", False, False),
     "tos": ("str", "", False),
-    "dont_fork": ("bool", False, False),
-    "fork": ("bool", True, False),
+    "dont_fork": ("bool", True, False),          # 2.x: routescript always runs in the foreground
+    "fork": ("bool", False, False),              # 2.x
     "restart_persistency_cache_file": ("str", "", False),
     "restart_persistency_size": ("str", "", False),
     "poll_method": ("str", "", False),
+    # OpenSIPS parameters accepted without effect or refused unless at our value (param_policy.py)
+    "mem": ("int", 0, False),
+    "shm_secondary_hash_size": ("int", 0, False),
+    "shm_memlog_size": ("int", 0, False),
+    "mem_warming_enabled": ("bool", False, False),
+    "mem_warming_pattern_file": ("str", "", False),
+    "mem_warming_percentage": ("int", 0, False),
+    "memdump": ("int", 0, False),
+    "mem_log": ("int", 0, False),
+    "memlog": ("int", 0, False),
+    "pv_print_buf_size": ("int", 0, False),
+    "log_msg_buf_size": ("int", 0, False),
+    "log_json_buf_size": ("int", 0, False),
+    "tcp_parallel_read_on_workers": ("bool", False, False),
+    "db_max_async_connections": ("int", 0, False),
+    "dst_blacklist": ("str", "", True),
+    "tcp_no_new_conn_rplflag": ("str", "", False),
+    "tcp_accept_aliases": ("bool", False, False),
+    "tcp_keepalive": ("bool", False, False),
+    "tcp_keepcount": ("int", None, False),
+    "tcp_keepidle": ("int", None, False),
+    "tcp_keepinterval": ("int", None, False),
+    "tcp_socket_backlog": ("int", None, False),
+    "log_event_enabled": ("bool", False, False),
+    "log_event_level_filter": ("int", None, False),
+    "log_prefix": ("str", "", False),
+    "log_stdout": ("bool", False, False),
+    "mcast_loopback": ("bool", False, False),
+    "mcast_ttl": ("int", None, False),
+    "auto_scaling_profile": ("str", "", False),
+    "auto_scaling_cycle": ("int", None, False),
 }
 
 # The core parameters of OpenSIPS 3.4 (the `name = value` assignments its cfg.y accepts; read from its
-# cfg.lex): those not in KNOWN_GLOBALS are accepted with a warning, any other name is refused.
+# cfg.lex): every one is in KNOWN_GLOBALS (a test checks it); any other name is refused.
 OPENSIPS_CORE_PARAMS = frozenset({
     "abort_on_assert", "advertised_address", "advertised_port", "alias", "auto_aliases",
     "auto_scaling_cycle", "auto_scaling_profile", "check_via", "chroot", "db_default_url",
@@ -296,15 +345,31 @@ OPENSIPS_CORE_PARAMS = frozenset({
     "xlog_force_color", "xlog_level", "xlog_print_level",
 })
 
+# OpenSIPS's other names of one parameter, stored under the name the rest of routescript reads.
+_SAME_AS = {"workdir": "wdir", "execdnsthreshold": "exec_dns_threshold"}
+
 # What a 2.x script meant by a parameter 3.x removed, for the error message.
 _REMOVED_PARAM_HINTS = {
     "port": "the port is part of each socket: socket = udp:127.0.0.1:5060",
     "disable_tcp": "TCP is on when a tcp socket is listed (socket = tcp:...)",
+    "tcp_children": "OpenSIPS 2.x's name: tcp_workers",
+    "tcp_listen_backlog": "OpenSIPS 2.x's name of tcp_socket_backlog",
+    "xlog_default_level": "OpenSIPS 2.x's name: xlog_print_level",
+    "pi_framework": "an OpenSIPS 4.x parameter of the pi_http framework; routescript follows 3.4 and has "
+                    "no pi_http",
+    "tcp_threads": "an OpenSIPS 4.x parameter; routescript follows 3.4 (tcp_workers)",
+    "worker_reactor_timeout": "an OpenSIPS 4.x parameter; routescript follows 3.4",
 }
 
 # Worker counts: at least 1 each (1 = today's single process).
 _WORKER_COUNTS = ("children", "udp_workers", "tcp_workers", "timer_workers")
-_AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout"})
+_AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_backoff", "shutdown_timeout",
+                           "tcp_connect_timeout",
+                           "max_while_loops"})
+# The advertised address is built for Record-Route (rr) and myself; the Via of the requests we send is not
+# rewritten yet: said at load, not silently (docs/core-parameters.md).
+ADVERTISED_PARTLY = ("the advertised address goes in Record-Route and counts as myself; the Via of "
+                     "requests we send still carries the socket's own address (not built yet)")
 TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
                          "timer_route runs in worker 0")
 
@@ -381,6 +446,12 @@ class CoreConfig:
         return v
 
     @property
+    def tcp_connect_timeout(self) -> float:
+        """Seconds an outgoing TCP/TLS connect may take: tcp_connect_timeout (ms), 5 s when not set."""
+        ms = self.get("tcp_connect_timeout")
+        return 5.0 if ms is None else int(ms) / 1000.0
+
+    @property
     def mpath(self) -> str:
         return str(self.get("mpath") or "")
 
@@ -412,6 +483,12 @@ class CoreConfig:
             failover=not self.get("disable_dns_failover"), lookup=lookup,
             hosts_file=str(self.get("dns_hosts_file") or "/etc/hosts"))
 
+    def compile_options(self) -> dict[str, Any]:
+        """The script compiler's options (routescript.script.compile_script) from the core parameters."""
+        return {"max_while_loops": int(self.get("max_while_loops")),
+                "enable_asserts": bool(self.get("enable_asserts")),
+                "abort_on_assert": bool(self.get("abort_on_assert"))}
+
     def worker_plan(self) -> WorkerPlan:
         """How many worker processes and which sockets each reads (routescript/workers/plan.py)."""
         from routescript.workers.plan import WorkerPlan
@@ -436,48 +513,82 @@ def unknown_globals(items: Sequence[tuple[str, object, Pos | None]]) -> list[tup
     return errors
 
 
-def apply_globals(
-        items: Sequence[tuple[str, object, Pos | None]]) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
-    """Type `name = value` assignments. Returns (config, warnings as (message, pos)): a warning for each
-    OpenSIPS parameter routescript does not implement. Names nobody knows are skipped here (they are
-    unknown_globals' errors). Raises ConfigError on a bad value of a known parameter."""
+def apply_globals(items: Sequence[tuple[str, object, Pos | None]], errors: list[ConfigError] | None = None,
+                  ) -> tuple[CoreConfig, list[tuple[str, Pos | None]]]:
+    """Type `name = value` assignments. Returns (config, warnings as (message, pos)). Names nobody knows
+    are skipped here (they are unknown_globals' errors). A bad value of a known parameter, or one
+    param_policy.REFUSED refuses, is a ConfigError: raised at once, or - with an `errors` list - added to
+    it and the parameter skipped, so that a checker reports them all. An ACCEPTED parameter leaves a
+    start-up note."""
     cfg = CoreConfig()
     warnings: list[tuple[str, Pos | None]] = []
     for name, value, pos in items:
-        spec = KNOWN_GLOBALS.get(name)
-        if spec is None:
-            if name in OPENSIPS_CORE_PARAMS:
-                warnings.append((f"core parameter '{name}' ignored: routescript does not implement it",
-                                 pos))
-            continue
-        kind, _default, _repeatable = spec
-        if kind == "socket":
-            cfg.sockets.append(_socket_of(value, pos))
-            continue
         try:
-            # $env(NAME) in db_default_url and the like (environ.py)
-            given = expand_env(value) if kind == "str" else value
-        except ValueError as exc:
-            raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
+            _apply_one(cfg, name, value, pos, warnings)
+        except ConfigError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+    _apply_debug_mode(cfg)
+    for check in (_check_identity, _check_wdir, _check_tls_workers):
         try:
-            typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
-        except ValueError as exc:
-            raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
-        if name in _AT_LEAST_ONE and typed < 1:
-            raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
-        _check_worker_param(cfg, name, typed, pos, warnings)
-        _check_dns_param(name, typed, pos)
-        _check_log_param(name, typed, pos)
-        if name == "alias":
-            cfg.aliases.append(typed)
-        else:
-            cfg.values[name] = typed
-        if pos:
-            cfg.positions[name] = pos
-    _check_identity(cfg)
-    _check_wdir(cfg)
-    _check_tls_workers(cfg)
+            check(cfg)
+        except ConfigError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
     return cfg, warnings
+
+
+def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
+               warnings: list[tuple[str, Pos | None]]) -> None:
+    spec = KNOWN_GLOBALS.get(name)
+    if spec is None:
+        return
+    kind, _default, _repeatable = spec
+    if kind == "socket":
+        sock = _socket_of(value, pos)
+        cfg.sockets.append(sock)
+        if sock.advertised:
+            warnings.append((f"socket {sock.name} as {sock.advertised}: {ADVERTISED_PARTLY}", pos))
+        return
+    try:
+        # $env(NAME) in db_default_url and the like (environ.py)
+        given = expand_env(value) if kind == "str" else value
+    except ValueError as exc:
+        raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
+    try:
+        typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
+    except ValueError as exc:
+        raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
+    if name in _AT_LEAST_ONE and typed < 1:
+        raise ConfigError(f"core parameter '{name}' must be at least 1, got {typed}", pos)
+    if (why := refusal(name, typed)) is not None:
+        raise ConfigError(why, pos)
+    if (note := accepted_note(name)) is not None and note not in cfg.notes:
+        cfg.notes.append(note)
+    if name in ("advertised_address", "advertised_port") and typed:
+        warnings.append((f"core parameter '{name}': {ADVERTISED_PARTLY}", pos))
+    _check_worker_param(cfg, name, typed, pos, warnings)
+    _check_dns_param(name, typed, pos)
+    _check_log_param(name, typed, pos)
+    name = _SAME_AS.get(name, name)
+    if name == "alias":
+        cfg.aliases.append(typed)
+    else:
+        cfg.values[name] = typed
+    if pos:
+        cfg.positions[name] = pos
+
+
+def _apply_debug_mode(cfg: CoreConfig) -> None:
+    """debug_mode = yes: log_level L_DBG, to standard error and not to syslog, whatever the script
+    says elsewhere (OpenSIPS cfg.y and main.c). A --log-level flag still overrides it (overrides.py)."""
+    if not cfg.values.get("debug_mode"):
+        return
+    for name in ("debug", "log_stderror"):
+        cfg.values.pop(name, None)
+    cfg.values.update(log_level=L_DBG, stderror_enabled=True, syslog_enabled=False)
 
 
 def _check_tls_workers(cfg: CoreConfig) -> None:
@@ -531,29 +642,17 @@ def _check_log_param(name: str, value: Any, pos: Pos | None) -> None:
         extra = " (json_cee, the CEE schema, is not implemented)" if value == "json_cee" else ""
         raise ConfigError(f"core parameter '{name}' expects \"plain_text\" or \"json\", got \"{value}\""
                           f"{extra}", pos)
+    if name in ("stderror_level_filter", "syslog_level_filter") and not L_ALERT <= value <= L_DBG:
+        raise ConfigError(f"core parameter '{name}': log level {value} out of range ({L_ALERT} .. {L_DBG})",
+                          pos)
     if name in ("syslog_facility", "log_facility") and value not in SYSLOG_FACILITIES:
         raise ConfigError(f"core parameter '{name}': bad facility \"{value}\" (see syslog(3): "
                           f"{', '.join(SYSLOG_FACILITIES)})", pos)
 
 
-# DNS parameters whose value names something we do not do: (name, refused value) -> why.
-_REFUSED_DNS = {
-    ("dns", True): "dns = yes (look up the Via host of every request to decide on received=) is not "
-                   "supported: it would put a DNS lookup on the message path; received= is added whenever "
-                   "the Via host is not the source address (RFC 3261 18.2.1), as with dns = no",
-    ("rev_dns", True): "rev_dns = yes (a reverse lookup of every request's source address) is not "
-                       "supported: it would put a DNS lookup on the message path",
-    ("disable_dns_blacklist", False): "disable_dns_blacklist = no is not supported: routescript has no "
-                                      "DNS blacklist (failed destinations are not remembered between "
-                                      "transactions)",
-}
-
-
 def _check_dns_param(name: str, value: Any, pos: Pos | None) -> None:
-    """Refuse the DNS settings we do not implement; bound the numeric ones; check dns_nameservers."""
-    why = _REFUSED_DNS.get((name, value)) if isinstance(value, bool) else None
-    if why:
-        raise ConfigError(why, pos)
+    """Bound the numeric DNS settings; check dns_nameservers (the values we do not implement are
+    param_policy.REFUSED)."""
     if name in ("dns_retr_time", "dns_retr_no", "dns_servers_no") and value < 1:
         raise ConfigError(f"core parameter '{name}' must be at least 1, got {value}", pos)
     if name in ("exec_dns_threshold", "execdnsthreshold") and value < 0:

@@ -15,6 +15,7 @@ from routescript.script import CompiledScript
 from routescript.script.context import ERROR_ROUTE, ONREPLY_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.runtime import DROP_KEY
 from routescript.sip import ParseError, SIPRequest, SIPResponse, Source
+from routescript.sip.hosts import bare_host
 
 from .layers import SipLayers
 from .log import current_call_id
@@ -279,11 +280,21 @@ class MessageDispatcher:
     def _stray_response(self, msg: SIPResponse) -> None:
         """A response no transaction took: one to our stateless forward() goes on to the next Via
         (core/relay.py); any other is dropped (OpenSIPS sends such strays on by their Via; we do not:
-        nothing of ours sent the request)."""
+        nothing of ours sent the request). disable_stateless_fwd = yes drops them all; check_via = yes
+        forwards only one whose top Via names us (OpenSIPS forward_reply's check_self)."""
         relay = getattr(self._layers, "relay", None)
-        if relay is not None and relay.forward_reply(msg):
+        config = self._layers.config
+        if relay is not None and not config.get("disable_stateless_fwd") \
+                and (not config.get("check_via") or self._top_via_is_ours(msg)) and relay.forward_reply(msg):
             return
         log.debug("response %s matched no transaction; dropped", msg.status)
+
+    def _top_via_is_ours(self, msg: SIPResponse) -> bool:
+        try:
+            via = msg.via
+        except ParseError:
+            return False
+        return self._layers.is_myself(bare_host(via.host), via.port or 5060)
 
     async def _after_failure(self, ctx: MsgContext, script: CompiledScript) -> None:
         """The script failed (ctx.failure) and did not reply: a bad header becomes the error's reply or

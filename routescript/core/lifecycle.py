@@ -40,11 +40,12 @@ from .config import CoreConfig
 from .dispatch import MessageDispatcher
 from .events import EventBus
 from .health import LoopLagMonitor
-from .loading import ConfigLoader, Diagnostic, LoadError
+from .loading import ConfigLoader, Diagnostic, LoadError, config_diagnostic
 from .log import NOTICE, LogSettings, setup_logging
 from .module import ConfigError, Module, ModuleSet, RunsIn
 from .pidfile import PidFile, PidFileError
 from .privileges import PrivilegeError, RunAs, drop_privileges
+from .resource_limits import set_resource_limits
 from .sdnotify import NO_NOTIFIER, SystemdNotifier
 from .routes import Routes
 from .stats import CoreCounters
@@ -313,6 +314,7 @@ class Lifecycle:
             max_tcp_connections_per_ip=int(cfg.get("tcp_max_connections_per_ip")),
             tcp_trusted_sources=cfg.tcp_trusted_sources,
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
+            tcp_connect_timeout=cfg.tcp_connect_timeout,
             udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base, tls=self._tls_provider())
         proto_ws = server.modules.get("proto_ws")
         # proto_ws is found by name, as tm: the core does not import modules/
@@ -367,9 +369,15 @@ class Lifecycle:
         return pid_file
 
     def drop_privileges(self) -> RunAs | None:
-        """wdir, then user/group: switch once the SIP sockets are bound (ports below 1024 need root),
+        """The process limits (open_files_limit, disable_core_dump: raising a hard limit needs root),
+        wdir, then user/group: switch once the SIP sockets are bound (ports below 1024 need root),
         before the modules open their files (privileges.py says why)."""
         config = self._server.config
+        try:
+            for line in set_resource_limits(config):
+                log.info("%s", line)
+        except ConfigError as exc:
+            raise LoadError([config_diagnostic(exc)]) from None
         if wdir := config.get("wdir"):
             os.chdir(wdir)   # OpenSIPS: chdir(working_dir), then do_suid
         try:
@@ -394,7 +402,10 @@ class Lifecycle:
         server.transactions = transactions
         # The services built on the transaction layer are made with it: server.requests ("send this
         # request inside this dialog / to this destination", requests.py).
-        server.requests = RequestSender(transactions, server.sockets)
+        config = server.config
+        server.requests = RequestSender(
+            transactions, server.sockets,
+            user_agent=config.user_agent_header if config.get("server_signature") else "")
         # relay: tm's t_relay and forward(); the resolver is chosen here, in one place
         server.relay = Relay(transactions, transport, server.sockets, make_resolver(server.config))
         closing.push("the transactions", transactions.close)

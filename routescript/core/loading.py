@@ -17,6 +17,7 @@ from . import _script
 from .config import CoreConfig, apply_globals, unknown_globals
 from .events import EventBus
 from .loader import (
+    Classes,
     LoadModule,
     ModParam,
     build_registry,
@@ -96,6 +97,19 @@ def _source_line(pos: Pos | None) -> str | None:
     except OSError:
         return None
     return None
+
+
+def default_db_urls(config: CoreConfig, classes: Classes, mps: Sequence[ModParam]) -> list[ModParam]:
+    """db_default_url as the db_url of each loaded module that takes it (Module.db_url_from_default)
+    and whose db_url the script does not set - a modparam line at db_default_url's position, so that
+    it is checked (and refused) as the module's own would be."""
+    url = config.get("db_default_url")
+    if not url:
+        return []
+    given = {(line.module, line.param) for line in mps}
+    return [ModParam(name, cls.db_url_from_default, url, config.positions.get("db_default_url"))
+            for name, (cls, _pos) in classes.items()
+            if cls.db_url_from_default and (name, cls.db_url_from_default) not in given]
 
 
 def config_diagnostic(exc: ConfigError, severity: str = "error") -> LoadDiagnostic:
@@ -219,15 +233,17 @@ class ConfigLoader:
         errors: list[LoadDiagnostic] = []
         # unknown core parameters are errors (OpenSIPS refuses them), reported with whatever else fails
         errors += [Diagnostic(text, pos) for text, pos in unknown_globals(globals_)]
+        refused: list[ConfigError] = []   # every refused or bad core parameter, not only the first
         try:
-            config, texts = apply_globals(globals_)
+            config, texts = apply_globals(globals_, refused)
             warnings += [Diagnostic(text, pos, "warning") for text, pos in texts]
         except ConfigError as exc:
-            errors.append(config_diagnostic(exc))
+            refused.append(exc)
             config = CoreConfig()
+        errors += [config_diagnostic(exc) for exc in refused]
         warnings += _repeated_loadmodules(lms)
         classes, missing, problems = resolve_modules(lms)
-        typed = type_modparams(classes, mps, missing)
+        typed = type_modparams(classes, [*default_db_urls(config, classes, mps), *mps], missing)
         errors += [Diagnostic(missing_module_message(lm, typed.skipped.get(name, 0)), lm.pos)
                    for name, lm in missing.items()]
         errors += [config_diagnostic(e) for e in problems + typed.errors]
@@ -244,7 +260,7 @@ class ConfigLoader:
         compiled: CompiledScript | None = None
         omitted = 0
         try:
-            compiled = compile_script(ast, registry)
+            compiled = compile_script(ast, registry, **config.compile_options())
         except ScriptError as exc:
             errors += exc.diagnostics
             omitted = exc.omitted
@@ -307,7 +323,7 @@ class ConfigLoader:
         modules = self._server.modules
         try:
             ast = parse_file(path)
-            compiled = compile_script(ast, self.registry)
+            compiled = compile_script(ast, self.registry, **self._server.config.compile_options())
         except ScriptError as exc:
             diags: list[LoadDiagnostic] = list(exc.diagnostics)
             log.error("reload_routes: %s rejected, old script kept:\n%s", path,

@@ -92,12 +92,17 @@ class LogSettings:
     syslog_socket: str = "/dev/log"
     stderr_format: str = "plain_text"
     syslog_format: str = "plain_text"
+    # stderror_level_filter / syslog_level_filter: a consumer takes only the lines at or above this
+    # level as well (OpenSIPS 3.3+); None: every line that passed log_level / xlog_level
+    stderr_filter: int | None = None
+    syslog_filter: int | None = None
 
     @classmethod
     def of(cls, cfg: CoreConfig) -> LogSettings:
         return cls(cfg.log_level, cfg.xlog_level, cfg.stderror_enabled, cfg.syslog_enabled,
                    cfg.syslog_facility, cfg.syslog_name, str(cfg.get("syslog_socket")),
-                   str(cfg.get("stderror_log_format")), str(cfg.get("syslog_log_format")))
+                   str(cfg.get("stderror_log_format")), str(cfg.get("syslog_log_format")),
+                   cfg.get("stderror_level_filter"), cfg.get("syslog_level_filter"))
 
 
 # The handlers setup_logging() installed (a later call replaces them, leaving anybody else's), kept here
@@ -123,18 +128,27 @@ def setup_logging(settings: LogSettings) -> None:
     handlers: list[tuple[logging.Handler, logging.Formatter]] = []
     if settings.syslog:
         try:
-            handlers.append((_syslog_handler(settings), _formatter(settings.syslog_format, SYSLOG_FORMAT)))
+            handlers.append((_filtered(_syslog_handler(settings), settings.syslog_filter),
+                             _formatter(settings.syslog_format, SYSLOG_FORMAT)))
         except OSError as exc:
             logging.getLogger("routescript.core").warning(
                 "syslog not available at %s (%s): logging to stderr", settings.syslog_socket,
                 exc.strerror or exc)
     if settings.stderr or not handlers:
-        handlers.append((logging.StreamHandler(sys.stderr), _formatter(settings.stderr_format, FORMAT)))
+        handlers.append((_filtered(logging.StreamHandler(sys.stderr), settings.stderr_filter),
+                         _formatter(settings.stderr_format, FORMAT)))
     for h, formatter in handlers:
         _OWNED.add(h)
         h.addFilter(CallIdFilter())
         h.setFormatter(formatter)
         root.addHandler(h)
+
+
+def _filtered(handler: logging.Handler, level: int | None) -> logging.Handler:
+    """The handler, passing only lines at OpenSIPS level `level` or more severe (None: every line)."""
+    if level is not None:
+        handler.setLevel(py_level(level))
+    return handler
 
 
 def _formatter(kind: str, text_format: str) -> logging.Formatter:

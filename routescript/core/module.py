@@ -188,6 +188,9 @@ class Module:
     events: ClassVar[tuple[str, ...]] = ()      # event names it raises (E_...)
     depends: ClassVar[tuple[str, ...]] = ()     # modules that must be loaded too
     aliases: ClassVar[tuple[str, ...]] = ()     # other loadmodule names served by this class
+    # The parameter that takes the core db_default_url when the script sets none, as OpenSIPS's
+    # init_db_url() gives it to the module's db_url (None: the module does not take it).
+    db_url_from_default: ClassVar[str | None] = None
     # Which processes start it when the server runs worker processes (docs/workers.md, section 1):
     # "workers" (SIP work, the default), "supervisor" (MI and HTTP listeners: one per server) or "both".
     # One process (no workers) starts every module.

@@ -23,6 +23,7 @@ called once from the event loop and never inside the send call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -147,11 +148,16 @@ class RequestSender:
 
     transactions: the client transactions (routescript.transaction.TransactionLayer).
     sockets: our listening sockets, in order (the server's list: read at each send).
+    user_agent: the User-Agent value every request sent here carries unless it has one ('' for none):
+        the core parameter user_agent_header, as OpenSIPS's tm adds it to the requests it originates
+        (t_msgbuilder.c build_uac_req, when server_signature is on).
     """
 
-    def __init__(self, transactions: ClientTransactions, sockets: Sequence[SocketInfo]) -> None:
+    def __init__(self, transactions: ClientTransactions, sockets: Sequence[SocketInfo], *,
+                 user_agent: str = "") -> None:
         self.transactions = transactions
         self.sockets = sockets
+        self.user_agent = user_agent
 
     def send_in_dialog(self, request: OutgoingRequest, on_final: OnFinal, *, source: Source | None = None,
                        socket: str = "") -> None:
@@ -188,6 +194,9 @@ class RequestSender:
         same Request-URI and Route lines (the caller keeps it only while those and the dialog's
         transport source stay the same). Every send comes here: the Via written in, the 18.1.1 move to
         TCP, the client transaction."""
+        if self.user_agent and request.header("User-Agent") is None:
+            agent = ("User-Agent", self.user_agent)
+            request = dataclasses.replace(request, headers=(*request.headers, agent))
         sip, branch = _with_via(request, hop.via_prefix)
         dest = hop.destination
         if dest.proto == "udp" and len(sip.to_bytes()) > MAX_UDP_PAYLOAD:

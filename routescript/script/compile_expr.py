@@ -24,11 +24,13 @@ _MAX_ERRORS = 200
 
 
 class _ExprGen:
-    def __init__(self, script: ast.Script, registry: Registry | None, max_loops: int, asserts: bool) -> None:
+    def __init__(self, script: ast.Script, registry: Registry | None, max_loops: int, asserts: bool,
+                 abort_on_assert: bool = False) -> None:
         self.script = script
         self.registry = registry
         self.max_loops = max_loops
         self.asserts = asserts
+        self.abort_on_assert = abort_on_assert
         self.errors: list[Diagnostic] = []
         self.sources = SourceLines()
         self.ns: dict[str, Any] = {"_rt": rt, "_Exit": rt.ExitScript, "_Drop": rt.DropScript}

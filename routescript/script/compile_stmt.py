@@ -155,7 +155,7 @@ class _StmtGen(_CallGen):
             cond = self.cond(s.cond)
             if self.asserts:
                 self.emit(ind, f"if not ({cond}): _rt.assert_failed({self.bind(s.pos, '_p')}, "
-                               f"{s.message!r})", s.pos)
+                               f"{s.message!r}, {self.abort_on_assert!r})", s.pos)
         else:  # pragma: no cover - the parser makes no other node
             self.error(getattr(s, "pos", Pos("?", 1, 1)), f"unsupported statement {type(s).__name__}")
 

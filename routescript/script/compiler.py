@@ -115,9 +115,10 @@ async def _no_route(ctx: MsgContext) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 def compile_script(script: ast.Script, registry: Registry, *, max_while_loops: int = DEFAULT_MAX_WHILE_LOOPS,
-                   enable_asserts: bool = False) -> CompiledScript:
-    """Check and compile every route of `script` against `registry`. Raises ScriptError with every problem."""
-    gen = _Gen(script, registry, max_while_loops, enable_asserts)
+                   enable_asserts: bool = False, abort_on_assert: bool = False) -> CompiledScript:
+    """Check and compile every route of `script` against `registry`. Raises ScriptError with every problem.
+    The options are the core parameters of the same names (CoreConfig.compile_options())."""
+    gen = _Gen(script, registry, max_while_loops, enable_asserts, abort_on_assert)
     gen.generate()
     if gen.errors:
         raise ScriptError(sorted(gen.errors, key=lambda d: (d.pos.file, d.pos.line, d.pos.col)))

@@ -18,6 +18,7 @@ Value semantics (choices where the OpenSIPS docs are silent, kept in one place):
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -422,9 +423,13 @@ def loop_limit(pos: Pos, limit: int) -> None:
     log.error("%s: loop stopped after %d iterations (max_while_loops)", pos, limit)
 
 
-def assert_failed(pos: Pos, message: str | None) -> None:
-    if message is None:  # assert(expr): master's one-argument form
-        log.error("%s: assertion failed", pos)
-    else:
-        log.error("%s: assertion failed: %s", pos, message)
+def assert_failed(pos: Pos, message: str | None, abort: bool = False) -> None:
+    """A false assert(): logged, then the script ends - or, with abort_on_assert, the process aborts
+    as OpenSIPS's does (a core dump; the supervisor or systemd starts it again)."""
+    text = "assertion failed" if message is None else f"assertion failed: {message}"  # None: assert(expr)
+    if abort:
+        log.critical("%s: %s (abort_on_assert: aborting)", pos, text)
+        logging.shutdown()
+        os.abort()
+    log.error("%s: %s", pos, text)
     raise ExitScript

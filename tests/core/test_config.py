@@ -45,19 +45,22 @@ def test_types_and_log_level_names() -> None:
     assert cfg.worker_plan().udp_workers == 8
 
 
-def test_unknown_parameter_is_an_error_and_an_unimplemented_one_a_warning() -> None:
-    # issue 17: OpenSIPS 3.4 refuses a name it does not know (port = 5060 is 2.x), so do we; a 3.4
-    # parameter routescript does not implement is accepted with a warning, as before
+def test_unknown_parameter_is_an_error_and_one_without_effect_a_note() -> None:
+    # issue 17: OpenSIPS 3.4 refuses a name it does not know (port = 5060 is 2.x), so do we; issue 22:
+    # a 3.4 parameter with no effect here is accepted with the reason logged at start
     items = [("frobnicate", 1, ("z.cfg", 2, 5)), ("port", 5060, ("z.cfg", 3, 1)), ("log_levl", 1, P),
-             ("tcp_keepalive", 1, ("z.cfg", 4, 1)), ("log_level", 1, P)]
+             ("mem", 64, ("z.cfg", 4, 1)), ("log_level", 1, P)]
     assert unknown_globals(items) == [
         ("unknown core parameter 'frobnicate'", ("z.cfg", 2, 5)),
         ("unknown core parameter 'port' (the port is part of each socket: socket = udp:127.0.0.1:5060)",
          ("z.cfg", 3, 1)),
         ("unknown core parameter 'log_levl' (did you mean log_level?)", P)]
     cfg, warnings = apply_globals(items)
-    assert warnings == [("core parameter 'tcp_keepalive' ignored: routescript does not implement it",
-                         ("z.cfg", 4, 1))]
+    assert warnings == []
+    assert [n for n in cfg.notes if "'mem'" in n] == [
+        ("core parameter 'mem' accepted without effect: OpenSIPS's own shared/private memory allocator; "
+        "routescript is a Python process whose memory the interpreter manages (bound it from outside: "
+        "systemd's MemoryMax=)")]
     assert cfg.log_level == 1
 
 

@@ -85,6 +85,20 @@ async def test_in_dialog_goes_to_the_remote_target_with_our_via() -> None:
     assert txns.sent[1][2] != branch     # a fresh branch per request
 
 
+async def test_user_agent_header_goes_in_every_request_without_one() -> None:
+    # core user_agent_header (OpenSIPS tm adds it to the requests it originates)
+    txns = FakeTransactions()
+    sender = RequestSender(txns, [UDP_SOCK], user_agent="rs-presence 1.0")
+    src = Source("udp", UDP_SOCK, "192.0.2.5", 5062)
+    sender.send_in_dialog(notify(), Answers(), source=src)
+    own = notify()
+    own = OutgoingRequest(own.method, own.ruri, (*own.headers, ("User-Agent", "watcher-ua")))
+    sender.send_in_dialog(own, Answers(), source=src)
+    RequestSender(txns, [UDP_SOCK]).send_in_dialog(notify(), Answers(), source=src)
+    agents = [parse_message(req.to_bytes()).header("User-Agent") for req, _, _ in txns.sent]
+    assert agents == ["rs-presence 1.0", "watcher-ua", None]
+
+
 async def test_first_route_decides_where_it_goes() -> None:
     txns = FakeTransactions()
     sender = RequestSender(txns, [UDP_SOCK])

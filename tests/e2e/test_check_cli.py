@@ -32,8 +32,8 @@ def test_check_bad_modparam_and_unknown_global_error(tmp_path: Path) -> None:
     res = routescript("check", str(cfg))
     assert res.returncode == 1
     assert f"{cfg}:3:1: " in res.stderr and "expects an integer" in res.stderr
-    # issue 17: a core parameter OpenSIPS 3.4 does not know is an error (it was a warning); one it knows
-    # and routescript does not implement stays a warning
+    # issue 17: a core parameter OpenSIPS 3.4 does not know is an error (it was a warning); issue 22: one
+    # it knows whose feature is not built is refused with the reason, one that changes nothing here loads
     assert f"{cfg}:1:1: unknown core parameter 'frobnicate'" in res.stderr
     cfg.write_text('frobnicate = 3\nloadmodule "tm.so"\nroute { exit; }\n')
     res = routescript("check", str(cfg))
@@ -42,8 +42,10 @@ def test_check_bad_modparam_and_unknown_global_error(tmp_path: Path) -> None:
     assert res.stderr.rstrip().endswith("aborting: 1 error")
     cfg.write_text('tcp_keepalive = 1\nloadmodule "tm.so"\nroute { exit; }\n')
     res = routescript("check", str(cfg))
-    assert res.returncode == 0
-    assert f"{cfg}:1:1: warning: core parameter 'tcp_keepalive' ignored" in res.stderr
+    assert res.returncode == 1
+    assert f"{cfg}:1:1: core parameter tcp_keepalive = yes: TCP keepalive probes are not sent" in res.stderr
+    cfg.write_text('mem = 64\nloadmodule "tm.so"\nroute { exit; }\n')
+    assert routescript("check", str(cfg)).returncode == 0
 
 
 def test_check_unknown_function_and_t_relay_loads_quietly(tmp_path: Path) -> None:

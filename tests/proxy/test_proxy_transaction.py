@@ -5,6 +5,7 @@ after a provisional, failover to the next target on 503 and on a timeout, fr_inv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -97,14 +98,14 @@ SETTINGS = Settings(fr_timeout=0.2, fr_inv_timeout=0.3, auto_100trying=True, res
                     disable_6xx_block=False)
 
 
-def make(targets: dict[str, list[Target]], *, forks: tuple[str, ...] = ()):
+def make(targets: dict[str, list[Target]], *, forks: tuple[str, ...] = (), settings: Settings = SETTINGS):
     server = FakeServer()
     relay = FakeRelay(targets)
     ctx = MsgContext(msg=invite(), source=Source("udp", UDP, "192.0.2.1", 5070), server=server)
     ctx.branches = [Branch(uri) for uri in forks] or None
     done: list[ProxyTransaction] = []
     tasks: list[asyncio.Task[None]] = []
-    proxy = ProxyTransaction(ctx, ServerTx(), relay, SETTINGS,
+    proxy = ProxyTransaction(ctx, ServerTx(), relay, settings,
                              lambda coro: tasks.append(asyncio.get_running_loop().create_task(coro)),
                              done.append)
     return proxy, ctx, relay, server, done
@@ -253,6 +254,15 @@ async def test_a_chosen_503_goes_upstream_as_500() -> None:
     up = server.transactions.upstream
     assert [(r.status, r.reason) for r in up] == [(500, "Server Internal Error")]
     assert len(up[0].vias) == 1
+
+
+async def test_disable_503_translation_sends_the_503_on() -> None:
+    # core disable_503_translation = yes (tm reads it into Settings.translate_503)
+    proxy, ctx, relay, server, _ = make(ALL, settings=dataclasses.replace(SETTINGS, translate_503=False))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 503)
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [503]
 
 
 async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
