@@ -303,7 +303,7 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "dst_blacklist": ("str", "", True),
     "tcp_no_new_conn_rplflag": ("str", "", False),
     "tcp_accept_aliases": ("bool", False, False),
-    "tcp_keepalive": ("bool", False, False),
+    "tcp_keepalive": ("bool", True, False),   # OpenSIPS: on by default
     "tcp_keepcount": ("int", None, False),
     "tcp_keepidle": ("int", None, False),
     "tcp_keepinterval": ("int", None, False),

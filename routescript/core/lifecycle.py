@@ -34,6 +34,7 @@ from routescript.script.context import STARTUP_ROUTE, MsgContext
 from routescript.sip import SocketInfo
 from routescript.transaction import TransactionLayer
 from routescript.transport import TransportLayer
+from routescript.transport.keepalive import KeepAlive
 from routescript.transport.ws import WsOptions
 
 from .config import CoreConfig
@@ -316,6 +317,9 @@ class Lifecycle:
             tcp_max_msg_time=float(cfg.get("tcp_max_msg_time")),
             tcp_connect_timeout=cfg.tcp_connect_timeout,
             udp_buffer=int(cfg.get("maxbuffer")), conn_id_base=conn_id_base, tls=self._tls_provider())
+        if cfg.get("tcp_keepalive"):
+            transport.tcp_keepalive = KeepAlive(cfg.get("tcp_keepidle"), cfg.get("tcp_keepinterval"),
+                                                cfg.get("tcp_keepcount"))
         proto_ws = server.modules.get("proto_ws")
         # proto_ws is found by name, as tm: the core does not import modules/
         if proto_ws is not None and hasattr(proto_ws, "ws_options"):

@@ -87,11 +87,6 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "tcp_no_new_conn_rplflag": ("", "replies that must not open a TCP connection are not built"),
     "tcp_accept_aliases": (False, ("the Via ;alias parameter (RFC 5923 connection reuse) is not built; "
                                    "replies go back over the connection the request came on")),
-    "tcp_keepalive": (False, ("TCP keepalive probes are not sent (OpenSIPS sends them by default); idle "
-                              "connections close after tcp_connection_lifetime")),
-    "tcp_keepcount": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
-    "tcp_keepidle": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
-    "tcp_keepinterval": (UNSET, "TCP keepalive probes are not sent (see tcp_keepalive)"),
     "tcp_socket_backlog": (UNSET, "the listen backlog is asyncio's (100), not set per script"),
     "tcp_threshold": (0, "the slow TCP operation warning is not built"),
     "tcpthreshold": (0, "the slow TCP operation warning is not built"),

@@ -42,6 +42,7 @@ from routescript.transport.address import (
 from routescript.transport.errors import TransportError
 from routescript.transport.probe import QueueDelayProbe
 from routescript.transport.routing import receive_route, request_destination, response_destination
+from routescript.transport.keepalive import KeepAlive
 from routescript.transport.tcp import TcpConnection
 from routescript.transport.tls import TlsProvider, TlsSession, handshake_failure
 from routescript.transport.udp import UdpEndpoint
@@ -91,6 +92,7 @@ class TransportLayer:
                  tls: TlsProvider | None = None) -> None:
         self.on_message = on_message
         self.tls = tls
+        self.tcp_keepalive: KeepAlive | None = None   # tcp_keepalive & co (lifecycle sets it)
         self.front: Front = self.receive
         self.tcp_relay: TcpRelay | None = None
         # In a worker that accepts no TCP connections: a conn_id naming the worker that does (no real
@@ -340,6 +342,11 @@ class TransportLayer:
 
     def next_conn_id(self) -> int:
         return next(self._conn_ids)
+
+    def tune_connection(self, transport: Any) -> None:
+        """Socket options of a new connection, accepted or opened (TCP, TLS, WebSocket): keepalive."""
+        if self.tcp_keepalive is not None:
+            self.tcp_keepalive.apply(transport)
 
     def admit_connection(self, conn: Connection) -> bool:
         """Whether an accepted connection may stay: within tcp_max_connections, and within

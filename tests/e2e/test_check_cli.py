@@ -40,10 +40,10 @@ def test_check_bad_modparam_and_unknown_global_error(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert f"{cfg}:1:1: unknown core parameter 'frobnicate'" in res.stderr
     assert res.stderr.rstrip().endswith("aborting: 1 error")
-    cfg.write_text('tcp_keepalive = 1\nloadmodule "tm.so"\nroute { exit; }\n')
+    cfg.write_text('tos = 16\nloadmodule "tm.so"\nroute { exit; }\n')
     res = routescript("check", str(cfg))
     assert res.returncode == 1
-    assert f"{cfg}:1:1: core parameter tcp_keepalive = yes: TCP keepalive probes are not sent" in res.stderr
+    assert f"{cfg}:1:1: core parameter tos = '16': the IP TOS of the sockets is not set" in res.stderr
     cfg.write_text('mem = 64\nloadmodule "tm.so"\nroute { exit; }\n')
     assert routescript("check", str(cfg)).returncode == 0
 

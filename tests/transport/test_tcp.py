@@ -10,6 +10,7 @@ import pytest
 from routescript.sip import build_request, generate_branch
 from routescript.testing import SipTestClient
 from routescript.transport import Destination, TransportError, TransportLayer
+from routescript.transport.keepalive import KeepAlive
 
 from .conftest import has_ipv6_loopback
 
@@ -339,3 +340,30 @@ async def test_a_message_trickled_too_slowly_closes_the_connection(caplog):
         alive.close()
     finally:
         await stub.layer.close()
+
+
+@pytest.mark.parametrize("keepalive", [KeepAlive(idle=30, interval=5, count=4), None])
+async def test_keepalive_on_accepted_connections(keepalive):
+    """tcp_keepalive (on by default, as OpenSIPS) with tcp_keepidle/keepinterval/keepcount: set on every
+    accepted connection's socket; off: the system's default (no keepalive)."""
+    import socket
+
+    layer = TransportLayer(lambda m, s: None)
+    layer.tcp_keepalive = keepalive
+    info = await layer.listen("tcp", "127.0.0.1", 0)
+    try:
+        _reader, writer = await open_raw(info.port)
+        for _ in range(100):
+            if layer.tcp_connections:
+                break
+            await asyncio.sleep(0.01)
+        [conn] = layer.connections()
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == (keepalive is not None)
+        if keepalive is not None:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+        writer.close()
+    finally:
+        await layer.close()
