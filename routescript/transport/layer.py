@@ -10,6 +10,8 @@ connection (the one the request came on, or any open one to the same remote addr
 NOTIFYs reach a subscriber behind its own TCP connection), opening a new one on demand. TLS is TCP with
 a handshake (routescript.transport.tls): the same connections, framing and bounds, with the SSL
 contexts of the layer's TlsProvider (`tls`; without one, tls sockets and destinations are refused).
+WebSocket (ws, and wss: the same over TLS with `wss_tls`'s contexts) connections are in the same table
+(routescript.transport.ws); we only accept them.
 """
 
 from __future__ import annotations
