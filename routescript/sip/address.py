@@ -14,8 +14,8 @@ from typing import Any
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
 
 __all__ = ["DEFAULT_SIP_PORT", "DEFAULT_SIPS_PORT", "PROTOCOLS", "STREAM_PROTOCOLS", "TCP", "TLS", "UDP",
-           "WS", "WSS", "WS_PROTOCOLS", "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri", "is_ip", "is_ipv6",
-           "normalize_host"]
+           "WS", "WSS", "WS_PROTOCOLS", "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri",
+           "is_ip", "is_ipv6", "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"

@@ -119,7 +119,8 @@ def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[so
         loop.close()
 
 
-async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool, str]],
+async def serve_worker(server: Server, slot: int, epoch: int,
+                       sockets: Sequence[tuple[socket.socket, bool, str]],
                        control: socket.socket, node: WorkerNode | None = None) -> int:
     channel = await ControlChannel.open(control)
     _forget_supervisor_mi(server)

@@ -213,7 +213,8 @@ class WorkerDispatcher:
             return
         self.counters.tcp_fallback += 1
         try:
-            self.layer.send(message.data, Destination(message.proto, message.remote_host, message.remote_port))
+            self.layer.send(message.data,
+                            Destination(message.proto, message.remote_host, message.remote_port))
         except TransportError as exc:
             log.info("relayed send for closed %s#%d to %s:%d failed: %s", message.proto, message.conn_id,
                      message.remote_host, message.remote_port, exc)

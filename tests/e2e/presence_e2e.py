@@ -121,7 +121,8 @@ class Srv:
             port = self.secure.ports[proto]
             if proto != "ws":
                 context = self.secure.pki.client_context(self.secure.pki.client)
-        client = await SipTestClient.start(proto, ("127.0.0.1", port), user=user, timeout=3, tls_context=context)
+        client = await SipTestClient.start(proto, ("127.0.0.1", port), user=user, timeout=3,
+                                           tls_context=context)
         if self.answer_notify:
             client.auto_reply["NOTIFY"] = 200
         return client

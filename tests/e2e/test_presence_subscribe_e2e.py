@@ -1,6 +1,7 @@
 """SUBSCRIBE / NOTIFY (RFC 6665, RFC 3856) against `routescript run examples/presence.cfg`, over UDP and
-TCP (the dialog life cycle over TLS, WS and WSS too): dialog creation, 200/202, fetch, refresh, unsubscribe, 481, 489, capped Expires, NOTIFY headers,
-route set, CSeq, UDP retransmission, TCP connection reuse, 481/408 answers ending the subscription."""
+TCP (the dialog life cycle over TLS, WS and WSS too): dialog creation, 200/202, fetch, refresh,
+unsubscribe, 481, 489, capped Expires, NOTIFY headers, route set, CSeq, UDP retransmission, TCP
+connection reuse, 481/408 answers ending the subscription."""
 
 from __future__ import annotations
 

@@ -150,8 +150,8 @@ async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncItera
     clients = [await SipTestClient.start(proto, address, user=f"{user}{i or ''}", timeout=3.0,
                                          tls_context=tls_context) for i in range(count)]
     if proto != "udp":
-        # A TCP/TLS/WebSocket UA is reachable only over the connection it opened: wait until the proxy has it (a
-        # request answered on it), as a phone's REGISTER would.
+        # A TCP/TLS/WebSocket UA is reachable only over the connection it opened: wait until the proxy has
+        # it (a request answered on it), as a phone's REGISTER would.
         for client in clients:
             probe = client.options()
             probe.set_header("Max-Forwards", "0")

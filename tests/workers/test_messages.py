@@ -25,7 +25,8 @@ TCP_SOCKET = SocketInfo("tcp", "::1", 5060)
 TLS_SOCKET = SocketInfo("tls", "127.0.0.1", 5061)
 WSS_SOCKET = SocketInfo("wss", "127.0.0.1", 8443)
 SESSION = TlsSession(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", description="TLSv1.3", bits=256,
-                     peer_cert=b"\x30\x82" + bytes(range(256)) * 4, verified=True, domain="srv", server_side=True)
+                     peer_cert=b"\x30\x82" + bytes(range(256)) * 4, verified=True, domain="srv",
+                     server_side=True)
 
 MESSAGES = [
     Handoff(Source("udp", UDP_SOCKET, "10.0.0.7", 5070), 12345.678901, b"OPTIONS sip:x SIP/2.0\r\n\r\n"),

@@ -124,7 +124,8 @@ async def test_an_outgoing_tls_connection_is_opened_by_the_acceptor(workers: Wor
     server = await asyncio.start_server(phone, "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
     try:
-        workers.layers[1].send(b"OPTIONS sip:phone@127.0.0.1 SIP/2.0\r\n\r\n", Destination("tls", "127.0.0.1", port))
+        options = b"OPTIONS sip:phone@127.0.0.1 SIP/2.0\r\n\r\n"
+        workers.layers[1].send(options, Destination("tls", "127.0.0.1", port))
         async with asyncio.timeout(3):
             assert (await got.get()).startswith(b"OPTIONS ")
         opened = [c for c in workers.layers[0].connections() if c.outgoing]

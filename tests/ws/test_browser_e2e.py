@@ -124,7 +124,8 @@ def _spki_pin(pem: Path) -> str:
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path, request: pytest.FixtureRequest,
+async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
+                                                                     request: pytest.FixtureRequest,
                                                                      scheme: str) -> None:
     missing = _missing()
     if missing is not None:
@@ -144,8 +145,8 @@ async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Pat
             extra = _wss_lines(pki, wss_port, origin)
             args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(pki.server)}")
         with webrtc_server(tmp_path, origins=origin, extra=extra) as srv:
-            await _browse(srv, http_port, scheme, wss_port if scheme == "wss" else srv.ws_port, args, tmp_path,
-                          async_playwright, expect)
+            port = wss_port if scheme == "wss" else srv.ws_port
+            await _browse(srv, http_port, scheme, port, args, tmp_path, async_playwright, expect)
             assert f"{scheme}:127.0.0.1" in srv.server.log()
 
 

@@ -31,8 +31,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 
 def provider(pki: TestPki, require_cert: int = 0) -> TlsTransport:
     """A server domain "srv" with our certificate, the client's certificate optional (require_cert 0)."""
-    table = build_table(["srv"], [], {"certificate": [f"[srv]{pki.server}"], "private_key": [f"[srv]{pki.server}"],
-                                       "ca_list": [f"[srv]{pki.ca}"], "require_cert": [f"[srv]{require_cert}"]})
+    table = build_table(["srv"], [], {
+        "certificate": [f"[srv]{pki.server}"], "private_key": [f"[srv]{pki.server}"],
+        "ca_list": [f"[srv]{pki.ca}"], "require_cert": [f"[srv]{require_cert}"]})
     return TlsTransport(TlsContexts(table), TLS_HANDSHAKE_TIMEOUT)
 
 
@@ -113,12 +114,13 @@ async def test_plaintext_on_the_wss_port(wss_core: StubCore, caplog: pytest.LogC
         writer.close()
     assert not answer.startswith(b"HTTP")
     line = await wait_logged(caplog, "does not speak TLS")
-    assert f"wss:127.0.0.1:" in line and "plaintext client" in line
+    assert "wss:127.0.0.1:" in line and "plaintext client" in line
     assert wss_core.received == []
     no_tracebacks(caplog)
 
 
-async def test_a_stalled_tls_handshake_is_cut_off(wss_core: StubCore, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_stalled_tls_handshake_is_cut_off(wss_core: StubCore,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     info = await wss_core.layer.listen("wss", "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", info.port)
     try:
@@ -137,7 +139,8 @@ async def test_an_expired_client_certificate_is_refused(wss_core: StubCore, pki:
     wss_core.layer.wss_tls = provider(pki, require_cert=1)
     info = await wss_core.layer.listen("wss", "127.0.0.1", 0)
     with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
-        await SipTestClient.start("wss", ("127.0.0.1", info.port), tls_context=pki.client_context(pki.expired))
+        await SipTestClient.start("wss", ("127.0.0.1", info.port),
+                                  tls_context=pki.client_context(pki.expired))
     assert "certificate has expired" in await wait_logged(caplog, "certificate")
     assert wss_core.received == []
     no_tracebacks(caplog)

@@ -229,7 +229,8 @@ def test_socket_wss_default_port_is_443(tmp_path: Path, pki: TestPki) -> None:
     ("wss_tls_handshake_timeout", "0", "positive"),
     ("allowed_origins", '"https://a.example/path"', "is not an origin"),
 ])
-def test_proto_wss_refused_parameters(tmp_path: Path, pki: TestPki, param: str, value: str, says: str) -> None:
-    found = errors(tmp_path, server_domain(pki) + f'modparam("proto_wss", "{param}", {value})\nroute {{ exit; }}\n',
-                   head=WSS_HEAD)
+def test_proto_wss_refused_parameters(tmp_path: Path, pki: TestPki, param: str, value: str,
+                                      says: str) -> None:
+    line = f'modparam("proto_wss", "{param}", {value})\n'
+    found = errors(tmp_path, server_domain(pki) + line + "route { exit; }\n", head=WSS_HEAD)
     assert any(says in e for e in found), found
