@@ -319,7 +319,8 @@ class Lifecycle:
         if proto_ws is not None and hasattr(proto_ws, "ws_options"):
             transport.ws_options = WsOptions(**proto_ws.ws_options())
         proto_wss = server.modules.get("proto_wss")
-        if hasattr(proto_wss, "wss_options") and hasattr(proto_wss, "tls_transport"):
+        if proto_wss is not None and hasattr(proto_wss, "wss_options") and \
+                hasattr(proto_wss, "tls_transport"):
             transport.wss_options = WsOptions(**proto_wss.wss_options())
             transport.wss_tls = proto_wss.tls_transport()
         server.transport = transport
