@@ -10,7 +10,8 @@ import ssl
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import StubCore  # tests/transport/conftest.py's, through tests/ws/conftest.py
+from conftest import StubCore, no_tracebacks  # tests/transport/conftest.py's, through tests/ws/conftest.py
+from conftest import wait_logged as wait_closing
 
 from routescript.modules.proto_tls import TlsTransport
 from routescript.modules.tls_mgm.contexts import TlsContexts
@@ -53,21 +54,8 @@ async def wss_client(pki: TestPki, port: int, **kw: object) -> SipTestClient:
                                      **kw)  # type: ignore[arg-type]
 
 
-def closing_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "closing WSS connection" in r.getMessage()]
-
-
-async def wait_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 3.0) -> str:
-    for _ in range(int(timeout / 0.02)):
-        lines = [line for line in closing_lines(caplog) if text in line]
-        if lines:
-            return lines[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
-
-
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
-    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+async def wait_logged(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    return await wait_closing(caplog, text, among="closing WSS connection")
 
 
 async def test_sip_over_wss_in_and_out_with_the_session_facts(wss_core: StubCore, pki: TestPki) -> None:
