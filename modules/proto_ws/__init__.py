@@ -17,7 +17,7 @@ from typing import Any
 
 from routescript.core.module import Module, Param
 
-_NO_CLIENT = ("routescript accepts WebSocket connections and never opens one (OpenSIPS's WebSocket client "
+NO_CLIENT = ("routescript accepts WebSocket connections and never opens one (OpenSIPS's WebSocket client "
               "side is not built)")
 _NO_TRACING = "no tracing: proto_hep is not built"
 
@@ -36,11 +36,11 @@ def parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
-def _check_origins(text: str) -> None:
+def check_origins(text: str) -> None:
     parse_origins(text)
 
 
-def _at_least(low: int) -> Any:
+def at_least(low: int) -> Any:
     def check(value: int) -> None:
         if value < low:
             raise ValueError(f"expects at least {low}, got {value}")
@@ -51,17 +51,17 @@ class ProtoWsModule(Module):
     name = "proto_ws"
     params = (
         Param("ws_port", int, 80, "default port of a ws socket line without one", later=(
-            "write the port on the socket line (socket = ws:IP:PORT); " + _NO_CLIENT)),
+            "write the port on the socket line (socket = ws:IP:PORT); " + NO_CLIENT)),
         Param("ws_max_msg_chunks", int, 4, "WebSocket frames one SIP message may arrive in",
-              check=_at_least(1)),
+              check=at_least(1)),
         Param("ws_send_timeout", int, 100, "ms a peer may leave our writes unread (0: no limit)",
-              check=_at_least(0)),
+              check=at_least(0)),
         Param("ws_handshake_timeout", int, 100, "ms from the first bytes of the upgrade request to its "
-              "end (0: no limit)", check=_at_least(0)),
-        Param("ws_resource", str, "/", "the resource our WebSocket client asks for", later=_NO_CLIENT),
+              "end (0: no limit)", check=at_least(0)),
+        Param("ws_resource", str, "/", "the resource our WebSocket client asks for", later=NO_CLIENT),
         Param("require_origin", int, 1, "refuse an upgrade request without an Origin header"),
         Param("allowed_origins", str, "", "ours: the Origins accepted (empty: any)",
-              check=_check_origins),
+              check=check_origins),
         Param("trace_destination", str, "", "HEP tracing", later=_NO_TRACING),
         Param("trace_on", int, 0, "HEP tracing", later=_NO_TRACING),
         Param("trace_filter_route", str, "", "HEP tracing", later=_NO_TRACING),

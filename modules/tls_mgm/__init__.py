@@ -79,7 +79,7 @@ class TlsMgmModule(Module):
     @property
     def contexts(self) -> TlsContexts:
         """The SSL contexts of every domain, built at load (check): proto_tls hands them to the transport;
-        proto_wss will too."""
+        proto_wss too."""
         assert self._contexts is not None, "tls_mgm used before check()"
         return self._contexts
 
@@ -92,11 +92,15 @@ class TlsMgmModule(Module):
         return 1 if session is not None and session.verified else -1
 
     def _session(self, ctx: MsgContext) -> Any:
+        """The TLS session the message came over (tls or wss): the one its Source carries when another
+        worker process read it (docs/workers.md 4), else the transport's for its connection."""
         source = ctx.source
         transport = self.server.transport
-        if source is None or source.proto != "tls" or transport is None:
+        if source is None or source.proto not in ("tls", "wss"):
             return None
-        return transport.tls_session(source.conn_id)
+        if source.tls is not None:
+            return source.tls
+        return None if transport is None else transport.tls_session(source.conn_id)
 
     def _cert(self, ctx: MsgContext, whose: str) -> CertInfo | None:
         session = self._session(ctx)

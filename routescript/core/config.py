@@ -43,10 +43,10 @@ LOG_LEVEL_NAMES = {"L_ALERT": L_ALERT, "L_CRIT": L_CRIT, "L_ERR": L_ERR, "L_WARN
 # UDP port 5060 so that a bare script never exposes a server to the network by accident.
 DEFAULT_SOCKET = "udp:127.0.0.1:5060"
 
-SUPPORTED_PROTOS = ("udp", "tcp", "tls", "ws")
-# A socket line without a port: RFC 3261 19.1.2's 5061 for TLS (proto_tls's tls_port), 80 for ws (proto_ws's
-# ws_port default, RFC 6455 3), 5060 for the others.
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80}
+SUPPORTED_PROTOS = ("udp", "tcp", "tls", "ws", "wss")
+# A socket line without a port: RFC 3261 19.1.2's 5061 for TLS (proto_tls's tls_port), 80 for ws and 443 for
+# wss (proto_ws's ws_port and proto_wss's wss_port defaults, RFC 6455 3), 5060 for the others.
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
 CHROOT_REFUSED = ("is not supported: a Python server imports files after start-up, which a chroot would "
                   "break; confine it from outside instead (systemd's RootDirectory=, or a container)")
@@ -83,7 +83,8 @@ def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
         raise ConfigError(f"bad socket definition \"{value}\" (expected proto:host:port)", pos)
     proto = (m.group("proto") or "udp").lower()
     if proto not in SUPPORTED_PROTOS:
-        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp, tls, ws)", pos)
+        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp, tls, ws, wss)",
+                          pos)
     host = m.group("host")
     if host.startswith("["):
         host = host[1:-1]
@@ -530,7 +531,7 @@ def apply_globals(items: Sequence[tuple[str, object, Pos | None]], errors: list[
                 raise
             errors.append(exc)
     _apply_debug_mode(cfg)
-    for check in (_check_identity, _check_wdir, _check_tls_workers):
+    for check in (_check_identity, _check_wdir):
         try:
             check(cfg)
         except ConfigError as exc:
@@ -589,18 +590,6 @@ def _apply_debug_mode(cfg: CoreConfig) -> None:
     for name in ("debug", "log_stderror"):
         cfg.values.pop(name, None)
     cfg.values.update(log_level=L_DBG, stderror_enabled=True, syslog_enabled=False)
-
-
-def _check_tls_workers(cfg: CoreConfig) -> None:
-    """socket=tls runs in one process: the worker processes hand TCP connections' messages and sends
-    to each other by connection id, and that hand-over does not carry TLS connections yet."""
-    from routescript.workers.plan import runs_workers
-
-    tls = next((spec for spec in cfg.sockets if spec.proto == "tls"), None)
-    if tls is not None and runs_workers(cfg.worker_plan()):
-        raise ConfigError(f"socket {tls.name}: TLS sockets are not supported with worker processes yet "
-                          "(set udp_workers/tcp_workers to 1, or serve TLS from a separate instance)",
-                          tls.pos)
 
 
 def _socket_of(value: object, pos: Pos | None) -> ListenSpec:

@@ -247,7 +247,7 @@ class Lifecycle:
         for note in cfg.notes:
             log.info("%s", note)
 
-    async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool]], *, timers: bool,
+    async def start_worker(self, sockets: Sequence[tuple[socket.socket, bool, str]], *, timers: bool,
                            startup_route: bool, node: WorkerHooks | None = None) -> None:
         """A worker process's start (routescript/workers/child.py): the supervisor bound `sockets` (each
         with whether this worker reads it) and dropped privileges before forking. The timer_routes run
@@ -321,9 +321,14 @@ class Lifecycle:
             transport.tcp_keepalive = KeepAlive(cfg.get("tcp_keepidle"), cfg.get("tcp_keepinterval"),
                                                 cfg.get("tcp_keepcount"))
         proto_ws = server.modules.get("proto_ws")
-        # proto_ws is found by name, as tm: the core does not import modules/
+        # proto_ws and proto_wss are found by name, as tm: the core does not import modules/
         if proto_ws is not None and hasattr(proto_ws, "ws_options"):
             transport.ws_options = WsOptions(**proto_ws.ws_options())
+        proto_wss = server.modules.get("proto_wss")
+        if proto_wss is not None and hasattr(proto_wss, "wss_options") and \
+                hasattr(proto_wss, "tls_transport"):
+            transport.wss_options = WsOptions(**proto_wss.wss_options())
+            transport.wss_tls = proto_wss.tls_transport()
         server.transport = transport
         return transport
 
@@ -335,13 +340,14 @@ class Lifecycle:
             return proto_tls.tls_transport()
         return None
 
-    async def adopt_sockets(self, closing: CloseStack, sockets: Sequence[tuple[socket.socket, bool]], *,
+    async def adopt_sockets(self, closing: CloseStack, sockets: Sequence[tuple[socket.socket, bool, str]], *,
                             conn_id_base: int = 0) -> TransportLayer:
-        """A worker's transport on the sockets its supervisor bound (each with whether it reads it)."""
+        """A worker's transport on the sockets its supervisor bound (each with whether it reads it, and
+        the transport it serves)."""
         transport = self._make_transport(conn_id_base)
         closing.push("the SIP sockets", transport.close)
-        for sock, read in sockets:
-            self._server.sockets.append(await transport.adopt(sock, read=read))
+        for sock, read, proto in sockets:
+            self._server.sockets.append(await transport.adopt(sock, read=read, proto=proto))
         return transport
 
     async def bind_sockets(self, closing: CloseStack, make: TransportFactory | None = None) -> TransportLayer:

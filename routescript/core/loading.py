@@ -390,24 +390,18 @@ def _in_file_order(diagnostics: list[LoadDiagnostic]) -> list[LoadDiagnostic]:
 
 # socket= protocols served by a module that must be loaded for them, as in OpenSIPS (proto_ws holds the
 # WebSocket parameters); udp and tcp are built in.
-_PROTO_MODULES = {"ws": "proto_ws", "tls": "proto_tls"}
+_PROTO_MODULES = {"ws": "proto_ws", "tls": "proto_tls", "wss": "proto_wss"}
 
 
 def _socket_module_errors(config: CoreConfig, loaded: Mapping[str, object]) -> list[LoadDiagnostic]:
-    """An error at each socket= line whose protocol needs a module the script does not load, and at
-    each ws socket of a configuration with worker processes (a WebSocket connection lives in the worker
-    that accepted it, and the workers' hand-over of messages and writes knows UDP and TCP only)."""
+    """An error at each socket= line whose protocol needs a module the script does not load."""
     errors: list[LoadDiagnostic] = []
-    many_workers = config.worker_plan().total > 1
     for spec in config.listen_specs():
         needed = _PROTO_MODULES.get(spec.proto)
         if needed is not None and needed not in loaded:
-            also = " (and tls_mgm with its TLS domains)" if spec.proto == "tls" else ""
+            also = " (and tls_mgm with its TLS domains)" if spec.proto in ("tls", "wss") else ""
             errors.append(Diagnostic(f"socket {spec.name}: {spec.proto} needs loadmodule "
                                      f"\"{needed}.so\"{also}", spec.pos))
-        if spec.proto == "ws" and many_workers:
-            errors.append(Diagnostic(f"socket {spec.name}: WebSocket sockets are not supported with worker "
-                                     "processes yet (udp_workers/tcp_workers = 1)", spec.pos))
     return errors
 
 

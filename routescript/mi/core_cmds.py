@@ -270,7 +270,7 @@ class CoreMI(Module):
             src, info = c.source, c.info   # None until the connection is made
             out.append({
                 "ID": c.conn_id,
-                "Type": src.proto if src is not None else "tcp",   # tcp or ws (OpenSIPS's proto names)
+                "Type": src.proto if src is not None else "tcp",   # tcp, tls, ws, wss (OpenSIPS's names)
                 "State": "closed" if c.closed else "open",
                 "Remote": f"{src.remote_host}:{src.remote_port}" if src is not None else "?:?",
                 "Local": f"{info.host}:{info.port}" if info is not None else "?:?",

@@ -14,14 +14,16 @@ from typing import Any
 from .hosts import bare_host, host_for_uri, is_ip, is_ipv6, normalize_host
 
 __all__ = ["DEFAULT_SIP_PORT", "DEFAULT_SIPS_PORT", "PROTOCOLS", "STREAM_PROTOCOLS", "TCP", "TLS", "UDP",
-           "WS", "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri", "is_ip", "is_ipv6",
-           "normalize_host"]
+           "WS", "WSS", "WS_PROTOCOLS", "Destination", "SocketInfo", "Source", "bare_host", "host_for_uri",
+           "is_ip", "is_ipv6", "normalize_host"]
 
 UDP = "udp"
 TCP = "tcp"
 TLS = "tls"
 WS = "ws"   # RFC 7118: SIP over WebSocket (Via: SIP/2.0/WS)
-PROTOCOLS = (UDP, TCP, TLS, WS)
+WSS = "wss"   # RFC 7118: SIP over secure WebSocket, WebSocket over TLS (Via: SIP/2.0/WSS)
+PROTOCOLS = (UDP, TCP, TLS, WS, WSS)
+WS_PROTOCOLS = (WS, WSS)   # carried by a connection of routescript.transport.ws
 STREAM_PROTOCOLS = (TCP, TLS)   # carried by a connection of routescript.transport.tcp, framed alike (not ws)
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 19.1.2: default port for sip: over UDP and TCP
@@ -53,7 +55,10 @@ class SocketInfo:
 class Source:
     """Where a message came from. `conn_id` names the TCP connection (None for UDP). `reply_to`:
     where responses to a received request go (RFC 3261 18.2.2, RFC 3581), worked out by the transport
-    as it read the top Via (None: not known; not part of equality)."""
+    as it read the top Via (None: not known; not part of equality). `tls`: the TLS session of the
+    connection (routescript.transport.tls.TlsSession) when the message was read by another worker
+    process, which alone holds the connection (docs/workers.md 4); None otherwise (the transport layer
+    is asked by conn_id then). Not part of equality either."""
 
     proto: str
     socket: SocketInfo
@@ -61,6 +66,7 @@ class Source:
     remote_port: int
     conn_id: int | None = None
     reply_to: Destination | None = field(default=None, compare=False)
+    tls: Any = field(default=None, compare=False)
 
     @property
     def reliable(self) -> bool:

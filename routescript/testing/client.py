@@ -1,4 +1,5 @@
-"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP, TCP, TLS or WebSocket).
+"""SipTestClient: a small asyncio SIP user agent for tests over real sockets (UDP, TCP, TLS, WebSocket or
+secure WebSocket).
 
     client = await SipTestClient.start("udp", ("127.0.0.1", port))
     sub = client.subscribe("sip:alice@127.0.0.1", event="presence", expires=600)
@@ -36,7 +37,7 @@ from routescript.sip import (
     generate_tag,
     parse_message,
 )
-from routescript.transport.address import TCP, TLS, UDP, WS, host_for_uri, is_ipv6
+from routescript.transport.address import TCP, TLS, UDP, WS, WS_PROTOCOLS, WSS, host_for_uri, is_ipv6
 from routescript.transport.errors import FramingError
 from routescript.transport.framing import PONG, Ping, StreamFramer
 
@@ -126,13 +127,14 @@ class _WsProto(_TcpProto):
     handshake's HTTP status."""
 
     def __init__(self, on_data: OnData, server: tuple[str, int], *, origin: str | None,
-                 subprotocols: Iterable[str]) -> None:
+                 subprotocols: Iterable[str], secure: bool = False) -> None:
         from websockets.client import ClientProtocol
         from websockets.typing import Origin, Subprotocol
         from websockets.uri import parse_uri
 
         super().__init__(on_data, server)
-        self.ws = ClientProtocol(parse_uri(f"ws://{host_for_uri(server[0])}:{server[1]}/"),
+        scheme = "wss" if secure else "ws"
+        self.ws = ClientProtocol(parse_uri(f"{scheme}://{host_for_uri(server[0])}:{server[1]}/"),
                                  origin=Origin(origin) if origin else None,
                                  subprotocols=[Subprotocol(p) for p in subprotocols] or None,
                                  max_size=1 << 20)
@@ -189,7 +191,8 @@ class SipTestClient:
     port, so the server can send requests back on it); "tls": the same over TLS, with `tls_context`
     (an ssl.SSLContext for the client side: the CA to trust, a client certificate) and `server_name`
     (sent as SNI; None sends none); "ws": one WebSocket connection (the same; with `ws_origin` as its
-    Origin header and `ws_subprotocols` offered, `sip` by default). `timeout` is the default of every wait.
+    Origin header and `ws_subprotocols` offered, `sip` by default); "wss": a WebSocket over TLS (with
+    `tls_context` and `server_name` as for tls). `timeout` is the default of every wait.
     `auto_reply` maps a method to the status answered automatically (e.g. {"NOTIFY": 200}); the
     requests are still queued for `expect_request`. `sent_by_host`: the host written in Via and Contact
     instead of the local address (a browser's JsSIP or SIP.js writes a made-up `xyz.invalid`; over
@@ -200,10 +203,10 @@ class SipTestClient:
                  domain: str | None = None, timeout: float = 2.0, tls_context: ssl.SSLContext | None = None,
                  server_name: str | None = None) -> None:
         self.proto = proto.lower()
-        if self.proto not in (UDP, TCP, TLS, WS):
+        if self.proto not in (UDP, TCP, TLS, WS, WSS):
             raise ValueError(f"unsupported transport {proto!r}")
-        if self.proto == TLS and tls_context is None:
-            raise ValueError("a TLS client needs tls_context (an ssl.SSLContext)")
+        if self.proto in (TLS, WSS) and tls_context is None:
+            raise ValueError(f"a {self.proto} client needs tls_context (an ssl.SSLContext)")
         self.tls_context = tls_context
         self.server_name = server_name
         self.server = (server[0].strip("[]"), int(server[1]))
@@ -245,7 +248,7 @@ class SipTestClient:
                      server_name=server_name)
         client.ws_origin, client.ws_subprotocols = ws_origin, tuple(ws_subprotocols)
         await client._open(local_host)
-        if client.proto == WS and client.ws_status != 101:
+        if client.proto in WS_PROTOCOLS and client.ws_status != 101:
             await client.close()
             raise AssertionError(f"WebSocket handshake refused: HTTP {client.ws_status}")
         return client
@@ -262,13 +265,13 @@ class SipTestClient:
             sockname = udp.get_extra_info("sockname")
         else:
             def make() -> _TcpProto:
-                if self.proto == WS:
+                if self.proto in WS_PROTOCOLS:
                     return _WsProto(self._on_data, self.server, origin=self.ws_origin,
-                                    subprotocols=self.ws_subprotocols)
+                                    subprotocols=self.ws_subprotocols, secure=self.proto == WSS)
                 return _TcpProto(self._on_data, self.server)
 
             tls: dict[str, Any] = {}
-            if self.proto == TLS:
+            if self.proto in (TLS, WSS):
                 tls = {"ssl": self.tls_context, "server_hostname": self.server_name or ""}
             tcp, proto_obj = await loop.create_connection(make, self.server[0], self.server[1],
                                                           local_addr=(local_host, 0), **tls)

@@ -10,6 +10,8 @@ connection (the one the request came on, or any open one to the same remote addr
 NOTIFYs reach a subscriber behind its own TCP connection), opening a new one on demand. TLS is TCP with
 a handshake (routescript.transport.tls): the same connections, framing and bounds, with the SSL
 contexts of the layer's TlsProvider (`tls`; without one, tls sockets and destinations are refused).
+WebSocket (ws, and wss: the same over TLS with `wss_tls`'s contexts) connections are in the same table
+(routescript.transport.ws); we only accept them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from routescript.transport.address import (
     TLS,
     UDP,
     WS,
+    WS_PROTOCOLS,
+    WSS,
     Destination,
     SocketInfo,
     Source,
@@ -81,6 +85,8 @@ class TransportLayer:
     tcp_connect_timeout: how long opening an outgoing connection may take.
     conn_id_base: connection ids start above it (a worker's slot << 48: ids global across workers).
     tls: the SSL contexts of tls sockets and destinations (TlsProvider); None: no TLS.
+    wss_tls, wss_options (attributes, set before binding): the SSL contexts and settings of wss
+        listeners (proto_wss), ws_options those of ws listeners (proto_ws).
     """
 
     def __init__(self, on_message: OnMessage, *, max_message_size: int = 65536,
@@ -107,7 +113,9 @@ class TransportLayer:
         self.tcp_max_msg_time = tcp_max_msg_time
         self.tcp_connect_timeout = tcp_connect_timeout
         self.max_write_buffer = max_write_buffer
-        self.ws_options = WsOptions()   # proto_ws's parameters (the core sets them before binding)
+        self.ws_options = WsOptions()    # proto_ws's parameters (the core sets them before binding)
+        self.wss_options = WsOptions()   # proto_wss's
+        self.wss_tls: TlsProvider | None = None   # the SSL contexts of wss listeners (proto_wss's)
         self._udp: dict[SocketInfo, UdpEndpoint] = {}
         self._tcp_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
         self._ws_servers: dict[SocketInfo, asyncio.AbstractServer] = {}
@@ -179,22 +187,23 @@ class TransportLayer:
             self._tcp_servers[info] = server
         elif proto == TLS:
             info = await self._bind_tls(host, port)
-        elif proto == WS:
-            info = await self._bind_ws(host, port)
+        elif proto in WS_PROTOCOLS:
+            info = await self._bind_ws(proto, host, port)
         else:
-            raise ValueError(f"unsupported transport {proto!r} (udp, tcp, tls and ws are)")
+            raise ValueError(f"unsupported transport {proto!r} (udp, tcp, tls, ws and wss are)")
         log.info("listening on %s", info.name)
         return info
 
-    async def _bind_tls(self, host: str, port: int) -> SocketInfo:
+    async def _bind_tls(self, host: str, port: int, sock: _socket.socket | None = None) -> SocketInfo:
         """A listening TCP socket whose connections start with a TLS handshake, with the context the
-        provider gives for it (OSError when there is no provider or no TLS domain for it)."""
+        provider gives for it (OSError when there is no provider or no TLS domain for it). `sock`: an
+        already bound socket to serve (adopt)."""
         if self.tls is None:
             raise OSError("tls sockets need proto_tls and tls_mgm loaded")
         holder: list[tuple[SocketInfo, ssl.SSLContext]] = []
         server = await asyncio.get_running_loop().create_server(
             lambda: TcpConnection(self, holder[0][0], outgoing=False, proto=TLS, tls_context=holder[0][1]),
-            host, port, reuse_address=True, start_serving=False)
+            start_serving=False, **_where(host, port, sock))
         info = SocketInfo(TLS, host, server.sockets[0].getsockname()[1])
         try:
             holder.append((info, self.tls.server_context(info)))
@@ -204,29 +213,45 @@ class TransportLayer:
         self._tcp_servers[info] = server
         return info
 
-    async def _bind_ws(self, host: str, port: int) -> SocketInfo:
-        """A WebSocket listener: a TCP server whose connections are WsConnections (wss later: the
-        same with ssl= given to create_server)."""
-        holder: list[SocketInfo] = []
-        options = self.ws_options
+    async def _bind_ws(self, proto: str, host: str, port: int,
+                       sock: _socket.socket | None = None) -> SocketInfo:
+        """A WebSocket listener: a TCP server whose connections are WsConnections; for wss each starts
+        with a TLS handshake, with the context the provider gives for the socket (OSError when there
+        is no provider or no TLS domain for it). `sock`: an already bound socket to serve (adopt)."""
+        holder: list[tuple[SocketInfo, ssl.SSLContext | None]] = []
+        options = self.wss_options if proto == WSS else self.ws_options
+        provider = self.wss_tls if proto == WSS else None
+        if proto == WSS and provider is None:
+            raise OSError("wss sockets need proto_wss and tls_mgm loaded")
         server = await asyncio.get_running_loop().create_server(
-            lambda: WsConnection(self, holder[0], options), host, port, reuse_address=True,
-            start_serving=False)
-        info = SocketInfo(WS, host, server.sockets[0].getsockname()[1])
-        holder.append(info)
+            lambda: WsConnection(self, holder[0][0], options, holder[0][1]), start_serving=False,
+            **_where(host, port, sock))
+        info = SocketInfo(proto, host, server.sockets[0].getsockname()[1])
+        context = None
+        if provider is not None:
+            try:
+                context = provider.server_context(info)
+            except LookupError as exc:
+                server.close()
+                raise OSError(str(exc.args[0] if exc.args else exc)) from None
+        holder.append((info, context))
         self._ws_servers[info] = server
         return info
 
-    async def adopt(self, sock: _socket.socket, *, read: bool = True) -> SocketInfo:
+    async def adopt(self, sock: _socket.socket, *, read: bool = True, proto: str | None = None) -> SocketInfo:
         """Take an already bound socket as a listening socket instead of binding one: a worker process
         adopts the UDP sockets and TCP listening sockets its supervisor bound before forking
         (docs/workers.md, section 1: every worker reads the same inherited fd). Not read until
         start_serving(), as bind(); `read=False`: a socket this worker only sends from (`use_workers K`
-        names fewer readers than workers), never read here. ValueError for another kind of socket."""
+        names fewer readers than workers), never read here. `proto`: what a listening stream socket
+        serves (tcp, tls, ws, wss; tcp when not given). ValueError for another kind of socket."""
         if sock.family not in (_socket.AF_INET, _socket.AF_INET6) or sock.type not in (
                 _socket.SOCK_DGRAM, _socket.SOCK_STREAM):
             raise ValueError(f"cannot adopt socket type {sock.type!r} of family {sock.family!r} (UDP and TCP "
                              "listening sockets)")
+        stream_proto = (proto or TCP).lower()
+        if sock.type == _socket.SOCK_STREAM and stream_proto not in (TCP, TLS, *WS_PROTOCOLS):
+            raise ValueError(f"cannot adopt a listening socket for {stream_proto!r} (tcp, tls, ws, wss)")
         sock.setblocking(False)
         host = bare_host(str(sock.getsockname()[0]))
         port = int(sock.getsockname()[1])
@@ -237,6 +262,10 @@ class TransportLayer:
             endpoint.info = info
             endpoint.shared = True
             self._udp[info] = endpoint
+        elif stream_proto == TLS:
+            info = await self._bind_tls(host, port, sock)
+        elif stream_proto in WS_PROTOCOLS:
+            info = await self._bind_ws(stream_proto, host, port, sock)
         else:
             holder: list[SocketInfo] = []
             server = await asyncio.get_running_loop().create_server(
@@ -305,7 +334,7 @@ class TransportLayer:
                 if stamped is not None:
                     msg.set_top_via(stamped)
                 source = Source(source.proto, source.socket, source.remote_host, source.remote_port,
-                                source.conn_id, reply_to)
+                                source.conn_id, reply_to, source.tls)
         except ParseError as exc:
             self.answer_malformed(data, exc.status, exc.reason, source, reply)
             return
@@ -472,7 +501,7 @@ class TransportLayer:
             return dest.socket
         want_v6 = is_ipv6(dest.host) if is_ip(dest.host) else None
         listeners: Iterable[SocketInfo] = self._udp if dest.proto == UDP else (
-            self._ws_servers if dest.proto == WS else self._tcp_servers)
+            self._ws_servers if dest.proto in WS_PROTOCOLS else self._tcp_servers)
         for info in listeners:
             if info.proto == dest.proto and (want_v6 is None or is_ipv6(info.host) == want_v6):
                 return info
@@ -498,9 +527,8 @@ class TransportLayer:
             if is_ip(dest.host):
                 self._udp_endpoint(dest).sendto(data, bare_host(dest.host), dest.port)
                 return
-        elif dest.proto in STREAM_PROTOCOLS:
-            relay = self.tcp_relay
-            if relay is not None and dest.conn_id is not None and relay(data, dest):
+        elif dest.proto in STREAM_PROTOCOLS or dest.proto in WS_PROTOCOLS:
+            if self._relayed(data, dest):
                 return
             conn = self._find_connection(dest)
             if conn is not None:
@@ -508,22 +536,26 @@ class TransportLayer:
                 return
             if self._to_acceptor(data, dest):
                 return
-        elif dest.proto == WS:
-            self._ws_connection(dest).write(data)
-            return
+            if dest.proto in WS_PROTOCOLS:
+                raise _no_ws_connection(dest)
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")
         self._spawn(self.deliver(data, dest), f"send to {dest}")
 
+    def _relayed(self, data: bytes, dest: Destination) -> bool:
+        """True when dest.conn_id names another worker's connection and the bytes went to it."""
+        relay = self.tcp_relay
+        return relay is not None and dest.conn_id is not None and relay(data, dest)
+
     def _to_acceptor(self, data: bytes, dest: Destination) -> bool:
         """A worker that accepts no TCP connection, sending to a peer it has no connection to: the
-        worker that accepts them may hold one (a phone connected to us, reachable by nothing else), so
-        the bytes go there (docs/workers.md 4: it writes on its connection to that address, or opens
-        one). True when handed over."""
+        worker that accepts them may hold one (a phone connected to us, a browser's WebSocket: reachable
+        by nothing else), so the bytes go there (docs/workers.md 4: it writes on its connection to that
+        address, or opens one - never a WebSocket one). True when handed over."""
         acceptor, relay = self.tcp_acceptor, self.tcp_relay
         if acceptor is None or relay is None or dest.conn_id is not None:
             return False
-        return relay(data, Destination(TCP, dest.host, dest.port, acceptor, dest.socket))
+        return relay(data, Destination(dest.proto, dest.host, dest.port, acceptor, dest.socket))
 
     async def deliver(self, data: bytes, dest: Destination) -> None:
         """Send, resolving the host and opening a TCP connection when needed; TransportError when the
@@ -536,28 +568,18 @@ class TransportLayer:
                 host = await self._resolve(host, dest.port)
                 dest = Destination(UDP, host, dest.port, socket=dest.socket)
             self._udp_endpoint(dest).sendto(data, host, dest.port)
-        elif dest.proto in STREAM_PROTOCOLS:
-            relay = self.tcp_relay
-            if relay is not None and dest.conn_id is not None and relay(data, dest):
+        elif dest.proto in STREAM_PROTOCOLS or dest.proto in WS_PROTOCOLS:
+            if self._relayed(data, dest):
                 return
             conn = self._find_connection(dest)
             if conn is None and self._to_acceptor(data, dest):
                 return
+            if conn is None and dest.proto in WS_PROTOCOLS:
+                raise _no_ws_connection(dest)
             conn = conn or await self._open_connection(dest)
             conn.write(data)
-        elif dest.proto == WS:
-            self._ws_connection(dest).write(data)
         else:
             raise TransportError(f"unsupported transport {dest.proto!r}")
-
-    def _ws_connection(self, dest: Destination) -> Connection:
-        """The open WebSocket connection for `dest` (its conn_id, else its address): we never open
-        one (RFC 7118 clients are browsers and phones that connect to us)."""
-        conn = self._find_connection(dest)
-        if conn is None:
-            raise TransportError(f"no open WebSocket connection to {dest} (routescript does not open "
-                                 "WebSocket connections)")
-        return conn
 
     async def _resolve(self, host: str, port: int) -> str:
         """A-record lookup for a UDP destination (no NAPTR/SRV: see the report)."""
@@ -617,7 +639,7 @@ class TransportLayer:
         dest = request_destination(uri, socket=socket)
         if dest.proto == TLS and self.tls is None:
             raise TransportError(f"cannot reach {uri}: TLS needs proto_tls and tls_mgm loaded")
-        if dest.proto not in (UDP, TCP, TLS, WS):
+        if dest.proto not in (UDP, TCP, TLS, WS, WSS):
             raise TransportError(f"cannot reach {uri}: transport {dest.proto!r} is not supported")
         return dest
 
@@ -669,6 +691,20 @@ class TransportLayer:
         self._conns.clear()
         self._by_remote.clear()
         self._accepted_per_ip.clear()
+
+
+def _no_ws_connection(dest: Destination) -> TransportError:
+    """We never open a WebSocket connection (RFC 7118 clients are browsers and phones that connect to
+    us): a request for a ws/wss destination with no open connection fails with this."""
+    return TransportError(f"no open WebSocket connection to {dest} (routescript does not open "
+                          "WebSocket connections)")
+
+
+def _where(host: str, port: int, sock: _socket.socket | None) -> dict[str, Any]:
+    """create_server's arguments for a listener: the given bound socket, else host and port to bind."""
+    if sock is not None:
+        return {"sock": sock}
+    return {"host": host, "port": port, "reuse_address": True}
 
 
 def _bind_udp(host: str, port: int) -> _socket.socket:

@@ -15,6 +15,8 @@ from routescript.transport.address import (
     DEFAULT_SIPS_PORT,
     TLS,
     UDP,
+    WS,
+    WSS,
     Destination,
     SocketInfo,
     Source,
@@ -85,7 +87,8 @@ def request_destination(uri: SipURI, *, default_transport: str = UDP, socket: So
     """Where a request for `uri` (a Request-URI, or the URI of its first Route) goes: RFC 3263 4 for a
     numeric host without NAPTR/SRV.
 
-    Transport from ;transport=, else TLS for sips:, else `default_transport` (UDP, or for a dialog the
+    Transport from ;transport= (ws is wss for a sips: URI or a dialog over wss), else TLS for sips:, else
+    `default_transport` (UDP, or for a dialog the
     transport its request came over: a watcher that subscribed over TCP without ";transport=tcp" in
     its Contact listens on TCP only). ;maddr= overrides the host; the port defaults to 5060 (5061 for
     TLS). `socket` is the preferred local socket, used when it has the same transport; `conn_id` the
@@ -93,6 +96,11 @@ def request_destination(uri: SipURI, *, default_transport: str = UDP, socket: So
     the chosen stream transport. Whether the transport is one we support is the sender's question:
     the transport layer refuses the rest when it sends."""
     transport = (uri.param("transport") or (TLS if uri.scheme == "sips" else default_transport)).lower()
+    if transport == WS and (uri.scheme == "sips" or conn_transport == WSS):
+        # RFC 7118 registers only "ws" as a URI transport (5.2: a sips URI with transport=ws is reached
+        # over WSS), and browsers write ";transport=ws" in Contacts they send over wss: the wss
+        # connection it came on is what reaches it.
+        transport = WSS
     host = uri.param("maddr") or uri.host
     port = uri.port or (DEFAULT_SIPS_PORT if transport == TLS else DEFAULT_SIP_PORT)
     conn = conn_id if transport == conn_transport and transport != UDP else None

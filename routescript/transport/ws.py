@@ -1,4 +1,5 @@
-"""One accepted WebSocket connection (socket=ws:IP:PORT): the asyncio adapter around a WsSession.
+"""One accepted WebSocket connection (socket=ws:IP:PORT, socket=wss:IP:PORT): the asyncio adapter around
+a WsSession, with TLS underneath for wss.
 
 A WebSocket connection is a SIP flow like a TCP connection: it has a connection id, sits in the
 transport layer's connection table (tcp_max_connections and tcp_max_connections_per_ip count it, as
@@ -14,21 +15,25 @@ A connection with no traffic for the layer's tcp_idle_timeout is closed with clo
 that leaves our writes unread for `send_timeout` (OpenSIPS's ws_send_timeout) once the write buffer
 is over its high-water mark is cut off, as is one over max_write_buffer.
 
-For wss (a later step), the listener is the same with an ssl.SSLContext given to create_server: this
-class sees decrypted bytes only.
+wss: the listener gives each connection the SSL context tls_mgm has for the socket, and the
+connection runs TLS on its bytes with a TlsStream (sans-IO, as proto_tls's connections: every failed
+handshake is ours to log, which asyncio's own TLS transport would drop silently). The TLS handshake
+must end within `tls_handshake_timeout` of the accept (proto_wss's wss_tls_handshake_timeout, as
+proto_tls's timer); the WebSocket session above sees plaintext only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from routescript.transport.address import WS, SocketInfo, Source, host_for_uri
+from routescript.transport.address import SocketInfo, Source, host_for_uri
 from routescript.transport.errors import TransportError
-from routescript.transport.tls import TlsSession
+from routescript.transport.tls import TlsSession, TlsStream, handshake_failure
 from routescript.transport.wssession import WsPolicy, WsSession
 
 log = logging.getLogger("routescript.transport")
@@ -36,13 +41,14 @@ log = logging.getLogger("routescript.transport")
 
 @dataclass(frozen=True, slots=True)
 class WsOptions:
-    """The proto_ws module's settings for every ws listener (defaults: OpenSIPS's)."""
+    """The proto_ws (proto_wss) module's settings for every ws (wss) listener (defaults: OpenSIPS's)."""
 
     max_msg_chunks: int = 4
     require_origin: bool = True
     allowed_origins: tuple[str, ...] = ()
     handshake_timeout: float = 0.1   # seconds (ws_handshake_timeout, 100 ms)
     send_timeout: float = 0.1        # seconds (ws_send_timeout, 100 ms)
+    tls_handshake_timeout: float = 0.1   # seconds, wss only (proto_wss's wss_tls_handshake_timeout)
 
     def policy(self, max_message_size: int) -> WsPolicy:
         return WsPolicy(max_message_size, self.max_msg_chunks, self.require_origin, self.allowed_origins)
@@ -67,22 +73,26 @@ class WsOwner(Protocol):
 
 class _WsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[ws#{self.extra['conn_id']} {self.extra['peer']}] {msg}", kwargs  # type: ignore[index]
+        extra = self.extra
+        return f"[{extra['proto']}#{extra['conn_id']} {extra['peer']}] {msg}", kwargs  # type: ignore[index]
 
 
 class WsConnection(asyncio.Protocol):
-    """An accepted WebSocket connection on listener `info`. The attributes the layer's connection
-    table reads are TcpConnection's: conn_id, proto, tls, source, info, outgoing, closed, open, write,
-    close."""
+    """An accepted WebSocket connection on listener `info` (ws, or wss with `tls_context`: the SSL
+    context its TLS handshake starts with). The attributes the layer's connection table reads are
+    TcpConnection's: conn_id, proto, tls, source, info, outgoing, closed, open, write, close."""
 
     outgoing = False
-    proto = WS
-    tls: TlsSession | None = None   # ws only (wss would carry its session here)
 
-    def __init__(self, layer: WsOwner, info: SocketInfo, options: WsOptions) -> None:
+    def __init__(self, layer: WsOwner, info: SocketInfo, options: WsOptions,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.layer = layer
         self.info = info
+        self.proto = info.proto   # ws or wss
         self.options = options
+        self.tls_context = tls_context
+        self.tls: TlsSession | None = None   # wss: the established session's facts
+        self._tls_stream: TlsStream | None = None
         self.session = WsSession(options.policy(layer.max_message_size))
         self.conn_id = 0
         self.source: Source | None = None
@@ -90,7 +100,8 @@ class WsConnection(asyncio.Protocol):
         self.closed = False
         self.last_activity = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self.log: logging.LoggerAdapter = _WsLog(log, {"conn_id": "?", "peer": "?"})  # type: ignore[type-arg]
+        self.log: logging.LoggerAdapter = _WsLog(  # type: ignore[type-arg]
+            log, {"proto": self.proto, "conn_id": "?", "peer": "?"})
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -99,8 +110,9 @@ class WsConnection(asyncio.Protocol):
         self.transport = stream
         peer = transport.get_extra_info("peername")
         self.conn_id = self.layer.next_conn_id()
-        self.log = _WsLog(log, {"conn_id": self.conn_id, "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
-        self.source = Source(WS, self.info, peer[0], peer[1], self.conn_id)
+        self.log = _WsLog(log, {"proto": self.proto, "conn_id": self.conn_id,
+                                "peer": f"{host_for_uri(peer[0])}:{peer[1]}"})
+        self.source = Source(self.proto, self.info, peer[0], peer[1], self.conn_id)
         self.layer.tune_connection(stream)
         if not self.layer.admit_connection(self):
             self.closed = True
@@ -111,11 +123,19 @@ class WsConnection(asyncio.Protocol):
         self.layer.connection_opened(self)
         self._touch()
         self._arm("idle", self.layer.tcp_idle_timeout, self._check_idle)
+        if self.tls_context is not None:
+            self._tls_stream = TlsStream(self.tls_context, server_side=True)
+            self._arm("tls", self.options.tls_handshake_timeout, self._tls_late)
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self.source is None:
             return
         self._touch()
+        if self._tls_stream is not None:
+            plain = self._decrypt(data)
+            if not plain:
+                return
+            data = plain
         try:
             if self.session.handshaking and "handshake" not in self._timers:
                 self._arm("handshake", self.options.handshake_timeout, self._handshake_late)
@@ -129,6 +149,48 @@ class WsConnection(asyncio.Protocol):
         except Exception:  # nothing may stop the connection's reader
             self.log.exception("error handling received data")
         self._flush()
+
+    # --- TLS (wss) ------------------------------------------------------------------------------
+
+    def _decrypt(self, data: bytes) -> bytes | None:
+        """The plaintext in `data` (b"" while the handshake runs); None when TLS failed (closed)."""
+        tls = self._tls_stream
+        assert tls is not None and self.transport is not None
+        was_established = tls.established
+        try:
+            plain = tls.receive(data)
+        except ssl.SSLError as exc:
+            self.transport.write(tls.pending())   # the alert that tells the peer why
+            self._tls_failed(exc)
+            return None
+        self.transport.write(tls.pending())
+        if not was_established and tls.established:
+            self._disarm("tls")
+            self.tls = TlsSession.of(tls.ssl)
+            self.log.debug("%s, %s", self.tls.version, self.tls.cipher)
+        if tls.closed:   # close_notify: the peer is done
+            self.session.feed_eof()
+            self._flush()
+        return plain
+
+    def _tls_failed(self, exc: BaseException) -> None:
+        """One log line saying why TLS failed (rate-limited per address before the session is up: a
+        scanner must not flood the log), and the connection closed after the alert."""
+        established = self._tls_stream is not None and self._tls_stream.established
+        _kind, why = handshake_failure(exc, self.options.tls_handshake_timeout)
+        if established:
+            self.log.info("closing: %s", why)
+        else:
+            self.layer.log_connection(self, _kind, "closing WSS connection from %s: %s", self.source, why)
+        self.closed = True
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _tls_late(self) -> None:
+        self._timers.pop("tls", None)
+        if not self.closed and self._tls_stream is not None and not self._tls_stream.established:
+            self._tls_failed(TimeoutError())
 
     def eof_received(self) -> bool:
         self.session.feed_eof()
@@ -159,12 +221,12 @@ class WsConnection(asyncio.Protocol):
         """Send one SIP message on this connection; TransportError when it is closed or not open yet
         (handshake), or the peer does not read."""
         if not self.open:
-            raise TransportError(f"ws connection #{self.conn_id} is not open")
+            raise TransportError(f"{self.proto} connection #{self.conn_id} is not open")
         assert self.transport is not None
         if self.transport.get_write_buffer_size() + len(data) > self.layer.max_write_buffer:
             self.log.warning("closing: peer does not read (write buffer full)")
             self.transport.abort()
-            raise TransportError(f"ws connection #{self.conn_id}: write buffer full")
+            raise TransportError(f"{self.proto} connection #{self.conn_id}: write buffer full")
         self.session.send(data)
         self._flush()
         self._touch()
@@ -188,6 +250,13 @@ class WsConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         out = self.session.outgoing()
+        tls = self._tls_stream
+        if out and tls is not None:
+            if not tls.established or tls.closed:   # nothing can be written before or after the session
+                out = b""
+            else:
+                tls.send(out)
+                out = tls.pending()
         if out:
             transport.write(out)
         if self.session.eof and not self.closed:

@@ -108,7 +108,7 @@ def after_fork(slot: int, supervisor_sockets: Iterable[socket.socket], superviso
     gc.freeze()   # what the supervisor made stays in shared pages (copy-on-write)
 
 
-def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
+def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool, str]],
                control: socket.socket, node: WorkerNode | None = None) -> int:
     """The worker's whole life on a new event loop; its exit status."""
     loop = asyncio.new_event_loop()
@@ -119,7 +119,8 @@ def run_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[so
         loop.close()
 
 
-async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[tuple[socket.socket, bool]],
+async def serve_worker(server: Server, slot: int, epoch: int,
+                       sockets: Sequence[tuple[socket.socket, bool, str]],
                        control: socket.socket, node: WorkerNode | None = None) -> int:
     channel = await ControlChannel.open(control)
     _forget_supervisor_mi(server)
@@ -136,7 +137,7 @@ async def serve_worker(server: Server, slot: int, epoch: int, sockets: Sequence[
         channel.send(StartFailed(slot, f"w{slot}: start-up failed: {type(exc).__name__}: {exc}"))
         await channel.drain()
         return 1
-    reading = [s.name for s, (_, read) in zip(server.sockets, sockets, strict=False) if read]
+    reading = [s.name for s, (_, read, _proto) in zip(server.sockets, sockets, strict=False) if read]
     log.info("w%d (epoch %d) started: reading %s", slot, epoch, ", ".join(reading) or "nothing")
     channel.send(Ready(slot, os.getpid()))
     stop = asyncio.Event()

@@ -1,8 +1,10 @@
 """What workers send each other through their inboxes: small frozen values, each one datagram of
 one-byte kind + fixed struct header + variable parts (never pickle: a datagram is data, not code).
 
-    Handoff  b"H"  a SIP message read by one worker for another: its Source, when it was read, its bytes
-    TcpSend  b"T"  bytes to write on a TCP connection the receiving worker holds (docs/workers.md 4)
+    Handoff  b"H"  a SIP message read by one worker for another: its Source (with the TLS session of a tls
+                   or wss connection), when it was read, its bytes
+    TcpSend  b"T"  bytes to write on a TCP, TLS or WebSocket connection the receiving worker holds
+                   (docs/workers.md 4)
     Announce b"A"  a change-feed notification (db_key, channel, payload) (docs/workers.md 3, feed B)
     Resync   b"R"  "you may have missed announcements": re-read what your watchers follow
 
@@ -15,13 +17,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from routescript.sip.address import TCP, UDP, SocketInfo, Source
+from routescript.sip.address import TCP, TLS, UDP, WS, WSS, SocketInfo, Source
+from routescript.transport.tls import TlsSession
 
 __all__ = ["MAX_DATAGRAM", "MAX_PAYLOAD", "Announce", "Handoff", "InboxMessage", "MessageDecodeError",
            "Resync", "TcpSend", "decode", "encode", "encode_handoff"]
 
 MAX_PAYLOAD = 65536                 # the largest SIP message (TransportLayer.max_message_size default)
-MAX_DATAGRAM = MAX_PAYLOAD + 1024   # with the biggest header: two hosts of at most 255 bytes and change
+MAX_PEER_CERT = 16384               # the largest peer certificate (DER) a Handoff carries
+# with the biggest header: two hosts of at most 255 bytes, a TLS session's names and certificate
+MAX_DATAGRAM = MAX_PAYLOAD + 2048 + MAX_PEER_CERT
 
 
 class MessageDecodeError(ValueError):
@@ -30,6 +35,9 @@ class MessageDecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
+    """`source.tls`: the session of the TLS (tls, wss) connection the message came over, which only the
+    reading worker holds: the owner's $tls_* pseudo-variables and is_peer_verified read it there."""
+
     source: Source      # as the reading worker built it (conn_id global: slot << 48 | local id)
     arrived: float      # time.monotonic() when read: one clock for every process on Linux
     data: bytes
@@ -38,12 +46,14 @@ class Handoff:
 @dataclass(frozen=True, slots=True)
 class TcpSend:
     """Write `data` on connection `conn_id`; when it is closed, send to remote_host:remote_port over
-    another connection (the fallback a closed connection gets in one process)."""
+    another connection of transport `proto` (the fallback a closed connection gets in one process: a
+    new TCP or TLS connection; a ws/wss peer is reached only by a connection it opened)."""
 
     conn_id: int
     data: bytes
     remote_host: str = ""
     remote_port: int = 0
+    proto: str = TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +70,16 @@ class Resync:
 
 InboxMessage = Handoff | TcpSend | Announce | Resync
 
-_PROTO_CODES = {UDP: 0, TCP: 1}
-_PROTOS = (UDP, TCP)
-# Handoff: proto, socket proto, socket port, remote port, conn_id + 1 (0: none), arrived,
-#          socket host length, remote host length; then the two hosts and the message.
+_PROTOS = (UDP, TCP, TLS, WS, WSS)
+_PROTO_CODES = {proto: code for code, proto in enumerate(_PROTOS)}
+_WITH_TLS = 0x80   # in a Handoff's proto byte: a TLS session follows the hosts
+# Handoff: proto (| _WITH_TLS), socket proto, socket port, remote port, conn_id + 1 (0: none), arrived,
+#          socket host length, remote host length; then the two hosts, the TLS session, the message.
 _HANDOFF = struct.Struct("!BBHHQdBB")
-_TCP_SEND = struct.Struct("!QHB")         # conn_id, fallback port, fallback host length; host; data
+# TLS session: version, cipher, description, domain lengths, bits, certificate length (0: none), flags
+_TLS_SESSION = struct.Struct("!BBBBHHB")
+_VERIFIED, _SERVER_SIDE = 1, 2
+_TCP_SEND = struct.Struct("!QHBB")        # conn_id, fallback port, fallback host length, proto; host; data
 _ANNOUNCE = struct.Struct("!HH")          # db_key length, channel length; db_key, channel, payload
 _KINDS = {b"H"[0]: "Handoff", b"T"[0]: "TcpSend", b"A"[0]: "Announce", b"R"[0]: "Resync"}
 
@@ -87,7 +101,8 @@ def _encode(message: InboxMessage) -> bytes:
         out = encode_handoff(message.source, message.arrived, message.data)
     elif isinstance(message, TcpSend):
         host = _host_bytes(message.remote_host)
-        out = b"T" + _TCP_SEND.pack(message.conn_id, message.remote_port, len(host)) + host + message.data
+        out = b"T" + _TCP_SEND.pack(message.conn_id, message.remote_port, len(host),
+                                    _proto_code(message.proto)) + host + message.data
     elif isinstance(message, Announce):
         key, channel = message.db_key.encode(), message.channel.encode()
         out = b"A" + _ANNOUNCE.pack(len(key), len(channel)) + key + channel + message.payload.encode()
@@ -102,14 +117,32 @@ def encode_handoff(source: Source, arrived: float, data: bytes) -> bytes:
     """encode(Handoff(source, arrived, data)) without making the Handoff: the dispatcher's path for
     every message it hands over. ValueError (or struct.error, from encode: ValueError) as encode."""
     socket = source.socket
-    if source.proto not in _PROTO_CODES or socket.proto not in _PROTO_CODES:
-        raise ValueError(f"cannot hand off a message from {source.proto}/{socket.proto}")
+    proto, socket_proto = _proto_code(source.proto), _proto_code(socket.proto)
     socket_host, remote_host = socket.host.encode(), source.remote_host.encode()
+    session = b"" if source.tls is None else _encode_session(source.tls)
     # Over 255 bytes: the struct's "B" fields refuse it (struct.error).
     conn = 0 if source.conn_id is None else source.conn_id + 1
-    header = _HANDOFF.pack(_PROTO_CODES[source.proto], _PROTO_CODES[socket.proto], socket.port,
+    header = _HANDOFF.pack(proto | (_WITH_TLS if session else 0), socket_proto, socket.port,
                            source.remote_port, conn, arrived, len(socket_host), len(remote_host))
-    return b"H" + header + socket_host + remote_host + data
+    return b"H" + header + socket_host + remote_host + session + data
+
+
+def _proto_code(proto: str) -> int:
+    code = _PROTO_CODES.get(proto)
+    if code is None:
+        raise ValueError(f"cannot hand off a message of transport {proto!r}")
+    return code
+
+
+def _encode_session(session: TlsSession) -> bytes:
+    cert = session.peer_cert or b""
+    if len(cert) > MAX_PEER_CERT:
+        raise ValueError(f"a peer certificate of {len(cert)} bytes (at most {MAX_PEER_CERT})")
+    names = [session.version.encode(), session.cipher.encode(), session.description.encode(),
+             session.domain.encode()]
+    flags = (_VERIFIED if session.verified else 0) | (_SERVER_SIDE if session.server_side else 0)
+    head = _TLS_SESSION.pack(*(len(n) for n in names), session.bits, len(cert), flags)
+    return head + b"".join(names) + cert
 
 
 def _host_bytes(host: str) -> bytes:
@@ -130,10 +163,12 @@ def decode(datagram: bytes) -> InboxMessage:
         if kind == "Handoff":
             return _decode_handoff(datagram)
         if kind == "TcpSend":
-            conn_id, port, host_len = _TCP_SEND.unpack_from(datagram, 1)
+            conn_id, port, host_len, proto = _TCP_SEND.unpack_from(datagram, 1)
+            if proto >= len(_PROTOS):
+                raise MessageDecodeError(f"TcpSend with unknown transport code {proto}")
             at = 1 + _TCP_SEND.size
             host = _text(datagram, at, host_len, "TcpSend host")
-            return TcpSend(conn_id, datagram[at + host_len:], host, port)
+            return TcpSend(conn_id, datagram[at + host_len:], host, port, _PROTOS[proto])
         if kind == "Announce":
             key_len, channel_len = _ANNOUNCE.unpack_from(datagram, 1)
             at = 1 + _ANNOUNCE.size
@@ -150,14 +185,39 @@ def decode(datagram: bytes) -> InboxMessage:
 def _decode_handoff(datagram: bytes) -> Handoff:
     proto, socket_proto, socket_port, remote_port, conn, arrived, socket_len, remote_len = (
         _HANDOFF.unpack_from(datagram, 1))
+    with_tls, proto = bool(proto & _WITH_TLS), proto & ~_WITH_TLS
     if proto >= len(_PROTOS) or socket_proto >= len(_PROTOS):
         raise MessageDecodeError(f"Handoff with unknown transport codes {proto}/{socket_proto}")
     at = 1 + _HANDOFF.size
     socket_host = _text(datagram, at, socket_len, "Handoff socket host")
     remote_host = _text(datagram, at + socket_len, remote_len, "Handoff remote host")
+    at += socket_len + remote_len
+    session = None
+    if with_tls:
+        session, at = _decode_session(datagram, at)
     socket = SocketInfo(_PROTOS[socket_proto], socket_host, socket_port)
-    source = Source(_PROTOS[proto], socket, remote_host, remote_port, None if conn == 0 else conn - 1)
-    return Handoff(source, arrived, datagram[at + socket_len + remote_len:])
+    source = Source(_PROTOS[proto], socket, remote_host, remote_port, None if conn == 0 else conn - 1,
+                    tls=session)
+    return Handoff(source, arrived, datagram[at:])
+
+
+def _decode_session(datagram: bytes, at: int) -> tuple[TlsSession, int]:
+    """The TLS session at `at`, and where the message starts after it."""
+    *lengths, bits, cert_len, flags = _TLS_SESSION.unpack_from(datagram, at)
+    at += _TLS_SESSION.size
+    names = []
+    for length, what in zip(lengths, ("version", "cipher", "description", "domain"), strict=True):
+        names.append(_text(datagram, at, length, f"Handoff TLS {what}"))
+        at += length
+    if at + cert_len > len(datagram):
+        raise MessageDecodeError(f"Handoff TLS certificate runs past the end of a {len(datagram)}-byte "
+                                 "datagram")
+    cert = datagram[at:at + cert_len] or None
+    version, cipher, description, domain = names
+    session = TlsSession(version=version, cipher=cipher, description=description, bits=bits, peer_cert=cert,
+                         verified=bool(flags & _VERIFIED), domain=domain,
+                         server_side=bool(flags & _SERVER_SIDE))
+    return session, at + cert_len
 
 
 def _text(datagram: bytes, at: int, length: int, what: str) -> str:

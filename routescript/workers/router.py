@@ -7,11 +7,13 @@ receive path with the Source the reader built (its socket is inherited by every 
 leaves from the address the peer sent to); a TcpSend is written on the connection we hold; Announce and
 Resync go to the change feed's callbacks.
 
-TCP connections belong to the worker that accepted or opened them (docs/workers.md section 4); conn_ids
-are global (the layer is made with conn_id_base(slot)), so a send to another worker's connection is
-relayed as TcpSend (`relay_tcp`, the layer's tcp_relay hook). The holder writes it, or, when the
-connection has closed meanwhile, sends to its remote address over another connection: the fallback a
-closed connection gets in one process.
+TCP, TLS and WebSocket (ws, wss) connections belong to the worker that accepted or opened them
+(docs/workers.md section 4); conn_ids are global (the layer is made with conn_id_base(slot)), so a send
+to another worker's connection is relayed as TcpSend (`relay_tcp`, the layer's tcp_relay hook). The
+holder writes it (framing and encryption happen there), or, when the connection has closed meanwhile,
+sends to its remote address over another connection: the fallback a closed connection gets in one
+process (a new TCP or TLS connection; none for ws/wss, which only the peer opens). A message read on a
+TLS connection is handed over with the connection's TLS session in its Source, for the owner's $tls_*.
 
 A full inbox (the owner is not keeping up) is never waited for: a request other than ACK is answered
 503 with Retry-After here, a response or ACK is dropped (the peer retransmits); both counted and logged
@@ -20,6 +22,7 @@ at most once a second.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import time
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 
 from routescript.sip import ParseError, SIPRequest, build_reply, parse_message
 from routescript.sip.peek import PeekedKeys, keys_from_message, peek_keys
-from routescript.transport import TCP, Destination, Source, TransportError, TransportLayer, stamp_via
+from routescript.transport import TLS, Destination, Source, TransportError, TransportLayer, stamp_via
+from routescript.transport.address import WSS
 from routescript.transport.layer import Reply
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.workers.dispatch import Affinity, SlotTable, conn_id_slot, owner_slot
@@ -117,6 +121,8 @@ class WorkerDispatcher:
             self._reader.read_ready()
             self.layer.receive(data, source, reply)
             return
+        if source.proto in (TLS, WSS) and source.tls is None:
+            source = dataclasses.replace(source, tls=self.layer.tls_session(source.conn_id))
         try:
             datagram = encode_handoff(source, self.clock(), data)
         except (ValueError, struct.error) as exc:   # a Source we cannot encode: our bug, not the peer's
@@ -207,9 +213,10 @@ class WorkerDispatcher:
             return
         self.counters.tcp_fallback += 1
         try:
-            self.layer.send(message.data, Destination(TCP, message.remote_host, message.remote_port))
+            self.layer.send(message.data,
+                            Destination(message.proto, message.remote_host, message.remote_port))
         except TransportError as exc:
-            log.info("relayed send for closed tcp#%d to %s:%d failed: %s", message.conn_id,
+            log.info("relayed send for closed %s#%d to %s:%d failed: %s", message.proto, message.conn_id,
                      message.remote_host, message.remote_port, exc)
 
     # --- sending to another worker's connection -------------------------------------------------------
@@ -228,7 +235,7 @@ class WorkerDispatcher:
         if target == self.slot:
             return False
         try:
-            self.inboxes[target].send(TcpSend(conn_id, data, dest.host, dest.port))
+            self.inboxes[target].send(TcpSend(conn_id, data, dest.host, dest.port, dest.proto))
         except InboxError as exc:
             raise TransportError(f"tcp connection #{conn_id} of worker {holder}: {exc}") from None
         self.counters.tcp_relayed += 1

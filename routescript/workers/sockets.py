@@ -54,9 +54,10 @@ class WorkerSockets:
                                         spec.pos)]) from None
         return cls(bound)
 
-    def of(self, slot: int) -> list[tuple[socket.socket, bool]]:
-        """What worker `slot` adopts: every socket (it sends from any), each with whether it reads it."""
-        return [(b.sock, slot < b.readers) for b in self.bound]
+    def of(self, slot: int) -> list[tuple[socket.socket, bool, str]]:
+        """What worker `slot` adopts: every socket (it sends from any), each with whether it reads it and
+        the transport it serves (udp, tcp, tls, ws, wss: a listening stream socket does not say)."""
+        return [(b.sock, slot < b.readers, b.spec.proto) for b in self.bound]
 
     def names_read_by(self, slot: int) -> list[str]:
         return [b.name for b in self.bound if slot < b.readers]

@@ -1,4 +1,5 @@
-"""PUBLISH (RFC 3903) against `routescript run examples/presence.cfg`, over UDP and TCP: store, refresh,
+"""PUBLISH (RFC 3903) against `routescript run examples/presence.cfg`, over UDP and TCP (the life cycle
+over TLS, WS and WSS too): store, refresh,
 modify, remove, 412, 400, 489, default and capped Expires, bad bodies, retransmissions, concurrency,
 Sender, E_PRESENCE_PUBLISH."""
 
@@ -9,7 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import RunningServer, free_port, presence_cfg, run_server, workers  # noqa: F401 - a fixture
+from presence_e2e import (ALL_PROTOS, RunningServer, SecureListeners, free_port, presence_cfg,  # noqa: F401
+                          run_server, workers)
 from presence_e2e import Srv as PresenceSrv
 
 from routescript.testing import SipTestClient, pidf
@@ -23,8 +25,8 @@ ALLOW_EVENTS = "dialog;sla, presence.winfo, presence"
 
 
 class Srv(PresenceSrv):
-    def __init__(self, server: RunningServer, port: int, db: TestDb) -> None:
-        super().__init__(server, port)
+    def __init__(self, server: RunningServer, port: int, db: TestDb, secure: SecureListeners) -> None:
+        super().__init__(server, port, secure)
         self.db = db
 
     def rows(self, user: str) -> list[tuple[str, int, bytes]]:
@@ -37,9 +39,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[], Tes
     tmp = tmp_path_factory.mktemp("publish")
     port = free_port()
     db = presence_dbs()
-    cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_publish": 900}, workers=workers)
+    secure = SecureListeners.make(tmp)
+    cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_publish": 900}, workers=workers,
+                       secure=secure)
     with run_server(cfg, tmp) as server:
-        yield Srv(server, port, db)
+        yield Srv(server, port, db, secure)
 
 
 async def subscribe(srv: Srv, watcher: SipTestClient, user: str):
@@ -67,10 +71,10 @@ async def test_server_address_is_the_contact_of_the_200_to_publish(srv: Srv, pro
         assert resp.header("Contact") == f"<sip:presence@127.0.0.1:{srv.port}{suffix}>"
 
 
-@pytest.mark.parametrize("proto", ["udp", "tcp"])
+@pytest.mark.parametrize("proto", ALL_PROTOS)
 async def test_publish_life_cycle(srv: Srv, proto: str) -> None:
     user = f"carol{proto}"
-    async with await srv.client(user, proto) as carol, await srv.client("dave", proto) as dave:
+    async with await srv.client(user, proto) as carol, await srv.client(f"dave{proto}", proto) as dave:
         dave.auto_reply["NOTIFY"] = 200
         sub, first = await subscribe(srv, dave, user)
         assert first.body == b""                        # nothing published yet: no body

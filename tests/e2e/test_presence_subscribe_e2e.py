@@ -1,6 +1,7 @@
 """SUBSCRIBE / NOTIFY (RFC 6665, RFC 3856) against `routescript run examples/presence.cfg`, over UDP and
-TCP: dialog creation, 200/202, fetch, refresh, unsubscribe, 481, 489, capped Expires, NOTIFY headers,
-route set, CSeq, UDP retransmission, TCP connection reuse, 481/408 answers ending the subscription."""
+TCP (the dialog life cycle over TLS, WS and WSS too): dialog creation, 200/202, fetch, refresh,
+unsubscribe, 481, 489, capped Expires, NOTIFY headers, route set, CSeq, UDP retransmission, TCP
+connection reuse, 481/408 answers ending the subscription."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from presence_e2e import Srv, free_port, presence_cfg, run_server, workers  # noqa: F401 - a fixture
+from presence_e2e import (ALL_PROTOS, SecureListeners, Srv, free_port, presence_cfg, run_server,  # noqa: F401
+                          workers)
 
 from routescript.testing import pidf
 
@@ -23,10 +25,11 @@ def _server(tmp_path_factory: pytest.TempPathFactory, name: str, db: TestDb, n_w
             **presence: object) -> Iterator[Srv]:
     tmp = tmp_path_factory.mktemp(name)
     port = free_port()
+    secure = SecureListeners.make(tmp)
     cfg = presence_cfg(tmp, port, db_url=db.url, presence={"max_expires_subscribe": 900, **presence},
-                       tm={"fr_timeout": 1}, workers=n_workers)
+                       tm={"fr_timeout": 1}, workers=n_workers, secure=secure)
     with run_server(cfg, tmp) as server:
-        yield Srv(server, port)
+        yield Srv(server, port, secure)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +44,17 @@ def srv_keep(tmp_path_factory: pytest.TempPathFactory, presence_dbs: Callable[[]
     yield from _server(tmp_path_factory, "keep", presence_dbs(), workers, end_sub_on_timeout=0)
 
 
-@pytest.mark.parametrize("proto", ["udp", "tcp"])
+@pytest.mark.parametrize("proto", ALL_PROTOS)
 async def test_subscribe_dialog_life_cycle(srv: Srv, proto: str) -> None:
+    """Over every transport; over tls, ws and wss the NOTIFYs come back on bob's connection, written by
+    the worker that accepted it whichever worker owns the subscription."""
     user = f"alice{proto}"
-    async with await srv.client(user, proto) as alice, await srv.client("bob", proto) as bob:
+    async with await srv.client(user, proto) as alice, await srv.client(f"bob{proto}", proto) as bob:
         pub = alice.publish(srv.uri(user), pidf(alice.aor, note="Here"))
         assert (await alice.send_request(pub)).status == 200
         sub = bob.subscribe(srv.uri(user), expires=600, accept="application/pidf+xml")
         resp = await bob.send_request(sub)
-        suffix = ";transport=tcp" if proto == "tcp" else ""
+        suffix = "" if proto == "udp" else f";transport={proto}"
         assert (resp.status, resp.reason, resp.header("Expires")) == (200, "OK", "600")
         assert resp.to.tag and resp.header("Contact") == f"<sip:presence@127.0.0.1:{srv.port}{suffix}>"
         # first NOTIFY at once; over TCP it comes back on bob's connection (nobody listens on his port)

@@ -1,13 +1,12 @@
 """The proxy end-to-end suites' shared parts: a routescript proxy started with a script using t_relay,
-and two (or three) Python UAs behind it, over UDP, TCP or TLS, with 1 or 2 UDP workers (TLS: 1, see
-docs/modules/proto_tls.md)."""
+and two (or three) Python UAs behind it, over UDP, TCP, TLS, WS or WSS, with 1 or 2 UDP workers."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
@@ -94,37 +93,48 @@ failure_route[last] {
 
 @dataclass
 class Proxy:
-    """`tls_port`/`pki`: the proxy's TLS socket and the certificates its clients trust (None: no TLS)."""
+    """`tls_port`/`pki`: the proxy's TLS socket and the certificates its clients trust (None: no TLS);
+    `ws_ports`: its ws and wss sockets ({} : none)."""
 
     server: RunningServer
     port: int
     proto: str
     tls_port: int | None = None
     pki: TestPki | None = None
+    ws_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.tls_port if self.proto == "tls" and self.tls_port else self.port)
+        if self.proto == "tls" and self.tls_port:
+            return ("127.0.0.1", self.tls_port)
+        return ("127.0.0.1", self.ws_ports.get(self.proto, self.port))
 
 
-def tls_lines(tls_port: int, pki: TestPki) -> tuple[str, str]:
-    """(the socket line, the module lines) of a TLS socket on `tls_port` with `pki`'s server certificate
-    (clients need none) and a client domain trusting its CA."""
+def tls_lines(tls_port: int, pki: TestPki, ws_ports: dict[str, int] | None = None) -> tuple[str, str]:
+    """(the socket lines, the module lines) of a TLS socket on `tls_port` with `pki`'s server certificate
+    (clients need none) and a client domain trusting its CA; with `ws_ports`, ws and wss sockets too."""
     modules = (f'loadmodule "tls_mgm.so"\nloadmodule "proto_tls.so"\n'
                f'modparam("tls_mgm", "certificate", "{pki.server}")\n'
                f'modparam("tls_mgm", "private_key", "{pki.server}")\n'
                f'modparam("tls_mgm", "ca_list", "{pki.ca}")\n'
                f'modparam("tls_mgm", "require_cert", "0")\n'
                f'modparam("proto_tls", "tls_handshake_timeout", 2000)\n')
-    return f"socket = tls:127.0.0.1:{tls_port}\n", modules
+    sockets = f"socket = tls:127.0.0.1:{tls_port}\n"
+    for proto, port in (ws_ports or {}).items():
+        sockets += f"socket = {proto}:127.0.0.1:{port}\n"
+        modules += f'loadmodule "proto_{proto}.so"\n'
+    if ws_ports and "wss" in ws_ports:
+        modules += 'modparam("proto_wss", "wss_tls_handshake_timeout", 2000)\n'
+    return sockets, modules
 
 
 def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIPT, *,
-              tls: tuple[int, TestPki] | None = None) -> Path:
-    """The script with its port and workers; `tls` (port, certificates) adds a TLS socket."""
+              tls: tuple[int, TestPki] | None = None, ws_ports: dict[str, int] | None = None) -> Path:
+    """The script with its port and workers; `tls` (port, certificates) adds a TLS socket, and
+    `ws_ports` ws/wss sockets beside it."""
     text = script.replace("WORKERS", str(workers)).replace("PORT", str(port))
     if tls is not None:
-        socket, modules = tls_lines(*tls)
+        socket, modules = tls_lines(*tls, ws_ports)
         first_load = text.index("loadmodule")
         text = socket + text[:first_load] + modules + text[first_load:]
     cfg = tmp_path / "proxy.cfg"
@@ -134,13 +144,14 @@ def write_cfg(tmp_path: Path, port: int, workers: int, script: str = PROXY_SCRIP
 
 @asynccontextmanager
 async def uas(proto: str, proxy: Proxy, user: str, count: int = 1) -> AsyncIterator[list[SipTestClient]]:
-    tls_context = proxy.pki.client_context() if proto == "tls" and proxy.pki is not None else None
-    address = ("127.0.0.1", proxy.tls_port) if proto == "tls" and proxy.tls_port else proxy.address
+    secure = proto in ("tls", "wss") and proxy.pki is not None
+    tls_context = proxy.pki.client_context() if secure and proxy.pki is not None else None
+    address = Proxy(proxy.server, proxy.port, proto, proxy.tls_port, proxy.pki, proxy.ws_ports).address
     clients = [await SipTestClient.start(proto, address, user=f"{user}{i or ''}", timeout=3.0,
                                          tls_context=tls_context) for i in range(count)]
     if proto != "udp":
-        # A TCP/TLS UA is reachable only over the connection it opened: wait until the proxy has it (a
-        # request answered on it), as a phone's REGISTER would.
+        # A TCP/TLS/WebSocket UA is reachable only over the connection it opened: wait until the proxy has
+        # it (a request answered on it), as a phone's REGISTER would.
         for client in clients:
             probe = client.options()
             probe.set_header("Max-Forwards", "0")

@@ -1,5 +1,5 @@
-"""`routescript run` as a stateful proxy (t_relay) between Python UAs over real sockets, UDP and TCP,
-with 1 and 2 UDP workers, and TLS with 1 (socket=tls runs in one process: docs/modules/proto_tls.md):
+"""`routescript run` as a stateful proxy (t_relay) between Python UAs over real sockets, UDP, TCP and TLS
+with 1 and 2 UDP workers, WS with 1 and WSS with 2:
 a call with Record-Route (INVITE/100/180/200/ACK/BYE), CANCEL -> 487, 486 ->
 failure_route -> serial fork, fr_inv_timeout -> failure_route with 408, a parallel fork (first 200 wins,
 the other branch cancelled), MESSAGE stateful, OPTIONS stateless (forward()), Max-Forwards 0 -> 483,
@@ -19,9 +19,10 @@ from routescript.testing import SipTestClient
 pytestmark = pytest.mark.asyncio
 
 
-# (workers, transport): every transport in one process; UDP and TCP with two workers too (TLS is refused
-# with worker processes for now).
-RUNS = [(1, "udp"), (1, "tcp"), (1, "tls"), (2, "udp"), (2, "tcp")]
+# (workers, transport): UDP, TCP and TLS in one process and with two workers; the WebSocket transports
+# share the connection code of TCP/TLS and WS's framing is tested in one process by tests/ws: ws with
+# one worker, wss with two (the suite's time stays in check: each run is a dozen calls).
+RUNS = [(1, "udp"), (1, "tcp"), (1, "tls"), (1, "ws"), (2, "udp"), (2, "tcp"), (2, "tls"), (2, "wss")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -42,23 +43,23 @@ def proto(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def running(workers: int, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[int, int, object, int | None, TestPki | None]]:
+            ) -> Iterator[tuple[int, int, object, int, TestPki, dict[str, int]]]:
     tmp = tmp_path_factory.mktemp(f"proxy{workers}")
-    port = free_port()
-    tls_port, pki = (free_port(), TestPki.make(tmp)) if workers == 1 else (None, None)
-    server = start(write_cfg(tmp, port, workers, tls=(tls_port, pki) if tls_port and pki else None), tmp)
+    port, tls_port, pki = free_port(), free_port(), TestPki.make(tmp)
+    ws_ports = {"ws": free_port(), "wss": free_port()}
+    server = start(write_cfg(tmp, port, workers, tls=(tls_port, pki), ws_ports=ws_ports), tmp)
     if workers > 1:
         server.wait_for("routescript started", count=1)
     try:
-        yield port, workers, server, tls_port, pki
+        yield port, workers, server, tls_port, pki, ws_ports
     finally:
         server.stop()
 
 
 @pytest.fixture
-def proxy(proto: str, running: tuple[int, int, object, int | None, TestPki | None]) -> Proxy:
-    port, _workers, server, tls_port, pki = running
-    return Proxy(server, port, proto, tls_port, pki)  # type: ignore[arg-type]
+def proxy(proto: str, running: tuple[int, int, object, int, TestPki, dict[str, int]]) -> Proxy:
+    port, _workers, server, tls_port, pki, ws_ports = running
+    return Proxy(server, port, proto, tls_port, pki, ws_ports)  # type: ignore[arg-type]
 
 
 def reply_as(callee: SipTestClient, request: SIPRequest, status: int, tag: str,

@@ -52,6 +52,22 @@ class StubCore:
                 pass
 
 
+async def wait_logged(caplog: pytest.LogCaptureFixture, text: str, *, among: str,
+                      timeout: float = 3.0) -> str:
+    """The first log line holding both `among` (the kind of line: "closing TLS connection") and `text`,
+    waited for up to `timeout` seconds; AssertionError listing what was logged otherwise."""
+    for _ in range(int(timeout / 0.02)):
+        lines = [r.getMessage() for r in caplog.records if among in r.getMessage() and text in r.getMessage()]
+        if lines:
+            return lines[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
 @pytest.fixture
 async def core() -> AsyncIterator[StubCore]:
     stub = StubCore()

@@ -132,3 +132,18 @@ def test_receive_route_replies_to_the_source_address_as_the_socket_wrote_it() ->
     source = Source("udp", SocketInfo("udp", "::1", 5060), "::1", 5070)
     stamped, dest = receive_route(parse_via("SIP/2.0/UDP [::0001]:5070;branch=z9hG4bK1"), source)
     assert stamped is None and dest == Destination("udp", "::1", 5070, socket=source.socket)
+
+
+def test_a_ws_contact_in_a_dialog_over_wss_uses_the_wss_connection() -> None:
+    """RFC 7118 5.2 registers only ";transport=ws" for URIs: a browser over wss writes it in its Contact,
+    and a sips URI with it means WSS."""
+    from routescript.sip import parse_uri
+    from routescript.transport.routing import request_destination
+
+    contact = parse_uri("sip:k8f2@df7jal23ls0d.invalid;transport=ws")
+    dest = request_destination(contact, default_transport="wss", conn_id=7, conn_transport="wss")
+    assert (dest.proto, dest.conn_id) == ("wss", 7)
+    dest = request_destination(contact, default_transport="ws", conn_id=7, conn_transport="ws")
+    assert (dest.proto, dest.conn_id) == ("ws", 7)
+    assert request_destination(parse_uri("sips:a@h.example;transport=ws")).proto == "wss"
+    assert request_destination(parse_uri("sip:a@h.example;transport=wss")).proto == "wss"

@@ -19,7 +19,8 @@ from routescript.testing import SipTestClient
 from routescript.testing.certs import TestPki
 from routescript.transport import Destination, TransportError, TransportLayer
 
-from .conftest import StubCore
+from .conftest import StubCore, no_tracebacks
+from .conftest import wait_logged as wait_closing
 
 HANDSHAKE_TIMEOUT = 0.5   # seconds: short, the stalled-handshake test waits for it
 
@@ -59,21 +60,8 @@ async def tls_client(pki: TestPki, port: int, cert: Path | None = None, **kw: ob
                                      **kw)  # type: ignore[arg-type]
 
 
-def closing_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "closing TLS connection" in r.getMessage()]
-
-
-async def wait_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 3.0) -> str:
-    for _ in range(int(timeout / 0.02)):
-        lines = [line for line in closing_lines(caplog) if text in line]
-        if lines:
-            return lines[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
-
-
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
-    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+async def wait_logged(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    return await wait_closing(caplog, text, among="closing TLS connection")
 
 
 async def refused(pki: TestPki, port: int, cert: Path | None, **kw: object) -> bool:

@@ -15,3 +15,5 @@ sys.modules["transport_conftest"] = transport_conftest
 _spec.loader.exec_module(transport_conftest)
 
 StubCore = transport_conftest.StubCore
+wait_logged = transport_conftest.wait_logged
+no_tracebacks = transport_conftest.no_tracebacks

@@ -1,17 +1,21 @@
 """A real browser against examples/webrtc-presence.cfg: Debian's chromium, headless, driven by
 Playwright (no browser download: executable_path=/usr/bin/chromium), loads examples/web/ (SIP.js from
-the npm registry, pinned), registers over ws://, publishes its status and subscribes to a buddy; a
-Python UA over UDP then changes the buddy's presence and the page shows it. A screenshot of the page is
-kept (its path printed; copied to test-artifacts/ when ROUTESCRIPT_ARTIFACTS is set). A second test
-calls a Python phone from SIP.js in the page (a fake microphone) and the phone hangs up: the signalling
-through the proxy is checked (INVITE, 200, ACK, BYE), no media flows.
+the npm registry, pinned), registers over ws:// (and over wss://, a wss socket added to the example with
+a test CA's certificate the browser is told to trust by its key: --ignore-certificate-errors-spki-list),
+publishes its status and subscribes to a buddy; a Python UA over UDP then changes the buddy's presence
+and the page shows it. A screenshot of the page is kept (its path printed; copied to test-artifacts/
+when ROUTESCRIPT_ARTIFACTS is set). A second test calls a Python phone from SIP.js in the page (a fake
+microphone) and the phone hangs up: the signalling through the proxy is checked (INVITE, 200, ACK, BYE),
+no media flows.
 
 Skips, saying why, only when chromium, node/npm or the playwright package are missing; .ci/run
 installs them."""
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,11 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ws_e2e import ROOT, WebrtcServer, callee_dialog, free_port, webrtc_server
 
 from routescript.testing import SipTestClient
+from routescript.testing.certs import TestPki
 
 CHROMIUM = "/usr/bin/chromium"
 SIPJS = "sip.js@0.21.2"          # examples/web/package.json pins the same version
@@ -111,16 +117,63 @@ def _keep(shot: Path) -> None:
         print(f"copied to {target / shot.name}")
 
 
+def _wss_lines(pki: TestPki, port: int, origin: str) -> str:
+    """A wss socket for the example (added after its lines: globals may come anywhere at the top level),
+    with the test PKI's server certificate."""
+    return (f'\nsocket = wss:127.0.0.1:{port}\nloadmodule "tls_mgm.so"\nloadmodule "proto_wss.so"\n'
+            f'modparam("tls_mgm", "certificate", "{pki.server}")\n'
+            f'modparam("tls_mgm", "private_key", "{pki.server}")\n'
+            'modparam("tls_mgm", "verify_cert", "0")\n'      # a browser sends no client certificate
+            f'modparam("proto_wss", "allowed_origins", "{origin}")\n'
+            'modparam("proto_wss", "wss_tls_handshake_timeout", 2000)\n')
+
+
+def _spki_pin(pem: Path) -> str:
+    """base64(sha256(SubjectPublicKeyInfo)) of the first certificate in `pem`: what Chromium's
+    --ignore-certificate-errors-spki-list trusts (that one key, no system store touched)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
 async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
-                                                                     request: pytest.FixtureRequest) -> None:
+                                                                     request: pytest.FixtureRequest,
+                                                                     scheme: str) -> None:
+    missing = _missing()
+    if missing is not None:
+        print(f"\nbrowser test skipped: {missing}")
+        pytest.skip(missing)
     from playwright.async_api import async_playwright, expect
 
-    with _site(tmp_path, request) as (http_port, srv):
-        url = (f"http://127.0.0.1:{http_port}/index.html?server=ws://127.0.0.1:{srv.ws_port}"
+    modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
+    args = ["--no-sandbox"]
+    extra, wss_port = "", free_port()
+    with _serve(modules) as http_port:
+        origin = f"http://127.0.0.1:{http_port}"
+        if scheme == "wss":
+            pki_dir = tmp_path / "pki"
+            pki_dir.mkdir()
+            pki = TestPki.make(pki_dir)
+            extra = _wss_lines(pki, wss_port, origin)
+            args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(pki.server)}")
+        with webrtc_server(tmp_path, origins=origin, extra=extra) as srv:
+            port = wss_port if scheme == "wss" else srv.ws_port
+            await _browse(srv, http_port, scheme, port, args, tmp_path, async_playwright, expect)
+            assert f"{scheme}:127.0.0.1" in srv.server.log()
+
+
+async def _browse(srv: Any, http_port: int, scheme: str, port: int, args: list[str], tmp_path: Path,
+                  async_playwright: Any, expect: Any) -> None:
+    """The page registers over scheme://127.0.0.1:port, publishes, subscribes to bob; bob changes."""
+    if True:
+        url = (f"http://127.0.0.1:{http_port}/index.html?server={scheme}://127.0.0.1:{port}"
                f"&user=alice&domain=127.0.0.1&buddies=bob")
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                               args=["--no-sandbox"])
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
             try:
                 page = await browser.new_page()
                 errors: list[str] = []
@@ -128,7 +181,7 @@ async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Pat
                 await page.goto(url)
                 await page.wait_for_function("window.presenceReady === true", timeout=20000)
                 assert errors == []
-                await expect(page.locator("#registration")).to_contain_text("registered over ws://")
+                await expect(page.locator("#registration")).to_contain_text(f"registered over {scheme}://")
                 await expect(page.locator("#buddy-bob .state")).to_have_text("offline")
 
                 bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=5.0)
@@ -150,13 +203,12 @@ async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Pat
                                                                                  timeout=10000)
                 finally:
                     await bob.close()
-                shot = tmp_path / "presence-page.png"
+                shot = tmp_path / f"presence-page-{scheme}.png"
                 await page.screenshot(path=str(shot))
                 _keep(shot)
                 assert shot.stat().st_size > 0
             finally:
                 await browser.close()
-        assert "ws:127.0.0.1" in srv.server.log()
 
 
 # A second user agent in the page, made with the page's SIP.js: the example page has no call button.

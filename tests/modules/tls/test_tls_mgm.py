@@ -136,9 +136,10 @@ def test_socket_tls_default_port_is_5061(tmp_path: Path, pki: TestPki) -> None:
     assert [s.name for s in server.config.listen_specs()] == ["udp:127.0.0.1:5070", "tls:127.0.0.1:5061"]
 
 
-def test_tls_with_worker_processes_is_refused(tmp_path: Path, pki: TestPki) -> None:
-    found = errors(tmp_path, server_domain(pki) + "route { exit; }\n", head="udp_workers = 2\n" + HEAD)
-    assert any("not supported with worker processes" in e for e in found)
+def test_tls_with_worker_processes_loads(tmp_path: Path, pki: TestPki) -> None:
+    """A TLS connection lives in the worker that accepted it, as a TCP one (docs/workers.md 4)."""
+    server = load(tmp_path, server_domain(pki) + "route { exit; }\n", head="udp_workers = 2\n" + HEAD)
+    assert server.config.worker_plan().total == 2
 
 
 def test_proto_tls_needs_tls_mgm(tmp_path: Path) -> None:
@@ -179,3 +180,57 @@ def test_tls_pvar_names_are_known_and_others_refused(tmp_path: Path, pki: TestPk
     load(tmp_path, server_domain(pki) + "route {\n" + uses + "}\n")
     found = errors(tmp_path, server_domain(pki) + 'route {\n  xlog("$tls_peer_issuer_serial\\n");\n}\n')
     assert found and "tls_peer_issuer_serial" in found[0]
+
+
+# --- proto_wss: wss sockets with tls_mgm's domains ----------------------------------------------------
+
+WSS_HEAD = ('socket = udp:127.0.0.1:5070\nsocket = wss:127.0.0.1:8443\n'
+            'loadmodule "tls_mgm.so"\nloadmodule "proto_wss.so"\nloadmodule "sl.so"\n')
+
+
+def test_proto_wss_parameters_reach_the_transport(tmp_path: Path, pki: TestPki) -> None:
+    server = load(tmp_path, server_domain(pki) + 'modparam("proto_wss", "wss_tls_handshake_timeout", 300)\n'
+                  'modparam("proto_wss", "wss_handshake_timeout", 250)\n'
+                  'modparam("proto_wss", "allowed_origins", "https://a.example")\n'
+                  'modparam("proto_wss", "require_origin", 0)\nroute { exit; }\n', head=WSS_HEAD)
+    wss = server.modules.get("proto_wss")
+    assert wss is not None
+    options = wss.wss_options()  # type: ignore[attr-defined]
+    assert options["tls_handshake_timeout"] == pytest.approx(0.3)
+    assert options["handshake_timeout"] == pytest.approx(0.25)
+    assert options["allowed_origins"] == ("https://a.example",) and options["require_origin"] is False
+    provider = wss.tls_transport()  # type: ignore[attr-defined]
+    assert provider.handshake_timeout == pytest.approx(0.3)
+
+
+def test_socket_wss_needs_proto_wss(tmp_path: Path) -> None:
+    found = errors(tmp_path, "route { exit; }\n",
+                   head='socket = wss:127.0.0.1:8443\nloadmodule "tls_mgm.so"\n')
+    assert len(found) == 1 and ":1:" in found[0] and 'needs loadmodule "proto_wss.so"' in found[0]
+
+
+def test_proto_wss_needs_tls_mgm(tmp_path: Path) -> None:
+    found = errors(tmp_path, "route { exit; }\n", head='loadmodule "proto_wss.so"\n')
+    assert any("depends on module 'tls_mgm'" in e for e in found)
+
+
+def test_socket_wss_default_port_is_443(tmp_path: Path, pki: TestPki) -> None:
+    server = load(tmp_path, server_domain(pki) + "route { exit; }\n",
+                  head=WSS_HEAD.replace("wss:127.0.0.1:8443", "wss:127.0.0.1"))
+    assert [s.name for s in server.config.listen_specs()] == ["udp:127.0.0.1:5070", "wss:127.0.0.1:443"]
+
+
+@pytest.mark.parametrize(("param", "value", "says"), [
+    ("wss_port", "8443", "write the port on the socket line"),
+    ("wss_resource", '"/sip"', "never opens one"),
+    ("cert_check_on_conn_reusage", "1", "0 only"),
+    ("trace_on", "1", "no tracing"),
+    ("wss_max_msg_chunks", "0", "at least 1"),
+    ("wss_tls_handshake_timeout", "0", "positive"),
+    ("allowed_origins", '"https://a.example/path"', "is not an origin"),
+])
+def test_proto_wss_refused_parameters(tmp_path: Path, pki: TestPki, param: str, value: str,
+                                      says: str) -> None:
+    line = f'modparam("proto_wss", "{param}", {value})\n'
+    found = errors(tmp_path, server_domain(pki) + line + "route { exit; }\n", head=WSS_HEAD)
+    assert any(says in e for e in found), found
