@@ -22,7 +22,6 @@ EXPECTED = {
     "modules/jabber/doc/jabberx.cfg": {"port", "fork"},           # fork = yes: we never daemonize
     "modules/mangler/mangler.cfg": {"port", "mhomed"},            # mhomed = yes: not built
     "modules/pi_http/samples/opensips-pi_http.cfg": {"pi_framework"},   # OpenSIPS 4.x
-    "modules/proto_wss/samples/opensips.cfg": {"socket"},         # wss sockets; TLS with workers
     "modules/sipcapture/examples/opensips.cfg": {"disable_tcp"},  # 2.x
     "utils/profile/profile.cfg": {"port"},
 }
