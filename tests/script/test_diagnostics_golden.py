@@ -232,7 +232,7 @@ def test_break_outside_a_loop_refused_by_both_checks(tmp_path: Path, capsys: Cap
 
 
 def test_unknown_core_parameter_is_an_error_with_the_summary(tmp_path: Path, capsys: Capture) -> None:
-    text = ('log_level = 3\nport = 5060\ntcp_keepalive = 1\nmcast_ttl = 4\nloadmodule "sl.so"\n'
+    text = ('log_level = 3\nport = 5060\ntcp_accept_aliases = 1\nmcast_ttl = 4\nloadmodule "sl.so"\n'
             'route {\n    sl_send_reply(404, "Not here");\n}\n')
     rc, err = check(tmp_path, capsys, "port.cfg", text, syntax_only=False)
     assert rc == 1
@@ -240,9 +240,9 @@ def test_unknown_core_parameter_is_an_error_with_the_summary(tmp_path: Path, cap
                    "socket = udp:127.0.0.1:5060)\n"
                    "    port = 5060\n"
                    "    ^\n"
-                   "port.cfg:3:1: core parameter tcp_keepalive = yes: TCP keepalive probes are not sent "
-                   "(OpenSIPS sends them by default); idle connections close after tcp_connection_lifetime\n"
-                   "    tcp_keepalive = 1\n"
+                   "port.cfg:3:1: core parameter tcp_accept_aliases = yes: the Via ;alias parameter (RFC 5923 "
+                   "connection reuse) is not built; replies go back over the connection the request came on\n"
+                   "    tcp_accept_aliases = 1\n"
                    "    ^\n"
                    "port.cfg:4:1: core parameter mcast_ttl = 4: multicast sockets are not supported\n"
                    "    mcast_ttl = 4\n"
