@@ -57,6 +57,14 @@ def _missing() -> str | None:
     return None
 
 
+def _skip_without_tools() -> None:
+    """Skip, saying why, when chromium, node/npm or playwright is missing (.ci/run installs them)."""
+    missing = _missing()
+    if missing is not None:
+        print(f"\nbrowser test skipped: {missing}")
+        pytest.skip(missing)
+
+
 def _sipjs(cache: Path) -> Path:
     """node_modules with SIP.js, installed once into the pytest cache."""
     modules = cache / "node_modules"
@@ -98,10 +106,7 @@ def _serve(modules: Path) -> Iterator[int]:
 def _site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, WebrtcServer]]:
     """examples/web/ served on a free port (its HTTP port) and the example script allowing that origin;
     the test skips, saying why, when a tool is missing."""
-    missing = _missing()
-    if missing is not None:
-        print(f"\nbrowser test skipped: {missing}")
-        pytest.skip(missing)
+    _skip_without_tools()
     modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
     with _serve(modules) as http_port, \
             webrtc_server(tmp_path, origins=f"http://127.0.0.1:{http_port}") as srv:
@@ -143,10 +148,7 @@ def _spki_pin(pem: Path) -> str:
 async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Path,
                                                                      request: pytest.FixtureRequest,
                                                                      scheme: str) -> None:
-    missing = _missing()
-    if missing is not None:
-        print(f"\nbrowser test skipped: {missing}")
-        pytest.skip(missing)
+    _skip_without_tools()
     from playwright.async_api import async_playwright, expect
 
     modules = _sipjs(request.config.cache.mkdir("npm-sipjs-0.21.2"))
@@ -169,46 +171,45 @@ async def test_browser_registers_publishes_and_sees_a_buddy_change(tmp_path: Pat
 async def _browse(srv: Any, http_port: int, scheme: str, port: int, args: list[str], tmp_path: Path,
                   async_playwright: Any, expect: Any) -> None:
     """The page registers over scheme://127.0.0.1:port, publishes, subscribes to bob; bob changes."""
-    if True:
-        url = (f"http://127.0.0.1:{http_port}/index.html?server={scheme}://127.0.0.1:{port}"
-               f"&user=alice&domain=127.0.0.1&buddies=bob")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+    url = (f"http://127.0.0.1:{http_port}/index.html?server={scheme}://127.0.0.1:{port}"
+           f"&user=alice&domain=127.0.0.1&buddies=bob")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(url)
+            await page.wait_for_function("window.presenceReady === true", timeout=20000)
+            assert errors == []
+            await expect(page.locator("#registration")).to_contain_text(f"registered over {scheme}://")
+            await expect(page.locator("#buddy-bob .state")).to_have_text("offline")
+
+            bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=5.0)
             try:
-                page = await browser.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                await page.goto(url)
-                await page.wait_for_function("window.presenceReady === true", timeout=20000)
-                assert errors == []
-                await expect(page.locator("#registration")).to_contain_text(f"registered over {scheme}://")
-                await expect(page.locator("#buddy-bob .state")).to_have_text("offline")
+                bob.auto_reply["NOTIFY"] = 200
+                # the page's PUBLISH reached the presence server: bob watching alice sees it
+                watch = bob.subscribe("sip:alice@127.0.0.1", event="presence")
+                assert (await bob.send_request(watch)).status in (200, 202)
+                notify = await bob.expect_request("NOTIFY", call_id=watch.call_id)
+                assert b"<basic>open</basic>" in notify.body
 
-                bob = await SipTestClient.start("udp", srv.udp, user="bob", timeout=5.0)
-                try:
-                    bob.auto_reply["NOTIFY"] = 200
-                    # the page's PUBLISH reached the presence server: bob watching alice sees it
-                    watch = bob.subscribe("sip:alice@127.0.0.1", event="presence")
-                    assert (await bob.send_request(watch)).status in (200, 202)
-                    notify = await bob.expect_request("NOTIFY", call_id=watch.call_id)
-                    assert b"<basic>open</basic>" in notify.body
+                online = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:unknown/>")
+                assert (await bob.send_request(bob.publish(bob.aor, online))).status == 200
+                await expect(page.locator("#buddy-bob .state")).to_have_text("online", timeout=10000)
 
-                    online = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:unknown/>")
-                    assert (await bob.send_request(bob.publish(bob.aor, online))).status == 200
-                    await expect(page.locator("#buddy-bob .state")).to_have_text("online", timeout=10000)
-
-                    busy = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:on-the-phone/>")
-                    assert (await bob.send_request(bob.publish(bob.aor, busy))).status == 200
-                    await expect(page.locator("#buddy-bob .state")).to_have_text("on the phone",
-                                                                                 timeout=10000)
-                finally:
-                    await bob.close()
-                shot = tmp_path / f"presence-page-{scheme}.png"
-                await page.screenshot(path=str(shot))
-                _keep(shot)
-                assert shot.stat().st_size > 0
+                busy = PIDF.format(entity=bob.aor, basic="open", activity="<rpid:on-the-phone/>")
+                assert (await bob.send_request(bob.publish(bob.aor, busy))).status == 200
+                await expect(page.locator("#buddy-bob .state")).to_have_text("on the phone",
+                                                                             timeout=10000)
             finally:
-                await browser.close()
+                await bob.close()
+            shot = tmp_path / f"presence-page-{scheme}.png"
+            await page.screenshot(path=str(shot))
+            _keep(shot)
+            assert shot.stat().st_size > 0
+        finally:
+            await browser.close()
 
 
 # A second user agent in the page, made with the page's SIP.js: the example page has no call button.
