@@ -153,19 +153,23 @@ class Persistence:
                       [sub] if what == "delete" else [])
             try:
                 lost += await self.store.sync_subscriptions(*change)
-            except (Exception, asyncio.CancelledError) as exc:   # this row only; a cancel: the rest back
-                if isinstance(exc, asyncio.CancelledError) or getattr(exc, "transient", False):
-                    rest = todo[i:]
-                    self._subscriptions.restore_db_changes(*(
-                        [s for s, w in rest if w == kind] for kind in ("insert", "update", "delete")))
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
+            except asyncio.CancelledError:
+                self._restore(todo[i:])   # the stop cancelled this flush: the rest is for the final one
+                raise
+            except Exception as exc:  # noqa: BLE001 - this row only
+                if getattr(exc, "transient", False):
+                    self._restore(todo[i:])
                     log.error("saving subscriptions failed (%d changes kept for the next sync): %s",
-                              len(rest), exc)
+                              len(todo) - i, exc)
                     break
                 log.error("subscription %s to %s not saved (%s dropped from this sync): %s", sub.callid,
                           sub.pres_uri, what, exc)
         return lost
+
+    def _restore(self, rest: list[tuple[Subscription, str]]) -> None:
+        """(subscription, "insert"/"update"/"delete") changes not written, back for the next sync."""
+        self._subscriptions.restore_db_changes(*(
+            [s for s, w in rest if w == kind] for kind in ("insert", "update", "delete")))
 
     def _forget_lost(self, lost: list[Subscription]) -> None:
         for sub in lost:
