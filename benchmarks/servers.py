@@ -44,6 +44,7 @@ def bench_config(example: str, workdir: Path, port: int, *, log_level: int | Non
         text = f"udp_workers = {workers}\ntcp_workers = {workers}\n" + text
     # The example's MI port (httpd) too: a free one, so two runs (or a quick-start server) never collide.
     text = re.sub(r'(modparam\("httpd",\s*"port",\s*)\d+\)', lambda m: f"{m.group(1)}{free_port()})", text)
+    workdir.mkdir(parents=True, exist_ok=True)   # `--only latency` runs before any step made it
     cfg = workdir / source.name
     cfg.write_text(text)
     return cfg
