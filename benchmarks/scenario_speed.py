@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from routescript.testing.scenario.model import load_file
+from routescript.testing.scenario.reader import load_file
 from routescript.testing.scenario.runner import PASSED, run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from .scenario import model as m
+from .scenario.reader import StepReader, read_file
 from .scenario.engine import StepContext, StepFailed, run_step
 from .scenario.report import side_by_side
 from .scenario.simulation import Simulation
@@ -41,8 +42,8 @@ class SimulatedScript:
                                 "scenarios": [{"name": "python", "steps": [{"advance": 0}]}]}
         spec.update({key: value for key, value in (("modparams", modparams), ("uas", uas),
                                                     ("templates", templates)) if value})
-        self.file = m.read_file(from_python(spec), "<python>")
-        self._steps = m.StepReader(self.file)
+        self.file = read_file(from_python(spec), "<python>")
+        self._steps = StepReader(self.file)
         self.loop = VirtualClockLoop()
         self.sim = Simulation(self.file, self.loop)
         self.ctx = StepContext(namespaces=self.file.namespaces)

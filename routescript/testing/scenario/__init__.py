@@ -6,7 +6,8 @@ live server (--target). docs/testing-scripts.md teaches the file format.
     results = run_files(["examples/presence.test.yaml"])
 """
 
-from .model import ScenarioFile, load_file
+from .model import ScenarioFile
+from .reader import load_file
 from .runner import ERROR, FAILED, PASSED, SKIPPED, ScenarioResult, run_files, run_in_process
 from .yamlread import ScenarioError
 

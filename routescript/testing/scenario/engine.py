@@ -19,6 +19,7 @@ from routescript.script.pos import Pos
 from routescript.sip import SIPRequest, SIPResponse
 
 from . import model as m
+from .reader import NAMESPACES
 from .ua import Received, UserAgent
 
 log = logging.getLogger("routescript.testing.scenario")
@@ -51,7 +52,7 @@ class StepContext:
     """What the steps of one scenario share."""
     variables: dict[str, str] = field(default_factory=dict)
     log_seen: int = 0        # log records already consumed by `log` steps
-    namespaces: dict[str, str] = field(default_factory=lambda: dict(m.NAMESPACES))   # XPath prefixes
+    namespaces: dict[str, str] = field(default_factory=lambda: dict(NAMESPACES))   # XPath prefixes
 
 
 class World:

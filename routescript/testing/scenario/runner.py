@@ -14,6 +14,7 @@ from routescript.script.diagnostics import without_repeats
 
 from ..virtual_clock import VirtualClockLoop
 from . import model as m
+from .reader import load_file
 from .engine import NotRunnable, StepContext, StepFailed, run_steps
 from .yamlread import ScenarioError
 
@@ -49,7 +50,7 @@ def run_files(paths: list[str], *, target: tuple[str, int] | None = None, keywor
 
     for path in paths:
         try:
-            f = m.load_file(path)
+            f = load_file(path)
         except ScenarioError as exc:
             done(ScenarioResult(path, "", ERROR, str(exc)))
             continue
