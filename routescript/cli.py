@@ -64,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-l", "--listen", metavar="SOCKET", action="append", default=[],
                      help="also listen on SOCKET, [proto:]host[:port] as a `socket =` line (OpenSIPS -l); "
                           "repeatable")
-    run.add_argument("--chroot", metavar="DIR",
-                     help="refused, as the `chroot` parameter is: use systemd's RootDirectory= or a "
-                          "container (docs/operations.md)")
+    run.add_argument("-t", "--chroot", metavar="DIR",
+                     help="chroot to DIR once the sockets are bound, before switching user (OpenSIPS -t); "
+                          "the database, FIFO and pid file paths are then inside DIR; overrides the "
+                          "script's `chroot` (docs/operations.md)")
     run.add_argument("-F", "--foreground", action="store_true",
                      help="serve in the foreground: the default and only mode (OpenSIPS -F); the "
                           "service manager (systemd, a container) keeps the process, there is no "
