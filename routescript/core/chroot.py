@@ -31,6 +31,7 @@ import importlib.machinery
 import logging
 import os
 import pkgutil
+import re
 import sys
 import time
 import warnings
@@ -62,10 +63,15 @@ STDLIB_MODULES = (
 )
 # Never imported whole: imported by a .pth file at interpreter start-up or by a test runner, with
 # import-time effects (an override of distutils, a plugin registry) the server has no use for.
-# routescript.modules: only the loaded modules are imported; routescript.testing: the test runner's
-# (`routescript test`, the pytest plugin), never used by a running server.
+# routescript.modules: only the loaded modules are imported; routescript.testing and time_machine: the
+# test runner's (`routescript test`, the pytest plugin; time_machine imports pytest), never a server's.
 NOT_WALKED = frozenset({"_distutils_hack", "setuptools", "pkg_resources", "pip", "_pytest", "pytest",
-                        "pluggy", "py", "IPython", "routescript.modules", "routescript.testing"})
+                        "pluggy", "py", "IPython", "routescript.modules", "routescript.testing",
+                        "time_machine"})
+
+
+# A library's parts for its users' tests (aiohttp's pytest plugin imports pytest): never a server's.
+TEST_PARTS = frozenset({"tests", "test", "testing", "pytest_plugin", "test_utils", "conftest"})
 
 
 class ChrootError(Exception):
@@ -119,8 +125,9 @@ class Preloaded:
 def preload_imports(packages: Iterable[str], *, stdlib_packages: Sequence[str] = STDLIB_PACKAGES,
                     stdlib_modules: Sequence[str] = STDLIB_MODULES) -> Preloaded:
     """Import now, whole, everything the server may import later: `packages` (routescript, every loaded
-    module's package), the standard library's lazily used parts, then every third-party package imported
-    by then (a library's own lazy imports: dnspython's record types, lark's parsers)."""
+    module's package), the standard library's lazily used parts, the libraries routescript depends on,
+    then every other third-party package imported by then (a library's own lazy imports: dnspython's
+    record types, aiohttp's web server parts)."""
     started = time.monotonic()
     done = Preloaded()
     with warnings.catch_warnings():   # a library's deprecated corner imported here is not the operator's news
@@ -129,8 +136,11 @@ def preload_imports(packages: Iterable[str], *, stdlib_packages: Sequence[str] =
             _import_whole(name, done.absent)
         for name in stdlib_modules:
             _import_one(name, done.absent)
-        stdlib = _stdlib_dirs()
-        for name in sorted(_third_party(sys.modules, stdlib)):
+        # the libraries routescript depends on, whether imported yet or not (httpd imports aiohttp in
+        # its start()), then any other third-party package imported by now (a module's own dependency)
+        for name in sorted(declared_dependencies() - NOT_WALKED):
+            _import_whole(name, done.absent)
+        for name in sorted(_third_party(sys.modules, _stdlib_dirs())):
             _import_whole(name, done.absent)
     done.modules = len(sys.modules)
     done.seconds = time.monotonic() - started
@@ -156,12 +166,42 @@ def _import_whole(name: str, absent: set[str]) -> None:
     for info in pkgutil.iter_modules(path, name + "."):
         leaf = info.name.rpartition(".")[2]
         if leaf == "__main__" or info.name in NOT_WALKED or \
-                (info.ispkg and leaf in ("tests", "test") and not name.startswith("routescript")):
+                (leaf in TEST_PARTS and not name.startswith("routescript")):
             continue
         if info.ispkg:
             _import_whole(info.name, absent)
         else:
             _import_one(info.name, absent)
+
+
+# The extras whose libraries a running server imports (a db_url's driver); the others are the tests'
+# and the linters'.
+RUNTIME_EXTRAS = ("postgres", "mysql")
+
+
+def declared_dependencies(distribution: str = "routescript") -> set[str]:
+    """The top-level import names of the libraries `distribution` requires (and its RUNTIME_EXTRAS')
+    that are installed."""
+    from importlib import metadata
+
+    try:
+        requirements = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return set()
+    wanted = set()
+    for requirement in requirements:
+        name, _, marker = requirement.partition(";")
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", marker)
+        if extra is not None and extra.group(1) not in RUNTIME_EXTRAS:
+            continue
+        wanted.add(_canonical(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0]))
+    wanted.discard(_canonical(distribution))
+    return {top for top, dists in metadata.packages_distributions().items()
+            if not top.startswith("_") and any(_canonical(d) in wanted for d in dists)}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _stdlib_dirs() -> tuple[str, ...]:
