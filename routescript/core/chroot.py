@@ -25,6 +25,7 @@ the new root (docs/operations.md, "chroot").
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -260,11 +261,9 @@ def enter_chroot(jail: str) -> None:
     ChrootError naming the directory and why; EPERM says who may."""
     try:
         os.chroot(jail)
-    except PermissionError as exc:
-        raise ChrootError(f"cannot chroot to {jail}: {exc.strerror} ({NEEDS}; running as uid "
-                          f"{os.geteuid()})") from None
     except OSError as exc:
-        raise ChrootError(f"cannot chroot to {jail}: {exc.strerror or exc}") from None
+        who = f" ({NEEDS}; running as uid {os.geteuid()})" if exc.errno == errno.EPERM else ""
+        raise ChrootError(f"cannot chroot to {jail}: {exc.strerror or exc}{who}") from None
     os.chdir("/")
 
 

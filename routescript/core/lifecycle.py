@@ -15,10 +15,10 @@ CloseStack, so a failed start closes what it opened (last first) and stop() clos
     serve               only now read the SIP sockets, then READY=1 to systemd (sdnotify.py)
 
 With worker processes (docs/workers.md, routescript/workers/) the steps are shared out: the supervisor
-binds the sockets, confines and drops privileges itself, then start_supervisor() starts only the modules that run
-there (Module.runs_in: the MI listeners); each worker runs start_worker(): adopt_sockets (the inherited
-fds) in place of bind_sockets and drop_privileges, the worker-side modules, and startup_route and the
-timer_routes in worker 0 only (OpenSIPS runs them once).
+binds the sockets, enters the chroot and drops privileges itself, then start_supervisor() starts only the
+modules that run there (Module.runs_in: the MI listeners); each worker runs start_worker(): adopt_sockets
+(the inherited fds) in place of bind_sockets, confine and drop_privileges, the worker-side modules, and
+startup_route and the timer_routes in worker 0 only (OpenSIPS runs them once).
 """
 
 from __future__ import annotations
@@ -405,7 +405,8 @@ class Lifecycle:
                  "inside it", jail, preloaded.modules, preloaded.seconds)
         if not os.path.isfile(script):
             log.warning("reload_routes (SIGHUP) reads the script at %s inside the chroot %s: no such file "
-                        "there, so a reload is refused until it is (docs/operations.md, chroot)", script, jail)
+                        "there, so a reload is refused until it is (docs/operations.md, chroot)",
+                        script, jail)
 
     def write_pid_file(self) -> PidFile | None:
         """pid_file (-P): this process's id, written before the privilege drop (/run is root's); None
