@@ -377,11 +377,13 @@ class Lifecycle:
             self._identity = (self._server.config.run_as(),)
         return self._identity[0]
 
-    def confine(self) -> None:
-        """`chroot` (chroot.py says why here): the identity to switch to is looked up, everything the
-        server may import later is imported, systemd's socket connected, then the chroot (and chdir /),
-        and LateImportGuard reports any import still made. From here the script file a reload reads is
-        the one inside the new root. A LoadError when the chroot cannot be made (not root: EPERM)."""
+    def confine(self, sockets: Sequence[SocketInfo] | None = None) -> None:
+        """`chroot` (chroot.py says why here): the identity to switch to is looked up, the modules read
+        what they would read later (Module.before_chroot, for `sockets`: the workers' when they adopt
+        them, else this process's), everything the server may import later is imported, systemd's
+        socket connected, then the chroot (and chdir /), and LateImportGuard reports any import still
+        made. From here the script file a reload reads is the one inside the new root. A LoadError when
+        the chroot cannot be made (not root: EPERM)."""
         config = self._server.config
         try:
             self.identity()
@@ -390,7 +392,10 @@ class Lifecycle:
         jail = str(config.get("chroot") or "")
         if not jail:
             return
-        packages = {package_of(type(mod).__module__) for mod in self._server.modules.instances.values()}
+        modules = self._server.modules.instances.values()
+        for module in modules:   # what they would read later (tls_mgm: the certificates)
+            module.before_chroot(self._server.sockets if sockets is None else sockets)
+        packages = {package_of(type(mod).__module__) for mod in modules}
         preloaded = preload_imports(["routescript", *sorted(packages)])
         self.notifier.connect()   # its socket's path is outside the new root
         script = inside(jail, self._loader.path)

@@ -184,7 +184,7 @@ class Supervisor:
             return 1
         pid_file: PidFile | None = None
         try:
-            lifecycle.confine()   # chroot: the workers are forked inside the new root, restarted ones too
+            lifecycle.confine(sockets.infos())   # chroot: the workers are forked inside the new root, restarted ones too
             pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
             lifecycle.drop_privileges()
         except LoadError as exc:

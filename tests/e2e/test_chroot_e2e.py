@@ -1,8 +1,8 @@
 """`chroot` (issue 22) over real processes: the server in a chroot (a tmp folder) as nobody:nogroup, with
 1 and 2 worker processes, driven through everything it does after the chroot:
 
-- PUBLISH, SUBSCRIBE and the NOTIFY over UDP and over TCP; the SQLite database is created inside the
-  new root (db_url sqlite:///data/presence.sqlite is <jail>/data/presence.sqlite);
+- PUBLISH, SUBSCRIBE and the NOTIFY over UDP, TCP, TLS, WS and WSS (the certificates are read at load,
+  outside the new root); the SQLite database is created inside the new root (db_url sqlite:///data/presence.sqlite is <jail>/data/presence.sqlite);
 - MI over HTTP (ps, get_statistics merged over the workers, the presence tables) and over the FIFO,
   whose path and reply_dir are inside the new root;
 - SIGHUP: the script is read again at its path inside the new root (the cfg given at start was
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from presence_e2e import presence_cfg
+from presence_e2e import ALL_PROTOS, SecureListeners, Srv, presence_cfg
 from rs_e2e import ROOT, START_TIMEOUT, _env, free_port
 
 from routescript.mi.client import _read_reply, call_http, parse_reply, request_text
-from routescript.testing import SipTestClient, pidf
+from routescript.testing import pidf
 
 LATE_IMPORT = "imported after the chroot"
 STOP_BOUND = 25.0
@@ -82,11 +82,13 @@ class Jail:
         return self.root / inside.lstrip("/")
 
 
-def chroot_cfg(jail: Jail, port: int, http_port: int, workers: int, head: str) -> str:
-    """examples/presence.cfg with its database inside the jail, mi_fifo beside mi_http, OPTIONS answered
-    "OK v1" (a reload changes it), and `head` (chroot, user, group...) first."""
+def chroot_cfg(jail: Jail, port: int, http_port: int, workers: int, head: str,
+               secure: SecureListeners) -> str:
+    """examples/presence.cfg with its database inside the jail, tls/ws/wss listeners (their certificates
+    outside: read at load), mi_fifo beside mi_http, OPTIONS answered "OK v1" (a reload changes it), and
+    `head` (chroot, user, group...) first."""
     cfg = presence_cfg(jail.root.parent, port, db_url="sqlite:///data/presence.sqlite", workers=workers,
-                       http_port=http_port, modparams={"mi_fifo": {"fifo_name": "/tmp/rs_fifo",
+                       http_port=http_port, secure=secure, modparams={"mi_fifo": {"fifo_name": "/tmp/rs_fifo",
                                                                    "reply_dir": "/tmp/", "fifo_mode": 0o666}})
     text = cfg.read_text().replace('loadmodule "mi_http.so"',
                                    'loadmodule "mi_http.so"\nloadmodule "mi_fifo.so"')
@@ -189,12 +191,10 @@ def answers_within(port: int, status: bytes, seconds: float) -> bool:
     return True
 
 
-async def publish_and_subscribe(port: int, proto: str, user: str) -> None:
+async def publish_and_subscribe(srv: Srv, proto: str, user: str) -> None:
     """PUBLISH `user`'s presence, SUBSCRIBE to it from another client: 200s and a NOTIFY with the PIDF."""
-    where = ("127.0.0.1", port)
-    async with await SipTestClient.start(proto, where, user=user, timeout=10) as pub_c, \
-            await SipTestClient.start(proto, where, user=f"{user}-watcher", timeout=10) as sub_c:
-        uri = f"sip:{user}@127.0.0.1:{port}"
+    async with await srv.client(user, proto) as pub_c, await srv.client(f"{user}-watcher", proto) as sub_c:
+        uri = srv.uri(user)
         resp = await pub_c.send_request(pub_c.publish(uri, pidf(pub_c.aor, note=f"in {proto}"), expires=600))
         assert resp.status == 200, resp.to_bytes()
         sub = sub_c.subscribe(uri, expires=600)
@@ -221,9 +221,11 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
     else:
         head += 'stderror_log_format = "json"\n'
         flags += ["--chroot", str(jail.root)]
-    jail.cfg.write_text(chroot_cfg(jail, port, http_port, workers, head))
+    secure = SecureListeners.make(tmp_path)
+    jail.cfg.write_text(chroot_cfg(jail, port, http_port, workers, head, secure))
     jail.cfg.chmod(0o644)
     server = ChrootedServer(jail, prefix, flags, tmp_path)
+    srv = Srv(server, port, secure)   # type: ignore[arg-type] - a RunningServer's log and wait_for
     try:
         server.wait_for("routescript started", timeout=30)
         # every process of the server is inside the new root, as nobody when root started it
@@ -235,8 +237,8 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
                 assert _uid(pid) == pwd.getpwnam("nobody").pw_uid, pid
         assert jail.path("/run/routescript.pid").read_text().strip() == str(server.proc.pid)
 
-        for proto in ("udp", "tcp"):
-            await publish_and_subscribe(port, proto, f"alice-{proto}")
+        for proto in ALL_PROTOS:   # udp, tcp, tls, ws, wss
+            await publish_and_subscribe(srv, proto, f"alice-{proto}")
         assert options(port) == b"SIP/2.0 200 OK v1"
 
         # MI over HTTP: the supervisor's own (ps), merged over the workers (statistics), a module's table
@@ -245,8 +247,8 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
         if workers > 1:
             assert [row["PID"] for row in processes] == pids, processes
         stats = call_http(url, "get_statistics", {"statistics": ["all"]})
-        # 2 PUBLISH, 2 SUBSCRIBE and an OPTIONS; the answers to the 2 NOTIFYs
-        assert (stats["core:rcv_requests"], stats["core:rcv_replies"]) == (5, 2), stats
+        # a PUBLISH and a SUBSCRIBE per transport and an OPTIONS; the answers to the NOTIFYs
+        assert (stats["core:rcv_requests"], stats["core:rcv_replies"]) == (11, 5), stats
         phtable = call_http(url, "pres_phtable_list")
         assert "alice-udp" in json.dumps(phtable), phtable
         # MI over the FIFO inside the jail
@@ -268,7 +270,7 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
             assert len(new) == 2, new
             for pid in new:
                 assert os.readlink(f"/proc/{pid}/root") == str(jail.root), pid
-            await publish_and_subscribe(port, "udp", "carol")
+            await publish_and_subscribe(srv, "udp", "carol")
             assert options(port) == b"SIP/2.0 200 OK v2"
     finally:
         code = server.stop()
@@ -280,7 +282,7 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
     # the database was made inside the jail (db_url sqlite:///data/presence.sqlite)
     with sqlite3.connect(jail.path("/data/presence.sqlite")) as db:
         users = {row[0] for row in db.execute("SELECT username FROM presentity")}
-    assert {"alice-udp", "alice-tcp"} <= users, users
+    assert {f"alice-{proto}" for proto in ALL_PROTOS} <= users, users
 
 
 def test_chroot_not_allowed_is_a_clear_start_error(tmp_path: Path) -> None:
