@@ -62,8 +62,8 @@ class WorkerSockets:
 
     def infos(self) -> list[SocketInfo]:
         """Every socket as a worker names it when it adopts it (transport.adopt: the bound address)."""
-        return [SocketInfo(b.spec.proto, bare_host(str(b.sock.getsockname()[0])), int(b.sock.getsockname()[1]))
-                for b in self.bound]
+        return [SocketInfo(b.spec.proto, bare_host(str(address[0])), int(address[1]))
+                for b in self.bound for address in [b.sock.getsockname()]]
 
     def names_read_by(self, slot: int) -> list[str]:
         return [b.name for b in self.bound if slot < b.readers]

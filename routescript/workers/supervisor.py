@@ -184,7 +184,8 @@ class Supervisor:
             return 1
         pid_file: PidFile | None = None
         try:
-            lifecycle.confine(sockets.infos())   # chroot: the workers are forked inside the new root, restarted ones too
+            # chroot: the workers are forked inside the new root, restarted ones too
+            lifecycle.confine(sockets.infos())
             pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
             lifecycle.drop_privileges()
         except LoadError as exc:

@@ -2,7 +2,8 @@
 1 and 2 worker processes, driven through everything it does after the chroot:
 
 - PUBLISH, SUBSCRIBE and the NOTIFY over UDP, TCP, TLS, WS and WSS (the certificates are read at load,
-  outside the new root); the SQLite database is created inside the new root (db_url sqlite:///data/presence.sqlite is <jail>/data/presence.sqlite);
+  outside the new root); the SQLite database is created inside the new root (db_url
+  sqlite:///data/presence.sqlite is <jail>/data/presence.sqlite);
 - MI over HTTP (ps, get_statistics merged over the workers, the presence tables) and over the FIFO,
   whose path and reply_dir are inside the new root;
 - SIGHUP: the script is read again at its path inside the new root (the cfg given at start was
