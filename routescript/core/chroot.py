@@ -12,15 +12,16 @@ forks: the workers, and a worker restarted later, are forked inside the new root
 A Python process imports lazily: a module is read from disk the first time something asks for it,
 long after start-up. Inside the new root the Python installation is not there (and must not be: the
 jail's point is to hold nothing but the server's data), so every import the server can make later is
-made before the chroot (preload_imports: routescript, every loaded module's package, the third-party
-packages they imported, and the standard library's lazily imported parts). A forgotten one is not a
+made before the chroot (preload_imports: routescript, every loaded module's package, the libraries
+routescript depends on and any other third-party package imported by then, and the standard library's
+lazily imported parts). A forgotten one is not a
 mysterious failure at run time: LateImportGuard, first in sys.meta_path after the chroot, logs one
 error naming the module (and why it cannot be found), then the import fails as it would have anyway.
 
 Paths read before the chroot (at load: the script, its include_file files, tls_mgm's certificates and
-keys) are read where they are; paths opened after it (db_url's SQLite file, mi_fifo's FIFO and
-reply_dir, pid_file, wdir, /etc/resolv.conf and /etc/hosts, the script again on a reload) are inside
-the new root (docs/operations.md, "chroot").
+keys; Module.before_chroot: tls_mgm's server contexts for the workers) are read where they are; paths
+opened after it (db_url's SQLite file, mi_fifo's FIFO and reply_dir, pid_file, wdir, /etc/resolv.conf
+and /etc/hosts, the script again on a reload) are inside the new root (docs/operations.md, "chroot").
 """
 
 from __future__ import annotations
@@ -69,8 +70,6 @@ STDLIB_MODULES = (
 NOT_WALKED = frozenset({"_distutils_hack", "setuptools", "pkg_resources", "pip", "_pytest", "pytest",
                         "pluggy", "py", "IPython", "routescript.modules", "routescript.testing",
                         "time_machine"})
-
-
 # A library's parts for its users' tests (aiohttp's pytest plugin imports pytest): never a server's.
 TEST_PARTS = frozenset({"tests", "test", "testing", "pytest_plugin", "test_utils", "conftest"})
 
