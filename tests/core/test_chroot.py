@@ -204,3 +204,44 @@ def test_the_command_line_chroot_is_given_to_the_load(tmp_path: Path) -> None:
     assert server.config.get("chroot") == str(jail) and "chroot" not in server.config.positions
     with pytest.raises(Exception, match=r'chroot directory "/no-such-dir-rs22" does not exist'):
         load_for_run(str(_cfg(tmp_path, "", FIFO)), RunOptions(chroot="/no-such-dir-rs22"))
+
+
+def _imported_names(folders: list[Path]) -> set[str]:
+    """Every module name an `import` or `from ... import` statement names in the .py files below
+    `folders`, wherever it is (a function body included); relative imports left out (their package is
+    walked whole)."""
+    import ast
+
+    names: set[str] = set()
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            if "testing" in path.relative_to(folder).parts:   # the test runner's: never in a server
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names.add(node.module)
+    return names
+
+
+def test_every_module_our_code_imports_anywhere_is_preloaded() -> None:
+    """A new `import x` in a function body of routescript or a module (run after the chroot) fails here
+    when preload_imports does not import x before: the standard library's and the dependencies' names
+    must be in sys.modules after it (or known absent: an optional library), routescript's own too."""
+    root = Path(__file__).resolve().parents[2]
+    names = _imported_names([root / "routescript", root / "modules"])
+    names = {n for n in names if not n.startswith("routescript.testing")}
+    modules = sorted(p.name for p in (root / "modules").iterdir() if (p / "__init__.py").exists())
+    done = preload_imports(["routescript", *(f"routescript.modules.{m}" for m in modules)])
+    missing = sorted(n for n in names
+                     if n not in sys.modules and n not in done.absent and n.split(".")[0] not in done.absent
+                     and not _is_attribute(n))
+    assert missing == [], f"imported somewhere by our code, not by preload_imports: {missing}"
+
+
+def _is_attribute(name: str) -> bool:
+    """`from a import b` where b is a name in a (not a module): not an import of a module."""
+    parent, _, leaf = name.rpartition(".")
+    return bool(parent) and parent in sys.modules and hasattr(sys.modules[parent], leaf) and \
+        not hasattr(getattr(sys.modules[parent], leaf), "__spec__")
