@@ -9,6 +9,7 @@ on, so one library serves both; aiodns needs pycares, a C extension, for no gain
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,10 +74,13 @@ def _resolv_conf_attempts(path: str) -> int | None:
     return attempts
 
 
-def _why(exc: Exception) -> str:
+def _why(exc: Exception, path: str) -> str:
+    """Why `path` gave no server: dnspython says NoResolverConfiguration for a missing file too."""
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
-    return "missing, unreadable or without a nameserver line"
+    if not os.path.exists(path):
+        return "no such file"
+    return "unreadable, or no nameserver line"
 
 
 class DnsLookup:
@@ -95,7 +99,7 @@ class DnsLookup:
                 # said once per process: in a chroot, /etc/resolv.conf must be copied inside it
                 log.warning("no DNS servers: %s gives none (%s); only IP addresses and the hosts file's "
                             "names resolve (set dns_nameservers, or in a chroot copy the file inside it: "
-                            "docs/dns.md)", settings.resolv_conf, _why(exc))
+                            "docs/dns.md)", settings.resolv_conf, _why(exc, settings.resolv_conf))
         else:
             resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
                                     for host, port in settings.nameservers]

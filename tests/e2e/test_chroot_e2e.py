@@ -279,6 +279,9 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
     assert code == 0, text
     assert LATE_IMPORT not in text, text
     assert "Traceback" not in text, text
+    # the jail has no /etc/resolv.conf: said by each worker (the restarted one again), which runs on
+    said = text.count("no DNS servers: /etc/resolv.conf gives none (no such file)")
+    assert said == (1 if workers == 1 else workers + 1), text
     assert not jail.path("/run/routescript.pid").exists(), text
     # the database was made inside the jail (db_url sqlite:///data/presence.sqlite)
     with sqlite3.connect(jail.path("/data/presence.sqlite")) as db:
