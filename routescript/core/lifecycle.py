@@ -205,9 +205,9 @@ class Lifecycle:
     async def start_simulated(self, make_transport: TransportFactory) -> None:
         """start() for `routescript test` (routescript/testing/scenario): the transport is
         `make_transport`'s (a simulated network, no socket), the process keeps its identity, root
-        and directory (user/group/chroot/wdir are not applied: it is the test runner's process), the logging is
-        the caller's, and the supervisor's modules (the MI and HTTP listeners) are not started - their
-        MI commands are called in process instead."""
+        and directory (user/group/chroot/wdir are not applied: it is the test runner's process), the
+        logging is the caller's, and the supervisor's modules (the MI and HTTP listeners) are not
+        started - their MI commands are called in process instead."""
         async def bind(closing: CloseStack) -> TransportLayer:
             return await self.bind_sockets(closing, make_transport)
 
