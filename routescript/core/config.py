@@ -348,6 +348,11 @@ OPENSIPS_CORE_PARAMS = frozenset({
 # OpenSIPS's other names of one parameter, stored under the name the rest of routescript reads.
 _SAME_AS = {"workdir": "wdir", "execdnsthreshold": "exec_dns_threshold"}
 
+def canonical_name(name: str) -> str:
+    """The name a core parameter is stored under (`workdir` is `wdir`)."""
+    return _SAME_AS.get(name, name)
+
+
 # What a 2.x script meant by a parameter 3.x removed, for the error message.
 _REMOVED_PARAM_HINTS = {
     "port": "the port is part of each socket: socket = udp:127.0.0.1:5060",

@@ -14,7 +14,7 @@ from routescript.script import CompiledScript
 from routescript.script.ast import Script
 
 from . import _script
-from .config import CoreConfig, apply_globals, unknown_globals
+from .config import CoreConfig, apply_globals, canonical_name, unknown_globals
 from .events import EventBus
 from .loader import (
     Classes,
@@ -230,7 +230,7 @@ class ConfigLoader:
         warnings: list[LoadDiagnostic] = list(ast.warnings)
         globals_ = _script.globals_of(ast, path)
         if core_values:
-            globals_ = [g for g in globals_ if g[0] not in core_values] + \
+            globals_ = [g for g in globals_ if canonical_name(g[0]) not in core_values] + \
                 [(name, cast("_script.GlobalValue", value), None) for name, value in core_values.items()]
         lms = _script.loadmodules_of(ast, path)
         mps = _with_overrides(_script.modparams_of(ast, path), overrides)

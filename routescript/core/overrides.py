@@ -6,8 +6,8 @@ beside OpenSIPS's own flags):
     -P/--pid-file FILE   pid_file  (OpenSIPS -P)
     --log-level LEVEL    log_level (OpenSIPS -d, counted; here the level itself, a number or L_INFO...)
     --listen SOCKET      adds a socket, as a `socket =` line does (OpenSIPS -l)
-    -t/--chroot DIR      chroot    (OpenSIPS -t): given to the load itself (load_for_run), so that the
-                         checks of wdir and of the modules' paths see the new root
+    -t/--chroot DIR      chroot    (OpenSIPS -t) } given to the load itself (load_for_run), so that
+    -w/--wdir DIR        wdir      (OpenSIPS -w) } the checks of wdir and the modules' paths see them
 
 Each value is checked as the parameter's own would be; a bad one is a LoadError naming the flag, before
 anything is opened. Choice: the command line wins over the script (OpenSIPS reads its flags first and
@@ -39,11 +39,12 @@ class RunOptions:
     log_level: str | None = None
     listen: Sequence[str] = field(default_factory=tuple)
     chroot: str | None = None
+    wdir: str | None = None
 
 
 def apply_overrides(config: CoreConfig, options: RunOptions) -> None:
     """Write the command line's values into `config`; LoadError naming the flag for a bad value.
-    (`chroot` is not here: core_values() gives it to the load.)"""
+    (`chroot` and `wdir` are not here: core_values() gives them to the load.)"""
     for flag, name, value in (("-u", "user", options.user), ("-g", "group", options.group)):
         if value is None:
             continue
@@ -71,7 +72,8 @@ def apply_overrides(config: CoreConfig, options: RunOptions) -> None:
 
 def core_values(options: RunOptions) -> dict[str, object]:
     """The command line's core parameters the load itself must see (ConfigLoader.load's core_values)."""
-    return {"chroot": options.chroot} if options.chroot is not None else {}
+    values = {"chroot": options.chroot, "wdir": options.wdir}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _set(config: CoreConfig, name: str, value: object, drop: str | None = None) -> None:

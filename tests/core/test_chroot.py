@@ -245,3 +245,15 @@ def _is_attribute(name: str) -> bool:
     parent, _, leaf = name.rpartition(".")
     return bool(parent) and parent in sys.modules and hasattr(sys.modules[parent], leaf) and \
         not hasattr(getattr(sys.modules[parent], leaf), "__spec__")
+
+
+def test_the_command_line_wdir_replaces_the_script_s(tmp_path: Path) -> None:
+    """-w/--wdir (OpenSIPS -w) takes the place of `wdir`/`workdir`, checked inside --chroot's new root;
+    a folder missing there is a load error naming it, without the script's position."""
+    jail = tmp_path / "jail"
+    (jail / "work").mkdir(parents=True)
+    cfg = _cfg(tmp_path, f'workdir = "{tmp_path}"\n')
+    server = load_for_run(str(cfg), RunOptions(chroot=str(jail), wdir="/work"))
+    assert server.config.get("wdir") == "/work" and "wdir" not in server.config.positions
+    with pytest.raises(Exception, match=rf'^wdir: no such directory "/nowhere" inside the chroot {jail}$'):
+        load_for_run(str(cfg), RunOptions(chroot=str(jail), wdir="/nowhere"))

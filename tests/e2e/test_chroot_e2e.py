@@ -211,7 +211,7 @@ async def publish_and_subscribe(srv: Srv, proto: str, user: str) -> None:
 @pytest.mark.parametrize("workers", [1, 2], ids=["1worker", "2workers"])
 async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
     """The whole exercise of the module docstring. 1 worker: `chroot` in the script, plain logs; 2
-    workers: `--chroot` on the command line, JSON logs (json's encoder after the chroot too)."""
+    workers: `--chroot` and `-w` on the command line, JSON logs (json's encoder after the chroot too)."""
     prefix, as_nobody = how_to_chroot()
     jail = Jail(tmp_path, as_nobody)
     port, http_port = free_port(), free_port()
@@ -221,7 +221,7 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
         head += f'chroot = "{jail.root}"\n'
     else:
         head += 'stderror_log_format = "json"\n'
-        flags += ["--chroot", str(jail.root)]
+        flags += ["--chroot", str(jail.root), "-w", "/data"]
     secure = SecureListeners.make(tmp_path)
     jail.cfg.write_text(chroot_cfg(jail, port, http_port, workers, head, secure))
     jail.cfg.chmod(0o644)
@@ -234,6 +234,8 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
         assert len(pids) == workers + (1 if workers > 1 else 0), pids
         for pid in pids:
             assert os.readlink(f"/proc/{pid}/root") == str(jail.root), pid
+            # the working directory is inside too: wdir (-w) there, else the new root
+            assert os.readlink(f"/proc/{pid}/cwd") == str(jail.path("/data" if workers > 1 else "/")), pid
             if as_nobody:
                 assert _uid(pid) == pwd.getpwnam("nobody").pw_uid, pid
         assert jail.path("/run/routescript.pid").read_text().strip() == str(server.proc.pid)
