@@ -231,7 +231,8 @@ class LateImportGuard(importlib.abc.MetaPathFinder):
     """First in sys.meta_path after the chroot: any import that reaches the finders (the module is not in
     sys.modules) is one preload_imports missed. It is logged once, as an error naming the module, and
     fails (ModuleNotFoundError): the Python installation is not inside the new root. Names known absent
-    before the chroot fail quietly, as they did then (an optional library's `try: import`)."""
+    before the chroot fail quietly, as they did then (an optional library's `try: import`); modules
+    compiled into the interpreter (builtin, frozen) need no file and pass."""
 
     def __init__(self, jail: str, absent: Iterable[str] = ()) -> None:
         self.jail = jail
@@ -240,6 +241,8 @@ class LateImportGuard(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(fullname):
+            return None   # compiled into the interpreter: no file to read, the next finders serve it
         if fullname in self.absent:
             raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
         if fullname not in self.reported:
