@@ -64,9 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-l", "--listen", metavar="SOCKET", action="append", default=[],
                      help="also listen on SOCKET, [proto:]host[:port] as a `socket =` line (OpenSIPS -l); "
                           "repeatable")
-    run.add_argument("--chroot", metavar="DIR",
-                     help="refused, as the `chroot` parameter is: use systemd's RootDirectory= or a "
-                          "container (docs/operations.md)")
+    run.add_argument("-t", "--chroot", metavar="DIR",
+                     help="chroot to DIR once the sockets are bound, before switching user (OpenSIPS -t); "
+                          "the database, FIFO and pid file paths are then inside DIR; overrides the "
+                          "script's `chroot` (docs/operations.md)")
+    run.add_argument("-w", "--wdir", metavar="DIR",
+                     help="the working directory, entered at start (inside DIR of --chroot when given; "
+                          "OpenSIPS -w); overrides the script's `wdir`")
     run.add_argument("-F", "--foreground", action="store_true",
                      help="serve in the foreground: the default and only mode (OpenSIPS -F); the "
                           "service manager (systemd, a container) keeps the process, there is no "
@@ -271,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from routescript.core.overrides import RunOptions
 
         return cmd_run(args.cfg, RunOptions(args.user, args.group, args.pid_file, args.log_level,
-                                            tuple(args.listen), args.chroot))
+                                            tuple(args.listen), args.chroot, args.wdir))
     if args.command == "check":
         return cmd_check(args.cfg, args.syntax_only)
     if args.command == "test":

@@ -22,6 +22,7 @@ import os
 import pwd
 from typing import TYPE_CHECKING, Any
 
+from routescript.core.chroot import outside
 from routescript.core.module import ConfigError, Module, Param
 
 if TYPE_CHECKING:
@@ -81,14 +82,18 @@ class MiFifoModule(Module):
     def check(self) -> None:
         if not self.param("fifo_name"):
             raise ConfigError("modparam(\"mi_fifo\", \"fifo_name\"): no fifo configured")
-        # start() creates the FIFO; a directory that is not there fails it: said at load (check = run)
+        # start() creates the FIFO; a directory that is not there fails it: said at load (check = run).
+        # With `chroot` both paths are inside the new root (start() runs after the chroot).
+        jail = str(self.server.config.get("chroot") or "")
+        inside = f" inside the chroot {jail}" if jail else ""
         fifo_dir = os.path.dirname(os.path.abspath(self.param("fifo_name")))
-        if not os.path.isdir(fifo_dir):
+        if not os.path.isdir(outside(jail, fifo_dir)):
             raise ConfigError(f"cannot create FIFO {self.param('fifo_name')}: "
-                              f"{os.strerror(errno.ENOENT)} (no directory {fifo_dir})")
+                              f"{os.strerror(errno.ENOENT)} (no directory {fifo_dir}{inside})")
         reply_dir = self.param("reply_dir")
-        if not reply_dir or not os.path.isdir(reply_dir):
-            raise ConfigError(f"modparam(\"mi_fifo\", \"reply_dir\"): \"{reply_dir}\" is not a directory")
+        if not reply_dir or not os.path.isdir(outside(jail, reply_dir)):
+            raise ConfigError(f"modparam(\"mi_fifo\", \"reply_dir\"): \"{reply_dir}\" is not a directory"
+                              + inside)
         uid, gid = _user_id(self.param("fifo_user"))
         group = _group_id(self.param("fifo_group"))
         self._uid, self._gid = uid, (group if group != -1 else gid)

@@ -4,8 +4,8 @@ gets its contexts), the $tls_* pseudo-variables and is_peer_verified() (docs/mod
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.module import ConfigError, Module, Param, mi_command, script_function
 from routescript.script.context import REQUEST_ROUTE, MsgContext
@@ -14,6 +14,9 @@ from routescript.script.registry import PVarSpec
 from .certinfo import COMPONENTS, SAN_KINDS, CertInfo, cert_info, pem_file_info
 from .contexts import TlsContexts
 from .domains import DOMAIN_PARAMS, DomainError, DomainTable, build_table
+
+if TYPE_CHECKING:
+    from routescript.sip import SocketInfo
 
 _DB = "the TLS domains table (db_url) is not implemented: define the domains with server_domain/client_domain"
 _AVP = ("client domains are matched by address only (client_tls_domain_avp/client_sip_domain_avp not "
@@ -75,6 +78,17 @@ class TlsMgmModule(Module):
             raise ConfigError(str(exc)) from None
         self._my_certs = {f"{d.side}:{d.name}": pem_file_info(d.certificate) if d.certificate else None
                           for d in self.table.domains}
+
+    def before_chroot(self, sockets: Sequence[SocketInfo]) -> None:
+        """The server contexts of the tls and wss sockets, built now from their certificate files: a
+        worker process adopts its sockets after the chroot, where the files are not (the workers inherit
+        the contexts). A socket no domain matches is left to the worker, which says so."""
+        for info in sockets:
+            if info.proto in ("tls", "wss"):
+                try:
+                    self.contexts.server_context(info)
+                except LookupError:
+                    pass
 
     @property
     def contexts(self) -> TlsContexts:

@@ -25,6 +25,7 @@ from .environ import expand_env
 from .module import ConfigError
 from .netlist import NetworkList
 from .param_policy import accepted_note, refusal
+from .chroot import ChrootError, check_chroot_dir, outside
 from .privileges import PrivilegeError, RunAs, run_as
 from routescript.sip.hosts import host_for_uri
 
@@ -48,8 +49,6 @@ SUPPORTED_PROTOS = ("udp", "tcp", "tls", "ws", "wss")
 # wss (proto_ws's ws_port and proto_wss's wss_port defaults, RFC 6455 3), 5060 for the others.
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
-CHROOT_REFUSED = ("is not supported: a Python server imports files after start-up, which a chroot would "
-                  "break; confine it from outside instead (systemd's RootDirectory=, or a container)")
 LOG_FORMATS = ("plain_text", "json")
 
 
@@ -251,8 +250,8 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     # (lifecycle.py); relative paths the modules open later (an SQLite file) are then read from it.
     "wdir": ("str", "", False),
     "workdir": ("str", "", False),               # OpenSIPS's other name of wdir
-    # Security settings are never accepted and ignored (privileges.py): `user`/`group` drop
-    # privileges once the SIP sockets are bound; `chroot` is refused (_check_identity says why).
+    # Security settings are never accepted and ignored (privileges.py, chroot.py): `chroot` and
+    # `user`/`group` confine the server once its SIP sockets are bound.
     "chroot": ("str", "", False),
     "user": ("str", "", False),
     "uid": ("str", "", False),                   # OpenSIPS's other name of user
@@ -348,6 +347,11 @@ OPENSIPS_CORE_PARAMS = frozenset({
 
 # OpenSIPS's other names of one parameter, stored under the name the rest of routescript reads.
 _SAME_AS = {"workdir": "wdir", "execdnsthreshold": "exec_dns_threshold"}
+
+def canonical_name(name: str) -> str:
+    """The name a core parameter is stored under (`workdir` is `wdir`)."""
+    return _SAME_AS.get(name, name)
+
 
 # What a 2.x script meant by a parameter 3.x removed, for the error message.
 _REMOVED_PARAM_HINTS = {
@@ -531,7 +535,7 @@ def apply_globals(items: Sequence[tuple[str, object, Pos | None]], errors: list[
                 raise
             errors.append(exc)
     _apply_debug_mode(cfg)
-    for check in (_check_identity, _check_wdir):
+    for check in (_check_identity, _check_chroot, _check_wdir):
         try:
             check(cfg)
         except ConfigError as exc:
@@ -683,17 +687,29 @@ def parse_nameservers(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def _check_wdir(cfg: CoreConfig) -> None:
-    """`wdir` must name an existing folder, at load time (OpenSIPS fails its chdir at start-up)."""
+    """`wdir` must name an existing folder, at load time (OpenSIPS fails its chdir at start-up); with
+    `chroot`, a folder inside the new root (the server changes to it after the chroot)."""
     wdir = cfg.values.get("wdir")
-    if wdir and not os.path.isdir(wdir):
-        raise ConfigError(f"wdir: no such directory \"{wdir}\"", cfg.positions.get("wdir"))
+    jail = str(cfg.values.get("chroot") or "")
+    if wdir and not os.path.isdir(outside(jail, wdir)):
+        where = f" inside the chroot {jail}" if jail else ""
+        raise ConfigError(f"wdir: no such directory \"{wdir}\"{where}", cfg.positions.get("wdir"))
+
+
+def _check_chroot(cfg: CoreConfig) -> None:
+    """`chroot` must name an existing directory, at load time; kept absolute (the start may not run
+    from the folder `routescript check` ran in)."""
+    if not cfg.values.get("chroot"):
+        return
+    try:
+        cfg.values["chroot"] = check_chroot_dir(str(cfg.values["chroot"]))
+    except ChrootError as exc:
+        raise ConfigError(str(exc), cfg.positions.get("chroot")) from None
 
 
 def _check_identity(cfg: CoreConfig) -> None:
-    """`chroot` is refused and `user`/`group` must name existing accounts, at load time (so
-    `routescript check` reports them with the line)."""
-    if cfg.values.get("chroot"):
-        raise ConfigError(f"chroot {CHROOT_REFUSED}", cfg.positions.get("chroot"))
+    """`user`/`group` must name existing accounts, at load time (so `routescript check` reports them
+    with the line)."""
     for names in (("user", "uid"), ("group", "gid")):
         for name in names:
             if not cfg.values.get(name):

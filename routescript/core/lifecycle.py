@@ -5,7 +5,8 @@ start() runs these steps in order; each one that opens something registers how t
 CloseStack, so a failed start closes what it opened (last first) and stop() closes everything:
 
     bind_sockets        the transport and every listen= socket (ports below 1024 need root)
-    write_pid_file      pid_file (-P), still as the starting user (pidfile.py)
+    confine             chroot: what the server may import is imported, then the new root (chroot.py)
+    write_pid_file      pid_file (-P), still as the starting user (pidfile.py); inside the chroot
     drop_privileges     wdir, then user/group (privileges.py says why here)
     make_transactions   the transaction layer (tm's timers)
     start_modules       every module's start(), in load order
@@ -14,10 +15,10 @@ CloseStack, so a failed start closes what it opened (last first) and stop() clos
     serve               only now read the SIP sockets, then READY=1 to systemd (sdnotify.py)
 
 With worker processes (docs/workers.md, routescript/workers/) the steps are shared out: the supervisor
-binds the sockets and drops privileges itself, then start_supervisor() starts only the modules that run
-there (Module.runs_in: the MI listeners); each worker runs start_worker(): adopt_sockets (the inherited
-fds) in place of bind_sockets and drop_privileges, the worker-side modules, and startup_route and the
-timer_routes in worker 0 only (OpenSIPS runs them once).
+binds the sockets, enters the chroot and drops privileges itself, then start_supervisor() starts only the
+modules that run there (Module.runs_in: the MI listeners); each worker runs start_worker(): adopt_sockets
+(the inherited fds) in place of bind_sockets, confine and drop_privileges, the worker-side modules, and
+startup_route and the timer_routes in worker 0 only (OpenSIPS runs them once).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from routescript.transport import TransportLayer
 from routescript.transport.keepalive import KeepAlive
 from routescript.transport.ws import WsOptions
 
+from .chroot import ChrootError, LateImportGuard, enter_chroot, inside, package_of, preload_imports
 from .config import CoreConfig
 from .dispatch import MessageDispatcher
 from .events import EventBus
@@ -183,6 +185,8 @@ class Lifecycle:
         self.notifier: SystemdNotifier = NO_NOTIFIER
         self._stop_requested = asyncio.Event()   # SIGINT/SIGTERM (handle_signals)
         self._handling_signals = False
+        self._identity: tuple[RunAs | None] | None = None   # user/group, resolved once (identity())
+        self.chrooted = False                             # confine() entered the `chroot` directory
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -200,10 +204,10 @@ class Lifecycle:
 
     async def start_simulated(self, make_transport: TransportFactory) -> None:
         """start() for `routescript test` (routescript/testing/scenario): the transport is
-        `make_transport`'s (a simulated network, no socket), the process keeps its identity and
-        directory (user/group/wdir are not applied: it is the test runner's process), the logging is
-        the caller's, and the supervisor's modules (the MI and HTTP listeners) are not started - their
-        MI commands are called in process instead."""
+        `make_transport`'s (a simulated network, no socket), the process keeps its identity, root
+        and directory (user/group/chroot/wdir are not applied: it is the test runner's process), the
+        logging is the caller's, and the supervisor's modules (the MI and HTTP listeners) are not
+        started - their MI commands are called in process instead."""
         async def bind(closing: CloseStack) -> TransportLayer:
             return await self.bind_sockets(closing, make_transport)
 
@@ -219,6 +223,7 @@ class Lifecycle:
             transport = await bind(closing)
             target = None
             if privileges:   # `routescript run`'s process (not a `routescript test` run)
+                self.confine()
                 pid_file = self.write_pid_file()
                 if pid_file is not None:
                     closing.push("the pid file", _async(pid_file.remove))
@@ -269,7 +274,7 @@ class Lifecycle:
                 closing.push("the worker's inbox", _async(node.detach))
             self.make_transactions(closing, transport)
             closing.push("the events", self._server.events.drain)
-            await self.start_modules(closing, self._server.config.run_as(), WORKER_MODULES)
+            await self.start_modules(closing, self.identity(), WORKER_MODULES)
             self._set_started(True)
             if startup_route:
                 await self.run_startup_route()
@@ -289,7 +294,7 @@ class Lifecycle:
         MI listeners), started once every worker is ready; stop() stops them."""
         self._closing = closing = CloseStack()
         try:
-            await self.start_modules(closing, self._server.config.run_as(), SUPERVISOR_MODULES)
+            await self.start_modules(closing, self.identity(), SUPERVISOR_MODULES)
             self._set_started(True)
         except BaseException:
             self._set_started(False)
@@ -365,6 +370,49 @@ class Lifecycle:
             server.sockets.append(info)
         return transport
 
+    def identity(self) -> RunAs | None:
+        """Whom the server runs as (user/group), looked up once: before the chroot, whose new root
+        need not hold /etc/passwd and /etc/group. PrivilegeError for an unknown name."""
+        if self._identity is None:
+            self._identity = (self._server.config.run_as(),)
+        return self._identity[0]
+
+    def confine(self, sockets: Sequence[SocketInfo] | None = None) -> None:
+        """`chroot` (chroot.py says why here): the identity to switch to is looked up, the modules read
+        what they would read later (Module.before_chroot, for `sockets`: the workers' when they adopt
+        them, else this process's), everything the server may import later is imported, systemd's
+        socket connected, then the chroot (and chdir /), and LateImportGuard reports any import still
+        made. From here the script file a reload reads is the one inside the new root. A LoadError when
+        the chroot cannot be made (not root: EPERM)."""
+        config = self._server.config
+        try:
+            self.identity()
+        except PrivilegeError as exc:
+            raise LoadError([Diagnostic(str(exc), _identity_pos(config))]) from None
+        jail = str(config.get("chroot") or "")
+        if not jail:
+            return
+        modules = self._server.modules.instances.values()
+        for module in modules:   # what they would read later (tls_mgm: the certificates)
+            module.before_chroot(self._server.sockets if sockets is None else sockets)
+        packages = {package_of(type(mod).__module__) for mod in modules}
+        preloaded = preload_imports(["routescript", *sorted(packages)])
+        self.notifier.connect()   # its socket's path is outside the new root
+        script = inside(jail, self._loader.path)
+        try:
+            enter_chroot(jail)
+        except ChrootError as exc:
+            raise LoadError([Diagnostic(str(exc), config.positions.get("chroot"))]) from None
+        LateImportGuard(jail, preloaded.absent).install()
+        self.chrooted = True
+        self._loader.path = script
+        log.info("chroot %s: %d modules imported before it (%.2f s); the paths opened from now on are "
+                 "inside it", jail, preloaded.modules, preloaded.seconds)
+        if not os.path.isfile(script):
+            log.warning("reload_routes (SIGHUP) reads the script at %s inside the chroot %s: no such file "
+                        "there, so a reload is refused until it is (docs/operations.md, chroot)",
+                        script, jail)
+
     def write_pid_file(self) -> PidFile | None:
         """pid_file (-P): this process's id, written before the privilege drop (/run is root's); None
         when not asked for. A LoadError when another live process holds it or it cannot be written."""
@@ -389,15 +437,14 @@ class Lifecycle:
         except ConfigError as exc:
             raise LoadError([config_diagnostic(exc)]) from None
         if wdir := config.get("wdir"):
-            os.chdir(wdir)   # OpenSIPS: chdir(working_dir), then do_suid
+            os.chdir(wdir)   # OpenSIPS: chdir(working_dir) (inside the chroot), then do_suid
         try:
-            target = config.run_as()
+            target = self.identity()
             if target is not None:
-                drop_privileges(target)
+                # in a chroot the Python installation is not there to read: every import was made before
+                drop_privileges(target, check_code=not self.chrooted)
         except PrivilegeError as exc:
-            pos = next((config.positions[n] for n in ("user", "uid", "group", "gid")
-                        if n in config.positions), None)
-            raise LoadError([Diagnostic(str(exc), pos)]) from None
+            raise LoadError([Diagnostic(str(exc), _identity_pos(config))]) from None
         return target
 
     def make_transactions(self, closing: CloseStack, transport: TransportLayer) -> TransactionLayer:
@@ -572,6 +619,10 @@ async def reload_telling(notifier: SystemdNotifier,
         errors = [d for d in diagnostics if getattr(d, "severity", "error") == "error"]
         notifier.ready(f"reload refused, the old script runs: {errors[0]}" if errors else "reloaded")
     return diagnostics
+
+
+def _identity_pos(config: CoreConfig) -> Any:
+    return next((config.positions[n] for n in ("user", "uid", "group", "gid") if n in config.positions), None)
 
 
 def _starts_here(module: Module, runs_in: frozenset[RunsIn]) -> bool:

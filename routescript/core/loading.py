@@ -14,7 +14,7 @@ from routescript.script import CompiledScript
 from routescript.script.ast import Script
 
 from . import _script
-from .config import CoreConfig, apply_globals, unknown_globals
+from .config import CoreConfig, apply_globals, canonical_name, unknown_globals
 from .events import EventBus
 from .loader import (
     Classes,
@@ -208,12 +208,15 @@ class ConfigLoader:
         self._reload_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ load
-    def load(self, path: str, overrides: Sequence[ModParam] = ()) -> Loaded:
+    def load(self, path: str, overrides: Sequence[ModParam] = (),
+             core_values: Mapping[str, object] | None = None) -> Loaded:
         """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic.
 
         `overrides` take the place of the script's modparam lines for the same (module, parameter), as
         if written after them (`routescript test` points a script's db_url at a scratch database); a
-        wrong one is reported at its own position."""
+        wrong one is reported at its own position. `core_values` take the place of the script's core
+        parameters of the same name, without a position (`routescript run --chroot DIR`: the modules'
+        checks see it)."""
         from routescript.script import ScriptError, compile_script, parse_file
 
         server = self._server
@@ -226,6 +229,9 @@ class ConfigLoader:
             raise LoadError([Diagnostic(f"cannot read {path}: {exc.strerror or exc}")]) from None
         warnings: list[LoadDiagnostic] = list(ast.warnings)
         globals_ = _script.globals_of(ast, path)
+        if core_values:
+            globals_ = [g for g in globals_ if canonical_name(g[0]) not in core_values] + \
+                [(name, cast("_script.GlobalValue", value), None) for name, value in core_values.items()]
         lms = _script.loadmodules_of(ast, path)
         mps = _with_overrides(_script.modparams_of(ast, path), overrides)
         # Every problem is collected, then reported at once in file order (a checker, not a first-error

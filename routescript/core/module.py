@@ -22,13 +22,15 @@ instance's functions, then awaits `start()` before the first message and `stop()
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from routescript.script.registry import ArgSpec, FunctionSpec, PVarSpec, TransformSpec, function
 
 if TYPE_CHECKING:
+    from routescript.sip import SocketInfo
+
     from .host import ModuleHost
 
 
@@ -222,6 +224,12 @@ class Module:
 
     async def stop(self) -> None:
         """Flush and close. Called once at clean shutdown."""
+
+    def before_chroot(self, sockets: Sequence[SocketInfo]) -> None:
+        """Read now what this module would otherwise read from disk later, in a worker process: a
+        `chroot` comes next (routescript/core/chroot.py), after which the files are out of reach.
+        `sockets`: every SIP socket bound, named as the workers adopt them. Most modules read nothing
+        outside their start() (which runs after the chroot, inside it) and keep this no-op."""
 
     # --- exports, collected from the tagged methods -------------------------------------------------
     @classmethod

@@ -6,7 +6,8 @@ beside OpenSIPS's own flags):
     -P/--pid-file FILE   pid_file  (OpenSIPS -P)
     --log-level LEVEL    log_level (OpenSIPS -d, counted; here the level itself, a number or L_INFO...)
     --listen SOCKET      adds a socket, as a `socket =` line does (OpenSIPS -l)
-    --chroot DIR         refused, as the `chroot` parameter is (privileges.py says why)
+    -t/--chroot DIR      chroot    (OpenSIPS -t) } given to the load itself (load_for_run), so that
+    -w/--wdir DIR        wdir      (OpenSIPS -w) } the checks of wdir and the modules' paths see them
 
 Each value is checked as the parameter's own would be; a bad one is a LoadError naming the flag, before
 anything is opened. Choice: the command line wins over the script (OpenSIPS reads its flags first and
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .config import CHROOT_REFUSED, parse_log_level, parse_socket
+from .config import parse_log_level, parse_socket
 from .loading import LoadError, PlainDiagnostic
 from .module import ConfigError
 from .privileges import PrivilegeError, run_as
@@ -38,12 +39,12 @@ class RunOptions:
     log_level: str | None = None
     listen: Sequence[str] = field(default_factory=tuple)
     chroot: str | None = None
+    wdir: str | None = None
 
 
 def apply_overrides(config: CoreConfig, options: RunOptions) -> None:
-    """Write the command line's values into `config`; LoadError naming the flag for a bad value."""
-    if options.chroot is not None:
-        _refuse("--chroot", options.chroot, CHROOT_REFUSED)
+    """Write the command line's values into `config`; LoadError naming the flag for a bad value.
+    (`chroot` and `wdir` are not here: core_values() gives them to the load.)"""
     for flag, name, value in (("-u", "user", options.user), ("-g", "group", options.group)):
         if value is None:
             continue
@@ -67,6 +68,12 @@ def apply_overrides(config: CoreConfig, options: RunOptions) -> None:
             config.sockets.append(parse_socket(text))
         except ConfigError as exc:
             _refuse("--listen", text, exc.message)
+
+
+def core_values(options: RunOptions) -> dict[str, object]:
+    """The command line's core parameters the load itself must see (ConfigLoader.load's core_values)."""
+    values = {"chroot": options.chroot, "wdir": options.wdir}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _set(config: CoreConfig, name: str, value: object, drop: str | None = None) -> None:

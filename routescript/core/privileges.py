@@ -7,10 +7,8 @@ then start the modules - so an SQLite file, the FIFO and httpd's port are opened
 target user, and a file that user cannot write is the module's clear start-up error (with the user
 named), never a file created by root that the server cannot use after its next restart.
 
-`chroot` is refused at load time (config.py): a Python process imports lazily (codecs, the modules'
-own imports, the resolver's /etc files, SQLite's temporary files), so a chroot made after start-up
-breaks at run time in ways a script author cannot foresee. systemd's RootDirectory= or a container
-gives the same confinement from outside.
+With `chroot` (chroot.py) the switch comes after it, as OpenSIPS's do_suid after daemonize(): the
+account and its groups are looked up before (the new root need not hold /etc/passwd or /etc/group).
 """
 
 from __future__ import annotations
@@ -36,6 +34,8 @@ class RunAs:
     user: str | None
     uid: int | None
     gid: int | None
+    # the supplementary groups (the user's own, or just the group), looked up with the account
+    groups: tuple[int, ...] = ()
 
     def describe(self) -> str:
         parts = [f"user {self.user} (uid {self.uid})"] if self.user is not None else []
@@ -67,29 +67,32 @@ def run_as(user: str, group: str) -> RunAs | None:
         return None
     entry = lookup_user(user) if user else None
     gid = lookup_group(group) if group else (entry.pw_gid if entry is not None else None)
-    return RunAs(entry.pw_name if entry else None, entry.pw_uid if entry else None, gid)
+    if entry is not None:
+        groups = tuple(os.getgrouplist(entry.pw_name, gid if gid is not None else entry.pw_gid))
+    else:
+        groups = (gid,) if gid is not None else ()
+    return RunAs(entry.pw_name if entry else None, entry.pw_uid if entry else None, gid, groups)
 
 
-def drop_privileges(target: RunAs) -> None:
-    """setgroups/initgroups, setgid, then setuid (the order that still has the right to each step).
-    The supplementary groups become the user's own (or just the group's): root's must not stay.
-    PrivilegeError when the process may not switch (not root)."""
+def drop_privileges(target: RunAs, *, check_code: bool = True) -> None:
+    """setgroups, setgid, then setuid (the order that still has the right to each step). The
+    supplementary groups become the user's own (or just the group's), as looked up by run_as(): root's
+    must not stay. PrivilegeError when the process may not switch (not root). `check_code`: whether the
+    account must be able to read the Python installation (not in a chroot: everything was imported)."""
     try:
         if target.gid is not None and target.gid != os.getgid():
-            if target.user is not None:
-                os.initgroups(target.user, target.gid)
-            else:
-                os.setgroups([target.gid])
+            os.setgroups(list(target.groups))
             os.setgid(target.gid)
         elif target.user is not None and target.uid != os.getuid():
-            os.initgroups(target.user, os.getgid())
+            os.setgroups(list(target.groups))
         if target.uid is not None and target.uid != os.getuid():
             os.setuid(target.uid)
     except OSError as exc:
         raise PrivilegeError(f"cannot switch to {target.describe()}: {exc.strerror or exc} "
                              f"(only root can; running as uid {os.getuid()})") from None
     log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
-    _check_code_readable(target)
+    if check_code:
+        _check_code_readable(target)
 
 
 def _code_folders() -> list[str]:

@@ -33,6 +33,7 @@ class SystemdNotifier:
         self.address = address
         self.watchdog_usec = watchdog_usec
         self._sock: socket.socket | None = None
+        self._connected = False   # connect(): sent with send(), not sendto()
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> SystemdNotifier:
@@ -57,6 +58,22 @@ class SystemdNotifier:
         """Seconds between WATCHDOG=1 pings: half of WatchdogSec= (sd_watchdog_enabled(3) advises it)."""
         return None if self.watchdog_usec is None else self.watchdog_usec / 2_000_000
 
+    def connect(self) -> None:
+        """Connect the socket now, before a chroot: a path socket (/run/systemd/notify) is outside the new
+        root, and a connected datagram socket keeps reaching it. A failure is said; send() then retries."""
+        if self.address is None or self._sock is not None:
+            return
+        target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(target)
+        except OSError as exc:
+            sock.close()
+            log.warning("sd_notify: cannot connect to %s: %s", self.address, exc.strerror or exc)
+            return
+        sock.setblocking(False)
+        self._sock, self._connected = sock, True
+
     def send(self, *fields: str) -> None:
         """One notification of `fields` ("READY=1", "STATUS=..."). Never blocks and never raises: a
         service manager that is gone or slow loses a notification (said in the log), not the server."""
@@ -67,7 +84,10 @@ class SystemdNotifier:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self._sock.setblocking(False)
-            self._sock.sendto("\n".join(fields).encode(), target)
+            if self._connected:
+                self._sock.send("\n".join(fields).encode())
+            else:
+                self._sock.sendto("\n".join(fields).encode(), target)
         except OSError as exc:
             log.warning("sd_notify %s to %s failed: %s", fields[0], self.address, exc.strerror or exc)
 
@@ -85,7 +105,7 @@ class SystemdNotifier:
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
-            self._sock = None
+            self._sock, self._connected = None, False
 
     async def watchdog(self) -> None:
         """WATCHDOG=1 every watchdog_interval seconds until cancelled. It runs on the event loop, so a

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from routescript.script import CompiledScript
@@ -151,10 +151,12 @@ class Server:
         return self.dispatcher.queue_delay_limit
 
     # ------------------------------------------------------------------ life
-    def load(self, path: str, overrides: Sequence[ModParam] = ()) -> Loaded:
+    def load(self, path: str, overrides: Sequence[ModParam] = (),
+             core_values: Mapping[str, object] | None = None) -> Loaded:
         """Parse, load modules, apply modparams, check, compile. Raises LoadError with every diagnostic.
-        `overrides` replace the script's modparams of the same name (loading.py)."""
-        return self.loader.load(path, overrides)
+        `overrides` replace the script's modparams of the same name, `core_values` its core parameters
+        (loading.py)."""
+        return self.loader.load(path, overrides, core_values)
 
     async def reload_routes(self) -> list[LoadDiagnostic]:
         """Compile the file again with the same modules and swap the routes in when valid (loading.py)."""
@@ -247,11 +249,12 @@ async def run_file(path: str, options: RunOptions | None = None) -> int:
 def load_for_run(path: str, options: RunOptions | None = None) -> Server:
     """Load `path` for `routescript run` with the command line's overrides (overrides.py); LoadError
     with every diagnostic."""
-    from .overrides import RunOptions, apply_overrides
+    from .overrides import RunOptions, apply_overrides, core_values
 
+    options = options or RunOptions()
     server = Server()
-    server.load(path)
-    apply_overrides(server.config, options or RunOptions())
+    server.load(path, core_values=core_values(options))
+    apply_overrides(server.config, options)
     return server
 
 

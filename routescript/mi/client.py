@@ -22,6 +22,8 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from routescript.core.chroot import outside
+
 if TYPE_CHECKING:
     from routescript.core.module import Module
     from routescript.core.server import Server
@@ -218,14 +220,18 @@ def _load_config(cfg: str) -> Server:
 
 def endpoint_from_config(cfg: str) -> tuple[str, str, str]:
     """Where a configuration serves MI: ("http", url, "") when it loads httpd + mi_http (preferred),
-    else ("fifo", fifo_name, reply_dir) when it loads mi_fifo. MIClientError when it serves neither."""
+    else ("fifo", fifo_name, reply_dir) when it loads mi_fifo (below its `chroot`, seen from outside).
+    MIClientError when it serves neither."""
     server = _load_config(cfg)
     httpd, mi_http = server.modules.get("httpd"), server.modules.get("mi_http")
     if httpd is not None and mi_http is not None:
         return "http", _http_url(httpd, mi_http), ""
     fifo = server.modules.get("mi_fifo")
     if fifo is not None:
-        return "fifo", str(fifo.param("fifo_name")), str(fifo.param("reply_dir") or "/tmp/")
+        # a chrooted server made its FIFO inside its new root, and looks for the reply FIFOs there
+        jail = str(server.config.get("chroot") or "")
+        reply_dir = str(fifo.param("reply_dir") or "/tmp/")
+        return "fifo", outside(jail, str(fifo.param("fifo_name"))), outside(jail, reply_dir)
     raise MIClientError(f"{cfg} loads neither httpd.so + mi_http.so nor mi_fifo.so: it serves no MI")
 
 

@@ -38,13 +38,14 @@ def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
 class HostsFile:
     """The addresses a hosts file gives a name; a missing file lists nothing."""
 
-    __slots__ = ("path", "_table", "_mtime", "_checked_at")
+    __slots__ = ("path", "_table", "_mtime", "_checked_at", "_said_missing")
 
     def __init__(self, path: str = "/etc/hosts") -> None:
         self.path = path
         self._table: dict[str, tuple[str, ...]] = {}
         self._mtime: float | None = None
         self._checked_at: float | None = None
+        self._said_missing = False
 
     def lookup(self, name: str, now: float) -> tuple[str, ...] | None:
         if self._checked_at is None or now - self._checked_at >= RECHECK:
@@ -55,7 +56,12 @@ class HostsFile:
     def _reload_if_changed(self) -> None:
         try:
             mtime = os.stat(self.path).st_mtime
-        except OSError:
+        except OSError as exc:
+            if self._mtime is not None or not self._said_missing:
+                # said at the first lookup and when the file goes away, not at every recheck
+                log.info("hosts file %s not read (%s): names resolve through DNS only", self.path,
+                         exc.strerror or exc)
+                self._said_missing = True
             self._table, self._mtime = {}, None
             return
         if mtime == self._mtime:

@@ -9,6 +9,7 @@ on, so one library serves both; aiodns needs pycares, a C extension, for no gain
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,6 +74,15 @@ def _resolv_conf_attempts(path: str) -> int | None:
     return attempts
 
 
+def _why(exc: Exception, path: str) -> str:
+    """Why `path` gave no server: dnspython says NoResolverConfiguration for a missing file too."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if not os.path.exists(path):
+        return "no such file"
+    return "unreadable, or no nameserver line"
+
+
 class DnsLookup:
     """`await query(Query)` -> RecordSet, never an exception: a failure is a FAILED RecordSet whose
     reason says what happened. Each query is bounded by retry_time x retries seconds."""
@@ -84,8 +94,12 @@ class DnsLookup:
         if not settings.nameservers:
             try:
                 resolver.read_resolv_conf(settings.resolv_conf)
-            except (dns.resolver.NoResolverConfiguration, OSError):
+            except (dns.resolver.NoResolverConfiguration, OSError) as exc:
                 resolver.nameservers = []        # every query then fails with "no DNS servers"
+                # said once per process: in a chroot, /etc/resolv.conf must be copied inside it
+                log.warning("no DNS servers: %s gives none (%s); only IP addresses and the hosts file's "
+                            "names resolve (set dns_nameservers, or in a chroot copy the file inside it: "
+                            "docs/dns.md)", settings.resolv_conf, _why(exc, settings.resolv_conf))
         else:
             resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
                                     for host, port in settings.nameservers]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from routescript.core.config import ListenSpec
 from routescript.core.loading import Diagnostic, LoadError
+from routescript.sip import SocketInfo
 from routescript.sip.hosts import bare_host
 from routescript.transport.probe import share_drain
 
@@ -58,6 +59,11 @@ class WorkerSockets:
         """What worker `slot` adopts: every socket (it sends from any), each with whether it reads it and
         the transport it serves (udp, tcp, tls, ws, wss: a listening stream socket does not say)."""
         return [(b.sock, slot < b.readers, b.spec.proto) for b in self.bound]
+
+    def infos(self) -> list[SocketInfo]:
+        """Every socket as a worker names it when it adopts it (transport.adopt: the bound address)."""
+        return [SocketInfo(b.spec.proto, bare_host(str(address[0])), int(address[1]))
+                for b in self.bound for address in [b.sock.getsockname()]]
 
     def names_read_by(self, slot: int) -> list[str]:
         return [b.name for b in self.bound if slot < b.readers]

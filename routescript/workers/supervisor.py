@@ -1,11 +1,12 @@
 """`routescript run` with worker processes: the supervisor ("attendant" in MI ps), docs/workers.md
 section 1.
 
-Start order (OpenSIPS main.c's: listeners, do_suid, children): the configuration is loaded and checked
-by the caller; the supervisor binds every SIP socket (WorkerSockets), drops privileges, forks worker 0
-and waits for its Ready (it runs startup_route, once), then forks the others together and waits for all.
-A StartFailed (or a worker that exits before Ready) stops the others and `routescript run` exits 1 with
-the worker's error. Then the modules that run in the supervisor start (the MI listeners) and it serves:
+Start order (OpenSIPS main.c's: listeners, chroot, do_suid, children): the configuration is loaded and
+checked by the caller; the supervisor binds every SIP socket (WorkerSockets), enters the chroot (a
+restarted worker is forked inside it too), drops privileges, forks worker 0 and waits for its Ready (it
+runs startup_route, once), then forks the others together and waits for all. A StartFailed (or a worker
+that exits before Ready) stops the others and `routescript run` exits 1 with the worker's error. Then
+the modules that run in the supervisor start (the MI listeners) and it serves:
 
 - a worker that exits is reaped (pidfd readable, os.waitpid) and forked again in the same slot with
   epoch + 1 after the RestartPolicy's back-off; one that answers no Ping for WATCHDOG seconds is killed
@@ -183,6 +184,8 @@ class Supervisor:
             return 1
         pid_file: PidFile | None = None
         try:
+            # chroot: the workers are forked inside the new root, restarted ones too
+            lifecycle.confine(sockets.infos())
             pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
             lifecycle.drop_privileges()
         except LoadError as exc:

@@ -81,7 +81,6 @@ def test_overrides_win_over_the_script() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (RunOptions(chroot="/x"), "--chroot /x: is not supported"),
     (RunOptions(log_level="9"), "--log-level 9: log level 9 out of range"),
     (RunOptions(user="no-such-user-rs22"), "-u no-such-user-rs22: no such user"),
     (RunOptions(pid_file=""), "-P : the pid file needs a path"),

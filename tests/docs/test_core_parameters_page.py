@@ -15,7 +15,7 @@ from routescript.core.param_policy import ACCEPTED, REFUSED
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "core-parameters.md"
 # | `name` [(note)] | type | default | here |
 _ROW = re.compile(r"^\| `([a-z_0-9]+)`[^|]*\|[^|]*\|[^|]*\| (.*) \|$", re.M)
-_REFUSED_ELSEWHERE = {"chroot"}    # refused by its own check (config._check_identity), with the same words
+_REFUSED_ELSEWHERE: set[str] = set()   # refused by a check of their own rather than param_policy
 
 
 def rows() -> dict[str, str]:

@@ -6,7 +6,8 @@ and sockets:
 - a request sent as soon as the SIP port is bound, while start-up still loads the database, is served
   (200 and a NOTIFY), not dropped;
 - `user`/`group` (and -u/-g) switch the server to that account once its sockets are bound; an unknown
-  account and `chroot` are load-time errors with file:line:col.
+  account and a `chroot` that is no directory are load-time errors with file:line:col (the chroot
+  itself: test_chroot_e2e.py).
 """
 
 from __future__ import annotations
@@ -207,11 +208,17 @@ def test_unknown_group_is_a_load_error(tmp_path: Path) -> None:
     assert f"{cfg}:1:1: core parameter 'group': no such group" in res.stderr, res.stderr
 
 
-def test_chroot_is_refused_at_load(tmp_path: Path) -> None:
-    cfg = _basic_cfg(tmp_path, free_port(), head='chroot = "/var/empty"\n')
+@pytest.mark.parametrize("what", ["missing", "a file"])
+def test_a_chroot_that_is_no_directory_is_a_load_error(tmp_path: Path, what: str) -> None:
+    """chroot names a directory that must exist at load (routescript check says so with the line)."""
+    jail = tmp_path / "jail"
+    if what == "a file":
+        jail.write_text("")
+    cfg = _basic_cfg(tmp_path, free_port(), head=f'chroot = "{jail}"\n')
     res = routescript("check", str(cfg))
     assert res.returncode == 1, res.stdout + res.stderr
-    assert f"{cfg}:1:1: chroot is not supported" in res.stderr and "RootDirectory=" in res.stderr, res.stderr
+    expected = "does not exist" if what == "missing" else "is not a directory"
+    assert f'{cfg}:1:1: chroot directory "{jail}" {expected}' in res.stderr, res.stderr
 
 
 def test_unknown_user_on_the_command_line_exits(tmp_path: Path) -> None:

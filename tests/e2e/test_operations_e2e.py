@@ -256,7 +256,7 @@ def routescript_run(cfg: Path, *args: str,
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--chroot", "/var/empty"), "--chroot /var/empty: is not supported"),
+    (("--chroot", "/no-such-dir-rs22"), "chroot directory \"/no-such-dir-rs22\" does not exist"),
     (("--log-level", "7"), "--log-level 7: log level 7 out of range (-3 .. 4)"),
     (("--log-level", "loud"), "--log-level loud: expects a log level"),
     (("--listen", "sctp:127.0.0.1:5060"),

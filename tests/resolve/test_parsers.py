@@ -3,6 +3,9 @@ layer's own error, never a crash."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,8 +21,14 @@ def test_hosts_file_lines() -> None:
                      "ip6-localhost": ("::1",), "gw.lan": ("10.0.0.2",), "ip6-loopback": ("::1",)}
 
 
-def test_missing_hosts_file_lists_nothing() -> None:
-    assert HostsFile("/nonexistent/hosts").lookup("localhost", 0.0) is None
+def test_missing_hosts_file_lists_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """And says so once (a chroot without /etc/hosts), not at every recheck."""
+    hosts = HostsFile("/nonexistent/hosts")
+    with caplog.at_level(logging.INFO, "routescript.resolve"):
+        assert hosts.lookup("localhost", 0.0) is None
+        assert hosts.lookup("localhost", 100.0) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "hosts file /nonexistent/hosts not read (No such file or directory): names resolve through DNS only"]
 
 
 @given(st.text(max_size=400))

@@ -4,6 +4,7 @@ file, the TTL cache that lets resolve_now answer without awaiting, bounded timeo
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import time
@@ -280,11 +281,17 @@ async def test_a_cancelled_resolution_does_not_hang_the_one_sharing_its_lookup(t
         assert len(resolver.cache) == 0                      # nothing cached from it
 
 
-async def test_no_resolv_conf_leaves_hosts_and_literals_working(tmp_path: Path) -> None:
+async def test_no_resolv_conf_leaves_hosts_and_literals_working(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """No resolv.conf (a chroot without one): said once, as a warning naming the file; names in the hosts
+    file and IP literals still resolve, DNS names fail at once."""
     (tmp_path / "hosts").write_text("127.0.0.6 gw.lan\n")
     settings = DnsSettings(hosts_file=str(tmp_path / "hosts"),
                            lookup=LookupSettings(resolv_conf=str(tmp_path / "no-resolv.conf")))
-    resolver = DnsResolver(settings)
+    with caplog.at_level(logging.WARNING, "routescript.resolve"):
+        resolver = DnsResolver(settings)
+    assert [r.getMessage()[:len("no DNS servers: /x")] for r in caplog.records] == ["no DNS servers: /t"]
+    assert f"{tmp_path / 'no-resolv.conf'} gives none (no such file)" in caplog.text
     assert await resolver.resolve(parse_uri("sip:gw.lan"), UDP_TCP) == [Target("udp", "127.0.0.6", 5060)]
     assert resolver.resolve_now(parse_uri("sip:127.0.0.1"), UDP_TCP) == [Target("udp", "127.0.0.1", 5060)]
     with pytest.raises(ResolveError, match="no DNS servers configured"):
