@@ -26,6 +26,7 @@ import math
 import zlib
 from typing import Any
 
+from routescript.db.schema import PUA
 from routescript.sip import split_values
 from routescript.workers.dispatch import tag_slot
 
@@ -46,6 +47,10 @@ SUBSCRIBE_FLAGS = {"dialog;sla": BLA_SUBSCRIBE}
 CONTENT_TYPES = {"presence": "application/pidf+xml", "dialog": "application/dialog-info+xml",
                  "dialog;sla": "application/dialog-info+xml"}
 FOREVER = 3600   # OpenSIPS update_pua: desired_expires 0 is refreshed 3600 s at a time
+SIZES = {c.name: c.size for c in PUA.columns if c.kind == "str" and c.size}
+# A followed Call-ID longer than the call_id column is written as its CRC-32 in this form (a space: no
+# Call-ID has one, RFC 3261 25.1), which is all the owner rule needs.
+CRC_FORM = "crc32 "
 
 
 class BadRow(ValueError):
@@ -62,9 +67,30 @@ def row_owner(call_id: str | None, tag: str | None, n_total: int) -> int:
     slot = tag_slot(tag) if tag else None
     if slot is not None and slot < n_total:
         return slot
-    if call_id:
-        return zlib.crc32(call_id.encode()) % n_total
-    return 0
+    if not call_id:
+        return 0
+    if call_id.startswith(CRC_FORM):
+        try:
+            return int(call_id[len(CRC_FORM):], 16) % n_total
+        except ValueError:
+            return 0
+    return zlib.crc32(call_id.encode()) % n_total
+
+
+def _followed_call_id(call_id: str) -> str | None:
+    if len(call_id) <= SIZES["call_id"]:
+        return call_id or None
+    return f"{CRC_FORM}{zlib.crc32(call_id.encode()):08x}"
+
+
+def _fitting(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` when every text fits its column (PostgreSQL and MySQL refuse longer ones); else BadRow: the
+    record then lives in memory only (a row that cannot be written must not stop the others)."""
+    for name, size in SIZES.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > size:
+            raise BadRow(f"{name} of {len(value)} characters does not fit the table's {size}")
+    return row
 
 
 def _event_bit(event: str) -> int:
@@ -88,20 +114,20 @@ def row_of_publication(rec: PubRecord) -> dict[str, Any]:
     """The row of a confirmed publication (one with an ETag). BadRow for an event pua has no bit for."""
     event = rec.key.event
     call_id, tag = rec.follows or ("", "")
-    return {
+    return _fitting({
         "pres_uri": rec.key.pres_uri, "pres_id": rec.key.id, "event": _event_bit(event),
         "expires": int(rec.expires_at), "desired_expires": math.ceil(rec.desired_at),
         "flag": PUBLISH_FLAGS.get(event.lower(), 0), "etag": rec.etag, "tuple_id": None, "watcher_uri": None,
-        "to_uri": None, "call_id": call_id or None, "to_tag": None, "from_tag": tag or None, "cseq": None,
-        "record_route": None, "contact": None, "remote_contact": None, "version": None,
+        "to_uri": None, "call_id": _followed_call_id(call_id), "to_tag": None, "from_tag": tag or None,
+        "cseq": None, "record_route": None, "contact": None, "remote_contact": None, "version": None,
         "extra_headers": _extra_headers(rec),
-    }
+    })
 
 
 def row_of_subscription(rec: SubRecord) -> dict[str, Any]:
     """The row of a subscription whose dialog is established (it has the notifier's tag)."""
     event = rec.key.event
-    return {
+    return _fitting({
         "pres_uri": rec.key.pres_uri, "pres_id": "", "event": _event_bit(event),
         "expires": int(rec.expires_at), "desired_expires": math.ceil(rec.desired_at),
         "flag": SUBSCRIBE_FLAGS.get(event.lower(), 0), "etag": None, "tuple_id": None,
@@ -109,7 +135,7 @@ def row_of_subscription(rec: SubRecord) -> dict[str, Any]:
         "to_tag": rec.to_tag, "from_tag": rec.from_tag, "cseq": rec.cseq,
         "record_route": ",".join(rec.route_set) or None, "contact": rec.contact,
         "remote_contact": rec.remote_target, "version": 0, "extra_headers": None,
-    }
+    })
 
 
 def is_subscription(row: dict[str, Any]) -> bool:
