@@ -142,7 +142,7 @@ async def test_publications_and_subscriptions_survive_a_restart(presence_db: Any
             presence_db.execute("INSERT INTO pua (pres_uri, pres_id, event, expires, desired_expires, flag, etag) "
                                 "VALUES ('sip:gone@127.0.0.1', 'x', 4, 1000, 2000, 2, 'E-gone')")
             presence_db.execute("INSERT INTO pua (pres_uri, pres_id, event, expires, desired_expires, flag, etag) "
-                                "VALUES ('sip:bad@127.0.0.1', 'x', 3, 4000000000, 4000000000, 2, 'E-bad')")
+                                "VALUES ('sip:bad@127.0.0.1', 'x', 3, 2000000000, 2000000000, 2, 'E-bad')")
 
             server = launch(cfg, tmp_path / "run2", workers)
             srv = Srv(server, port)
