@@ -67,7 +67,8 @@ class PuaModule(Module):
         Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
         Param("db_url", str, None, "the database of the pua table (unset: publications and subscriptions "
               "in memory only)"),
-        Param("db_table", str, "pua", "the pua table's name (OpenSIPS 3.4's pua, version 8)", check=_table_name),
+        Param("db_table", str, "pua", "the pua table's name (OpenSIPS 3.4's pua, version 8)",
+              check=_table_name),
         Param("min_expires", int, 0, "a shorter non-zero Expires is raised to this", check=_non_negative),
         Param("default_expires", int, 3600, "Expires of a publication that names none", check=_positive),
         Param("update_period", int, 30, "seconds between refresh checks at most", check=_positive),
@@ -216,7 +217,8 @@ class PuaModule(Module):
                 return None
             if not self.server.is_myself(proxy.host, proxy.port):
                 return None
-        return presence
+        local: LocalPresence = presence   # PresenceModule.publish is LocalPresence's
+        return local
 
     def _send_sip(self, send: Send, on_answer: Any) -> None:
         from routescript.core.requests import OutgoingRequest

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .rows import BadRow, is_subscription, publication_of, row_of_publication, row_of_subscription, row_owner, \
-    subscription_of
+from .rows import (BadRow, is_subscription, publication_of, row_of_publication, row_of_subscription,
+                   row_owner, subscription_of)
 from .subscriptions import SubKey, SubRecord, SubsFull, SubTable
 from .table import PubKey, PubRecord, PuaFull, PubTable
 
@@ -106,18 +106,18 @@ class PuaStore:
         writes: list[tuple[Key, Record, dict[str, Any]]] = []
         held: set[Key] = set()
         for rec in _records(pubs, subs):
-            if isinstance(rec, PubRecord) and rec.etag is None or isinstance(rec, SubRecord) and not rec.to_tag:
-                continue   # not confirmed: nothing a restart could resume
+            if not _confirmed(rec):
+                continue   # nothing a restart could resume
             held.add(rec.key)
             last = self._written.get(rec.key)
             if last is not None and last.record is rec:
                 continue
             try:
                 row = row_of_subscription(rec) if isinstance(rec, SubRecord) else row_of_publication(rec)
-            except BadRow as exc:   # an event pua has no bit for: it lives in memory only
+            except BadRow as exc:   # no event bit, or too long for a column: it lives in memory only
                 if last is None:
-                    log.warning("pua: %s (%s) not written to the pua table: %s", rec.key.pres_uri, rec.key.event,
-                                exc)
+                    log.warning("pua: %s (%s) not written to the pua table: %s", rec.key.pres_uri,
+                                rec.key.event, exc)
                 self._written[rec.key] = _Written(None, rec, None)
                 continue
             if last is None or last.row != row:
@@ -143,17 +143,23 @@ class PuaStore:
                     await self.db.delete(self.table, {"id": row_id})
         for key, rec, row in writes:
             last = self._written.get(key)
-            row_id = inserted[key] if key in inserted else (last.row_id if last is not None else None)
+            row_id = inserted.get(key, last.row_id if last is not None else None)
             self._written[key] = _Written(row_id, rec, row)
         for key in gone:
             del self._written[key]
         self._doomed -= doomed
         stale = 0
         if self.slot == 0:
-            stale = await self.db.delete(self.table, {"expires": ("<", int(self._clock() - self._stale_after))})
+            cutoff = int(self._clock() - self._stale_after)
+            stale = await self.db.delete(self.table, {"expires": ("<", cutoff)})
             if stale:
                 log.info("pua table %s: %d row(s) nobody refreshed deleted", self.table, stale)
         return len(writes) + len(gone) + len(doomed) + stale
+
+
+def _confirmed(rec: Record) -> bool:
+    """A publication after its first 2xx (an ETag), a subscription with its dialog (the notifier's tag)."""
+    return rec.etag is not None if isinstance(rec, PubRecord) else bool(rec.to_tag)
 
 
 def _records(pubs: PubTable, subs: SubTable) -> list[Record]:

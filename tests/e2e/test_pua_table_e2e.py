@@ -60,12 +60,15 @@ class Db:
         self.db = db
 
     def line(self) -> list[tuple[Any, ...]]:
-        return self.db.rows("SELECT etag, expires FROM presentity WHERE username = 'line1' "
-                            "AND event = 'dialog;sla'")
+        rows: list[tuple[Any, ...]] = self.db.rows(
+            "SELECT etag, expires FROM presentity WHERE username = 'line1' AND event = 'dialog;sla'")
+        return rows
 
     def pua(self) -> list[tuple[Any, ...]]:
-        return self.db.rows("SELECT pres_uri, pres_id, etag, watcher_uri, call_id, from_tag, to_tag, expires "
-                            "FROM pua ORDER BY id")
+        rows: list[tuple[Any, ...]] = self.db.rows(
+            "SELECT pres_uri, pres_id, etag, watcher_uri, call_id, from_tag, to_tag, expires FROM pua "
+            "ORDER BY id")
+        return rows
 
     async def until(self, what: str, check: Any, timeout: float = 8.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -114,9 +117,11 @@ async def after_the_restart(phone: SharedLinePhone, srv: Srv, db: Db, etag: str)
     assert await phone.tell(info([("d1", "terminated"), ("d2", "early")])) == 200   # not 481
     await asyncio.sleep(0.3)
     assert len(db.line()) == 1                                     # a modify, not a second publication
+    sub, ok = phone.sub, phone.ok
+    assert sub is not None and ok is not None
     await phone.register(srv)
-    refresh = await phone.client.expect_request("SUBSCRIBE", call_id=phone.sub.call_id, timeout=5)  # type: ignore[union-attr]
-    assert refresh.to.tag == phone.ok.to.tag and refresh.cseq.number > phone.sub.cseq.number  # type: ignore[union-attr]
+    refresh = await phone.client.expect_request("SUBSCRIBE", call_id=sub.call_id, timeout=5)
+    assert refresh.to.tag == ok.to.tag and refresh.cseq.number > sub.cseq.number
     await phone.client.reply(refresh, 200, headers=[("Expires", "600")])
 
 
@@ -133,16 +138,18 @@ async def test_publications_and_subscriptions_survive_a_restart(presence_db: Any
             etag = await db.stored()
             server.stop()
             rows = db.pua()
-            assert len(rows) == 2 and {bool(r[3]) for r in rows} == {True, False}   # a subscription, a publication
+            # a subscription and a publication
+            assert len(rows) == 2 and {bool(r[3]) for r in rows} == {True, False}
+            sub, ok = phone.sub, phone.ok
+            assert sub is not None and ok is not None
             sub_row = next(r for r in rows if r[3])
-            assert (sub_row[4], sub_row[5], sub_row[6]) == (phone.sub.call_id, phone.sub.from_.tag,  # type: ignore[union-attr]
-                                                            phone.ok.to.tag)  # type: ignore[union-attr]
+            assert (sub_row[4], sub_row[5], sub_row[6]) == (sub.call_id, sub.from_.tag, ok.to.tag)
             etag = next(r[2] for r in rows if not r[3])
             # while the server is down: a row that expired, and a corrupted one
-            presence_db.execute("INSERT INTO pua (pres_uri, pres_id, event, expires, desired_expires, flag, etag) "
-                                "VALUES ('sip:gone@127.0.0.1', 'x', 4, 1000, 2000, 2, 'E-gone')")
-            presence_db.execute("INSERT INTO pua (pres_uri, pres_id, event, expires, desired_expires, flag, etag) "
-                                "VALUES ('sip:bad@127.0.0.1', 'x', 3, 2000000000, 2000000000, 2, 'E-bad')")
+            insert = ("INSERT INTO pua (pres_uri, pres_id, event, expires, desired_expires, flag, etag) "
+                      "VALUES ")
+            presence_db.execute(insert + "('sip:gone@127.0.0.1', 'x', 4, 1000, 2000, 2, 'E-gone')")
+            presence_db.execute(insert + "('sip:bad@127.0.0.1', 'x', 3, 2000000000, 2000000000, 2, 'E-bad')")
 
             server = launch(cfg, tmp_path / "run2", workers)
             srv = Srv(server, port)
@@ -174,7 +181,8 @@ async def test_kill_9_of_the_worker_holding_them(tmp_path: Path) -> None:
     try:
         srv = Srv(server, port)
         async with a_phone(srv) as phone:
-            slot = tag_slot(phone.sub.from_.tag)  # type: ignore[union-attr]
+            assert phone.sub is not None and phone.sub.from_.tag
+            slot = tag_slot(phone.sub.from_.tag)
             assert slot in (0, 1)
             etag = await db.stored()
             [pid] = forked(server.log(), slot)

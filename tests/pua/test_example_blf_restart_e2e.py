@@ -1,8 +1,9 @@
-"""examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence, usrloc and pua in the database),
-over UDP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob (confirmed); the server restarts;
-dlg_list shows the call again, Carol's subscription is still served, and when Alice hangs up through the
-proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves dlg_list and the table. The pua
-table holds both sides' publications across the restart, and presence keeps one of Bob's lamp."""
+"""examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence, usrloc and pua in the
+database), over UDP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob (confirmed); the
+server restarts; dlg_list shows the call again, Carol's subscription is still served, and when Alice hangs
+up through the proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves dlg_list and the
+table. The pua table holds both sides' publications across the restart, and presence keeps one of Bob's
+lamp."""
 
 from __future__ import annotations
 
