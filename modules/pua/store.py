@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .rows import (BadRow, is_subscription, publication_of, row_of_publication, row_of_subscription,
@@ -27,11 +27,15 @@ from .rows import (BadRow, is_subscription, publication_of, row_of_publication, 
 from .subscriptions import SubKey, SubRecord, SubsFull, SubTable
 from .table import PubKey, PubRecord, PuaFull, PubTable
 
-__all__ = ["STALE_AFTER", "PuaStore"]
+__all__ = ["LOADED_CSEQ_GAP", "STALE_AFTER", "PuaStore"]
 
 log = logging.getLogger("routescript.pua")
 
 STALE_AFTER = 120.0   # seconds past its granted end a row nobody rewrote is deleted (by worker 0)
+# A subscription read back sends its next SUBSCRIBE this much above the stored CSeq: after a kill -9 the
+# row may be up to update_period behind what was sent, and a notifier refuses a CSeq that goes back
+# (RFC 3261 12.2.2). As presence's TAKEOVER_CSEQ_GAP does for its NOTIFYs.
+LOADED_CSEQ_GAP = 100
 
 Record = PubRecord | SubRecord
 Key = PubKey | SubKey
@@ -84,6 +88,8 @@ class PuaStore:
             if rec.key in self._written:   # a second row for one record: the first one read stays
                 self._doom(row_id)
                 continue
+            if isinstance(rec, SubRecord):
+                rec = replace(rec, cseq=rec.cseq + LOADED_CSEQ_GAP)
             try:
                 restored = subs.restore(rec) if isinstance(rec, SubRecord) else pubs.restore(rec)
             except (PuaFull, SubsFull) as exc:

@@ -15,7 +15,7 @@ import pytest
 from routescript.db import open_database
 from routescript.modules.pua.rows import (CRC_FORM, BadRow, publication_of, row_of_publication,
                                           row_of_subscription, row_owner, subscription_of)
-from routescript.modules.pua.store import PuaStore
+from routescript.modules.pua.store import LOADED_CSEQ_GAP, PuaStore
 from routescript.modules.pua.subscriptions import SubKey, SubRecord, SubTable
 from routescript.modules.pua.table import Op, PubKey, PubRecord, PubTable
 from routescript.workers.dispatch import slot_tag
@@ -190,6 +190,8 @@ async def test_write_back_and_read_back(db_url: str, caplog: pytest.LogCaptureFi
         rec = pubs2.get(PubKey(LINE, "dialog;sla", PHONE))
         assert rec is not None and rec.etag == "E2" and rec.loaded
         assert subs2.notify("c1", slot_tag(1, 3, "x"), "ph1") == SubKey(PHONE, LINE, "dialog;sla")
+        # its next SUBSCRIBE's CSeq above any sent since the last write (a kill -9 loses up to a period)
+        assert [s.cseq for s in subs2] == [4 + LOADED_CSEQ_GAP]
 
         # forgotten (unsubscribed): its row deleted
         subs.notify("c1", slot_tag(1, 3, "x"), "ph1", terminated=True)
