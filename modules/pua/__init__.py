@@ -18,6 +18,7 @@ from typing import Any
 from routescript.core.module import ConfigError, Module, Param
 
 from routescript.db.schema import IDENTIFIER, SCHEMA
+from routescript.db.url import check_db_url
 
 from .publisher import LocalPresence, Publisher, publish_request
 from .store import PuaStore
@@ -63,10 +64,11 @@ def _table_name(value: str) -> None:
 
 class PuaModule(Module):
     name = "pua"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...) - required there, optional here
     params = (
         Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
-        Param("db_url", str, None, "the database of the pua table (unset: publications and subscriptions "
-              "in memory only)"),
+        Param("db_url", str, None, "the database of the pua table (default: db_default_url; unset: "
+              "publications and subscriptions in memory only)", check=check_db_url),
         Param("db_table", str, "pua", "the pua table's name (OpenSIPS 3.4's pua, version 8)",
               check=_table_name),
         Param("min_expires", int, 0, "a shorter non-zero Expires is raised to this", check=_non_negative),
