@@ -268,3 +268,41 @@ async def test_a_row_as_opensips_writes_it(db_url: str) -> None:
         assert len(others) == 0
     finally:
         await db.close()
+
+
+# --- the module's parameters --------------------------------------------------------------------------
+
+def load_pua(tmp_path: Any, lines: str) -> Any:
+    from routescript.core.server import Server
+
+    path = tmp_path / "pua.cfg"
+    path.write_text(f'{lines}\nloadmodule "pua.so"\n' + "route { exit; }\n")
+    server = Server()
+    server.load(str(path))
+    return server
+
+
+def test_db_url_from_db_default_url(tmp_path: Any) -> None:
+    """As OpenSIPS's init_db_url: the script's db_default_url is pua's db_url when it sets none."""
+    server = load_pua(tmp_path, f'db_default_url = "sqlite://{tmp_path}/d.sqlite"')
+    assert server.modules.get("pua").param("db_url") == f"sqlite://{tmp_path}/d.sqlite"
+
+
+async def test_db_table_is_honoured_and_a_failed_write_is_logged(tmp_path: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite://{tmp_path}/t.sqlite"
+    server = load_pua(tmp_path, f'modparam("pua", "db_url", "{url}")\nmodparam("pua", "db_table", "my_pua")')
+    pua = server.modules.get("pua")
+    try:
+        await pua._open_table()
+        pua.table.restore(publication())
+        await pua.write_back()
+        db = await server.database(url)
+        assert [r["etag"] for r in await db.query("my_pua")] == ["E1"]
+        assert await db.missing_columns("pua") is None            # no table under OpenSIPS's name
+    finally:
+        await server.databases.close_all()
+    pua.table.restore(publication(key=PubKey(LINE, "dialog;sla", "second")))
+    with caplog.at_level(logging.ERROR, "routescript.pua"):
+        await pua.write_back()                                     # the database is gone: logged, no raise
+    assert "pua table my_pua: not written (retried in 30 s)" in caplog.text
