@@ -17,7 +17,9 @@ The columns as OpenSIPS's pua.c uses them (db_update / db_restore):
 Ours, in OpenSIPS's columns: a publication's outbound proxy is the `Route: <uri;lr>` line of its
 `extra_headers` (the header its PUBLISHes carry over SIP); a publication's `call_id` / `from_tag` name the
 dialog it follows (Follows: pua_dialoginfo's call, the subscription whose NOTIFYs pua_bla publishes) -
-OpenSIPS reads those two only for subscriptions - so its owner worker is found from the row (row_owner).
+OpenSIPS reads those two only for subscriptions - so its owner worker is found from the row (row_owner);
+a Call-ID longer than the column is written as its CRC-32 (CRC_FORM). A text longer than its column is
+not written at all (BadRow: the record lives in memory only).
 """
 
 from __future__ import annotations

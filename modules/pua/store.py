@@ -113,6 +113,8 @@ class PuaStore:
         held: set[Key] = set()
         for rec in _records(pubs, subs):
             if not _confirmed(rec):
+                if rec.key in self._written:
+                    held.add(rec.key)   # published afresh after a 412: its row stays until confirmed
                 continue   # nothing a restart could resume
             held.add(rec.key)
             last = self._written.get(rec.key)

@@ -184,11 +184,19 @@ async def test_write_back_and_read_back(db_url: str, caplog: pytest.LogCaptureFi
         rows = await db.query("pua", {"watcher_uri": None})
         assert [(r["id"], r["etag"], r["expires"]) for r in rows] == [(pub_row["id"], "E2", int(NOW + 590))]
 
+        # a 412 to a refresh: published afresh, its row kept (not deleted) until the new ETag is written
+        [again] = pubs.due(NOW + 590 - 10)
+        fresh_send = pubs.response(again, 412, NOW + 580)
+        assert fresh_send is not None and fresh_send.op is Op.INITIAL
+        assert await store.write_back(pubs, subs) == 0
+        pubs.response(fresh_send, 200, NOW + 580, etag="E3", expires=300)
+        assert await store.write_back(pubs, subs) == 1
+        assert [r["etag"] for r in await db.query("pua", {"watcher_uri": None})] == ["E3"]
         # a restart: both read back, with the ETag and the dialog
         clock.now = NOW + 200
         _, pubs2, subs2 = await fresh(db, clock)
         rec = pubs2.get(PubKey(LINE, "dialog;sla", PHONE))
-        assert rec is not None and rec.etag == "E2" and rec.loaded
+        assert rec is not None and rec.etag == "E3" and rec.loaded
         assert subs2.notify("c1", slot_tag(1, 3, "x"), "ph1") == SubKey(PHONE, LINE, "dialog;sla")
         # its next SUBSCRIBE's CSeq above any sent since the last write (a kill -9 loses up to a period)
         assert [s.cseq for s in subs2] == [4 + LOADED_CSEQ_GAP]
