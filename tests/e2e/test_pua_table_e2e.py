@@ -1,5 +1,5 @@
 """pua's table end to end, with examples/bla.cfg (pua_bla: a subscription to the phone, the phone's NOTIFYs
-published in-process on the line) and `modparam("pua", "db_url", ...)`; presence grants 10 s, so pua
+published in-process on the line) and `modparam("pua", "db_url", ...)`; presence grants 20 s, so pua
 refreshes the publication every few seconds.
 
 - SIGTERM and start again (1 and 2 workers, SQLite, PostgreSQL and MySQL): the publication's refresh
@@ -35,7 +35,7 @@ from routescript.workers.dispatch import tag_slot
 pytestmark = pytest.mark.asyncio
 
 EXAMPLE = ROOT / "examples" / "bla.cfg"
-GRANT = 10   # presence's max_expires_publish: pua refreshes 5 s after each grant
+GRANT = 20   # presence's max_expires_publish: pua refreshes 10 s after each grant; the restart fits in it
 
 
 def config(tmp: Path, port: int, url: str, workers: int) -> Path:
