@@ -153,6 +153,8 @@ async def test_publications_and_subscriptions_survive_a_restart(presence_db: Any
 
             server = launch(cfg, tmp_path / "run2", workers)
             srv = Srv(server, port)
+            # the subscription and the publication read back once, by one worker: their owner
+            assert sorted(loaded(server.log())) == [0] * (workers - 1) + [2]
             await after_the_restart(phone, srv, db, etag)
             assert "skipped: event bit 3 is not one of pua's" in server.log()
             left = {r[0] for r in db.pua()}
@@ -165,6 +167,11 @@ async def test_publications_and_subscriptions_survive_a_restart(presence_db: Any
     finally:
         server.stop()
         assert "Traceback" not in server.log()
+
+
+def loaded(log: str) -> list[int]:
+    """What each worker's start read back from the pua table (one line per worker start)."""
+    return [int(n) for n in re.findall(r"pua: (\d+) publication\(s\) and subscription\(s\) loaded", log)]
 
 
 def forked(log: str, slot: int) -> list[int]:
@@ -189,6 +196,7 @@ async def test_kill_9_of_the_worker_holding_them(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
             server.wait_for(f"w{slot} forked", count=2, timeout=20)
             server.wait_for("loaded from table", count=3, timeout=20)
+            assert loaded(server.log()) == [0, 0, 2]           # the restarted slot read its two rows
             await after_the_restart(phone, srv, db, etag)
     finally:
         server.stop()
