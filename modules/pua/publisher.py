@@ -129,6 +129,10 @@ class Publisher:
         nxt = self.table.response(send, status, now, etag=headers.get("sip-etag"),
                                   expires=_int(headers.get("expires")),
                                   min_expires=_int(headers.get("min-expires")))
+        if status == 412 and nxt is None and send.op is not Op.INITIAL and self.table.get(send.key) is None:
+            log.warning("pua: PUBLISH (%s) for %s event %s answered 412 and its body is not known (read from "
+                        "the pua table): forgotten until its publisher publishes it again", send.op.value,
+                        send.key.pres_uri, send.key.event)
         hook = self._etag_hooks.get(send.key)
         if hook is not None:
             rec = self.table.get(send.key)

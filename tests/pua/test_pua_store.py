@@ -314,3 +314,23 @@ async def test_db_table_is_honoured_and_a_failed_write_is_logged(tmp_path: Any,
     with caplog.at_level(logging.ERROR, "routescript.pua"):
         await pua.write_back()                                     # the database is gone: logged, no raise
     assert "pua table my_pua: not written (retried in 30 s)" in caplog.text
+
+
+async def test_a_publication_read_back_answered_412_is_forgotten_with_a_log_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from routescript.modules.pua.publisher import Publisher
+
+    class Compositor:   # lost its state while we were down
+        async def publish(self, *args: Any, **kw: Any) -> Any:
+            return type("Answer", (), {"status": 412, "etag": None, "expires": None})()
+
+    clock = Clock()
+    table = PubTable()
+    table.restore(publication(body=b""))
+    publisher = Publisher(table, clock=clock, local=lambda proxy: Compositor(), send_sip=None)
+    clock.now = NOW + 295
+    with caplog.at_level(logging.WARNING, "routescript.pua"):
+        publisher._tick()
+        await publisher.drain()
+    assert len(table) == 0
+    assert "answered 412 and its body is not known (read from the pua table): forgotten" in caplog.text
