@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.mysql_util import fresh_mysql_db, mysql_script
+from db.opensips_sql import MYSQL as OPENSIPS_MYSQL
+from db.opensips_sql import POSTGRES as OPENSIPS_POSTGRES
+from db.opensips_sql import SQLITE as OPENSIPS_SQLITE
 
 from routescript.db import open_database
 from routescript.modules.pua.rows import (CRC_FORM, BadRow, publication_of, row_of_publication,
@@ -252,6 +260,48 @@ async def test_each_worker_its_own_rows_and_worker_0_removes_the_stale(db_url: s
         w0 = PuaStore(db, "pua", slot=0, n_total=2, clock=clock, update_period=30)
         await w0.write_back(PubTable(), SubTable())
         assert await db.count("pua") == 0
+    finally:
+        await db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with OpenSIPS 3.4's tables, made by its own CREATE scripts (pua version 8 among them)."""
+    if request.param == "sqlite":
+        import sqlite3
+        path = tmp_path / "opensips.sqlite"
+        conn = sqlite3.connect(path)
+        conn.executescript(OPENSIPS_SQLITE)
+        conn.close()
+        yield f"sqlite://{path}"
+    elif request.param == "mysql":
+        async with fresh_mysql_db() as my_url:
+            await mysql_script(my_url, OPENSIPS_MYSQL)
+            yield my_url
+    else:
+        async with fresh_pg_schema() as schema:
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                await conn.execute(f"SET search_path TO {schema}; " + OPENSIPS_POSTGRES)
+            finally:
+                await conn.close()
+            yield with_search_path(PG_URL, schema)
+
+
+async def test_opensips_own_table_is_used_as_it_is(opensips_db: str) -> None:
+    clock = Clock()
+    db = await open_database(opensips_db)
+    try:
+        await db.ensure_schema(["pua"])                 # accepted: version 8, every column there
+        store, pubs, subs = await fresh(db, clock)
+        pubs.restore(publication(outbound_proxy="sip:ps.example.com"))
+        subs.restore(subscription())
+        assert await store.write_back(pubs, subs) == 2
+        _, pubs2, subs2 = await fresh(db, clock)
+        assert [(r.key, r.etag, r.sender, r.outbound_proxy) for r in pubs2] == \
+            [(PubKey(LINE, "dialog;sla", PHONE), "E1", ("Sender", PHONE), "sip:ps.example.com")]
+        assert [(r.key, r.to_tag, r.route_set) for r in subs2] == \
+            [(SubKey(PHONE, LINE, "dialog;sla"), "ph1", ("<sip:p2;lr>", "<sip:p1;lr>"))]
     finally:
         await db.close()
 
