@@ -4,6 +4,8 @@ modules. docs/modules/pua.md lists every parameter with where we differ.
 OpenSIPS's pua exports no script function for publishing (pua_update_contact is for its SUBSCRIBE side,
 not built here); modules reach it through `bind_pua(server).publish(...)`. The table of publications is
 sans-IO (table.py); publisher.py delivers each PUBLISH in-process to our presence module or over SIP.
+With `db_url`, OpenSIPS's `pua` table keeps publications and subscriptions across restarts (rows.py,
+store.py: each worker its own rows, written back every update_period and at stop).
 """
 
 from __future__ import annotations
