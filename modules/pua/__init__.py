@@ -4,6 +4,8 @@ modules. docs/modules/pua.md lists every parameter with where we differ.
 OpenSIPS's pua exports no script function for publishing (pua_update_contact is for its SUBSCRIBE side,
 not built here); modules reach it through `bind_pua(server).publish(...)`. The table of publications is
 sans-IO (table.py); publisher.py delivers each PUBLISH in-process to our presence module or over SIP.
+With `db_url`, OpenSIPS's `pua` table keeps publications and subscriptions across restarts (rows.py,
+store.py: each worker its own rows, written back every update_period and at stop).
 """
 
 from __future__ import annotations
@@ -17,22 +19,23 @@ from typing import Any
 
 from routescript.core.module import ConfigError, Module, Param
 
+from routescript.db.schema import IDENTIFIER, SCHEMA
+from routescript.db.url import check_db_url
+
 from .publisher import LocalPresence, Publisher, publish_request
+from .store import PuaStore
 from .subscriber import Subscriber, subscribe_request
 from .subscriptions import SubKey, SubSend, SubTable
-from .table import DEFAULT_MAX_RECORDS, Op, PuaFull, PubKey, PubRecord, PubTable, Send, Sender
+from .table import DEFAULT_MAX_RECORDS, Follows, Op, PuaFull, PubKey, PubRecord, PubTable, Send, Sender
 
-__all__ = ["MODULE", "Op", "PuaFull", "PuaModule", "PubKey", "PubRecord", "PubTable", "Publisher", "Send",
-           "Sender", "SubKey", "SubSend", "SubTable", "Subscriber", "bind_pua", "publish_request",
-           "subscribe_request"]
+__all__ = ["MODULE", "Follows", "Op", "PuaFull", "PuaModule", "PubKey", "PubRecord", "PubTable", "PuaStore",
+           "Publisher", "Send", "Sender", "SubKey", "SubSend", "SubTable", "Subscriber", "bind_pua",
+           "publish_request", "subscribe_request"]
 
 log = logging.getLogger("routescript.pua")
 
 NO_CLUSTERER = ("OpenSIPS's clusterer is not built (pua clustering shares presentities through clusterer "
                 "sharing tags); run one pua per presence server")
-NO_DB = ("the pua table is not written yet: publications and subscriptions live in memory and are made "
-         "again by their modules (pua_dialoginfo from its dialogs, pua_bla on the phones' next REGISTER); "
-         "leave db_url unset")
 NO_SUBSCRIBE = ("pua_update_contact is not built (pua's subscriptions are pua_bla's, made from REGISTERs; "
                 "pua_mi and pua_usrloc are not built either)")
 
@@ -56,12 +59,20 @@ def _positive(value: int) -> None:
         raise ValueError("must be at least 1")
 
 
+def _table_name(value: str) -> None:
+    if not IDENTIFIER.match(value):
+        raise ValueError("not a table name (letters, digits and _)")
+
+
 class PuaModule(Module):
     name = "pua"
+    db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...) - required there, optional here
     params = (
         Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
-        Param("db_url", str, None, later=NO_DB),
-        Param("db_table", str, "pua", later=NO_DB),
+        Param("db_url", str, None, "the database of the pua table (default: db_default_url; unset: "
+              "publications and subscriptions in memory only)", check=check_db_url),
+        Param("db_table", str, "pua", "the pua table's name (OpenSIPS 3.4's pua, version 8)",
+              check=_table_name),
         Param("min_expires", int, 0, "a shorter non-zero Expires is raised to this", check=_non_negative),
         Param("default_expires", int, 3600, "Expires of a publication that names none", check=_positive),
         Param("update_period", int, 30, "seconds between refresh checks at most", check=_positive),
@@ -85,6 +96,9 @@ class PuaModule(Module):
                                      update_period=self.param("update_period"))
         self._timer: asyncio.Task[None] | None = None
         self._sub_timer: asyncio.Task[None] | None = None
+        self.store: PuaStore | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.slot, self.n_total = 0, 1
         try:
             _BOUND[server] = self
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
@@ -96,34 +110,87 @@ class PuaModule(Module):
     def check(self) -> None:
         if self.param("min_expires") and self.param("min_expires") > self.param("default_expires"):
             raise ConfigError("pua: min_expires is above default_expires")
+        table = self.param("db_table")
+        if table != "pua" and table in SCHEMA:
+            raise ConfigError(f"pua: db_table {table!r} is the name of another OpenSIPS table")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.param("db_url"):
+            await self._open_table()
+            self._writer = loop.create_task(self._write_every_period())
         self._timer = loop.create_task(self.publisher.run())
         self._sub_timer = loop.create_task(self.subscriber.run())
 
+    async def _open_table(self) -> None:
+        """The pua table (made when missing; `db_table` another name of its shape), this worker's rows
+        read back into the tables before any message is handled (OpenSIPS db_restore)."""
+        db = await self.server.database(self.param("db_url"))
+        table = self.param("db_table")
+        if table != "pua":
+            db.declare_table(table, "pua")
+        await db.ensure_schema([table])
+        self.store = PuaStore(db, table, slot=self.slot, n_total=self.n_total, clock=self._now,
+                              update_period=self.param("update_period"))
+        await self.store.load(self.table, self.subscriptions)
+        log.info("pua: %d publication(s) and subscription(s) loaded from table %s (%d row(s) skipped)",
+                 self.store.loaded, table, self.store.skipped)
+
+    async def _write_every_period(self) -> None:
+        """OpenSIPS's pua_dbupdate timer: the changes of the last update_period written back."""
+        while True:
+            await asyncio.sleep(self.param("update_period"))
+            await self.write_back()
+
+    async def write_back(self) -> None:
+        """The records' changes written to the pua table now (a failure is logged: the next one retries)."""
+        if self.store is None:
+            return
+        try:
+            await self.store.write_back(self.table, self.subscriptions)
+        except Exception as exc:  # noqa: BLE001 - DatabaseError or a driver's: logged, retried next period
+            log.error("pua table %s: not written (retried in %d s): %s", self.store.table,
+                      self.param("update_period"), exc)
+
     async def stop(self) -> None:
-        timers = [t for t in (self._timer, self._sub_timer) if t is not None]
+        timers = [t for t in (self._timer, self._sub_timer, self._writer) if t is not None]
         for timer in timers:
             timer.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
-        self._timer = self._sub_timer = None
+        self._timer = self._sub_timer = self._writer = None
         await self.publisher.drain()
+        await self.write_back()   # OpenSIPS destroy(): the table as we leave it
+
+    # --- workers (routescript.workers.node.WorkerStateModule) -------------------------------------
+    def run_as_worker(self, identity: Any) -> None:
+        """In worker `slot` of `n_total`: only this worker's rows of the pua table are loaded and
+        written (rows.row_owner, docs/workers.md 3)."""
+        self.slot, self.n_total = int(identity.slot), int(identity.n_total)
+
+    async def adopt_worker(self, slot: int) -> int:
+        """Nothing is taken over: a dead worker's publications and subscriptions wait in the table for
+        that slot's restart (taking them here would leave two workers refreshing them once it is back)."""
+        return 0
+
+    def resync(self) -> None:
+        """Nothing is announced between workers: each record lives in the worker of its dialog."""
 
     # --- the API (OpenSIPS pua_api_t send_publish) ----------------------------------------------
     def publish(self, pres_uri: str, event: str, body: bytes | None, *, id: str = "",
                 expires: int | None = None, content_type: str = "", outbound_proxy: str | None = None,
                 etag: str | None = None, on_etag: Callable[[str | None], None] | None = None,
-                sender: Sender | None = None) -> bool:
+                sender: Sender | None = None, follows: Follows | None = None) -> bool:
         """Publish `body` as the state of (pres_uri, event, id) for `expires` seconds (None:
         default_expires; 0: remove it). Synchronous (callable from dialog callbacks): the PUBLISH
         leaves in a task, and its refreshes, 412 and 423 are handled here. False when refused.
         `etag` / `on_etag`: the ETag kept across a restart by the caller, and the hook told each new one
         (Publisher.publish). `sender`: (header name, URI) of pua_bla's Sender header - over SIP a header
-        of the PUBLISH, in-process handle_publish's sender_uri (that watcher is not notified)."""
+        of the PUBLISH, in-process handle_publish's sender_uri (that watcher is not notified).
+        `follows`: (Call-ID, our tag or "") of the dialog the publication follows, whose worker owns its
+        row in the pua table (pua_dialoginfo: its call; pua_bla: the subscription of the NOTIFY)."""
         return self.publisher.publish(pres_uri, event, body, id=id, expires=expires,
                                       content_type=content_type, outbound_proxy=outbound_proxy, etag=etag,
-                                      on_etag=on_etag, sender=sender)
+                                      on_etag=on_etag, sender=sender, follows=follows)
 
     # --- the API (OpenSIPS pua_api_t send_subscribe, is_dialog) ------------------------------------
     def subscribe(self, pres_uri: str, watcher_uri: str, event: str, expires: int, *, to_uri: str,
@@ -154,7 +221,8 @@ class PuaModule(Module):
                 return None
             if not self.server.is_myself(proxy.host, proxy.port):
                 return None
-        return presence
+        local: LocalPresence = presence   # PresenceModule.publish is LocalPresence's
+        return local
 
     def _send_sip(self, send: Send, on_answer: Any) -> None:
         from routescript.core.requests import OutgoingRequest

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from routescript.sip import ParseError, parse_uri
 
 from ._timer import run_timer
-from .table import Op, PuaFull, PubKey, PubTable, Send, Sender
+from .table import Follows, Op, PuaFull, PubKey, PubTable, Send, Sender
 
 log = logging.getLogger("routescript.pua")
 
@@ -54,14 +54,15 @@ class Publisher:
     def publish(self, pres_uri: str, event: str, body: bytes | None, *, id: str = "",
                 expires: int | None = None, content_type: str = "", outbound_proxy: str | None = None,
                 etag: str | None = None, on_etag: Callable[[str | None], None] | None = None,
-                sender: Sender | None = None) -> bool:
+                sender: Sender | None = None, follows: Follows | None = None) -> bool:
         """Publish `body` for (pres_uri, event, id); expires 0 removes it. False when refused (logged).
         `etag`: the ETag kept from before a restart (PubTable.publish); `on_etag`: told each new ETag
         the compositor gives (None when the publication is gone), so its module can keep it."""
         key = PubKey(pres_uri, event, id)
         try:
             send = self.table.publish(key, body, self._clock(), expires=expires, content_type=content_type,
-                                      outbound_proxy=outbound_proxy or None, etag=etag, sender=sender)
+                                      outbound_proxy=outbound_proxy or None, etag=etag, sender=sender,
+                                      follows=follows)
         except PuaFull as exc:
             log.error("pua: publication %s (%s) for %s refused: %s", id, event, pres_uri, exc)
             return False
@@ -128,6 +129,10 @@ class Publisher:
         nxt = self.table.response(send, status, now, etag=headers.get("sip-etag"),
                                   expires=_int(headers.get("expires")),
                                   min_expires=_int(headers.get("min-expires")))
+        if status == 412 and nxt is None and send.op is not Op.INITIAL and self.table.get(send.key) is None:
+            log.warning("pua: PUBLISH (%s) for %s event %s answered 412 and its body is not known (read from "
+                        "the pua table): forgotten until its publisher publishes it again", send.op.value,
+                        send.key.pres_uri, send.key.event)
         hook = self._etag_hooks.get(send.key)
         if hook is not None:
             rec = self.table.get(send.key)

@@ -97,6 +97,17 @@ class SubTable:
     def __iter__(self) -> Iterator[SubRecord]:
         return iter(list(self._records.values()))
 
+    def restore(self, rec: SubRecord) -> bool:
+        """A subscription read back from the pua table (its dialog established). False when its key or
+        its dialog is held already."""
+        if rec.key in self._records or (rec.call_id, rec.from_tag) in self._by_dialog:
+            return False
+        if self.max_records and len(self._records) >= self.max_records:
+            raise SubsFull(f"{len(self._records)} subscriptions held (max {self.max_records})")
+        self._records[rec.key] = replace(rec, in_flight=None, queued=None, retried=False)
+        self._by_dialog[(rec.call_id, rec.from_tag)] = rec.key
+        return True
+
     def next_deadline(self) -> float | None:
         times = [min(r.desired_at, r.expires_at - _margin(r)) if r.to_tag else r.desired_at
                  for r in self._records.values() if r.in_flight is None]

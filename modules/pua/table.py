@@ -26,14 +26,17 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-__all__ = ["DEFAULT_MAX_RECORDS", "REFRESH_MARGIN", "Op", "PuaFull", "PubKey", "PubRecord", "PubTable",
-           "Send", "Sender"]
+__all__ = ["DEFAULT_MAX_RECORDS", "REFRESH_MARGIN", "Follows", "Op", "PuaFull", "PubKey", "PubRecord",
+           "PubTable", "Send", "Sender"]
 
 REFRESH_MARGIN = 10.0          # seconds before the granted end a refresh is sent (at most half the grant)
 DEFAULT_MAX_RECORDS = 100_000  # bound: publications held
 
 
 Sender = tuple[str, str]   # (header name, URI): "Sender", "sip:201@10.0.0.7:5062"
+# (Call-ID, our tag or ""): the dialog a publication follows - pua_dialoginfo's call, the subscription
+# whose NOTIFYs pua_bla publishes. Its worker owns the publication's row in the pua table (store.py).
+Follows = tuple[str, str]
 
 
 class Op(enum.Enum):
@@ -90,6 +93,8 @@ class PubRecord:
     in_flight: Send | None = None
     queued: _Queued | None = None
     retried: bool = False          # a 412/423 was answered by a new PUBLISH once already
+    follows: Follows | None = None
+    loaded: bool = False           # read from the pua table, not answered since (no body known)
 
 
 class PubTable:
@@ -114,6 +119,16 @@ class PubTable:
     def __iter__(self) -> Iterator[PubRecord]:
         return iter(list(self._records.values()))
 
+    def restore(self, rec: PubRecord) -> bool:
+        """A publication read back from the pua table (confirmed: it has an ETag). False when its key is
+        held already (its publisher published again before the table was read: that one is newer)."""
+        if rec.key in self._records:
+            return False
+        if self.max_records and len(self._records) >= self.max_records:
+            raise PuaFull(f"{len(self._records)} publications held (max {self.max_records})")
+        self._records[rec.key] = replace(rec, in_flight=None, queued=None, retried=False, loaded=True)
+        return True
+
     def next_deadline(self) -> float | None:
         """When `due` has something to do next (None: nothing held)."""
         times = [self._deadline(r) for r in self._records.values() if r.in_flight is None]
@@ -129,14 +144,18 @@ class PubTable:
     # --- the publisher's side ---------------------------------------------------------------------
     def publish(self, key: PubKey, body: bytes | None, now: float, *, expires: int | None = None,
                 content_type: str = "", outbound_proxy: str | None = None,
-                etag: str | None = None, sender: Sender | None = None) -> Send | None:
+                etag: str | None = None, sender: Sender | None = None,
+                follows: Follows | None = None) -> Send | None:
         """The state of `key` is now `body` for `expires` seconds (None: default_expires; 0: remove).
         Returns the PUBLISH to send now, or None (nothing to send, or queued behind one in flight).
         `etag`: for a publication this table does not hold, the ETag it had before a restart (kept by
         its module, e.g. in the dialog) - it is modified (or removed) rather than published afresh, so
         the compositor does not keep the old copy. Raises PuaFull for a new publication over
         max_records. `sender`: OpenSIPS pua's extra header naming the publisher (pua_bla), kept with the
-        record for its refreshes."""
+        record for its refreshes. `follows`: the dialog whose worker owns the publication (kept with
+        it, written to the pua table). A publication read back from the pua table and not answered
+        since takes the `etag` its publisher kept, which is never older than the table's (written every
+        update_period)."""
         if expires is None or expires < 0:
             expires = self.default_expires
         elif 0 < expires < self.min_expires:
@@ -146,8 +165,13 @@ class PubTable:
             if self.max_records and len(self._records) >= self.max_records:
                 raise PuaFull(f"{len(self._records)} publications held (max {self.max_records})")
             rec = PubRecord(key, body or b"", content_type, now + max(expires, 1), etag=etag,
-                            outbound_proxy=outbound_proxy, sender=sender)
+                            outbound_proxy=outbound_proxy, sender=sender, follows=follows)
             self._records[key] = rec
+        elif rec is not None:
+            kept = etag if etag and rec.loaded and rec.in_flight is None else rec.etag
+            if kept != rec.etag or (follows and follows != rec.follows):
+                rec = replace(rec, etag=kept, follows=follows or rec.follows)
+                self._records[key] = rec
         if expires == 0:
             if rec is None:
                 return None
@@ -164,7 +188,7 @@ class PubTable:
             if self.max_records and len(self._records) >= self.max_records:
                 raise PuaFull(f"{len(self._records)} publications held (max {self.max_records})")
             rec = PubRecord(key, body or b"", content_type, desired_at, outbound_proxy=outbound_proxy,
-                            sender=sender)
+                            sender=sender, follows=follows)
             return self._send(rec, Op.INITIAL, expires, body=rec.body)
         if rec.in_flight is not None:
             queued = _Queued(body, content_type or rec.content_type, desired_at)
@@ -199,11 +223,13 @@ class PubTable:
                 return self._after_removal(rec, now)
             granted = expires if expires is not None and expires >= 0 else send.expires
             rec = replace(rec, etag=etag or rec.etag, expires_at=now + granted, granted=granted,
-                          retried=False)
+                          retried=False, loaded=False)
             self._records[send.key] = rec
             return self._next_queued(rec, now)
-        if status == 412 and send.op in (Op.MODIFY, Op.REFRESH) and not rec.retried:
-            # RFC 3903 4.1: the ETag is unknown to the compositor - publish the state afresh.
+        if status == 412 and send.op in (Op.MODIFY, Op.REFRESH) and not rec.retried and rec.body:
+            # RFC 3903 4.1: the ETag is unknown to the compositor - publish the state afresh. (A
+            # publication read from the pua table has no body to publish: forgotten below, its
+            # publisher's next change publishes it afresh.)
             rec = replace(rec, etag=None, retried=True)
             return self._send(rec, Op.INITIAL, _remaining(rec, now), body=rec.body)
         if status == 423 and min_expires is not None and min_expires > send.expires and not rec.retried:
@@ -215,7 +241,8 @@ class PubTable:
         if rec.queued is not None and rec.queued.desired_at is not None:
             return self.publish(rec.key, rec.queued.body or rec.body, now,
                                 expires=max(1, math.ceil(rec.queued.desired_at - now)),
-                                content_type=rec.queued.content_type, outbound_proxy=rec.outbound_proxy)
+                                content_type=rec.queued.content_type, outbound_proxy=rec.outbound_proxy,
+                                sender=rec.sender, follows=rec.follows)
         return None
 
     def _after_removal(self, rec: PubRecord, now: float) -> Send | None:
@@ -223,7 +250,8 @@ class PubTable:
         if q is None or q.desired_at is None or q.desired_at <= now:
             return None
         return self.publish(rec.key, q.body, now, expires=max(1, math.ceil(q.desired_at - now)),
-                            content_type=q.content_type, outbound_proxy=rec.outbound_proxy)
+                            content_type=q.content_type, outbound_proxy=rec.outbound_proxy,
+                            sender=rec.sender, follows=rec.follows)
 
     def _next_queued(self, rec: PubRecord, now: float) -> Send | None:
         q = rec.queued

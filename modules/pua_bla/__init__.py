@@ -123,7 +123,8 @@ class PuaBlaModule(Module):
         return bool(self.pua.publish(notify.line_uri, BLA_EVENT, notify.body or None, id=notify.contact,
                                      expires=notify.expires, content_type=CONTENT_TYPE,
                                      outbound_proxy=self.param("presence_server"),
-                                     sender=(self.param("header_name"), notify.contact)))
+                                     sender=(self.param("header_name"), notify.contact),
+                                     follows=(notify.call_id, notify.our_tag)))
 
     # --- usrloc callback --------------------------------------------------------------------------
     def _contacts_changed(self, changes: list[Any]) -> None:

@@ -231,7 +231,8 @@ class PuaDialoginfoModule(Module):
             self.published += 1
             self.pua.publish(local.uri, EVENT, body, id=f"{dlg.dlg_id}/{side}", expires=expires,
                              content_type=CONTENT_TYPE, outbound_proxy=self.param("presence_server"),
-                             etag=kept, on_etag=self._etag_keeper(dlg.dlg_id, side, expires == 0))
+                             etag=kept, on_etag=self._etag_keeper(dlg.dlg_id, side, expires == 0),
+                             follows=(dlg.call_id, ""))
 
     def _etag_keeper(self, dlg_id: str, side: str, ending: bool) -> Any:
         def keep(etag: str | None) -> None:

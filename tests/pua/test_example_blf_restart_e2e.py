@@ -1,7 +1,9 @@
-"""examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence and usrloc in the database),
-over UDP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob (confirmed); the server restarts;
-dlg_list shows the call again, Carol's subscription is still served, and when Alice hangs up through the
-proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves dlg_list and the table."""
+"""examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence, usrloc and pua in the
+database), over UDP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob (confirmed); the
+server restarts; dlg_list shows the call again, Carol's subscription is still served, and when Alice hangs
+up through the proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves dlg_list and the
+table. The pua table holds both sides' publications across the restart, and presence keeps one of Bob's
+lamp."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,9 +45,13 @@ async def dlg_list(http: int, call_id: str) -> list[dict[str, object]]:
 
 
 def dialog_rows(db: Path, call_id: str) -> list[tuple[int]]:
+    return rows(db, "SELECT state FROM dialog WHERE callid = ?", call_id)
+
+
+def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
-        return list(conn.execute("SELECT state FROM dialog WHERE callid = ?", (call_id,)))
+        return list(conn.execute(sql, args))
     finally:
         conn.close()
 
@@ -86,10 +93,18 @@ async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_pa
                 await asyncio.sleep(0.05)
             assert dialog_rows(db, invite.call_id) == [(4,)]          # confirmed, in the table
 
+            bobs_lamp = "SELECT etag FROM presentity WHERE username = 'bob' AND event = 'dialog'"
+            [(etag,)] = rows(db, bobs_lamp)
             server.stop()
+            # the pua table: both sides' publications, with their ETags, naming the call they follow
+            kept = rows(db, "SELECT pres_uri, pres_id, etag, call_id FROM pua WHERE event = 64")
+            assert sorted((p[1][-1], p[3]) for p in kept) == [("A", invite.call_id), ("B", invite.call_id)]
+            assert etag in {p[2] for p in kept}
             server = launch(cfg, tmp_path / "run2", workers)
             listed = await dlg_list(http, invite.call_id)
             assert len(listed) == 1 and listed[0]["state"] == 4
+            await asyncio.sleep(0.5)
+            assert len(rows(db, bobs_lamp)) == 1     # republished as a modify of its ETag, not twice
 
             bye = alice.request("BYE", dialog=dialog)
             alice.send(bye)

@@ -194,7 +194,8 @@ def test_etag_kept_in_the_dialog_and_used_after_a_restart(tmp_path: Path, monkey
     ('modparam("pua_dialoginfo", "osips_ps", 0)', "osips_ps"),
     ('modparam("pua_dialoginfo", "nopublish_flag", "np")', "nopublish_flag"),
     ('modparam("pua_dialoginfo", "caller_spec_param", "avp10")', "caller_spec_param"),
-    ('modparam("pua", "db_url", "sqlite:///tmp/x.sqlite")', "db_url"),
+    ('modparam("pua", "db_table", "presentity")', "db_table"),
+    ('modparam("pua", "db_table", "pua-2")', "db_table"),
     ('modparam("pua", "cluster_id", 1)', "cluster_id"),
 ])
 def test_refused_parameters(tmp_path: Path, monkeypatch: Any, params: str, needle: str) -> None:
