@@ -153,6 +153,7 @@ def call_fifo(fifo: str, method: str, params: dict[str, Any] | list[Any] | None 
     reply_path = os.path.join(reply_dir, name)
     try:
         os.mkfifo(reply_path, 0o600)
+        _let_server_write(reply_path, fifo)
     except OSError as exc:
         raise MIClientError(f"cannot create reply FIFO {reply_path}: {exc.strerror or exc}") from None
     try:
@@ -178,6 +179,22 @@ def call_fifo(fifo: str, method: str, params: dict[str, Any] | list[Any] | None 
             os.unlink(reply_path)
         except OSError:
             pass
+
+
+def _let_server_write(reply_path: str, fifo: str) -> None:
+    """The server opens the reply FIFO as its own user (`user=`): root hands the FIFO to the owner of the
+    server's FIFO, still 0600; anybody else can only open it for writing to all (0622, as opensips-cli's
+    reply FIFO; only we can read it)."""
+    try:
+        owner = os.stat(fifo)
+    except OSError:
+        return   # no server FIFO: the open below says so
+    if owner.st_uid == os.geteuid():
+        return
+    if os.geteuid() == 0:
+        os.chown(reply_path, owner.st_uid, owner.st_gid)
+    else:
+        os.chmod(reply_path, 0o622)   # noqa: S103 - the server must write; only we read
 
 
 def _read_reply(fd: int, timeout: float) -> bytes:

@@ -36,7 +36,7 @@ import pytest
 from presence_e2e import ALL_PROTOS, SecureListeners, Srv, presence_cfg
 from rs_e2e import ROOT, START_TIMEOUT, _env, free_port
 
-from routescript.mi.client import _read_reply, call_http, parse_reply, request_text
+from routescript.mi.client import call_fifo, call_http
 from routescript.testing import pidf
 
 LATE_IMPORT = "imported after the chroot"
@@ -99,25 +99,9 @@ def chroot_cfg(jail: Jail, port: int, http_port: int, workers: int, head: str,
 
 
 def call_fifo_in(jail: Jail, method: str, params: Any = None) -> Any:
-    """One MI request over the FIFO at /tmp/rs_fifo inside the jail; the reply FIFO in its /tmp, which
-    the server (nobody) can open: routescript mi's own is 0600 and ours is root's."""
-    name = f"reply_{os.getpid()}_{time.monotonic_ns()}"
-    reply = jail.path("/tmp") / name
-    os.mkfifo(reply, 0o666)
-    reply.chmod(0o666)
-    try:
-        rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            wfd = os.open(jail.path("/tmp/rs_fifo"), os.O_WRONLY)
-            try:
-                os.write(wfd, f":{name}:{request_text(method, params)}\n".encode())
-            finally:
-                os.close(wfd)
-            return parse_reply(_read_reply(rfd, 10.0))
-        finally:
-            os.close(rfd)
-    finally:
-        reply.unlink(missing_ok=True)
+    """One MI request over the FIFO at /tmp/rs_fifo inside the jail, by `routescript mi`'s own client: its
+    reply FIFO in the jail's /tmp, handed to the server's user (nobody)."""
+    return call_fifo(str(jail.path("/tmp/rs_fifo")), method, params, reply_dir=str(jail.path("/tmp")))
 
 
 class ChrootedServer:
