@@ -99,7 +99,8 @@ class ProxyBranch:
         self.index = index
         self.uri = uri                  # the branch's Request-URI
         self.dst_uri = dst_uri          # its $du (where it is sent instead of the Request-URI)
-        self.request = request          # the request to send, without our Via (Relay.outgoing)
+        self.request = request          # the request to send (Relay.outgoing): without our Via while
+                                        # targets are left; the last attempt's own request after
         self.targets = targets          # not yet tried, in order
         self.socket = socket            # force_send_socket()'s, or None
         self.flags = flags              # branch flags
@@ -263,7 +264,8 @@ class ProxyTransaction:
                     raise
                 log.info("%s: %s; trying the next target", self.label, exc)
                 continue
-            attempt = self.relay.attempt(branch.request, target, sock, hooks)
+            # the last target edits the branch's own request (no failover will start from it again)
+            attempt = self.relay.attempt(branch.request, target, sock, hooks, last=not branch.targets)
             if branch not in self.branches:
                 self.branches.append(branch)
             branch.attempt = attempt
@@ -338,10 +340,55 @@ class ProxyTransaction:
         if final and not local and branch.transaction is not None \
                 and getattr(branch.transaction, "local_final", False):
             local = True   # the client transaction's own 408 (Timer B) or 503 (transport error)
-        self._queue.append((branch, attempt, response, local))
-        if not self._busy:
-            self._busy = True
+        if self._busy:
+            self._queue.append((branch, attempt, response, local))
+            return
+        self._busy = True
+        if self._may_wait(branch, response, local):
+            self._queue.append((branch, attempt, response, local))
             self._spawn(self._drain())
+            return
+        # Nothing on the way waits (no route that may, none at all in the usual proxy): handled here,
+        # without a task and a turn of the loop per response. What it queues meanwhile (a local 487
+        # of a branch it cancels) is drained after it, in order.
+        try:
+            self._handle_now(branch, attempt, response, local)
+        finally:
+            if self._queue:
+                self._spawn(self._drain())
+            else:
+                self._busy = False
+
+    def _may_wait(self, branch: ProxyBranch, response: SIPResponse, local: bool) -> bool:
+        """Whether handling `response` may suspend: a reply route to run (not for a local response)
+        or the failure route a final >= 300 may end in, when the script compiled it as one that may
+        wait (CompiledScript.may_wait)."""
+        script = self._script()
+        if script is None:
+            return False
+        if not local:
+            if script.may_wait(ONREPLY_ROUTE, None):
+                return True
+            named = branch.on_reply or self.arm.on_reply
+            if named is not None and script.may_wait(ONREPLY_ROUTE, named):
+                return True
+        failure = self.arm.on_failure
+        return response.status >= 300 and failure is not None and script.may_wait(FAILURE_ROUTE, failure)
+
+    def _handle_now(self, branch: ProxyBranch, attempt: Attempt | None, response: SIPResponse,
+                    local: bool) -> None:
+        """_handle run to its end in place: its coroutine never suspends (_may_wait said so)."""
+        step = self._handle(branch, attempt, response, local)
+        try:
+            step.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("%s: handling a %d response failed", self.label, response.status)
+            return
+        step.close()   # a compiler bug: a never-waiting route waited; the rest is not run
+        log.error("%s: a route compiled as never waiting suspended on a %d response; its handling "
+                  "stopped there", self.label, response.status)
 
     async def _drain(self) -> None:
         try:

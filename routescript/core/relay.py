@@ -152,10 +152,12 @@ class Relay:
 
     @staticmethod
     def attempt(base: SIPRequest, target: Target, sock: SocketInfo, hooks: Sequence[SendHook] | None, *,
-                branch: str | None = None) -> Attempt:
-        """`base` (from `outgoing`, never sent itself) with our Via for `sock` on top (a fresh branch
-        unless given), the send hooks run with the socket: ready for the wire."""
-        request = base.copy()
+                branch: str | None = None, last: bool = False) -> Attempt:
+        """`base` (from `outgoing`) with our Via for `sock` on top (a fresh branch unless given), the
+        send hooks run with the socket: ready for the wire. A copy of `base` is edited, so another
+        attempt (failover to the next target) starts from it again; `last`: no other attempt will be
+        made from `base`, which is edited itself (one copy of the request less per relayed request)."""
+        request = base if last else base.copy()
         branch = branch or generate_branch()
         request.add_header("Via", f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port}"
                                   f";branch={branch}", first=True)
@@ -250,7 +252,8 @@ async def forward_request(relay: Relay, ctx: MsgContext, dest: str | None = None
         targets = await relay.targets(dest or ctx.dst_uri or msg.ruri)
         base = relay.outgoing(msg, None, bool(ctx.extra.get(MAXFWD_DONE)))
         sock = relay.socket_for(targets[0], ctx.send_socket)
-        attempt = relay.attempt(base, targets[0], sock, ctx.send_hooks, branch=stateless_branch(msg))
+        attempt = relay.attempt(base, targets[0], sock, ctx.send_hooks, branch=stateless_branch(msg),
+                                last=True)
         relay.send_stateless(attempt)
     except RelayError as exc:
         log.warning("%s %s not forwarded: %s", msg.method, msg.header("call-id"), exc)
