@@ -302,11 +302,15 @@ class TransactionCore:
     def receive_response(self, response: SIPResponse, now: float) -> bool:
         """A response arrived: hand it to its client transaction. True when one matched (including a
         retransmitted final response absorbed within Timer K); False when it is stray."""
-        try:
-            key = client_key_of_response(response)
-        except ParseError:  # a broken Via/CSeq in a response: nothing can match it
-            return False
-        entry = self._client.get(key)
+        found = self._entry_of_our_via(response)
+        if found is not None:
+            key, entry = found
+        else:
+            try:
+                key = client_key_of_response(response)
+            except ParseError:  # a broken Via/CSeq in a response: nothing can match it
+                return False
+            entry = self._client.get(key)
         if entry is None:  # a retransmitted final response within Timer K is absorbed
             return bool(self._client_done) and self._client_done.contains(key, now)
         transaction = entry.transaction
@@ -331,6 +335,29 @@ class TransactionCore:
                 # call's branch for 32 s (at 1,500 calls/s, 48,000 of them)
                 self._forget(transaction)
         return True
+
+    def _entry_of_our_via(self, response: SIPResponse) -> tuple[ClientKey, _ClientEntry] | None:
+        """The live client transaction whose request's top Via line is, character for character, the
+        response's top Via line (a UAS copies it: RFC 3261 8.2.6.2): its branch read off the text, no
+        Via parsed. None otherwise (a Via the UAS rewrote, a stray): then the key is parsed as usual -
+        the same answer, since the line equals the one the transaction's key was made from."""
+        line = response.header("via")
+        if line is None:
+            return None
+        start = line.find(";branch=")
+        if start < 0:
+            return None
+        start += 8
+        end = line.find(";", start)
+        try:
+            method = response.cseq.method
+        except ParseError:
+            return None
+        key = (line[start:] if end < 0 else line[start:end], method)
+        entry = self._client.get(key)
+        if entry is None or entry.transaction.request.header("via") != line:
+            return None
+        return key, entry
 
     def cancel(self, transaction: ClientTransaction) -> None:
         """The creator stopped waiting: forget the transaction; nothing is delivered any more."""

@@ -76,6 +76,9 @@ def test_attempt_puts_our_via_on_top_and_runs_the_hooks_with_the_socket() -> Non
     assert attempt.destination == Destination("tcp", "192.0.2.9", 5080, None, TCP)
     assert not base.has_header("record-route")                       # each attempt starts from base
     assert Relay.attempt(base, Target("tcp", "192.0.2.9", 5080), TCP, None).branch != attempt.branch
+    # the last attempt from base edits base itself: no copy, base gets our Via and the hooks' lines
+    last = Relay.attempt(base, Target("tcp", "192.0.2.9", 5080), TCP, [hook], last=True)
+    assert last.request is base and base.via.branch == last.branch and base.has_header("record-route")
 
 
 def test_socket_choice_forced_then_by_transport_and_family() -> None:
