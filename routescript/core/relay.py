@@ -32,7 +32,7 @@ from routescript.resolve import ResolveError, Resolver, Target
 from routescript.script.context import FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.registry import ArgSpec, FunctionSpec, function
 from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, SipURI, SocketInfo, parse_uri
-from routescript.sip.address import bare_host, is_ipv6
+from routescript.sip.address import bare_host, is_ip, is_ipv6
 from routescript.sip.build import generate_branch
 from routescript.sip.hosts import host_for_uri
 
@@ -41,6 +41,7 @@ log = logging.getLogger("routescript.core")
 STATELESS_BRANCH = "z9hG4bKsl"    # our stateless forwards' branches start so (never a worker slot's form)
 MAXFWD_DONE = "maxfwd.done"       # ctx.extra key: mf_process_maxfwd_header() has decremented already
 DEFAULT_MAX_FORWARDS = 70         # RFC 3261 16.6 step 3
+LITERAL_TARGETS_KEPT = 4096       # Relay.targets' answers for IP-address URIs kept (then started again)
 
 SendHook = Callable[[SIPRequest, Any], None]
 OnResponse = Callable[[SIPResponse], None]
@@ -89,6 +90,10 @@ class Relay:
         self.transport = transport
         self.sockets = sockets
         self.resolver = resolver
+        # the Targets of Request-URIs/$du naming an IP address (no lookup: the same answer each time
+        # for the same sockets and resolver), by (URI text, protos): a dialog's requests reuse them
+        self._literal: dict[tuple[str, frozenset[str]], tuple[Target, ...]] = {}
+        self._literal_resolver: Resolver | None = resolver
 
     @property
     def protos(self) -> frozenset[str]:
@@ -99,11 +104,17 @@ class Relay:
 
     async def targets(self, uri_text: str) -> list[Target]:
         """The Targets of `uri_text` in the order to try them (RelayError -4 when there are none)."""
+        protos = self.protos
+        if self._literal_resolver is not self.resolver:   # another resolver: its answers may differ
+            self._literal.clear()
+            self._literal_resolver = self.resolver
+        known = self._literal.get((uri_text, protos))
+        if known is not None:
+            return list(known)
         try:
             uri = _parsed_uri(uri_text)
         except ParseError as exc:
             raise no_destination(f"{uri_text!r} is not a URI ({exc.reason})") from None
-        protos = self.protos
         try:
             found = self.resolver.resolve_now(uri, protos)
             if found is None:
@@ -112,6 +123,10 @@ class Relay:
             raise no_destination(str(exc)) from None
         if not found:
             raise no_destination(f"{uri_text}: no target")
+        if is_ip(bare_host(uri.param("maddr") or uri.host)):
+            if len(self._literal) >= LITERAL_TARGETS_KEPT:
+                self._literal.clear()
+            self._literal[(uri_text, protos)] = tuple(found)
         return found
 
     def socket_for(self, target: Target, forced: SocketInfo | None) -> SocketInfo:
