@@ -79,6 +79,7 @@ class _ClientEntry:
     transaction: ClientTransaction
     on_final: OnResponse | None
     on_provisional: OnResponse | None
+    via_line: str | None = None   # the request's top Via line as sent (_top_via_line), None when not known
 
 
 class TransactionCore:
@@ -294,7 +295,10 @@ class TransactionCore:
         machine = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         transaction = machine(request, dest, reliable=dest.reliable, timers=self.timers, now=now, key=key,
                               fr_timeout=fr_timeout)
-        self._client[key] = _ClientEntry(transaction, on_final, on_provisional)
+        # the top Via line: a parsed request's own (a relayed one), else read off the bytes (an assembled
+        # NOTIFY: reading its header would parse it back)
+        via_line = request.header("via") if type(request) is SIPRequest else _top_via_line(transaction.data)
+        self._client[key] = _ClientEntry(transaction, on_final, on_provisional, via_line)
         self.pending += 1
         self._schedule(transaction)
         return transaction
@@ -339,10 +343,11 @@ class TransactionCore:
     def _entry_of_our_via(self, response: SIPResponse) -> tuple[ClientKey, _ClientEntry] | None:
         """The live client transaction whose request's top Via line is, character for character, the
         response's top Via line (a UAS copies it: RFC 3261 8.2.6.2): its branch read off the text, no
-        Via parsed. None otherwise (a Via the UAS rewrote, a stray): then the key is parsed as usual -
-        the same answer, since the line equals the one the transaction's key was made from."""
+        Via parsed. None otherwise (a Via the UAS rewrote, a stray, a request whose line was not kept):
+        then the key is parsed as usual - the same answer, since the line equals the one the
+        transaction's key was made from."""
         line = response.header("via")
-        if line is None:
+        if line is None or "," in line:   # one Via value per line, as we write ours
             return None
         start = line.find(";branch=")
         if start < 0:
@@ -355,7 +360,7 @@ class TransactionCore:
             return None
         key = (line[start:] if end < 0 else line[start:end], method)
         entry = self._client.get(key)
-        if entry is None or entry.transaction.request.header("via") != line:
+        if entry is None or entry.via_line != line:
             return None
         return key, entry
 
@@ -562,3 +567,17 @@ class TransactionCore:
         self._sweep_at = None
         self.responses_out.clear()
         self.data_out.clear()
+
+
+def _top_via_line(data: bytes) -> str | None:
+    """The value of the first header line of a request on the wire when it is "Via: ..." (an assembled
+    request's always is: the Via its sender put on top); None otherwise."""
+    start = data.find(b"\r\n") + 2
+    if start < 2 or not data.startswith(b"Via: ", start):
+        return None
+    end = data.find(b"\r\n", start)
+    try:
+        return data[start + 5:end].decode() if end > 0 else None
+    except UnicodeDecodeError:
+        return None
+

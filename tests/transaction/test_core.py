@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from routescript.sip.assembled import assemble_request
 from routescript.sip import (
     Destination,
     SIPRequest,
@@ -467,3 +468,21 @@ def test_a_response_carrying_our_via_line_matches_without_parsing_it() -> None:
     assert wire.core.receive_response(_reply_with_top_via(req, 200, ours), wire.now)
     wire.collect()
     assert [r.status for r in finals] == [200] and len(provisionals) == 4
+
+
+def test_an_assembled_request_is_matched_by_its_via_line_read_off_its_bytes() -> None:
+    """A NOTIFY assembled from parts (not parsed back): its Via line is read off the bytes it was sent
+    as, so its 200 matches without parsing the response's Via either."""
+    via = f"SIP/2.0/UDP 127.0.0.1:5060;branch={generate_branch()}"
+    req = assemble_request("NOTIFY", "sip:bob@192.0.2.10:5062", [
+        ("Via", via), ("From", "<sip:alice@127.0.0.1>;tag=srv"), ("To", "<sip:bob@192.0.2.10>;tag=cli"),
+        ("Call-ID", "sub-9"), ("CSeq", "1 NOTIFY"), ("Content-Length", "0")], b"")
+    wire = Wire()
+    finals: list[SIPResponse] = []
+    wire.core.send_request(req, PHONE, 0.0, finals.append)
+    ok = parse_message(b"SIP/2.0 200 OK\r\nVia: " + via.encode() + b"\r\nFrom: <sip:alice@127.0.0.1>;tag=srv"
+                       b"\r\nTo: <sip:bob@192.0.2.10>;tag=cli\r\nCall-ID: sub-9\r\nCSeq: 1 NOTIFY\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+    assert wire.core.receive_response(ok, wire.now)
+    wire.collect()
+    assert finals == [ok] and "via" not in ok._cache
