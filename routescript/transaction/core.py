@@ -298,6 +298,8 @@ class TransactionCore:
         # the top Via line: a parsed request's own (a relayed one), else read off the bytes (an assembled
         # NOTIFY: reading its header would parse it back)
         via_line = request.header("via") if type(request) is SIPRequest else _top_via_line(transaction.data)
+        if via_line is not None and '"' in via_line:
+            via_line = None   # a quoted parameter (none of ours has one): a comma in it would mislead
         self._client[key] = _ClientEntry(transaction, on_final, on_provisional, via_line)
         self.pending += 1
         self._schedule(transaction)
@@ -342,13 +344,17 @@ class TransactionCore:
 
     def _entry_of_our_via(self, response: SIPResponse) -> tuple[ClientKey, _ClientEntry] | None:
         """The live client transaction whose request's top Via line is, character for character, the
-        response's top Via line (a UAS copies it: RFC 3261 8.2.6.2): its branch read off the text, no
+        response's top Via value (a UAS copies it: RFC 3261 8.2.6.2): its branch read off the text, no
         Via parsed. None otherwise (a Via the UAS rewrote, a stray, a request whose line was not kept):
         then the key is parsed as usual - the same answer, since the line equals the one the
         transaction's key was made from."""
         line = response.header("via")
-        if line is None or "," in line:   # one Via value per line, as we write ours
+        if line is None:
             return None
+        if "," in line:
+            # a UAS that folds the Vias into one line (SIPp's [last_Via:]): ours is the text before the
+            # first comma - our Via has no comma, quote or '<' that would make the split elsewhere
+            line = line.partition(",")[0]
         start = line.find(";branch=")
         if start < 0:
             return None

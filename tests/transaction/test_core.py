@@ -463,11 +463,19 @@ def test_a_response_carrying_our_via_line_matches_without_parsing_it() -> None:
         assert wire.core.receive_response(response, wire.now), line
         wire.collect()
         assert provisionals[-1] is response and response.via.branch == branch
+    folded = _reply_with_top_via(req, 183, ours + ",SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKup")
+    assert wire.core.receive_response(folded, wire.now)   # the Vias folded into one line (SIPp does)
+    wire.collect()
+    assert provisionals[-1] is folded and "via" not in folded._cache
+    spaced = _reply_with_top_via(req, 183, ours + " , SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKup")
+    assert wire.core.receive_response(spaced, wire.now)
+    wire.collect()
+    assert provisionals[-1] is spaced and spaced.via.branch == branch
     foreign = _reply_with_top_via(req, 200, ours.replace(branch, generate_branch()))
     assert not wire.core.receive_response(foreign, wire.now)
     assert wire.core.receive_response(_reply_with_top_via(req, 200, ours), wire.now)
     wire.collect()
-    assert [r.status for r in finals] == [200] and len(provisionals) == 4
+    assert [r.status for r in finals] == [200] and len(provisionals) == 6
 
 
 def test_an_assembled_request_is_matched_by_its_via_line_read_off_its_bytes() -> None:
