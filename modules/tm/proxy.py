@@ -5,8 +5,11 @@ A ProxyTransaction is made by the first t_relay() of a request. Each branch (bra
 URI, the others ctx.branches from append_branch()/lookup()) is resolved into Targets and sent to the
 first; a timeout without any reply or a 503 moves it to the next Target (failover), with a new Via branch.
 
-Responses (and the local 408s of the fr timers) are handled one at a time, in arrival order, by one
-task per burst (`_drain`): the global onreply_route, then the armed onreply_route[name]; then
+Responses (and the local 408s of the fr timers) are handled one at a time, in arrival order: in place,
+inside the client transaction's callback, when no route on the way may wait (CompiledScript.may_wait:
+the usual proxy's reply routes only log), else by one task per burst (`_drain`); what arrives while
+one is handled is queued behind it. The handling: the global onreply_route, then the armed
+onreply_route[name]; then
 - 1xx: forwarded upstream (not a 100: RFC 3261 16.7 step 5), a branch marked for cancelling gets its
   CANCEL now (RFC 3261 9.1: not before a provisional), an INVITE branch's timer becomes fr_inv_timeout;
 - 2xx: forwarded at once, every one of them for an INVITE (RFC 6026); the other branches are cancelled;
