@@ -309,6 +309,7 @@ class TransactionCore:
         """A response arrived: hand it to its client transaction. True when one matched (including a
         retransmitted final response absorbed within Timer K); False when it is stray."""
         found = self._entry_of_our_via(response)
+        entry: _ClientEntry | None
         if found is not None:
             key, entry = found
         else:
