@@ -414,7 +414,7 @@ class ProxyTransaction:
             return   # the branch ended already (a local 408/487): later responses are absorbed
         dropped = False
         if not local:
-            dropped = await self._run_reply_routes(branch, response, _reply_source(attempt))
+            dropped = await self._run_reply_routes(branch, response, attempt)
         if status < 200:
             first = not branch.provisional
             branch.provisional = True
@@ -459,9 +459,9 @@ class ProxyTransaction:
             await self._complete()
 
     async def _run_reply_routes(self, branch: ProxyBranch, response: SIPResponse,
-                                source: Source | None) -> bool:
+                                attempt: Attempt | None) -> bool:
         """The global onreply_route, then the armed onreply_route[name]; True when one dropped it.
-        `source` is where the reply came from ($si, $sp, $proto; nathelper's fix_nated_contact)."""
+        Their source is where `attempt` went (_reply_source: $si, $sp, $proto; fix_nated_contact)."""
         script = self._script()
         if script is None:
             return False
@@ -471,6 +471,9 @@ class ProxyTransaction:
         named = branch.on_reply or self.arm.on_reply
         if named is not None:
             names.append(named)
+        if not names:
+            return False
+        source = _reply_source(attempt)   # made only for a route to read
         dropped = False
         for name in names:
             rctx = MsgContext(msg=response, source=source, server=self.server, route_type=ONREPLY_ROUTE,
