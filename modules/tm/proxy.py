@@ -5,8 +5,11 @@ A ProxyTransaction is made by the first t_relay() of a request. Each branch (bra
 URI, the others ctx.branches from append_branch()/lookup()) is resolved into Targets and sent to the
 first; a timeout without any reply or a 503 moves it to the next Target (failover), with a new Via branch.
 
-Responses (and the local 408s of the fr timers) are handled one at a time, in arrival order, by one
-task per burst (`_drain`): the global onreply_route, then the armed onreply_route[name]; then
+Responses (and the local 408s of the fr timers) are handled one at a time, in arrival order: in place,
+inside the client transaction's callback, when no route on the way may wait (CompiledScript.may_wait:
+the usual proxy's reply routes only log), else by one task per burst (`_drain`); what arrives while
+one is handled is queued behind it. The handling: the global onreply_route, then the armed
+onreply_route[name]; then
 - 1xx: forwarded upstream (not a 100: RFC 3261 16.7 step 5), a branch marked for cancelling gets its
   CANCEL now (RFC 3261 9.1: not before a provisional), an INVITE branch's timer becomes fr_inv_timeout;
 - 2xx: forwarded at once, every one of them for an INVITE (RFC 6026); the other branches are cancelled;
@@ -99,7 +102,8 @@ class ProxyBranch:
         self.index = index
         self.uri = uri                  # the branch's Request-URI
         self.dst_uri = dst_uri          # its $du (where it is sent instead of the Request-URI)
-        self.request = request          # the request to send, without our Via (Relay.outgoing)
+        self.request = request          # the request to send (Relay.outgoing): without our Via while
+                                        # targets are left; the last attempt's own request after
         self.targets = targets          # not yet tried, in order
         self.socket = socket            # force_send_socket()'s, or None
         self.flags = flags              # branch flags
@@ -263,7 +267,8 @@ class ProxyTransaction:
                     raise
                 log.info("%s: %s; trying the next target", self.label, exc)
                 continue
-            attempt = self.relay.attempt(branch.request, target, sock, hooks)
+            # the last target edits the branch's own request (no failover will start from it again)
+            attempt = self.relay.attempt(branch.request, target, sock, hooks, last=not branch.targets)
             if branch not in self.branches:
                 self.branches.append(branch)
             branch.attempt = attempt
@@ -338,10 +343,55 @@ class ProxyTransaction:
         if final and not local and branch.transaction is not None \
                 and getattr(branch.transaction, "local_final", False):
             local = True   # the client transaction's own 408 (Timer B) or 503 (transport error)
-        self._queue.append((branch, attempt, response, local))
-        if not self._busy:
-            self._busy = True
+        if self._busy:
+            self._queue.append((branch, attempt, response, local))
+            return
+        self._busy = True
+        if self._may_wait(branch, response, local):
+            self._queue.append((branch, attempt, response, local))
             self._spawn(self._drain())
+            return
+        # Nothing on the way waits (no route that may, none at all in the usual proxy): handled here,
+        # without a task and a turn of the loop per response. What it queues meanwhile (a local 487
+        # of a branch it cancels) is drained after it, in order.
+        try:
+            self._handle_now(branch, attempt, response, local)
+        finally:
+            if self._queue:
+                self._spawn(self._drain())
+            else:
+                self._busy = False
+
+    def _may_wait(self, branch: ProxyBranch, response: SIPResponse, local: bool) -> bool:
+        """Whether handling `response` may suspend: a reply route to run (not for a local response)
+        or the failure route a final >= 300 may end in, when the script compiled it as one that may
+        wait (CompiledScript.may_wait)."""
+        script = self._script()
+        if script is None:
+            return False
+        if not local:
+            if script.may_wait(ONREPLY_ROUTE, None):
+                return True
+            named = branch.on_reply or self.arm.on_reply
+            if named is not None and script.may_wait(ONREPLY_ROUTE, named):
+                return True
+        failure = self.arm.on_failure
+        return response.status >= 300 and failure is not None and script.may_wait(FAILURE_ROUTE, failure)
+
+    def _handle_now(self, branch: ProxyBranch, attempt: Attempt | None, response: SIPResponse,
+                    local: bool) -> None:
+        """_handle run to its end in place: its coroutine never suspends (_may_wait said so)."""
+        step = self._handle(branch, attempt, response, local)
+        try:
+            step.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("%s: handling a %d response failed", self.label, response.status)
+            return
+        step.close()   # a compiler bug: a never-waiting route waited; the rest is not run
+        log.error("%s: a route compiled as never waiting suspended on a %d response; its handling "
+                  "stopped there", self.label, response.status)
 
     async def _drain(self) -> None:
         try:
@@ -364,7 +414,7 @@ class ProxyTransaction:
             return   # the branch ended already (a local 408/487): later responses are absorbed
         dropped = False
         if not local:
-            dropped = await self._run_reply_routes(branch, response, _reply_source(attempt))
+            dropped = await self._run_reply_routes(branch, response, attempt)
         if status < 200:
             first = not branch.provisional
             branch.provisional = True
@@ -409,9 +459,9 @@ class ProxyTransaction:
             await self._complete()
 
     async def _run_reply_routes(self, branch: ProxyBranch, response: SIPResponse,
-                                source: Source | None) -> bool:
+                                attempt: Attempt | None) -> bool:
         """The global onreply_route, then the armed onreply_route[name]; True when one dropped it.
-        `source` is where the reply came from ($si, $sp, $proto; nathelper's fix_nated_contact)."""
+        Their source is where `attempt` went (_reply_source: $si, $sp, $proto; fix_nated_contact)."""
         script = self._script()
         if script is None:
             return False
@@ -421,6 +471,9 @@ class ProxyTransaction:
         named = branch.on_reply or self.arm.on_reply
         if named is not None:
             names.append(named)
+        if not names:
+            return False
+        source = _reply_source(attempt)   # made only for a route to read
         dropped = False
         for name in names:
             rctx = MsgContext(msg=response, source=source, server=self.server, route_type=ONREPLY_ROUTE,

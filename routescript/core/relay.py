@@ -32,7 +32,7 @@ from routescript.resolve import ResolveError, Resolver, Target
 from routescript.script.context import FAILURE_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.registry import ArgSpec, FunctionSpec, function
 from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, SipURI, SocketInfo, parse_uri
-from routescript.sip.address import bare_host, is_ipv6
+from routescript.sip.address import bare_host, is_ip, is_ipv6
 from routescript.sip.build import generate_branch
 from routescript.sip.hosts import host_for_uri
 
@@ -41,6 +41,7 @@ log = logging.getLogger("routescript.core")
 STATELESS_BRANCH = "z9hG4bKsl"    # our stateless forwards' branches start so (never a worker slot's form)
 MAXFWD_DONE = "maxfwd.done"       # ctx.extra key: mf_process_maxfwd_header() has decremented already
 DEFAULT_MAX_FORWARDS = 70         # RFC 3261 16.6 step 3
+LITERAL_TARGETS_KEPT = 4096       # Relay.targets' answers for IP-address URIs kept (then started again)
 
 SendHook = Callable[[SIPRequest, Any], None]
 OnResponse = Callable[[SIPResponse], None]
@@ -89,6 +90,10 @@ class Relay:
         self.transport = transport
         self.sockets = sockets
         self.resolver = resolver
+        # the Targets of Request-URIs/$du naming an IP address (no lookup: the same answer each time
+        # for the same sockets and resolver), by (URI text, protos): a dialog's requests reuse them
+        self._literal: dict[tuple[str, frozenset[str]], tuple[Target, ...]] = {}
+        self._literal_resolver: Resolver | None = resolver
 
     @property
     def protos(self) -> frozenset[str]:
@@ -99,11 +104,17 @@ class Relay:
 
     async def targets(self, uri_text: str) -> list[Target]:
         """The Targets of `uri_text` in the order to try them (RelayError -4 when there are none)."""
+        protos = self.protos
+        if self._literal_resolver is not self.resolver:   # another resolver: its answers may differ
+            self._literal.clear()
+            self._literal_resolver = self.resolver
+        known = self._literal.get((uri_text, protos))
+        if known is not None:
+            return list(known)
         try:
             uri = _parsed_uri(uri_text)
         except ParseError as exc:
             raise no_destination(f"{uri_text!r} is not a URI ({exc.reason})") from None
-        protos = self.protos
         try:
             found = self.resolver.resolve_now(uri, protos)
             if found is None:
@@ -112,6 +123,10 @@ class Relay:
             raise no_destination(str(exc)) from None
         if not found:
             raise no_destination(f"{uri_text}: no target")
+        if is_ip(bare_host(uri.param("maddr") or uri.host)):
+            if len(self._literal) >= LITERAL_TARGETS_KEPT:
+                self._literal.clear()
+            self._literal[(uri_text, protos)] = tuple(found)
         return found
 
     def socket_for(self, target: Target, forced: SocketInfo | None) -> SocketInfo:
@@ -152,10 +167,12 @@ class Relay:
 
     @staticmethod
     def attempt(base: SIPRequest, target: Target, sock: SocketInfo, hooks: Sequence[SendHook] | None, *,
-                branch: str | None = None) -> Attempt:
-        """`base` (from `outgoing`, never sent itself) with our Via for `sock` on top (a fresh branch
-        unless given), the send hooks run with the socket: ready for the wire."""
-        request = base.copy()
+                branch: str | None = None, last: bool = False) -> Attempt:
+        """`base` (from `outgoing`) with our Via for `sock` on top (a fresh branch unless given), the
+        send hooks run with the socket: ready for the wire. A copy of `base` is edited, so another
+        attempt (failover to the next target) starts from it again; `last`: no other attempt will be
+        made from `base`, which is edited itself (one copy of the request less per relayed request)."""
+        request = base if last else base.copy()
         branch = branch or generate_branch()
         request.add_header("Via", f"SIP/2.0/{sock.proto.upper()} {host_for_uri(sock.host)}:{sock.port}"
                                   f";branch={branch}", first=True)
@@ -250,7 +267,8 @@ async def forward_request(relay: Relay, ctx: MsgContext, dest: str | None = None
         targets = await relay.targets(dest or ctx.dst_uri or msg.ruri)
         base = relay.outgoing(msg, None, bool(ctx.extra.get(MAXFWD_DONE)))
         sock = relay.socket_for(targets[0], ctx.send_socket)
-        attempt = relay.attempt(base, targets[0], sock, ctx.send_hooks, branch=stateless_branch(msg))
+        attempt = relay.attempt(base, targets[0], sock, ctx.send_hooks, branch=stateless_branch(msg),
+                                last=True)
         relay.send_stateless(attempt)
     except RelayError as exc:
         log.warning("%s %s not forwarded: %s", msg.method, msg.header("call-id"), exc)

@@ -68,6 +68,7 @@ class CompiledScript:
         self.routes = routes
         self.defs = defs
         self.source = source
+        self.never_wait = never_wait   # the routes whose coroutine ends on its first step (may_wait)
         self.timer_routes: list[tuple[str, int, RouteFn]] = [
             (str(d.name), int(d.interval or 0), routes[k]) for k, d in defs.items() if d.kind == TIMER_ROUTE]
         self.event_routes: dict[str, RouteFn] = {
@@ -95,6 +96,14 @@ class CompiledScript:
 
     def has(self, kind: str, name: str | None = None) -> bool:
         return self.get(kind, name) is not None
+
+    def may_wait(self, kind: str, name: str | None = None) -> bool:
+        """Whether running the route may suspend (an async function in it or in a route it calls):
+        False when its coroutine always ends on its first step, so a caller may run it in place
+        (tm's reply handling) instead of in a task. A route the script does not define never waits."""
+        if kind == REQUEST_ROUTE and name in ("0", "main"):
+            name = None
+        return (kind, name) in self.routes and (kind, name) not in self.never_wait
 
     async def run(self, kind: str, name: str | None, ctx: MsgContext) -> int:
         """Run a route for ctx (setting ctx.route_type = kind). Returns the route's return code: 0 after

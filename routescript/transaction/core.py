@@ -79,6 +79,7 @@ class _ClientEntry:
     transaction: ClientTransaction
     on_final: OnResponse | None
     on_provisional: OnResponse | None
+    via_line: str | None = None   # the request's top Via line as sent (_top_via_line), None when not known
 
 
 class TransactionCore:
@@ -294,7 +295,12 @@ class TransactionCore:
         machine = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         transaction = machine(request, dest, reliable=dest.reliable, timers=self.timers, now=now, key=key,
                               fr_timeout=fr_timeout)
-        self._client[key] = _ClientEntry(transaction, on_final, on_provisional)
+        # the top Via line: a parsed request's own (a relayed one), else read off the bytes (an assembled
+        # NOTIFY: reading its header would parse it back)
+        via_line = request.header("via") if type(request) is SIPRequest else _top_via_line(transaction.data)
+        if via_line is not None and '"' in via_line:
+            via_line = None   # a quoted parameter (none of ours has one): a comma in it would mislead
+        self._client[key] = _ClientEntry(transaction, on_final, on_provisional, via_line)
         self.pending += 1
         self._schedule(transaction)
         return transaction
@@ -302,11 +308,16 @@ class TransactionCore:
     def receive_response(self, response: SIPResponse, now: float) -> bool:
         """A response arrived: hand it to its client transaction. True when one matched (including a
         retransmitted final response absorbed within Timer K); False when it is stray."""
-        try:
-            key = client_key_of_response(response)
-        except ParseError:  # a broken Via/CSeq in a response: nothing can match it
-            return False
-        entry = self._client.get(key)
+        found = self._entry_of_our_via(response)
+        entry: _ClientEntry | None
+        if found is not None:
+            key, entry = found
+        else:
+            try:
+                key = client_key_of_response(response)
+            except ParseError:  # a broken Via/CSeq in a response: nothing can match it
+                return False
+            entry = self._client.get(key)
         if entry is None:  # a retransmitted final response within Timer K is absorbed
             return bool(self._client_done) and self._client_done.contains(key, now)
         transaction = entry.transaction
@@ -331,6 +342,34 @@ class TransactionCore:
                 # call's branch for 32 s (at 1,500 calls/s, 48,000 of them)
                 self._forget(transaction)
         return True
+
+    def _entry_of_our_via(self, response: SIPResponse) -> tuple[ClientKey, _ClientEntry] | None:
+        """The live client transaction whose request's top Via line is, character for character, the
+        response's top Via value (a UAS copies it: RFC 3261 8.2.6.2): its branch read off the text, no
+        Via parsed. None otherwise (a Via the UAS rewrote, a stray, a request whose line was not kept):
+        then the key is parsed as usual - the same answer, since the line equals the one the
+        transaction's key was made from."""
+        line = response.header("via")
+        if line is None:
+            return None
+        if "," in line:
+            # a UAS that folds the Vias into one line (SIPp's [last_Via:]): ours is the text before the
+            # first comma - our Via has no comma, quote or '<' that would make the split elsewhere
+            line = line.partition(",")[0]
+        start = line.find(";branch=")
+        if start < 0:
+            return None
+        start += 8
+        end = line.find(";", start)
+        try:
+            method = response.cseq.method
+        except ParseError:
+            return None
+        key = (line[start:] if end < 0 else line[start:end], method)
+        entry = self._client.get(key)
+        if entry is None or entry.via_line != line:
+            return None
+        return key, entry
 
     def cancel(self, transaction: ClientTransaction) -> None:
         """The creator stopped waiting: forget the transaction; nothing is delivered any more."""
@@ -535,3 +574,17 @@ class TransactionCore:
         self._sweep_at = None
         self.responses_out.clear()
         self.data_out.clear()
+
+
+def _top_via_line(data: bytes) -> str | None:
+    """The value of the first header line of a request on the wire when it is "Via: ..." (an assembled
+    request's always is: the Via its sender put on top); None otherwise."""
+    start = data.find(b"\r\n") + 2
+    if start < 2 or not data.startswith(b"Via: ", start):
+        return None
+    end = data.find(b"\r\n", start)
+    try:
+        return data[start + 5:end].decode() if end > 0 else None
+    except UnicodeDecodeError:
+        return None
+

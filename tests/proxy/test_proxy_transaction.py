@@ -277,17 +277,25 @@ async def test_a_2xx_after_the_local_487_still_reaches_the_caller() -> None:
 
 
 class FakeScript:
-    """Routes as data: onreply routes drop what `drop` lists; failure_route records its runs."""
+    """Routes as data: onreply routes drop what `drop` lists; failure_route records its runs. `waits`:
+    what may_wait says of every route (its run() never suspends either way), `waiting` the routes
+    that say True when `waits` is False."""
 
-    def __init__(self, drop: tuple[int, ...] = (), failure_replies: bool = False) -> None:
+    def __init__(self, drop: tuple[int, ...] = (), failure_replies: bool = False, *, waits: bool = True,
+                 waiting: tuple[tuple[str, str | None], ...] = ()) -> None:
         self.drop = drop
         self.failure_replies = failure_replies
+        self.waits = waits
+        self.waiting = waiting
         self.runs: list[tuple[str, str | None, int | None]] = []
         self.failure_ruri: str | None = None
         self.branch_reply: str | None = None
 
     def has(self, kind: str, name: str | None = None) -> bool:
         return True
+
+    def may_wait(self, kind: str, name: str | None = None) -> bool:
+        return self.waits or (kind, name) in self.waiting
 
     async def run(self, kind: str, name: str | None, ctx: MsgContext) -> int:
         self.runs.append((kind, name, ctx.reply_code))
@@ -404,3 +412,55 @@ async def test_t_cancel_branch_current_others_all() -> None:
     assert [c.via.branch for c in relay.transactions.cancels][1:] == [relay.sent[0][0].branch]
     proxy.cancel_branches(0, "a")                       # nothing left to cancel
     assert len(relay.transactions.cancels) == 2
+
+
+async def test_a_reply_with_never_waiting_routes_is_handled_in_place() -> None:
+    """No route on the way may wait: the reply routes run and the reply goes upstream inside the
+    client transaction's callback, without a task; a route that may wait keeps the task."""
+    proxy, ctx, relay, server, _ = make(ALL)
+    server.script = FakeScript(waits=False)
+    proxy.arm = Arm(on_reply="r")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    assert [r.status for r in server.transactions.upstream] == [180]
+    assert server.script.runs == [("onreply", None, 180), ("onreply", "r", 180)]
+    assert not proxy._busy
+    server.script.waits = True
+    answer(relay, 0, 183)
+    assert [r.status for r in server.transactions.upstream] == [180] and proxy._busy
+    await settle()
+    assert [r.status for r in server.transactions.upstream] == [180, 183] and not proxy._busy
+
+
+async def test_a_final_reply_that_may_reach_a_waiting_failure_route_gets_a_task() -> None:
+    """A 486 with t_on_failure armed for a route that may wait is handled in a task (failure_route
+    runs there); the same reply without the failure route armed is handled in place."""
+    proxy, ctx, relay, server, _ = make(ALL)
+    server.script = FakeScript(waits=False, waiting=(("failure", "f"),))
+    proxy.arm = Arm(on_failure="f")
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 486)
+    assert server.script.runs == [] and not server.transactions.upstream and proxy._busy
+    await settle()
+    assert server.script.runs == [("onreply", None, 486), ("failure", "f", 486)]
+    assert [r.status for r in server.transactions.upstream] == [486]
+    proxy, ctx, relay, server, _ = make(ALL)
+    server.script = FakeScript(waits=False, waiting=(("failure", "f"),))
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 486)
+    assert [r.status for r in server.transactions.upstream] == [486] and not proxy._busy
+
+
+async def test_what_an_in_place_reply_queues_is_handled_after_it_in_order() -> None:
+    """A 2xx handled in place cancels the other branch; that branch (no provisional yet) ends with a
+    local 487 queued meanwhile and handled after the 2xx, in a task: nothing of it goes upstream."""
+    proxy, ctx, relay, server, done = make(ALL, forks=("sip:carl@192.0.2.10",))
+    server.script = FakeScript(waits=False)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 200)
+    assert [r.status for r in server.transactions.upstream] == [200]
+    assert proxy._busy and proxy.branches[1].final is None
+    await settle()
+    assert proxy.branches[1].final is not None and proxy.branches[1].final.status == 487
+    assert [r.status for r in server.transactions.upstream] == [200] and done == [proxy]
+    assert not proxy._busy

@@ -76,6 +76,9 @@ def test_attempt_puts_our_via_on_top_and_runs_the_hooks_with_the_socket() -> Non
     assert attempt.destination == Destination("tcp", "192.0.2.9", 5080, None, TCP)
     assert not base.has_header("record-route")                       # each attempt starts from base
     assert Relay.attempt(base, Target("tcp", "192.0.2.9", 5080), TCP, None).branch != attempt.branch
+    # the last attempt from base edits base itself: no copy, base gets our Via and the hooks' lines
+    last = Relay.attempt(base, Target("tcp", "192.0.2.9", 5080), TCP, [hook], last=True)
+    assert last.request is base and base.via.branch == last.branch and base.has_header("record-route")
 
 
 def test_socket_choice_forced_then_by_transport_and_family() -> None:
@@ -100,6 +103,34 @@ async def test_targets_from_the_literal_resolver_and_its_errors() -> None:
             await r.targets(uri)
         assert err.value.code == -4 and err.value.sl_error == (478, "Unresolvable destination")
         assert why in str(err.value)
+
+
+async def test_targets_of_an_ip_address_are_kept_per_uri_sockets_and_resolver() -> None:
+    """An IP-address URI is resolved once (its answer cannot change) and each caller gets its own list;
+    a host name is asked every time; other sockets or another resolver ask again."""
+    asked: list[str] = []
+
+    class Counting(LiteralResolver):
+        def resolve_now(self, uri, protos):  # type: ignore[no-untyped-def]
+            asked.append(str(uri))
+            if uri.host == "example.com":
+                return [Target("udp", "192.0.2.50", 5060)]
+            return super().resolve_now(uri, protos)
+
+    r, _ = relay(sockets=(UDP,))
+    r.resolver = Counting()
+    first = await r.targets("sip:bob@192.0.2.9:5080")
+    first.append(Target("udp", "192.0.2.99", 1))          # the caller's own list
+    assert await r.targets("sip:bob@192.0.2.9:5080") == [Target("udp", "192.0.2.9", 5080)]
+    assert await r.targets("sip:bob@example.com") == await r.targets("sip:bob@example.com")
+    assert asked == ["sip:bob@192.0.2.9:5080", "sip:bob@example.com", "sip:bob@example.com"]
+    r.sockets = [UDP, TCP]
+    assert await r.targets("sip:bob@192.0.2.9:5080;transport=tcp") == [Target("tcp", "192.0.2.9", 5080)]
+    await r.targets("sip:bob@192.0.2.9:5080")
+    r.resolver = Counting()
+    await r.targets("sip:bob@192.0.2.9:5080")
+    assert asked[3:] == ["sip:bob@192.0.2.9:5080;transport=tcp", "sip:bob@192.0.2.9:5080",
+                         "sip:bob@192.0.2.9:5080"]
 
 
 def test_literal_resolver_maddr_and_default_ports() -> None:

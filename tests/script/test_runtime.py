@@ -429,3 +429,16 @@ async def test_guarded_call_with_a_converted_argument_is_skipped_inline(registry
     rc, ctx = await run('route {\n  $var(n) = "x";\n  gnum($var(n));\n  log_it("rc $rc");\n'
                         '  $var(n) = "4";\n  gnum("$var(n)");\n}', reg)
     assert calls.log == [("log_it", "rc -1", None), ("gnum", 4)] and ctx.failure_pos.line == 3
+
+
+def test_may_wait_names_the_routes_that_may_suspend(registry: Registry) -> None:
+    """CompiledScript.may_wait: True for a route with an async function in it or in a route it calls,
+    False for one without (tm runs those in place) and for a route the script does not define."""
+    cs = build('route { ok(); } route[w] { aret(1); } onreply_route[quiet] { log_it("r"); }\n'
+               'onreply_route[calls_w] { route(w); } failure_route[f] { aret(2); }', registry)
+    assert not cs.may_wait(REQUEST_ROUTE) and not cs.may_wait(REQUEST_ROUTE, "main")
+    assert cs.may_wait(REQUEST_ROUTE, "w")
+    assert not cs.may_wait("onreply", "quiet")
+    assert cs.may_wait("onreply", "calls_w")
+    assert cs.may_wait("failure", "f")
+    assert not cs.may_wait("onreply", None) and not cs.may_wait("failure", "missing")

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from routescript.sip.assembled import assemble_request
 from routescript.sip import (
     Destination,
     SIPRequest,
@@ -18,6 +19,7 @@ from routescript.sip import (
     build_reply,
     build_request,
     generate_branch,
+    parse_message,
 )
 from routescript.transaction import (
     NonInviteClientTransaction,
@@ -430,3 +432,65 @@ def test_pending_counts_live_transactions_as_they_come_and_go() -> None:
     core.create(request("PUBLISH", "z9hG4bKp4"), UDP_SRC, wire.now)
     core.close()
     assert core.pending == live() == 0
+
+
+def _reply_with_top_via(req: SIPRequest, status: int, via: str) -> SIPResponse:
+    """A response to `req` as a peer wrote it, its top Via line `via`."""
+    reply = build_reply(req, status, to_tag="t")
+    return parse_message(reply.to_bytes().replace(req.header("via").encode(), via.encode(), 1))
+
+
+def test_a_response_carrying_our_via_line_matches_without_parsing_it() -> None:
+    """The usual response copies our Via line as it was: it matches by the branch read off the text
+    (its Via is never parsed); the same response with that line rewritten - spaces, a received added,
+    the branch's case - matches as before, by the parsed Via; a foreign branch matches nothing."""
+    wire = Wire()
+    req = notify()
+    finals: list[SIPResponse] = []
+    provisionals: list[SIPResponse] = []
+    wire.core.send_request(req, PHONE, 0.0, finals.append, on_provisional=provisionals.append)
+    ours = req.header("via")
+    copied = _reply_with_top_via(req, 180, ours)
+    assert wire.core.receive_response(copied, wire.now)
+    wire.collect()
+    assert provisionals == [copied] and "via" not in copied._cache   # never parsed
+    branch = req.via.branch
+    assert branch is not None
+    rewritten = [ours.replace(";branch=", " ; branch = "), ours + ";received=192.0.2.1",
+                 ours.replace(";branch=", ";BRANCH=")]
+    for line in rewritten:
+        response = _reply_with_top_via(req, 183, line)
+        assert wire.core.receive_response(response, wire.now), line
+        wire.collect()
+        assert provisionals[-1] is response and response.via.branch == branch
+    folded = _reply_with_top_via(req, 183, ours + ",SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKup")
+    assert wire.core.receive_response(folded, wire.now)   # the Vias folded into one line (SIPp does)
+    wire.collect()
+    assert provisionals[-1] is folded and "via" not in folded._cache
+    spaced = _reply_with_top_via(req, 183, ours + " , SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKup")
+    assert wire.core.receive_response(spaced, wire.now)
+    wire.collect()
+    assert provisionals[-1] is spaced and spaced.via.branch == branch
+    foreign = _reply_with_top_via(req, 200, ours.replace(branch, generate_branch()))
+    assert not wire.core.receive_response(foreign, wire.now)
+    assert wire.core.receive_response(_reply_with_top_via(req, 200, ours), wire.now)
+    wire.collect()
+    assert [r.status for r in finals] == [200] and len(provisionals) == 6
+
+
+def test_an_assembled_request_is_matched_by_its_via_line_read_off_its_bytes() -> None:
+    """A NOTIFY assembled from parts (not parsed back): its Via line is read off the bytes it was sent
+    as, so its 200 matches without parsing the response's Via either."""
+    via = f"SIP/2.0/UDP 127.0.0.1:5060;branch={generate_branch()}"
+    req = assemble_request("NOTIFY", "sip:bob@192.0.2.10:5062", [
+        ("Via", via), ("From", "<sip:alice@127.0.0.1>;tag=srv"), ("To", "<sip:bob@192.0.2.10>;tag=cli"),
+        ("Call-ID", "sub-9"), ("CSeq", "1 NOTIFY"), ("Content-Length", "0")], b"")
+    wire = Wire()
+    finals: list[SIPResponse] = []
+    wire.core.send_request(req, PHONE, 0.0, finals.append)
+    ok = parse_message(b"SIP/2.0 200 OK\r\nVia: " + via.encode() + b"\r\nFrom: <sip:alice@127.0.0.1>;tag=srv"
+                       b"\r\nTo: <sip:bob@192.0.2.10>;tag=cli\r\nCall-ID: sub-9\r\nCSeq: 1 NOTIFY\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+    assert wire.core.receive_response(ok, wire.now)
+    wire.collect()
+    assert finals == [ok] and "via" not in ok._cache
