@@ -110,13 +110,19 @@ class AccContext:
 class AccHook:
     """The reply hook of an accounted transaction (a class, so failure_route finds its context)."""
 
-    __slots__ = ("acc", "answered", "module", "request")
+    __slots__ = ("acc", "answered", "module", "request", "transaction")
 
-    def __init__(self, module: AccModule, request: SIPRequest, acc: AccContext) -> None:
+    def __init__(self, module: AccModule, transaction: Any, acc: AccContext) -> None:
         self.module = module
-        self.request = request
+        self.transaction = transaction
+        self.request: SIPRequest = transaction.request
         self.acc = acc
         self.answered = False
+
+    @property
+    def local(self) -> bool:
+        """The reply being sent was made here (t_reply, tm's 408/487), not relayed from a branch."""
+        return not getattr(self.transaction, "relayed_reply", False)
 
     def __call__(self, response: SIPResponse) -> None:
         self.module.on_reply(self, response)
@@ -439,7 +445,7 @@ class AccModule(Module):
             return False
         if transaction.reply_hooks is None:
             transaction.reply_hooks = []
-        transaction.reply_hooks.append(AccHook(self, transaction.request, acc))
+        transaction.reply_hooks.append(AccHook(self, transaction, acc))
         return True
 
     def _with_dialog(self, ctx: MsgContext, acc: AccContext) -> bool:
@@ -463,14 +469,15 @@ class AccModule(Module):
             if hook.answered:
                 return          # a 2xx retransmission or a late 2xx after our final: reported once
             hook.answered = True
+        local = hook.local
         if invite and status >= 300 and acc.mask.any("missed"):
-            self._missed(acc, request, response)
+            self._missed(acc, request, response, local=local)
         if not self._wanted(acc, response):
             return
         if invite and 200 <= status < 300 and acc.mask.any("cdr") and not request.to.tag:
             self._keep_for_cdr(acc, request, response)
             return
-        record = self._record(acc, request, response)
+        record = self._record(acc, request, response, local=local)
         if acc.mask.on("log") and self.logging:
             self._emit_log(records.log_line(records.ANSWERED, record, self.log_names))
         if acc.mask.on("db") and acc.table:
@@ -486,9 +493,12 @@ class AccModule(Module):
             return False
         return status >= 200 or (self.early_media and len(response.body) > 0)
 
-    def _record(self, acc: AccContext, request: SIPRequest, response: SIPResponse) -> Record:
+    def _record(self, acc: AccContext, request: SIPRequest, response: SIPResponse, *,
+                local: bool = False) -> Record:
+        """The record of `response` to `request`. A reply made here (`local`) has the request's To tag,
+        as OpenSIPS's get_rpl_to() takes for a FAKED_REPLY: an unanswered INVITE's 408 has none."""
         try:
-            to_tag = response.to.tag or request.to.tag or ""
+            to_tag = (request.to.tag if local else response.to.tag or request.to.tag) or ""
         except ParseError:
             to_tag = ""
         from_tag = request.from_.tag or ""
@@ -497,10 +507,10 @@ class AccModule(Module):
         core = Core(request.method, from_tag, to_tag, request.call_id, str(response.status), response.reason)
         return Record(core, self.clock(), context=acc.called, created=acc.created, extras=dict(acc.extras))
 
-    def _missed(self, acc: AccContext, request: SIPRequest, response: SIPResponse) -> None:
+    def _missed(self, acc: AccContext, request: SIPRequest, response: SIPResponse, *, local: bool) -> None:
         """The INVITE failed: one missed-call report per backend with "missed", then the flag is off
         (OpenSIPS on_missed: re-arm it in failure_route to report each attempt)."""
-        record = self._record(acc, request, response)
+        record = self._record(acc, request, response, local=local)
         if acc.mask.on("log", "missed") and self.logging:
             self._emit_log(records.log_line(records.MISSED, record, self.log_names))
         if acc.mask.on("db", "missed"):

@@ -478,13 +478,14 @@ class ProxyTransaction:
                 return
             if len(self.branches) > before:
                 return   # serial forking: the new round decides
-        self._forward(best.final, final_choice=True)
+        self._forward(best.final, final_choice=True, local=best.local)
         self.local_reply = best.local
         self.replied = True
         self._check_done()
 
-    def _forward(self, response: SIPResponse, *, final_choice: bool = False) -> None:
-        """`response` upstream through the server transaction, without our Via."""
+    def _forward(self, response: SIPResponse, *, final_choice: bool = False, local: bool = False) -> None:
+        """`response` upstream through the server transaction, without our Via; `local`: made here (a
+        branch's 408 or 503), not received - the reply hooks are told (OpenSIPS's FAKED_REPLY)."""
         out = response
         try:
             out.remove_top_via()
@@ -497,7 +498,7 @@ class ProxyTransaction:
         if transactions is None or self.server_transaction is None:
             return
         try:
-            transactions.reply(self.server_transaction, out)
+            transactions.reply(self.server_transaction, out, relayed=not local)
         except TransactionError as exc:
             if self.is_invite and 200 <= out.status < 300 and self.source is not None:
                 # a 2xx after our 487/408 went up (the callee answered as it was cancelled): forwarded
@@ -506,7 +507,7 @@ class ProxyTransaction:
                 if transport is not None:
                     transport.send_reply(out, self.source)
                     if self.server_transaction.reply_hooks:
-                        run_reply_hooks(self.server_transaction, out)
+                        run_reply_hooks(self.server_transaction, out, relayed=True)
                     return
             log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
 

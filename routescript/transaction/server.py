@@ -38,6 +38,9 @@ class ServerTransaction(Machine):
         # TMCB_RESPONSE_OUT): the dialog module follows its initial INVITE's replies this way. The
         # transaction layer calls them (TransactionLayer.reply) and logs what they raise.
         self.reply_hooks: list[Callable[[SIPResponse], None]] | None = None
+        # What the hooks see of the response they are called with: True when it came from a branch (tm
+        # relayed it), False when it was made here (t_reply, tm's own 408/487) - OpenSIPS's FAKED_REPLY.
+        self.relayed_reply = False
 
     is_invite = False
 

@@ -2,14 +2,17 @@
 TCP, with 1 and 2 UDP workers, accounting to the log and to SQLite. Bob's phone registers; Alice calls
 him: answered, held 2.5 s, hung up by BYE -> one CDR (acc row with duration 3 - OpenSIPS rounds up - and
 "ACC: call ended" line, with the extra fields); refused with 486 and cancelled -> missed_calls rows and
-"ACC: call missed" lines; a MESSAGE answered 200 -> "transaction answered" (plain accounting)."""
+"ACC: call missed" lines; rung and never answered (tm's fr_inv_timeout: a local 408) -> a missed_calls
+row with OpenSIPS's values for it; a MESSAGE answered 200 -> "transaction answered" (plain accounting)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import math
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +43,7 @@ loadmodule "registrar.so"
 loadmodule "dialog.so"
 loadmodule "acc.so"
 
+modparam("tm", "fr_inv_timeout", 1)
 modparam("acc", "db_url", "sqlite://DB")
 modparam("acc", "extra_fields", "db: caller->src_user; callee->dst_user")
 modparam("acc", "extra_fields", "log: caller; callee")
@@ -67,8 +71,8 @@ route {
 """
 
 
-@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2)],
-                ids=["udp-1worker", "tcp-1worker", "udp-2workers"])
+@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2), ("tcp", 2)],
+                ids=["udp-1worker", "tcp-1worker", "udp-2workers", "tcp-2workers"])
 def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     proto, workers = request.param
     tmp = tmp_path_factory.mktemp(f"acc-{proto}{workers}")
@@ -189,6 +193,40 @@ async def test_refused_and_cancelled_calls_are_missed_calls(proxy: Proxy) -> Non
         # neither failed call is in acc (no "failed" flag), nor written twice
         assert not (await rows(proxy, "SELECT id FROM acc WHERE callid IN (?, ?)", inv.call_id, inv2.call_id,
                                want=0))
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_a_call_rung_and_never_answered_is_a_missed_call(proxy: Proxy) -> None:
+    """Bob's phone rings and nobody answers: tm's fr_inv_timeout (1 s here) cancels the branch and sends
+    Alice its own 408. The missed call carries what OpenSIPS records for that local reply (acc's
+    env_set_code_status/get_rpl_to on a FAKED_REPLY): code 408, reason "Request Timeout" (error_text), the
+    request's To - no tag: the call never had a callee -, its From tag and Call-ID."""
+    alice, bob = await phone(proxy, "gina"), await phone(proxy, "hank")
+    try:
+        inv, got = await invite(alice, bob)
+        before = time.time()
+        cancel = await bob.expect_request("CANCEL", call_id=inv.call_id, timeout=3.0)
+        await bob.reply(cancel, 200)                          # a phone that behaves: 200, then 487
+        bob.send(build_reply(got, 487, to_tag="bobtag"))
+        final = await alice.expect_response(inv, final=True, timeout=3.0)
+        assert (final.status, final.reason) == (408, "Request Timeout")
+        [row] = await rows(proxy, "SELECT method, from_tag, to_tag, sip_code, sip_reason, time, setuptime, "
+                                  "created IS NOT NULL, src_user, dst_user FROM missed_calls WHERE callid = ?",
+                           inv.call_id)
+        method, from_tag, to_tag, code, reason, when, setup, created, src, dst = row
+        assert (method, from_tag, to_tag, code, reason) == ("INVITE", inv.from_.tag, "", "408",
+                                                            "Request Timeout")
+        assert (src, dst, created) == ("gina", "hank", 1) and setup in (1, 2, 3)
+        stamp = datetime.datetime.fromisoformat(str(when)).replace(tzinfo=datetime.timezone.utc).timestamp()
+        assert before - 2 <= stamp <= time.time() + 1
+        line = await log_line(proxy, f"call_id={inv.call_id};code=408")
+        assert "ACC: call missed: timestamp=" in line and ";reason=Request Timeout;caller=gina;callee=hank" in line
+        assert f";method=INVITE;from_tag={inv.from_.tag};to_tag=;" in line
+        await asyncio.sleep(0.3)      # Bob's late 487 is absorbed: still one missed call, nothing in acc
+        assert len(await rows(proxy, "SELECT id FROM missed_calls WHERE callid = ?", inv.call_id)) == 1
+        assert not await rows(proxy, "SELECT id FROM acc WHERE callid = ?", inv.call_id, want=0)
     finally:
         await alice.close()
         await bob.close()

@@ -64,8 +64,10 @@ class FakeServerTransactions:
 
     def __init__(self) -> None:
         self.upstream: list[SIPResponse] = []
+        self.relayed: list[bool] = []      # per reply: forwarded from a branch (True) or made here
 
-    def reply(self, transaction, response) -> None:
+    def reply(self, transaction, response, *, relayed=False) -> None:
+        self.relayed.append(relayed)
         if response.status >= 200 and any(r.status >= 300 for r in self.upstream):
             raise TransactionError("cannot send a final response in state Completed")
         self.upstream.append(response)
@@ -157,6 +159,7 @@ async def test_2xx_forwarded_at_once_and_the_other_branch_cancelled() -> None:
     answer(relay, 1, 487)
     await settle()
     assert [r.status for r in server.transactions.upstream] == [180, 200]   # the 487 stays here
+    assert server.transactions.relayed == [True, True]
     assert done == [proxy]
 
 
@@ -225,6 +228,8 @@ async def test_fr_inv_timeout_after_a_provisional_cancels_and_408() -> None:
     await asyncio.sleep(0.4)                              # fr_inv_timeout 0.3
     assert [c.method for c in relay.transactions.cancels] == ["CANCEL"]
     assert [r.status for r in server.transactions.upstream] == [180, 408]
+    # the 180 came from the branch, the 408 was made here: the reply hooks (acc) are told which
+    assert server.transactions.relayed == [True, False]
 
 
 async def test_t_set_fr_values_win_over_the_module_ones() -> None:
