@@ -131,6 +131,7 @@ class AccHook:
 class AccModule(Module):
     name = "acc"
     depends = ("tm",)
+    uses = ("dialog", "rr")   # CDRs live in dialogs; detect_direction asks rr
     params = (
         Param("early_media", int, 0, "1: a provisional reply with a body is accounted too", check=_bool01),
         Param("report_cancels", int, 0, "1: do_accounting() on a CANCEL accounts it", check=_bool01),

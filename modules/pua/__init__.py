@@ -58,6 +58,7 @@ def _positive(value: int) -> None:
 
 class PuaModule(Module):
     name = "pua"
+    uses = ("presence",)   # delivers in-process to it: started after it, drained before it stops
     params = (
         Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
         Param("db_url", str, None, later=NO_DB),
@@ -85,6 +86,7 @@ class PuaModule(Module):
                                      update_period=self.param("update_period"))
         self._timer: asyncio.Task[None] | None = None
         self._sub_timer: asyncio.Task[None] | None = None
+        self._stopped = False    # stop() began: nothing new is sent (no one would wait for it)
         try:
             _BOUND[server] = self
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
@@ -103,6 +105,9 @@ class PuaModule(Module):
         self._sub_timer = loop.create_task(self.subscriber.run())
 
     async def stop(self) -> None:
+        """The refresh timers end, then the PUBLISHes under way are waited for (in-process ones are stored
+        by presence, which stops after pua: Module.uses). A publish() after this is refused."""
+        self._stopped = True
         timers = [t for t in (self._timer, self._sub_timer) if t is not None]
         for timer in timers:
             timer.cancel()
@@ -121,6 +126,9 @@ class PuaModule(Module):
         `etag` / `on_etag`: the ETag kept across a restart by the caller, and the hook told each new one
         (Publisher.publish). `sender`: (header name, URI) of pua_bla's Sender header - over SIP a header
         of the PUBLISH, in-process handle_publish's sender_uri (that watcher is not notified)."""
+        if self._stopped:
+            log.warning("pua: stopping: publication (%s) for %s not sent", event, pres_uri)
+            return False
         return self.publisher.publish(pres_uri, event, body, id=id, expires=expires,
                                       content_type=content_type, outbound_proxy=outbound_proxy, etag=etag,
                                       on_etag=on_etag, sender=sender)
@@ -129,7 +137,11 @@ class PuaModule(Module):
     def subscribe(self, pres_uri: str, watcher_uri: str, event: str, expires: int, *, to_uri: str,
                   contact: str, outbound_proxy: str | None = None) -> bool:
         """Subscribe to `event` of `pres_uri` as `watcher_uri` (To: `to_uri`, Contact: `contact`) for
-        `expires` seconds, refreshed until then; 0 unsubscribes. Synchronous; False when refused."""
+        `expires` seconds, refreshed until then; 0 unsubscribes. Synchronous; False when refused (also
+        once stop() began)."""
+        if self._stopped:
+            log.warning("pua: stopping: subscription of %s to %s (%s) not sent", watcher_uri, pres_uri, event)
+            return False
         return self.subscriber.subscribe(pres_uri, watcher_uri, event, expires, to_uri=to_uri,
                                          contact=contact, outbound_proxy=outbound_proxy)
 
