@@ -3,7 +3,9 @@ TCP, with 1 and 2 UDP workers, accounting to the log and to SQLite. Bob's phone 
 him: answered, held 2.5 s, hung up by BYE -> one CDR (acc row with duration 3 - OpenSIPS rounds up - and
 "ACC: call ended" line, with the extra fields); refused with 486 and cancelled -> missed_calls rows and
 "ACC: call missed" lines; rung and never answered (tm's fr_inv_timeout: a local 408) -> a missed_calls
-row with OpenSIPS's values for it; a MESSAGE answered 200 -> "transaction answered" (plain accounting)."""
+row with OpenSIPS's values for it; a MESSAGE answered 200 -> "transaction answered" (plain accounting); a
+MESSAGE refused 403 with the "failed" flag -> a row of do_accounting's own table; drop_accounting() -> no
+record; no such user -> acc_log_request's and acc_db_request's records."""
 
 from __future__ import annotations
 
@@ -59,10 +61,20 @@ route {
     if (is_method("REGISTER")) { save("location"); exit; }
     $acc_extra(caller) = $fU;
     $acc_extra(callee) = $tU;
-    if (!lookup("location")) { send_reply(404, "Not Found"); exit; }
+    if (!lookup("location")) {
+        acc_log_request("404 Not Found");
+        acc_db_request("404", "missed_calls");
+        send_reply(404, "Not Found");
+        exit;
+    }
     if (is_method("INVITE")) {
         record_route();
         do_accounting("log|db", "cdr|missed");
+    } else if ($hdr(X-Acc) == "failed") {
+        do_accounting("log|db", "failed", "msg_acc");
+    } else if ($hdr(X-Acc) == "drop") {
+        do_accounting("log|db");
+        drop_accounting();
     } else {
         do_accounting("log|db");
     }
@@ -92,11 +104,16 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 async def rows(proxy: Proxy, sql: str, *params: str, want: int = 1) -> list[tuple[object, ...]]:
-    """The rows of `sql` once there are `want` of them (acc writes right after the reply)."""
+    """The rows of `sql` once there are `want` of them (acc writes right after the reply; a table named
+    by do_accounting() is made on its first row)."""
     found: list[tuple[object, ...]] = []
     for _ in range(60):
         with sqlite3.connect(proxy.server.db, timeout=5) as con:  # type: ignore[attr-defined]
-            found = list(con.execute(sql, params))
+            try:
+                found = list(con.execute(sql, params))
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
         if len(found) >= want:
             return found
         await asyncio.sleep(0.05)
@@ -246,6 +263,48 @@ async def test_a_message_answered_is_one_transaction_record(proxy: Proxy) -> Non
         line = await log_line(proxy, f"call_id={msg.call_id}")
         assert line.split("ACC: ", 1)[1].startswith("transaction answered: timestamp=")
         assert ";created=0;setuptime=0;method=MESSAGE;" in line
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_failed_flag_table_argument_drop_and_request_records(proxy: Proxy) -> None:
+    alice, bob = await phone(proxy, "ivan"), await phone(proxy, "jane")
+    try:
+        # "failed" with a table of its own: the 403 is a row of msg_acc (made with the extra columns)
+        msg = alice.request("MESSAGE", bob.aor, body=b"hi", content_type="text/plain",
+                            headers=[("X-Acc", "failed")])
+        alice.send(msg)
+        got = await bob.expect_request("MESSAGE", call_id=msg.call_id)
+        bob.send(build_reply(got, 403, "Not Yours", to_tag="janetag"))
+        assert (await alice.expect_response(msg, final=True)).status == 403
+        [row] = await rows(proxy, "SELECT method, to_tag, sip_code, sip_reason, src_user, dst_user "
+                                  "FROM msg_acc WHERE callid = ?", msg.call_id)
+        assert row == ("MESSAGE", "janetag", "403", "Not Yours", "ivan", "jane")
+        line = await log_line(proxy, f"call_id={msg.call_id}")
+        assert "ACC: transaction answered: " in line
+        assert line.endswith(";code=403;reason=Not Yours;caller=ivan;callee=jane")
+
+        # drop_accounting() after do_accounting(): the 200 is not accounted
+        dropped = alice.request("MESSAGE", bob.aor, body=b"hi", content_type="text/plain",
+                                headers=[("X-Acc", "drop")])
+        alice.send(dropped)
+        await bob.reply(await bob.expect_request("MESSAGE", call_id=dropped.call_id), 200)
+        assert (await alice.expect_response(dropped, final=True)).status == 200
+
+        # no such user: acc_log_request("404 Not Found") and acc_db_request("404", "missed_calls")
+        lost = alice.request("MESSAGE", "sip:nobody@127.0.0.1", body=b"hi", content_type="text/plain")
+        assert (await alice.send_request(lost)).status == 404
+        line = await log_line(proxy, f"call_id={lost.call_id}")
+        assert "ACC: request accounted: timestamp=" in line and ";code=404;reason=Not Found;caller=ivan" in line
+        [row] = await rows(proxy, "SELECT method, sip_code, sip_reason, src_user, dst_user "
+                                  "FROM missed_calls WHERE callid = ?", lost.call_id)
+        assert row == ("MESSAGE", "404", "Not Found", "ivan", "nobody")   # the code's SIP phrase
+
+        await asyncio.sleep(0.2)
+        assert not await rows(proxy, "SELECT id FROM acc WHERE callid IN (?, ?, ?)", msg.call_id,
+                              dropped.call_id, lost.call_id, want=0)
+        assert dropped.call_id not in proxy.server.log()
     finally:
         await alice.close()
         await bob.close()
