@@ -306,8 +306,8 @@ class ModuleSet:
         `uses`, otherwise in load order (OpenSIPS's init_modules reorders by its module dependencies the
         same way). The stop runs it backwards, so a module still has what it calls while it stops: pua
         drains its PUBLISHes into presence before presence closes its database, whatever the order of
-        the loadmodule lines. A cycle (none among our modules: tests/core checks it) keeps load order
-        for the modules in it."""
+        the loadmodule lines. A cycle (none among our modules: tests/core checks it) falls back to load
+        order: the first module still waiting goes next."""
         needs = {name: [dep for dep in (*type(mod).depends, *type(mod).uses) if dep in self.instances
                         and dep != name]
                  for name, mod in self.instances.items()}
