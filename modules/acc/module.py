@@ -4,9 +4,12 @@ name and where we differ.
 
 How a request is accounted (OpenSIPS acc_logic.c):
 - do_accounting(type [, flags [, table]]) marks the request: an AccContext in ctx.extra (the $acc_extra
-  values live there too) and a reply hook on its transaction (OpenSIPS's TMCB_RESPONSE_OUT).
-- Each reply the transaction sends upstream reaches the hook: a final failure of an INVITE with
-  "missed" -> a missed call (log line / missed_calls row), then "missed" is off (one report per call);
+  values live there too) and a reply hook on its transaction (OpenSIPS's TMCB_RESPONSE_OUT; for an
+  INVITE a failure hook too, TMCB_ON_FAILURE).
+- tm's branches of an INVITE all failed (its failure hooks, TMCB_ON_FAILURE, before failure_route), or
+  a final failure of an INVITE goes upstream while "missed" is still on -> a missed call (log line /
+  missed_calls row), then "missed" is off (one report per call, unless failure_route re-arms it);
+- Each reply the transaction sends upstream reaches the reply hook:
   a 2xx (a failure too with "failed", a 1xx with a body with early_media) -> "transaction answered"
   (log line / acc row), except the 2xx of an initial INVITE with "cdr": then the call's data go into
   its dialog, and the dialog's end (BYE, lifetime, dlg_end_dlg) writes one CDR ("call ended" line /
@@ -126,6 +129,10 @@ class AccHook:
 
     def __call__(self, response: SIPResponse) -> None:
         self.module.on_reply(self, response)
+
+    def on_failure(self, response: SIPResponse, local: bool) -> None:
+        """tm's branches failed (TMCB_ON_FAILURE), before failure_route."""
+        self.module.on_failure(self, response, local)
 
 
 class AccModule(Module):
@@ -444,9 +451,14 @@ class AccModule(Module):
         if transaction is None:
             log.error("do_accounting: no transaction for the request (Call-ID %s)", msg.call_id)
             return False
+        hook = AccHook(self, transaction, acc)
         if transaction.reply_hooks is None:
             transaction.reply_hooks = []
-        transaction.reply_hooks.append(AccHook(self, transaction, acc))
+        transaction.reply_hooks.append(hook)
+        if msg.method == "INVITE":
+            if transaction.failure_hooks is None:
+                transaction.failure_hooks = []
+            transaction.failure_hooks.append(hook.on_failure)
         return True
 
     def _with_dialog(self, ctx: MsgContext, acc: AccContext) -> bool:
@@ -483,6 +495,14 @@ class AccModule(Module):
             self._emit_log(records.log_line(records.ANSWERED, record, self.log_names))
         if acc.mask.on("db") and acc.table:
             self._emit_row(acc.table, "acc", records.row(record, self.db_names))
+
+    def on_failure(self, hook: AccHook, response: SIPResponse, local: bool) -> None:
+        """The INVITE's branches failed, before failure_route: a missed call now, with that failure (a
+        timeout: 408 Request Timeout, no To tag), as OpenSIPS's on_missed at TMCB_ON_FAILURE - a call the
+        failure_route then sends to voicemail was still missed. "missed" is then off; failure_route
+        re-arms it to report the next attempt too."""
+        if hook.acc.mask.any("missed"):
+            self._missed(hook.acc, hook.request, response, local=local)
 
     def _wanted(self, acc: AccContext, response: SIPResponse) -> bool:
         """OpenSIPS should_acc_reply: failures only with "failed"; provisionals only with early_media

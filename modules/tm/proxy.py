@@ -47,7 +47,7 @@ from routescript.sip import (
     split_values,
 )
 from routescript.transaction.errors import TransactionError
-from routescript.transaction.layer import run_reply_hooks
+from routescript.transaction.layer import run_failure_hooks, run_reply_hooks
 
 from .select import pick_best, upstream_status
 
@@ -452,6 +452,9 @@ class ProxyTransaction:
             return
         best = round_branches[best_index]
         assert best.final is not None
+        tx = self.server_transaction
+        if tx is not None and tx.failure_hooks:
+            run_failure_hooks(tx, best.final, local=best.local)   # TMCB_ON_FAILURE: before failure_route
         name = self.arm.on_failure
         script = self._script()
         if name is not None and script is not None:

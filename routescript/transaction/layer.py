@@ -361,6 +361,16 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+def run_failure_hooks(transaction: ServerTransaction, response: SIPResponse, *, local: bool) -> None:
+    """The transaction's failure hooks with the best failure of a round of branches (`local`: made here):
+    one that raises is logged, the others run."""
+    for hook in list(transaction.failure_hooks or ()):
+        try:
+            hook(response, local)
+        except Exception:
+            log.exception("a failure hook failed on %d %s", response.status, response.reason)
+
+
 def run_reply_hooks(transaction: ServerTransaction, response: SIPResponse, *, relayed: bool) -> None:
     """The transaction's reply hooks with `response` (sent; `relayed`: from a branch, else made here): one
     that raises is logged, the others run."""

@@ -41,6 +41,10 @@ class ServerTransaction(Machine):
         # What the hooks see of the response they are called with: True when it came from a branch (tm
         # relayed it), False when it was made here (t_reply, tm's own 408/487) - OpenSIPS's FAKED_REPLY.
         self.relayed_reply = False
+        # Called by tm when a round of its branches ended without a 2xx, before failure_route runs
+        # (OpenSIPS's TMCB_ON_FAILURE), with the best failure and whether it was made here (a branch's
+        # 408 on fr_inv_timeout): acc reports a missed call at that moment, as OpenSIPS does.
+        self.failure_hooks: list[Callable[[SIPResponse, bool], None]] | None = None
 
     is_invite = False
 

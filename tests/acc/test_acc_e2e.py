@@ -2,10 +2,11 @@
 TCP, with 1 and 2 UDP workers, accounting to the log and to SQLite. Bob's phone registers; Alice calls
 him: answered, held 2.5 s, hung up by BYE -> one CDR (acc row with duration 3 - OpenSIPS rounds up - and
 "ACC: call ended" line, with the extra fields); refused with 486 and cancelled -> missed_calls rows and
-"ACC: call missed" lines; rung and never answered (tm's fr_inv_timeout: a local 408) -> a missed_calls
-row with OpenSIPS's values for it; a MESSAGE answered 200 -> "transaction answered" (plain accounting); a
-MESSAGE refused 403 with the "failed" flag -> a row of do_accounting's own table; drop_accounting() -> no
-record; no such user -> acc_log_request's and acc_db_request's records."""
+"ACC: call missed" lines; rung and never answered (tm's fr_inv_timeout: a local 408) -> a missed_calls row
+with OpenSIPS's values for it, also when failure_route then sends it to voicemail, which answers (OpenSIPS
+reports at TMCB_ON_FAILURE, before failure_route); a MESSAGE answered 200 -> "transaction answered" (plain
+accounting); a MESSAGE refused 403 with the "failed" flag -> a row of do_accounting's own table;
+drop_accounting() -> no record; no such user -> acc_log_request's and acc_db_request's records."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ route {
     if (is_method("INVITE")) {
         record_route();
         do_accounting("log|db", "cdr|missed");
+        if (is_present_hf("X-Voicemail")) t_on_failure("voicemail");
     } else if ($hdr(X-Acc) == "failed") {
         do_accounting("log|db", "failed", "msg_acc");
     } else if ($hdr(X-Acc) == "drop") {
@@ -79,6 +81,13 @@ route {
         do_accounting("log|db");
     }
     if (!t_relay()) sl_reply_error();
+}
+
+failure_route[voicemail] {
+    if (t_check_status("408")) {
+        $ru = $hdr(X-Voicemail);
+        t_relay();
+    }
 }
 """
 
@@ -248,6 +257,48 @@ async def test_a_call_rung_and_never_answered_is_a_missed_call(proxy: Proxy) -> 
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_call_unanswered_then_answered_by_voicemail_is_still_a_missed_call(proxy: Proxy) -> None:
+    """No answer within fr_inv_timeout: failure_route relays the call to voicemail, which answers. The
+    caller is answered, yet the callee missed the call: a missed_calls row with the timeout (408, no To
+    tag), as OpenSIPS's on_missed at TMCB_ON_FAILURE writes it - before, routescript reported a missed
+    call only when a failure went upstream, so this call was not one. The CDR is the voicemail's."""
+    alice, bob, vm = await phone(proxy, "kate"), await phone(proxy, "liam"), await phone(proxy, "vmbox")
+    try:
+        inv = alice.request("INVITE", bob.aor, body=b"v=0\r\n", content_type="application/sdp",
+                            headers=[("X-Voicemail", vm.contact_uri)])
+        alice.send(inv)
+        got = await bob.expect_request("INVITE", call_id=inv.call_id)
+        bob.send(build_reply(got, 180, to_tag="liamtag", record_route=True))
+        cancel = await bob.expect_request("CANCEL", call_id=inv.call_id, timeout=3.0)
+        await bob.reply(cancel, 200)
+        bob.send(build_reply(got, 487, to_tag="liamtag"))
+        to_vm = await vm.expect_request("INVITE", call_id=inv.call_id, timeout=3.0)
+        vm.send(build_reply(to_vm, 200, to_tag="vmtag", headers=[("Contact", f"<{vm.contact_uri}>")],
+                            body=b"v=0\r\n", content_type="application/sdp", record_route=True))
+        final = await alice.expect_response(inv, final=True, timeout=3.0)
+        assert final.status == 200
+        dialog = alice.dialog(inv, final)
+        ack = alice.request("ACK", dialog=dialog)
+        ack.set_header("CSeq", f"{inv.cseq.number} ACK")
+        alice.send(ack)
+        await vm.expect_request("ACK", call_id=inv.call_id)
+        bye = alice.request("BYE", dialog=dialog)
+        alice.send(bye)
+        await vm.reply(await vm.expect_request("BYE", call_id=inv.call_id), 200)
+        assert (await alice.expect_response(bye, final=True)).status == 200
+
+        [row] = await rows(proxy, "SELECT from_tag, to_tag, sip_code, sip_reason, dst_user FROM missed_calls "
+                                  "WHERE callid = ?", inv.call_id)
+        assert row == (inv.from_.tag, "", "408", "Request Timeout", "liam")
+        [cdr] = await rows(proxy, "SELECT to_tag, sip_code FROM acc WHERE callid = ?", inv.call_id)
+        assert cdr == ("vmtag", "200")
+        await asyncio.sleep(0.2)
+        assert len(await rows(proxy, "SELECT id FROM missed_calls WHERE callid = ?", inv.call_id)) == 1
+    finally:
+        for client in (alice, bob, vm):
+            await client.close()
 
 
 async def test_a_message_answered_is_one_transaction_record(proxy: Proxy) -> None:

@@ -94,6 +94,8 @@ class FakeServer:
 
 class ServerTx:
     last_response = None
+    reply_hooks = None
+    failure_hooks = None
 
 
 SETTINGS = Settings(fr_timeout=0.2, fr_inv_timeout=0.3, auto_100trying=True, restart_fr_on_each_reply=True,
@@ -349,6 +351,26 @@ async def test_a_cancel_during_the_lookup_sends_nothing_and_answers_487() -> Non
     proxy.cancel()
     assert await relaying == -3
     assert relay.sent == [] and server.local == [100, 487] and done == [proxy]
+
+
+async def test_failure_hooks_see_the_rounds_failure_before_failure_route() -> None:
+    """TMCB_ON_FAILURE: when every branch of a round failed, the failure hooks get the best failure and
+    whether it was made here (fr_inv_timeout's 408: True; a callee's 486: False), before failure_route."""
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    server.script = FakeScript(failure_replies=True)
+    proxy.arm = Arm(on_failure="f")
+    seen: list[tuple[int, bool, int]] = []
+
+    def failure_routes_run() -> int:
+        return sum(1 for run in server.script.runs if run[0] == "failure")
+    proxy.server_transaction.failure_hooks = [
+        lambda response, local: seen.append((response.status, local, failure_routes_run()))]
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 1, 486)
+    await asyncio.sleep(0.4)                              # branch 0: fr_inv_timeout 0.3 -> its own 408
+    assert seen == [(408, True, 0)]                       # the 408 wins over the 486; failure_route after
+    assert [r for r in server.script.runs if r[0] == "failure"] == [("failure", "f", 408)]
 
 
 async def test_failure_route_gets_the_winning_branchs_ruri() -> None:
