@@ -4,9 +4,12 @@ name and where we differ.
 
 How a request is accounted (OpenSIPS acc_logic.c):
 - do_accounting(type [, flags [, table]]) marks the request: an AccContext in ctx.extra (the $acc_extra
-  values live there too) and a reply hook on its transaction (OpenSIPS's TMCB_RESPONSE_OUT).
-- Each reply the transaction sends upstream reaches the hook: a final failure of an INVITE with
-  "missed" -> a missed call (log line / missed_calls row), then "missed" is off (one report per call);
+  values live there too) and a reply hook on its transaction (OpenSIPS's TMCB_RESPONSE_OUT; for an
+  INVITE a failure hook too, TMCB_ON_FAILURE).
+- tm's branches of an INVITE all failed (its failure hooks, TMCB_ON_FAILURE, before failure_route), or
+  a final failure of an INVITE goes upstream while "missed" is still on -> a missed call (log line /
+  missed_calls row), then "missed" is off (one report per call, unless failure_route re-arms it);
+- Each reply the transaction sends upstream reaches the reply hook:
   a 2xx (a failure too with "failed", a 1xx with a body with early_media) -> "transaction answered"
   (log line / acc row), except the 2xx of an initial INVITE with "cdr": then the call's data go into
   its dialog, and the dialog's end (BYE, lifetime, dlg_end_dlg) writes one CDR ("call ended" line /
@@ -110,21 +113,32 @@ class AccContext:
 class AccHook:
     """The reply hook of an accounted transaction (a class, so failure_route finds its context)."""
 
-    __slots__ = ("acc", "answered", "module", "request")
+    __slots__ = ("acc", "answered", "module", "request", "transaction")
 
-    def __init__(self, module: AccModule, request: SIPRequest, acc: AccContext) -> None:
+    def __init__(self, module: AccModule, transaction: Any, acc: AccContext) -> None:
         self.module = module
-        self.request = request
+        self.transaction = transaction
+        self.request: SIPRequest = transaction.request
         self.acc = acc
         self.answered = False
 
+    @property
+    def local(self) -> bool:
+        """The reply being sent was made here (t_reply, tm's 408/487), not relayed from a branch."""
+        return not getattr(self.transaction, "relayed_reply", False)
+
     def __call__(self, response: SIPResponse) -> None:
         self.module.on_reply(self, response)
+
+    def on_failure(self, response: SIPResponse, local: bool) -> None:
+        """tm's branches failed (TMCB_ON_FAILURE), before failure_route."""
+        self.module.on_failure(self, response, local)
 
 
 class AccModule(Module):
     name = "acc"
     depends = ("tm",)
+    uses = ("dialog", "rr")   # CDRs live in dialogs; detect_direction asks rr
     params = (
         Param("early_media", int, 0, "1: a provisional reply with a body is accounted too", check=_bool01),
         Param("report_cancels", int, 0, "1: do_accounting() on a CANCEL accounts it", check=_bool01),
@@ -437,9 +451,14 @@ class AccModule(Module):
         if transaction is None:
             log.error("do_accounting: no transaction for the request (Call-ID %s)", msg.call_id)
             return False
+        hook = AccHook(self, transaction, acc)
         if transaction.reply_hooks is None:
             transaction.reply_hooks = []
-        transaction.reply_hooks.append(AccHook(self, transaction.request, acc))
+        transaction.reply_hooks.append(hook)
+        if msg.method == "INVITE":
+            if transaction.failure_hooks is None:
+                transaction.failure_hooks = []
+            transaction.failure_hooks.append(hook.on_failure)
         return True
 
     def _with_dialog(self, ctx: MsgContext, acc: AccContext) -> bool:
@@ -463,18 +482,27 @@ class AccModule(Module):
             if hook.answered:
                 return          # a 2xx retransmission or a late 2xx after our final: reported once
             hook.answered = True
+        local = hook.local
         if invite and status >= 300 and acc.mask.any("missed"):
-            self._missed(acc, request, response)
+            self._missed(acc, request, response, local=local)
         if not self._wanted(acc, response):
             return
         if invite and 200 <= status < 300 and acc.mask.any("cdr") and not request.to.tag:
             self._keep_for_cdr(acc, request, response)
             return
-        record = self._record(acc, request, response)
+        record = self._record(acc, request, response, local=local)
         if acc.mask.on("log") and self.logging:
             self._emit_log(records.log_line(records.ANSWERED, record, self.log_names))
         if acc.mask.on("db") and acc.table:
             self._emit_row(acc.table, "acc", records.row(record, self.db_names))
+
+    def on_failure(self, hook: AccHook, response: SIPResponse, local: bool) -> None:
+        """The INVITE's branches failed, before failure_route: a missed call now, with that failure (a
+        timeout: 408 Request Timeout, no To tag), as OpenSIPS's on_missed at TMCB_ON_FAILURE - a call the
+        failure_route then sends to voicemail was still missed. "missed" is then off; failure_route
+        re-arms it to report the next attempt too."""
+        if hook.acc.mask.any("missed"):
+            self._missed(hook.acc, hook.request, response, local=local)
 
     def _wanted(self, acc: AccContext, response: SIPResponse) -> bool:
         """OpenSIPS should_acc_reply: failures only with "failed"; provisionals only with early_media
@@ -486,9 +514,12 @@ class AccModule(Module):
             return False
         return status >= 200 or (self.early_media and len(response.body) > 0)
 
-    def _record(self, acc: AccContext, request: SIPRequest, response: SIPResponse) -> Record:
+    def _record(self, acc: AccContext, request: SIPRequest, response: SIPResponse, *,
+                local: bool = False) -> Record:
+        """The record of `response` to `request`. A reply made here (`local`) has the request's To tag,
+        as OpenSIPS's get_rpl_to() takes for a FAKED_REPLY: an unanswered INVITE's 408 has none."""
         try:
-            to_tag = response.to.tag or request.to.tag or ""
+            to_tag = (request.to.tag if local else response.to.tag or request.to.tag) or ""
         except ParseError:
             to_tag = ""
         from_tag = request.from_.tag or ""
@@ -497,10 +528,10 @@ class AccModule(Module):
         core = Core(request.method, from_tag, to_tag, request.call_id, str(response.status), response.reason)
         return Record(core, self.clock(), context=acc.called, created=acc.created, extras=dict(acc.extras))
 
-    def _missed(self, acc: AccContext, request: SIPRequest, response: SIPResponse) -> None:
+    def _missed(self, acc: AccContext, request: SIPRequest, response: SIPResponse, *, local: bool) -> None:
         """The INVITE failed: one missed-call report per backend with "missed", then the flag is off
         (OpenSIPS on_missed: re-arm it in failure_route to report each attempt)."""
-        record = self._record(acc, request, response)
+        record = self._record(acc, request, response, local=local)
         if acc.mask.on("log", "missed") and self.logging:
             self._emit_log(records.log_line(records.MISSED, record, self.log_names))
         if acc.mask.on("db", "missed"):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from routescript.sip import reason_phrase
+
 REQUEST = "ACC: request accounted: "
 MISSED = "ACC: call missed: "
 ANSWERED = "ACC: transaction answered: "
@@ -76,19 +78,15 @@ class Record:
 
 def parse_comment(comment: str) -> tuple[str, str]:
     """acc_*_request()'s comment: "480 Nobody Home" -> ("480", "Nobody Home"); no leading code ->
-    ("", comment) (acc_comm_to_acc_param). An empty reason gets the code's standard phrase."""
+    ("", comment) (acc_comm_to_acc_param). An empty reason gets the code's SIP phrase (OpenSIPS's
+    error_text(): "302" -> "Moved Temporarily", never HTTP's "Found")."""
     text = comment or ""
     if len(text) >= 3 and text[:3].isdigit():
         code, reason = text[:3], text[3:].lstrip()
     else:
         code, reason = "", text
-    if not reason:
-        from http import HTTPStatus
-
-        try:
-            reason = HTTPStatus(int(code)).phrase if code else ""
-        except ValueError:
-            reason = ""
+    if not reason and code and 100 <= int(code) <= 699:
+        reason = reason_phrase(int(code))
     return code, reason
 
 

@@ -146,6 +146,7 @@ class DialogModule(Module):
     name = "dialog"
     db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...)
     depends = ("tm",)
+    uses = ("rr",)   # its Record-Route and loose_route() state, when loaded
     events = ("E_DLG_STATE_CHANGED",)
     params = (
         Param("enable_stats", int, 1, "accepted: the dialog statistics are always kept"),

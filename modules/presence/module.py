@@ -158,6 +158,7 @@ class PresenceModule(PresenceMI, Module):
         super().__init__(server, params)
         self.registry = EventRegistry()
         self.service: PresenceService | None = None
+        self._stopping = False   # stop() began: no in-process PUBLISH is taken any more
         self._publish_accepted: Any = None       # presence:accepted_publishes / rejected_publishes
         self._publish_rejected: Any = None
         self._timers: list[asyncio.Task[None]] = []
@@ -216,8 +217,13 @@ class PresenceModule(PresenceMI, Module):
                       sender: str | None = None) -> LocalPublishResult | None:
         """An in-process PUBLISH (the pua module's delivery to this server): the same code as a PUBLISH
         request for `pres_uri` (a SIP URI) and `event` (a registered package name), answered with what
-        the reply would say. None in library mode (no db_url: nothing is handled here)."""
+        the reply would say. None in library mode (no db_url: nothing is handled here) and once stop()
+        began (its store is being closed: the publication would be lost or wait forever; pua stops
+        before presence - Module.uses -, so only a late caller meets this)."""
         if self.service is None:
+            return None
+        if self._stopping:
+            log.warning("presence: stopping: in-process PUBLISH (%s) for %s refused", event, pres_uri)
             return None
         result = await self.service.publish_local(pres_uri, event, body, etag=etag, expires=expires,
                                                   content_type=content_type, sender=sender)
@@ -449,6 +455,7 @@ class PresenceModule(PresenceMI, Module):
             stats.register("presence", f"cluster_{name}", func=read)
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._timers:
             task.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)

@@ -45,6 +45,7 @@ def _winfo_status(sub: Any) -> WatcherStatus:
 class PresenceXmlModule(Module):
     name = "presence_xml"
     depends = ("presence",)
+    uses = ("xcap",)   # pres-rules read from xcap's table (integrated_xcap_server)
     params = (
         Param("db_url", str, None, "database of the xcap table (2.x scripts)", check=check_db_url),
         Param("xcap_table", str, "xcap"),

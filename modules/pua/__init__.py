@@ -67,6 +67,7 @@ def _table_name(value: str) -> None:
 class PuaModule(Module):
     name = "pua"
     db_url_from_default = "db_url"   # OpenSIPS: init_db_url(db_url, ...) - required there, optional here
+    uses = ("presence",)   # delivers in-process to it: started after it, drained before it stops
     params = (
         Param("hash_size", int, 9, "power of two of OpenSIPS's table size (sizing hint only here)"),
         Param("db_url", str, None, "the database of the pua table (default: db_default_url; unset: "
@@ -99,6 +100,7 @@ class PuaModule(Module):
         self.store: PuaStore | None = None
         self._writer: asyncio.Task[None] | None = None
         self.slot, self.n_total = 0, 1
+        self._stopped = False    # stop() began: nothing new is sent (no one would wait for it)
         try:
             _BOUND[server] = self
         except TypeError:  # a server that cannot be weakly referenced (tests): no binding
@@ -153,6 +155,9 @@ class PuaModule(Module):
                       self.param("update_period"), exc)
 
     async def stop(self) -> None:
+        """The refresh timers end, then the PUBLISHes under way are waited for (in-process ones are stored
+        by presence, which stops after pua: Module.uses). A publish() after this is refused."""
+        self._stopped = True
         timers = [t for t in (self._timer, self._sub_timer, self._writer) if t is not None]
         for timer in timers:
             timer.cancel()
@@ -188,6 +193,9 @@ class PuaModule(Module):
         of the PUBLISH, in-process handle_publish's sender_uri (that watcher is not notified).
         `follows`: (Call-ID, our tag or "") of the dialog the publication follows, whose worker owns its
         row in the pua table (pua_dialoginfo: its call; pua_bla: the subscription of the NOTIFY)."""
+        if self._stopped:
+            log.warning("pua: stopping: publication (%s) for %s not sent", event, pres_uri)
+            return False
         return self.publisher.publish(pres_uri, event, body, id=id, expires=expires,
                                       content_type=content_type, outbound_proxy=outbound_proxy, etag=etag,
                                       on_etag=on_etag, sender=sender, follows=follows)
@@ -196,7 +204,11 @@ class PuaModule(Module):
     def subscribe(self, pres_uri: str, watcher_uri: str, event: str, expires: int, *, to_uri: str,
                   contact: str, outbound_proxy: str | None = None) -> bool:
         """Subscribe to `event` of `pres_uri` as `watcher_uri` (To: `to_uri`, Contact: `contact`) for
-        `expires` seconds, refreshed until then; 0 unsubscribes. Synchronous; False when refused."""
+        `expires` seconds, refreshed until then; 0 unsubscribes. Synchronous; False when refused (also
+        once stop() began)."""
+        if self._stopped:
+            log.warning("pua: stopping: subscription of %s to %s (%s) not sent", watcher_uri, pres_uri, event)
+            return False
         return self.subscriber.subscribe(pres_uri, watcher_uri, event, expires, to_uri=to_uri,
                                          contact=contact, outbound_proxy=outbound_proxy)
 

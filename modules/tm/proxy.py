@@ -50,7 +50,7 @@ from routescript.sip import (
     split_values,
 )
 from routescript.transaction.errors import TransactionError
-from routescript.transaction.layer import run_reply_hooks
+from routescript.transaction.layer import run_failure_hooks, run_reply_hooks
 
 from .select import pick_best, upstream_status
 
@@ -505,6 +505,9 @@ class ProxyTransaction:
             return
         best = round_branches[best_index]
         assert best.final is not None
+        tx = self.server_transaction
+        if tx is not None and tx.failure_hooks:
+            run_failure_hooks(tx, best.final, local=best.local)   # TMCB_ON_FAILURE: before failure_route
         name = self.arm.on_failure
         script = self._script()
         if name is not None and script is not None:
@@ -531,13 +534,14 @@ class ProxyTransaction:
                 return
             if len(self.branches) > before:
                 return   # serial forking: the new round decides
-        self._forward(best.final, final_choice=True)
+        self._forward(best.final, final_choice=True, local=best.local)
         self.local_reply = best.local
         self.replied = True
         self._check_done()
 
-    def _forward(self, response: SIPResponse, *, final_choice: bool = False) -> None:
-        """`response` upstream through the server transaction, without our Via."""
+    def _forward(self, response: SIPResponse, *, final_choice: bool = False, local: bool = False) -> None:
+        """`response` upstream through the server transaction, without our Via; `local`: made here (a
+        branch's 408 or 503), not received - the reply hooks are told (OpenSIPS's FAKED_REPLY)."""
         out = response
         try:
             out.remove_top_via()
@@ -550,7 +554,7 @@ class ProxyTransaction:
         if transactions is None or self.server_transaction is None:
             return
         try:
-            transactions.reply(self.server_transaction, out)
+            transactions.reply(self.server_transaction, out, relayed=not local)
         except TransactionError as exc:
             if self.is_invite and 200 <= out.status < 300 and self.source is not None:
                 # a 2xx after our 487/408 went up (the callee answered as it was cancelled): forwarded
@@ -559,7 +563,7 @@ class ProxyTransaction:
                 if transport is not None:
                     transport.send_reply(out, self.source)
                     if self.server_transaction.reply_hooks:
-                        run_reply_hooks(self.server_transaction, out)
+                        run_reply_hooks(self.server_transaction, out, relayed=True)
                     return
             log.debug("%s: %d not forwarded: %s", self.label, out.status, exc)
 

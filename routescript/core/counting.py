@@ -18,8 +18,8 @@ from .stats import CoreCounters
 
 
 class CountingTransactionLayer(TransactionLayer):
-    """TransactionLayer counting tm's UAS_transactions, UAC_transactions, local_replies,
-    received_replies and Nxx_transactions.
+    """TransactionLayer counting tm's UAS_transactions, UAC_transactions, local_replies (made here),
+    relayed_replies (forwarded from a branch), received_replies and Nxx_transactions.
 
     Choice: Nxx_transactions counts transactions of both sides by their final reply (our replies to
     requests, and the final responses - received or made locally, 408/503 - to our NOTIFYs), as
@@ -38,10 +38,13 @@ class CountingTransactionLayer(TransactionLayer):
             self.counters.UAS_transactions += 1
         return transaction
 
-    def reply(self, transaction: ServerTransaction, response: SIPResponse) -> None:
-        super().reply(transaction, response)
+    def reply(self, transaction: ServerTransaction, response: SIPResponse, *, relayed: bool = False) -> None:
+        super().reply(transaction, response, relayed=relayed)
         counters = self.counters
-        counters.local_replies += 1
+        if relayed:
+            counters.relayed_replies += 1
+        else:
+            counters.local_replies += 1
         status = response.status
         if status >= 200:
             counters.count_tm_final(status)

@@ -9,7 +9,7 @@ CloseStack, so a failed start closes what it opened (last first) and stop() clos
     write_pid_file      pid_file (-P), still as the starting user (pidfile.py); inside the chroot
     drop_privileges     wdir, then user/group (privileges.py says why here)
     make_transactions   the transaction layer (tm's timers)
-    start_modules       every module's start(), in load order
+    start_modules       every module's start(), each after those it depends on or uses (else load order)
     run_startup_route   startup_route, once the dispatcher takes messages
     timers.start        the timer_route loops
     serve               only now read the SIP sockets, then READY=1 to systemd (sdnotify.py)
@@ -477,11 +477,14 @@ class Lifecycle:
 
     async def start_modules(self, closing: CloseStack, target: RunAs | None,
                             runs_in: frozenset[RunsIn] = ALL_MODULES) -> None:
-        """Every module's start() whose Module.runs_in is in `runs_in`, in load order; one that fails
-        refuses the start."""
+        """Every module's start() whose Module.runs_in is in `runs_in`, each after the modules it needs
+        (ModuleSet.start_order: load order otherwise); one that fails refuses the start. Each one's stop()
+        goes on the CloseStack, so they stop in the reverse order."""
         loaded = self._loader.loaded
         assert loaded is not None
-        for name, mod in self._server.modules.instances.items():
+        modules = self._server.modules
+        for name in modules.start_order():
+            mod = modules.instances[name]
             if not _starts_here(mod, runs_in):
                 continue
             # stop() undoes whatever part of start() ran, so it is registered before start() runs

@@ -189,6 +189,10 @@ class Module:
     params: ClassVar[tuple[Param, ...]] = ()
     events: ClassVar[tuple[str, ...]] = ()      # event names it raises (E_...)
     depends: ClassVar[tuple[str, ...]] = ()     # modules that must be loaded too
+    # Modules it calls when they are loaded (OpenSIPS's DEP_SILENT), as pua delivers to an in-process
+    # presence: like `depends` they start before it and stop after it (ModuleSet.start_order), but
+    # their absence is no error.
+    uses: ClassVar[tuple[str, ...]] = ()
     aliases: ClassVar[tuple[str, ...]] = ()     # other loadmodule names served by this class
     # The parameter that takes the core db_default_url when the script sets none, as OpenSIPS's
     # init_db_url() gives it to the module's db_url (None: the module does not take it).
@@ -304,3 +308,23 @@ class ModuleSet:
 
     def __contains__(self, name: str) -> bool:
         return name in self.instances
+
+    def start_order(self) -> list[str]:
+        """The loaded modules in the order they start: each after the loaded modules it `depends` on or
+        `uses`, otherwise in load order (OpenSIPS's init_modules reorders by its module dependencies the
+        same way). The stop runs it backwards, so a module still has what it calls while it stops: pua
+        drains its PUBLISHes into presence before presence closes its database, whatever the order of
+        the loadmodule lines. A cycle (none among our modules: tests/core checks it) falls back to load
+        order: the first module still waiting goes next."""
+        needs = {name: [dep for dep in (*type(mod).depends, *type(mod).uses) if dep in self.instances
+                        and dep != name]
+                 for name, mod in self.instances.items()}
+        order: list[str] = []
+        placed: set[str] = set()
+        waiting = list(self.instances)
+        while waiting:
+            ready = next((n for n in waiting if all(dep in placed for dep in needs[n])), waiting[0])
+            waiting.remove(ready)
+            order.append(ready)
+            placed.add(ready)
+        return order

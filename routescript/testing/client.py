@@ -293,6 +293,38 @@ class SipTestClient:
             except TimeoutError:
                 pass
 
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """TCP: a new connection to the server from the same local address and port, as a phone with a
+        fixed SIP port opens one when its connection broke (the server restarted): its Contact, Via and
+        the server's bindings of it stay right. The old connection is closed first. Retried until
+        `timeout` while the server is not listening yet. UDP: nothing to do. Not for TLS/WebSocket."""
+        if self.proto == UDP:
+            return
+        if self.proto != TCP or self._tcp is None:
+            raise ValueError(f"reconnect() is for TCP clients, not {self.proto}")
+        old = self._tcp
+        if old.transport is not None:
+            old.transport.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        family = _socket.AF_INET6 if is_ipv6(self.local_host) else _socket.AF_INET
+        while True:
+            sock = _socket.socket(family, _socket.SOCK_STREAM)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            sock.setblocking(False)
+            try:
+                sock.bind((self.local_host, self.local_port))
+                await loop.sock_connect(sock, self.server)
+                break
+            except OSError:
+                sock.close()
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        _tcp, proto_obj = await loop.create_connection(lambda: _TcpProto(self._on_data, self.server),
+                                                       sock=sock)
+        self._tcp = proto_obj
+
     async def __aenter__(self) -> Self:
         return self
 

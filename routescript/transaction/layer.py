@@ -137,14 +137,15 @@ class TransactionLayer:
         """The live INVITE server transaction `cancel` is for (t_check_trans/t_relay of a CANCEL)."""
         return self.core.invite_of(cancel)
 
-    def reply(self, transaction: ServerTransaction, response: SIPResponse) -> None:
-        """Send `response` within `transaction` (OpenSIPS t_reply). The transaction keeps it for
-        retransmissions. Raises TransactionError for a reply its state does not allow (a second final
-        reply); a transport failure is logged and ends the transaction."""
+    def reply(self, transaction: ServerTransaction, response: SIPResponse, *, relayed: bool = False) -> None:
+        """Send `response` within `transaction` (OpenSIPS t_reply; `relayed`: tm forwards a branch's
+        response rather than one made here). The transaction keeps it for retransmissions. Raises
+        TransactionError for a reply its state does not allow (a second final reply); a transport
+        failure is logged and ends the transaction."""
         self.core.reply(transaction, response, self._clock())
         self._carry_out()
         if transaction.reply_hooks:
-            run_reply_hooks(transaction, response)
+            run_reply_hooks(transaction, response, relayed=relayed)
 
     # --- client side ----------------------------------------------------------------------------
 
@@ -360,8 +361,20 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def run_reply_hooks(transaction: ServerTransaction, response: SIPResponse) -> None:
-    """The transaction's reply hooks with `response` (sent): one that raises is logged, the others run."""
+def run_failure_hooks(transaction: ServerTransaction, response: SIPResponse, *, local: bool) -> None:
+    """The transaction's failure hooks with the best failure of a round of branches (`local`: made here):
+    one that raises is logged, the others run."""
+    for hook in list(transaction.failure_hooks or ()):
+        try:
+            hook(response, local)
+        except Exception:
+            log.exception("a failure hook failed on %d %s", response.status, response.reason)
+
+
+def run_reply_hooks(transaction: ServerTransaction, response: SIPResponse, *, relayed: bool) -> None:
+    """The transaction's reply hooks with `response` (sent; `relayed`: from a branch, else made here): one
+    that raises is logged, the others run."""
+    transaction.relayed_reply = relayed
     for hook in list(transaction.reply_hooks or ()):
         try:
             hook(response)

@@ -38,6 +38,13 @@ class ServerTransaction(Machine):
         # TMCB_RESPONSE_OUT): the dialog module follows its initial INVITE's replies this way. The
         # transaction layer calls them (TransactionLayer.reply) and logs what they raise.
         self.reply_hooks: list[Callable[[SIPResponse], None]] | None = None
+        # What the hooks see of the response they are called with: True when it came from a branch (tm
+        # relayed it), False when it was made here (t_reply, tm's own 408/487) - OpenSIPS's FAKED_REPLY.
+        self.relayed_reply = False
+        # Called by tm when a round of its branches ended without a 2xx, before failure_route runs
+        # (OpenSIPS's TMCB_ON_FAILURE), with the best failure and whether it was made here (a branch's
+        # 408 on fr_inv_timeout): acc reports a missed call at that moment, as OpenSIPS does.
+        self.failure_hooks: list[Callable[[SIPResponse, bool], None]] | None = None
 
     is_invite = False
 

@@ -95,5 +95,10 @@ def test_cdr_duration_is_rounded_up_and_its_row() -> None:
 def test_comments_of_acc_request_functions() -> None:
     assert records.parse_comment("480 Nobody Home") == ("480", "Nobody Home")
     assert records.parse_comment("404") == ("404", "Not Found")
+    # SIP's phrases (OpenSIPS error_text), not HTTP's: these were "Found", "Internal Server Error", ""
+    assert records.parse_comment("302") == ("302", "Moved Temporarily")
+    assert records.parse_comment("500 ") == ("500", "Server Internal Error")
+    assert records.parse_comment("480") == ("480", "Temporarily Unavailable")
+    assert records.parse_comment("999") == ("999", "")
     assert records.parse_comment("just a note") == ("", "just a note")
     assert records.parse_comment("") == ("", "")

@@ -113,3 +113,45 @@ def test_a_module_loaded_twice_is_a_warning(tmp_path: Path) -> None:
     loaded = Server().load(str(cfg))
     texts = [str(w) for w in loaded.warnings]
     assert any(f'{cfg}:5:1: warning: module "httpd" is loaded already (line 3)' in t for t in texts), texts
+
+
+def _all_module_classes() -> dict[str, type[Module]]:
+    root = Path(__file__).resolve().parents[2] / "modules"
+    found = {d.name: find_module_class(d.name) for d in sorted(root.iterdir())
+             if (d / "__init__.py").exists()}
+    return {name: cls for name, cls in found.items() if cls is not None}
+
+
+def test_what_modules_need_names_modules_and_has_no_cycle() -> None:
+    """`depends` and `uses` order the start and the stop (ModuleSet.start_order): every name must be a
+    module, and no chain may come back to where it began (a cycle would fall back to load order)."""
+    classes = _all_module_classes()
+    assert {"pua", "presence", "acc", "dialog"} <= set(classes)
+    needs = {name: set(cls.depends) | set(cls.uses) for name, cls in classes.items()}
+    assert {dep for deps in needs.values() for dep in deps} <= set(classes)
+    assert "presence" in needs["pua"] and "dialog" in needs["acc"]
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for dep in needs[start]:
+            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
+                return True
+        return False
+
+    assert [name for name in classes if reaches(name, name, set())] == []
+
+
+def test_start_order_keeps_load_order_but_puts_needs_first() -> None:
+    class Base(Module):
+        pass
+
+    def mod(name: str, depends: tuple[str, ...] = (), uses: tuple[str, ...] = ()) -> Module:
+        cls = type(name, (Base,), {"name": name, "depends": depends, "uses": uses})
+        return cls(object(), {})
+
+    from routescript.core.module import ModuleSet
+
+    modules = ModuleSet({"a": mod("a", uses=("c",)), "b": mod("b"), "c": mod("c", depends=("b",)),
+                         "d": mod("d", uses=("absent",)), "x": mod("x", uses=("y",)),
+                         "y": mod("y", uses=("x",))})
+    # a waits for c, c for b; d's missing use is ignored; the x-y cycle keeps load order
+    assert modules.start_order() == ["b", "c", "a", "d", "x", "y"]

@@ -64,8 +64,10 @@ class FakeServerTransactions:
 
     def __init__(self) -> None:
         self.upstream: list[SIPResponse] = []
+        self.relayed: list[bool] = []      # per reply: forwarded from a branch (True) or made here
 
-    def reply(self, transaction, response) -> None:
+    def reply(self, transaction, response, *, relayed=False) -> None:
+        self.relayed.append(relayed)
         if response.status >= 200 and any(r.status >= 300 for r in self.upstream):
             raise TransactionError("cannot send a final response in state Completed")
         self.upstream.append(response)
@@ -92,6 +94,8 @@ class FakeServer:
 
 class ServerTx:
     last_response = None
+    reply_hooks = None
+    failure_hooks = None
 
 
 SETTINGS = Settings(fr_timeout=0.2, fr_inv_timeout=0.3, auto_100trying=True, restart_fr_on_each_reply=True,
@@ -157,6 +161,7 @@ async def test_2xx_forwarded_at_once_and_the_other_branch_cancelled() -> None:
     answer(relay, 1, 487)
     await settle()
     assert [r.status for r in server.transactions.upstream] == [180, 200]   # the 487 stays here
+    assert server.transactions.relayed == [True, True]
     assert done == [proxy]
 
 
@@ -225,6 +230,8 @@ async def test_fr_inv_timeout_after_a_provisional_cancels_and_408() -> None:
     await asyncio.sleep(0.4)                              # fr_inv_timeout 0.3
     assert [c.method for c in relay.transactions.cancels] == ["CANCEL"]
     assert [r.status for r in server.transactions.upstream] == [180, 408]
+    # the 180 came from the branch, the 408 was made here: the reply hooks (acc) are told which
+    assert server.transactions.relayed == [True, False]
 
 
 async def test_t_set_fr_values_win_over_the_module_ones() -> None:
@@ -352,6 +359,26 @@ async def test_a_cancel_during_the_lookup_sends_nothing_and_answers_487() -> Non
     proxy.cancel()
     assert await relaying == -3
     assert relay.sent == [] and server.local == [100, 487] and done == [proxy]
+
+
+async def test_failure_hooks_see_the_rounds_failure_before_failure_route() -> None:
+    """TMCB_ON_FAILURE: when every branch of a round failed, the failure hooks get the best failure and
+    whether it was made here (fr_inv_timeout's 408: True; a callee's 486: False), before failure_route."""
+    proxy, ctx, relay, server, _ = make(ALL, forks=("sip:carl@192.0.2.10",))
+    server.script = FakeScript(failure_replies=True)
+    proxy.arm = Arm(on_failure="f")
+    seen: list[tuple[int, bool, int]] = []
+
+    def failure_routes_run() -> int:
+        return sum(1 for run in server.script.runs if run[0] == "failure")
+    proxy.server_transaction.failure_hooks = [
+        lambda response, local: seen.append((response.status, local, failure_routes_run()))]
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    answer(relay, 1, 486)
+    await asyncio.sleep(0.4)                              # branch 0: fr_inv_timeout 0.3 -> its own 408
+    assert seen == [(408, True, 0)]                       # the 408 wins over the 486; failure_route after
+    assert [r for r in server.script.runs if r[0] == "failure"] == [("failure", "f", 408)]
 
 
 async def test_failure_route_gets_the_winning_branchs_ruri() -> None:

@@ -1,13 +1,23 @@
 """examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence, usrloc and pua in the
-database), over UDP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob (confirmed); the
-server restarts; dlg_list shows the call again, Carol's subscription is still served, and when Alice hangs
-up through the proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves dlg_list and the
-table. The pua table holds both sides' publications across the restart, and presence keeps one of Bob's
-lamp."""
+database), over UDP with 1 and 2 workers and over TCP with 1: Carol watches Bob's line; Alice calls Bob
+(confirmed); the server restarts; dlg_list shows the call again, Carol's subscription is still served, and
+when Alice hangs up through the proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves
+dlg_list and the table. The pua table holds both sides' publications across the restart, and presence keeps
+one of Bob's lamp. Over TCP the restart breaks every phone's connection: each opens a new one from its own
+SIP port (as a phone with a fixed local port does), and the server reaches Bob and Carol on them. The first
+run's stop logs no error and no traceback.
+
+Not over TCP with 2 workers: the restarted server re-publishes the call's state at start, before the phones
+can reconnect, and Carol's NOTIFY then goes out from the worker holding her subscription through worker 0
+(the TCP acceptor), whose connection attempt is refused - but the refusal stays in worker 0, so the NOTIFY's
+transaction runs to its timeout, answers itself 408 and presence ends the subscription (in one process the
+refusal is the transaction's transport error and the subscription stays). A known gap of the worker TCP
+relay (docs/workers.md section 4), reported, not hidden here."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -56,8 +66,9 @@ def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["udp-1worker", "udp-2workers"])
-async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_path: Path,
+@pytest.mark.parametrize(("proto", "workers"), [("udp", 1), ("udp", 2), ("tcp", 1)],
+                         ids=["udp-1worker", "udp-2workers", "tcp-1worker"])
+async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_path: Path, proto: str,
                                                                            workers: int) -> None:
     db = tmp_path / "blf.sqlite"
     for user in ("alice", "bob", "carol"):
@@ -74,7 +85,7 @@ async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_pa
     cfg = tmp_path / "blf.cfg"
     cfg.write_text(text)
     server = launch(cfg, tmp_path / "run1", workers)
-    where = ("udp", port, server)
+    where = (proto, port, server)
     bob_uri = f"sip:bob@{DOMAIN}"
     try:
         async with phones(where, "alice") as (alice,), phones(where, "bob") as (bob,), \
@@ -95,12 +106,15 @@ async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_pa
 
             bobs_lamp = "SELECT etag FROM presentity WHERE username = 'bob' AND event = 'dialog'"
             [(etag,)] = rows(db, bobs_lamp)
-            server.stop()
+            assert server.stop() == 0
+            assert not re.findall(r"\b(ERROR|CRITICAL):|Traceback", server.log()), server.log()
             # the pua table: both sides' publications, with their ETags, naming the call they follow
             kept = rows(db, "SELECT pres_uri, pres_id, etag, call_id FROM pua WHERE event = 64")
             assert sorted((p[1][-1], p[3]) for p in kept) == [("A", invite.call_id), ("B", invite.call_id)]
             assert etag in {p[2] for p in kept}
             server = launch(cfg, tmp_path / "run2", workers)
+            for phone in (alice, bob, carol):
+                await phone.reconnect()      # TCP: the restart broke the connections (UDP: nothing)
             listed = await dlg_list(http, invite.call_id)
             assert len(listed) == 1 and listed[0]["state"] == 4
             await asyncio.sleep(0.5)

@@ -29,6 +29,7 @@ modparam("httpd", "port", 0)
 route {
     if (is_method("ACK")) { exit; }
     if (is_method("OPTIONS")) { sl_send_reply(200, "OK"); exit; }
+    if (is_method("MESSAGE") && $rU == "relay") { t_relay(); exit; }
     if (is_method("MESSAGE")) { t_reply(202, "Accepted"); exit; }
     if (is_method("INVITE")) { sl_send_reply(486, "Busy Here"); exit; }
     if (is_method("INFO")) { $var(u) = $fU; sl_send_reply(200, "OK"); exit; }
@@ -157,3 +158,15 @@ async def test_module_statistics_api(server: Server) -> None:
     assert got == {"presence:published_presentities": 2, "presence:sent_notifies": 4}
     table["c"] = 3
     assert (await stats(server, "published_presentities")) == {"presence:published_presentities": 3}
+
+
+async def test_tm_relayed_and_local_replies_apart(server: Server) -> None:
+    """A reply tm forwards from a branch is a relayed_replies, one made here (t_reply) a local_replies
+    (OpenSIPS's stats_trans_rpl: FAKED_REPLY or not); relayed ones were counted as local before."""
+    async with await SipTestClient.start("udp", udp_addr(server), timeout=TIMEOUT) as ua:
+        ua.auto_reply["MESSAGE"] = 200              # the callee of the relayed MESSAGE: this client itself
+        relayed = ua.request("MESSAGE", f"sip:relay@{ua.local_host}:{ua.local_port}")
+        assert (await ua.send_request(relayed)).status == 200
+        assert (await ua.send_request(ua.request("MESSAGE"))).status == 202
+    got = await stats(server, "tm:")
+    assert got["tm:relayed_replies"] == 1 and got["tm:local_replies"] == 1
