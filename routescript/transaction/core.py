@@ -371,6 +371,11 @@ class TransactionCore:
             return None
         return key, entry
 
+    def client_transaction(self, branch: str, method: str) -> ClientTransaction | None:
+        """The live client transaction of the request with top Via `branch` and `method` (RFC 3261 17.1.3)."""
+        entry = self._client.get((branch, method))
+        return None if entry is None else entry.transaction
+
     def cancel(self, transaction: ClientTransaction) -> None:
         """The creator stopped waiting: forget the transaction; nothing is delivered any more."""
         entry = self._client.get(transaction.key or ("", ""))

@@ -232,6 +232,18 @@ class TransactionLayer:
             if self._first_sends.get(transaction) is asyncio.current_task():
                 del self._first_sends[transaction]
 
+    def send_failed(self, branch: str, method: str, dest: Destination, reason: str) -> bool:
+        """The request of client transaction (`branch`, `method`) could not be sent after all (another
+        worker process sent it for us and failed): its transport error, as a failed first send here.
+        False when no live transaction has that key (answered, timed out or cancelled meanwhile)."""
+        transaction = self.core.client_transaction(branch, method)
+        if transaction is None:
+            return False
+        log.info("transaction %s: cannot send to %s: %s", transaction.label, dest, reason)
+        self._stop_first_send(transaction)
+        self._first_send_failed(transaction)
+        return True
+
     def _first_send_failed(self, transaction: ClientTransaction) -> None:
         self.core.transport_error(transaction, self._clock())
         self._carry_out()

@@ -23,7 +23,7 @@ import socket as _socket
 import ssl
 import time
 from collections.abc import Callable, Container, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from routescript.sip import ParseError, parse_message, reply_to_malformed
 from routescript.transport._ratelimit import RateLimitedLog
@@ -57,10 +57,14 @@ log = logging.getLogger("routescript.transport")
 OnMessage = Callable[[Any, Source], None]
 Reply = Callable[[bytes], None]
 # Worker processes (routescript.workers.router) replace `front` (every complete message read goes there
-# first; `receive` by default) to hand messages to other workers, and set `tcp_relay(data, dest)`: True
-# when it sent to a connection another worker holds (dest.conn_id names it).
+# first; `receive` by default) to hand messages to other workers, and set `tcp_relay(data, dest, awaited)`:
+# True when it sent to a connection another worker holds (dest.conn_id names it). `awaited`: the caller
+# (deliver: a client transaction's first send) waits for the outcome, so the holder reports a failure back.
 Front = Callable[[bytes, Source, Reply], None]
-TcpRelay = Callable[[bytes, Destination], bool]
+
+
+class TcpRelay(Protocol):
+    def __call__(self, data: bytes, dest: Destination, awaited: bool = False) -> bool: ...
 # A stream connection in the table: TCP, or WebSocket (a SIP flow like a TCP connection).
 Connection = TcpConnection | WsConnection
 
@@ -542,12 +546,12 @@ class TransportLayer:
             raise TransportError(f"unsupported transport {dest.proto!r}")
         self._spawn(self.deliver(data, dest), f"send to {dest}")
 
-    def _relayed(self, data: bytes, dest: Destination) -> bool:
+    def _relayed(self, data: bytes, dest: Destination, *, awaited: bool = False) -> bool:
         """True when dest.conn_id names another worker's connection and the bytes went to it."""
         relay = self.tcp_relay
-        return relay is not None and dest.conn_id is not None and relay(data, dest)
+        return relay is not None and dest.conn_id is not None and relay(data, dest, awaited)
 
-    def _to_acceptor(self, data: bytes, dest: Destination) -> bool:
+    def _to_acceptor(self, data: bytes, dest: Destination, *, awaited: bool = False) -> bool:
         """A worker that accepts no TCP connection, sending to a peer it has no connection to: the
         worker that accepts them may hold one (a phone connected to us, a browser's WebSocket: reachable
         by nothing else), so the bytes go there (docs/workers.md 4: it writes on its connection to that
@@ -555,7 +559,7 @@ class TransportLayer:
         acceptor, relay = self.tcp_acceptor, self.tcp_relay
         if acceptor is None or relay is None or dest.conn_id is not None:
             return False
-        return relay(data, Destination(dest.proto, dest.host, dest.port, acceptor, dest.socket))
+        return relay(data, Destination(dest.proto, dest.host, dest.port, acceptor, dest.socket), awaited)
 
     async def deliver(self, data: bytes, dest: Destination) -> None:
         """Send, resolving the host and opening a TCP connection when needed; TransportError when the
@@ -569,10 +573,10 @@ class TransportLayer:
                 dest = Destination(UDP, host, dest.port, socket=dest.socket)
             self._udp_endpoint(dest).sendto(data, host, dest.port)
         elif dest.proto in STREAM_PROTOCOLS or dest.proto in WS_PROTOCOLS:
-            if self._relayed(data, dest):
+            if self._relayed(data, dest, awaited=True):
                 return
             conn = self._find_connection(dest)
-            if conn is None and self._to_acceptor(data, dest):
+            if conn is None and self._to_acceptor(data, dest, awaited=True):
                 return
             if conn is None and dest.proto in WS_PROTOCOLS:
                 raise _no_ws_connection(dest)

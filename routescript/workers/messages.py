@@ -4,7 +4,9 @@ one-byte kind + fixed struct header + variable parts (never pickle: a datagram i
     Handoff  b"H"  a SIP message read by one worker for another: its Source (with the TLS session of a tls
                    or wss connection), when it was read, its bytes
     TcpSend  b"T"  bytes to write on a TCP, TLS or WebSocket connection the receiving worker holds
-                   (docs/workers.md 4)
+                   (docs/workers.md 4), and the slot to tell when it cannot be sent (or none)
+    SendFailed b"F" a relayed send the holder could not make: the request's top Via branch and method
+                   (the asking worker's client transaction), where it went and why
     Announce b"A"  a change-feed notification (db_key, channel, payload) (docs/workers.md 3, feed B)
     Resync   b"R"  "you may have missed announcements": re-read what your watchers follow
 
@@ -20,10 +22,11 @@ from dataclasses import dataclass
 from routescript.sip.address import TCP, TLS, UDP, WS, WSS, SocketInfo, Source
 from routescript.transport.tls import TlsSession
 
-__all__ = ["MAX_DATAGRAM", "MAX_PAYLOAD", "Announce", "Handoff", "InboxMessage", "MessageDecodeError",
-           "Resync", "TcpSend", "decode", "encode", "encode_handoff"]
+__all__ = ["MAX_DATAGRAM", "MAX_PAYLOAD", "NO_REPORT", "Announce", "Handoff", "InboxMessage",
+           "MessageDecodeError", "Resync", "SendFailed", "TcpSend", "decode", "encode", "encode_handoff"]
 
 MAX_PAYLOAD = 65536                 # the largest SIP message (TransportLayer.max_message_size default)
+NO_REPORT = 255                     # TcpSend.report_to: nobody waits for this send's outcome
 MAX_PEER_CERT = 16384               # the largest peer certificate (DER) a Handoff carries
 # with the biggest header: two hosts of at most 255 bytes, a TLS session's names and certificate
 MAX_DATAGRAM = MAX_PAYLOAD + 2048 + MAX_PEER_CERT
@@ -47,13 +50,30 @@ class Handoff:
 class TcpSend:
     """Write `data` on connection `conn_id`; when it is closed, send to remote_host:remote_port over
     another connection of transport `proto` (the fallback a closed connection gets in one process: a
-    new TCP or TLS connection; a ws/wss peer is reached only by a connection it opened)."""
+    new TCP or TLS connection; a ws/wss peer is reached only by a connection it opened).
+    `report_to`: the slot whose client transaction awaits this send (the first send of a request, which
+    in one process waits for the connection to open): a failure is reported to it as SendFailed.
+    NO_REPORT: a send whose failure one process only logs (responses, ACKs)."""
 
     conn_id: int
     data: bytes
     remote_host: str = ""
     remote_port: int = 0
     proto: str = TCP
+    report_to: int = NO_REPORT
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A relayed request the holder could not send: `branch` and `method` key the asking worker's
+    client transaction (RFC 3261 17.1.3), which then gets its transport error as in one process."""
+
+    branch: str
+    method: str
+    proto: str
+    remote_host: str
+    remote_port: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +88,7 @@ class Resync:
     reason: str
 
 
-InboxMessage = Handoff | TcpSend | Announce | Resync
+InboxMessage = Handoff | TcpSend | SendFailed | Announce | Resync
 
 _PROTOS = (UDP, TCP, TLS, WS, WSS)
 _PROTO_CODES = {proto: code for code, proto in enumerate(_PROTOS)}
@@ -79,9 +99,13 @@ _HANDOFF = struct.Struct("!BBHHQdBB")
 # TLS session: version, cipher, description, domain lengths, bits, certificate length (0: none), flags
 _TLS_SESSION = struct.Struct("!BBBBHHB")
 _VERIFIED, _SERVER_SIDE = 1, 2
-_TCP_SEND = struct.Struct("!QHBB")        # conn_id, fallback port, fallback host length, proto; host; data
+# conn_id, fallback port, fallback host length, proto, report_to; host; data
+_TCP_SEND = struct.Struct("!QHBBB")
+# proto, port, host length, method length, branch length; host, method, branch, reason
+_SEND_FAILED = struct.Struct("!BHBBB")
 _ANNOUNCE = struct.Struct("!HH")          # db_key length, channel length; db_key, channel, payload
-_KINDS = {b"H"[0]: "Handoff", b"T"[0]: "TcpSend", b"A"[0]: "Announce", b"R"[0]: "Resync"}
+_KINDS = {b"H"[0]: "Handoff", b"T"[0]: "TcpSend", b"F"[0]: "SendFailed", b"A"[0]: "Announce",
+          b"R"[0]: "Resync"}
 
 
 def encode(message: InboxMessage) -> bytes:
@@ -102,7 +126,13 @@ def _encode(message: InboxMessage) -> bytes:
     elif isinstance(message, TcpSend):
         host = _host_bytes(message.remote_host)
         out = b"T" + _TCP_SEND.pack(message.conn_id, message.remote_port, len(host),
-                                    _proto_code(message.proto)) + host + message.data
+                                    _proto_code(message.proto), message.report_to) + host + message.data
+    elif isinstance(message, SendFailed):
+        host = _host_bytes(message.remote_host)
+        method, branch = message.method.encode(), message.branch.encode()
+        out = (b"F" + _SEND_FAILED.pack(_proto_code(message.proto), message.remote_port, len(host),
+                                        len(method), len(branch))
+               + host + method + branch + message.reason[:512].encode())   # a reason: a line for the log
     elif isinstance(message, Announce):
         key, channel = message.db_key.encode(), message.channel.encode()
         out = b"A" + _ANNOUNCE.pack(len(key), len(channel)) + key + channel + message.payload.encode()
@@ -163,12 +193,14 @@ def decode(datagram: bytes) -> InboxMessage:
         if kind == "Handoff":
             return _decode_handoff(datagram)
         if kind == "TcpSend":
-            conn_id, port, host_len, proto = _TCP_SEND.unpack_from(datagram, 1)
+            conn_id, port, host_len, proto, report_to = _TCP_SEND.unpack_from(datagram, 1)
             if proto >= len(_PROTOS):
                 raise MessageDecodeError(f"TcpSend with unknown transport code {proto}")
             at = 1 + _TCP_SEND.size
             host = _text(datagram, at, host_len, "TcpSend host")
-            return TcpSend(conn_id, datagram[at + host_len:], host, port, _PROTOS[proto])
+            return TcpSend(conn_id, datagram[at + host_len:], host, port, _PROTOS[proto], report_to)
+        if kind == "SendFailed":
+            return _decode_send_failed(datagram)
         if kind == "Announce":
             key_len, channel_len = _ANNOUNCE.unpack_from(datagram, 1)
             at = 1 + _ANNOUNCE.size
@@ -180,6 +212,21 @@ def decode(datagram: bytes) -> InboxMessage:
     except struct.error:
         raise MessageDecodeError(f"{kind} datagram of {len(datagram)} bytes is shorter than its "
                                  "header") from None
+
+
+def _decode_send_failed(datagram: bytes) -> SendFailed:
+    proto, port, host_len, method_len, branch_len = _SEND_FAILED.unpack_from(datagram, 1)
+    if proto >= len(_PROTOS):
+        raise MessageDecodeError(f"SendFailed with unknown transport code {proto}")
+    at = 1 + _SEND_FAILED.size
+    host = _text(datagram, at, host_len, "SendFailed host")
+    at += host_len
+    method = _text(datagram, at, method_len, "SendFailed method")
+    at += method_len
+    branch = _text(datagram, at, branch_len, "SendFailed branch")
+    at += branch_len
+    reason = _text(datagram, at, len(datagram) - at, "SendFailed reason")
+    return SendFailed(branch, method, _PROTOS[proto], host, port, reason)
 
 
 def _decode_handoff(datagram: bytes) -> Handoff:

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from routescript.core.replies import set_tag_prefix
 from routescript.db import DatabaseError
 from routescript.db.feed import deliver_remote, set_feed_relay
+from routescript.sip import Destination
 from routescript.sip.build import set_branch_marker
 
 from .dispatch import Affinity, SlotTable, conn_id_base, slot_branch_marker, slot_tag_prefix
 from .inbox import Inbox
 from .interest import PresentityInterest, SharedInterest
-from .messages import Announce, Resync
+from .messages import Announce, Resync, SendFailed
 from .router import WorkerDispatcher
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class WorkerNode:
                                       slot_table=self.slot_table)
         dispatcher.on_announce = self._announced
         dispatcher.on_resync = self._resync
+        dispatcher.on_send_failed = self._send_failed
         transport.front = dispatcher.on_received
         transport.tcp_relay = dispatcher.relay_tcp
         if self.place.slot != 0:
@@ -145,6 +147,15 @@ class WorkerNode:
             self.dispatcher.detach()
 
     # --- the change feed and the supervisor ------------------------------------------------------------
+
+    def _send_failed(self, report: SendFailed) -> bool:
+        """A request of ours that the worker holding the TCP connection could not send: its client
+        transaction's transport error (docs/workers.md 4)."""
+        transactions = getattr(self.server, "transactions", None)
+        if transactions is None:
+            return False
+        dest = Destination(report.proto, report.remote_host, report.remote_port)
+        return bool(transactions.send_failed(report.branch, report.method, dest, report.reason))
 
     def _announced(self, message: Announce) -> None:
         try:

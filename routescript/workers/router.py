@@ -14,6 +14,11 @@ holder writes it (framing and encryption happen there), or, when the connection 
 sends to its remote address over another connection: the fallback a closed connection gets in one
 process (a new TCP or TLS connection; none for ws/wss, which only the peer opens). A message read on a
 TLS connection is handed over with the connection's TLS session in its Source, for the owner's $tls_*.
+A request's first send, which a client transaction awaits (in one process: until the connection is
+open), is relayed with `report_to` = our slot: when the holder cannot send it (no connection and the
+connect fails, no WebSocket connection) it answers SendFailed naming the request's branch and method, and
+`on_send_failed` gives the transaction its transport error here (RFC 3261 17.1.4: a local 503), as in one
+process. Nothing is kept per relayed send and nothing is sent back for a success.
 
 A full inbox (the owner is not keeping up) is never waited for: a request other than ACK is answered
 503 with Retry-After here, a response or ACK is dropped (the peer retransmits); both counted and logged
@@ -22,6 +27,7 @@ at most once a second.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import struct
@@ -37,7 +43,16 @@ from routescript.transport.layer import Reply
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.workers.dispatch import Affinity, SlotTable, conn_id_slot, owner_slot
 from routescript.workers.inbox import Inbox, InboxError, InboxFull, InboxReader
-from routescript.workers.messages import Announce, Handoff, InboxMessage, Resync, TcpSend, encode_handoff
+from routescript.workers.messages import (
+    NO_REPORT,
+    Announce,
+    Handoff,
+    InboxMessage,
+    Resync,
+    SendFailed,
+    TcpSend,
+    encode_handoff,
+)
 
 __all__ = ["BUSY_RETRY_AFTER", "DispatchCounters", "WorkerDispatcher"]
 
@@ -57,6 +72,8 @@ class DispatchCounters:
     tcp_relayed: int = 0         # sends relayed to the worker holding the connection
     tcp_written: int = 0         # relayed sends we wrote on our connection
     tcp_fallback: int = 0        # relayed sends whose connection had closed: sent over another one
+    tcp_failed: int = 0          # relayed sends we could not make (reported back when awaited)
+    send_failed: int = 0         # SendFailed reports read from our inbox
     unhandled: int = 0           # Announce/Resync with no callback set
 
 
@@ -79,6 +96,9 @@ class WorkerDispatcher:
         self.counters = DispatchCounters()
         self.on_announce: Callable[[Announce], None] | None = None
         self.on_resync: Callable[[Resync], None] | None = None
+        # a relayed send of ours failed in the holder: (the report) -> whether a transaction took it
+        self.on_send_failed: Callable[[SendFailed], bool] | None = None
+        self._sends: set[asyncio.Task[None]] = set()   # awaited fallback sends in flight (the layer's own)
         self._reader = InboxReader(self.inboxes[slot], self.on_inbox)
         self._busy_log = RateLimitedLog(log, interval=1.0)
 
@@ -103,6 +123,8 @@ class WorkerDispatcher:
 
     def detach(self) -> None:
         self._reader.stop()
+        for task in list(self._sends):
+            task.cancel()
         self.layer.front = self.layer.receive
         self.layer.tcp_relay = None
 
@@ -176,6 +198,8 @@ class WorkerDispatcher:
             self.layer.receive(message.data, source, self._reply_to(source))
         elif isinstance(message, TcpSend):
             self._write_relayed(message)
+        elif isinstance(message, SendFailed):
+            self._relayed_send_failed(message)
         elif isinstance(message, Announce):
             self._deliver(self.on_announce, message)
         else:
@@ -209,21 +233,66 @@ class WorkerDispatcher:
             except TransportError as exc:
                 log.debug("relayed send on tcp#%d: %s; falling back", message.conn_id, exc)
         if not message.remote_host:
-            log.info("relayed send for closed tcp#%d dropped: no address to fall back to", message.conn_id)
+            self._send_failed(message, f"tcp connection #{message.conn_id} is closed and no address to fall "
+                                       "back to")
             return
         self.counters.tcp_fallback += 1
+        dest = Destination(message.proto, message.remote_host, message.remote_port)
+        if message.report_to == NO_REPORT:
+            try:
+                self.layer.send(message.data, dest)   # a failed connect is logged there, as in one process
+            except TransportError as exc:
+                self._send_failed(message, str(exc))
+            return
+        # Awaited by the asker's client transaction: the connect's outcome goes back to it.
+        task = asyncio.get_running_loop().create_task(self._deliver_awaited(message, dest))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _deliver_awaited(self, message: TcpSend, dest: Destination) -> None:
         try:
-            self.layer.send(message.data,
-                            Destination(message.proto, message.remote_host, message.remote_port))
+            await self.layer.deliver(message.data, dest)
         except TransportError as exc:
-            log.info("relayed send for closed %s#%d to %s:%d failed: %s", message.proto, message.conn_id,
-                     message.remote_host, message.remote_port, exc)
+            self._send_failed(message, str(exc))
+
+    def _send_failed(self, message: TcpSend, reason: str) -> None:
+        """A relayed send we could not make: logged, and reported to the worker awaiting it."""
+        self.counters.tcp_failed += 1
+        log.info("relayed send for %s#%d to %s:%d failed: %s", message.proto, message.conn_id,
+                 message.remote_host, message.remote_port, reason)
+        if message.report_to == NO_REPORT or message.report_to >= self.slots:
+            return
+        keys = peek_keys(message.data)
+        if keys is None:
+            keys = self._parsed_keys(message.data)
+        if keys is None or keys.method is None or not keys.top_branch:
+            log.info("relayed send failed: no request branch to report it by (%d bytes)", len(message.data))
+            return
+        report = SendFailed(keys.top_branch, keys.method, message.proto, message.remote_host,
+                            message.remote_port, reason)
+        target = self.slot_table.owner_of[message.report_to]
+        try:
+            if target == self.slot:   # the asker's slot is adopted by us: its transactions are ours
+                self._relayed_send_failed(report)
+            else:
+                self.inboxes[target].send(report)
+        except (InboxError, ValueError) as exc:   # the asker times out instead (408), as before
+            log.warning("cannot report the failed send of %s %s to worker %d: %s", keys.method,
+                        keys.top_branch, target, exc)
+
+    def _relayed_send_failed(self, report: SendFailed) -> None:
+        self.counters.send_failed += 1
+        taken = self.on_send_failed is not None and self.on_send_failed(report)
+        if not taken:   # answered or ended meanwhile
+            log.debug("relayed send of %s %s failed (%s); no transaction waits for it", report.method,
+                      report.branch, report.reason)
 
     # --- sending to another worker's connection -------------------------------------------------------
 
-    def relay_tcp(self, data: bytes, dest: Destination) -> bool:
+    def relay_tcp(self, data: bytes, dest: Destination, awaited: bool = False) -> bool:
         """The layer's tcp_relay: True when dest.conn_id is another worker's connection and the bytes
-        are on their way to it; TransportError when its inbox refuses them (as a closed connection)."""
+        are on their way to it; TransportError when its inbox refuses them (as a closed connection).
+        `awaited`: a client transaction waits for this send, so the holder reports a failure back."""
         conn_id = dest.conn_id
         if conn_id is None:
             return False
@@ -235,7 +304,8 @@ class WorkerDispatcher:
         if target == self.slot:
             return False
         try:
-            self.inboxes[target].send(TcpSend(conn_id, data, dest.host, dest.port, dest.proto))
+            self.inboxes[target].send(TcpSend(conn_id, data, dest.host, dest.port, dest.proto,
+                                              self.slot if awaited else NO_REPORT))
         except InboxError as exc:
             raise TransportError(f"tcp connection #{conn_id} of worker {holder}: {exc}") from None
         self.counters.tcp_relayed += 1

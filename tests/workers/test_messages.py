@@ -15,6 +15,7 @@ from routescript.workers.messages import (
     Handoff,
     MessageDecodeError,
     Resync,
+    SendFailed,
     TcpSend,
     decode,
     encode,
@@ -41,6 +42,10 @@ MESSAGES = [
     TcpSend((3 << 48) | 98, b"NOTIFY ...", "10.0.0.7", 5071, "tls"),
     TcpSend(7, b"NOTIFY ...", "10.0.0.7", 40002, "wss"),
     TcpSend(1, b"NOTIFY ..."),
+    TcpSend(0, b"NOTIFY ...", "127.0.0.1", 5090, "tcp", report_to=1),     # awaited by worker 1's transaction
+    SendFailed("z9hG4bK-1.w1.abc", "NOTIFY", "tcp", "127.0.0.1", 5090,
+               "cannot connect to tcp:127.0.0.1:5090: [Errno 111] Connection refused"),
+    SendFailed("z9hG4bK-\u00e9", "INVITE", "tls", "2001:db8::1", 5061, ""),
     Announce("sqlite:///var/db/presence.db", "presentity", '{"uri": "sip:alice@example.com", "\u00e9": 1}'),
     Announce("", "", ""),
     Resync("worker 1 restarted"),
@@ -83,6 +88,8 @@ def test_a_full_size_sip_message_fits() -> None:
     (Handoff(Source("udp", UDP_SOCKET, "h", 70000), 0.0, b""), "cannot encode Handoff"),
     (TcpSend(1, b"x" * (MAX_DATAGRAM + 1)), "over the"),
     (TcpSend(1, b"x", "h", 1, "sctp"), "cannot hand off"),
+    (TcpSend(1, b"x", "h", 1, report_to=256), "cannot encode TcpSend"),
+    (SendFailed("z" * 256, "NOTIFY", "tcp", "h", 1, ""), "cannot encode SendFailed"),
     (Handoff(Source("tls", TLS_SOCKET, "h", 1, 1, tls=TlsSession(
         version="", cipher="", description="", bits=0, peer_cert=b"x" * (MAX_PEER_CERT + 1), verified=False,
         domain="", server_side=True)), 0.0, b""), "peer certificate of"),
@@ -104,6 +111,10 @@ def test_encode_refuses_what_does_not_fit(message: Handoff | TcpSend, error: str
     (encode(MESSAGES[3])[:200], "Handoff TLS certificate runs past the end"),
     (b"A\x00\x01\x00\x00\xff", "Announce db_key is not UTF-8"),
     (b"R\xc3", "Resync reason is not UTF-8"),
+    (b"F\x00", "SendFailed datagram of 2 bytes is shorter than its header"),
+    (b"F\x09\x00\x00\x00\x00\x00", "SendFailed with unknown transport code 9"),
+    (b"F\x01\x00\x00\x00\x05\x01NOTIF", "SendFailed branch runs past the end"),
+    (b"F\x01\x00\x00\x00\x00\x00\xff", "SendFailed reason is not UTF-8"),
 ])
 def test_decode_names_what_is_wrong(datagram: bytes, error: str) -> None:
     with pytest.raises(MessageDecodeError, match=error):

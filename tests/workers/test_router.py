@@ -14,6 +14,7 @@ import pytest
 
 from routescript.sip import build_reply, parse_message
 from routescript.sip.address import SocketInfo, Source
+from routescript.transaction.layer import TransactionLayer
 from routescript.transport import Destination, TransportError, TransportLayer
 from routescript.transport.udp import UdpEndpoint
 from routescript.workers.dispatch import SlotTable, conn_id_base, slot_branch, slot_tag
@@ -332,3 +333,76 @@ async def test_worker_1_reaches_a_peer_connected_to_worker_0_by_its_address(work
         assert workers.dispatchers[0].counters.tcp_fallback == 1      # found by address in worker 0
     finally:
         writer.close()
+
+
+def refused_port() -> int:
+    """A loopback TCP port nobody listens on (bound, then closed: connecting to it is refused)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+async def final_of_notify(transactions: TransactionLayer, dest: Destination) -> tuple[int, float]:
+    """Send a NOTIFY in a client transaction to `dest`: its final status and how long it took."""
+    loop = asyncio.get_running_loop()
+    final: asyncio.Future[int] = loop.create_future()
+    req = parse_message(request("NOTIFY", to_tag="w1", proto="TCP", call_id="refused"))
+    started = loop.time()
+    transactions.send_request(req, dest, lambda resp: final.done() or final.set_result(resp.status))
+    async with asyncio.timeout(5):
+        status = await final
+    return status, loop.time() - started
+
+
+async def test_a_relayed_request_refused_by_worker_0_is_the_transport_error_of_worker_1s_transaction(
+        workers: Workers) -> None:
+    """Worker 1's NOTIFY to a TCP address it has no connection to goes out through worker 0, whose
+    connect is refused: worker 0 reports it (SendFailed, keyed by the branch) and worker 1's client
+    transaction ends at once with the local 503 a failed first send gives in one process - not 408
+    after Timer F (32 s here)."""
+    dest = Destination("tcp", "127.0.0.1", refused_port())
+    alone = TransactionLayer(TransportLayer(lambda m, s: None))   # one process: the same send
+    try:
+        one_status, one_took = await final_of_notify(alone, dest)
+    finally:
+        await alone.close()
+        await alone.transport.close()  # type: ignore[attr-defined]
+    transactions = TransactionLayer(workers.layers[1])
+    workers.layers[1].tcp_acceptor = conn_id_base(0)
+    workers.dispatchers[1].on_send_failed = lambda report: transactions.send_failed(
+        report.branch, report.method, Destination(report.proto, report.remote_host, report.remote_port),
+        report.reason)
+    try:
+        status, took = await final_of_notify(transactions, dest)
+    finally:
+        await transactions.close()
+    assert (status, one_status) == (503, 503)
+    assert took < 1.0 and one_took < 1.0
+    assert workers.dispatchers[1].counters.tcp_relayed == 1
+    assert workers.dispatchers[0].counters.tcp_failed == 1
+    assert workers.dispatchers[1].counters.send_failed == 1
+
+
+async def test_a_failed_send_nobody_awaits_is_logged_not_reported(workers: Workers) -> None:
+    """A relayed send with no transaction waiting on it (a response, an ACK: `send`, not `deliver`) is
+    only logged by the holder when its connect fails, as one process logs it: no SendFailed goes back."""
+    dest = Destination("tcp", "127.0.0.1", refused_port())
+    workers.layers[1].tcp_acceptor = conn_id_base(0)
+    reports: list[object] = []
+    workers.dispatchers[1].on_send_failed = lambda report: bool(reports.append(report))
+    workers.layers[1].send(request("ACK", to_tag="w1", proto="TCP"), dest)
+    await asyncio.sleep(0.3)
+    assert workers.dispatchers[0].counters.tcp_fallback == 1
+    assert workers.dispatchers[1].counters.send_failed == 0 and reports == []
+
+
+async def test_a_report_for_a_transaction_that_is_gone_is_dropped(workers: Workers) -> None:
+    """A SendFailed whose branch matches no live client transaction (answered or timed out meanwhile)
+    changes nothing and says so (False)."""
+    transactions = TransactionLayer(workers.layers[1])
+    try:
+        assert not transactions.send_failed("z9hG4bK-none", "NOTIFY", Destination("tcp", "127.0.0.1", 1), "x")
+    finally:
+        await transactions.close()
