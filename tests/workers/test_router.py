@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from routescript.sip import build_reply, parse_message
+from routescript.sip import SIPRequest, SIPResponse, build_reply, parse_message
 from routescript.sip.address import SocketInfo, Source
 from routescript.transaction.layer import TransactionLayer
 from routescript.transport import Destination, TransportError, TransportLayer
 from routescript.transport.udp import UdpEndpoint
 from routescript.workers.dispatch import SlotTable, conn_id_base, slot_branch, slot_tag
 from routescript.workers.inbox import Inbox, InboxFull
-from routescript.workers.messages import Announce, Resync, TcpSend, decode
+from routescript.workers.messages import Announce, Resync, SendFailed, TcpSend, decode
 from routescript.workers.router import WorkerDispatcher
 
 
@@ -349,8 +349,13 @@ async def final_of_notify(transactions: TransactionLayer, dest: Destination) -> 
     loop = asyncio.get_running_loop()
     final: asyncio.Future[int] = loop.create_future()
     req = parse_message(request("NOTIFY", to_tag="w1", proto="TCP", call_id="refused"))
+    assert isinstance(req, SIPRequest)
+
+    def on_final(resp: SIPResponse) -> None:
+        if not final.done():
+            final.set_result(resp.status)
     started = loop.time()
-    transactions.send_request(req, dest, lambda resp: final.done() or final.set_result(resp.status))
+    transactions.send_request(req, dest, on_final)
     async with asyncio.timeout(5):
         status = await final
     return status, loop.time() - started
@@ -390,8 +395,12 @@ async def test_a_failed_send_nobody_awaits_is_logged_not_reported(workers: Worke
     only logged by the holder when its connect fails, as one process logs it: no SendFailed goes back."""
     dest = Destination("tcp", "127.0.0.1", refused_port())
     workers.layers[1].tcp_acceptor = conn_id_base(0)
-    reports: list[object] = []
-    workers.dispatchers[1].on_send_failed = lambda report: bool(reports.append(report))
+    reports: list[SendFailed] = []
+
+    def report(failed: SendFailed) -> bool:
+        reports.append(failed)
+        return True
+    workers.dispatchers[1].on_send_failed = report
     workers.layers[1].send(request("ACK", to_tag="w1", proto="TCP"), dest)
     await asyncio.sleep(0.3)
     assert workers.dispatchers[0].counters.tcp_fallback == 1
