@@ -1,5 +1,5 @@
 """examples/blf.cfg restarted in the middle of a call (dialog db_mode 1, presence, usrloc and pua in the
-database), over UDP with 1 and 2 workers and over TCP with 1: Carol watches Bob's line; Alice calls Bob
+database), over UDP and TCP with 1 and 2 workers: Carol watches Bob's line; Alice calls Bob
 (confirmed); the server restarts; dlg_list shows the call again, Carol's subscription is still served, and
 when Alice hangs up through the proxy Carol sees Bob's lamp go idle (terminated) and the dialog leaves
 dlg_list and the table. The pua table holds both sides' publications across the restart, and presence keeps
@@ -7,12 +7,11 @@ one of Bob's lamp. Over TCP the restart breaks every phone's connection: each op
 SIP port (as a phone with a fixed local port does), and the server reaches Bob and Carol on them. The first
 run's stop logs no error and no traceback.
 
-Not over TCP with 2 workers: the restarted server re-publishes the call's state at start, before the phones
-can reconnect, and Carol's NOTIFY then goes out from the worker holding her subscription through worker 0
-(the TCP acceptor), whose connection attempt is refused - but the refusal stays in worker 0, so the NOTIFY's
-transaction runs to its timeout, answers itself 408 and presence ends the subscription (in one process the
-refusal is the transaction's transport error and the subscription stays). A known gap of the worker TCP
-relay (docs/workers.md section 4), reported, not hidden here."""
+Over TCP with 2 workers the restarted server re-publishes the call's state at start, before the phones
+can reconnect: Carol's NOTIFY goes out from the worker holding her subscription through worker 0 (the TCP
+acceptor), whose connection attempt is refused. Worker 0 reports the failure back (SendFailed,
+docs/workers.md 4), so the NOTIFY's transaction ends with the transport error's 503 as in one process and
+the subscription stays (before, it ran to its timeout, answered itself 408 and presence ended it)."""
 
 from __future__ import annotations
 
@@ -66,8 +65,8 @@ def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-@pytest.mark.parametrize(("proto", "workers"), [("udp", 1), ("udp", 2), ("tcp", 1)],
-                         ids=["udp-1worker", "udp-2workers", "tcp-1worker"])
+@pytest.mark.parametrize(("proto", "workers"), [("udp", 1), ("udp", 2), ("tcp", 1), ("tcp", 2)],
+                         ids=["udp-1worker", "udp-2workers", "tcp-1worker", "tcp-2workers"])
 async def test_the_lamp_goes_idle_after_a_restart_in_the_middle_of_a_call(tmp_path: Path, proto: str,
                                                                            workers: int) -> None:
     db = tmp_path / "blf.sqlite"
