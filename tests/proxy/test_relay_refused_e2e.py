@@ -44,7 +44,8 @@ def refused_port() -> int:
 def proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[object, int, int]]:
     workers = int(request.param)
     port = free_port()
-    script = PROXY_SCRIPT.replace('modparam("tm", "fr_timeout", 2)', f'modparam("tm", "fr_timeout", {FR_TIMEOUT})')
+    script = PROXY_SCRIPT.replace('modparam("tm", "fr_timeout", 2)',
+                                  f'modparam("tm", "fr_timeout", {FR_TIMEOUT})')
     server = start(write_cfg(tmp_path, port, workers, script), tmp_path)
     if workers > 1:
         server.wait_for("routescript started", count=1)
