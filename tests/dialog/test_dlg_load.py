@@ -48,8 +48,8 @@ def test_a_dialog_script_loads_without_warnings(tmp_path: Path) -> None:
                   '  xlog("$DLG_lifetime $DLG_count $DLG_did $DLG_flags $DLG_end_reason\\n");\n'
                   '  record_route(); t_relay();\n}\n')
     module = server.modules.get("dialog")
-    assert isinstance(module, DialogModule) and module.with_value == {"caller"}
-    assert module.no_value == {"in", "out"}
+    assert isinstance(module, DialogModule) and module.profiles.with_value == {"caller"}
+    assert module.profiles.no_value == {"in", "out"}
     assert server.loaded is not None and server.loaded.warnings == []
     assert bind_dialog(server) is module.api
 
