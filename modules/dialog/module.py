@@ -1,9 +1,12 @@
 """The dialog module: OpenSIPS 3.4's dialog module over the sans-IO DialogTable (core.py).
 docs/modules/dialog.md lists every name and where we differ.
 
-This class holds the parameters, the lifecycle (start, workers, stop), the statistics, and follows the
-calls (below); it is composed of parts with one job each, whose script functions, pseudo-variables and
-MI commands it exports as its own (Module.part_types / export_parts):
+This class holds the parameters, the lifecycle (start, workers, stop), the statistics and the one place
+every state change goes through (changed(): callbacks, E_DLG_STATE_CHANGED, the lifetime timer); it is
+composed of parts with one job each, whose script functions, pseudo-variables and MI commands it exports
+as its own (Module.part_types / export_parts):
+  creation.py  create_dialog() and the initial INVITE's replies
+  matching.py  in-dialog requests (loose_route() callback, match_dialog, validate_dialog)
   values.py    store_dlg_value / fetch_dlg_value / $dlg_val, the dialog flags
   pvars.py     the $DLG_* pseudo-variables
   profiles.py  the profiles, their script functions and MI commands, sizes across workers
@@ -32,9 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from routescript.core.module import Arg, ConfigError, Module, Param, script_function
-from routescript.script.context import REQUEST_ROUTE, MsgContext
-from routescript.sip import ParseError, SIPRequest, SIPResponse
+from routescript.core.module import ConfigError, Module, Param
 
 from .api import DialogApi, DialogInfo, DlgState
 from .byes import ByeSender, parse_extra_headers
@@ -42,12 +43,12 @@ from .core import (
     BYE_ON_TIMEOUT,
     Change,
     Dialog,
-    DialogLimitError,
     DialogTable,
     DlgEvent,
-    parse_create_flags,
 )
-from .current import CSEQ_OK_KEY, DIR_KEY, DLG_KEY, current_dialog
+from .creation import DialogCreation
+from .current import current_dialog
+from .matching import DialogMatching
 from .mi import DialogMI
 from .persistence import BadRow, dialog_of
 from .profiles import DialogProfiles, as_list, parse_profiles, profiles_check
@@ -56,9 +57,6 @@ from .values import DialogValues
 from .writeback import TableWriter
 
 log = logging.getLogger("routescript.dialog")
-
-UNCONFIRMED_GUARD = 300.0     # seconds an unconfirmed/early dialog may wait for its final reply
-MATCH_MODES = {"DID_ONLY": 0, "DID_FALLBACK": 1, "DID_NONE": 2}
 
 _COLUMNS = "the dialog table keeps OpenSIPS's column names"
 
@@ -76,18 +74,6 @@ def _positive(value: int) -> None:
 def _db_mode(value: int) -> None:
     if value not in (0, 1, 2, 3):
         raise ValueError("db_mode is 0 (none), 1 (real-time), 2 (delayed) or 3 (shutdown)")
-
-
-def _create_flags_fixup(value: Any) -> Any:
-    if isinstance(value, str):
-        parse_create_flags(value)   # ValueError at load for an unknown or unbuilt flag
-    return value
-
-
-def _match_mode_fixup(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().upper() not in MATCH_MODES:
-        raise ValueError(f"match_dialog mode {value!r}: expected DID_ONLY, DID_FALLBACK or DID_NONE")
-    return value
 
 
 @dataclass(slots=True)
@@ -177,7 +163,7 @@ class DialogModule(Module):
         "test_and_set_dlg_flag": "not built",
     }
 
-    part_types = (DialogValues, DialogPVars, DialogProfiles, DialogMI)
+    part_types = (DialogCreation, DialogMatching, DialogValues, DialogPVars, DialogProfiles, DialogMI)
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
@@ -193,6 +179,8 @@ class DialogModule(Module):
         self.writer = TableWriter(int(self.param("db_mode")), str(self.param("db_url") or ""),
                                   float(self.param("db_update_period")))
         self.byes = ByeSender(server, parse_extra_headers(self.param("dlg_extra_hdrs") or ""))
+        self.creation = DialogCreation(self)
+        self.matching = DialogMatching(self)
         self.values = DialogValues(self.writer)
         self.pvars_part = DialogPVars(self)
         self.profiles = DialogProfiles(self, parse_profiles(as_list(self.param("profiles_with_value"))),
@@ -210,12 +198,13 @@ class DialogModule(Module):
         self.failed = stats.register("dialog", "failed_dialogs")
 
     def export_parts(self) -> Sequence[object]:
-        return (self.values, self.pvars_part, self.profiles, self.mi)
+        return (self.creation, self.matching, self.values, self.pvars_part, self.profiles, self.mi)
 
     async def start(self) -> None:
         rr: Any = self.server.modules.get("rr")
-        if rr is not None and self.match_mode != 2 and self._on_loose_route not in rr.loose_route_callbacks:
-            rr.loose_route_callbacks.append(self._on_loose_route)
+        on_loose_route = self.matching.on_loose_route
+        if rr is not None and self.match_mode != 2 and on_loose_route not in rr.loose_route_callbacks:
+            rr.loose_route_callbacks.append(on_loose_route)
         if self.writer.db_mode:
             await self.writer.open(self.server)
             await self._load()
@@ -310,6 +299,10 @@ class DialogModule(Module):
 
     # --- the API backend (api.DialogApi forwards here) -----------------------------------------------
 
+    def create(self, ctx: Any) -> int:
+        """create_dialog() for the API (acc's cdr flag)."""
+        return self.creation.create_dialog(ctx)
+
     def current_info(self, ctx: Any) -> DialogInfo | None:
         dlg = current_dialog(ctx)
         return dlg.info() if dlg is not None else None
@@ -338,7 +331,7 @@ class DialogModule(Module):
 
     # --- state changes: one place raises callbacks, the event, statistics and the timer -------------
 
-    def _changed(self, change: Change | None, ctx: Any | None) -> None:
+    def changed(self, change: Change | None, ctx: Any | None) -> None:
         if change is None:
             return
         dlg, old, new = change.dialog, change.old, change.new
@@ -394,264 +387,13 @@ class DialogModule(Module):
                      "lifetime expired" if confirmed else "no final reply came")
             if confirmed and dlg.create_flags & BYE_ON_TIMEOUT:
                 self.byes.send(dlg)
-            self._changed(self.table.event(dlg, DlgEvent.TIMEOUT, now, reason="timeout"), None)
+            self.changed(self.table.event(dlg, DlgEvent.TIMEOUT, now, reason="timeout"), None)
         self.rearm()
-
-    # --- create_dialog and the initial INVITE's replies ------------------------------------------------
-
-    @script_function("create_dialog", Arg("str", "flags", optional=True, fixup=_create_flags_fixup),
-                     routes=(REQUEST_ROUTE,))
-    def create_dialog(self, ctx: MsgContext, flags: str | None = None) -> int:
-        """1 when made (or made before for this request); -1 for a request that cannot start one."""
-        if current_dialog(ctx) is not None:
-            return 1
-        msg = ctx.msg
-        if not isinstance(msg, SIPRequest) or msg.method != "INVITE":
-            log.error("create_dialog: only an initial INVITE starts a dialog")
-            return -1
-        try:
-            bits = parse_create_flags(flags)
-            to_tag = msg.to.tag
-            if to_tag:
-                log.error("create_dialog: the INVITE has a To tag (Call-ID %s): not an initial request",
-                          msg.call_id)
-                return -1
-            from_tag = msg.from_.tag
-            if not from_tag:
-                log.error("create_dialog: no From tag (Call-ID %s)", msg.call_id)
-                return -1
-            cseq = msg.cseq.number
-            contacts = msg.contacts
-            caller_route = tuple(msg.header_values("record-route"))
-        except (ParseError, ValueError) as exc:
-            log.error("create_dialog: %s (Call-ID %s)", getattr(exc, "reason", exc), msg.header("call-id"))
-            return -1
-        from routescript.modules.tm import newtran   # tm is a dependency at run time only
-
-        transaction = newtran(ctx)
-        if transaction is None:
-            log.error("create_dialog: no transaction for the INVITE (Call-ID %s)", msg.call_id)
-            return -1
-        now = self.clock()
-        try:
-            dlg = self.table.create(call_id=msg.call_id, from_uri=str(msg.from_.uri), from_tag=from_tag,
-                                    to_uri=str(msg.to.uri), req_uri=msg.ruri,
-                                    from_header=msg.header("from") or "", to_header=msg.header("to") or "",
-                                    now=now, timeout=self.default_timeout)
-        except DialogLimitError as exc:
-            log.error("create_dialog: %s (Call-ID %s)", exc, msg.call_id)
-            return -1
-        dlg.create_flags = bits
-        dlg.caller_cseq = dlg.invite_cseq = cseq
-        dlg.caller_contact = str(contacts[0].uri) if contacts and not contacts[0].star else None
-        dlg.caller_route = caller_route
-        if ctx.source is not None:
-            dlg.caller_socket = str(getattr(ctx.source.socket, "name", "") or "")
-        dlg.deadline = now + self._unconfirmed_guard()
-        ctx.extra[DLG_KEY] = dlg
-        self.processed.inc()
-        hooks = transaction.reply_hooks
-        if hooks is None:
-            hooks = transaction.reply_hooks = []
-        hooks.append(lambda response: self._on_reply(dlg, response))
-        if self.match_mode != 2:
-            self._add_did(ctx, dlg)
-        info = dlg.info()
-        for cb in list(self.callbacks.created):
-            try:
-                cb(info, ctx)
-            except Exception:
-                log.exception("dialog %s (Call-ID %s): a created callback failed", dlg.dlg_id, dlg.call_id)
-        self.rearm()
-        return 1
-
-    def _unconfirmed_guard(self) -> float:
-        """How long an INVITE may wait for its final reply: UNCONFIRMED_GUARD, or tm's fr_inv_timeout and
-        a minute when that is longer."""
-        tm: Any = self.server.modules.get("tm")
-        settings = getattr(tm, "settings", None)
-        fr_inv = float(getattr(settings, "fr_inv_timeout", 0) or 0)
-        return max(UNCONFIRMED_GUARD, fr_inv + 60.0)
-
-    def _add_did(self, ctx: MsgContext, dlg: Dialog) -> None:
-        rr: Any = self.server.modules.get("rr")
-        if rr is None:
-            return
-        try:
-            rr.add_rr_param(ctx, f";{self.rr_param}={dlg.did}")
-        except Exception:
-            log.exception("create_dialog: the Record-Route cookie was not added (Call-ID %s)", dlg.call_id)
-
-    def _on_reply(self, dlg: Dialog, response: SIPResponse) -> None:
-        """A reply of the initial INVITE went upstream (the transaction's reply hook)."""
-        if dlg.state is DlgState.DELETED:
-            return
-        status = response.status
-        now = self.clock()
-        try:
-            to_tag = response.to.tag
-        except ParseError:
-            to_tag = None
-        if status < 200:
-            if not to_tag:
-                return
-            self._learn_callee(dlg, response, to_tag)
-            self._changed(self.table.event(dlg, DlgEvent.RPL1XX, now), None)
-        elif status < 300:
-            if not to_tag:
-                log.warning("dialog %s (Call-ID %s): a 2xx without To tag", dlg.dlg_id, dlg.call_id)
-                return
-            if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
-                return    # a retransmission, or a second branch's 2xx: the first one made the dialog
-            self._learn_callee(dlg, response, to_tag)
-            self._changed(self.table.event(dlg, DlgEvent.RPL2XX, now), None)
-        else:
-            reason = "cancelled" if status == 487 else f"failed:{status}"
-            self._changed(self.table.event(dlg, DlgEvent.RPLFAIL, now, reason=reason), None)
-
-    def _learn_callee(self, dlg: Dialog, response: SIPResponse, to_tag: str) -> None:
-        """To tag, Contact and route set of the callee (the last provisional's, then the 2xx's: with
-        forking only the answering branch stays; choice, see the docs)."""
-        dlg.to_tag = to_tag
-        try:
-            contacts = response.contacts
-            if contacts and not contacts[0].star:
-                dlg.callee_contact = str(contacts[0].uri)
-            routes = response.header_values("record-route")
-        except ParseError:
-            return
-        # towards the callee: the Record-Route entries above ours (added downstream), nearest first
-        mine = [i for i, value in enumerate(routes) if self._is_ours(value)]
-        dlg.callee_route = tuple(reversed(routes[:mine[0]])) if mine else tuple(reversed(routes))
-        dlg.db_dirty = True
-
-    def _is_ours(self, route: str) -> bool:
-        from routescript.sip import parse_name_addr
-        try:
-            uri = parse_name_addr(route, "Record-Route").uri
-            return bool(self.server.is_myself(uri.host, uri.port))
-        except (ParseError, ValueError, AttributeError):
-            return False
-
-    # --- in-dialog requests ------------------------------------------------------------------------
-
-    def _on_loose_route(self, ctx: MsgContext, params: str) -> None:
-        if current_dialog(ctx) is None:
-            self._match(ctx, self.match_mode, params)
-
-    @script_function("match_dialog", Arg("str", "dlg_match_mode", optional=True, fixup=_match_mode_fixup),
-                     routes=(REQUEST_ROUTE,))
-    def match_dialog(self, ctx: MsgContext, mode: str | None = None) -> int:
-        if current_dialog(ctx) is not None:
-            return 1
-        wanted = self.match_mode if mode is None else MATCH_MODES.get(mode.strip().upper(), self.match_mode)
-        params = _route_params(ctx)
-        return 1 if self._match(ctx, wanted, params) else -1
-
-    def _match(self, ctx: MsgContext, mode: int, params: str) -> Dialog | None:
-        msg = ctx.msg
-        if not isinstance(msg, SIPRequest):
-            return None
-        try:
-            call_id, from_tag, to_tag = msg.call_id, msg.from_.tag, msg.to.tag
-            cseq = msg.cseq.number
-        except ParseError as exc:
-            log.info("dialog: cannot match a request: %s", exc.reason)
-            return None
-        if not to_tag:
-            return None
-        found: tuple[Dialog, str] | None = None
-        if mode in (0, 1):
-            did = _param(params, self.rr_param)
-            if did is not None:
-                dlg = self.table.by_did(did)
-                if dlg is not None and dlg.call_id == call_id and dlg.state is not DlgState.DELETED:
-                    direction = "downstream" if from_tag == dlg.from_tag else "upstream"
-                    found = (dlg, direction)
-        if found is None and mode in (1, 2):
-            found = self.table.match(call_id, from_tag, to_tag)
-        if found is None:
-            return None
-        dlg, direction = found
-        ctx.extra[DLG_KEY] = dlg
-        ctx.extra[DIR_KEY] = direction
-        self._on_request(ctx, dlg, direction, msg.method, cseq)
-        return dlg
-
-    def _on_request(self, ctx: MsgContext, dlg: Dialog, direction: str, method: str, cseq: int) -> None:
-        """A matched in-dialog request: CSeq kept per side, ACK confirms, BYE ends."""
-        now = self.clock()
-        downstream = direction == "downstream"
-        last = dlg.caller_cseq if downstream else dlg.callee_cseq
-        if method == "ACK":
-            ok = cseq == dlg.invite_cseq or cseq == last
-            ctx.extra[CSEQ_OK_KEY] = ok
-            if cseq == dlg.invite_cseq or dlg.state is DlgState.CONFIRMED:
-                self._changed(self.table.event(dlg, DlgEvent.ACK, now), ctx)
-            return
-        if method == "CANCEL":
-            ctx.extra[CSEQ_OK_KEY] = True
-            return
-        ok = cseq > last
-        ctx.extra[CSEQ_OK_KEY] = ok
-        if ok:
-            if downstream:
-                dlg.caller_cseq = cseq
-            else:
-                dlg.callee_cseq = cseq
-            dlg.db_dirty = True
-            self.writer.mark(dlg)
-        else:
-            log.info("dialog %s (Call-ID %s): %s with CSeq %d, not above %d", dlg.dlg_id, dlg.call_id,
-                     method, cseq, last)
-        if method == "BYE":
-            reason = "bye-caller" if downstream else "bye-callee"
-            if self.table.is_bogus(dlg, DlgEvent.BYE):
-                log.info("dialog %s (Call-ID %s): BYE in state %s: not a confirmed dialog", dlg.dlg_id,
-                         dlg.call_id, dlg.state.name)
-                return
-            self._changed(self.table.event(dlg, DlgEvent.BYE, now, reason=reason), ctx)
-
-    @script_function("validate_dialog", routes=(REQUEST_ROUTE,))
-    def validate_dialog(self, ctx: MsgContext) -> int:
-        """1 valid; -1 bad CSeq, -2 bad remote target (the Request-URI after loose_route() is not the
-        other side's Contact), -4 no dialog (OpenSIPS's codes; -3, the route set, is not checked)."""
-        dlg = current_dialog(ctx)
-        msg = ctx.msg
-        if dlg is None or not isinstance(msg, SIPRequest) or DIR_KEY not in ctx.extra:
-            return -4
-        if not ctx.extra.get(CSEQ_OK_KEY, True):
-            return -1
-        target = dlg.callee_contact if ctx.extra[DIR_KEY] == "downstream" else dlg.caller_contact
-        if target is not None and msg.method != "ACK" and not _same_uri(msg.ruri, target):
-            return -2
-        return 1
 
     def end_dialog(self, dlg: Dialog, extra_hdrs: str | None = None, reason: str = "mi") -> None:
         """dlg_end_dlg: BYEs both ways for a confirmed dialog; an early one is deleted here (its CANCEL
         is not built: the caller's INVITE goes on until it is answered or times out)."""
         if dlg.state in (DlgState.CONFIRMED_NA, DlgState.CONFIRMED):
             self.byes.send(dlg, parse_extra_headers(extra_hdrs) if extra_hdrs else ())
-        self._changed(self.table.event(dlg, DlgEvent.END, self.clock(), reason=reason), None)
+        self.changed(self.table.event(dlg, DlgEvent.END, self.clock(), reason=reason), None)
 
-def _param(params: str, name: str) -> str | None:
-    for part in params.split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
-
-
-def _route_params(ctx: MsgContext) -> str:
-    state = ctx.extra.get("rr")
-    params = getattr(state, "route_params", None)
-    return params or ""
-
-
-def _same_uri(a: str, b: str) -> bool:
-    from routescript.sip import parse_uri
-    try:
-        ua, ub = parse_uri(a), parse_uri(b)
-    except (ParseError, ValueError):
-        return a == b
-    return (ua.user, ua.host.lower(), ua.port) == (ub.user, ub.host.lower(), ub.port)

@@ -93,10 +93,10 @@ def test_api_callbacks_see_snapshots(tmp_path: Path) -> None:
     api.store_value(dlg.dlg_id, "k", "v")
     api.set_flag(dlg.dlg_id, 1 << 16)
     assert api.fetch_value(dlg.dlg_id, "k") == "v" and api.fetch_value("0:0", "k") is None
-    module._changed(module.table.event(dlg, DlgEvent.RPL2XX, 2.0), None)
+    module.changed(module.table.event(dlg, DlgEvent.RPL2XX, 2.0), None)
     [info] = list(api.dialogs())
     assert info.state is DlgState.CONFIRMED_NA and info.values == {"k": "v"} and info.flags == 1 << 16
-    module._changed(module.table.event(dlg, DlgEvent.BYE, 3.0, reason="bye-caller"), None)
+    module.changed(module.table.event(dlg, DlgEvent.BYE, 3.0, reason="bye-caller"), None)
     assert seen == [(dlg.dlg_id, DlgState.UNCONFIRMED, DlgState.CONFIRMED_NA, None),
                     (dlg.dlg_id, DlgState.CONFIRMED_NA, DlgState.DELETED, "bye-caller")]
     assert list(api.dialogs()) == []

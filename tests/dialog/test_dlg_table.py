@@ -68,7 +68,7 @@ def confirmed(mod: DialogModule) -> Any:
     dlg.to_tag, dlg.callee_contact, dlg.caller_contact = "tt", "sip:b@10.0.0.2", "sip:a@10.0.0.1"
     mod.table.link(dlg, "caller", "alice")
     mod.values.store(dlg, "k", "v|#")
-    mod._changed(mod.table.event(dlg, DlgEvent.RPL2XX, mod.clock()), None)
+    mod.changed(mod.table.event(dlg, DlgEvent.RPL2XX, mod.clock()), None)
     return dlg
 
 
@@ -93,7 +93,7 @@ async def test_real_time_rows_and_reload(opensips_db: str, tmp_path: Path) -> No
         assert second.profiles.size("caller", "alice") == 1
         back = second.table.get(dlg.dlg_id)
         assert back is not None
-        second._changed(second.table.event(back, DlgEvent.BYE, second.clock(), reason="bye-caller"), None)
+        second.changed(second.table.event(back, DlgEvent.BYE, second.clock(), reason="bye-caller"), None)
         await second.writer.flush()
         assert await db.query("dialog") == []
     finally:
