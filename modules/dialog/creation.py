@@ -70,12 +70,13 @@ class DialogCreation:
         if transaction is None:
             log.error("create_dialog: no transaction for the INVITE (Call-ID %s)", msg.call_id)
             return -1
-        now = self.owner.clock()
+        owner = self.owner
+        now = owner.clock()
         try:
-            dlg = self.owner.table.create(call_id=msg.call_id, from_uri=str(msg.from_.uri), from_tag=from_tag,
-                                    to_uri=str(msg.to.uri), req_uri=msg.ruri,
-                                    from_header=msg.header("from") or "", to_header=msg.header("to") or "",
-                                    now=now, timeout=self.owner.default_timeout)
+            dlg = owner.table.create(call_id=msg.call_id, from_uri=str(msg.from_.uri), from_tag=from_tag,
+                                     to_uri=str(msg.to.uri), req_uri=msg.ruri,
+                                     from_header=msg.header("from") or "", to_header=msg.header("to") or "",
+                                     now=now, timeout=owner.default_timeout)
         except DialogLimitError as exc:
             log.error("create_dialog: %s (Call-ID %s)", exc, msg.call_id)
             return -1
@@ -87,20 +88,20 @@ class DialogCreation:
             dlg.caller_socket = str(getattr(ctx.source.socket, "name", "") or "")
         dlg.deadline = now + self._unconfirmed_guard()
         ctx.extra[DLG_KEY] = dlg
-        self.owner.processed.inc()
+        owner.processed.inc()
         hooks = transaction.reply_hooks
         if hooks is None:
             hooks = transaction.reply_hooks = []
         hooks.append(lambda response: self._on_reply(dlg, response))
-        if self.owner.match_mode != 2:
+        if owner.match_mode != 2:
             self._add_did(ctx, dlg)
         info = dlg.info()
-        for cb in list(self.owner.callbacks.created):
+        for cb in list(owner.callbacks.created):
             try:
                 cb(info, ctx)
             except Exception:
                 log.exception("dialog %s (Call-ID %s): a created callback failed", dlg.dlg_id, dlg.call_id)
-        self.owner.rearm()
+        owner.rearm()
         return 1
 
     def _unconfirmed_guard(self) -> float:

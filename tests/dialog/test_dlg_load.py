@@ -109,3 +109,26 @@ def test_bind_dialog_without_the_module(tmp_path: Path) -> None:
     server = Server()
     server.load(str(path))
     assert bind_dialog(server) is None
+
+
+def test_the_parts_exports_are_the_modules(tmp_path: Path) -> None:
+    """DialogModule is composed of parts (creation, matching, values, pvars, profiles, mi): every script
+    function, pseudo-variable and MI command a part declares is served once, bound to that part."""
+    path = tmp_path / "s.cfg"
+    path.write_text('loadmodule "sl.so"\nloadmodule "tm.so"\nloadmodule "dialog.so"\nroute { exit; }\n')
+    server = Server()
+    server.load(str(path))
+    module = server.modules.get("dialog")
+    assert isinstance(module, DialogModule)
+    functions = {spec.name: spec for spec in module.functions()}
+    assert len(functions) == len(module.functions()) and set(functions) == DialogModule.function_names()
+    assert {"create_dialog", "match_dialog", "set_dlg_profile", "store_dlg_value"} <= set(functions)
+    assert getattr(functions["create_dialog"].impl, "__self__", None) is module.creation
+    assert getattr(functions["set_dlg_profile"].impl, "__self__", None) is module.profiles
+    pvars = {spec.name: spec for spec in module.pvars()}
+    assert set(pvars) == DialogModule.pvar_names()
+    assert getattr(pvars["DLG_timeout"].setter, "__self__", None) is module.pvars_part
+    assert getattr(pvars["dlg_val"].setter, "__self__", None) is module.values
+    commands = {c.name: c for c in module.mi_commands()}
+    assert set(commands) == DialogModule.mi_command_names()
+    assert getattr(commands["dlg_list"].impl, "__self__", None) is module.mi
