@@ -21,7 +21,7 @@ TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worke
 
 
 def check_worker_param(cfg: CoreConfig, name: str, value: Any, pos: Pos | None,
-                        warnings: list[tuple[str, Pos | None]]) -> None:
+                       warnings: list[tuple[str, Pos | None]]) -> None:
     """children and udp_workers name one number: both given with different values is an error at the
     second; worker_affinity is "uri" or "callid"; timer_workers is accepted with a warning."""
     other = {"children": "udp_workers", "udp_workers": "children"}.get(name)
