@@ -89,7 +89,7 @@ class DialogApi:
     def create(self, ctx: Any) -> DialogInfo | None:
         """create_dialog() for the initial INVITE of `ctx` when it has no dialog yet (acc's cdr flag, as
         OpenSIPS's create_acc_dlg); the dialog, or None (logged) when the request cannot start one."""
-        if self._backend.current_info(ctx) is None and self._backend.create_dialog(ctx) < 0:
+        if self._backend.current_info(ctx) is None and self._backend.create(ctx) < 0:
             return None
         result: DialogInfo | None = self._backend.current_info(ctx)
         return result

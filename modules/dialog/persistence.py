@@ -1,6 +1,6 @@
 """The dialog table (OpenSIPS 3.4's `dialog`, version 12): rows from dialogs, dialogs from rows.
 
-Pure functions; the module (module.py) owns the database handle, when it writes (db_mode) and the loading.
+Pure functions; writeback.py owns the database handle and when it writes (db_mode), module.py the loading.
 
 What is stored, as OpenSIPS does: confirmed dialogs only (state 3 or 4); `timeout` is the absolute
 expiry (unix seconds); `vars` and `profiles` are OpenSIPS's "name#type#value|" lists ('|', '#' and '\\'

@@ -11,138 +11,59 @@ The worker parameters (`udp_workers`/`children`, `tcp_workers`, `socket= ... use
 `worker_affinity` and `worker_restart_backoff`) are typed and checked here and read through
 `CoreConfig.worker_plan()` (routescript/workers/plan.py computes N_total); `timer_workers` is accepted with
 a warning (docs/workers.md, section 1).
+
+Where the parts are: config_values.py types the values (yes/no, integers, log levels, networks, DNS
+servers), config_sockets.py the socket= lines, config_checks.py checks values beyond their type
+(contradicting worker counts, log formats, DNS bounds, wdir/chroot/user); param_policy.py says which
+values are refused or accepted without effect. This file holds the parameter table (KNOWN_GLOBALS,
+OPENSIPS_CORE_PARAMS), CoreConfig and apply_globals, which puts them together.
 """
 
 from __future__ import annotations
 
-import re
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .config_checks import (
+    TIMER_WORKERS_WARNING,
+    check_chroot,
+    check_dns_param,
+    check_identity,
+    check_log_param,
+    check_wdir,
+    check_worker_param,
+)
+from .config_sockets import DEFAULT_SOCKET, ListenSpec, parse_socket, socket_of
+from .config_values import (
+    KIND_PARSERS,
+    L_ALERT,
+    L_CRIT,
+    L_DBG,
+    L_ERR,
+    L_INFO,
+    L_NOTICE,
+    L_WARN,
+    LOG_LEVEL_NAMES,
+    Pos,
+    parse_log_level,
+    parse_nameservers,
+)
 from .environ import expand_env
 from .module import ConfigError
 from .netlist import NetworkList
 from .param_policy import accepted_note, refusal
-from .chroot import ChrootError, check_chroot_dir, outside
-from .privileges import PrivilegeError, RunAs, run_as
-from routescript.sip.hosts import host_for_uri
+from .privileges import RunAs, run_as
 
 if TYPE_CHECKING:
     from routescript.resolve.resolver import DnsSettings
     from routescript.workers.plan import WorkerPlan
 
-Pos = tuple[str, int, int]
-
-# OpenSIPS log levels (dprint.h).
-L_ALERT, L_CRIT, L_ERR, L_WARN, L_NOTICE, L_INFO, L_DBG = -3, -2, -1, 1, 2, 3, 4
-LOG_LEVEL_NAMES = {"L_ALERT": L_ALERT, "L_CRIT": L_CRIT, "L_ERR": L_ERR, "L_WARN": L_WARN,
-                   "L_NOTICE": L_NOTICE, "L_INFO": L_INFO, "L_DBG": L_DBG}
-
-# When no socket= / listen= line is given OpenSIPS listens on every interface; we choose loopback
-# UDP port 5060 so that a bare script never exposes a server to the network by accident.
-DEFAULT_SOCKET = "udp:127.0.0.1:5060"
-
-SUPPORTED_PROTOS = ("udp", "tcp", "tls", "ws", "wss")
-# A socket line without a port: RFC 3261 19.1.2's 5061 for TLS (proto_tls's tls_port), 80 for ws and 443 for
-# wss (proto_ws's ws_port and proto_wss's wss_port defaults, RFC 6455 3), 5060 for the others.
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
-
-LOG_FORMATS = ("plain_text", "json")
-
-
-@dataclass(frozen=True, slots=True)
-class ListenSpec:
-    """One `socket=` line: proto:host:port, plus the `as` advertised address if given."""
-
-    proto: str
-    host: str
-    port: int
-    advertised: str | None = None
-    pos: Pos | None = None
-    workers: int | None = None   # `use_workers K`: read by workers 0..K-1 (None: udp_/tcp_workers)
-
-    @property
-    def name(self) -> str:
-        return f"{self.proto}:{host_for_uri(self.host)}:{self.port}"
-
-
-# socket = [proto:]host[:port] [as host[:port]]
-#   host = IPv4 | hostname | "[" IPv6 "]" | "*"
-_SOCKET_RE = re.compile(
-    r"^(?:(?P<proto>[a-zA-Z]+):)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(?P<port>\d+))?"
-    r"(?:\s+as\s+(?P<adv>\S+))?\s*$")
-
-
-def parse_socket(value: str, pos: Pos | None = None) -> ListenSpec:
-    """Parse a socket/listen value; raises ConfigError at `pos`."""
-    m = _SOCKET_RE.match(value.strip())
-    if not m:
-        raise ConfigError(f"bad socket definition \"{value}\" (expected proto:host:port)", pos)
-    proto = (m.group("proto") or "udp").lower()
-    if proto not in SUPPORTED_PROTOS:
-        raise ConfigError(f"socket \"{value}\": protocol '{proto}' is not supported (udp, tcp, tls, ws, wss)",
-                          pos)
-    host = m.group("host")
-    if host.startswith("["):
-        host = host[1:-1]
-    if host == "*":
-        host = "0.0.0.0"  # noqa: S104 - OpenSIPS: `*` is every interface
-    port = int(m.group("port") or DEFAULT_PORTS[proto])
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"socket \"{value}\": port {port} out of range", pos)
-    return ListenSpec(proto, host, port, m.group("adv"), pos)
-
-
-def _bool(v: object) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int):
-        return v != 0
-    s = str(v).strip().lower()
-    if s in ("yes", "true", "on", "1", "enable"):
-        return True
-    if s in ("no", "false", "off", "0", "disable"):
-        return False
-    raise ValueError(f"expects yes/no, got \"{v}\"")
-
-
-def _int(v: object) -> int:
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    s = str(v).strip()
-    if s in LOG_LEVEL_NAMES:
-        return LOG_LEVEL_NAMES[s]
-    try:
-        return int(s, 0)
-    except ValueError:
-        raise ValueError(f"expects an integer, got \"{v}\"") from None
-
-
-def parse_log_level(text: str) -> int:
-    """A log level as `log_level` takes it: a number (-3 .. 4) or its name (L_ALERT .. L_DBG)."""
-    try:
-        level = _int(text)
-    except ValueError:
-        raise ValueError(f"expects a log level (-3 .. 4 or {', '.join(LOG_LEVEL_NAMES)})") from None
-    if not L_ALERT <= level <= L_DBG:
-        raise ValueError(f"log level {level} out of range ({L_ALERT} .. {L_DBG})")
-    return level
-
-
-def _str(v: object) -> str:
-    return str(v)
-
-
-def _networks(v: object) -> NetworkList:
-    try:
-        return NetworkList.parse(str(v))
-    except ValueError as exc:
-        raise ValueError(f"expects IP addresses or networks: {exc}") from None
-
+# Kept importable from here, where the rest of routescript has always found them.
+__all__ = ["DEFAULT_SOCKET", "KNOWN_GLOBALS", "L_ALERT", "L_CRIT", "L_DBG", "L_ERR", "L_INFO", "L_NOTICE",
+           "L_WARN", "LOG_LEVEL_NAMES", "OPENSIPS_CORE_PARAMS", "TIMER_WORKERS_WARNING", "CoreConfig",
+           "ListenSpec", "Pos", "apply_globals", "canonical_name", "parse_log_level", "parse_nameservers",
+           "parse_socket", "unknown_globals"]
 
 # name -> (kind, default, repeatable). kinds: "int", "bool", "str", "socket", "networks" (a NetworkList:
 # IP addresses and networks separated by commas or blanks).
@@ -375,10 +296,6 @@ _AT_LEAST_ONE = frozenset({"mi_max_walks", *_WORKER_COUNTS, "worker_restart_back
 # rewritten yet: said at load, not silently (docs/core-parameters.md).
 ADVERTISED_PARTLY = ("the advertised address goes in Record-Route and counts as myself; the Via of "
                      "requests we send still carries the socket's own address (not built yet)")
-TIMER_WORKERS_WARNING = ("timer_workers accepted: module timers run in the worker that owns the state; "
-                         "timer_route runs in worker 0")
-
-
 @dataclass(slots=True)
 class CoreConfig:
     """The typed global parameters of one configuration."""
@@ -535,7 +452,7 @@ def apply_globals(items: Sequence[tuple[str, object, Pos | None]], errors: list[
                 raise
             errors.append(exc)
     _apply_debug_mode(cfg)
-    for check in (_check_identity, _check_chroot, _check_wdir):
+    for check in (check_identity, check_chroot, check_wdir):
         try:
             check(cfg)
         except ConfigError as exc:
@@ -552,7 +469,7 @@ def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
         return
     kind, _default, _repeatable = spec
     if kind == "socket":
-        sock = _socket_of(value, pos)
+        sock = socket_of(value, pos)
         cfg.sockets.append(sock)
         if sock.advertised:
             warnings.append((f"socket {sock.name} as {sock.advertised}: {ADVERTISED_PARTLY}", pos))
@@ -563,7 +480,7 @@ def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
     except ValueError as exc:
         raise ConfigError(f"core parameter '{name}': {exc}", pos) from None
     try:
-        typed: Any = {"int": _int, "bool": _bool, "str": _str, "networks": _networks}[kind](given)
+        typed: Any = KIND_PARSERS[kind](given)
     except ValueError as exc:
         raise ConfigError(f"core parameter '{name}' {exc}", pos) from None
     if name in _AT_LEAST_ONE and typed < 1:
@@ -574,9 +491,9 @@ def _apply_one(cfg: CoreConfig, name: str, value: object, pos: Pos | None,
         cfg.notes.append(note)
     if name in ("advertised_address", "advertised_port") and typed:
         warnings.append((f"core parameter '{name}': {ADVERTISED_PARTLY}", pos))
-    _check_worker_param(cfg, name, typed, pos, warnings)
-    _check_dns_param(name, typed, pos)
-    _check_log_param(name, typed, pos)
+    check_worker_param(cfg, name, typed, pos, warnings)
+    check_dns_param(name, typed, pos)
+    check_log_param(name, typed, pos)
     name = _SAME_AS.get(name, name)
     if name == "alias":
         cfg.aliases.append(typed)
@@ -594,127 +511,3 @@ def _apply_debug_mode(cfg: CoreConfig) -> None:
     for name in ("debug", "log_stderror"):
         cfg.values.pop(name, None)
     cfg.values.update(log_level=L_DBG, stderror_enabled=True, syslog_enabled=False)
-
-
-def _socket_of(value: object, pos: Pos | None) -> ListenSpec:
-    """A socket= value: the parser's SocketSpec (with its `use_workers K`) or a plain string."""
-    from routescript.script.ast import SocketSpec
-
-    spec = parse_socket(str(value), pos)
-    if isinstance(value, SocketSpec) and value.workers is not None:
-        if value.workers < 1:
-            raise ConfigError(f"socket \"{value}\": use_workers must be at least 1, got {value.workers}", pos)
-        spec = ListenSpec(spec.proto, spec.host, spec.port, spec.advertised, spec.pos, value.workers)
-    return spec
-
-
-def _check_worker_param(cfg: CoreConfig, name: str, value: Any, pos: Pos | None,
-                        warnings: list[tuple[str, Pos | None]]) -> None:
-    """children and udp_workers name one number: both given with different values is an error at the
-    second; worker_affinity is "uri" or "callid"; timer_workers is accepted with a warning."""
-    other = {"children": "udp_workers", "udp_workers": "children"}.get(name)
-    if other is not None and other in cfg.values and cfg.values[other] != value:
-        raise ConfigError(f"core parameter '{name}' = {value} contradicts '{other}' = {cfg.values[other]} "
-                          f"(children is OpenSIPS's older name of udp_workers: set one)", pos)
-    if name == "worker_affinity" and value not in ("uri", "callid"):
-        raise ConfigError(f"core parameter 'worker_affinity' expects \"uri\" or \"callid\", got \"{value}\"",
-                          pos)
-    if name == "timer_workers":
-        warnings.append((TIMER_WORKERS_WARNING, pos))
-
-
-SYSLOG_FACILITIES = ("LOG_AUTH", "LOG_AUTHPRIV", "LOG_CRON", "LOG_DAEMON", "LOG_FTP", "LOG_KERN", "LOG_LPR",
-                     "LOG_MAIL", "LOG_NEWS", "LOG_SYSLOG", "LOG_USER", "LOG_UUCP",
-                     *(f"LOG_LOCAL{i}" for i in range(8)))
-
-
-def _check_log_param(name: str, value: Any, pos: Pos | None) -> None:
-    """The log formats OpenSIPS names (json_cee is refused: no CEE schema here) and syslog(3)'s
-    facilities (OpenSIPS: "bad facility (see syslog(3) man page)")."""
-    if name in ("stderror_log_format", "syslog_log_format") and value not in LOG_FORMATS:
-        extra = " (json_cee, the CEE schema, is not implemented)" if value == "json_cee" else ""
-        raise ConfigError(f"core parameter '{name}' expects \"plain_text\" or \"json\", got \"{value}\""
-                          f"{extra}", pos)
-    if name in ("stderror_level_filter", "syslog_level_filter") and not L_ALERT <= value <= L_DBG:
-        raise ConfigError(f"core parameter '{name}': log level {value} out of range ({L_ALERT} .. {L_DBG})",
-                          pos)
-    if name in ("syslog_facility", "log_facility") and value not in SYSLOG_FACILITIES:
-        raise ConfigError(f"core parameter '{name}': bad facility \"{value}\" (see syslog(3): "
-                          f"{', '.join(SYSLOG_FACILITIES)})", pos)
-
-
-def _check_dns_param(name: str, value: Any, pos: Pos | None) -> None:
-    """Bound the numeric DNS settings; check dns_nameservers (the values we do not implement are
-    param_policy.REFUSED)."""
-    if name in ("dns_retr_time", "dns_retr_no", "dns_servers_no") and value < 1:
-        raise ConfigError(f"core parameter '{name}' must be at least 1, got {value}", pos)
-    if name in ("exec_dns_threshold", "execdnsthreshold") and value < 0:
-        raise ConfigError(f"core parameter '{name}' must be 0 (off) or a number of microseconds, got {value}",
-                          pos)
-    if name == "dns_nameservers":
-        try:
-            parse_nameservers(value)
-        except ValueError as exc:
-            raise ConfigError(f"core parameter 'dns_nameservers': {exc}", pos) from None
-
-
-def parse_nameservers(text: str) -> tuple[tuple[str, int], ...]:
-    """"127.0.0.1:5353, [::1]:53, 10.0.0.1" -> ((address, port), ...); port 53 when none is given."""
-    import ipaddress
-
-    servers: list[tuple[str, int]] = []
-    for item in text.replace(",", " ").split():
-        host, port = item, 53
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            if rest:
-                if not rest.startswith(":") or not rest[1:].isdigit():
-                    raise ValueError(f"bad server \"{item}\" (expected address[:port])")
-                port = int(rest[1:])
-        elif item.count(":") == 1:
-            host, _, port_text = item.partition(":")
-            if not port_text.isdigit():
-                raise ValueError(f"bad port in \"{item}\"")
-            port = int(port_text)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"\"{item}\" is not an IP address (a DNS server is given by address)") from None
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} out of range in \"{item}\"")
-        servers.append((host, port))
-    return tuple(servers)
-
-
-def _check_wdir(cfg: CoreConfig) -> None:
-    """`wdir` must name an existing folder, at load time (OpenSIPS fails its chdir at start-up); with
-    `chroot`, a folder inside the new root (the server changes to it after the chroot)."""
-    wdir = cfg.values.get("wdir")
-    jail = str(cfg.values.get("chroot") or "")
-    if wdir and not os.path.isdir(outside(jail, wdir)):
-        where = f" inside the chroot {jail}" if jail else ""
-        raise ConfigError(f"wdir: no such directory \"{wdir}\"{where}", cfg.positions.get("wdir"))
-
-
-def _check_chroot(cfg: CoreConfig) -> None:
-    """`chroot` must name an existing directory, at load time; kept absolute (the start may not run
-    from the folder `routescript check` ran in)."""
-    if not cfg.values.get("chroot"):
-        return
-    try:
-        cfg.values["chroot"] = check_chroot_dir(str(cfg.values["chroot"]))
-    except ChrootError as exc:
-        raise ConfigError(str(exc), cfg.positions.get("chroot")) from None
-
-
-def _check_identity(cfg: CoreConfig) -> None:
-    """`user`/`group` must name existing accounts, at load time (so `routescript check` reports them
-    with the line)."""
-    for names in (("user", "uid"), ("group", "gid")):
-        for name in names:
-            if not cfg.values.get(name):
-                continue
-            try:
-                run_as(cfg.values[name], "") if names[0] == "user" else run_as("", cfg.values[name])
-            except PrivilegeError as exc:
-                raise ConfigError(f"core parameter '{name}': {exc}", cfg.positions.get(name)) from None

@@ -210,6 +210,10 @@ class Module:
     # error at its file:line:col (also on reload_routes: the old script is kept). Set it in __init__
     # or check(), before the script is compiled.
     refused: dict[str, str]
+    # The classes of the parts a module is composed of whose tagged methods (script functions, MI
+    # commands, pseudo-variables) it exports as its own: the module makes one instance of each and
+    # returns them from export_parts(). Listed on the class so the names are known without an instance.
+    part_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, server: ModuleHost, params: dict[str, Any]) -> None:
         self.server = server
@@ -253,19 +257,24 @@ class Module:
 
     @classmethod
     def _tag_names(cls, attr: str) -> set[str]:
-        return {tag[0] for klass in cls.__mro__ for value in vars(klass).values() if callable(value)
+        classes = [*cls.__mro__, *(klass for part in cls.part_types for klass in part.__mro__)]
+        return {tag[0] for klass in classes for value in vars(klass).values() if callable(value)
                 for tag in getattr(value, "__dict__", {}).get(attr, ())}
+
+    def export_parts(self) -> Sequence[object]:
+        """The instances of `part_types` whose tagged methods are exported with the module's own."""
+        return ()
 
     def functions(self) -> list[FunctionSpec]:
         out = []
-        for method, tags in self._tagged("_rs_functions"):
+        for method, tags, _owner in self._tagged("_rs_functions"):
             for name, args, routes in tags:
                 out.append(function(name, method, *args, routes=routes, module=self.name))
         return out
 
     def mi_commands(self) -> list[MICommand]:
         out = []
-        for method, tags in self._tagged("_rs_mi"):
+        for method, tags, _owner in self._tagged("_rs_mi"):
             for name, aliases, optional, doc, walks_rows, recipes, workers, key in tags:
                 sig = inspect.signature(method)
                 names = tuple(p for p in sig.parameters)
@@ -275,25 +284,27 @@ class Module:
 
     def pvars(self) -> list[PVarSpec]:
         out = []
-        for method, tags in self._tagged("_rs_pvars"):
+        for method, tags, owner in self._tagged("_rs_pvars"):
             for name, key, setter in tags:
-                # the setter is named by the decorator: a method of this class, looked up by name
-                out.append(PVarSpec(name, method, getattr(self, setter) if setter else None, key,
+                # the setter is named by the decorator: a method of the getter's class, looked up by name
+                out.append(PVarSpec(name, method, getattr(owner, setter) if setter else None, key,
                                     module=self.name))
         return out
 
     def transforms(self) -> list[TransformSpec]:
         return []
 
-    def _tagged(self, attr: str) -> list[tuple[Callable[..., Any], list[tuple[Any, ...]]]]:
-        """(bound method, its tags) for every method the decorators above tagged with `attr`."""
+    def _tagged(self, attr: str) -> list[tuple[Callable[..., Any], list[tuple[Any, ...]], object]]:
+        """(bound method, its tags, the object it is bound to) for every method the decorators above
+        tagged with `attr`, on the module and on its export_parts()."""
         found = []
-        for cls in type(self).__mro__:
-            for value in vars(cls).values():
-                # the tags live in the function's __dict__ (script_function & co. put them there)
-                tags = getattr(value, "__dict__", {}).get(attr) if callable(value) else None
-                if tags is not None:
-                    found.append((getattr(self, value.__name__), tags))
+        for owner in (self, *self.export_parts()):
+            for cls in type(owner).__mro__:
+                for value in vars(cls).values():
+                    # the tags live in the function's __dict__ (script_function & co. put them there)
+                    tags = getattr(value, "__dict__", {}).get(attr) if callable(value) else None
+                    if tags is not None:
+                        found.append((getattr(owner, value.__name__), tags, owner))
         return found
 
 

@@ -48,8 +48,8 @@ def test_a_dialog_script_loads_without_warnings(tmp_path: Path) -> None:
                   '  xlog("$DLG_lifetime $DLG_count $DLG_did $DLG_flags $DLG_end_reason\\n");\n'
                   '  record_route(); t_relay();\n}\n')
     module = server.modules.get("dialog")
-    assert isinstance(module, DialogModule) and module.with_value == {"caller"}
-    assert module.no_value == {"in", "out"}
+    assert isinstance(module, DialogModule) and module.profiles.with_value == {"caller"}
+    assert module.profiles.no_value == {"in", "out"}
     assert server.loaded is not None and server.loaded.warnings == []
     assert bind_dialog(server) is module.api
 
@@ -93,10 +93,10 @@ def test_api_callbacks_see_snapshots(tmp_path: Path) -> None:
     api.store_value(dlg.dlg_id, "k", "v")
     api.set_flag(dlg.dlg_id, 1 << 16)
     assert api.fetch_value(dlg.dlg_id, "k") == "v" and api.fetch_value("0:0", "k") is None
-    module._changed(module.table.event(dlg, DlgEvent.RPL2XX, 2.0), None)
+    module.changed(module.table.event(dlg, DlgEvent.RPL2XX, 2.0), None)
     [info] = list(api.dialogs())
     assert info.state is DlgState.CONFIRMED_NA and info.values == {"k": "v"} and info.flags == 1 << 16
-    module._changed(module.table.event(dlg, DlgEvent.BYE, 3.0, reason="bye-caller"), None)
+    module.changed(module.table.event(dlg, DlgEvent.BYE, 3.0, reason="bye-caller"), None)
     assert seen == [(dlg.dlg_id, DlgState.UNCONFIRMED, DlgState.CONFIRMED_NA, None),
                     (dlg.dlg_id, DlgState.CONFIRMED_NA, DlgState.DELETED, "bye-caller")]
     assert list(api.dialogs()) == []
@@ -109,3 +109,26 @@ def test_bind_dialog_without_the_module(tmp_path: Path) -> None:
     server = Server()
     server.load(str(path))
     assert bind_dialog(server) is None
+
+
+def test_the_parts_exports_are_the_modules(tmp_path: Path) -> None:
+    """DialogModule is composed of parts (creation, matching, values, pvars, profiles, mi): every script
+    function, pseudo-variable and MI command a part declares is served once, bound to that part."""
+    path = tmp_path / "s.cfg"
+    path.write_text('loadmodule "sl.so"\nloadmodule "tm.so"\nloadmodule "dialog.so"\nroute { exit; }\n')
+    server = Server()
+    server.load(str(path))
+    module = server.modules.get("dialog")
+    assert isinstance(module, DialogModule)
+    functions = {spec.name: spec for spec in module.functions()}
+    assert len(functions) == len(module.functions()) and set(functions) == DialogModule.function_names()
+    assert {"create_dialog", "match_dialog", "set_dlg_profile", "store_dlg_value"} <= set(functions)
+    assert getattr(functions["create_dialog"].impl, "__self__", None) is module.creation
+    assert getattr(functions["set_dlg_profile"].impl, "__self__", None) is module.profiles
+    pvars = {spec.name: spec for spec in module.pvars()}
+    assert set(pvars) == DialogModule.pvar_names()
+    assert getattr(pvars["DLG_timeout"].setter, "__self__", None) is module.pvars_part
+    assert getattr(pvars["dlg_val"].setter, "__self__", None) is module.values
+    commands = {c.name: c for c in module.mi_commands()}
+    assert set(commands) == DialogModule.mi_command_names()
+    assert getattr(commands["dlg_list"].impl, "__self__", None) is module.mi

@@ -56,9 +56,9 @@ def module(tmp_path: Path, url: str, mode: int = 1) -> DialogModule:
 
 
 async def attach(mod: DialogModule, url: str) -> Any:
-    mod.db = await open_database(url)
-    await mod.db.ensure_schema(["dialog"])     # OpenSIPS's table: accepted as it is
-    return mod.db
+    mod.writer.db = await open_database(url)
+    await mod.writer.db.ensure_schema(["dialog"])     # OpenSIPS's table: accepted as it is
+    return mod.writer.db
 
 
 def confirmed(mod: DialogModule) -> Any:
@@ -67,8 +67,8 @@ def confirmed(mod: DialogModule) -> Any:
                            now=mod.clock(), timeout=600)
     dlg.to_tag, dlg.callee_contact, dlg.caller_contact = "tt", "sip:b@10.0.0.2", "sip:a@10.0.0.1"
     mod.table.link(dlg, "caller", "alice")
-    mod._store(dlg, "k", "v|#")
-    mod._changed(mod.table.event(dlg, DlgEvent.RPL2XX, mod.clock()), None)
+    mod.values.store(dlg, "k", "v|#")
+    mod.changed(mod.table.event(dlg, DlgEvent.RPL2XX, mod.clock()), None)
     return dlg
 
 
@@ -77,11 +77,11 @@ async def test_real_time_rows_and_reload(opensips_db: str, tmp_path: Path) -> No
     db = await attach(first, opensips_db)
     try:
         dlg = confirmed(first)
-        await first._flush()
+        await first.writer.flush()
         [row] = await db.query("dialog")
         assert row["dlg_id"] == dlg.db_id and row["state"] == 3 and row["to_tag"] == "tt"
         second = module(tmp_path, opensips_db)
-        second.db = db
+        second.writer.db = db
         loaded: list[Any] = []
         api = bind_dialog(second.server)
         assert api is not None
@@ -90,11 +90,11 @@ async def test_real_time_rows_and_reload(opensips_db: str, tmp_path: Path) -> No
         [info] = loaded
         assert info.dlg_id == dlg.dlg_id and info.state is DlgState.CONFIRMED_NA
         assert info.values == {"k": "v|#"}
-        assert second.profile_size("caller", "alice") == 1
+        assert second.profiles.size("caller", "alice") == 1
         back = second.table.get(dlg.dlg_id)
         assert back is not None
-        second._changed(second.table.event(back, DlgEvent.BYE, second.clock(), reason="bye-caller"), None)
-        await second._flush()
+        second.changed(second.table.event(back, DlgEvent.BYE, second.clock(), reason="bye-caller"), None)
+        await second.writer.flush()
         assert await db.query("dialog") == []
     finally:
         await db.close()
