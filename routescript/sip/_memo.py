@@ -1,0 +1,34 @@
+"""Bounded memos of parsed header values (private).
+
+A call's messages repeat the same values: the 180 and the 200 carry the same top Via (ours), the ACK
+and the BYE the same To, Route set and Request-URI, and every call of a user agent the same To and
+Request-URI in its INVITE. The parsed values are frozen, so one parse can serve them all.
+
+A Memo is a dict from the text as written to its parsed value, emptied when MEMO_SIZE values have
+been filed since it was last emptied (a flood of distinct values costs one clear per MEMO_SIZE parses,
+and no more memory). Only successful parses are filed: bad input is parsed again, and raises again,
+every time. The parsers read and file inline (`in`, `[]`, an attribute and a store: no call on the
+way, hit or miss - every message parses several values).
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+MEMO_SIZE = 1024
+
+V = TypeVar("V")
+
+
+class Memo(dict[str, V], Generic[V]):
+    """Parsed values by their text; `filed` counts what was filed since the last clear()."""
+
+    __slots__ = ("filed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filed = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.filed = 0
