@@ -359,8 +359,18 @@ def _new_cseq(number: int, method: str) -> CSeq:
     return cseq
 
 
+# Parsed CSeqs by their text (_memo.py): a transaction's request and responses, and the first INVITE
+# of every call of a user agent, carry the same one.
+_CSEQ_MEMO: Memo[CSeq] = Memo()
+
+
 def parse_cseq(value: str) -> CSeq:
     """CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method   (RFC 3261 20.16: the number is below 2**31)."""
+    memo = _CSEQ_MEMO
+    if value in memo:   # every message parses its CSeq
+        return memo[value]
+    if memo.filed >= MEMO_SIZE:
+        memo.clear()
     m = _abnf.CSEQ.fullmatch(value.strip())
     if m is None:
         raise ParseError("Bad CSeq header")
@@ -368,7 +378,9 @@ def parse_cseq(value: str) -> CSeq:
     number = int(number_text)
     if number >= 2**31:
         raise ParseError("Bad CSeq header")
-    return _new_cseq(number, method)
+    cseq = memo[value] = _new_cseq(number, method)
+    memo.filed += 1
+    return cseq
 
 
 # --- Event --------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from routescript.sip import ParseError, parse_name_addr, parse_uri, parse_via
+from routescript.sip import ParseError, parse_cseq, parse_name_addr, parse_uri, parse_via
 from routescript.sip import uri as uri_module
 from routescript.sip import values as values_module
 from routescript.sip._memo import MEMO_SIZE
@@ -19,6 +19,7 @@ def test_a_value_seen_before_is_the_value_parsed_then() -> None:
     via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-memo"
     assert parse_via(via) is parse_via(via)
     assert parse_via(via).branch == "z9hG4bK-memo"
+    assert parse_cseq("1 INVITE") is parse_cseq("1 INVITE")
 
 
 def test_bad_input_is_refused_every_time() -> None:
@@ -29,6 +30,8 @@ def test_bad_input_is_refused_every_time() -> None:
             parse_via("SIP/2.0/UDP 127.0.0.1;rport=x")
         with pytest.raises(ParseError, match="Bad To header"):
             parse_name_addr("<sip:bob@127.0.0.1", "To")
+        with pytest.raises(ParseError, match="Bad CSeq header"):
+            parse_cseq("2147483648 INVITE")
 
 
 def test_a_tag_without_a_value_is_refused_in_to_even_after_a_route_held_it() -> None:
@@ -45,7 +48,8 @@ def test_no_memo_grows_past_its_bound() -> None:
         parse_via(f"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{n}")
         parse_name_addr(f"<sip:u{n}@example.com>;tag={n}", "From")
         parse_name_addr(f"<sip:u{n}@example.com;lr>", "Route")
+        parse_cseq(f"{n} INVITE")
     for memo in (uri_module._URI_MEMO, values_module._VIA_MEMO, values_module._TAGGED_MEMO,
-                 values_module._NAME_ADDR_MEMO):
+                 values_module._NAME_ADDR_MEMO, values_module._CSEQ_MEMO):
         assert 0 < len(memo) <= MEMO_SIZE
     assert parse_uri(f"sip:u{MEMO_SIZE + 9}@example.com").user == f"u{MEMO_SIZE + 9}"
