@@ -54,6 +54,11 @@ from routescript.transport.ws import WsConnection, WsOptions
 
 log = logging.getLogger("routescript.transport")
 
+# What a keep-alive datagram is made of (or nothing at all); a message starts with a letter, so its first
+# byte tells it apart without stripping (a copy of) every datagram.
+_KEEPALIVE_CHARS = b"\r\n\x00 \t"
+_KEEPALIVE_BYTES = frozenset([b"", *(_KEEPALIVE_CHARS[i:i + 1] for i in range(len(_KEEPALIVE_CHARS)))])
+
 OnMessage = Callable[[Any, Source], None]
 Reply = Callable[[bytes], None]
 # Worker processes (routescript.workers.router) replace `front` (every complete message read goes there
@@ -312,9 +317,9 @@ class TransportLayer:
 
     def on_datagram(self, endpoint: UdpEndpoint, data: bytes, host: str, port: int) -> None:
         assert endpoint.info is not None
-        source = Source(UDP, endpoint.info, host, port)
-        if not data.strip(b"\r\n\x00 \t"):
+        if data[:1] in _KEEPALIVE_BYTES and not data.strip(_KEEPALIVE_CHARS):
             return  # a keep-alive (CRLF, or the zero bytes some NAT helpers send)
+        source = Source(UDP, endpoint.info, host, port)
 
         def reply(out: bytes) -> None:
             endpoint.sendto(out, host, port)

@@ -288,3 +288,32 @@ async def test_send_refuses_an_address_of_the_other_family_than_the_socket_named
     with pytest.raises(TransportError, match="no UDP socket"):
         core.layer.send(b"x", Destination("udp", "127.0.0.1", 5060,
                                           socket=SocketInfo("udp", "127.0.0.1", 1)))   # not ours
+
+
+class _Endpoint:
+    """What on_datagram needs of a UdpEndpoint: its socket and a sendto (recorded)."""
+
+    def __init__(self) -> None:
+        self.info = SocketInfo("udp", "127.0.0.1", 5060)
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, host: str, port: int) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00", b" \t\r\n", b"\n"])
+def test_keepalive_datagrams_are_dropped_silently_before_parsing(data: bytes, caplog) -> None:
+    received: list[object] = []
+    layer = TransportLayer(lambda msg, source: received.append(msg))
+    endpoint = _Endpoint()
+    with caplog.at_level(logging.DEBUG, logger="routescript.transport"):
+        layer.on_datagram(endpoint, data, "127.0.0.1", 6000)   # type: ignore[arg-type]
+    assert received == [] and endpoint.sent == [] and caplog.records == []
+
+
+def test_a_message_after_leading_crlf_is_not_taken_for_a_keepalive() -> None:
+    received: list[object] = []
+    layer = TransportLayer(lambda msg, source: received.append(msg))
+    layer.on_datagram(_Endpoint(), b"\r\n" + raw_request("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKk"),  # type: ignore[arg-type]
+                      "127.0.0.1", 6000)
+    assert len(received) == 1
