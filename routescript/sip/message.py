@@ -68,24 +68,6 @@ def _index_of(lines: Lines) -> Index:
     return index
 
 
-def _without_first_line(raw: bytes, name: str, value: str) -> bytes | None:
-    """`raw` without the first line of its head, when that line is `name: value` as the parser read it
-    and the head is plain (CRLF line ends only, no folded line); None otherwise (the caller rebuilds).
-    What is left is byte for byte what was received, as an unmodified message's bytes are."""
-    head_end = raw.find(b"\r\n\r\n")
-    if head_end < 0 or raw.count(b"\n", 0, head_end) != raw.count(b"\r\n", 0, head_end) or (
-            b"\n " in raw[:head_end] or b"\n\t" in raw[:head_end]):
-        return None
-    start = raw.find(b"\r\n") + 2
-    end = raw.find(b"\r\n", start)
-    if end < 0 or end > head_end:
-        return None
-    line_name, colon, line_value = raw[start:end].partition(b":")
-    if not colon or line_name != name.encode() or line_value.strip(b" \t") != value.encode():
-        return None
-    return raw[:start] + raw[end + 2:]
-
-
 class SIPMessage:
     """A parsed (or built) SIP request or response. Not thread-safe; owned by one handler at a time.
 
@@ -340,15 +322,10 @@ class SIPMessage:
         rest = split_values(value)[1:] if "," in value else []
         if rest:
             self._headers[i] = (name, ", ".join(rest))
-            self._changed("via")
-            return
-        raw = self._raw
-        del self._headers[i]
-        self._reindex()
+        else:
+            del self._headers[i]
+            self._reindex()
         self._changed("via")
-        if raw is not None and i == 0:
-            # the usual response: our Via is its first line - the bytes lose that line, not rebuilt
-            self._raw = _without_first_line(raw, name, value)
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body; Content-Length is set to its length. `content_type` (when given) sets the
@@ -367,8 +344,7 @@ class SIPMessage:
 
     def to_bytes(self) -> bytes:
         """The message on the wire: byte for byte what was parsed while unmodified (leading CRLFs and
-        bytes past Content-Length in a datagram excepted) - also once its first line, the top Via, is
-        taken off (remove_top_via); rebuilt with CRLF line ends otherwise."""
+        bytes past Content-Length in a datagram excepted); rebuilt with CRLF line ends otherwise."""
         raw = self._raw
         if raw is None:
             # one list display (no extend/append calls): every reply we send is written here
