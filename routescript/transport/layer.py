@@ -26,6 +26,7 @@ from collections.abc import Callable, Container, Coroutine, Iterable
 from typing import Any
 
 from routescript.sip import ParseError, parse_message, reply_to_malformed
+from routescript.sip._memo import MEMO_SIZE
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
     STREAM_PROTOCOLS,
@@ -319,7 +320,16 @@ class TransportLayer:
         assert endpoint.info is not None
         if data[:1] in _KEEPALIVE_BYTES and not data.strip(_KEEPALIVE_CHARS):
             return  # a keep-alive (CRLF, or the zero bytes some NAT helpers send)
-        source = Source(UDP, endpoint.info, host, port)
+        # The Source of a peer's datagrams is the same every time: made once (a frozen dataclass costs
+        # some 10,000 instructions to make), bounded like the parse memos.
+        key = (host, port)
+        sources = endpoint.sources
+        if key in sources:
+            source = sources[key]
+        else:
+            if len(sources) >= MEMO_SIZE:
+                sources.clear()
+            source = sources[key] = Source(UDP, endpoint.info, host, port)
 
         def reply(out: bytes) -> None:
             endpoint.sendto(out, host, port)
