@@ -30,16 +30,9 @@ class AssembledRequest(SIPRequest):
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for an attribute that is not set: the parsed parts, before anything read them -
-        # or, once they are here, the index an edit dropped (SIPMessage makes it again).
+        # Only reached for an attribute that is not set: the parsed parts, before anything read them.
         if name not in _PARSED_LATER:
             raise AttributeError(name)
-        try:
-            object.__getattribute__(self, "_headers")
-        except AttributeError:
-            pass
-        else:
-            return super().__getattr__(name)   # type: ignore[misc]
         raw = self._raw
         assert raw is not None   # set at assembly; an edit clears it, but reads the headers first
         size = len(raw)   # our own bytes: no bound smaller than themselves

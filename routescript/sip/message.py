@@ -9,7 +9,7 @@ This module owns the message's storage. Everything else makes a message through 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from . import _abnf
 from .errors import ParseError
@@ -112,20 +112,7 @@ class SIPMessage:
         self._shared = False   # `other` is a parse of our own bytes that nobody else holds
 
     def _reindex(self) -> None:
-        """The lines moved: the index is dropped, and made again from them when next read (__getattr__).
-        Often it is not read again - a forwarded response is sent once its Via is off."""
-        try:
-            del self._index
-        except AttributeError:   # already dropped by an earlier edit
-            pass
-
-    if not TYPE_CHECKING:   # mypy would take every attribute of a message as valid with this in view
-        def __getattr__(self, name: str) -> Any:
-            # Only reached for an unset slot: `_index` after an edit moved lines (_reindex).
-            if name != "_index":
-                raise AttributeError(name)
-            index = self._index = _index_of(self._headers)
-            return index
+        self._index = _index_of(self._headers)
 
     def _own(self) -> None:
         """Before an edit in place: this message's own header lines and index, when a copy shares them."""
@@ -217,10 +204,9 @@ class SIPMessage:
             self._headers.insert(idx[0] if idx else 0, (name, value))
             self._reindex()
         else:
-            index = self._index   # first: made again from the lines when an edit dropped it
             headers = self._headers
             headers.append((name, value))
-            index.setdefault(key, []).append(len(headers) - 1)  # nothing else moved
+            self._index.setdefault(key, []).append(len(headers) - 1)  # nothing else moved
         self._changed(key)
 
     def insert_header(self, position: int, name: str, value: str) -> None:
@@ -566,17 +552,10 @@ class SIPRequest(SIPMessage):
         """A copy to edit on its own (a proxy's branch of this request): the header lines, their index,
         the body and the bytes are shared until one of the two messages is edited (that one then makes
         its own), and the values parsed so far are kept (they are immutable)."""
-        headers = self._headers   # read first: an AssembledRequest parses its bytes for it
-        try:
-            index: Index | None = _INDEX_SLOT(self)   # not made again when an edit dropped it (_reindex)
-        except AttributeError:
-            index = None
+        head = (self._headers, self._index, dict(self._cache))   # read first: AssembledRequest parses
         self._shared = True
-        request = SIPRequest._from_parts(self.method, self._ruri, self.version,
-                                         (headers, index or {}, dict(self._cache)), self._body, self._raw)
+        request = SIPRequest._from_parts(self.method, self._ruri, self.version, head, self._body, self._raw)
         request._shared = True
-        if index is None:
-            del request._index   # made from the lines when the copy reads it
         return request
 
     @property
@@ -609,10 +588,6 @@ class SIPRequest(SIPMessage):
                 raise ParseError("Bad Request-URI") from None
             self._cache["uri"] = uri
         return uri
-
-
-# Reads the `_index` slot without __getattr__'s fallback (AttributeError when an edit dropped it).
-_INDEX_SLOT = SIPMessage.__dict__["_index"].__get__
 
 
 class SIPResponse(SIPMessage):
