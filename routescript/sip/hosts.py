@@ -4,8 +4,9 @@ every message asks them of the same few addresses."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
+
+from ._memo import MEMO_SIZE, Memo
 
 
 def bare_host(host: str) -> str:
@@ -15,30 +16,40 @@ def bare_host(host: str) -> str:
     return host
 
 
-@functools.lru_cache(maxsize=4096)
+# (canonical text, is an IP literal, is IPv6) by host as written. Every message asks this of the same few
+# addresses (its source, its Via, our sockets) - a relayed call some 40 times; ipaddress parsing is
+# costly, so the answers are kept (a bounded Memo, _memo.py), read with `in` and `[]`.
+_ANALYSED: Memo[tuple[str, bool, bool]] = Memo()
+
+
 def _analyse(host: str) -> tuple[str, bool, bool]:
-    """(canonical text, is an IP literal, is IPv6) of a host. Every message asks this of the same few
-    addresses (its source, its Via, our sockets); ipaddress parsing is costly, so the answers are
-    cached (bounded, least recently used dropped)."""
+    if host in _ANALYSED:
+        return _ANALYSED[host]
     bare = bare_host(host)
     try:
         ip = ipaddress.ip_address(bare)
     except ValueError:
-        return bare.lower(), False, False
-    return str(ip), True, ip.version == 6
+        found = (bare.lower(), False, False)
+    else:
+        found = (str(ip), True, ip.version == 6)
+    if _ANALYSED.filed >= MEMO_SIZE:
+        _ANALYSED.clear()
+    _ANALYSED[host] = found
+    _ANALYSED.filed += 1
+    return found
 
 
 def normalize_host(host: str) -> str:
     """Canonical text of an IP literal (so "::0001" and "[::1]" compare equal); names are lower-cased."""
-    return _analyse(host)[0]
+    return _ANALYSED[host][0] if host in _ANALYSED else _analyse(host)[0]
 
 
 def is_ip(host: str) -> bool:
-    return _analyse(host)[1]
+    return _ANALYSED[host][1] if host in _ANALYSED else _analyse(host)[1]
 
 
 def is_ipv6(host: str) -> bool:
-    return _analyse(host)[2]
+    return _ANALYSED[host][2] if host in _ANALYSED else _analyse(host)[2]
 
 
 def host_for_uri(host: str) -> str:

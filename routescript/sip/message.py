@@ -76,7 +76,7 @@ class SIPMessage:
     values and the serialised bytes right.
     """
 
-    __slots__ = ("_body", "_cache", "_headers", "_index", "_raw", "version")
+    __slots__ = ("_body", "_cache", "_headers", "_index", "_raw", "_shared", "version")
 
     # One form: plain (name, value) tuples, as the parser splits them (a tuple display costs no call;
     # `.headers` hands out Header, which is a tuple too and compares equal to the pair).
@@ -86,6 +86,9 @@ class SIPMessage:
     _index: Index
     _raw: bytes | None
     _cache: dict[str, Any]
+    # True while `_headers` and `_index` are shared with a copy (copy() shares them instead of copying):
+    # the first edit of either message makes its own (_own) - most copies a proxy makes are never edited.
+    _shared: bool
 
     is_request: bool = False
 
@@ -96,6 +99,7 @@ class SIPMessage:
         self._headers = headers
         self._index = _index_of(headers)
         self._cache = {}
+        self._shared = False
         self.version = version
         self._body = body
         self._raw = None
@@ -105,9 +109,17 @@ class SIPMessage:
         self._headers = other._headers
         self._index = other._index
         self._cache = other._cache
+        self._shared = False   # `other` is a parse of our own bytes that nobody else holds
 
     def _reindex(self) -> None:
         self._index = _index_of(self._headers)
+
+    def _own(self) -> None:
+        """Before an edit in place: this message's own header lines and index, when a copy shares them."""
+        if self._shared:
+            self._headers = list(self._headers)
+            self._index = {key: list(lines) for key, lines in self._index.items()}
+            self._shared = False
 
     def _changed(self, key: str | None = None) -> None:
         """The head changed: drop the serialised bytes and the parsed values - only those of header
@@ -186,6 +198,7 @@ class SIPMessage:
         the same header (at the top when there is none) - how a proxy pushes a Via or Record-Route."""
         value = str(value)
         key = check_header(name, value)
+        self._own()
         if first:
             idx = self._index.get(key)
             self._headers.insert(idx[0] if idx else 0, (name, value))
@@ -201,6 +214,7 @@ class SIPMessage:
         for a script that anchors a line to another header (textops' insert_hf / append_hf)."""
         value = str(value)
         key = check_header(name, value)
+        self._own()
         self._headers.insert(position, (name, value))
         self._reindex()
         self._changed(key)
@@ -222,6 +236,7 @@ class SIPMessage:
         there was none)."""
         value = str(value)
         key = check_header(name, value)
+        self._own()
         idx = self._index.get(key)
         if idx is not None and len(idx) == 1:
             # The usual edit (Max-Forwards, Content-Length): one line replaced where it is; the
@@ -248,6 +263,7 @@ class SIPMessage:
         key = _key(name)
         for value in values:
             check_header(name, value)
+        self._own()
         headers = self._headers
         idx = self._index.get(key)
         if idx:
@@ -270,6 +286,7 @@ class SIPMessage:
         idx = self._index.get("via")
         if not idx:
             raise ValueError("message has no Via header")
+        self._own()
         i = idx[0]
         line_name, line_value = self._headers[i]
         if "," in line_value:
@@ -285,6 +302,7 @@ class SIPMessage:
         idx = self._index.get("via")
         if not idx:
             raise ValueError("message has no Via header")
+        self._own()
         i = idx[0]
         name, value = self._headers[i]
         rest = split_values(value)[1:] if "," in value else []
@@ -523,6 +541,7 @@ class SIPRequest(SIPMessage):
         request.method = method
         request._ruri = ruri
         request.version = version
+        request._shared = False
         if head is not None:
             request._headers, request._index, request._cache = head
         request._body = body
@@ -530,11 +549,14 @@ class SIPRequest(SIPMessage):
         return request
 
     def copy(self) -> SIPRequest:
-        """A copy to edit on its own (a proxy's branch of this request): the header lines and body
-        are shared until edited - edits replace them in the copy only."""
-        index = {key: list(lines) for key, lines in self._index.items()}
-        return SIPRequest._from_parts(self.method, self._ruri, self.version,
-                                      (list(self._headers), index, {}), self._body, self._raw)
+        """A copy to edit on its own (a proxy's branch of this request): the header lines, their index,
+        the body and the bytes are shared until one of the two messages is edited (that one then makes
+        its own), and the values parsed so far are kept (they are immutable)."""
+        head = (self._headers, self._index, dict(self._cache))   # read first: AssembledRequest parses
+        self._shared = True
+        request = SIPRequest._from_parts(self.method, self._ruri, self.version, head, self._body, self._raw)
+        request._shared = True
+        return request
 
     @property
     def start_line(self) -> str:
@@ -592,6 +614,7 @@ class SIPResponse(SIPMessage):
         response.reason = reason
         response.version = version
         response._headers, response._index, response._cache = head
+        response._shared = False
         response._body = body
         response._raw = raw
         return response

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from . import _abnf
 from ._fast import slot_setters
+from ._memo import MEMO_SIZE, Memo
 from ._params import Params, format_params, with_param
 from .errors import ParseError
 
@@ -121,8 +122,17 @@ def _split_uri_params(text: str) -> Params:
 _URI_PARAM = re.compile(rf";({_abnf.paramchar}+)(?:(=)({_abnf.paramchar}*))?")
 
 
+# Parsed URIs by their text (_memo.py): the Request-URIs and the URIs of Routes, To and From repeat.
+_URI_MEMO: Memo[SipURI] = Memo()
+
+
 def parse_uri(text: str) -> SipURI:
     """Parse a SIP/SIPS (also pres/im) or tel URI. Other schemes: ParseError 416; bad syntax: 400."""
+    memo = _URI_MEMO
+    if text in memo:   # `in` and `[]`: no method call for a URI seen before
+        return memo[text]
+    if memo.filed >= MEMO_SIZE:
+        memo.clear()
     if len(text) > _MAX_URI_LENGTH:
         raise ParseError("URI too long")
     m = _abnf.SIP_URI.fullmatch(text)
@@ -138,15 +148,20 @@ def parse_uri(text: str) -> SipURI:
             headers = tuple(
                 (name, value) for name, _, value in (h.partition("=") for h in headers_text.split("&"))
             )
-        return _new_uri(
+        uri = memo[text] = _new_uri(
             scheme if scheme == "sip" else scheme.lower(),
             user, password, host, port,
             _split_uri_params(params) if params else (),
             headers,
         )
+        memo.filed += 1
+        return uri
     m = _abnf.TEL_URI.fullmatch(text)
     if m is not None:
-        return SipURI("tel", m.group("user"), None, "", None, _split_uri_params(m.group("params")))
+        params_text = m.group("params")
+        uri = memo[text] = SipURI("tel", m.group("user"), None, "", None, _split_uri_params(params_text))
+        memo.filed += 1
+        return uri
     scheme = _abnf.URI_SCHEME.match(text)
     if scheme is not None and scheme.group("scheme").lower() not in ("sip", "sips", "tel", "pres", "im"):
         raise ParseError("Unsupported URI Scheme", 416)

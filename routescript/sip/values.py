@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from . import _abnf
 from ._fast import slot_setters
+from ._memo import MEMO_SIZE, Memo
 from ._params import (
     ParamMap,
     Params,
@@ -114,6 +115,12 @@ def name_addr_tag(value: str) -> str:
     return m.group(1) if m is not None else ""
 
 
+# Parsed name-addrs by their text (_memo.py): From/To values (their tag-param checked) apart from the
+# others, which accept a tag without a value.
+_TAGGED_MEMO: Memo[NameAddr] = Memo()
+_NAME_ADDR_MEMO: Memo[NameAddr] = Memo()
+
+
 def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     """Parse `( name-addr / addr-spec ) *( SEMI generic-param )` (RFC 3261 20.10, 25.1):
 
@@ -123,6 +130,11 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     In the addr-spec form, everything after the first ';' is a header parameter (RFC 3261 20.10).
     Choice: an unquoted display name is accepted whatever its characters (UAs send non-token names).
     """
+    memo = _TAGGED_MEMO if what in _TAGGED else _NAME_ADDR_MEMO
+    if value in memo:
+        return memo[value]
+    if memo.filed >= MEMO_SIZE:
+        memo.clear()
     s = value.strip()
     display: str | None = None
     # s[:1] tests rather than startswith(): every From, To and Contact of every request goes through here
@@ -165,7 +177,9 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
         for name, written in params:
             if name in _TAG_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
                 raise ParseError(f"Bad {what} header")
-    return _new_name_addr(display, uri, params)
+    name_addr = memo[value] = _new_name_addr(display, uri, params)
+    memo.filed += 1
+    return name_addr
 
 
 # The headers whose `tag` parameter is a tag-param (RFC 3261 25.1: from-param, to-param).
@@ -284,6 +298,10 @@ def _new_via(protocol: str, host: str, port: int | None, params: Params) -> Via:
     return via
 
 
+# Parsed via-parms by their text (_memo.py).
+_VIA_MEMO: Memo[Via] = Memo()
+
+
 def parse_via(value: str) -> Via:
     """Parse one via-parm (RFC 3261 20.42):
 
@@ -291,6 +309,11 @@ def parse_via(value: str) -> Via:
         via-params  =  via-ttl / via-maddr / via-received / via-branch / via-extension
         response-port  =  "rport" [EQUAL 1*DIGIT]      (RFC 3581)
     """
+    memo = _VIA_MEMO
+    if value in memo:   # the top Via of a 180 and of the 200 after it is the same (ours)
+        return memo[value]
+    if memo.filed >= MEMO_SIZE:
+        memo.clear()
     m = _abnf.VIA_PARM.match(value)
     if m is None:
         raise ParseError("Bad Via header")
@@ -308,7 +331,9 @@ def parse_via(value: str) -> Via:
             raise ParseError("Bad Via header")
     if " " in protocol or "\t" in protocol:
         protocol = protocol.replace(" ", "").replace("\t", "")
-    return _new_via(protocol, host, port, params)
+    via = memo[value] = _new_via(protocol, host, port, params)
+    memo.filed += 1
+    return via
 
 
 # --- CSeq ---------------------------------------------------------------------------------------------------
@@ -334,8 +359,18 @@ def _new_cseq(number: int, method: str) -> CSeq:
     return cseq
 
 
+# Parsed CSeqs by their text (_memo.py): a transaction's request and responses, and the first INVITE
+# of every call of a user agent, carry the same one.
+_CSEQ_MEMO: Memo[CSeq] = Memo()
+
+
 def parse_cseq(value: str) -> CSeq:
     """CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method   (RFC 3261 20.16: the number is below 2**31)."""
+    memo = _CSEQ_MEMO
+    if value in memo:   # every message parses its CSeq
+        return memo[value]
+    if memo.filed >= MEMO_SIZE:
+        memo.clear()
     m = _abnf.CSEQ.fullmatch(value.strip())
     if m is None:
         raise ParseError("Bad CSeq header")
@@ -343,7 +378,9 @@ def parse_cseq(value: str) -> CSeq:
     number = int(number_text)
     if number >= 2**31:
         raise ParseError("Bad CSeq header")
-    return _new_cseq(number, method)
+    cseq = memo[value] = _new_cseq(number, method)
+    memo.filed += 1
+    return cseq
 
 
 # --- Event --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from collections.abc import Callable, Container, Coroutine, Iterable
 from typing import Any, Protocol
 
 from routescript.sip import ParseError, parse_message, reply_to_malformed
+from routescript.sip._memo import MEMO_SIZE
 from routescript.transport._ratelimit import RateLimitedLog
 from routescript.transport.address import (
     STREAM_PROTOCOLS,
@@ -53,6 +54,11 @@ from routescript.transport.udp import UdpEndpoint
 from routescript.transport.ws import WsConnection, WsOptions
 
 log = logging.getLogger("routescript.transport")
+
+# What a keep-alive datagram is made of (or nothing at all); a message starts with a letter, so its first
+# byte tells it apart without stripping (a copy of) every datagram.
+_KEEPALIVE_CHARS = b"\r\n\x00 \t"
+_KEEPALIVE_BYTES = frozenset([b"", *(_KEEPALIVE_CHARS[i:i + 1] for i in range(len(_KEEPALIVE_CHARS)))])
 
 OnMessage = Callable[[Any, Source], None]
 Reply = Callable[[bytes], None]
@@ -316,9 +322,18 @@ class TransportLayer:
 
     def on_datagram(self, endpoint: UdpEndpoint, data: bytes, host: str, port: int) -> None:
         assert endpoint.info is not None
-        source = Source(UDP, endpoint.info, host, port)
-        if not data.strip(b"\r\n\x00 \t"):
+        if data[:1] in _KEEPALIVE_BYTES and not data.strip(_KEEPALIVE_CHARS):
             return  # a keep-alive (CRLF, or the zero bytes some NAT helpers send)
+        # The Source of a peer's datagrams is the same every time: made once (a frozen dataclass costs
+        # some 10,000 instructions to make), bounded like the parse memos.
+        key = (host, port)
+        sources = endpoint.sources
+        if key in sources:
+            source = sources[key]
+        else:
+            if len(sources) >= MEMO_SIZE:
+                sources.clear()
+            source = sources[key] = Source(UDP, endpoint.info, host, port)
 
         def reply(out: bytes) -> None:
             endpoint.sendto(out, host, port)

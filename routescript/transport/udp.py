@@ -8,7 +8,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from routescript.sip import MAX_UDP_PAYLOAD
-from routescript.transport.address import SocketInfo
+from routescript.transport.address import SocketInfo, Source
 from routescript.transport.errors import TransportError
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.probe: QueueDelayProbe | None = None   # set by TransportLayer.start_queue_probes
         self.shared = False   # adopted from a supervisor: other worker processes read this socket too
+        # The Source of each peer's datagrams by (host, port), made once (TransportLayer.on_datagram).
+        self.sources: dict[tuple[str, int], Source] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

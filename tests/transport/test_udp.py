@@ -288,3 +288,51 @@ async def test_send_refuses_an_address_of_the_other_family_than_the_socket_named
     with pytest.raises(TransportError, match="no UDP socket"):
         core.layer.send(b"x", Destination("udp", "127.0.0.1", 5060,
                                           socket=SocketInfo("udp", "127.0.0.1", 1)))   # not ours
+
+
+class _Endpoint:
+    """What on_datagram needs of a UdpEndpoint: its socket and a sendto (recorded)."""
+
+    def __init__(self) -> None:
+        self.info = SocketInfo("udp", "127.0.0.1", 5060)
+        self.sent: list[bytes] = []
+        self.sources: dict[tuple[str, int], Source] = {}
+
+    def sendto(self, data: bytes, host: str, port: int) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"\r\n", b"\r\n\r\n", b"\x00\x00\x00\x00", b" \t\r\n", b"\n"])
+def test_keepalive_datagrams_are_dropped_silently_before_parsing(data: bytes, caplog) -> None:
+    received: list[object] = []
+    layer = TransportLayer(lambda msg, source: received.append(msg))
+    endpoint = _Endpoint()
+    with caplog.at_level(logging.DEBUG, logger="routescript.transport"):
+        layer.on_datagram(endpoint, data, "127.0.0.1", 6000)   # type: ignore[arg-type]
+    assert received == [] and endpoint.sent == [] and caplog.records == []
+
+
+def test_a_message_after_leading_crlf_is_not_taken_for_a_keepalive() -> None:
+    received: list[object] = []
+    layer = TransportLayer(lambda msg, source: received.append(msg))
+    layer.on_datagram(_Endpoint(), b"\r\n" + raw_request("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKk"),  # type: ignore[arg-type]
+                      "127.0.0.1", 6000)
+    assert len(received) == 1
+
+
+def test_each_peer_gets_its_own_source_made_once_and_the_memo_stays_bounded() -> None:
+    from routescript.sip._memo import MEMO_SIZE
+    received: list[Source] = []
+    layer = TransportLayer(lambda msg, source: received.append(source))
+    endpoint = _Endpoint()
+    data = raw_request("SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKs")   # sent-by differs: reply_to stamped
+    for host, port in (("127.0.0.1", 6000), ("127.0.0.1", 6001), ("127.0.0.1", 6000)):
+        layer.on_datagram(endpoint, data, host, port)   # type: ignore[arg-type]
+    assert [(s.remote_host, s.remote_port) for s in received] == [
+        ("127.0.0.1", 6000), ("127.0.0.1", 6001), ("127.0.0.1", 6000)]
+    assert all(s.socket == endpoint.info for s in received)
+    assert all(s.reply_to is not None and s.reply_to.port == 5060 for s in received)
+    assert endpoint.sources[("127.0.0.1", 6000)] == Source("udp", endpoint.info, "127.0.0.1", 6000)
+    for port in range(MEMO_SIZE + 5):
+        layer.on_datagram(endpoint, b"\x00x", "127.0.0.2", port)   # type: ignore[arg-type]
+    assert len(endpoint.sources) <= MEMO_SIZE
