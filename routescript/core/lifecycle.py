@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,6 +73,11 @@ WORKER_MODULES: frozenset[RunsIn] = frozenset({"workers", "both"})
 SUPERVISOR_MODULES: frozenset[RunsIn] = frozenset({"supervisor", "both"})
 
 
+# Once shutdown_timeout is spent, each step still to close gets this long (the SIP sockets, the databases:
+# a database left open keeps its thread, and the interpreter waits for it at exit - a stop that hung).
+AFTER_OVERRUN_STEP = 0.5
+
+
 class CloseStack:
     """How to close what start() opened, in the order it was opened. close_all() closes the last
     opened first; a step that fails is logged and the others still run."""
@@ -82,13 +88,27 @@ class CloseStack:
     def push(self, what: str, close: Callable[[], Awaitable[object]]) -> None:
         self._steps.append((what, close))
 
-    async def close_all(self) -> None:
+    async def close_all(self, limit: float | None = None) -> list[str]:
+        """Close every step; with `limit` (seconds) a step still running when the limit is spent is
+        abandoned (cancelled) and logged, and each later step still gets AFTER_OVERRUN_STEP seconds:
+        one stuck module must not leave the sockets and databases open. Returns what was abandoned.
+        Bound: limit + AFTER_OVERRUN_STEP per step left, for steps that let themselves be cancelled."""
+        loop = asyncio.get_running_loop()
+        end = None if limit is None else loop.time() + limit
+        abandoned: list[str] = []
         while self._steps:
             what, close = self._steps.pop()
+            left = None if end is None else max(end - loop.time(), AFTER_OVERRUN_STEP)
             try:
-                await close()
+                # in this task: a close that stops its caller's task stays one
+                async with asyncio.timeout(left):
+                    await close()
+            except TimeoutError:
+                abandoned.append(what)
+                log.error("stopping: closing %s took more than %.1f s: abandoned", what, left)
             except Exception:
                 log.exception("closing %s failed", what)
+        return abandoned
 
 
 class Databases:
@@ -548,14 +568,12 @@ class Lifecycle:
         limit = float(self._server.config.get("shutdown_timeout") or STOP_GRACE)
         await self._timers.stop()
         await self._dispatcher.finish(limit)
-        clean = True
-        try:
-            async with asyncio.timeout(limit):   # in this task: a close that stops its caller's task stays
-                await self._closing.close_all()
-        except TimeoutError:
-            clean = False
-            log.error("stopping: closing the modules took more than %.0f s (shutdown_timeout): abandoned; "
-                      "writes still pending are lost", limit)
+        abandoned = await self._closing.close_all(limit)
+        clean = not abandoned
+        if abandoned:
+            log.error("stopping: closing took more than %.0f s (shutdown_timeout): %s abandoned; writes "
+                      "still pending there are lost", limit, ", ".join(abandoned))
+            log_left_running()
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")
         return clean
@@ -603,6 +621,21 @@ class Lifecycle:
         reload: Coroutine[object, object, object] = reload_telling(self.notifier,
                                                                    self._loader.reload_routes())
         self._dispatcher.spawn(reload)
+
+
+def log_left_running() -> None:
+    """After an abandoned close: the tasks still pending and the threads still alive (a non-daemon one
+    keeps the interpreter from exiting), so that a stop that does not end says what it waits for."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if tasks:
+        names = sorted(f"{t.get_name()} ({getattr(t.get_coro(), '__qualname__', '?')})" for t in tasks)
+        log.warning("stopping: %d tasks still pending: %s%s", len(tasks), "; ".join(names[:10]),
+                    f" ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    threads = [t.name for t in threading.enumerate()
+               if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if threads:
+        log.warning("stopping: threads still running: %s", ", ".join(sorted(threads)))
 
 
 def _already_stopping(sig: int) -> None:

@@ -1,0 +1,87 @@
+"""A stop is bounded whatever a module does: a module whose stop() never returns is abandoned after
+shutdown_timeout, and what comes after it in the closing order (the SIP sockets, the databases and their
+threads) is still closed, so the process can exit; what was abandoned is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import routescript.core.loader as loader
+from routescript.core.module import Module
+from routescript.core.server import Server
+
+pytestmark = pytest.mark.asyncio
+
+SCRIPT = """
+log_level = 3
+shutdown_timeout = 1
+socket = udp:127.0.0.1:0
+loadmodule "sl.so"
+loadmodule "neverstops.so"
+route { exit; }
+"""
+
+
+class NeverStops(Module):
+    """Uses a database of the server's and never returns from stop() (a drain waiting for ever)."""
+
+    name = "neverstops"
+    db_url: ClassVar[str] = ""
+    db: ClassVar[Any] = None
+
+    async def start(self) -> None:
+        NeverStops.db = await self.server.database(NeverStops.db_url)
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def db_threads() -> list[threading.Thread]:
+    """aiosqlite's connection threads (not daemons: a live one keeps the interpreter from exiting)."""
+    return [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+            and "_connection_worker_thread" in repr(getattr(t, "_target", None))]
+
+
+async def test_a_module_whose_stop_never_returns_is_abandoned_and_the_rest_still_closes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loader.find_module_class
+    monkeypatch.setattr(loader, "find_module_class", lambda n: NeverStops if n == "neverstops" else real(n))
+    NeverStops.db_url = f"sqlite://{tmp_path}/n.sqlite"
+    before = set(db_threads())
+    cfg = tmp_path / "s.cfg"
+    cfg.write_text(SCRIPT)
+    server = Server()
+    server.load(str(cfg))
+    await server.start()
+    assert set(db_threads()) - before, "the database's thread runs"
+    seen = Collect()
+    logging.getLogger("routescript").addHandler(seen)
+    try:
+        t0 = time.monotonic()
+        clean = await asyncio.wait_for(server.stop(), 5)
+        took = time.monotonic() - t0
+    finally:
+        logging.getLogger("routescript").removeHandler(seen)
+    assert clean is False and 1.0 <= took < 3.5
+    assert any("module neverstops" in line and "abandoned" in line for line in seen.lines), seen.lines
+    for _ in range(100):   # the database's thread ends once its close reached it
+        if not set(db_threads()) - before:
+            break
+        await asyncio.sleep(0.01)
+    assert not set(db_threads()) - before, "the database was left open: its thread would block the exit"
