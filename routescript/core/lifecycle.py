@@ -31,6 +31,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from routescript.db import abandon_open_connections
 from routescript.resolve import Resolver
 from routescript.script.context import STARTUP_ROUTE, MsgContext
 from routescript.sip import SocketInfo
@@ -573,6 +574,9 @@ class Lifecycle:
         if abandoned:
             log.error("stopping: closing took more than %.0f s (shutdown_timeout): %s abandoned; writes "
                       "still pending there are lost", limit, ", ".join(abandoned))
+            left_open = abandon_open_connections()
+            if left_open:
+                log.warning("stopping: databases left open, closed without waiting: %s", ", ".join(left_open))
             log_left_running()
         self._stopped.set()
         log.log(NOTICE, "routescript stopped")

@@ -1,6 +1,7 @@
 """A stop is bounded whatever a module does: a module whose stop() never returns is abandoned after
 shutdown_timeout, and what comes after it in the closing order (the SIP sockets, the databases and their
-threads) is still closed, so the process can exit; what was abandoned is logged."""
+threads) is still closed - the module's own database too, without waiting - so the process can exit;
+what was abandoned is logged."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import routescript.core.loader as loader
 from routescript.core.module import Module
 from routescript.core.server import Server
+from routescript.db import open_database
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,9 +37,12 @@ class NeverStops(Module):
     name = "neverstops"
     db_url: ClassVar[str] = ""
     db: ClassVar[Any] = None
+    own: ClassVar[Any] = None
 
     async def start(self) -> None:
         NeverStops.db = await self.server.database(NeverStops.db_url)
+        # one of its own too (as presence with renamed tables): only its stop() would close it
+        NeverStops.own = await open_database(NeverStops.db_url.replace("n.sqlite", "own.sqlite"))
 
     async def stop(self) -> None:
         await asyncio.Event().wait()
@@ -69,7 +74,7 @@ async def test_a_module_whose_stop_never_returns_is_abandoned_and_the_rest_still
     server = Server()
     server.load(str(cfg))
     await server.start()
-    assert set(db_threads()) - before, "the database's thread runs"
+    assert len(set(db_threads()) - before) == 2, "the databases' threads run"
     seen = Collect()
     logging.getLogger("routescript").addHandler(seen)
     try:
@@ -84,4 +89,5 @@ async def test_a_module_whose_stop_never_returns_is_abandoned_and_the_rest_still
         if not set(db_threads()) - before:
             break
         await asyncio.sleep(0.01)
-    assert not set(db_threads()) - before, "the database was left open: its thread would block the exit"
+    assert not set(db_threads()) - before, "a database was left open: its thread would block the exit"
+    assert any("databases left open" in line and "own.sqlite" in line for line in seen.lines), seen.lines
