@@ -99,17 +99,31 @@ class CloseStack:
         abandoned: list[str] = []
         while self._steps:
             what, close = self._steps.pop()
-            left = None if end is None else max(end - loop.time(), AFTER_OVERRUN_STEP)
-            try:
-                # in this task: a close that stops its caller's task stays one
-                async with asyncio.timeout(left):
+            if end is None:
+                try:
                     await close()
-            except TimeoutError:
+                except Exception:
+                    log.exception("closing %s failed", what)
+                continue
+            left = max(end - loop.time(), AFTER_OVERRUN_STEP)
+            # a task of its own: a close that ignores its cancellation cannot hold the stop
+            step = asyncio.ensure_future(close())
+            done, _ = await asyncio.wait({step}, timeout=left)
+            if not done:
+                step.cancel()
+                step.add_done_callback(_retrieve)
                 abandoned.append(what)
                 log.error("stopping: closing %s took more than %.1f s: abandoned", what, left)
-            except Exception:
-                log.exception("closing %s failed", what)
+            elif not step.cancelled() and step.exception() is not None:
+                exc = step.exception()
+                log.error("closing %s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
         return abandoned
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """An abandoned close that ends later: its outcome is read (no 'exception never retrieved')."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Databases:

@@ -19,8 +19,6 @@ from routescript.core.module import Module
 from routescript.core.server import Server
 from routescript.db import open_database
 
-pytestmark = pytest.mark.asyncio
-
 SCRIPT = """
 log_level = 3
 shutdown_timeout = 1
@@ -63,6 +61,7 @@ def db_threads() -> list[threading.Thread]:
             and "_connection_worker_thread" in repr(getattr(t, "_target", None))]
 
 
+@pytest.mark.asyncio
 async def test_a_module_whose_stop_never_returns_is_abandoned_and_the_rest_still_closes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = loader.find_module_class
@@ -91,3 +90,62 @@ async def test_a_module_whose_stop_never_returns_is_abandoned_and_the_rest_still
         await asyncio.sleep(0.01)
     assert not set(db_threads()) - before, "a database was left open: its thread would block the exit"
     assert any("databases left open" in line and "own.sqlite" in line for line in seen.lines), seen.lines
+
+
+CHILD = """
+import asyncio, sys, threading
+import routescript.core.loader as loader
+from routescript.core.module import Module
+from routescript.cli import cmd_run
+
+class Stuck(Module):
+    name = "stuck"
+
+    async def start(self):
+        # a thread that never ends (a database's blocked in a lock): the interpreter joins it at exit
+        threading.Thread(target=threading.Event().wait, name="stuck-for-ever").start()
+
+    async def stop(self):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.Event().wait()   # and ignores its cancellation
+
+real = loader.find_module_class
+loader.find_module_class = lambda n: Stuck if n == "stuck" else real(n)
+sys.exit(cmd_run(sys.argv[1]))
+"""
+
+
+def test_routescript_run_ends_after_a_stop_it_had_to_abandon(tmp_path: Path) -> None:
+    """`routescript run`, one process, SIGTERM: a module whose stop() never returns, ignores its
+    cancellation and left a thread that never ends. The process still exits 1 within the stop's bound,
+    having said what it abandoned and what was left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "s.cfg"
+    cfg.write_text(SCRIPT.replace("neverstops", "stuck").replace("udp:127.0.0.1:0", "udp:127.0.0.1:0\n"
+                                                                 "log_stderror = yes"))
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(cfg)], stdout=out,
+                                 stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 20
+            while b"routescript started" not in log.read_bytes():
+                assert child.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            child.send_signal(signal.SIGTERM)
+            rc = child.wait(timeout=15)
+            took = time.monotonic() - t0
+        finally:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait()
+    text = log.read_text()
+    assert rc == 1 and took < 8, (rc, took, text)
+    assert "closing module stuck took more than" in text and "stuck-for-ever" in text, text
