@@ -114,9 +114,8 @@ class CloseStack:
                 step.add_done_callback(_retrieve)
                 abandoned.append(what)
                 log.error("stopping: closing %s took more than %.1f s: abandoned", what, left)
-            elif not step.cancelled() and step.exception() is not None:
-                exc = step.exception()
-                log.error("closing %s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
+            elif not step.cancelled() and (exc := step.exception()) is not None:
+                log.error("closing %s failed", what, exc_info=exc)
         return abandoned
 
 
