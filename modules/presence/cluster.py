@@ -4,8 +4,9 @@
 - Ownership: each subscription belongs to the node that accepted it; the node id is its sharing tag,
   stored in active_watchers.sharing_tag (OpenSIPS's column). Only the owner notifies and expires it.
 - Announcements: a node that changed a presentity announces (pres_uri, event, etag) on the database's
-  change feed (LISTEN/NOTIFY); every other node calls `on_presentity_changed(pres_uri, event)` and
-  notifies its own watchers. After the feed was cut, `on_resync()` asks the owner to re-read what it
+  change feed (LISTEN/NOTIFY); every other node calls `on_presentity_changed(pres_uri, event, sender)`
+  and notifies its own watchers (but `sender`, handle_publish's sender_uri, when every announcement that
+  run answers names that one). After the feed was cut, `on_resync()` asks the owner to re-read what it
   may have missed.
 - Liveness (`membership.py`, composed): on several machines every node beats in rs_nodes and a silent
   peer is taken over by one survivor (`HeartbeatMembership`); the worker processes of one machine are
@@ -128,7 +129,7 @@ class ClusterNode:
     membership: who is alive (membership.py); default HeartbeatMembership (rs_nodes)."""
 
     def __init__(self, db: Any, config: ClusterConfig, *,
-                 on_presentity_changed: Callable[[str, str], Awaitable[Any] | Any],
+                 on_presentity_changed: Callable[[str, str, str | None], Awaitable[Any] | Any],
                  on_subscriptions_adopted: Callable[[list[dict[str, Any]]], Awaitable[Any] | Any],
                  on_resync: Callable[[], Awaitable[Any] | Any],
                  on_ownership_lost: Callable[[], Awaitable[Any] | Any] | None = None,
@@ -148,7 +149,8 @@ class ClusterNode:
         self.stats = ClusterStats()
         self.membership: Membership = membership if membership is not None else HeartbeatMembership(rng)
         self._started = False
-        self._pending: dict[tuple[str, str], bool] = {}  # (pres_uri, event) -> announced again meanwhile
+        # (pres_uri, event) being handled -> the senders of the announcements that came meanwhile (None: none)
+        self._pending: dict[tuple[str, str], set[str | None] | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
 
@@ -207,13 +209,14 @@ class ClusterNode:
         return self._started and self.membership.owns_subscriptions(self.clock() if now is None else now)
 
     # ------------------------------------------------------------------ announcements
-    async def announce(self, pres_uri: str, event: str, etag: str = "") -> bool:
+    async def announce(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None) -> bool:
         """Tell the other nodes that (pres_uri, event) changed. Call it after the change is stored -
-        inside the storing transaction it is sent at commit. False when the event is not shared
+        inside the storing transaction it is sent at commit. `sender`: the watcher left out of this
+        change's NOTIFYs (handle_publish's sender_uri). False when the event is not shared
         (cluster_pres_events). DatabaseError when the database is unreachable."""
         if not self._shared(event):
             return False
-        ann = PresentityChanged(self.node_id, pres_uri, event, etag)
+        ann = PresentityChanged(self.node_id, pres_uri, event, etag, sender)
         await self.db.notify(self.config.channel, encode(ann))
         self.stats.announced += 1
         return True
@@ -241,13 +244,18 @@ class ClusterNode:
         if not self._shared(ann.event):
             self.stats.ignored += 1
             return
-        self._changed(ann.pres_uri, ann.event)
+        self._changed(ann.pres_uri, ann.event, ann.sender)
 
-    def _changed(self, pres_uri: str, event: str) -> None:
-        """Coalesce: while (pres_uri, event) is being handled, more announcements of it make one more run."""
+    def _changed(self, pres_uri: str, event: str, sender: str | None = None) -> None:
+        """Coalesce: while (pres_uri, event) is being handled, more announcements of it make one more run,
+        which leaves out a sender only when all of them named that one."""
         key = (pres_uri, event)
         if key in self._pending:
-            self._pending[key] = True
+            senders = self._pending[key]
+            if senders is None:
+                self._pending[key] = {sender}
+            else:
+                senders.add(sender)
             return
         if len(self._pending) >= MAX_PENDING_CHANGES:
             self.stats.dropped_changes += 1
@@ -256,19 +264,22 @@ class ClusterNode:
                             len(self._pending))
             self._request_resync()
             return
-        self._pending[key] = False
-        self._spawn(self._deliver(key))
+        self._pending[key] = None
+        self._spawn(self._deliver(key, sender))
 
-    async def _deliver(self, key: tuple[str, str]) -> None:
+    async def _deliver(self, key: tuple[str, str], sender: str | None) -> None:
         try:
             while True:
                 try:
-                    await _call(self.on_presentity_changed, *key)
+                    await _call(self.on_presentity_changed, *key, sender)
                 except Exception:
                     log.exception("cluster %s: on_presentity_changed%r failed", self.node_id, key)
-                if not self._pending.get(key):
+                senders = self._pending.get(key)
+                if senders is None:
                     return
-                self._pending[key] = False
+                self._pending[key] = None
+                # several senders in one run: everyone is told (each of them needs the others' changes)
+                sender = senders.pop() if len(senders) == 1 else None
         finally:
             self._pending.pop(key, None)
 

@@ -38,8 +38,13 @@ class ClusterCallbacks:
         self._persistence = persistence
         self._cluster = cluster
 
-    async def cluster_presentity_changed(self, pres_uri: str, event_name: str) -> None:
-        """Another node stored a change of (pres_uri, event): our watchers of it get the new state."""
+    async def cluster_presentity_changed(self, pres_uri: str, event_name: str,
+                                         sender: str | None = None) -> None:
+        """Another node stored a change of (pres_uri, event): our watchers of it get the new state, but
+        `sender` (the handle_publish sender_uri the announcement carried, as that node left it out).
+        Taken from the announcement, not guessed from what the read finds new: a read may find nothing
+        new (the change was read with an earlier announcement) or other publications new to this
+        node (refreshed elsewhere: a new ETag, nothing announced)."""
         event = self._events.contains_event(event_name)
         if event is None:
             return
@@ -50,11 +55,10 @@ class ClusterCallbacks:
             return
         fallback2db = self._settings.fallback2db
         async with self._locks.hold(pres_uri):
-            changed: list[Publication] = []
             if not fallback2db and event.type == PUBL_TYPE:
                 # without fallback2db notify_presentity reads nothing: the change is in the database
-                changed = await self._persistence.read_publications(pres_uri, event)
-            await self._notifier.notify_presentity(pres_uri, event, skip_contact=_sender_of(changed))
+                await self._persistence.read_publications(pres_uri, event)
+            await self._notifier.notify_presentity(pres_uri, event, skip_contact=sender)
         if fallback2db:
             # the NOTIFYs' CSeqs, for a node that may adopt these subscriptions (workers: the adopter's
             # CSeq gap covers them, no write per announcement)
@@ -179,10 +183,3 @@ class ClusterCallbacks:
         if self._subscriptions.forget(key) is not None:
             log.info("subscription %s moved to another node", key[0])
 
-
-def _sender_of(changed: list[Publication]) -> str | None:
-    """handle_publish(sender_uri) made on another node: the watcher it names is left out here too, when
-    what changed came from that one sender (pua_bla's phone); with several changes read at once, or a
-    removal (nothing left to read it from), everyone is told."""
-    senders = {p.sender for p in changed}
-    return senders.pop() if len(senders) == 1 else None

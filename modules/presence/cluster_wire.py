@@ -4,6 +4,7 @@ An announcement names what changed, never the data itself: the receiver reads th
 compact JSON objects, well under PostgreSQL's 8000-byte NOTIFY limit:
 
     {"v": 1, "o": "p", "n": "<node>", "u": "<pres_uri>", "e": "<event>", "t": "<etag>"}   presentity changed
+        (+ "s": "<sender_uri>" when handle_publish was given one: the receivers leave that watcher out too)
     {"v": 1, "o": "m", "n": "<node>", "f": "<former owner>", "c": "<callid>",
      "tt": "<to_tag>", "ft": "<from_tag>"}                                                subscription moved
 
@@ -35,6 +36,8 @@ class PresentityChanged:
     pres_uri: str
     event: str
     etag: str = ""
+    # handle_publish's sender_uri: the watcher the announcing node left out, left out by the others too
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ def encode(ann: Announcement) -> str:
     if isinstance(ann, PresentityChanged):
         obj: dict[str, Any] = {"v": WIRE_VERSION, "o": "p", "n": ann.node, "u": ann.pres_uri, "e": ann.event,
                                "t": ann.etag}
+        if ann.sender:
+            obj["s"] = ann.sender   # absent for most changes; a node that does not know "s" ignores it
     else:
         obj = {"v": WIRE_VERSION, "o": "m", "n": ann.node, "f": ann.former, "c": ann.callid,
                "tt": ann.to_tag, "ft": ann.from_tag}
@@ -80,7 +85,8 @@ def decode(payload: str) -> Announcement | None:
     op = obj.get("o")
     if op == "p":
         return PresentityChanged(_text(obj, "n", MAX_TOKEN), _text(obj, "u", MAX_URI),
-                                 _text(obj, "e", MAX_TOKEN), _text(obj, "t", MAX_TOKEN, empty=True))
+                                 _text(obj, "e", MAX_TOKEN), _text(obj, "t", MAX_TOKEN, empty=True),
+                                 _text(obj, "s", MAX_URI, empty=True) or None)
     if op == "m":
         return SubscriptionMoved(_text(obj, "n", MAX_TOKEN), _text(obj, "f", MAX_TOKEN),
                                  _text(obj, "c", MAX_URI), _text(obj, "tt", MAX_TOKEN, empty=True),

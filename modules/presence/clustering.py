@@ -89,15 +89,17 @@ class ClusterLink:
     def forget_all_sent(self) -> None:
         self._sent.clear()
 
-    async def announce(self, pres_uri: str, event: PresenceEvent, etag: str) -> None:
-        """Clustered: tell the other nodes, whose watchers of pres_uri then hear from their owner. The
-        change is stored already; a failure here is logged (the other nodes catch up at their resync)."""
+    async def announce(self, pres_uri: str, event: PresenceEvent, etag: str,
+                       sender: str | None = None) -> None:
+        """Clustered: tell the other nodes, whose watchers of pres_uri then hear from their owner (but
+        `sender`, left out here too). The change is stored already; a failure here is logged (the other
+        nodes catch up at their resync)."""
         if self.node is None:
             return
         if self.interest is not None and self.interest.may_skip_announcement(pres_uri):
             return   # no other worker holds a watcher of it, and none trusts its memory of it
         try:
-            await self.node.announce(pres_uri, event.name, etag)
+            await self.node.announce(pres_uri, event.name, etag, sender)
         except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
             log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
 

@@ -150,7 +150,7 @@ class PublishHandler:
             self._presentities.commit(decision)
             if decision.notify:
                 # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
-                await self._cluster.announce(facts.pres_uri, event, decision.etag or "")
+                await self._cluster.announce(facts.pres_uri, event, decision.etag or "", facts.sender)
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))

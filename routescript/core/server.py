@@ -37,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from routescript.script import CompiledScript
 from routescript.script.diagnostics import summary_lines, without_repeats
@@ -292,4 +294,20 @@ async def run_loaded(server: Server) -> int:
         log.exception("start-up failed")
         return 1
     clean = await server.serve_forever()
-    return 0 if clean else 1
+    if not clean:
+        exit_at_once(1)
+    return 0
+
+
+def exit_at_once(code: int) -> NoReturn:
+    """The stop abandoned a close (logged with what is left running): a task that ignores its
+    cancellation or a thread blocked for ever (a database's, an executor's) would hold asyncio.run's
+    teardown or the interpreter's join of its threads, and the process would never end. The steps after
+    the stuck one ran (sockets, pid file, databases), so it ends here, with what was logged flushed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

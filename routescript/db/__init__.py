@@ -20,6 +20,7 @@ URLs are read as OpenSIPS reads its db_url (see routescript.db.url). Every failu
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -44,6 +45,7 @@ __all__ = [
     "Table",
     "Transaction",
     "Write",
+    "abandon_open_connections",
     "create_table_sql",
     "init_schema",
     "open_database",
@@ -72,6 +74,13 @@ async def open_database(url: str, *, table_names: Mapping[str, str] | None = Non
         return await MysqlDatabase.open(target, table_names, clock)
     from routescript.db.postgres import PostgresDatabase
     return await PostgresDatabase.open(target.redacted, target.dsn, table_names, clock)
+
+
+def abandon_open_connections() -> list[str]:
+    """After a stop gave up on a close: the SQLite connections still open are closed without waiting, so
+    that their threads end (sqlite.py). Nothing is imported here: no SQLite database opened, none open."""
+    sqlite = sys.modules.get("routescript.db.sqlite")
+    return sqlite.abandon_open_connections() if sqlite is not None else []
 
 
 async def init_schema(url: str, tables: Iterable[str] | None = None, *,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -44,6 +45,22 @@ _TRANSIENT = ("locked", "busy", "disk i/o", "unable to open", "database or disk 
               "no active connection", "closed")
 
 
+# The connections not closed yet: each has a (non-daemon) thread the interpreter waits for at exit.
+_OPEN: weakref.WeakSet[SqliteDatabase] = weakref.WeakSet()
+
+
+def abandon_open_connections() -> list[str]:
+    """A stop that gave up on a close (shutdown_timeout spent): every connection still open is told to
+    close once what is queued on its thread is done, without waiting for it - so the thread ends and the
+    process can exit. Returns their URLs (for the log)."""
+    urls = []
+    for db in list(_OPEN):
+        _OPEN.discard(db)
+        db.abandon()
+        urls.append(db.url)
+    return sorted(urls)
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
@@ -55,6 +72,12 @@ class SqliteDatabase(Database):
         self._lock = asyncio.Lock()
         # our writers in every process take the gate around a transaction (sqlite_gate.py: why)
         self._gate = WriterGate(path) if path != ":memory:" else None
+        _OPEN.add(self)
+
+    def abandon(self) -> None:
+        """Close without waiting (abandon_open_connections): later calls raise DatabaseError."""
+        self._closed = True
+        self._conn.stop()
 
     @classmethod
     async def open(cls, url: str, path: str, table_names: Mapping[str, str] | None = None) -> SqliteDatabase:
@@ -194,6 +217,7 @@ class SqliteDatabase(Database):
         self._leave_hub()
 
     async def _close(self) -> None:
+        _OPEN.discard(self)
         async with self._lock:
             await self._conn.close()
             if self._gate is not None:

@@ -33,10 +33,22 @@ class WriterGate:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            await asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self._fd, fcntl.LOCK_EX)
+            taking = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self._fd, fcntl.LOCK_EX)
+            try:
+                await asyncio.shield(taking)
+            except asyncio.CancelledError:
+                # the thread goes on waiting and takes the lock for nobody: let it go once taken, or
+                # every later acquire (ours, the other processes') would wait for ever - a stop that
+                # cancelled a commit waiting here would then hang in the executor's join at exit
+                taking.add_done_callback(self._release_unwanted)
+                raise
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _release_unwanted(self, taking: asyncio.Future[None]) -> None:
+        if not taking.cancelled() and taking.exception() is None and self._fd >= 0:
+            self.release()
 
     def close(self) -> None:
         if self._fd >= 0:

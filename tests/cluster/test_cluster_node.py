@@ -47,7 +47,7 @@ class Recorder:
     moved: list[tuple[str, str, str]] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def on_changed(self, uri: str, event: str) -> None:
+    def on_changed(self, uri: str, event: str, sender: str | None = None) -> None:
         self.changed.append((uri, event, time.perf_counter()))
         self.event.set()
 
@@ -157,7 +157,7 @@ async def test_announcements_of_one_presentity_are_coalesced_while_it_is_handled
     release = asyncio.Event()
     calls: list[str] = []
 
-    async def slow(uri: str, event: str) -> None:
+    async def slow(uri: str, event: str, sender: str | None = None) -> None:
         calls.append(uri)
         await release.wait()
 
@@ -424,12 +424,18 @@ async def test_nodes_on_one_sqlite_file_work_the_same(tmp_path: Path) -> None:
 
 def test_wire_round_trip_and_bad_payloads() -> None:
     for ann in (PresentityChanged("n1", "sip:alice@example.com", "dialog;sla", "a.1"),
+                PresentityChanged("n1", "sip:line@example.com", "dialog;sla", "a.2", "sip:phone1@10.0.0.1"),
                 SubscriptionMoved("n2", "n1", "call@host", "tt", "ft")):
         text = encode(ann)
         assert decode(text) == ann and len(text.encode()) < 8000
     assert decode('{"v": 2, "o": "p"}') is None and decode('{"v": 1, "o": "zz"}') is None
+    # an older node's announcement (no "s") names no sender; a sender is only sent when there is one
+    assert decode('{"v": 1, "o": "p", "n": "x", "u": "sip:a@b", "e": "presence"}') == \
+        PresentityChanged("x", "sip:a@b", "presence", "", None)
+    assert '"s"' not in encode(PresentityChanged("x", "sip:a@b", "presence"))
     for bad in ("", "[]", "nope", '{"v": 1, "o": "p", "n": "x", "u": 3, "e": "presence"}',
                 '{"v": 1, "o": "p", "n": "", "u": "sip:a@b", "e": "presence"}',
+                '{"v": 1, "o": "p", "n": "x", "u": "sip:a@b", "e": "presence", "s": 7}',
                 '{"v": 1, "o": "p", "n": "x", "u": "' + "a" * 2000 + '", "e": "presence"}'):
         with pytest.raises(AnnouncementError):
             decode(bad)
@@ -449,3 +455,35 @@ def test_config_checks_and_modparams() -> None:
                 {"cluster_id": True, "node_id": "n"}):
         with pytest.raises(ClusterError):
             ClusterConfig(**bad)  # type: ignore[arg-type]
+
+
+async def test_a_coalesced_run_leaves_out_a_sender_only_when_every_announcement_named_it(
+        cluster: Cluster) -> None:
+    a, _ = await cluster.node("a")
+    b, _rec = await cluster.node("b")
+    release = asyncio.Event()
+    calls: list[tuple[str, str | None]] = []
+
+    async def slow(uri: str, event: str, sender: str | None = None) -> None:
+        calls.append((uri, sender))
+        await release.wait()
+
+    b.on_presentity_changed = slow
+    phone1, phone2 = "sip:phone1@127.0.0.1:5062", "sip:phone2@127.0.0.1:5064"
+    await a.announce("sip:line@example.com", "presence", "e1", phone1)
+    await a.announce("sip:line@example.com", "presence", "e1", phone1)   # coalesced: phone1 only
+    await a.announce("sip:other@example.com", "presence", "e2", phone1)
+    await a.announce("sip:other@example.com", "presence", "e2", phone1)
+    await a.announce("sip:other@example.com", "presence", "e3", phone2)  # coalesced: two senders
+    for _ in range(100):
+        if len(calls) >= 2 and b.stats.received == 5:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    for _ in range(100):
+        if not b._pending:
+            break
+        await asyncio.sleep(0.01)
+    assert [c for c in calls if c[0] == "sip:line@example.com"] == [("sip:line@example.com", phone1)] * 2
+    assert [c for c in calls if c[0] == "sip:other@example.com"] == [("sip:other@example.com", phone1),
+                                                                    ("sip:other@example.com", None)]

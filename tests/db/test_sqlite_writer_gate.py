@@ -79,3 +79,28 @@ async def test_an_uncontended_gate_is_taken_without_a_thread(tmp_path: Path) -> 
         assert (tmp_path / "alone.sqlite-rswrite").exists()
     finally:
         await db.close()
+
+
+async def test_a_writer_cancelled_while_waiting_at_the_gate_does_not_keep_it(tmp_path: Path) -> None:
+    """A transaction cancelled while its gate waited in the executor (a stop cancelling a commit): the
+    thread still takes the lock when the holder lets go; it must let it go again, or the next writer
+    (and the executor's join at exit) waits for ever."""
+    from routescript.db.sqlite_gate import WriterGate
+
+    path = str(tmp_path / "shared.sqlite")
+    holder, cancelled, later = WriterGate(path), WriterGate(path), WriterGate(path)
+    try:
+        await holder.acquire()
+        waiting = asyncio.create_task(cancelled.acquire())
+        await asyncio.sleep(0.05)          # in the executor now, blocked in flock
+        waiting.cancel()
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            pass
+        holder.release()
+        await asyncio.wait_for(later.acquire(), 2)   # the cancelled waiter took it and let it go
+        later.release()
+    finally:
+        for gate in (holder, cancelled, later):
+            gate.close()   # before the fix: drops the lock the orphaned flock took, so the thread ends

@@ -37,8 +37,8 @@ def states(body: bytes) -> dict[str, str]:
     return {d.get("id"): d.findtext("d:state", namespaces=NS) for d in root.findall("d:dialog", NS)}
 
 
-@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2)],
-                ids=["udp-1worker", "tcp-1worker", "udp-2workers"])
+@pytest.fixture(scope="module", params=[("udp", 1), ("tcp", 1), ("udp", 2), ("tcp", 2)],
+                ids=["udp-1worker", "tcp-1worker", "udp-2workers", "tcp-2workers"])
 def srv(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Srv, str]]:
     proto, workers = request.param

@@ -33,8 +33,8 @@ class Node:
     def owns_subscriptions(self) -> bool:
         return self.owns
 
-    async def announce(self, pres_uri, event, etag) -> None:
-        self.announced.append((pres_uri, event, etag))
+    async def announce(self, pres_uri, event, etag, sender=None) -> None:
+        self.announced.append((pres_uri, event, etag, sender))
 
 
 class Server:
@@ -66,7 +66,10 @@ async def test_cluster_link_fencing_and_announcements():
     node.owns = True
     assert not link.fenced()
     await link.announce("sip:carol@127.0.0.1", PresenceEvent("presence", "application/pidf+xml"), "e1")
-    assert node.announced == [("sip:carol@127.0.0.1", "presence", "e1")]
+    await link.announce("sip:carol@127.0.0.1", PresenceEvent("presence", "application/pidf+xml"), "e2",
+                        "sip:phone@127.0.0.1")
+    assert node.announced == [("sip:carol@127.0.0.1", "presence", "e1", None),
+                              ("sip:carol@127.0.0.1", "presence", "e2", "sip:phone@127.0.0.1")]
 
 
 def test_cluster_link_remembers_the_state_sent_per_presentity():
