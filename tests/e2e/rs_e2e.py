@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,13 +35,17 @@ def _env() -> dict[str, str]:
 class RunningServer:
     """`routescript run cfg` in the background; stderr captured to a file (read with .log())."""
 
-    def __init__(self, cfg: Path, workdir: Path) -> None:
+    def __init__(self, cfg: Path, workdir: Path, *, flags: Sequence[str] = (), prefix: Sequence[str] = (),
+                 stop_bound: float = 8.0) -> None:
+        """`flags` follow `run CFG`; `prefix` goes before the interpreter (unshare ...); `stop_bound`: the
+        seconds stop() waits after SIGTERM before SIGKILL."""
         self.cfg = cfg
+        self.stop_bound = stop_bound
         self.log_path = workdir / f"{cfg.stem}.stderr"
         # open for the child's whole life (not a `with`): closed in stop()
         self._log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "routescript", "run", str(cfg)], cwd=ROOT,
-                                     env=_env(), stdout=subprocess.DEVNULL, stderr=self._log)
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "routescript", "run", str(cfg), *flags],
+                                     cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=self._log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -64,7 +68,7 @@ class RunningServer:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=8)
+                self.proc.wait(timeout=self.stop_bound)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)

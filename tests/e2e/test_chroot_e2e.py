@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 from presence_e2e import ALL_PROTOS, SecureListeners, Srv, presence_cfg
-from rs_e2e import ROOT, START_TIMEOUT, _env, free_port
+from rs_e2e import ROOT, RunningServer, _env, free_port
 
 from routescript.mi.client import call_fifo, call_http
 from routescript.testing import pidf
@@ -102,40 +102,6 @@ def call_fifo_in(jail: Jail, method: str, params: Any = None) -> Any:
     """One MI request over the FIFO at /tmp/rs_fifo inside the jail, by `routescript mi`'s own client: its
     reply FIFO in the jail's /tmp, handed to the server's user (nobody)."""
     return call_fifo(str(jail.path("/tmp/rs_fifo")), method, params, reply_dir=str(jail.path("/tmp")))
-
-
-class ChrootedServer:
-    """`routescript run` of the jail's script (with `flags`), behind `prefix` (unshare)."""
-
-    def __init__(self, jail: Jail, prefix: list[str], flags: list[str], logs: Path) -> None:
-        self.log_path = logs / "chroot.stderr"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        argv = [*prefix, sys.executable, "-m", "routescript", "run", str(jail.cfg), *flags]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = START_TIMEOUT, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(text) >= count:
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"routescript exited ({self.proc.returncode}):\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_BOUND)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 def _children(pid: int) -> list[int]:
@@ -209,7 +175,7 @@ async def test_server_in_a_chroot(tmp_path: Path, workers: int) -> None:
     secure = SecureListeners.make(tmp_path)
     jail.cfg.write_text(chroot_cfg(jail, port, http_port, workers, head, secure))
     jail.cfg.chmod(0o644)
-    server = ChrootedServer(jail, prefix, flags, tmp_path)
+    server = RunningServer(jail.cfg, tmp_path, flags=flags, prefix=prefix, stop_bound=STOP_BOUND)
     srv = Srv(server, port, secure)   # type: ignore[arg-type] - a RunningServer's log and wait_for
     try:
         server.wait_for("routescript started", timeout=30)
