@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from db.conftest import PG_URL, fresh_pg_schema, with_search_path
+from db.opensips_db import opensips_database
 from db.opensips_sql import POSTGRES as OPENSIPS_POSTGRES
 from db.opensips_sql import SQLITE as OPENSIPS_SQLITE
 
@@ -26,21 +25,9 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture(params=["sqlite", "postgres"])
 async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A database with OpenSIPS 3.4's tables, made by its own CREATE scripts."""
-    if request.param == "sqlite":
-        import sqlite3
-        path = tmp_path / "opensips.sqlite"
-        conn = sqlite3.connect(path)
-        conn.executescript(OPENSIPS_SQLITE)
-        conn.close()
-        yield f"sqlite://{path}"
-    else:
-        async with fresh_pg_schema() as schema:
-            conn = await asyncpg.connect(PG_URL)
-            try:
-                await conn.execute(f"SET search_path TO {schema}; " + OPENSIPS_POSTGRES)
-            finally:
-                await conn.close()
-            yield with_search_path(PG_URL, schema)
+    script = {"sqlite": OPENSIPS_SQLITE, "postgres": OPENSIPS_POSTGRES}[request.param]
+    async with opensips_database(request.param, tmp_path, script) as url:
+        yield url
 
 
 def module(tmp_path: Path, url: str, mode: int = 1) -> DialogModule:

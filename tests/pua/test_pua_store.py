@@ -12,10 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from db.conftest import PG_URL, fresh_pg_schema, with_search_path
-from db.mysql_util import fresh_mysql_db, mysql_script
+from db.opensips_db import opensips_database
 from db.opensips_sql import MYSQL as OPENSIPS_MYSQL
 from db.opensips_sql import POSTGRES as OPENSIPS_POSTGRES
 from db.opensips_sql import SQLITE as OPENSIPS_SQLITE
@@ -267,25 +265,10 @@ async def test_each_worker_its_own_rows_and_worker_0_removes_the_stale(db_url: s
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A database with OpenSIPS 3.4's tables, made by its own CREATE scripts (pua version 8 among them)."""
-    if request.param == "sqlite":
-        import sqlite3
-        path = tmp_path / "opensips.sqlite"
-        conn = sqlite3.connect(path)
-        conn.executescript(OPENSIPS_SQLITE)
-        conn.close()
-        yield f"sqlite://{path}"
-    elif request.param == "mysql":
-        async with fresh_mysql_db() as my_url:
-            await mysql_script(my_url, OPENSIPS_MYSQL)
-            yield my_url
-    else:
-        async with fresh_pg_schema() as schema:
-            conn = await asyncpg.connect(PG_URL)
-            try:
-                await conn.execute(f"SET search_path TO {schema}; " + OPENSIPS_POSTGRES)
-            finally:
-                await conn.close()
-            yield with_search_path(PG_URL, schema)
+    scripts = {"sqlite": OPENSIPS_SQLITE, "postgres": OPENSIPS_POSTGRES, "mysql": OPENSIPS_MYSQL}
+    script = scripts[request.param]
+    async with opensips_database(request.param, tmp_path, script) as url:
+        yield url
 
 
 async def test_opensips_own_table_is_used_as_it_is(opensips_db: str) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from db.conftest import PG_URL, fresh_pg_schema, with_search_path
-from db.mysql_util import fresh_mysql_db, mysql_script
+from db.opensips_db import opensips_database
 from db.opensips_sql import MYSQL as OPENSIPS_MYSQL
 from db.opensips_sql import POSTGRES, SQLITE
 
@@ -57,26 +55,11 @@ def test_schema_matches_opensips_columns_and_version() -> None:
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def opensips_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "mysql":   # OpenSIPS 3.4's scripts/mysql (standard + presence + usrloc)
-        async with fresh_mysql_db() as my_url:
-            await mysql_script(my_url, OPENSIPS_MYSQL)
-            yield my_url
-    elif request.param == "sqlite":
-        import sqlite3
-        path = tmp_path / "opensips.sqlite"
-        conn = sqlite3.connect(path)
-        conn.executescript(VERSION["sqlite"] + OPENSIPS_SQLITE)
-        conn.close()
-        yield f"sqlite://{path}"
-    else:
-        async with fresh_pg_schema() as schema:
-            url = with_search_path(PG_URL, schema)
-            conn = await asyncpg.connect(PG_URL)
-            try:
-                await conn.execute(f"SET search_path TO {schema}; " + VERSION["postgres"] + OPENSIPS_POSTGRES)
-            finally:
-                await conn.close()
-            yield url
+    """OpenSIPS 3.4's scripts (mysql: standard + presence + usrloc; the others: version + usrloc)."""
+    script = {"sqlite": VERSION["sqlite"] + OPENSIPS_SQLITE,
+              "postgres": VERSION["postgres"] + OPENSIPS_POSTGRES, "mysql": OPENSIPS_MYSQL}[request.param]
+    async with opensips_database(request.param, tmp_path, script) as url:
+        yield url
 
 
 @pytest.mark.asyncio
