@@ -214,6 +214,7 @@ class Lifecycle:
         self._databases = databases
         self.started = False
         self._stopped = asyncio.Event()
+        self._stopping: asyncio.Future[bool] | None = None   # the stop under way (stop())
         self._closing = CloseStack()
         # systemd's notification socket (sdnotify.py): `routescript run` sets it, in the main process only
         self.notifier: SystemdNotifier = NO_NOTIFIER
@@ -249,6 +250,7 @@ class Lifecycle:
 
     async def _start(self, bind: Callable[[CloseStack], Awaitable[TransportLayer]], *, privileges: bool,
                      runs_in: frozenset[RunsIn]) -> None:
+        self._stopping = None   # a server stopped before may start again
         self._closing = closing = CloseStack()
         try:
             # Shared database handles are opened by the modules (server.database) and used by their
@@ -297,6 +299,7 @@ class Lifecycle:
         # A worker restarted later is forked from a supervisor that waits on its own _stopped: an event
         # bound to the supervisor's loop, unusable on the worker's.
         self._stopped = asyncio.Event()
+        self._stopping = None
         self._closing = closing = CloseStack()
         try:
             closing.push("the databases", self._databases.close_all)
@@ -574,10 +577,18 @@ class Lifecycle:
 
         Bounded (docs/operations.md, "Stopping"): in-flight messages get shutdown_timeout seconds (then
         they are cancelled, unanswered), closing gets shutdown_timeout seconds more. False when the
-        closing ran out of time (what was left is abandoned and said): `routescript run` exits 1."""
+        closing ran out of time (what was left is abandoned and said): `routescript run` exits 1.
+        A stop() while another is under way (MI `kill`, then a signal or the caller's own stop) waits
+        for that one's end and returns its answer."""
+        if self._stopping is not None:
+            return await asyncio.shield(self._stopping)
         if not self.started:
             self._stopped.set()
             return True
+        self._stopping = asyncio.ensure_future(self._stop())
+        return await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> bool:
         self._set_started(False)
         limit = float(self._server.config.get("shutdown_timeout") or STOP_GRACE)
         await self._timers.stop()

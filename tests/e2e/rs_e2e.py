@@ -35,8 +35,10 @@ def _env() -> dict[str, str]:
 class RunningServer:
     """`routescript run cfg` in the background; stderr captured to a file (read with .log())."""
 
+    stop_bound = 8.0   # seconds stop() waits after SIGTERM before SIGKILL (subclasses with their own argv)
+
     def __init__(self, cfg: Path, workdir: Path, *, flags: Sequence[str] = (), prefix: Sequence[str] = (),
-                 stop_bound: float = 8.0) -> None:
+                 stop_bound: float = stop_bound) -> None:
         """`flags` follow `run CFG`; `prefix` goes before the interpreter (unshare ...); `stop_bound`: the
         seconds stop() waits after SIGTERM before SIGKILL."""
         self.cfg = cfg

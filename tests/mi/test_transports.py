@@ -300,3 +300,17 @@ async def test_no_listener_without_the_modules(tmp_path: Path) -> None:
         assert getattr(server, "mi", None) is None and server.modules.get("httpd") is None
     finally:
         await server.stop()
+
+
+async def test_a_stop_while_another_is_under_way_waits_for_its_end(tmp_path: Path) -> None:
+    """MI `kill` stops the server in a task; the caller's own stop() meanwhile (`routescript run`'s
+    signal handler, a test's teardown) returns only once that stop has closed everything - before, it
+    returned at once, the FIFO still there (test_kill_when_enabled failed so under load)."""
+    r = await start(tmp_path)
+    first = asyncio.ensure_future(r.server.stop())
+    for _ in range(5):                         # a few loop turns: the first stop begins
+        await asyncio.sleep(0)
+    assert not r.server.started
+    assert await r.server.stop() is True
+    assert not os.path.exists(r.fifo)  # noqa: ASYNC240 - closed by the time the second stop returns
+    assert await first is True
