@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ._memo import MEMO_SIZE, Memo
+from ._memo import MEMO_SIZE
 
 
 def bare_host(host: str) -> str:
@@ -18,8 +18,8 @@ def bare_host(host: str) -> str:
 
 # (canonical text, is an IP literal, is IPv6) by host as written. Every message asks this of the same few
 # addresses (its source, its Via, our sockets) - a relayed call some 40 times; ipaddress parsing is
-# costly, so the answers are kept (a bounded Memo, _memo.py), read with `in` and `[]`.
-_ANALYSED: Memo[tuple[str, bool, bool]] = Memo()
+# costly, so the answers are kept (a bounded memo, _memo.py), read with `in` and `[]`.
+_ANALYSED: dict[str, tuple[str, bool, bool]] = {}
 
 
 def _analyse(host: str) -> tuple[str, bool, bool]:
@@ -32,10 +32,9 @@ def _analyse(host: str) -> tuple[str, bool, bool]:
         found = (bare.lower(), False, False)
     else:
         found = (str(ip), True, ip.version == 6)
-    if _ANALYSED.filed >= MEMO_SIZE:
+    if len(_ANALYSED) >= MEMO_SIZE:
         _ANALYSED.clear()
     _ANALYSED[host] = found
-    _ANALYSED.filed += 1
     return found
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from . import _abnf
 from ._fast import slot_setters
-from ._memo import MEMO_SIZE, Memo
+from ._memo import MEMO_SIZE
 from ._params import Params, format_params, with_param
 from .errors import ParseError
 
@@ -123,7 +123,7 @@ _URI_PARAM = re.compile(rf";({_abnf.paramchar}+)(?:(=)({_abnf.paramchar}*))?")
 
 
 # Parsed URIs by their text (_memo.py): the Request-URIs and the URIs of Routes, To and From repeat.
-_URI_MEMO: Memo[SipURI] = Memo()
+_URI_MEMO: dict[str, SipURI] = {}
 
 
 def parse_uri(text: str) -> SipURI:
@@ -131,7 +131,7 @@ def parse_uri(text: str) -> SipURI:
     memo = _URI_MEMO
     if text in memo:   # `in` and `[]`: no method call for a URI seen before
         return memo[text]
-    if memo.filed >= MEMO_SIZE:
+    if len(memo) >= MEMO_SIZE:
         memo.clear()
     if len(text) > _MAX_URI_LENGTH:
         raise ParseError("URI too long")
@@ -154,13 +154,11 @@ def parse_uri(text: str) -> SipURI:
             _split_uri_params(params) if params else (),
             headers,
         )
-        memo.filed += 1
         return uri
     m = _abnf.TEL_URI.fullmatch(text)
     if m is not None:
         params_text = m.group("params")
         uri = memo[text] = SipURI("tel", m.group("user"), None, "", None, _split_uri_params(params_text))
-        memo.filed += 1
         return uri
     scheme = _abnf.URI_SCHEME.match(text)
     if scheme is not None and scheme.group("scheme").lower() not in ("sip", "sips", "tel", "pres", "im"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from . import _abnf
 from ._fast import slot_setters
-from ._memo import MEMO_SIZE, Memo
+from ._memo import MEMO_SIZE
 from ._params import (
     ParamMap,
     Params,
@@ -117,8 +117,8 @@ def name_addr_tag(value: str) -> str:
 
 # Parsed name-addrs by their text (_memo.py): From/To values (their tag-param checked) apart from the
 # others, which accept a tag without a value.
-_TAGGED_MEMO: Memo[NameAddr] = Memo()
-_NAME_ADDR_MEMO: Memo[NameAddr] = Memo()
+_TAGGED_MEMO: dict[str, NameAddr] = {}
+_NAME_ADDR_MEMO: dict[str, NameAddr] = {}
 
 
 def parse_name_addr(value: str, what: str = "From") -> NameAddr:
@@ -133,7 +133,7 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
     memo = _TAGGED_MEMO if what in _TAGGED else _NAME_ADDR_MEMO
     if value in memo:
         return memo[value]
-    if memo.filed >= MEMO_SIZE:
+    if len(memo) >= MEMO_SIZE:
         memo.clear()
     s = value.strip()
     display: str | None = None
@@ -178,7 +178,6 @@ def parse_name_addr(value: str, what: str = "From") -> NameAddr:
             if name in _TAG_SPELLINGS and (written is None or (quoted and not _token_param_ok(written))):
                 raise ParseError(f"Bad {what} header")
     name_addr = memo[value] = _new_name_addr(display, uri, params)
-    memo.filed += 1
     return name_addr
 
 
@@ -299,7 +298,7 @@ def _new_via(protocol: str, host: str, port: int | None, params: Params) -> Via:
 
 
 # Parsed via-parms by their text (_memo.py).
-_VIA_MEMO: Memo[Via] = Memo()
+_VIA_MEMO: dict[str, Via] = {}
 
 
 def parse_via(value: str) -> Via:
@@ -312,7 +311,7 @@ def parse_via(value: str) -> Via:
     memo = _VIA_MEMO
     if value in memo:   # the top Via of a 180 and of the 200 after it is the same (ours)
         return memo[value]
-    if memo.filed >= MEMO_SIZE:
+    if len(memo) >= MEMO_SIZE:
         memo.clear()
     m = _abnf.VIA_PARM.match(value)
     if m is None:
@@ -332,7 +331,6 @@ def parse_via(value: str) -> Via:
     if " " in protocol or "\t" in protocol:
         protocol = protocol.replace(" ", "").replace("\t", "")
     via = memo[value] = _new_via(protocol, host, port, params)
-    memo.filed += 1
     return via
 
 
@@ -361,7 +359,7 @@ def _new_cseq(number: int, method: str) -> CSeq:
 
 # Parsed CSeqs by their text (_memo.py): a transaction's request and responses, and the first INVITE
 # of every call of a user agent, carry the same one.
-_CSEQ_MEMO: Memo[CSeq] = Memo()
+_CSEQ_MEMO: dict[str, CSeq] = {}
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -369,7 +367,7 @@ def parse_cseq(value: str) -> CSeq:
     memo = _CSEQ_MEMO
     if value in memo:   # every message parses its CSeq
         return memo[value]
-    if memo.filed >= MEMO_SIZE:
+    if len(memo) >= MEMO_SIZE:
         memo.clear()
     m = _abnf.CSEQ.fullmatch(value.strip())
     if m is None:
@@ -379,7 +377,6 @@ def parse_cseq(value: str) -> CSeq:
     if number >= 2**31:
         raise ParseError("Bad CSeq header")
     cseq = memo[value] = _new_cseq(number, method)
-    memo.filed += 1
     return cseq
 
 
