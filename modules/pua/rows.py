@@ -195,13 +195,19 @@ def _read_extra_headers(text: str) -> tuple[str | None, tuple[str, str] | None]:
     return proxy, sender
 
 
+def _event(row: dict[str, Any]) -> str:
+    """The event named by the row's pua event bit; BadRow for a bit pua does not know."""
+    bit = _int(row, "event")
+    event = EVENT_NAMES.get(bit)
+    if event is None:
+        raise BadRow(f"event bit {bit} is not one of pua's")
+    return event
+
+
 def publication_of(row: dict[str, Any], now: float) -> PubRecord:
     """The publication of a row (watcher_uri empty). BadRow when it cannot be one."""
     try:
-        bit = _int(row, "event")
-        event = EVENT_NAMES.get(bit)
-        if event is None:
-            raise BadRow(f"event bit {bit} is not one of pua's")
+        event = _event(row)
         key = PubKey(_text(row, "pres_uri"), event, _text(row, "pres_id", required=False))
         etag = _text(row, "etag", required=False)
         if not etag:
@@ -220,10 +226,7 @@ def publication_of(row: dict[str, Any], now: float) -> PubRecord:
 def subscription_of(row: dict[str, Any], now: float) -> SubRecord:
     """The subscription of a row (watcher_uri set). BadRow when it cannot be one."""
     try:
-        bit = _int(row, "event")
-        event = EVENT_NAMES.get(bit)
-        if event is None:
-            raise BadRow(f"event bit {bit} is not one of pua's")
+        event = _event(row)
         pres_uri = _text(row, "pres_uri")
         key = SubKey(pres_uri, _text(row, "watcher_uri"), event)
         expires_at, desired_at = _times(row, now)
