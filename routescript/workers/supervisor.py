@@ -185,9 +185,9 @@ class Supervisor:
         pid_file: PidFile | None = None
         try:
             # chroot: the workers are forked inside the new root, restarted ones too
-            lifecycle.confine(sockets.infos())
-            pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
-            lifecycle.drop_privileges()
+            lifecycle.confinement.confine(lifecycle.notifier, sockets.infos())
+            pid_file = lifecycle.confinement.write_pid_file()   # the supervisor's id: the one to signal
+            lifecycle.confinement.drop_privileges()
         except LoadError as exc:
             log_load_error(exc)
             if pid_file is not None:
@@ -534,7 +534,7 @@ class Supervisor:
             loop.remove_signal_handler(sig)
 
     def _reload_on_signal(self) -> None:
-        from routescript.core.lifecycle import reload_telling
+        from routescript.core.sdnotify import reload_telling
 
         log.info("SIGHUP: reloading the routes of every worker")
         self._spawn(reload_telling(self.server.lifecycle.notifier, self.reload_routes()))
