@@ -4,7 +4,7 @@ SIP sockets are bound.
 OpenSIPS's order (main.c, daemonize.c): the script is parsed, the listeners are made, daemonize()
 chroots and changes to working_dir (inside the new root), writes the pid file (inside), then the
 modules open their resources and do_suid() switches user. Everything opened after the chroot is inside
-it. We keep that order (lifecycle.py, Lifecycle.confine): bind the SIP sockets, import now what the
+it. We keep that order (confinement.py, Confinement.confine): bind the SIP sockets, import now what the
 server could import later, chroot, chdir to `wdir` (inside) or /, write the pid file (inside), switch
 user/group, start the modules (their databases, the MI FIFO: inside). The supervisor does it before it
 forks: the workers, and a worker restarted later, are forked inside the new root.

@@ -168,7 +168,7 @@ KNOWN_GLOBALS: dict[str, tuple[str, Any, bool]] = {
     "mem_warming": ("bool", False, False),
     "mem_dump": ("int", 0, False),
     # OpenSIPS's working directory: the server changes to it at start, before dropping privileges
-    # (lifecycle.py); relative paths the modules open later (an SQLite file) are then read from it.
+    # (confinement.py); relative paths the modules open later (an SQLite file) are then read from it.
     "wdir": ("str", "", False),
     "workdir": ("str", "", False),               # OpenSIPS's other name of wdir
     # Security settings are never accepted and ignored (privileges.py, chroot.py): `chroot` and

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping, Sequence
 
 log = logging.getLogger("routescript.core")
 
@@ -119,3 +119,17 @@ class SystemdNotifier:
 
 
 NO_NOTIFIER = SystemdNotifier(None)
+
+
+async def reload_telling(notifier: SystemdNotifier,
+                         reload: Coroutine[object, object, Sequence[object]]) -> Sequence[object]:
+    """A SIGHUP reload between RELOADING=1 and READY=1 (systemd's reload protocol); a refused reload
+    (the old script kept) is said in STATUS=."""
+    notifier.reloading()
+    diagnostics: Sequence[object] = ()
+    try:
+        diagnostics = await reload
+    finally:
+        errors = [d for d in diagnostics if getattr(d, "severity", "error") == "error"]
+        notifier.ready(f"reload refused, the old script runs: {errors[0]}" if errors else "reloaded")
+    return diagnostics

@@ -25,8 +25,8 @@ them together (the one place that does):
               shedding, a message through its route (dispatch.py)
   timers      Timers: the timer_route loops (timers.py)
   loader      ConfigLoader: load, reload_routes, the load diagnostics (loading.py)
-  lifecycle   Lifecycle: start in named steps, stop, serve_forever (lifecycle.py), with the shared
-              database handles (Databases)
+  lifecycle   Lifecycle: start in named steps, stop, serve_forever (lifecycle.py)
+  databases   Databases: the shared database handles, closed at stop (shared_databases.py)
 The parts read the server's public state (config, transport, transactions, ...) through narrow
 Protocols (layers.SipLayers, lifecycle.StartingServer, loading.LoadingServer), never each other's.
 Server keeps is_myself and run_file; its other public names delegate to the parts.
@@ -53,7 +53,7 @@ from .dispatch import (IN_DIALOG_ALLOWANCE, MAX_PENDING, MAX_RUNNING, MessageDis
                        _acks_our_stateless_reply, _has_pos, _where)
 from .events import EventBus
 from .health import LoopLagMonitor, register_health_statistics
-from .lifecycle import STOP_GRACE, Databases, Lifecycle, TransportFactory
+from .lifecycle import STOP_GRACE, Lifecycle
 from .loader import ModParam
 from .loading import (LoadDiagnostic, ConfigLoader, Diagnostic, LoadError, Loaded, PlainDiagnostic,
                       _source_line, config_diagnostic)
@@ -62,8 +62,10 @@ from .replies import Replier, _from_tag, _is_error_reply, _with_reply_headers, t
 from .relay import Relay
 from .requests import RequestSender
 from .routes import Routes
+from .shared_databases import Databases
 from .stats import CoreCounters, Statistics, register_core_statistics
 from .timers import Timers
+from .transport_setup import TransportFactory
 
 if TYPE_CHECKING:
     from routescript.db import Database
@@ -96,10 +98,10 @@ class Server:
         self.modules = ModuleSet()             # made by load()
         self.statistics = Statistics()
         self.counters = CoreCounters()
-        self.transport: TransportLayer | None = None         # made by start() (lifecycle.bind_sockets)
-        self.transactions: TransactionLayer | None = None    # made by start() (lifecycle.make_transactions)
+        self.transport: TransportLayer | None = None         # made by start() (transport_setup.py)
+        self.transactions: TransactionLayer | None = None    # made by start() (transaction_setup.py)
         # The service modules send requests with ("send this request inside this dialog / to this
-        # destination", requests.py), made with the transactions by lifecycle.make_transactions.
+        # destination", requests.py), made with the transactions (transaction_setup.py).
         self.requests: RequestSender | None = None
         # "send this request on to this destination" (relay.py): tm's t_relay and forward()
         self.relay: Relay | None = None

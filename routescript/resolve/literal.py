@@ -1,6 +1,6 @@
 """The resolver for URIs that name an IP address (RFC 3263 4.1/4.2 for a numeric host): no DNS at all.
 
-What the server uses until the RFC 3263 DNS resolver is plugged in (routescript.core.lifecycle picks
+What the server uses until the RFC 3263 DNS resolver is plugged in (routescript.core.transaction_setup picks
 the resolver in one place). A host name is refused with a ResolveError that says why, never guessed.
 """
 

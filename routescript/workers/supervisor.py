@@ -23,6 +23,10 @@ the modules that run in the supervisor start (the MI listeners) and it serves:
 
 The supervisor opens no database and starts no thread: a fork is only safe in a single-threaded process
 (checked before each fork).
+
+Its parts: worker_process.py (a worker as seen from here, its signals), worker_queries.py (MI and
+statistics from the workers), all_or_none_reload.py, adoption.py (the state of dead workers, the slot
+table), thread_per_call.py (its executor).
 """
 
 from __future__ import annotations
@@ -37,67 +41,51 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from routescript.core.loading import LoadError
 from routescript.core.log import NOTICE
 
+from .adoption import ADOPT_AFTER, SlotAdoption
+from .all_or_none_reload import AllOrNoneReload
 from .child import after_fork, run_worker, set_process_name
 from .control import (
-    Adopt,
     Adopted,
     ControlChannel,
     ControlError,
     Load,
     MIReply,
-    MIRequest,
     Ping,
     Pong,
     Prepared,
     Ready,
-    ReloadAbort,
-    ReloadCommit,
-    ReloadPrepare,
-    SlotTableUpdate,
     StartFailed,
     StatsReply,
-    StatsRequest,
     Stop,
 )
-from .dispatch import SlotTable
 from .inbox import Inbox, InboxError
 from .interest import SharedInterest
 from .messages import Resync
 from .plan import WorkerPlan, runs_workers
 from .restart import RestartPolicy
 from .sockets import WorkerSockets
+from .thread_per_call import ThreadPerCallExecutor
+from .worker_process import Worker, describe_exit, send_signal
+from .worker_queries import WorkerQueries
 
 if TYPE_CHECKING:
-    from routescript.core.loading import LoadDiagnostic
     from routescript.core.overrides import RunOptions
     from routescript.core.pidfile import PidFile
-    from routescript.core.module import MICommand
     from routescript.core.server import Server
-    from routescript.core.stats import Statistics
-    from routescript.mi.aggregate import WorkerError
 
     from .node import WorkerNode
 
 log = logging.getLogger("routescript.workers")
-T = TypeVar("T")
 
 START_TIMEOUT = 120.0    # seconds a worker may take to start (schema creation, startup_route)
 STOP_MARGIN = 5.0        # seconds beyond a worker's own stop bound (2 x shutdown_timeout) before SIGKILL
 PING_INTERVAL = 2.0
 WATCHDOG = 10.0          # seconds without a Pong before a worker is killed
-MI_TIMEOUT = 30.0        # seconds a forwarded MI command may take (a table walk is the longest)
-MI_IN_FLIGHT = 64        # forwarded MI commands waiting per worker
-STATS_TIMEOUT = 5.0      # seconds a worker may take to send its statistics
-PREPARE_TIMEOUT = 10.0   # seconds every worker gets to compile a reloaded script aside
-ADOPT_AFTER = 2.0        # seconds a slot may be down before a live worker adopts its state
-ADOPT_TIMEOUT = 30.0     # seconds the restart of an adopted slot waits for Adopted at most
 
 
 async def run(path: str, options: RunOptions | None = None) -> int:
@@ -120,26 +108,6 @@ async def run(path: str, options: RunOptions | None = None) -> int:
     return await Supervisor(server, plan).run()
 
 
-@dataclass(slots=True)
-class Worker:
-    """One slot's current process as the supervisor sees it."""
-
-    slot: int
-    epoch: int
-    pid: int
-    pidfd: int
-    channel: ControlChannel
-    control: socket.socket            # the supervisor's end of the control pair
-    started_at: float
-    ready: asyncio.Future[str | None]   # None: Ready; a text: why it did not start
-    exited: asyncio.Future[int]         # the exit status
-    last_pong: float = 0.0
-    load: int = 0                       # subscriptions held, from its last Load
-    pending_mi: dict[int, asyncio.Future[MIReply]] = field(default_factory=dict)
-    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)   # StatsReply, Prepared by id/gen
-    reader: asyncio.Task[None] | None = None
-
-
 class Supervisor:
     """Forks, watches and stops the workers of one loaded server (see the module docstring)."""
 
@@ -149,6 +117,7 @@ class Supervisor:
         self.plan = plan
         self.clock = clock
         self.policy = RestartPolicy(plan.restart_backoff)
+        # slot -> its current process; shared with the parts below: changed in place, never replaced
         self.workers: dict[int, Worker] = {}
         self.epochs: dict[int, int] = {}
         self.sockets: WorkerSockets | None = None
@@ -157,16 +126,16 @@ class Supervisor:
         self._stop_requested = asyncio.Event()
         self._restarts: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._mi_ids = itertools.count(1)   # MIRequest ids, StatsRequest ids and reload generations
-        self._reload_lock = asyncio.Lock()
         self._pings = itertools.count(1)
         # one inbox per slot, made before any fork and kept while the supervisor lives: what is sent
         # to a restarting slot waits in the kernel for its new worker (docs/workers.md section 2)
         self.inboxes: list[Inbox] = []
         self.interest: SharedInterest | None = None
-        self.slot_table = SlotTable.identity(plan.total)
-        self._adoptions: dict[int, asyncio.Future[None]] = {}   # slot -> done when its Adopted came
-        self._adopters: dict[int, int] = {}                     # slot being adopted -> by which slot
+        # the parts: questions to the workers (MI, statistics), the all-or-none reload, the state of
+        # dead workers (adoption and the slot table)
+        self.queries = WorkerQueries(self.workers, plan.total)
+        self.reload = AllOrNoneReload(server, self.workers, plan.total, self.queries)
+        self.adoption = SlotAdoption(self.workers, plan.total)
 
     # ------------------------------------------------------------------ start
     async def run(self) -> int:
@@ -185,9 +154,9 @@ class Supervisor:
         pid_file: PidFile | None = None
         try:
             # chroot: the workers are forked inside the new root, restarted ones too
-            lifecycle.confine(sockets.infos())
-            pid_file = lifecycle.write_pid_file()   # the supervisor's id: the one process to signal
-            lifecycle.drop_privileges()
+            lifecycle.confinement.confine(lifecycle.notifier, sockets.infos())
+            pid_file = lifecycle.confinement.write_pid_file()   # the supervisor's id: the one to signal
+            lifecycle.confinement.drop_privileges()
         except LoadError as exc:
             log_load_error(exc)
             if pid_file is not None:
@@ -261,10 +230,10 @@ class Supervisor:
         except LoadError as exc:
             return "\n".join(str(d) for d in exc.diagnostics)
         registry = mi_registry(self.server)
-        registry.forward = self.forward_mi
+        registry.forward = self.queries.forward_mi
         registry.processes = self.ps_rows
-        registry.gather_statistics = self.gather_statistics
-        registry.reload_routes = self.reload_routes
+        registry.gather_statistics = self.queries.gather_statistics
+        registry.reload_routes = self.reload.reload_routes
         return None
 
     # ------------------------------------------------------------------ fork, reap, restart
@@ -310,7 +279,8 @@ class Supervisor:
             if inbox.slot != slot:
                 inbox.close_receive_end()
         return WorkerNode(self.server, WorkerPlace(slot, self.plan.total, epoch - 1), self.inboxes,
-                          affinity=self.plan.affinity, slot_table=self.slot_table, interest=self.interest)
+                          affinity=self.plan.affinity, slot_table=self.adoption.slot_table,
+                          interest=self.interest)
 
     def _reap(self, worker: Worker) -> None:
         """The worker's pidfd is readable: it exited."""
@@ -333,14 +303,10 @@ class Supervisor:
         if self.stopping or not self.serving:   # a failed first start ends the supervisor instead
             return
         delay = self.policy.exited(worker.slot, self.clock())
-        log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid, _describe(code),
-                  delay)
+        log.error("w%d (pid %d) exited (%s): restarting in %.1f s", worker.slot, worker.pid,
+                  describe_exit(code), delay)
         self._restarts[worker.slot] = loop.call_later(delay, self._restart, worker.slot)
-        for slot, adopter in list(self._adopters.items()):   # it was adopting: that slot may restart
-            adoption = self._adoptions.get(slot)
-            if adopter == worker.slot and adoption is not None and not adoption.done():
-                log.error("w%d exited while adopting w%d", worker.slot, slot)
-                adoption.set_result(None)
+        self.adoption.adopter_exited(worker)   # it was adopting: that slot may restart
         # it may have died between a commit and its announcement: the others read their state again
         self._resync_live(f"w{worker.slot} exited")
         loop.call_later(ADOPT_AFTER, self._adopt_if_down, worker.slot)
@@ -351,16 +317,8 @@ class Supervisor:
             self._spawn(self._restart_slot(slot))
 
     async def _restart_slot(self, slot: int) -> None:
-        adoption = self._adoptions.get(slot)
-        if adoption is not None:   # never two owners: the restart waits for the adopter's Adopted
-            try:
-                await asyncio.wait_for(asyncio.shield(adoption), ADOPT_TIMEOUT)
-            except TimeoutError:
-                log.error("w%d: no Adopted within %.0f s: restarting it anyway", slot, ADOPT_TIMEOUT)
-            self._adoptions.pop(slot, None)
-            self._adopters.pop(slot, None)
-            if self.stopping:
-                return
+        if await self.adoption.wait_before_restart(slot) and self.stopping:
+            return
         try:
             worker = await self._fork(slot)
         except (OSError, RuntimeError) as exc:
@@ -371,11 +329,10 @@ class Supervisor:
         error = await self._ready(worker)
         if error is not None:
             log.error("%s", error)
-            _signal(worker, signal.SIGKILL)   # reaped as a crash: the back-off goes on
+            send_signal(worker, signal.SIGKILL)   # reaped as a crash: the back-off goes on
         else:
             log.log(NOTICE, "w%d restarted: pid %d, epoch %d", slot, worker.pid, worker.epoch)
-            if self.slot_table.owner_of[slot] != slot:   # adopted meanwhile: its new dialogs are its own
-                self._set_owner(slot, slot)
+            self.adoption.restarted(slot)
 
     async def _follow(self, worker: Worker) -> None:
         """Read the worker's control channel until EOF; a worker gone before Ready or StartFailed is a
@@ -386,7 +343,7 @@ class Supervisor:
             worker.channel.close()
             if not worker.ready.done():
                 code = await worker.exited
-                worker.ready.set_result(f"worker w{worker.slot} exited ({_describe(code)}) before it was "
+                worker.ready.set_result(f"worker w{worker.slot} exited ({describe_exit(code)}) before it was "
                                         "ready")
 
     async def _read_control(self, worker: Worker) -> None:
@@ -412,14 +369,14 @@ class Supervisor:
                 elif isinstance(message, Load):
                     worker.load = message.subscriptions
                 elif isinstance(message, Adopted):
-                    self._adopted(worker, message)
+                    self.adoption.adopted(worker, message)
                 else:
                     log.error("w%d sent %s, which only the supervisor sends", worker.slot, message.type)
         except ConnectionResetError:
             pass   # it exited with a message of ours unread (Stop): its pidfd says how
         except (ControlError, OSError) as exc:
             log.error("w%d: control channel: %s: killing it", worker.slot, exc)
-            _signal(worker, signal.SIGKILL)
+            send_signal(worker, signal.SIGKILL)
 
     async def _watch(self) -> None:
         """Ping every worker; one silent for WATCHDOG seconds is killed (then restarted as a crash)."""
@@ -432,7 +389,7 @@ class Supervisor:
                 if now - worker.last_pong > WATCHDOG:
                     log.error("w%d (pid %d) answered no ping for %.0f s: killing it", worker.slot, worker.pid,
                               now - worker.last_pong)
-                    _signal(worker, signal.SIGKILL)
+                    send_signal(worker, signal.SIGKILL)
                 else:
                     worker.channel.send(Ping(next(self._pings)))
 
@@ -448,46 +405,9 @@ class Supervisor:
                 log.error("w%d: resync not sent: %s", slot, exc)
 
     def _adopt_if_down(self, slot: int) -> None:
-        """ADOPT_AFTER seconds after `slot`'s worker died: still not running (its back-off goes on), a
-        live worker, the one holding the fewest subscriptions, adopts its state (docs/workers.md 5)."""
-        if self.stopping or slot in self.workers or slot in self._adoptions:
-            return
-        live = [w for w in self.workers.values()
-                if w.ready.done() and w.ready.result() is None and not w.exited.done()]
-        if not live:
-            log.error("w%d is down and no worker runs to adopt its state", slot)
-            return
-        adopter = min(live, key=lambda w: (w.load, w.slot))
-        log.warning("w%d has not been running for %.0f s: w%d adopts its state", slot, ADOPT_AFTER,
-                    adopter.slot)
-        self._adoptions[slot] = asyncio.get_running_loop().create_future()
-        self._adopters[slot] = adopter.slot
-        adopter.channel.send(Adopt(slot))
-
-    def _adopted(self, adopter: Worker, message: Adopted) -> None:
-        fut = self._adoptions.get(message.slot)
-        if message.error:
-            log.error("w%d could not adopt w%d: %s", adopter.slot, message.slot, message.error)
-        else:
-            log.log(NOTICE, "w%d adopted w%d (%d subscriptions)", adopter.slot, message.slot, message.adopted)
-            self._set_owner(message.slot, adopter.slot)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def _set_owner(self, slot: int, owner: int) -> None:
-        """Slot `slot`'s messages go to `owner` from now on (and those of slots it had adopted, when it is
-        adopted in turn); the new table to every worker."""
-        owner_of = list(self.slot_table.owner_of)
-        old = owner_of[slot]
-        for s, o in enumerate(owner_of):
-            if s == slot or (owner != slot and o == old == slot):
-                owner_of[s] = owner
-        self.slot_table = SlotTable(self.slot_table.version + 1, tuple(owner_of))
-        log.info("slot table version %d: %s", self.slot_table.version,
-                 ", ".join(f"w{s}->w{o}" for s, o in enumerate(owner_of)))
-        update = SlotTableUpdate(self.slot_table.version, list(owner_of))
-        for worker in self.workers.values():
-            worker.channel.send(update)
+        """ADOPT_AFTER seconds after `slot`'s worker died (adoption.py), unless the supervisor stops."""
+        if not self.stopping:
+            self.adoption.adopt_if_down(slot)
 
     # ------------------------------------------------------------------ stop, signals
     async def _stop_workers(self) -> bool:
@@ -500,7 +420,7 @@ class Supervisor:
         workers = list(self.workers.values())
         for worker in workers:
             worker.channel.send(Stop())
-            _signal(worker, signal.SIGTERM)   # also stops one that is still starting
+            send_signal(worker, signal.SIGTERM)   # also stops one that is still starting
         exits = [w.exited for w in workers]
         late: set[asyncio.Future[int]] = set()
         if exits:
@@ -510,7 +430,7 @@ class Supervisor:
                 if worker.exited in late:
                     log.error("w%d (pid %d) did not stop within %.0f s: SIGKILL", worker.slot, worker.pid,
                               bound)
-                    _signal(worker, signal.SIGKILL)
+                    send_signal(worker, signal.SIGKILL)
             if late:
                 await asyncio.wait(late, timeout=5.0)
         for task in list(self._tasks):
@@ -519,7 +439,7 @@ class Supervisor:
         for worker in failed:
             if worker.exited.done() and worker.exited not in late:
                 log.error("w%d (pid %d) stopped with %s", worker.slot, worker.pid,
-                          _describe(worker.exited.result()))
+                          describe_exit(worker.exited.result()))
         return not failed
 
     def _install_signals(self) -> None:
@@ -534,69 +454,10 @@ class Supervisor:
             loop.remove_signal_handler(sig)
 
     def _reload_on_signal(self) -> None:
-        from routescript.core.lifecycle import reload_telling
+        from routescript.core.sdnotify import reload_telling
 
         log.info("SIGHUP: reloading the routes of every worker")
-        self._spawn(reload_telling(self.server.lifecycle.notifier, self.reload_routes()))
-
-    # ------------------------------------------------------------------ reload (all or none)
-    async def reload_routes(self) -> list[LoadDiagnostic]:
-        """docs/workers.md section 6: the supervisor compiles the script (an error: no worker is asked),
-        every worker prepares it aside and checks it read the same files, then all commit, the supervisor
-        last (a worker forked later gets the new script), or all abort. The errors, or the warnings."""
-        from routescript.core.loading import PlainDiagnostic
-
-        async with self._reload_lock:
-            loader = self.server.loader
-            prepared = loader.prepare_reload()
-            if prepared.errors:
-                return prepared.errors
-            gen = next(self._mi_ids)
-            failures = await self._prepare_everywhere(gen, prepared.files_sha256)
-            workers = list(self.workers.values())
-            if failures:
-                for worker in workers:
-                    worker.channel.send(ReloadAbort(gen))
-                log.error("reload_routes: aborted, every worker keeps the old script: %s",
-                          "; ".join(failures))
-                return [PlainDiagnostic(f"reload aborted, the old script is kept: {f}") for f in failures]
-            for worker in workers:
-                worker.channel.send(ReloadCommit(gen))
-            loader.commit_reload(prepared)
-            return prepared.warnings
-
-    async def _prepare_everywhere(self, gen: int, files_sha256: str) -> list[str]:
-        """ReloadPrepare to every slot's worker; why each one that is not Prepared within PREPARE_TIMEOUT
-        is not (a slot restarting counts: its new process would start with the old script)."""
-        answers = await asyncio.gather(*(self._request(slot, gen, ReloadPrepare(gen, files_sha256),
-                                                       PREPARE_TIMEOUT, "to prepare the reload")
-                                         for slot in range(self.plan.total)), return_exceptions=True)
-        failures = []
-        for slot, answer in enumerate(answers):
-            if isinstance(answer, Prepared):
-                if not answer.ok:
-                    failures.append(f"w{slot}: {answer.error}")
-            elif isinstance(answer, BaseException):
-                failures.append(str(answer))
-        return failures
-
-    async def _request(self, slot: int, key: int, message: ReloadPrepare | StatsRequest, timeout: float,
-                       what: str) -> Any:
-        """Send `message` to the worker of `slot`, wait for its answer (StatsReply or Prepared) with `key`.
-        ConnectionError naming the worker when it is not running, exits, or takes more than `timeout`."""
-        worker = self.workers.get(slot)
-        if worker is None or not worker.ready.done() or worker.ready.result() is not None:
-            raise ConnectionError(f"w{slot}: not running (restarting)")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        worker.pending[key] = fut
-        try:
-            worker.channel.send(message)
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise ConnectionError(f"w{slot} (pid {worker.pid}): no answer within {timeout:.0f} s "
-                                  f"{what}") from None
-        finally:
-            worker.pending.pop(key, None)
+        self._spawn(reload_telling(self.server.lifecycle.notifier, self.reload.reload_routes()))
 
     # ------------------------------------------------------------------ MI
     def ps_rows(self) -> list[dict[str, Any]]:
@@ -611,94 +472,6 @@ class Supervisor:
                          "Epoch": self.epochs.get(slot, 0), "Restarts": self.policy.restarts(slot)})
         return rows
 
-    async def forward_mi(self, cmd: MICommand, params: Any) -> Any:
-        """Run MI command `cmd` where it declares (MICommand.workers): "one" in worker 0, "each" and
-        "concat" in every worker at once; its result, or a JSON-RPC error raised here (naming every
-        worker that failed: never a partial answer)."""
-        from routescript.mi.aggregate import MergeError, concat, each_result
-        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
-
-        if cmd.workers not in ("each", "concat"):   # "one", or undeclared (tests/mi/test_placement.py)
-            return await self._ask(0, cmd.name, params)
-        results, errors = await self._ask_every(cmd.name, params)
-        if cmd.workers == "each" or errors:
-            result, error = each_result(results, errors)
-            if error is not None:
-                raise JSONRPCError(error.code, error.message, error.data)
-            return result
-        try:
-            return concat(results, cmd.key)
-        except MergeError as exc:
-            raise JSONRPCError(SERVER_ERROR, data=f"{cmd.name}: {exc}") from None
-
-    async def _ask_every(self, name: str, params: Any) -> tuple[list[Any], list[WorkerError]]:
-        """MI command `name` in every worker at once: the results (slot order), the failures."""
-        from routescript.mi.aggregate import WorkerError
-        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
-
-        answers = await asyncio.gather(*(self._ask(slot, name, params) for slot in range(self.plan.total)),
-                                       return_exceptions=True)
-        results: list[Any] = []
-        errors: list[WorkerError] = []
-        for slot, answer in enumerate(answers):
-            if isinstance(answer, JSONRPCError):
-                errors.append(WorkerError(f"w{slot}", answer.code, answer.message, answer.data))
-            elif isinstance(answer, BaseException):
-                errors.append(WorkerError(f"w{slot}", SERVER_ERROR, "Server error", f"{answer}"))
-            else:
-                results.append(answer)
-        return results, errors
-
-    async def gather_statistics(self) -> Statistics:
-        """Every worker's statistics merged (routescript.mi.aggregate.merge_statistics); a worker that
-        does not answer within STATS_TIMEOUT is an MI error naming it."""
-        from routescript.mi.aggregate import MergeError, merge_statistics
-        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
-
-        requests = []
-        for slot in range(self.plan.total):
-            request_id = next(self._mi_ids)
-            requests.append(self._request(slot, request_id, StatsRequest(request_id), STATS_TIMEOUT,
-                                          "with its statistics"))
-        answers = await asyncio.gather(*requests, return_exceptions=True)
-        failed = [str(a) for a in answers if isinstance(a, BaseException)]
-        if failed:
-            raise JSONRPCError(SERVER_ERROR, "Statistics not available",
-                               "; ".join(failed) + " (no partial sum is given)")
-        try:
-            return merge_statistics({f"w{slot}": a.rows for slot, a in enumerate(answers)
-                                     if isinstance(a, StatsReply)})
-        except MergeError as exc:
-            raise JSONRPCError(SERVER_ERROR, "Statistics not available", str(exc)) from None
-
-    async def _ask(self, slot: int, name: str, params: Any) -> Any:
-        """One MIRequest/MIReply round trip with the worker of `slot`."""
-        from routescript.mi.jsonrpc import SERVER_ERROR, JSONRPCError
-
-        worker = self.workers.get(slot)
-        if worker is None or not worker.ready.done() or worker.ready.result() is not None:
-            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} is not running (restarting): retry")
-        if len(worker.pending_mi) >= MI_IN_FLIGHT:
-            raise JSONRPCError(SERVER_ERROR,
-                               data=f"{MI_IN_FLIGHT} MI commands already wait for worker w{slot}")
-        request_id = next(self._mi_ids)
-        fut: asyncio.Future[MIReply] = asyncio.get_running_loop().create_future()
-        worker.pending_mi[request_id] = fut
-        try:
-            worker.channel.send(MIRequest(request_id, name, params))
-            reply = await asyncio.wait_for(fut, MI_TIMEOUT)
-        except TimeoutError:
-            raise JSONRPCError(SERVER_ERROR, data=f"worker w{slot} did not answer {name} within "
-                                                  f"{MI_TIMEOUT:.0f} s") from None
-        except (ConnectionError, ControlError) as exc:
-            raise JSONRPCError(SERVER_ERROR, data=f"w{slot}: {name}: {exc}") from None
-        finally:
-            worker.pending_mi.pop(request_id, None)
-        if reply.ok:
-            return reply.result
-        error = reply.result if isinstance(reply.result, dict) else {}
-        raise JSONRPCError(int(error.get("code", SERVER_ERROR)), error.get("message"), error.get("data"))
-
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -706,47 +479,7 @@ class Supervisor:
         return task
 
 
-class ThreadPerCallExecutor(Executor):
-    """The supervisor's default executor: one thread per call, gone when the call returns. The standard
-    pool keeps its idle threads, and one thread too many makes every later fork refuse (mi_http checks
-    passwords in a thread: asyncio.to_thread)."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="routescript-supervisor-call", daemon=True).start()
-        return future
-
-
 def stop_timeout(server: Server) -> float:
     """Seconds the workers get to stop: in-flight messages, then closing, shutdown_timeout each
     (Lifecycle.stop), and STOP_MARGIN for the process's own exit."""
     return 2 * float(server.config.get("shutdown_timeout")) + STOP_MARGIN
-
-
-def _signal(worker: Worker, sig: int) -> None:
-    """Send `sig` through the worker's pidfd (never to another process that got its PID since)."""
-    if worker.exited.done():
-        return
-    try:
-        signal.pidfd_send_signal(worker.pidfd, sig)
-    except ProcessLookupError:
-        pass   # exiting: its pidfd reports it
-
-
-def _describe(code: int) -> str:
-    """waitstatus_to_exitcode's value in words: `status 1` or `killed by SIGKILL`."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:   # a real-time signal has no name
-            return f"killed by signal {-code}"
-    return f"status {code}"

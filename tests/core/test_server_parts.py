@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from routescript.core.close_stack import CloseStack
 from routescript.core.config import CoreConfig
 from routescript.core.dispatch import MessageDispatcher
-from routescript.core.lifecycle import CloseStack
 from routescript.core.loader import build_registry
 from routescript.core.loading import LoadError
 from routescript.core.module import ModuleSet
@@ -20,6 +20,7 @@ from routescript.core.routes import Routes
 from routescript.core.server import Server
 from routescript.core.stats import CoreCounters
 from routescript.core.timers import Timers
+from routescript.core.transaction_setup import make_transactions
 from routescript.script import compile_script
 from routescript.script.context import EVENT_ROUTE, REQUEST_ROUTE, MsgContext
 from routescript.script.parser import parse_text
@@ -192,7 +193,7 @@ async def test_bind_sockets_refuses_an_address_in_use_with_its_position(tmp_path
         second.load(str(cfg2))
         closing = CloseStack()
         with pytest.raises(LoadError, match="cannot listen on") as err:
-            await second.lifecycle.bind_sockets(closing)
+            await second.lifecycle.transport_setup.bind_sockets(closing)
         assert "b.cfg:1" in str(err.value)
         await closing.close_all()                          # the transport made before the failure
     finally:
@@ -205,7 +206,7 @@ async def test_make_transactions_takes_tm_timers(tmp_path: Path) -> None:
     cfg.write_text('loadmodule "tm.so"\nmodparam("tm", "fr_timeout", 7)\nroute { exit; }\n')
     server.load(str(cfg))
     closing = CloseStack()
-    transactions = server.lifecycle.make_transactions(closing, Recording())  # type: ignore[arg-type]
+    transactions = make_transactions(server, closing, Recording())  # type: ignore[arg-type]
     assert server.transactions is transactions and transactions.timers.timer_f == 7.0
-    assert server.lifecycle.drop_privileges() is None      # no user/group: nothing to switch
+    assert server.lifecycle.confinement.drop_privileges() is None      # no user/group: nothing to switch
     await closing.close_all()

@@ -52,11 +52,11 @@ def test_a_maximum_below_the_first_delay_is_refused() -> None:
 
 
 def test_the_supervisors_executor_leaves_no_thread_behind() -> None:
-    """A thread left idle in the supervisor would make every later fork refuse (supervisor._fork)."""
+    """A thread left idle in the supervisor would make every later fork refuse (Supervisor._fork)."""
     import threading
     import time
 
-    from routescript.workers.supervisor import ThreadPerCallExecutor
+    from routescript.workers.thread_per_call import ThreadPerCallExecutor
 
     before = threading.active_count()
     future = ThreadPerCallExecutor().submit(sum, [1, 2, 3])
@@ -71,8 +71,8 @@ def test_the_supervisors_executor_leaves_no_thread_behind() -> None:
 
 
 def test_exit_statuses_in_words() -> None:
-    from routescript.workers.supervisor import _describe
+    from routescript.workers.worker_process import describe_exit
 
-    assert _describe(1) == "status 1"
-    assert _describe(-9) == "killed by SIGKILL"
-    assert _describe(-40) == "killed by signal 40"   # a real-time signal has no name
+    assert describe_exit(1) == "status 1"
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-40) == "killed by signal 40"   # a real-time signal has no name

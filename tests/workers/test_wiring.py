@@ -28,7 +28,8 @@ from routescript.workers.inbox import Inbox
 from routescript.workers.messages import Announce
 from routescript.workers.node import InboxFeedRelay
 from routescript.workers.plan import WorkerPlan
-from routescript.workers.supervisor import Supervisor, Worker
+from routescript.workers.supervisor import Supervisor
+from routescript.workers.worker_process import Worker
 
 SUBSCRIBE = (b"SUBSCRIBE sip:alice@127.0.0.1 SIP/2.0\r\n"
              b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKabc\r\n"
@@ -132,16 +133,16 @@ def _supervisor(n: int) -> Supervisor:
 async def test_a_down_slot_is_adopted_by_the_least_loaded_live_worker() -> None:
     loop = asyncio.get_running_loop()
     sup = _supervisor(4)
-    sup.workers = {0: _worker(loop, 0, 50), 2: _worker(loop, 2, 7), 3: _worker(loop, 3, 3, ready=False)}
+    sup.workers.update({0: _worker(loop, 0, 50), 2: _worker(loop, 2, 7), 3: _worker(loop, 3, 3, ready=False)})
     sup._adopt_if_down(1)
     assert sup.workers[2].channel.sent == [Adopt(1)]   # type: ignore[attr-defined]
     assert sup.workers[0].channel.sent == []           # type: ignore[attr-defined]
     assert sup.workers[3].channel.sent == []           # still starting: not a candidate
     sup._adopt_if_down(1)                              # already being adopted: not twice
     assert sup.workers[2].channel.sent == [Adopt(1)]   # type: ignore[attr-defined]
-    sup._adopted(sup.workers[2], Adopted(1, 12))
-    assert sup._adoptions[1].done()
-    assert sup.slot_table == SlotTable(1, (0, 2, 2, 3))
+    sup.adoption.adopted(sup.workers[2], Adopted(1, 12))
+    assert sup.adoption._adoptions[1].done()
+    assert sup.adoption.slot_table == SlotTable(1, (0, 2, 2, 3))
     for slot in (0, 2, 3):   # every worker gets the new table
         assert sup.workers[slot].channel.sent[-1] == SlotTableUpdate(1, [0, 2, 2, 3])  # type: ignore[attr-defined]
 
@@ -149,29 +150,29 @@ async def test_a_down_slot_is_adopted_by_the_least_loaded_live_worker() -> None:
 async def test_a_running_or_restarting_slot_is_not_adopted() -> None:
     loop = asyncio.get_running_loop()
     sup = _supervisor(2)
-    sup.workers = {0: _worker(loop, 0, 0), 1: _worker(loop, 1, 0, ready=False)}   # w1 forked, starting
+    sup.workers.update({0: _worker(loop, 0, 0), 1: _worker(loop, 1, 0, ready=False)})   # w1 forked, starting
     sup._adopt_if_down(1)
-    assert sup.workers[0].channel.sent == [] and sup._adoptions == {}   # type: ignore[attr-defined]
+    assert sup.workers[0].channel.sent == [] and sup.adoption._adoptions == {}   # type: ignore[attr-defined]
 
 
 async def test_a_failed_adoption_keeps_the_table_and_lets_the_slot_restart() -> None:
     loop = asyncio.get_running_loop()
     sup = _supervisor(2)
-    sup.workers = {0: _worker(loop, 0, 0)}
+    sup.workers.update({0: _worker(loop, 0, 0)})
     sup._adopt_if_down(1)
-    sup._adopted(sup.workers[0], Adopted(1, 0, "DatabaseError: locked"))
-    assert sup._adoptions[1].done() and sup.slot_table == SlotTable.identity(2)
+    sup.adoption.adopted(sup.workers[0], Adopted(1, 0, "DatabaseError: locked"))
+    assert sup.adoption._adoptions[1].done() and sup.adoption.slot_table == SlotTable.identity(2)
 
 
 async def test_an_adopter_adopted_in_turn_hands_on_what_it_had_adopted() -> None:
     loop = asyncio.get_running_loop()
     sup = _supervisor(3)
-    sup.workers = {0: _worker(loop, 0, 0)}
-    sup._set_owner(2, 1)    # w1 had adopted w2
-    sup._set_owner(1, 0)    # then w1 died and w0 adopted it: w2's dialogs are w0's too
-    assert sup.slot_table.owner_of == (0, 0, 0)
-    sup._set_owner(1, 1)    # w1 back: its own new dialogs; w2's adopted rows stay with w0
-    assert sup.slot_table.owner_of == (0, 1, 0) and sup.slot_table.version == 3
+    sup.workers.update({0: _worker(loop, 0, 0)})
+    sup.adoption.set_owner(2, 1)    # w1 had adopted w2
+    sup.adoption.set_owner(1, 0)    # then w1 died and w0 adopted it: w2's dialogs are w0's too
+    assert sup.adoption.slot_table.owner_of == (0, 0, 0)
+    sup.adoption.set_owner(1, 1)    # w1 back: its own new dialogs; w2's adopted rows stay with w0
+    assert sup.adoption.slot_table.owner_of == (0, 1, 0) and sup.adoption.slot_table.version == 3
 
 
 # --- feed B over the inboxes ------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_inbox_resync_from_the_supervisor_reaches_only_live_workers() -> None:
     try:
         sup = _supervisor(2)
         sup.inboxes = [Inbox(0), Inbox(1)]
-        sup.workers = {0: _worker(loop, 0, 0)}
+        sup.workers.update({0: _worker(loop, 0, 0)})
         sup._resync_live("w1 exited")
         assert sup.inboxes[0].receive_end.recv(4096)
         with pytest.raises(BlockingIOError):
@@ -235,7 +236,7 @@ async def test_an_adopter_that_dies_lets_the_adopted_slot_restart() -> None:
     sup = _supervisor(3)
     sup.serving = True
     sup.inboxes = [Inbox(slot) for slot in range(3)]
-    sup.workers = {0: _worker(loop, 0, 5), 2: _worker(loop, 2, 1)}
+    sup.workers.update({0: _worker(loop, 0, 5), 2: _worker(loop, 2, 1)})
     read_end, write_end = os.pipe()
     adopter = sup.workers[2]
     adopter.pidfd = read_end   # _reap closes it; no process behind it: waitpid finds no such child
@@ -243,7 +244,7 @@ async def test_an_adopter_that_dies_lets_the_adopted_slot_restart() -> None:
         sup._adopt_if_down(1)
         assert adopter.channel.sent == [Adopt(1)]   # type: ignore[attr-defined]
         sup._reap(adopter)
-        assert sup._adoptions[1].done() and sup.slot_table == SlotTable.identity(3)
+        assert sup.adoption._adoptions[1].done() and sup.adoption.slot_table == SlotTable.identity(3)
         assert 2 not in sup.workers
     finally:
         sup.stopping = True
