@@ -125,6 +125,8 @@ class Supervisor:
         self.serving = False   # every worker started once: from now on an exit is restarted
         self._stop_requested = asyncio.Event()
         self._restarts: dict[int, asyncio.TimerHandle] = {}
+        # slots whose restart runs (fork, then Ready): not adopted meanwhile - never two owners
+        self._restarting: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pings = itertools.count(1)
         # one inbox per slot, made before any fork and kept while the supervisor lives: what is sent
@@ -319,6 +321,13 @@ class Supervisor:
     async def _restart_slot(self, slot: int) -> None:
         if await self.adoption.wait_before_restart(slot) and self.stopping:
             return
+        self._restarting.add(slot)
+        try:
+            await self._restart_now(slot)
+        finally:
+            self._restarting.discard(slot)
+
+    async def _restart_now(self, slot: int) -> None:
         try:
             worker = await self._fork(slot)
         except (OSError, RuntimeError) as exc:
@@ -405,8 +414,10 @@ class Supervisor:
                 log.error("w%d: resync not sent: %s", slot, exc)
 
     def _adopt_if_down(self, slot: int) -> None:
-        """ADOPT_AFTER seconds after `slot`'s worker died (adoption.py), unless the supervisor stops."""
-        if not self.stopping:
+        """ADOPT_AFTER seconds after `slot`'s worker died (adoption.py), unless the supervisor stops or
+        the slot's restart already runs: a back-off equal to ADOPT_AFTER fires both timers together,
+        and an adoption then would give the slot two owners once its new worker is ready."""
+        if not self.stopping and slot not in self._restarting:
             self.adoption.adopt_if_down(slot)
 
     # ------------------------------------------------------------------ stop, signals

@@ -155,6 +155,30 @@ async def test_a_running_or_restarting_slot_is_not_adopted() -> None:
     assert sup.workers[0].channel.sent == [] and sup.adoption._adoptions == {}   # type: ignore[attr-defined]
 
 
+async def test_a_slot_whose_restart_runs_is_not_adopted() -> None:
+    # A back-off equal to ADOPT_AFTER fires the restart and the adoption timers together: the restart
+    # forking when the adoption timer runs must not let another worker adopt the slot (two owners).
+    loop = asyncio.get_running_loop()
+    sup = _supervisor(2)
+    sup.workers.update({0: _worker(loop, 0, 0)})
+    forking: asyncio.Future[Any] = loop.create_future()
+
+    async def slow_fork(slot: int) -> Any:
+        return await forking
+
+    sup._fork = slow_fork   # type: ignore[method-assign]
+    sup._restart(1)
+    await asyncio.sleep(0)            # the restart task runs up to its fork
+    sup._adopt_if_down(1)
+    assert sup.workers[0].channel.sent == [] and sup.adoption._adoptions == {}   # type: ignore[attr-defined]
+    forking.set_exception(OSError("no fork in this test"))
+    await asyncio.sleep(0)
+    for handle in sup._restarts.values():
+        handle.cancel()
+    sup._adopt_if_down(1)             # the restart failed: the slot is down, so it is adopted now
+    assert sup.workers[0].channel.sent == [Adopt(1)]   # type: ignore[attr-defined]
+
+
 async def test_a_failed_adoption_keeps_the_table_and_lets_the_slot_restart() -> None:
     loop = asyncio.get_running_loop()
     sup = _supervisor(2)
