@@ -173,7 +173,8 @@ class WorkerDispatcher:
         if keys.is_response or keys.method == "ACK":
             self.counters.dropped += 1
             self._busy_log.log(("drop", owner), self.clock(), "%s; dropped a %s from %s (Call-ID %s)", exc,
-                               keys.method or "response", source, keys.call_id, level=level)
+                               keys.method or "response", source, keys.call_id or _call_id(data),
+                               level=level)
             return
         self.counters.busy_answered += 1
         self._busy_log.log(("503", owner), self.clock(), "%s; answered 503 to a %s from %s (Call-ID %s)", exc,
@@ -325,3 +326,11 @@ class WorkerDispatcher:
                 self._busy_log.log(("broadcast", slot), self.clock(), "%s: %s not delivered", exc,
                                    type(message).__name__)
         return refused
+
+
+def _call_id(data: bytes) -> str:
+    """The Call-ID of a message for a log line (the peek does not read a response's)."""
+    try:
+        return parse_message(data).call_id
+    except ParseError:
+        return "unreadable"
