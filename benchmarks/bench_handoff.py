@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable
 
 from routescript.sip import parse_message
+from routescript.sip.peek import keys_from_message
 from routescript.sip.address import SocketInfo, Source
 from routescript.transport import TransportLayer
-from routescript.workers.dispatch import owner_slot, slot_branch, slot_tag
+from routescript.workers.dispatch import owner_slot, slot_branch
 from routescript.workers.inbox import Inbox
 from routescript.workers.router import WorkerDispatcher
 
@@ -47,7 +48,8 @@ def call_messages(n: int) -> list[tuple[str, bytes, Source]]:
     rr = "Record-Route: <sip:127.0.0.1:5060;lr>\r\n"
     ours = slot_branch(n % 2)
     proxy_via = f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={ours}\r\n"
-    caller_via = f"Via: SIP/2.0/UDP 127.0.0.1:5061;received=127.0.0.1;rport=5061;branch=z9hG4bK-4242-{n}-0\r\n"
+    caller_via = ("Via: SIP/2.0/UDP 127.0.0.1:5061;received=127.0.0.1;rport=5061;"
+                  f"branch=z9hG4bK-4242-{n}-0\r\n")
 
     def request(method: str, cseq: int, to_tag: str, ruri: str, extra: str = "", body: str = "") -> bytes:
         return (f"{method} {ruri} SIP/2.0\r\n"
@@ -107,7 +109,6 @@ class Pair:
 
 
 def owner_of(data: bytes) -> int:
-    from routescript.sip.peek import keys_from_message
     slot = owner_slot(keys_from_message(parse_message(data)), 2)
     return 0 if slot is None else slot
 
@@ -158,7 +159,8 @@ def measure(pair: Pair, messages: list[tuple[str, bytes, Source]], path: str, co
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", action="store_true", help="Python calls per message instead of CPU time")
     parser.add_argument("--calls", type=int, default=100, help="calls per run (6 datagrams each)")
     args = parser.parse_args(argv)

@@ -262,7 +262,8 @@ def _decode_source(datagram: bytes, session: TlsSession | None) -> Source:
     socket_host = _text(datagram, at, socket_len, "Handoff socket host")
     remote_host = _text(datagram, at + socket_len, remote_len, "Handoff remote host")
     socket = SocketInfo(_PROTOS[socket_proto], socket_host, socket_port)
-    return Source(_PROTOS[proto], socket, remote_host, remote_port, None if conn == 0 else conn - 1, tls=session)
+    conn_id = None if conn == 0 else conn - 1
+    return Source(_PROTOS[proto], socket, remote_host, remote_port, conn_id, tls=session)
 
 
 def _decode_session(datagram: bytes, at: int) -> tuple[TlsSession, int]:
