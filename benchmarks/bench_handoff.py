@@ -12,7 +12,7 @@ proxy reads per call (examples/proxy.cfg under benchmarks/sipp/proxy_uac.xml and
   owner    the owner's inbox read and decoded, up to its receive (one Handoff per wake-up)
 
 `--count` prints Python function calls per message (cProfile: the same on every run); without it,
-microseconds of CPU per message (process_time, the median of 5 runs: noisy on a shared machine).
+microseconds of CPU per message (process_time, the least of 9 runs: noisy on a shared machine).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import statistics
 import time
 from collections.abc import Callable
 
@@ -155,7 +154,7 @@ def measure(pair: Pair, messages: list[tuple[str, bytes, Source]], path: str, co
         return elapsed
     if count:
         return once()
-    return statistics.median(once() for _ in range(5))
+    return min(once() for _ in range(9))   # the least disturbed run: the machine is shared
 
 
 def main(argv: list[str] | None = None) -> int:
