@@ -82,8 +82,10 @@ def owner_slot(keys: PeekedKeys, n: int, affinity: Affinity = "uri",
         if slot is None or slot >= n:
             if affinity == "uri" and keys.ruri_user_host is not None:
                 key = keys.ruri_user_host
-            else:
+            elif keys.call_id is not None:
                 key = keys.call_id
+            else:   # peek_keys and keys_from_message give every request its Call-ID
+                raise ValueError("the keys of a request without a Call-ID")
             slot = zlib.crc32(key.encode()) % n
     return slot if slot_table is None else slot_table.owner_of[slot]
 

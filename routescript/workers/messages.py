@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from routescript.sip._memo import MEMO_SIZE
 from routescript.sip.address import TCP, TLS, UDP, WS, WSS, SocketInfo, Source
 from routescript.transport.tls import TlsSession
 
@@ -93,9 +94,15 @@ InboxMessage = Handoff | TcpSend | SendFailed | Announce | Resync
 _PROTOS = (UDP, TCP, TLS, WS, WSS)
 _PROTO_CODES = {proto: code for code, proto in enumerate(_PROTOS)}
 _WITH_TLS = 0x80   # in a Handoff's proto byte: a TLS session follows the hosts
-# Handoff: proto (| _WITH_TLS), socket proto, socket port, remote port, conn_id + 1 (0: none), arrived,
-#          socket host length, remote host length; then the two hosts, the TLS session, the message.
-_HANDOFF = struct.Struct("!BBHHQdBB")
+# Handoff: arrived; then where it came from: proto (| _WITH_TLS), socket proto, socket port, remote port,
+#          conn_id + 1 (0: none), socket host length, remote host length; the two hosts, the TLS session;
+#          then the message. `arrived` first: the bytes after it up to the message name the Source.
+_HANDOFF = struct.Struct("!dBBHHQBB")
+_SOURCE_AT = 1 + 8
+# The Sources read from Handoffs, by their encoded bytes: one peer's are the same every time, and a frozen
+# dataclass (two of them: SocketInfo, Source) costs more to make than the rest of the decode. Bounded as
+# the parse memos; a Source with a TLS session is made each time (the session is the connection's).
+_SOURCES: dict[bytes, Source] = {}
 # TLS session: version, cipher, description, domain lengths, bits, certificate length (0: none), flags
 _TLS_SESSION = struct.Struct("!BBBBHHB")
 _VERIFIED, _SERVER_SIDE = 1, 2
@@ -152,8 +159,8 @@ def encode_handoff(source: Source, arrived: float, data: bytes) -> bytes:
     session = b"" if source.tls is None else _encode_session(source.tls)
     # Over 255 bytes: the struct's "B" fields refuse it (struct.error).
     conn = 0 if source.conn_id is None else source.conn_id + 1
-    header = _HANDOFF.pack(proto | (_WITH_TLS if session else 0), socket_proto, socket.port,
-                           source.remote_port, conn, arrived, len(socket_host), len(remote_host))
+    header = _HANDOFF.pack(arrived, proto | (_WITH_TLS if session else 0), socket_proto, socket.port,
+                           source.remote_port, conn, len(socket_host), len(remote_host))
     return b"H" + header + socket_host + remote_host + session + data
 
 
@@ -230,22 +237,33 @@ def _decode_send_failed(datagram: bytes) -> SendFailed:
 
 
 def _decode_handoff(datagram: bytes) -> Handoff:
-    proto, socket_proto, socket_port, remote_port, conn, arrived, socket_len, remote_len = (
+    arrived, proto, _, _, _, _, socket_len, remote_len = _HANDOFF.unpack_from(datagram, 1)
+    at = 1 + _HANDOFF.size + socket_len + remote_len
+    if not proto & _WITH_TLS:
+        key = datagram[_SOURCE_AT:at]
+        source = _SOURCES.get(key)
+        if source is None:
+            source = _decode_source(datagram, None)
+            if len(_SOURCES) >= MEMO_SIZE:
+                _SOURCES.clear()
+            _SOURCES[key] = source
+        return Handoff(source, arrived, datagram[at:])
+    session, at = _decode_session(datagram, at)
+    return Handoff(_decode_source(datagram, session), arrived, datagram[at:])
+
+
+def _decode_source(datagram: bytes, session: TlsSession | None) -> Source:
+    _, proto, socket_proto, socket_port, remote_port, conn, socket_len, remote_len = (
         _HANDOFF.unpack_from(datagram, 1))
-    with_tls, proto = bool(proto & _WITH_TLS), proto & ~_WITH_TLS
+    proto &= ~_WITH_TLS
     if proto >= len(_PROTOS) or socket_proto >= len(_PROTOS):
         raise MessageDecodeError(f"Handoff with unknown transport codes {proto}/{socket_proto}")
     at = 1 + _HANDOFF.size
     socket_host = _text(datagram, at, socket_len, "Handoff socket host")
     remote_host = _text(datagram, at + socket_len, remote_len, "Handoff remote host")
-    at += socket_len + remote_len
-    session = None
-    if with_tls:
-        session, at = _decode_session(datagram, at)
     socket = SocketInfo(_PROTOS[socket_proto], socket_host, socket_port)
-    source = Source(_PROTOS[proto], socket, remote_host, remote_port, None if conn == 0 else conn - 1,
-                    tls=session)
-    return Handoff(source, arrived, datagram[at:])
+    conn_id = None if conn == 0 else conn - 1
+    return Source(_PROTOS[proto], socket, remote_host, remote_port, conn_id, tls=session)
 
 
 def _decode_session(datagram: bytes, at: int) -> tuple[TlsSession, int]:

@@ -34,6 +34,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from routescript.sip import ParseError, SIPRequest, build_reply, parse_message
 from routescript.sip.peek import PeekedKeys, keys_from_message, peek_keys
@@ -140,7 +141,7 @@ class WorkerDispatcher:
         if keys is None or owner is None or owner == self.slot:
             # Our inbox first: what other workers sent us before this message was sent (the change it
             # was a reply to, handed-off messages) is handled before it, whichever fd the loop saw first.
-            self._reader.read_ready()
+            self._reader.read_queued()
             self.layer.receive(data, source, reply)
             return
         if source.proto in (TLS, WSS) and source.tls is None:
@@ -172,7 +173,8 @@ class WorkerDispatcher:
         if keys.is_response or keys.method == "ACK":
             self.counters.dropped += 1
             self._busy_log.log(("drop", owner), self.clock(), "%s; dropped a %s from %s (Call-ID %s)", exc,
-                               keys.method or "response", source, keys.call_id, level=level)
+                               keys.method or "response", source, keys.call_id or _call_id(data),
+                               level=level)
             return
         self.counters.busy_answered += 1
         self._busy_log.log(("503", owner), self.clock(), "%s; answered 503 to a %s from %s (Call-ID %s)", exc,
@@ -195,7 +197,7 @@ class WorkerDispatcher:
         if isinstance(message, Handoff):
             self.counters.received += 1
             source = message.source
-            self.layer.receive(message.data, source, self._reply_to(source))
+            self.layer.receive(message.data, source, partial(self._reply, source))
         elif isinstance(message, TcpSend):
             self._write_relayed(message)
         elif isinstance(message, SendFailed):
@@ -214,14 +216,11 @@ class WorkerDispatcher:
             return
         callback(message)  # type: ignore[arg-type]
 
-    def _reply_to(self, source: Source) -> Reply:
-        """How the receive path answers bytes it cannot parse: back where they came from."""
-        dest = Destination(source.proto, source.remote_host, source.remote_port, source.conn_id,
-                           source.socket)
-
-        def reply(out: bytes) -> None:
-            self.layer.send(out, dest)
-        return reply
+    def _reply(self, source: Source, out: bytes) -> None:
+        """How the receive path answers bytes it cannot parse: back where they came from (bound to
+        each Handoff with partial, the Destination made only when a reply is sent: nearly never)."""
+        self.layer.send(out, Destination(source.proto, source.remote_host, source.remote_port,
+                                         source.conn_id, source.socket))
 
     def _write_relayed(self, message: TcpSend) -> None:
         conn = self.layer.connection(message.conn_id)
@@ -327,3 +326,11 @@ class WorkerDispatcher:
                 self._busy_log.log(("broadcast", slot), self.clock(), "%s: %s not delivered", exc,
                                    type(message).__name__)
         return refused
+
+
+def _call_id(data: bytes) -> str:
+    """The Call-ID of a message for a log line (the peek does not read a response's)."""
+    try:
+        return parse_message(data).call_id
+    except ParseError:
+        return "unreadable"

@@ -33,7 +33,7 @@ def request(method: str, *, to_tag: str | None = None, user_host: str | None = N
 
 
 def response(branch: str | None) -> PeekedKeys:
-    return PeekedKeys(True, None, branch, "t", CALL)
+    return PeekedKeys(True, None, branch, None, None)   # what the peek reads of a response
 
 
 CASES = [
@@ -62,6 +62,11 @@ CASES = [
 @pytest.mark.parametrize(("keys", "affinity", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_owner_slot_rules(keys: PeekedKeys, affinity: str, expected: int | None) -> None:
     assert owner_slot(keys, N, affinity) == expected  # type: ignore[arg-type]
+
+
+def test_the_keys_of_a_request_without_call_id_are_our_bug() -> None:
+    with pytest.raises(ValueError, match="without a Call-ID"):
+        owner_slot(PeekedKeys(False, "INVITE", "z9hG4bK-peer", None, None), N)
 
 
 def test_slot_table_maps_a_slot_not_running_to_its_adopter() -> None:

@@ -114,6 +114,25 @@ async def test_the_reader_survives_garbage_and_a_failing_handler(inbox: Inbox) -
     assert reader.received == 3
 
 
+async def test_one_wake_up_reads_what_is_queued_up_to_its_batch(inbox: Inbox) -> None:
+    """read_ready goes on while poll says a datagram is queued (garbage and a failing handler
+    included), and stops at its batch; read_queued reads nothing from an empty inbox."""
+    got = Collector()
+    reader = InboxReader(inbox, got, batch=4)
+    reader.read_queued()
+    assert reader.received == 0
+    inbox.send_datagram(b"\x00not ours")
+    for n in range(5):
+        inbox.send(Resync(f"r{n}"))
+    reader.read_ready()
+    assert reader.received == 4 and reader.bad_datagrams == 1
+    assert got.messages == [Resync("r0"), Resync("r1"), Resync("r2")]
+    reader.read_queued()
+    assert got.messages[3:] == [Resync("r3"), Resync("r4")]
+    reader.read_queued()
+    assert reader.received == 6
+
+
 def test_sending_to_a_closed_inbox_raises(inbox: Inbox) -> None:
     inbox.close_receive_end()
     with pytest.raises(InboxClosed, match="slot 1 is closed"):

@@ -104,7 +104,7 @@ def test_encode_refuses_what_does_not_fit(message: Handoff | TcpSend, error: str
     (b"Z123", "unknown inbox message kind 0x5a"),
     (b"H\x00\x00", "Handoff datagram of 3 bytes is shorter than its header"),
     (encode(MESSAGES[0])[:30], "runs past the end"),
-    (b"H\x07" + encode(MESSAGES[0])[2:], "unknown transport codes 7/0"),
+    (encode(MESSAGES[0])[:9] + b"\x07" + encode(MESSAGES[0])[10:], "unknown transport codes 7/0"),
     (b"T" + b"\x00" * 10 + b"\x05\x01ab", "TcpSend host runs past the end"),
     (b"T" + b"\x00" * 10 + b"\x00\x09ab", "TcpSend with unknown transport code 9"),
     (encode(MESSAGES[3])[:80], "Handoff TLS"),
@@ -132,3 +132,28 @@ def test_decode_raises_only_its_own_error(datagram: bytes) -> None:
         return
 
     assert encode(message) == datagram   # what decodes is exactly what encode writes
+
+
+def test_handoffs_from_one_peer_share_one_source() -> None:
+    """The owner's decode of every Handoff from one peer gives the same Source object (made once: two
+    frozen dataclasses per message were half of the decode), and another peer's its own."""
+    source = Source("udp", UDP_SOCKET, "10.0.0.8", 5070)
+    first = decode(encode(Handoff(source, 1.0, b"INVITE")))
+    second = decode(encode(Handoff(source, 2.0, b"ACK")))
+    other = decode(encode(Handoff(Source("udp", UDP_SOCKET, "10.0.0.8", 5071), 3.0, b"BYE")))
+    assert isinstance(first, Handoff) and isinstance(second, Handoff) and isinstance(other, Handoff)
+    assert first.source == source and second.source is first.source
+    assert (second.arrived, second.data) == (2.0, b"ACK")
+    assert other.source.remote_port == 5071 and other.source is not first.source
+
+
+def test_a_tls_handoff_carries_its_own_session() -> None:
+    """Not shared by the memo: each Handoff over TLS brings the session of its connection."""
+    source = MESSAGES[3].source   # type: ignore[union-attr]
+    renewed = SESSION.__class__(version="TLSv1.2", cipher="ECDHE", description="TLSv1.2", bits=128,
+                                peer_cert=None, verified=False, domain="srv", server_side=True)
+    first = decode(encode(Handoff(source, 1.0, b"x")))
+    second = decode(encode(Handoff(Source(source.proto, source.socket, source.remote_host, source.remote_port,
+                                          source.conn_id, tls=renewed), 1.0, b"x")))
+    assert isinstance(first, Handoff) and isinstance(second, Handoff)
+    assert first.source.tls == SESSION and second.source.tls == renewed

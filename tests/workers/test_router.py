@@ -241,6 +241,24 @@ async def test_full_inbox_request_answered_503_ack_dropped(workers: Workers, pee
         workers.dispatchers[0].relay_tcp(b"x", Destination("tcp", "127.0.0.1", 1, conn_id_base(1) + 1))
 
 
+async def test_a_dropped_response_is_logged_with_its_call_id(workers: Workers,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The peek reads only a response's branch; the drop's log line still names its Call-ID."""
+    workers.dispatchers[1].detach()
+    while True:
+        try:
+            workers.inboxes[1].send(Resync("filler"))
+        except InboxFull:
+            break
+    response = (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={slot_branch(1)}\r\n"
+                "From: <sip:bob@example.com>;tag=b1\r\nTo: <sip:alice@example.com>;tag=a1\r\n"
+                "Call-ID: dropped-1\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n").encode()
+    source = Source("udp", workers.udp, "127.0.0.1", 5999)
+    workers.dispatchers[0].on_received(response, source, lambda out: None)
+    assert workers.dispatchers[0].counters.dropped == 1
+    assert "dropped a response from udp:127.0.0.1:5999 (Call-ID dropped-1)" in caplog.text
+
+
 async def test_feed_messages_reach_their_callbacks(workers: Workers) -> None:
     got: asyncio.Queue[Announce] = asyncio.Queue()
     workers.dispatchers[1].on_announce = got.put_nowait
