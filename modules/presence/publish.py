@@ -4,6 +4,7 @@ reply with SIP-ETag, E_PRESENCE_PUBLISH raised, and the watchers notified."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,8 @@ class PublishHandler:
             if not decision.ok:
                 self._refuse_publish(respond, label or what, source, facts, decision)
                 return -1
+            # clustered: when the change's transaction began at the latest (what its announcement carries)
+            begun = time.monotonic() if self._cluster.node is not None else 0.0
             try:
                 await self._persistence.store_publication(decision, address)
             except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
@@ -150,7 +153,8 @@ class PublishHandler:
             self._presentities.commit(decision)
             if decision.notify:
                 # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
-                await self._cluster.announce(facts.pres_uri, event, decision.etag or "", facts.sender)
+                await self._cluster.announce(facts.pres_uri, event, decision.etag or "", facts.sender,
+                                             decision, begun)
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))
