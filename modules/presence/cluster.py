@@ -228,6 +228,19 @@ class ClusterNode:
         self.stats.announced += 1
         return True
 
+    def announce_now(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None,
+                     change: PublishedChange | None = None) -> bool:
+        """`announce`, sent in this call when the database's feed can (SQLite: the hub and the workers'
+        relay; GroupCommitter's on_commit, at the commit). True: sent, or nothing to send (the event
+        is not shared); False: not sent, `await announce()` instead. DatabaseError as announce."""
+        payload = self.announcement(pres_uri, event, etag, sender, change)
+        if payload is None:
+            return True
+        if not self.db.notify_now(self.config.channel, payload):
+            return False
+        self.stats.announced += 1
+        return True
+
     def announcement(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None,
                      change: PublishedChange | None = None) -> str | None:
         """The payload `announce` sends (None: the event is not shared). The change is carried between

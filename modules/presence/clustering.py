@@ -108,6 +108,21 @@ class ClusterLink:
         except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
             log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
 
+    def announce_at_commit(self, pres_uri: str, event: PresenceEvent, etag: str, sender: str | None,
+                           decision: PublishDecision, begun: float) -> bool:
+        """`announce`, from the group commit's on_commit: at the commit, not once the PUBLISH's task
+        resumes a loop turn or more later (docs/workers.md section 7, session 12). The interest is
+        asked here, after the commit, as `announce` does. False when the feed cannot send without
+        I/O (PostgreSQL): `announce` then, after the commit."""
+        node = self.node
+        if node is None or (self.interest is not None and self.interest.may_skip_announcement(pres_uri)):
+            return True
+        try:
+            return node.announce_now(pres_uri, event.name, etag, sender, published_change(decision, begun))
+        except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
+            log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
+            return True
+
     async def claim_subscription(self, key: DialogKey) -> dict[str, Any] | None:
         """Another node's dialog (an in-dialog SUBSCRIBE reached us): its row, now ours."""
         assert self.node is not None

@@ -104,18 +104,20 @@ class Persistence:
                                                change.old_etag if change.action == "m" else None, pub,
                                                change.begun)
 
-    async def store_publication(self, d: PublishDecision, address: Address | None = None) -> None:
+    async def store_publication(self, d: PublishDecision, address: Address | None = None,
+                                on_commit: Callable[[], None] | None = None) -> None:
         """A PUBLISH's change committed (group commit) before its reply. `address`: the presentity's
-        (user, domain) as the request gave them."""
+        (user, domain) as the request gave them. `on_commit`: called as it commits (not without a
+        store: the caller then goes on at once)."""
         if self.store is None or d.publication is None:
             return
         if d.action is PublishAction.INSERT:
-            await self.store.insert_publication(d.publication, address)
+            await self.store.insert_publication(d.publication, address, on_commit)
         elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
             assert d.old_etag is not None
-            await self.store.replace_publication(d.old_etag, d.publication, address)
+            await self.store.replace_publication(d.old_etag, d.publication, address, on_commit)
         elif d.action is PublishAction.REMOVE:
-            await self.store.delete_publication(d.publication, address)
+            await self.store.delete_publication(d.publication, address, on_commit)
 
     async def store_subscription(self, d: SubscribeDecision) -> None:
         """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a

@@ -29,7 +29,7 @@ import aiosqlite
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
-from routescript.db.feed import LocalHub
+from routescript.db.feed import LocalHub, check_channel, check_payload
 from routescript.db.schema import quote
 from routescript.db.sqlite_gate import WriterGate
 
@@ -231,6 +231,13 @@ class SqliteDatabase(Database):
             tx.after_commit.append(lambda: LocalHub.publish_to(key, channel, payload))
         else:
             LocalHub.publish_to(key, channel, payload)
+
+    def notify_now(self, channel: str, payload: str) -> bool:
+        if self.current_transaction() is not None:
+            return False
+        self._check_open()
+        LocalHub.publish_to(self._hub_key, check_channel(channel), check_payload(payload))
+        return True
 
     def _leave_hub(self) -> None:
         if self._listeners is not None:

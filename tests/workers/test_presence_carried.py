@@ -221,3 +221,27 @@ def test_apply_change_takes_only_a_change_made_on_the_state_memory_holds() -> No
     assert table.apply_change(PRES, "presence", "c", None, None, time.monotonic()) and len(table) == 1
     table.read_floor = time.monotonic()                 # every read before (a load)
     assert not table.apply_change(PRES, "presence", "d", None, pub("d"), now)
+
+
+async def test_a_change_is_announced_at_its_commit_before_the_publish_goes_on(
+        workers: Workers, two_paths: tuple[str, str, HeldRelay]) -> None:
+    """The announcement leaves from the group commit (on_commit), not once the PUBLISH's task resumes:
+    when it is relayed, the publishing worker has neither answered nor taken the change in memory."""
+    path_a, path_b, relay = two_paths
+    w0 = await workers.start(0, url=f"sqlite://{path_a}")
+    w1 = await workers.start(1, url=f"sqlite://{path_b}")
+    await w0.subscribe("dave")
+    await settle(w0, w1)
+    seen: list[tuple[list[str], int]] = []
+    real = relay.send
+
+    def send(db_key: str, channel: str, payload: str) -> None:
+        seen.append((etags(w1), len(w1.server.replies)))
+        real(db_key, channel, payload)
+
+    relay.send = send   # type: ignore[method-assign]
+    replies = len(w1.server.replies)
+    etag = (await w1.publish("open")).header("SIP-ETag")
+    await settle(w0, w1)
+    assert seen == [([], replies)]
+    assert etags(w1) == [etag] and states(w0.notifies_to("dave")) == ["none", "open"]
