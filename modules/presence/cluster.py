@@ -6,8 +6,9 @@
 - Announcements: a node that changed a presentity announces (pres_uri, event, etag) on the database's
   change feed (LISTEN/NOTIFY); every other node calls `on_presentity_changed(pres_uri, event, sender)`
   and notifies its own watchers (but `sender`, handle_publish's sender_uri, when every announcement that
-  run answers names that one). After the feed was cut, `on_resync()` asks the owner to re-read what it
-  may have missed.
+  run answers names that one). An announcement carrying the stored change is first offered to
+  `on_presentity_state(ann)`, at once as it arrives: True means memory took it and the run reads nothing.
+  After the feed was cut, `on_resync()` asks the owner to re-read what it may have missed.
 - Liveness (`membership.py`, composed): on several machines every node beats in rs_nodes and a silent
   peer is taken over by one survivor (`HeartbeatMembership`); the worker processes of one machine are
   told by their supervisor (`SupervisedMembership.adopt`). Either way the claimed rows go to
@@ -29,9 +30,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routescript.db import DatabaseError
+from routescript.db import MAX_PAYLOAD, DatabaseError
 
-from .cluster_wire import AnnouncementError, PresentityChanged, SubscriptionMoved, decode, encode
+from .cluster_wire import (AnnouncementError, PresentityChanged, PublishedChange, SubscriptionMoved, decode,
+                           encode)
 from .membership import (ACTIVE, DEAD, MAX_NODE_ID, NODES, ClusterError, HeartbeatMembership, Membership,
                          Tags, WorkerIdentity)
 
@@ -101,10 +103,10 @@ def parse_pres_events(text: str | None) -> frozenset[str] | None:
 Callback = Callable[..., "Awaitable[Any] | Any"]
 
 
-async def _call(cb: Callback | None, *args: Any) -> Any:
+async def _call(cb: Callback | None, *args: Any, **kwargs: Any) -> Any:
     if cb is None:
         return None
-    result = cb(*args)
+    result = cb(*args, **kwargs)
     return await result if inspect.isawaitable(result) else result
 
 
@@ -113,6 +115,7 @@ class ClusterStats:
     announced: int = 0
     received: int = 0
     ignored: int = 0            # own, not shared events, unknown operations
+    applied: int = 0            # received changes memory took as they came (no read)
     malformed: int = 0
     adopted_rows: int = 0
     takeovers: int = 0
@@ -134,6 +137,7 @@ class ClusterNode:
                  on_resync: Callable[[], Awaitable[Any] | Any],
                  on_ownership_lost: Callable[[], Awaitable[Any] | Any] | None = None,
                  on_subscription_moved: Callable[[tuple[str, str, str]], Awaitable[Any] | Any] | None = None,
+                 on_presentity_state: Callable[[PresentityChanged], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, membership: Membership | None = None) -> None:
         self.db = db
@@ -144,6 +148,7 @@ class ClusterNode:
         self.on_resync = on_resync
         self.on_ownership_lost = on_ownership_lost
         self.on_subscription_moved = on_subscription_moved
+        self.on_presentity_state = on_presentity_state
         self.clock = clock
         self.wall_clock = wall_clock
         self.stats = ClusterStats()
@@ -209,17 +214,47 @@ class ClusterNode:
         return self._started and self.membership.owns_subscriptions(self.clock() if now is None else now)
 
     # ------------------------------------------------------------------ announcements
-    async def announce(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None) -> bool:
+    async def announce(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None,
+                       change: PublishedChange | None = None) -> bool:
         """Tell the other nodes that (pres_uri, event) changed. Call it after the change is stored -
         inside the storing transaction it is sent at commit. `sender`: the watcher left out of this
-        change's NOTIFYs (handle_publish's sender_uri). False when the event is not shared
-        (cluster_pres_events). DatabaseError when the database is unreachable."""
-        if not self._shared(event):
+        change's NOTIFYs (handle_publish's sender_uri). `change`: the stored change, carried when the
+        payload stays under the feed's limit (else the receivers read it). False when the event is not
+        shared (cluster_pres_events). DatabaseError when the database is unreachable."""
+        payload = self.announcement(pres_uri, event, etag, sender, change)
+        if payload is None:
             return False
-        ann = PresentityChanged(self.node_id, pres_uri, event, etag, sender)
-        await self.db.notify(self.config.channel, encode(ann))
+        await self.db.notify(self.config.channel, payload)
         self.stats.announced += 1
         return True
+
+    def announce_now(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None,
+                     change: PublishedChange | None = None) -> bool:
+        """`announce`, sent in this call when the database's feed can (SQLite: the hub and the workers'
+        relay; GroupCommitter's on_commit, at the commit). True: sent, or nothing to send (the event
+        is not shared); False: not sent, `await announce()` instead. DatabaseError as announce."""
+        payload = self.announcement(pres_uri, event, etag, sender, change)
+        if payload is None:
+            return True
+        if not self.db.notify_now(self.config.channel, payload):
+            return False
+        self.stats.announced += 1
+        return True
+
+    def announcement(self, pres_uri: str, event: str, etag: str = "", sender: str | None = None,
+                     change: PublishedChange | None = None) -> str | None:
+        """The payload `announce` sends (None: the event is not shared). The change is carried between
+        the workers of one machine only (no cluster_id): their feed delivers it before any request a
+        worker reads after it, and their clocks are one (PublishedChange.begun); between machines a
+        request may overtake it."""
+        if not self._shared(event):
+            return None
+        if self.config.cluster_id:
+            change = None
+        payload = encode(PresentityChanged(self.node_id, pres_uri, event, etag, sender, change))
+        if change is not None and len(payload.encode("utf-8")) > MAX_PAYLOAD:
+            payload = encode(PresentityChanged(self.node_id, pres_uri, event, etag, sender))   # too large
+        return payload
 
     def _shared(self, event: str) -> bool:
         events = self.config.pres_events
@@ -244,11 +279,23 @@ class ClusterNode:
         if not self._shared(ann.event):
             self.stats.ignored += 1
             return
-        self._changed(ann.pres_uri, ann.event, ann.sender)
+        fresh = False
+        if ann.change is not None and self.on_presentity_state is not None and \
+                (ann.pres_uri, ann.event) not in self._pending:
+            # Taken now, in arrival order (before any request this worker reads after it), and only
+            # while no run of the presentity is under way: a run's read may have begun before the change.
+            try:
+                fresh = self.on_presentity_state(ann)
+            except Exception:
+                log.exception("cluster %s: applying the change of %s failed; read instead", self.node_id,
+                              ann.pres_uri)
+            self.stats.applied += fresh
+        self._changed(ann.pres_uri, ann.event, ann.sender, read=not fresh)
 
-    def _changed(self, pres_uri: str, event: str, sender: str | None = None) -> None:
+    def _changed(self, pres_uri: str, event: str, sender: str | None = None, *, read: bool = True) -> None:
         """Coalesce: while (pres_uri, event) is being handled, more announcements of it make one more run,
-        which leaves out a sender only when all of them named that one."""
+        which leaves out a sender only when all of them named that one. `read` False: memory holds
+        the change already (on_presentity_state), the first run reads nothing; a further run reads."""
         key = (pres_uri, event)
         if key in self._pending:
             senders = self._pending[key]
@@ -265,13 +312,17 @@ class ClusterNode:
             self._request_resync()
             return
         self._pending[key] = None
-        self._spawn(self._deliver(key, sender))
+        self._spawn(self._deliver(key, sender, read))
 
-    async def _deliver(self, key: tuple[str, str], sender: str | None) -> None:
+    async def _deliver(self, key: tuple[str, str], sender: str | None, read: bool = True) -> None:
         try:
             while True:
                 try:
-                    await _call(self.on_presentity_changed, *key, sender)
+                    if read:
+                        await _call(self.on_presentity_changed, *key, sender)
+                    else:
+                        await _call(self.on_presentity_changed, *key, sender, read=False)
+                        read = True
                 except Exception:
                     log.exception("cluster %s: on_presentity_changed%r failed", self.node_id, key)
                 senders = self._pending.get(key)

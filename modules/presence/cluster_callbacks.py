@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import _BadRequest
+from .cluster_wire import PresentityChanged
 from .clustering import ClusterLink
 from .dispatch import Notifier
 from .events import PUBL_TYPE, WINFO_TYPE, EventRegistry, PresenceEvent
@@ -38,13 +39,26 @@ class ClusterCallbacks:
         self._persistence = persistence
         self._cluster = cluster
 
+    def cluster_presentity_state(self, ann: PresentityChanged) -> bool:
+        """An announcement carrying its stored change, as it arrives (before any request read after it):
+        True when memory took the change (Persistence.take_announced), so the run that notifies our
+        watchers reads nothing. Only while nothing here is using the presentity (its lock free: a read
+        under way may have begun before the change, and would put the older state back) and some
+        watcher here follows it (else the presentity is only marked stale, as without the change)."""
+        event = self._events.contains_event(ann.event)
+        if event is None or event.type != PUBL_TYPE or self._locks.locked(ann.pres_uri) or \
+                not self._subscriptions.watchers(ann.pres_uri, event.name):
+            return False
+        return self._persistence.take_announced(ann, event)
+
     async def cluster_presentity_changed(self, pres_uri: str, event_name: str,
-                                         sender: str | None = None) -> None:
+                                         sender: str | None = None, *, read: bool = True) -> None:
         """Another node stored a change of (pres_uri, event): our watchers of it get the new state, but
         `sender` (the handle_publish sender_uri the announcement carried, as that node left it out).
         Taken from the announcement, not guessed from what the read finds new: a read may find nothing
         new (the change was read with an earlier announcement) or other publications new to this
-        node (refreshed elsewhere: a new ETag, nothing announced)."""
+        node (refreshed elsewhere: a new ETag, nothing announced). `read` False: memory holds the change
+        already (cluster_presentity_state took it)."""
         event = self._events.contains_event(event_name)
         if event is None:
             return
@@ -55,7 +69,7 @@ class ClusterCallbacks:
             return
         fallback2db = self._settings.fallback2db
         async with self._locks.hold(pres_uri):
-            if not fallback2db and event.type == PUBL_TYPE:
+            if read and not fallback2db and event.type == PUBL_TYPE:
                 # without fallback2db notify_presentity reads nothing: the change is in the database
                 await self._persistence.read_publications(pres_uri, event)
             await self._notifier.notify_presentity(pres_uri, event, skip_contact=sender)

@@ -8,8 +8,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .base import TAKEOVER_CSEQ_GAP
+from .cluster_wire import PublishedChange
 from .events import PresenceEvent
 from .notify import local_contact
+from .presentity import PublishAction, PublishDecision
 from .settings import PresenceSettings
 from .subscription import DialogKey, Subscription, shared
 
@@ -90,18 +92,36 @@ class ClusterLink:
         self._sent.clear()
 
     async def announce(self, pres_uri: str, event: PresenceEvent, etag: str,
-                       sender: str | None = None) -> None:
+                       sender: str | None = None, decision: PublishDecision | None = None,
+                       begun: float = 0.0) -> None:
         """Clustered: tell the other nodes, whose watchers of pres_uri then hear from their owner (but
-        `sender`, left out here too). The change is stored already; a failure here is logged (the other
-        nodes catch up at their resync)."""
+        `sender`, left out here too). `decision`: the PUBLISH's stored change, carried with the
+        announcement (published_change; `begun`: time.monotonic() before it was stored). The change is
+        stored already; a failure here is logged (the other nodes catch up at their resync)."""
         if self.node is None:
             return
         if self.interest is not None and self.interest.may_skip_announcement(pres_uri):
             return   # no other worker holds a watcher of it, and none trusts its memory of it
         try:
-            await self.node.announce(pres_uri, event.name, etag, sender)
+            await self.node.announce(pres_uri, event.name, etag, sender,
+                                     published_change(decision, begun) if decision is not None else None)
         except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
             log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
+
+    def announce_at_commit(self, pres_uri: str, event: PresenceEvent, etag: str, sender: str | None,
+                           decision: PublishDecision, begun: float) -> bool:
+        """`announce`, from the group commit's on_commit: at the commit, not once the PUBLISH's task
+        resumes a loop turn or more later (docs/workers.md section 7, session 12). The interest is
+        asked here, after the commit, as `announce` does. False when the feed cannot send without
+        I/O (PostgreSQL): `announce` then, after the commit."""
+        node = self.node
+        if node is None or (self.interest is not None and self.interest.may_skip_announcement(pres_uri)):
+            return True
+        try:
+            return node.announce_now(pres_uri, event.name, etag, sender, published_change(decision, begun))
+        except Exception as exc:  # noqa: BLE001 - stored already; other nodes catch up at resync
+            log.error("cluster: announcing the change of %s (%s) failed: %s", pres_uri, event.name, exc)
+            return True
 
     async def claim_subscription(self, key: DialogKey) -> dict[str, Any] | None:
         """Another node's dialog (an in-dialog SUBSCRIBE reached us): its row, now ours."""
@@ -125,3 +145,24 @@ class ClusterLink:
         return sub.evolve(local_cseq=sub.local_cseq + TAKEOVER_CSEQ_GAP,
                           version=sub.version + TAKEOVER_CSEQ_GAP, local_contact=shared(contact),
                           socket_info=shared(socket_info))
+
+
+_CHANGE_ACTION = {PublishAction.INSERT: "i", PublishAction.MODIFY: "m", PublishAction.REMOVE: "r"}
+
+
+def published_change(decision: PublishDecision, begun: float) -> PublishedChange | None:
+    """What an announcement carries of a PUBLISH's stored change: its row as the database now holds it
+    (the integers publication_row stores). None when there is nothing to carry (a refresh, no
+    publication) or the body is not UTF-8 text (the receivers read it)."""
+    action = _CHANGE_ACTION.get(decision.action)
+    pub = decision.publication
+    if action is None or pub is None:
+        return None
+    if action == "r":
+        return PublishedChange(action, begun)
+    try:
+        pub.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return PublishedChange(action, begun, decision.old_etag or "", int(pub.expires_at),
+                           int(pub.received_time), pub.body)

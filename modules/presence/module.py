@@ -379,6 +379,8 @@ class PresenceModule(PresenceMI, Module):
 
             self.cluster = ClusterNode(
                 db, cfg, on_presentity_changed=service.cluster_presentity_changed,
+                # workers without cluster_id take a carried change as it comes (ClusterNode.announcement)
+                on_presentity_state=service.cluster_presentity_state if cfg.cluster_id == 0 else None,
                 on_subscriptions_adopted=service.cluster_adopt, on_resync=service.cluster_resync,
                 on_ownership_lost=service.cluster_ownership_lost,
                 on_subscription_moved=service.cluster_subscription_moved,

@@ -10,18 +10,19 @@ a PUBLISH whose SIP-If-Match we do not hold - not before every request as fallba
 from __future__ import annotations
 
 import asyncio
-
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .base import TAKEOVER_CSEQ_GAP, _db_failure
+from .cluster_wire import PresentityChanged
 from .clustering import ClusterLink, WatcherInterest
 from .events import PUBL_TYPE, EventRegistry, PresenceEvent
 from .presentity import PresentityTable, Publication, PublishAction, PublishDecision, PublishFacts
 from .settings import PresenceSettings
 from .storage import Address, PresenceStore, publication_from_row, subscription_from_row
-from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable
+from .subscription import DialogKey, SubscribeAction, SubscribeDecision, Subscription, SubsTable, shared
 
 log = logging.getLogger("routescript.presence")
 
@@ -83,18 +84,40 @@ class Persistence:
             self.stale.add((pres_uri, event))
         self.read_first = True
 
-    async def store_publication(self, d: PublishDecision, address: Address | None = None) -> None:
+    def take_announced(self, ann: PresentityChanged, event: PresenceEvent) -> bool:
+        """Another worker's stored change carried by its announcement (ann.change), put in memory in
+        place of a read, when memory is trusted for the presentity (not stale, no fallback2db) and held
+        the state the change was made on (PresentityTable.apply_change). The publication is the one
+        the read would make of its row (publication_from_row). False: the caller reads."""
+        change = ann.change
+        key = (ann.pres_uri, event.name)
+        if change is None or self.store is None or self._settings.fallback2db or self.reread_all or \
+                key in self.stale:
+            return False
+        if change.action == "r":
+            return self._presentities.apply_change(ann.pres_uri, event.name, ann.etag, None, None,
+                                                   change.begun)
+        pub = Publication(shared(ann.pres_uri), shared(event.name), ann.etag, float(change.expires),
+                          change.body, shared(event.content_type), float(change.received_time),
+                          ann.sender)
+        return self._presentities.apply_change(ann.pres_uri, event.name, ann.etag,
+                                               change.old_etag if change.action == "m" else None, pub,
+                                               change.begun)
+
+    async def store_publication(self, d: PublishDecision, address: Address | None = None,
+                                on_commit: Callable[[], None] | None = None) -> None:
         """A PUBLISH's change committed (group commit) before its reply. `address`: the presentity's
-        (user, domain) as the request gave them."""
+        (user, domain) as the request gave them. `on_commit`: called as it commits (not without a
+        store: the caller then goes on at once)."""
         if self.store is None or d.publication is None:
             return
         if d.action is PublishAction.INSERT:
-            await self.store.insert_publication(d.publication, address)
+            await self.store.insert_publication(d.publication, address, on_commit)
         elif d.action in (PublishAction.REFRESH, PublishAction.MODIFY):
             assert d.old_etag is not None
-            await self.store.replace_publication(d.old_etag, d.publication, address)
+            await self.store.replace_publication(d.old_etag, d.publication, address, on_commit)
         elif d.action is PublishAction.REMOVE:
-            await self.store.delete_publication(d.publication, address)
+            await self.store.delete_publication(d.publication, address, on_commit)
 
     async def store_subscription(self, d: SubscribeDecision) -> None:
         """A new subscription's row inserted, an unsubscribed one's deleted, committed (group commit, as a
@@ -191,6 +214,7 @@ class Persistence:
                 continue
             self._presentities.load(publication_from_row(row, event.content_type))
             npub += 1
+        self._presentities.read_floor = time.monotonic()   # every change begun before may be in the rows
         gap = self._cseq_gap_on_load
         for row in await self.store.live_subscriptions(now - self._settings.expires_offset):
             if self._events.contains_event(row["event"]) is None:

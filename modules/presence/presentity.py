@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from operator import attrgetter
@@ -40,6 +41,7 @@ DEFAULT_MAX_PER_PRESENTITY = 256  # bound: publications (devices) kept for one p
 # read, while leaving room for dozens of devices' PIDF documents (1-3 KB each). Without it one
 # presentity could hold 256 x 64 KB = 16 MB, and every change sent that to each watcher.
 DEFAULT_MAX_AGGREGATED_BODY_SIZE = 61440
+MAX_READ_TIMES = 100_000   # bound: presentities whose last read time is kept (apply_change); beyond, a floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,10 @@ class PresentityTable:
         self._table: dict[tuple[str, str], dict[str, Publication]] = {}
         self._count = 0   # publications in _table, kept as it changes (len() per PUBLISH would walk it)
         self._high = 0   # the most presentities held since _table was last compacted (expire)
+        # time.monotonic() at the end of the last database read of a presentity (replace_presentity),
+        # and before which every read ended (load, or the map overflowed): apply_change's check
+        self._read_at: dict[tuple[str, str], float] = {}
+        self.read_floor = 0.0
 
     # --- the decision ---------------------------------------------------------------------------
     def handle_publish(self, facts: PublishFacts, now: float) -> PublishDecision:
@@ -255,6 +261,37 @@ class PresentityTable:
         if not rows:
             del self._table[key]
 
+    def apply_change(self, pres_uri: str, event: str, etag: str, old_etag: str | None,
+                     pub: Publication | None, begun: float) -> bool:
+        """Another worker's stored change of one publication, taken when memory holds the state it was
+        made on: `pub` new (old_etag None: inserted), `old_etag` replaced by `pub` (modified), `etag`
+        gone (pub None: removed). `begun`: time.monotonic() before the change's transaction began.
+        False, nothing changed, when memory does not hold that state, or when memory was read from the
+        database after `begun` (the read may have seen the change, and this worker built on it: an
+        insert taken again would bring back a publication it has replaced since); the caller reads."""
+        key = (pres_uri, event)
+        if max(self.read_floor, self._read_at.get(key, 0.0)) >= begun:
+            return False
+        rows = self._table.get(key)
+        if pub is None:
+            if rows is None or etag not in rows:
+                return False
+            del rows[etag]
+            self._count -= 1
+            if not rows:
+                del self._table[key]
+            return True
+        if old_etag is None:
+            if (rows is not None and (etag in rows or len(rows) >= self.max_per_presentity)):
+                return False
+            self._add(key, pub)
+            return True
+        if rows is None or old_etag not in rows or (etag != old_etag and etag in rows):
+            return False
+        del rows[old_etag]
+        rows[etag] = pub
+        return True
+
     def load(self, pub: Publication) -> None:
         """Put back a publication read from the database at start (it counts against the cap, which
         never refuses what is already stored)."""
@@ -272,6 +309,10 @@ class PresentityTable:
         is. Not the body alone: an event whose modify keeps the ETag (etag_not_new: dialog;sla) changes
         the body under the same etag, and the old body must not win."""
         key = (pres_uri, event)
+        if len(self._read_at) >= MAX_READ_TIMES:
+            self._read_at.clear()
+            self.read_floor = time.monotonic()
+        self._read_at[key] = time.monotonic()
         old = self._table.get(key, {})
         rows = {}
         for p in pubs[: self.max_per_presentity]:

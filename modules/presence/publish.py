@@ -4,6 +4,7 @@ reply with SIP-ETag, E_PRESENCE_PUBLISH raised, and the watchers notified."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,17 +141,29 @@ class PublishHandler:
             if not decision.ok:
                 self._refuse_publish(respond, label or what, source, facts, decision)
                 return -1
+            on_commit = None
+            announced: list[bool] = []
+            begun = 0.0
+            if decision.notify and self._cluster.node is not None:
+                # clustered: announced at the commit; `begun`: when its transaction began at the latest
+                begun = time.monotonic()
+
+                def on_commit() -> None:
+                    announced.append(self._cluster.announce_at_commit(
+                        facts.pres_uri, event, decision.etag or "", facts.sender, decision, begun))
             try:
-                await self._persistence.store_publication(decision, address)
+                await self._persistence.store_publication(decision, address, on_commit)
             except Exception as exc:  # noqa: BLE001 - the PUBLISH is answered (503 or 500) whatever failed
                 log.error("PUBLISH for %s not stored: %s", facts.pres_uri, exc)
                 err = _db_failure(exc)
                 respond(err.status, err.reason, list(err.headers))
                 return -1
             self._presentities.commit(decision)
-            if decision.notify:
-                # stored and committed: the other nodes may read it now (their watchers, their NOTIFYs)
-                await self._cluster.announce(facts.pres_uri, event, decision.etag or "", facts.sender)
+            if on_commit is not None and announced != [True]:
+                # stored and committed, not announced at the commit (PostgreSQL's feed, no store): the
+                # other nodes may read it now (their watchers, their NOTIFYs)
+                await self._cluster.announce(facts.pres_uri, event, decision.etag or "", facts.sender,
+                                             decision, begun)
             headers = [("Expires", str(decision.expires))]
             if decision.etag:
                 headers.append(("SIP-ETag", decision.etag))

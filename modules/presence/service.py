@@ -117,6 +117,7 @@ class PresenceService:
         self.get_sphere = self.authorizer.get_sphere
         self.contains_presence = self.presentities.contains_presence
         self.cluster_presentity_changed = self.cluster_callbacks.cluster_presentity_changed
+        self.cluster_presentity_state = self.cluster_callbacks.cluster_presentity_state
         self.cluster_adopt = self.cluster_callbacks.cluster_adopt
         self.cluster_rejoin = self.cluster_callbacks.cluster_rejoin
         self.cluster_resync = self.cluster_callbacks.cluster_resync

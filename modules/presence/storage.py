@@ -6,7 +6,7 @@ meanings are OpenSIPS 3.4's, so a database OpenSIPS wrote is read as it is (and 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from routescript.db import Database, GroupCommitter, Write
@@ -122,21 +122,25 @@ class PresenceStore:
     # These return the committer's awaitable rather than awaiting it in a coroutine of their own: the
     # caller waits on the commit directly (one frame less to resume when it completes).
     # `address`: the presentity's (user, domain) when the caller has them (else split from its URI).
-    def insert_publication(self, pub: Publication, address: Address | None = None) -> Awaitable[None]:
-        return self.committer.write((Write("insert", PRESENTITY, publication_row(pub, address)),))
+    # `on_commit`: called as the change commits, before the caller resumes (GroupCommitter.write).
+    def insert_publication(self, pub: Publication, address: Address | None = None,
+                           on_commit: Callable[[], None] | None = None) -> Awaitable[None]:
+        return self.committer.write((Write("insert", PRESENTITY, publication_row(pub, address)),), on_commit)
 
-    def replace_publication(self, old_etag: str, pub: Publication,
-                            address: Address | None = None) -> Awaitable[None]:
+    def replace_publication(self, old_etag: str, pub: Publication, address: Address | None = None,
+                            on_commit: Callable[[], None] | None = None) -> Awaitable[None]:
         address = address or split_pres_uri(pub.pres_uri)
         values = publication_row(pub, address)
         for k in ("username", "domain", "event"):
             del values[k]
         return self.committer.write((Write("update", PRESENTITY, values,
-                                           publication_key(pub.pres_uri, pub.event, old_etag, address)),))
+                                           publication_key(pub.pres_uri, pub.event, old_etag, address)),),
+                                    on_commit)
 
-    def delete_publication(self, pub: Publication, address: Address | None = None) -> Awaitable[None]:
+    def delete_publication(self, pub: Publication, address: Address | None = None,
+                           on_commit: Callable[[], None] | None = None) -> Awaitable[None]:
         where = publication_key(pub.pres_uri, pub.event, pub.etag, address)
-        return self.committer.write((Write("delete", PRESENTITY, where=where),))
+        return self.committer.write((Write("delete", PRESENTITY, where=where),), on_commit)
 
     async def delete_publications(self, pubs: Iterable[Publication]) -> None:
         pubs = list(pubs)

@@ -324,6 +324,13 @@ class Database(abc.ABC):
         self._check_open()
         await self._notify(check_channel(channel), check_payload(payload))
 
+    def notify_now(self, channel: str, payload: str) -> bool:
+        """Announce `payload` at once, in this call, when the backend's feed can without I/O (SQLite:
+        this process's hub and the workers' relay) and no transaction is open; False, nothing sent,
+        when it cannot (then `await notify()`). For an announcement that must leave at a commit
+        (GroupCommitter's on_commit)."""
+        return False
+
     @property
     def listeners(self) -> Listeners:
         if self._listeners is None:

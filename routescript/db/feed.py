@@ -15,7 +15,8 @@ What both backends promise:
   at that moment; an announcement sent while a listener was cut off is lost for it. That is why
   `listen(..., on_reconnect=cb)` exists: cb is called once the listener is back, so its owner can
   re-read what it may have missed from the tables (resync).
-- Payloads are text shorter than 8000 bytes (UTF-8; MAX_PAYLOAD): announce keys, not bodies.
+- Payloads are text shorter than 8000 bytes (UTF-8; MAX_PAYLOAD): announce keys, not bodies (a small
+  row may ride along, as presence's workers do: the receiver still reads when it is not sure).
   PostgreSQL collapses identical (channel, payload) pairs sent in one transaction; the SQLite hub does not.
 """
 

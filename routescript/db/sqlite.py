@@ -29,7 +29,7 @@ import aiosqlite
 
 from routescript.db.base import Database, log
 from routescript.db.errors import DatabaseError, ErrorKind
-from routescript.db.feed import LocalHub
+from routescript.db.feed import LocalHub, check_channel, check_payload
 from routescript.db.schema import quote
 from routescript.db.sqlite_gate import WriterGate
 
@@ -134,24 +134,47 @@ class SqliteDatabase(Database):
                     gate.release()
 
     async def _commit_runs(self, runs: list[tuple[str, list[list[Any]]]]) -> None:
-        """A group-commit batch: BEGIN IMMEDIATE and COMMIT in aiosqlite's thread (they may wait for
-        another process's lock, and COMMIT syncs to disk), the row statements in between on the event
-        loop's thread. Why: the sqlite3 module releases the GIL around every row's step; run in the
-        worker thread, each row then traded the GIL with the busy event loop (perf: 8% of the process
-        in futex wake/wait). Measured at 1,400 PUBLISH calls/s, alternating: the loop thread used
-        57-68% of a core instead of 60-70%, the process 73-88% instead of 81-94%. Inside our IMMEDIATE
-        transaction a row statement never waits for a lock and writes no file (pages reach the WAL at
-        COMMIT). The connection is shared by the two threads one at a time: every use holds self._lock
-        (_begin takes it)."""
-        try:
-            async with self._begin() as conn:   # BEGIN IMMEDIATE / COMMIT / ROLLBACK in the thread
-                raw = conn._conn   # aiosqlite names no public accessor for its sqlite3 connection
-                for sql, rows in runs:
-                    raw.executemany(sql, rows)
-        except DatabaseError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from exc
+        """A group-commit batch, with as few trips between the loop and aiosqlite's thread as can be:
+        - BEGIN IMMEDIATE on the loop's thread when the write lock is free (with the writers' gate held
+          it nearly always is: a few microseconds, no file written); SQLite busy (a writer that does
+          not take the gate: an autocommit statement, another program) -> BEGIN in the thread, which
+          may wait for it (busy_timeout);
+        - the row statements on the loop's thread: run in the worker thread, each row traded the GIL
+          with the busy event loop (perf: 8% of the process in futex wake/wait; measured at 1,400
+          PUBLISH calls/s, alternating: the loop thread used 57-68% of a core instead of 60-70%).
+          Inside our IMMEDIATE transaction a row statement never waits for a lock and writes no file
+          (pages reach the WAL at COMMIT);
+        - COMMIT (the sync to disk) in the thread, and the writers' gate released there the moment it
+          returns: the other workers' writers wait for our sync only, not also for this loop to get
+          round to seeing it done (docs/workers.md section 7, session 12: the gate's hold time was most
+          of a busy worker's commit latency).
+        The connection is shared by the two threads one at a time: every use holds self._lock."""
+        async with self._lock:
+            gate = self._gate
+            if gate is not None:
+                await gate.acquire()
+            released = False
+            try:
+                raw = self._conn._conn   # aiosqlite names no public accessor for its sqlite3 connection
+                try:
+                    if not _begin_now(raw):
+                        await self._conn.execute("BEGIN IMMEDIATE")
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                try:
+                    for sql, rows in runs:
+                        raw.executemany(sql, rows)
+                    # aiosqlite's own queue to its thread (private; untyped): one trip for both
+                    released = await self._conn._execute(  # type: ignore[no-untyped-call]
+                        _commit_and_release, raw, gate)
+                except BaseException as exc:
+                    await self._rollback()
+                    if isinstance(exc, Exception):
+                        raise self._translate(exc) from exc
+                    raise
+            finally:
+                if gate is not None and not released:
+                    gate.release()
 
     async def _rollback(self) -> None:
         try:
@@ -209,6 +232,13 @@ class SqliteDatabase(Database):
         else:
             LocalHub.publish_to(key, channel, payload)
 
+    def notify_now(self, channel: str, payload: str) -> bool:
+        if self.current_transaction() is not None:
+            return False
+        self._check_open()
+        LocalHub.publish_to(self._hub_key, check_channel(channel), check_payload(payload))
+        return True
+
     def _leave_hub(self) -> None:
         if self._listeners is not None:
             LocalHub.leave_key(self._hub_key, self._listeners)
@@ -222,6 +252,36 @@ class SqliteDatabase(Database):
             await self._conn.close()
             if self._gate is not None:
                 self._gate.close()
+
+
+def _begin_now(raw: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE on the calling (loop) thread if the write lock is free now; False (nothing begun)
+    when SQLite is busy: the caller begins in the worker thread, where waiting is allowed. The busy
+    handler is off meanwhile, so the loop never sleeps in it."""
+    raw.execute("PRAGMA busy_timeout = 0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if raw.in_transaction or not ("locked" in text or "busy" in text):
+            raise
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return True
+
+
+def _commit_and_release(raw: sqlite3.Connection, gate: WriterGate | None) -> bool:
+    """In aiosqlite's thread: COMMIT, then the writers' gate let go at once; whether it was (a COMMIT
+    that fails keeps it: the caller rolls back first; a release that fails is the caller's to retry)."""
+    raw.execute("COMMIT")
+    if gate is None:
+        return False
+    try:
+        gate.release()
+    except OSError:
+        return False
+    return True
 
 
 def _kind(exc: BaseException) -> ErrorKind:

@@ -89,6 +89,24 @@ async def test_announcement_inside_a_transaction_is_sent_at_commit_only(db: Data
     assert len(box.items) == 3
 
 
+async def test_notify_now_sends_in_the_call_where_the_feed_needs_no_io(db: Database) -> None:
+    """SQLite: announced in the call, outside a transaction only (inside, the commit sends it);
+    PostgreSQL: never (its NOTIFY is a round trip), the caller awaits notify() instead."""
+    chan = channel()
+    box = Inbox()
+    await db.listen(chan, box)
+    sqlite = db.dialect == "sqlite"
+    async with db.transaction():
+        assert not db.notify_now(chan, "inside")
+    assert db.notify_now(chan, "now") is sqlite
+    if sqlite:
+        with pytest.raises(DatabaseError):
+            db.notify_now("Bad Channel", "x")      # checked as notify() checks it
+        assert await box.wait_for(1) == ["now"]
+    await settle(db)
+    assert [p for _, p in box.items] == (["now"] if sqlite else [])
+
+
 async def test_unlisten_stops_delivery_and_callbacks_may_be_async_or_fail(db: Database) -> None:
     chan = channel()
     box, seen = Inbox(), asyncio.Event()

@@ -185,3 +185,46 @@ async def test_a_failing_batch_leaves_nothing_behind(db):
     assert await users(db) == ["keep"]
     await db.write_batch([insert("after")])                        # the connection is usable again
     assert await users(db) == ["after", "keep"]
+
+
+async def test_on_commit_runs_at_the_commit_before_any_writer_resumes(db):
+    """Each writer's on_commit is called once its writes are committed and before any writer of the
+    batch goes on; a writer whose writes failed gets no call."""
+    await db.insert("presentity", pres_row("dup"))
+    gc = GroupCommitter(db)
+    events: list[str] = []
+
+    async def writer(user: str) -> None:
+        try:
+            await gc.write([insert(user)], on_commit=lambda: events.append(f"committed {user}"))
+        except DatabaseError:
+            events.append(f"failed {user}")
+        else:
+            events.append(f"resumed {user}")
+
+    await asyncio.gather(writer("a"), writer("b"))
+    assert events == ["committed a", "committed b", "resumed a", "resumed b"]
+    events.clear()
+    await asyncio.gather(writer("c"), writer("dup"))   # a bad row: retried one by one
+    assert sorted(events) == ["committed c", "failed dup", "resumed c"]
+    assert events.index("committed c") < events.index("resumed c")
+
+
+async def test_on_commit_inside_the_callers_transaction_waits_for_its_commit(db):
+    gc = GroupCommitter(db)
+    events: list[str] = []
+    async with db.transaction():
+        await gc.write([insert("a")], on_commit=lambda: events.append("committed"))
+        assert events == []
+    assert events == ["committed"]
+
+
+async def test_a_failing_on_commit_is_logged_and_the_writes_stand(db, caplog):
+    gc = GroupCommitter(db)
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    await gc.write([insert("a")], on_commit=broken)
+    assert await users(db) == ["a"]
+    assert "after-commit action failed" in caplog.text

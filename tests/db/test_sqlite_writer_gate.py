@@ -104,3 +104,69 @@ async def test_a_writer_cancelled_while_waiting_at_the_gate_does_not_keep_it(tmp
     finally:
         for gate in (holder, cancelled, later):
             gate.close()   # before the fix: drops the lock the orphaned flock took, so the thread ends
+
+
+async def test_a_batch_waits_in_the_thread_for_a_writer_that_does_not_take_the_gate(tmp_path: Path) -> None:
+    """A group-commit batch begins on the loop's thread only when SQLite's write lock is free: another
+    program's transaction (no gate) makes it begin in aiosqlite's thread, which waits (busy_timeout)
+    while the loop runs, and commits once the lock is let go (never 'database is locked')."""
+    import sqlite3
+
+    from routescript.db import Write
+
+    path = tmp_path / "shared.sqlite"
+    await init_schema(f"sqlite://{path}")
+    db = await open_database(f"sqlite://{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE presentity SET etag = etag")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        batch = asyncio.create_task(db.write_batch([Write("insert", "presentity", presentity(4, etag="d1"))]))
+        await asyncio.sleep(0.2)
+        assert not batch.done()            # waiting for the other program's lock...
+        assert ticks >= 20                 # ...in the thread, the loop free
+        other.execute("COMMIT")
+        await asyncio.wait_for(batch, 5)
+        ticker.cancel()
+        rows = await db.query("presentity", columns=["etag"])
+        assert [r["etag"] for r in rows] == ["d1"]
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_a_batch_lets_the_gate_go_in_the_thread_that_committed(tmp_path: Path) -> None:
+    """The gate is released in aiosqlite's thread right after COMMIT, not once the loop sees the COMMIT
+    done: the other workers' writers wait for the sync only, not for a busy loop's next turn."""
+    import threading
+
+    from routescript.db import Write
+
+    url = f"sqlite://{tmp_path / 'shared.sqlite'}"
+    await init_schema(url)
+    db = await open_database(url)
+    try:
+        gate = db._gate   # type: ignore[attr-defined]
+        released_in: list[str] = []
+        real = gate.release
+        gate.release = lambda: released_in.append(threading.current_thread().name) or real()
+        await db.write_batch([Write("insert", "presentity", presentity(5, etag="e1"))])
+        assert len(released_in) == 1 and released_in[0] != threading.main_thread().name
+        # the gate is free: another writer takes it without waiting
+        other = type(gate)(gate.path.removesuffix("-rswrite"))
+        try:
+            await asyncio.wait_for(other.acquire(), 1)
+            other.release()
+        finally:
+            other.close()
+    finally:
+        await db.close()

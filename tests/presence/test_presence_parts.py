@@ -28,13 +28,14 @@ SUB = Subscription(pres_uri="sip:carol@127.0.0.1", event="presence", to_user="ca
 
 class Node:
     def __init__(self, owns: bool = True) -> None:
-        self.owns, self.announced = owns, []
+        self.owns, self.announced, self.changes = owns, [], []
 
     def owns_subscriptions(self) -> bool:
         return self.owns
 
-    async def announce(self, pres_uri, event, etag, sender=None) -> None:
+    async def announce(self, pres_uri, event, etag, sender=None, change=None) -> None:
         self.announced.append((pres_uri, event, etag, sender))
+        self.changes.append(change)
 
 
 class Server:

@@ -106,9 +106,10 @@ class Workers:
         self.all: list[Worker] = []
 
     async def start(self, slot: int | None, n_total: int = 2, *, url: str | None = None,
-                    epoch: int = 0, interest: SharedInterest | None = None) -> Worker:
+                    epoch: int = 0, interest: SharedInterest | None = None, carry: bool = True) -> Worker:
         """`interest`: worker_affinity "uri" - the workers count their watchers there and announce a
-        change only where it is needed (routescript/workers/interest.py)."""
+        change only where it is needed (routescript/workers/interest.py). `carry` False: a received
+        change is always read from the database (no on_presentity_state), as before session 12."""
         db = await open_database(url or self.url)
         await db.ensure_schema(["presentity", "active_watchers", "watchers"])
         server = PresenceServer(tag_prefix=slot_tag_prefix(slot))
@@ -121,6 +122,7 @@ class Workers:
         if cfg is not None:
             membership = SupervisedMembership()
             node = ClusterNode(db, cfg, on_presentity_changed=service.cluster_presentity_changed,
+                               on_presentity_state=service.cluster_presentity_state if carry else None,
                                on_subscriptions_adopted=service.cluster_adopt,
                                on_resync=service.cluster_resync,
                                on_ownership_lost=service.cluster_ownership_lost,
