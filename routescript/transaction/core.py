@@ -241,7 +241,14 @@ class TransactionCore:
         """`response` within `transaction` (OpenSIPS t_reply): it goes to the outbox and the transaction
         keeps it for retransmissions. Raises TransactionError for a reply its state does not allow (a
         second final reply)."""
-        if (response.status >= 200 and not transaction.reliable and not transaction.is_invite
+        if response.status < 200:
+            # a 1xx in Proceeding (every provisional an INVITE proxy forwards, its 100 Trying): kept by
+            # the machine, sent; no table walk, no action list, no rescheduling (no timer moves)
+            source = transaction.source
+            if source is not None and transaction.keep_provisional(response, now):
+                self.responses_out.append((response, source, None, transaction))
+                return
+        elif (not transaction.reliable and not transaction.is_invite
                 and self._server.get(transaction.key or ()) is transaction):
             self._complete_udp(transaction, response, now)
             return

@@ -175,6 +175,37 @@ def test_provisional_then_final_go_through_the_machine_and_tcp_ends_at_once() ->
     assert wire.receive(request(branch=tcp_pub.via.branch, proto="TCP"), TCP_SRC)   # a new one
 
 
+def test_invite_provisionals_in_proceeding_are_kept_and_resent_without_moving_the_timer() -> None:
+    wire = Wire()
+    core = wire.core
+    invite = request("INVITE")
+    transaction = core.create(invite, UDP_SRC, 0.0)
+    timer = core.get_timer()
+    trying, ringing = build_reply(invite, 100), build_reply(invite, 180, to_tag="t")
+    core.reply(transaction, trying, 0.0)
+    core.reply(transaction, ringing, 0.0)
+    wire.collect()
+    assert [r for _, r, _ in wire.responses] == [trying, ringing]
+    assert transaction.state is State.PROCEEDING and transaction.last_response is ringing
+    assert not core.timer_moved and core.get_timer() == timer       # the TU timeout, untouched
+    assert not wire.receive(request("INVITE", branch=invite.via.branch))   # the 180 again
+    assert [data for _, data, _ in wire.data] == [] and wire.statuses() == [100, 180, 180]
+    assert wire.responses[-1][1].to_bytes() == ringing.to_bytes()
+
+
+def test_a_provisional_when_a_timer_is_due_walks_the_table_and_the_timer_fires() -> None:
+    wire = Wire()
+    core = wire.core
+    invite = request("INVITE")
+    transaction = core.create(invite, UDP_SRC, 0.0)
+    due = core.get_timer()
+    assert due is not None
+    core.reply(transaction, build_reply(invite, 180, to_tag="t"), due)   # the TU timeout is due now
+    wire.collect()
+    assert wire.statuses() == [180]                                 # sent, then the timeout ends it
+    assert transaction.state is State.TERMINATED and core.pending == 0
+
+
 def test_transport_error_on_the_final_reply_ends_the_transaction_through_the_table() -> None:
     wire = Wire()
     pub = request()
