@@ -10,6 +10,7 @@ from typing import Any
 
 from routescript.script.context import MsgContext
 from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, generate_tag, name_addr_tag
+from routescript.sip.assembled import assemble_trying
 
 from .config import CoreConfig
 from .layers import SipLayers
@@ -36,7 +37,11 @@ class Replier:
         """A reply to `msg` with our to-tag when its To has none (stable per request, so a stateless
         retransmission gets the same reply) and `Server:` when server_header is set. A 18x/2xx reply
         carries the request's Record-Route lines, in order (RFC 3261 12.1.1; OpenSIPS copies them for
-        180..299 to any request)."""
+        180..299 to any request). A plain 100 Trying (a proxy's, for every INVITE) is written straight
+        into its bytes, the same ones (assemble_trying)."""
+        if code == 100 and (reason is None or reason == "Trying") and headers == () and not body \
+                and content_type is None:
+            return assemble_trying(msg, self._server_header())
         return build_reply(msg, code, reason, make_to_tag=to_tag, headers=headers, body=body,
                            content_type=content_type, record_route=True, server=self._server_header())
 

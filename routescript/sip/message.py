@@ -606,14 +606,16 @@ class SIPResponse(SIPMessage):
         self._init([(n, str(v)) for n, v in headers], bytes(body), version)
 
     @classmethod
-    def _from_parts(cls, status: int, reason: str, version: str, head: Head, body: bytes,
+    def _from_parts(cls, status: int, reason: str, version: str, head: Head | None, body: bytes,
                     raw: bytes | None) -> Self:
-        """The private constructor, for parts already checked (the parser's, build_reply's)."""
+        """The private constructor, for parts already checked (the parser's, build_reply's). `head`
+        None leaves the head unset, for a subclass that reads it from `raw` (AssembledResponse)."""
         response = object.__new__(cls)
         response.status = status
         response.reason = reason
         response.version = version
-        response._headers, response._index, response._cache = head
+        if head is not None:
+            response._headers, response._index, response._cache = head
         response._shared = False
         response._body = body
         response._raw = raw
