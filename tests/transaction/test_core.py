@@ -260,6 +260,23 @@ def test_transaction_bound_refuses_new_server_and_client_transactions() -> None:
     assert [r.status for r in got] == [503]
 
 
+def test_each_client_transactions_final_is_counted_once_by_its_class() -> None:
+    wire = Wire(max_transactions=2)
+    core = wire.core
+    got: list[SIPResponse] = []
+    answered, timed_out = notify(), notify(call_id="sub-2")
+    core.send_request(answered, PHONE, 0.0, got.append)
+    core.send_request(timed_out, PHONE, 0.0, got.append)
+    assert core.send_request(notify(call_id="sub-3"), PHONE, 0.0, got.append) is None   # over the bound
+    ok = parse_message(build_reply(answered, 200, to_tag="w").to_bytes())
+    core.receive_response(ok, 0.01)
+    core.receive_response(ok, 0.02)                                # its retransmission: absorbed
+    wire.collect()
+    wire.run_until(TIMER_F + 0.01)                                 # the other one: 408 on Timer F
+    assert sorted(r.status for r in got) == [200, 408, 503]
+    assert core.counters.finals == [0, 0, 1, 0, 1, 1, 0]           # type: ignore[attr-defined]
+
+
 def test_invite_error_retransmitted_on_timer_g_until_the_ack_which_is_absorbed() -> None:
     wire = Wire()
     invite = request("INVITE")
