@@ -648,10 +648,17 @@ class ProxyTransaction:
     # --- the end ----------------------------------------------------------------------------------
 
     def _check_done(self) -> None:
-        if self.replied and all(b.done for b in self.branches):
-            for branch in self.branches:
-                self._stop_timer(branch)
-            self._on_done(self)
+        """The end once a final reply went upstream and every branch has its final response (a plain
+        loop: this runs for every final response)."""
+        if not self.replied:
+            return
+        branches = self.branches
+        for branch in branches:
+            if branch.final is None:
+                return
+        for branch in branches:
+            self._stop_timer(branch)
+        self._on_done(self)
 
     def _script(self) -> CompiledScript | None:
         return getattr(self.server, "script", None)
