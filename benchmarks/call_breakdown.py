@@ -53,7 +53,6 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("routescript/core/routes.py", "", STAGES[2]),
     ("routescript/core/events.py", "", STAGES[2]),
     ("routescript/core/functions.py", "", STAGES[2]),
-    ("routescript/core/counting.py", "", STAGES[7]),
     ("routescript/transaction/client.py", "", STAGES[8]),
     ("routescript/transaction/keys.py", "client_key", STAGES[8]),
     ("routescript/transaction/layer.py", "TransactionLayer.send_request", STAGES[8]),

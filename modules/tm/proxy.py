@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routescript.tm")
 
+# A loop timer may fire up to the clock's resolution early; a deadline that close counts as due.
+_EARLY = 0.001
+
 PROXY_KEY = "tm.proxy"     # ctx.extra: the ProxyTransaction of a failure route's (or relayed) request
 ARM_KEY = "tm.arm"         # ctx.extra: what t_on_*/t_set_fr armed for the next t_relay()
 BRANCH_IDX_KEY = "tm.branch_idx"
@@ -93,9 +96,9 @@ class Settings:
 class ProxyBranch:
     """One branch: where it goes, what it has sent, what it got."""
 
-    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "dst_uri", "final", "flags", "hooks", "index",
-                 "local", "on_reply", "provisional", "request", "socket", "targets", "timer", "transaction",
-                 "uri")
+    __slots__ = ("attempt", "cancel_sent", "cancel_wanted", "deadline", "dst_uri", "final", "flags", "hooks",
+                 "index", "local", "on_reply", "provisional", "request", "socket", "targets", "timer",
+                 "timer_at", "transaction", "uri")
 
     def __init__(self, index: int, uri: str, request: SIPRequest, targets: list[Target],
                  socket: SocketInfo | None, flags: int, dst_uri: str | None = None) -> None:
@@ -116,7 +119,9 @@ class ProxyBranch:
         self.local = False              # the final response was made here (408, 487, 503)
         self.cancel_wanted = False
         self.cancel_sent = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None     # when its fr timer expires (loop time); None: not running
+        self.timer: asyncio.TimerHandle | None = None   # the loop timer that serves it, due at timer_at
+        self.timer_at = 0.0
 
     @property
     def done(self) -> bool:
@@ -310,19 +315,41 @@ class ProxyTransaction:
         return self.arm.fr_inv_timeout or self.settings.fr_inv_timeout
 
     def _arm_timer(self, branch: ProxyBranch, seconds: float) -> None:
-        if branch.timer is not None:
-            branch.timer.cancel()
-        attempt = branch.attempt
-        branch.timer = self._loop.call_later(seconds, self._timed_out, branch, attempt)
+        """The branch's fr timer, for its current attempt, expires in `seconds` (instead of when it
+        did). A later expiry - fr_inv_timeout restarted by each 1xx - only moves `branch.deadline`: the
+        loop timer already armed fires first and re-arms for the rest (no cancel and new timer per 1xx)."""
+        loop = self._loop
+        deadline = loop.time() + seconds
+        branch.deadline = deadline
+        timer = branch.timer
+        if timer is not None:
+            if branch.timer_at <= deadline:
+                return
+            timer.cancel()
+        branch.timer = loop.call_at(deadline, self._timer_fired, branch)
+        branch.timer_at = deadline
 
     def _stop_timer(self, branch: ProxyBranch) -> None:
+        branch.deadline = None
         if branch.timer is not None:
-            branch.timer.cancel()
+            branch.timer.cancel()   # not left to fire: it holds the branch (and this transaction)
             branch.timer = None
 
-    def _timed_out(self, branch: ProxyBranch, attempt: Attempt | None) -> None:
+    def _timer_fired(self, branch: ProxyBranch) -> None:
         branch.timer = None
-        if branch.done or branch.attempt is not attempt or attempt is None:
+        deadline = branch.deadline
+        if deadline is None:
+            return
+        if deadline - self._loop.time() > _EARLY:   # moved later since it was armed: wait for the rest
+            branch.timer = self._loop.call_at(deadline, self._timer_fired, branch)
+            branch.timer_at = deadline
+            return
+        branch.deadline = None
+        self._timed_out(branch, branch.attempt)
+
+    def _timed_out(self, branch: ProxyBranch, attempt: Attempt | None) -> None:
+        """The fr timer of `attempt` (every new attempt of a branch re-arms it) expired."""
+        if branch.done or attempt is None:
             return
         log.info("%s: branch %d (%s) timed out (%s)", self.label, branch.index, attempt.destination,
                  "fr_inv_timeout" if branch.provisional else "fr_timeout")
@@ -621,10 +648,17 @@ class ProxyTransaction:
     # --- the end ----------------------------------------------------------------------------------
 
     def _check_done(self) -> None:
-        if self.replied and all(b.done for b in self.branches):
-            for branch in self.branches:
-                self._stop_timer(branch)
-            self._on_done(self)
+        """The end once a final reply went upstream and every branch has its final response (a plain
+        loop: this runs for every final response)."""
+        if not self.replied:
+            return
+        branches = self.branches
+        for branch in branches:
+            if branch.final is None:
+                return
+        for branch in branches:
+            self._stop_timer(branch)
+        self._on_done(self)
 
     def _script(self) -> CompiledScript | None:
         return getattr(self.server, "script", None)

@@ -98,7 +98,7 @@ class Relay:
     @property
     def protos(self) -> frozenset[str]:
         """The transports we can send over (those we listen on)."""
-        return frozenset(s.proto for s in self.sockets)
+        return frozenset([s.proto for s in self.sockets])   # a list display: no generator per relayed request
 
     # --- where to -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from routescript.script.context import MsgContext
 from routescript.sip import SIPRequest, SIPResponse, Source, build_reply, generate_tag, name_addr_tag
+from routescript.sip.assembled import assemble_trying
 
 from .config import CoreConfig
 from .layers import SipLayers
@@ -62,16 +63,32 @@ class Replier:
         return self.make_reply(request, code, reason, headers=headers, body=body,
                                content_type=content_type), source
 
+    def _trying_of(self, ctx: MsgContext) -> tuple[SIPResponse, Source]:
+        """The plain 100 Trying of ctx's request (a proxy's, for every INVITE), written straight into
+        its bytes - make_reply's, byte for byte - when nothing reads it at once: its transaction keeps
+        it for a retransmitted INVITE, and its head is parsed back only if something asks
+        (assemble_trying). A reply hook (dialog, acc) would read it at once: make_reply then."""
+        request, source = ctx.msg, ctx.source
+        if not isinstance(request, SIPRequest) or source is None:
+            raise TypeError("a reply answers a received request")
+        return assemble_trying(request, self._server_header()), source
+
     def reply(self, ctx: MsgContext, code: int, reason: str | None = None, *,
               headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
               content_type: str | None = None) -> SIPResponse:
         """Reply to ctx.msg: through its server transaction when one exists (t_newtran), else stateless.
         Headers the script added with append_to_reply() (ctx.reply_headers) go in every reply."""
-        resp, source = self._reply_of(ctx, code, reason, headers, body, content_type)
-        if ctx.transaction is not None:
+        transaction = ctx.transaction
+        if code == 100 and transaction is not None and not transaction.reply_hooks \
+                and (reason is None or reason == "Trying") and headers == () and not body \
+                and content_type is None and not ctx.reply_headers:
+            resp, source = self._trying_of(ctx)
+        else:
+            resp, source = self._reply_of(ctx, code, reason, headers, body, content_type)
+        if transaction is not None:
             transactions = self._layers.transactions
             assert transactions is not None, "a transaction without the transaction layer"
-            transactions.reply(ctx.transaction, resp)
+            transactions.reply(transaction, resp)
         else:
             transport = self._layers.transport
             assert transport is not None, "a reply before start()"

@@ -329,8 +329,8 @@ def register_core_statistics(stats: Statistics, counters: CoreCounters,
 
 def register_module_statistics(stats: Statistics, counters: CoreCounters, server: _ModulesHolder) -> None:
     """The sl: and tm: groups, when those modules are loaded with enable_stats (their default), as
-    OpenSIPS registers them with the module. The counting itself is the core's (server.py and
-    routescript.core.counting), since every reply goes out through it."""
+    OpenSIPS registers them with the module. The counting itself is the core's (server.py, the replies)
+    and the transaction layer's into these counters (routescript/transaction/counters.py)."""
     sl = server.modules.get("sl")
     tm = server.modules.get("tm")
     if sl is not None and _stats_enabled(sl):

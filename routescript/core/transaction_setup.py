@@ -3,7 +3,7 @@ the services built on it, server.requests and server.relay, with the process's o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routescript.resolve import Resolver
 from routescript.transaction import TransactionLayer
@@ -21,12 +21,12 @@ def make_transactions(server: StartingServer, closing: CloseStack,
                       transport: TransportLayer) -> TransactionLayer:
     """The transaction layer, with tm's timers when tm is loaded (its fr_timeout is Timer F of our
     client transactions, the NOTIFYs, as in OpenSIPS)."""
-    from .counting import CountingTransactionLayer
     from .relay import Relay
     from .requests import RequestSender
 
-    transactions = CountingTransactionLayer(server.counters, transport,
-                                            **_transaction_options(server.modules))
+    # tm's statistics counted by the layer into the core's counters (transaction/counters.py)
+    transactions = TransactionLayer(transport, counters=server.counters,
+                                    **_transaction_options(server.modules))
     server.transactions = transactions
     # The services built on the transaction layer are made with it: server.requests ("send this
     # request inside this dialog / to this destination", requests.py).
@@ -40,7 +40,8 @@ def make_transactions(server: StartingServer, closing: CloseStack,
     return transactions
 
 
-def _transaction_options(modules: ModuleSet) -> dict[str, float]:
+def _transaction_options(modules: ModuleSet) -> dict[str, Any]:
+    """TransactionLayer's keyword arguments from tm (its timers, in seconds)."""
     tm = modules.get("tm")
     # tm is found by name: the core does not import modules/, so it asks for tm's one hook
     if tm is not None and hasattr(tm, "transaction_options"):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from routescript.sip import Destination, ParseError, SIPRequest, SIPResponse, Source, build_reply
 from routescript.transaction.client import NonInviteClientTransaction
 from routescript.transaction.completed import CompletedTable, CompletedTransaction
+from routescript.transaction.counters import TransactionCounters, TransactionCounts
 from routescript.transaction.errors import TransactionError, TransactionLimitError
 from routescript.transaction.invite_client import InviteClientTransaction
 from routescript.transaction.keys import (
@@ -93,8 +94,10 @@ class TransactionCore:
     """
 
     def __init__(self, timers: TimerConfig, route_reply: RouteReply, *, max_transactions: int = 10000,
-                 max_completed: int = 50000) -> None:
+                 max_completed: int = 50000, counters: TransactionCounters | None = None) -> None:
         self.timers = timers
+        # where the final responses handed to the creators of client transactions are counted (counters.py)
+        self.counters: TransactionCounters = counters if counters is not None else TransactionCounts()
         self.max_transactions = max_transactions
         self._route_reply = route_reply
         self._server: dict[ServerKey, ServerTransaction] = {}
@@ -241,7 +244,14 @@ class TransactionCore:
         """`response` within `transaction` (OpenSIPS t_reply): it goes to the outbox and the transaction
         keeps it for retransmissions. Raises TransactionError for a reply its state does not allow (a
         second final reply)."""
-        if (response.status >= 200 and not transaction.reliable and not transaction.is_invite
+        if response.status < 200:
+            # a 1xx in Proceeding (every provisional an INVITE proxy forwards, its 100 Trying): kept by
+            # the machine, sent; no table walk, no action list, no rescheduling (no timer moves)
+            source = transaction.source
+            if source is not None and transaction.keep_provisional(response, now):
+                self.responses_out.append((response, source, None, transaction))
+                return
+        elif (not transaction.reliable and not transaction.is_invite
                 and self._server.get(transaction.key or ()) is transaction):
             self._complete_udp(transaction, response, now)
             return
@@ -287,7 +297,7 @@ class TransactionCore:
             if not self.closed:
                 log.warning("transaction limit %d reached: not sending %s %s", self.max_transactions,
                             request.method, request.call_id)
-            self.deliveries.append((on_final, build_reply(request, 503, "Service Unavailable"), None))
+            self._hand_final(on_final, build_reply(request, 503, "Service Unavailable"), None)
             return None
         key = (branch, request.method) if branch else client_key_of_request(request)
         if key in self._client:
@@ -503,7 +513,7 @@ class TransactionCore:
             if action.final:
                 on_final, entry.on_final = entry.on_final, None
                 if on_final is not None:
-                    self.deliveries.append((on_final, action.response, transaction))
+                    self._hand_final(on_final, action.response, transaction)
             elif entry.on_provisional is not None:
                 self.deliveries.append((entry.on_provisional, action.response, transaction))
         if schedule:
@@ -558,8 +568,15 @@ class TransactionCore:
             self.pending -= 1
             on_final, entry.on_final = entry.on_final, None
             if on_final is not None:
-                self.deliveries.append(
-                    (on_final, build_reply(transaction.request, 503, "Service Unavailable"), transaction))
+                self._hand_final(on_final, build_reply(transaction.request, 503, "Service Unavailable"),
+                                 transaction)
+
+    def _hand_final(self, on_final: OnResponse, response: SIPResponse,
+                    transaction: ClientTransaction | None) -> None:
+        """A client transaction's final response for its creator (the one place: exactly once each),
+        counted by its class."""
+        self.deliveries.append((on_final, response, transaction))
+        self.counters.count_tm_final(response.status)
 
     def close(self) -> None:
         """Stop: every waiting creator gets a local 503 (in the deliveries); nothing is kept."""

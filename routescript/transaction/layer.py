@@ -22,6 +22,7 @@ from typing import Protocol
 
 from routescript.sip import Destination, SIPRequest, SIPResponse, Source
 from routescript.transaction.completed import CompletedTransaction
+from routescript.transaction.counters import TransactionCounters
 from routescript.transaction.core import (
     ClientTransaction,
     DataOut,
@@ -60,12 +61,16 @@ class TransactionLayer:
     def __init__(self, transport: Transport, *, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
                  timer_f: float | None = None, max_transactions: int = 10000,
                  max_completed: int = 50000, timers: TimerConfig | None = None,
-                 invite_tu_timeout: float = 180.0, wait_timer: float | None = None) -> None:
+                 invite_tu_timeout: float = 180.0, wait_timer: float | None = None,
+                 counters: TransactionCounters | None = None) -> None:
+        """`counters`: where tm's statistics are counted (counters.py; the core's CoreCounters)."""
         self.transport = transport
         self.timers = timers or TimerConfig(t1=t1, t2=t2, t4=t4, timer_f=timer_f,
                                             invite_tu_timeout=invite_tu_timeout, wait=wait_timer)
         self.core = TransactionCore(self.timers, transport.reply_destination,
-                                    max_transactions=max_transactions, max_completed=max_completed)
+                                    max_transactions=max_transactions, max_completed=max_completed,
+                                    counters=counters)
+        self.counters = self.core.counters
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None  # uvloop's TimerHandle has no when(): keep it ourselves
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +133,10 @@ class TransactionLayer:
         same key is returned as it is. Raises TransactionLimitError over the bound, TransactionError
         for an ACK (an ACK never creates a transaction)."""
         core = self.core
+        before = core.pending
         transaction = core.create(request, source, self._clock())
+        if core.pending > before:   # a new one, not the existing transaction of this request
+            self.counters.UAS_transactions += 1
         if core.timer_moved:
             self._arm_timer()
         return transaction
@@ -146,6 +154,13 @@ class TransactionLayer:
         self._carry_out()
         if transaction.reply_hooks:
             run_reply_hooks(transaction, response, relayed=relayed)
+        counters = self.counters
+        if relayed:
+            counters.relayed_replies += 1
+        else:
+            counters.local_replies += 1
+        if response.status >= 200:
+            counters.count_tm_final(response.status)
 
     # --- client side ----------------------------------------------------------------------------
 
@@ -186,6 +201,7 @@ class TransactionLayer:
         transaction (None when refused at once: closed or over the bound; on_final then gets a 503).
         Raises TransactionError when `branch` is already in use."""
         core = self.core
+        self.counters.UAC_transactions += 1   # request() comes through here too: each one counted once
         now = self._clock()
         transaction = core.send_request(req, dest, now, on_final, on_provisional=on_provisional,
                                         branch=branch, fr_timeout=fr_timeout)
@@ -260,6 +276,8 @@ class TransactionLayer:
         matched = core.receive_response(resp, self._clock())
         if core.deliveries or core.data_out or core.timer_moved:
             self._carry_out()
+        if matched:
+            self.counters.received_replies += 1
         return matched
 
     # --- carrying out what the core asks ----------------------------------------------------------

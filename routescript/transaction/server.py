@@ -73,6 +73,21 @@ class ServerTransaction(Machine):
     def _classify(self, status: int) -> Event:
         return Event.PROVISIONAL if status < 200 else Event.FINAL
 
+    def keep_provisional(self, response: SIPResponse, now: float) -> bool:
+        """The TU's 1xx `response` in one step when the table's row for it keeps the state and sends
+        (Proceeding, RFC 3261 17.2.1/17.2.2): it becomes the last response, which a retransmitted
+        request gets again, and the caller sends it. The row changes neither the state nor a timer, so
+        there is no action list to make. False, with nothing done, when the row is another one (Trying
+        -> Proceeding, a refusal) or a timer is already due at `now`: then send_response walks the table."""
+        state = self.state
+        if self.TABLE.get((state, Event.PROVISIONAL)) != (state, Effect.SEND):
+            return False
+        for deadline in self._deadlines.values():
+            if deadline <= now:
+                return False
+        self.last_response = response
+        return True
+
     def complete_into_table(self, response: SIPResponse) -> None:
         """The final `response` of a non-INVITE transaction the core moves at once to its completed
         table (UDP: the table keeps the bytes and runs Timer J): the table's FINAL row (Trying/Proceeding

@@ -234,6 +234,27 @@ async def test_fr_inv_timeout_after_a_provisional_cancels_and_408() -> None:
     assert server.transactions.relayed == [True, False]
 
 
+async def test_each_provisional_restarts_fr_inv_timeout_from_its_arrival() -> None:
+    proxy, ctx, relay, server, _ = make(ALL)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    await asyncio.sleep(0.2)
+    answer(relay, 0, 183)
+    await asyncio.sleep(0.2)                              # 0.4 after the 180, 0.2 after the 183
+    assert [r.status for r in server.transactions.upstream] == [180, 183]
+    await asyncio.sleep(0.2)                              # fr_inv_timeout 0.3 after the 183
+    assert [r.status for r in server.transactions.upstream] == [180, 183, 408]
+
+
+async def test_a_provisional_bringing_the_timeout_nearer_rearms_the_timer() -> None:
+    settings = dataclasses.replace(SETTINGS, fr_timeout=5.0, fr_inv_timeout=0.1)
+    proxy, ctx, relay, server, _ = make(ALL, settings=settings)
+    await proxy.relay_branches(ctx, False)
+    answer(relay, 0, 180)
+    await asyncio.sleep(0.25)                             # fr_inv_timeout 0.1, not fr_timeout's 5 s
+    assert [r.status for r in server.transactions.upstream] == [180, 408]
+
+
 async def test_t_set_fr_values_win_over_the_module_ones() -> None:
     proxy, ctx, _relay, server, _ = make(ALL)
     proxy.arm = Arm(fr_timeout=0.05)

@@ -297,6 +297,23 @@ def test_set_top_via_in_a_comma_list() -> None:
     )
 
 
+@pytest.mark.parametrize(("line", "left"), [
+    ("SIP/2.0/UDP proxy;branch=z9hG4bKp, SIP/2.0/UDP ua;branch=z9hG4bKu;rport=5061",
+     "SIP/2.0/UDP ua;branch=z9hG4bKu;rport=5061"),                      # SIPp's folded line
+    ("SIP/2.0/UDP proxy;branch=z9hG4bKp ,SIP/2.0/UDP a;branch=z9hG4bKa ,  SIP/2.0/UDP b;branch=z9hG4bKb",
+     "SIP/2.0/UDP a;branch=z9hG4bKa, SIP/2.0/UDP b;branch=z9hG4bKb"),    # the rest re-joined as before
+    ('SIP/2.0/UDP proxy;x="a,b", SIP/2.0/UDP ua;branch=z9hG4bKu', "SIP/2.0/UDP ua;branch=z9hG4bKu"),
+    (", SIP/2.0/UDP proxy;branch=z9hG4bKp, SIP/2.0/UDP ua;branch=z9hG4bKu", "SIP/2.0/UDP ua;branch=z9hG4bKu"),
+    ("SIP/2.0/UDP proxy;branch=z9hG4bKp,  ", None),                      # nothing left: the line goes
+])
+def test_remove_top_via_on_a_folded_line(line: str, left: str | None) -> None:
+    msg = parse_message(b"SIP/2.0 180 Ringing\r\nVia: " + line.encode() + b"\r\nFrom: <sip:a@h>;tag=1\r\n"
+                        b"To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    msg.remove_top_via()
+    assert msg.header("Via") == left
+    assert [h.name for h in msg.headers][:2] == (["Via", "From"] if left else ["From", "To"])
+
+
 def test_set_body_recomputes_content_length() -> None:
     msg = parse_message(SUBSCRIBE)
     msg.set_body(PIDF, "application/pidf+xml")

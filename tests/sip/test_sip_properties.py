@@ -340,3 +340,14 @@ def test_fast_head_split_takes_the_usual_message() -> None:
         vias = [n for n, (name, _) in enumerate(headers) if name in ("Via", "v")]
         assert index["via"] == vias and len(vias) == (2 if data is not SUBSCRIBE else 1)
         assert index["call-id"] == [next(n for n, (name, _) in enumerate(headers) if name == "Call-ID")]
+
+
+@FUZZ
+@given(st.text(alphabet=' \t,;"<>\\=abSIP/2.0UDP', max_size=40))
+def test_the_values_after_the_first_are_those_split_values_gives(value: str) -> None:
+    """remove_top_via's cut at the first comma (a folded Via line) keeps exactly what splitting the
+    whole line keeps, whatever quotes, angle brackets, empty values or blanks the line holds."""
+    from routescript.sip.headers import split_values
+    from routescript.sip.message import _after_first_value
+
+    assert _after_first_value(value) == split_values(value)[1:]

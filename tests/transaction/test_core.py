@@ -175,6 +175,37 @@ def test_provisional_then_final_go_through_the_machine_and_tcp_ends_at_once() ->
     assert wire.receive(request(branch=tcp_pub.via.branch, proto="TCP"), TCP_SRC)   # a new one
 
 
+def test_invite_provisionals_in_proceeding_are_kept_and_resent_without_moving_the_timer() -> None:
+    wire = Wire()
+    core = wire.core
+    invite = request("INVITE")
+    transaction = core.create(invite, UDP_SRC, 0.0)
+    timer = core.get_timer()
+    trying, ringing = build_reply(invite, 100), build_reply(invite, 180, to_tag="t")
+    core.reply(transaction, trying, 0.0)
+    core.reply(transaction, ringing, 0.0)
+    wire.collect()
+    assert [r for _, r, _ in wire.responses] == [trying, ringing]
+    assert transaction.state is State.PROCEEDING and transaction.last_response is ringing
+    assert not core.timer_moved and core.get_timer() == timer       # the TU timeout, untouched
+    assert not wire.receive(request("INVITE", branch=invite.via.branch))   # the 180 again
+    assert [data for _, data, _ in wire.data] == [] and wire.statuses() == [100, 180, 180]
+    assert wire.responses[-1][1].to_bytes() == ringing.to_bytes()
+
+
+def test_a_provisional_when_a_timer_is_due_walks_the_table_and_the_timer_fires() -> None:
+    wire = Wire()
+    core = wire.core
+    invite = request("INVITE")
+    transaction = core.create(invite, UDP_SRC, 0.0)
+    due = core.get_timer()
+    assert due is not None
+    core.reply(transaction, build_reply(invite, 180, to_tag="t"), due)   # the TU timeout is due now
+    wire.collect()
+    assert wire.statuses() == [180]                                 # sent, then the timeout ends it
+    assert transaction.state is State.TERMINATED and core.pending == 0
+
+
 def test_transport_error_on_the_final_reply_ends_the_transaction_through_the_table() -> None:
     wire = Wire()
     pub = request()
@@ -227,6 +258,23 @@ def test_transaction_bound_refuses_new_server_and_client_transactions() -> None:
     assert wire.core.send_request(notify(), PHONE, 0.0, got.append) is None
     wire.collect()
     assert [r.status for r in got] == [503]
+
+
+def test_each_client_transactions_final_is_counted_once_by_its_class() -> None:
+    wire = Wire(max_transactions=2)
+    core = wire.core
+    got: list[SIPResponse] = []
+    answered, timed_out = notify(), notify(call_id="sub-2")
+    core.send_request(answered, PHONE, 0.0, got.append)
+    core.send_request(timed_out, PHONE, 0.0, got.append)
+    assert core.send_request(notify(call_id="sub-3"), PHONE, 0.0, got.append) is None   # over the bound
+    ok = parse_message(build_reply(answered, 200, to_tag="w").to_bytes())
+    core.receive_response(ok, 0.01)
+    core.receive_response(ok, 0.02)                                # its retransmission: absorbed
+    wire.collect()
+    wire.run_until(TIMER_F + 0.01)                                 # the other one: 408 on Timer F
+    assert sorted(r.status for r in got) == [200, 408, 503]
+    assert core.counters.finals == [0, 0, 1, 0, 1, 1, 0]           # type: ignore[attr-defined]
 
 
 def test_invite_error_retransmitted_on_timer_g_until_the_ack_which_is_absorbed() -> None:

@@ -85,6 +85,24 @@ async def test_retransmitted_request_gets_the_same_reply_and_runs_the_script_onc
         assert core.transactions.completed == 1             # kept for Timer J (test_core: its expiry)
 
 
+async def test_tm_statistics_counted_by_the_layer_itself(core):
+    """Without the core's CoreCounters the layer counts into its own TransactionCounts: a new server
+    transaction and its reply once (not their retransmissions), a client transaction, its response."""
+    counts = core.transactions.counters
+    info = await core.transport.listen("udp", "127.0.0.1", 0)
+    async with await SipTestClient.start("udp", ("127.0.0.1", info.port)) as client:
+        pub = client.publish("sip:alice@127.0.0.1", b"<presence/>")
+        await client.send_request(pub)
+        client.send(pub)                                    # absorbed: counted nowhere
+        client.auto_reply["NOTIFY"] = 200
+        dest = core.transport.destination_for(parse_uri(client.contact_uri))
+        assert (await core.transactions.request(notify(client, f"127.0.0.1:{info.port}"), dest)).status == 200
+        await asyncio.sleep(0.05)
+    assert (counts.UAS_transactions, counts.local_replies, counts.relayed_replies) == (1, 1, 0)
+    assert (counts.UAC_transactions, counts.received_replies) == (1, 1)
+    assert counts.finals == [0, 0, 2, 0, 0, 0, 0]             # the 200 we sent, the 200 we got
+
+
 async def test_tcp_server_transaction_ends_after_the_reply(core):
     info = await core.transport.listen("tcp", "127.0.0.1", 0)
     async with await SipTestClient.start("tcp", ("127.0.0.1", info.port)) as client:

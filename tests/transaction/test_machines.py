@@ -161,6 +161,25 @@ def test_server_without_reply_is_bounded():
     assert st.state is State.TERMINATED
 
 
+def test_keep_provisional_only_where_the_table_keeps_the_state_and_no_timer_is_due():
+    req = make_request("PUBLISH")
+    st = NonInviteServerTransaction(req, reliable=False, timers=T, now=0.0)
+    trying, ringing = build_reply(req, 100), build_reply(req, 180)
+    assert not st.keep_provisional(trying, 0.1)          # Trying -> Proceeding: the table walk's
+    assert st.last_response is None and st.state is State.TRYING
+    st.send_response(trying, 0.1)
+    assert st.keep_provisional(ringing, 0.2)             # Proceeding -> Proceeding, SEND
+    assert st.last_response is ringing and st.state is State.PROCEEDING
+    assert st.receive_request(0.3) == [Transmit(ringing)]
+    assert not st.keep_provisional(trying, 32.0)         # the TU timeout is due: the walk fires it
+    assert st.last_response is ringing
+    st.send_response(build_reply(req, 200, to_tag="x1"), 1.0)
+    assert not st.keep_provisional(trying, 1.1)          # Completed: the walk refuses it
+    invite = make_request("INVITE")
+    ist = server_transaction(invite, reliable=False, timers=T, now=0.0)
+    assert ist.keep_provisional(trying, 0.0) and ist.receive_request(0.1) == [Transmit(trying)]
+
+
 # --- INVITE server ----------------------------------------------------------------------------------
 
 def test_invite_error_response_retransmitted_on_timer_g_until_timer_h():

@@ -13,7 +13,9 @@ from pathlib import Path
 from routescript.core.relay import STATELESS_BRANCH, Relay
 from routescript.resolve.literal import LiteralResolver
 from routescript.script.context import FAILURE_ROUTE, ONREPLY_ROUTE, MsgContext
+from routescript.modules.tm import newtran
 from routescript.sip import build_reply, parse_message
+from routescript.sip.assembled import AssembledResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "basic"))
 from basicmods_harness import SRC, Harness, request
@@ -133,6 +135,32 @@ async def test_t_newtran_answers_an_invite_100_and_t_check_status_reads_the_last
     assert h.call(ctx, "t_newtran") == 1 and len(h.transport.replies) == 1     # once
     other = h.ctx(request("MESSAGE", branch="z9hG4bKmsg"))
     assert h.call(other, "t_newtran") == 1 and len(h.transport.replies) == 1   # INVITE only
+
+
+async def test_a_retransmitted_invite_gets_the_relays_100_again_as_build_reply_writes_it() -> None:
+    h = harness()
+    invite = request("INVITE", ruri="sip:bob@192.0.2.9:5070", extra="Timestamp: 12\n")
+    ctx = h.ctx(invite)
+    assert await h.call(ctx, "t_relay") == 1
+    (trying,) = h.transport.replies
+    expected = build_reply(ctx.msg, 100, server=h.server.replier._server_header()).to_bytes()
+    assert trying.to_bytes() == expected and isinstance(trying, AssembledResponse)   # bytes only
+    again = h.ctx(invite)
+    assert h.server.transactions.lookup(again.msg, SRC) is ctx.transaction   # absorbed: the 100 again
+    assert [r.to_bytes() for r in h.transport.replies] == [expected, expected]
+    kept = ctx.transaction.last_response
+    assert kept.status == 100 and kept.call_id == "call-1@test"       # its head read back from the bytes
+
+
+async def test_a_100_a_reply_hook_reads_at_once_is_built_as_usual() -> None:
+    h = harness()
+    ctx = h.ctx(request("INVITE", ruri="sip:bob@192.0.2.9:5070"))
+    seen: list = []
+    newtran(ctx).reply_hooks = [seen.append]          # what create_dialog() and do_accounting() add
+    assert await h.call(ctx, "t_relay") == 1
+    (trying,) = h.transport.replies
+    assert seen == [trying] and not isinstance(trying, AssembledResponse)   # not parsed back from bytes
+    assert trying.to_bytes() == build_reply(ctx.msg, 100, server=h.server.replier._server_header()).to_bytes()
 
 
 async def test_t_relay_outbound_proxy_does_not_override_du() -> None:
