@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .worker_nodes import Workers
+from .worker_nodes import Workers, workers_on
 
 
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
-    ws = Workers(f"sqlite://{tmp_path}/presence.sqlite")
-    try:
+    async with workers_on(f"sqlite://{tmp_path}/presence.sqlite") as ws:
         yield ws
-    finally:
-        await ws.close()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from routescript.db import DatabaseError, open_database
 from routescript.db.feed import LocalHub, deliver_remote, resync_local, set_feed_relay
 
-from .worker_nodes import Workers, settle, states
+from .worker_nodes import Workers, one_file_two_paths, relay_installed, settle, states
 
 
 class CrossRelay:
@@ -32,17 +31,11 @@ class CrossRelay:
 
 
 @pytest.fixture
-def relay_paths(tmp_path: Path) -> AsyncIterator[tuple[str, str, CrossRelay]]:
-    real = tmp_path / "db"
-    real.mkdir()
-    os.symlink(real, tmp_path / "other")
-    a, b = str(real / "presence.sqlite"), str(tmp_path / "other" / "presence.sqlite")
+def relay_paths(tmp_path: Path) -> Iterator[tuple[str, str, CrossRelay]]:
+    a, b = one_file_two_paths(tmp_path)
     relay = CrossRelay(a, b)
-    set_feed_relay(relay)
-    try:
+    with relay_installed(relay):
         yield a, b, relay
-    finally:
-        set_feed_relay(None)
 
 
 async def test_through_the_relay_with_two_hubs_each_watcher_is_notified_once(

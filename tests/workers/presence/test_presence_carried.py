@@ -8,21 +8,20 @@ SQLite file, their hubs joined by a relay as the inbox bus joins worker processe
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from routescript.db.feed import MAX_PAYLOAD, deliver_remote, set_feed_relay
+from routescript.db.feed import MAX_PAYLOAD, deliver_remote
 from routescript.modules.presence.cluster_wire import (AnnouncementError, PresentityChanged, PublishedChange,
                                                        decode, encode)
 from routescript.modules.presence.etag import EtagGenerator
 from routescript.modules.presence.presentity import Publication, PresentityTable
 
-from .worker_nodes import Worker, Workers, settle, states
+from .worker_nodes import Worker, Workers, one_file_two_paths, relay_installed, settle, states, workers_on
 
 PRES = "sip:carol@127.0.0.1"
 
@@ -48,26 +47,17 @@ class HeldRelay:
 
 
 @pytest.fixture
-def two_paths(tmp_path: Path) -> AsyncIterator[tuple[str, str, HeldRelay]]:
-    real = tmp_path / "db"
-    real.mkdir()
-    os.symlink(real, tmp_path / "other")
-    a, b = str(real / "presence.sqlite"), str(tmp_path / "other" / "presence.sqlite")
+def two_paths(tmp_path: Path) -> Iterator[tuple[str, str, HeldRelay]]:
+    a, b = one_file_two_paths(tmp_path)
     relay = HeldRelay(a, b)
-    set_feed_relay(relay)
-    try:
+    with relay_installed(relay):
         yield a, b, relay
-    finally:
-        set_feed_relay(None)
 
 
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
-    ws = Workers(f"sqlite://{tmp_path}/db/presence.sqlite")
-    try:
+    async with workers_on(f"sqlite://{tmp_path}/db/presence.sqlite") as ws:
         yield ws
-    finally:
-        await ws.close()
 
 
 def count_reads(worker: Worker) -> list[str]:

@@ -7,11 +7,16 @@ one file), or - as between real processes - two hubs joined by a FeedRelay (test
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from routescript.db import Database, open_database
+from routescript.db.feed import FeedRelay, set_feed_relay
 from routescript.modules.presence.cluster import ClusterNode, worker_config
 from routescript.modules.presence.membership import SupervisedMembership, WorkerIdentity
 from routescript.modules.presence.service import PresenceService, PresenceSettings
@@ -189,3 +194,31 @@ def row_of(path: str, user: str) -> dict[str, Any]:
         conn.row_factory = sqlite3.Row
         row = conn.execute("SELECT * FROM active_watchers WHERE callid = ?", (f"sub-{user}",)).fetchone()
     return dict(row) if row is not None else {}
+
+
+def one_file_two_paths(tmp_path: Path) -> tuple[str, str]:
+    """One SQLite file seen through two paths (a symlinked directory): two hub keys, as two processes'."""
+    real = tmp_path / "db"
+    real.mkdir()
+    os.symlink(real, tmp_path / "other")
+    return str(real / "presence.sqlite"), str(tmp_path / "other" / "presence.sqlite")
+
+
+@contextmanager
+def relay_installed(relay: FeedRelay) -> Iterator[None]:
+    """`relay` carries every committed announcement while the block runs."""
+    set_feed_relay(relay)
+    try:
+        yield
+    finally:
+        set_feed_relay(None)
+
+
+@asynccontextmanager
+async def workers_on(url: str) -> AsyncIterator[Workers]:
+    """Workers on the database at `url`, every one stopped at the end."""
+    ws = Workers(url)
+    try:
+        yield ws
+    finally:
+        await ws.close()
