@@ -21,6 +21,7 @@ from routescript.sip import (
     generate_branch,
     parse_message,
 )
+from routescript.transaction.core import STALE_SLACK
 from routescript.transaction import (
     NonInviteClientTransaction,
     State,
@@ -173,6 +174,25 @@ def test_provisional_then_final_go_through_the_machine_and_tcp_ends_at_once() ->
     assert core.pending == 0 and core.completed == 1
     assert wire.responses[-1][2] == Destination("tcp", "192.0.2.10", 40001, 7, TCP_SRC.socket)
     assert wire.receive(request(branch=tcp_pub.via.branch, proto="TCP"), TCP_SRC)   # a new one
+
+
+def test_ended_invites_leave_no_pile_of_stale_timer_entries() -> None:
+    # Each INVITE's 180 s TU timeout goes stale when its final is sent and its transaction ends well
+    # before: the heap keeps at most STALE_SLACK of them beyond the live entries (it kept every call
+    # of the last 180 s: 126,000 at 700 calls/s).
+    wire = Wire(max_transactions=30_000)
+    core = wire.core
+    holder = request("INVITE", call_id="holder")   # unanswered: its TU timeout stays at the top
+    core.create(holder, UDP_SRC, 0.0)
+    calls = 3 * STALE_SLACK
+    for n in range(calls):
+        invite = request("INVITE", call_id=f"call-{n}")
+        core.reply(core.create(invite, UDP_SRC, 0.0), build_reply(invite, 200, to_tag="t"), 0.0)
+        wire.collect()
+    wire.run_until(5.0)            # Timer L ends every one of them, long before their TU timeouts
+    assert core.pending == 1 and len(core._by_seq) == 1
+    assert len(core._heap) <= 2 + STALE_SLACK
+    assert core.get_timer() == pytest.approx(TIMERS.invite_tu_timeout)   # the holder's, still armed
 
 
 def test_invite_provisionals_in_proceeding_are_kept_and_resent_without_moving_the_timer() -> None:
