@@ -79,13 +79,19 @@ def etags(worker: Worker) -> list[str]:
     return [p.etag for p in worker.service.presentities.publications(PRES, "presence")]
 
 
-async def test_the_watchers_worker_notifies_a_carried_change_without_reading_the_database(
-        workers: Workers, two_paths: tuple[str, str, HeldRelay]) -> None:
-    path_a, path_b, _ = two_paths
+async def dave_watches_in_w0(workers: Workers, path_a: str, path_b: str) -> tuple[Worker, Worker]:
+    """w0 and w1 on the one file's two paths, dave's subscription to PRES held by w0, both settled."""
     w0 = await workers.start(0, url=f"sqlite://{path_a}")
     w1 = await workers.start(1, url=f"sqlite://{path_b}")
     await w0.subscribe("dave")
     await settle(w0, w1)
+    return w0, w1
+
+
+async def test_the_watchers_worker_notifies_a_carried_change_without_reading_the_database(
+        workers: Workers, two_paths: tuple[str, str, HeldRelay]) -> None:
+    path_a, path_b, _ = two_paths
+    w0, w1 = await dave_watches_in_w0(workers, path_a, path_b)
     reads = count_reads(w0)
     etag = (await w1.publish("open")).header("SIP-ETag")           # inserted
     await settle(w0, w1)
@@ -122,10 +128,7 @@ async def test_a_change_a_read_of_this_worker_may_have_seen_is_read_again_not_ta
     PUBLISH with its ETag) and replaces it. Taking the late insert would bring the replaced
     publication back next to its successor: w0 reads instead and holds the successor only."""
     path_a, path_b, relay = two_paths
-    w0 = await workers.start(0, url=f"sqlite://{path_a}")
-    w1 = await workers.start(1, url=f"sqlite://{path_b}")
-    await w0.subscribe("dave")
-    await settle(w0, w1)
+    w0, w1 = await dave_watches_in_w0(workers, path_a, path_b)
     relay.auto = False
     etag = (await w1.publish("open")).header("SIP-ETag")
     ok = await w0.publish("closed", cseq=2, etag=etag)   # w0 reads etag from the database: a modify
@@ -143,10 +146,7 @@ async def test_a_change_is_not_taken_while_the_presentity_is_in_use(
         workers: Workers, two_paths: tuple[str, str, HeldRelay]) -> None:
     """A request of w0 holding the presentity's lock may be reading it: the change is read after."""
     path_a, path_b, relay = two_paths
-    w0 = await workers.start(0, url=f"sqlite://{path_a}")
-    w1 = await workers.start(1, url=f"sqlite://{path_b}")
-    await w0.subscribe("dave")
-    await settle(w0, w1)
+    w0, w1 = await dave_watches_in_w0(workers, path_a, path_b)
     relay.auto = False
     await w1.publish("open")
     reads = count_reads(w0)
@@ -218,10 +218,7 @@ async def test_a_change_is_announced_at_its_commit_before_the_publish_goes_on(
     """The announcement leaves from the group commit (on_commit), not once the PUBLISH's task resumes:
     when it is relayed, the publishing worker has neither answered nor taken the change in memory."""
     path_a, path_b, relay = two_paths
-    w0 = await workers.start(0, url=f"sqlite://{path_a}")
-    w1 = await workers.start(1, url=f"sqlite://{path_b}")
-    await w0.subscribe("dave")
-    await settle(w0, w1)
+    w0, w1 = await dave_watches_in_w0(workers, path_a, path_b)
     seen: list[tuple[list[str], int]] = []
     real = relay.send
 
